@@ -1,0 +1,369 @@
+//! Node configuration (TOML). Unknown keys are errors, and every validation
+//! error names the offending key, so `hotpair node --check` tells an operator
+//! exactly what to fix.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub service: ServiceSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub name: String,
+    /// TAP device to attach to (created if absent).
+    pub tap: String,
+    /// The node's own unicast MAC, e.g. "02:68:70:00:00:01".
+    pub mac: String,
+    /// Per-connection socket buffers.
+    #[serde(default = "default_rx_buffer")]
+    pub rx_buffer_bytes: usize,
+    #[serde(default = "default_tx_buffer")]
+    pub tx_buffer_bytes: usize,
+    /// Threads for CPU-bound handlers (`generate`).
+    #[serde(default = "default_workers")]
+    pub worker_threads: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    pub address: Ipv4Addr,
+    #[serde(default = "default_prefix_len")]
+    pub prefix_len: u8,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    #[serde(default = "default_max_header")]
+    pub max_header_bytes: usize,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_max_pipelined")]
+    pub max_pipelined: usize,
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_ms: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            max_header_bytes: default_max_header(),
+            max_body_bytes: default_max_body(),
+            max_pipelined: default_max_pipelined(),
+            header_timeout_ms: default_header_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            body_timeout_ms: default_body_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// URL path prefix, e.g. "/static/".
+    pub prefix: String,
+    pub handler: HandlerKind,
+    /// `files`: document root.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// `files`: most bytes to load into memory.
+    #[serde(default)]
+    pub max_total_bytes: Option<u64>,
+    /// `generate`: largest `?size=`.
+    #[serde(default)]
+    pub max_size: Option<usize>,
+    /// `upstream`: host:port of the application (kernel TCP).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `upstream`: most idle keep-alive connections kept.
+    #[serde(default)]
+    pub max_idle: Option<usize>,
+    /// `upstream`: time for the whole exchange.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerKind {
+    Files,
+    Generate,
+    Upstream,
+}
+
+fn default_rx_buffer() -> usize {
+    128 * 1024
+}
+fn default_tx_buffer() -> usize {
+    256 * 1024
+}
+fn default_workers() -> usize {
+    2
+}
+fn default_prefix_len() -> u8 {
+    24
+}
+fn default_port() -> u16 {
+    80
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_header() -> usize {
+    16 * 1024
+}
+fn default_max_body() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_max_pipelined() -> usize {
+    32
+}
+fn default_header_timeout() -> u64 {
+    10_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_body_timeout() -> u64 {
+    60_000
+}
+
+/// Default ceiling of a `files` root held in memory.
+pub const DEFAULT_FILES_MAX_BYTES: u64 = 1 << 30;
+/// Default ceiling of `generate`'s `?size=`.
+pub const DEFAULT_GENERATE_MAX: usize = 64 * 1024 * 1024;
+
+/// Parse a MAC "aa:bb:cc:dd:ee:ff" that must be unicast.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        bail!("{s:?} is not a MAC address (six hex bytes separated by ':')");
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(&parts) {
+        *m = u8::from_str_radix(p, 16).with_context(|| format!("{s:?}: bad hex byte {p:?}"))?;
+    }
+    if mac[0] & 1 != 0 {
+        bail!("{s:?} is a multicast MAC; the node needs a unicast one");
+    }
+    if mac == [0; 6] {
+        bail!("{s:?} is the all-zero MAC");
+    }
+    Ok(mac)
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let n = &self.node;
+        if n.name.is_empty() {
+            bail!("node.name: must not be empty");
+        }
+        if n.tap.is_empty() || n.tap.len() >= 16 {
+            bail!(
+                "node.tap: {:?} must be 1 to 15 characters (IFNAMSIZ)",
+                n.tap
+            );
+        }
+        parse_mac(&n.mac).context("node.mac")?;
+        if n.rx_buffer_bytes < 4096 || n.rx_buffer_bytes > (1 << 30) {
+            bail!(
+                "node.rx_buffer_bytes: {} must be within 4096..=1 GiB",
+                n.rx_buffer_bytes
+            );
+        }
+        if n.tx_buffer_bytes < 4096 || n.tx_buffer_bytes > (1 << 30) {
+            bail!(
+                "node.tx_buffer_bytes: {} must be within 4096..=1 GiB",
+                n.tx_buffer_bytes
+            );
+        }
+        if n.worker_threads == 0 || n.worker_threads > 256 {
+            bail!(
+                "node.worker_threads: {} must be within 1..=256",
+                n.worker_threads
+            );
+        }
+        let s = &self.service;
+        if s.prefix_len == 0 || s.prefix_len > 32 {
+            bail!("service.prefix_len: {} must be within 1..=32", s.prefix_len);
+        }
+        if s.address.is_unspecified() || s.address.is_multicast() || s.address.is_broadcast() {
+            bail!("service.address: {} is not a unicast address", s.address);
+        }
+        if s.port == 0 {
+            bail!("service.port: must not be 0");
+        }
+        if s.max_connections == 0 || s.max_connections > 65_536 {
+            bail!(
+                "service.max_connections: {} must be within 1..=65536",
+                s.max_connections
+            );
+        }
+        let h = &self.http;
+        if h.max_header_bytes < 256 || h.max_header_bytes > (1 << 20) {
+            bail!(
+                "http.max_header_bytes: {} must be within 256..=1 MiB",
+                h.max_header_bytes
+            );
+        }
+        if h.max_pipelined == 0 || h.max_pipelined > 1024 {
+            bail!(
+                "http.max_pipelined: {} must be within 1..=1024",
+                h.max_pipelined
+            );
+        }
+        for (key, v) in [
+            ("http.header_timeout_ms", h.header_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+            ("http.body_timeout_ms", h.body_timeout_ms),
+        ] {
+            if v == 0 {
+                bail!("{key}: must be greater than 0");
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            if !r.prefix.starts_with('/') {
+                bail!("{}: {:?} must start with '/'", key("prefix"), r.prefix);
+            }
+            if self.routes[..i].iter().any(|o| o.prefix == r.prefix) {
+                bail!(
+                    "{}: {:?} is used by an earlier route",
+                    key("prefix"),
+                    r.prefix
+                );
+            }
+            let unexpected = |k: &str, present: bool| -> Result<()> {
+                if present {
+                    bail!("{}: not valid for handler {:?}", key(k), r.handler);
+                }
+                Ok(())
+            };
+            match r.handler {
+                HandlerKind::Files => {
+                    let Some(root) = &r.root else {
+                        bail!("{}: required for handler \"files\"", key("root"));
+                    };
+                    if !root.is_dir() {
+                        bail!("{}: {} is not a directory", key("root"), root.display());
+                    }
+                    unexpected("max_size", r.max_size.is_some())?;
+                    unexpected("address", r.address.is_some())?;
+                }
+                HandlerKind::Generate => {
+                    unexpected("root", r.root.is_some())?;
+                    unexpected("address", r.address.is_some())?;
+                    if r.max_size == Some(0) {
+                        bail!("{}: must be greater than 0", key("max_size"));
+                    }
+                }
+                HandlerKind::Upstream => {
+                    let Some(addr) = &r.address else {
+                        bail!("{}: required for handler \"upstream\"", key("address"));
+                    };
+                    addr.parse::<SocketAddr>().map_err(|e| {
+                        anyhow::anyhow!("{}: {addr:?} is not host:port ({e})", key("address"))
+                    })?;
+                    unexpected("root", r.root.is_some())?;
+                    unexpected("max_size", r.max_size.is_some())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> String {
+        r#"
+[node]
+name = "n1"
+tap = "hptap0"
+mac = "02:68:70:00:00:01"
+[service]
+address = "10.77.0.10"
+"#
+        .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(&base()).unwrap();
+        assert_eq!(c.service.port, 80);
+        assert_eq!(c.service.max_connections, 1024);
+        assert_eq!(c.http.max_header_bytes, 16384);
+        assert!(c.routes.is_empty());
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        assert!(err(&base().replace("02:68", "03:68")).contains("node.mac"));
+        assert!(err(&base().replace("10.77.0.10", "10.77.0")).contains("address"));
+        assert!(err(&(base() + "port = 0\n")).contains("service.port"));
+        assert!(err(&(base() + "bogus = 1\n")).contains("bogus"));
+        let up =
+            base() + "[[route]]\nprefix = \"/app/\"\nhandler = \"upstream\"\naddress = \"nope\"\n";
+        assert!(err(&up).contains("route[0].address"));
+        let files = base() + "[[route]]\nprefix = \"/s/\"\nhandler = \"files\"\n";
+        assert!(err(&files).contains("route[0].root"));
+        let kind = base() + "[[route]]\nprefix = \"/s/\"\nhandler = \"ftp\"\n";
+        assert!(err(&kind).contains("handler"));
+        let rel = base() + "[[route]]\nprefix = \"s\"\nhandler = \"generate\"\n";
+        assert!(err(&rel).contains("route[0].prefix"));
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(
+            parse_mac("02:68:70:00:00:01").unwrap(),
+            [2, 0x68, 0x70, 0, 0, 1]
+        );
+        assert!(parse_mac("01:00:5e:00:00:01").is_err());
+        assert!(parse_mac("02:68:70:00:00").is_err());
+        assert!(parse_mac("zz:68:70:00:00:01").is_err());
+    }
+}

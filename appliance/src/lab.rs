@@ -1,0 +1,1099 @@
+//! `hotpair lab`: a ready network-namespace lab (client, switch, nodes) for
+//! trying hotpair out and for the end-to-end tests.
+//!
+//! Everything is done by shelling out to iproute2 (`ip`); processes inside the
+//! namespaces run through `ip netns exec`. The lab's state (configs, logs, pids,
+//! docroot, `state.json`) lives in `/run/hotpair/lab-PREFIX/`.
+
+mod docroot;
+mod ip;
+mod proc;
+mod state;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use self::proc::Proc;
+use self::state::{ClientState, LabState, NodeState, Phase, SwitchState, UpstreamState};
+
+/// Default lab name prefix.
+pub const DEFAULT_PREFIX: &str = "hp";
+/// Where lab state directories live (`lab-PREFIX/` below it).
+pub const STATE_ROOT: &str = "/run/hotpair";
+/// The service address (VIP) the nodes serve, and its port.
+pub const SERVICE_ADDRESS: &str = "10.77.0.10";
+pub const SERVICE_PORT: u16 = 80;
+/// The client namespace's address.
+pub const CLIENT_ADDRESS: &str = "10.77.0.100";
+/// Prefix length of the lab LAN 10.77.0.0/24.
+pub const LAN_PREFIX_LEN: u8 = 24;
+/// The TAP device each node namespace gets.
+pub const TAP_NAME: &str = "hptap0";
+/// Where the upstream app listens inside each node namespace.
+pub const UPSTREAM_ADDRESS: &str = "127.0.0.1:8080";
+
+const UPSTREAM_SCRIPT: &str = include_str!("../assets/upstream.py");
+const MAX_PREFIX_LEN: usize = 16;
+
+const LAB_LONG_ABOUT: &str = "\
+A ready network-namespace lab for trying hotpair out and for the end-to-end tests.
+
+Topology (PREFIX defaults to `hp`):
+  PREFIX-client  eth0 10.77.0.100/24 (veth; its peer `client` sits in PREFIX-sw)
+  PREFIX-sw      Linux bridge br0 joining `client`, `n1`, `n2`, …
+  PREFIX-n<i>    eth0 (veth; peer `n<i>` in PREFIX-sw) and TAP hptap0 (vnet_hdr)
+                 bridged on br-lan, which carries the namespace's own kernel
+                 address 10.77.0.<i>/24; the upstream app on 127.0.0.1:8080;
+                 the node process `hotpair node --config …/n<i>.toml` on hptap0,
+                 MAC 02:68:70:00:00:0<i>.
+Service address: 10.77.0.10 port 80, routes /static/ (files from the docroot),
+/non-deterministic/ (generate) and /app/ (upstream). IPv6 is off in every lab
+namespace.
+
+State, configs, logs, pids and the generated docroot (1k.bin, 5k.bin, 50k.bin,
+50m.bin, index.html) live in /run/hotpair/lab-PREFIX/.
+
+Examples:
+  hotpair lab up
+  hotpair lab exec client -- curl -s http://10.77.0.10/static/index.html
+  hotpair lab status --json
+  hotpair lab kill n1
+  hotpair lab down";
+
+#[derive(clap::Args)]
+#[command(long_about = LAB_LONG_ABOUT)]
+pub struct LabArgs {
+    /// Lab name prefix: namespaces PREFIX-client, PREFIX-sw, PREFIX-n1…, state in
+    /// /run/hotpair/lab-PREFIX/ (letters, digits and '_', at most 16 characters).
+    #[arg(long, global = true, default_value = DEFAULT_PREFIX)]
+    prefix: String,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum LabCommand {
+    /// Build the lab (removing leftovers of an earlier run with the same
+    /// prefix first), start the upstream app and the node(s), and wait until
+    /// the service address serves.
+    Up(UpArgs),
+    /// Stop the lab's processes and delete its namespaces and state directory.
+    /// Succeeds when there is nothing to delete.
+    Down,
+    /// Show namespaces, addresses, node processes, roles and mode.
+    Status(StatusArgs),
+    /// Run a command inside one of the lab namespaces, e.g.
+    /// `hotpair lab exec client -- curl -s http://10.77.0.10/static/index.html`;
+    /// exits with the command's exit code.
+    Exec(ExecArgs),
+    /// SIGKILL a node's process (fail-stop), e.g. `hotpair lab kill n1`.
+    Kill(KillArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Replication mode. Only `simplex` (one node, no replication) exists so far.
+    #[arg(long, default_value = "simplex")]
+    mode: Mode,
+    /// Serve this directory under /static/ instead of the generated docroot
+    /// (default: generated into /run/hotpair/lab-PREFIX/docroot).
+    #[arg(long)]
+    docroot: Option<PathBuf>,
+    /// Make each node write the frames it sees to /run/hotpair/lab-PREFIX/n<i>.pcap.
+    #[arg(long)]
+    pcap: bool,
+    /// `[http] header_timeout_ms` in the node configs.
+    #[arg(long, default_value_t = 10_000)]
+    http_header_timeout_ms: u64,
+    /// `[http] idle_timeout_ms` in the node configs.
+    #[arg(long, default_value_t = 60_000)]
+    http_idle_timeout_ms: u64,
+    /// How long to wait for the service address to serve before giving up.
+    #[arg(long, default_value_t = 10)]
+    wait_secs: u64,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ExecArgs {
+    /// Namespace without the prefix: client, sw, n1, n2, …
+    name: String,
+    /// The command and its arguments (put them after `--`).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<OsString>,
+}
+
+#[derive(clap::Args)]
+struct KillArgs {
+    /// The node to kill: n1, n2, …
+    node: String,
+}
+
+/// How the lab's nodes replicate. Only simplex is built so far; the other
+/// modes of the design are recognised so the error says what is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// One node serving on its own, no replication.
+    Simplex,
+}
+
+impl Mode {
+    /// Number of nodes the mode runs.
+    pub fn node_count(self) -> u32 {
+        match self {
+            Mode::Simplex => 1,
+        }
+    }
+
+    /// The role each node has at start-up in this mode.
+    pub fn initial_role(self, _node_index: u32) -> &'static str {
+        match self {
+            Mode::Simplex => "simplex",
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "simplex" => Ok(Mode::Simplex),
+            "duplex" | "dual-role" => Err(format!(
+                "mode `{s}` is not supported by the lab yet; only `simplex` is"
+            )),
+            _ => Err(format!("unknown mode `{s}`; only `simplex` is supported")),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Simplex => "simplex",
+        })
+    }
+}
+
+/// What `lab up` builds.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub prefix: String,
+    pub mode: Mode,
+    /// `None`: generate the docroot into the state directory.
+    pub docroot: Option<PathBuf>,
+    pub pcap: bool,
+    pub http_header_timeout_ms: u64,
+    pub http_idle_timeout_ms: u64,
+    /// How long to wait for the service address to serve.
+    pub wait: Duration,
+    /// Print progress lines to stderr.
+    pub verbose: bool,
+}
+
+impl LabOptions {
+    pub fn new(prefix: &str) -> LabOptions {
+        LabOptions {
+            prefix: prefix.to_owned(),
+            mode: Mode::Simplex,
+            docroot: None,
+            pcap: false,
+            http_header_timeout_ms: 10_000,
+            http_idle_timeout_ms: 60_000,
+            wait: Duration::from_secs(10),
+            verbose: true,
+        }
+    }
+}
+
+/// A lab that is up.
+pub struct Lab {
+    pub state: LabState,
+}
+
+impl Lab {
+    pub fn client_namespace(&self) -> &str {
+        &self.state.client.namespace
+    }
+
+    pub fn docroot(&self) -> &Path {
+        &self.state.docroot
+    }
+
+    /// (name, pid) of each node.
+    pub fn node_pids(&self) -> Vec<(String, Option<i32>)> {
+        self.state
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.process.map(|p| p.pid)))
+            .collect()
+    }
+
+    /// A command running `program` inside the lab namespace `name` (client, sw, n1…).
+    pub fn command_in(&self, name: &str, program: &str) -> std::process::Command {
+        ip::netns_command(&format!("{}-{name}", self.state.prefix), program)
+    }
+}
+
+pub fn run(args: LabArgs) -> Result<()> {
+    let prefix = args.prefix;
+    match args.command {
+        LabCommand::Up(a) => {
+            let opts = LabOptions {
+                prefix: prefix.clone(),
+                mode: a.mode,
+                docroot: a.docroot,
+                pcap: a.pcap,
+                http_header_timeout_ms: a.http_header_timeout_ms,
+                http_idle_timeout_ms: a.http_idle_timeout_ms,
+                wait: Duration::from_secs(a.wait_secs),
+                verbose: true,
+            };
+            match up(&opts) {
+                Ok(lab) => {
+                    print_status(&status_json(&lab.state.prefix)?);
+                    Ok(())
+                }
+                Err(e) => Err(e.context(format!(
+                    "lab up failed; the lab is left in place for inspection \
+                     (`hotpair lab status --prefix {prefix}`), remove it with \
+                     `hotpair lab down --prefix {prefix}`"
+                ))),
+            }
+        }
+        LabCommand::Down => {
+            validate_prefix(&prefix)?;
+            require_root()?;
+            if cleanup(&prefix, false)? {
+                println!("lab {prefix}: down");
+            } else {
+                println!("lab {prefix}: nothing to remove");
+            }
+            Ok(())
+        }
+        LabCommand::Status(a) => {
+            let v = status_json(&prefix)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+            Ok(())
+        }
+        LabCommand::Exec(a) => exec(&prefix, &a.name, &a.command),
+        LabCommand::Kill(a) => kill(&prefix, &a.node),
+    }
+}
+
+// ---- names ------------------------------------------------------------------
+
+fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty()
+        || prefix.len() > MAX_PREFIX_LEN
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        bail!(
+            "invalid lab prefix `{prefix}`: use 1 to {MAX_PREFIX_LEN} letters, digits or '_' \
+             (no '-', so PREFIX-* names stay unambiguous)"
+        );
+    }
+    Ok(())
+}
+
+/// `/run/hotpair/lab-PREFIX`.
+pub fn state_dir(prefix: &str) -> PathBuf {
+    Path::new(STATE_ROOT).join(format!("lab-{prefix}"))
+}
+
+/// Whether `suffix` (the part after `PREFIX-`) names a lab namespace.
+fn is_lab_member(suffix: &str) -> bool {
+    match suffix {
+        "client" | "sw" => true,
+        _ => suffix
+            .strip_prefix('n')
+            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit())),
+    }
+}
+
+/// Namespaces that exist now and belong to the lab `prefix`.
+fn existing_namespaces(prefix: &str) -> Result<Vec<String>> {
+    let head = format!("{prefix}-");
+    Ok(ip::netns_list()?
+        .into_iter()
+        .filter(|ns| ns.strip_prefix(&head).is_some_and(is_lab_member))
+        .collect())
+}
+
+fn node_mac(index: u32) -> String {
+    format!("02:68:70:00:00:{index:02x}")
+}
+
+fn node_address(index: u32) -> String {
+    format!("10.77.0.{index}")
+}
+
+fn require_root() -> Result<()> {
+    // SAFETY: geteuid(2) cannot fail and has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the lab needs root (it creates network namespaces); run it as root");
+    }
+    Ok(())
+}
+
+// ---- up ---------------------------------------------------------------------
+
+/// Builds the lab described by `opts` and waits until the service address
+/// serves. Leftovers of an earlier lab with the same prefix are removed first.
+/// On failure the lab is left in place (state phase `failed`) for inspection;
+/// callers that want it gone call [`down`].
+pub fn up(opts: &LabOptions) -> Result<Lab> {
+    validate_prefix(&opts.prefix)?;
+    require_root()?;
+    let prefix = opts.prefix.as_str();
+    let dir = state_dir(prefix);
+    let say = |msg: &str| {
+        if opts.verbose {
+            eprintln!("lab {prefix}: {msg}");
+        }
+    };
+
+    if cleanup(prefix, true)? {
+        say("removed leftovers of an earlier run");
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    let (docroot, docroot_generated) = match &opts.docroot {
+        Some(d) => {
+            let d = fs::canonicalize(d)
+                .with_context(|| format!("docroot {} does not exist", d.display()))?;
+            if !d.is_dir() {
+                bail!("docroot {} is not a directory", d.display());
+            }
+            (d, false)
+        }
+        None => {
+            let d = dir.join("docroot");
+            say("generating the docroot");
+            docroot::generate(&d)?;
+            (d, true)
+        }
+    };
+    let script = dir.join("upstream.py");
+    fs::write(&script, UPSTREAM_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+
+    let nodes = (1..=opts.mode.node_count())
+        .map(|i| {
+            let name = format!("n{i}");
+            NodeState {
+                namespace: format!("{prefix}-{name}"),
+                address: node_address(i),
+                mac: node_mac(i),
+                tap: TAP_NAME.to_owned(),
+                config: dir.join(format!("{name}.toml")),
+                log: dir.join(format!("{name}.log")),
+                pcap: opts.pcap.then(|| dir.join(format!("{name}.pcap"))),
+                process: None,
+                killed: false,
+                upstream: UpstreamState {
+                    address: UPSTREAM_ADDRESS.to_owned(),
+                    log: dir.join(format!("upstream-{name}.log")),
+                    process: None,
+                },
+                index: i,
+                name,
+            }
+        })
+        .collect();
+    let mut state = LabState {
+        prefix: prefix.to_owned(),
+        mode: opts.mode,
+        phase: Phase::Building,
+        state_dir: dir.clone(),
+        docroot,
+        docroot_generated,
+        service_address: SERVICE_ADDRESS.to_owned(),
+        service_port: SERVICE_PORT,
+        client: ClientState {
+            namespace: format!("{prefix}-client"),
+            interface: "eth0".to_owned(),
+            address: format!("{CLIENT_ADDRESS}/{LAN_PREFIX_LEN}"),
+        },
+        switch: SwitchState {
+            namespace: format!("{prefix}-sw"),
+            bridge: "br0".to_owned(),
+        },
+        nodes,
+    };
+    state.save()?;
+
+    let result = build(&mut state, opts, &say);
+    state.phase = if result.is_ok() {
+        Phase::Up
+    } else {
+        Phase::Failed
+    };
+    state.save()?;
+    result?;
+    say(&format!(
+        "up: service http://{SERVICE_ADDRESS}:{SERVICE_PORT}/ from {}",
+        state.client.namespace
+    ));
+    Ok(Lab { state })
+}
+
+fn build(state: &mut LabState, opts: &LabOptions, say: &dyn Fn(&str)) -> Result<()> {
+    say("creating namespaces");
+    build_network(state)?;
+    for i in 0..state.nodes.len() {
+        write_node_config(state, &state.nodes[i], opts)?;
+        say(&format!(
+            "starting upstream app in {}",
+            state.nodes[i].namespace
+        ));
+        start_upstream(state, i)?;
+        state.save()?;
+        say(&format!("starting node {}", state.nodes[i].name));
+        start_node(state, i)?;
+        state.save()?;
+    }
+    say("waiting for the service address to serve");
+    wait_serving(state, opts.wait)
+}
+
+fn build_network(state: &LabState) -> Result<()> {
+    for ns in state.namespaces() {
+        ip::ip(["netns", "add", ns.as_str()])?;
+        // Keep the LAN quiet: no IPv6 (router solicitations, DAD, MLD).
+        ip::exec_in(
+            &ns,
+            "sh",
+            &[
+                "-c",
+                "for c in all default; do \
+                 f=/proc/sys/net/ipv6/conf/$c/disable_ipv6; \
+                 if [ -e $f ]; then echo 1 > $f || exit 1; fi; done",
+            ],
+        )?;
+        ip::ip_in(&ns, &["link", "set", "lo", "up"])?;
+    }
+
+    let sw = state.switch.namespace.as_str();
+    let br = state.switch.bridge.as_str();
+    ip::ip_in(
+        sw,
+        &["link", "add", br, "type", "bridge", "forward_delay", "0"],
+    )?;
+    ip::ip_in(sw, &["link", "set", br, "up"])?;
+
+    // client <-> switch
+    let client = &state.client;
+    let cns = client.namespace.as_str();
+    let cif = client.interface.as_str();
+    ip::ip_in(
+        sw,
+        &[
+            "link", "add", "client", "type", "veth", "peer", "name", cif, "netns", cns,
+        ],
+    )?;
+    ip::ip_in(sw, &["link", "set", "client", "master", br, "up"])?;
+    ip::ip_in(cns, &["addr", "add", client.address.as_str(), "dev", cif])?;
+    ip::ip_in(cns, &["link", "set", cif, "up"])?;
+
+    // node <-> switch, and the node's local bridge joining eth0 and the TAP
+    for n in &state.nodes {
+        let ns = n.namespace.as_str();
+        let port = n.name.as_str();
+        ip::ip_in(
+            sw,
+            &[
+                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ],
+        )?;
+        ip::ip_in(sw, &["link", "set", port, "master", br, "up"])?;
+        ip::ip_in(
+            ns,
+            &[
+                "link",
+                "add",
+                "br-lan",
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+            ],
+        )?;
+        ip::ip_in(
+            ns,
+            &[
+                "tuntap",
+                "add",
+                "dev",
+                n.tap.as_str(),
+                "mode",
+                "tap",
+                "vnet_hdr",
+            ],
+        )?;
+        ip::ip_in(ns, &["link", "set", "eth0", "master", "br-lan", "up"])?;
+        ip::ip_in(
+            ns,
+            &["link", "set", n.tap.as_str(), "master", "br-lan", "up"],
+        )?;
+        let addr = format!("{}/{LAN_PREFIX_LEN}", n.address);
+        ip::ip_in(ns, &["addr", "add", addr.as_str(), "dev", "br-lan"])?;
+        ip::ip_in(ns, &["link", "set", "br-lan", "up"])?;
+    }
+    Ok(())
+}
+
+/// The node configuration, in the format `hotpair node --config` reads.
+fn node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> String {
+    let root = toml::Value::String(state.docroot.to_string_lossy().into_owned());
+    format!(
+        r#"[node]
+name = "{name}"
+tap = "{tap}"
+mac = "{mac}"
+
+[service]
+address = "{SERVICE_ADDRESS}"
+prefix_len = {LAN_PREFIX_LEN}
+port = {SERVICE_PORT}
+max_connections = 1024
+
+[http]
+max_header_bytes = 16384
+max_body_bytes = 67108864
+header_timeout_ms = {header_timeout}
+idle_timeout_ms = {idle_timeout}
+
+[[route]]
+prefix = "/static/"
+handler = "files"
+root = {root}
+
+[[route]]
+prefix = "/non-deterministic/"
+handler = "generate"
+max_size = 67108864
+
+[[route]]
+prefix = "/app/"
+handler = "upstream"
+address = "{UPSTREAM_ADDRESS}"
+"#,
+        name = node.name,
+        tap = node.tap,
+        mac = node.mac,
+        header_timeout = opts.http_header_timeout_ms,
+        idle_timeout = opts.http_idle_timeout_ms,
+    )
+}
+
+fn write_node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Result<()> {
+    fs::write(&node.config, node_config(state, node, opts))
+        .with_context(|| format!("writing {}", node.config.display()))
+}
+
+fn start_upstream(state: &mut LabState, i: usize) -> Result<()> {
+    let node = &state.nodes[i];
+    let ready = state
+        .state_dir
+        .join(format!("upstream-{}.ready", node.name));
+    let _ = fs::remove_file(&ready);
+    let (host, port) = UPSTREAM_ADDRESS
+        .rsplit_once(':')
+        .expect("UPSTREAM_ADDRESS is host:port");
+    let mut cmd = ip::netns_command(&node.namespace, "python3");
+    cmd.arg(state.state_dir.join("upstream.py"))
+        .args(["--bind", host, "--port", port, "--log"])
+        .arg(&node.upstream.log)
+        .arg("--ready")
+        .arg(&ready);
+    let p = proc::spawn_detached(cmd, &node.upstream.log)?;
+    state.nodes[i].upstream.process = Some(p);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        if !p.alive() {
+            bail!(
+                "the upstream app in {} exited at start:\n{}",
+                state.nodes[i].namespace,
+                tail(&state.nodes[i].upstream.log, 20)
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the upstream app in {} did not start listening within 10 s:\n{}",
+                state.nodes[i].namespace,
+                tail(&state.nodes[i].upstream.log, 20)
+            );
+        }
+        sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn start_node(state: &mut LabState, i: usize) -> Result<()> {
+    let node = &state.nodes[i];
+    let exe = std::env::current_exe().context("locating the hotpair binary")?;
+    let mut cmd = ip::netns_command(&node.namespace, &exe);
+    cmd.arg("node").arg("--config").arg(&node.config);
+    if let Some(pcap) = &node.pcap {
+        cmd.arg("--pcap").arg(pcap);
+    }
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    );
+    let p = proc::spawn_detached(cmd, &node.log)?;
+    state.nodes[i].process = Some(p);
+    Ok(())
+}
+
+/// Polls from the client namespace until the service address serves
+/// /static/index.html with 200, failing early if a node process dies.
+fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
+    let url = format!("http://{SERVICE_ADDRESS}:{SERVICE_PORT}/static/index.html");
+    let deadline = Instant::now() + wait;
+    let mut last;
+    loop {
+        for n in &state.nodes {
+            if !n.process.is_some_and(|p| p.alive()) {
+                bail!(
+                    "node {} exited during start-up; tail of {}:\n{}",
+                    n.name,
+                    n.log.display(),
+                    tail(&n.log, 40)
+                );
+            }
+        }
+        let out = ip::netns_command(&state.client.namespace, "curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "1",
+                &url,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("running curl in the client namespace (is curl installed?)")?;
+        let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if code == "200" {
+            return Ok(());
+        }
+        last = format!("curl exit {}, http code {code:?}", out.status);
+        if Instant::now() >= deadline {
+            break;
+        }
+        sleep(Duration::from_millis(200));
+    }
+    let logs: Vec<String> = state
+        .nodes
+        .iter()
+        .map(|n| format!("tail of {}:\n{}", n.log.display(), tail(&n.log, 40)))
+        .collect();
+    bail!(
+        "{url} did not answer 200 from {} within {} s (last: {last})\n{}",
+        state.client.namespace,
+        wait.as_secs_f32(),
+        logs.join("\n")
+    )
+}
+
+/// The last `lines` lines of a log file (for error messages).
+fn tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let start = all.len().saturating_sub(lines);
+            if all.is_empty() {
+                "    (empty)".to_owned()
+            } else {
+                all[start..]
+                    .iter()
+                    .map(|l| format!("    {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        Err(e) => format!("    (cannot read: {e})"),
+    }
+}
+
+// ---- down / cleanup ---------------------------------------------------------
+
+/// Stops the lab's processes, deletes its namespaces and its state directory.
+/// Succeeds when nothing exists.
+pub fn down(prefix: &str) -> Result<()> {
+    validate_prefix(prefix)?;
+    require_root()?;
+    cleanup(prefix, false)?;
+    Ok(())
+}
+
+/// Kills the lab's processes and deletes its namespaces and state. With
+/// `keep_docroot`, a generated docroot in the state dir survives (it is
+/// expensive to regenerate). Returns whether anything existed.
+fn cleanup(prefix: &str, keep_docroot: bool) -> Result<bool> {
+    let dir = state_dir(prefix);
+    let mut found = false;
+
+    // 1. Processes recorded in the state file: SIGTERM, grace, SIGKILL.
+    match LabState::load(&dir) {
+        Ok(Some(state)) => {
+            found = true;
+            let procs = state.processes();
+            let live: Vec<Proc> = procs
+                .into_iter()
+                .filter(|p| p.signal(libc::SIGTERM))
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(1);
+            for p in &live {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !p.wait_gone(left) {
+                    p.kill();
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("lab {prefix}: ignoring unreadable state: {e:#}"),
+    }
+
+    // 2. Anything still running inside the lab's namespaces, then the namespaces.
+    for ns in existing_namespaces(prefix)? {
+        found = true;
+        for pid in ip::netns_pids(&ns).unwrap_or_default() {
+            proc::kill_pid(pid);
+        }
+        ip::ip(["netns", "del", ns.as_str()])?;
+    }
+
+    // 3. The state directory.
+    if dir.exists() {
+        found = true;
+        if keep_docroot {
+            for entry in fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.file_name() == Some("docroot".as_ref()) && path.is_dir() {
+                    continue;
+                }
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                }
+                .with_context(|| format!("removing {}", path.display()))?;
+            }
+        } else {
+            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+    }
+    Ok(found)
+}
+
+// ---- status -----------------------------------------------------------------
+
+/// The lab's status as JSON (also what `lab status --json` prints).
+pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
+    validate_prefix(prefix)?;
+    let dir = state_dir(prefix);
+    let state = LabState::load(&dir)?;
+    let existing = existing_namespaces(prefix).unwrap_or_default();
+    let ns_entry = |name: &str, kind: &str| {
+        let exists = existing.iter().any(|e| e == name);
+        let addresses: Vec<serde_json::Value> = if exists {
+            ip::ipv4_addresses(name)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(ifname, _)| ifname != "lo")
+                .map(|(ifname, addr)| serde_json::json!({"interface": ifname, "address": addr}))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        serde_json::json!({"name": name, "kind": kind, "exists": exists, "addresses": addresses})
+    };
+    let Some(state) = state else {
+        let namespaces: Vec<_> = existing.iter().map(|n| ns_entry(n, "leftover")).collect();
+        return Ok(serde_json::json!({
+            "prefix": prefix,
+            "up": false,
+            "state_dir": dir,
+            "namespaces": namespaces,
+            "nodes": [],
+        }));
+    };
+    let mut namespaces = vec![
+        ns_entry(&state.client.namespace, "client"),
+        ns_entry(&state.switch.namespace, "switch"),
+    ];
+    namespaces.extend(state.nodes.iter().map(|n| ns_entry(&n.namespace, "node")));
+    let nodes: Vec<_> = state
+        .nodes
+        .iter()
+        .map(|n| {
+            let alive = n.process.is_some_and(|p| p.alive());
+            let up_alive = n.upstream.process.is_some_and(|p| p.alive());
+            serde_json::json!({
+                "name": n.name,
+                "namespace": n.namespace,
+                "address": format!("{}/{LAN_PREFIX_LEN}", n.address),
+                "mac": n.mac,
+                "tap": n.tap,
+                "pid": n.process.map(|p| p.pid),
+                "alive": alive,
+                "killed": n.killed,
+                "role": state.mode.initial_role(n.index),
+                "config": n.config,
+                "log": n.log,
+                "pcap": n.pcap,
+                "upstream": {
+                    "address": n.upstream.address,
+                    "pid": n.upstream.process.map(|p| p.pid),
+                    "alive": up_alive,
+                    "log": n.upstream.log,
+                },
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "prefix": prefix,
+        "up": state.phase == Phase::Up,
+        "phase": state.phase,
+        "mode": state.mode,
+        "state_dir": state.state_dir,
+        "docroot": state.docroot,
+        "service": {"address": state.service_address, "port": state.service_port},
+        "client": {"namespace": state.client.namespace, "address": state.client.address},
+        "namespaces": namespaces,
+        "nodes": nodes,
+    }))
+}
+
+fn print_status(v: &serde_json::Value) {
+    let prefix = v["prefix"].as_str().unwrap_or("?");
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    if v.get("phase").is_none() {
+        println!("lab {prefix}: not up (no state in {})", s(&v["state_dir"]));
+    } else {
+        println!(
+            "lab {prefix}: {} (mode {}), state {}",
+            s(&v["phase"]),
+            s(&v["mode"]),
+            s(&v["state_dir"])
+        );
+        println!(
+            "service {}:{}  docroot {}",
+            s(&v["service"]["address"]),
+            s(&v["service"]["port"]),
+            s(&v["docroot"])
+        );
+    }
+    let namespaces = v["namespaces"].as_array().cloned().unwrap_or_default();
+    if !namespaces.is_empty() {
+        println!("namespaces:");
+    }
+    for ns in namespaces {
+        let addrs: Vec<String> = ns["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| format!("{} {}", s(&a["interface"]), s(&a["address"])))
+            .collect();
+        println!(
+            "  {:<20} {:<8} {}{}",
+            s(&ns["name"]),
+            s(&ns["kind"]),
+            if ns["exists"].as_bool() == Some(true) {
+                ""
+            } else {
+                "MISSING "
+            },
+            addrs.join(", ")
+        );
+    }
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        println!(
+            "node {}: pid {} {}{}, role {}, mac {}, log {}",
+            s(&n["name"]),
+            s(&n["pid"]),
+            if n["alive"].as_bool() == Some(true) {
+                "alive"
+            } else {
+                "dead"
+            },
+            if n["killed"].as_bool() == Some(true) {
+                " (lab kill)"
+            } else {
+                ""
+            },
+            s(&n["role"]),
+            s(&n["mac"]),
+            s(&n["log"]),
+        );
+        println!(
+            "  upstream {}: pid {} {}",
+            s(&n["upstream"]["address"]),
+            s(&n["upstream"]["pid"]),
+            if n["upstream"]["alive"].as_bool() == Some(true) {
+                "alive"
+            } else {
+                "dead"
+            },
+        );
+    }
+}
+
+// ---- exec / kill ------------------------------------------------------------
+
+/// Replaces this process with `ip netns exec PREFIX-NAME COMMAND…`, so the
+/// command inherits stdio and its exit code becomes ours.
+fn exec(prefix: &str, name: &str, command: &[OsString]) -> Result<()> {
+    validate_prefix(prefix)?;
+    if !is_lab_member(name) {
+        bail!("unknown lab namespace `{name}`: use client, sw, n1, n2, …");
+    }
+    let ns = format!("{prefix}-{name}");
+    if !ip::netns_list()?.contains(&ns) {
+        bail!("namespace {ns} does not exist (is the lab up? `hotpair lab up --prefix {prefix}`)");
+    }
+    let (program, args) = command.split_first().context("no command given")?;
+    let err = ip::netns_command(&ns, program).args(args).exec();
+    Err(err).context("cannot run `ip netns exec`")
+}
+
+/// SIGKILLs node `name` and records it as killed.
+fn kill(prefix: &str, name: &str) -> Result<()> {
+    validate_prefix(prefix)?;
+    let dir = state_dir(prefix);
+    let mut state = LabState::load(&dir)?
+        .with_context(|| format!("no lab with prefix {prefix} (no {})", dir.display()))?;
+    let node = state
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == name)
+        .with_context(|| format!("lab {prefix} has no node `{name}`"))?;
+    let was_alive = node.process.is_some_and(|p| p.kill());
+    node.killed = true;
+    let pid = node.process.map(|p| p.pid);
+    state.save()?;
+    match (was_alive, pid) {
+        (true, Some(pid)) => println!("lab {prefix}: killed node {name} (pid {pid}, SIGKILL)"),
+        (_, Some(pid)) => println!("lab {prefix}: node {name} (pid {pid}) was already dead"),
+        (_, None) => println!("lab {prefix}: node {name} was never started"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert!(validate_prefix("hp").is_ok());
+        assert!(validate_prefix("t1234_5").is_ok());
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("a-b").is_err());
+        assert!(validate_prefix("a/b").is_err());
+        assert!(validate_prefix("abcdefghijklmnopq").is_err());
+    }
+
+    #[test]
+    fn members() {
+        for ok in ["client", "sw", "n1", "n12"] {
+            assert!(is_lab_member(ok), "{ok}");
+        }
+        for bad in ["n", "nx", "client2", "x", "", "n1a"] {
+            assert!(!is_lab_member(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!("simplex".parse::<Mode>(), Ok(Mode::Simplex));
+        assert!("duplex"
+            .parse::<Mode>()
+            .unwrap_err()
+            .contains("not supported"));
+        assert!("bogus".parse::<Mode>().is_err());
+    }
+
+    #[test]
+    fn config_format() {
+        let mut opts = LabOptions::new("hp");
+        opts.http_header_timeout_ms = 2000;
+        let node = NodeState {
+            name: "n1".into(),
+            index: 1,
+            namespace: "hp-n1".into(),
+            address: node_address(1),
+            mac: node_mac(1),
+            tap: TAP_NAME.into(),
+            config: "/run/hotpair/lab-hp/n1.toml".into(),
+            log: "/run/hotpair/lab-hp/n1.log".into(),
+            pcap: None,
+            process: None,
+            killed: false,
+            upstream: UpstreamState {
+                address: UPSTREAM_ADDRESS.into(),
+                log: "/x".into(),
+                process: None,
+            },
+        };
+        let state = LabState {
+            prefix: "hp".into(),
+            mode: Mode::Simplex,
+            phase: Phase::Building,
+            state_dir: "/run/hotpair/lab-hp".into(),
+            docroot: "/run/hotpair/lab-hp/docroot".into(),
+            docroot_generated: true,
+            service_address: SERVICE_ADDRESS.into(),
+            service_port: SERVICE_PORT,
+            client: ClientState {
+                namespace: "hp-client".into(),
+                interface: "eth0".into(),
+                address: "10.77.0.100/24".into(),
+            },
+            switch: SwitchState {
+                namespace: "hp-sw".into(),
+                bridge: "br0".into(),
+            },
+            nodes: vec![],
+        };
+        let text = node_config(&state, &node, &opts);
+        assert!(text.contains("mac = \"02:68:70:00:00:01\"\n"));
+        assert!(text.contains("root = \"/run/hotpair/lab-hp/docroot\"\n"));
+        assert!(text.contains("header_timeout_ms = 2000\n"));
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["service"]["port"].as_integer(), Some(80));
+        assert_eq!(v["route"].as_array().unwrap().len(), 3);
+        assert_eq!(v["route"][2]["address"].as_str(), Some("127.0.0.1:8080"));
+    }
+}

@@ -1,0 +1,123 @@
+//! `state.json`: what a lab consists of, written by `lab up` and read by the
+//! other lab commands (and by a later `lab up` cleaning up after a crash).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::proc::Proc;
+use super::Mode;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// `lab up` is building it (or died while doing so).
+    Building,
+    /// Built and the nodes served.
+    Up,
+    /// `lab up` failed; left in place for inspection.
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabState {
+    pub prefix: String,
+    pub mode: Mode,
+    pub phase: Phase,
+    pub state_dir: PathBuf,
+    pub docroot: PathBuf,
+    /// Whether the docroot was generated into the state dir (vs. `--docroot`).
+    pub docroot_generated: bool,
+    pub service_address: String,
+    pub service_port: u16,
+    pub client: ClientState,
+    pub switch: SwitchState,
+    pub nodes: Vec<NodeState>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientState {
+    pub namespace: String,
+    pub interface: String,
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwitchState {
+    pub namespace: String,
+    pub bridge: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeState {
+    /// `n1`, `n2`, …
+    pub name: String,
+    pub index: u32,
+    pub namespace: String,
+    /// The namespace's own kernel address on `br-lan` (replication link).
+    pub address: String,
+    pub mac: String,
+    pub tap: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub pcap: Option<PathBuf>,
+    /// The `hotpair node` process, once started.
+    pub process: Option<Proc>,
+    /// Set by `lab kill`.
+    pub killed: bool,
+    pub upstream: UpstreamState,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UpstreamState {
+    pub address: String,
+    pub log: PathBuf,
+    pub process: Option<Proc>,
+}
+
+impl LabState {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("state.json")
+    }
+
+    /// Loads the state file; `Ok(None)` when there is none.
+    pub fn load(state_dir: &Path) -> Result<Option<LabState>> {
+        let path = Self::path(state_dir);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let state =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Some(state))
+    }
+
+    /// Writes the state file atomically.
+    pub fn save(&self) -> Result<()> {
+        let path = Self::path(&self.state_dir);
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Every process the lab started (nodes and upstream apps).
+    pub fn processes(&self) -> Vec<Proc> {
+        self.nodes
+            .iter()
+            .flat_map(|n| [n.process, n.upstream.process])
+            .flatten()
+            .collect()
+    }
+
+    /// Every namespace of the lab, client and switch first.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut v = vec![self.client.namespace.clone(), self.switch.namespace.clone()];
+        v.extend(self.nodes.iter().map(|n| n.namespace.clone()));
+        v
+    }
+}

@@ -1,0 +1,71 @@
+//! `hotpair` — the appliance binary: CLI, config, wiring of the stack thread to
+//! the HTTP handlers, the namespace lab and the demo.
+
+mod config;
+mod demo;
+mod lab;
+mod node;
+mod upstream;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "hotpair",
+    version,
+    about = "Client-transparent fault-tolerant HTTP appliance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (or validate its config with --check).
+    Node(NodeArgs),
+    /// A ready network-namespace lab: client, switch and nodes.
+    Lab(lab::LabArgs),
+    /// Lab up, fetch the 50 MB file from the client, check its SHA-256, lab down.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Node configuration file (TOML).
+    #[arg(long)]
+    config: std::path::PathBuf,
+    /// Only validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    /// Write every frame the node sees to this pcap file.
+    #[arg(long)]
+    pcap: Option<std::path::PathBuf>,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => {
+            let cfg = config::Config::load(&args.config)?;
+            if args.check {
+                println!("{}: ok", args.config.display());
+                return Ok(());
+            }
+            init_tracing();
+            node::run(cfg, args.pcap)
+        }
+        Command::Lab(args) => lab::run(args),
+        Command::Demo(args) => demo::run(args),
+    }
+}
