@@ -44,9 +44,7 @@ pub const UPSTREAM_ADDRESS: &str = "127.0.0.1:8080";
 const UPSTREAM_SCRIPT: &str = include_str!("../assets/upstream.py");
 const MAX_PREFIX_LEN: usize = 16;
 
-const LAB_LONG_ABOUT: &str = "\
-A ready network-namespace lab for trying hotpair out and for the end-to-end tests.
-
+const LAB_AFTER_HELP: &str = "\
 Topology (PREFIX defaults to `hp`):
   PREFIX-client  eth0 10.77.0.100/24 (veth; its peer `client` sits in PREFIX-sw)
   PREFIX-sw      Linux bridge br0 joining `client`, `n1`, `n2`, …
@@ -70,7 +68,7 @@ Examples:
   hotpair lab down";
 
 #[derive(clap::Args)]
-#[command(long_about = LAB_LONG_ABOUT)]
+#[command(after_help = LAB_AFTER_HELP)]
 pub struct LabArgs {
     /// Lab name prefix: namespaces PREFIX-client, PREFIX-sw, PREFIX-n1…, state in
     /// /run/hotpair/lab-PREFIX/ (letters, digits and '_', at most 16 characters).
@@ -233,6 +231,11 @@ impl Lab {
 
     pub fn docroot(&self) -> &Path {
         &self.state.docroot
+    }
+
+    /// `/run/hotpair/lab-PREFIX`.
+    pub fn state_dir(&self) -> &Path {
+        &self.state.state_dir
     }
 
     /// (name, pid) of each node.
@@ -662,6 +665,8 @@ fn start_node(state: &mut LabState, i: usize) -> Result<()> {
         "RUST_LOG",
         std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
     );
+    // The log is a file: no terminal colour codes in it.
+    cmd.env("NO_COLOR", "1");
     let p = proc::spawn_detached(cmd, &node.log)?;
     state.nodes[i].process = Some(p);
     Ok(())

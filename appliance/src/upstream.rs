@@ -142,11 +142,8 @@ fn encode_request(req: &Request, request_id: &str, addr: SocketAddr) -> Vec<u8> 
     let mut w = Vec::with_capacity(256 + req.body.len());
     w.extend_from_slice(req.method.as_str().as_bytes());
     w.push(b' ');
-    w.extend_from_slice(req.path.as_bytes());
-    if let Some(q) = &req.query {
-        w.push(b'?');
-        w.extend_from_slice(q.as_bytes());
-    }
+    // The re-encoded target: `path` itself is percent-decoded.
+    w.extend_from_slice(req.target().as_bytes());
     w.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     match req.header("host") {
         Some(h) => w.extend_from_slice(h),

@@ -25,9 +25,16 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// One HTTP/1.x server connection: bytes in, requests out, replies in, bytes out.
 ///
 /// See the crate documentation for the call order. Every method is
-/// panic-free on any input; all buffering is bounded by [`Limits`] (plus the
-/// replies the application hands in, which the connection stops asking for
-/// while `max_pipelined` requests are waiting to be answered or flushed).
+/// panic-free on any input. Buffering is bounded by [`Limits`]: the partial
+/// head by `max_header_bytes`, a body by `max_body_bytes`, and the number of
+/// requests held (received, awaiting a reply, or replied but not flushed) by
+/// `max_pipelined` — so at worst `max_pipelined × (max_header_bytes +
+/// max_body_bytes)` of request data, plus the replies the application hands in.
+///
+/// Everything written is a function of the bytes read and the replies given,
+/// never of how the input was segmented: e.g. `100 Continue` is sent for every
+/// accepted HTTP/1.1 request with `Expect: 100-continue` and a body, even if
+/// body bytes already arrived, so replicas stay byte-identical.
 #[derive(Debug)]
 pub struct ServerConn {
     limits: Limits,
@@ -192,7 +199,8 @@ impl ServerConn {
             let n = match self.read {
                 Read::Stopped => break,
                 Read::Head => {
-                    if self.head.started.is_none() && self.in_flight() >= self.limits.max_pipelined
+                    if self.head.started.is_none()
+                        && self.in_flight() >= self.limits.max_pipelined.max(1)
                     {
                         break;
                     }
@@ -535,13 +543,12 @@ impl ServerConn {
 
     fn read_head(&mut self, data: &[u8], now: Instant) -> usize {
         let max = self.limits.max_header_bytes;
-        if self.head.started.is_none() {
-            self.head.started = Some(now);
-        }
         let mut i = 0;
         if self.head.buf.is_empty() {
-            // Empty lines before the request line are ignored (RFC 9112 §2.2)
-            // but count against the head limit and the header timeout.
+            // Empty lines before the request line are ignored (RFC 9112 §2.2;
+            // some clients send CRLF after a body). They count against the
+            // head limit but neither start the header timeout nor reset the
+            // idle clock, so they cannot keep a connection open.
             while i < data.len() {
                 match data[i] {
                     b'\n' => self.head.lead_cr = false,
@@ -562,6 +569,9 @@ impl ServerConn {
             if i == data.len() {
                 return i;
             }
+        }
+        if self.head.started.is_none() {
+            self.head.started = Some(now);
         }
         let h = &mut self.head;
         let room = max.saturating_sub(h.total);
@@ -596,11 +606,12 @@ impl ServerConn {
 
         let h = &mut self.head;
         if let Some(end) = find_head_end(&h.buf, old.saturating_sub(2)) {
+            // `end > old`: an earlier call would have found an older end.
             let extra = h.buf.len() - end;
             h.buf.truncate(end);
-            h.total -= extra;
+            h.total = h.total.saturating_sub(extra);
             self.finish_head(now);
-            return i + take - extra;
+            return (i + take).saturating_sub(extra);
         }
         if h.total >= max {
             self.reject(Reject::new(431));

@@ -213,8 +213,9 @@ impl Files {
         if !(rest.is_empty() || rest.starts_with('/')) {
             return Response::error(404);
         }
-        let dir_form = rest.is_empty() || rest.ends_with('/');
-        let rel = rest.trim_matches('/');
+        let dir_form = rest.ends_with('/');
+        let rel = rest.strip_prefix('/').unwrap_or(rest);
+        let rel = rel.strip_suffix('/').unwrap_or(rel);
         // Defence in depth: ServerConn never produces these, but a Request
         // may be built by hand. Lookups are in memory, so nothing outside
         // the loaded tree is reachable anyway.

@@ -28,6 +28,38 @@
 //! `poll_timeout` may already be in the past; then call `handle_timeout` at
 //! once.
 //!
+//! ```
+//! use std::time::Instant;
+//! use hotpair_http::{Response, ServerConn};
+//!
+//! /// One turn of an event loop for one connection. `write` returns how
+//! /// many bytes the socket accepted.
+//! fn turn(
+//!     conn: &mut ServerConn,
+//!     input: &mut Vec<u8>,
+//!     write: &mut impl FnMut(&[u8]) -> usize,
+//!     now: Instant,
+//! ) -> bool {
+//!     let n = conn.handle_input(input, now);
+//!     input.drain(..n); // keep the rest for later
+//!     while let Some(req) = conn.poll_request() {
+//!         // Usually handed to a handler; the reply may come back later.
+//!         let _ = conn.send_response(req.index, Response::new(200).body("hi"));
+//!     }
+//!     while let Some(chunk) = conn.poll_output() {
+//!         let n = write(chunk);
+//!         if n == 0 {
+//!             break;
+//!         }
+//!         conn.consume_output(n);
+//!     }
+//!     if conn.poll_timeout().is_some_and(|t| now >= t) {
+//!         conn.handle_timeout(now);
+//!     }
+//!     !conn.is_closed() // false: close the socket
+//! }
+//! ```
+//!
 //! Replies are matched to requests by [`Request::index`] (0, 1, 2… per
 //! connection, in arrival order) and are written strictly in that order.
 //! Protocol errors (malformed head, too-large header/body, unsupported method or
@@ -81,6 +113,13 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// The only clock read in this crate, for tests: an arbitrary origin from
+/// which tests build synthetic instants (`t0 + Duration`).
+#[cfg(test)]
+pub(crate) fn test_origin() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// Errors returned to the application (never caused by network input alone).

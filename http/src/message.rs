@@ -101,6 +101,30 @@ impl Request {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// The request target to forward upstream: the normalized path,
+    /// percent-encoded again where needed (anything but unreserved
+    /// characters, sub-delims, `:`, `@` and `/`), then `?` and the raw query.
+    /// Always a valid origin-form target (or `*`).
+    pub fn target(&self) -> String {
+        let mut t = String::with_capacity(self.path.len() + 8);
+        if self.path == "*" {
+            t.push('*');
+        } else {
+            for &b in self.path.as_bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+                    t.push(char::from(b));
+                } else {
+                    t.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+        if let Some(q) = &self.query {
+            t.push('?');
+            t.push_str(q);
+        }
+        t
+    }
+
     /// Raw (not percent-decoded) value of the first `key=value` pair in the
     /// query whose key equals `key`; `""` for a bare `key` or `key=`.
     pub fn query_param(&self, key: &str) -> Option<&str> {
@@ -254,6 +278,25 @@ mod tests {
         assert_eq!(r.query_param("a%20b"), Some("c"));
         assert_eq!(r.query_param("z"), None);
         assert_eq!(req(None).query_param("size"), None);
+    }
+
+    #[test]
+    fn target_is_re_encoded() {
+        let mut r = req(Some("a=%20b&c"));
+        r.path = "/a b/%/é/x?y#z/ok-._~!$&'()*+,;=:@".into();
+        assert_eq!(
+            r.target(),
+            "/a%20b/%25/%C3%A9/x%3Fy%23z/ok-._~!$&'()*+,;=:@?a=%20b&c"
+        );
+        r.path = "*".into();
+        r.query = None;
+        assert_eq!(r.target(), "*");
+        // Round trip through the connection's own target parser.
+        r.path = "/a b/%25/é".into();
+        assert_eq!(
+            crate::target::parse_target(Method::Get, &r.target()).map(|(p, _)| p),
+            Some(r.path.clone())
+        );
     }
 
     #[test]

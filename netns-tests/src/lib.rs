@@ -1,1 +1,594 @@
-//! Shared helpers for the netns tests.
+//! Shared helpers for the netns tests: a [`Lab`] guard around
+//! `hotpair lab up/down`, commands with time limits, hashing, and python
+//! client snippets.
+//!
+//! Every test builds its own lab with a unique prefix and only sends traffic
+//! from that lab's client namespace to its service address (10.77.0.10).
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The lab's service address and port.
+pub const SERVICE: &str = "10.77.0.10";
+pub const SERVICE_PORT: u16 = 80;
+
+/// `http://10.77.0.10` + `path`.
+pub fn url(path: &str) -> String {
+    format!("http://{SERVICE}{path}")
+}
+
+/// The `hotpair` binary under test: `$HOTPAIR_BIN`, else
+/// `target/debug/hotpair` of this workspace (honouring `CARGO_TARGET_DIR`).
+pub fn hotpair_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HOTPAIR_BIN") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "HOTPAIR_BIN={} does not name a file",
+            p.display()
+        );
+        return p;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("netns-tests lives inside the workspace");
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => workspace.join(t),
+        None => workspace.join("target"),
+    };
+    let p = target.join("debug").join("hotpair");
+    assert!(
+        p.is_file(),
+        "the hotpair binary is missing at {}: run `cargo build -p hotpair` first \
+         (or set HOTPAIR_BIN to the binary to test)",
+        p.display()
+    );
+    p
+}
+
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// True when the netns tests can run (we are root). Otherwise prints a loud
+/// skip notice — or panics when `$CI` is set, since CI must never skip silently.
+pub fn require_root(test: &str) -> bool {
+    if effective_uid() == Some(0) {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("NETNS TEST {test} CANNOT RUN: needs root, and CI is set so it may not be skipped");
+    }
+    eprintln!();
+    eprintln!("==================================================================");
+    eprintln!("NETNS TEST SKIPPED: needs root ({test})");
+    eprintln!("==================================================================");
+    eprintln!();
+    false
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A lab prefix unique to this process and not in use: `t<pid%10000><n>`
+/// (at most 8 characters).
+fn unique_prefix() -> String {
+    let pid = std::process::id() % 10_000;
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("t{pid}{n}");
+        assert!(prefix.len() <= 8, "ran out of lab prefixes");
+        let taken = ["client", "sw", "n1"].iter().any(|s| {
+            Path::new("/run/netns")
+                .join(format!("{prefix}-{s}"))
+                .exists()
+        }) || Path::new("/run/hotpair")
+            .join(format!("lab-{prefix}"))
+            .exists();
+        if !taken {
+            return prefix;
+        }
+    }
+}
+
+/// Runs `cmd` with a time limit, capturing stdout and stderr. On timeout the
+/// process is killed and the test panics with what it printed so far.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let mut out_pipe = child.stdout.take().expect("stdout piped");
+    let mut err_pipe = child.stderr.take().expect("stderr piped");
+    let out_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let (status, timed_out) = loop {
+        match child.try_wait().expect("waiting for child") {
+            Some(status) => break (status, false),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                break (child.wait().expect("waiting for killed child"), true);
+            }
+            None => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let output = Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    };
+    if timed_out {
+        panic!(
+            "{shown} did not finish within {timeout:?}; killed.\n{}",
+            describe(&output)
+        );
+    }
+    output
+}
+
+/// Human-readable exit status and output (stdout abbreviated) for messages.
+pub fn describe(out: &Output) -> String {
+    let stdout = if out.stdout.len() > 4096 {
+        format!(
+            "{}… ({} bytes)",
+            String::from_utf8_lossy(&out.stdout[..4096]),
+            out.stdout.len()
+        )
+    } else {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    format!(
+        "exit: {}\n--- stdout:\n{stdout}\n--- stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Panics with the command's output unless it succeeded.
+#[track_caller]
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed\n{}", describe(out));
+}
+
+/// A lab built for one test; `Drop` takes it down (also when the test panics,
+/// after printing the tail of the node logs).
+pub struct Lab {
+    pub test: String,
+    pub prefix: String,
+    bin: PathBuf,
+    status: serde_json::Value,
+}
+
+impl Lab {
+    /// `hotpair lab up` with a fresh prefix; `None` when skipped (not root).
+    pub fn up(test: &str) -> Option<Lab> {
+        Self::up_with(test, &[])
+    }
+
+    /// As [`Lab::up`], passing `extra` arguments to `lab up`.
+    pub fn up_with(test: &str, extra: &[&str]) -> Option<Lab> {
+        if !require_root(test) {
+            return None;
+        }
+        let mut lab = Lab {
+            test: test.to_owned(),
+            prefix: unique_prefix(),
+            bin: hotpair_bin(),
+            status: serde_json::Value::Null,
+        };
+        eprintln!(
+            "[{test}] lab up --prefix {} ({})",
+            lab.prefix,
+            lab.bin.display()
+        );
+        // The guard exists before `lab up` runs, so a failed up is torn down too.
+        let mut args = vec!["up"];
+        args.extend_from_slice(extra);
+        let out = lab.lab(&args, Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "[{test}] `hotpair lab up --prefix {}` failed\n{}",
+            lab.prefix,
+            describe(&out)
+        );
+        lab.status = lab.status_json();
+        Some(lab)
+    }
+
+    /// Runs `hotpair lab ARGS… --prefix PREFIX`.
+    pub fn lab(&self, args: &[&str], timeout: Duration) -> Output {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("lab").args(args).args(["--prefix", &self.prefix]);
+        run_with_timeout(&mut cmd, timeout)
+    }
+
+    /// `hotpair lab status --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.lab(&["status", "--json"], Duration::from_secs(30));
+        assert_success(&out, "hotpair lab status --json");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("lab status --json is not JSON ({e})\n{}", describe(&out)))
+    }
+
+    /// Runs a command inside namespace `PREFIX-<ns>` (client, sw, n1…).
+    pub fn exec_in<S: AsRef<OsStr>>(&self, ns: &str, args: &[S], timeout: Duration) -> Output {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["lab", "exec", "--prefix", &self.prefix, ns, "--"])
+            .args(args);
+        run_with_timeout(&mut cmd, timeout)
+    }
+
+    /// Runs a command in the client namespace (time limit 90 s).
+    pub fn exec_client<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        self.exec_in("client", args, Duration::from_secs(90))
+    }
+
+    /// Runs python3 `script` in the client namespace with `args`.
+    pub fn python<S: AsRef<OsStr>>(&self, script: &str, args: &[S], timeout: Duration) -> Output {
+        let mut argv: Vec<&OsStr> =
+            vec![OsStr::new("python3"), OsStr::new("-c"), OsStr::new(script)];
+        argv.extend(args.iter().map(AsRef::as_ref));
+        self.exec_in("client", &argv, timeout)
+    }
+
+    /// Fetches `path` from the service with curl; panics unless 2xx.
+    pub fn get(&self, path: &str) -> Vec<u8> {
+        let out = self.exec_client(&["curl", "-sS", "--fail", "--max-time", "60", &url(path)]);
+        assert_success(&out, &format!("[{}] curl {path}", self.test));
+        out.stdout
+    }
+
+    /// The docroot the lab serves under /static/.
+    pub fn docroot(&self) -> PathBuf {
+        PathBuf::from(
+            self.status["docroot"]
+                .as_str()
+                .expect("lab status has a docroot"),
+        )
+    }
+
+    /// The status captured right after `lab up`.
+    pub fn initial_status(&self) -> &serde_json::Value {
+        &self.status
+    }
+
+    /// The last `lines` lines of every node log.
+    pub fn node_logs(&self, lines: usize) -> String {
+        let dir = Path::new("/run/hotpair").join(format!("lab-{}", self.prefix));
+        let mut s = String::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return s;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read(&log).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            let all: Vec<&str> = text.lines().collect();
+            s.push_str(&format!("--- tail of {}:\n", log.display()));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "[{}] test failed; logs of lab {}:\n{}",
+                self.test,
+                self.prefix,
+                self.node_logs(30)
+            );
+        }
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["lab", "down", "--prefix", &self.prefix]);
+        match cmd.stdin(Stdio::null()).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "[{}] WARNING: lab down --prefix {} failed\n{}",
+                self.test,
+                self.prefix,
+                describe(&out)
+            ),
+            Err(e) => eprintln!(
+                "[{}] WARNING: cannot run lab down --prefix {}: {e}",
+                self.test, self.prefix
+            ),
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p =
+            std::env::temp_dir().join(format!("hotpair-netns-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("creating a temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+/// Lowercase hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).expect("reading file");
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `n` pseudo-random bytes (xorshift64*, seeded from the clock and pid).
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let k = u64::from(COUNTER.fetch_add(1, Ordering::SeqCst));
+    let mut s =
+        (t ^ (u64::from(std::process::id()) << 32) ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        v.extend_from_slice(&s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// Splits curl `-D -` / `-i` output into the final response head (interim 1xx
+/// heads skipped) and the body.
+pub fn split_head(out: &[u8]) -> (String, &[u8]) {
+    let mut rest = out;
+    loop {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no end of response head in {:?}",
+                    String::from_utf8_lossy(&rest[..rest.len().min(400)])
+                )
+            });
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        rest = &rest[end + 4..];
+        let interim = head
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|code| code.starts_with('1'));
+        if !interim {
+            return (head, rest);
+        }
+    }
+}
+
+/// The value of header `name` (case-insensitive) in a response head.
+pub fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// The status code in a response head.
+pub fn status_code(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status code in {head:?}"))
+}
+
+/// Python helpers prepended to the client scripts: a buffered reader and an
+/// HTTP/1.1 response parser (Content-Length, chunked, close-delimited, HEAD).
+pub const PY_HTTP: &str = r#"
+import base64, hashlib, json, socket, sys, time
+
+SERVICE = ("10.77.0.10", 80)
+
+def connect(timeout=10.0):
+    return socket.create_connection(SERVICE, timeout=timeout)
+
+class Reader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.eof = False
+        self.error = None
+
+    def fill(self):
+        if self.eof:
+            return False
+        try:
+            d = self.sock.recv(1 << 16)
+        except socket.timeout:
+            self.error = "timeout"
+            return False
+        except OSError as e:
+            self.error = type(e).__name__
+            d = b""
+        if not d:
+            self.eof = True
+            return False
+        self.buf += d
+        return True
+
+    def until(self, sep):
+        start = 0
+        while True:
+            i = self.buf.find(sep, start)
+            if i >= 0:
+                out = bytes(self.buf[:i + len(sep)])
+                del self.buf[:i + len(sep)]
+                return out
+            start = max(0, len(self.buf) - len(sep))
+            if not self.fill():
+                return None
+
+    def exact(self, n):
+        while len(self.buf) < n:
+            if not self.fill():
+                return None
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def rest(self):
+        while self.fill():
+            pass
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+def read_response(r, head_request=False):
+    """One response: dict(status, headers{lower: [values]}, body) or None."""
+    while True:
+        head = r.until(b"\r\n\r\n")
+        if head is None:
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        try:
+            status = int(parts[1])
+        except (IndexError, ValueError):
+            return {"status": None, "bad_status_line": lines[0], "headers": {}, "body": b""}
+        headers = {}
+        for l in lines[1:]:
+            if l:
+                k, _, v = l.partition(":")
+                headers.setdefault(k.strip().lower(), []).append(v.strip())
+        if 100 <= status < 200:
+            continue
+        break
+    if head_request or status in (204, 304):
+        body = b""
+    elif "chunked" in ",".join(headers.get("transfer-encoding", [])).lower():
+        body = bytearray()
+        while True:
+            line = r.until(b"\r\n")
+            if line is None:
+                break
+            size = int(line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while r.until(b"\r\n") not in (b"\r\n", None):
+                    pass
+                break
+            body += r.exact(size) or b""
+            r.exact(2)
+        body = bytes(body)
+    elif "content-length" in headers:
+        body = r.exact(int(headers["content-length"][0]))
+        if body is None:
+            body = b""
+            headers["x-truncated"] = ["1"]
+    else:
+        body = r.rest()
+    return {"status": status, "headers": headers, "body": body}
+
+def summary(resp):
+    if resp is None:
+        return None
+    return {
+        "status": resp["status"],
+        "headers": resp["headers"],
+        "len": len(resp["body"]),
+        "sha256": hashlib.sha256(resp["body"]).hexdigest(),
+        "body_prefix": resp["body"][:200].decode("latin-1"),
+        "bad_status_line": resp.get("bad_status_line"),
+    }
+"#;
+
+/// Runs a python client script (PY_HTTP + `script`) in the lab's client
+/// namespace and parses the JSON it prints last.
+pub fn python_json(lab: &Lab, script: &str, args: &[&str], timeout: Duration) -> serde_json::Value {
+    let full = format!("{PY_HTTP}\n{script}");
+    let out = lab.python(&full, args, timeout);
+    assert_success(&out, &format!("[{}] python client", lab.test));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("python client printed no JSON ({e})\n{}", describe(&out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads() {
+        let out = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Request-Id: 7\r\nContent-Length: 2\r\n\r\nhi";
+        let (head, body) = split_head(out);
+        assert_eq!(status_code(&head), 200);
+        assert_eq!(header(&head, "x-request-id").as_deref(), Some("7"));
+        assert_eq!(header(&head, "etag"), None);
+        assert_eq!(body, b"hi");
+    }
+
+    #[test]
+    fn prefixes_are_short_and_distinct() {
+        let a = unique_prefix();
+        let b = unique_prefix();
+        assert_ne!(a, b);
+        assert!(a.len() <= 8 && b.len() <= 8);
+    }
+
+    #[test]
+    fn random_differs() {
+        let a = random_bytes(1000);
+        assert_eq!(a.len(), 1000);
+        assert_ne!(a, random_bytes(1000));
+    }
+}

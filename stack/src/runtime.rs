@@ -110,10 +110,24 @@ impl Waker {
     }
 }
 
+/// Listeners kept armed ahead of demand. Only sockets in use live in the
+/// smoltcp `SocketSet`: smoltcp walks every socket on every poll, so a
+/// thousand idle pre-armed listeners would cost more than the traffic.
+pub const SPARE_LISTENERS: usize = 16;
+
+enum Phase<C> {
+    /// Listening, or half-open (SYN received) with the client's tuple.
+    Listening {
+        half_open: Option<Tuple>,
+    },
+    Active(Active<C>),
+    /// Closed by the service, smoltcp still in TIME-WAIT.
+    Lingering,
+}
+
 struct Slot<C> {
     handle: SocketHandle,
-    generation: u32,
-    conn: Option<Active<C>>,
+    phase: Phase<C>,
 }
 
 struct Active<C> {
@@ -124,6 +138,77 @@ struct Active<C> {
     /// when this changes, the connection is woken, or its deadline passes.
     seen: (usize, usize, tcp::State),
     woken: bool,
+}
+
+/// The sockets in use, in a slab whose indices are [`ConnId::slot`]s.
+struct Pool<C> {
+    slots: Vec<Option<Slot<C>>>,
+    /// Generation per slab index; bumped whenever a connection leaves it.
+    generations: Vec<u32>,
+    free: Vec<usize>,
+    /// Closed sockets kept for reuse (their buffers are the expensive part).
+    idle: Vec<tcp::Socket<'static>>,
+    in_use: usize,
+}
+
+impl<C> Pool<C> {
+    fn new() -> Self {
+        Pool {
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            idle: Vec::new(),
+            in_use: 0,
+        }
+    }
+
+    fn id(&self, i: usize) -> ConnId {
+        ConnId {
+            slot: i as u32,
+            generation: self.generations[i],
+        }
+    }
+
+    fn free_listeners(&self, sockets: &SocketSet<'static>) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|s| {
+                matches!(s.phase, Phase::Listening { .. })
+                    && sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::Listen
+            })
+            .count()
+    }
+
+    /// Arm one more listener: a parked socket, or a new one.
+    fn arm(&mut self, sockets: &mut SocketSet<'static>, cfg: &StackConfig) {
+        let mut sock = self.idle.pop().unwrap_or_else(|| new_socket(cfg));
+        listen(&mut sock, cfg.port);
+        let slot = Slot {
+            handle: sockets.add(sock),
+            phase: Phase::Listening { half_open: None },
+        };
+        match self.free.pop() {
+            Some(i) => self.slots[i] = Some(slot),
+            None => {
+                self.slots.push(Some(slot));
+                self.generations.push(0);
+            }
+        }
+        self.in_use += 1;
+    }
+
+    /// Take a closed socket out of the set and park it.
+    fn release(&mut self, i: usize, sockets: &mut SocketSet<'static>) {
+        if let Some(slot) = self.slots[i].take() {
+            #[allow(irrefutable_let_patterns)]
+            if let smoltcp::socket::Socket::Tcp(sock) = sockets.remove(slot.handle) {
+                self.idle.push(sock);
+            }
+            self.free.push(i);
+            self.in_use -= 1;
+        }
+    }
 }
 
 /// The stack: interface, sockets, device and the listener pool.
@@ -148,7 +233,19 @@ fn new_socket(cfg: &StackConfig) -> tcp::Socket<'static> {
     s
 }
 
-fn listen(s: &mut tcp::Socket<'static>, port: u16) {
+fn tuple_of(s: &tcp::Socket<'_>, port: u16) -> Option<Tuple> {
+    match s.remote_endpoint()? {
+        IpEndpoint {
+            addr: smoltcp::wire::IpAddress::Ipv4(a),
+            port: p,
+        } => Some((a, p, port)),
+        // The node has only an IPv4 address; nothing else can connect.
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+fn listen(s: &mut tcp::Socket<'_>, port: u16) {
     if let Err(e) = s.listen(IpListenEndpoint { addr: None, port }) {
         // Only fails on port 0 or a non-closed socket: both are bugs.
         unreachable!("listen on a closed socket failed: {e}");
@@ -168,12 +265,7 @@ impl Stack {
         if let Some(gw) = cfg.gateway {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
-        let mut sockets = SocketSet::new(Vec::with_capacity(cfg.max_connections));
-        for _ in 0..cfg.max_connections {
-            let mut s = new_socket(&cfg);
-            listen(&mut s, cfg.port);
-            sockets.add(s);
-        }
+        let sockets = SocketSet::new(Vec::new());
         let waker = Waker::new()?;
         // SAFETY: plain epoll_create1; result checked.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -232,17 +324,9 @@ impl Stack {
 
     /// Run until `stop` is set (checked at least every 100 ms).
     pub fn run<S: Service>(&mut self, service: &mut S, stop: &AtomicBool) -> std::io::Result<()> {
-        let mut slots: Vec<Slot<S::Conn>> = self
-            .sockets
-            .iter()
-            .map(|(handle, _)| Slot {
-                handle,
-                generation: 0,
-                conn: None,
-            })
-            .collect();
+        let mut pool: Pool<S::Conn> = Pool::new();
         let mut woken_ids = Vec::new();
-        let mut free_listeners = slots.len();
+        self.top_up(&mut pool);
         while !stop.load(Ordering::Relaxed) {
             let (now, now_s) = self.now();
             let polled = self.iface.poll(now_s, &mut self.phy, &mut self.sockets);
@@ -251,108 +335,38 @@ impl Stack {
             woken_ids.clear();
             service.woken(&mut woken_ids);
             for id in &woken_ids {
-                if let Some(slot) = slots.get_mut(id.slot as usize) {
-                    if slot.generation == id.generation {
-                        if let Some(a) = slot.conn.as_mut() {
-                            a.woken = true;
-                        }
+                let i = id.slot as usize;
+                if pool.generations.get(i) == Some(&id.generation) {
+                    if let Some(Slot {
+                        phase: Phase::Active(a),
+                        ..
+                    }) = pool.slots[i].as_mut()
+                    {
+                        a.woken = true;
                     }
                 }
             }
 
-            for (i, slot) in slots.iter_mut().enumerate() {
-                let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
-                let id = ConnId {
-                    slot: i as u32,
-                    generation: slot.generation,
-                };
-                if slot.conn.is_none() {
-                    match sock.state() {
-                        tcp::State::Listen => continue,
-                        tcp::State::SynReceived => continue,
-                        tcp::State::Closed | tcp::State::TimeWait => {
-                            // Handshake failed (RST) before we saw it: re-arm.
-                            if sock.state() == tcp::State::TimeWait {
-                                continue;
-                            }
-                            listen(sock, self.cfg.port);
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    let Some(remote) = sock.remote_endpoint() else {
-                        continue;
-                    };
-                    let smoltcp::wire::IpAddress::Ipv4(raddr) = remote.addr else {
-                        // The node has only an IPv4 address; nothing else can connect.
-                        continue;
-                    };
-                    let tuple = (raddr, remote.port, self.cfg.port);
-                    self.phy.syn_guard.occupy(tuple);
-                    free_listeners -= 1;
-                    self.stats.accepted += 1;
-                    self.stats.active += 1;
-                    tracing::trace!(?id, %remote, "accepted");
-                    let conn = service.accept(id, remote, now);
-                    slot.conn = Some(Active {
-                        conn,
-                        tuple,
-                        deadline: None,
-                        seen: (usize::MAX, usize::MAX, tcp::State::Closed),
-                        woken: true,
-                    });
-                }
-                let Some(a) = slot.conn.as_mut() else {
-                    continue;
-                };
-                let seen = (sock.recv_queue(), sock.send_queue(), sock.state());
-                let due = a.deadline.is_some_and(|d| d <= now);
-                if a.woken || due || seen != a.seen {
-                    a.woken = false;
-                    a.deadline = service.drive(id, &mut a.conn, sock, now);
-                    let after = (sock.recv_queue(), sock.send_queue(), sock.state());
-                    if after != seen {
-                        busy = true;
-                    }
-                    a.seen = after;
-                }
-                if matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait) {
-                    // TimeWait: the connection is over for the service; the
-                    // slot stays with smoltcp until the timer or recycling.
-                    let a = slot.conn.take().expect("checked above");
-                    self.stats.active -= 1;
-                    self.stats.closed += 1;
-                    tracing::trace!(?id, "closed");
-                    service.closed(id, a.conn);
-                    self.phy.syn_guard.release(&a.tuple);
-                    slot.generation = slot.generation.wrapping_add(1);
-                    if sock.state() == tcp::State::Closed {
-                        listen(sock, self.cfg.port);
-                        free_listeners += 1;
-                    }
+            for i in 0..pool.slots.len() {
+                if self.step_slot(&mut pool, i, service, now) {
+                    busy = true;
                 }
             }
 
             // SYNs that found no listener (refused at the pool limit) or
-            // whose socket already went away no longer occupy their tuple.
-            let pending = self.phy.syn_guard.take_pending();
-            if !pending.is_empty() {
-                for t in pending {
-                    let held = slots.iter().any(|s| {
-                        let sock = self.sockets.get::<tcp::Socket>(s.handle);
-                        sock.remote_endpoint().is_some_and(|r| {
-                            r.port == t.1 && r.addr == smoltcp::wire::IpAddress::Ipv4(t.0)
-                        }) && sock.state() != tcp::State::TimeWait
-                    });
-                    if !held {
-                        self.phy.syn_guard.release(&t);
-                    }
+            // whose handshake already failed no longer occupy their tuple.
+            for t in self.phy.syn_guard.take_pending() {
+                let held = pool.slots.iter().flatten().any(|s| match &s.phase {
+                    Phase::Listening { half_open } => half_open.as_ref() == Some(&t),
+                    Phase::Active(a) => a.tuple == t,
+                    Phase::Lingering => false,
+                });
+                if !held {
+                    self.phy.syn_guard.release(&t);
                 }
             }
 
-            // Re-arm slots whose TimeWait ended; when no listener is free,
-            // recycle TimeWait slots rather than refuse new clients.
-            free_listeners = self.rearm(&mut slots, free_listeners);
+            self.top_up(&mut pool);
 
             if busy {
                 continue;
@@ -364,8 +378,11 @@ impl Stack {
                 .poll_delay(now_s, &self.sockets)
                 .map(|d| Duration::from_micros(d.total_micros()))
                 .unwrap_or(Duration::from_millis(100));
-            for s in &slots {
-                if let Some(d) = s.conn.as_ref().and_then(|a| a.deadline) {
+            for s in pool.slots.iter().flatten() {
+                if let Phase::Active(Active {
+                    deadline: Some(d), ..
+                }) = &s.phase
+                {
                     wait = wait.min(d.saturating_duration_since(now));
                 }
             }
@@ -377,27 +394,123 @@ impl Stack {
         Ok(())
     }
 
-    fn rearm<C>(&mut self, slots: &mut [Slot<C>], mut free: usize) -> usize {
-        for slot in slots.iter_mut().filter(|s| s.conn.is_none()) {
-            let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
-            match sock.state() {
-                tcp::State::Closed => {
+    /// Advance one slot after a poll; returns whether bytes moved.
+    fn step_slot<S: Service>(
+        &mut self,
+        pool: &mut Pool<S::Conn>,
+        i: usize,
+        service: &mut S,
+        now: StdInstant,
+    ) -> bool {
+        let id = pool.id(i);
+        let Some(slot) = pool.slots[i].as_mut() else {
+            return false;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
+        let mut busy = false;
+        match &mut slot.phase {
+            Phase::Listening { half_open } => match sock.state() {
+                tcp::State::Listen => {}
+                tcp::State::SynReceived => {
+                    if half_open.is_none() {
+                        *half_open = tuple_of(sock, self.cfg.port);
+                    }
+                }
+                tcp::State::Closed | tcp::State::TimeWait => {
+                    // The handshake failed (RST, timeout): listen again.
+                    if let Some(t) = half_open.take() {
+                        self.phy.syn_guard.release(&t);
+                    }
                     listen(sock, self.cfg.port);
-                    free += 1;
                 }
-                tcp::State::TimeWait if free == 0 => {
-                    // Replace the socket silently (abort would send an RST).
-                    self.sockets.remove(slot.handle);
-                    let mut s = new_socket(&self.cfg);
-                    listen(&mut s, self.cfg.port);
-                    slot.handle = self.sockets.add(s);
-                    self.stats.time_wait_recycled += 1;
-                    free += 1;
+                _ => {
+                    let Some(tuple) = half_open.take().or_else(|| tuple_of(sock, self.cfg.port))
+                    else {
+                        return false;
+                    };
+                    let Some(remote) = sock.remote_endpoint() else {
+                        return false;
+                    };
+                    self.phy.syn_guard.occupy(tuple);
+                    self.stats.accepted += 1;
+                    self.stats.active += 1;
+                    tracing::trace!(?id, %remote, "accepted");
+                    let conn = service.accept(id, remote, now);
+                    slot.phase = Phase::Active(Active {
+                        conn,
+                        tuple,
+                        deadline: None,
+                        seen: (usize::MAX, usize::MAX, tcp::State::Closed),
+                        woken: true,
+                    });
                 }
-                _ => {}
+            },
+            Phase::Lingering => {
+                if sock.state() == tcp::State::Closed {
+                    pool.release(i, &mut self.sockets);
+                }
+                return false;
+            }
+            Phase::Active(_) => {}
+        }
+        let Some(slot) = pool.slots[i].as_mut() else {
+            return false;
+        };
+        let Phase::Active(a) = &mut slot.phase else {
+            return false;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
+        let seen = (sock.recv_queue(), sock.send_queue(), sock.state());
+        let due = a.deadline.is_some_and(|d| d <= now);
+        if a.woken || due || seen != a.seen {
+            a.woken = false;
+            a.deadline = service.drive(id, &mut a.conn, sock, now);
+            let after = (sock.recv_queue(), sock.send_queue(), sock.state());
+            busy = after != seen;
+            a.seen = after;
+        }
+        let state = sock.state();
+        if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+            let Phase::Active(a) = std::mem::replace(&mut slot.phase, Phase::Lingering) else {
+                unreachable!("matched Active above");
+            };
+            self.stats.active -= 1;
+            self.stats.closed += 1;
+            tracing::trace!(?id, "closed");
+            service.closed(id, a.conn);
+            self.phy.syn_guard.release(&a.tuple);
+            pool.generations[i] = pool.generations[i].wrapping_add(1);
+            if state == tcp::State::Closed {
+                pool.release(i, &mut self.sockets);
             }
         }
-        free
+        busy
+    }
+
+    /// Keep [`SPARE_LISTENERS`] listeners armed within `max_connections`;
+    /// when the pool is full, recycle a TIME-WAIT socket rather than refuse
+    /// a new client (`listen` resets it silently; `abort` would send an RST).
+    fn top_up<C>(&mut self, pool: &mut Pool<C>) {
+        let mut free = pool.free_listeners(&self.sockets);
+        while free < SPARE_LISTENERS.min(self.cfg.max_connections) {
+            if pool.in_use < self.cfg.max_connections {
+                pool.arm(&mut self.sockets, &self.cfg);
+            } else {
+                let lingering = pool
+                    .slots
+                    .iter_mut()
+                    .flatten()
+                    .find(|s| matches!(s.phase, Phase::Lingering));
+                let Some(slot) = lingering else { break };
+                listen(
+                    self.sockets.get_mut::<tcp::Socket>(slot.handle),
+                    self.cfg.port,
+                );
+                slot.phase = Phase::Listening { half_open: None };
+                self.stats.time_wait_recycled += 1;
+            }
+            free += 1;
+        }
     }
 
     fn wait(&mut self, timeout_ms: i32) -> std::io::Result<()> {

@@ -1,7 +1,6 @@
 use super::*;
 use crate::{Limits, ServerConn, Version};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
 
 /// A scratch directory removed on drop (no tempfile dependency).
 struct TempDir(PathBuf);
@@ -201,9 +200,9 @@ fn if_none_match_gives_304() {
     assert_eq!(f.handle(&req).status, 304);
 
     // Through the connection: 304 has no body and no Content-Length.
-    let mut conn = ServerConn::new(Limits::default(), Instant::now());
+    let mut conn = ServerConn::new(Limits::default(), crate::test_origin());
     let input = format!("GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: {tag}\r\n\r\n");
-    conn.handle_input(input.as_bytes(), Instant::now());
+    conn.handle_input(input.as_bytes(), crate::test_origin());
     let req = conn.poll_request().unwrap();
     conn.send_response(req.index, f.handle(&req)).unwrap();
     let out = conn.poll_output().unwrap();
@@ -238,9 +237,9 @@ fn traversal_is_impossible() {
         "/static/sub%5c..%5c..%5cx",
         "/static/a.txt%00",
     ] {
-        let mut conn = ServerConn::new(Limits::default(), Instant::now());
+        let mut conn = ServerConn::new(Limits::default(), crate::test_origin());
         let input = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
-        conn.handle_input(input.as_bytes(), Instant::now());
+        conn.handle_input(input.as_bytes(), crate::test_origin());
         assert!(conn.poll_request().is_none(), "{target}");
         assert!(conn
             .poll_output()

@@ -1,0 +1,188 @@
+//! The `hotpair lab` command line: status, re-up, exec, kill, down.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use hotpair_netns_tests::{assert_success, describe, hotpair_bin, run_with_timeout, url, Lab};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+fn node(status: &Value) -> &Value {
+    let nodes = status["nodes"].as_array().expect("nodes list");
+    assert_eq!(nodes.len(), 1, "simplex has one node: {status}");
+    &nodes[0]
+}
+
+fn pid_alive(pid: u64) -> bool {
+    // A zombie counts as dead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn has_address(status: &Value, ns: &str, addr: &str) -> bool {
+    status["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["name"] == ns)
+        .flat_map(|n| n["addresses"].as_array().into_iter().flatten())
+        .any(|a| a["address"] == addr)
+}
+
+#[test]
+fn status_reup_exec_kill_down() {
+    let Some(lab) = Lab::up("lab_cli") else {
+        return;
+    };
+    let p = lab.prefix.clone();
+
+    // status --json
+    let st = lab.status_json();
+    assert_eq!(st["up"], true, "{st}");
+    assert_eq!(st["mode"], "simplex", "{st}");
+    assert_eq!(st["service"]["address"], "10.77.0.10", "{st}");
+    for ns in ["client", "sw", "n1"] {
+        let name = format!("{p}-{ns}");
+        let entry = st["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} missing from status: {st}"));
+        assert_eq!(entry["exists"], true, "{st}");
+        assert!(
+            Path::new("/run/netns").join(&name).exists(),
+            "{name} not in /run/netns"
+        );
+    }
+    assert!(
+        has_address(&st, &format!("{p}-client"), "10.77.0.100/24"),
+        "{st}"
+    );
+    assert!(has_address(&st, &format!("{p}-n1"), "10.77.0.1/24"), "{st}");
+    let n1 = node(&st);
+    assert_eq!(n1["name"], "n1");
+    assert_eq!(n1["alive"], true, "{st}");
+    assert_eq!(n1["role"], "simplex", "{st}");
+    assert_eq!(n1["mac"], "02:68:70:00:00:01", "{st}");
+    let pid1 = n1["pid"].as_u64().expect("node pid");
+    assert!(pid_alive(pid1), "node pid {pid1} not running");
+    assert_eq!(n1["upstream"]["alive"], true, "{st}");
+
+    // human-readable status works too
+    let out = lab.lab(&["status"], T);
+    assert_success(&out, "lab status");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{p}-n1")));
+
+    // exec: stdio and exit code pass through
+    let out = lab.exec_in("client", &["sh", "-c", "echo hi; exit 7"], T);
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    let out = lab.exec_in(
+        "client",
+        &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
+        T,
+    );
+    assert_success(&out, "lab exec client ip addr");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.77.0.100/24"));
+    let out = lab.exec_in("nosuch", &["true"], T);
+    assert!(
+        !out.status.success(),
+        "exec in an unknown namespace must fail"
+    );
+
+    // lab up again with the same prefix: cleans the old lab, builds a new one
+    let out = lab.lab(&["up"], Duration::from_secs(120));
+    assert_success(&out, "second lab up with the same prefix");
+    let st = lab.status_json();
+    let n1 = node(&st);
+    assert_eq!(n1["alive"], true, "{st}");
+    let pid2 = n1["pid"].as_u64().expect("node pid");
+    assert_ne!(pid1, pid2, "the second lab up must start a new node");
+    assert!(
+        !pid_alive(pid1),
+        "the first node (pid {pid1}) survived the second lab up"
+    );
+    let body = lab.get("/static/index.html");
+    assert!(!body.is_empty());
+
+    // kill n1
+    let out = lab.lab(&["kill", "n1"], T);
+    assert_success(&out, "lab kill n1");
+    let st = lab.status_json();
+    let n1 = node(&st);
+    assert_eq!(n1["alive"], false, "after lab kill: {st}");
+    assert_eq!(n1["killed"], true, "after lab kill: {st}");
+    assert!(
+        !pid_alive(pid2),
+        "node pid {pid2} still running after lab kill"
+    );
+    let out = lab.exec_client(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "2",
+        "-o",
+        "/dev/null",
+        &url("/static/index.html"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "the service still answers with its only node dead"
+    );
+
+    // down twice
+    let out = lab.lab(&["down"], T);
+    assert_success(&out, "lab down");
+    let out = lab.lab(&["down"], T);
+    assert_success(&out, "second lab down");
+    for ns in ["client", "sw", "n1"] {
+        assert!(
+            !Path::new("/run/netns").join(format!("{p}-{ns}")).exists(),
+            "{p}-{ns} survived lab down"
+        );
+    }
+    assert!(!Path::new(&format!("/run/hotpair/lab-{p}")).exists());
+    let st = lab.status_json();
+    assert_eq!(st["up"], false, "{st}");
+    assert_eq!(st["namespaces"].as_array().map(Vec::len), Some(0), "{st}");
+}
+
+#[test]
+fn unsupported_mode_is_refused() {
+    // Argument checking only: no namespaces are touched.
+    let out = run_with_timeout(
+        Command::new(hotpair_bin()).args(["lab", "up", "--prefix", "tnever", "--mode", "duplex"]),
+        T,
+    );
+    assert!(!out.status.success(), "duplex must be refused for now");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not supported"), "unclear error: {err}");
+    assert!(!Path::new("/run/netns/tnever-client").exists());
+}
+
+#[test]
+fn help_documents_the_defaults() {
+    let out = run_with_timeout(Command::new(hotpair_bin()).args(["lab", "up", "--help"]), T);
+    assert_success(&out, "lab up --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--prefix",
+        "[default: hp]",
+        "--mode",
+        "[default: simplex]",
+        "--docroot",
+    ] {
+        assert!(
+            help.contains(needle),
+            "`{needle}` missing from lab up --help:\n{help}"
+        );
+    }
+}
