@@ -393,8 +393,13 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
         }
         None => {
             let d = dir.join("docroot");
-            say("generating the docroot");
-            docroot::generate(&d)?;
+            let written = docroot::generate(&d)?;
+            if written > 0 {
+                say(&format!(
+                    "generated {written} docroot files in {}",
+                    d.display()
+                ));
+            }
             (d, true)
         }
     };

@@ -18,7 +18,7 @@ use hotpair_http::{Limits, Request, Response, ServerConn};
 use hotpair_stack::device::TapPhy;
 use hotpair_stack::pcap::PcapSink;
 use hotpair_stack::smoltcp::socket::tcp;
-use hotpair_stack::smoltcp::wire::{EthernetAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+use hotpair_stack::smoltcp::wire::{EthernetAddress, IpEndpoint, Ipv4Cidr};
 use hotpair_stack::tap::Tap;
 use hotpair_stack::{ConnId, Service, Stack, StackConfig, Waker};
 
@@ -124,7 +124,7 @@ impl Service for HttpService {
         self.live.insert(id);
         self.serial += 1;
         Conn {
-            http: ServerConn::new(self.limits.clone(), now),
+            http: ServerConn::new(self.limits, now),
             eof_seen: false,
             serial: self.serial,
         }
@@ -248,7 +248,7 @@ fn build_routes(cfg: &Config) -> Result<Vec<Route>> {
         });
     }
     // Longest prefix first, so "/app/admin/" wins over "/app/".
-    routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     Ok(routes)
 }
 
@@ -286,11 +286,8 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         .unwrap_or(0);
     let scfg = StackConfig {
         mac: EthernetAddress(mac),
-        address: Ipv4Cidr::new(
-            Ipv4Address::from(cfg.service.address),
-            cfg.service.prefix_len,
-        ),
-        gateway: cfg.service.gateway.map(Ipv4Address::from),
+        address: Ipv4Cidr::new(cfg.service.address, cfg.service.prefix_len),
+        gateway: cfg.service.gateway,
         port: cfg.service.port,
         max_connections: cfg.service.max_connections,
         rx_buffer_bytes: cfg.node.rx_buffer_bytes,

@@ -77,7 +77,7 @@ mod target;
 
 use std::time::Duration;
 
-pub use conn::ServerConn;
+pub use conn::{OutputUnit, ServerConn, UnitKind};
 pub use message::{reason_phrase, Method, Request, Response, Version};
 
 /// Bounds and timeouts for one connection.

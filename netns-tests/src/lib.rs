@@ -6,7 +6,7 @@
 //! from that lab's client namespace to its service address (10.77.0.10).
 
 use std::ffi::OsStr;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -68,11 +68,14 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
         panic!("NETNS TEST {test} CANNOT RUN: needs root, and CI is set so it may not be skipped");
     }
-    eprintln!();
-    eprintln!("==================================================================");
-    eprintln!("NETNS TEST SKIPPED: needs root ({test})");
-    eprintln!("==================================================================");
-    eprintln!();
+    // Straight to the process's stderr: eprintln! would be captured (and
+    // hidden) by the test harness for a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n==================================================================\n\
+         NETNS TEST SKIPPED: needs root ({test})\n\
+         ==================================================================\n"
+    );
     false
 }
 
@@ -80,7 +83,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A lab prefix unique to this process and not in use: `t<pid%10000><n>`
 /// (at most 8 characters).
-fn unique_prefix() -> String {
+pub fn unique_prefix() -> String {
     let pid = std::process::id() % 10_000;
     loop {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);

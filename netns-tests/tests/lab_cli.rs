@@ -186,3 +186,41 @@ fn help_documents_the_defaults() {
         );
     }
 }
+
+#[test]
+fn demo_passes_and_cleans_up() {
+    if !hotpair_netns_tests::require_root("demo") {
+        return;
+    }
+    let prefix = hotpair_netns_tests::unique_prefix();
+    /// Removes the demo's lab should the demo itself fail to.
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(hotpair_bin())
+                .args(["lab", "down", "--prefix", &self.0])
+                .output();
+        }
+    }
+    let _down = Down(prefix.clone());
+    let out = run_with_timeout(
+        Command::new(hotpair_bin()).args(["demo", "--prefix", &prefix]),
+        Duration::from_secs(120),
+    );
+    assert_success(&out, "hotpair demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("PASS"),
+        "no PASS in the demo output:\n{}",
+        describe(&out)
+    );
+    for ns in ["client", "sw", "n1"] {
+        assert!(
+            !Path::new("/run/netns")
+                .join(format!("{prefix}-{ns}"))
+                .exists(),
+            "the demo left {prefix}-{ns} behind"
+        );
+    }
+    assert!(!Path::new(&format!("/run/hotpair/lab-{prefix}")).exists());
+}

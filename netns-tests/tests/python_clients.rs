@@ -99,3 +99,56 @@ print(json.dumps(out))
         );
     }
 }
+
+#[test]
+fn burst_of_64_simultaneous_connections_is_accepted() {
+    // wrk opens all its connections at once; so do browsers and proxies. A
+    // burst of SYNs must be queued (like a kernel listen backlog), not reset.
+    let Some(lab) = Lab::up("py_burst") else {
+        return;
+    };
+    let script = r#"
+import select
+n = int(sys.argv[1])
+socks = []
+for i in range(n):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(SERVICE)
+    socks.append(s)
+deadline = time.time() + 10
+pending = set(range(n))
+errors = {}
+while pending and time.time() < deadline:
+    _, w, _ = select.select([], [socks[i] for i in pending], [], 0.5)
+    for s in w:
+        i = socks.index(s)
+        e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if e:
+            errors[i] = e
+        pending.discard(i)
+ok = 0
+for i, s in enumerate(socks):
+    if i in errors or i in pending:
+        continue
+    s.setblocking(True)
+    s.settimeout(10)
+    try:
+        s.sendall(b"GET /static/1k.bin HTTP/1.1\r\nHost: 10.77.0.10\r\nConnection: close\r\n\r\n")
+        resp = read_response(Reader(s))
+        if resp and resp["status"] == 200 and len(resp["body"]) == 1024:
+            ok += 1
+    except OSError as e:
+        errors[i] = str(e)
+for s in socks:
+    s.close()
+print(json.dumps({"n": n, "ok": ok, "refused": len(errors), "pending": len(pending),
+                  "errors": sorted(set(str(v) for v in errors.values()))}))
+"#;
+    let v = python_json(&lab, script, &["64"], Duration::from_secs(60));
+    assert_eq!(
+        v["ok"], 64,
+        "of 64 connections opened at once, not all were accepted and served \
+         (refused = connect error such as ECONNREFUSED=111 from a RST): {v}"
+    );
+}

@@ -21,8 +21,10 @@ pub const INDEX_HTML: &str = "<!doctype html>\n<html><head><title>hotpair lab</t
 </body></html>\n";
 
 /// Creates `dir` with the lab files; files already present with the right
-/// size (and, for index.html, content) are kept as they are.
-pub fn generate(dir: &Path) -> Result<()> {
+/// size (and, for index.html, content) are kept as they are. Returns how
+/// many files were (re)written.
+pub fn generate(dir: &Path) -> Result<usize> {
+    let mut written = 0;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for &(name, size) in FILES {
         let path = dir.join(name);
@@ -34,12 +36,14 @@ pub fn generate(dir: &Path) -> Result<()> {
         }
         write_file(&path, seed_of(name), size)
             .with_context(|| format!("writing {}", path.display()))?;
+        written += 1;
     }
     let index = dir.join("index.html");
     if fs::read(&index).ok().as_deref() != Some(INDEX_HTML.as_bytes()) {
         fs::write(&index, INDEX_HTML).with_context(|| format!("writing {}", index.display()))?;
+        written += 1;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// FNV-1a of the name, never zero (xorshift must not start at zero).
@@ -87,7 +91,8 @@ mod tests {
     fn deterministic_and_sized() {
         let dir = std::env::temp_dir().join(format!("hotpair-docroot-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        generate(&dir).unwrap();
+        assert_eq!(generate(&dir).unwrap(), 5);
+        assert_eq!(generate(&dir).unwrap(), 0);
         let first = fs::read(dir.join("5k.bin")).unwrap();
         assert_eq!(first.len(), 5120);
         fs::remove_file(dir.join("5k.bin")).unwrap();
