@@ -15,12 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use hotpair_http::files::Files;
 use hotpair_http::{Limits, Request, Response, ServerConn};
-use hotpair_stack::device::TapPhy;
 use hotpair_stack::pcap::PcapSink;
 use hotpair_stack::smoltcp::socket::tcp;
-use hotpair_stack::smoltcp::wire::{EthernetAddress, IpEndpoint, Ipv4Cidr};
+use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Cidr};
 use hotpair_stack::tap::Tap;
-use hotpair_stack::{ConnId, Service, Stack, StackConfig, Waker};
+use hotpair_stack::{ConnId, ConnInfo, Engine, Mode, Service, Shell, StackConfig, Waker};
 
 use crate::config::{self, Config, HandlerKind};
 use crate::upstream::Upstream;
@@ -119,8 +118,8 @@ impl HttpService {
 impl Service for HttpService {
     type Conn = Conn;
 
-    fn accept(&mut self, id: ConnId, remote: IpEndpoint, now: Instant) -> Conn {
-        tracing::trace!(?id, %remote, "connection");
+    fn accept(&mut self, id: ConnId, info: &ConnInfo, now: Instant) -> Conn {
+        tracing::trace!(?id, remote = %info.remote, "connection");
         self.live.insert(id);
         self.serial += 1;
         Conn {
@@ -294,7 +293,9 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         tx_buffer_bytes: cfg.node.tx_buffer_bytes,
         seed: boot_id ^ 0x6a09_e667_f3bc_c908,
     };
-    let mut stack = Stack::new(scfg, TapPhy::new(tap, pcap)).context("building the stack")?;
+    let waker = Waker::new().context("creating the waker")?;
+    let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
+    let mut engine: Engine<Conn> = Engine::new(scfg, Mode::Simplex, Instant::now());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.node.worker_threads)
         .max_blocking_threads(cfg.node.worker_threads * 2)
@@ -311,13 +312,13 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         done_rx,
         ready: BTreeMap::new(),
         live: BTreeSet::new(),
-        waker: stack.waker(),
+        waker,
         serial: 0,
         boot_id,
         seeds: Arc::new(AtomicU64::new(boot_id)),
     };
     install_signal_handlers();
-    stack.announce().context("announcing the service address")?;
+    engine.announce();
     tracing::info!(
         node = %cfg.node.name,
         tap = %cfg.node.tap,
@@ -327,14 +328,16 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         max_connections = cfg.service.max_connections,
         "serving (simplex)"
     );
-    stack.run(&mut service, &STOP).context("stack loop")?;
-    let st = stack.stats();
-    let dev = stack.device_stats();
+    shell
+        .run(&mut engine, &mut service, &STOP)
+        .context("stack loop")?;
+    let st = engine.stats();
+    let sh = shell.stats();
     tracing::info!(
         accepted = st.accepted,
         active = st.active,
-        rx = dev.rx_frames,
-        tx = dev.tx_frames,
+        rx = sh.rx_frames,
+        tx = sh.tx_frames,
         "stopped"
     );
     runtime.shutdown_timeout(Duration::from_secs(1));

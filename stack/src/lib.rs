@@ -1,20 +1,23 @@
 //! hotpair's network stack: smoltcp over a TAP device opened with a vnet
-//! header and TCP segmentation offload.
+//! header and TCP segmentation offload, with the per-connection machinery of
+//! replication (shadow sockets, sequence alignment, forwarding).
 //!
 //! Layers, bottom up:
 //! - [`tap`]: the TAP file descriptor (libc ioctls: `IFF_VNET_HDR`, offload).
 //! - [`vnet`]: the `virtio_net_hdr` codec and checksum offload contract (pure).
-//! - [`device`]: the smoltcp `Device` over the TAP, with pcap and a guard
-//!   against duplicate SYNs.
-//! - [`runtime`]: the single stack thread — poll loop, listener pool,
-//!   connection slots, waker — driving a [`runtime::Service`].
+//! - [`seg`], [`arp`]: reading, rewriting and building frames (pure).
+//! - [`engine`]: sans-IO — smoltcp, the socket pool and replication modes
+//!   over in-memory frame queues, driving a [`engine::Service`].
+//! - [`runtime`]: the TAP shell — one thread, epoll, batches of frames.
 
 pub mod arp;
-pub mod device;
+pub mod engine;
 pub mod pcap;
 pub mod runtime;
+pub mod seg;
 pub mod tap;
 pub mod vnet;
 
-pub use runtime::{ConnId, Service, Stack, StackConfig, Waker};
+pub use engine::{ConnId, ConnInfo, ConnKey, Control, Engine, Frame, Mode, Service};
+pub use runtime::{Shell, StackConfig, Waker};
 pub use smoltcp;

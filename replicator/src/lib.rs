@@ -1,0 +1,96 @@
+//! The hotpair replication protocol as a pure state machine.
+//!
+//! Two nodes share one replication link (kernel TCP, owned by the caller).
+//! The **ingress** node owns the service address: every client frame enters
+//! its shadow TCP stack and is then forwarded to the **primary** over the link.
+//! The primary runs the application; each *output unit* of an HTTP connection
+//! (a whole reply, an interim `100 Continue`, or bytes the HTTP layer itself
+//! generated) is sent to the ingress node first ("reply logging") and released
+//! to the client only once the ingress node has acknowledged it. On primary
+//! death the ingress node promotes its shadow connections; on ingress death the
+//! primary claims the address and releases every held unit.
+//!
+//! # Layering
+//!
+//! * [`wire`]: the link's messages ([`Msg`]) and their byte encoding, with an
+//!   incremental [`Decoder`] for a byte stream. Never panics on any input.
+//! * [`detector`]: heartbeat scheduling and a timeout failure detector.
+//! * [`replica`]: [`Replica`], the per-node protocol core. It owns no socket,
+//!   no thread and no clock: inputs arrive through `handle_*` calls with the
+//!   current time, outputs leave through `poll_*` calls (quinn-proto style).
+//!   The caller (the appliance) moves [`Msg`]s between the link and the core.
+//!
+//! Time is always passed in; `clippy.toml` bans `Instant::now` and
+//! `SystemTime::now` in this crate so runs are reproducible under virtual time.
+//! All maps are `BTreeMap`s so output order never depends on hashing.
+//!
+//! # Limits
+//!
+//! Every queue is bounded (see [`ReplicaConfig`]): the link queue, the
+//! primary's logged-but-unacknowledged bytes, the connection table, the
+//! decoder's receive buffer, and the events the peer can cause. Hitting a
+//! local limit returns [`Backpressure`]; a peer exceeding one is a
+//! [`ProtocolError`].
+
+#![warn(missing_docs)]
+
+use std::fmt;
+
+pub mod detector;
+pub mod replica;
+pub mod wire;
+
+pub use detector::{DetectorEvent, FailureDetector};
+pub use replica::{
+    Backpressure, ConfigError, ConnStats, Event, PeerState, ProtocolError, Replica, ReplicaConfig,
+    ReplicaStats,
+};
+pub use wire::{Decoder, Msg, WireError};
+
+/// Identifies one client TCP connection across both nodes.
+///
+/// The client's initial sequence number tells apart two connections that
+/// reuse the same address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnKey {
+    /// Client IPv4 address.
+    pub client_ip: [u8; 4],
+    /// Client TCP port.
+    pub client_port: u16,
+    /// The client's initial sequence number (from its SYN).
+    pub client_isn: u32,
+}
+
+impl fmt::Display for ConnKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d] = self.client_ip;
+        write!(
+            f,
+            "{a}.{b}.{c}.{d}:{}#{}",
+            self.client_port, self.client_isn
+        )
+    }
+}
+
+/// What a node does for the connections of one link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Serving alone, unreplicated (no live peer).
+    Simplex,
+    /// Runs the application; logs each output unit to the ingress node and
+    /// releases it once acknowledged.
+    Primary,
+    /// Owns the service address; forwards client frames to the primary and
+    /// mirrors logged units into its shadow connections.
+    Ingress,
+}
+
+/// The kind of an output unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnitKind {
+    /// An interim reply (`100 Continue`); the request still needs a final one.
+    Interim,
+    /// The final reply to a request (or bytes that end the HTTP exchange, such
+    /// as an error reply the HTTP layer generated).
+    Final,
+}

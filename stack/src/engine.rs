@@ -1,0 +1,1215 @@
+//! The node's TCP engine, sans-IO: smoltcp's `Interface`, the socket pool and
+//! the per-connection bookkeeping of replication, over in-memory frame queues.
+//!
+//! Frames come in with [`Engine::handle_lan_frame`] (from the TAP) and
+//! [`Engine::handle_peer_frame`] (client frames forwarded by the ingress
+//! node); [`Engine::poll`] runs smoltcp and the [`Service`] on every
+//! connection that changed; frames go out through
+//! [`Engine::poll_lan_transmit`] (to the TAP) and [`Engine::poll_forward`]
+//! (to the primary). Time is passed in. The TAP shell (`runtime`) and the
+//! deterministic simulation both drive this same type.
+//!
+//! # Modes (per service address)
+//! - [`Mode::Simplex`]: serve alone.
+//! - [`Mode::Ingress`] (the paper's backup): own the address on the LAN. Each
+//!   client segment is fed first to a *shadow* socket — with its ACK (and SACK
+//!   edges) moved into the shadow's sequence space and its window forced to
+//!   zero, so the shadow never transmits — and only once the shadow has
+//!   acknowledged the segment's bytes is the original forwarded to the primary.
+//!   So every byte the primary acknowledges is held here. The shadow's output
+//!   is observed (its ISN, its ACK) and discarded.
+//! - [`Mode::Primary`]: take client frames only from the ingress node, never
+//!   from the LAN; never send ARP (the client must keep sending to the
+//!   ingress node); learn the client's MAC from forwarded frames.
+//!
+//! # Sequence alignment
+//! The primary's ISN is learned from the client's first ACK (which the
+//! ingress node sees before the primary does): `offset = ack - 1 - shadow_isn`.
+//! Client ACK/SACK into the shadow: `- offset`; after a takeover, the
+//! shadow's SEQ onto the wire: `+ offset`. Both stacks are smoltcp with the
+//! same configuration, so MSS, window scale and SACK-permitted agree, and
+//! neither uses timestamps.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant as StdInstant};
+
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium, PacketMeta};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Address,
+};
+
+use crate::runtime::StackConfig;
+use crate::seg::{self, Seg, ACK, RST, SYN};
+use crate::vnet::VNET_HDR_LEN;
+
+/// Bytes kept free in front of every frame, for the TAP's vnet header.
+pub const HEADROOM: usize = VNET_HDR_LEN;
+/// Ethernet MTU toward the LAN (IP MTU 1500 + 14).
+pub const ETHERNET_MTU: usize = 1514;
+/// Largest frame built for the kernel to segment (Ethernet header included).
+pub const TSO_MAX_FRAME: usize = 14 + 65_535;
+/// Listeners kept armed ahead of demand. Only sockets in use live in the
+/// smoltcp `SocketSet`: smoltcp walks every socket on every poll.
+pub const SPARE_LISTENERS: usize = 16;
+/// Client segments held per shadow connection while their ACK is ahead of
+/// the bytes the shadow has queued; beyond this they are dropped (the client
+/// retransmits).
+pub const MAX_HELD: usize = 256;
+/// Spare frame buffers kept for reuse.
+const MAX_POOLED: usize = 512;
+/// How often the primary refreshes a client's neighbour entry.
+const NEIGHBOR_REFRESH: Duration = Duration::from_secs(20);
+const MAX_NEIGHBORS: usize = 256;
+
+/// A client TCP 4-tuple as seen from the node: (client address, client port, local port).
+pub type Tuple = (Ipv4Address, u16, u16);
+
+/// An Ethernet frame in a buffer with headroom: the frame is `buf[start..]`.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub buf: Vec<u8>,
+    pub start: usize,
+    /// Segment size the device should cut this frame into (TSO), if any.
+    pub gso: Option<u16>,
+}
+
+impl Frame {
+    /// A frame copied from `data`, with headroom.
+    pub fn copy_from(data: &[u8]) -> Self {
+        let mut buf = Vec::with_capacity(HEADROOM + data.len());
+        buf.resize(HEADROOM, 0);
+        buf.extend_from_slice(data);
+        Frame {
+            buf,
+            start: HEADROOM,
+            gso: None,
+        }
+    }
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+}
+
+/// How a node serves its service address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Simplex,
+    Primary,
+    Ingress,
+}
+
+/// Identifies one connection for its whole life: the pool slot plus a
+/// generation that changes each time the slot is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// A connection's name on every node: the client's endpoint and initial
+/// sequence number (which tells a reused port apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    pub client_ip: Ipv4Address,
+    pub client_port: u16,
+    pub client_isn: u32,
+}
+
+/// What the service learns about a new connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub remote: IpEndpoint,
+    pub key: ConnKey,
+    /// A shadow of a connection the primary serves (ingress mode).
+    pub shadow: bool,
+}
+
+/// What a service asks of the engine after [`Service::exchange`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Control {
+    /// Something happened (frames or messages moved).
+    pub busy: bool,
+    /// The primary is gone: make every shadow connection live.
+    pub promote: bool,
+    /// The ingress node is gone: claim the service address.
+    pub claim: bool,
+}
+
+/// What runs on top of the engine: the HTTP server and replication glue.
+pub trait Service {
+    /// Per-connection state.
+    type Conn;
+    /// A listener completed a handshake (or a shadow did).
+    fn accept(&mut self, id: ConnId, info: &ConnInfo, now: StdInstant) -> Self::Conn;
+    /// The socket may have changed or the connection was woken: move bytes
+    /// between the socket and the connection. Returns its next deadline.
+    fn drive(
+        &mut self,
+        id: ConnId,
+        conn: &mut Self::Conn,
+        socket: &mut tcp::Socket<'_>,
+        now: StdInstant,
+    ) -> Option<StdInstant>;
+    /// The connection is gone (closed, reset or timed out).
+    fn closed(&mut self, id: ConnId, conn: Self::Conn);
+    /// Connections with new work since the last call (replies arrived).
+    fn woken(&mut self, out: &mut Vec<ConnId>);
+    /// A shadow connection became live (takeover): serve it from now on.
+    fn promote(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) {}
+    /// Once per round: move frames and messages between the engine and the
+    /// replication link, and report role changes.
+    fn exchange(&mut self, _engine: &mut Engine<Self::Conn>, _now: StdInstant) -> Control {
+        Control::default()
+    }
+}
+
+/// Counters for status and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EngineStats {
+    pub accepted: u64,
+    pub closed: u64,
+    pub active: usize,
+    pub time_wait_recycled: u64,
+    pub duplicate_syn: u64,
+    pub forwarded: u64,
+    pub not_forwarded: u64,
+    pub held: u64,
+    pub held_dropped: u64,
+    pub passed_through: u64,
+    pub promoted: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shadow {
+    /// The shadow socket's own ISN (from its SYN-ACK).
+    isn: Option<u32>,
+    /// wire = shadow + offset, for the server's sequence numbers.
+    offset: Option<u32>,
+    /// The shadow's receive point (the ACK it last emitted), client space.
+    rcv_nxt: Option<u32>,
+    /// The client's last ACK (wire space) and window, for the takeover's
+    /// window update.
+    last_ack: Option<u32>,
+    last_window: u16,
+    /// Bytes the service queued into the shadow socket, and its FIN.
+    written: u64,
+    fin: bool,
+    held: VecDeque<Frame>,
+    /// Promoted: its output goes to the LAN.
+    live: bool,
+    /// The client sent a SYN again after the takeover: it never saw the
+    /// primary's SYN-ACK, so ours may stand.
+    syn_again: bool,
+}
+
+impl Shadow {
+    /// End of the shadow's queued data in its own sequence space: an ACK
+    /// beyond it would make smoltcp drop the whole segment, payload included.
+    fn queued_end(&self) -> Option<u32> {
+        let isn = self.isn?;
+        Some(
+            isn.wrapping_add(1)
+                .wrapping_add(self.written as u32)
+                .wrapping_add(u32::from(self.fin)),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Track {
+    isn: u32,
+    client_mac: EthernetAddress,
+    /// The pool slot holding it, once a socket took the SYN.
+    slot: Option<usize>,
+    shadow: Option<Shadow>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FwdRule {
+    /// SYN: only if a shadow socket took it.
+    Syn,
+    /// Data or FIN: only once the shadow acknowledged up to here.
+    Covered(u32),
+    /// Pure ACK, RST: always.
+    Always,
+}
+
+struct QueueDevice {
+    rx: VecDeque<Frame>,
+    tx: VecDeque<Frame>,
+    /// Buffers of received frames, back from smoltcp.
+    rx_done: Vec<Vec<u8>>,
+    /// Buffers for frames smoltcp builds.
+    tx_pool: Vec<Vec<u8>>,
+}
+
+struct RxToken<'a> {
+    frame: Frame,
+    done: &'a mut Vec<Vec<u8>>,
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let r = f(self.frame.data());
+        if self.done.len() < MAX_POOLED {
+            self.done.push(self.frame.buf);
+        }
+        r
+    }
+}
+
+struct TxToken<'a> {
+    tx: &'a mut VecDeque<Frame>,
+    pool: &'a mut Vec<Vec<u8>>,
+    meta: PacketMeta,
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(HEADROOM + len, 0);
+        let r = f(&mut buf[HEADROOM..]);
+        self.tx.push_back(Frame {
+            buf,
+            start: HEADROOM,
+            gso: self.meta.segmentation_offload_size.map(|s| s.get()),
+        });
+        r
+    }
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.meta = meta;
+    }
+}
+
+impl phy::Device for QueueDevice {
+    type RxToken<'a> = RxToken<'a>;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _ts: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((
+            RxToken {
+                frame,
+                done: &mut self.rx_done,
+            },
+            TxToken {
+                tx: &mut self.tx,
+                pool: &mut self.tx_pool,
+                meta: PacketMeta::default(),
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _ts: Instant) -> Option<TxToken<'_>> {
+        Some(TxToken {
+            tx: &mut self.tx,
+            pool: &mut self.tx_pool,
+            meta: PacketMeta::default(),
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = ETHERNET_MTU;
+        let mut csum = ChecksumCapabilities::default();
+        // TCP checksums are the kernel's job in both directions (vnet
+        // header); the TAP shell verifies frames the kernel did not vouch for.
+        csum.tcp = Checksum::None;
+        caps.checksum = csum;
+        caps.segmentation.tcpv4 = NonZeroUsize::new(TSO_MAX_FRAME);
+        caps
+    }
+}
+
+enum Phase<C> {
+    /// Listening, or half-open (SYN received) with the client's tuple.
+    Listening {
+        half_open: Option<Tuple>,
+    },
+    Active(Active<C>),
+    /// Closed by the service, smoltcp still in TIME-WAIT.
+    Lingering,
+}
+
+struct Slot<C> {
+    handle: SocketHandle,
+    phase: Phase<C>,
+}
+
+struct Active<C> {
+    conn: C,
+    tuple: Tuple,
+    deadline: Option<StdInstant>,
+    /// (recv_queue, send_queue, state) when last driven: drive again only
+    /// when this changes, the connection is woken, or its deadline passes.
+    seen: (usize, usize, tcp::State),
+    woken: bool,
+}
+
+/// The sockets in use, in a slab whose indices are [`ConnId::slot`]s.
+struct Pool<C> {
+    slots: Vec<Option<Slot<C>>>,
+    generations: Vec<u32>,
+    free: Vec<usize>,
+    /// Closed sockets kept for reuse (their buffers are the expensive part).
+    idle: Vec<tcp::Socket<'static>>,
+    in_use: usize,
+}
+
+fn new_socket(cfg: &StackConfig, mode: Mode) -> tcp::Socket<'static> {
+    let rx = tcp::SocketBuffer::new(vec![0; cfg.rx_buffer_bytes]);
+    let tx = tcp::SocketBuffer::new(vec![0; cfg.tx_buffer_bytes]);
+    let mut s = tcp::Socket::new(rx, tx);
+    // Request/response: send a reply's tail at once.
+    s.set_nagle_enabled(false);
+    if mode == Mode::Ingress {
+        // A shadow must acknowledge each client segment at once: that ACK is
+        // what tells us the segment is held here and may go to the primary.
+        s.set_ack_delay(None);
+    }
+    s
+}
+
+fn listen(s: &mut tcp::Socket<'_>, port: u16) {
+    if let Err(e) = s.listen(IpListenEndpoint { addr: None, port }) {
+        // Only fails on port 0 or an open socket: both are bugs here.
+        unreachable!("listen on a closed socket failed: {e}");
+    }
+}
+
+fn tuple_of(s: &tcp::Socket<'_>, port: u16) -> Option<Tuple> {
+    match s.remote_endpoint()? {
+        IpEndpoint {
+            addr: IpAddress::Ipv4(a),
+            port: p,
+        } => Some((a, p, port)),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// The engine: one service address, its sockets and their replication state.
+pub struct Engine<C> {
+    cfg: StackConfig,
+    mode: Mode,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: QueueDevice,
+    start: StdInstant,
+    pool: Pool<C>,
+    tracks: BTreeMap<Tuple, Track>,
+    lan_in: VecDeque<Frame>,
+    peer_in: VecDeque<Frame>,
+    lan_out: VecDeque<Frame>,
+    fwd_out: VecDeque<Frame>,
+    pending_fwd: Vec<(Tuple, Frame, FwdRule)>,
+    pending_syn: Vec<Tuple>,
+    neighbors: BTreeMap<Ipv4Address, (EthernetAddress, StdInstant)>,
+    woken_ids: Vec<ConnId>,
+    stats: EngineStats,
+}
+
+impl<C> Engine<C> {
+    /// Build the engine; `start` is time zero for smoltcp.
+    pub fn new(cfg: StackConfig, mode: Mode, start: StdInstant) -> Self {
+        let mut dev = QueueDevice {
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+            rx_done: Vec::new(),
+            tx_pool: Vec::new(),
+        };
+        let mut icfg = Config::new(HardwareAddress::Ethernet(cfg.mac));
+        icfg.random_seed = cfg.seed;
+        let mut iface = Interface::new(icfg, &mut dev, Instant::from_micros(0));
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::Ipv4(cfg.address));
+        });
+        if let Some(gw) = cfg.gateway {
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        let mut e = Engine {
+            cfg,
+            mode,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            dev,
+            start,
+            pool: Pool {
+                slots: Vec::new(),
+                generations: Vec::new(),
+                free: Vec::new(),
+                idle: Vec::new(),
+                in_use: 0,
+            },
+            tracks: BTreeMap::new(),
+            lan_in: VecDeque::new(),
+            peer_in: VecDeque::new(),
+            lan_out: VecDeque::new(),
+            fwd_out: VecDeque::new(),
+            pending_fwd: Vec::new(),
+            pending_syn: Vec::new(),
+            neighbors: BTreeMap::new(),
+            woken_ids: Vec::new(),
+            stats: EngineStats::default(),
+        };
+        e.top_up();
+        e
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+    pub fn config(&self) -> &StackConfig {
+        &self.cfg
+    }
+
+    fn smol_now(&self, now: StdInstant) -> Instant {
+        Instant::from_micros(now.saturating_duration_since(self.start).as_micros() as i64)
+    }
+
+    /// A buffer for a frame about to be read (reuses returned buffers).
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.dev
+            .rx_done
+            .pop()
+            .or_else(|| self.dev.tx_pool.pop())
+            .unwrap_or_default()
+    }
+
+    /// Give a transmitted frame's buffer back.
+    pub fn recycle(&mut self, f: Frame) {
+        if self.dev.tx_pool.len() < MAX_POOLED {
+            self.dev.tx_pool.push(f.buf);
+        }
+    }
+
+    /// A frame from the LAN (the TAP).
+    pub fn handle_lan_frame(&mut self, f: Frame) {
+        self.lan_in.push_back(f);
+    }
+
+    /// A client frame forwarded by the ingress node (primary mode).
+    pub fn handle_peer_frame(&mut self, f: Frame) {
+        self.peer_in.push_back(f);
+    }
+
+    /// Next frame for the LAN.
+    pub fn poll_lan_transmit(&mut self) -> Option<Frame> {
+        self.lan_out.pop_front()
+    }
+
+    /// Next client frame to forward to the primary (ingress mode).
+    pub fn poll_forward(&mut self) -> Option<Frame> {
+        self.fwd_out.pop_front()
+    }
+
+    /// How long until smoltcp or a connection needs a poll.
+    pub fn poll_delay(&mut self, now: StdInstant) -> Option<Duration> {
+        let t = self.smol_now(now);
+        let mut wait = self
+            .iface
+            .poll_delay(t, &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()));
+        for s in self.pool.slots.iter().flatten() {
+            if let Phase::Active(Active {
+                deadline: Some(d), ..
+            }) = &s.phase
+            {
+                let d = d.saturating_duration_since(now);
+                wait = Some(wait.map_or(d, |w| w.min(d)));
+            }
+        }
+        if !self.lan_in.is_empty() || !self.peer_in.is_empty() {
+            wait = Some(Duration::ZERO);
+        }
+        wait
+    }
+
+    /// Announce the service address (gratuitous ARP).
+    pub fn announce(&mut self) {
+        let f = crate::arp::gratuitous(self.cfg.mac, self.cfg.address.address());
+        self.lan_out.push_back(Frame::copy_from(&f));
+    }
+
+    /// The ingress node is gone: serve the address ourselves.
+    pub fn claim(&mut self) {
+        if self.mode == Mode::Primary {
+            self.mode = Mode::Simplex;
+            self.announce();
+        }
+    }
+
+    /// The primary is gone: every shadow connection becomes live, and at
+    /// once retransmits what the client has not acknowledged.
+    pub fn promote<S: Service<Conn = C>>(&mut self, service: &mut S, now: StdInstant) {
+        if self.mode != Mode::Ingress {
+            return;
+        }
+        self.mode = Mode::Simplex;
+        let mac = self.cfg.mac;
+        let vip = self.cfg.address.address();
+        for (t, tr) in self.tracks.iter_mut() {
+            let Some(sh) = tr.shadow.as_mut() else {
+                continue;
+            };
+            sh.live = true;
+            // A window update from the "client": the shadow was told the
+            // window is zero, so it has sent nothing; now it sends everything
+            // from the client's last ACK on, without waiting for a timer.
+            if let (Some(off), Some(rcv), Some(ack)) = (sh.offset, sh.rcv_nxt, sh.last_ack) {
+                let f = seg::build(
+                    tr.client_mac,
+                    mac,
+                    t.0,
+                    vip,
+                    t.1,
+                    t.2,
+                    rcv,
+                    ack.wrapping_sub(off),
+                    ACK,
+                    sh.last_window,
+                );
+                self.dev.rx.push_back(Frame::copy_from(&f));
+            }
+            // Held segments are admitted again, now in live mode.
+            while let Some(f) = sh.held.pop_back() {
+                self.lan_in.push_front(f);
+            }
+        }
+        for i in 0..self.pool.slots.len() {
+            let id = self.pool.id(i);
+            if let Some(Slot {
+                phase: Phase::Active(a),
+                ..
+            }) = self.pool.slots[i].as_mut()
+            {
+                let shadow = self
+                    .tracks
+                    .get(&a.tuple)
+                    .is_some_and(|t| t.shadow.is_some());
+                if shadow {
+                    service.promote(id, &mut a.conn, now);
+                    a.woken = true;
+                    self.stats.promoted += 1;
+                }
+            }
+        }
+    }
+
+    /// One round: admit queued frames, run smoltcp, route its output, drive
+    /// the connections. Returns whether anything moved (call again at once).
+    pub fn poll<S: Service<Conn = C>>(&mut self, service: &mut S, now: StdInstant) -> bool {
+        let mut busy = !self.lan_in.is_empty() || !self.peer_in.is_empty();
+        self.admit(now);
+        let t = self.smol_now(now);
+        if self.iface.poll(t, &mut self.dev, &mut self.sockets) == PollResult::SocketStateChanged {
+            busy = true;
+        }
+        if self.route_output() {
+            busy = true;
+        }
+        self.decide_forwarding();
+
+        self.woken_ids.clear();
+        service.woken(&mut self.woken_ids);
+        for id in std::mem::take(&mut self.woken_ids) {
+            let i = id.slot as usize;
+            if self.pool.generations.get(i) == Some(&id.generation) {
+                if let Some(Slot {
+                    phase: Phase::Active(a),
+                    ..
+                }) = self.pool.slots[i].as_mut()
+                {
+                    a.woken = true;
+                }
+            }
+        }
+        for i in 0..self.pool.slots.len() {
+            if self.step_slot(i, service, now) {
+                busy = true;
+            }
+        }
+        // SYNs that found no listener (refused at the pool limit) or whose
+        // handshake already failed no longer occupy their tuple.
+        for t in std::mem::take(&mut self.pending_syn) {
+            if self.tracks.get(&t).is_some_and(|tr| tr.slot.is_none()) {
+                self.tracks.remove(&t);
+            }
+        }
+        self.top_up();
+        // Rebalance buffers between the receive and transmit pools.
+        while self.dev.tx_pool.len() < 64 {
+            match self.dev.rx_done.pop() {
+                Some(b) => self.dev.tx_pool.push(b),
+                None => break,
+            }
+        }
+        busy
+    }
+
+    // ---- admission -------------------------------------------------------
+
+    fn free_listeners(&self) -> usize {
+        self.pool
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| {
+                matches!(s.phase, Phase::Listening { .. })
+                    && self.sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::Listen
+            })
+            .count()
+    }
+
+    fn admit(&mut self, now: StdInstant) {
+        // smoltcp gives a SYN to the first free listener, or refuses it with
+        // an RST when there is none. Admit no more SYNs in a round than
+        // there are listeners, so a burst waits for the pool to arm more —
+        // unless the pool is full, when the refusal is what we want.
+        let refusing = self.pool.in_use >= self.cfg.max_connections;
+        let mut budget = if refusing {
+            usize::MAX
+        } else {
+            self.free_listeners()
+        };
+        let mut deferred = VecDeque::new();
+        while let Some(f) = self.peer_in.pop_front() {
+            self.learn_neighbor(f.data(), now);
+            if let Some(f) = self.admit_plain(f, &mut budget) {
+                deferred.push_back(f);
+            }
+        }
+        self.peer_in = deferred;
+        let mut deferred = VecDeque::new();
+        while let Some(f) = self.lan_in.pop_front() {
+            let back = match self.mode {
+                // The primary hears clients only through the ingress node.
+                Mode::Primary => {
+                    self.recycle(f);
+                    None
+                }
+                Mode::Simplex => self.admit_plain(f, &mut budget),
+                Mode::Ingress => self.admit_ingress(f, &mut budget),
+            };
+            if let Some(f) = back {
+                deferred.push_back(f);
+            }
+        }
+        self.lan_in = deferred;
+    }
+
+    fn for_us(&self, s: &Seg) -> bool {
+        s.dst == self.cfg.address.address() && s.dst_port == self.cfg.port
+    }
+
+    /// Admit a frame with no replication work (simplex, primary, live).
+    /// Returns it back if it must wait for a listener.
+    fn admit_plain(&mut self, f: Frame, budget: &mut usize) -> Option<Frame> {
+        let Some(s) = seg::parse(f.data()) else {
+            self.dev.rx.push_back(f);
+            return None;
+        };
+        if !self.for_us(&s) {
+            self.dev.rx.push_back(f);
+            return None;
+        }
+        let tuple = (s.src, s.src_port, s.dst_port);
+        if s.has(SYN) && !s.has(ACK) {
+            if self.tracks.contains_key(&tuple) {
+                // A retransmitted SYN must not reach a second free listener.
+                self.stats.duplicate_syn += 1;
+                self.recycle(f);
+                return None;
+            }
+            if *budget == 0 {
+                return Some(f);
+            }
+            *budget = budget.saturating_sub(1);
+            self.tracks.insert(
+                tuple,
+                Track {
+                    isn: s.seq,
+                    client_mac: s.src_mac,
+                    slot: None,
+                    shadow: None,
+                },
+            );
+            self.pending_syn.push(tuple);
+        } else if self.tracks.get(&tuple).is_some_and(|t| t.shadow.is_some()) {
+            // A promoted shadow: translate, hold if ahead of our data.
+            return self.admit_live_shadow(f, s, tuple);
+        }
+        self.dev.rx.push_back(f);
+        None
+    }
+
+    fn admit_live_shadow(&mut self, mut f: Frame, s: Seg, tuple: Tuple) -> Option<Frame> {
+        let tr = self.tracks.get_mut(&tuple).expect("caller checked");
+        let sh = tr.shadow.as_mut().expect("caller checked");
+        if sh.offset.is_none() && s.has(ACK) {
+            if let Some(isn) = sh.isn {
+                sh.offset = Some(s.ack.wrapping_sub(1).wrapping_sub(isn));
+            }
+        }
+        if let Some(off) = sh.offset {
+            if s.has(ACK) {
+                let ack = s.ack.wrapping_sub(off);
+                if !sh.held.is_empty() || sh.queued_end().is_some_and(|end| !seg::seq_ge(end, ack))
+                {
+                    hold(sh, f, &mut self.stats);
+                    return None;
+                }
+                seg::set_ack(f.data_mut(), &s, ack);
+                seg::shift_sack(f.data_mut(), &s, off);
+            }
+        }
+        self.dev.rx.push_back(f);
+        None
+    }
+
+    fn admit_ingress(&mut self, f: Frame, budget: &mut usize) -> Option<Frame> {
+        let Some(s) = seg::parse(f.data()) else {
+            self.dev.rx.push_back(f);
+            return None;
+        };
+        if !self.for_us(&s) {
+            self.dev.rx.push_back(f);
+            return None;
+        }
+        let tuple = (s.src, s.src_port, s.dst_port);
+        if s.has(SYN) && !s.has(ACK) {
+            if self.tracks.contains_key(&tuple) {
+                // Not for our shadow (it has the SYN); the primary's SYN-ACK
+                // may have been lost, so let it see the retransmission.
+                self.stats.duplicate_syn += 1;
+                self.fwd_out.push_back(f);
+                return None;
+            }
+            if *budget == 0 {
+                return Some(f);
+            }
+            *budget = budget.saturating_sub(1);
+            self.tracks.insert(
+                tuple,
+                Track {
+                    isn: s.seq,
+                    client_mac: s.src_mac,
+                    slot: None,
+                    shadow: Some(Shadow::default()),
+                },
+            );
+            self.pending_syn.push(tuple);
+            self.pending_fwd
+                .push((tuple, Frame::copy_from(f.data()), FwdRule::Syn));
+            self.dev.rx.push_back(f);
+            return None;
+        }
+        let Some(tr) = self.tracks.get_mut(&tuple) else {
+            // A connection this node never saw open (it started before we
+            // did): the primary serves it unreplicated; pass it through.
+            self.stats.passed_through += 1;
+            self.fwd_out.push_back(f);
+            return None;
+        };
+        let Some(sh) = tr.shadow.as_mut() else {
+            self.dev.rx.push_back(f);
+            return None;
+        };
+        if sh.offset.is_none() && s.has(ACK) {
+            match sh.isn {
+                Some(isn) => sh.offset = Some(s.ack.wrapping_sub(1).wrapping_sub(isn)),
+                None => {
+                    // Our shadow never answered the SYN: nothing to align to.
+                    self.recycle(f);
+                    return None;
+                }
+            }
+        }
+        if !sh.held.is_empty() {
+            hold(sh, f, &mut self.stats);
+            return None;
+        }
+        let original = Frame::copy_from(f.data());
+        let mut f = f;
+        if let Some(off) = sh.offset {
+            if s.has(ACK) {
+                let ack = s.ack.wrapping_sub(off);
+                if sh.queued_end().is_some_and(|end| !seg::seq_ge(end, ack)) {
+                    // The client acknowledges bytes the primary sent that we
+                    // have not queued yet: smoltcp would drop the segment with
+                    // its payload. Hold it until our data catches up.
+                    hold(sh, original, &mut self.stats);
+                    if self.dev.tx_pool.len() < MAX_POOLED {
+                        self.dev.tx_pool.push(f.buf);
+                    }
+                    return None;
+                }
+                sh.last_ack = Some(s.ack);
+                seg::set_ack(f.data_mut(), &s, ack);
+                seg::shift_sack(f.data_mut(), &s, off);
+            }
+        }
+        sh.last_window = s.window;
+        // The shadow must never transmit while the primary lives.
+        seg::set_window(f.data_mut(), &s, 0);
+        let rule = if s.has(RST) || s.seq_len() == 0 {
+            FwdRule::Always
+        } else {
+            FwdRule::Covered(s.seq_end())
+        };
+        self.pending_fwd.push((tuple, original, rule));
+        self.dev.rx.push_back(f);
+        None
+    }
+
+    /// The primary learns a client's MAC from the frames forwarded to it
+    /// (smoltcp fills its neighbour cache only from ARP, and the primary
+    /// must not ARP for the service address).
+    fn learn_neighbor(&mut self, frame: &[u8], now: StdInstant) {
+        let Some(s) = seg::parse(frame) else { return };
+        let ip = if self.cfg.address.contains_addr(&s.src) {
+            s.src
+        } else if let Some(gw) = self.cfg.gateway {
+            gw
+        } else {
+            return;
+        };
+        let fresh = self.neighbors.get(&ip).is_some_and(|(mac, at)| {
+            *mac == s.src_mac && now.saturating_duration_since(*at) < NEIGHBOR_REFRESH
+        });
+        if fresh {
+            return;
+        }
+        if self.neighbors.len() >= MAX_NEIGHBORS && !self.neighbors.contains_key(&ip) {
+            if let Some(oldest) = self
+                .neighbors
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| *k)
+            {
+                self.neighbors.remove(&oldest);
+            }
+        }
+        self.neighbors.insert(ip, (s.src_mac, now));
+        let arp = crate::arp::reply(s.src_mac, ip, self.cfg.mac, self.cfg.address.address());
+        self.dev.rx.push_back(Frame::copy_from(&arp));
+    }
+
+    // ---- output ----------------------------------------------------------
+
+    /// Route smoltcp's output: shadow output is observed and discarded, the
+    /// primary sends no ARP, live shadows get their sequence numbers moved
+    /// into the wire's space.
+    fn route_output(&mut self) -> bool {
+        let mut any = false;
+        while let Some(mut f) = self.dev.tx.pop_front() {
+            any = true;
+            if crate::arp::is_arp(f.data()) {
+                if self.mode == Mode::Primary {
+                    self.recycle(f);
+                } else {
+                    self.lan_out.push_back(f);
+                }
+                continue;
+            }
+            let Some(s) = seg::parse(f.data()) else {
+                self.lan_out.push_back(f);
+                continue;
+            };
+            let tuple = (s.dst, s.dst_port, s.src_port);
+            let Some(sh) = self.tracks.get_mut(&tuple).and_then(|t| t.shadow.as_mut()) else {
+                self.lan_out.push_back(f);
+                continue;
+            };
+            if s.has(SYN) && sh.isn.is_none() {
+                sh.isn = Some(s.seq);
+            }
+            if s.has(ACK) && sh.rcv_nxt.is_none_or(|r| seg::seq_ge(s.ack, r)) {
+                sh.rcv_nxt = Some(s.ack);
+            }
+            if !sh.live {
+                self.recycle(f);
+                continue;
+            }
+            if sh.offset.is_none() && s.has(SYN) && sh.syn_again {
+                // The client never saw the primary's SYN-ACK: ours stands.
+                sh.offset = Some(0);
+            }
+            match sh.offset {
+                Some(off) => {
+                    seg::set_seq(f.data_mut(), &s, s.seq.wrapping_add(off));
+                    self.lan_out.push_back(f);
+                }
+                // Not aligned yet (the client's first ACK will tell).
+                None => self.recycle(f),
+            }
+        }
+        any
+    }
+
+    fn decide_forwarding(&mut self) {
+        for (tuple, f, rule) in std::mem::take(&mut self.pending_fwd) {
+            let sh = self.tracks.get(&tuple).and_then(|t| t.shadow.as_ref());
+            let ok = match rule {
+                FwdRule::Always => true,
+                FwdRule::Syn => sh.is_some_and(|sh| sh.isn.is_some()),
+                FwdRule::Covered(end) => sh
+                    .and_then(|sh| sh.rcv_nxt)
+                    .is_some_and(|r| seg::seq_ge(r, end)),
+            };
+            if ok {
+                self.stats.forwarded += 1;
+                self.fwd_out.push_back(f);
+            } else {
+                // Not held here, so the primary must not see it either; the
+                // client retransmits.
+                self.stats.not_forwarded += 1;
+            }
+        }
+    }
+
+    // ---- connections -----------------------------------------------------
+
+    /// Advance one slot after a poll; returns whether bytes moved.
+    fn step_slot<S: Service<Conn = C>>(
+        &mut self,
+        i: usize,
+        service: &mut S,
+        now: StdInstant,
+    ) -> bool {
+        let id = self.pool.id(i);
+        let Some(slot) = self.pool.slots[i].as_mut() else {
+            return false;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
+        match &mut slot.phase {
+            Phase::Listening { half_open } => match sock.state() {
+                tcp::State::Listen => return false,
+                tcp::State::SynReceived => {
+                    if half_open.is_none() {
+                        *half_open = tuple_of(sock, self.cfg.port);
+                        if let Some(tr) = half_open.and_then(|t| self.tracks.get_mut(&t)) {
+                            tr.slot = Some(i);
+                        }
+                    }
+                    return false;
+                }
+                tcp::State::Closed | tcp::State::TimeWait => {
+                    // The handshake failed (RST, timeout): listen again.
+                    if let Some(t) = half_open.take() {
+                        self.tracks.remove(&t);
+                    }
+                    listen(sock, self.cfg.port);
+                    return false;
+                }
+                _ => {
+                    let Some(tuple) = half_open.take().or_else(|| tuple_of(sock, self.cfg.port))
+                    else {
+                        return false;
+                    };
+                    let Some(remote) = sock.remote_endpoint() else {
+                        return false;
+                    };
+                    let (key, shadow) = match self.tracks.get_mut(&tuple) {
+                        Some(tr) => {
+                            tr.slot = Some(i);
+                            (
+                                ConnKey {
+                                    client_ip: tuple.0,
+                                    client_port: tuple.1,
+                                    client_isn: tr.isn,
+                                },
+                                tr.shadow.as_ref().is_some_and(|s| !s.live),
+                            )
+                        }
+                        None => (
+                            ConnKey {
+                                client_ip: tuple.0,
+                                client_port: tuple.1,
+                                client_isn: 0,
+                            },
+                            false,
+                        ),
+                    };
+                    self.stats.accepted += 1;
+                    self.stats.active += 1;
+                    tracing::trace!(?id, %remote, shadow, "accepted");
+                    let info = ConnInfo {
+                        remote,
+                        key,
+                        shadow,
+                    };
+                    let conn = service.accept(id, &info, now);
+                    slot.phase = Phase::Active(Active {
+                        conn,
+                        tuple,
+                        deadline: None,
+                        seen: (usize::MAX, usize::MAX, tcp::State::Closed),
+                        woken: true,
+                    });
+                }
+            },
+            Phase::Lingering => {
+                if sock.state() == tcp::State::Closed {
+                    self.pool.release(i, &mut self.sockets);
+                }
+                return false;
+            }
+            Phase::Active(_) => {}
+        }
+        let Some(slot) = self.pool.slots[i].as_mut() else {
+            return false;
+        };
+        let Phase::Active(a) = &mut slot.phase else {
+            return false;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
+        let seen = (sock.recv_queue(), sock.send_queue(), sock.state());
+        let due = a.deadline.is_some_and(|d| d <= now);
+        let mut busy = false;
+        if a.woken || due || seen != a.seen {
+            a.woken = false;
+            a.deadline = service.drive(id, &mut a.conn, sock, now);
+            let after = (sock.recv_queue(), sock.send_queue(), sock.state());
+            busy = after != seen;
+            a.seen = after;
+            // Nothing but the service touches the socket during drive, so
+            // the growth of its send queue is exactly what it wrote.
+            if let Some(tr) = self.tracks.get_mut(&a.tuple) {
+                if let Some(sh) = tr.shadow.as_mut() {
+                    sh.written += after.1.saturating_sub(seen.1) as u64;
+                    let closing = matches!(
+                        after.2,
+                        tcp::State::FinWait1 | tcp::State::LastAck | tcp::State::Closing
+                    );
+                    if closing && !sh.fin {
+                        sh.fin = true;
+                    }
+                    // Held client segments may be acceptable now.
+                    if let (Some(end), Some(front)) = (sh.queued_end(), sh.held.front()) {
+                        let ok = seg::parse(front.data()).is_none_or(|s| {
+                            !s.has(ACK)
+                                || sh
+                                    .offset
+                                    .is_none_or(|off| seg::seq_ge(end, s.ack.wrapping_sub(off)))
+                        });
+                        if ok {
+                            let held = std::mem::take(&mut sh.held);
+                            for f in held.into_iter().rev() {
+                                self.lan_in.push_front(f);
+                            }
+                            busy = true;
+                        }
+                    }
+                }
+            }
+        }
+        let state = sock.state();
+        if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+            let Phase::Active(a) = std::mem::replace(&mut slot.phase, Phase::Lingering) else {
+                unreachable!("matched Active above");
+            };
+            self.stats.active -= 1;
+            self.stats.closed += 1;
+            tracing::trace!(?id, "closed");
+            service.closed(id, a.conn);
+            self.tracks.remove(&a.tuple);
+            self.pool.generations[i] = self.pool.generations[i].wrapping_add(1);
+            if state == tcp::State::Closed {
+                self.pool.release(i, &mut self.sockets);
+            }
+        }
+        busy
+    }
+
+    /// Keep [`SPARE_LISTENERS`] listeners armed within `max_connections`;
+    /// when the pool is full, recycle a TIME-WAIT socket rather than refuse
+    /// a new client (`listen` resets it silently; `abort` would send an RST).
+    fn top_up(&mut self) {
+        let mut free = self.free_listeners();
+        while free < SPARE_LISTENERS.min(self.cfg.max_connections) {
+            if self.pool.in_use < self.cfg.max_connections {
+                let mut sock = self
+                    .pool
+                    .idle
+                    .pop()
+                    .unwrap_or_else(|| new_socket(&self.cfg, self.mode));
+                listen(&mut sock, self.cfg.port);
+                let slot = Slot {
+                    handle: self.sockets.add(sock),
+                    phase: Phase::Listening { half_open: None },
+                };
+                match self.pool.free.pop() {
+                    Some(i) => self.pool.slots[i] = Some(slot),
+                    None => {
+                        self.pool.slots.push(Some(slot));
+                        self.pool.generations.push(0);
+                    }
+                }
+                self.pool.in_use += 1;
+            } else {
+                let lingering = self
+                    .pool
+                    .slots
+                    .iter_mut()
+                    .flatten()
+                    .find(|s| matches!(s.phase, Phase::Lingering));
+                let Some(slot) = lingering else { break };
+                listen(
+                    self.sockets.get_mut::<tcp::Socket>(slot.handle),
+                    self.cfg.port,
+                );
+                slot.phase = Phase::Listening { half_open: None };
+                self.stats.time_wait_recycled += 1;
+            }
+            free += 1;
+        }
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.stats.active
+    }
+}
+
+fn hold(sh: &mut Shadow, f: Frame, stats: &mut EngineStats) {
+    if sh.held.len() < MAX_HELD {
+        sh.held.push_back(f);
+        stats.held += 1;
+    } else {
+        stats.held_dropped += 1;
+    }
+}
+
+impl<C> Pool<C> {
+    fn id(&self, i: usize) -> ConnId {
+        ConnId {
+            slot: i as u32,
+            generation: self.generations[i],
+        }
+    }
+
+    /// Take a closed socket out of the set and park it.
+    fn release(&mut self, i: usize, sockets: &mut SocketSet<'static>) {
+        if let Some(slot) = self.slots[i].take() {
+            #[allow(irrefutable_let_patterns)]
+            if let smoltcp::socket::Socket::Tcp(sock) = sockets.remove(slot.handle) {
+                self.idle.push(sock);
+            }
+            self.free.push(i);
+            self.in_use -= 1;
+        }
+    }
+}
