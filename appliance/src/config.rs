@@ -17,6 +17,41 @@ pub struct Config {
     pub http: HttpSection,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
+    /// Absent: the node serves alone (simplex).
+    #[serde(default)]
+    pub replication: Option<ReplicationSection>,
+}
+
+/// The node's part in a replicated pair.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationSection {
+    pub role: ReplRole,
+    /// Primary: where to accept the link from the ingress node.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Ingress: the primary's link address.
+    #[serde(default)]
+    pub peer: Option<SocketAddr>,
+    #[serde(default = "default_hb_interval")]
+    pub heartbeat_interval_ms: u64,
+    #[serde(default = "default_hb_timeout")]
+    pub heartbeat_timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplRole {
+    Primary,
+    Ingress,
+}
+
+fn default_hb_interval() -> u64 {
+    100
+}
+/// Default failure-detection time: five missed heartbeats.
+fn default_hb_timeout() -> u64 {
+    500
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +293,27 @@ impl Config {
                 bail!("{key}: must be greater than 0");
             }
         }
+        if let Some(r) = &self.replication {
+            match r.role {
+                ReplRole::Primary if r.listen.is_none() => {
+                    bail!("replication.listen: required for role \"primary\"")
+                }
+                ReplRole::Ingress if r.peer.is_none() => {
+                    bail!("replication.peer: required for role \"ingress\"")
+                }
+                _ => {}
+            }
+            if r.heartbeat_interval_ms == 0 {
+                bail!("replication.heartbeat_interval_ms: must be greater than 0");
+            }
+            if r.heartbeat_timeout_ms <= r.heartbeat_interval_ms {
+                bail!(
+                    "replication.heartbeat_timeout_ms: {} must exceed heartbeat_interval_ms ({})",
+                    r.heartbeat_timeout_ms,
+                    r.heartbeat_interval_ms
+                );
+            }
+        }
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("route[{i}].{k}");
             if !r.prefix.starts_with('/') {
@@ -354,6 +410,17 @@ address = "10.77.0.10"
         assert!(err(&kind).contains("handler"));
         let rel = base() + "[[route]]\nprefix = \"s\"\nhandler = \"generate\"\n";
         assert!(err(&rel).contains("route[0].prefix"));
+    }
+
+    #[test]
+    fn replication_section_is_checked() {
+        let p = base() + "[replication]\nrole = \"primary\"\n";
+        assert!(err(&p).contains("replication.listen"));
+        let i = base() + "[replication]\nrole = \"ingress\"\npeer = \"10.0.0.1:7700\"\nheartbeat_timeout_ms = 50\n";
+        assert!(err(&i).contains("replication.heartbeat_timeout_ms"));
+        let ok = base() + "[replication]\nrole = \"ingress\"\npeer = \"10.0.0.1:7700\"\n";
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(c.replication.unwrap().heartbeat_timeout_ms, 500);
     }
 
     #[test]

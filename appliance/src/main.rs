@@ -4,7 +4,9 @@
 mod config;
 mod demo;
 mod lab;
+mod link;
 mod node;
+mod service;
 mod upstream;
 
 use anyhow::Result;

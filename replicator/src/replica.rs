@@ -795,10 +795,10 @@ impl Replica {
         let charge = len + UNIT_CHARGE_BYTES;
         if !gone_local
             && s.unpolled_units > 0
-            && s.unpolled_charge + charge > self.cfg.max_unacked_bytes
+            && s.unpolled_charge.saturating_add(charge) > self.cfg.max_unacked_bytes
         {
             return Err(ProtocolError::WindowExceeded {
-                bytes: s.unpolled_charge + charge,
+                bytes: s.unpolled_charge.saturating_add(charge),
                 limit: self.cfg.max_unacked_bytes,
             });
         }
@@ -1042,7 +1042,9 @@ impl Replica {
         let len = len as u64;
         let charge = len + UNIT_CHARGE_BYTES;
         if replicated {
-            if self.unacked_units > 0 && self.unacked_charge + charge > self.cfg.max_unacked_bytes {
+            if self.unacked_units > 0
+                && self.unacked_charge.saturating_add(charge) > self.cfg.max_unacked_bytes
+            {
                 return Err(Backpressure::UnackedBytes {
                     limit: self.cfg.max_unacked_bytes,
                 });

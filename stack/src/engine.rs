@@ -163,6 +163,10 @@ pub trait Service {
     fn woken(&mut self, out: &mut Vec<ConnId>);
     /// A shadow connection became live (takeover): serve it from now on.
     fn promote(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) {}
+    /// The service's own next deadline (heartbeats, failure detection).
+    fn poll_timeout(&self) -> Option<StdInstant> {
+        None
+    }
     /// Once per round: move frames and messages between the engine and the
     /// replication link, and report role changes.
     fn exchange(&mut self, _engine: &mut Engine<Self::Conn>, _now: StdInstant) -> Control {
@@ -685,7 +689,15 @@ impl<C> Engine<C> {
             self.free_listeners()
         };
         let mut deferred = VecDeque::new();
-        while let Some(f) = self.peer_in.pop_front() {
+        while let Some(mut f) = self.peer_in.pop_front() {
+            // Addressed to the ingress node's MAC on the LAN; ours here.
+            if f.data().len() >= 6 {
+                let mac = self.cfg.mac;
+                f.data_mut()[0..6].copy_from_slice(mac.as_bytes());
+            }
+            if let Some(s) = seg::parse(f.data()) {
+                tracing::trace!(src = %s.src, port = s.src_port, seq = s.seq, ack = s.ack, flags = s.flags, len = s.payload_len, "primary: forwarded segment");
+            }
             self.learn_neighbor(f.data(), now);
             if let Some(f) = self.admit_plain(f, &mut budget) {
                 deferred.push_back(f);
@@ -701,7 +713,12 @@ impl<C> Engine<C> {
                     None
                 }
                 Mode::Simplex => self.admit_plain(f, &mut budget),
-                Mode::Ingress => self.admit_ingress(f, &mut budget),
+                Mode::Ingress => {
+                    // The shadow answers a SYN at once only if it knows the
+                    // client's MAC; waiting for ARP would hold the SYN back.
+                    self.learn_neighbor(f.data(), now);
+                    self.admit_ingress(f, &mut budget)
+                }
             };
             if let Some(f) = back {
                 deferred.push_back(f);
@@ -780,6 +797,9 @@ impl<C> Engine<C> {
     }
 
     fn admit_ingress(&mut self, f: Frame, budget: &mut usize) -> Option<Frame> {
+        if let Some(s) = seg::parse(f.data()) {
+            tracing::trace!(src = %s.src, port = s.src_port, seq = s.seq, ack = s.ack, flags = s.flags, len = s.payload_len, "ingress: client segment");
+        }
         let Some(s) = seg::parse(f.data()) else {
             self.dev.rx.push_back(f);
             return None;
@@ -916,6 +936,16 @@ impl<C> Engine<C> {
         let mut any = false;
         while let Some(mut f) = self.dev.tx.pop_front() {
             any = true;
+            if tracing::enabled!(tracing::Level::TRACE) {
+                match seg::parse(f.data()) {
+                    Some(s) => {
+                        tracing::trace!(mode = ?self.mode, dst = %s.dst, seq = s.seq, ack = s.ack, flags = s.flags, len = s.payload_len, "smoltcp output")
+                    }
+                    None => {
+                        tracing::trace!(mode = ?self.mode, len = f.data().len(), "smoltcp output (not TCP)")
+                    }
+                }
+            }
             if crate::arp::is_arp(f.data()) {
                 if self.mode == Mode::Primary {
                     self.recycle(f);
@@ -969,6 +999,7 @@ impl<C> Engine<C> {
                     .and_then(|sh| sh.rcv_nxt)
                     .is_some_and(|r| seg::seq_ge(r, end)),
             };
+            tracing::trace!(client = %tuple.0, port = tuple.1, ?rule, ok, "forward decision");
             if ok {
                 self.stats.forwarded += 1;
                 self.fwd_out.push_back(f);

@@ -224,7 +224,19 @@ impl Shell {
             let now = StdInstant::now();
             let ctl = service.exchange(engine, now);
             if ctl.promote {
+                let t = StdInstant::now();
                 engine.promote(service, now);
+                tracing::info!(
+                    connections = engine.stats().promoted,
+                    took_us = t.elapsed().as_micros() as u64,
+                    "takeover: shadow connections promoted"
+                );
+            }
+            if ctl.claim {
+                tracing::info!(
+                    connections = engine.connections(),
+                    "takeover: claiming the service address"
+                );
             }
             if ctl.claim {
                 engine.claim();
@@ -239,10 +251,14 @@ impl Shell {
                 continue;
             }
             self.flush_pcap();
-            let wait = engine
-                .poll_delay(StdInstant::now())
+            let now = StdInstant::now();
+            let mut wait = engine
+                .poll_delay(now)
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_millis(100));
+            if let Some(t) = service.poll_timeout() {
+                wait = wait.min(t.saturating_duration_since(now));
+            }
             // Round up: waking a little late is fine, spinning is not.
             let ms = wait.as_micros().div_ceil(1000) as i32;
             self.wait(ms)?;
