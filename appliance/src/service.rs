@@ -173,6 +173,8 @@ pub struct NodeService {
     seeds: Arc<AtomicU64>,
     pub repl: Option<Replication>,
     woken: Vec<ConnId>,
+    /// Run `generate` on the stack thread (deterministic simulation).
+    inline_handlers: bool,
 }
 
 impl NodeService {
@@ -199,7 +201,14 @@ impl NodeService {
             seeds: Arc::new(AtomicU64::new(seed)),
             repl,
             woken: Vec::new(),
+            inline_handlers: false,
         }
+    }
+
+    /// Run CPU-bound handlers inline instead of on the runtime, so a
+    /// simulation stays deterministic (it never uses `upstream`).
+    pub fn set_inline_handlers(&mut self, inline: bool) {
+        self.inline_handlers = inline;
     }
 
     fn dispatch(
