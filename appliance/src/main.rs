@@ -1,13 +1,10 @@
 //! `hotpair` — the appliance binary: CLI, config, wiring of the stack thread to
 //! the HTTP handlers, the namespace lab and the demo.
 
-mod config;
 mod demo;
 mod lab;
-mod link;
-mod node;
-mod service;
-mod upstream;
+
+use hotpair::{config, node};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
