@@ -1,0 +1,11 @@
+//! The hotpair appliance as a library: configuration, the node service
+//! (HTTP connections, handlers, replication glue), the replication link and
+//! the upstream proxy. The `hotpair` binary adds the CLI, the lab and the
+//! demo; the deterministic simulation (`sim/`) drives [`service::NodeService`]
+//! over the stack's sans-IO engine in virtual time.
+
+pub mod config;
+pub mod link;
+pub mod node;
+pub mod service;
+pub mod upstream;
