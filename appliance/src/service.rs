@@ -175,6 +175,8 @@ pub struct NodeService {
     woken: Vec<ConnId>,
     /// Run `generate` on the stack thread (deterministic simulation).
     inline_handlers: bool,
+    /// Requests handed to a handler (a test counts re-executions with it).
+    handler_runs: u64,
 }
 
 impl NodeService {
@@ -202,7 +204,13 @@ impl NodeService {
             repl,
             woken: Vec::new(),
             inline_handlers: false,
+            handler_runs: 0,
         }
+    }
+
+    /// Requests handed to a handler so far.
+    pub fn handler_runs(&self) -> u64 {
+        self.handler_runs
     }
 
     /// Run CPU-bound handlers inline instead of on the runtime, so a
@@ -220,6 +228,7 @@ impl NodeService {
         let Some(route) = self.routes.iter().find(|r| req.path.starts_with(&r.prefix)) else {
             return Some(Response::error(404));
         };
+        self.handler_runs += 1;
         match &route.handler {
             Handler::Files(files) => Some(files.handle(&req)),
             Handler::Generate { max_size } => {
