@@ -1,10 +1,16 @@
-//! `hotpair demo`: bring a lab up, download the 50 MB file from the client
-//! namespace, check it byte for byte (SHA-256), bring the lab down.
+//! `hotpair demo`: the failover demo. Brings a duplex lab up (n1 primary, n2
+//! ingress), starts a rate-limited download of the 50 MB file from the client
+//! namespace, SIGKILLs one node while the reply is in flight, lets the
+//! download finish from the survivor, checks it byte for byte (SHA-256) and
+//! reports the client-visible stall. The lab goes down on every path.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -13,12 +19,62 @@ use sha2::{Digest, Sha256};
 use crate::lab;
 
 const DEMO_FILE: &str = "50m.bin";
+/// curl's `--limit-rate`: slow enough that the kill lands mid-reply.
+const RATE_LIMIT: &str = "20M";
+/// Kill once this much has arrived (about 1 s into the download)…
+const KILL_AT_BYTES: u64 = 20 * 1024 * 1024;
+/// … or after this long, whichever comes first.
+const KILL_AT_LATEST: Duration = Duration::from_secs(3);
+/// How often the downloaded file's size is sampled for the stall measurement.
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+
+/// The node the demo kills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Victim {
+    /// n1: runs the application and sends the replies.
+    Primary,
+    /// n2: owns the service address, forwards client frames, keeps shadows.
+    Ingress,
+}
+
+impl Victim {
+    fn node(self) -> &'static str {
+        match self {
+            Victim::Primary => "n1",
+            Victim::Ingress => "n2",
+        }
+    }
+
+    fn survivor(self) -> &'static str {
+        match self {
+            Victim::Primary => "n2",
+            Victim::Ingress => "n1",
+        }
+    }
+
+    fn role(self) -> &'static str {
+        match self {
+            Victim::Primary => "primary",
+            Victim::Ingress => "ingress",
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// Lab name prefix used by the demo (see `hotpair lab --help`).
     #[arg(long, default_value = "hpdemo")]
     prefix: String,
+    /// Which node to SIGKILL mid-download: `primary` (n1, sends the replies)
+    /// or `ingress` (n2, owns the service address).
+    #[arg(long, value_enum, default_value = "primary")]
+    kill: Victim,
+    /// Where the replication link runs (see `hotpair lab up --help`).
+    #[arg(long, value_enum, default_value = "shared")]
+    repl_net: lab::ReplNet,
+    /// `[replication] heartbeat_timeout_ms` of the nodes.
+    #[arg(long, default_value_t = lab::DEFAULT_HEARTBEAT_TIMEOUT_MS)]
+    heartbeat_timeout_ms: u64,
     /// Leave the lab up afterwards (remove it with `hotpair lab down --prefix PREFIX`).
     #[arg(long)]
     keep: bool,
@@ -73,7 +129,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         prefix: args.prefix.clone(),
         keep: args.keep,
     };
-    let result = demo(&args.prefix);
+    let result = demo(&args);
     drop(guard);
     if interrupted() {
         eprintln!("demo: interrupted");
@@ -89,19 +145,36 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
 }
 
-/// Runs the demo; Ok(true) on PASS, Ok(false) on a checksum mismatch.
-fn demo(prefix: &str) -> Result<bool> {
+/// Runs the demo; Ok(true) on PASS, Ok(false) when the download did not
+/// survive the kill intact.
+fn demo(args: &DemoArgs) -> Result<bool> {
+    let prefix = args.prefix.as_str();
+    let victim = args.kill;
     let mut opts = lab::LabOptions::new(prefix);
-    opts.wait = Duration::from_secs(15);
-    println!("== hotpair demo: one client, one node (simplex) in lab `{prefix}`");
+    opts.mode = lab::Mode::Duplex;
+    opts.repl_net = args.repl_net;
+    opts.heartbeat_timeout_ms = args.heartbeat_timeout_ms;
+    opts.wait = Duration::from_secs(30);
+    println!(
+        "== hotpair demo: one client, two nodes (duplex, replication link on the {} network) \
+         in lab `{prefix}`",
+        args.repl_net
+    );
     let lab = lab::up(&opts)?;
     if interrupted() {
         bail!("interrupted");
     }
-    for (name, pid) in lab.node_pids() {
+    for n in &lab.state.nodes {
         println!(
-            "   node {name} pid {}",
-            pid.map_or("-".to_owned(), |p| p.to_string())
+            "   node {} pid {}: {} (mac {})",
+            n.name,
+            n.process.map_or("-".to_owned(), |p| p.pid.to_string()),
+            match n.role.as_str() {
+                "primary" => "primary, runs the application and sends the replies",
+                "ingress" => "ingress, owns 10.77.0.10 and keeps shadow connections",
+                other => other,
+            },
+            n.mac
         );
     }
 
@@ -115,39 +188,91 @@ fn demo(prefix: &str) -> Result<bool> {
         lab::SERVICE_PORT
     );
     println!(
-        "== downloading {url} ({:.1} MiB) from {}",
+        "== downloading {url} ({:.1} MiB, curl --limit-rate {RATE_LIMIT}) from {}; \
+         {} ({}) will be SIGKILLed at {:.0} MiB",
         mib(expected_len),
-        lab.client_namespace()
+        lab.client_namespace(),
+        victim.node(),
+        victim.role(),
+        mib(KILL_AT_BYTES)
     );
 
-    // curl writes to a file in the state dir and we watch its size, so the
-    // throughput shown is the network's, not our hashing speed.
+    // curl writes to a file in the state dir and a thread samples its size
+    // every 10 ms: the progress shown and the stall measured are what the
+    // client saw, not our hashing speed.
     let download = lab.state_dir().join("demo-download.bin");
     let _ = std::fs::remove_file(&download);
     let mut child = lab
         .command_in("client", "curl")
-        .args(["-sS", "--fail", "--max-time", "300", "-o"])
+        .args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "300",
+            "--limit-rate",
+            RATE_LIMIT,
+            "-o",
+        ])
         .arg(&download)
         .arg(&url)
         .stdin(Stdio::null())
         .spawn()
         .context("running curl in the client namespace")?;
     let start = Instant::now();
+    let sampler = Sampler::start(download.clone(), start);
     let mut progress = Progress::new(expected_len);
+    let mut kill_at: Option<Duration> = None;
+    let mut resumed_shown = false;
     let status = loop {
         if interrupted() {
             let _ = child.kill();
             let _ = child.wait();
+            sampler.finish();
             bail!("interrupted");
         }
-        let got = std::fs::metadata(&download).map_or(0, |m| m.len());
-        progress.update(got, start.elapsed());
+        let got = sampler.latest();
+        let elapsed = start.elapsed();
+        progress.update(got, elapsed);
+        if kill_at.is_none() && (got >= KILL_AT_BYTES || elapsed >= KILL_AT_LATEST) {
+            progress.finish(got, elapsed);
+            let t = start.elapsed();
+            let killed = lab::kill_node(prefix, victim.node())?;
+            kill_at = Some(t);
+            println!(
+                "== {:.1} MiB received after {:.2} s: SIGKILL {} ({}, pid {}){}",
+                mib(got),
+                t.as_secs_f64(),
+                victim.node(),
+                victim.role(),
+                killed.pid.map_or("-".to_owned(), |p| p.to_string()),
+                if killed.was_alive {
+                    ""
+                } else {
+                    " -- it was already dead!"
+                }
+            );
+            println!(
+                "   the download goes on from {}; watching for the client to notice",
+                victim.survivor()
+            );
+        }
+        if let (Some(k), false) = (kill_at, resumed_shown) {
+            if let Some(r) = sampler.first_growth_after(start + k) {
+                resumed_shown = true;
+                progress.finish(sampler.latest(), start.elapsed());
+                println!(
+                    "   bytes flowing again {:.0} ms after the kill",
+                    r.as_secs_f64() * 1000.0
+                );
+            }
+        }
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(SAMPLE_EVERY);
     };
     let elapsed = start.elapsed();
+    let samples = sampler.finish();
     let got = std::fs::metadata(&download).map_or(0, |m| m.len());
     progress.finish(got, elapsed);
     if interrupted() {
@@ -160,6 +285,13 @@ fn demo(prefix: &str) -> Result<bool> {
     };
     let _ = std::fs::remove_file(&download);
     let expected = sha256_file(&file)?;
+    let survivor_alive = lab
+        .state
+        .nodes
+        .iter()
+        .find(|n| n.name == victim.survivor())
+        .and_then(|n| n.process)
+        .is_some_and(|p| p.alive());
 
     println!(
         "   received {got} bytes in {:.2} s ({:.1} MiB/s), curl {status}",
@@ -168,22 +300,154 @@ fn demo(prefix: &str) -> Result<bool> {
     );
     println!("   sha256 received: {received}");
     println!("   sha256 expected: {expected}  ({})", file.display());
-    let pass = status.success() && got == expected_len && received == expected;
+    println!(
+        "   survivor {}: {}",
+        victim.survivor(),
+        if survivor_alive { "alive" } else { "DEAD" }
+    );
+    if let Some(k) = kill_at {
+        let s = stall(&samples, k, elapsed, got == expected_len);
+        println!(
+            "   client-visible stall: {:.0} ms (longest time without a new byte from the \
+             kill on; before the kill the longest was {:.0} ms)",
+            ms(s.after_kill),
+            ms(s.before_kill)
+        );
+    }
+    let pass = status.success()
+        && got == expected_len
+        && received == expected
+        && kill_at.is_some()
+        && survivor_alive;
     if pass {
-        println!("PASS: the client received {DEMO_FILE} byte for byte");
+        println!(
+            "PASS: {DEMO_FILE} arrived byte for byte although {} ({}) was killed mid-reply",
+            victim.node(),
+            victim.role()
+        );
     } else {
         println!(
             "FAIL: {}",
-            if !status.success() {
+            if kill_at.is_none() {
+                "the download finished before the kill; nothing was shown".to_owned()
+            } else if !status.success() {
                 format!("curl failed ({status})")
             } else if got != expected_len {
                 format!("received {got} bytes, expected {expected_len}")
-            } else {
+            } else if received != expected {
                 "content differs".to_owned()
+            } else {
+                format!("the survivor {} died too", victim.survivor())
             }
         );
+        for n in &lab.state.nodes {
+            println!("   log of {}: {}", n.name, n.log.display());
+        }
     }
     Ok(pass)
+}
+
+/// Samples a growing file's size every [`SAMPLE_EVERY`] on a thread of its own.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    latest: Arc<AtomicU64>,
+    samples: Arc<Mutex<Vec<(Duration, u64)>>>,
+    start: Instant,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(path: PathBuf, start: Instant) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let latest = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(Mutex::new(Vec::with_capacity(8192)));
+        let thread = {
+            let (stop, latest, samples) = (stop.clone(), latest.clone(), samples.clone());
+            std::thread::spawn(move || {
+                let mut next = Instant::now();
+                while !stop.load(Ordering::SeqCst) {
+                    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    latest.store(size, Ordering::SeqCst);
+                    if let Ok(mut v) = samples.lock() {
+                        v.push((start.elapsed(), size));
+                    }
+                    next += SAMPLE_EVERY;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+            })
+        };
+        Sampler {
+            stop,
+            latest,
+            samples,
+            start,
+            thread: Some(thread),
+        }
+    }
+
+    fn latest(&self) -> u64 {
+        self.latest.load(Ordering::SeqCst)
+    }
+
+    /// How long after `t` the size first grew, if it has.
+    fn first_growth_after(&self, t: Instant) -> Option<Duration> {
+        let since = t.checked_duration_since(self.start)?;
+        let v = self.samples.lock().ok()?;
+        v.windows(2)
+            .find(|w| w[1].0 > since && w[1].1 > w[0].1)
+            .map(|w| w[1].0 - since)
+    }
+
+    fn finish(mut self) -> Vec<(Duration, u64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The client-visible stall around a kill at `kill` (times since the start).
+struct Stall {
+    /// The longest interval without growth that ends after the kill (or is
+    /// still open when the download ended).
+    after_kill: Duration,
+    /// The longest such interval before the kill, for comparison.
+    before_kill: Duration,
+}
+
+/// `complete`: whether the download finished (else the last interval, from
+/// the last growth to `end`, is a stall that never ended).
+fn stall(samples: &[(Duration, u64)], kill: Duration, end: Duration, complete: bool) -> Stall {
+    // Instants at which the file had grown since the previous sample.
+    let growth: Vec<Duration> = samples
+        .windows(2)
+        .filter(|w| w[1].1 > w[0].1)
+        .map(|w| w[1].0)
+        .collect();
+    let mut after = Duration::ZERO;
+    let mut before = Duration::ZERO;
+    for w in growth.windows(2) {
+        let gap = w[1] - w[0];
+        if w[1] > kill {
+            after = after.max(gap);
+        } else {
+            before = before.max(gap);
+        }
+    }
+    if !complete {
+        let last = growth.last().copied().unwrap_or(Duration::ZERO);
+        after = after.max(end.saturating_sub(last));
+    }
+    Stall {
+        after_kill: after,
+        before_kill: before,
+    }
 }
 
 struct Progress {
@@ -208,11 +472,12 @@ impl Progress {
             0.0
         };
         format!(
-            "   {:>6.1} / {:.1} MiB  {:>5.1}%  {:>7.1} MiB/s",
+            "   {:>6.1} / {:.1} MiB  {:>5.1}%  {:>7.1} MiB/s  {:>6.2} s",
             mib(got),
             mib(self.total),
             pct,
-            mib(got) / elapsed.as_secs_f64().max(1e-6)
+            mib(got) / elapsed.as_secs_f64().max(1e-6),
+            elapsed.as_secs_f64()
         )
     }
 
@@ -220,7 +485,7 @@ impl Progress {
         let every = if self.tty {
             Duration::from_millis(200)
         } else {
-            Duration::from_secs(1)
+            Duration::from_millis(500)
         };
         let now = Instant::now();
         if self.last.is_some_and(|t| now - t < every) {
@@ -244,6 +509,7 @@ impl Progress {
         } else {
             let _ = writeln!(err, "{line}");
         }
+        self.last = Some(Instant::now());
     }
 }
 
@@ -251,13 +517,50 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn sha256_file(path: &std::path::Path) -> Result<String> {
+fn sha256_file(path: &Path) -> Result<String> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
     io::copy(&mut f, &mut hasher)?;
     Ok(hex(&hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn stall_is_the_longest_gap_from_the_kill_on() {
+        // Growth every 10 ms, then nothing from 100 to 700 ms, kill at 150 ms.
+        let mut samples = Vec::new();
+        let mut size = 0;
+        for t in (0..=1000).step_by(10) {
+            if t <= 100 || t >= 700 {
+                size += 1000;
+            }
+            samples.push((ms(t), size));
+        }
+        let s = stall(&samples, ms(150), ms(1000), true);
+        assert_eq!(s.after_kill, ms(600));
+        assert_eq!(s.before_kill, ms(10));
+        // A longer gap before the kill is not the kill's stall.
+        let s = stall(&samples, ms(800), ms(1000), true);
+        assert_eq!(s.after_kill, ms(10));
+        assert_eq!(s.before_kill, ms(600));
+        // A download that stopped for good stalls until the end.
+        let cut: Vec<_> = samples.iter().copied().filter(|s| s.0 <= ms(400)).collect();
+        let s = stall(&cut, ms(150), ms(400), false);
+        assert_eq!(s.after_kill, ms(300));
+    }
 }

@@ -23,7 +23,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use self::proc::Proc;
-use self::state::{ClientState, LabState, NodeState, Phase, SwitchState, UpstreamState};
+use self::state::{
+    ClientState, LabState, LinkState, NodeState, Phase, ReplicationState, SwitchState,
+    UpstreamState,
+};
 
 /// Default lab name prefix.
 pub const DEFAULT_PREFIX: &str = "hp";
@@ -40,6 +43,16 @@ pub const LAN_PREFIX_LEN: u8 = 24;
 pub const TAP_NAME: &str = "hptap0";
 /// Where the upstream app listens inside each node namespace.
 pub const UPSTREAM_ADDRESS: &str = "127.0.0.1:8080";
+/// TCP port of the replication link (the primary listens on it).
+pub const REPL_PORT: u16 = 7700;
+/// The dedicated replication network (`--repl-net dedicated`): 10.78.0.<i>/24
+/// on `repl0`, a veth pair joining the two node namespaces directly.
+pub const REPL_SUBNET: &str = "10.78.0";
+pub const REPL_INTERFACE: &str = "repl0";
+/// `[replication] heartbeat_interval_ms` in the duplex node configs.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// Default `[replication] heartbeat_timeout_ms` (`--heartbeat-timeout-ms`).
+pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 500;
 
 const UPSTREAM_SCRIPT: &str = include_str!("../assets/upstream.py");
 const MAX_PREFIX_LEN: usize = 16;
@@ -57,11 +70,28 @@ Service address: 10.77.0.10 port 80, routes /static/ (files from the docroot),
 /non-deterministic/ (generate) and /app/ (upstream). IPv6 is off in every lab
 namespace.
 
+Modes:
+  simplex  one node, n1, serving alone (no replication).
+  duplex   two nodes: n1 is the primary (runs the application, sends the
+           replies), n2 the ingress (owns the service address on the LAN,
+           keeps shadow connections, forwards client frames to n1). Both
+           configure 10.77.0.10. The replication link is kernel TCP to
+           n1:7700 (n1 listens, n2 connects), heartbeats every 100 ms, peer
+           declared dead after --heartbeat-timeout-ms (default 500).
+           --repl-net shared (default): the link runs over the LAN between
+           the kernel addresses 10.77.0.1 and 10.77.0.2.
+           --repl-net dedicated: a network of its own (the paper's
+           duplex-mi), a veth pair `repl0` joining PREFIX-n1 (10.78.0.1/24)
+           and PREFIX-n2 (10.78.0.2/24); the link goes to 10.78.0.1:7700.
+           `hotpair lab kill n1` (or n2) SIGKILLs a node: the other one takes
+           its connections over.
+
 State, configs, logs, pids and the generated docroot (1k.bin, 5k.bin, 50k.bin,
 50m.bin, index.html) live in /run/hotpair/lab-PREFIX/.
 
 Examples:
   hotpair lab up
+  hotpair lab up --mode duplex --repl-net dedicated
   hotpair lab exec client -- curl -s http://10.77.0.10/static/index.html
   hotpair lab status --json
   hotpair lab kill n1
@@ -99,9 +129,20 @@ enum LabCommand {
 
 #[derive(clap::Args)]
 struct UpArgs {
-    /// Replication mode. Only `simplex` (one node, no replication) exists so far.
+    /// Replication mode: `simplex` (one node, no replication) or `duplex`
+    /// (n1 primary, n2 ingress; see below).
     #[arg(long, default_value = "simplex")]
     mode: Mode,
+    /// Duplex only: where the replication link runs, `shared` (the service
+    /// LAN) or `dedicated` (its own veth pair between the node namespaces)
+    /// [default: shared].
+    #[arg(long, value_enum)]
+    repl_net: Option<ReplNet>,
+    /// Duplex only: `[replication] heartbeat_timeout_ms`, how long a node
+    /// waits without hearing its peer before taking over (more than the
+    /// 100 ms heartbeat interval) [default: 500].
+    #[arg(long)]
+    heartbeat_timeout_ms: Option<u64>,
     /// Serve this directory under /static/ instead of the generated docroot
     /// (default: generated into /run/hotpair/lab-PREFIX/docroot).
     #[arg(long)]
@@ -142,13 +183,15 @@ struct KillArgs {
     node: String,
 }
 
-/// How the lab's nodes replicate. Only simplex is built so far; the other
-/// modes of the design are recognised so the error says what is missing.
+/// How the lab's nodes replicate. `dual-role` of the design is recognised so
+/// the error says what is missing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// One node serving on its own, no replication.
     Simplex,
+    /// n1 primary, n2 ingress (backup) for the one service address.
+    Duplex,
 }
 
 impl Mode {
@@ -156,13 +199,16 @@ impl Mode {
     pub fn node_count(self) -> u32 {
         match self {
             Mode::Simplex => 1,
+            Mode::Duplex => 2,
         }
     }
 
-    /// The role each node has at start-up in this mode.
-    pub fn initial_role(self, _node_index: u32) -> &'static str {
-        match self {
-            Mode::Simplex => "simplex",
+    /// The role each node is configured with at start-up in this mode.
+    pub fn initial_role(self, node_index: u32) -> &'static str {
+        match (self, node_index) {
+            (Mode::Simplex, _) => "simplex",
+            (Mode::Duplex, 1) => "primary",
+            (Mode::Duplex, _) => "ingress",
         }
     }
 }
@@ -172,10 +218,11 @@ impl FromStr for Mode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "simplex" => Ok(Mode::Simplex),
-            "duplex" | "dual-role" => Err(format!(
-                "mode `{s}` is not supported by the lab yet; only `simplex` is"
+            "duplex" => Ok(Mode::Duplex),
+            "dual-role" => Err(format!(
+                "mode `{s}` is not supported by the lab yet; use `simplex` or `duplex`"
             )),
-            _ => Err(format!("unknown mode `{s}`; only `simplex` is supported")),
+            _ => Err(format!("unknown mode `{s}`; use `simplex` or `duplex`")),
         }
     }
 }
@@ -184,6 +231,45 @@ impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Mode::Simplex => "simplex",
+            Mode::Duplex => "duplex",
+        })
+    }
+}
+
+/// Where a duplex lab's replication link runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplNet {
+    /// Over the service LAN, between the nodes' kernel addresses 10.77.0.<i>.
+    #[default]
+    Shared,
+    /// Over a veth pair of its own, `repl0` 10.78.0.<i>/24 (duplex-mi).
+    Dedicated,
+}
+
+impl ReplNet {
+    /// The address node `index` uses for the replication link.
+    pub fn link_address(self, index: u32) -> String {
+        match self {
+            ReplNet::Shared => node_address(index),
+            ReplNet::Dedicated => format!("{REPL_SUBNET}.{index}"),
+        }
+    }
+
+    /// The interface in the node namespace that carries the link.
+    pub fn interface(self) -> &'static str {
+        match self {
+            ReplNet::Shared => "br-lan",
+            ReplNet::Dedicated => REPL_INTERFACE,
+        }
+    }
+}
+
+impl fmt::Display for ReplNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplNet::Shared => "shared",
+            ReplNet::Dedicated => "dedicated",
         })
     }
 }
@@ -193,6 +279,10 @@ impl fmt::Display for Mode {
 pub struct LabOptions {
     pub prefix: String,
     pub mode: Mode,
+    /// Duplex: where the replication link runs.
+    pub repl_net: ReplNet,
+    /// Duplex: `[replication] heartbeat_timeout_ms`.
+    pub heartbeat_timeout_ms: u64,
     /// `None`: generate the docroot into the state directory.
     pub docroot: Option<PathBuf>,
     pub pcap: bool,
@@ -209,6 +299,8 @@ impl LabOptions {
         LabOptions {
             prefix: prefix.to_owned(),
             mode: Mode::Simplex,
+            repl_net: ReplNet::Shared,
+            heartbeat_timeout_ms: DEFAULT_HEARTBEAT_TIMEOUT_MS,
             docroot: None,
             pcap: false,
             http_header_timeout_ms: 10_000,
@@ -238,15 +330,6 @@ impl Lab {
         &self.state.state_dir
     }
 
-    /// (name, pid) of each node.
-    pub fn node_pids(&self) -> Vec<(String, Option<i32>)> {
-        self.state
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.process.map(|p| p.pid)))
-            .collect()
-    }
-
     /// A command running `program` inside the lab namespace `name` (client, sw, n1…).
     pub fn command_in(&self, name: &str, program: &str) -> std::process::Command {
         ip::netns_command(&format!("{}-{name}", self.state.prefix), program)
@@ -257,9 +340,21 @@ pub fn run(args: LabArgs) -> Result<()> {
     let prefix = args.prefix;
     match args.command {
         LabCommand::Up(a) => {
+            if a.mode != Mode::Duplex {
+                if a.repl_net.is_some() {
+                    bail!("--repl-net needs --mode duplex (a simplex lab has no replication link)");
+                }
+                if a.heartbeat_timeout_ms.is_some() {
+                    bail!("--heartbeat-timeout-ms needs --mode duplex (a simplex lab has no heartbeats)");
+                }
+            }
             let opts = LabOptions {
                 prefix: prefix.clone(),
                 mode: a.mode,
+                repl_net: a.repl_net.unwrap_or_default(),
+                heartbeat_timeout_ms: a
+                    .heartbeat_timeout_ms
+                    .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT_MS),
                 docroot: a.docroot,
                 pcap: a.pcap,
                 http_header_timeout_ms: a.http_header_timeout_ms,
@@ -368,6 +463,12 @@ fn require_root() -> Result<()> {
 /// callers that want it gone call [`down`].
 pub fn up(opts: &LabOptions) -> Result<Lab> {
     validate_prefix(&opts.prefix)?;
+    if opts.mode == Mode::Duplex && opts.heartbeat_timeout_ms <= HEARTBEAT_INTERVAL_MS {
+        bail!(
+            "--heartbeat-timeout-ms {} must exceed the heartbeat interval ({HEARTBEAT_INTERVAL_MS} ms)",
+            opts.heartbeat_timeout_ms
+        );
+    }
     require_root()?;
     let prefix = opts.prefix.as_str();
     let dir = state_dir(prefix);
@@ -406,6 +507,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
     let script = dir.join("upstream.py");
     fs::write(&script, UPSTREAM_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
 
+    let duplex = opts.mode == Mode::Duplex;
     let nodes = (1..=opts.mode.node_count())
         .map(|i| {
             let name = format!("n{i}");
@@ -413,6 +515,11 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
                 namespace: format!("{prefix}-{name}"),
                 address: node_address(i),
                 mac: node_mac(i),
+                role: opts.mode.initial_role(i).to_owned(),
+                link: duplex.then(|| LinkState {
+                    interface: opts.repl_net.interface().to_owned(),
+                    address: opts.repl_net.link_address(i),
+                }),
                 tap: TAP_NAME.to_owned(),
                 config: dir.join(format!("{name}.toml")),
                 log: dir.join(format!("{name}.log")),
@@ -432,6 +539,12 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
     let mut state = LabState {
         prefix: prefix.to_owned(),
         mode: opts.mode,
+        replication: duplex.then_some(ReplicationState {
+            net: opts.repl_net,
+            port: REPL_PORT,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+            heartbeat_timeout_ms: opts.heartbeat_timeout_ms,
+        }),
         phase: Phase::Building,
         state_dir: dir.clone(),
         docroot,
@@ -469,17 +582,41 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
 fn build(state: &mut LabState, opts: &LabOptions, say: &dyn Fn(&str)) -> Result<()> {
     say("creating namespaces");
     build_network(state)?;
+    for node in &state.nodes {
+        write_node_config(state, node, opts)?;
+    }
+    // The upstream apps first, then the nodes in order: in duplex n1 (the
+    // primary, which listens for the link) before n2 (the ingress, which
+    // connects to it).
     for i in 0..state.nodes.len() {
-        write_node_config(state, &state.nodes[i], opts)?;
         say(&format!(
             "starting upstream app in {}",
             state.nodes[i].namespace
         ));
         start_upstream(state, i)?;
         state.save()?;
-        say(&format!("starting node {}", state.nodes[i].name));
+    }
+    for i in 0..state.nodes.len() {
+        say(&format!(
+            "starting node {} ({})",
+            state.nodes[i].name, state.nodes[i].role
+        ));
         start_node(state, i)?;
         state.save()?;
+        if state.nodes[i].role == "primary" {
+            if let Some(r) = &state.replication {
+                wait_listening(&state.nodes[i], r.port, Duration::from_secs(10))?;
+                say(&format!(
+                    "node {} listens for the replication link on {}:{}",
+                    state.nodes[i].name,
+                    state.nodes[i]
+                        .link
+                        .as_ref()
+                        .map_or("?", |l| l.address.as_str()),
+                    r.port
+                ));
+            }
+        }
     }
     say("waiting for the service address to serve");
     wait_serving(state, opts.wait)
@@ -568,12 +705,69 @@ fn build_network(state: &LabState) -> Result<()> {
         ip::ip_in(ns, &["addr", "add", addr.as_str(), "dev", "br-lan"])?;
         ip::ip_in(ns, &["link", "set", "br-lan", "up"])?;
     }
+
+    // The dedicated replication network: a veth pair joining n1 and n2.
+    if state.replication.as_ref().map(|r| r.net) == Some(ReplNet::Dedicated) {
+        let [a, b] = &state.nodes[..] else {
+            bail!("a dedicated replication network joins exactly two nodes");
+        };
+        ip::ip_in(
+            &a.namespace,
+            &[
+                "link",
+                "add",
+                REPL_INTERFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                REPL_INTERFACE,
+                "netns",
+                b.namespace.as_str(),
+            ],
+        )?;
+        for n in [a, b] {
+            let link = n.link.as_ref().context("duplex nodes have a link")?;
+            let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
+            ip::ip_in(
+                &n.namespace,
+                &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
+            )?;
+            ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
+        }
+    }
     Ok(())
 }
 
 /// The node configuration, in the format `hotpair node --config` reads.
 fn node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> String {
     let root = toml::Value::String(state.docroot.to_string_lossy().into_owned());
+    let mut text = base_node_config(node, opts, &root);
+    if let Some(r) = &state.replication {
+        // The primary (n1) listens on its link address; the ingress connects to it.
+        let primary = state
+            .nodes
+            .iter()
+            .find(|n| n.role == "primary")
+            .and_then(|n| n.link.as_ref())
+            .map_or_else(|| r.net.link_address(1), |l| l.address.clone());
+        let endpoint = if node.role == "primary" {
+            format!("listen = \"{primary}:{}\"", r.port)
+        } else {
+            format!("peer = \"{primary}:{}\"", r.port)
+        };
+        text.push_str(&format!(
+            "\n[replication]\nrole = \"{role}\"\n{endpoint}\n\
+             heartbeat_interval_ms = {interval}\nheartbeat_timeout_ms = {timeout}\n",
+            role = node.role,
+            interval = r.heartbeat_interval_ms,
+            timeout = r.heartbeat_timeout_ms,
+        ));
+    }
+    text
+}
+
+fn base_node_config(node: &NodeState, opts: &LabOptions, root: &toml::Value) -> String {
     format!(
         r#"[node]
 name = "{name}"
@@ -675,6 +869,43 @@ fn start_node(state: &mut LabState, i: usize) -> Result<()> {
     let p = proc::spawn_detached(cmd, &node.log)?;
     state.nodes[i].process = Some(p);
     Ok(())
+}
+
+/// Waits until node `node`'s process listens on TCP `port` (read from
+/// /proc/PID/net/tcp, which shows the process's own network namespace).
+fn wait_listening(node: &NodeState, port: u16, wait: Duration) -> Result<()> {
+    let p = node.process.context("the node was not started")?;
+    let deadline = Instant::now() + wait;
+    let needle = format!(":{port:04X}");
+    loop {
+        if !p.alive() {
+            bail!(
+                "node {} exited during start-up; tail of {}:\n{}",
+                node.name,
+                node.log.display(),
+                tail(&node.log, 40)
+            );
+        }
+        let table = fs::read_to_string(format!("/proc/{}/net/tcp", p.pid)).unwrap_or_default();
+        // "sl local_address rem_address st …", st 0A = LISTEN.
+        let listening = table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&needle) && f[3] == "0A"
+        });
+        if listening {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "node {} did not listen on port {port} within {} s; tail of {}:\n{}",
+                node.name,
+                wait.as_secs_f32(),
+                node.log.display(),
+                tail(&node.log, 40)
+            );
+        }
+        sleep(Duration::from_millis(20));
+    }
 }
 
 /// Polls from the client namespace until the service address serves
@@ -875,7 +1106,11 @@ pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
                 "pid": n.process.map(|p| p.pid),
                 "alive": alive,
                 "killed": n.killed,
-                "role": state.mode.initial_role(n.index),
+                "role": n.role,
+                "link": n.link.as_ref().map(|l| serde_json::json!({
+                    "interface": l.interface,
+                    "address": l.address,
+                })),
                 "config": n.config,
                 "log": n.log,
                 "pcap": n.pcap,
@@ -893,6 +1128,18 @@ pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
         "up": state.phase == Phase::Up,
         "phase": state.phase,
         "mode": state.mode,
+        "repl_net": state.replication.as_ref().map(|r| r.net),
+        "replication": state.replication.as_ref().map(|r| serde_json::json!({
+            "net": r.net,
+            "listen": state
+                .nodes
+                .iter()
+                .find(|n| n.role == "primary")
+                .and_then(|n| n.link.as_ref())
+                .map(|l| format!("{}:{}", l.address, r.port)),
+            "heartbeat_interval_ms": r.heartbeat_interval_ms,
+            "heartbeat_timeout_ms": r.heartbeat_timeout_ms,
+        })),
         "state_dir": state.state_dir,
         "docroot": state.docroot,
         "service": {"address": state.service_address, "port": state.service_port},
@@ -912,8 +1159,19 @@ fn print_status(v: &serde_json::Value) {
     if v.get("phase").is_none() {
         println!("lab {prefix}: not up (no state in {})", s(&v["state_dir"]));
     } else {
+        let repl = if v["replication"].is_object() {
+            format!(
+                ", repl-net {}, link {}, heartbeat {}/{} ms",
+                s(&v["replication"]["net"]),
+                s(&v["replication"]["listen"]),
+                s(&v["replication"]["heartbeat_interval_ms"]),
+                s(&v["replication"]["heartbeat_timeout_ms"])
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "lab {prefix}: {} (mode {}), state {}",
+            "lab {prefix}: {} (mode {}{repl}), state {}",
             s(&v["phase"]),
             s(&v["mode"]),
             s(&v["state_dir"])
@@ -967,6 +1225,13 @@ fn print_status(v: &serde_json::Value) {
             s(&n["mac"]),
             s(&n["log"]),
         );
+        if n["link"].is_object() {
+            println!(
+                "  link {} {}",
+                s(&n["link"]["interface"]),
+                s(&n["link"]["address"])
+            );
+        }
         println!(
             "  upstream {}: pid {} {}",
             s(&n["upstream"]["address"]),
@@ -998,8 +1263,17 @@ fn exec(prefix: &str, name: &str, command: &[OsString]) -> Result<()> {
     Err(err).context("cannot run `ip netns exec`")
 }
 
-/// SIGKILLs node `name` and records it as killed.
-fn kill(prefix: &str, name: &str) -> Result<()> {
+/// What [`kill_node`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct Killed {
+    /// Whether the process was alive (and so was killed now).
+    pub was_alive: bool,
+    pub pid: Option<i32>,
+}
+
+/// SIGKILLs node `name` of lab `prefix` (fail-stop), waits until it is gone
+/// and records it as killed.
+pub fn kill_node(prefix: &str, name: &str) -> Result<Killed> {
     validate_prefix(prefix)?;
     let dir = state_dir(prefix);
     let mut state = LabState::load(&dir)?
@@ -1013,6 +1287,12 @@ fn kill(prefix: &str, name: &str) -> Result<()> {
     node.killed = true;
     let pid = node.process.map(|p| p.pid);
     state.save()?;
+    Ok(Killed { was_alive, pid })
+}
+
+/// `lab kill`: [`kill_node`] and say what happened.
+fn kill(prefix: &str, name: &str) -> Result<()> {
+    let Killed { was_alive, pid } = kill_node(prefix, name)?;
     match (was_alive, pid) {
         (true, Some(pid)) => println!("lab {prefix}: killed node {name} (pid {pid}, SIGKILL)"),
         (_, Some(pid)) => println!("lab {prefix}: node {name} (pid {pid}) was already dead"),
@@ -1048,11 +1328,129 @@ mod tests {
     #[test]
     fn modes() {
         assert_eq!("simplex".parse::<Mode>(), Ok(Mode::Simplex));
-        assert!("duplex"
+        assert_eq!("duplex".parse::<Mode>(), Ok(Mode::Duplex));
+        assert!("dual-role"
             .parse::<Mode>()
             .unwrap_err()
             .contains("not supported"));
         assert!("bogus".parse::<Mode>().is_err());
+        assert_eq!(Mode::Duplex.node_count(), 2);
+        assert_eq!(Mode::Duplex.initial_role(1), "primary");
+        assert_eq!(Mode::Duplex.initial_role(2), "ingress");
+        assert_eq!(Mode::Simplex.initial_role(1), "simplex");
+        assert_eq!(ReplNet::Shared.link_address(2), "10.77.0.2");
+        assert_eq!(ReplNet::Dedicated.link_address(1), "10.78.0.1");
+    }
+
+    fn test_node(i: u32, role: &str, link: Option<&str>) -> NodeState {
+        NodeState {
+            name: format!("n{i}"),
+            index: i,
+            namespace: format!("hp-n{i}"),
+            address: node_address(i),
+            mac: node_mac(i),
+            role: role.into(),
+            link: link.map(|a| LinkState {
+                interface: "br-lan".into(),
+                address: a.into(),
+            }),
+            tap: TAP_NAME.into(),
+            config: format!("/run/hotpair/lab-hp/n{i}.toml").into(),
+            log: format!("/run/hotpair/lab-hp/n{i}.log").into(),
+            pcap: None,
+            process: None,
+            killed: false,
+            upstream: UpstreamState {
+                address: UPSTREAM_ADDRESS.into(),
+                log: "/x".into(),
+                process: None,
+            },
+        }
+    }
+
+    fn test_state(mode: Mode, replication: Option<ReplicationState>) -> LabState {
+        LabState {
+            prefix: "hp".into(),
+            mode,
+            replication,
+            phase: Phase::Building,
+            state_dir: "/run/hotpair/lab-hp".into(),
+            docroot: "/run/hotpair/lab-hp/docroot".into(),
+            docroot_generated: true,
+            service_address: SERVICE_ADDRESS.into(),
+            service_port: SERVICE_PORT,
+            client: ClientState {
+                namespace: "hp-client".into(),
+                interface: "eth0".into(),
+                address: "10.77.0.100/24".into(),
+            },
+            switch: SwitchState {
+                namespace: "hp-sw".into(),
+                bridge: "br0".into(),
+            },
+            nodes: vec![],
+        }
+    }
+
+    #[test]
+    fn duplex_config_format() {
+        let opts = LabOptions::new("hp");
+        for (net, link) in [
+            (ReplNet::Shared, ["10.77.0.1", "10.77.0.2"]),
+            (ReplNet::Dedicated, ["10.78.0.1", "10.78.0.2"]),
+        ] {
+            let mut state = test_state(
+                Mode::Duplex,
+                Some(ReplicationState {
+                    net,
+                    port: REPL_PORT,
+                    heartbeat_interval_ms: 100,
+                    heartbeat_timeout_ms: 700,
+                }),
+            );
+            state.nodes = vec![
+                test_node(1, "primary", Some(link[0])),
+                test_node(2, "ingress", Some(link[1])),
+            ];
+            let primary = node_config(&state, &state.nodes[0], &opts);
+            let ingress = node_config(&state, &state.nodes[1], &opts);
+            assert!(
+                primary.ends_with(&format!(
+                    "\n[replication]\nrole = \"primary\"\nlisten = \"{}:7700\"\n\
+                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n",
+                    link[0]
+                )),
+                "{primary}"
+            );
+            assert!(
+                ingress.ends_with(&format!(
+                    "\n[replication]\nrole = \"ingress\"\npeer = \"{}:7700\"\n\
+                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n",
+                    link[0]
+                )),
+                "{ingress}"
+            );
+            assert!(primary.contains("mac = \"02:68:70:00:00:01\"\n"));
+            assert!(ingress.contains("mac = \"02:68:70:00:00:02\"\n"));
+            for text in [&primary, &ingress] {
+                let v: toml::Value = toml::from_str(text).unwrap();
+                assert_eq!(v["service"]["address"].as_str(), Some(SERVICE_ADDRESS));
+            }
+        }
+    }
+
+    #[test]
+    fn old_state_files_still_load() {
+        // A state.json written before duplex existed: no role, link or replication.
+        let mut v = serde_json::to_value(test_state(Mode::Simplex, None)).unwrap();
+        let mut node = serde_json::to_value(test_node(1, "simplex", None)).unwrap();
+        node.as_object_mut().unwrap().remove("role");
+        node.as_object_mut().unwrap().remove("link");
+        v.as_object_mut().unwrap().remove("replication");
+        v["nodes"] = serde_json::json!([node]);
+        let state: LabState = serde_json::from_value(v).unwrap();
+        assert_eq!(state.nodes[0].role, "simplex");
+        assert!(state.replication.is_none());
     }
 
     #[test]
@@ -1065,6 +1463,8 @@ mod tests {
             namespace: "hp-n1".into(),
             address: node_address(1),
             mac: node_mac(1),
+            role: "simplex".into(),
+            link: None,
             tap: TAP_NAME.into(),
             config: "/run/hotpair/lab-hp/n1.toml".into(),
             log: "/run/hotpair/lab-hp/n1.log".into(),
@@ -1080,6 +1480,7 @@ mod tests {
         let state = LabState {
             prefix: "hp".into(),
             mode: Mode::Simplex,
+            replication: None,
             phase: Phase::Building,
             state_dir: "/run/hotpair/lab-hp".into(),
             docroot: "/run/hotpair/lab-hp/docroot".into(),
@@ -1105,5 +1506,6 @@ mod tests {
         assert_eq!(v["service"]["port"].as_integer(), Some(80));
         assert_eq!(v["route"].as_array().unwrap().len(), 3);
         assert_eq!(v["route"][2]["address"].as_str(), Some("127.0.0.1:8080"));
+        assert!(v.get("replication").is_none());
     }
 }

@@ -53,6 +53,52 @@ pub fn reply(
     buf
 }
 
+/// An RFC 5227 ARP probe for `ip` from `mac`: sender IP 0.0.0.0, so no
+/// host's cache changes, yet whoever owns `ip` answers.
+pub fn probe(mac: EthernetAddress, ip: Ipv4Address) -> Vec<u8> {
+    let eth = EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: Ipv4Address::UNSPECIFIED,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
+    };
+    let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut frame);
+    arp.emit(&mut ArpPacket::new_checked(frame.payload_mut()).expect("sized above"));
+    buf
+}
+
+/// An ARP packet's (operation, sender MAC, sender IP, target IP).
+pub fn parse(frame: &[u8]) -> Option<(ArpOperation, EthernetAddress, Ipv4Address, Ipv4Address)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return None;
+    }
+    match ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()? {
+        ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } => Some((
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+        )),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
 /// Whether a frame is ARP.
 pub fn is_arp(frame: &[u8]) -> bool {
     frame.len() >= 14 && frame[12] == 0x08 && frame[13] == 0x06
@@ -61,6 +107,21 @@ pub fn is_arp(frame: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_and_reply_parse_back() {
+        let mac = EthernetAddress([2, 0x68, 0x70, 0, 0, 1]);
+        let ip = Ipv4Address::new(10, 77, 0, 10);
+        let (op, smac, sip, tip) = parse(&probe(mac, ip)).unwrap();
+        assert_eq!(
+            (op, smac, sip, tip),
+            (ArpOperation::Request, mac, Ipv4Address::UNSPECIFIED, ip)
+        );
+        let other = EthernetAddress([2, 0x68, 0x70, 0, 0, 2]);
+        let (op, smac, sip, _) = parse(&reply(other, ip, mac, Ipv4Address::UNSPECIFIED)).unwrap();
+        assert_eq!((op, smac, sip), (ArpOperation::Reply, other, ip));
+        assert!(parse(&[0u8; 20]).is_none());
+    }
 
     #[test]
     fn gratuitous_arp_parses_back() {

@@ -39,7 +39,8 @@ use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Med
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Address,
+    ArpOperation, EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint,
+    IpListenEndpoint, Ipv4Address,
 };
 
 use crate::runtime::StackConfig;
@@ -64,6 +65,23 @@ const MAX_POOLED: usize = 512;
 /// How often the primary refreshes a client's neighbour entry.
 const NEIGHBOR_REFRESH: Duration = Duration::from_secs(20);
 const MAX_NEIGHBORS: usize = 256;
+/// Split-brain guard: before claiming the address, the primary probes for
+/// it this many times, this far apart; an answer means the ingress node is
+/// alive (only the link failed) and the primary must stand down.
+pub const CLAIM_PROBES: u32 = 3;
+pub const CLAIM_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The primary's claim of the address after losing its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    None,
+    Probing {
+        sent: u32,
+        next_at: Option<StdInstant>,
+    },
+    /// The ingress node answered: it owns the address and the connections.
+    Fenced,
+}
 
 /// A client TCP 4-tuple as seen from the node: (client address, client port, local port).
 pub type Tuple = (Ipv4Address, u16, u16);
@@ -420,6 +438,7 @@ pub struct Engine<C> {
     neighbors: BTreeMap<Ipv4Address, (EthernetAddress, StdInstant)>,
     woken_ids: Vec<ConnId>,
     stats: EngineStats,
+    claim: Claim,
 }
 
 impl<C> Engine<C> {
@@ -464,6 +483,7 @@ impl<C> Engine<C> {
             neighbors: BTreeMap::new(),
             woken_ids: Vec::new(),
             stats: EngineStats::default(),
+            claim: Claim::None,
         };
         e.top_up();
         e
@@ -538,6 +558,10 @@ impl<C> Engine<C> {
         if !self.lan_in.is_empty() || !self.peer_in.is_empty() {
             wait = Some(Duration::ZERO);
         }
+        if let Claim::Probing { next_at, .. } = self.claim {
+            let d = next_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+            wait = Some(wait.map_or(d, |w| w.min(d)));
+        }
         wait
     }
 
@@ -547,9 +571,44 @@ impl<C> Engine<C> {
         self.lan_out.push_back(Frame::copy_from(&f));
     }
 
-    /// The ingress node is gone: serve the address ourselves.
+    /// The ingress node seems gone: probe for the address, then serve it
+    /// ourselves — unless someone answers the probe, in which case the
+    /// ingress node is alive (the link alone failed), it has taken over,
+    /// and this node is fenced: it must send nothing more.
     pub fn claim(&mut self) {
-        if self.mode == Mode::Primary {
+        if self.mode == Mode::Primary && self.claim == Claim::None {
+            self.claim = Claim::Probing {
+                sent: 0,
+                next_at: None,
+            };
+        }
+    }
+
+    /// The ingress node answered our probe: stop serving for good.
+    pub fn fenced(&self) -> bool {
+        self.claim == Claim::Fenced
+    }
+
+    fn claim_tick(&mut self, now: StdInstant) {
+        let Claim::Probing { sent, next_at } = self.claim else {
+            return;
+        };
+        if next_at.is_some_and(|t| t > now) {
+            return;
+        }
+        if sent < CLAIM_PROBES {
+            let f = crate::arp::probe(self.cfg.mac, self.cfg.address.address());
+            self.lan_out.push_back(Frame::copy_from(&f));
+            self.claim = Claim::Probing {
+                sent: sent + 1,
+                next_at: Some(now + CLAIM_PROBE_INTERVAL),
+            };
+        } else {
+            tracing::info!(
+                connections = self.stats.active,
+                "no answer to probes: claiming the service address"
+            );
+            self.claim = Claim::None;
             self.mode = Mode::Simplex;
             self.announce();
         }
@@ -615,6 +674,13 @@ impl<C> Engine<C> {
     /// One round: admit queued frames, run smoltcp, route its output, drive
     /// the connections. Returns whether anything moved (call again at once).
     pub fn poll<S: Service<Conn = C>>(&mut self, service: &mut S, now: StdInstant) -> bool {
+        if self.claim == Claim::Fenced {
+            self.lan_in.clear();
+            self.peer_in.clear();
+            self.lan_out.clear();
+            return false;
+        }
+        self.claim_tick(now);
         let mut busy = !self.lan_in.is_empty() || !self.peer_in.is_empty();
         self.admit(now);
         let t = self.smol_now(now);
@@ -706,9 +772,25 @@ impl<C> Engine<C> {
         self.peer_in = deferred;
         let mut deferred = VecDeque::new();
         while let Some(f) = self.lan_in.pop_front() {
+            if self.mode != Mode::Primary && self.answer_probe(&f) {
+                self.recycle(f);
+                continue;
+            }
             let back = match self.mode {
-                // The primary hears clients only through the ingress node.
+                // The primary hears clients only through the ingress node;
+                // while claiming it listens for an answer to its probes.
                 Mode::Primary => {
+                    if let (Claim::Probing { .. }, Some((ArpOperation::Reply, mac, ip, _))) =
+                        (self.claim, crate::arp::parse(f.data()))
+                    {
+                        if ip == self.cfg.address.address() && mac != self.cfg.mac {
+                            tracing::error!(
+                                owner = %mac,
+                                "the ingress node still owns the service address: fenced, standing down"
+                            );
+                            self.claim = Claim::Fenced;
+                        }
+                    }
                     self.recycle(f);
                     None
                 }
@@ -725,6 +807,22 @@ impl<C> Engine<C> {
             }
         }
         self.lan_in = deferred;
+    }
+
+    /// Answer an RFC 5227 probe for our address (smoltcp ignores ARP from
+    /// 0.0.0.0): a primary that lost the link asks this before claiming.
+    fn answer_probe(&mut self, f: &Frame) -> bool {
+        let vip = self.cfg.address.address();
+        match crate::arp::parse(f.data()) {
+            Some((ArpOperation::Request, mac, sip, tip))
+                if sip == Ipv4Address::UNSPECIFIED && tip == vip =>
+            {
+                let r = crate::arp::reply(self.cfg.mac, vip, mac, Ipv4Address::UNSPECIFIED);
+                self.lan_out.push_back(Frame::copy_from(&r));
+                true
+            }
+            _ => false,
+        }
     }
 
     fn for_us(&self, s: &Seg) -> bool {

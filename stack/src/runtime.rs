@@ -242,6 +242,13 @@ impl Shell {
                 engine.claim();
             }
             let mut busy = engine.poll(service, now) || read > 0 || ctl.busy;
+            if engine.fenced() {
+                self.flush_pcap();
+                return Err(std::io::Error::other(
+                    "fenced: the ingress node answered for the service address after the replication link failed; \
+                     it serves every connection now, so this node stopped",
+                ));
+            }
             while let Some(mut f) = engine.poll_lan_transmit() {
                 self.write_frame(&mut f);
                 engine.recycle(f);

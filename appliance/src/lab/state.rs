@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::proc::Proc;
-use super::Mode;
+use super::{Mode, ReplNet};
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -25,6 +25,9 @@ pub enum Phase {
 pub struct LabState {
     pub prefix: String,
     pub mode: Mode,
+    /// The replication link's settings (duplex); `None` in simplex.
+    #[serde(default)]
+    pub replication: Option<ReplicationState>,
     pub phase: Phase,
     pub state_dir: PathBuf,
     pub docroot: PathBuf,
@@ -35,6 +38,15 @@ pub struct LabState {
     pub client: ClientState,
     pub switch: SwitchState,
     pub nodes: Vec<NodeState>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicationState {
+    pub net: ReplNet,
+    /// The port the primary listens on for the link.
+    pub port: u16,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +71,12 @@ pub struct NodeState {
     /// The namespace's own kernel address on `br-lan` (replication link).
     pub address: String,
     pub mac: String,
+    /// The configured role: `simplex`, `primary` or `ingress`.
+    #[serde(default = "simplex_role")]
+    pub role: String,
+    /// The node's end of the replication link (duplex).
+    #[serde(default)]
+    pub link: Option<LinkState>,
     pub tap: String,
     pub config: PathBuf,
     pub log: PathBuf,
@@ -68,6 +86,18 @@ pub struct NodeState {
     /// Set by `lab kill`.
     pub killed: bool,
     pub upstream: UpstreamState,
+}
+
+fn simplex_role() -> String {
+    "simplex".to_owned()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkState {
+    /// The interface carrying the link: `br-lan` (shared) or `repl0` (dedicated).
+    pub interface: String,
+    /// The node's own address on it.
+    pub address: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
