@@ -358,8 +358,12 @@ enum Phase<C> {
         half_open: Option<Tuple>,
     },
     Active(Active<C>),
-    /// Closed by the service, smoltcp still in TIME-WAIT.
-    Lingering,
+    /// Closed by the service, smoltcp still in TIME-WAIT. The tuple's track
+    /// stays until the socket is released, so a shadow's late output is
+    /// still translated (or discarded).
+    Lingering {
+        tuple: Tuple,
+    },
 }
 
 struct Slot<C> {
@@ -842,7 +846,16 @@ impl<C> Engine<C> {
         }
         let tuple = (s.src, s.src_port, s.dst_port);
         if s.has(SYN) && !s.has(ACK) {
-            if self.tracks.contains_key(&tuple) {
+            if self.syn_is_duplicate(&tuple) {
+                // A promoted shadow still waiting for its offset: the client
+                // never saw the primary's SYN-ACK, so the shadow's may stand.
+                if let Some(sh) = self.tracks.get_mut(&tuple).and_then(|t| t.shadow.as_mut()) {
+                    if sh.live && sh.offset.is_none() {
+                        sh.syn_again = true;
+                        self.dev.rx.push_back(f);
+                        return None;
+                    }
+                }
                 // A retransmitted SYN must not reach a second free listener.
                 self.stats.duplicate_syn += 1;
                 self.recycle(f);
@@ -908,7 +921,7 @@ impl<C> Engine<C> {
         }
         let tuple = (s.src, s.src_port, s.dst_port);
         if s.has(SYN) && !s.has(ACK) {
-            if self.tracks.contains_key(&tuple) {
+            if self.syn_is_duplicate(&tuple) {
                 // Not for our shadow (it has the SYN); the primary's SYN-ACK
                 // may have been lost, so let it see the retransmission.
                 self.stats.duplicate_syn += 1;
@@ -1057,7 +1070,17 @@ impl<C> Engine<C> {
                 continue;
             };
             let tuple = (s.dst, s.dst_port, s.src_port);
-            let Some(sh) = self.tracks.get_mut(&tuple).and_then(|t| t.shadow.as_mut()) else {
+            let Some(tr) = self.tracks.get_mut(&tuple) else {
+                self.lan_out.push_back(f);
+                continue;
+            };
+            if s.has(RST) && tr.slot.is_none() && !s.has(SYN) {
+                // No socket took the SYN (pool full): the refusal is ours to
+                // send, shadow or not.
+                self.lan_out.push_back(f);
+                continue;
+            }
+            let Some(sh) = tr.shadow.as_mut() else {
                 self.lan_out.push_back(f);
                 continue;
             };
@@ -1190,8 +1213,10 @@ impl<C> Engine<C> {
                     });
                 }
             },
-            Phase::Lingering => {
+            Phase::Lingering { tuple } => {
                 if sock.state() == tcp::State::Closed {
+                    let tuple = *tuple;
+                    self.forget(&tuple, i);
                     self.pool.release(i, &mut self.sockets);
                 }
                 return false;
@@ -1247,16 +1272,18 @@ impl<C> Engine<C> {
         }
         let state = sock.state();
         if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
-            let Phase::Active(a) = std::mem::replace(&mut slot.phase, Phase::Lingering) else {
+            let tuple = a.tuple;
+            let Phase::Active(a) = std::mem::replace(&mut slot.phase, Phase::Lingering { tuple })
+            else {
                 unreachable!("matched Active above");
             };
             self.stats.active -= 1;
             self.stats.closed += 1;
             tracing::trace!(?id, "closed");
             service.closed(id, a.conn);
-            self.tracks.remove(&a.tuple);
             self.pool.generations[i] = self.pool.generations[i].wrapping_add(1);
             if state == tcp::State::Closed {
+                self.forget(&a.tuple, i);
                 self.pool.release(i, &mut self.sockets);
             }
         }
@@ -1289,22 +1316,57 @@ impl<C> Engine<C> {
                 }
                 self.pool.in_use += 1;
             } else {
-                let lingering = self
-                    .pool
-                    .slots
-                    .iter_mut()
-                    .flatten()
-                    .find(|s| matches!(s.phase, Phase::Lingering));
-                let Some(slot) = lingering else { break };
-                listen(
-                    self.sockets.get_mut::<tcp::Socket>(slot.handle),
-                    self.cfg.port,
-                );
-                slot.phase = Phase::Listening { half_open: None };
-                self.stats.time_wait_recycled += 1;
+                let lingering = self.pool.slots.iter().position(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| matches!(s.phase, Phase::Lingering { .. }))
+                });
+                let Some(i) = lingering else { break };
+                self.recycle_lingering(i);
             }
             free += 1;
         }
+    }
+
+    /// Drop the track of `tuple` if it still belongs to slot `i`.
+    fn forget(&mut self, tuple: &Tuple, i: usize) {
+        if self.tracks.get(tuple).is_some_and(|t| t.slot == Some(i)) {
+            self.tracks.remove(tuple);
+        }
+    }
+
+    /// Turn a TIME-WAIT slot back into a listener (silently: `listen`
+    /// resets the socket; `abort` would send an RST).
+    fn recycle_lingering(&mut self, i: usize) {
+        let Some(slot) = self.pool.slots[i].as_mut() else {
+            return;
+        };
+        let Phase::Lingering { tuple } = slot.phase else {
+            return;
+        };
+        listen(
+            self.sockets.get_mut::<tcp::Socket>(slot.handle),
+            self.cfg.port,
+        );
+        slot.phase = Phase::Listening { half_open: None };
+        self.stats.time_wait_recycled += 1;
+        self.forget(&tuple, i);
+    }
+
+    /// A SYN for `tuple`: if its old connection lingers in TIME-WAIT, the
+    /// client has moved on (as Linux does, reuse the slot); returns whether
+    /// a live connection still holds the tuple (a duplicate SYN).
+    fn syn_is_duplicate(&mut self, tuple: &Tuple) -> bool {
+        let Some(slot) = self.tracks.get(tuple).and_then(|t| t.slot) else {
+            return self.tracks.contains_key(tuple);
+        };
+        if self.pool.slots[slot]
+            .as_ref()
+            .is_some_and(|s| matches!(s.phase, Phase::Lingering { .. }))
+        {
+            self.recycle_lingering(slot);
+            return false;
+        }
+        true
     }
 
     /// Connections open now.
