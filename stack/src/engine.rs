@@ -60,6 +60,8 @@ pub const SPARE_LISTENERS: usize = 16;
 /// the bytes the shadow has queued; beyond this they are dropped (the client
 /// retransmits).
 pub const MAX_HELD: usize = 256;
+/// Out-of-order client segments kept per shadow connection for forwarding.
+pub const MAX_DEFERRED: usize = 64;
 /// Spare frame buffers kept for reuse.
 const MAX_POOLED: usize = 512;
 /// How often the primary refreshes a client's neighbour entry.
@@ -224,6 +226,9 @@ struct Shadow {
     written: u64,
     fin: bool,
     held: VecDeque<Frame>,
+    /// Segments the shadow took out of order: forwarded once its ACK
+    /// covers them (so the primary need not wait for a retransmission).
+    deferred: VecDeque<(u32, Frame)>,
     /// Promoted: its output goes to the LAN.
     live: bool,
     /// The client sent a SYN again after the takeover: it never saw the
@@ -1111,6 +1116,26 @@ impl<C> Engine<C> {
     }
 
     fn decide_forwarding(&mut self) {
+        // Earlier out-of-order segments the shadow now acknowledges.
+        for tr in self.tracks.values_mut() {
+            let Some(sh) = tr.shadow.as_mut() else {
+                continue;
+            };
+            if sh.deferred.is_empty() {
+                continue;
+            }
+            let Some(r) = sh.rcv_nxt else { continue };
+            let mut keep = VecDeque::new();
+            for (end, f) in std::mem::take(&mut sh.deferred) {
+                if seg::seq_ge(r, end) {
+                    self.stats.forwarded += 1;
+                    self.fwd_out.push_back(f);
+                } else {
+                    keep.push_back((end, f));
+                }
+            }
+            sh.deferred = keep;
+        }
         for (tuple, f, rule) in std::mem::take(&mut self.pending_fwd) {
             let sh = self.tracks.get(&tuple).and_then(|t| t.shadow.as_ref());
             let ok = match rule {
@@ -1124,9 +1149,19 @@ impl<C> Engine<C> {
             if ok {
                 self.stats.forwarded += 1;
                 self.fwd_out.push_back(f);
+            } else if let (FwdRule::Covered(end), Some(sh)) = (
+                rule,
+                self.tracks.get_mut(&tuple).and_then(|t| t.shadow.as_mut()),
+            ) {
+                // Not acknowledged by the shadow (yet): out of order, or
+                // refused. Keep it until the shadow's ACK covers it; the
+                // primary must not see it before.
+                if sh.deferred.len() < MAX_DEFERRED {
+                    sh.deferred.push_back((end, f));
+                } else {
+                    self.stats.not_forwarded += 1;
+                }
             } else {
-                // Not held here, so the primary must not see it either; the
-                // client retransmits.
                 self.stats.not_forwarded += 1;
             }
         }
