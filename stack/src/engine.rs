@@ -72,6 +72,9 @@ const MAX_NEIGHBORS: usize = 256;
 /// alive (only the link failed) and the primary must stand down.
 pub const CLAIM_PROBES: u32 = 3;
 pub const CLAIM_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How far smoltcp's clock jumps when the address is claimed: beyond the
+/// minimum RTO (1 s) and two backoffs of it.
+const CLAIM_CLOCK_JUMP: Duration = Duration::from_secs(5);
 
 /// The primary's claim of the address after losing its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,6 +451,9 @@ pub struct Engine<C> {
     woken_ids: Vec<ConnId>,
     stats: EngineStats,
     claim: Claim,
+    /// Added to smoltcp's clock. Claiming the address advances it once so
+    /// every pending retransmission timer fires at once (see `claim_tick`).
+    clock_skew: Duration,
 }
 
 impl<C> Engine<C> {
@@ -493,6 +499,7 @@ impl<C> Engine<C> {
             woken_ids: Vec::new(),
             stats: EngineStats::default(),
             claim: Claim::None,
+            clock_skew: Duration::ZERO,
         };
         e.top_up();
         e
@@ -509,7 +516,8 @@ impl<C> Engine<C> {
     }
 
     fn smol_now(&self, now: StdInstant) -> Instant {
-        Instant::from_micros(now.saturating_duration_since(self.start).as_micros() as i64)
+        let t = now.saturating_duration_since(self.start) + self.clock_skew;
+        Instant::from_micros(t.as_micros() as i64)
     }
 
     /// A buffer for a frame about to be read (reuses returned buffers).
@@ -620,6 +628,15 @@ impl<C> Engine<C> {
             self.claim = Claim::None;
             self.mode = Mode::Simplex;
             self.announce();
+            // The client has been acknowledging to the dead ingress node:
+            // our data reached it, its ACKs did not reach us. Rather than
+            // wait for smoltcp's retransmission timer (1 s at least, more
+            // after a backoff), move smoltcp's clock past it once: every
+            // socket with unacknowledged data retransmits now, and the
+            // client's ACK, arriving here after the gratuitous ARP, catches
+            // us up. Karn's rule keeps these retransmissions out of the RTT
+            // estimate.
+            self.clock_skew += CLAIM_CLOCK_JUMP;
         }
     }
 
