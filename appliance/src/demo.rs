@@ -27,6 +27,8 @@ const KILL_AT_BYTES: u64 = 20 * 1024 * 1024;
 const KILL_AT_LATEST: Duration = Duration::from_secs(3);
 /// How often the downloaded file's size is sampled for the stall measurement.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// A pause after the kill worth a line of its own while the demo runs.
+const NOTABLE_PAUSE: Duration = Duration::from_millis(100);
 
 /// The node the demo kills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -208,7 +210,12 @@ fn demo(args: &DemoArgs) -> Result<bool> {
             "-sS",
             "--fail",
             "--max-time",
-            "300",
+            "120",
+            // Give up on a download that makes no progress for 20 s.
+            "--speed-limit",
+            "1",
+            "--speed-time",
+            "20",
             "--limit-rate",
             RATE_LIMIT,
             "-o",
@@ -257,12 +264,15 @@ fn demo(args: &DemoArgs) -> Result<bool> {
             );
         }
         if let (Some(k), false) = (kill_at, resumed_shown) {
-            if let Some(r) = sampler.first_growth_after(start + k) {
+            let pause = sampler.pause_ended_after(k, NOTABLE_PAUSE);
+            // Growth as curl exits is its last buffer reaching the file, not a resumption.
+            if let (Some((gap, at)), None) = (pause, child.try_wait()?) {
                 resumed_shown = true;
                 progress.finish(sampler.latest(), start.elapsed());
                 println!(
-                    "   bytes flowing again {:.0} ms after the kill",
-                    r.as_secs_f64() * 1000.0
+                    "   bytes flowing again after a {:.0} ms pause ({:.0} ms after the kill)",
+                    ms(gap),
+                    ms(at.saturating_sub(k))
                 );
             }
         }
@@ -305,7 +315,7 @@ fn demo(args: &DemoArgs) -> Result<bool> {
         victim.survivor(),
         if survivor_alive { "alive" } else { "DEAD" }
     );
-    if let Some(k) = kill_at {
+    if let (Some(k), true) = (kill_at, status.success()) {
         let s = stall(&samples, k, elapsed, got == expected_len);
         println!(
             "   client-visible stall: {:.0} ms (longest time without a new byte from the \
@@ -341,7 +351,11 @@ fn demo(args: &DemoArgs) -> Result<bool> {
             }
         );
         for n in &lab.state.nodes {
-            println!("   log of {}: {}", n.name, n.log.display());
+            println!(
+                "   tail of {} (removed with the lab unless --keep):\n{}",
+                n.log.display(),
+                lab::tail(&n.log, 15)
+            );
         }
     }
     Ok(pass)
@@ -352,7 +366,6 @@ struct Sampler {
     stop: Arc<AtomicBool>,
     latest: Arc<AtomicU64>,
     samples: Arc<Mutex<Vec<(Duration, u64)>>>,
-    start: Instant,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -385,7 +398,6 @@ impl Sampler {
             stop,
             latest,
             samples,
-            start,
             thread: Some(thread),
         }
     }
@@ -394,13 +406,23 @@ impl Sampler {
         self.latest.load(Ordering::SeqCst)
     }
 
-    /// How long after `t` the size first grew, if it has.
-    fn first_growth_after(&self, t: Instant) -> Option<Duration> {
-        let since = t.checked_duration_since(self.start)?;
+    /// The first pause of at least `min` (no growth) that ended after
+    /// `kill`: (its length, when it ended), times since the start.
+    fn pause_ended_after(&self, kill: Duration, min: Duration) -> Option<(Duration, Duration)> {
         let v = self.samples.lock().ok()?;
-        v.windows(2)
-            .find(|w| w[1].0 > since && w[1].1 > w[0].1)
-            .map(|w| w[1].0 - since)
+        let mut last_growth: Option<Duration> = None;
+        for w in v.windows(2) {
+            if w[1].1 > w[0].1 {
+                let t = w[1].0;
+                if let Some(prev) = last_growth {
+                    if t > kill && t - prev >= min {
+                        return Some((t - prev, t));
+                    }
+                }
+                last_growth = Some(t);
+            }
+        }
+        None
     }
 
     fn finish(mut self) -> Vec<(Duration, u64)> {

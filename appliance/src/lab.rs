@@ -866,6 +866,12 @@ fn start_node(state: &mut LabState, i: usize) -> Result<()> {
     );
     // The log is a file: no terminal colour codes in it.
     cmd.env("NO_COLOR", "1");
+    // An error's exit should not bury the log's tail under an anyhow
+    // backtrace (RUST_BACKTRACE=1 still gives panics theirs).
+    cmd.env(
+        "RUST_LIB_BACKTRACE",
+        std::env::var("RUST_LIB_BACKTRACE").unwrap_or_else(|_| "0".to_owned()),
+    );
     let p = proc::spawn_detached(cmd, &node.log)?;
     state.nodes[i].process = Some(p);
     Ok(())
@@ -963,7 +969,7 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
 }
 
 /// The last `lines` lines of a log file (for error messages).
-fn tail(path: &Path, lines: usize) -> String {
+pub fn tail(path: &Path, lines: usize) -> String {
     match fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);

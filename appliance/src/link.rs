@@ -1,9 +1,9 @@
 //! The replication link: kernel TCP between the two nodes, carrying the
 //! replicator's length-prefixed messages. The primary listens, the ingress
-//! node connects (and retries until the primary is there). Messages from
-//! the stack thread arrive on a bounded channel (back-pressure: the stack
-//! thread keeps what does not fit and stops polling the replica); messages
-//! from the peer go to the stack thread through a channel and its waker.
+//! node connects (and retries until the primary is there). Once the
+//! connection is up this task hands the socket to the stack thread, which
+//! reads and writes it non-blocking in its own epoll loop (no thread handoff
+//! per message; see `service::LinkSocket`).
 //!
 //! One link session per process: once it ends the peer is dead for good and
 //! this node serves alone (a repaired node rejoining is not built yet).
@@ -12,10 +12,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hotpair_replicator::wire::Decoder;
-use hotpair_replicator::Msg;
 use hotpair_stack::Waker;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::service::LinkIn;
@@ -27,18 +24,11 @@ pub enum LinkSetup {
     Connect(SocketAddr),
 }
 
-/// Capacity of the stack thread → link channel, in messages.
+/// Capacity of the (channel transport's) stack thread → link queue.
 pub const LINK_QUEUE: usize = 4096;
-/// Batch writes up to this many bytes.
-const WRITE_BATCH: usize = 1 << 20;
 
 /// Run the link until its session ends.
-pub async fn run(
-    setup: LinkSetup,
-    to_stack: mpsc::Sender<LinkIn>,
-    mut from_stack: tokio::sync::mpsc::Receiver<Msg>,
-    waker: Waker,
-) {
+pub async fn run(setup: LinkSetup, to_stack: mpsc::Sender<LinkIn>, waker: Waker) {
     let notify = |m: LinkIn| {
         let _ = to_stack.send(m);
         waker.wake();
@@ -77,64 +67,10 @@ pub async fn run(
             }
         },
     };
-    let _ = stream.set_nodelay(true);
-    notify(LinkIn::Connected);
-    let (mut rd, mut wr) = stream.into_split();
-    let reader = {
-        let to_stack = to_stack.clone();
-        let waker = waker.clone();
-        async move {
-            let mut dec = Decoder::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = match rd.read(&mut buf[..dec.room().clamp(1, 256 * 1024)]).await {
-                    Ok(0) => return "peer closed the link".to_string(),
-                    Ok(n) => n,
-                    Err(e) => return format!("read: {e}"),
-                };
-                dec.feed(&buf[..n]);
-                loop {
-                    match dec.next() {
-                        Ok(Some(m)) => {
-                            let _ = to_stack.send(LinkIn::Msg(m));
-                        }
-                        Ok(None) => break,
-                        Err(e) => return format!("peer sent garbage: {e}"),
-                    }
-                }
-                waker.wake();
-            }
-        }
-    };
-    let writer = async move {
-        let mut out = Vec::with_capacity(WRITE_BATCH);
-        loop {
-            let Some(m) = from_stack.recv().await else {
-                return "node stopping".to_string();
-            };
-            out.clear();
-            if let Err(e) = m.encode(&mut out) {
-                return format!("encode: {e}");
-            }
-            // Batch whatever else is queued.
-            while out.len() < WRITE_BATCH {
-                match from_stack.try_recv() {
-                    Ok(m) => {
-                        if let Err(e) = m.encode(&mut out) {
-                            return format!("encode: {e}");
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            if let Err(e) = wr.write_all(&out).await {
-                return format!("write: {e}");
-            }
-        }
-    };
-    let why = tokio::select! {
-        w = reader => w,
-        w = writer => w,
-    };
-    notify(LinkIn::Lost(why));
+    // From here on the stack thread reads and writes the socket itself,
+    // in its own epoll loop: no thread handoff per message.
+    match stream.into_std() {
+        Ok(s) => notify(LinkIn::Socket(s)),
+        Err(e) => notify(LinkIn::Lost(format!("taking the socket: {e}"))),
+    }
 }

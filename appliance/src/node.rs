@@ -143,8 +143,10 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
             rc.heartbeat_timeout = Duration::from_millis(r.heartbeat_timeout_ms);
             let replica = Replica::new(rc, now);
             let (to_stack, from_link) = mpsc::channel();
-            let (to_link, from_stack) = tokio::sync::mpsc::channel(link::LINK_QUEUE);
-            runtime.spawn(link::run(setup, to_stack, from_stack, waker.clone()));
+            // The channel transport is unused here: the link task hands the
+            // socket itself to the stack thread.
+            let (to_link, _unused) = tokio::sync::mpsc::channel(link::LINK_QUEUE);
+            runtime.spawn(link::run(setup, to_stack, waker.clone()));
             (mode, Some(Replication::new(replica, from_link, to_link)))
         }
     };

@@ -50,9 +50,102 @@ struct Completion {
 /// Messages from the link task to the stack thread.
 #[derive(Debug)]
 pub enum LinkIn {
+    /// The link is up and messages will arrive as `Msg` (channel transport,
+    /// used by the simulation).
     Connected,
     Msg(Msg),
+    /// The link is up: the stack thread reads and writes this socket itself,
+    /// in its own epoll loop (no thread handoff per message).
+    Socket(std::net::TcpStream),
     Lost(String),
+}
+
+/// Bytes read from the link socket per round, and written-but-unsent bytes
+/// beyond which the replica is not polled for more (back-pressure).
+const LINK_READ_PER_ROUND: usize = 8 << 20;
+const LINK_WRITE_BUFFER: usize = 4 << 20;
+
+/// The link socket, driven non-blocking by the stack thread.
+struct LinkSocket {
+    sock: std::net::TcpStream,
+    dec: hotpair_replicator::wire::Decoder,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+}
+
+impl LinkSocket {
+    fn new(sock: std::net::TcpStream) -> std::io::Result<Self> {
+        sock.set_nonblocking(true)?;
+        sock.set_nodelay(true)?;
+        Ok(LinkSocket {
+            sock,
+            dec: hotpair_replicator::wire::Decoder::new(),
+            rbuf: vec![0; 256 * 1024],
+            wbuf: Vec::new(),
+            wpos: 0,
+        })
+    }
+
+    /// Read what is there; every whole message goes to `deliver`.
+    fn read(&mut self, mut deliver: impl FnMut(Msg)) -> Result<bool, String> {
+        use std::io::Read;
+        let mut total = 0;
+        while total < LINK_READ_PER_ROUND {
+            let room = self.dec.room().clamp(1, self.rbuf.len());
+            match self.sock.read(&mut self.rbuf[..room]) {
+                Ok(0) => return Err("peer closed the link".into()),
+                Ok(n) => {
+                    total += n;
+                    self.dec.feed(&self.rbuf[..n]);
+                    loop {
+                        match self.dec.next() {
+                            Ok(Some(m)) => deliver(m),
+                            Ok(None) => break,
+                            Err(e) => return Err(format!("peer sent garbage: {e}")),
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        Ok(total > 0)
+    }
+
+    fn pending(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    fn queue(&mut self, m: &Msg) -> Result<(), String> {
+        m.encode(&mut self.wbuf).map_err(|e| format!("encode: {e}"))
+    }
+
+    fn flush(&mut self) -> Result<bool, String> {
+        use std::io::Write;
+        let mut wrote = false;
+        while self.wpos < self.wbuf.len() {
+            match self.sock.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err("link closed on write".into()),
+                Ok(n) => {
+                    self.wpos += n;
+                    wrote = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        } else if self.wpos > (1 << 20) {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+        Ok(wrote)
+    }
 }
 
 /// The replication side of the service.
@@ -64,6 +157,7 @@ pub struct Replication {
     /// the replica while it is long).
     outbox: VecDeque<Msg>,
     dead_since: Option<Instant>,
+    sock: Option<LinkSocket>,
 }
 
 impl Replication {
@@ -78,6 +172,7 @@ impl Replication {
             to_link,
             outbox: VecDeque::new(),
             dead_since: None,
+            sock: None,
         }
     }
 }
@@ -671,6 +766,12 @@ impl Service for NodeService {
         self.repl.as_ref().and_then(|r| r.replica.poll_timeout())
     }
 
+    fn extra_fd(&self) -> Option<(std::os::fd::RawFd, bool)> {
+        use std::os::fd::AsRawFd;
+        let ls = self.repl.as_ref()?.sock.as_ref()?;
+        Some((ls.sock.as_raw_fd(), ls.pending() > 0))
+    }
+
     fn exchange(&mut self, engine: &mut Engine<Conn>, now: Instant) -> Control {
         let mut ctl = Control::default();
         let Some(repl) = self.repl.as_mut() else {
@@ -681,6 +782,16 @@ impl Service for NodeService {
             ctl.busy = true;
             match m {
                 LinkIn::Connected => repl.replica.handle_connected(now),
+                LinkIn::Socket(sock) => match LinkSocket::new(sock) {
+                    Ok(ls) => {
+                        repl.sock = Some(ls);
+                        repl.replica.handle_connected(now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replication link socket unusable");
+                        repl.replica.handle_link_lost(now);
+                    }
+                },
                 LinkIn::Msg(msg) => {
                     if let Err(e) = repl.replica.handle_peer_msg(msg, now) {
                         tracing::warn!(error = %e, "replication peer broke the protocol; dropping the link");
@@ -691,6 +802,30 @@ impl Service for NodeService {
                     tracing::info!(reason = %why, "replication link lost");
                     repl.replica.handle_link_lost(now);
                 }
+            }
+        }
+        if let Some(ls) = repl.sock.as_mut() {
+            let replica = &mut repl.replica;
+            let mut broke = None;
+            let got = ls.read(|m| {
+                if broke.is_none() {
+                    if let Err(e) = replica.handle_peer_msg(m, now) {
+                        broke = Some(e.to_string());
+                    }
+                }
+            });
+            let why = match (got, broke) {
+                (_, Some(e)) => Some(format!("peer broke the protocol: {e}")),
+                (Err(e), None) => Some(e),
+                (Ok(moved), None) => {
+                    ctl.busy |= moved;
+                    None
+                }
+            };
+            if let Some(why) = why {
+                tracing::info!(reason = %why, "replication link lost");
+                repl.sock = None;
+                repl.replica.handle_link_lost(now);
             }
         }
         if repl.replica.poll_timeout().is_some_and(|t| t <= now) {
@@ -711,10 +846,33 @@ impl Service for NodeService {
         while let Some(ev) = repl.replica.poll_event() {
             events.push(ev);
         }
-        // Messages for the link.
+        // Messages for the link: straight into the socket's buffer when the
+        // stack thread owns it.
+        let repl = self.repl.as_mut().expect("checked");
+        if let Some(ls) = repl.sock.as_mut() {
+            let mut failed = None;
+            while ls.pending() < LINK_WRITE_BUFFER {
+                let Some(m) = repl.replica.poll_transmit() else {
+                    break;
+                };
+                if let Err(e) = ls.queue(&m) {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            match failed.map_or_else(|| ls.flush(), Err) {
+                Ok(wrote) => ctl.busy |= wrote,
+                Err(why) => {
+                    tracing::info!(reason = %why, "replication link lost");
+                    repl.sock = None;
+                    repl.replica.handle_link_lost(now);
+                }
+            }
+        }
+        // Channel transport (simulation): through the bounded queue.
         loop {
             let repl = self.repl.as_mut().expect("checked");
-            if repl.outbox.len() >= 1024 {
+            if repl.sock.is_some() || repl.outbox.len() >= 1024 {
                 break;
             }
             match repl.replica.poll_transmit() {

@@ -75,8 +75,18 @@ pub fn probe(mac: EthernetAddress, ip: Ipv4Address) -> Vec<u8> {
     buf
 }
 
-/// An ARP packet's (operation, sender MAC, sender IP, target IP).
-pub fn parse(frame: &[u8]) -> Option<(ArpOperation, EthernetAddress, Ipv4Address, Ipv4Address)> {
+/// An ARP packet's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arp {
+    pub operation: ArpOperation,
+    pub sender_mac: EthernetAddress,
+    pub sender_ip: Ipv4Address,
+    pub target_mac: EthernetAddress,
+    pub target_ip: Ipv4Address,
+}
+
+/// Parse an Ethernet/ARP frame.
+pub fn parse(frame: &[u8]) -> Option<Arp> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EthernetProtocol::Arp {
         return None;
@@ -86,14 +96,15 @@ pub fn parse(frame: &[u8]) -> Option<(ArpOperation, EthernetAddress, Ipv4Address
             operation,
             source_hardware_addr,
             source_protocol_addr,
+            target_hardware_addr,
             target_protocol_addr,
-            ..
-        } => Some((
+        } => Some(Arp {
             operation,
-            source_hardware_addr,
-            source_protocol_addr,
-            target_protocol_addr,
-        )),
+            sender_mac: source_hardware_addr,
+            sender_ip: source_protocol_addr,
+            target_mac: target_hardware_addr,
+            target_ip: target_protocol_addr,
+        }),
         #[allow(unreachable_patterns)]
         _ => None,
     }

@@ -190,6 +190,11 @@ pub trait Service {
     fn poll_timeout(&self) -> Option<StdInstant> {
         None
     }
+    /// A file descriptor the shell should also wait on (readable, and
+    /// writable when the flag is set): the replication link's socket.
+    fn extra_fd(&self) -> Option<(std::os::fd::RawFd, bool)> {
+        None
+    }
     /// Once per round: move frames and messages between the engine and the
     /// replication link, and report role changes.
     fn exchange(&mut self, _engine: &mut Engine<Self::Conn>, _now: StdInstant) -> Control {
@@ -806,12 +811,19 @@ impl<C> Engine<C> {
                 // The primary hears clients only through the ingress node;
                 // while claiming it listens for an answer to its probes.
                 Mode::Primary => {
-                    if let (Claim::Probing { .. }, Some((ArpOperation::Reply, mac, ip, _))) =
+                    if let (Claim::Probing { .. }, Some(a)) =
                         (self.claim, crate::arp::parse(f.data()))
                     {
-                        if ip == self.cfg.address.address() && mac != self.cfg.mac {
+                        // Only an answer to *our* probe counts: a reply from
+                        // the owner of the address, addressed to us.
+                        if a.operation == ArpOperation::Reply
+                            && a.sender_ip == self.cfg.address.address()
+                            && a.sender_mac != self.cfg.mac
+                            && a.target_mac == self.cfg.mac
+                        {
                             tracing::error!(
-                                owner = %mac,
+                                owner = %a.sender_mac,
+                                arp = ?a,
                                 "the ingress node still owns the service address: fenced, standing down"
                             );
                             self.claim = Claim::Fenced;
@@ -840,10 +852,13 @@ impl<C> Engine<C> {
     fn answer_probe(&mut self, f: &Frame) -> bool {
         let vip = self.cfg.address.address();
         match crate::arp::parse(f.data()) {
-            Some((ArpOperation::Request, mac, sip, tip))
-                if sip == Ipv4Address::UNSPECIFIED && tip == vip =>
+            Some(a)
+                if a.operation == ArpOperation::Request
+                    && a.sender_ip == Ipv4Address::UNSPECIFIED
+                    && a.target_ip == vip =>
             {
-                let r = crate::arp::reply(self.cfg.mac, vip, mac, Ipv4Address::UNSPECIFIED);
+                let r =
+                    crate::arp::reply(self.cfg.mac, vip, a.sender_mac, Ipv4Address::UNSPECIFIED);
                 self.lan_out.push_back(Frame::copy_from(&r));
                 true
             }

@@ -97,6 +97,8 @@ pub struct Shell {
     waker: Waker,
     epoll: OwnedFd,
     stats: ShellStats,
+    /// The service's extra fd as registered in the epoll set.
+    extra: Option<(std::os::fd::RawFd, bool)>,
 }
 
 impl Shell {
@@ -124,6 +126,7 @@ impl Shell {
             waker,
             epoll,
             stats: ShellStats::default(),
+            extra: None,
         })
     }
 
@@ -266,12 +269,47 @@ impl Shell {
             if let Some(t) = service.poll_timeout() {
                 wait = wait.min(t.saturating_duration_since(now));
             }
+            self.watch_extra(service.extra_fd());
             // Round up: waking a little late is fine, spinning is not.
             let ms = wait.as_micros().div_ceil(1000) as i32;
             self.wait(ms)?;
         }
         self.flush_pcap();
         Ok(())
+    }
+
+    /// Keep the service's extra fd registered with the right interest.
+    fn watch_extra(&mut self, want: Option<(std::os::fd::RawFd, bool)>) {
+        if want == self.extra {
+            return;
+        }
+        if let Some((fd, _)) = self.extra.take() {
+            // May fail if the fd was closed already (it left the set then).
+            // SAFETY: valid epoll fd; a stale fd only makes this fail.
+            unsafe {
+                libc::epoll_ctl(
+                    self.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd,
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+        if let Some((fd, write)) = want {
+            let mut events = libc::EPOLLIN as u32;
+            if write {
+                events |= libc::EPOLLOUT as u32;
+            }
+            let mut ev = libc::epoll_event { events, u64: 2 };
+            // SAFETY: valid epoll fd, an open fd owned by the service, valid event.
+            if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) }
+                < 0
+            {
+                tracing::warn!(error = %std::io::Error::last_os_error(), "cannot watch the link socket");
+                return;
+            }
+            self.extra = Some((fd, write));
+        }
     }
 
     fn wait(&mut self, timeout_ms: i32) -> std::io::Result<()> {
