@@ -123,14 +123,17 @@ mod tests {
     fn probe_and_reply_parse_back() {
         let mac = EthernetAddress([2, 0x68, 0x70, 0, 0, 1]);
         let ip = Ipv4Address::new(10, 77, 0, 10);
-        let (op, smac, sip, tip) = parse(&probe(mac, ip)).unwrap();
+        let a = parse(&probe(mac, ip)).unwrap();
         assert_eq!(
-            (op, smac, sip, tip),
+            (a.operation, a.sender_mac, a.sender_ip, a.target_ip),
             (ArpOperation::Request, mac, Ipv4Address::UNSPECIFIED, ip)
         );
         let other = EthernetAddress([2, 0x68, 0x70, 0, 0, 2]);
-        let (op, smac, sip, _) = parse(&reply(other, ip, mac, Ipv4Address::UNSPECIFIED)).unwrap();
-        assert_eq!((op, smac, sip), (ArpOperation::Reply, other, ip));
+        let a = parse(&reply(other, ip, mac, Ipv4Address::UNSPECIFIED)).unwrap();
+        assert_eq!(
+            (a.operation, a.sender_mac, a.sender_ip, a.target_mac),
+            (ArpOperation::Reply, other, ip, mac)
+        );
         assert!(parse(&[0u8; 20]).is_none());
     }
 
