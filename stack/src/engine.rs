@@ -847,6 +847,26 @@ impl<C> Engine<C> {
         self.lan_in = deferred;
     }
 
+    /// A new connection request: start tracking its tuple, if a listener
+    /// is free this round (`budget`); false means wait for the next round.
+    fn open_track(&mut self, tuple: Tuple, s: &Seg, shadow: bool, budget: &mut usize) -> bool {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        self.tracks.insert(
+            tuple,
+            Track {
+                isn: s.seq,
+                client_mac: s.src_mac,
+                slot: None,
+                shadow: shadow.then(Shadow::default),
+            },
+        );
+        self.pending_syn.push(tuple);
+        true
+    }
+
     /// Answer an RFC 5227 probe for our address (smoltcp ignores ARP from
     /// 0.0.0.0): a primary that lost the link asks this before claiming.
     fn answer_probe(&mut self, f: &Frame) -> bool {
@@ -898,20 +918,9 @@ impl<C> Engine<C> {
                 self.recycle(f);
                 return None;
             }
-            if *budget == 0 {
+            if !self.open_track(tuple, &s, false, budget) {
                 return Some(f);
             }
-            *budget = budget.saturating_sub(1);
-            self.tracks.insert(
-                tuple,
-                Track {
-                    isn: s.seq,
-                    client_mac: s.src_mac,
-                    slot: None,
-                    shadow: None,
-                },
-            );
-            self.pending_syn.push(tuple);
         } else if self.tracks.get(&tuple).is_some_and(|t| t.shadow.is_some()) {
             // A promoted shadow: translate, hold if ahead of our data.
             return self.admit_live_shadow(f, s, tuple);
@@ -965,20 +974,9 @@ impl<C> Engine<C> {
                 self.fwd_out.push_back(f);
                 return None;
             }
-            if *budget == 0 {
+            if !self.open_track(tuple, &s, true, budget) {
                 return Some(f);
             }
-            *budget = budget.saturating_sub(1);
-            self.tracks.insert(
-                tuple,
-                Track {
-                    isn: s.seq,
-                    client_mac: s.src_mac,
-                    slot: None,
-                    shadow: Some(Shadow::default()),
-                },
-            );
-            self.pending_syn.push(tuple);
             self.pending_fwd
                 .push((tuple, Frame::copy_from(f.data()), FwdRule::Syn));
             self.dev.rx.push_back(f);
