@@ -62,6 +62,8 @@ pub const SPARE_LISTENERS: usize = 16;
 pub const MAX_HELD: usize = 256;
 /// Out-of-order client segments kept per shadow connection for forwarding.
 pub const MAX_DEFERRED: usize = 64;
+/// Frames smoltcp may emit in one round before the device refuses more.
+const TX_BUDGET: usize = 4096;
 /// Spare frame buffers kept for reuse.
 const MAX_POOLED: usize = 512;
 /// How often the primary refreshes a client's neighbour entry.
@@ -72,8 +74,8 @@ const MAX_NEIGHBORS: usize = 256;
 /// alive (only the link failed) and the primary must stand down.
 pub const CLAIM_PROBES: u32 = 3;
 pub const CLAIM_PROBE_INTERVAL: Duration = Duration::from_millis(100);
-/// How far smoltcp's clock jumps when the address is claimed: beyond the
-/// minimum RTO (1 s) and two backoffs of it.
+/// How far smoltcp's clock jumps at a takeover (claim or promotion):
+/// beyond the minimum RTO (1 s) and two backoffs of it.
 const CLAIM_CLOCK_JUMP: Duration = Duration::from_secs(5);
 
 /// The primary's claim of the address after losing its peer.
@@ -226,10 +228,6 @@ struct Shadow {
     offset: Option<u32>,
     /// The shadow's receive point (the ACK it last emitted), client space.
     rcv_nxt: Option<u32>,
-    /// The client's last ACK (wire space) and window, for the takeover's
-    /// window update.
-    last_ack: Option<u32>,
-    last_window: u16,
     /// Bytes the service queued into the shadow socket, and its FIN.
     written: u64,
     fin: bool,
@@ -260,7 +258,6 @@ impl Shadow {
 #[derive(Debug)]
 struct Track {
     isn: u32,
-    client_mac: EthernetAddress,
     /// The pool slot holding it, once a socket took the SYN.
     slot: Option<usize>,
     shadow: Option<Shadow>,
@@ -329,6 +326,9 @@ impl phy::Device for QueueDevice {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _ts: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        if self.tx.len() >= TX_BUDGET {
+            return None;
+        }
         let frame = self.rx.pop_front()?;
         Some((
             RxToken {
@@ -344,6 +344,12 @@ impl phy::Device for QueueDevice {
     }
 
     fn transmit(&mut self, _ts: Instant) -> Option<TxToken<'_>> {
+        // Like a NIC's full transmit ring: refuse beyond a round's budget, so
+        // smoltcp's egress loop (it repeats while any socket emits) always
+        // ends, whatever a socket does.
+        if self.tx.len() >= TX_BUDGET {
+            return None;
+        }
         Some(TxToken {
             tx: &mut self.tx,
             pool: &mut self.tx_pool,
@@ -652,31 +658,19 @@ impl<C> Engine<C> {
             return;
         }
         self.mode = Mode::Simplex;
-        let mac = self.cfg.mac;
-        let vip = self.cfg.address.address();
-        for (t, tr) in self.tracks.iter_mut() {
+        // A shadow "sent" its data into the void while the primary lived, so
+        // its sender is as far as the primary's was, or further; what the
+        // client has not acknowledged must go out again, now. Rather than
+        // wait for smoltcp's retransmission timers (1 s at least), move its
+        // clock past them once: every shadow with unacknowledged data
+        // retransmits from the client's last ACK on (Karn's rule keeps these
+        // out of the RTT estimate).
+        self.clock_skew += CLAIM_CLOCK_JUMP;
+        for tr in self.tracks.values_mut() {
             let Some(sh) = tr.shadow.as_mut() else {
                 continue;
             };
             sh.live = true;
-            // A window update from the "client": the shadow was told the
-            // window is zero, so it has sent nothing; now it sends everything
-            // from the client's last ACK on, without waiting for a timer.
-            if let (Some(off), Some(rcv), Some(ack)) = (sh.offset, sh.rcv_nxt, sh.last_ack) {
-                let f = seg::build(
-                    tr.client_mac,
-                    mac,
-                    t.0,
-                    vip,
-                    t.1,
-                    t.2,
-                    rcv,
-                    ack.wrapping_sub(off),
-                    ACK,
-                    sh.last_window,
-                );
-                self.dev.rx.push_back(Frame::copy_from(&f));
-            }
             // Held segments are admitted again, now in live mode.
             while let Some(f) = sh.held.pop_back() {
                 self.lan_in.push_front(f);
@@ -858,7 +852,6 @@ impl<C> Engine<C> {
             tuple,
             Track {
                 isn: s.seq,
-                client_mac: s.src_mac,
                 slot: None,
                 shadow: shadow.then(Shadow::default),
             },
@@ -1022,14 +1015,10 @@ impl<C> Engine<C> {
                     }
                     return None;
                 }
-                sh.last_ack = Some(s.ack);
                 seg::set_ack(f.data_mut(), &s, ack);
                 seg::shift_sack(f.data_mut(), &s, off);
             }
         }
-        sh.last_window = s.window;
-        // The shadow must never transmit while the primary lives.
-        seg::set_window(f.data_mut(), &s, 0);
         let rule = if s.has(RST) || s.seq_len() == 0 {
             FwdRule::Always
         } else {
