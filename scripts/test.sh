@@ -12,6 +12,10 @@
 # Non-interactive. The netns tests need root; without root they print
 # "NETNS TEST SKIPPED", and with CI set they fail instead of skipping.
 # Each netns test builds its own lab (namespaces t<pid><n>-*) and removes it.
+# The failover tests (netns-tests/tests/failover_*_crash.rs) run their duplex
+# labs one at a time; knobs: HOTPAIR_FAILOVER_RUNS / HOTPAIR_FAILOVER_SEED (the
+# random-moment kills), HOTPAIR_REPL_NET=dedicated, HOTPAIR_FAILOVER_PARALLEL=1.
+# Stall statistics over 20 kills: bash scripts/failover-stall.sh [primary|ingress].
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -62,7 +62,18 @@ impl Victim {
     }
 }
 
+const DEMO_AFTER_HELP: &str = "\
+The failover demo: brings up a duplex lab (n1 primary, n2 ingress; see
+`hotpair lab --help`), downloads /static/50m.bin from the client namespace with
+`curl --limit-rate 20M`, SIGKILLs the chosen node once 20 MiB have arrived,
+and lets the survivor finish the download. PASS when curl exits 0 and the
+file's SHA-256 matches the docroot's. Also prints the client-visible stall:
+the longest time, from the kill on, that the downloaded file did not grow
+(sampled every 10 ms). The lab is taken down on every path (unless --keep);
+the exit code is non-zero on FAIL.";
+
 #[derive(clap::Args)]
+#[command(after_help = DEMO_AFTER_HELP)]
 pub struct DemoArgs {
     /// Lab name prefix used by the demo (see `hotpair lab --help`).
     #[arg(long, default_value = "hpdemo")]

@@ -26,7 +26,8 @@ enum Command {
     Node(NodeArgs),
     /// A ready network-namespace lab: client, switch and nodes.
     Lab(lab::LabArgs),
-    /// Lab up, fetch the 50 MB file from the client, check its SHA-256, lab down.
+    /// The failover demo: a duplex lab, a 50 MB download, the primary SIGKILLed
+    /// mid-way; the client finishes with the right SHA-256 (shows the stall).
     Demo(demo::DemoArgs),
 }
 

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod failover;
+pub mod wrk;
+
 /// The lab's service address and port.
 pub const SERVICE: &str = "10.77.0.10";
 pub const SERVICE_PORT: u16 = 80;
@@ -275,6 +278,52 @@ impl Lab {
         &self.status
     }
 
+    /// `/run/hotpair/lab-PREFIX`.
+    pub fn state_dir(&self) -> PathBuf {
+        Path::new("/run/hotpair").join(format!("lab-{}", self.prefix))
+    }
+
+    /// Starts `args` inside namespace `PREFIX-<ns>` in the background, its
+    /// stdout and stderr going to files in `dir` named after `tag`.
+    pub fn spawn_in<S: AsRef<OsStr>>(
+        &self,
+        ns: &str,
+        args: &[S],
+        dir: &Path,
+        tag: &str,
+    ) -> Background {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["lab", "exec", "--prefix", &self.prefix, ns, "--"])
+            .args(args);
+        Background::spawn(cmd, dir, tag)
+    }
+
+    /// `hotpair lab kill NODE` (SIGKILL); returns the instant just before.
+    pub fn kill(&self, node: &str) -> Instant {
+        let t = Instant::now();
+        let out = self.lab(&["kill", node], Duration::from_secs(30));
+        assert_success(&out, &format!("[{}] lab kill {node}", self.test));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("killed node"),
+            "[{}] lab kill {node}: the node was not running\n{}",
+            self.test,
+            describe(&out)
+        );
+        t
+    }
+
+    /// Whether `lab status` reports node `name` alive.
+    pub fn node_alive(&self, name: &str) -> bool {
+        let st = self.status_json();
+        st["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == name)
+            .is_some_and(|n| n["alive"] == true)
+    }
+
     /// The last `lines` lines of every node log.
     pub fn node_logs(&self, lines: usize) -> String {
         let dir = Path::new("/run/hotpair").join(format!("lab-{}", self.prefix));
@@ -304,11 +353,15 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if thread::panicking() {
+            let lines = std::env::var("HOTPAIR_LOG_LINES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(40);
             eprintln!(
                 "[{}] test failed; logs of lab {}:\n{}",
                 self.test,
                 self.prefix,
-                self.node_logs(30)
+                self.node_logs(lines)
             );
         }
         let mut cmd = Command::new(&self.bin);
@@ -327,6 +380,122 @@ impl Drop for Lab {
             ),
         }
     }
+}
+
+/// A process started in the background with its output going to files;
+/// killed on drop if it still runs.
+pub struct Background {
+    child: std::process::Child,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+    shown: String,
+}
+
+impl Background {
+    /// Spawns `cmd` with stdin from /dev/null and stdout/stderr to
+    /// `dir/<tag>.out` and `dir/<tag>.err`.
+    pub fn spawn(mut cmd: Command, dir: &Path, tag: &str) -> Background {
+        let shown = format!("{cmd:?}");
+        let stdout_path = dir.join(format!("{tag}.out"));
+        let stderr_path = dir.join(format!("{tag}.err"));
+        let out = std::fs::File::create(&stdout_path).expect("creating a stdout file");
+        let err = std::fs::File::create(&stderr_path).expect("creating a stderr file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+        Background {
+            child,
+            stdout_path,
+            stderr_path,
+            shown,
+        }
+    }
+
+    /// The process id (`hotpair lab exec` execs `ip netns exec`, which execs
+    /// the program: one pid all along).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
+    }
+
+    /// Sends a signal by name (`INT`, `TERM`, …) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .stdin(Stdio::null())
+            .output();
+    }
+
+    /// Waits up to `timeout` for the exit; on timeout kills it and panics
+    /// with what it printed.
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        let (status, timed_out) = loop {
+            match self.child.try_wait().expect("waiting for child") {
+                Some(status) => break (status, false),
+                None if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    break (self.child.wait().expect("waiting for killed child"), true);
+                }
+                None => thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let output = Output {
+            status,
+            stdout: std::fs::read(&self.stdout_path).unwrap_or_default(),
+            stderr: std::fs::read(&self.stderr_path).unwrap_or_default(),
+        };
+        if timed_out {
+            panic!(
+                "{} did not finish within {timeout:?}; killed.\n{}",
+                self.shown,
+                describe(&output)
+            );
+        }
+        output
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of a file, with coreutils' `sha256sum` (much faster
+/// than the debug-built hasher for the 20-50 MB files of the failover tests).
+pub fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run sha256sum: {e}"));
+    assert_success(&out, &format!("sha256sum {}", path.display()));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Writes a line straight to the process's stderr, past the test harness's
+/// output capture, so it shows for passing tests too.
+pub fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A scratch directory removed on drop.

@@ -159,12 +159,54 @@ fn status_reup_exec_kill_down() {
 fn unsupported_mode_is_refused() {
     // Argument checking only: no namespaces are touched.
     let out = run_with_timeout(
-        Command::new(hotpair_bin()).args(["lab", "up", "--prefix", "tnever", "--mode", "duplex"]),
+        Command::new(hotpair_bin()).args([
+            "lab",
+            "up",
+            "--prefix",
+            "tnever",
+            "--mode",
+            "dual-role",
+        ]),
         T,
     );
-    assert!(!out.status.success(), "duplex must be refused for now");
+    assert!(!out.status.success(), "dual-role must be refused for now");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not supported"), "unclear error: {err}");
+    // Duplex-only options are refused in simplex.
+    for extra in [
+        ["--repl-net", "dedicated"],
+        ["--heartbeat-timeout-ms", "800"],
+    ] {
+        let out = run_with_timeout(
+            Command::new(hotpair_bin())
+                .args(["lab", "up", "--prefix", "tnever"])
+                .args(extra),
+            T,
+        );
+        assert!(
+            !out.status.success(),
+            "{extra:?} without --mode duplex must be refused"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--mode duplex"), "unclear error: {err}");
+    }
+    let out = run_with_timeout(
+        Command::new(hotpair_bin()).args([
+            "lab",
+            "up",
+            "--prefix",
+            "tnever",
+            "--mode",
+            "duplex",
+            "--heartbeat-timeout-ms",
+            "100",
+        ]),
+        T,
+    );
+    assert!(
+        !out.status.success(),
+        "a heartbeat timeout not above the interval must be refused"
+    );
     assert!(!Path::new("/run/netns/tnever-client").exists());
 }
 
@@ -187,11 +229,14 @@ fn help_documents_the_defaults() {
     }
 }
 
-#[test]
-fn demo_passes_and_cleans_up() {
+/// `hotpair demo [--kill ingress]`: the failover demo passes, reports the
+/// stall, and leaves nothing behind.
+fn demo(kill: &str) {
     if !hotpair_netns_tests::require_root("demo") {
         return;
     }
+    // One duplex lab at a time (see `failover::serial`).
+    let _serial = hotpair_netns_tests::failover::serial();
     let prefix = hotpair_netns_tests::unique_prefix();
     /// Removes the demo's lab should the demo itself fail to.
     struct Down(String);
@@ -204,17 +249,30 @@ fn demo_passes_and_cleans_up() {
     }
     let _down = Down(prefix.clone());
     let out = run_with_timeout(
-        Command::new(hotpair_bin()).args(["demo", "--prefix", &prefix]),
+        Command::new(hotpair_bin()).args(["demo", "--prefix", &prefix, "--kill", kill]),
         Duration::from_secs(120),
     );
-    assert_success(&out, "hotpair demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    hotpair_netns_tests::report(&format!(
+        "[demo --kill {kill}] {}",
+        stdout
+            .lines()
+            .filter(|l| l.contains("stall") || l.contains("SIGKILL") || l.contains("PASS"))
+            .collect::<Vec<_>>()
+            .join("\n[demo] ")
+    ));
+    assert_success(&out, &format!("hotpair demo --kill {kill}"));
     assert!(
         stdout.contains("PASS"),
         "no PASS in the demo output:\n{}",
         describe(&out)
     );
-    for ns in ["client", "sw", "n1"] {
+    assert!(
+        stdout.contains("client-visible stall:"),
+        "no stall in the demo output:\n{}",
+        describe(&out)
+    );
+    for ns in ["client", "sw", "n1", "n2"] {
         assert!(
             !Path::new("/run/netns")
                 .join(format!("{prefix}-{ns}"))
@@ -223,4 +281,14 @@ fn demo_passes_and_cleans_up() {
         );
     }
     assert!(!Path::new(&format!("/run/hotpair/lab-{prefix}")).exists());
+}
+
+#[test]
+fn demo_primary_crash_passes_and_cleans_up() {
+    demo("primary");
+}
+
+#[test]
+fn demo_ingress_crash_passes_and_cleans_up() {
+    demo("ingress");
 }

@@ -13,11 +13,12 @@
 //! - [`Mode::Simplex`]: serve alone.
 //! - [`Mode::Ingress`] (the paper's backup): own the address on the LAN. Each
 //!   client segment is fed first to a *shadow* socket — with its ACK (and SACK
-//!   edges) moved into the shadow's sequence space and its window forced to
-//!   zero, so the shadow never transmits — and only once the shadow has
-//!   acknowledged the segment's bytes is the original forwarded to the primary.
-//!   So every byte the primary acknowledges is held here. The shadow's output
-//!   is observed (its ISN, its ACK) and discarded.
+//!   edges) moved into the shadow's sequence space — and only once the shadow
+//!   has acknowledged the segment's bytes is the original forwarded to the
+//!   primary. So every byte the primary acknowledges is held here. The
+//!   shadow's output is observed (its ISN, its ACK) and discarded; at a
+//!   takeover smoltcp's clock jumps past its retransmission timers so it
+//!   resends what the client has not acknowledged at once.
 //! - [`Mode::Primary`]: take client frames only from the ingress node, never
 //!   from the LAN; never send ARP (the client must keep sending to the
 //!   ingress node); learn the client's MAC from forwarded frames.

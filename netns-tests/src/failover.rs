@@ -1,0 +1,1236 @@
+//! Failover scenarios, shared by `tests/failover_primary_crash.rs` and
+//! `tests/failover_ingress_crash.rs`: each body takes the [`Victim`] to
+//! SIGKILL. Every scenario builds its own duplex lab (n1 primary, n2 ingress),
+//! kills one node while a client is in the middle of something, and checks
+//! that the client sees nothing but a pause.
+//!
+//! Environment knobs:
+//! - `HOTPAIR_REPL_NET=dedicated`: run the labs with a dedicated replication
+//!   network (default: shared, over the LAN).
+//! - `HOTPAIR_FAILOVER_RUNS=N`: runs of the random-moment test (default 5).
+//! - `HOTPAIR_FAILOVER_SEED=S`: its seed (default: from the clock; printed).
+//! - `HOTPAIR_STALL_RUNS=N`: kills of the (ignored) stall statistics test
+//!   (default 20).
+//! - `HOTPAIR_LOG_LINES=N`: node log lines shown when a test fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::wrk::parse_wrk;
+use crate::{
+    describe, random_bytes, report, sha256_file, sha256sum, split_head, status_code, url, Lab,
+    TempDir, SERVICE,
+};
+
+/// curl `--limit-rate` for downloads (the 50 MB file takes ~2.5 s).
+pub const DOWNLOAD_RATE: &str = "20M";
+/// curl `--limit-rate` for uploads (the 20 MB body takes ~2 s).
+pub const UPLOAD_RATE: &str = "10M";
+/// The download kill lands once this much has arrived (~1 s in).
+pub const KILL_AT_BYTES: u64 = 20 * 1024 * 1024;
+/// How often the downloaded file's size is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+const DOWNLOAD_FILE: &str = "50m.bin";
+const UPLOAD_BYTES: usize = 20 * 1024 * 1024;
+const GENERATE_BYTES: u64 = 30_000_000;
+
+/// The node a scenario kills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Victim {
+    /// n1: runs the application and sends the replies.
+    Primary,
+    /// n2: owns the service address, forwards client frames, keeps shadows.
+    Ingress,
+}
+
+impl Victim {
+    pub fn node(self) -> &'static str {
+        match self {
+            Victim::Primary => "n1",
+            Victim::Ingress => "n2",
+        }
+    }
+
+    pub fn survivor(self) -> &'static str {
+        match self {
+            Victim::Primary => "n2",
+            Victim::Ingress => "n1",
+        }
+    }
+
+    pub fn role(self) -> &'static str {
+        match self {
+            Victim::Primary => "primary",
+            Victim::Ingress => "ingress",
+        }
+    }
+}
+
+/// `lab up` arguments for a duplex lab (`HOTPAIR_REPL_NET` picks the link's network).
+pub fn duplex_args() -> Vec<String> {
+    let net = std::env::var("HOTPAIR_REPL_NET").unwrap_or_else(|_| "shared".to_owned());
+    vec![
+        "--mode".into(),
+        "duplex".into(),
+        "--repl-net".into(),
+        net,
+        "--wait-secs".into(),
+        "30".into(),
+    ]
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Held while a test runs a duplex lab: such tests run one at a time within
+/// a test binary (test binaries run one after the other anyway), because on
+/// a small machine two duplex labs at once starve each other's nodes of CPU
+/// and the measured stalls say more about the machine than about hotpair.
+/// `HOTPAIR_FAILOVER_PARALLEL=1` lets them run in parallel.
+pub struct Serial {
+    _guard: Option<std::sync::MutexGuard<'static, ()>>,
+}
+
+/// Takes the duplex-lab lock (see [`Serial`]).
+pub fn serial() -> Serial {
+    if std::env::var_os("HOTPAIR_FAILOVER_PARALLEL").is_some_and(|v| !v.is_empty() && v != "0") {
+        return Serial { _guard: None };
+    }
+    Serial {
+        _guard: Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner())),
+    }
+}
+
+/// A duplex lab for test `test`; `None` when skipped (not root). Holds the
+/// [`serial`] lock until dropped.
+pub fn duplex_lab(test: &str) -> Option<DuplexLab> {
+    let serial = serial();
+    let lab = plain_duplex_lab(test)?;
+    Some(DuplexLab {
+        lab,
+        _serial: serial,
+    })
+}
+
+/// A duplex [`Lab`] plus the [`serial`] lock (the lab goes down first).
+pub struct DuplexLab {
+    pub lab: Lab,
+    _serial: Serial,
+}
+
+impl std::ops::Deref for DuplexLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+fn plain_duplex_lab(test: &str) -> Option<Lab> {
+    let args = duplex_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let lab = Lab::up_with(test, &args)?;
+    let st = lab.initial_status();
+    assert_eq!(st["mode"], "duplex", "[{test}] lab status: {st}");
+    for (name, role) in [("n1", "primary"), ("n2", "ingress")] {
+        let n = st["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("[{test}] no node {name} in lab status: {st}"));
+        assert_eq!(n["role"], role, "[{test}] lab status: {st}");
+        assert_eq!(n["alive"], true, "[{test}] lab status: {st}");
+    }
+    Some(lab)
+}
+
+/// Rebuilds the lab in place (same prefix), for tests that kill repeatedly.
+pub fn reup(lab: &Lab) {
+    let mut args = vec!["up".to_owned()];
+    args.extend(duplex_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lab.lab(&args, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "[{}] lab up again failed\n{}",
+        lab.test,
+        describe(&out)
+    );
+}
+
+/// After a kill: the victim is dead and the survivor alive.
+#[track_caller]
+pub fn assert_survivor(lab: &Lab, victim: Victim) {
+    assert!(
+        !lab.node_alive(victim.node()),
+        "[{}] {} ({}) still alive after lab kill",
+        lab.test,
+        victim.node(),
+        victim.role()
+    );
+    assert!(
+        lab.node_alive(victim.survivor()),
+        "[{}] the survivor {} died too (see its log below)",
+        lab.test,
+        victim.survivor()
+    );
+}
+
+// ---- size sampling and the stall ------------------------------------------
+
+/// Samples a growing file's size every [`SAMPLE_EVERY`] on a thread of its own.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    latest: Arc<AtomicU64>,
+    samples: Arc<Mutex<Vec<(Instant, u64)>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    pub fn start(path: PathBuf) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let latest = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(Mutex::new(Vec::with_capacity(8192)));
+        let thread = {
+            let (stop, latest, samples) = (stop.clone(), latest.clone(), samples.clone());
+            thread::spawn(move || {
+                let mut next = Instant::now();
+                while !stop.load(Ordering::SeqCst) {
+                    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    latest.store(size, Ordering::SeqCst);
+                    if let Ok(mut v) = samples.lock() {
+                        v.push((Instant::now(), size));
+                    }
+                    next += SAMPLE_EVERY;
+                    let now = Instant::now();
+                    if next > now {
+                        thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+            })
+        };
+        Sampler {
+            stop,
+            latest,
+            samples,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn latest(&self) -> u64 {
+        self.latest.load(Ordering::SeqCst)
+    }
+
+    pub fn finish(mut self) -> Vec<(Instant, u64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The client-visible stall around a kill.
+#[derive(Clone, Copy, Debug)]
+pub struct Stall {
+    /// The longest interval without growth that ends after the kill (or is
+    /// still open at the end of an incomplete download).
+    pub after_kill: Duration,
+    /// The longest such interval before the kill, for comparison.
+    pub before_kill: Duration,
+    /// From the kill to the first growth after it.
+    pub resumed_after: Option<Duration>,
+}
+
+/// Computes the [`Stall`] of `samples` (instant, size) around `kill`;
+/// `complete` says whether the download finished.
+pub fn stall(samples: &[(Instant, u64)], kill: Instant, end: Instant, complete: bool) -> Stall {
+    let growth: Vec<Instant> = samples
+        .windows(2)
+        .filter(|w| w[1].1 > w[0].1)
+        .map(|w| w[1].0)
+        .collect();
+    let mut after = Duration::ZERO;
+    let mut before = Duration::ZERO;
+    for w in growth.windows(2) {
+        let gap = w[1] - w[0];
+        if w[1] > kill {
+            after = after.max(gap);
+        } else {
+            before = before.max(gap);
+        }
+    }
+    if !complete {
+        let last = growth.last().copied().unwrap_or(kill);
+        after = after.max(end.saturating_duration_since(last));
+    }
+    Stall {
+        after_kill: after,
+        before_kill: before,
+        resumed_after: growth.iter().find(|&&t| t > kill).map(|&t| t - kill),
+    }
+}
+
+/// Seconds since the epoch (tcpdump -tt's clock).
+pub fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+// ---- packet capture ----------------------------------------------------------
+
+/// tcpdump in the client namespace, capturing the service's TCP traffic
+/// (both directions, so a RST can be shown with its connection's history;
+/// the RST count only looks at segments from the service address).
+pub struct Capture {
+    proc: crate::Background,
+    file: PathBuf,
+}
+
+/// What a capture saw.
+#[derive(Debug)]
+pub struct CaptureReport {
+    /// Segments from the service address.
+    pub packets: usize,
+    /// Summary lines (`tcpdump -tt`) of the segments from the service
+    /// address with RST set.
+    pub rsts: Vec<String>,
+    /// For each RST, the last segments of its connection (both directions).
+    pub context: Vec<String>,
+}
+
+impl Capture {
+    /// Starts `tcpdump -i eth0 -w FILE 'tcp and host 10.77.0.10'` and
+    /// waits until it listens.
+    pub fn start(lab: &Lab, dir: &Path) -> Capture {
+        let file = dir.join("client.pcap");
+        let filter = format!("tcp and host {SERVICE}");
+        let file_s = file.to_string_lossy().into_owned();
+        let mut proc = lab.spawn_in(
+            "client",
+            &[
+                "tcpdump", "-i", "eth0", "-n", "-s", "128", "-U", "-w", &file_s, &filter,
+            ],
+            dir,
+            "tcpdump",
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !proc.stderr_text().contains("listening on") {
+            assert!(
+                !proc.exited(),
+                "[{}] tcpdump exited at start: {}",
+                lab.test,
+                proc.stderr_text()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "[{}] tcpdump did not start listening within 10 s: {}",
+                lab.test,
+                proc.stderr_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Capture { proc, file }
+    }
+
+    /// Stops tcpdump and reads the capture back.
+    pub fn stop(self) -> CaptureReport {
+        // Let the last packets reach the capture before stopping it.
+        thread::sleep(Duration::from_millis(200));
+        self.proc.signal("INT");
+        let out = self.proc.wait(Duration::from_secs(10));
+        assert!(
+            self.file.exists(),
+            "tcpdump wrote no capture file\n{}",
+            describe(&out)
+        );
+        let read = |filter: &str| -> Vec<String> {
+            let mut cmd = Command::new("tcpdump");
+            // -e: the MACs tell which node sent a segment (02:68:70:00:00:0<i>).
+            cmd.args(["-n", "-e", "-tt", "-r"])
+                .arg(&self.file)
+                .arg(filter);
+            let out = cmd
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run tcpdump -r: {e}"));
+            assert!(
+                out.status.success(),
+                "tcpdump -r {} failed\n{}",
+                self.file.display(),
+                describe(&out)
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        };
+        let rsts = read(&format!(
+            "src host {SERVICE} and tcp[tcpflags] & tcp-rst != 0"
+        ));
+        let all = read("tcp");
+        let mut context = Vec::new();
+        for rst in rsts.iter().take(5) {
+            // "TIME MAC > MAC, …: 10.77.0.10.80 > 10.77.0.100.PORT: Flags [R] …"
+            let from_vip = format!("{SERVICE}.80 > ");
+            let Some(client) = rst.split_once(&from_vip).and_then(|(_, rest)| {
+                rest.split_whitespace()
+                    .next()
+                    .map(|c| c.trim_end_matches(':').to_owned())
+            }) else {
+                continue;
+            };
+            let conn: Vec<&String> = all.iter().filter(|l| l.contains(&client)).collect();
+            let at = conn.iter().position(|l| *l == rst).unwrap_or(conn.len());
+            context.push(format!("connection {client}, up to the RST:"));
+            for l in &conn[at.saturating_sub(10)..(at + 3).min(conn.len())] {
+                context.push(format!("    {l}"));
+            }
+        }
+        CaptureReport {
+            packets: all
+                .iter()
+                .filter(|l| l.contains(&format!(" {SERVICE}.80 > ")))
+                .count(),
+            rsts,
+            context,
+        }
+    }
+}
+
+/// Asserts the capture holds packets and no RST from the service address.
+/// `kill` (seconds since the epoch) dates the RSTs relative to the kill.
+#[track_caller]
+pub fn assert_no_rst(lab: &Lab, cap: &CaptureReport, what: &str, kill: f64) {
+    assert!(
+        cap.packets > 0,
+        "[{}] {what}: the capture in the client namespace holds no packet from {SERVICE}",
+        lab.test
+    );
+    let dated = |l: &String| {
+        // `tcpdump -tt`: the first field is the time.
+        let t: f64 = l
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(f64::NAN);
+        format!("  [{:+.3} s from the kill] {l}", t - kill)
+    };
+    assert!(
+        cap.rsts.is_empty(),
+        "[{}] {what}: {} RST segment(s) from {SERVICE} seen by the client (MAC \
+         02:68:70:00:00:01 = n1, :02 = n2):\n{}\n{}",
+        lab.test,
+        cap.rsts.len(),
+        cap.rsts
+            .iter()
+            .take(20)
+            .map(dated)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        cap.context.join("\n")
+    );
+    report(&format!(
+        "[{}] {what}: capture: {} packets from {SERVICE}, 0 RST",
+        lab.test, cap.packets
+    ));
+}
+
+// ---- (a) download, (f) capture, (g) random moments ----------------------------
+
+/// When a download's kill lands.
+#[derive(Clone, Copy, Debug)]
+pub enum KillAt {
+    /// Once this many bytes have arrived.
+    Bytes(u64),
+    /// This long after curl started.
+    Delay(Duration),
+}
+
+/// What a download with a kill measured.
+#[derive(Clone, Copy, Debug)]
+pub struct DownloadOutcome {
+    pub stall: Stall,
+    /// Bytes the client had when the kill was sent.
+    pub at_kill: u64,
+    /// Time from curl's start to the kill.
+    pub kill_after: Duration,
+    pub total: Duration,
+}
+
+/// Downloads /static/50m.bin with `curl --limit-rate 20M`, SIGKILLs `victim`
+/// at `kill_at`, and checks curl's exit code 0 and the SHA-256. With
+/// `capture`, also checks that the client saw no RST from the service address.
+pub fn download_with_kill(
+    lab: &Lab,
+    victim: Victim,
+    kill_at: KillAt,
+    capture: bool,
+    what: &str,
+) -> DownloadOutcome {
+    let test = &lab.test;
+    let tmp = TempDir::new(&format!("{test}-dl"));
+    let src = lab.docroot().join(DOWNLOAD_FILE);
+    let total = std::fs::metadata(&src).expect("docroot file").len();
+    let cap = capture.then(|| Capture::start(lab, tmp.path()));
+    let dl = tmp.path().join("download.bin");
+    let dl_s = dl.to_string_lossy().into_owned();
+    let u = url(&format!("/static/{DOWNLOAD_FILE}"));
+    let start = Instant::now();
+    let mut curl = lab.spawn_in(
+        "client",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "45",
+            "--limit-rate",
+            DOWNLOAD_RATE,
+            "-o",
+            &dl_s,
+            "-w",
+            "%{http_code} %{size_download}\n",
+            &u,
+        ],
+        tmp.path(),
+        "curl",
+    );
+    let sampler = Sampler::start(dl.clone());
+    // Wait for the kill moment.
+    loop {
+        let due = match kill_at {
+            KillAt::Bytes(b) => sampler.latest() >= b,
+            KillAt::Delay(d) => start.elapsed() >= d,
+        };
+        if due {
+            break;
+        }
+        if curl.exited() {
+            let out = curl.wait(Duration::from_secs(1));
+            panic!(
+                "[{test}] {what}: curl ended before the kill ({} of {total} bytes)\n{}",
+                sampler.latest(),
+                describe(&out)
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "[{test}] {what}: the kill moment {kill_at:?} did not come within 20 s \
+             ({} bytes arrived)",
+            sampler.latest()
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    let at_kill = sampler.latest();
+    let kill_epoch = epoch_now();
+    let kill = lab.kill(victim.node());
+    let kill_after = kill - start;
+    let out = curl.wait(Duration::from_secs(50));
+    let end = Instant::now();
+    let samples = sampler.finish();
+    let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
+    let s = stall(&samples, kill, end, got == total);
+    let outcome = if out.status.success() && got == total {
+        format!("STALL {:.0} ms", ms(s.after_kill))
+    } else {
+        // A stall of a download that broke means nothing.
+        format!(
+            "BROKEN ({}, {got} of {total} bytes; curl ended {:.0} ms after the kill)",
+            out.status,
+            ms(end.saturating_duration_since(kill))
+        )
+    };
+    let line = format!(
+        "[{test}] {what}: {outcome} after SIGKILL {} ({}) at {:.2} s, {:.1} MiB in \
+         (resumed after {}; longest pause before the kill {:.0} ms; total {:.2} s)",
+        victim.node(),
+        victim.role(),
+        kill_after.as_secs_f64(),
+        mib(at_kill),
+        s.resumed_after
+            .map_or("never".to_owned(), |r| format!("{:.0} ms", ms(r))),
+        ms(s.before_kill),
+        (end - start).as_secs_f64()
+    );
+    report(&line);
+    assert!(
+        out.status.success(),
+        "[{test}] {what}: curl failed after the kill of {} ({}); {got} of {total} bytes\n{line}\n{}",
+        victim.node(),
+        victim.role(),
+        describe(&out)
+    );
+    assert_eq!(
+        got, total,
+        "[{test}] {what}: received {got} bytes, expected {total}"
+    );
+    let want = sha256sum(&src);
+    let have = sha256sum(&dl);
+    assert_eq!(
+        have,
+        want,
+        "[{test}] {what}: the downloaded file differs from {} (same length)",
+        src.display()
+    );
+    assert_survivor(lab, victim);
+    if let Some(cap) = cap {
+        let r = cap.stop();
+        assert_no_rst(lab, &r, what, kill_epoch);
+    }
+    DownloadOutcome {
+        stall: s,
+        at_kill,
+        kill_after,
+        total: end - start,
+    }
+}
+
+/// (a) + (f): kill mid-reply of a 50 MB download; curl exits 0, SHA-256
+/// matches, no RST in the client's capture.
+pub fn download(test: &str, victim: Victim) {
+    let Some(lab) = duplex_lab(test) else {
+        return;
+    };
+    let o = download_with_kill(&lab, victim, KillAt::Bytes(KILL_AT_BYTES), true, "download");
+    let total = std::fs::metadata(lab.docroot().join(DOWNLOAD_FILE))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        o.at_kill > 0 && o.at_kill < total,
+        "[{test}] the kill did not land mid-reply ({} of {total} bytes)",
+        o.at_kill
+    );
+}
+
+/// A seeded splitmix64.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi] milliseconds.
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next_u64() % (hi - lo + 1))
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+    )
+}
+
+/// (g): `HOTPAIR_FAILOVER_RUNS` (default 5) downloads, each with the kill at
+/// a random delay in [0.2, 2.0] s drawn from a seeded RNG (seed printed;
+/// `HOTPAIR_FAILOVER_SEED` replays it). The lab is rebuilt between runs.
+pub fn random_moments(test: &str, victim: Victim) {
+    let runs = env_u64("HOTPAIR_FAILOVER_RUNS").unwrap_or(5).max(1);
+    let seed = env_u64("HOTPAIR_FAILOVER_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ u64::from(std::process::id())
+    });
+    let mut rng = Rng::new(seed);
+    let delays: Vec<Duration> = (0..runs).map(|_| rng.millis(200, 2000)).collect();
+    report(&format!(
+        "[{test}] {runs} kills of {} ({}) at random moments: HOTPAIR_FAILOVER_SEED={seed}, \
+         delays {:?} ms",
+        victim.node(),
+        victim.role(),
+        delays.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    ));
+    let Some(lab) = duplex_lab(test) else {
+        return;
+    };
+    let labels: Vec<String> = delays
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            format!(
+                "run {}/{runs} (seed {seed}, kill at {} ms)",
+                i + 1,
+                d.as_millis()
+            )
+        })
+        .collect();
+    let kills: Vec<KillAt> = delays.iter().map(|d| KillAt::Delay(*d)).collect();
+    let (stalls, failures) = repeated_kills(&lab, victim, &kills, &labels);
+    assert!(
+        failures.is_empty(),
+        "[{test}] {} of {runs} runs failed (HOTPAIR_FAILOVER_SEED={seed} replays them):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    report(&format!(
+        "[{test}] all {runs} runs passed (seed {seed}); {}",
+        stall_summary(&stalls)
+    ));
+}
+
+/// Runs one download per entry of `kills` (rebuilding the lab between them),
+/// every one even when some fail. Returns the stalls of the runs that passed
+/// and a line per failed run.
+fn repeated_kills(
+    lab: &Lab,
+    victim: Victim,
+    kills: &[KillAt],
+    labels: &[String],
+) -> (Vec<Duration>, Vec<String>) {
+    let mut stalls = Vec::new();
+    let mut failures = Vec::new();
+    for (i, (kill, what)) in kills.iter().zip(labels).enumerate() {
+        if i > 0 {
+            reup(lab);
+        }
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            download_with_kill(lab, victim, *kill, false, what)
+        }));
+        match run {
+            Ok(o) => stalls.push(o.stall.after_kill),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                report(&format!(
+                    "FAILED: {}",
+                    msg.lines().next().unwrap_or("(no message)")
+                ));
+                eprintln!(
+                    "[{}] {what} FAILED; node logs:\n{}",
+                    lab.test,
+                    lab.node_logs(25)
+                );
+                failures.push(msg.lines().next().unwrap_or("(no message)").to_owned());
+            }
+        }
+    }
+    (stalls, failures)
+}
+
+/// "stall median X ms, max Y ms over N kills".
+pub fn stall_summary(stalls: &[Duration]) -> String {
+    let mut v: Vec<f64> = stalls.iter().map(|d| ms(*d)).collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return "no stalls measured".to_owned();
+    }
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    format!(
+        "stall median {median:.0} ms, max {:.0} ms, min {:.0} ms over {} kills (all: {})",
+        v[v.len() - 1],
+        v[0],
+        v.len(),
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// The stall statistics: `HOTPAIR_STALL_RUNS` (default 20) downloads, each
+/// killing `victim` at 20 MiB as the demo does; prints every stall, the
+/// median and the maximum.
+pub fn stall_statistics(test: &str, victim: Victim) {
+    let runs = env_u64("HOTPAIR_STALL_RUNS").unwrap_or(20).max(1);
+    let Some(lab) = duplex_lab(test) else {
+        return;
+    };
+    let labels: Vec<String> = (0..runs)
+        .map(|i| format!("stall run {}/{runs}", i + 1))
+        .collect();
+    let kills = vec![KillAt::Bytes(KILL_AT_BYTES); labels.len()];
+    let (stalls, failures) = repeated_kills(&lab, victim, &kills, &labels);
+    report(&format!(
+        "[{test}] STALL SUMMARY, SIGKILL {} ({}) at 20 MiB into a 50 MB download at 20 MB/s: \
+         {}; {} of {runs} runs failed",
+        victim.node(),
+        victim.role(),
+        stall_summary(&stalls),
+        failures.len()
+    ));
+    assert!(
+        failures.is_empty(),
+        "[{test}] {} of {runs} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+// ---- (b) upload -----------------------------------------------------------------
+
+/// Bytes the client's socket to the service has had acknowledged (`ss -ti`).
+fn client_bytes_acked(lab: &Lab) -> u64 {
+    let filter = format!("dst {SERVICE}");
+    let out = lab.exec_in(
+        "client",
+        &["ss", "-tinH", "state", "established", &filter],
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .filter_map(|w| w.strip_prefix("bytes_acked:"))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// (b): kill mid-upload of a 20 MB POST to /app/upload (curl `--limit-rate
+/// 10M`); the reply body is the SHA-256 of the uploaded file.
+pub fn upload(test: &str, victim: Victim) {
+    let Some(lab) = duplex_lab(test) else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("{test}-up"));
+    let file = tmp.path().join("upload.bin");
+    std::fs::write(&file, random_bytes(UPLOAD_BYTES)).expect("writing the upload file");
+    let want = sha256sum(&file);
+    let at_file = format!("@{}", file.display());
+    let u = url("/app/upload");
+    let start = Instant::now();
+    let curl = lab.spawn_in(
+        "client",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "45",
+            "--limit-rate",
+            UPLOAD_RATE,
+            "-D",
+            "-",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &at_file,
+            &u,
+        ],
+        tmp.path(),
+        "curl",
+    );
+    // Kill when the service has acknowledged ~40% of the body.
+    let target = (UPLOAD_BYTES as u64) * 2 / 5;
+    let mut acked = 0;
+    let mut curl = curl;
+    while acked < target {
+        assert!(
+            !curl.exited(),
+            "[{test}] curl ended before the kill ({acked} bytes acknowledged)\n{}",
+            describe(&curl.wait(Duration::from_secs(1)))
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "[{test}] the upload did not reach {target} acknowledged bytes within 20 s \
+             ({acked} so far)"
+        );
+        thread::sleep(Duration::from_millis(25));
+        acked = client_bytes_acked(&lab);
+    }
+    let kill = lab.kill(victim.node());
+    report(&format!(
+        "[{test}] SIGKILL {} ({}) {:.2} s into the upload, {:.1} of {:.1} MiB acknowledged",
+        victim.node(),
+        victim.role(),
+        (kill - start).as_secs_f64(),
+        mib(acked),
+        mib(UPLOAD_BYTES as u64)
+    ));
+    let out = curl.wait(Duration::from_secs(50));
+    report(&format!(
+        "[{test}] upload finished {:.2} s after the kill",
+        kill.elapsed().as_secs_f64()
+    ));
+    assert!(
+        out.status.success(),
+        "[{test}] curl upload failed after the kill of {}\n{}",
+        victim.node(),
+        describe(&out)
+    );
+    let (head, body) = split_head(&out.stdout);
+    assert_eq!(status_code(&head), 200, "[{test}] reply head:\n{head}");
+    assert_eq!(
+        String::from_utf8_lossy(body).trim(),
+        want,
+        "[{test}] the reply is not the SHA-256 of the uploaded body"
+    );
+    assert_survivor(&lab, victim);
+}
+
+// ---- (c) generate --------------------------------------------------------------
+
+/// (c): kill while /non-deterministic/x?size=30000000 is being computed;
+/// exactly 30000000 bytes arrive and curl exits 0. The kill moment is a
+/// third of the time to first byte measured by an undisturbed request.
+pub fn generate(test: &str, victim: Victim) {
+    let Some(lab) = duplex_lab(test) else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("{test}-gen"));
+    let dl = tmp.path().join("generated.bin");
+    let dl_s = dl.to_string_lossy().into_owned();
+    let u = url(&format!("/non-deterministic/x?size={GENERATE_BYTES}"));
+    let curl_args = [
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "50",
+        "-o",
+        &dl_s,
+        "-w",
+        "%{http_code} %{size_download} %{time_starttransfer}\n",
+        &u,
+    ];
+    // Calibration, undisturbed.
+    let out = lab.exec_in("client", &curl_args, Duration::from_secs(55));
+    assert!(
+        out.status.success(),
+        "[{test}] generate before any kill failed\n{}",
+        describe(&out)
+    );
+    let w = String::from_utf8_lossy(&out.stdout).into_owned();
+    let f: Vec<&str> = w.split_whitespace().collect();
+    assert_eq!(
+        f.get(1).copied(),
+        Some(GENERATE_BYTES.to_string().as_str()),
+        "[{test}] generate before any kill: wrong size: {w}"
+    );
+    let ttfb: f64 = f.get(2).and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    let delay = Duration::from_secs_f64((ttfb / 3.0).max(0.05));
+    let _ = std::fs::remove_file(&dl);
+
+    let start = Instant::now();
+    let mut curl = lab.spawn_in("client", &curl_args, tmp.path(), "curl");
+    while start.elapsed() < delay {
+        assert!(
+            !curl.exited(),
+            "[{test}] curl ended before the kill\n{}",
+            describe(&curl.wait(Duration::from_secs(1)))
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    let at_kill = std::fs::metadata(&dl).map_or(0, |m| m.len());
+    let kill = lab.kill(victim.node());
+    report(&format!(
+        "[{test}] SIGKILL {} ({}) {:.0} ms into the generate request (undisturbed time to \
+         first byte {:.0} ms); {at_kill} bytes had arrived{}",
+        victim.node(),
+        victim.role(),
+        ms(kill - start),
+        ttfb * 1000.0,
+        if at_kill > 0 {
+            " -- NOTE: the reply had started, so the kill was after the computation"
+        } else {
+            ""
+        }
+    ));
+    let out = curl.wait(Duration::from_secs(55));
+    assert!(
+        out.status.success(),
+        "[{test}] generate failed after the kill of {}\n{}",
+        victim.node(),
+        describe(&out)
+    );
+    let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
+    let w = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        got, GENERATE_BYTES,
+        "[{test}] received {got} bytes, expected {GENERATE_BYTES} (curl -w: {w})"
+    );
+    assert!(w.starts_with("200 "), "[{test}] status after the kill: {w}");
+    report(&format!(
+        "[{test}] generate completed {:.2} s after the kill",
+        kill.elapsed().as_secs_f64()
+    ));
+    assert_survivor(&lab, victim);
+}
+
+// ---- (d) keep-alive -----------------------------------------------------------
+
+const KEEPALIVE_SCRIPT: &str = r#"
+import hashlib, http.client, json, sys
+paths = json.loads(sys.argv[1])
+conn = http.client.HTTPConnection("10.77.0.10", 80, timeout=30)
+results = []
+def fetch(p):
+    entry = {"path": p}
+    try:
+        conn.request("GET", p)
+        r = conn.getresponse()
+        body = r.read()
+        entry.update(status=r.status, len=len(body),
+                     sha256=hashlib.sha256(body).hexdigest(), will_close=r.will_close)
+    except Exception as e:
+        entry["error"] = "%s: %s" % (type(e).__name__, e)
+    s = conn.sock
+    entry["sock_id"] = id(s) if s is not None else None
+    entry["local"] = list(s.getsockname()) if s is not None else None
+    results.append(entry)
+for p in paths[:5]:
+    fetch(p)
+print("READY", flush=True)
+sys.stdin.readline()
+for p in paths[5:]:
+    fetch(p)
+print(json.dumps(results), flush=True)
+"#;
+
+/// (d): five requests on one http.client connection, kill, five more on the
+/// same connection (same socket object, same local port); every body checked.
+pub fn keepalive(test: &str, victim: Victim) {
+    let Some(lab) = duplex_lab(test) else {
+        return;
+    };
+    let files = [
+        "index.html",
+        "1k.bin",
+        "5k.bin",
+        "50k.bin",
+        "1k.bin",
+        "50k.bin",
+        "5k.bin",
+        "index.html",
+        "50k.bin",
+        "1k.bin",
+    ];
+    let docroot = lab.docroot();
+    let paths: Vec<String> = files.iter().map(|f| format!("/static/{f}")).collect();
+    let arg = serde_json::to_string(&paths).expect("json");
+    let mut child = Command::new(crate::hotpair_bin())
+        .args(["lab", "exec", "--prefix", &lab.prefix, "client", "--"])
+        .args(["python3", "-c", KEEPALIVE_SCRIPT, &arg])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running python3 in the client namespace");
+    /// Kills the client if the test panics half way.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let child = KillOnDrop(child);
+    let (tx, rx) = mpsc::channel::<String>();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err_t = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(30));
+    assert_eq!(
+        ready.as_deref().ok(),
+        Some("READY"),
+        "[{test}] the python client did not finish its first 5 requests: {ready:?}"
+    );
+    let kill = lab.kill(victim.node());
+    stdin
+        .write_all(b"GO\n")
+        .expect("telling the client to go on");
+    stdin.flush().expect("flush");
+    let line = rx.recv_timeout(Duration::from_secs(55));
+    let elapsed = kill.elapsed();
+    drop(stdin);
+    drop(child);
+    let line = line.unwrap_or_else(|e| {
+        panic!(
+            "[{test}] the python client printed no result after the kill ({e}); stderr:\n{}",
+            err_t.join().unwrap_or_default()
+        )
+    });
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("[{test}] python printed no JSON ({e}): {line}"));
+    let results = v.as_array().expect("a list of results");
+    assert_eq!(results.len(), 10, "[{test}] {v}");
+    report(&format!(
+        "[{test}] 5 more requests on the same connection done {:.2} s after SIGKILL {} ({})",
+        elapsed.as_secs_f64(),
+        victim.node(),
+        victim.role()
+    ));
+    let first = &results[0];
+    for (i, r) in results.iter().enumerate() {
+        let when = if i < 5 { "before" } else { "after" };
+        assert!(
+            r.get("error").is_none(),
+            "[{test}] request {i} ({when} the kill) failed: {r}"
+        );
+        assert_eq!(
+            r["status"], 200,
+            "[{test}] request {i} ({when} the kill): {r}"
+        );
+        assert_eq!(
+            r["sha256"],
+            sha256_file(&docroot.join(files[i])),
+            "[{test}] request {i} ({when} the kill, {}): body differs from the file: {r}",
+            files[i]
+        );
+        assert_eq!(
+            (&r["sock_id"], &r["local"]),
+            (&first["sock_id"], &first["local"]),
+            "[{test}] request {i} ({when} the kill) did not use the first connection \
+             (socket reopened): {r} vs first {first}"
+        );
+    }
+    assert_survivor(&lab, victim);
+}
+
+// ---- (e) wrk, (f) capture -----------------------------------------------------
+
+/// (e) + (f): `wrk -c16 -d8s` on /static/5k.bin, kill at ~3 s: no socket
+/// errors, no non-2xx, no RST from the service address in the capture.
+pub fn wrk_load(test: &str, victim: Victim) {
+    let Some(lab) = duplex_lab(test) else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("{test}-wrk"));
+    let cap = Capture::start(&lab, tmp.path());
+    let u = url("/static/5k.bin");
+    let start = Instant::now();
+    let wrk = lab.spawn_in(
+        "client",
+        &["wrk", "-t2", "-c16", "-d8s", "--timeout", "5s", &u],
+        tmp.path(),
+        "wrk",
+    );
+    thread::sleep(Duration::from_secs(3));
+    let kill_epoch = epoch_now();
+    let kill = lab.kill(victim.node());
+    let out = wrk.wait(Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let r = parse_wrk(&text);
+    report(&format!(
+        "[{test}] wrk with SIGKILL {} ({}) at {:.2} s: {} requests, {:.0} req/s, max latency \
+         {}, socket errors {}, non-2xx {}",
+        victim.node(),
+        victim.role(),
+        (kill - start).as_secs_f64(),
+        r.requests,
+        r.requests_per_sec,
+        r.latency_max,
+        r.socket_errors(),
+        r.non_2xx
+    ));
+    assert!(
+        out.status.success(),
+        "[{test}] wrk failed\n{}",
+        describe(&out)
+    );
+    assert!(r.requests > 0, "[{test}] wrk completed no request\n{text}");
+    assert_eq!(
+        (r.connect, r.read, r.write, r.timeout),
+        (0, 0, 0, 0),
+        "[{test}] wrk socket errors (connect, read, write, timeout) across the kill\n{text}"
+    );
+    assert_eq!(
+        r.non_2xx, 0,
+        "[{test}] non-2xx replies across the kill\n{text}"
+    );
+    assert_survivor(&lab, victim);
+    let c = cap.stop();
+    assert_no_rst(&lab, &c, "wrk", kill_epoch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stall_measures_the_gap_after_the_kill() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut samples = Vec::new();
+        let mut size = 0;
+        for t in (0..=1000).step_by(10) {
+            if t <= 100 || t >= 700 {
+                size += 1000;
+            }
+            samples.push((at(t), size));
+        }
+        let s = stall(&samples, at(150), at(1000), true);
+        assert_eq!(s.after_kill, Duration::from_millis(600));
+        assert_eq!(s.before_kill, Duration::from_millis(10));
+        assert_eq!(s.resumed_after, Some(Duration::from_millis(550)));
+        let cut: Vec<_> = samples.iter().copied().filter(|s| s.0 <= at(400)).collect();
+        let s = stall(&cut, at(150), at(400), false);
+        assert_eq!(s.after_kill, Duration::from_millis(300));
+        assert_eq!(s.resumed_after, None);
+    }
+
+    #[test]
+    fn rng_is_seeded_and_in_range() {
+        let a: Vec<_> = {
+            let mut r = Rng::new(42);
+            (0..100).map(|_| r.millis(200, 2000)).collect()
+        };
+        let mut r = Rng::new(42);
+        let b: Vec<_> = (0..100).map(|_| r.millis(200, 2000)).collect();
+        assert_eq!(a, b);
+        assert!(a
+            .iter()
+            .all(|d| (200..=2000).contains(&(d.as_millis() as u64))));
+        assert!(a.iter().any(|d| d.as_millis() != a[0].as_millis()));
+    }
+
+    #[test]
+    fn summary() {
+        let s = stall_summary(&[300, 100, 200].map(Duration::from_millis));
+        assert!(s.starts_with("stall median 200 ms, max 300 ms"), "{s}");
+        let s = stall_summary(&[100, 200].map(Duration::from_millis));
+        assert!(s.starts_with("stall median 150 ms"), "{s}");
+    }
+}
