@@ -741,6 +741,7 @@ impl<C> Engine<C> {
         // handshake already failed no longer occupy their tuple.
         for t in std::mem::take(&mut self.pending_syn) {
             if self.tracks.get(&t).is_some_and(|tr| tr.slot.is_none()) {
+                tracing::trace!(client = %t.0, port = t.1, "SYN found no socket: track dropped");
                 self.tracks.remove(&t);
             }
         }
@@ -979,6 +980,7 @@ impl<C> Engine<C> {
         let Some(tr) = self.tracks.get_mut(&tuple) else {
             // A connection this node never saw open (it started before we
             // did): the primary serves it unreplicated; pass it through.
+            tracing::trace!(client = %tuple.0, port = tuple.1, "no track: passed through");
             self.stats.passed_through += 1;
             self.fwd_out.push_back(f);
             return None;
@@ -1202,72 +1204,77 @@ impl<C> Engine<C> {
         };
         let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
         match &mut slot.phase {
-            Phase::Listening { half_open } => match sock.state() {
-                tcp::State::Listen => return false,
-                tcp::State::SynReceived => {
-                    if half_open.is_none() {
-                        *half_open = tuple_of(sock, self.cfg.port);
-                        if let Some(tr) = half_open.and_then(|t| self.tracks.get_mut(&t)) {
-                            tr.slot = Some(i);
+            Phase::Listening { half_open } => {
+                // Which handshake the listener holds now. It can change
+                // between two looks: an RST in SYN-RECEIVED sends a passive
+                // socket back to LISTEN (RFC 793), and it may then take
+                // another SYN — so never trust the one seen before.
+                let current = match sock.state() {
+                    tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait => None,
+                    _ => tuple_of(sock, self.cfg.port),
+                };
+                if *half_open != current {
+                    if let Some(old) = half_open.take() {
+                        if self.tracks.get(&old).is_some_and(|t| t.slot == Some(i)) {
+                            tracing::trace!(client = %old.0, port = old.1, "handshake reset: track dropped");
+                            self.tracks.remove(&old);
                         }
                     }
-                    return false;
-                }
-                tcp::State::Closed | tcp::State::TimeWait => {
-                    // The handshake failed (RST, timeout): listen again.
-                    if let Some(t) = half_open.take() {
-                        self.tracks.remove(&t);
+                    *half_open = current;
+                    if let Some(tr) = current.and_then(|t| self.tracks.get_mut(&t)) {
+                        tr.slot = Some(i);
                     }
-                    listen(sock, self.cfg.port);
-                    return false;
                 }
-                _ => {
-                    let Some(tuple) = half_open.take().or_else(|| tuple_of(sock, self.cfg.port))
-                    else {
+                match sock.state() {
+                    tcp::State::Listen | tcp::State::SynReceived => return false,
+                    tcp::State::Closed | tcp::State::TimeWait => {
+                        // The handshake failed (timeout): listen again.
+                        listen(sock, self.cfg.port);
                         return false;
-                    };
-                    let Some(remote) = sock.remote_endpoint() else {
-                        return false;
-                    };
-                    let (key, shadow) = match self.tracks.get_mut(&tuple) {
-                        Some(tr) => {
-                            tr.slot = Some(i);
-                            (
+                    }
+                    _ => {
+                        let (Some(tuple), Some(remote)) =
+                            (half_open.take(), sock.remote_endpoint())
+                        else {
+                            return false;
+                        };
+                        let (key, shadow) = match self.tracks.get_mut(&tuple) {
+                            Some(tr) => (
                                 ConnKey {
                                     client_ip: tuple.0,
                                     client_port: tuple.1,
                                     client_isn: tr.isn,
                                 },
                                 tr.shadow.as_ref().is_some_and(|s| !s.live),
-                            )
-                        }
-                        None => (
-                            ConnKey {
-                                client_ip: tuple.0,
-                                client_port: tuple.1,
-                                client_isn: 0,
-                            },
-                            false,
-                        ),
-                    };
-                    self.stats.accepted += 1;
-                    self.stats.active += 1;
-                    tracing::trace!(?id, %remote, shadow, "accepted");
-                    let info = ConnInfo {
-                        remote,
-                        key,
-                        shadow,
-                    };
-                    let conn = service.accept(id, &info, now);
-                    slot.phase = Phase::Active(Active {
-                        conn,
-                        tuple,
-                        deadline: None,
-                        seen: (usize::MAX, usize::MAX, tcp::State::Closed),
-                        woken: true,
-                    });
+                            ),
+                            None => (
+                                ConnKey {
+                                    client_ip: tuple.0,
+                                    client_port: tuple.1,
+                                    client_isn: 0,
+                                },
+                                false,
+                            ),
+                        };
+                        self.stats.accepted += 1;
+                        self.stats.active += 1;
+                        tracing::trace!(?id, %remote, shadow, "accepted");
+                        let info = ConnInfo {
+                            remote,
+                            key,
+                            shadow,
+                        };
+                        let conn = service.accept(id, &info, now);
+                        slot.phase = Phase::Active(Active {
+                            conn,
+                            tuple,
+                            deadline: None,
+                            seen: (usize::MAX, usize::MAX, tcp::State::Closed),
+                            woken: true,
+                        });
+                    }
                 }
-            },
+            }
             Phase::Lingering { tuple } => {
                 if sock.state() == tcp::State::Closed {
                     let tuple = *tuple;
@@ -1384,6 +1391,7 @@ impl<C> Engine<C> {
 
     /// Drop the track of `tuple` if it still belongs to slot `i`.
     fn forget(&mut self, tuple: &Tuple, i: usize) {
+        tracing::trace!(client = %tuple.0, port = tuple.1, slot = i, "socket released");
         if self.tracks.get(tuple).is_some_and(|t| t.slot == Some(i)) {
             self.tracks.remove(tuple);
         }
