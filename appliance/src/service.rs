@@ -245,6 +245,16 @@ pub enum Conn {
     Shadow(Mirror),
 }
 
+/// Drop whatever the client sent that nobody will read.
+fn discard_input(sock: &mut tcp::Socket<'_>) {
+    while sock.can_recv() {
+        let n = sock.recv(|buf| (buf.len(), buf.len())).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
 /// Bytes of client input a shadow keeps for requests without a logged
 /// reply, beyond which it stops reading (its window closes, and the
 /// ingress node forwards nothing it does not hold).
@@ -445,6 +455,13 @@ impl NodeService {
                 });
             }
         }
+        if c.finish || c.http.wants_close() {
+            // Lingering close: the HTTP layer reads no more (an error reply,
+            // `Connection: close`, a timeout), but the client may still be
+            // sending (the rest of a rejected body). Drain and discard it, so
+            // it is not stuck behind a zero window and can take our FIN.
+            discard_input(sock);
+        }
         self.log_units(c);
         // Write released units, in order.
         while let Some(u) = c.units.front_mut() {
@@ -565,6 +582,11 @@ impl NodeService {
                     _ => {}
                 }
             }
+        }
+        if m.close_pending {
+            // The primary's connection reads no more (lingering close there):
+            // nothing after this is a request; discard it here too.
+            discard_input(sock);
         }
         // Keep the client's input (the request log) as far as allowed.
         let limit = input_log_limit(&self.limits);

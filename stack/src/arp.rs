@@ -110,6 +110,33 @@ pub fn parse(frame: &[u8]) -> Option<Arp> {
     }
 }
 
+/// A unicast ARP request from (`mac`, `ip`) to a known host: it learns
+/// that `ip` is at `mac` (and answers).
+pub fn request_to(
+    mac: EthernetAddress,
+    ip: Ipv4Address,
+    their_mac: EthernetAddress,
+    their_ip: Ipv4Address,
+) -> Vec<u8> {
+    let eth = EthernetRepr {
+        src_addr: mac,
+        dst_addr: their_mac,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: their_mac,
+        target_protocol_addr: their_ip,
+    };
+    let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut frame);
+    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    buf
+}
+
 /// Whether a frame is ARP.
 pub fn is_arp(frame: &[u8]) -> bool {
     frame.len() >= 14 && frame[12] == 0x08 && frame[13] == 0x06

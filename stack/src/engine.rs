@@ -640,6 +640,20 @@ impl<C> Engine<C> {
             self.claim = Claim::None;
             self.mode = Mode::Simplex;
             self.announce();
+            // Not every stack takes a gratuitous ARP (smoltcp, for one,
+            // ignores ARP not aimed at its own address), but every stack
+            // learns the sender of a request addressed to it: ask each
+            // client (or the gateway) we have been talking to.
+            let (mac, vip) = (self.cfg.mac, self.cfg.address.address());
+            let known: Vec<_> = self
+                .neighbors
+                .iter()
+                .map(|(ip, (m, _))| (*ip, *m))
+                .collect();
+            for (ip, their_mac) in known {
+                let f = crate::arp::request_to(mac, vip, their_mac, ip);
+                self.lan_out.push_back(Frame::copy_from(&f));
+            }
             // The client has been acknowledging to the dead ingress node:
             // our data reached it, its ACKs did not reach us. Rather than
             // wait for smoltcp's retransmission timer (1 s at least, more
