@@ -1,0 +1,421 @@
+//! The client: a smoltcp interface with its own in-memory NIC, running the
+//! scenario's connections. smoltcp here stands for an unmodified client
+//! kernel; where it differs from one in a way that matters for a takeover
+//! the NIC says so (gratuitous ARP, below).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address,
+};
+
+use crate::node::{PORT, VIP};
+use crate::reply;
+use crate::scenario::{Close, ConnScript, Sending};
+
+pub const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x64]);
+pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 77, 0, 100);
+/// Local port of the scenario's first connection (then +1 each).
+pub const FIRST_PORT: u16 = 40_000;
+const SOCKET_BUFFER: usize = 256 * 1024;
+
+fn smol(t: Duration) -> SmolInstant {
+    SmolInstant::from_micros(t.as_micros() as i64)
+}
+
+/// The client's NIC: frames in from the LAN, frames out to it.
+struct Nic {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+struct RxToken(Vec<u8>);
+struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push(buf);
+        r
+    }
+}
+
+impl phy::Device for Nic {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _ts: SmolInstant) -> Option<(RxToken, TxToken<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((RxToken(f), TxToken(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _ts: SmolInstant) -> Option<TxToken<'_>> {
+        Some(TxToken(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = 1514;
+        // The nodes leave TCP checksums to the kernel under their TAP (the
+        // simulation has none), so neither side computes or checks them;
+        // IPv4 header checksums are real and checked.
+        let mut csum = ChecksumCapabilities::default();
+        csum.tcp = Checksum::None;
+        caps.checksum = csum;
+        caps
+    }
+}
+
+/// One client connection and its progress through its script.
+pub struct ClientConn {
+    pub script: ConnScript,
+    handle: SocketHandle,
+    pub local_port: u16,
+    /// Requests queued so far.
+    pub next_req: usize,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Everything received, in order.
+    pub received: Vec<u8>,
+    /// Whole replies received so far.
+    pub complete: usize,
+    /// The last complete reply says `Connection: close`.
+    pub server_closes: bool,
+    pub parse_error: Option<String>,
+    pub closed_by_us: bool,
+    pub established: bool,
+    pub state: tcp::State,
+    /// The socket ended without the client closing it (reset, refusal).
+    pub abnormal: Option<String>,
+    /// When every reply was in.
+    pub replies_at: Option<Duration>,
+    pub done_at: Option<Duration>,
+}
+
+impl ClientConn {
+    pub fn done(&self) -> bool {
+        self.done_at.is_some()
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "port {} state {} sent {}/{} requests ({} of {} bytes written), {} of {} replies complete, {} bytes received",
+            self.local_port,
+            self.state,
+            self.next_req,
+            self.script.requests.len(),
+            self.out_pos,
+            self.out.len(),
+            self.complete,
+            self.script.requests.len(),
+            self.received.len()
+        )
+    }
+
+    /// Move the script along; returns whether anything moved.
+    fn drive(&mut self, sock: &mut tcp::Socket<'_>, now: Duration) -> bool {
+        let mut moved = false;
+        let st = sock.state();
+        if st != self.state {
+            if st == tcp::State::Closed && !self.closed_by_us && self.abnormal.is_none() {
+                self.abnormal = Some(format!(
+                    "socket went {} -> Closed without the client closing it (reset or refused)",
+                    self.state
+                ));
+            }
+            self.state = st;
+            moved = true;
+        }
+        if matches!(
+            st,
+            tcp::State::Established | tcp::State::CloseWait | tcp::State::FinWait1
+        ) {
+            self.established = true;
+        }
+        let n_req = self.script.requests.len();
+        if self.established && !self.closed_by_us && sock.may_send() {
+            match self.script.send {
+                Sending::AllAtOnce => {
+                    if self.next_req == 0 && n_req > 0 {
+                        for r in &self.script.requests {
+                            self.out.extend_from_slice(r);
+                        }
+                        self.next_req = n_req;
+                        moved = true;
+                    }
+                }
+                Sending::OneByOne => {
+                    if self.next_req < n_req
+                        && self.complete == self.next_req
+                        && self.out_pos == self.out.len()
+                    {
+                        self.out
+                            .extend_from_slice(&self.script.requests[self.next_req]);
+                        self.next_req += 1;
+                        moved = true;
+                    }
+                }
+            }
+        }
+        while self.out_pos < self.out.len() && sock.can_send() {
+            let n = sock.send_slice(&self.out[self.out_pos..]).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            self.out_pos += n;
+            moved = true;
+        }
+        let mut got = false;
+        while sock.can_recv() {
+            let rx = &mut self.received;
+            let n = sock
+                .recv(|b| {
+                    rx.extend_from_slice(b);
+                    (b.len(), b.len())
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got = true;
+        }
+        if got {
+            moved = true;
+            match reply::parse_stream(&self.received) {
+                Ok(p) => {
+                    self.complete = p.replies.len();
+                    self.server_closes = p.replies.last().is_some_and(reply::Reply::closes);
+                }
+                Err(e) => {
+                    if self.parse_error.is_none() {
+                        self.parse_error = Some(e);
+                    }
+                }
+            }
+        }
+        // Every reply is in, and every request byte is written — or the
+        // server said it closes, so it will read no more.
+        if self.replies_at.is_none()
+            && self.next_req == n_req
+            && (self.out_pos == self.out.len() || self.server_closes)
+            && self.complete >= n_req
+        {
+            self.replies_at = Some(now);
+        }
+        let close_now = !self.closed_by_us
+            && match self.script.close {
+                Close::WhenEstablished => self.established,
+                Close::AfterReplies => self
+                    .replies_at
+                    .is_some_and(|at| now >= at + self.script.linger),
+            };
+        if close_now && sock.is_open() {
+            sock.close();
+            self.closed_by_us = true;
+            moved = true;
+        }
+        let st = sock.state();
+        if self.closed_by_us
+            && self.done_at.is_none()
+            && matches!(st, tcp::State::TimeWait | tcp::State::Closed)
+        {
+            self.done_at = Some(now);
+            moved = true;
+        }
+        moved
+    }
+}
+
+pub struct Client {
+    iface: Interface,
+    nic: Nic,
+    sockets: SocketSet<'static>,
+    pub conns: Vec<ClientConn>,
+    /// The MAC the client's neighbour entry for the service address holds,
+    /// and when it was last confirmed.
+    vip_mac: Option<(EthernetAddress, Duration)>,
+    /// Gratuitous ARPs turned into neighbour updates.
+    pub arp_updates: u64,
+}
+
+impl Client {
+    pub fn new(seed: u64, scripts: &[ConnScript], now: Duration) -> Self {
+        let mut nic = Nic {
+            rx: VecDeque::new(),
+            tx: Vec::new(),
+        };
+        let mut cfg = Config::new(HardwareAddress::Ethernet(CLIENT_MAC));
+        cfg.random_seed = seed;
+        let mut iface = Interface::new(cfg, &mut nic, smol(now));
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(CLIENT_IP), 24));
+        });
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut conns = Vec::new();
+        for (i, script) in scripts.iter().enumerate() {
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+                tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+            );
+            let local_port = FIRST_PORT + i as u16;
+            s.connect(
+                iface.context(),
+                IpEndpoint::new(IpAddress::Ipv4(VIP), PORT),
+                local_port,
+            )
+            .expect("connecting a fresh socket");
+            let handle = sockets.add(s);
+            conns.push(ClientConn {
+                script: script.clone(),
+                handle,
+                local_port,
+                next_req: 0,
+                out: Vec::new(),
+                out_pos: 0,
+                received: Vec::new(),
+                complete: 0,
+                server_closes: false,
+                parse_error: None,
+                closed_by_us: false,
+                established: false,
+                state: tcp::State::SynSent,
+                abnormal: None,
+                replies_at: None,
+                done_at: None,
+            });
+        }
+        Client {
+            iface,
+            nic,
+            sockets,
+            conns,
+            vip_mac: None,
+            arp_updates: 0,
+        }
+    }
+
+    /// A frame from the LAN.
+    ///
+    /// A gratuitous ARP for an address the client already has a neighbour
+    /// entry for updates that entry — what Linux does (even with
+    /// `arp_accept=0`) and how the surviving primary takes the service
+    /// address over. smoltcp ignores ARP not aimed at its own address, so
+    /// the NIC hands it over as a reply to the client.
+    pub fn receive(&mut self, frame: Vec<u8>, now: Duration) {
+        if let Some((op, smac, sip, tip)) = arp_fields(&frame) {
+            if op == ArpOperation::Reply && sip == VIP && tip == CLIENT_IP {
+                self.vip_mac = Some((smac, now));
+            }
+            if op == ArpOperation::Request && sip == tip && sip == VIP && smac != CLIENT_MAC {
+                if self.vip_mac.is_some() {
+                    self.arp_updates += 1;
+                    self.vip_mac = Some((smac, now));
+                    self.nic
+                        .rx
+                        .push_back(hotpair_stack::arp::reply(smac, sip, CLIENT_MAC, CLIENT_IP));
+                }
+                return;
+            }
+        }
+        self.nic.rx.push_back(frame);
+    }
+
+    /// Keep the neighbour entry for the service address usable while its
+    /// owner answers. smoltcp forgets an entry after 60 s and drops the
+    /// packet that finds it gone (an ACK it then believes sent: the
+    /// connection stalls); Linux keeps using a stale entry while it
+    /// re-confirms it with unicast probes. `alive` says whether the MAC's
+    /// owner would answer such a probe.
+    pub fn refresh_neighbor(&mut self, now: Duration, alive: impl Fn(EthernetAddress) -> bool) {
+        const REFRESH: Duration = Duration::from_secs(20);
+        if let Some((mac, at)) = self.vip_mac {
+            if now >= at + REFRESH && alive(mac) {
+                self.vip_mac = Some((mac, now));
+                self.nic
+                    .rx
+                    .push_back(hotpair_stack::arp::reply(mac, VIP, CLIENT_MAC, CLIENT_IP));
+            }
+        }
+    }
+
+    /// Run the interface and the scripts until nothing moves; the frames
+    /// to send.
+    pub fn poll(&mut self, now: Duration) -> Vec<Vec<u8>> {
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let r = self.iface.poll(smol(now), &mut self.nic, &mut self.sockets);
+            let mut moved = false;
+            for c in &mut self.conns {
+                let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+                moved |= c.drive(s, now);
+            }
+            if (r == PollResult::None && !moved) || rounds > 10_000 {
+                break;
+            }
+        }
+        std::mem::take(&mut self.nic.tx)
+    }
+
+    pub fn poll_delay(&mut self, now: Duration) -> Option<Duration> {
+        if !self.nic.rx.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut d = self
+            .iface
+            .poll_delay(smol(now), &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()));
+        for c in &self.conns {
+            if let (Some(at), false, Close::AfterReplies) =
+                (c.replies_at, c.closed_by_us, c.script.close)
+            {
+                let w = (at + c.script.linger).saturating_sub(now);
+                d = Some(d.map_or(w, |d| d.min(w)));
+            }
+        }
+        d
+    }
+
+    pub fn done(&self) -> bool {
+        self.conns.iter().all(ClientConn::done)
+    }
+}
+
+/// (operation, sender MAC, sender IP, target IP) of an Ethernet/ARP frame.
+fn arp_fields(frame: &[u8]) -> Option<(ArpOperation, EthernetAddress, Ipv4Address, Ipv4Address)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return None;
+    }
+    let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()?;
+    match arp {
+        ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } => Some((
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+        )),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}

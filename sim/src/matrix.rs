@@ -1,0 +1,436 @@
+//! The kill matrix: each scenario once without failure (its length S in
+//! steps), then again from scratch with the primary, then the ingress node,
+//! killed at step k for every k in 0..S (or a stated subset), in each kill
+//! variant; over a clean LAN and, for a few seeds, a lossy one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::isolate::{run_isolated, Isolation};
+use crate::node::Who;
+use crate::scenario::Scenario;
+use crate::world::{
+    expectations_for, victim_name, Kill, Net, Outcome, RunSpec, RunStats, Variant, World,
+};
+
+/// Which kill steps to try.
+#[derive(Debug, Clone, Copy)]
+pub enum Points {
+    /// Every step of the scenario.
+    All,
+    /// Every step below `dense`, then `spaced` steps evenly spread over the
+    /// rest.
+    Capped { dense: u64, spaced: u64 },
+}
+
+impl Points {
+    pub fn select(self, len: u64) -> Vec<u64> {
+        match self {
+            Points::All => (0..len).collect(),
+            Points::Capped { dense, spaced } => {
+                if len <= dense + spaced {
+                    return (0..len).collect();
+                }
+                let mut v: Vec<u64> = (0..dense).collect();
+                let rest = len - dense;
+                for i in 0..spaced {
+                    // Spread over dense..len, the last point near the end.
+                    let p = dense + (i * rest + rest / 2) / spaced;
+                    if v.last() != Some(&p) {
+                        v.push(p);
+                    }
+                }
+                v
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MatrixConfig {
+    pub scenarios: Vec<Scenario>,
+    /// (seed, LAN, kill points): each runs the whole matrix.
+    pub nets: Vec<(u64, Net, Points)>,
+    pub victims: Vec<Who>,
+    pub variants: Vec<Variant>,
+    pub threads: usize,
+    /// Run in child processes (see [`crate::isolate`]); `None`: in threads.
+    pub isolation: Option<Isolation>,
+}
+
+/// Run specs the way `cfg` says.
+pub fn execute(specs: &[RunSpec], threads: usize, isolation: Option<&Isolation>) -> Vec<Outcome> {
+    match isolation {
+        Some(iso) => run_isolated(specs, threads, iso),
+        None => run_all(specs, threads),
+    }
+}
+
+/// One failed run.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub label: String,
+    pub violations: Vec<String>,
+    pub replay: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Lines describing what ran (scenario lengths, points chosen).
+    pub plan: Vec<String>,
+    pub runs: usize,
+    pub kill_points: usize,
+    pub failures: Vec<Failure>,
+    /// Coverage: how often each takeover branch was exercised.
+    pub coverage: Coverage,
+    pub summary: String,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Coverage {
+    pub promotions: u64,
+    pub claims: u64,
+    pub promoted_conns: u64,
+    pub held: u64,
+    pub held_dropped: u64,
+    pub not_forwarded: u64,
+    pub duplicate_syn: u64,
+    pub passed_through: u64,
+    pub arp_updates: u64,
+    pub lan_lost: u64,
+    pub tso_frames: u64,
+    pub retransmitted_bytes: u64,
+    pub logged_before_kill: u64,
+    pub handler_waits: u64,
+    pub late_rsts: u64,
+}
+
+impl Coverage {
+    fn add(&mut self, s: &RunStats) {
+        self.promotions += u64::from(s.promoted);
+        self.claims += u64::from(s.claimed);
+        self.promoted_conns += s.promoted_conns;
+        self.held += s.held;
+        self.held_dropped += s.held_dropped;
+        self.not_forwarded += s.not_forwarded;
+        self.duplicate_syn += s.duplicate_syn;
+        self.passed_through += s.passed_through;
+        self.arp_updates += s.arp_updates;
+        self.lan_lost += s.lan_lost;
+        self.tso_frames += s.tso_frames;
+        self.retransmitted_bytes += s.duplicate_bytes;
+        self.logged_before_kill += u64::from(s.logged_before_kill > 0);
+        self.handler_waits += s.handler_waits;
+        self.late_rsts += s.late_rsts;
+    }
+}
+
+/// `SIM_PROGRESS=1`: print every run as it starts and ends.
+fn progress() -> bool {
+    std::env::var("SIM_PROGRESS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A run whose step count has not moved for this long (wall time) is stuck
+/// inside a node or the client (a livelock the simulation cannot interrupt).
+const STUCK_AFTER: Duration = Duration::from_secs(5);
+/// Resident memory beyond which a stuck run is reported at once.
+const MEMORY_LIMIT_BYTES: u64 = 3 << 30;
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Run `specs` on `threads` threads; results in `specs` order.
+///
+/// A watchdog guards the process: a livelock inside a node (smoltcp's poll
+/// loop, say) cannot be interrupted from outside and eats memory fast, so
+/// when a run stops making steps for [`STUCK_AFTER`], or the process grows
+/// past [`MEMORY_LIMIT_BYTES`], it prints the stuck runs with their replay
+/// commands straight to stderr (past the test harness's capture) and exits.
+pub fn run_all(specs: &[RunSpec], threads: usize) -> Vec<Outcome> {
+    let threads = threads.max(1);
+    let next = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; specs.len()]);
+    // Per worker: the spec it runs (usize::MAX: none) and its step count.
+    let current: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(usize::MAX)).collect();
+    let pulses: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    std::thread::scope(|s| {
+        for w in 0..threads {
+            let (next, finished, results) = (&next, &finished, &results);
+            let done_tx = done_tx.clone();
+            let (current, pulse) = (&current[w], Arc::clone(&pulses[w]));
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(spec) = specs.get(i) else { break };
+                current.store(i, Ordering::Relaxed);
+                let started = Instant::now();
+                if progress() {
+                    eprintln!("sim: start {}", spec.label());
+                }
+                let out = World::new(spec.clone())
+                    .with_pulse(Arc::clone(&pulse))
+                    .run();
+                if progress() {
+                    eprintln!(
+                        "sim: end   {}: {} steps, {:.1}s virtual, {} violations, {:.2}s wall",
+                        spec.label(),
+                        out.steps,
+                        out.time.as_secs_f64(),
+                        out.violations.len(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                current.store(usize::MAX, Ordering::Relaxed);
+                results.lock().expect("no panics while holding it")[i] = Some(out);
+                finished.fetch_add(1, Ordering::Relaxed);
+                let _ = done_tx.send(());
+            });
+        }
+        // The watchdog.
+        let mut seen: Vec<(usize, u64, Instant)> = vec![(usize::MAX, 0, Instant::now()); threads];
+        while finished.load(Ordering::Relaxed) < specs.len() {
+            // Wake when a run ends, or every 200 ms to look for stuck ones.
+            let _ = done_rx.recv_timeout(Duration::from_millis(200));
+            let memory = resident_bytes().unwrap_or(0);
+            let mut stuck = Vec::new();
+            for w in 0..threads {
+                let (i, p) = (
+                    current[w].load(Ordering::Relaxed),
+                    pulses[w].load(Ordering::Relaxed),
+                );
+                if (i, p) != (seen[w].0, seen[w].1) {
+                    seen[w] = (i, p, Instant::now());
+                } else if i != usize::MAX
+                    && (seen[w].2.elapsed() > STUCK_AFTER || memory > MEMORY_LIMIT_BYTES)
+                {
+                    stuck.push((i, p));
+                }
+            }
+            if !stuck.is_empty() {
+                let mut msg = String::new();
+                for (i, step) in stuck {
+                    let spec = &specs[i];
+                    msg.push_str(&format!(
+                        "sim: STUCK {}: no step for {}s of wall time at step {step} (process resident {} MiB): a livelock inside a node or the client\n    replay: {}\n",
+                        spec.label(),
+                        STUCK_AFTER.as_secs(),
+                        memory >> 20,
+                        spec.replay_command()
+                    ));
+                }
+                let _ = std::io::stderr().write_all(msg.as_bytes());
+                std::process::exit(3);
+            }
+        }
+    });
+    results
+        .into_inner()
+        .expect("no panics while holding it")
+        .into_iter()
+        .map(|o| o.expect("every run ran"))
+        .collect()
+}
+
+/// A spec for one run.
+pub fn spec(scenario: &Arc<Scenario>, seed: u64, net: Net, kill: Option<Kill>) -> RunSpec {
+    RunSpec {
+        expect: expectations_for(scenario, seed),
+        scenario: Arc::clone(scenario),
+        seed,
+        net,
+        kill,
+        trace: false,
+        fingerprint: false,
+    }
+}
+
+pub fn run_matrix(cfg: &MatrixConfig) -> Report {
+    let mut report = Report::default();
+    let scenarios: Vec<Arc<Scenario>> = cfg.scenarios.iter().cloned().map(Arc::new).collect();
+    // Baselines: no failure.
+    let mut base_specs = Vec::new();
+    let mut base_points = Vec::new();
+    for &(seed, net, points) in &cfg.nets {
+        for s in &scenarios {
+            base_specs.push(spec(s, seed, net, None));
+            base_points.push(points);
+        }
+    }
+    // The expected replies depend on (scenario, seed) only: share them.
+    let base = execute(&base_specs, cfg.threads, cfg.isolation.as_ref());
+    let mut specs = Vec::new();
+    for ((b, out), points) in base_specs.iter().zip(&base).zip(base_points) {
+        report.runs += 1;
+        report.coverage.add(&out.stats);
+        if !out.violations.is_empty() {
+            report.failures.push(Failure {
+                label: b.label(),
+                violations: out.violations.clone(),
+                replay: b.replay_command(),
+            });
+        }
+        let Some(len) = out.done_step else {
+            report.plan.push(format!(
+                "{}: baseline did not finish; no kill points",
+                b.label()
+            ));
+            continue;
+        };
+        let points = points.select(len);
+        report.plan.push(format!(
+            "{:<10} seed={} net={:<5}: {len} steps ({:.3}s virtual), {} kill points x {} victims x {} variants",
+            b.scenario.name,
+            b.seed,
+            b.net.name,
+            out.done_time.unwrap_or_default().as_secs_f64(),
+            points.len(),
+            cfg.victims.len(),
+            cfg.variants.len()
+        ));
+        report.kill_points += points.len() * cfg.victims.len();
+        for &victim in &cfg.victims {
+            for &variant in &cfg.variants {
+                for &step in &points {
+                    let mut s = b.clone();
+                    s.kill = Some(Kill {
+                        victim,
+                        step,
+                        variant,
+                    });
+                    specs.push(s);
+                }
+            }
+        }
+    }
+    let outs = execute(&specs, cfg.threads, cfg.isolation.as_ref());
+    for (s, out) in specs.iter().zip(&outs) {
+        report.runs += 1;
+        report.coverage.add(&out.stats);
+        if !out.violations.is_empty() {
+            report.failures.push(Failure {
+                label: s.label(),
+                violations: out.violations.clone(),
+                replay: s.replay_command(),
+            });
+        }
+    }
+    let seeds = |lossy: bool| -> Vec<String> {
+        cfg.nets
+            .iter()
+            .filter(|(_, n, _)| (n.loss_ppm > 0) == lossy)
+            .map(|(s, _, _)| s.to_string())
+            .collect()
+    };
+    let (clean, lossy) = (seeds(false), seeds(true));
+    let victims: Vec<&str> = cfg.victims.iter().map(|&w| victim_name(w)).collect();
+    let variants: Vec<&str> = cfg.variants.iter().map(|v| v.name()).collect();
+    report.summary = format!(
+        "sim: {} scenarios, {} victims ({}), {} kill variants ({}), {} kill points, {} runs; seeds clean [{}], {} seeds with loss [{}]: {}",
+        cfg.scenarios.len(),
+        cfg.victims.len(),
+        victims.join(", "),
+        cfg.variants.len(),
+        variants.join(", "),
+        report.kill_points,
+        report.runs,
+        clean.join(", "),
+        lossy.len(),
+        lossy.join(", "),
+        if report.failures.is_empty() {
+            "all promises held".to_owned()
+        } else {
+            format!("{} runs FAILED", report.failures.len())
+        }
+    );
+    report
+}
+
+impl Report {
+    /// Everything a person needs: plan, coverage, failures by kind with
+    /// replay commands (`max_per_kind` examples each), summary last.
+    pub fn render(&self, max_per_kind: usize) -> String {
+        let mut s = String::new();
+        for p in &self.plan {
+            s.push_str(&format!("sim: {p}\n"));
+        }
+        let c = &self.coverage;
+        s.push_str(&format!(
+            "sim: coverage: {} promotions ({} connections), {} claims, {} runs with replies logged at B before A died, {} held / {} dropped held segments, {} segments not forwarded, {} duplicate SYNs, {} passed through, {} gratuitous-ARP updates, {} TSO frames, {} LAN frames lost, {} bytes retransmitted to the client, {} handler waits, {} RSTs after a connection was over\n",
+            c.promotions,
+            c.promoted_conns,
+            c.claims,
+            c.logged_before_kill,
+            c.held,
+            c.held_dropped,
+            c.not_forwarded,
+            c.duplicate_syn,
+            c.passed_through,
+            c.arp_updates,
+            c.tso_frames,
+            c.lan_lost,
+            c.retransmitted_bytes,
+            c.handler_waits,
+            c.late_rsts
+        ));
+        // Failures grouped by the kind of their first violation (numbers
+        // blanked out), a few examples each.
+        let mut kinds: BTreeMap<String, Vec<&Failure>> = BTreeMap::new();
+        for f in &self.failures {
+            let first = f.violations.first().map_or("", String::as_str);
+            kinds.entry(kind_of(first)).or_default().push(f);
+        }
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        for (kind, fs) in &kinds {
+            s.push_str(&format!(
+                "sim: {} failed runs: {kind}
+",
+                fs.len()
+            ));
+            for f in fs.iter().take(max_per_kind) {
+                s.push_str(&format!(
+                    "FAIL {}
+",
+                    f.label
+                ));
+                for v in f.violations.iter().take(5) {
+                    s.push_str(&format!("    {v}\n"));
+                }
+                if f.violations.len() > 5 {
+                    s.push_str(&format!("    ... {} more\n", f.violations.len() - 5));
+                }
+                s.push_str(&format!("    replay: {}\n", f.replay));
+            }
+        }
+        s.push_str(&self.summary);
+        s.push('\n');
+        s
+    }
+}
+
+/// A violation with its numbers blanked out: failures of one kind share it.
+fn kind_of(v: &str) -> String {
+    let mut out = String::new();
+    let mut in_num = false;
+    // Drop the parenthesised frame/step details.
+    let head = v.split(" (").next().unwrap_or(v);
+    for ch in head.chars() {
+        if ch.is_ascii_digit() {
+            if !in_num {
+                out.push('N');
+            }
+            in_num = true;
+        } else {
+            in_num = false;
+            out.push(ch);
+        }
+    }
+    out.replace("promise N", "promise")
+}

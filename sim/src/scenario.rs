@@ -1,0 +1,298 @@
+//! The client's scripts and what each must receive.
+//!
+//! A scenario is a set of client connections opened at time zero. Each
+//! connection sends its requests (one by one, each after the previous
+//! reply is complete, or all in one write) and closes either as soon as it
+//! is established or once every reply is in. The expected replies come from
+//! an oracle: the same HTTP layer and handlers the nodes use, fed each
+//! request alone, so a reply is expected byte for byte; a `generate` reply
+//! may be any one of the generations the two nodes could have made.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hotpair_http::{generate, ServerConn};
+
+use crate::content::{self, GENERATE_PREFIX};
+
+/// When a connection sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// Each request once the previous reply is complete (keep-alive).
+    OneByOne,
+    /// All requests at once, in one write (pipelining).
+    AllAtOnce,
+}
+
+/// When the client closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// As soon as the handshake completes (no request).
+    WhenEstablished,
+    /// Once every reply is complete.
+    AfterReplies,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnScript {
+    pub requests: Vec<Vec<u8>>,
+    pub send: Sending,
+    pub close: Close,
+    /// With [`Close::AfterReplies`]: wait this long after the last reply
+    /// before closing (the server, if it closes, closes first).
+    pub linger: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub conns: Vec<ConnScript>,
+}
+
+impl Scenario {
+    pub fn requests(&self) -> usize {
+        self.conns.iter().map(|c| c.requests.len()).sum()
+    }
+    /// Requests served by `generate` (their replies are not deterministic).
+    pub fn generate_requests(&self) -> usize {
+        self.conns
+            .iter()
+            .flat_map(|c| &c.requests)
+            .filter(|r| is_generate(r))
+            .count()
+    }
+}
+
+fn is_generate(req: &[u8]) -> bool {
+    req.split(|&b| b == b' ')
+        .nth(1)
+        .is_some_and(|target| target.starts_with(GENERATE_PREFIX.as_bytes()))
+}
+
+fn get(path: &str, extra: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: 10.77.0.10\r\nUser-Agent: hotpair-sim\r\n{extra}\r\n")
+        .into_bytes()
+}
+
+/// The upload body (deterministic).
+pub const UPLOAD_LEN: usize = 1024 * 1024;
+/// Body bytes the client of the `reject` scenario writes (of 100 MiB announced).
+pub const REJECT_SENT: usize = 512 * 1024;
+/// `generate` reply size of the slow-reply scenario.
+pub const GENERATE_SIZE: usize = 300_000;
+
+/// Every scenario, in a fixed order.
+pub fn all() -> Vec<Scenario> {
+    let one = |requests: Vec<Vec<u8>>, send, close| ConnScript {
+        requests,
+        send,
+        close,
+        linger: Duration::ZERO,
+    };
+    let mut upload =
+        format!("POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/octet-stream\r\nContent-Length: {UPLOAD_LEN}\r\n\r\n")
+            .into_bytes();
+    upload.extend_from_slice(&content::file_bytes("upload", UPLOAD_LEN));
+    let mut reject =
+        b"POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Length: 104857600\r\n\r\n"
+            .to_vec();
+    reject.extend_from_slice(&content::file_bytes("reject", REJECT_SENT));
+    let pipelined = [
+        get("/static/1k.bin", ""),
+        get("/static/100k.bin", ""),
+        get("/static/1k.bin", ""),
+    ];
+    vec![
+        Scenario {
+            name: "handshake",
+            what: "handshake, then the client closes",
+            conns: vec![one(vec![], Sending::OneByOne, Close::WhenEstablished)],
+        },
+        Scenario {
+            name: "upload",
+            what: "POST of a 1 MiB body to /static/x (405 once the body is in)",
+            conns: vec![one(vec![upload], Sending::OneByOne, Close::AfterReplies)],
+        },
+        Scenario {
+            name: "download",
+            what: "GET /static/2m.bin",
+            conns: vec![one(
+                vec![get("/static/2m.bin", "")],
+                Sending::OneByOne,
+                Close::AfterReplies,
+            )],
+        },
+        Scenario {
+            name: "generate",
+            what: "GET /non-deterministic/x?size=300000 (a logged, non-deterministic reply)",
+            conns: vec![one(
+                vec![get(
+                    &format!("/non-deterministic/x?size={GENERATE_SIZE}"),
+                    "",
+                )],
+                Sending::OneByOne,
+                Close::AfterReplies,
+            )],
+        },
+        Scenario {
+            name: "keepalive",
+            what: "4 requests one after another on one connection",
+            conns: vec![one(
+                vec![
+                    get("/static/1k.bin", ""),
+                    get("/static/100k.bin", ""),
+                    get("/static/1k.bin", ""),
+                    get("/static/100k.bin", ""),
+                ],
+                Sending::OneByOne,
+                Close::AfterReplies,
+            )],
+        },
+        Scenario {
+            name: "pipelined",
+            what: "3 GETs in one write",
+            conns: vec![one(
+                pipelined.to_vec(),
+                Sending::AllAtOnce,
+                Close::AfterReplies,
+            )],
+        },
+        Scenario {
+            name: "close",
+            what: "GET /static/100k.bin with Connection: close",
+            conns: vec![one(
+                vec![get("/static/100k.bin", "Connection: close\r\n")],
+                Sending::OneByOne,
+                Close::AfterReplies,
+            )],
+        },
+        Scenario {
+            name: "reject",
+            what: "POST announcing a 100 MiB body (over the 64 MiB limit): 413 and close at once, while the client is still sending",
+            conns: vec![one(vec![reject], Sending::OneByOne, Close::AfterReplies)],
+        },
+        Scenario {
+            name: "linger",
+            what:
+                "GET /static/1k.bin with Connection: close; the client closes 3 s after the server",
+            conns: vec![ConnScript {
+                linger: Duration::from_secs(3),
+                ..one(
+                    vec![get("/static/1k.bin", "Connection: close\r\n")],
+                    Sending::OneByOne,
+                    Close::AfterReplies,
+                )
+            }],
+        },
+    ]
+}
+
+pub fn by_name(name: &str) -> Option<Scenario> {
+    all().into_iter().find(|s| s.name == name)
+}
+
+/// What one request must be answered with.
+#[derive(Debug, Clone)]
+pub enum Expected {
+    /// Exactly these bytes.
+    Exact(Bytes),
+    /// Exactly one of these (a `generate` reply: one per seed a node could
+    /// have used), with the seed it was made from.
+    OneOf(Vec<(u64, Bytes)>),
+}
+
+impl Expected {
+    /// Which alternative `got` is, if any.
+    pub fn matches(&self, got: &[u8]) -> Option<Option<u64>> {
+        match self {
+            Expected::Exact(b) => (b.as_ref() == got).then_some(None),
+            Expected::OneOf(cands) => {
+                let mut hits = cands.iter().filter(|(_, c)| c.as_ref() == got);
+                let first = hits.next()?;
+                // Two identical generations cannot tell the nodes apart,
+                // but they still are one correct reply.
+                Some(Some(first.0))
+            }
+        }
+    }
+}
+
+/// The expected replies of a scenario: per connection, per request.
+#[derive(Debug, Clone)]
+pub struct Expectations {
+    pub conns: Vec<Vec<Expected>>,
+    /// Requests that reach a handler (the others the HTTP layer answers).
+    pub handler_runs: u64,
+}
+
+/// The seeds `NodeService` uses for its n-th `generate` request (it starts
+/// at the seed it was built with and adds the golden ratio each time).
+pub fn generate_seeds(first: u64, n: usize) -> impl Iterator<Item = u64> {
+    (0..n as u64).map(move |k| first.wrapping_add(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+}
+
+/// Compute the expected replies. `service_seeds` are the nodes' first
+/// `generate` seeds.
+pub fn expectations(s: &Scenario, service_seeds: &[u64]) -> Arc<Expectations> {
+    let c = content::get();
+    let n_gen = s.generate_requests().max(1);
+    let seeds: Vec<u64> = service_seeds
+        .iter()
+        .flat_map(|&f| generate_seeds(f, n_gen))
+        .collect();
+    // The oracle's clock: an origin for the HTTP layer's timeouts, which
+    // never fire here (every request is complete when fed).
+    let t0 = Instant::now();
+    // One reply per script entry: (bytes, whether a handler made it).
+    let reply = |req: &[u8], seed: u64| -> (Bytes, bool) {
+        let mut conn = ServerConn::new(c.limits, t0);
+        // A rejected request is not read to its end.
+        let _ = conn.handle_input(req, t0);
+        let mut handled = false;
+        while let Some(r) = conn.poll_request() {
+            let resp = if r.path.starts_with(GENERATE_PREFIX) {
+                generate::handle(&r, seed, content::GENERATE_MAX)
+            } else {
+                c.files.handle(&r)
+            };
+            conn.send_response(r.index, resp)
+                .expect("oracle: reply accepted");
+            assert!(!handled, "oracle: one request per script entry");
+            handled = true;
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = conn.poll_output() {
+            let n = chunk.len();
+            out.extend_from_slice(chunk);
+            conn.consume_output(n);
+        }
+        assert!(!out.is_empty(), "oracle: no reply");
+        (Bytes::from(out), handled)
+    };
+    let mut handler_runs = 0;
+    let conns = s
+        .conns
+        .iter()
+        .map(|cs| {
+            cs.requests
+                .iter()
+                .map(|r| {
+                    if is_generate(r) {
+                        handler_runs += 1;
+                        Expected::OneOf(seeds.iter().map(|&sd| (sd, reply(r, sd).0)).collect())
+                    } else {
+                        let (b, handled) = reply(r, 0);
+                        handler_runs += u64::from(handled);
+                        Expected::Exact(b)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Arc::new(Expectations {
+        conns,
+        handler_runs,
+    })
+}

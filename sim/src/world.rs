@@ -1,0 +1,971 @@
+//! The simulated world: client, node A (primary), node B (ingress), an
+//! Ethernet switch between them and the replication link, over virtual
+//! time. One *step* delivers one event (a frame or a link message) to its
+//! recipient and runs it, or — when nothing is due — advances the clock to
+//! the next deadline and runs everyone. A node may be killed before any step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hotpair::service::LinkIn;
+use hotpair_replicator::{ConnKey, Msg, UnitKind};
+use hotpair_stack::seg;
+use sha2::{Digest, Sha256};
+use smoltcp::wire::EthernetAddress;
+
+use crate::client::{Client, CLIENT_MAC};
+use crate::lan;
+use crate::node::{NodeSeeds, SimNode, Who};
+use crate::reply;
+use crate::rng::{derive, Rng};
+use crate::scenario::{self, Expectations, Expected, Scenario};
+use crate::wire::WireCheck;
+
+/// Default heartbeat timeout (as the node's default configuration).
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Virtual time a run keeps going after the client is done, watching for
+/// late RSTs and stray bytes.
+pub const GRACE: Duration = Duration::from_secs(2);
+/// A run not done by then is stalled.
+pub const MAX_TIME: Duration = Duration::from_secs(300);
+pub const MAX_STEPS: u64 = 3_000_000;
+/// Deliveries pending at once before the run is called an event storm.
+pub const MAX_QUEUE: usize = 200_000;
+/// The longest `Shell::run` sleeps between rounds.
+pub const SHELL_MAX_SLEEP: Duration = Duration::from_millis(100);
+/// Steps in a row that do not advance the clock before it is a livelock.
+const MAX_STILL_STEPS: u32 = 10_000;
+
+/// How a killed node goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Variant {
+    /// Its kernel resets the replication link: the survivor is told
+    /// (`LinkIn::Lost`) after the messages already on the wire.
+    Lost,
+    /// Nothing more is heard: the survivor's heartbeat timeout must fire.
+    Silent,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Lost => "lost",
+            Variant::Silent => "silent",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "lost" => Some(Variant::Lost),
+            "silent" => Some(Variant::Silent),
+            _ => None,
+        }
+    }
+}
+
+/// Which node dies.
+pub fn victim_name(w: Who) -> &'static str {
+    match w {
+        Who::A => "primary",
+        Who::B => "ingress",
+    }
+}
+
+pub fn parse_victim(s: &str) -> Option<Who> {
+    match s {
+        "primary" | "A" | "a" => Some(Who::A),
+        "ingress" | "B" | "b" => Some(Who::B),
+        _ => None,
+    }
+}
+
+/// The LAN's behaviour (the replication link is always ordered and lossless,
+/// like the kernel TCP connection it stands for). Loss and reordering apply
+/// to frames to and from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    pub name: &'static str,
+    pub lan_delay: Duration,
+    /// Frames delayed by an extra `1..=reorder_delay`, per million: they
+    /// arrive after frames sent later (netem's `reorder`).
+    pub reorder_ppm: u32,
+    pub reorder_delay: Duration,
+    /// Frames lost, per million.
+    pub loss_ppm: u32,
+    pub link_delay: Duration,
+}
+
+impl Net {
+    pub const CLEAN: Net = Net {
+        name: "clean",
+        lan_delay: Duration::from_micros(50),
+        reorder_ppm: 0,
+        reorder_delay: Duration::ZERO,
+        loss_ppm: 0,
+        link_delay: Duration::from_micros(100),
+    };
+    /// 2% loss; 2% of frames overtaken (delayed by up to 300 µs).
+    pub const LOSSY: Net = Net {
+        name: "lossy",
+        lan_delay: Duration::from_micros(50),
+        reorder_ppm: 20_000,
+        reorder_delay: Duration::from_micros(300),
+        loss_ppm: 20_000,
+        link_delay: Duration::from_micros(100),
+    };
+    pub fn parse(s: &str) -> Option<Net> {
+        match s {
+            "clean" => Some(Net::CLEAN),
+            "lossy" => Some(Net::LOSSY),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kill {
+    pub victim: Who,
+    pub step: u64,
+    pub variant: Variant,
+}
+
+/// One run's parameters: everything a run is a function of.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub scenario: Arc<Scenario>,
+    pub expect: Arc<Expectations>,
+    pub seed: u64,
+    pub net: Net,
+    pub kill: Option<Kill>,
+    /// Print every step.
+    pub trace: bool,
+    /// Hash every event (determinism checks).
+    pub fingerprint: bool,
+}
+
+impl RunSpec {
+    /// The command that replays this run alone.
+    pub fn replay_command(&self) -> String {
+        let (victim, step, variant) = match self.kill {
+            Some(k) => (victim_name(k.victim), k.step.to_string(), k.variant.name()),
+            None => ("none", "none".to_owned(), "lost"),
+        };
+        format!(
+            "SIM_SEED={} SIM_SCENARIO={} SIM_VICTIM={victim} SIM_STEP={step} SIM_VARIANT={variant} SIM_NET={} SIM_TRACE=1 cargo test -p hotpair-sim --test failover_matrix replay -- --nocapture",
+            self.seed, self.scenario.name, self.net.name
+        )
+    }
+
+    pub fn label(&self) -> String {
+        match self.kill {
+            Some(k) => format!(
+                "scenario={} victim={} step={} seed={} variant={} net={}",
+                self.scenario.name,
+                victim_name(k.victim),
+                k.step,
+                self.seed,
+                k.variant.name(),
+                self.net.name
+            ),
+            None => format!(
+                "scenario={} no kill seed={} net={}",
+                self.scenario.name, self.seed, self.net.name
+            ),
+        }
+    }
+}
+
+/// The seeds of a run, derived from its seed.
+pub fn node_seeds(seed: u64, who: Who) -> NodeSeeds {
+    let salt = who.index() as u64 * 16;
+    NodeSeeds {
+        stack: derive(seed, 1 + salt),
+        service: derive(seed, 2 + salt),
+    }
+}
+
+/// What happened in a run, for coverage counts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunStats {
+    pub lan_frames: u64,
+    pub lan_lost: u64,
+    pub link_msgs: u64,
+    pub tso_frames: u64,
+    pub promoted: bool,
+    pub claimed: bool,
+    pub promoted_conns: u64,
+    pub held: u64,
+    pub held_dropped: u64,
+    pub not_forwarded: u64,
+    pub duplicate_syn: u64,
+    pub passed_through: u64,
+    pub arp_updates: u64,
+    pub duplicate_bytes: u64,
+    /// Final units of the scenario's requests B had received when A died.
+    pub logged_before_kill: u64,
+    /// Waits for a handler thread (see `run_node`).
+    pub handler_waits: u64,
+    /// RSTs that reached the client after its connection was over.
+    pub late_rsts: u64,
+}
+
+/// The verdict of a run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Step at which the client was done (the scenario's length).
+    pub done_step: Option<u64>,
+    pub done_time: Option<Duration>,
+    pub steps: u64,
+    pub time: Duration,
+    pub violations: Vec<String>,
+    pub stats: RunStats,
+    pub fingerprint: Option<[u8; 32]>,
+    /// Handler runs of A and B at the end.
+    pub handler_runs: [u64; 2],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Client,
+    Node(Who),
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Port::Client => f.write_str("client"),
+            Port::Node(w) => f.write_str(w.name()),
+        }
+    }
+}
+
+impl Port {
+    fn mac(self) -> EthernetAddress {
+        match self {
+            Port::Client => CLIENT_MAC,
+            Port::Node(w) => w.mac(),
+        }
+    }
+}
+
+const PORTS: [Port; 3] = [Port::Client, Port::Node(Who::A), Port::Node(Who::B)];
+
+enum Delivery {
+    Lan {
+        from: Port,
+        to: Port,
+        frame: Vec<u8>,
+    },
+    Link {
+        from: Who,
+        to: Who,
+        msg: LinkIn,
+    },
+}
+
+pub struct World {
+    spec: RunSpec,
+    base: Instant,
+    t: Duration,
+    rng: Rng,
+    queue: BTreeMap<(Duration, u64), Delivery>,
+    next_seq: u64,
+    /// Last link delivery time per direction (index: sender), for order.
+    link_tail: [Duration; 2],
+    nodes: [Option<SimNode>; 2],
+    client: Client,
+    step: u64,
+    killed: bool,
+    /// Handler runs of A and B when the victim died.
+    runs_at_kill: [u64; 2],
+    /// Final units (connection, request index) delivered to B.
+    finals_to_b: BTreeSet<(ConnKey, u64)>,
+    finals_at_kill: u64,
+    /// The scenario has replies made on a handler thread.
+    async_handlers: bool,
+    wire: WireCheck,
+    errors: Vec<String>,
+    stats: RunStats,
+    still_steps: u32,
+    hasher: Option<Sha256>,
+    done_step: Option<u64>,
+    done_time: Option<Duration>,
+    /// Where the step count is published for a watchdog.
+    pulse: Option<Arc<AtomicU64>>,
+}
+
+impl World {
+    pub fn new(spec: RunSpec) -> Self {
+        // The origin of virtual time: read once, never again.
+        let base = Instant::now();
+        let seeds = [node_seeds(spec.seed, Who::A), node_seeds(spec.seed, Who::B)];
+        let mut nodes = [
+            Some(SimNode::new(Who::A, seeds[0], HEARTBEAT_TIMEOUT, base)),
+            Some(SimNode::new(Who::B, seeds[1], HEARTBEAT_TIMEOUT, base)),
+        ];
+        // The link is up from the start (B connected to A).
+        for n in nodes.iter_mut().flatten() {
+            n.deliver_link(LinkIn::Connected);
+        }
+        let client = Client::new(derive(spec.seed, 3), &spec.scenario.conns, Duration::ZERO);
+        World {
+            rng: Rng::new(derive(spec.seed, 4)),
+            async_handlers: spec.scenario.generate_requests() > 0,
+            hasher: spec.fingerprint.then(Sha256::new),
+            spec,
+            base,
+            t: Duration::ZERO,
+            queue: BTreeMap::new(),
+            next_seq: 0,
+            link_tail: [Duration::ZERO; 2],
+            nodes,
+            client,
+            step: 0,
+            killed: false,
+            runs_at_kill: [0; 2],
+            finals_to_b: BTreeSet::new(),
+            finals_at_kill: 0,
+            wire: WireCheck::default(),
+            errors: Vec::new(),
+            stats: RunStats::default(),
+            still_steps: 0,
+            done_step: None,
+            done_time: None,
+            pulse: None,
+        }
+    }
+
+    /// Publish the step count here as the run goes (see `matrix::run_all`).
+    pub fn with_pulse(mut self, pulse: Arc<AtomicU64>) -> Self {
+        self.pulse = Some(pulse);
+        self
+    }
+
+    fn pulse(&self) {
+        if let Some(p) = &self.pulse {
+            p.store(self.step, Ordering::Relaxed);
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.base + self.t
+    }
+
+    fn trace(&mut self, what: impl FnOnce() -> String) {
+        if self.spec.trace || self.hasher.is_some() {
+            let line = what();
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(line.as_bytes());
+                h.update(b"\n");
+            }
+            if self.spec.trace {
+                println!("[{:>7} {:>12.6}s] {line}", self.step, self.t.as_secs_f64());
+            }
+        }
+    }
+
+    /// Run to the end and judge.
+    pub fn run(mut self) -> Outcome {
+        loop {
+            if let Err(e) = self.step() {
+                self.errors.push(e);
+                break;
+            }
+            if self.done_step.is_none() && self.client.done() {
+                self.done_step = Some(self.step);
+                self.done_time = Some(self.t);
+                self.trace(|| "client done".into());
+            }
+            if self.done_time.is_some_and(|d| self.t >= d + GRACE) {
+                break;
+            }
+            if self.t > MAX_TIME || self.step > MAX_STEPS {
+                break;
+            }
+            if self.queue.len() > MAX_QUEUE {
+                self.errors.push(format!(
+                    "event storm: {} deliveries pending at step {} (t={:.6}s)",
+                    self.queue.len(),
+                    self.step,
+                    self.t.as_secs_f64()
+                ));
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    /// One step (see the module docs). Kills first if this is the step.
+    pub fn step(&mut self) -> Result<(), String> {
+        if let Some(k) = self.spec.kill {
+            if !self.killed && k.step == self.step {
+                self.kill(k);
+            }
+        }
+        self.pulse();
+        let due = self
+            .queue
+            .first_key_value()
+            .is_some_and(|((at, _), _)| *at <= self.t);
+        if due {
+            let (_, d) = self.queue.pop_first().expect("checked");
+            self.still_steps = 0;
+            self.deliver(d)?;
+        } else {
+            let (nodes, client) = self.deadlines();
+            let queue = self.queue.first_key_value().map(|((t, _), _)| *t);
+            let next = [nodes[0], nodes[1], client, queue]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(at) if at > self.t => {
+                    self.t = at;
+                    self.still_steps = 0;
+                }
+                Some(_) => {
+                    self.still_steps += 1;
+                    if self.still_steps > MAX_STILL_STEPS {
+                        return Err(format!(
+                            "livelock: {MAX_STILL_STEPS} steps with a deadline due and the clock not moving"
+                        ));
+                    }
+                }
+                None => {
+                    if self.client.done() {
+                        // Quiet for good: skip the rest of the grace period.
+                        if let Some(d) = self.done_time {
+                            self.t = self.t.max(d + GRACE);
+                        }
+                        self.step += 1;
+                        return Ok(());
+                    }
+                    return Err("deadlock: nothing scheduled and the client is not done".into());
+                }
+            }
+            // Run whoever is due (a delivery that is due waits for the next step).
+            let t = self.t;
+            let due_nodes: Vec<Who> = [Who::A, Who::B]
+                .into_iter()
+                .filter(|w| nodes[w.index()].is_some_and(|d| d <= t))
+                .collect();
+            let client_due = client.is_some_and(|d| d <= t);
+            if !due_nodes.is_empty() || client_due {
+                self.trace(|| {
+                    let mut who: Vec<&str> = due_nodes.iter().map(|w| w.name()).collect();
+                    if client_due {
+                        who.push("client");
+                    }
+                    format!("timers: {}", who.join(" "))
+                });
+            }
+            for w in due_nodes {
+                self.run_node(w)?;
+            }
+            if client_due {
+                self.run_client();
+            }
+        }
+        self.step += 1;
+        Ok(())
+    }
+
+    /// When each node and the client next want to run, in virtual time
+    /// rounded up to whole microseconds (smoltcp's clock has no finer grain).
+    /// A node's is what `Shell::run` sleeps for: the engine's `poll_delay`
+    /// and the service's `poll_timeout`, at most [`SHELL_MAX_SLEEP`] (the
+    /// shell's own cap, so a node wakes at least that often).
+    fn deadlines(&mut self) -> ([Option<Duration>; 2], Option<Duration>) {
+        let now = self.now();
+        let (base, t) = (self.base, self.t);
+        let up = |d: Duration| Duration::from_micros(d.as_nanos().div_ceil(1000) as u64).max(t);
+        let mut nodes = [None, None];
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if let Some(n) = n {
+                let at = n.next_deadline(now).map_or(t + SHELL_MAX_SLEEP, |i| {
+                    i.saturating_duration_since(base).min(t + SHELL_MAX_SLEEP)
+                });
+                nodes[i] = Some(up(at));
+            }
+        }
+        let client = self.client.poll_delay(t).map(|d| up(t + d));
+        (nodes, client)
+    }
+
+    fn kill(&mut self, k: Kill) {
+        self.killed = true;
+        for w in [Who::A, Who::B] {
+            self.runs_at_kill[w.index()] = self.nodes[w.index()]
+                .as_ref()
+                .map_or(0, |n| n.service.handler_runs());
+        }
+        self.finals_at_kill = self.finals_to_b.len() as u64;
+        self.stats.logged_before_kill = self.finals_at_kill;
+        self.nodes[k.victim.index()] = None;
+        self.trace(|| format!("KILL {} ({})", k.victim.name(), k.variant.name()));
+        if k.variant == Variant::Lost {
+            // The dead process's kernel resets the link; the survivor hears
+            // of it after whatever was already on the wire.
+            self.send_link(
+                k.victim,
+                LinkIn::Lost("connection reset by peer (simulated crash)".into()),
+            );
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery) -> Result<(), String> {
+        match d {
+            Delivery::Lan { from, to, frame } => {
+                self.trace(|| format!("{from} -> {to}: {}", lan::describe(&frame)));
+                match to {
+                    Port::Client => {
+                        let (step, t) = (self.step, self.t);
+                        let conns = &self.client.conns;
+                        let finished =
+                            |port: u16| conns.iter().any(|c| c.local_port == port && c.done());
+                        self.wire
+                            .to_client(&frame, &from.to_string(), step, t, finished);
+                        self.client.receive(frame, t);
+                        self.run_client();
+                    }
+                    Port::Node(w) => {
+                        let Some(n) = self.nodes[w.index()].as_mut() else {
+                            return Ok(());
+                        };
+                        n.engine
+                            .handle_lan_frame(hotpair_stack::Frame::copy_from(&frame));
+                        self.run_node(w)?;
+                    }
+                }
+            }
+            Delivery::Link { from, to, msg } => {
+                self.trace(|| {
+                    format!("link {} -> {}: {}", from.name(), to.name(), link_desc(&msg))
+                });
+                if self.nodes[to.index()].is_none() {
+                    return Ok(());
+                }
+                if let LinkIn::Msg(Msg::Unit {
+                    conn,
+                    index,
+                    kind: UnitKind::Final,
+                    ..
+                }) = &msg
+                {
+                    if to == Who::B && *index != u64::MAX {
+                        self.finals_to_b.insert((*conn, *index));
+                    }
+                }
+                if let Some(n) = self.nodes[to.index()].as_mut() {
+                    n.deliver_link(msg);
+                }
+                self.run_node(to)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_node(&mut self, w: Who) -> Result<(), String> {
+        let now = self.now();
+        let Some(n) = self.nodes[w.index()].as_mut() else {
+            return Ok(());
+        };
+        let runs = n.service.handler_runs();
+        let logged = n.logged_units();
+        let before = n.engine.stats();
+        let out = n.round(now)?;
+        if self.spec.trace {
+            let d = stats_delta(&before, &n.engine.stats());
+            if !d.is_empty() {
+                let line = format!("{} engine: {d}", w.name());
+                self.trace(|| line);
+            }
+        }
+        let Some(n) = self.nodes[w.index()].as_mut() else {
+            return Ok(());
+        };
+        let dispatched = n.service.handler_runs() > runs;
+        let mut applied = n.logged_units() > logged || out.frames.iter().any(has_payload);
+        self.emit(w, out);
+        if self.async_handlers && dispatched && !applied {
+            // WORKAROUND (see `await_handler`).
+            self.stats.handler_waits += 1;
+            let wall = Instant::now() + Duration::from_secs(120);
+            while !applied {
+                if Instant::now() > wall {
+                    return Err(format!(
+                        "node {}: a handler's reply never came back (waited 120 s of wall time)",
+                        w.name()
+                    ));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+                let Some(n) = self.nodes[w.index()].as_mut() else {
+                    return Ok(());
+                };
+                let out = n.round(now)?;
+                applied = n.logged_units() > logged
+                    || out.frames.iter().any(has_payload)
+                    || !out.msgs.is_empty();
+                self.emit(w, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Put a node's output on the LAN and the link.
+    fn emit(&mut self, w: Who, out: crate::node::RoundOut) {
+        if out.promoted {
+            self.stats.promoted = true;
+            self.trace(|| format!("{} promotes its shadow connections", w.name()));
+        }
+        if out.claimed {
+            self.stats.claimed = true;
+            self.trace(|| format!("{} claims the service address", w.name()));
+        }
+        for f in out.frames {
+            let segs = match f.gso {
+                Some(mss) if f.data().len() > 1514 => {
+                    self.stats.tso_frames += 1;
+                    lan::segment(f.data(), usize::from(mss))
+                }
+                _ => vec![f.data().to_vec()],
+            };
+            if let Some(n) = self.nodes[w.index()].as_mut() {
+                n.engine.recycle(f);
+            }
+            for s in segs {
+                self.send_lan(Port::Node(w), s);
+            }
+        }
+        for m in out.msgs {
+            self.send_link(w, LinkIn::Msg(m));
+        }
+    }
+
+    fn run_client(&mut self) {
+        let alive = [
+            self.nodes[0].is_some().then_some(Who::A.mac()),
+            self.nodes[1].is_some().then_some(Who::B.mac()),
+        ];
+        self.client
+            .refresh_neighbor(self.t, |mac| alive.contains(&Some(mac)));
+        let frames = self.client.poll(self.t);
+        for f in frames {
+            let (step, t) = (self.step, self.t);
+            self.wire.from_client(&f, step, t);
+            self.send_lan(Port::Client, f);
+        }
+    }
+
+    fn send_lan(&mut self, from: Port, frame: Vec<u8>) {
+        let Some(dst) = lan::dst_mac(&frame) else {
+            return;
+        };
+        let targets: Vec<Port> = PORTS
+            .iter()
+            .copied()
+            .filter(|p| *p != from && (dst.is_broadcast() || p.mac() == dst))
+            .collect();
+        let net = self.spec.net;
+        for to in targets {
+            self.stats.lan_frames += 1;
+            let client_path = from == Port::Client || to == Port::Client;
+            if client_path && self.rng.chance_ppm(net.loss_ppm) {
+                self.stats.lan_lost += 1;
+                self.trace(|| format!("LOST {from} -> {to}: {}", lan::describe(&frame)));
+                continue;
+            }
+            let extra = if client_path && self.rng.chance_ppm(net.reorder_ppm) {
+                Duration::from_micros(1 + self.rng.below(net.reorder_delay.as_micros() as u64))
+            } else {
+                Duration::ZERO
+            };
+            let at = self.t + net.lan_delay + extra;
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.queue.insert(
+                (at, seq),
+                Delivery::Lan {
+                    from,
+                    to,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    fn send_link(&mut self, from: Who, msg: LinkIn) {
+        self.stats.link_msgs += 1;
+        let at = (self.t + self.spec.net.link_delay).max(self.link_tail[from.index()]);
+        self.link_tail[from.index()] = at;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.insert(
+            (at, seq),
+            Delivery::Link {
+                from,
+                to: from.peer(),
+                msg,
+            },
+        );
+    }
+
+    /// Judge the run against the promises.
+    fn finish(mut self) -> Outcome {
+        let mut v = std::mem::take(&mut self.errors);
+        v.append(&mut self.wire.violations);
+        let done = self.done_time.is_some();
+        for (i, c) in self.client.conns.iter().enumerate() {
+            if let Some(a) = &c.abnormal {
+                v.push(format!("promise 4: connection {i}: {a}"));
+            }
+            if let Some(e) = &c.parse_error {
+                v.push(format!(
+                    "promise 2: connection {i}: reply stream unparseable: {e}"
+                ));
+            }
+            if !c.done() {
+                v.push(format!(
+                    "stalled: connection {i} not finished after {:.1}s virtual / {} steps: {}",
+                    self.t.as_secs_f64(),
+                    self.step,
+                    c.describe()
+                ));
+            }
+            if c.parse_error.is_none() {
+                check_replies(i, &c.received, &self.spec.expect.conns[i], &mut v);
+            }
+        }
+        if !self.wire.client_rsts.is_empty() && !done {
+            v.push(format!(
+                "promise 4: the client sent RST: {}",
+                self.wire.client_rsts.join("; ")
+            ));
+        }
+        // Promise 3: a request whose final reply reached B is not executed
+        // again by B.
+        let total = self.spec.expect.handler_runs;
+        let runs = [0, 1].map(|i| {
+            self.nodes[i]
+                .as_ref()
+                .map_or(self.runs_at_kill[i], |n| n.service.handler_runs())
+        });
+        match self.spec.kill.filter(|_| self.killed) {
+            None => {
+                if runs[1] != 0 {
+                    v.push(format!(
+                        "promise 3: the ingress node ran {} handlers with its primary alive",
+                        runs[1]
+                    ));
+                }
+                if done && runs[0] != total {
+                    v.push(format!(
+                        "promise 2/3: the primary ran {} handlers for {total} requests",
+                        runs[0]
+                    ));
+                }
+            }
+            Some(k) if k.victim == Who::A => {
+                if self.runs_at_kill[1] != 0 {
+                    v.push(format!(
+                        "promise 3: the ingress node ran {} handlers before the primary died",
+                        self.runs_at_kill[1]
+                    ));
+                }
+                let allowed = total.saturating_sub(self.finals_at_kill);
+                let after = runs[1] - self.runs_at_kill[1];
+                if after > allowed {
+                    v.push(format!(
+                        "promise 3: B ran {after} handlers after the takeover, but only {allowed} of the {total} requests had no logged final reply ({} logged at B when A died) — a logged request was executed again",
+                        self.finals_at_kill
+                    ));
+                }
+            }
+            Some(_) => {
+                if runs[0] > total {
+                    v.push(format!(
+                        "promise 3: the primary ran {} handlers for {total} requests",
+                        runs[0]
+                    ));
+                }
+            }
+        }
+        let st = &mut self.stats;
+        st.arp_updates = self.client.arp_updates;
+        st.duplicate_bytes = self.wire.duplicate_bytes;
+        st.late_rsts = self.wire.late_rsts;
+        for n in self.nodes.iter().flatten() {
+            let e = n.engine.stats();
+            st.promoted_conns += e.promoted;
+            st.held += e.held;
+            st.held_dropped += e.held_dropped;
+            st.not_forwarded += e.not_forwarded;
+            st.duplicate_syn += e.duplicate_syn;
+            st.passed_through += e.passed_through;
+        }
+        Outcome {
+            done_step: self.done_step,
+            done_time: self.done_time,
+            steps: self.step,
+            time: self.t,
+            violations: v,
+            stats: self.stats,
+            fingerprint: self.hasher.map(|h| h.finalize().into()),
+            handler_runs: runs,
+        }
+    }
+}
+
+/// The counters that moved between two engine snapshots, for traces.
+fn stats_delta(
+    a: &hotpair_stack::engine::EngineStats,
+    b: &hotpair_stack::engine::EngineStats,
+) -> String {
+    let fields = [
+        ("accepted", a.accepted, b.accepted),
+        ("closed", a.closed, b.closed),
+        ("active", a.active as u64, b.active as u64),
+        (
+            "time-wait recycled",
+            a.time_wait_recycled,
+            b.time_wait_recycled,
+        ),
+        ("duplicate SYN", a.duplicate_syn, b.duplicate_syn),
+        ("forwarded", a.forwarded, b.forwarded),
+        ("not forwarded", a.not_forwarded, b.not_forwarded),
+        ("held", a.held, b.held),
+        ("held dropped", a.held_dropped, b.held_dropped),
+        ("passed through", a.passed_through, b.passed_through),
+        ("promoted", a.promoted, b.promoted),
+    ];
+    fields
+        .iter()
+        .filter(|(_, x, y)| x != y)
+        .map(|(n, x, y)| format!("{n} {x}->{y}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn has_payload(f: &hotpair_stack::Frame) -> bool {
+    seg::parse(f.data()).is_some_and(|s| s.payload_len > 0)
+}
+
+fn link_desc(m: &LinkIn) -> String {
+    match m {
+        LinkIn::Connected => "connected".into(),
+        LinkIn::Lost(why) => format!("lost ({why})"),
+        LinkIn::Msg(Msg::Unit {
+            conn,
+            seq,
+            index,
+            kind,
+            input_end,
+            close_after,
+            payload,
+        }) => format!(
+            "Unit {conn} seq={seq} index={} {kind:?} input_end={input_end} close_after={close_after} len={}",
+            if *index == u64::MAX { "close".to_owned() } else { index.to_string() },
+            payload.len()
+        ),
+        LinkIn::Msg(Msg::Frame { frame }) => format!("Frame {}", lan::describe(frame)),
+        LinkIn::Msg(Msg::UnitAck { conn, seq }) => format!("UnitAck {conn} seq={seq}"),
+        LinkIn::Msg(Msg::ConnGone { conn }) => format!("ConnGone {conn}"),
+        LinkIn::Msg(m) => m.name().to_owned(),
+        // Transports the simulation does not use.
+        #[allow(unreachable_patterns)]
+        _ => "other link news".into(),
+    }
+}
+
+/// Compare a connection's received stream with its expected replies.
+fn check_replies(i: usize, got: &[u8], expected: &[Expected], v: &mut Vec<String>) {
+    let parsed = match reply::parse_stream(got) {
+        Ok(p) => p,
+        Err(e) => {
+            v.push(format!("promise 2: connection {i}: {e}"));
+            return;
+        }
+    };
+    for (k, exp) in expected.iter().enumerate() {
+        let Some(r) = parsed.replies.get(k) else {
+            if k == parsed.replies.len() && parsed.partial > 0 {
+                v.push(format!(
+                    "promise 1/2: connection {i}: reply {k} incomplete ({} bytes of it received)",
+                    parsed.partial
+                ));
+            } else {
+                v.push(format!("promise 2: connection {i}: reply {k} missing"));
+            }
+            continue;
+        };
+        let bytes = &got[r.start..r.end()];
+        if exp.matches(bytes).is_some() {
+            continue;
+        }
+        let what = match exp {
+            Expected::Exact(want) => {
+                let at = first_difference(bytes, want);
+                let want_status = reply::parse_stream(want)
+                    .ok()
+                    .and_then(|p| p.replies.first().map(|r| r.status))
+                    .unwrap_or(0);
+                format!(
+                    "is status {} ({} bytes) where {want_status} ({} bytes) was expected; they differ from reply byte {at} (stream offset {})",
+                    r.status,
+                    bytes.len(),
+                    want.len(),
+                    r.start + at
+                )
+            }
+            Expected::OneOf(cands) => {
+                let best = cands
+                    .iter()
+                    .map(|(seed, c)| (first_difference(bytes, c), *seed))
+                    .max()
+                    .unwrap_or((0, 0));
+                format!(
+                    "equals none of the {} candidate generations (status {}, {} bytes); it agrees with seed {:#x}'s for its first {} bytes only — spliced or corrupt",
+                    cands.len(),
+                    r.status,
+                    bytes.len(),
+                    best.1,
+                    best.0
+                )
+            }
+        };
+        v.push(format!("promise 2: connection {i}: reply {k} {what}"));
+    }
+    if parsed.replies.len() > expected.len() {
+        v.push(format!(
+            "promise 2: connection {i}: {} replies for {} requests",
+            parsed.replies.len(),
+            expected.len()
+        ));
+    } else if parsed.partial > 0 && parsed.replies.len() >= expected.len() {
+        v.push(format!(
+            "promise 2: connection {i}: {} stray bytes after the last reply",
+            parsed.partial
+        ));
+    }
+}
+
+fn first_difference(a: &[u8], b: &[u8]) -> usize {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
+}
+
+/// Expectations for a scenario under a seed (the generate candidates
+/// depend on the nodes' seeds).
+pub fn expectations_for(s: &Scenario, seed: u64) -> Arc<Expectations> {
+    scenario::expectations(
+        s,
+        &[
+            node_seeds(seed, Who::A).service,
+            node_seeds(seed, Who::B).service,
+        ],
+    )
+}
