@@ -5,25 +5,42 @@ use smoltcp::wire::{
     EthernetRepr, Ipv4Address,
 };
 
-/// A gratuitous ARP request announcing `ip` at `mac` (sender = target = `ip`).
-pub fn gratuitous(mac: EthernetAddress, ip: Ipv4Address) -> Vec<u8> {
+/// One ARP frame: Ethernet to `eth_dst`, the given operation and addresses.
+fn frame(
+    eth_dst: EthernetAddress,
+    operation: ArpOperation,
+    (sender_mac, sender_ip): (EthernetAddress, Ipv4Address),
+    (target_mac, target_ip): (EthernetAddress, Ipv4Address),
+) -> Vec<u8> {
     let eth = EthernetRepr {
-        src_addr: mac,
-        dst_addr: EthernetAddress::BROADCAST,
+        src_addr: sender_mac,
+        dst_addr: eth_dst,
         ethertype: EthernetProtocol::Arp,
     };
     let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: mac,
-        source_protocol_addr: ip,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: ip,
+        operation,
+        source_hardware_addr: sender_mac,
+        source_protocol_addr: sender_ip,
+        target_hardware_addr: target_mac,
+        target_protocol_addr: target_ip,
     };
     let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut f);
+    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
     buf
+}
+
+const NO_MAC: EthernetAddress = EthernetAddress([0; 6]);
+
+/// A gratuitous ARP request announcing `ip` at `mac` (sender = target = `ip`).
+pub fn gratuitous(mac: EthernetAddress, ip: Ipv4Address) -> Vec<u8> {
+    frame(
+        EthernetAddress::BROADCAST,
+        ArpOperation::Request,
+        (mac, ip),
+        (NO_MAC, ip),
+    )
 }
 
 /// An ARP reply from `sender` (mac, ip) to `target`: fed to our own
@@ -34,45 +51,39 @@ pub fn reply(
     target_mac: EthernetAddress,
     target_ip: Ipv4Address,
 ) -> Vec<u8> {
-    let eth = EthernetRepr {
-        src_addr: sender_mac,
-        dst_addr: target_mac,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Reply,
-        source_hardware_addr: sender_mac,
-        source_protocol_addr: sender_ip,
-        target_hardware_addr: target_mac,
-        target_protocol_addr: target_ip,
-    };
-    let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-    buf
+    frame(
+        target_mac,
+        ArpOperation::Reply,
+        (sender_mac, sender_ip),
+        (target_mac, target_ip),
+    )
 }
 
 /// An RFC 5227 ARP probe for `ip` from `mac`: sender IP 0.0.0.0, so no
 /// host's cache changes, yet whoever owns `ip` answers.
 pub fn probe(mac: EthernetAddress, ip: Ipv4Address) -> Vec<u8> {
-    let eth = EthernetRepr {
-        src_addr: mac,
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: mac,
-        source_protocol_addr: Ipv4Address::UNSPECIFIED,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: ip,
-    };
-    let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_checked(frame.payload_mut()).expect("sized above"));
-    buf
+    frame(
+        EthernetAddress::BROADCAST,
+        ArpOperation::Request,
+        (mac, Ipv4Address::UNSPECIFIED),
+        (NO_MAC, ip),
+    )
+}
+
+/// A unicast ARP request from (`mac`, `ip`) to a known host: it learns
+/// that `ip` is at `mac` (and answers).
+pub fn request_to(
+    mac: EthernetAddress,
+    ip: Ipv4Address,
+    their_mac: EthernetAddress,
+    their_ip: Ipv4Address,
+) -> Vec<u8> {
+    frame(
+        their_mac,
+        ArpOperation::Request,
+        (mac, ip),
+        (their_mac, their_ip),
+    )
 }
 
 /// An ARP packet's fields.
@@ -108,33 +119,6 @@ pub fn parse(frame: &[u8]) -> Option<Arp> {
         #[allow(unreachable_patterns)]
         _ => None,
     }
-}
-
-/// A unicast ARP request from (`mac`, `ip`) to a known host: it learns
-/// that `ip` is at `mac` (and answers).
-pub fn request_to(
-    mac: EthernetAddress,
-    ip: Ipv4Address,
-    their_mac: EthernetAddress,
-    their_ip: Ipv4Address,
-) -> Vec<u8> {
-    let eth = EthernetRepr {
-        src_addr: mac,
-        dst_addr: their_mac,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: mac,
-        source_protocol_addr: ip,
-        target_hardware_addr: their_mac,
-        target_protocol_addr: their_ip,
-    };
-    let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-    buf
 }
 
 /// Whether a frame is ARP.
