@@ -245,13 +245,26 @@ fn failover_matrix() {
     run_and_report(&matrix_config(env("SIM_FULL").is_some_and(|v| v != "0")));
 }
 
-/// KNOWN FAILING — the second dimension: LAN loss and reordering (2%,
-/// jitter) on the client paths, one seed, capped kill points. Open
-/// violations as of 2026-11-26: uploads under loss that take over 60 s of
-/// virtual time after a takeover (the server's 408 body timeout fires), and a
-/// `Connection: close` without a kill stuck in FIN-WAIT-2 under loss. Run
-/// with `cargo test -p hotpair-sim --test failover_matrix failover_matrix_lossy
-/// -- --ignored --nocapture`; un-ignore once it passes.
+/// KNOWN FAILING — the second dimension: LAN loss and reordering (2% of
+/// frames lost, 2% overtaken by up to 300 µs) on the client paths, one seed,
+/// capped kill points. Open violations as of 2026-11-26:
+/// - `upload`: a 408 instead of the 405. The ingress node defers client
+///   segments beyond a hole until its shadow acknowledges them, so the
+///   primary never sends the duplicate ACKs that trigger fast retransmit:
+///   every lost client segment costs a retransmission timeout, backing off
+///   1, 2, 4 … 32 s; after a takeover the gap exceeds the 60 s body timeout.
+/// - `close`, no kill: smoltcp 0.14 never retransmits a FIN that is the only
+///   thing outstanding once three duplicate ACKs arrive (fast retransmit
+///   with an empty transmit buffer sends nothing and idles the timer); the
+///   node stays in CLOSING, the client in FIN-WAIT-2.
+/// - `reject`, no kill: the shadow ignores a client FIN that arrives beyond
+///   a hole, then rejects every retransmission of it (smoltcp counts a
+///   segment's length without its FIN, so old data + new FIN is "out of
+///   window"); the segment never counts as covered, is never forwarded, and
+///   the primary waits in FIN-WAIT-2 forever.
+///
+/// Run with `cargo test -p hotpair-sim --test failover_matrix
+/// failover_matrix_lossy -- --ignored --nocapture`; un-ignore once it passes.
 #[test]
 #[ignore]
 fn failover_matrix_lossy() {
