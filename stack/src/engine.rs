@@ -63,6 +63,9 @@ pub const SPARE_LISTENERS: usize = 16;
 pub const MAX_HELD: usize = 256;
 /// Out-of-order client segments kept per shadow connection for forwarding.
 pub const MAX_DEFERRED: usize = 64;
+/// SACK ranges remembered per shadow connection (smoltcp's assembler holds
+/// at most 8 out-of-order runs: `assembler-max-segment-count-8`).
+const MAX_SACKED: usize = 8;
 /// Frames smoltcp may emit in one round before the device refuses more.
 const TX_BUDGET: usize = 4096;
 /// Spare frame buffers kept for reuse.
@@ -233,9 +236,13 @@ struct Shadow {
     written: u64,
     fin: bool,
     held: VecDeque<Frame>,
-    /// Segments the shadow took out of order: forwarded once its ACK
-    /// covers them (so the primary need not wait for a retransmission).
-    deferred: VecDeque<(u32, Frame)>,
+    /// Segments not yet acknowledged by the shadow: forwarded once its ACK
+    /// or its SACK covers them.
+    deferred: VecDeque<(Span, Frame)>,
+    /// Client bytes the shadow holds beyond a hole, as its SACK blocks
+    /// reported them (client space, above `rcv_nxt`). smoltcp never drops
+    /// what its assembler took, so a reported range stays held.
+    sacked: Vec<(u32, u32)>,
     /// Promoted: its output goes to the LAN.
     live: bool,
     /// The client sent a SYN again after the takeover: it never saw the
@@ -244,6 +251,52 @@ struct Shadow {
 }
 
 impl Shadow {
+    /// The shadow holds all of `span`: acknowledged, or — without a FIN,
+    /// which smoltcp never keeps beyond a hole — inside a SACKed range.
+    fn holds(&self, span: Span) -> bool {
+        if self.rcv_nxt.is_some_and(|r| seg::seq_ge(r, span.end)) {
+            return true;
+        }
+        !span.fin
+            && self
+                .sacked
+                .iter()
+                .any(|&(l, r)| seg::seq_ge(span.start, l) && seg::seq_ge(r, span.end))
+    }
+
+    /// Remember a SACK block the shadow sent.
+    fn note_sack(&mut self, (l, r): (u32, u32)) {
+        if seg::seq_ge(l, r) {
+            return;
+        }
+        // Merge with every range it touches.
+        let (mut l, mut r) = (l, r);
+        self.sacked.retain(|&(a, b)| {
+            let touches = seg::seq_ge(b, l) && seg::seq_ge(r, a);
+            if touches {
+                if seg::seq_ge(l, a) {
+                    l = a;
+                }
+                if seg::seq_ge(b, r) {
+                    r = b;
+                }
+            }
+            !touches
+        });
+        if self.sacked.len() >= MAX_SACKED {
+            // Forgetting a range only delays forwarding until the ACK.
+            self.sacked.remove(0);
+        }
+        self.sacked.push((l, r));
+    }
+
+    /// The receive point moved: ranges below it are acknowledged now.
+    fn prune_sacked(&mut self) {
+        if let Some(rcv) = self.rcv_nxt {
+            self.sacked.retain(|&(_, r)| !seg::seq_ge(rcv, r));
+        }
+    }
+
     /// End of the shadow's queued data in its own sequence space: an ACK
     /// beyond it would make smoltcp drop the whole segment, payload included.
     fn queued_end(&self) -> Option<u32> {
@@ -264,12 +317,20 @@ struct Track {
     shadow: Option<Shadow>,
 }
 
+/// The client sequence space a segment occupies.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+    fin: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum FwdRule {
     /// SYN: only if a shadow socket took it.
     Syn,
-    /// Data or FIN: only once the shadow acknowledged up to here.
-    Covered(u32),
+    /// Data or FIN: only once the shadow holds it (see [`Shadow::holds`]).
+    Covered(Span),
     /// Pure ACK, RST: always.
     Always,
 }
@@ -1039,7 +1100,11 @@ impl<C> Engine<C> {
         let rule = if s.has(RST) || s.seq_len() == 0 {
             FwdRule::Always
         } else {
-            FwdRule::Covered(s.seq_end())
+            FwdRule::Covered(Span {
+                start: s.seq,
+                end: s.seq_end(),
+                fin: s.has(seg::FIN),
+            })
         };
         self.pending_fwd.push((tuple, original, rule));
         self.dev.rx.push_back(f);
@@ -1130,6 +1195,16 @@ impl<C> Engine<C> {
             }
             if s.has(ACK) && sh.rcv_nxt.is_none_or(|r| seg::seq_ge(s.ack, r)) {
                 sh.rcv_nxt = Some(s.ack);
+                sh.prune_sacked();
+            }
+            if !sh.live {
+                // An out-of-order client segment makes the shadow send a
+                // duplicate ACK whose SACK block covers what it stored.
+                for b in seg::sack_blocks(f.data(), &s) {
+                    if sh.rcv_nxt.is_none_or(|r| !seg::seq_ge(r, b.1)) {
+                        sh.note_sack(b);
+                    }
+                }
             }
             if !sh.live {
                 self.recycle(f);
@@ -1151,8 +1226,17 @@ impl<C> Engine<C> {
         any
     }
 
+    /// Forward to the primary the client segments the shadow now holds.
+    ///
+    /// A segment beyond a hole goes as soon as the shadow SACKs it, not
+    /// only once the hole is filled: the primary then stores it too and
+    /// sends the client the duplicate ACKs (with SACK) that trigger a fast
+    /// retransmission of the missing bytes. Without that, every lost client
+    /// segment would cost the client a retransmission timeout, with backoff.
+    /// The primary still acknowledges cumulatively only what it has in
+    /// order, which the shadow has too.
     fn decide_forwarding(&mut self) {
-        // Earlier out-of-order segments the shadow now acknowledges.
+        // Earlier segments the shadow now holds.
         for tr in self.tracks.values_mut() {
             let Some(sh) = tr.shadow.as_mut() else {
                 continue;
@@ -1160,14 +1244,13 @@ impl<C> Engine<C> {
             if sh.deferred.is_empty() {
                 continue;
             }
-            let Some(r) = sh.rcv_nxt else { continue };
             let mut keep = VecDeque::new();
-            for (end, f) in std::mem::take(&mut sh.deferred) {
-                if seg::seq_ge(r, end) {
+            for (span, f) in std::mem::take(&mut sh.deferred) {
+                if sh.holds(span) {
                     self.stats.forwarded += 1;
                     self.fwd_out.push_back(f);
                 } else {
-                    keep.push_back((end, f));
+                    keep.push_back((span, f));
                 }
             }
             sh.deferred = keep;
@@ -1177,15 +1260,13 @@ impl<C> Engine<C> {
             let ok = match rule {
                 FwdRule::Always => true,
                 FwdRule::Syn => sh.is_some_and(|sh| sh.isn.is_some()),
-                FwdRule::Covered(end) => sh
-                    .and_then(|sh| sh.rcv_nxt)
-                    .is_some_and(|r| seg::seq_ge(r, end)),
+                FwdRule::Covered(span) => sh.is_some_and(|sh| sh.holds(span)),
             };
             tracing::trace!(client = %tuple.0, port = tuple.1, ?rule, ok, "forward decision");
             if ok {
                 self.stats.forwarded += 1;
                 self.fwd_out.push_back(f);
-            } else if let (FwdRule::Covered(end), Some(sh)) = (
+            } else if let (FwdRule::Covered(span), Some(sh)) = (
                 rule,
                 self.tracks.get_mut(&tuple).and_then(|t| t.shadow.as_mut()),
             ) {
@@ -1193,7 +1274,7 @@ impl<C> Engine<C> {
                 // refused. Keep it until the shadow's ACK covers it; the
                 // primary must not see it before.
                 if sh.deferred.len() < MAX_DEFERRED {
-                    sh.deferred.push_back((end, f));
+                    sh.deferred.push_back((span, f));
                 } else {
                     self.stats.not_forwarded += 1;
                 }

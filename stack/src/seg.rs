@@ -83,33 +83,49 @@ pub fn set_window(frame: &mut [u8], s: &Seg, v: u16) {
     frame[s.off.tcp + 14..s.off.tcp + 16].copy_from_slice(&v.to_be_bytes());
 }
 
-/// Subtract `delta` (wrapping) from both edges of every SACK block: SACK
-/// edges are acknowledgment numbers, in the same space as ACK.
-pub fn shift_sack(frame: &mut [u8], s: &Seg, delta: u32) {
+/// Where the SACK blocks of a segment's options are: `(first, end)` byte
+/// indices, 8 bytes a block. `None` when there is no SACK option; a
+/// malformed option list ends the search.
+fn sack_option(frame: &[u8], s: &Seg) -> Option<(usize, usize)> {
     let mut i = s.off.tcp + 20;
-    let end = s.off.payload;
+    let end = s.off.payload.min(frame.len());
     while i < end {
         match frame[i] {
-            0 => return,
+            0 => return None,
             1 => i += 1,
             kind => {
-                let Some(&len) = frame.get(i + 1) else { return };
-                let len = usize::from(len);
+                let len = usize::from(*frame.get(i + 1)?);
                 if len < 2 || i + len > end {
-                    return;
+                    return None;
                 }
                 if kind == 5 {
-                    let mut j = i + 2;
-                    while j + 4 <= i + len {
-                        let v = be32(frame, j).wrapping_sub(delta);
-                        frame[j..j + 4].copy_from_slice(&v.to_be_bytes());
-                        j += 4;
-                    }
+                    return Some((i + 2, i + 2 + (len - 2) / 8 * 8));
                 }
                 i += len;
             }
         }
     }
+    None
+}
+
+/// Subtract `delta` (wrapping) from both edges of every SACK block: SACK
+/// edges are acknowledgment numbers, in the same space as ACK.
+pub fn shift_sack(frame: &mut [u8], s: &Seg, delta: u32) {
+    let Some((first, end)) = sack_option(frame, s) else {
+        return;
+    };
+    for j in (first..end).step_by(4) {
+        let v = be32(frame, j).wrapping_sub(delta);
+        frame[j..j + 4].copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// The SACK blocks `(left, right)` a segment carries (at most 4 fit).
+pub fn sack_blocks<'a>(frame: &'a [u8], s: &Seg) -> impl Iterator<Item = (u32, u32)> + 'a {
+    let (first, end) = sack_option(frame, s).unwrap_or((0, 0));
+    (first..end)
+        .step_by(8)
+        .map(move |j| (be32(frame, j), be32(frame, j + 4)))
 }
 
 /// Wrapping sequence comparison: `a` is at or after `b`.
@@ -217,11 +233,16 @@ mod tests {
         shift_sack(&mut f, &s, 50);
         let got: Vec<u32> = (0..4).map(|k| be32(&f, 58 + 4 * k)).collect();
         assert_eq!(got, vec![50, 150, 250, 350]);
+        let s = parse(&f).unwrap();
+        let blocks: Vec<_> = sack_blocks(&f, &s).collect();
+        assert_eq!(blocks, vec![(50, 150), (250, 350)]);
         // A length byte running past the header must not panic.
         f[57] = 200;
         shift_sack(&mut f, &s, 1);
+        assert_eq!(sack_blocks(&f, &s).count(), 0);
         f[57] = 0;
         shift_sack(&mut f, &s, 1);
+        assert_eq!(sack_blocks(&f, &s).count(), 0);
     }
 
     #[test]
