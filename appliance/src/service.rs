@@ -280,6 +280,8 @@ pub struct NodeService {
     woken: Vec<ConnId>,
     /// Run `generate` on the stack thread (deterministic simulation).
     inline_handlers: bool,
+    /// Messages were queued for the link outside `exchange`.
+    exchange_due: bool,
     /// Requests handed to a handler (a test counts re-executions with it).
     handler_runs: u64,
 }
@@ -309,6 +311,7 @@ impl NodeService {
             repl,
             woken: Vec::new(),
             inline_handlers: false,
+            exchange_due: false,
             handler_runs: 0,
         }
     }
@@ -342,6 +345,9 @@ impl NodeService {
                 let seed = self
                     .seeds
                     .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                if self.inline_handlers {
+                    return Some(hotpair_http::generate::handle(&req, seed, max_size));
+                }
                 let tx = self.done_tx.clone();
                 let waker = self.waker.clone();
                 let index = req.index;
@@ -517,7 +523,13 @@ impl NodeService {
                     u.close_after,
                     payload.clone(),
                 ) {
-                    Ok(seq) => (Some(seq), false, VecDeque::from([payload])),
+                    Ok(seq) => {
+                        // Possibly from a handler's completion, after this
+                        // round's exchange: the log record must not wait
+                        // for the next wake-up.
+                        self.exchange_due = true;
+                        (Some(seq), false, VecDeque::from([payload]))
+                    }
                     // The window of unacknowledged units is full: retry
                     // after a release (back-pressure on this connection).
                     Err(_) => break,
@@ -721,6 +733,7 @@ impl Service for NodeService {
             if matches!(conn, Conn::Live(_)) {
                 if let Some(repl) = self.repl.as_mut() {
                     repl.replica.conn_gone(key);
+                    self.exchange_due = true;
                 }
             }
         }
@@ -794,7 +807,12 @@ impl Service for NodeService {
         Some((ls.sock.as_raw_fd(), ls.pending() > 0))
     }
 
+    fn wants_exchange(&self) -> bool {
+        self.exchange_due
+    }
+
     fn exchange(&mut self, engine: &mut Engine<Conn>, now: Instant) -> Control {
+        self.exchange_due = false;
         let mut ctl = Control::default();
         let Some(repl) = self.repl.as_mut() else {
             return ctl;

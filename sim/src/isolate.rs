@@ -80,7 +80,7 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     })
 }
 
-fn stats_fields(s: &RunStats) -> [u64; 17] {
+fn stats_fields(s: &RunStats) -> [u64; 16] {
     [
         s.lan_frames,
         s.lan_lost,
@@ -97,7 +97,6 @@ fn stats_fields(s: &RunStats) -> [u64; 17] {
         s.arp_updates,
         s.duplicate_bytes,
         s.logged_before_kill,
-        s.handler_waits,
         s.late_rsts,
     ]
 }
@@ -120,8 +119,7 @@ fn stats_from(v: &[u64]) -> Option<RunStats> {
         arp_updates: g(12)?,
         duplicate_bytes: g(13)?,
         logged_before_kill: g(14)?,
-        handler_waits: g(15)?,
-        late_rsts: g(16)?,
+        late_rsts: g(15)?,
     })
 }
 

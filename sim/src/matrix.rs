@@ -104,7 +104,6 @@ pub struct Coverage {
     pub tso_frames: u64,
     pub retransmitted_bytes: u64,
     pub logged_before_kill: u64,
-    pub handler_waits: u64,
     pub late_rsts: u64,
 }
 
@@ -123,7 +122,6 @@ impl Coverage {
         self.tso_frames += s.tso_frames;
         self.retransmitted_bytes += s.duplicate_bytes;
         self.logged_before_kill += u64::from(s.logged_before_kill > 0);
-        self.handler_waits += s.handler_waits;
         self.late_rsts += s.late_rsts;
     }
 }
@@ -362,7 +360,7 @@ impl Report {
         }
         let c = &self.coverage;
         s.push_str(&format!(
-            "sim: coverage: {} promotions ({} connections), {} claims, {} runs with replies logged at B before A died, {} held / {} dropped held segments, {} segments not forwarded, {} duplicate SYNs, {} passed through, {} gratuitous-ARP updates, {} TSO frames, {} LAN frames lost, {} bytes retransmitted to the client, {} handler waits, {} RSTs after a connection was over\n",
+            "sim: coverage: {} promotions ({} connections), {} claims, {} runs with replies logged at B before A died, {} held / {} dropped held segments, {} segments not forwarded, {} duplicate SYNs, {} passed through, {} gratuitous-ARP updates, {} TSO frames, {} LAN frames lost, {} bytes retransmitted to the client, {} RSTs after a connection was over\n",
             c.promotions,
             c.promoted_conns,
             c.claims,
@@ -376,7 +374,6 @@ impl Report {
             c.tso_frames,
             c.lan_lost,
             c.retransmitted_bytes,
-            c.handler_waits,
             c.late_rsts
         ));
         // Failures grouped by the kind of their first violation (numbers

@@ -191,7 +191,9 @@ impl SimNode {
                 self.engine.claim();
                 out.claimed = true;
             }
-            let mut busy = self.engine.poll(&mut self.service, now) || ctl.busy;
+            let mut busy = self.engine.poll(&mut self.service, now)
+                || ctl.busy
+                || self.service.wants_exchange();
             while let Some(f) = self.engine.poll_lan_transmit() {
                 out.frames.push(f);
                 busy = true;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use hotpair::service::LinkIn;
 use hotpair_replicator::{ConnKey, Msg, UnitKind};
-use hotpair_stack::seg;
 use sha2::{Digest, Sha256};
 use smoltcp::wire::EthernetAddress;
 
@@ -205,8 +204,6 @@ pub struct RunStats {
     pub duplicate_bytes: u64,
     /// Final units of the scenario's requests B had received when A died.
     pub logged_before_kill: u64,
-    /// Waits for a handler thread (see `run_node`).
-    pub handler_waits: u64,
     /// RSTs that reached the client after its connection was over.
     pub late_rsts: u64,
 }
@@ -283,8 +280,6 @@ pub struct World {
     /// Final units (connection, request index) delivered to B.
     finals_to_b: BTreeSet<(ConnKey, u64)>,
     finals_at_kill: u64,
-    /// The scenario has replies made on a handler thread.
-    async_handlers: bool,
     wire: WireCheck,
     errors: Vec<String>,
     stats: RunStats,
@@ -312,7 +307,6 @@ impl World {
         let client = Client::new(derive(spec.seed, 3), &spec.scenario.conns, Duration::ZERO);
         World {
             rng: Rng::new(derive(spec.seed, 4)),
-            async_handlers: spec.scenario.generate_requests() > 0,
             hasher: spec.fingerprint.then(Sha256::new),
             spec,
             base,
@@ -572,8 +566,6 @@ impl World {
         let Some(n) = self.nodes[w.index()].as_mut() else {
             return Ok(());
         };
-        let runs = n.service.handler_runs();
-        let logged = n.logged_units();
         let before = n.engine.stats();
         let out = n.round(now)?;
         if self.spec.trace {
@@ -583,34 +575,9 @@ impl World {
                 self.trace(|| line);
             }
         }
-        let Some(n) = self.nodes[w.index()].as_mut() else {
-            return Ok(());
-        };
-        let dispatched = n.service.handler_runs() > runs;
-        let mut applied = n.logged_units() > logged || out.frames.iter().any(has_payload);
+        // Handlers run inline (`set_inline_handlers`): a reply is made in
+        // the round its request completed, never on another thread.
         self.emit(w, out);
-        if self.async_handlers && dispatched && !applied {
-            // WORKAROUND (see `await_handler`).
-            self.stats.handler_waits += 1;
-            let wall = Instant::now() + Duration::from_secs(120);
-            while !applied {
-                if Instant::now() > wall {
-                    return Err(format!(
-                        "node {}: a handler's reply never came back (waited 120 s of wall time)",
-                        w.name()
-                    ));
-                }
-                std::thread::sleep(Duration::from_micros(200));
-                let Some(n) = self.nodes[w.index()].as_mut() else {
-                    return Ok(());
-                };
-                let out = n.round(now)?;
-                applied = n.logged_units() > logged
-                    || out.frames.iter().any(has_payload)
-                    || !out.msgs.is_empty();
-                self.emit(w, out);
-            }
-        }
         Ok(())
     }
 
@@ -846,10 +813,6 @@ fn stats_delta(
         .map(|(n, x, y)| format!("{n} {x}->{y}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn has_payload(f: &hotpair_stack::Frame) -> bool {
-    seg::parse(f.data()).is_some_and(|s| s.payload_len > 0)
 }
 
 fn link_desc(m: &LinkIn) -> String {

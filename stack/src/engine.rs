@@ -201,6 +201,12 @@ pub trait Service {
     fn extra_fd(&self) -> Option<(std::os::fd::RawFd, bool)> {
         None
     }
+    /// Work for [`Service::exchange`] was queued outside it (a reply
+    /// logged from a handler's completion): the shell runs another round at
+    /// once instead of sleeping with a message waiting.
+    fn wants_exchange(&self) -> bool {
+        false
+    }
     /// Once per round: move frames and messages between the engine and the
     /// replication link, and report role changes.
     fn exchange(&mut self, _engine: &mut Engine<Self::Conn>, _now: StdInstant) -> Control {
@@ -297,6 +303,35 @@ impl Shadow {
         }
     }
 
+    /// How a client segment (not a SYN) may enter the shadow socket, in
+    /// both modes: the first ACK teaches the offset; a segment whose ACK is
+    /// beyond the shadow's queued data is held (smoltcp would drop it,
+    /// payload included, as "unacceptable") and so is everything after it,
+    /// to keep the order.
+    fn admission(&mut self, s: &Seg) -> Admission {
+        if self.offset.is_none() && s.has(ACK) {
+            match self.isn {
+                Some(isn) => self.offset = Some(s.ack.wrapping_sub(1).wrapping_sub(isn)),
+                // Our shadow never answered the SYN: nothing to align to.
+                None if !self.live => return Admission::Drop,
+                None => {}
+            }
+        }
+        if !self.held.is_empty() {
+            return Admission::Hold;
+        }
+        let off = self.offset.filter(|_| s.has(ACK));
+        if let Some(off) = off {
+            let ack = s.ack.wrapping_sub(off);
+            if self.queued_end().is_some_and(|end| !seg::seq_ge(end, ack)) {
+                // The client acknowledges bytes the primary sent that we
+                // have not queued yet.
+                return Admission::Hold;
+            }
+        }
+        Admission::Ready(off)
+    }
+
     /// End of the shadow's queued data in its own sequence space: an ACK
     /// beyond it would make smoltcp drop the whole segment, payload included.
     fn queued_end(&self) -> Option<u32> {
@@ -315,6 +350,24 @@ struct Track {
     /// The pool slot holding it, once a socket took the SYN.
     slot: Option<usize>,
     shadow: Option<Shadow>,
+}
+
+/// See [`Shadow::admission`].
+#[derive(Debug, Clone, Copy)]
+enum Admission {
+    /// Into the shadow, its ACK and SACK moved back by this offset (if any).
+    Ready(Option<u32>),
+    /// Keep it until the shadow's data catches up.
+    Hold,
+    Drop,
+}
+
+/// Move a client segment's ACK and SACK edges into the shadow's space.
+fn translate_ack(f: &mut Frame, s: &Seg, off: Option<u32>) {
+    if let Some(off) = off {
+        seg::set_ack(f.data_mut(), s, s.ack.wrapping_sub(off));
+        seg::shift_sack(f.data_mut(), s, off);
+    }
 }
 
 /// The client sequence space a segment occupies.
@@ -863,9 +916,6 @@ impl<C> Engine<C> {
                 let mac = self.cfg.mac;
                 f.data_mut()[0..6].copy_from_slice(mac.as_bytes());
             }
-            if let Some(s) = seg::parse(f.data()) {
-                tracing::trace!(src = %s.src, port = s.src_port, seq = s.seq, ack = s.ack, flags = s.flags, len = s.payload_len, "primary: forwarded segment");
-            }
             self.learn_neighbor(f.data(), now);
             if let Some(f) = self.admit_plain(f, &mut budget) {
                 deferred.push_back(f);
@@ -960,18 +1010,26 @@ impl<C> Engine<C> {
         s.dst == self.cfg.address.address() && s.dst_port == self.cfg.port
     }
 
+    /// A TCP segment for the service address, with its tuple. Anything else
+    /// (ARP, other addresses) goes straight to smoltcp.
+    fn classify(&mut self, f: Frame) -> Option<(Frame, Seg, Tuple)> {
+        match seg::parse(f.data()) {
+            Some(s) if self.for_us(&s) => {
+                tracing::trace!(mode = ?self.mode, src = %s.src, port = s.src_port, seq = s.seq, ack = s.ack, flags = s.flags, len = s.payload_len, "client segment");
+                let tuple = (s.src, s.src_port, s.dst_port);
+                Some((f, s, tuple))
+            }
+            _ => {
+                self.dev.rx.push_back(f);
+                None
+            }
+        }
+    }
+
     /// Admit a frame with no replication work (simplex, primary, live).
     /// Returns it back if it must wait for a listener.
     fn admit_plain(&mut self, f: Frame, budget: &mut usize) -> Option<Frame> {
-        let Some(s) = seg::parse(f.data()) else {
-            self.dev.rx.push_back(f);
-            return None;
-        };
-        if !self.for_us(&s) {
-            self.dev.rx.push_back(f);
-            return None;
-        }
-        let tuple = (s.src, s.src_port, s.dst_port);
+        let (mut f, s, tuple) = self.classify(f)?;
         if s.has(SYN) && !s.has(ACK) {
             if self.syn_is_duplicate(&tuple) {
                 // A promoted shadow still waiting for its offset: the client
@@ -991,32 +1049,18 @@ impl<C> Engine<C> {
             if !self.open_track(tuple, &s, false, budget) {
                 return Some(f);
             }
-        } else if self.tracks.get(&tuple).is_some_and(|t| t.shadow.is_some()) {
-            // A promoted shadow: translate, hold if ahead of our data.
-            return self.admit_live_shadow(f, s, tuple);
-        }
-        self.dev.rx.push_back(f);
-        None
-    }
-
-    fn admit_live_shadow(&mut self, mut f: Frame, s: Seg, tuple: Tuple) -> Option<Frame> {
-        let tr = self.tracks.get_mut(&tuple).expect("caller checked");
-        let sh = tr.shadow.as_mut().expect("caller checked");
-        if sh.offset.is_none() && s.has(ACK) {
-            if let Some(isn) = sh.isn {
-                sh.offset = Some(s.ack.wrapping_sub(1).wrapping_sub(isn));
-            }
-        }
-        if let Some(off) = sh.offset {
-            if s.has(ACK) {
-                let ack = s.ack.wrapping_sub(off);
-                if !sh.held.is_empty() || sh.queued_end().is_some_and(|end| !seg::seq_ge(end, ack))
-                {
+        } else if let Some(sh) = self.tracks.get_mut(&tuple).and_then(|t| t.shadow.as_mut()) {
+            // A promoted shadow: its ACKs still need moving into its space.
+            match sh.admission(&s) {
+                Admission::Hold => {
                     hold(sh, f, &mut self.stats);
                     return None;
                 }
-                seg::set_ack(f.data_mut(), &s, ack);
-                seg::shift_sack(f.data_mut(), &s, off);
+                Admission::Drop => {
+                    self.recycle(f);
+                    return None;
+                }
+                Admission::Ready(off) => translate_ack(&mut f, &s, off),
             }
         }
         self.dev.rx.push_back(f);
@@ -1024,18 +1068,7 @@ impl<C> Engine<C> {
     }
 
     fn admit_ingress(&mut self, f: Frame, budget: &mut usize) -> Option<Frame> {
-        if let Some(s) = seg::parse(f.data()) {
-            tracing::trace!(src = %s.src, port = s.src_port, seq = s.seq, ack = s.ack, flags = s.flags, len = s.payload_len, "ingress: client segment");
-        }
-        let Some(s) = seg::parse(f.data()) else {
-            self.dev.rx.push_back(f);
-            return None;
-        };
-        if !self.for_us(&s) {
-            self.dev.rx.push_back(f);
-            return None;
-        }
-        let tuple = (s.src, s.src_port, s.dst_port);
+        let (mut f, s, tuple) = self.classify(f)?;
         if s.has(SYN) && !s.has(ACK) {
             if self.syn_is_duplicate(&tuple) {
                 // Not for our shadow (it has the SYN); the primary's SYN-ACK
@@ -1064,39 +1097,20 @@ impl<C> Engine<C> {
             self.dev.rx.push_back(f);
             return None;
         };
-        if sh.offset.is_none() && s.has(ACK) {
-            match sh.isn {
-                Some(isn) => sh.offset = Some(s.ack.wrapping_sub(1).wrapping_sub(isn)),
-                None => {
-                    // Our shadow never answered the SYN: nothing to align to.
-                    self.recycle(f);
-                    return None;
-                }
+        let off = match sh.admission(&s) {
+            Admission::Ready(off) => off,
+            Admission::Hold => {
+                hold(sh, f, &mut self.stats);
+                return None;
             }
-        }
-        if !sh.held.is_empty() {
-            hold(sh, f, &mut self.stats);
-            return None;
-        }
+            Admission::Drop => {
+                self.recycle(f);
+                return None;
+            }
+        };
+        // The primary gets the segment as the client sent it.
         let original = Frame::copy_from(f.data());
-        let mut f = f;
-        if let Some(off) = sh.offset {
-            if s.has(ACK) {
-                let ack = s.ack.wrapping_sub(off);
-                if sh.queued_end().is_some_and(|end| !seg::seq_ge(end, ack)) {
-                    // The client acknowledges bytes the primary sent that we
-                    // have not queued yet: smoltcp would drop the segment with
-                    // its payload. Hold it until our data catches up.
-                    hold(sh, original, &mut self.stats);
-                    if self.dev.tx_pool.len() < MAX_POOLED {
-                        self.dev.tx_pool.push(f.buf);
-                    }
-                    return None;
-                }
-                seg::set_ack(f.data_mut(), &s, ack);
-                seg::shift_sack(f.data_mut(), &s, off);
-            }
-        }
+        translate_ack(&mut f, &s, off);
         let rule = if s.has(RST) || s.seq_len() == 0 {
             FwdRule::Always
         } else {

@@ -244,7 +244,8 @@ impl Shell {
             if ctl.claim {
                 engine.claim();
             }
-            let mut busy = engine.poll(service, now) || read > 0 || ctl.busy;
+            let mut busy =
+                engine.poll(service, now) || read > 0 || ctl.busy || service.wants_exchange();
             if engine.fenced() {
                 self.flush_pcap();
                 return Err(std::io::Error::other(
