@@ -4,13 +4,12 @@
 //! download finish from the survivor, checks it byte for byte (SHA-256) and
 //! reports the client-visible stall. The lab goes down on every path.
 
+use hotpair::stall::Sampler;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -237,7 +236,7 @@ fn demo(args: &DemoArgs) -> Result<bool> {
         .spawn()
         .context("running curl in the client namespace")?;
     let start = Instant::now();
-    let sampler = Sampler::start(download.clone(), start);
+    let sampler = Sampler::start(download.clone(), start, SAMPLE_EVERY);
     let mut progress = Progress::new(expected_len);
     let mut kill_at: Option<Duration> = None;
     let mut resumed_shown = false;
@@ -327,7 +326,7 @@ fn demo(args: &DemoArgs) -> Result<bool> {
         if survivor_alive { "alive" } else { "DEAD" }
     );
     if let (Some(k), true) = (kill_at, status.success()) {
-        let s = stall(&samples, k, elapsed, got == expected_len);
+        let s = hotpair::stall::measure(&samples, k, elapsed, got == expected_len);
         println!(
             "   client-visible stall: {:.0} ms (longest time without a new byte from the \
              kill on; before the kill the longest was {:.0} ms)",
@@ -370,117 +369,6 @@ fn demo(args: &DemoArgs) -> Result<bool> {
         }
     }
     Ok(pass)
-}
-
-/// Samples a growing file's size every [`SAMPLE_EVERY`] on a thread of its own.
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    latest: Arc<AtomicU64>,
-    samples: Arc<Mutex<Vec<(Duration, u64)>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Sampler {
-    fn start(path: PathBuf, start: Instant) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let latest = Arc::new(AtomicU64::new(0));
-        let samples = Arc::new(Mutex::new(Vec::with_capacity(8192)));
-        let thread = {
-            let (stop, latest, samples) = (stop.clone(), latest.clone(), samples.clone());
-            std::thread::spawn(move || {
-                let mut next = Instant::now();
-                while !stop.load(Ordering::SeqCst) {
-                    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-                    latest.store(size, Ordering::SeqCst);
-                    if let Ok(mut v) = samples.lock() {
-                        v.push((start.elapsed(), size));
-                    }
-                    next += SAMPLE_EVERY;
-                    let now = Instant::now();
-                    if next > now {
-                        std::thread::sleep(next - now);
-                    } else {
-                        next = now;
-                    }
-                }
-            })
-        };
-        Sampler {
-            stop,
-            latest,
-            samples,
-            thread: Some(thread),
-        }
-    }
-
-    fn latest(&self) -> u64 {
-        self.latest.load(Ordering::SeqCst)
-    }
-
-    /// The first pause of at least `min` (no growth) that ended after
-    /// `kill`: (its length, when it ended), times since the start.
-    fn pause_ended_after(&self, kill: Duration, min: Duration) -> Option<(Duration, Duration)> {
-        let v = self.samples.lock().ok()?;
-        let mut last_growth: Option<Duration> = None;
-        for w in v.windows(2) {
-            if w[1].1 > w[0].1 {
-                let t = w[1].0;
-                if let Some(prev) = last_growth {
-                    if t > kill && t - prev >= min {
-                        return Some((t - prev, t));
-                    }
-                }
-                last_growth = Some(t);
-            }
-        }
-        None
-    }
-
-    fn finish(mut self) -> Vec<(Duration, u64)> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-/// The client-visible stall around a kill at `kill` (times since the start).
-struct Stall {
-    /// The longest interval without growth that ends after the kill (or is
-    /// still open when the download ended).
-    after_kill: Duration,
-    /// The longest such interval before the kill, for comparison.
-    before_kill: Duration,
-}
-
-/// `complete`: whether the download finished (else the last interval, from
-/// the last growth to `end`, is a stall that never ended).
-fn stall(samples: &[(Duration, u64)], kill: Duration, end: Duration, complete: bool) -> Stall {
-    // Instants at which the file had grown since the previous sample.
-    let growth: Vec<Duration> = samples
-        .windows(2)
-        .filter(|w| w[1].1 > w[0].1)
-        .map(|w| w[1].0)
-        .collect();
-    let mut after = Duration::ZERO;
-    let mut before = Duration::ZERO;
-    for w in growth.windows(2) {
-        let gap = w[1] - w[0];
-        if w[1] > kill {
-            after = after.max(gap);
-        } else {
-            before = before.max(gap);
-        }
-    }
-    if !complete {
-        let last = growth.last().copied().unwrap_or(Duration::ZERO);
-        after = after.max(end.saturating_sub(last));
-    }
-    Stall {
-        after_kill: after,
-        before_kill: before,
-    }
 }
 
 struct Progress {
@@ -563,37 +451,4 @@ fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     io::copy(&mut f, &mut hasher)?;
     Ok(hex(&hasher.finalize()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(v: u64) -> Duration {
-        Duration::from_millis(v)
-    }
-
-    #[test]
-    fn stall_is_the_longest_gap_from_the_kill_on() {
-        // Growth every 10 ms, then nothing from 100 to 700 ms, kill at 150 ms.
-        let mut samples = Vec::new();
-        let mut size = 0;
-        for t in (0..=1000).step_by(10) {
-            if t <= 100 || t >= 700 {
-                size += 1000;
-            }
-            samples.push((ms(t), size));
-        }
-        let s = stall(&samples, ms(150), ms(1000), true);
-        assert_eq!(s.after_kill, ms(600));
-        assert_eq!(s.before_kill, ms(10));
-        // A longer gap before the kill is not the kill's stall.
-        let s = stall(&samples, ms(800), ms(1000), true);
-        assert_eq!(s.after_kill, ms(10));
-        assert_eq!(s.before_kill, ms(600));
-        // A download that stopped for good stalls until the end.
-        let cut: Vec<_> = samples.iter().copied().filter(|s| s.0 <= ms(400)).collect();
-        let s = stall(&cut, ms(150), ms(400), false);
-        assert_eq!(s.after_kill, ms(300));
-    }
 }

@@ -1483,27 +1483,7 @@ mod tests {
                 process: None,
             },
         };
-        let state = LabState {
-            prefix: "hp".into(),
-            mode: Mode::Simplex,
-            replication: None,
-            phase: Phase::Building,
-            state_dir: "/run/hotpair/lab-hp".into(),
-            docroot: "/run/hotpair/lab-hp/docroot".into(),
-            docroot_generated: true,
-            service_address: SERVICE_ADDRESS.into(),
-            service_port: SERVICE_PORT,
-            client: ClientState {
-                namespace: "hp-client".into(),
-                interface: "eth0".into(),
-                address: "10.77.0.100/24".into(),
-            },
-            switch: SwitchState {
-                namespace: "hp-sw".into(),
-                bridge: "br0".into(),
-            },
-            nodes: vec![],
-        };
+        let state = test_state(Mode::Simplex, None);
         let text = node_config(&state, &node, &opts);
         assert!(text.contains("mac = \"02:68:70:00:00:01\"\n"));
         assert!(text.contains("root = \"/run/hotpair/lab-hp/docroot\"\n"));

@@ -8,4 +8,5 @@ pub mod config;
 pub mod link;
 pub mod node;
 pub mod service;
+pub mod stall;
 pub mod upstream;

@@ -16,9 +16,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::{mpsc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::wrk::parse_wrk;
@@ -182,106 +181,7 @@ pub fn assert_survivor(lab: &Lab, victim: Victim) {
 
 // ---- size sampling and the stall ------------------------------------------
 
-/// Samples a growing file's size every [`SAMPLE_EVERY`] on a thread of its own.
-pub struct Sampler {
-    stop: Arc<AtomicBool>,
-    latest: Arc<AtomicU64>,
-    samples: Arc<Mutex<Vec<(Instant, u64)>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Sampler {
-    pub fn start(path: PathBuf) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let latest = Arc::new(AtomicU64::new(0));
-        let samples = Arc::new(Mutex::new(Vec::with_capacity(8192)));
-        let thread = {
-            let (stop, latest, samples) = (stop.clone(), latest.clone(), samples.clone());
-            thread::spawn(move || {
-                let mut next = Instant::now();
-                while !stop.load(Ordering::SeqCst) {
-                    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-                    latest.store(size, Ordering::SeqCst);
-                    if let Ok(mut v) = samples.lock() {
-                        v.push((Instant::now(), size));
-                    }
-                    next += SAMPLE_EVERY;
-                    let now = Instant::now();
-                    if next > now {
-                        thread::sleep(next - now);
-                    } else {
-                        next = now;
-                    }
-                }
-            })
-        };
-        Sampler {
-            stop,
-            latest,
-            samples,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn latest(&self) -> u64 {
-        self.latest.load(Ordering::SeqCst)
-    }
-
-    pub fn finish(mut self) -> Vec<(Instant, u64)> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The client-visible stall around a kill.
-#[derive(Clone, Copy, Debug)]
-pub struct Stall {
-    /// The longest interval without growth that ends after the kill (or is
-    /// still open at the end of an incomplete download).
-    pub after_kill: Duration,
-    /// The longest such interval before the kill, for comparison.
-    pub before_kill: Duration,
-    /// From the kill to the first growth after it.
-    pub resumed_after: Option<Duration>,
-}
-
-/// Computes the [`Stall`] of `samples` (instant, size) around `kill`;
-/// `complete` says whether the download finished.
-pub fn stall(samples: &[(Instant, u64)], kill: Instant, end: Instant, complete: bool) -> Stall {
-    let growth: Vec<Instant> = samples
-        .windows(2)
-        .filter(|w| w[1].1 > w[0].1)
-        .map(|w| w[1].0)
-        .collect();
-    let mut after = Duration::ZERO;
-    let mut before = Duration::ZERO;
-    for w in growth.windows(2) {
-        let gap = w[1] - w[0];
-        if w[1] > kill {
-            after = after.max(gap);
-        } else {
-            before = before.max(gap);
-        }
-    }
-    if !complete {
-        let last = growth.last().copied().unwrap_or(kill);
-        after = after.max(end.saturating_duration_since(last));
-    }
-    Stall {
-        after_kill: after,
-        before_kill: before,
-        resumed_after: growth.iter().find(|&&t| t > kill).map(|&t| t - kill),
-    }
-}
+pub use hotpair::stall::{Sampler, Stall};
 
 /// Seconds since the epoch (tcpdump -tt's clock).
 pub fn epoch_now() -> f64 {
@@ -517,7 +417,7 @@ pub fn download_with_kill(
         tmp.path(),
         "curl",
     );
-    let sampler = Sampler::start(dl.clone());
+    let sampler = Sampler::start(dl.clone(), start, SAMPLE_EVERY);
     // Wait for the kill moment.
     loop {
         let due = match kill_at {
@@ -551,7 +451,7 @@ pub fn download_with_kill(
     let end = Instant::now();
     let samples = sampler.finish();
     let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
-    let s = stall(&samples, kill, end, got == total);
+    let s = hotpair::stall::measure(&samples, kill - start, end - start, got == total);
     let outcome = if out.status.success() && got == total {
         format!("STALL {:.0} ms", ms(s.after_kill))
     } else {
@@ -1188,28 +1088,6 @@ pub fn wrk_load(test: &str, victim: Victim) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stall_measures_the_gap_after_the_kill() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut samples = Vec::new();
-        let mut size = 0;
-        for t in (0..=1000).step_by(10) {
-            if t <= 100 || t >= 700 {
-                size += 1000;
-            }
-            samples.push((at(t), size));
-        }
-        let s = stall(&samples, at(150), at(1000), true);
-        assert_eq!(s.after_kill, Duration::from_millis(600));
-        assert_eq!(s.before_kill, Duration::from_millis(10));
-        assert_eq!(s.resumed_after, Some(Duration::from_millis(550)));
-        let cut: Vec<_> = samples.iter().copied().filter(|s| s.0 <= at(400)).collect();
-        let s = stall(&cut, at(150), at(400), false);
-        assert_eq!(s.after_kill, Duration::from_millis(300));
-        assert_eq!(s.resumed_after, None);
-    }
 
     #[test]
     fn rng_is_seeded_and_in_range() {

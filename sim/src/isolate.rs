@@ -80,7 +80,7 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     })
 }
 
-fn stats_fields(s: &RunStats) -> [u64; 16] {
+fn stats_fields(s: &RunStats) -> [u64; 17] {
     [
         s.lan_frames,
         s.lan_lost,
@@ -98,6 +98,7 @@ fn stats_fields(s: &RunStats) -> [u64; 16] {
         s.duplicate_bytes,
         s.logged_before_kill,
         s.late_rsts,
+        s.link_stalls,
     ]
 }
 
@@ -120,6 +121,7 @@ fn stats_from(v: &[u64]) -> Option<RunStats> {
         duplicate_bytes: g(13)?,
         logged_before_kill: g(14)?,
         late_rsts: g(15)?,
+        link_stalls: g(16)?,
     })
 }
 

@@ -105,6 +105,7 @@ pub struct Coverage {
     pub retransmitted_bytes: u64,
     pub logged_before_kill: u64,
     pub late_rsts: u64,
+    pub link_stalls: u64,
 }
 
 impl Coverage {
@@ -123,6 +124,7 @@ impl Coverage {
         self.retransmitted_bytes += s.duplicate_bytes;
         self.logged_before_kill += u64::from(s.logged_before_kill > 0);
         self.late_rsts += s.late_rsts;
+        self.link_stalls += s.link_stalls;
     }
 }
 
@@ -360,7 +362,7 @@ impl Report {
         }
         let c = &self.coverage;
         s.push_str(&format!(
-            "sim: coverage: {} promotions ({} connections), {} claims, {} runs with replies logged at B before A died, {} held / {} dropped held segments, {} segments not forwarded, {} duplicate SYNs, {} passed through, {} gratuitous-ARP updates, {} TSO frames, {} LAN frames lost, {} bytes retransmitted to the client, {} RSTs after a connection was over\n",
+            "sim: coverage: {} promotions ({} connections), {} claims, {} runs with replies logged at B before A died, {} held / {} dropped held segments, {} segments not forwarded, {} duplicate SYNs, {} passed through, {} gratuitous-ARP updates, {} TSO frames, {} LAN frames lost, {} bytes retransmitted to the client, {} RSTs after a connection was over, {} link messages held up by a retransmission\n",
             c.promotions,
             c.promoted_conns,
             c.claims,
@@ -374,7 +376,8 @@ impl Report {
             c.tso_frames,
             c.lan_lost,
             c.retransmitted_bytes,
-            c.late_rsts
+            c.late_rsts,
+            c.link_stalls
         ));
         // Failures grouped by the kind of their first violation (numbers
         // blanked out), a few examples each.

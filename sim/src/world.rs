@@ -94,6 +94,12 @@ pub struct Net {
     /// Frames lost, per million.
     pub loss_ppm: u32,
     pub link_delay: Duration,
+    /// Replication-link messages, per million, that meet a lost segment
+    /// of the link's kernel TCP: they (and everything queued behind them,
+    /// the link being one ordered stream) arrive `link_stall` late — its
+    /// retransmission. TCP turns loss into delay, and never reorders.
+    pub link_stall_ppm: u32,
+    pub link_stall: Duration,
 }
 
 impl Net {
@@ -104,8 +110,12 @@ impl Net {
         reorder_delay: Duration::ZERO,
         loss_ppm: 0,
         link_delay: Duration::from_micros(100),
+        link_stall_ppm: 0,
+        link_stall: Duration::ZERO,
     };
-    /// 2% loss; 2% of frames overtaken (delayed by up to 300 µs).
+    /// 2% loss; 2% of frames overtaken (delayed by up to 300 µs); 1% of
+    /// link messages held up by a 200 ms retransmission (Linux's minimum
+    /// RTO).
     pub const LOSSY: Net = Net {
         name: "lossy",
         lan_delay: Duration::from_micros(50),
@@ -113,6 +123,8 @@ impl Net {
         reorder_delay: Duration::from_micros(300),
         loss_ppm: 20_000,
         link_delay: Duration::from_micros(100),
+        link_stall_ppm: 10_000,
+        link_stall: Duration::from_millis(200),
     };
     pub fn parse(s: &str) -> Option<Net> {
         match s {
@@ -206,6 +218,8 @@ pub struct RunStats {
     pub logged_before_kill: u64,
     /// RSTs that reached the client after its connection was over.
     pub late_rsts: u64,
+    /// Link messages held up by a retransmission (see [`Net`]).
+    pub link_stalls: u64,
 }
 
 /// The verdict of a run.
@@ -665,7 +679,20 @@ impl World {
 
     fn send_link(&mut self, from: Who, msg: LinkIn) {
         self.stats.link_msgs += 1;
-        let at = (self.t + self.spec.net.link_delay).max(self.link_tail[from.index()]);
+        let net = self.spec.net;
+        let mut at = self.t + net.link_delay;
+        if self.rng.chance_ppm(net.link_stall_ppm) {
+            self.stats.link_stalls += 1;
+            self.trace(|| {
+                format!(
+                    "LINK STALL from {}: {} ms",
+                    from.name(),
+                    net.link_stall.as_millis()
+                )
+            });
+            at += net.link_stall;
+        }
+        let at = at.max(self.link_tail[from.index()]);
         self.link_tail[from.index()] = at;
         let seq = self.next_seq;
         self.next_seq += 1;

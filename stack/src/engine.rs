@@ -1049,26 +1049,36 @@ impl<C> Engine<C> {
             if !self.open_track(tuple, &s, false, budget) {
                 return Some(f);
             }
-        } else if let Some(sh) = self.tracks.get_mut(&tuple).and_then(|t| t.shadow.as_mut()) {
+        } else if self.tracks.get(&tuple).is_some_and(|t| t.shadow.is_some()) {
             // A promoted shadow: its ACKs still need moving into its space.
-            match sh.admission(&s) {
-                Admission::Hold => {
-                    hold(sh, f, &mut self.stats);
-                    return None;
-                }
-                Admission::Drop => {
-                    self.recycle(f);
-                    return None;
-                }
-                Admission::Ready(off) => translate_ack(&mut f, &s, off),
-            }
+            let (g, off) = self.shadow_admit(f, &s, &tuple)?;
+            f = g;
+            translate_ack(&mut f, &s, off);
         }
         self.dev.rx.push_back(f);
         None
     }
 
+    /// Apply [`Shadow::admission`] to a segment of a tracked shadow: the
+    /// frame back with the offset for its ACK, or `None` when it was held
+    /// or dropped.
+    fn shadow_admit(&mut self, f: Frame, s: &Seg, tuple: &Tuple) -> Option<(Frame, Option<u32>)> {
+        let sh = self.tracks.get_mut(tuple)?.shadow.as_mut()?;
+        match sh.admission(s) {
+            Admission::Ready(off) => Some((f, off)),
+            Admission::Hold => {
+                hold(sh, f, &mut self.stats);
+                None
+            }
+            Admission::Drop => {
+                self.recycle(f);
+                None
+            }
+        }
+    }
+
     fn admit_ingress(&mut self, f: Frame, budget: &mut usize) -> Option<Frame> {
-        let (mut f, s, tuple) = self.classify(f)?;
+        let (f, s, tuple) = self.classify(f)?;
         if s.has(SYN) && !s.has(ACK) {
             if self.syn_is_duplicate(&tuple) {
                 // Not for our shadow (it has the SYN); the primary's SYN-ACK
@@ -1093,21 +1103,11 @@ impl<C> Engine<C> {
             self.fwd_out.push_back(f);
             return None;
         };
-        let Some(sh) = tr.shadow.as_mut() else {
+        if tr.shadow.is_none() {
             self.dev.rx.push_back(f);
             return None;
-        };
-        let off = match sh.admission(&s) {
-            Admission::Ready(off) => off,
-            Admission::Hold => {
-                hold(sh, f, &mut self.stats);
-                return None;
-            }
-            Admission::Drop => {
-                self.recycle(f);
-                return None;
-            }
-        };
+        }
+        let (mut f, off) = self.shadow_admit(f, &s, &tuple)?;
         // The primary gets the segment as the client sent it.
         let original = Frame::copy_from(f.data());
         translate_ack(&mut f, &s, off);

@@ -133,6 +133,19 @@ pub fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
 }
 
+/// Recompute the IPv4 header checksum of an Ethernet frame (no options).
+pub fn set_ipv4_checksum(f: &mut [u8]) {
+    f[24..26].copy_from_slice(&[0, 0]);
+    let mut sum: u32 = 0;
+    for c in f[14..34].chunks_exact(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
 /// Build a bare TCP segment (no options, no payload) with a valid IPv4
 /// header checksum and a zero TCP checksum (never verified where these go:
 /// they are fed to our own smoltcp).
@@ -160,14 +173,7 @@ pub fn build(
     f[23] = 6;
     f[26..30].copy_from_slice(&src.octets());
     f[30..34].copy_from_slice(&dst.octets());
-    let mut sum: u32 = 0;
-    for c in f[14..34].chunks_exact(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    set_ipv4_checksum(&mut f);
     f[34..36].copy_from_slice(&src_port.to_be_bytes());
     f[36..38].copy_from_slice(&dst_port.to_be_bytes());
     f[38..42].copy_from_slice(&seq.to_be_bytes());

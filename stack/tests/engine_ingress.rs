@@ -49,15 +49,7 @@ fn client_seg(seq: u32, flags: u8, options: &[u8], payload: &[u8]) -> Frame {
     f[46] = (((20 + options.len()) / 4) << 4) as u8;
     let ip_len = (f.len() - 14) as u16;
     f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    f[24..26].copy_from_slice(&[0, 0]);
-    let mut sum: u32 = 0;
-    for c in f[14..34].chunks_exact(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    seg::set_ipv4_checksum(&mut f);
     Frame::copy_from(&f)
 }
 
