@@ -1,7 +1,7 @@
-//! The two TCP fixes hotpair carries in `vendor/smoltcp` (see its
+//! The TCP fixes hotpair carries in `vendor/smoltcp` (see its
 //! `HOTPAIR-PATCHES.md`), each shown on two real smoltcp interfaces joined
 //! by an in-memory wire whose frames the test drops, holds and replays.
-//! Both tests fail against smoltcp 0.14.0 as published.
+//! Every test fails against smoltcp 0.14.0 as published.
 
 use std::collections::VecDeque;
 
@@ -107,6 +107,13 @@ fn tcp_of(frame: &[u8]) -> Option<(bool, usize)> {
     let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
     let t = TcpPacket::new_checked(ip.payload()).ok()?;
     Some((t.fin(), t.payload().len()))
+}
+
+/// The sequence number of a TCP frame.
+fn seq_of(frame: &[u8]) -> u32 {
+    let eth = EthernetFrame::new_checked(frame).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    TcpPacket::new_checked(ip.payload()).unwrap().seq_number().0 as u32
 }
 
 /// Client 10.0.0.1 connected to a server 10.0.0.2:80, everything delivered.
@@ -246,4 +253,45 @@ fn retransmitted_fin_after_its_data_is_accepted() {
     let mut buf = [0u8; 16];
     let n = s.socket().recv_slice(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"aaaabbbb");
+}
+
+/// Patch 3 (NewReno, RFC 6582): two segments of one window are lost. Three
+/// duplicate ACKs bring the first back; the ACK that follows is partial
+/// (it stops at the second hole) and must bring the second back at once
+/// (unpatched: only the retransmission timer does, a second or more later).
+#[test]
+fn partial_ack_retransmits_the_next_hole_at_once() {
+    let (mut c, mut s, now) = connected();
+    s.socket().send_slice(&[7u8; 5 * 1460]).unwrap();
+    let segs = s.poll(now);
+    let data: Vec<_> = segs
+        .into_iter()
+        .filter(|f| tcp_of(f).is_some_and(|(_, len)| len > 0))
+        .collect();
+    assert_eq!(data.len(), 5, "five full segments");
+    // Segments 0 and 2 are lost.
+    for i in [1, 3, 4] {
+        c.dev.rx.push_back(data[i].clone());
+    }
+    let dups = c.poll(now);
+    assert_eq!(dups.len(), 3, "a duplicate ACK per out-of-order segment");
+    s.dev.rx.extend(dups);
+    let out = s.poll(now);
+    assert!(
+        out.iter().any(|f| seq_of(f) == seq_of(&data[0])),
+        "three duplicate ACKs: segment 0 again"
+    );
+    // Segment 0 arrives: the client acknowledges 0 and 1 — a partial ACK.
+    c.dev.rx.push_back(data[0].clone());
+    let partial = c.poll(now);
+    s.dev.rx.extend(partial);
+    let out = s.poll(now);
+    assert!(
+        out.iter().any(|f| seq_of(f) == seq_of(&data[2])),
+        "the partial ACK did not bring segment 2 back at once"
+    );
+    // And with it the client has everything.
+    c.dev.rx.extend(out);
+    c.poll(now);
+    assert_eq!(c.socket().recv_queue(), 5 * 1460);
 }

@@ -523,6 +523,9 @@ pub struct Socket<'a> {
     local_rx_dup_acks: u8,
     /// If a fast retransmit needs to occur
     pending_fast_retransmit: bool,
+    /// hotpair patch: the highest sequence number sent when a fast
+    /// retransmit started (RFC 6582's `recover`); set while in recovery.
+    recover: Option<TcpSeqNumber>,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -614,6 +617,7 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
+            recover: None,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -926,6 +930,8 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        // hotpair patch: recovery state is per connection.
+        self.recover = None;
 
         #[cfg(feature = "async")]
         {
@@ -2127,6 +2133,9 @@ impl<'a> Socket<'a> {
 
                     if self.local_rx_dup_acks == 3 {
                         self.timer.set_for_fast_retransmit();
+                        // hotpair patch: remember where this loss episode
+                        // ends (RFC 6582), for the partial ACKs below.
+                        self.recover = Some(self.remote_last_seq);
                         net_debug!("started fast retransmit");
                     }
 
@@ -2147,6 +2156,23 @@ impl<'a> Socket<'a> {
                         net_debug!("reset duplicate ACK count");
                     }
                     self.local_rx_last_ack = Some(ack_number);
+
+                    // hotpair patch (RFC 6582, NewReno): during a fast
+                    // recovery, an ACK that advances but stays below the
+                    // point recovery began at means the next segment was
+                    // lost too: resend it now, instead of waiting for three
+                    // more duplicate ACKs that cannot come (everything after
+                    // it is in flight already) and so for the (backed-off)
+                    // retransmission timer. Without it, several losses in
+                    // one window cost one timeout each.
+                    if let Some(recover) = self.recover {
+                        if ack_number < recover {
+                            self.pending_fast_retransmit = true;
+                            net_debug!("partial ACK: retransmitting the next segment");
+                        } else {
+                            self.recover = None;
+                        }
+                    }
 
                     // Notify of fresh ACK
                     self.rtte.on_ack(cx.now(), ack_number);
@@ -2495,6 +2521,8 @@ impl<'a> Socket<'a> {
                 // had sent them. This will cause all data in the queue
                 // to be sent again.
                 self.remote_last_seq = self.local_seq_no;
+                // hotpair patch: a timeout ends any fast recovery.
+                self.recover = None;
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
