@@ -249,6 +249,10 @@ struct Shadow {
     /// reported them (client space, above `rcv_nxt`). smoltcp never drops
     /// what its assembler took, so a reported range stays held.
     sacked: Vec<(u32, u32)>,
+    /// The end of what the shadow has sent (its SND.NXT, own space) and
+    /// the window it last advertised: what an ACK from it would carry.
+    snd_end: Option<u32>,
+    window: u16,
     /// Promoted: its output goes to the LAN.
     live: bool,
     /// The client sent a SYN again after the takeover: it never saw the
@@ -795,7 +799,8 @@ impl<C> Engine<C> {
         // retransmits from the client's last ACK on (Karn's rule keeps these
         // out of the RTT estimate).
         self.clock_skew += CLAIM_CLOCK_JUMP;
-        for tr in self.tracks.values_mut() {
+        let mut acks = Vec::new();
+        for (tuple, tr) in self.tracks.iter_mut() {
             let Some(sh) = tr.shadow.as_mut() else {
                 continue;
             };
@@ -804,6 +809,32 @@ impl<C> Engine<C> {
             while let Some(f) = sh.held.pop_back() {
                 self.lan_in.push_front(f);
             }
+            // The client's data has gone unacknowledged since the primary
+            // died (its ACKs went down with it): tell the client at once
+            // what we hold, or it waits for its retransmission timer, backed
+            // off by now — an upload would sit still for a second or more.
+            if let (Some(off), Some(rcv), Some(end)) = (sh.offset, sh.rcv_nxt, sh.snd_end) {
+                acks.push((*tuple, end.wrapping_add(off), rcv, sh.window));
+            }
+        }
+        for ((client, client_port, port), seq, ack, window) in acks {
+            let Some(mac) = self.next_hop_mac(client) else {
+                continue;
+            };
+            let f = seg::build(
+                self.cfg.mac,
+                mac,
+                self.cfg.address.address(),
+                client,
+                port,
+                client_port,
+                seq,
+                ack,
+                ACK,
+                window,
+            );
+            // (Its TCP checksum is the shell's to fill, as for every frame.)
+            self.lan_out.push_back(Frame::copy_from(&f));
         }
         for i in 0..self.pool.slots.len() {
             let id = self.pool.id(i);
@@ -1125,6 +1156,17 @@ impl<C> Engine<C> {
         None
     }
 
+    /// The MAC a frame to `ip` goes to: its own, if on the link, else the
+    /// gateway's — as learned from client frames.
+    fn next_hop_mac(&self, ip: Ipv4Address) -> Option<EthernetAddress> {
+        let hop = if self.cfg.address.contains_addr(&ip) {
+            ip
+        } else {
+            self.cfg.gateway?
+        };
+        self.neighbors.get(&hop).map(|(mac, _)| *mac)
+    }
+
     /// The primary learns a client's MAC from the frames forwarded to it
     /// (smoltcp fills its neighbour cache only from ARP, and the primary
     /// must not ARP for the service address).
@@ -1206,6 +1248,13 @@ impl<C> Engine<C> {
             };
             if s.has(SYN) && sh.isn.is_none() {
                 sh.isn = Some(s.seq);
+            }
+            if !s.has(RST) {
+                let end = s.seq_end();
+                if sh.snd_end.is_none_or(|e| seg::seq_ge(end, e)) {
+                    sh.snd_end = Some(end);
+                }
+                sh.window = s.window;
             }
             if s.has(ACK) && sh.rcv_nxt.is_none_or(|r| seg::seq_ge(s.ack, r)) {
                 sh.rcv_nxt = Some(s.ack);

@@ -168,3 +168,41 @@ fn a_fin_beyond_a_hole_waits_until_the_shadow_takes_it() {
         vec![(c, true), (c, true)]
     );
 }
+
+#[test]
+fn promotion_acknowledges_what_the_shadow_holds_at_once() {
+    let mut n = Ingress::new();
+    let a = n.open();
+    assert_eq!(
+        n.client(client_seg(a, ACK, &[], &[b'a'; 100])),
+        vec![(a, false)]
+    );
+    // The primary dies before its ACK of these 100 bytes reaches the client.
+    n.engine.promote(&mut n.service, n.now);
+    let mut acks = Vec::new();
+    while let Some(f) = n.engine.poll_lan_transmit() {
+        if let Some(s) = seg::parse(f.data()) {
+            acks.push(s);
+        }
+    }
+    assert_eq!(acks.len(), 1, "one ACK for the one connection");
+    let s = acks[0];
+    assert_eq!(
+        (s.src, s.dst, s.src_port, s.dst_port),
+        (VIP, CLIENT, 80, 40000)
+    );
+    assert_eq!((s.src_mac, s.dst_mac), (NODE_MAC, CLIENT_MAC));
+    assert_eq!(s.flags, ACK);
+    assert_eq!(s.payload_len, 0);
+    assert_eq!(
+        s.ack,
+        a + 100,
+        "acknowledges the client's bytes the shadow holds"
+    );
+    assert_eq!(
+        s.seq,
+        PRIMARY_ISN + 1,
+        "in the wire's (the primary's) sequence space"
+    );
+    assert!(s.window > 0);
+}
