@@ -78,6 +78,12 @@ const MAX_NEIGHBORS: usize = 256;
 /// alive (only the link failed) and the primary must stand down.
 pub const CLAIM_PROBES: u32 = 3;
 pub const CLAIM_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// After claiming the address, the announcement is repeated this many
+/// times, 100 ms, 200 ms, 400 ms … apart: one lost gratuitous ARP must not
+/// leave a client sending to the dead node's MAC until its neighbour entry
+/// expires (keepalived repeats its gratuitous ARPs for the same reason).
+const REANNOUNCE: u32 = 5;
+const REANNOUNCE_FIRST: Duration = Duration::from_millis(100);
 /// How far smoltcp's clock jumps at a takeover (claim or promotion):
 /// beyond the minimum RTO (1 s) and two backoffs of it.
 const CLAIM_CLOCK_JUMP: Duration = Duration::from_secs(5);
@@ -581,6 +587,8 @@ pub struct Engine<C> {
     woken_ids: Vec<ConnId>,
     stats: EngineStats,
     claim: Claim,
+    /// Announcements still to repeat after a claim, and when the next is due.
+    reannounce: Option<(u32, StdInstant)>,
     /// Added to smoltcp's clock. Claiming the address advances it once so
     /// every pending retransmission timer fires at once (see `claim_tick`).
     clock_skew: Duration,
@@ -629,6 +637,7 @@ impl<C> Engine<C> {
             woken_ids: Vec::new(),
             stats: EngineStats::default(),
             claim: Claim::None,
+            reannounce: None,
             clock_skew: Duration::ZERO,
         };
         e.top_up();
@@ -709,6 +718,10 @@ impl<C> Engine<C> {
             let d = next_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
             wait = Some(wait.map_or(d, |w| w.min(d)));
         }
+        if let Some((_, at)) = self.reannounce {
+            let d = at.saturating_duration_since(now);
+            wait = Some(wait.map_or(d, |w| w.min(d)));
+        }
         wait
     }
 
@@ -736,6 +749,38 @@ impl<C> Engine<C> {
         self.claim == Claim::Fenced
     }
 
+    /// Gratuitous ARP for the address, and a direct ARP request to every
+    /// client (or gateway) we have been talking to: not every stack takes a
+    /// gratuitous ARP (smoltcp, for one, ignores ARP not aimed at its own
+    /// address), but every stack learns the sender of a request addressed
+    /// to it.
+    fn announce_to_all(&mut self) {
+        self.announce();
+        let (mac, vip) = (self.cfg.mac, self.cfg.address.address());
+        let known: Vec<_> = self
+            .neighbors
+            .iter()
+            .map(|(ip, (m, _))| (*ip, *m))
+            .collect();
+        for (ip, their_mac) in known {
+            let f = crate::arp::request_to(mac, vip, their_mac, ip);
+            self.lan_out.push_back(Frame::copy_from(&f));
+        }
+    }
+
+    /// Repeat the announcement after a claim, with a doubling interval.
+    fn reannounce_tick(&mut self, now: StdInstant) {
+        let Some((left, at)) = self.reannounce else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        self.announce_to_all();
+        let sent = REANNOUNCE - left + 1;
+        self.reannounce = (left > 1).then(|| (left - 1, now + REANNOUNCE_FIRST * (1 << sent)));
+    }
+
     fn claim_tick(&mut self, now: StdInstant) {
         let Claim::Probing { sent, next_at } = self.claim else {
             return;
@@ -757,21 +802,8 @@ impl<C> Engine<C> {
             );
             self.claim = Claim::None;
             self.mode = Mode::Simplex;
-            self.announce();
-            // Not every stack takes a gratuitous ARP (smoltcp, for one,
-            // ignores ARP not aimed at its own address), but every stack
-            // learns the sender of a request addressed to it: ask each
-            // client (or the gateway) we have been talking to.
-            let (mac, vip) = (self.cfg.mac, self.cfg.address.address());
-            let known: Vec<_> = self
-                .neighbors
-                .iter()
-                .map(|(ip, (m, _))| (*ip, *m))
-                .collect();
-            for (ip, their_mac) in known {
-                let f = crate::arp::request_to(mac, vip, their_mac, ip);
-                self.lan_out.push_back(Frame::copy_from(&f));
-            }
+            self.announce_to_all();
+            self.reannounce = Some((REANNOUNCE, now + REANNOUNCE_FIRST));
             // The client has been acknowledging to the dead ingress node:
             // our data reached it, its ACKs did not reach us. Rather than
             // wait for smoltcp's retransmission timer (1 s at least, more
@@ -866,6 +898,7 @@ impl<C> Engine<C> {
             return false;
         }
         self.claim_tick(now);
+        self.reannounce_tick(now);
         let mut busy = !self.lan_in.is_empty() || !self.peer_in.is_empty();
         self.admit(now);
         let t = self.smol_now(now);

@@ -1,7 +1,9 @@
-//! The ingress engine's forwarding rule, on crafted client segments: a
-//! segment goes to the primary only once the shadow holds it — acknowledged,
-//! or (without a FIN) reported in a SACK block — and a FIN only once the
-//! shadow has taken it.
+//! The engine's takeover-related rules, on crafted client segments. The
+//! ingress node's forwarding rule: a segment goes to the primary only once
+//! the shadow holds it — acknowledged, or (without a FIN) reported in a SACK
+//! block — and a FIN only once the shadow has taken it. At promotion, an
+//! ACK to the client at once. The primary's claim: probes, then repeated
+//! announcements.
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,10 @@ struct Ingress {
 
 impl Ingress {
     fn new() -> Self {
+        Self::with_mode(Mode::Ingress)
+    }
+
+    fn with_mode(mode: Mode) -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
             mac: NODE_MAC,
@@ -73,7 +79,7 @@ impl Ingress {
             seed: 7,
         };
         Ingress {
-            engine: Engine::new(cfg, Mode::Ingress, now),
+            engine: Engine::new(cfg, mode, now),
             service: Quiet,
             now,
         }
@@ -205,4 +211,47 @@ fn promotion_acknowledges_what_the_shadow_holds_at_once() {
         "in the wire's (the primary's) sequence space"
     );
     assert!(s.window > 0);
+}
+
+#[test]
+fn a_claim_probes_then_announces_again_and_again() {
+    use hotpair_stack::arp;
+    use smoltcp::wire::ArpOperation;
+
+    let mut n = Ingress::with_mode(Mode::Primary);
+    // A forwarded client frame: the primary learns the client's MAC.
+    n.engine
+        .handle_peer_frame(client_seg(CLIENT_ISN, SYN, &[], b""));
+    n.engine.poll(&mut n.service, n.now);
+    while n.engine.poll_lan_transmit().is_some() {}
+
+    let t0 = n.now;
+    n.engine.claim();
+    let (mut probes, mut garps, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..500 {
+        n.engine.poll(&mut n.service, n.now);
+        let at = n.now.duration_since(t0).as_millis() as u64;
+        while let Some(f) = n.engine.poll_lan_transmit() {
+            let Some(a) = arp::parse(f.data()) else {
+                continue;
+            };
+            assert_eq!(a.operation, ArpOperation::Request);
+            if a.sender_ip == Ipv4Address::UNSPECIFIED {
+                probes.push(at);
+            } else if a.target_ip == VIP {
+                garps.push(at);
+            } else {
+                assert_eq!((a.target_ip, a.target_mac), (CLIENT, CLIENT_MAC));
+                direct.push(at);
+            }
+        }
+        n.now += Duration::from_millis(10);
+    }
+    assert_eq!(probes, vec![0, 100, 200], "three probes, 100 ms apart");
+    // Claimed at 300 ms, then again 100, 200, 400, 800, 1600 ms later.
+    assert_eq!(garps, vec![300, 400, 600, 1000, 1800, 3400]);
+    assert_eq!(
+        direct, garps,
+        "each with an ARP request to the known client"
+    );
 }

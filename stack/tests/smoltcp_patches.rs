@@ -295,3 +295,45 @@ fn partial_ack_retransmits_the_next_hole_at_once() {
     c.poll(now);
     assert_eq!(c.socket().recv_queue(), 5 * 1460);
 }
+
+/// Patch 4: TIME-WAIT lasts 60 s. The server closes first; the client's FIN
+/// is acknowledged, but that ACK is lost, and the client's retransmissions
+/// of its FIN are lost until 15 s later. The server must still be in
+/// TIME-WAIT and acknowledge it (unpatched: its TIME-WAIT ended at 10 s and
+/// the FIN meets an RST).
+#[test]
+fn time_wait_outlasts_a_backed_off_fin() {
+    let (mut c, mut s, mut now) = connected();
+    s.socket().close();
+    for _ in 0..5 {
+        pump(&mut c, &mut s, now);
+        now += Duration::from_millis(1);
+    }
+    assert_eq!(s.socket().state(), tcp::State::FinWait2);
+    assert_eq!(c.socket().state(), tcp::State::CloseWait);
+    c.socket().close();
+    let fin = c.poll(now);
+    assert_eq!(fin.len(), 1);
+    s.dev.rx.push_back(fin[0].clone());
+    let ack = s.poll(now);
+    assert_eq!(
+        ack.len(),
+        1,
+        "the server acknowledges the FIN (this ACK is lost)"
+    );
+    assert_eq!(s.socket().state(), tcp::State::TimeWait);
+    // 15 s later the FIN comes again.
+    now += Duration::from_secs(15);
+    s.poll(now);
+    s.dev.rx.push_back(fin[0].clone());
+    let out = s.poll(now);
+    assert_eq!(out.len(), 1);
+    let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(!t.rst(), "the late FIN met an RST: TIME-WAIT was over");
+    assert!(t.ack());
+    c.dev.rx.push_back(out[0].clone());
+    c.poll(now);
+    assert_eq!(c.socket().state(), tcp::State::Closed);
+}

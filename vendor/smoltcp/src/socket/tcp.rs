@@ -298,7 +298,11 @@ enum Timer {
 }
 
 const ACK_DELAY_DEFAULT: Duration = Duration::from_millis(10);
-const CLOSE_DELAY: Duration = Duration::from_millis(10_000);
+// hotpair patch: TIME-WAIT lasts 60 s, as on Linux, not 10 s. The side
+// that closed first keeps it to acknowledge a retransmitted FIN whose first
+// ACK was lost; a peer backing off (1, 2, 4, 8 s …) can retransmit later
+// than 10 s, and then met no socket and got an RST.
+const CLOSE_DELAY: Duration = Duration::from_millis(60_000);
 
 impl Timer {
     fn new() -> Timer {
