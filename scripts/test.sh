@@ -6,7 +6,8 @@
 # 1. installs what the tests need, only if missing (apt: curl wrk python3
 #    iproute2 nginx tcpdump procps; rustup: rustfmt clippy),
 # 2. cargo fmt --check, clippy with -D warnings, builds the hotpair binary,
-# 3. runs the unit tests, then the network-namespace tests (netns-tests/)
+# 3. runs the unit tests, the simulation's full failover matrix (SIM_FULL=0:
+#    the capped one), then the network-namespace tests (netns-tests/)
 #    against target/debug/hotpair (or $HOTPAIR_BIN).
 #
 # Non-interactive. The netns tests need root; without root they print
@@ -81,8 +82,16 @@ step "cargo build -p hotpair"
 cargo build -p hotpair
 
 # ---- 3. tests -----------------------------------------------------------------
-step "unit tests: cargo test --workspace --exclude hotpair-netns-tests"
-cargo test --workspace --exclude hotpair-netns-tests
+step "unit tests: cargo test --workspace --exclude hotpair-netns-tests --exclude hotpair-sim"
+cargo test --workspace --exclude hotpair-netns-tests --exclude hotpair-sim
+
+# The deterministic simulation: every kill step of every scenario, both
+# victims, both kill variants, a clean LAN and three lossy seeds (SIM_FULL=0
+# for the capped matrix, ~40 s in a debug build), built optimised with debug
+# assertions and overflow checks on (profile `sim`).
+SIM_FULL="${SIM_FULL:-1}"
+step "simulation: cargo test --profile sim -p hotpair-sim (SIM_FULL=$SIM_FULL)"
+SIM_FULL="$SIM_FULL" cargo test --profile sim -p hotpair-sim -- --nocapture
 
 step "netns tests: cargo test -p hotpair-netns-tests (test threads: $NETNS_TEST_THREADS)"
 if ! is_root; then
