@@ -5,14 +5,12 @@
 
 use std::collections::VecDeque;
 
+use hotpair_stack::seg;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpAddress, IpCidr,
-    Ipv4Packet, TcpPacket,
-};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
 #[derive(Default)]
 struct Wire {
@@ -98,22 +96,19 @@ impl Host {
     }
 }
 
-/// TCP flags and payload length of a frame, if it is TCP.
-fn tcp_of(frame: &[u8]) -> Option<(bool, usize)> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.ethertype() != EthernetProtocol::Ipv4 {
-        return None;
-    }
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    let t = TcpPacket::new_checked(ip.payload()).ok()?;
-    Some((t.fin(), t.payload().len()))
-}
-
 /// The sequence number of a TCP frame.
 fn seq_of(frame: &[u8]) -> u32 {
-    let eth = EthernetFrame::new_checked(frame).unwrap();
-    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-    TcpPacket::new_checked(ip.payload()).unwrap().seq_number().0 as u32
+    seg::parse(frame).expect("a TCP frame").seq
+}
+
+/// A TCP frame carrying the FIN.
+fn has_fin(frame: &[u8]) -> bool {
+    seg::parse(frame).is_some_and(|s| s.has(seg::FIN))
+}
+
+/// A TCP frame carrying data.
+fn has_data(frame: &[u8]) -> bool {
+    seg::parse(frame).is_some_and(|s| s.payload_len > 0)
 }
 
 /// Client 10.0.0.1 connected to a server 10.0.0.2:80, everything delivered.
@@ -172,10 +167,7 @@ fn lone_fin_is_fast_retransmitted() {
     s.socket().close();
     now += Duration::from_millis(1);
     let out = s.poll(now);
-    assert!(
-        out.iter().any(|f| tcp_of(f).is_some_and(|(fin, _)| fin)),
-        "the server sends its FIN"
-    );
+    assert!(out.iter().any(|f| has_fin(f)), "the server sends its FIN");
     // Three duplicates of the client's last ACK.
     for _ in 0..3 {
         s.dev.rx.push_back(ack.clone());
@@ -186,7 +178,7 @@ fn lone_fin_is_fast_retransmitted() {
     // retransmit, not the timer, must bring the FIN back.
     for _ in 0..10 {
         for f in s.poll(now) {
-            if tcp_of(&f).is_some_and(|(fin, _)| fin) {
+            if has_fin(&f) {
                 resent = true;
             }
             c.dev.rx.push_back(f);
@@ -229,7 +221,11 @@ fn retransmitted_fin_after_its_data_is_accepted() {
     now += Duration::from_millis(1);
     let b: Vec<_> = c.poll(now);
     assert_eq!(b.len(), 1);
-    assert_eq!(tcp_of(&b[0]), Some((true, 4)), "B carries data and the FIN");
+    let bs = seg::parse(&b[0]).expect("a TCP frame");
+    assert!(
+        bs.has(seg::FIN) && bs.payload_len == 4,
+        "B carries data and the FIN"
+    );
 
     // B first (out of order), then A.
     s.dev.rx.push_back(b[0].clone());
@@ -264,10 +260,7 @@ fn partial_ack_retransmits_the_next_hole_at_once() {
     let (mut c, mut s, now) = connected();
     s.socket().send_slice(&[7u8; 5 * 1460]).unwrap();
     let segs = s.poll(now);
-    let data: Vec<_> = segs
-        .into_iter()
-        .filter(|f| tcp_of(f).is_some_and(|(_, len)| len > 0))
-        .collect();
+    let data: Vec<_> = segs.into_iter().filter(|f| has_data(f)).collect();
     assert_eq!(data.len(), 5, "five full segments");
     // Segments 0 and 2 are lost.
     for i in [1, 3, 4] {
@@ -328,11 +321,12 @@ fn time_wait_outlasts_a_backed_off_fin() {
     s.dev.rx.push_back(fin[0].clone());
     let out = s.poll(now);
     assert_eq!(out.len(), 1);
-    let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
-    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-    let t = TcpPacket::new_checked(ip.payload()).unwrap();
-    assert!(!t.rst(), "the late FIN met an RST: TIME-WAIT was over");
-    assert!(t.ack());
+    let t = seg::parse(&out[0]).expect("a TCP frame");
+    assert!(
+        !t.has(seg::RST),
+        "the late FIN met an RST: TIME-WAIT was over"
+    );
+    assert!(t.has(seg::ACK));
     c.dev.rx.push_back(out[0].clone());
     c.poll(now);
     assert_eq!(c.socket().state(), tcp::State::Closed);
