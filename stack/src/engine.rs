@@ -1189,14 +1189,19 @@ impl<C> Engine<C> {
         None
     }
 
-    /// The MAC a frame to `ip` goes to: its own, if on the link, else the
-    /// gateway's — as learned from client frames.
-    fn next_hop_mac(&self, ip: Ipv4Address) -> Option<EthernetAddress> {
-        let hop = if self.cfg.address.contains_addr(&ip) {
-            ip
+    /// The neighbour a frame to `ip` goes through: `ip` itself, if on the
+    /// link, else the gateway.
+    fn next_hop(&self, ip: Ipv4Address) -> Option<Ipv4Address> {
+        if self.cfg.address.contains_addr(&ip) {
+            Some(ip)
         } else {
-            self.cfg.gateway?
-        };
+            self.cfg.gateway
+        }
+    }
+
+    /// The MAC a frame to `ip` goes to, as learned from client frames.
+    fn next_hop_mac(&self, ip: Ipv4Address) -> Option<EthernetAddress> {
+        let hop = self.next_hop(ip)?;
         self.neighbors.get(&hop).map(|(mac, _)| *mac)
     }
 
@@ -1205,11 +1210,7 @@ impl<C> Engine<C> {
     /// must not ARP for the service address).
     fn learn_neighbor(&mut self, frame: &[u8], now: StdInstant) {
         let Some(s) = seg::parse(frame) else { return };
-        let ip = if self.cfg.address.contains_addr(&s.src) {
-            s.src
-        } else if let Some(gw) = self.cfg.gateway {
-            gw
-        } else {
+        let Some(ip) = self.next_hop(s.src) else {
             return;
         };
         let fresh = self.neighbors.get(&ip).is_some_and(|(mac, at)| {
