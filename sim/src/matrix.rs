@@ -77,6 +77,30 @@ pub struct Failure {
     pub replay: String,
 }
 
+impl Failure {
+    /// The failure of a run, if it broke a promise.
+    pub fn of(spec: &RunSpec, out: &Outcome) -> Option<Failure> {
+        (!out.violations.is_empty()).then(|| Failure {
+            label: spec.label(),
+            violations: out.violations.clone(),
+            replay: spec.replay_command(),
+        })
+    }
+
+    /// "FAIL label", up to `max` violations, and the replay command.
+    pub fn describe(&self, max: usize) -> String {
+        let mut s = format!("FAIL {}\n", self.label);
+        for v in self.violations.iter().take(max) {
+            s.push_str(&format!("    {v}\n"));
+        }
+        if self.violations.len() > max {
+            s.push_str(&format!("    ... {} more\n", self.violations.len() - max));
+        }
+        s.push_str(&format!("    replay: {}\n", self.replay));
+        s
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Report {
     /// Lines describing what ran (scenario lengths, points chosen).
@@ -267,15 +291,7 @@ pub fn run_matrix(cfg: &MatrixConfig) -> Report {
     let base = execute(&base_specs, cfg.threads, cfg.isolation.as_ref());
     let mut specs = Vec::new();
     for ((b, out), points) in base_specs.iter().zip(&base).zip(base_points) {
-        report.runs += 1;
-        report.coverage.add(&out.stats);
-        if !out.violations.is_empty() {
-            report.failures.push(Failure {
-                label: b.label(),
-                violations: out.violations.clone(),
-                replay: b.replay_command(),
-            });
-        }
+        report.record(b, out);
         let Some(len) = out.done_step else {
             report.plan.push(format!(
                 "{}: baseline did not finish; no kill points",
@@ -311,15 +327,7 @@ pub fn run_matrix(cfg: &MatrixConfig) -> Report {
     }
     let outs = execute(&specs, cfg.threads, cfg.isolation.as_ref());
     for (s, out) in specs.iter().zip(&outs) {
-        report.runs += 1;
-        report.coverage.add(&out.stats);
-        if !out.violations.is_empty() {
-            report.failures.push(Failure {
-                label: s.label(),
-                violations: out.violations.clone(),
-                replay: s.replay_command(),
-            });
-        }
+        report.record(s, out);
     }
     let seeds = |lossy: bool| -> Vec<String> {
         cfg.nets
@@ -355,6 +363,13 @@ pub fn run_matrix(cfg: &MatrixConfig) -> Report {
 impl Report {
     /// Everything a person needs: plan, coverage, failures by kind with
     /// replay commands (`max_per_kind` examples each), summary last.
+    /// Count a run, its coverage, and its failure if any.
+    fn record(&mut self, spec: &RunSpec, out: &Outcome) {
+        self.runs += 1;
+        self.coverage.add(&out.stats);
+        self.failures.extend(Failure::of(spec, out));
+    }
+
     pub fn render(&self, max_per_kind: usize) -> String {
         let mut s = String::new();
         for p in &self.plan {
@@ -395,18 +410,7 @@ impl Report {
                 fs.len()
             ));
             for f in fs.iter().take(max_per_kind) {
-                s.push_str(&format!(
-                    "FAIL {}
-",
-                    f.label
-                ));
-                for v in f.violations.iter().take(5) {
-                    s.push_str(&format!("    {v}\n"));
-                }
-                if f.violations.len() > 5 {
-                    s.push_str(&format!("    ... {} more\n", f.violations.len() - 5));
-                }
-                s.push_str(&format!("    replay: {}\n", f.replay));
+                s.push_str(&f.describe(5));
             }
         }
         s.push_str(&self.summary);

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hotpair_sim::isolate::{self, Isolation};
-use hotpair_sim::matrix::{self, MatrixConfig, Points};
+use hotpair_sim::matrix::{self, Failure, MatrixConfig, Points};
 use hotpair_sim::scenario;
 use hotpair_sim::world::{parse_victim, Kill, Net, Variant};
 use hotpair_sim::Who;
@@ -78,14 +78,7 @@ fn smoke() {
             out.handler_runs[0],
             out.handler_runs[1]
         );
-        if !out.violations.is_empty() {
-            failures.push(format!(
-                "FAIL {}\n    {}\n    replay: {}",
-                spec.label(),
-                out.violations.join("\n    "),
-                spec.replay_command()
-            ));
-        }
+        failures.extend(Failure::of(spec, out));
         let mid = out.done_step.unwrap_or(0) / 2;
         for victim in [Who::A, Who::B] {
             let mut k = spec.clone();
@@ -101,14 +94,7 @@ fn smoke() {
         .iter()
         .zip(matrix::execute(&kills, threads(), Some(&iso)))
     {
-        if !out.violations.is_empty() {
-            failures.push(format!(
-                "FAIL {}\n    {}\n    replay: {}",
-                spec.label(),
-                out.violations.join("\n    "),
-                spec.replay_command()
-            ));
-        }
+        failures.extend(Failure::of(spec, &out));
     }
     // Determinism: the same spec twice, the same event trace.
     let s = Arc::new(scenario::by_name("keepalive").expect("exists"));
@@ -126,7 +112,8 @@ fn smoke() {
         "the same run twice diverged"
     );
     assert_eq!(twice[0].steps, twice[1].steps);
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    let described: Vec<String> = failures.iter().map(|f| f.describe(usize::MAX)).collect();
+    assert!(failures.is_empty(), "\n{}", described.join("\n"));
 }
 
 #[test]
