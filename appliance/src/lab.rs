@@ -194,7 +194,7 @@ struct UpArgs {
     /// CPUs, e.g. 0.5, with a CPU cgroup per node (cgroup v2 `cpu.max`, or
     /// v1 `cpu.cfs_quota_us` with a 100 ms period; this picks whichever the
     /// machine mounts). Emulates separate hosts. Default: no limit.
-    #[arg(long, value_parser = cgroup::parse_cpus)]
+    #[arg(long, value_parser = cgroup::parse_cpus, allow_negative_numbers = true)]
     node_cpus: Option<f64>,
     /// Serve this directory under /static/ instead of the generated docroot
     /// (default: generated into /run/hotpair/lab-PREFIX/docroot).
@@ -386,6 +386,36 @@ impl LabOptions {
     }
 }
 
+impl LabOptions {
+    /// Checks the options that need no system access, so a bad command line
+    /// is refused before anything is built (or torn down).
+    pub fn validate(&self) -> Result<()> {
+        validate_prefix(&self.prefix)?;
+        if self.mode == Mode::Ring
+            && !(topology::RING_MIN..=topology::RING_MAX).contains(&self.ring_nodes)
+        {
+            bail!(
+                "--nodes {}: a ring has {} to {} nodes (two is --mode dual-role)",
+                self.ring_nodes,
+                topology::RING_MIN,
+                topology::RING_MAX
+            );
+        }
+        if let Some(cpus) = self.node_cpus {
+            // The CLI parses it already; callers building LabOptions by hand too.
+            cgroup::parse_cpus(&cpus.to_string())
+                .map_err(|e| anyhow::anyhow!("--node-cpus {e}"))?;
+        }
+        if self.mode.replicated() && self.heartbeat_timeout_ms <= HEARTBEAT_INTERVAL_MS {
+            bail!(
+                "--heartbeat-timeout-ms {} must exceed the heartbeat interval ({HEARTBEAT_INTERVAL_MS} ms)",
+                self.heartbeat_timeout_ms
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A lab that is up.
 pub struct Lab {
     pub state: LabState,
@@ -452,6 +482,7 @@ pub fn run(args: LabArgs) -> Result<()> {
                 wait: Duration::from_secs(a.wait_secs),
                 verbose: true,
             };
+            opts.validate()?;
             match up(&opts) {
                 Ok(lab) => {
                     print_status(&status_json(&lab.state.prefix)?);
@@ -552,27 +583,7 @@ fn require_root() -> Result<()> {
 /// On failure the lab is left in place (state phase `failed`) for inspection;
 /// callers that want it gone call [`down`].
 pub fn up(opts: &LabOptions) -> Result<Lab> {
-    validate_prefix(&opts.prefix)?;
-    if opts.mode == Mode::Ring
-        && !(topology::RING_MIN..=topology::RING_MAX).contains(&opts.ring_nodes)
-    {
-        bail!(
-            "--nodes {}: a ring has {} to {} nodes (two is --mode dual-role)",
-            opts.ring_nodes,
-            topology::RING_MIN,
-            topology::RING_MAX
-        );
-    }
-    if let Some(cpus) = opts.node_cpus {
-        // The CLI parses it already; callers building LabOptions by hand too.
-        cgroup::parse_cpus(&cpus.to_string()).map_err(|e| anyhow::anyhow!("--node-cpus {e}"))?;
-    }
-    if opts.mode.replicated() && opts.heartbeat_timeout_ms <= HEARTBEAT_INTERVAL_MS {
-        bail!(
-            "--heartbeat-timeout-ms {} must exceed the heartbeat interval ({HEARTBEAT_INTERVAL_MS} ms)",
-            opts.heartbeat_timeout_ms
-        );
-    }
+    opts.validate()?;
     require_root()?;
     let prefix = opts.prefix.as_str();
     let dir = state_dir(prefix);
@@ -687,7 +698,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
         }
         if let Some(c) = &state.nodes[0].cgroup {
             say(&format!(
-                "each node held to {cpus} CPUs by its cgroup ({:?}) {}",
+                "each node held to {cpus} CPUs by a cgroup of its own ({}): {}",
                 c.version,
                 c.path
                     .with_file_name(cgroup::name(prefix, "n<i>"))
@@ -1569,6 +1580,33 @@ address = "127.0.0.1:8080"
              \n[[peer]]\nname = \"n2\"\nconnect = \"10.77.0.2:7703\"\n\
              \n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n"
         ));
+    }
+
+    #[test]
+    fn options_are_checked_before_building() {
+        let mut o = LabOptions::new("hp");
+        o.mode = Mode::Ring;
+        for n in [0, 1, 2, 9] {
+            o.ring_nodes = n;
+            let e = o.validate().unwrap_err().to_string();
+            assert!(e.contains("3 to 8"), "{e}");
+        }
+        o.ring_nodes = 8;
+        assert!(o.validate().is_ok());
+        o.node_cpus = Some(0.0);
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--node-cpus"));
+        o.node_cpus = Some(0.5);
+        o.heartbeat_timeout_ms = 100;
+        assert!(o.validate().is_err());
+        // The ring size is ignored outside ring mode.
+        let mut o = LabOptions::new("hp");
+        o.mode = Mode::DualRole;
+        o.ring_nodes = 0;
+        assert!(o.validate().is_ok());
     }
 
     #[test]

@@ -32,6 +32,15 @@ pub enum Version {
     V2,
 }
 
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Version::V1 => "cgroup v1",
+            Version::V2 => "cgroup v2",
+        })
+    }
+}
+
 /// The directories a node's cgroup lives in on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Layout {

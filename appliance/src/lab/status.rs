@@ -179,12 +179,16 @@ pub fn print_status(v: &serde_json::Value) {
             s(&v["mode"]),
             s(&v["state_dir"])
         );
-        println!(
-            "service {}:{}  docroot {}",
-            s(&v["service"]["address"]),
-            s(&v["service"]["port"]),
-            s(&v["docroot"])
-        );
+        if v["addresses"].as_array().map_or(0, Vec::len) > 1 {
+            println!("docroot {}", s(&v["docroot"]));
+        } else {
+            println!(
+                "service {}:{}  docroot {}",
+                s(&v["service"]["address"]),
+                s(&v["service"]["port"]),
+                s(&v["docroot"])
+            );
+        }
         for a in v["addresses"].as_array().into_iter().flatten() {
             let serving: Vec<String> = a["serving"]
                 .as_array()
