@@ -371,3 +371,43 @@ pub fn failure_note(mode: Mode) -> Option<&'static str> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::mode_state;
+    use super::super::ReplNet;
+    use super::*;
+
+    #[test]
+    fn address_status() {
+        let state = mode_state(Mode::Ring, 4, ReplNet::Shared);
+        let all = |_: &str| true;
+        let v = addresses_json(&state.addresses, 80, all);
+        assert_eq!(v.len(), 4);
+        assert!(v.iter().all(|a| a["state"] == "replicated"));
+        assert_eq!(v[3]["ip"], "10.77.0.13");
+        assert_eq!(v[3]["owner"], "n4");
+        assert_eq!(v[3]["primary"], "n1");
+        // n2 dead: its own address (.11, n3 serves it) and n1's (.10, whose
+        // primary n2 was) are unreplicated; the rest stay replicated.
+        let v = addresses_json(&state.addresses, 80, |n| n != "n2");
+        let states: Vec<&str> = v.iter().map(|a| a["state"].as_str().unwrap()).collect();
+        assert_eq!(
+            states,
+            ["unreplicated", "unreplicated", "replicated", "replicated"]
+        );
+        assert_eq!(v[0]["serving"], serde_json::json!(["n1"]));
+        assert_eq!(v[1]["serving"], serde_json::json!(["n3"]));
+        // Simplex: one address, alone; down when its node is.
+        let s = mode_state(Mode::Simplex, 1, ReplNet::Shared);
+        let v = addresses_json(&s.service_addresses(), 80, all);
+        assert_eq!(v[0]["state"], "alone");
+        assert_eq!(v[0]["primary"], serde_json::Value::Null);
+        let v = addresses_json(&s.service_addresses(), 80, |_| false);
+        assert_eq!(v[0]["state"], "down");
+        assert!(failure_note(Mode::Ring)
+            .unwrap()
+            .contains("unreplicated until the ring"));
+        assert!(failure_note(Mode::Duplex).is_none());
+    }
+}
