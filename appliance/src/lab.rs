@@ -157,13 +157,14 @@ pub struct LabArgs {
 #[derive(clap::Subcommand)]
 enum LabCommand {
     /// Build the lab (removing leftovers of an earlier run with the same
-    /// prefix first), start the upstream app and the node(s), and wait until
-    /// the service address serves.
+    /// prefix first), start the upstream apps and the nodes, and wait until
+    /// every service address serves.
     Up(UpArgs),
     /// Stop the lab's processes and delete its namespaces and state directory.
     /// Succeeds when there is nothing to delete.
     Down,
-    /// Show namespaces, addresses, node processes, roles and mode.
+    /// Show mode, service addresses (owner, primary, replicated or not),
+    /// namespaces, node processes, roles, links and cgroups.
     Status(StatusArgs),
     /// Run a command inside one of the lab namespaces, e.g.
     /// `hotpair lab exec client -- curl -s http://10.77.0.10/static/index.html`;
@@ -212,7 +213,7 @@ struct UpArgs {
     /// `[http] idle_timeout_ms` in the node configs.
     #[arg(long, default_value_t = 60_000)]
     http_idle_timeout_ms: u64,
-    /// How long to wait for the service address to serve before giving up.
+    /// How long to wait for every service address to serve before giving up.
     #[arg(long, default_value_t = 10)]
     wait_secs: u64,
 }
