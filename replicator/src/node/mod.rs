@@ -325,6 +325,12 @@ impl NodeCore {
         self.shared.handler_runs
     }
 
+    /// Requests of site `i`'s address handed to a handler so far (a test
+    /// counts re-executions per address).
+    pub fn site_handler_runs(&self, site: usize) -> u64 {
+        self.sites[site].conns.handler_runs
+    }
+
     /// Units this node logged to its peers so far.
     pub fn logged_units(&self) -> u64 {
         self.sites
