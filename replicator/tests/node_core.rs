@@ -21,6 +21,12 @@ const B: Ipv4Address = Ipv4Address::new(10, 77, 0, 11);
 const CLIENT: Ipv4Address = Ipv4Address::new(10, 77, 0, 100);
 const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0x64]);
 
+/// The test's origin of time: read once per test, then passed in.
+#[allow(clippy::disallowed_methods)]
+fn origin() -> Instant {
+    Instant::now()
+}
+
 fn mac(n: u8) -> EthernetAddress {
     EthernetAddress([2, 0x68, 0x70, 0, 0, n])
 }
@@ -120,7 +126,7 @@ fn arp_who_has(ip: Ipv4Address) -> Frame {
 
 #[test]
 fn configs_the_core_cannot_run_are_refused() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let err = |c| NodeCore::new(c, t0).err().unwrap();
     assert_eq!(err(config("n", 1, vec![], &[])), NodeConfigError::NoSites);
     assert_eq!(
@@ -158,7 +164,7 @@ fn configs_the_core_cannot_run_are_refused() {
 
 #[test]
 fn an_address_is_answered_on_the_lan_only_by_its_owner() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
     // Each owner announced its own address at start, nothing else.
     for (n, own, m) in [(&mut n1, A, 1), (&mut n2, B, 2)] {
@@ -196,7 +202,7 @@ fn an_address_is_answered_on_the_lan_only_by_its_owner() {
 
 #[test]
 fn one_link_carries_both_addresses_and_only_the_configured_peer_speaks() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
     n1.handle_link_up(0, t0);
     n2.handle_link_up(0, t0);
@@ -261,7 +267,7 @@ fn one_link_carries_both_addresses_and_only_the_configured_peer_speaks() {
 
 #[test]
 fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
     n1.handle_link_up(0, t0);
     n2.handle_link_up(0, t0);
@@ -310,7 +316,7 @@ fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() 
 
 #[test]
 fn a_cut_link_fences_only_the_claim_the_live_owner_answers() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
     n1.handle_link_up(0, t0);
     n2.handle_link_up(0, t0);
