@@ -714,12 +714,14 @@ address = "10.77.0.10"
         assert!(err(&kind).contains("handler"));
         let rel = base() + "[[route]]\nprefix = \"s\"\nhandler = \"generate\"\n";
         assert!(err(&rel).contains("route[0].prefix"));
-        let gen = base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"static\"\n";
+        let gen =
+            base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"static\"\n";
         assert!(err(&gen).contains("route[0].policy"));
         let up = base()
             + "[[route]]\nprefix = \"/a/\"\nhandler = \"upstream\"\naddress = \"127.0.0.1:1\"\npolicy = \"sync-static\"\n";
         assert!(err(&up).contains("route[0].policy"));
-        let bad = base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"cached\"\n";
+        let bad =
+            base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"cached\"\n";
         assert!(err(&bad).contains("policy"));
     }
 
