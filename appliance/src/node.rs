@@ -142,6 +142,8 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
                 gateway: s.gateway,
                 port: s.port,
                 max_connections: s.max_connections,
+                max_half_open: s.max_half_open,
+                half_open_timeout: Duration::from_millis(s.half_open_timeout_ms),
                 role: s.role,
                 peer: s.peer,
             })

@@ -129,6 +129,8 @@ impl SimNode {
                 gateway: None,
                 port: PORT,
                 max_connections: 64,
+                max_half_open: 32,
+                half_open_timeout: Duration::from_secs(20),
                 role,
                 peer: Some(PEER),
             }],

@@ -59,6 +59,11 @@ pub struct SiteConfig {
     pub port: u16,
     /// Connections at once (established and half-open).
     pub max_connections: usize,
+    /// Half-open connections at once (their own bound: a SYN flood cannot
+    /// take the pool); the oldest is dropped for a new SYN.
+    pub max_half_open: usize,
+    /// A handshake not completed within this is dropped.
+    pub half_open_timeout: Duration,
     /// The starting role.
     pub role: Role,
     /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
@@ -290,6 +295,8 @@ impl NodeCore {
                 gateway: sc.gateway,
                 port: sc.port,
                 max_connections: sc.max_connections,
+                max_half_open: sc.max_half_open,
+                half_open_timeout: sc.half_open_timeout,
                 rx_buffer_bytes: cfg.rx_buffer_bytes,
                 tx_buffer_bytes: cfg.tx_buffer_bytes,
                 // Each address its own ISN sequence.
