@@ -64,6 +64,8 @@ pub struct SiteConfig {
     pub max_half_open: usize,
     /// A handshake not completed within this is dropped.
     pub half_open_timeout: Duration,
+    /// The most connections one client address may hold at once.
+    pub max_per_source: usize,
     /// The starting role.
     pub role: Role,
     /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
@@ -297,6 +299,7 @@ impl NodeCore {
                 max_connections: sc.max_connections,
                 max_half_open: sc.max_half_open,
                 half_open_timeout: sc.half_open_timeout,
+                max_per_source: sc.max_per_source,
                 rx_buffer_bytes: cfg.rx_buffer_bytes,
                 tx_buffer_bytes: cfg.tx_buffer_bytes,
                 // Each address its own ISN sequence.
