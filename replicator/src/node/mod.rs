@@ -468,6 +468,16 @@ impl NodeCore {
         }
     }
 
+    /// Bytes arrived from `peer` (a message may still be incomplete): it
+    /// is alive, for every address shared with it.
+    pub fn handle_link_progress(&mut self, peer: PeerId, now: Instant) {
+        for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
+            if let Some(r) = s.replica.as_mut() {
+                r.handle_link_progress(now);
+            }
+        }
+    }
+
     /// The link to `peer` failed or closed: it is dead for every address
     /// shared with it (the next round takes over).
     pub fn handle_link_lost(&mut self, peer: PeerId, now: Instant) {
