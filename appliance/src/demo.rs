@@ -1,14 +1,16 @@
-//! `hotpair demo`: the failover demo. Brings a duplex lab up (n1 primary, n2
-//! ingress), starts a rate-limited download of the 50 MB file from the client
-//! namespace, SIGKILLs one node while the reply is in flight, lets the
-//! download finish from the survivor, checks it byte for byte (SHA-256) and
-//! reports the client-visible stall. The lab goes down on every path.
+//! `hotpair demo`: the failover demo. Brings a lab up — duplex (n1 primary,
+//! n2 ingress) by default, or dual-role (each node owner of one address and
+//! primary for the other) — starts rate-limited downloads of the 50 MB file
+//! from the client namespace (one per service address), SIGKILLs one node
+//! while the replies are in flight, lets every download finish from the
+//! survivor, checks each byte for byte (SHA-256) and reports the
+//! client-visible stall. The lab goes down on every path.
 
 use hotpair::stall::Sampler;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -29,47 +31,76 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// A pause after the kill worth a line of its own while the demo runs.
 const NOTABLE_PAUSE: Duration = Duration::from_millis(100);
 
-/// The node the demo kills.
+/// The lab mode the demo runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Victim {
-    /// n1: runs the application and sends the replies.
-    Primary,
-    /// n2: owns the service address, forwards client frames, keeps shadows.
-    Ingress,
+pub enum DemoMode {
+    /// One address, 10.77.0.10: n1 primary, n2 ingress.
+    Duplex,
+    /// Two addresses: n1 owns 10.77.0.10 (primary n2), n2 owns 10.77.0.11
+    /// (primary n1); one download from each at once.
+    DualRole,
+}
+
+/// The node the demo kills, and what it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Victim {
+    node: &'static str,
+    survivor: &'static str,
+    /// What the node did, for the report ("primary", …).
+    role: &'static str,
 }
 
 impl Victim {
-    fn node(self) -> &'static str {
-        match self {
-            Victim::Primary => "n1",
-            Victim::Ingress => "n2",
-        }
-    }
-
-    fn survivor(self) -> &'static str {
-        match self {
-            Victim::Primary => "n2",
-            Victim::Ingress => "n1",
-        }
-    }
-
-    fn role(self) -> &'static str {
-        match self {
-            Victim::Primary => "primary",
-            Victim::Ingress => "ingress",
-        }
+    /// `--kill` in `mode`: duplex takes `primary`/`ingress` (or n1/n2),
+    /// dual-role n1/n2 (each node is both owner and primary there).
+    fn parse(mode: DemoMode, kill: Option<&str>) -> Result<Victim> {
+        let duplex = |node, survivor, role| Victim {
+            node,
+            survivor,
+            role,
+        };
+        Ok(match (mode, kill) {
+            (DemoMode::Duplex, None | Some("primary" | "n1")) => duplex("n1", "n2", "primary"),
+            (DemoMode::Duplex, Some("ingress" | "n2")) => duplex("n2", "n1", "ingress"),
+            (DemoMode::DualRole, None | Some("n1")) => Victim {
+                node: "n1",
+                survivor: "n2",
+                role: "owner of 10.77.0.10, primary for 10.77.0.11",
+            },
+            (DemoMode::DualRole, Some("n2")) => Victim {
+                node: "n2",
+                survivor: "n1",
+                role: "owner of 10.77.0.11, primary for 10.77.0.10",
+            },
+            (DemoMode::Duplex, Some(other)) => {
+                bail!("--kill {other}: in duplex kill `primary` (n1) or `ingress` (n2)")
+            }
+            (DemoMode::DualRole, Some(other)) => bail!(
+                "--kill {other}: in dual-role kill `n1` or `n2` (each node is owner of one \
+                 address and primary for the other)"
+            ),
+        })
     }
 }
 
 const DEMO_AFTER_HELP: &str = "\
-The failover demo: brings up a duplex lab (n1 primary, n2 ingress; see
-`hotpair lab --help`), downloads /static/50m.bin from the client namespace with
-`curl --limit-rate 20M`, SIGKILLs the chosen node once 20 MiB have arrived,
-and lets the survivor finish the download. PASS when curl exits 0 and the
-file's SHA-256 matches the docroot's. Also prints the client-visible stall:
-the longest time, from the kill on, that the downloaded file did not grow
-(sampled every 10 ms). The lab is taken down on every path (unless --keep);
-the exit code is non-zero on FAIL.";
+The failover demo: brings up a lab (see `hotpair lab --help`), downloads
+/static/50m.bin from the client namespace with `curl --limit-rate 20M`,
+SIGKILLs the chosen node once 20 MiB have arrived, and lets the survivor
+finish the download. PASS when curl exits 0 and the file's SHA-256 matches
+the docroot's. Also prints the client-visible stall: the longest time, from
+the kill on, that the downloaded file did not grow (sampled every 10 ms).
+
+--mode duplex (default): one download from 10.77.0.10; n1 is the primary, n2
+the ingress; --kill primary (default) or ingress.
+--mode dual-role: two downloads at once, one from 10.77.0.10 (owned by n1,
+primary n2) and one from 10.77.0.11 (owned by n2, primary n1); --kill n1
+(default) or n2. Whichever dies, the survivor finishes one download as the
+promoted backup and the other as the primary that claimed the address, and
+both must arrive intact.
+
+The lab is taken down on every path (unless --keep); the exit code is
+non-zero on FAIL.";
 
 #[derive(clap::Args)]
 #[command(after_help = DEMO_AFTER_HELP)]
@@ -77,10 +108,15 @@ pub struct DemoArgs {
     /// Lab name prefix used by the demo (see `hotpair lab --help`).
     #[arg(long, default_value = "hpdemo")]
     prefix: String,
-    /// Which node to SIGKILL mid-download: `primary` (n1, sends the replies)
-    /// or `ingress` (n2, owns the service address).
-    #[arg(long, value_enum, default_value = "primary")]
-    kill: Victim,
+    /// The lab mode: `duplex` (one address) or `dual-role` (two addresses,
+    /// one download from each).
+    #[arg(long, value_enum, default_value = "duplex")]
+    mode: DemoMode,
+    /// Which node to SIGKILL mid-download. Duplex: `primary` (n1, sends the
+    /// replies) or `ingress` (n2, owns the service address) [default:
+    /// primary]. Dual-role: `n1` or `n2` [default: n1].
+    #[arg(long)]
+    kill: Option<String>,
     /// Where the replication link runs (see `hotpair lab up --help`).
     #[arg(long, value_enum, default_value = "shared")]
     repl_net: lab::ReplNet,
@@ -136,12 +172,14 @@ impl Drop for LabGuard {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
+    // A bad --kill is refused before any lab is built.
+    let victim = Victim::parse(args.mode, args.kill.as_deref())?;
     install_signal_handlers();
     let guard = LabGuard {
         prefix: args.prefix.clone(),
         keep: args.keep,
     };
-    let result = demo(&args);
+    let result = demo(&args, &victim);
     drop(guard);
     if interrupted() {
         eprintln!("demo: interrupted");
@@ -157,110 +195,192 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
 }
 
-/// Runs the demo; Ok(true) on PASS, Ok(false) when the download did not
+/// One download in flight: curl writes to a file in the state dir and a
+/// thread samples its size every 10 ms, so the progress shown and the stall
+/// measured are what the client saw, not our hashing speed.
+struct Download {
+    ip: String,
+    url: String,
+    file: PathBuf,
+    child: Child,
+    sampler: Option<Sampler>,
+    status: Option<ExitStatus>,
+    resumed_shown: bool,
+}
+
+impl Download {
+    fn start(lab: &lab::Lab, ip: &str, start: Instant) -> Result<Download> {
+        let url = format!("http://{ip}:{}/static/{DEMO_FILE}", lab::SERVICE_PORT);
+        let file = lab.state_dir().join(format!("demo-download-{ip}.bin"));
+        let _ = std::fs::remove_file(&file);
+        let child = lab
+            .command_in("client", "curl")
+            .args([
+                "-sS",
+                "--fail",
+                "--max-time",
+                "120",
+                // Give up on a download that makes no progress for 20 s.
+                "--speed-limit",
+                "1",
+                "--speed-time",
+                "20",
+                "--limit-rate",
+                RATE_LIMIT,
+                "-o",
+            ])
+            .arg(&file)
+            .arg(&url)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("running curl in the client namespace")?;
+        let sampler = Sampler::start(file.clone(), start, SAMPLE_EVERY);
+        Ok(Download {
+            ip: ip.to_owned(),
+            url,
+            file,
+            child,
+            sampler: Some(sampler),
+            status: None,
+            resumed_shown: false,
+        })
+    }
+
+    fn latest(&self) -> u64 {
+        self.sampler.as_ref().map_or(0, Sampler::latest)
+    }
+
+    /// Whether curl has exited (recording its status).
+    fn poll(&mut self) -> Result<bool> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait()?;
+        }
+        Ok(self.status.is_some())
+    }
+
+    fn abort(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the demo; Ok(true) on PASS, Ok(false) when a download did not
 /// survive the kill intact.
-fn demo(args: &DemoArgs) -> Result<bool> {
+fn demo(args: &DemoArgs, victim: &Victim) -> Result<bool> {
     let prefix = args.prefix.as_str();
-    let victim = args.kill;
     let mut opts = lab::LabOptions::new(prefix);
-    opts.mode = lab::Mode::Duplex;
+    opts.mode = match args.mode {
+        DemoMode::Duplex => lab::Mode::Duplex,
+        DemoMode::DualRole => lab::Mode::DualRole,
+    };
     opts.repl_net = args.repl_net;
     opts.heartbeat_timeout_ms = args.heartbeat_timeout_ms;
     opts.wait = Duration::from_secs(30);
-    println!(
-        "== hotpair demo: one client, two nodes (duplex, replication link on the {} network) \
-         in lab `{prefix}`",
-        args.repl_net
-    );
+    match args.mode {
+        DemoMode::Duplex => println!(
+            "== hotpair demo: one client, two nodes (duplex, replication link on the {} network) \
+             in lab `{prefix}`",
+            args.repl_net
+        ),
+        DemoMode::DualRole => println!(
+            "== hotpair demo: one client, two nodes, two addresses (dual-role, replication link \
+             on the {} network) in lab `{prefix}`",
+            args.repl_net
+        ),
+    }
     let lab = lab::up(&opts)?;
     if interrupted() {
         bail!("interrupted");
     }
     for n in &lab.state.nodes {
+        let what = match n.role.as_str() {
+            "primary" => "primary, runs the application and sends the replies".to_owned(),
+            "ingress" => "ingress, owns 10.77.0.10 and keeps shadow connections".to_owned(),
+            _ => lab
+                .state
+                .service_addresses()
+                .iter()
+                .filter_map(|a| {
+                    if a.owner == n.name {
+                        Some(format!("owns {} (keeps its shadows)", a.ip))
+                    } else if a.primary.as_deref() == Some(n.name.as_str()) {
+                        Some(format!("primary for {}", a.ip))
+                    } else {
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
         println!(
-            "   node {} pid {}: {} (mac {})",
+            "   node {} pid {}: {what} (mac {})",
             n.name,
             n.process.map_or("-".to_owned(), |p| p.pid.to_string()),
-            match n.role.as_str() {
-                "primary" => "primary, runs the application and sends the replies",
-                "ingress" => "ingress, owns 10.77.0.10 and keeps shadow connections",
-                other => other,
-            },
             n.mac
         );
     }
 
-    let file = lab.docroot().join(DEMO_FILE);
-    let expected_len = std::fs::metadata(&file)
-        .with_context(|| format!("stat {}", file.display()))?
+    let source = lab.docroot().join(DEMO_FILE);
+    let expected_len = std::fs::metadata(&source)
+        .with_context(|| format!("stat {}", source.display()))?
         .len();
-    let url = format!(
-        "http://{}:{}/static/{DEMO_FILE}",
-        lab::SERVICE_ADDRESS,
-        lab::SERVICE_PORT
-    );
+    let ips: Vec<String> = lab
+        .state
+        .service_addresses()
+        .into_iter()
+        .map(|a| a.ip)
+        .collect();
+    let urls: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("http://{ip}:{}/static/{DEMO_FILE}", lab::SERVICE_PORT))
+        .collect();
     println!(
-        "== downloading {url} ({:.1} MiB, curl --limit-rate {RATE_LIMIT}) from {}; \
+        "== downloading {} ({:.1} MiB{}, curl --limit-rate {RATE_LIMIT}) from {}; \
          {} ({}) will be SIGKILLed at {:.0} MiB",
+        urls.join(" and "),
         mib(expected_len),
+        if urls.len() > 1 { " each, at once" } else { "" },
         lab.client_namespace(),
-        victim.node(),
-        victim.role(),
+        victim.node,
+        victim.role,
         mib(KILL_AT_BYTES)
     );
 
-    // curl writes to a file in the state dir and a thread samples its size
-    // every 10 ms: the progress shown and the stall measured are what the
-    // client saw, not our hashing speed.
-    let download = lab.state_dir().join("demo-download.bin");
-    let _ = std::fs::remove_file(&download);
-    let mut child = lab
-        .command_in("client", "curl")
-        .args([
-            "-sS",
-            "--fail",
-            "--max-time",
-            "120",
-            // Give up on a download that makes no progress for 20 s.
-            "--speed-limit",
-            "1",
-            "--speed-time",
-            "20",
-            "--limit-rate",
-            RATE_LIMIT,
-            "-o",
-        ])
-        .arg(&download)
-        .arg(&url)
-        .stdin(Stdio::null())
-        .spawn()
-        .context("running curl in the client namespace")?;
     let start = Instant::now();
-    let sampler = Sampler::start(download.clone(), start, SAMPLE_EVERY);
-    let mut progress = Progress::new(expected_len);
+    let mut downloads = Vec::new();
+    for ip in &ips {
+        match Download::start(&lab, ip, start) {
+            Ok(d) => downloads.push(d),
+            Err(e) => {
+                downloads.iter_mut().for_each(Download::abort);
+                return Err(e);
+            }
+        }
+    }
+    let total_len = expected_len * downloads.len() as u64;
+    let got_all = |ds: &[Download]| ds.iter().map(Download::latest).sum::<u64>();
+    let mut progress = Progress::new(total_len);
     let mut kill_at: Option<Duration> = None;
-    let mut resumed_shown = false;
-    let status = loop {
+    loop {
         if interrupted() {
-            let _ = child.kill();
-            let _ = child.wait();
-            sampler.finish();
+            downloads.iter_mut().for_each(Download::abort);
             bail!("interrupted");
         }
-        let got = sampler.latest();
+        let got = got_all(&downloads);
         let elapsed = start.elapsed();
         progress.update(got, elapsed);
-        if kill_at.is_none() && (got >= KILL_AT_BYTES || elapsed >= KILL_AT_LATEST) {
+        let all_far_enough = downloads.iter().all(|d| d.latest() >= KILL_AT_BYTES);
+        if kill_at.is_none() && (all_far_enough || elapsed >= KILL_AT_LATEST) {
             progress.finish(got, elapsed);
             let t = start.elapsed();
-            let killed = lab::kill_node(prefix, victim.node())?;
+            let killed = lab::kill_node(prefix, victim.node)?;
             kill_at = Some(t);
             println!(
                 "== {:.1} MiB received after {:.2} s: SIGKILL {} ({}, pid {}){}",
                 mib(got),
                 t.as_secs_f64(),
-                victim.node(),
-                victim.role(),
+                victim.node,
+                victim.role,
                 killed.pid.map_or("-".to_owned(), |p| p.to_string()),
                 if killed.was_alive {
                     ""
@@ -269,97 +389,142 @@ fn demo(args: &DemoArgs) -> Result<bool> {
                 }
             );
             println!(
-                "   the download goes on from {}; watching for the client to notice",
-                victim.survivor()
+                "   the download{} go{} on from {}; watching for the client to notice",
+                if downloads.len() > 1 { "s" } else { "" },
+                if downloads.len() > 1 { "" } else { "es" },
+                victim.survivor
             );
         }
-        if let (Some(k), false) = (kill_at, resumed_shown) {
-            let pause = sampler.pause_ended_after(k, NOTABLE_PAUSE);
+        let several = downloads.len() > 1;
+        let mut all_done = true;
+        for d in &mut downloads {
+            let done = d.poll()?;
+            all_done &= done;
+            let (Some(k), false, Some(sampler)) = (kill_at, d.resumed_shown, &d.sampler) else {
+                continue;
+            };
             // Growth as curl exits is its last buffer reaching the file, not a resumption.
-            if let (Some((gap, at)), None) = (pause, child.try_wait()?) {
-                resumed_shown = true;
-                progress.finish(sampler.latest(), start.elapsed());
+            if let (Some((gap, at)), false) = (sampler.pause_ended_after(k, NOTABLE_PAUSE), done) {
+                d.resumed_shown = true;
+                progress.finish(got, start.elapsed());
                 println!(
-                    "   bytes flowing again after a {:.0} ms pause ({:.0} ms after the kill)",
+                    "   bytes flowing again{} after a {:.0} ms pause ({:.0} ms after the kill)",
+                    if several {
+                        format!(" from {}", d.ip)
+                    } else {
+                        String::new()
+                    },
                     ms(gap),
                     ms(at.saturating_sub(k))
                 );
             }
         }
-        if let Some(status) = child.try_wait()? {
-            break status;
+        if all_done {
+            break;
         }
         std::thread::sleep(SAMPLE_EVERY);
-    };
-    let elapsed = start.elapsed();
-    let samples = sampler.finish();
-    let got = std::fs::metadata(&download).map_or(0, |m| m.len());
-    progress.finish(got, elapsed);
-    if interrupted() {
-        bail!("interrupted");
     }
-    let received = if got > 0 {
-        sha256_file(&download)?
-    } else {
-        "-".to_owned()
-    };
-    let _ = std::fs::remove_file(&download);
-    let expected = sha256_file(&file)?;
+    let elapsed = start.elapsed();
+    let expected = sha256_file(&source)?;
     let survivor_alive = lab
         .state
         .nodes
         .iter()
-        .find(|n| n.name == victim.survivor())
+        .find(|n| n.name == victim.survivor)
         .and_then(|n| n.process)
         .is_some_and(|p| p.alive());
 
-    println!(
-        "   received {got} bytes in {:.2} s ({:.1} MiB/s), curl {status}",
-        elapsed.as_secs_f64(),
-        mib(got) / elapsed.as_secs_f64().max(1e-6)
-    );
-    println!("   sha256 received: {received}");
-    println!("   sha256 expected: {expected}  ({})", file.display());
+    let several = downloads.len() > 1;
+    let mut failures = Vec::new();
+    let samples: Vec<_> = downloads
+        .iter_mut()
+        .map(|d| d.sampler.take().map(Sampler::finish).unwrap_or_default())
+        .collect();
+    let sizes: Vec<u64> = downloads
+        .iter()
+        .map(|d| std::fs::metadata(&d.file).map_or(0, |m| m.len()))
+        .collect();
+    progress.finish(sizes.iter().sum(), elapsed);
+    for ((d, samples), got) in downloads.iter().zip(samples).zip(sizes) {
+        if interrupted() {
+            bail!("interrupted");
+        }
+        let received = if got > 0 {
+            sha256_file(&d.file)?
+        } else {
+            "-".to_owned()
+        };
+        let _ = std::fs::remove_file(&d.file);
+        let status = d.status.context("curl status")?;
+        let tag = if several {
+            format!(" from {}", d.ip)
+        } else {
+            String::new()
+        };
+        let stag = if several {
+            format!(" ({})", d.ip)
+        } else {
+            String::new()
+        };
+        println!(
+            "   received {got} bytes{tag} in {:.2} s ({:.1} MiB/s), curl {status}",
+            elapsed.as_secs_f64(),
+            mib(got) / elapsed.as_secs_f64().max(1e-6)
+        );
+        println!("   sha256 received{stag}: {received}");
+        if !several {
+            println!("   sha256 expected: {expected}  ({})", source.display());
+        }
+        if let (Some(k), true) = (kill_at, status.success()) {
+            let s = hotpair::stall::measure(&samples, k, elapsed, got == expected_len);
+            println!(
+                "   client-visible stall{stag}: {:.0} ms (longest time without a new byte from \
+                 the kill on; before the kill the longest was {:.0} ms)",
+                ms(s.after_kill),
+                ms(s.before_kill)
+            );
+        }
+        if !status.success() {
+            failures.push(format!("curl failed for {} ({status})", d.url));
+        } else if got != expected_len {
+            failures.push(format!(
+                "received {got} bytes{tag}, expected {expected_len}"
+            ));
+        } else if received != expected {
+            failures.push(format!("content{tag} differs"));
+        }
+    }
+    if several {
+        println!("   sha256 expected: {expected}  ({})", source.display());
+    }
     println!(
         "   survivor {}: {}",
-        victim.survivor(),
+        victim.survivor,
         if survivor_alive { "alive" } else { "DEAD" }
     );
-    if let (Some(k), true) = (kill_at, status.success()) {
-        let s = hotpair::stall::measure(&samples, k, elapsed, got == expected_len);
-        println!(
-            "   client-visible stall: {:.0} ms (longest time without a new byte from the \
-             kill on; before the kill the longest was {:.0} ms)",
-            ms(s.after_kill),
-            ms(s.before_kill)
+    if kill_at.is_none() {
+        failures.insert(
+            0,
+            "the download finished before the kill; nothing was shown".to_owned(),
         );
     }
-    let pass = status.success()
-        && got == expected_len
-        && received == expected
-        && kill_at.is_some()
-        && survivor_alive;
+    if !survivor_alive {
+        failures.push(format!("the survivor {} died too", victim.survivor));
+    }
+    let pass = failures.is_empty();
     if pass {
         println!(
-            "PASS: {DEMO_FILE} arrived byte for byte although {} ({}) was killed mid-reply",
-            victim.node(),
-            victim.role()
+            "PASS: {DEMO_FILE} arrived byte for byte{} although {} ({}) was killed mid-reply",
+            if several {
+                format!(" from all {} addresses", downloads.len())
+            } else {
+                String::new()
+            },
+            victim.node,
+            victim.role
         );
     } else {
-        println!(
-            "FAIL: {}",
-            if kill_at.is_none() {
-                "the download finished before the kill; nothing was shown".to_owned()
-            } else if !status.success() {
-                format!("curl failed ({status})")
-            } else if got != expected_len {
-                format!("received {got} bytes, expected {expected_len}")
-            } else if received != expected {
-                "content differs".to_owned()
-            } else {
-                format!("the survivor {} died too", victim.survivor())
-            }
-        );
+        println!("FAIL: {}", failures.join("; "));
         for n in &lab.state.nodes {
             println!(
                 "   tail of {} (removed with the lab unless --keep):\n{}",
@@ -451,4 +616,29 @@ fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     io::copy(&mut f, &mut hasher)?;
     Ok(hex(&hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn victims() {
+        let v = Victim::parse(DemoMode::Duplex, None).unwrap();
+        assert_eq!((v.node, v.survivor, v.role), ("n1", "n2", "primary"));
+        let v = Victim::parse(DemoMode::Duplex, Some("ingress")).unwrap();
+        assert_eq!((v.node, v.survivor, v.role), ("n2", "n1", "ingress"));
+        assert_eq!(
+            Victim::parse(DemoMode::Duplex, Some("n2")).unwrap(),
+            Victim::parse(DemoMode::Duplex, Some("ingress")).unwrap()
+        );
+        let v = Victim::parse(DemoMode::DualRole, None).unwrap();
+        assert_eq!((v.node, v.survivor), ("n1", "n2"));
+        let v = Victim::parse(DemoMode::DualRole, Some("n2")).unwrap();
+        assert_eq!((v.node, v.survivor), ("n2", "n1"));
+        // In dual-role every node is both: "primary" names no one node.
+        let e = Victim::parse(DemoMode::DualRole, Some("primary")).unwrap_err();
+        assert!(e.to_string().contains("n1"), "{e}");
+        assert!(Victim::parse(DemoMode::Duplex, Some("n3")).is_err());
+    }
 }

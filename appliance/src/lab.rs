@@ -5,10 +5,17 @@
 //! namespaces run through `ip netns exec`. The lab's state (configs, logs, pids,
 //! docroot, `state.json`) lives in `/run/hotpair/lab-PREFIX/`.
 
+mod cgroup;
 mod docroot;
+#[cfg(test)]
+mod fixtures;
 mod ip;
+mod net;
+mod node_config;
 mod proc;
 mod state;
+mod status;
+mod topology;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -22,11 +29,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use self::node_config::write_node_config;
 use self::proc::Proc;
 use self::state::{
     ClientState, LabState, LinkState, NodeState, Phase, ReplicationState, SwitchState,
     UpstreamState,
 };
+use self::status::print_status;
+pub use self::status::status_json;
 
 /// Default lab name prefix.
 pub const DEFAULT_PREFIX: &str = "hp";
@@ -46,9 +56,13 @@ pub const UPSTREAM_ADDRESS: &str = "127.0.0.1:8080";
 /// TCP port of the replication link (the primary listens on it).
 pub const REPL_PORT: u16 = 7700;
 /// The dedicated replication network (`--repl-net dedicated`): 10.78.0.<i>/24
-/// on `repl0`, a veth pair joining the two node namespaces directly.
+/// on `repl0`; in duplex a veth pair joining the two node namespaces
+/// directly, in the multi-address modes veths to a bridge in the switch.
 pub const REPL_SUBNET: &str = "10.78.0";
 pub const REPL_INTERFACE: &str = "repl0";
+/// The switch namespace's bridge of the dedicated replication network
+/// (dual-role and ring, where more than two nodes or links share it).
+pub const REPL_BRIDGE: &str = "br-repl";
 /// `[replication] heartbeat_interval_ms` in the duplex node configs.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// Default `[replication] heartbeat_timeout_ms` (`--heartbeat-timeout-ms`).
@@ -66,25 +80,55 @@ Topology (PREFIX defaults to `hp`):
                  address 10.77.0.<i>/24; the upstream app on 127.0.0.1:8080;
                  the node process `hotpair node --config …/n<i>.toml` on hptap0,
                  MAC 02:68:70:00:00:0<i>.
-Service address: 10.77.0.10 port 80, routes /static/ (files from the docroot),
-/non-deterministic/ (generate) and /app/ (upstream). IPv6 is off in every lab
-namespace.
+Every service address serves port 80, routes /static/ (files from the
+docroot), /non-deterministic/ (generate) and /app/ (upstream). IPv6 is off in
+every lab namespace. The owner of an address answers ARP for it on the LAN
+(the ingress/backup); its primary runs the application and sends the replies.
 
 Modes:
-  simplex  one node, n1, serving alone (no replication).
-  duplex   two nodes: n1 is the primary (runs the application, sends the
-           replies), n2 the ingress (owns the service address on the LAN,
-           keeps shadow connections, forwards client frames to n1). Both
-           configure 10.77.0.10. The replication link is kernel TCP to
-           n1:7700 (n1 listens, n2 connects), heartbeats every 100 ms, peer
-           declared dead after --heartbeat-timeout-ms (default 500).
-           --repl-net shared (default): the link runs over the LAN between
-           the kernel addresses 10.77.0.1 and 10.77.0.2.
-           --repl-net dedicated: a network of its own (the paper's
-           duplex-mi), a veth pair `repl0` joining PREFIX-n1 (10.78.0.1/24)
-           and PREFIX-n2 (10.78.0.2/24); the link goes to 10.78.0.1:7700.
-           `hotpair lab kill n1` (or n2) SIGKILLs a node: the other one takes
-           its connections over.
+  simplex    one node, n1, serving 10.77.0.10 alone (no replication).
+  duplex     two nodes, one address 10.77.0.10: n1 is the primary (runs the
+             application, sends the replies), n2 the ingress (owns the
+             address on the LAN, keeps shadow connections, forwards client
+             frames to n1). Link: n1 listens on port 7700, n2 connects.
+  dual-role  two nodes, two addresses, each node owner of one and primary
+             for the other: n1 owns 10.77.0.10 (primary n2), n2 owns
+             10.77.0.11 (primary n1). One link: n1 listens on port 7702, n2
+             connects. When one dies the other serves both addresses,
+             unreplicated until it is repaired.
+  ring       --nodes N (3 to 8, default 3) nodes in a ring: n<i> owns
+             10.77.0.<9+i> (n1 .10, n2 .11, n3 .12, …) and n<i+1> is its
+             primary (n<N>'s primary is n1). One link per neighbour pair
+             (n<i>, n<i+1>): the lower-numbered node listens on port 7700 +
+             the higher node's number (n1-n2 on n1:7702, n2-n3 on n2:7703,
+             n1-n<N> on n1:7700+N), the other connects. When n<i> dies, n<i+1>
+             claims its address and n<i-1> promotes its shadows of address
+             i-1: those two run unreplicated until the ring is repaired.
+  Replicated modes write node configs in the [[address]]/[[peer]] form
+  (dual-role, ring) or the legacy [service]/[replication] form (duplex);
+  heartbeats every 100 ms, a peer is declared dead after
+  --heartbeat-timeout-ms (default 500).
+
+Replication network (--repl-net, replicated modes):
+  shared     (default) the links run over the LAN between the nodes' kernel
+             addresses 10.77.0.<i>.
+  dedicated  a network of its own (the paper's duplex-mi), 10.78.0.<i>/24 on
+             `repl0` in every node namespace. In duplex a veth pair joining
+             PREFIX-n1 and PREFIX-n2; in dual-role and ring each `repl0` is a
+             veth whose peer `r-n<i>` sits on the bridge br-repl in PREFIX-sw.
+             Links go to the listener's 10.78.0.<i>.
+
+`hotpair lab kill n<i>` SIGKILLs any node (fail-stop); its peers take its
+connections and addresses over.
+
+--node-cpus X holds each node's processes (the node and its upstream app) to
+X CPUs with a CPU cgroup per node, hotpair-PREFIX-n<i>: cgroup v2 `cpu.max`
+when /sys/fs/cgroup/cgroup.controllers exists, else cgroup v1
+`cpu.cfs_quota_us` over a 100 ms `cpu.cfs_period_us` in /sys/fs/cgroup/cpu
+(plus a cgroup in /sys/fs/cgroup/cpuacct where cpuacct is mounted apart).
+`lab status --json` shows each node's \"cgroup\" (the directory whose
+cpuacct.usage, or cpu.stat on v2, counts its CPU time) and \"cgroup_info\".
+The cgroups are removed by `lab down`.
 
 State, configs, logs, pids and the generated docroot (1k.bin, 5k.bin, 50k.bin,
 50m.bin, index.html) live in /run/hotpair/lab-PREFIX/.
@@ -92,6 +136,8 @@ State, configs, logs, pids and the generated docroot (1k.bin, 5k.bin, 50k.bin,
 Examples:
   hotpair lab up
   hotpair lab up --mode duplex --repl-net dedicated
+  hotpair lab up --mode dual-role
+  hotpair lab up --mode ring --nodes 4 --node-cpus 0.5
   hotpair lab exec client -- curl -s http://10.77.0.10/static/index.html
   hotpair lab status --json
   hotpair lab kill n1
@@ -111,13 +157,14 @@ pub struct LabArgs {
 #[derive(clap::Subcommand)]
 enum LabCommand {
     /// Build the lab (removing leftovers of an earlier run with the same
-    /// prefix first), start the upstream app and the node(s), and wait until
-    /// the service address serves.
+    /// prefix first), start the upstream apps and the nodes, and wait until
+    /// every service address serves.
     Up(UpArgs),
     /// Stop the lab's processes and delete its namespaces and state directory.
     /// Succeeds when there is nothing to delete.
     Down,
-    /// Show namespaces, addresses, node processes, roles and mode.
+    /// Show mode, service addresses (owner, primary, replicated or not),
+    /// namespaces, node processes, roles, links and cgroups.
     Status(StatusArgs),
     /// Run a command inside one of the lab namespaces, e.g.
     /// `hotpair lab exec client -- curl -s http://10.77.0.10/static/index.html`;
@@ -129,20 +176,30 @@ enum LabCommand {
 
 #[derive(clap::Args)]
 struct UpArgs {
-    /// Replication mode: `simplex` (one node, no replication) or `duplex`
-    /// (n1 primary, n2 ingress; see below).
+    /// Replication mode: `simplex` (one node, no replication), `duplex`
+    /// (n1 primary, n2 ingress), `dual-role` (two nodes, each owner of one
+    /// address and primary for the other) or `ring` (--nodes N); see below.
     #[arg(long, default_value = "simplex")]
     mode: Mode,
-    /// Duplex only: where the replication link runs, `shared` (the service
-    /// LAN) or `dedicated` (its own veth pair between the node namespaces)
+    /// Ring only: how many nodes, 3 to 8 [default: 3].
+    #[arg(long)]
+    nodes: Option<u32>,
+    /// Replicated modes only: where the replication links run, `shared`
+    /// (the service LAN) or `dedicated` (a network of its own, 10.78.0.0/24)
     /// [default: shared].
     #[arg(long, value_enum)]
     repl_net: Option<ReplNet>,
-    /// Duplex only: `[replication] heartbeat_timeout_ms`, how long a node
-    /// waits without hearing its peer before taking over (more than the
-    /// 100 ms heartbeat interval) [default: 500].
+    /// Replicated modes only: how long a node waits without hearing a peer
+    /// before taking over (`heartbeat_timeout_ms`; more than the 100 ms
+    /// heartbeat interval) [default: 500].
     #[arg(long)]
     heartbeat_timeout_ms: Option<u64>,
+    /// Hold each node (its `hotpair node` and its upstream app) to this many
+    /// CPUs, e.g. 0.5, with a CPU cgroup per node (cgroup v2 `cpu.max`, or
+    /// v1 `cpu.cfs_quota_us` with a 100 ms period; this picks whichever the
+    /// machine mounts). Emulates separate hosts. Default: no limit.
+    #[arg(long, value_parser = cgroup::parse_cpus, allow_negative_numbers = true)]
+    node_cpus: Option<f64>,
     /// Serve this directory under /static/ instead of the generated docroot
     /// (default: generated into /run/hotpair/lab-PREFIX/docroot).
     #[arg(long)]
@@ -156,7 +213,7 @@ struct UpArgs {
     /// `[http] idle_timeout_ms` in the node configs.
     #[arg(long, default_value_t = 60_000)]
     http_idle_timeout_ms: u64,
-    /// How long to wait for the service address to serve before giving up.
+    /// How long to wait for every service address to serve before giving up.
     #[arg(long, default_value_t = 10)]
     wait_secs: u64,
 }
@@ -183,8 +240,7 @@ struct KillArgs {
     node: String,
 }
 
-/// How the lab's nodes replicate. `dual-role` of the design is recognised so
-/// the error says what is missing.
+/// How the lab's nodes replicate (DESIGN.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
@@ -192,23 +248,39 @@ pub enum Mode {
     Simplex,
     /// n1 primary, n2 ingress (backup) for the one service address.
     Duplex,
+    /// Two nodes, each owner of its own address and primary for the other's.
+    DualRole,
+    /// N nodes, node i owner of address i with node i+1 as its primary.
+    Ring,
 }
 
 impl Mode {
-    /// Number of nodes the mode runs.
-    pub fn node_count(self) -> u32 {
+    /// Every mode, as written on the command line.
+    const NAMES: &'static str = "simplex, duplex, dual-role or ring";
+
+    /// Number of nodes the mode runs; `ring_nodes` is the ring's size.
+    pub fn node_count(self, ring_nodes: u32) -> u32 {
         match self {
             Mode::Simplex => 1,
-            Mode::Duplex => 2,
+            Mode::Duplex | Mode::DualRole => 2,
+            Mode::Ring => ring_nodes,
         }
     }
 
-    /// The role each node is configured with at start-up in this mode.
+    /// Whether the nodes replicate (have links and heartbeats).
+    pub fn replicated(self) -> bool {
+        self != Mode::Simplex
+    }
+
+    /// The role each node is configured with at start-up in this mode. In
+    /// dual-role and ring every node owns one address and is primary for
+    /// another (its addresses list says which).
     pub fn initial_role(self, node_index: u32) -> &'static str {
         match (self, node_index) {
             (Mode::Simplex, _) => "simplex",
             (Mode::Duplex, 1) => "primary",
             (Mode::Duplex, _) => "ingress",
+            (Mode::DualRole | Mode::Ring, _) => "owner+primary",
         }
     }
 }
@@ -219,10 +291,9 @@ impl FromStr for Mode {
         match s {
             "simplex" => Ok(Mode::Simplex),
             "duplex" => Ok(Mode::Duplex),
-            "dual-role" => Err(format!(
-                "mode `{s}` is not supported by the lab yet; use `simplex` or `duplex`"
-            )),
-            _ => Err(format!("unknown mode `{s}`; use `simplex` or `duplex`")),
+            "dual-role" => Ok(Mode::DualRole),
+            "ring" => Ok(Mode::Ring),
+            _ => Err(format!("unknown mode `{s}`; use {}", Mode::NAMES)),
         }
     }
 }
@@ -232,18 +303,20 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Simplex => "simplex",
             Mode::Duplex => "duplex",
+            Mode::DualRole => "dual-role",
+            Mode::Ring => "ring",
         })
     }
 }
 
-/// Where a duplex lab's replication link runs.
+/// Where a replicated lab's links run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReplNet {
     /// Over the service LAN, between the nodes' kernel addresses 10.77.0.<i>.
     #[default]
     Shared,
-    /// Over a veth pair of its own, `repl0` 10.78.0.<i>/24 (duplex-mi).
+    /// Over a network of its own, `repl0` 10.78.0.<i>/24 (duplex-mi).
     Dedicated,
 }
 
@@ -279,10 +352,14 @@ impl fmt::Display for ReplNet {
 pub struct LabOptions {
     pub prefix: String,
     pub mode: Mode,
-    /// Duplex: where the replication link runs.
+    /// Ring: the number of nodes.
+    pub ring_nodes: u32,
+    /// Replicated modes: where the replication links run.
     pub repl_net: ReplNet,
-    /// Duplex: `[replication] heartbeat_timeout_ms`.
+    /// Replicated modes: the heartbeat timeout.
     pub heartbeat_timeout_ms: u64,
+    /// CPUs each node may use (a cgroup per node); `None`: no limit.
+    pub node_cpus: Option<f64>,
     /// `None`: generate the docroot into the state directory.
     pub docroot: Option<PathBuf>,
     pub pcap: bool,
@@ -299,8 +376,10 @@ impl LabOptions {
         LabOptions {
             prefix: prefix.to_owned(),
             mode: Mode::Simplex,
+            ring_nodes: topology::RING_MIN,
             repl_net: ReplNet::Shared,
             heartbeat_timeout_ms: DEFAULT_HEARTBEAT_TIMEOUT_MS,
+            node_cpus: None,
             docroot: None,
             pcap: false,
             http_header_timeout_ms: 10_000,
@@ -308,6 +387,36 @@ impl LabOptions {
             wait: Duration::from_secs(10),
             verbose: true,
         }
+    }
+}
+
+impl LabOptions {
+    /// Checks the options that need no system access, so a bad command line
+    /// is refused before anything is built (or torn down).
+    pub fn validate(&self) -> Result<()> {
+        validate_prefix(&self.prefix)?;
+        if self.mode == Mode::Ring
+            && !(topology::RING_MIN..=topology::RING_MAX).contains(&self.ring_nodes)
+        {
+            bail!(
+                "--nodes {}: a ring has {} to {} nodes (two is --mode dual-role)",
+                self.ring_nodes,
+                topology::RING_MIN,
+                topology::RING_MAX
+            );
+        }
+        if let Some(cpus) = self.node_cpus {
+            // The CLI parses it already; callers building LabOptions by hand too.
+            cgroup::parse_cpus(&cpus.to_string())
+                .map_err(|e| anyhow::anyhow!("--node-cpus {e}"))?;
+        }
+        if self.mode.replicated() && self.heartbeat_timeout_ms <= HEARTBEAT_INTERVAL_MS {
+            bail!(
+                "--heartbeat-timeout-ms {} must exceed the heartbeat interval ({HEARTBEAT_INTERVAL_MS} ms)",
+                self.heartbeat_timeout_ms
+            );
+        }
+        Ok(())
     }
 }
 
@@ -340,21 +449,36 @@ pub fn run(args: LabArgs) -> Result<()> {
     let prefix = args.prefix;
     match args.command {
         LabCommand::Up(a) => {
-            if a.mode != Mode::Duplex {
+            if !a.mode.replicated() {
                 if a.repl_net.is_some() {
-                    bail!("--repl-net needs --mode duplex (a simplex lab has no replication link)");
+                    bail!(
+                        "--repl-net needs --mode duplex, dual-role or ring \
+                         (a simplex lab has no replication link)"
+                    );
                 }
                 if a.heartbeat_timeout_ms.is_some() {
-                    bail!("--heartbeat-timeout-ms needs --mode duplex (a simplex lab has no heartbeats)");
+                    bail!(
+                        "--heartbeat-timeout-ms needs --mode duplex, dual-role or ring \
+                         (a simplex lab has no heartbeats)"
+                    );
                 }
+            }
+            if a.nodes.is_some() && a.mode != Mode::Ring {
+                bail!(
+                    "--nodes needs --mode ring (mode {} always runs {} node(s))",
+                    a.mode,
+                    a.mode.node_count(0)
+                );
             }
             let opts = LabOptions {
                 prefix: prefix.clone(),
                 mode: a.mode,
+                ring_nodes: a.nodes.unwrap_or(topology::RING_MIN),
                 repl_net: a.repl_net.unwrap_or_default(),
                 heartbeat_timeout_ms: a
                     .heartbeat_timeout_ms
                     .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT_MS),
+                node_cpus: a.node_cpus,
                 docroot: a.docroot,
                 pcap: a.pcap,
                 http_header_timeout_ms: a.http_header_timeout_ms,
@@ -362,6 +486,7 @@ pub fn run(args: LabArgs) -> Result<()> {
                 wait: Duration::from_secs(a.wait_secs),
                 verbose: true,
             };
+            opts.validate()?;
             match up(&opts) {
                 Ok(lab) => {
                     print_status(&status_json(&lab.state.prefix)?);
@@ -462,13 +587,7 @@ fn require_root() -> Result<()> {
 /// On failure the lab is left in place (state phase `failed`) for inspection;
 /// callers that want it gone call [`down`].
 pub fn up(opts: &LabOptions) -> Result<Lab> {
-    validate_prefix(&opts.prefix)?;
-    if opts.mode == Mode::Duplex && opts.heartbeat_timeout_ms <= HEARTBEAT_INTERVAL_MS {
-        bail!(
-            "--heartbeat-timeout-ms {} must exceed the heartbeat interval ({HEARTBEAT_INTERVAL_MS} ms)",
-            opts.heartbeat_timeout_ms
-        );
-    }
+    opts.validate()?;
     require_root()?;
     let prefix = opts.prefix.as_str();
     let dir = state_dir(prefix);
@@ -507,8 +626,15 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
     let script = dir.join("upstream.py");
     fs::write(&script, UPSTREAM_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
 
-    let duplex = opts.mode == Mode::Duplex;
-    let nodes = (1..=opts.mode.node_count())
+    // Detected before anything is built, so a machine without a CPU cgroup
+    // fails here with nothing to tear down.
+    let cgroups = match opts.node_cpus {
+        Some(_) => Some(cgroup::detect(Path::new(cgroup::CGROUP_ROOT))?),
+        None => None,
+    };
+    let replicated = opts.mode.replicated();
+    let node_count = opts.mode.node_count(opts.ring_nodes);
+    let nodes = (1..=node_count)
         .map(|i| {
             let name = format!("n{i}");
             NodeState {
@@ -516,7 +642,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
                 address: node_address(i),
                 mac: node_mac(i),
                 role: opts.mode.initial_role(i).to_owned(),
-                link: duplex.then(|| LinkState {
+                link: replicated.then(|| LinkState {
                     interface: opts.repl_net.interface().to_owned(),
                     address: opts.repl_net.link_address(i),
                 }),
@@ -531,6 +657,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
                     log: dir.join(format!("upstream-{name}.log")),
                     process: None,
                 },
+                cgroup: None,
                 index: i,
                 name,
             }
@@ -539,7 +666,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
     let mut state = LabState {
         prefix: prefix.to_owned(),
         mode: opts.mode,
-        replication: duplex.then_some(ReplicationState {
+        replication: replicated.then_some(ReplicationState {
             net: opts.repl_net,
             port: REPL_PORT,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
@@ -561,8 +688,28 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
             bridge: "br0".to_owned(),
         },
         nodes,
+        addresses: topology::addresses(opts.mode, node_count),
+        links: topology::links(opts.mode, node_count, opts.repl_net),
     };
     state.save()?;
+    if let (Some(layout), Some(cpus)) = (&cgroups, opts.node_cpus) {
+        for i in 0..state.nodes.len() {
+            let name = cgroup::name(prefix, &state.nodes[i].name);
+            // Recorded as soon as it exists, so `lab down` removes it even
+            // if a later step fails.
+            state.nodes[i].cgroup = Some(cgroup::create(layout, &name, cpus)?);
+            state.save()?;
+        }
+        if let Some(c) = &state.nodes[0].cgroup {
+            say(&format!(
+                "each node held to {cpus} CPUs by a cgroup of its own ({}): {}",
+                c.version,
+                c.path
+                    .with_file_name(cgroup::name(prefix, "n<i>"))
+                    .display()
+            ));
+        }
+    }
 
     let result = build(&mut state, opts, &say);
     state.phase = if result.is_ok() {
@@ -572,8 +719,14 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
     };
     state.save()?;
     result?;
+    let urls: Vec<String> = state
+        .service_addresses()
+        .iter()
+        .map(|a| format!("http://{}:{SERVICE_PORT}/", a.ip))
+        .collect();
     say(&format!(
-        "up: service http://{SERVICE_ADDRESS}:{SERVICE_PORT}/ from {}",
+        "up: service {} from {}",
+        urls.join(" "),
         state.client.namespace
     ));
     Ok(Lab { state })
@@ -581,13 +734,14 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
 
 fn build(state: &mut LabState, opts: &LabOptions, say: &dyn Fn(&str)) -> Result<()> {
     say("creating namespaces");
-    build_network(state)?;
+    net::build_network(state)?;
     for node in &state.nodes {
         write_node_config(state, node, opts)?;
     }
-    // The upstream apps first, then the nodes in order: in duplex n1 (the
-    // primary, which listens for the link) before n2 (the ingress, which
-    // connects to it).
+    // The upstream apps first, then the nodes in order. Every link's listener
+    // is the lower-numbered node (in duplex n1, the primary), so waiting
+    // for a node's listening ports before starting the next means each
+    // connecting node finds its peer ready.
     for i in 0..state.nodes.len() {
         say(&format!(
             "starting upstream app in {}",
@@ -603,215 +757,23 @@ fn build(state: &mut LabState, opts: &LabOptions, say: &dyn Fn(&str)) -> Result<
         ));
         start_node(state, i)?;
         state.save()?;
-        if state.nodes[i].role == "primary" {
-            if let Some(r) = &state.replication {
-                wait_listening(&state.nodes[i], r.port, Duration::from_secs(10))?;
-                say(&format!(
-                    "node {} listens for the replication link on {}:{}",
-                    state.nodes[i].name,
-                    state.nodes[i]
-                        .link
-                        .as_ref()
-                        .map_or("?", |l| l.address.as_str()),
-                    r.port
-                ));
-            }
+        let node = &state.nodes[i];
+        for l in state.links.iter().filter(|l| l.listener == node.name) {
+            wait_listening(node, l.port, Duration::from_secs(10))?;
+            say(&format!(
+                "node {} listens for the replication link with {} on {}",
+                node.name,
+                l.connector,
+                l.endpoint()
+            ));
         }
     }
-    say("waiting for the service address to serve");
+    say(if state.service_addresses().len() > 1 {
+        "waiting for every service address to serve"
+    } else {
+        "waiting for the service address to serve"
+    });
     wait_serving(state, opts.wait)
-}
-
-fn build_network(state: &LabState) -> Result<()> {
-    for ns in state.namespaces() {
-        ip::ip(["netns", "add", ns.as_str()])?;
-        // Keep the LAN quiet: no IPv6 (router solicitations, DAD, MLD).
-        ip::exec_in(
-            &ns,
-            "sh",
-            &[
-                "-c",
-                "for c in all default; do \
-                 f=/proc/sys/net/ipv6/conf/$c/disable_ipv6; \
-                 if [ -e $f ]; then echo 1 > $f || exit 1; fi; done",
-            ],
-        )?;
-        ip::ip_in(&ns, &["link", "set", "lo", "up"])?;
-    }
-
-    let sw = state.switch.namespace.as_str();
-    let br = state.switch.bridge.as_str();
-    ip::ip_in(
-        sw,
-        &["link", "add", br, "type", "bridge", "forward_delay", "0"],
-    )?;
-    ip::ip_in(sw, &["link", "set", br, "up"])?;
-
-    // client <-> switch
-    let client = &state.client;
-    let cns = client.namespace.as_str();
-    let cif = client.interface.as_str();
-    ip::ip_in(
-        sw,
-        &[
-            "link", "add", "client", "type", "veth", "peer", "name", cif, "netns", cns,
-        ],
-    )?;
-    ip::ip_in(sw, &["link", "set", "client", "master", br, "up"])?;
-    ip::ip_in(cns, &["addr", "add", client.address.as_str(), "dev", cif])?;
-    ip::ip_in(cns, &["link", "set", cif, "up"])?;
-
-    // node <-> switch, and the node's local bridge joining eth0 and the TAP
-    for n in &state.nodes {
-        let ns = n.namespace.as_str();
-        let port = n.name.as_str();
-        ip::ip_in(
-            sw,
-            &[
-                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ],
-        )?;
-        ip::ip_in(sw, &["link", "set", port, "master", br, "up"])?;
-        ip::ip_in(
-            ns,
-            &[
-                "link",
-                "add",
-                "br-lan",
-                "type",
-                "bridge",
-                "forward_delay",
-                "0",
-            ],
-        )?;
-        ip::ip_in(
-            ns,
-            &[
-                "tuntap",
-                "add",
-                "dev",
-                n.tap.as_str(),
-                "mode",
-                "tap",
-                "vnet_hdr",
-            ],
-        )?;
-        ip::ip_in(ns, &["link", "set", "eth0", "master", "br-lan", "up"])?;
-        ip::ip_in(
-            ns,
-            &["link", "set", n.tap.as_str(), "master", "br-lan", "up"],
-        )?;
-        let addr = format!("{}/{LAN_PREFIX_LEN}", n.address);
-        ip::ip_in(ns, &["addr", "add", addr.as_str(), "dev", "br-lan"])?;
-        ip::ip_in(ns, &["link", "set", "br-lan", "up"])?;
-    }
-
-    // The dedicated replication network: a veth pair joining n1 and n2.
-    if state.replication.as_ref().map(|r| r.net) == Some(ReplNet::Dedicated) {
-        let [a, b] = &state.nodes[..] else {
-            bail!("a dedicated replication network joins exactly two nodes");
-        };
-        ip::ip_in(
-            &a.namespace,
-            &[
-                "link",
-                "add",
-                REPL_INTERFACE,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                REPL_INTERFACE,
-                "netns",
-                b.namespace.as_str(),
-            ],
-        )?;
-        for n in [a, b] {
-            let link = n.link.as_ref().context("duplex nodes have a link")?;
-            let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
-            ip::ip_in(
-                &n.namespace,
-                &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
-            )?;
-            ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
-        }
-    }
-    Ok(())
-}
-
-/// The node configuration, in the format `hotpair node --config` reads.
-fn node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> String {
-    let root = toml::Value::String(state.docroot.to_string_lossy().into_owned());
-    let mut text = base_node_config(node, opts, &root);
-    if let Some(r) = &state.replication {
-        // The primary (n1) listens on its link address; the ingress connects to it.
-        let primary = state
-            .nodes
-            .iter()
-            .find(|n| n.role == "primary")
-            .and_then(|n| n.link.as_ref())
-            .map_or_else(|| r.net.link_address(1), |l| l.address.clone());
-        let endpoint = if node.role == "primary" {
-            format!("listen = \"{primary}:{}\"", r.port)
-        } else {
-            format!("peer = \"{primary}:{}\"", r.port)
-        };
-        text.push_str(&format!(
-            "\n[replication]\nrole = \"{role}\"\n{endpoint}\n\
-             heartbeat_interval_ms = {interval}\nheartbeat_timeout_ms = {timeout}\n",
-            role = node.role,
-            interval = r.heartbeat_interval_ms,
-            timeout = r.heartbeat_timeout_ms,
-        ));
-    }
-    text
-}
-
-fn base_node_config(node: &NodeState, opts: &LabOptions, root: &toml::Value) -> String {
-    format!(
-        r#"[node]
-name = "{name}"
-tap = "{tap}"
-mac = "{mac}"
-
-[service]
-address = "{SERVICE_ADDRESS}"
-prefix_len = {LAN_PREFIX_LEN}
-port = {SERVICE_PORT}
-max_connections = 1024
-
-[http]
-max_header_bytes = 16384
-max_body_bytes = 67108864
-header_timeout_ms = {header_timeout}
-idle_timeout_ms = {idle_timeout}
-
-[[route]]
-prefix = "/static/"
-handler = "files"
-root = {root}
-
-[[route]]
-prefix = "/non-deterministic/"
-handler = "generate"
-max_size = 67108864
-
-[[route]]
-prefix = "/app/"
-handler = "upstream"
-address = "{UPSTREAM_ADDRESS}"
-"#,
-        name = node.name,
-        tap = node.tap,
-        mac = node.mac,
-        header_timeout = opts.http_header_timeout_ms,
-        idle_timeout = opts.http_idle_timeout_ms,
-    )
-}
-
-fn write_node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Result<()> {
-    fs::write(&node.config, node_config(state, node, opts))
-        .with_context(|| format!("writing {}", node.config.display()))
 }
 
 fn start_upstream(state: &mut LabState, i: usize) -> Result<()> {
@@ -829,6 +791,9 @@ fn start_upstream(state: &mut LabState, i: usize) -> Result<()> {
         .arg(&node.upstream.log)
         .arg("--ready")
         .arg(&ready);
+    if let Some(cg) = &node.cgroup {
+        cg.enter_on_exec(&mut cmd)?;
+    }
     let p = proc::spawn_detached(cmd, &node.upstream.log)?;
     state.nodes[i].upstream.process = Some(p);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -872,6 +837,9 @@ fn start_node(state: &mut LabState, i: usize) -> Result<()> {
         "RUST_LIB_BACKTRACE",
         std::env::var("RUST_LIB_BACKTRACE").unwrap_or_else(|_| "0".to_owned()),
     );
+    if let Some(cg) = &node.cgroup {
+        cg.enter_on_exec(&mut cmd)?;
+    }
     let p = proc::spawn_detached(cmd, &node.log)?;
     state.nodes[i].process = Some(p);
     Ok(())
@@ -914,58 +882,64 @@ fn wait_listening(node: &NodeState, port: u16, wait: Duration) -> Result<()> {
     }
 }
 
-/// Polls from the client namespace until the service address serves
-/// /static/index.html with 200, failing early if a node process dies.
+/// Polls from the client namespace until every service address serves
+/// /static/index.html with 200 (one by one: an address that served stays
+/// served), failing early if a node process dies.
 fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
-    let url = format!("http://{SERVICE_ADDRESS}:{SERVICE_PORT}/static/index.html");
     let deadline = Instant::now() + wait;
-    let mut last;
-    loop {
-        for n in &state.nodes {
-            if !n.process.is_some_and(|p| p.alive()) {
+    for a in state.service_addresses() {
+        let url = format!("http://{}:{SERVICE_PORT}/static/index.html", a.ip);
+        let mut last;
+        loop {
+            for n in &state.nodes {
+                if !n.process.is_some_and(|p| p.alive()) {
+                    bail!(
+                        "node {} exited during start-up; tail of {}:\n{}",
+                        n.name,
+                        n.log.display(),
+                        tail(&n.log, 40)
+                    );
+                }
+            }
+            let out = ip::netns_command(&state.client.namespace, "curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "1",
+                    &url,
+                ])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .context("running curl in the client namespace (is curl installed?)")?;
+            let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if code == "200" {
+                break;
+            }
+            last = format!("curl exit {}, http code {code:?}", out.status);
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = state
+                    .nodes
+                    .iter()
+                    .map(|n| format!("tail of {}:\n{}", n.log.display(), tail(&n.log, 40)))
+                    .collect();
                 bail!(
-                    "node {} exited during start-up; tail of {}:\n{}",
-                    n.name,
-                    n.log.display(),
-                    tail(&n.log, 40)
+                    "{url} (owner {}, primary {}) did not answer 200 from {} within {} s \
+                     (last: {last})\n{}",
+                    a.owner,
+                    a.primary.as_deref().unwrap_or("-"),
+                    state.client.namespace,
+                    wait.as_secs_f32(),
+                    logs.join("\n")
                 );
             }
+            sleep(Duration::from_millis(200));
         }
-        let out = ip::netns_command(&state.client.namespace, "curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "1",
-                &url,
-            ])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .context("running curl in the client namespace (is curl installed?)")?;
-        let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if code == "200" {
-            return Ok(());
-        }
-        last = format!("curl exit {}, http code {code:?}", out.status);
-        if Instant::now() >= deadline {
-            break;
-        }
-        sleep(Duration::from_millis(200));
     }
-    let logs: Vec<String> = state
-        .nodes
-        .iter()
-        .map(|n| format!("tail of {}:\n{}", n.log.display(), tail(&n.log, 40)))
-        .collect();
-    bail!(
-        "{url} did not answer 200 from {} within {} s (last: {last})\n{}",
-        state.client.namespace,
-        wait.as_secs_f32(),
-        logs.join("\n")
-    )
+    Ok(())
 }
 
 /// The last `lines` lines of a log file (for error messages).
@@ -1006,11 +980,13 @@ pub fn down(prefix: &str) -> Result<()> {
 fn cleanup(prefix: &str, keep_docroot: bool) -> Result<bool> {
     let dir = state_dir(prefix);
     let mut found = false;
+    let mut cgroups = Vec::new();
 
     // 1. Processes recorded in the state file: SIGTERM, grace, SIGKILL.
     match LabState::load(&dir) {
         Ok(Some(state)) => {
             found = true;
+            cgroups.extend(state.nodes.iter().filter_map(|n| n.cgroup.clone()));
             let procs = state.processes();
             let live: Vec<Proc> = procs
                 .into_iter()
@@ -1037,7 +1013,16 @@ fn cleanup(prefix: &str, keep_docroot: bool) -> Result<bool> {
         ip::ip(["netns", "del", ns.as_str()])?;
     }
 
-    // 3. The state directory.
+    // 3. The nodes' CPU cgroups, now empty: those recorded, then any left by
+    //    a lab whose state file is gone (they are named after the prefix).
+    for cg in &cgroups {
+        cg.remove()?;
+    }
+    if cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), prefix)? {
+        found = true;
+    }
+
+    // 4. The state directory.
     if dir.exists() {
         found = true;
         if keep_docroot {
@@ -1058,197 +1043,6 @@ fn cleanup(prefix: &str, keep_docroot: bool) -> Result<bool> {
         }
     }
     Ok(found)
-}
-
-// ---- status -----------------------------------------------------------------
-
-/// The lab's status as JSON (also what `lab status --json` prints).
-pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
-    validate_prefix(prefix)?;
-    let dir = state_dir(prefix);
-    let state = LabState::load(&dir)?;
-    let existing = existing_namespaces(prefix).unwrap_or_default();
-    let ns_entry = |name: &str, kind: &str| {
-        let exists = existing.iter().any(|e| e == name);
-        let addresses: Vec<serde_json::Value> = if exists {
-            ip::ipv4_addresses(name)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(ifname, _)| ifname != "lo")
-                .map(|(ifname, addr)| serde_json::json!({"interface": ifname, "address": addr}))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        serde_json::json!({"name": name, "kind": kind, "exists": exists, "addresses": addresses})
-    };
-    let Some(state) = state else {
-        let namespaces: Vec<_> = existing.iter().map(|n| ns_entry(n, "leftover")).collect();
-        return Ok(serde_json::json!({
-            "prefix": prefix,
-            "up": false,
-            "state_dir": dir,
-            "namespaces": namespaces,
-            "nodes": [],
-        }));
-    };
-    let mut namespaces = vec![
-        ns_entry(&state.client.namespace, "client"),
-        ns_entry(&state.switch.namespace, "switch"),
-    ];
-    namespaces.extend(state.nodes.iter().map(|n| ns_entry(&n.namespace, "node")));
-    let nodes: Vec<_> = state
-        .nodes
-        .iter()
-        .map(|n| {
-            let alive = n.process.is_some_and(|p| p.alive());
-            let up_alive = n.upstream.process.is_some_and(|p| p.alive());
-            serde_json::json!({
-                "name": n.name,
-                "namespace": n.namespace,
-                "address": format!("{}/{LAN_PREFIX_LEN}", n.address),
-                "mac": n.mac,
-                "tap": n.tap,
-                "pid": n.process.map(|p| p.pid),
-                "alive": alive,
-                "killed": n.killed,
-                "role": n.role,
-                "link": n.link.as_ref().map(|l| serde_json::json!({
-                    "interface": l.interface,
-                    "address": l.address,
-                })),
-                "config": n.config,
-                "log": n.log,
-                "pcap": n.pcap,
-                "upstream": {
-                    "address": n.upstream.address,
-                    "pid": n.upstream.process.map(|p| p.pid),
-                    "alive": up_alive,
-                    "log": n.upstream.log,
-                },
-            })
-        })
-        .collect();
-    Ok(serde_json::json!({
-        "prefix": prefix,
-        "up": state.phase == Phase::Up,
-        "phase": state.phase,
-        "mode": state.mode,
-        "repl_net": state.replication.as_ref().map(|r| r.net),
-        "replication": state.replication.as_ref().map(|r| serde_json::json!({
-            "net": r.net,
-            "listen": state
-                .nodes
-                .iter()
-                .find(|n| n.role == "primary")
-                .and_then(|n| n.link.as_ref())
-                .map(|l| format!("{}:{}", l.address, r.port)),
-            "heartbeat_interval_ms": r.heartbeat_interval_ms,
-            "heartbeat_timeout_ms": r.heartbeat_timeout_ms,
-        })),
-        "state_dir": state.state_dir,
-        "docroot": state.docroot,
-        "service": {"address": state.service_address, "port": state.service_port},
-        "client": {"namespace": state.client.namespace, "address": state.client.address},
-        "namespaces": namespaces,
-        "nodes": nodes,
-    }))
-}
-
-fn print_status(v: &serde_json::Value) {
-    let prefix = v["prefix"].as_str().unwrap_or("?");
-    let s = |x: &serde_json::Value| match x {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    };
-    if v.get("phase").is_none() {
-        println!("lab {prefix}: not up (no state in {})", s(&v["state_dir"]));
-    } else {
-        let repl = if v["replication"].is_object() {
-            format!(
-                ", repl-net {}, link {}, heartbeat {}/{} ms",
-                s(&v["replication"]["net"]),
-                s(&v["replication"]["listen"]),
-                s(&v["replication"]["heartbeat_interval_ms"]),
-                s(&v["replication"]["heartbeat_timeout_ms"])
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "lab {prefix}: {} (mode {}{repl}), state {}",
-            s(&v["phase"]),
-            s(&v["mode"]),
-            s(&v["state_dir"])
-        );
-        println!(
-            "service {}:{}  docroot {}",
-            s(&v["service"]["address"]),
-            s(&v["service"]["port"]),
-            s(&v["docroot"])
-        );
-    }
-    let namespaces = v["namespaces"].as_array().cloned().unwrap_or_default();
-    if !namespaces.is_empty() {
-        println!("namespaces:");
-    }
-    for ns in namespaces {
-        let addrs: Vec<String> = ns["addresses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| format!("{} {}", s(&a["interface"]), s(&a["address"])))
-            .collect();
-        println!(
-            "  {:<20} {:<8} {}{}",
-            s(&ns["name"]),
-            s(&ns["kind"]),
-            if ns["exists"].as_bool() == Some(true) {
-                ""
-            } else {
-                "MISSING "
-            },
-            addrs.join(", ")
-        );
-    }
-    for n in v["nodes"].as_array().into_iter().flatten() {
-        println!(
-            "node {}: pid {} {}{}, role {}, mac {}, log {}",
-            s(&n["name"]),
-            s(&n["pid"]),
-            if n["alive"].as_bool() == Some(true) {
-                "alive"
-            } else {
-                "dead"
-            },
-            if n["killed"].as_bool() == Some(true) {
-                " (lab kill)"
-            } else {
-                ""
-            },
-            s(&n["role"]),
-            s(&n["mac"]),
-            s(&n["log"]),
-        );
-        if n["link"].is_object() {
-            println!(
-                "  link {} {}",
-                s(&n["link"]["interface"]),
-                s(&n["link"]["address"])
-            );
-        }
-        println!(
-            "  upstream {}: pid {} {}",
-            s(&n["upstream"]["address"]),
-            s(&n["upstream"]["pid"]),
-            if n["upstream"]["alive"].as_bool() == Some(true) {
-                "alive"
-            } else {
-                "dead"
-            },
-        );
-    }
 }
 
 // ---- exec / kill ------------------------------------------------------------
@@ -1309,6 +1103,7 @@ fn kill(prefix: &str, name: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{test_node, test_state};
     use super::*;
 
     #[test]
@@ -1333,14 +1128,16 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!("simplex".parse::<Mode>(), Ok(Mode::Simplex));
-        assert_eq!("duplex".parse::<Mode>(), Ok(Mode::Duplex));
-        assert!("dual-role"
-            .parse::<Mode>()
-            .unwrap_err()
-            .contains("not supported"));
-        assert!("bogus".parse::<Mode>().is_err());
-        assert_eq!(Mode::Duplex.node_count(), 2);
+        for m in [Mode::Simplex, Mode::Duplex, Mode::DualRole, Mode::Ring] {
+            assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
+            // The JSON name (state file, `lab status`) is the CLI name.
+            assert_eq!(serde_json::to_value(m).unwrap(), m.to_string());
+        }
+        assert_eq!("dual-role".parse::<Mode>(), Ok(Mode::DualRole));
+        assert!("bogus".parse::<Mode>().unwrap_err().contains("ring"));
+        assert_eq!(Mode::Duplex.node_count(3), 2);
+        assert_eq!(Mode::DualRole.node_count(3), 2);
+        assert_eq!(Mode::Ring.node_count(5), 5);
         assert_eq!(Mode::Duplex.initial_role(1), "primary");
         assert_eq!(Mode::Duplex.initial_role(2), "ingress");
         assert_eq!(Mode::Simplex.initial_role(1), "simplex");
@@ -1348,101 +1145,31 @@ mod tests {
         assert_eq!(ReplNet::Dedicated.link_address(1), "10.78.0.1");
     }
 
-    fn test_node(i: u32, role: &str, link: Option<&str>) -> NodeState {
-        NodeState {
-            name: format!("n{i}"),
-            index: i,
-            namespace: format!("hp-n{i}"),
-            address: node_address(i),
-            mac: node_mac(i),
-            role: role.into(),
-            link: link.map(|a| LinkState {
-                interface: "br-lan".into(),
-                address: a.into(),
-            }),
-            tap: TAP_NAME.into(),
-            config: format!("/run/hotpair/lab-hp/n{i}.toml").into(),
-            log: format!("/run/hotpair/lab-hp/n{i}.log").into(),
-            pcap: None,
-            process: None,
-            killed: false,
-            upstream: UpstreamState {
-                address: UPSTREAM_ADDRESS.into(),
-                log: "/x".into(),
-                process: None,
-            },
-        }
-    }
-
-    fn test_state(mode: Mode, replication: Option<ReplicationState>) -> LabState {
-        LabState {
-            prefix: "hp".into(),
-            mode,
-            replication,
-            phase: Phase::Building,
-            state_dir: "/run/hotpair/lab-hp".into(),
-            docroot: "/run/hotpair/lab-hp/docroot".into(),
-            docroot_generated: true,
-            service_address: SERVICE_ADDRESS.into(),
-            service_port: SERVICE_PORT,
-            client: ClientState {
-                namespace: "hp-client".into(),
-                interface: "eth0".into(),
-                address: "10.77.0.100/24".into(),
-            },
-            switch: SwitchState {
-                namespace: "hp-sw".into(),
-                bridge: "br0".into(),
-            },
-            nodes: vec![],
-        }
-    }
-
     #[test]
-    fn duplex_config_format() {
-        let opts = LabOptions::new("hp");
-        for (net, link) in [
-            (ReplNet::Shared, ["10.77.0.1", "10.77.0.2"]),
-            (ReplNet::Dedicated, ["10.78.0.1", "10.78.0.2"]),
-        ] {
-            let mut state = test_state(
-                Mode::Duplex,
-                Some(ReplicationState {
-                    net,
-                    port: REPL_PORT,
-                    heartbeat_interval_ms: 100,
-                    heartbeat_timeout_ms: 700,
-                }),
-            );
-            state.nodes = vec![
-                test_node(1, "primary", Some(link[0])),
-                test_node(2, "ingress", Some(link[1])),
-            ];
-            let primary = node_config(&state, &state.nodes[0], &opts);
-            let ingress = node_config(&state, &state.nodes[1], &opts);
-            assert!(
-                primary.ends_with(&format!(
-                    "\n[replication]\nrole = \"primary\"\nlisten = \"{}:7700\"\n\
-                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n",
-                    link[0]
-                )),
-                "{primary}"
-            );
-            assert!(
-                ingress.ends_with(&format!(
-                    "\n[replication]\nrole = \"ingress\"\npeer = \"{}:7700\"\n\
-                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n",
-                    link[0]
-                )),
-                "{ingress}"
-            );
-            assert!(primary.contains("mac = \"02:68:70:00:00:01\"\n"));
-            assert!(ingress.contains("mac = \"02:68:70:00:00:02\"\n"));
-            for text in [&primary, &ingress] {
-                let v: toml::Value = toml::from_str(text).unwrap();
-                assert_eq!(v["service"]["address"].as_str(), Some(SERVICE_ADDRESS));
-            }
+    fn options_are_checked_before_building() {
+        let mut o = LabOptions::new("hp");
+        o.mode = Mode::Ring;
+        for n in [0, 1, 2, 9] {
+            o.ring_nodes = n;
+            let e = o.validate().unwrap_err().to_string();
+            assert!(e.contains("3 to 8"), "{e}");
         }
+        o.ring_nodes = 8;
+        assert!(o.validate().is_ok());
+        o.node_cpus = Some(0.0);
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--node-cpus"));
+        o.node_cpus = Some(0.5);
+        o.heartbeat_timeout_ms = 100;
+        assert!(o.validate().is_err());
+        // The ring size is ignored outside ring mode.
+        let mut o = LabOptions::new("hp");
+        o.mode = Mode::DualRole;
+        o.ring_nodes = 0;
+        assert!(o.validate().is_ok());
     }
 
     #[test]
@@ -1457,41 +1184,5 @@ mod tests {
         let state: LabState = serde_json::from_value(v).unwrap();
         assert_eq!(state.nodes[0].role, "simplex");
         assert!(state.replication.is_none());
-    }
-
-    #[test]
-    fn config_format() {
-        let mut opts = LabOptions::new("hp");
-        opts.http_header_timeout_ms = 2000;
-        let node = NodeState {
-            name: "n1".into(),
-            index: 1,
-            namespace: "hp-n1".into(),
-            address: node_address(1),
-            mac: node_mac(1),
-            role: "simplex".into(),
-            link: None,
-            tap: TAP_NAME.into(),
-            config: "/run/hotpair/lab-hp/n1.toml".into(),
-            log: "/run/hotpair/lab-hp/n1.log".into(),
-            pcap: None,
-            process: None,
-            killed: false,
-            upstream: UpstreamState {
-                address: UPSTREAM_ADDRESS.into(),
-                log: "/x".into(),
-                process: None,
-            },
-        };
-        let state = test_state(Mode::Simplex, None);
-        let text = node_config(&state, &node, &opts);
-        assert!(text.contains("mac = \"02:68:70:00:00:01\"\n"));
-        assert!(text.contains("root = \"/run/hotpair/lab-hp/docroot\"\n"));
-        assert!(text.contains("header_timeout_ms = 2000\n"));
-        let v: toml::Value = toml::from_str(&text).unwrap();
-        assert_eq!(v["service"]["port"].as_integer(), Some(80));
-        assert_eq!(v["route"].as_array().unwrap().len(), 3);
-        assert_eq!(v["route"][2]["address"].as_str(), Some("127.0.0.1:8080"));
-        assert!(v.get("replication").is_none());
     }
 }

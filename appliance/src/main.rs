@@ -26,8 +26,9 @@ enum Command {
     Node(NodeArgs),
     /// A ready network-namespace lab: client, switch and nodes.
     Lab(lab::LabArgs),
-    /// The failover demo: a duplex lab, a 50 MB download, the primary SIGKILLed
-    /// mid-way; the client finishes with the right SHA-256 (shows the stall).
+    /// The failover demo: a duplex lab (or --mode dual-role: one download per
+    /// address), a 50 MB download, a node SIGKILLed mid-way; the client
+    /// finishes with the right SHA-256 (shows the stall).
     Demo(demo::DemoArgs),
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::cgroup::CgroupState;
 use super::proc::Proc;
 use super::{Mode, ReplNet};
 
@@ -38,6 +39,51 @@ pub struct LabState {
     pub client: ClientState,
     pub switch: SwitchState,
     pub nodes: Vec<NodeState>,
+    /// Every service address and the nodes serving it. Empty in state files
+    /// written before multi-address modes; [`LabState::service_addresses`]
+    /// derives it then.
+    #[serde(default)]
+    pub addresses: Vec<AddressState>,
+    /// Every replication link (one per pair of nodes sharing an address).
+    #[serde(default)]
+    pub links: Vec<PeerLinkState>,
+}
+
+/// One service address (VIP) and its two nodes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddressState {
+    pub ip: String,
+    /// The node that owns the address on the LAN (the ingress/backup).
+    pub owner: String,
+    /// The node that runs the application for it; `None` when the owner serves alone.
+    pub primary: Option<String>,
+}
+
+/// One replication link: `listener` accepts it on `address:port`, `connector` dials.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerLinkState {
+    pub listener: String,
+    pub connector: String,
+    /// The listener's own address on the replication network.
+    pub address: String,
+    pub port: u16,
+}
+
+impl PeerLinkState {
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+
+    /// The other end of the link, if `node` is one end.
+    pub fn other(&self, node: &str) -> Option<&str> {
+        if self.listener == node {
+            Some(&self.connector)
+        } else if self.connector == node {
+            Some(&self.listener)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -86,6 +132,9 @@ pub struct NodeState {
     /// Set by `lab kill`.
     pub killed: bool,
     pub upstream: UpstreamState,
+    /// The CPU cgroup holding the node and its upstream app (`--node-cpus`).
+    #[serde(default)]
+    pub cgroup: Option<CgroupState>,
 }
 
 fn simplex_role() -> String {
@@ -142,6 +191,16 @@ impl LabState {
             .flat_map(|n| [n.process, n.upstream.process])
             .flatten()
             .collect()
+    }
+
+    /// The service addresses, derived from the mode for state files that
+    /// predate the `addresses` list.
+    pub fn service_addresses(&self) -> Vec<AddressState> {
+        if self.addresses.is_empty() {
+            super::topology::addresses(self.mode, self.nodes.len() as u32)
+        } else {
+            self.addresses.clone()
+        }
     }
 
     /// Every namespace of the lab, client and switch first.

@@ -1,0 +1,175 @@
+//! The lab's network: namespaces, the switch bridge, the nodes' veths, local
+//! bridges and TAP devices, and the dedicated replication network.
+
+use anyhow::{bail, Context, Result};
+
+use super::state::LabState;
+use super::{ip, Mode, ReplNet, LAN_PREFIX_LEN, REPL_BRIDGE, REPL_INTERFACE};
+
+/// Creates every namespace of `state` and wires them up.
+pub fn build_network(state: &LabState) -> Result<()> {
+    for ns in state.namespaces() {
+        ip::ip(["netns", "add", ns.as_str()])?;
+        // Keep the LAN quiet: no IPv6 (router solicitations, DAD, MLD).
+        ip::exec_in(
+            &ns,
+            "sh",
+            &[
+                "-c",
+                "for c in all default; do \
+                 f=/proc/sys/net/ipv6/conf/$c/disable_ipv6; \
+                 if [ -e $f ]; then echo 1 > $f || exit 1; fi; done",
+            ],
+        )?;
+        ip::ip_in(&ns, &["link", "set", "lo", "up"])?;
+    }
+
+    let sw = state.switch.namespace.as_str();
+    let br = state.switch.bridge.as_str();
+    ip::ip_in(
+        sw,
+        &["link", "add", br, "type", "bridge", "forward_delay", "0"],
+    )?;
+    ip::ip_in(sw, &["link", "set", br, "up"])?;
+
+    // client <-> switch
+    let client = &state.client;
+    let cns = client.namespace.as_str();
+    let cif = client.interface.as_str();
+    ip::ip_in(
+        sw,
+        &[
+            "link", "add", "client", "type", "veth", "peer", "name", cif, "netns", cns,
+        ],
+    )?;
+    ip::ip_in(sw, &["link", "set", "client", "master", br, "up"])?;
+    ip::ip_in(cns, &["addr", "add", client.address.as_str(), "dev", cif])?;
+    ip::ip_in(cns, &["link", "set", cif, "up"])?;
+
+    // node <-> switch, and the node's local bridge joining eth0 and the TAP
+    for n in &state.nodes {
+        let ns = n.namespace.as_str();
+        let port = n.name.as_str();
+        ip::ip_in(
+            sw,
+            &[
+                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ],
+        )?;
+        ip::ip_in(sw, &["link", "set", port, "master", br, "up"])?;
+        ip::ip_in(
+            ns,
+            &[
+                "link",
+                "add",
+                "br-lan",
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+            ],
+        )?;
+        ip::ip_in(
+            ns,
+            &[
+                "tuntap",
+                "add",
+                "dev",
+                n.tap.as_str(),
+                "mode",
+                "tap",
+                "vnet_hdr",
+            ],
+        )?;
+        ip::ip_in(ns, &["link", "set", "eth0", "master", "br-lan", "up"])?;
+        ip::ip_in(
+            ns,
+            &["link", "set", n.tap.as_str(), "master", "br-lan", "up"],
+        )?;
+        let addr = format!("{}/{LAN_PREFIX_LEN}", n.address);
+        ip::ip_in(ns, &["addr", "add", addr.as_str(), "dev", "br-lan"])?;
+        ip::ip_in(ns, &["link", "set", "br-lan", "up"])?;
+    }
+
+    if state.replication.as_ref().map(|r| r.net) != Some(ReplNet::Dedicated) {
+        return Ok(());
+    }
+    if state.mode != Mode::Duplex {
+        // Dual-role and ring: a second bridge in the switch namespace with a
+        // port per node, so every link of the lab shares one network as the
+        // service LAN does (a veth pair per link would need an interface
+        // and an address per link in every node).
+        ip::ip_in(
+            sw,
+            &[
+                "link",
+                "add",
+                REPL_BRIDGE,
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+            ],
+        )?;
+        ip::ip_in(sw, &["link", "set", REPL_BRIDGE, "up"])?;
+        for n in &state.nodes {
+            let port = format!("r-{}", n.name);
+            ip::ip_in(
+                sw,
+                &[
+                    "link",
+                    "add",
+                    port.as_str(),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    REPL_INTERFACE,
+                    "netns",
+                    n.namespace.as_str(),
+                ],
+            )?;
+            ip::ip_in(
+                sw,
+                &["link", "set", port.as_str(), "master", REPL_BRIDGE, "up"],
+            )?;
+            let link = n.link.as_ref().context("replicated nodes have a link")?;
+            let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
+            ip::ip_in(
+                &n.namespace,
+                &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
+            )?;
+            ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
+        }
+        return Ok(());
+    }
+    // Duplex: a veth pair joining n1 and n2 directly.
+    let [a, b] = &state.nodes[..] else {
+        bail!("a dedicated replication network joins exactly two nodes");
+    };
+    ip::ip_in(
+        &a.namespace,
+        &[
+            "link",
+            "add",
+            REPL_INTERFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            REPL_INTERFACE,
+            "netns",
+            b.namespace.as_str(),
+        ],
+    )?;
+    for n in [a, b] {
+        let link = n.link.as_ref().context("duplex nodes have a link")?;
+        let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
+        ip::ip_in(
+            &n.namespace,
+            &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
+        )?;
+        ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
+    }
+    Ok(())
+}

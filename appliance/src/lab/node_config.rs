@@ -1,0 +1,389 @@
+//! The node configurations the lab writes (`hotpair node --config`): the
+//! legacy `[service]` + `[replication]` form for simplex and duplex, the
+//! general `[[address]]` + `[[peer]]` + `[heartbeat]` form of
+//! `notes/config-spec.md` for dual-role and ring.
+
+use std::fs;
+
+use anyhow::{Context, Result};
+
+use super::state::{LabState, NodeState};
+use super::{LabOptions, Mode, LAN_PREFIX_LEN, SERVICE_ADDRESS, SERVICE_PORT, UPSTREAM_ADDRESS};
+
+/// `[[address]] max_connections` / `[service] max_connections`.
+const MAX_CONNECTIONS: u32 = 1024;
+
+/// The node configuration, in the format `hotpair node --config` reads.
+pub fn node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> String {
+    match state.mode {
+        Mode::Simplex | Mode::Duplex => legacy_config(state, node, opts),
+        Mode::DualRole | Mode::Ring => general_config(state, node, opts),
+    }
+}
+
+pub fn write_node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Result<()> {
+    fs::write(&node.config, node_config(state, node, opts))
+        .with_context(|| format!("writing {}", node.config.display()))
+}
+
+/// Simplex and duplex: one `[service]`, and in duplex a `[replication]`
+/// naming the node's role (kept as it was so older nodes and tests agree).
+fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> String {
+    let mut text = node_section(node);
+    text.push_str(&format!(
+        "\n[service]\naddress = \"{SERVICE_ADDRESS}\"\nprefix_len = {LAN_PREFIX_LEN}\n\
+         port = {SERVICE_PORT}\nmax_connections = {MAX_CONNECTIONS}\n"
+    ));
+    text.push_str(&http_and_routes(state, opts));
+    if let Some(r) = &state.replication {
+        // The primary (n1) listens on its link address; the ingress connects to it.
+        let primary = state
+            .nodes
+            .iter()
+            .find(|n| n.role == "primary")
+            .and_then(|n| n.link.as_ref())
+            .map_or_else(|| r.net.link_address(1), |l| l.address.clone());
+        let endpoint = if node.role == "primary" {
+            format!("listen = \"{primary}:{}\"", r.port)
+        } else {
+            format!("peer = \"{primary}:{}\"", r.port)
+        };
+        text.push_str(&format!(
+            "\n[replication]\nrole = \"{role}\"\n{endpoint}\n\
+             heartbeat_interval_ms = {interval}\nheartbeat_timeout_ms = {timeout}\n",
+            role = node.role,
+            interval = r.heartbeat_interval_ms,
+            timeout = r.heartbeat_timeout_ms,
+        ));
+    }
+    text
+}
+
+/// Dual-role and ring: one `[[address]]` per service address the node takes
+/// part in (as owner or as primary), one `[[peer]]` per replication link it
+/// is an end of, and the heartbeat settings.
+fn general_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> String {
+    let me = node.name.as_str();
+    let mut text = node_section(node);
+    for a in state.service_addresses() {
+        let (role, peer) = if a.owner == me {
+            match &a.primary {
+                Some(p) => ("owner", Some(p.as_str())),
+                None => ("alone", None),
+            }
+        } else if a.primary.as_deref() == Some(me) {
+            ("primary", Some(a.owner.as_str()))
+        } else {
+            continue;
+        };
+        text.push_str(&format!(
+            "\n[[address]]\nip = \"{ip}\"\nprefix_len = {LAN_PREFIX_LEN}\nport = {SERVICE_PORT}\n\
+             max_connections = {MAX_CONNECTIONS}\nrole = \"{role}\"\n",
+            ip = a.ip
+        ));
+        if let Some(peer) = peer {
+            text.push_str(&format!("peer = \"{peer}\"\n"));
+        }
+    }
+    text.push_str(&http_and_routes(state, opts));
+    for l in &state.links {
+        let Some(other) = l.other(me) else { continue };
+        let endpoint = if l.listener == me {
+            "listen"
+        } else {
+            "connect"
+        };
+        text.push_str(&format!(
+            "\n[[peer]]\nname = \"{other}\"\n{endpoint} = \"{}\"\n",
+            l.endpoint()
+        ));
+    }
+    if let Some(r) = &state.replication {
+        text.push_str(&format!(
+            "\n[heartbeat]\ninterval_ms = {}\ntimeout_ms = {}\n",
+            r.heartbeat_interval_ms, r.heartbeat_timeout_ms
+        ));
+    }
+    text
+}
+
+fn node_section(node: &NodeState) -> String {
+    format!(
+        "[node]\nname = \"{}\"\ntap = \"{}\"\nmac = \"{}\"\n",
+        node.name, node.tap, node.mac
+    )
+}
+
+fn http_and_routes(state: &LabState, opts: &LabOptions) -> String {
+    let root = toml::Value::String(state.docroot.to_string_lossy().into_owned());
+    format!(
+        r#"
+[http]
+max_header_bytes = 16384
+max_body_bytes = 67108864
+header_timeout_ms = {header_timeout}
+idle_timeout_ms = {idle_timeout}
+
+[[route]]
+prefix = "/static/"
+handler = "files"
+root = {root}
+
+[[route]]
+prefix = "/non-deterministic/"
+handler = "generate"
+max_size = 67108864
+
+[[route]]
+prefix = "/app/"
+handler = "upstream"
+address = "{UPSTREAM_ADDRESS}"
+"#,
+        header_timeout = opts.http_header_timeout_ms,
+        idle_timeout = opts.http_idle_timeout_ms,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{mode_state, test_node, test_state};
+    use super::super::state::{NodeState, ReplicationState, UpstreamState};
+    use super::super::{node_address, node_mac, topology, ReplNet, REPL_PORT, TAP_NAME};
+    use super::*;
+
+    #[test]
+    fn duplex_config_format() {
+        let opts = LabOptions::new("hp");
+        for (net, link) in [
+            (ReplNet::Shared, ["10.77.0.1", "10.77.0.2"]),
+            (ReplNet::Dedicated, ["10.78.0.1", "10.78.0.2"]),
+        ] {
+            let mut state = test_state(
+                Mode::Duplex,
+                Some(ReplicationState {
+                    net,
+                    port: REPL_PORT,
+                    heartbeat_interval_ms: 100,
+                    heartbeat_timeout_ms: 700,
+                }),
+            );
+            state.nodes = vec![
+                test_node(1, "primary", Some(link[0])),
+                test_node(2, "ingress", Some(link[1])),
+            ];
+            let primary = node_config(&state, &state.nodes[0], &opts);
+            let ingress = node_config(&state, &state.nodes[1], &opts);
+            assert!(
+                primary.ends_with(&format!(
+                    "\n[replication]\nrole = \"primary\"\nlisten = \"{}:7700\"\n\
+                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n",
+                    link[0]
+                )),
+                "{primary}"
+            );
+            assert!(
+                ingress.ends_with(&format!(
+                    "\n[replication]\nrole = \"ingress\"\npeer = \"{}:7700\"\n\
+                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n",
+                    link[0]
+                )),
+                "{ingress}"
+            );
+            assert!(primary.contains("mac = \"02:68:70:00:00:01\"\n"));
+            assert!(ingress.contains("mac = \"02:68:70:00:00:02\"\n"));
+            for text in [&primary, &ingress] {
+                let v: toml::Value = toml::from_str(text).unwrap();
+                assert_eq!(v["service"]["address"].as_str(), Some(SERVICE_ADDRESS));
+            }
+        }
+    }
+
+    const HTTP_AND_ROUTES: &str = r#"
+[http]
+max_header_bytes = 16384
+max_body_bytes = 67108864
+header_timeout_ms = 10000
+idle_timeout_ms = 60000
+
+[[route]]
+prefix = "/static/"
+handler = "files"
+root = "/run/hotpair/lab-hp/docroot"
+
+[[route]]
+prefix = "/non-deterministic/"
+handler = "generate"
+max_size = 67108864
+
+[[route]]
+prefix = "/app/"
+handler = "upstream"
+address = "127.0.0.1:8080"
+"#;
+
+    #[test]
+    fn duplex_config_is_unchanged() {
+        // The legacy form byte for byte as the lab wrote it before the
+        // multi-address modes: older nodes and the netns tests read it.
+        let state = mode_state(Mode::Duplex, 2, ReplNet::Shared);
+        let opts = LabOptions::new("hp");
+        assert_eq!(
+            node_config(&state, &state.nodes[1], &opts),
+            format!(
+                "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n\n\
+                 [service]\naddress = \"10.77.0.10\"\nprefix_len = 24\nport = 80\n\
+                 max_connections = 1024\n{HTTP_AND_ROUTES}\n[replication]\nrole = \"ingress\"\n\
+                 peer = \"10.77.0.1:7700\"\nheartbeat_interval_ms = 100\n\
+                 heartbeat_timeout_ms = 500\n"
+            )
+        );
+    }
+
+    #[test]
+    fn dual_role_config_format() {
+        let opts = LabOptions::new("hp");
+        let state = mode_state(Mode::DualRole, 2, ReplNet::Shared);
+        let address = |ip: &str, role: &str, peer: &str| {
+            format!(
+                "\n[[address]]\nip = \"{ip}\"\nprefix_len = 24\nport = 80\n\
+                 max_connections = 1024\nrole = \"{role}\"\npeer = \"{peer}\"\n"
+            )
+        };
+        let heartbeat = "\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n";
+        // n1 owns .10 (primary n2), is primary for .11 (owned by n2), and
+        // listens for the one link on its LAN address port 7702.
+        assert_eq!(
+            node_config(&state, &state.nodes[0], &opts),
+            format!(
+                "[node]\nname = \"n1\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:01\"\n{}{}\
+                 {HTTP_AND_ROUTES}\n[[peer]]\nname = \"n2\"\nlisten = \"10.77.0.1:7702\"\n\
+                 {heartbeat}",
+                address("10.77.0.10", "owner", "n2"),
+                address("10.77.0.11", "primary", "n2"),
+            )
+        );
+        // n2 is the mirror image and connects.
+        assert_eq!(
+            node_config(&state, &state.nodes[1], &opts),
+            format!(
+                "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n{}{}\
+                 {HTTP_AND_ROUTES}\n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7702\"\n\
+                 {heartbeat}",
+                address("10.77.0.10", "primary", "n1"),
+                address("10.77.0.11", "owner", "n1"),
+            )
+        );
+        // Dedicated: the link goes to n1's repl0 address.
+        let state = mode_state(Mode::DualRole, 2, ReplNet::Dedicated);
+        assert!(node_config(&state, &state.nodes[1], &opts)
+            .contains("\n[[peer]]\nname = \"n1\"\nconnect = \"10.78.0.1:7702\"\n"));
+    }
+
+    #[test]
+    fn ring_config_format() {
+        let opts = LabOptions::new("hp");
+        for n in topology::RING_MIN..=topology::RING_MAX {
+            let state = mode_state(Mode::Ring, n, ReplNet::Shared);
+            for (k, node) in state.nodes.iter().enumerate() {
+                let i = k as u32 + 1;
+                let prev = if i == 1 { n } else { i - 1 };
+                let next = i % n + 1;
+                let text = node_config(&state, node, &opts);
+                let v: toml::Value = toml::from_str(&text).unwrap();
+                assert!(v.get("service").is_none() && v.get("replication").is_none());
+                // Its own address as owner with the next node as primary, and
+                // the previous node's address as its primary.
+                let addrs = v["address"].as_array().unwrap();
+                let mut got: Vec<(String, String, String)> = addrs
+                    .iter()
+                    .map(|a| {
+                        (
+                            a["ip"].as_str().unwrap().to_owned(),
+                            a["role"].as_str().unwrap().to_owned(),
+                            a["peer"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect();
+                got.sort();
+                let mut want = vec![
+                    (topology::service_ip(i), "owner".into(), format!("n{next}")),
+                    (
+                        topology::service_ip(prev),
+                        "primary".into(),
+                        format!("n{prev}"),
+                    ),
+                ];
+                want.sort();
+                assert_eq!(got, want, "n{i} of {n}:\n{text}");
+                // A link to each neighbour; the lower-numbered node listens on
+                // 7700 + the higher one's index.
+                let peers = v["peer"].as_array().unwrap();
+                assert_eq!(peers.len(), 2, "n{i} of {n}:\n{text}");
+                for other in [prev, next] {
+                    let p = peers
+                        .iter()
+                        .find(|p| p["name"].as_str() == Some(&format!("n{other}")))
+                        .unwrap_or_else(|| panic!("n{i} has no peer n{other}:\n{text}"));
+                    let (lo, hi) = (i.min(other), i.max(other));
+                    let endpoint = format!("10.77.0.{lo}:{}", 7700 + hi);
+                    let key = if i == lo { "listen" } else { "connect" };
+                    assert_eq!(p[key].as_str(), Some(endpoint.as_str()), "n{i}:\n{text}");
+                    assert_eq!(p.as_table().unwrap().len(), 2, "n{i}:\n{text}");
+                }
+                assert_eq!(v["heartbeat"]["timeout_ms"].as_integer(), Some(500));
+            }
+        }
+        // The ring of three written out for n3: primary for .11 (n2's), owner
+        // of .12 with n1 as primary; it connects to both neighbours.
+        let state = mode_state(Mode::Ring, 3, ReplNet::Shared);
+        let text = node_config(&state, &state.nodes[2], &opts);
+        assert!(text.contains(
+            "\n[[address]]\nip = \"10.77.0.11\"\nprefix_len = 24\nport = 80\n\
+             max_connections = 1024\nrole = \"primary\"\npeer = \"n2\"\n\
+             \n[[address]]\nip = \"10.77.0.12\"\nprefix_len = 24\nport = 80\n\
+             max_connections = 1024\nrole = \"owner\"\npeer = \"n1\"\n"
+        ));
+        assert!(text.ends_with(
+            "\n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7703\"\n\
+             \n[[peer]]\nname = \"n2\"\nconnect = \"10.77.0.2:7703\"\n\
+             \n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n"
+        ));
+    }
+
+    #[test]
+    fn config_format() {
+        let mut opts = LabOptions::new("hp");
+        opts.http_header_timeout_ms = 2000;
+        let node = NodeState {
+            name: "n1".into(),
+            index: 1,
+            namespace: "hp-n1".into(),
+            address: node_address(1),
+            mac: node_mac(1),
+            role: "simplex".into(),
+            link: None,
+            tap: TAP_NAME.into(),
+            config: "/run/hotpair/lab-hp/n1.toml".into(),
+            log: "/run/hotpair/lab-hp/n1.log".into(),
+            pcap: None,
+            process: None,
+            killed: false,
+            upstream: UpstreamState {
+                address: UPSTREAM_ADDRESS.into(),
+                log: "/x".into(),
+                process: None,
+            },
+            cgroup: None,
+        };
+        let state = test_state(Mode::Simplex, None);
+        let text = node_config(&state, &node, &opts);
+        assert!(text.contains("mac = \"02:68:70:00:00:01\"\n"));
+        assert!(text.contains("root = \"/run/hotpair/lab-hp/docroot\"\n"));
+        assert!(text.contains("header_timeout_ms = 2000\n"));
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["service"]["port"].as_integer(), Some(80));
+        assert_eq!(v["route"].as_array().unwrap().len(), 3);
+        assert_eq!(v["route"][2]["address"].as_str(), Some("127.0.0.1:8080"));
+        assert!(v.get("replication").is_none());
+    }
+}

@@ -1,0 +1,413 @@
+//! `lab status`: what the lab consists of and what runs, as JSON (`--json`,
+//! also what tests parse) or as text.
+
+use anyhow::Result;
+
+use super::state::{AddressState, LabState, Phase};
+use super::{existing_namespaces, ip, state_dir, validate_prefix, Mode, LAN_PREFIX_LEN};
+
+/// The lab's status as JSON (also what `lab status --json` prints).
+pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
+    validate_prefix(prefix)?;
+    let dir = state_dir(prefix);
+    let state = LabState::load(&dir)?;
+    let existing = existing_namespaces(prefix).unwrap_or_default();
+    let ns_entry = |name: &str, kind: &str| {
+        let exists = existing.iter().any(|e| e == name);
+        let addresses: Vec<serde_json::Value> = if exists {
+            ip::ipv4_addresses(name)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(ifname, _)| ifname != "lo")
+                .map(|(ifname, addr)| serde_json::json!({"interface": ifname, "address": addr}))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        serde_json::json!({"name": name, "kind": kind, "exists": exists, "addresses": addresses})
+    };
+    let Some(state) = state else {
+        let namespaces: Vec<_> = existing.iter().map(|n| ns_entry(n, "leftover")).collect();
+        return Ok(serde_json::json!({
+            "prefix": prefix,
+            "up": false,
+            "state_dir": dir,
+            "namespaces": namespaces,
+            "nodes": [],
+        }));
+    };
+    let mut namespaces = vec![
+        ns_entry(&state.client.namespace, "client"),
+        ns_entry(&state.switch.namespace, "switch"),
+    ];
+    namespaces.extend(state.nodes.iter().map(|n| ns_entry(&n.namespace, "node")));
+    let addresses = state.service_addresses();
+    let alive = |name: &str| {
+        state
+            .nodes
+            .iter()
+            .any(|n| n.name == name && n.process.is_some_and(|p| p.alive()))
+    };
+    let nodes: Vec<_> = state
+        .nodes
+        .iter()
+        .map(|n| {
+            let alive = n.process.is_some_and(|p| p.alive());
+            let up_alive = n.upstream.process.is_some_and(|p| p.alive());
+            let cgroup = n.cgroup.as_ref();
+            serde_json::json!({
+                "name": n.name,
+                "namespace": n.namespace,
+                "address": format!("{}/{LAN_PREFIX_LEN}", n.address),
+                "mac": n.mac,
+                "tap": n.tap,
+                "pid": n.process.map(|p| p.pid),
+                "alive": alive,
+                "killed": n.killed,
+                "role": n.role,
+                "link": n.link.as_ref().map(|l| serde_json::json!({
+                    "interface": l.interface,
+                    "address": l.address,
+                })),
+                "addresses": node_addresses(&addresses, &n.name),
+                "peers": state
+                    .links
+                    .iter()
+                    .filter_map(|l| l.other(&n.name).map(|other| serde_json::json!({
+                        "name": other,
+                        "endpoint": l.endpoint(),
+                        "listens": l.listener == n.name,
+                    })))
+                    .collect::<Vec<_>>(),
+                // The directory holding the CPU usage counter (v1 `cpuacct.usage`,
+                // v2 `cpu.stat`); null without --node-cpus.
+                "cgroup": cgroup.map(|c| c.usage_dir().to_owned()),
+                "cgroup_info": cgroup.map(|c| serde_json::json!({
+                    "version": c.version,
+                    "cpus": c.cpus,
+                    "path": c.path,
+                    "cpuacct": c.cpuacct,
+                    "usage_ns": c.usage_ns(),
+                })),
+                "config": n.config,
+                "log": n.log,
+                "pcap": n.pcap,
+                "upstream": {
+                    "address": n.upstream.address,
+                    "pid": n.upstream.process.map(|p| p.pid),
+                    "alive": up_alive,
+                    "log": n.upstream.log,
+                },
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "prefix": prefix,
+        "up": state.phase == Phase::Up,
+        "phase": state.phase,
+        "mode": state.mode,
+        "repl_net": state.replication.as_ref().map(|r| r.net),
+        "replication": state.replication.as_ref().map(|r| serde_json::json!({
+            "net": r.net,
+            "listen": state
+                .nodes
+                .iter()
+                .find(|n| n.role == "primary")
+                .and_then(|n| n.link.as_ref())
+                .map(|l| format!("{}:{}", l.address, r.port)),
+            "heartbeat_interval_ms": r.heartbeat_interval_ms,
+            "heartbeat_timeout_ms": r.heartbeat_timeout_ms,
+            "links": state.links.iter().map(|l| serde_json::json!({
+                "listener": l.listener,
+                "connector": l.connector,
+                "endpoint": l.endpoint(),
+            })).collect::<Vec<_>>(),
+        })),
+        "state_dir": state.state_dir,
+        "docroot": state.docroot,
+        "service": {"address": state.service_address, "port": state.service_port},
+        "client": {"namespace": state.client.namespace, "address": state.client.address},
+        "addresses": addresses_json(&addresses, state.service_port, alive),
+        "failure_note": failure_note(state.mode),
+        "namespaces": namespaces,
+        "nodes": nodes,
+    }))
+}
+
+pub fn print_status(v: &serde_json::Value) {
+    let prefix = v["prefix"].as_str().unwrap_or("?");
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    if v.get("phase").is_none() {
+        println!("lab {prefix}: not up (no state in {})", s(&v["state_dir"]));
+    } else {
+        let repl = if v["replication"].is_object() {
+            let links: Vec<String> = v["replication"]["links"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| {
+                    format!(
+                        "{}<-{} {}",
+                        s(&l["listener"]),
+                        s(&l["connector"]),
+                        s(&l["endpoint"])
+                    )
+                })
+                .collect();
+            format!(
+                ", repl-net {}, link{} {}, heartbeat {}/{} ms",
+                s(&v["replication"]["net"]),
+                if links.len() > 1 { "s" } else { "" },
+                if links.is_empty() {
+                    s(&v["replication"]["listen"])
+                } else {
+                    links.join(", ")
+                },
+                s(&v["replication"]["heartbeat_interval_ms"]),
+                s(&v["replication"]["heartbeat_timeout_ms"])
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "lab {prefix}: {} (mode {}{repl}), state {}",
+            s(&v["phase"]),
+            s(&v["mode"]),
+            s(&v["state_dir"])
+        );
+        if v["addresses"].as_array().map_or(0, Vec::len) > 1 {
+            println!("docroot {}", s(&v["docroot"]));
+        } else {
+            println!(
+                "service {}:{}  docroot {}",
+                s(&v["service"]["address"]),
+                s(&v["service"]["port"]),
+                s(&v["docroot"])
+            );
+        }
+        for a in v["addresses"].as_array().into_iter().flatten() {
+            let serving: Vec<String> = a["serving"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            println!(
+                "address {}:{}  owner {}, primary {}: {}{}",
+                s(&a["ip"]),
+                s(&a["port"]),
+                s(&a["owner"]),
+                s(&a["primary"]),
+                s(&a["state"]),
+                if serving.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (served by {})", serving.join(" and "))
+                }
+            );
+        }
+        if v["failure_note"].is_string() {
+            println!("note: {}", s(&v["failure_note"]));
+        }
+    }
+    let namespaces = v["namespaces"].as_array().cloned().unwrap_or_default();
+    if !namespaces.is_empty() {
+        println!("namespaces:");
+    }
+    for ns in namespaces {
+        let addrs: Vec<String> = ns["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| format!("{} {}", s(&a["interface"]), s(&a["address"])))
+            .collect();
+        println!(
+            "  {:<20} {:<8} {}{}",
+            s(&ns["name"]),
+            s(&ns["kind"]),
+            if ns["exists"].as_bool() == Some(true) {
+                ""
+            } else {
+                "MISSING "
+            },
+            addrs.join(", ")
+        );
+    }
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        println!(
+            "node {}: pid {} {}{}, role {}, mac {}, log {}",
+            s(&n["name"]),
+            s(&n["pid"]),
+            if n["alive"].as_bool() == Some(true) {
+                "alive"
+            } else {
+                "dead"
+            },
+            if n["killed"].as_bool() == Some(true) {
+                " (lab kill)"
+            } else {
+                ""
+            },
+            s(&n["role"]),
+            s(&n["mac"]),
+            s(&n["log"]),
+        );
+        let roles: Vec<String> = n["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| match a["peer"].as_str() {
+                Some(peer) => format!("{} of {} (peer {peer})", s(&a["role"]), s(&a["ip"])),
+                None => format!("{} on {}", s(&a["role"]), s(&a["ip"])),
+            })
+            .collect();
+        if !roles.is_empty() {
+            println!("  {}", roles.join("; "));
+        }
+        if n["cgroup_info"].is_object() {
+            let c = &n["cgroup_info"];
+            println!(
+                "  cgroup {} {} CPUs, {} (cpu time {} ms)",
+                s(&c["version"]),
+                s(&c["cpus"]),
+                s(&c["path"]),
+                c["usage_ns"]
+                    .as_u64()
+                    .map_or("-".to_owned(), |ns| (ns / 1_000_000).to_string())
+            );
+        }
+        if n["link"].is_object() {
+            println!(
+                "  link {} {}",
+                s(&n["link"]["interface"]),
+                s(&n["link"]["address"])
+            );
+        }
+        println!(
+            "  upstream {}: pid {} {}",
+            s(&n["upstream"]["address"]),
+            s(&n["upstream"]["pid"]),
+            if n["upstream"]["alive"].as_bool() == Some(true) {
+                "alive"
+            } else {
+                "dead"
+            },
+        );
+    }
+}
+
+/// The service addresses with their nodes and what a client gets now, given
+/// which nodes run: `replicated` (both alive), `unreplicated` (one survivor
+/// serves it alone, as it does after taking over), `alone` (configured
+/// without a peer) or `down`.
+pub fn addresses_json(
+    addresses: &[AddressState],
+    port: u16,
+    alive: impl Fn(&str) -> bool,
+) -> Vec<serde_json::Value> {
+    addresses
+        .iter()
+        .map(|a| {
+            let serving: Vec<&str> = std::iter::once(a.owner.as_str())
+                .chain(a.primary.as_deref())
+                .filter(|n| alive(n))
+                .collect();
+            let state = match (a.primary.is_some(), serving.len()) {
+                (_, 0) => "down",
+                (false, _) => "alone",
+                (true, 2) => "replicated",
+                (true, _) => "unreplicated",
+            };
+            serde_json::json!({
+                "ip": a.ip,
+                "port": port,
+                "owner": a.owner,
+                "primary": a.primary,
+                "state": state,
+                "serving": serving,
+            })
+        })
+        .collect()
+}
+
+/// Node `name`'s part in each service address: `owner` (with its primary as
+/// peer), `primary` (with the owner as peer) or `alone`.
+fn node_addresses(addresses: &[AddressState], name: &str) -> Vec<serde_json::Value> {
+    addresses
+        .iter()
+        .filter_map(|a| {
+            if a.owner == name {
+                Some(match &a.primary {
+                    Some(p) => serde_json::json!({"ip": a.ip, "role": "owner", "peer": p}),
+                    None => serde_json::json!({"ip": a.ip, "role": "alone", "peer": null}),
+                })
+            } else if a.primary.as_deref() == Some(name) {
+                Some(serde_json::json!({"ip": a.ip, "role": "primary", "peer": a.owner}))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// What a node's death does to the addresses, for the modes where that is
+/// more than one address changing hands.
+pub fn failure_note(mode: Mode) -> Option<&'static str> {
+    match mode {
+        Mode::Simplex | Mode::Duplex => None,
+        Mode::DualRole => Some(
+            "when a node dies the survivor serves both addresses unreplicated \
+             (it claims the dead node's address and promotes its shadows of its own) \
+             until the dead node is repaired",
+        ),
+        Mode::Ring => Some(
+            "when node i dies, node i+1 claims address i and node i-1 promotes its \
+             shadows of address i-1: those two addresses run unreplicated until the ring \
+             is repaired; the others stay replicated",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::mode_state;
+    use super::super::ReplNet;
+    use super::*;
+
+    #[test]
+    fn address_status() {
+        let state = mode_state(Mode::Ring, 4, ReplNet::Shared);
+        let all = |_: &str| true;
+        let v = addresses_json(&state.addresses, 80, all);
+        assert_eq!(v.len(), 4);
+        assert!(v.iter().all(|a| a["state"] == "replicated"));
+        assert_eq!(v[3]["ip"], "10.77.0.13");
+        assert_eq!(v[3]["owner"], "n4");
+        assert_eq!(v[3]["primary"], "n1");
+        // n2 dead: its own address (.11, n3 serves it) and n1's (.10, whose
+        // primary n2 was) are unreplicated; the rest stay replicated.
+        let v = addresses_json(&state.addresses, 80, |n| n != "n2");
+        let states: Vec<&str> = v.iter().map(|a| a["state"].as_str().unwrap()).collect();
+        assert_eq!(
+            states,
+            ["unreplicated", "unreplicated", "replicated", "replicated"]
+        );
+        assert_eq!(v[0]["serving"], serde_json::json!(["n1"]));
+        assert_eq!(v[1]["serving"], serde_json::json!(["n3"]));
+        // Simplex: one address, alone; down when its node is.
+        let s = mode_state(Mode::Simplex, 1, ReplNet::Shared);
+        let v = addresses_json(&s.service_addresses(), 80, all);
+        assert_eq!(v[0]["state"], "alone");
+        assert_eq!(v[0]["primary"], serde_json::Value::Null);
+        let v = addresses_json(&s.service_addresses(), 80, |_| false);
+        assert_eq!(v[0]["state"], "down");
+        assert!(failure_note(Mode::Ring)
+            .unwrap()
+            .contains("unreplicated until the ring"));
+        assert!(failure_note(Mode::Duplex).is_none());
+    }
+}
