@@ -217,7 +217,9 @@ pub fn multi_lab(
     let lab = Lab::up_with(test, &args)?;
     let st = lab.initial_status();
     assert_eq!(st["mode"], mode, "[{test}] lab status: {st}");
-    let have = status_addresses(st).unwrap_or_else(|e| panic!("[{test}] {e}\nlab status: {st}"));
+    let mut have =
+        status_addresses(st).unwrap_or_else(|e| panic!("[{test}] {e}\nlab status: {st}"));
+    have.sort_by(|a, b| a.ip.cmp(&b.ip));
     assert_eq!(
         have, want,
         "[{test}] lab status reports other service addresses than the {mode} layout"
