@@ -6,27 +6,135 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use hotpair_replicator::Role;
 use serde::Deserialize;
 
+/// A node's config. Two forms: one address in `[service]` (with an optional
+/// `[replication]` for a duplex pair), or the general one — any number of
+/// `[[address]]` tables, each with its role, the `[[peer]]`s they name, and
+/// an optional `[heartbeat]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub node: NodeSection,
-    pub service: ServiceSection,
+    #[serde(default)]
+    pub service: Option<ServiceSection>,
     #[serde(default)]
     pub http: HttpSection,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
-    /// Absent: the node serves alone (simplex).
+    /// With `[service]`; absent: the node serves alone (simplex).
     #[serde(default)]
     pub replication: Option<ReplicationSection>,
+    /// The general form: one table per service address.
+    #[serde(default, rename = "address")]
+    pub addresses: Vec<AddressSection>,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerSection>,
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatSection>,
+}
+
+/// One service address and this node's role for it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressSection {
+    pub ip: Ipv4Addr,
+    #[serde(default = "default_prefix_len")]
+    pub prefix_len: u8,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// `owner` (this node owns the address on the LAN; `peer` is its
+    /// primary), `primary` (`peer` owns it), or `alone`.
+    #[serde(deserialize_with = "role")]
+    pub role: Role,
+    #[serde(default)]
+    pub peer: Option<String>,
+}
+
+/// A node this one has a replication link with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    pub name: String,
+    /// Accept the peer's link here.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Dial the peer here (retrying).
+    #[serde(default)]
+    pub connect: Option<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatSection {
+    #[serde(default = "default_hb_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_hb_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// A role's name in a config: `owner` (or `ingress`), `primary`, `alone`
+/// (or `simplex`).
+fn role<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Role, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "owner" | "ingress" => Ok(Role::Ingress),
+        "primary" => Ok(Role::Primary),
+        "alone" | "simplex" => Ok(Role::Simplex),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown role {other:?}: expected \"owner\", \"primary\" or \"alone\""
+        ))),
+    }
+}
+
+/// A service address as the node core runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteSpec {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub port: u16,
+    pub max_connections: usize,
+    pub role: Role,
+    /// Index into [`Topology::peers`].
+    pub peer: Option<usize>,
+}
+
+/// How a link to a peer is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEnd {
+    Listen(SocketAddr),
+    Connect(SocketAddr),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// `None`: the one-address form names no peer.
+    pub name: Option<String>,
+    pub link: LinkEnd,
+}
+
+/// Both config forms, normalised: what the node runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub sites: Vec<SiteSpec>,
+    pub peers: Vec<PeerSpec>,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
 }
 
 /// The node's part in a replicated pair.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationSection {
-    pub role: ReplRole,
+    /// `primary` or `ingress` (the owner).
+    #[serde(deserialize_with = "role")]
+    pub role: Role,
     /// Primary: where to accept the link from the ingress node.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
@@ -37,13 +145,6 @@ pub struct ReplicationSection {
     pub heartbeat_interval_ms: u64,
     #[serde(default = "default_hb_timeout")]
     pub heartbeat_timeout_ms: u64,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ReplRole {
-    Primary,
-    Ingress,
 }
 
 fn default_hb_interval() -> u64 {
@@ -187,6 +288,15 @@ fn default_body_timeout() -> u64 {
     60_000
 }
 
+/// A role as the config spells it.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Ingress => "owner",
+        Role::Primary => "primary",
+        Role::Simplex => "alone",
+    }
+}
+
 /// Default ceiling of a `files` root held in memory.
 pub const DEFAULT_FILES_MAX_BYTES: u64 = 1 << 30;
 /// Default ceiling of `generate`'s `?size=`.
@@ -225,6 +335,193 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Both forms normalised, every key checked.
+    pub fn topology(&self) -> Result<Topology> {
+        // `key` is the table ("service", "address[1]"), `ip_key` its address.
+        let check_site =
+            |key: &str, ip_key: &str, a: Ipv4Addr, prefix_len: u8, port: u16, max: usize| {
+                if prefix_len == 0 || prefix_len > 32 {
+                    bail!("{key}.prefix_len: {prefix_len} must be within 1..=32");
+                }
+                if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                    bail!("{ip_key}: {a} is not a unicast address");
+                }
+                if port == 0 {
+                    bail!("{key}.port: must not be 0");
+                }
+                if max == 0 || max > 65_536 {
+                    bail!("{key}.max_connections: {max} must be within 1..=65536");
+                }
+                Ok(())
+            };
+        let check_hb = |key: &str, interval: u64, timeout: u64| {
+            if interval == 0 {
+                bail!("{key}interval_ms: must be greater than 0");
+            }
+            if timeout <= interval {
+                bail!("{key}timeout_ms: {timeout} must exceed {key}interval_ms ({interval})");
+            }
+            Ok(())
+        };
+        match (&self.service, self.addresses.is_empty()) {
+            (Some(_), false) => {
+                bail!("address: [service] and [[address]] are two forms of one thing; use one")
+            }
+            (None, true) => bail!("service: missing (or give [[address]] tables)"),
+            (Some(s), true) => {
+                if !self.peers.is_empty() {
+                    bail!("peer: [[peer]] goes with [[address]], not with [service] (use [replication])");
+                }
+                if self.heartbeat.is_some() {
+                    bail!("heartbeat: goes with [[address]]; with [service] the heartbeat is set in [replication]");
+                }
+                check_site(
+                    "service",
+                    "service.address",
+                    s.address,
+                    s.prefix_len,
+                    s.port,
+                    s.max_connections,
+                )?;
+                let mut peers = Vec::new();
+                let (role, peer, interval, timeout) = match &self.replication {
+                    None => (
+                        Role::Simplex,
+                        None,
+                        default_hb_interval(),
+                        default_hb_timeout(),
+                    ),
+                    Some(r) => {
+                        let link = match r.role {
+                            Role::Primary => LinkEnd::Listen(r.listen.context(
+                                "replication.listen: required for role \"primary\"",
+                            )?),
+                            Role::Ingress => LinkEnd::Connect(r.peer.context(
+                                "replication.peer: required for role \"ingress\"",
+                            )?),
+                            Role::Simplex => bail!(
+                                "replication.role: \"alone\" means no replication; remove [replication]"
+                            ),
+                        };
+                        check_hb(
+                            "replication.heartbeat_",
+                            r.heartbeat_interval_ms,
+                            r.heartbeat_timeout_ms,
+                        )?;
+                        peers.push(PeerSpec { name: None, link });
+                        (
+                            r.role,
+                            Some(0),
+                            r.heartbeat_interval_ms,
+                            r.heartbeat_timeout_ms,
+                        )
+                    }
+                };
+                Ok(Topology {
+                    sites: vec![SiteSpec {
+                        address: s.address,
+                        prefix_len: s.prefix_len,
+                        gateway: s.gateway,
+                        port: s.port,
+                        max_connections: s.max_connections,
+                        role,
+                        peer,
+                    }],
+                    peers,
+                    heartbeat_interval_ms: interval,
+                    heartbeat_timeout_ms: timeout,
+                })
+            }
+            (None, false) => {
+                if self.replication.is_some() {
+                    bail!("replication: goes with [service]; with [[address]] use [[peer]] and [heartbeat]");
+                }
+                let mut peers = Vec::new();
+                for (i, p) in self.peers.iter().enumerate() {
+                    let key = |k: &str| format!("peer[{i}].{k}");
+                    if p.name.is_empty() {
+                        bail!("{}: must not be empty", key("name"));
+                    }
+                    if p.name == self.node.name {
+                        bail!("{}: {:?} is this node's own name", key("name"), p.name);
+                    }
+                    if self.peers[..i].iter().any(|o| o.name == p.name) {
+                        bail!("{}: {:?} is used by an earlier peer", key("name"), p.name);
+                    }
+                    let link = match (p.listen, p.connect) {
+                        (Some(a), None) => LinkEnd::Listen(a),
+                        (None, Some(a)) => LinkEnd::Connect(a),
+                        _ => bail!("{}: give exactly one of listen and connect", key("listen")),
+                    };
+                    peers.push(PeerSpec {
+                        name: Some(p.name.clone()),
+                        link,
+                    });
+                }
+                let mut sites = Vec::new();
+                for (i, a) in self.addresses.iter().enumerate() {
+                    let key = format!("address[{i}]");
+                    check_site(
+                        &key,
+                        &format!("{key}.ip"),
+                        a.ip,
+                        a.prefix_len,
+                        a.port,
+                        a.max_connections,
+                    )?;
+                    if self.addresses[..i].iter().any(|o| o.ip == a.ip) {
+                        bail!("{key}.ip: {} is listed twice", a.ip);
+                    }
+                    let peer = match (a.role, &a.peer) {
+                        (Role::Simplex, None) => None,
+                        (Role::Simplex, Some(_)) => {
+                            bail!("{key}.peer: an address served alone has no peer")
+                        }
+                        (_, None) => bail!("{key}.peer: required for role {:?}", role_name(a.role)),
+                        (_, Some(name)) => Some(
+                            self.peers
+                                .iter()
+                                .position(|p| &p.name == name)
+                                .with_context(|| {
+                                    format!("{key}.peer: {name:?} is not a [[peer]]")
+                                })?,
+                        ),
+                    };
+                    sites.push(SiteSpec {
+                        address: a.ip,
+                        prefix_len: a.prefix_len,
+                        gateway: a.gateway,
+                        port: a.port,
+                        max_connections: a.max_connections,
+                        role: a.role,
+                        peer,
+                    });
+                }
+                for (i, p) in self.peers.iter().enumerate() {
+                    if !sites.iter().any(|s| s.peer == Some(i)) {
+                        bail!(
+                            "peer[{i}].name: {:?} shares no address with this node",
+                            p.name
+                        );
+                    }
+                }
+                let (interval, timeout) = self
+                    .heartbeat
+                    .as_ref()
+                    .map_or((default_hb_interval(), default_hb_timeout()), |h| {
+                        (h.interval_ms, h.timeout_ms)
+                    });
+                check_hb("heartbeat.", interval, timeout)?;
+                Ok(Topology {
+                    sites,
+                    peers,
+                    heartbeat_interval_ms: interval,
+                    heartbeat_timeout_ms: timeout,
+                })
+            }
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let n = &self.node;
         if n.name.is_empty() {
@@ -255,22 +552,7 @@ impl Config {
                 n.worker_threads
             );
         }
-        let s = &self.service;
-        if s.prefix_len == 0 || s.prefix_len > 32 {
-            bail!("service.prefix_len: {} must be within 1..=32", s.prefix_len);
-        }
-        if s.address.is_unspecified() || s.address.is_multicast() || s.address.is_broadcast() {
-            bail!("service.address: {} is not a unicast address", s.address);
-        }
-        if s.port == 0 {
-            bail!("service.port: must not be 0");
-        }
-        if s.max_connections == 0 || s.max_connections > 65_536 {
-            bail!(
-                "service.max_connections: {} must be within 1..=65536",
-                s.max_connections
-            );
-        }
+        self.topology()?;
         let h = &self.http;
         if h.max_header_bytes < 256 || h.max_header_bytes > (1 << 20) {
             bail!(
@@ -291,27 +573,6 @@ impl Config {
         ] {
             if v == 0 {
                 bail!("{key}: must be greater than 0");
-            }
-        }
-        if let Some(r) = &self.replication {
-            match r.role {
-                ReplRole::Primary if r.listen.is_none() => {
-                    bail!("replication.listen: required for role \"primary\"")
-                }
-                ReplRole::Ingress if r.peer.is_none() => {
-                    bail!("replication.peer: required for role \"ingress\"")
-                }
-                _ => {}
-            }
-            if r.heartbeat_interval_ms == 0 {
-                bail!("replication.heartbeat_interval_ms: must be greater than 0");
-            }
-            if r.heartbeat_timeout_ms <= r.heartbeat_interval_ms {
-                bail!(
-                    "replication.heartbeat_timeout_ms: {} must exceed heartbeat_interval_ms ({})",
-                    r.heartbeat_timeout_ms,
-                    r.heartbeat_interval_ms
-                );
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
@@ -385,8 +646,10 @@ address = "10.77.0.10"
     #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::parse(&base()).unwrap();
-        assert_eq!(c.service.port, 80);
-        assert_eq!(c.service.max_connections, 1024);
+        let t = c.topology().unwrap();
+        assert_eq!(t.sites[0].port, 80);
+        assert_eq!(t.sites[0].max_connections, 1024);
+        assert_eq!(t.sites[0].role, Role::Simplex);
         assert_eq!(c.http.max_header_bytes, 16384);
         assert!(c.routes.is_empty());
     }

@@ -1,6 +1,7 @@
-//! The replication link: kernel TCP between the two nodes, carrying the
-//! replicator's length-prefixed messages. The primary listens, the ingress
-//! node connects (and retries until the primary is there). Once the
+//! The replication link: kernel TCP between two nodes, carrying the
+//! replicator's length-prefixed messages for every service address they
+//! share. One side listens, the other connects (and retries until the
+//! listener is there); one task per peer. Once the
 //! connection is up this task hands the socket to the stack thread, which
 //! reads and writes it non-blocking in its own epoll loop (no thread handoff
 //! per message; see `service::LinkSocket`).
@@ -15,6 +16,8 @@ use std::time::Duration;
 use hotpair_stack::Waker;
 use tokio::net::{TcpListener, TcpStream};
 
+use hotpair_replicator::node::PeerId;
+
 use crate::service::LinkIn;
 
 /// How the link is set up.
@@ -24,19 +27,21 @@ pub enum LinkSetup {
     Connect(SocketAddr),
 }
 
-/// Capacity of the (channel transport's) stack thread → link queue.
-pub const LINK_QUEUE: usize = 4096;
-
 /// Run the link until its session ends.
-pub async fn run(setup: LinkSetup, to_stack: mpsc::Sender<LinkIn>, waker: Waker) {
+pub async fn run(
+    setup: LinkSetup,
+    peer: PeerId,
+    to_stack: mpsc::Sender<(PeerId, LinkIn)>,
+    waker: Waker,
+) {
     let notify = |m: LinkIn| {
-        let _ = to_stack.send(m);
+        let _ = to_stack.send((peer, m));
         waker.wake();
     };
     let stream = match &setup {
         LinkSetup::Listen(addr) => match TcpListener::bind(addr).await {
             Ok(l) => {
-                tracing::info!(%addr, "replication link: waiting for the ingress node");
+                tracing::info!(%addr, "replication link: waiting for the peer");
                 match l.accept().await {
                     Ok((s, peer)) => {
                         tracing::info!(%peer, "replication link: accepted");
@@ -61,7 +66,7 @@ pub async fn run(setup: LinkSetup, to_stack: mpsc::Sender<LinkIn>, waker: Waker)
                     break s;
                 }
                 Err(e) => {
-                    tracing::debug!(%addr, error = %e, "replication link: primary not there yet");
+                    tracing::debug!(%addr, error = %e, "replication link: peer not there yet");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }

@@ -1,7 +1,8 @@
-//! `hotpair node`: wiring. The stack thread owns the TAP, the engine and
-//! every connection ([`crate::service::NodeService`]); handlers that may
-//! block or burn CPU (`generate`, `upstream`) and the replication link run on
-//! a tokio runtime and hand results back through channels plus the stack's
+//! `hotpair node`: wiring. The stack thread owns the TAP and the node core
+//! (every service address, its engine and connections) inside a
+//! [`crate::service::NodeShell`]; handlers that may block or burn CPU
+//! (`generate`, `upstream`) and the setup of the replication links run on a
+//! tokio runtime and hand results back through channels plus the stack's
 //! [`Waker`].
 
 use std::path::PathBuf;
@@ -12,15 +13,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use hotpair_http::files::Files;
 use hotpair_http::Limits;
-use hotpair_replicator::{Replica, ReplicaConfig, Role};
+use hotpair_replicator::node::{Handler, NodeConfig, NodeCore, Route, SiteConfig};
 use hotpair_stack::pcap::PcapSink;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Cidr};
 use hotpair_stack::tap::Tap;
-use hotpair_stack::{Engine, Mode, Shell, StackConfig, Waker};
+use hotpair_stack::{Shell, Waker};
 
-use crate::config::{self, Config, HandlerKind, ReplRole};
+use crate::config::{self, Config, HandlerKind, LinkEnd};
 use crate::link::{self, LinkSetup};
-use crate::service::{Conn, Handler, NodeService, Replication, Route};
+use crate::service::NodeShell;
 use crate::upstream::Upstream;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -36,40 +37,55 @@ fn install_signal_handlers() {
     }
 }
 
-pub fn build_routes(cfg: &Config) -> Result<Vec<Route>> {
+/// The upstream proxy of each route, by route index (`None` where the core
+/// answers itself).
+pub type Upstreams = Vec<Option<Arc<Upstream>>>;
+
+/// The routes for the node core, and the upstream proxies the shell runs
+/// for its external routes.
+pub fn build_routes(cfg: &Config) -> Result<(Vec<Route>, Upstreams)> {
     let mut routes = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
-        let handler = match r.handler {
+        let (handler, upstream) = match r.handler {
             HandlerKind::Files => {
                 let root: &PathBuf = r.root.as_ref().context("validated")?;
                 let max = r.max_total_bytes.unwrap_or(config::DEFAULT_FILES_MAX_BYTES);
                 let files = Files::load_with_limit(root, &r.prefix, max)
                     .with_context(|| format!("route[{i}]: loading {}", root.display()))?;
                 tracing::info!(prefix = %r.prefix, files = files.len(), bytes = files.total_bytes(), "files loaded");
-                Handler::Files(files)
+                (Handler::Files(files), None)
             }
-            HandlerKind::Generate => Handler::Generate {
-                max_size: r.max_size.unwrap_or(config::DEFAULT_GENERATE_MAX),
-            },
+            HandlerKind::Generate => (
+                Handler::Generate {
+                    max_size: r.max_size.unwrap_or(config::DEFAULT_GENERATE_MAX),
+                },
+                None,
+            ),
             HandlerKind::Upstream => {
                 let addr: std::net::SocketAddr =
                     r.address.as_deref().context("validated")?.parse()?;
-                Handler::Upstream(Arc::new(Upstream::new(
-                    addr,
-                    r.max_idle.unwrap_or(64),
-                    Duration::from_millis(r.timeout_ms.unwrap_or(60_000)),
-                    cfg.http.max_body_bytes,
-                )))
+                (
+                    Handler::External,
+                    Some(Arc::new(Upstream::new(
+                        addr,
+                        r.max_idle.unwrap_or(64),
+                        Duration::from_millis(r.timeout_ms.unwrap_or(60_000)),
+                        cfg.http.max_body_bytes,
+                    ))),
+                )
             }
         };
-        routes.push(Route {
-            prefix: r.prefix.clone(),
-            handler,
-        });
+        routes.push((
+            Route {
+                prefix: r.prefix.clone(),
+                handler,
+            },
+            upstream,
+        ));
     }
     // Longest prefix first, so "/app/admin/" wins over "/app/".
-    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-    Ok(routes)
+    routes.sort_by_key(|(r, _)| std::cmp::Reverse(r.prefix.len()));
+    Ok(routes.into_iter().unzip())
 }
 
 pub fn limits(cfg: &Config) -> Limits {
@@ -86,7 +102,8 @@ pub fn limits(cfg: &Config) -> Limits {
 
 /// Run a node until SIGTERM/SIGINT.
 pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
-    let routes = build_routes(&cfg)?;
+    let topo = cfg.topology()?;
+    let (routes, upstreams) = build_routes(&cfg)?;
     let mac = config::parse_mac(&cfg.node.mac)?;
     let tap = Tap::open(&cfg.node.tap).with_context(|| format!("opening TAP {}", cfg.node.tap))?;
     let pcap = match pcap {
@@ -104,16 +121,6 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let scfg = StackConfig {
-        mac: EthernetAddress(mac),
-        address: Ipv4Cidr::new(cfg.service.address, cfg.service.prefix_len),
-        gateway: cfg.service.gateway,
-        port: cfg.service.port,
-        max_connections: cfg.service.max_connections,
-        rx_buffer_bytes: cfg.node.rx_buffer_bytes,
-        tx_buffer_bytes: cfg.node.tx_buffer_bytes,
-        seed: boot_id ^ 0x6a09_e667_f3bc_c908,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.node.worker_threads)
         .max_blocking_threads(cfg.node.worker_threads * 2)
@@ -123,70 +130,68 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         .context("starting the worker runtime")?;
     let waker = Waker::new().context("creating the waker")?;
     let now = Instant::now();
-    let (mode, repl) = match &cfg.replication {
-        None => (Mode::Simplex, None),
-        Some(r) => {
-            let (mode, role, setup) = match r.role {
-                ReplRole::Primary => (
-                    Mode::Primary,
-                    Role::Primary,
-                    LinkSetup::Listen(r.listen.context("validated")?),
-                ),
-                ReplRole::Ingress => (
-                    Mode::Ingress,
-                    Role::Ingress,
-                    LinkSetup::Connect(r.peer.context("validated")?),
-                ),
-            };
-            let mut rc = ReplicaConfig::new(role, cfg.node.name.clone());
-            rc.heartbeat_interval = Duration::from_millis(r.heartbeat_interval_ms);
-            rc.heartbeat_timeout = Duration::from_millis(r.heartbeat_timeout_ms);
-            let replica = Replica::new(rc, now);
-            let (to_stack, from_link) = mpsc::channel();
-            // The channel transport is unused here: the link task hands the
-            // socket itself to the stack thread.
-            let (to_link, _unused) = tokio::sync::mpsc::channel(link::LINK_QUEUE);
-            runtime.spawn(link::run(setup, to_stack, waker.clone()));
-            (mode, Some(Replication::new(replica, from_link, to_link)))
-        }
-    };
-    let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
-    let mut engine: Engine<Conn> = Engine::new(scfg, mode, now);
-    let mut service = NodeService::new(
+    let ncfg = NodeConfig {
+        name: cfg.node.name.clone(),
+        mac: EthernetAddress(mac),
+        sites: topo
+            .sites
+            .iter()
+            .map(|s| SiteConfig {
+                address: Ipv4Cidr::new(s.address, s.prefix_len),
+                gateway: s.gateway,
+                port: s.port,
+                max_connections: s.max_connections,
+                role: s.role,
+                peer: s.peer,
+            })
+            .collect(),
+        peers: topo.peers.iter().map(|p| p.name.clone()).collect(),
+        heartbeat_interval: Duration::from_millis(topo.heartbeat_interval_ms),
+        heartbeat_timeout: Duration::from_millis(topo.heartbeat_timeout_ms),
+        rx_buffer_bytes: cfg.node.rx_buffer_bytes,
+        tx_buffer_bytes: cfg.node.tx_buffer_bytes,
+        limits: limits(&cfg),
         routes,
-        limits(&cfg),
-        runtime.handle().clone(),
-        waker,
-        boot_id,
-        repl,
-    );
-    install_signal_handlers();
-    if mode != Mode::Primary {
-        // The primary never speaks ARP for the service address.
-        engine.announce();
+        seed: boot_id,
+    };
+    let core = NodeCore::new(ncfg, now).context("building the node core")?;
+    let (to_stack, from_links) = mpsc::channel();
+    for (i, p) in topo.peers.iter().enumerate() {
+        let setup = match p.link {
+            LinkEnd::Listen(a) => LinkSetup::Listen(a),
+            LinkEnd::Connect(a) => LinkSetup::Connect(a),
+        };
+        runtime.spawn(link::run(setup, i, to_stack.clone(), waker.clone()));
     }
-    tracing::info!(
-        node = %cfg.node.name,
-        tap = %cfg.node.tap,
-        address = %cfg.service.address,
-        port = cfg.service.port,
-        mac = %cfg.node.mac,
-        max_connections = cfg.service.max_connections,
-        mode = ?mode,
-        "serving"
-    );
-    shell
-        .run(&mut engine, &mut service, &STOP)
-        .context("stack loop")?;
-    let st = engine.stats();
+    let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
+    let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
+    install_signal_handlers();
+    for (i, s) in topo.sites.iter().enumerate() {
+        tracing::info!(
+            node = %cfg.node.name,
+            tap = %cfg.node.tap,
+            address = %s.address,
+            port = s.port,
+            mac = %cfg.node.mac,
+            max_connections = s.max_connections,
+            role = config::role_name(s.role),
+            peer = %s.peer.map_or("-", |p| node.core.peer_name(p)),
+            site = i,
+            "serving"
+        );
+    }
+    shell.run(&mut node, &STOP).context("stack loop")?;
     let sh = shell.stats();
-    tracing::info!(
-        accepted = st.accepted,
-        active = st.active,
-        rx = sh.rx_frames,
-        tx = sh.tx_frames,
-        "stopped"
-    );
+    for i in 0..node.core.sites() {
+        let st = node.core.engine_stats(i);
+        tracing::info!(
+            address = %node.core.address(i),
+            accepted = st.accepted,
+            active = st.active,
+            "stopped"
+        );
+    }
+    tracing::info!(rx = sh.rx_frames, tx = sh.tx_frames, "stopped");
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }

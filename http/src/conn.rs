@@ -73,7 +73,7 @@ pub struct ServerConn {
 }
 
 /// What a unit of output is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UnitKind {
     /// An interim `100 Continue`.
     Interim,

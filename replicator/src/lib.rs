@@ -34,9 +34,8 @@
 
 #![warn(missing_docs)]
 
-use std::fmt;
-
 pub mod detector;
+pub mod node;
 pub mod replica;
 pub mod wire;
 
@@ -47,50 +46,11 @@ pub use replica::{
 };
 pub use wire::{Decoder, Msg, WireError};
 
-/// Identifies one client TCP connection across both nodes.
-///
-/// The client's initial sequence number tells apart two connections that
-/// reuse the same address and port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnKey {
-    /// Client IPv4 address.
-    pub client_ip: [u8; 4],
-    /// Client TCP port.
-    pub client_port: u16,
-    /// The client's initial sequence number (from its SYN).
-    pub client_isn: u32,
-}
-
-impl fmt::Display for ConnKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d] = self.client_ip;
-        write!(
-            f,
-            "{a}.{b}.{c}.{d}:{}#{}",
-            self.client_port, self.client_isn
-        )
-    }
-}
-
-/// What a node does for the connections of one link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Serving alone, unreplicated (no live peer).
-    Simplex,
-    /// Runs the application; logs each output unit to the ingress node and
-    /// releases it once acknowledged.
-    Primary,
-    /// Owns the service address; forwards client frames to the primary and
-    /// mirrors logged units into its shadow connections.
-    Ingress,
-}
-
-/// The kind of an output unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnitKind {
-    /// An interim reply (`100 Continue`); the request still needs a final one.
-    Interim,
-    /// The final reply to a request (or bytes that end the HTTP exchange, such
-    /// as an error reply the HTTP layer generated).
-    Final,
-}
+/// The kind of an output unit (the HTTP layer's own type).
+pub use hotpair_http::UnitKind;
+/// Identifies one client TCP connection across every node (one type for
+/// the engine, the HTTP glue and the wire).
+pub use hotpair_stack::ConnKey;
+/// What a node does for one service address (one type for the engine, the
+/// protocol core and the config).
+pub use hotpair_stack::Role;

@@ -515,7 +515,8 @@ struct Counters {
 /// # #[allow(clippy::disallowed_methods)]
 /// let now = Instant::now(); // the caller's clock
 /// let mut r = Replica::new(ReplicaConfig::new(Role::Simplex, "solo"), now);
-/// let conn = ConnKey { client_ip: [10, 0, 0, 2], client_port: 5555, client_isn: 1 };
+/// let client_ip = hotpair_stack::smoltcp::wire::Ipv4Address::new(10, 0, 0, 2);
+/// let conn = ConnKey { client_ip, client_port: 5555, client_isn: 1 };
 /// let seq = r.log_unit(conn, 0, UnitKind::Final, 80, false, Bytes::from_static(b"HTTP/1.1 204 No Content\r\n\r\n"))?;
 /// assert_eq!(r.poll_event(), Some(Event::Release { conn, seq }));
 /// assert_eq!(r.poll_transmit(), None);

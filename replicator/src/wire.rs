@@ -3,10 +3,15 @@
 //! Every message is framed as
 //!
 //! ```text
-//! +----------------+---------+------+------------------+
-//! | length: u32 BE | version | type | body ...         |
-//! +----------------+---------+------+------------------+
-//!   counts version + type + body; at most MAX_MSG_LEN
+//! +----------------+---------+------+-----------------+------------------+
+//! | length: u32 BE | version | type | channel: u32 BE | body ...         |
+//! +----------------+---------+------+-----------------+------------------+
+//!   counts version + type + channel + body; at most MAX_MSG_LEN
+//!
+//! One link between two nodes carries the replication of every service
+//! address they share, in both directions: `channel` names the address a
+//! message is about (its IPv4 address as a `u32`), and each side hands the
+//! message to its state for that address.
 //! ```
 //!
 //! All integers are big-endian. Bodies, by type:
@@ -37,7 +42,7 @@ use thiserror::Error;
 use crate::{ConnKey, Role, UnitKind};
 
 /// Version byte carried by every message (framing and bodies).
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
 /// Largest value of the length prefix (version + type + body).
@@ -53,8 +58,8 @@ pub const MAX_UNIT_PAYLOAD: usize = MAX_MSG_LEN - PREFIX_LEN - UNIT_FIXED_LEN;
 /// of slack (see [`Decoder::room`]).
 pub const MAX_BUFFERED: usize = HEADER_LEN + MAX_MSG_LEN + READ_SLACK;
 
-/// Version + type.
-const PREFIX_LEN: usize = 2;
+/// Version + type + channel.
+const PREFIX_LEN: usize = 2 + 4;
 const READ_SLACK: usize = 1024 * 1024;
 const CONN_KEY_LEN: usize = 4 + 2 + 4;
 /// Unit body without its payload.
@@ -213,7 +218,7 @@ impl Msg {
     /// Fails, writing nothing, if the message breaks a limit: a node name
     /// longer than [`MAX_NODE_NAME_LEN`], or a total length above
     /// [`MAX_MSG_LEN`].
-    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+    pub fn encode(&self, channel: u32, out: &mut Vec<u8>) -> Result<(), WireError> {
         if let Msg::Hello { node, .. } = self {
             if node.len() > MAX_NODE_NAME_LEN {
                 return Err(WireError::Malformed {
@@ -233,6 +238,7 @@ impl Msg {
         out.extend_from_slice(&(len as u32).to_be_bytes());
         out.push(VERSION);
         out.push(self.type_byte());
+        out.extend_from_slice(&channel.to_be_bytes());
         match self {
             Msg::Hello {
                 version,
@@ -281,7 +287,7 @@ impl Msg {
     /// Decodes exactly one framed message (length prefix included).
     ///
     /// `Frame` and `Unit` payloads are zero-copy slices of `buf`.
-    pub fn decode(mut buf: Bytes) -> Result<Msg, WireError> {
+    pub fn decode(mut buf: Bytes) -> Result<(u32, Msg), WireError> {
         let len = declared_len(&buf)?.ok_or(WireError::Truncated {
             what: "length prefix",
         })?;
@@ -329,7 +335,7 @@ fn role_byte(role: Role) -> u8 {
 }
 
 fn put_conn(out: &mut Vec<u8>, conn: &ConnKey) {
-    out.extend_from_slice(&conn.client_ip);
+    out.extend_from_slice(&conn.client_ip.octets());
     out.extend_from_slice(&conn.client_port.to_be_bytes());
     out.extend_from_slice(&conn.client_isn.to_be_bytes());
 }
@@ -372,7 +378,9 @@ impl Reader {
 
     fn conn(&mut self) -> Result<ConnKey, WireError> {
         Ok(ConnKey {
-            client_ip: self.array("conn client_ip")?,
+            client_ip: hotpair_stack::smoltcp::wire::Ipv4Address::from_octets(
+                self.array("conn client_ip")?,
+            ),
             client_port: self.u16("conn client_port")?,
             client_isn: self.u32("conn client_isn")?,
         })
@@ -392,13 +400,14 @@ impl Reader {
 }
 
 /// Parses version + type + body (the length prefix already removed).
-fn parse(buf: Bytes) -> Result<Msg, WireError> {
+fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
     let mut r = Reader { buf };
     let version = r.u8("version")?;
     if version != VERSION {
         return Err(WireError::BadVersion(version));
     }
     let ty = r.u8("type")?;
+    let channel = r.u32("channel")?;
     let msg = match ty {
         TYPE_HELLO => {
             let version = r.u8("Hello version")?;
@@ -477,7 +486,7 @@ fn parse(buf: Bytes) -> Result<Msg, WireError> {
         }
         other => return Err(WireError::UnknownType(other)),
     };
-    Ok(msg)
+    Ok((channel, msg))
 }
 
 /// Incremental decoder for the link's byte stream.
@@ -492,12 +501,13 @@ fn parse(buf: Bytes) -> Result<Msg, WireError> {
 /// use hotpair_replicator::wire::{Decoder, Msg};
 ///
 /// let mut bytes = Vec::new();
-/// Msg::Heartbeat { seq: 7 }.encode(&mut bytes).unwrap();
+/// let channel = u32::from_be_bytes([10, 77, 0, 10]); // the service address
+/// Msg::Heartbeat { seq: 7 }.encode(channel, &mut bytes).unwrap();
 /// let mut dec = Decoder::new();
 /// dec.feed(&bytes[..3]);
 /// assert_eq!(dec.next(), Ok(None));
 /// dec.feed(&bytes[3..]);
-/// assert_eq!(dec.next(), Ok(Some(Msg::Heartbeat { seq: 7 })));
+/// assert_eq!(dec.next(), Ok(Some((channel, Msg::Heartbeat { seq: 7 }))));
 /// assert_eq!(dec.next(), Ok(None));
 /// ```
 #[derive(Debug, Default)]
@@ -545,7 +555,7 @@ impl Decoder {
 
     /// The next complete message, `Ok(None)` if more bytes are needed.
     #[allow(clippy::should_implement_trait)] // fallible, unlike Iterator::next
-    pub fn next(&mut self) -> Result<Option<Msg>, WireError> {
+    pub fn next(&mut self) -> Result<Option<(u32, Msg)>, WireError> {
         if let Some(err) = &self.poisoned {
             return Err(err.clone());
         }
@@ -575,7 +585,7 @@ mod tests {
     use super::*;
 
     const CONN: ConnKey = ConnKey {
-        client_ip: [10, 0, 0, 7],
+        client_ip: hotpair_stack::smoltcp::wire::Ipv4Address::new(10, 0, 0, 7),
         client_port: 40123,
         client_isn: 0xdead_beef,
     };
@@ -631,9 +641,13 @@ mod tests {
         ]
     }
 
+    /// Every test message travels on this channel; `channel_roundtrip`
+    /// checks others.
+    const CH: u32 = 0x0a4d_000a;
+
     fn encode(msg: &Msg) -> Vec<u8> {
         let mut out = Vec::new();
-        msg.encode(&mut out).unwrap();
+        msg.encode(CH, &mut out).unwrap();
         assert_eq!(out.len(), msg.encoded_len());
         out
     }
@@ -642,13 +656,14 @@ mod tests {
         let msgs = samples();
         let mut out = Vec::new();
         for m in &msgs {
-            m.encode(&mut out).unwrap();
+            m.encode(CH, &mut out).unwrap();
         }
         (out, msgs)
     }
 
     fn drain(dec: &mut Decoder, got: &mut Vec<Msg>) {
-        while let Some(m) = dec.next().unwrap() {
+        while let Some((ch, m)) = dec.next().unwrap() {
+            assert_eq!(ch, CH);
             got.push(m);
         }
     }
@@ -657,10 +672,13 @@ mod tests {
     fn roundtrip_every_message() {
         for msg in samples() {
             let bytes = encode(&msg);
-            assert_eq!(Msg::decode(Bytes::from(bytes.clone())), Ok(msg.clone()));
+            assert_eq!(
+                Msg::decode(Bytes::from(bytes.clone())),
+                Ok((CH, msg.clone()))
+            );
             let mut dec = Decoder::new();
             dec.feed(&bytes);
-            assert_eq!(dec.next(), Ok(Some(msg)));
+            assert_eq!(dec.next(), Ok(Some((CH, msg))));
             assert_eq!(dec.next(), Ok(None));
             assert_eq!(dec.buffered(), 0);
         }
@@ -672,8 +690,9 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                0, 0, 0, 20, // length
-                1, 5, // version, type
+                0, 0, 0, 24, // length
+                2, 5, // version, type
+                10, 77, 0, 10, // channel (the service address 10.77.0.10)
                 10, 0, 0, 7, 0x9c, 0xbb, 0xde, 0xad, 0xbe, 0xef, // conn
                 0, 0, 0, 0, 0, 0, 0, 5, // seq
             ]
@@ -717,14 +736,14 @@ mod tests {
             epoch: 0,
         };
         assert!(matches!(
-            long_name.encode(&mut out),
+            long_name.encode(CH, &mut out),
             Err(WireError::Malformed { .. })
         ));
         let huge = Msg::Frame {
             frame: Bytes::from(vec![0u8; MAX_FRAME_LEN + 1]),
         };
         assert_eq!(
-            huge.encode(&mut out),
+            huge.encode(CH, &mut out),
             Err(WireError::TooLong {
                 len: MAX_MSG_LEN + 1,
                 max: MAX_MSG_LEN
@@ -764,45 +783,54 @@ mod tests {
         assert_eq!(dec.buffered(), 0);
     }
 
+    /// A framed message with any type and body, on channel `CH`.
+    fn raw(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = ((PREFIX_LEN + body.len()) as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(&[VERSION, ty]);
+        v.extend_from_slice(&CH.to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
     #[test]
     fn bad_fields_are_errors() {
         let cases: Vec<(Vec<u8>, WireError)> = vec![
             (
-                vec![0, 0, 0, 1, 1],
+                vec![0, 0, 0, 1, VERSION],
                 WireError::Truncated {
                     what: "message header",
                 },
             ),
-            (vec![0, 0, 0, 2, 2, 2], WireError::BadVersion(2)),
-            (vec![0, 0, 0, 2, 1, 99], WireError::UnknownType(99)),
-            (vec![0, 0, 0, 2, 1, 0], WireError::UnknownType(0)),
+            (vec![0, 0, 0, 6, 1, 2, 0, 0, 0, 0], WireError::BadVersion(1)),
+            (raw(99, &[]), WireError::UnknownType(99)),
+            (raw(0, &[]), WireError::UnknownType(0)),
             (
-                vec![0, 0, 0, 5, 1, 2, 0, 0, 0],
+                raw(2, &[0, 0, 0]),
                 WireError::Truncated {
                     what: "Heartbeat seq",
                 },
             ),
             (
-                vec![0, 0, 0, 11, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+                raw(2, &[0, 0, 0, 0, 0, 0, 0, 0, 9]),
                 WireError::Malformed {
                     what: "Heartbeat (trailing bytes)",
                 },
             ),
             (
                 // Hello with a role byte of 7.
-                vec![0, 0, 0, 14, 1, 1, 1, 1, b'a', 7, 0, 0, 0, 0, 0, 0, 0, 0],
+                raw(1, &[1, 1, b'a', 7, 0, 0, 0, 0, 0, 0, 0, 0]),
                 WireError::Malformed { what: "Hello role" },
             ),
             (
                 // Hello whose name is not UTF-8.
-                vec![0, 0, 0, 14, 1, 1, 1, 1, 0xff, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+                raw(1, &[1, 1, 0xff, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
                 WireError::Malformed {
                     what: "Hello node name (not UTF-8)",
                 },
             ),
             (
                 // Hello claiming a 65-byte name.
-                vec![0, 0, 0, 4, 1, 1, 1, 65],
+                raw(1, &[1, 65]),
                 WireError::Malformed {
                     what: "Hello node name (too long)",
                 },
@@ -816,13 +844,13 @@ mod tests {
         }
 
         let mut unit = encode(&samples()[7]);
-        unit[6 + CONN_KEY_LEN + 16] = 2; // kind
+        unit[HEADER_LEN + PREFIX_LEN + CONN_KEY_LEN + 16] = 2; // kind
         assert_eq!(
             Msg::decode(Bytes::from(unit)),
             Err(WireError::Malformed { what: "Unit kind" })
         );
         let mut unit = encode(&samples()[7]);
-        unit[6 + CONN_KEY_LEN + 25] = 2; // close_after
+        unit[HEADER_LEN + PREFIX_LEN + CONN_KEY_LEN + 25] = 2; // close_after
         assert_eq!(
             Msg::decode(Bytes::from(unit)),
             Err(WireError::Malformed {
@@ -896,9 +924,10 @@ mod tests {
                 rest = &rest[n..];
                 loop {
                     match dec.next() {
-                        Ok(Some(msg)) => {
-                            let again = encode(&msg);
-                            assert_eq!(Msg::decode(Bytes::from(again)), Ok(msg));
+                        Ok(Some((ch, msg))) => {
+                            let mut again = Vec::new();
+                            msg.encode(ch, &mut again).unwrap();
+                            assert_eq!(Msg::decode(Bytes::from(again)), Ok((ch, msg)));
                         }
                         Ok(None) => break,
                         Err(_) => {

@@ -26,7 +26,7 @@ fn origin() -> Instant {
 
 fn conn(n: u8) -> ConnKey {
     ConnKey {
-        client_ip: [192, 0, 2, n],
+        client_ip: hotpair_stack::smoltcp::wire::Ipv4Address::new(192, 0, 2, n),
         client_port: 40_000 + u16::from(n),
         client_isn: 1000 * u32::from(n),
     }
@@ -75,7 +75,7 @@ impl Node {
         while let Some(msg) = self.r.poll_transmit() {
             any = true;
             if !cut {
-                msg.encode(wire).expect("replica emits valid messages");
+                msg.encode(7, wire).expect("replica emits valid messages");
             }
         }
         any
@@ -90,7 +90,8 @@ impl Node {
         let (a, b) = bytes.split_at(bytes.len() / 2);
         for piece in [a, b] {
             self.dec.feed(piece);
-            while let Some(msg) = self.dec.next().expect("replica emits valid bytes") {
+            while let Some((ch, msg)) = self.dec.next().expect("replica emits valid bytes") {
+                assert_eq!(ch, 7, "the channel is carried as sent");
                 if let Err(e) = self.r.handle_peer_msg(msg, now) {
                     self.errors.push(e);
                 }
@@ -956,33 +957,33 @@ fn bad_hellos_are_errors() {
 
     let mut r = Replica::new(cfg(Role::Primary, "alpha"), t0);
     assert_eq!(
-        r.handle_peer_msg(hello(1, Role::Ingress), t0),
+        r.handle_peer_msg(hello(2, Role::Ingress), t0),
         Err(ProtocolError::NotConnected)
     );
 
     assert_eq!(
-        fresh().handle_peer_msg(hello(1, Role::Primary), t0),
+        fresh().handle_peer_msg(hello(2, Role::Primary), t0),
         Err(ProtocolError::RoleMismatch {
             ours: Role::Primary,
             theirs: Role::Primary
         })
     );
     assert!(matches!(
-        fresh().handle_peer_msg(hello(1, Role::Simplex), t0),
+        fresh().handle_peer_msg(hello(2, Role::Simplex), t0),
         Err(ProtocolError::RoleMismatch { .. })
     ));
     assert_eq!(
-        fresh().handle_peer_msg(hello(2, Role::Ingress), t0),
-        Err(ProtocolError::BadVersion { got: 2 })
+        fresh().handle_peer_msg(hello(1, Role::Ingress), t0),
+        Err(ProtocolError::BadVersion { got: 1 })
     );
     assert_eq!(
         fresh().handle_peer_msg(Msg::Heartbeat { seq: 0 }, t0),
         Err(ProtocolError::HelloExpected { got: "Heartbeat" })
     );
     let mut r = fresh();
-    r.handle_peer_msg(hello(1, Role::Ingress), t0).unwrap();
+    r.handle_peer_msg(hello(2, Role::Ingress), t0).unwrap();
     assert_eq!(
-        r.handle_peer_msg(hello(1, Role::Ingress), t0),
+        r.handle_peer_msg(hello(2, Role::Ingress), t0),
         Err(ProtocolError::DuplicateHello)
     );
 }

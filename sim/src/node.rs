@@ -1,16 +1,16 @@
-//! One hotpair node in the simulation: the stack's sans-IO [`Engine`] and the
-//! appliance's [`NodeService`], built the way `hotpair::node::run` builds
-//! them, with the TAP replaced by the simulated LAN and the replication link
-//! by channels the simulation plays.
+//! One hotpair node in the simulation: the node core
+//! ([`NodeCore`]) that `hotpair node` runs, driven through the same calls as
+//! the TAP shell makes, with the TAP replaced by the simulated LAN and the
+//! replication link by messages the simulation delivers.
 
-use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hotpair::service::{Conn, Handler, LinkIn, NodeService, Replication, Route};
-use hotpair_replicator::{Msg, Replica, ReplicaConfig, Role};
+use hotpair_replicator::node::{
+    Handler, NodeConfig, NodeCore, PeerId, RoleChange, Route, SiteConfig,
+};
+use hotpair_replicator::{Msg, Role};
+use hotpair_stack::engine::EngineStats;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
-use hotpair_stack::{Engine, Mode, Service, StackConfig, Waker};
 
 use crate::content;
 
@@ -20,8 +20,6 @@ pub const PREFIX_LEN: u8 = 24;
 pub const PORT: u16 = 80;
 pub const MAC_A: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x01]);
 pub const MAC_B: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x02]);
-/// Capacity of the stack → link channel (as `hotpair::link::LINK_QUEUE`).
-pub const LINK_QUEUE: usize = hotpair::link::LINK_QUEUE;
 /// Rounds of one node at one instant before the simulation calls it a livelock.
 const MAX_ITERATIONS: usize = 100_000;
 
@@ -61,46 +59,42 @@ impl Who {
     }
 }
 
-/// The tokio runtime `NodeService::new` wants a handle of. The simulation
-/// never drives it (handlers run inline); it only has to stay alive.
-fn runtime() -> tokio::runtime::Handle {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("building an idle current-thread runtime")
-    })
-    .handle()
-    .clone()
-}
-
 /// Per-node settings derived from the run's seed.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeSeeds {
-    /// smoltcp's RNG (ISNs).
-    pub stack: u64,
-    /// `NodeService`'s first `generate` seed.
-    pub service: u64,
+    /// The node core's seed: smoltcp's RNG (ISNs) and `generate`'s seeds.
+    pub core: u64,
+}
+
+/// News from the link, as the node's shell would hand it to the core.
+#[derive(Debug)]
+pub enum LinkIn {
+    /// The link is up.
+    Connected,
+    /// A message, with its channel (the service address it is about).
+    Msg(u32, Msg),
+    /// The link failed.
+    Lost(String),
 }
 
 /// What one round of a node produced.
 #[derive(Debug, Default)]
 pub struct RoundOut {
     pub frames: Vec<hotpair_stack::Frame>,
-    pub msgs: Vec<Msg>,
-    /// The service asked for a promotion / a claim in this round.
+    pub msgs: Vec<(u32, Msg)>,
+    /// The node promoted its shadows / started claiming in this round.
     pub promoted: bool,
     pub claimed: bool,
-    /// Shell-loop iterations run.
+    /// Rounds of the node core run.
     pub iterations: usize,
 }
 
+/// The peer every simulated node has: the other one.
+const PEER: PeerId = 0;
+
 pub struct SimNode {
     pub who: Who,
-    pub engine: Engine<Conn>,
-    pub service: NodeService,
-    to_stack: mpsc::Sender<LinkIn>,
-    from_stack: tokio::sync::mpsc::Receiver<Msg>,
+    pub core: NodeCore,
 }
 
 impl SimNode {
@@ -119,111 +113,101 @@ impl SimNode {
                 handler: Handler::Files(c.files.clone()),
             },
         ];
-        let scfg = StackConfig {
+        let (role, name, peer) = match who {
+            Who::A => (Role::Primary, "a", "b"),
+            Who::B => (Role::Ingress, "b", "a"),
+        };
+        let cfg = NodeConfig {
+            name: name.into(),
             mac: who.mac(),
-            address: Ipv4Cidr::new(VIP, PREFIX_LEN),
-            gateway: None,
-            port: PORT,
-            max_connections: 64,
+            sites: vec![SiteConfig {
+                address: Ipv4Cidr::new(VIP, PREFIX_LEN),
+                gateway: None,
+                port: PORT,
+                max_connections: 64,
+                role,
+                peer: Some(PEER),
+            }],
+            peers: vec![Some(peer.into())],
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_timeout,
             rx_buffer_bytes: 64 * 1024,
             tx_buffer_bytes: 128 * 1024,
-            seed: seeds.stack,
-        };
-        let (mode, role, name) = match who {
-            Who::A => (Mode::Primary, Role::Primary, "a"),
-            Who::B => (Mode::Ingress, Role::Ingress, "b"),
-        };
-        let mut rc = ReplicaConfig::new(role, name);
-        rc.heartbeat_timeout = heartbeat_timeout;
-        let replica = Replica::new(rc, start);
-        let (to_stack, from_link) = mpsc::channel();
-        let (to_link, from_stack) = tokio::sync::mpsc::channel(LINK_QUEUE);
-        let mut engine: Engine<Conn> = Engine::new(scfg, mode, start);
-        let waker = Waker::new().expect("creating an eventfd for the node's waker");
-        let mut service = NodeService::new(
+            limits: c.limits,
             routes,
-            c.limits,
-            runtime(),
-            waker,
-            seeds.service,
-            Some(Replication::new(replica, from_link, to_link)),
-        );
-        service.set_inline_handlers(true);
-        if mode != Mode::Primary {
-            // As node.rs: the primary never speaks ARP for the address.
-            engine.announce();
-        }
-        SimNode {
-            who,
-            engine,
-            service,
-            to_stack,
-            from_stack,
+            seed: seeds.core,
+        };
+        let mut core = NodeCore::new(cfg, start).expect("the simulation's node config is valid");
+        core.set_inline_generate(true);
+        SimNode { who, core }
+    }
+
+    /// News from the link. A refused message drops the link, as the shell
+    /// does (a message arriving after the peer was declared dead is refused
+    /// as `NotConnected`, and the link is gone by then anyway).
+    pub fn deliver_link(&mut self, m: LinkIn, now: Instant) {
+        match m {
+            LinkIn::Connected => self.core.handle_link_up(PEER, now),
+            LinkIn::Msg(channel, msg) => {
+                if self.core.handle_link_msg(PEER, channel, msg, now).is_err() {
+                    self.core.handle_link_lost(PEER, now);
+                }
+            }
+            LinkIn::Lost(_) => self.core.handle_link_lost(PEER, now),
         }
     }
 
-    /// News from the link (the link task's `to_stack.send`).
-    pub fn deliver_link(&mut self, m: LinkIn) {
-        // The receiver lives in `service`, which lives as long as we do.
-        let _ = self.to_stack.send(m);
-    }
-
-    /// One turn of `Shell::run`, repeated while anything moved (the shell
-    /// `continue`s while busy): exchange with the link, take over if told
-    /// to, poll the engine, write its LAN output. Then the link task's part:
-    /// everything the service queued for the link.
+    /// Rounds of the node core at one instant, repeated while anything
+    /// moved (as the TAP shell repeats them), with the LAN and link output
+    /// of each.
     pub fn round(&mut self, now: Instant) -> Result<RoundOut, String> {
         let mut out = RoundOut::default();
         loop {
             out.iterations += 1;
             if out.iterations > MAX_ITERATIONS {
                 return Err(format!(
-                    "node {}: still busy after {MAX_ITERATIONS} shell iterations at one instant (livelock)",
+                    "node {}: still busy after {MAX_ITERATIONS} rounds at one instant (livelock)",
                     self.who.name()
                 ));
             }
-            let ctl = self.service.exchange(&mut self.engine, now);
-            if ctl.promote {
-                self.engine.promote(&mut self.service, now);
-                out.promoted = true;
+            let mut busy = self.core.round(now);
+            while let Some(ch) = self.core.poll_role_change() {
+                match ch {
+                    RoleChange::Promoted { .. } => out.promoted = true,
+                    RoleChange::Claiming { .. } => out.claimed = true,
+                }
             }
-            if ctl.claim {
-                self.engine.claim();
-                out.claimed = true;
-            }
-            let mut busy = self.engine.poll(&mut self.service, now)
-                || ctl.busy
-                || self.service.wants_exchange();
-            while let Some(f) = self.engine.poll_lan_transmit() {
+            while let Some(f) = self.core.poll_lan_transmit() {
                 out.frames.push(f);
                 busy = true;
+            }
+            while let Some(m) = self.core.poll_link_transmit(PEER) {
+                out.msgs.push(m);
             }
             if !busy {
                 break;
             }
         }
-        while let Ok(m) = self.from_stack.try_recv() {
-            out.msgs.push(m);
-        }
         Ok(out)
     }
 
-    /// When this node next needs a round, as the shell computes its sleep
-    /// (without the shell's 100 ms cap and millisecond rounding, which only
-    /// add idle wake-ups).
+    /// When this node next needs a round.
     pub fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
-        let mut at = self.engine.poll_delay(now).map(|d| now + d);
-        if let Some(t) = self.service.poll_timeout() {
-            at = Some(at.map_or(t, |a| a.min(t)));
-        }
-        at
+        self.core.poll_timeout(now)
+    }
+
+    /// The engine's counters (the one service address).
+    pub fn stats(&self) -> EngineStats {
+        self.core.engine_stats(0)
+    }
+
+    /// Requests handed to a handler so far.
+    pub fn handler_runs(&self) -> u64 {
+        self.core.handler_runs()
     }
 
     /// Units this node logged to its peer so far.
     pub fn logged_units(&self) -> u64 {
-        self.service
-            .repl
-            .as_ref()
-            .map_or(0, |r| r.replica.stats().logged_units)
+        self.core.logged_units()
     }
 }

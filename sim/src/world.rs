@@ -10,14 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hotpair::service::LinkIn;
 use hotpair_replicator::{ConnKey, Msg, UnitKind};
 use sha2::{Digest, Sha256};
 use smoltcp::wire::EthernetAddress;
 
 use crate::client::{Client, CLIENT_MAC};
 use crate::lan;
-use crate::node::{NodeSeeds, SimNode, Who};
+use crate::node::{LinkIn, NodeSeeds, SimNode, Who};
 use crate::reply;
 use crate::rng::{derive, Rng};
 use crate::scenario::{self, Expectations, Expected, Scenario};
@@ -192,8 +191,7 @@ impl RunSpec {
 pub fn node_seeds(seed: u64, who: Who) -> NodeSeeds {
     let salt = who.index() as u64 * 16;
     NodeSeeds {
-        stack: derive(seed, 1 + salt),
-        service: derive(seed, 2 + salt),
+        core: derive(seed, 1 + salt),
     }
 }
 
@@ -316,7 +314,7 @@ impl World {
         ];
         // The link is up from the start (B connected to A).
         for n in nodes.iter_mut().flatten() {
-            n.deliver_link(LinkIn::Connected);
+            n.deliver_link(LinkIn::Connected, base);
         }
         let client = Client::new(derive(spec.seed, 3), &spec.scenario.conns, Duration::ZERO);
         World {
@@ -507,7 +505,7 @@ impl World {
         for w in [Who::A, Who::B] {
             self.runs_at_kill[w.index()] = self.nodes[w.index()]
                 .as_ref()
-                .map_or(0, |n| n.service.handler_runs());
+                .map_or(0, |n| n.handler_runs());
         }
         self.finals_at_kill = self.finals_to_b.len() as u64;
         self.stats.logged_before_kill = self.finals_at_kill;
@@ -542,7 +540,7 @@ impl World {
                         let Some(n) = self.nodes[w.index()].as_mut() else {
                             return Ok(());
                         };
-                        n.engine
+                        n.core
                             .handle_lan_frame(hotpair_stack::Frame::copy_from(&frame));
                         self.run_node(w)?;
                     }
@@ -555,19 +553,23 @@ impl World {
                 if self.nodes[to.index()].is_none() {
                     return Ok(());
                 }
-                if let LinkIn::Msg(Msg::Unit {
-                    conn,
-                    index,
-                    kind: UnitKind::Final,
-                    ..
-                }) = &msg
+                if let LinkIn::Msg(
+                    _,
+                    Msg::Unit {
+                        conn,
+                        index,
+                        kind: UnitKind::Final,
+                        ..
+                    },
+                ) = &msg
                 {
                     if to == Who::B && *index != u64::MAX {
                         self.finals_to_b.insert((*conn, *index));
                     }
                 }
+                let now = self.now();
                 if let Some(n) = self.nodes[to.index()].as_mut() {
-                    n.deliver_link(msg);
+                    n.deliver_link(msg, now);
                 }
                 self.run_node(to)?;
             }
@@ -580,10 +582,10 @@ impl World {
         let Some(n) = self.nodes[w.index()].as_mut() else {
             return Ok(());
         };
-        let before = n.engine.stats();
+        let before = n.stats();
         let out = n.round(now)?;
         if self.spec.trace {
-            let d = stats_delta(&before, &n.engine.stats());
+            let d = stats_delta(&before, &n.stats());
             if !d.is_empty() {
                 let line = format!("{} engine: {d}", w.name());
                 self.trace(|| line);
@@ -614,14 +616,14 @@ impl World {
                 _ => vec![f.data().to_vec()],
             };
             if let Some(n) = self.nodes[w.index()].as_mut() {
-                n.engine.recycle(f);
+                n.core.recycle(f);
             }
             for s in segs {
                 self.send_lan(Port::Node(w), s);
             }
         }
-        for m in out.msgs {
-            self.send_link(w, LinkIn::Msg(m));
+        for (channel, m) in out.msgs {
+            self.send_link(w, LinkIn::Msg(channel, m));
         }
     }
 
@@ -744,7 +746,7 @@ impl World {
         let runs = [0, 1].map(|i| {
             self.nodes[i]
                 .as_ref()
-                .map_or(self.runs_at_kill[i], |n| n.service.handler_runs())
+                .map_or(self.runs_at_kill[i], |n| n.handler_runs())
         });
         match self.spec.kill.filter(|_| self.killed) {
             None => {
@@ -791,7 +793,7 @@ impl World {
         st.duplicate_bytes = self.wire.duplicate_bytes;
         st.late_rsts = self.wire.late_rsts;
         for n in self.nodes.iter().flatten() {
-            let e = n.engine.stats();
+            let e = n.stats();
             st.promoted_conns += e.promoted;
             st.held += e.held;
             st.held_dropped += e.held_dropped;
@@ -846,7 +848,7 @@ fn link_desc(m: &LinkIn) -> String {
     match m {
         LinkIn::Connected => "connected".into(),
         LinkIn::Lost(why) => format!("lost ({why})"),
-        LinkIn::Msg(Msg::Unit {
+        LinkIn::Msg(_, Msg::Unit {
             conn,
             seq,
             index,
@@ -859,10 +861,10 @@ fn link_desc(m: &LinkIn) -> String {
             if *index == u64::MAX { "close".to_owned() } else { index.to_string() },
             payload.len()
         ),
-        LinkIn::Msg(Msg::Frame { frame }) => format!("Frame {}", lan::describe(frame)),
-        LinkIn::Msg(Msg::UnitAck { conn, seq }) => format!("UnitAck {conn} seq={seq}"),
-        LinkIn::Msg(Msg::ConnGone { conn }) => format!("ConnGone {conn}"),
-        LinkIn::Msg(m) => m.name().to_owned(),
+        LinkIn::Msg(_, Msg::Frame { frame }) => format!("Frame {}", lan::describe(frame)),
+        LinkIn::Msg(_, Msg::UnitAck { conn, seq }) => format!("UnitAck {conn} seq={seq}"),
+        LinkIn::Msg(_, Msg::ConnGone { conn }) => format!("ConnGone {conn}"),
+        LinkIn::Msg(_, m) => m.name().to_owned(),
         // Transports the simulation does not use.
         #[allow(unreachable_patterns)]
         _ => "other link news".into(),
@@ -953,9 +955,6 @@ fn first_difference(a: &[u8], b: &[u8]) -> usize {
 pub fn expectations_for(s: &Scenario, seed: u64) -> Arc<Expectations> {
     scenario::expectations(
         s,
-        &[
-            node_seeds(seed, Who::A).service,
-            node_seeds(seed, Who::B).service,
-        ],
+        &[node_seeds(seed, Who::A).core, node_seeds(seed, Who::B).core],
     )
 }

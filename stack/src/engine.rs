@@ -10,8 +10,8 @@
 //! deterministic simulation both drive this same type.
 //!
 //! # Modes (per service address)
-//! - [`Mode::Simplex`]: serve alone.
-//! - [`Mode::Ingress`] (the paper's backup): own the address on the LAN. Each
+//! - [`Role::Simplex`]: serve alone.
+//! - [`Role::Ingress`] (the paper's backup): own the address on the LAN. Each
 //!   client segment is fed first to a *shadow* socket — with its ACK (and SACK
 //!   edges) moved into the shadow's sequence space — and only once the shadow
 //!   has acknowledged the segment's bytes is the original forwarded to the
@@ -19,7 +19,7 @@
 //!   shadow's output is observed (its ISN, its ACK) and discarded; at a
 //!   takeover smoltcp's clock jumps past its retransmission timers so it
 //!   resends what the client has not acknowledged at once.
-//! - [`Mode::Primary`]: take client frames only from the ingress node, never
+//! - [`Role::Primary`]: take client frames only from the ingress node, never
 //!   from the LAN; never send ARP (the client must keep sending to the
 //!   ingress node); learn the client's MAC from forwarded frames.
 //!
@@ -132,11 +132,18 @@ impl Frame {
     }
 }
 
-/// How a node serves its service address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+/// What a node does for one service address: the one role type of the
+/// engine, the protocol core and the config. Promotion and claim turn
+/// `Ingress` and `Primary` into `Simplex`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Serve the address alone, unreplicated (no live peer).
     Simplex,
+    /// Run the application for the address's connections; a peer owns the
+    /// address on the LAN (hears the clients, forwards their frames).
     Primary,
+    /// Own the address on the LAN (the paper's backup): shadow every
+    /// connection and forward client frames to the peer that is primary.
     Ingress,
 }
 
@@ -157,6 +164,16 @@ pub struct ConnKey {
     pub client_isn: u32,
 }
 
+impl std::fmt::Display for ConnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}#{}",
+            self.client_ip, self.client_port, self.client_isn
+        )
+    }
+}
+
 /// What the service learns about a new connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
@@ -164,17 +181,6 @@ pub struct ConnInfo {
     pub key: ConnKey,
     /// A shadow of a connection the primary serves (ingress mode).
     pub shadow: bool,
-}
-
-/// What a service asks of the engine after [`Service::exchange`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Control {
-    /// Something happened (frames or messages moved).
-    pub busy: bool,
-    /// The primary is gone: make every shadow connection live.
-    pub promote: bool,
-    /// The ingress node is gone: claim the service address.
-    pub claim: bool,
 }
 
 /// What runs on top of the engine: the HTTP server and replication glue.
@@ -198,26 +204,6 @@ pub trait Service {
     fn woken(&mut self, out: &mut Vec<ConnId>);
     /// A shadow connection became live (takeover): serve it from now on.
     fn promote(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) {}
-    /// The service's own next deadline (heartbeats, failure detection).
-    fn poll_timeout(&self) -> Option<StdInstant> {
-        None
-    }
-    /// A file descriptor the shell should also wait on (readable, and
-    /// writable when the flag is set): the replication link's socket.
-    fn extra_fd(&self) -> Option<(std::os::fd::RawFd, bool)> {
-        None
-    }
-    /// Work for [`Service::exchange`] was queued outside it (a reply
-    /// logged from a handler's completion): the shell runs another round at
-    /// once instead of sleeping with a message waiting.
-    fn wants_exchange(&self) -> bool {
-        false
-    }
-    /// Once per round: move frames and messages between the engine and the
-    /// replication link, and report role changes.
-    fn exchange(&mut self, _engine: &mut Engine<Self::Conn>, _now: StdInstant) -> Control {
-        Control::default()
-    }
 }
 
 /// Counters for status and tests.
@@ -535,13 +521,13 @@ struct Pool<C> {
     in_use: usize,
 }
 
-fn new_socket(cfg: &StackConfig, mode: Mode) -> tcp::Socket<'static> {
+fn new_socket(cfg: &StackConfig, mode: Role) -> tcp::Socket<'static> {
     let rx = tcp::SocketBuffer::new(vec![0; cfg.rx_buffer_bytes]);
     let tx = tcp::SocketBuffer::new(vec![0; cfg.tx_buffer_bytes]);
     let mut s = tcp::Socket::new(rx, tx);
     // Request/response: send a reply's tail at once.
     s.set_nagle_enabled(false);
-    if mode == Mode::Ingress {
+    if mode == Role::Ingress {
         // A shadow must acknowledge each client segment at once: that ACK is
         // what tells us the segment is held here and may go to the primary.
         s.set_ack_delay(None);
@@ -570,7 +556,7 @@ fn tuple_of(s: &tcp::Socket<'_>, port: u16) -> Option<Tuple> {
 /// The engine: one service address, its sockets and their replication state.
 pub struct Engine<C> {
     cfg: StackConfig,
-    mode: Mode,
+    mode: Role,
     iface: Interface,
     sockets: SocketSet<'static>,
     dev: QueueDevice,
@@ -596,7 +582,7 @@ pub struct Engine<C> {
 
 impl<C> Engine<C> {
     /// Build the engine; `start` is time zero for smoltcp.
-    pub fn new(cfg: StackConfig, mode: Mode, start: StdInstant) -> Self {
+    pub fn new(cfg: StackConfig, mode: Role, start: StdInstant) -> Self {
         let mut dev = QueueDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
@@ -644,7 +630,7 @@ impl<C> Engine<C> {
         e
     }
 
-    pub fn mode(&self) -> Mode {
+    pub fn mode(&self) -> Role {
         self.mode
     }
     pub fn stats(&self) -> EngineStats {
@@ -736,7 +722,7 @@ impl<C> Engine<C> {
     /// ingress node is alive (the link alone failed), it has taken over,
     /// and this node is fenced: it must send nothing more.
     pub fn claim(&mut self) {
-        if self.mode == Mode::Primary && self.claim == Claim::None {
+        if self.mode == Role::Primary && self.claim == Claim::None {
             self.claim = Claim::Probing {
                 sent: 0,
                 next_at: None,
@@ -801,7 +787,7 @@ impl<C> Engine<C> {
                 "no answer to probes: claiming the service address"
             );
             self.claim = Claim::None;
-            self.mode = Mode::Simplex;
+            self.mode = Role::Simplex;
             self.announce_to_all();
             self.reannounce = Some((REANNOUNCE, now + REANNOUNCE_FIRST));
             // The client has been acknowledging to the dead ingress node:
@@ -819,10 +805,10 @@ impl<C> Engine<C> {
     /// The primary is gone: every shadow connection becomes live, and at
     /// once retransmits what the client has not acknowledged.
     pub fn promote<S: Service<Conn = C>>(&mut self, service: &mut S, now: StdInstant) {
-        if self.mode != Mode::Ingress {
+        if self.mode != Role::Ingress {
             return;
         }
-        self.mode = Mode::Simplex;
+        self.mode = Role::Simplex;
         // A shadow "sent" its data into the void while the primary lived, so
         // its sender is as far as the primary's was, or further; what the
         // client has not acknowledged must go out again, now. Rather than
@@ -988,14 +974,14 @@ impl<C> Engine<C> {
         self.peer_in = deferred;
         let mut deferred = VecDeque::new();
         while let Some(f) = self.lan_in.pop_front() {
-            if self.mode != Mode::Primary && self.answer_probe(&f) {
+            if self.mode != Role::Primary && self.answer_probe(&f) {
                 self.recycle(f);
                 continue;
             }
             let back = match self.mode {
                 // The primary hears clients only through the ingress node;
                 // while claiming it listens for an answer to its probes.
-                Mode::Primary => {
+                Role::Primary => {
                     if let (Claim::Probing { .. }, Some(a)) =
                         (self.claim, crate::arp::parse(f.data()))
                     {
@@ -1017,8 +1003,8 @@ impl<C> Engine<C> {
                     self.recycle(f);
                     None
                 }
-                Mode::Simplex => self.admit_plain(f, &mut budget),
-                Mode::Ingress => {
+                Role::Simplex => self.admit_plain(f, &mut budget),
+                Role::Ingress => {
                     // The shadow answers a SYN at once only if it knows the
                     // client's MAC; waiting for ARP would hold the SYN back.
                     self.learn_neighbor(f.data(), now);
@@ -1254,7 +1240,7 @@ impl<C> Engine<C> {
                 }
             }
             if crate::arp::is_arp(f.data()) {
-                if self.mode == Mode::Primary {
+                if self.mode == Role::Primary {
                     self.recycle(f);
                 } else {
                     self.lan_out.push_back(f);

@@ -18,6 +18,6 @@ pub mod seg;
 pub mod tap;
 pub mod vnet;
 
-pub use engine::{ConnId, ConnInfo, ConnKey, Control, Engine, Frame, Mode, Service};
-pub use runtime::{Shell, StackConfig, Waker};
+pub use engine::{ConnId, ConnInfo, ConnKey, Engine, Frame, Role, Service};
+pub use runtime::{Node, Shell, StackConfig, Waker};
 pub use smoltcp;

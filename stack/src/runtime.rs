@@ -1,8 +1,11 @@
-//! The TAP shell around the [`Engine`]: one thread owns the TAP, reads
-//! frames into the engine, runs it, writes its output, and repeats while
-//! anything moved; otherwise it sleeps in `epoll` on the TAP fd and an
-//! eventfd (the [`Waker`]) no longer than the engine's `poll_delay`, rounded
-//! up to a millisecond. No busy spinning.
+//! The TAP shell around a [`Node`] (the node core, which holds one
+//! [`crate::Engine`] per service address): one thread owns the TAP, reads
+//! frames into the node, runs one round, writes its output, and repeats
+//! while anything moved; otherwise it sleeps in `epoll` on the TAP fd, an
+//! eventfd (the [`Waker`]) and the node's own fds (its replication links) no
+//! longer than the node's next deadline, rounded up to a millisecond. No
+//! busy spinning. The deterministic simulation drives the same node through
+//! the same calls, with virtual time instead of this loop's clock.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
 use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
-use crate::engine::{Engine, Frame, Service, HEADROOM};
+use crate::engine::{Frame, HEADROOM};
 use crate::pcap::PcapSink;
 use crate::tap::Tap;
 use crate::vnet::{self, VnetHdr, VNET_HDR_LEN};
@@ -97,8 +100,34 @@ pub struct Shell {
     waker: Waker,
     epoll: OwnedFd,
     stats: ShellStats,
-    /// The service's extra fd as registered in the epoll set.
-    extra: Option<(std::os::fd::RawFd, bool)>,
+    /// The node's own fds as registered in the epoll set (fd, writable).
+    extra: Vec<(std::os::fd::RawFd, bool)>,
+    want: Vec<(std::os::fd::RawFd, bool)>,
+}
+
+/// What the shell drives: the node core plus whatever I/O of its own it
+/// does inside a round (replication links, handler completions).
+pub trait Node {
+    /// A buffer for a frame about to be read (reuses returned buffers).
+    fn take_buffer(&mut self) -> Vec<u8>;
+    /// Give a frame's buffer back.
+    fn recycle(&mut self, f: Frame);
+    /// A frame from the LAN (the TAP).
+    fn handle_lan_frame(&mut self, f: Frame);
+    /// One round at `now`; whether anything moved (run another at once).
+    fn round(&mut self, now: StdInstant) -> bool;
+    /// Next frame for the LAN.
+    fn poll_lan_transmit(&mut self) -> Option<Frame>;
+    /// When the node next needs a round, if nothing arrives before.
+    fn poll_timeout(&mut self, now: StdInstant) -> Option<StdInstant>;
+    /// Fds to wait on besides the TAP and the waker: (fd, want writable).
+    fn watch_fds(&self, out: &mut Vec<(std::os::fd::RawFd, bool)>) {
+        let _ = out;
+    }
+    /// The node must stop (every address it served is fenced): why.
+    fn stopped(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Shell {
@@ -126,7 +155,8 @@ impl Shell {
             waker,
             epoll,
             stats: ShellStats::default(),
-            extra: None,
+            extra: Vec::new(),
+            want: Vec::new(),
         })
     }
 
@@ -135,7 +165,7 @@ impl Shell {
     }
 
     /// Read up to a batch of frames into the engine; returns how many.
-    fn read_frames<C>(&mut self, engine: &mut Engine<C>) -> usize {
+    fn read_frames<N: Node>(&mut self, engine: &mut N) -> usize {
         let mut n_frames = 0;
         while n_frames < RX_BATCH {
             let mut buf = engine.take_buffer();
@@ -215,47 +245,20 @@ impl Shell {
         }
     }
 
-    /// Run the engine until `stop` is set (checked at least every 100 ms).
-    pub fn run<S: Service>(
-        &mut self,
-        engine: &mut Engine<S::Conn>,
-        service: &mut S,
-        stop: &AtomicBool,
-    ) -> std::io::Result<()> {
+    /// Run the node until `stop` is set (checked at least every 100 ms),
+    /// or until it reports [`Node::stopped`].
+    pub fn run<N: Node>(&mut self, node: &mut N, stop: &AtomicBool) -> std::io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
-            let read = self.read_frames(engine);
+            let read = self.read_frames(node);
             let now = StdInstant::now();
-            let ctl = service.exchange(engine, now);
-            if ctl.promote {
-                let t = StdInstant::now();
-                engine.promote(service, now);
-                tracing::info!(
-                    connections = engine.stats().promoted,
-                    took_us = t.elapsed().as_micros() as u64,
-                    "takeover: shadow connections promoted"
-                );
-            }
-            if ctl.claim {
-                tracing::info!(
-                    connections = engine.connections(),
-                    "takeover: claiming the service address"
-                );
-            }
-            if ctl.claim {
-                engine.claim();
-            }
-            let mut busy =
-                engine.poll(service, now) || read > 0 || ctl.busy || service.wants_exchange();
-            if engine.fenced() {
+            let mut busy = node.round(now) || read > 0;
+            if let Some(why) = node.stopped() {
                 self.flush_pcap();
-                return Err(std::io::Error::other(
-                    "fenced: the ingress node answered for the service address after the replication link failed; \
-                     it serves every connection now, so this node stopped",
-                ));
+                return Err(std::io::Error::other(why));
             }
-            while let Some(mut f) = engine.poll_lan_transmit() {
+            while let Some(mut f) = node.poll_lan_transmit() {
                 self.write_frame(&mut f);
-                engine.recycle(f);
+                node.recycle(f);
                 busy = true;
             }
             if busy {
@@ -263,14 +266,17 @@ impl Shell {
             }
             self.flush_pcap();
             let now = StdInstant::now();
-            let mut wait = engine
-                .poll_delay(now)
-                .unwrap_or(Duration::from_millis(100))
+            let wait = node
+                .poll_timeout(now)
+                .map_or(Duration::from_millis(100), |t| {
+                    t.saturating_duration_since(now)
+                })
                 .min(Duration::from_millis(100));
-            if let Some(t) = service.poll_timeout() {
-                wait = wait.min(t.saturating_duration_since(now));
-            }
-            self.watch_extra(service.extra_fd());
+            let mut want = std::mem::take(&mut self.want);
+            want.clear();
+            node.watch_fds(&mut want);
+            self.watch_extra(&want);
+            self.want = want;
             // Round up: waking a little late is fine, spinning is not.
             let ms = wait.as_micros().div_ceil(1000) as i32;
             self.wait(ms)?;
@@ -279,12 +285,12 @@ impl Shell {
         Ok(())
     }
 
-    /// Keep the service's extra fd registered with the right interest.
-    fn watch_extra(&mut self, want: Option<(std::os::fd::RawFd, bool)>) {
-        if want == self.extra {
+    /// Keep the node's fds registered with the right interest.
+    fn watch_extra(&mut self, want: &[(std::os::fd::RawFd, bool)]) {
+        if want == self.extra.as_slice() {
             return;
         }
-        if let Some((fd, _)) = self.extra.take() {
+        for (fd, _) in self.extra.drain(..) {
             // May fail if the fd was closed already (it left the set then).
             // SAFETY: valid epoll fd; a stale fd only makes this fail.
             unsafe {
@@ -296,20 +302,20 @@ impl Shell {
                 )
             };
         }
-        if let Some((fd, write)) = want {
+        for &(fd, write) in want {
             let mut events = libc::EPOLLIN as u32;
             if write {
                 events |= libc::EPOLLOUT as u32;
             }
             let mut ev = libc::epoll_event { events, u64: 2 };
-            // SAFETY: valid epoll fd, an open fd owned by the service, valid event.
+            // SAFETY: valid epoll fd, an open fd owned by the node, valid event.
             if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) }
                 < 0
             {
-                tracing::warn!(error = %std::io::Error::last_os_error(), "cannot watch the link socket");
-                return;
+                tracing::warn!(error = %std::io::Error::last_os_error(), "cannot watch a link socket");
+                continue;
             }
-            self.extra = Some((fd, write));
+            self.extra.push((fd, write));
         }
     }
 

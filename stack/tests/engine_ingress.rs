@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Mode, Service};
+use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service};
 use hotpair_stack::runtime::StackConfig;
 use hotpair_stack::seg::{self, ACK, FIN, SYN};
 use smoltcp::socket::tcp;
@@ -63,10 +63,10 @@ struct Ingress {
 
 impl Ingress {
     fn new() -> Self {
-        Self::with_mode(Mode::Ingress)
+        Self::with_mode(Role::Ingress)
     }
 
-    fn with_mode(mode: Mode) -> Self {
+    fn with_mode(mode: Role) -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
             mac: NODE_MAC,
@@ -218,7 +218,7 @@ fn a_claim_probes_then_announces_again_and_again() {
     use hotpair_stack::arp;
     use smoltcp::wire::ArpOperation;
 
-    let mut n = Ingress::with_mode(Mode::Primary);
+    let mut n = Ingress::with_mode(Role::Primary);
     // A forwarded client frame: the primary learns the client's MAC.
     n.engine
         .handle_peer_frame(client_seg(CLIENT_ISN, SYN, &[], b""));

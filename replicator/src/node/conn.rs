@@ -1,0 +1,558 @@
+//! One service address's HTTP connections on its engine's sockets: the
+//! replication glue at the HTTP layer, sans-IO.
+//!
+//! A connection is either **live** (this node answers it: alone, primary,
+//! or promoted after a takeover) or a **shadow** (ingress node, primary
+//! alive). Live connections hand their HTTP output to the socket in whole
+//! *units* (a reply, a `100 Continue`, a close); as primary, each unit is
+//! logged to the ingress node first and written only once released (the
+//! ingress node acknowledged it, or died). A shadow keeps the client's input
+//! since the last complete reply and writes logged units into its socket in
+//! order; at takeover it becomes live by resuming an HTTP connection at the
+//! first request without a logged reply.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hotpair_http::{Limits, OutputUnit, Request, Response, ServerConn};
+use hotpair_stack::smoltcp::socket::tcp;
+use hotpair_stack::{ConnId, ConnInfo, Service};
+
+use super::handler::{Handler, Job, Route, Work};
+use crate::{ConnKey, Event, Replica, Role, UnitKind};
+
+/// Marks a unit that answers no request: the connection closes here.
+pub(crate) const CLOSE_INDEX: u64 = u64::MAX;
+
+/// A unit on its way to the socket.
+struct Pending {
+    /// Replica sequence number when logged; `None` when not logged.
+    seq: Option<u64>,
+    released: bool,
+    chunks: VecDeque<Bytes>,
+    /// Written bytes of the front chunk.
+    offset: usize,
+    /// The HTTP layer handed it out (report `unit_flushed` when written).
+    from_http: bool,
+    close_after: bool,
+}
+
+/// A connection this node answers.
+pub struct LiveConn {
+    http: ServerConn,
+    key: ConnKey,
+    /// Client bytes read but not yet taken by the HTTP layer (a resumed
+    /// connection starts with the input the old primary had not answered).
+    input: Vec<u8>,
+    /// Units taken from the HTTP layer that could not be logged yet.
+    unlogged: VecDeque<OutputUnit>,
+    units: VecDeque<Pending>,
+    eof_seen: bool,
+    /// A unit with `close_after` has been queued: nothing follows it.
+    close_queued: bool,
+    /// Stop reading and close once `units` are written (a shadow that was
+    /// already closing when promoted).
+    finish: bool,
+}
+
+/// The ingress node's mirror of a connection the primary answers.
+pub struct Mirror {
+    key: ConnKey,
+    /// Client input from `input_base` on: the requests without a logged reply.
+    input_log: Vec<u8>,
+    input_base: u64,
+    /// Logged bytes not yet in the socket.
+    units_out: VecDeque<Bytes>,
+    front_offset: usize,
+    /// First request without a logged final reply.
+    next_index: u64,
+    /// The request whose `100 Continue` was logged.
+    continue_for: Option<u64>,
+    close_pending: bool,
+    gone: bool,
+}
+
+/// One connection's HTTP-level state.
+pub enum Conn {
+    /// Answered here.
+    Live(Box<LiveConn>),
+    /// Mirrored here, answered by the primary.
+    Shadow(Mirror),
+}
+
+/// Drop whatever the client sent that nobody will read.
+fn discard_input(sock: &mut tcp::Socket<'_>) {
+    while sock.can_recv() {
+        let n = sock.recv(|buf| (buf.len(), buf.len())).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Bytes of client input a shadow keeps for requests without a logged
+/// reply, beyond which it stops reading (its window closes, and the
+/// ingress node forwards nothing it does not hold).
+fn input_log_limit(limits: &Limits) -> usize {
+    (limits.max_header_bytes as u64 + limits.max_body_bytes + 64 * 1024).min(1 << 30) as usize
+}
+
+/// Per-address connection bookkeeping.
+#[derive(Default)]
+pub(crate) struct SiteConns {
+    live: BTreeMap<ConnId, ConnKey>,
+    by_key: BTreeMap<ConnKey, ConnId>,
+    /// Replies that arrived for a connection, applied at its next drive.
+    ready: BTreeMap<ConnId, Vec<(u64, Response)>>,
+    /// Replication events for connections, applied at their next drive.
+    conn_events: BTreeMap<ConnId, VecDeque<Event>>,
+    woken: Vec<ConnId>,
+}
+
+impl SiteConns {
+    /// A handler's reply for connection `id` (dropped if it is gone).
+    pub(crate) fn reply(&mut self, id: ConnId, index: u64, response: Response) {
+        if self.live.contains_key(&id) {
+            self.ready.entry(id).or_default().push((index, response));
+            self.woken.push(id);
+        }
+    }
+
+    /// A replication event for the connection `conn` names.
+    pub(crate) fn event(&mut self, conn: ConnKey, ev: Event) {
+        match self.by_key.get(&conn) {
+            Some(&id) => {
+                self.conn_events.entry(id).or_default().push_back(ev);
+                self.woken.push(id);
+            }
+            None => tracing::debug!(%conn, "replication event for an unknown connection"),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.live.len()
+    }
+}
+
+/// What the connections of every address share: routes, limits, the jobs
+/// handed to the shell, the `generate` seed.
+pub(crate) struct Shared {
+    pub routes: Vec<Route>,
+    pub limits: Limits,
+    pub jobs: VecDeque<Job>,
+    /// Run `generate` inside the round (deterministic simulation).
+    pub inline_generate: bool,
+    pub seed: u64,
+    pub handler_runs: u64,
+    /// A unit was logged: the link has something to send.
+    pub logged: bool,
+}
+
+/// The engine's view of one address: its connections, the shared part, and
+/// its replica (to log units to).
+pub(crate) struct SiteDriver<'a> {
+    pub site: usize,
+    pub conns: &'a mut SiteConns,
+    pub shared: &'a mut Shared,
+    pub replica: Option<&'a mut Replica>,
+}
+
+impl SiteDriver<'_> {
+    fn dispatch(&mut self, id: ConnId, key: &ConnKey, req: Request) -> Option<Response> {
+        let sh = &mut *self.shared;
+        let Some((route, r)) = sh
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| req.path.starts_with(&r.prefix))
+        else {
+            return Some(Response::error(404));
+        };
+        sh.handler_runs += 1;
+        let work = match &r.handler {
+            Handler::Files(files) => return Some(files.handle(&req)),
+            Handler::Generate { max_size } => {
+                // Non-deterministic content: each reply from a fresh seed.
+                let seed = sh.seed;
+                sh.seed = sh.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                if sh.inline_generate {
+                    return Some(hotpair_http::generate::handle(&req, seed, *max_size));
+                }
+                Work::Generate {
+                    seed,
+                    max_size: *max_size,
+                }
+            }
+            Handler::External => Work::Route {
+                route,
+                // The same on every node, so the application can tell a
+                // request re-executed after a takeover.
+                request_id: format!("{key}-{}", req.index),
+            },
+        };
+        sh.jobs.push_back(Job {
+            site: self.site,
+            conn: id,
+            index: req.index,
+            request: req,
+            work,
+        });
+        None
+    }
+
+    fn primary_logging(&self) -> bool {
+        self.replica
+            .as_ref()
+            .is_some_and(|r| r.role() == Role::Primary)
+    }
+
+    fn drive_live(
+        &mut self,
+        id: ConnId,
+        c: &mut LiveConn,
+        sock: &mut tcp::Socket<'_>,
+        now: Instant,
+    ) -> Option<Instant> {
+        if let Some(replies) = self.conns.ready.remove(&id) {
+            for (index, resp) in replies {
+                let _ = c.http.send_response(index, resp);
+            }
+        }
+        if let Some(events) = self.conns.conn_events.remove(&id) {
+            for ev in events {
+                if let Event::Release { seq, .. } = ev {
+                    for u in c.units.iter_mut() {
+                        if u.seq == Some(seq) {
+                            u.released = true;
+                        }
+                    }
+                }
+            }
+        }
+        if !c.finish {
+            // Client bytes into the HTTP layer, as far as it takes them (it
+            // stops at the pipelining limit: back-pressure on the client).
+            if !c.input.is_empty() {
+                let n = c.http.handle_input(&c.input, now);
+                c.input.drain(..n);
+            }
+            while c.input.is_empty() && sock.can_recv() {
+                let http = &mut c.http;
+                let taken = sock
+                    .recv(|buf| {
+                        let n = http.handle_input(buf, now);
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                if taken == 0 {
+                    break;
+                }
+            }
+            if !c.eof_seen && !sock.may_recv() && sock.recv_queue() == 0 && c.input.is_empty() {
+                c.eof_seen = true;
+                c.http.handle_eof(now);
+            }
+            while let Some(req) = c.http.poll_request() {
+                let index = req.index;
+                if let Some(resp) = self.dispatch(id, &c.key, req) {
+                    let _ = c.http.send_response(index, resp);
+                }
+            }
+            if c.http.poll_timeout().is_some_and(|t| t <= now) {
+                c.http.handle_timeout(now);
+            }
+            while let Some(u) = c.http.take_unit() {
+                c.unlogged.push_back(u);
+            }
+            if c.http.is_closed() && c.unlogged.is_empty() && !c.close_queued {
+                // The HTTP layer is done (EOF, timeout) after a reply that
+                // did not say so: the close is a unit too, so the ingress
+                // node closes its shadow at the same byte.
+                c.unlogged.push_back(OutputUnit {
+                    index: CLOSE_INDEX,
+                    kind: UnitKind::Interim,
+                    input_end: c.http.input_consumed(),
+                    close_after: true,
+                    chunks: Vec::new(),
+                });
+            }
+        }
+        if c.finish || c.http.wants_close() {
+            // Lingering close: the HTTP layer reads no more (an error reply,
+            // `Connection: close`, a timeout), but the client may still be
+            // sending (the rest of a rejected body). Drain and discard it, so
+            // it is not stuck behind a zero window and can take our FIN.
+            discard_input(sock);
+        }
+        self.log_units(c);
+        // Write released units, in order.
+        while let Some(u) = c.units.front_mut() {
+            if !u.released {
+                break;
+            }
+            while let Some(front) = u.chunks.front() {
+                let n = sock.send_slice(&front[u.offset..]).unwrap_or_default();
+                u.offset += n;
+                if u.offset < front.len() {
+                    break;
+                }
+                u.chunks.pop_front();
+                u.offset = 0;
+            }
+            if !u.chunks.is_empty() {
+                break;
+            }
+            let u = c.units.pop_front().expect("front exists");
+            if u.from_http {
+                c.http.unit_flushed(now);
+            }
+            if u.close_after {
+                c.finish = true;
+            }
+        }
+        let done = c.units.is_empty() && c.unlogged.is_empty();
+        if done && (c.finish || (c.http.is_closed() && c.close_queued)) && sock.is_open() {
+            // FIN after the queued bytes; smoltcp keeps retransmitting them.
+            sock.close();
+        }
+        c.http.poll_timeout()
+    }
+
+    /// Log units the HTTP layer handed out (primary) or release them at once.
+    fn log_units(&mut self, c: &mut LiveConn) {
+        let logging = self.primary_logging();
+        while let Some(u) = c.unlogged.front() {
+            let (seq, released, chunks) = if logging {
+                let payload: Bytes = if u.chunks.len() == 1 {
+                    u.chunks[0].clone()
+                } else {
+                    Bytes::from(u.chunks.concat())
+                };
+                let Some(replica) = self.replica.as_mut() else {
+                    break;
+                };
+                match replica.log_unit(
+                    c.key,
+                    u.index,
+                    u.kind,
+                    u.input_end,
+                    u.close_after,
+                    payload.clone(),
+                ) {
+                    Ok(seq) => {
+                        self.shared.logged = true;
+                        (Some(seq), false, VecDeque::from([payload]))
+                    }
+                    // The window of unacknowledged units is full: retry
+                    // after a release (back-pressure on this connection).
+                    Err(_) => break,
+                }
+            } else {
+                (None, true, u.chunks.iter().cloned().collect())
+            };
+            let u = c.unlogged.pop_front().expect("front exists");
+            if u.close_after {
+                c.close_queued = true;
+            }
+            c.units.push_back(Pending {
+                seq,
+                released,
+                chunks,
+                offset: 0,
+                from_http: u.index != CLOSE_INDEX,
+                close_after: u.close_after,
+            });
+        }
+    }
+
+    fn drive_shadow(&mut self, id: ConnId, m: &mut Mirror, sock: &mut tcp::Socket<'_>) {
+        if let Some(events) = self.conns.conn_events.remove(&id) {
+            for ev in events {
+                match ev {
+                    Event::Logged {
+                        index,
+                        kind,
+                        input_end,
+                        close_after,
+                        payload,
+                        ..
+                    } => {
+                        if !payload.is_empty() {
+                            m.units_out.push_back(payload);
+                        }
+                        match kind {
+                            UnitKind::Final if index != CLOSE_INDEX => {
+                                m.next_index = index + 1;
+                                // The request's input is answered: forget it.
+                                let drop = input_end.saturating_sub(m.input_base) as usize;
+                                let drop = drop.min(m.input_log.len());
+                                m.input_log.drain(..drop);
+                                m.input_base += drop as u64;
+                            }
+                            UnitKind::Interim if index != CLOSE_INDEX => {
+                                m.continue_for = Some(index)
+                            }
+                            _ => {}
+                        }
+                        if close_after {
+                            m.close_pending = true;
+                        }
+                    }
+                    Event::ConnGone { .. } => m.gone = true,
+                    _ => {}
+                }
+            }
+        }
+        if m.close_pending {
+            // The primary's connection reads no more (lingering close there):
+            // nothing after this is a request; discard it here too.
+            discard_input(sock);
+        }
+        // Keep the client's input (the request log) as far as allowed.
+        let limit = input_log_limit(&self.shared.limits);
+        while sock.can_recv() && m.input_log.len() < limit {
+            let room = limit - m.input_log.len();
+            let log = &mut m.input_log;
+            let n = sock
+                .recv(|buf| {
+                    let n = buf.len().min(room);
+                    log.extend_from_slice(&buf[..n]);
+                    (n, n)
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+        }
+        while let Some(front) = m.units_out.front() {
+            let n = sock.send_slice(&front[m.front_offset..]).unwrap_or(0);
+            m.front_offset += n;
+            if m.front_offset < front.len() {
+                break;
+            }
+            m.units_out.pop_front();
+            m.front_offset = 0;
+        }
+        if m.close_pending && m.units_out.is_empty() && sock.is_open() {
+            sock.close();
+        } else if m.gone && !m.close_pending && sock.is_open() {
+            // The primary's connection was reset: so is ours (silently:
+            // a shadow's output never leaves this node).
+            sock.abort();
+        }
+    }
+}
+
+impl Service for SiteDriver<'_> {
+    type Conn = Conn;
+
+    fn accept(&mut self, id: ConnId, info: &ConnInfo, now: Instant) -> Conn {
+        let key = info.key;
+        tracing::trace!(?id, conn = %key, shadow = info.shadow, "connection");
+        self.conns.live.insert(id, key);
+        self.conns.by_key.insert(key, id);
+        if info.shadow {
+            Conn::Shadow(Mirror {
+                key,
+                input_log: Vec::new(),
+                input_base: 0,
+                units_out: VecDeque::new(),
+                front_offset: 0,
+                next_index: 0,
+                continue_for: None,
+                close_pending: false,
+                gone: false,
+            })
+        } else {
+            Conn::Live(Box::new(LiveConn {
+                http: ServerConn::new(self.shared.limits, now),
+                key,
+                input: Vec::new(),
+                unlogged: VecDeque::new(),
+                units: VecDeque::new(),
+                eof_seen: false,
+                close_queued: false,
+                finish: false,
+            }))
+        }
+    }
+
+    fn drive(
+        &mut self,
+        id: ConnId,
+        conn: &mut Conn,
+        sock: &mut tcp::Socket<'_>,
+        now: Instant,
+    ) -> Option<Instant> {
+        match conn {
+            Conn::Live(c) => self.drive_live(id, c, sock, now),
+            Conn::Shadow(m) => {
+                self.drive_shadow(id, m, sock);
+                None
+            }
+        }
+    }
+
+    fn closed(&mut self, id: ConnId, conn: Conn) {
+        if let Some(key) = self.conns.live.remove(&id) {
+            if self.conns.by_key.get(&key) == Some(&id) {
+                self.conns.by_key.remove(&key);
+            }
+            if matches!(conn, Conn::Live(_)) {
+                if let Some(replica) = self.replica.as_mut() {
+                    replica.conn_gone(key);
+                    self.shared.logged = true;
+                }
+            }
+        }
+        self.conns.ready.remove(&id);
+        self.conns.conn_events.remove(&id);
+    }
+
+    fn woken(&mut self, out: &mut Vec<ConnId>) {
+        out.append(&mut self.conns.woken);
+    }
+
+    fn promote(&mut self, _id: ConnId, conn: &mut Conn, now: Instant) {
+        let Conn::Shadow(m) = conn else { return };
+        let mut http = ServerConn::resume(
+            self.shared.limits,
+            now,
+            m.next_index,
+            m.continue_for == Some(m.next_index),
+        );
+        let mut units = VecDeque::new();
+        let rest: VecDeque<Bytes> = std::mem::take(&mut m.units_out);
+        if !rest.is_empty() {
+            let mut chunks = rest;
+            if m.front_offset > 0 {
+                if let Some(f) = chunks.front_mut() {
+                    *f = f.slice(m.front_offset..);
+                }
+            }
+            units.push_back(Pending {
+                seq: None,
+                released: true,
+                chunks,
+                offset: 0,
+                from_http: false,
+                close_after: m.close_pending,
+            });
+        }
+        if m.close_pending {
+            // The old primary closed this connection after these bytes.
+            http.handle_eof(now);
+        }
+        *conn = Conn::Live(Box::new(LiveConn {
+            http,
+            key: m.key,
+            input: std::mem::take(&mut m.input_log),
+            unlogged: VecDeque::new(),
+            units,
+            eof_seen: false,
+            close_queued: m.close_pending,
+            finish: m.close_pending,
+        }));
+    }
+}

@@ -1,0 +1,607 @@
+//! The node core: every service address a node takes part in, each with its
+//! role as data, driven sans-IO (quinn-proto's Endpoint → Connection split).
+//!
+//! A node holds a *site* per service address: its smoltcp [`Engine`], its
+//! HTTP connections, and — when the role is replicated — a [`Replica`] for
+//! the link to the peer that shares the address. Roles per address
+//! ([`Role`]): `Ingress` (owns the address on the LAN: shadows and forwards;
+//! the paper's backup), `Primary` (runs the application for an address a
+//! peer owns), `Simplex` (alone). Promotion and claim turn a site's role
+//! into `Simplex`; fencing silences one site.
+//!
+//! Where a frame comes from decides its path, as the paper's kernel module
+//! decides by port: a frame from the TAP goes to the site of the address it
+//! is for (by IPv4 destination, or the ARP target), which shadows it if it
+//! owns the address; a frame forwarded over a peer's link reaches the site
+//! of the link message's channel, which is primary for it. One link per
+//! pair of nodes carries every address they share, both directions: each
+//! message names its address ([`crate::wire`]'s channel).
+//!
+//! Inputs: [`NodeCore::handle_lan_frame`], [`NodeCore::handle_link_up`],
+//! [`NodeCore::handle_link_msg`], [`NodeCore::handle_link_lost`],
+//! [`NodeCore::handle_job_done`]. Then [`NodeCore::round`] (repeat while it
+//! returns true). Outputs: [`NodeCore::poll_lan_transmit`],
+//! [`NodeCore::poll_link_transmit`], [`NodeCore::poll_job`], and
+//! [`NodeCore::poll_timeout`] for when to call again. Time is passed in. The
+//! TAP shell (appliance) and the simulation make exactly these calls.
+
+mod conn;
+mod handler;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hotpair_http::{Limits, Response};
+use hotpair_stack::engine::EngineStats;
+use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use hotpair_stack::{ConnId, Engine, Frame, StackConfig};
+use thiserror::Error;
+
+pub use conn::Conn;
+use conn::{Shared, SiteConns, SiteDriver};
+pub use handler::{Handler, Job, Route, Work};
+
+use crate::{Event, Msg, ProtocolError, Replica, ReplicaConfig, ReplicaStats, Role};
+
+/// A peer of this node, by its index in [`NodeConfig::peers`].
+pub type PeerId = usize;
+
+/// One service address as configured.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// The address and its prefix.
+    pub address: Ipv4Cidr,
+    /// Default gateway for clients off the subnet.
+    pub gateway: Option<Ipv4Address>,
+    /// TCP port served.
+    pub port: u16,
+    /// Connections at once (established and half-open).
+    pub max_connections: usize,
+    /// The starting role.
+    pub role: Role,
+    /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
+    /// owner); `None` for `Simplex`.
+    pub peer: Option<PeerId>,
+}
+
+/// Everything a node core is built from.
+pub struct NodeConfig {
+    /// This node's name (sent in `Hello`).
+    pub name: String,
+    /// The node's own MAC on the LAN.
+    pub mac: EthernetAddress,
+    /// The service addresses, each with its role.
+    pub sites: Vec<SiteConfig>,
+    /// The peers, indexed by [`PeerId`]: the name a peer's `Hello` must
+    /// carry (`None`: any; the one-address legacy config names no peer).
+    pub peers: Vec<Option<String>>,
+    /// Heartbeat period on each link.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is declared dead.
+    pub heartbeat_timeout: Duration,
+    /// Per-connection socket buffers.
+    pub rx_buffer_bytes: usize,
+    /// Per-connection socket buffers.
+    pub tx_buffer_bytes: usize,
+    /// HTTP limits.
+    pub limits: Limits,
+    /// Routes (first match wins: give them longest prefix first).
+    pub routes: Vec<Route>,
+    /// Seeds smoltcp's RNGs (ISNs) and `generate`.
+    pub seed: u64,
+}
+
+/// A configuration the core cannot run.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum NodeConfigError {
+    /// No service address.
+    #[error("no service address")]
+    NoSites,
+    /// Two sites with one address.
+    #[error("service address {0} appears twice")]
+    DuplicateAddress(Ipv4Address),
+    /// A replicated role without a peer, or a peer index out of range.
+    #[error("service address {0}: role {1:?} needs a valid peer")]
+    BadPeer(Ipv4Address, Role),
+    /// A `Simplex` site with a peer.
+    #[error("service address {0}: serves alone but names a peer")]
+    PeerForSimplex(Ipv4Address),
+}
+
+/// Why a link message was refused. The caller drops the link and calls
+/// [`NodeCore::handle_link_lost`].
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LinkError {
+    /// The message is about an address this node does not share with that peer.
+    #[error("message on channel {channel:#010x}, an address not shared with this peer")]
+    UnknownChannel {
+        /// The channel the message named.
+        channel: u32,
+    },
+    /// The peer's `Hello` names another node.
+    #[error("peer introduced itself as {got:?}, expected {expected:?}")]
+    WrongPeer {
+        /// The name configured for this link.
+        expected: String,
+        /// The name in its `Hello`.
+        got: String,
+    },
+    /// The peer broke the replication protocol.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+/// A takeover or a change of a site's role, for the shell to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleChange {
+    /// The site's primary died: its shadows were promoted.
+    Promoted {
+        /// The service address.
+        address: Ipv4Address,
+        /// Connections promoted.
+        connections: u64,
+    },
+    /// The site's owner died: this node started claiming the address.
+    Claiming {
+        /// The service address.
+        address: Ipv4Address,
+    },
+}
+
+struct Site {
+    cfg: SiteConfig,
+    channel: u32,
+    engine: Engine<Conn>,
+    conns: SiteConns,
+    replica: Option<Replica>,
+    fenced_reported: bool,
+}
+
+struct Peer {
+    name: Option<String>,
+    /// Next site to poll for this link's messages (fairness between
+    /// addresses on one link).
+    next: usize,
+}
+
+/// The node core. See the module docs.
+pub struct NodeCore {
+    name: String,
+    sites: Vec<Site>,
+    peers: Vec<Peer>,
+    shared: Shared,
+    changes: VecDeque<RoleChange>,
+    /// Next site whose LAN output goes first.
+    next_tx: usize,
+}
+
+/// The channel naming a service address on the link.
+pub fn channel_of(address: Ipv4Address) -> u32 {
+    u32::from_be_bytes(address.octets())
+}
+
+/// The IPv4 address a LAN frame is for: an IPv4 packet's destination, an ARP
+/// packet's target (or, for an answer to a probe, whose target is 0.0.0.0,
+/// its sender).
+fn frame_addresses(frame: &[u8]) -> Option<(Ipv4Address, Option<Ipv4Address>)> {
+    if frame.len() < 14 {
+        return None;
+    }
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x0800 if frame.len() >= 34 => Some((
+            Ipv4Address::from_octets([frame[30], frame[31], frame[32], frame[33]]),
+            None,
+        )),
+        0x0806 => {
+            let a = hotpair_stack::arp::parse(frame)?;
+            Some((a.target_ip, Some(a.sender_ip)))
+        }
+        _ => None,
+    }
+}
+
+impl NodeCore {
+    /// A node at time `now`. Sites that own their address announce it.
+    pub fn new(cfg: NodeConfig, now: Instant) -> Result<Self, NodeConfigError> {
+        if cfg.sites.is_empty() {
+            return Err(NodeConfigError::NoSites);
+        }
+        let mut sites = Vec::with_capacity(cfg.sites.len());
+        for (i, sc) in cfg.sites.iter().enumerate() {
+            let address = sc.address.address();
+            if cfg.sites[..i]
+                .iter()
+                .any(|o| o.address.address() == address)
+            {
+                return Err(NodeConfigError::DuplicateAddress(address));
+            }
+            let replica = match (sc.role, sc.peer) {
+                (Role::Simplex, None) => None,
+                (Role::Simplex, Some(_)) => return Err(NodeConfigError::PeerForSimplex(address)),
+                (role, Some(p)) if p < cfg.peers.len() => {
+                    let mut rc = ReplicaConfig::new(role, cfg.name.clone());
+                    rc.heartbeat_interval = cfg.heartbeat_interval;
+                    rc.heartbeat_timeout = cfg.heartbeat_timeout;
+                    Some(Replica::new(rc, now))
+                }
+                (role, _) => return Err(NodeConfigError::BadPeer(address, role)),
+            };
+            let scfg = StackConfig {
+                mac: cfg.mac,
+                address: sc.address,
+                gateway: sc.gateway,
+                port: sc.port,
+                max_connections: sc.max_connections,
+                rx_buffer_bytes: cfg.rx_buffer_bytes,
+                tx_buffer_bytes: cfg.tx_buffer_bytes,
+                // Each address its own ISN sequence.
+                seed: cfg.seed ^ (u64::from(channel_of(address)) << 17) ^ 0x6a09_e667_f3bc_c908,
+            };
+            let mut engine = Engine::new(scfg, sc.role, now);
+            if sc.role != Role::Primary {
+                // The primary never speaks ARP for an address its peer owns.
+                engine.announce();
+            }
+            sites.push(Site {
+                channel: channel_of(address),
+                cfg: sc.clone(),
+                engine,
+                conns: SiteConns::default(),
+                replica,
+                fenced_reported: false,
+            });
+        }
+        Ok(NodeCore {
+            name: cfg.name,
+            sites,
+            peers: cfg
+                .peers
+                .into_iter()
+                .map(|name| Peer { name, next: 0 })
+                .collect(),
+            shared: Shared {
+                routes: cfg.routes,
+                limits: cfg.limits,
+                jobs: VecDeque::new(),
+                inline_generate: false,
+                seed: cfg.seed,
+                handler_runs: 0,
+                logged: false,
+            },
+            changes: VecDeque::new(),
+            next_tx: 0,
+        })
+    }
+
+    /// Run `generate` inside the round instead of handing it out as a job
+    /// (the deterministic simulation; it never uses external routes).
+    pub fn set_inline_generate(&mut self, inline: bool) {
+        self.shared.inline_generate = inline;
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of service addresses.
+    pub fn sites(&self) -> usize {
+        self.sites.len()
+    }
+
+    /// Site `i`'s address.
+    pub fn address(&self, site: usize) -> Ipv4Address {
+        self.sites[site].cfg.address.address()
+    }
+
+    /// Site `i`'s role now (after any takeover).
+    pub fn role(&self, site: usize) -> Role {
+        self.sites[site].engine.mode()
+    }
+
+    /// Site `i`'s engine counters.
+    pub fn engine_stats(&self, site: usize) -> EngineStats {
+        self.sites[site].engine.stats()
+    }
+
+    /// Site `i`'s replication counters, if it is replicated.
+    pub fn replica_stats(&self, site: usize) -> Option<ReplicaStats> {
+        self.sites[site].replica.as_ref().map(Replica::stats)
+    }
+
+    /// Site `i`'s open connections (live and shadow).
+    pub fn connections(&self, site: usize) -> usize {
+        self.sites[site].conns.len()
+    }
+
+    /// Whether site `i` was fenced (its peer answered for the address).
+    pub fn fenced(&self, site: usize) -> bool {
+        self.sites[site].engine.fenced()
+    }
+
+    /// Requests handed to a handler so far (a test counts re-executions).
+    pub fn handler_runs(&self) -> u64 {
+        self.shared.handler_runs
+    }
+
+    /// Units this node logged to its peers so far.
+    pub fn logged_units(&self) -> u64 {
+        self.sites
+            .iter()
+            .filter_map(|s| s.replica.as_ref())
+            .map(|r| r.stats().logged_units)
+            .sum()
+    }
+
+    // ---- frames ----------------------------------------------------------
+
+    /// A buffer for a frame about to be read (reuses returned buffers).
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.sites[0].engine.take_buffer()
+    }
+
+    /// Give a frame's buffer back.
+    pub fn recycle(&mut self, f: Frame) {
+        self.sites[0].engine.recycle(f);
+    }
+
+    /// A frame from the LAN (the TAP). Frames for no address of ours are
+    /// dropped.
+    pub fn handle_lan_frame(&mut self, f: Frame) {
+        let site = frame_addresses(f.data()).and_then(|(dst, sender)| {
+            let by = |ip: Ipv4Address| {
+                self.sites
+                    .iter()
+                    .position(|s| s.cfg.address.address() == ip)
+            };
+            by(dst).or_else(|| sender.and_then(by))
+        });
+        match site {
+            Some(i) => self.sites[i].engine.handle_lan_frame(f),
+            None => self.recycle(f),
+        }
+    }
+
+    /// Next frame for the LAN.
+    pub fn poll_lan_transmit(&mut self) -> Option<Frame> {
+        let n = self.sites.len();
+        for k in 0..n {
+            let i = (self.next_tx + k) % n;
+            if let Some(f) = self.sites[i].engine.poll_lan_transmit() {
+                self.next_tx = (i + 1) % n;
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    // ---- links -----------------------------------------------------------
+
+    /// The link to `peer` is up: every address shared with it says `Hello`.
+    pub fn handle_link_up(&mut self, peer: PeerId, now: Instant) {
+        for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
+            if let Some(r) = s.replica.as_mut() {
+                r.handle_connected(now);
+            }
+        }
+    }
+
+    /// The link to `peer` failed or closed: it is dead for every address
+    /// shared with it (the next round takes over).
+    pub fn handle_link_lost(&mut self, peer: PeerId, now: Instant) {
+        for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
+            if let Some(r) = s.replica.as_mut() {
+                r.handle_link_lost(now);
+            }
+        }
+    }
+
+    /// A message from `peer` about the address `channel` names.
+    pub fn handle_link_msg(
+        &mut self,
+        peer: PeerId,
+        channel: u32,
+        msg: Msg,
+        now: Instant,
+    ) -> Result<(), LinkError> {
+        let Some(site) = self
+            .sites
+            .iter_mut()
+            .find(|s| s.channel == channel && s.cfg.peer == Some(peer))
+        else {
+            return Err(LinkError::UnknownChannel { channel });
+        };
+        if let Msg::Hello { node, .. } = &msg {
+            // The link is a trust boundary: whoever connects must be the
+            // node configured for it.
+            if let Some(expected) = &self.peers[peer].name {
+                if node != expected {
+                    return Err(LinkError::WrongPeer {
+                        expected: expected.clone(),
+                        got: node.clone(),
+                    });
+                }
+            }
+        }
+        let replica = site
+            .replica
+            .as_mut()
+            .expect("a site with a peer has a replica");
+        replica.handle_peer_msg(msg, now)?;
+        Ok(())
+    }
+
+    /// Next message for `peer`'s link, with its channel. The shell stops
+    /// asking while its socket buffer is full (back-pressure).
+    pub fn poll_link_transmit(&mut self, peer: PeerId) -> Option<(u32, Msg)> {
+        let n = self.sites.len();
+        let start = self.peers[peer].next;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let s = &mut self.sites[i];
+            if s.cfg.peer != Some(peer) {
+                continue;
+            }
+            if let Some(m) = s.replica.as_mut().and_then(Replica::poll_transmit) {
+                self.peers[peer].next = (i + 1) % n;
+                return Some((s.channel, m));
+            }
+        }
+        None
+    }
+
+    /// Number of peers.
+    pub fn peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Peer `p`'s name.
+    pub fn peer_name(&self, peer: PeerId) -> &str {
+        self.peers[peer].name.as_deref().unwrap_or("peer")
+    }
+
+    // ---- handlers --------------------------------------------------------
+
+    /// Next request for the shell to answer.
+    pub fn poll_job(&mut self) -> Option<Job> {
+        self.shared.jobs.pop_front()
+    }
+
+    /// The reply to a [`Job`]. A reply for a connection that is gone is
+    /// dropped.
+    pub fn handle_job_done(&mut self, site: usize, conn: ConnId, index: u64, response: Response) {
+        if let Some(s) = self.sites.get_mut(site) {
+            s.conns.reply(conn, index, response);
+        }
+    }
+
+    // ---- the round ---------------------------------------------------------
+
+    /// Next role change (takeover) to report.
+    pub fn poll_role_change(&mut self) -> Option<RoleChange> {
+        self.changes.pop_front()
+    }
+
+    /// One round at `now`: timers, frames for the primary onto the link,
+    /// replication events (takeovers), then every engine. Returns whether
+    /// anything moved: call again at once (after moving the outputs).
+    pub fn round(&mut self, now: Instant) -> bool {
+        let mut busy = std::mem::take(&mut self.shared.logged);
+        for (i, site) in self.sites.iter_mut().enumerate() {
+            let mut promote = false;
+            let mut claim = false;
+            if let Some(r) = site.replica.as_mut() {
+                if r.poll_timeout().is_some_and(|t| t <= now) {
+                    r.handle_timeout(now);
+                }
+                // Client frames the shadow holds, for the primary.
+                while let Some(f) = site.engine.poll_forward() {
+                    busy = true;
+                    let bytes = Bytes::copy_from_slice(f.data());
+                    site.engine.recycle(f);
+                    // On back-pressure or no peer the frame is dropped: TCP
+                    // retransmits, and the primary never acknowledges it.
+                    if let Err(e) = r.forward_frame(bytes) {
+                        tracing::debug!(error = %e, "client frame not forwarded");
+                    }
+                }
+                while let Some(ev) = r.poll_event() {
+                    busy = true;
+                    match ev {
+                        Event::Frame { frame } => {
+                            site.engine.handle_peer_frame(Frame::copy_from(&frame))
+                        }
+                        Event::Release { conn, .. }
+                        | Event::Logged { conn, .. }
+                        | Event::ConnGone { conn } => site.conns.event(conn, ev),
+                        Event::PeerUp { node } => tracing::info!(
+                            peer = %node,
+                            address = %site.cfg.address.address(),
+                            "replication link up"
+                        ),
+                        Event::PeerDead { since_heard } => {
+                            match site.engine.mode() {
+                                Role::Ingress => promote = true,
+                                Role::Primary => claim = true,
+                                Role::Simplex => {}
+                            }
+                            tracing::info!(
+                                address = %site.cfg.address.address(),
+                                silent_ms = since_heard.as_millis() as u64,
+                                connections = site.conns.len(),
+                                "peer declared dead: taking over"
+                            );
+                        }
+                    }
+                }
+            } else {
+                // Unreplicated: nothing is forwarded.
+                while let Some(f) = site.engine.poll_forward() {
+                    site.engine.recycle(f);
+                }
+            }
+            let mut driver = SiteDriver {
+                site: i,
+                conns: &mut site.conns,
+                shared: &mut self.shared,
+                replica: site.replica.as_mut(),
+            };
+            if promote {
+                let before = site.engine.stats().promoted;
+                site.engine.promote(&mut driver, now);
+                let connections = site.engine.stats().promoted - before;
+                tracing::info!(
+                    address = %site.cfg.address.address(),
+                    connections,
+                    "takeover: shadow connections promoted"
+                );
+                self.changes.push_back(RoleChange::Promoted {
+                    address: site.cfg.address.address(),
+                    connections,
+                });
+            }
+            if claim {
+                tracing::info!(
+                    address = %site.cfg.address.address(),
+                    connections = site.engine.connections(),
+                    "takeover: claiming the service address"
+                );
+                site.engine.claim();
+                self.changes.push_back(RoleChange::Claiming {
+                    address: site.cfg.address.address(),
+                });
+            }
+            busy |= site.engine.poll(&mut driver, now);
+            if site.engine.fenced() && !site.fenced_reported {
+                site.fenced_reported = true;
+                tracing::error!(
+                    address = %site.cfg.address.address(),
+                    "fenced: the owner answered for the address after the link failed; \
+                     it serves that address's connections now, this node stays silent for it"
+                );
+            }
+        }
+        busy || self.shared.logged
+    }
+
+    /// When the node next needs a round, if nothing arrives before.
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        let mut at_most = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        for s in &mut self.sites {
+            if let Some(d) = s.engine.poll_delay(now) {
+                at_most(now + d);
+            }
+            if let Some(t) = s.replica.as_ref().and_then(Replica::poll_timeout) {
+                at_most(t);
+            }
+        }
+        at
+    }
+
+    /// Every site is fenced: the node has nothing left to serve.
+    pub fn all_fenced(&self) -> bool {
+        self.sites.iter().all(|s| s.engine.fenced())
+    }
+}
