@@ -16,6 +16,8 @@
 //!
 //! Environment knobs (besides those of [`crate::failover`] and [`crate::Lab`]):
 //! - `HOTPAIR_NODE_CPUS=X`: pass `--node-cpus X` to `lab up`.
+//! - `HOTPAIR_HEARTBEAT_TIMEOUT_MS=N`: pass `--heartbeat-timeout-ms N` (the
+//!   lab's default is 500).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -185,11 +187,18 @@ impl std::ops::Deref for MultiLab {
 }
 
 /// `lab up` arguments for `mode` plus `extra` (and `--node-cpus` from
-/// `HOTPAIR_NODE_CPUS`).
+/// `HOTPAIR_NODE_CPUS`, `--heartbeat-timeout-ms` from
+/// `HOTPAIR_HEARTBEAT_TIMEOUT_MS`).
 pub fn mode_args(mode: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec!["--mode".into(), mode.into()];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     args.extend(["--wait-secs".into(), "30".into()]);
+    if let Some(ms) = std::env::var("HOTPAIR_HEARTBEAT_TIMEOUT_MS")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        args.extend(["--heartbeat-timeout-ms".into(), ms]);
+    }
     if let Some(cpus) = std::env::var("HOTPAIR_NODE_CPUS")
         .ok()
         .filter(|v| !v.is_empty())
@@ -684,6 +693,84 @@ pub fn check_roles(
             bad.join("\n"),
             seen.join("; "),
             lab.mac_legend()
+        ))
+    }
+}
+
+// ---- node logs ------------------------------------------------------------------
+
+/// Seconds since the epoch of a log line's leading RFC 3339 UTC timestamp
+/// (`2026-11-30T17:39:25.825899Z …`, as `tracing` writes it).
+pub fn log_time(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|v| v.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut h = time.splitn(3, ':');
+    let hh: i64 = h.next()?.parse().ok()?;
+    let mm: i64 = h.next()?.parse().ok()?;
+    let ss: f64 = h.next()?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+/// Words of the node log lines that tell of a takeover or fencing.
+const TAKEOVER_WORDS: &[&str] = &[
+    "declared dead",
+    "taking over",
+    "fenced",
+    "claiming",
+    "promoted",
+];
+
+/// Takeover and fencing lines the node logs show before `kill` (seconds
+/// since the epoch): there was no failure then, so there must be none. A
+/// diagnosis beside [`check_roles`], which sees the same from the client's
+/// side and does not depend on the wording of the logs.
+pub fn check_no_early_takeover(lab: &Lab, kill: f64) -> Result<String, String> {
+    let mut early = Vec::new();
+    let Ok(entries) = std::fs::read_dir(lab.state_dir()) else {
+        return Err(format!("cannot read {}", lab.state_dir().display()));
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "log")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('n'))
+        })
+        .collect();
+    logs.sort();
+    for log in &logs {
+        let text = std::fs::read(log).unwrap_or_default();
+        let name = log
+            .file_stem()
+            .map_or(String::new(), |s| s.to_string_lossy().into_owned());
+        for line in String::from_utf8_lossy(&text).lines() {
+            let Some(t) = log_time(line) else {
+                continue;
+            };
+            if t < kill && TAKEOVER_WORDS.iter().any(|w| line.contains(w)) {
+                early.push(format!(
+                    "  {name} [{:+.3} s from the kill] {line}",
+                    t - kill
+                ));
+            }
+        }
+    }
+    if early.is_empty() {
+        Ok(format!("none in {} node logs", logs.len()))
+    } else {
+        Err(format!(
+            "{} takeover/fencing line(s) before any node was killed:\n{}",
+            early.len(),
+            early.join("\n")
         ))
     }
 }
@@ -1229,6 +1316,10 @@ pub fn kill_under_load(lab: &MultiLab, victim: &str, load: Load) -> Checks {
         Err(e) => checks.record("client capture".to_owned(), Err(e)),
     }
     checks.record(
+        "no takeover or fencing before the kill (node logs)".to_owned(),
+        check_no_early_takeover(lab, kill_epoch),
+    );
+    checks.record(
         "only the victim died".to_owned(),
         lab.check_survivors(victim),
     );
@@ -1296,6 +1387,15 @@ mod tests {
         .unwrap();
         assert_eq!(status_addresses(&st).unwrap(), dual_role_addresses());
         assert!(status_addresses(&serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn log_times() {
+        let t = log_time("2026-11-30T17:39:25.825899Z  INFO hotpair: x").unwrap();
+        assert!((t - 1_796_060_365.825_899).abs() < 1e-5, "{t}");
+        assert_eq!(log_time("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(log_time("2000-03-01T00:00:00Z"), Some(951_868_800.0));
+        assert!(log_time("listening on 127.0.0.1:8080").is_none());
     }
 
     #[test]
