@@ -40,14 +40,14 @@ pub const DOWNLOAD_FILE: &str = "50m.bin";
 pub const UPLOAD_BYTES: u64 = 20 * 1024 * 1024;
 /// curl `--limit-rate` of the dual-role scenario's downloads and uploads.
 /// Under wrk on a loaded 2-core machine (debug nodes) the uploads go at a
-/// fraction of their limit; at these rates the downloads are about 40% in
-/// when the uploads reach [`KILL_FRACTION`], so every transfer is mid-way at
+/// fraction of their limit; at these rates the downloads are ahead of the uploads (about 40% in
+/// when the uploads reach 30%), so every transfer is mid-way at
 /// the kill.
 pub const DUAL_DOWNLOAD_RATE: &str = "10M";
 pub const UPLOAD_RATE: &str = "8M";
 /// The kill lands once every transfer has this fraction of its bytes
 /// (received, for downloads; acknowledged by the service, for uploads).
-pub const KILL_FRACTION: f64 = 0.3;
+pub const KILL_FRACTION: f64 = 0.2;
 /// wrk runs from before the transfers start until this long after the kill,
 /// when it is stopped with SIGINT (it prints its report then), so it spans
 /// the takeover however slow the machine is. `-d` is only a bound.
@@ -729,6 +729,14 @@ const TAKEOVER_WORDS: &[&str] = &[
     "promoted",
 ];
 
+/// For a failure before the kill: the node logs' takeovers so far, if any.
+fn early_note(lab: &Lab) -> String {
+    match check_no_early_takeover(lab, epoch_now()) {
+        Ok(_) => String::new(),
+        Err(e) => format!("\nNo node was killed yet, but {e}"),
+    }
+}
+
 /// Takeover and fencing lines the node logs show before `kill` (seconds
 /// since the epoch): there was no failure then, so there must be none. A
 /// diagnosis beside [`check_roles`], which sees the same from the client's
@@ -1219,25 +1227,26 @@ pub fn kill_under_load(lab: &MultiLab, victim: &str, load: Load) -> Checks {
         for d in &mut downloads {
             assert!(
                 !d.curl.exited(),
-                "[{test}] the download from {} ended before the kill ({})",
+                "[{test}] the download from {} ended before the kill ({progress}){}",
                 d.ip,
-                progress
+                early_note(lab)
             );
         }
         for u in &mut uploads {
             assert!(
                 !u.curl.exited(),
-                "[{test}] the upload to {} ended before the kill ({})",
+                "[{test}] the upload to {} ended before the kill ({progress}){}",
                 u.ip,
-                progress
+                early_note(lab)
             );
         }
         for w in &mut wrks {
             assert!(
                 !w.proc.exited(),
-                "[{test}] wrk on {} ended before the kill ({progress}): {}",
+                "[{test}] wrk on {} ended before the kill ({progress}): {}{}",
                 w.ip,
-                w.proc.stderr_text()
+                w.proc.stderr_text(),
+                early_note(lab)
             );
         }
         if dl_ready && up_ready && wrk_ready {
@@ -1246,9 +1255,9 @@ pub fn kill_under_load(lab: &MultiLab, victim: &str, load: Load) -> Checks {
         }
         assert!(
             start.elapsed() < KILL_DEADLINE,
-            "[{test}] the transfers did not reach {:.0}% within {KILL_DEADLINE:?} ({})",
+            "[{test}] the transfers did not reach {:.0}% within {KILL_DEADLINE:?} ({progress}){}",
             KILL_FRACTION * 100.0,
-            progress
+            early_note(lab)
         );
         thread::sleep(Duration::from_millis(5));
     };

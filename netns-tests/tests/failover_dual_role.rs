@@ -7,7 +7,7 @@
 //! Each test builds one lab and, on both addresses at once, runs a 50 MB
 //! download (/static/50m.bin, curl --limit-rate 10M), a 20 MB upload
 //! (/app/upload, 8M) and wrk (-c8) with a client-side packet capture,
-//! SIGKILLs the victim once every transfer is 30% through, stops wrk 3 s
+//! SIGKILLs the victim once every transfer is 20% through, stops wrk 3 s
 //! after the kill, and checks (each reported as PASS/FAIL):
 //! - both downloads complete, SHA-256 exact;
 //! - both uploads are answered with the SHA-256 of their own body;

@@ -7,7 +7,7 @@
 //!
 //! Each test builds a fresh lab, downloads /static/50m.bin from all three
 //! addresses at once (15 MB/s each) with a client-side packet capture,
-//! SIGKILLs one node once every download is 30% through, and checks (each
+//! SIGKILLs one node once every download is 20% through, and checks (each
 //! reported as PASS/FAIL): all three downloads complete, SHA-256 exact; no
 //! RST from any address; the roles in the capture (before the kill replies
 //! from each address's primary and client frames to its owner; after it,
