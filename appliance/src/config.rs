@@ -686,6 +686,88 @@ address = "10.77.0.10"
         assert_eq!(c.replication.unwrap().heartbeat_timeout_ms, 500);
     }
 
+    fn dual() -> String {
+        r#"
+[node]
+name = "n1"
+tap = "hptap0"
+mac = "02:68:70:00:00:01"
+[[address]]
+ip = "10.77.0.10"
+role = "owner"
+peer = "n2"
+[[address]]
+ip = "10.77.0.11"
+role = "primary"
+peer = "n2"
+[[peer]]
+name = "n2"
+listen = "10.77.0.1:7702"
+"#
+        .to_string()
+    }
+
+    #[test]
+    fn the_general_form_gives_every_address_its_role_and_peer() {
+        let t = Config::parse(&dual()).unwrap().topology().unwrap();
+        assert_eq!(t.sites.len(), 2);
+        assert_eq!((t.sites[0].role, t.sites[0].peer), (Role::Ingress, Some(0)));
+        assert_eq!((t.sites[1].role, t.sites[1].peer), (Role::Primary, Some(0)));
+        assert_eq!(t.peers[0].name.as_deref(), Some("n2"));
+        assert_eq!(
+            t.peers[0].link,
+            LinkEnd::Listen("10.77.0.1:7702".parse().unwrap())
+        );
+        assert_eq!(
+            (t.heartbeat_interval_ms, t.heartbeat_timeout_ms),
+            (100, 500)
+        );
+    }
+
+    #[test]
+    fn an_inconsistent_set_of_addresses_is_refused_naming_the_key() {
+        let cases = [
+            (dual().replace("10.77.0.11", "10.77.0.10"), "address[1].ip"),
+            (dual().replacen("peer = \"n2\"\n", "", 1), "address[0].peer"),
+            (
+                dual().replacen("peer = \"n2\"", "peer = \"n9\"", 1),
+                "address[0].peer",
+            ),
+            (
+                dual().replace("role = \"primary\"", "role = \"alone\""),
+                "address[1].peer",
+            ),
+            (
+                dual().replace("role = \"primary\"", "role = \"boss\""),
+                "role",
+            ),
+            (dual() + "connect = \"10.77.0.2:7702\"\n", "peer[0].listen"),
+            (
+                dual() + "[[peer]]\nname = \"n3\"\nconnect = \"10.77.0.3:7703\"\n",
+                "peer[1].name",
+            ),
+            (
+                dual().replace("name = \"n2\"", "name = \"n1\""),
+                "peer[0].name",
+            ),
+            (dual() + "[service]\naddress = \"10.77.0.12\"\n", "address"),
+            (
+                dual() + "[heartbeat]\ninterval_ms = 100\ntimeout_ms = 100\n",
+                "heartbeat.timeout_ms",
+            ),
+            (
+                dual() + "[replication]\nrole = \"primary\"\nlisten = \"10.0.0.1:1\"\n",
+                "replication",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = err(&text);
+            assert!(e.contains(key), "expected {key:?} in: {e}");
+        }
+        let none = "[node]\nname = \"n1\"\ntap = \"t\"\nmac = \"02:00:00:00:00:01\"\n";
+        assert!(err(none).contains("service"));
+    }
+
     #[test]
     fn mac_parsing() {
         assert_eq!(

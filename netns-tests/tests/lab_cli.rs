@@ -159,19 +159,28 @@ fn status_reup_exec_kill_down() {
 fn unsupported_mode_is_refused() {
     // Argument checking only: no namespaces are touched.
     let out = run_with_timeout(
-        Command::new(hotpair_bin()).args([
-            "lab",
-            "up",
-            "--prefix",
-            "tnever",
-            "--mode",
-            "dual-role",
-        ]),
+        Command::new(hotpair_bin()).args(["lab", "up", "--prefix", "tnever", "--mode", "triplex"]),
         T,
     );
-    assert!(!out.status.success(), "dual-role must be refused for now");
+    assert!(!out.status.success(), "an unknown mode must be refused");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not supported"), "unclear error: {err}");
+    assert!(err.contains("triplex"), "unclear error: {err}");
+    // A ring needs 3..=8 nodes; --nodes is for the ring only.
+    for args in [
+        &["--mode", "ring", "--nodes", "2"][..],
+        &["--mode", "ring", "--nodes", "9"][..],
+        &["--mode", "dual-role", "--nodes", "3"][..],
+    ] {
+        let out = run_with_timeout(
+            Command::new(hotpair_bin())
+                .args(["lab", "up", "--prefix", "tnever"])
+                .args(args),
+            T,
+        );
+        assert!(!out.status.success(), "{args:?} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--nodes"), "unclear error for {args:?}: {err}");
+    }
     // Duplex-only options are refused in simplex.
     for extra in [
         ["--repl-net", "dedicated"],
