@@ -16,6 +16,8 @@
 //! - the roles the capture shows: before the kill, replies for each address
 //!   from its primary's MAC and client frames to its owner's MAC; after it,
 //!   nothing from the victim, each address served by the survivor;
+//! - no takeover or fencing in the node logs before the kill (a false
+//!   failure detection would leave nothing for the kill to test);
 //! - only the victim died.
 //!
 //! The scenario lives in `hotpair_netns_tests::multi`.

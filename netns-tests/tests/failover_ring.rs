@@ -12,7 +12,8 @@
 //! RST from any address; the roles in the capture (before the kill replies
 //! from each address's primary and client frames to its owner; after it,
 //! nothing from the victim and each address served by the node DESIGN §4
-//! names); only the victim died.
+//! names); no takeover or fencing in the node logs before the kill; only the
+//! victim died.
 //!
 //! The scenario lives in `hotpair_netns_tests::multi`.
 
