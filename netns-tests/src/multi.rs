@@ -845,17 +845,19 @@ impl Download {
         let samples = self.sampler.finish();
         let got = std::fs::metadata(&self.file).map_or(0, |m| m.len());
         let total = self.total;
-        let s = hotpair::stall::measure(
-            &samples,
-            kill.saturating_duration_since(self.start),
-            end - self.start,
-            got == total,
-        );
+        let kill_at = kill.saturating_duration_since(self.start);
+        let s = hotpair::stall::measure(&samples, kill_at, end - self.start, got == total);
+        // When the last byte arrived (sampled), else when curl was seen to end.
+        let done = samples
+            .iter()
+            .find(|(_, size)| *size >= total)
+            .map_or(end - self.start, |(t, _)| *t);
         let how = format!(
-            "{:.1} MiB in at the kill; stall {:.0} ms; done {:.2} s after the kill",
+            "{:.1} MiB in at the kill; stall {:.0} ms; {} {:.2} s after the kill",
             mib(at_kill),
             ms(s.after_kill),
-            end.saturating_duration_since(kill).as_secs_f64()
+            if got == total { "done" } else { "ended" },
+            done.saturating_sub(kill_at).as_secs_f64()
         );
         if at_kill == 0 || at_kill >= total {
             return Err(format!(
@@ -1185,11 +1187,14 @@ pub fn kill_under_load(lab: &MultiLab, victim: &str, load: Load) -> Checks {
     } else {
         Vec::new()
     };
-    let mut uploads: Vec<Upload> = ips
-        .iter()
-        .zip(bodies)
-        .map(|(ip, body)| start_upload(lab, tmp.path(), ip, body, load.upload_rate.unwrap_or("0")))
-        .collect();
+    let mut uploads: Vec<Upload> = match load.upload_rate {
+        Some(rate) => ips
+            .iter()
+            .zip(bodies)
+            .map(|(ip, body)| start_upload(lab, tmp.path(), ip, body, rate))
+            .collect(),
+        None => Vec::new(),
+    };
     let start = Instant::now();
     let mut downloads: Vec<Download> = ips
         .iter()
