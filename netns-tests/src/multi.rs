@@ -1232,16 +1232,18 @@ pub fn kill_under_load(lab: &MultiLab, victim: &str, load: Load) -> Checks {
         for d in &mut downloads {
             assert!(
                 !d.curl.exited(),
-                "[{test}] the download from {} ended before the kill ({progress}){}",
+                "[{test}] the download from {} ended before the kill ({progress}); curl: {}{}",
                 d.ip,
+                d.curl.stderr_text().trim(),
                 early_note(lab)
             );
         }
         for u in &mut uploads {
             assert!(
                 !u.curl.exited(),
-                "[{test}] the upload to {} ended before the kill ({progress}){}",
+                "[{test}] the upload to {} ended before the kill ({progress}); curl: {}{}",
                 u.ip,
+                u.curl.stderr_text().trim(),
                 early_note(lab)
             );
         }
