@@ -839,7 +839,11 @@ fn a_local_unit_carries_its_place_not_its_bytes_and_is_released_by_its_ack() {
         .r
         .log_local_unit(c, 1, 250, true)
         .expect("log_local_unit");
-    assert_eq!((logged_seq, local_seq), (0, 1), "one sequence for both kinds");
+    assert_eq!(
+        (logged_seq, local_seq),
+        (0, 1),
+        "one sequence for both kinds"
+    );
     pair.drive();
     pair.no_errors();
     let ing = pair.i.take_events();

@@ -194,7 +194,10 @@ fn local_reply(
         .find(|r| req.path.starts_with(&r.prefix))
         .ok_or_else(|| format!("no route for {:?}", req.path))?;
     let Handler::Files(files) = &route.handler else {
-        return Err(format!("route {:?} is not a files route here", route.prefix));
+        return Err(format!(
+            "route {:?} is not a files route here",
+            route.prefix
+        ));
     };
     let resp = files.handle(&req);
     let _ = http.send_response(index, resp);
