@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 pub mod failover;
 pub mod multi;
+pub mod policies;
 pub mod wrk;
 
 /// The lab's service address and port.
