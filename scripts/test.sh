@@ -78,6 +78,13 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The node core is sans-IO: no tokio under the replicator (DESIGN §6).
+step "cargo tree -p hotpair-replicator: no tokio"
+if cargo tree -p hotpair-replicator -e normal --prefix none | grep -q '^tokio '; then
+    echo "hotpair-replicator depends on tokio; the node core must stay sans-IO" >&2
+    exit 1
+fi
+
 step "cargo build -p hotpair"
 cargo build -p hotpair
 

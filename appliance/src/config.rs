@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use hotpair_replicator::Role;
+use hotpair_replicator::{Policy, Role};
 use serde::Deserialize;
 
 /// A node's config. Two forms: one address in `[service]` (with an optional
@@ -48,6 +48,15 @@ pub struct AddressSection {
     pub port: u16,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Default: a quarter of `max_connections` (at least 16).
+    #[serde(default)]
+    pub max_half_open: Option<usize>,
+    #[serde(default = "default_half_open_timeout")]
+    pub half_open_timeout_ms: u64,
+    /// The most connections one client address may hold (default: half of
+    /// `max_connections`: one source never takes the whole pool).
+    #[serde(default)]
+    pub max_per_source: Option<usize>,
     /// `owner` (this node owns the address on the LAN; `peer` is its
     /// primary), `primary` (`peer` owns it), or `alone`.
     #[serde(deserialize_with = "role")]
@@ -100,6 +109,9 @@ pub struct SiteSpec {
     pub gateway: Option<Ipv4Addr>,
     pub port: u16,
     pub max_connections: usize,
+    pub max_half_open: usize,
+    pub half_open_timeout_ms: u64,
+    pub max_per_source: usize,
     pub role: Role,
     /// Index into [`Topology::peers`].
     pub peer: Option<usize>,
@@ -185,6 +197,15 @@ pub struct ServiceSection {
     pub port: u16,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Default: a quarter of `max_connections` (at least 16).
+    #[serde(default)]
+    pub max_half_open: Option<usize>,
+    #[serde(default = "default_half_open_timeout")]
+    pub half_open_timeout_ms: u64,
+    /// The most connections one client address may hold (default: half of
+    /// `max_connections`: one source never takes the whole pool).
+    #[serde(default)]
+    pub max_per_source: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +262,33 @@ pub struct RouteSection {
     /// `upstream`: time for the whole exchange.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// How replies are replicated: `logged`, `static` or `sync-static`
+    /// (default: `static` for `files`, `logged` otherwise).
+    #[serde(default, deserialize_with = "policy")]
+    pub policy: Option<Policy>,
+}
+
+/// A content policy's name in a config.
+fn policy<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Policy>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "logged" => Ok(Some(Policy::Logged)),
+        "static" => Ok(Some(Policy::Static)),
+        "sync-static" => Ok(Some(Policy::SyncStatic)),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown policy {other:?}: expected \"logged\", \"static\" or \"sync-static\""
+        ))),
+    }
+}
+
+impl RouteSection {
+    /// The route's policy, its default filled in.
+    pub fn policy(&self) -> Policy {
+        self.policy.unwrap_or(match self.handler {
+            HandlerKind::Files => Policy::Static,
+            HandlerKind::Generate | HandlerKind::Upstream => Policy::Logged,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +316,16 @@ fn default_port() -> u16 {
 }
 fn default_max_connections() -> usize {
     1024
+}
+/// Linux gives up on a handshake after ~63 s of SYN-ACK retransmissions;
+/// the bound on half-open connections, not this timeout, is what stands up
+/// to a flood, so a shorter wait only reclaims listeners sooner.
+fn default_half_open_timeout() -> u64 {
+    20_000
+}
+/// A SYN queue a quarter of the pool: a flood never holds more than that.
+fn default_max_half_open(max_connections: usize) -> usize {
+    (max_connections / 4).max(16).min(max_connections)
 }
 fn default_max_header() -> usize {
     16 * 1024
@@ -337,6 +395,23 @@ impl Config {
 
     /// Both forms normalised, every key checked.
     pub fn topology(&self) -> Result<Topology> {
+        let check_half_open = |key: &str, max: usize, half: Option<usize>, timeout: u64| {
+            let half = half.unwrap_or_else(|| default_max_half_open(max));
+            if half == 0 || half > max {
+                bail!("{key}.max_half_open: {half} must be within 1..=max_connections ({max})");
+            }
+            if timeout < 1000 {
+                bail!("{key}.half_open_timeout_ms: {timeout} must be at least 1000 (a client's SYN-ACK round trip and retransmission)");
+            }
+            Ok(half)
+        };
+        let check_per_source = |key: &str, max: usize, per: Option<usize>| {
+            let per = per.unwrap_or((max / 2).max(1));
+            if per == 0 || per > max {
+                bail!("{key}.max_per_source: {per} must be within 1..=max_connections ({max})");
+            }
+            Ok(per)
+        };
         // `key` is the table ("service", "address[1]"), `ip_key` its address.
         let check_site =
             |key: &str, ip_key: &str, a: Ipv4Addr, prefix_len: u8, port: u16, max: usize| {
@@ -424,6 +499,18 @@ impl Config {
                         gateway: s.gateway,
                         port: s.port,
                         max_connections: s.max_connections,
+                        max_half_open: check_half_open(
+                            "service",
+                            s.max_connections,
+                            s.max_half_open,
+                            s.half_open_timeout_ms,
+                        )?,
+                        half_open_timeout_ms: s.half_open_timeout_ms,
+                        max_per_source: check_per_source(
+                            "service",
+                            s.max_connections,
+                            s.max_per_source,
+                        )?,
                         role,
                         peer,
                     }],
@@ -493,6 +580,18 @@ impl Config {
                         gateway: a.gateway,
                         port: a.port,
                         max_connections: a.max_connections,
+                        max_half_open: check_half_open(
+                            &key,
+                            a.max_connections,
+                            a.max_half_open,
+                            a.half_open_timeout_ms,
+                        )?,
+                        half_open_timeout_ms: a.half_open_timeout_ms,
+                        max_per_source: check_per_source(
+                            &key,
+                            a.max_connections,
+                            a.max_per_source,
+                        )?,
                         role: a.role,
                         peer,
                     });
@@ -610,6 +709,13 @@ impl Config {
                     if r.max_size == Some(0) {
                         bail!("{}: must be greater than 0", key("max_size"));
                     }
+                    if r.policy() != Policy::Logged {
+                        bail!(
+                            "{}: {:?} needs replies both nodes make alike; generate makes new random bytes for every request, so its replies can only be logged",
+                            key("policy"),
+                            r.policy().name()
+                        );
+                    }
                 }
                 HandlerKind::Upstream => {
                     let Some(addr) = &r.address else {
@@ -620,6 +726,13 @@ impl Config {
                     })?;
                     unexpected("root", r.root.is_some())?;
                     unexpected("max_size", r.max_size.is_some())?;
+                    if r.policy() != Policy::Logged {
+                        bail!(
+                            "{}: {:?} on an upstream route is not built yet (the ingress node would have to ask its own upstream and trust it to answer alike); use \"logged\"",
+                            key("policy"),
+                            r.policy().name()
+                        );
+                    }
                 }
             }
         }
@@ -673,6 +786,15 @@ address = "10.77.0.10"
         assert!(err(&kind).contains("handler"));
         let rel = base() + "[[route]]\nprefix = \"s\"\nhandler = \"generate\"\n";
         assert!(err(&rel).contains("route[0].prefix"));
+        let gen =
+            base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"static\"\n";
+        assert!(err(&gen).contains("route[0].policy"));
+        let up = base()
+            + "[[route]]\nprefix = \"/a/\"\nhandler = \"upstream\"\naddress = \"127.0.0.1:1\"\npolicy = \"sync-static\"\n";
+        assert!(err(&up).contains("route[0].policy"));
+        let bad =
+            base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"cached\"\n";
+        assert!(err(&bad).contains("policy"));
     }
 
     #[test]
@@ -684,6 +806,88 @@ address = "10.77.0.10"
         let ok = base() + "[replication]\nrole = \"ingress\"\npeer = \"10.0.0.1:7700\"\n";
         let c = Config::parse(&ok).unwrap();
         assert_eq!(c.replication.unwrap().heartbeat_timeout_ms, 500);
+    }
+
+    fn dual() -> String {
+        r#"
+[node]
+name = "n1"
+tap = "hptap0"
+mac = "02:68:70:00:00:01"
+[[address]]
+ip = "10.77.0.10"
+role = "owner"
+peer = "n2"
+[[address]]
+ip = "10.77.0.11"
+role = "primary"
+peer = "n2"
+[[peer]]
+name = "n2"
+listen = "10.77.0.1:7702"
+"#
+        .to_string()
+    }
+
+    #[test]
+    fn the_general_form_gives_every_address_its_role_and_peer() {
+        let t = Config::parse(&dual()).unwrap().topology().unwrap();
+        assert_eq!(t.sites.len(), 2);
+        assert_eq!((t.sites[0].role, t.sites[0].peer), (Role::Ingress, Some(0)));
+        assert_eq!((t.sites[1].role, t.sites[1].peer), (Role::Primary, Some(0)));
+        assert_eq!(t.peers[0].name.as_deref(), Some("n2"));
+        assert_eq!(
+            t.peers[0].link,
+            LinkEnd::Listen("10.77.0.1:7702".parse().unwrap())
+        );
+        assert_eq!(
+            (t.heartbeat_interval_ms, t.heartbeat_timeout_ms),
+            (100, 500)
+        );
+    }
+
+    #[test]
+    fn an_inconsistent_set_of_addresses_is_refused_naming_the_key() {
+        let cases = [
+            (dual().replace("10.77.0.11", "10.77.0.10"), "address[1].ip"),
+            (dual().replacen("peer = \"n2\"\n", "", 1), "address[0].peer"),
+            (
+                dual().replacen("peer = \"n2\"", "peer = \"n9\"", 1),
+                "address[0].peer",
+            ),
+            (
+                dual().replace("role = \"primary\"", "role = \"alone\""),
+                "address[1].peer",
+            ),
+            (
+                dual().replace("role = \"primary\"", "role = \"boss\""),
+                "role",
+            ),
+            (dual() + "connect = \"10.77.0.2:7702\"\n", "peer[0].listen"),
+            (
+                dual() + "[[peer]]\nname = \"n3\"\nconnect = \"10.77.0.3:7703\"\n",
+                "peer[1].name",
+            ),
+            (
+                dual().replace("name = \"n2\"", "name = \"n1\""),
+                "peer[0].name",
+            ),
+            (dual() + "[service]\naddress = \"10.77.0.12\"\n", "address"),
+            (
+                dual() + "[heartbeat]\ninterval_ms = 100\ntimeout_ms = 100\n",
+                "heartbeat.timeout_ms",
+            ),
+            (
+                dual() + "[replication]\nrole = \"primary\"\nlisten = \"10.0.0.1:1\"\n",
+                "replication",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = err(&text);
+            assert!(e.contains(key), "expected {key:?} in: {e}");
+        }
+        let none = "[node]\nname = \"n1\"\ntap = \"t\"\nmac = \"02:00:00:00:00:01\"\n";
+        assert!(err(none).contains("service"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hotpair_replicator::node::{
     Handler, NodeConfig, NodeCore, PeerId, RoleChange, Route, SiteConfig,
 };
-use hotpair_replicator::Msg;
+use hotpair_replicator::{Msg, Policy};
 use hotpair_stack::engine::EngineStats;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
@@ -138,10 +138,14 @@ impl SimNode {
                 handler: Handler::Generate {
                     max_size: content::GENERATE_MAX,
                 },
+                policy: Policy::Logged,
             },
             Route {
                 prefix: content::FILES_PREFIX.to_owned(),
                 handler: Handler::Files(c.files.clone()),
+                // The config's default for files: every file scenario runs
+                // under active replication.
+                policy: Policy::Static,
             },
         ];
         let peers = topo.peers(who);
@@ -159,6 +163,9 @@ impl SimNode {
                 gateway: None,
                 port: PORT,
                 max_connections: 64,
+                max_half_open: 32,
+                half_open_timeout: Duration::from_secs(20),
+                max_per_source: 64,
                 role: s.role,
                 peer: Some(peer_id(s.peer)),
             })

@@ -1,0 +1,423 @@
+//! The node core's own rules, without HTTP traffic (the simulation drives
+//! whole connections through it): which site a frame or a link message
+//! reaches, who may speak on a link, and the dual-role takeover — the
+//! survivor promotes its own address's shadows and claims the dead node's.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hotpair_http::Limits;
+use hotpair_replicator::node::{
+    channel_of, Handler, LinkError, NodeConfig, NodeConfigError, NodeCore, RoleChange, Route,
+    SiteConfig,
+};
+use hotpair_replicator::wire::Decoder;
+use hotpair_replicator::{Msg, Policy, Role};
+use hotpair_stack::arp;
+use hotpair_stack::smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address, Ipv4Cidr};
+use hotpair_stack::Frame;
+
+const A: Ipv4Address = Ipv4Address::new(10, 77, 0, 10);
+const B: Ipv4Address = Ipv4Address::new(10, 77, 0, 11);
+const CLIENT: Ipv4Address = Ipv4Address::new(10, 77, 0, 100);
+const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0x64]);
+
+/// The test's origin of time: read once per test, then passed in.
+#[allow(clippy::disallowed_methods)]
+fn origin() -> Instant {
+    Instant::now()
+}
+
+fn mac(n: u8) -> EthernetAddress {
+    EthernetAddress([2, 0x68, 0x70, 0, 0, n])
+}
+
+fn site(address: Ipv4Address, role: Role, peer: Option<usize>) -> SiteConfig {
+    SiteConfig {
+        address: Ipv4Cidr::new(address, 24),
+        gateway: None,
+        port: 80,
+        max_connections: 16,
+        max_half_open: 8,
+        half_open_timeout: Duration::from_secs(20),
+        max_per_source: 16,
+        role,
+        peer,
+    }
+}
+
+fn config(name: &str, n: u8, sites: Vec<SiteConfig>, peers: &[&str]) -> NodeConfig {
+    NodeConfig {
+        name: name.into(),
+        mac: mac(n),
+        sites,
+        peers: peers.iter().map(|p| Some((*p).to_owned())).collect(),
+        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_timeout: Duration::from_millis(500),
+        rx_buffer_bytes: 16 * 1024,
+        tx_buffer_bytes: 16 * 1024,
+        limits: Limits::default(),
+        routes: Vec::new(),
+        seed: u64::from(n),
+    }
+}
+
+/// A document root with one file, in a directory of its own.
+fn docroot(tag: &str, content: &[u8]) -> hotpair_http::files::Files {
+    let dir = std::env::temp_dir().join(format!("hotpair-node-core-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("page.html"), content).unwrap();
+    let files = hotpair_http::files::Files::load(&dir, "/static/").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    files
+}
+
+fn static_route(files: hotpair_http::files::Files, policy: Policy) -> Route {
+    Route {
+        prefix: "/static/".into(),
+        handler: Handler::Files(files),
+        policy,
+    }
+}
+
+/// n1 owns A (primary n2) and is primary for B; n2 the mirror image.
+fn dual_role(t0: Instant) -> (NodeCore, NodeCore) {
+    let n1 = config(
+        "n1",
+        1,
+        vec![
+            site(A, Role::Ingress, Some(0)),
+            site(B, Role::Primary, Some(0)),
+        ],
+        &["n2"],
+    );
+    let n2 = config(
+        "n2",
+        2,
+        vec![
+            site(A, Role::Primary, Some(0)),
+            site(B, Role::Ingress, Some(0)),
+        ],
+        &["n1"],
+    );
+    (
+        NodeCore::new(n1, t0).unwrap(),
+        NodeCore::new(n2, t0).unwrap(),
+    )
+}
+
+/// Everything `from` has for its peer 0, through the real encoding.
+fn carry(from: &mut NodeCore, to: &mut NodeCore, now: Instant) -> usize {
+    let mut bytes = Vec::new();
+    let mut n = 0;
+    while let Some((ch, m)) = from.poll_link_transmit(0) {
+        m.encode(ch, &mut bytes).unwrap();
+        n += 1;
+    }
+    let mut dec = Decoder::new();
+    dec.feed(&bytes);
+    while let Some((ch, m)) = dec.next().unwrap() {
+        to.handle_link_msg(0, ch, m, now).unwrap();
+    }
+    n
+}
+
+fn settle(n1: &mut NodeCore, n2: &mut NodeCore, now: Instant) {
+    for _ in 0..20 {
+        let busy = n1.round(now) | n2.round(now);
+        let moved = carry(n1, n2, now) + carry(n2, n1, now);
+        if !busy && moved == 0 {
+            return;
+        }
+    }
+    panic!("the pair did not settle");
+}
+
+fn lan_out(n: &mut NodeCore) -> Vec<Frame> {
+    std::iter::from_fn(|| n.poll_lan_transmit()).collect()
+}
+
+fn arp_who_has(ip: Ipv4Address) -> Frame {
+    Frame::copy_from(&arp::request_to(
+        CLIENT_MAC,
+        CLIENT,
+        EthernetAddress::BROADCAST,
+        ip,
+    ))
+}
+
+#[test]
+fn configs_the_core_cannot_run_are_refused() {
+    let t0 = origin();
+    let err = |c| NodeCore::new(c, t0).err().unwrap();
+    assert_eq!(err(config("n", 1, vec![], &[])), NodeConfigError::NoSites);
+    assert_eq!(
+        err(config(
+            "n",
+            1,
+            vec![site(A, Role::Simplex, None), site(A, Role::Simplex, None)],
+            &[]
+        )),
+        NodeConfigError::DuplicateAddress(A)
+    );
+    assert_eq!(
+        err(config("n", 1, vec![site(A, Role::Ingress, None)], &[])),
+        NodeConfigError::BadPeer(A, Role::Ingress)
+    );
+    assert_eq!(
+        err(config(
+            "n",
+            1,
+            vec![site(A, Role::Primary, Some(1))],
+            &["p"]
+        )),
+        NodeConfigError::BadPeer(A, Role::Primary)
+    );
+    assert_eq!(
+        err(config(
+            "n",
+            1,
+            vec![site(A, Role::Simplex, Some(0))],
+            &["p"]
+        )),
+        NodeConfigError::PeerForSimplex(A)
+    );
+}
+
+#[test]
+fn an_address_is_answered_on_the_lan_only_by_its_owner() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    // Each owner announced its own address at start, nothing else.
+    for (n, own, m) in [(&mut n1, A, 1), (&mut n2, B, 2)] {
+        n.round(t0);
+        let out = lan_out(n);
+        assert!(!out.is_empty());
+        for f in out {
+            let a = arp::parse(f.data()).expect("only ARP at start");
+            assert_eq!((a.sender_ip, a.sender_mac), (own, mac(m)));
+        }
+    }
+    // Who has A? n1 answers, n2 (its primary) stays silent; and for B the
+    // other way round.
+    for (ip, owner) in [(A, 1u8), (B, 2u8)] {
+        for (n, who) in [(&mut n1, 1u8), (&mut n2, 2u8)] {
+            n.handle_lan_frame(arp_who_has(ip));
+            n.round(t0);
+            let replies: Vec<_> = lan_out(n)
+                .iter()
+                .filter_map(|f| arp::parse(f.data()))
+                .filter(|a| a.operation == ArpOperation::Reply && a.sender_ip == ip)
+                .collect();
+            assert_eq!(
+                replies.len(),
+                usize::from(who == owner),
+                "n{who} asked for {ip}: {replies:?}"
+            );
+        }
+    }
+    // A frame for an address of no site is dropped, not misrouted.
+    n1.handle_lan_frame(arp_who_has(Ipv4Address::new(10, 77, 0, 99)));
+    n1.round(t0);
+    assert!(lan_out(&mut n1).is_empty());
+}
+
+#[test]
+fn one_link_carries_both_addresses_and_only_the_configured_peer_speaks() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    // Hello for A and for B, each on its own channel.
+    let mut hellos = Vec::new();
+    while let Some((ch, m)) = n1.poll_link_transmit(0) {
+        assert!(matches!(m, Msg::Hello { .. }));
+        hellos.push(ch);
+        n2.handle_link_msg(0, ch, m, t0).unwrap();
+    }
+    hellos.sort();
+    assert_eq!(hellos, vec![channel_of(A), channel_of(B)]);
+    settle(&mut n1, &mut n2, t0);
+    for n in [&n1, &n2] {
+        for i in 0..2 {
+            assert_eq!(
+                n.replica_stats(i).unwrap().peer,
+                hotpair_replicator::PeerState::Up
+            );
+        }
+    }
+    // A channel the two do not share is refused (the caller drops the link).
+    assert_eq!(
+        n1.handle_link_msg(0, channel_of(CLIENT), Msg::Heartbeat { seq: 1 }, t0),
+        Err(LinkError::UnknownChannel {
+            channel: channel_of(CLIENT)
+        })
+    );
+    // So is a node pretending to be another.
+    let (mut m1, _) = dual_role(t0);
+    m1.handle_link_up(0, t0);
+    let impostor = Msg::Hello {
+        version: hotpair_replicator::wire::VERSION,
+        node: "mallory".into(),
+        role: Role::Primary,
+        epoch: 0,
+    };
+    assert_eq!(
+        m1.handle_link_msg(0, channel_of(A), impostor, t0),
+        Err(LinkError::WrongPeer {
+            expected: "n2".into(),
+            got: "mallory".into()
+        })
+    );
+    // A forwarded client frame is taken on the channel of an address this
+    // node is primary for (B), refused on one it owns (A): there it would
+    // come from the LAN, never from the peer.
+    let frame = Bytes::from_static(b"a client frame");
+    assert!(n1
+        .handle_link_msg(
+            0,
+            channel_of(A),
+            Msg::Frame {
+                frame: frame.clone()
+            },
+            t0
+        )
+        .is_err());
+    n1.handle_link_msg(0, channel_of(B), Msg::Frame { frame }, t0)
+        .unwrap();
+}
+
+#[test]
+fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    settle(&mut n1, &mut n2, t0);
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    // n1's process dies: its kernel resets the link.
+    let t1 = t0 + Duration::from_millis(50);
+    n2.handle_link_lost(0, t1);
+    n2.round(t1);
+    let changes: Vec<_> = std::iter::from_fn(|| n2.poll_role_change()).collect();
+    assert_eq!(
+        changes,
+        vec![
+            RoleChange::Claiming { address: A },
+            RoleChange::Promoted {
+                address: B,
+                connections: 0
+            }
+        ]
+    );
+    assert_eq!(n2.role(1), Role::Simplex, "B's shadows are live now");
+    // Claiming A: RFC 5227 probes first (nobody answers: n1 is dead), then
+    // gratuitous ARP, and n2 serves A alone.
+    let mut probes = 0;
+    let mut t = t1;
+    for _ in 0..50 {
+        n2.round(t);
+        for f in lan_out(&mut n2) {
+            if let Some(a) = arp::parse(f.data()) {
+                if a.sender_ip == Ipv4Address::UNSPECIFIED && a.target_ip == A {
+                    probes += 1;
+                }
+            }
+        }
+        t += Duration::from_millis(50);
+    }
+    assert_eq!(probes, 3);
+    assert_eq!(n2.role(0), Role::Simplex, "A claimed");
+    assert!(!n2.fenced(0) && !n2.all_fenced());
+    // Who has A? n2 answers now.
+    n2.handle_lan_frame(arp_who_has(A));
+    n2.round(t);
+    assert!(lan_out(&mut n2).iter().any(|f| arp::parse(f.data())
+        .is_some_and(|a| a.operation == ArpOperation::Reply && a.sender_ip == A)));
+}
+
+#[test]
+fn a_cut_link_fences_only_the_claim_the_live_owner_answers() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    settle(&mut n1, &mut n2, t0);
+    // The link is cut, both processes live: each promotes its own address
+    // and probes for the other's; each owner answers the other's probe.
+    let t1 = t0 + Duration::from_millis(10);
+    n1.handle_link_lost(0, t1);
+    n2.handle_link_lost(0, t1);
+    let mut t = t1;
+    for _ in 0..20 {
+        n1.round(t);
+        n2.round(t);
+        let (f1, f2) = (lan_out(&mut n1), lan_out(&mut n2));
+        // The LAN: a broadcast reaches the other node.
+        for f in f1 {
+            n2.handle_lan_frame(f);
+        }
+        for f in f2 {
+            n1.handle_lan_frame(f);
+        }
+        t += Duration::from_millis(50);
+    }
+    // n1 keeps A (promoted), is fenced for B; n2 the mirror image. Neither
+    // node stops: each still serves its own address.
+    assert_eq!(n1.role(0), Role::Simplex);
+    assert!(n1.fenced(1) && !n1.fenced(0) && !n1.all_fenced());
+    assert_eq!(n2.role(1), Role::Simplex);
+    assert!(n2.fenced(0) && !n2.fenced(1) && !n2.all_fenced());
+}
+
+#[test]
+fn static_is_used_only_while_both_nodes_hold_the_same_content() {
+    let t0 = origin();
+    // n1 owns A, n2 is its primary: n2 decides whether /static/ replies
+    // are made on both nodes or logged.
+    let pair = |primary: &[u8], owner: &[u8], policy: Policy| {
+        let mut n1 = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+        n1.routes = vec![static_route(docroot("owner", owner), policy)];
+        let mut n2 = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
+        n2.routes = vec![static_route(docroot("primary", primary), policy)];
+        let (mut n1, mut n2) = (
+            NodeCore::new(n1, t0).unwrap(),
+            NodeCore::new(n2, t0).unwrap(),
+        );
+        assert!(!n2.static_in_use(0, 0), "not before the peer's digests");
+        n1.handle_link_up(0, t0);
+        n2.handle_link_up(0, t0);
+        settle(&mut n1, &mut n2, t0);
+        (n1, n2)
+    };
+    let (n1, n2) = pair(b"<h1>same</h1>", b"<h1>same</h1>", Policy::Static);
+    assert!(n2.static_in_use(0, 0) && n1.static_in_use(0, 0));
+    // One byte differs on one node: the route falls back to logged.
+    let (n1, n2) = pair(b"<h1>same</h1>", b"<h1>Same</h1>", Policy::Static);
+    assert!(!n2.static_in_use(0, 0) && !n1.static_in_use(0, 0));
+    // So does a route whose policy differs between the two configs.
+    let (_, n2) = pair(b"x", b"x", Policy::SyncStatic);
+    assert!(n2.static_in_use(0, 0));
+    let mut other = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+    other.routes = vec![static_route(docroot("other", b"x"), Policy::Static)];
+    let mut n1 = NodeCore::new(other, t0).unwrap();
+    let mut n2b = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
+    n2b.routes = vec![static_route(docroot("again", b"x"), Policy::SyncStatic)];
+    let mut n2 = NodeCore::new(n2b, t0).unwrap();
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    settle(&mut n1, &mut n2, t0);
+    assert!(!n2.static_in_use(0, 0));
+    // And static on a route the ingress node cannot make replies for is
+    // refused outright.
+    let mut bad = config("n", 1, vec![site(A, Role::Simplex, None)], &[]);
+    bad.routes = vec![Route {
+        prefix: "/gen/".into(),
+        handler: Handler::Generate { max_size: 10 },
+        policy: Policy::Static,
+    }];
+    assert_eq!(
+        NodeCore::new(bad, t0).err(),
+        Some(NodeConfigError::StaticNeedsFiles("/gen/".into()))
+    );
+}
