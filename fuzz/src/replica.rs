@@ -87,6 +87,9 @@ struct Observer {
     /// Last mirrored seq per connection (ingress).
     mirrored: BTreeMap<ConnKey, u64>,
     sessions_since_drain: usize,
+    /// `conn_gone` calls since the events were last drained: each frees
+    /// its connection's share of the window while its events stay queued.
+    gones_since_drain: usize,
     hello_due: bool,
     /// Keys reused after `conn_gone`: their releases are not checked.
     reused: BTreeSet<ConnKey>,
@@ -101,6 +104,7 @@ impl Observer {
             released_set: BTreeSet::new(),
             mirrored: BTreeMap::new(),
             sessions_since_drain: 0,
+            gones_since_drain: 0,
             hello_due: false,
             reused: BTreeSet::new(),
         }
@@ -112,6 +116,11 @@ impl Observer {
             self.hello_due = true;
             self.sessions_since_drain += 1;
         }
+    }
+
+    fn conn_gone(&mut self, r: &mut Replica, conn: ConnKey) {
+        r.conn_gone(conn);
+        self.gones_since_drain += 1;
     }
 
     fn logged(&mut self, conn: ConnKey, seq: u64) {
@@ -180,6 +189,7 @@ impl Observer {
         while out.len() < n {
             let Some(e) = r.poll_event() else {
                 self.sessions_since_drain = 0;
+                self.gones_since_drain = 0;
                 break;
             };
             match &e {
@@ -216,8 +226,12 @@ impl Observer {
             "{peer_caused} peer events queued, limit {}",
             c.max_forward_queue
         );
+        // A window per session and per `conn_gone`, and per `ConnGone` from
+        // the peer (each frees a connection's share; at most
+        // `max_forward_queue` of those wait).
         let per_window = c.max_unacked_bytes / 64 + 1;
-        let windows = self.sessions_since_drain as u64 + 1;
+        let windows =
+            (self.sessions_since_drain + self.gones_since_drain + c.max_forward_queue + 1) as u64;
         assert!(
             logged <= per_window * windows,
             "{logged} logged events queued over {windows} sessions"
@@ -289,7 +303,7 @@ fn alone(cfg: ReplicaConfig, mut inp: Input<'_>) {
             8 => {
                 let slot = inp.below(CONNS);
                 let conn = keys.key(slot);
-                r.conn_gone(conn);
+                obs.conn_gone(&mut r, conn);
                 if inp.bool() {
                     keys.generation[slot] += 1;
                 } else {
@@ -510,11 +524,11 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
                 let slot = inp.below(CONNS);
                 let conn = keys.key(slot);
                 if inp.bool() {
-                    p.r.conn_gone(conn);
+                    p.obs.conn_gone(&mut p.r, conn);
                     gone.insert(conn);
                     keys.generation[slot] += 1;
                 } else {
-                    i.r.conn_gone(conn);
+                    i.obs.conn_gone(&mut i.r, conn);
                 }
             }
             9 => {

@@ -1,7 +1,8 @@
 //! Deterministic replay of the fuzz targets, for `cargo test`:
 //! every committed corpus input (`corpus/<target>/`) and every fixed crash
 //! (`crashes/<target>/`) through the same harness the fuzzer runs, then a
-//! few hundred pseudo-random inputs from a fixed seed.
+//! few hundred pseudo-random inputs from a fixed seed (`FUZZ_RANDOM=<n>`
+//! for more).
 //!
 //! `FUZZ_REPLAY_DIR=<dir>` replays the files of one more directory (e.g. an
 //! AFL++ queue or crashes directory) through the target named by
@@ -68,7 +69,11 @@ fn replay(target: &str, harness: Harness) {
         }
     }
     assert!(n > 0, "{target}: no corpus committed");
-    for (i, data) in random_inputs(0x5eed ^ target.len() as u64, 300)
+    let count = std::env::var("FUZZ_RANDOM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    for (i, data) in random_inputs(0x5eed ^ target.len() as u64, count)
         .iter()
         .enumerate()
     {
@@ -82,7 +87,7 @@ fn replay(target: &str, harness: Harness) {
             );
         }
     }
-    println!("{target}: {n} corpus inputs and 300 random inputs replayed");
+    println!("{target}: {n} corpus inputs and {count} random inputs replayed");
 }
 
 #[test]
