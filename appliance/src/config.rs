@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use hotpair_replicator::Role;
+use hotpair_replicator::{Policy, Role};
 use serde::Deserialize;
 
 /// A node's config. Two forms: one address in `[service]` (with an optional
@@ -241,6 +241,33 @@ pub struct RouteSection {
     /// `upstream`: time for the whole exchange.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// How replies are replicated: `logged`, `static` or `sync-static`
+    /// (default: `static` for `files`, `logged` otherwise).
+    #[serde(default, deserialize_with = "policy")]
+    pub policy: Option<Policy>,
+}
+
+/// A content policy's name in a config.
+fn policy<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Policy>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "logged" => Ok(Some(Policy::Logged)),
+        "static" => Ok(Some(Policy::Static)),
+        "sync-static" => Ok(Some(Policy::SyncStatic)),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown policy {other:?}: expected \"logged\", \"static\" or \"sync-static\""
+        ))),
+    }
+}
+
+impl RouteSection {
+    /// The route's policy, its default filled in.
+    pub fn policy(&self) -> Policy {
+        self.policy.unwrap_or(match self.handler {
+            HandlerKind::Files => Policy::Static,
+            HandlerKind::Generate | HandlerKind::Upstream => Policy::Logged,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -610,6 +637,13 @@ impl Config {
                     if r.max_size == Some(0) {
                         bail!("{}: must be greater than 0", key("max_size"));
                     }
+                    if r.policy() != Policy::Logged {
+                        bail!(
+                            "{}: {:?} needs replies both nodes make alike; generate makes new random bytes for every request, so its replies can only be logged",
+                            key("policy"),
+                            r.policy().name()
+                        );
+                    }
                 }
                 HandlerKind::Upstream => {
                     let Some(addr) = &r.address else {
@@ -620,6 +654,13 @@ impl Config {
                     })?;
                     unexpected("root", r.root.is_some())?;
                     unexpected("max_size", r.max_size.is_some())?;
+                    if r.policy() != Policy::Logged {
+                        bail!(
+                            "{}: {:?} on an upstream route is not built yet (the ingress node would have to ask its own upstream and trust it to answer alike); use \"logged\"",
+                            key("policy"),
+                            r.policy().name()
+                        );
+                    }
                 }
             }
         }
@@ -673,6 +714,15 @@ address = "10.77.0.10"
         assert!(err(&kind).contains("handler"));
         let rel = base() + "[[route]]\nprefix = \"s\"\nhandler = \"generate\"\n";
         assert!(err(&rel).contains("route[0].prefix"));
+        let gen =
+            base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"static\"\n";
+        assert!(err(&gen).contains("route[0].policy"));
+        let up = base()
+            + "[[route]]\nprefix = \"/a/\"\nhandler = \"upstream\"\naddress = \"127.0.0.1:1\"\npolicy = \"sync-static\"\n";
+        assert!(err(&up).contains("route[0].policy"));
+        let bad =
+            base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"cached\"\n";
+        assert!(err(&bad).contains("policy"));
     }
 
     #[test]

@@ -215,7 +215,9 @@ impl Observer {
                     );
                     self.mirrored.insert(*conn, *seq);
                 }
-                Event::Frame { .. } | Event::ConnGone { .. } => peer_caused += 1,
+                Event::Frame { .. } | Event::ConnGone { .. } | Event::PeerRoutes { .. } => {
+                    peer_caused += 1
+                }
                 Event::PeerUp { .. } | Event::PeerDead { .. } => {}
             }
             out.push(e);
@@ -290,10 +292,23 @@ fn alone(cfg: ReplicaConfig, mut inp: Input<'_>) {
                     r.handle_link_lost(now);
                 }
             }
-            5 | 6 => {
+            5 => {
                 let conn = keys.pick(&mut inp);
                 let (index, kind, end, close) = (inp.u64(), kind(&mut inp), inp.u64(), inp.bool());
                 if let Ok(seq) = r.log_unit(conn, index, kind, end, close, payload(&mut inp, tag)) {
+                    obs.logged(conn, seq);
+                }
+            }
+            6 => {
+                let conn = keys.pick(&mut inp);
+                let (index, end, close) = (inp.u64(), inp.u64(), inp.bool());
+                if inp.below(4) == 0 {
+                    r.send_routes(vec![hotpair_replicator::wire::RouteDigest {
+                        prefix: "/".into(),
+                        policy: 1,
+                        digest: [7; 32],
+                    }]);
+                } else if let Ok(seq) = r.log_local_unit(conn, index, end, close) {
                     obs.logged(conn, seq);
                 }
             }
@@ -372,6 +387,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
                 kind: kind(inp),
                 input_end: inp.u64(),
                 close_after: inp.bool(),
+                local: false,
                 payload: payload(inp, tag),
             }
         }
@@ -383,7 +399,26 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
             };
             Msg::UnitAck { conn, seq }
         }
-        6 => Msg::ConnGone { conn },
+        6 => match inp.below(3) {
+            0 => Msg::Routes {
+                routes: vec![hotpair_replicator::wire::RouteDigest {
+                    prefix: "/static".into(),
+                    policy: inp.below(3) as u8,
+                    digest: [inp.u8(); 32],
+                }],
+            },
+            1 => Msg::Unit {
+                conn,
+                seq: obs.mirrored.get(&conn).map_or(0, |s| s + 1),
+                index: inp.u64(),
+                kind: UnitKind::Final,
+                input_end: inp.u64(),
+                close_after: inp.bool(),
+                local: true,
+                payload: Bytes::new(),
+            },
+            _ => Msg::ConnGone { conn },
+        },
         _ => crate::wire::arbitrary_msg(inp),
     }
 }
@@ -499,8 +534,18 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
             6 => {
                 let conn = keys.pick(&mut inp);
                 let (index, kind, end, close) = (inp.u64(), kind(&mut inp), inp.u64(), inp.bool());
-                let payload = payload(&mut inp, tag);
-                if let Ok(seq) = p.r.log_unit(conn, index, kind, end, close, payload.clone()) {
+                let local = inp.below(4) == 0;
+                let (kind, payload) = if local {
+                    (UnitKind::Final, Bytes::new())
+                } else {
+                    (kind, payload(&mut inp, tag))
+                };
+                let logged = if local {
+                    p.r.log_local_unit(conn, index, end, close)
+                } else {
+                    p.r.log_unit(conn, index, kind, end, close, payload.clone())
+                };
+                if let Ok(seq) = logged {
                     p.obs.logged(conn, seq);
                     let unit = Event::Logged {
                         conn,
@@ -509,15 +554,29 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
                         kind,
                         input_end: end,
                         close_after: close,
+                        local,
                         payload,
                     };
                     units.insert((conn, seq), unit);
                 }
             }
             7 => {
-                let f = payload(&mut inp, tag);
-                if i.r.forward_frame(f.clone()).is_ok() {
-                    frames.push(f);
+                if inp.below(8) == 0 {
+                    let routes = vec![hotpair_replicator::wire::RouteDigest {
+                        prefix: "/static".into(),
+                        policy: inp.below(3) as u8,
+                        digest: [inp.u8(); 32],
+                    }];
+                    if inp.bool() {
+                        p.r.send_routes(routes);
+                    } else {
+                        i.r.send_routes(routes);
+                    }
+                } else {
+                    let f = payload(&mut inp, tag);
+                    if i.r.forward_frame(f.clone()).is_ok() {
+                        frames.push(f);
+                    }
                 }
             }
             8 => {

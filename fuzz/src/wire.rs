@@ -13,7 +13,7 @@
 //!    to itself, through `Msg::decode` and through the `Decoder`.
 
 use bytes::Bytes;
-use hotpair_replicator::wire::{Decoder, Msg, WireError, HEADER_LEN, MAX_MSG_LEN};
+use hotpair_replicator::wire::{Decoder, Msg, RouteDigest, WireError, HEADER_LEN, MAX_MSG_LEN};
 use hotpair_replicator::{ConnKey, Role, UnitKind};
 use hotpair_stack::smoltcp::wire::Ipv4Address;
 
@@ -145,7 +145,7 @@ pub fn arbitrary_msg(inp: &mut Input<'_>) -> Msg {
         client_port: inp.u16(),
         client_isn: inp.u32(),
     };
-    match inp.below(6) {
+    match inp.below(7) {
         0 => {
             let name = inp.bytes(80);
             Msg::Hello {
@@ -170,13 +170,28 @@ pub fn arbitrary_msg(inp: &mut Input<'_>) -> Msg {
             },
             input_end: inp.u64(),
             close_after: inp.bool(),
+            local: inp.below(4) == 0,
             payload: Bytes::copy_from_slice(inp.bytes(200)),
         },
         4 => Msg::UnitAck {
             conn: conn(inp),
             seq: inp.u64(),
         },
-        _ => Msg::ConnGone { conn: conn(inp) },
+        5 => Msg::ConnGone { conn: conn(inp) },
+        _ => Msg::Routes {
+            routes: (0..inp.below(4))
+                .map(|_| {
+                    let prefix = String::from_utf8_lossy(inp.bytes(24)).into_owned();
+                    let mut digest = [0u8; 32];
+                    digest.copy_from_slice(&[inp.take(32), &[0u8; 32]].concat()[..32]);
+                    RouteDigest {
+                        prefix,
+                        policy: inp.below(4) as u8,
+                        digest,
+                    }
+                })
+                .collect(),
+        },
     }
 }
 
