@@ -10,7 +10,8 @@
 //!   `..`/empty segment, NUL or backslash), bodies within `max_body_bytes`,
 //!   at most `max_pipelined` requests in flight;
 //! - output: every unit is one well-formed HTTP/1.1 response (an interim
-//!   unit exactly `100 Continue`), `Content-Length` matching the body,
+//!   unit exactly `100 Continue`; a final unit may be empty — a request
+//!   dropped mid-body — and then closes), `Content-Length` matching the body,
 //!   `Connection: close` exactly on the unit that says `close_after`, and
 //!   nothing after it; the byte stream parses as a sequence of responses;
 //! - `send_response` refuses indices that are not awaiting a reply;
@@ -205,6 +206,13 @@ impl Driver {
                     u.input_end <= self.consumed,
                     "input_end beyond the input read"
                 );
+                if bytes.is_empty() {
+                    // A request dropped mid-body (EOF, timeout): no reply,
+                    // but its place, and nothing after it.
+                    assert!(u.close_after, "an empty final unit that does not close");
+                    self.closed_unit = true;
+                    return;
+                }
                 let method = self.delivered.get(&u.index).map(|(m, _)| *m);
                 let r = parse_response(&bytes, |_| method.map(|m| m == Method::Head));
                 assert_eq!(r.len, bytes.len(), "a unit is exactly one response");
