@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hotpair_replicator::wire::{Decoder, Msg};
+use hotpair_replicator::wire::{Decoder, Msg, RouteDigest};
 use hotpair_replicator::{
     ConnKey, Event, PeerState, ProtocolError, Replica, ReplicaConfig, Role, UnitKind,
 };
@@ -91,6 +91,10 @@ struct Observer {
     /// its connection's share of the window while its events stay queued.
     gones_since_drain: usize,
     hello_due: bool,
+    /// `Routes` messages the caller queued with `send_routes` and not yet
+    /// transmitted: not bounded by the replica (the node sends its routes
+    /// once per session), so not counted against its limits.
+    routes_queued: usize,
     /// Keys reused after `conn_gone`: their releases are not checked.
     reused: BTreeSet<ConnKey>,
 }
@@ -106,6 +110,7 @@ impl Observer {
             sessions_since_drain: 0,
             gones_since_drain: 0,
             hello_due: false,
+            routes_queued: 0,
             reused: BTreeSet::new(),
         }
     }
@@ -116,6 +121,11 @@ impl Observer {
             self.hello_due = true;
             self.sessions_since_drain += 1;
         }
+    }
+
+    fn send_routes(&mut self, r: &mut Replica, routes: Vec<RouteDigest>) {
+        r.send_routes(routes);
+        self.routes_queued += 1;
     }
 
     fn conn_gone(&mut self, r: &mut Replica, conn: ConnKey) {
@@ -134,11 +144,12 @@ impl Observer {
         let s = r.stats();
         let c = &self.cfg;
         assert!(
-            s.queued_msgs <= c.max_forward_queue + c.max_conns,
-            "link queue {} beyond {} + {}",
+            s.queued_msgs <= c.max_forward_queue + c.max_conns + self.routes_queued,
+            "link queue {} beyond {} + {} (+ {} routes)",
             s.queued_msgs,
             c.max_forward_queue,
-            c.max_conns
+            c.max_conns,
+            self.routes_queued
         );
         assert!(
             s.conns <= 2 * c.max_conns,
@@ -179,6 +190,7 @@ impl Observer {
             out.push(m);
             assert!(out.len() < 100_000, "poll_transmit never ends");
         }
+        self.routes_queued = 0;
         out
     }
 
@@ -282,7 +294,9 @@ fn alone(cfg: ReplicaConfig, mut inp: Input<'_>) {
     while !inp.is_empty() && ops < 500 {
         ops += 1;
         tag += 1;
-        match inp.below(12) {
+        let op = inp.below(12);
+        crate::trace!("op {op}: {:?}", r.stats());
+        match op {
             0 => obs.connected(&mut r, now),
             1 => r.handle_link_lost(now),
             2..=4 => {
@@ -303,11 +317,12 @@ fn alone(cfg: ReplicaConfig, mut inp: Input<'_>) {
                 let conn = keys.pick(&mut inp);
                 let (index, end, close) = (inp.u64(), inp.u64(), inp.bool());
                 if inp.below(4) == 0 {
-                    r.send_routes(vec![hotpair_replicator::wire::RouteDigest {
+                    let routes = vec![RouteDigest {
                         prefix: "/".into(),
                         policy: 1,
                         digest: [7; 32],
-                    }]);
+                    }];
+                    obs.send_routes(&mut r, routes);
                 } else if let Ok(seq) = r.log_local_unit(conn, index, end, close) {
                     obs.logged(conn, seq);
                 }
@@ -401,7 +416,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
         }
         6 => match inp.below(3) {
             0 => Msg::Routes {
-                routes: vec![hotpair_replicator::wire::RouteDigest {
+                routes: vec![RouteDigest {
                     prefix: "/static".into(),
                     policy: inp.below(3) as u8,
                     digest: [inp.u8(); 32],
@@ -562,15 +577,15 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
             }
             7 => {
                 if inp.below(8) == 0 {
-                    let routes = vec![hotpair_replicator::wire::RouteDigest {
+                    let routes = vec![RouteDigest {
                         prefix: "/static".into(),
                         policy: inp.below(3) as u8,
                         digest: [inp.u8(); 32],
                     }];
                     if inp.bool() {
-                        p.r.send_routes(routes);
+                        p.obs.send_routes(&mut p.r, routes);
                     } else {
-                        i.r.send_routes(routes);
+                        i.obs.send_routes(&mut i.r, routes);
                     }
                 } else {
                     let f = payload(&mut inp, tag);
