@@ -198,6 +198,14 @@ impl Observer {
     fn events(&mut self, r: &mut Replica, n: usize) -> Vec<Event> {
         let mut out = Vec::new();
         let (mut peer_caused, mut logged) = (0, 0);
+        // A window per session and per `conn_gone`, and per `ConnGone` from
+        // the peer (each frees a connection's share; at most
+        // `max_forward_queue` of those wait).
+        let c = &self.cfg;
+        let per_window = c.max_unacked_bytes / 64 + 1;
+        let windows =
+            (self.sessions_since_drain + self.gones_since_drain + c.max_forward_queue + 1) as u64;
+        crate::trace!("  {:?} events: {:?}", self.cfg.role, r.stats());
         while out.len() < n {
             let Some(e) = r.poll_event() else {
                 self.sessions_since_drain = 0;
@@ -240,12 +248,6 @@ impl Observer {
             "{peer_caused} peer events queued, limit {}",
             c.max_forward_queue
         );
-        // A window per session and per `conn_gone`, and per `ConnGone` from
-        // the peer (each frees a connection's share; at most
-        // `max_forward_queue` of those wait).
-        let per_window = c.max_unacked_bytes / 64 + 1;
-        let windows =
-            (self.sessions_since_drain + self.gones_since_drain + c.max_forward_queue + 1) as u64;
         assert!(
             logged <= per_window * windows,
             "{logged} logged events queued over {windows} sessions"
@@ -515,7 +517,9 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
     while !inp.is_empty() && ops < 500 {
         ops += 1;
         tag += 1;
-        match inp.below(12) {
+        let op = inp.below(12);
+        crate::trace!("pair op {op}: link {link_up}");
+        match op {
             0 => {
                 if !link_up {
                     link_up = true;
@@ -711,6 +715,7 @@ fn cut(
 
 fn primary_events(evs: &[Event], frames: &[Bytes], seen: &mut usize) {
     for e in evs {
+        crate::trace!("  primary event {e:?}");
         if let Event::Frame { frame } = e {
             // In order, some possibly lost with a cut link, never altered.
             let at = frames[*seen..]
@@ -724,6 +729,7 @@ fn primary_events(evs: &[Event], frames: &[Bytes], seen: &mut usize) {
 
 fn ingress_events(evs: &[Event], units: &BTreeMap<(ConnKey, u64), Event>) {
     for e in evs {
+        crate::trace!("  ingress event {e:?}");
         if let Event::Logged { conn, seq, .. } = e {
             let want = units
                 .get(&(*conn, *seq))
