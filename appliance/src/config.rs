@@ -48,6 +48,15 @@ pub struct AddressSection {
     pub port: u16,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Default: a quarter of `max_connections` (at least 16).
+    #[serde(default)]
+    pub max_half_open: Option<usize>,
+    #[serde(default = "default_half_open_timeout")]
+    pub half_open_timeout_ms: u64,
+    /// The most connections one client address may hold (default: half of
+    /// `max_connections`: one source never takes the whole pool).
+    #[serde(default)]
+    pub max_per_source: Option<usize>,
     /// `owner` (this node owns the address on the LAN; `peer` is its
     /// primary), `primary` (`peer` owns it), or `alone`.
     #[serde(deserialize_with = "role")]
@@ -100,6 +109,9 @@ pub struct SiteSpec {
     pub gateway: Option<Ipv4Addr>,
     pub port: u16,
     pub max_connections: usize,
+    pub max_half_open: usize,
+    pub half_open_timeout_ms: u64,
+    pub max_per_source: usize,
     pub role: Role,
     /// Index into [`Topology::peers`].
     pub peer: Option<usize>,
@@ -185,6 +197,15 @@ pub struct ServiceSection {
     pub port: u16,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Default: a quarter of `max_connections` (at least 16).
+    #[serde(default)]
+    pub max_half_open: Option<usize>,
+    #[serde(default = "default_half_open_timeout")]
+    pub half_open_timeout_ms: u64,
+    /// The most connections one client address may hold (default: half of
+    /// `max_connections`: one source never takes the whole pool).
+    #[serde(default)]
+    pub max_per_source: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +317,16 @@ fn default_port() -> u16 {
 fn default_max_connections() -> usize {
     1024
 }
+/// Linux gives up on a handshake after ~63 s of SYN-ACK retransmissions;
+/// the bound on half-open connections, not this timeout, is what stands up
+/// to a flood, so a shorter wait only reclaims listeners sooner.
+fn default_half_open_timeout() -> u64 {
+    20_000
+}
+/// A SYN queue a quarter of the pool: a flood never holds more than that.
+fn default_max_half_open(max_connections: usize) -> usize {
+    (max_connections / 4).max(16).min(max_connections)
+}
 fn default_max_header() -> usize {
     16 * 1024
 }
@@ -364,6 +395,23 @@ impl Config {
 
     /// Both forms normalised, every key checked.
     pub fn topology(&self) -> Result<Topology> {
+        let check_half_open = |key: &str, max: usize, half: Option<usize>, timeout: u64| {
+            let half = half.unwrap_or_else(|| default_max_half_open(max));
+            if half == 0 || half > max {
+                bail!("{key}.max_half_open: {half} must be within 1..=max_connections ({max})");
+            }
+            if timeout < 1000 {
+                bail!("{key}.half_open_timeout_ms: {timeout} must be at least 1000 (a client's SYN-ACK round trip and retransmission)");
+            }
+            Ok(half)
+        };
+        let check_per_source = |key: &str, max: usize, per: Option<usize>| {
+            let per = per.unwrap_or((max / 2).max(1));
+            if per == 0 || per > max {
+                bail!("{key}.max_per_source: {per} must be within 1..=max_connections ({max})");
+            }
+            Ok(per)
+        };
         // `key` is the table ("service", "address[1]"), `ip_key` its address.
         let check_site =
             |key: &str, ip_key: &str, a: Ipv4Addr, prefix_len: u8, port: u16, max: usize| {
@@ -451,6 +499,18 @@ impl Config {
                         gateway: s.gateway,
                         port: s.port,
                         max_connections: s.max_connections,
+                        max_half_open: check_half_open(
+                            "service",
+                            s.max_connections,
+                            s.max_half_open,
+                            s.half_open_timeout_ms,
+                        )?,
+                        half_open_timeout_ms: s.half_open_timeout_ms,
+                        max_per_source: check_per_source(
+                            "service",
+                            s.max_connections,
+                            s.max_per_source,
+                        )?,
                         role,
                         peer,
                     }],
@@ -520,6 +580,18 @@ impl Config {
                         gateway: a.gateway,
                         port: a.port,
                         max_connections: a.max_connections,
+                        max_half_open: check_half_open(
+                            &key,
+                            a.max_connections,
+                            a.max_half_open,
+                            a.half_open_timeout_ms,
+                        )?,
+                        half_open_timeout_ms: a.half_open_timeout_ms,
+                        max_per_source: check_per_source(
+                            &key,
+                            a.max_connections,
+                            a.max_per_source,
+                        )?,
                         role: a.role,
                         peer,
                     });

@@ -912,9 +912,10 @@ fn wait_listening(node: &NodeState, port: u16, wait: Duration) -> Result<()> {
     }
 }
 
-/// Polls from the client namespace until every service address serves
-/// /static/index.html with 200 (one by one: an address that served stays
-/// served), failing early if a node process dies.
+/// Polls from the client namespace until every service address answers
+/// HTTP (one by one: an address that served stays served), failing early if
+/// a node process dies. Any status counts: a user's `--docroot` need not
+/// hold an `index.html` (a 404 from the node is a node that serves).
 fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
     let deadline = Instant::now() + wait;
     for a in state.service_addresses() {
@@ -946,7 +947,7 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
                 .output()
                 .context("running curl in the client namespace (is curl installed?)")?;
             let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if code == "200" {
+            if code.len() == 3 && code != "000" {
                 break;
             }
             last = format!("curl exit {}, http code {code:?}", out.status);
@@ -957,7 +958,7 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
                     .map(|n| format!("tail of {}:\n{}", n.log.display(), tail(&n.log, 40)))
                     .collect();
                 bail!(
-                    "{url} (owner {}, primary {}) did not answer 200 from {} within {} s \
+                    "{url} (owner {}, primary {}) did not answer HTTP from {} within {} s \
                      (last: {last})\n{}",
                     a.owner,
                     a.primary.as_deref().unwrap_or("-"),

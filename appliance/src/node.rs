@@ -142,6 +142,9 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
                 gateway: s.gateway,
                 port: s.port,
                 max_connections: s.max_connections,
+                max_half_open: s.max_half_open,
+                half_open_timeout: Duration::from_millis(s.half_open_timeout_ms),
+                max_per_source: s.max_per_source,
                 role: s.role,
                 peer: s.peer,
             })

@@ -9,7 +9,8 @@
 //! - never panics;
 //! - the service sees each connection accepted once, driven only while
 //!   open, closed once, promoted only while open;
-//! - at most `max_connections` connections are active;
+//! - at most `max_connections` connections are active, at most
+//!   `max_half_open` half-open;
 //! - ingress: every frame forwarded to the primary is byte for byte one the
 //!   client sent, and before promotion no shadow segment but a RST reaches
 //!   the LAN (unless the harness also misrouted a frame through
@@ -158,15 +159,21 @@ pub fn run(data: &[u8]) {
     let role = [Role::Simplex, Role::Primary, Role::Ingress][inp.below(3)];
     let max_connections = 1 + inp.below(6);
     let buffer = |inp: &mut Input<'_>| 256 + inp.below(4) * 2048;
+    let (gateway, rx, tx, knobs) = (inp.bool(), buffer(&mut inp), buffer(&mut inp), inp.u8());
     let cfg = StackConfig {
         mac: NODE_MAC,
         address: Ipv4Cidr::new(VIP, 24),
-        gateway: inp.bool().then(|| Ipv4Address::new(10, 0, 0, 254)),
+        gateway: gateway.then(|| Ipv4Address::new(10, 0, 0, 254)),
         port: PORT,
         max_connections,
-        rx_buffer_bytes: buffer(&mut inp),
-        tx_buffer_bytes: buffer(&mut inp),
-        seed: u64::from(inp.u8()),
+        rx_buffer_bytes: rx,
+        tx_buffer_bytes: tx,
+        // One byte: smoltcp's seed, and the half-open and per-source
+        // bounds (small, so the fuzzer reaches them).
+        seed: u64::from(knobs),
+        max_half_open: 1 + usize::from(knobs % 4),
+        half_open_timeout: Duration::from_secs(1 + u64::from(knobs >> 5)),
+        max_per_source: 1 + usize::from((knobs >> 2) % 6),
     };
     let now = origin();
     let mut h = Harness {
@@ -405,7 +412,15 @@ impl Harness {
             "{active} connections, max_connections {}",
             self.max_connections
         );
-        assert_eq!(active, self.engine.stats().active);
+        let st = self.engine.stats();
+        assert_eq!(active, st.active);
+        let cfg = self.engine.config();
+        assert!(
+            st.half_open <= cfg.max_half_open,
+            "{} half-open connections, max_half_open {}",
+            st.half_open,
+            cfg.max_half_open
+        );
     }
 
     /// Take the engine's output; true if the LAN answered something.

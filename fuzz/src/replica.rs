@@ -2,7 +2,7 @@
 //!
 //! Two modes, chosen by the first byte:
 //! - **alone**: one replica (any role, small limits) against a hostile
-//!   peer: link up/down, arbitrary and near-valid peer messages, local
+//!   peer: link up/down and progress, arbitrary and near-valid peer messages, local
 //!   `log_unit` / `forward_frame` / `conn_gone`, time, `poll_*` in any
 //!   order. Checked: never panics; every transmitted message encodes and
 //!   decodes back; a session starts with `Hello`; bounded queues stay
@@ -348,8 +348,15 @@ fn alone(cfg: ReplicaConfig, mut inp: Input<'_>) {
             }
             9 => {
                 advance(&mut inp, &mut now);
-                if r.poll_timeout().is_some_and(|t| t <= now) || inp.bool() {
-                    r.handle_timeout(now);
+                match inp.below(4) {
+                    // Part of a message arrived.
+                    0 => r.handle_link_progress(now),
+                    1 => r.handle_timeout(now),
+                    _ => {
+                        if r.poll_timeout().is_some_and(|t| t <= now) {
+                            r.handle_timeout(now);
+                        }
+                    }
                 }
             }
             10 => {
@@ -534,6 +541,9 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
             }
             2 | 3 => {
                 let n = 1 + inp.below(8);
+                if !to_i.msgs.is_empty() {
+                    i.r.handle_link_progress(now);
+                }
                 for m in to_i.recv(n, &mut i.dec) {
                     if !deliver(&mut i, m, now) {
                         cut(&mut link_up, &mut p, &mut i, &mut to_i, &mut to_p, now);
@@ -543,6 +553,9 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
             }
             4 | 5 => {
                 let n = 1 + inp.below(8);
+                if !to_p.msgs.is_empty() {
+                    p.r.handle_link_progress(now);
+                }
                 for m in to_p.recv(n, &mut p.dec) {
                     if !deliver(&mut p, m, now) {
                         cut(&mut link_up, &mut p, &mut i, &mut to_i, &mut to_p, now);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub mod failover;
+pub mod multi;
 pub mod wrk;
 
 /// The lab's service address and port.
