@@ -189,6 +189,14 @@ impl Driver {
     fn unit(&mut self, u: &OutputUnit) {
         assert!(!self.closed_unit, "a unit after a close_after unit");
         let bytes: Vec<u8> = u.chunks.concat();
+        crate::trace!(
+            "unit {:?} index {} input_end {} close {} ({} bytes)",
+            u.kind,
+            u.index,
+            u.input_end,
+            u.close_after,
+            bytes.len()
+        );
         match u.kind {
             UnitKind::Interim => {
                 assert_eq!(bytes, CONTINUE, "interim unit");
