@@ -413,6 +413,13 @@ impl Harness {
             self.max_connections
         );
         let st = self.engine.stats();
+        crate::trace!(
+            "  active {} half-open {} evicted {} expired {}",
+            st.active,
+            st.half_open,
+            st.half_open_evicted,
+            st.half_open_expired
+        );
         assert_eq!(active, st.active);
         let cfg = self.engine.config();
         assert!(
