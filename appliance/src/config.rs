@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use hotpair_replicator::Role;
+use hotpair_replicator::{Policy, Role};
 use serde::Deserialize;
 
 /// A node's config. Two forms: one address in `[service]` (with an optional
@@ -48,6 +48,11 @@ pub struct AddressSection {
     pub port: u16,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Default: a quarter of `max_connections` (at least 16).
+    #[serde(default)]
+    pub max_half_open: Option<usize>,
+    #[serde(default = "default_half_open_timeout")]
+    pub half_open_timeout_ms: u64,
     /// `owner` (this node owns the address on the LAN; `peer` is its
     /// primary), `primary` (`peer` owns it), or `alone`.
     #[serde(deserialize_with = "role")]
@@ -100,6 +105,8 @@ pub struct SiteSpec {
     pub gateway: Option<Ipv4Addr>,
     pub port: u16,
     pub max_connections: usize,
+    pub max_half_open: usize,
+    pub half_open_timeout_ms: u64,
     pub role: Role,
     /// Index into [`Topology::peers`].
     pub peer: Option<usize>,
@@ -185,6 +192,11 @@ pub struct ServiceSection {
     pub port: u16,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Default: a quarter of `max_connections` (at least 16).
+    #[serde(default)]
+    pub max_half_open: Option<usize>,
+    #[serde(default = "default_half_open_timeout")]
+    pub half_open_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +253,33 @@ pub struct RouteSection {
     /// `upstream`: time for the whole exchange.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// How replies are replicated: `logged`, `static` or `sync-static`
+    /// (default: `static` for `files`, `logged` otherwise).
+    #[serde(default, deserialize_with = "policy")]
+    pub policy: Option<Policy>,
+}
+
+/// A content policy's name in a config.
+fn policy<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Policy>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "logged" => Ok(Some(Policy::Logged)),
+        "static" => Ok(Some(Policy::Static)),
+        "sync-static" => Ok(Some(Policy::SyncStatic)),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown policy {other:?}: expected \"logged\", \"static\" or \"sync-static\""
+        ))),
+    }
+}
+
+impl RouteSection {
+    /// The route's policy, its default filled in.
+    pub fn policy(&self) -> Policy {
+        self.policy.unwrap_or(match self.handler {
+            HandlerKind::Files => Policy::Static,
+            HandlerKind::Generate | HandlerKind::Upstream => Policy::Logged,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +307,16 @@ fn default_port() -> u16 {
 }
 fn default_max_connections() -> usize {
     1024
+}
+/// Linux gives up on a handshake after ~63 s of SYN-ACK retransmissions;
+/// the bound on half-open connections, not this timeout, is what stands up
+/// to a flood, so a shorter wait only reclaims listeners sooner.
+fn default_half_open_timeout() -> u64 {
+    20_000
+}
+/// A SYN queue a quarter of the pool: a flood never holds more than that.
+fn default_max_half_open(max_connections: usize) -> usize {
+    (max_connections / 4).max(16).min(max_connections)
 }
 fn default_max_header() -> usize {
     16 * 1024
@@ -337,6 +386,16 @@ impl Config {
 
     /// Both forms normalised, every key checked.
     pub fn topology(&self) -> Result<Topology> {
+        let check_half_open = |key: &str, max: usize, half: Option<usize>, timeout: u64| {
+            let half = half.unwrap_or_else(|| default_max_half_open(max));
+            if half == 0 || half > max {
+                bail!("{key}.max_half_open: {half} must be within 1..=max_connections ({max})");
+            }
+            if timeout < 1000 {
+                bail!("{key}.half_open_timeout_ms: {timeout} must be at least 1000 (a client's SYN-ACK round trip and retransmission)");
+            }
+            Ok(half)
+        };
         // `key` is the table ("service", "address[1]"), `ip_key` its address.
         let check_site =
             |key: &str, ip_key: &str, a: Ipv4Addr, prefix_len: u8, port: u16, max: usize| {
@@ -424,6 +483,13 @@ impl Config {
                         gateway: s.gateway,
                         port: s.port,
                         max_connections: s.max_connections,
+                        max_half_open: check_half_open(
+                            "service",
+                            s.max_connections,
+                            s.max_half_open,
+                            s.half_open_timeout_ms,
+                        )?,
+                        half_open_timeout_ms: s.half_open_timeout_ms,
                         role,
                         peer,
                     }],
@@ -493,6 +559,13 @@ impl Config {
                         gateway: a.gateway,
                         port: a.port,
                         max_connections: a.max_connections,
+                        max_half_open: check_half_open(
+                            &key,
+                            a.max_connections,
+                            a.max_half_open,
+                            a.half_open_timeout_ms,
+                        )?,
+                        half_open_timeout_ms: a.half_open_timeout_ms,
                         role: a.role,
                         peer,
                     });
@@ -610,6 +683,13 @@ impl Config {
                     if r.max_size == Some(0) {
                         bail!("{}: must be greater than 0", key("max_size"));
                     }
+                    if r.policy() != Policy::Logged {
+                        bail!(
+                            "{}: {:?} needs replies both nodes make alike; generate makes new random bytes for every request, so its replies can only be logged",
+                            key("policy"),
+                            r.policy().name()
+                        );
+                    }
                 }
                 HandlerKind::Upstream => {
                     let Some(addr) = &r.address else {
@@ -620,6 +700,13 @@ impl Config {
                     })?;
                     unexpected("root", r.root.is_some())?;
                     unexpected("max_size", r.max_size.is_some())?;
+                    if r.policy() != Policy::Logged {
+                        bail!(
+                            "{}: {:?} on an upstream route is not built yet (the ingress node would have to ask its own upstream and trust it to answer alike); use \"logged\"",
+                            key("policy"),
+                            r.policy().name()
+                        );
+                    }
                 }
             }
         }
@@ -673,6 +760,15 @@ address = "10.77.0.10"
         assert!(err(&kind).contains("handler"));
         let rel = base() + "[[route]]\nprefix = \"s\"\nhandler = \"generate\"\n";
         assert!(err(&rel).contains("route[0].prefix"));
+        let gen =
+            base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"static\"\n";
+        assert!(err(&gen).contains("route[0].policy"));
+        let up = base()
+            + "[[route]]\nprefix = \"/a/\"\nhandler = \"upstream\"\naddress = \"127.0.0.1:1\"\npolicy = \"sync-static\"\n";
+        assert!(err(&up).contains("route[0].policy"));
+        let bad =
+            base() + "[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\npolicy = \"cached\"\n";
+        assert!(err(&bad).contains("policy"));
     }
 
     #[test]

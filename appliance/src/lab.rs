@@ -204,6 +204,13 @@ struct UpArgs {
     /// (default: generated into /run/hotpair/lab-PREFIX/docroot).
     #[arg(long)]
     docroot: Option<PathBuf>,
+    /// The content policy of /static/: `static` (active replication: both
+    /// nodes make the reply, only its place crosses the link), `sync-static`
+    /// (as static, the primary waits for the ingress node's copy) or
+    /// `logged` (the whole reply is logged) [default: static, the config's
+    /// default for files]. /non-deterministic/ and /app/ are always logged.
+    #[arg(long, value_enum)]
+    static_policy: Option<StaticPolicy>,
     /// Make each node write the frames it sees to /run/hotpair/lab-PREFIX/n<i>.pcap.
     #[arg(long)]
     pcap: bool,
@@ -347,6 +354,25 @@ impl fmt::Display for ReplNet {
     }
 }
 
+/// The policy `lab up --static-policy` gives /static/.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StaticPolicy {
+    Static,
+    SyncStatic,
+    Logged,
+}
+
+impl StaticPolicy {
+    /// The config's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StaticPolicy::Static => "static",
+            StaticPolicy::SyncStatic => "sync-static",
+            StaticPolicy::Logged => "logged",
+        }
+    }
+}
+
 /// What `lab up` builds.
 #[derive(Clone, Debug)]
 pub struct LabOptions {
@@ -362,6 +388,8 @@ pub struct LabOptions {
     pub node_cpus: Option<f64>,
     /// `None`: generate the docroot into the state directory.
     pub docroot: Option<PathBuf>,
+    /// `None`: the config's default for files (static).
+    pub static_policy: Option<StaticPolicy>,
     pub pcap: bool,
     pub http_header_timeout_ms: u64,
     pub http_idle_timeout_ms: u64,
@@ -381,6 +409,7 @@ impl LabOptions {
             heartbeat_timeout_ms: DEFAULT_HEARTBEAT_TIMEOUT_MS,
             node_cpus: None,
             docroot: None,
+            static_policy: None,
             pcap: false,
             http_header_timeout_ms: 10_000,
             http_idle_timeout_ms: 60_000,
@@ -480,6 +509,7 @@ pub fn run(args: LabArgs) -> Result<()> {
                     .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT_MS),
                 node_cpus: a.node_cpus,
                 docroot: a.docroot,
+                static_policy: a.static_policy,
                 pcap: a.pcap,
                 http_header_timeout_ms: a.http_header_timeout_ms,
                 http_idle_timeout_ms: a.http_idle_timeout_ms,
@@ -882,9 +912,10 @@ fn wait_listening(node: &NodeState, port: u16, wait: Duration) -> Result<()> {
     }
 }
 
-/// Polls from the client namespace until every service address serves
-/// /static/index.html with 200 (one by one: an address that served stays
-/// served), failing early if a node process dies.
+/// Polls from the client namespace until every service address answers
+/// HTTP (one by one: an address that served stays served), failing early if
+/// a node process dies. Any status counts: a user's `--docroot` need not
+/// hold an `index.html` (a 404 from the node is a node that serves).
 fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
     let deadline = Instant::now() + wait;
     for a in state.service_addresses() {
@@ -916,7 +947,7 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
                 .output()
                 .context("running curl in the client namespace (is curl installed?)")?;
             let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if code == "200" {
+            if code.len() == 3 && code != "000" {
                 break;
             }
             last = format!("curl exit {}, http code {code:?}", out.status);
@@ -927,7 +958,7 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
                     .map(|n| format!("tail of {}:\n{}", n.log.display(), tail(&n.log, 40)))
                     .collect();
                 bail!(
-                    "{url} (owner {}, primary {}) did not answer 200 from {} within {} s \
+                    "{url} (owner {}, primary {}) did not answer HTTP from {} within {} s \
                      (last: {last})\n{}",
                     a.owner,
                     a.primary.as_deref().unwrap_or("-"),

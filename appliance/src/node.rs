@@ -52,7 +52,7 @@ pub fn build_routes(cfg: &Config) -> Result<(Vec<Route>, Upstreams)> {
                 let max = r.max_total_bytes.unwrap_or(config::DEFAULT_FILES_MAX_BYTES);
                 let files = Files::load_with_limit(root, &r.prefix, max)
                     .with_context(|| format!("route[{i}]: loading {}", root.display()))?;
-                tracing::info!(prefix = %r.prefix, files = files.len(), bytes = files.total_bytes(), "files loaded");
+                tracing::info!(prefix = %r.prefix, files = files.len(), bytes = files.total_bytes(), policy = r.policy().name(), "files loaded");
                 (Handler::Files(files), None)
             }
             HandlerKind::Generate => (
@@ -79,6 +79,7 @@ pub fn build_routes(cfg: &Config) -> Result<(Vec<Route>, Upstreams)> {
             Route {
                 prefix: r.prefix.clone(),
                 handler,
+                policy: r.policy(),
             },
             upstream,
         ));
@@ -141,6 +142,8 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
                 gateway: s.gateway,
                 port: s.port,
                 max_connections: s.max_connections,
+                max_half_open: s.max_half_open,
+                half_open_timeout: Duration::from_millis(s.half_open_timeout_ms),
                 role: s.role,
                 peer: s.peer,
             })

@@ -187,6 +187,22 @@ impl Files {
         self.total
     }
 
+    /// SHA-256 over every file's path and content, in path order: two
+    /// nodes whose digests agree serve byte-identical replies from this
+    /// root (the precondition of the `static` policy).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.prefix.as_bytes());
+        h.update([0]);
+        for (path, e) in &self.files {
+            h.update((path.len() as u64).to_be_bytes());
+            h.update(path.as_bytes());
+            h.update((e.body.len() as u64).to_be_bytes());
+            h.update(&e.body);
+        }
+        h.finalize().into()
+    }
+
     /// The URL prefix, without trailing `/` (`""` for `/`).
     pub fn prefix(&self) -> &str {
         &self.prefix

@@ -301,3 +301,21 @@ fn demo_primary_crash_passes_and_cleans_up() {
 fn demo_ingress_crash_passes_and_cleans_up() {
     demo("ingress");
 }
+
+/// A user's own document root serves as it is: no `index.html` needed (the
+/// readiness check once wanted a 200 from /static/index.html).
+#[test]
+fn user_docroot_without_index_html() {
+    let dir = hotpair_netns_tests::TempDir::new("docroot");
+    std::fs::write(dir.path().join("hello.txt"), "hello from my docroot\n").unwrap();
+    let root = dir.path().to_string_lossy().into_owned();
+    let Some(lab) = Lab::up_with("lab_docroot", &["--docroot", &root]) else {
+        return;
+    };
+    let out = lab.exec_client(&["curl", "-s", "-f", &url("/static/hello.txt")]);
+    assert_success(&out, "curl /static/hello.txt");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from my docroot\n"
+    );
+}

@@ -48,6 +48,41 @@ pub use wire::{Decoder, Msg, WireError};
 
 /// The kind of an output unit (the HTTP layer's own type).
 pub use hotpair_http::UnitKind;
+
+/// How a route's replies are made safe against a node's death (DESIGN §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// The primary logs each whole reply to the ingress node before the
+    /// client sees a byte of it.
+    Logged,
+    /// Active replication: the ingress node makes the same reply from its
+    /// own copy of the content; only the reply's place in the stream
+    /// travels, and the primary does not wait for it.
+    Static,
+    /// As `Static`, but the primary releases the reply only once the
+    /// ingress node has made its own (one small message each way).
+    SyncStatic,
+}
+
+impl Policy {
+    /// The byte `Msg::Routes` carries.
+    pub fn code(self) -> u8 {
+        match self {
+            Policy::Logged => 0,
+            Policy::Static => 1,
+            Policy::SyncStatic => 2,
+        }
+    }
+
+    /// The config's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Logged => "logged",
+            Policy::Static => "static",
+            Policy::SyncStatic => "sync-static",
+        }
+    }
+}
 /// Identifies one client TCP connection across every node (one type for
 /// the engine, the HTTP glue and the wire).
 pub use hotpair_stack::ConnKey;

@@ -201,8 +201,17 @@ pub enum Event {
         input_end: u64,
         /// The connection closes after this unit.
         close_after: bool,
+        /// Make this final reply here, from this node's own copy of the
+        /// `static` route's content (`payload` is empty).
+        local: bool,
         /// The bytes to send to the client.
         payload: Bytes,
+    },
+    /// The peer's routes with their policies and content digests
+    /// ([`Msg::Routes`]).
+    PeerRoutes {
+        /// As the peer sent them.
+        routes: Vec<crate::wire::RouteDigest>,
     },
     /// Ingress: the primary's connection ended; its state here is forgotten.
     ConnGone {
@@ -718,6 +727,7 @@ impl Replica {
                 kind,
                 input_end,
                 close_after,
+                local,
                 payload,
             } => {
                 if role != Role::Ingress {
@@ -730,8 +740,15 @@ impl Replica {
                     kind,
                     input_end,
                     close_after,
+                    local,
                     payload,
                 })
+            }
+            Msg::Routes { routes } => {
+                self.check_peer_backlog()?;
+                self.peer_events += 1;
+                self.push_event(Event::PeerRoutes { routes }, None);
+                Ok(())
             }
             Msg::UnitAck { conn, seq } => {
                 if role != Role::Primary {
@@ -924,7 +941,10 @@ impl Replica {
     /// At the ingress node, taking an [`Event::Logged`] queues its ack.
     pub fn poll_event(&mut self) -> Option<Event> {
         let q = self.events.pop_front()?;
-        if matches!(q.event, Event::Frame { .. } | Event::ConnGone { .. }) {
+        if matches!(
+            q.event,
+            Event::Frame { .. } | Event::ConnGone { .. } | Event::PeerRoutes { .. }
+        ) {
             self.peer_events -= 1;
         }
         if let (Some((incarnation, len)), Event::Logged { conn, seq, .. }) = (q.logged, &q.event) {
@@ -1005,13 +1025,49 @@ impl Replica {
         close_after: bool,
         payload: Bytes,
     ) -> Result<u64, Backpressure> {
-        let result = self.try_log_unit(conn, index, kind, input_end, close_after, payload);
+        let result = self.try_log_unit(conn, index, kind, input_end, close_after, false, payload);
         if result.is_err() {
             self.counters.refusals += 1;
         }
         result
     }
 
+    /// Logs a *local* final reply: one of a `static` route, which the peer
+    /// makes itself from its own copy of the content. Only the unit's place
+    /// in the stream travels (index, input end, close), no payload. Held and
+    /// released like any unit; a `static` caller writes the reply without
+    /// waiting for the release, a `sync-static` one waits.
+    pub fn log_local_unit(
+        &mut self,
+        conn: ConnKey,
+        index: u64,
+        input_end: u64,
+        close_after: bool,
+    ) -> Result<u64, Backpressure> {
+        let result = self.try_log_unit(
+            conn,
+            index,
+            UnitKind::Final,
+            input_end,
+            close_after,
+            true,
+            Bytes::new(),
+        );
+        if result.is_err() {
+            self.counters.refusals += 1;
+        }
+        result
+    }
+
+    /// Sends this node's routes (policies and digests) to the peer, if a
+    /// session is up; the peer gets [`Event::PeerRoutes`].
+    pub fn send_routes(&mut self, routes: Vec<crate::wire::RouteDigest>) {
+        if let Some(s) = self.session.as_mut() {
+            s.queue.push_back(Msg::Routes { routes });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the unit's fields, as on the wire
     fn try_log_unit(
         &mut self,
         conn: ConnKey,
@@ -1019,6 +1075,7 @@ impl Replica {
         kind: UnitKind,
         input_end: u64,
         close_after: bool,
+        local: bool,
         payload: Bytes,
     ) -> Result<u64, Backpressure> {
         let len = payload.len();
@@ -1082,6 +1139,7 @@ impl Replica {
                     kind,
                     input_end,
                     close_after,
+                    local,
                     payload,
                 });
             }

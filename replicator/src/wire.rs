@@ -21,13 +21,17 @@
 //! | 1    | `Hello`     | `version u8, node_len u8, node (UTF-8, ≤ 64 bytes), role u8, epoch u64` |
 //! | 2    | `Heartbeat` | `seq u64` |
 //! | 3    | `Frame`     | the Ethernet frame (the rest of the message) |
-//! | 4    | `Unit`      | `conn, seq u64, index u64, kind u8, input_end u64, close_after u8, payload (rest)` |
+//! | 4    | `Unit`      | `conn, seq u64, index u64, kind u8, input_end u64, flags u8, payload (rest)` |
 //! | 5    | `UnitAck`   | `conn, seq u64` |
 //! | 6    | `ConnGone`  | `conn` |
+//! | 7    | `Routes`    | `count u16`, then per route: `prefix_len u16, prefix (UTF-8), policy u8, digest [u8; 32]` |
 //!
 //! `conn` is a [`ConnKey`]: `client_ip [u8; 4], client_port u16, client_isn u32`
 //! (10 bytes). `role`: 0 simplex, 1 primary, 2 ingress. `kind`: 0 interim,
-//! 1 final. `close_after`: 0 or 1.
+//! 1 final. Unit `flags`: bit 0 close after this unit, bit 1 *local* (the
+//! receiver makes the reply itself from its own copy of a `static` route's
+//! content; the payload is empty). `policy`: 0 logged, 1 static,
+//! 2 sync-static.
 //!
 //! # Panics
 //!
@@ -71,6 +75,15 @@ const TYPE_FRAME: u8 = 3;
 const TYPE_UNIT: u8 = 4;
 const TYPE_UNIT_ACK: u8 = 5;
 const TYPE_CONN_GONE: u8 = 6;
+const TYPE_ROUTES: u8 = 7;
+
+/// Most routes a `Routes` message may carry.
+pub const MAX_ROUTES: usize = 1024;
+/// Longest route prefix a `Routes` message may carry, in bytes.
+pub const MAX_PREFIX_LEN: usize = 1024;
+
+const FLAG_CLOSE: u8 = 1;
+const FLAG_LOCAL: u8 = 2;
 
 /// Why bytes could not be decoded, or a message could not be encoded.
 ///
@@ -154,6 +167,9 @@ pub enum Msg {
         input_end: u64,
         /// The connection closes after this unit.
         close_after: bool,
+        /// The receiver makes this (final) reply itself, from its own copy
+        /// of a `static` route's content: `payload` is empty.
+        local: bool,
         /// The bytes to send to the client.
         payload: Bytes,
     },
@@ -170,6 +186,24 @@ pub enum Msg {
         /// The connection.
         conn: ConnKey,
     },
+    /// Both ways after `Hello`: the sender's routes with their content
+    /// policy and, for content it can hash, a digest of it. A `static` route
+    /// is used as such only while both sides report the same.
+    Routes {
+        /// The routes, in the sender's order.
+        routes: Vec<RouteDigest>,
+    },
+}
+
+/// One route as `Msg::Routes` carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteDigest {
+    /// URL path prefix.
+    pub prefix: String,
+    /// 0 logged, 1 static, 2 sync-static.
+    pub policy: u8,
+    /// SHA-256 of the content (all zero when it cannot be hashed).
+    pub digest: [u8; 32],
 }
 
 impl Msg {
@@ -182,6 +216,7 @@ impl Msg {
             Msg::Unit { .. } => "Unit",
             Msg::UnitAck { .. } => "UnitAck",
             Msg::ConnGone { .. } => "ConnGone",
+            Msg::Routes { .. } => "Routes",
         }
     }
 
@@ -193,6 +228,7 @@ impl Msg {
             Msg::Unit { .. } => TYPE_UNIT,
             Msg::UnitAck { .. } => TYPE_UNIT_ACK,
             Msg::ConnGone { .. } => TYPE_CONN_GONE,
+            Msg::Routes { .. } => TYPE_ROUTES,
         }
     }
 
@@ -205,6 +241,12 @@ impl Msg {
             Msg::Unit { payload, .. } => UNIT_FIXED_LEN + payload.len(),
             Msg::UnitAck { .. } => CONN_KEY_LEN + 8,
             Msg::ConnGone { .. } => CONN_KEY_LEN,
+            Msg::Routes { routes } => {
+                2 + routes
+                    .iter()
+                    .map(|r| 2 + r.prefix.len() + 1 + 32)
+                    .sum::<usize>()
+            }
         }
     }
 
@@ -223,6 +265,18 @@ impl Msg {
             if node.len() > MAX_NODE_NAME_LEN {
                 return Err(WireError::Malformed {
                     what: "Hello node name (too long)",
+                });
+            }
+        }
+        if let Msg::Routes { routes } = self {
+            if routes.len() > MAX_ROUTES {
+                return Err(WireError::Malformed {
+                    what: "Routes (too many)",
+                });
+            }
+            if routes.iter().any(|r| r.prefix.len() > MAX_PREFIX_LEN) {
+                return Err(WireError::Malformed {
+                    what: "Routes prefix (too long)",
                 });
             }
         }
@@ -262,6 +316,7 @@ impl Msg {
                 kind,
                 input_end,
                 close_after,
+                local,
                 payload,
             } => {
                 put_conn(out, conn);
@@ -272,7 +327,14 @@ impl Msg {
                     UnitKind::Final => 1,
                 });
                 out.extend_from_slice(&input_end.to_be_bytes());
-                out.push(u8::from(*close_after));
+                let mut flags = 0;
+                if *close_after {
+                    flags |= FLAG_CLOSE;
+                }
+                if *local {
+                    flags |= FLAG_LOCAL;
+                }
+                out.push(flags);
                 out.extend_from_slice(payload);
             }
             Msg::UnitAck { conn, seq } => {
@@ -280,6 +342,16 @@ impl Msg {
                 out.extend_from_slice(&seq.to_be_bytes());
             }
             Msg::ConnGone { conn } => put_conn(out, conn),
+            Msg::Routes { routes } => {
+                // Bounded above: fits u16.
+                out.extend_from_slice(&(routes.len() as u16).to_be_bytes());
+                for r in routes {
+                    out.extend_from_slice(&(r.prefix.len() as u16).to_be_bytes());
+                    out.extend_from_slice(r.prefix.as_bytes());
+                    out.push(r.policy);
+                    out.extend_from_slice(&r.digest);
+                }
+            }
         }
         Ok(())
     }
@@ -454,23 +526,26 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
                 _ => return Err(WireError::Malformed { what: "Unit kind" }),
             };
             let input_end = r.u64("Unit input_end")?;
-            let close_after = match r.u8("Unit close_after")? {
-                0 => false,
-                1 => true,
-                _ => {
-                    return Err(WireError::Malformed {
-                        what: "Unit close_after",
-                    })
-                }
-            };
+            let flags = r.u8("Unit flags")?;
+            if flags & !(FLAG_CLOSE | FLAG_LOCAL) != 0 {
+                return Err(WireError::Malformed { what: "Unit flags" });
+            }
+            let local = flags & FLAG_LOCAL != 0;
+            let payload = r.rest();
+            if local && (kind != UnitKind::Final || !payload.is_empty()) {
+                return Err(WireError::Malformed {
+                    what: "Unit (a local unit is a final reply with no payload)",
+                });
+            }
             Msg::Unit {
                 conn,
                 seq,
                 index,
                 kind,
                 input_end,
-                close_after,
-                payload: r.rest(),
+                close_after: flags & FLAG_CLOSE != 0,
+                local,
+                payload,
             }
         }
         TYPE_UNIT_ACK => {
@@ -483,6 +558,43 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
             let conn = r.conn()?;
             r.finish("ConnGone (trailing bytes)")?;
             Msg::ConnGone { conn }
+        }
+        TYPE_ROUTES => {
+            let n = usize::from(r.u16("Routes count")?);
+            if n > MAX_ROUTES {
+                return Err(WireError::Malformed {
+                    what: "Routes (too many)",
+                });
+            }
+            let mut routes = Vec::with_capacity(n);
+            for _ in 0..n {
+                let len = usize::from(r.u16("Routes prefix length")?);
+                if len > MAX_PREFIX_LEN {
+                    return Err(WireError::Malformed {
+                        what: "Routes prefix (too long)",
+                    });
+                }
+                let prefix = r.take(len, "Routes prefix")?;
+                let prefix = std::str::from_utf8(&prefix)
+                    .map_err(|_| WireError::Malformed {
+                        what: "Routes prefix (not UTF-8)",
+                    })?
+                    .to_owned();
+                let policy = r.u8("Routes policy")?;
+                if policy > 2 {
+                    return Err(WireError::Malformed {
+                        what: "Routes policy",
+                    });
+                }
+                let digest = r.array("Routes digest")?;
+                routes.push(RouteDigest {
+                    prefix,
+                    policy,
+                    digest,
+                });
+            }
+            r.finish("Routes (trailing bytes)")?;
+            Msg::Routes { routes }
         }
         other => return Err(WireError::UnknownType(other)),
     };
@@ -625,6 +737,7 @@ mod tests {
                 kind: UnitKind::Final,
                 input_end: 1234,
                 close_after: true,
+                local: false,
                 payload: Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"),
             },
             Msg::Unit {
@@ -634,10 +747,36 @@ mod tests {
                 kind: UnitKind::Interim,
                 input_end: 0,
                 close_after: false,
+                local: false,
                 payload: Bytes::new(),
             },
             Msg::UnitAck { conn: CONN, seq: 5 },
             Msg::ConnGone { conn: CONN },
+            Msg::Unit {
+                conn: CONN,
+                seq: 9,
+                index: 4,
+                kind: UnitKind::Final,
+                input_end: 99,
+                close_after: true,
+                local: true,
+                payload: Bytes::new(),
+            },
+            Msg::Routes { routes: vec![] },
+            Msg::Routes {
+                routes: vec![
+                    RouteDigest {
+                        prefix: "/static/".into(),
+                        policy: 1,
+                        digest: [7; 32],
+                    },
+                    RouteDigest {
+                        prefix: "/é/".into(),
+                        policy: 0,
+                        digest: [0; 32],
+                    },
+                ],
+            },
         ]
     }
 
@@ -850,11 +989,28 @@ mod tests {
             Err(WireError::Malformed { what: "Unit kind" })
         );
         let mut unit = encode(&samples()[7]);
-        unit[HEADER_LEN + PREFIX_LEN + CONN_KEY_LEN + 25] = 2; // close_after
+        unit[HEADER_LEN + PREFIX_LEN + CONN_KEY_LEN + 25] = 4; // flags: an unknown bit
         assert_eq!(
             Msg::decode(Bytes::from(unit)),
+            Err(WireError::Malformed { what: "Unit flags" })
+        );
+        // A local unit must be a final reply without payload.
+        let mut unit = encode(&samples()[7]);
+        unit[HEADER_LEN + PREFIX_LEN + CONN_KEY_LEN + 25] = 3; // close + local, payload present
+        assert!(matches!(
+            Msg::decode(Bytes::from(unit)),
+            Err(WireError::Malformed { .. })
+        ));
+        assert_eq!(
+            Msg::decode(Bytes::from(raw(7, &[0, 1, 0, 1, b'/', 3]))),
             Err(WireError::Malformed {
-                what: "Unit close_after"
+                what: "Routes policy"
+            })
+        );
+        assert_eq!(
+            Msg::decode(Bytes::from(raw(7, &[0, 1, 0, 1, b'/', 1, 0]))),
+            Err(WireError::Truncated {
+                what: "Routes digest"
             })
         );
     }

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hotpair_http::Limits;
 use hotpair_replicator::node::{
-    channel_of, LinkError, NodeConfig, NodeConfigError, NodeCore, RoleChange, SiteConfig,
+    channel_of, Handler, LinkError, NodeConfig, NodeConfigError, NodeCore, RoleChange, Route,
+    SiteConfig,
 };
 use hotpair_replicator::wire::Decoder;
-use hotpair_replicator::{Msg, Role};
+use hotpair_replicator::{Msg, Policy, Role};
 use hotpair_stack::arp;
 use hotpair_stack::smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address, Ipv4Cidr};
 use hotpair_stack::Frame;
@@ -37,6 +38,8 @@ fn site(address: Ipv4Address, role: Role, peer: Option<usize>) -> SiteConfig {
         gateway: None,
         port: 80,
         max_connections: 16,
+        max_half_open: 8,
+        half_open_timeout: Duration::from_secs(20),
         role,
         peer,
     }
@@ -55,6 +58,24 @@ fn config(name: &str, n: u8, sites: Vec<SiteConfig>, peers: &[&str]) -> NodeConf
         limits: Limits::default(),
         routes: Vec::new(),
         seed: u64::from(n),
+    }
+}
+
+/// A document root with one file, in a directory of its own.
+fn docroot(tag: &str, content: &[u8]) -> hotpair_http::files::Files {
+    let dir = std::env::temp_dir().join(format!("hotpair-node-core-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("page.html"), content).unwrap();
+    let files = hotpair_http::files::Files::load(&dir, "/static/").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    files
+}
+
+fn static_route(files: hotpair_http::files::Files, policy: Policy) -> Route {
+    Route {
+        prefix: "/static/".into(),
+        handler: Handler::Files(files),
+        policy,
     }
 }
 
@@ -346,4 +367,56 @@ fn a_cut_link_fences_only_the_claim_the_live_owner_answers() {
     assert!(n1.fenced(1) && !n1.fenced(0) && !n1.all_fenced());
     assert_eq!(n2.role(1), Role::Simplex);
     assert!(n2.fenced(0) && !n2.fenced(1) && !n2.all_fenced());
+}
+
+#[test]
+fn static_is_used_only_while_both_nodes_hold_the_same_content() {
+    let t0 = origin();
+    // n1 owns A, n2 is its primary: n2 decides whether /static/ replies
+    // are made on both nodes or logged.
+    let pair = |primary: &[u8], owner: &[u8], policy: Policy| {
+        let mut n1 = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+        n1.routes = vec![static_route(docroot("owner", owner), policy)];
+        let mut n2 = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
+        n2.routes = vec![static_route(docroot("primary", primary), policy)];
+        let (mut n1, mut n2) = (
+            NodeCore::new(n1, t0).unwrap(),
+            NodeCore::new(n2, t0).unwrap(),
+        );
+        assert!(!n2.static_in_use(0, 0), "not before the peer's digests");
+        n1.handle_link_up(0, t0);
+        n2.handle_link_up(0, t0);
+        settle(&mut n1, &mut n2, t0);
+        (n1, n2)
+    };
+    let (n1, n2) = pair(b"<h1>same</h1>", b"<h1>same</h1>", Policy::Static);
+    assert!(n2.static_in_use(0, 0) && n1.static_in_use(0, 0));
+    // One byte differs on one node: the route falls back to logged.
+    let (n1, n2) = pair(b"<h1>same</h1>", b"<h1>Same</h1>", Policy::Static);
+    assert!(!n2.static_in_use(0, 0) && !n1.static_in_use(0, 0));
+    // So does a route whose policy differs between the two configs.
+    let (_, n2) = pair(b"x", b"x", Policy::SyncStatic);
+    assert!(n2.static_in_use(0, 0));
+    let mut other = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+    other.routes = vec![static_route(docroot("other", b"x"), Policy::Static)];
+    let mut n1 = NodeCore::new(other, t0).unwrap();
+    let mut n2b = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
+    n2b.routes = vec![static_route(docroot("again", b"x"), Policy::SyncStatic)];
+    let mut n2 = NodeCore::new(n2b, t0).unwrap();
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    settle(&mut n1, &mut n2, t0);
+    assert!(!n2.static_in_use(0, 0));
+    // And static on a route the ingress node cannot make replies for is
+    // refused outright.
+    let mut bad = config("n", 1, vec![site(A, Role::Simplex, None)], &[]);
+    bad.routes = vec![Route {
+        prefix: "/gen/".into(),
+        handler: Handler::Generate { max_size: 10 },
+        policy: Policy::Static,
+    }];
+    assert_eq!(
+        NodeCore::new(bad, t0).err(),
+        Some(NodeConfigError::StaticNeedsFiles("/gen/".into()))
+    );
 }

@@ -332,6 +332,7 @@ fn units_logged_acked_released_in_order() {
         kind,
         input_end,
         close_after,
+        local: false,
         payload: body,
     } = &ing[2]
     else {
@@ -821,8 +822,57 @@ fn unit(c: ConnKey, seq: u64, body: &'static [u8]) -> Msg {
         kind: UnitKind::Final,
         input_end: 0,
         close_after: false,
+        local: false,
         payload: Bytes::from_static(body),
     }
+}
+
+// ---- static content --------------------------------------------------------
+
+#[test]
+fn a_local_unit_carries_its_place_not_its_bytes_and_is_released_by_its_ack() {
+    let mut pair = Pair::connected();
+    let c = conn(1);
+    let logged_seq = pair.log(c, 0, "a logged reply");
+    let local_seq = pair
+        .p
+        .r
+        .log_local_unit(c, 1, 250, true)
+        .expect("log_local_unit");
+    assert_eq!(
+        (logged_seq, local_seq),
+        (0, 1),
+        "one sequence for both kinds"
+    );
+    pair.drive();
+    pair.no_errors();
+    let ing = pair.i.take_events();
+    assert!(
+        matches!(
+            &ing[1],
+            Event::Logged { conn, seq: 1, index: 1, kind: UnitKind::Final, input_end: 250, close_after: true, local: true, payload }
+                if *conn == c && payload.is_empty()
+        ),
+        "{:?}",
+        ing[1]
+    );
+    // The ack that taking the event sent releases it (sync-static waits
+    // for exactly this).
+    assert_eq!(of(&releases(&pair.p.take_events()), c), vec![0, 1]);
+}
+
+#[test]
+fn routes_reach_the_peer_as_an_event() {
+    let mut pair = Pair::connected();
+    let routes = vec![hotpair_replicator::wire::RouteDigest {
+        prefix: "/static/".into(),
+        policy: 1,
+        digest: [9; 32],
+    }];
+    pair.i.r.send_routes(routes.clone());
+    pair.drive();
+    pair.no_errors();
+    assert_eq!(pair.p.take_events(), vec![Event::PeerRoutes { routes }]);
 }
 
 #[test]

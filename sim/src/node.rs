@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hotpair_replicator::node::{
     Handler, NodeConfig, NodeCore, PeerId, RoleChange, Route, SiteConfig,
 };
-use hotpair_replicator::{Msg, Role};
+use hotpair_replicator::{Msg, Policy, Role};
 use hotpair_stack::engine::EngineStats;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
@@ -107,10 +107,14 @@ impl SimNode {
                 handler: Handler::Generate {
                     max_size: content::GENERATE_MAX,
                 },
+                policy: Policy::Logged,
             },
             Route {
                 prefix: content::FILES_PREFIX.to_owned(),
                 handler: Handler::Files(c.files.clone()),
+                // The config's default for files: every file scenario runs
+                // under active replication.
+                policy: Policy::Static,
             },
         ];
         let (role, name, peer) = match who {
@@ -125,6 +129,8 @@ impl SimNode {
                 gateway: None,
                 port: PORT,
                 max_connections: 64,
+                max_half_open: 32,
+                half_open_timeout: Duration::from_secs(20),
                 role,
                 peer: Some(PEER),
             }],

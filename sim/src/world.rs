@@ -855,9 +855,10 @@ fn link_desc(m: &LinkIn) -> String {
             kind,
             input_end,
             close_after,
+            local,
             payload,
         }) => format!(
-            "Unit {conn} seq={seq} index={} {kind:?} input_end={input_end} close_after={close_after} len={}",
+            "Unit {conn} seq={seq} index={} {kind:?} input_end={input_end} close_after={close_after} local={local} len={}",
             if *index == u64::MAX { "close".to_owned() } else { index.to_string() },
             payload.len()
         ),

@@ -66,6 +66,8 @@ pub const MAX_DEFERRED: usize = 64;
 /// SACK ranges remembered per shadow connection (smoltcp's assembler holds
 /// at most 8 out-of-order runs: `assembler-max-segment-count-8`).
 const MAX_SACKED: usize = 8;
+/// At most one half-open warning per this interval.
+const FLOOD_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Frames smoltcp may emit in one round before the device refuses more.
 const TX_BUDGET: usize = 4096;
 /// Spare frame buffers kept for reuse.
@@ -220,6 +222,13 @@ pub struct EngineStats {
     pub held_dropped: u64,
     pub passed_through: u64,
     pub promoted: u64,
+    /// Half-open connections now (SYN received, handshake not completed).
+    pub half_open: usize,
+    /// Half-open connections dropped after `half_open_timeout`.
+    pub half_open_expired: u64,
+    /// Half-open connections dropped, oldest first, to admit a new SYN at
+    /// the `max_half_open` bound.
+    pub half_open_evicted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -483,9 +492,11 @@ impl phy::Device for QueueDevice {
 }
 
 enum Phase<C> {
-    /// Listening, or half-open (SYN received) with the client's tuple.
+    /// Listening, or half-open (SYN received) with the client's tuple and
+    /// when the handshake began.
     Listening {
         half_open: Option<Tuple>,
+        since: Option<StdInstant>,
     },
     Active(Active<C>),
     /// Closed by the service, smoltcp still in TIME-WAIT. The tuple's track
@@ -578,6 +589,10 @@ pub struct Engine<C> {
     /// Added to smoltcp's clock. Claiming the address advances it once so
     /// every pending retransmission timer fires at once (see `claim_tick`).
     clock_skew: Duration,
+    /// The time of the current (or last) poll.
+    last_poll: StdInstant,
+    /// When the half-open warning was last logged.
+    flood_warned: Option<StdInstant>,
 }
 
 impl<C> Engine<C> {
@@ -625,6 +640,8 @@ impl<C> Engine<C> {
             claim: Claim::None,
             reannounce: None,
             clock_skew: Duration::ZERO,
+            last_poll: start,
+            flood_warned: None,
         };
         e.top_up();
         e
@@ -634,7 +651,23 @@ impl<C> Engine<C> {
         self.mode
     }
     pub fn stats(&self) -> EngineStats {
-        self.stats
+        let mut st = self.stats;
+        st.half_open = self
+            .pool
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| {
+                matches!(
+                    s.phase,
+                    Phase::Listening {
+                        half_open: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        st
     }
     pub fn config(&self) -> &StackConfig {
         &self.cfg
@@ -883,6 +916,7 @@ impl<C> Engine<C> {
             self.lan_out.clear();
             return false;
         }
+        self.last_poll = now;
         self.claim_tick(now);
         self.reannounce_tick(now);
         let mut busy = !self.lan_in.is_empty() || !self.peer_in.is_empty();
@@ -1024,6 +1058,9 @@ impl<C> Engine<C> {
         if *budget == 0 {
             return false;
         }
+        if !self.make_half_open_room() {
+            return false;
+        }
         *budget -= 1;
         self.tracks.insert(
             tuple,
@@ -1035,6 +1072,83 @@ impl<C> Engine<C> {
         );
         self.pending_syn.push(tuple);
         true
+    }
+
+    /// Half-open connections have their own bound (a SYN queue), apart from
+    /// established ones: at `max_half_open`, the oldest handshake is dropped
+    /// for the new SYN, so a flood from sources that never answer cannot
+    /// lock legitimate clients out — each of them completes its handshake
+    /// within a round trip, long before it would be the oldest. Returns
+    /// false if no room can be made (nothing to evict: the SYN waits).
+    fn make_half_open_room(&mut self) -> bool {
+        let mut oldest: Option<(StdInstant, usize)> = None;
+        let mut count = self.pending_syn.len();
+        for (i, slot) in self.pool.slots.iter().enumerate() {
+            if let Some(Slot {
+                phase:
+                    Phase::Listening {
+                        half_open: Some(_),
+                        since: Some(t),
+                    },
+                ..
+            }) = slot
+            {
+                count += 1;
+                if oldest.is_none_or(|(o, _)| *t < o) {
+                    oldest = Some((*t, i));
+                }
+            }
+        }
+        if count < self.cfg.max_half_open {
+            return true;
+        }
+        let Some((_, i)) = oldest else {
+            return false;
+        };
+        self.drop_half_open(i);
+        self.stats.half_open_evicted += 1;
+        self.flood_warning();
+        true
+    }
+
+    /// Drop the half-open connection of slot `i`, silently (as Linux drops
+    /// from a full SYN queue: the source never answered). The socket leaves
+    /// the set: smoltcp keeps per-handle neighbour state, and a listener
+    /// that waited for an unreachable source's MAC would stay silent for a
+    /// second after it was reused; a fresh handle has none.
+    fn drop_half_open(&mut self, i: usize) {
+        let Some(slot) = self.pool.slots[i].as_mut() else {
+            return;
+        };
+        if let Phase::Listening { half_open, .. } = &mut slot.phase {
+            if let Some(old) = half_open.take() {
+                if self.tracks.get(&old).is_some_and(|t| t.slot == Some(i)) {
+                    self.tracks.remove(&old);
+                }
+            }
+        }
+        // CLOSED, so that `listen` takes it again when it is reused.
+        self.sockets.get_mut::<tcp::Socket>(slot.handle).abort();
+        self.pool.release(i, &mut self.sockets);
+    }
+
+    /// Rate-limited: an operator should know the SYN queue is full.
+    fn flood_warning(&mut self) {
+        let now = self.last_poll;
+        if self
+            .flood_warned
+            .is_some_and(|t| now.saturating_duration_since(t) < FLOOD_WARN_INTERVAL)
+        {
+            return;
+        }
+        self.flood_warned = Some(now);
+        tracing::warn!(
+            address = %self.cfg.address.address(),
+            max_half_open = self.cfg.max_half_open,
+            evicted = self.stats.half_open_evicted,
+            expired = self.stats.half_open_expired,
+            "half-open connections at their bound (a SYN flood?): oldest handshakes dropped for new ones"
+        );
     }
 
     /// Answer an RFC 5227 probe for our address (smoltcp ignores ARP from
@@ -1382,7 +1496,7 @@ impl<C> Engine<C> {
         };
         let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
         match &mut slot.phase {
-            Phase::Listening { half_open } => {
+            Phase::Listening { half_open, since } => {
                 // Which handshake the listener holds now. It can change
                 // between two looks: an RST in SYN-RECEIVED sends a passive
                 // socket back to LISTEN (RFC 793), and it may then take
@@ -1392,6 +1506,7 @@ impl<C> Engine<C> {
                     _ => tuple_of(sock, self.cfg.port),
                 };
                 if *half_open != current {
+                    *since = current.map(|_| now);
                     if let Some(old) = half_open.take() {
                         if self.tracks.get(&old).is_some_and(|t| t.slot == Some(i)) {
                             tracing::trace!(client = %old.0, port = old.1, "handshake reset: track dropped");
@@ -1404,6 +1519,17 @@ impl<C> Engine<C> {
                     }
                 }
                 match sock.state() {
+                    tcp::State::SynReceived
+                        if since.is_some_and(|t| now >= t + self.cfg.half_open_timeout) =>
+                    {
+                        // A handshake the client never completed (a spoofed
+                        // source, or a client gone): its listener serves
+                        // someone else. smoltcp would keep it for good.
+                        tracing::trace!(client = ?half_open, "half-open connection expired");
+                        self.stats.half_open_expired += 1;
+                        self.drop_half_open(i);
+                        return true;
+                    }
                     tcp::State::Listen | tcp::State::SynReceived => return false,
                     tcp::State::Closed | tcp::State::TimeWait => {
                         // The handshake failed (timeout): listen again.
@@ -1545,7 +1671,10 @@ impl<C> Engine<C> {
                 listen(&mut sock, self.cfg.port);
                 let slot = Slot {
                     handle: self.sockets.add(sock),
-                    phase: Phase::Listening { half_open: None },
+                    phase: Phase::Listening {
+                        half_open: None,
+                        since: None,
+                    },
                 };
                 match self.pool.free.pop() {
                     Some(i) => self.pool.slots[i] = Some(slot),
@@ -1588,7 +1717,10 @@ impl<C> Engine<C> {
             self.sockets.get_mut::<tcp::Socket>(slot.handle),
             self.cfg.port,
         );
-        slot.phase = Phase::Listening { half_open: None };
+        slot.phase = Phase::Listening {
+            half_open: None,
+            since: None,
+        };
         self.stats.time_wait_recycled += 1;
         self.forget(&tuple, i);
     }

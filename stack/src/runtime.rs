@@ -36,6 +36,11 @@ pub struct StackConfig {
     pub port: u16,
     /// The most connections at once (sockets in use, listeners included).
     pub max_connections: usize,
+    /// The most half-open connections (SYN received, handshake not done)
+    /// at once; at the bound the oldest is dropped for a new SYN.
+    pub max_half_open: usize,
+    /// A handshake not completed within this is dropped.
+    pub half_open_timeout: Duration,
     pub rx_buffer_bytes: usize,
     pub tx_buffer_bytes: usize,
     /// Seed for smoltcp's RNG (ISNs, ephemeral ports).

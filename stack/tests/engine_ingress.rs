@@ -74,6 +74,8 @@ impl Ingress {
             gateway: None,
             port: 80,
             max_connections: 64,
+            max_half_open: 8,
+            half_open_timeout: Duration::from_secs(20),
             rx_buffer_bytes: 65536,
             tx_buffer_bytes: 65536,
             seed: 7,

@@ -128,7 +128,7 @@ idle_timeout_ms = {idle_timeout}
 prefix = "/static/"
 handler = "files"
 root = {root}
-
+{policy}
 [[route]]
 prefix = "/non-deterministic/"
 handler = "generate"
@@ -139,6 +139,9 @@ prefix = "/app/"
 handler = "upstream"
 address = "{UPSTREAM_ADDRESS}"
 "#,
+        policy = opts
+            .static_policy
+            .map_or(String::new(), |p| format!("policy = \"{}\"\n", p.name())),
         header_timeout = opts.http_header_timeout_ms,
         idle_timeout = opts.http_idle_timeout_ms,
     )

@@ -20,7 +20,7 @@ use hotpair_stack::smoltcp::socket::tcp;
 use hotpair_stack::{ConnId, ConnInfo, Service};
 
 use super::handler::{Handler, Job, Route, Work};
-use crate::{ConnKey, Event, Replica, Role, UnitKind};
+use crate::{ConnKey, Event, Policy, Replica, Role, UnitKind};
 
 /// Marks a unit that answers no request: the connection closes here.
 pub(crate) const CLOSE_INDEX: u64 = u64::MAX;
@@ -54,6 +54,9 @@ pub struct LiveConn {
     /// Stop reading and close once `units` are written (a shadow that was
     /// already closing when promoted).
     finish: bool,
+    /// Requests answered by a `static` or `sync-static` route: their final
+    /// reply is logged as a local unit (its place only, no payload).
+    local: BTreeMap<u64, Policy>,
 }
 
 /// The ingress node's mirror of a connection the primary answers.
@@ -71,6 +74,8 @@ pub struct Mirror {
     continue_for: Option<u64>,
     close_pending: bool,
     gone: bool,
+    /// A local reply could not be made: this shadow must not take over.
+    diverged: bool,
 }
 
 /// One connection's HTTP-level state.
@@ -145,6 +150,8 @@ pub(crate) struct Shared {
     pub inline_generate: bool,
     pub seed: u64,
     pub handler_runs: u64,
+    /// Replies the ingress node made itself for local (`static`) units.
+    pub local_replies: u64,
     /// A unit was logged: the link has something to send.
     pub logged: bool,
 }
@@ -156,9 +163,69 @@ pub(crate) struct SiteDriver<'a> {
     pub conns: &'a mut SiteConns,
     pub shared: &'a mut Shared,
     pub replica: Option<&'a mut Replica>,
+    /// Per route: the peer holds the same content under the same policy
+    /// (the digest guard), so `static`/`sync-static` may be used.
+    pub static_ok: &'a [bool],
+}
+
+/// The final reply of request `index`, made from this node's own copy of a
+/// `static` route's content: the same HTTP code the primary ran, fed the
+/// same request bytes, so the same bytes come out (no `Date`, no node name
+/// in a reply). `request` is the client input from the request's first
+/// byte to `input_end`.
+fn local_reply(
+    shared: &Shared,
+    index: u64,
+    continue_sent: bool,
+    request: &[u8],
+    now: Instant,
+) -> Result<(Bytes, u64), String> {
+    let mut http = ServerConn::resume(shared.limits, now, index, continue_sent);
+    let taken = http.handle_input(request, now);
+    let req = http
+        .poll_request()
+        .ok_or_else(|| format!("no whole request in {} bytes (took {taken})", request.len()))?;
+    if req.index != index {
+        return Err(format!("parsed request {} for unit {index}", req.index));
+    }
+    let route = shared
+        .routes
+        .iter()
+        .find(|r| req.path.starts_with(&r.prefix))
+        .ok_or_else(|| format!("no route for {:?}", req.path))?;
+    let Handler::Files(files) = &route.handler else {
+        return Err(format!(
+            "route {:?} is not a files route here",
+            route.prefix
+        ));
+    };
+    let resp = files.handle(&req);
+    let _ = http.send_response(index, resp);
+    while let Some(u) = http.take_unit() {
+        if u.kind == UnitKind::Final {
+            return Ok((Bytes::from(u.chunks.concat()), u.input_end));
+        }
+    }
+    Err("no final reply came out".into())
 }
 
 impl SiteDriver<'_> {
+    /// The policy request `path` is replicated under on this site now:
+    /// `static`/`sync-static` only while this node logs to a peer whose
+    /// content matched.
+    fn local_policy(&self, path: &str) -> Option<Policy> {
+        if !self.primary_logging() {
+            return None;
+        }
+        let (i, r) = self
+            .shared
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| path.starts_with(&r.prefix))?;
+        (r.policy != Policy::Logged && self.static_ok.get(i) == Some(&true)).then_some(r.policy)
+    }
+
     fn dispatch(&mut self, id: ConnId, key: &ConnKey, req: Request) -> Option<Response> {
         let sh = &mut *self.shared;
         let Some((route, r)) = sh
@@ -255,6 +322,9 @@ impl SiteDriver<'_> {
             }
             while let Some(req) = c.http.poll_request() {
                 let index = req.index;
+                if let Some(p) = self.local_policy(&req.path) {
+                    c.local.insert(index, p);
+                }
                 if let Some(resp) = self.dispatch(id, &c.key, req) {
                     let _ = c.http.send_response(index, resp);
                 }
@@ -323,7 +393,30 @@ impl SiteDriver<'_> {
     fn log_units(&mut self, c: &mut LiveConn) {
         let logging = self.primary_logging();
         while let Some(u) = c.unlogged.front() {
-            let (seq, released, chunks) = if logging {
+            let local = if u.kind == UnitKind::Final {
+                c.local.get(&u.index).copied()
+            } else {
+                None
+            };
+            let (seq, released, chunks) = if let (true, Some(policy)) = (logging, local) {
+                // Only the reply's place travels; the ingress node makes
+                // the bytes itself. `static` sends at once, `sync-static`
+                // once the ingress node has its copy (the unit's ack).
+                let Some(replica) = self.replica.as_mut() else {
+                    break;
+                };
+                match replica.log_local_unit(c.key, u.index, u.input_end, u.close_after) {
+                    Ok(seq) => {
+                        self.shared.logged = true;
+                        (
+                            Some(seq),
+                            policy == Policy::Static,
+                            u.chunks.iter().cloned().collect(),
+                        )
+                    }
+                    Err(_) => break,
+                }
+            } else if logging {
                 let payload: Bytes = if u.chunks.len() == 1 {
                     u.chunks[0].clone()
                 } else {
@@ -352,6 +445,9 @@ impl SiteDriver<'_> {
                 (None, true, u.chunks.iter().cloned().collect())
             };
             let u = c.unlogged.pop_front().expect("front exists");
+            if u.kind == UnitKind::Final {
+                c.local.remove(&u.index);
+            }
             if u.close_after {
                 c.close_queued = true;
             }
@@ -366,7 +462,17 @@ impl SiteDriver<'_> {
         }
     }
 
-    fn drive_shadow(&mut self, id: ConnId, m: &mut Mirror, sock: &mut tcp::Socket<'_>) {
+    fn drive_shadow(
+        &mut self,
+        id: ConnId,
+        m: &mut Mirror,
+        sock: &mut tcp::Socket<'_>,
+        now: Instant,
+    ) {
+        if !m.close_pending {
+            // The request log first: a local unit is made from it.
+            self.read_input_log(m, sock);
+        }
         if let Some(events) = self.conns.conn_events.remove(&id) {
             for ev in events {
                 match ev {
@@ -375,10 +481,53 @@ impl SiteDriver<'_> {
                         kind,
                         input_end,
                         close_after,
+                        local,
                         payload,
                         ..
                     } => {
-                        if !payload.is_empty() {
+                        if local {
+                            let end = input_end.saturating_sub(m.input_base) as usize;
+                            let made = m
+                                .input_log
+                                .get(..end)
+                                .ok_or_else(|| {
+                                    format!(
+                                        "the request ends at {input_end}, the log holds up to {}",
+                                        m.input_base + m.input_log.len() as u64
+                                    )
+                                })
+                                .and_then(|req| {
+                                    local_reply(
+                                        self.shared,
+                                        index,
+                                        m.continue_for == Some(index),
+                                        req,
+                                        now,
+                                    )
+                                })
+                                .and_then(|(bytes, end)| {
+                                    if end == input_end - m.input_base {
+                                        Ok(bytes)
+                                    } else {
+                                        Err(format!("the request ends at {end} here"))
+                                    }
+                                });
+                            match made {
+                                Ok(bytes) => {
+                                    self.shared.local_replies += 1;
+                                    m.units_out.push_back(bytes);
+                                }
+                                Err(why) => {
+                                    // Never a spliced reply: without the
+                                    // primary's bytes this shadow cannot
+                                    // take over; it goes (silently — its
+                                    // output never leaves this node).
+                                    tracing::error!(conn = %m.key, index, reason = %why, "cannot make a static reply the primary sent; this connection will not survive the primary");
+                                    m.gone = true;
+                                    m.diverged = true;
+                                }
+                            }
+                        } else if !payload.is_empty() {
                             m.units_out.push_back(payload);
                         }
                         match kind {
@@ -409,7 +558,29 @@ impl SiteDriver<'_> {
             // nothing after this is a request; discard it here too.
             discard_input(sock);
         }
-        // Keep the client's input (the request log) as far as allowed.
+        self.read_input_log(m, sock);
+        while let Some(front) = m.units_out.front() {
+            let n = sock.send_slice(&front[m.front_offset..]).unwrap_or(0);
+            m.front_offset += n;
+            if m.front_offset < front.len() {
+                break;
+            }
+            m.units_out.pop_front();
+            m.front_offset = 0;
+        }
+        if m.close_pending && m.units_out.is_empty() && sock.is_open() && !m.diverged {
+            sock.close();
+        } else if m.gone && (!m.close_pending || m.diverged) && sock.is_open() {
+            // The primary's connection was reset: so is ours (silently:
+            // a shadow's output never leaves this node).
+            sock.abort();
+        }
+    }
+}
+
+impl SiteDriver<'_> {
+    /// Keep the client's input (the request log) as far as allowed.
+    fn read_input_log(&self, m: &mut Mirror, sock: &mut tcp::Socket<'_>) {
         let limit = input_log_limit(&self.shared.limits);
         while sock.can_recv() && m.input_log.len() < limit {
             let room = limit - m.input_log.len();
@@ -424,22 +595,6 @@ impl SiteDriver<'_> {
             if n == 0 {
                 break;
             }
-        }
-        while let Some(front) = m.units_out.front() {
-            let n = sock.send_slice(&front[m.front_offset..]).unwrap_or(0);
-            m.front_offset += n;
-            if m.front_offset < front.len() {
-                break;
-            }
-            m.units_out.pop_front();
-            m.front_offset = 0;
-        }
-        if m.close_pending && m.units_out.is_empty() && sock.is_open() {
-            sock.close();
-        } else if m.gone && !m.close_pending && sock.is_open() {
-            // The primary's connection was reset: so is ours (silently:
-            // a shadow's output never leaves this node).
-            sock.abort();
         }
     }
 }
@@ -463,6 +618,7 @@ impl Service for SiteDriver<'_> {
                 continue_for: None,
                 close_pending: false,
                 gone: false,
+                diverged: false,
             })
         } else {
             Conn::Live(Box::new(LiveConn {
@@ -474,6 +630,7 @@ impl Service for SiteDriver<'_> {
                 eof_seen: false,
                 close_queued: false,
                 finish: false,
+                local: BTreeMap::new(),
             }))
         }
     }
@@ -488,7 +645,7 @@ impl Service for SiteDriver<'_> {
         match conn {
             Conn::Live(c) => self.drive_live(id, c, sock, now),
             Conn::Shadow(m) => {
-                self.drive_shadow(id, m, sock);
+                self.drive_shadow(id, m, sock, now);
                 None
             }
         }
@@ -553,6 +710,7 @@ impl Service for SiteDriver<'_> {
             eof_seen: false,
             close_queued: m.close_pending,
             finish: m.close_pending,
+            local: BTreeMap::new(),
         }));
     }
 }

@@ -25,12 +25,16 @@ pub enum Handler {
     External,
 }
 
-/// A URL path prefix and its handler.
+/// A URL path prefix, its handler and its content policy.
 pub struct Route {
     /// e.g. `/static/`.
     pub prefix: String,
     /// What answers it.
     pub handler: Handler,
+    /// How its replies are replicated. `Static` and `SyncStatic` need a
+    /// handler both nodes run alike: only [`Handler::Files`] here (the core
+    /// refuses others).
+    pub policy: crate::Policy,
 }
 
 /// Work for the shell.

@@ -42,7 +42,8 @@ pub use conn::Conn;
 use conn::{Shared, SiteConns, SiteDriver};
 pub use handler::{Handler, Job, Route, Work};
 
-use crate::{Event, Msg, ProtocolError, Replica, ReplicaConfig, ReplicaStats, Role};
+use crate::wire::RouteDigest;
+use crate::{Event, Msg, Policy, ProtocolError, Replica, ReplicaConfig, ReplicaStats, Role};
 
 /// A peer of this node, by its index in [`NodeConfig::peers`].
 pub type PeerId = usize;
@@ -58,6 +59,11 @@ pub struct SiteConfig {
     pub port: u16,
     /// Connections at once (established and half-open).
     pub max_connections: usize,
+    /// Half-open connections at once (their own bound: a SYN flood cannot
+    /// take the pool); the oldest is dropped for a new SYN.
+    pub max_half_open: usize,
+    /// A handshake not completed within this is dropped.
+    pub half_open_timeout: Duration,
     /// The starting role.
     pub role: Role,
     /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
@@ -107,6 +113,10 @@ pub enum NodeConfigError {
     /// A `Simplex` site with a peer.
     #[error("service address {0}: serves alone but names a peer")]
     PeerForSimplex(Ipv4Address),
+    /// `static`/`sync-static` on a route whose replies the ingress node
+    /// cannot make itself.
+    #[error("route {0}: static and sync-static need a files route")]
+    StaticNeedsFiles(String),
 }
 
 /// Why a link message was refused. The caller drops the link and calls
@@ -156,6 +166,10 @@ struct Site {
     conns: SiteConns,
     replica: Option<Replica>,
     fenced_reported: bool,
+    /// Per route: the peer reported the same policy and content digest in
+    /// this link session (the digest guard); until then, and on any
+    /// difference, `static` routes are logged.
+    static_ok: Vec<bool>,
 }
 
 struct Peer {
@@ -174,6 +188,8 @@ pub struct NodeCore {
     changes: VecDeque<RoleChange>,
     /// Next site whose LAN output goes first.
     next_tx: usize,
+    /// This node's routes as `Msg::Routes` reports them.
+    route_digests: Vec<RouteDigest>,
 }
 
 /// The channel naming a service address on the link.
@@ -201,11 +217,57 @@ fn frame_addresses(frame: &[u8]) -> Option<(Ipv4Address, Option<Ipv4Address>)> {
     }
 }
 
+/// The digest guard: a `static`/`sync-static` route is used as such only if
+/// the peer has a route with the same prefix, policy and content digest.
+fn compare_routes(
+    ours: &[RouteDigest],
+    theirs: &[RouteDigest],
+    ok: &mut [bool],
+    address: Ipv4Address,
+) {
+    for (i, r) in ours.iter().enumerate() {
+        if r.policy == Policy::Logged.code() {
+            ok[i] = false;
+            continue;
+        }
+        let peer = theirs.iter().find(|t| t.prefix == r.prefix);
+        ok[i] = peer.is_some_and(|t| t.policy == r.policy && t.digest == r.digest);
+        if !ok[i] {
+            let why = match peer {
+                None => "the peer has no such route",
+                Some(t) if t.policy != r.policy => "the peer uses another policy for it",
+                Some(_) => "the peer's content differs",
+            };
+            tracing::error!(
+                %address,
+                route = %r.prefix,
+                reason = why,
+                "static route falls back to logged: replies would not be byte-identical on both nodes"
+            );
+        } else {
+            tracing::debug!(%address, route = %r.prefix, "static route content matches the peer's");
+        }
+    }
+}
+
 impl NodeCore {
     /// A node at time `now`. Sites that own their address announce it.
     pub fn new(cfg: NodeConfig, now: Instant) -> Result<Self, NodeConfigError> {
         if cfg.sites.is_empty() {
             return Err(NodeConfigError::NoSites);
+        }
+        let mut route_digests = Vec::with_capacity(cfg.routes.len());
+        for r in &cfg.routes {
+            let digest = match (&r.handler, r.policy) {
+                (Handler::Files(files), _) => files.digest(),
+                (_, Policy::Logged) => [0; 32],
+                _ => return Err(NodeConfigError::StaticNeedsFiles(r.prefix.clone())),
+            };
+            route_digests.push(RouteDigest {
+                prefix: r.prefix.clone(),
+                policy: r.policy.code(),
+                digest,
+            });
         }
         let mut sites = Vec::with_capacity(cfg.sites.len());
         for (i, sc) in cfg.sites.iter().enumerate() {
@@ -233,6 +295,8 @@ impl NodeCore {
                 gateway: sc.gateway,
                 port: sc.port,
                 max_connections: sc.max_connections,
+                max_half_open: sc.max_half_open,
+                half_open_timeout: sc.half_open_timeout,
                 rx_buffer_bytes: cfg.rx_buffer_bytes,
                 tx_buffer_bytes: cfg.tx_buffer_bytes,
                 // Each address its own ISN sequence.
@@ -250,6 +314,7 @@ impl NodeCore {
                 conns: SiteConns::default(),
                 replica,
                 fenced_reported: false,
+                static_ok: vec![false; cfg.routes.len()],
             });
         }
         Ok(NodeCore {
@@ -267,10 +332,12 @@ impl NodeCore {
                 inline_generate: false,
                 seed: cfg.seed,
                 handler_runs: 0,
+                local_replies: 0,
                 logged: false,
             },
             changes: VecDeque::new(),
             next_tx: 0,
+            route_digests,
         })
     }
 
@@ -323,6 +390,17 @@ impl NodeCore {
     /// Requests handed to a handler so far (a test counts re-executions).
     pub fn handler_runs(&self) -> u64 {
         self.shared.handler_runs
+    }
+
+    /// `static` replies this node made itself as an ingress node.
+    pub fn local_replies(&self) -> u64 {
+        self.shared.local_replies
+    }
+
+    /// Whether route `route` is replicated under its `static` policy on
+    /// site `site` now (the peer's content matched in this link session).
+    pub fn static_in_use(&self, site: usize, route: usize) -> bool {
+        self.sites[site].static_ok.get(route) == Some(&true)
     }
 
     /// Units this node logged to its peers so far.
@@ -515,11 +593,25 @@ impl NodeCore {
                         Event::Release { conn, .. }
                         | Event::Logged { conn, .. }
                         | Event::ConnGone { conn } => site.conns.event(conn, ev),
-                        Event::PeerUp { node } => tracing::info!(
-                            peer = %node,
-                            address = %site.cfg.address.address(),
-                            "replication link up"
-                        ),
+                        Event::PeerUp { node } => {
+                            tracing::info!(
+                                peer = %node,
+                                address = %site.cfg.address.address(),
+                                "replication link up"
+                            );
+                            // A new session: static waits for the peer's
+                            // digests again.
+                            site.static_ok.iter_mut().for_each(|ok| *ok = false);
+                            r.send_routes(self.route_digests.clone());
+                        }
+                        Event::PeerRoutes { routes } => {
+                            compare_routes(
+                                &self.route_digests,
+                                &routes,
+                                &mut site.static_ok,
+                                site.cfg.address.address(),
+                            );
+                        }
                         Event::PeerDead { since_heard } => {
                             match site.engine.mode() {
                                 Role::Ingress => promote = true,
@@ -546,6 +638,7 @@ impl NodeCore {
                 conns: &mut site.conns,
                 shared: &mut self.shared,
                 replica: site.replica.as_mut(),
+                static_ok: &site.static_ok,
             };
             if promote {
                 let before = site.engine.stats().promoted;
