@@ -658,7 +658,7 @@ pub fn render(r: &Results, plots: &[String]) -> String {
     let _ = writeln!(o, "## Failover stall\n");
     let _ = writeln!(
         o,
-        "A duplex lab per kill (no CPU quota), a 50 MiB download (--quick: 16 MiB) at 20 MB/s, the victim \
+        "A duplex lab per kill (no CPU quota, /static/ `logged`), a 50 MiB download (--quick: 16 MiB) at 20 MB/s, the victim \
          signalled once 20 MiB (8) arrived; every download completes with the right SHA-256. \
          The stall is the longest time the file did not grow from the signal on (sampled \
          every 10 ms). SIGSTOP freezes the node (a host crash: no kernel resets the link); \

@@ -126,11 +126,19 @@ impl Bench<'_> {
             }
             .into(),
         );
-        match c {
-            Config::DuplexMi => args.extend(["--repl-net".into(), "dedicated".into()]),
-            Config::Static => args.extend(["--static-policy".into(), "static".into()]),
-            Config::SyncStatic => args.extend(["--static-policy".into(), "sync-static".into()]),
-            _ => {}
+        // Where the lab knows content policies, /static/ defaults to `static`:
+        // duplex and duplex-mi are the paper's reply-logging scheme, `logged`.
+        let policy = match c {
+            Config::Duplex | Config::DuplexMi => Some("logged"),
+            Config::Static => Some("static"),
+            Config::SyncStatic => Some("sync-static"),
+            _ => None,
+        };
+        if let Some(p) = policy.filter(|_| self.r.meta.static_policy_available) {
+            args.extend(["--static-policy".into(), p.into()]);
+        }
+        if c == Config::DuplexMi {
+            args.extend(["--repl-net".into(), "dedicated".into()]);
         }
         args.extend([
             "--node-cpus".into(),
@@ -417,11 +425,15 @@ impl Bench<'_> {
     ) -> Result<(f64, (u64, u64))> {
         check_interrupt()?;
         let prefix = format!("{}k", self.base);
-        let args: Vec<String> = ["--mode", "duplex", "--docroot"]
+        let mut args: Vec<String> = ["--mode", "duplex", "--docroot"]
             .iter()
             .map(|s| s.to_string())
             .chain([self.stall_docroot.display().to_string()])
             .collect();
+        if self.r.meta.static_policy_available {
+            // The download's reply is logged, as before content policies.
+            args.extend(["--static-policy".into(), "logged".into()]);
+        }
         let lab = Lab::up(
             &self.exe,
             &prefix,
