@@ -213,20 +213,22 @@ impl Results {
         self.open_loop.iter().find(|o| o.config == c)
     }
 
-    /// Sizes measured for a workload in the peak searches, ascending.
-    pub fn sizes(&self, w: Workload) -> Vec<u64> {
+    /// Sizes of a workload's peak searches, ascending.
+    pub fn peak_sizes(&self, w: Workload) -> Vec<u64> {
         let mut v: Vec<u64> = self
             .peaks
             .iter()
             .filter(|p| p.workload == w)
             .map(|p| p.size)
             .collect();
-        v.extend(
-            self.latency
-                .iter()
-                .filter(|m| m.workload == w)
-                .map(|m| m.size),
-        );
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Sizes of the latency runs (one outstanding request), ascending.
+    pub fn latency_sizes(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.latency.iter().map(|m| m.size).collect();
         v.sort_unstable();
         v.dedup();
         v

@@ -173,8 +173,9 @@ fn nines_label(v: &f64) -> String {
 pub fn all(r: &Results, dir: &Path) -> Result<Vec<String>> {
     let mut written = Vec::new();
     let kbs = |s: u64| s as f64 / 1024.0;
-    let gen = r.sizes(Workload::Generate);
-    let files = r.sizes(Workload::Files);
+    let gen = r.peak_sizes(Workload::Generate);
+    let files = r.peak_sizes(Workload::Files);
+    let lat_sizes = r.latency_sizes();
     let line = |name: &str, f: &dyn Fn(u64) -> Option<f64>, sizes: &[u64]| Series {
         name: name.into(),
         points: sizes
@@ -277,22 +278,22 @@ pub fn all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                 line(
                     "unreplicated (generate)",
                     &lat(Config::Simplex, Workload::Generate),
-                    &gen,
+                    &lat_sizes,
                 ),
                 line(
                     "duplex (generate)",
                     &lat(Config::Duplex, Workload::Generate),
-                    &gen,
+                    &lat_sizes,
                 ),
                 line(
                     "unreplicated (files)",
                     &lat(Config::Simplex, Workload::Files),
-                    &files,
+                    &lat_sizes,
                 ),
                 line(
                     "duplex (files)",
                     &lat(Config::Duplex, Workload::Files),
-                    &files,
+                    &lat_sizes,
                 ),
                 line(
                     "reply overhead (unreplicated + duplex − static)",
@@ -303,13 +304,13 @@ pub fn all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                                 - lat(Config::Static, Workload::Files)(s)?,
                         )
                     },
-                    &files,
+                    &lat_sizes,
                 ),
-                line("static", &lat(Config::Static, Workload::Files), &files),
+                line("static", &lat(Config::Static, Workload::Files), &lat_sizes),
                 line(
                     "sync-static",
                     &lat(Config::SyncStatic, Workload::Files),
-                    &files,
+                    &lat_sizes,
                 ),
             ]),
             log_y: false,

@@ -289,7 +289,7 @@ pub fn render(r: &Results, plots: &[String]) -> String {
          served. Paper: the backup is \"mostly idle\" (its cycles per request are a small \
          fraction of the primary's).\n"
     );
-    let gen_sizes = r.sizes(Workload::Generate);
+    let gen_sizes = r.peak_sizes(Workload::Generate);
     let rows: Vec<Vec<String>> = gen_sizes
         .iter()
         .map(|&s| {
@@ -372,7 +372,7 @@ pub fn render(r: &Results, plots: &[String]) -> String {
 
     // Fig. 4.
     let _ = writeln!(o, "## Fig. 4 — peak throughput, cached files (req/s)\n");
-    let file_sizes = r.sizes(Workload::Files);
+    let file_sizes = r.peak_sizes(Workload::Files);
     let rows: Vec<Vec<String>> = file_sizes
         .iter()
         .map(|&s| {
@@ -464,11 +464,8 @@ pub fn render(r: &Results, plots: &[String]) -> String {
          share: duplex files − static files, the part of duplex's overhead that reply logging \
          costs (needs `static`).\n"
     );
-    let mut sizes = gen_sizes.clone();
-    sizes.extend(file_sizes.iter().copied());
-    sizes.sort_unstable();
-    sizes.dedup();
-    let rows: Vec<Vec<String>> = sizes
+    let rows: Vec<Vec<String>> = r
+        .latency_sizes()
         .iter()
         .map(|&s| {
             let l = |c, w| r.latency(c, w, s).map(|p| p.wrk.mean_us);
