@@ -16,7 +16,7 @@
 # The failover tests (netns-tests/tests/failover_*_crash.rs) run their duplex
 # labs one at a time; knobs: HOTPAIR_FAILOVER_RUNS / HOTPAIR_FAILOVER_SEED (the
 # random-moment kills), HOTPAIR_REPL_NET=dedicated, HOTPAIR_FAILOVER_PARALLEL=1.
-# Stall statistics over 20 kills: bash scripts/failover-stall.sh [primary|ingress].
+# Stall statistics over 20 kills: bash scripts/failover-stall.sh (hotpair bench --only stall).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
