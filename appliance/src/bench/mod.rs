@@ -74,6 +74,18 @@ enum Internal {
     /// (internal) TCP ping-pong client (link round trip).
     #[command(hide = true)]
     Ping(loadgen::PingArgs),
+    /// Render report.md and the plots again from a run's results.json
+    /// (into the same directory, or --out).
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// A bench run's results.json.
+    results: PathBuf,
+    /// Where to write report.md and the plots [default: beside results.json].
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -81,6 +93,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(Internal::Loadgen(a)) => loadgen::loadgen(a),
         Some(Internal::Echo(a)) => loadgen::echo(a),
         Some(Internal::Ping(a)) => loadgen::ping(a),
+        Some(Internal::Report(a)) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| a.results.parent().map_or_else(|| ".".into(), PathBuf::from));
+            run::render(&a.results, &out)
+        }
         None => run::bench(&run::Options {
             out: args.out.clone(),
             quick: args.quick,

@@ -37,6 +37,10 @@ pub fn init_font() -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
+/// Plot size, pixels.
+const W: u32 = 900;
+const H: u32 = 560;
+
 /// One line of a chart.
 pub struct Series {
     pub name: String,
@@ -143,11 +147,27 @@ where
 pub fn write(dir: &Path, name: &str, c: &Chart) -> Result<()> {
     init_font()?;
     let svg = dir.join(format!("{name}.svg"));
-    draw(SVGBackend::new(&svg, (900, 560)).into_drawing_area(), c)
+    draw(SVGBackend::new(&svg, (W, H)).into_drawing_area(), c)
         .with_context(|| format!("{}", svg.display()))?;
     let png = dir.join(format!("{name}.png"));
-    draw(BitMapBackend::new(&png, (900, 560)).into_drawing_area(), c)
-        .with_context(|| format!("{}", png.display()))?;
+    let mut rgb = vec![0u8; (W * H * 3) as usize];
+    draw(
+        BitMapBackend::with_buffer(&mut rgb, (W, H)).into_drawing_area(),
+        c,
+    )
+    .with_context(|| format!("{}", png.display()))?;
+    write_png(&png, &rgb).with_context(|| format!("writing {}", png.display()))
+}
+
+/// Encodes an RGB buffer of W × H as PNG.
+fn write_png(path: &Path, rgb: &[u8]) -> Result<()> {
+    let f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut enc = png::Encoder::new(f, W, H);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header()?;
+    w.write_image_data(rgb)?;
+    w.finish()?;
     Ok(())
 }
 

@@ -798,21 +798,8 @@ pub fn bench(o: &Options) -> Result<()> {
             json.display()
         )));
     }
-    let plots = match plot::all(&b.r, &o.out) {
-        Ok(names) => {
-            b.progress(&format!("plots: {}", names.join(", ")));
-            names
-        }
-        Err(e) => {
-            eprintln!("*** plots not written: {e:#} ***");
-            b.r.not_measured.push(format!("plots not written: {e:#}"));
-            Vec::new()
-        }
-    };
-    let md = report::render(&b.r, &plots);
-    let path = o.out.join("report.md");
-    std::fs::File::create(&path)?.write_all(md.as_bytes())?;
-    b.progress(&format!("report: {}", path.display()));
+    write_report(&mut b.r, &o.out)?;
+    b.progress(&format!("report: {}", o.out.join("report.md").display()));
     let missed: Vec<String> = report::targets(&b.r)
         .into_iter()
         .filter(|t| t.met == Some(false))
@@ -821,5 +808,32 @@ pub fn bench(o: &Options) -> Result<()> {
     for m in &missed {
         eprintln!("target missed: {m}");
     }
+    Ok(())
+}
+
+/// `hotpair bench report RESULTS`: report.md and the plots again.
+pub fn render(results: &Path, out: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(results)
+        .with_context(|| format!("reading {}", results.display()))?;
+    let mut r: Results =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", results.display()))?;
+    std::fs::create_dir_all(out)?;
+    write_report(&mut r, out)?;
+    eprintln!("{}", out.join("report.md").display());
+    Ok(())
+}
+
+/// The plots (a failure is noted in the report, loudly) and report.md.
+fn write_report(r: &mut Results, out: &Path) -> Result<()> {
+    let plots = match plot::all(r, out) {
+        Ok(names) => names,
+        Err(e) => {
+            eprintln!("*** plots not written: {e:#} ***");
+            r.not_measured.push(format!("plots not written: {e:#}"));
+            Vec::new()
+        }
+    };
+    let md = report::render(r, &plots);
+    std::fs::File::create(out.join("report.md"))?.write_all(md.as_bytes())?;
     Ok(())
 }
