@@ -53,6 +53,10 @@ pub struct AddressSection {
     pub max_half_open: Option<usize>,
     #[serde(default = "default_half_open_timeout")]
     pub half_open_timeout_ms: u64,
+    /// The most connections one client address may hold (default: half of
+    /// `max_connections`: one source never takes the whole pool).
+    #[serde(default)]
+    pub max_per_source: Option<usize>,
     /// `owner` (this node owns the address on the LAN; `peer` is its
     /// primary), `primary` (`peer` owns it), or `alone`.
     #[serde(deserialize_with = "role")]
@@ -107,6 +111,7 @@ pub struct SiteSpec {
     pub max_connections: usize,
     pub max_half_open: usize,
     pub half_open_timeout_ms: u64,
+    pub max_per_source: usize,
     pub role: Role,
     /// Index into [`Topology::peers`].
     pub peer: Option<usize>,
@@ -197,6 +202,10 @@ pub struct ServiceSection {
     pub max_half_open: Option<usize>,
     #[serde(default = "default_half_open_timeout")]
     pub half_open_timeout_ms: u64,
+    /// The most connections one client address may hold (default: half of
+    /// `max_connections`: one source never takes the whole pool).
+    #[serde(default)]
+    pub max_per_source: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,6 +405,13 @@ impl Config {
             }
             Ok(half)
         };
+        let check_per_source = |key: &str, max: usize, per: Option<usize>| {
+            let per = per.unwrap_or((max / 2).max(1));
+            if per == 0 || per > max {
+                bail!("{key}.max_per_source: {per} must be within 1..=max_connections ({max})");
+            }
+            Ok(per)
+        };
         // `key` is the table ("service", "address[1]"), `ip_key` its address.
         let check_site =
             |key: &str, ip_key: &str, a: Ipv4Addr, prefix_len: u8, port: u16, max: usize| {
@@ -490,6 +506,11 @@ impl Config {
                             s.half_open_timeout_ms,
                         )?,
                         half_open_timeout_ms: s.half_open_timeout_ms,
+                        max_per_source: check_per_source(
+                            "service",
+                            s.max_connections,
+                            s.max_per_source,
+                        )?,
                         role,
                         peer,
                     }],
@@ -566,6 +587,11 @@ impl Config {
                             a.half_open_timeout_ms,
                         )?,
                         half_open_timeout_ms: a.half_open_timeout_ms,
+                        max_per_source: check_per_source(
+                            &key,
+                            a.max_connections,
+                            a.max_per_source,
+                        )?,
                         role: a.role,
                         peer,
                     });

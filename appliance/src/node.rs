@@ -144,6 +144,7 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
                 max_connections: s.max_connections,
                 max_half_open: s.max_half_open,
                 half_open_timeout: Duration::from_millis(s.half_open_timeout_ms),
+                max_per_source: s.max_per_source,
                 role: s.role,
                 peer: s.peer,
             })

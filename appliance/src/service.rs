@@ -193,7 +193,13 @@ impl NodeShell {
                     .map_err(|e| format!("peer refused: {e}"))
             });
             match got {
-                Ok(moved) => busy |= moved,
+                Ok(moved) => {
+                    if moved {
+                        // Part of a large message counts as life too.
+                        self.core.handle_link_progress(peer, now);
+                    }
+                    busy |= moved;
+                }
                 Err(why) => {
                     tracing::warn!(peer = %self.core.peer_name(peer), reason = %why, "dropping the replication link");
                     self.drop_link(peer, &why, now);

@@ -39,6 +39,8 @@ pub enum FilesError {
 struct Entry {
     body: Bytes,
     etag: String,
+    /// SHA-256 of `body`, computed once at load.
+    sha256: [u8; 32],
     content_type: &'static str,
 }
 
@@ -157,12 +159,13 @@ impl Files {
                     return Err(too_large());
                 }
                 self.total += content.len() as u64;
-                let etag = etag_of(&content);
+                let sha256: [u8; 32] = Sha256::digest(&content).into();
                 self.files.insert(
                     child_rel,
                     Entry {
                         body: Bytes::from(content),
-                        etag,
+                        etag: etag_of(&sha256),
+                        sha256,
                         content_type: content_type(name),
                     },
                 );
@@ -194,11 +197,13 @@ impl Files {
         let mut h = Sha256::new();
         h.update(self.prefix.as_bytes());
         h.update([0]);
+        // Each body's own SHA-256 was taken at load: no second pass over
+        // the content.
         for (path, e) in &self.files {
             h.update((path.len() as u64).to_be_bytes());
             h.update(path.as_bytes());
             h.update((e.body.len() as u64).to_be_bytes());
-            h.update(&e.body);
+            h.update(e.sha256);
         }
         h.finalize().into()
     }
@@ -302,8 +307,7 @@ fn normalize_prefix(prefix: &str) -> String {
     }
 }
 
-fn etag_of(content: &[u8]) -> String {
-    let digest = Sha256::digest(content);
+fn etag_of(digest: &[u8; 32]) -> String {
     let mut tag = String::with_capacity(18);
     tag.push('"');
     for b in &digest[..8] {

@@ -107,8 +107,14 @@ pub fn serial() -> Serial {
 /// A duplex lab for test `test`; `None` when skipped (not root). Holds the
 /// [`serial`] lock until dropped.
 pub fn duplex_lab(test: &str) -> Option<DuplexLab> {
+    duplex_lab_with(test, &[])
+}
+
+/// As [`duplex_lab`], passing `extra` arguments to `lab up` after
+/// [`duplex_args`] (e.g. `--static-policy sync-static`).
+pub fn duplex_lab_with(test: &str, extra: &[&str]) -> Option<DuplexLab> {
     let serial = serial();
-    let lab = plain_duplex_lab(test)?;
+    let lab = plain_duplex_lab(test, extra)?;
     Some(DuplexLab {
         lab,
         _serial: serial,
@@ -128,9 +134,10 @@ impl std::ops::Deref for DuplexLab {
     }
 }
 
-fn plain_duplex_lab(test: &str) -> Option<Lab> {
+fn plain_duplex_lab(test: &str, extra: &[&str]) -> Option<Lab> {
     let args = duplex_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
     let lab = Lab::up_with(test, &args)?;
     let st = lab.initial_status();
     assert_eq!(st["mode"], "duplex", "[{test}] lab status: {st}");
@@ -508,9 +515,11 @@ pub fn download_with_kill(
 }
 
 /// (a) + (f): kill mid-reply of a 50 MB download; curl exits 0, SHA-256
-/// matches, no RST in the client's capture.
+/// matches, no RST in the client's capture. /static/ runs under `logged`
+/// here, so a large *logged* reply is cut by the kill (the lab's default,
+/// `static`, is covered by failover_policies.rs).
 pub fn download(test: &str, victim: Victim) {
-    let Some(lab) = duplex_lab(test) else {
+    let Some(lab) = duplex_lab_with(test, &["--static-policy", "logged"]) else {
         return;
     };
     let o = download_with_kill(&lab, victim, KillAt::Bytes(KILL_AT_BYTES), true, "download");

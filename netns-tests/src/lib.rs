@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub mod failover;
+pub mod multi;
+pub mod policies;
 pub mod wrk;
 
 /// The lab's service address and port.

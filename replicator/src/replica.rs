@@ -883,6 +883,21 @@ impl Replica {
         Ok(())
     }
 
+    /// Bytes arrived on the link, whether or not they completed a message:
+    /// the peer is alive. Liveness must not depend on how much data the
+    /// link carries (DESIGN §5): a heartbeat queued behind a large logged
+    /// reply reaches the peer only after it, and the peer would otherwise
+    /// hear nothing — and declare a live node dead — while the reply's
+    /// bytes are streaming in.
+    pub fn handle_link_progress(&mut self, now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            s.detector.handle_heard(now);
+            if now > self.last_heard {
+                self.last_heard = now;
+            }
+        }
+    }
+
     /// Advances timers to `now`: heartbeats and the failure detector.
     pub fn handle_timeout(&mut self, now: Instant) {
         loop {

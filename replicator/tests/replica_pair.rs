@@ -1325,3 +1325,33 @@ fn random_operations_keep_the_invariants() {
         }
     }
 }
+
+#[test]
+fn bytes_of_an_unfinished_message_keep_the_peer_alive() {
+    // The primary's messages are stuck behind a large reply: none completes
+    // for a whole second, but bytes keep arriving (the shell reports them).
+    let mut pair = Pair::connected();
+    pair.hold_to_i = true;
+    for ms in (100..=1000).step_by(100) {
+        let t = pair.at(Duration::from_millis(ms));
+        pair.i.r.handle_link_progress(t);
+        pair.advance_to(t);
+    }
+    assert!(
+        !pair
+            .i
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::PeerDead { .. })),
+        "a peer whose bytes keep coming is alive"
+    );
+    // Without progress, the same silence is a death.
+    let mut pair = Pair::connected();
+    pair.hold_to_i = true;
+    pair.advance_to(pair.at(Duration::from_millis(1000)));
+    assert!(pair
+        .i
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::PeerDead { .. })));
+}

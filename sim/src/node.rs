@@ -131,6 +131,7 @@ impl SimNode {
                 max_connections: 64,
                 max_half_open: 32,
                 half_open_timeout: Duration::from_secs(20),
+                max_per_source: 64,
                 role,
                 peer: Some(PEER),
             }],

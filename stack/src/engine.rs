@@ -229,6 +229,8 @@ pub struct EngineStats {
     /// Half-open connections dropped, oldest first, to admit a new SYN at
     /// the `max_half_open` bound.
     pub half_open_evicted: u64,
+    /// SYNs dropped because their source held `max_per_source` connections.
+    pub per_source_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -593,6 +595,8 @@ pub struct Engine<C> {
     last_poll: StdInstant,
     /// When the half-open warning was last logged.
     flood_warned: Option<StdInstant>,
+    /// When the per-source warning was last logged.
+    source_warned: Option<StdInstant>,
 }
 
 impl<C> Engine<C> {
@@ -642,6 +646,7 @@ impl<C> Engine<C> {
             clock_skew: Duration::ZERO,
             last_poll: start,
             flood_warned: None,
+            source_warned: None,
         };
         e.top_up();
         e
@@ -1132,6 +1137,43 @@ impl<C> Engine<C> {
         self.pool.release(i, &mut self.sockets);
     }
 
+    /// One source may not take the whole pool (slow or greedy clients): a
+    /// SYN from a source at `max_per_source` is dropped, as from a full
+    /// backlog, and the client retries once one of its connections ended.
+    fn over_source_limit(&mut self, source: Ipv4Address) -> bool {
+        if self.source_connections(source) < self.cfg.max_per_source {
+            return false;
+        }
+        self.stats.per_source_refused += 1;
+        self.per_source_warning(source);
+        true
+    }
+
+    /// Connections (open, half-open or lingering) from `source`.
+    fn source_connections(&self, source: Ipv4Address) -> usize {
+        self.tracks
+            .range((source, 0, 0)..=(source, u16::MAX, u16::MAX))
+            .count()
+    }
+
+    fn per_source_warning(&mut self, source: Ipv4Address) {
+        let now = self.last_poll;
+        if self
+            .source_warned
+            .is_some_and(|t| now.saturating_duration_since(t) < FLOOD_WARN_INTERVAL)
+        {
+            return;
+        }
+        self.source_warned = Some(now);
+        tracing::warn!(
+            address = %self.cfg.address.address(),
+            %source,
+            max_per_source = self.cfg.max_per_source,
+            refused = self.stats.per_source_refused,
+            "a client holds its share of connections: its new SYNs are dropped"
+        );
+    }
+
     /// Rate-limited: an operator should know the SYN queue is full.
     fn flood_warning(&mut self) {
         let now = self.last_poll;
@@ -1210,6 +1252,10 @@ impl<C> Engine<C> {
                 self.recycle(f);
                 return None;
             }
+            if self.over_source_limit(tuple.0) {
+                self.recycle(f);
+                return None;
+            }
             if !self.open_track(tuple, &s, false, budget) {
                 return Some(f);
             }
@@ -1249,6 +1295,10 @@ impl<C> Engine<C> {
                 // may have been lost, so let it see the retransmission.
                 self.stats.duplicate_syn += 1;
                 self.fwd_out.push_back(f);
+                return None;
+            }
+            if self.over_source_limit(tuple.0) {
+                self.recycle(f);
                 return None;
             }
             if !self.open_track(tuple, &s, true, budget) {

@@ -41,6 +41,8 @@ pub struct StackConfig {
     pub max_half_open: usize,
     /// A handshake not completed within this is dropped.
     pub half_open_timeout: Duration,
+    /// The most connections one client address may hold at once.
+    pub max_per_source: usize,
     pub rx_buffer_bytes: usize,
     pub tx_buffer_bytes: usize,
     /// Seed for smoltcp's RNG (ISNs, ephemeral ports).

@@ -32,6 +32,7 @@ const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
 const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
 const MAX_HALF_OPEN: usize = 8;
 const TIMEOUT: Duration = Duration::from_secs(20);
+const PER_SOURCE: usize = 4;
 
 fn mac_of(ip: Ipv4Address) -> EthernetAddress {
     let o = ip.octets();
@@ -83,6 +84,7 @@ impl Node {
             max_connections: 64,
             max_half_open: MAX_HALF_OPEN,
             half_open_timeout: TIMEOUT,
+            max_per_source: PER_SOURCE,
             rx_buffer_bytes: 4096,
             tx_buffer_bytes: 4096,
             seed: 3,
@@ -173,4 +175,21 @@ fn half_open_connections_expire() {
     assert!(n
         .run(vec![hello(client), syn(client, 40_001, 5)])
         .contains(&(client, 40_001)));
+}
+
+#[test]
+fn one_source_cannot_take_more_than_its_share() {
+    let mut n = Node::new();
+    let greedy = Ipv4Address::new(10, 0, 0, 50);
+    let answered = n.run(
+        std::iter::once(hello(greedy))
+            .chain((0..10u16).map(|i| syn(greedy, 50_000 + i, 100 + u32::from(i))))
+            .collect(),
+    );
+    assert_eq!(answered.len(), PER_SOURCE, "{answered:?}");
+    assert_eq!(n.engine.stats().per_source_refused, 10 - PER_SOURCE as u64);
+    // Another client is not affected.
+    let other = Ipv4Address::new(10, 0, 0, 51);
+    let answered = n.run(vec![hello(other), syn(other, 50_000, 1)]);
+    assert_eq!(answered, vec![(other, 50_000)]);
 }

@@ -76,6 +76,7 @@ impl Ingress {
             max_connections: 64,
             max_half_open: 8,
             half_open_timeout: Duration::from_secs(20),
+            max_per_source: 64,
             rx_buffer_bytes: 65536,
             tx_buffer_bytes: 65536,
             seed: 7,

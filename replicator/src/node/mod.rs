@@ -64,6 +64,8 @@ pub struct SiteConfig {
     pub max_half_open: usize,
     /// A handshake not completed within this is dropped.
     pub half_open_timeout: Duration,
+    /// The most connections one client address may hold at once.
+    pub max_per_source: usize,
     /// The starting role.
     pub role: Role,
     /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
@@ -297,6 +299,7 @@ impl NodeCore {
                 max_connections: sc.max_connections,
                 max_half_open: sc.max_half_open,
                 half_open_timeout: sc.half_open_timeout,
+                max_per_source: sc.max_per_source,
                 rx_buffer_bytes: cfg.rx_buffer_bytes,
                 tx_buffer_bytes: cfg.tx_buffer_bytes,
                 // Each address its own ISN sequence.
@@ -461,6 +464,16 @@ impl NodeCore {
         for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
             if let Some(r) = s.replica.as_mut() {
                 r.handle_connected(now);
+            }
+        }
+    }
+
+    /// Bytes arrived from `peer` (a message may still be incomplete): it
+    /// is alive, for every address shared with it.
+    pub fn handle_link_progress(&mut self, peer: PeerId, now: Instant) {
+        for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
+            if let Some(r) = s.replica.as_mut() {
+                r.handle_link_progress(now);
             }
         }
     }
