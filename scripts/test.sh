@@ -4,12 +4,12 @@
 #   bash scripts/test.sh
 #
 # 1. installs what the tests need, only if missing (apt: curl wrk python3
-#    iproute2 nginx tcpdump procps; rustup: rustfmt clippy),
+#    iproute2 nginx tcpdump procps fonts-dejavu-core; rustup: rustfmt clippy),
 # 2. cargo fmt --check, clippy with -D warnings, builds the hotpair binary,
 # 3. runs the unit tests, the fuzz corpus replay (fuzz/), the simulation's
 #    full failover matrix (SIM_FULL=0: the capped one), then the
-#    network-namespace tests (netns-tests/)
-#    against target/debug/hotpair (or $HOTPAIR_BIN).
+#    network-namespace tests (netns-tests/) against target/debug/hotpair
+#    (or $HOTPAIR_BIN), then `hotpair bench --quick`.
 #
 # Non-interactive. The netns tests need root; without root they print
 # "NETNS TEST SKIPPED", and with CI set they fail instead of skipping.
@@ -17,7 +17,7 @@
 # The failover tests (netns-tests/tests/failover_*_crash.rs) run their duplex
 # labs one at a time; knobs: HOTPAIR_FAILOVER_RUNS / HOTPAIR_FAILOVER_SEED (the
 # random-moment kills), HOTPAIR_REPL_NET=dedicated, HOTPAIR_FAILOVER_PARALLEL=1.
-# Stall statistics over 20 kills: bash scripts/failover-stall.sh [primary|ingress].
+# Stall statistics over 20 kills: bash scripts/failover-stall.sh (hotpair bench --only stall).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -44,6 +44,7 @@ need tcpdump tcpdump
 need ps procps
 need sysctl procps
 need setsid util-linux
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core) # bench plots' text
 if [ "${#missing[@]}" -gt 0 ]; then
     # de-duplicate
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -116,5 +117,9 @@ if ! is_root; then
     echo "NOTE: not root; the netns tests will be skipped (or fail if CI is set)" >&2
 fi
 cargo test -p hotpair-netns-tests -- --test-threads="$NETNS_TEST_THREADS"
+
+# Smoke test of `hotpair bench` end to end (every configuration, nginx, stalls,
+# report, plots; ~2-3 min, debug build: its numbers mean nothing). Needs root.
+step "bench smoke test: hotpair bench --quick"; if is_root; then "${HOTPAIR_BIN:-target/debug/hotpair}" bench --quick --out "$(mktemp -d /tmp/hotpair-bench-quick.XXXXXX)"; else echo "NOTE: not root; bench smoke test skipped" >&2; fi
 
 step "all checks passed"

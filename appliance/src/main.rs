@@ -1,6 +1,7 @@
 //! `hotpair` — the appliance binary: CLI, config, wiring of the stack thread to
 //! the HTTP handlers, the namespace lab and the demo.
 
+mod bench;
 mod demo;
 mod lab;
 
@@ -30,6 +31,8 @@ enum Command {
     /// address), a 50 MB download, a node SIGKILLed mid-way; the client
     /// finishes with the right SHA-256 (shows the stall).
     Demo(demo::DemoArgs),
+    /// The paper's evaluation (Figures 2–6) on this machine, side by side with nginx.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,5 +75,6 @@ fn main() -> Result<()> {
         }
         Command::Lab(args) => lab::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,112 @@
+//! `hotpair bench`: the paper's evaluation (section IV, Figures 2–6)
+//! reproduced on this machine, every configuration side by side in one
+//! run, with nginx as the reference; writes `report.md`, plots (SVG, PNG)
+//! and `results.json` to `--out`.
+
+mod labs;
+mod loadgen;
+mod model;
+mod nginx;
+mod plot;
+mod report;
+mod run;
+mod stats;
+mod wrk;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+const AFTER_HELP: &str = "\
+Duration: the full run takes about 45 minutes on a 2-core machine (5 s per
+closed-loop point, peak searches over 1–64 clients for 6 sizes, 20 kills for
+each of 4 stall series); --quick about 2–3 minutes (a smoke test: 1 s per
+point, 3 sizes, 1 kill per series; its numbers mean nothing).
+
+What runs: labs side by side under prefixes bNNNNN<letter> (simplex, duplex,
+duplex-mi = --repl-net dedicated, dual-role, and static / sync-static when
+`lab up` has --static-policy), nginx in a namespace on the simplex lab's
+bridge (10.77.0.20), each server in a CPU cgroup of --node-cpus. Clients run
+in the client namespace: wrk (closed loop, one request outstanding per
+connection) and `hotpair bench loadgen` (open loop, HDR histogram). Every lab
+and namespace is removed at the end, on errors and on Ctrl-C too. Any socket
+error or non-2xx reply fails the run. Needs root, wrk and nginx.
+
+Output in --out: report.md (tables: paper vs ours, targets), fig*.svg/.png,
+results.json (every measurement), logs/ (lab up output, nginx).";
+
+#[derive(clap::Args)]
+#[command(after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    internal: Option<Internal>,
+    /// Directory for report.md, the plots and results.json.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// A smoke test: 1 s per point, 3 sizes, one kill per stall series.
+    #[arg(long)]
+    quick: bool,
+    /// CPUs each server (node, nginx) may use. 0.5 leaves the client the
+    /// rest of a 2-core machine: the report's "was the client the
+    /// bottleneck?" table shows each peak's busiest server at its quota.
+    #[arg(long, default_value_t = 0.5)]
+    node_cpus: f64,
+    /// Seconds per closed-loop point [default: 5, --quick 1].
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Kills per stall series [default: 20, --quick 1].
+    #[arg(long)]
+    kills: Option<u32>,
+    /// Only these parts (comma-separated): generate, files, latency,
+    /// openloop, nginx, rtt, stall [default: all].
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum Internal {
+    /// (internal) Open-loop load generator, run in the client namespace.
+    #[command(hide = true)]
+    Loadgen(loadgen::LoadgenArgs),
+    /// (internal) Echo one TCP connection (link round-trip server).
+    #[command(hide = true)]
+    Echo(loadgen::EchoArgs),
+    /// (internal) TCP ping-pong client (link round trip).
+    #[command(hide = true)]
+    Ping(loadgen::PingArgs),
+    /// Render report.md and the plots again from a run's results.json
+    /// (into the same directory, or --out).
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// A bench run's results.json.
+    results: PathBuf,
+    /// Where to write report.md and the plots [default: beside results.json].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match &args.internal {
+        Some(Internal::Loadgen(a)) => loadgen::loadgen(a),
+        Some(Internal::Echo(a)) => loadgen::echo(a),
+        Some(Internal::Ping(a)) => loadgen::ping(a),
+        Some(Internal::Report(a)) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| a.results.parent().map_or_else(|| ".".into(), PathBuf::from));
+            run::render(&a.results, &out)
+        }
+        None => run::bench(&run::Options {
+            out: args.out.clone(),
+            quick: args.quick,
+            node_cpus: args.node_cpus,
+            seconds: args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 }),
+            kills: args.kills.unwrap_or(if args.quick { 1 } else { 20 }),
+            only: args.only.clone(),
+        }),
+    }
+}

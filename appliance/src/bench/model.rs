@@ -1,0 +1,236 @@
+//! What a bench run measured (written to `results.json`; the report and
+//! the plots are made from it alone).
+
+use serde::{Deserialize, Serialize};
+
+use super::loadgen::LatencySummary;
+use super::stats;
+use super::wrk::WrkResult;
+
+/// The configurations compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Config {
+    /// One node, no replication (the paper's unreplicated server).
+    Simplex,
+    /// n1 primary, n2 ingress/backup, reply logging (`logged`).
+    Duplex,
+    /// Duplex with the replication link on a network of its own.
+    DuplexMi,
+    /// Two nodes, each backup for one address and primary for the other.
+    DualRole,
+    /// Duplex with `/static/` under the `static` policy.
+    Static,
+    /// Duplex with `/static/` under the `sync-static` policy.
+    SyncStatic,
+    /// nginx, kernel TCP, one worker.
+    Nginx,
+}
+
+impl Config {
+    pub fn label(self) -> &'static str {
+        match self {
+            Config::Simplex => "unreplicated",
+            Config::Duplex => "duplex",
+            Config::DuplexMi => "duplex-mi",
+            Config::DualRole => "dual-role",
+            Config::Static => "static",
+            Config::SyncStatic => "sync-static",
+            Config::Nginx => "nginx",
+        }
+    }
+
+    /// Configurations that need `lab up --static-policy`.
+    pub fn needs_static_policy(self) -> bool {
+        matches!(self, Config::Static | Config::SyncStatic)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// `/non-deterministic/bench?size=N`: N random bytes, real CPU work.
+    Generate,
+    /// `/static/<size>.bin`, cached in memory.
+    Files,
+}
+
+impl Workload {
+    pub fn label(self) -> &'static str {
+        match self {
+            Workload::Generate => "generate",
+            Workload::Files => "files",
+        }
+    }
+}
+
+/// One closed-loop measurement.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Connections in total (each with one request outstanding).
+    pub conns: u32,
+    pub wrk: WrkResult,
+    /// CPU time each server (node or nginx) used during the run, ns.
+    pub cpu_ns: Vec<(String, u64)>,
+    /// Wall time of the run, s (what the CPU time is compared with).
+    pub wall_s: f64,
+    /// The CPU quota per server (None: unlimited).
+    pub quota: Option<f64>,
+}
+
+impl Point {
+    /// CPU µs per request of server `name`.
+    pub fn cpu_us_per_request(&self, name: &str) -> Option<f64> {
+        let ns = self.cpu_ns.iter().find(|(n, _)| n == name)?.1;
+        (self.wrk.requests > 0).then(|| ns as f64 / 1e3 / self.wrk.requests as f64)
+    }
+
+    /// The busiest server's CPU use as a share of its quota: near 1, the
+    /// servers were the bottleneck (not the client).
+    pub fn saturation(&self) -> Option<f64> {
+        let q = self.quota?;
+        let busiest = self.cpu_ns.iter().map(|(_, ns)| *ns).max()? as f64 / 1e9;
+        (self.wall_s > 0.0).then(|| busiest / (q * self.wall_s))
+    }
+}
+
+/// Raising the number of clients until requests/s stop growing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeakSearch {
+    pub config: Config,
+    pub workload: Workload,
+    /// Reply size, bytes.
+    pub size: u64,
+    pub points: Vec<Point>,
+}
+
+impl PeakSearch {
+    pub fn peak(&self) -> Option<&Point> {
+        let rates: Vec<f64> = self.points.iter().map(|p| p.wrk.rps).collect();
+        stats::peak_index(&rates).map(|i| &self.points[i])
+    }
+}
+
+/// One measurement of a configuration at a size (latency at one
+/// outstanding request; the nginx comparison).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    pub config: Config,
+    pub workload: Workload,
+    pub size: u64,
+    pub point: Point,
+}
+
+/// An open-loop run at a fixed rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenLoop {
+    pub config: Config,
+    pub size: u64,
+    pub rate: f64,
+    pub conns: u32,
+    pub summary: LatencySummary,
+}
+
+/// TCP ping-pong between the node namespaces over the replication network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rtt {
+    /// `shared` or `dedicated`.
+    pub net: String,
+    pub from: String,
+    pub to: String,
+    pub summary: LatencySummary,
+}
+
+/// Failover stalls over many kills of one victim with one signal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StallSet {
+    /// `primary` or `ingress`.
+    pub victim: String,
+    /// `SIGKILL` or `SIGSTOP`.
+    pub signal: String,
+    pub stalls_ms: Vec<f64>,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+}
+
+impl StallSet {
+    pub fn median(&self) -> Option<f64> {
+        stats::median(&self.stalls_ms)
+    }
+    pub fn max(&self) -> Option<f64> {
+        stats::max(&self.stalls_ms)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub started: String,
+    pub finished: String,
+    pub duration_s: f64,
+    pub quick: bool,
+    pub node_cpus: f64,
+    pub seconds_per_point: f64,
+    pub machine: Vec<(String, String)>,
+    pub static_policy_available: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub meta: Meta,
+    pub peaks: Vec<PeakSearch>,
+    pub latency: Vec<Measured>,
+    pub nginx: Vec<Measured>,
+    pub open_loop: Vec<OpenLoop>,
+    pub rtt: Vec<Rtt>,
+    pub stalls: Vec<StallSet>,
+    /// What was not measured, and why (printed loudly in the report).
+    pub not_measured: Vec<String>,
+}
+
+impl Results {
+    pub fn peak(&self, c: Config, w: Workload, size: u64) -> Option<&Point> {
+        self.peaks
+            .iter()
+            .find(|p| p.config == c && p.workload == w && p.size == size)
+            .and_then(PeakSearch::peak)
+    }
+
+    pub fn latency(&self, c: Config, w: Workload, size: u64) -> Option<&Point> {
+        self.latency
+            .iter()
+            .find(|m| m.config == c && m.workload == w && m.size == size)
+            .map(|m| &m.point)
+    }
+
+    pub fn nginx_row(&self, c: Config, size: u64, conns: u32) -> Option<&Point> {
+        self.nginx
+            .iter()
+            .find(|m| m.config == c && m.size == size && m.point.conns == conns)
+            .map(|m| &m.point)
+    }
+
+    pub fn open_loop(&self, c: Config) -> Option<&OpenLoop> {
+        self.open_loop.iter().find(|o| o.config == c)
+    }
+
+    /// Sizes of a workload's peak searches, ascending.
+    pub fn peak_sizes(&self, w: Workload) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .peaks
+            .iter()
+            .filter(|p| p.workload == w)
+            .map(|p| p.size)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Sizes of the latency runs (one outstanding request), ascending.
+    pub fn latency_sizes(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.latency.iter().map(|m| m.size).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
