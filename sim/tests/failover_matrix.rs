@@ -16,11 +16,12 @@
 //!   kill points clean, 2 lossy; the ring: 3 evenly spaced kill points
 //!   (a dual-role run costs about 2 duplex runs, a ring run about 4).
 //!   `SIM_FULL=1` (or `failover_matrix_full`, ignored by default): duplex
-//!   tries every step, with 3 lossy seeds; dual-role every 3rd step on
-//!   the clean LAN and every 12th on one lossy seed, the ring every 12th
+//!   tries every step, with 3 lossy seeds; dual-role every 4th step on
+//!   the clean LAN and every 24th on one lossy seed, the ring every 24th
 //!   step on the clean LAN — each (victim, variant) pair starting one step
 //!   later than the one before (`Points::Every`), so on dual-role's clean
-//!   LAN every step is some pair's kill point.
+//!   LAN every step is exactly one pair's kill point, and on the ring
+//!   every 4th step is one pair's.
 //!   `failover_matrix_lossy_seeds` (ignored) sweeps 10 lossy seeds
 //!   (duplex). `SIM_MODES=duplex,dual-role,ring3` limits the modes,
 //!   `SIM_ONLY=a,b` the scenarios, `SIM_LOSSY_SEEDS=n` the duplex lossy
@@ -232,12 +233,12 @@ fn matrix_config(full: bool) -> MatrixConfig {
     let lossy_points = if full { Points::All } else { capped(10, 20) };
     duplex.extend((0..lossy).map(|i| (2 + i, Net::LOSSY, lossy_points)));
     let dual = if full {
-        vec![(1, Net::CLEAN, every(3)), (2, Net::LOSSY, every(12))]
+        vec![(1, Net::CLEAN, every(4)), (2, Net::LOSSY, every(24))]
     } else {
         vec![(1, Net::CLEAN, capped(2, 6)), (2, Net::LOSSY, capped(0, 2))]
     };
     let ring = if full {
-        vec![(1, Net::CLEAN, every(12))]
+        vec![(1, Net::CLEAN, every(24))]
     } else {
         vec![(1, Net::CLEAN, capped(0, 3))]
     };
