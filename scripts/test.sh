@@ -6,9 +6,10 @@
 # 1. installs what the tests need, only if missing (apt: curl wrk python3
 #    iproute2 nginx tcpdump procps fonts-dejavu-core; rustup: rustfmt clippy),
 # 2. cargo fmt --check, clippy with -D warnings, builds the hotpair binary,
-# 3. runs the unit tests, the simulation's full failover matrix (SIM_FULL=0:
-#    the capped one), then the network-namespace tests (netns-tests/)
-#    against target/debug/hotpair (or $HOTPAIR_BIN), then `hotpair bench --quick`.
+# 3. runs the unit tests, the fuzz corpus replay (fuzz/), the simulation's
+#    full failover matrix (SIM_FULL=0: the capped one), then the
+#    network-namespace tests (netns-tests/) against target/debug/hotpair
+#    (or $HOTPAIR_BIN), then `hotpair bench --quick`.
 #
 # Non-interactive. The netns tests need root; without root they print
 # "NETNS TEST SKIPPED", and with CI set they fail instead of skipping.
@@ -92,6 +93,16 @@ cargo build -p hotpair
 # ---- 3. tests -----------------------------------------------------------------
 step "unit tests: cargo test --workspace --exclude hotpair-netns-tests --exclude hotpair-sim"
 cargo test --workspace --exclude hotpair-netns-tests --exclude hotpair-sim
+
+# Fuzz targets (fuzz/, its own workspace; docs/testing.md "Fuzzing"): lint
+# them, then replay every committed corpus input and fixed crash through the
+# same harnesses AFL++ runs, plus seeded random inputs — deterministic, a few
+# seconds once built. The coverage-guided runs themselves (cargo-afl) are
+# not run here: installing AFL++ and the instrumented build take minutes;
+# `bash scripts/fuzz.sh --short` (25 s per target) or `--long SECONDS`.
+step "fuzz corpus replay: cargo test --manifest-path fuzz/Cargo.toml"
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+cargo test --manifest-path fuzz/Cargo.toml
 
 # The deterministic simulation: every kill step of every scenario, both
 # victims, both kill variants, a clean LAN and three lossy seeds (SIM_FULL=0

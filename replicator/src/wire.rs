@@ -279,6 +279,26 @@ impl Msg {
                     what: "Routes prefix (too long)",
                 });
             }
+            // The decoder's rule, so the peer never rejects what we send.
+            if routes.iter().any(|r| r.policy > 2) {
+                return Err(WireError::Malformed {
+                    what: "Routes policy",
+                });
+            }
+        }
+        if let Msg::Unit {
+            kind,
+            local: true,
+            payload,
+            ..
+        } = self
+        {
+            // The decoder's rule, as above.
+            if *kind != UnitKind::Final || !payload.is_empty() {
+                return Err(WireError::Malformed {
+                    what: "Unit (a local unit is a final reply with no payload)",
+                });
+            }
         }
         let len = PREFIX_LEN + self.body_len();
         if len > MAX_MSG_LEN {
@@ -889,6 +909,59 @@ mod tests {
             })
         );
         assert!(out.is_empty(), "nothing written on error");
+    }
+
+    /// Found by the `wire` fuzz target (fuzz/crashes/wire/): `encode`
+    /// accepted a route policy and a local unit that the decoder rejects.
+    #[test]
+    fn encode_refuses_what_decode_rejects() {
+        let mut out = Vec::new();
+        let bad_policy = Msg::Routes {
+            routes: vec![RouteDigest {
+                prefix: "/static".into(),
+                policy: 3,
+                digest: [0; 32],
+            }],
+        };
+        assert_eq!(
+            bad_policy.encode(CH, &mut out),
+            Err(WireError::Malformed {
+                what: "Routes policy"
+            })
+        );
+        for (kind, payload) in [
+            (UnitKind::Final, Bytes::from_static(b"x")),
+            (UnitKind::Interim, Bytes::new()),
+        ] {
+            let bad_local = Msg::Unit {
+                conn: CONN,
+                seq: 0,
+                index: 0,
+                kind,
+                input_end: 0,
+                close_after: false,
+                local: true,
+                payload,
+            };
+            assert!(matches!(
+                bad_local.encode(CH, &mut out),
+                Err(WireError::Malformed { .. })
+            ));
+        }
+        assert!(out.is_empty(), "nothing written on error");
+        // The valid local unit still goes through.
+        let local = Msg::Unit {
+            conn: CONN,
+            seq: 0,
+            index: 0,
+            kind: UnitKind::Final,
+            input_end: 0,
+            close_after: true,
+            local: true,
+            payload: Bytes::new(),
+        };
+        local.encode(CH, &mut out).unwrap();
+        assert_eq!(Msg::decode(Bytes::from(out)), Ok((CH, local)));
     }
 
     #[test]

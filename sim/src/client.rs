@@ -3,7 +3,7 @@
 //! kernel; where it differs from one in a way that matters for a takeover
 //! the NIC says so (gratuitous ARP, below).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
@@ -15,7 +15,7 @@ use smoltcp::wire::{
     HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address,
 };
 
-use crate::node::{PORT, VIP};
+use crate::node::{vip, vip_index, PORT};
 use crate::reply;
 use crate::scenario::{Close, ConnScript, Sending};
 
@@ -245,11 +245,13 @@ pub struct Client {
     nic: Nic,
     sockets: SocketSet<'static>,
     pub conns: Vec<ClientConn>,
-    /// The MAC the client's neighbour entry for the service address holds,
-    /// and when it was last confirmed.
-    vip_mac: Option<(EthernetAddress, Duration)>,
+    /// The MAC the client's neighbour entry for each service address
+    /// holds, and when it was last confirmed.
+    vip_mac: BTreeMap<Ipv4Address, (EthernetAddress, Duration)>,
     /// Gratuitous ARPs turned into neighbour updates.
     pub arp_updates: u64,
+    /// Frames the NIC sends on its own at the next poll (ARP requests).
+    nic_tx: Vec<Vec<u8>>,
 }
 
 impl Client {
@@ -274,7 +276,7 @@ impl Client {
             let local_port = FIRST_PORT + i as u16;
             s.connect(
                 iface.context(),
-                IpEndpoint::new(IpAddress::Ipv4(VIP), PORT),
+                IpEndpoint::new(IpAddress::Ipv4(vip(script.address)), PORT),
                 local_port,
             )
             .expect("connecting a fresh socket");
@@ -298,13 +300,38 @@ impl Client {
                 done_at: None,
             });
         }
+        // smoltcp sends one ARP request a second across all addresses
+        // (its neighbour cache's rate limit), so a connection to a second
+        // service address would start a second late; Linux resolves each
+        // neighbour on its own. The NIC asks for every address but the
+        // first connection's (smoltcp asks for that one) at once.
+        let first = scripts.first().map(|s| s.address);
+        let mut addresses: Vec<usize> = scripts
+            .iter()
+            .map(|s| s.address)
+            .filter(|&a| Some(a) != first)
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let nic_tx = addresses
+            .iter()
+            .map(|&a| {
+                hotpair_stack::arp::request_to(
+                    CLIENT_MAC,
+                    CLIENT_IP,
+                    EthernetAddress::BROADCAST,
+                    vip(a),
+                )
+            })
+            .collect();
         Client {
             iface,
             nic,
             sockets,
             conns,
-            vip_mac: None,
+            vip_mac: BTreeMap::new(),
             arp_updates: 0,
+            nic_tx,
         }
     }
 
@@ -312,18 +339,20 @@ impl Client {
     ///
     /// A gratuitous ARP for an address the client already has a neighbour
     /// entry for updates that entry — what Linux does (even with
-    /// `arp_accept=0`) and how the surviving primary takes the service
-    /// address over. smoltcp ignores ARP not aimed at its own address, so
-    /// the NIC hands it over as a reply to the client.
+    /// `arp_accept=0`) and how a surviving node takes a service address
+    /// over. smoltcp ignores ARP not aimed at its own address, so the NIC
+    /// hands it over as a reply to the client. Each service address has
+    /// its own entry: after a takeover one node may answer for several.
     pub fn receive(&mut self, frame: Vec<u8>, now: Duration) {
         if let Some((op, smac, sip, tip)) = arp_fields(&frame) {
-            if op == ArpOperation::Reply && sip == VIP && tip == CLIENT_IP {
-                self.vip_mac = Some((smac, now));
+            let service = vip_index(sip).is_some();
+            if service && op == ArpOperation::Reply && tip == CLIENT_IP {
+                self.vip_mac.insert(sip, (smac, now));
             }
-            if op == ArpOperation::Request && sip == tip && sip == VIP && smac != CLIENT_MAC {
-                if self.vip_mac.is_some() {
+            if service && op == ArpOperation::Request && sip == tip && smac != CLIENT_MAC {
+                if let Some(entry) = self.vip_mac.get_mut(&sip) {
                     self.arp_updates += 1;
-                    self.vip_mac = Some((smac, now));
+                    *entry = (smac, now);
                     self.nic
                         .rx
                         .push_back(hotpair_stack::arp::reply(smac, sip, CLIENT_MAC, CLIENT_IP));
@@ -334,27 +363,35 @@ impl Client {
         self.nic.rx.push_back(frame);
     }
 
-    /// Keep the neighbour entry for the service address usable while its
-    /// owner answers. smoltcp forgets an entry after 60 s and drops the
-    /// packet that finds it gone (an ACK it then believes sent: the
-    /// connection stalls); Linux keeps using a stale entry while it
-    /// re-confirms it with unicast probes. `alive` says whether the MAC's
-    /// owner would answer such a probe.
+    /// Keep each service address's neighbour entry usable while its owner
+    /// answers. smoltcp forgets an entry after 60 s and drops the packet
+    /// that finds it gone (an ACK it then believes sent: the connection
+    /// stalls); Linux keeps using a stale entry while it re-confirms it
+    /// with unicast probes. `alive` says whether the MAC's owner would
+    /// answer such a probe.
     pub fn refresh_neighbor(&mut self, now: Duration, alive: impl Fn(EthernetAddress) -> bool) {
         const REFRESH: Duration = Duration::from_secs(20);
-        if let Some((mac, at)) = self.vip_mac {
+        for (&ip, entry) in self.vip_mac.iter_mut() {
+            let (mac, at) = *entry;
             if now >= at + REFRESH && alive(mac) {
-                self.vip_mac = Some((mac, now));
+                *entry = (mac, now);
                 self.nic
                     .rx
-                    .push_back(hotpair_stack::arp::reply(mac, VIP, CLIENT_MAC, CLIENT_IP));
+                    .push_back(hotpair_stack::arp::reply(mac, ip, CLIENT_MAC, CLIENT_IP));
             }
         }
+    }
+
+    /// The MAC the client sends service address `ip`'s frames to, if it
+    /// has one.
+    pub fn neighbor(&self, ip: Ipv4Address) -> Option<EthernetAddress> {
+        self.vip_mac.get(&ip).map(|&(mac, _)| mac)
     }
 
     /// Run the interface and the scripts until nothing moves; the frames
     /// to send.
     pub fn poll(&mut self, now: Duration) -> Vec<Vec<u8>> {
+        self.nic.tx.append(&mut self.nic_tx);
         let mut rounds = 0;
         loop {
             rounds += 1;
@@ -372,7 +409,7 @@ impl Client {
     }
 
     pub fn poll_delay(&mut self, now: Duration) -> Option<Duration> {
-        if !self.nic.rx.is_empty() {
+        if !self.nic.rx.is_empty() || !self.nic_tx.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut d = self

@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use crate::matrix::run_all;
 use crate::scenario::{self, Expectations};
-use crate::world::{
-    expectations_for, parse_victim, victim_name, Kill, Net, Outcome, RunSpec, RunStats, Variant,
-};
+use crate::topology::Topology;
+use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, Variant};
 
 /// How to start a worker: the test binary and the arguments that select
 /// its worker test.
@@ -38,24 +37,37 @@ pub const WORKER_ENV: &str = "SIM_WORKER_SPECS";
 pub fn spec_key(s: &RunSpec) -> String {
     let kill = match s.kill {
         None => "none".to_owned(),
-        Some(k) => format!("{}:{}:{}", victim_name(k.victim), k.step, k.variant.name()),
+        Some(k) => format!(
+            "{}:{}:{}",
+            s.topology.victim_name(k.victim),
+            k.step,
+            k.variant.name()
+        ),
     };
-    format!("{} {} {} {kill}", s.scenario.name, s.seed, s.net.name)
+    format!(
+        "{} {} {} {} {kill}",
+        s.topology.name(),
+        s.scenario.name,
+        s.seed,
+        s.net.name
+    )
 }
 
-/// Expectations already computed, per (scenario, seed).
-pub type ExpectCache = BTreeMap<(String, u64), (Arc<scenario::Scenario>, Arc<Expectations>)>;
+/// Expectations already computed, per (topology, scenario, seed).
+pub type ExpectCache =
+    BTreeMap<(Topology, String, u64), (Arc<scenario::Scenario>, Arc<Expectations>)>;
 
 /// Parse [`spec_key`]'s output.
 pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     let mut f = line.split_whitespace();
-    let (name, seed, net, kill) = (f.next()?, f.next()?, f.next()?, f.next()?);
+    let (topo, name, seed, net, kill) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+    let topology = Topology::parse(topo)?;
     let seed: u64 = seed.parse().ok()?;
     let net = Net::parse(net)?;
-    let key = (name.to_owned(), seed);
+    let key = (topology, name.to_owned(), seed);
     if !cache.contains_key(&key) {
-        let s = Arc::new(scenario::by_name(name)?);
-        let e = expectations_for(&s, seed);
+        let s = Arc::new(topology.scenario(scenario::by_name(name)?));
+        let e = expectations_for(&s, seed, topology);
         cache.insert(key.clone(), (s, e));
     }
     let (sc, ex) = cache.get(&key)?.clone();
@@ -64,12 +76,13 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     } else {
         let mut k = kill.split(':');
         Some(Kill {
-            victim: parse_victim(k.next()?)?,
+            victim: topology.parse_victim(k.next()?)?,
             step: k.next()?.parse().ok()?,
             variant: Variant::parse(k.next()?)?,
         })
     };
     Some(RunSpec {
+        topology,
         scenario: sc,
         expect: ex,
         seed,
@@ -136,14 +149,15 @@ pub fn outcome_line(o: &Outcome) -> String {
         .iter()
         .map(|v| v.replace(['\t', '\n', SEP], " "))
         .collect();
+    let runs: Vec<String> = o.handler_runs.iter().map(u64::to_string).collect();
     format!(
         "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         opt(o.done_step),
         opt(o.done_time.map(|d| d.as_nanos() as u64)),
         o.steps,
         o.time.as_nanos() as u64,
-        o.handler_runs[0],
-        o.handler_runs[1],
+        o.wall.as_micros() as u64,
+        runs.join(","),
         stats.join(","),
         violations.join(&SEP.to_string())
     )
@@ -172,7 +186,12 @@ pub fn parse_outcome(line: &str) -> Option<Outcome> {
         done_time: opt(f.get(1)?)?.map(Duration::from_nanos),
         steps: f.get(2)?.parse().ok()?,
         time: Duration::from_nanos(f.get(3)?.parse().ok()?),
-        handler_runs: [f.get(4)?.parse().ok()?, f.get(5)?.parse().ok()?],
+        wall: Duration::from_micros(f.get(4)?.parse().ok()?),
+        handler_runs: f
+            .get(5)?
+            .split(',')
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()?,
         stats: stats_from(&stats)?,
         violations,
         fingerprint: None,
@@ -242,7 +261,8 @@ pub fn run_isolated(specs: &[RunSpec], threads: usize, iso: &Isolation) -> Vec<O
                             violations: vec![format!("run did not finish: {why}")],
                             stats: RunStats::default(),
                             fingerprint: None,
-                            handler_runs: [0, 0],
+                            handler_runs: Vec::new(),
+                            wall: Duration::ZERO,
                         });
                         let mut q = queue.lock().expect("queue");
                         for &j in batch[k + 1..].iter().rev() {
@@ -352,7 +372,8 @@ mod tests {
                 ..RunStats::default()
             },
             fingerprint: None,
-            handler_runs: [1, 2],
+            handler_runs: vec![1, 2, 3],
+            wall: Duration::from_millis(5),
         };
         let back = parse_outcome(&outcome_line(&o)).expect("parses");
         assert_eq!(back.done_step, Some(42));
@@ -367,7 +388,8 @@ mod tests {
             ),
             (7, true, 3)
         );
-        assert_eq!(back.handler_runs, [1, 2]);
+        assert_eq!(back.handler_runs, [1, 2, 3]);
+        assert_eq!(back.wall, o.wall);
         let none = Outcome {
             done_step: None,
             done_time: None,
@@ -378,10 +400,18 @@ mod tests {
         assert!(back.done_step.is_none() && back.violations.is_empty());
 
         let mut cache = ExpectCache::new();
-        for key in ["handshake 5 lossy none", "close 1 clean ingress:17:silent"] {
+        for key in [
+            "duplex handshake 5 lossy none",
+            "duplex close 1 clean ingress:17:silent",
+            "dual-role upload 2 lossy A:3:lost",
+            "ring3 keepalive 1 clean C:40:silent",
+        ] {
             let spec = parse_key(key, &mut cache).expect("parses");
             assert_eq!(spec_key(&spec), key);
         }
-        assert!(parse_key("close 1 muddy none", &mut cache).is_none());
+        assert!(parse_key("duplex close 1 muddy none", &mut cache).is_none());
+        assert!(parse_key("duplex close 1 clean C:3:lost", &mut cache).is_none());
+        let ring = parse_key("ring3 keepalive 1 clean none", &mut cache).expect("parses");
+        assert_eq!(ring.scenario.conns.len(), 3);
     }
 }

@@ -1,44 +1,63 @@
-//! Deterministic simulation of a hotpair pair (DESIGN §8.2).
+//! Deterministic simulation of hotpair nodes (DESIGN §8.2).
 //!
 //! In one process and in virtual time: a client (a smoltcp interface with
-//! scripted HTTP connections, [`client`]), node A (primary) and node B
-//! (ingress), each the stack's sans-IO [`hotpair_stack::Engine`] driving the
-//! appliance's [`hotpair::service::NodeService`] the way `Shell::run` does
-//! ([`node`]), an Ethernet switch between the three (TSO segmentation,
-//! optional loss and reordering, [`lan`]) and the replication link
-//! (ordered, lossless, delayed).
+//! scripted HTTP connections, [`client`]), N nodes, each the replicator's
+//! sans-IO node core ([`hotpair_replicator::node::NodeCore`]) driven
+//! through the calls the TAP shell makes ([`node`]), an Ethernet switch
+//! between them that delivers by destination MAC (TSO segmentation,
+//! optional loss and reordering, [`lan`]) and one replication link per pair
+//! of nodes that share a service address (ordered, lossless, delayed;
+//! every message tagged with its address's channel).
+//!
+//! # Topologies
+//! Who holds which address in which role is a [`topology::Topology`]
+//! (DESIGN §4): **duplex** (B owns 10.77.0.10 and is its ingress node, A
+//! its primary), **dual-role** (A owns .10 with B its primary, B owns .11
+//! with A its primary; one link carries both) and **ring N** (node i owns
+//! 10.77.0.(10+i), node i+1 mod N is its primary; each node has two
+//! links). Nodes are [`node::Who`] indices (A = 0, B = 1, ...; node i's
+//! MAC ends in i+1). Outside duplex the client runs one copy of the
+//! scenario's connections per address, all at once, so a kill meets live
+//! connections of every address.
 //!
 //! # Time and steps
 //! The clock is one `Instant` read when a run starts plus a `Duration` the
 //! simulation advances; nothing reads the wall clock for behaviour. One
 //! *step* delivers one event — a frame or a link message — to its recipient
 //! and runs it, or, when nothing is due, moves the clock to the next
-//! deadline (pending deliveries, each engine's `poll_delay`, each service's
-//! `poll_timeout`, the shell's 100 ms cap, the client's `poll_delay`) and
-//! runs whoever is due. A run is a function of its [`world::RunSpec`]: the
-//! seed drives smoltcp's ISNs, the nodes' `generate` seeds, LAN loss and
-//! reordering.
+//! deadline (pending deliveries, each node core's `poll_timeout`, the
+//! shell's 100 ms cap, the client's `poll_delay`) and runs whoever is due.
+//! A run is a function of its [`world::RunSpec`] (topology, scenario, seed,
+//! LAN, kill): the seed drives smoltcp's ISNs, the nodes' `generate` seeds,
+//! LAN loss and reordering.
 //!
 //! # Failures and checks
-//! A node can be killed before any step: dropped, with the survivor told
-//! `LinkIn::Lost` after what was on the wire ([`world::Variant::Lost`]) or
-//! told nothing, so its heartbeat timeout must fire
+//! A node can be killed before any step: dropped, with each of its peers
+//! told `LinkIn::Lost` after what was on the wire ([`world::Variant::Lost`])
+//! or told nothing, so their heartbeat timeouts must fire
 //! ([`world::Variant::Silent`]). [`world::World::run`] then judges
-//! DESIGN §5's promises 1-4: each connection's received stream against the
-//! expected replies (an oracle built from the same HTTP layer and handlers;
-//! a `generate` reply must equal exactly one candidate generation), every
-//! segment the client is handed against what it was handed before (same
-//! ISN, same bytes at every sequence number, one FIN: [`wire`]), no RST
-//! while a connection lives, and B's handler runs after a takeover against
-//! the final replies logged to it before. [`matrix`] runs the kill matrix;
-//! [`isolate`] runs it in child processes so a run that livelocks a node is
-//! a reported failure, not a hung test.
+//! DESIGN §5's promises 1-4 for every connection of every address: each
+//! connection's received stream against the expected replies (an oracle
+//! built from the same HTTP layer and handlers; a `generate` reply must
+//! equal exactly one candidate generation), every segment the client is
+//! handed against what it was handed before (same ISN, same bytes at every
+//! sequence number, one FIN: [`wire`]), no RST while a connection lives,
+//! and, per address, its owner's handler runs after a takeover against the
+//! final replies logged to it before (and none while its primary lives).
+//! It also checks the takeovers themselves: the owner of each address the
+//! victim was primary for promotes its shadows, the primary of each
+//! address the victim owned claims it, both end up serving it alone, and
+//! nobody else takes anything over. [`matrix`] runs the kill matrix per
+//! topology; [`isolate`] runs it in child processes so a run that
+//! livelocks a node is a reported failure, not a hung test.
 //!
 //! # Where the client is not a kernel
 //! smoltcp stands in for the client's kernel. Two differences matter for a
 //! takeover and are bridged in [`client::Client`]: smoltcp ignores a
 //! gratuitous ARP (Linux updates an existing entry: that is how a claim
-//! reaches clients), and it forgets a neighbour after 60 s and drops the
+//! reaches clients; the client keeps one entry per service address, so
+//! after a dual-role or ring takeover it sends two addresses' frames to
+//! one survivor's MAC), and it forgets a neighbour after 60 s and drops the
 //! packet that finds it gone (Linux keeps using a stale entry while it
 //! re-confirms it).
 //!
@@ -54,9 +73,11 @@ pub mod node;
 pub mod reply;
 pub mod rng;
 pub mod scenario;
+pub mod topology;
 pub mod wire;
 pub mod world;
 
-pub use matrix::{run_matrix, MatrixConfig, Points, Report};
+pub use matrix::{run_matrix, MatrixConfig, Mode, Points, Report};
 pub use node::Who;
+pub use topology::Topology;
 pub use world::{Kill, Net, Outcome, RunSpec, Variant, World};

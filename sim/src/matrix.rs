@@ -1,7 +1,8 @@
-//! The kill matrix: each scenario once without failure (its length S in
-//! steps), then again from scratch with the primary, then the ingress node,
-//! killed at step k for every k in 0..S (or a stated subset), in each kill
-//! variant; over a clean LAN and, for a few seeds, a lossy one.
+//! The kill matrix: per mode (a [`Topology`]), each scenario once without
+//! failure (its length S in steps), then again from scratch with each
+//! victim (duplex: the primary, then the ingress node; dual-role and ring:
+//! each node) killed at step k for every k in 0..S (or a stated subset), in
+//! each kill variant; over a clean LAN and, for a few seeds, a lossy one.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,9 +13,8 @@ use std::time::{Duration, Instant};
 use crate::isolate::{run_isolated, Isolation};
 use crate::node::Who;
 use crate::scenario::Scenario;
-use crate::world::{
-    expectations_for, victim_name, Kill, Net, Outcome, RunSpec, RunStats, Variant, World,
-};
+use crate::topology::Topology;
+use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, Variant, World};
 
 /// Which kill steps to try.
 #[derive(Debug, Clone, Copy)]
@@ -24,12 +24,25 @@ pub enum Points {
     /// Every step below `dense`, then `spaced` steps evenly spread over the
     /// rest.
     Capped { dense: u64, spaced: u64 },
+    /// Every `stride`-th step, starting at a different step for each
+    /// (victim, variant) pair of the mode (pair `r` starts at `r mod
+    /// stride`): with `stride` ≤ the number of pairs every step is tried by
+    /// some pair.
+    Every { stride: u64 },
 }
 
 impl Points {
-    pub fn select(self, len: u64) -> Vec<u64> {
+    /// The kill steps of a scenario `len` steps long, for the `rotation`-th
+    /// (victim, variant) pair.
+    pub fn select(self, len: u64, rotation: u64) -> Vec<u64> {
         match self {
             Points::All => (0..len).collect(),
+            Points::Every { stride } => {
+                let stride = stride.max(1);
+                ((rotation % stride).min(len)..len)
+                    .step_by(stride as usize)
+                    .collect()
+            }
             Points::Capped { dense, spaced } => {
                 if len <= dense + spaced {
                     return (0..len).collect();
@@ -49,13 +62,32 @@ impl Points {
     }
 }
 
+/// One topology's part of the matrix.
 #[derive(Debug, Clone)]
-pub struct MatrixConfig {
-    pub scenarios: Vec<Scenario>,
+pub struct Mode {
+    pub topology: Topology,
     /// (seed, LAN, kill points): each runs the whole matrix.
     pub nets: Vec<(u64, Net, Points)>,
     pub victims: Vec<Who>,
     pub variants: Vec<Variant>,
+}
+
+impl Mode {
+    /// Every node a victim, both kill variants.
+    pub fn new(topology: Topology, nets: Vec<(u64, Net, Points)>) -> Mode {
+        Mode {
+            topology,
+            nets,
+            victims: topology.all_nodes(),
+            variants: vec![Variant::Lost, Variant::Silent],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MatrixConfig {
+    pub scenarios: Vec<Scenario>,
+    pub modes: Vec<Mode>,
     pub threads: usize,
     /// Run in child processes (see [`crate::isolate`]); `None`: in threads.
     pub isolation: Option<Isolation>,
@@ -101,6 +133,18 @@ impl Failure {
     }
 }
 
+/// What ran in one mode.
+#[derive(Debug, Default, Clone)]
+pub struct ModeReport {
+    pub name: String,
+    pub runs: usize,
+    pub kill_points: usize,
+    pub failed: usize,
+    /// Wall time of its runs, summed (over every thread).
+    pub run_time: Duration,
+    pub summary: String,
+}
+
 #[derive(Debug, Default)]
 pub struct Report {
     /// Lines describing what ran (scenario lengths, points chosen).
@@ -108,6 +152,8 @@ pub struct Report {
     pub runs: usize,
     pub kill_points: usize,
     pub failures: Vec<Failure>,
+    /// Per mode, in the config's order.
+    pub modes: Vec<ModeReport>,
     /// Coverage: how often each takeover branch was exercised.
     pub coverage: Coverage,
     pub summary: String,
@@ -198,9 +244,10 @@ pub fn run_all(specs: &[RunSpec], threads: usize) -> Vec<Outcome> {
                 if progress() {
                     eprintln!("sim: start {}", spec.label());
                 }
-                let out = World::new(spec.clone())
+                let mut out = World::new(spec.clone())
                     .with_pulse(Arc::clone(&pulse))
                     .run();
+                out.wall = started.elapsed();
                 if progress() {
                     eprintln!(
                         "sim: end   {}: {} steps, {:.1}s virtual, {} violations, {:.2}s wall",
@@ -262,10 +309,18 @@ pub fn run_all(specs: &[RunSpec], threads: usize) -> Vec<Outcome> {
         .collect()
 }
 
-/// A spec for one run.
-pub fn spec(scenario: &Arc<Scenario>, seed: u64, net: Net, kill: Option<Kill>) -> RunSpec {
+/// A spec for one run. `scenario` is already spread over the topology's
+/// addresses ([`Topology::scenario`]).
+pub fn spec(
+    topology: Topology,
+    scenario: &Arc<Scenario>,
+    seed: u64,
+    net: Net,
+    kill: Option<Kill>,
+) -> RunSpec {
     RunSpec {
-        expect: expectations_for(scenario, seed),
+        topology,
+        expect: expectations_for(scenario, seed, topology),
         scenario: Arc::clone(scenario),
         seed,
         net,
@@ -277,21 +332,33 @@ pub fn spec(scenario: &Arc<Scenario>, seed: u64, net: Net, kill: Option<Kill>) -
 
 pub fn run_matrix(cfg: &MatrixConfig) -> Report {
     let mut report = Report::default();
-    let scenarios: Vec<Arc<Scenario>> = cfg.scenarios.iter().cloned().map(Arc::new).collect();
-    // Baselines: no failure.
+    // Baselines: no failure. (mode, spec, points)
     let mut base_specs = Vec::new();
-    let mut base_points = Vec::new();
-    for &(seed, net, points) in &cfg.nets {
-        for s in &scenarios {
-            base_specs.push(spec(s, seed, net, None));
-            base_points.push(points);
+    let mut base_of = Vec::new();
+    for (m, mode) in cfg.modes.iter().enumerate() {
+        let scenarios: Vec<Arc<Scenario>> = cfg
+            .scenarios
+            .iter()
+            .map(|s| Arc::new(mode.topology.scenario(s.clone())))
+            .collect();
+        report.modes.push(ModeReport {
+            name: mode.topology.name(),
+            ..ModeReport::default()
+        });
+        for &(seed, net, points) in &mode.nets {
+            for s in &scenarios {
+                base_specs.push(spec(mode.topology, s, seed, net, None));
+                base_of.push((m, points));
+            }
         }
     }
-    // The expected replies depend on (scenario, seed) only: share them.
+    // The expected replies depend on (mode, scenario, seed) only: share them.
     let base = execute(&base_specs, cfg.threads, cfg.isolation.as_ref());
     let mut specs = Vec::new();
-    for ((b, out), points) in base_specs.iter().zip(&base).zip(base_points) {
-        report.record(b, out);
+    let mut mode_of = Vec::new();
+    for ((b, out), &(m, points)) in base_specs.iter().zip(&base).zip(&base_of) {
+        report.record(m, b, out);
+        let mode = &cfg.modes[m];
         let Some(len) = out.done_step else {
             report.plan.push(format!(
                 "{}: baseline did not finish; no kill points",
@@ -299,21 +366,31 @@ pub fn run_matrix(cfg: &MatrixConfig) -> Report {
             ));
             continue;
         };
-        let points = points.select(len);
+        let pairs = mode.victims.len() * mode.variants.len();
+        let per_pair: Vec<Vec<u64>> = (0..pairs as u64).map(|r| points.select(len, r)).collect();
+        let runs: usize = per_pair.iter().map(Vec::len).sum();
+        let kind = match points {
+            Points::Every { stride } => format!(" (every {stride}th step, rotating)"),
+            _ => String::new(),
+        };
         report.plan.push(format!(
-            "{:<10} seed={} net={:<5}: {len} steps ({:.3}s virtual), {} kill points x {} victims x {} variants",
+            "{:<9} {:<10} seed={} net={:<5}: {len} steps ({:.3}s virtual), {} kill points{kind} x {} victims x {} variants",
+            mode.topology.name(),
             b.scenario.name,
             b.seed,
             b.net.name,
             out.done_time.unwrap_or_default().as_secs_f64(),
-            points.len(),
-            cfg.victims.len(),
-            cfg.variants.len()
+            per_pair[0].len(),
+            mode.victims.len(),
+            mode.variants.len()
         ));
-        report.kill_points += points.len() * cfg.victims.len();
-        for &victim in &cfg.victims {
-            for &variant in &cfg.variants {
-                for &step in &points {
+        // A kill point: a (victim, step), in either variant.
+        let kp = runs / mode.variants.len().max(1);
+        report.kill_points += kp;
+        report.modes[m].kill_points += kp;
+        for (v, &victim) in mode.victims.iter().enumerate() {
+            for (k, &variant) in mode.variants.iter().enumerate() {
+                for &step in &per_pair[v * mode.variants.len() + k] {
                     let mut s = b.clone();
                     s.kill = Some(Kill {
                         victim,
@@ -321,36 +398,62 @@ pub fn run_matrix(cfg: &MatrixConfig) -> Report {
                         variant,
                     });
                     specs.push(s);
+                    mode_of.push(m);
                 }
             }
         }
     }
     let outs = execute(&specs, cfg.threads, cfg.isolation.as_ref());
-    for (s, out) in specs.iter().zip(&outs) {
-        report.record(s, out);
+    for ((s, out), &m) in specs.iter().zip(&outs).zip(&mode_of) {
+        report.record(m, s, out);
     }
-    let seeds = |lossy: bool| -> Vec<String> {
-        cfg.nets
+    for (mode, mr) in cfg.modes.iter().zip(report.modes.iter_mut()) {
+        let seeds = |lossy: bool| -> Vec<String> {
+            mode.nets
+                .iter()
+                .filter(|(_, n, _)| (n.loss_ppm > 0) == lossy)
+                .map(|(s, _, _)| s.to_string())
+                .collect()
+        };
+        let (clean, lossy) = (seeds(false), seeds(true));
+        let victims: Vec<&str> = mode
+            .victims
             .iter()
-            .filter(|(_, n, _)| (n.loss_ppm > 0) == lossy)
-            .map(|(s, _, _)| s.to_string())
-            .collect()
-    };
-    let (clean, lossy) = (seeds(false), seeds(true));
-    let victims: Vec<&str> = cfg.victims.iter().map(|&w| victim_name(w)).collect();
-    let variants: Vec<&str> = cfg.variants.iter().map(|v| v.name()).collect();
+            .map(|&w| mode.topology.victim_name(w))
+            .collect();
+        let variants: Vec<&str> = mode.variants.iter().map(|v| v.name()).collect();
+        mr.summary = format!(
+            "sim: mode {}: {} scenarios, {} victims ({}), {} kill variants ({}), {} kill points, {} runs ({:.0}s of run time); seeds clean [{}], {} seeds with loss [{}]: {}",
+            mr.name,
+            cfg.scenarios.len(),
+            mode.victims.len(),
+            victims.join(", "),
+            mode.variants.len(),
+            variants.join(", "),
+            mr.kill_points,
+            mr.runs,
+            mr.run_time.as_secs_f64(),
+            clean.join(", "),
+            lossy.len(),
+            lossy.join(", "),
+            if mr.failed == 0 {
+                "all promises held".to_owned()
+            } else {
+                format!("{} runs FAILED", mr.failed)
+            }
+        );
+    }
     report.summary = format!(
-        "sim: {} scenarios, {} victims ({}), {} kill variants ({}), {} kill points, {} runs; seeds clean [{}], {} seeds with loss [{}]: {}",
-        cfg.scenarios.len(),
-        cfg.victims.len(),
-        victims.join(", "),
-        cfg.variants.len(),
-        variants.join(", "),
+        "sim: {} modes ({}), {} kill points, {} runs: {}",
+        cfg.modes.len(),
+        report
+            .modes
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         report.kill_points,
         report.runs,
-        clean.join(", "),
-        lossy.len(),
-        lossy.join(", "),
         if report.failures.is_empty() {
             "all promises held".to_owned()
         } else {
@@ -364,10 +467,16 @@ impl Report {
     /// Everything a person needs: plan, coverage, failures by kind with
     /// replay commands (`max_per_kind` examples each), summary last.
     /// Count a run, its coverage, and its failure if any.
-    fn record(&mut self, spec: &RunSpec, out: &Outcome) {
+    fn record(&mut self, mode: usize, spec: &RunSpec, out: &Outcome) {
         self.runs += 1;
         self.coverage.add(&out.stats);
-        self.failures.extend(Failure::of(spec, out));
+        let m = &mut self.modes[mode];
+        m.runs += 1;
+        m.run_time += out.wall;
+        if let Some(f) = Failure::of(spec, out) {
+            m.failed += 1;
+            self.failures.push(f);
+        }
     }
 
     pub fn render(&self, max_per_kind: usize) -> String {
@@ -377,7 +486,7 @@ impl Report {
         }
         let c = &self.coverage;
         s.push_str(&format!(
-            "sim: coverage: {} promotions ({} connections), {} claims, {} runs with replies logged at B before A died, {} held / {} dropped held segments, {} segments not forwarded, {} duplicate SYNs, {} passed through, {} gratuitous-ARP updates, {} TSO frames, {} LAN frames lost, {} bytes retransmitted to the client, {} RSTs after a connection was over, {} link messages held up by a retransmission\n",
+            "sim: coverage: {} promotions ({} connections), {} claims, {} runs with replies logged at the ingress node before its primary died, {} held / {} dropped held segments, {} segments not forwarded, {} duplicate SYNs, {} passed through, {} gratuitous-ARP updates, {} TSO frames, {} LAN frames lost, {} bytes retransmitted to the client, {} RSTs after a connection was over, {} link messages held up by a retransmission\n",
             c.promotions,
             c.promoted_conns,
             c.claims,
@@ -412,6 +521,10 @@ impl Report {
             for f in fs.iter().take(max_per_kind) {
                 s.push_str(&f.describe(5));
             }
+        }
+        for m in &self.modes {
+            s.push_str(&m.summary);
+            s.push('\n');
         }
         s.push_str(&self.summary);
         s.push('\n');

@@ -1,21 +1,27 @@
 //! One hotpair node in the simulation: the node core
 //! ([`NodeCore`]) that `hotpair node` runs, driven through the same calls as
-//! the TAP shell makes, with the TAP replaced by the simulated LAN and the
-//! replication link by messages the simulation delivers.
+//! the TAP shell makes, with the TAP replaced by the simulated LAN and each
+//! replication link by messages the simulation delivers. Which service
+//! addresses a node holds, in which role, and who its peers are comes from
+//! the run's [`Topology`].
 
 use std::time::{Duration, Instant};
 
 use hotpair_replicator::node::{
     Handler, NodeConfig, NodeCore, PeerId, RoleChange, Route, SiteConfig,
 };
-use hotpair_replicator::{Msg, Policy, Role};
+use hotpair_replicator::{Msg, Policy};
 use hotpair_stack::engine::EngineStats;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
 use crate::content;
+use crate::topology::Topology;
 
-/// The service address and port every node serves.
+/// The first service address (the duplex topology's only one); address `i`
+/// of a topology is [`vip`]`(i)`.
 pub const VIP: Ipv4Address = Ipv4Address::new(10, 77, 0, 10);
+/// Service addresses a topology may have at most.
+pub const MAX_ADDRESSES: usize = 8;
 pub const PREFIX_LEN: u8 = 24;
 pub const PORT: u16 = 80;
 pub const MAC_A: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x01]);
@@ -23,39 +29,55 @@ pub const MAC_B: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x02
 /// Rounds of one node at one instant before the simulation calls it a livelock.
 const MAX_ITERATIONS: usize = 100_000;
 
-/// Which node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Who {
-    /// Node A: the primary (runs the application).
-    A,
-    /// Node B: the ingress node (owns the address; the paper's backup).
-    B,
+/// Service address `i`: 10.77.0.10, .11, ...
+pub fn vip(i: usize) -> Ipv4Address {
+    assert!(i < MAX_ADDRESSES, "service address {i} out of range");
+    let [a, b, c, d] = VIP.octets();
+    Ipv4Address::new(a, b, c, d + i as u8)
 }
 
+/// Which service address `ip` is, if it is one.
+pub fn vip_index(ip: Ipv4Address) -> Option<usize> {
+    (0..MAX_ADDRESSES).find(|&i| vip(i) == ip)
+}
+
+/// Which node: an index (A = 0, B = 1, C = 2, ...). In the duplex
+/// topology A is the primary and B the ingress node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Who(pub u8);
+
+const NAMES: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
+const LOWER: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
+
 impl Who {
+    pub const A: Who = Who(0);
+    pub const B: Who = Who(1);
+    pub const C: Who = Who(2);
+    /// Nodes a topology may have at most.
+    pub const MAX: usize = NAMES.len();
+
     pub fn index(self) -> usize {
-        match self {
-            Who::A => 0,
-            Who::B => 1,
-        }
+        usize::from(self.0)
     }
-    pub fn peer(self) -> Who {
-        match self {
-            Who::A => Who::B,
-            Who::B => Who::A,
-        }
-    }
+    /// "A", "B", ...
     pub fn name(self) -> &'static str {
-        match self {
-            Who::A => "A",
-            Who::B => "B",
-        }
+        NAMES[self.index()]
     }
+    /// The node core's name ("a", "b", ...).
+    pub fn node_name(self) -> &'static str {
+        LOWER[self.index()]
+    }
+    /// Node A's MAC is 02:68:70:00:00:01, B's ...:02, and so on.
     pub fn mac(self) -> EthernetAddress {
-        match self {
-            Who::A => MAC_A,
-            Who::B => MAC_B,
-        }
+        let mut m = MAC_A.0;
+        m[5] += self.0;
+        EthernetAddress(m)
+    }
+    /// "A"/"a" → A, ...
+    pub fn parse(s: &str) -> Option<Who> {
+        (0..NAMES.len())
+            .find(|&i| NAMES[i] == s || LOWER[i] == s)
+            .map(|i| Who(i as u8))
     }
 }
 
@@ -66,7 +88,7 @@ pub struct NodeSeeds {
     pub core: u64,
 }
 
-/// News from the link, as the node's shell would hand it to the core.
+/// News from a link, as the node's shell would hand it to the core.
 #[derive(Debug)]
 pub enum LinkIn {
     /// The link is up.
@@ -81,25 +103,34 @@ pub enum LinkIn {
 #[derive(Debug, Default)]
 pub struct RoundOut {
     pub frames: Vec<hotpair_stack::Frame>,
-    pub msgs: Vec<(u32, Msg)>,
-    /// The node promoted its shadows / started claiming in this round.
-    pub promoted: bool,
-    pub claimed: bool,
+    /// Link messages: (to whom, channel, message).
+    pub msgs: Vec<(Who, u32, Msg)>,
+    /// Addresses whose shadows the node promoted / which it started
+    /// claiming in this round.
+    pub promoted: Vec<Ipv4Address>,
+    pub claimed: Vec<Ipv4Address>,
     /// Rounds of the node core run.
     pub iterations: usize,
 }
 
-/// The peer every simulated node has: the other one.
-const PEER: PeerId = 0;
-
 pub struct SimNode {
     pub who: Who,
     pub core: NodeCore,
+    /// The node at the other end of each link, by [`PeerId`].
+    peers: Vec<Who>,
+    /// The service address index of each site.
+    sites: Vec<usize>,
 }
 
 impl SimNode {
-    /// Build node `who` (A primary, B ingress) at time `now` (= `start`).
-    pub fn new(who: Who, seeds: NodeSeeds, heartbeat_timeout: Duration, start: Instant) -> Self {
+    /// Build node `who` of `topo` at time `now` (= `start`).
+    pub fn new(
+        who: Who,
+        topo: Topology,
+        seeds: NodeSeeds,
+        heartbeat_timeout: Duration,
+        start: Instant,
+    ) -> Self {
         let c = content::get();
         let routes = vec![
             Route {
@@ -117,25 +148,33 @@ impl SimNode {
                 policy: Policy::Static,
             },
         ];
-        let (role, name, peer) = match who {
-            Who::A => (Role::Primary, "a", "b"),
-            Who::B => (Role::Ingress, "b", "a"),
+        let peers = topo.peers(who);
+        let peer_id = |w: Who| -> PeerId {
+            peers
+                .iter()
+                .position(|&p| p == w)
+                .expect("a site's peer is a peer")
         };
-        let cfg = NodeConfig {
-            name: name.into(),
-            mac: who.mac(),
-            sites: vec![SiteConfig {
-                address: Ipv4Cidr::new(VIP, PREFIX_LEN),
+        let site_list = topo.sites(who);
+        let sites = site_list
+            .iter()
+            .map(|s| SiteConfig {
+                address: Ipv4Cidr::new(vip(s.address), PREFIX_LEN),
                 gateway: None,
                 port: PORT,
                 max_connections: 64,
                 max_half_open: 32,
                 half_open_timeout: Duration::from_secs(20),
                 max_per_source: 64,
-                role,
-                peer: Some(PEER),
-            }],
-            peers: vec![Some(peer.into())],
+                role: s.role,
+                peer: Some(peer_id(s.peer)),
+            })
+            .collect();
+        let cfg = NodeConfig {
+            name: who.node_name().into(),
+            mac: who.mac(),
+            sites,
+            peers: peers.iter().map(|p| Some(p.node_name().into())).collect(),
             heartbeat_interval: Duration::from_millis(100),
             heartbeat_timeout,
             rx_buffer_bytes: 64 * 1024,
@@ -146,21 +185,34 @@ impl SimNode {
         };
         let mut core = NodeCore::new(cfg, start).expect("the simulation's node config is valid");
         core.set_inline_generate(true);
-        SimNode { who, core }
+        SimNode {
+            who,
+            core,
+            peers,
+            sites: site_list.iter().map(|s| s.address).collect(),
+        }
     }
 
-    /// News from the link. A refused message drops the link, as the shell
-    /// does (a message arriving after the peer was declared dead is refused
-    /// as `NotConnected`, and the link is gone by then anyway).
-    pub fn deliver_link(&mut self, m: LinkIn, now: Instant) {
+    /// The nodes this one has a link to.
+    pub fn peers(&self) -> &[Who] {
+        &self.peers
+    }
+
+    /// News from the link to `from`. A refused message drops the link, as
+    /// the shell does (a message arriving after the peer was declared dead
+    /// is refused as `NotConnected`, and the link is gone by then anyway).
+    pub fn deliver_link(&mut self, from: Who, m: LinkIn, now: Instant) {
+        let Some(peer) = self.peers.iter().position(|&p| p == from) else {
+            return;
+        };
         match m {
-            LinkIn::Connected => self.core.handle_link_up(PEER, now),
+            LinkIn::Connected => self.core.handle_link_up(peer, now),
             LinkIn::Msg(channel, msg) => {
-                if self.core.handle_link_msg(PEER, channel, msg, now).is_err() {
-                    self.core.handle_link_lost(PEER, now);
+                if self.core.handle_link_msg(peer, channel, msg, now).is_err() {
+                    self.core.handle_link_lost(peer, now);
                 }
             }
-            LinkIn::Lost(_) => self.core.handle_link_lost(PEER, now),
+            LinkIn::Lost(_) => self.core.handle_link_lost(peer, now),
         }
     }
 
@@ -180,16 +232,18 @@ impl SimNode {
             let mut busy = self.core.round(now);
             while let Some(ch) = self.core.poll_role_change() {
                 match ch {
-                    RoleChange::Promoted { .. } => out.promoted = true,
-                    RoleChange::Claiming { .. } => out.claimed = true,
+                    RoleChange::Promoted { address, .. } => out.promoted.push(address),
+                    RoleChange::Claiming { address } => out.claimed.push(address),
                 }
             }
             while let Some(f) = self.core.poll_lan_transmit() {
                 out.frames.push(f);
                 busy = true;
             }
-            while let Some(m) = self.core.poll_link_transmit(PEER) {
-                out.msgs.push(m);
+            for (peer, &to) in self.peers.iter().enumerate() {
+                while let Some((ch, m)) = self.core.poll_link_transmit(peer) {
+                    out.msgs.push((to, ch, m));
+                }
             }
             if !busy {
                 break;
@@ -203,17 +257,35 @@ impl SimNode {
         self.core.poll_timeout(now)
     }
 
-    /// The engine's counters (the one service address).
-    pub fn stats(&self) -> EngineStats {
-        self.core.engine_stats(0)
+    /// The site holding service address `address` (an index), if any.
+    pub fn site_of(&self, address: usize) -> Option<usize> {
+        self.sites.iter().position(|&a| a == address)
     }
 
-    /// Requests handed to a handler so far.
+    /// The service address (an index) of each site.
+    pub fn addresses(&self) -> &[usize] {
+        &self.sites
+    }
+
+    /// The engine's counters of each site.
+    pub fn stats(&self) -> Vec<EngineStats> {
+        (0..self.sites.len())
+            .map(|i| self.core.engine_stats(i))
+            .collect()
+    }
+
+    /// Requests handed to a handler so far (every address).
     pub fn handler_runs(&self) -> u64 {
         self.core.handler_runs()
     }
 
-    /// Units this node logged to its peer so far.
+    /// Requests of service address `address` handed to a handler so far.
+    pub fn handler_runs_for(&self, address: usize) -> u64 {
+        self.site_of(address)
+            .map_or(0, |s| self.core.site_handler_runs(s))
+    }
+
+    /// Units this node logged to its peers so far.
     pub fn logged_units(&self) -> u64 {
         self.core.logged_units()
     }

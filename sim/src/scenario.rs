@@ -42,6 +42,8 @@ pub struct ConnScript {
     /// With [`Close::AfterReplies`]: wait this long after the last reply
     /// before closing (the server, if it closes, closes first).
     pub linger: Duration,
+    /// The service address it connects to (an index: `node::vip`).
+    pub address: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +92,7 @@ pub fn all() -> Vec<Scenario> {
         send,
         close,
         linger: Duration::ZERO,
+        address: 0,
     };
     let mut upload =
         format!("POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/octet-stream\r\nContent-Length: {UPLOAD_LEN}\r\n\r\n")
@@ -225,6 +228,8 @@ pub struct Expectations {
     pub conns: Vec<Vec<Expected>>,
     /// Requests that reach a handler (the others the HTTP layer answers).
     pub handler_runs: u64,
+    /// The same, per connection.
+    pub conn_handler_runs: Vec<u64>,
 }
 
 /// The seeds `NodeService` uses for its n-th `generate` request (it starts
@@ -271,28 +276,33 @@ pub fn expectations(s: &Scenario, service_seeds: &[u64]) -> Arc<Expectations> {
         assert!(!out.is_empty(), "oracle: no reply");
         (Bytes::from(out), handled)
     };
-    let mut handler_runs = 0;
+    let mut conn_handler_runs = Vec::new();
     let conns = s
         .conns
         .iter()
         .map(|cs| {
-            cs.requests
+            let mut runs = 0;
+            let expected = cs
+                .requests
                 .iter()
                 .map(|r| {
                     if is_generate(r) {
-                        handler_runs += 1;
+                        runs += 1;
                         Expected::OneOf(seeds.iter().map(|&sd| (sd, reply(r, sd).0)).collect())
                     } else {
                         let (b, handled) = reply(r, 0);
-                        handler_runs += u64::from(handled);
+                        runs += u64::from(handled);
                         Expected::Exact(b)
                     }
                 })
-                .collect()
+                .collect();
+            conn_handler_runs.push(runs);
+            expected
         })
         .collect();
     Arc::new(Expectations {
         conns,
-        handler_runs,
+        handler_runs: conn_handler_runs.iter().sum(),
+        conn_handler_runs,
     })
 }

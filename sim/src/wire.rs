@@ -1,5 +1,5 @@
 //! A checker on the wire in front of the client: every TCP segment the
-//! client is handed from the service address is compared with everything it
+//! client is handed from a service address is compared with everything it
 //! was handed before. A takeover must continue the same sequence space: the
 //! same ISN, the same byte at every sequence number (a retransmission from
 //! the survivor must equal what the dead node sent there), one FIN position,
@@ -12,7 +12,7 @@ use hotpair_stack::seg::{self, FIN, RST, SYN};
 
 use crate::client::CLIENT_IP;
 use crate::lan;
-use crate::node::{PORT, VIP};
+use crate::node::{vip_index, PORT};
 
 #[derive(Debug, Default)]
 struct Stream {
@@ -51,7 +51,7 @@ impl WireCheck {
         finished: impl Fn(u16) -> bool,
     ) {
         let Some(s) = seg::parse(frame) else { return };
-        if s.src != VIP || s.src_port != PORT || s.dst != CLIENT_IP {
+        if vip_index(s.src).is_none() || s.src_port != PORT || s.dst != CLIENT_IP {
             return;
         }
         let at = format!(
@@ -169,7 +169,7 @@ impl WireCheck {
     /// A frame the client sent.
     pub fn from_client(&mut self, frame: &[u8], step: u64, t: Duration) {
         if let Some(s) = seg::parse(frame) {
-            if s.has(RST) && s.dst == VIP {
+            if s.has(RST) && vip_index(s.dst).is_some() {
                 self.client_rsts.push(format!(
                     "step {step} t={:.6}s: {}",
                     t.as_secs_f64(),
@@ -220,6 +220,7 @@ fn add_range(v: &mut Vec<(usize, usize)>, a: usize, b: usize) {
 mod tests {
     use super::*;
 
+    use crate::node::VIP;
     use hotpair_stack::seg::{ACK, SYN};
     use smoltcp::wire::EthernetAddress;
 

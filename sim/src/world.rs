@@ -1,8 +1,10 @@
-//! The simulated world: client, node A (primary), node B (ingress), an
-//! Ethernet switch between them and the replication link, over virtual
-//! time. One *step* delivers one event (a frame or a link message) to its
-//! recipient and runs it, or — when nothing is due — advances the clock to
-//! the next deadline and runs everyone. A node may be killed before any step.
+//! The simulated world: the client, the nodes of a [`Topology`] (duplex:
+//! A primary, B ingress; dual-role; ring), an Ethernet switch between them
+//! that delivers by destination MAC, and a replication link between each
+//! pair of nodes that share an address, over virtual time. One *step*
+//! delivers one event (a frame or a link message) to its recipient and
+//! runs it, or — when nothing is due — advances the clock to the next
+//! deadline and runs everyone. A node may be killed before any step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -10,16 +12,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hotpair_replicator::{ConnKey, Msg, UnitKind};
+use hotpair_replicator::{ConnKey, Msg, Role, UnitKind};
+use hotpair_stack::smoltcp::wire::Ipv4Address;
 use sha2::{Digest, Sha256};
 use smoltcp::wire::EthernetAddress;
 
 use crate::client::{Client, CLIENT_MAC};
 use crate::lan;
-use crate::node::{LinkIn, NodeSeeds, SimNode, Who};
+use crate::node::{vip, vip_index, LinkIn, NodeSeeds, SimNode, Who};
 use crate::reply;
 use crate::rng::{derive, Rng};
 use crate::scenario::{self, Expectations, Expected, Scenario};
+use crate::topology::{Address, Topology};
 use crate::wire::WireCheck;
 
 /// Default heartbeat timeout (as the node's default configuration).
@@ -60,22 +64,6 @@ impl Variant {
             "silent" => Some(Variant::Silent),
             _ => None,
         }
-    }
-}
-
-/// Which node dies.
-pub fn victim_name(w: Who) -> &'static str {
-    match w {
-        Who::A => "primary",
-        Who::B => "ingress",
-    }
-}
-
-pub fn parse_victim(s: &str) -> Option<Who> {
-    match s {
-        "primary" | "A" | "a" => Some(Who::A),
-        "ingress" | "B" | "b" => Some(Who::B),
-        _ => None,
     }
 }
 
@@ -144,6 +132,10 @@ pub struct Kill {
 /// One run's parameters: everything a run is a function of.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
+    /// Which nodes hold which addresses.
+    pub topology: Topology,
+    /// The client's connections (spread over the topology's addresses:
+    /// [`Topology::scenario`]).
     pub scenario: Arc<Scenario>,
     pub expect: Arc<Expectations>,
     pub seed: u64,
@@ -159,29 +151,40 @@ impl RunSpec {
     /// The command that replays this run alone.
     pub fn replay_command(&self) -> String {
         let (victim, step, variant) = match self.kill {
-            Some(k) => (victim_name(k.victim), k.step.to_string(), k.variant.name()),
+            Some(k) => (
+                self.topology.victim_name(k.victim),
+                k.step.to_string(),
+                k.variant.name(),
+            ),
             None => ("none", "none".to_owned(), "lost"),
         };
         format!(
-            "SIM_SEED={} SIM_SCENARIO={} SIM_VICTIM={victim} SIM_STEP={step} SIM_VARIANT={variant} SIM_NET={} SIM_TRACE=1 cargo test -p hotpair-sim --test failover_matrix replay -- --nocapture",
-            self.seed, self.scenario.name, self.net.name
+            "SIM_TOPOLOGY={} SIM_SEED={} SIM_SCENARIO={} SIM_VICTIM={victim} SIM_STEP={step} SIM_VARIANT={variant} SIM_NET={} SIM_TRACE=1 cargo test -p hotpair-sim --test failover_matrix replay -- --nocapture",
+            self.topology.name(),
+            self.seed,
+            self.scenario.name,
+            self.net.name
         )
     }
 
     pub fn label(&self) -> String {
         match self.kill {
             Some(k) => format!(
-                "scenario={} victim={} step={} seed={} variant={} net={}",
+                "mode={} scenario={} victim={} step={} seed={} variant={} net={}",
+                self.topology.name(),
                 self.scenario.name,
-                victim_name(k.victim),
+                self.topology.victim_name(k.victim),
                 k.step,
                 self.seed,
                 k.variant.name(),
                 self.net.name
             ),
             None => format!(
-                "scenario={} no kill seed={} net={}",
-                self.scenario.name, self.seed, self.net.name
+                "mode={} scenario={} no kill seed={} net={}",
+                self.topology.name(),
+                self.scenario.name,
+                self.seed,
+                self.net.name
             ),
         }
     }
@@ -202,6 +205,7 @@ pub struct RunStats {
     pub lan_lost: u64,
     pub link_msgs: u64,
     pub tso_frames: u64,
+    /// Some node promoted shadows / claimed an address.
     pub promoted: bool,
     pub claimed: bool,
     pub promoted_conns: u64,
@@ -212,7 +216,8 @@ pub struct RunStats {
     pub passed_through: u64,
     pub arp_updates: u64,
     pub duplicate_bytes: u64,
-    /// Final units of the scenario's requests B had received when A died.
+    /// Final units of the scenario's requests that the owners of the
+    /// victim's primary addresses had received when it died.
     pub logged_before_kill: u64,
     /// RSTs that reached the client after its connection was over.
     pub late_rsts: u64,
@@ -231,8 +236,10 @@ pub struct Outcome {
     pub violations: Vec<String>,
     pub stats: RunStats,
     pub fingerprint: Option<[u8; 32]>,
-    /// Handler runs of A and B at the end.
-    pub handler_runs: [u64; 2],
+    /// Handler runs of each node at the end (A, B, ...).
+    pub handler_runs: Vec<u64>,
+    /// Wall time the run took (for reports only; set by whoever ran it).
+    pub wall: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,8 +266,6 @@ impl Port {
     }
 }
 
-const PORTS: [Port; 3] = [Port::Client, Port::Node(Who::A), Port::Node(Who::B)];
-
 enum Delivery {
     Lan {
         from: Port,
@@ -276,22 +281,27 @@ enum Delivery {
 
 pub struct World {
     spec: RunSpec,
+    addrs: Vec<Address>,
     base: Instant,
     t: Duration,
     rng: Rng,
     queue: BTreeMap<(Duration, u64), Delivery>,
     next_seq: u64,
-    /// Last link delivery time per direction (index: sender), for order.
-    link_tail: [Duration; 2],
-    nodes: [Option<SimNode>; 2],
+    /// Last link delivery time per direction (sender, receiver), for order.
+    link_tail: BTreeMap<(Who, Who), Duration>,
+    nodes: Vec<Option<SimNode>>,
     client: Client,
     step: u64,
     killed: bool,
-    /// Handler runs of A and B when the victim died.
-    runs_at_kill: [u64; 2],
-    /// Final units (connection, request index) delivered to B.
-    finals_to_b: BTreeSet<(ConnKey, u64)>,
-    finals_at_kill: u64,
+    /// Handler runs per node and address when the victim died.
+    runs_at_kill: Vec<Vec<u64>>,
+    /// Final units (address, connection, request index) delivered to the
+    /// address's owner.
+    finals_to_owner: BTreeSet<(usize, ConnKey, u64)>,
+    /// Per address: those final units when the victim died.
+    finals_at_kill: Vec<u64>,
+    /// Takeovers seen: (node, address, promoted (else claimed)).
+    takeovers: BTreeSet<(Who, usize, bool)>,
     wire: WireCheck,
     errors: Vec<String>,
     stats: RunStats,
@@ -307,17 +317,32 @@ impl World {
     pub fn new(spec: RunSpec) -> Self {
         // The origin of virtual time: read once, never again.
         let base = Instant::now();
-        let seeds = [node_seeds(spec.seed, Who::A), node_seeds(spec.seed, Who::B)];
-        let mut nodes = [
-            Some(SimNode::new(Who::A, seeds[0], HEARTBEAT_TIMEOUT, base)),
-            Some(SimNode::new(Who::B, seeds[1], HEARTBEAT_TIMEOUT, base)),
-        ];
-        // The link is up from the start (B connected to A).
+        let topo = spec.topology;
+        let mut nodes: Vec<Option<SimNode>> = topo
+            .all_nodes()
+            .into_iter()
+            .map(|w| {
+                Some(SimNode::new(
+                    w,
+                    topo,
+                    node_seeds(spec.seed, w),
+                    HEARTBEAT_TIMEOUT,
+                    base,
+                ))
+            })
+            .collect();
+        // Every link is up from the start.
         for n in nodes.iter_mut().flatten() {
-            n.deliver_link(LinkIn::Connected, base);
+            for p in n.peers().to_vec() {
+                n.deliver_link(p, LinkIn::Connected, base);
+            }
         }
         let client = Client::new(derive(spec.seed, 3), &spec.scenario.conns, Duration::ZERO);
+        let addrs = topo.addresses();
         World {
+            runs_at_kill: vec![vec![0; addrs.len()]; nodes.len()],
+            finals_at_kill: vec![0; addrs.len()],
+            addrs,
             rng: Rng::new(derive(spec.seed, 4)),
             hasher: spec.fingerprint.then(Sha256::new),
             spec,
@@ -325,14 +350,13 @@ impl World {
             t: Duration::ZERO,
             queue: BTreeMap::new(),
             next_seq: 0,
-            link_tail: [Duration::ZERO; 2],
+            link_tail: BTreeMap::new(),
             nodes,
             client,
             step: 0,
             killed: false,
-            runs_at_kill: [0; 2],
-            finals_to_b: BTreeSet::new(),
-            finals_at_kill: 0,
+            finals_to_owner: BTreeSet::new(),
+            takeovers: BTreeSet::new(),
             wire: WireCheck::default(),
             errors: Vec::new(),
             stats: RunStats::default(),
@@ -422,10 +446,7 @@ impl World {
         } else {
             let (nodes, client) = self.deadlines();
             let queue = self.queue.first_key_value().map(|((t, _), _)| *t);
-            let next = [nodes[0], nodes[1], client, queue]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = nodes.iter().copied().chain([client, queue]).flatten().min();
             match next {
                 Some(at) if at > self.t => {
                     self.t = at;
@@ -453,9 +474,9 @@ impl World {
             }
             // Run whoever is due (a delivery that is due waits for the next step).
             let t = self.t;
-            let due_nodes: Vec<Who> = [Who::A, Who::B]
-                .into_iter()
-                .filter(|w| nodes[w.index()].is_some_and(|d| d <= t))
+            let due_nodes: Vec<Who> = (0..nodes.len())
+                .filter(|&i| nodes[i].is_some_and(|d| d <= t))
+                .map(|i| Who(i as u8))
                 .collect();
             let client_due = client.is_some_and(|d| d <= t);
             if !due_nodes.is_empty() || client_due {
@@ -483,11 +504,11 @@ impl World {
     /// A node's is what `Shell::run` sleeps for: the engine's `poll_delay`
     /// and the service's `poll_timeout`, at most [`SHELL_MAX_SLEEP`] (the
     /// shell's own cap, so a node wakes at least that often).
-    fn deadlines(&mut self) -> ([Option<Duration>; 2], Option<Duration>) {
+    fn deadlines(&mut self) -> (Vec<Option<Duration>>, Option<Duration>) {
         let now = self.now();
         let (base, t) = (self.base, self.t);
         let up = |d: Duration| Duration::from_micros(d.as_nanos().div_ceil(1000) as u64).max(t);
-        let mut nodes = [None, None];
+        let mut nodes = vec![None; self.nodes.len()];
         for (i, n) in self.nodes.iter_mut().enumerate() {
             if let Some(n) = n {
                 let at = n.next_deadline(now).map_or(t + SHELL_MAX_SLEEP, |i| {
@@ -502,22 +523,39 @@ impl World {
 
     fn kill(&mut self, k: Kill) {
         self.killed = true;
-        for w in [Who::A, Who::B] {
-            self.runs_at_kill[w.index()] = self.nodes[w.index()]
-                .as_ref()
-                .map_or(0, |n| n.handler_runs());
+        for (i, n) in self.nodes.iter().enumerate() {
+            for a in 0..self.addrs.len() {
+                self.runs_at_kill[i][a] = n.as_ref().map_or(0, |n| n.handler_runs_for(a));
+            }
         }
-        self.finals_at_kill = self.finals_to_b.len() as u64;
-        self.stats.logged_before_kill = self.finals_at_kill;
-        self.nodes[k.victim.index()] = None;
+        for a in 0..self.addrs.len() {
+            self.finals_at_kill[a] = self
+                .finals_to_owner
+                .iter()
+                .filter(|(x, _, _)| *x == a)
+                .count() as u64;
+        }
+        self.stats.logged_before_kill = self
+            .addrs
+            .iter()
+            .filter(|a| a.primary == k.victim)
+            .map(|a| self.finals_at_kill[a.index])
+            .sum();
+        let peers = self.nodes[k.victim.index()]
+            .take()
+            .map(|n| n.peers().to_vec())
+            .unwrap_or_default();
         self.trace(|| format!("KILL {} ({})", k.victim.name(), k.variant.name()));
         if k.variant == Variant::Lost {
-            // The dead process's kernel resets the link; the survivor hears
-            // of it after whatever was already on the wire.
-            self.send_link(
-                k.victim,
-                LinkIn::Lost("connection reset by peer (simulated crash)".into()),
-            );
+            // The dead process's kernel resets its links; each survivor
+            // hears of it after whatever was already on the wire.
+            for p in peers {
+                self.send_link(
+                    k.victim,
+                    p,
+                    LinkIn::Lost("connection reset by peer (simulated crash)".into()),
+                );
+            }
         }
     }
 
@@ -554,7 +592,7 @@ impl World {
                     return Ok(());
                 }
                 if let LinkIn::Msg(
-                    _,
+                    channel,
                     Msg::Unit {
                         conn,
                         index,
@@ -563,13 +601,17 @@ impl World {
                     },
                 ) = &msg
                 {
-                    if to == Who::B && *index != u64::MAX {
-                        self.finals_to_b.insert((*conn, *index));
+                    let a = vip_index(Ipv4Address::from(*channel));
+                    if let Some(a) = a.filter(|&a| self.addrs.get(a).is_some_and(|x| x.owner == to))
+                    {
+                        if *index != u64::MAX {
+                            self.finals_to_owner.insert((a, *conn, *index));
+                        }
                     }
                 }
                 let now = self.now();
                 if let Some(n) = self.nodes[to.index()].as_mut() {
-                    n.deliver_link(msg, now);
+                    n.deliver_link(from, msg, now);
                 }
                 self.run_node(to)?;
             }
@@ -582,13 +624,17 @@ impl World {
         let Some(n) = self.nodes[w.index()].as_mut() else {
             return Ok(());
         };
-        let before = n.stats();
+        let before = self.spec.trace.then(|| n.stats());
         let out = n.round(now)?;
-        if self.spec.trace {
-            let d = stats_delta(&before, &n.stats());
-            if !d.is_empty() {
-                let line = format!("{} engine: {d}", w.name());
-                self.trace(|| line);
+        if let Some(before) = before {
+            let after = n.stats();
+            let addrs = n.addresses().to_vec();
+            for ((b, a), addr) in before.iter().zip(&after).zip(addrs) {
+                let d = stats_delta(b, a);
+                if !d.is_empty() {
+                    let line = format!("{} engine {}: {d}", w.name(), vip(addr));
+                    self.trace(|| line);
+                }
             }
         }
         // Handlers run inline (`set_inline_handlers`): a reply is made in
@@ -599,13 +645,19 @@ impl World {
 
     /// Put a node's output on the LAN and the link.
     fn emit(&mut self, w: Who, out: crate::node::RoundOut) {
-        if out.promoted {
+        for ip in out.promoted {
             self.stats.promoted = true;
-            self.trace(|| format!("{} promotes its shadow connections", w.name()));
+            if let Some(a) = vip_index(ip) {
+                self.takeovers.insert((w, a, true));
+            }
+            self.trace(|| format!("{} promotes its shadow connections of {ip}", w.name()));
         }
-        if out.claimed {
+        for ip in out.claimed {
             self.stats.claimed = true;
-            self.trace(|| format!("{} claims the service address", w.name()));
+            if let Some(a) = vip_index(ip) {
+                self.takeovers.insert((w, a, false));
+            }
+            self.trace(|| format!("{} claims the service address {ip}", w.name()));
         }
         for f in out.frames {
             let segs = match f.gso {
@@ -622,18 +674,15 @@ impl World {
                 self.send_lan(Port::Node(w), s);
             }
         }
-        for (channel, m) in out.msgs {
-            self.send_link(w, LinkIn::Msg(channel, m));
+        for (to, channel, m) in out.msgs {
+            self.send_link(w, to, LinkIn::Msg(channel, m));
         }
     }
 
     fn run_client(&mut self) {
-        let alive = [
-            self.nodes[0].is_some().then_some(Who::A.mac()),
-            self.nodes[1].is_some().then_some(Who::B.mac()),
-        ];
+        let alive: Vec<_> = self.nodes.iter().flatten().map(|n| n.who.mac()).collect();
         self.client
-            .refresh_neighbor(self.t, |mac| alive.contains(&Some(mac)));
+            .refresh_neighbor(self.t, |mac| alive.contains(&mac));
         let frames = self.client.poll(self.t);
         for f in frames {
             let (step, t) = (self.step, self.t);
@@ -646,9 +695,10 @@ impl World {
         let Some(dst) = lan::dst_mac(&frame) else {
             return;
         };
-        let targets: Vec<Port> = PORTS
-            .iter()
-            .copied()
+        // The switch: by destination MAC, a broadcast to every other port.
+        let ports = std::iter::once(Port::Client)
+            .chain((0..self.nodes.len()).map(|i| Port::Node(Who(i as u8))));
+        let targets: Vec<Port> = ports
             .filter(|p| *p != from && (dst.is_broadcast() || p.mac() == dst))
             .collect();
         let net = self.spec.net;
@@ -679,7 +729,7 @@ impl World {
         }
     }
 
-    fn send_link(&mut self, from: Who, msg: LinkIn) {
+    fn send_link(&mut self, from: Who, to: Who, msg: LinkIn) {
         self.stats.link_msgs += 1;
         let net = self.spec.net;
         let mut at = self.t + net.link_delay;
@@ -694,18 +744,13 @@ impl World {
             });
             at += net.link_stall;
         }
-        let at = at.max(self.link_tail[from.index()]);
-        self.link_tail[from.index()] = at;
+        let tail = self.link_tail.entry((from, to)).or_default();
+        let at = at.max(*tail);
+        *tail = at;
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queue.insert(
-            (at, seq),
-            Delivery::Link {
-                from,
-                to: from.peer(),
-                msg,
-            },
-        );
+        self.queue
+            .insert((at, seq), Delivery::Link { from, to, msg });
     }
 
     /// Judge the run against the promises.
@@ -713,7 +758,15 @@ impl World {
         let mut v = std::mem::take(&mut self.errors);
         v.append(&mut self.wire.violations);
         let done = self.done_time.is_some();
-        for (i, c) in self.client.conns.iter().enumerate() {
+        let several = self.addrs.len() > 1;
+        for (n, c) in self.client.conns.iter().enumerate() {
+            // "connection 3", or "connection 3 to 10.77.0.11" when there are
+            // several addresses.
+            let i = if several {
+                format!("{n} to {}", vip(c.script.address))
+            } else {
+                n.to_string()
+            };
             if let Some(a) = &c.abnormal {
                 v.push(format!("promise 4: connection {i}: {a}"));
             }
@@ -731,7 +784,7 @@ impl World {
                 ));
             }
             if c.parse_error.is_none() {
-                check_replies(i, &c.received, &self.spec.expect.conns[i], &mut v);
+                check_replies(&i, &c.received, &self.spec.expect.conns[n], &mut v);
             }
         }
         if !self.wire.client_rsts.is_empty() && !done {
@@ -740,60 +793,20 @@ impl World {
                 self.wire.client_rsts.join("; ")
             ));
         }
-        // Promise 3: a request whose final reply reached B is not executed
-        // again by B.
-        let total = self.spec.expect.handler_runs;
-        let runs = [0, 1].map(|i| {
-            self.nodes[i]
-                .as_ref()
-                .map_or(self.runs_at_kill[i], |n| n.handler_runs())
-        });
-        match self.spec.kill.filter(|_| self.killed) {
-            None => {
-                if runs[1] != 0 {
-                    v.push(format!(
-                        "promise 3: the ingress node ran {} handlers with its primary alive",
-                        runs[1]
-                    ));
-                }
-                if done && runs[0] != total {
-                    v.push(format!(
-                        "promise 2/3: the primary ran {} handlers for {total} requests",
-                        runs[0]
-                    ));
-                }
-            }
-            Some(k) if k.victim == Who::A => {
-                if self.runs_at_kill[1] != 0 {
-                    v.push(format!(
-                        "promise 3: the ingress node ran {} handlers before the primary died",
-                        self.runs_at_kill[1]
-                    ));
-                }
-                let allowed = total.saturating_sub(self.finals_at_kill);
-                let after = runs[1] - self.runs_at_kill[1];
-                if after > allowed {
-                    v.push(format!(
-                        "promise 3: B ran {after} handlers after the takeover, but only {allowed} of the {total} requests had no logged final reply ({} logged at B when A died) — a logged request was executed again",
-                        self.finals_at_kill
-                    ));
-                }
-            }
-            Some(_) => {
-                if runs[0] > total {
-                    v.push(format!(
-                        "promise 3: the primary ran {} handlers for {total} requests",
-                        runs[0]
-                    ));
-                }
-            }
-        }
+        self.judge_handlers(done, &mut v);
+        self.judge_takeovers(&mut v);
+        let runs: Vec<u64> = (0..self.nodes.len())
+            .map(|i| {
+                self.nodes[i]
+                    .as_ref()
+                    .map_or_else(|| self.runs_at_kill[i].iter().sum(), SimNode::handler_runs)
+            })
+            .collect();
         let st = &mut self.stats;
         st.arp_updates = self.client.arp_updates;
         st.duplicate_bytes = self.wire.duplicate_bytes;
         st.late_rsts = self.wire.late_rsts;
-        for n in self.nodes.iter().flatten() {
-            let e = n.stats();
+        for e in self.nodes.iter().flatten().flat_map(SimNode::stats) {
             st.promoted_conns += e.promoted;
             st.held += e.held;
             st.held_dropped += e.held_dropped;
@@ -810,6 +823,141 @@ impl World {
             stats: self.stats,
             fingerprint: self.hasher.map(|h| h.finalize().into()),
             handler_runs: runs,
+            wall: Duration::ZERO,
+        }
+    }
+}
+
+impl World {
+    /// Handler runs of node `w` for address `a`: now, or when it died.
+    fn runs(&self, w: Who, a: usize) -> u64 {
+        self.nodes[w.index()]
+            .as_ref()
+            .map_or(self.runs_at_kill[w.index()][a], |n| n.handler_runs_for(a))
+    }
+
+    /// Promises 2 and 3 on the handlers, per service address: its owner
+    /// (the ingress node) runs none while the address's primary lives; the
+    /// primary runs each request once; after the primary died the owner
+    /// runs at most the requests whose final reply was not logged to it —
+    /// a request whose reply was logged is not executed again.
+    fn judge_handlers(&self, done: bool, v: &mut Vec<String>) {
+        let expect = &self.spec.expect;
+        let kill = self.spec.kill.filter(|_| self.killed);
+        for a in &self.addrs {
+            let ip = vip(a.index);
+            let total: u64 = self
+                .spec
+                .scenario
+                .conns
+                .iter()
+                .zip(&expect.conn_handler_runs)
+                .filter(|(c, _)| c.address == a.index)
+                .map(|(_, r)| r)
+                .sum();
+            let (o, p) = (a.owner, a.primary);
+            let victim = kill.map(|k| k.victim);
+            if victim == Some(p) {
+                let before = self.runs_at_kill[o.index()][a.index];
+                if before != 0 {
+                    v.push(format!(
+                        "promise 3: the ingress node {} of {ip} ran {before} of its handlers before its primary {} died",
+                        o.name(),
+                        p.name()
+                    ));
+                }
+                let allowed = total.saturating_sub(self.finals_at_kill[a.index]);
+                let after = self.runs(o, a.index) - before;
+                if after > allowed {
+                    v.push(format!(
+                        "promise 3: {} ran {after} handlers of {ip} after the takeover, but only {allowed} of its {total} requests had no logged final reply ({} logged at {} when {} died) — a logged request was executed again",
+                        o.name(),
+                        self.finals_at_kill[a.index],
+                        o.name(),
+                        p.name()
+                    ));
+                }
+            } else if victim == Some(o) {
+                let runs = self.runs(p, a.index);
+                if runs > total {
+                    v.push(format!(
+                        "promise 3: the primary {} of {ip} ran {runs} handlers for {total} requests",
+                        p.name()
+                    ));
+                }
+                let before = self.runs_at_kill[o.index()][a.index];
+                if before != 0 {
+                    v.push(format!(
+                        "promise 3: the ingress node {} of {ip} ran {before} of its handlers with its primary alive",
+                        o.name()
+                    ));
+                }
+            } else {
+                // Neither node of this address died.
+                let runs = self.runs(o, a.index);
+                if runs != 0 {
+                    v.push(format!(
+                        "promise 3: the ingress node {} of {ip} ran {runs} of its handlers with its primary alive",
+                        o.name()
+                    ));
+                }
+                let runs = self.runs(p, a.index);
+                if done && runs != total {
+                    v.push(format!(
+                        "promise 2/3: the primary {} of {ip} ran {runs} handlers for {total} requests",
+                        p.name()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The takeovers DESIGN §4 names, and no others: when node i dies, the
+    /// owner of each address i was primary for promotes its shadows of it,
+    /// and the primary of each address i owned claims it; both serve it
+    /// alone at the end. Without a death nobody takes over.
+    fn judge_takeovers(&self, v: &mut Vec<String>) {
+        let victim = self.spec.kill.filter(|_| self.killed).map(|k| k.victim);
+        let mut want = BTreeSet::new();
+        for a in &self.addrs {
+            if victim == Some(a.primary) {
+                want.insert((a.owner, a.index, true));
+            } else if victim == Some(a.owner) {
+                want.insert((a.primary, a.index, false));
+            }
+        }
+        let what = |&(w, a, promote): &(Who, usize, bool)| {
+            format!(
+                "{} {} {}",
+                w.name(),
+                if promote {
+                    "promoting its shadows of"
+                } else {
+                    "claiming"
+                },
+                vip(a)
+            )
+        };
+        for t in want.difference(&self.takeovers) {
+            v.push(format!("takeover: no {} after the kill", what(t)));
+        }
+        for t in self.takeovers.difference(&want) {
+            v.push(format!(
+                "takeover: {} with no node of that address dead",
+                what(t)
+            ));
+        }
+        for &(w, a, _) in &want {
+            if let Some(n) = self.nodes[w.index()].as_ref() {
+                let role = n.site_of(a).map(|s| n.core.role(s));
+                if role != Some(Role::Simplex) {
+                    v.push(format!(
+                        "takeover: {} serves {} as {role:?} at the end, not alone",
+                        w.name(),
+                        vip(a)
+                    ));
+                }
+            }
         }
     }
 }
@@ -873,7 +1021,7 @@ fn link_desc(m: &LinkIn) -> String {
 }
 
 /// Compare a connection's received stream with its expected replies.
-fn check_replies(i: usize, got: &[u8], expected: &[Expected], v: &mut Vec<String>) {
+fn check_replies(i: &str, got: &[u8], expected: &[Expected], v: &mut Vec<String>) {
     let parsed = match reply::parse_stream(got) {
         Ok(p) => p,
         Err(e) => {
@@ -951,11 +1099,13 @@ fn first_difference(a: &[u8], b: &[u8]) -> usize {
         .unwrap_or(a.len().min(b.len()))
 }
 
-/// Expectations for a scenario under a seed (the generate candidates
-/// depend on the nodes' seeds).
-pub fn expectations_for(s: &Scenario, seed: u64) -> Arc<Expectations> {
-    scenario::expectations(
-        s,
-        &[node_seeds(seed, Who::A).core, node_seeds(seed, Who::B).core],
-    )
+/// Expectations for a scenario (spread over `topo`'s addresses) under a
+/// seed (the generate candidates depend on the nodes' seeds).
+pub fn expectations_for(s: &Scenario, seed: u64, topo: Topology) -> Arc<Expectations> {
+    let seeds: Vec<u64> = topo
+        .all_nodes()
+        .into_iter()
+        .map(|w| node_seeds(seed, w).core)
+        .collect();
+    scenario::expectations(s, &seeds)
 }

@@ -1,20 +1,36 @@
 //! The failover matrix (DESIGN §8.2): every scenario, a node killed at every
-//! step (a stated subset by default), promises 1-4 checked after each run.
+//! step (a stated subset by default), promises 1-4 checked after each run,
+//! in three modes: duplex (A primary, B ingress of one address), dual-role
+//! (two nodes, each owning one address and primary for the other's) and a
+//! 3-node ring (node i owns address i, node i+1 is its primary). Outside
+//! duplex the client has one copy of the scenario's connections per
+//! address, all open at once, and every node is a victim in turn.
 //!
 //! - `smoke`: every scenario once without failure and once with each node
-//!   killed half-way; the same run twice gives the same event trace.
-//! - `failover_matrix`: the capped matrix — every step up to a cap, then
-//!   evenly spaced steps — over a clean LAN (seed 1, up to 80 kill points
-//!   a scenario) and one lossy LAN (seed 2: 2% of client-path frames lost,
-//!   2% reordered; up to 30 kill points). `SIM_FULL=1` (or
-//!   `failover_matrix_full`, ignored by default) tries every step, with 3
-//!   lossy seeds; `failover_matrix_lossy_seeds` (ignored) sweeps 10 lossy
-//!   seeds. `SIM_ONLY=a,b` limits the scenarios, `SIM_LOSSY_SEEDS=n`
-//!   the lossy seeds, `SIM_THREADS` the parallelism, `SIM_PROGRESS=1`
-//!   prints every run.
-//! - `replay`: one run, from `SIM_SEED`, `SIM_SCENARIO`, `SIM_STEP`,
-//!   `SIM_VICTIM`, `SIM_VARIANT`, `SIM_NET` (`SIM_TRACE=1` prints every
-//!   step). Does nothing unless `SIM_SCENARIO` is set.
+//!   killed half-way (duplex; dual-role and the ring: without failure and
+//!   with A killed half-way); the same run twice gives the same event trace.
+//! - `failover_matrix`: the capped matrix. Duplex: every step up to a cap,
+//!   then evenly spaced steps, over a clean LAN (seed 1, up to 80 kill
+//!   points a scenario) and one lossy LAN (seed 2: 2% of client-path frames
+//!   lost, 2% reordered; up to 30 kill points). Dual-role: up to 2 + 6
+//!   kill points clean, 2 lossy; the ring: 3 evenly spaced kill points
+//!   (a dual-role run costs about 2 duplex runs, a ring run about 4).
+//!   `SIM_FULL=1` (or `failover_matrix_full`, ignored by default): duplex
+//!   tries every step, with 3 lossy seeds; dual-role every 3rd step on
+//!   the clean LAN and every 12th on one lossy seed, the ring every 12th
+//!   step on the clean LAN — each (victim, variant) pair starting one step
+//!   later than the one before (`Points::Every`), so on dual-role's clean
+//!   LAN every step is some pair's kill point.
+//!   `failover_matrix_lossy_seeds` (ignored) sweeps 10 lossy seeds
+//!   (duplex). `SIM_MODES=duplex,dual-role,ring3` limits the modes,
+//!   `SIM_ONLY=a,b` the scenarios, `SIM_LOSSY_SEEDS=n` the duplex lossy
+//!   seeds, `SIM_THREADS` the parallelism, `SIM_PROGRESS=1` prints every
+//!   run.
+//! - `replay`: one run, from `SIM_TOPOLOGY` (duplex, dual-role, ring3;
+//!   default duplex), `SIM_SEED`, `SIM_SCENARIO`, `SIM_STEP`, `SIM_VICTIM`
+//!   (duplex: primary|ingress; else A|B|C), `SIM_VARIANT`, `SIM_NET`
+//!   (`SIM_TRACE=1` prints every step). Does nothing unless `SIM_SCENARIO`
+//!   is set.
 //! - `worker`: runs a batch for the matrix in a child process (see
 //!   `hotpair_sim::isolate`). Does nothing unless the matrix started it.
 //!
@@ -25,10 +41,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hotpair_sim::isolate::{self, Isolation};
-use hotpair_sim::matrix::{self, Failure, MatrixConfig, Points};
+use hotpair_sim::matrix::{self, Failure, MatrixConfig, Mode, Points};
 use hotpair_sim::scenario;
-use hotpair_sim::world::{parse_victim, Kill, Net, Variant};
-use hotpair_sim::Who;
+use hotpair_sim::world::{Kill, Net, Variant};
+use hotpair_sim::{Topology, Who};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -63,24 +79,38 @@ fn smoke() {
     }
     let iso = isolation();
     let mut failures = Vec::new();
-    let specs: Vec<_> = scenario::all()
+    let specs: Vec<_> = [Topology::Duplex, Topology::DualRole, Topology::Ring(3)]
         .into_iter()
-        .map(|s| matrix::spec(&Arc::new(s), 1, Net::CLEAN, None))
+        .flat_map(|t| {
+            scenario::all()
+                .into_iter()
+                .map(move |s| matrix::spec(t, &Arc::new(t.scenario(s)), 1, Net::CLEAN, None))
+        })
         .collect();
     let base = matrix::execute(&specs, threads(), Some(&iso));
     let mut kills = Vec::new();
     for (spec, out) in specs.iter().zip(&base) {
         println!(
-            "smoke: {:<10} {} steps, {:.3}s virtual, handler runs A={} B={}",
+            "smoke: {:<9} {:<10} {} steps, {:.3}s virtual, handler runs {}",
+            spec.topology.name(),
             spec.scenario.name,
             out.done_step.unwrap_or(0),
             out.done_time.unwrap_or_default().as_secs_f64(),
-            out.handler_runs[0],
-            out.handler_runs[1]
+            out.handler_runs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| format!("{}={r}", Who(i as u8).name()))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         failures.extend(Failure::of(spec, out));
         let mid = out.done_step.unwrap_or(0) / 2;
-        for victim in [Who::A, Who::B] {
+        let victims = if spec.topology == Topology::Duplex {
+            vec![Who::A, Who::B]
+        } else {
+            vec![Who::A]
+        };
+        for victim in victims {
             let mut k = spec.clone();
             k.kill = Some(Kill {
                 victim,
@@ -97,8 +127,9 @@ fn smoke() {
         failures.extend(Failure::of(spec, &out));
     }
     // Determinism: the same spec twice, the same event trace.
-    let s = Arc::new(scenario::by_name("keepalive").expect("exists"));
-    let mut spec = matrix::spec(&s, 7, Net::LOSSY, None);
+    let t = Topology::DualRole;
+    let s = Arc::new(t.scenario(scenario::by_name("keepalive").expect("exists")));
+    let mut spec = matrix::spec(t, &s, 7, Net::LOSSY, None);
     spec.kill = Some(Kill {
         victim: Who::A,
         step: 150,
@@ -121,7 +152,10 @@ fn replay() {
     let Some(name) = env("SIM_SCENARIO") else {
         return;
     };
-    let s = Arc::new(scenario::by_name(&name).unwrap_or_else(|| {
+    let topology = env("SIM_TOPOLOGY").map_or(Topology::Duplex, |v| {
+        Topology::parse(&v).expect("SIM_TOPOLOGY: duplex|dual-role|ring3")
+    });
+    let s = scenario::by_name(&name).unwrap_or_else(|| {
         panic!(
             "SIM_SCENARIO={name}: no such scenario (have: {})",
             scenario::all()
@@ -130,17 +164,20 @@ fn replay() {
                 .collect::<Vec<_>>()
                 .join(", ")
         )
-    }));
+    });
+    let s = Arc::new(topology.scenario(s));
     let seed = env("SIM_SEED").map_or(1, |v| v.parse().expect("SIM_SEED: a number"));
     let net = env("SIM_NET").map_or(Net::CLEAN, |v| {
         Net::parse(&v).expect("SIM_NET: clean|lossy")
     });
-    let mut spec = matrix::spec(&s, seed, net, None);
+    let mut spec = matrix::spec(topology, &s, seed, net, None);
     let step = env("SIM_STEP").filter(|v| v != "none");
     let victim = env("SIM_VICTIM").filter(|v| v != "none");
     if let (Some(step), Some(victim)) = (step, victim) {
         spec.kill = Some(Kill {
-            victim: parse_victim(&victim).expect("SIM_VICTIM: primary|ingress"),
+            victim: topology
+                .parse_victim(&victim)
+                .expect("SIM_VICTIM: primary|ingress (duplex), A|B|C (others)"),
             step: step.parse().expect("SIM_STEP: a number"),
             variant: env("SIM_VARIANT").map_or(Variant::Lost, |v| {
                 Variant::parse(&v).expect("SIM_VARIANT: lost|silent")
@@ -151,13 +188,12 @@ fn replay() {
     println!("replay: {}", spec.label());
     let out = matrix::run_all(std::slice::from_ref(&spec), 1).remove(0);
     println!(
-        "replay: client done at step {:?} ({:.6}s virtual); ran {} steps to {:.6}s; handler runs A={} B={}; {:?}",
+        "replay: client done at step {:?} ({:.6}s virtual); ran {} steps to {:.6}s; handler runs {:?}; {:?}",
         out.done_step,
         out.done_time.unwrap_or_default().as_secs_f64(),
         out.steps,
         out.time.as_secs_f64(),
-        out.handler_runs[0],
-        out.handler_runs[1],
+        out.handler_runs,
         out.stats
     );
     for v in &out.violations {
@@ -171,8 +207,11 @@ fn replay() {
 }
 
 /// The matrix: the clean LAN (seed 1) and lossy seeds from 2 on. `full`:
-/// every step, 3 lossy seeds; else a stated subset (every step up to a cap,
-/// then evenly spaced ones) and 1 lossy seed, to stay within minutes.
+/// duplex every step, 3 lossy seeds; else a stated subset (every step up to
+/// a cap, then evenly spaced ones) and 1 lossy seed, to stay within
+/// minutes. The dual-role and ring modes cost 2-3 times a duplex run per
+/// run and have 2-3 times its steps, so they are sampled more coarsely
+/// (see the module docs).
 fn matrix_config(full: bool) -> MatrixConfig {
     let only: Option<Vec<String>> =
         env("SIM_ONLY").map(|v| v.split(',').map(str::to_owned).collect());
@@ -183,27 +222,42 @@ fn matrix_config(full: bool) -> MatrixConfig {
     let lossy: u64 = env("SIM_LOSSY_SEEDS").map_or(if full { 3 } else { 1 }, |v| {
         v.parse().expect("SIM_LOSSY_SEEDS: a number")
     });
-    let (clean_points, lossy_points) = if full {
-        (Points::All, Points::All)
+    let capped = |dense, spaced| Points::Capped { dense, spaced };
+    let every = |stride| Points::Every { stride };
+    let mut duplex = vec![(
+        1,
+        Net::CLEAN,
+        if full { Points::All } else { capped(40, 40) },
+    )];
+    let lossy_points = if full { Points::All } else { capped(10, 20) };
+    duplex.extend((0..lossy).map(|i| (2 + i, Net::LOSSY, lossy_points)));
+    let dual = if full {
+        vec![(1, Net::CLEAN, every(3)), (2, Net::LOSSY, every(12))]
     } else {
-        (
-            Points::Capped {
-                dense: 40,
-                spaced: 40,
-            },
-            Points::Capped {
-                dense: 10,
-                spaced: 20,
-            },
-        )
+        vec![(1, Net::CLEAN, capped(2, 6)), (2, Net::LOSSY, capped(0, 2))]
     };
-    let mut nets = vec![(1, Net::CLEAN, clean_points)];
-    nets.extend((0..lossy).map(|i| (2 + i, Net::LOSSY, lossy_points)));
+    let ring = if full {
+        vec![(1, Net::CLEAN, every(12))]
+    } else {
+        vec![(1, Net::CLEAN, capped(0, 3))]
+    };
+    let modes: Option<Vec<String>> =
+        env("SIM_MODES").map(|v| v.split(',').map(str::to_owned).collect());
+    let modes = [
+        Mode::new(Topology::Duplex, duplex),
+        Mode::new(Topology::DualRole, dual),
+        Mode::new(Topology::Ring(3), ring),
+    ]
+    .into_iter()
+    .filter(|m| {
+        modes
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|n| *n == m.topology.name()))
+    })
+    .collect();
     MatrixConfig {
         scenarios,
-        nets,
-        victims: vec![Who::A, Who::B],
-        variants: vec![Variant::Lost, Variant::Silent],
+        modes,
         threads: threads(),
         isolation: Some(isolation()),
     }
@@ -243,7 +297,7 @@ fn failover_matrix_lossy_seeds() {
     let seeds: u64 =
         env("SIM_LOSSY_SEEDS").map_or(10, |v| v.parse().expect("SIM_LOSSY_SEEDS: a number"));
     let mut cfg = matrix_config(false);
-    cfg.nets = (0..seeds)
+    let nets = (0..seeds)
         .map(|i| {
             (
                 2 + i,
@@ -255,6 +309,7 @@ fn failover_matrix_lossy_seeds() {
             )
         })
         .collect();
+    cfg.modes = vec![Mode::new(Topology::Duplex, nets)];
     run_and_report(&cfg);
 }
 

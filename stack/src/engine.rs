@@ -1240,10 +1240,16 @@ impl<C> Engine<C> {
             if self.syn_is_duplicate(&tuple) {
                 // A promoted shadow still waiting for its offset: the client
                 // never saw the primary's SYN-ACK, so the shadow's may stand.
+                // The SYN itself is not handed to smoltcp: a free listener
+                // ahead of the shadow in the socket set would take it and
+                // answer with a second SYN-ACK (found by fuzzing). The
+                // shadow's own SYN-ACK retransmission (its timer, moved on
+                // at promotion) answers the client instead.
                 if let Some(sh) = self.tracks.get_mut(&tuple).and_then(|t| t.shadow.as_mut()) {
                     if sh.live && sh.offset.is_none() {
                         sh.syn_again = true;
-                        self.dev.rx.push_back(f);
+                        self.stats.duplicate_syn += 1;
+                        self.recycle(f);
                         return None;
                     }
                 }

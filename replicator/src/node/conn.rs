@@ -113,6 +113,8 @@ pub(crate) struct SiteConns {
     /// Replication events for connections, applied at their next drive.
     conn_events: BTreeMap<ConnId, VecDeque<Event>>,
     woken: Vec<ConnId>,
+    /// Requests of this address handed to a handler so far.
+    pub handler_runs: u64,
 }
 
 impl SiteConns {
@@ -237,6 +239,7 @@ impl SiteDriver<'_> {
             return Some(Response::error(404));
         };
         sh.handler_runs += 1;
+        self.conns.handler_runs += 1;
         let work = match &r.handler {
             Handler::Files(files) => return Some(files.handle(&req)),
             Handler::Generate { max_size } => {

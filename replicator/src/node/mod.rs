@@ -395,6 +395,12 @@ impl NodeCore {
         self.shared.handler_runs
     }
 
+    /// Requests of site `i`'s address handed to a handler so far (a test
+    /// counts re-executions per address).
+    pub fn site_handler_runs(&self, site: usize) -> u64 {
+        self.sites[site].conns.handler_runs
+    }
+
     /// `static` replies this node made itself as an ingress node.
     pub fn local_replies(&self) -> u64 {
         self.shared.local_replies
