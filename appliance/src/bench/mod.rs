@@ -18,10 +18,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 const AFTER_HELP: &str = "\
-Duration: the full run takes about 45 minutes on a 2-core machine (5 s per
-closed-loop point, peak searches over 1–64 clients for 6 sizes, 20 kills for
-each of 4 stall series); --quick about 2–3 minutes (a smoke test: 1 s per
-point, 3 sizes, 1 kill per series; its numbers mean nothing).
+Duration: the full run takes about 30 minutes on a 2-core machine (26 min
+measured: 5 s per closed-loop point, peak searches over 1–64 clients for 6
+sizes, 20 kills for each of 4 stall series, ~4 s per kill); --quick about 2–3
+minutes (a smoke test: 1 s per point, 2 sizes, 1 kill per series; its
+numbers mean nothing).
 
 What runs: labs side by side under prefixes bNNNNN<letter> (simplex, duplex,
 duplex-mi = --repl-net dedicated, dual-role, and static / sync-static when
@@ -43,7 +44,7 @@ pub struct BenchArgs {
     /// Directory for report.md, the plots and results.json.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
-    /// A smoke test: 1 s per point, 3 sizes, one kill per stall series.
+    /// A smoke test (~2–3 min): 1 s per point, 2 sizes, one kill per stall series.
     #[arg(long)]
     quick: bool,
     /// CPUs each server (node, nginx) may use. 0.5 leaves the client the
