@@ -4,29 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service};
+use hotpair_stack::engine::{Engine, Frame, Role};
 use hotpair_stack::runtime::StackConfig;
 use hotpair_stack::seg::{self, ACK, SYN};
-use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
-struct Quiet;
-
-impl Service for Quiet {
-    type Conn = ();
-    fn accept(&mut self, _: ConnId, _: &ConnInfo, _: Instant) {}
-    fn drive(
-        &mut self,
-        _: ConnId,
-        _: &mut (),
-        _: &mut tcp::Socket<'_>,
-        _: Instant,
-    ) -> Option<Instant> {
-        None
-    }
-    fn closed(&mut self, _: ConnId, _: ()) {}
-    fn woken(&mut self, _: &mut Vec<ConnId>) {}
-}
+mod common;
+use common::Quiet;
 
 const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
 const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
