@@ -129,6 +129,7 @@ impl SimNode {
         topo: Topology,
         seeds: NodeSeeds,
         heartbeat_timeout: Duration,
+        files_policy: Policy,
         start: Instant,
     ) -> Self {
         let c = content::get();
@@ -143,9 +144,10 @@ impl SimNode {
             Route {
                 prefix: content::FILES_PREFIX.to_owned(),
                 handler: Handler::Files(c.files.clone()),
-                // The config's default for files: every file scenario runs
-                // under active replication.
-                policy: Policy::Static,
+                // The config's default for files is `static`: every file
+                // scenario runs under active replication unless it says
+                // otherwise.
+                policy: files_policy,
             },
         ];
         let peers = topo.peers(who);

@@ -8,6 +8,7 @@
 //! request alone, so a reply is expected byte for byte; a `generate` reply
 //! may be any one of the generations the two nodes could have made.
 
+use hotpair_replicator::Policy;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,8 @@ pub struct Scenario {
     pub name: &'static str,
     pub what: &'static str,
     pub conns: Vec<ConnScript>,
+    /// The content policy of /static/ on every node in this scenario.
+    pub files_policy: Policy,
 }
 
 impl Scenario {
@@ -102,6 +105,12 @@ pub fn all() -> Vec<Scenario> {
         b"POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Length: 104857600\r\n\r\n"
             .to_vec();
     reject.extend_from_slice(&content::file_bytes("reject", REJECT_SENT));
+    let mixed = [
+        get("/static/1k.bin", ""),
+        get("/non-deterministic/x?size=20000", ""),
+        get("/static/100k.bin", ""),
+        get("/non-deterministic/x?size=5000", ""),
+    ];
     let pipelined = [
         get("/static/1k.bin", ""),
         get("/static/100k.bin", ""),
@@ -110,16 +119,19 @@ pub fn all() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "handshake",
+            files_policy: Policy::Static,
             what: "handshake, then the client closes",
             conns: vec![one(vec![], Sending::OneByOne, Close::WhenEstablished)],
         },
         Scenario {
             name: "upload",
+            files_policy: Policy::Static,
             what: "POST of a 1 MiB body to /static/x (405 once the body is in)",
             conns: vec![one(vec![upload], Sending::OneByOne, Close::AfterReplies)],
         },
         Scenario {
             name: "download",
+            files_policy: Policy::Static,
             what: "GET /static/2m.bin",
             conns: vec![one(
                 vec![get("/static/2m.bin", "")],
@@ -129,6 +141,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "generate",
+            files_policy: Policy::Static,
             what: "GET /non-deterministic/x?size=300000 (a logged, non-deterministic reply)",
             conns: vec![one(
                 vec![get(
@@ -141,6 +154,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "keepalive",
+            files_policy: Policy::Static,
             what: "4 requests one after another on one connection",
             conns: vec![one(
                 vec![
@@ -155,6 +169,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "pipelined",
+            files_policy: Policy::Static,
             what: "3 GETs in one write",
             conns: vec![one(
                 pipelined.to_vec(),
@@ -164,6 +179,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "close",
+            files_policy: Policy::Static,
             what: "GET /static/100k.bin with Connection: close",
             conns: vec![one(
                 vec![get("/static/100k.bin", "Connection: close\r\n")],
@@ -173,11 +189,13 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "reject",
+            files_policy: Policy::Static,
             what: "POST announcing a 100 MiB body (over the 64 MiB limit): 413 and close at once, while the client is still sending",
             conns: vec![one(vec![reject], Sending::OneByOne, Close::AfterReplies)],
         },
         Scenario {
             name: "linger",
+            files_policy: Policy::Static,
             what:
                 "GET /static/1k.bin with Connection: close; the client closes 3 s after the server",
             conns: vec![ConnScript {
@@ -188,6 +206,36 @@ pub fn all() -> Vec<Scenario> {
                     Close::AfterReplies,
                 )
             }],
+        },
+        Scenario {
+            name: "mixed",
+            files_policy: Policy::Static,
+            what: "keep-alive: static, logged (generate), static, logged, one after another",
+            conns: vec![one(
+                mixed.to_vec(),
+                Sending::OneByOne,
+                Close::AfterReplies,
+            )],
+        },
+        Scenario {
+            name: "mixed-pipe",
+            files_policy: Policy::Static,
+            what: "static, logged (generate), static in one write",
+            conns: vec![one(
+                mixed[..3].to_vec(),
+                Sending::AllAtOnce,
+                Close::AfterReplies,
+            )],
+        },
+        Scenario {
+            name: "mixed-sync",
+            files_policy: Policy::SyncStatic,
+            what: "as mixed, with /static/ under sync-static",
+            conns: vec![one(
+                mixed.to_vec(),
+                Sending::OneByOne,
+                Close::AfterReplies,
+            )],
         },
     ]
 }

@@ -327,6 +327,7 @@ impl World {
                     topo,
                     node_seeds(spec.seed, w),
                     HEARTBEAT_TIMEOUT,
+                    spec.scenario.files_policy,
                     base,
                 ))
             })
