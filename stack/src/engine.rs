@@ -66,7 +66,18 @@ pub const MAX_DEFERRED: usize = 64;
 /// SACK ranges remembered per shadow connection (smoltcp's assembler holds
 /// at most 8 out-of-order runs: `assembler-max-segment-count-8`).
 const MAX_SACKED: usize = 8;
-/// At most one half-open warning per this interval.
+/// Whether a rate-limited warning last logged at `last` may be logged again
+/// at `now` (and if so, records `now`).
+fn warning_due(last: &mut Option<StdInstant>, now: StdInstant) -> bool {
+    if last.is_some_and(|t| now.saturating_duration_since(t) < FLOOD_WARN_INTERVAL) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
+/// At most one warning of each kind (half-open bound, per-source limit)
+/// per this interval.
 const FLOOD_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Frames smoltcp may emit in one round before the device refuses more.
 const TX_BUDGET: usize = 4096;
@@ -1157,14 +1168,9 @@ impl<C> Engine<C> {
     }
 
     fn per_source_warning(&mut self, source: Ipv4Address) {
-        let now = self.last_poll;
-        if self
-            .source_warned
-            .is_some_and(|t| now.saturating_duration_since(t) < FLOOD_WARN_INTERVAL)
-        {
+        if !warning_due(&mut self.source_warned, self.last_poll) {
             return;
         }
-        self.source_warned = Some(now);
         tracing::warn!(
             address = %self.cfg.address.address(),
             %source,
@@ -1176,14 +1182,9 @@ impl<C> Engine<C> {
 
     /// Rate-limited: an operator should know the SYN queue is full.
     fn flood_warning(&mut self) {
-        let now = self.last_poll;
-        if self
-            .flood_warned
-            .is_some_and(|t| now.saturating_duration_since(t) < FLOOD_WARN_INTERVAL)
-        {
+        if !warning_due(&mut self.flood_warned, self.last_poll) {
             return;
         }
-        self.flood_warned = Some(now);
         tracing::warn!(
             address = %self.cfg.address.address(),
             max_half_open = self.cfg.max_half_open,
