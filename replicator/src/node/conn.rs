@@ -88,6 +88,16 @@ pub struct Mirror {
     /// A request this node does not make ahead (not `static` here, or not
     /// one this node can answer): its unit comes from the primary.
     ahead_skip: Option<u64>,
+    /// `static_mask` when a request was found on a route not in use.
+    ahead_mask: u64,
+}
+
+/// Which routes are in use as `static` (the first 64), to notice a change.
+fn static_mask(ok: &[bool]) -> u64 {
+    ok.iter()
+        .take(64)
+        .enumerate()
+        .fold(0, |m, (i, &ok)| m | (u64::from(ok) << i))
 }
 
 /// A reply the ingress node made before the primary's unit for it came.
@@ -162,6 +172,11 @@ impl SiteConns {
     pub(crate) fn len(&self) -> usize {
         self.live.len()
     }
+
+    /// Drive every connection at the next round.
+    pub(crate) fn wake_all(&mut self) {
+        self.woken.extend(self.live.keys().copied());
+    }
 }
 
 /// What the connections of every address share: routes, limits, the jobs
@@ -225,8 +240,11 @@ fn local_reply(
         .find(|(_, r)| req.path.starts_with(&r.prefix))
         .ok_or_else(|| format!("no route for {:?}", req.path))?;
     if let Some(ok) = ahead {
-        if route.policy == Policy::Logged || ok.get(i) != Some(&true) {
-            return Err(format!("route {:?} is logged here", route.prefix).into());
+        if route.policy == Policy::Logged {
+            return Err(format!("route {:?} is logged", route.prefix).into());
+        }
+        if ok.get(i) != Some(&true) {
+            return Err(NoReply::Logged);
         }
         if req.header("expect").is_some() {
             // The primary may answer `100 Continue` first: its unit decides.
@@ -262,6 +280,8 @@ enum NoReply {
     Partial(String),
     /// This node cannot (or must not) make this reply.
     Not(String),
+    /// A `static` route not in use now (the digest guard).
+    Logged,
 }
 
 impl From<String> for NoReply {
@@ -280,6 +300,7 @@ impl std::fmt::Display for NoReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NoReply::Partial(why) | NoReply::Not(why) => f.write_str(why),
+            NoReply::Logged => f.write_str("the route's content is not known to match the peer's"),
         }
     }
 }
@@ -578,10 +599,18 @@ impl SiteDriver<'_> {
                                 && close_after == a.close_after
                                 && (local || payload == a.bytes);
                             if !same {
-                                self.diverge(m, index, "the primary answered otherwise than the reply made ahead");
+                                self.diverge(
+                                    m,
+                                    index,
+                                    "the primary answered otherwise than the reply made ahead",
+                                );
                             }
                         } else if !m.ahead.is_empty() {
-                            self.diverge(m, index, "a unit came for a request before the replies made ahead");
+                            self.diverge(
+                                m,
+                                index,
+                                "a unit came for a request before the replies made ahead",
+                            );
                         } else if local {
                             let end = input_end.saturating_sub(m.input_base) as usize;
                             let made = m
@@ -689,7 +718,6 @@ impl SiteDriver<'_> {
     /// here for the shadow to catch up.
     fn reply_ahead(&mut self, m: &mut Mirror, now: Instant) {
         const MAX_AHEAD: usize = 16;
-        if std::env::var_os("NO_AHEAD").is_some() { return; }
         let ingress = self
             .replica
             .as_ref()
@@ -698,6 +726,10 @@ impl SiteDriver<'_> {
             return;
         }
         let logged_to = m.input_base + m.input_log.len() as u64;
+        let mask = static_mask(self.static_ok);
+        if m.ahead_mask != mask {
+            m.ahead_tried = 0;
+        }
         while m.ahead.len() < MAX_AHEAD && m.ahead_tried != logged_to {
             let (index, start) = match m.ahead.back() {
                 Some(a) => (a.index + 1, a.input_end),
@@ -731,10 +763,16 @@ impl SiteDriver<'_> {
                 // Not whole yet: try again with more input (a request
                 // head is small; past its limit it is not one to make
                 // here, and no input is parsed twice over).
-                Err(NoReply::Partial(_))
-                    if input.len() <= self.shared.limits.max_header_bytes =>
-                {
+                Err(NoReply::Partial(_)) if input.len() <= self.shared.limits.max_header_bytes => {
                     m.ahead_tried = logged_to
+                }
+                // Static here but not (yet) in use: the digests of this
+                // link session may still be on their way; try again when
+                // they are.
+                Err(NoReply::Logged) => {
+                    m.ahead_tried = logged_to;
+                    m.ahead_mask = mask;
+                    return;
                 }
                 // Not for this node to answer: the primary's unit decides.
                 Err(_) => {
@@ -789,6 +827,7 @@ impl Service for SiteDriver<'_> {
                 ahead_closed: false,
                 ahead_tried: 0,
                 ahead_skip: None,
+                ahead_mask: 0,
             })
         } else {
             Conn::Live(Box::new(LiveConn {
