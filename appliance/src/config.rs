@@ -33,6 +33,9 @@ pub struct Config {
     pub peers: Vec<PeerSection>,
     #[serde(default)]
     pub heartbeat: Option<HeartbeatSection>,
+    /// The replication link's key (or its loud opt-out): `secure.rs`.
+    #[serde(default)]
+    pub link: Option<crate::secure::LinkSection>,
 }
 
 /// One service address and this node's role for it.
@@ -76,6 +79,9 @@ pub struct PeerSection {
     /// Dial the peer here (retrying).
     #[serde(default)]
     pub connect: Option<SocketAddr>,
+    /// The peer's link public key, 64 hex digits (`hotpair pair`).
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +159,9 @@ pub struct ReplicationSection {
     /// Ingress: the primary's link address.
     #[serde(default)]
     pub peer: Option<SocketAddr>,
+    /// The peer's link public key, 64 hex digits (`hotpair pair`).
+    #[serde(default)]
+    pub peer_public_key: Option<String>,
     #[serde(default = "default_hb_interval")]
     pub heartbeat_interval_ms: u64,
     #[serde(default = "default_hb_timeout")]
@@ -390,6 +399,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config> {
         let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         cfg.validate()?;
+        cfg.link_keys()?;
         Ok(cfg)
     }
 
@@ -804,8 +814,55 @@ address = "10.77.0.10"
         let i = base() + "[replication]\nrole = \"ingress\"\npeer = \"10.0.0.1:7700\"\nheartbeat_timeout_ms = 50\n";
         assert!(err(&i).contains("replication.heartbeat_timeout_ms"));
         let ok = base() + "[replication]\nrole = \"ingress\"\npeer = \"10.0.0.1:7700\"\n";
-        let c = Config::parse(&ok).unwrap();
+        // A replicated node needs the link's keys, or the loud opt-out.
+        assert!(err(&ok).contains("link"));
+        let plain = ok.clone() + "[link]\ndanger_plaintext = true\n";
+        let c = Config::parse(&plain).unwrap();
         assert_eq!(c.replication.unwrap().heartbeat_timeout_ms, 500);
+        let keyed = ok.replace(
+            "[replication]\n",
+            &format!(
+                "[link]\nprivate_key = \"{}\"\n[replication]\n",
+                "01".repeat(32)
+            ),
+        ) + &format!("peer_public_key = \"{}\"\n", peer_public());
+        Config::parse(&keyed).unwrap();
+    }
+
+    /// A peer's public key for the test configs.
+    fn peer_public() -> String {
+        crate::secure::hex(&crate::secure::public_of(&[2; 32]))
+    }
+
+    #[test]
+    fn the_link_keys_are_checked_naming_the_key() {
+        let cases = [
+            (dual().replace("[link]\n", "[lonk]\n"), "lonk"),
+            (
+                dual().replacen(&format!("public_key = \"{}\"\n", peer_public()), "", 1),
+                "peer[0].public_key",
+            ),
+            (dual().replace(&peer_public(), "abcd"), "peer[0].public_key"),
+            (
+                dual().replace(
+                    &peer_public(),
+                    &crate::secure::hex(&crate::secure::public_of(&[1; 32])),
+                ),
+                "own public key",
+            ),
+            (
+                dual().replace(&"01".repeat(32), &"0g".repeat(32)),
+                "link.private_key",
+            ),
+            (
+                dual().replace("[link]\n", "[link]\ndanger_plaintext = true\n"),
+                "link.danger_plaintext",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = err(&text);
+            assert!(e.contains(key), "expected {key:?} in: {e}");
+        }
     }
 
     fn dual() -> String {
@@ -814,6 +871,8 @@ address = "10.77.0.10"
 name = "n1"
 tap = "hptap0"
 mac = "02:68:70:00:00:01"
+[link]
+private_key = "PRIVATE"
 [[address]]
 ip = "10.77.0.10"
 role = "owner"
@@ -824,9 +883,11 @@ role = "primary"
 peer = "n2"
 [[peer]]
 name = "n2"
+public_key = "PUBLIC"
 listen = "10.77.0.1:7702"
 "#
-        .to_string()
+        .replace("PRIVATE", &"01".repeat(32))
+        .replace("PUBLIC", &peer_public())
     }
 
     #[test]

@@ -214,6 +214,12 @@ struct UpArgs {
     /// Make each node write the frames it sees to /run/hotpair/lab-PREFIX/n<i>.pcap.
     #[arg(long)]
     pcap: bool,
+    /// Replicated modes: run the replication links without authentication
+    /// or encryption (`[link] danger_plaintext`), e.g. to measure what
+    /// encryption costs. Default: each node gets a fresh key pair and the
+    /// links are Noise-secured.
+    #[arg(long)]
+    link_plaintext: bool,
     /// `[http] header_timeout_ms` in the node configs.
     #[arg(long, default_value_t = 10_000)]
     http_header_timeout_ms: u64,
@@ -391,6 +397,8 @@ pub struct LabOptions {
     /// `None`: the config's default for files (static).
     pub static_policy: Option<StaticPolicy>,
     pub pcap: bool,
+    /// Replicated modes: `[link] danger_plaintext` instead of keys.
+    pub link_plaintext: bool,
     pub http_header_timeout_ms: u64,
     pub http_idle_timeout_ms: u64,
     /// How long to wait for the service address to serve.
@@ -410,6 +418,7 @@ impl LabOptions {
             node_cpus: None,
             docroot: None,
             static_policy: None,
+            link_plaintext: false,
             pcap: false,
             http_header_timeout_ms: 10_000,
             http_idle_timeout_ms: 60_000,
@@ -511,6 +520,7 @@ pub fn run(args: LabArgs) -> Result<()> {
                 docroot: a.docroot,
                 static_policy: a.static_policy,
                 pcap: a.pcap,
+                link_plaintext: a.link_plaintext,
                 http_header_timeout_ms: a.http_header_timeout_ms,
                 http_idle_timeout_ms: a.http_idle_timeout_ms,
                 wait: Duration::from_secs(a.wait_secs),
@@ -675,6 +685,11 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
                 link: replicated.then(|| LinkState {
                     interface: opts.repl_net.interface().to_owned(),
                     address: opts.repl_net.link_address(i),
+                    private_key: (!opts.link_plaintext).then(|| {
+                        hotpair::secure::generate_keypair()
+                            .map(|(private, _)| hotpair::secure::hex(&private))
+                            .expect("the system's random source")
+                    }),
                 }),
                 tap: TAP_NAME.to_owned(),
                 config: dir.join(format!("{name}.toml")),

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod link;
 pub mod node;
+pub mod secure;
 pub mod service;
 pub mod stall;
 pub mod upstream;

@@ -159,13 +159,20 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         seed: boot_id,
     };
     let core = NodeCore::new(ncfg, now).context("building the node core")?;
+    let keys = cfg.link_keys()?;
+    if keys
+        .iter()
+        .any(|k| matches!(k, crate::secure::PeerKey::Plaintext))
+    {
+        tracing::warn!("replication link in plaintext (link.danger_plaintext): anyone who reaches the link address can read every request and reply and take addresses over; only for a dedicated cable");
+    }
     let (to_stack, from_links) = mpsc::channel();
-    for (i, p) in topo.peers.iter().enumerate() {
+    for ((i, p), key) in topo.peers.iter().enumerate().zip(keys) {
         let setup = match p.link {
             LinkEnd::Listen(a) => LinkSetup::Listen(a),
             LinkEnd::Connect(a) => LinkSetup::Connect(a),
         };
-        runtime.spawn(link::run(setup, i, to_stack.clone(), waker.clone()));
+        runtime.spawn(link::run(setup, key, i, to_stack.clone(), waker.clone()));
     }
     let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);

@@ -14,12 +14,15 @@ use hotpair_replicator::wire::Decoder;
 use hotpair_replicator::Msg;
 use hotpair_stack::{ConnId, Frame, Node, Waker};
 
+use crate::secure::Session;
+
 /// News from a link task to the stack thread.
 #[derive(Debug)]
 pub enum LinkIn {
-    /// The link is up: the stack thread reads and writes this socket itself,
-    /// in its own epoll loop (no thread handoff per message).
-    Socket(std::net::TcpStream),
+    /// The link is up and the peer authenticated: the stack thread reads and
+    /// writes this socket itself, in its own epoll loop (no thread handoff
+    /// per message), sealing and opening with the session.
+    Socket(std::net::TcpStream, Session),
     /// The link could not be set up.
     Lost(String),
 }
@@ -32,20 +35,32 @@ const LINK_WRITE_BUFFER: usize = 4 << 20;
 /// A link socket, driven non-blocking by the stack thread.
 struct LinkSocket {
     sock: std::net::TcpStream,
+    session: Session,
     dec: Decoder,
     rbuf: Vec<u8>,
+    /// Sealed bytes read, from a Noise message boundary on.
+    cipher: Vec<u8>,
+    /// Opened bytes for the decoder.
+    plain: Vec<u8>,
+    /// Encoded messages not sealed yet (sealed in batches: one Noise
+    /// message per up to 64 KiB, not one per replicator message).
+    unsealed: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
 }
 
 impl LinkSocket {
-    fn new(sock: std::net::TcpStream) -> std::io::Result<Self> {
+    fn new(sock: std::net::TcpStream, session: Session) -> std::io::Result<Self> {
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
         Ok(LinkSocket {
             sock,
+            session,
             dec: Decoder::new(),
             rbuf: vec![0; 256 * 1024],
+            cipher: Vec::new(),
+            plain: Vec::new(),
+            unsealed: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
         })
@@ -60,18 +75,33 @@ impl LinkSocket {
         use std::io::Read;
         let mut total = 0;
         while total < LINK_READ_PER_ROUND {
-            let room = self.dec.room().clamp(1, self.rbuf.len());
+            let room = if self.session.is_plaintext() {
+                self.dec.room().clamp(1, self.rbuf.len())
+            } else {
+                self.rbuf.len()
+            };
             match self.sock.read(&mut self.rbuf[..room]) {
                 Ok(0) => return Err("peer closed the link".into()),
                 Ok(n) => {
                     total += n;
-                    self.dec.feed(&self.rbuf[..n]);
-                    loop {
-                        match self.dec.next() {
-                            Ok(Some((channel, m))) => deliver(channel, m)?,
-                            Ok(None) => break,
-                            Err(e) => return Err(format!("peer sent garbage: {e}")),
+                    if self.session.is_plaintext() {
+                        self.dec.feed(&self.rbuf[..n]);
+                        self.decode(&mut deliver)?;
+                    } else {
+                        self.cipher.extend_from_slice(&self.rbuf[..n]);
+                        self.session
+                            .open(&mut self.cipher, &mut self.plain)
+                            .map_err(|e| e.to_string())?;
+                        // Within the decoder's bound, as the plaintext
+                        // path's reads are.
+                        let mut at = 0;
+                        while at < self.plain.len() {
+                            let k = self.dec.room().clamp(1, self.plain.len() - at);
+                            self.dec.feed(&self.plain[at..at + k]);
+                            at += k;
+                            self.decode(&mut deliver)?;
                         }
+                        self.plain.clear();
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -82,17 +112,41 @@ impl LinkSocket {
         Ok(total > 0)
     }
 
+    /// Every whole message the decoder holds, to `deliver`.
+    fn decode(
+        &mut self,
+        deliver: &mut impl FnMut(u32, Msg) -> Result<(), String>,
+    ) -> Result<(), String> {
+        loop {
+            match self.dec.next() {
+                Ok(Some((channel, m))) => deliver(channel, m)?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("peer sent garbage: {e}")),
+            }
+        }
+    }
+
     fn pending(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.wbuf.len() - self.wpos + self.unsealed.len()
     }
 
     fn queue(&mut self, channel: u32, m: &Msg) -> Result<(), String> {
-        m.encode(channel, &mut self.wbuf)
-            .map_err(|e| format!("encode: {e}"))
+        let out = if self.session.is_plaintext() {
+            &mut self.wbuf
+        } else {
+            &mut self.unsealed
+        };
+        m.encode(channel, out).map_err(|e| format!("encode: {e}"))
     }
 
     fn flush(&mut self) -> Result<bool, String> {
         use std::io::Write;
+        if !self.unsealed.is_empty() {
+            self.session
+                .seal(&self.unsealed, &mut self.wbuf)
+                .map_err(|e| e.to_string())?;
+            self.unsealed.clear();
+        }
         let mut wrote = false;
         while self.wpos < self.wbuf.len() {
             match self.sock.write(&self.wbuf[self.wpos..]) {
@@ -173,7 +227,7 @@ impl NodeShell {
         while let Ok((peer, m)) = self.from_links.try_recv() {
             busy = true;
             match m {
-                LinkIn::Socket(sock) => match LinkSocket::new(sock) {
+                LinkIn::Socket(sock, session) => match LinkSocket::new(sock, session) {
                     Ok(ls) => {
                         self.links[peer] = Some(ls);
                         self.core.handle_link_up(peer, now);

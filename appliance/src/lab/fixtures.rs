@@ -18,6 +18,7 @@ pub fn test_node(i: u32, role: &str, link: Option<&str>) -> NodeState {
         link: link.map(|a| LinkState {
             interface: "br-lan".into(),
             address: a.into(),
+            private_key: Some(format!("{i:02x}").repeat(32)),
         }),
         tap: TAP_NAME.into(),
         config: format!("/run/hotpair/lab-hp/n{i}.toml").into(),

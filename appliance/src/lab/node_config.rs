@@ -48,6 +48,7 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
         } else {
             format!("peer = \"{primary}:{}\"", r.port)
         };
+        text.push_str(&link_section(node));
         text.push_str(&format!(
             "\n[replication]\nrole = \"{role}\"\n{endpoint}\n\
              heartbeat_interval_ms = {interval}\nheartbeat_timeout_ms = {timeout}\n",
@@ -55,8 +56,34 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
             interval = r.heartbeat_interval_ms,
             timeout = r.heartbeat_timeout_ms,
         ));
+        if let Some(other) = state.nodes.iter().find(|n| n.name != node.name) {
+            text.push_str(&public_key_line("peer_public_key", other));
+        }
     }
     text
+}
+
+/// `[link]`: the node's private key, or plaintext when it has none.
+fn link_section(node: &NodeState) -> String {
+    match node.link.as_ref().and_then(|l| l.private_key.as_ref()) {
+        Some(k) => format!("\n[link]\nprivate_key = \"{k}\"\n"),
+        None => "\n[link]\ndanger_plaintext = true\n".to_owned(),
+    }
+}
+
+/// `KEY = "<public key of other's private key>"`, or nothing (plaintext).
+fn public_key_line(key: &str, other: &NodeState) -> String {
+    other
+        .link
+        .as_ref()
+        .and_then(|l| l.private_key.as_deref())
+        .and_then(|k| hotpair::secure::parse_key(k).ok())
+        .map_or(String::new(), |k| {
+            format!(
+                "{key} = \"{}\"\n",
+                hotpair::secure::hex(&hotpair::secure::public_of(&k))
+            )
+        })
 }
 
 /// Dual-role and ring: one `[[address]]` per service address the node takes
@@ -86,6 +113,9 @@ fn general_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Stri
         }
     }
     text.push_str(&http_and_routes(state, opts));
+    if !state.links.is_empty() {
+        text.push_str(&link_section(node));
+    }
     for l in &state.links {
         let Some(other) = l.other(me) else { continue };
         let endpoint = if l.listener == me {
@@ -97,6 +127,9 @@ fn general_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Stri
             "\n[[peer]]\nname = \"{other}\"\n{endpoint} = \"{}\"\n",
             l.endpoint()
         ));
+        if let Some(o) = state.nodes.iter().find(|n| n.name == other) {
+            text.push_str(&public_key_line("public_key", o));
+        }
     }
     if let Some(r) = &state.replication {
         text.push_str(&format!(
@@ -178,17 +211,25 @@ mod tests {
             let ingress = node_config(&state, &state.nodes[1], &opts);
             assert!(
                 primary.ends_with(&format!(
-                    "\n[replication]\nrole = \"primary\"\nlisten = \"{}:7700\"\n\
-                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n",
-                    link[0]
+                    "\n[link]\nprivate_key = \"{}\"\n\
+                     \n[replication]\nrole = \"primary\"\nlisten = \"{}:7700\"\n\
+                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
+                     peer_public_key = \"{}\"\n",
+                    private(1),
+                    link[0],
+                    public(2)
                 )),
                 "{primary}"
             );
             assert!(
                 ingress.ends_with(&format!(
-                    "\n[replication]\nrole = \"ingress\"\npeer = \"{}:7700\"\n\
-                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n",
-                    link[0]
+                    "\n[link]\nprivate_key = \"{}\"\n\
+                     \n[replication]\nrole = \"ingress\"\npeer = \"{}:7700\"\n\
+                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
+                     peer_public_key = \"{}\"\n",
+                    private(2),
+                    link[0],
+                    public(1)
                 )),
                 "{ingress}"
             );
@@ -197,8 +238,34 @@ mod tests {
             for text in [&primary, &ingress] {
                 let v: toml::Value = toml::from_str(text).unwrap();
                 assert_eq!(v["service"]["address"].as_str(), Some(SERVICE_ADDRESS));
+                toml::from_str::<hotpair::config::Config>(text)
+                    .unwrap()
+                    .link_keys()
+                    .unwrap();
             }
+            // Without keys (`--link-plaintext`) the links are plaintext, loudly.
+            for n in &mut state.nodes {
+                n.link.as_mut().unwrap().private_key = None;
+            }
+            let plain = node_config(&state, &state.nodes[0], &opts);
+            assert!(
+                plain.contains("\n[link]\ndanger_plaintext = true\n"),
+                "{plain}"
+            );
+            assert!(!plain.contains("public_key"), "{plain}");
+            toml::from_str::<hotpair::config::Config>(&plain)
+                .unwrap()
+                .link_keys()
+                .unwrap();
         }
+    }
+
+    /// The test fixtures' link keys: node i's private key is [i; 32].
+    fn private(i: u32) -> String {
+        format!("{i:02x}").repeat(32)
+    }
+    fn public(i: u32) -> String {
+        hotpair::secure::hex(&hotpair::secure::public_of(&[i as u8; 32]))
     }
 
     const HTTP_AND_ROUTES: &str = r#"
@@ -226,8 +293,8 @@ address = "127.0.0.1:8080"
 
     #[test]
     fn duplex_config_is_unchanged() {
-        // The legacy form byte for byte as the lab wrote it before the
-        // multi-address modes: older nodes and the netns tests read it.
+        // The legacy form byte for byte (older nodes and the netns tests
+        // read it), with the link's keys.
         let state = mode_state(Mode::Duplex, 2, ReplNet::Shared);
         let opts = LabOptions::new("hp");
         assert_eq!(
@@ -235,9 +302,12 @@ address = "127.0.0.1:8080"
             format!(
                 "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n\n\
                  [service]\naddress = \"10.77.0.10\"\nprefix_len = 24\nport = 80\n\
-                 max_connections = 1024\n{HTTP_AND_ROUTES}\n[replication]\nrole = \"ingress\"\n\
+                 max_connections = 1024\n{HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
+                 \n[replication]\nrole = \"ingress\"\n\
                  peer = \"10.77.0.1:7700\"\nheartbeat_interval_ms = 100\n\
-                 heartbeat_timeout_ms = 500\n"
+                 heartbeat_timeout_ms = 500\npeer_public_key = \"{}\"\n",
+                private(2),
+                public(1)
             )
         );
     }
@@ -259,10 +329,13 @@ address = "127.0.0.1:8080"
             node_config(&state, &state.nodes[0], &opts),
             format!(
                 "[node]\nname = \"n1\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:01\"\n{}{}\
-                 {HTTP_AND_ROUTES}\n[[peer]]\nname = \"n2\"\nlisten = \"10.77.0.1:7702\"\n\
-                 {heartbeat}",
+                 {HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
+                 \n[[peer]]\nname = \"n2\"\nlisten = \"10.77.0.1:7702\"\n\
+                 public_key = \"{}\"\n{heartbeat}",
                 address("10.77.0.10", "owner", "n2"),
                 address("10.77.0.11", "primary", "n2"),
+                private(1),
+                public(2),
             )
         );
         // n2 is the mirror image and connects.
@@ -270,10 +343,13 @@ address = "127.0.0.1:8080"
             node_config(&state, &state.nodes[1], &opts),
             format!(
                 "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n{}{}\
-                 {HTTP_AND_ROUTES}\n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7702\"\n\
-                 {heartbeat}",
+                 {HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
+                 \n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7702\"\n\
+                 public_key = \"{}\"\n{heartbeat}",
                 address("10.77.0.10", "primary", "n1"),
                 address("10.77.0.11", "owner", "n1"),
+                private(2),
+                public(1),
             )
         );
         // Dedicated: the link goes to n1's repl0 address.
@@ -331,9 +407,14 @@ address = "127.0.0.1:8080"
                     let endpoint = format!("10.77.0.{lo}:{}", 7700 + hi);
                     let key = if i == lo { "listen" } else { "connect" };
                     assert_eq!(p[key].as_str(), Some(endpoint.as_str()), "n{i}:\n{text}");
-                    assert_eq!(p.as_table().unwrap().len(), 2, "n{i}:\n{text}");
+                    assert_eq!(p["public_key"].as_str(), Some(public(other).as_str()));
+                    assert_eq!(p.as_table().unwrap().len(), 3, "n{i}:\n{text}");
                 }
                 assert_eq!(v["heartbeat"]["timeout_ms"].as_integer(), Some(500));
+                toml::from_str::<hotpair::config::Config>(&text)
+                    .unwrap()
+                    .link_keys()
+                    .unwrap();
             }
         }
         // The ring of three written out for n3: primary for .11 (n2's), owner
@@ -346,11 +427,13 @@ address = "127.0.0.1:8080"
              \n[[address]]\nip = \"10.77.0.12\"\nprefix_len = 24\nport = 80\n\
              max_connections = 1024\nrole = \"owner\"\npeer = \"n1\"\n"
         ));
-        assert!(text.ends_with(
-            "\n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7703\"\n\
-             \n[[peer]]\nname = \"n2\"\nconnect = \"10.77.0.2:7703\"\n\
-             \n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n"
-        ));
+        assert!(text.ends_with(&format!(
+            "\n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7703\"\npublic_key = \"{}\"\n\
+                 \n[[peer]]\nname = \"n2\"\nconnect = \"10.77.0.2:7703\"\npublic_key = \"{}\"\n\
+                 \n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n",
+            public(1),
+            public(2)
+        )));
     }
 
     #[test]

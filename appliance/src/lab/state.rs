@@ -147,6 +147,9 @@ pub struct LinkState {
     pub interface: String,
     /// The node's own address on it.
     pub address: String,
+    /// The node's link private key (hex); `None`: plaintext links.
+    #[serde(default)]
+    pub private_key: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,0 +1,463 @@
+//! The replication link's security: mutual authentication and encryption
+//! with Noise (`Noise_KK_25519_ChaChaPoly_BLAKE2s`, the `snow` crate).
+//!
+//! The link carries every client request and reply of the addresses the
+//! two nodes share, and a message on it can make a node take over an
+//! address: it is a trust boundary. Each node has a static X25519 key pair;
+//! each knows its peers' public keys from its config (`hotpair pair` writes
+//! matched ones). KK is the Noise pattern for "both sides know each other's
+//! static key in advance": one round trip, and a peer without the right
+//! private key cannot finish the handshake — it is refused before a single
+//! protocol message is read. Transport messages are AEAD-sealed with a
+//! counter nonce, so a forged, altered, replayed, dropped or reordered
+//! message fails to open and the link is dropped (the pair's heartbeat
+//! rules then apply, as for any lost link).
+//!
+//! On the wire, every Noise message (handshake or transport) is a 2-byte
+//! big-endian length and the message (at most 65 535 bytes). Transport
+//! messages carry the replicator's own byte stream (`wire.rs` framing)
+//! cut into pieces of at most [`MAX_PLAIN`] bytes.
+//!
+//! `[link] danger_plaintext = true` turns all of this off — only for a
+//! dedicated cable between the two hosts; the node warns at every start.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+
+/// The Noise protocol the link speaks.
+pub const NOISE: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
+/// Bound into the handshake: a peer speaking another link version fails it.
+const PROLOGUE: &[u8] = b"hotpair replication link v2";
+/// Largest Noise message.
+const MAX_MSG: usize = 65_535;
+/// AEAD tag per transport message.
+const TAG: usize = 16;
+/// Plaintext per transport message.
+pub const MAX_PLAIN: usize = MAX_MSG - TAG;
+/// A peer must finish the handshake within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `[link]`: this node's key, or the loud opt-out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSection {
+    /// This node's private key, 64 hex digits.
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// Or a file holding it (mode 0600 advised).
+    #[serde(default)]
+    pub private_key_file: Option<std::path::PathBuf>,
+    /// No authentication, no encryption: anyone who can reach the link
+    /// address can read every request and reply and take addresses over.
+    /// Only for a dedicated cable between the two hosts.
+    #[serde(default)]
+    pub danger_plaintext: bool,
+}
+
+/// A 32-byte X25519 key.
+pub type Key = [u8; 32];
+
+/// What one link needs to authenticate its peer.
+#[derive(Debug, Clone)]
+pub enum PeerKey {
+    Noise {
+        private: LinkSecurityKey,
+        peer_public: Key,
+    },
+    Plaintext,
+}
+
+/// A private key that is not printed.
+#[derive(Clone)]
+pub struct LinkSecurityKey(pub Key);
+
+impl std::fmt::Debug for LinkSecurityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<private key>")
+    }
+}
+
+/// Parse 64 hex digits.
+pub fn parse_key(s: &str) -> Result<Key> {
+    let s = s.trim();
+    if s.len() != 64 {
+        bail!("a key is 64 hex digits, this has {} characters", s.len());
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .map_err(|_| anyhow::anyhow!("not a hex digit pair at {}", 2 * i))?;
+    }
+    Ok(k)
+}
+
+pub fn hex(k: &[u8]) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh key pair: (private, public).
+pub fn generate_keypair() -> Result<(Key, Key)> {
+    let kp = snow::Builder::new(NOISE.parse().context("Noise parameters")?)
+        .generate_keypair()
+        .map_err(|e| anyhow::anyhow!("generating a key pair: {e}"))?;
+    let mut private = [0u8; 32];
+    let mut public = [0u8; 32];
+    private.copy_from_slice(&kp.private);
+    public.copy_from_slice(&kp.public);
+    Ok((private, public))
+}
+
+/// The public key of a private one (X25519, as snow computes it).
+pub fn public_of(private: &Key) -> Key {
+    use snow::resolvers::CryptoResolver;
+    let mut dh = snow::resolvers::DefaultResolver
+        .resolve_dh(&snow::params::DHChoice::Curve25519)
+        .expect("the default resolver has Curve25519");
+    dh.set(private);
+    let mut public = [0u8; 32];
+    public.copy_from_slice(dh.pubkey());
+    public
+}
+
+impl Config {
+    /// The link security of each peer, in [`crate::config::Topology`]'s
+    /// peer order: every replicated node needs `[link]` with its private
+    /// key and every peer's `public_key`, or `[link] danger_plaintext`.
+    pub fn link_keys(&self) -> Result<Vec<PeerKey>> {
+        let peer_keys: Vec<(String, Option<&String>)> = match &self.replication {
+            Some(r) => vec![(
+                "replication.peer_public_key".into(),
+                r.peer_public_key.as_ref(),
+            )],
+            None => self
+                .peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("peer[{i}].public_key"), p.public_key.as_ref()))
+                .collect(),
+        };
+        if peer_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let link = self.link.as_ref().context(
+            "link: a replicated node needs [link] private_key (or private_key_file) and each peer's public_key — `hotpair pair` writes them — or, for a dedicated cable only, [link] danger_plaintext = true",
+        )?;
+        if link.danger_plaintext {
+            if link.private_key.is_some() || link.private_key_file.is_some() {
+                bail!("link.danger_plaintext: set together with a private key; choose one");
+            }
+            if let Some((key, _)) = peer_keys.iter().find(|(_, k)| k.is_some()) {
+                bail!("{key}: given while link.danger_plaintext is set; choose one");
+            }
+            return Ok(vec![PeerKey::Plaintext; peer_keys.len()]);
+        }
+        let private = match (&link.private_key, &link.private_key_file) {
+            (Some(k), None) => parse_key(k).context("link.private_key")?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("link.private_key_file: reading {}", path.display())
+                })?;
+                parse_key(&text)
+                    .with_context(|| format!("link.private_key_file: {}", path.display()))?
+            }
+            (Some(_), Some(_)) => {
+                bail!("link.private_key: give private_key or private_key_file, not both")
+            }
+            (None, None) => bail!(
+                "link.private_key: required (or private_key_file) unless danger_plaintext = true"
+            ),
+        };
+        let own_public = public_of(&private);
+        peer_keys
+            .into_iter()
+            .map(|(key, k)| {
+                let k = k.with_context(|| {
+                    format!("{key}: required (the peer's public key, 64 hex digits)")
+                })?;
+                let peer_public = parse_key(k).with_context(|| key.clone())?;
+                if peer_public == own_public {
+                    bail!("{key}: is this node's own public key");
+                }
+                Ok(PeerKey::Noise {
+                    private: LinkSecurityKey(private),
+                    peer_public,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The transport half of a finished handshake, or plaintext.
+pub enum Session {
+    Noise(Box<snow::TransportState>),
+    Plaintext,
+}
+
+/// Why a link was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SecureError {
+    #[error("link I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the peer failed authentication (wrong key, or not a hotpair peer): {0}")]
+    Handshake(String),
+    #[error("the peer took longer than {HANDSHAKE_TIMEOUT:?} to authenticate")]
+    Timeout,
+    #[error("a link message failed to open (forged, altered, replayed or out of order)")]
+    Forged,
+    #[error("a link message of {0} bytes is over the Noise limit")]
+    TooLong(usize),
+}
+
+async fn send_msg(s: &mut TcpStream, m: &[u8]) -> Result<(), SecureError> {
+    let len = u16::try_from(m.len()).map_err(|_| SecureError::TooLong(m.len()))?;
+    let mut buf = Vec::with_capacity(2 + m.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(m);
+    s.write_all(&buf).await?;
+    Ok(())
+}
+
+async fn recv_msg(s: &mut TcpStream) -> Result<Vec<u8>, SecureError> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await?;
+    let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut m).await?;
+    Ok(m)
+}
+
+/// Authenticate the peer on a fresh link connection. The side that
+/// connects initiates. Bounded by [`HANDSHAKE_TIMEOUT`].
+pub async fn handshake(
+    s: &mut TcpStream,
+    key: &PeerKey,
+    initiator: bool,
+) -> Result<Session, SecureError> {
+    let PeerKey::Noise {
+        private,
+        peer_public,
+    } = key
+    else {
+        return Ok(Session::Plaintext);
+    };
+    let run = async {
+        let hs_err = |e: snow::Error| SecureError::Handshake(e.to_string());
+        let b = snow::Builder::new(NOISE.parse().expect("a valid Noise name"))
+            .local_private_key(&private.0)
+            .and_then(|b| b.remote_public_key(peer_public))
+            .and_then(|b| b.prologue(PROLOGUE))
+            .map_err(hs_err)?;
+        let mut hs = if initiator {
+            b.build_initiator()
+        } else {
+            b.build_responder()
+        }
+        .map_err(hs_err)?;
+        let mut buf = vec![0u8; MAX_MSG];
+        if initiator {
+            let n = hs.write_message(&[], &mut buf).map_err(hs_err)?;
+            send_msg(s, &buf[..n]).await?;
+            let m = recv_msg(s).await?;
+            hs.read_message(&m, &mut buf).map_err(hs_err)?;
+        } else {
+            let m = recv_msg(s).await?;
+            hs.read_message(&m, &mut buf).map_err(hs_err)?;
+            let n = hs.write_message(&[], &mut buf).map_err(hs_err)?;
+            send_msg(s, &buf[..n]).await?;
+        }
+        let t = hs.into_transport_mode().map_err(hs_err)?;
+        Ok(Session::Noise(Box::new(t)))
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+        .await
+        .map_err(|_| SecureError::Timeout)?
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_plaintext() {
+            "Plaintext"
+        } else {
+            "Noise"
+        })
+    }
+}
+
+impl Session {
+    /// Seal `plain` (all of it) onto `out`.
+    pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SecureError> {
+        let Session::Noise(t) = self else {
+            out.extend_from_slice(plain);
+            return Ok(());
+        };
+        for piece in plain.chunks(MAX_PLAIN) {
+            let at = out.len();
+            out.resize(at + 2 + piece.len() + TAG, 0);
+            let n = t
+                .write_message(piece, &mut out[at + 2..])
+                .map_err(|_| SecureError::TooLong(piece.len()))?;
+            out[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
+            out.truncate(at + 2 + n);
+        }
+        Ok(())
+    }
+
+    /// Open every whole message in `cipher` (the bytes read so far, from a
+    /// message boundary) onto `plain`; what is left of an incomplete
+    /// message stays in `cipher`.
+    pub fn open(&mut self, cipher: &mut Vec<u8>, plain: &mut Vec<u8>) -> Result<(), SecureError> {
+        let Session::Noise(t) = self else {
+            plain.append(cipher);
+            return Ok(());
+        };
+        let mut at = 0;
+        while cipher.len() - at >= 2 {
+            let len = usize::from(u16::from_be_bytes([cipher[at], cipher[at + 1]]));
+            if cipher.len() - at - 2 < len {
+                break;
+            }
+            if len < TAG {
+                return Err(SecureError::Forged);
+            }
+            let p = plain.len();
+            plain.resize(p + len - TAG, 0);
+            let n = t
+                .read_message(&cipher[at + 2..at + 2 + len], &mut plain[p..])
+                .map_err(|_| SecureError::Forged)?;
+            plain.truncate(p + n);
+            at += 2 + len;
+        }
+        cipher.drain(..at);
+        Ok(())
+    }
+
+    pub fn is_plaintext(&self) -> bool {
+        matches!(self, Session::Plaintext)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> ((Key, Key), (Key, Key)) {
+        (generate_keypair().unwrap(), generate_keypair().unwrap())
+    }
+
+    #[test]
+    fn a_public_key_is_derived_as_snow_makes_it() {
+        let (private, public) = generate_keypair().unwrap();
+        assert_eq!(public_of(&private), public);
+        assert_eq!(parse_key(&hex(&public)).unwrap(), public);
+        assert!(parse_key("abc").is_err());
+        assert!(parse_key(&"zz".repeat(32)).is_err());
+    }
+
+    async fn pair_of_sockets() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn peers_with_each_others_keys_talk_and_a_forgery_or_replay_is_refused() {
+        let ((a_priv, a_pub), (b_priv, b_pub)) = keys();
+        rt().block_on(async {
+            let (mut sa, mut sb) = pair_of_sockets().await;
+            let ka = PeerKey::Noise {
+                private: LinkSecurityKey(a_priv),
+                peer_public: b_pub,
+            };
+            let kb = PeerKey::Noise {
+                private: LinkSecurityKey(b_priv),
+                peer_public: a_pub,
+            };
+            let (ra, rb) = tokio::join!(
+                handshake(&mut sa, &ka, true),
+                handshake(&mut sb, &kb, false)
+            );
+            let (mut a, mut b) = (ra.unwrap(), rb.unwrap());
+            // A stream bigger than one Noise message, in one go.
+            let msg: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            let mut wire = Vec::new();
+            a.seal(&msg, &mut wire).unwrap();
+            let second_start = wire.len();
+            a.seal(b"more", &mut wire).unwrap();
+            // Delivered in odd pieces, it opens to the same bytes.
+            let mut cipher = Vec::new();
+            let mut plain = Vec::new();
+            for piece in wire[..second_start].chunks(7777) {
+                cipher.extend_from_slice(piece);
+                b.open(&mut cipher, &mut plain).unwrap();
+            }
+            assert_eq!(plain, msg);
+            // A replay of the first message is refused (the nonce moved on).
+            let mut replay = wire[..2 + MAX_PLAIN + TAG].to_vec();
+            assert!(matches!(
+                b.open(&mut replay, &mut plain),
+                Err(SecureError::Forged)
+            ));
+            // So is one altered byte (on a fresh pair of sessions).
+            let (mut sa, mut sb) = pair_of_sockets().await;
+            let (ra, rb) = tokio::join!(
+                handshake(&mut sa, &ka, true),
+                handshake(&mut sb, &kb, false)
+            );
+            let (mut a, mut b) = (ra.unwrap(), rb.unwrap());
+            let mut wire = Vec::new();
+            a.seal(b"GET / HTTP/1.1", &mut wire).unwrap();
+            wire[5] ^= 1;
+            assert!(matches!(
+                b.open(&mut wire, &mut Vec::new()),
+                Err(SecureError::Forged)
+            ));
+        });
+    }
+
+    #[test]
+    fn a_peer_with_another_key_is_refused_in_the_handshake() {
+        let ((a_priv, _), (b_priv, b_pub)) = keys();
+        let (m_priv, _) = generate_keypair().unwrap();
+        rt().block_on(async {
+            let (mut sa, mut sb) = pair_of_sockets().await;
+            // The impostor has B's public key but its own private key.
+            let impostor = PeerKey::Noise {
+                private: LinkSecurityKey(m_priv),
+                peer_public: b_pub,
+            };
+            let a_pub = public_of(&a_priv);
+            let kb = PeerKey::Noise {
+                private: LinkSecurityKey(b_priv),
+                peer_public: a_pub,
+            };
+            let (ri, rb) = tokio::join!(
+                handshake(&mut sa, &impostor, true),
+                handshake(&mut sb, &kb, false)
+            );
+            assert!(
+                matches!(rb, Err(SecureError::Handshake(_))),
+                "B must refuse"
+            );
+            drop(ri);
+            // And one that says nothing times out.
+            let (_sa, mut sb) = pair_of_sockets().await;
+            let t0 = std::time::Instant::now();
+            let rb = handshake(&mut sb, &kb, false).await;
+            assert!(matches!(rb, Err(SecureError::Timeout)));
+            assert!(t0.elapsed() >= HANDSHAKE_TIMEOUT);
+        });
+    }
+}
