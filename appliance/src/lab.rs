@@ -13,9 +13,9 @@ mod ip;
 mod net;
 mod node_config;
 mod proc;
-mod state;
+pub(crate) mod state;
 mod status;
-mod topology;
+pub(crate) mod topology;
 
 use std::ffi::OsString;
 use std::fmt;

@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod lab;
+mod pair;
 
 use hotpair::{config, node};
 
@@ -33,6 +34,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// The paper's evaluation (Figures 2–6) on this machine, side by side with nginx.
     Bench(bench::BenchArgs),
+    /// Write matched node configs (roles, MACs, link endpoints, fresh link
+    /// keys) for a duplex pair, a dual-role pair or a ring.
+    Pair(pair::PairArgs),
 }
 
 #[derive(clap::Args)]
@@ -76,5 +80,6 @@ fn main() -> Result<()> {
         Command::Lab(args) => lab::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Pair(args) => pair::run(args),
     }
 }

@@ -1,0 +1,407 @@
+//! `hotpair pair`: matched node configs for a replicated set of nodes —
+//! duplex, dual-role or a ring — with roles, MACs, link endpoints and a
+//! fresh link key pair per node, each file ready for `hotpair node
+//! --config FILE --check` on its machine. Who owns which address and who
+//! listens on which link follow the lab's conventions (`lab/topology.rs`),
+//! with the operator's own addresses.
+
+use std::fs;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use hotpair::secure;
+
+use crate::lab::topology;
+use crate::lab::{Mode, ReplNet};
+
+/// Port of the first link; ring links use `LINK_PORT + the higher node's
+/// index`, as in the lab, so a node that listens twice uses two ports.
+const LINK_PORT: u16 = 7700;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example (two machines, one service address, files from /srv/www):
+
+  hotpair pair --mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 \\
+               --docroot /srv/www --out ./pair
+
+then copy pair/n1.toml to the first machine and pair/n2.toml to the second,
+and on each: hotpair node --config nN.toml --check && hotpair node --config nN.toml
+(docs/operations.md walks through it)."
+)]
+pub struct PairArgs {
+    /// `duplex` (n1 primary, n2 owns the address), `dual-role` (two
+    /// addresses, each node owns one and is primary for the other's) or
+    /// `ring` (--nodes N: node i owns address i, node i+1 is its primary).
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Ring only: how many nodes, 3 to 8.
+    #[arg(long)]
+    nodes: Option<u32>,
+    /// The service address(es) clients connect to, comma-separated: one for
+    /// duplex, two for dual-role, N for a ring (address i is node i's).
+    #[arg(long, value_delimiter = ',', required = true)]
+    address: Vec<Ipv4Addr>,
+    /// Each node's own address for the replication link, comma-separated,
+    /// in node order (n1, n2, …): a kernel address of that machine.
+    #[arg(long, value_delimiter = ',', required = true)]
+    link: Vec<Ipv4Addr>,
+    /// Prefix length of the service LAN.
+    #[arg(long, default_value_t = 24)]
+    prefix_len: u8,
+    /// Default gateway for clients beyond the LAN (optional).
+    #[arg(long)]
+    gateway: Option<Ipv4Addr>,
+    /// Service port.
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    /// The TAP device each node attaches to.
+    #[arg(long, default_value = "hotpair0")]
+    tap: String,
+    /// Serve this directory at / (`files`, policy `static`); it must exist,
+    /// with the same content, on every node.
+    #[arg(long)]
+    docroot: Option<PathBuf>,
+    /// Or proxy / to this application (`upstream`, policy `logged`),
+    /// reachable from each node at the same address, e.g. 127.0.0.1:8080.
+    #[arg(long, conflicts_with = "docroot")]
+    upstream: Option<String>,
+    /// Directory for n1.toml … nN.toml (created; mode 0600 files: they hold
+    /// private keys).
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+/// One node's config file.
+#[derive(Debug)]
+pub struct PairFile {
+    pub name: String,
+    pub text: String,
+}
+
+pub fn run(a: PairArgs) -> Result<()> {
+    let files = configs(&a)?;
+    fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    for f in &files {
+        let path = a.out.join(format!("{}.toml", f.name));
+        write_private(&path, &f.text, a.force)?;
+    }
+    println!(
+        "wrote {} configs ({} mode) to {}:",
+        files.len(),
+        a.mode,
+        a.out.display()
+    );
+    for (i, f) in files.iter().enumerate() {
+        println!(
+            "  {}.toml  for the machine with link address {}",
+            f.name, a.link[i]
+        );
+    }
+    println!(
+        "On each machine: hotpair node --config <file> --check, then run it (docs/operations.md).\n\
+         The files hold private keys: copy them over a secure channel and keep them mode 0600."
+    );
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str, force: bool) -> Result<()> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).mode(0o600);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut f = opts.open(path).with_context(|| {
+        if path.exists() && !force {
+            format!("{} exists (--force to overwrite)", path.display())
+        } else {
+            format!("creating {}", path.display())
+        }
+    })?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A locally administered unicast MAC, random (two pairs on one LAN must
+/// not collide), ending in the node's index.
+fn random_mac(i: u32) -> Result<String> {
+    let mut b = [0u8; 4];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .context("reading /dev/urandom")?;
+    Ok(format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], i as u8
+    ))
+}
+
+/// Every node's config text.
+pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
+    let n = match a.mode {
+        Mode::Simplex => {
+            bail!("--mode simplex: one node needs no pair; write its config by hand (no [link])")
+        }
+        Mode::Duplex | Mode::DualRole => {
+            if a.nodes.is_some_and(|n| n != 2) {
+                bail!("--nodes: {} has two nodes", a.mode);
+            }
+            2
+        }
+        Mode::Ring => {
+            let n = a.nodes.context("--nodes: required for a ring")?;
+            if !(topology::RING_MIN..=topology::RING_MAX).contains(&n) {
+                bail!(
+                    "--nodes: a ring has {} to {} nodes",
+                    topology::RING_MIN,
+                    topology::RING_MAX
+                );
+            }
+            n
+        }
+    };
+    let addrs = topology::addresses(a.mode, n);
+    if a.address.len() != addrs.len() {
+        bail!(
+            "--address: {} takes {} service address(es), got {}",
+            a.mode,
+            addrs.len(),
+            a.address.len()
+        );
+    }
+    if a.link.len() != n as usize {
+        bail!(
+            "--link: one link address per node ({n}), got {}",
+            a.link.len()
+        );
+    }
+    for (i, x) in a.address.iter().enumerate() {
+        if a.address[..i].contains(x) {
+            bail!("--address: {x} is given twice");
+        }
+    }
+    for (i, x) in a.link.iter().enumerate() {
+        if a.link[..i].contains(x) {
+            bail!("--link: {x} is given twice (one per machine)");
+        }
+        if a.address.contains(x) {
+            bail!("--link: {x} is also a service address; a link address belongs to the machine's kernel");
+        }
+    }
+    if a.docroot.is_none() && a.upstream.is_none() {
+        bail!("give --docroot DIR (files) or --upstream HOST:PORT (your application)");
+    }
+    let links = topology::links(a.mode, n, ReplNet::Shared);
+    let keys: Vec<(secure::Key, secure::Key)> = (0..n)
+        .map(|_| secure::generate_keypair())
+        .collect::<Result<_>>()?;
+    let node = |i: u32| format!("n{i}");
+    let index = |name: &str| -> usize { name[1..].parse::<usize>().expect("nK") - 1 };
+    let mut out = Vec::new();
+    for i in 1..=n {
+        let me = node(i);
+        let mut t = format!(
+            "# hotpair node {me} of a {mode} set of {n}, written by `hotpair pair`.\n\
+             # Holds this node's private link key: keep it mode 0600.\n\
+             [node]\nname = \"{me}\"\ntap = \"{tap}\"\nmac = \"{mac}\"\n\
+             \n[link]\nprivate_key = \"{key}\"\n",
+            mode = a.mode,
+            tap = a.tap,
+            mac = random_mac(i)?,
+            key = secure::hex(&keys[i as usize - 1].0),
+        );
+        for (k, ad) in addrs.iter().enumerate() {
+            let (role, peer) = if ad.owner == me {
+                ("owner", ad.primary.clone())
+            } else if ad.primary.as_deref() == Some(me.as_str()) {
+                ("primary", Some(ad.owner.clone()))
+            } else {
+                continue;
+            };
+            t.push_str(&format!(
+                "\n[[address]]\nip = \"{}\"\nprefix_len = {}\nport = {}\nrole = \"{role}\"\n",
+                a.address[k], a.prefix_len, a.port
+            ));
+            if let Some(g) = a.gateway {
+                t.push_str(&format!("gateway = \"{g}\"\n"));
+            }
+            if let Some(p) = peer {
+                t.push_str(&format!("peer = \"{p}\"\n"));
+            }
+        }
+        match (&a.docroot, &a.upstream) {
+            (Some(root), _) => {
+                let root = toml::Value::String(root.to_string_lossy().into_owned());
+                t.push_str(&format!(
+                    "\n[[route]]\nprefix = \"/\"\nhandler = \"files\"\nroot = {root}\npolicy = \"static\"\n"
+                ));
+            }
+            (None, Some(up)) => t.push_str(&format!(
+                "\n[[route]]\nprefix = \"/\"\nhandler = \"upstream\"\naddress = {}\n",
+                toml::Value::String(up.clone())
+            )),
+            (None, None) => unreachable!("checked above"),
+        }
+        for l in &links {
+            let Some(other) = l.other(&me) else { continue };
+            let (end, at) = if l.listener == me {
+                ("listen", a.link[index(&l.listener)])
+            } else {
+                ("connect", a.link[index(&l.listener)])
+            };
+            t.push_str(&format!(
+                "\n[[peer]]\nname = \"{other}\"\n{end} = \"{at}:{port}\"\npublic_key = \"{key}\"\n",
+                port = if a.mode == Mode::Duplex {
+                    LINK_PORT
+                } else {
+                    l.port
+                },
+                key = secure::hex(&keys[index(other)].1),
+            ));
+        }
+        t.push_str("\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n");
+        out.push(PairFile { name: me, text: t });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        pair: PairArgs,
+    }
+
+    fn args(line: &str) -> PairArgs {
+        Cli::try_parse_from(std::iter::once("pair").chain(line.split_whitespace()))
+            .unwrap()
+            .pair
+    }
+
+    #[test]
+    fn every_mode_gives_configs_that_check_and_agree() {
+        let dir = std::env::temp_dir().join(format!("hotpair-pair-test-{}", std::process::id()));
+        let www = dir.join("www");
+        fs::create_dir_all(&www).unwrap();
+        fs::write(www.join("index.html"), "hi").unwrap();
+        for (line, addresses) in [
+            (
+                "--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2",
+                1,
+            ),
+            (
+                "--mode dual-role --address 192.0.2.10,192.0.2.11 --link 10.0.0.1,10.0.0.2",
+                2,
+            ),
+            (
+                "--mode ring --nodes 4 --address 192.0.2.10,192.0.2.11,192.0.2.12,192.0.2.13 \
+                 --link 10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4",
+                4,
+            ),
+        ] {
+            let mut a = args(&format!(
+                "{line} --docroot {} --out {}",
+                www.display(),
+                dir.display()
+            ));
+            a.force = true;
+            let files = configs(&a).unwrap();
+            let mut owners = std::collections::BTreeMap::<std::net::Ipv4Addr, Vec<&str>>::new();
+            let mut primaries = std::collections::BTreeMap::<std::net::Ipv4Addr, Vec<&str>>::new();
+            let cfgs: Vec<hotpair::config::Config> = files
+                .iter()
+                .map(|f| {
+                    let path = dir.join(format!("{}.toml", f.name));
+                    write_private(&path, &f.text, true).unwrap();
+                    // What `hotpair node --check` runs.
+                    hotpair::config::Config::load(&path)
+                        .unwrap_or_else(|e| panic!("{line}: {}: {e:#}\n{}", f.name, f.text))
+                })
+                .collect();
+            for (f, c) in files.iter().zip(&cfgs) {
+                for ad in &c.addresses {
+                    match ad.role {
+                        hotpair_stack::Role::Ingress => {
+                            owners.entry(ad.ip).or_default().push(&f.name)
+                        }
+                        hotpair_stack::Role::Primary => {
+                            primaries.entry(ad.ip).or_default().push(&f.name)
+                        }
+                        hotpair_stack::Role::Simplex => panic!("{line}: an address alone"),
+                    }
+                }
+                // Each peer's public key is that peer's own key.
+                for p in &c.peers {
+                    let other = cfgs.iter().find(|o| o.node.name == p.name).unwrap();
+                    let private = secure::parse_key(
+                        other.link.as_ref().unwrap().private_key.as_ref().unwrap(),
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        p.public_key.as_deref(),
+                        Some(secure::hex(&secure::public_of(&private)).as_str()),
+                        "{line}: {} → {}",
+                        f.name,
+                        p.name
+                    );
+                    // One end listens on its own link address, the other dials it.
+                    let back = other.peers.iter().find(|q| q.name == c.node.name).unwrap();
+                    assert_eq!(p.listen.or(p.connect), back.listen.or(back.connect));
+                    assert!(p.listen.is_some() != back.listen.is_some(), "{line}");
+                }
+            }
+            assert_eq!(owners.len(), addresses, "{line}");
+            assert!(
+                owners
+                    .values()
+                    .chain(primaries.values())
+                    .all(|v| v.len() == 1),
+                "{line}"
+            );
+            assert_eq!(
+                owners.keys().collect::<Vec<_>>(),
+                primaries.keys().collect::<Vec<_>>()
+            );
+            // MACs differ.
+            let macs: std::collections::BTreeSet<_> =
+                cfgs.iter().map(|c| c.node.mac.clone()).collect();
+            assert_eq!(macs.len(), cfgs.len());
+        }
+        // Files are private and not overwritten without --force.
+        let meta = fs::metadata(dir.join("n1.toml")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
+        assert!(write_private(&dir.join("n1.toml"), "x", false).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn wrong_counts_are_refused_with_the_flag_named() {
+        let bad = [
+            ("--mode duplex --address 192.0.2.10,192.0.2.11 --link 10.0.0.1,10.0.0.2 --upstream 127.0.0.1:8080", "--address"),
+            ("--mode duplex --address 192.0.2.10 --link 10.0.0.1 --upstream 127.0.0.1:8080", "--link"),
+            ("--mode ring --address 192.0.2.10 --link 10.0.0.1 --upstream 127.0.0.1:8080", "--nodes"),
+            ("--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.1 --upstream 127.0.0.1:8080", "--link"),
+            ("--mode duplex --address 192.0.2.10 --link 192.0.2.10,10.0.0.1 --upstream 127.0.0.1:8080", "--link"),
+            ("--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2", "--docroot"),
+            ("--mode simplex --address 192.0.2.10 --link 10.0.0.1 --upstream 127.0.0.1:8080", "simplex"),
+        ];
+        for (line, flag) in bad {
+            let e = format!("{:#}", configs(&args(line)).unwrap_err());
+            assert!(e.contains(flag), "{line}: {e}");
+        }
+    }
+}
