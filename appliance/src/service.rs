@@ -137,6 +137,8 @@ pub struct NodeShell {
     done_tx: mpsc::Sender<Completion>,
     done_rx: mpsc::Receiver<Completion>,
     stopped: Option<String>,
+    /// Publishes status snapshots for the admin socket and metrics.
+    status: Option<crate::admin::StatusPublisher>,
 }
 
 impl NodeShell {
@@ -158,13 +160,40 @@ impl NodeShell {
             done_tx,
             done_rx,
             stopped: None,
+            status: None,
         }
+    }
+
+    /// Publish status snapshots through `p` (`hotpair status`, metrics).
+    pub fn set_status(&mut self, p: crate::admin::StatusPublisher) {
+        self.status = Some(p);
+    }
+
+    /// Takeovers the core reported, and a snapshot when one is due.
+    fn publish_status(&mut self, now: Instant) {
+        let Some(st) = self.status.as_mut() else {
+            // Nobody reads them: drop them.
+            while self.core.poll_role_change().is_some() {}
+            return;
+        };
+        while let Some(change) = self.core.poll_role_change() {
+            st.role_change(&self.core, &change);
+        }
+        let links: Vec<Option<&std::net::TcpStream>> = self
+            .links
+            .iter()
+            .map(|l| l.as_ref().map(|l| &l.sock))
+            .collect();
+        st.maybe_publish(&self.core, &links, now);
     }
 
     fn drop_link(&mut self, peer: PeerId, why: &str, now: Instant) {
         tracing::info!(peer = %self.core.peer_name(peer), reason = %why, "replication link lost");
         self.links[peer] = None;
         self.core.handle_link_lost(peer, now);
+        if let Some(st) = self.status.as_mut() {
+            st.link_down(peer);
+        }
     }
 
     /// Link news, then whatever the link sockets hold.
@@ -177,6 +206,9 @@ impl NodeShell {
                     Ok(ls) => {
                         self.links[peer] = Some(ls);
                         self.core.handle_link_up(peer, now);
+                        if let Some(st) = self.status.as_mut() {
+                            st.link_up(peer);
+                        }
                     }
                     Err(e) => self.drop_link(peer, &format!("socket unusable: {e}"), now),
                 },
@@ -308,6 +340,7 @@ impl Node for NodeShell {
         // Jobs the round made, and the reply logs it queued: out at once.
         self.run_jobs();
         busy |= self.write_links(now);
+        self.publish_status(now);
         if self.core.all_fenced() && self.stopped.is_none() {
             self.stopped = Some(
                 "fenced: the owner of every service address answered for it after the replication link failed; \

@@ -239,6 +239,7 @@ mod tests {
 
     #[test]
     fn latency_from_parse_to_final_reply_written() {
+        #[allow(clippy::disallowed_methods)] // a test's clock
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut t = RequestTracker::default();
