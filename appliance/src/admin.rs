@@ -252,6 +252,7 @@ struct PeerCounters {
     ups: u64,
     downs: u64,
     since: Option<SystemTime>,
+    hello_name: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -263,9 +264,39 @@ struct SiteCounters {
     fenced: bool,
 }
 
+/// The readers' side: the latest snapshot, and a way to ask the stack
+/// thread for a fresh one.
+#[derive(Clone)]
+pub struct StatusSource {
+    rx: watch::Receiver<std::sync::Arc<Status>>,
+    want: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    waker: Option<hotpair_stack::Waker>,
+}
+
+impl StatusSource {
+    /// A snapshot taken after this call (the stack thread is woken to take
+    /// it), or the latest one if none comes within 250 ms (a busy or
+    /// stalled stack thread).
+    pub async fn fresh(&mut self) -> std::sync::Arc<Status> {
+        self.rx.mark_unchanged();
+        self.want.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(250), self.rx.changed()).await;
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// The latest snapshot.
+    pub fn latest(&self) -> std::sync::Arc<Status> {
+        self.rx.borrow().clone()
+    }
+}
+
 /// The stack thread's side: counts what only the shell sees (link
 /// transitions, takeovers with their times) and publishes snapshots.
 pub struct StatusPublisher {
+    want: std::sync::Arc<std::sync::atomic::AtomicBool>,
     tx: watch::Sender<std::sync::Arc<Status>>,
     started: Instant,
     next: Option<Instant>,
@@ -275,11 +306,14 @@ pub struct StatusPublisher {
 }
 
 impl StatusPublisher {
-    /// A publisher and the receiving end the admin tasks read.
-    pub fn new(started: Instant) -> (Self, watch::Receiver<std::sync::Arc<Status>>) {
+    /// A publisher and the source the admin tasks read; `waker` wakes the
+    /// stack thread when a reader wants a fresh snapshot.
+    pub fn new(started: Instant, waker: Option<hotpair_stack::Waker>) -> (Self, StatusSource) {
         let (tx, rx) = watch::channel(std::sync::Arc::new(Status::default()));
+        let want = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         (
             StatusPublisher {
+                want: want.clone(),
                 tx,
                 started,
                 next: None,
@@ -287,8 +321,32 @@ impl StatusPublisher {
                 sites: Vec::new(),
                 events: Vec::new(),
             },
-            rx,
+            StatusSource { rx, want, waker },
         )
+    }
+
+    /// Peer `p`'s name: as configured, or else as its `Hello` said (kept
+    /// once heard, so metrics labels stay put when the link goes down).
+    fn peer_name(&mut self, core: &NodeCore, p: usize, hello: Option<&str>) -> String {
+        let configured = core.peer_name(p);
+        if configured != "peer" {
+            return configured.to_owned();
+        }
+        let c = self.peer(p);
+        if let Some(h) = hello {
+            c.hello_name = Some(h.to_owned());
+        }
+        c.hello_name
+            .clone()
+            .unwrap_or_else(|| configured.to_owned())
+    }
+
+    /// Peer `p`'s name as last known.
+    fn known_peer_name(&self, core: &NodeCore, p: usize) -> String {
+        self.peers
+            .get(p)
+            .and_then(|c| c.hello_name.clone())
+            .unwrap_or_else(|| core.peer_name(p).to_owned())
     }
 
     fn peer(&mut self, p: usize) -> &mut PeerCounters {
@@ -349,7 +407,7 @@ impl StatusPublisher {
         let site = (0..core.sites()).find(|&i| core.address(i) == address);
         let peer = site
             .and_then(|i| core.site_peer(i))
-            .map(|p| core.peer_name(p).to_owned());
+            .map(|p| self.known_peer_name(core, p));
         if let Some(i) = site {
             self.site(i).takeovers += 1;
         }
@@ -369,7 +427,8 @@ impl StatusPublisher {
         links: &[Option<&std::net::TcpStream>],
         now: Instant,
     ) {
-        if self.next.is_some_and(|t| now < t) {
+        let asked = self.want.swap(false, std::sync::atomic::Ordering::Relaxed);
+        if !asked && self.next.is_some_and(|t| now < t) {
             return;
         }
         self.next = Some(now + PUBLISH_EVERY);
@@ -390,7 +449,7 @@ impl StatusPublisher {
             let was = std::mem::replace(&mut self.site(i).fenced, fenced);
             if fenced && !was {
                 self.site(i).fencings += 1;
-                let peer = core.site_peer(i).map(|p| core.peer_name(p).to_owned());
+                let peer = core.site_peer(i).map(|p| self.known_peer_name(core, p));
                 self.push_event(RoleEvent {
                     kind: "fenced".into(),
                     address: core.address(i).to_string(),
@@ -406,7 +465,10 @@ impl StatusPublisher {
                 let c = self.peers.get(p).cloned().unwrap_or_default();
                 let rtt = links.get(p).copied().flatten().and_then(tcp_rtt);
                 PeerStatus {
-                    name: core.peer_name(p).to_owned(),
+                    name: c
+                        .hello_name
+                        .clone()
+                        .unwrap_or_else(|| core.peer_name(p).to_owned()),
                     link_up: links.get(p).is_some_and(Option::is_some),
                     link_ups: c.ups,
                     link_downs: c.downs,
@@ -460,17 +522,21 @@ impl StatusPublisher {
                     .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
                 let interval_ms = interval.as_millis().max(1) as u64;
                 let counters = self.site(i);
-                let misses = if r.peer == PeerState::Down {
-                    0
+                // A miss is a whole interval beyond the one a heartbeat
+                // may take to come; counted only while the peer is up.
+                let misses = if r.peer == PeerState::Up {
+                    (since.as_millis() as u64 / interval_ms).saturating_sub(1)
                 } else {
-                    since.as_millis() as u64 / interval_ms
+                    0
                 };
                 if misses > counters.misses_now {
                     counters.misses_total += misses - counters.misses_now;
                 }
                 counters.misses_now = misses;
+                let name = self.peer_name(core, p, r.peer_node.as_deref());
+                let counters = self.site(i);
                 Some(AddressPeer {
-                    name: core.peer_name(p).to_owned(),
+                    name,
                     link: match r.peer {
                         PeerState::Up => "up",
                         PeerState::Handshaking => "handshaking",
@@ -616,10 +682,7 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
 }
 
 /// Serve the admin socket until the runtime stops.
-pub async fn serve(
-    listener: std::os::unix::net::UnixListener,
-    status: watch::Receiver<std::sync::Arc<Status>>,
-) {
+pub async fn serve(listener: std::os::unix::net::UnixListener, status: StatusSource) {
     let listener = match tokio::net::UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -636,7 +699,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let status = status.clone();
+        let mut status = status.clone();
         tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut buf = Vec::with_capacity(64);
@@ -659,7 +722,7 @@ pub async fn serve(
                 Some(n) => &buf[..=n],
                 None => &buf[..buf.len().min(MAX_REQUEST)],
             };
-            let snapshot = status.borrow().clone();
+            let snapshot = status.fresh().await;
             let out = answer(line, &snapshot);
             let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&out)).await;
             let _ = sock.shutdown().await;

@@ -12,8 +12,6 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::admin::Status;
 
 /// The content type of the 0.0.4 text format.
@@ -481,10 +479,7 @@ pub fn bind(addr: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener>
 }
 
 /// Serve the metrics endpoint until the runtime stops.
-pub async fn serve(
-    listener: std::net::TcpListener,
-    status: watch::Receiver<std::sync::Arc<Status>>,
-) {
+pub async fn serve(listener: std::net::TcpListener, status: crate::admin::StatusSource) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -501,7 +496,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let status = status.clone();
+        let mut status = status.clone();
         tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut head = Vec::with_capacity(512);
@@ -520,7 +515,7 @@ pub async fn serve(
             {
                 return;
             }
-            let snapshot = status.borrow().clone();
+            let snapshot = status.fresh().await;
             let out = respond(&head, &snapshot);
             let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&out)).await;
             let _ = sock.shutdown().await;

@@ -168,8 +168,8 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         runtime.spawn(link::run(setup, i, to_stack.clone(), waker.clone()));
     }
     let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
+    let (publisher, status_rx) = crate::admin::StatusPublisher::new(now, Some(waker.clone()));
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
-    let (publisher, status_rx) = crate::admin::StatusPublisher::new(now);
     node.set_status(publisher);
     let admin_path = cfg.admin_socket();
     let admin = crate::admin::bind(&admin_path)?;
