@@ -420,6 +420,11 @@ impl StatusPublisher {
         });
     }
 
+    /// Whether a snapshot is due (the period passed, or a reader asked).
+    pub fn due(&self, now: Instant) -> bool {
+        self.next.is_none_or(|t| now >= t) || self.want.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Publish a snapshot if one is due.
     pub fn maybe_publish(
         &mut self,

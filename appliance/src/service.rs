@@ -179,6 +179,9 @@ impl NodeShell {
         while let Some(change) = self.core.poll_role_change() {
             st.role_change(&self.core, &change);
         }
+        if !st.due(now) {
+            return;
+        }
         let links: Vec<Option<&std::net::TcpStream>> = self
             .links
             .iter()
