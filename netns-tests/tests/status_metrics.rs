@@ -328,3 +328,119 @@ fn status_and_metrics_follow_a_failover() {
     assert!(scrape(&lab, 2).contains("hotpair_node_info{node=\"n2\"} 1"));
     assert_eq!(address(&node_status(&lab, "n2"), &lab)["state"], "promoted");
 }
+
+/// The ingress node (n2) killed mid-download: the primary claims the
+/// address, and its metrics and status say so.
+#[test]
+fn status_and_metrics_show_a_claim() {
+    let test = "status_metrics_claim";
+    let Some(lab): Option<DuplexLab> = duplex_lab_with(test, &["--static-policy", "logged"]) else {
+        return;
+    };
+    wait_status(&lab, "n1", "replicated", |st| {
+        st["addresses"][0]["state"] == "replicated"
+    });
+    let claimed = format!("hotpair_takeovers_total{{{ADDR},peer=\"n2\",kind=\"claimed\"}}");
+    assert_eq!(metric(&scrape(&lab, 1), &claimed), 0.0);
+
+    let tmp = TempDir::new(&format!("{test}-dl"));
+    let src = lab.docroot().join(DOWNLOAD_FILE);
+    let dl = tmp.path().join("download.bin");
+    let dl_s = dl.to_string_lossy().into_owned();
+    let curl = lab.spawn_in(
+        "client",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "45",
+            "--limit-rate",
+            "20M",
+            "-o",
+            &dl_s,
+            &url(&format!("/static/{DOWNLOAD_FILE}")),
+        ],
+        tmp.path(),
+        "curl",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while file_len(&dl) < 10 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "[{test}] the download did not reach 10 MB within 20 s"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    lab.kill("n2");
+    let out = curl.wait(Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "[{test}] curl failed across the failover\n{}",
+        describe(&out)
+    );
+    assert_eq!(
+        sha256_file(&dl),
+        sha256_file(&src),
+        "[{test}] not byte-exact"
+    );
+
+    let after = scrape(&lab, 1);
+    assert_eq!(metric(&after, &claimed), 1.0, "[{test}]\n{after}");
+    assert_eq!(
+        metric(
+            &after,
+            "hotpair_link_transitions_total{peer=\"n2\",direction=\"down\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            &format!("hotpair_address_state{{{ADDR},state=\"claimed\"}}")
+        ),
+        1.0
+    );
+    assert!(requests_static(&after) >= 1.0, "[{test}]\n{after}");
+    let st = node_status(&lab, "n1");
+    let a = address(&st, &lab);
+    assert_eq!(a["state"], "claimed", "[{test}] n1: {st:#}");
+    assert_eq!(a["configured_role"], "primary", "[{test}] n1: {st:#}");
+    assert_eq!(st["events"][0]["kind"], "claimed", "[{test}] n1: {st:#}");
+}
+
+/// Dual-role: each node reports two addresses, owner of one and primary
+/// for the other, both replicated with the other node as peer.
+#[test]
+fn status_shows_dual_role() {
+    let test = "status_dual_role";
+    let _serial = hotpair_netns_tests::failover::serial();
+    let Some(lab) = Lab::up_with(test, &["--mode", "dual-role", "--wait-secs", "30"]) else {
+        return;
+    };
+    for (node, peer, owns, serves) in [
+        ("n1", "n2", "10.77.0.10", "10.77.0.11"),
+        ("n2", "n1", "10.77.0.11", "10.77.0.10"),
+    ] {
+        let st = wait_status(&lab, node, "both addresses replicated", |st| {
+            st["addresses"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2 && a.iter().all(|a| a["state"] == "replicated"))
+        });
+        for a in st["addresses"].as_array().into_iter().flatten() {
+            let want = if a["address"] == owns {
+                "owner"
+            } else {
+                assert_eq!(a["address"], serves, "[{test}] {node}: {st:#}");
+                "primary"
+            };
+            assert_eq!(a["role"], want, "[{test}] {node}: {st:#}");
+            assert_eq!(a["peer"]["name"], peer, "[{test}] {node}: {st:#}");
+        }
+        let m = scrape(&lab, node[1..].parse().unwrap());
+        assert_eq!(
+            metric(&m, &format!("hotpair_link_up{{peer=\"{peer}\"}}")),
+            1.0
+        );
+    }
+}
