@@ -32,6 +32,10 @@ pub const FORMAT: u32 = 1;
 /// How often the stack thread publishes a snapshot.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
+/// Clients served at once by the admin socket, and by the metrics
+/// endpoint (each its own bound); more are closed at once.
+pub const MAX_CLIENTS: usize = 32;
+
 /// Longest request line the admin socket reads.
 const MAX_REQUEST: usize = 256;
 
@@ -695,6 +699,7 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, status: StatusSou
             return;
         }
     };
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::admin::MAX_CLIENTS));
     loop {
         let (mut sock, _) = match listener.accept().await {
             Ok(s) => s,
@@ -704,8 +709,14 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, status: StatusSou
                 continue;
             }
         };
+        // A bounded number at once; beyond it a client is closed at once.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(sock);
+            continue;
+        };
         let mut status = status.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut buf = Vec::with_capacity(64);
             let read = async {

@@ -487,6 +487,7 @@ pub async fn serve(listener: std::net::TcpListener, status: crate::admin::Status
             return;
         }
     };
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::admin::MAX_CLIENTS));
     loop {
         let (mut sock, _) = match listener.accept().await {
             Ok(s) => s,
@@ -496,8 +497,14 @@ pub async fn serve(listener: std::net::TcpListener, status: crate::admin::Status
                 continue;
             }
         };
+        // A bounded number at once; beyond it a client is closed at once.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(sock);
+            continue;
+        };
         let mut status = status.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut head = Vec::with_capacity(512);
             let read = async {
