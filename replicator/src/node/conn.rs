@@ -76,6 +76,38 @@ pub struct Mirror {
     gone: bool,
     /// A local reply could not be made: this shadow must not take over.
     diverged: bool,
+    /// Replies this node made ahead of the primary's unit for `static`
+    /// routes (consecutive indices from `next_index`), in `units_out`
+    /// already; each is checked against the primary's unit when it comes.
+    ahead: VecDeque<Ahead>,
+    /// The last reply made ahead closes the connection: nothing follows.
+    ahead_closed: bool,
+    /// `input_base + input_log.len()` when making a reply ahead last found
+    /// no whole request: no new try before more input comes.
+    ahead_tried: u64,
+    /// A request this node does not make ahead (not `static` here, or not
+    /// one this node can answer): its unit comes from the primary.
+    ahead_skip: Option<u64>,
+    /// `static_mask` when a request was found on a route not in use.
+    ahead_mask: u64,
+}
+
+/// Which routes are in use as `static` (the first 64), to notice a change.
+fn static_mask(ok: &[bool]) -> u64 {
+    ok.iter()
+        .take(64)
+        .enumerate()
+        .fold(0, |m, (i, &ok)| m | (u64::from(ok) << i))
+}
+
+/// A reply the ingress node made before the primary's unit for it came.
+struct Ahead {
+    index: u64,
+    /// Where the request ends in the client's input (absolute).
+    input_end: u64,
+    close_after: bool,
+    /// The reply itself, to compare with a logged payload.
+    bytes: Bytes,
 }
 
 /// One connection's HTTP-level state.
@@ -142,6 +174,11 @@ impl SiteConns {
     pub(crate) fn len(&self) -> usize {
         self.live.len()
     }
+
+    /// Drive every connection at the next round.
+    pub(crate) fn wake_all(&mut self) {
+        self.woken.extend(self.live.keys().copied());
+    }
 }
 
 /// What the connections of every address share: routes, limits, the jobs
@@ -176,41 +213,106 @@ pub(crate) struct SiteDriver<'a> {
 /// `static` route's content: the same HTTP code the primary ran, fed the
 /// same request bytes, so the same bytes come out (no `Date`, no node name
 /// in a reply). `request` is the client input from the request's first
-/// byte to `input_end`.
+/// byte on. With `ahead`, only a request that a `static` route whose
+/// content matched the peer's (`ahead[route]`) answers with nothing before
+/// the reply (no `Expect`) gets one; others are an error.
 fn local_reply(
     shared: &Shared,
     index: u64,
     continue_sent: bool,
     request: &[u8],
     now: Instant,
-) -> Result<(Bytes, u64), String> {
+    ahead: Option<&[bool]>,
+) -> Result<LocalReply, NoReply> {
     let mut http = ServerConn::resume(shared.limits, now, index, continue_sent);
     let taken = http.handle_input(request, now);
-    let req = http
-        .poll_request()
-        .ok_or_else(|| format!("no whole request in {} bytes (took {taken})", request.len()))?;
+    let Some(req) = http.poll_request() else {
+        return Err(NoReply::Partial(format!(
+            "no whole request in {} bytes (took {taken})",
+            request.len()
+        )));
+    };
     if req.index != index {
-        return Err(format!("parsed request {} for unit {index}", req.index));
+        return Err(format!("parsed request {} for unit {index}", req.index).into());
     }
-    let route = shared
+    let (i, route) = shared
         .routes
         .iter()
-        .find(|r| req.path.starts_with(&r.prefix))
+        .enumerate()
+        .find(|(_, r)| req.path.starts_with(&r.prefix))
         .ok_or_else(|| format!("no route for {:?}", req.path))?;
+    if let Some(ok) = ahead {
+        if route.policy == Policy::Logged {
+            return Err(format!("route {:?} is logged", route.prefix).into());
+        }
+        if ok.get(i) != Some(&true) {
+            return Err(NoReply::Logged);
+        }
+        if req.header("expect").is_some() {
+            // The primary may answer `100 Continue` first: its unit decides.
+            return Err("the request expects 100 Continue".into());
+        }
+    }
     let Handler::Files(files) = &route.handler else {
-        return Err(format!(
-            "route {:?} is not a files route here",
-            route.prefix
-        ));
+        return Err(format!("route {:?} is not a files route here", route.prefix).into());
     };
     let resp = files.handle(&req);
     let _ = http.send_response(index, resp);
     while let Some(u) = http.take_unit() {
-        if u.kind == UnitKind::Final {
-            return Ok((Bytes::from(u.chunks.concat()), u.input_end));
+        match u.kind {
+            UnitKind::Final => {
+                return Ok(LocalReply {
+                    bytes: Bytes::from(u.chunks.concat()),
+                    input_end: u.input_end,
+                    close_after: u.close_after,
+                })
+            }
+            UnitKind::Interim if ahead.is_some() => {
+                return Err("an interim reply came first".into())
+            }
+            UnitKind::Interim => {}
         }
     }
     Err("no final reply came out".into())
+}
+
+/// Why `local_reply` made nothing.
+enum NoReply {
+    /// The request is not whole yet.
+    Partial(String),
+    /// This node cannot (or must not) make this reply.
+    Not(String),
+    /// A `static` route not in use now (the digest guard).
+    Logged,
+}
+
+impl From<String> for NoReply {
+    fn from(why: String) -> Self {
+        NoReply::Not(why)
+    }
+}
+
+impl From<&str> for NoReply {
+    fn from(why: &str) -> Self {
+        NoReply::Not(why.into())
+    }
+}
+
+impl std::fmt::Display for NoReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoReply::Partial(why) | NoReply::Not(why) => f.write_str(why),
+            NoReply::Logged => f.write_str("the route's content is not known to match the peer's"),
+        }
+    }
+}
+
+/// What `local_reply` made.
+struct LocalReply {
+    bytes: Bytes,
+    /// Where the request ends, from the first byte `local_reply` was given.
+    input_end: u64,
+    close_after: bool,
 }
 
 impl SiteDriver<'_> {
@@ -513,7 +615,28 @@ impl SiteDriver<'_> {
                         payload,
                         ..
                     } => {
-                        if local {
+                        if m.ahead.front().is_some_and(|a| a.index == index) {
+                            // This node made the reply already: the
+                            // primary's unit must be for the same bytes.
+                            let a = m.ahead.pop_front().expect("front exists");
+                            let same = kind == UnitKind::Final
+                                && input_end == a.input_end
+                                && close_after == a.close_after
+                                && (local || payload == a.bytes);
+                            if !same {
+                                self.diverge(
+                                    m,
+                                    index,
+                                    "the primary answered otherwise than the reply made ahead",
+                                );
+                            }
+                        } else if !m.ahead.is_empty() {
+                            self.diverge(
+                                m,
+                                index,
+                                "a unit came for a request before the replies made ahead",
+                            );
+                        } else if local {
                             let end = input_end.saturating_sub(m.input_base) as usize;
                             let made = m
                                 .input_log
@@ -531,13 +654,15 @@ impl SiteDriver<'_> {
                                         m.continue_for == Some(index),
                                         req,
                                         now,
+                                        None,
                                     )
+                                    .map_err(|e| e.to_string())
                                 })
-                                .and_then(|(bytes, end)| {
-                                    if end == input_end - m.input_base {
-                                        Ok(bytes)
+                                .and_then(|r| {
+                                    if r.input_end == input_end - m.input_base {
+                                        Ok(r.bytes)
                                     } else {
-                                        Err(format!("the request ends at {end} here"))
+                                        Err(format!("the request ends at {} here", r.input_end))
                                     }
                                 });
                             match made {
@@ -545,15 +670,7 @@ impl SiteDriver<'_> {
                                     self.shared.local_replies += 1;
                                     m.units_out.push_back(bytes);
                                 }
-                                Err(why) => {
-                                    // Never a spliced reply: without the
-                                    // primary's bytes this shadow cannot
-                                    // take over; it goes (silently — its
-                                    // output never leaves this node).
-                                    tracing::error!(conn = %m.key, index, reason = %why, "cannot make a static reply the primary sent; this connection will not survive the primary");
-                                    m.gone = true;
-                                    m.diverged = true;
-                                }
+                                Err(why) => self.diverge(m, index, &why),
                             }
                         } else if !payload.is_empty() {
                             m.units_out.push_back(payload);
@@ -561,6 +678,8 @@ impl SiteDriver<'_> {
                         match kind {
                             UnitKind::Final if index != CLOSE_INDEX => {
                                 m.next_index = index + 1;
+                                // The next request may be one to make ahead.
+                                m.ahead_tried = 0;
                                 // The request's input is answered: forget it.
                                 let drop = input_end.saturating_sub(m.input_base) as usize;
                                 let drop = drop.min(m.input_log.len());
@@ -587,6 +706,7 @@ impl SiteDriver<'_> {
             discard_input(sock);
         }
         self.read_input_log(m, sock);
+        self.reply_ahead(m, now);
         while let Some(front) = m.units_out.front() {
             let n = sock.send_slice(&front[m.front_offset..]).unwrap_or(0);
             m.front_offset += n;
@@ -607,6 +727,87 @@ impl SiteDriver<'_> {
 }
 
 impl SiteDriver<'_> {
+    /// Never a spliced reply: without the primary's bytes this shadow
+    /// cannot take over; it goes (silently — its output never leaves this
+    /// node).
+    fn diverge(&mut self, m: &mut Mirror, index: u64, why: &str) {
+        tracing::error!(conn = %m.key, index, reason = %why, "the reply here differs from the primary's; this connection will not survive the primary");
+        m.gone = true;
+        m.diverged = true;
+    }
+
+    /// `static` routes, as the ingress node: make the replies of whole
+    /// requests in the input log now, without waiting for the primary's
+    /// unit (one link trip later). The shadow then holds the reply bytes
+    /// before the client can acknowledge them, so no client ACK waits
+    /// here for the shadow to catch up.
+    fn reply_ahead(&mut self, m: &mut Mirror, now: Instant) {
+        const MAX_AHEAD: usize = 16;
+        let ingress = self
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.role() == Role::Ingress);
+        if !ingress || m.diverged || m.gone || m.close_pending || m.ahead_closed {
+            return;
+        }
+        let logged_to = m.input_base + m.input_log.len() as u64;
+        let mask = static_mask(self.static_ok);
+        if m.ahead_mask != mask {
+            m.ahead_tried = 0;
+        }
+        while m.ahead.len() < MAX_AHEAD && m.ahead_tried != logged_to {
+            let (index, start) = match m.ahead.back() {
+                Some(a) => (a.index + 1, a.input_end),
+                None => (m.next_index, m.input_base),
+            };
+            if m.continue_for == Some(index) || m.ahead_skip == Some(index) {
+                // The primary answers it (it started with `100 Continue`,
+                // or this node cannot make it).
+                return;
+            }
+            let from = (start - m.input_base) as usize;
+            let Some(input) = m.input_log.get(from..).filter(|i| !i.is_empty()) else {
+                m.ahead_tried = logged_to;
+                return;
+            };
+            match local_reply(self.shared, index, false, input, now, Some(self.static_ok)) {
+                Ok(r) => {
+                    self.shared.local_replies += 1;
+                    m.units_out.push_back(r.bytes.clone());
+                    m.ahead.push_back(Ahead {
+                        index,
+                        input_end: start + r.input_end,
+                        close_after: r.close_after,
+                        bytes: r.bytes,
+                    });
+                    if r.close_after {
+                        m.ahead_closed = true;
+                        return;
+                    }
+                }
+                // Not whole yet: try again with more input (a request
+                // head is small; past its limit it is not one to make
+                // here, and no input is parsed twice over).
+                Err(NoReply::Partial(_)) if input.len() <= self.shared.limits.max_header_bytes => {
+                    m.ahead_tried = logged_to
+                }
+                // Static here but not (yet) in use: the digests of this
+                // link session may still be on their way; try again when
+                // they are.
+                Err(NoReply::Logged) => {
+                    m.ahead_tried = logged_to;
+                    m.ahead_mask = mask;
+                    return;
+                }
+                // Not for this node to answer: the primary's unit decides.
+                Err(_) => {
+                    m.ahead_skip = Some(index);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Keep the client's input (the request log) as far as allowed.
     fn read_input_log(&self, m: &mut Mirror, sock: &mut tcp::Socket<'_>) {
         let limit = input_log_limit(&self.shared.limits);
@@ -647,6 +848,11 @@ impl Service for SiteDriver<'_> {
                 close_pending: false,
                 gone: false,
                 diverged: false,
+                ahead: VecDeque::new(),
+                ahead_closed: false,
+                ahead_tried: 0,
+                ahead_skip: None,
+                ahead_mask: 0,
             })
         } else {
             Conn::Live(Box::new(LiveConn {
@@ -702,12 +908,17 @@ impl Service for SiteDriver<'_> {
 
     fn promote(&mut self, _id: ConnId, conn: &mut Conn, now: Instant) {
         let Conn::Shadow(m) = conn else { return };
-        let mut http = ServerConn::resume(
-            self.shared.limits,
-            now,
-            m.next_index,
-            m.continue_for == Some(m.next_index),
-        );
+        // Replies made ahead are answered here: resume after the last.
+        let (next_index, continue_sent) = match m.ahead.back() {
+            Some(a) => {
+                let from = (a.input_end - m.input_base) as usize;
+                m.input_log.drain(..from.min(m.input_log.len()));
+                (a.index + 1, false)
+            }
+            None => (m.next_index, m.continue_for == Some(m.next_index)),
+        };
+        let closing = m.close_pending || m.ahead_closed;
+        let mut http = ServerConn::resume(self.shared.limits, now, next_index, continue_sent);
         let mut units = VecDeque::new();
         let rest: VecDeque<Bytes> = std::mem::take(&mut m.units_out);
         if !rest.is_empty() {
@@ -723,10 +934,10 @@ impl Service for SiteDriver<'_> {
                 chunks,
                 offset: 0,
                 from_http: false,
-                close_after: m.close_pending,
+                close_after: closing,
             });
         }
-        if m.close_pending {
+        if closing {
             // The old primary closed this connection after these bytes.
             http.handle_eof(now);
         }
@@ -737,8 +948,8 @@ impl Service for SiteDriver<'_> {
             unlogged: VecDeque::new(),
             units,
             eof_seen: false,
-            close_queued: m.close_pending,
-            finish: m.close_pending,
+            close_queued: closing,
+            finish: closing,
             local: BTreeMap::new(),
         }));
     }

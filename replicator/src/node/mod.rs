@@ -631,6 +631,10 @@ impl NodeCore {
                                 &mut site.static_ok,
                                 site.cfg.address.address(),
                             );
+                            // Shadows holding requests for a route now in
+                            // use make their replies ahead (their client
+                            // ACKs may be waiting for them).
+                            site.conns.wake_all();
                         }
                         Event::PeerDead { since_heard } => {
                             match site.engine.mode() {
