@@ -422,11 +422,25 @@ fn status_shows_dual_role() {
         ("n1", "n2", "10.77.0.10", "10.77.0.11"),
         ("n2", "n1", "10.77.0.11", "10.77.0.10"),
     ] {
-        let st = wait_status(&lab, node, "both addresses replicated", |st| {
-            st["addresses"]
-                .as_array()
-                .is_some_and(|a| a.len() == 2 && a.iter().all(|a| a["state"] == "replicated"))
-        });
+        // Replicated, and the digest guard cleared the lab's `static`
+        // /static/ route on both addresses (identical docroots).
+        let st =
+            wait_status(
+                &lab,
+                node,
+                "both addresses replicated, /static/ static",
+                |st| {
+                    st["addresses"].as_array().is_some_and(|a| {
+                        a.len() == 2
+                            && a.iter().all(|a| {
+                                a["state"] == "replicated"
+                                    && a["routes"].as_array().into_iter().flatten().any(|r| {
+                                        r["route"] == "/static/" && r["static_in_use"] == true
+                                    })
+                            })
+                    })
+                },
+            );
         for a in st["addresses"].as_array().into_iter().flatten() {
             let want = if a["address"] == owns {
                 "owner"
@@ -442,5 +456,17 @@ fn status_shows_dual_role() {
             metric(&m, &format!("hotpair_link_up{{peer=\"{peer}\"}}")),
             1.0
         );
+        for ip in [owns, serves] {
+            assert_eq!(
+                metric(
+                    &m,
+                    &format!(
+                        "hotpair_static_route_in_use{{address=\"{ip}\",route=\"/static/\",policy=\"static\"}}"
+                    )
+                ),
+                1.0,
+                "[{test}] {node}\n{m}"
+            );
+        }
     }
 }
