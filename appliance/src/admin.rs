@@ -770,8 +770,13 @@ pub fn query(path: &Path) -> Result<Status> {
     sock.write_all(b"status\n")
         .with_context(|| format!("writing to {}", path.display()))?;
     let mut out = Vec::new();
-    sock.read_to_end(&mut out)
-        .with_context(|| format!("reading from {}", path.display()))?;
+    sock.read_to_end(&mut out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => anyhow::anyhow!(
+            "admin socket {}: the node did not answer within 5 s (stopped, or overloaded?)",
+            path.display()
+        ),
+        _ => anyhow::anyhow!("admin socket {}: reading: {e}", path.display()),
+    })?;
     parse_answer(&out).with_context(|| format!("the node on {} answered", path.display()))
 }
 
@@ -1156,6 +1161,13 @@ pub(crate) mod tests {
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let e = query(&path).unwrap_err();
         assert!(format!("{e:#}").contains("not running"), "{e:#}");
+        // A listener that never answers: a timeout, said as such.
+        let l = std::os::unix::net::UnixListener::bind(dir.join("mute.sock")).unwrap();
+        let t = std::time::Instant::now();
+        let e = query(&dir.join("mute.sock")).unwrap_err();
+        assert!(format!("{e:#}").contains("did not answer"), "{e:#}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        drop(l);
         // A stale socket is replaced by a new node.
         let l = bind(&path).unwrap();
         assert!(bind(&path)
