@@ -206,6 +206,10 @@ pub struct PeerStatus {
     /// connection (`TCP_INFO`), while it is up.
     pub rtt_us: Option<u64>,
     pub rtt_var_us: Option<u64>,
+    /// Link messages encoded and not yet taken by the kernel (the shell's
+    /// write buffer; it stops taking more from the core at 4 MiB).
+    #[serde(default)]
+    pub send_buffer_bytes: usize,
     /// Since when the link is in its present state (Unix ms).
     pub since_unix_ms: u64,
 }
@@ -248,6 +252,14 @@ fn tcp_rtt(sock: &std::net::TcpStream) -> Option<(u64, u64)> {
         )
     };
     (rc == 0).then(|| (u64::from(info.tcpi_rtt), u64::from(info.tcpi_rttvar)))
+}
+
+/// What the shell shows of a link socket.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkView<'a> {
+    pub sock: &'a std::net::TcpStream,
+    /// Bytes in the shell's write buffer.
+    pub unsent: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -430,12 +442,7 @@ impl StatusPublisher {
     }
 
     /// Publish a snapshot if one is due.
-    pub fn maybe_publish(
-        &mut self,
-        core: &NodeCore,
-        links: &[Option<&std::net::TcpStream>],
-        now: Instant,
-    ) {
+    pub fn maybe_publish(&mut self, core: &NodeCore, links: &[Option<LinkView<'_>>], now: Instant) {
         let asked = self.want.swap(false, std::sync::atomic::Ordering::Relaxed);
         if !asked && self.next.is_some_and(|t| now < t) {
             return;
@@ -448,7 +455,7 @@ impl StatusPublisher {
     fn snapshot(
         &mut self,
         core: &NodeCore,
-        links: &[Option<&std::net::TcpStream>],
+        links: &[Option<LinkView<'_>>],
         now: Instant,
     ) -> Status {
         let wall = SystemTime::now();
@@ -472,7 +479,8 @@ impl StatusPublisher {
         let peers = (0..core.peers())
             .map(|p| {
                 let c = self.peers.get(p).cloned().unwrap_or_default();
-                let rtt = links.get(p).copied().flatten().and_then(tcp_rtt);
+                let link = links.get(p).copied().flatten();
+                let rtt = link.and_then(|l| tcp_rtt(l.sock));
                 PeerStatus {
                     name: c
                         .hello_name
@@ -483,6 +491,7 @@ impl StatusPublisher {
                     link_downs: c.downs,
                     rtt_us: rtt.map(|r| r.0),
                     rtt_var_us: rtt.map(|r| r.1),
+                    send_buffer_bytes: link.map_or(0, |l| l.unsent),
                     since_unix_ms: c.since.map_or(0, unix_ms),
                 }
             })
@@ -861,8 +870,8 @@ pub fn render(s: &Status) -> String {
     if !s.peers.is_empty() {
         let _ = writeln!(
             o,
-            "\n{:<12} {:<6} {:>10} {:>6} {:>6}",
-            "PEER", "LINK", "RTT", "UPS", "DOWNS"
+            "\n{:<12} {:<6} {:>10} {:>9} {:>6} {:>6}",
+            "PEER", "LINK", "RTT", "SENDBUF", "UPS", "DOWNS"
         );
         for p in &s.peers {
             let rtt = p
@@ -870,10 +879,15 @@ pub fn render(s: &Status) -> String {
                 .map_or("-".to_owned(), |r| format!("{:.2}ms", r as f64 / 1000.0));
             let _ = writeln!(
                 o,
-                "{:<12} {:<6} {:>10} {:>6} {:>6}",
+                "{:<12} {:<6} {:>10} {:>9} {:>6} {:>6}",
                 p.name,
                 if p.link_up { "up" } else { "down" },
                 rtt,
+                if p.link_up {
+                    human_bytes(p.send_buffer_bytes as u64)
+                } else {
+                    "-".to_owned()
+                },
                 p.link_ups,
                 p.link_downs
             );
@@ -1068,6 +1082,7 @@ pub(crate) mod tests {
                 link_downs: 1,
                 rtt_us: None,
                 rtt_var_us: None,
+                send_buffer_bytes: 0,
                 since_unix_ms: 999_000,
             }],
             events: vec![RoleEvent {

@@ -194,6 +194,15 @@ pub fn render(s: &Status) -> String {
     }
     let mut f = family(
         &mut o,
+        "hotpair_link_send_buffer_bytes",
+        "gauge",
+        "Link bytes encoded and not yet taken by the kernel (back-pressure at 4 MiB).",
+    );
+    for p in s.peers.iter().filter(|p| p.link_up) {
+        f.sample(&[("peer", &p.name)], p.send_buffer_bytes as f64);
+    }
+    let mut f = family(
+        &mut o,
         "hotpair_peer_last_heard_seconds",
         "gauge",
         "Seconds since anything was heard from the address's peer.",

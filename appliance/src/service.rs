@@ -182,10 +182,15 @@ impl NodeShell {
         if !st.due(now) {
             return;
         }
-        let links: Vec<Option<&std::net::TcpStream>> = self
+        let links: Vec<Option<crate::admin::LinkView<'_>>> = self
             .links
             .iter()
-            .map(|l| l.as_ref().map(|l| &l.sock))
+            .map(|l| {
+                l.as_ref().map(|l| crate::admin::LinkView {
+                    sock: &l.sock,
+                    unsent: l.pending(),
+                })
+            })
             .collect();
         st.maybe_publish(&self.core, &links, now);
     }
