@@ -36,7 +36,28 @@ pub struct Config {
     /// The replication link's key (or its loud opt-out): `secure.rs`.
     #[serde(default)]
     pub link: Option<crate::secure::LinkSection>,
+    /// The admin socket (`hotpair status`) and the Prometheus endpoint.
+    #[serde(default)]
+    pub admin: AdminSection,
 }
+
+/// `[admin]`: where a running node answers `hotpair status`, and its
+/// Prometheus endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// The Unix socket `hotpair status` asks (default
+    /// `/run/hotpair/<node.name>.sock`, see [`Config::admin_socket`]).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this
+    /// kernel TCP address, e.g. "127.0.0.1:9464". Off when absent.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Where the admin sockets live by default.
+pub const DEFAULT_ADMIN_DIR: &str = "/run/hotpair";
 
 /// One service address and this node's role for it.
 #[derive(Debug, Deserialize)]
@@ -403,6 +424,14 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The admin socket's path: `[admin] socket`, or
+    /// `/run/hotpair/<node.name>.sock`.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin.socket.clone().unwrap_or_else(|| {
+            Path::new(DEFAULT_ADMIN_DIR).join(format!("{}.sock", self.node.name))
+        })
+    }
+
     /// Both forms normalised, every key checked.
     pub fn topology(&self) -> Result<Topology> {
         let check_half_open = |key: &str, max: usize, half: Option<usize>, timeout: u64| {
@@ -662,6 +691,26 @@ impl Config {
             );
         }
         self.topology()?;
+        if let Some(p) = &self.admin.socket {
+            // sun_path holds 108 bytes with the terminating NUL.
+            if p.as_os_str().is_empty() || p.as_os_str().len() > 107 {
+                bail!(
+                    "admin.socket: {:?} must be 1 to 107 bytes (a Unix socket path)",
+                    p
+                );
+            }
+        }
+        if self.node.name.contains('/') || self.node.name == "." || self.node.name == ".." {
+            bail!(
+                "node.name: {:?} must not contain '/' (it names the default admin socket)",
+                self.node.name
+            );
+        }
+        if let Some(m) = self.admin.metrics {
+            if m.port() == 0 {
+                bail!("admin.metrics: {m} needs a port");
+            }
+        }
         let h = &self.http;
         if h.max_header_bytes < 256 || h.max_header_bytes > (1 << 20) {
             bail!(
@@ -779,6 +828,28 @@ address = "10.77.0.10"
 
     fn err(text: &str) -> String {
         format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn admin_section_defaults_and_checks() {
+        let c = Config::parse(&base()).unwrap();
+        assert_eq!(c.admin_socket(), Path::new("/run/hotpair/n1.sock"));
+        assert_eq!(c.admin.metrics, None);
+        let text = base().replace(
+            "[service]",
+            "[admin]\nsocket = \"/tmp/x/n1.sock\"\nmetrics = \"127.0.0.1:9464\"\n[service]",
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.admin_socket(), Path::new("/tmp/x/n1.sock"));
+        assert_eq!(c.admin.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        let admin = |body: &str| base() + "[admin]\n" + body + "\n";
+        assert!(err(&admin("metrics = \"nope\"")).contains("metrics"));
+        assert!(err(&admin("metrics = \"127.0.0.1:0\"")).contains("admin.metrics"));
+        assert!(err(&admin("socket = \"\"")).contains("admin.socket"));
+        let long = format!("socket = \"/{}\"", "x".repeat(120));
+        assert!(err(&admin(&long)).contains("admin.socket"));
+        assert!(err(&admin("sockett = \"/a\"")).contains("sockett"));
+        assert!(err(&base().replace("name = \"n1\"", "name = \"a/b\"")).contains("node.name"));
     }
 
     #[test]

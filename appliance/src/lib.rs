@@ -4,8 +4,10 @@
 //! demo; the deterministic simulation (`sim/`) drives [`service::NodeService`]
 //! over the stack's sans-IO engine in virtual time.
 
+pub mod admin;
 pub mod config;
 pub mod link;
+pub mod metrics;
 pub mod node;
 pub mod secure;
 pub mod service;

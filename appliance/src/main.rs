@@ -32,6 +32,9 @@ enum Command {
     /// address), a 50 MB download, a node SIGKILLed mid-way; the client
     /// finishes with the right SHA-256 (shows the stall).
     Demo(demo::DemoArgs),
+    /// Ask a running node for its status: each address's role, peer health
+    /// and link round trip, connections, log sizes, takeovers and fencing.
+    Status(StatusArgs),
     /// The paper's evaluation (Figures 2–6) on this machine, side by side with nginx.
     Bench(bench::BenchArgs),
     /// Write matched node configs (roles, MACs, link endpoints, fresh link
@@ -50,6 +53,34 @@ struct NodeArgs {
     /// Write every frame the node sees to this pcap file.
     #[arg(long)]
     pcap: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Print the status as JSON (a stable document: docs/operations.md).
+    #[arg(long)]
+    json: bool,
+    /// The node's admin socket.
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<std::path::PathBuf>,
+    /// The node's config file: its `[admin] socket` (or the default).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+}
+
+fn status(args: StatusArgs) -> Result<()> {
+    use anyhow::Context;
+    let path = hotpair::admin::socket_path(args.socket, args.config.as_deref())?;
+    let st = hotpair::admin::query(&path)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&st).context("encoding the status")?
+        );
+    } else {
+        print!("{}", hotpair::admin::render(&st));
+    }
+    Ok(())
 }
 
 fn init_tracing() {
@@ -81,5 +112,6 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Pair(args) => pair::run(args),
+        Command::Status(args) => status(args),
     }
 }

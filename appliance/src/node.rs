@@ -175,7 +175,18 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         runtime.spawn(link::run(setup, key, i, to_stack.clone(), waker.clone()));
     }
     let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
+    let (publisher, status_rx) = crate::admin::StatusPublisher::new(now, Some(waker.clone()));
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
+    node.set_status(publisher);
+    let admin_path = cfg.admin_socket();
+    let admin = crate::admin::bind(&admin_path)?;
+    tracing::info!(socket = %admin_path.display(), "admin socket (hotpair status)");
+    runtime.spawn(crate::admin::serve(admin, status_rx.clone()));
+    if let Some(addr) = cfg.admin.metrics {
+        let l = crate::metrics::bind(addr)?;
+        tracing::info!(%addr, "metrics: GET /metrics");
+        runtime.spawn(crate::metrics::serve(l, status_rx));
+    }
     install_signal_handlers();
     for (i, s) in topo.sites.iter().enumerate() {
         tracing::info!(
@@ -191,7 +202,11 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
             "serving"
         );
     }
-    shell.run(&mut node, &STOP).context("stack loop")?;
+    let ran = shell.run(&mut node, &STOP);
+    if ran.is_err() {
+        let _ = std::fs::remove_file(&admin_path);
+    }
+    ran.context("stack loop")?;
     let sh = shell.stats();
     for i in 0..node.core.sites() {
         let st = node.core.engine_stats(i);
@@ -204,5 +219,6 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
     }
     tracing::info!(rx = sh.rx_frames, tx = sh.tx_frames, "stopped");
     runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_file(&admin_path);
     Ok(())
 }

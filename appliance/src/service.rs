@@ -27,6 +27,9 @@ pub enum LinkIn {
     Lost(String),
 }
 
+/// Plaintext sealed per step of a flush: four Noise messages.
+const SEAL_SLICE: usize = 4 * crate::secure::MAX_PLAIN;
+
 /// Bytes read from a link socket per round, and written-but-unsent bytes
 /// beyond which the core is not polled for more (back-pressure).
 const LINK_READ_PER_ROUND: usize = 8 << 20;
@@ -45,6 +48,8 @@ struct LinkSocket {
     /// Encoded messages not sealed yet (sealed in batches: one Noise
     /// message per up to 64 KiB, not one per replicator message).
     unsealed: Vec<u8>,
+    /// Bytes of `unsealed` already sealed into `wbuf`.
+    sealed: usize,
     wbuf: Vec<u8>,
     wpos: usize,
 }
@@ -61,6 +66,7 @@ impl LinkSocket {
             cipher: Vec::new(),
             plain: Vec::new(),
             unsealed: Vec::new(),
+            sealed: 0,
             wbuf: Vec::new(),
             wpos: 0,
         })
@@ -127,7 +133,7 @@ impl LinkSocket {
     }
 
     fn pending(&self) -> usize {
-        self.wbuf.len() - self.wpos + self.unsealed.len()
+        self.wbuf.len() - self.wpos + self.unsealed.len() - self.sealed
     }
 
     fn queue(&mut self, channel: u32, m: &Msg) -> Result<(), String> {
@@ -141,14 +147,27 @@ impl LinkSocket {
 
     fn flush(&mut self) -> Result<bool, String> {
         use std::io::Write;
-        if !self.unsealed.is_empty() {
-            self.session
-                .seal(&self.unsealed, &mut self.wbuf)
-                .map_err(|e| e.to_string())?;
-            self.unsealed.clear();
-        }
         let mut wrote = false;
-        while self.wpos < self.wbuf.len() {
+        loop {
+            // Seal a slice at a time, as the socket takes it: a 50 MB
+            // logged reply sealed at once would hold the link silent for
+            // as long as that takes, and the peer counts silence as death.
+            if self.wpos == self.wbuf.len() && self.sealed < self.unsealed.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+                let end = (self.sealed + SEAL_SLICE).min(self.unsealed.len());
+                self.session
+                    .seal(&self.unsealed[self.sealed..end], &mut self.wbuf)
+                    .map_err(|e| e.to_string())?;
+                self.sealed = end;
+                if self.sealed == self.unsealed.len() {
+                    self.unsealed.clear();
+                    self.sealed = 0;
+                }
+            }
+            if self.wpos == self.wbuf.len() {
+                break;
+            }
             match self.sock.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err("link closed on write".into()),
                 Ok(n) => {
@@ -166,6 +185,10 @@ impl LinkSocket {
         } else if self.wpos > (1 << 20) {
             self.wbuf.drain(..self.wpos);
             self.wpos = 0;
+        }
+        if self.sealed > (1 << 20) {
+            self.unsealed.drain(..self.sealed);
+            self.sealed = 0;
         }
         Ok(wrote)
     }
@@ -191,6 +214,8 @@ pub struct NodeShell {
     done_tx: mpsc::Sender<Completion>,
     done_rx: mpsc::Receiver<Completion>,
     stopped: Option<String>,
+    /// Publishes status snapshots for the admin socket and metrics.
+    status: Option<crate::admin::StatusPublisher>,
 }
 
 impl NodeShell {
@@ -212,13 +237,48 @@ impl NodeShell {
             done_tx,
             done_rx,
             stopped: None,
+            status: None,
         }
+    }
+
+    /// Publish status snapshots through `p` (`hotpair status`, metrics).
+    pub fn set_status(&mut self, p: crate::admin::StatusPublisher) {
+        self.status = Some(p);
+    }
+
+    /// Takeovers the core reported, and a snapshot when one is due.
+    fn publish_status(&mut self, now: Instant) {
+        let Some(st) = self.status.as_mut() else {
+            // Nobody reads them: drop them.
+            while self.core.poll_role_change().is_some() {}
+            return;
+        };
+        while let Some(change) = self.core.poll_role_change() {
+            st.role_change(&self.core, &change);
+        }
+        if !st.due(now) {
+            return;
+        }
+        let links: Vec<Option<crate::admin::LinkView<'_>>> = self
+            .links
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|l| crate::admin::LinkView {
+                    sock: &l.sock,
+                    unsent: l.pending(),
+                })
+            })
+            .collect();
+        st.maybe_publish(&self.core, &links, now);
     }
 
     fn drop_link(&mut self, peer: PeerId, why: &str, now: Instant) {
         tracing::info!(peer = %self.core.peer_name(peer), reason = %why, "replication link lost");
         self.links[peer] = None;
         self.core.handle_link_lost(peer, now);
+        if let Some(st) = self.status.as_mut() {
+            st.link_down(peer);
+        }
     }
 
     /// Link news, then whatever the link sockets hold.
@@ -231,6 +291,9 @@ impl NodeShell {
                     Ok(ls) => {
                         self.links[peer] = Some(ls);
                         self.core.handle_link_up(peer, now);
+                        if let Some(st) = self.status.as_mut() {
+                            st.link_up(peer);
+                        }
                     }
                     Err(e) => self.drop_link(peer, &format!("socket unusable: {e}"), now),
                 },
@@ -362,6 +425,7 @@ impl Node for NodeShell {
         // Jobs the round made, and the reply logs it queued: out at once.
         self.run_jobs();
         busy |= self.write_links(now);
+        self.publish_status(now);
         if self.core.all_fenced() && self.stopped.is_none() {
             self.stopped = Some(
                 "fenced: the owner of every service address answered for it after the replication link failed; \

@@ -1314,3 +1314,11 @@ fn queue_ack(s: &mut Session, c: &mut MirrorConn, conn: ConnKey, seq: u64) {
     c.acked = Some(seq);
     s.acks.insert(conn, seq);
 }
+
+impl Replica {
+    /// When anything was last heard from the peer (a message, or bytes of
+    /// one): the start of the link session, or creation, if nothing since.
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+}

@@ -140,10 +140,29 @@ fn general_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Stri
     text
 }
 
+/// The port of each node's Prometheus endpoint, on its LAN address.
+pub const METRICS_PORT: u16 = 9464;
+
+/// Node `node`'s admin socket (`hotpair status --socket`): beside its
+/// config in the lab's state directory.
+pub fn admin_socket(node: &NodeState) -> std::path::PathBuf {
+    node.config.with_file_name(format!("{}.sock", node.name))
+}
+
+/// Node `node`'s metrics address (in its namespace, reachable from the
+/// client's).
+pub fn metrics_address(node: &NodeState) -> String {
+    format!("{}:{METRICS_PORT}", node.address)
+}
+
 fn node_section(node: &NodeState) -> String {
+    let socket = toml::Value::String(admin_socket(node).to_string_lossy().into_owned());
     format!(
-        "[node]\nname = \"{}\"\ntap = \"{}\"\nmac = \"{}\"\n",
-        node.name, node.tap, node.mac
+        "[node]\nname = \"{}\"\ntap = \"{}\"\nmac = \"{}\"\n\n[admin]\nsocket = {socket}\nmetrics = \"{}\"\n",
+        node.name,
+        node.tap,
+        node.mac,
+        metrics_address(node)
     )
 }
 
@@ -268,6 +287,13 @@ mod tests {
         hotpair::secure::hex(&hotpair::secure::public_of(&[i as u8; 32]))
     }
 
+    /// The `[admin]` section the lab gives node `i`.
+    fn admin(i: u32) -> String {
+        format!(
+            "\n[admin]\nsocket = \"/run/hotpair/lab-hp/n{i}.sock\"\nmetrics = \"10.77.0.{i}:9464\"\n"
+        )
+    }
+
     const HTTP_AND_ROUTES: &str = r#"
 [http]
 max_header_bytes = 16384
@@ -300,12 +326,13 @@ address = "127.0.0.1:8080"
         assert_eq!(
             node_config(&state, &state.nodes[1], &opts),
             format!(
-                "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n\n\
+                "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n{}\n\
                  [service]\naddress = \"10.77.0.10\"\nprefix_len = 24\nport = 80\n\
                  max_connections = 1024\n{HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
                  \n[replication]\nrole = \"ingress\"\n\
                  peer = \"10.77.0.1:7700\"\nheartbeat_interval_ms = 100\n\
                  heartbeat_timeout_ms = 500\npeer_public_key = \"{}\"\n",
+                admin(2),
                 private(2),
                 public(1)
             )
@@ -328,10 +355,11 @@ address = "127.0.0.1:8080"
         assert_eq!(
             node_config(&state, &state.nodes[0], &opts),
             format!(
-                "[node]\nname = \"n1\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:01\"\n{}{}\
+                "[node]\nname = \"n1\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:01\"\n{}{}{}\
                  {HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
                  \n[[peer]]\nname = \"n2\"\nlisten = \"10.77.0.1:7702\"\n\
                  public_key = \"{}\"\n{heartbeat}",
+                admin(1),
                 address("10.77.0.10", "owner", "n2"),
                 address("10.77.0.11", "primary", "n2"),
                 private(1),
@@ -342,10 +370,11 @@ address = "127.0.0.1:8080"
         assert_eq!(
             node_config(&state, &state.nodes[1], &opts),
             format!(
-                "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n{}{}\
+                "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n{}{}{}\
                  {HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
                  \n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7702\"\n\
                  public_key = \"{}\"\n{heartbeat}",
+                admin(2),
                 address("10.77.0.10", "primary", "n1"),
                 address("10.77.0.11", "owner", "n1"),
                 private(2),

@@ -90,6 +90,17 @@ pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
                     "usage_ns": c.usage_ns(),
                 })),
                 "config": n.config,
+                "admin_socket": super::node_config::admin_socket(n),
+                "metrics": format!("http://{}/metrics", super::node_config::metrics_address(n)),
+                // What the node itself reports (`hotpair status --json`),
+                // asked on its admin socket while it runs.
+                "node_status": if alive {
+                    hotpair::admin::query(&super::node_config::admin_socket(n))
+                        .ok()
+                        .and_then(|st| serde_json::to_value(st).ok())
+                } else {
+                    None
+                },
                 "log": n.log,
                 "pcap": n.pcap,
                 "upstream": {
@@ -278,6 +289,38 @@ pub fn print_status(v: &serde_json::Value) {
                 c["usage_ns"]
                     .as_u64()
                     .map_or("-".to_owned(), |ns| (ns / 1_000_000).to_string())
+            );
+        }
+        for a in n["node_status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let peer = &a["peer"];
+            println!(
+                "  now: {} {} {}{}, {} live, {} shadow connections",
+                s(&a["address"]),
+                s(&a["role"]),
+                s(&a["state"]),
+                if peer.is_object() {
+                    format!(
+                        " (peer {} link {}, heard {} ms ago)",
+                        s(&peer["name"]),
+                        s(&peer["link"]),
+                        s(&peer["last_heard_ms"])
+                    )
+                } else {
+                    String::new()
+                },
+                s(&a["connections"]["live"]),
+                s(&a["connections"]["shadow"]),
+            );
+        }
+        if n["admin_socket"].is_string() {
+            println!(
+                "  admin {} (hotpair status --socket …), metrics {}",
+                s(&n["admin_socket"]),
+                s(&n["metrics"])
             );
         }
         if n["link"].is_object() {

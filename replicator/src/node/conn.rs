@@ -147,6 +147,8 @@ pub(crate) struct SiteConns {
     woken: Vec<ConnId>,
     /// Requests of this address handed to a handler so far.
     pub handler_runs: u64,
+    /// Requests by route, and their latency (status and metrics).
+    pub(crate) requests: super::stats::RequestTracker,
 }
 
 impl SiteConns {
@@ -387,6 +389,22 @@ impl SiteDriver<'_> {
         None
     }
 
+    /// Count request `index` of `conn` for its route (status and metrics);
+    /// a `static` route not used as such while logging is a fallback.
+    fn count_request(&mut self, conn: ConnKey, index: u64, path: &str, local: bool, now: Instant) {
+        let route = self
+            .shared
+            .routes
+            .iter()
+            .position(|r| path.starts_with(&r.prefix));
+        let fallback = !local
+            && route.is_some_and(|i| self.shared.routes[i].policy != Policy::Logged)
+            && self.primary_logging();
+        self.conns
+            .requests
+            .parsed(conn, index, route, fallback, now);
+    }
+
     fn primary_logging(&self) -> bool {
         self.replica
             .as_ref()
@@ -441,9 +459,11 @@ impl SiteDriver<'_> {
             }
             while let Some(req) = c.http.poll_request() {
                 let index = req.index;
-                if let Some(p) = self.local_policy(&req.path) {
+                let local = self.local_policy(&req.path);
+                if let Some(p) = local {
                     c.local.insert(index, p);
                 }
+                self.count_request(c.key, index, &req.path, local.is_some(), now);
                 if let Some(resp) = self.dispatch(id, &c.key, req) {
                     let _ = c.http.send_response(index, resp);
                 }
@@ -495,6 +515,7 @@ impl SiteDriver<'_> {
             let u = c.units.pop_front().expect("front exists");
             if u.from_http {
                 c.http.unit_flushed(now);
+                self.conns.requests.unit_written(c.key, now);
             }
             if u.close_after {
                 c.finish = true;
@@ -569,6 +590,10 @@ impl SiteDriver<'_> {
             }
             if u.close_after {
                 c.close_queued = true;
+            }
+            if u.index != CLOSE_INDEX {
+                let final_of = (u.kind == UnitKind::Final).then_some(u.index);
+                self.conns.requests.unit_queued(c.key, final_of);
             }
             c.units.push_back(Pending {
                 seq,
@@ -876,6 +901,7 @@ impl Service for SiteDriver<'_> {
 
     fn closed(&mut self, id: ConnId, conn: Conn) {
         if let Some(key) = self.conns.live.remove(&id) {
+            self.conns.requests.closed(&key);
             if self.conns.by_key.get(&key) == Some(&id) {
                 self.conns.by_key.remove(&key);
             }

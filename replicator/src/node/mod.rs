@@ -27,6 +27,7 @@
 
 mod conn;
 mod handler;
+pub mod stats;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -719,5 +720,62 @@ impl NodeCore {
     /// Every site is fenced: the node has nothing left to serve.
     pub fn all_fenced(&self) -> bool {
         self.sites.iter().all(|s| s.engine.fenced())
+    }
+
+    // ---- read-only accessors for status and metrics ------------------------
+
+    /// Site `i`'s role as configured (before any takeover).
+    pub fn configured_role(&self, site: usize) -> Role {
+        self.sites[site].cfg.role
+    }
+
+    /// The peer sharing site `i`'s address, if it is replicated.
+    pub fn site_peer(&self, site: usize) -> Option<PeerId> {
+        self.sites[site].cfg.peer
+    }
+
+    /// Site `i`'s TCP port.
+    pub fn port(&self, site: usize) -> u16 {
+        self.sites[site].cfg.port
+    }
+
+    /// Site `i`'s connection bound.
+    pub fn max_connections(&self, site: usize) -> usize {
+        self.sites[site].cfg.max_connections
+    }
+
+    /// When anything was last heard from site `i`'s peer (the start of the
+    /// link session, or of the node, if nothing yet); `None` unreplicated.
+    pub fn last_heard(&self, site: usize) -> Option<Instant> {
+        self.sites[site].replica.as_ref().map(Replica::last_heard)
+    }
+
+    /// Site `i`'s heartbeat interval and timeout; `None` unreplicated.
+    pub fn heartbeat(&self, site: usize) -> Option<(Duration, Duration)> {
+        self.sites[site]
+            .replica
+            .as_ref()
+            .map(|r| (r.config().heartbeat_interval, r.config().heartbeat_timeout))
+    }
+
+    /// Site `i`'s requests by route and their latency.
+    pub fn request_stats(&self, site: usize) -> &stats::RequestStats {
+        &self.sites[site].conns.requests.stats
+    }
+
+    /// Number of routes (indices of [`NodeCore::route_prefix`],
+    /// [`NodeCore::route_policy`] and [`stats::RequestStats::routes`]).
+    pub fn route_count(&self) -> usize {
+        self.shared.routes.len()
+    }
+
+    /// Route `i`'s URL prefix.
+    pub fn route_prefix(&self, route: usize) -> &str {
+        &self.shared.routes[route].prefix
+    }
+
+    /// Route `i`'s configured policy.
+    pub fn route_policy(&self, route: usize) -> Policy {
+        self.shared.routes[route].policy
     }
 }
