@@ -31,7 +31,7 @@
 //! same configuration, so MSS, window scale and SACK-permitted agree, and
 //! neither uses timestamps.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -217,6 +217,21 @@ pub trait Service {
     fn woken(&mut self, out: &mut Vec<ConnId>);
     /// A shadow connection became live (takeover): serve it from now on.
     fn promote(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) {}
+    /// Since when the connection has been idle — a keep-alive connection
+    /// between requests, nothing received, owed or being written — if it
+    /// is and this node decides its close (never a shadow). When a SYN
+    /// meets a full pool, the engine closes the oldest idle ones first.
+    fn idle_since(&self, _conn: &Self::Conn) -> Option<StdInstant> {
+        None
+    }
+    /// Close an idle connection to make room for a new client: an orderly
+    /// close (a FIN after everything owed; under replication a logged
+    /// close, so the shadow closes at the same byte), never a reset. The
+    /// engine drives the connection right after. Returns whether it will
+    /// close.
+    fn evict_idle(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) -> bool {
+        false
+    }
 }
 
 /// Counters for status and tests.
@@ -242,6 +257,12 @@ pub struct EngineStats {
     pub half_open_evicted: u64,
     /// SYNs dropped because their source held `max_per_source` connections.
     pub per_source_refused: u64,
+    /// Idle keep-alive connections closed, oldest idle first, because a
+    /// SYN met a full pool.
+    pub idle_evicted: u64,
+    /// SYNs dropped (not refused) at a full pool while evicted connections
+    /// close: the client's retransmission finds the freed slot.
+    pub syn_waited_for_eviction: u64,
 }
 
 #[derive(Debug, Default)]
@@ -608,6 +629,13 @@ pub struct Engine<C> {
     flood_warned: Option<StdInstant>,
     /// When the per-source warning was last logged.
     source_warned: Option<StdInstant>,
+    /// When the idle-eviction warning was last logged.
+    evict_warned: Option<StdInstant>,
+    /// Connections closed to make room that still hold their slot.
+    evicted: BTreeSet<ConnId>,
+    /// This round's admission at a full pool: listeners still free, and
+    /// whether SYNs beyond them wait for evicted connections to close.
+    syn_wait: Option<usize>,
 }
 
 impl<C> Engine<C> {
@@ -658,6 +686,9 @@ impl<C> Engine<C> {
             last_poll: start,
             flood_warned: None,
             source_warned: None,
+            evict_warned: None,
+            evicted: BTreeSet::new(),
+            syn_wait: None,
         };
         e.top_up();
         e
@@ -936,6 +967,7 @@ impl<C> Engine<C> {
         self.claim_tick(now);
         self.reannounce_tick(now);
         let mut busy = !self.lan_in.is_empty() || !self.peer_in.is_empty();
+        self.evict_idle_for_syns(service, now);
         self.admit(now);
         let t = self.smol_now(now);
         if self.iface.poll(t, &mut self.dev, &mut self.sockets) == PollResult::SocketStateChanged {
@@ -986,6 +1018,158 @@ impl<C> Engine<C> {
 
     // ---- admission -------------------------------------------------------
 
+    /// Sockets this engine may hold (listeners, half-open, open, lingering).
+    /// The ingress node holds a shadow of every connection the primary
+    /// has, and sees each SYN first: were its pool as small as the
+    /// primary's, it would refuse the SYN the primary makes room for by
+    /// closing an idle connection (only the primary decides that, and the
+    /// shadow of the evicted connection closes a round trip later). So its
+    /// pool has room for a full SYN queue and the armed listeners beyond
+    /// `max_connections`. After a promotion it is back to the bound.
+    fn pool_limit(&self) -> usize {
+        match self.mode {
+            Role::Ingress => self
+                .cfg
+                .max_connections
+                .saturating_add(self.cfg.max_half_open)
+                .saturating_add(SPARE_LISTENERS),
+            Role::Simplex | Role::Primary => self.cfg.max_connections,
+        }
+    }
+
+    /// When the pool is full and new clients knock, close the oldest idle
+    /// keep-alive connections for them, as nginx does (only where this
+    /// node decides: never a shadow). One per SYN beyond the free
+    /// listeners, minus those already closing for earlier SYNs.
+    fn evict_idle_for_syns<S: Service<Conn = C>>(&mut self, service: &mut S, now: StdInstant) {
+        // Evicted connections that have released their slot, or moved on
+        // to TIME-WAIT (a lingering slot is reused at once at a full pool).
+        let pool = &self.pool;
+        let sockets = &self.sockets;
+        self.evicted.retain(|id| {
+            let i = id.slot as usize;
+            pool.generations.get(i) == Some(&id.generation)
+                && pool.slots[i].as_ref().is_some_and(|s| {
+                    matches!(s.phase, Phase::Active(_))
+                        && sockets.get::<tcp::Socket>(s.handle).state() != tcp::State::TimeWait
+                })
+        });
+        if self.mode == Role::Ingress || self.pool.in_use < self.pool_limit() {
+            return;
+        }
+        let queue = match self.mode {
+            Role::Primary => &self.peer_in,
+            _ => &self.lan_in,
+        };
+        let syns = queue
+            .iter()
+            .filter_map(|f| seg::parse(f.data()))
+            .filter(|s| {
+                self.for_us(s)
+                    && s.has(SYN)
+                    && !s.has(ACK)
+                    && !self.tracks.contains_key(&(s.src, s.src_port, s.dst_port))
+            })
+            .count();
+        if syns == 0 {
+            return;
+        }
+        let want = syns
+            .saturating_sub(self.free_listeners())
+            .saturating_sub(self.evicted.len());
+        if want == 0 {
+            return;
+        }
+        // The idle connections, oldest idle first. Idle for the engine too:
+        // nothing unread, nothing unacknowledged in the socket.
+        let mut idle: Vec<(StdInstant, usize)> = Vec::new();
+        for (i, slot) in self.pool.slots.iter().enumerate() {
+            let Some(Slot {
+                handle,
+                phase: Phase::Active(a),
+            }) = slot
+            else {
+                continue;
+            };
+            let sock = self.sockets.get::<tcp::Socket>(*handle);
+            if sock.state() != tcp::State::Established
+                || sock.recv_queue() != 0
+                || sock.send_queue() != 0
+                || self.evicted.contains(&self.pool.id(i))
+            {
+                continue;
+            }
+            if let Some(t) = service.idle_since(&a.conn) {
+                idle.push((t, i));
+            }
+        }
+        idle.sort_unstable();
+        let mut closed = 0;
+        for (_, i) in idle {
+            if closed == want {
+                break;
+            }
+            let id = self.pool.id(i);
+            if let Some(Slot {
+                phase: Phase::Active(a),
+                ..
+            }) = self.pool.slots[i].as_mut()
+            {
+                if service.evict_idle(id, &mut a.conn, now) {
+                    // Driven this round: its close goes out (or is logged) now.
+                    a.woken = true;
+                    self.evicted.insert(id);
+                    self.stats.idle_evicted += 1;
+                    closed += 1;
+                }
+            }
+        }
+        if closed > 0 {
+            self.eviction_warning(syns);
+        }
+    }
+
+    /// At a full pool with evictions under way: how many SYNs the free
+    /// listeners still take this round (the rest wait); `None` when SYNs
+    /// are admitted (or refused) as usual.
+    fn syn_wait_budget(&self, refusing: bool) -> Option<usize> {
+        if !refusing || self.evicted.is_empty() || self.mode == Role::Ingress {
+            return None;
+        }
+        Some(self.free_listeners())
+    }
+
+    /// A new SYN at a full pool while evicted connections close: dropped
+    /// silently, as from a full backlog, rather than refused with an RST —
+    /// the client retransmits (1 s later on Linux) and finds the slot.
+    fn syn_waits_for_eviction(&mut self) -> bool {
+        match &mut self.syn_wait {
+            None => false,
+            Some(0) => {
+                self.stats.syn_waited_for_eviction += 1;
+                true
+            }
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+        }
+    }
+
+    /// Rate-limited: an operator should know the pool is too small.
+    fn eviction_warning(&mut self, syns: usize) {
+        if !warning_due(&mut self.evict_warned, self.last_poll) {
+            return;
+        }
+        tracing::warn!(
+            address = %self.cfg.address.address(),
+            max_connections = self.cfg.max_connections,
+            new_clients = syns,
+            evicted = self.stats.idle_evicted,
+            "connection pool full: oldest idle keep-alive connections closed for new clients"
+        );
+    }
+
     fn free_listeners(&self) -> usize {
         self.pool
             .slots
@@ -1003,12 +1187,13 @@ impl<C> Engine<C> {
         // an RST when there is none. Admit no more SYNs in a round than
         // there are listeners, so a burst waits for the pool to arm more —
         // unless the pool is full, when the refusal is what we want.
-        let refusing = self.pool.in_use >= self.cfg.max_connections;
+        let refusing = self.pool.in_use >= self.pool_limit();
         let mut budget = if refusing {
             usize::MAX
         } else {
             self.free_listeners()
         };
+        self.syn_wait = self.syn_wait_budget(refusing);
         let mut deferred = VecDeque::new();
         while let Some(mut f) = self.peer_in.pop_front() {
             // Addressed to the ingress node's MAC on the LAN; ours here.
@@ -1260,6 +1445,10 @@ impl<C> Engine<C> {
                 return None;
             }
             if self.over_source_limit(tuple.0) {
+                self.recycle(f);
+                return None;
+            }
+            if self.syn_waits_for_eviction() {
                 self.recycle(f);
                 return None;
             }
@@ -1718,8 +1907,8 @@ impl<C> Engine<C> {
     /// a new client (`listen` resets it silently; `abort` would send an RST).
     fn top_up(&mut self) {
         let mut free = self.free_listeners();
-        while free < SPARE_LISTENERS.min(self.cfg.max_connections) {
-            if self.pool.in_use < self.cfg.max_connections {
+        while free < SPARE_LISTENERS.min(self.pool_limit()) {
+            if self.pool.in_use < self.pool_limit() {
                 let mut sock = self
                     .pool
                     .idle
