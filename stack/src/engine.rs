@@ -631,6 +631,9 @@ pub struct Engine<C> {
     source_warned: Option<StdInstant>,
     /// When the idle-eviction warning was last logged.
     evict_warned: Option<StdInstant>,
+    /// The half-open warning was logged and the SYN queue has not drained
+    /// since.
+    flood_on: bool,
     /// Connections closed to make room that still hold their slot.
     evicted: BTreeSet<ConnId>,
     /// This round's admission at a full pool: listeners still free, and
@@ -687,6 +690,7 @@ impl<C> Engine<C> {
             flood_warned: None,
             source_warned: None,
             evict_warned: None,
+            flood_on: false,
             evicted: BTreeSet::new(),
             syn_wait: None,
         };
@@ -1005,6 +1009,7 @@ impl<C> Engine<C> {
                 self.tracks.remove(&t);
             }
         }
+        self.flood_over_check();
         self.top_up();
         // Rebalance buffers between the receive and transmit pools.
         while self.dev.tx_pool.len() < 64 {
@@ -1256,13 +1261,16 @@ impl<C> Engine<C> {
     /// A new connection request: start tracking its tuple, if a listener
     /// is free this round (`budget`); false means wait for the next round.
     fn open_track(&mut self, tuple: Tuple, s: &Seg, shadow: bool, budget: &mut usize) -> bool {
-        if *budget == 0 {
-            return false;
-        }
         if !self.make_half_open_room() {
             return false;
         }
-        *budget -= 1;
+        // A burst beyond the armed listeners: arm one more now while the
+        // pool has room. Kept for the next round instead, SYNs queued
+        // behind a flood without bound, and a legitimate one waited seconds.
+        if *budget == 0 && !self.arm_listener() {
+            return false;
+        }
+        *budget = budget.saturating_sub(1);
         self.tracks.insert(
             tuple,
             Track {
@@ -1365,8 +1373,24 @@ impl<C> Engine<C> {
         );
     }
 
+    /// After a half-open warning, say once when no half-open connection
+    /// is left (the flood is over and expiry reclaimed its listeners).
+    fn flood_over_check(&mut self) {
+        if !self.flood_on || self.stats().half_open > 0 {
+            return;
+        }
+        self.flood_on = false;
+        tracing::info!(
+            address = %self.cfg.address.address(),
+            evicted = self.stats.half_open_evicted,
+            expired = self.stats.half_open_expired,
+            "half-open connections drained"
+        );
+    }
+
     /// Rate-limited: an operator should know the SYN queue is full.
     fn flood_warning(&mut self) {
+        self.flood_on = true;
         if !warning_due(&mut self.flood_warned, self.last_poll) {
             return;
         }
@@ -1908,29 +1932,7 @@ impl<C> Engine<C> {
     fn top_up(&mut self) {
         let mut free = self.free_listeners();
         while free < SPARE_LISTENERS.min(self.pool_limit()) {
-            if self.pool.in_use < self.pool_limit() {
-                let mut sock = self
-                    .pool
-                    .idle
-                    .pop()
-                    .unwrap_or_else(|| new_socket(&self.cfg, self.mode));
-                listen(&mut sock, self.cfg.port);
-                let slot = Slot {
-                    handle: self.sockets.add(sock),
-                    phase: Phase::Listening {
-                        half_open: None,
-                        since: None,
-                    },
-                };
-                match self.pool.free.pop() {
-                    Some(i) => self.pool.slots[i] = Some(slot),
-                    None => {
-                        self.pool.slots.push(Some(slot));
-                        self.pool.generations.push(0);
-                    }
-                }
-                self.pool.in_use += 1;
-            } else {
+            if !self.arm_listener() {
                 let lingering = self.pool.slots.iter().position(|s| {
                     s.as_ref()
                         .is_some_and(|s| matches!(s.phase, Phase::Lingering { .. }))
@@ -1940,6 +1942,35 @@ impl<C> Engine<C> {
             }
             free += 1;
         }
+    }
+
+    /// Arm one more listener, if the pool has room.
+    fn arm_listener(&mut self) -> bool {
+        if self.pool.in_use >= self.pool_limit() {
+            return false;
+        }
+        let mut sock = self
+            .pool
+            .idle
+            .pop()
+            .unwrap_or_else(|| new_socket(&self.cfg, self.mode));
+        listen(&mut sock, self.cfg.port);
+        let slot = Slot {
+            handle: self.sockets.add(sock),
+            phase: Phase::Listening {
+                half_open: None,
+                since: None,
+            },
+        };
+        match self.pool.free.pop() {
+            Some(i) => self.pool.slots[i] = Some(slot),
+            None => {
+                self.pool.slots.push(Some(slot));
+                self.pool.generations.push(0);
+            }
+        }
+        self.pool.in_use += 1;
+        true
     }
 
     /// Drop the track of `tuple` if it still belongs to slot `i`.
