@@ -263,6 +263,8 @@ pub struct EngineStats {
     /// SYNs dropped (not refused) at a full pool while evicted connections
     /// close: the client's retransmission finds the freed slot.
     pub syn_waited_for_eviction: u64,
+    /// Connections in FIN-WAIT-2 released at a full pool for new SYNs.
+    pub fin_wait2_reclaimed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -1047,6 +1049,13 @@ impl<C> Engine<C> {
     /// node decides: never a shadow). One per SYN beyond the free
     /// listeners, minus those already closing for earlier SYNs.
     fn evict_idle_for_syns<S: Service<Conn = C>>(&mut self, service: &mut S, now: StdInstant) {
+        if self.pool.in_use >= self.pool_limit() {
+            let syns = self.new_syns_waiting();
+            let free = self.free_listeners();
+            if syns > free {
+                self.reclaim_fin_wait2(service, syns - free);
+            }
+        }
         // Evicted connections that have released their slot, or moved on
         // to TIME-WAIT (a lingering slot is reused at once at a full pool).
         let pool = &self.pool;
@@ -1062,20 +1071,7 @@ impl<C> Engine<C> {
         if self.mode == Role::Ingress || self.pool.in_use < self.pool_limit() {
             return;
         }
-        let queue = match self.mode {
-            Role::Primary => &self.peer_in,
-            _ => &self.lan_in,
-        };
-        let syns = queue
-            .iter()
-            .filter_map(|f| seg::parse(f.data()))
-            .filter(|s| {
-                self.for_us(s)
-                    && s.has(SYN)
-                    && !s.has(ACK)
-                    && !self.tracks.contains_key(&(s.src, s.src_port, s.dst_port))
-            })
-            .count();
+        let syns = self.new_syns_waiting();
         if syns == 0 {
             return;
         }
@@ -1132,6 +1128,71 @@ impl<C> Engine<C> {
         if closed > 0 {
             self.eviction_warning(syns);
         }
+    }
+
+    /// SYNs for a new tuple waiting in this round's input (from the LAN, or
+    /// from the link for a primary).
+    fn new_syns_waiting(&self) -> usize {
+        let queue = match self.mode {
+            Role::Primary => &self.peer_in,
+            _ => &self.lan_in,
+        };
+        queue
+            .iter()
+            .filter_map(|f| seg::parse(f.data()))
+            .filter(|s| {
+                self.for_us(s)
+                    && s.has(SYN)
+                    && !s.has(ACK)
+                    && !self.tracks.contains_key(&(s.src, s.src_port, s.dst_port))
+            })
+            .count()
+    }
+
+    /// At a full pool, release up to `n` connections in FIN-WAIT-2, as
+    /// TIME-WAIT ones are: this node closed them and the client
+    /// acknowledged the FIN, so every byte was delivered; only the client's
+    /// own FIN is awaited, and a client that never sends it (smoltcp has no
+    /// FIN-WAIT-2 timer) would hold the slot for good — an evicted idle
+    /// connection among them. Released silently (aborted and out of the
+    /// socket set before smoltcp sends anything): the client's late FIN
+    /// meets an RST, as after Linux's `tcp_fin_timeout`, once its
+    /// application has seen the end. Both nodes of a pair may do it on
+    /// their own: nothing is left to agree on. Returns how many.
+    fn reclaim_fin_wait2<S: Service<Conn = C>>(&mut self, service: &mut S, n: usize) -> usize {
+        let mut done = 0;
+        for i in 0..self.pool.slots.len() {
+            if done == n {
+                break;
+            }
+            let Some(slot) = self.pool.slots[i].as_mut() else {
+                continue;
+            };
+            let Phase::Active(a) = &slot.phase else {
+                continue;
+            };
+            let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
+            if sock.state() != tcp::State::FinWait2 {
+                continue;
+            }
+            sock.abort();
+            let tuple = a.tuple;
+            let Phase::Active(a) = std::mem::replace(&mut slot.phase, Phase::Lingering { tuple })
+            else {
+                continue;
+            };
+            let id = self.pool.id(i);
+            self.stats.active -= 1;
+            self.stats.closed += 1;
+            self.stats.fin_wait2_reclaimed += 1;
+            tracing::trace!(?id, "FIN-WAIT-2 connection released for a new client");
+            service.closed(id, a.conn);
+            self.pool.generations[i] = self.pool.generations[i].wrapping_add(1);
+            self.forget(&tuple, i);
+            self.pool.release(i, &mut self.sockets);
+            done += 1;
+        }
+        done
     }
 
     /// At a full pool with evictions under way: how many SYNs the free

@@ -270,3 +270,45 @@ fn a_full_pool_with_nothing_idle_refuses_as_before() {
     assert!(!out.iter().any(|(_, fl)| fl & FIN != 0), "{out:?}");
     assert_eq!(n.engine.stats().idle_evicted, 0);
 }
+
+/// The evicted client acknowledges the FIN but never closes its end: the
+/// slot (FIN-WAIT-2, which smoltcp would keep for good) is released
+/// silently for the next SYN, so such clients cannot hold the pool.
+#[test]
+fn a_client_that_never_closes_does_not_keep_its_slot() {
+    let mut n = Node::new();
+    let mut isns = Vec::new();
+    for i in 0..MAX_CONNECTIONS as u8 {
+        isns.push(n.connect(client(i), 1000 * u32::from(i) + 7));
+        n.now += Duration::from_secs(1);
+    }
+    let newcomer = Ipv4Address::new(10, 0, 0, 200);
+    let out = n.run(vec![hello(newcomer), segment(newcomer, 50_000, 99, 0, SYN)]);
+    assert!(
+        out.iter()
+            .any(|(d, fl, _, _)| *d == client(0) && fl & FIN != 0),
+        "{out:?}"
+    );
+    // Client 0 acknowledges our FIN, and stays silent.
+    let c0 = client(0);
+    let out = n.run(vec![segment(c0, 40_000, 8, isns[0].wrapping_add(2), ACK)]);
+    assert!(!out.iter().any(|(_, fl, _, _)| fl & RST != 0), "{out:?}");
+    assert_eq!(
+        n.engine.connections(),
+        MAX_CONNECTIONS,
+        "FIN-WAIT-2 holds it"
+    );
+
+    let out = n.run(vec![segment(newcomer, 50_000, 99, 0, SYN)]);
+    assert!(
+        out.iter()
+            .any(|(d, fl, _, _)| *d == newcomer && fl & (SYN | ACK) == SYN | ACK),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter().any(|(_, fl, _, _)| fl & RST != 0),
+        "released silently: {out:?}"
+    );
+    let st = n.engine.stats();
+    assert_eq!((st.idle_evicted, st.fin_wait2_reclaimed), (1, 1));
+}
