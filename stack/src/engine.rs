@@ -79,6 +79,10 @@ fn warning_due(last: &mut Option<StdInstant>, now: StdInstant) -> bool {
 /// At most one warning of each kind (half-open bound, per-source limit)
 /// per this interval.
 const FLOOD_WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a SYN may wait at a full pool for an evicted connection's
+/// slot: Linux's initial SYN retransmission timeout, after which the
+/// client's own retransmission takes its place.
+const SYN_HOLD: Duration = Duration::from_secs(1);
 /// Frames smoltcp may emit in one round before the device refuses more.
 const TX_BUDGET: usize = 4096;
 /// Spare frame buffers kept for reuse.
@@ -638,6 +642,9 @@ pub struct Engine<C> {
     flood_on: bool,
     /// Connections closed to make room that still hold their slot.
     evicted: BTreeSet<ConnId>,
+    /// SYNs waiting at a full pool for an evicted connection's slot, with
+    /// when they are given up (the client retransmits by then).
+    held_syns: VecDeque<(Frame, StdInstant)>,
     /// This round's admission at a full pool: listeners still free, and
     /// whether SYNs beyond them wait for evicted connections to close.
     syn_wait: Option<usize>,
@@ -694,6 +701,7 @@ impl<C> Engine<C> {
             evict_warned: None,
             flood_on: false,
             evicted: BTreeSet::new(),
+            held_syns: VecDeque::new(),
             syn_wait: None,
         };
         e.top_up();
@@ -973,6 +981,7 @@ impl<C> Engine<C> {
         self.claim_tick(now);
         self.reannounce_tick(now);
         let mut busy = !self.lan_in.is_empty() || !self.peer_in.is_empty();
+        self.release_held_syns(now);
         self.evict_idle_for_syns(service, now);
         self.admit(now);
         let t = self.smol_now(now);
@@ -1219,6 +1228,54 @@ impl<C> Engine<C> {
                 *n -= 1;
                 false
             }
+        }
+    }
+
+    /// Keep a SYN that waits for an evicted connection's slot, so the
+    /// client gets in as soon as the slot frees (the evicted client closes
+    /// within a round trip) rather than at its retransmission a second
+    /// later. At most one per connection being evicted; the others (and
+    /// any held past `SYN_HOLD`) are dropped, and the client retransmits.
+    fn hold_syn(&mut self, f: Frame) {
+        if self.held_syns.len() < self.evicted.len() {
+            self.held_syns.push_back((f, self.last_poll + SYN_HOLD));
+        } else {
+            self.recycle(f);
+        }
+    }
+
+    /// Held SYNs go back to the input once the pool has a free socket (or
+    /// a lingering one, reused at once), oldest first; expired ones go.
+    fn release_held_syns(&mut self, now: StdInstant) {
+        if self.held_syns.is_empty() {
+            return;
+        }
+        while self
+            .held_syns
+            .front()
+            .is_some_and(|(_, until)| *until <= now)
+        {
+            if let Some((f, _)) = self.held_syns.pop_front() {
+                self.recycle(f);
+            }
+        }
+        let room = self.pool.in_use < self.pool_limit()
+            || self.free_listeners() > 0
+            || self
+                .pool
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| matches!(s.phase, Phase::Lingering { .. }));
+        if !room {
+            return;
+        }
+        let queue = match self.mode {
+            Role::Primary => &mut self.peer_in,
+            _ => &mut self.lan_in,
+        };
+        while let Some((f, _)) = self.held_syns.pop_back() {
+            queue.push_front(f);
         }
     }
 
@@ -1534,7 +1591,7 @@ impl<C> Engine<C> {
                 return None;
             }
             if self.syn_waits_for_eviction() {
-                self.recycle(f);
+                self.hold_syn(f);
                 return None;
             }
             if !self.open_track(tuple, &s, false, budget) {

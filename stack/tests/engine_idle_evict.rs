@@ -177,7 +177,7 @@ fn a_full_pool_closes_its_oldest_idle_connection_for_a_new_client() {
     );
 
     // A new client knocks: the oldest idle connection (client 0) is
-    // closed with a FIN, and the SYN waits (dropped, not refused).
+    // closed with a FIN, and the SYN waits (held, not refused).
     let newcomer = Ipv4Address::new(10, 0, 0, 200);
     let out = n.run(vec![hello(newcomer), segment(newcomer, 50_000, 99, 0, SYN)]);
     assert!(
@@ -205,14 +205,15 @@ fn a_full_pool_closes_its_oldest_idle_connection_for_a_new_client() {
     assert_eq!(fin.2, isns[0].wrapping_add(1));
     let out = n.run(vec![segment(c0, 40_000, ack, seq, ACK | FIN)]);
     assert!(!out.iter().any(|(_, fl, _, _)| fl & RST != 0), "{out:?}");
-
-    // The newcomer's retransmitted SYN gets a connection.
-    let out = n.run(vec![segment(newcomer, 50_000, 99, 0, SYN)]);
+    // The held SYN gets its connection at once, not at the client's
+    // retransmission a second later.
     assert!(
         out.iter()
             .any(|(d, fl, _, _)| *d == newcomer && fl & (SYN | ACK) == SYN | ACK),
         "{out:?}"
     );
+    // Its retransmission, crossing the SYN-ACK, is a duplicate.
+    let out = n.run(vec![segment(newcomer, 50_000, 99, 0, SYN)]);
     assert!(!out.iter().any(|(_, fl, _, _)| fl & RST != 0), "{out:?}");
     assert_eq!(n.engine.stats().idle_evicted, 1, "one eviction was enough");
 }
@@ -298,6 +299,10 @@ fn a_client_that_never_closes_does_not_keep_its_slot() {
         MAX_CONNECTIONS,
         "FIN-WAIT-2 holds it"
     );
+    // The held SYN is given up after a second (the client retransmits).
+    n.now += Duration::from_secs(2);
+    let out = n.run(Vec::new());
+    assert!(!out.iter().any(|(d, _, _, _)| *d == newcomer), "{out:?}");
 
     let out = n.run(vec![segment(newcomer, 50_000, 99, 0, SYN)]);
     assert!(
