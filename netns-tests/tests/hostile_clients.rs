@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::{
     assert_success, describe, python_json, report, sha256_file, sha256_hex, Background, Lab,
-    TempDir, SERVICE,
+    TempDir, PY_HTTP, SERVICE,
 };
 
 /// The legitimate client's own address (added to the client namespace).
@@ -394,35 +394,13 @@ fn last_count(plain: &str, label: &str) -> u64 {
     counts(plain, label).last().copied().unwrap_or(0)
 }
 
-/// Idle keep-alive eviction: 48 idle keep-alive connections fill a pool of
-/// 48; a new client (another address) gets in, and exactly the oldest idle
-/// connection is closed — with a FIN (recv returns b''), not a reset — on
-/// both nodes in step (the primary's close is logged, so the ingress node
-/// closes its shadow at the same byte). The other connections still serve.
-#[test]
-fn idle_keepalive_evicted_for_a_new_client_duplex() {
-    let test = "hostile_idle_eviction_duplex";
-    let _serial = hotpair_netns_tests::failover::serial();
-    let Some(lab) = Lab::up_with(
-        test,
-        &[
-            "--mode",
-            "duplex",
-            "--max-connections",
-            "48",
-            "--max-per-source",
-            "48",
-            "--wait-secs",
-            "30",
-        ],
-    ) else {
-        return;
-    };
-    add_legit_address(&lab);
-    let want = sha256_file(&lab.docroot().join(FILE));
-    let script = r#"
-import selectors, subprocess, threading
-n, url, src = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+/// The python side of the idle-eviction tests: 48 keep-alive connections,
+/// each after one GET (socket 0 the oldest idle), closed like a browser's
+/// when the server closes; then a `curl` from the other address; then —
+/// once `trigger` exists, if given — a GET on two of the others.
+const IDLE_SCRIPT: &str = r#"
+import os, selectors, subprocess, threading
+n, url, src, ready, trigger = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 req = b"GET /static/1k.bin HTTP/1.1\r\nHost: lab\r\n\r\n"
 socks, first = [], []
 for i in range(n):
@@ -432,7 +410,6 @@ for i in range(n):
     first.append(summary(resp)["sha256"] if resp else None)
     socks.append(s)
     time.sleep(0.02)  # distinct idle-since times: socket 0 is the oldest
-# Like a browser: close a connection when the server closes it.
 events = []
 stop = threading.Event()
 def watch():
@@ -459,10 +436,14 @@ p = subprocess.run(["curl", "-sS", "--max-time", "15", "--interface", src, "-o",
                     "-w", "%{http_code} %{time_total}", url], capture_output=True, text=True)
 took = time.time() - t0
 time.sleep(1.0)
+if trigger != "-":
+    open(ready, "w").close()
+    end = time.time() + 40
+    while not os.path.exists(trigger) and time.time() < end:
+        time.sleep(0.05)
 stop.set()
 w.join()
 closed = {e["conn"] for e in events}
-# The connections left still serve, on the same socket.
 still = []
 for i in (1, n - 1):
     if i in closed:
@@ -475,8 +456,83 @@ for i in (1, n - 1):
 print(json.dumps({"first": first, "curl": p.stdout, "curl_err": p.stderr, "took": took,
                   "events": events, "still": still}))
 "#;
+
+/// Idle keep-alive eviction on a duplex pair: 48 idle keep-alive
+/// connections fill a pool of 48; a new client (another address) gets in,
+/// and exactly the oldest idle connection is closed — with a FIN (recv
+/// returns b''), not a reset. The other connections still serve. With
+/// `kill_primary`, the primary is SIGKILLed after the eviction: the ingress
+/// node promotes exactly the 47 connections left (its shadow of the
+/// evicted one closed with the primary's, at the same byte), and the
+/// remaining connections are served by it.
+fn idle_eviction(kill_primary: bool) {
+    let test = if kill_primary {
+        "hostile_idle_eviction_then_crash"
+    } else {
+        "hostile_idle_eviction_duplex"
+    };
+    let _serial = hotpair_netns_tests::failover::serial();
+    let Some(lab) = Lab::up_with(
+        test,
+        &[
+            "--mode",
+            "duplex",
+            "--max-connections",
+            "48",
+            "--max-per-source",
+            "48",
+            "--wait-secs",
+            "30",
+        ],
+    ) else {
+        return;
+    };
+    add_legit_address(&lab);
+    let want = sha256_file(&lab.docroot().join(FILE));
     let url = format!("http://{SERVICE}/static/{FILE}");
-    let v = python_json(&lab, script, &["48", &url, LEGIT], Duration::from_secs(60));
+    let dir = TempDir::new("hostile-idle");
+    let ready = dir.path().join("ready");
+    let trigger = dir.path().join("trigger");
+    let (ready_arg, trigger_arg) = if kill_primary {
+        (
+            ready.to_string_lossy().into_owned(),
+            trigger.to_string_lossy().into_owned(),
+        )
+    } else {
+        ("-".to_owned(), "-".to_owned())
+    };
+    let args = ["48", &url, LEGIT, &ready_arg, &trigger_arg];
+    let v = if kill_primary {
+        let full = format!("{PY_HTTP}\n{IDLE_SCRIPT}");
+        let mut argv = vec!["python3", "-c", &full];
+        argv.extend_from_slice(&args);
+        let py = lab.spawn_in("client", &argv, dir.path(), "idle");
+        let end = Instant::now() + Duration::from_secs(40);
+        while !ready.exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(ready.exists(), "[{test}] the python client never got ready");
+        lab.kill("n1");
+        // Heartbeat timeout (500 ms) and the promotion.
+        assert!(
+            wait_for_log(
+                &lab,
+                "takeover: shadow connections promoted",
+                1,
+                Duration::from_secs(10)
+            ),
+            "[{test}] no takeover\n{}",
+            lab.node_logs(30)
+        );
+        std::fs::write(&trigger, b"").expect("trigger file");
+        let out = py.wait(Duration::from_secs(60));
+        assert_success(&out, &format!("[{test}] python client"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("[{test}] no JSON ({e})\n{}", describe(&out)))
+    } else {
+        python_json(&lab, IDLE_SCRIPT, &args, Duration::from_secs(60))
+    };
     let first = v["first"].as_array().expect("first replies");
     assert_eq!(first.len(), 48, "{v}");
     assert!(
@@ -513,8 +569,10 @@ print(json.dumps({"first": first, "curl": p.stdout, "curl_err": p.stderr, "took"
     assert_eq!(still.len(), 2, "{v}");
     for s in still {
         assert_eq!(
-            s["status"], 200,
-            "[{test}] a remaining connection fails: {v}"
+            s["status"],
+            200,
+            "[{test}] a remaining connection fails: {v}\n{}",
+            lab.node_logs(30)
         );
         assert_eq!(s["sha256"], want.as_str(), "{v}");
     }
@@ -528,11 +586,34 @@ print(json.dumps({"first": first, "curl": p.stdout, "curl_err": p.stderr, "took"
         "[{test}] no eviction warning\n{}",
         lab.node_logs(30)
     );
-    assert_no_takeover(&lab);
+    if kill_primary {
+        // The ingress node's shadows: the 47 left, not the evicted one.
+        let l = logs(&lab);
+        let line = l
+            .lines()
+            .find(|l| l.contains("takeover: shadow connections promoted"))
+            .unwrap_or("");
+        assert!(
+            line.contains("connections=47"),
+            "[{test}] the ingress node did not hold exactly the 47 connections left: {line}"
+        );
+    } else {
+        assert_no_takeover(&lab);
+    }
     report(&format!(
-        "[{test}] pool of 48 full of idle keep-alive connections: the new client served in {} \
-         (curl: {curl}); {} connection closed (FIN), the oldest",
-        v["took"],
+        "[{test}] pool of 48 full of idle keep-alive connections: the new client served in \
+         {:.3} s (curl: {curl}); {} connection closed (FIN), the oldest",
+        v["took"].as_f64().unwrap_or(f64::NAN),
         events.len()
     ));
+}
+
+#[test]
+fn idle_keepalive_evicted_for_a_new_client_duplex() {
+    idle_eviction(false);
+}
+
+#[test]
+fn idle_keepalive_eviction_then_primary_crash() {
+    idle_eviction(true);
 }
