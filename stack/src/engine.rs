@@ -79,10 +79,6 @@ fn warning_due(last: &mut Option<StdInstant>, now: StdInstant) -> bool {
 /// At most one warning of each kind (half-open bound, per-source limit)
 /// per this interval.
 const FLOOD_WARN_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a SYN may wait at a full pool for an evicted connection's
-/// slot: Linux's initial SYN retransmission timeout, after which the
-/// client's own retransmission takes its place.
-const SYN_HOLD: Duration = Duration::from_secs(1);
 /// Frames smoltcp may emit in one round before the device refuses more.
 const TX_BUDGET: usize = 4096;
 /// Spare frame buffers kept for reuse.
@@ -262,12 +258,10 @@ pub struct EngineStats {
     /// SYNs dropped because their source held `max_per_source` connections.
     pub per_source_refused: u64,
     /// Idle keep-alive connections closed, oldest idle first, because a
-    /// SYN met a full pool.
+    /// new connection went beyond `max_connections`.
     pub idle_evicted: u64,
-    /// SYNs dropped (not refused) at a full pool while evicted connections
-    /// close: the client's retransmission finds the freed slot.
-    pub syn_waited_for_eviction: u64,
-    /// Connections in FIN-WAIT-2 released at a full pool for new SYNs.
+    /// Connections in FIN-WAIT-2 released for new ones (at
+    /// `max_connections`, or when SYNs met a full socket pool).
     pub fin_wait2_reclaimed: u64,
 }
 
@@ -642,12 +636,6 @@ pub struct Engine<C> {
     flood_on: bool,
     /// Connections closed to make room that still hold their slot.
     evicted: BTreeSet<ConnId>,
-    /// SYNs waiting at a full pool for an evicted connection's slot, with
-    /// when they are given up (the client retransmits by then).
-    held_syns: VecDeque<(Frame, StdInstant)>,
-    /// This round's admission at a full pool: listeners still free, and
-    /// whether SYNs beyond them wait for evicted connections to close.
-    syn_wait: Option<usize>,
 }
 
 impl<C> Engine<C> {
@@ -701,8 +689,6 @@ impl<C> Engine<C> {
             evict_warned: None,
             flood_on: false,
             evicted: BTreeSet::new(),
-            held_syns: VecDeque::new(),
-            syn_wait: None,
         };
         e.top_up();
         e
@@ -981,8 +967,7 @@ impl<C> Engine<C> {
         self.claim_tick(now);
         self.reannounce_tick(now);
         let mut busy = !self.lan_in.is_empty() || !self.peer_in.is_empty();
-        self.release_held_syns(now);
-        self.evict_idle_for_syns(service, now);
+        self.reclaim_for_syns(service);
         self.admit(now);
         let t = self.smol_now(now);
         if self.iface.poll(t, &mut self.dev, &mut self.sockets) == PollResult::SocketStateChanged {
@@ -1012,6 +997,9 @@ impl<C> Engine<C> {
                 busy = true;
             }
         }
+        if self.enforce_max_connections(service, now) {
+            busy = true;
+        }
         // SYNs that found no listener (refused at the pool limit) or whose
         // handshake already failed no longer occupy their tuple.
         for t in std::mem::take(&mut self.pending_syn) {
@@ -1034,39 +1022,55 @@ impl<C> Engine<C> {
 
     // ---- admission -------------------------------------------------------
 
-    /// Sockets this engine may hold (listeners, half-open, open, lingering).
-    /// The ingress node holds a shadow of every connection the primary
-    /// has, and sees each SYN first: were its pool as small as the
-    /// primary's, it would refuse the SYN the primary makes room for by
-    /// closing an idle connection (only the primary decides that, and the
-    /// shadow of the evicted connection closes a round trip later). So its
-    /// pool has room for a full SYN queue and the armed listeners beyond
-    /// `max_connections`. After a promotion it is back to the bound.
+    /// Sockets this engine may hold (listeners, half-open, open, lingering):
+    /// `max_connections` bounds the connections, and the SYN queue
+    /// (`max_half_open`) and the armed listeners have their own room beyond
+    /// it — as the kernel's SYN queue is apart from nginx's connections —
+    /// so a SYN, spoofed or not, never costs an open connection: a new
+    /// connection makes room only once its handshake is complete (see
+    /// `enforce_max_connections`). The ingress node shadows the primary's
+    /// connections and sees each SYN first, and the shadow of a connection
+    /// the primary closed to make room closes a round trip later: its pool
+    /// has a second SYN queue's room, so it never refuses a SYN the
+    /// primary takes. After a promotion it is a simplex node's.
     fn pool_limit(&self) -> usize {
-        match self.mode {
-            Role::Ingress => self
-                .cfg
-                .max_connections
-                .saturating_add(self.cfg.max_half_open)
-                .saturating_add(SPARE_LISTENERS),
-            Role::Simplex | Role::Primary => self.cfg.max_connections,
+        let queue = match self.mode {
+            Role::Ingress => self.cfg.max_half_open.saturating_mul(2),
+            Role::Simplex | Role::Primary => self.cfg.max_half_open,
+        };
+        self.cfg
+            .max_connections
+            .saturating_add(queue)
+            .saturating_add(SPARE_LISTENERS)
+    }
+
+    /// SYNs meeting a full socket pool: release connections in FIN-WAIT-2
+    /// for them first (see `reclaim_fin_wait2`).
+    fn reclaim_for_syns<S: Service<Conn = C>>(&mut self, service: &mut S) {
+        if self.pool.in_use < self.pool_limit() {
+            return;
+        }
+        let syns = self.new_syns_waiting();
+        let free = self.free_listeners();
+        if syns > free {
+            self.reclaim_fin_wait2(service, syns - free);
         }
     }
 
-    /// When the pool is full and new clients knock, close the oldest idle
-    /// keep-alive connections for them, as nginx does (only where this
-    /// node decides: never a shadow). One per SYN beyond the free
-    /// listeners, minus those already closing for earlier SYNs.
-    fn evict_idle_for_syns<S: Service<Conn = C>>(&mut self, service: &mut S, now: StdInstant) {
-        if self.pool.in_use >= self.pool_limit() {
-            let syns = self.new_syns_waiting();
-            let free = self.free_listeners();
-            if syns > free {
-                self.reclaim_fin_wait2(service, syns - free);
-            }
-        }
+    /// More connections than `max_connections` (new ones completed their
+    /// handshake): close the oldest idle keep-alive connections for them,
+    /// as nginx does — only where this node decides (never a shadow) — after
+    /// releasing those in FIN-WAIT-2. Connections already closing for
+    /// earlier ones count. With nothing idle the bound is exceeded for a
+    /// while, by at most the SYN queue's room: then the socket pool is full
+    /// and SYNs are refused. Returns whether it closed anything.
+    fn enforce_max_connections<S: Service<Conn = C>>(
+        &mut self,
+        service: &mut S,
+        now: StdInstant,
+    ) -> bool {
         // Evicted connections that have released their slot, or moved on
-        // to TIME-WAIT (a lingering slot is reused at once at a full pool).
+        // to TIME-WAIT (recycled at once at a full pool).
         let pool = &self.pool;
         let sockets = &self.sockets;
         self.evicted.retain(|id| {
@@ -1077,18 +1081,20 @@ impl<C> Engine<C> {
                         && sockets.get::<tcp::Socket>(s.handle).state() != tcp::State::TimeWait
                 })
         });
-        if self.mode == Role::Ingress || self.pool.in_use < self.pool_limit() {
-            return;
+        if self.mode == Role::Ingress {
+            return false;
         }
-        let syns = self.new_syns_waiting();
-        if syns == 0 {
-            return;
-        }
-        let want = syns
-            .saturating_sub(self.free_listeners())
-            .saturating_sub(self.evicted.len());
+        let over = self.stats.active.saturating_sub(self.cfg.max_connections);
+        let mut want = over.saturating_sub(self.evicted.len());
         if want == 0 {
-            return;
+            return false;
+        }
+        // An evicted client that never closes its end no longer counts as
+        // making room: release it, and whoever else sits in FIN-WAIT-2.
+        let reclaimed = self.reclaim_fin_wait2(service, want);
+        want -= reclaimed;
+        if want == 0 {
+            return true;
         }
         // The idle connections, oldest idle first. Idle for the engine too:
         // nothing unread, nothing unacknowledged in the socket.
@@ -1126,7 +1132,8 @@ impl<C> Engine<C> {
             }) = self.pool.slots[i].as_mut()
             {
                 if service.evict_idle(id, &mut a.conn, now) {
-                    // Driven this round: its close goes out (or is logged) now.
+                    // Driven next round (`poll` reports itself busy): its
+                    // close goes out, or is logged, then.
                     a.woken = true;
                     self.evicted.insert(id);
                     self.stats.idle_evicted += 1;
@@ -1135,8 +1142,9 @@ impl<C> Engine<C> {
             }
         }
         if closed > 0 {
-            self.eviction_warning(syns);
+            self.eviction_warning(over);
         }
+        reclaimed + closed > 0
     }
 
     /// SYNs for a new tuple waiting in this round's input (from the LAN, or
@@ -1204,90 +1212,15 @@ impl<C> Engine<C> {
         done
     }
 
-    /// At a full pool with evictions under way: how many SYNs the free
-    /// listeners still take this round (the rest wait); `None` when SYNs
-    /// are admitted (or refused) as usual.
-    fn syn_wait_budget(&self, refusing: bool) -> Option<usize> {
-        if !refusing || self.evicted.is_empty() || self.mode == Role::Ingress {
-            return None;
-        }
-        Some(self.free_listeners())
-    }
-
-    /// A new SYN at a full pool while evicted connections close: dropped
-    /// silently, as from a full backlog, rather than refused with an RST —
-    /// the client retransmits (1 s later on Linux) and finds the slot.
-    fn syn_waits_for_eviction(&mut self) -> bool {
-        match &mut self.syn_wait {
-            None => false,
-            Some(0) => {
-                self.stats.syn_waited_for_eviction += 1;
-                true
-            }
-            Some(n) => {
-                *n -= 1;
-                false
-            }
-        }
-    }
-
-    /// Keep a SYN that waits for an evicted connection's slot, so the
-    /// client gets in as soon as the slot frees (the evicted client closes
-    /// within a round trip) rather than at its retransmission a second
-    /// later. At most one per connection being evicted; the others (and
-    /// any held past `SYN_HOLD`) are dropped, and the client retransmits.
-    fn hold_syn(&mut self, f: Frame) {
-        if self.held_syns.len() < self.evicted.len() {
-            self.held_syns.push_back((f, self.last_poll + SYN_HOLD));
-        } else {
-            self.recycle(f);
-        }
-    }
-
-    /// Held SYNs go back to the input once the pool has a free socket (or
-    /// a lingering one, reused at once), oldest first; expired ones go.
-    fn release_held_syns(&mut self, now: StdInstant) {
-        if self.held_syns.is_empty() {
-            return;
-        }
-        while self
-            .held_syns
-            .front()
-            .is_some_and(|(_, until)| *until <= now)
-        {
-            if let Some((f, _)) = self.held_syns.pop_front() {
-                self.recycle(f);
-            }
-        }
-        let room = self.pool.in_use < self.pool_limit()
-            || self.free_listeners() > 0
-            || self
-                .pool
-                .slots
-                .iter()
-                .flatten()
-                .any(|s| matches!(s.phase, Phase::Lingering { .. }));
-        if !room {
-            return;
-        }
-        let queue = match self.mode {
-            Role::Primary => &mut self.peer_in,
-            _ => &mut self.lan_in,
-        };
-        while let Some((f, _)) = self.held_syns.pop_back() {
-            queue.push_front(f);
-        }
-    }
-
     /// Rate-limited: an operator should know the pool is too small.
-    fn eviction_warning(&mut self, syns: usize) {
+    fn eviction_warning(&mut self, over: usize) {
         if !warning_due(&mut self.evict_warned, self.last_poll) {
             return;
         }
         tracing::warn!(
             address = %self.cfg.address.address(),
             max_connections = self.cfg.max_connections,
-            new_clients = syns,
+            over,
             evicted = self.stats.idle_evicted,
             "connection pool full: oldest idle keep-alive connections closed for new clients"
         );
@@ -1316,7 +1249,6 @@ impl<C> Engine<C> {
         } else {
             self.free_listeners()
         };
-        self.syn_wait = self.syn_wait_budget(refusing);
         let mut deferred = VecDeque::new();
         while let Some(mut f) = self.peer_in.pop_front() {
             // Addressed to the ingress node's MAC on the LAN; ours here.
@@ -1588,10 +1520,6 @@ impl<C> Engine<C> {
             }
             if self.over_source_limit(tuple.0) {
                 self.recycle(f);
-                return None;
-            }
-            if self.syn_waits_for_eviction() {
-                self.hold_syn(f);
                 return None;
             }
             if !self.open_track(tuple, &s, false, budget) {
