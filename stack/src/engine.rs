@@ -219,16 +219,17 @@ pub trait Service {
     fn promote(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) {}
     /// Since when the connection has been idle — a keep-alive connection
     /// between requests, nothing received, owed or being written — if it
-    /// is and this node decides its close (never a shadow). When a SYN
-    /// meets a full pool, the engine closes the oldest idle ones first.
+    /// is and this node decides its close (never a shadow). When new
+    /// connections go beyond `max_connections`, the engine closes the
+    /// oldest idle ones first.
     fn idle_since(&self, _conn: &Self::Conn) -> Option<StdInstant> {
         None
     }
     /// Close an idle connection to make room for a new client: an orderly
     /// close (a FIN after everything owed; under replication a logged
     /// close, so the shadow closes at the same byte), never a reset. The
-    /// engine drives the connection right after. Returns whether it will
-    /// close.
+    /// engine drives the connection in its next round. Returns whether it
+    /// will close.
     fn evict_idle(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) -> bool {
         false
     }
