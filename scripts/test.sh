@@ -4,7 +4,8 @@
 #   bash scripts/test.sh
 #
 # 1. installs what the tests need, only if missing (apt: curl wrk python3
-#    iproute2 nginx tcpdump procps fonts-dejavu-core; rustup: rustfmt clippy),
+#    iproute2 nginx tcpdump procps hping3 slowhttptest fonts-dejavu-core;
+#    rustup: rustfmt clippy),
 # 2. cargo fmt --check, clippy with -D warnings, builds the hotpair binary,
 # 3. runs the unit tests, the fuzz corpus replay (fuzz/), the simulation's
 #    full failover matrix (SIM_FULL=0: the capped one), then the
@@ -44,6 +45,8 @@ need tcpdump tcpdump
 need ps procps
 need sysctl procps
 need setsid util-linux
+need hping3 hping3             # netns-tests/tests/hostile_clients.rs: SYN flood
+need slowhttptest slowhttptest # netns-tests/tests/hostile_clients.rs: slow headers
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core) # bench plots' text
 if [ "${#missing[@]}" -gt 0 ]; then
     # de-duplicate

@@ -226,6 +226,17 @@ struct UpArgs {
     /// `[http] idle_timeout_ms` in the node configs.
     #[arg(long, default_value_t = 60_000)]
     http_idle_timeout_ms: u64,
+    /// `max_connections` of every service address in the node configs.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// `max_per_source` of every service address [default: the config's,
+    /// half of `max_connections`].
+    #[arg(long)]
+    max_per_source: Option<usize>,
+    /// `half_open_timeout_ms` of every service address [default: the
+    /// config's, 20000].
+    #[arg(long)]
+    half_open_timeout_ms: Option<u64>,
     /// How long to wait for every service address to serve before giving up.
     #[arg(long, default_value_t = 10)]
     wait_secs: u64,
@@ -401,6 +412,11 @@ pub struct LabOptions {
     pub link_plaintext: bool,
     pub http_header_timeout_ms: u64,
     pub http_idle_timeout_ms: u64,
+    /// Per service address: `max_connections`, and `max_per_source` and
+    /// `half_open_timeout_ms` (`None`: the config's defaults).
+    pub max_connections: usize,
+    pub max_per_source: Option<usize>,
+    pub half_open_timeout_ms: Option<u64>,
     /// How long to wait for the service address to serve.
     pub wait: Duration,
     /// Print progress lines to stderr.
@@ -422,6 +438,9 @@ impl LabOptions {
             pcap: false,
             http_header_timeout_ms: 10_000,
             http_idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            max_per_source: None,
+            half_open_timeout_ms: None,
             wait: Duration::from_secs(10),
             verbose: true,
         }
@@ -523,6 +542,9 @@ pub fn run(args: LabArgs) -> Result<()> {
                 link_plaintext: a.link_plaintext,
                 http_header_timeout_ms: a.http_header_timeout_ms,
                 http_idle_timeout_ms: a.http_idle_timeout_ms,
+                max_connections: a.max_connections,
+                max_per_source: a.max_per_source,
+                half_open_timeout_ms: a.half_open_timeout_ms,
                 wait: Duration::from_secs(a.wait_secs),
                 verbose: true,
             };

@@ -9,7 +9,10 @@
 //! - never panics;
 //! - the service sees each connection accepted once, driven only while
 //!   open, closed once, promoted only while open;
-//! - at most `max_connections` connections are active, at most
+//! - at most `max_connections + max_half_open + SPARE_LISTENERS`
+//!   connections are active (the bound is exceeded while idle connections
+//!   close for new ones, or when none is idle, by at most the SYN queue's
+//!   room; an ingress node has a second SYN queue's room), at most
 //!   `max_half_open` half-open;
 //! - ingress: every frame forwarded to the primary is byte for byte one the
 //!   client sent, and before promotion no shadow segment but a RST reaches
@@ -21,7 +24,9 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service, TSO_MAX_FRAME};
+use hotpair_stack::engine::{
+    ConnId, ConnInfo, Engine, Frame, Role, Service, SPARE_LISTENERS, TSO_MAX_FRAME,
+};
 use hotpair_stack::runtime::StackConfig;
 use hotpair_stack::seg::{self, ACK, FIN, PSH, RST, SYN};
 use hotpair_stack::smoltcp::socket::tcp;
@@ -176,6 +181,10 @@ pub fn run(data: &[u8]) {
         max_per_source: 1 + usize::from((knobs >> 2) % 6),
     };
     let now = origin();
+    let max_connections = match role {
+        Role::Ingress => max_connections + 2 * cfg.max_half_open + SPARE_LISTENERS,
+        _ => max_connections + cfg.max_half_open + SPARE_LISTENERS,
+    };
     let mut h = Harness {
         engine: Engine::new(cfg, role, now),
         service: Echo::default(),

@@ -58,6 +58,13 @@ pub struct ServerConn {
     aborted: bool,
     /// When the connection became idle, if that is known (see `poll_timeout`).
     idle_since: Option<Instant>,
+    /// When the connection was accepted, until its first request head
+    /// starts: that head's deadline runs from here, not from its first
+    /// byte, so a client that connects and then waits (or trickles) gets no
+    /// more than `header_timeout` in all — as nginx's `client_header_timeout`.
+    /// `None` for a resumed connection (its bytes may have reached the old
+    /// node long ago) and after the first head.
+    accepted: Option<Instant>,
     /// Latest time passed in.
     last_now: Instant,
     /// Client bytes consumed so far (absolute offset in the input stream).
@@ -234,6 +241,7 @@ impl ServerConn {
             close_after: false,
             aborted: false,
             idle_since: Some(now),
+            accepted: Some(now),
             last_now: now,
             input_total: 0,
             units: VecDeque::new(),
@@ -248,6 +256,7 @@ impl ServerConn {
     /// repeated. Feed it the client bytes from that request's start on.
     pub fn resume(limits: Limits, now: Instant, next_index: u64, continue_sent: bool) -> Self {
         let mut c = Self::new(limits, now);
+        c.accepted = None;
         c.next_index = next_index;
         if continue_sent {
             c.continue_sent_for = Some(next_index);
@@ -381,8 +390,8 @@ impl ServerConn {
                         self.read_timeout();
                     }
                 } else if let Some(since) = self.idle_since.filter(|_| self.is_idle()) {
-                    if deadline(since, self.limits.idle_timeout).is_some_and(|d| now >= d) {
-                        tracing::debug!("idle timeout");
+                    if self.idle_deadline(since).is_some_and(|d| now >= d) {
+                        tracing::debug!(first = self.accepted.is_some(), "idle timeout");
                         self.abort();
                     }
                 }
@@ -414,7 +423,7 @@ impl ServerConn {
                     deadline(started, self.limits.header_timeout)
                 } else if self.is_idle() {
                     match self.idle_since {
-                        Some(since) => deadline(since, self.limits.idle_timeout),
+                        Some(since) => self.idle_deadline(since),
                         None => Some(self.last_now),
                     }
                 } else {
@@ -540,6 +549,42 @@ impl ServerConn {
             && self.external_units == 0
             && !self.close_after
             && !self.aborted
+    }
+
+    /// When a connection idle since `since` is closed: `idle_timeout`
+    /// between requests, but a connection that has not sent its first
+    /// request yet gets only `header_timeout` from its accept (a client
+    /// that connects and sends nothing must not hold a slot for a whole
+    /// keep-alive period).
+    fn idle_deadline(&self, since: Instant) -> Option<Instant> {
+        match self.accepted {
+            Some(at) => deadline(at, self.limits.header_timeout.min(self.limits.idle_timeout)),
+            None => deadline(since, self.limits.idle_timeout),
+        }
+    }
+
+    /// Close the connection now if it is idle (between requests, nothing
+    /// received, owed or being written): the same silent close as the idle
+    /// timeout, used to make room when the connection pool is full.
+    /// Returns whether it closed.
+    pub fn close_if_idle(&mut self, now: Instant) -> bool {
+        self.observe(now);
+        if !self.is_idle() {
+            return false;
+        }
+        tracing::debug!("idle connection closed to make room");
+        self.abort();
+        true
+    }
+
+    /// Since when the connection has been idle (between requests, nothing
+    /// received, owed or being written), if it is.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.is_idle() {
+            Some(self.idle_since.unwrap_or(self.last_now))
+        } else {
+            None
+        }
     }
 
     fn refresh_idle(&mut self, now: Instant) {
@@ -728,7 +773,8 @@ impl ServerConn {
             }
         }
         if self.head.started.is_none() {
-            self.head.started = Some(now);
+            // The first head's deadline runs from the accept (see `accepted`).
+            self.head.started = Some(self.accepted.take().unwrap_or(now));
         }
         let h = &mut self.head;
         let room = max.saturating_sub(h.total);

@@ -94,9 +94,14 @@ pub struct Limits {
     /// answered *and flushed* (see [`ServerConn::requests_in_flight`]). At the
     /// limit `handle_input` stops consuming before the next request head.
     pub max_pipelined: usize,
-    /// From the first byte of a request head until the head is complete.
+    /// A whole request head must arrive within this, from its first byte
+    /// (bytes trickled one at a time do not extend it: slowloris) → `408`
+    /// and close. For a connection's first request it runs from the accept
+    /// instead, so a client that connects and sends nothing is closed
+    /// (silently) after this too, not after `idle_timeout`.
     pub header_timeout: Duration,
-    /// No request in progress and no output pending for this long → close.
+    /// No request in progress and no output pending for this long, between
+    /// requests of a keep-alive connection → close, silently.
     pub idle_timeout: Duration,
     /// No body byte received for this long while reading a body → close.
     pub body_timeout: Duration,

@@ -31,7 +31,7 @@
 //! same configuration, so MSS, window scale and SACK-permitted agree, and
 //! neither uses timestamps.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -217,6 +217,22 @@ pub trait Service {
     fn woken(&mut self, out: &mut Vec<ConnId>);
     /// A shadow connection became live (takeover): serve it from now on.
     fn promote(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) {}
+    /// Since when the connection has been idle — a keep-alive connection
+    /// between requests, nothing received, owed or being written — if it
+    /// is and this node decides its close (never a shadow). When new
+    /// connections go beyond `max_connections`, the engine closes the
+    /// oldest idle ones first.
+    fn idle_since(&self, _conn: &Self::Conn) -> Option<StdInstant> {
+        None
+    }
+    /// Close an idle connection to make room for a new client: an orderly
+    /// close (a FIN after everything owed; under replication a logged
+    /// close, so the shadow closes at the same byte), never a reset. The
+    /// engine drives the connection in its next round. Returns whether it
+    /// will close.
+    fn evict_idle(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) -> bool {
+        false
+    }
 }
 
 /// Counters for status and tests.
@@ -242,6 +258,12 @@ pub struct EngineStats {
     pub half_open_evicted: u64,
     /// SYNs dropped because their source held `max_per_source` connections.
     pub per_source_refused: u64,
+    /// Idle keep-alive connections closed, oldest idle first, because a
+    /// new connection went beyond `max_connections`.
+    pub idle_evicted: u64,
+    /// Connections in FIN-WAIT-2 released for new ones (at
+    /// `max_connections`, or when SYNs met a full socket pool).
+    pub fin_wait2_reclaimed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -608,6 +630,13 @@ pub struct Engine<C> {
     flood_warned: Option<StdInstant>,
     /// When the per-source warning was last logged.
     source_warned: Option<StdInstant>,
+    /// When the idle-eviction warning was last logged.
+    evict_warned: Option<StdInstant>,
+    /// The half-open warning was logged and the SYN queue has not drained
+    /// since.
+    flood_on: bool,
+    /// Connections closed to make room that still hold their slot.
+    evicted: BTreeSet<ConnId>,
 }
 
 impl<C> Engine<C> {
@@ -658,6 +687,9 @@ impl<C> Engine<C> {
             last_poll: start,
             flood_warned: None,
             source_warned: None,
+            evict_warned: None,
+            flood_on: false,
+            evicted: BTreeSet::new(),
         };
         e.top_up();
         e
@@ -936,6 +968,7 @@ impl<C> Engine<C> {
         self.claim_tick(now);
         self.reannounce_tick(now);
         let mut busy = !self.lan_in.is_empty() || !self.peer_in.is_empty();
+        self.reclaim_for_syns(service);
         self.admit(now);
         let t = self.smol_now(now);
         if self.iface.poll(t, &mut self.dev, &mut self.sockets) == PollResult::SocketStateChanged {
@@ -965,6 +998,9 @@ impl<C> Engine<C> {
                 busy = true;
             }
         }
+        if self.enforce_max_connections(service, now) {
+            busy = true;
+        }
         // SYNs that found no listener (refused at the pool limit) or whose
         // handshake already failed no longer occupy their tuple.
         for t in std::mem::take(&mut self.pending_syn) {
@@ -973,6 +1009,7 @@ impl<C> Engine<C> {
                 self.tracks.remove(&t);
             }
         }
+        self.flood_over_check();
         self.top_up();
         // Rebalance buffers between the receive and transmit pools.
         while self.dev.tx_pool.len() < 64 {
@@ -985,6 +1022,210 @@ impl<C> Engine<C> {
     }
 
     // ---- admission -------------------------------------------------------
+
+    /// Sockets this engine may hold (listeners, half-open, open, lingering):
+    /// `max_connections` bounds the connections, and the SYN queue
+    /// (`max_half_open`) and the armed listeners have their own room beyond
+    /// it — as the kernel's SYN queue is apart from nginx's connections —
+    /// so a SYN, spoofed or not, never costs an open connection: a new
+    /// connection makes room only once its handshake is complete (see
+    /// `enforce_max_connections`). The ingress node shadows the primary's
+    /// connections and sees each SYN first, and the shadow of a connection
+    /// the primary closed to make room closes a round trip later: its pool
+    /// has a second SYN queue's room, so it never refuses a SYN the
+    /// primary takes. After a promotion it is a simplex node's.
+    fn pool_limit(&self) -> usize {
+        let queue = match self.mode {
+            Role::Ingress => self.cfg.max_half_open.saturating_mul(2),
+            Role::Simplex | Role::Primary => self.cfg.max_half_open,
+        };
+        self.cfg
+            .max_connections
+            .saturating_add(queue)
+            .saturating_add(SPARE_LISTENERS)
+    }
+
+    /// SYNs meeting a full socket pool: release connections in FIN-WAIT-2
+    /// for them first (see `reclaim_fin_wait2`).
+    fn reclaim_for_syns<S: Service<Conn = C>>(&mut self, service: &mut S) {
+        if self.pool.in_use < self.pool_limit() {
+            return;
+        }
+        let syns = self.new_syns_waiting();
+        let free = self.free_listeners();
+        if syns > free {
+            self.reclaim_fin_wait2(service, syns - free);
+        }
+    }
+
+    /// More connections than `max_connections` (new ones completed their
+    /// handshake): close the oldest idle keep-alive connections for them,
+    /// as nginx does — only where this node decides (never a shadow) — after
+    /// releasing those in FIN-WAIT-2. Connections already closing for
+    /// earlier ones count. With nothing idle the bound is exceeded for a
+    /// while, by at most the SYN queue's room: then the socket pool is full
+    /// and SYNs are refused. Returns whether it closed anything.
+    fn enforce_max_connections<S: Service<Conn = C>>(
+        &mut self,
+        service: &mut S,
+        now: StdInstant,
+    ) -> bool {
+        // Evicted connections that have released their slot, or moved on
+        // to TIME-WAIT (recycled at once at a full pool).
+        let pool = &self.pool;
+        let sockets = &self.sockets;
+        self.evicted.retain(|id| {
+            let i = id.slot as usize;
+            pool.generations.get(i) == Some(&id.generation)
+                && pool.slots[i].as_ref().is_some_and(|s| {
+                    matches!(s.phase, Phase::Active(_))
+                        && sockets.get::<tcp::Socket>(s.handle).state() != tcp::State::TimeWait
+                })
+        });
+        if self.mode == Role::Ingress {
+            return false;
+        }
+        let over = self.stats.active.saturating_sub(self.cfg.max_connections);
+        let mut want = over.saturating_sub(self.evicted.len());
+        if want == 0 {
+            return false;
+        }
+        // An evicted client that never closes its end no longer counts as
+        // making room: release it, and whoever else sits in FIN-WAIT-2.
+        let reclaimed = self.reclaim_fin_wait2(service, want);
+        want -= reclaimed;
+        if want == 0 {
+            return true;
+        }
+        // The idle connections, oldest idle first. Idle for the engine too:
+        // nothing unread, nothing unacknowledged in the socket.
+        let mut idle: Vec<(StdInstant, usize)> = Vec::new();
+        for (i, slot) in self.pool.slots.iter().enumerate() {
+            let Some(Slot {
+                handle,
+                phase: Phase::Active(a),
+            }) = slot
+            else {
+                continue;
+            };
+            let sock = self.sockets.get::<tcp::Socket>(*handle);
+            if sock.state() != tcp::State::Established
+                || sock.recv_queue() != 0
+                || sock.send_queue() != 0
+                || self.evicted.contains(&self.pool.id(i))
+            {
+                continue;
+            }
+            if let Some(t) = service.idle_since(&a.conn) {
+                idle.push((t, i));
+            }
+        }
+        idle.sort_unstable();
+        let mut closed = 0;
+        for (_, i) in idle {
+            if closed == want {
+                break;
+            }
+            let id = self.pool.id(i);
+            if let Some(Slot {
+                phase: Phase::Active(a),
+                ..
+            }) = self.pool.slots[i].as_mut()
+            {
+                if service.evict_idle(id, &mut a.conn, now) {
+                    // Driven next round (`poll` reports itself busy): its
+                    // close goes out, or is logged, then.
+                    a.woken = true;
+                    self.evicted.insert(id);
+                    self.stats.idle_evicted += 1;
+                    closed += 1;
+                }
+            }
+        }
+        if closed > 0 {
+            self.eviction_warning(over);
+        }
+        reclaimed + closed > 0
+    }
+
+    /// SYNs for a new tuple waiting in this round's input (from the LAN, or
+    /// from the link for a primary).
+    fn new_syns_waiting(&self) -> usize {
+        let queue = match self.mode {
+            Role::Primary => &self.peer_in,
+            _ => &self.lan_in,
+        };
+        queue
+            .iter()
+            .filter_map(|f| seg::parse(f.data()))
+            .filter(|s| {
+                self.for_us(s)
+                    && s.has(SYN)
+                    && !s.has(ACK)
+                    && !self.tracks.contains_key(&(s.src, s.src_port, s.dst_port))
+            })
+            .count()
+    }
+
+    /// At a full pool, release up to `n` connections in FIN-WAIT-2, as
+    /// TIME-WAIT ones are: this node closed them and the client
+    /// acknowledged the FIN, so every byte was delivered; only the client's
+    /// own FIN is awaited, and a client that never sends it (smoltcp has no
+    /// FIN-WAIT-2 timer) would hold the slot for good — an evicted idle
+    /// connection among them. Released silently (aborted and out of the
+    /// socket set before smoltcp sends anything): the client's late FIN
+    /// meets an RST, as after Linux's `tcp_fin_timeout`, once its
+    /// application has seen the end. Both nodes of a pair may do it on
+    /// their own: nothing is left to agree on. Returns how many.
+    fn reclaim_fin_wait2<S: Service<Conn = C>>(&mut self, service: &mut S, n: usize) -> usize {
+        let mut done = 0;
+        for i in 0..self.pool.slots.len() {
+            if done == n {
+                break;
+            }
+            let Some(slot) = self.pool.slots[i].as_mut() else {
+                continue;
+            };
+            let Phase::Active(a) = &slot.phase else {
+                continue;
+            };
+            let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
+            if sock.state() != tcp::State::FinWait2 {
+                continue;
+            }
+            sock.abort();
+            let tuple = a.tuple;
+            let Phase::Active(a) = std::mem::replace(&mut slot.phase, Phase::Lingering { tuple })
+            else {
+                continue;
+            };
+            let id = self.pool.id(i);
+            self.stats.active -= 1;
+            self.stats.closed += 1;
+            self.stats.fin_wait2_reclaimed += 1;
+            tracing::trace!(?id, "FIN-WAIT-2 connection released for a new client");
+            service.closed(id, a.conn);
+            self.pool.generations[i] = self.pool.generations[i].wrapping_add(1);
+            self.forget(&tuple, i);
+            self.pool.release(i, &mut self.sockets);
+            done += 1;
+        }
+        done
+    }
+
+    /// Rate-limited: an operator should know the pool is too small.
+    fn eviction_warning(&mut self, over: usize) {
+        if !warning_due(&mut self.evict_warned, self.last_poll) {
+            return;
+        }
+        tracing::warn!(
+            address = %self.cfg.address.address(),
+            max_connections = self.cfg.max_connections,
+            over,
+            evicted = self.stats.idle_evicted,
+            "connection pool full: oldest idle keep-alive connections closed for new clients"
+        );
+    }
 
     fn free_listeners(&self) -> usize {
         self.pool
@@ -1003,7 +1244,7 @@ impl<C> Engine<C> {
         // an RST when there is none. Admit no more SYNs in a round than
         // there are listeners, so a burst waits for the pool to arm more —
         // unless the pool is full, when the refusal is what we want.
-        let refusing = self.pool.in_use >= self.cfg.max_connections;
+        let refusing = self.pool.in_use >= self.pool_limit();
         let mut budget = if refusing {
             usize::MAX
         } else {
@@ -1071,13 +1312,16 @@ impl<C> Engine<C> {
     /// A new connection request: start tracking its tuple, if a listener
     /// is free this round (`budget`); false means wait for the next round.
     fn open_track(&mut self, tuple: Tuple, s: &Seg, shadow: bool, budget: &mut usize) -> bool {
-        if *budget == 0 {
-            return false;
-        }
         if !self.make_half_open_room() {
             return false;
         }
-        *budget -= 1;
+        // A burst beyond the armed listeners: arm one more now while the
+        // pool has room. Kept for the next round instead, SYNs queued
+        // behind a flood without bound, and a legitimate one waited seconds.
+        if *budget == 0 && !self.arm_listener() {
+            return false;
+        }
+        *budget = budget.saturating_sub(1);
         self.tracks.insert(
             tuple,
             Track {
@@ -1180,8 +1424,24 @@ impl<C> Engine<C> {
         );
     }
 
+    /// After a half-open warning, say once when no half-open connection
+    /// is left (the flood is over and expiry reclaimed its listeners).
+    fn flood_over_check(&mut self) {
+        if !self.flood_on || self.stats().half_open > 0 {
+            return;
+        }
+        self.flood_on = false;
+        tracing::info!(
+            address = %self.cfg.address.address(),
+            evicted = self.stats.half_open_evicted,
+            expired = self.stats.half_open_expired,
+            "half-open connections drained"
+        );
+    }
+
     /// Rate-limited: an operator should know the SYN queue is full.
     fn flood_warning(&mut self) {
+        self.flood_on = true;
         if !warning_due(&mut self.flood_warned, self.last_poll) {
             return;
         }
@@ -1718,30 +1978,8 @@ impl<C> Engine<C> {
     /// a new client (`listen` resets it silently; `abort` would send an RST).
     fn top_up(&mut self) {
         let mut free = self.free_listeners();
-        while free < SPARE_LISTENERS.min(self.cfg.max_connections) {
-            if self.pool.in_use < self.cfg.max_connections {
-                let mut sock = self
-                    .pool
-                    .idle
-                    .pop()
-                    .unwrap_or_else(|| new_socket(&self.cfg, self.mode));
-                listen(&mut sock, self.cfg.port);
-                let slot = Slot {
-                    handle: self.sockets.add(sock),
-                    phase: Phase::Listening {
-                        half_open: None,
-                        since: None,
-                    },
-                };
-                match self.pool.free.pop() {
-                    Some(i) => self.pool.slots[i] = Some(slot),
-                    None => {
-                        self.pool.slots.push(Some(slot));
-                        self.pool.generations.push(0);
-                    }
-                }
-                self.pool.in_use += 1;
-            } else {
+        while free < SPARE_LISTENERS.min(self.pool_limit()) {
+            if !self.arm_listener() {
                 let lingering = self.pool.slots.iter().position(|s| {
                     s.as_ref()
                         .is_some_and(|s| matches!(s.phase, Phase::Lingering { .. }))
@@ -1751,6 +1989,35 @@ impl<C> Engine<C> {
             }
             free += 1;
         }
+    }
+
+    /// Arm one more listener, if the pool has room.
+    fn arm_listener(&mut self) -> bool {
+        if self.pool.in_use >= self.pool_limit() {
+            return false;
+        }
+        let mut sock = self
+            .pool
+            .idle
+            .pop()
+            .unwrap_or_else(|| new_socket(&self.cfg, self.mode));
+        listen(&mut sock, self.cfg.port);
+        let slot = Slot {
+            handle: self.sockets.add(sock),
+            phase: Phase::Listening {
+                half_open: None,
+                since: None,
+            },
+        };
+        match self.pool.free.pop() {
+            Some(i) => self.pool.slots[i] = Some(slot),
+            None => {
+                self.pool.slots.push(Some(slot));
+                self.pool.generations.push(0);
+            }
+        }
+        self.pool.in_use += 1;
+        true
     }
 
     /// Drop the track of `tuple` if it still belongs to slot `i`.

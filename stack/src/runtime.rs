@@ -34,7 +34,10 @@ pub struct StackConfig {
     /// Default gateway for clients off the local subnet.
     pub gateway: Option<Ipv4Address>,
     pub port: u16,
-    /// The most connections at once (sockets in use, listeners included).
+    /// The most connections at once: beyond it, the oldest idle ones are
+    /// closed for new ones. Half-open connections and armed listeners have
+    /// their own room beyond it (an ingress node's engine a second SYN
+    /// queue's: see `Engine::pool_limit`).
     pub max_connections: usize,
     /// The most half-open connections (SYN received, handshake not done)
     /// at once; at the bound the oldest is dropped for a new SYN.

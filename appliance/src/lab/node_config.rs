@@ -10,8 +10,18 @@ use anyhow::{Context, Result};
 use super::state::{LabState, NodeState};
 use super::{LabOptions, Mode, LAN_PREFIX_LEN, SERVICE_ADDRESS, SERVICE_PORT, UPSTREAM_ADDRESS};
 
-/// `[[address]] max_connections` / `[service] max_connections`.
-const MAX_CONNECTIONS: u32 = 1024;
+/// `max_connections` and the per-address limits `lab up` was given, as
+/// lines of a `[service]` or `[[address]]` table.
+fn pool_keys(opts: &LabOptions) -> String {
+    let mut text = format!("max_connections = {}\n", opts.max_connections);
+    if let Some(n) = opts.max_per_source {
+        text.push_str(&format!("max_per_source = {n}\n"));
+    }
+    if let Some(ms) = opts.half_open_timeout_ms {
+        text.push_str(&format!("half_open_timeout_ms = {ms}\n"));
+    }
+    text
+}
 
 /// The node configuration, in the format `hotpair node --config` reads.
 pub fn node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> String {
@@ -32,7 +42,8 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
     let mut text = node_section(node);
     text.push_str(&format!(
         "\n[service]\naddress = \"{SERVICE_ADDRESS}\"\nprefix_len = {LAN_PREFIX_LEN}\n\
-         port = {SERVICE_PORT}\nmax_connections = {MAX_CONNECTIONS}\n"
+         port = {SERVICE_PORT}\n{}",
+        pool_keys(opts)
     ));
     text.push_str(&http_and_routes(state, opts));
     if let Some(r) = &state.replication {
@@ -105,8 +116,9 @@ fn general_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Stri
         };
         text.push_str(&format!(
             "\n[[address]]\nip = \"{ip}\"\nprefix_len = {LAN_PREFIX_LEN}\nport = {SERVICE_PORT}\n\
-             max_connections = {MAX_CONNECTIONS}\nrole = \"{role}\"\n",
-            ip = a.ip
+             {pool}role = \"{role}\"\n",
+            ip = a.ip,
+            pool = pool_keys(opts),
         ));
         if let Some(peer) = peer {
             text.push_str(&format!("peer = \"{peer}\"\n"));

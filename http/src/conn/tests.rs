@@ -963,23 +963,116 @@ fn eof_after_complete_requests_still_replies() {
 fn header_timeout_slowloris() {
     let t0 = base();
     let mut c = ServerConn::new(Limits::default(), t0);
-    assert_eq!(c.poll_timeout(), Some(secs(t0, 60)), "idle deadline first");
+    // The first head is due `header_timeout` after the accept.
+    assert_eq!(
+        c.poll_timeout(),
+        Some(secs(t0, 10)),
+        "first-request deadline"
+    );
     c.handle_input(b"GET / HTTP/1.1\r\n", secs(t0, 1));
-    assert_eq!(c.poll_timeout(), Some(secs(t0, 11)));
+    assert_eq!(c.poll_timeout(), Some(secs(t0, 10)));
     // Trickling bytes does not extend the head deadline.
-    for s in 2..11 {
+    for s in 2..10 {
         c.handle_input(b"X", secs(t0, s));
         c.handle_timeout(secs(t0, s));
-        assert_eq!(c.poll_timeout(), Some(secs(t0, 11)));
+        assert_eq!(c.poll_timeout(), Some(secs(t0, 10)));
     }
-    assert!(!c.wants_close());
-    c.handle_timeout(secs(t0, 11));
+    c.handle_input(b"X", secs(t0, 10) - Duration::from_nanos(1));
+    c.handle_timeout(secs(t0, 10) - Duration::from_nanos(1));
+    assert!(!c.wants_close(), "one tick before the deadline");
+    c.handle_timeout(secs(t0, 10));
     assert!(c.wants_close() && !c.is_closed());
     let mut out = Vec::new();
     drain(&mut c, &mut out);
     assert_eq!(String::from_utf8(out).unwrap(), err_reply(408));
     assert!(c.is_closed());
     assert_eq!(c.handle_input(b"\r\n\r\n", secs(t0, 12)), 0);
+}
+
+/// The second head of a keep-alive connection: its deadline runs from its
+/// own first byte, and trickling does not move it.
+#[test]
+fn header_timeout_slowloris_after_a_request() {
+    let t0 = base();
+    let mut c = ServerConn::new(Limits::default(), t0);
+    c.handle_input(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", secs(t0, 1));
+    let r = c.poll_request().unwrap();
+    c.send_response(r.index, respond(&r)).unwrap();
+    drain(&mut c, &mut Vec::new());
+    c.handle_timeout(secs(t0, 2));
+    assert_eq!(
+        c.poll_timeout(),
+        Some(secs(t0, 62)),
+        "idle between requests"
+    );
+    c.handle_input(b"G", secs(t0, 30));
+    assert_eq!(c.poll_timeout(), Some(secs(t0, 40)));
+    for s in 31..40 {
+        c.handle_input(b"E", secs(t0, s));
+        c.handle_timeout(secs(t0, s));
+        assert!(!c.wants_close());
+        assert_eq!(c.poll_timeout(), Some(secs(t0, 40)));
+    }
+    c.handle_timeout(secs(t0, 40));
+    let mut out = Vec::new();
+    drain(&mut c, &mut out);
+    assert_eq!(String::from_utf8(out).unwrap(), err_reply(408));
+    assert!(c.is_closed());
+}
+
+/// A client that connects and sends nothing is closed (silently) at the
+/// header timeout, not after a whole idle period; empty lines do not
+/// count as a request.
+#[test]
+fn silent_connection_closed_at_the_header_timeout() {
+    let t0 = base();
+    let mut c = ServerConn::new(Limits::default(), t0);
+    c.handle_input(b"\r\n", secs(t0, 5));
+    c.handle_timeout(secs(t0, 10) - Duration::from_nanos(1));
+    assert!(!c.wants_close());
+    assert_eq!(c.poll_timeout(), Some(secs(t0, 10)));
+    c.handle_timeout(secs(t0, 10));
+    assert!(c.is_closed() && c.poll_output().is_none());
+
+    // With an idle timeout shorter than the header timeout, the shorter.
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let c = ServerConn::new(limits, t0);
+    assert_eq!(c.poll_timeout(), Some(secs(t0, 3)));
+
+    // A resumed connection (taken over) waits a keep-alive period: its
+    // client may have been idle on the old node for a while already.
+    let mut c = ServerConn::resume(Limits::default(), t0, 3, false);
+    assert_eq!(c.poll_timeout(), Some(secs(t0, 60)));
+    c.handle_input(b"GET", secs(t0, 20));
+    assert_eq!(c.poll_timeout(), Some(secs(t0, 30)));
+}
+
+/// Closing an idle connection to make room: only between requests, and
+/// silently (the caller's orderly close follows).
+#[test]
+fn close_if_idle_only_when_idle() {
+    let t0 = base();
+    let mut c = ServerConn::new(Limits::default(), t0);
+    assert_eq!(c.idle_since(), Some(t0));
+    c.handle_input(b"GET / HTTP/1.1\r\n", secs(t0, 1));
+    assert_eq!(c.idle_since(), None, "a head is arriving");
+    assert!(!c.close_if_idle(secs(t0, 1)));
+    c.handle_input(b"Host: a\r\n\r\n", secs(t0, 1));
+    let r = c.poll_request().unwrap();
+    assert!(!c.close_if_idle(secs(t0, 2)), "a reply is owed");
+    c.send_response(r.index, respond(&r)).unwrap();
+    assert!(!c.close_if_idle(secs(t0, 2)), "a reply is being written");
+    let mut out = Vec::new();
+    drain(&mut c, &mut out);
+    c.handle_timeout(secs(t0, 3));
+    assert_eq!(c.idle_since(), Some(secs(t0, 3)));
+    assert!(c.close_if_idle(secs(t0, 4)));
+    assert!(c.is_closed() && c.poll_output().is_none());
+    assert_eq!(String::from_utf8(out).unwrap(), ok(0, "GET /", ""));
+    assert!(!c.close_if_idle(secs(t0, 5)), "once");
 }
 
 #[test]
@@ -1002,7 +1095,7 @@ fn header_timeout_with_replies_owed_closes_after_them() {
 #[test]
 fn idle_timeout_closes_silently() {
     let t0 = base();
-    let mut c = ServerConn::new(Limits::default(), t0);
+    let mut c = ServerConn::resume(Limits::default(), t0, 1, false);
     c.handle_timeout(secs(t0, 59));
     assert!(!c.wants_close());
     c.handle_timeout(secs(t0, 60));
@@ -1063,7 +1156,7 @@ fn crlf_after_body_does_not_start_the_header_timeout() {
 #[test]
 fn new_input_restarts_the_idle_clock() {
     let t0 = base();
-    let mut c = ServerConn::new(Limits::default(), t0);
+    let mut c = ServerConn::resume(Limits::default(), t0, 1, false);
     assert_eq!(c.poll_timeout(), Some(secs(t0, 60)));
     c.handle_input(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", secs(t0, 30));
     let r = c.poll_request().unwrap();

@@ -59,6 +59,20 @@ pub struct LiveConn {
     local: BTreeMap<u64, Policy>,
 }
 
+impl LiveConn {
+    /// Nothing in flight at this layer either: no unread input, no unit
+    /// waiting to be logged or written, not closing.
+    fn is_idle(&self) -> bool {
+        self.input.is_empty()
+            && self.unlogged.is_empty()
+            && self.units.is_empty()
+            && !self.eof_seen
+            && !self.close_queued
+            && !self.finish
+            && self.local.is_empty()
+    }
+}
+
 /// The ingress node's mirror of a connection the primary answers.
 pub struct Mirror {
     key: ConnKey,
@@ -918,6 +932,27 @@ impl Service for SiteDriver<'_> {
 
     fn woken(&mut self, out: &mut Vec<ConnId>) {
         out.append(&mut self.conns.woken);
+    }
+
+    fn idle_since(&self, conn: &Conn) -> Option<Instant> {
+        match conn {
+            Conn::Live(c) if c.is_idle() => c.http.idle_since(),
+            // A shadow's close is the primary's to decide.
+            _ => None,
+        }
+    }
+
+    fn evict_idle(&mut self, id: ConnId, conn: &mut Conn, now: Instant) -> bool {
+        let Conn::Live(c) = conn else { return false };
+        if !c.is_idle() || !c.http.close_if_idle(now) {
+            return false;
+        }
+        // The HTTP layer is closed now; the next drive queues its close as
+        // a unit (logged under replication, like an idle timeout's), so the
+        // ingress node's shadow closes at the same byte, and then sends the
+        // FIN.
+        tracing::debug!(?id, conn = %c.key, "idle connection closed to make room for a new client");
+        true
     }
 
     fn promote(&mut self, _id: ConnId, conn: &mut Conn, now: Instant) {
