@@ -3,6 +3,7 @@
 //! run, with nginx as the reference; writes `report.md`, plots (SVG, PNG)
 //! and `results.json` to `--out`.
 
+mod encryption;
 mod labs;
 mod loadgen;
 mod model;
@@ -59,7 +60,8 @@ pub struct BenchArgs {
     #[arg(long)]
     kills: Option<u32>,
     /// Only these parts (comma-separated): generate, files, latency,
-    /// openloop, nginx, rtt, stall [default: all].
+    /// openloop, nginx, rtt, link (the link's encryption: duplex with and
+    /// without it), stall [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }

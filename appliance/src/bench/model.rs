@@ -25,6 +25,9 @@ pub enum Config {
     SyncStatic,
     /// nginx, kernel TCP, one worker.
     Nginx,
+    /// Duplex (`logged`) with the replication link in plaintext
+    /// (`--link-plaintext`): what the link's encryption costs.
+    DuplexPlaintext,
 }
 
 impl Config {
@@ -37,6 +40,7 @@ impl Config {
             Config::Static => "static",
             Config::SyncStatic => "sync-static",
             Config::Nginx => "nginx",
+            Config::DuplexPlaintext => "duplex-plaintext",
         }
     }
 

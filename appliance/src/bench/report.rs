@@ -33,7 +33,7 @@ fn rps(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| format!("{v:.0}"))
 }
 
-fn us(v: Option<f64>) -> String {
+pub fn us(v: Option<f64>) -> String {
     match v {
         None => "—".into(),
         Some(v) if v >= 10_000.0 => format!("{:.1} ms", v / 1000.0),
@@ -207,7 +207,7 @@ fn met(m: Option<bool>) -> &'static str {
     }
 }
 
-fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
+pub fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
     if rows.is_empty() {
         out.push_str("_Not run in this bench (see `--only`)._\n\n");
         return;
@@ -650,6 +650,8 @@ pub fn render(r: &Results, plots: &[String]) -> String {
         ],
         &rows,
     );
+
+    super::encryption::section(&mut o, r);
 
     // Stalls.
     let _ = writeln!(o, "## Failover stall\n");

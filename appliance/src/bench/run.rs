@@ -114,6 +114,7 @@ impl Bench<'_> {
             Config::DualRole => 'r',
             Config::Static => 't',
             Config::SyncStatic => 'y',
+            Config::DuplexPlaintext => 'p',
             Config::Nginx => return None,
         };
         let prefix = format!("{}{letter}", self.base);
@@ -129,7 +130,7 @@ impl Bench<'_> {
         // Where the lab knows content policies, /static/ defaults to `static`:
         // duplex and duplex-mi are the paper's reply-logging scheme, `logged`.
         let policy = match c {
-            Config::Duplex | Config::DuplexMi => Some("logged"),
+            Config::Duplex | Config::DuplexMi | Config::DuplexPlaintext => Some("logged"),
             Config::Static => Some("static"),
             Config::SyncStatic => Some("sync-static"),
             _ => None,
@@ -139,6 +140,9 @@ impl Bench<'_> {
         }
         if c == Config::DuplexMi {
             args.extend(["--repl-net".into(), "dedicated".into()]);
+        }
+        if c == Config::DuplexPlaintext {
+            args.push("--link-plaintext".into());
         }
         args.extend([
             "--node-cpus".into(),
@@ -539,9 +543,14 @@ impl Bench<'_> {
         if static_ok {
             configs.extend([Config::Static, Config::SyncStatic]);
         }
-        let needs_labs = ["generate", "files", "latency", "openloop", "nginx", "rtt"]
-            .iter()
-            .any(|p| self.wants(p));
+        if self.wants("link") {
+            configs.push(Config::DuplexPlaintext);
+        }
+        let needs_labs = [
+            "generate", "files", "latency", "openloop", "nginx", "rtt", "link",
+        ]
+        .iter()
+        .any(|p| self.wants(p));
         if needs_labs {
             self.labs_up(&configs)?;
         }
@@ -571,6 +580,18 @@ impl Bench<'_> {
                 }
                 for &c in &file_configs {
                     if c != Config::DuplexMi {
+                        self.latency(c, Workload::Files, s)?;
+                    }
+                }
+            }
+        }
+        if self.wants("link") {
+            // Logged replies cross the link, so this is where its
+            // encryption shows: the same duplex with the link in clear,
+            // size by size, side by side.
+            for &s in &lat_sizes {
+                for c in [Config::Duplex, Config::DuplexPlaintext] {
+                    if self.r.latency(c, Workload::Files, s).is_none() {
                         self.latency(c, Workload::Files, s)?;
                     }
                 }
