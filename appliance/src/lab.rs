@@ -955,6 +955,39 @@ fn wait_listening(node: &NodeState, port: u16, wait: Duration) -> Result<()> {
 /// hold an `index.html` (a 404 from the node is a node that serves).
 fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
     let deadline = Instant::now() + wait;
+    // Replicated: every link up first (asked on each node's admin socket).
+    // A probe sent before would reach an owner whose primary is not
+    // there yet: unanswered, it gives up after 1 s and leaves a half-open
+    // connection from the client's address on the owner until it expires
+    // — one the tests' per-source limits would count.
+    for n in state.nodes.iter().filter(|_| state.mode.replicated()) {
+        let sock = node_config::admin_socket(n);
+        loop {
+            let up = hotpair::admin::query(Path::new(&sock))
+                .is_ok_and(|st| !st.peers.is_empty() && st.peers.iter().all(|p| p.link_up));
+            if up {
+                break;
+            }
+            if !n.process.is_some_and(|p| p.alive()) {
+                bail!(
+                    "node {} exited during start-up; tail of {}:\n{}",
+                    n.name,
+                    n.log.display(),
+                    tail(&n.log, 40)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "node {}: its replication links were not all up within {} s; tail of {}:\n{}",
+                    n.name,
+                    wait.as_secs(),
+                    n.log.display(),
+                    tail(&n.log, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     for a in state.service_addresses() {
         let url = format!("http://{}:{SERVICE_PORT}/static/index.html", a.ip);
         let mut last;
