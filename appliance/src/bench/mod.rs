@@ -19,14 +19,16 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 const AFTER_HELP: &str = "\
-Duration: the full run takes about 30 minutes on a 2-core machine (26 min
-measured: 5 s per closed-loop point, peak searches over 1–64 clients for 6
-sizes, 20 kills for each of 4 stall series, ~4 s per kill); --quick about 2–3
+Duration: the full run takes about 35 minutes on a 2-core machine (26 min
+measured before the link-encryption part and the SIGTERM series: 5 s per
+closed-loop point, peak searches over 1–64 clients for 6 sizes, 20 kills for
+each of 6 stall series, ~4 s per kill); --quick about 2–3
 minutes (a smoke test: 1 s per point, 2 sizes, 1 kill per series; its
 numbers mean nothing).
 
 What runs: labs side by side under prefixes bNNNNN<letter> (simplex, duplex,
-duplex-mi = --repl-net dedicated, dual-role, and static / sync-static when
+duplex-mi = --repl-net dedicated, dual-role, duplex-plaintext =
+--link-plaintext for the `link` part, and static / sync-static when
 `lab up` has --static-policy), nginx in a namespace on the simplex lab's
 bridge (10.77.0.20), each server in a CPU cgroup of --node-cpus. Clients run
 in the client namespace: wrk (closed loop, one request outstanding per

@@ -504,7 +504,13 @@ impl Bench<'_> {
 
     fn stalls(&mut self) -> Result<()> {
         let want = sha256(&self.stall_docroot.join(STALL_FILE))?;
-        for (signal, sname) in [(libc::SIGKILL, "SIGKILL"), (libc::SIGSTOP, "SIGSTOP")] {
+        // SIGTERM: a planned stop — the node exits, its kernel closes the
+        // link, and the peer takes over without waiting for the heartbeat.
+        for (signal, sname) in [
+            (libc::SIGKILL, "SIGKILL"),
+            (libc::SIGSTOP, "SIGSTOP"),
+            (libc::SIGTERM, "SIGTERM"),
+        ] {
             for victim in ["primary", "ingress"] {
                 let mut set = StallSet {
                     victim: victim.into(),
