@@ -272,6 +272,15 @@ impl NodeShell {
         st.maybe_publish(&self.core, &links, now);
     }
 
+    /// Close every link socket (the node is stopping).
+    pub fn close_links(&mut self) {
+        for l in &mut self.links {
+            if let Some(ls) = l.take() {
+                let _ = ls.sock.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
     fn drop_link(&mut self, peer: PeerId, why: &str, now: Instant) {
         tracing::info!(peer = %self.core.peer_name(peer), reason = %why, "replication link lost");
         self.links[peer] = None;
