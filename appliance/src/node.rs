@@ -203,10 +203,10 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         );
     }
     let ran = shell.run(&mut node, &STOP);
-    // Stopped (SIGTERM/SIGINT, or every address fenced): close the links
-    // first, so each peer sees the link end now and takes over at once,
-    // not when this process has finished shutting down.
-    node.close_links();
+    // Stopped (SIGTERM/SIGINT, or every address fenced): tell the peers
+    // and close the links first, so each takes over at once (a planned
+    // switchover), not when this process has finished shutting down.
+    node.leave(Duration::from_millis(500));
     if ran.is_err() {
         let _ = std::fs::remove_file(&admin_path);
     }

@@ -272,6 +272,23 @@ impl NodeShell {
         st.maybe_publish(&self.core, &links, now);
     }
 
+    /// A planned stop: tell every peer (`Leaving`), flush the links for
+    /// at most `within`, then close them.
+    pub fn leave(&mut self, within: std::time::Duration) {
+        self.core.leave();
+        let deadline = Instant::now() + within;
+        loop {
+            let now = Instant::now();
+            self.write_links(now);
+            let pending = self.links.iter().flatten().any(|l| l.pending() > 0);
+            if !pending || now >= deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.close_links();
+    }
+
     /// Close every link socket (the node is stopping).
     pub fn close_links(&mut self) {
         for l in &mut self.links {

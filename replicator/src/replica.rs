@@ -175,6 +175,9 @@ pub enum Event {
     PeerDead {
         /// Time since anything was last heard from the peer.
         since_heard: Duration,
+        /// The peer said it was leaving (`Leaving`, a planned stop): it
+        /// serves nothing any more, so a claim needs no probes.
+        left: bool,
     },
     /// Primary: the unit may go to the client now. Per connection these come
     /// in `seq` order.
@@ -646,7 +649,7 @@ impl Replica {
             return;
         }
         let since_heard = now.saturating_duration_since(self.last_heard);
-        self.peer_dead(since_heard);
+        self.peer_dead(since_heard, false);
     }
 
     /// A message from the peer. On `Err` the caller drops the link and calls
@@ -708,6 +711,10 @@ impl Replica {
             Msg::Hello { .. } => Err(ProtocolError::DuplicateHello),
             Msg::Heartbeat { .. } => {
                 self.counters.heartbeats_received += 1;
+                Ok(())
+            }
+            Msg::Leaving => {
+                self.peer_dead(Duration::ZERO, true);
                 Ok(())
             }
             Msg::Frame { frame } => {
@@ -911,7 +918,7 @@ impl Replica {
                     s.next_heartbeat_seq += 1;
                 }
                 Some(DetectorEvent::PeerDead { since_heard }) => {
-                    self.peer_dead(since_heard);
+                    self.peer_dead(since_heard, false);
                 }
             }
         }
@@ -949,6 +956,15 @@ impl Replica {
             s.gone_in_queue -= 1;
         }
         Some(msg)
+    }
+
+    /// This node stops serving (a planned stop): tell the peer, after
+    /// everything already queued, so it takes over at once. The caller
+    /// must send nothing on the LAN from now on.
+    pub fn leave(&mut self) {
+        if let Some(s) = self.session.as_mut().filter(|s| s.peer.is_some()) {
+            s.queue.push_back(Msg::Leaving);
+        }
     }
 
     /// The next event for the caller.
@@ -1268,7 +1284,7 @@ impl Replica {
     }
 
     /// Declares the peer dead: become simplex, release held units.
-    fn peer_dead(&mut self, since_heard: Duration) {
+    fn peer_dead(&mut self, since_heard: Duration, left: bool) {
         if self.role == Role::Simplex {
             return;
         }
@@ -1276,13 +1292,21 @@ impl Replica {
         self.role = Role::Simplex;
         self.session = None;
         self.takeovers += 1;
-        info!(
-            role = ?old,
-            since_heard_ms = since_heard.as_millis() as u64,
-            held_units = self.unacked_units,
-            "replication peer dead, taking over"
-        );
-        self.push_event(Event::PeerDead { since_heard }, None);
+        if left {
+            info!(
+                role = ?old,
+                held_units = self.unacked_units,
+                "replication peer leaving (planned stop), taking over"
+            );
+        } else {
+            info!(
+                role = ?old,
+                since_heard_ms = since_heard.as_millis() as u64,
+                held_units = self.unacked_units,
+                "replication peer dead, taking over"
+            );
+        }
+        self.push_event(Event::PeerDead { since_heard, left }, None);
         for (&conn, c) in &mut self.out_conns {
             c.replicated = false;
             for h in c.held.drain(..) {

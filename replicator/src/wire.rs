@@ -25,6 +25,7 @@
 //! | 5    | `UnitAck`   | `conn, seq u64` |
 //! | 6    | `ConnGone`  | `conn` |
 //! | 7    | `Routes`    | `count u16`, then per route: `prefix_len u16, prefix (UTF-8), policy u8, digest [u8; 32]` |
+//! | 8    | `Leaving`   | empty |
 //!
 //! `conn` is a [`ConnKey`]: `client_ip [u8; 4], client_port u16, client_isn u32`
 //! (10 bytes). `role`: 0 simplex, 1 primary, 2 ingress. `kind`: 0 interim,
@@ -76,6 +77,7 @@ const TYPE_UNIT: u8 = 4;
 const TYPE_UNIT_ACK: u8 = 5;
 const TYPE_CONN_GONE: u8 = 6;
 const TYPE_ROUTES: u8 = 7;
+const TYPE_LEAVING: u8 = 8;
 
 /// Most routes a `Routes` message may carry.
 pub const MAX_ROUTES: usize = 1024;
@@ -143,6 +145,11 @@ pub enum Msg {
         /// peer dead. Informational (status, logs).
         epoch: u64,
     },
+    /// The sender has stopped serving (a planned stop) and sends nothing
+    /// after this: take over now, without waiting for the heartbeat
+    /// timeout or probing (the link is authenticated: only the peer can
+    /// say it).
+    Leaving,
     /// Liveness signal; any message counts, this one is sent when idle.
     Heartbeat {
         /// Sender's heartbeat counter.
@@ -217,6 +224,7 @@ impl Msg {
             Msg::UnitAck { .. } => "UnitAck",
             Msg::ConnGone { .. } => "ConnGone",
             Msg::Routes { .. } => "Routes",
+            Msg::Leaving => "Leaving",
         }
     }
 
@@ -229,6 +237,7 @@ impl Msg {
             Msg::UnitAck { .. } => TYPE_UNIT_ACK,
             Msg::ConnGone { .. } => TYPE_CONN_GONE,
             Msg::Routes { .. } => TYPE_ROUTES,
+            Msg::Leaving => TYPE_LEAVING,
         }
     }
 
@@ -237,6 +246,7 @@ impl Msg {
         match self {
             Msg::Hello { node, .. } => 1 + 1 + node.len() + 1 + 8,
             Msg::Heartbeat { .. } => 8,
+            Msg::Leaving => 0,
             Msg::Frame { frame } => frame.len(),
             Msg::Unit { payload, .. } => UNIT_FIXED_LEN + payload.len(),
             Msg::UnitAck { .. } => CONN_KEY_LEN + 8,
@@ -328,6 +338,7 @@ impl Msg {
                 out.extend_from_slice(&epoch.to_be_bytes());
             }
             Msg::Heartbeat { seq } => out.extend_from_slice(&seq.to_be_bytes()),
+            Msg::Leaving => {}
             Msg::Frame { frame } => out.extend_from_slice(frame),
             Msg::Unit {
                 conn,
@@ -534,6 +545,10 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
             let seq = r.u64("Heartbeat seq")?;
             r.finish("Heartbeat (trailing bytes)")?;
             Msg::Heartbeat { seq }
+        }
+        TYPE_LEAVING => {
+            r.finish("Leaving (trailing bytes)")?;
+            Msg::Leaving
         }
         TYPE_FRAME => Msg::Frame { frame: r.rest() },
         TYPE_UNIT => {
@@ -797,6 +812,7 @@ mod tests {
                     },
                 ],
             },
+            Msg::Leaving,
         ]
     }
 

@@ -421,3 +421,54 @@ fn static_is_used_only_while_both_nodes_hold_the_same_content() {
         Some(NodeConfigError::StaticNeedsFiles("/gen/".into()))
     );
 }
+
+#[test]
+fn a_peer_leaving_is_taken_over_at_once_and_its_address_claimed_without_probes() {
+    let t0 = origin();
+    let pair = || {
+        let n1 = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+        let n2 = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
+        let (mut n1, mut n2) = (
+            NodeCore::new(n1, t0).unwrap(),
+            NodeCore::new(n2, t0).unwrap(),
+        );
+        n1.handle_link_up(0, t0);
+        n2.handle_link_up(0, t0);
+        settle(&mut n1, &mut n2, t0);
+        (n1, n2)
+    };
+    // The owner (ingress) stops: its primary claims A in the same round,
+    // a gratuitous ARP and no probe (the owner said it answers nothing).
+    let (mut n1, mut n2) = pair();
+    let t1 = t0 + Duration::from_millis(10);
+    n1.leave();
+    assert!(carry(&mut n1, &mut n2, t1) >= 1);
+    n2.round(t1);
+    let changes: Vec<_> = std::iter::from_fn(|| n2.poll_role_change()).collect();
+    assert_eq!(changes, vec![RoleChange::Claiming { address: A }]);
+    n2.round(t1);
+    let arps: Vec<_> = lan_out(&mut n2)
+        .iter()
+        .filter_map(|f| arp::parse(f.data()))
+        .collect();
+    assert!(
+        arps.iter().any(|a| a.sender_ip == A && a.target_ip == A),
+        "no announcement at once: {arps:?}"
+    );
+    assert!(!arps.iter().any(|a| a.sender_ip == Ipv4Address::UNSPECIFIED));
+    assert_eq!(n2.role(0), Role::Simplex);
+    // The primary stops: the owner promotes its shadows at once, well
+    // before any heartbeat timeout.
+    let (mut n1, mut n2) = pair();
+    n2.leave();
+    carry(&mut n2, &mut n1, t1);
+    n1.round(t1);
+    let changes: Vec<_> = std::iter::from_fn(|| n1.poll_role_change()).collect();
+    assert_eq!(
+        changes,
+        vec![RoleChange::Promoted {
+            address: A,
+            connections: 0
+        }]
+    );
+}

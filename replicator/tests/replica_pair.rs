@@ -481,7 +481,8 @@ fn silence_kills_exactly_at_the_timeout_and_primary_releases_held_units() {
         pair.p.take_events(),
         [
             Event::PeerDead {
-                since_heard: TIMEOUT
+                since_heard: TIMEOUT,
+                left: false
             },
             Event::Release { conn: a, seq: 0 },
             Event::Release { conn: a, seq: 1 },
@@ -502,7 +503,8 @@ fn silence_kills_exactly_at_the_timeout_and_primary_releases_held_units() {
     assert_eq!(
         ing.last(),
         Some(&Event::PeerDead {
-            since_heard: TIMEOUT
+            since_heard: TIMEOUT,
+            left: false
         })
     );
     assert_eq!(pair.i.r.role(), Role::Simplex);
@@ -531,13 +533,15 @@ fn last_heard_counts_from_the_last_message() {
     assert_eq!(
         pair.p.take_events(),
         [Event::PeerDead {
-            since_heard: TIMEOUT
+            since_heard: TIMEOUT,
+            left: false
         }]
     );
     assert_eq!(
         pair.i.take_events(),
         [Event::PeerDead {
-            since_heard: TIMEOUT
+            since_heard: TIMEOUT,
+            left: false
         }]
     );
 }
@@ -567,7 +571,8 @@ fn link_loss_is_immediate_death() {
         pair.p.take_events(),
         [
             Event::PeerDead {
-                since_heard: ms(120)
+                since_heard: ms(120),
+                left: false
             },
             Event::Release { conn: a, seq: 0 },
             Event::Release { conn: a, seq: 1 },
@@ -576,7 +581,7 @@ fn link_loss_is_immediate_death() {
     let ing = pair.i.take_events();
     assert!(matches!(
         ing.last(),
-        Some(Event::PeerDead { since_heard }) if *since_heard == ms(20)
+        Some(Event::PeerDead { since_heard, .. }) if *since_heard == ms(20)
     ));
     // Messages after the link is gone are refused; a second loss is a no-op.
     // (The primary heard nothing since the Hellos; the ingress heard the
@@ -599,7 +604,8 @@ fn failed_connect_attempt_makes_a_lone_node_simplex() {
     assert_eq!(
         r.poll_event(),
         Some(Event::PeerDead {
-            since_heard: ms(50)
+            since_heard: ms(50),
+            left: false
         })
     );
     assert_eq!(r.role(), Role::Simplex);

@@ -811,6 +811,18 @@ impl<C> Engine<C> {
         }
     }
 
+    /// The ingress node said it is leaving (a planned stop, on the
+    /// authenticated link): it answers nothing any more, so claim the
+    /// address at the next round, without the probes.
+    pub fn claim_now(&mut self) {
+        if self.mode == Role::Primary && self.claim == Claim::None {
+            self.claim = Claim::Probing {
+                sent: CLAIM_PROBES,
+                next_at: None,
+            };
+        }
+    }
+
     /// The ingress node answered our probe: stop serving for good.
     pub fn fenced(&self) -> bool {
         self.claim == Claim::Fenced

@@ -485,6 +485,17 @@ impl NodeCore {
         }
     }
 
+    /// This node stops (a planned stop): tell every peer, after what is
+    /// queued for it, so each takes over its shared addresses at once
+    /// instead of after the heartbeat timeout (an owner's primary without
+    /// probing). The caller runs no more rounds — the node sends nothing
+    /// on the LAN from here — and only flushes the links.
+    pub fn leave(&mut self) {
+        for r in self.sites.iter_mut().filter_map(|s| s.replica.as_mut()) {
+            r.leave();
+        }
+    }
+
     /// The link to `peer` failed or closed: it is dead for every address
     /// shared with it (the next round takes over).
     pub fn handle_link_lost(&mut self, peer: PeerId, now: Instant) {
@@ -589,6 +600,8 @@ impl NodeCore {
         for (i, site) in self.sites.iter_mut().enumerate() {
             let mut promote = false;
             let mut claim = false;
+            // The peer said it leaves: claim without probing.
+            let mut peer_left = false;
             if let Some(r) = site.replica.as_mut() {
                 if r.poll_timeout().is_some_and(|t| t <= now) {
                     r.handle_timeout(now);
@@ -636,16 +649,18 @@ impl NodeCore {
                             // ACKs may be waiting for them).
                             site.conns.wake_all();
                         }
-                        Event::PeerDead { since_heard } => {
+                        Event::PeerDead { since_heard, left } => {
                             match site.engine.mode() {
                                 Role::Ingress => promote = true,
                                 Role::Primary => claim = true,
                                 Role::Simplex => {}
                             }
+                            peer_left = left;
                             tracing::info!(
                                 address = %site.cfg.address.address(),
                                 silent_ms = since_heard.as_millis() as u64,
                                 connections = site.conns.len(),
+                                left,
                                 "peer declared dead: taking over"
                             );
                         }
@@ -684,7 +699,11 @@ impl NodeCore {
                     connections = site.engine.connections(),
                     "takeover: claiming the service address"
                 );
-                site.engine.claim();
+                if peer_left {
+                    site.engine.claim_now();
+                } else {
+                    site.engine.claim();
+                }
                 self.changes.push_back(RoleChange::Claiming {
                     address: site.cfg.address.address(),
                 });
