@@ -252,6 +252,9 @@ pub struct EngineStats {
     /// Full-size send buffers lent to connections now (the others hold
     /// none: see `engine/buffers.rs`).
     pub send_buffers_lent: usize,
+    /// Slots looked at by rounds so far (each ready slot once per round):
+    /// what a round costs, which must follow the active connections.
+    pub slots_polled: u64,
 }
 
 #[derive(Debug, Default)]
@@ -1001,6 +1004,7 @@ impl<C> Engine<C> {
         // Only the ready slots: those a frame reached, whose service was
         // woken, or whose timer came due (see `ready.rs`).
         let ready = self.pool.ready.take();
+        self.stats.slots_polled += ready.len() as u64;
         if self.egress(t, &ready) {
             busy = true;
         }
@@ -1184,7 +1188,8 @@ impl<C> Engine<C> {
                     self.pool.ready.wait_neighbor(i);
                 }
             }
-            None => {}
+            // Only a segment will wake it: no spurious timer later.
+            None => self.pool.ready.clear_timer(i),
         }
         match &slot.phase {
             Phase::Active(Active {
@@ -1197,7 +1202,7 @@ impl<C> Engine<C> {
                 .pool
                 .ready
                 .set_deadline(i, *since + self.cfg.half_open_timeout),
-            _ => {}
+            _ => self.pool.ready.clear_deadline(i),
         }
         self.list_listener(i);
     }

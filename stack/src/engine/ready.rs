@@ -102,6 +102,21 @@ impl Ready {
         }
     }
 
+    /// Slot `i` needs no smoltcp timer any more (its queued entry, if
+    /// any, is skipped when it surfaces).
+    pub(super) fn clear_timer(&mut self, i: usize) {
+        if let Some(t) = self.timer_at.get_mut(i) {
+            *t = None;
+        }
+    }
+
+    /// Slot `i` has no deadline any more.
+    pub(super) fn clear_deadline(&mut self, i: usize) {
+        if let Some(t) = self.deadline_at.get_mut(i) {
+            *t = None;
+        }
+    }
+
     /// Slot `i`'s socket waits for ARP.
     pub(super) fn wait_neighbor(&mut self, i: usize) {
         if !self.neighbor_wait.contains(&i) {
