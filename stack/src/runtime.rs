@@ -197,8 +197,7 @@ impl Shell {
         let mut n_frames = 0;
         while n_frames < RX_BATCH {
             let mut buf = engine.take_buffer();
-            buf.resize(RX_BUF_LEN, 0);
-            let n = match self.tap.read(&mut buf) {
+            let n = match self.tap.read_into(&mut buf, RX_BUF_LEN) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -213,7 +212,7 @@ impl Shell {
                     break;
                 }
             };
-            buf.truncate(n);
+            debug_assert_eq!(buf.len(), n);
             let Some(hdr) = VnetHdr::parse(&buf) else {
                 self.stats.rx_malformed += 1;
                 continue;

@@ -136,6 +136,27 @@ impl Tap {
         }
     }
 
+    /// Read one frame into `buf`, replacing its contents, with room for
+    /// `max` bytes. The bytes go into the vector's spare capacity, so a
+    /// reused buffer is not zeroed first (zeroing 64 KiB before every read
+    /// of a ~1 KiB frame was a fifth of the node's CPU under load).
+    pub fn read_into(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.clear();
+        buf.reserve(max);
+        let room = buf.spare_capacity_mut();
+        let len = room.len().min(max);
+        // SAFETY: `room` is a valid writable region of at least `len` bytes
+        // (the vector's spare capacity); the kernel writes `n` ≤ `len` of them.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), room.as_mut_ptr().cast(), len) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: the first `n` bytes were just written by read(2), n ≤ capacity.
+        unsafe { buf.set_len(n) };
+        Ok(n)
+    }
+
     /// Write one frame (vnet header included).
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: buf is a valid readable region of buf.len() bytes.
