@@ -36,6 +36,8 @@ pub(super) struct Ready {
     /// again when any ARP frame has come in, not only when their silence
     /// (1 s) ends.
     neighbor_wait: Vec<usize>,
+    /// In `neighbor_wait` (so that adding is O(1) however many wait).
+    waiting: Vec<bool>,
 }
 
 fn grow<T: Default + Clone>(v: &mut Vec<T>, i: usize) {
@@ -119,7 +121,9 @@ impl Ready {
 
     /// Slot `i`'s socket waits for ARP.
     pub(super) fn wait_neighbor(&mut self, i: usize) {
-        if !self.neighbor_wait.contains(&i) {
+        grow(&mut self.waiting, i);
+        if !self.waiting[i] {
+            self.waiting[i] = true;
             self.neighbor_wait.push(i);
         }
     }
@@ -127,6 +131,7 @@ impl Ready {
     /// An ARP frame came in: every slot waiting for a neighbour is ready.
     pub(super) fn neighbor_seen(&mut self) {
         for i in std::mem::take(&mut self.neighbor_wait) {
+            self.waiting[i] = false;
             self.mark(i);
         }
     }
@@ -139,7 +144,8 @@ impl Ready {
         if let Some(t) = self.deadline_at.get_mut(i) {
             *t = None;
         }
-        self.neighbor_wait.retain(|&j| j != i);
+        // Left in `neighbor_wait`: a spurious look at a reused slot costs
+        // nothing; removing it here would cost a scan.
     }
 
     /// Mark every slot whose smoltcp timer is due at `smol_now` or whose
@@ -279,7 +285,6 @@ mod tests {
         r.wait_neighbor(3);
         r.forget(3);
         r.fire(1_000, t0 + Duration::from_secs(1));
-        r.neighbor_seen();
         assert!(!r.any());
         assert_eq!(r.next_timer(), None);
         assert_eq!(r.next_deadline(), None);
