@@ -344,8 +344,17 @@ fn default_prefix_len() -> u8 {
 fn default_port() -> u16 {
     80
 }
+/// Sized for a real site, which holds tens of thousands of idle keep-alive
+/// connections from browsers. Nothing is allocated for it up front (the
+/// pool, the socket set and the timers grow with the connections), and an
+/// idle connection costs a few KiB (its send buffer is lent only while it
+/// sends), so the bound is a limit, not a reservation.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Above this a value is a typo rather than a plan: the engine's slot ids
+/// are 32-bit and even idle, 4 M connections take tens of GiB.
+pub const MAX_CONNECTIONS_LIMIT: usize = 4_000_000;
 fn default_max_connections() -> usize {
-    1024
+    DEFAULT_MAX_CONNECTIONS
 }
 /// Linux gives up on a handshake after ~63 s of SYN-ACK retransmissions;
 /// the bound on half-open connections, not this timeout, is what stands up
@@ -463,8 +472,10 @@ impl Config {
                 if port == 0 {
                     bail!("{key}.port: must not be 0");
                 }
-                if max == 0 || max > 65_536 {
-                    bail!("{key}.max_connections: {max} must be within 1..=65536");
+                if max == 0 || max > MAX_CONNECTIONS_LIMIT {
+                    bail!(
+                        "{key}.max_connections: {max} must be within 1..={MAX_CONNECTIONS_LIMIT}"
+                    );
                 }
                 Ok(())
             };
@@ -820,10 +831,20 @@ address = "10.77.0.10"
         let c = Config::parse(&base()).unwrap();
         let t = c.topology().unwrap();
         assert_eq!(t.sites[0].port, 80);
-        assert_eq!(t.sites[0].max_connections, 1024);
+        assert_eq!(t.sites[0].max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(t.sites[0].role, Role::Simplex);
         assert_eq!(c.http.max_header_bytes, 16384);
         assert!(c.routes.is_empty());
+    }
+
+    #[test]
+    fn a_million_connections_are_accepted() {
+        let c = Config::parse(&(base() + "max_connections = 1000000\n")).unwrap();
+        let t = c.topology().unwrap();
+        assert_eq!(t.sites[0].max_connections, 1_000_000);
+        assert_eq!(t.sites[0].max_half_open, 250_000);
+        let e = err(&(base() + "max_connections = 4000001\n"));
+        assert!(e.contains("service.max_connections"), "{e}");
     }
 
     fn err(text: &str) -> String {

@@ -31,11 +31,11 @@
 //! same configuration, so MSS, window scale and SACK-permitted agree, and
 //! neither uses timestamps.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant as StdInstant};
 
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, TcpDispatch};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
@@ -47,6 +47,12 @@ use smoltcp::wire::{
 use crate::runtime::StackConfig;
 use crate::seg::{self, Seg, ACK, RST, SYN};
 use crate::vnet::VNET_HDR_LEN;
+
+mod buffers;
+mod dispatch;
+mod ready;
+use buffers::SendBuffers;
+use ready::Ready;
 
 /// Bytes kept free in front of every frame, for the TAP's vnet header.
 pub const HEADROOM: usize = VNET_HDR_LEN;
@@ -264,6 +270,12 @@ pub struct EngineStats {
     /// Connections in FIN-WAIT-2 released for new ones (at
     /// `max_connections`, or when SYNs met a full socket pool).
     pub fin_wait2_reclaimed: u64,
+    /// Full-size send buffers lent to connections now (the others hold
+    /// none: see `engine/buffers.rs`).
+    pub send_buffers_lent: usize,
+    /// Slots looked at by rounds so far (each ready slot once per round):
+    /// what a round costs, which must follow the active connections.
+    pub slots_polled: u64,
 }
 
 #[derive(Debug, Default)]
@@ -429,7 +441,10 @@ enum FwdRule {
 }
 
 struct QueueDevice {
-    rx: VecDeque<Frame>,
+    /// Frames for smoltcp, each with the one socket it may reach (the
+    /// engine's 4-tuple map decides, not a walk over the socket set) and
+    /// that socket's pool slot.
+    rx: VecDeque<(Frame, TcpDispatch, Option<usize>)>,
     tx: VecDeque<Frame>,
     /// Buffers of received frames, back from smoltcp.
     rx_done: Vec<Vec<u8>>,
@@ -484,7 +499,7 @@ impl phy::Device for QueueDevice {
         if self.tx.len() >= TX_BUDGET {
             return None;
         }
-        let frame = self.rx.pop_front()?;
+        let (frame, _, _) = self.rx.pop_front()?;
         Some((
             RxToken {
                 frame,
@@ -545,6 +560,8 @@ enum Phase<C> {
 struct Slot<C> {
     handle: SocketHandle,
     phase: Phase<C>,
+    /// In [`Pool::listeners`]: listening, free for the next SYN.
+    listed: bool,
 }
 
 struct Active<C> {
@@ -565,12 +582,23 @@ struct Pool<C> {
     /// Closed sockets kept for reuse (their buffers are the expensive part).
     idle: Vec<tcp::Socket<'static>>,
     in_use: usize,
+    /// Free listeners (slots in LISTEN), each given at most one SYN.
+    listeners: Vec<usize>,
+    /// Half-open slots by when their handshake began: the oldest is the
+    /// one dropped at the `max_half_open` bound.
+    half_open: BTreeSet<(StdInstant, usize)>,
+    /// Slots in TIME-WAIT, recycled (lowest first) when the pool is full.
+    lingering: BTreeSet<usize>,
+    /// Which slots a round must look at (see `ready.rs`).
+    ready: Ready,
+    /// Send buffers, lent while a connection sends (see `buffers.rs`).
+    tx: SendBuffers,
 }
 
 fn new_socket(cfg: &StackConfig, mode: Role) -> tcp::Socket<'static> {
     let rx = tcp::SocketBuffer::new(vec![0; cfg.rx_buffer_bytes]);
-    let tx = tcp::SocketBuffer::new(vec![0; cfg.tx_buffer_bytes]);
-    let mut s = tcp::Socket::new(rx, tx);
+    // No send buffer until the service may write (`buffers.rs`).
+    let mut s = tcp::Socket::new(rx, buffers::empty());
     // Request/response: send a reply's tail at once.
     s.set_nagle_enabled(false);
     if mode == Role::Ingress {
@@ -609,6 +637,11 @@ pub struct Engine<C> {
     start: StdInstant,
     pool: Pool<C>,
     tracks: BTreeMap<Tuple, Track>,
+    /// Tracked tuples per client address (the per-source limit), so that a
+    /// SYN costs O(1), not a count over that source's connections.
+    per_source: HashMap<Ipv4Address, usize>,
+    /// Shadow tuples with client segments waiting to be forwarded.
+    deferring: BTreeSet<Tuple>,
     lan_in: VecDeque<Frame>,
     peer_in: VecDeque<Frame>,
     lan_out: VecDeque<Frame>,
@@ -657,6 +690,7 @@ impl<C> Engine<C> {
         if let Some(gw) = cfg.gateway {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
+        let tx_size = cfg.tx_buffer_bytes;
         let mut e = Engine {
             cfg,
             mode,
@@ -670,8 +704,15 @@ impl<C> Engine<C> {
                 free: Vec::new(),
                 idle: Vec::new(),
                 in_use: 0,
+                listeners: Vec::new(),
+                half_open: BTreeSet::new(),
+                lingering: BTreeSet::new(),
+                ready: Ready::default(),
+                tx: SendBuffers::new(tx_size),
             },
             tracks: BTreeMap::new(),
+            per_source: HashMap::new(),
+            deferring: BTreeSet::new(),
             lan_in: VecDeque::new(),
             peer_in: VecDeque::new(),
             lan_out: VecDeque::new(),
@@ -700,21 +741,8 @@ impl<C> Engine<C> {
     }
     pub fn stats(&self) -> EngineStats {
         let mut st = self.stats;
-        st.half_open = self
-            .pool
-            .slots
-            .iter()
-            .flatten()
-            .filter(|s| {
-                matches!(
-                    s.phase,
-                    Phase::Listening {
-                        half_open: Some(_),
-                        ..
-                    }
-                )
-            })
-            .count();
+        st.half_open = self.pool.half_open.len();
+        st.send_buffers_lent = self.pool.tx.lent();
         st
     }
     pub fn config(&self) -> &StackConfig {
@@ -764,21 +792,23 @@ impl<C> Engine<C> {
 
     /// How long until smoltcp or a connection needs a poll.
     pub fn poll_delay(&mut self, now: StdInstant) -> Option<Duration> {
-        let t = self.smol_now(now);
+        // The timer heaps hold every socket's `poll_at` and every
+        // deadline: no walk over the pool.
+        let t = self.smol_now(now).total_micros();
         let mut wait = self
-            .iface
-            .poll_delay(t, &self.sockets)
-            .map(|d| Duration::from_micros(d.total_micros()));
-        for s in self.pool.slots.iter().flatten() {
-            if let Phase::Active(Active {
-                deadline: Some(d), ..
-            }) = &s.phase
-            {
-                let d = d.saturating_duration_since(now);
-                wait = Some(wait.map_or(d, |w| w.min(d)));
-            }
+            .pool
+            .ready
+            .next_timer()
+            .map(|at| Duration::from_micros(at.saturating_sub(t).max(0) as u64));
+        if let Some(d) = self.pool.ready.next_deadline() {
+            let d = d.saturating_duration_since(now);
+            wait = Some(wait.map_or(d, |w| w.min(d)));
         }
-        if !self.lan_in.is_empty() || !self.peer_in.is_empty() {
+        if !self.lan_in.is_empty()
+            || !self.peer_in.is_empty()
+            || !self.dev.rx.is_empty()
+            || self.pool.ready.any()
+        {
             wait = Some(Duration::ZERO);
         }
         if let Claim::Probing { next_at, .. } = self.claim {
@@ -892,6 +922,7 @@ impl<C> Engine<C> {
             // us up. Karn's rule keeps these retransmissions out of the RTT
             // estimate.
             self.clock_skew += CLAIM_CLOCK_JUMP;
+            self.mark_all();
         }
     }
 
@@ -965,6 +996,8 @@ impl<C> Engine<C> {
                 }
             }
         }
+        // The clock jumped: every socket's timers are looked at now (once).
+        self.mark_all();
     }
 
     /// One round: admit queued frames, run smoltcp, route its output, drive
@@ -983,13 +1016,10 @@ impl<C> Engine<C> {
         self.reclaim_for_syns(service);
         self.admit(now);
         let t = self.smol_now(now);
-        if self.iface.poll(t, &mut self.dev, &mut self.sockets) == PollResult::SocketStateChanged {
+        if self.ingress(t) {
             busy = true;
         }
-        if self.route_output() {
-            busy = true;
-        }
-        self.decide_forwarding();
+        self.pool.ready.fire(t.total_micros(), now);
 
         self.woken_ids.clear();
         service.woken(&mut self.woken_ids);
@@ -1002,23 +1032,44 @@ impl<C> Engine<C> {
                 }) = self.pool.slots[i].as_mut()
                 {
                     a.woken = true;
+                    self.pool.ready.mark(i);
                 }
             }
         }
-        for i in 0..self.pool.slots.len() {
+        // Only the ready slots: those a frame reached, whose service was
+        // woken, or whose timer came due (see `ready.rs`).
+        let ready = self.pool.ready.take();
+        self.stats.slots_polled += ready.len() as u64;
+        if self.egress(t, &ready) {
+            busy = true;
+        }
+        if self.route_output() {
+            busy = true;
+        }
+        self.decide_forwarding();
+        for &i in &ready {
             if self.step_slot(i, service, now) {
                 busy = true;
             }
+            self.schedule(i, now);
         }
+        self.pool.ready.give_back(ready);
         if self.enforce_max_connections(service, now) {
             busy = true;
         }
         // SYNs that found no listener (refused at the pool limit) or whose
         // handshake already failed no longer occupy their tuple.
         for t in std::mem::take(&mut self.pending_syn) {
-            if self.tracks.get(&t).is_some_and(|tr| tr.slot.is_none()) {
+            let taken = self.tracks.get(&t).and_then(|tr| tr.slot).is_some_and(|i| {
+                self.pool.slots[i].as_ref().is_some_and(|s| match &s.phase {
+                    Phase::Listening { half_open, .. } => *half_open == Some(t),
+                    Phase::Active(a) => a.tuple == t,
+                    Phase::Lingering { tuple } => *tuple == t,
+                })
+            });
+            if !taken && self.tracks.contains_key(&t) {
                 tracing::trace!(client = %t.0, port = t.1, "SYN found no socket: track dropped");
-                self.tracks.remove(&t);
+                self.untrack(&t);
             }
         }
         self.flood_over_check();
@@ -1116,6 +1167,7 @@ impl<C> Engine<C> {
             let Some(Slot {
                 handle,
                 phase: Phase::Active(a),
+                ..
             }) = slot
             else {
                 continue;
@@ -1148,6 +1200,7 @@ impl<C> Engine<C> {
                     // Driven next round (`poll` reports itself busy): its
                     // close goes out, or is logged, then.
                     a.woken = true;
+                    self.pool.ready.mark(i);
                     self.evicted.insert(id);
                     self.stats.idle_evicted += 1;
                     closed += 1;
@@ -1239,29 +1292,12 @@ impl<C> Engine<C> {
         );
     }
 
-    fn free_listeners(&self) -> usize {
-        self.pool
-            .slots
-            .iter()
-            .flatten()
-            .filter(|s| {
-                matches!(s.phase, Phase::Listening { .. })
-                    && self.sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::Listen
-            })
-            .count()
-    }
-
     fn admit(&mut self, now: StdInstant) {
-        // smoltcp gives a SYN to the first free listener, or refuses it with
-        // an RST when there is none. Admit no more SYNs in a round than
-        // there are listeners, so a burst waits for the pool to arm more —
-        // unless the pool is full, when the refusal is what we want.
+        // Each SYN is given one free listener (`open_track`); with none
+        // free, it waits for the next round, when the pool has armed more
+        // — unless the pool is full, when smoltcp's refusal (an RST) is
+        // what we want.
         let refusing = self.pool.in_use >= self.pool_limit();
-        let mut budget = if refusing {
-            usize::MAX
-        } else {
-            self.free_listeners()
-        };
         let mut deferred = VecDeque::new();
         while let Some(mut f) = self.peer_in.pop_front() {
             // Addressed to the ingress node's MAC on the LAN; ours here.
@@ -1270,7 +1306,7 @@ impl<C> Engine<C> {
                 f.data_mut()[0..6].copy_from_slice(mac.as_bytes());
             }
             self.learn_neighbor(f.data(), now);
-            if let Some(f) = self.admit_plain(f, &mut budget) {
+            if let Some(f) = self.admit_plain(f, refusing) {
                 deferred.push_back(f);
             }
         }
@@ -1306,12 +1342,12 @@ impl<C> Engine<C> {
                     self.recycle(f);
                     None
                 }
-                Role::Simplex => self.admit_plain(f, &mut budget),
+                Role::Simplex => self.admit_plain(f, refusing),
                 Role::Ingress => {
                     // The shadow answers a SYN at once only if it knows the
                     // client's MAC; waiting for ARP would hold the SYN back.
                     self.learn_neighbor(f.data(), now);
-                    self.admit_ingress(f, &mut budget)
+                    self.admit_ingress(f, refusing)
                 }
             };
             if let Some(f) = back {
@@ -1321,27 +1357,32 @@ impl<C> Engine<C> {
         self.lan_in = deferred;
     }
 
-    /// A new connection request: start tracking its tuple, if a listener
-    /// is free this round (`budget`); false means wait for the next round.
-    fn open_track(&mut self, tuple: Tuple, s: &Seg, shadow: bool, budget: &mut usize) -> bool {
+    /// A new connection request: start tracking its tuple, with a free
+    /// listener to take the SYN. With none free and room in the pool, one
+    /// more is armed now: kept for the next round instead, SYNs queued
+    /// behind a flood without bound and a legitimate one waited seconds.
+    /// At a full pool (`refusing`) the SYN goes to no socket and smoltcp
+    /// refuses it with a RST.
+    fn open_track(&mut self, tuple: Tuple, s: &Seg, shadow: bool, refusing: bool) -> bool {
         if !self.make_half_open_room() {
             return false;
         }
-        // A burst beyond the armed listeners: arm one more now while the
-        // pool has room. Kept for the next round instead, SYNs queued
-        // behind a flood without bound, and a legitimate one waited seconds.
-        if *budget == 0 && !self.arm_listener() {
+        let mut slot = self.take_listener();
+        if slot.is_none() && !refusing && self.arm_listener() {
+            slot = self.take_listener();
+        }
+        if slot.is_none() && !refusing {
             return false;
         }
-        *budget = budget.saturating_sub(1);
         self.tracks.insert(
             tuple,
             Track {
                 isn: s.seq,
-                slot: None,
+                slot,
                 shadow: shadow.then(Shadow::default),
             },
         );
+        *self.per_source.entry(tuple.0).or_default() += 1;
         self.pending_syn.push(tuple);
         true
     }
@@ -1353,28 +1394,11 @@ impl<C> Engine<C> {
     /// within a round trip, long before it would be the oldest. Returns
     /// false if no room can be made (nothing to evict: the SYN waits).
     fn make_half_open_room(&mut self) -> bool {
-        let mut oldest: Option<(StdInstant, usize)> = None;
-        let mut count = self.pending_syn.len();
-        for (i, slot) in self.pool.slots.iter().enumerate() {
-            if let Some(Slot {
-                phase:
-                    Phase::Listening {
-                        half_open: Some(_),
-                        since: Some(t),
-                    },
-                ..
-            }) = slot
-            {
-                count += 1;
-                if oldest.is_none_or(|(o, _)| *t < o) {
-                    oldest = Some((*t, i));
-                }
-            }
-        }
+        let count = self.pending_syn.len() + self.pool.half_open.len();
         if count < self.cfg.max_half_open {
             return true;
         }
-        let Some((_, i)) = oldest else {
+        let Some(&(_, i)) = self.pool.half_open.first() else {
             return false;
         };
         self.drop_half_open(i);
@@ -1392,13 +1416,23 @@ impl<C> Engine<C> {
         let Some(slot) = self.pool.slots[i].as_mut() else {
             return;
         };
-        if let Phase::Listening { half_open, .. } = &mut slot.phase {
+        let mut gone = None;
+        if let Phase::Listening { half_open, since } = &mut slot.phase {
+            if let Some(t) = since.take() {
+                self.pool.half_open.remove(&(t, i));
+            }
             if let Some(old) = half_open.take() {
                 if self.tracks.get(&old).is_some_and(|t| t.slot == Some(i)) {
-                    self.tracks.remove(&old);
+                    gone = Some(old);
                 }
             }
         }
+        if let Some(old) = gone {
+            self.untrack(&old);
+        }
+        let Some(slot) = self.pool.slots[i].as_mut() else {
+            return;
+        };
         // CLOSED, so that `listen` takes it again when it is reused.
         self.sockets.get_mut::<tcp::Socket>(slot.handle).abort();
         self.pool.release(i, &mut self.sockets);
@@ -1418,9 +1452,7 @@ impl<C> Engine<C> {
 
     /// Connections (open, half-open or lingering) from `source`.
     fn source_connections(&self, source: Ipv4Address) -> usize {
-        self.tracks
-            .range((source, 0, 0)..=(source, u16::MAX, u16::MAX))
-            .count()
+        self.per_source.get(&source).copied().unwrap_or(0)
     }
 
     fn per_source_warning(&mut self, source: Ipv4Address) {
@@ -1499,7 +1531,7 @@ impl<C> Engine<C> {
                 Some((f, s, tuple))
             }
             _ => {
-                self.dev.rx.push_back(f);
+                self.queue_for_stack(f, None);
                 None
             }
         }
@@ -1507,7 +1539,7 @@ impl<C> Engine<C> {
 
     /// Admit a frame with no replication work (simplex, primary, live).
     /// Returns it back if it must wait for a listener.
-    fn admit_plain(&mut self, f: Frame, budget: &mut usize) -> Option<Frame> {
+    fn admit_plain(&mut self, f: Frame, refusing: bool) -> Option<Frame> {
         let (mut f, s, tuple) = self.classify(f)?;
         if s.has(SYN) && !s.has(ACK) {
             if self.syn_is_duplicate(&tuple) {
@@ -1535,7 +1567,7 @@ impl<C> Engine<C> {
                 self.recycle(f);
                 return None;
             }
-            if !self.open_track(tuple, &s, false, budget) {
+            if !self.open_track(tuple, &s, false, refusing) {
                 return Some(f);
             }
         } else if self.tracks.get(&tuple).is_some_and(|t| t.shadow.is_some()) {
@@ -1544,7 +1576,7 @@ impl<C> Engine<C> {
             f = g;
             translate_ack(&mut f, &s, off);
         }
-        self.dev.rx.push_back(f);
+        self.queue_for_stack(f, Some(&tuple));
         None
     }
 
@@ -1566,7 +1598,7 @@ impl<C> Engine<C> {
         }
     }
 
-    fn admit_ingress(&mut self, f: Frame, budget: &mut usize) -> Option<Frame> {
+    fn admit_ingress(&mut self, f: Frame, refusing: bool) -> Option<Frame> {
         let (f, s, tuple) = self.classify(f)?;
         if s.has(SYN) && !s.has(ACK) {
             if self.syn_is_duplicate(&tuple) {
@@ -1580,12 +1612,12 @@ impl<C> Engine<C> {
                 self.recycle(f);
                 return None;
             }
-            if !self.open_track(tuple, &s, true, budget) {
+            if !self.open_track(tuple, &s, true, refusing) {
                 return Some(f);
             }
             self.pending_fwd
                 .push((tuple, Frame::copy_from(f.data()), FwdRule::Syn));
-            self.dev.rx.push_back(f);
+            self.queue_for_stack(f, Some(&tuple));
             return None;
         }
         let Some(tr) = self.tracks.get_mut(&tuple) else {
@@ -1597,7 +1629,7 @@ impl<C> Engine<C> {
             return None;
         };
         if tr.shadow.is_none() {
-            self.dev.rx.push_back(f);
+            self.queue_for_stack(f, Some(&tuple));
             return None;
         }
         let (mut f, off) = self.shadow_admit(f, &s, &tuple)?;
@@ -1614,7 +1646,7 @@ impl<C> Engine<C> {
             })
         };
         self.pending_fwd.push((tuple, original, rule));
-        self.dev.rx.push_back(f);
+        self.queue_for_stack(f, Some(&tuple));
         None
     }
 
@@ -1660,7 +1692,7 @@ impl<C> Engine<C> {
         }
         self.neighbors.insert(ip, (s.src_mac, now));
         let arp = crate::arp::reply(s.src_mac, ip, self.cfg.mac, self.cfg.address.address());
-        self.dev.rx.push_back(Frame::copy_from(&arp));
+        self.queue_for_stack(Frame::copy_from(&arp), None);
     }
 
     // ---- output ----------------------------------------------------------
@@ -1762,9 +1794,11 @@ impl<C> Engine<C> {
     /// The primary still acknowledges cumulatively only what it has in
     /// order, which the shadow has too.
     fn decide_forwarding(&mut self) {
-        // Earlier segments the shadow now holds.
-        for tr in self.tracks.values_mut() {
-            let Some(sh) = tr.shadow.as_mut() else {
+        // Earlier segments the shadow now holds (only shadows with some
+        // waiting: no walk over every connection).
+        let deferring = std::mem::take(&mut self.deferring);
+        for tuple in deferring {
+            let Some(sh) = self.tracks.get_mut(&tuple).and_then(|t| t.shadow.as_mut()) else {
                 continue;
             };
             if sh.deferred.is_empty() {
@@ -1778,6 +1812,9 @@ impl<C> Engine<C> {
                 } else {
                     keep.push_back((span, f));
                 }
+            }
+            if !keep.is_empty() {
+                self.deferring.insert(tuple);
             }
             sh.deferred = keep;
         }
@@ -1801,6 +1838,7 @@ impl<C> Engine<C> {
                 // primary must not see it before.
                 if sh.deferred.len() < MAX_DEFERRED {
                     sh.deferred.push_back((span, f));
+                    self.deferring.insert(tuple);
                 } else {
                     self.stats.not_forwarded += 1;
                 }
@@ -1835,17 +1873,27 @@ impl<C> Engine<C> {
                     _ => tuple_of(sock, self.cfg.port),
                 };
                 if *half_open != current {
-                    *since = current.map(|_| now);
-                    if let Some(old) = half_open.take() {
-                        if self.tracks.get(&old).is_some_and(|t| t.slot == Some(i)) {
-                            tracing::trace!(client = %old.0, port = old.1, "handshake reset: track dropped");
-                            self.tracks.remove(&old);
-                        }
+                    if let Some(t) = since.take() {
+                        self.pool.half_open.remove(&(t, i));
                     }
+                    *since = current.map(|_| now);
+                    if current.is_some() {
+                        self.pool.half_open.insert((now, i));
+                    }
+                    let old = half_open.take();
                     *half_open = current;
                     if let Some(tr) = current.and_then(|t| self.tracks.get_mut(&t)) {
                         tr.slot = Some(i);
                     }
+                    if let Some(old) = old {
+                        if self.tracks.get(&old).is_some_and(|t| t.slot == Some(i)) {
+                            tracing::trace!(client = %old.0, port = old.1, "handshake reset: track dropped");
+                            self.untrack(&old);
+                        }
+                    }
+                    // Again, with the handshake it holds now (and fresh
+                    // borrows): one level deep, it is unchanged then.
+                    return self.step_slot(i, service, now);
                 }
                 match sock.state() {
                     tcp::State::SynReceived
@@ -1871,6 +1919,9 @@ impl<C> Engine<C> {
                         else {
                             return false;
                         };
+                        if let Some(t) = since.take() {
+                            self.pool.half_open.remove(&(t, i));
+                        }
                         let (key, shadow) = match self.tracks.get_mut(&tuple) {
                             Some(tr) => (
                                 ConnKey {
@@ -1930,6 +1981,7 @@ impl<C> Engine<C> {
         let mut busy = false;
         if a.woken || due || seen != a.seen {
             a.woken = false;
+            self.pool.tx.lend(sock);
             a.deadline = service.drive(id, &mut a.conn, sock, now);
             let after = (sock.recv_queue(), sock.send_queue(), sock.state());
             busy = after != seen;
@@ -1972,6 +2024,7 @@ impl<C> Engine<C> {
             else {
                 unreachable!("matched Active above");
             };
+            self.pool.lingering.insert(i);
             self.stats.active -= 1;
             self.stats.closed += 1;
             tracing::trace!(?id, "closed");
@@ -1992,11 +2045,9 @@ impl<C> Engine<C> {
         let mut free = self.free_listeners();
         while free < SPARE_LISTENERS.min(self.pool_limit()) {
             if !self.arm_listener() {
-                let lingering = self.pool.slots.iter().position(|s| {
-                    s.as_ref()
-                        .is_some_and(|s| matches!(s.phase, Phase::Lingering { .. }))
-                });
-                let Some(i) = lingering else { break };
+                let Some(&i) = self.pool.lingering.first() else {
+                    break;
+                };
                 self.recycle_lingering(i);
             }
             free += 1;
@@ -2020,15 +2071,21 @@ impl<C> Engine<C> {
                 half_open: None,
                 since: None,
             },
+            listed: false,
         };
-        match self.pool.free.pop() {
-            Some(i) => self.pool.slots[i] = Some(slot),
+        let i = match self.pool.free.pop() {
+            Some(i) => {
+                self.pool.slots[i] = Some(slot);
+                i
+            }
             None => {
                 self.pool.slots.push(Some(slot));
                 self.pool.generations.push(0);
+                self.pool.slots.len() - 1
             }
-        }
+        };
         self.pool.in_use += 1;
+        self.list_listener(i);
         true
     }
 
@@ -2036,7 +2093,7 @@ impl<C> Engine<C> {
     fn forget(&mut self, tuple: &Tuple, i: usize) {
         tracing::trace!(client = %tuple.0, port = tuple.1, slot = i, "socket released");
         if self.tracks.get(tuple).is_some_and(|t| t.slot == Some(i)) {
-            self.tracks.remove(tuple);
+            self.untrack(tuple);
         }
     }
 
@@ -2057,8 +2114,10 @@ impl<C> Engine<C> {
             half_open: None,
             since: None,
         };
+        self.pool.lingering.remove(&i);
         self.stats.time_wait_recycled += 1;
         self.forget(&tuple, i);
+        self.list_listener(i);
     }
 
     /// A SYN for `tuple`: if its old connection lingers in TIME-WAIT, the
@@ -2104,8 +2163,11 @@ impl<C> Pool<C> {
     /// Take a closed socket out of the set and park it.
     fn release(&mut self, i: usize, sockets: &mut SocketSet<'static>) {
         if let Some(slot) = self.slots[i].take() {
+            self.ready.forget(i);
+            self.lingering.remove(&i);
             #[allow(irrefutable_let_patterns)]
-            if let smoltcp::socket::Socket::Tcp(sock) = sockets.remove(slot.handle) {
+            if let smoltcp::socket::Socket::Tcp(mut sock) = sockets.remove(slot.handle) {
+                self.tx.reclaim(&mut sock);
                 self.idle.push(sock);
             }
             self.free.push(i);

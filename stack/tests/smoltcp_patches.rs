@@ -331,3 +331,249 @@ fn time_wait_outlasts_a_backed_off_fin() {
     c.poll(now);
     assert_eq!(c.socket().state(), tcp::State::Closed);
 }
+
+// ---- patches 5-9: cost per active connection (issue 9) ------------------
+// These use entry points smoltcp 0.14.0 does not have (so they fail to
+// build against it), and check that each behaves as its whole-set
+// counterpart does for the one socket it names.
+
+use smoltcp::iface::{EgressResult, TcpDispatch};
+
+/// A server host with a second listener on port 80 ahead of `tcp` in its set.
+fn two_listeners() -> (Host, Host, SocketHandle) {
+    let c = Host::new(1, [10, 0, 0, 1]);
+    let mut s = Host::new(2, [10, 0, 0, 2]);
+    let mut first = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 8192]),
+        tcp::SocketBuffer::new(vec![0; 8192]),
+    );
+    first.listen(80).unwrap();
+    // Remove the host's socket and add it back after `first`, so the walk
+    // would reach `first` before it.
+    let own = s.sockets.remove(s.tcp);
+    let first = s.sockets.add(first);
+    s.tcp = s.sockets.add(own);
+    s.socket().listen(80).unwrap();
+    (c, s, first)
+}
+
+fn connect_client(c: &mut Host) {
+    let cx = c.iface.context();
+    c.sockets
+        .get_mut::<tcp::Socket>(c.tcp)
+        .connect(cx, (IpAddress::v4(10, 0, 0, 2), 80), 40000)
+        .unwrap();
+}
+
+/// Patch 5: `TcpDispatch::Only` gives a segment to the named socket alone,
+/// not to the first in the set that accepts it; `NoSocket` to none (RST).
+#[test]
+fn tcp_dispatch_names_the_socket() {
+    let (mut c, mut s, first) = two_listeners();
+    connect_client(&mut c);
+    // The client's ARP request, the server's answer, then the SYN.
+    let arp = c.poll(Instant::ZERO);
+    assert_eq!(arp.len(), 1);
+    s.dev.rx.push_back(arp[0].clone());
+    for f in s.poll(Instant::ZERO) {
+        c.dev.rx.push_back(f);
+    }
+    let syn = c.poll(Instant::from_millis(1));
+    assert_eq!(syn.len(), 1);
+    assert!(seg::parse(&syn[0]).is_some_and(|g| g.has(seg::SYN)));
+    // Walk (smoltcp's default): the first listener takes it.
+    {
+        let (_, mut s2, first2) = two_listeners();
+        s2.dev.rx.push_back(arp[0].clone());
+        s2.dev.rx.push_back(syn[0].clone());
+        s2.poll(Instant::ZERO);
+        let st = s2.sockets.get::<tcp::Socket>(first2).state();
+        assert_eq!(st, tcp::State::SynReceived);
+    }
+    // Only(the second): the second takes it, the first stays listening.
+    s.iface.set_tcp_dispatch(TcpDispatch::Only(s.tcp));
+    s.dev.rx.push_back(syn[0].clone());
+    let out = s.poll(Instant::ZERO);
+    assert_eq!(s.socket().state(), tcp::State::SynReceived);
+    assert_eq!(
+        s.sockets.get::<tcp::Socket>(first).state(),
+        tcp::State::Listen
+    );
+    assert!(out
+        .iter()
+        .any(|f| seg::parse(f).is_some_and(|g| g.has(seg::SYN))));
+    // NoSocket: refused with a RST although a listener is free.
+    s.iface.set_tcp_dispatch(TcpDispatch::NoSocket);
+    // A second client socket's SYN (another source port).
+    let mut cs2 = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 1024]),
+        tcp::SocketBuffer::new(vec![0; 1024]),
+    );
+    cs2.connect(c.iface.context(), (IpAddress::v4(10, 0, 0, 2), 80), 40001)
+        .unwrap();
+    c.sockets.add(cs2);
+    let other = c
+        .poll(Instant::from_millis(2))
+        .into_iter()
+        .find(|f| seg::parse(f).is_some_and(|g| g.has(seg::SYN) && g.src_port == 40001))
+        .expect("the second SYN");
+    s.dev.rx.push_back(other.clone());
+    let out = s.poll(Instant::ZERO);
+    assert!(out
+        .iter()
+        .any(|f| seg::parse(f).is_some_and(|g| g.has(seg::RST))));
+    assert_eq!(
+        s.sockets.get::<tcp::Socket>(first).state(),
+        tcp::State::Listen
+    );
+    // Only(a socket that does not accept it): as if none matched.
+    s.iface.set_tcp_dispatch(TcpDispatch::Only(s.tcp));
+    s.dev.rx.push_back(other);
+    let out = s.poll(Instant::ZERO);
+    assert!(out
+        .iter()
+        .any(|f| seg::parse(f).is_some_and(|g| g.has(seg::RST))));
+}
+
+/// Patch 6: `egress_socket` sends what one socket has, and nothing of the
+/// others'.
+#[test]
+fn egress_socket_sends_one_socket_only() {
+    let (mut c, mut s, _) = two_listeners();
+    connect_client(&mut c);
+    let mut now = Instant::ZERO;
+    s.iface.set_tcp_dispatch(TcpDispatch::Only(s.tcp));
+    for _ in 0..10 {
+        pump(&mut c, &mut s, now);
+        now += Duration::from_millis(1);
+    }
+    assert_eq!(s.socket().state(), tcp::State::Established);
+    s.socket().send_slice(b"hello").unwrap();
+    let h = s.tcp;
+    // Another socket's turn: nothing to send.
+    let mut other = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 64]),
+        tcp::SocketBuffer::new(vec![0; 64]),
+    );
+    other.listen(81).unwrap();
+    let other = s.sockets.add(other);
+    let r = s
+        .iface
+        .egress_socket(now, &mut s.dev, &mut s.sockets, other);
+    assert_eq!(r, EgressResult::Idle);
+    assert!(s.dev.tx.is_empty());
+    let r = s.iface.egress_socket(now, &mut s.dev, &mut s.sockets, h);
+    assert_eq!(r, EgressResult::Emitted);
+    assert_eq!(s.dev.tx.len(), 1);
+    assert!(has_data(&s.dev.tx[0]));
+    let r = s.iface.egress_socket(now, &mut s.dev, &mut s.sockets, h);
+    assert_eq!(r, EgressResult::Idle, "one segment was all it had");
+    // A handle that names no socket is idle, not a panic.
+    s.sockets.remove(other);
+    let r = s
+        .iface
+        .egress_socket(now, &mut s.dev, &mut s.sockets, other);
+    assert_eq!(r, EgressResult::Idle);
+}
+
+/// Patch 7: `socket_poll_at` is `poll_at` for one socket: the
+/// retransmission timer of unacknowledged data, now for queued data, and
+/// nothing for a listener.
+#[test]
+fn socket_poll_at_matches_poll_at() {
+    let (mut c, mut s, now) = connected();
+    assert_eq!(s.iface.socket_poll_at(now, &s.sockets, s.tcp), None);
+    s.socket().send_slice(b"x").unwrap();
+    let h = s.tcp;
+    assert_eq!(
+        s.iface.socket_poll_at(now, &s.sockets, h),
+        Some(Instant::from_millis(0))
+    );
+    let sent = s.poll(now);
+    assert_eq!(sent.len(), 1); // lost
+    let at = s.iface.socket_poll_at(now, &s.sockets, h);
+    assert!(
+        at.is_some_and(|t| t > now),
+        "a retransmission timer: {at:?}"
+    );
+    assert_eq!(at, s.iface.poll_at(now, &s.sockets));
+    let _ = &mut c;
+    assert!(!s.iface.socket_waits_for_neighbor(&s.sockets, h));
+}
+
+/// Patch 8: `SocketSet::add` reuses a removed slot without walking the set,
+/// and `try_get_mut` never panics.
+#[test]
+fn socket_set_reuses_freed_slots() {
+    let mut set = SocketSet::new(Vec::new());
+    let mk = || {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 16]),
+            tcp::SocketBuffer::new(vec![0; 16]),
+        )
+    };
+    let hs: Vec<_> = (0..1000).map(|_| set.add(mk())).collect();
+    set.remove(hs[10]);
+    set.remove(hs[500]);
+    let a = set.add(mk());
+    let b = set.add(mk());
+    let mut got = [a, b];
+    got.sort();
+    assert_eq!(got, [hs[10], hs[500]]);
+    let c = set.add(mk());
+    assert!(!hs.contains(&c), "a new slot once no freed one is left");
+    set.remove(c);
+    assert!(set.try_get_mut::<tcp::Socket>(c).is_none());
+    assert!(set.try_get_mut::<tcp::Socket>(hs[0]).is_some());
+}
+
+/// Patch 9: `replace_send_buffer` keeps queued and unacknowledged bytes:
+/// the peer receives the stream byte-exact across a swap mid-transfer, in
+/// both directions of size; a buffer too small for what is queued is
+/// refused.
+#[test]
+fn replace_send_buffer_keeps_the_stream() {
+    let (mut c, mut s, mut now) = connected();
+    let data: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let n = s.socket().send_slice(&data).unwrap();
+    assert_eq!(n, 6000);
+    // Sent but not acknowledged yet: the client's ACKs are dropped.
+    s.poll(now);
+    assert_eq!(s.socket().send_queue(), 6000);
+    let small = tcp::SocketBuffer::new(vec![0; 1000]);
+    let small = s.socket().replace_send_buffer(small).unwrap_err();
+    assert_eq!(small.capacity(), 1000);
+    let old = s
+        .socket()
+        .replace_send_buffer(tcp::SocketBuffer::new(vec![0; 65536]))
+        .unwrap();
+    assert_eq!(old.capacity(), 8192);
+    assert_eq!(s.socket().send_queue(), 6000);
+    let more: Vec<u8> = (0..20000u32).map(|i| (i * 13 % 241) as u8).collect();
+    assert_eq!(s.socket().send_slice(&more).unwrap(), 20000);
+    let mut got = Vec::new();
+    let mut swapped_back = false;
+    for _ in 0..400 {
+        pump(&mut c, &mut s, now);
+        let mut buf = [0u8; 4096];
+        while let Ok(k) = c.socket().recv_slice(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..k]);
+        }
+        if !swapped_back && s.socket().send_queue() <= 4000 {
+            // Back to a small buffer once what is queued fits.
+            s.socket()
+                .replace_send_buffer(tcp::SocketBuffer::new(vec![0; 4096]))
+                .unwrap();
+            swapped_back = true;
+        }
+        now += Duration::from_millis(50);
+    }
+    assert!(swapped_back);
+    let mut want = data;
+    want.extend_from_slice(&more);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the stream changed across the swaps");
+}

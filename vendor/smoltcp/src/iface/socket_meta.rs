@@ -96,6 +96,12 @@ impl Meta {
         }
     }
 
+    /// hotpair patch: whether the socket is silenced until a neighbour is
+    /// discovered (a caller with its own timer heap re-polls it when one is).
+    pub(crate) fn waits_for_neighbor(&self) -> bool {
+        matches!(self.neighbor_state, NeighborState::Waiting { .. })
+    }
+
     pub(crate) fn neighbor_missing(&mut self, timestamp: Instant, neighbor: IpAddress) {
         net_trace!(
             "{}: neighbor {} missing, silencing until t+{}",

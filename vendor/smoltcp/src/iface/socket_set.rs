@@ -43,6 +43,11 @@ impl fmt::Display for SocketHandle {
 #[derive(Debug)]
 pub struct SocketSet<'a> {
     sockets: ManagedSlice<'a, SocketStorage<'a>>,
+    /// hotpair patch: indices of empty storage slots, so that `add` does not
+    /// walk the whole set looking for one (with 100k sockets it was a
+    /// linear scan per accepted connection).
+    #[cfg(feature = "alloc")]
+    free: alloc::vec::Vec<usize>,
 }
 
 impl<'a> SocketSet<'a> {
@@ -52,7 +57,20 @@ impl<'a> SocketSet<'a> {
         SocketsT: Into<ManagedSlice<'a, SocketStorage<'a>>>,
     {
         let sockets = sockets.into();
-        SocketSet { sockets }
+        // hotpair patch: remember the empty slots of the given storage.
+        #[cfg(feature = "alloc")]
+        let free = sockets
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, s)| s.inner.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        SocketSet {
+            sockets,
+            #[cfg(feature = "alloc")]
+            free,
+        }
     }
 
     /// Add a socket to the set, and return its handle.
@@ -73,6 +91,17 @@ impl<'a> SocketSet<'a> {
 
         let socket = socket.upcast();
 
+        // hotpair patch: an empty slot from the free list, lowest first
+        // among those freed last (stale entries are skipped).
+        #[cfg(feature = "alloc")]
+        while let Some(index) = self.free.pop() {
+            if let Some(slot) = self.sockets.get_mut(index)
+                && slot.inner.is_none()
+            {
+                return put(index, slot, socket);
+            }
+        }
+        #[cfg(not(feature = "alloc"))]
         for (index, slot) in self.sockets.iter_mut().enumerate() {
             if slot.inner.is_none() {
                 return put(index, slot, socket);
@@ -117,6 +146,23 @@ impl<'a> SocketSet<'a> {
         }
     }
 
+    /// hotpair patch: a socket by its handle, or `None` if the handle names
+    /// no socket of this type in this set (never panics).
+    pub fn try_get_mut<T: AnySocket<'a>>(&mut self, handle: SocketHandle) -> Option<&mut T> {
+        let item = self.sockets.get_mut(handle.0)?.inner.as_mut()?;
+        T::downcast_mut(&mut item.socket)
+    }
+
+    /// hotpair patch: the item of a handle, if any.
+    pub(crate) fn item_mut(&mut self, handle: SocketHandle) -> Option<&mut Item<'a>> {
+        self.sockets.get_mut(handle.0)?.inner.as_mut()
+    }
+
+    /// hotpair patch: the item of a handle, if any.
+    pub(crate) fn item(&self, handle: SocketHandle) -> Option<&Item<'a>> {
+        self.sockets.get(handle.0)?.inner.as_ref()
+    }
+
     /// Remove a socket from the set, without changing its state.
     ///
     /// # Panics
@@ -124,7 +170,12 @@ impl<'a> SocketSet<'a> {
     pub fn remove(&mut self, handle: SocketHandle) -> Socket<'a> {
         net_trace!("[{}]: removing", handle.0);
         match self.sockets[handle.0].inner.take() {
-            Some(item) => item.socket,
+            Some(item) => {
+                // hotpair patch: the slot is free for the next `add`.
+                #[cfg(feature = "alloc")]
+                self.free.push(handle.0);
+                item.socket
+            }
             None => panic!("handle does not refer to a valid socket"),
         }
     }

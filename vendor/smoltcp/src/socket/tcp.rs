@@ -1239,6 +1239,33 @@ impl<'a> Socket<'a> {
         self.tx_buffer.capacity()
     }
 
+    /// hotpair patch: swap the transmit buffer for another, keeping what
+    /// it holds (unacknowledged and unsent bytes, in order). Lets a caller
+    /// give an idle connection a small buffer and a bulk transfer a large
+    /// one. Only the send side: the receive buffer decides the advertised
+    /// window and window scale, which must not change under the peer.
+    /// Returns the old buffer, or `new` back if it is too small to hold
+    /// the queued bytes.
+    pub fn replace_send_buffer(
+        &mut self,
+        mut new: SocketBuffer<'a>,
+    ) -> Result<SocketBuffer<'a>, SocketBuffer<'a>> {
+        let len = self.tx_buffer.len();
+        if new.capacity() < len {
+            return Err(new);
+        }
+        new.clear();
+        let mut off = 0;
+        while off < len {
+            let n = new.enqueue_slice(self.tx_buffer.get_allocated(off, len - off));
+            if n == 0 {
+                break;
+            }
+            off += n;
+        }
+        Ok(core::mem::replace(&mut self.tx_buffer, new))
+    }
+
     /// Check whether the receive buffer is not empty.
     #[inline]
     pub fn can_recv(&self) -> bool {

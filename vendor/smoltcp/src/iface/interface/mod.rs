@@ -37,7 +37,7 @@ use super::fragmentation::{Fragmenter, FragmentsBuffer};
 
 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
 use super::neighbor::{Answer as NeighborAnswer, Cache as NeighborCache};
-use super::socket_set::SocketSet;
+use super::socket_set::{SocketHandle, SocketSet};
 use crate::config::{
     IFACE_MAX_ADDR_COUNT, IFACE_MAX_PREFIX_COUNT, IFACE_MAX_SIXLOWPAN_ADDRESS_CONTEXT_COUNT,
 };
@@ -155,6 +155,38 @@ pub struct InterfaceInner {
     routes: Routes,
     #[cfg(feature = "multicast")]
     multicast: multicast::State,
+    /// hotpair patch: which TCP socket the next incoming segment is offered to.
+    tcp_dispatch: TcpDispatch,
+}
+
+/// hotpair patch: which TCP socket an incoming segment is offered to.
+///
+/// smoltcp offers every segment to each socket of the set in turn until one
+/// accepts it: a linear walk per frame, which with tens of thousands of
+/// sockets costs more than the TCP processing itself. A caller that keeps
+/// its own map from the 4-tuple to a socket names that socket instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcpDispatch {
+    /// Every socket in the set, in order (smoltcp's own behaviour).
+    #[default]
+    Walk,
+    /// Only this socket. If it does not accept the segment (or the handle
+    /// names no TCP socket), the segment is treated as matching no socket.
+    Only(SocketHandle),
+    /// No socket: the segment is treated as matching none (a RST reply,
+    /// unless it is a RST).
+    NoSocket,
+}
+
+/// hotpair patch: what [`Interface::egress_socket`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressResult {
+    /// The socket had nothing to send (or may not send yet).
+    Idle,
+    /// The socket emitted a packet; it may have more.
+    Emitted,
+    /// The device refused a packet (its transmit queue is full).
+    Exhausted,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -275,6 +307,7 @@ impl Interface {
                 hardware_addr: config.hardware_addr,
                 ip_addrs: Vec::new(),
                 any_ip: false,
+                tcp_dispatch: TcpDispatch::Walk,
                 routes: Routes::new(),
                 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
                 neighbor_cache: NeighborCache::new(),
@@ -716,20 +749,98 @@ impl Interface {
     ) -> PollResult {
         let _caps = device.capabilities();
 
+        let mut result = PollResult::None;
+        for item in sockets.items_mut() {
+            // hotpair patch: the body is `egress_item`, shared with
+            // `egress_socket`.
+            match Self::egress_item(&mut self.inner, &mut self.fragmenter, device, item) {
+                EgressResult::Exhausted => break, // Device buffer full.
+                EgressResult::Emitted => result = PollResult::SocketStateChanged,
+                EgressResult::Idle => {}
+            }
+        }
+        result
+    }
+
+    /// hotpair patch: dispatch one socket, as one step of `poll_egress`
+    /// does for every socket of the set. With a ready set of its own, the
+    /// caller egresses only sockets that have something to do, instead of
+    /// smoltcp's walk over all of them. Call it again while it returns
+    /// `Emitted`. A handle that names no socket is `Idle`.
+    pub fn egress_socket(
+        &mut self,
+        timestamp: Instant,
+        device: &mut (impl Device + ?Sized),
+        sockets: &mut SocketSet<'_>,
+        handle: SocketHandle,
+    ) -> EgressResult {
+        self.inner.now = timestamp;
+        let Some(item) = sockets.item_mut(handle) else {
+            return EgressResult::Idle;
+        };
+        Self::egress_item(&mut self.inner, &mut self.fragmenter, device, item)
+    }
+
+    /// hotpair patch: when one socket needs polling, as `poll_at` computes
+    /// it for the whole set: `Some(0)` for now, `None` for "only when a
+    /// packet arrives" (or no such socket). Lets the caller keep a timer
+    /// heap instead of asking every socket on every round.
+    pub fn socket_poll_at(
+        &mut self,
+        timestamp: Instant,
+        sockets: &SocketSet<'_>,
+        handle: SocketHandle,
+    ) -> Option<Instant> {
+        self.inner.now = timestamp;
+        let item = sockets.item(handle)?;
+        let socket_poll_at = item.socket.poll_at(&mut self.inner);
+        match item.meta.poll_at(
+            socket_poll_at,
+            |ip_addr| self.inner.has_neighbor(&ip_addr),
+            timestamp,
+        ) {
+            PollAt::Ingress => None,
+            PollAt::Time(instant) => Some(instant),
+            PollAt::Now => Some(Instant::from_millis(0)),
+        }
+    }
+
+    /// hotpair patch: whether a socket is silenced until its next hop's
+    /// link-layer address is discovered. `socket_poll_at` then reports the
+    /// end of the silence; a caller with its own timer heap should poll the
+    /// socket again as soon as an ARP (or NDP) packet has been processed.
+    pub fn socket_waits_for_neighbor(&self, sockets: &SocketSet<'_>, handle: SocketHandle) -> bool {
+        sockets
+            .item(handle)
+            .is_some_and(|item| item.meta.waits_for_neighbor())
+    }
+
+    /// hotpair patch: which socket the next incoming TCP segment goes to
+    /// (see [`TcpDispatch`]); it stays in force until changed.
+    pub fn set_tcp_dispatch(&mut self, dispatch: TcpDispatch) {
+        self.inner.tcp_dispatch = dispatch;
+    }
+
+    /// One socket's step of `socket_egress` (hotpair patch: moved out of
+    /// its loop unchanged).
+    fn egress_item(
+        inner: &mut InterfaceInner,
+        fragmenter: &mut Fragmenter,
+        device: &mut (impl Device + ?Sized),
+        item: &mut crate::iface::socket_set::Item<'_>,
+    ) -> EgressResult {
         enum EgressError {
             Exhausted,
             Dispatch,
         }
-
-        let mut result = PollResult::None;
-        for item in sockets.items_mut() {
+        let mut emitted = false;
+        {
             if !item
                 .meta
-                .egress_permitted(self.inner.now, |ip_addr| self.inner.has_neighbor(&ip_addr))
+                .egress_permitted(inner.now, |ip_addr| inner.has_neighbor(&ip_addr))
             {
-                continue;
+                return EgressResult::Idle;
             }
-
             let mut neighbor_addr = None;
             let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
                 neighbor_addr = Some(response.ip_repr().dst_addr());
@@ -739,17 +850,17 @@ impl Interface {
                 })?;
 
                 inner
-                    .dispatch_ip(t, meta, response, &mut self.fragmenter)
+                    .dispatch_ip(t, meta, response, fragmenter)
                     .map_err(|_| EgressError::Dispatch)?;
 
-                result = PollResult::SocketStateChanged;
+                emitted = true;
 
                 Ok(())
             };
 
             let result = match &mut item.socket {
                 #[cfg(feature = "socket-raw")]
-                Socket::Raw(socket) => socket.dispatch(&mut self.inner, |inner, (ip, raw)| {
+                Socket::Raw(socket) => socket.dispatch(inner, |inner, (ip, raw)| {
                     respond(
                         inner,
                         PacketMeta::default(),
@@ -758,7 +869,7 @@ impl Interface {
                 }),
                 #[cfg(feature = "socket-icmp")]
                 Socket::Icmp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, response| match response {
+                    socket.dispatch(inner, |inner, response| match response {
                         #[cfg(feature = "proto-ipv4")]
                         (IpRepr::Ipv4(ipv4_repr), IcmpRepr::Ipv4(icmpv4_repr)) => respond(
                             inner,
@@ -777,19 +888,19 @@ impl Interface {
                 }
                 #[cfg(feature = "socket-udp")]
                 Socket::Udp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, meta, (ip, udp, payload)| {
+                    socket.dispatch(inner, |inner, meta, (ip, udp, payload)| {
                         respond(inner, meta, Packet::new(ip, IpPayload::Udp(udp, payload)))
                     })
                 }
                 #[cfg(feature = "socket-tcp")]
                 Socket::Tcp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, meta, (ip, tcp)| {
+                    socket.dispatch(inner, |inner, meta, (ip, tcp)| {
                         respond(inner, meta, Packet::new(ip, IpPayload::Tcp(tcp)))
                     })
                 }
                 #[cfg(feature = "socket-dhcpv4")]
                 Socket::Dhcpv4(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, (ip, udp, dhcp)| {
+                    socket.dispatch(inner, |inner, (ip, udp, dhcp)| {
                         respond(
                             inner,
                             PacketMeta::default(),
@@ -798,7 +909,7 @@ impl Interface {
                     })
                 }
                 #[cfg(feature = "socket-dns")]
-                Socket::Dns(socket) => socket.dispatch(&mut self.inner, |inner, (ip, udp, dns)| {
+                Socket::Dns(socket) => socket.dispatch(inner, |inner, (ip, udp, dns)| {
                     respond(
                         inner,
                         PacketMeta::default(),
@@ -808,21 +919,25 @@ impl Interface {
             };
 
             match result {
-                Err(EgressError::Exhausted) => break, // Device buffer full.
+                Err(EgressError::Exhausted) => return EgressResult::Exhausted,
                 Err(EgressError::Dispatch) => {
                     // `NeighborCache` already takes care of rate limiting the neighbor discovery
                     // requests from the socket. However, without an additional rate limiting
                     // mechanism, we would spin on every socket that has yet to discover its
                     // neighbor.
                     item.meta.neighbor_missing(
-                        self.inner.now,
+                        inner.now,
                         neighbor_addr.expect("non-IP response packet"),
                     );
                 }
                 Ok(()) => {}
             }
         }
-        result
+        if emitted {
+            EgressResult::Emitted
+        } else {
+            EgressResult::Idle
+        }
     }
 }
 

@@ -29,15 +29,31 @@ impl InterfaceInner {
             &self.caps.checksum
         ));
 
-        for tcp_socket in sockets
-            .items_mut()
-            .filter_map(|i| Socket::downcast_mut(&mut i.socket))
-        {
-            if tcp_socket.accepts(self, &ip_repr, &tcp_repr) {
-                return tcp_socket
-                    .process(self, &ip_repr, &tcp_repr)
-                    .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+        match self.tcp_dispatch {
+            TcpDispatch::Walk => {
+                for tcp_socket in sockets
+                    .items_mut()
+                    .filter_map(|i| Socket::downcast_mut(&mut i.socket))
+                {
+                    if tcp_socket.accepts(self, &ip_repr, &tcp_repr) {
+                        return tcp_socket
+                            .process(self, &ip_repr, &tcp_repr)
+                            .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+                    }
+                }
             }
+            // hotpair patch: the caller named the one socket this segment
+            // may belong to (its own 4-tuple map): no walk over the set.
+            TcpDispatch::Only(handle) => {
+                if let Some(tcp_socket) = sockets.try_get_mut::<Socket>(handle)
+                    && tcp_socket.accepts(self, &ip_repr, &tcp_repr)
+                {
+                    return tcp_socket
+                        .process(self, &ip_repr, &tcp_repr)
+                        .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+                }
+            }
+            TcpDispatch::NoSocket => {}
         }
 
         if tcp_repr.control == TcpControl::Rst
