@@ -1172,13 +1172,15 @@ pub fn digest_guard(test: &str) {
     if !n1_alive {
         failures.push("n1 was no longer running when the test came to kill it".to_owned());
     }
+    // The download first: it ends only once n2 took over, so its log says
+    // so by then (read at once after the kill, it raced n2's takeover).
+    failures.extend(dl.finish(&lab, &docroot.join(BIG_FILE), kill, Some(&alt_big)));
     failures.extend(takeover_failures(
         "n1",
         &n1.log_text(),
         "n2",
         &n2.log_text(),
     ));
-    failures.extend(dl.finish(&lab, &docroot.join(BIG_FILE), kill, Some(&alt_big)));
     match link {
         Some(b) if b >= at_kill => {}
         other => failures.push(format!(
