@@ -661,8 +661,9 @@ pub fn render(r: &Results, plots: &[String]) -> String {
          signalled once 20 MiB (8) arrived; every download completes with the right SHA-256. \
          The stall is the longest time the file did not grow from the signal on (sampled \
          every 10 ms). SIGSTOP freezes the node (a host crash: no kernel resets the link); \
-         it is SIGKILLed after the download. SIGTERM is a planned stop: the node exits, the \
-         link closes, and the peer takes over at once (no handover protocol yet).\n"
+         it is SIGKILLed after the download. SIGTERM is a planned stop: the node sends `Leaving` \
+         on the link and exits, and the peer takes over at once (a primary claims without \
+         probing).\n"
     );
     let rows: Vec<Vec<String>> = r
         .stalls
