@@ -172,6 +172,12 @@ enum LabCommand {
     Exec(ExecArgs),
     /// SIGKILL a node's process (fail-stop), e.g. `hotpair lab kill n1`.
     Kill(KillArgs),
+    /// SIGSTOP a node's process: a host that hangs, whose kernel does not
+    /// reset the replication link (`lab thaw` resumes it).
+    Freeze(KillArgs),
+    /// SIGCONT a frozen node: it finds its peer has taken over, stays
+    /// silent and stands down.
+    Thaw(KillArgs),
 }
 
 #[derive(clap::Args)]
@@ -582,6 +588,8 @@ pub fn run(args: LabArgs) -> Result<()> {
         }
         LabCommand::Exec(a) => exec(&prefix, &a.name, &a.command),
         LabCommand::Kill(a) => kill(&prefix, &a.node),
+        LabCommand::Freeze(a) => signal_node(&prefix, &a.node, libc::SIGSTOP, "froze"),
+        LabCommand::Thaw(a) => signal_node(&prefix, &a.node, libc::SIGCONT, "thawed"),
     }
 }
 
@@ -1189,6 +1197,27 @@ pub fn kill_node(prefix: &str, name: &str) -> Result<Killed> {
     let pid = node.process.map(|p| p.pid);
     state.save()?;
     Ok(Killed { was_alive, pid })
+}
+
+/// `lab freeze` / `lab thaw`: send `sig` to a node that is running.
+fn signal_node(prefix: &str, name: &str, sig: i32, did: &str) -> Result<()> {
+    validate_prefix(prefix)?;
+    let dir = state_dir(prefix);
+    let state = LabState::load(&dir)?
+        .with_context(|| format!("no lab with prefix {prefix} (no {})", dir.display()))?;
+    let node = state
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .with_context(|| format!("lab {prefix} has no node `{name}`"))?;
+    let Some(p) = node.process else {
+        bail!("lab {prefix}: node {name} was never started");
+    };
+    if !p.signal(sig) {
+        bail!("lab {prefix}: node {name} (pid {}) is not running", p.pid);
+    }
+    println!("lab {prefix}: {did} node {name} (pid {})", p.pid);
+    Ok(())
 }
 
 /// `lab kill`: [`kill_node`] and say what happened.

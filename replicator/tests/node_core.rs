@@ -472,3 +472,106 @@ fn a_peer_leaving_is_taken_over_at_once_and_its_address_claimed_without_probes()
         }]
     );
 }
+
+/// Frames `n` sends that are neither ARP probes nor answers to probes.
+fn spoken(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| {
+            arp::parse(f.data()).is_none_or(|a| {
+                a.sender_ip != Ipv4Address::UNSPECIFIED && a.target_ip != Ipv4Address::UNSPECIFIED
+            })
+        })
+        .map(|f| format!("{:02x?}", &f.data()[..f.data().len().min(42)]))
+        .collect()
+}
+
+#[test]
+fn a_node_paused_past_the_timeout_stays_silent_and_stands_down_where_its_peer_took_over() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    settle(&mut n1, &mut n2, t0);
+    // n2 is frozen (SIGSTOP: its kernel keeps the link open). What n1
+    // sends meanwhile waits in n2's socket buffer.
+    let mut stale = Vec::new();
+    let mut t = t0;
+    for _ in 0..6 {
+        t += Duration::from_millis(100);
+        n1.round(t);
+        while let Some(m) = n1.poll_link_transmit(0) {
+            stale.push(m);
+        }
+    }
+    // n1 declared n2 dead (heartbeat timeout): it promotes A, claims B.
+    for _ in 0..10 {
+        t += Duration::from_millis(100);
+        n1.round(t);
+        lan_out(&mut n1);
+    }
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Simplex, Role::Simplex));
+    // n2 resumes 2 s after it froze. Its first input is the stale link
+    // data: refused (the session is gone), so the shell drops the link.
+    let t2 = t0 + Duration::from_secs(2);
+    let (ch, m) = stale.remove(0);
+    assert!(n2.handle_link_msg(0, ch, m, t2).is_err());
+    assert_eq!(n2.pauses(), 1);
+    // A client asks n2 who has B (n2 owned it before it froze).
+    n2.handle_lan_frame(arp_who_has(B));
+    let mut t = t2;
+    let mut n2_spoke = Vec::new();
+    for _ in 0..20 {
+        n2.round(t);
+        n1.round(t);
+        let (f2, f1) = (lan_out(&mut n2), lan_out(&mut n1));
+        n2_spoke.extend(spoken(&f2));
+        for f in f2 {
+            n1.handle_lan_frame(f);
+        }
+        for f in f1 {
+            n2.handle_lan_frame(f);
+        }
+        t += Duration::from_millis(50);
+    }
+    assert!(
+        n2_spoke.is_empty(),
+        "the resumed node spoke before its role was confirmed: {n2_spoke:?}"
+    );
+    // n1 answered n2's probes for both addresses: n2 stands down for both.
+    assert!(
+        n2.fenced(0) && n2.fenced(1),
+        "n2 not fenced: {:?}",
+        (n2.fenced(0), n2.fenced(1))
+    );
+    assert!(
+        n2.engine_stats(1).silenced > 0,
+        "the ARP reply was not held back"
+    );
+    assert!(!n1.fenced(0) && !n1.fenced(1));
+}
+
+#[test]
+fn a_paused_ingress_whose_primary_is_gone_too_takes_over_after_its_probes() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    settle(&mut n1, &mut n2, t0);
+    // n2 froze; n1 died meanwhile. n2 resumes: nobody answers its probes,
+    // so it promotes B (its own) and claims A.
+    let mut t = t0 + Duration::from_secs(2);
+    n2.round(t);
+    for _ in 0..20 {
+        t += Duration::from_millis(50);
+        n2.round(t);
+        lan_out(&mut n2);
+    }
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Simplex, Role::Simplex));
+    assert!(!n2.fenced(0) && !n2.fenced(1));
+    let changes: Vec<_> = std::iter::from_fn(|| n2.poll_role_change()).collect();
+    assert!(changes.contains(&RoleChange::Promoted {
+        address: B,
+        connections: 0
+    }));
+}

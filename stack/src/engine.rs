@@ -54,6 +54,14 @@ mod ready;
 use buffers::SendBuffers;
 use ready::Ready;
 
+/// ARP probes (sender 0.0.0.0) and answers to probes (target 0.0.0.0):
+/// the only frames a node sends while its role is unconfirmed.
+fn is_probe_traffic(frame: &[u8]) -> bool {
+    crate::arp::parse(frame).is_some_and(|a| {
+        a.sender_ip == Ipv4Address::UNSPECIFIED || a.target_ip == Ipv4Address::UNSPECIFIED
+    })
+}
+
 /// Bytes kept free in front of every frame, for the TAP's vnet header.
 pub const HEADROOM: usize = VNET_HDR_LEN;
 /// Ethernet MTU toward the LAN (IP MTU 1500 + 14).
@@ -276,6 +284,10 @@ pub struct EngineStats {
     /// Slots looked at by rounds so far (each ready slot once per round):
     /// what a round costs, which must follow the active connections.
     pub slots_polled: u64,
+    /// Frames for the LAN not sent because this node's role was not
+    /// confirmed at the time (no lease from its peer, or probing for the
+    /// address): a node that may have been taken over stays silent.
+    pub silenced: u64,
 }
 
 #[derive(Debug, Default)]
@@ -652,6 +664,12 @@ pub struct Engine<C> {
     woken_ids: Vec<ConnId>,
     stats: EngineStats,
     claim: Claim,
+    /// The peer confirmed this node's role recently enough (set by the
+    /// node core each round): a primary without it sends nothing to
+    /// clients, since its peer may have taken the connections over.
+    lease: bool,
+    /// An ingress node's probes went unanswered: promote (taken once).
+    probed: bool,
     /// Announcements still to repeat after a claim, and when the next is due.
     reannounce: Option<(u32, StdInstant)>,
     /// Added to smoltcp's clock. Claiming the address advances it once so
@@ -723,6 +741,8 @@ impl<C> Engine<C> {
             woken_ids: Vec::new(),
             stats: EngineStats::default(),
             claim: Claim::None,
+            lease: true,
+            probed: false,
             reannounce: None,
             clock_skew: Duration::ZERO,
             last_poll: start,
@@ -780,9 +800,59 @@ impl<C> Engine<C> {
         self.peer_in.push_back(f);
     }
 
-    /// Next frame for the LAN.
+    /// Next frame for the LAN. While the node's role is not confirmed
+    /// (see [`Engine::set_lease`], [`Engine::probe_before_promote`]) only
+    /// ARP probes and answers to probes leave: a node that was paused must
+    /// not speak first.
     pub fn poll_lan_transmit(&mut self) -> Option<Frame> {
-        self.lan_out.pop_front()
+        loop {
+            let f = self.lan_out.pop_front()?;
+            if !self.silent() || is_probe_traffic(f.data()) {
+                return Some(f);
+            }
+            self.stats.silenced += 1;
+            self.recycle(f);
+        }
+    }
+
+    /// Whether frames to clients are held back: while probing for the
+    /// address, and for a primary without a current lease.
+    pub fn silent(&self) -> bool {
+        matches!(self.claim, Claim::Probing { .. }) || (self.mode == Role::Primary && !self.lease)
+    }
+
+    /// The node core's word on whether the peer confirmed this node's role
+    /// within the heartbeat timeout. Only a primary's output depends on it.
+    pub fn set_lease(&mut self, ok: bool) {
+        if self.lease != ok {
+            tracing::debug!(address = %self.cfg.address.address(), lease = ok, mode = ?self.mode, "lease");
+        }
+        self.lease = ok;
+    }
+
+    /// An ingress node whose primary seems gone, but which may itself have
+    /// been paused past the timeout (its peer may have claimed the address
+    /// meanwhile): probe for the address first, silent. If the primary
+    /// answers, it holds the address: this node is fenced. If nobody does,
+    /// [`Engine::take_probed`] says so and the caller promotes.
+    pub fn probe_before_promote(&mut self) {
+        if self.mode == Role::Ingress && self.claim == Claim::None {
+            self.claim = Claim::Probing {
+                sent: 0,
+                next_at: None,
+            };
+        }
+    }
+
+    /// The probes of [`Engine::probe_before_promote`] went unanswered
+    /// (once).
+    pub fn take_probed(&mut self) -> bool {
+        std::mem::take(&mut self.probed)
+    }
+
+    /// Whether [`Engine::take_probed`] would say so (without taking it).
+    pub fn probed(&self) -> bool {
+        self.probed
     }
 
     /// Next client frame to forward to the primary (ingress mode).
@@ -904,6 +974,13 @@ impl<C> Engine<C> {
                 sent: sent + 1,
                 next_at: Some(now + CLAIM_PROBE_INTERVAL),
             };
+        } else if self.mode == Role::Ingress {
+            tracing::info!(
+                connections = self.stats.active,
+                "no answer to probes: the address is still ours"
+            );
+            self.claim = Claim::None;
+            self.probed = true;
         } else {
             tracing::info!(
                 connections = self.stats.active,
@@ -1321,24 +1398,21 @@ impl<C> Engine<C> {
                 // The primary hears clients only through the ingress node;
                 // while claiming it listens for an answer to its probes.
                 Role::Primary => {
-                    if let (Claim::Probing { .. }, Some(a)) =
-                        (self.claim, crate::arp::parse(f.data()))
-                    {
-                        // Only an answer to *our* probe counts: a reply from
-                        // the owner of the address, addressed to us.
-                        if a.operation == ArpOperation::Reply
-                            && a.sender_ip == self.cfg.address.address()
-                            && a.sender_mac != self.cfg.mac
-                            && a.target_mac == self.cfg.mac
-                        {
-                            tracing::error!(
-                                owner = %a.sender_mac,
-                                arp = ?a,
-                                "the ingress node still owns the service address: fenced, standing down"
-                            );
-                            self.claim = Claim::Fenced;
-                        }
+                    if self.probe_answered(&f) {
+                        tracing::error!(
+                            "the ingress node still owns the service address: fenced, standing down"
+                        );
+                        self.claim = Claim::Fenced;
                     }
+                    self.recycle(f);
+                    None
+                }
+                Role::Ingress if self.probe_answered(&f) => {
+                    tracing::error!(
+                        "the primary holds the service address (it took over while this node \
+                         was silent): fenced, standing down"
+                    );
+                    self.claim = Claim::Fenced;
                     self.recycle(f);
                     None
                 }
@@ -1500,6 +1574,20 @@ impl<C> Engine<C> {
 
     /// Answer an RFC 5227 probe for our address (smoltcp ignores ARP from
     /// 0.0.0.0): a primary that lost the link asks this before claiming.
+    /// While probing: `f` answers *our* probe — an ARP reply for the
+    /// address from another MAC, addressed to us.
+    fn probe_answered(&self, f: &Frame) -> bool {
+        if !matches!(self.claim, Claim::Probing { .. }) {
+            return false;
+        }
+        crate::arp::parse(f.data()).is_some_and(|a| {
+            a.operation == ArpOperation::Reply
+                && a.sender_ip == self.cfg.address.address()
+                && a.sender_mac != self.cfg.mac
+                && a.target_mac == self.cfg.mac
+        })
+    }
+
     fn answer_probe(&mut self, f: &Frame) -> bool {
         let vip = self.cfg.address.address();
         match crate::arp::parse(f.data()) {

@@ -169,6 +169,10 @@ struct Site {
     conns: SiteConns,
     replica: Option<Replica>,
     fenced_reported: bool,
+    /// This node was paused past the heartbeat timeout while it was an
+    /// ingress node: its peer may have claimed the address meanwhile, so
+    /// it probes before it promotes.
+    suspect: bool,
     /// Per route: the peer reported the same policy and content digest in
     /// this link session (the digest guard); until then, and on any
     /// difference, `static` routes are logged.
@@ -193,6 +197,14 @@ pub struct NodeCore {
     next_tx: usize,
     /// This node's routes as `Msg::Routes` reports them.
     route_digests: Vec<RouteDigest>,
+    /// The peers' heartbeat timeout: silence past it lets a peer take over.
+    heartbeat_timeout: Duration,
+    /// The latest time any input or round was handed in: a longer gap
+    /// than the heartbeat timeout means this node was paused (SIGSTOP, a
+    /// stalled VM) and its peers may have taken over.
+    last_call: Option<Instant>,
+    /// Pauses detected so far.
+    pauses: u64,
 }
 
 /// The channel naming a service address on the link.
@@ -318,6 +330,7 @@ impl NodeCore {
                 conns: SiteConns::default(),
                 replica,
                 fenced_reported: false,
+                suspect: false,
                 static_ok: vec![false; cfg.routes.len()],
             });
         }
@@ -342,6 +355,9 @@ impl NodeCore {
             changes: VecDeque::new(),
             next_tx: 0,
             route_digests,
+            heartbeat_timeout: cfg.heartbeat_timeout,
+            last_call: None,
+            pauses: 0,
         })
     }
 
@@ -468,6 +484,7 @@ impl NodeCore {
 
     /// The link to `peer` is up: every address shared with it says `Hello`.
     pub fn handle_link_up(&mut self, peer: PeerId, now: Instant) {
+        self.check_paused(now);
         for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
             if let Some(r) = s.replica.as_mut() {
                 r.handle_connected(now);
@@ -478,6 +495,7 @@ impl NodeCore {
     /// Bytes arrived from `peer` (a message may still be incomplete): it
     /// is alive, for every address shared with it.
     pub fn handle_link_progress(&mut self, peer: PeerId, now: Instant) {
+        self.check_paused(now);
         for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
             if let Some(r) = s.replica.as_mut() {
                 r.handle_link_progress(now);
@@ -499,6 +517,7 @@ impl NodeCore {
     /// The link to `peer` failed or closed: it is dead for every address
     /// shared with it (the next round takes over).
     pub fn handle_link_lost(&mut self, peer: PeerId, now: Instant) {
+        self.check_paused(now);
         for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
             if let Some(r) = s.replica.as_mut() {
                 r.handle_link_lost(now);
@@ -514,6 +533,7 @@ impl NodeCore {
         msg: Msg,
         now: Instant,
     ) -> Result<(), LinkError> {
+        self.check_paused(now);
         let Some(site) = self
             .sites
             .iter_mut()
@@ -596,6 +616,7 @@ impl NodeCore {
     /// replication events (takeovers), then every engine. Returns whether
     /// anything moved: call again at once (after moving the outputs).
     pub fn round(&mut self, now: Instant) -> bool {
+        self.check_paused(now);
         let mut busy = std::mem::take(&mut self.shared.logged);
         for (i, site) in self.sites.iter_mut().enumerate() {
             let mut promote = false;
@@ -651,10 +672,14 @@ impl NodeCore {
                         }
                         Event::PeerDead { since_heard, left } => {
                             match site.engine.mode() {
+                                // Paused past the timeout: the primary may
+                                // hold the address now; ask the LAN first.
+                                Role::Ingress if site.suspect => site.engine.probe_before_promote(),
                                 Role::Ingress => promote = true,
                                 Role::Primary => claim = true,
                                 Role::Simplex => {}
                             }
+                            site.suspect = false;
                             peer_left = left;
                             tracing::info!(
                                 address = %site.cfg.address.address(),
@@ -671,6 +696,17 @@ impl NodeCore {
                 while let Some(f) = site.engine.poll_forward() {
                     site.engine.recycle(f);
                 }
+            }
+            // The lease: a primary speaks to clients only while its peer's
+            // last word is younger than the timeout (after it, the peer may
+            // have taken its connections over).
+            let lease = site.replica.as_ref().is_some_and(|r| {
+                r.peer_state() == crate::PeerState::Up
+                    && now.saturating_duration_since(r.last_heard()) <= self.heartbeat_timeout
+            });
+            site.engine.set_lease(lease);
+            if site.engine.take_probed() {
+                promote = true;
             }
             let mut driver = SiteDriver {
                 site: i,
@@ -709,16 +745,64 @@ impl NodeCore {
                 });
             }
             busy |= site.engine.poll(&mut driver, now);
+            // Probes unanswered: promote at the next round (called at once).
+            busy |= site.engine.probed();
             if site.engine.fenced() && !site.fenced_reported {
                 site.fenced_reported = true;
                 tracing::error!(
                     address = %site.cfg.address.address(),
-                    "fenced: the owner answered for the address after the link failed; \
+                    "fenced: the peer answered for the address after the link failed; \
                      it serves that address's connections now, this node stays silent for it"
                 );
             }
         }
         busy || self.shared.logged
+    }
+
+    /// A gap since the last call longer than the heartbeat timeout: this
+    /// node was paused (or starved) and every peer may have declared it
+    /// dead and taken over. Whatever the links still hold was sent before
+    /// that and proves nothing, so every replicated site drops its session
+    /// (the shell drops the link at the next message) and goes through the
+    /// takeover's checks: a primary probes before it claims, an ingress
+    /// node probes before it promotes; either is fenced if the peer
+    /// answers. Until then each stays silent on the LAN.
+    fn check_paused(&mut self, now: Instant) {
+        let last = self
+            .last_call
+            .replace(now.max(self.last_call.unwrap_or(now)));
+        let Some(last) = last else { return };
+        let gap = now.saturating_duration_since(last);
+        if gap <= self.heartbeat_timeout {
+            return;
+        }
+        let mut affected = 0;
+        for s in &mut self.sites {
+            let Some(r) = s.replica.as_mut() else {
+                continue;
+            };
+            if r.role() == Role::Simplex || s.engine.fenced() {
+                continue;
+            }
+            affected += 1;
+            s.suspect = s.engine.mode() == Role::Ingress;
+            s.engine.set_lease(false);
+            r.handle_link_lost(now);
+        }
+        if affected > 0 {
+            self.pauses += 1;
+            tracing::warn!(
+                paused_ms = gap.as_millis() as u64,
+                addresses = affected,
+                "this node was paused past the heartbeat timeout: its peers may have taken \
+                 over; links dropped, probing before serving again"
+            );
+        }
+    }
+
+    /// Pauses past the heartbeat timeout detected so far.
+    pub fn pauses(&self) -> u64 {
+        self.pauses
     }
 
     /// When the node next needs a round, if nothing arrives before.

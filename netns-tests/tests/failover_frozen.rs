@@ -1,0 +1,237 @@
+//! A frozen node (SIGSTOP: a host that hangs, whose kernel neither dies nor
+//! resets the replication link) in a duplex lab: its peer takes over after
+//! the heartbeat timeout, and when the frozen node resumes it must not
+//! speak first — not one stale data segment, ARP answer or RST from the
+//! service address — but probe, find that its peer holds the address, and
+//! stand down. Each test: a 50 MB download at 20 MB/s, the freeze once
+//! 10 MiB arrived, the thaw either after the download ended or while it
+//! still runs from the survivor; curl exits 0, SHA-256 exact, the client's
+//! capture holds no RST from the address and no segment from the resumed
+//! node's MAC after the thaw.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hotpair_netns_tests::failover::{
+    self, assert_no_rst, epoch_now, Capture, Sampler, DOWNLOAD_RATE, SAMPLE_EVERY,
+};
+use hotpair_netns_tests::{assert_success, describe, report, sha256sum, url, Lab, TempDir};
+
+const FILE: &str = "50m.bin";
+const FREEZE_AT: u64 = 10 << 20;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Thaw {
+    /// After the download ended.
+    AfterTheDownload,
+    /// While the download still runs from the survivor (after the takeover).
+    DuringTheDownload,
+}
+
+fn mac_of(node: &str) -> &'static str {
+    match node {
+        "n1" => "02:68:70:00:00:01",
+        _ => "02:68:70:00:00:02",
+    }
+}
+
+/// Lines of the client's capture (`tcpdump -e -tt`) matching `filter` at
+/// or after `since` (seconds since the epoch).
+fn captured_since(pcap: &Path, filter: &str, since: f64) -> Vec<String> {
+    let out = Command::new("tcpdump")
+        .args(["-n", "-e", "-tt", "-r"])
+        .arg(pcap)
+        .arg(filter)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run tcpdump -r: {e}"));
+    assert!(
+        out.status.success(),
+        "tcpdump -r failed\n{}",
+        describe(&out)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_some_and(|t| t >= since)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+fn freeze_and_resume(test: &str, victim: &str, thaw: Thaw) {
+    let Some(lab) = failover::duplex_lab(test) else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("{test}-dl"));
+    let src = lab.docroot().join(FILE);
+    let total = std::fs::metadata(&src).expect("docroot file").len();
+    let cap = Capture::start(&lab, tmp.path());
+    // And ARP: a resumed node must not answer for the address either.
+    let arp_pcap = tmp.path().join("arp.pcap");
+    let arp_s = arp_pcap.to_string_lossy().into_owned();
+    let arp_cap = lab.spawn_in(
+        "client",
+        &["tcpdump", "-i", "eth0", "-n", "-U", "-w", &arp_s, "arp"],
+        tmp.path(),
+        "tcpdump-arp",
+    );
+    let listening = Instant::now();
+    while !arp_cap.stderr_text().contains("listening on") {
+        assert!(
+            listening.elapsed() < Duration::from_secs(10),
+            "[{test}] tcpdump (arp) did not start: {}",
+            arp_cap.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let dl = tmp.path().join("download.bin");
+    let dl_s = dl.to_string_lossy().into_owned();
+    let start = Instant::now();
+    let mut curl = lab.spawn_in(
+        "client",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "45",
+            "--limit-rate",
+            DOWNLOAD_RATE,
+            "-o",
+            &dl_s,
+            &url(&format!("/static/{FILE}")),
+        ],
+        tmp.path(),
+        "curl",
+    );
+    let sampler = Sampler::start(dl.clone(), start, SAMPLE_EVERY);
+    while sampler.latest() < FREEZE_AT {
+        assert!(
+            !curl.exited() && start.elapsed() < Duration::from_secs(20),
+            "[{test}] the download did not reach {FREEZE_AT} bytes"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    let frozen = Instant::now();
+    let out = lab.lab(&["freeze", victim], Duration::from_secs(10));
+    assert_success(&out, &format!("[{test}] lab freeze {victim}"));
+    let thawed_at = match thaw {
+        Thaw::DuringTheDownload => {
+            // Past the takeover (heartbeat timeout 500 ms, plus 300 ms of
+            // probes when the owner froze), with 40 MiB still to come.
+            thread::sleep(Duration::from_millis(1500));
+            assert!(
+                !curl.exited(),
+                "[{test}] the download ended before the thaw"
+            );
+            let t = epoch_now();
+            let out = lab.lab(&["thaw", victim], Duration::from_secs(10));
+            assert_success(&out, &format!("[{test}] lab thaw {victim}"));
+            Some(t)
+        }
+        Thaw::AfterTheDownload => None,
+    };
+    let out = curl.wait(Duration::from_secs(50));
+    let end = Instant::now();
+    let samples = sampler.finish();
+    let thawed_at = thawed_at.unwrap_or_else(|| {
+        let t = epoch_now();
+        let out = lab.lab(&["thaw", victim], Duration::from_secs(10));
+        assert_success(&out, &format!("[{test}] lab thaw {victim}"));
+        t
+    });
+    let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
+    let s = hotpair::stall::measure(&samples, frozen - start, end - start, got == total);
+    assert!(
+        out.status.success(),
+        "[{test}] curl failed after the freeze of {victim}; {got} of {total} bytes\n{}",
+        describe(&out)
+    );
+    assert_eq!(
+        got, total,
+        "[{test}] received {got} bytes, expected {total}"
+    );
+    assert_eq!(
+        sha256sum(&dl),
+        sha256sum(&src),
+        "[{test}] the downloaded file differs from {}",
+        src.display()
+    );
+    // Give the resumed node time to do whatever it would do.
+    thread::sleep(Duration::from_millis(1500));
+    let pcap = tmp.path().join("client.pcap");
+    let r = cap.stop();
+    assert_no_rst(&lab, &r, "freeze and thaw", thawed_at);
+    arp_cap.signal("INT");
+    let _ = arp_cap.wait(Duration::from_secs(10));
+    let mut spoke = captured_since(&pcap, &format!("ether src {}", mac_of(victim)), thawed_at);
+    spoke.extend(captured_since(
+        &arp_pcap,
+        // Its probes (sender 0.0.0.0) are the one thing it may send.
+        &format!("ether src {} and not arp[14:4] = 0", mac_of(victim)),
+        thawed_at,
+    ));
+    assert!(
+        spoke.is_empty(),
+        "[{test}] the resumed node {victim} spoke after the thaw ({} frames):\n{}",
+        spoke.len(),
+        spoke
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let logs = lab.node_logs(400);
+    assert!(
+        logs.contains("paused past the heartbeat timeout"),
+        "[{test}] the resumed node did not notice its pause\n{logs}"
+    );
+    report(&format!(
+        "[{test}] {victim} frozen at {:.1} MiB, thawed {}: stall {:.0} ms, SHA-256 exact, \
+         0 RST, 0 frames from the resumed node ({} packets captured from the address)",
+        FREEZE_AT as f64 / (1 << 20) as f64,
+        match thaw {
+            Thaw::AfterTheDownload => "after the download",
+            Thaw::DuringTheDownload => "1.5 s later, during the download",
+        },
+        s.after_kill.as_secs_f64() * 1e3,
+        r.packets
+    ));
+}
+
+#[test]
+fn frozen_primary_resumed_after_the_download_stays_silent() {
+    freeze_and_resume("fz_primary_after", "n1", Thaw::AfterTheDownload);
+}
+
+#[test]
+fn frozen_primary_resumed_during_the_download_stays_silent() {
+    freeze_and_resume("fz_primary_during", "n1", Thaw::DuringTheDownload);
+}
+
+#[test]
+fn frozen_ingress_resumed_during_the_download_stays_silent() {
+    freeze_and_resume("fz_ingress_during", "n2", Thaw::DuringTheDownload);
+}
+
+/// `lab freeze`/`lab thaw` refuse what they cannot do.
+#[test]
+fn freeze_names_a_missing_node() {
+    let Some(lab) = Lab::up("fz_cli") else {
+        return;
+    };
+    let out = lab.lab(&["freeze", "n9"], Duration::from_secs(10));
+    assert!(!out.status.success(), "[fz_cli] freeze n9 succeeded");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no node `n9`"),
+        "[fz_cli] {}",
+        describe(&out)
+    );
+}
