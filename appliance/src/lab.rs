@@ -176,8 +176,12 @@ enum LabCommand {
     /// reset the replication link (`lab thaw` resumes it).
     Freeze(KillArgs),
     /// SIGCONT a frozen node: it finds its peer has taken over, stays
-    /// silent and stands down.
+    /// silent and stands down, then rejoins once its link is up again.
     Thaw(KillArgs),
+    /// Start a node again (stopping it first with SIGTERM if it runs) and
+    /// wait until its replication links are up: it rejoins its peers,
+    /// which keep the connections they serve.
+    Restart(KillArgs),
 }
 
 #[derive(clap::Args)]
@@ -590,6 +594,7 @@ pub fn run(args: LabArgs) -> Result<()> {
         LabCommand::Kill(a) => kill(&prefix, &a.node),
         LabCommand::Freeze(a) => signal_node(&prefix, &a.node, libc::SIGSTOP, "froze"),
         LabCommand::Thaw(a) => signal_node(&prefix, &a.node, libc::SIGCONT, "thawed"),
+        LabCommand::Restart(a) => restart(&prefix, &a.node),
     }
 }
 
@@ -1197,6 +1202,63 @@ pub fn kill_node(prefix: &str, name: &str) -> Result<Killed> {
     let pid = node.process.map(|p| p.pid);
     state.save()?;
     Ok(Killed { was_alive, pid })
+}
+
+/// `lab restart`: stop the node if it runs (a planned stop), start it with
+/// its config, wait until its links are up.
+fn restart(prefix: &str, name: &str) -> Result<()> {
+    validate_prefix(prefix)?;
+    let dir = state_dir(prefix);
+    let mut state = LabState::load(&dir)?
+        .with_context(|| format!("no lab with prefix {prefix} (no {})", dir.display()))?;
+    let i = state
+        .nodes
+        .iter()
+        .position(|n| n.name == name)
+        .with_context(|| format!("lab {prefix} has no node `{name}`"))?;
+    if let Some(p) = state.nodes[i].process.filter(|p| p.alive()) {
+        p.signal(libc::SIGCONT);
+        p.signal(libc::SIGTERM);
+        if !p.wait_gone(Duration::from_secs(5)) {
+            p.kill();
+        }
+        println!("lab {prefix}: stopped node {name} (pid {})", p.pid);
+    }
+    start_node(&mut state, i)?;
+    state.nodes[i].killed = false;
+    state.save()?;
+    let node = &state.nodes[i];
+    let pid = node.process.map_or(0, |p| p.pid);
+    if state.mode.replicated() {
+        let sock = node_config::admin_socket(node);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = hotpair::admin::query(Path::new(&sock))
+                .is_ok_and(|st| !st.peers.is_empty() && st.peers.iter().all(|p| p.link_up));
+            if up {
+                break;
+            }
+            if !node.process.is_some_and(|p| p.alive()) {
+                bail!(
+                    "node {name} exited after its restart; tail of {}:\n{}",
+                    node.log.display(),
+                    tail(&node.log, 40)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "node {name}: its replication links were not all up within 30 s of its restart; tail of {}:\n{}",
+                    node.log.display(),
+                    tail(&node.log, 40)
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+        println!("lab {prefix}: restarted node {name} (pid {pid}); its replication links are up");
+    } else {
+        println!("lab {prefix}: restarted node {name} (pid {pid})");
+    }
+    Ok(())
 }
 
 /// `lab freeze` / `lab thaw`: send `sig` to a node that is running.

@@ -167,17 +167,20 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         tracing::warn!("replication link in plaintext (link.danger_plaintext): anyone who reaches the link address can read every request and reply and take addresses over; only for a dedicated cable");
     }
     let (to_stack, from_links) = mpsc::channel();
+    let mut setups = Vec::new();
     for ((i, p), key) in topo.peers.iter().enumerate().zip(keys) {
         let setup = match p.link {
             LinkEnd::Listen(a) => LinkSetup::Listen(a),
             LinkEnd::Connect(a) => LinkSetup::Connect(a),
         };
+        setups.push((setup.clone(), key.clone()));
         runtime.spawn(link::run(setup, key, i, to_stack.clone(), waker.clone()));
     }
     let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
     let (publisher, status_rx) = crate::admin::StatusPublisher::new(now, Some(waker.clone()));
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
     node.set_status(publisher);
+    node.set_relink(crate::service::Relink { setups, to_stack });
     let admin_path = cfg.admin_socket();
     let admin = crate::admin::bind(&admin_path)?;
     tracing::info!(socket = %admin_path.display(), "admin socket (hotpair status)");

@@ -216,6 +216,14 @@ pub struct NodeShell {
     stopped: Option<String>,
     /// Publishes status snapshots for the admin socket and metrics.
     status: Option<crate::admin::StatusPublisher>,
+    /// How to bring each peer's link up again after it was lost (rejoin).
+    relink: Option<Relink>,
+}
+
+/// What a lost link needs to be tried again: a new link task per loss.
+pub struct Relink {
+    pub setups: Vec<(crate::link::LinkSetup, crate::secure::PeerKey)>,
+    pub to_stack: mpsc::Sender<(PeerId, LinkIn)>,
 }
 
 impl NodeShell {
@@ -238,7 +246,28 @@ impl NodeShell {
             done_rx,
             stopped: None,
             status: None,
+            relink: None,
         }
+    }
+
+    /// Try every lost link again, for ever (a restarted or thawed peer
+    /// rejoins): the listening side listens again, the connecting side
+    /// retries.
+    pub fn set_relink(&mut self, r: Relink) {
+        self.relink = Some(r);
+    }
+
+    fn spawn_link(&self, peer: PeerId, pause: std::time::Duration) {
+        let Some(r) = &self.relink else { return };
+        let Some((setup, key)) = r.setups.get(peer).cloned() else {
+            return;
+        };
+        let (to_stack, waker) = (r.to_stack.clone(), self.waker.clone());
+        self.runtime.spawn(async move {
+            // A peer that just failed is not reached again at once.
+            tokio::time::sleep(pause).await;
+            crate::link::run(setup, key, peer, to_stack, waker).await;
+        });
     }
 
     /// Publish status snapshots through `p` (`hotpair status`, metrics).
@@ -300,8 +329,20 @@ impl NodeShell {
 
     fn drop_link(&mut self, peer: PeerId, why: &str, now: Instant) {
         tracing::info!(peer = %self.core.peer_name(peer), reason = %why, "replication link lost");
-        self.links[peer] = None;
-        self.core.handle_link_lost(peer, now);
+        let had = self.links[peer].take().is_some();
+        if had {
+            self.core.handle_link_lost(peer, now);
+        }
+        // A link task that ended without a socket (it could not listen)
+        // never had a session: no peer was lost, nothing to take over —
+        // the heartbeat timeout still decides if the peer never comes.
+        // One link task per peer at a time: a socket dropped here, or a
+        // task that ended without one (it reports `Lost` itself: a listen
+        // or accept error, retried more slowly), gets a new task.
+        if self.stopped.is_none() {
+            let pause = if had { 100 } else { 1000 };
+            self.spawn_link(peer, std::time::Duration::from_millis(pause));
+        }
         if let Some(st) = self.status.as_mut() {
             st.link_down(peer);
         }
@@ -452,17 +493,23 @@ impl Node for NodeShell {
         self.run_jobs();
         busy |= self.write_links(now);
         self.publish_status(now);
-        if self.core.all_fenced() && self.stopped.is_none() {
-            self.stopped = Some(
-                "fenced: the owner of every service address answered for it after the replication link failed; \
-                 it serves every connection now, so this node stopped"
-                    .into(),
-            );
+        // A link whose peer was declared dead carries nothing any more:
+        // drop it and try again (the peer may come back and rejoin).
+        for peer in 0..self.links.len() {
+            if self.links[peer].is_some() && !self.core.link_wanted(peer) {
+                self.drop_link(peer, "the peer was declared dead", now);
+            }
         }
+        // A fenced address stands by (silent) until its link is up again
+        // and the node rejoins: the process does not exit.
         busy
     }
 
     fn poll_lan_transmit(&mut self) -> Option<Frame> {
+        // A node frozen in the middle of sending a burst must not send the
+        // rest when it resumes: its role may have been taken over meanwhile
+        // (the core silences what its lease no longer covers).
+        self.core.check_paused(Instant::now());
         self.core.poll_lan_transmit()
     }
 

@@ -122,6 +122,23 @@ fn carry(from: &mut NodeCore, to: &mut NodeCore, now: Instant) -> usize {
     n
 }
 
+/// Links the pair up at `t0` and runs it (link carried, LAN frames
+/// dropped) until every owner's start-up probes are over (300 ms, nobody
+/// answering: each owner announces its address); returns the time then.
+fn boot(n1: &mut NodeCore, n2: &mut NodeCore, t0: Instant) -> Instant {
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    let mut t = t0;
+    while t < t0 + Duration::from_millis(400) {
+        settle(n1, n2, t);
+        lan_out(n1);
+        lan_out(n2);
+        t += Duration::from_millis(50);
+    }
+    settle(n1, n2, t);
+    t
+}
+
 fn settle(n1: &mut NodeCore, n2: &mut NodeCore, now: Instant) {
     for _ in 0..20 {
         let busy = n1.round(now) | n2.round(now);
@@ -188,16 +205,32 @@ fn configs_the_core_cannot_run_are_refused() {
 fn an_address_is_answered_on_the_lan_only_by_its_owner() {
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
-    // Each owner announced its own address at start, nothing else.
+    // Each owner probes for its own address at start (its peer may hold
+    // it), and, nobody answering, announces it; nothing else.
+    let t = t0 + Duration::from_millis(400);
     for (n, own, m) in [(&mut n1, A, 1), (&mut n2, B, 2)] {
-        n.round(t0);
-        let out = lan_out(n);
-        assert!(!out.is_empty());
-        for f in out {
-            let a = arp::parse(f.data()).expect("only ARP at start");
-            assert_eq!((a.sender_ip, a.sender_mac), (own, mac(m)));
+        let (mut probes, mut announced) = (0, 0);
+        let mut at = t0;
+        while at <= t {
+            n.round(at);
+            for f in lan_out(n) {
+                let a = arp::parse(f.data()).expect("only ARP at start");
+                assert_eq!(a.sender_mac, mac(m));
+                assert_eq!(a.target_ip, own);
+                if a.sender_ip == Ipv4Address::UNSPECIFIED {
+                    assert_eq!(announced, 0, "a probe after the announcement");
+                    probes += 1;
+                } else {
+                    assert_eq!(a.sender_ip, own);
+                    announced += 1;
+                }
+            }
+            at += Duration::from_millis(50);
         }
+        assert_eq!(probes, 3);
+        assert!(announced >= 1);
     }
+    let t0 = t;
     // Who has A? n1 answers, n2 (its primary) stays silent; and for B the
     // other way round.
     for (ip, owner) in [(A, 1u8), (B, 2u8)] {
@@ -291,9 +324,7 @@ fn one_link_carries_both_addresses_and_only_the_configured_peer_speaks() {
 fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() {
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
-    n1.handle_link_up(0, t0);
-    n2.handle_link_up(0, t0);
-    settle(&mut n1, &mut n2, t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
     assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
     // n1's process dies: its kernel resets the link.
     let t1 = t0 + Duration::from_millis(50);
@@ -340,9 +371,7 @@ fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() 
 fn a_cut_link_fences_only_the_claim_the_live_owner_answers() {
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
-    n1.handle_link_up(0, t0);
-    n2.handle_link_up(0, t0);
-    settle(&mut n1, &mut n2, t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
     // The link is cut, both processes live: each promotes its own address
     // and probes for the other's; each owner answers the other's probe.
     let t1 = t0 + Duration::from_millis(10);
@@ -385,18 +414,16 @@ fn static_is_used_only_while_both_nodes_hold_the_same_content() {
             NodeCore::new(n2, t0).unwrap(),
         );
         assert!(!n2.static_in_use(0, 0), "not before the peer's digests");
-        n1.handle_link_up(0, t0);
-        n2.handle_link_up(0, t0);
-        settle(&mut n1, &mut n2, t0);
-        (n1, n2)
+        let t = boot(&mut n1, &mut n2, t0);
+        (n1, n2, t)
     };
-    let (n1, n2) = pair(b"<h1>same</h1>", b"<h1>same</h1>", Policy::Static);
+    let (n1, n2, _) = pair(b"<h1>same</h1>", b"<h1>same</h1>", Policy::Static);
     assert!(n2.static_in_use(0, 0) && n1.static_in_use(0, 0));
     // One byte differs on one node: the route falls back to logged.
-    let (n1, n2) = pair(b"<h1>same</h1>", b"<h1>Same</h1>", Policy::Static);
+    let (n1, n2, _) = pair(b"<h1>same</h1>", b"<h1>Same</h1>", Policy::Static);
     assert!(!n2.static_in_use(0, 0) && !n1.static_in_use(0, 0));
     // So does a route whose policy differs between the two configs.
-    let (_, n2) = pair(b"x", b"x", Policy::SyncStatic);
+    let (_, n2, _) = pair(b"x", b"x", Policy::SyncStatic);
     assert!(n2.static_in_use(0, 0));
     let mut other = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
     other.routes = vec![static_route(docroot("other", b"x"), Policy::Static)];
@@ -404,9 +431,7 @@ fn static_is_used_only_while_both_nodes_hold_the_same_content() {
     let mut n2b = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
     n2b.routes = vec![static_route(docroot("again", b"x"), Policy::SyncStatic)];
     let mut n2 = NodeCore::new(n2b, t0).unwrap();
-    n1.handle_link_up(0, t0);
-    n2.handle_link_up(0, t0);
-    settle(&mut n1, &mut n2, t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
     assert!(!n2.static_in_use(0, 0));
     // And static on a route the ingress node cannot make replies for is
     // refused outright.
@@ -432,14 +457,12 @@ fn a_peer_leaving_is_taken_over_at_once_and_its_address_claimed_without_probes()
             NodeCore::new(n1, t0).unwrap(),
             NodeCore::new(n2, t0).unwrap(),
         );
-        n1.handle_link_up(0, t0);
-        n2.handle_link_up(0, t0);
-        settle(&mut n1, &mut n2, t0);
-        (n1, n2)
+        let t = boot(&mut n1, &mut n2, t0);
+        (n1, n2, t)
     };
     // The owner (ingress) stops: its primary claims A in the same round,
     // a gratuitous ARP and no probe (the owner said it answers nothing).
-    let (mut n1, mut n2) = pair();
+    let (mut n1, mut n2, t0) = pair();
     let t1 = t0 + Duration::from_millis(10);
     n1.leave();
     assert!(carry(&mut n1, &mut n2, t1) >= 1);
@@ -459,7 +482,7 @@ fn a_peer_leaving_is_taken_over_at_once_and_its_address_claimed_without_probes()
     assert_eq!(n2.role(0), Role::Simplex);
     // The primary stops: the owner promotes its shadows at once, well
     // before any heartbeat timeout.
-    let (mut n1, mut n2) = pair();
+    let (mut n1, mut n2, _) = pair();
     n2.leave();
     carry(&mut n2, &mut n1, t1);
     n1.round(t1);
@@ -490,9 +513,7 @@ fn spoken(frames: &[Frame]) -> Vec<String> {
 fn a_node_paused_past_the_timeout_stays_silent_and_stands_down_where_its_peer_took_over() {
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
-    n1.handle_link_up(0, t0);
-    n2.handle_link_up(0, t0);
-    settle(&mut n1, &mut n2, t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
     // n2 is frozen (SIGSTOP: its kernel keeps the link open). What n1
     // sends meanwhile waits in n2's socket buffer.
     let mut stale = Vec::new();
@@ -555,9 +576,7 @@ fn a_node_paused_past_the_timeout_stays_silent_and_stands_down_where_its_peer_to
 fn a_paused_ingress_whose_primary_is_gone_too_takes_over_after_its_probes() {
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
-    n1.handle_link_up(0, t0);
-    n2.handle_link_up(0, t0);
-    settle(&mut n1, &mut n2, t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
     // n2 froze; n1 died meanwhile. n2 resumes: nobody answers its probes,
     // so it promotes B (its own) and claims A.
     let mut t = t0 + Duration::from_secs(2);
@@ -574,4 +593,105 @@ fn a_paused_ingress_whose_primary_is_gone_too_takes_over_after_its_probes() {
         address: B,
         connections: 0
     }));
+}
+
+/// Rounds of both nodes at `t`, with the LAN between them (broadcast and
+/// unicast alike reach the other node) and the link carried; the frames
+/// each sent, by node.
+fn exchange(n1: &mut NodeCore, n2: &mut NodeCore, t: Instant, linked: bool) -> [Vec<Frame>; 2] {
+    n1.round(t);
+    n2.round(t);
+    if linked {
+        carry(n1, n2, t);
+        carry(n2, n1, t);
+        n1.round(t);
+        n2.round(t);
+    }
+    let (f1, f2) = (lan_out(n1), lan_out(n2));
+    for f in &f1 {
+        n2.handle_lan_frame(Frame::copy_from(f.data()));
+    }
+    for f in &f2 {
+        n1.handle_lan_frame(Frame::copy_from(f.data()));
+    }
+    [f1, f2]
+}
+
+fn answers_for(frames: &[Frame], ip: Ipv4Address) -> usize {
+    frames
+        .iter()
+        .filter_map(|f| arp::parse(f.data()))
+        .filter(|a| a.operation == ArpOperation::Reply && a.sender_ip == ip)
+        .count()
+}
+
+#[test]
+fn a_restarted_node_stands_by_until_its_link_is_up_then_both_take_their_roles_back() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
+    // n2 crashes: n1 promotes A (its own) and claims B.
+    let mut t = t0 + Duration::from_millis(10);
+    n1.handle_link_lost(0, t);
+    for _ in 0..10 {
+        n1.round(t);
+        lan_out(&mut n1);
+        t += Duration::from_millis(50);
+    }
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Simplex, Role::Simplex));
+    // n2 starts again. Its link is not up yet: it probes for B, which n1
+    // holds and answers for, so it stands by — silent, not announcing B.
+    let n2c = config(
+        "n2",
+        2,
+        vec![
+            site(A, Role::Primary, Some(0)),
+            site(B, Role::Ingress, Some(0)),
+        ],
+        &["n1"],
+    );
+    let mut n2 = NodeCore::new(n2c, t).unwrap();
+    for _ in 0..10 {
+        let [_, f2] = exchange(&mut n1, &mut n2, t, false);
+        assert!(
+            f2.iter()
+                .all(|f| arp::parse(f.data())
+                    .is_some_and(|a| a.sender_ip == Ipv4Address::UNSPECIFIED)),
+            "the restarted node spoke for B while n1 holds it"
+        );
+        t += Duration::from_millis(50);
+    }
+    assert!(n2.fenced(1), "the restarted owner of B does not stand by");
+    // The link comes up: n2 takes B back (n1 is B's primary again and stops
+    // answering for it), n1 goes back to owning A with n2 as its primary.
+    n1.handle_link_up(0, t);
+    n2.handle_link_up(0, t);
+    let mut announced_b = 0;
+    for _ in 0..6 {
+        let [_, f2] = exchange(&mut n1, &mut n2, t, true);
+        announced_b += f2
+            .iter()
+            .filter_map(|f| arp::parse(f.data()))
+            .filter(|a| a.sender_ip == B && a.target_ip == B)
+            .count();
+        t += Duration::from_millis(50);
+    }
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert!(!n2.fenced(1) && !n1.fenced(0));
+    assert!(announced_b >= 1, "n2 did not take B back on the LAN");
+    // Each address is answered by its owner only.
+    for (ip, owner) in [(A, 0), (B, 1)] {
+        n1.handle_lan_frame(arp_who_has(ip));
+        n2.handle_lan_frame(arp_who_has(ip));
+        n1.round(t);
+        n2.round(t);
+        let got = [
+            answers_for(&lan_out(&mut n1), ip),
+            answers_for(&lan_out(&mut n2), ip),
+        ];
+        let mut want = [0, 0];
+        want[owner] = 1;
+        assert_eq!(got, want, "who answers for {ip}");
+    }
 }

@@ -51,6 +51,7 @@ use crate::vnet::VNET_HDR_LEN;
 mod buffers;
 mod dispatch;
 mod ready;
+mod rejoin;
 use buffers::SendBuffers;
 use ready::Ready;
 
@@ -670,6 +671,9 @@ pub struct Engine<C> {
     lease: bool,
     /// An ingress node's probes went unanswered: promote (taken once).
     probed: bool,
+    /// Rejoined after standing by: drop the stale connections at the
+    /// next poll.
+    reset_pending: Option<rejoin::Stale>,
     /// Announcements still to repeat after a claim, and when the next is due.
     reannounce: Option<(u32, StdInstant)>,
     /// Added to smoltcp's clock. Claiming the address advances it once so
@@ -743,6 +747,7 @@ impl<C> Engine<C> {
             claim: Claim::None,
             lease: true,
             probed: false,
+            reset_pending: None,
             reannounce: None,
             clock_skew: Duration::ZERO,
             last_poll: start,
@@ -848,6 +853,12 @@ impl<C> Engine<C> {
     /// (once).
     pub fn take_probed(&mut self) -> bool {
         std::mem::take(&mut self.probed)
+    }
+
+    /// Probing for the address (a claim, or an owner's check before it
+    /// promotes or announces): its outcome is not known yet.
+    pub fn probing(&self) -> bool {
+        matches!(self.claim, Claim::Probing { .. })
     }
 
     /// Whether [`Engine::take_probed`] would say so (without taking it).
@@ -1087,6 +1098,9 @@ impl<C> Engine<C> {
             return false;
         }
         self.last_poll = now;
+        if let Some(which) = self.reset_pending.take() {
+            self.drop_silently(service, which);
+        }
         self.claim_tick(now);
         self.reannounce_tick(now);
         let mut busy = !self.lan_in.is_empty() || !self.peer_in.is_empty();
@@ -1448,6 +1462,14 @@ impl<C> Engine<C> {
         if slot.is_none() && !refusing {
             return false;
         }
+        if let (true, Some(sl)) = (shadow, slot.and_then(|i| self.pool.slots[i].as_ref())) {
+            // A listener armed while this node served alone (before a
+            // rejoin) delays its ACKs; a shadow's ACK is what lets a
+            // segment go to the primary, so it must go at once.
+            self.sockets
+                .get_mut::<tcp::Socket>(sl.handle)
+                .set_ack_delay(None);
+        }
         self.tracks.insert(
             tuple,
             Track {
@@ -1717,6 +1739,13 @@ impl<C> Engine<C> {
             return None;
         };
         if tr.shadow.is_none() {
+            self.queue_for_stack(f, Some(&tuple));
+            return None;
+        }
+        if tr.shadow.as_ref().is_some_and(|sh| sh.live) {
+            // Promoted before a rejoin: served here, as in simplex.
+            let (mut f, off) = self.shadow_admit(f, &s, &tuple)?;
+            translate_ack(&mut f, &s, off);
             self.queue_for_stack(f, Some(&tuple));
             return None;
         }

@@ -20,7 +20,7 @@ use hotpair_stack::smoltcp::socket::tcp;
 use hotpair_stack::{ConnId, ConnInfo, Service};
 
 use super::handler::{Handler, Job, Route, Work};
-use crate::{ConnKey, Event, Policy, Replica, Role, UnitKind};
+use crate::{ConnKey, Event, PeerState, Policy, Replica, Role, UnitKind};
 
 /// Marks a unit that answers no request: the connection closes here.
 pub(crate) const CLOSE_INDEX: u64 = u64::MAX;
@@ -57,6 +57,11 @@ pub struct LiveConn {
     /// Requests answered by a `static` or `sync-static` route: their final
     /// reply is logged as a local unit (its place only, no payload).
     local: BTreeMap<u64, Policy>,
+    /// The link session whose ingress node shadows this connection; `None`
+    /// when none does (opened while alone, or promoted). Only such a
+    /// connection's units are logged: after a rejoin the new session's
+    /// ingress node knows nothing of older connections.
+    session: Option<u64>,
 }
 
 impl LiveConn {
@@ -163,6 +168,8 @@ pub(crate) struct SiteConns {
     pub handler_runs: u64,
     /// Requests by route, and their latency (status and metrics).
     pub(crate) requests: super::stats::RequestTracker,
+    /// The current link session's number (see [`LiveConn`]'s `session`).
+    session: u64,
 }
 
 impl SiteConns {
@@ -187,6 +194,11 @@ impl SiteConns {
 
     pub(crate) fn len(&self) -> usize {
         self.live.len()
+    }
+
+    /// A new link session: connections from now on are replicated in it.
+    pub(crate) fn new_session(&mut self) {
+        self.session += 1;
     }
 
     /// Drive every connection at the next round.
@@ -545,7 +557,7 @@ impl SiteDriver<'_> {
 
     /// Log units the HTTP layer handed out (primary) or release them at once.
     fn log_units(&mut self, c: &mut LiveConn) {
-        let logging = self.primary_logging();
+        let logging = self.primary_logging() && c.session == Some(self.conns.session);
         while let Some(u) = c.unlogged.front() {
             let local = if u.kind == UnitKind::Final {
                 c.local.get(&u.index).copied()
@@ -883,6 +895,10 @@ impl Service for SiteDriver<'_> {
                 ahead_mask: 0,
             })
         } else {
+            let shadowed = self
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.role() == Role::Primary && r.peer_state() == PeerState::Up);
             Conn::Live(Box::new(LiveConn {
                 http: ServerConn::new(self.shared.limits, now),
                 key,
@@ -893,6 +909,7 @@ impl Service for SiteDriver<'_> {
                 close_queued: false,
                 finish: false,
                 local: BTreeMap::new(),
+                session: shadowed.then_some(self.conns.session),
             }))
         }
     }
@@ -1000,6 +1017,7 @@ impl Service for SiteDriver<'_> {
             close_queued: closing,
             finish: closing,
             local: BTreeMap::new(),
+            session: None,
         }));
     }
 }

@@ -173,6 +173,20 @@ struct Site {
     /// ingress node: its peer may have claimed the address meanwhile, so
     /// it probes before it promotes.
     suspect: bool,
+    /// An owner probing for its address at start: if nobody answers it
+    /// announces the address; if someone does (its peer took the address
+    /// over while this node was down) it stands by until the link is up.
+    booting: bool,
+    /// An owner that rejoined: say the address is ours again once the
+    /// primary confirmed its role (its `Routes`, sent after its rejoin).
+    reassert: bool,
+    /// The peer's `Routes` of this session arrived (it has rejoined).
+    routes_seen: bool,
+    /// A link session came up while this site probed for its address: it
+    /// rejoins once the probes decided who holds the connections (fenced:
+    /// the peer does; claimed or promoted: this node does), so that exactly
+    /// one node keeps each connection.
+    rejoin_pending: bool,
     /// Per route: the peer reported the same policy and content digest in
     /// this link session (the digest guard); until then, and on any
     /// difference, `static` routes are logged.
@@ -319,9 +333,13 @@ impl NodeCore {
                 seed: cfg.seed ^ (u64::from(channel_of(address)) << 17) ^ 0x6a09_e667_f3bc_c908,
             };
             let mut engine = Engine::new(scfg, sc.role, now);
-            if sc.role != Role::Primary {
+            match sc.role {
+                Role::Simplex => engine.announce(),
+                // An owner probes first: its peer may hold the address
+                // (it took it over while this node was down).
+                Role::Ingress => engine.probe_before_promote(),
                 // The primary never speaks ARP for an address its peer owns.
-                engine.announce();
+                Role::Primary => {}
             }
             sites.push(Site {
                 channel: channel_of(address),
@@ -331,6 +349,10 @@ impl NodeCore {
                 replica,
                 fenced_reported: false,
                 suspect: false,
+                booting: sc.role == Role::Ingress,
+                reassert: false,
+                routes_seen: false,
+                rejoin_pending: false,
                 static_ok: vec![false; cfg.routes.len()],
             });
         }
@@ -580,6 +602,19 @@ impl NodeCore {
         None
     }
 
+    /// Whether the link to `peer` still carries a session for some shared
+    /// address. After the peer was declared dead (its heartbeats stopped,
+    /// or this node was paused) it does not: the shell drops the socket
+    /// and tries again, so that the peer can rejoin.
+    pub fn link_wanted(&self, peer: PeerId) -> bool {
+        self.sites.iter().any(|s| {
+            s.cfg.peer == Some(peer)
+                && s.replica
+                    .as_ref()
+                    .is_some_and(|r| r.peer_state() != crate::PeerState::Down)
+        })
+    }
+
     /// Number of peers.
     pub fn peers(&self) -> usize {
         self.peers.len()
@@ -623,6 +658,7 @@ impl NodeCore {
             let mut claim = false;
             // The peer said it leaves: claim without probing.
             let mut peer_left = false;
+            let mut rejoin_now = false;
             if let Some(r) = site.replica.as_mut() {
                 if r.poll_timeout().is_some_and(|t| t <= now) {
                     r.handle_timeout(now);
@@ -656,9 +692,23 @@ impl NodeCore {
                             // A new session: static waits for the peer's
                             // digests again.
                             site.static_ok.iter_mut().for_each(|ok| *ok = false);
+                            site.routes_seen = false;
+                            // Only connections opened from now on are
+                            // replicated.
+                            site.conns.new_session();
+                            site.rejoin_pending = true;
+                            // At once unless probing: a primary that had
+                            // claimed the address stops answering for it in
+                            // this round, before its `Routes` (below)
+                            // reach the owner.
+                            rejoin_now = !site.engine.probing();
                             r.send_routes(self.route_digests.clone());
                         }
                         Event::PeerRoutes { routes } => {
+                            site.routes_seen = true;
+                            if std::mem::take(&mut site.reassert) {
+                                site.engine.reassert();
+                            }
                             compare_routes(
                                 &self.route_digests,
                                 &routes,
@@ -674,12 +724,20 @@ impl NodeCore {
                             match site.engine.mode() {
                                 // Paused past the timeout: the primary may
                                 // hold the address now; ask the LAN first.
-                                Role::Ingress if site.suspect => site.engine.probe_before_promote(),
+                                // Paused past the timeout, or still probing
+                                // at start: the primary may hold the
+                                // address now; ask the LAN first.
+                                Role::Ingress if site.suspect || site.engine.probing() => {
+                                    site.engine.probe_before_promote()
+                                }
                                 Role::Ingress => promote = true,
                                 Role::Primary => claim = true,
                                 Role::Simplex => {}
                             }
                             site.suspect = false;
+                            // A probe now decides a takeover, not a start.
+                            site.booting = false;
+                            site.rejoin_pending = false;
                             peer_left = left;
                             tracing::info!(
                                 address = %site.cfg.address.address(),
@@ -697,6 +755,9 @@ impl NodeCore {
                     site.engine.recycle(f);
                 }
             }
+            if rejoin_now {
+                Self::rejoin(site);
+            }
             // The lease: a primary speaks to clients only while its peer's
             // last word is younger than the timeout (after it, the peer may
             // have taken its connections over).
@@ -706,7 +767,12 @@ impl NodeCore {
             });
             site.engine.set_lease(lease);
             if site.engine.take_probed() {
-                promote = true;
+                if std::mem::take(&mut site.booting) {
+                    // Nobody holds the address: ours.
+                    site.engine.reassert();
+                } else {
+                    promote = true;
+                }
             }
             let mut driver = SiteDriver {
                 site: i,
@@ -747,6 +813,17 @@ impl NodeCore {
             busy |= site.engine.poll(&mut driver, now);
             // Probes unanswered: promote at the next round (called at once).
             busy |= site.engine.probed();
+            if site.rejoin_pending
+                && !site.engine.probing()
+                && !site.engine.probed()
+                && site
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.peer_state() == crate::PeerState::Up)
+            {
+                Self::rejoin(site);
+                busy = true;
+            }
             if site.engine.fenced() && !site.fenced_reported {
                 site.fenced_reported = true;
                 tracing::error!(
@@ -759,6 +836,10 @@ impl NodeCore {
         busy || self.shared.logged
     }
 
+    /// The shell calls this before each frame it sends (frames made in
+    /// the round before a pause must not go out after it), and every input
+    /// and round calls it too.
+    ///
     /// A gap since the last call longer than the heartbeat timeout: this
     /// node was paused (or starved) and every peer may have declared it
     /// dead and taken over. Whatever the links still hold was sent before
@@ -767,7 +848,7 @@ impl NodeCore {
     /// takeover's checks: a primary probes before it claims, an ingress
     /// node probes before it promotes; either is fenced if the peer
     /// answers. Until then each stays silent on the LAN.
-    fn check_paused(&mut self, now: Instant) {
+    pub fn check_paused(&mut self, now: Instant) {
         let last = self
             .last_call
             .replace(now.max(self.last_call.unwrap_or(now)));
@@ -803,6 +884,26 @@ impl NodeCore {
     /// Pauses past the heartbeat timeout detected so far.
     pub fn pauses(&self) -> u64 {
         self.pauses
+    }
+
+    /// The configured role comes back for `site` (a link session is up and
+    /// no probe is pending); connections served here stay here (see
+    /// `Engine::rejoin`). An owner says the address is its own again once
+    /// the primary's `Routes` of this session arrived — sent after the
+    /// primary's own rejoin, so after it stopped answering for it.
+    fn rejoin(site: &mut Site) {
+        site.rejoin_pending = false;
+        site.engine.rejoin(site.cfg.role);
+        site.suspect = false;
+        site.booting = false;
+        site.fenced_reported = false;
+        if site.cfg.role == Role::Ingress {
+            if site.routes_seen {
+                site.engine.reassert();
+            } else {
+                site.reassert = true;
+            }
+        }
     }
 
     /// When the node next needs a round, if nothing arrives before.

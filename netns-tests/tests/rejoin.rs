@@ -1,0 +1,135 @@
+//! Rejoin: a node SIGKILLed mid-download and started again (`lab restart`)
+//! rejoins its live peer while the download still runs. The download in
+//! flight stays with the node serving it — through the restart and the
+//! rejoin, byte-exact, no RST — and the pair is replicated again: a second
+//! download, started after the rejoin, survives a SIGKILL of the *other*
+//! node. Both victims: a restarted primary (the owner keeps the address and
+//! the connections it promoted) and a restarted owner (it takes its address
+//! back; the primary that had claimed it keeps serving its connections,
+//! whose frames the owner passes through to it).
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hotpair_netns_tests::failover::{
+    self, assert_no_rst, epoch_now, Capture, KillAt, Sampler, Victim, SAMPLE_EVERY,
+};
+use hotpair_netns_tests::{assert_success, describe, report, sha256sum, url, TempDir};
+
+const FILE: &str = "50m.bin";
+/// Slow enough that the restart and the rejoin happen mid-download.
+const RATE: &str = "8M";
+const KILL_AT: u64 = 8 << 20;
+
+fn restart_mid_download_then_kill_the_other(test: &str, victim: Victim) {
+    let Some(lab) = failover::duplex_lab(test) else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("{test}-dl"));
+    let src = lab.docroot().join(FILE);
+    let total = std::fs::metadata(&src).expect("docroot file").len();
+    let cap = Capture::start(&lab, tmp.path());
+    let dl = tmp.path().join("download.bin");
+    let dl_s = dl.to_string_lossy().into_owned();
+    let start = Instant::now();
+    let mut curl = lab.spawn_in(
+        "client",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "60",
+            "--limit-rate",
+            RATE,
+            "-o",
+            &dl_s,
+            &url(&format!("/static/{FILE}")),
+        ],
+        tmp.path(),
+        "curl",
+    );
+    let sampler = Sampler::start(dl.clone(), start, SAMPLE_EVERY);
+    while sampler.latest() < KILL_AT {
+        assert!(
+            !curl.exited() && start.elapsed() < Duration::from_secs(20),
+            "[{test}] the download did not reach {KILL_AT} bytes"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    let kill_epoch = epoch_now();
+    let killed = lab.kill(victim.node());
+    // The survivor takes over, then the victim comes back.
+    thread::sleep(Duration::from_millis(500));
+    let out = lab.lab(&["restart", victim.node()], Duration::from_secs(60));
+    assert_success(&out, &format!("[{test}] lab restart {}", victim.node()));
+    let rejoined = Instant::now();
+    assert!(
+        !curl.exited(),
+        "[{test}] the download ended before the rejoin: slow it down"
+    );
+    let at_rejoin = sampler.latest();
+    let out = curl.wait(Duration::from_secs(60));
+    let end = Instant::now();
+    let samples = sampler.finish();
+    let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
+    assert!(
+        out.status.success(),
+        "[{test}] curl failed across the restart of {}; {got} of {total} bytes\n{}",
+        victim.node(),
+        describe(&out)
+    );
+    assert_eq!(
+        got, total,
+        "[{test}] received {got} bytes, expected {total}"
+    );
+    assert_eq!(
+        sha256sum(&dl),
+        sha256sum(&src),
+        "[{test}] the download across the restart differs from {}",
+        src.display()
+    );
+    let r = cap.stop();
+    assert_no_rst(&lab, &r, "kill, restart and rejoin", kill_epoch);
+    let s = hotpair::stall::measure(&samples, killed - start, end - start, true);
+    let after_rejoin = hotpair::stall::measure(&samples, rejoined - start, end - start, true);
+    let logs = lab.node_logs(400);
+    assert!(
+        logs.contains("rejoined: configured role taken back"),
+        "[{test}] no node logged its rejoin\n{logs}"
+    );
+    report(&format!(
+        "[{test}] {} ({}) killed at {:.1} MiB and restarted; rejoined {:.1} s after the kill \
+         at {:.1} MiB; the download finished byte-exact, 0 RST; stall at the kill {:.0} ms, \
+         longest pause after the rejoin {:.0} ms",
+        victim.node(),
+        victim.role(),
+        KILL_AT as f64 / (1 << 20) as f64,
+        (rejoined - killed).as_secs_f64(),
+        at_rejoin as f64 / (1 << 20) as f64,
+        s.after_kill.as_secs_f64() * 1e3,
+        after_rejoin.after_kill.as_secs_f64() * 1e3,
+    ));
+    // Replicated again: a new download survives the other node's death.
+    let other = match victim {
+        Victim::Primary => Victim::Ingress,
+        Victim::Ingress => Victim::Primary,
+    };
+    failover::download_with_kill(
+        &lab,
+        other,
+        KillAt::Bytes(10 << 20),
+        true,
+        "a new download after the rejoin, the other node killed",
+    );
+}
+
+#[test]
+fn a_restarted_primary_rejoins_and_the_pair_is_replicated_again() {
+    restart_mid_download_then_kill_the_other("rj_primary", Victim::Primary);
+}
+
+#[test]
+fn a_restarted_owner_rejoins_and_takes_its_address_back() {
+    restart_mid_download_then_kill_the_other("rj_ingress", Victim::Ingress);
+}
