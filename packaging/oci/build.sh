@@ -6,11 +6,17 @@
 # on it.
 #
 #   bash packaging/oci/build.sh [--bin PATH] [--repo NAME] [--no-latest]
+#                               [--prune-older-than DURATION]
 #
 #   --bin PATH    the hotpair binary (default: $HOTPAIR_BIN, else
 #                 target/release/hotpair)
 #   --repo NAME   image repository (default: hotpair); the image is tagged
 #                 NAME:<key> and, unless --no-latest, NAME:latest
+#   --prune-older-than DURATION
+#                 then remove this script's images of NAME older than
+#                 DURATION (docker's `until` filter, e.g. 2h) that no
+#                 container uses (the tests pass 2h: each binary they test
+#                 leaves a ~50 MB image otherwise)
 #
 # The key is the SHA-256 of everything that goes into the image (the binary,
 # the recipe, each staged tool and library); when NAME:<key> exists the
@@ -23,12 +29,14 @@ repo_root="$(cd "$here/../.." && pwd)"
 bin="${HOTPAIR_BIN:-$repo_root/target/release/hotpair}"
 repo=hotpair
 latest=1
+prune=
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --bin) bin="$2"; shift 2 ;;
         --repo) repo="$2"; shift 2 ;;
         --no-latest) latest=0; shift ;;
-        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --prune-older-than) prune="$2"; shift 2 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "build.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
     esac
 done
@@ -59,12 +67,13 @@ mapfile -t libraries < <(libs "$bin" "${tools[@]}")
 [ "${#libraries[@]}" -gt 0 ] || { log "ldd found no libraries: is $bin a dynamic Linux binary?"; exit 1; }
 
 # The cache key: the binary, the recipe, each tool and library.
+bin_digest="$(sha256sum "$bin" | cut -d' ' -f1)"
 key="$( {
-    sha256sum "$bin" "$here/Dockerfile" "$here/entrypoint.sh" "${BASH_SOURCE[0]}" | cut -d' ' -f1
+    echo "$bin_digest"
+    sha256sum "$here/Dockerfile" "$here/entrypoint.sh" "${BASH_SOURCE[0]}" | cut -d' ' -f1
     for dst in $(printf '%s\n' "${!tools[@]}" | sort); do echo "$dst $(sha256sum "${tools[$dst]}" | cut -d' ' -f1)"; done
     for l in "${libraries[@]}"; do echo "$l $(sha256sum "$l" | cut -d' ' -f1)"; done
 } | sha256sum | cut -c1-16 )"
-bin_digest="$(sha256sum "$bin" | cut -d' ' -f1)"
 image="$repo:$key"
 
 if docker image inspect "$image" >/dev/null 2>&1; then
@@ -94,10 +103,17 @@ else
     printf 'hosts: files\n' > "$root/etc/nsswitch.conf"
     cp "$here/Dockerfile" "$stage/Dockerfile"
     log "building $image from $bin ($(du -sh "$root" | cut -f1) staged)"
-    # The classic builder: BuildKit may want to pull a Dockerfile frontend.
+    # The classic builder: nothing to pull (BuildKit needs the buildx
+    # plugin, and may want a Dockerfile frontend image).
     DOCKER_BUILDKIT=0 docker build -q --build-arg "HOTPAIR_DIGEST=$bin_digest" \
-        --label "org.hotpair.key=$key" -t "$image" "$stage" >&2
+        --label "org.hotpair.key=$key" --label "org.hotpair.repo=$repo" \
+        -t "$image" "$stage" >&2
     log "built $image in $((SECONDS - t0)) s"
 fi
 if [ "$latest" = 1 ]; then docker tag "$image" "$repo:latest"; fi
+if [ -n "$prune" ]; then
+    # In use (a container of it exists, even stopped): docker refuses.
+    docker image prune -a -f --filter "label=org.hotpair.repo=$repo" \
+        --filter "until=$prune" >&2 || log "pruning old $repo images failed (ignored)"
+fi
 echo "$image"
