@@ -83,7 +83,7 @@ else
     stage="$(mktemp -d /tmp/hotpair-oci.XXXXXX)"
     trap 'rm -rf "$stage"' EXIT
     root="$stage/rootfs"
-    mkdir -p "$root"/{usr/bin,usr/sbin,usr/local/bin,bin,etc/hotpair,srv/www,run/hotpair,tmp,var/tmp}
+    mkdir -p "$root"/{usr/bin,usr/sbin,usr/local/bin,bin,etc/hotpair,run/hotpair,tmp,var/tmp}
     chmod 1777 "$root/tmp" "$root/var/tmp"
     if command -v strip >/dev/null; then
         strip --strip-debug -o "$root/usr/bin/hotpair" "$bin"

@@ -22,7 +22,11 @@
 # arguments run hotpair as given: `docker run IMAGE pair …`, `docker exec
 # CONTAINER hotpair status`.
 #
-# Idempotent: a bridge that exists already is left as it is.
+# Idempotent: a bridge that exists already is left as it is. Where the TAP
+# is in a bridge already (the host made it: `--network host` on a machine
+# given the LAN as docs/operations.md shows), or with HOTPAIR_SETUP_NET=0,
+# the network is left alone; an interface that is already some bridge's
+# port is never taken.
 set -eu
 
 CONFIG="${HOTPAIR_CONFIG:-/etc/hotpair/node.toml}"
@@ -65,8 +69,23 @@ TAP="${TAP:-${HOTPAIR_TAP:-hotpair0}}"
 
 [ -c /dev/net/tun ] || die "/dev/net/tun is missing: run with --device /dev/net/tun"
 
+# Given the LAN already (--network host on a machine set up as in
+# docs/operations.md, or HOTPAIR_SETUP_NET=0): change nothing.
+if [ -e "/sys/class/net/$TAP/master" ]; then
+    m="$(cd "/sys/class/net/$TAP/master" && pwd -P)"
+    say "TAP $TAP is in bridge ${m##*/} already: network left as it is; exec hotpair $*"
+    exec /usr/bin/hotpair "$@"
+fi
+if [ "${HOTPAIR_SETUP_NET:-1}" = 0 ]; then
+    say "HOTPAIR_SETUP_NET=0: network left as it is; exec hotpair $*"
+    exec /usr/bin/hotpair "$@"
+fi
+
 if ! ip link show dev "$BR" >/dev/null 2>&1; then
     ip link show dev "$LAN" >/dev/null 2>&1 || die "no interface $LAN (set HOTPAIR_LAN_IF)"
+    # Never take a port of someone else's bridge (the host's, under --network host).
+    [ ! -e "/sys/class/net/$LAN/master" ] \
+        || die "$LAN is in a bridge already: give the TAP its bridge yourself (docs/operations.md) or set HOTPAIR_LAN_IF"
     # The addresses and default route the container was given, before the move.
     addrs=$(ip -o -4 addr show dev "$LAN" | while read -r _ _ _ cidr _; do printf '%s ' "$cidr"; done)
     addrs="${addrs% }"
