@@ -275,7 +275,30 @@ fn systemd_unit_pair_primary_stopped_mid_download() {
             Duration::from_secs(20),
         );
     }
-    set.wait_link_up(&n1, &n2, journal);
+    // The link up on both; a unit that failed (a sandbox that breaks the
+    // node) fails the test at once, with its journal.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(set.link_up(&n1) && set.link_up(&n2)) {
+        for c in [&n1, &n2] {
+            let state = docker(
+                &["exec", c, "systemctl", "is-active", "hotpair"],
+                Duration::from_secs(20),
+            );
+            let state = String::from_utf8_lossy(&state.stdout).trim().to_owned();
+            assert!(
+                state == "active",
+                "[{test}] hotpair.service in {c} is {state}\n{}",
+                journal(c)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{test}] the pair's replication link was not up within 60 s\n--- n1:\n{}\n--- n2:\n{}",
+            journal(&n1),
+            journal(&n2)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     report(&format!(
         "[{test}] pair up under systemd on {net} in {:.1} s",
         t0.elapsed().as_secs_f64()
