@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::docker::{
-    build_image, docker_ok, download_across_stop, require_docker, DockerSet, LABEL,
+    build_image, docker, docker_ok, download_across_stop, require_docker, DockerSet, LABEL,
 };
 use hotpair_netns_tests::report;
 
@@ -39,7 +39,7 @@ enum End {
     Stop,
 }
 
-fn run(test: &str, end: End) {
+fn run(test: &str, end: End, net_given: bool) {
     if !require_docker(test) {
         return;
     }
@@ -54,18 +54,83 @@ fn run(test: &str, end: End) {
     let mut nodes = Vec::new();
     for i in 1..=2 {
         let c = set.container(&format!("n{i}"));
-        docker_ok(
-            &[
-                "run",
-                "-d",
-                "--name",
-                &c,
-                "--hostname",
-                &format!("n{i}"),
-                "--network",
-                &net,
-                "--ip",
-                &format!("{}.1{i}", set.net24),
+        let addr = format!("{}.1{i}", set.net24);
+        let mut args: Vec<String> = ["run", "-d", "--name", &c].map(String::from).to_vec();
+        if net_given {
+            // A stand-in for a machine given the LAN (docs/operations.md,
+            // step 2): a container whose network namespace has the bridge,
+            // eth0 in it with the address, and the TAP; the node runs in
+            // that namespace (`--network container:…`, as `--network
+            // host` on such a machine).
+            let host = set.container(&format!("host{i}"));
+            let script = format!(
+                "set -e; read -r mac < /sys/class/net/eth0/address; \
+                 ip link add br0 type bridge forward_delay 0; ip link set br0 address \"$mac\"; \
+                 ip link set eth0 master br0; ip -4 addr flush dev eth0; \
+                 ip addr add {addr}/24 dev br0; ip tuntap add dev hotpair0 mode tap vnet_hdr; \
+                 ip link set hotpair0 master br0 up; ip link set br0 up; exec sleep infinity"
+            );
+            docker_ok(
+                &[
+                    "run",
+                    "-d",
+                    "--name",
+                    &host,
+                    "--network",
+                    &net,
+                    "--ip",
+                    &addr,
+                    "--cap-add",
+                    "NET_ADMIN",
+                    "--device",
+                    "/dev/net/tun",
+                    "--label",
+                    LABEL,
+                    "--entrypoint",
+                    "/bin/sh",
+                    &image,
+                    "-c",
+                    &script,
+                ],
+                Duration::from_secs(60),
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !docker(
+                &[
+                    "exec",
+                    &host,
+                    "/bin/sh",
+                    "-c",
+                    "test -e /sys/class/net/hotpair0/master",
+                ],
+                Duration::from_secs(20),
+            )
+            .status
+            .success()
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "[{test}] {host} did not make its bridge\n{}",
+                    set.logs(&host)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            args.extend(["--network".to_owned(), format!("container:{host}")]);
+        } else {
+            args.extend(
+                [
+                    "--hostname",
+                    &format!("n{i}"),
+                    "--network",
+                    &net,
+                    "--ip",
+                    &addr,
+                ]
+                .map(String::from),
+            );
+        }
+        args.extend(
+            [
                 "--cap-add",
                 "NET_ADMIN",
                 "--device",
@@ -80,13 +145,21 @@ fn run(test: &str, end: End) {
                 "-v",
                 &format!("{}:/srv/www:ro", www.display()),
                 &image,
-            ],
-            Duration::from_secs(60),
+            ]
+            .map(String::from),
         );
+        docker_ok(&args, Duration::from_secs(60));
         nodes.push(c);
     }
     let (n1, n2) = (nodes[0].clone(), nodes[1].clone());
     set.wait_link_up(&n1, &n2, |c| set.logs(c));
+    if net_given {
+        let log = set.logs(&n1);
+        assert!(
+            log.contains("is in bridge br0 already: network left as it is"),
+            "[{test}] the entrypoint did not leave the given network alone\n{log}"
+        );
+    }
     let s1 = set.status(&n1);
     let s2 = set.status(&n2);
     assert_eq!(s1["addresses"][0]["role"], "primary", "[{test}] n1: {s1}");
@@ -151,12 +224,21 @@ fn run(test: &str, end: End) {
 /// The primary's container is killed mid-download: a crash.
 #[test]
 fn docker_pair_primary_killed_mid_download() {
-    run("docker_pair_primary_killed_mid_download", End::Kill);
+    run("docker_pair_primary_killed_mid_download", End::Kill, false);
 }
 
 /// The primary's container is stopped mid-download (`docker stop`): the
 /// node hands the connection to its peer (Leaving) and exits 0.
 #[test]
 fn docker_pair_primary_stopped_mid_download() {
-    run("docker_pair_primary_stopped_mid_download", End::Stop);
+    run("docker_pair_primary_stopped_mid_download", End::Stop, false);
+}
+
+/// As on two machines given the LAN beforehand, with `--network host`:
+/// each node's container joins a network namespace that has the bridge and
+/// the TAP already; the entrypoint leaves it alone. The primary's container
+/// is killed mid-download.
+#[test]
+fn docker_pair_network_given_primary_killed() {
+    run("docker_pair_network_given_primary_killed", End::Kill, true);
 }
