@@ -4,9 +4,10 @@
 #   bash scripts/test.sh
 #
 # 1. installs what the tests need, only if missing (apt: curl wrk python3
-#    iproute2 nginx tcpdump procps hping3 slowhttptest fonts-dejavu-core;
-#    rustup: rustfmt clippy),
+#    iproute2 nginx tcpdump procps hping3 slowhttptest fonts-dejavu-core
+#    systemd (for systemd-analyze); rustup: rustfmt clippy),
 # 2. cargo fmt --check, clippy with -D warnings, builds the hotpair binary,
+#    checks packaging/systemd/hotpair.service with systemd-analyze verify,
 # 3. runs the unit tests, the fuzz corpus replay (fuzz/), the simulation's
 #    full failover matrix (SIM_FULL=0: the capped one), then the
 #    network-namespace tests (netns-tests/) against target/debug/hotpair
@@ -15,6 +16,10 @@
 # Non-interactive. The netns tests need root; without root they print
 # "NETNS TEST SKIPPED", and with CI set they fail instead of skipping.
 # Each netns test builds its own lab (namespaces t<pid><n>-*) and removes it.
+# The Docker tests (netns-tests/tests/docker_*.rs: the OCI image of
+# packaging/oci/ and the systemd unit, each a pair of containers on a Docker
+# network of its own) need a running Docker engine, which this script does
+# not install: without one they print "DOCKER TEST SKIPPED", and fail under CI.
 # The failover tests (netns-tests/tests/failover_*_crash.rs) run their duplex
 # labs one at a time; knobs: HOTPAIR_FAILOVER_RUNS / HOTPAIR_FAILOVER_SEED (the
 # random-moment kills), HOTPAIR_REPL_NET=dedicated, HOTPAIR_FAILOVER_PARALLEL=1.
@@ -47,6 +52,7 @@ need sysctl procps
 need setsid util-linux
 need hping3 hping3             # netns-tests/tests/hostile_clients.rs: SYN flood
 need slowhttptest slowhttptest # netns-tests/tests/hostile_clients.rs: slow headers
+need systemd-analyze systemd   # packaging/systemd/verify.sh
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core) # bench plots' text
 if [ "${#missing[@]}" -gt 0 ]; then
     # de-duplicate
@@ -92,6 +98,9 @@ fi
 
 step "cargo build -p hotpair"
 cargo build -p hotpair
+
+step "systemd unit: systemd-analyze verify (packaging/systemd/verify.sh)"
+bash packaging/systemd/verify.sh
 
 # ---- 3. tests -----------------------------------------------------------------
 step "unit tests: cargo test --workspace --exclude hotpair-netns-tests --exclude hotpair-sim"

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod docker;
 pub mod failover;
 pub mod multi;
 pub mod policies;

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Builds hotpair's OCI image with no registry (packaging/oci/Dockerfile is
+# FROM scratch): stages a root filesystem from this machine — the hotpair
+# binary (debug info stripped), the entrypoint, and sh, ip, curl, sha256sum,
+# sleep, cat with the shared libraries ldd names — and runs `docker build`
+# on it.
+#
+#   bash packaging/oci/build.sh [--bin PATH] [--repo NAME] [--no-latest]
+#                               [--prune-older-than DURATION]
+#
+#   --bin PATH    the hotpair binary (default: $HOTPAIR_BIN, else
+#                 target/release/hotpair)
+#   --repo NAME   image repository (default: hotpair); the image is tagged
+#                 NAME:<key> and, unless --no-latest, NAME:latest
+#   --prune-older-than DURATION
+#                 then remove this script's images of NAME older than
+#                 DURATION (docker's `until` filter, e.g. 2h) that no
+#                 container uses (the tests pass 2h: each binary they test
+#                 leaves a ~50 MB image otherwise)
+#
+# The key is the SHA-256 of everything that goes into the image (the binary,
+# the recipe, each staged tool and library); when NAME:<key> exists the
+# build is skipped. Prints the image reference (NAME:<key>) as the last line
+# of stdout; progress goes to stderr.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(cd "$here/../.." && pwd)"
+bin="${HOTPAIR_BIN:-$repo_root/target/release/hotpair}"
+repo=hotpair
+latest=1
+prune=
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --bin) bin="$2"; shift 2 ;;
+        --repo) repo="$2"; shift 2 ;;
+        --no-latest) latest=0; shift ;;
+        --prune-older-than) prune="$2"; shift 2 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "build.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
+    esac
+done
+log() { echo "build.sh: $*" >&2; }
+
+[ -x "$bin" ] || { log "no hotpair binary at $bin (cargo build --release -p hotpair, or --bin PATH)"; exit 1; }
+command -v docker >/dev/null || { log "docker is not installed"; exit 1; }
+
+# The tools the image carries, found on this machine: destination → source.
+PATH="$PATH:/usr/sbin:/sbin"
+declare -A tools=(
+    [/usr/bin/dash]="$(command -v dash)"
+    [/usr/sbin/ip]="$(command -v ip)"
+    [/usr/bin/curl]="$(command -v curl)"
+    [/usr/bin/sha256sum]="$(command -v sha256sum)"
+    [/usr/bin/sleep]="$(command -v sleep)"
+    [/usr/bin/cat]="$(command -v cat)"
+)
+for dst in "${!tools[@]}"; do
+    [ -n "${tools[$dst]}" ] || { log "missing on this machine: $(basename "$dst") (apt-get install dash iproute2 curl coreutils)"; exit 1; }
+done
+
+# Every shared library (and the loader) the binary and the tools load.
+libs() {
+    ldd "$@" 2>/dev/null | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(0x/ { print $1 }' | sort -u
+}
+mapfile -t libraries < <(libs "$bin" "${tools[@]}")
+[ "${#libraries[@]}" -gt 0 ] || { log "ldd found no libraries: is $bin a dynamic Linux binary?"; exit 1; }
+
+# The cache key: the binary, the recipe, each tool and library.
+bin_digest="$(sha256sum "$bin" | cut -d' ' -f1)"
+key="$( {
+    echo "$bin_digest"
+    sha256sum "$here/Dockerfile" "$here/entrypoint.sh" "${BASH_SOURCE[0]}" | cut -d' ' -f1
+    for dst in $(printf '%s\n' "${!tools[@]}" | sort); do echo "$dst $(sha256sum "${tools[$dst]}" | cut -d' ' -f1)"; done
+    for l in "${libraries[@]}"; do echo "$l $(sha256sum "$l" | cut -d' ' -f1)"; done
+} | sha256sum | cut -c1-16 )"
+image="$repo:$key"
+
+if docker image inspect "$image" >/dev/null 2>&1; then
+    log "$image exists (same binary, recipe, tools): not rebuilt"
+else
+    t0=$SECONDS
+    stage="$(mktemp -d /tmp/hotpair-oci.XXXXXX)"
+    trap 'rm -rf "$stage"' EXIT
+    root="$stage/rootfs"
+    mkdir -p "$root"/{usr/bin,usr/sbin,usr/local/bin,bin,etc/hotpair,run/hotpair,tmp,var/tmp}
+    chmod 1777 "$root/tmp" "$root/var/tmp"
+    if command -v strip >/dev/null; then
+        strip --strip-debug -o "$root/usr/bin/hotpair" "$bin"
+    else
+        cp "$bin" "$root/usr/bin/hotpair"
+    fi
+    chmod 755 "$root/usr/bin/hotpair"
+    install -m 755 "$here/entrypoint.sh" "$root/usr/local/bin/hotpair-entrypoint"
+    for dst in "${!tools[@]}"; do cp -L "${tools[$dst]}" "$root$dst"; done
+    cp "$root/usr/bin/dash" "$root/bin/sh"
+    for l in "${libraries[@]}"; do
+        mkdir -p "$root$(dirname "$l")"
+        cp -L "$l" "$root$l"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
+    printf 'root:x:0:\n' > "$root/etc/group"
+    printf 'hosts: files\n' > "$root/etc/nsswitch.conf"
+    cp "$here/Dockerfile" "$stage/Dockerfile"
+    log "building $image from $bin ($(du -sh "$root" | cut -f1) staged)"
+    # The classic builder: nothing to pull (BuildKit needs the buildx
+    # plugin, and may want a Dockerfile frontend image).
+    DOCKER_BUILDKIT=0 docker build -q --build-arg "HOTPAIR_DIGEST=$bin_digest" \
+        --label "org.hotpair.key=$key" --label "org.hotpair.repo=$repo" \
+        -t "$image" "$stage" >&2
+    log "built $image in $((SECONDS - t0)) s"
+fi
+if [ "$latest" = 1 ]; then docker tag "$image" "$repo:latest"; fi
+if [ -n "$prune" ]; then
+    # In use (a container of it exists, even stopped): docker refuses.
+    docker image prune -a -f --filter "label=org.hotpair.repo=$repo" \
+        --filter "until=$prune" >&2 || log "pruning old $repo images failed (ignored)"
+fi
+echo "$image"
