@@ -11,9 +11,11 @@
 //! logged, and the listener keeps waiting for the real peer (handshakes run
 //! side by side, so a silent connection cannot hold the place).
 //!
-//! One link session per process: once it ends the peer is dead for good and
-//! this node serves alone (a repaired node rejoining is not built yet); the
-//! listener closes once a session is up, so a second session is refused.
+//! One task per link session: once it is up the listener closes, so a
+//! second session is refused. When the session ends the peer is declared
+//! dead (this node takes over) and the stack thread starts a new task for
+//! the link (`service::NodeShell::spawn_link`): the peer, restarted or back
+//! from a partition, rejoins.
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
