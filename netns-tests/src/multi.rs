@@ -836,6 +836,11 @@ pub fn start_download(lab: &Lab, dir: &Path, ip: &str, rate: &str) -> Download {
 }
 
 impl Download {
+    /// Bytes arrived so far.
+    pub fn bytes(&self) -> u64 {
+        self.sampler.latest()
+    }
+
     /// Waits for curl and checks: exit 0, status 200, every byte, the
     /// SHA-256 of the docroot's file (`want`), and that the kill landed
     /// mid-reply.

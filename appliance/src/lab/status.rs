@@ -405,12 +405,12 @@ pub fn failure_note(mode: Mode) -> Option<&'static str> {
         Mode::DualRole => Some(
             "when a node dies the survivor serves both addresses unreplicated \
              (it claims the dead node's address and promotes its shadows of its own) \
-             until the dead node is repaired",
+             until the dead node is back (`hotpair lab restart NODE`) and rejoins",
         ),
         Mode::Ring => Some(
             "when node i dies, node i+1 claims address i and node i-1 promotes its \
              shadows of address i-1: those two addresses run unreplicated until the ring \
-             is repaired; the others stay replicated",
+             is repaired (`hotpair lab restart NODE`: it rejoins); the others stay replicated",
         ),
     }
 }
