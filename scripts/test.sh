@@ -52,6 +52,7 @@ need sysctl procps
 need setsid util-linux
 need hping3 hping3             # netns-tests/tests/hostile_clients.rs: SYN flood
 need slowhttptest slowhttptest # netns-tests/tests/hostile_clients.rs: slow headers
+need nft nftables             # hotpair lab partition (netns-tests/tests/partition.rs)
 need systemd-analyze systemd   # packaging/systemd/verify.sh
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core) # bench plots' text
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -12,6 +12,7 @@ mod fixtures;
 mod ip;
 mod net;
 mod node_config;
+mod partition;
 mod proc;
 pub(crate) mod state;
 mod status;
@@ -182,6 +183,19 @@ enum LabCommand {
     /// wait until its replication links are up: it rejoins its peers,
     /// which keep the connections they serve.
     Restart(KillArgs),
+    /// Cut every replication link (packets dropped both ways, as a pulled
+    /// cable: no reset), or with --lan NODE that node's side of the
+    /// service LAN (its TAP off its bridge; its link stays up).
+    Partition(PartitionArgs),
+    /// Remove every cut `lab partition` made.
+    Heal,
+}
+
+#[derive(clap::Args)]
+struct PartitionArgs {
+    /// Cut this node's side of the service LAN instead of the links.
+    #[arg(long, value_name = "NODE")]
+    lan: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -595,6 +609,17 @@ pub fn run(args: LabArgs) -> Result<()> {
         LabCommand::Freeze(a) => signal_node(&prefix, &a.node, libc::SIGSTOP, "froze"),
         LabCommand::Thaw(a) => signal_node(&prefix, &a.node, libc::SIGCONT, "thawed"),
         LabCommand::Restart(a) => restart(&prefix, &a.node),
+        LabCommand::Partition(a) => {
+            let state = load_lab(&prefix)?;
+            let what = partition::partition(&state, a.lan.as_deref())?;
+            println!("lab {prefix}: {what}");
+            Ok(())
+        }
+        LabCommand::Heal => {
+            let state = load_lab(&prefix)?;
+            println!("lab {prefix}: {}", partition::heal(&state)?);
+            Ok(())
+        }
     }
 }
 
@@ -1202,6 +1227,14 @@ pub fn kill_node(prefix: &str, name: &str) -> Result<Killed> {
     let pid = node.process.map(|p| p.pid);
     state.save()?;
     Ok(Killed { was_alive, pid })
+}
+
+/// The state of lab `prefix`, or a clear error if there is none.
+fn load_lab(prefix: &str) -> Result<LabState> {
+    validate_prefix(prefix)?;
+    let dir = state_dir(prefix);
+    LabState::load(&dir)?
+        .with_context(|| format!("no lab with prefix {prefix} (no {})", dir.display()))
 }
 
 /// `lab restart`: stop the node if it runs (a planned stop), start it with

@@ -1376,6 +1376,48 @@ pub fn ring(test: &str, n: u32, victim: &str) {
     kill_under_load(&lab, victim, load).assert_all_passed();
 }
 
+/// Downloads from every address of `lab` (10 MB/s, client capture on);
+/// once each has 10 MiB, SIGKILL `victim`. Returns what failed: a download
+/// not byte-exact, or an RST from any address (empty: all survived).
+pub fn downloads_survive_kill(lab: &MultiLab, victim: &str) -> Vec<String> {
+    let test = lab.test.clone();
+    let tmp = TempDir::new(&format!("{test}-dlk"));
+    let want = sha256sum(&lab.docroot().join(DOWNLOAD_FILE));
+    let ips = lab.ips();
+    let cap = MultiCapture::start(lab, tmp.path(), &ips);
+    let downloads: Vec<_> = ips
+        .iter()
+        .map(|ip| start_download(lab, tmp.path(), ip, "10M"))
+        .collect();
+    let start = Instant::now();
+    while downloads.iter().any(|d| d.bytes() < 10 << 20) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "[{test}] the downloads did not reach 10 MiB"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    let at_kill: Vec<u64> = downloads.iter().map(Download::bytes).collect();
+    let kill_epoch = epoch_now();
+    let kill = lab.kill(victim);
+    let mut failures = Vec::new();
+    for (d, at) in downloads.into_iter().zip(at_kill) {
+        let ip = d.ip.clone();
+        match d.finish(kill, at, &want) {
+            Ok(line) => report(&format!("[{test}] {ip}, {victim} killed: {line}")),
+            Err(e) => failures.push(format!("{ip}: {e}")),
+        }
+    }
+    match cap.stop() {
+        Ok(segs) => match check_no_rst(lab, &segs, kill_epoch) {
+            Ok(line) => report(&format!("[{test}] {line}")),
+            Err(e) => failures.push(e),
+        },
+        Err(e) => failures.push(e),
+    }
+    failures
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

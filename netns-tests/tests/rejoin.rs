@@ -140,7 +140,7 @@ fn a_restarted_owner_rejoins_and_takes_its_address_back() {
 /// configured pair of roles.
 #[test]
 fn a_restarted_dual_role_node_rejoins_and_both_addresses_are_replicated_again() {
-    use hotpair_netns_tests::multi::{self, MultiCapture};
+    use hotpair_netns_tests::multi;
     let test = "rj_dual";
     let Some(lab) = multi::dual_role_lab(test) else {
         return;
@@ -153,40 +153,7 @@ fn a_restarted_dual_role_node_rejoins_and_both_addresses_are_replicated_again() 
         lab.check_serves(&ip)
             .unwrap_or_else(|e| panic!("[{test}] {ip} after the rejoin: {e}"));
     }
-    let tmp = TempDir::new(&format!("{test}-dl"));
-    let want = sha256sum(&lab.docroot().join(FILE));
-    let ips = lab.ips();
-    let cap = MultiCapture::start(&lab, tmp.path(), &ips);
-    let downloads: Vec<_> = ips
-        .iter()
-        .map(|ip| multi::start_download(&lab, tmp.path(), ip, "10M"))
-        .collect();
-    let start = Instant::now();
-    while downloads.iter().any(|d| d.bytes() < 10 << 20) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "[{test}] the downloads did not reach 10 MiB"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
-    let at_kill: Vec<u64> = downloads.iter().map(|d| d.bytes()).collect();
-    let kill_epoch = epoch_now();
-    let kill = lab.kill("n1");
-    let mut failures = Vec::new();
-    for (d, at) in downloads.into_iter().zip(at_kill) {
-        let ip = d.ip.clone();
-        match d.finish(kill, at, &want) {
-            Ok(line) => report(&format!("[{test}] {ip}: {line}")),
-            Err(e) => failures.push(format!("{ip}: {e}")),
-        }
-    }
-    match cap.stop() {
-        Ok(segs) => match multi::check_no_rst(&lab, &segs, kill_epoch) {
-            Ok(line) => report(&format!("[{test}] {line}")),
-            Err(e) => failures.push(e),
-        },
-        Err(e) => failures.push(e),
-    }
+    let failures = multi::downloads_survive_kill(&lab, "n1");
     assert!(
         failures.is_empty(),
         "[{test}] after n2's rejoin, n1 killed:\n{}\n{}",

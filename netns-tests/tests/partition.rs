@@ -1,0 +1,249 @@
+//! Partitions (`hotpair lab partition|heal`: nftables drops in the node
+//! namespaces, so a cut looks like a pulled cable, never a reset).
+//!
+//! - The replication link cut during downloads on every address of a
+//!   dual-role lab: each owner keeps its address and promotes its own
+//!   connections, each primary probes, is answered and stands by; every
+//!   download finishes byte-exact with no RST, and a client-side capture
+//!   of ARP shows each address spoken for by its owner's MAC alone,
+//!   throughout. Healed, the link comes back, both nodes rejoin, and the
+//!   pair is replicated again: new downloads on both addresses survive a
+//!   SIGKILL of n1.
+//! - A duplex primary's LAN side cut for a second mid-download (its link
+//!   stays up, so nobody takes over): the download stalls, then carries on
+//!   byte-exact when the cut heals, without an RST.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hotpair_netns_tests::failover::{
+    self, assert_no_rst, epoch_now, Capture, Sampler, SAMPLE_EVERY,
+};
+use hotpair_netns_tests::multi::{self, MultiCapture};
+use hotpair_netns_tests::{
+    assert_success, describe, report, sha256sum, url, Background, Lab, TempDir,
+};
+
+const FILE: &str = "50m.bin";
+
+/// Starts tcpdump on the client's interface for ARP, into `dir/arp.pcap`.
+fn arp_capture(lab: &Lab, dir: &Path) -> Background {
+    let f = dir.join("arp.pcap").to_string_lossy().into_owned();
+    let p = lab.spawn_in(
+        "client",
+        &["tcpdump", "-i", "eth0", "-n", "-U", "-w", &f, "arp"],
+        dir,
+        "tcpdump-arp",
+    );
+    let t = Instant::now();
+    while !p.stderr_text().contains("listening on") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "tcpdump (arp) did not start: {}",
+            p.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+/// For `ip`: the MACs of every ARP frame that speaks for it (sender
+/// address `ip`: announcements, answers, requests from it) in the capture.
+fn speakers_for(pcap: &Path, ip: &str) -> Vec<String> {
+    let out = Command::new("tcpdump")
+        .args(["-n", "-e", "-r"])
+        .arg(pcap)
+        .arg(format!("arp and arp[14:4] = {}", ip_hex(ip)))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run tcpdump -r: {e}"));
+    assert!(
+        out.status.success(),
+        "tcpdump -r failed\n{}",
+        describe(&out)
+    );
+    let mut macs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    macs.sort();
+    macs.dedup();
+    macs
+}
+
+fn ip_hex(ip: &str) -> String {
+    let o: Vec<u8> = ip.split('.').map(|x| x.parse().unwrap()).collect();
+    format!("0x{:02x}{:02x}{:02x}{:02x}", o[0], o[1], o[2], o[3])
+}
+
+#[test]
+fn link_cut_during_downloads_on_every_address_then_heal_and_replicated_again() {
+    let test = "pt_link";
+    let Some(lab) = multi::dual_role_lab(test) else {
+        return;
+    };
+    multi::require_tools(test, &["nft"]);
+    let tmp = TempDir::new(&format!("{test}-dl"));
+    let want = sha256sum(&lab.docroot().join(FILE));
+    let ips = lab.ips();
+    let arp = arp_capture(&lab, tmp.path());
+    let cap = MultiCapture::start(&lab, tmp.path(), &ips);
+    let downloads: Vec<_> = ips
+        .iter()
+        .map(|ip| multi::start_download(&lab, tmp.path(), ip, "10M"))
+        .collect();
+    let start = Instant::now();
+    while downloads.iter().any(|d| d.bytes() < 10 << 20) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "[{test}] the downloads did not reach 10 MiB"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    let at_cut: Vec<u64> = downloads.iter().map(|d| d.bytes()).collect();
+    let cut_epoch = epoch_now();
+    let cut = Instant::now();
+    let out = lab.lab(&["partition"], Duration::from_secs(20));
+    assert_success(&out, &format!("[{test}] lab partition"));
+    thread::sleep(Duration::from_secs(2));
+    let out = lab.lab(&["heal"], Duration::from_secs(20));
+    assert_success(&out, &format!("[{test}] lab heal"));
+    let mut failures = Vec::new();
+    for (d, at) in downloads.into_iter().zip(at_cut) {
+        let ip = d.ip.clone();
+        match d.finish(cut, at, &want) {
+            Ok(line) => report(&format!("[{test}] {ip} across the cut: {line}")),
+            Err(e) => failures.push(format!("{ip}: {e}")),
+        }
+    }
+    match cap.stop() {
+        Ok(segs) => match multi::check_no_rst(&lab, &segs, cut_epoch) {
+            Ok(line) => report(&format!("[{test}] {line}")),
+            Err(e) => failures.push(e),
+        },
+        Err(e) => failures.push(e),
+    }
+    arp.signal("INT");
+    let _ = arp.wait(Duration::from_secs(10));
+    for a in &lab.addresses {
+        let speakers = speakers_for(&tmp.path().join("arp.pcap"), &a.ip);
+        let owner = lab.mac(&a.owner).to_owned();
+        if speakers != [owner.clone()] {
+            failures.push(format!(
+                "ARP for {} spoken by {speakers:?}, not by its owner {} ({owner}) alone",
+                a.ip, a.owner
+            ));
+        }
+    }
+    // Healed: both nodes back in their configured roles on both addresses.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = lab.status_json();
+        let nodes = st["nodes"].as_array().cloned().unwrap_or_default();
+        let all = !nodes.is_empty()
+            && nodes.iter().all(|n| {
+                n["node_status"]["addresses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|a| a["state"] == "replicated")
+            });
+        if all {
+            break;
+        }
+        if Instant::now() > deadline {
+            failures.push(format!("not replicated again 15 s after the heal: {st}"));
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        failures.is_empty(),
+        "[{test}] the link cut:\n{}\n{}",
+        failures.join("\n"),
+        lab.node_logs(60)
+    );
+    report(&format!(
+        "[{test}] ARP: each address spoken for by its owner alone; both nodes rejoined"
+    ));
+    let failures = multi::downloads_survive_kill(&lab, "n1");
+    assert!(
+        failures.is_empty(),
+        "[{test}] after the heal, n1 killed:\n{}\n{}",
+        failures.join("\n"),
+        lab.node_logs(60)
+    );
+}
+
+#[test]
+fn a_primary_cut_off_the_lan_for_a_second_resumes_when_healed() {
+    let test = "pt_lan";
+    let Some(lab) = failover::duplex_lab(test) else {
+        return;
+    };
+    multi::require_tools(test, &["nft"]);
+    let tmp = TempDir::new(&format!("{test}-dl"));
+    let src = lab.docroot().join(FILE);
+    let total = std::fs::metadata(&src).expect("docroot file").len();
+    let cap = Capture::start(&lab, tmp.path());
+    let dl = tmp.path().join("download.bin");
+    let dl_s = dl.to_string_lossy().into_owned();
+    let start = Instant::now();
+    let curl = lab.spawn_in(
+        "client",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "45",
+            "--limit-rate",
+            "20M",
+            "-o",
+            &dl_s,
+            &url(&format!("/static/{FILE}")),
+        ],
+        tmp.path(),
+        "curl",
+    );
+    let sampler = Sampler::start(dl.clone(), start, SAMPLE_EVERY);
+    while sampler.latest() < 10 << 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "[{test}] slow download"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    let cut_epoch = epoch_now();
+    let cut = Instant::now();
+    let out = lab.lab(&["partition", "--lan", "n1"], Duration::from_secs(20));
+    assert_success(&out, &format!("[{test}] lab partition --lan n1"));
+    thread::sleep(Duration::from_secs(1));
+    let out = lab.lab(&["heal"], Duration::from_secs(20));
+    assert_success(&out, &format!("[{test}] lab heal"));
+    let out = curl.wait(Duration::from_secs(50));
+    let end = Instant::now();
+    let samples = sampler.finish();
+    let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
+    assert!(
+        out.status.success() && got == total,
+        "[{test}] the download across the LAN cut failed: {got} of {total}\n{}",
+        describe(&out)
+    );
+    assert_eq!(sha256sum(&dl), sha256sum(&src), "[{test}] bytes differ");
+    let r = cap.stop();
+    assert_no_rst(&lab, &r, "LAN cut of the primary", cut_epoch);
+    let s = hotpair::stall::measure(&samples, cut - start, end - start, true);
+    let logs = lab.node_logs(400);
+    assert!(
+        !logs.contains("peer declared dead"),
+        "[{test}] a takeover although the link stayed up\n{logs}"
+    );
+    report(&format!(
+        "[{test}] n1 (primary) off the LAN for 1 s mid-download: stall {:.0} ms, then \
+         byte-exact, 0 RST, no takeover (its link stayed up)",
+        s.after_kill.as_secs_f64() * 1e3
+    ));
+}
