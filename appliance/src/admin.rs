@@ -9,8 +9,12 @@
 //! metrics endpoint (`crate::metrics`) serve the latest snapshot.
 //!
 //! The admin socket speaks one line each way: the client sends `status\n`,
-//! the node answers with the snapshot as one JSON document and closes. Any
-//! other request gets `{"error": "..."}`. The JSON is the stable format of
+//! the node answers with the snapshot as one JSON document and closes.
+//! `switchover\n` (`hotpair switchover`) asks for a planned stop — the
+//! SIGTERM path: every connection handed to the peers, then exit — and is
+//! refused unless every address is replicated with its peer up
+//! (`switchover force\n` skips that check). Any other request gets
+//! `{"error": "..."}`. The JSON is the stable format of
 //! `hotpair status --json` (see `docs/operations.md`); fields are only
 //! added, never renamed, and [`FORMAT`] changes if one ever must.
 
@@ -126,6 +130,10 @@ pub struct Connections {
     pub live: usize,
     /// Open connections this node shadows for its primary.
     pub shadow: usize,
+    /// Of the live ones, those no peer shadows (opened while this node
+    /// served alone, or taken over): a switchover cannot hand them over.
+    #[serde(default)]
+    pub unreplicated: usize,
     /// Handshakes in progress.
     pub half_open: usize,
     pub max: usize,
@@ -573,7 +581,7 @@ impl StatusPublisher {
             _ => None,
         };
         let open = core.connections(i);
-        let shadowing = role == Role::Ingress && !fenced;
+        let shadow = core.shadow_connections(i);
         let log = rs.as_ref().map(|r| LogStatus {
             unacked_units: r.unacked_units,
             unacked_bytes: r.unacked_bytes,
@@ -618,8 +626,9 @@ impl StatusPublisher {
             fenced,
             peer,
             connections: Connections {
-                live: if shadowing { 0 } else { open },
-                shadow: if shadowing { open } else { 0 },
+                live: open - shadow,
+                shadow,
+                unreplicated: core.unreplicated_connections(i),
                 half_open: st.half_open,
                 max: core.max_connections(i),
                 accepted: st.accepted,
@@ -667,13 +676,63 @@ pub fn answer(request: &[u8], status: &Status) -> Vec<u8> {
                 .unwrap_or_default()
         }),
         _ => serde_json::to_vec(&serde_json::json!({
-            "error": "unknown request: send \"status\\n\""
+            "error": "unknown request: send \"status\\n\" or \"switchover\\n\""
         }))
         .unwrap_or_default(),
     };
     out.push(b'\n');
     out
 }
+
+/// The answer to a `switchover` request line (`None`: not one), and
+/// whether the switchover goes ahead. Without `force`, every address must
+/// be replicated with its peer up: otherwise a stop hands nothing over —
+/// it just stops serving.
+pub fn answer_switchover(request: &[u8], status: &Status) -> Option<(Vec<u8>, bool)> {
+    let line = request.strip_suffix(b"\n").unwrap_or(request);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let force = match line {
+        b"switchover" => false,
+        b"switchover force" => true,
+        _ => return None,
+    };
+    let not_ready: Vec<String> = status
+        .addresses
+        .iter()
+        .filter_map(|a| {
+            if a.state != "replicated" {
+                Some(format!("{} is {}", a.address, a.state))
+            } else if a.connections.unreplicated > 0 {
+                Some(format!(
+                    "{} has {} connection(s) no peer shadows (opened before the peer rejoined)",
+                    a.address, a.connections.unreplicated
+                ))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let go = force || not_ready.is_empty();
+    let v = if go {
+        serde_json::json!({
+            "switchover": "started",
+            "node": status.node,
+            "forced": !not_ready.is_empty(),
+        })
+    } else {
+        serde_json::json!({"error": format!(
+            "not switching over: {} (no peer would take those connections; \
+             `hotpair switchover --wait SECS` waits for them to end, --force stops anyway)",
+            not_ready.join(", ")
+        )})
+    };
+    let mut out = serde_json::to_vec(&v).unwrap_or_default();
+    out.push(b'\n');
+    Some((out, go))
+}
+
+/// What a granted `switchover` does (the node's planned stop).
+pub type SwitchoverAction = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 /// Bind the admin socket at `path`: its directory is made if missing, and
 /// a stale socket (no node answering on it) is replaced. A live node on
@@ -700,7 +759,11 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
 }
 
 /// Serve the admin socket until the runtime stops.
-pub async fn serve(listener: std::os::unix::net::UnixListener, status: StatusSource) {
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    status: StatusSource,
+    switchover: Option<SwitchoverAction>,
+) {
     let listener = match tokio::net::UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -724,6 +787,7 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, status: StatusSou
             continue;
         };
         let mut status = status.clone();
+        let switchover = switchover.clone();
         tokio::spawn(async move {
             let _slot = slot;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -748,7 +812,18 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, status: StatusSou
                 None => &buf[..buf.len().min(MAX_REQUEST)],
             };
             let snapshot = status.fresh().await;
-            let out = answer(line, &snapshot);
+            let out = match (answer_switchover(line, &snapshot), &switchover) {
+                (Some((out, go)), Some(act)) => {
+                    if go {
+                        tracing::info!(
+                            "switchover asked on the admin socket: handing over and stopping"
+                        );
+                        act();
+                    }
+                    out
+                }
+                _ => answer(line, &snapshot),
+            };
             let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&out)).await;
             let _ = sock.shutdown().await;
         });
@@ -787,6 +862,32 @@ pub fn query(path: &Path) -> Result<Status> {
         _ => anyhow::anyhow!("admin socket {}: reading: {e}", path.display()),
     })?;
     parse_answer(&out).with_context(|| format!("the node on {} answered", path.display()))
+}
+
+/// Ask the node on `path` to switch over (`hotpair switchover`); its name
+/// once it accepted.
+pub fn switchover(path: &Path, force: bool) -> Result<String> {
+    let mut sock = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        anyhow::anyhow!(
+            "admin socket {}: {e} (is the node running?)",
+            path.display()
+        )
+    })?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.write_all(if force {
+        b"switchover force\n"
+    } else {
+        b"switchover\n"
+    })?;
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out)
+        .with_context(|| format!("reading the answer on {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out).context("not JSON (is this a hotpair admin socket?)")?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        bail!("{e}");
+    }
+    Ok(v["node"].as_str().unwrap_or("?").to_owned())
 }
 
 /// The node's answer: a status, or its error.
@@ -1040,6 +1141,7 @@ pub(crate) mod tests {
                 connections: Connections {
                     live: 3,
                     shadow: 0,
+                    unreplicated: 3,
                     half_open: 1,
                     max: 1024,
                     accepted: 7,
@@ -1164,6 +1266,40 @@ pub(crate) mod tests {
         assert!(t.contains("/static/"), "{t}");
         assert!(t.contains("EVENTS"), "{t}");
         assert!(t.contains("2 connections"), "{t}");
+    }
+
+    #[test]
+    fn a_switchover_is_refused_while_an_address_has_no_peer_up() {
+        let mut st = sample();
+        // sample(): an address promoted, its peer down.
+        let (out, go) = answer_switchover(b"switchover\n", &st).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(!go);
+        assert!(v["error"].as_str().unwrap().contains("is promoted"), "{v}");
+        let (out, go) = answer_switchover(b"switchover force\n", &st).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(go && v["forced"] == true, "{v}");
+        for a in &mut st.addresses {
+            a.state = "replicated".into();
+        }
+        // Replicated, but holding connections no peer shadows.
+        let (out, go) = answer_switchover(b"switchover\n", &st).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(
+            !go && v["error"].as_str().unwrap().contains("no peer shadows"),
+            "{v}"
+        );
+        for a in &mut st.addresses {
+            a.connections.unreplicated = 0;
+        }
+        let (out, go) = answer_switchover(b"switchover\n", &st).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(
+            go && v["switchover"] == "started" && v["forced"] == false,
+            "{v}"
+        );
+        assert!(answer_switchover(b"status\n", &st).is_none());
+        assert!(answer_switchover(b"switchover now\n", &st).is_none());
     }
 
     #[test]

@@ -35,6 +35,10 @@ enum Command {
     /// Ask a running node for its status: each address's role, peer health
     /// and link round trip, connections, log sizes, takeovers and fencing.
     Status(StatusArgs),
+    /// Hand every connection of a running node to its peers and stop it
+    /// (the planned stop SIGTERM makes), e.g. before an upgrade; refused
+    /// unless every address is replicated with its peer up (--force).
+    Switchover(SwitchoverArgs),
     /// The paper's evaluation (Figures 2–6) on this machine, side by side with nginx.
     Bench(bench::BenchArgs),
     /// Write matched node configs (roles, MACs, link endpoints, fresh link
@@ -66,6 +70,73 @@ struct StatusArgs {
     /// The node's config file: its `[admin] socket` (or the default).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SwitchoverArgs {
+    /// The node's admin socket.
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<std::path::PathBuf>,
+    /// The node's config file: its `[admin] socket` (or the default).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Stop even if some address has no peer to take it over, or holds
+    /// connections no peer shadows (they are cut).
+    #[arg(long, conflicts_with = "wait")]
+    force: bool,
+    /// Wait up to SECS for every address to be replicated and for the
+    /// connections no peer shadows (opened before the peer rejoined) to
+    /// end, then switch over.
+    #[arg(long, value_name = "SECS")]
+    wait: Option<u64>,
+}
+
+fn switchover(args: SwitchoverArgs) -> Result<()> {
+    let path = hotpair::admin::socket_path(args.socket, args.config.as_deref())?;
+    if let Some(secs) = args.wait {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let mut said = String::new();
+        loop {
+            let st = hotpair::admin::query(&path)?;
+            let pending: Vec<String> = st
+                .addresses
+                .iter()
+                .filter(|a| a.state != "replicated" || a.connections.unreplicated > 0)
+                .map(|a| {
+                    format!(
+                        "{} {} ({} connection(s) no peer shadows)",
+                        a.address, a.state, a.connections.unreplicated
+                    )
+                })
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let now = pending.join(", ");
+            if now != said {
+                eprintln!("waiting: {now}");
+                said = now;
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("not switched over: still {said} after {secs} s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    let node = hotpair::admin::switchover(&path, args.force)?;
+    let start = std::time::Instant::now();
+    // The node closes its admin socket when it has exited.
+    while std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        if start.elapsed() > std::time::Duration::from_secs(15) {
+            anyhow::bail!("node {node} accepted the switchover but still runs after 15 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    println!(
+        "node {node}: connections handed over, stopped ({} ms)",
+        start.elapsed().as_millis()
+    );
+    Ok(())
 }
 
 fn status(args: StatusArgs) -> Result<()> {
@@ -113,5 +184,6 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Pair(args) => pair::run(args),
         Command::Status(args) => status(args),
+        Command::Switchover(args) => switchover(args),
     }
 }

@@ -26,6 +26,9 @@ use crate::upstream::Upstream;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// How long a stopping owner keeps forwarding after `Leaving` (see `run`).
+const LEAVE_GRACE: Duration = Duration::from_millis(100);
+
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
@@ -178,13 +181,24 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
     }
     let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
     let (publisher, status_rx) = crate::admin::StatusPublisher::new(now, Some(waker.clone()));
+    let stop_waker = waker.clone();
+    let grace_waker = waker.clone();
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
     node.set_status(publisher);
     node.set_relink(crate::service::Relink { setups, to_stack });
     let admin_path = cfg.admin_socket();
     let admin = crate::admin::bind(&admin_path)?;
     tracing::info!(socket = %admin_path.display(), "admin socket (hotpair status)");
-    runtime.spawn(crate::admin::serve(admin, status_rx.clone()));
+    // `hotpair switchover`: the SIGTERM path, asked on the admin socket.
+    let switchover: crate::admin::SwitchoverAction = Arc::new(move || {
+        STOP.store(true, Ordering::Relaxed);
+        stop_waker.wake();
+    });
+    runtime.spawn(crate::admin::serve(
+        admin,
+        status_rx.clone(),
+        Some(switchover),
+    ));
     if let Some(addr) = cfg.admin.metrics {
         let l = crate::metrics::bind(addr)?;
         tracing::info!(%addr, "metrics: GET /metrics");
@@ -206,9 +220,22 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         );
     }
     let ran = shell.run(&mut node, &STOP);
-    // Stopped (SIGTERM/SIGINT, or every address fenced): tell the peers
-    // and close the links first, so each takes over at once (a planned
-    // switchover), not when this process has finished shutting down.
+    // Stopped (SIGTERM/SIGINT, `hotpair switchover`): tell the peers and
+    // close the links first, so each takes over at once (a planned
+    // switchover), not when this process has finished shutting down. An
+    // owner keeps forwarding for LEAVE_GRACE: client frames sent before
+    // the primary's claim reached the client still arrive here, and would
+    // otherwise wait for the client's retransmission timeout.
+    if node.begin_leave() && ran.is_ok() {
+        static GRACE_OVER: AtomicBool = AtomicBool::new(false);
+        let w = grace_waker;
+        std::thread::spawn(move || {
+            std::thread::sleep(LEAVE_GRACE);
+            GRACE_OVER.store(true, Ordering::Relaxed);
+            w.wake();
+        });
+        let _ = shell.run(&mut node, &GRACE_OVER);
+    }
     node.leave(Duration::from_millis(500));
     if ran.is_err() {
         let _ = std::fs::remove_file(&admin_path);

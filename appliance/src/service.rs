@@ -301,10 +301,19 @@ impl NodeShell {
         st.maybe_publish(&self.core, &links, now);
     }
 
-    /// A planned stop: tell every peer (`Leaving`), flush the links for
-    /// at most `within`, then close them.
-    pub fn leave(&mut self, within: std::time::Duration) {
+    /// A planned stop, first step: tell every peer (`Leaving`); nothing
+    /// more goes out on the LAN. Returns whether the node should keep
+    /// running a moment ([`NodeCore::leave_grace_wanted`]) before
+    /// [`NodeShell::leave`].
+    pub fn begin_leave(&mut self) -> bool {
+        let grace = self.core.leave_grace_wanted();
         self.core.leave();
+        grace
+    }
+
+    /// A planned stop, last step: flush the links for at most `within`,
+    /// then close them.
+    pub fn leave(&mut self, within: std::time::Duration) {
         let deadline = Instant::now() + within;
         loop {
             let now = Instant::now();

@@ -164,6 +164,10 @@ pub enum PeerState {
 /// What a [`Replica`] tells its caller. Take them with [`Replica::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// Primary: the owner said it leaves (a planned stop). Claim its
+    /// address now; it keeps forwarding what reaches it until it closes
+    /// the link (then [`Event::PeerDead`] with `left`).
+    PeerLeaving,
     /// The peer's `Hello` arrived.
     PeerUp {
         /// The peer's node name.
@@ -553,6 +557,10 @@ pub struct Replica {
     /// `Frame` and `ConnGone` events in `events`.
     peer_events: usize,
     counters: Counters,
+    /// This node said it leaves, as the primary: nothing more goes out.
+    leaving: bool,
+    /// The owner said it leaves; its death, when the link closes, is one.
+    peer_leaving: bool,
 }
 
 impl Replica {
@@ -581,6 +589,8 @@ impl Replica {
             events: VecDeque::new(),
             peer_events: 0,
             counters: Counters::default(),
+            leaving: false,
+            peer_leaving: false,
         }
     }
 
@@ -622,6 +632,8 @@ impl Replica {
         }
         self.role = self.cfg.role;
         self.last_heard = now;
+        self.leaving = false;
+        self.peer_leaving = false;
         debug!(role = ?self.role, "link up, sending hello");
         self.session = Some(Session {
             detector: FailureDetector::new(
@@ -649,7 +661,7 @@ impl Replica {
             return;
         }
         let since_heard = now.saturating_duration_since(self.last_heard);
-        self.peer_dead(since_heard, false);
+        self.peer_dead(since_heard, self.peer_leaving);
     }
 
     /// A message from the peer. On `Err` the caller drops the link and calls
@@ -711,6 +723,15 @@ impl Replica {
             Msg::Hello { .. } => Err(ProtocolError::DuplicateHello),
             Msg::Heartbeat { .. } => {
                 self.counters.heartbeats_received += 1;
+                Ok(())
+            }
+            // The owner leaves: this primary claims the address at once but
+            // keeps taking the frames the owner still forwards (those
+            // already on their way) until it closes the link. The primary
+            // leaves: the owner takes over at once.
+            Msg::Leaving if role == Role::Primary => {
+                self.peer_leaving = true;
+                self.push_event(Event::PeerLeaving, None);
                 Ok(())
             }
             Msg::Leaving => {
@@ -918,7 +939,7 @@ impl Replica {
                     s.next_heartbeat_seq += 1;
                 }
                 Some(DetectorEvent::PeerDead { since_heard }) => {
-                    self.peer_dead(since_heard, false);
+                    self.peer_dead(since_heard, self.peer_leaving);
                 }
             }
         }
@@ -934,6 +955,19 @@ impl Replica {
     /// the queued `Frame`/`Unit`/`ConnGone` messages in order.
     pub fn poll_transmit(&mut self) -> Option<Msg> {
         let s = self.session.as_mut()?;
+        if self.leaving {
+            // A leaving primary: what was queued up to its `Leaving`, then
+            // nothing (the owner took over at `Leaving`).
+            let msg = s.queue.pop_front()?;
+            if matches!(msg, Msg::ConnGone { .. }) {
+                s.gone_in_queue -= 1;
+            }
+            if matches!(msg, Msg::Leaving) {
+                s.queue.clear();
+                s.gone_in_queue = 0;
+            }
+            return Some(msg);
+        }
         if s.hello_pending {
             s.hello_pending = false;
             return Some(Msg::Hello {
@@ -961,10 +995,26 @@ impl Replica {
     /// This node stops serving (a planned stop): tell the peer, after
     /// everything already queued, so it takes over at once. The caller
     /// must send nothing on the LAN from now on.
+    ///
+    /// An owner keeps forwarding, acknowledging and beating while the
+    /// caller lets it (a grace for frames already on their way to it; the
+    /// primary claims the address at `Leaving`). A primary sends nothing
+    /// after `Leaving`, and logs nothing more: the owner has taken over.
     pub fn leave(&mut self) {
         if let Some(s) = self.session.as_mut().filter(|s| s.peer.is_some()) {
             s.queue.push_back(Msg::Leaving);
+            if self.role == Role::Primary {
+                self.leaving = true;
+                for c in self.out_conns.values_mut() {
+                    c.replicated = false;
+                }
+            }
         }
+    }
+
+    /// The owner said it leaves (see [`Event::PeerLeaving`]).
+    pub fn peer_leaving(&self) -> bool {
+        self.peer_leaving
     }
 
     /// The next event for the caller.
@@ -1125,7 +1175,7 @@ impl Replica {
                         limit: self.cfg.max_conns,
                     });
                 }
-                self.role == Role::Primary && self.session.is_some()
+                self.role == Role::Primary && self.session.is_some() && !self.leaving
             }
         };
         let len = len as u64;

@@ -695,3 +695,40 @@ fn a_restarted_node_stands_by_until_its_link_is_up_then_both_take_their_roles_ba
         assert_eq!(got, want, "who answers for {ip}");
     }
 }
+
+#[test]
+fn a_leaving_owner_stays_silent_but_its_link_carries_on_until_it_closes() {
+    let t0 = origin();
+    let n1 = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+    let n2 = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
+    let (mut n1, mut n2) = (
+        NodeCore::new(n1, t0).unwrap(),
+        NodeCore::new(n2, t0).unwrap(),
+    );
+    let t0 = boot(&mut n1, &mut n2, t0);
+    assert!(n1.leave_grace_wanted());
+    n1.leave();
+    let mut t = t0;
+    for _ in 0..4 {
+        t += Duration::from_millis(30);
+        // A client still asks the owner: it answers nothing any more.
+        n1.handle_lan_frame(arp_who_has(A));
+        n1.round(t);
+        assert!(
+            lan_out(&mut n1).is_empty(),
+            "a leaving node spoke on the LAN"
+        );
+        // Its messages (heartbeats, acks, forwarded frames) are still
+        // taken by the primary, which claimed the address at `Leaving`.
+        carry(&mut n1, &mut n2, t);
+        n2.round(t);
+        lan_out(&mut n2);
+    }
+    assert_eq!(n2.role(0), Role::Simplex, "the primary did not claim A");
+    let changes: Vec<_> = std::iter::from_fn(|| n2.poll_role_change()).collect();
+    assert_eq!(changes, vec![RoleChange::Claiming { address: A }]);
+    // The owner closes the link: no second takeover.
+    n2.handle_link_lost(0, t);
+    n2.round(t);
+    assert!(n2.poll_role_change().is_none());
+}

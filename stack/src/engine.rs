@@ -415,6 +415,11 @@ struct Track {
     /// The pool slot holding it, once a socket took the SYN.
     slot: Option<usize>,
     shadow: Option<Shadow>,
+    /// Opened from the LAN by this node serving alone (not forwarded by
+    /// an owner): after a rejoin as primary, its frames may still reach
+    /// this node on the LAN until the owner's announcement reaches the
+    /// client, and are taken (see `admit`).
+    local: bool,
 }
 
 /// See [`Shadow::admission`].
@@ -671,6 +676,10 @@ pub struct Engine<C> {
     lease: bool,
     /// An ingress node's probes went unanswered: promote (taken once).
     probed: bool,
+    /// This node is stopping (a planned stop): nothing more on the LAN.
+    leaving: bool,
+    /// `admit` is taking frames from the LAN (not from the peer's link).
+    admitting_lan: bool,
     /// Rejoined after standing by: drop the stale connections at the
     /// next poll.
     reset_pending: Option<rejoin::Stale>,
@@ -748,6 +757,8 @@ impl<C> Engine<C> {
             lease: true,
             probed: false,
             reset_pending: None,
+            leaving: false,
+            admitting_lan: false,
             reannounce: None,
             clock_skew: Duration::ZERO,
             last_poll: start,
@@ -812,12 +823,18 @@ impl<C> Engine<C> {
     pub fn poll_lan_transmit(&mut self) -> Option<Frame> {
         loop {
             let f = self.lan_out.pop_front()?;
-            if !self.silent() || is_probe_traffic(f.data()) {
+            if !self.leaving && (!self.silent() || is_probe_traffic(f.data())) {
                 return Some(f);
             }
             self.stats.silenced += 1;
             self.recycle(f);
         }
+    }
+
+    /// A planned stop: from now on nothing leaves for the LAN (an owner
+    /// still takes client frames and forwards them while it runs).
+    pub fn set_leaving(&mut self) {
+        self.leaving = true;
     }
 
     /// Whether frames to clients are held back: while probing for the
@@ -999,6 +1016,13 @@ impl<C> Engine<C> {
             );
             self.claim = Claim::None;
             self.mode = Role::Simplex;
+            // Every connection is this node's alone now; after a rejoin its
+            // clients may keep sending here until the owner's announcement
+            // takes (Linux ignores an ARP update within `locktime`, 1 s, of
+            // the last): see `serves_from_lan`.
+            for tr in self.tracks.values_mut() {
+                tr.local = true;
+            }
             self.announce_to_all();
             self.reannounce = Some((REANNOUNCE, now + REANNOUNCE_FIRST));
             // The client has been acknowledging to the dead ingress node:
@@ -1390,6 +1414,7 @@ impl<C> Engine<C> {
         // what we want.
         let refusing = self.pool.in_use >= self.pool_limit();
         let mut deferred = VecDeque::new();
+        self.admitting_lan = false;
         while let Some(mut f) = self.peer_in.pop_front() {
             // Addressed to the ingress node's MAC on the LAN; ours here.
             if f.data().len() >= 6 {
@@ -1403,6 +1428,7 @@ impl<C> Engine<C> {
         }
         self.peer_in = deferred;
         let mut deferred = VecDeque::new();
+        self.admitting_lan = true;
         while let Some(f) = self.lan_in.pop_front() {
             if self.mode != Role::Primary && self.answer_probe(&f) {
                 self.recycle(f);
@@ -1411,6 +1437,7 @@ impl<C> Engine<C> {
             let back = match self.mode {
                 // The primary hears clients only through the ingress node;
                 // while claiming it listens for an answer to its probes.
+                Role::Primary if self.serves_from_lan(&f) => self.admit_plain(f, refusing),
                 Role::Primary => {
                     if self.probe_answered(&f) {
                         tracing::error!(
@@ -1476,6 +1503,7 @@ impl<C> Engine<C> {
                 isn: s.seq,
                 slot,
                 shadow: shadow.then(Shadow::default),
+                local: self.admitting_lan && !shadow,
             },
         );
         *self.per_source.entry(tuple.0).or_default() += 1;
@@ -1596,6 +1624,28 @@ impl<C> Engine<C> {
 
     /// Answer an RFC 5227 probe for our address (smoltcp ignores ARP from
     /// 0.0.0.0): a primary that lost the link asks this before claiming.
+    /// A primary after a rejoin: `f` is a client segment (not a new SYN),
+    /// sent to our MAC, of a connection this node opened from the LAN
+    /// while it served alone — one the owner passes through to us once
+    /// its announcement reached the client, and which until then still
+    /// comes here. Replicated connections never do: their clients reach
+    /// the address through the owner.
+    fn serves_from_lan(&self, f: &Frame) -> bool {
+        let d = f.data();
+        if d.len() < 6 || d[0..6] != self.cfg.mac.0 {
+            return false;
+        }
+        let Some(s) = seg::parse(d) else {
+            return false;
+        };
+        if !self.for_us(&s) || (s.has(SYN) && !s.has(ACK)) {
+            return false;
+        }
+        self.tracks
+            .get(&(s.src, s.src_port, s.dst_port))
+            .is_some_and(|t| t.local)
+    }
+
     /// While probing: `f` answers *our* probe — an ARP reply for the
     /// address from another MAC, addressed to us.
     fn probe_answered(&self, f: &Frame) -> bool {

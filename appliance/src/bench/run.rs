@@ -502,7 +502,86 @@ impl Bench<'_> {
         Ok((s.after_kill.as_secs_f64() * 1e3, hb))
     }
 
+    /// One planned switchover (SIGTERM, the path `hotpair switchover`
+    /// takes) of a fresh duplex lab under open-loop keep-alive requests:
+    /// the worst request latency (counted from when each was due, so a
+    /// request held up by the switchover counts the whole gap), in ms.
+    fn one_switchover(&self, victim: &str, i: u32) -> Result<(f64, (u64, u64))> {
+        check_interrupt()?;
+        let prefix = format!("{}w", self.base);
+        let args: Vec<String> = ["--mode", "duplex", "--docroot"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([self.stall_docroot.display().to_string()])
+            .collect();
+        let lab = Lab::up(
+            &self.exe,
+            &prefix,
+            &args,
+            &self.logs.join(format!("lab-{prefix}-{i}.log")),
+        )?;
+        let hb = lab
+            .heartbeat_ms()
+            .context("no heartbeat settings in lab status")?;
+        let node = lab.node(if victim == "primary" { "n1" } else { "n2" })?;
+        let pid = node.pid.context("victim has no pid")?;
+        let secs = 3.0;
+        let child = labs::in_ns(&lab.client_ns(), &self.exe)
+            .args(["bench", "loadgen", "--addr", &format!("{SERVICE}:80")])
+            .args(["--path", "/static/index.html", "--rate", "2000"])
+            .args(["--duration", &secs.to_string(), "--conns", "4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting hotpair bench loadgen")?;
+        std::thread::sleep(Duration::from_secs_f64(secs / 2.0));
+        // SAFETY: kill(2) on the node's pid, which the lab started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let o = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        if !o.status.success() {
+            bail!(
+                "requests across the {victim} switchover failed ({}): {text} {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let summary: LatencySummary =
+            serde_json::from_str(text.trim()).context("parsing loadgen output")?;
+        if summary.errors > 0 {
+            bail!(
+                "{} request(s) failed across the {victim} switchover",
+                summary.errors
+            );
+        }
+        drop(lab);
+        Ok((summary.max_us / 1e3, hb))
+    }
+
     fn stalls(&mut self) -> Result<()> {
+        // Planned switchovers, measured by requests (1 ms resolution, not
+        // a download's 10 ms sampling and curl's rate-limit pauses).
+        for victim in ["primary", "ingress"] {
+            let mut set = StallSet {
+                victim: victim.into(),
+                signal: "switchover".into(),
+                stalls_ms: Vec::new(),
+                heartbeat_interval_ms: 0,
+                heartbeat_timeout_ms: 0,
+            };
+            for i in 0..self.o.kills {
+                let (ms, (hi, ht)) = self.one_switchover(victim, i)?;
+                set.heartbeat_interval_ms = hi;
+                set.heartbeat_timeout_ms = ht;
+                set.stalls_ms.push(ms);
+                self.progress(&format!(
+                    "switchover {victim} {}/{}: worst request {ms:.1} ms",
+                    i + 1,
+                    self.o.kills
+                ));
+            }
+            self.r.stalls.push(set);
+        }
         let want = sha256(&self.stall_docroot.join(STALL_FILE))?;
         // SIGTERM: a planned stop — the node exits, its kernel closes the
         // link, and the peer takes over without waiting for the heartbeat.

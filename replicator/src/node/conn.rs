@@ -11,7 +11,7 @@
 //! order; at takeover it becomes live by resuming an HTTP connection at the
 //! first request without a logged reply.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -170,6 +170,11 @@ pub(crate) struct SiteConns {
     pub(crate) requests: super::stats::RequestTracker,
     /// The current link session's number (see [`LiveConn`]'s `session`).
     session: u64,
+    /// Connections shadowed here for the primary.
+    shadows: usize,
+    /// Connections answered here whose shadow lives in the current session
+    /// (their replies are logged); the other live ones are unreplicated.
+    replicated: BTreeSet<ConnId>,
 }
 
 impl SiteConns {
@@ -199,6 +204,24 @@ impl SiteConns {
     /// A new link session: connections from now on are replicated in it.
     pub(crate) fn new_session(&mut self) {
         self.session += 1;
+        self.replicated.clear();
+    }
+
+    /// The peer is gone: no connection answered here is replicated now.
+    pub(crate) fn peer_gone(&mut self) {
+        self.replicated.clear();
+    }
+
+    /// Connections shadowed here.
+    pub(crate) fn shadows(&self) -> usize {
+        self.shadows
+    }
+
+    /// Connections answered here that no peer shadows (opened while this
+    /// node served alone, or taken over): a planned stop cannot hand them
+    /// over.
+    pub(crate) fn unreplicated(&self) -> usize {
+        self.live.len() - self.shadows - self.replicated.len()
     }
 
     /// Drive every connection at the next round.
@@ -877,6 +900,7 @@ impl Service for SiteDriver<'_> {
         self.conns.live.insert(id, key);
         self.conns.by_key.insert(key, id);
         if info.shadow {
+            self.conns.shadows += 1;
             Conn::Shadow(Mirror {
                 key,
                 input_log: Vec::new(),
@@ -895,10 +919,9 @@ impl Service for SiteDriver<'_> {
                 ahead_mask: 0,
             })
         } else {
-            let shadowed = self
-                .replica
-                .as_ref()
-                .is_some_and(|r| r.role() == Role::Primary && r.peer_state() == PeerState::Up);
+            let shadowed = self.replica.as_ref().is_some_and(|r| {
+                r.role() == Role::Primary && r.peer_state() == PeerState::Up && !r.peer_leaving()
+            });
             Conn::Live(Box::new(LiveConn {
                 http: ServerConn::new(self.shared.limits, now),
                 key,
@@ -909,7 +932,10 @@ impl Service for SiteDriver<'_> {
                 close_queued: false,
                 finish: false,
                 local: BTreeMap::new(),
-                session: shadowed.then_some(self.conns.session),
+                session: shadowed.then(|| {
+                    self.conns.replicated.insert(id);
+                    self.conns.session
+                }),
             }))
         }
     }
@@ -931,7 +957,11 @@ impl Service for SiteDriver<'_> {
     }
 
     fn closed(&mut self, id: ConnId, conn: Conn) {
+        self.conns.replicated.remove(&id);
         if let Some(key) = self.conns.live.remove(&id) {
+            if matches!(conn, Conn::Shadow(_)) {
+                self.conns.shadows -= 1;
+            }
             self.conns.requests.closed(&key);
             if self.conns.by_key.get(&key) == Some(&id) {
                 self.conns.by_key.remove(&key);
@@ -974,6 +1004,7 @@ impl Service for SiteDriver<'_> {
 
     fn promote(&mut self, _id: ConnId, conn: &mut Conn, now: Instant) {
         let Conn::Shadow(m) = conn else { return };
+        self.conns.shadows -= 1;
         // Replies made ahead are answered here: resume after the last.
         let (next_index, continue_sent) = match m.ahead.back() {
             Some(a) => {

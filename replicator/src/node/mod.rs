@@ -424,6 +424,17 @@ impl NodeCore {
         self.sites[site].conns.len()
     }
 
+    /// Site `i`'s connections shadowed here for its primary.
+    pub fn shadow_connections(&self, site: usize) -> usize {
+        self.sites[site].conns.shadows()
+    }
+
+    /// Site `i`'s connections answered here that no peer shadows (opened
+    /// while alone, or taken over): a planned stop cannot hand them over.
+    pub fn unreplicated_connections(&self, site: usize) -> usize {
+        self.sites[site].conns.unreplicated()
+    }
+
     /// Whether site `i` was fenced (its peer answered for the address).
     pub fn fenced(&self, site: usize) -> bool {
         self.sites[site].engine.fenced()
@@ -531,9 +542,26 @@ impl NodeCore {
     /// probing). The caller runs no more rounds — the node sends nothing
     /// on the LAN from here — and only flushes the links.
     pub fn leave(&mut self) {
-        for r in self.sites.iter_mut().filter_map(|s| s.replica.as_mut()) {
-            r.leave();
+        for s in &mut self.sites {
+            // Nothing more on the LAN from this node, for any address.
+            s.engine.set_leaving();
+            if let Some(r) = s.replica.as_mut() {
+                r.leave();
+            }
         }
+    }
+
+    /// Whether a planned stop should keep running a moment after
+    /// [`NodeCore::leave`]: an owner with its peer up keeps forwarding the
+    /// client frames already on their way to it until the primary's claim
+    /// reached the clients.
+    pub fn leave_grace_wanted(&self) -> bool {
+        self.sites.iter().any(|s| {
+            s.engine.mode() == Role::Ingress
+                && s.replica
+                    .as_ref()
+                    .is_some_and(|r| r.peer_state() == crate::PeerState::Up)
+        })
     }
 
     /// The link to `peer` failed or closed: it is dead for every address
@@ -720,6 +748,23 @@ impl NodeCore {
                             // ACKs may be waiting for them).
                             site.conns.wake_all();
                         }
+                        Event::PeerLeaving => {
+                            // The owner leaves (planned): claim its address
+                            // now, without probes; it forwards what still
+                            // reaches it until it closes the link.
+                            site.conns.peer_gone();
+                            if site.engine.mode() == Role::Primary && !site.engine.probing() {
+                                tracing::info!(
+                                    address = %site.cfg.address.address(),
+                                    connections = site.engine.connections(),
+                                    "the owner is leaving: claiming the service address at once"
+                                );
+                                site.engine.claim_now();
+                                self.changes.push_back(RoleChange::Claiming {
+                                    address: site.cfg.address.address(),
+                                });
+                            }
+                        }
                         Event::PeerDead { since_heard, left } => {
                             match site.engine.mode() {
                                 // Paused past the timeout: the primary may
@@ -731,10 +776,12 @@ impl NodeCore {
                                     site.engine.probe_before_promote()
                                 }
                                 Role::Ingress => promote = true,
-                                Role::Primary => claim = true,
+                                // (Unless a `Leaving` started the claim.)
+                                Role::Primary => claim = !site.engine.probing(),
                                 Role::Simplex => {}
                             }
                             site.suspect = false;
+                            site.conns.peer_gone();
                             // A probe now decides a takeover, not a start.
                             site.booting = false;
                             site.rejoin_pending = false;
