@@ -64,10 +64,12 @@ pub const REPL_INTERFACE: &str = "repl0";
 /// The switch namespace's bridge of the dedicated replication network
 /// (dual-role and ring, where more than two nodes or links share it).
 pub const REPL_BRIDGE: &str = "br-repl";
-/// `[replication] heartbeat_interval_ms` in the duplex node configs.
-pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
-/// Default `[replication] heartbeat_timeout_ms` (`--heartbeat-timeout-ms`).
-pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 500;
+/// Default `[replication] heartbeat_interval_ms` (`--heartbeat-interval-ms`):
+/// the node's own default.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
+/// Default `[replication] heartbeat_timeout_ms` (`--heartbeat-timeout-ms`):
+/// the node's own default.
+pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 150;
 
 const UPSTREAM_SCRIPT: &str = include_str!("../assets/upstream.py");
 const MAX_PREFIX_LEN: usize = 16;
@@ -107,8 +109,8 @@ Modes:
              i-1: those two run unreplicated until the ring is repaired.
   Replicated modes write node configs in the [[address]]/[[peer]] form
   (dual-role, ring) or the legacy [service]/[replication] form (duplex);
-  heartbeats every 100 ms, a peer is declared dead after
-  --heartbeat-timeout-ms (default 500).
+  heartbeats every --heartbeat-interval-ms (default 50), a peer is
+  declared dead after --heartbeat-timeout-ms (default 150).
 
 Replication network (--repl-net, replicated modes):
   shared     (default) the links run over the LAN between the nodes' kernel
@@ -214,10 +216,14 @@ struct UpArgs {
     #[arg(long, value_enum)]
     repl_net: Option<ReplNet>,
     /// Replicated modes only: how long a node waits without hearing a peer
-    /// before taking over (`heartbeat_timeout_ms`; more than the 100 ms
-    /// heartbeat interval) [default: 500].
+    /// before taking over (`heartbeat_timeout_ms`; more than the heartbeat
+    /// interval) [default: 150].
     #[arg(long)]
     heartbeat_timeout_ms: Option<u64>,
+    /// Replicated modes only: how often each node sends a heartbeat when
+    /// it has nothing else to send (`heartbeat_interval_ms`) [default: 50].
+    #[arg(long)]
+    heartbeat_interval_ms: Option<u64>,
     /// Hold each node (its `hotpair node` and its upstream app) to this many
     /// CPUs, e.g. 0.5, with a CPU cgroup per node (cgroup v2 `cpu.max`, or
     /// v1 `cpu.cfs_quota_us` with a 100 ms period; this picks whichever the
@@ -425,6 +431,8 @@ pub struct LabOptions {
     pub repl_net: ReplNet,
     /// Replicated modes: the heartbeat timeout.
     pub heartbeat_timeout_ms: u64,
+    /// Replicated modes: the heartbeat interval.
+    pub heartbeat_interval_ms: u64,
     /// CPUs each node may use (a cgroup per node); `None`: no limit.
     pub node_cpus: Option<f64>,
     /// `None`: generate the docroot into the state directory.
@@ -455,6 +463,7 @@ impl LabOptions {
             ring_nodes: topology::RING_MIN,
             repl_net: ReplNet::Shared,
             heartbeat_timeout_ms: DEFAULT_HEARTBEAT_TIMEOUT_MS,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             node_cpus: None,
             docroot: None,
             static_policy: None,
@@ -491,11 +500,15 @@ impl LabOptions {
             cgroup::parse_cpus(&cpus.to_string())
                 .map_err(|e| anyhow::anyhow!("--node-cpus {e}"))?;
         }
-        if self.mode.replicated() && self.heartbeat_timeout_ms <= HEARTBEAT_INTERVAL_MS {
+        if self.mode.replicated() && self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
             bail!(
-                "--heartbeat-timeout-ms {} must exceed the heartbeat interval ({HEARTBEAT_INTERVAL_MS} ms)",
-                self.heartbeat_timeout_ms
+                "--heartbeat-timeout-ms {} must exceed the heartbeat interval ({} ms)",
+                self.heartbeat_timeout_ms,
+                self.heartbeat_interval_ms
             );
+        }
+        if self.mode.replicated() && self.heartbeat_interval_ms == 0 {
+            bail!("--heartbeat-interval-ms must be at least 1");
         }
         Ok(())
     }
@@ -537,9 +550,9 @@ pub fn run(args: LabArgs) -> Result<()> {
                          (a simplex lab has no replication link)"
                     );
                 }
-                if a.heartbeat_timeout_ms.is_some() {
+                if a.heartbeat_timeout_ms.is_some() || a.heartbeat_interval_ms.is_some() {
                     bail!(
-                        "--heartbeat-timeout-ms needs --mode duplex, dual-role or ring \
+                        "--heartbeat-timeout-ms and --heartbeat-interval-ms need --mode duplex, dual-role or ring \
                          (a simplex lab has no heartbeats)"
                     );
                 }
@@ -559,6 +572,7 @@ pub fn run(args: LabArgs) -> Result<()> {
                 heartbeat_timeout_ms: a
                     .heartbeat_timeout_ms
                     .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT_MS),
+                heartbeat_interval_ms: a.heartbeat_interval_ms.unwrap_or(HEARTBEAT_INTERVAL_MS),
                 node_cpus: a.node_cpus,
                 docroot: a.docroot,
                 static_policy: a.static_policy,
@@ -774,7 +788,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
         replication: replicated.then_some(ReplicationState {
             net: opts.repl_net,
             port: REPL_PORT,
-            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+            heartbeat_interval_ms: opts.heartbeat_interval_ms,
             heartbeat_timeout_ms: opts.heartbeat_timeout_ms,
         }),
         phase: Phase::Building,
@@ -1388,7 +1402,7 @@ mod tests {
             .to_string()
             .contains("--node-cpus"));
         o.node_cpus = Some(0.5);
-        o.heartbeat_timeout_ms = 100;
+        o.heartbeat_timeout_ms = o.heartbeat_interval_ms;
         assert!(o.validate().is_err());
         // The ring size is ignored outside ring mode.
         let mut o = LabOptions::new("hp");
