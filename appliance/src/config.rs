@@ -998,10 +998,7 @@ listen = "10.77.0.1:7702"
             t.peers[0].link,
             LinkEnd::Listen("10.77.0.1:7702".parse().unwrap())
         );
-        assert_eq!(
-            (t.heartbeat_interval_ms, t.heartbeat_timeout_ms),
-            (50, 150)
-        );
+        assert_eq!((t.heartbeat_interval_ms, t.heartbeat_timeout_ms), (50, 150));
     }
 
     #[test]

@@ -428,6 +428,10 @@ impl Background {
         self.child.try_wait().ok().flatten().is_some()
     }
 
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.stdout_path).unwrap_or_default()).into_owned()
+    }
+
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
     }

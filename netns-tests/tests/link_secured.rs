@@ -142,3 +142,63 @@ fn the_link_carries_no_client_byte_in_clear_and_refuses_a_second_session() {
         "the marker is not in a plaintext link's capture: the check above proves nothing"
     );
 }
+
+/// The race the issue found: a host on the LAN connects to the primary's
+/// link port just before the real ingress node does (here: while the
+/// owner restarts, when the primary listens again), and talks first. It
+/// must not become the primary's peer: the handshake refuses it, the real
+/// node pairs, and the pair serves.
+#[test]
+fn an_impostor_connecting_first_is_refused_and_the_real_peer_pairs() {
+    let _serial = hotpair_netns_tests::failover::serial();
+    let Some(lab) = Lab::up_with("link_impostor", &["--mode", "duplex"]) else {
+        return;
+    };
+    let tmp = TempDir::new("link-impostor");
+    let _ = lab.kill("n2");
+    // The primary listens again once the link is lost; the impostor is
+    // first on the port, sends a forged opening, and waits for an answer.
+    thread::sleep(Duration::from_millis(500));
+    let impostor = lab.spawn_in(
+        "client",
+        &[
+            "python3",
+            "-c",
+            "import socket,time\n\
+             s=socket.socket(); s.settimeout(8)\n\
+             s.connect(('10.77.0.1',7700)); print('connected', flush=True)\n\
+             s.sendall(b'\\x00\\x30' + b'HELLO n2 ingress' * 3)\n\
+             try:\n    d=s.recv(4096); print('closed' if not d else 'answered %d' % len(d), flush=True)\n\
+             except socket.timeout: print('held open', flush=True)\n",
+        ],
+        tmp.path(),
+        "impostor",
+    );
+    let t = Instant::now();
+    while !impostor.stdout_text().contains("connected") {
+        assert!(
+            t.elapsed() < T,
+            "the impostor could not connect: {}",
+            impostor.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = lab.lab(&["restart", "n2"], T);
+    assert_success(
+        &out,
+        "lab restart n2 (the real peer pairs although the impostor came first)",
+    );
+    let said = impostor.wait(T);
+    let said = String::from_utf8_lossy(&said.stdout).into_owned();
+    assert!(
+        said.contains("closed"),
+        "the impostor's connection was not closed by the primary: {said}"
+    );
+    let logs = lab.node_logs(200);
+    assert!(
+        logs.contains("connection refused (authentication)"),
+        "the primary did not log the refusal\n{logs}"
+    );
+    assert_eq!(lab.get("/static/1k.bin").len(), 1024);
+    assert!(lab.node_alive("n1") && lab.node_alive("n2"));
+}

@@ -287,3 +287,31 @@ fn a_rolling_upgrade_by_switchover_keeps_every_download() {
          both byte-exact, 0 RST"
     ));
 }
+
+/// The ring of three: n2 (owner of 10.77.0.11, primary for 10.77.0.10) is
+/// killed and restarted; once it rejoined both its links, downloads on all
+/// three addresses survive a SIGKILL of n1 — the ring is fully replicated
+/// again.
+#[test]
+fn a_restarted_ring_node_rejoins_and_the_ring_is_replicated_again() {
+    use hotpair_netns_tests::multi;
+    let test = "rj_ring";
+    let Some(lab) = multi::ring_lab(test, 3) else {
+        return;
+    };
+    let _ = lab.kill("n2");
+    thread::sleep(Duration::from_millis(1500));
+    let out = lab.lab(&["restart", "n2"], Duration::from_secs(60));
+    assert_success(&out, &format!("[{test}] lab restart n2"));
+    for ip in lab.ips() {
+        lab.check_serves(&ip)
+            .unwrap_or_else(|e| panic!("[{test}] {ip} after the rejoin: {e}"));
+    }
+    let failures = multi::downloads_survive_kill(&lab, "n1");
+    assert!(
+        failures.is_empty(),
+        "[{test}] after n2's rejoin, n1 killed:\n{}\n{}",
+        failures.join("\n"),
+        lab.node_logs(60)
+    );
+}
