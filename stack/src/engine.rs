@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant as StdInstant};
 
+use managed::ManagedSlice;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, TcpDispatch};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::socket::tcp;
@@ -51,8 +52,10 @@ use crate::vnet::VNET_HDR_LEN;
 mod buffers;
 mod dispatch;
 mod ready;
+pub mod slab;
 use buffers::SendBuffers;
 use ready::Ready;
+pub use slab::RxSlab;
 
 /// Bytes kept free in front of every frame, for the TAP's vnet header.
 pub const HEADROOM: usize = VNET_HDR_LEN;
@@ -270,6 +273,9 @@ pub struct EngineStats {
     /// Connections in FIN-WAIT-2 released for new ones (at
     /// `max_connections`, or when SYNs met a full socket pool).
     pub fin_wait2_reclaimed: u64,
+    /// SYNs refused (RST) because no receive buffer could be had: the
+    /// slab could map no arena (`engine/slab.rs`).
+    pub no_rx_buffer: u64,
     /// Full-size send buffers lent to connections now (the others hold
     /// none: see `engine/buffers.rs`).
     pub send_buffers_lent: usize,
@@ -579,8 +585,9 @@ struct Pool<C> {
     slots: Vec<Option<Slot<C>>>,
     generations: Vec<u32>,
     free: Vec<usize>,
-    /// Closed sockets kept for reuse (their buffers are the expensive part).
-    idle: Vec<tcp::Socket<'static>>,
+    /// Where the sockets' receive buffers come from, and go back to when
+    /// a socket is released (see `engine/slab.rs`).
+    rx: &'static RxSlab,
     in_use: usize,
     /// Free listeners (slots in LISTEN), each given at most one SYN.
     listeners: Vec<usize>,
@@ -595,8 +602,10 @@ struct Pool<C> {
     tx: SendBuffers,
 }
 
-fn new_socket(cfg: &StackConfig, mode: Role) -> tcp::Socket<'static> {
-    let rx = tcp::SocketBuffer::new(vec![0; cfg.rx_buffer_bytes]);
+/// A new socket with a receive buffer from `rx`; `None` if the slab has
+/// no room (no arena could be mapped).
+fn new_socket(rx: &'static RxSlab, mode: Role) -> Option<tcp::Socket<'static>> {
+    let rx = tcp::SocketBuffer::new(rx.alloc()?);
     // No send buffer until the service may write (`buffers.rs`).
     let mut s = tcp::Socket::new(rx, buffers::empty());
     // Request/response: send a reply's tail at once.
@@ -606,7 +615,7 @@ fn new_socket(cfg: &StackConfig, mode: Role) -> tcp::Socket<'static> {
         // what tells us the segment is held here and may go to the primary.
         s.set_ack_delay(None);
     }
-    s
+    Some(s)
 }
 
 fn listen(s: &mut tcp::Socket<'_>, port: u16) {
@@ -675,6 +684,24 @@ pub struct Engine<C> {
 impl<C> Engine<C> {
     /// Build the engine; `start` is time zero for smoltcp.
     pub fn new(cfg: StackConfig, mode: Role, start: StdInstant) -> Self {
+        let rx = RxSlab::shared(cfg.rx_buffer_bytes);
+        Self::with_rx_slab(cfg, mode, start, rx)
+    }
+
+    /// Build the engine with its receive buffers from `rx` (of
+    /// `cfg.rx_buffer_bytes` each) rather than the process's shared slab
+    /// for that size: a test bounds it.
+    pub fn with_rx_slab(
+        cfg: StackConfig,
+        mode: Role,
+        start: StdInstant,
+        rx: &'static RxSlab,
+    ) -> Self {
+        assert_eq!(
+            rx.buffer_len(),
+            cfg.rx_buffer_bytes,
+            "receive-buffer slab of the wrong size"
+        );
         let mut dev = QueueDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
@@ -702,7 +729,7 @@ impl<C> Engine<C> {
                 slots: Vec::new(),
                 generations: Vec::new(),
                 free: Vec::new(),
-                idle: Vec::new(),
+                rx,
                 in_use: 0,
                 listeners: Vec::new(),
                 half_open: BTreeSet::new(),
@@ -1367,9 +1394,18 @@ impl<C> Engine<C> {
         if !self.make_half_open_room() {
             return false;
         }
+        let mut refusing = refusing;
         let mut slot = self.take_listener();
-        if slot.is_none() && !refusing && self.arm_listener() {
-            slot = self.take_listener();
+        if slot.is_none() && !refusing {
+            if self.arm_listener() {
+                slot = self.take_listener();
+            } else if self.pool.in_use < self.pool_limit() {
+                // Room in the pool but no receive buffer (no arena could be
+                // mapped): refused with an RST now, as at a full pool —
+                // waiting would keep the SYN, and all behind it, for good.
+                refusing = true;
+                self.stats.no_rx_buffer += 1;
+            }
         }
         if slot.is_none() && !refusing {
             return false;
@@ -2059,11 +2095,11 @@ impl<C> Engine<C> {
         if self.pool.in_use >= self.pool_limit() {
             return false;
         }
-        let mut sock = self
-            .pool
-            .idle
-            .pop()
-            .unwrap_or_else(|| new_socket(&self.cfg, self.mode));
+        // No buffer (no arena could be mapped): no listener, so the SYN
+        // that wanted one is refused with an RST, as at a full pool.
+        let Some(mut sock) = new_socket(self.pool.rx, self.mode) else {
+            return false;
+        };
         listen(&mut sock, self.cfg.port);
         let slot = Slot {
             handle: self.sockets.add(sock),
@@ -2160,18 +2196,40 @@ impl<C> Pool<C> {
         }
     }
 
-    /// Take a closed socket out of the set and park it.
+    /// Take a closed socket out of the set and apart: its receive buffer
+    /// goes back to the slab (its pages released), its send buffer to the
+    /// spares. A new socket is cheap; what made parking worth it was the
+    /// buffers, and a parked socket kept the pages its buffer had touched.
     fn release(&mut self, i: usize, sockets: &mut SocketSet<'static>) {
         if let Some(slot) = self.slots[i].take() {
             self.ready.forget(i);
             self.lingering.remove(&i);
             #[allow(irrefutable_let_patterns)]
-            if let smoltcp::socket::Socket::Tcp(mut sock) = sockets.remove(slot.handle) {
-                self.tx.reclaim(&mut sock);
-                self.idle.push(sock);
+            if let smoltcp::socket::Socket::Tcp(sock) = sockets.remove(slot.handle) {
+                self.give_back(sock);
             }
             self.free.push(i);
             self.in_use -= 1;
+        }
+    }
+
+    /// Return a socket's buffers: receive to the slab, send to the spares.
+    fn give_back(&mut self, sock: tcp::Socket<'static>) {
+        let (rx, tx) = sock.into_buffers();
+        self.tx.take_back(tx);
+        match rx.into_storage() {
+            ManagedSlice::Borrowed(b) => self.rx.free(b),
+            ManagedSlice::Owned(_) => {}
+        }
+    }
+}
+
+impl<C> Drop for Engine<C> {
+    /// Every socket's receive buffer back to the slab (shared by the
+    /// process's engines, and by the next engine a test builds).
+    fn drop(&mut self) {
+        for i in 0..self.pool.slots.len() {
+            self.pool.release(i, &mut self.sockets);
         }
     }
 }

@@ -577,3 +577,28 @@ fn replace_send_buffer_keeps_the_stream() {
     assert_eq!(got.len(), want.len());
     assert!(got == want, "the stream changed across the swaps");
 }
+
+/// Patch 10: `tcp::Socket::into_buffers` and `RingBuffer::into_storage`
+/// give back borrowed storage — the same memory, not a copy — so that a
+/// receive buffer lent from our own arena can be reused once its socket is
+/// done with.
+#[test]
+fn into_buffers_returns_borrowed_storage() {
+    let rx: &'static mut [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
+    let rx_at = rx.as_ptr();
+    let mut sock = tcp::Socket::new(
+        tcp::SocketBuffer::new(rx),
+        tcp::SocketBuffer::new(vec![0; 1024]),
+    );
+    sock.listen(80).unwrap();
+    assert_eq!(sock.recv_capacity(), 4096);
+    let (rx, tx) = sock.into_buffers();
+    assert_eq!(tx.capacity(), 1024);
+    match rx.into_storage() {
+        managed::ManagedSlice::Borrowed(b) => {
+            assert_eq!(b.as_ptr(), rx_at, "the very same memory");
+            assert_eq!(b.len(), 4096);
+        }
+        managed::ManagedSlice::Owned(_) => panic!("borrowed storage came back owned"),
+    }
+}

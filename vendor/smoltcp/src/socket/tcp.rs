@@ -1239,6 +1239,14 @@ impl<'a> Socket<'a> {
         self.tx_buffer.capacity()
     }
 
+    /// hotpair patch: take the socket apart into its (receive, transmit)
+    /// buffers, so that a caller who lent it borrowed storage (an arena of
+    /// its own, `ManagedSlice::Borrowed`) gets that storage back when the
+    /// socket is done with, instead of losing it with the socket.
+    pub fn into_buffers(self) -> (SocketBuffer<'a>, SocketBuffer<'a>) {
+        (self.rx_buffer, self.tx_buffer)
+    }
+
     /// hotpair patch: swap the transmit buffer for another, keeping what
     /// it holds (unacknowledged and unsent bytes, in order). Lets a caller
     /// give an idle connection a small buffer and a bulk transfer a large

@@ -45,6 +45,12 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         }
     }
 
+    /// hotpair patch: give the storage back (the caller's own memory, to
+    /// reuse for another buffer once this one is gone).
+    pub fn into_storage(self) -> ManagedSlice<'a, T> {
+        self.storage
+    }
+
     /// Clear the ring buffer.
     pub fn clear(&mut self) {
         self.read_at = 0;
