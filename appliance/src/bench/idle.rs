@@ -114,6 +114,10 @@ pub struct HoldArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 128)]
     pub window: usize,
+    /// Give up opening after this many seconds (the rest count as failed):
+    /// a server that stops answering must not hang the bench.
+    #[arg(long, default_value_t = 240)]
+    pub deadline_s: u64,
 }
 
 /// What a holder reports once its connections are open.
@@ -181,7 +185,14 @@ pub fn hold(a: &HoldArgs) -> Result<()> {
         let mut held = Vec::with_capacity(a.count);
         let (mut failed, mut first_error) = (0, None);
         let mut next = 0usize;
+        let deadline = t0 + Duration::from_secs(a.deadline_s);
         while next < a.count || !set.is_empty() {
+            if Instant::now() > deadline {
+                failed += set.len() + (a.count - next);
+                first_error.get_or_insert_with(|| format!("gave up after {} s", a.deadline_s));
+                set.abort_all();
+                break;
+            }
             while next < a.count && set.len() < a.window.max(1) {
                 let port = a.port_base as usize + next;
                 let src = SocketAddr::new(a.from.into(), port as u16);
@@ -193,7 +204,11 @@ pub fn hold(a: &HoldArgs) -> Result<()> {
                 });
                 next += 1;
             }
-            match set.join_next().await {
+            let joined = tokio::time::timeout_at(deadline.into(), set.join_next()).await;
+            let Ok(joined) = joined else {
+                continue;
+            };
+            match joined {
                 Some(Ok(Ok(st))) => held.push(st),
                 Some(Ok(Err(e))) => {
                     failed += 1;
