@@ -31,7 +31,8 @@
 //! same configuration, so MSS, window scale and SACK-permitted agree, and
 //! neither uses timestamps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -66,6 +67,10 @@ pub const TSO_MAX_FRAME: usize = 14 + 65_535;
 /// Listeners kept armed ahead of demand. Only sockets in use live in the
 /// smoltcp `SocketSet`: smoltcp walks every socket on every poll.
 pub const SPARE_LISTENERS: usize = 16;
+/// A connection's receive buffer empty this long has its pages released.
+pub const RX_RELEASE_AFTER: Duration = Duration::from_secs(2);
+/// Receive buffers released per round at most.
+const RX_RELEASE_BATCH: usize = 1024;
 /// Client segments held per shadow connection while their ACK is ahead of
 /// the bytes the shadow has queued; beyond this they are dropped (the client
 /// retransmits).
@@ -276,6 +281,9 @@ pub struct EngineStats {
     /// SYNs refused (RST) because no receive buffer could be had: the
     /// slab could map no arena (`engine/slab.rs`).
     pub no_rx_buffer: u64,
+    /// Receive buffers of connections with nothing to read whose pages
+    /// were given back (see `Engine::release_idle_rx`).
+    pub rx_released: u64,
     /// Full-size send buffers lent to connections now (the others hold
     /// none: see `engine/buffers.rs`).
     pub send_buffers_lent: usize,
@@ -578,6 +586,8 @@ struct Active<C> {
     /// when this changes, the connection is woken, or its deadline passes.
     seen: (usize, usize, tcp::State),
     woken: bool,
+    /// In [`Pool::rx_release`] (at most once).
+    release_queued: bool,
 }
 
 /// The sockets in use, in a slab whose indices are [`ConnId::slot`]s.
@@ -598,6 +608,10 @@ struct Pool<C> {
     lingering: BTreeSet<usize>,
     /// Which slots a round must look at (see `ready.rs`).
     ready: Ready,
+    /// Connections whose receive buffer was empty after a drive: (when
+    /// to look again, slot, generation). If it is still empty then, its
+    /// pages are released (`Engine::release_idle_rx`).
+    rx_release: BinaryHeap<Reverse<(StdInstant, usize, u32)>>,
     /// Send buffers, lent while a connection sends (see `buffers.rs`).
     tx: SendBuffers,
 }
@@ -730,6 +744,7 @@ impl<C> Engine<C> {
                 generations: Vec::new(),
                 free: Vec::new(),
                 rx,
+                rx_release: BinaryHeap::new(),
                 in_use: 0,
                 listeners: Vec::new(),
                 half_open: BTreeSet::new(),
@@ -1081,6 +1096,7 @@ impl<C> Engine<C> {
             self.schedule(i, now);
         }
         self.pool.ready.give_back(ready);
+        self.release_idle_rx(now);
         if self.enforce_max_connections(service, now) {
             busy = true;
         }
@@ -1991,6 +2007,7 @@ impl<C> Engine<C> {
                             deadline: None,
                             seen: (usize::MAX, usize::MAX, tcp::State::Closed),
                             woken: true,
+                            release_queued: false,
                         });
                     }
                 }
@@ -2022,6 +2039,15 @@ impl<C> Engine<C> {
             let after = (sock.recv_queue(), sock.send_queue(), sock.state());
             busy = after != seen;
             a.seen = after;
+            if after.0 == 0 && !a.release_queued {
+                // Nothing left to read: look again in a while, and if it is
+                // still empty then, give its pages back (an idle keep-alive
+                // connection would otherwise keep what its requests touched).
+                a.release_queued = true;
+                self.pool
+                    .rx_release
+                    .push(Reverse((now + RX_RELEASE_AFTER, i, id.generation)));
+            }
             // Nothing but the service touches the socket during drive, so
             // the growth of its send queue is exactly what it wrote.
             if let Some(tr) = self.tracks.get_mut(&a.tuple) {
@@ -2072,6 +2098,46 @@ impl<C> Engine<C> {
             }
         }
         busy
+    }
+
+    /// Release the receive-buffer pages of connections queued by
+    /// `step_slot` whose buffer still holds nothing (in order or out of
+    /// order): an idle keep-alive connection then costs no page of it. A
+    /// busy one is released at most once per [`RX_RELEASE_AFTER`] (and
+    /// touches a page again with its next request), so this costs at most
+    /// one `madvise` per connection per period; at most
+    /// [`RX_RELEASE_BATCH`] per round. Invisible on the wire: the buffer's
+    /// capacity, and so the window, is unchanged.
+    fn release_idle_rx(&mut self, now: StdInstant) {
+        let mut n = 0;
+        while n < RX_RELEASE_BATCH {
+            let Some(&Reverse((due, i, generation))) = self.pool.rx_release.peek() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.pool.rx_release.pop();
+            n += 1;
+            if self.pool.generations.get(i) != Some(&generation) {
+                continue;
+            }
+            let Some(Slot {
+                handle,
+                phase: Phase::Active(a),
+                ..
+            }) = self.pool.slots[i].as_mut()
+            else {
+                continue;
+            };
+            a.release_queued = false;
+            let sock = self.sockets.get_mut::<tcp::Socket>(*handle);
+            if let Some(buf) = sock.recv_storage_if_empty() {
+                if self.pool.rx.release(buf) {
+                    self.stats.rx_released += 1;
+                }
+            }
+        }
     }
 
     /// Keep [`SPARE_LISTENERS`] listeners armed within `max_connections`;

@@ -178,3 +178,119 @@ fn engines_give_their_buffers_back() {
     assert_eq!(slab.stats().in_use, 0);
     assert_eq!(slab.stats().arenas, 1);
 }
+
+/// Reads everything it is sent (an HTTP server between requests); counts
+/// the bytes.
+struct Drain(usize);
+
+impl hotpair_stack::engine::Service for Drain {
+    type Conn = ();
+    fn accept(
+        &mut self,
+        _: hotpair_stack::engine::ConnId,
+        _: &hotpair_stack::engine::ConnInfo,
+        _: Instant,
+    ) {
+    }
+    fn drive(
+        &mut self,
+        _: hotpair_stack::engine::ConnId,
+        _: &mut (),
+        sock: &mut smoltcp::socket::tcp::Socket<'_>,
+        _: Instant,
+    ) -> Option<Instant> {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = sock.recv_slice(&mut buf) {
+            self.0 += n;
+        }
+        None
+    }
+    fn closed(&mut self, _: hotpair_stack::engine::ConnId, _: ()) {}
+    fn woken(&mut self, _: &mut Vec<hotpair_stack::engine::ConnId>) {}
+}
+
+/// A connection whose receive buffer stays empty has its pages released
+/// after `RX_RELEASE_AFTER` — once, however long it idles; one with
+/// unread data never.
+#[test]
+fn idle_receive_buffers_are_released() {
+    for read in [true, false] {
+        idle_release(read);
+    }
+}
+
+fn idle_release(read: bool) {
+    let now = Instant::now();
+    let cfg = StackConfig {
+        mac: NODE_MAC,
+        address: Ipv4Cidr::new(VIP, 24),
+        gateway: None,
+        port: 80,
+        max_connections: 100,
+        max_half_open: 64,
+        half_open_timeout: Duration::from_secs(20),
+        max_per_source: 100,
+        rx_buffer_bytes: BUF,
+        tx_buffer_bytes: 4096,
+        seed: 5,
+    };
+    let mut e: Engine<()> = Engine::new(cfg, Role::Simplex, now);
+    let mut now = now;
+    let c = client(1);
+    let mut drain = Drain(0);
+    let mut run = |e: &mut Engine<()>, frames: Vec<Frame>, now: Instant| {
+        for f in frames {
+            e.handle_lan_frame(f);
+        }
+        let mut out = Vec::new();
+        for k in 0..4 {
+            let t = now + Duration::from_millis(k);
+            if read {
+                e.poll(&mut drain, t);
+            } else {
+                e.poll(&mut Quiet, t);
+            }
+            while let Some(f) = e.poll_lan_transmit() {
+                if let Some(s) = seg::parse(f.data()) {
+                    out.push((s.flags, s.seq));
+                }
+            }
+        }
+        out
+    };
+    let out = run(&mut e, vec![hello(c), segment(c, 7, 0, SYN)], now);
+    let &(_, isn) = out
+        .iter()
+        .find(|(fl, _)| fl & (SYN | ACK) == SYN | ACK)
+        .expect("SYN-ACK");
+    // A request: 40 bytes of payload on the handshake's ACK.
+    let mut f = seg::build(
+        mac_of(c),
+        NODE_MAC,
+        c,
+        VIP,
+        40_000,
+        80,
+        8,
+        isn.wrapping_add(1),
+        ACK,
+        65535,
+    );
+    f.extend_from_slice(&[b'g'; 40]);
+    let ip_len = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    seg::set_ipv4_checksum(&mut f);
+    run(&mut e, vec![Frame::copy_from(&f)], now);
+    assert_eq!(e.connections(), 1);
+    assert_eq!(e.stats().rx_released, 0, "not at once");
+    now += Duration::from_secs(3);
+    run(&mut e, vec![], now);
+    now += Duration::from_secs(10);
+    run(&mut e, vec![], now);
+    if read {
+        assert_eq!(drain.0, 40, "the request was read");
+        assert_eq!(e.stats().rx_released, 1, "released once, while it idles");
+    } else {
+        assert_eq!(e.stats().rx_released, 0, "unread data keeps its pages");
+    }
+}

@@ -171,11 +171,7 @@ impl RxSlab {
     pub fn free(&self, buf: &'static mut [u8]) {
         let addr = buf.as_mut_ptr() as usize;
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let arena_len = self.per_arena * self.stride;
-        let ours = buf.len() == self.len
-            && g.arenas.iter().any(|&b| {
-                addr >= b && addr < b + arena_len && (addr - b).is_multiple_of(self.stride)
-            });
+        let ours = self.owns(&g, addr, buf.len());
         debug_assert!(ours, "RxSlab::free: a buffer from elsewhere");
         if !ours {
             return;
@@ -195,6 +191,42 @@ impl RxSlab {
         }
         g.free.push(addr);
         g.in_use = g.in_use.saturating_sub(1);
+    }
+
+    /// Release the pages of a buffer of this slab that is in use but holds
+    /// nothing worth keeping (an idle connection's empty receive buffer):
+    /// it reads as zeros afterwards and costs nothing until written again.
+    /// Returns whether it was one of ours (others are left alone).
+    pub fn release(&self, buf: &mut [u8]) -> bool {
+        let addr = buf.as_mut_ptr() as usize;
+        {
+            let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.owns(&g, addr, buf.len()) {
+                return false;
+            }
+        }
+        // Whole pages inside `buf` only (ours start on a page).
+        let bytes = buf.len() / page_size() * page_size();
+        if bytes == 0 {
+            return true;
+        }
+        // SAFETY: [addr, addr + bytes) lies inside `buf`, to which we hold
+        // the only (`&mut`) reference for this call, starts on a page
+        // boundary (our blocks do) and covers whole pages of a private
+        // anonymous mapping of ours: MADV_DONTNEED there only replaces
+        // the pages with zero pages — the same as writing zeros through
+        // `buf`, which the caller lets us do.
+        let rc = unsafe { libc::madvise(addr as *mut libc::c_void, bytes, libc::MADV_DONTNEED) };
+        rc == 0
+    }
+
+    /// Whether [addr, addr + len) is a block of this slab.
+    fn owns(&self, g: &Inner, addr: usize, len: usize) -> bool {
+        let arena_len = self.per_arena * self.stride;
+        len == self.len
+            && g.arenas.iter().any(|&b| {
+                addr >= b && addr < b + arena_len && (addr - b).is_multiple_of(self.stride)
+            })
     }
 
     /// Map one arena; `None` if the kernel refuses.
@@ -251,6 +283,34 @@ mod tests {
         let b = slab.alloc().unwrap();
         assert_eq!(b.as_ptr() as usize, at, "the freed block is reused first");
         assert!(b.iter().all(|&x| x == 0), "a reused buffer reads as zeros");
+        slab.free(b);
+    }
+
+    /// An idle connection's buffer, released in place: zeros, and its
+    /// pages no longer resident (mincore).
+    #[test]
+    fn release_in_place() {
+        let slab = RxSlab::new(64 * 1024, 2, 1);
+        let b = slab.alloc().unwrap();
+        b.fill(7);
+        let resident = |b: &[u8]| {
+            let pages = b.len() / page_size();
+            let mut v = vec![0u8; pages];
+            // SAFETY: mincore only reads the page tables for a range of
+            // our own mapping and writes one byte per page into `v`.
+            let rc =
+                unsafe { libc::mincore(b.as_ptr() as *mut libc::c_void, b.len(), v.as_mut_ptr()) };
+            assert_eq!(rc, 0);
+            v.iter().filter(|&&x| x & 1 != 0).count()
+        };
+        assert_eq!(resident(b), 64 * 1024 / page_size());
+        assert!(slab.release(b));
+        assert_eq!(resident(b), 0, "the pages went back");
+        assert!(b.iter().all(|&x| x == 0));
+        assert_eq!(slab.stats().in_use, 1, "still lent out");
+        let mut other = vec![1u8; 64 * 1024];
+        assert!(!slab.release(&mut other), "not ours: left alone");
+        assert!(other.iter().all(|&x| x == 1));
         slab.free(b);
     }
 

@@ -51,6 +51,13 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         self.storage
     }
 
+    /// hotpair patch: the whole storage, for a caller that releases its
+    /// pages while the ring holds nothing (see `tcp::Socket::
+    /// recv_storage_if_empty`).
+    pub fn storage_mut(&mut self) -> &mut [T] {
+        &mut self.storage
+    }
+
     /// Clear the ring buffer.
     pub fn clear(&mut self) {
         self.read_at = 0;
