@@ -11,7 +11,8 @@
 //!    (each used for one request, then left open), `wrk -t2 -c32 -d8s` on
 //!    `/static/1k.bin`: requests/s and p50, and each server process's RSS.
 //!    RSS per idle connection = (RSS with N held − RSS before any
-//!    connection) / N.
+//!    connection) / N, measured a few seconds after the last connection
+//!    opened (an idle connection's receive-buffer pages go back after 2 s).
 //!
 //! The connections are held by `hotpair bench hold` processes in the
 //! client namespace, 10,000 each (a process may hold 20,000 fds here), each
@@ -567,7 +568,10 @@ fn series(
                 opened,
                 err.map(|e| format!(": {e}")).unwrap_or_default()
             ));
-            std::thread::sleep(Duration::from_secs(1));
+            // Idle connections' receive-buffer pages are given back after
+            // 2 s with nothing to read, up to ~10,000 a second: measure
+            // once that is done, as a long-lived idle connection is.
+            std::thread::sleep(Duration::from_secs(3 + (opened / 10_000) as u64));
         }
         let rss = server.rss()?;
         let load = load1();
