@@ -5,14 +5,14 @@
 //! n2 ingress) and nginx (1 worker) — on labs of their own with room for
 //! the connections (`lab up --max-connections`, a long HTTP idle timeout):
 //!
-//! 1. the time to open 15,000 connections (each used for one request), then
-//!    closed again;
-//! 2. with 0 / 10,000 / 50,000 / 100,000 idle keep-alive connections held
+//! 1. with 0 / 10,000 / 50,000 / 100,000 idle keep-alive connections held
 //!    (each used for one request, then left open), `wrk -t2 -c32 -d8s` on
 //!    `/static/1k.bin`: requests/s and p50, and each server process's RSS.
 //!    RSS per idle connection = (RSS with N held − RSS before any
 //!    connection) / N, measured a few seconds after the last connection
-//!    opened (an idle connection's receive-buffer pages go back after 2 s).
+//!    opened (an idle connection's receive-buffer pages go back after 2 s);
+//! 2. then, with those closed, the time to open 15,000 connections (each
+//!    used for one request) by four client processes at once.
 //!
 //! The connections are held by `hotpair bench hold` processes in the
 //! client namespace, 10,000 each (a process may hold 20,000 fds here), each
@@ -48,6 +48,10 @@ const NGINX_MAX: usize = 19_500;
 const FIRST_SOURCE: u8 = 150;
 const SOURCES: u8 = 16;
 const PATH: &str = "/static/1k.bin";
+/// First source port of the holders.
+const PORT_BASE: u16 = 20_000;
+/// Holder processes opening the timed connections together.
+const OPENERS: usize = 4;
 
 /// One idle level of one server.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -279,6 +283,7 @@ fn open_many(
     ns: &str,
     addr: &str,
     first_source: u8,
+    port_base: u16,
     counts: &[usize],
 ) -> Result<Batch> {
     let t0 = Instant::now();
@@ -289,6 +294,7 @@ fn open_many(
         let mut child = labs::in_ns(ns, exe)
             .args(["bench", "hold", "--addr", addr, "--from", &src])
             .args(["--count", &n.to_string()])
+            .args(["--port-base", &port_base.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -504,27 +510,7 @@ fn series(
         levels: Vec::new(),
         not_run: Vec::new(),
     };
-    // 1. Opening open_n connections, from the last source address.
-    {
-        let Batch {
-            holders,
-            opened,
-            failed,
-            secs,
-            err,
-        } = open_many(cx.exe, &ns, &target, FIRST_SOURCE + SOURCES - 1, &[open_n])?;
-        (cx.progress)(&format!(
-            "idle {}: opened {opened} connections in {secs:.2} s ({failed} failed{})",
-            config.label(),
-            err.map(|e| format!(": {e}")).unwrap_or_default()
-        ));
-        t.open_s = Some(secs);
-        t.open_failed = failed;
-        drop(holders);
-        // Let the closes finish.
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    // 2. The levels, each adding holders to the ones before.
+    // 1. The levels, each adding holders to the ones before.
     let mut holders: Vec<Holder> = Vec::new();
     let mut held = 0usize;
     let mut failed_total = 0usize;
@@ -547,7 +533,7 @@ fn series(
                 counts.push(c);
                 left -= c;
             }
-            if next_source as usize + counts.len() > (FIRST_SOURCE + SOURCES - 1) as usize {
+            if next_source as usize + counts.len() > (FIRST_SOURCE + SOURCES) as usize - OPENERS {
                 bail!("not enough client source addresses for {n} connections");
             }
             let Batch {
@@ -556,7 +542,7 @@ fn series(
                 failed,
                 secs,
                 err,
-            } = open_many(cx.exe, &ns, &target, next_source, &counts)?;
+            } = open_many(cx.exe, &ns, &target, next_source, PORT_BASE, &counts)?;
             next_source += counts.len() as u8;
             holders.extend(hs);
             held += opened;
@@ -597,7 +583,44 @@ fn series(
             load1: load,
         });
     }
+    // 2. Opening open_n connections (the levels' closed first), by
+    // OPENERS holders at once from the last source addresses, so that the
+    // server, not one client process, sets the pace. After the levels, so
+    // that their RSS is measured from a fresh process.
     drop(holders);
+    std::thread::sleep(Duration::from_secs(2));
+    {
+        // One connection from each address first: the node learns their
+        // MACs (smoltcp sends one ARP request a second at most, so four
+        // unknown sources at once would wait up to 3 s).
+        let first = FIRST_SOURCE + SOURCES - OPENERS as u8;
+        drop(open_many(
+            cx.exe,
+            &ns,
+            &target,
+            first,
+            60_000,
+            &[1; OPENERS],
+        )?);
+        let counts: Vec<usize> = (0..OPENERS)
+            .map(|k| open_n / OPENERS + usize::from(k < open_n % OPENERS))
+            .collect();
+        let Batch {
+            holders,
+            opened,
+            failed,
+            secs,
+            err,
+        } = open_many(cx.exe, &ns, &target, first, PORT_BASE, &counts)?;
+        (cx.progress)(&format!(
+            "idle {}: opened {opened} connections in {secs:.2} s ({failed} failed{})",
+            config.label(),
+            err.map(|e| format!(": {e}")).unwrap_or_default()
+        ));
+        t.open_s = Some(secs);
+        t.open_failed = failed;
+        drop(holders);
+    }
     Ok(t)
 }
 
@@ -717,7 +740,7 @@ pub fn render(o: &mut String, r: &IdleRun) {
     if let Some(t) = r.targets.first() {
         let _ = writeln!(
             o,
-            "Time to open {} connections (each with one request, 128 at a time): {}.\n",
+            "Time to open {} connections (each with one request; 4 client processes, 128 at a time each; after the levels, on the same server): {}.\n",
             t.open_n,
             opens.join(", ")
         );
