@@ -31,10 +31,12 @@
 //! same configuration, so MSS, window scale and SACK-permitted agree, and
 //! neither uses timestamps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant as StdInstant};
 
+use managed::ManagedSlice;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, TcpDispatch};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::socket::tcp;
@@ -52,8 +54,10 @@ mod buffers;
 mod dispatch;
 mod ready;
 mod rejoin;
+pub mod slab;
 use buffers::SendBuffers;
 use ready::Ready;
+pub use slab::RxSlab;
 
 /// ARP probes (sender 0.0.0.0) and answers to probes (target 0.0.0.0):
 /// the only frames a node sends while its role is unconfirmed.
@@ -72,6 +76,10 @@ pub const TSO_MAX_FRAME: usize = 14 + 65_535;
 /// Listeners kept armed ahead of demand. Only sockets in use live in the
 /// smoltcp `SocketSet`: smoltcp walks every socket on every poll.
 pub const SPARE_LISTENERS: usize = 16;
+/// A connection's receive buffer empty this long has its pages released.
+pub const RX_RELEASE_AFTER: Duration = Duration::from_secs(2);
+/// Receive buffers released per round at most.
+const RX_RELEASE_BATCH: usize = 1024;
 /// Client segments held per shadow connection while their ACK is ahead of
 /// the bytes the shadow has queued; beyond this they are dropped (the client
 /// retransmits).
@@ -279,6 +287,12 @@ pub struct EngineStats {
     /// Connections in FIN-WAIT-2 released for new ones (at
     /// `max_connections`, or when SYNs met a full socket pool).
     pub fin_wait2_reclaimed: u64,
+    /// SYNs refused (RST) because no receive buffer could be had: the
+    /// slab could map no arena (`engine/slab.rs`).
+    pub no_rx_buffer: u64,
+    /// Receive buffers of connections with nothing to read whose pages
+    /// were given back (see `Engine::release_idle_rx`).
+    pub rx_released: u64,
     /// Full-size send buffers lent to connections now (the others hold
     /// none: see `engine/buffers.rs`).
     pub send_buffers_lent: usize,
@@ -590,6 +604,8 @@ struct Active<C> {
     /// when this changes, the connection is woken, or its deadline passes.
     seen: (usize, usize, tcp::State),
     woken: bool,
+    /// In [`Pool::rx_release`] (at most once).
+    release_queued: bool,
 }
 
 /// The sockets in use, in a slab whose indices are [`ConnId::slot`]s.
@@ -597,8 +613,9 @@ struct Pool<C> {
     slots: Vec<Option<Slot<C>>>,
     generations: Vec<u32>,
     free: Vec<usize>,
-    /// Closed sockets kept for reuse (their buffers are the expensive part).
-    idle: Vec<tcp::Socket<'static>>,
+    /// Where the sockets' receive buffers come from, and go back to when
+    /// a socket is released (see `engine/slab.rs`).
+    rx: &'static RxSlab,
     in_use: usize,
     /// Free listeners (slots in LISTEN), each given at most one SYN.
     listeners: Vec<usize>,
@@ -609,12 +626,18 @@ struct Pool<C> {
     lingering: BTreeSet<usize>,
     /// Which slots a round must look at (see `ready.rs`).
     ready: Ready,
+    /// Connections whose receive buffer was empty after a drive: (when
+    /// to look again, slot, generation). If it is still empty then, its
+    /// pages are released (`Engine::release_idle_rx`).
+    rx_release: BinaryHeap<Reverse<(StdInstant, usize, u32)>>,
     /// Send buffers, lent while a connection sends (see `buffers.rs`).
     tx: SendBuffers,
 }
 
-fn new_socket(cfg: &StackConfig, mode: Role) -> tcp::Socket<'static> {
-    let rx = tcp::SocketBuffer::new(vec![0; cfg.rx_buffer_bytes]);
+/// A new socket with a receive buffer from `rx`; `None` if the slab has
+/// no room (no arena could be mapped).
+fn new_socket(rx: &'static RxSlab, mode: Role) -> Option<tcp::Socket<'static>> {
+    let rx = tcp::SocketBuffer::new(rx.alloc()?);
     // No send buffer until the service may write (`buffers.rs`).
     let mut s = tcp::Socket::new(rx, buffers::empty());
     // Request/response: send a reply's tail at once.
@@ -624,7 +647,7 @@ fn new_socket(cfg: &StackConfig, mode: Role) -> tcp::Socket<'static> {
         // what tells us the segment is held here and may go to the primary.
         s.set_ack_delay(None);
     }
-    s
+    Some(s)
 }
 
 fn listen(s: &mut tcp::Socket<'_>, port: u16) {
@@ -706,6 +729,24 @@ pub struct Engine<C> {
 impl<C> Engine<C> {
     /// Build the engine; `start` is time zero for smoltcp.
     pub fn new(cfg: StackConfig, mode: Role, start: StdInstant) -> Self {
+        let rx = RxSlab::shared(cfg.rx_buffer_bytes);
+        Self::with_rx_slab(cfg, mode, start, rx)
+    }
+
+    /// Build the engine with its receive buffers from `rx` (of
+    /// `cfg.rx_buffer_bytes` each) rather than the process's shared slab
+    /// for that size: a test bounds it.
+    pub fn with_rx_slab(
+        cfg: StackConfig,
+        mode: Role,
+        start: StdInstant,
+        rx: &'static RxSlab,
+    ) -> Self {
+        assert_eq!(
+            rx.buffer_len(),
+            cfg.rx_buffer_bytes,
+            "receive-buffer slab of the wrong size"
+        );
         let mut dev = QueueDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
@@ -733,7 +774,8 @@ impl<C> Engine<C> {
                 slots: Vec::new(),
                 generations: Vec::new(),
                 free: Vec::new(),
-                idle: Vec::new(),
+                rx,
+                rx_release: BinaryHeap::new(),
                 in_use: 0,
                 listeners: Vec::new(),
                 half_open: BTreeSet::new(),
@@ -1169,6 +1211,7 @@ impl<C> Engine<C> {
             self.schedule(i, now);
         }
         self.pool.ready.give_back(ready);
+        self.release_idle_rx(now);
         if self.enforce_max_connections(service, now) {
             busy = true;
         }
@@ -1482,9 +1525,18 @@ impl<C> Engine<C> {
         if !self.make_half_open_room() {
             return false;
         }
+        let mut refusing = refusing;
         let mut slot = self.take_listener();
-        if slot.is_none() && !refusing && self.arm_listener() {
-            slot = self.take_listener();
+        if slot.is_none() && !refusing {
+            if self.arm_listener() {
+                slot = self.take_listener();
+            } else if self.pool.in_use < self.pool_limit() {
+                // Room in the pool but no receive buffer (no arena could be
+                // mapped): refused with an RST now, as at a full pool —
+                // waiting would keep the SYN, and all behind it, for good.
+                refusing = true;
+                self.stats.no_rx_buffer += 1;
+            }
         }
         if slot.is_none() && !refusing {
             return false;
@@ -2122,6 +2174,7 @@ impl<C> Engine<C> {
                             deadline: None,
                             seen: (usize::MAX, usize::MAX, tcp::State::Closed),
                             woken: true,
+                            release_queued: false,
                         });
                     }
                 }
@@ -2153,6 +2206,15 @@ impl<C> Engine<C> {
             let after = (sock.recv_queue(), sock.send_queue(), sock.state());
             busy = after != seen;
             a.seen = after;
+            if after.0 == 0 && !a.release_queued {
+                // Nothing left to read: look again in a while, and if it is
+                // still empty then, give its pages back (an idle keep-alive
+                // connection would otherwise keep what its requests touched).
+                a.release_queued = true;
+                self.pool
+                    .rx_release
+                    .push(Reverse((now + RX_RELEASE_AFTER, i, id.generation)));
+            }
             // Nothing but the service touches the socket during drive, so
             // the growth of its send queue is exactly what it wrote.
             if let Some(tr) = self.tracks.get_mut(&a.tuple) {
@@ -2205,6 +2267,46 @@ impl<C> Engine<C> {
         busy
     }
 
+    /// Release the receive-buffer pages of connections queued by
+    /// `step_slot` whose buffer still holds nothing (in order or out of
+    /// order): an idle keep-alive connection then costs no page of it. A
+    /// busy one is released at most once per [`RX_RELEASE_AFTER`] (and
+    /// touches a page again with its next request), so this costs at most
+    /// one `madvise` per connection per period; at most
+    /// [`RX_RELEASE_BATCH`] per round. Invisible on the wire: the buffer's
+    /// capacity, and so the window, is unchanged.
+    fn release_idle_rx(&mut self, now: StdInstant) {
+        let mut n = 0;
+        while n < RX_RELEASE_BATCH {
+            let Some(&Reverse((due, i, generation))) = self.pool.rx_release.peek() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.pool.rx_release.pop();
+            n += 1;
+            if self.pool.generations.get(i) != Some(&generation) {
+                continue;
+            }
+            let Some(Slot {
+                handle,
+                phase: Phase::Active(a),
+                ..
+            }) = self.pool.slots[i].as_mut()
+            else {
+                continue;
+            };
+            a.release_queued = false;
+            let sock = self.sockets.get_mut::<tcp::Socket>(*handle);
+            if let Some(buf) = sock.recv_storage_if_empty() {
+                if self.pool.rx.release(buf) {
+                    self.stats.rx_released += 1;
+                }
+            }
+        }
+    }
+
     /// Keep [`SPARE_LISTENERS`] listeners armed within `max_connections`;
     /// when the pool is full, recycle a TIME-WAIT socket rather than refuse
     /// a new client (`listen` resets it silently; `abort` would send an RST).
@@ -2226,11 +2328,11 @@ impl<C> Engine<C> {
         if self.pool.in_use >= self.pool_limit() {
             return false;
         }
-        let mut sock = self
-            .pool
-            .idle
-            .pop()
-            .unwrap_or_else(|| new_socket(&self.cfg, self.mode));
+        // No buffer (no arena could be mapped): no listener, so the SYN
+        // that wanted one is refused with an RST, as at a full pool.
+        let Some(mut sock) = new_socket(self.pool.rx, self.mode) else {
+            return false;
+        };
         listen(&mut sock, self.cfg.port);
         let slot = Slot {
             handle: self.sockets.add(sock),
@@ -2327,18 +2429,40 @@ impl<C> Pool<C> {
         }
     }
 
-    /// Take a closed socket out of the set and park it.
+    /// Take a closed socket out of the set and apart: its receive buffer
+    /// goes back to the slab (its pages released), its send buffer to the
+    /// spares. A new socket is cheap; what made parking worth it was the
+    /// buffers, and a parked socket kept the pages its buffer had touched.
     fn release(&mut self, i: usize, sockets: &mut SocketSet<'static>) {
         if let Some(slot) = self.slots[i].take() {
             self.ready.forget(i);
             self.lingering.remove(&i);
             #[allow(irrefutable_let_patterns)]
-            if let smoltcp::socket::Socket::Tcp(mut sock) = sockets.remove(slot.handle) {
-                self.tx.reclaim(&mut sock);
-                self.idle.push(sock);
+            if let smoltcp::socket::Socket::Tcp(sock) = sockets.remove(slot.handle) {
+                self.give_back(sock);
             }
             self.free.push(i);
             self.in_use -= 1;
+        }
+    }
+
+    /// Return a socket's buffers: receive to the slab, send to the spares.
+    fn give_back(&mut self, sock: tcp::Socket<'static>) {
+        let (rx, tx) = sock.into_buffers();
+        self.tx.take_back(tx);
+        match rx.into_storage() {
+            ManagedSlice::Borrowed(b) => self.rx.free(b),
+            ManagedSlice::Owned(_) => {}
+        }
+    }
+}
+
+impl<C> Drop for Engine<C> {
+    /// Every socket's receive buffer back to the slab (shared by the
+    /// process's engines, and by the next engine a test builds).
+    fn drop(&mut self) {
+        for i in 0..self.pool.slots.len() {
+            self.pool.release(i, &mut self.sockets);
         }
     }
 }

@@ -577,3 +577,78 @@ fn replace_send_buffer_keeps_the_stream() {
     assert_eq!(got.len(), want.len());
     assert!(got == want, "the stream changed across the swaps");
 }
+
+/// Patch 10: `tcp::Socket::into_buffers` and `RingBuffer::into_storage`
+/// give back borrowed storage — the same memory, not a copy — so that a
+/// receive buffer lent from our own arena can be reused once its socket is
+/// done with.
+#[test]
+fn into_buffers_returns_borrowed_storage() {
+    let rx: &'static mut [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
+    let rx_at = rx.as_ptr();
+    let mut sock = tcp::Socket::new(
+        tcp::SocketBuffer::new(rx),
+        tcp::SocketBuffer::new(vec![0; 1024]),
+    );
+    sock.listen(80).unwrap();
+    assert_eq!(sock.recv_capacity(), 4096);
+    let (rx, tx) = sock.into_buffers();
+    assert_eq!(tx.capacity(), 1024);
+    match rx.into_storage() {
+        managed::ManagedSlice::Borrowed(b) => {
+            assert_eq!(b.as_ptr(), rx_at, "the very same memory");
+            assert_eq!(b.len(), 4096);
+        }
+        managed::ManagedSlice::Owned(_) => panic!("borrowed storage came back owned"),
+    }
+}
+
+/// Patch 11: with nothing buffered the receive ring starts over at offset
+/// 0 (unpatched, each request landed after the last one, so a keep-alive
+/// connection walked through — and touched — its whole buffer), and
+/// `recv_storage_if_empty` lends the storage only while nothing is
+/// buffered, in order or out of order.
+#[test]
+fn rx_ring_restarts_when_empty_and_lends_its_storage() {
+    let (mut c, mut s, mut now) = connected();
+    let mut buf = [0u8; 256];
+    for (round, byte) in [b'A', b'B', b'C'].into_iter().enumerate() {
+        c.socket().send_slice(&[byte; 100]).unwrap();
+        for _ in 0..5 {
+            pump(&mut c, &mut s, now);
+            now += Duration::from_millis(1);
+        }
+        assert_eq!(s.socket().recv_queue(), 100, "round {round}");
+        assert!(
+            s.socket().recv_storage_if_empty().is_none(),
+            "not while data waits"
+        );
+        assert_eq!(s.socket().recv_slice(&mut buf).unwrap(), 100);
+        let storage = s.socket().recv_storage_if_empty().expect("empty now");
+        assert_eq!(storage.len(), 8192);
+        assert!(
+            storage[..100].iter().all(|&b| b == byte),
+            "round {round}: the data landed at offset 0"
+        );
+        assert!(storage[100..200].iter().all(|&b| b != b'B' && b != b'C'));
+    }
+
+    // A segment beyond a hole sits in the assembler: not empty.
+    c.socket().send_slice(&[b'x'; 100]).unwrap();
+    let first = c.poll(now);
+    assert_eq!(first.len(), 1);
+    c.socket().send_slice(&[b'y'; 100]).unwrap();
+    let second = c.poll(now);
+    assert_eq!(second.len(), 1);
+    // Only the second arrives: out of order.
+    s.dev.rx.push_back(second[0].clone());
+    s.poll(now);
+    assert_eq!(s.socket().recv_queue(), 0);
+    assert!(
+        s.socket().recv_storage_if_empty().is_none(),
+        "out-of-order data is buffered too"
+    );
+    s.dev.rx.push_back(first[0].clone());
+    s.poll(now);
+    assert_eq!(s.socket().recv_queue(), 200);
+}

@@ -4,6 +4,7 @@
 //! and `results.json` to `--out`.
 
 mod encryption;
+mod idle;
 mod labs;
 mod loadgen;
 mod model;
@@ -23,8 +24,10 @@ Duration: the full run takes about 35 minutes on a 2-core machine (26 min
 measured before the link-encryption part and the SIGTERM series: 5 s per
 closed-loop point, peak searches over 1–64 clients for 6 sizes, 20 kills for
 each of 6 stall series, ~4 s per kill); --quick about 2–3
-minutes (a smoke test: 1 s per point, 2 sizes, 1 kill per series; its
-numbers mean nothing).
+minutes (a smoke test: 1 s per point, 2 sizes, 1 kill per series, 0 and
+500 idle connections; its numbers mean nothing). The idle part alone
+(--only idle: up to 100,000 idle keep-alive connections on the simplex and
+duplex nodes, nginx to 10,000) takes about 5 minutes.
 
 What runs: labs side by side under prefixes bNNNNN<letter> (simplex, duplex,
 duplex-mi = --repl-net dedicated, dual-role, duplex-plaintext =
@@ -63,7 +66,8 @@ pub struct BenchArgs {
     kills: Option<u32>,
     /// Only these parts (comma-separated): generate, files, latency,
     /// openloop, nginx, rtt, link (the link's encryption: duplex with and
-    /// without it), stall [default: all].
+    /// without it), idle (idle keep-alive connections: throughput and RSS
+    /// with up to 100,000 held, vs nginx), stall [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -79,6 +83,10 @@ enum Internal {
     /// (internal) TCP ping-pong client (link round trip).
     #[command(hide = true)]
     Ping(loadgen::PingArgs),
+    /// (internal) Open connections (one request each) and hold them until
+    /// stdin closes.
+    #[command(hide = true)]
+    Hold(idle::HoldArgs),
     /// Render report.md and the plots again from a run's results.json
     /// (into the same directory, or --out).
     Report(ReportArgs),
@@ -98,6 +106,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(Internal::Loadgen(a)) => loadgen::loadgen(a),
         Some(Internal::Echo(a)) => loadgen::echo(a),
         Some(Internal::Ping(a)) => loadgen::ping(a),
+        Some(Internal::Hold(a)) => idle::hold(a),
         Some(Internal::Report(a)) => {
             let out = a
                 .out

@@ -187,6 +187,9 @@ pub struct Results {
     pub open_loop: Vec<OpenLoop>,
     pub rtt: Vec<Rtt>,
     pub stalls: Vec<StallSet>,
+    /// Idle keep-alive connections held (`--only idle`).
+    #[serde(default)]
+    pub idle: Option<super::idle::IdleRun>,
     /// What was not measured, and why (printed loudly in the report).
     pub not_measured: Vec<String>,
 }

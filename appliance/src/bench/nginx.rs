@@ -34,10 +34,41 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Connection limits of the nginx config.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub worker_connections: u32,
+    /// `worker_rlimit_nofile` (None: inherited).
+    pub rlimit_nofile: Option<u32>,
+    pub keepalive_timeout_s: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            worker_connections: 4096,
+            rlimit_nofile: None,
+            keepalive_timeout_s: 65,
+        }
+    }
+}
+
 impl Nginx {
     /// Starts nginx next to `lab`, serving `docroot` under /static/, held
     /// to `cpus` CPUs (none: no limit). `dir` holds its config and logs.
     pub fn start(lab: &Lab, docroot: &Path, cpus: Option<f64>, dir: &Path) -> Result<Nginx> {
+        Self::start_with(lab, docroot, cpus, dir, Limits::default())
+    }
+
+    /// [`Nginx::start`] with other connection limits (the idle part holds
+    /// thousands of keep-alive connections for minutes).
+    pub fn start_with(
+        lab: &Lab,
+        docroot: &Path,
+        cpus: Option<f64>,
+        dir: &Path,
+        limits: Limits,
+    ) -> Result<Nginx> {
         if Command::new("nginx").arg("-v").output().is_err() {
             bail!("nginx is not installed (Debian: apt-get install nginx-light)");
         }
@@ -75,12 +106,17 @@ impl Nginx {
         ])?;
         ip(&["-n", &ns, "link", "set", "ng0", "up"])?;
         let d = dir.display();
+        let rlimit = limits
+            .rlimit_nofile
+            .map_or(String::new(), |n| format!("worker_rlimit_nofile {n};\n"));
         let conf = format!(
-            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 4096; }}\nhttp {{\n  default_type application/octet-stream;\n\
+            "worker_processes 1;\n{rlimit}daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections {}; }}\nhttp {{\n  default_type application/octet-stream;\n\
              access_log off;\n  sendfile on;\n  tcp_nodelay on;\n  keepalive_requests 1000000000;\n\
-             keepalive_timeout 65s;\n  client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n\
+             keepalive_timeout {}s;\n  client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n\
              server {{\n    listen {NGINX_ADDRESS}:80;\n    location /static/ {{ alias {}/; }}\n  }}\n}}\n",
+            limits.worker_connections,
+            limits.keepalive_timeout_s,
             docroot.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf)?;
@@ -140,6 +176,18 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Its processes (master and worker), from its cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(d) = self.cgroups.first() else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
     }
 
     pub fn cpu_ns(&self) -> Result<Vec<(String, u64)>> {

@@ -669,6 +669,10 @@ pub fn render(r: &Results, plots: &[String]) -> String {
 
     super::encryption::section(&mut o, r);
 
+    if let Some(idle) = &r.idle {
+        super::idle::render(&mut o, idle);
+    }
+
     // Stalls.
     let _ = writeln!(o, "## Failover stall\n");
     let _ = writeln!(

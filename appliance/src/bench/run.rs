@@ -16,7 +16,7 @@ use super::labs::{self, Lab};
 use super::loadgen::LatencySummary;
 use super::model::*;
 use super::nginx::{Nginx, NGINX_ADDRESS};
-use super::{plot, report, stats, wrk};
+use super::{idle, plot, report, stats, wrk};
 
 pub struct Options {
     pub out: PathBuf,
@@ -743,8 +743,23 @@ impl Bench<'_> {
             self.rtt(Config::Duplex, "shared")?;
             self.rtt(Config::DuplexMi, "dedicated")?;
         }
-        // Free the CPUs and memory before the stall series.
+        // Free the CPUs and memory before the idle part and the stall series.
         self.labs.clear();
+        if self.wants("idle") {
+            let progress = |s: &str| self.progress(s);
+            let cx = idle::Ctx {
+                exe: &self.exe,
+                base: &self.base,
+                logs: &self.logs,
+                docroot: &self.docroot,
+                quick: self.o.quick,
+                node_cpus: self.o.node_cpus,
+                progress: &progress,
+                interrupted: &check_interrupt,
+            };
+            let r = idle::run(&cx)?;
+            self.r.idle = Some(r);
+        }
         if self.wants("stall") {
             self.stalls()?;
         }

@@ -314,6 +314,15 @@ impl NodeCore {
                     let mut rc = ReplicaConfig::new(role, cfg.name.clone());
                     rc.heartbeat_interval = cfg.heartbeat_interval;
                     rc.heartbeat_timeout = cfg.heartbeat_timeout;
+                    // As many replicated connections as the address's pool
+                    // may hold (an ingress node's bound, the larger), never
+                    // fewer than the default: at 65,536 a duplex pair
+                    // stopped replying to new connections (issue 9).
+                    rc.max_conns = rc.max_conns.max(
+                        sc.max_connections
+                            .saturating_add(sc.max_half_open.saturating_mul(2))
+                            .saturating_add(16),
+                    );
                     Some(Replica::new(rc, now))
                 }
                 (role, _) => return Err(NodeConfigError::BadPeer(address, role)),

@@ -73,6 +73,18 @@ impl SendBuffers {
         }
     }
 
+    /// A released socket's send buffer: full-size ones were lent (and are
+    /// kept as spares within the bound); empty ones were never lent.
+    pub(super) fn take_back(&mut self, buf: tcp::SocketBuffer<'static>) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        self.lent = self.lent.saturating_sub(1);
+        if buf.capacity() == self.size && self.spare.len() < MAX_SPARE {
+            self.spare.push(buf);
+        }
+    }
+
     pub(super) fn lent(&self) -> usize {
         self.lent
     }

@@ -1239,6 +1239,25 @@ impl<'a> Socket<'a> {
         self.tx_buffer.capacity()
     }
 
+    /// hotpair patch: the receive buffer's whole storage while it holds
+    /// no data — none in order, none out of order in the assembler — so
+    /// that the caller may release its pages: nothing there is read before
+    /// it is written again. `None` while anything is buffered.
+    pub fn recv_storage_if_empty(&mut self) -> Option<&mut [u8]> {
+        if !self.rx_buffer.is_empty() || !self.assembler.is_empty() {
+            return None;
+        }
+        Some(self.rx_buffer.storage_mut())
+    }
+
+    /// hotpair patch: take the socket apart into its (receive, transmit)
+    /// buffers, so that a caller who lent it borrowed storage (an arena of
+    /// its own, `ManagedSlice::Borrowed`) gets that storage back when the
+    /// socket is done with, instead of losing it with the socket.
+    pub fn into_buffers(self) -> (SocketBuffer<'a>, SocketBuffer<'a>) {
+        (self.rx_buffer, self.tx_buffer)
+    }
+
     /// hotpair patch: swap the transmit buffer for another, keeping what
     /// it holds (unacknowledged and unsent bytes, in order). Lets a caller
     /// give an idle connection a small buffer and a bulk transfer a large
@@ -2275,6 +2294,16 @@ impl<'a> Socket<'a> {
         }
 
         let assembler_was_empty = self.assembler.is_empty();
+
+        // hotpair patch: with nothing buffered, in order or out of order,
+        // the ring starts over at offset 0 (as `enqueue_many_with` does),
+        // so a keep-alive connection's requests keep landing on the
+        // buffer's first pages instead of walking through — and touching —
+        // all of it over time. Offsets here are relative to the ring's
+        // write point, so nothing else moves.
+        if assembler_was_empty && self.rx_buffer.is_empty() {
+            self.rx_buffer.clear();
+        }
 
         // Try adding payload octets to the assembler.
         let Ok(contig_len) = self

@@ -45,6 +45,19 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         }
     }
 
+    /// hotpair patch: give the storage back (the caller's own memory, to
+    /// reuse for another buffer once this one is gone).
+    pub fn into_storage(self) -> ManagedSlice<'a, T> {
+        self.storage
+    }
+
+    /// hotpair patch: the whole storage, for a caller that releases its
+    /// pages while the ring holds nothing (see `tcp::Socket::
+    /// recv_storage_if_empty`).
+    pub fn storage_mut(&mut self) -> &mut [T] {
+        &mut self.storage
+    }
+
     /// Clear the ring buffer.
     pub fn clear(&mut self) {
         self.read_at = 0;
