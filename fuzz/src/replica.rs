@@ -238,7 +238,7 @@ impl Observer {
                 Event::Frame { .. } | Event::ConnGone { .. } | Event::PeerRoutes { .. } => {
                     peer_caused += 1
                 }
-                Event::PeerUp { .. } | Event::PeerDead { .. } => {}
+                Event::PeerUp { .. } | Event::PeerDead { .. } | Event::PeerLeaving => {}
             }
             out.push(e);
         }
