@@ -326,6 +326,29 @@ impl Capture {
     }
 }
 
+/// Starts tcpdump on the client's interface for ARP, into `dir/arp.pcap`,
+/// and waits until it listens.
+pub fn arp_capture(lab: &Lab, dir: &Path) -> crate::Background {
+    let f = dir.join("arp.pcap").to_string_lossy().into_owned();
+    let p = lab.spawn_in(
+        "client",
+        &["tcpdump", "-i", "eth0", "-n", "-U", "-w", &f, "arp"],
+        dir,
+        "tcpdump-arp",
+    );
+    let t = Instant::now();
+    while !p.stderr_text().contains("listening on") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "[{}] tcpdump (arp) did not start: {}",
+            lab.test,
+            p.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
 /// Asserts the capture holds packets and no RST from the service address.
 /// `kill` (seconds since the epoch) dates the RSTs relative to the kill.
 #[track_caller]

@@ -841,6 +841,16 @@ impl Download {
         self.sampler.latest()
     }
 
+    /// Whether curl still runs.
+    pub fn running(&mut self) -> bool {
+        !self.curl.exited()
+    }
+
+    /// Time since curl started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     /// Waits for curl and checks: exit 0, status 200, every byte, the
     /// SHA-256 of the docroot's file (`want`), and that the kill landed
     /// mid-reply.

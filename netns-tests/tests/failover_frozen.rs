@@ -14,10 +14,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hotpair_netns_tests::failover::{
-    self, assert_no_rst, epoch_now, Capture, Sampler, DOWNLOAD_RATE, SAMPLE_EVERY,
-};
-use hotpair_netns_tests::{assert_success, describe, report, sha256sum, url, Lab, TempDir};
+use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture, DOWNLOAD_RATE};
+use hotpair_netns_tests::multi;
+use hotpair_netns_tests::{assert_success, describe, report, sha256sum, Lab, TempDir, SERVICE};
 
 const FILE: &str = "50m.bin";
 const FREEZE_AT: u64 = 10 << 20;
@@ -69,100 +68,41 @@ fn freeze_and_resume(test: &str, victim: &str, thaw: Thaw) {
         return;
     };
     let tmp = TempDir::new(&format!("{test}-dl"));
-    let src = lab.docroot().join(FILE);
-    let total = std::fs::metadata(&src).expect("docroot file").len();
+    let want = sha256sum(&lab.docroot().join(FILE));
     let cap = Capture::start(&lab, tmp.path());
     // And ARP: a resumed node must not answer for the address either.
+    let arp_cap = failover::arp_capture(&lab, tmp.path());
     let arp_pcap = tmp.path().join("arp.pcap");
-    let arp_s = arp_pcap.to_string_lossy().into_owned();
-    let arp_cap = lab.spawn_in(
-        "client",
-        &["tcpdump", "-i", "eth0", "-n", "-U", "-w", &arp_s, "arp"],
-        tmp.path(),
-        "tcpdump-arp",
-    );
-    let listening = Instant::now();
-    while !arp_cap.stderr_text().contains("listening on") {
+    let mut d = multi::start_download(&lab, tmp.path(), SERVICE, DOWNLOAD_RATE);
+    while d.bytes() < FREEZE_AT {
         assert!(
-            listening.elapsed() < Duration::from_secs(10),
-            "[{test}] tcpdump (arp) did not start: {}",
-            arp_cap.stderr_text()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    let dl = tmp.path().join("download.bin");
-    let dl_s = dl.to_string_lossy().into_owned();
-    let start = Instant::now();
-    let mut curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            DOWNLOAD_RATE,
-            "-o",
-            &dl_s,
-            &url(&format!("/static/{FILE}")),
-        ],
-        tmp.path(),
-        "curl",
-    );
-    let sampler = Sampler::start(dl.clone(), start, SAMPLE_EVERY);
-    while sampler.latest() < FREEZE_AT {
-        assert!(
-            !curl.exited() && start.elapsed() < Duration::from_secs(20),
+            d.running() && d.elapsed() < Duration::from_secs(20),
             "[{test}] the download did not reach {FREEZE_AT} bytes"
         );
         thread::sleep(Duration::from_millis(2));
     }
+    let at_freeze = d.bytes();
     let frozen = Instant::now();
     let out = lab.lab(&["freeze", victim], Duration::from_secs(10));
     assert_success(&out, &format!("[{test}] lab freeze {victim}"));
-    let thawed_at = match thaw {
-        Thaw::DuringTheDownload => {
-            // Past the takeover (heartbeat timeout 150 ms, plus 300 ms of
-            // probes when the owner froze), with 40 MiB still to come.
-            thread::sleep(Duration::from_millis(1500));
-            assert!(
-                !curl.exited(),
-                "[{test}] the download ended before the thaw"
-            );
-            let t = epoch_now();
-            let out = lab.lab(&["thaw", victim], Duration::from_secs(10));
-            assert_success(&out, &format!("[{test}] lab thaw {victim}"));
-            Some(t)
-        }
-        Thaw::AfterTheDownload => None,
-    };
-    let out = curl.wait(Duration::from_secs(50));
-    let end = Instant::now();
-    let samples = sampler.finish();
-    let thawed_at = thawed_at.unwrap_or_else(|| {
+    let thaw_now = || {
         let t = epoch_now();
         let out = lab.lab(&["thaw", victim], Duration::from_secs(10));
         assert_success(&out, &format!("[{test}] lab thaw {victim}"));
         t
-    });
-    let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
-    let s = hotpair::stall::measure(&samples, frozen - start, end - start, got == total);
-    assert!(
-        out.status.success(),
-        "[{test}] curl failed after the freeze of {victim}; {got} of {total} bytes\n{}",
-        describe(&out)
-    );
-    assert_eq!(
-        got, total,
-        "[{test}] received {got} bytes, expected {total}"
-    );
-    assert_eq!(
-        sha256sum(&dl),
-        sha256sum(&src),
-        "[{test}] the downloaded file differs from {}",
-        src.display()
-    );
+    };
+    let mut thawed_at = None;
+    if thaw == Thaw::DuringTheDownload {
+        // Past the takeover (heartbeat timeout 150 ms, plus 300 ms of
+        // probes when the owner froze), with 40 MiB still to come.
+        thread::sleep(Duration::from_millis(1500));
+        assert!(d.running(), "[{test}] the download ended before the thaw");
+        thawed_at = Some(thaw_now());
+    }
+    let line = d
+        .finish(frozen, at_freeze, &want)
+        .unwrap_or_else(|e| panic!("[{test}] after the freeze of {victim}: {e}"));
+    let thawed_at = thawed_at.unwrap_or_else(thaw_now);
     // Give the resumed node time to do whatever it would do.
     thread::sleep(Duration::from_millis(1500));
     let pcap = tmp.path().join("client.pcap");
@@ -215,14 +155,12 @@ fn freeze_and_resume(test: &str, victim: &str, thaw: Thaw) {
         "[{test}] the resumed node did not notice its pause\n{logs}"
     );
     report(&format!(
-        "[{test}] {victim} frozen at {:.1} MiB, thawed {}: stall {:.0} ms, SHA-256 exact, \
-         0 RST, 0 frames from the resumed node ({} packets captured from the address)",
-        FREEZE_AT as f64 / (1 << 20) as f64,
+        "[{test}] {victim} frozen, thawed {}: {line}; 0 RST, 0 frames from the resumed node \
+         ({} packets captured from the address)",
         match thaw {
             Thaw::AfterTheDownload => "after the download",
             Thaw::DuringTheDownload => "1.5 s later, during the download",
         },
-        s.after_kill.as_secs_f64() * 1e3,
         r.packets
     ));
 }

@@ -18,36 +18,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hotpair_netns_tests::failover::{
-    self, assert_no_rst, epoch_now, Capture, Sampler, SAMPLE_EVERY,
-};
+use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture};
 use hotpair_netns_tests::multi::{self, MultiCapture};
-use hotpair_netns_tests::{
-    assert_success, describe, report, sha256sum, url, Background, Lab, TempDir,
-};
+use hotpair_netns_tests::{assert_success, describe, report, sha256sum, TempDir, SERVICE};
 
 const FILE: &str = "50m.bin";
-
-/// Starts tcpdump on the client's interface for ARP, into `dir/arp.pcap`.
-fn arp_capture(lab: &Lab, dir: &Path) -> Background {
-    let f = dir.join("arp.pcap").to_string_lossy().into_owned();
-    let p = lab.spawn_in(
-        "client",
-        &["tcpdump", "-i", "eth0", "-n", "-U", "-w", &f, "arp"],
-        dir,
-        "tcpdump-arp",
-    );
-    let t = Instant::now();
-    while !p.stderr_text().contains("listening on") {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "tcpdump (arp) did not start: {}",
-            p.stderr_text()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    p
-}
 
 /// For `ip`: the MACs of every ARP frame that speaks for it (sender
 /// address `ip`: announcements, answers, requests from it) in the capture.
@@ -88,7 +63,7 @@ fn link_cut_during_downloads_on_every_address_then_heal_and_replicated_again() {
     let tmp = TempDir::new(&format!("{test}-dl"));
     let want = sha256sum(&lab.docroot().join(FILE));
     let ips = lab.ips();
-    let arp = arp_capture(&lab, tmp.path());
+    let arp = failover::arp_capture(&lab, tmp.path());
     let cap = MultiCapture::start(&lab, tmp.path(), &ips);
     let downloads: Vec<_> = ips
         .iter()
@@ -185,37 +160,17 @@ fn a_primary_cut_off_the_lan_for_a_second_resumes_when_healed() {
     };
     multi::require_tools(test, &["nft"]);
     let tmp = TempDir::new(&format!("{test}-dl"));
-    let src = lab.docroot().join(FILE);
-    let total = std::fs::metadata(&src).expect("docroot file").len();
+    let want = sha256sum(&lab.docroot().join(FILE));
     let cap = Capture::start(&lab, tmp.path());
-    let dl = tmp.path().join("download.bin");
-    let dl_s = dl.to_string_lossy().into_owned();
-    let start = Instant::now();
-    let curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            "20M",
-            "-o",
-            &dl_s,
-            &url(&format!("/static/{FILE}")),
-        ],
-        tmp.path(),
-        "curl",
-    );
-    let sampler = Sampler::start(dl.clone(), start, SAMPLE_EVERY);
-    while sampler.latest() < 10 << 20 {
+    let mut d = multi::start_download(&lab, tmp.path(), SERVICE, "20M");
+    while d.bytes() < 10 << 20 {
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            d.running() && d.elapsed() < Duration::from_secs(20),
             "[{test}] slow download"
         );
         thread::sleep(Duration::from_millis(2));
     }
+    let at_cut = d.bytes();
     let cut_epoch = epoch_now();
     let cut = Instant::now();
     let out = lab.lab(&["partition", "--lan", "n1"], Duration::from_secs(20));
@@ -223,27 +178,18 @@ fn a_primary_cut_off_the_lan_for_a_second_resumes_when_healed() {
     thread::sleep(Duration::from_secs(1));
     let out = lab.lab(&["heal"], Duration::from_secs(20));
     assert_success(&out, &format!("[{test}] lab heal"));
-    let out = curl.wait(Duration::from_secs(50));
-    let end = Instant::now();
-    let samples = sampler.finish();
-    let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
-    assert!(
-        out.status.success() && got == total,
-        "[{test}] the download across the LAN cut failed: {got} of {total}\n{}",
-        describe(&out)
-    );
-    assert_eq!(sha256sum(&dl), sha256sum(&src), "[{test}] bytes differ");
+    let line = d
+        .finish(cut, at_cut, &want)
+        .unwrap_or_else(|e| panic!("[{test}] the download across the LAN cut: {e}"));
     let r = cap.stop();
     assert_no_rst(&lab, &r, "LAN cut of the primary", cut_epoch);
-    let s = hotpair::stall::measure(&samples, cut - start, end - start, true);
     let logs = lab.node_logs(400);
     assert!(
         !logs.contains("peer declared dead"),
         "[{test}] a takeover although the link stayed up\n{logs}"
     );
     report(&format!(
-        "[{test}] n1 (primary) off the LAN for 1 s mid-download: stall {:.0} ms, then \
-         byte-exact, 0 RST, no takeover (its link stayed up)",
-        s.after_kill.as_secs_f64() * 1e3
+        "[{test}] n1 (primary) off the LAN for 1 s mid-download: {line}; 0 RST, no \
+         takeover (its link stayed up)"
     ));
 }

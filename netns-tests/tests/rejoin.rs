@@ -11,10 +11,9 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hotpair_netns_tests::failover::{
-    self, assert_no_rst, epoch_now, Capture, KillAt, Sampler, Victim, SAMPLE_EVERY,
-};
-use hotpair_netns_tests::{assert_success, describe, report, sha256sum, url, TempDir};
+use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture, KillAt, Victim};
+use hotpair_netns_tests::multi;
+use hotpair_netns_tests::{assert_success, describe, report, sha256sum, TempDir, SERVICE};
 
 const FILE: &str = "50m.bin";
 /// Slow enough that the restart and the rejoin happen mid-download.
@@ -26,37 +25,17 @@ fn restart_mid_download_then_kill_the_other(test: &str, victim: Victim) {
         return;
     };
     let tmp = TempDir::new(&format!("{test}-dl"));
-    let src = lab.docroot().join(FILE);
-    let total = std::fs::metadata(&src).expect("docroot file").len();
+    let want = sha256sum(&lab.docroot().join(FILE));
     let cap = Capture::start(&lab, tmp.path());
-    let dl = tmp.path().join("download.bin");
-    let dl_s = dl.to_string_lossy().into_owned();
-    let start = Instant::now();
-    let mut curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "60",
-            "--limit-rate",
-            RATE,
-            "-o",
-            &dl_s,
-            &url(&format!("/static/{FILE}")),
-        ],
-        tmp.path(),
-        "curl",
-    );
-    let sampler = Sampler::start(dl.clone(), start, SAMPLE_EVERY);
-    while sampler.latest() < KILL_AT {
+    let mut d = multi::start_download(&lab, tmp.path(), SERVICE, RATE);
+    while d.bytes() < KILL_AT {
         assert!(
-            !curl.exited() && start.elapsed() < Duration::from_secs(20),
+            d.running() && d.elapsed() < Duration::from_secs(20),
             "[{test}] the download did not reach {KILL_AT} bytes"
         );
         thread::sleep(Duration::from_millis(2));
     }
+    let at_kill = d.bytes();
     let kill_epoch = epoch_now();
     let killed = lab.kill(victim.node());
     // The survivor takes over, then the victim comes back.
@@ -65,50 +44,27 @@ fn restart_mid_download_then_kill_the_other(test: &str, victim: Victim) {
     assert_success(&out, &format!("[{test}] lab restart {}", victim.node()));
     let rejoined = Instant::now();
     assert!(
-        !curl.exited(),
+        d.running(),
         "[{test}] the download ended before the rejoin: slow it down"
     );
-    let at_rejoin = sampler.latest();
-    let out = curl.wait(Duration::from_secs(60));
-    let end = Instant::now();
-    let samples = sampler.finish();
-    let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
-    assert!(
-        out.status.success(),
-        "[{test}] curl failed across the restart of {}; {got} of {total} bytes\n{}",
-        victim.node(),
-        describe(&out)
-    );
-    assert_eq!(
-        got, total,
-        "[{test}] received {got} bytes, expected {total}"
-    );
-    assert_eq!(
-        sha256sum(&dl),
-        sha256sum(&src),
-        "[{test}] the download across the restart differs from {}",
-        src.display()
-    );
+    let at_rejoin = d.bytes();
+    let line = d
+        .finish(killed, at_kill, &want)
+        .unwrap_or_else(|e| panic!("[{test}] across the restart of {}: {e}", victim.node()));
     let r = cap.stop();
     assert_no_rst(&lab, &r, "kill, restart and rejoin", kill_epoch);
-    let s = hotpair::stall::measure(&samples, killed - start, end - start, true);
-    let after_rejoin = hotpair::stall::measure(&samples, rejoined - start, end - start, true);
     let logs = lab.node_logs(400);
     assert!(
         logs.contains("rejoined: configured role taken back"),
         "[{test}] no node logged its rejoin\n{logs}"
     );
     report(&format!(
-        "[{test}] {} ({}) killed at {:.1} MiB and restarted; rejoined {:.1} s after the kill \
-         at {:.1} MiB; the download finished byte-exact, 0 RST; stall at the kill {:.0} ms, \
-         longest pause after the rejoin {:.0} ms",
+        "[{test}] {} ({}) killed and restarted, rejoined {:.1} s after the kill at {:.1} MiB: \
+         {line}; 0 RST",
         victim.node(),
         victim.role(),
-        KILL_AT as f64 / (1 << 20) as f64,
         (rejoined - killed).as_secs_f64(),
         at_rejoin as f64 / (1 << 20) as f64,
-        s.after_kill.as_secs_f64() * 1e3,
-        after_rejoin.after_kill.as_secs_f64() * 1e3,
     ));
     // Replicated again: a new download survives the other node's death.
     let other = match victim {
@@ -140,7 +96,6 @@ fn a_restarted_owner_rejoins_and_takes_its_address_back() {
 /// configured pair of roles.
 #[test]
 fn a_restarted_dual_role_node_rejoins_and_both_addresses_are_replicated_again() {
-    use hotpair_netns_tests::multi;
     let test = "rj_dual";
     let Some(lab) = multi::dual_role_lab(test) else {
         return;
@@ -194,41 +149,20 @@ fn a_rolling_upgrade_by_switchover_keeps_every_download() {
         hotpair_netns_tests::run_with_timeout(&mut cmd, Duration::from_secs(90))
     };
     let tmp = TempDir::new(&format!("{test}-dl"));
-    let src = lab.docroot().join(FILE);
-    let total = std::fs::metadata(&src).expect("docroot file").len();
+    let want = sha256sum(&lab.docroot().join(FILE));
+    let total = std::fs::metadata(lab.docroot().join(FILE))
+        .expect("docroot file")
+        .len();
     let cap = Capture::start(&lab, tmp.path());
-    let start = Instant::now();
-    let download = |tag: &str, rate: &str| {
-        let dl = tmp.path().join(format!("{tag}.bin"));
-        let dl_s = dl.to_string_lossy().into_owned();
-        let curl = lab.spawn_in(
-            "client",
-            &[
-                "curl",
-                "-sS",
-                "--fail",
-                "--max-time",
-                "90",
-                "--limit-rate",
-                rate,
-                "-o",
-                &dl_s,
-                &url(&format!("/static/{FILE}")),
-            ],
-            tmp.path(),
-            tag,
-        );
-        let sampler = Sampler::start(dl.clone(), start, SAMPLE_EVERY);
-        (dl, curl, sampler)
-    };
-    let (dl1, curl1, sampler1) = download("first", "10M");
-    while sampler1.latest() < 4 << 20 {
+    let first = multi::start_download(&lab, tmp.path(), SERVICE, "10M");
+    while first.bytes() < 4 << 20 {
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            first.elapsed() < Duration::from_secs(20),
             "[{test}] slow download"
         );
         thread::sleep(Duration::from_millis(2));
     }
+    let (first_at, first_mark) = (first.bytes(), Instant::now());
     let first_epoch = epoch_now();
     let out = switchover(&s1, &[]);
     assert_success(&out, &format!("[{test}] hotpair switchover n1"));
@@ -242,7 +176,10 @@ fn a_rolling_upgrade_by_switchover_keeps_every_download() {
     );
     let out = lab.lab(&["restart", "n1"], Duration::from_secs(60));
     assert_success(&out, &format!("[{test}] lab restart n1"));
-    let (dl2, curl2, sampler2) = download("second", "4M");
+    // (A second download's curl writes to its own file: one per address,
+    // so the second goes through a name of its own.)
+    let second_dir = TempDir::new(&format!("{test}-dl2"));
+    let second = multi::start_download(&lab, second_dir.path(), SERVICE, "4M");
     thread::sleep(Duration::from_millis(500));
     // The first download is n2's alone (opened before n1 rejoined).
     let out = switchover(&s2, &[]);
@@ -253,29 +190,19 @@ fn a_rolling_upgrade_by_switchover_keeps_every_download() {
     );
     let out = switchover(&s2, &["--wait", "60"]);
     assert_success(&out, &format!("[{test}] hotpair switchover --wait 60 n2"));
+    let (second_at, second_mark) = (second.bytes(), Instant::now());
     assert!(
-        sampler1.latest() == total,
+        first.bytes() == total,
         "[{test}] n2 switched over before the first download ended"
     );
     let out = lab.lab(&["restart", "n2"], Duration::from_secs(60));
     assert_success(&out, &format!("[{test}] lab restart n2"));
-    for (tag, dl, curl, sampler) in [
-        ("first", dl1, curl1, sampler1),
-        ("second", dl2, curl2, sampler2),
+    for (tag, d, at, mark) in [
+        ("first", first, first_at, first_mark),
+        ("second", second, second_at, second_mark),
     ] {
-        let out = curl.wait(Duration::from_secs(90));
-        sampler.finish();
-        let got = std::fs::metadata(&dl).map_or(0, |m| m.len());
-        assert!(
-            out.status.success() && got == total,
-            "[{test}] the {tag} download failed: {got} of {total}\n{}",
-            describe(&out)
-        );
-        assert_eq!(
-            sha256sum(&dl),
-            sha256sum(&src),
-            "[{test}] {tag}: bytes differ"
-        );
+        d.finish(mark, at, &want)
+            .unwrap_or_else(|e| panic!("[{test}] the {tag} download: {e}"));
     }
     let r = cap.stop();
     assert_no_rst(&lab, &r, "rolling upgrade", first_epoch);
@@ -294,7 +221,6 @@ fn a_rolling_upgrade_by_switchover_keeps_every_download() {
 /// again.
 #[test]
 fn a_restarted_ring_node_rejoins_and_the_ring_is_replicated_again() {
-    use hotpair_netns_tests::multi;
     let test = "rj_ring";
     let Some(lab) = multi::ring_lab(test, 3) else {
         return;
