@@ -100,21 +100,7 @@ fn a_restarted_dual_role_node_rejoins_and_both_addresses_are_replicated_again() 
     let Some(lab) = multi::dual_role_lab(test) else {
         return;
     };
-    let _ = lab.kill("n2");
-    thread::sleep(Duration::from_millis(1500));
-    let out = lab.lab(&["restart", "n2"], Duration::from_secs(60));
-    assert_success(&out, &format!("[{test}] lab restart n2"));
-    for ip in lab.ips() {
-        lab.check_serves(&ip)
-            .unwrap_or_else(|e| panic!("[{test}] {ip} after the rejoin: {e}"));
-    }
-    let failures = multi::downloads_survive_kill(&lab, "n1");
-    assert!(
-        failures.is_empty(),
-        "[{test}] after n2's rejoin, n1 killed:\n{}\n{}",
-        failures.join("\n"),
-        lab.node_logs(60)
-    );
+    kill_restart_n2_then_kill_n1(&lab);
 }
 
 /// A rolling upgrade with downloads in flight: `hotpair switchover` on the
@@ -225,6 +211,13 @@ fn a_restarted_ring_node_rejoins_and_the_ring_is_replicated_again() {
     let Some(lab) = multi::ring_lab(test, 3) else {
         return;
     };
+    kill_restart_n2_then_kill_n1(&lab);
+}
+
+/// A multi-address lab: n2 killed and restarted (it rejoins), every
+/// address serves, then downloads on all of them survive n1's SIGKILL.
+fn kill_restart_n2_then_kill_n1(lab: &multi::MultiLab) {
+    let test = lab.test.clone();
     let _ = lab.kill("n2");
     thread::sleep(Duration::from_millis(1500));
     let out = lab.lab(&["restart", "n2"], Duration::from_secs(60));
@@ -233,7 +226,7 @@ fn a_restarted_ring_node_rejoins_and_the_ring_is_replicated_again() {
         lab.check_serves(&ip)
             .unwrap_or_else(|e| panic!("[{test}] {ip} after the rejoin: {e}"));
     }
-    let failures = multi::downloads_survive_kill(&lab, "n1");
+    let failures = multi::downloads_survive_kill(lab, "n1");
     assert!(
         failures.is_empty(),
         "[{test}] after n2's rejoin, n1 killed:\n{}\n{}",

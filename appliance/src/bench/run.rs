@@ -427,28 +427,10 @@ impl Bench<'_> {
         want_sha: &str,
         i: u32,
     ) -> Result<(f64, (u64, u64))> {
-        check_interrupt()?;
-        let prefix = format!("{}k", self.base);
-        let mut args: Vec<String> = ["--mode", "duplex", "--docroot"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([self.stall_docroot.display().to_string()])
-            .collect();
-        if self.r.meta.static_policy_available {
-            // The download's reply is logged, as before content policies.
-            args.extend(["--static-policy".into(), "logged".into()]);
-        }
-        let lab = Lab::up(
-            &self.exe,
-            &prefix,
-            &args,
-            &self.logs.join(format!("lab-{prefix}-{i}.log")),
-        )?;
-        let hb = lab
-            .heartbeat_ms()
-            .context("no heartbeat settings in lab status")?;
-        let node = lab.node(if victim == "primary" { "n1" } else { "n2" })?;
-        let pid = node.pid.context("victim has no pid")?;
+        // The download's reply is logged, as before content policies.
+        let (lab, hb, pid) =
+            self.victim_lab('k', self.r.meta.static_policy_available, victim, i)?;
+        let prefix = lab.prefix.clone();
         let file = self.logs.join(format!("stall-{prefix}.bin"));
         let _ = std::fs::remove_file(&file);
         let start = Instant::now();
@@ -502,18 +484,26 @@ impl Bench<'_> {
         Ok((s.after_kill.as_secs_f64() * 1e3, hb))
     }
 
-    /// One planned switchover (SIGTERM, the path `hotpair switchover`
-    /// takes) of a fresh duplex lab under open-loop keep-alive requests:
-    /// the worst request latency (counted from when each was due, so a
-    /// request held up by the switchover counts the whole gap), in ms.
-    fn one_switchover(&self, victim: &str, i: u32) -> Result<(f64, (u64, u64))> {
+    /// A fresh duplex lab on the stall docroot (prefix letter `tag`;
+    /// `logged`: /static/ replies logged), its heartbeat settings and the
+    /// victim's pid.
+    fn victim_lab(
+        &self,
+        tag: char,
+        logged: bool,
+        victim: &str,
+        i: u32,
+    ) -> Result<(Lab, (u64, u64), i32)> {
         check_interrupt()?;
-        let prefix = format!("{}w", self.base);
-        let args: Vec<String> = ["--mode", "duplex", "--docroot"]
+        let prefix = format!("{}{tag}", self.base);
+        let mut args: Vec<String> = ["--mode", "duplex", "--docroot"]
             .iter()
             .map(|s| s.to_string())
             .chain([self.stall_docroot.display().to_string()])
             .collect();
+        if logged {
+            args.extend(["--static-policy".into(), "logged".into()]);
+        }
         let lab = Lab::up(
             &self.exe,
             &prefix,
@@ -525,6 +515,15 @@ impl Bench<'_> {
             .context("no heartbeat settings in lab status")?;
         let node = lab.node(if victim == "primary" { "n1" } else { "n2" })?;
         let pid = node.pid.context("victim has no pid")?;
+        Ok((lab, hb, pid))
+    }
+
+    /// One planned switchover (SIGTERM, the path `hotpair switchover`
+    /// takes) of a fresh duplex lab under open-loop keep-alive requests:
+    /// the worst request latency (counted from when each was due, so a
+    /// request held up by the switchover counts the whole gap), in ms.
+    fn one_switchover(&self, victim: &str, i: u32) -> Result<(f64, (u64, u64))> {
+        let (lab, hb, pid) = self.victim_lab('w', false, victim, i)?;
         let secs = 3.0;
         let child = labs::in_ns(&lab.client_ns(), &self.exe)
             .args(["bench", "loadgen", "--addr", &format!("{SERVICE}:80")])
