@@ -453,6 +453,8 @@ struct MirrorConn {
 struct Session {
     detector: FailureDetector,
     peer: Option<String>,
+    /// The `epoch` of the peer's `Hello`: its takeovers so far.
+    peer_epoch: u64,
     hello_pending: bool,
     heartbeat_pending: Option<u64>,
     next_heartbeat_seq: u64,
@@ -642,6 +644,7 @@ impl Replica {
                 now,
             ),
             peer: None,
+            peer_epoch: 0,
             hello_pending: true,
             heartbeat_pending: None,
             next_heartbeat_seq: 0,
@@ -709,6 +712,7 @@ impl Replica {
             }
             info!(peer = %node, peer_epoch = epoch, ?role, "replication peer up");
             s.peer = Some(node.clone());
+            s.peer_epoch = epoch;
             self.push_event(Event::PeerUp { node }, None);
             return Ok(());
         }
@@ -1010,6 +1014,16 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// The takeovers the peer had made when its `Hello` was sent, in this
+    /// session (`None` before it). Zero: it never took this address over
+    /// since it started, so it does not hold it.
+    pub fn peer_epoch(&self) -> Option<u64> {
+        self.session
+            .as_ref()
+            .filter(|s| s.peer.is_some())
+            .map(|s| s.peer_epoch)
     }
 
     /// The owner said it leaves (see [`Event::PeerLeaving`]).

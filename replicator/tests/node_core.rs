@@ -732,3 +732,22 @@ fn a_leaving_owner_stays_silent_but_its_link_carries_on_until_it_closes() {
     n2.round(t);
     assert!(n2.poll_role_change().is_none());
 }
+
+#[test]
+fn an_owner_starting_with_a_fresh_primary_announces_without_waiting_for_its_probes() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    settle(&mut n1, &mut n2, t0);
+    // Same instant: the primary's `Hello` said it never took A over (epoch
+    // 0), so n1 owns A at once, with no 300 ms of silent probing.
+    let announced = lan_out(&mut n1)
+        .iter()
+        .filter_map(|f| arp::parse(f.data()))
+        .any(|a| a.sender_ip == A && a.target_ip == A);
+    assert!(announced, "the owner did not announce A at once");
+    n1.handle_lan_frame(arp_who_has(A));
+    n1.round(t0);
+    assert_eq!(answers_for(&lan_out(&mut n1), A), 1);
+}

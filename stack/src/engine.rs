@@ -908,6 +908,15 @@ impl<C> Engine<C> {
         }
     }
 
+    /// An owner's probes at start are moot: its primary says it never
+    /// took the address over (its `Hello`'s epoch is 0), so nobody else
+    /// holds it. Stop probing; the caller announces it.
+    pub fn cancel_probe(&mut self) {
+        if self.mode == Role::Ingress && matches!(self.claim, Claim::Probing { .. }) {
+            self.claim = Claim::None;
+        }
+    }
+
     /// The probes of [`Engine::probe_before_promote`] went unanswered
     /// (once).
     pub fn take_probed(&mut self) -> bool {

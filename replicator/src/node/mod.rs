@@ -734,6 +734,12 @@ impl NodeCore {
                             // replicated.
                             site.conns.new_session();
                             site.rejoin_pending = true;
+                            if site.booting && r.peer_epoch() == Some(0) {
+                                // An owner starting: its primary never took
+                                // the address over, so nobody holds it —
+                                // no need to finish the probes.
+                                site.engine.cancel_probe();
+                            }
                             // At once unless probing: a primary that had
                             // claimed the address stops answering for it in
                             // this round, before its `Routes` (below)
