@@ -38,14 +38,19 @@ impl<C> Engine<C> {
             self.reannounce = None;
         }
         self.mode = role;
-        tracing::info!(
-            address = %self.cfg.address.address(),
-            from = ?mode,
-            fenced,
-            to = ?role,
-            connections = self.stats.active,
-            "rejoined: configured role taken back"
-        );
+        if mode == role && !fenced {
+            // A first session, or one that came back before any takeover.
+            tracing::debug!(address = %self.cfg.address.address(), ?role, "link session: role confirmed");
+        } else {
+            tracing::info!(
+                address = %self.cfg.address.address(),
+                from = ?mode,
+                stood_by = fenced,
+                to = ?role,
+                connections = self.stats.active,
+                "rejoined: configured role taken back"
+            );
+        }
     }
 
     /// The owner says the address is its own again (after a rejoin, once
@@ -129,12 +134,14 @@ impl<C> Engine<C> {
             self.fwd_out.clear();
         }
         self.top_up();
-        tracing::info!(
-            address = %self.cfg.address.address(),
-            dropped,
-            what = ?which,
-            "stale connections dropped silently"
-        );
+        if dropped > 0 {
+            tracing::info!(
+                address = %self.cfg.address.address(),
+                dropped,
+                what = ?which,
+                "stale connections dropped silently"
+            );
+        }
         dropped
     }
 }
