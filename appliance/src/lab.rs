@@ -66,10 +66,10 @@ pub const REPL_INTERFACE: &str = "repl0";
 pub const REPL_BRIDGE: &str = "br-repl";
 /// Default `[replication] heartbeat_interval_ms` (`--heartbeat-interval-ms`):
 /// the node's own default.
-pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
+pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// Default `[replication] heartbeat_timeout_ms` (`--heartbeat-timeout-ms`):
 /// the node's own default.
-pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 150;
+pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 500;
 
 const UPSTREAM_SCRIPT: &str = include_str!("../assets/upstream.py");
 const MAX_PREFIX_LEN: usize = 16;
@@ -109,8 +109,8 @@ Modes:
              i-1: those two run unreplicated until the ring is repaired.
   Replicated modes write node configs in the [[address]]/[[peer]] form
   (dual-role, ring) or the legacy [service]/[replication] form (duplex);
-  heartbeats every --heartbeat-interval-ms (default 50), a peer is
-  declared dead after --heartbeat-timeout-ms (default 150).
+  heartbeats every --heartbeat-interval-ms (default 100), a peer is
+  declared dead after --heartbeat-timeout-ms (default 500).
 
 Replication network (--repl-net, replicated modes):
   shared     (default) the links run over the LAN between the nodes' kernel
@@ -217,11 +217,11 @@ struct UpArgs {
     repl_net: Option<ReplNet>,
     /// Replicated modes only: how long a node waits without hearing a peer
     /// before taking over (`heartbeat_timeout_ms`; more than the heartbeat
-    /// interval) [default: 150].
+    /// interval) [default: 500].
     #[arg(long)]
     heartbeat_timeout_ms: Option<u64>,
     /// Replicated modes only: how often each node sends a heartbeat when
-    /// it has nothing else to send (`heartbeat_interval_ms`) [default: 50].
+    /// it has nothing else to send (`heartbeat_interval_ms`) [default: 100].
     #[arg(long)]
     heartbeat_interval_ms: Option<u64>,
     /// Hold each node (its `hotpair node` and its upstream app) to this many

@@ -93,7 +93,7 @@ fn freeze_and_resume(test: &str, victim: &str, thaw: Thaw) {
     };
     let mut thawed_at = None;
     if thaw == Thaw::DuringTheDownload {
-        // Past the takeover (heartbeat timeout 150 ms, plus 300 ms of
+        // Past the takeover (heartbeat timeout 500 ms, plus 300 ms of
         // probes when the owner froze), with 40 MiB still to come.
         thread::sleep(Duration::from_millis(1500));
         assert!(d.running(), "[{test}] the download ended before the thaw");

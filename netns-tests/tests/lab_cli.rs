@@ -208,7 +208,7 @@ fn unsupported_mode_is_refused() {
             "--mode",
             "duplex",
             "--heartbeat-timeout-ms",
-            "50",
+            "100",
         ]),
         T,
     );

@@ -82,7 +82,7 @@ fn check(repl_net: &str, link: [&str; 2], heartbeat_timeout: &str) {
         format!("{}:7700", link[0]),
         "{st}"
     );
-    assert_eq!(st["replication"]["heartbeat_interval_ms"], 50, "{st}");
+    assert_eq!(st["replication"]["heartbeat_interval_ms"], 100, "{st}");
     assert_eq!(
         st["replication"]["heartbeat_timeout_ms"].to_string(),
         heartbeat_timeout,
@@ -109,7 +109,7 @@ fn check(repl_net: &str, link: [&str; 2], heartbeat_timeout: &str) {
         let endpoint = if *role == "primary" { "listen" } else { "peer" };
         let want = format!(
             "[replication]\nrole = \"{role}\"\n{endpoint} = \"{}:7700\"\n\
-             heartbeat_interval_ms = 50\nheartbeat_timeout_ms = {heartbeat_timeout}\n",
+             heartbeat_interval_ms = 100\nheartbeat_timeout_ms = {heartbeat_timeout}\n",
             link[0]
         );
         assert!(

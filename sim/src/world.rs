@@ -26,8 +26,7 @@ use crate::scenario::{self, Expectations, Expected, Scenario};
 use crate::topology::{Address, Topology};
 use crate::wire::WireCheck;
 
-/// Heartbeat timeout of the simulated nodes (the replicator library's default;
-/// a node's own default is 150 ms: the matrix's step counts were built on 500).
+/// Default heartbeat timeout (as the node's default configuration).
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Virtual time a run keeps going after the client is done, watching for
 /// late RSTs and stray bytes.
