@@ -1390,6 +1390,18 @@ pub fn ring(test: &str, n: u32, victim: &str) {
 /// once each has 10 MiB, SIGKILL `victim`. Returns what failed: a download
 /// not byte-exact, or an RST from any address (empty: all survived).
 pub fn downloads_survive_kill(lab: &MultiLab, victim: &str) -> Vec<String> {
+    downloads_survive(lab, &format!("{victim} killed"), || lab.kill(victim))
+}
+
+/// Downloads from every address of `lab` (10 MB/s, client capture on);
+/// once each has 10 MiB, `disrupt` runs (it returns when the disruption
+/// began). Returns what failed: a download not byte-exact, or an RST from
+/// any address (empty: all survived). `what` names the disruption.
+pub fn downloads_survive(
+    lab: &MultiLab,
+    what: &str,
+    disrupt: impl FnOnce() -> Instant,
+) -> Vec<String> {
     let test = lab.test.clone();
     let tmp = TempDir::new(&format!("{test}-dlk"));
     let want = sha256sum(&lab.docroot().join(DOWNLOAD_FILE));
@@ -1407,19 +1419,19 @@ pub fn downloads_survive_kill(lab: &MultiLab, victim: &str) -> Vec<String> {
         );
         thread::sleep(Duration::from_millis(2));
     }
-    let at_kill: Vec<u64> = downloads.iter().map(Download::bytes).collect();
-    let kill_epoch = epoch_now();
-    let kill = lab.kill(victim);
+    let at: Vec<u64> = downloads.iter().map(Download::bytes).collect();
+    let epoch = epoch_now();
+    let began = disrupt();
     let mut failures = Vec::new();
-    for (d, at) in downloads.into_iter().zip(at_kill) {
+    for (d, at) in downloads.into_iter().zip(at) {
         let ip = d.ip.clone();
-        match d.finish(kill, at, &want) {
-            Ok(line) => report(&format!("[{test}] {ip}, {victim} killed: {line}")),
+        match d.finish(began, at, &want) {
+            Ok(line) => report(&format!("[{test}] {ip}, {what}: {line}")),
             Err(e) => failures.push(format!("{ip}: {e}")),
         }
     }
     match cap.stop() {
-        Ok(segs) => match check_no_rst(lab, &segs, kill_epoch) {
+        Ok(segs) => match check_no_rst(lab, &segs, epoch) {
             Ok(line) => report(&format!("[{test}] {line}")),
             Err(e) => failures.push(e),
         },

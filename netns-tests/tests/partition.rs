@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture};
-use hotpair_netns_tests::multi::{self, MultiCapture};
+use hotpair_netns_tests::multi;
 use hotpair_netns_tests::{assert_success, describe, report, sha256sum, TempDir, SERVICE};
 
 const FILE: &str = "50m.bin";
@@ -61,45 +61,16 @@ fn link_cut_during_downloads_on_every_address_then_heal_and_replicated_again() {
     };
     multi::require_tools(test, &["nft"]);
     let tmp = TempDir::new(&format!("{test}-dl"));
-    let want = sha256sum(&lab.docroot().join(FILE));
-    let ips = lab.ips();
     let arp = failover::arp_capture(&lab, tmp.path());
-    let cap = MultiCapture::start(&lab, tmp.path(), &ips);
-    let downloads: Vec<_> = ips
-        .iter()
-        .map(|ip| multi::start_download(&lab, tmp.path(), ip, "10M"))
-        .collect();
-    let start = Instant::now();
-    while downloads.iter().any(|d| d.bytes() < 10 << 20) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "[{test}] the downloads did not reach 10 MiB"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
-    let at_cut: Vec<u64> = downloads.iter().map(|d| d.bytes()).collect();
-    let cut_epoch = epoch_now();
-    let cut = Instant::now();
-    let out = lab.lab(&["partition"], Duration::from_secs(20));
-    assert_success(&out, &format!("[{test}] lab partition"));
-    thread::sleep(Duration::from_secs(2));
-    let out = lab.lab(&["heal"], Duration::from_secs(20));
-    assert_success(&out, &format!("[{test}] lab heal"));
-    let mut failures = Vec::new();
-    for (d, at) in downloads.into_iter().zip(at_cut) {
-        let ip = d.ip.clone();
-        match d.finish(cut, at, &want) {
-            Ok(line) => report(&format!("[{test}] {ip} across the cut: {line}")),
-            Err(e) => failures.push(format!("{ip}: {e}")),
-        }
-    }
-    match cap.stop() {
-        Ok(segs) => match multi::check_no_rst(&lab, &segs, cut_epoch) {
-            Ok(line) => report(&format!("[{test}] {line}")),
-            Err(e) => failures.push(e),
-        },
-        Err(e) => failures.push(e),
-    }
+    let mut failures = multi::downloads_survive(&lab, "across the link cut", || {
+        let cut = Instant::now();
+        let out = lab.lab(&["partition"], Duration::from_secs(20));
+        assert_success(&out, &format!("[{test}] lab partition"));
+        thread::sleep(Duration::from_secs(2));
+        let out = lab.lab(&["heal"], Duration::from_secs(20));
+        assert_success(&out, &format!("[{test}] lab heal"));
+        cut
+    });
     arp.signal("INT");
     let _ = arp.wait(Duration::from_secs(10));
     for a in &lab.addresses {
