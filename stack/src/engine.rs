@@ -104,6 +104,10 @@ fn warning_due(last: &mut Option<StdInstant>, now: StdInstant) -> bool {
 const FLOOD_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Frames smoltcp may emit in one round before the device refuses more.
 const TX_BUDGET: usize = 4096;
+/// Bytes smoltcp may emit in one round: a client with a wide window would
+/// otherwise have the whole window built in one round (megabytes), and a
+/// round is what stands between two heartbeats and two looks at the clock.
+const TX_BYTE_BUDGET: usize = 1 << 20;
 /// Spare frame buffers kept for reuse.
 const MAX_POOLED: usize = 512;
 /// How often the primary refreshes a client's neighbour entry.
@@ -478,6 +482,8 @@ struct QueueDevice {
     /// that socket's pool slot.
     rx: VecDeque<(Frame, TcpDispatch, Option<usize>)>,
     tx: VecDeque<Frame>,
+    /// Payload bytes of `tx`, against [`TX_BYTE_BUDGET`].
+    tx_bytes: usize,
     /// Buffers of received frames, back from smoltcp.
     rx_done: Vec<Vec<u8>>,
     /// Buffers for frames smoltcp builds.
@@ -502,14 +508,29 @@ impl phy::RxToken for RxToken<'_> {
 struct TxToken<'a> {
     tx: &'a mut VecDeque<Frame>,
     pool: &'a mut Vec<Vec<u8>>,
+    bytes: &'a mut usize,
     meta: PacketMeta,
+}
+
+/// `buf` as `n` zero bytes, reusing its allocation. Not `resize`: an
+/// unoptimised build fills byte by byte there, which was half of a debug
+/// node's CPU time under a bulk download (perf) and starved its heartbeats
+/// on a loaded machine; `extend_from_slice` is a `memcpy` in every build.
+fn zeroed(buf: &mut Vec<u8>, n: usize) {
+    static ZEROS: [u8; 4096] = [0; 4096];
+    buf.clear();
+    buf.reserve(n);
+    while buf.len() < n {
+        let k = (n - buf.len()).min(ZEROS.len());
+        buf.extend_from_slice(&ZEROS[..k]);
+    }
 }
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = self.pool.pop().unwrap_or_default();
-        buf.clear();
-        buf.resize(HEADROOM + len, 0);
+        zeroed(&mut buf, HEADROOM + len);
+        *self.bytes += len;
         let r = f(&mut buf[HEADROOM..]);
         self.tx.push_back(Frame {
             buf,
@@ -523,12 +544,19 @@ impl phy::TxToken for TxToken<'_> {
     }
 }
 
+impl QueueDevice {
+    /// A round's transmit budget is spent (see [`TX_BUDGET`]).
+    fn full(&self) -> bool {
+        self.tx.len() >= TX_BUDGET || self.tx_bytes >= TX_BYTE_BUDGET
+    }
+}
+
 impl phy::Device for QueueDevice {
     type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _ts: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        if self.tx.len() >= TX_BUDGET {
+        if self.full() {
             return None;
         }
         let (frame, _, _) = self.rx.pop_front()?;
@@ -540,6 +568,7 @@ impl phy::Device for QueueDevice {
             TxToken {
                 tx: &mut self.tx,
                 pool: &mut self.tx_pool,
+                bytes: &mut self.tx_bytes,
                 meta: PacketMeta::default(),
             },
         ))
@@ -549,12 +578,13 @@ impl phy::Device for QueueDevice {
         // Like a NIC's full transmit ring: refuse beyond a round's budget, so
         // smoltcp's egress loop (it repeats while any socket emits) always
         // ends, whatever a socket does.
-        if self.tx.len() >= TX_BUDGET {
+        if self.full() {
             return None;
         }
         Some(TxToken {
             tx: &mut self.tx,
             pool: &mut self.tx_pool,
+            bytes: &mut self.tx_bytes,
             meta: PacketMeta::default(),
         })
     }
@@ -751,6 +781,7 @@ impl<C> Engine<C> {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
             rx_done: Vec::new(),
+            tx_bytes: 0,
             tx_pool: Vec::new(),
         };
         let mut icfg = Config::new(HardwareAddress::Ethernet(cfg.mac));
@@ -1930,6 +1961,7 @@ impl<C> Engine<C> {
     /// into the wire's space.
     fn route_output(&mut self) -> bool {
         let mut any = false;
+        self.dev.tx_bytes = 0;
         while let Some(mut f) = self.dev.tx.pop_front() {
             any = true;
             if tracing::enabled!(tracing::Level::TRACE) {
