@@ -297,7 +297,7 @@ impl Session {
         };
         for piece in plain.chunks(MAX_PLAIN) {
             let at = out.len();
-            out.resize(at + 2 + piece.len() + TAG, 0);
+            hotpair_stack::bytes::extend_zeroed(out, 2 + piece.len() + TAG);
             let n = t
                 .write_message(piece, &mut out[at + 2..])
                 .map_err(|_| SecureError::TooLong(piece.len()))?;
@@ -325,7 +325,7 @@ impl Session {
                 return Err(SecureError::Forged);
             }
             let p = plain.len();
-            plain.resize(p + len - TAG, 0);
+            hotpair_stack::bytes::extend_zeroed(plain, len - TAG);
             let n = t
                 .read_message(&cipher[at + 2..at + 2 + len], &mut plain[p..])
                 .map_err(|_| SecureError::Forged)?;

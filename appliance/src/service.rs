@@ -34,6 +34,7 @@ const SEAL_SLICE: usize = 4 * crate::secure::MAX_PLAIN;
 /// beyond which the core is not polled for more (back-pressure).
 const LINK_READ_PER_ROUND: usize = 8 << 20;
 const LINK_WRITE_BUFFER: usize = 4 << 20;
+const LINK_WRITE_PER_ROUND: usize = 4 << 20;
 
 /// A link socket, driven non-blocking by the stack thread.
 struct LinkSocket {
@@ -148,7 +149,11 @@ impl LinkSocket {
     fn flush(&mut self) -> Result<bool, String> {
         use std::io::Write;
         let mut wrote = false;
-        loop {
+        let mut written = 0;
+        // At most LINK_WRITE_PER_ROUND per round: a round that seals and
+        // writes a 50 MB logged reply whole (the socket drains as fast as
+        // the peer reads) looks at no clock for that long.
+        while written < LINK_WRITE_PER_ROUND {
             // Seal a slice at a time, as the socket takes it: a 50 MB
             // logged reply sealed at once would hold the link silent for
             // as long as that takes, and the peer counts silence as death.
@@ -172,6 +177,7 @@ impl LinkSocket {
                 Ok(0) => return Err("link closed on write".into()),
                 Ok(n) => {
                     self.wpos += n;
+                    written += n;
                     wrote = true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -58,6 +58,8 @@ pub struct FailureDetector {
     timeout: Duration,
     last_heard: Instant,
     next_heartbeat: Instant,
+    /// When the last heartbeat was asked for (or the session began).
+    last_sent: Instant,
     dead: bool,
 }
 
@@ -72,6 +74,7 @@ impl FailureDetector {
             timeout,
             last_heard: now,
             next_heartbeat: now + interval,
+            last_sent: now,
             dead: false,
         }
     }
@@ -111,6 +114,7 @@ impl FailureDetector {
                 // Woken late: don't send a burst to catch up.
                 self.next_heartbeat = now + self.interval;
             }
+            self.last_sent = now;
             return Some(DetectorEvent::SendHeartbeat);
         }
         None
@@ -129,6 +133,14 @@ impl FailureDetector {
     /// When the peer was last heard.
     pub fn last_heard(&self) -> Instant {
         self.last_heard
+    }
+
+    /// When this side last asked for a heartbeat to be sent (or the session
+    /// began). The peer's detector times out `timeout` after it last heard
+    /// from this side, so once `timeout` has passed since this instant the
+    /// peer may have declared this side dead.
+    pub fn last_sent(&self) -> Instant {
+        self.last_sent
     }
 
     /// When the peer will be declared dead if nothing more is heard.

@@ -1409,4 +1409,13 @@ impl Replica {
     pub fn last_heard(&self) -> Instant {
         self.last_heard
     }
+
+    /// How long this side's heartbeats have been silent at `now` (`None`
+    /// with no link session). Once it reaches the heartbeat timeout the
+    /// peer may have declared this node dead, whatever this node's own
+    /// loop did meanwhile.
+    pub fn heartbeat_silence(&self, now: Instant) -> Option<Duration> {
+        let s = self.session.as_ref()?;
+        Some(now.saturating_duration_since(s.detector.last_sent()))
+    }
 }

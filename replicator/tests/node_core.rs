@@ -573,6 +573,44 @@ fn a_node_paused_past_the_timeout_stays_silent_and_stands_down_where_its_peer_to
 }
 
 #[test]
+fn a_pause_counts_from_the_last_heartbeat_not_from_the_last_round() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    let mut t = boot(&mut n1, &mut n2, t0);
+    // n2 runs in 10 ms steps until it sends a heartbeat.
+    let heartbeat_at = loop {
+        t += Duration::from_millis(10);
+        n1.round(t);
+        n2.round(t);
+        let mut sent_heartbeat = false;
+        while let Some((ch, m)) = n2.poll_link_transmit(0) {
+            sent_heartbeat |= matches!(m, Msg::Heartbeat { .. });
+            n1.handle_link_msg(0, ch, m, t).unwrap();
+        }
+        while let Some((ch, m)) = n1.poll_link_transmit(0) {
+            n2.handle_link_msg(0, ch, m, t).unwrap();
+        }
+        if sent_heartbeat {
+            break t;
+        }
+    };
+    // It runs on for 90 ms (no heartbeat due), then freezes for 420 ms:
+    // shorter than the timeout, but its peer last heard from it 510 ms
+    // before it resumes, and may have taken over.
+    n2.round(heartbeat_at + Duration::from_millis(90));
+    assert!(n2
+        .poll_link_transmit(0)
+        .is_none_or(|(_, m)| !matches!(m, Msg::Heartbeat { .. })));
+    assert_eq!(n2.pauses(), 0);
+    n2.round(heartbeat_at + Duration::from_millis(510));
+    assert_eq!(
+        n2.pauses(),
+        1,
+        "a pause that left 510 ms without a heartbeat went unnoticed"
+    );
+}
+
+#[test]
 fn a_paused_ingress_whose_primary_is_gone_too_takes_over_after_its_probes() {
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);

@@ -156,7 +156,7 @@ impl Frame {
     /// A frame copied from `data`, with headroom.
     pub fn copy_from(data: &[u8]) -> Self {
         let mut buf = Vec::with_capacity(HEADROOM + data.len());
-        buf.resize(HEADROOM, 0);
+        crate::bytes::extend_zeroed(&mut buf, HEADROOM);
         buf.extend_from_slice(data);
         Frame {
             buf,
@@ -512,24 +512,11 @@ struct TxToken<'a> {
     meta: PacketMeta,
 }
 
-/// `buf` as `n` zero bytes, reusing its allocation. Not `resize`: an
-/// unoptimised build fills byte by byte there, which was half of a debug
-/// node's CPU time under a bulk download (perf) and starved its heartbeats
-/// on a loaded machine; `extend_from_slice` is a `memcpy` in every build.
-fn zeroed(buf: &mut Vec<u8>, n: usize) {
-    static ZEROS: [u8; 4096] = [0; 4096];
-    buf.clear();
-    buf.reserve(n);
-    while buf.len() < n {
-        let k = (n - buf.len()).min(ZEROS.len());
-        buf.extend_from_slice(&ZEROS[..k]);
-    }
-}
-
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = self.pool.pop().unwrap_or_default();
-        zeroed(&mut buf, HEADROOM + len);
+        buf.clear();
+        crate::bytes::extend_zeroed(&mut buf, HEADROOM + len);
         *self.bytes += len;
         let r = f(&mut buf[HEADROOM..]);
         self.tx.push_back(Frame {

@@ -11,6 +11,7 @@
 //! - [`runtime`]: the TAP shell — one thread, epoll, batches of frames.
 
 pub mod arp;
+pub mod bytes;
 pub mod engine;
 pub mod pcap;
 pub mod runtime;

@@ -902,7 +902,8 @@ impl NodeCore {
     /// the round before a pause must not go out after it), and every input
     /// and round calls it too.
     ///
-    /// A gap since the last call longer than the heartbeat timeout: this
+    /// A gap since the last call longer than the heartbeat timeout, or no
+    /// heartbeat for that long: this
     /// node was paused (or starved) and every peer may have declared it
     /// dead and taken over. Whatever the links still hold was sent before
     /// that and proves nothing, so every replicated site drops its session
@@ -916,10 +917,8 @@ impl NodeCore {
             .replace(now.max(self.last_call.unwrap_or(now)));
         let Some(last) = last else { return };
         let gap = now.saturating_duration_since(last);
-        if gap <= self.heartbeat_timeout {
-            return;
-        }
         let mut affected = 0;
+        let mut paused = gap;
         for s in &mut self.sites {
             let Some(r) = s.replica.as_mut() else {
                 continue;
@@ -927,6 +926,15 @@ impl NodeCore {
             if r.role() == Role::Simplex || s.engine.fenced() {
                 continue;
             }
+            // The gap alone misses a pause that began up to a heartbeat
+            // interval after the last heartbeat (the loop ran on, sending
+            // nothing to the peer): the peer times out from that
+            // heartbeat, so its age counts too.
+            let silence = r.heartbeat_silence(now).unwrap_or_default();
+            if gap <= self.heartbeat_timeout && silence < self.heartbeat_timeout {
+                continue;
+            }
+            paused = paused.max(silence);
             affected += 1;
             s.suspect = s.engine.mode() == Role::Ingress;
             s.engine.set_lease(false);
@@ -935,7 +943,7 @@ impl NodeCore {
         if affected > 0 {
             self.pauses += 1;
             tracing::warn!(
-                paused_ms = gap.as_millis() as u64,
+                paused_ms = paused.as_millis() as u64,
                 addresses = affected,
                 "this node was paused past the heartbeat timeout: its peers may have taken \
                  over; links dropped, probing before serving again"
