@@ -117,7 +117,7 @@ const MAX_NEIGHBORS: usize = 256;
 /// it this many times, this far apart; an answer means the ingress node is
 /// alive (only the link failed) and the primary must stand down.
 ///
-/// The claim comes one interval after the last probe: 45 ms after the
+/// The claim comes one interval after the last probe: 36 ms after the
 /// heartbeat timeout, which is what a frozen owner costs its clients beyond
 /// the timeout (the target is 50 ms). A live owner answers a probe in the
 /// round that reads it (rounds are bounded: see `TX_BYTE_BUDGET`), well
@@ -125,7 +125,7 @@ const MAX_NEIGHBORS: usize = 256;
 /// it: it notices the pause itself (`NodeCore::check_paused`: no heartbeat
 /// for the timeout) and stays silent until it has probed in turn.
 pub const CLAIM_PROBES: u32 = 3;
-pub const CLAIM_PROBE_INTERVAL: Duration = Duration::from_millis(15);
+pub const CLAIM_PROBE_INTERVAL: Duration = Duration::from_millis(12);
 /// After claiming the address, the announcement is repeated this many
 /// times, 100 ms, 200 ms, 400 ms … apart: one lost gratuitous ARP must not
 /// leave a client sending to the dead node's MAC until its neighbour entry

@@ -215,7 +215,7 @@ fn a_claim_probes_then_announces_again_and_again() {
     let t0 = n.now;
     n.engine.claim();
     let (mut probes, mut garps, mut direct) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..1000 {
+    for _ in 0..4000 {
         n.engine.poll(&mut n.service, n.now);
         let at = n.now.duration_since(t0).as_millis() as u64;
         while let Some(f) = n.engine.poll_lan_transmit() {
@@ -232,11 +232,11 @@ fn a_claim_probes_then_announces_again_and_again() {
                 direct.push(at);
             }
         }
-        n.now += Duration::from_millis(5);
+        n.now += Duration::from_millis(1);
     }
-    assert_eq!(probes, vec![0, 15, 30], "three probes, 15 ms apart");
-    // Claimed at 45 ms, then again 100, 200, 400, 800, 1600 ms later.
-    assert_eq!(garps, vec![45, 145, 345, 745, 1545, 3145]);
+    assert_eq!(probes, vec![0, 12, 24], "three probes, 12 ms apart");
+    // Claimed at 36 ms, then again 100, 200, 400, 800, 1600 ms later.
+    assert_eq!(garps, vec![36, 136, 336, 736, 1536, 3136]);
     assert_eq!(
         direct, garps,
         "each with an ARP request to the known client"

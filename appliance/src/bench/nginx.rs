@@ -37,6 +37,10 @@ fn ip(args: &[&str]) -> Result<()> {
 /// Connection limits of the nginx config.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// Worker processes; above one, each has a listening socket of its own
+    /// (`reuseport`: the kernel spreads connections evenly by their
+    /// 4-tuple), so no worker holds more than its share of the fds.
+    pub workers: u32,
     pub worker_connections: u32,
     /// `worker_rlimit_nofile` (None: inherited).
     pub rlimit_nofile: Option<u32>,
@@ -46,6 +50,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            workers: 1,
             worker_connections: 4096,
             rlimit_nofile: None,
             keepalive_timeout_s: 65,
@@ -110,13 +115,15 @@ impl Nginx {
             .rlimit_nofile
             .map_or(String::new(), |n| format!("worker_rlimit_nofile {n};\n"));
         let conf = format!(
-            "worker_processes 1;\n{rlimit}daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+            "worker_processes {};\n{rlimit}daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections {}; }}\nhttp {{\n  default_type application/octet-stream;\n\
              access_log off;\n  sendfile on;\n  tcp_nodelay on;\n  keepalive_requests 1000000000;\n\
              keepalive_timeout {}s;\n  client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n\
-             server {{\n    listen {NGINX_ADDRESS}:80;\n    location /static/ {{ alias {}/; }}\n  }}\n}}\n",
+             server {{\n    listen {NGINX_ADDRESS}:80{};\n    location /static/ {{ alias {}/; }}\n  }}\n}}\n",
+            limits.workers.max(1),
             limits.worker_connections,
             limits.keepalive_timeout_s,
+            if limits.workers > 1 { " reuseport" } else { "" },
             docroot.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf)?;
