@@ -35,6 +35,11 @@ pub struct LoadgenArgs {
     /// Keep-alive connections the requests are spread over.
     #[arg(long, default_value_t = 32)]
     pub conns: u32,
+    /// Also report the worst latency of the requests due in the first
+    /// this-many seconds (`max_before_us`): a baseline for an event the
+    /// caller causes after it.
+    #[arg(long)]
+    pub split_at: Option<f64>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -74,6 +79,9 @@ pub struct LatencySummary {
     /// Requests/s actually completed (open loop: the offered rate if the
     /// server kept up).
     pub achieved_rps: f64,
+    /// With `--split-at`: the worst latency of the requests due before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_before_us: Option<f64>,
 }
 
 pub fn new_histogram() -> Histogram<u64> {
@@ -109,6 +117,7 @@ pub fn summarize(h: &Histogram<u64>, errors: u64, seconds: f64) -> LatencySummar
         } else {
             0.0
         },
+        max_before_us: None,
     }
 }
 
@@ -185,14 +194,18 @@ pub fn loadgen(a: &LoadgenArgs) -> Result<()> {
         streams.push((s, buf));
     }
     let start = Instant::now() + Duration::from_millis(50);
+    let split = a
+        .split_at
+        .map(|t| start + Duration::from_secs_f64(t.max(0.0)));
     let conns = u64::from(a.conns);
     let threads: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(j, (mut s, mut buf))| {
             let request = request.clone();
-            std::thread::spawn(move || -> Result<Histogram<u64>> {
+            std::thread::spawn(move || -> Result<(Histogram<u64>, u64)> {
                 let mut h = new_histogram();
+                let mut before = 0u64;
                 let mut k = j as u64;
                 while k < total {
                     let due = start + Duration::from_secs_f64(k as f64 * interval);
@@ -208,23 +221,31 @@ pub fn loadgen(a: &LoadgenArgs) -> Result<()> {
                     }
                     let lat = due.elapsed().as_micros() as u64;
                     h.saturating_record(lat.max(1));
+                    if split.is_some_and(|t| due < t) {
+                        before = before.max(lat);
+                    }
                     k += conns;
                 }
-                Ok(h)
+                Ok((h, before))
             })
         })
         .collect();
     let mut h = new_histogram();
+    let mut before = 0u64;
     let mut errors = Vec::new();
     for t in threads {
         match t.join() {
-            Ok(Ok(th)) => h.add(th).context("merging histograms")?,
+            Ok(Ok((th, b))) => {
+                h.add(th).context("merging histograms")?;
+                before = before.max(b);
+            }
             Ok(Err(e)) => errors.push(format!("{e:#}")),
             Err(_) => errors.push("a load thread panicked".into()),
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let summary = summarize(&h, errors.len() as u64, elapsed);
+    let mut summary = summarize(&h, errors.len() as u64, elapsed);
+    summary.max_before_us = a.split_at.map(|_| before as f64);
     println!("{}", serde_json::to_string(&summary)?);
     if !errors.is_empty() {
         bail!(

@@ -155,6 +155,10 @@ pub struct StallSet {
     pub stalls_ms: Vec<f64>,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
+    /// Switchovers: the worst request in the same run before the stop
+    /// (what the lab's jitter alone costs), one per run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_ms: Vec<f64>,
 }
 
 impl StallSet {

@@ -522,13 +522,16 @@ impl Bench<'_> {
     /// takes) of a fresh duplex lab under open-loop keep-alive requests:
     /// the worst request latency (counted from when each was due, so a
     /// request held up by the switchover counts the whole gap), in ms.
-    fn one_switchover(&self, victim: &str, i: u32) -> Result<(f64, (u64, u64))> {
+    /// Also the worst request due in the first 1.3 s, before the stop
+    /// (at about 1.45 s of the generator's clock): the baseline.
+    fn one_switchover(&self, victim: &str, i: u32) -> Result<(f64, f64, (u64, u64))> {
         let (lab, hb, pid) = self.victim_lab('w', false, victim, i)?;
         let secs = 3.0;
         let child = labs::in_ns(&lab.client_ns(), &self.exe)
             .args(["bench", "loadgen", "--addr", &format!("{SERVICE}:80")])
             .args(["--path", "/static/index.html", "--rate", "2000"])
             .args(["--duration", &secs.to_string(), "--conns", "4"])
+            .args(["--split-at", "1.3"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -554,7 +557,10 @@ impl Bench<'_> {
             );
         }
         drop(lab);
-        Ok((summary.max_us / 1e3, hb))
+        let before = summary
+            .max_before_us
+            .context("loadgen reported no baseline (--split-at)")?;
+        Ok((summary.max_us / 1e3, before / 1e3, hb))
     }
 
     fn stalls(&mut self) -> Result<()> {
@@ -567,14 +573,17 @@ impl Bench<'_> {
                 stalls_ms: Vec::new(),
                 heartbeat_interval_ms: 0,
                 heartbeat_timeout_ms: 0,
+                baseline_ms: Vec::new(),
             };
             for i in 0..self.o.kills {
-                let (ms, (hi, ht)) = self.one_switchover(victim, i)?;
+                let (ms, before, (hi, ht)) = self.one_switchover(victim, i)?;
                 set.heartbeat_interval_ms = hi;
                 set.heartbeat_timeout_ms = ht;
                 set.stalls_ms.push(ms);
+                set.baseline_ms.push(before);
                 self.progress(&format!(
-                    "switchover {victim} {}/{}: worst request {ms:.1} ms",
+                    "switchover {victim} {}/{}: worst request {ms:.1} ms \
+                     (before the stop: {before:.1} ms)",
                     i + 1,
                     self.o.kills
                 ));
@@ -596,6 +605,7 @@ impl Bench<'_> {
                     stalls_ms: Vec::new(),
                     heartbeat_interval_ms: 0,
                     heartbeat_timeout_ms: 0,
+                    baseline_ms: Vec::new(),
                 };
                 for i in 0..self.o.kills {
                     let (ms, (hi, ht)) = self.one_stall(victim, signal, &want, i)?;
