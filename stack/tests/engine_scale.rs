@@ -6,32 +6,13 @@
 use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{Engine, Frame, Role};
-use hotpair_stack::runtime::StackConfig;
 use hotpair_stack::seg::{self, ACK, RST, SYN};
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::EthernetAddress;
 
 mod common;
-use common::Quiet;
+use common::{config, segment, Quiet, CLIENT, CLIENT_MAC, VIP};
 
-const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
-const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 1, 0, 0, 0, 100]);
-const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
-const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 100);
 const N: u16 = 3000;
-
-fn segment(port: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Frame {
-    let mut f = seg::build(
-        CLIENT_MAC, NODE_MAC, CLIENT, VIP, port, 80, seq, ack, flags, 65535,
-    );
-    if !payload.is_empty() {
-        // Append the payload and fix the IPv4 total length.
-        f.extend_from_slice(payload);
-        let total = (f.len() - 14) as u16;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-    }
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
-}
 
 struct Node {
     engine: Engine<()>,
@@ -41,20 +22,8 @@ struct Node {
 impl Node {
     fn new(max: usize) -> Self {
         let now = Instant::now();
-        let cfg = StackConfig {
-            mac: NODE_MAC,
-            address: Ipv4Cidr::new(VIP, 24),
-            gateway: None,
-            port: 80,
-            max_connections: max,
-            max_half_open: max,
-            half_open_timeout: Duration::from_secs(20),
-            // One client holds them all here.
-            max_per_source: usize::MAX,
-            rx_buffer_bytes: 4096,
-            tx_buffer_bytes: 4096,
-            seed: 5,
-        };
+        // One client holds them all here.
+        let cfg = config(max, 4096, 4096);
         let mut engine = Engine::new(cfg, Role::Simplex, now);
         engine.handle_lan_frame(Frame::copy_from(&hotpair_stack::arp::request_to(
             CLIENT_MAC,

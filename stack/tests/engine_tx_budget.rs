@@ -6,15 +6,13 @@
 use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service};
-use hotpair_stack::runtime::StackConfig;
 use hotpair_stack::seg::{self, ACK, RST, SYN};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::EthernetAddress;
 
-const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
-const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 1, 0, 0, 0, 100]);
-const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
-const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 100);
+mod common;
+use common::{config, segment, CLIENT, CLIENT_MAC, VIP};
+
 /// Connections, each with a 64 KiB window: ~2.5 MiB sendable at once.
 const N: u16 = 40;
 const BUDGET: usize = 1 << 20;
@@ -45,19 +43,6 @@ impl Service for Writer {
     fn woken(&mut self, _: &mut Vec<ConnId>) {}
 }
 
-fn segment(port: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Frame {
-    let mut f = seg::build(
-        CLIENT_MAC, NODE_MAC, CLIENT, VIP, port, 80, seq, ack, flags, 65535,
-    );
-    if !payload.is_empty() {
-        f.extend_from_slice(payload);
-        let total = (f.len() - 14) as u16;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-    }
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
-}
-
 /// One poll; the TCP segments it sent, as (client port, seq, flags,
 /// payload bytes).
 fn poll(e: &mut Engine<()>, now: Instant) -> (bool, Vec<(u16, u32, u8, usize)>) {
@@ -74,19 +59,7 @@ fn poll(e: &mut Engine<()>, now: Instant) -> (bool, Vec<(u16, u32, u8, usize)>) 
 #[test]
 fn a_round_builds_about_a_mebibyte_and_the_next_rounds_the_rest() {
     let mut now = Instant::now();
-    let cfg = StackConfig {
-        mac: NODE_MAC,
-        address: Ipv4Cidr::new(VIP, 24),
-        gateway: None,
-        port: 80,
-        max_connections: 100,
-        max_half_open: 100,
-        half_open_timeout: Duration::from_secs(20),
-        max_per_source: usize::MAX,
-        rx_buffer_bytes: 4096,
-        tx_buffer_bytes: 256 * 1024,
-        seed: 5,
-    };
+    let cfg = config(100, 4096, 256 * 1024);
     let mut e = Engine::new(cfg, Role::Simplex, now);
     e.handle_lan_frame(Frame::copy_from(&hotpair_stack::arp::request_to(
         CLIENT_MAC,
