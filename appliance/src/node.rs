@@ -109,7 +109,25 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
     let topo = cfg.topology()?;
     let (routes, upstreams) = build_routes(&cfg)?;
     let mac = config::parse_mac(&cfg.node.mac)?;
+    let sys = std::path::Path::new("/sys/class/net");
+    let existed = sys.join(&cfg.node.tap).exists();
     let tap = Tap::open(&cfg.node.tap).with_context(|| format!("opening TAP {}", cfg.node.tap))?;
+    // A mistyped `node.tap` used to go unnoticed: the kernel creates a TAP
+    // of that name, attached to nothing, and the node serves no one.
+    if !existed {
+        tracing::warn!(
+            tap = %tap.name(),
+            "the TAP device did not exist: it was created now, attached to nothing, and goes \
+             away when the node stops; clients reach this node only once it is bridged to the \
+             service LAN (docs/operations.md) — or is node.tap misspelt?"
+        );
+    } else if !sys.join(tap.name()).join("master").exists() {
+        tracing::warn!(
+            tap = %tap.name(),
+            "the TAP device is in no bridge: clients reach this node only if something else \
+             forwards the service LAN's frames to it"
+        );
+    }
     let pcap = match pcap {
         Some(path) => {
             let f = std::fs::File::create(&path)
