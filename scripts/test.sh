@@ -8,7 +8,8 @@
 #    systemd (for systemd-analyze); rustup: rustfmt clippy),
 # 2. cargo fmt --check, clippy with -D warnings, builds the hotpair binary,
 #    checks packaging/systemd/hotpair.service with systemd-analyze verify,
-# 3. runs the unit tests, the fuzz corpus replay (fuzz/), the simulation's
+# 3. runs the unit tests, the fuzz corpus replay (fuzz/) and a 15 s AFL++
+#    run of each fuzz target (scripts/fuzz.sh), the simulation's
 #    full failover matrix (SIM_FULL=0: the capped one), then the
 #    network-namespace tests (netns-tests/) against target/debug/hotpair
 #    (or $HOTPAIR_BIN), then `hotpair bench --quick`.
@@ -110,15 +111,25 @@ cargo test --workspace --exclude hotpair-netns-tests --exclude hotpair-sim
 # Fuzz targets (fuzz/, its own workspace; docs/testing.md "Fuzzing"): lint
 # them, then replay every committed corpus input and fixed crash through the
 # same harnesses AFL++ runs, plus seeded random inputs — deterministic, a few
-# seconds once built. The coverage-guided runs themselves (cargo-afl) are
-# not run here: installing AFL++ and the instrumented build take minutes;
-# `bash scripts/fuzz.sh --short` (25 s per target) or `--long SECONDS`.
+# seconds once built. Then a short coverage-guided run of each target
+# (AFL++ through cargo-afl, 15 s each, two at a time): scripts/fuzz.sh
+# installs cargo-afl and builds AFL++ the first time (a few minutes), then
+# builds the targets instrumented; a crash fails the run. FUZZ_SECONDS=0
+# skips it (saying so); `bash scripts/fuzz.sh --long SECONDS` for real runs.
 step "fuzz corpus replay: cargo test --manifest-path fuzz/Cargo.toml"
 cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 cargo test --manifest-path fuzz/Cargo.toml
+FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+    step "fuzzing: bash scripts/fuzz.sh --long $FUZZ_SECONDS (every target)"
+    bash scripts/fuzz.sh --long "$FUZZ_SECONDS"
+else
+    echo "FUZZING SKIPPED: FUZZ_SECONDS=0 (no coverage-guided run of the fuzz targets)" >&2
+fi
 
 # The deterministic simulation: every kill step of every scenario, both
-# victims, both kill variants, a clean LAN and three lossy seeds (SIM_FULL=0
+# victims, both kill variants, on a clean LAN; under loss, four seeds that
+# between them kill each victim/variant at every step once (SIM_FULL=0
 # for the capped matrix, ~40 s in a debug build), built optimised with debug
 # assertions and overflow checks on (profile `sim`).
 SIM_FULL="${SIM_FULL:-1}"

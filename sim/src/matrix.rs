@@ -25,10 +25,12 @@ pub enum Points {
     /// rest.
     Capped { dense: u64, spaced: u64 },
     /// Every `stride`-th step, starting at a different step for each
-    /// (victim, variant) pair of the mode (pair `r` starts at `r mod
-    /// stride`): with `stride` ≤ the number of pairs every step is tried by
-    /// some pair.
-    Every { stride: u64 },
+    /// (victim, variant) pair of the mode (pair `r` starts at `(r + offset)
+    /// mod stride`): with `stride` ≤ the number of pairs every step is
+    /// tried by some pair. `offset` shifts the assignment, so that seeds
+    /// run with offsets 0..stride give every pair every step once between
+    /// them.
+    Every { stride: u64, offset: u64 },
 }
 
 impl Points {
@@ -37,9 +39,9 @@ impl Points {
     pub fn select(self, len: u64, rotation: u64) -> Vec<u64> {
         match self {
             Points::All => (0..len).collect(),
-            Points::Every { stride } => {
+            Points::Every { stride, offset } => {
                 let stride = stride.max(1);
-                ((rotation % stride).min(len)..len)
+                (((rotation + offset) % stride).min(len)..len)
                     .step_by(stride as usize)
                     .collect()
             }
@@ -370,7 +372,7 @@ pub fn run_matrix(cfg: &MatrixConfig) -> Report {
         let per_pair: Vec<Vec<u64>> = (0..pairs as u64).map(|r| points.select(len, r)).collect();
         let runs: usize = per_pair.iter().map(Vec::len).sum();
         let kind = match points {
-            Points::Every { stride } => format!(" (every {stride}th step, rotating)"),
+            Points::Every { stride, .. } => format!(" (every {stride}th step, rotating)"),
             _ => String::new(),
         };
         report.plan.push(format!(

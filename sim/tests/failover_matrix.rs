@@ -16,7 +16,9 @@
 //!   kill points clean, 2 lossy; the ring: 3 evenly spaced kill points
 //!   (a dual-role run costs about 2 duplex runs, a ring run about 4).
 //!   `SIM_FULL=1` (or `failover_matrix_full`, ignored by default): duplex
-//!   tries every step, with 3 lossy seeds; dual-role every 4th step on
+//!   tries every step on the clean LAN, and on 4 lossy seeds every 4th
+//!   step from a different offset each (every victim and variant at every
+//!   step once under loss, between the four); dual-role every 4th step on
 //!   the clean LAN and every 24th on one lossy seed, the ring every 24th
 //!   step on the clean LAN — each (victim, variant) pair starting one step
 //!   later than the one before (`Points::Every`), so on dual-role's clean
@@ -214,24 +216,41 @@ fn replay() {
 /// run and have 2-3 times its steps, so they are sampled more coarsely
 /// (see the module docs).
 fn matrix_config(full: bool) -> MatrixConfig {
+    // Duplex: 2 victims x 2 kill variants.
+    const DUPLEX_PAIRS: u64 = 4;
     let only: Option<Vec<String>> =
         env("SIM_ONLY").map(|v| v.split(',').map(str::to_owned).collect());
     let scenarios: Vec<_> = scenario::all()
         .into_iter()
         .filter(|s| only.as_ref().is_none_or(|o| o.iter().any(|n| n == s.name)))
         .collect();
-    let lossy: u64 = env("SIM_LOSSY_SEEDS").map_or(if full { 3 } else { 1 }, |v| {
+    let lossy: u64 = env("SIM_LOSSY_SEEDS").map_or(if full { DUPLEX_PAIRS } else { 1 }, |v| {
         v.parse().expect("SIM_LOSSY_SEEDS: a number")
     });
     let capped = |dense, spaced| Points::Capped { dense, spaced };
-    let every = |stride| Points::Every { stride };
+    let every = |stride| Points::Every { stride, offset: 0 };
     let mut duplex = vec![(
         1,
         Net::CLEAN,
         if full { Points::All } else { capped(40, 40) },
     )];
-    let lossy_points = if full { Points::All } else { capped(10, 20) };
-    duplex.extend((0..lossy).map(|i| (2 + i, Net::LOSSY, lossy_points)));
+    // Full, lossy: seed i kills each (victim, variant) pair at every 4th
+    // step from offset i — duplex has 4 pairs, so 4 seeds try every pair at
+    // every step once, each step under a different loss pattern per pair:
+    // the coverage of one seed at every step, for a quarter of the runs
+    // per seed (three seeds at every step each were 3/4 of the CI's
+    // simulation time).
+    let lossy_points = |i: u64| {
+        if full {
+            Points::Every {
+                stride: DUPLEX_PAIRS,
+                offset: i,
+            }
+        } else {
+            capped(10, 20)
+        }
+    };
+    duplex.extend((0..lossy).map(|i| (2 + i, Net::LOSSY, lossy_points(i))));
     let dual = if full {
         vec![(1, Net::CLEAN, every(4)), (2, Net::LOSSY, every(24))]
     } else {
