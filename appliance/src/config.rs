@@ -112,6 +112,9 @@ pub struct HeartbeatSection {
     pub interval_ms: u64,
     #[serde(default = "default_hb_timeout")]
     pub timeout_ms: u64,
+    /// How long a starting node waits for its peers before it serves alone.
+    #[serde(default = "default_cold_start")]
+    pub cold_start_ms: u64,
 }
 
 /// A role's name in a config: `owner` (or `ingress`), `primary`, `alone`
@@ -165,6 +168,8 @@ pub struct Topology {
     pub peers: Vec<PeerSpec>,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
+    /// How long a starting node waits for its peers before it serves alone.
+    pub cold_start_ms: u64,
 }
 
 /// The node's part in a replicated pair.
@@ -187,6 +192,10 @@ pub struct ReplicationSection {
     pub heartbeat_interval_ms: u64,
     #[serde(default = "default_hb_timeout")]
     pub heartbeat_timeout_ms: u64,
+    /// How long a starting node waits for its peer before it serves alone
+    /// (a cold start after a power cut that only this node survived).
+    #[serde(default = "default_cold_start")]
+    pub cold_start_ms: u64,
 }
 
 /// Default heartbeat interval. 50 ms with a 150 ms timeout held with no
@@ -201,6 +210,10 @@ pub fn default_hb_interval() -> u64 {
 /// Default failure-detection time: five heartbeat intervals.
 pub fn default_hb_timeout() -> u64 {
     500
+}
+/// Default cold-start wait (`hotpair_replicator::DEFAULT_COLD_START_WAIT`).
+pub fn default_cold_start() -> u64 {
+    hotpair_replicator::replica::DEFAULT_COLD_START_WAIT.as_millis() as u64
 }
 
 #[derive(Debug, Deserialize)]
@@ -485,12 +498,18 @@ impl Config {
                 }
                 Ok(())
             };
-        let check_hb = |key: &str, interval: u64, timeout: u64| {
+        let check_hb = |key: &str, interval: u64, timeout: u64, cold_start: u64| {
             if interval == 0 {
                 bail!("{key}interval_ms: must be greater than 0");
             }
             if timeout <= interval {
                 bail!("{key}timeout_ms: {timeout} must exceed {key}interval_ms ({interval})");
+            }
+            if cold_start < timeout {
+                bail!(
+                    "{}cold_start_ms: {cold_start} must be at least {key}timeout_ms ({timeout})",
+                    key.trim_end_matches("heartbeat_")
+                );
             }
             Ok(())
         };
@@ -515,12 +534,13 @@ impl Config {
                     s.max_connections,
                 )?;
                 let mut peers = Vec::new();
-                let (role, peer, interval, timeout) = match &self.replication {
+                let (role, peer, interval, timeout, cold_start) = match &self.replication {
                     None => (
                         Role::Simplex,
                         None,
                         default_hb_interval(),
                         default_hb_timeout(),
+                        default_cold_start(),
                     ),
                     Some(r) => {
                         let link = match r.role {
@@ -538,6 +558,7 @@ impl Config {
                             "replication.heartbeat_",
                             r.heartbeat_interval_ms,
                             r.heartbeat_timeout_ms,
+                            r.cold_start_ms,
                         )?;
                         peers.push(PeerSpec { name: None, link });
                         (
@@ -545,6 +566,7 @@ impl Config {
                             Some(0),
                             r.heartbeat_interval_ms,
                             r.heartbeat_timeout_ms,
+                            r.cold_start_ms,
                         )
                     }
                 };
@@ -573,6 +595,7 @@ impl Config {
                     peers,
                     heartbeat_interval_ms: interval,
                     heartbeat_timeout_ms: timeout,
+                    cold_start_ms: cold_start,
                 })
             }
             (None, false) => {
@@ -660,18 +683,21 @@ impl Config {
                         );
                     }
                 }
-                let (interval, timeout) = self
-                    .heartbeat
-                    .as_ref()
-                    .map_or((default_hb_interval(), default_hb_timeout()), |h| {
-                        (h.interval_ms, h.timeout_ms)
-                    });
-                check_hb("heartbeat.", interval, timeout)?;
+                let (interval, timeout, cold_start) = self.heartbeat.as_ref().map_or(
+                    (
+                        default_hb_interval(),
+                        default_hb_timeout(),
+                        default_cold_start(),
+                    ),
+                    |h| (h.interval_ms, h.timeout_ms, h.cold_start_ms),
+                );
+                check_hb("heartbeat.", interval, timeout, cold_start)?;
                 Ok(Topology {
                     sites,
                     peers,
                     heartbeat_interval_ms: interval,
                     heartbeat_timeout_ms: timeout,
+                    cold_start_ms: cold_start,
                 })
             }
         }

@@ -182,8 +182,9 @@ enum LabCommand {
     /// silent and stands down, then rejoins once its link is up again.
     Thaw(KillArgs),
     /// Start a node again (stopping it first with SIGTERM if it runs) and
-    /// wait until its replication links are up: it rejoins its peers,
-    /// which keep the connections they serve.
+    /// wait until its replication links to the nodes that run are up: it
+    /// rejoins its peers, which keep the connections they serve. With no
+    /// other node running it serves alone after its cold-start wait.
     Restart(KillArgs),
     /// Cut every replication link (packets dropped both ways, as a pulled
     /// cable: no reset), or with --lan NODE that node's side of the
@@ -1276,12 +1277,30 @@ fn restart(prefix: &str, name: &str) -> Result<()> {
     state.save()?;
     let node = &state.nodes[i];
     let pid = node.process.map_or(0, |p| p.pid);
-    if state.mode.replicated() {
+    // The peers it can pair with now: the other nodes that run. With none
+    // (a cold start after every node went down) it serves alone after its
+    // cold-start wait, and there is no link to wait for.
+    let running: Vec<String> = state
+        .nodes
+        .iter()
+        .filter(|n| n.name != name && n.process.is_some_and(|p| p.alive()))
+        .map(|n| n.name.clone())
+        .collect();
+    if state.mode.replicated() && running.is_empty() {
+        println!(
+            "lab {prefix}: restarted node {name} (pid {pid}); no other node runs: it serves alone once its cold-start wait is over"
+        );
+    } else if state.mode.replicated() {
         let sock = node_config::admin_socket(node);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let up = hotpair::admin::query(Path::new(&sock))
-                .is_ok_and(|st| !st.peers.is_empty() && st.peers.iter().all(|p| p.link_up));
+            let up = hotpair::admin::query(Path::new(&sock)).is_ok_and(|st| {
+                !st.peers.is_empty()
+                    && st
+                        .peers
+                        .iter()
+                        .all(|p| p.link_up || !running.contains(&p.name))
+            });
             if up {
                 break;
             }
@@ -1301,7 +1320,9 @@ fn restart(prefix: &str, name: &str) -> Result<()> {
             }
             sleep(Duration::from_millis(50));
         }
-        println!("lab {prefix}: restarted node {name} (pid {pid}); its replication links are up");
+        println!(
+            "lab {prefix}: restarted node {name} (pid {pid}); its replication links to the nodes that run are up"
+        );
     } else {
         println!("lab {prefix}: restarted node {name} (pid {pid})");
     }

@@ -173,6 +173,7 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         peers: topo.peers.iter().map(|p| p.name.clone()).collect(),
         heartbeat_interval: Duration::from_millis(topo.heartbeat_interval_ms),
         heartbeat_timeout: Duration::from_millis(topo.heartbeat_timeout_ms),
+        cold_start_wait: Duration::from_millis(topo.cold_start_ms),
         rx_buffer_bytes: cfg.node.rx_buffer_bytes,
         tx_buffer_bytes: cfg.node.tx_buffer_bytes,
         limits: limits(&cfg),

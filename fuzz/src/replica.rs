@@ -45,6 +45,7 @@ pub fn run(data: &[u8]) {
             max_unacked_bytes: 1 + inp.below(1024) as u64,
             max_forward_queue: 1 + inp.below(8),
             max_conns: 1 + inp.below(4),
+            cold_start_wait: interval * 12,
         }
     };
     if mode & 1 == 0 {
@@ -238,7 +239,10 @@ impl Observer {
                 Event::Frame { .. } | Event::ConnGone { .. } | Event::PeerRoutes { .. } => {
                     peer_caused += 1
                 }
-                Event::PeerUp { .. } | Event::PeerDead { .. } | Event::PeerLeaving => {}
+                Event::PeerUp { .. }
+                | Event::PeerDead { .. }
+                | Event::PeerAbsent { .. }
+                | Event::PeerLeaving => {}
             }
             out.push(e);
         }

@@ -66,6 +66,11 @@ pub const DEFAULT_MAX_UNACKED_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_FORWARD_QUEUE: usize = 65_536;
 /// Default [`ReplicaConfig::max_conns`].
 pub const DEFAULT_MAX_CONNS: usize = 65_536;
+/// Default [`ReplicaConfig::cold_start_wait`]: long enough that two nodes
+/// booted together (a few hundred milliseconds apart) pair up without one
+/// first serving alone, short enough that a node whose peer stays down
+/// serves within seconds.
+pub const DEFAULT_COLD_START_WAIT: Duration = Duration::from_secs(2);
 
 /// Configuration of a [`Replica`]. Both nodes of a pair should use the same
 /// limits: the ingress node enforces the primary's window as a protocol rule.
@@ -88,6 +93,11 @@ pub struct ReplicaConfig {
     pub max_forward_queue: usize,
     /// Connections tracked per side (default 65 536).
     pub max_conns: usize,
+    /// A node that has had no link session this long after it started
+    /// serves its addresses alone ([`Event::PeerAbsent`]): after a power cut
+    /// only one node may come back (default 2 s; at least the heartbeat
+    /// timeout).
+    pub cold_start_wait: Duration,
 }
 
 impl ReplicaConfig {
@@ -101,6 +111,7 @@ impl ReplicaConfig {
             max_unacked_bytes: DEFAULT_MAX_UNACKED_BYTES,
             max_forward_queue: DEFAULT_MAX_FORWARD_QUEUE,
             max_conns: DEFAULT_MAX_CONNS,
+            cold_start_wait: DEFAULT_COLD_START_WAIT,
         }
     }
 
@@ -126,6 +137,9 @@ impl ReplicaConfig {
         if self.max_conns == 0 {
             return Err(ConfigError::ZeroLimit("max_conns"));
         }
+        if self.cold_start_wait < self.heartbeat_timeout {
+            return Err(ConfigError::ColdStartBelowTimeout);
+        }
         Ok(())
     }
 }
@@ -148,6 +162,10 @@ pub enum ConfigError {
     /// A limit is zero.
     #[error("{0} must be above zero")]
     ZeroLimit(&'static str),
+    /// The cold-start wait is shorter than the heartbeat timeout: a node
+    /// would serve alone before a peer that started with it could be heard.
+    #[error("cold-start wait must be at least the heartbeat timeout")]
+    ColdStartBelowTimeout,
 }
 
 /// The state of the link to the peer.
@@ -168,6 +186,15 @@ pub enum Event {
     /// address now; it keeps forwarding what reaches it until it closes
     /// the link (then [`Event::PeerDead`] with `left`).
     PeerLeaving,
+    /// No link session came up within [`ReplicaConfig::cold_start_wait`]
+    /// of the start (a cold start with the peer down). The caller serves
+    /// the address alone, as after [`Event::PeerDead`] (ingress: announce
+    /// and serve; primary: probe, then claim); the role is now
+    /// [`Role::Simplex`] until a link session comes up (rejoin).
+    PeerAbsent {
+        /// How long this node waited.
+        waited: Duration,
+    },
     /// The peer's `Hello` arrived.
     PeerUp {
         /// The peer's node name.
@@ -563,6 +590,9 @@ pub struct Replica {
     leaving: bool,
     /// The owner said it leaves; its death, when the link closes, is one.
     peer_leaving: bool,
+    /// Start time and deadline of the cold-start wait, until a link session
+    /// first comes up (or the wait ran out).
+    cold_start: Option<(Instant, Instant)>,
 }
 
 impl Replica {
@@ -576,6 +606,7 @@ impl Replica {
         if let Err(e) = cfg.validate() {
             panic!("invalid ReplicaConfig: {e}");
         }
+        let cold_start = (cfg.role != Role::Simplex).then(|| (now, now + cfg.cold_start_wait));
         Self {
             role: cfg.role,
             cfg,
@@ -593,6 +624,7 @@ impl Replica {
             counters: Counters::default(),
             leaving: false,
             peer_leaving: false,
+            cold_start,
         }
     }
 
@@ -634,6 +666,7 @@ impl Replica {
         }
         self.role = self.cfg.role;
         self.last_heard = now;
+        self.cold_start = None;
         self.leaving = false;
         self.peer_leaving = false;
         debug!(role = ?self.role, "link up, sending hello");
@@ -934,6 +967,12 @@ impl Replica {
     pub fn handle_timeout(&mut self, now: Instant) {
         loop {
             let Some(s) = self.session.as_mut() else {
+                if let Some((start, deadline)) = self.cold_start {
+                    if now >= deadline {
+                        self.cold_start = None;
+                        self.peer_absent(now.saturating_duration_since(start));
+                    }
+                }
                 return;
             };
             match s.detector.handle_timeout(now) {
@@ -952,7 +991,10 @@ impl Replica {
     /// When [`Replica::handle_timeout`] should next be called. `None` with no
     /// link session. May be in the past: call at once.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.session.as_ref()?.detector.poll_timeout()
+        match &self.session {
+            Some(s) => s.detector.poll_timeout(),
+            None => self.cold_start.map(|(_, deadline)| deadline),
+        }
     }
 
     /// The next message for the link: `Hello` first, then heartbeats, acks and
@@ -1345,6 +1387,25 @@ impl Replica {
 
     fn push_event(&mut self, event: Event, logged: Option<(u64, u64)>) {
         self.events.push_back(Queued { event, logged });
+    }
+
+    /// No peer came within the cold-start wait: serve alone. Nothing is
+    /// held (no session ever carried a unit), but the epoch counts it, so a
+    /// peer that boots later learns from `Hello` that this node may hold
+    /// the address.
+    fn peer_absent(&mut self, waited: Duration) {
+        if self.role == Role::Simplex {
+            return;
+        }
+        let old = self.role;
+        self.role = Role::Simplex;
+        self.takeovers += 1;
+        warn!(
+            role = ?old,
+            waited_ms = waited.as_millis() as u64,
+            "no replication peer since the start: serving alone"
+        );
+        self.push_event(Event::PeerAbsent { waited }, None);
     }
 
     /// Declares the peer dead: become simplex, release held units.

@@ -14,6 +14,7 @@ use hotpair_replicator::node::{
 use hotpair_replicator::wire::Decoder;
 use hotpair_replicator::{Msg, Policy, Role};
 use hotpair_stack::arp;
+use hotpair_stack::seg::{self, ACK, SYN};
 use hotpair_stack::smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address, Ipv4Cidr};
 use hotpair_stack::Frame;
 
@@ -54,6 +55,7 @@ fn config(name: &str, n: u8, sites: Vec<SiteConfig>, peers: &[&str]) -> NodeConf
         peers: peers.iter().map(|p| Some((*p).to_owned())).collect(),
         heartbeat_interval: Duration::from_millis(100),
         heartbeat_timeout: Duration::from_millis(500),
+        cold_start_wait: hotpair_replicator::replica::DEFAULT_COLD_START_WAIT,
         rx_buffer_bytes: 16 * 1024,
         tx_buffer_bytes: 16 * 1024,
         limits: Limits::default(),
@@ -788,4 +790,107 @@ fn an_owner_starting_with_a_fresh_primary_announces_without_waiting_for_its_prob
     n1.handle_lan_frame(arp_who_has(A));
     n1.round(t0);
     assert_eq!(answers_for(&lan_out(&mut n1), A), 1);
+}
+
+/// A client's SYN to `ip` (from port `port`), addressed to node `n`'s MAC.
+fn client_syn(n: u8, ip: Ipv4Address, port: u16) -> Frame {
+    Frame::copy_from(&seg::build(
+        CLIENT_MAC,
+        mac(n),
+        CLIENT,
+        ip,
+        port,
+        80,
+        1000,
+        0,
+        SYN,
+        65_535,
+    ))
+}
+
+/// SYN-ACKs in `frames` from `ip` to the client.
+fn syn_acks_from(frames: &[Frame], ip: Ipv4Address) -> usize {
+    frames
+        .iter()
+        .filter_map(|f| seg::parse(f.data()))
+        .filter(|s| s.src == ip && s.dst == CLIENT && s.has(SYN) && s.has(ACK))
+        .count()
+}
+
+#[test]
+fn a_node_started_alone_serves_every_address_after_the_cold_start_wait_then_rejoins() {
+    let t0 = origin();
+    let wait = hotpair_replicator::replica::DEFAULT_COLD_START_WAIT;
+    let (mut n1, _) = dual_role(t0);
+    // Until the wait is over n1 keeps its configured roles: it does not
+    // answer for B, its peer's address.
+    let mut t = t0;
+    while t + Duration::from_millis(50) < t0 + wait {
+        n1.handle_lan_frame(arp_who_has(B));
+        n1.round(t);
+        assert_eq!(answers_for(&lan_out(&mut n1), B), 0, "n1 spoke for B early");
+        t += Duration::from_millis(50);
+    }
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
+    // Then it serves both: A promoted, B probed for and claimed.
+    let mut changes = Vec::new();
+    while t < t0 + wait + Duration::from_millis(300) {
+        n1.round(t);
+        lan_out(&mut n1);
+        changes.extend(std::iter::from_fn(|| n1.poll_role_change()));
+        t += Duration::from_millis(10);
+    }
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Simplex, Role::Simplex));
+    assert!(
+        changes.contains(&RoleChange::Claiming { address: B }),
+        "{changes:?}"
+    );
+    for (ip, port) in [(A, 40_001), (B, 40_002)] {
+        n1.handle_lan_frame(arp_who_has(ip));
+        n1.handle_lan_frame(client_syn(1, ip, port));
+        n1.round(t);
+        let out = lan_out(&mut n1);
+        assert_eq!(answers_for(&out, ip), 1, "who-has {ip}");
+        assert_eq!(syn_acks_from(&out, ip), 1, "a client's SYN to {ip}");
+    }
+    // n2 comes back: it finds B held (n1 answers its probes), stands by
+    // until the link is up, then both take their configured roles back.
+    let (_, mut n2) = dual_role(t);
+    for _ in 0..10 {
+        exchange(&mut n1, &mut n2, t, false);
+        t += Duration::from_millis(50);
+    }
+    assert!(n2.fenced(1), "n2 took B from under n1");
+    n1.handle_link_up(0, t);
+    n2.handle_link_up(0, t);
+    for _ in 0..6 {
+        exchange(&mut n1, &mut n2, t, true);
+        t += Duration::from_millis(50);
+    }
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert!(!n1.fenced(0) && !n1.fenced(1) && !n2.fenced(0) && !n2.fenced(1));
+}
+
+#[test]
+fn a_lone_owner_that_finds_its_address_held_waits_for_the_link() {
+    // The peer holds the owner's address (it served alone, its link to
+    // this node not up yet): the cold-start wait must not take it back.
+    let t0 = origin();
+    let wait = hotpair_replicator::replica::DEFAULT_COLD_START_WAIT;
+    let holder = config("n2", 2, vec![site(A, Role::Simplex, None)], &[]);
+    let mut holder = NodeCore::new(holder, t0).unwrap();
+    let owner = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+    let mut owner = NodeCore::new(owner, t0).unwrap();
+    let mut t = t0;
+    while t < t0 + wait + Duration::from_millis(500) {
+        let [f1, _] = exchange(&mut owner, &mut holder, t, false);
+        assert_eq!(
+            answers_for(&f1, A),
+            0,
+            "the owner spoke for A while n2 holds it"
+        );
+        t += Duration::from_millis(20);
+    }
+    assert!(owner.fenced(0));
 }

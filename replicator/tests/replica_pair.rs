@@ -261,7 +261,11 @@ fn of(list: &[(ConnKey, u64)], c: ConnKey) -> Vec<u64> {
 fn hello_exchange_brings_both_peers_up() {
     let mut pair = Pair::new();
     assert_eq!(pair.p.r.peer_state(), PeerState::Down);
-    assert_eq!(pair.p.r.poll_timeout(), None);
+    // With no link session the only timer is the end of the cold-start wait.
+    assert_eq!(
+        pair.p.r.poll_timeout(),
+        Some(pair.at(hotpair_replicator::replica::DEFAULT_COLD_START_WAIT))
+    );
     pair.connect();
     assert_eq!(
         pair.p.take_events(),
@@ -1360,4 +1364,72 @@ fn bytes_of_an_unfinished_message_keep_the_peer_alive() {
         .take_events()
         .iter()
         .any(|e| matches!(e, Event::PeerDead { .. })));
+}
+
+/// Every event the replica has now.
+fn events_of(r: &mut Replica) -> Vec<Event> {
+    std::iter::from_fn(|| r.poll_event()).collect()
+}
+
+#[test]
+fn a_node_whose_peer_never_comes_serves_alone_after_the_cold_start_wait() {
+    let t0 = origin();
+    for role in [Role::Primary, Role::Ingress] {
+        let mut c = cfg(role, "n");
+        c.cold_start_wait = ms(2000);
+        let mut r = Replica::new(c, t0);
+        // No link session: the only timer is the end of the wait.
+        assert_eq!(r.poll_timeout(), Some(t0 + ms(2000)), "{role:?}");
+        r.handle_timeout(t0 + ms(2000) - NS);
+        assert!(
+            events_of(&mut r).is_empty(),
+            "{role:?}: serving alone early"
+        );
+        assert_eq!(r.role(), role);
+        r.handle_timeout(t0 + ms(2000));
+        assert_eq!(
+            events_of(&mut r),
+            vec![Event::PeerAbsent { waited: ms(2000) }],
+            "{role:?}"
+        );
+        assert_eq!(r.role(), Role::Simplex);
+        assert_eq!(r.poll_timeout(), None, "{role:?}: the wait fires once");
+        // The peer comes at last: the configured role is back, and the
+        // `Hello` says this node served alone (epoch 1), so a booting owner
+        // probes before it announces.
+        r.handle_connected(t0 + ms(5000));
+        assert_eq!(r.role(), role);
+        match r.poll_transmit() {
+            Some(Msg::Hello { epoch, .. }) => assert_eq!(epoch, 1, "{role:?}"),
+            other => panic!("{role:?}: first message {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_link_session_before_the_cold_start_wait_ends_it() {
+    let t0 = origin();
+    let mut c = cfg(Role::Primary, "n");
+    c.cold_start_wait = ms(2000);
+    let mut r = Replica::new(c, t0);
+    r.handle_connected(t0 + ms(100));
+    // Its loss is a death, as ever; no `PeerAbsent` then or later.
+    r.handle_link_lost(t0 + ms(200));
+    r.handle_timeout(t0 + ms(10_000));
+    let ev = events_of(&mut r);
+    assert!(
+        matches!(ev.as_slice(), [Event::PeerDead { left: false, .. }]),
+        "{ev:?}"
+    );
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn a_cold_start_wait_below_the_heartbeat_timeout_is_refused() {
+    let mut c = cfg(Role::Primary, "n");
+    c.cold_start_wait = c.heartbeat_timeout - NS;
+    assert_eq!(
+        c.validate(),
+        Err(hotpair_replicator::replica::ConfigError::ColdStartBelowTimeout)
+    );
 }

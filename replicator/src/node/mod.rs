@@ -89,6 +89,9 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     /// Silence after which a peer is declared dead.
     pub heartbeat_timeout: Duration,
+    /// How long after the start a site waits for its peer's link before
+    /// it serves alone ([`crate::Event::PeerAbsent`]).
+    pub cold_start_wait: Duration,
     /// Per-connection socket buffers.
     pub rx_buffer_bytes: usize,
     /// Per-connection socket buffers.
@@ -314,6 +317,7 @@ impl NodeCore {
                     let mut rc = ReplicaConfig::new(role, cfg.name.clone());
                     rc.heartbeat_interval = cfg.heartbeat_interval;
                     rc.heartbeat_timeout = cfg.heartbeat_timeout;
+                    rc.cold_start_wait = cfg.cold_start_wait;
                     // As many replicated connections as the address's pool
                     // may hold (an ingress node's bound, the larger), never
                     // fewer than the default: at 65,536 a duplex pair
@@ -780,6 +784,29 @@ impl NodeCore {
                                 });
                             }
                         }
+                        Event::PeerAbsent { waited } => {
+                            // A cold start with the peer down: serve alone,
+                            // through the same checks as a takeover.
+                            match site.engine.mode() {
+                                // Someone answered the owner's boot probes:
+                                // its peer holds the address; wait for the
+                                // link (rejoin).
+                                Role::Ingress if site.engine.fenced() => {}
+                                // The probes' outcome decides (see below).
+                                Role::Ingress if site.engine.probing() => {}
+                                Role::Ingress => promote = true,
+                                Role::Primary => claim = !site.engine.probing(),
+                                Role::Simplex => {}
+                            }
+                            site.conns.peer_gone();
+                            site.rejoin_pending = false;
+                            tracing::warn!(
+                                address = %site.cfg.address.address(),
+                                waited_ms = waited.as_millis() as u64,
+                                role = ?site.cfg.role,
+                                "no peer since the start: serving the address alone until it joins"
+                            );
+                        }
                         Event::PeerDead { since_heard, left } => {
                             match site.engine.mode() {
                                 // Paused past the timeout: the primary may
@@ -832,6 +859,12 @@ impl NodeCore {
                 if std::mem::take(&mut site.booting) {
                     // Nobody holds the address: ours.
                     site.engine.reassert();
+                    // And no peer came within the cold-start wait either
+                    // (`PeerAbsent` while probing): serve alone now.
+                    promote = site
+                        .replica
+                        .as_ref()
+                        .is_some_and(|r| r.role() == Role::Simplex);
                 } else {
                     promote = true;
                 }
