@@ -169,17 +169,18 @@ fn status(args: StatusArgs) -> Result<ExitCode> {
 /// the node is not there to serve), never an error of the tool itself.
 fn status_check(args: StatusArgs) -> Result<ExitCode> {
     use hotpair::health::{check, Check};
-    let (verdict, why) = match hotpair::admin::socket_path(args.socket, args.config.as_deref())
-        .and_then(|p| hotpair::admin::query(&p))
-    {
-        Ok(st) => {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let (v, why) = check(&st, now_ms);
-            (v, format!("node {}: {why}", st.node))
-        }
-        Err(e) => (Check::Down, format!("unreachable: {e:#}")),
+    let (verdict, why) = match hotpair::admin::socket_path(args.socket, args.config.as_deref()) {
+        Err(e) => (Check::Down, format!("no admin socket to ask: {e:#}")),
+        Ok(path) => match hotpair::admin::query(&path) {
+            Ok(st) => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let (v, why) = check(&st, now_ms);
+                (v, format!("node {}: {why}", st.node))
+            }
+            Err(e) => (Check::Down, format!("unreachable: {e:#}")),
+        },
     };
     outln!("{}: {why}", verdict.name())?;
     Ok(ExitCode::from(verdict.code()))
