@@ -61,6 +61,15 @@ pub struct Status {
     /// Static replication of this node's routes, and requests by route
     /// (summed over addresses in `addresses[].routes`).
     pub routes: Vec<RouteInfo>,
+    /// The node is stopping (SIGTERM, `hotpair switchover`): it told its
+    /// peers and answers for no address any more.
+    #[serde(default)]
+    pub leaving: bool,
+    /// When the stack thread took this snapshot, on its monotonic clock:
+    /// how `/healthz` tells a live stack loop from a stalled one without
+    /// trusting the wall clock. Not in the JSON (meaningless elsewhere).
+    #[serde(skip)]
+    pub taken_at: Option<Instant>,
 }
 
 /// Most role events kept.
@@ -327,6 +336,7 @@ pub struct StatusPublisher {
     peers: Vec<PeerCounters>,
     sites: Vec<SiteCounters>,
     events: Vec<RoleEvent>,
+    leaving: bool,
 }
 
 impl StatusPublisher {
@@ -344,6 +354,7 @@ impl StatusPublisher {
                 peers: Vec::new(),
                 sites: Vec::new(),
                 events: Vec::new(),
+                leaving: false,
             },
             StatusSource { rx, want, waker },
         )
@@ -444,6 +455,14 @@ impl StatusPublisher {
         });
     }
 
+    /// The node began a planned stop: the next snapshot (due at once)
+    /// says so, and `/readyz` and `hotpair status --check` stop calling
+    /// it ready before it is gone.
+    pub fn leaving(&mut self) {
+        self.leaving = true;
+        self.next = None;
+    }
+
     /// Whether a snapshot is due (the period passed, or a reader asked).
     pub fn due(&self, now: Instant) -> bool {
         self.next.is_none_or(|t| now >= t) || self.want.load(std::sync::atomic::Ordering::Relaxed)
@@ -520,6 +539,8 @@ impl StatusPublisher {
             peers,
             events: self.events.clone(),
             routes,
+            leaving: self.leaving,
+            taken_at: Some(now),
         }
     }
 
@@ -1198,6 +1219,8 @@ pub(crate) mod tests {
                 route: "/static/".into(),
                 policy: "static".into(),
             }],
+            leaving: false,
+            taken_at: None,
         }
     }
 

@@ -590,7 +590,7 @@ pub fn run(args: LabArgs) -> Result<()> {
             opts.validate()?;
             match up(&opts) {
                 Ok(lab) => {
-                    print_status(&status_json(&lab.state.prefix)?);
+                    print_status(&status_json(&lab.state.prefix)?)?;
                     Ok(())
                 }
                 Err(e) => Err(e.context(format!(
@@ -604,18 +604,18 @@ pub fn run(args: LabArgs) -> Result<()> {
             validate_prefix(&prefix)?;
             require_root()?;
             if cleanup(&prefix, false)? {
-                println!("lab {prefix}: down");
+                hotpair::outln!("lab {prefix}: down")?;
             } else {
-                println!("lab {prefix}: nothing to remove");
+                hotpair::outln!("lab {prefix}: nothing to remove")?;
             }
             Ok(())
         }
         LabCommand::Status(a) => {
             let v = status_json(&prefix)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                hotpair::outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
-                print_status(&v);
+                print_status(&v)?;
             }
             Ok(())
         }
@@ -627,12 +627,12 @@ pub fn run(args: LabArgs) -> Result<()> {
         LabCommand::Partition(a) => {
             let state = load_lab(&prefix)?;
             let what = partition::partition(&state, a.lan.as_deref())?;
-            println!("lab {prefix}: {what}");
+            hotpair::outln!("lab {prefix}: {what}")?;
             Ok(())
         }
         LabCommand::Heal => {
             let state = load_lab(&prefix)?;
-            println!("lab {prefix}: {}", partition::heal(&state)?);
+            hotpair::outln!("lab {prefix}: {}", partition::heal(&state)?)?;
             Ok(())
         }
     }
@@ -1270,7 +1270,7 @@ fn restart(prefix: &str, name: &str) -> Result<()> {
         if !p.wait_gone(Duration::from_secs(5)) {
             p.kill();
         }
-        println!("lab {prefix}: stopped node {name} (pid {})", p.pid);
+        hotpair::outln!("lab {prefix}: stopped node {name} (pid {})", p.pid)?;
     }
     start_node(&mut state, i)?;
     state.nodes[i].killed = false;
@@ -1287,9 +1287,9 @@ fn restart(prefix: &str, name: &str) -> Result<()> {
         .map(|n| n.name.clone())
         .collect();
     if state.mode.replicated() && running.is_empty() {
-        println!(
+        hotpair::outln!(
             "lab {prefix}: restarted node {name} (pid {pid}); no other node runs: it serves alone once its cold-start wait is over"
-        );
+        )?;
     } else if state.mode.replicated() {
         let sock = node_config::admin_socket(node);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -1320,11 +1320,11 @@ fn restart(prefix: &str, name: &str) -> Result<()> {
             }
             sleep(Duration::from_millis(50));
         }
-        println!(
+        hotpair::outln!(
             "lab {prefix}: restarted node {name} (pid {pid}); its replication links to the nodes that run are up"
-        );
+        )?;
     } else {
-        println!("lab {prefix}: restarted node {name} (pid {pid})");
+        hotpair::outln!("lab {prefix}: restarted node {name} (pid {pid})")?;
     }
     Ok(())
 }
@@ -1346,7 +1346,7 @@ fn signal_node(prefix: &str, name: &str, sig: i32, did: &str) -> Result<()> {
     if !p.signal(sig) {
         bail!("lab {prefix}: node {name} (pid {}) is not running", p.pid);
     }
-    println!("lab {prefix}: {did} node {name} (pid {})", p.pid);
+    hotpair::outln!("lab {prefix}: {did} node {name} (pid {})", p.pid)?;
     Ok(())
 }
 
@@ -1354,9 +1354,13 @@ fn signal_node(prefix: &str, name: &str, sig: i32, did: &str) -> Result<()> {
 fn kill(prefix: &str, name: &str) -> Result<()> {
     let Killed { was_alive, pid } = kill_node(prefix, name)?;
     match (was_alive, pid) {
-        (true, Some(pid)) => println!("lab {prefix}: killed node {name} (pid {pid}, SIGKILL)"),
-        (_, Some(pid)) => println!("lab {prefix}: node {name} (pid {pid}) was already dead"),
-        (_, None) => println!("lab {prefix}: node {name} was never started"),
+        (true, Some(pid)) => {
+            hotpair::outln!("lab {prefix}: killed node {name} (pid {pid}, SIGKILL)")?
+        }
+        (_, Some(pid)) => {
+            hotpair::outln!("lab {prefix}: node {name} (pid {pid}) was already dead")?
+        }
+        (_, None) => hotpair::outln!("lab {prefix}: node {name} was never started")?,
     }
     Ok(())
 }

@@ -6,9 +6,11 @@
 
 pub mod admin;
 pub mod config;
+pub mod health;
 pub mod link;
 pub mod metrics;
 pub mod node;
+pub mod out;
 pub mod secure;
 pub mod service;
 pub mod stall;

@@ -6,7 +6,9 @@ mod demo;
 mod lab;
 mod pair;
 
-use hotpair::{config, node};
+use hotpair::{config, node, outln};
+
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -33,7 +35,8 @@ enum Command {
     /// finishes with the right SHA-256 (shows the stall).
     Demo(demo::DemoArgs),
     /// Ask a running node for its status: each address's role, peer health
-    /// and link round trip, connections, log sizes, takeovers and fencing.
+    /// and link round trip, connections, log sizes, takeovers and fencing
+    /// (--check: one line and an exit code for a monitoring check).
     Status(StatusArgs),
     /// Hand every connection of a running node to its peers and stop it
     /// (the planned stop SIGTERM makes), e.g. before an upgrade; refused
@@ -64,6 +67,12 @@ struct StatusArgs {
     /// Print the status as JSON (a stable document: docs/operations.md).
     #[arg(long)]
     json: bool,
+    /// One line and an exit code, for a monitoring or keepalived-style
+    /// check: 0 every address replicated (or configured alone), 1 degraded
+    /// (some address served alone after a takeover), 2 some address not
+    /// served (starting, fenced, leaving, stalled) or no node answering.
+    #[arg(long, conflicts_with = "json")]
+    check: bool,
     /// The node's admin socket.
     #[arg(long, conflicts_with = "config")]
     socket: Option<std::path::PathBuf>,
@@ -132,26 +141,49 @@ fn switchover(args: SwitchoverArgs) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    println!(
+    outln!(
         "node {node}: connections handed over, stopped ({} ms)",
         start.elapsed().as_millis()
-    );
-    Ok(())
+    )
 }
 
-fn status(args: StatusArgs) -> Result<()> {
+fn status(args: StatusArgs) -> Result<ExitCode> {
     use anyhow::Context;
+    if args.check {
+        return status_check(args);
+    }
     let path = hotpair::admin::socket_path(args.socket, args.config.as_deref())?;
     let st = hotpair::admin::query(&path)?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&st).context("encoding the status")?
-        );
+        )?;
     } else {
-        print!("{}", hotpair::admin::render(&st));
+        hotpair::out!("{}", hotpair::admin::render(&st))?;
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hotpair status --check`: every failure to ask is a verdict too (2,
+/// the node is not there to serve), never an error of the tool itself.
+fn status_check(args: StatusArgs) -> Result<ExitCode> {
+    use hotpair::health::{check, Check};
+    let (verdict, why) = match hotpair::admin::socket_path(args.socket, args.config.as_deref()) {
+        Err(e) => (Check::Down, format!("no admin socket to ask: {e:#}")),
+        Ok(path) => match hotpair::admin::query(&path) {
+            Ok(st) => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let (v, why) = check(&st, now_ms);
+                (v, format!("node {}: {why}", st.node))
+            }
+            Err(e) => (Check::Down, format!("unreachable: {e:#}")),
+        },
+    };
+    outln!("{}: {why}", verdict.name())?;
+    Ok(ExitCode::from(verdict.code()))
 }
 
 fn init_tracing() {
@@ -167,14 +199,14 @@ fn init_tracing() {
         .init();
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(args) => {
             let cfg = config::Config::load(&args.config)?;
             if args.check {
-                println!("{}: ok", args.config.display());
-                return Ok(());
+                outln!("{}: ok", args.config.display())?;
+                return Ok(ExitCode::SUCCESS);
             }
             init_tracing();
             node::run(cfg, args.pcap)
@@ -183,7 +215,8 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Pair(args) => pair::run(args),
-        Command::Status(args) => status(args),
+        Command::Status(args) => return status(args),
         Command::Switchover(args) => switchover(args),
-    }
+    }?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,9 @@
 //! The Prometheus endpoint: `[admin] metrics = "ADDR:PORT"`, plain
 //! HTTP/1.1 `GET /metrics` on kernel TCP (tokio), the text exposition
 //! format 0.0.4, rendered from the latest status snapshot the stack thread
-//! published (`crate::admin`). The list of metrics and what to alert on is
-//! in `docs/operations.md`.
+//! published (`crate::admin`); and on the same listener `/healthz` and
+//! `/readyz` for load balancers and orchestrators (`crate::health`). The
+//! list of metrics and what to alert on is in `docs/operations.md`.
 //!
 //! Written here rather than with a metrics crate: our values are not live
 //! counters incremented where things happen but a snapshot copied from the
@@ -10,7 +11,7 @@
 //! format is a few lines of text (see `docs/architecture.md`).
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::admin::Status;
 
@@ -88,6 +89,13 @@ pub fn render(s: &Status) -> String {
         "The node (value 1), by name.",
     );
     f.sample(&[("node", node)], 1.0);
+    let mut f = family(
+        &mut o,
+        "hotpair_build_info",
+        "gauge",
+        "The hotpair build (value 1), by version.",
+    );
+    f.sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
     let mut f = family(
         &mut o,
         "hotpair_uptime_seconds",
@@ -443,8 +451,10 @@ pub fn render(s: &Status) -> String {
     o
 }
 
-/// The HTTP answer to a request head.
-pub fn respond(head: &[u8], status: &Status) -> Vec<u8> {
+/// The HTTP answer to a request head, given the snapshot, when it is
+/// answered (`now`, the stack thread's clock) and how old a snapshot may
+/// be before the stack loop counts as stalled (`stale_after`, `/healthz`).
+pub fn respond(head: &[u8], status: &Status, now: Instant, stale_after: Duration) -> Vec<u8> {
     let reply = |code: &str, ctype: &str, body: &str| {
         format!(
             "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -460,21 +470,36 @@ pub fn respond(head: &[u8], status: &Status) -> Vec<u8> {
     }
     let path = req.path.unwrap_or("");
     let path = path.split('?').next().unwrap_or(path);
-    match (req.method, path) {
-        (Some("GET"), "/metrics") => reply("200 OK", CONTENT_TYPE, &render(status)),
-        (Some("HEAD"), "/metrics") => {
-            let mut r = reply("200 OK", CONTENT_TYPE, &render(status));
+    // A health answer: 200 or 503, and one line saying why.
+    let health = |(ok, why): (bool, String)| {
+        let code = if ok {
+            "200 OK"
+        } else {
+            "503 Service Unavailable"
+        };
+        reply(code, "text/plain; charset=utf-8", &format!("{why}\n"))
+    };
+    let r = match path {
+        "/metrics" => reply("200 OK", CONTENT_TYPE, &render(status)),
+        "/healthz" => health(crate::health::liveness(status, now, stale_after)),
+        "/readyz" => health(crate::health::readiness(status)),
+        _ if matches!(req.method, Some("GET" | "HEAD")) => reply(
+            "404 Not Found",
+            "text/plain",
+            "try /metrics, /healthz or /readyz\n",
+        ),
+        _ => return reply("405 Method Not Allowed", "text/plain", "GET only\n"),
+    };
+    match req.method {
+        Some("GET") => r,
+        Some("HEAD") => {
+            let mut r = r;
             if let Some(end) = r.windows(4).position(|w| w == b"\r\n\r\n") {
                 r.truncate(end + 4);
             }
             r
         }
-        (Some("GET" | "HEAD"), _) => reply("404 Not Found", "text/plain", "try /metrics\n"),
-        _ => reply(
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET /metrics only\n",
-        ),
+        _ => reply("405 Method Not Allowed", "text/plain", "GET only\n"),
     }
 }
 
@@ -487,8 +512,13 @@ pub fn bind(addr: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener>
     Ok(l)
 }
 
-/// Serve the metrics endpoint until the runtime stops.
-pub async fn serve(listener: std::net::TcpListener, status: crate::admin::StatusSource) {
+/// Serve the metrics endpoint until the runtime stops; `stale_after`: see
+/// [`respond`].
+pub async fn serve(
+    listener: std::net::TcpListener,
+    status: crate::admin::StatusSource,
+    stale_after: Duration,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -532,7 +562,7 @@ pub async fn serve(listener: std::net::TcpListener, status: crate::admin::Status
                 return;
             }
             let snapshot = status.fresh().await;
-            let out = respond(&head, &snapshot);
+            let out = respond(&head, &snapshot, Instant::now(), stale_after);
             let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&out)).await;
             let _ = sock.shutdown().await;
         });
@@ -545,6 +575,14 @@ mod tests {
 
     fn sample() -> Status {
         crate::admin::tests::sample()
+    }
+
+    /// [`respond`] with the sample's snapshot taken just now.
+    fn ask(head: &[u8], s: &Status) -> Vec<u8> {
+        let now = Instant::now();
+        let mut s = s.clone();
+        s.taken_at.get_or_insert(now);
+        respond(head, &s, now, Duration::from_secs(1))
     }
 
     /// Every line is a comment or `name{labels} value` with a number.
@@ -586,6 +624,10 @@ mod tests {
             "hotpair_requests_total{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\"} 4",
             "hotpair_static_fallbacks_total{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\"} 1",
             "hotpair_address_state{address=\"10.77.0.10\",state=\"promoted\"} 1",
+            &format!(
+                "hotpair_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
             "# TYPE hotpair_request_duration_seconds histogram",
             "hotpair_request_duration_seconds_bucket{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\",le=\"0.001\"} 1",
             "hotpair_request_duration_seconds_bucket{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\",le=\"+Inf\"} 2",
@@ -616,7 +658,7 @@ mod tests {
     #[test]
     fn only_get_metrics_is_served_and_garbage_is_refused() {
         let s = sample();
-        let ok = respond(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &s);
+        let ok = ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &s);
         let text = String::from_utf8(ok).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(
@@ -631,15 +673,12 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(len, body.len());
-        let head_only = respond(b"HEAD /metrics HTTP/1.1\r\n\r\n", &s);
+        let head_only = ask(b"HEAD /metrics HTTP/1.1\r\n\r\n", &s);
         assert!(head_only.ends_with(b"\r\n\r\n"));
         let status = |r: &[u8]| String::from_utf8_lossy(&r[..12]).into_owned();
+        assert_eq!(status(&ask(b"GET / HTTP/1.1\r\n\r\n", &s)), "HTTP/1.1 404");
         assert_eq!(
-            status(&respond(b"GET / HTTP/1.1\r\n\r\n", &s)),
-            "HTTP/1.1 404"
-        );
-        assert_eq!(
-            status(&respond(b"POST /metrics HTTP/1.1\r\n\r\n", &s)),
+            status(&ask(b"POST /metrics HTTP/1.1\r\n\r\n", &s)),
             "HTTP/1.1 405"
         );
         for junk in [
@@ -648,7 +687,50 @@ mod tests {
             b"GET /metrics",
             b"\xff\xff\xff\xff",
         ] {
-            assert_eq!(status(&respond(junk, &s)), "HTTP/1.1 400");
+            assert_eq!(status(&ask(junk, &s)), "HTTP/1.1 400");
         }
+    }
+
+    #[test]
+    fn healthz_and_readyz_answer_200_or_503_with_why() {
+        let answer = |path: &str, s: &Status, age_ms: u64| {
+            let now = Instant::now();
+            let mut s = s.clone();
+            s.taken_at = Some(now - Duration::from_millis(age_ms));
+            let r = respond(
+                format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes(),
+                &s,
+                now,
+                Duration::from_secs(1),
+            );
+            let text = String::from_utf8(r).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            (head[9..12].to_owned(), body.to_owned())
+        };
+        let mut s = sample(); // promoted: served alone
+        let (code, body) = answer("/readyz", &s, 0);
+        assert_eq!(code, "200", "{body}");
+        assert!(body.contains("10.77.0.10 promoted"), "{body}");
+        let (code, body) = answer("/healthz", &s, 100);
+        assert_eq!(code, "200", "{body}");
+        // A stalled stack loop: alive no more, whatever the addresses.
+        let (code, body) = answer("/healthz", &s, 1500);
+        assert!(code == "503" && body.contains("stalled"), "{body}");
+        s.addresses[0].state = "fenced".into();
+        s.addresses[0].fenced = true;
+        let (code, body) = answer("/readyz", &s, 0);
+        assert!(code == "503" && body.contains("fenced"), "{body}");
+        s.addresses[0].state = "replicated".into();
+        s.addresses[0].fenced = false;
+        s.leaving = true;
+        let (code, body) = answer("/readyz", &s, 0);
+        assert!(code == "503" && body.contains("leaving"), "{body}");
+        let (code, _) = answer("/readyz", &Status::default(), 0);
+        assert_eq!(code, "503");
+        // HEAD: the head alone; other methods refused.
+        let r = ask(b"HEAD /healthz HTTP/1.1\r\n\r\n", &sample());
+        assert!(r.starts_with(b"HTTP/1.1 200") && r.ends_with(b"\r\n\r\n"));
+        let r = ask(b"POST /readyz HTTP/1.1\r\n\r\n", &sample());
+        assert!(r.starts_with(b"HTTP/1.1 405"));
     }
 }

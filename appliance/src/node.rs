@@ -26,6 +26,13 @@ use crate::upstream::Upstream;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Set by SIGHUP; a runtime task says so in the log (a signal handler
+/// may only touch an atomic).
+static HANGUP: AtomicBool = AtomicBool::new(false);
+
+/// How often that task looks.
+const HANGUP_POLL: Duration = Duration::from_millis(200);
+
 /// How long a stopping owner keeps forwarding after `Leaving` (see `run`).
 const LEAVE_GRACE: Duration = Duration::from_millis(100);
 
@@ -33,10 +40,34 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
+extern "C" fn on_hangup(_: libc::c_int) {
+    HANGUP.store(true, Ordering::Relaxed);
+}
+
 fn install_signal_handlers() {
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    // SIGHUP's default action kills the process: a crash-style failover
+    // for anyone used to `kill -HUP` meaning "reload". Caught instead; a
+    // reload is not implemented yet, which `warn_on_hangup` says.
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t) };
+}
+
+/// Says in the log, for each SIGHUP, that nothing was reloaded.
+async fn warn_on_hangup() {
+    let mut tick = tokio::time::interval(HANGUP_POLL);
+    loop {
+        tick.tick().await;
+        if HANGUP.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "SIGHUP received: reloading is not implemented yet — nothing was reloaded \
+                 (the docroot, routes and config stay as started); the node keeps running. \
+                 Restart it to apply changes (docs/operations.md)"
+            );
+        }
     }
 }
 
@@ -219,11 +250,26 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         Some(switchover),
     ));
     if let Some(addr) = cfg.admin.metrics {
-        let l = crate::metrics::bind(addr)?;
-        tracing::info!(%addr, "metrics: GET /metrics");
-        runtime.spawn(crate::metrics::serve(l, status_rx));
+        // Monitoring is not worth the service: a metrics address that is
+        // taken or not (yet) on this host leaves the node without metrics,
+        // not without a node.
+        match crate::metrics::bind(addr) {
+            Ok(l) => {
+                tracing::info!(%addr, "metrics: GET /metrics, /healthz, /readyz");
+                let stale_after =
+                    crate::health::stale_after(Duration::from_millis(topo.heartbeat_timeout_ms));
+                runtime.spawn(crate::metrics::serve(l, status_rx, stale_after));
+            }
+            Err(e) => tracing::warn!(
+                %addr,
+                error = %format!("{e:#}"),
+                "metrics: cannot listen; running on without metrics, /healthz and /readyz \
+                 (fix [admin] metrics and restart the node)"
+            ),
+        }
     }
     install_signal_handlers();
+    runtime.spawn(warn_on_hangup());
     for (i, s) in topo.sites.iter().enumerate() {
         tracing::info!(
             node = %cfg.node.name,

@@ -69,6 +69,13 @@ pub struct PairArgs {
     /// reachable from each node at the same address, e.g. 127.0.0.1:8080.
     #[arg(long, conflicts_with = "docroot")]
     upstream: Option<String>,
+    /// Serve Prometheus metrics, /healthz and /readyz on ADDR:PORT
+    /// (`[admin] metrics`): one address for every node (e.g.
+    /// 127.0.0.1:9464), or one per node, comma-separated in node order
+    /// (each machine's management address). No authentication: keep it off
+    /// the service LAN.
+    #[arg(long, value_delimiter = ',', value_name = "ADDR:PORT")]
+    metrics: Vec<std::net::SocketAddr>,
     /// Directory for n1.toml … nN.toml (created; mode 0600 files: they hold
     /// private keys).
     #[arg(long, default_value = ".")]
@@ -92,22 +99,23 @@ pub fn run(a: PairArgs) -> Result<()> {
         let path = a.out.join(format!("{}.toml", f.name));
         write_private(&path, &f.text, a.force)?;
     }
-    println!(
+    hotpair::outln!(
         "wrote {} configs ({} mode) to {}:",
         files.len(),
         a.mode,
         a.out.display()
-    );
+    )?;
     for (i, f) in files.iter().enumerate() {
-        println!(
+        hotpair::outln!(
             "  {}.toml  for the machine with link address {}",
-            f.name, a.link[i]
-        );
+            f.name,
+            a.link[i]
+        )?;
     }
-    println!(
+    hotpair::outln!(
         "On each machine: hotpair node --config <file> --check, then run it (docs/operations.md).\n\
          The files hold private keys: copy them over a secure channel and keep them mode 0600."
-    );
+    )?;
     Ok(())
 }
 
@@ -195,6 +203,15 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
             bail!("--link: {x} is also a service address; a link address belongs to the machine's kernel");
         }
     }
+    if !(a.metrics.is_empty() || a.metrics.len() == 1 || a.metrics.len() == n as usize) {
+        bail!(
+            "--metrics: one ADDR:PORT for every node, or one per node ({n}), got {}",
+            a.metrics.len()
+        );
+    }
+    if let Some(m) = a.metrics.iter().find(|m| m.port() == 0) {
+        bail!("--metrics: {m} needs a port");
+    }
     if a.docroot.is_none() && a.upstream.is_none() {
         bail!("give --docroot DIR (files) or --upstream HOST:PORT (your application)");
     }
@@ -267,6 +284,23 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
             ));
         }
         t.push_str("\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n");
+        // Written out, though it is the default, so that the file says
+        // where `hotpair status --config` and `status --check` will ask.
+        t.push_str(&format!(
+            "\n[admin]\nsocket = {}\n",
+            toml::Value::String(format!("{}/{me}.sock", hotpair::config::DEFAULT_ADMIN_DIR))
+        ));
+        let metrics = match a.metrics.as_slice() {
+            [] => None,
+            [all] => Some(all),
+            each => each.get(i as usize - 1),
+        };
+        if let Some(m) = metrics {
+            t.push_str(&format!(
+                "metrics = {}   # /metrics, /healthz, /readyz; no authentication\n",
+                toml::Value::String(m.to_string())
+            ));
+        }
         out.push(PairFile { name: me, text: t });
     }
     Ok(out)
@@ -373,6 +407,15 @@ mod tests {
                 owners.keys().collect::<Vec<_>>(),
                 primaries.keys().collect::<Vec<_>>()
             );
+            // Each names its admin socket, where `hotpair status` asks.
+            for c in &cfgs {
+                assert_eq!(
+                    c.admin_socket(),
+                    Path::new(&format!("/run/hotpair/{}.sock", c.node.name)),
+                    "{line}"
+                );
+                assert_eq!(c.admin.metrics, None, "{line}");
+            }
             // MACs differ.
             let macs: std::collections::BTreeSet<_> =
                 cfgs.iter().map(|c| c.node.mac.clone()).collect();
@@ -398,10 +441,42 @@ mod tests {
             ("--mode duplex --address 192.0.2.10 --link 192.0.2.10,10.0.0.1 --upstream 127.0.0.1:8080", "--link"),
             ("--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2", "--docroot"),
             ("--mode simplex --address 192.0.2.10 --link 10.0.0.1 --upstream 127.0.0.1:8080", "simplex"),
+            ("--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 --upstream 127.0.0.1:8080 --metrics 10.0.0.1:9464,10.0.0.2:9464,10.0.0.3:9464", "--metrics"),
+            ("--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 --upstream 127.0.0.1:8080 --metrics 10.0.0.1:0", "--metrics"),
         ];
         for (line, flag) in bad {
             let e = format!("{:#}", configs(&args(line)).unwrap_err());
             assert!(e.contains(flag), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn metrics_go_to_every_node_or_one_each() {
+        let dir = std::env::temp_dir().join(format!("hotpair-pair-metrics-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let base =
+            "--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 --upstream 127.0.0.1:8080";
+        for (extra, want) in [
+            (
+                "--metrics 127.0.0.1:9464",
+                ["127.0.0.1:9464", "127.0.0.1:9464"],
+            ),
+            (
+                "--metrics 10.0.0.1:9464,10.0.0.2:9465",
+                ["10.0.0.1:9464", "10.0.0.2:9465"],
+            ),
+        ] {
+            let files = configs(&args(&format!("{base} {extra}"))).unwrap();
+            for (f, want) in files.iter().zip(want) {
+                // Valid TOML that the node loads, with the address in it.
+                let path = dir.join(format!("{}.toml", f.name));
+                write_private(&path, &f.text, true).unwrap();
+                let c = hotpair::config::Config::load(&path)
+                    .unwrap_or_else(|e| panic!("{extra}: {e:#}\n{}", f.text));
+                assert_eq!(c.admin.metrics, Some(want.parse().unwrap()), "{extra}");
+                assert!(f.text.contains("\n[admin]\nsocket = "), "{}", f.text);
+            }
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

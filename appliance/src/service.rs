@@ -316,6 +316,12 @@ impl NodeShell {
     pub fn begin_leave(&mut self) -> bool {
         let grace = self.core.leave_grace_wanted();
         self.core.leave();
+        // Said at once: the stack loop may run no more rounds (no grace),
+        // and a health check must not see the node ready while it goes.
+        if let Some(st) = self.status.as_mut() {
+            st.leaving();
+        }
+        self.publish_status(Instant::now());
         grace
     }
 

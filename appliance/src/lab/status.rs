@@ -145,7 +145,7 @@ pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
     }))
 }
 
-pub fn print_status(v: &serde_json::Value) {
+pub fn print_status(v: &serde_json::Value) -> anyhow::Result<()> {
     let prefix = v["prefix"].as_str().unwrap_or("?");
     let s = |x: &serde_json::Value| match x {
         serde_json::Value::String(s) => s.clone(),
@@ -153,7 +153,7 @@ pub fn print_status(v: &serde_json::Value) {
         other => other.to_string(),
     };
     if v.get("phase").is_none() {
-        println!("lab {prefix}: not up (no state in {})", s(&v["state_dir"]));
+        hotpair::outln!("lab {prefix}: not up (no state in {})", s(&v["state_dir"]))?;
     } else {
         let repl = if v["replication"].is_object() {
             let links: Vec<String> = v["replication"]["links"]
@@ -184,21 +184,21 @@ pub fn print_status(v: &serde_json::Value) {
         } else {
             String::new()
         };
-        println!(
+        hotpair::outln!(
             "lab {prefix}: {} (mode {}{repl}), state {}",
             s(&v["phase"]),
             s(&v["mode"]),
             s(&v["state_dir"])
-        );
+        )?;
         if v["addresses"].as_array().map_or(0, Vec::len) > 1 {
-            println!("docroot {}", s(&v["docroot"]));
+            hotpair::outln!("docroot {}", s(&v["docroot"]))?;
         } else {
-            println!(
+            hotpair::outln!(
                 "service {}:{}  docroot {}",
                 s(&v["service"]["address"]),
                 s(&v["service"]["port"]),
                 s(&v["docroot"])
-            );
+            )?;
         }
         for a in v["addresses"].as_array().into_iter().flatten() {
             let serving: Vec<String> = a["serving"]
@@ -207,7 +207,7 @@ pub fn print_status(v: &serde_json::Value) {
                 .flatten()
                 .map(s)
                 .collect();
-            println!(
+            hotpair::outln!(
                 "address {}:{}  owner {}, primary {}: {}{}",
                 s(&a["ip"]),
                 s(&a["port"]),
@@ -219,15 +219,15 @@ pub fn print_status(v: &serde_json::Value) {
                 } else {
                     format!(" (served by {})", serving.join(" and "))
                 }
-            );
+            )?;
         }
         if v["failure_note"].is_string() {
-            println!("note: {}", s(&v["failure_note"]));
+            hotpair::outln!("note: {}", s(&v["failure_note"]))?;
         }
     }
     let namespaces = v["namespaces"].as_array().cloned().unwrap_or_default();
     if !namespaces.is_empty() {
-        println!("namespaces:");
+        hotpair::outln!("namespaces:")?;
     }
     for ns in namespaces {
         let addrs: Vec<String> = ns["addresses"]
@@ -236,7 +236,7 @@ pub fn print_status(v: &serde_json::Value) {
             .flatten()
             .map(|a| format!("{} {}", s(&a["interface"]), s(&a["address"])))
             .collect();
-        println!(
+        hotpair::outln!(
             "  {:<20} {:<8} {}{}",
             s(&ns["name"]),
             s(&ns["kind"]),
@@ -246,10 +246,10 @@ pub fn print_status(v: &serde_json::Value) {
                 "MISSING "
             },
             addrs.join(", ")
-        );
+        )?;
     }
     for n in v["nodes"].as_array().into_iter().flatten() {
-        println!(
+        hotpair::outln!(
             "node {}: pid {} {}{}, role {}, mac {}, log {}",
             s(&n["name"]),
             s(&n["pid"]),
@@ -266,7 +266,7 @@ pub fn print_status(v: &serde_json::Value) {
             s(&n["role"]),
             s(&n["mac"]),
             s(&n["log"]),
-        );
+        )?;
         let roles: Vec<String> = n["addresses"]
             .as_array()
             .into_iter()
@@ -277,11 +277,11 @@ pub fn print_status(v: &serde_json::Value) {
             })
             .collect();
         if !roles.is_empty() {
-            println!("  {}", roles.join("; "));
+            hotpair::outln!("  {}", roles.join("; "))?;
         }
         if n["cgroup_info"].is_object() {
             let c = &n["cgroup_info"];
-            println!(
+            hotpair::outln!(
                 "  cgroup {} {} CPUs, {} (cpu time {} ms)",
                 s(&c["version"]),
                 s(&c["cpus"]),
@@ -289,7 +289,7 @@ pub fn print_status(v: &serde_json::Value) {
                 c["usage_ns"]
                     .as_u64()
                     .map_or("-".to_owned(), |ns| (ns / 1_000_000).to_string())
-            );
+            )?;
         }
         for a in n["node_status"]["addresses"]
             .as_array()
@@ -297,7 +297,7 @@ pub fn print_status(v: &serde_json::Value) {
             .flatten()
         {
             let peer = &a["peer"];
-            println!(
+            hotpair::outln!(
                 "  now: {} {} {}{}, {} live, {} shadow connections",
                 s(&a["address"]),
                 s(&a["role"]),
@@ -314,23 +314,23 @@ pub fn print_status(v: &serde_json::Value) {
                 },
                 s(&a["connections"]["live"]),
                 s(&a["connections"]["shadow"]),
-            );
+            )?;
         }
         if n["admin_socket"].is_string() {
-            println!(
+            hotpair::outln!(
                 "  admin {} (hotpair status --socket …), metrics {}",
                 s(&n["admin_socket"]),
                 s(&n["metrics"])
-            );
+            )?;
         }
         if n["link"].is_object() {
-            println!(
+            hotpair::outln!(
                 "  link {} {}",
                 s(&n["link"]["interface"]),
                 s(&n["link"]["address"])
-            );
+            )?;
         }
-        println!(
+        hotpair::outln!(
             "  upstream {}: pid {} {}",
             s(&n["upstream"]["address"]),
             s(&n["upstream"]["pid"]),
@@ -339,8 +339,9 @@ pub fn print_status(v: &serde_json::Value) {
             } else {
                 "dead"
             },
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The service addresses with their nodes and what a client gets now, given
