@@ -1,7 +1,10 @@
 //! ServerConn tests. Time is synthetic: one `crate::test_origin()` per test as the
 //! base, every other instant is `base + offset`.
 
+use super::chunked::MAX_CHUNK_EXT;
+use super::head::MAX_HEADERS;
 use super::*;
+use crate::{reason_phrase, Method};
 use std::time::Duration;
 
 fn base() -> Instant {

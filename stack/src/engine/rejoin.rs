@@ -11,7 +11,8 @@
 
 use smoltcp::socket::tcp;
 
-use super::{Claim, Engine, Phase, Service, REANNOUNCE, REANNOUNCE_FIRST};
+use super::claim::{Claim, REANNOUNCE, REANNOUNCE_FIRST};
+use super::{Engine, Phase, Service};
 use crate::Role;
 
 impl<C> Engine<C> {

@@ -1,0 +1,260 @@
+//! Claim, probes and lease: a node whose peer seems gone probes for the
+//! address (RFC 5227) before it claims or promotes, stands down (fenced) if
+//! the peer answers, announces the address and repeats the announcement;
+//! a primary without a current lease stays silent toward clients.
+
+use std::time::{Duration, Instant as StdInstant};
+
+use smoltcp::wire::{ArpOperation, Ipv4Address};
+
+use super::types::{Frame, Role};
+use super::Engine;
+
+/// ARP probes (sender 0.0.0.0) and answers to probes (target 0.0.0.0):
+/// the only frames a node sends while its role is unconfirmed.
+pub(super) fn is_probe_traffic(frame: &[u8]) -> bool {
+    crate::arp::parse(frame).is_some_and(|a| {
+        a.sender_ip == Ipv4Address::UNSPECIFIED || a.target_ip == Ipv4Address::UNSPECIFIED
+    })
+}
+
+/// Split-brain guard: before claiming the address, the primary probes for
+/// it this many times, this far apart; an answer means the ingress node is
+/// alive (only the link failed) and the primary must stand down.
+///
+/// The claim comes one interval after the last probe: 36 ms after the
+/// heartbeat timeout, which is what a frozen owner costs its clients beyond
+/// the timeout (the target is 50 ms). A live owner answers a probe in the
+/// round that reads it (rounds are bounded: see `TX_BYTE_BUDGET`), well
+/// within that; a node that was paused does not need the probes to catch
+/// it: it notices the pause itself (`NodeCore::check_paused`: no heartbeat
+/// for the timeout) and stays silent until it has probed in turn.
+pub const CLAIM_PROBES: u32 = 3;
+
+pub const CLAIM_PROBE_INTERVAL: Duration = Duration::from_millis(12);
+
+/// After claiming the address, the announcement is repeated this many
+/// times, 100 ms, 200 ms, 400 ms … apart: one lost gratuitous ARP must not
+/// leave a client sending to the dead node's MAC until its neighbour entry
+/// expires (keepalived repeats its gratuitous ARPs for the same reason).
+pub(super) const REANNOUNCE: u32 = 5;
+
+pub(super) const REANNOUNCE_FIRST: Duration = Duration::from_millis(100);
+
+/// How far smoltcp's clock jumps at a takeover (claim or promotion):
+/// beyond the minimum RTO (1 s) and two backoffs of it.
+pub(super) const CLAIM_CLOCK_JUMP: Duration = Duration::from_secs(5);
+
+/// The primary's claim of the address after losing its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Claim {
+    None,
+    Probing {
+        sent: u32,
+        next_at: Option<StdInstant>,
+    },
+    /// The ingress node answered: it owns the address and the connections.
+    Fenced,
+}
+
+impl<C> Engine<C> {
+    /// The node core's word on whether the peer confirmed this node's role
+    /// within the heartbeat timeout. Only a primary's output depends on it.
+    pub fn set_lease(&mut self, ok: bool) {
+        if self.lease != ok {
+            tracing::debug!(address = %self.cfg.address.address(), lease = ok, mode = ?self.mode, "lease");
+        }
+        self.lease = ok;
+    }
+
+    /// An ingress node whose primary seems gone, but which may itself have
+    /// been paused past the timeout (its peer may have claimed the address
+    /// meanwhile): probe for the address first, silent. If the primary
+    /// answers, it holds the address: this node is fenced. If nobody does,
+    /// [`Engine::take_probed`] says so and the caller promotes.
+    pub fn probe_before_promote(&mut self) {
+        if self.mode == Role::Ingress && self.claim == Claim::None {
+            self.claim = Claim::Probing {
+                sent: 0,
+                next_at: None,
+            };
+        }
+    }
+
+    /// An owner's probes at start are moot: its primary says it never
+    /// took the address over (its `Hello`'s epoch is 0), so nobody else
+    /// holds it. Stop probing; the caller announces it.
+    pub fn cancel_probe(&mut self) {
+        if self.mode == Role::Ingress && matches!(self.claim, Claim::Probing { .. }) {
+            self.claim = Claim::None;
+        }
+    }
+
+    /// The probes of [`Engine::probe_before_promote`] went unanswered
+    /// (once).
+    pub fn take_probed(&mut self) -> bool {
+        std::mem::take(&mut self.probed)
+    }
+
+    /// Probing for the address (a claim, or an owner's check before it
+    /// promotes or announces): its outcome is not known yet.
+    pub fn probing(&self) -> bool {
+        matches!(self.claim, Claim::Probing { .. })
+    }
+
+    /// Whether [`Engine::take_probed`] would say so (without taking it).
+    pub fn probed(&self) -> bool {
+        self.probed
+    }
+
+    /// Announce the service address (gratuitous ARP).
+    pub fn announce(&mut self) {
+        let f = crate::arp::gratuitous(self.cfg.mac, self.cfg.address.address());
+        self.lan_out.push_back(Frame::copy_from(&f));
+    }
+
+    /// The ingress node seems gone: probe for the address, then serve it
+    /// ourselves — unless someone answers the probe, in which case the
+    /// ingress node is alive (the link alone failed), it has taken over,
+    /// and this node is fenced: it must send nothing more.
+    pub fn claim(&mut self) {
+        if self.mode == Role::Primary && self.claim == Claim::None {
+            self.claim = Claim::Probing {
+                sent: 0,
+                next_at: None,
+            };
+        }
+    }
+
+    /// The ingress node said it is leaving (a planned stop, on the
+    /// authenticated link): it answers nothing any more, so claim the
+    /// address at the next round, without the probes.
+    pub fn claim_now(&mut self) {
+        if self.mode == Role::Primary && self.claim == Claim::None {
+            self.claim = Claim::Probing {
+                sent: CLAIM_PROBES,
+                next_at: None,
+            };
+        }
+    }
+
+    /// The ingress node answered our probe: stop serving for good.
+    pub fn fenced(&self) -> bool {
+        self.claim == Claim::Fenced
+    }
+
+    /// Gratuitous ARP for the address, and a direct ARP request to every
+    /// client (or gateway) we have been talking to: not every stack takes a
+    /// gratuitous ARP (smoltcp, for one, ignores ARP not aimed at its own
+    /// address), but every stack learns the sender of a request addressed
+    /// to it.
+    pub(super) fn announce_to_all(&mut self) {
+        self.announce();
+        let (mac, vip) = (self.cfg.mac, self.cfg.address.address());
+        let known: Vec<_> = self
+            .neighbors
+            .iter()
+            .map(|(ip, (m, _))| (*ip, *m))
+            .collect();
+        for (ip, their_mac) in known {
+            let f = crate::arp::request_to(mac, vip, their_mac, ip);
+            self.lan_out.push_back(Frame::copy_from(&f));
+        }
+    }
+
+    /// Repeat the announcement after a claim, with a doubling interval.
+    pub(super) fn reannounce_tick(&mut self, now: StdInstant) {
+        let Some((left, at)) = self.reannounce else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        self.announce_to_all();
+        let sent = REANNOUNCE - left + 1;
+        self.reannounce = (left > 1).then(|| (left - 1, now + REANNOUNCE_FIRST * (1 << sent)));
+    }
+
+    pub(super) fn claim_tick(&mut self, now: StdInstant) {
+        let Claim::Probing { sent, next_at } = self.claim else {
+            return;
+        };
+        if next_at.is_some_and(|t| t > now) {
+            return;
+        }
+        if sent < CLAIM_PROBES {
+            let f = crate::arp::probe(self.cfg.mac, self.cfg.address.address());
+            self.lan_out.push_back(Frame::copy_from(&f));
+            self.claim = Claim::Probing {
+                sent: sent + 1,
+                next_at: Some(now + CLAIM_PROBE_INTERVAL),
+            };
+        } else if self.mode == Role::Ingress {
+            tracing::info!(
+                connections = self.stats.active,
+                "no answer to probes: the address is still ours"
+            );
+            self.claim = Claim::None;
+            self.probed = true;
+        } else {
+            tracing::info!(
+                connections = self.stats.active,
+                "no answer to probes: claiming the service address"
+            );
+            self.claim = Claim::None;
+            self.mode = Role::Simplex;
+            // Every connection is this node's alone now; after a rejoin its
+            // clients may keep sending here until the owner's announcement
+            // takes (Linux ignores an ARP update within `locktime`, 1 s, of
+            // the last): see `serves_from_lan`.
+            for tr in self.tracks.values_mut() {
+                tr.local = true;
+            }
+            self.announce_to_all();
+            self.reannounce = Some((REANNOUNCE, now + REANNOUNCE_FIRST));
+            // The client has been acknowledging to the dead ingress node:
+            // our data reached it, its ACKs did not reach us. Rather than
+            // wait for smoltcp's retransmission timer (1 s at least, more
+            // after a backoff), move smoltcp's clock past it once: every
+            // socket with unacknowledged data retransmits now, and the
+            // client's ACK, arriving here after the gratuitous ARP, catches
+            // us up. Karn's rule keeps these retransmissions out of the RTT
+            // estimate.
+            self.clock_skew += CLAIM_CLOCK_JUMP;
+            self.mark_all();
+        }
+    }
+
+    /// While probing: `f` answers *our* probe — an ARP reply for the
+    /// address from another MAC, addressed to us.
+    pub(super) fn probe_answered(&self, f: &Frame) -> bool {
+        if !matches!(self.claim, Claim::Probing { .. }) {
+            return false;
+        }
+        crate::arp::parse(f.data()).is_some_and(|a| {
+            a.operation == ArpOperation::Reply
+                && a.sender_ip == self.cfg.address.address()
+                && a.sender_mac != self.cfg.mac
+                && a.target_mac == self.cfg.mac
+        })
+    }
+
+    /// Answer an RFC 5227 probe for our address (smoltcp ignores ARP from
+    /// 0.0.0.0): a primary that lost the link asks this before claiming.
+    pub(super) fn answer_probe(&mut self, f: &Frame) -> bool {
+        let vip = self.cfg.address.address();
+        match crate::arp::parse(f.data()) {
+            Some(a)
+                if a.operation == ArpOperation::Request
+                    && a.sender_ip == Ipv4Address::UNSPECIFIED
+                    && a.target_ip == vip =>
+            {
+                let r =
+                    crate::arp::reply(self.cfg.mac, vip, a.sender_mac, Ipv4Address::UNSPECIFIED);
+                self.lan_out.push_back(Frame::copy_from(&r));
+                true
+            }
+            _ => false,
+        }
+    }
+}

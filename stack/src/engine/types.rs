@@ -1,0 +1,178 @@
+//! The engine's vocabulary: frames, roles, the names of a connection, the
+//! service that runs on top, and the counters.
+
+use std::time::Instant as StdInstant;
+
+use smoltcp::socket::tcp;
+use smoltcp::wire::{IpEndpoint, Ipv4Address};
+
+use super::HEADROOM;
+
+/// A client TCP 4-tuple as seen from the node: (client address, client port, local port).
+pub type Tuple = (Ipv4Address, u16, u16);
+
+/// An Ethernet frame in a buffer with headroom: the frame is `buf[start..]`.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub buf: Vec<u8>,
+    pub start: usize,
+    /// Segment size the device should cut this frame into (TSO), if any.
+    pub gso: Option<u16>,
+}
+
+impl Frame {
+    /// A frame copied from `data`, with headroom.
+    pub fn copy_from(data: &[u8]) -> Self {
+        let mut buf = Vec::with_capacity(HEADROOM + data.len());
+        crate::bytes::extend_zeroed(&mut buf, HEADROOM);
+        buf.extend_from_slice(data);
+        Frame {
+            buf,
+            start: HEADROOM,
+            gso: None,
+        }
+    }
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+}
+
+/// What a node does for one service address: the one role type of the
+/// engine, the protocol core and the config. Promotion and claim turn
+/// `Ingress` and `Primary` into `Simplex`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Serve the address alone, unreplicated (no live peer).
+    Simplex,
+    /// Run the application for the address's connections; a peer owns the
+    /// address on the LAN (hears the clients, forwards their frames).
+    Primary,
+    /// Own the address on the LAN (the paper's backup): shadow every
+    /// connection and forward client frames to the peer that is primary.
+    Ingress,
+}
+
+/// Identifies one connection for its whole life: the pool slot plus a
+/// generation that changes each time the slot is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// A connection's name on every node: the client's endpoint and initial
+/// sequence number (which tells a reused port apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    pub client_ip: Ipv4Address,
+    pub client_port: u16,
+    pub client_isn: u32,
+}
+
+impl std::fmt::Display for ConnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}#{}",
+            self.client_ip, self.client_port, self.client_isn
+        )
+    }
+}
+
+/// What the service learns about a new connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub remote: IpEndpoint,
+    pub key: ConnKey,
+    /// A shadow of a connection the primary serves (ingress mode).
+    pub shadow: bool,
+}
+
+/// What runs on top of the engine: the HTTP server and replication glue.
+pub trait Service {
+    /// Per-connection state.
+    type Conn;
+    /// A listener completed a handshake (or a shadow did).
+    fn accept(&mut self, id: ConnId, info: &ConnInfo, now: StdInstant) -> Self::Conn;
+    /// The socket may have changed or the connection was woken: move bytes
+    /// between the socket and the connection. Returns its next deadline.
+    fn drive(
+        &mut self,
+        id: ConnId,
+        conn: &mut Self::Conn,
+        socket: &mut tcp::Socket<'_>,
+        now: StdInstant,
+    ) -> Option<StdInstant>;
+    /// The connection is gone (closed, reset or timed out).
+    fn closed(&mut self, id: ConnId, conn: Self::Conn);
+    /// Connections with new work since the last call (replies arrived).
+    fn woken(&mut self, out: &mut Vec<ConnId>);
+    /// A shadow connection became live (takeover): serve it from now on.
+    fn promote(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) {}
+    /// Since when the connection has been idle — a keep-alive connection
+    /// between requests, nothing received, owed or being written — if it
+    /// is and this node decides its close (never a shadow). When new
+    /// connections go beyond `max_connections`, the engine closes the
+    /// oldest idle ones first.
+    fn idle_since(&self, _conn: &Self::Conn) -> Option<StdInstant> {
+        None
+    }
+    /// Close an idle connection to make room for a new client: an orderly
+    /// close (a FIN after everything owed; under replication a logged
+    /// close, so the shadow closes at the same byte), never a reset. The
+    /// engine drives the connection in its next round. Returns whether it
+    /// will close.
+    fn evict_idle(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) -> bool {
+        false
+    }
+}
+
+/// Counters for status and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EngineStats {
+    pub accepted: u64,
+    pub closed: u64,
+    pub active: usize,
+    pub time_wait_recycled: u64,
+    pub duplicate_syn: u64,
+    pub forwarded: u64,
+    pub not_forwarded: u64,
+    pub held: u64,
+    pub held_dropped: u64,
+    pub passed_through: u64,
+    pub promoted: u64,
+    /// Half-open connections now (SYN received, handshake not completed).
+    pub half_open: usize,
+    /// Half-open connections dropped after `half_open_timeout`.
+    pub half_open_expired: u64,
+    /// Half-open connections dropped, oldest first, to admit a new SYN at
+    /// the `max_half_open` bound.
+    pub half_open_evicted: u64,
+    /// SYNs dropped because their source held `max_per_source` connections.
+    pub per_source_refused: u64,
+    /// Idle keep-alive connections closed, oldest idle first, because a
+    /// new connection went beyond `max_connections`.
+    pub idle_evicted: u64,
+    /// Connections in FIN-WAIT-2 released for new ones (at
+    /// `max_connections`, or when SYNs met a full socket pool).
+    pub fin_wait2_reclaimed: u64,
+    /// SYNs refused (RST) because no receive buffer could be had: the
+    /// slab could map no arena (`engine/slab.rs`).
+    pub no_rx_buffer: u64,
+    /// Receive buffers of connections with nothing to read whose pages
+    /// were given back (see `Engine::release_idle_rx`).
+    pub rx_released: u64,
+    /// Full-size send buffers lent to connections now (the others hold
+    /// none: see `engine/buffers.rs`).
+    pub send_buffers_lent: usize,
+    /// Slots looked at by rounds so far (each ready slot once per round):
+    /// what a round costs, which must follow the active connections.
+    pub slots_polled: u64,
+    /// Frames for the LAN not sent because this node's role was not
+    /// confirmed at the time (no lease from its peer, or probing for the
+    /// address): a node that may have been taken over stays silent.
+    pub silenced: u64,
+}
