@@ -34,8 +34,8 @@
 //! # Layout
 //! This file holds the [`Engine`] itself (its state, a round, promotion and
 //! each connection's step); the rest lives beside it, one file per seam:
-//! `types` (frames, roles, connection names, the [`Service`] trait,
-//! counters), `device` (the queue device under smoltcp), `pool` (sockets,
+//! `types` (the configuration, frames, roles, connection names, the
+//! [`Service`] trait, counters), `device` (the queue device under smoltcp), `pool` (sockets,
 //! listeners, TIME-WAIT), `dispatch` and `ready` (which sockets a round
 //! reaches), `admission` (half-open, per-source, eviction), `shadow` (the
 //! ingress node's shadow path), `claim` (claim, probes, lease), `rejoin`,
@@ -51,7 +51,6 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
-use crate::runtime::StackConfig;
 use crate::seg::{self, ACK};
 use crate::vnet::VNET_HDR_LEN;
 
@@ -76,7 +75,7 @@ use shadow::{FwdRule, Track};
 
 pub use claim::{CLAIM_PROBES, CLAIM_PROBE_INTERVAL};
 pub use slab::RxSlab;
-pub use types::{ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, Tuple};
+pub use types::{ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, Tuple};
 
 /// Bytes kept free in front of every frame, for the TAP's vnet header.
 pub const HEADROOM: usize = VNET_HDR_LEN;

@@ -3,22 +3,28 @@
 //! replication (shadow sockets, sequence alignment, forwarding).
 //!
 //! Layers, bottom up:
-//! - [`tap`]: the TAP file descriptor (libc ioctls: `IFF_VNET_HDR`, offload).
+//! - `tap`: the TAP file descriptor (libc ioctls: `IFF_VNET_HDR`, offload).
 //! - [`vnet`]: the `virtio_net_hdr` codec and checksum offload contract (pure).
 //! - [`seg`], [`arp`]: reading, rewriting and building frames (pure).
 //! - [`engine`]: sans-IO — smoltcp, the socket pool and replication modes
 //!   over in-memory frame queues, driving a [`engine::Service`].
-//! - [`runtime`]: the TAP shell — one thread, epoll, batches of frames.
+//! - `runtime`: the TAP shell — one thread, epoll, batches of frames (with
+//!   `tap` and `pcap`, behind the `shell` feature: the sans-IO crates above
+//!   this one do without it; the appliance enables it).
 
 pub mod arp;
 pub mod bytes;
 pub mod engine;
+#[cfg(feature = "shell")]
 pub mod pcap;
+#[cfg(feature = "shell")]
 pub mod runtime;
 pub mod seg;
+#[cfg(feature = "shell")]
 pub mod tap;
 pub mod vnet;
 
-pub use engine::{ConnId, ConnInfo, ConnKey, Engine, Frame, Role, Service};
-pub use runtime::{Node, Shell, StackConfig, Waker};
+pub use engine::{ConnId, ConnInfo, ConnKey, Engine, Frame, Role, Service, StackConfig};
+#[cfg(feature = "shell")]
+pub use runtime::{Node, Shell, Waker};
 pub use smoltcp;

@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
-
+pub use crate::engine::StackConfig;
 use crate::engine::{Frame, HEADROOM};
 use crate::pcap::PcapSink;
 use crate::tap::Tap;
@@ -23,34 +22,6 @@ use crate::vnet::{self, VnetHdr, VNET_HDR_LEN};
 const RX_BUF_LEN: usize = VNET_HDR_LEN + 14 + 65_535 + 64;
 /// Frames read per round before the engine runs.
 const RX_BATCH: usize = 64;
-
-/// Static settings of the stack.
-#[derive(Debug, Clone)]
-pub struct StackConfig {
-    /// The node's own unicast MAC (not the TAP's).
-    pub mac: EthernetAddress,
-    /// The service address and its prefix.
-    pub address: Ipv4Cidr,
-    /// Default gateway for clients off the local subnet.
-    pub gateway: Option<Ipv4Address>,
-    pub port: u16,
-    /// The most connections at once: beyond it, the oldest idle ones are
-    /// closed for new ones. Half-open connections and armed listeners have
-    /// their own room beyond it (an ingress node's engine a second SYN
-    /// queue's: see `Engine::pool_limit`).
-    pub max_connections: usize,
-    /// The most half-open connections (SYN received, handshake not done)
-    /// at once; at the bound the oldest is dropped for a new SYN.
-    pub max_half_open: usize,
-    /// A handshake not completed within this is dropped.
-    pub half_open_timeout: Duration,
-    /// The most connections one client address may hold at once.
-    pub max_per_source: usize,
-    pub rx_buffer_bytes: usize,
-    pub tx_buffer_bytes: usize,
-    /// Seed for smoltcp's RNG (ISNs, ephemeral ports).
-    pub seed: u64,
-}
 
 /// Counters of the TAP shell.
 #[derive(Debug, Default, Clone, Copy)]

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{Engine, Frame, Role};
-use hotpair_stack::runtime::StackConfig;
 use hotpair_stack::seg::{self, ACK, SYN};
+use hotpair_stack::StackConfig;
 use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
 mod common;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::Quiet;
 use hotpair_stack::engine::{Engine, Frame, Role, RxSlab};
-use hotpair_stack::runtime::StackConfig;
 use hotpair_stack::seg::{self, ACK, RST, SYN};
+use hotpair_stack::StackConfig;
 use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
 const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);

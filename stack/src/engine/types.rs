@@ -1,12 +1,40 @@
-//! The engine's vocabulary: frames, roles, the names of a connection, the
-//! service that runs on top, and the counters.
+//! The engine's vocabulary: its configuration, frames, roles, the names of
+//! a connection, the service that runs on top, and the counters.
 
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use smoltcp::socket::tcp;
-use smoltcp::wire::{IpEndpoint, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
 
 use super::HEADROOM;
+
+/// Static settings of the stack.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The node's own unicast MAC (not the TAP's).
+    pub mac: EthernetAddress,
+    /// The service address and its prefix.
+    pub address: Ipv4Cidr,
+    /// Default gateway for clients off the local subnet.
+    pub gateway: Option<Ipv4Address>,
+    pub port: u16,
+    /// The most connections at once: beyond it, the oldest idle ones are
+    /// closed for new ones. Half-open connections and armed listeners have
+    /// their own room beyond it (an ingress node's engine a second SYN
+    /// queue's: see `Engine::pool_limit`).
+    pub max_connections: usize,
+    /// The most half-open connections (SYN received, handshake not done)
+    /// at once; at the bound the oldest is dropped for a new SYN.
+    pub max_half_open: usize,
+    /// A handshake not completed within this is dropped.
+    pub half_open_timeout: Duration,
+    /// The most connections one client address may hold at once.
+    pub max_per_source: usize,
+    pub rx_buffer_bytes: usize,
+    pub tx_buffer_bytes: usize,
+    /// Seed for smoltcp's RNG (ISNs, ephemeral ports).
+    pub seed: u64,
+}
 
 /// A client TCP 4-tuple as seen from the node: (client address, client port, local port).
 pub type Tuple = (Ipv4Address, u16, u16);

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{ConnId, ConnInfo, Frame, Service};
-use hotpair_stack::runtime::StackConfig;
 use hotpair_stack::seg;
+use hotpair_stack::StackConfig;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
