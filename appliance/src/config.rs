@@ -272,6 +272,13 @@ pub struct HttpSection {
     pub idle_timeout_ms: u64,
     #[serde(default = "default_body_timeout")]
     pub body_timeout_ms: u64,
+    /// Most reply bytes a connection holds for a client that does not read.
+    #[serde(default = "default_max_output")]
+    pub max_output_bytes: usize,
+    /// A connection whose client took none of its waiting output for this
+    /// long is aborted (nginx's `send_timeout`).
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout_ms: u64,
 }
 
 impl Default for HttpSection {
@@ -283,6 +290,8 @@ impl Default for HttpSection {
             header_timeout_ms: default_header_timeout(),
             idle_timeout_ms: default_idle_timeout(),
             body_timeout_ms: default_body_timeout(),
+            max_output_bytes: default_max_output(),
+            send_timeout_ms: default_send_timeout(),
         }
     }
 }
@@ -393,6 +402,12 @@ fn default_max_body() -> u64 {
 }
 fn default_max_pipelined() -> usize {
     32
+}
+fn default_max_output() -> usize {
+    hotpair_http::Limits::default().max_output_bytes
+}
+fn default_send_timeout() -> u64 {
+    hotpair_http::Limits::default().send_timeout.as_millis() as u64
 }
 fn default_header_timeout() -> u64 {
     10_000
@@ -761,6 +776,12 @@ impl Config {
                 h.max_header_bytes
             );
         }
+        if h.max_output_bytes < 64 * 1024 {
+            bail!(
+                "http.max_output_bytes: {} must be at least 65536 (one reply's head and a socket's worth of body)",
+                h.max_output_bytes
+            );
+        }
         if h.max_pipelined == 0 || h.max_pipelined > 1024 {
             bail!(
                 "http.max_pipelined: {} must be within 1..=1024",
@@ -771,6 +792,7 @@ impl Config {
             ("http.header_timeout_ms", h.header_timeout_ms),
             ("http.idle_timeout_ms", h.idle_timeout_ms),
             ("http.body_timeout_ms", h.body_timeout_ms),
+            ("http.send_timeout_ms", h.send_timeout_ms),
         ] {
             if v == 0 {
                 bail!("{key}: must be greater than 0");

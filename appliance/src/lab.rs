@@ -257,6 +257,10 @@ struct UpArgs {
     /// `[http] idle_timeout_ms` in the node configs.
     #[arg(long, default_value_t = 60_000)]
     http_idle_timeout_ms: u64,
+    /// `[http] send_timeout_ms` in the node configs (a client that takes
+    /// none of its waiting output for this long is cut off).
+    #[arg(long, default_value_t = 60_000)]
+    http_send_timeout_ms: u64,
     /// `max_connections` of every service address in the node configs.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
@@ -445,6 +449,7 @@ pub struct LabOptions {
     pub link_plaintext: bool,
     pub http_header_timeout_ms: u64,
     pub http_idle_timeout_ms: u64,
+    pub http_send_timeout_ms: u64,
     /// Per service address: `max_connections`, and `max_per_source` and
     /// `half_open_timeout_ms` (`None`: the config's defaults).
     pub max_connections: usize,
@@ -472,6 +477,7 @@ impl LabOptions {
             pcap: false,
             http_header_timeout_ms: 10_000,
             http_idle_timeout_ms: 60_000,
+            http_send_timeout_ms: 60_000,
             max_connections: 1024,
             max_per_source: None,
             half_open_timeout_ms: None,
@@ -581,6 +587,7 @@ pub fn run(args: LabArgs) -> Result<()> {
                 link_plaintext: a.link_plaintext,
                 http_header_timeout_ms: a.http_header_timeout_ms,
                 http_idle_timeout_ms: a.http_idle_timeout_ms,
+                http_send_timeout_ms: a.http_send_timeout_ms,
                 max_connections: a.max_connections,
                 max_per_source: a.max_per_source,
                 half_open_timeout_ms: a.half_open_timeout_ms,

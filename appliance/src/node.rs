@@ -132,6 +132,8 @@ pub fn limits(cfg: &Config) -> Limits {
         header_timeout: Duration::from_millis(h.header_timeout_ms),
         idle_timeout: Duration::from_millis(h.idle_timeout_ms),
         body_timeout: Duration::from_millis(h.body_timeout_ms),
+        max_output_bytes: h.max_output_bytes,
+        send_timeout: Duration::from_millis(h.send_timeout_ms),
     }
 }
 

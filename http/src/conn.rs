@@ -78,8 +78,12 @@ pub struct ServerConn {
     /// Unit boundaries in `out`, for callers that log output whole units
     /// at a time (see [`ServerConn::take_unit`]).
     units: VecDeque<UnitMeta>,
-    /// Units taken by the caller and not yet reported flushed.
-    external_units: usize,
+    /// Units taken by the caller and not yet reported flushed, in order:
+    /// whether each is a final reply. A taken reply is still in flight
+    /// until it is flushed — else a client that pipelines requests and
+    /// never reads would have every reply made and held by the caller
+    /// (`max_pipelined` must bound the node's path too).
+    external_units: VecDeque<bool>,
     /// A resumed connection whose `100 Continue` for this index was
     /// already sent by the node it was taken over from.
     continue_sent_for: Option<u64>,
@@ -154,7 +158,7 @@ impl ServerConn {
             last_now: now,
             input_total: 0,
             units: VecDeque::new(),
-            external_units: 0,
+            external_units: VecDeque::new(),
             continue_sent_for: None,
         }
     }
@@ -405,7 +409,12 @@ impl ServerConn {
     // ---- internals -------------------------------------------------------
 
     fn in_flight(&self) -> usize {
-        self.slots.len() + self.out_replies
+        self.slots.len() + self.out_replies + self.external_replies()
+    }
+
+    /// Final replies taken with `take_unit` and not yet reported flushed.
+    fn external_replies(&self) -> usize {
+        self.external_units.iter().filter(|&&fin| fin).count()
     }
 
     fn observe(&mut self, now: Instant) {
@@ -419,7 +428,7 @@ impl ServerConn {
             && self.head.started.is_none()
             && self.slots.is_empty()
             && self.out.is_empty()
-            && self.external_units == 0
+            && self.external_units.is_empty()
             && !self.close_after
             && !self.aborted
     }

@@ -105,6 +105,17 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// No body byte received for this long while reading a body → close.
     pub body_timeout: Duration,
+    /// Most reply bytes one connection holds made but not yet written to
+    /// its socket (a client that pipelines requests and does not read):
+    /// at this bound no further request goes to a handler until the client
+    /// reads. One reply may take it past the bound. Enforced by the caller
+    /// that takes output with [`ServerConn::take_unit`].
+    pub max_output_bytes: usize,
+    /// Output waiting and none of it taken by the client's socket for this
+    /// long (a zero window, a client that stopped reading) → the connection
+    /// is aborted (nginx's `send_timeout`). Enforced by the caller, as
+    /// `max_output_bytes`.
+    pub send_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -116,6 +127,8 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            max_output_bytes: 4 * 1024 * 1024,
+            send_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -639,7 +639,7 @@ impl<C> Engine<C> {
                 }
             }
             Phase::Lingering { tuple } => {
-                if sock.state() == tcp::State::Closed {
+                if sock.state() == tcp::State::Closed && sock.remote_endpoint().is_none() {
                     let tuple = *tuple;
                     self.forget(&tuple, i);
                     self.pool.release(i, &mut self.sockets);
@@ -718,7 +718,11 @@ impl<C> Engine<C> {
             tracing::trace!(?id, "closed");
             service.closed(id, a.conn);
             self.pool.generations[i] = self.pool.generations[i].wrapping_add(1);
-            if state == tcp::State::Closed {
+            // An abort (the service cut a client off) still owes the
+            // client its RST: smoltcp sends it at its next dispatch, and
+            // only then forgets the tuple; the slot is released after
+            // (the `Lingering` step), or the RST would never leave.
+            if state == tcp::State::Closed && sock.remote_endpoint().is_none() {
                 self.forget(&a.tuple, i);
                 self.pool.release(i, &mut self.sockets);
             }

@@ -187,6 +187,7 @@ max_header_bytes = 16384
 max_body_bytes = 67108864
 header_timeout_ms = {header_timeout}
 idle_timeout_ms = {idle_timeout}
+send_timeout_ms = {send_timeout}
 
 [[route]]
 prefix = "/static/"
@@ -208,6 +209,7 @@ address = "{UPSTREAM_ADDRESS}"
             .map_or(String::new(), |p| format!("policy = \"{}\"\n", p.name())),
         header_timeout = opts.http_header_timeout_ms,
         idle_timeout = opts.http_idle_timeout_ms,
+        send_timeout = opts.http_send_timeout_ms,
     )
 }
 
@@ -312,6 +314,7 @@ max_header_bytes = 16384
 max_body_bytes = 67108864
 header_timeout_ms = 10000
 idle_timeout_ms = 60000
+send_timeout_ms = 60000
 
 [[route]]
 prefix = "/static/"

@@ -1357,3 +1357,41 @@ fn poll_output_keeps_unit_queue_bounded() {
         "units consumed through poll_output are gone"
     );
 }
+
+#[test]
+fn replies_taken_as_units_count_against_max_pipelined_until_flushed() {
+    // A client that pipelines requests and never reads: the caller takes
+    // each reply as a unit (to log it) but cannot write it. Those replies
+    // are still in flight, so reading stops at `max_pipelined`.
+    let t0 = crate::test_origin();
+    let limits = Limits {
+        max_pipelined: 2,
+        ..Limits::default()
+    };
+    let mut c = ServerConn::new(limits, t0);
+    let req = b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n";
+    let input: Vec<u8> = req.repeat(10);
+    let mut consumed = 0;
+    let mut taken = Vec::new();
+    for _ in 0..10 {
+        consumed += c.handle_input(&input[consumed..], t0);
+        while let Some(r) = c.poll_request() {
+            c.send_response(r.index, Response::new(200).body("x"))
+                .unwrap();
+        }
+        while let Some(u) = c.take_unit() {
+            taken.push(u);
+        }
+    }
+    assert_eq!(
+        taken.len(),
+        2,
+        "replies made for a client that reads nothing"
+    );
+    assert_eq!(consumed, 2 * req.len());
+    assert_eq!(c.requests_in_flight(), 2);
+    // One written out: one more request is read.
+    c.unit_flushed(t0);
+    consumed += c.handle_input(&input[consumed..], t0);
+    assert_eq!(consumed, 3 * req.len());
+}

@@ -150,7 +150,7 @@ impl ServerConn {
         }
         self.out_off = 0;
         self.out_len -= meta.len;
-        self.external_units += 1;
+        self.external_units.push_back(meta.kind == UnitKind::Final);
         Some(OutputUnit {
             index: meta.index,
             kind: meta.kind,
@@ -162,7 +162,7 @@ impl ServerConn {
 
     /// A unit taken with `take_unit` has been written out.
     pub fn unit_flushed(&mut self, now: Instant) {
-        self.external_units = self.external_units.saturating_sub(1);
+        self.external_units.pop_front();
         self.observe(now);
         self.refresh_idle(now);
     }

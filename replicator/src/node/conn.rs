@@ -62,11 +62,36 @@ pub struct LiveConn {
     /// connection's units are logged: after a rejoin the new session's
     /// ingress node knows nothing of older connections.
     session: Option<u64>,
+    /// Since when released output has waited with none of it taken by the
+    /// socket (the client does not read): `send_timeout` runs from here.
+    send_stalled: Option<Instant>,
+    /// Requests handed to the shell as jobs whose reply has not come back.
+    /// While one is out no further request of the connection goes to a
+    /// handler (pipelined requests run one after another, as nginx runs
+    /// them): a reply's size is known only once it is made, and the output
+    /// bound must count it.
+    pending_jobs: usize,
 }
 
 impl LiveConn {
     /// Nothing in flight at this layer either: no unread input, no unit
     /// waiting to be logged or written, not closing.
+    /// Reply bytes made and not yet written to the socket: what
+    /// `max_output_bytes` bounds.
+    fn held_output(&self) -> usize {
+        let units: usize = self
+            .units
+            .iter()
+            .map(|u| u.chunks.iter().map(Bytes::len).sum::<usize>() - u.offset)
+            .sum();
+        let unlogged: usize = self
+            .unlogged
+            .iter()
+            .map(|u| u.chunks.iter().map(Bytes::len).sum::<usize>())
+            .sum();
+        units + unlogged + self.http.output_pending()
+    }
+
     fn is_idle(&self) -> bool {
         self.input.is_empty()
             && self.unlogged.is_empty()
@@ -166,6 +191,9 @@ pub(crate) struct SiteConns {
     woken: Vec<ConnId>,
     /// Requests of this address handed to a handler so far.
     pub handler_runs: u64,
+    /// Connections aborted because their client took no output for
+    /// `send_timeout`.
+    pub send_timeouts: u64,
     /// Requests by route, and their latency (status and metrics).
     pub(crate) requests: super::stats::RequestTracker,
     /// The current link session's number (see [`LiveConn`]'s `session`).
@@ -468,6 +496,7 @@ impl SiteDriver<'_> {
         now: Instant,
     ) -> Option<Instant> {
         if let Some(replies) = self.conns.ready.remove(&id) {
+            c.pending_jobs = c.pending_jobs.saturating_sub(replies.len());
             for (index, resp) in replies {
                 let _ = c.http.send_response(index, resp);
             }
@@ -506,15 +535,25 @@ impl SiteDriver<'_> {
                 c.eof_seen = true;
                 c.http.handle_eof(now);
             }
-            while let Some(req) = c.http.poll_request() {
+            // Requests go to a handler only while the replies this client
+            // has not read stay under the output bound: a client that
+            // pipelines requests and never reads holds at most that much
+            // (plus one reply) here — and in its ingress node's mirror.
+            while c.pending_jobs == 0 && c.held_output() < self.shared.limits.max_output_bytes {
+                let Some(req) = c.http.poll_request() else {
+                    break;
+                };
                 let index = req.index;
                 let local = self.local_policy(&req.path);
                 if let Some(p) = local {
                     c.local.insert(index, p);
                 }
                 self.count_request(c.key, index, &req.path, local.is_some(), now);
-                if let Some(resp) = self.dispatch(id, &c.key, req) {
-                    let _ = c.http.send_response(index, resp);
+                match self.dispatch(id, &c.key, req) {
+                    Some(resp) => {
+                        let _ = c.http.send_response(index, resp);
+                    }
+                    None => c.pending_jobs += 1,
                 }
             }
             if c.http.poll_timeout().is_some_and(|t| t <= now) {
@@ -545,12 +584,14 @@ impl SiteDriver<'_> {
         }
         self.log_units(c);
         // Write released units, in order.
+        let mut wrote = false;
         while let Some(u) = c.units.front_mut() {
             if !u.released {
                 break;
             }
             while let Some(front) = u.chunks.front() {
                 let n = sock.send_slice(&front[u.offset..]).unwrap_or_default();
+                wrote |= n > 0;
                 u.offset += n;
                 if u.offset < front.len() {
                     break;
@@ -575,7 +616,32 @@ impl SiteDriver<'_> {
             // FIN after the queued bytes; smoltcp keeps retransmitting them.
             sock.close();
         }
-        c.http.poll_timeout()
+        // The send timeout: released output the socket has not taken any
+        // of (its buffer stays full: the client does not read). Units
+        // waiting for the peer's ack are not the client's doing.
+        let waiting = c.units.front().is_some_and(|u| u.released);
+        if !waiting || wrote {
+            c.send_stalled = None;
+        } else if c.send_stalled.is_none() {
+            c.send_stalled = Some(now);
+        }
+        let send_deadline = c
+            .send_stalled
+            .map(|since| since + self.shared.limits.send_timeout);
+        if send_deadline.is_some_and(|t| now >= t) && sock.is_open() {
+            tracing::debug!(conn = %c.key, "send timeout: the client took no output; aborting");
+            self.conns.send_timeouts += 1;
+            sock.abort();
+            c.units.clear();
+            c.unlogged.clear();
+            c.finish = true;
+            c.send_stalled = None;
+            return None;
+        }
+        match (c.http.poll_timeout(), send_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Log units the HTTP layer handed out (primary) or release them at once.
@@ -932,6 +998,8 @@ impl Service for SiteDriver<'_> {
                 close_queued: false,
                 finish: false,
                 local: BTreeMap::new(),
+                send_stalled: None,
+                pending_jobs: 0,
                 session: shadowed.then(|| {
                     self.conns.replicated.insert(id);
                     self.conns.session
@@ -1049,6 +1117,8 @@ impl Service for SiteDriver<'_> {
             finish: closing,
             local: BTreeMap::new(),
             session: None,
+            send_stalled: None,
+            pending_jobs: 0,
         }));
     }
 }

@@ -464,6 +464,12 @@ impl NodeCore {
         self.sites[site].conns.handler_runs
     }
 
+    /// Site `i`'s connections aborted at the send timeout (a client that
+    /// stopped reading).
+    pub fn send_timeouts(&self, site: usize) -> u64 {
+        self.sites[site].conns.send_timeouts
+    }
+
     /// `static` replies this node made itself as an ingress node.
     pub fn local_replies(&self) -> u64 {
         self.shared.local_replies
