@@ -36,7 +36,9 @@ use crate::config::Config;
 /// The Noise protocol the link speaks.
 pub const NOISE: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake: a peer speaking another link version fails it.
-const PROLOGUE: &[u8] = b"hotpair replication link v2";
+/// v3: the initiator confirms the session with a first transport message
+/// (below); a v2 peer fails the handshake instead of half-pairing.
+const PROLOGUE: &[u8] = b"hotpair replication link v3";
 /// Largest Noise message.
 const MAX_MSG: usize = 65_535;
 /// AEAD tag per transport message.
@@ -292,6 +294,10 @@ pub enum SecureError {
     Handshake(String),
     #[error("the peer took longer than {HANDSHAKE_TIMEOUT:?} to authenticate")]
     Timeout,
+    #[error("too many link handshakes at once (from this source, or in all): closed")]
+    Busy,
+    #[error("the peer did not confirm the session (a replayed opening?)")]
+    Unconfirmed,
     #[error("a link message failed to open (forged, altered, replayed or out of order)")]
     Forged,
     #[error("a link message of {0} bytes is over the Noise limit")]
@@ -317,6 +323,18 @@ async fn recv_msg(s: &mut TcpStream) -> Result<Vec<u8>, SecureError> {
 
 /// Authenticate the peer on a fresh link connection. The side that
 /// connects initiates. Bounded by [`HANDSHAKE_TIMEOUT`].
+///
+/// KK's first message (initiator to responder) is authenticated but can be
+/// replayed: a LAN host that recorded one gets the responder's answer, and
+/// a responder that counted the link up then would pair with a host that
+/// cannot read or write a byte of it (and stop listening for the real
+/// peer). So the initiator, once it has the answer, sends one transport
+/// message (empty); it opens only with this handshake's keys, which only
+/// the holder of the initiator's ephemeral key has. The responder returns
+/// only once that message opened: a session is confirmed, both ways,
+/// before either side counts the link up. (The initiator needs no such
+/// message back: the responder's answer already depends on the initiator's
+/// fresh ephemeral key.)
 pub async fn handshake(
     s: &mut TcpStream,
     key: &PeerKey,
@@ -354,7 +372,15 @@ pub async fn handshake(
             let n = hs.write_message(&[], &mut buf).map_err(hs_err)?;
             send_msg(s, &buf[..n]).await?;
         }
-        let t = hs.into_transport_mode().map_err(hs_err)?;
+        let mut t = hs.into_transport_mode().map_err(hs_err)?;
+        if initiator {
+            let n = t.write_message(&[], &mut buf).map_err(hs_err)?;
+            send_msg(s, &buf[..n]).await?;
+        } else {
+            let m = recv_msg(s).await?;
+            t.read_message(&m, &mut buf)
+                .map_err(|_| SecureError::Unconfirmed)?;
+        }
         Ok(Session::Noise(Box::new(t)))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
