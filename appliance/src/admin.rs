@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -775,9 +776,24 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     }
     let l = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("binding the admin socket {}", path.display()))?;
+    // The mode `bind` gives comes from the umask (0755 under the usual
+    // 022: anyone may connect, and `switchover` stops the node). Set it;
+    // each connection's peer is checked as well (`serve`), which also
+    // covers the moment between bind and chmod.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making the admin socket {} mode 0600", path.display()))?;
     l.set_nonblocking(true)?;
     Ok(l)
 }
+
+/// Who may use the admin socket: root and the node's own user (the
+/// socket's mode says the same; this holds even if someone widens it).
+fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
+    peer_uid == 0 || peer_uid == own_uid
+}
+
+/// At most one warning about refused admin clients per this interval.
+const ADMIN_REFUSED_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serve the admin socket until the runtime stops.
 pub async fn serve(
@@ -793,6 +809,10 @@ pub async fn serve(
         }
     };
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::admin::MAX_CLIENTS));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let own_uid = unsafe { libc::geteuid() };
+    let mut refused_warned: Option<std::time::Instant> = None;
+    let mut refused_since = 0u64;
     loop {
         let (mut sock, _) = match listener.accept().await {
             Ok(s) => s,
@@ -802,6 +822,34 @@ pub async fn serve(
                 continue;
             }
         };
+        // SO_PEERCRED: the user of the process that connected.
+        let peer_uid = sock.peer_cred().map(|c| c.uid());
+        if !peer_uid
+            .as_ref()
+            .is_ok_and(|&uid| peer_allowed(uid, own_uid))
+        {
+            let who = match &peer_uid {
+                Ok(uid) => format!("uid {uid}"),
+                Err(e) => format!("a peer whose credentials are unknown ({e})"),
+            };
+            refused_since += 1;
+            if refused_warned.is_none_or(|t| t.elapsed() >= ADMIN_REFUSED_WARN_INTERVAL) {
+                tracing::warn!(peer = %who, refused = refused_since, "admin socket: client refused (only root and the node's own user may use it)");
+                refused_warned = Some(std::time::Instant::now());
+                refused_since = 0;
+            }
+            // One line, not waited for: a refused client cannot hold a slot.
+            let line = format!(
+                "error: refused: {who} may not use this admin socket (only root and uid {own_uid})\n"
+            );
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), sock.write_all(line.as_bytes()))
+                        .await;
+            });
+            continue;
+        }
         // A bounded number at once; beyond it a client is closed at once.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             drop(sock);
@@ -1349,6 +1397,60 @@ pub(crate) mod tests {
             .to_string()
             .contains("another node"));
         drop(l);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_admin_socket_is_0600_and_refuses_other_users() {
+        let dir = std::env::temp_dir().join(format!("hotpair-admin-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("n1.sock");
+        let l = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the umask decided the socket's mode");
+        assert!(peer_allowed(0, 1000) && peer_allowed(1000, 1000) && !peer_allowed(1001, 1000));
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            // Connecting as another user needs root; the rest is covered above.
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        // Widened by hand (as an operator might): SO_PEERCRED still refuses
+        // another user.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_publisher, source) = StatusPublisher::new(std::time::Instant::now(), None);
+        rt.spawn(async move { serve(l, source, None).await });
+        let p = path.clone();
+        let client = std::thread::spawn(move || {
+            // The raw syscall changes this thread's credentials only (glibc's
+            // setuid would change every thread's); the thread ends after.
+            // SAFETY: a plain syscall with integer arguments.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+            assert_eq!(r, 0, "setresuid");
+            let mut s = std::os::unix::net::UnixStream::connect(&p).unwrap();
+            let _ = s.write_all(b"status\n");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        });
+        let out = rt.block_on(async {
+            loop {
+                if client.is_finished() {
+                    break client.join().unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert!(
+            out.starts_with("error: refused: uid 65534 may not use this admin socket"),
+            "{out:?}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -39,6 +39,10 @@ pub struct Config {
     /// The admin socket (`hotpair status`) and the Prometheus endpoint.
     #[serde(default)]
     pub admin: AdminSection,
+    /// Said loudly at start and by `--check`: found by [`Config::load`]
+    /// (a key file others can read).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[admin]`: where a running node answers `hotpair status`, and its
@@ -457,7 +461,18 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in config {}", path.display()))
+        let mut cfg =
+            Self::parse(&text).with_context(|| format!("in config {}", path.display()))?;
+        // The files that hold the link's private key: refused if others
+        // can write them, a warning if others can read them.
+        for (file, what) in cfg.secret_files(path) {
+            if let Some(w) = crate::secure::check_secret_file(&file, what)
+                .with_context(|| format!("in config {}", path.display()))?
+            {
+                cfg.warnings.push(w);
+            }
+        }
+        Ok(cfg)
     }
 
     pub fn parse(text: &str) -> Result<Config> {
@@ -1009,6 +1024,28 @@ address = "10.77.0.10"
             let e = err(&text);
             assert!(e.contains(key), "expected {key:?} in: {e}");
         }
+    }
+
+    #[test]
+    fn a_config_holding_a_key_is_refused_if_others_can_write_it_and_warned_if_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hotpair-cfgmode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n1.toml");
+        std::fs::write(&path, dual()).unwrap();
+        let set = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+        set(0o600);
+        assert!(Config::load(&path).unwrap().warnings.is_empty());
+        set(0o644);
+        let w = Config::load(&path).unwrap().warnings;
+        assert!(
+            w.len() == 1 && w[0].contains("link.private_key") && w[0].contains("readable"),
+            "{w:?}"
+        );
+        set(0o666);
+        let e = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(e.contains("writable by others"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn dual() -> String {

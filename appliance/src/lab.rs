@@ -1303,10 +1303,14 @@ fn restart(prefix: &str, name: &str) -> Result<()> {
         loop {
             let up = hotpair::admin::query(Path::new(&sock)).is_ok_and(|st| {
                 !st.peers.is_empty()
-                    && st
-                        .peers
-                        .iter()
-                        .all(|p| p.link_up || !running.contains(&p.name))
+                    && st.peers.iter().all(|p| {
+                        // Before its Hello a peer may go by its configured
+                        // name ("peer" in a duplex config): not known to
+                        // be stopped, so its link is waited for.
+                        let stopped = !running.contains(&p.name)
+                            && state.nodes.iter().any(|n| n.name == p.name);
+                        p.link_up || stopped
+                    })
             });
             if up {
                 break;

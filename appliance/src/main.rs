@@ -205,10 +205,16 @@ fn main() -> Result<ExitCode> {
         Command::Node(args) => {
             let cfg = config::Config::load(&args.config)?;
             if args.check {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
                 outln!("{}: ok", args.config.display())?;
                 return Ok(ExitCode::SUCCESS);
             }
             init_tracing();
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
             node::run(cfg, args.pcap)
         }
         Command::Lab(args) => lab::run(args),

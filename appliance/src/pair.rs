@@ -6,13 +6,11 @@
 //! with the operator's own addresses.
 
 use std::fs;
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use hotpair::secure;
+use hotpair::secure::{self, write_private};
 
 use crate::lab::topology;
 use crate::lab::{Mode, ReplNet};
@@ -117,25 +115,6 @@ pub fn run(a: PairArgs) -> Result<()> {
          The files hold private keys: copy them over a secure channel and keep them mode 0600."
     )?;
     Ok(())
-}
-
-fn write_private(path: &Path, text: &str, force: bool) -> Result<()> {
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).mode(0o600);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    let mut f = opts.open(path).with_context(|| {
-        if path.exists() && !force {
-            format!("{} exists (--force to overwrite)", path.display())
-        } else {
-            format!("creating {}", path.display())
-        }
-    })?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// A locally administered unicast MAC, random (two pairs on one LAN must
@@ -411,7 +390,7 @@ mod tests {
             for c in &cfgs {
                 assert_eq!(
                     c.admin_socket(),
-                    Path::new(&format!("/run/hotpair/{}.sock", c.node.name)),
+                    std::path::Path::new(&format!("/run/hotpair/{}.sock", c.node.name)),
                     "{line}"
                 );
                 assert_eq!(c.admin.metrics, None, "{line}");

@@ -21,6 +21,9 @@
 //! `[link] danger_plaintext = true` turns all of this off — only for a
 //! dedicated cable between the two hosts; the node warns at every start.
 
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -33,7 +36,9 @@ use crate::config::Config;
 /// The Noise protocol the link speaks.
 pub const NOISE: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake: a peer speaking another link version fails it.
-const PROLOGUE: &[u8] = b"hotpair replication link v2";
+/// v3: the initiator confirms the session with a first transport message
+/// (below); a v2 peer fails the handshake instead of half-pairing.
+const PROLOGUE: &[u8] = b"hotpair replication link v3";
 /// Largest Noise message.
 const MAX_MSG: usize = 65_535;
 /// AEAD tag per transport message.
@@ -85,14 +90,20 @@ impl std::fmt::Debug for LinkSecurityKey {
 
 /// Parse 64 hex digits.
 pub fn parse_key(s: &str) -> Result<Key> {
-    let s = s.trim();
+    // Bytes, not `str` slices: a key of 64 bytes holding a multi-byte
+    // character would slice through it (a panic in `--check`).
+    let s = s.trim().as_bytes();
     if s.len() != 64 {
-        bail!("a key is 64 hex digits, this has {} characters", s.len());
+        bail!("a key is 64 hex digits, this has {} bytes", s.len());
     }
+    let digit = |at: usize| {
+        char::from(s[at])
+            .to_digit(16)
+            .with_context(|| format!("not a hex digit at position {at}"))
+    };
     let mut k = [0u8; 32];
     for (i, b) in k.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-            .map_err(|_| anyhow::anyhow!("not a hex digit pair at {}", 2 * i))?;
+        *b = u8::try_from(digit(2 * i)? << 4 | digit(2 * i + 1)?).expect("two hex digits");
     }
     Ok(k)
 }
@@ -125,7 +136,82 @@ pub fn public_of(private: &Key) -> Key {
     public
 }
 
+/// Write a file that holds a private key: mode 0600 whether it is created
+/// or overwritten (`force`). `OpenOptions::mode` applies only when the file
+/// is created, so an overwritten file kept its old — maybe world-readable —
+/// mode; the mode is set on the open file as well.
+pub fn write_private(path: &Path, text: &str, force: bool) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).mode(0o600);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut f = opts.open(path).with_context(|| {
+        if path.exists() && !force {
+            format!("{} exists (--force to overwrite)", path.display())
+        } else {
+            format!("creating {}", path.display())
+        }
+    })?;
+    // Before the key is written: it is never readable by others, even for
+    // a moment.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} mode 0600", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Check a file that holds a private key (`[link] private_key_file`, or the
+/// config itself when it has `private_key`). Refused: a file others can
+/// write (they could put their own key in, or point it elsewhere) or one
+/// owned by another user than root or this process's (its owner can make
+/// it so). Returned as a warning, to be said loudly: a file others can
+/// read (they can read the key and pose as this node on the link).
+pub fn check_secret_file(path: &Path, what: &str) -> Result<Option<String>> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{what}: reading the mode of {}", path.display()))?;
+    let mode = meta.mode() & 0o777;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!(
+            "{what}: {} holds a private key and is owned by uid {}, neither root nor this process's uid {me}: that user can change it; chown it",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if mode & 0o022 != 0 {
+        bail!(
+            "{what}: {} holds a private key and is writable by others (mode {mode:04o}): chmod 600 it",
+            path.display()
+        );
+    }
+    Ok((mode & 0o044 != 0).then(|| {
+        format!(
+            "{what}: {} holds a private key and is readable by others (mode {mode:04o}): anyone who reads it can pose as this node on the replication link; chmod 600 it",
+            path.display()
+        )
+    }))
+}
+
 impl Config {
+    /// The files that hold this node's link private key: `config` itself
+    /// when the key is inline, and `private_key_file`.
+    pub fn secret_files(&self, config: &Path) -> Vec<(PathBuf, &'static str)> {
+        let mut files = Vec::new();
+        if let Some(link) = &self.link {
+            if link.private_key.is_some() {
+                files.push((config.to_path_buf(), "link.private_key"));
+            }
+            if let Some(f) = &link.private_key_file {
+                files.push((f.clone(), "link.private_key_file"));
+            }
+        }
+        files
+    }
+
     /// The link security of each peer, in [`crate::config::Topology`]'s
     /// peer order: every replicated node needs `[link]` with its private
     /// key and every peer's `public_key`, or `[link] danger_plaintext`.
@@ -208,6 +294,10 @@ pub enum SecureError {
     Handshake(String),
     #[error("the peer took longer than {HANDSHAKE_TIMEOUT:?} to authenticate")]
     Timeout,
+    #[error("too many link handshakes at once (from this source, or in all): closed")]
+    Busy,
+    #[error("the peer did not confirm the session (a replayed opening?)")]
+    Unconfirmed,
     #[error("a link message failed to open (forged, altered, replayed or out of order)")]
     Forged,
     #[error("a link message of {0} bytes is over the Noise limit")]
@@ -233,6 +323,18 @@ async fn recv_msg(s: &mut TcpStream) -> Result<Vec<u8>, SecureError> {
 
 /// Authenticate the peer on a fresh link connection. The side that
 /// connects initiates. Bounded by [`HANDSHAKE_TIMEOUT`].
+///
+/// KK's first message (initiator to responder) is authenticated but can be
+/// replayed: a LAN host that recorded one gets the responder's answer, and
+/// a responder that counted the link up then would pair with a host that
+/// cannot read or write a byte of it (and stop listening for the real
+/// peer). So the initiator, once it has the answer, sends one transport
+/// message (empty); it opens only with this handshake's keys, which only
+/// the holder of the initiator's ephemeral key has. The responder returns
+/// only once that message opened: a session is confirmed, both ways,
+/// before either side counts the link up. (The initiator needs no such
+/// message back: the responder's answer already depends on the initiator's
+/// fresh ephemeral key.)
 pub async fn handshake(
     s: &mut TcpStream,
     key: &PeerKey,
@@ -270,7 +372,15 @@ pub async fn handshake(
             let n = hs.write_message(&[], &mut buf).map_err(hs_err)?;
             send_msg(s, &buf[..n]).await?;
         }
-        let t = hs.into_transport_mode().map_err(hs_err)?;
+        let mut t = hs.into_transport_mode().map_err(hs_err)?;
+        if initiator {
+            let n = t.write_message(&[], &mut buf).map_err(hs_err)?;
+            send_msg(s, &buf[..n]).await?;
+        } else {
+            let m = recv_msg(s).await?;
+            t.read_message(&m, &mut buf)
+                .map_err(|_| SecureError::Unconfirmed)?;
+        }
         Ok(Session::Noise(Box::new(t)))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
@@ -356,6 +466,43 @@ mod tests {
         assert_eq!(parse_key(&hex(&public)).unwrap(), public);
         assert!(parse_key("abc").is_err());
         assert!(parse_key(&"zz".repeat(32)).is_err());
+        assert_eq!(parse_key(&"aB".repeat(32)).unwrap(), [0xab; 32]);
+    }
+
+    #[test]
+    fn key_files_are_written_0600_even_over_an_open_file_and_checked() {
+        let dir = std::env::temp_dir().join(format!("hotpair-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("k.toml");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        // An existing world-readable file, overwritten with --force.
+        std::fs::write(&f, "old").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&f, "new", true).unwrap();
+        assert_eq!(mode(&f), 0o600);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+        assert_eq!(check_secret_file(&f, "k").unwrap(), None);
+        // Readable by the group: a warning naming the file and the mode.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let w = check_secret_file(&f, "k").unwrap().unwrap();
+        assert!(w.contains("readable by others (mode 0640)"), "{w}");
+        // Writable by others: refused.
+        for m in [0o620, 0o602, 0o666] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
+            let e = check_secret_file(&f, "k").unwrap_err().to_string();
+            assert!(e.contains("writable by others"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_64_byte_key_with_a_multibyte_character_is_an_error_not_a_panic() {
+        // 'é' is two bytes: 62 ASCII digits and one 'é' make 64 bytes, and
+        // the 'é' straddles a digit pair's boundary.
+        let key = format!("{}é{}", "a".repeat(31), "b".repeat(31));
+        assert_eq!(key.len(), 64);
+        let e = parse_key(&key).unwrap_err().to_string();
+        assert!(e.contains("not a hex digit at position 31"), "{e}");
     }
 
     async fn pair_of_sockets() -> (TcpStream, TcpStream) {

@@ -74,13 +74,17 @@ impl LinkSocket {
     }
 
     /// Read what is there; every whole message goes to `deliver`, which may
-    /// refuse it (the link is dropped then).
+    /// refuse it (the link is dropped then). Returns whether bytes were
+    /// read, and whether any of them opened (authenticated and decrypted;
+    /// on a plaintext link, any byte): only opened bytes are a sign of the
+    /// peer's life — anyone on the path can make raw bytes arrive.
     fn read(
         &mut self,
         mut deliver: impl FnMut(u32, Msg) -> Result<(), String>,
-    ) -> Result<bool, String> {
+    ) -> Result<(bool, bool), String> {
         use std::io::Read;
         let mut total = 0;
+        let mut opened = false;
         while total < LINK_READ_PER_ROUND {
             let room = if self.session.is_plaintext() {
                 self.dec.room().clamp(1, self.rbuf.len())
@@ -92,6 +96,7 @@ impl LinkSocket {
                 Ok(n) => {
                     total += n;
                     if self.session.is_plaintext() {
+                        opened = true;
                         self.dec.feed(&self.rbuf[..n]);
                         self.decode(&mut deliver)?;
                     } else {
@@ -99,6 +104,7 @@ impl LinkSocket {
                         self.session
                             .open(&mut self.cipher, &mut self.plain)
                             .map_err(|e| e.to_string())?;
+                        opened |= !self.plain.is_empty();
                         // Within the decoder's bound, as the plaintext
                         // path's reads are.
                         let mut at = 0;
@@ -116,7 +122,7 @@ impl LinkSocket {
                 Err(e) => return Err(format!("read: {e}")),
             }
         }
-        Ok(total > 0)
+        Ok((total > 0, opened))
     }
 
     /// Every whole message the decoder holds, to `deliver`.
@@ -400,9 +406,10 @@ impl NodeShell {
                     .map_err(|e| format!("peer refused: {e}"))
             });
             match got {
-                Ok(moved) => {
-                    if moved {
-                        // Part of a large message counts as life too.
+                Ok((moved, opened)) => {
+                    if opened {
+                        // Part of a large message counts as life too — once
+                        // it opened: raw bytes may be anyone's.
                         self.core.handle_link_progress(peer, now);
                     }
                     busy |= moved;

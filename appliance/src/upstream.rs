@@ -349,10 +349,16 @@ async fn read_chunked(
                 }
             }
         }
-        if body.len() as u64 + size > max {
+        // A hostile upstream may announce any u64 (`ffffffffffffffff`):
+        // the sum is checked, not wrapped or panicked on.
+        if (body.len() as u64)
+            .checked_add(size)
+            .is_none_or(|total| total > max)
+        {
             return Err(ProxyError::TooLarge);
         }
-        let size = size as usize;
+        // Within `max` (a u64 body bound that fits memory), so within usize.
+        let size = usize::try_from(size).map_err(|_| ProxyError::TooLarge)?;
         while buf.len() < size + 2 {
             fill(s, buf).await?;
         }
@@ -361,5 +367,55 @@ async fn read_chunked(
             return Err(ProxyError::BadReply("chunk not followed by CRLF"));
         }
         let _ = buf.split_to(size + 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotpair_http::Version;
+
+    /// An upstream that answers every connection with `reply` and closes.
+    async fn hostile_upstream(reply: &'static [u8]) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req).await;
+                let _ = s.write_all(reply).await;
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_chunk_size_near_u64_max_is_a_502_not_a_panic() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // A first chunk, so the body is not empty when the huge size comes
+            // (the sum `body + size` is what overflowed).
+            let addr = hostile_upstream(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  2\r\nhi\r\nffffffffffffffff\r\nxx\r\n0\r\n\r\n",
+            )
+            .await;
+            let up = Upstream::new(addr, 1, Duration::from_secs(5), 1 << 20);
+            let req = Request {
+                index: 0,
+                method: Method::Get,
+                path: "/".into(),
+                query: None,
+                version: Version::Http11,
+                headers: Vec::new(),
+                body: Bytes::new(),
+                keep_alive: true,
+            };
+            let resp = up.handle(&req, "test-1").await;
+            assert_eq!(resp.status, 502);
+        });
     }
 }

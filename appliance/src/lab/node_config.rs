@@ -3,9 +3,7 @@
 //! general `[[address]]` + `[[peer]]` + `[heartbeat]` form of
 //! `notes/config-spec.md` for dual-role and ring.
 
-use std::fs;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::state::{LabState, NodeState};
 use super::{LabOptions, Mode, LAN_PREFIX_LEN, SERVICE_ADDRESS, SERVICE_PORT, UPSTREAM_ADDRESS};
@@ -32,8 +30,8 @@ pub fn node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Str
 }
 
 pub fn write_node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Result<()> {
-    fs::write(&node.config, node_config(state, node, opts))
-        .with_context(|| format!("writing {}", node.config.display()))
+    // It holds the node's link private key: 0600, as `hotpair pair` writes.
+    hotpair::secure::write_private(&node.config, &node_config(state, node, opts), true)
 }
 
 /// Simplex and duplex: one `[service]`, and in duplex a `[replication]`
