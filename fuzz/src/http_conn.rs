@@ -37,6 +37,8 @@ pub fn run(data: &[u8]) {
         header_timeout: Duration::from_millis(1 + u64::from(inp.u16())),
         idle_timeout: Duration::from_millis(1 + u64::from(inp.u16())),
         body_timeout: Duration::from_millis(1 + u64::from(inp.u16())),
+        // Enforced by the node's driver, not by `ServerConn`.
+        ..Limits::default()
     };
     if mode & 1 == 0 {
         chaos(limits, mode & 2 != 0, inp);

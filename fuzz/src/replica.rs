@@ -46,6 +46,7 @@ pub fn run(data: &[u8]) {
             max_forward_queue: 1 + inp.below(8),
             max_conns: 1 + inp.below(4),
             cold_start_wait: interval * 12,
+            mac: [2, 0, 0, 0, 0, 1],
         }
     };
     if mode & 1 == 0 {
@@ -387,7 +388,11 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
                 _ => Role::Primary,
             };
             Msg::Hello {
-                version: if inp.below(8) == 0 { inp.u8() } else { 2 },
+                version: if inp.below(8) == 0 {
+                    inp.u8()
+                } else {
+                    hotpair_replicator::wire::VERSION
+                },
                 node: "peer".into(),
                 role: if inp.below(8) == 0 {
                     Role::Simplex
@@ -395,6 +400,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
                     role
                 },
                 epoch: inp.u64(),
+                mac: [2, 0, 0, 0, 0, inp.u8()],
             }
         }
         1 => Msg::Heartbeat { seq: inp.u64() },

@@ -153,6 +153,7 @@ pub fn arbitrary_msg(inp: &mut Input<'_>) -> Msg {
                 node: String::from_utf8_lossy(name).into_owned(),
                 role: [Role::Simplex, Role::Primary, Role::Ingress][inp.below(3)],
                 epoch: inp.u64(),
+                mac: [inp.u8(), 0, 0, 0, 0, 1],
             }
         }
         1 => Msg::Heartbeat { seq: inp.u64() },

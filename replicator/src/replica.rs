@@ -93,6 +93,9 @@ pub struct ReplicaConfig {
     pub max_forward_queue: usize,
     /// Connections tracked per side (default 65 536).
     pub max_conns: usize,
+    /// This node's MAC on the service LAN, sent in `Hello` (default all
+    /// zero: not given).
+    pub mac: [u8; 6],
     /// A node that has had no link session this long after it started
     /// serves its addresses alone ([`Event::PeerAbsent`]): after a power cut
     /// only one node may come back (default 2 s; at least the heartbeat
@@ -112,6 +115,7 @@ impl ReplicaConfig {
             max_forward_queue: DEFAULT_MAX_FORWARD_QUEUE,
             max_conns: DEFAULT_MAX_CONNS,
             cold_start_wait: DEFAULT_COLD_START_WAIT,
+            mac: [0; 6],
         }
     }
 
@@ -199,6 +203,8 @@ pub enum Event {
     PeerUp {
         /// The peer's node name.
         node: String,
+        /// The peer's MAC on the service LAN (all zero: not given).
+        mac: [u8; 6],
     },
     /// Heartbeat timeout or link lost. The caller performs the takeover
     /// (ingress: promote shadow connections; primary: claim the address). The
@@ -726,6 +732,7 @@ impl Replica {
             node,
             role: theirs,
             epoch,
+            mac,
         } = msg
         {
             if s.peer.is_some() {
@@ -746,7 +753,7 @@ impl Replica {
             info!(peer = %node, peer_epoch = epoch, ?role, "replication peer up");
             s.peer = Some(node.clone());
             s.peer_epoch = epoch;
-            self.push_event(Event::PeerUp { node }, None);
+            self.push_event(Event::PeerUp { node, mac }, None);
             return Ok(());
         }
         if s.peer.is_none() {
@@ -1021,6 +1028,7 @@ impl Replica {
                 node: self.cfg.node.clone(),
                 role: self.role,
                 epoch: self.takeovers,
+                mac: self.cfg.mac,
             });
         }
         if let Some(seq) = s.heartbeat_pending.take() {

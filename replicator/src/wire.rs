@@ -18,7 +18,7 @@
 //!
 //! | type | message     | body |
 //! |------|-------------|------|
-//! | 1    | `Hello`     | `version u8, node_len u8, node (UTF-8, ≤ 64 bytes), role u8, epoch u64` |
+//! | 1    | `Hello`     | `version u8, node_len u8, node (UTF-8, ≤ 64 bytes), role u8, epoch u64, mac [u8; 6]` |
 //! | 2    | `Heartbeat` | `seq u64` |
 //! | 3    | `Frame`     | the Ethernet frame (the rest of the message) |
 //! | 4    | `Unit`      | `conn, seq u64, index u64, kind u8, input_end u64, flags u8, payload (rest)` |
@@ -47,7 +47,7 @@ use thiserror::Error;
 use crate::{ConnKey, Role, UnitKind};
 
 /// Version byte carried by every message (framing and bodies).
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
 /// Largest value of the length prefix (version + type + body).
@@ -144,6 +144,9 @@ pub enum Msg {
         /// The sender's takeover count: how many times it has declared a
         /// peer dead. Informational (status, logs).
         epoch: u64,
+        /// The sender's MAC on the service LAN: only it may answer this
+        /// node's probes or make it stand down (all zero: not given).
+        mac: [u8; 6],
     },
     /// The sender has stopped serving (a planned stop) and sends nothing
     /// after this: take over now, without waiting for the heartbeat
@@ -244,7 +247,7 @@ impl Msg {
     /// Bytes of the body (after version and type).
     fn body_len(&self) -> usize {
         match self {
-            Msg::Hello { node, .. } => 1 + 1 + node.len() + 1 + 8,
+            Msg::Hello { node, .. } => 1 + 1 + node.len() + 1 + 8 + 6,
             Msg::Heartbeat { .. } => 8,
             Msg::Leaving => 0,
             Msg::Frame { frame } => frame.len(),
@@ -329,6 +332,7 @@ impl Msg {
                 node,
                 role,
                 epoch,
+                mac,
             } => {
                 out.push(*version);
                 // `node.len() <= MAX_NODE_NAME_LEN < 256`, checked above.
@@ -336,6 +340,7 @@ impl Msg {
                 out.extend_from_slice(node.as_bytes());
                 out.push(role_byte(*role));
                 out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(mac);
             }
             Msg::Heartbeat { seq } => out.extend_from_slice(&seq.to_be_bytes()),
             Msg::Leaving => {}
@@ -533,12 +538,16 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
                 _ => return Err(WireError::Malformed { what: "Hello role" }),
             };
             let epoch = r.u64("Hello epoch")?;
+            let mac_bytes = r.take(6, "Hello mac")?;
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&mac_bytes);
             r.finish("Hello (trailing bytes)")?;
             Msg::Hello {
                 version,
                 node,
                 role,
                 epoch,
+                mac,
             }
         }
         TYPE_HEARTBEAT => {
@@ -744,18 +753,21 @@ mod tests {
                 node: "node-a".into(),
                 role: Role::Primary,
                 epoch: 3,
+                mac: [2, 0, 0, 0, 0, 1],
             },
             Msg::Hello {
                 version: 9,
                 node: String::new(),
                 role: Role::Ingress,
                 epoch: u64::MAX,
+                mac: [2, 0, 0, 0, 0, 1],
             },
             Msg::Hello {
                 version: VERSION,
                 node: "é".repeat(32),
                 role: Role::Simplex,
                 epoch: 0,
+                mac: [2, 0, 0, 0, 0, 1],
             },
             Msg::Heartbeat { seq: 0 },
             Msg::Heartbeat { seq: u64::MAX },
@@ -866,7 +878,7 @@ mod tests {
             bytes,
             [
                 0, 0, 0, 24, // length
-                2, 5, // version, type
+                3, 5, // version, type
                 10, 77, 0, 10, // channel (the service address 10.77.0.10)
                 10, 0, 0, 7, 0x9c, 0xbb, 0xde, 0xad, 0xbe, 0xef, // conn
                 0, 0, 0, 0, 0, 0, 0, 5, // seq
@@ -909,6 +921,7 @@ mod tests {
             node: "x".repeat(MAX_NODE_NAME_LEN + 1),
             role: Role::Primary,
             epoch: 0,
+            mac: [2, 0, 0, 0, 0, 1],
         };
         assert!(matches!(
             long_name.encode(CH, &mut out),

@@ -296,6 +296,7 @@ fn one_link_carries_both_addresses_and_only_the_configured_peer_speaks() {
         node: "mallory".into(),
         role: Role::Primary,
         epoch: 0,
+        mac: [2, 0, 0, 0, 0, 0x66],
     };
     assert_eq!(
         m1.handle_link_msg(0, channel_of(A), impostor, t0),
@@ -893,4 +894,127 @@ fn a_lone_owner_that_finds_its_address_held_waits_for_the_link() {
         t += Duration::from_millis(20);
     }
     assert!(owner.fenced(0));
+}
+
+/// Answers to `n`'s probes for `ip` in `frames`, as `from` would send them.
+fn answer_probes(n: &mut NodeCore, frames: &[Frame], ip: Ipv4Address, from: EthernetAddress) {
+    for f in frames {
+        if let Some(a) = arp::parse(f.data()) {
+            if a.sender_ip == Ipv4Address::UNSPECIFIED && a.target_ip == ip {
+                n.handle_lan_frame(Frame::copy_from(&arp::reply(
+                    from,
+                    ip,
+                    a.sender_mac,
+                    Ipv4Address::UNSPECIFIED,
+                )));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_probe_answer_from_a_lan_host_that_is_not_the_peer_does_not_fence() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
+    // n1 dies: n2 probes for A, and a LAN host that is not n1 answers
+    // every probe (a stray or hostile host): ignored, n2 claims A.
+    let mut t = t0 + Duration::from_millis(10);
+    n2.handle_link_lost(0, t);
+    let stranger = EthernetAddress([2, 0, 0, 0, 0, 0x77]);
+    for _ in 0..10 {
+        n2.round(t);
+        let out = lan_out(&mut n2);
+        answer_probes(&mut n2, &out, A, stranger);
+        t += Duration::from_millis(20);
+    }
+    assert!(!n2.fenced(0), "a stranger's answer fenced n2");
+    assert_eq!(n2.role(0), Role::Simplex);
+    // The peer's own answer still fences (a_cut_link_fences_…).
+}
+
+#[test]
+fn a_fenced_primary_probes_again_and_claims_once_the_owner_is_gone() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
+    // The link is cut: n2 is fenced for A (n1 answers its probes), and
+    // stays fenced through its re-probes while n1 lives.
+    let mut t = t0 + Duration::from_millis(10);
+    n1.handle_link_lost(0, t);
+    n2.handle_link_lost(0, t);
+    for _ in 0..60 {
+        exchange(&mut n1, &mut n2, t, false);
+        t += Duration::from_millis(50);
+    }
+    assert!(n2.fenced(0), "n2 took A while its owner lives");
+    assert!(n2.engine_stats(0).reprobes >= 2, "no re-probe in 3 s");
+    // n1 dies (no more frames from it): within a re-probe interval and a
+    // round of probes n2 takes A.
+    for _ in 0..30 {
+        n2.round(t);
+        lan_out(&mut n2);
+        t += Duration::from_millis(50);
+    }
+    assert!(!n2.fenced(0), "n2 still fenced with nobody holding A");
+    assert_eq!(n2.role(0), Role::Simplex);
+    n2.handle_lan_frame(arp_who_has(A));
+    n2.round(t);
+    assert_eq!(
+        answers_for(&lan_out(&mut n2), A),
+        1,
+        "n2 does not answer for A"
+    );
+}
+
+#[test]
+fn a_split_brain_ends_with_each_configured_owner_keeping_its_address() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
+    // The link and the LAN fail together for a moment: each node's probes
+    // for the other's address go unanswered, so both serve both addresses.
+    let mut t = t0 + Duration::from_millis(10);
+    n1.handle_link_lost(0, t);
+    n2.handle_link_lost(0, t);
+    for _ in 0..8 {
+        n1.round(t);
+        n2.round(t);
+        lan_out(&mut n1);
+        lan_out(&mut n2);
+        t += Duration::from_millis(20);
+    }
+    for n in [&n1, &n2] {
+        assert_eq!((n.role(0), n.role(1)), (Role::Simplex, Role::Simplex));
+        assert!(!n.fenced(0) && !n.fenced(1));
+    }
+    // The LAN is back (the link is not): each hears the other's
+    // announcements. The configured owner keeps each address, the
+    // configured primary stands down.
+    for _ in 0..40 {
+        exchange(&mut n1, &mut n2, t, false);
+        t += Duration::from_millis(50);
+    }
+    assert!(
+        !n1.fenced(0) && n1.fenced(1),
+        "n1 should keep A and yield B"
+    );
+    assert!(
+        n2.fenced(0) && !n2.fenced(1),
+        "n2 should keep B and yield A"
+    );
+    assert!(n1.engine_stats(0).conflicts >= 1 && n2.engine_stats(1).conflicts >= 1);
+    for (ip, owner) in [(A, 0), (B, 1)] {
+        n1.handle_lan_frame(arp_who_has(ip));
+        n2.handle_lan_frame(arp_who_has(ip));
+        n1.round(t);
+        n2.round(t);
+        let got = [
+            answers_for(&lan_out(&mut n1), ip),
+            answers_for(&lan_out(&mut n2), ip),
+        ];
+        let mut want = [0, 0];
+        want[owner] = 1;
+        assert_eq!(got, want, "who answers for {ip} after the split brain");
+    }
 }

@@ -270,13 +270,15 @@ fn hello_exchange_brings_both_peers_up() {
     assert_eq!(
         pair.p.take_events(),
         [Event::PeerUp {
-            node: "beta".into()
+            node: "beta".into(),
+            mac: [0; 6]
         }]
     );
     assert_eq!(
         pair.i.take_events(),
         [Event::PeerUp {
-            node: "alpha".into()
+            node: "alpha".into(),
+            mac: [0; 6]
         }]
     );
     assert_eq!(pair.p.r.peer_state(), PeerState::Up);
@@ -1008,6 +1010,7 @@ fn bad_hellos_are_errors() {
         node: "peer".into(),
         role,
         epoch: 0,
+        mac: [0; 6],
     };
     let fresh = || {
         let mut r = Replica::new(cfg(Role::Primary, "alpha"), t0);
@@ -1017,19 +1020,19 @@ fn bad_hellos_are_errors() {
 
     let mut r = Replica::new(cfg(Role::Primary, "alpha"), t0);
     assert_eq!(
-        r.handle_peer_msg(hello(2, Role::Ingress), t0),
+        r.handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Ingress), t0),
         Err(ProtocolError::NotConnected)
     );
 
     assert_eq!(
-        fresh().handle_peer_msg(hello(2, Role::Primary), t0),
+        fresh().handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Primary), t0),
         Err(ProtocolError::RoleMismatch {
             ours: Role::Primary,
             theirs: Role::Primary
         })
     );
     assert!(matches!(
-        fresh().handle_peer_msg(hello(2, Role::Simplex), t0),
+        fresh().handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Simplex), t0),
         Err(ProtocolError::RoleMismatch { .. })
     ));
     assert_eq!(
@@ -1041,9 +1044,10 @@ fn bad_hellos_are_errors() {
         Err(ProtocolError::HelloExpected { got: "Heartbeat" })
     );
     let mut r = fresh();
-    r.handle_peer_msg(hello(2, Role::Ingress), t0).unwrap();
+    r.handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Ingress), t0)
+        .unwrap();
     assert_eq!(
-        r.handle_peer_msg(hello(2, Role::Ingress), t0),
+        r.handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Ingress), t0),
         Err(ProtocolError::DuplicateHello)
     );
 }

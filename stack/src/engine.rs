@@ -73,7 +73,7 @@ use pool::{listen, tuple_of, Active, Phase, Pool, Slot};
 use ready::Ready;
 use shadow::{FwdRule, Track};
 
-pub use claim::{CLAIM_PROBES, CLAIM_PROBE_INTERVAL};
+pub use claim::{CLAIM_PROBES, CLAIM_PROBE_INTERVAL, FENCE_REPROBE_INTERVAL};
 pub use slab::RxSlab;
 pub use types::{ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, Tuple};
 
@@ -140,6 +140,23 @@ pub struct Engine<C> {
     lease: bool,
     /// An ingress node's probes went unanswered: promote (taken once).
     probed: bool,
+    /// The peer's MAC on the LAN (from its `Hello`, or configured): only
+    /// it may answer our probes (fence us) or make us stand down. `None`:
+    /// not known yet, any other MAC counts.
+    peer_mac: Option<smoltcp::wire::EthernetAddress>,
+    /// While fenced: when to probe again (the peer that answered may be
+    /// gone since; then this node takes the address).
+    reprobe_at: Option<StdInstant>,
+    /// The probes under way re-check a fence: the connections held are
+    /// stale copies (dropped at the next poll), and an answer fences again
+    /// quietly.
+    reprobing: bool,
+    /// Another node's MAC announced our address while we serve it alone
+    /// (a split brain): the node core resolves it (taken once).
+    conflict: Option<smoltcp::wire::EthernetAddress>,
+    /// When a frame from an unknown MAC claiming our address was last
+    /// logged.
+    foreign_warned: Option<StdInstant>,
     /// This node is stopping (a planned stop): nothing more on the LAN.
     leaving: bool,
     /// `admit` is taking frames from the LAN (not from the peer's link).
@@ -240,6 +257,11 @@ impl<C> Engine<C> {
             claim: Claim::None,
             lease: true,
             probed: false,
+            peer_mac: None,
+            reprobe_at: None,
+            reprobing: false,
+            conflict: None,
+            foreign_warned: None,
             reset_pending: None,
             leaving: false,
             admitting_lan: false,
@@ -353,6 +375,13 @@ impl<C> Engine<C> {
         {
             wait = Some(Duration::ZERO);
         }
+        if let (Claim::Fenced, Some(t)) = (self.claim, self.reprobe_at) {
+            let d = t.saturating_duration_since(now);
+            wait = Some(wait.map_or(d, |w| w.min(d)));
+        } else if self.claim == Claim::Fenced {
+            // Fenced since the last poll: it arms the re-probe timer.
+            wait = Some(Duration::ZERO);
+        }
         if let Claim::Probing { next_at, .. } = self.claim {
             let d = next_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
             wait = Some(wait.map_or(d, |w| w.min(d)));
@@ -445,7 +474,26 @@ impl<C> Engine<C> {
             self.lan_in.clear();
             self.peer_in.clear();
             self.lan_out.clear();
-            return false;
+            match self.reprobe_at {
+                None => {
+                    self.reprobe_at = Some(now + FENCE_REPROBE_INTERVAL);
+                    return false;
+                }
+                Some(t) if now < t => return false,
+                // The peer that answered may be gone by now: ask again.
+                // Whatever this node held is a stale copy either way.
+                Some(_) => {
+                    self.reprobe_at = None;
+                    self.reprobing = true;
+                    self.reset_pending = Some(rejoin::Stale::All);
+                    self.claim = Claim::Probing {
+                        sent: 0,
+                        next_at: None,
+                    };
+                    self.stats.reprobes += 1;
+                    tracing::debug!(address = %self.cfg.address.address(), "fenced: probing again");
+                }
+            }
         }
         self.last_poll = now;
         if let Some(which) = self.reset_pending.take() {

@@ -318,6 +318,7 @@ impl NodeCore {
                     rc.heartbeat_interval = cfg.heartbeat_interval;
                     rc.heartbeat_timeout = cfg.heartbeat_timeout;
                     rc.cold_start_wait = cfg.cold_start_wait;
+                    rc.mac = cfg.mac.0;
                     // As many replicated connections as the address's pool
                     // may hold (an ingress node's bound, the larger), never
                     // fewer than the default: at 65,536 a duplex pair
@@ -730,12 +731,15 @@ impl NodeCore {
                         Event::Release { conn, .. }
                         | Event::Logged { conn, .. }
                         | Event::ConnGone { conn } => site.conns.event(conn, ev),
-                        Event::PeerUp { node } => {
+                        Event::PeerUp { node, mac } => {
                             tracing::info!(
                                 peer = %node,
                                 address = %site.cfg.address.address(),
                                 "replication link up"
                             );
+                            // Only this MAC may fence us or make us stand
+                            // down from now on (not any LAN host).
+                            site.engine.set_peer_mac(EthernetAddress(mac));
                             // A new session: static waits for the peer's
                             // digests again.
                             site.static_ok.iter_mut().for_each(|ok| *ok = false);
@@ -912,6 +916,25 @@ impl NodeCore {
                 });
             }
             busy |= site.engine.poll(&mut driver, now);
+            if let Some(mac) = site.engine.take_conflict() {
+                // Both nodes serve the address (a probe answer was lost, or
+                // the link and the probes failed together): the configured
+                // owner keeps it, the primary stands down. Deterministic on
+                // both sides, whatever each saw first.
+                let address = site.cfg.address.address();
+                match site.cfg.role {
+                    Role::Ingress => {
+                        tracing::warn!(%address, peer_mac = %mac, "split brain: the primary announced this node's address too; the owner keeps it");
+                        site.engine.defend();
+                    }
+                    Role::Primary => {
+                        tracing::warn!(%address, peer_mac = %mac, "split brain: the owner serves the address too; standing down");
+                        site.engine.stand_down();
+                    }
+                    Role::Simplex => {}
+                }
+                busy = true;
+            }
             // Probes unanswered: promote at the next round (called at once).
             busy |= site.engine.probed();
             if site.rejoin_pending

@@ -11,7 +11,6 @@ use smoltcp::wire::Ipv4Address;
 
 use crate::seg::{self, Seg, ACK, SYN};
 
-use super::claim::Claim;
 use super::pool::{Phase, Slot};
 use super::shadow::{translate_ack, Shadow, Track};
 use super::types::{Frame, Role, Service, Tuple};
@@ -265,30 +264,30 @@ impl<C> Engine<C> {
                 self.recycle(f);
                 continue;
             }
+            let ingress_fenced = self.mode == Role::Ingress && self.probe_answered(&f);
             let back = match self.mode {
                 // The primary hears clients only through the ingress node;
                 // while claiming it listens for an answer to its probes.
                 Role::Primary if self.serves_from_lan(&f) => self.admit_plain(f, refusing),
                 Role::Primary => {
                     if self.probe_answered(&f) {
-                        tracing::error!(
-                            "the ingress node still owns the service address: fenced, standing down"
-                        );
-                        self.claim = Claim::Fenced;
+                        self.fence("the ingress node still owns the service address");
                     }
                     self.recycle(f);
                     None
                 }
-                Role::Ingress if self.probe_answered(&f) => {
-                    tracing::error!(
+                Role::Ingress if ingress_fenced => {
+                    self.fence(
                         "the primary holds the service address (it took over while this node \
-                         was silent): fenced, standing down"
+                         was silent)",
                     );
-                    self.claim = Claim::Fenced;
                     self.recycle(f);
                     None
                 }
-                Role::Simplex => self.admit_plain(f, refusing),
+                Role::Simplex => {
+                    self.check_conflict(&f);
+                    self.admit_plain(f, refusing)
+                }
                 Role::Ingress => {
                     // The shadow answers a SYN at once only if it knows the
                     // client's MAC; waiting for ARP would hold the SYN back.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant as StdInstant};
 
-use smoltcp::wire::{ArpOperation, Ipv4Address};
+use smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address};
 
 use super::types::{Frame, Role};
 use super::Engine;
@@ -44,6 +44,11 @@ pub(super) const REANNOUNCE_FIRST: Duration = Duration::from_millis(100);
 /// How far smoltcp's clock jumps at a takeover (claim or promotion):
 /// beyond the minimum RTO (1 s) and two backoffs of it.
 pub(super) const CLAIM_CLOCK_JUMP: Duration = Duration::from_secs(5);
+
+/// A fenced site probes again this long after it was fenced (and after
+/// each answered round): the peer that holds the address may die while
+/// the link is still down, and then nobody would serve it.
+pub const FENCE_REPROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The primary's claim of the address after losing its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,11 +197,14 @@ impl<C> Engine<C> {
         } else if self.mode == Role::Ingress {
             tracing::info!(
                 connections = self.stats.active,
+                reprobe = self.reprobing,
                 "no answer to probes: the address is still ours"
             );
             self.claim = Claim::None;
+            self.reprobing = false;
             self.probed = true;
         } else {
+            self.reprobing = false;
             tracing::info!(
                 connections = self.stats.active,
                 "no answer to probes: claiming the service address"
@@ -226,17 +234,112 @@ impl<C> Engine<C> {
     }
 
     /// While probing: `f` answers *our* probe — an ARP reply for the
-    /// address from another MAC, addressed to us.
-    pub(super) fn probe_answered(&self, f: &Frame) -> bool {
+    /// address from the peer's MAC (any other MAC while it is not known),
+    /// addressed to us. An answer from a MAC the pair does not know is
+    /// ignored: one LAN host must not be able to fence a node.
+    pub(super) fn probe_answered(&mut self, f: &Frame) -> bool {
         if !matches!(self.claim, Claim::Probing { .. }) {
             return false;
         }
-        crate::arp::parse(f.data()).is_some_and(|a| {
-            a.operation == ArpOperation::Reply
-                && a.sender_ip == self.cfg.address.address()
-                && a.sender_mac != self.cfg.mac
-                && a.target_mac == self.cfg.mac
-        })
+        let Some(a) = crate::arp::parse(f.data()) else {
+            return false;
+        };
+        if a.operation != ArpOperation::Reply
+            || a.sender_ip != self.cfg.address.address()
+            || a.sender_mac == self.cfg.mac
+            || a.target_mac != self.cfg.mac
+        {
+            return false;
+        }
+        if self.peer_mac.is_some_and(|p| p != a.sender_mac) {
+            self.foreign_claim(a.sender_mac, "answered a probe for");
+            return false;
+        }
+        true
+    }
+
+    /// The node's peer on the LAN is `mac` (its `Hello`, or configured).
+    pub fn set_peer_mac(&mut self, mac: EthernetAddress) {
+        if mac != self.cfg.mac && mac != EthernetAddress([0; 6]) {
+            self.peer_mac = Some(mac);
+        }
+    }
+
+    /// The probe answer that fenced this site came while re-checking an
+    /// earlier fence: no news, say it quietly.
+    pub(super) fn fence(&mut self, why: &str) {
+        self.claim = Claim::Fenced;
+        self.reprobe_at = None;
+        if std::mem::take(&mut self.reprobing) {
+            tracing::debug!(address = %self.cfg.address.address(), "the peer still holds the address: fenced");
+        } else {
+            tracing::error!(address = %self.cfg.address.address(), "{why}: fenced, standing down");
+        }
+    }
+
+    /// While serving the address alone: `f` announces it from another
+    /// node's MAC (a gratuitous ARP or an answer: the peer claimed it too —
+    /// a split brain). Recorded for the node core, which decides who keeps
+    /// it ([`Engine::take_conflict`]).
+    pub(super) fn check_conflict(&mut self, f: &Frame) {
+        if self.mode != Role::Simplex || self.leaving {
+            return;
+        }
+        let Some(a) = crate::arp::parse(f.data()) else {
+            return;
+        };
+        if a.sender_ip != self.cfg.address.address() || a.sender_mac == self.cfg.mac {
+            return;
+        }
+        if self.peer_mac.is_some_and(|p| p != a.sender_mac) {
+            self.foreign_claim(a.sender_mac, "announced");
+            return;
+        }
+        self.stats.conflicts += 1;
+        self.conflict = Some(a.sender_mac);
+    }
+
+    /// A MAC the pair does not know claims our address: not the peer, so
+    /// not ours to yield to — an operator should look (rate-limited).
+    fn foreign_claim(&mut self, mac: EthernetAddress, what: &str) {
+        let now = self.last_poll;
+        if self
+            .foreign_warned
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.foreign_warned = Some(now);
+        tracing::warn!(
+            address = %self.cfg.address.address(),
+            %mac,
+            "a MAC that is not the peer's {what} the service address: ignored (an address \
+             conflict on the LAN, or someone spoofing it)"
+        );
+    }
+
+    /// Another node announced our address while we served it alone (see
+    /// [`Engine::check_conflict`]); taken once.
+    pub fn take_conflict(&mut self) -> Option<EthernetAddress> {
+        self.conflict.take()
+    }
+
+    /// Serving alone, we lost a split brain to the configured owner: stand
+    /// down, silent; probe again later (it may die while the link is down).
+    pub fn stand_down(&mut self) {
+        if self.claim == Claim::Fenced {
+            return;
+        }
+        self.reannounce = None;
+        self.fence("the configured owner serves the address too (split brain)");
+    }
+
+    /// Serving alone, we won a split brain (we own the address): say so
+    /// again to every client, so their caches point here.
+    pub fn defend(&mut self) {
+        if self.mode == Role::Simplex && self.claim == Claim::None {
+            self.announce_to_all();
+        }
     }
 
     /// Answer an RFC 5227 probe for our address (smoltcp ignores ARP from

@@ -21,7 +21,12 @@ impl<C> Engine<C> {
         if role == Role::Simplex {
             return;
         }
-        let (mode, fenced) = (self.mode, self.claim == Claim::Fenced);
+        // A site re-probing a fence holds stale copies too.
+        let (mode, fenced) = (
+            self.mode,
+            self.claim == Claim::Fenced || std::mem::take(&mut self.reprobing),
+        );
+        self.reprobe_at = None;
         self.reset_pending = if fenced {
             Some(Stale::All)
         } else if role == Role::Ingress {

@@ -161,6 +161,12 @@ pub trait Service {
 /// Counters for status and tests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EngineStats {
+    /// Probe rounds a fenced site ran to see whether its peer still holds
+    /// the address.
+    pub reprobes: u64,
+    /// Announcements of our address by another node's MAC while serving it
+    /// alone (split brains seen).
+    pub conflicts: u64,
     pub accepted: u64,
     pub closed: u64,
     pub active: usize,
