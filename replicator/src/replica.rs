@@ -66,6 +66,9 @@ pub const DEFAULT_MAX_UNACKED_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_FORWARD_QUEUE: usize = 65_536;
 /// Default [`ReplicaConfig::max_conns`].
 pub const DEFAULT_MAX_CONNS: usize = 65_536;
+/// Default [`ReplicaConfig::max_forward_bytes`]: 64 MiB of client frames
+/// queued for the link (65,536 TSO frames of 64 KB would be 4 GB).
+pub const DEFAULT_MAX_FORWARD_BYTES: usize = 64 * 1024 * 1024;
 /// Default [`ReplicaConfig::cold_start_wait`]: long enough that two nodes
 /// booted together (a few hundred milliseconds apart) pair up without one
 /// first serving alone, short enough that a node whose peer stays down
@@ -96,6 +99,9 @@ pub struct ReplicaConfig {
     /// This node's MAC on the service LAN, sent in `Hello` (default all
     /// zero: not given).
     pub mac: [u8; 6],
+    /// Ingress: bytes of client frames queued for the link at most (default
+    /// 64 MiB); beyond it a frame is refused like at `max_forward_queue`.
+    pub max_forward_bytes: usize,
     /// A node that has had no link session this long after it started
     /// serves its addresses alone ([`Event::PeerAbsent`]): after a power cut
     /// only one node may come back (default 2 s; at least the heartbeat
@@ -116,6 +122,7 @@ impl ReplicaConfig {
             max_conns: DEFAULT_MAX_CONNS,
             cold_start_wait: DEFAULT_COLD_START_WAIT,
             mac: [0; 6],
+            max_forward_bytes: DEFAULT_MAX_FORWARD_BYTES,
         }
     }
 
@@ -364,6 +371,13 @@ pub enum Backpressure {
         /// The limit.
         limit: usize,
     },
+    /// `forward_frame`: the frames queued for the link reached
+    /// [`ReplicaConfig::max_forward_bytes`]; dropped, TCP retransmits.
+    #[error("link queue full ({limit} bytes of frames)")]
+    ForwardBytes {
+        /// The limit.
+        limit: usize,
+    },
     /// `log_unit`: the unacknowledged window is full; retry after a
     /// [`Event::Release`].
     #[error("unacked window full ({limit} bytes)")]
@@ -498,6 +512,8 @@ struct Session {
     /// `ConnGone` messages in `queue`: exempt from `max_forward_queue`, each
     /// holds a connection-table slot until sent.
     gone_in_queue: usize,
+    /// Bytes of the `Frame` messages in `queue` (`max_forward_bytes`).
+    frame_bytes: usize,
     /// Ingress: charged bytes/units received and not yet taken by the caller.
     unpolled_units: u64,
     unpolled_charge: u64,
@@ -506,6 +522,15 @@ struct Session {
 impl Session {
     fn data_queued(&self) -> usize {
         self.queue.len() - self.gone_in_queue
+    }
+
+    /// `msg` left the queue: its share of the bounds is free again.
+    fn taken(&mut self, msg: &Msg) {
+        match msg {
+            Msg::ConnGone { .. } => self.gone_in_queue -= 1,
+            Msg::Frame { frame } => self.frame_bytes -= frame.len(),
+            _ => {}
+        }
     }
 }
 
@@ -690,6 +715,7 @@ impl Replica {
             acks: BTreeMap::new(),
             queue: VecDeque::new(),
             gone_in_queue: 0,
+            frame_bytes: 0,
             unpolled_units: 0,
             unpolled_charge: 0,
         });
@@ -1012,12 +1038,11 @@ impl Replica {
             // A leaving primary: what was queued up to its `Leaving`, then
             // nothing (the owner took over at `Leaving`).
             let msg = s.queue.pop_front()?;
-            if matches!(msg, Msg::ConnGone { .. }) {
-                s.gone_in_queue -= 1;
-            }
+            s.taken(&msg);
             if matches!(msg, Msg::Leaving) {
                 s.queue.clear();
                 s.gone_in_queue = 0;
+                s.frame_bytes = 0;
             }
             return Some(msg);
         }
@@ -1040,9 +1065,7 @@ impl Replica {
             return Some(Msg::UnitAck { conn, seq });
         }
         let msg = s.queue.pop_front()?;
-        if matches!(msg, Msg::ConnGone { .. }) {
-            s.gone_in_queue -= 1;
-        }
+        s.taken(&msg);
         Some(msg)
     }
 
@@ -1148,6 +1171,12 @@ impl Replica {
                 limit: self.cfg.max_forward_queue,
             });
         }
+        if s.frame_bytes + frame.len() > self.cfg.max_forward_bytes {
+            return Err(Backpressure::ForwardBytes {
+                limit: self.cfg.max_forward_bytes,
+            });
+        }
+        s.frame_bytes += frame.len();
         s.queue.push_back(Msg::Frame { frame });
         self.counters.forwarded_frames += 1;
         Ok(())

@@ -1437,3 +1437,23 @@ fn a_cold_start_wait_below_the_heartbeat_timeout_is_refused() {
         Err(hotpair_replicator::replica::ConfigError::ColdStartBelowTimeout)
     );
 }
+
+#[test]
+fn frames_queued_for_the_link_are_bounded_in_bytes() {
+    let mut c = cfg(Role::Ingress, "beta");
+    c.max_forward_bytes = 200_000;
+    let mut pair = Pair::with(cfg(Role::Primary, "alpha"), c);
+    pair.connect();
+    let frame = Bytes::from(vec![0u8; 60_000]);
+    // Three fit (180,000 bytes), the fourth would pass the bound.
+    for _ in 0..3 {
+        pair.i.r.forward_frame(frame.clone()).unwrap();
+    }
+    assert_eq!(
+        pair.i.r.forward_frame(frame.clone()),
+        Err(Backpressure::ForwardBytes { limit: 200_000 })
+    );
+    // Sent on the link: room again.
+    while pair.i.r.poll_transmit().is_some() {}
+    pair.i.r.forward_frame(frame).unwrap();
+}

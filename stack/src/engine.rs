@@ -96,6 +96,12 @@ const RX_RELEASE_BATCH: usize = 1024;
 pub const MAX_HELD: usize = 256;
 /// Out-of-order client segments kept per shadow connection for forwarding.
 pub const MAX_DEFERRED: usize = 64;
+/// Segments of connections an ingress node does not know pass through to
+/// the primary at most this fast (bytes a second) and in bursts of at most
+/// `PASS_THROUGH_BURST`: enough for the few connections a primary serves
+/// unreplicated after a rejoin, not for a flood to fill the link.
+pub const PASS_THROUGH_RATE: u64 = 32 * 1024 * 1024;
+pub const PASS_THROUGH_BURST: u64 = 8 * 1024 * 1024;
 /// SACK ranges remembered per shadow connection (smoltcp's assembler holds
 /// at most 8 out-of-order runs: `assembler-max-segment-count-8`).
 const MAX_SACKED: usize = 8;
@@ -157,6 +163,15 @@ pub struct Engine<C> {
     /// When a frame from an unknown MAC claiming our address was last
     /// logged.
     foreign_warned: Option<StdInstant>,
+    /// Ingress: the primary may serve connections this node never saw open
+    /// (it took the address over in its life: its `Hello` epoch): their
+    /// segments pass through to it. Otherwise a segment of no connection
+    /// we know is dropped here — it could only draw an RST over there.
+    pass_through: bool,
+    /// Pass-through budget (bytes) and when it was last topped up: a flood
+    /// of segments for unknown connections must not fill the link.
+    pass_tokens: u64,
+    pass_refilled: StdInstant,
     /// This node is stopping (a planned stop): nothing more on the LAN.
     leaving: bool,
     /// `admit` is taking frames from the LAN (not from the peer's link).
@@ -262,6 +277,9 @@ impl<C> Engine<C> {
             reprobing: false,
             conflict: None,
             foreign_warned: None,
+            pass_through: false,
+            pass_tokens: PASS_THROUGH_BURST,
+            pass_refilled: start,
             reset_pending: None,
             leaving: false,
             admitting_lan: false,

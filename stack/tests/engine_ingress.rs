@@ -242,3 +242,46 @@ fn a_claim_probes_then_announces_again_and_again() {
         "each with an ARP request to the known client"
     );
 }
+
+/// An ACK with `len` bytes of payload for a connection this node never saw
+/// open (from client port `port`).
+fn stranger_seg(port: u16, len: usize) -> Frame {
+    let mut f = seg::build(
+        CLIENT_MAC, NODE_MAC, CLIENT, VIP, port, 80, 5000, 9000, ACK, 65535,
+    );
+    f.extend(std::iter::repeat_n(0u8, len));
+    let ip_len = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    seg::set_ipv4_checksum(&mut f);
+    Frame::copy_from(&f)
+}
+
+#[test]
+fn segments_of_unknown_connections_pass_only_when_the_primary_may_hold_them_and_within_a_budget() {
+    let mut n = Ingress::new();
+    // The primary never took the address over: it holds no connection this
+    // node does not know, so such a segment is dropped here (it would only
+    // draw an RST there).
+    assert!(n.client(stranger_seg(41000, 100)).is_empty());
+    assert_eq!(n.engine.stats().unknown_dropped, 1);
+    // It did (a rejoin after a claim): they pass through, up to the burst…
+    n.engine.set_pass_through(true);
+    assert_eq!(n.client(stranger_seg(41001, 100)).len(), 1);
+    let burst = hotpair_stack::engine::PASS_THROUGH_BURST as usize;
+    let frame = 60_000;
+    let mut passed = 0;
+    for i in 0..(2 * burst / frame) {
+        n.engine.handle_lan_frame(stranger_seg(42000 + i as u16, frame - 54));
+    }
+    n.engine.poll(&mut n.service, n.now);
+    while n.engine.poll_forward().is_some() {
+        passed += 1;
+    }
+    assert!(
+        passed * frame <= burst && passed * frame > burst / 2,
+        "{passed} frames of {frame} bytes passed in one instant (burst {burst})"
+    );
+    // …and at the rate after it.
+    n.now += Duration::from_millis(100);
+    assert_eq!(n.client(stranger_seg(43000, 1000)).len(), 1);
+}

@@ -740,6 +740,11 @@ impl NodeCore {
                             // Only this MAC may fence us or make us stand
                             // down from now on (not any LAN host).
                             site.engine.set_peer_mac(EthernetAddress(mac));
+                            // A primary that took the address over in its
+                            // life may serve connections this node never
+                            // saw open: only then do their segments pass.
+                            site.engine
+                                .set_pass_through(r.peer_epoch().is_some_and(|e| e > 0));
                             // A new session: static waits for the peer's
                             // digests again.
                             site.static_ok.iter_mut().for_each(|ok| *ok = false);

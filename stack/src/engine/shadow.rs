@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use crate::seg::{self, Seg, ACK, RST, SYN};
 
 use super::types::{EngineStats, Frame, Tuple};
-use super::{Engine, MAX_DEFERRED, MAX_HELD, MAX_SACKED};
+use super::{Engine, MAX_DEFERRED, MAX_HELD, MAX_SACKED, PASS_THROUGH_BURST, PASS_THROUGH_RATE};
 
 #[derive(Debug, Default)]
 pub(super) struct Shadow {
@@ -210,6 +210,32 @@ impl<C> Engine<C> {
         }
     }
 
+    /// Whether `len` more bytes may pass through to the primary now (a
+    /// token bucket: `PASS_THROUGH_RATE` bytes a second, bursts of
+    /// `PASS_THROUGH_BURST`).
+    fn pass_budget(&mut self, len: usize) -> bool {
+        let now = self.last_poll;
+        let dt = now.saturating_duration_since(self.pass_refilled);
+        let add = (dt.as_micros() as u64).saturating_mul(PASS_THROUGH_RATE) / 1_000_000;
+        if add > 0 {
+            self.pass_tokens = (self.pass_tokens + add).min(PASS_THROUGH_BURST);
+            self.pass_refilled = now;
+        }
+        let len = len as u64;
+        if self.pass_tokens < len {
+            return false;
+        }
+        self.pass_tokens -= len;
+        true
+    }
+
+    /// Whether the primary may serve connections this node never saw open:
+    /// it took the address over during its life (its `Hello` epoch is not
+    /// 0). Only then do segments of unknown connections pass through.
+    pub fn set_pass_through(&mut self, on: bool) {
+        self.pass_through = on;
+    }
+
     pub(super) fn admit_ingress(&mut self, f: Frame, refusing: bool) -> Option<Frame> {
         let (f, s, tuple) = self.classify(f)?;
         if s.has(SYN) && !s.has(ACK) {
@@ -234,7 +260,15 @@ impl<C> Engine<C> {
         }
         let Some(tr) = self.tracks.get_mut(&tuple) else {
             // A connection this node never saw open (it started before we
-            // did): the primary serves it unreplicated; pass it through.
+            // did): the primary serves it unreplicated; pass it through —
+            // if the primary can hold such connections at all, within the
+            // budget; never an RST (it has nothing to reset).
+            if s.has(RST) || !self.pass_through || !self.pass_budget(f.data().len()) {
+                tracing::trace!(client = %tuple.0, port = tuple.1, "no track: dropped");
+                self.stats.unknown_dropped += 1;
+                self.recycle(f);
+                return None;
+            }
             tracing::trace!(client = %tuple.0, port = tuple.1, "no track: passed through");
             self.stats.passed_through += 1;
             self.fwd_out.push_back(f);

@@ -164,6 +164,9 @@ pub struct EngineStats {
     /// Probe rounds a fenced site ran to see whether its peer still holds
     /// the address.
     pub reprobes: u64,
+    /// Ingress: segments of no known connection dropped (the primary holds
+    /// none this node does not know, or the pass-through budget was spent).
+    pub unknown_dropped: u64,
     /// Announcements of our address by another node's MAC while serving it
     /// alone (split brains seen).
     pub conflicts: u64,
