@@ -271,7 +271,8 @@ fn segments_of_unknown_connections_pass_only_when_the_primary_may_hold_them_and_
     let frame = 60_000;
     let mut passed = 0;
     for i in 0..(2 * burst / frame) {
-        n.engine.handle_lan_frame(stranger_seg(42000 + i as u16, frame - 54));
+        n.engine
+            .handle_lan_frame(stranger_seg(42000 + i as u16, frame - 54));
     }
     n.engine.poll(&mut n.service, n.now);
     while n.engine.poll_forward().is_some() {
@@ -284,4 +285,40 @@ fn segments_of_unknown_connections_pass_only_when_the_primary_may_hold_them_and_
     // …and at the rate after it.
     n.now += Duration::from_millis(100);
     assert_eq!(n.client(stranger_seg(43000, 1000)).len(), 1);
+}
+
+#[test]
+fn a_spoofed_segment_does_not_divert_a_clients_replies() {
+    let attacker = EthernetAddress([2, 0, 0, 0, 0, 0x66]);
+    let mut n = Ingress::with_mode(Role::Primary);
+    let syn = |mac: EthernetAddress, port: u16| {
+        Frame::copy_from(&seg::build(
+            mac, NODE_MAC, CLIENT, VIP, port, 80, CLIENT_ISN, 0, SYN, 65535,
+        ))
+    };
+    // Where the primary's SYN-ACKs to the client go.
+    let syn_ack_macs = |n: &mut Ingress| {
+        for _ in 0..4 {
+            n.engine.poll(&mut n.service, n.now);
+            n.now += Duration::from_millis(1);
+        }
+        let mut macs = Vec::new();
+        while let Some(f) = n.engine.poll_lan_transmit() {
+            if let Some(s) = seg::parse(f.data()) {
+                if s.has(SYN) && s.has(ACK) {
+                    macs.push(s.dst_mac);
+                }
+            }
+        }
+        macs
+    };
+    n.engine.handle_peer_frame(syn(CLIENT_MAC, 40000));
+    assert_eq!(syn_ack_macs(&mut n), vec![CLIENT_MAC]);
+    // A SYN with the client's address from another MAC (forwarded like any
+    // SYN): its reply still goes to the client's MAC, and so do later ones.
+    n.engine.handle_peer_frame(syn(attacker, 40001));
+    assert_eq!(syn_ack_macs(&mut n), vec![CLIENT_MAC]);
+    assert_eq!(n.engine.stats().neighbor_refused, 1);
+    n.engine.handle_peer_frame(syn(CLIENT_MAC, 40002));
+    assert_eq!(syn_ack_macs(&mut n), vec![CLIENT_MAC]);
 }

@@ -14,6 +14,10 @@ use super::Engine;
 
 /// How often the primary refreshes a client's neighbour entry.
 const NEIGHBOR_REFRESH: Duration = Duration::from_secs(20);
+/// A neighbour entry not confirmed by a connection's frame for this long
+/// may be replaced by any frame from that address (a client whose MAC
+/// changed, with no connection open).
+const NEIGHBOR_STALE: Duration = Duration::from_secs(60);
 
 const MAX_NEIGHBORS: usize = 256;
 
@@ -37,6 +41,11 @@ impl<C> Engine<C> {
     /// The primary learns a client's MAC from the frames forwarded to it
     /// (smoltcp fills its neighbour cache only from ARP, and the primary
     /// must not ARP for the service address).
+    ///
+    /// A known entry changes only on a frame of a connection this node
+    /// holds (its 4-tuple has a socket), or once it is stale: else one
+    /// spoofed segment — a SYN or an ACK with the victim's address and
+    /// another MAC — would divert the victim's replies to that MAC.
     pub(super) fn learn_neighbor(&mut self, frame: &[u8], now: StdInstant) {
         let Some(s) = seg::parse(frame) else { return };
         let Some(ip) = self.next_hop(s.src) else {
@@ -47,6 +56,17 @@ impl<C> Engine<C> {
         });
         if fresh {
             return;
+        }
+        if let Some((mac, at)) = self.neighbors.get(&ip) {
+            let held = self
+                .tracks
+                .get(&(s.src, s.src_port, s.dst_port))
+                .is_some_and(|t| t.slot.is_some());
+            let stale = now.saturating_duration_since(*at) >= NEIGHBOR_STALE;
+            if *mac != s.src_mac && !held && !stale {
+                self.stats.neighbor_refused += 1;
+                return;
+            }
         }
         if self.neighbors.len() >= MAX_NEIGHBORS && !self.neighbors.contains_key(&ip) {
             if let Some(oldest) = self

@@ -167,6 +167,9 @@ pub struct EngineStats {
     /// Ingress: segments of no known connection dropped (the primary holds
     /// none this node does not know, or the pass-through budget was spent).
     pub unknown_dropped: u64,
+    /// Frames whose source MAC differed from a fresh neighbour entry and
+    /// that belonged to no connection held here: not learned (spoofing).
+    pub neighbor_refused: u64,
     /// Announcements of our address by another node's MAC while serving it
     /// alone (split brains seen).
     pub conflicts: u64,
