@@ -1018,3 +1018,30 @@ fn a_split_brain_ends_with_each_configured_owner_keeping_its_address() {
         assert_eq!(got, want, "who answers for {ip} after the split brain");
     }
 }
+
+#[test]
+fn a_thawed_owners_answers_to_stale_probes_do_not_make_the_primary_stand_down() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
+    // n1 (owner of A) freezes: n2 claims A, its probes unanswered.
+    let mut t = t0 + Duration::from_millis(10);
+    n2.handle_link_lost(0, t);
+    let mut probes = Vec::new();
+    for _ in 0..10 {
+        n2.round(t);
+        probes.extend(lan_out(&mut n2));
+        t += Duration::from_millis(20);
+    }
+    assert_eq!(n2.role(0), Role::Simplex);
+    // n1 thaws and answers the probes queued while it was stopped: answers
+    // (target 0.0.0.0), not announcements — n2 keeps A.
+    answer_probes(&mut n2, &probes, A, mac(1));
+    for _ in 0..5 {
+        n2.round(t);
+        lan_out(&mut n2);
+        t += Duration::from_millis(20);
+    }
+    assert!(!n2.fenced(0), "stale probe answers made n2 stand down");
+    assert_eq!(n2.engine_stats(0).conflicts, 0);
+}

@@ -291,6 +291,13 @@ impl<C> Engine<C> {
         if a.sender_ip != self.cfg.address.address() || a.sender_mac == self.cfg.mac {
             return;
         }
+        // An answer to a probe (target 0.0.0.0) is no announcement: a node
+        // thawed after a freeze answers the probes that queued up while it
+        // was stopped — it holds nothing (it probes and stands down itself),
+        // and yielding to it would leave nobody serving.
+        if a.target_ip == Ipv4Address::UNSPECIFIED {
+            return;
+        }
         if self.peer_mac.is_some_and(|p| p != a.sender_mac) {
             self.foreign_claim(a.sender_mac, "announced");
             return;
