@@ -49,6 +49,10 @@ pub enum Variant {
     Lost,
     /// Nothing more is heard: the survivor's heartbeat timeout must fire.
     Silent,
+    /// The node never starts (a cold start after a power cut, one node
+    /// back): no link ever comes up; the others must serve alone once
+    /// their cold-start wait is over. Its step is 0.
+    Absent,
 }
 
 impl Variant {
@@ -56,12 +60,14 @@ impl Variant {
         match self {
             Variant::Lost => "lost",
             Variant::Silent => "silent",
+            Variant::Absent => "absent",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "lost" => Some(Variant::Lost),
             "silent" => Some(Variant::Silent),
+            "absent" => Some(Variant::Absent),
             _ => None,
         }
     }
@@ -318,24 +324,33 @@ impl World {
         // The origin of virtual time: read once, never again.
         let base = Instant::now();
         let topo = spec.topology;
+        let absent = spec
+            .kill
+            .filter(|k| k.variant == Variant::Absent)
+            .map(|k| k.victim);
         let mut nodes: Vec<Option<SimNode>> = topo
             .all_nodes()
             .into_iter()
             .map(|w| {
-                Some(SimNode::new(
-                    w,
-                    topo,
-                    node_seeds(spec.seed, w),
-                    HEARTBEAT_TIMEOUT,
-                    spec.scenario.files_policy,
-                    base,
-                ))
+                (Some(w) != absent).then(|| {
+                    SimNode::new(
+                        w,
+                        topo,
+                        node_seeds(spec.seed, w),
+                        HEARTBEAT_TIMEOUT,
+                        spec.scenario.files_policy,
+                        base,
+                    )
+                })
             })
             .collect();
-        // Every link is up from the start.
+        // Every link is up from the start, but those of a node that never
+        // starts.
         for n in nodes.iter_mut().flatten() {
             for p in n.peers().to_vec() {
-                n.deliver_link(p, LinkIn::Connected, base);
+                if Some(p) != absent {
+                    n.deliver_link(p, LinkIn::Connected, base);
+                }
             }
         }
         let client = Client::new(derive(spec.seed, 3), &spec.scenario.conns, Duration::ZERO);
@@ -355,7 +370,7 @@ impl World {
             nodes,
             client,
             step: 0,
-            killed: false,
+            killed: absent.is_some(),
             finals_to_owner: BTreeSet::new(),
             takeovers: BTreeSet::new(),
             wire: WireCheck::default(),

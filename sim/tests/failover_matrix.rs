@@ -183,7 +183,7 @@ fn replay() {
                 .expect("SIM_VICTIM: primary|ingress (duplex), A|B|C (others)"),
             step: step.parse().expect("SIM_STEP: a number"),
             variant: env("SIM_VARIANT").map_or(Variant::Lost, |v| {
-                Variant::parse(&v).expect("SIM_VARIANT: lost|silent")
+                Variant::parse(&v).expect("SIM_VARIANT: lost|silent|absent")
             }),
         });
     }
