@@ -288,6 +288,7 @@ impl ServerConn {
     /// Earliest deadline that applies now, if any. It may be in the past
     /// (e.g. right after the output drained: the idle clock starts at the
     /// next `handle_timeout`); call `handle_timeout` when it is reached.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_closed() {
             return None;
@@ -311,6 +312,7 @@ impl ServerConn {
     }
 
     /// Next complete request, in order; each is returned once.
+    #[must_use]
     pub fn poll_request(&mut self) -> Option<Request> {
         let req = self.ready.pop_front()?;
         if let Some(slot) = self.slot_mut(req.index) {
@@ -347,6 +349,7 @@ impl ServerConn {
 
     /// The bytes to write next (part of one chunk: a reply head, or a
     /// zero-copy slice of a large body).
+    #[must_use]
     pub fn poll_output(&self) -> Option<&[u8]> {
         self.out.front().map(|(b, _)| &b[self.out_off..])
     }

@@ -88,6 +88,7 @@ impl FailureDetector {
 
     /// The next instant [`FailureDetector::handle_timeout`] has work to do:
     /// a heartbeat or the death deadline. `None` once dead.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.dead {
             None

@@ -1023,6 +1023,7 @@ impl Replica {
 
     /// When [`Replica::handle_timeout`] should next be called. `None` with no
     /// link session. May be in the past: call at once.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.session {
             Some(s) => s.detector.poll_timeout(),
@@ -1032,6 +1033,7 @@ impl Replica {
 
     /// The next message for the link: `Hello` first, then heartbeats, acks and
     /// the queued `Frame`/`Unit`/`ConnGone` messages in order.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Msg> {
         let s = self.session.as_mut()?;
         if self.leaving {
@@ -1107,6 +1109,7 @@ impl Replica {
     /// The next event for the caller.
     ///
     /// At the ingress node, taking an [`Event::Logged`] queues its ack.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         let q = self.events.pop_front()?;
         if matches!(

@@ -408,6 +408,7 @@ impl Client {
         std::mem::take(&mut self.nic.tx)
     }
 
+    #[must_use]
     pub fn poll_delay(&mut self, now: Duration) -> Option<Duration> {
         if !self.nic.rx.is_empty() || !self.nic_tx.is_empty() {
             return Some(Duration::ZERO);

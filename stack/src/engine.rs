@@ -344,6 +344,7 @@ impl<C> Engine<C> {
     /// (see [`Engine::set_lease`], [`Engine::probe_before_promote`]) only
     /// ARP probes and answers to probes leave: a node that was paused must
     /// not speak first.
+    #[must_use]
     pub fn poll_lan_transmit(&mut self) -> Option<Frame> {
         loop {
             let f = self.lan_out.pop_front()?;
@@ -368,11 +369,13 @@ impl<C> Engine<C> {
     }
 
     /// Next client frame to forward to the primary (ingress mode).
+    #[must_use]
     pub fn poll_forward(&mut self) -> Option<Frame> {
         self.fwd_out.pop_front()
     }
 
     /// How long until smoltcp or a connection needs a poll.
+    #[must_use]
     pub fn poll_delay(&mut self, now: StdInstant) -> Option<Duration> {
         // The timer heaps hold every socket's `poll_at` and every
         // deadline: no walk over the pool.

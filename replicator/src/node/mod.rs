@@ -521,6 +521,7 @@ impl NodeCore {
     }
 
     /// Next frame for the LAN.
+    #[must_use]
     pub fn poll_lan_transmit(&mut self) -> Option<Frame> {
         let n = self.sites.len();
         for k in 0..n {
@@ -633,6 +634,7 @@ impl NodeCore {
 
     /// Next message for `peer`'s link, with its channel. The shell stops
     /// asking while its socket buffer is full (back-pressure).
+    #[must_use]
     pub fn poll_link_transmit(&mut self, peer: PeerId) -> Option<(u32, Msg)> {
         let n = self.sites.len();
         let start = self.peers[peer].next;
@@ -676,6 +678,7 @@ impl NodeCore {
     // ---- handlers --------------------------------------------------------
 
     /// Next request for the shell to answer.
+    #[must_use]
     pub fn poll_job(&mut self) -> Option<Job> {
         self.shared.jobs.pop_front()
     }
@@ -691,6 +694,7 @@ impl NodeCore {
     // ---- the round ---------------------------------------------------------
 
     /// Next role change (takeover) to report.
+    #[must_use]
     pub fn poll_role_change(&mut self) -> Option<RoleChange> {
         self.changes.pop_front()
     }
@@ -1044,6 +1048,7 @@ impl NodeCore {
     }
 
     /// When the node next needs a round, if nothing arrives before.
+    #[must_use]
     pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
         let mut at: Option<Instant> = None;
         let mut at_most = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
