@@ -39,6 +39,10 @@ pub struct Config {
     /// The admin socket (`hotpair status`) and the Prometheus endpoint.
     #[serde(default)]
     pub admin: AdminSection,
+    /// Whether this node still reaches the service LAN (absent: not
+    /// checked).
+    #[serde(default)]
+    pub lan_check: Option<LanCheckSection>,
     /// Said loudly at start and by `--check`: found by [`Config::load`]
     /// (a key file others can read).
     #[serde(skip)]
@@ -211,6 +215,34 @@ pub struct ReplicationSection {
 pub fn default_hb_interval() -> u64 {
     100
 }
+/// `[lan_check]`: a LAN host this node asks (ARP) every `interval_ms`;
+/// `fall` misses in a row: this node does not reach the service LAN and
+/// hands its addresses to a peer that does; `rise` answers: it does again.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanCheckSection {
+    /// The host to ask: the service LAN's gateway, or any host that is
+    /// always there (not the peer node: a cut of the peer's own port would
+    /// look like one of this node's).
+    pub target: Ipv4Addr,
+    #[serde(default = "default_lan_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_lan_fall")]
+    pub fall: u32,
+    #[serde(default = "default_lan_rise")]
+    pub rise: u32,
+}
+
+fn default_lan_interval() -> u64 {
+    200
+}
+fn default_lan_fall() -> u32 {
+    3
+}
+fn default_lan_rise() -> u32 {
+    3
+}
+
 /// Default failure-detection time: five heartbeat intervals.
 pub fn default_hb_timeout() -> u64 {
     500
@@ -491,6 +523,33 @@ impl Config {
     }
 
     /// Both forms normalised, every key checked.
+    /// The LAN check the node runs, checked (`None`: not configured).
+    pub fn lan_check(&self) -> Result<Option<hotpair_replicator::node::LanCheckConfig>> {
+        let Some(l) = &self.lan_check else {
+            return Ok(None);
+        };
+        if !(10..=60_000).contains(&l.interval_ms) {
+            bail!(
+                "lan_check.interval_ms: {} must be within 10..=60000",
+                l.interval_ms
+            );
+        }
+        for (key, v) in [("lan_check.fall", l.fall), ("lan_check.rise", l.rise)] {
+            if !(1..=100).contains(&v) {
+                bail!("{key}: {v} must be within 1..=100");
+            }
+        }
+        if l.target.is_unspecified() || l.target.is_broadcast() || l.target.is_multicast() {
+            bail!("lan_check.target: {} is not a host's address", l.target);
+        }
+        Ok(Some(hotpair_replicator::node::LanCheckConfig {
+            target: hotpair_stack::smoltcp::wire::Ipv4Address::from_octets(l.target.octets()),
+            interval: std::time::Duration::from_millis(l.interval_ms),
+            fall: l.fall,
+            rise: l.rise,
+        }))
+    }
+
     pub fn topology(&self) -> Result<Topology> {
         let check_half_open = |key: &str, max: usize, half: Option<usize>, timeout: u64| {
             let half = half.unwrap_or_else(|| default_max_half_open(max));
@@ -734,6 +793,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        self.lan_check()?;
         let n = &self.node;
         if n.name.is_empty() {
             bail!("node.name: must not be empty");

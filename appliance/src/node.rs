@@ -207,6 +207,7 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         heartbeat_interval: Duration::from_millis(topo.heartbeat_interval_ms),
         heartbeat_timeout: Duration::from_millis(topo.heartbeat_timeout_ms),
         cold_start_wait: Duration::from_millis(topo.cold_start_ms),
+        lan_check: cfg.lan_check()?,
         rx_buffer_bytes: cfg.node.rx_buffer_bytes,
         tx_buffer_bytes: cfg.node.tx_buffer_bytes,
         limits: limits(&cfg),

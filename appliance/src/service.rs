@@ -232,6 +232,10 @@ pub struct NodeShell {
     status: Option<crate::admin::StatusPublisher>,
     /// How to bring each peer's link up again after it was lost (rejoin).
     relink: Option<Relink>,
+    /// Per peer: its link is held down (no task trying it) while the core
+    /// does not allow it (this node's LAN is down: a session would make it
+    /// take back an address it cannot serve).
+    held: Vec<bool>,
 }
 
 /// What a lost link needs to be tried again: a new link task per loss.
@@ -249,6 +253,7 @@ impl NodeShell {
         waker: Waker,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::channel();
+        let core_peers = core.peers();
         NodeShell {
             links: (0..core.peers()).map(|_| None).collect(),
             core,
@@ -261,6 +266,7 @@ impl NodeShell {
             stopped: None,
             status: None,
             relink: None,
+            held: (0..core_peers).map(|_| false).collect(),
         }
     }
 
@@ -282,6 +288,15 @@ impl NodeShell {
             tokio::time::sleep(pause).await;
             crate::link::run(setup, key, peer, to_stack, waker).await;
         });
+    }
+
+    fn hold_link(&mut self, peer: PeerId) {
+        if !std::mem::replace(&mut self.held[peer], true) {
+            tracing::info!(
+                peer = %self.core.peer_name(peer),
+                "this node does not reach the service LAN: its replication link stays down until it does"
+            );
+        }
     }
 
     /// Publish status snapshots through `p` (`hotpair status`, metrics).
@@ -369,8 +384,12 @@ impl NodeShell {
         // task that ended without one (it reports `Lost` itself: a listen
         // or accept error, retried more slowly), gets a new task.
         if self.stopped.is_none() {
-            let pause = if had { 100 } else { 1000 };
-            self.spawn_link(peer, std::time::Duration::from_millis(pause));
+            if self.core.link_allowed(peer) {
+                let pause = if had { 100 } else { 1000 };
+                self.spawn_link(peer, std::time::Duration::from_millis(pause));
+            } else {
+                self.hold_link(peer);
+            }
         }
         if let Some(st) = self.status.as_mut() {
             st.link_down(peer);
@@ -383,6 +402,11 @@ impl NodeShell {
         while let Ok((peer, m)) = self.from_links.try_recv() {
             busy = true;
             match m {
+                // This node's LAN is down: no session until it is back.
+                LinkIn::Socket(sock, _) if !self.core.link_allowed(peer) => {
+                    let _ = sock.shutdown(std::net::Shutdown::Both);
+                    self.hold_link(peer);
+                }
                 LinkIn::Socket(sock, session) => match LinkSocket::new(sock, session) {
                     Ok(ls) => {
                         self.links[peer] = Some(ls);
@@ -527,7 +551,20 @@ impl Node for NodeShell {
         // drop it and try again (the peer may come back and rejoin).
         for peer in 0..self.links.len() {
             if self.links[peer].is_some() && !self.core.link_wanted(peer) {
-                self.drop_link(peer, "the peer was declared dead", now);
+                let why = if self.core.link_allowed(peer) {
+                    "the peer was declared dead"
+                } else {
+                    "this node does not reach the service LAN: its addresses went to the peer"
+                };
+                self.drop_link(peer, why, now);
+            }
+        }
+        // A link held down while the LAN was: try it again once allowed.
+        for peer in 0..self.held.len() {
+            if self.held[peer] && self.stopped.is_none() && self.core.link_allowed(peer) {
+                self.held[peer] = false;
+                tracing::info!(peer = %self.core.peer_name(peer), "the service LAN is reachable again: linking to the peer");
+                self.spawn_link(peer, std::time::Duration::ZERO);
             }
         }
         // A fenced address stands by (silent) until its link is up again

@@ -435,7 +435,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
             };
             Msg::UnitAck { conn, seq }
         }
-        6 => match inp.below(3) {
+        6 => match inp.below(4) {
             0 => Msg::Routes {
                 routes: vec![RouteDigest {
                     prefix: "/static".into(),
@@ -453,6 +453,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
                 local: true,
                 payload: Bytes::new(),
             },
+            2 => Msg::Lan { up: inp.bool() },
             _ => Msg::ConnGone { conn },
         },
         _ => crate::wire::arbitrary_msg(inp),

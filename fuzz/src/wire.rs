@@ -145,7 +145,9 @@ pub fn arbitrary_msg(inp: &mut Input<'_>) -> Msg {
         client_port: inp.u16(),
         client_isn: inp.u32(),
     };
-    match inp.below(7) {
+    match inp.below(9) {
+        7 => Msg::Leaving,
+        8 => Msg::Lan { up: inp.bool() },
         0 => {
             let name = inp.bytes(80);
             Msg::Hello {

@@ -9,9 +9,12 @@
 //!   throughout. Healed, the link comes back, both nodes rejoin, and the
 //!   pair is replicated again: new downloads on both addresses survive a
 //!   SIGKILL of n1.
-//! - A duplex primary's LAN side cut for a second mid-download (its link
-//!   stays up, so nobody takes over): the download stalls, then carries on
-//!   byte-exact when the cut heals, without an RST.
+//! - A duplex node's LAN side cut mid-download, its link up (`partition
+//!   --lan`): its LAN check fails, it hands the address to its peer over
+//!   the link (the owner promotes its shadows, or the primary claims), and
+//!   the download finishes byte-exact while the cut lasts, with no RST —
+//!   for each node. Healed, the node rejoins and the pair is replicated
+//!   again: a new download survives a SIGKILL of the other node.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -123,9 +126,9 @@ fn link_cut_during_downloads_on_every_address_then_heal_and_replicated_again() {
     );
 }
 
-#[test]
-fn a_primary_cut_off_the_lan_for_a_second_resumes_when_healed() {
-    let test = "pt_lan";
+/// Node `victim`'s LAN side is cut at 10 MiB into a 50 MB download and
+/// stays cut until the download is over.
+fn lan_cut_mid_download(test: &str, victim: failover::Victim) {
     let Some(lab) = failover::duplex_lab(test) else {
         return;
     };
@@ -144,23 +147,61 @@ fn a_primary_cut_off_the_lan_for_a_second_resumes_when_healed() {
     let at_cut = d.bytes();
     let cut_epoch = epoch_now();
     let cut = Instant::now();
-    let out = lab.lab(&["partition", "--lan", "n1"], Duration::from_secs(20));
-    assert_success(&out, &format!("[{test}] lab partition --lan n1"));
-    thread::sleep(Duration::from_secs(1));
-    let out = lab.lab(&["heal"], Duration::from_secs(20));
-    assert_success(&out, &format!("[{test}] lab heal"));
+    let node = victim.node();
+    let out = lab.lab(&["partition", "--lan", node], Duration::from_secs(20));
+    assert_success(&out, &format!("[{test}] lab partition --lan {node}"));
     let line = d
         .finish(cut, at_cut, &want)
-        .unwrap_or_else(|e| panic!("[{test}] the download across the LAN cut: {e}"));
+        .unwrap_or_else(|e| panic!("[{test}] the download across {node}'s LAN cut: {e}"));
     let r = cap.stop();
-    assert_no_rst(&lab, &r, "LAN cut of the primary", cut_epoch);
+    assert_no_rst(&lab, &r, &format!("LAN cut of {node}"), cut_epoch);
     let logs = lab.node_logs(400);
     assert!(
-        !logs.contains("peer declared dead"),
-        "[{test}] a takeover although the link stayed up\n{logs}"
+        logs.contains("LAN down: handing the address to the peer"),
+        "[{test}] {node} did not hand its address over\n{logs}"
     );
+    // Healed: the cut node links again and rejoins.
+    let out = lab.lab(&["heal"], Duration::from_secs(20));
+    assert_success(&out, &format!("[{test}] lab heal"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lab
+        .node_logs(400)
+        .matches("rejoined: configured role taken back")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "[{test}] no rejoin after the heal\n{}",
+            lab.node_logs(60)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     report(&format!(
-        "[{test}] n1 (primary) off the LAN for 1 s mid-download: {line}; 0 RST, no \
-         takeover (its link stayed up)"
+        "[{test}] {node} ({}) cut off the LAN mid-download, its link up: {line}; 0 RST; \
+         healed, rejoined",
+        victim.role()
     ));
+    // Replicated again: a new download survives the other node's SIGKILL.
+    let other = match victim {
+        failover::Victim::Primary => failover::Victim::Ingress,
+        failover::Victim::Ingress => failover::Victim::Primary,
+    };
+    failover::download_with_kill(
+        &lab,
+        other,
+        failover::KillAt::Bytes(10 << 20),
+        true,
+        "after the LAN cut healed, the other node killed",
+    );
+}
+
+#[test]
+fn a_primary_cut_off_the_lan_hands_its_connections_to_the_owner() {
+    lan_cut_mid_download("pt_lan_primary", failover::Victim::Primary);
+}
+
+#[test]
+fn an_owner_cut_off_the_lan_hands_its_address_to_the_primary() {
+    lan_cut_mid_download("pt_lan_owner", failover::Victim::Ingress);
 }

@@ -503,6 +503,11 @@ struct Session {
     /// The `epoch` of the peer's `Hello`: its takeovers so far.
     peer_epoch: u64,
     hello_pending: bool,
+    /// This node's LAN state is owed to the peer (after `Hello`, and on
+    /// every change).
+    lan_pending: bool,
+    /// The peer's LAN state, once it said (`Msg::Lan`).
+    peer_lan: Option<bool>,
     heartbeat_pending: Option<u64>,
     next_heartbeat_seq: u64,
     /// Cumulative acks to send, coalesced per connection.
@@ -621,6 +626,8 @@ pub struct Replica {
     leaving: bool,
     /// The owner said it leaves; its death, when the link closes, is one.
     peer_leaving: bool,
+    /// This node's LAN check passes (told to the peer in `Msg::Lan`).
+    lan_up: bool,
     /// Start time and deadline of the cold-start wait, until a link session
     /// first comes up (or the wait ran out).
     cold_start: Option<(Instant, Instant)>,
@@ -655,6 +662,7 @@ impl Replica {
             counters: Counters::default(),
             leaving: false,
             peer_leaving: false,
+            lan_up: true,
             cold_start,
         }
     }
@@ -710,6 +718,8 @@ impl Replica {
             peer: None,
             peer_epoch: 0,
             hello_pending: true,
+            lan_pending: true,
+            peer_lan: None,
             heartbeat_pending: None,
             next_heartbeat_seq: 0,
             acks: BTreeMap::new(),
@@ -793,6 +803,13 @@ impl Replica {
             Msg::Hello { .. } => Err(ProtocolError::DuplicateHello),
             Msg::Heartbeat { .. } => {
                 self.counters.heartbeats_received += 1;
+                Ok(())
+            }
+            Msg::Lan { up } => {
+                if s.peer_lan != Some(up) {
+                    debug!(up, "peer's LAN state");
+                }
+                s.peer_lan = Some(up);
                 Ok(())
             }
             // The owner leaves: this primary claims the address at once but
@@ -1058,6 +1075,9 @@ impl Replica {
                 mac: self.cfg.mac,
             });
         }
+        if std::mem::take(&mut s.lan_pending) {
+            return Some(Msg::Lan { up: self.lan_up });
+        }
         if let Some(seq) = s.heartbeat_pending.take() {
             self.counters.heartbeats_sent += 1;
             return Some(Msg::Heartbeat { seq });
@@ -1069,6 +1089,23 @@ impl Replica {
         let msg = s.queue.pop_front()?;
         s.taken(&msg);
         Some(msg)
+    }
+
+    /// This node's LAN check passes (`true`) or failed: the peer is told
+    /// (`Msg::Lan`) now and after every `Hello`.
+    pub fn set_lan(&mut self, up: bool) {
+        if self.lan_up != up {
+            self.lan_up = up;
+            if let Some(s) = self.session.as_mut() {
+                s.lan_pending = true;
+            }
+        }
+    }
+
+    /// Whether the peer said it reaches the service LAN (`None`: not said
+    /// in this session, or no session).
+    pub fn peer_lan_up(&self) -> Option<bool> {
+        self.session.as_ref().and_then(|s| s.peer_lan)
     }
 
     /// This node stops serving (a planned stop): tell the peer, after

@@ -26,6 +26,7 @@
 //! | 6    | `ConnGone`  | `conn` |
 //! | 7    | `Routes`    | `count u16`, then per route: `prefix_len u16, prefix (UTF-8), policy u8, digest [u8; 32]` |
 //! | 8    | `Leaving`   | empty |
+//! | 9    | `Lan`       | `up u8` (0 or 1) |
 //!
 //! `conn` is a [`ConnKey`]: `client_ip [u8; 4], client_port u16, client_isn u32`
 //! (10 bytes). `role`: 0 simplex, 1 primary, 2 ingress. `kind`: 0 interim,
@@ -78,6 +79,7 @@ const TYPE_UNIT_ACK: u8 = 5;
 const TYPE_CONN_GONE: u8 = 6;
 const TYPE_ROUTES: u8 = 7;
 const TYPE_LEAVING: u8 = 8;
+const TYPE_LAN: u8 = 9;
 
 /// Most routes a `Routes` message may carry.
 pub const MAX_ROUTES: usize = 1024;
@@ -153,6 +155,13 @@ pub enum Msg {
     /// timeout or probing (the link is authenticated: only the peer can
     /// say it).
     Leaving,
+    /// Whether the sender reaches the service LAN (its LAN check): sent
+    /// after `Hello` and on every change. A node whose LAN is cut yields
+    /// its addresses only to a peer that says it reaches the LAN.
+    Lan {
+        /// The sender's LAN check passes.
+        up: bool,
+    },
     /// Liveness signal; any message counts, this one is sent when idle.
     Heartbeat {
         /// Sender's heartbeat counter.
@@ -228,6 +237,7 @@ impl Msg {
             Msg::ConnGone { .. } => "ConnGone",
             Msg::Routes { .. } => "Routes",
             Msg::Leaving => "Leaving",
+            Msg::Lan { .. } => "Lan",
         }
     }
 
@@ -241,6 +251,7 @@ impl Msg {
             Msg::ConnGone { .. } => TYPE_CONN_GONE,
             Msg::Routes { .. } => TYPE_ROUTES,
             Msg::Leaving => TYPE_LEAVING,
+            Msg::Lan { .. } => TYPE_LAN,
         }
     }
 
@@ -250,6 +261,7 @@ impl Msg {
             Msg::Hello { node, .. } => 1 + 1 + node.len() + 1 + 8 + 6,
             Msg::Heartbeat { .. } => 8,
             Msg::Leaving => 0,
+            Msg::Lan { .. } => 1,
             Msg::Frame { frame } => frame.len(),
             Msg::Unit { payload, .. } => UNIT_FIXED_LEN + payload.len(),
             Msg::UnitAck { .. } => CONN_KEY_LEN + 8,
@@ -344,6 +356,7 @@ impl Msg {
             }
             Msg::Heartbeat { seq } => out.extend_from_slice(&seq.to_be_bytes()),
             Msg::Leaving => {}
+            Msg::Lan { up } => out.push(u8::from(*up)),
             Msg::Frame { frame } => out.extend_from_slice(frame),
             Msg::Unit {
                 conn,
@@ -558,6 +571,15 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
         TYPE_LEAVING => {
             r.finish("Leaving (trailing bytes)")?;
             Msg::Leaving
+        }
+        TYPE_LAN => {
+            let up = match r.u8("Lan up")? {
+                0 => false,
+                1 => true,
+                _ => return Err(WireError::Malformed { what: "Lan up" }),
+            };
+            r.finish("Lan (trailing bytes)")?;
+            Msg::Lan { up }
         }
         TYPE_FRAME => Msg::Frame { frame: r.rest() },
         TYPE_UNIT => {
@@ -825,6 +847,8 @@ mod tests {
                 ],
             },
             Msg::Leaving,
+            Msg::Lan { up: true },
+            Msg::Lan { up: false },
         ]
     }
 

@@ -56,6 +56,7 @@ fn config(name: &str, n: u8, sites: Vec<SiteConfig>, peers: &[&str]) -> NodeConf
         heartbeat_interval: Duration::from_millis(100),
         heartbeat_timeout: Duration::from_millis(500),
         cold_start_wait: hotpair_replicator::replica::DEFAULT_COLD_START_WAIT,
+        lan_check: None,
         rx_buffer_bytes: 16 * 1024,
         tx_buffer_bytes: 16 * 1024,
         limits: Limits::default(),
@@ -263,11 +264,14 @@ fn one_link_carries_both_addresses_and_only_the_configured_peer_speaks() {
     let (mut n1, mut n2) = dual_role(t0);
     n1.handle_link_up(0, t0);
     n2.handle_link_up(0, t0);
-    // Hello for A and for B, each on its own channel.
+    // Hello for A and for B, each on its own channel (each followed by
+    // the node's LAN state).
     let mut hellos = Vec::new();
     while let Some((ch, m)) = n1.poll_link_transmit(0) {
-        assert!(matches!(m, Msg::Hello { .. }));
-        hellos.push(ch);
+        assert!(matches!(m, Msg::Hello { .. } | Msg::Lan { up: true }));
+        if matches!(m, Msg::Hello { .. }) {
+            hellos.push(ch);
+        }
         n2.handle_link_msg(0, ch, m, t0).unwrap();
     }
     hellos.sort();
@@ -1044,4 +1048,139 @@ fn a_thawed_owners_answers_to_stale_probes_do_not_make_the_primary_stand_down() 
     }
     assert!(!n2.fenced(0), "stale probe answers made n2 stand down");
     assert_eq!(n2.engine_stats(0).conflicts, 0);
+}
+
+const GATEWAY: Ipv4Address = Ipv4Address::new(10, 77, 0, 254);
+const GATEWAY_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0xfe]);
+
+/// Answers `n`'s LAN-check requests in `frames` as the gateway would.
+fn gateway_answers(n: &mut NodeCore, frames: &[Frame]) {
+    for f in frames {
+        if let Some(a) = arp::parse(f.data()) {
+            if a.operation == ArpOperation::Request && a.target_ip == GATEWAY {
+                n.handle_lan_frame(Frame::copy_from(&arp::reply(
+                    GATEWAY_MAC,
+                    GATEWAY,
+                    a.sender_mac,
+                    Ipv4Address::UNSPECIFIED,
+                )));
+            }
+        }
+    }
+}
+
+/// One step of a pair on a LAN with a gateway: rounds, the link carried
+/// if `linked`, LAN frames between the nodes and the gateway's answers for
+/// each node whose LAN is `up`.
+fn lan_step(n1: &mut NodeCore, n2: &mut NodeCore, t: Instant, linked: bool, up: [bool; 2]) {
+    if linked {
+        settle(n1, n2, t);
+    } else {
+        n1.round(t);
+        n2.round(t);
+    }
+    let (f1, f2) = (lan_out(n1), lan_out(n2));
+    if up[0] {
+        gateway_answers(n1, &f1);
+    }
+    if up[1] {
+        gateway_answers(n2, &f2);
+    }
+    if up[0] && up[1] {
+        for f in &f1 {
+            n2.handle_lan_frame(Frame::copy_from(f.data()));
+        }
+        for f in &f2 {
+            n1.handle_lan_frame(Frame::copy_from(f.data()));
+        }
+    }
+}
+
+#[test]
+fn a_node_that_loses_the_lan_hands_its_addresses_to_its_peer_and_holds_its_link_down() {
+    let t0 = origin();
+    let check = hotpair_replicator::node::LanCheckConfig {
+        target: GATEWAY,
+        interval: Duration::from_millis(100),
+        fall: 3,
+        rise: 2,
+    };
+    let mk = |name: &str, n: u8, roles: [Role; 2], peer: &str| {
+        let mut c = config(
+            name,
+            n,
+            vec![site(A, roles[0], Some(0)), site(B, roles[1], Some(0))],
+            &[peer],
+        );
+        c.lan_check = Some(check);
+        NodeCore::new(c, t0).unwrap()
+    };
+    let mut n1 = mk("n1", 1, [Role::Ingress, Role::Primary], "n2");
+    let mut n2 = mk("n2", 2, [Role::Primary, Role::Ingress], "n1");
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    let step = Duration::from_millis(50);
+    let mut t = t0;
+    // Both reach the gateway.
+    for _ in 0..10 {
+        lan_step(&mut n1, &mut n2, t, true, [true, true]);
+        t += step;
+    }
+    assert!(n1.lan_up() && n2.lan_up());
+    assert!(!n2.fenced(0) && !n2.fenced(1));
+    // n2's NIC dies (its link stays up): within `fall` intervals it hands
+    // A (it was A's primary) and B (its own) to n1, over the link.
+    for _ in 0..12 {
+        lan_step(&mut n1, &mut n2, t, true, [true, false]);
+        t += step;
+    }
+    assert!(!n2.lan_up() && n1.lan_up());
+    assert!(n2.yielded(0) && n2.yielded(1), "n2 did not yield");
+    assert!(
+        n2.fenced(0) && n2.fenced(1),
+        "n2 still speaks for an address"
+    );
+    assert_eq!(
+        (n1.role(0), n1.role(1)),
+        (Role::Simplex, Role::Simplex),
+        "n1 did not take both addresses"
+    );
+    assert!(
+        !n2.link_allowed(0),
+        "n2 would link (and rejoin) with its LAN down"
+    );
+    assert!(!n2.link_wanted(0));
+    // The link drops: n2 takes nothing over (it reaches no client), for as
+    // long as its LAN is down — no re-probe either.
+    n2.handle_link_lost(0, t);
+    n1.handle_link_lost(0, t);
+    for _ in 0..40 {
+        lan_step(&mut n1, &mut n2, t, false, [true, false]);
+        t += step;
+    }
+    assert!(
+        n2.fenced(0) && n2.fenced(1),
+        "n2 took an address with its LAN down"
+    );
+    // The NIC is back: n1 still holds both (it answers n2's re-probes), and
+    // n2 may link again.
+    for _ in 0..30 {
+        lan_step(&mut n1, &mut n2, t, false, [true, true]);
+        t += step;
+    }
+    assert!(n2.lan_up() && n2.link_allowed(0));
+    assert!(n2.fenced(0) && n2.fenced(1), "n2 took an address n1 holds");
+    // It rejoins: each node takes its configured roles back.
+    n1.handle_link_up(0, t);
+    n2.handle_link_up(0, t);
+    for _ in 0..10 {
+        lan_step(&mut n1, &mut n2, t, true, [true, true]);
+        t += step;
+    }
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert!(!n2.yielded(0) && !n2.yielded(1));
+    for n in [&n1, &n2] {
+        assert!(!n.fenced(0) && !n.fenced(1));
+    }
 }

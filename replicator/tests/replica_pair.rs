@@ -305,6 +305,8 @@ fn hello_is_the_first_message_sent() {
             ..
         })
     ));
+    // Then whether it reaches the service LAN.
+    assert_eq!(r.poll_transmit(), Some(Msg::Lan { up: true }));
     assert_eq!(r.poll_transmit(), Some(Msg::Heartbeat { seq: 0 }));
     assert!(matches!(r.poll_transmit(), Some(Msg::Frame { .. })));
     assert_eq!(r.poll_transmit(), None);

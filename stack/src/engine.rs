@@ -157,6 +157,9 @@ pub struct Engine<C> {
     /// stale copies (dropped at the next poll), and an answer fences again
     /// quietly.
     reprobing: bool,
+    /// This node's LAN check failed: it reaches no client, so a fence is
+    /// not re-probed (unanswered probes would prove nothing).
+    lan_down: bool,
     /// Another node's MAC announced our address while we serve it alone
     /// (a split brain): the node core resolves it (taken once).
     conflict: Option<smoltcp::wire::EthernetAddress>,
@@ -275,6 +278,7 @@ impl<C> Engine<C> {
             peer_mac: None,
             reprobe_at: None,
             reprobing: false,
+            lan_down: false,
             conflict: None,
             foreign_warned: None,
             pass_through: false,
@@ -500,7 +504,7 @@ impl<C> Engine<C> {
                     self.reprobe_at = Some(now + FENCE_REPROBE_INTERVAL);
                     return false;
                 }
-                Some(t) if now < t => return false,
+                Some(t) if now < t || self.lan_down => return false,
                 // The peer that answered may be gone by now: ask again.
                 // Whatever this node held is a stale copy either way.
                 Some(_) => {

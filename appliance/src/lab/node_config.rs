@@ -68,8 +68,19 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
         if let Some(other) = state.nodes.iter().find(|n| n.name != node.name) {
             text.push_str(&public_key_line("peer_public_key", other));
         }
+        text.push_str(&lan_check_section());
     }
     text
+}
+
+/// `[lan_check]`: the lab's client stands for the LAN's always-there host
+/// (a gateway in a real site), so `lab partition --lan NODE` moves that
+/// node's addresses to its peer.
+fn lan_check_section() -> String {
+    format!(
+        "\n[lan_check]\ntarget = \"{}\"\n",
+        crate::lab::CLIENT_ADDRESS
+    )
 }
 
 /// `[link]`: the node's private key, or plaintext when it has none.
@@ -146,6 +157,7 @@ fn general_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Stri
             "\n[heartbeat]\ninterval_ms = {}\ntimeout_ms = {}\n",
             r.heartbeat_interval_ms, r.heartbeat_timeout_ms
         ));
+        text.push_str(&lan_check_section());
     }
     text
 }
@@ -245,7 +257,8 @@ mod tests {
                     "\n[link]\nprivate_key = \"{}\"\n\
                      \n[replication]\nrole = \"primary\"\nlisten = \"{}:7700\"\n\
                      heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
-                     peer_public_key = \"{}\"\n",
+                     peer_public_key = \"{}\"\n\
+                     \n[lan_check]\ntarget = \"10.77.0.100\"\n",
                     private(1),
                     link[0],
                     public(2)
@@ -257,7 +270,8 @@ mod tests {
                     "\n[link]\nprivate_key = \"{}\"\n\
                      \n[replication]\nrole = \"ingress\"\npeer = \"{}:7700\"\n\
                      heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
-                     peer_public_key = \"{}\"\n",
+                     peer_public_key = \"{}\"\n\
+                     \n[lan_check]\ntarget = \"10.77.0.100\"\n",
                     private(2),
                     link[0],
                     public(1)
@@ -344,7 +358,8 @@ address = "127.0.0.1:8080"
                  max_connections = 1024\n{HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
                  \n[replication]\nrole = \"ingress\"\n\
                  peer = \"10.77.0.1:7700\"\nheartbeat_interval_ms = 100\n\
-                 heartbeat_timeout_ms = 500\npeer_public_key = \"{}\"\n",
+                 heartbeat_timeout_ms = 500\npeer_public_key = \"{}\"\n\
+                     \n[lan_check]\ntarget = \"10.77.0.100\"\n",
                 admin(2),
                 private(2),
                 public(1)
@@ -362,7 +377,7 @@ address = "127.0.0.1:8080"
                  max_connections = 1024\nrole = \"{role}\"\npeer = \"{peer}\"\n"
             )
         };
-        let heartbeat = "\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n";
+        let heartbeat = "\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n\n[lan_check]\ntarget = \"10.77.0.100\"\n";
         // n1 owns .10 (primary n2), is primary for .11 (owned by n2), and
         // listens for the one link on its LAN address port 7702.
         assert_eq!(
@@ -472,7 +487,7 @@ address = "127.0.0.1:8080"
         assert!(text.ends_with(&format!(
             "\n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7703\"\npublic_key = \"{}\"\n\
                  \n[[peer]]\nname = \"n2\"\nconnect = \"10.77.0.2:7703\"\npublic_key = \"{}\"\n\
-                 \n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n",
+                 \n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n\n[lan_check]\ntarget = \"10.77.0.100\"\n",
             public(1),
             public(2)
         )));

@@ -27,6 +27,7 @@
 
 mod conn;
 mod handler;
+pub mod lan;
 pub mod stats;
 
 use std::collections::VecDeque;
@@ -42,6 +43,7 @@ use thiserror::Error;
 pub use conn::Conn;
 use conn::{Shared, SiteConns, SiteDriver};
 pub use handler::{Handler, Job, Route, Work};
+pub use lan::{LanChange, LanCheck, LanCheckConfig};
 
 use crate::wire::RouteDigest;
 use crate::{Event, Msg, Policy, ProtocolError, Replica, ReplicaConfig, ReplicaStats, Role};
@@ -92,6 +94,9 @@ pub struct NodeConfig {
     /// How long after the start a site waits for its peer's link before
     /// it serves alone ([`crate::Event::PeerAbsent`]).
     pub cold_start_wait: Duration,
+    /// Check that this node reaches the service LAN (see [`lan`]); `None`:
+    /// not checked, taken as reachable.
+    pub lan_check: Option<LanCheckConfig>,
     /// Per-connection socket buffers.
     pub rx_buffer_bytes: usize,
     /// Per-connection socket buffers.
@@ -194,6 +199,9 @@ struct Site {
     /// this link session (the digest guard); until then, and on any
     /// difference, `static` routes are logged.
     static_ok: Vec<bool>,
+    /// This node's LAN check failed: the site stands by (its peer serves
+    /// it, or nobody can) and takes nothing over until it rejoins.
+    yielded: bool,
 }
 
 struct Peer {
@@ -222,6 +230,8 @@ pub struct NodeCore {
     last_call: Option<Instant>,
     /// Pauses detected so far.
     pauses: u64,
+    /// The LAN check, if configured.
+    lan: Option<LanCheck>,
 }
 
 /// The channel naming a service address on the link.
@@ -368,6 +378,7 @@ impl NodeCore {
                 routes_seen: false,
                 rejoin_pending: false,
                 static_ok: vec![false; cfg.routes.len()],
+                yielded: false,
             });
         }
         Ok(NodeCore {
@@ -394,6 +405,7 @@ impl NodeCore {
             heartbeat_timeout: cfg.heartbeat_timeout,
             last_call: None,
             pauses: 0,
+            lan: cfg.lan_check.map(|c| LanCheck::new(c, cfg.mac, now)),
         })
     }
 
@@ -506,6 +518,10 @@ impl NodeCore {
     /// A frame from the LAN (the TAP). Frames for no address of ours are
     /// dropped.
     pub fn handle_lan_frame(&mut self, f: Frame) {
+        if self.lan.as_mut().is_some_and(|l| l.handle_frame(f.data())) {
+            self.recycle(f);
+            return;
+        }
         let site = frame_addresses(f.data()).and_then(|(dst, sender)| {
             let by = |ip: Ipv4Address| {
                 self.sites
@@ -523,6 +539,9 @@ impl NodeCore {
     /// Next frame for the LAN.
     #[must_use]
     pub fn poll_lan_transmit(&mut self) -> Option<Frame> {
+        if let Some(f) = self.lan.as_mut().and_then(LanCheck::poll_transmit) {
+            return Some(f);
+        }
         let n = self.sites.len();
         for k in 0..n {
             let i = (self.next_tx + k) % n;
@@ -657,12 +676,39 @@ impl NodeCore {
     /// or this node was paused) it does not: the shell drops the socket
     /// and tries again, so that the peer can rejoin.
     pub fn link_wanted(&self, peer: PeerId) -> bool {
+        if !self.link_allowed(peer) {
+            return false;
+        }
         self.sites.iter().any(|s| {
             s.cfg.peer == Some(peer)
                 && s.replica
                     .as_ref()
                     .is_some_and(|r| r.peer_state() != crate::PeerState::Down)
         })
+    }
+
+    /// Whether a link to `peer` may be (re)established now: not while this
+    /// node's LAN is down and it stands by for an address it shares with
+    /// `peer` — a new session would make it take its role back, and the
+    /// peer give the address up, with no node reaching the clients. The
+    /// shell holds off connecting until this says yes again.
+    pub fn link_allowed(&self, peer: PeerId) -> bool {
+        self.lan.as_ref().is_none_or(LanCheck::is_up)
+            || !self
+                .sites
+                .iter()
+                .any(|s| s.cfg.peer == Some(peer) && s.yielded)
+    }
+
+    /// Whether this node reaches the service LAN (its LAN check; `true`
+    /// without one).
+    pub fn lan_up(&self) -> bool {
+        self.lan.as_ref().is_none_or(LanCheck::is_up)
+    }
+
+    /// Site `i` stands by because this node's LAN was down.
+    pub fn yielded(&self, site: usize) -> bool {
+        self.sites[site].yielded
     }
 
     /// Number of peers.
@@ -705,6 +751,11 @@ impl NodeCore {
     pub fn round(&mut self, now: Instant) -> bool {
         self.check_paused(now);
         let mut busy = std::mem::take(&mut self.shared.logged);
+        if let Some(change) = self.lan.as_mut().and_then(|l| l.handle_timeout(now)) {
+            self.lan_changed(change);
+            busy = true;
+        }
+        let lan_up = self.lan_up();
         for (i, site) in self.sites.iter_mut().enumerate() {
             let mut promote = false;
             let mut claim = false;
@@ -802,6 +853,22 @@ impl NodeCore {
                                     address: site.cfg.address.address(),
                                 });
                             }
+                        }
+                        Event::PeerAbsent { .. } | Event::PeerDead { .. }
+                            if !lan_up || site.yielded =>
+                        {
+                            // This node reaches no client: it takes
+                            // nothing over; it stands by until it rejoins.
+                            site.yielded = true;
+                            site.engine.yield_address();
+                            site.conns.peer_gone();
+                            site.booting = false;
+                            site.rejoin_pending = false;
+                            tracing::warn!(
+                                address = %site.cfg.address.address(),
+                                "peer gone while this node does not reach the service LAN: \
+                                 not taking over, standing by"
+                            );
                         }
                         Event::PeerAbsent { waited } => {
                             // A cold start with the peer down: serve alone,
@@ -1022,6 +1089,64 @@ impl NodeCore {
         }
     }
 
+    /// The LAN check changed its mind. Down: every address whose peer is
+    /// linked and reaches the LAN is handed to it at once (`Leaving`: the
+    /// owner promotes its shadows, the primary claims without probes) and
+    /// this node stands by for it; the link is then dropped and not made
+    /// again until the LAN is back (see [`NodeCore::link_allowed`]), when
+    /// the node rejoins as a restarted one would. Up: it may link again.
+    fn lan_changed(&mut self, change: LanChange) {
+        let target = self.lan.as_ref().map(|l| l.config().target);
+        match change {
+            LanChange::Down => {
+                tracing::warn!(
+                    target = ?target,
+                    "LAN check failed: this node does not reach the service LAN; \
+                     handing its addresses to its peers"
+                );
+                for s in &mut self.sites {
+                    s.engine.set_lan_down(true);
+                    let Some(r) = s.replica.as_mut() else {
+                        continue;
+                    };
+                    r.set_lan(false);
+                    let peer_takes =
+                        r.peer_state() == crate::PeerState::Up && r.peer_lan_up() == Some(true);
+                    if !peer_takes {
+                        tracing::warn!(
+                            address = %s.cfg.address.address(),
+                            "LAN down, but the peer cannot take this address (its link or \
+                             its LAN is down too): keeping it"
+                        );
+                        continue;
+                    }
+                    if s.engine.fenced() {
+                        continue;
+                    }
+                    tracing::info!(
+                        address = %s.cfg.address.address(),
+                        role = ?s.engine.mode(),
+                        connections = s.conns.len(),
+                        "LAN down: handing the address to the peer"
+                    );
+                    r.leave();
+                    s.engine.yield_address();
+                    s.yielded = true;
+                    s.fenced_reported = true;
+                }
+            }
+            LanChange::Up => {
+                tracing::info!(target = ?target, "LAN check passes again: this node reaches the service LAN");
+                for s in &mut self.sites {
+                    s.engine.set_lan_down(false);
+                    if let Some(r) = s.replica.as_mut() {
+                        r.set_lan(true);
+                    }
+                }
+            }
+        }
+    }
+
     /// Pauses past the heartbeat timeout detected so far.
     pub fn pauses(&self) -> u64 {
         self.pauses
@@ -1034,6 +1159,7 @@ impl NodeCore {
     /// primary's own rejoin, so after it stopped answering for it.
     fn rejoin(site: &mut Site) {
         site.rejoin_pending = false;
+        site.yielded = false;
         site.engine.rejoin(site.cfg.role);
         site.suspect = false;
         site.booting = false;
@@ -1052,6 +1178,9 @@ impl NodeCore {
     pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
         let mut at: Option<Instant> = None;
         let mut at_most = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        if let Some(l) = &self.lan {
+            at_most(l.poll_timeout());
+        }
         for s in &mut self.sites {
             if let Some(d) = s.engine.poll_delay(now) {
                 at_most(now + d);

@@ -341,6 +341,25 @@ impl<C> Engine<C> {
         self.fence("the configured owner serves the address too (split brain)");
     }
 
+    /// This node's LAN check failed (`true`) or passes again. While it
+    /// fails a fenced site does not re-probe.
+    pub fn set_lan_down(&mut self, down: bool) {
+        self.lan_down = down;
+    }
+
+    /// This node cannot reach the service LAN: its peer takes the address
+    /// (or keeps it); stand by, silent, until the node rejoins.
+    pub fn yield_address(&mut self) {
+        if self.claim == Claim::Fenced {
+            return;
+        }
+        self.reannounce = None;
+        self.claim = Claim::Fenced;
+        self.reprobe_at = None;
+        self.reprobing = false;
+        tracing::debug!(address = %self.cfg.address.address(), "LAN down: standing by");
+    }
+
     /// Serving alone, we won a split brain (we own the address): say so
     /// again to every client, so their caches point here.
     pub fn defend(&mut self) {
