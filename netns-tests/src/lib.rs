@@ -52,7 +52,7 @@ pub fn hotpair_bin() -> PathBuf {
     let p = target.join("debug").join("hotpair");
     assert!(
         p.is_file(),
-        "the hotpair binary is missing at {}: run `cargo build -p hotpair` first \
+        "the hotpair binary is missing at {}: run `cargo build -p hotpair-cli` first \
          (or set HOTPAIR_BIN to the binary to test)",
         p.display()
     );

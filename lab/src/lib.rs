@@ -6,12 +6,14 @@
 //! docroot, `state.json`) lives in `/run/hotpair/lab-PREFIX/`.
 
 mod cgroup;
+pub mod demo;
 mod docroot;
 #[cfg(test)]
 mod fixtures;
 mod ip;
 mod net;
 mod node_config;
+pub mod pair;
 mod partition;
 mod proc;
 pub(crate) mod state;
