@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod capture;
 pub mod docker;
 pub mod failover;
 pub mod multi;
@@ -740,6 +741,32 @@ pub fn python_json(lab: &Lab, script: &str, args: &[&str], timeout: Duration) ->
     let last = text.lines().last().unwrap_or("");
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("python client printed no JSON ({e})\n{}", describe(&out)))
+}
+
+/// Reads a child's output on threads of its own: its stdout line by line
+/// into the channel returned, its stderr whole (the thread's result).
+pub fn read_output(
+    stdout: std::process::ChildStdout,
+    mut stderr: std::process::ChildStderr,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<String>,
+) {
+    use std::io::{BufRead, BufReader, Read};
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    (rx, err_t)
 }
 
 #[cfg(test)]
