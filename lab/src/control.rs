@@ -128,10 +128,7 @@ pub struct Killed {
 /// SIGKILLs node `name` of lab `prefix` (fail-stop), waits until it is gone
 /// and records it as killed.
 pub fn kill_node(prefix: &str, name: &str) -> Result<Killed> {
-    validate_prefix(prefix)?;
-    let dir = state_dir(prefix);
-    let mut state = LabState::load(&dir)?
-        .with_context(|| format!("no lab with prefix {prefix} (no {})", dir.display()))?;
+    let mut state = load_lab(prefix)?;
     let node = state
         .nodes
         .iter_mut()
@@ -155,10 +152,7 @@ pub(crate) fn load_lab(prefix: &str) -> Result<LabState> {
 /// `lab restart`: stop the node if it runs (a planned stop), start it with
 /// its config, wait until its links are up.
 pub(crate) fn restart(prefix: &str, name: &str) -> Result<()> {
-    validate_prefix(prefix)?;
-    let dir = state_dir(prefix);
-    let mut state = LabState::load(&dir)?
-        .with_context(|| format!("no lab with prefix {prefix} (no {})", dir.display()))?;
+    let mut state = load_lab(prefix)?;
     let i = state
         .nodes
         .iter()
@@ -265,10 +259,7 @@ pub(crate) fn start_node(state: &mut LabState, i: usize) -> Result<()> {
 
 /// `lab freeze` / `lab thaw`: send `sig` to a node that is running.
 pub(crate) fn signal_node(prefix: &str, name: &str, sig: i32, did: &str) -> Result<()> {
-    validate_prefix(prefix)?;
-    let dir = state_dir(prefix);
-    let state = LabState::load(&dir)?
-        .with_context(|| format!("no lab with prefix {prefix} (no {})", dir.display()))?;
+    let state = load_lab(prefix)?;
     let node = state
         .nodes
         .iter()

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use super::state::LabState;
+use super::state::{LabState, NodeState};
 use super::{ip, Mode, ReplNet, LAN_PREFIX_LEN, REPL_BRIDGE, REPL_INTERFACE};
 
 /// Creates every namespace of `state` and wires them up.
@@ -141,13 +141,7 @@ pub fn build_network(state: &LabState) -> Result<()> {
                 sw,
                 &["link", "set", port.as_str(), "master", REPL_BRIDGE, "up"],
             )?;
-            let link = n.link.as_ref().context("replicated nodes have a link")?;
-            let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
-            ip::ip_in(
-                &n.namespace,
-                &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
-            )?;
-            ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
+            repl_interface_up(n)?;
         }
         return Ok(());
     }
@@ -171,13 +165,19 @@ pub fn build_network(state: &LabState) -> Result<()> {
         ],
     )?;
     for n in [a, b] {
-        let link = n.link.as_ref().context("duplex nodes have a link")?;
-        let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
-        ip::ip_in(
-            &n.namespace,
-            &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
-        )?;
-        ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
+        repl_interface_up(n)?;
     }
+    Ok(())
+}
+
+/// Gives node `n`'s `repl0` its link address and brings it up.
+fn repl_interface_up(n: &NodeState) -> Result<()> {
+    let link = n.link.as_ref().context("replicated nodes have a link")?;
+    let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
+    ip::ip_in(
+        &n.namespace,
+        &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
+    )?;
+    ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
     Ok(())
 }

@@ -414,12 +414,7 @@ fn wait_listening(node: &NodeState, port: u16, wait: Duration) -> Result<()> {
     let needle = format!(":{port:04X}");
     loop {
         if !p.alive() {
-            bail!(
-                "node {} exited during start-up; tail of {}:\n{}",
-                node.name,
-                node.log.display(),
-                tail(&node.log, 40)
-            );
+            return Err(exited_at_start(node));
         }
         let table = fs::read_to_string(format!("/proc/{}/net/tcp", p.pid)).unwrap_or_default();
         // "sl local_address rem_address st …", st 0A = LISTEN.
@@ -443,6 +438,16 @@ fn wait_listening(node: &NodeState, port: u16, wait: Duration) -> Result<()> {
     }
 }
 
+/// The error for node `n` gone during start-up, with its log's tail.
+fn exited_at_start(n: &NodeState) -> anyhow::Error {
+    anyhow::anyhow!(
+        "node {} exited during start-up; tail of {}:\n{}",
+        n.name,
+        n.log.display(),
+        tail(&n.log, 40)
+    )
+}
+
 /// Polls from the client namespace until every service address answers
 /// HTTP (one by one: an address that served stays served), failing early if
 /// a node process dies. Any status counts: a user's `--docroot` need not
@@ -463,12 +468,7 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
                 break;
             }
             if !n.process.is_some_and(|p| p.alive()) {
-                bail!(
-                    "node {} exited during start-up; tail of {}:\n{}",
-                    n.name,
-                    n.log.display(),
-                    tail(&n.log, 40)
-                );
+                return Err(exited_at_start(n));
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -488,12 +488,7 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
         loop {
             for n in &state.nodes {
                 if !n.process.is_some_and(|p| p.alive()) {
-                    bail!(
-                        "node {} exited during start-up; tail of {}:\n{}",
-                        n.name,
-                        n.log.display(),
-                        tail(&n.log, 40)
-                    );
+                    return Err(exited_at_start(n));
                 }
             }
             let out = ip::netns_command(&state.client.namespace, "curl")

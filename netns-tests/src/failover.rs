@@ -284,25 +284,13 @@ pub fn download_with_kill(
     let total = std::fs::metadata(&src).expect("docroot file").len();
     let cap = capture.then(|| Capture::start(lab, tmp.path()));
     let dl = tmp.path().join("download.bin");
-    let dl_s = dl.to_string_lossy().into_owned();
     let u = url(&format!("/static/{DOWNLOAD_FILE}"));
     let start = Instant::now();
-    let mut curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            DOWNLOAD_RATE,
-            "-o",
-            &dl_s,
-            "-w",
-            "%{http_code} %{size_download}\n",
-            &u,
-        ],
+    let mut curl = lab.curl_download(
+        &u,
+        DOWNLOAD_RATE,
+        &dl,
+        &["-w", "%{http_code} %{size_download}\n"],
         tmp.path(),
         "curl",
     );

@@ -302,6 +302,35 @@ impl Lab {
         Background::spawn(cmd, dir, tag)
     }
 
+    /// curl in the client namespace fetching `url` into `out` at `rate`
+    /// (`-sS --fail --max-time 45 --limit-rate RATE -o OUT`, then `extra`
+    /// before the URL); its output and logs in `dir` under `tag`.
+    pub fn curl_download(
+        &self,
+        url: &str,
+        rate: &str,
+        out: &Path,
+        extra: &[&str],
+        dir: &Path,
+        tag: &str,
+    ) -> Background {
+        let out = out.to_string_lossy();
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "45",
+            "--limit-rate",
+            rate,
+            "-o",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        args.push(url);
+        self.spawn_in("client", &args, dir, tag)
+    }
+
     /// `hotpair lab kill NODE` (SIGKILL); returns the instant just before.
     pub fn kill(&self, node: &str) -> Instant {
         let t = Instant::now();

@@ -22,25 +22,13 @@ pub fn start_download(lab: &Lab, dir: &Path, ip: &str, rate: &str) -> Download {
         .expect("the lab's docroot has the download file")
         .len();
     let file = dir.join(format!("download-{ip}.bin"));
-    let file_s = file.to_string_lossy().into_owned();
     let u = format!("http://{ip}/static/{DOWNLOAD_FILE}");
     let start = Instant::now();
-    let curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            rate,
-            "-o",
-            &file_s,
-            "-w",
-            "%{http_code} %{size_download}\n",
-            &u,
-        ],
+    let curl = lab.curl_download(
+        &u,
+        rate,
+        &file,
+        &["-w", "%{http_code} %{size_download}\n"],
         dir,
         &format!("curl-get-{ip}"),
     );
