@@ -44,12 +44,7 @@ pub fn build_network(state: &LabState) -> Result<()> {
     let client = &state.client;
     let cns = client.namespace.as_str();
     let cif = client.interface.as_str();
-    ip::ip_in(
-        sw,
-        &[
-            "link", "add", "client", "type", "veth", "peer", "name", cif, "netns", cns,
-        ],
-    )?;
+    ip::veth_in(sw, "client", cif, cns)?;
     ip::ip_in(sw, &["link", "set", "client", "master", br, "up"])?;
     ip::ip_in(cns, &["addr", "add", client.address.as_str(), "dev", cif])?;
     ip::ip_in(cns, &["link", "set", cif, "up"])?;
@@ -58,12 +53,7 @@ pub fn build_network(state: &LabState) -> Result<()> {
     for n in &state.nodes {
         let ns = n.namespace.as_str();
         let port = n.name.as_str();
-        ip::ip_in(
-            sw,
-            &[
-                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ],
-        )?;
+        ip::veth_in(sw, port, "eth0", ns)?;
         ip::ip_in(sw, &["link", "set", port, "master", br, "up"])?;
         ip::ip_in(
             ns,
@@ -122,21 +112,7 @@ pub fn build_network(state: &LabState) -> Result<()> {
         ip::ip_in(sw, &["link", "set", REPL_BRIDGE, "up"])?;
         for n in &state.nodes {
             let port = format!("r-{}", n.name);
-            ip::ip_in(
-                sw,
-                &[
-                    "link",
-                    "add",
-                    port.as_str(),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    REPL_INTERFACE,
-                    "netns",
-                    n.namespace.as_str(),
-                ],
-            )?;
+            ip::veth_in(sw, port.as_str(), REPL_INTERFACE, n.namespace.as_str())?;
             ip::ip_in(
                 sw,
                 &["link", "set", port.as_str(), "master", REPL_BRIDGE, "up"],
@@ -149,20 +125,11 @@ pub fn build_network(state: &LabState) -> Result<()> {
     let [a, b] = &state.nodes[..] else {
         bail!("a dedicated replication network joins exactly two nodes");
     };
-    ip::ip_in(
+    ip::veth_in(
         &a.namespace,
-        &[
-            "link",
-            "add",
-            REPL_INTERFACE,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            REPL_INTERFACE,
-            "netns",
-            b.namespace.as_str(),
-        ],
+        REPL_INTERFACE,
+        REPL_INTERFACE,
+        b.namespace.as_str(),
     )?;
     for n in [a, b] {
         repl_interface_up(n)?;

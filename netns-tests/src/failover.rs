@@ -606,29 +606,9 @@ pub fn upload(test: &str, victim: Victim) {
     let file = tmp.path().join("upload.bin");
     std::fs::write(&file, random_bytes(UPLOAD_BYTES)).expect("writing the upload file");
     let want = sha256sum(&file);
-    let at_file = format!("@{}", file.display());
     let u = url("/app/upload");
     let start = Instant::now();
-    let curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            UPLOAD_RATE,
-            "-D",
-            "-",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &at_file,
-            &u,
-        ],
-        tmp.path(),
-        "curl",
-    );
+    let curl = lab.curl_upload(&u, UPLOAD_RATE, &file, tmp.path(), "curl");
     // Kill when the service has acknowledged ~40% of the body.
     let target = (UPLOAD_BYTES as u64) * 2 / 5;
     let mut acked = 0;

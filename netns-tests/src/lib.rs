@@ -331,6 +331,40 @@ impl Lab {
         self.spawn_in("client", &args, dir, tag)
     }
 
+    /// curl in the client namespace POSTing the file `body` to `url` at
+    /// `rate` (`--max-time 45`), printing the reply's head (`-D -`) and
+    /// body; its output and logs in `dir` under `tag`.
+    pub fn curl_upload(
+        &self,
+        url: &str,
+        rate: &str,
+        body: &Path,
+        dir: &Path,
+        tag: &str,
+    ) -> Background {
+        let at_file = format!("@{}", body.display());
+        self.spawn_in(
+            "client",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "45",
+                "--limit-rate",
+                rate,
+                "-D",
+                "-",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &at_file,
+                url,
+            ],
+            dir,
+            tag,
+        )
+    }
+
     /// `hotpair lab kill NODE` (SIGKILL); returns the instant just before.
     pub fn kill(&self, node: &str) -> Instant {
         let t = Instant::now();

@@ -140,28 +140,8 @@ pub fn start_upload(lab: &Lab, dir: &Path, ip: &str, body: UploadBody, rate: &st
         path: body,
         sha256: want,
     } = body;
-    let at_file = format!("@{}", body.display());
     let u = format!("http://{ip}/app/upload");
-    let curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            rate,
-            "-D",
-            "-",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &at_file,
-            &u,
-        ],
-        dir,
-        &format!("curl-post-{ip}"),
-    );
+    let curl = lab.curl_upload(&u, rate, &body, dir, &format!("curl-post-{ip}"));
     Upload {
         ip: ip.to_owned(),
         want,
