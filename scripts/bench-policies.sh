@@ -8,7 +8,7 @@
 # (default bench-out/bench-policies).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release -q -p hotpair
+cargo build --release -q -p hotpair-cli
 args=("$@")
 [[ " $* " == *" --out "* ]] || args+=(--out "bench-out/bench-policies")
 exec target/release/hotpair bench --only files,latency,openloop "${args[@]}"

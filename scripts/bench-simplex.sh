@@ -8,7 +8,7 @@
 # (default bench-out/bench-simplex).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release -q -p hotpair
+cargo build --release -q -p hotpair-cli
 args=("$@")
 [[ " $* " == *" --out "* ]] || args+=(--out "bench-out/bench-simplex")
 exec target/release/hotpair bench --only nginx "${args[@]}"

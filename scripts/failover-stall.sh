@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 case "${1:-}" in primary | ingress) shift ;; esac
 runs=20
 if [[ "${1:-}" =~ ^[0-9]+$ ]]; then runs="$1"; shift; fi
-cargo build --release -q -p hotpair
+cargo build --release -q -p hotpair-cli
 args=("$@")
 [[ " $* " == *" --out "* ]] || args+=(--out bench-out/failover-stall)
 exec target/release/hotpair bench --only stall --kills "$runs" "${args[@]}"

@@ -98,8 +98,8 @@ if cargo tree -p hotpair-replicator -e normal --prefix none | grep -q '^tokio ';
     exit 1
 fi
 
-step "cargo build -p hotpair"
-cargo build -p hotpair
+step "cargo build -p hotpair-cli"
+cargo build -p hotpair-cli
 
 step "systemd unit: systemd-analyze verify (packaging/systemd/verify.sh)"
 bash packaging/systemd/verify.sh

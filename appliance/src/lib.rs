@@ -1,8 +1,9 @@
-//! The hotpair appliance as a library: configuration, the node service
+//! The hotpair node as a library: configuration, the node service
 //! (HTTP connections, handlers, replication glue), the replication link and
-//! the upstream proxy. The `hotpair` binary adds the CLI, the lab and the
-//! demo; the deterministic simulation (`sim/`) drives [`service::NodeService`]
-//! over the stack's sans-IO engine in virtual time.
+//! the upstream proxy, the admin socket and metrics. The `hotpair` binary
+//! (`cli/`) adds the CLI over it, the lab, demo and pair (`lab/`) and the
+//! bench (`bench/`); the deterministic simulation (`sim/`) drives
+//! [`service::NodeService`] over the stack's sans-IO engine in virtual time.
 
 pub mod admin;
 pub mod config;

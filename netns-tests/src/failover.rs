@@ -13,10 +13,9 @@
 //!   (default 20).
 //! - `HOTPAIR_LOG_LINES=N`: node log lines shown when a test fails.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -205,149 +204,9 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-// ---- packet capture ----------------------------------------------------------
+// ---- packet capture --------------------------------------------------------
 
-/// tcpdump in the client namespace, capturing the service's TCP traffic
-/// (both directions, so a RST can be shown with its connection's history;
-/// the RST count only looks at segments from the service address).
-pub struct Capture {
-    proc: crate::Background,
-    file: PathBuf,
-}
-
-/// What a capture saw.
-#[derive(Debug)]
-pub struct CaptureReport {
-    /// Segments from the service address.
-    pub packets: usize,
-    /// Summary lines (`tcpdump -tt`) of the segments from the service
-    /// address with RST set.
-    pub rsts: Vec<String>,
-    /// For each RST, the last segments of its connection (both directions).
-    pub context: Vec<String>,
-}
-
-impl Capture {
-    /// Starts `tcpdump -i eth0 -w FILE 'tcp and host 10.77.0.10'` and
-    /// waits until it listens.
-    pub fn start(lab: &Lab, dir: &Path) -> Capture {
-        let file = dir.join("client.pcap");
-        let filter = format!("tcp and host {SERVICE}");
-        let file_s = file.to_string_lossy().into_owned();
-        let mut proc = lab.spawn_in(
-            "client",
-            &[
-                "tcpdump", "-i", "eth0", "-n", "-s", "128", "-U", "-w", &file_s, &filter,
-            ],
-            dir,
-            "tcpdump",
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !proc.stderr_text().contains("listening on") {
-            assert!(
-                !proc.exited(),
-                "[{}] tcpdump exited at start: {}",
-                lab.test,
-                proc.stderr_text()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "[{}] tcpdump did not start listening within 10 s: {}",
-                lab.test,
-                proc.stderr_text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        Capture { proc, file }
-    }
-
-    /// Stops tcpdump and reads the capture back.
-    pub fn stop(self) -> CaptureReport {
-        // Let the last packets reach the capture before stopping it.
-        thread::sleep(Duration::from_millis(200));
-        self.proc.signal("INT");
-        let out = self.proc.wait(Duration::from_secs(10));
-        assert!(
-            self.file.exists(),
-            "tcpdump wrote no capture file\n{}",
-            describe(&out)
-        );
-        let read = |filter: &str| -> Vec<String> {
-            let mut cmd = Command::new("tcpdump");
-            // -e: the MACs tell which node sent a segment (02:68:70:00:00:0<i>).
-            cmd.args(["-n", "-e", "-tt", "-r"])
-                .arg(&self.file)
-                .arg(filter);
-            let out = cmd
-                .stdin(Stdio::null())
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run tcpdump -r: {e}"));
-            assert!(
-                out.status.success(),
-                "tcpdump -r {} failed\n{}",
-                self.file.display(),
-                describe(&out)
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_owned)
-                .collect()
-        };
-        let rsts = read(&format!(
-            "src host {SERVICE} and tcp[tcpflags] & tcp-rst != 0"
-        ));
-        let all = read("tcp");
-        let mut context = Vec::new();
-        for rst in rsts.iter().take(5) {
-            // "TIME MAC > MAC, …: 10.77.0.10.80 > 10.77.0.100.PORT: Flags [R] …"
-            let from_vip = format!("{SERVICE}.80 > ");
-            let Some(client) = rst.split_once(&from_vip).and_then(|(_, rest)| {
-                rest.split_whitespace()
-                    .next()
-                    .map(|c| c.trim_end_matches(':').to_owned())
-            }) else {
-                continue;
-            };
-            let conn: Vec<&String> = all.iter().filter(|l| l.contains(&client)).collect();
-            let at = conn.iter().position(|l| *l == rst).unwrap_or(conn.len());
-            context.push(format!("connection {client}, up to the RST:"));
-            for l in &conn[at.saturating_sub(10)..(at + 3).min(conn.len())] {
-                context.push(format!("    {l}"));
-            }
-        }
-        CaptureReport {
-            packets: all
-                .iter()
-                .filter(|l| l.contains(&format!(" {SERVICE}.80 > ")))
-                .count(),
-            rsts,
-            context,
-        }
-    }
-}
-
-/// Starts tcpdump on the client's interface for ARP, into `dir/arp.pcap`,
-/// and waits until it listens.
-pub fn arp_capture(lab: &Lab, dir: &Path) -> crate::Background {
-    let f = dir.join("arp.pcap").to_string_lossy().into_owned();
-    let p = lab.spawn_in(
-        "client",
-        &["tcpdump", "-i", "eth0", "-n", "-U", "-w", &f, "arp"],
-        dir,
-        "tcpdump-arp",
-    );
-    let t = Instant::now();
-    while !p.stderr_text().contains("listening on") {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "[{}] tcpdump (arp) did not start: {}",
-            lab.test,
-            p.stderr_text()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    p
-}
+pub use crate::capture::{arp_capture, Capture, CaptureReport};
 
 /// Asserts the capture holds packets and no RST from the service address.
 /// `kill` (seconds since the epoch) dates the RSTs relative to the kill.
@@ -425,25 +284,13 @@ pub fn download_with_kill(
     let total = std::fs::metadata(&src).expect("docroot file").len();
     let cap = capture.then(|| Capture::start(lab, tmp.path()));
     let dl = tmp.path().join("download.bin");
-    let dl_s = dl.to_string_lossy().into_owned();
     let u = url(&format!("/static/{DOWNLOAD_FILE}"));
     let start = Instant::now();
-    let mut curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            DOWNLOAD_RATE,
-            "-o",
-            &dl_s,
-            "-w",
-            "%{http_code} %{size_download}\n",
-            &u,
-        ],
+    let mut curl = lab.curl_download(
+        &u,
+        DOWNLOAD_RATE,
+        &dl,
+        &["-w", "%{http_code} %{size_download}\n"],
         tmp.path(),
         "curl",
     );
@@ -759,29 +606,9 @@ pub fn upload(test: &str, victim: Victim) {
     let file = tmp.path().join("upload.bin");
     std::fs::write(&file, random_bytes(UPLOAD_BYTES)).expect("writing the upload file");
     let want = sha256sum(&file);
-    let at_file = format!("@{}", file.display());
     let u = url("/app/upload");
     let start = Instant::now();
-    let curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            UPLOAD_RATE,
-            "-D",
-            "-",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &at_file,
-            &u,
-        ],
-        tmp.path(),
-        "curl",
-    );
+    let curl = lab.curl_upload(&u, UPLOAD_RATE, &file, tmp.path(), "curl");
     // Kill when the service has acknowledged ~40% of the body.
     let target = (UPLOAD_BYTES as u64) * 2 / 5;
     let mut acked = 0;
@@ -988,21 +815,9 @@ pub fn keepalive(test: &str, victim: Victim) {
     }
     let mut stdin = child.stdin.take().expect("stdin");
     let stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
+    let stderr = child.stderr.take().expect("stderr");
     let child = KillOnDrop(child);
-    let (tx, rx) = mpsc::channel::<String>();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let err_t = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-        s
-    });
+    let (rx, err_t) = crate::read_output(stdout, stderr);
     let ready = rx.recv_timeout(Duration::from_secs(30));
     assert_eq!(
         ready.as_deref().ok(),

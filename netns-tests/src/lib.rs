@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod capture;
 pub mod docker;
 pub mod failover;
 pub mod multi;
@@ -52,7 +53,7 @@ pub fn hotpair_bin() -> PathBuf {
     let p = target.join("debug").join("hotpair");
     assert!(
         p.is_file(),
-        "the hotpair binary is missing at {}: run `cargo build -p hotpair` first \
+        "the hotpair binary is missing at {}: run `cargo build -p hotpair-cli` first \
          (or set HOTPAIR_BIN to the binary to test)",
         p.display()
     );
@@ -299,6 +300,69 @@ impl Lab {
         cmd.args(["lab", "exec", "--prefix", &self.prefix, ns, "--"])
             .args(args);
         Background::spawn(cmd, dir, tag)
+    }
+
+    /// curl in the client namespace fetching `url` into `out` at `rate`
+    /// (`-sS --fail --max-time 45 --limit-rate RATE -o OUT`, then `extra`
+    /// before the URL); its output and logs in `dir` under `tag`.
+    pub fn curl_download(
+        &self,
+        url: &str,
+        rate: &str,
+        out: &Path,
+        extra: &[&str],
+        dir: &Path,
+        tag: &str,
+    ) -> Background {
+        let out = out.to_string_lossy();
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "45",
+            "--limit-rate",
+            rate,
+            "-o",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        args.push(url);
+        self.spawn_in("client", &args, dir, tag)
+    }
+
+    /// curl in the client namespace POSTing the file `body` to `url` at
+    /// `rate` (`--max-time 45`), printing the reply's head (`-D -`) and
+    /// body; its output and logs in `dir` under `tag`.
+    pub fn curl_upload(
+        &self,
+        url: &str,
+        rate: &str,
+        body: &Path,
+        dir: &Path,
+        tag: &str,
+    ) -> Background {
+        let at_file = format!("@{}", body.display());
+        self.spawn_in(
+            "client",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "45",
+                "--limit-rate",
+                rate,
+                "-D",
+                "-",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &at_file,
+                url,
+            ],
+            dir,
+            tag,
+        )
     }
 
     /// `hotpair lab kill NODE` (SIGKILL); returns the instant just before.
@@ -740,6 +804,32 @@ pub fn python_json(lab: &Lab, script: &str, args: &[&str], timeout: Duration) ->
     let last = text.lines().last().unwrap_or("");
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("python client printed no JSON ({e})\n{}", describe(&out)))
+}
+
+/// Reads a child's output on threads of its own: its stdout line by line
+/// into the channel returned, its stderr whole (the thread's result).
+pub fn read_output(
+    stdout: std::process::ChildStdout,
+    mut stderr: std::process::ChildStderr,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<String>,
+) {
+    use std::io::{BufRead, BufReader, Read};
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    (rx, err_t)
 }
 
 #[cfg(test)]

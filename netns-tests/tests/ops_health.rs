@@ -184,24 +184,7 @@ fn check_and_health_endpoints_follow_a_kill_and_a_restart() {
     let tmp = TempDir::new(&format!("{test}-dl"));
     let src = lab.docroot().join("50m.bin");
     let dl = tmp.path().join("download.bin");
-    let dl_s = dl.to_string_lossy().into_owned();
-    let curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            "20M",
-            "-o",
-            &dl_s,
-            &url("/static/50m.bin"),
-        ],
-        tmp.path(),
-        "curl",
-    );
+    let curl = lab.curl_download(&url("/static/50m.bin"), "20M", &dl, &[], tmp.path(), "curl");
     let deadline = Instant::now() + Duration::from_secs(20);
     while file_len(&dl) < 10 << 20 {
         assert!(

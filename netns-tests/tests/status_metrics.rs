@@ -174,21 +174,11 @@ fn status_and_metrics_follow_a_failover() {
     let tmp = TempDir::new(&format!("{test}-dl"));
     let src = lab.docroot().join(DOWNLOAD_FILE);
     let dl = tmp.path().join("download.bin");
-    let dl_s = dl.to_string_lossy().into_owned();
-    let curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            "20M",
-            "-o",
-            &dl_s,
-            &url(&format!("/static/{DOWNLOAD_FILE}")),
-        ],
+    let curl = lab.curl_download(
+        &url(&format!("/static/{DOWNLOAD_FILE}")),
+        "20M",
+        &dl,
+        &[],
         tmp.path(),
         "curl",
     );
@@ -346,21 +336,11 @@ fn status_and_metrics_show_a_claim() {
     let tmp = TempDir::new(&format!("{test}-dl"));
     let src = lab.docroot().join(DOWNLOAD_FILE);
     let dl = tmp.path().join("download.bin");
-    let dl_s = dl.to_string_lossy().into_owned();
-    let curl = lab.spawn_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            "20M",
-            "-o",
-            &dl_s,
-            &url(&format!("/static/{DOWNLOAD_FILE}")),
-        ],
+    let curl = lab.curl_download(
+        &url(&format!("/static/{DOWNLOAD_FILE}")),
+        "20M",
+        &dl,
+        &[],
         tmp.path(),
         "curl",
     );

@@ -42,7 +42,7 @@ while [ "$#" -gt 0 ]; do
 done
 log() { echo "build.sh: $*" >&2; }
 
-[ -x "$bin" ] || { log "no hotpair binary at $bin (cargo build --release -p hotpair, or --bin PATH)"; exit 1; }
+[ -x "$bin" ] || { log "no hotpair binary at $bin (cargo build --release -p hotpair-cli, or --bin PATH)"; exit 1; }
 command -v docker >/dev/null || { log "docker is not installed"; exit 1; }
 
 # The tools the image carries, found on this machine: destination → source.

@@ -11,7 +11,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin="${HOTPAIR_BIN:-$here/../../target/debug/hotpair}"
 bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
-[ -x "$bin" ] || { echo "verify.sh: no hotpair binary at $bin (cargo build -p hotpair)" >&2; exit 1; }
+[ -x "$bin" ] || { echo "verify.sh: no hotpair binary at $bin (cargo build -p hotpair-cli)" >&2; exit 1; }
 command -v systemd-analyze >/dev/null || { echo "verify.sh: systemd-analyze is missing (apt-get install systemd)" >&2; exit 1; }
 
 tmp="$(mktemp -d /tmp/hotpair-unit.XXXXXX)"

@@ -16,7 +16,7 @@ use super::labs::{self, Lab};
 use super::loadgen::LatencySummary;
 use super::model::*;
 use super::nginx::{Nginx, NGINX_ADDRESS};
-use super::{idle, plot, report, stats, wrk};
+use super::{idle, markdown, plot, report, stats, wrk};
 
 pub struct Options {
     pub out: PathBuf,
@@ -240,7 +240,7 @@ impl Bench<'_> {
         let before = self.cpu(c)?;
         let t0 = Instant::now();
         let res = wrk::run_all(cmds)
-            .with_context(|| format!("{} {} {}", c.label(), w.label(), report::kb(size)))?;
+            .with_context(|| format!("{} {} {}", c.label(), w.label(), markdown::kb(size)))?;
         let wall_s = t0.elapsed().as_secs_f64();
         let after = self.cpu(c)?;
         let cpu_ns = after
@@ -273,7 +273,7 @@ impl Bench<'_> {
                 "{} peak {} {}: {} clients → {:.0} req/s (busiest server at {:.0} % of quota)",
                 w.label(),
                 c.label(),
-                report::kb(size),
+                markdown::kb(size),
                 p.conns,
                 p.wrk.rps,
                 p.saturation().unwrap_or(0.0) * 100.0
@@ -299,7 +299,7 @@ impl Bench<'_> {
             "latency {} {} {}: mean {:.0} µs, p50 {:.0} µs, p99 {:.0} µs",
             w.label(),
             c.label(),
-            report::kb(size),
+            markdown::kb(size),
             p.wrk.mean_us,
             p.wrk.p50_us,
             p.wrk.p99_us
@@ -350,7 +350,7 @@ impl Bench<'_> {
         self.progress(&format!(
             "open loop {} {} at {rate:.0} req/s: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs",
             c.label(),
-            report::kb(size),
+            markdown::kb(size),
             summary.p50_us,
             summary.p99_us,
             summary.p999_us,

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use super::markdown::{kb, table, us};
 use super::model::{Config, Point, Results, Workload};
 use super::stats;
 
@@ -22,24 +23,8 @@ pub mod paper {
 pub const NOT_BUILT: &str = "**not measured: content policies not built yet** \
 (`hotpair lab up --help` has no `--static-policy`)";
 
-pub fn kb(size: u64) -> String {
-    if size.is_multiple_of(1024) {
-        format!("{} KB", size / 1024)
-    } else {
-        format!("{size} B")
-    }
-}
-
 fn rps(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| format!("{v:.0}"))
-}
-
-pub fn us(v: Option<f64>) -> String {
-    match v {
-        None => "—".into(),
-        Some(v) if v >= 10_000.0 => format!("{:.1} ms", v / 1000.0),
-        Some(v) => format!("{v:.0} µs"),
-    }
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -225,19 +210,6 @@ fn met(m: Option<bool>) -> &'static str {
         Some(false) => "**missed**",
         None => "not measured",
     }
-}
-
-pub fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
-    if rows.is_empty() {
-        out.push_str("_Not run in this bench (see `--only`)._\n\n");
-        return;
-    }
-    let _ = writeln!(out, "| {} |", head.join(" | "));
-    let _ = writeln!(out, "|{}", "---|".repeat(head.len()));
-    for r in rows {
-        let _ = writeln!(out, "| {} |", r.join(" | "));
-    }
-    out.push('\n');
 }
 
 fn plot(out: &mut String, name: &str, plots: &[String]) {

@@ -1,12 +1,10 @@
-//! `hotpair` — the appliance binary: CLI, config, wiring of the stack thread to
-//! the HTTP handlers, the namespace lab and the demo.
-
-mod bench;
-mod demo;
-mod lab;
-mod pair;
+//! `hotpair` — the appliance binary: the CLI over the node (`hotpair`), the
+//! namespace lab, demo and pair (`hotpair-lab`) and the bench
+//! (`hotpair-bench`).
 
 use hotpair::{config, node, outln};
+use hotpair_bench as bench;
+use hotpair_lab::{self as lab, demo, pair};
 
 use std::process::ExitCode;
 

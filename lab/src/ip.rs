@@ -23,6 +23,17 @@ pub fn ip_in(ns: &str, args: &[&str]) -> Result<String> {
     run(&mut cmd)
 }
 
+/// A veth pair: `name` in namespace `ns`, its peer `peer` moved into
+/// namespace `peer_ns`.
+pub fn veth_in(ns: &str, name: &str, peer: &str, peer_ns: &str) -> Result<String> {
+    ip_in(
+        ns,
+        &[
+            "link", "add", name, "type", "veth", "peer", "name", peer, "netns", peer_ns,
+        ],
+    )
+}
+
 /// Runs `ip netns exec NS PROGRAM ARGS…` and waits for it.
 pub fn exec_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
     let mut cmd = netns_command(ns, program);

@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
+use super::markdown::{kb, table, us};
 use super::model::{Config, Results, Workload};
-use super::report::{kb, us};
 
 /// The report's section.
 pub fn section(o: &mut String, r: &Results) {
@@ -35,7 +35,7 @@ pub fn section(o: &mut String, r: &Results) {
             ])
         })
         .collect();
-    super::report::table(
+    table(
         o,
         &[
             "size",

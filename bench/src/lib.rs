@@ -7,6 +7,7 @@ mod encryption;
 mod idle;
 mod labs;
 mod loadgen;
+mod markdown;
 mod model;
 mod nginx;
 mod plot;

@@ -34,9 +34,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::labs::{self, Lab};
-use super::model::Config;
+use super::markdown::table;
+use super::model::{Config, IdleLevel, IdleRun, IdleTarget};
 use super::nginx::{Limits, Nginx, NGINX_ADDRESS};
-use super::report::table;
 use super::wrk::{self, WrkResult};
 
 const SERVICE: &str = "10.77.0.10";
@@ -60,52 +60,6 @@ const PATH: &str = "/static/1k.bin";
 const PORT_BASE: u16 = 20_000;
 /// Holder processes opening the timed connections together.
 const OPENERS: usize = 4;
-
-/// One idle level of one server.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct IdleLevel {
-    /// Idle connections held during the wrk run.
-    pub idle: usize,
-    /// Of those, failed to open (or to get their reply).
-    pub failed: usize,
-    /// Seconds to open the connections added for this level.
-    pub open_s: f64,
-    pub wrk: WrkResult,
-    /// RSS of each server process, bytes: (name, bytes).
-    pub rss: Vec<(String, u64)>,
-    /// /proc/loadavg's 1-minute load when measured.
-    pub load1: f64,
-}
-
-/// One server's series.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct IdleTarget {
-    pub config: Config,
-    /// RSS of each server process before any connection.
-    pub rss_fresh: Vec<(String, u64)>,
-    /// Connections opened for the timing, seconds (None: not run).
-    pub open_n: usize,
-    pub open_s: Option<f64>,
-    pub open_failed: usize,
-    pub levels: Vec<IdleLevel>,
-    /// Levels not run, and why.
-    pub not_run: Vec<(usize, String)>,
-}
-
-impl IdleTarget {
-    /// RSS per idle connection of process `name` at `level`, bytes.
-    pub fn per_conn(&self, l: &IdleLevel, name: &str) -> Option<f64> {
-        let now = l.rss.iter().find(|(n, _)| n == name)?.1 as f64;
-        let fresh = self.rss_fresh.iter().find(|(n, _)| n == name)?.1 as f64;
-        (l.idle > 0).then(|| (now - fresh) / l.idle as f64)
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct IdleRun {
-    pub targets: Vec<IdleTarget>,
-    pub wrk_seconds: f64,
-}
 
 /// (internal) `hotpair bench hold`: open connections, one request each,
 /// then hold them until stdin closes.

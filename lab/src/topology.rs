@@ -3,8 +3,156 @@
 //! `notes/config-spec.md`, so a test can predict every name, address and
 //! port from `--mode` and `--nodes` without reading the lab's state.
 
-use super::state::{AddressState, PeerLinkState};
-use super::{Mode, ReplNet, REPL_PORT};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{node_address, REPL_INTERFACE, REPL_PORT, REPL_SUBNET};
+
+/// How the lab's nodes replicate (DESIGN.md §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// One node serving on its own, no replication.
+    Simplex,
+    /// n1 primary, n2 ingress (backup) for the one service address.
+    Duplex,
+    /// Two nodes, each owner of its own address and primary for the other's.
+    DualRole,
+    /// N nodes, node i owner of address i with node i+1 as its primary.
+    Ring,
+}
+
+impl Mode {
+    /// Every mode, as written on the command line.
+    const NAMES: &'static str = "simplex, duplex, dual-role or ring";
+
+    /// Number of nodes the mode runs; `ring_nodes` is the ring's size.
+    pub fn node_count(self, ring_nodes: u32) -> u32 {
+        match self {
+            Mode::Simplex => 1,
+            Mode::Duplex | Mode::DualRole => 2,
+            Mode::Ring => ring_nodes,
+        }
+    }
+
+    /// Whether the nodes replicate (have links and heartbeats).
+    pub fn replicated(self) -> bool {
+        self != Mode::Simplex
+    }
+
+    /// The role each node is configured with at start-up in this mode. In
+    /// dual-role and ring every node owns one address and is primary for
+    /// another (its addresses list says which).
+    pub fn initial_role(self, node_index: u32) -> &'static str {
+        match (self, node_index) {
+            (Mode::Simplex, _) => "simplex",
+            (Mode::Duplex, 1) => "primary",
+            (Mode::Duplex, _) => "ingress",
+            (Mode::DualRole | Mode::Ring, _) => "owner+primary",
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "simplex" => Ok(Mode::Simplex),
+            "duplex" => Ok(Mode::Duplex),
+            "dual-role" => Ok(Mode::DualRole),
+            "ring" => Ok(Mode::Ring),
+            _ => Err(format!("unknown mode `{s}`; use {}", Mode::NAMES)),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Simplex => "simplex",
+            Mode::Duplex => "duplex",
+            Mode::DualRole => "dual-role",
+            Mode::Ring => "ring",
+        })
+    }
+}
+
+/// Where a replicated lab's links run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplNet {
+    /// Over the service LAN, between the nodes' kernel addresses 10.77.0.<i>.
+    #[default]
+    Shared,
+    /// Over a network of its own, `repl0` 10.78.0.<i>/24 (duplex-mi).
+    Dedicated,
+}
+
+impl ReplNet {
+    /// The address node `index` uses for the replication link.
+    pub fn link_address(self, index: u32) -> String {
+        match self {
+            ReplNet::Shared => node_address(index),
+            ReplNet::Dedicated => format!("{REPL_SUBNET}.{index}"),
+        }
+    }
+
+    /// The interface in the node namespace that carries the link.
+    pub fn interface(self) -> &'static str {
+        match self {
+            ReplNet::Shared => "br-lan",
+            ReplNet::Dedicated => REPL_INTERFACE,
+        }
+    }
+}
+
+impl fmt::Display for ReplNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplNet::Shared => "shared",
+            ReplNet::Dedicated => "dedicated",
+        })
+    }
+}
+
+/// One service address (VIP) and its two nodes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddressState {
+    pub ip: String,
+    /// The node that owns the address on the LAN (the ingress/backup).
+    pub owner: String,
+    /// The node that runs the application for it; `None` when the owner serves alone.
+    pub primary: Option<String>,
+}
+
+/// One replication link: `listener` accepts it on `address:port`, `connector` dials.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerLinkState {
+    pub listener: String,
+    pub connector: String,
+    /// The listener's own address on the replication network.
+    pub address: String,
+    pub port: u16,
+}
+
+impl PeerLinkState {
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+
+    /// The other end of the link, if `node` is one end.
+    pub fn other(&self, node: &str) -> Option<&str> {
+        if self.listener == node {
+            Some(&self.connector)
+        } else if self.connector == node {
+            Some(&self.listener)
+        } else {
+            None
+        }
+    }
+}
 
 /// Fewest and most nodes of a ring (fewer than three is dual-role; more than
 /// eight would run the node addresses 10.77.0.<i> into the VIPs from .10 on).
@@ -179,5 +327,24 @@ mod tests {
             assert_eq!(eps.len(), n as usize);
         }
         assert_eq!(service_ip(8), "10.77.0.17");
+    }
+
+    #[test]
+    fn modes() {
+        for m in [Mode::Simplex, Mode::Duplex, Mode::DualRole, Mode::Ring] {
+            assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
+            // The JSON name (state file, `lab status`) is the CLI name.
+            assert_eq!(serde_json::to_value(m).unwrap(), m.to_string());
+        }
+        assert_eq!("dual-role".parse::<Mode>(), Ok(Mode::DualRole));
+        assert!("bogus".parse::<Mode>().unwrap_err().contains("ring"));
+        assert_eq!(Mode::Duplex.node_count(3), 2);
+        assert_eq!(Mode::DualRole.node_count(3), 2);
+        assert_eq!(Mode::Ring.node_count(5), 5);
+        assert_eq!(Mode::Duplex.initial_role(1), "primary");
+        assert_eq!(Mode::Duplex.initial_role(2), "ingress");
+        assert_eq!(Mode::Simplex.initial_role(1), "simplex");
+        assert_eq!(ReplNet::Shared.link_address(2), "10.77.0.2");
+        assert_eq!(ReplNet::Dedicated.link_address(1), "10.78.0.1");
     }
 }

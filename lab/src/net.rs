@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use super::state::LabState;
+use super::state::{LabState, NodeState};
 use super::{ip, Mode, ReplNet, LAN_PREFIX_LEN, REPL_BRIDGE, REPL_INTERFACE};
 
 /// Creates every namespace of `state` and wires them up.
@@ -44,12 +44,7 @@ pub fn build_network(state: &LabState) -> Result<()> {
     let client = &state.client;
     let cns = client.namespace.as_str();
     let cif = client.interface.as_str();
-    ip::ip_in(
-        sw,
-        &[
-            "link", "add", "client", "type", "veth", "peer", "name", cif, "netns", cns,
-        ],
-    )?;
+    ip::veth_in(sw, "client", cif, cns)?;
     ip::ip_in(sw, &["link", "set", "client", "master", br, "up"])?;
     ip::ip_in(cns, &["addr", "add", client.address.as_str(), "dev", cif])?;
     ip::ip_in(cns, &["link", "set", cif, "up"])?;
@@ -58,12 +53,7 @@ pub fn build_network(state: &LabState) -> Result<()> {
     for n in &state.nodes {
         let ns = n.namespace.as_str();
         let port = n.name.as_str();
-        ip::ip_in(
-            sw,
-            &[
-                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ],
-        )?;
+        ip::veth_in(sw, port, "eth0", ns)?;
         ip::ip_in(sw, &["link", "set", port, "master", br, "up"])?;
         ip::ip_in(
             ns,
@@ -122,32 +112,12 @@ pub fn build_network(state: &LabState) -> Result<()> {
         ip::ip_in(sw, &["link", "set", REPL_BRIDGE, "up"])?;
         for n in &state.nodes {
             let port = format!("r-{}", n.name);
-            ip::ip_in(
-                sw,
-                &[
-                    "link",
-                    "add",
-                    port.as_str(),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    REPL_INTERFACE,
-                    "netns",
-                    n.namespace.as_str(),
-                ],
-            )?;
+            ip::veth_in(sw, port.as_str(), REPL_INTERFACE, n.namespace.as_str())?;
             ip::ip_in(
                 sw,
                 &["link", "set", port.as_str(), "master", REPL_BRIDGE, "up"],
             )?;
-            let link = n.link.as_ref().context("replicated nodes have a link")?;
-            let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
-            ip::ip_in(
-                &n.namespace,
-                &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
-            )?;
-            ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
+            repl_interface_up(n)?;
         }
         return Ok(());
     }
@@ -155,29 +125,26 @@ pub fn build_network(state: &LabState) -> Result<()> {
     let [a, b] = &state.nodes[..] else {
         bail!("a dedicated replication network joins exactly two nodes");
     };
-    ip::ip_in(
+    ip::veth_in(
         &a.namespace,
-        &[
-            "link",
-            "add",
-            REPL_INTERFACE,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            REPL_INTERFACE,
-            "netns",
-            b.namespace.as_str(),
-        ],
+        REPL_INTERFACE,
+        REPL_INTERFACE,
+        b.namespace.as_str(),
     )?;
     for n in [a, b] {
-        let link = n.link.as_ref().context("duplex nodes have a link")?;
-        let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
-        ip::ip_in(
-            &n.namespace,
-            &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
-        )?;
-        ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
+        repl_interface_up(n)?;
     }
+    Ok(())
+}
+
+/// Gives node `n`'s `repl0` its link address and brings it up.
+fn repl_interface_up(n: &NodeState) -> Result<()> {
+    let link = n.link.as_ref().context("replicated nodes have a link")?;
+    let addr = format!("{}/{LAN_PREFIX_LEN}", link.address);
+    ip::ip_in(
+        &n.namespace,
+        &["addr", "add", addr.as_str(), "dev", REPL_INTERFACE],
+    )?;
+    ip::ip_in(&n.namespace, &["link", "set", REPL_INTERFACE, "up"])?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::lab;
+use crate as lab;
 
 const DEMO_FILE: &str = "50m.bin";
 /// curl's `--limit-rate`: slow enough that the kill lands mid-reply.

@@ -193,7 +193,7 @@ pub struct Results {
     pub stalls: Vec<StallSet>,
     /// Idle keep-alive connections held (`--only idle`).
     #[serde(default)]
-    pub idle: Option<super::idle::IdleRun>,
+    pub idle: Option<IdleRun>,
     /// What was not measured, and why (printed loudly in the report).
     pub not_measured: Vec<String>,
 }
@@ -244,4 +244,50 @@ impl Results {
         v.dedup();
         v
     }
+}
+
+/// One idle level of one server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdleLevel {
+    /// Idle connections held during the wrk run.
+    pub idle: usize,
+    /// Of those, failed to open (or to get their reply).
+    pub failed: usize,
+    /// Seconds to open the connections added for this level.
+    pub open_s: f64,
+    pub wrk: WrkResult,
+    /// RSS of each server process, bytes: (name, bytes).
+    pub rss: Vec<(String, u64)>,
+    /// /proc/loadavg's 1-minute load when measured.
+    pub load1: f64,
+}
+
+/// One server's series.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdleTarget {
+    pub config: Config,
+    /// RSS of each server process before any connection.
+    pub rss_fresh: Vec<(String, u64)>,
+    /// Connections opened for the timing, seconds (None: not run).
+    pub open_n: usize,
+    pub open_s: Option<f64>,
+    pub open_failed: usize,
+    pub levels: Vec<IdleLevel>,
+    /// Levels not run, and why.
+    pub not_run: Vec<(usize, String)>,
+}
+
+impl IdleTarget {
+    /// RSS per idle connection of process `name` at `level`, bytes.
+    pub fn per_conn(&self, l: &IdleLevel, name: &str) -> Option<f64> {
+        let now = l.rss.iter().find(|(n, _)| n == name)?.1 as f64;
+        let fresh = self.rss_fresh.iter().find(|(n, _)| n == name)?.1 as f64;
+        (l.idle > 0).then(|| (now - fresh) / l.idle as f64)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdleRun {
+    pub targets: Vec<IdleTarget>,
+    pub wrk_seconds: f64,
 }

@@ -2,7 +2,7 @@
 //! duplex, dual-role or a ring — with roles, MACs, link endpoints and a
 //! fresh link key pair per node, each file ready for `hotpair node
 //! --config FILE --check` on its machine. Who owns which address and who
-//! listens on which link follow the lab's conventions (`lab/topology.rs`),
+//! listens on which link follow the lab's conventions (`lab/src/topology.rs`),
 //! with the operator's own addresses.
 
 use std::fs;
@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use hotpair::secure::{self, write_private};
 
-use crate::lab::topology;
-use crate::lab::{Mode, ReplNet};
+use crate::topology;
+use crate::{Mode, ReplNet};
 
 /// Port of the first link; ring links use `LINK_PORT + the higher node's
 /// index`, as in the lab, so a node that listens twice uses two ports.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup::CgroupState;
 use super::proc::Proc;
+pub use super::topology::{AddressState, PeerLinkState};
 use super::{Mode, ReplNet};
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -47,43 +48,6 @@ pub struct LabState {
     /// Every replication link (one per pair of nodes sharing an address).
     #[serde(default)]
     pub links: Vec<PeerLinkState>,
-}
-
-/// One service address (VIP) and its two nodes.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AddressState {
-    pub ip: String,
-    /// The node that owns the address on the LAN (the ingress/backup).
-    pub owner: String,
-    /// The node that runs the application for it; `None` when the owner serves alone.
-    pub primary: Option<String>,
-}
-
-/// One replication link: `listener` accepts it on `address:port`, `connector` dials.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PeerLinkState {
-    pub listener: String,
-    pub connector: String,
-    /// The listener's own address on the replication network.
-    pub address: String,
-    pub port: u16,
-}
-
-impl PeerLinkState {
-    pub fn endpoint(&self) -> String {
-        format!("{}:{}", self.address, self.port)
-    }
-
-    /// The other end of the link, if `node` is one end.
-    pub fn other(&self, node: &str) -> Option<&str> {
-        if self.listener == node {
-            Some(&self.connector)
-        } else if self.connector == node {
-            Some(&self.listener)
-        } else {
-            None
-        }
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -211,5 +175,25 @@ impl LabState {
         let mut v = vec![self.client.namespace.clone(), self.switch.namespace.clone()];
         v.extend(self.nodes.iter().map(|n| n.namespace.clone()));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{test_node, test_state};
+    use super::*;
+
+    #[test]
+    fn old_state_files_still_load() {
+        // A state.json written before duplex existed: no role, link or replication.
+        let mut v = serde_json::to_value(test_state(Mode::Simplex, None)).unwrap();
+        let mut node = serde_json::to_value(test_node(1, "simplex", None)).unwrap();
+        node.as_object_mut().unwrap().remove("role");
+        node.as_object_mut().unwrap().remove("link");
+        v.as_object_mut().unwrap().remove("replication");
+        v["nodes"] = serde_json::json!([node]);
+        let state: LabState = serde_json::from_value(v).unwrap();
+        assert_eq!(state.nodes[0].role, "simplex");
+        assert!(state.replication.is_none());
     }
 }

@@ -1,0 +1,267 @@
+//! Packet captures in the client namespace: tcpdump writing the service
+//! addresses' TCP traffic (or ARP) to a file, read back as text lines or as
+//! [`Segment`]s. One type for the duplex scenarios (one address, a
+//! [`CaptureReport`]) and the multi-address ones (every segment).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{describe, Background, Lab, SERVICE};
+
+/// tcpdump in the client namespace, capturing the service addresses' TCP
+/// traffic (both directions, so a RST can be shown with its connection's
+/// history; the RST count only looks at segments from the service address).
+pub struct Capture {
+    proc: Background,
+    file: PathBuf,
+}
+
+/// What a capture saw.
+#[derive(Debug)]
+pub struct CaptureReport {
+    /// Segments from the service address.
+    pub packets: usize,
+    /// Summary lines (`tcpdump -tt`) of the segments from the service
+    /// address with RST set.
+    pub rsts: Vec<String>,
+    /// For each RST, the last segments of its connection (both directions).
+    pub context: Vec<String>,
+}
+
+impl Capture {
+    /// Starts `tcpdump -i eth0 -w FILE 'tcp and host 10.77.0.10'` and
+    /// waits until it listens.
+    pub fn start(lab: &Lab, dir: &Path) -> Capture {
+        Capture::with_filter(lab, dir, format!("tcp and host {SERVICE}"))
+    }
+
+    /// Starts `tcpdump -i eth0 -w FILE 'tcp and (host A or host B …)'` and
+    /// waits until it listens.
+    pub fn start_hosts(lab: &Lab, dir: &Path, ips: &[String]) -> Capture {
+        let hosts: Vec<String> = ips.iter().map(|ip| format!("host {ip}")).collect();
+        Capture::with_filter(lab, dir, format!("tcp and ({})", hosts.join(" or ")))
+    }
+
+    fn with_filter(lab: &Lab, dir: &Path, filter: String) -> Capture {
+        let file = dir.join("client.pcap");
+        let file_s = file.to_string_lossy().into_owned();
+        let proc = tcpdump(
+            lab,
+            dir,
+            &[
+                "tcpdump", "-i", "eth0", "-n", "-s", "128", "-U", "-w", &file_s, &filter,
+            ],
+            "tcpdump",
+        );
+        Capture { proc, file }
+    }
+
+    /// Stops tcpdump (after letting the last packets reach the capture);
+    /// the capture file.
+    fn finish(self) -> Result<PathBuf, String> {
+        // Let the last packets reach the capture before stopping it.
+        thread::sleep(Duration::from_millis(200));
+        self.proc.signal("INT");
+        let out = self.proc.wait(Duration::from_secs(10));
+        if !self.file.exists() {
+            return Err(format!("tcpdump wrote no capture file\n{}", describe(&out)));
+        }
+        Ok(self.file)
+    }
+
+    /// Stops tcpdump and returns every TCP segment it captured.
+    pub fn segments(self) -> Result<Vec<Segment>, String> {
+        let file = self.finish()?;
+        Ok(read(&file, "tcp")?
+            .iter()
+            .filter_map(|l| parse_segment(l))
+            .collect())
+    }
+
+    /// Stops tcpdump and reads the capture back.
+    pub fn stop(self) -> CaptureReport {
+        let file = self.finish().unwrap_or_else(|e| panic!("{e}"));
+        let read = |filter: &str| read(&file, filter).unwrap_or_else(|e| panic!("{e}"));
+        let rsts = read(&format!(
+            "src host {SERVICE} and tcp[tcpflags] & tcp-rst != 0"
+        ));
+        let all = read("tcp");
+        let mut context = Vec::new();
+        for rst in rsts.iter().take(5) {
+            // "TIME MAC > MAC, …: 10.77.0.10.80 > 10.77.0.100.PORT: Flags [R] …"
+            let from_vip = format!("{SERVICE}.80 > ");
+            let Some(client) = rst.split_once(&from_vip).and_then(|(_, rest)| {
+                rest.split_whitespace()
+                    .next()
+                    .map(|c| c.trim_end_matches(':').to_owned())
+            }) else {
+                continue;
+            };
+            let conn: Vec<&String> = all.iter().filter(|l| l.contains(&client)).collect();
+            let at = conn.iter().position(|l| *l == rst).unwrap_or(conn.len());
+            context.push(format!("connection {client}, up to the RST:"));
+            for l in &conn[at.saturating_sub(10)..(at + 3).min(conn.len())] {
+                context.push(format!("    {l}"));
+            }
+        }
+        CaptureReport {
+            packets: all
+                .iter()
+                .filter(|l| l.contains(&format!(" {SERVICE}.80 > ")))
+                .count(),
+            rsts,
+            context,
+        }
+    }
+}
+
+/// The segments of capture `file` matching `filter`, as `tcpdump -n -e
+/// -tt -r` lines (-e: the MACs tell which node sent a segment,
+/// 02:68:70:00:00:0<i>).
+fn read(file: &Path, filter: &str) -> Result<Vec<String>, String> {
+    let out = Command::new("tcpdump")
+        .args(["-n", "-e", "-tt", "-r"])
+        .arg(file)
+        .arg(filter)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run tcpdump -r: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "tcpdump -r {} failed\n{}",
+            file.display(),
+            describe(&out)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Starts `args` (a tcpdump command line) in the client namespace and
+/// waits until it listens.
+fn tcpdump(lab: &Lab, dir: &Path, args: &[&str], name: &str) -> Background {
+    let mut proc = lab.spawn_in("client", args, dir, name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proc.stderr_text().contains("listening on") {
+        assert!(
+            !proc.exited(),
+            "[{}] {name} exited at start: {}",
+            lab.test,
+            proc.stderr_text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "[{}] {name} did not start listening within 10 s: {}",
+            lab.test,
+            proc.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    proc
+}
+
+/// Starts tcpdump on the client's interface for ARP, into `dir/arp.pcap`,
+/// and waits until it listens.
+pub fn arp_capture(lab: &Lab, dir: &Path) -> Background {
+    let f = dir.join("arp.pcap").to_string_lossy().into_owned();
+    tcpdump(
+        lab,
+        dir,
+        &["tcpdump", "-i", "eth0", "-n", "-U", "-w", &f, "arp"],
+        "tcpdump-arp",
+    )
+}
+
+/// One TCP segment of a capture (`tcpdump -n -e -tt -r`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segment {
+    /// Seconds since the epoch.
+    pub time: f64,
+    pub src_mac: String,
+    pub dst_mac: String,
+    /// "10.77.0.10.80"
+    pub src: String,
+    pub dst: String,
+    pub rst: bool,
+    pub line: String,
+}
+
+fn ip_of(endpoint: &str) -> &str {
+    endpoint.rsplit_once('.').map_or(endpoint, |(ip, _)| ip)
+}
+
+impl Segment {
+    pub fn src_ip(&self) -> &str {
+        ip_of(&self.src)
+    }
+
+    pub fn dst_ip(&self) -> &str {
+        ip_of(&self.dst)
+    }
+
+    /// Whether `other` belongs to the same connection (either direction).
+    pub fn same_connection(&self, other: &Segment) -> bool {
+        (self.src == other.src && self.dst == other.dst)
+            || (self.src == other.dst && self.dst == other.src)
+    }
+}
+
+/// Parses a `tcpdump -n -e -tt` line of an IPv4 TCP segment:
+/// `TIME SMAC > DMAC, ethertype IPv4 (0x0800), length N: SRC > DST: Flags [..], …`.
+pub fn parse_segment(line: &str) -> Option<Segment> {
+    let mut it = line.split_whitespace();
+    let time = it.next()?.parse().ok()?;
+    let src_mac = it.next()?.to_ascii_lowercase();
+    if it.next()? != ">" {
+        return None;
+    }
+    let dst_mac = it.next()?.trim_end_matches(',').to_ascii_lowercase();
+    let (_, rest) = line.split_once(", length ")?;
+    let (_, ip) = rest.split_once(": ")?;
+    let mut w = ip.split_whitespace();
+    let src = w.next()?.to_owned();
+    if w.next()? != ">" {
+        return None;
+    }
+    let dst = w.next()?.trim_end_matches(':').to_owned();
+    let flags = ip.split_once("Flags [")?.1.split_once(']')?.0;
+    Some(Segment {
+        time,
+        src_mac,
+        dst_mac,
+        src,
+        dst,
+        rst: flags.contains('R'),
+        line: line.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_parse() {
+        let l = "1764523648.884691 02:68:70:00:00:02 > 5a:3b:00:11:22:33, ethertype IPv4 \
+                 (0x0800), length 66: 10.77.0.10.80 > 10.77.0.100.41234: Flags [R.], seq 1, \
+                 ack 2, win 0, length 0";
+        let s = parse_segment(l).unwrap();
+        assert_eq!(s.src_mac, "02:68:70:00:00:02");
+        assert_eq!(s.dst_mac, "5a:3b:00:11:22:33");
+        assert_eq!((s.src_ip(), s.dst_ip()), ("10.77.0.10", "10.77.0.100"));
+        assert!(s.rst);
+        assert!((s.time - 1_764_523_648.884_691).abs() < 1e-6);
+        let ack = l.replace("[R.]", "[.]").replace(
+            "10.77.0.10.80 > 10.77.0.100.41234",
+            "10.77.0.100.41234 > 10.77.0.10.80",
+        );
+        let a = parse_segment(&ack).unwrap();
+        assert!(!a.rst);
+        assert!(a.same_connection(&s));
+        assert!(parse_segment("reading from file x.pcap").is_none());
+    }
+}
