@@ -79,7 +79,7 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
 fn lan_check_section() -> String {
     format!(
         "\n[lan_check]\ntarget = \"{}\"\n",
-        crate::lab::CLIENT_ADDRESS
+        crate::CLIENT_ADDRESS
     )
 }
 
