@@ -77,10 +77,7 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
 /// (a gateway in a real site), so `lab partition --lan NODE` moves that
 /// node's addresses to its peer.
 fn lan_check_section() -> String {
-    format!(
-        "\n[lan_check]\ntarget = \"{}\"\n",
-        crate::CLIENT_ADDRESS
-    )
+    format!("\n[lan_check]\ntarget = \"{}\"\n", crate::CLIENT_ADDRESS)
 }
 
 /// `[link]`: the node's private key, or plaintext when it has none.
