@@ -7,10 +7,12 @@
 pub mod admin;
 pub mod config;
 pub mod health;
+pub mod lifecycle;
 pub mod link;
 pub mod metrics;
 pub mod node;
 pub mod out;
+pub mod sdnotify;
 pub mod secure;
 pub mod service;
 pub mod stall;

@@ -137,6 +137,29 @@ pub fn limits(cfg: &Config) -> Limits {
     }
 }
 
+/// systemd's side, when run as a `Type=notify` unit: readiness and status
+/// on the notify socket, the watchdog fed from the stack loop.
+fn lifecycle() -> Result<crate::lifecycle::Lifecycle> {
+    let notifier = crate::sdnotify::Notifier::from_env().context("NOTIFY_SOCKET")?;
+    let watchdog = crate::sdnotify::watchdog_every().map(crate::sdnotify::Watchdog::new);
+    match (&notifier, &watchdog) {
+        (Some(_), Some(w)) => {
+            tracing::info!(
+                every_ms = w.every().as_millis() as u64,
+                "systemd: notify socket, watchdog fed from the stack loop"
+            )
+        }
+        (Some(_), None) => {
+            tracing::info!("systemd: notify socket (READY=1 once every address serves)")
+        }
+        (None, Some(_)) => tracing::warn!(
+            "WATCHDOG_USEC is set but NOTIFY_SOCKET is not: the watchdog cannot be fed"
+        ),
+        (None, None) => {}
+    }
+    Ok(crate::lifecycle::Lifecycle::new(notifier, watchdog))
+}
+
 /// Run a node until SIGTERM/SIGINT.
 pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
     let topo = cfg.topology()?;
@@ -237,6 +260,7 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
     let grace_waker = waker.clone();
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
     node.set_status(publisher);
+    node.set_lifecycle(lifecycle()?);
     node.set_relink(crate::service::Relink { setups, to_stack });
     let admin_path = cfg.admin_socket();
     let admin = crate::admin::bind(&admin_path)?;

@@ -232,6 +232,8 @@ pub struct NodeShell {
     status: Option<crate::admin::StatusPublisher>,
     /// How to bring each peer's link up again after it was lost (rejoin).
     relink: Option<Relink>,
+    /// systemd notifications and hooks, fed with each snapshot.
+    lifecycle: Option<crate::lifecycle::Lifecycle>,
 }
 
 /// What a lost link needs to be tried again: a new link task per loss.
@@ -261,6 +263,7 @@ impl NodeShell {
             stopped: None,
             status: None,
             relink: None,
+            lifecycle: None,
         }
     }
 
@@ -289,6 +292,16 @@ impl NodeShell {
         self.status = Some(p);
     }
 
+    /// Tell systemd and the hooks about each snapshot (`set_status` first).
+    pub fn set_lifecycle(&mut self, l: crate::lifecycle::Lifecycle) {
+        self.lifecycle = Some(l);
+    }
+
+    /// The lifecycle observer, taken back when the node stops.
+    pub fn take_lifecycle(&mut self) -> Option<crate::lifecycle::Lifecycle> {
+        self.lifecycle.take()
+    }
+
     /// Takeovers the core reported, and a snapshot when one is due.
     fn publish_status(&mut self, now: Instant) {
         let Some(st) = self.status.as_mut() else {
@@ -312,7 +325,10 @@ impl NodeShell {
                 })
             })
             .collect();
-        st.maybe_publish(&self.core, &links, now);
+        let published = st.maybe_publish(&self.core, &links, now);
+        if let (Some(s), Some(l)) = (published, self.lifecycle.as_mut()) {
+            l.observe(&s);
+        }
     }
 
     /// A planned stop, first step: tell every peer (`Leaving`); nothing
@@ -523,6 +539,9 @@ impl Node for NodeShell {
         self.run_jobs();
         busy |= self.write_links(now);
         self.publish_status(now);
+        if let Some(l) = self.lifecycle.as_mut() {
+            l.tick(now);
+        }
         // A link whose peer was declared dead carries nothing any more:
         // drop it and try again (the peer may come back and rejoin).
         for peer in 0..self.links.len() {
