@@ -9,6 +9,7 @@ pub mod config;
 pub mod health;
 pub mod lifecycle;
 pub mod link;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod out;

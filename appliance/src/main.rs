@@ -60,6 +60,11 @@ struct NodeArgs {
     /// Write every frame the node sees to this pcap file.
     #[arg(long)]
     pcap: Option<std::path::PathBuf>,
+    /// Log lines: `journald` prefixes each with its syslog priority
+    /// (`<4>` for warn …) so journald ranks it; `auto` does so when stderr
+    /// is the journal (`$JOURNAL_STREAM`).
+    #[arg(long, value_enum, default_value = "auto")]
+    log_format: hotpair::logging::LogFormat,
 }
 
 #[derive(clap::Args)]
@@ -186,19 +191,6 @@ fn status_check(args: StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(verdict.code()))
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: node logs usually go to files.
-    use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
@@ -211,7 +203,7 @@ fn main() -> Result<ExitCode> {
                 outln!("{}: ok", args.config.display())?;
                 return Ok(ExitCode::SUCCESS);
             }
-            init_tracing();
+            hotpair::logging::init(args.log_format);
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }

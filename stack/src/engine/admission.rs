@@ -271,7 +271,7 @@ impl<C> Engine<C> {
                 Role::Primary if self.serves_from_lan(&f) => self.admit_plain(f, refusing),
                 Role::Primary => {
                     if self.probe_answered(&f) {
-                        tracing::error!(
+                        tracing::warn!(
                             "the ingress node still owns the service address: fenced, standing down"
                         );
                         self.claim = Claim::Fenced;
@@ -280,7 +280,7 @@ impl<C> Engine<C> {
                     None
                 }
                 Role::Ingress if self.probe_answered(&f) => {
-                    tracing::error!(
+                    tracing::warn!(
                         "the primary holds the service address (it took over while this node \
                          was silent): fenced, standing down"
                     );

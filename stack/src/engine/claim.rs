@@ -197,7 +197,7 @@ impl<C> Engine<C> {
             self.claim = Claim::None;
             self.probed = true;
         } else {
-            tracing::info!(
+            tracing::warn!(
                 connections = self.stats.active,
                 "no answer to probes: claiming the service address"
             );
