@@ -39,6 +39,9 @@ pub struct Config {
     /// The admin socket (`hotpair status`) and the Prometheus endpoint.
     #[serde(default)]
     pub admin: AdminSection,
+    /// State-change hooks (keepalived's `notify`): `hooks.rs`.
+    #[serde(default)]
+    pub hooks: HooksSection,
     /// Said loudly at start and by `--check`: found by [`Config::load`]
     /// (a key file others can read).
     #[serde(skip)]
@@ -58,6 +61,32 @@ pub struct AdminSection {
     /// kernel TCP address, e.g. "127.0.0.1:9464". Off when absent.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+}
+
+/// `[hooks]`: a script run on every state change of a service address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// Run as `SCRIPT ADDRESS OLD_STATE NEW_STATE` (absolute path,
+    /// executable). Off when absent.
+    #[serde(default)]
+    pub on_change: Option<PathBuf>,
+    /// Each run's limit; killed past it (with its process group).
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            on_change: None,
+            timeout_ms: default_hook_timeout(),
+        }
+    }
+}
+
+pub fn default_hook_timeout() -> u64 {
+    5000
 }
 
 /// Where the admin sockets live by default.
@@ -472,6 +501,24 @@ impl Config {
                 cfg.warnings.push(w);
             }
         }
+        // A hook that cannot run is not worth refusing to serve: said by
+        // --check and at start, and at warn on each change it misses.
+        if let Some(p) = &cfg.hooks.on_change {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::metadata(p) {
+                Err(e) => cfg.warnings.push(format!(
+                    "hooks.on_change: {}: {e}: no hook will run",
+                    p.display()
+                )),
+                Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => {
+                    cfg.warnings.push(format!(
+                        "hooks.on_change: {} is not an executable file: no hook will run",
+                        p.display()
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
         Ok(cfg)
     }
 
@@ -784,6 +831,19 @@ impl Config {
                 bail!("admin.metrics: {m} needs a port");
             }
         }
+        if let Some(p) = &self.hooks.on_change {
+            // Run from the node's working directory (/ under systemd): a
+            // relative path would depend on where it was started.
+            if !p.is_absolute() {
+                bail!("hooks.on_change: {p:?} must be an absolute path");
+            }
+        }
+        if self.hooks.timeout_ms == 0 || self.hooks.timeout_ms > 600_000 {
+            bail!(
+                "hooks.timeout_ms: {} must be within 1..=600000",
+                self.hooks.timeout_ms
+            );
+        }
         let h = &self.http;
         if h.max_header_bytes < 256 || h.max_header_bytes > (1 << 20) {
             bail!(
@@ -918,6 +978,23 @@ address = "10.77.0.10"
 
     fn err(text: &str) -> String {
         format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn hooks_section_defaults_and_checks() {
+        let c = Config::parse(&base()).unwrap();
+        assert_eq!(
+            (c.hooks.on_change.as_ref(), c.hooks.timeout_ms),
+            (None, 5000)
+        );
+        let hooks = |body: &str| base() + "[hooks]\n" + body + "\n";
+        let c = Config::parse(&hooks("on_change = \"/x/h.sh\"\ntimeout_ms = 100")).unwrap();
+        assert_eq!(c.hooks.on_change.as_deref(), Some(Path::new("/x/h.sh")));
+        assert_eq!(c.hooks.timeout_ms, 100);
+        assert!(err(&hooks("on_change = \"h.sh\"")).contains("hooks.on_change"));
+        assert!(err(&hooks("timeout_ms = 0")).contains("hooks.timeout_ms"));
+        assert!(err(&hooks("timeout_ms = 600001")).contains("hooks.timeout_ms"));
+        assert!(err(&hooks("on_chnage = \"/x\"")).contains("on_chnage"));
     }
 
     #[test]

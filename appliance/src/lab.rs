@@ -275,6 +275,11 @@ struct UpArgs {
     /// How long to wait for every service address to serve before giving up.
     #[arg(long, default_value_t = 10)]
     wait_secs: u64,
+    /// `[hooks] on_change` in every node config: this script runs as
+    /// `SCRIPT ADDRESS OLD_STATE NEW_STATE` (with $HOTPAIR_NODE) on each
+    /// state change of a node's address.
+    #[arg(long, value_name = "PATH")]
+    hook: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -457,6 +462,8 @@ pub struct LabOptions {
     pub half_open_timeout_ms: Option<u64>,
     /// How long to wait for the service address to serve.
     pub wait: Duration,
+    /// `[hooks] on_change` of every node (an absolute path).
+    pub hook: Option<PathBuf>,
     /// Print progress lines to stderr.
     pub verbose: bool,
 }
@@ -482,6 +489,7 @@ impl LabOptions {
             max_per_source: None,
             half_open_timeout_ms: None,
             wait: Duration::from_secs(10),
+            hook: None,
             verbose: true,
         }
     }
@@ -592,6 +600,14 @@ pub fn run(args: LabArgs) -> Result<()> {
                 max_per_source: a.max_per_source,
                 half_open_timeout_ms: a.half_open_timeout_ms,
                 wait: Duration::from_secs(a.wait_secs),
+                // The nodes run from elsewhere: the path they are given
+                // must not depend on this shell's directory.
+                hook: a
+                    .hook
+                    .map(|p| {
+                        std::path::absolute(&p).with_context(|| format!("--hook {}", p.display()))
+                    })
+                    .transpose()?,
                 verbose: true,
             };
             opts.validate()?;

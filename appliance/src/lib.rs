@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod health;
+pub mod hooks;
 pub mod lifecycle;
 pub mod link;
 pub mod logging;

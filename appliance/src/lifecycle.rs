@@ -7,7 +7,7 @@
 //! 100 ms, and at once after a takeover, a link change or the start of a
 //! planned stop), so a state that lasts less than a snapshot period may be
 //! seen only as the change around it. Nothing here blocks: the datagram to
-//! systemd is one non-blocking-sized send, hooks are queued.
+//! systemd is one small send, hooks are queued for their own thread.
 
 use std::time::Instant;
 
@@ -77,13 +77,19 @@ pub struct Lifecycle {
     stopping_said: bool,
     notifier: Option<Notifier>,
     watchdog: Option<Watchdog>,
+    hooks: Option<crate::hooks::Hooks>,
 }
 
 impl Lifecycle {
-    pub fn new(notifier: Option<Notifier>, watchdog: Option<Watchdog>) -> Lifecycle {
+    pub fn new(
+        notifier: Option<Notifier>,
+        watchdog: Option<Watchdog>,
+        hooks: Option<crate::hooks::Hooks>,
+    ) -> Lifecycle {
         Lifecycle {
             notifier,
             watchdog,
+            hooks,
             ..Lifecycle::default()
         }
     }
@@ -108,6 +114,9 @@ impl Lifecycle {
         if !changes.is_empty() {
             for c in &changes {
                 tracing::info!(address = %c.address, from = %c.old, to = %c.new, "address state");
+                if let Some(h) = self.hooks.as_mut() {
+                    h.submit(c.clone());
+                }
             }
             self.states = s
                 .addresses
@@ -127,6 +136,13 @@ impl Lifecycle {
         }
         if notice != Notice::default() {
             self.notify(&notice);
+        }
+    }
+
+    /// The node is stopping: let queued hooks run for at most `within`.
+    pub fn finish(&mut self, within: std::time::Duration) {
+        if let Some(h) = self.hooks.take() {
+            h.finish(within);
         }
     }
 
@@ -185,7 +201,7 @@ mod tests {
             String::from_utf8(b[..n].to_vec()).unwrap()
         };
         let n = Notifier::new(path.to_str().unwrap()).unwrap();
-        let mut l = Lifecycle::new(Some(n), None);
+        let mut l = Lifecycle::new(Some(n), None, None);
         let mut s = sample();
         s.addresses[0].state = "waiting".into();
         l.observe(&s);

@@ -139,7 +139,7 @@ pub fn limits(cfg: &Config) -> Limits {
 
 /// systemd's side, when run as a `Type=notify` unit: readiness and status
 /// on the notify socket, the watchdog fed from the stack loop.
-fn lifecycle() -> Result<crate::lifecycle::Lifecycle> {
+fn lifecycle(cfg: &Config) -> Result<crate::lifecycle::Lifecycle> {
     let notifier = crate::sdnotify::Notifier::from_env().context("NOTIFY_SOCKET")?;
     let watchdog = crate::sdnotify::watchdog_every().map(crate::sdnotify::Watchdog::new);
     match (&notifier, &watchdog) {
@@ -157,7 +157,18 @@ fn lifecycle() -> Result<crate::lifecycle::Lifecycle> {
         ),
         (None, None) => {}
     }
-    Ok(crate::lifecycle::Lifecycle::new(notifier, watchdog))
+    let hooks = match &cfg.hooks.on_change {
+        Some(script) => {
+            let timeout = Duration::from_millis(cfg.hooks.timeout_ms);
+            tracing::info!(script = %script.display(), timeout_ms = cfg.hooks.timeout_ms, "hooks.on_change: run on each address state change");
+            Some(
+                crate::hooks::Hooks::start(script.clone(), timeout, cfg.node.name.clone())
+                    .context("starting the hook thread")?,
+            )
+        }
+        None => None,
+    };
+    Ok(crate::lifecycle::Lifecycle::new(notifier, watchdog, hooks))
 }
 
 /// Run a node until SIGTERM/SIGINT.
@@ -260,7 +271,7 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
     let grace_waker = waker.clone();
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
     node.set_status(publisher);
-    node.set_lifecycle(lifecycle()?);
+    node.set_lifecycle(lifecycle(&cfg)?);
     node.set_relink(crate::service::Relink { setups, to_stack });
     let admin_path = cfg.admin_socket();
     let admin = crate::admin::bind(&admin_path)?;
@@ -328,6 +339,11 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         let _ = shell.run(&mut node, &GRACE_OVER);
     }
     node.leave(Duration::from_millis(500));
+    // The `leaving` changes are queued: give the hook that long to see
+    // them (the peer has taken over already; this only delays the exit).
+    if let Some(mut l) = node.take_lifecycle() {
+        l.finish(Duration::from_millis(cfg.hooks.timeout_ms.min(2000)));
+    }
     if ran.is_err() {
         let _ = std::fs::remove_file(&admin_path);
     }
