@@ -85,6 +85,9 @@ impl Default for HooksSection {
     }
 }
 
+/// The longest `rejoin_delay_ms`: ten minutes.
+pub const MAX_REJOIN_DELAY_MS: u64 = 600_000;
+
 pub fn default_hook_timeout() -> u64 {
     5000
 }
@@ -148,6 +151,10 @@ pub struct HeartbeatSection {
     /// How long a starting node waits for its peers before it serves alone.
     #[serde(default = "default_cold_start")]
     pub cold_start_ms: u64,
+    /// How long a starting node waits before it opens its links (and so
+    /// before it can take a role back from a peer that took over).
+    #[serde(default)]
+    pub rejoin_delay_ms: u64,
 }
 
 /// A role's name in a config: `owner` (or `ingress`), `primary`, `alone`
@@ -229,6 +236,10 @@ pub struct ReplicationSection {
     /// (a cold start after a power cut that only this node survived).
     #[serde(default = "default_cold_start")]
     pub cold_start_ms: u64,
+    /// How long a starting node waits before it opens its link (and so
+    /// before it can take its role back from a peer that took over).
+    #[serde(default)]
+    pub rejoin_delay_ms: u64,
 }
 
 /// Default heartbeat interval. 50 ms with a 150 ms timeout held with no
@@ -527,6 +538,15 @@ impl Config {
         cfg.validate()?;
         cfg.link_keys()?;
         Ok(cfg)
+    }
+
+    /// `rejoin_delay_ms` of `[replication]` or `[heartbeat]` (0 without).
+    pub fn rejoin_delay_ms(&self) -> u64 {
+        match (&self.replication, &self.heartbeat) {
+            (Some(r), _) => r.rejoin_delay_ms,
+            (None, Some(h)) => h.rejoin_delay_ms,
+            (None, None) => 0,
+        }
     }
 
     /// The admin socket's path: `[admin] socket`, or
@@ -838,6 +858,17 @@ impl Config {
                 bail!("hooks.on_change: {p:?} must be an absolute path");
             }
         }
+        if self.rejoin_delay_ms() > MAX_REJOIN_DELAY_MS {
+            let key = if self.replication.is_some() {
+                "replication"
+            } else {
+                "heartbeat"
+            };
+            bail!(
+                "{key}.rejoin_delay_ms: {} must be at most {MAX_REJOIN_DELAY_MS}",
+                self.rejoin_delay_ms()
+            );
+        }
         if self.hooks.timeout_ms == 0 || self.hooks.timeout_ms > 600_000 {
             bail!(
                 "hooks.timeout_ms: {} must be within 1..=600000",
@@ -978,6 +1009,20 @@ address = "10.77.0.10"
 
     fn err(text: &str) -> String {
         format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn rejoin_delay_in_either_form() {
+        assert_eq!(Config::parse(&base()).unwrap().rejoin_delay_ms(), 0);
+        let text = base().replace("[service]", "[link]\ndanger_plaintext = true\n[replication]\nrole = \"primary\"\nlisten = \"10.0.0.1:7700\"\nrejoin_delay_ms = 1500\n[service]");
+        let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+        assert_eq!(c.rejoin_delay_ms(), 1500);
+        let text = text.replace("1500", "600001");
+        assert!(
+            err(&text).contains("replication.rejoin_delay_ms"),
+            "{}",
+            err(&text)
+        );
     }
 
     #[test]

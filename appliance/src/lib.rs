@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod out;
+pub mod rejoin;
 pub mod sdnotify;
 pub mod secure;
 pub mod service;

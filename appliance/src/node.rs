@@ -257,18 +257,20 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
     }
     let (to_stack, from_links) = mpsc::channel();
     let mut setups = Vec::new();
-    for ((i, p), key) in topo.peers.iter().enumerate().zip(keys) {
+    for (p, key) in topo.peers.iter().zip(keys) {
         let setup = match p.link {
             LinkEnd::Listen(a) => LinkSetup::Listen(a),
             LinkEnd::Connect(a) => LinkSetup::Connect(a),
         };
-        setups.push((setup.clone(), key.clone()));
-        runtime.spawn(link::run(setup, key, i, to_stack.clone(), waker.clone()));
+        setups.push((setup, key));
     }
+    let first_links: Vec<_> = setups.clone();
     let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
     let (publisher, status_rx) = crate::admin::StatusPublisher::new(now, Some(waker.clone()));
     let stop_waker = waker.clone();
     let grace_waker = waker.clone();
+    let link_waker = waker.clone();
+    let first_to_stack = to_stack.clone();
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
     node.set_status(publisher);
     node.set_lifecycle(lifecycle(&cfg)?);
@@ -276,6 +278,18 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
     let admin_path = cfg.admin_socket();
     let admin = crate::admin::bind(&admin_path)?;
     tracing::info!(socket = %admin_path.display(), "admin socket (hotpair status)");
+    // Preemption control (rejoin.rs): the links open after
+    // `rejoin_delay_ms`, longer while crash-looping; the admin socket's
+    // directory (made by `bind`) keeps the count of starts.
+    let starts = crate::rejoin::starts_file(&admin_path);
+    let link_delay = crate::rejoin::on_start(&starts, Duration::from_millis(cfg.rejoin_delay_ms()));
+    for (i, (setup, key)) in first_links.into_iter().enumerate() {
+        let (to_stack, waker) = (first_to_stack.clone(), link_waker.clone());
+        runtime.spawn(async move {
+            tokio::time::sleep(link_delay).await;
+            link::run(setup, key, i, to_stack, waker).await;
+        });
+    }
     // `hotpair switchover`: the SIGTERM path, asked on the admin socket.
     let switchover: crate::admin::SwitchoverAction = Arc::new(move || {
         STOP.store(true, Ordering::Relaxed);
@@ -359,6 +373,7 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         );
     }
     tracing::info!(rx = sh.rx_frames, tx = sh.tx_frames, "stopped");
+    crate::rejoin::on_clean_stop(&starts);
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_file(&admin_path);
     Ok(())
