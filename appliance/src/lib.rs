@@ -5,6 +5,7 @@
 //! over the stack's sans-IO engine in virtual time.
 
 pub mod admin;
+pub mod capture;
 pub mod config;
 pub mod health;
 pub mod hooks;

@@ -60,6 +60,10 @@ struct NodeArgs {
     /// Write every frame the node sees to this pcap file.
     #[arg(long)]
     pcap: Option<std::path::PathBuf>,
+    /// Stop writing the --pcap file at this size (whole frames; one
+    /// warning); the node runs on.
+    #[arg(long, value_name = "BYTES", default_value_t = hotpair::capture::DEFAULT_MAX_BYTES, requires = "pcap")]
+    pcap_max_bytes: u64,
     /// Log lines: `journald` prefixes each with its syslog priority
     /// (`<4>` for warn …) so journald ranks it; `auto` does so when stderr
     /// is the journal (`$JOURNAL_STREAM`).
@@ -207,7 +211,7 @@ fn main() -> Result<ExitCode> {
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
-            node::run(cfg, args.pcap)
+            node::run(cfg, args.pcap, args.pcap_max_bytes)
         }
         Command::Lab(args) => lab::run(args),
         Command::Demo(args) => demo::run(args),

@@ -172,7 +172,7 @@ fn lifecycle(cfg: &Config) -> Result<crate::lifecycle::Lifecycle> {
 }
 
 /// Run a node until SIGTERM/SIGINT.
-pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
+pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()> {
     let topo = cfg.topology()?;
     let (routes, upstreams) = build_routes(&cfg)?;
     let mac = config::parse_mac(&cfg.node.mac)?;
@@ -199,9 +199,9 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         Some(path) => {
             let f = std::fs::File::create(&path)
                 .with_context(|| format!("creating {}", path.display()))?;
-            Some(PcapSink::new(Box::new(std::io::BufWriter::with_capacity(
-                1 << 20,
-                f,
+            Some(PcapSink::new(Box::new(crate::capture::Capped::new(
+                std::io::BufWriter::with_capacity(1 << 20, f),
+                pcap_max_bytes,
             )))?)
         }
         None => None,
