@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod capture;
 pub mod config;
+mod config_doc;
 pub mod health;
 pub mod hooks;
 pub mod lifecycle;
