@@ -43,6 +43,9 @@ pub struct Config {
     /// checked).
     #[serde(default)]
     pub lan_check: Option<LanCheckSection>,
+    /// State-change hooks (keepalived's `notify`): `hooks.rs`.
+    #[serde(default)]
+    pub hooks: HooksSection,
     /// Said loudly at start and by `--check`: found by [`Config::load`]
     /// (a key file others can read).
     #[serde(skip)]
@@ -62,6 +65,35 @@ pub struct AdminSection {
     /// kernel TCP address, e.g. "127.0.0.1:9464". Off when absent.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+}
+
+/// `[hooks]`: a script run on every state change of a service address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// Run as `SCRIPT ADDRESS OLD_STATE NEW_STATE` (absolute path,
+    /// executable). Off when absent.
+    #[serde(default)]
+    pub on_change: Option<PathBuf>,
+    /// Each run's limit; killed past it (with its process group).
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            on_change: None,
+            timeout_ms: default_hook_timeout(),
+        }
+    }
+}
+
+/// The longest `rejoin_delay_ms`: ten minutes.
+pub const MAX_REJOIN_DELAY_MS: u64 = 600_000;
+
+pub fn default_hook_timeout() -> u64 {
+    5000
 }
 
 /// Where the admin sockets live by default.
@@ -123,6 +155,10 @@ pub struct HeartbeatSection {
     /// How long a starting node waits for its peers before it serves alone.
     #[serde(default = "default_cold_start")]
     pub cold_start_ms: u64,
+    /// How long a starting node waits before it opens its links (and so
+    /// before it can take a role back from a peer that took over).
+    #[serde(default)]
+    pub rejoin_delay_ms: u64,
 }
 
 /// A role's name in a config: `owner` (or `ingress`), `primary`, `alone`
@@ -204,6 +240,10 @@ pub struct ReplicationSection {
     /// (a cold start after a power cut that only this node survived).
     #[serde(default = "default_cold_start")]
     pub cold_start_ms: u64,
+    /// How long a starting node waits before it opens its link (and so
+    /// before it can take its role back from a peer that took over).
+    #[serde(default)]
+    pub rejoin_delay_ms: u64,
 }
 
 /// Default heartbeat interval. 50 ms with a 150 ms timeout held with no
@@ -504,6 +544,24 @@ impl Config {
                 cfg.warnings.push(w);
             }
         }
+        // A hook that cannot run is not worth refusing to serve: said by
+        // --check and at start, and at warn on each change it misses.
+        if let Some(p) = &cfg.hooks.on_change {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::metadata(p) {
+                Err(e) => cfg.warnings.push(format!(
+                    "hooks.on_change: {}: {e}: no hook will run",
+                    p.display()
+                )),
+                Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => {
+                    cfg.warnings.push(format!(
+                        "hooks.on_change: {} is not an executable file: no hook will run",
+                        p.display()
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
         Ok(cfg)
     }
 
@@ -512,6 +570,15 @@ impl Config {
         cfg.validate()?;
         cfg.link_keys()?;
         Ok(cfg)
+    }
+
+    /// `rejoin_delay_ms` of `[replication]` or `[heartbeat]` (0 without).
+    pub fn rejoin_delay_ms(&self) -> u64 {
+        match (&self.replication, &self.heartbeat) {
+            (Some(r), _) => r.rejoin_delay_ms,
+            (None, Some(h)) => h.rejoin_delay_ms,
+            (None, None) => 0,
+        }
     }
 
     /// The admin socket's path: `[admin] socket`, or
@@ -844,6 +911,30 @@ impl Config {
                 bail!("admin.metrics: {m} needs a port");
             }
         }
+        if let Some(p) = &self.hooks.on_change {
+            // Run from the node's working directory (/ under systemd): a
+            // relative path would depend on where it was started.
+            if !p.is_absolute() {
+                bail!("hooks.on_change: {p:?} must be an absolute path");
+            }
+        }
+        if self.rejoin_delay_ms() > MAX_REJOIN_DELAY_MS {
+            let key = if self.replication.is_some() {
+                "replication"
+            } else {
+                "heartbeat"
+            };
+            bail!(
+                "{key}.rejoin_delay_ms: {} must be at most {MAX_REJOIN_DELAY_MS}",
+                self.rejoin_delay_ms()
+            );
+        }
+        if self.hooks.timeout_ms == 0 || self.hooks.timeout_ms > 600_000 {
+            bail!(
+                "hooks.timeout_ms: {} must be within 1..=600000",
+                self.hooks.timeout_ms
+            );
+        }
         let h = &self.http;
         if h.max_header_bytes < 256 || h.max_header_bytes > (1 << 20) {
             bail!(
@@ -978,6 +1069,37 @@ address = "10.77.0.10"
 
     fn err(text: &str) -> String {
         format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn rejoin_delay_in_either_form() {
+        assert_eq!(Config::parse(&base()).unwrap().rejoin_delay_ms(), 0);
+        let text = base().replace("[service]", "[link]\ndanger_plaintext = true\n[replication]\nrole = \"primary\"\nlisten = \"10.0.0.1:7700\"\nrejoin_delay_ms = 1500\n[service]");
+        let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+        assert_eq!(c.rejoin_delay_ms(), 1500);
+        let text = text.replace("1500", "600001");
+        assert!(
+            err(&text).contains("replication.rejoin_delay_ms"),
+            "{}",
+            err(&text)
+        );
+    }
+
+    #[test]
+    fn hooks_section_defaults_and_checks() {
+        let c = Config::parse(&base()).unwrap();
+        assert_eq!(
+            (c.hooks.on_change.as_ref(), c.hooks.timeout_ms),
+            (None, 5000)
+        );
+        let hooks = |body: &str| base() + "[hooks]\n" + body + "\n";
+        let c = Config::parse(&hooks("on_change = \"/x/h.sh\"\ntimeout_ms = 100")).unwrap();
+        assert_eq!(c.hooks.on_change.as_deref(), Some(Path::new("/x/h.sh")));
+        assert_eq!(c.hooks.timeout_ms, 100);
+        assert!(err(&hooks("on_change = \"h.sh\"")).contains("hooks.on_change"));
+        assert!(err(&hooks("timeout_ms = 0")).contains("hooks.timeout_ms"));
+        assert!(err(&hooks("timeout_ms = 600001")).contains("hooks.timeout_ms"));
+        assert!(err(&hooks("on_chnage = \"/x\"")).contains("on_chnage"));
     }
 
     #[test]

@@ -6,12 +6,19 @@
 //! [`service::NodeService`] over the stack's sans-IO engine in virtual time.
 
 pub mod admin;
+pub mod capture;
 pub mod config;
+mod config_doc;
 pub mod health;
+pub mod hooks;
+pub mod lifecycle;
 pub mod link;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod out;
+pub mod rejoin;
+pub mod sdnotify;
 pub mod secure;
 pub mod service;
 pub mod stall;

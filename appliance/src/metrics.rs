@@ -96,11 +96,23 @@ pub fn render(s: &Status) -> String {
         "The hotpair build (value 1), by version.",
     );
     f.sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    // Points in time as Unix timestamps (Prometheus's convention, as
+    // process_start_time_seconds): `time() - x` is the age, and a value
+    // that does not move is not mistaken for a stalled scrape.
+    let taken_s = s.taken_at_unix_ms as f64 / 1e3;
+    let mut f = family(
+        &mut o,
+        "hotpair_start_time_seconds",
+        "gauge",
+        "When the node started (Unix time).",
+    );
+    f.sample(&[], taken_s - s.uptime_s);
     let mut f = family(
         &mut o,
         "hotpair_uptime_seconds",
         "gauge",
-        "Seconds since the node started.",
+        "DEPRECATED, removed in the next release: use time() - hotpair_start_time_seconds. \
+         Seconds since the node started.",
     );
     f.sample(&[], s.uptime_s);
 
@@ -211,9 +223,25 @@ pub fn render(s: &Status) -> String {
     }
     let mut f = family(
         &mut o,
+        "hotpair_peer_last_heard_timestamp_seconds",
+        "gauge",
+        "When anything was last heard from the address's peer (Unix time).",
+    );
+    for a in &s.addresses {
+        if let Some(p) = &a.peer {
+            f.sample(
+                &[("address", &a.address), ("peer", &p.name)],
+                taken_s - p.last_heard_ms as f64 / 1e3,
+            );
+        }
+    }
+    let mut f = family(
+        &mut o,
         "hotpair_peer_last_heard_seconds",
         "gauge",
-        "Seconds since anything was heard from the address's peer.",
+        "DEPRECATED, removed in the next release: use time() - \
+         hotpair_peer_last_heard_timestamp_seconds. Seconds since anything was heard from \
+         the address's peer.",
     );
     for a in &s.addresses {
         if let Some(p) = &a.peer {
@@ -222,6 +250,15 @@ pub fn render(s: &Status) -> String {
                 p.last_heard_ms as f64 / 1e3,
             );
         }
+    }
+    let mut f = family(
+        &mut o,
+        "hotpair_link_last_change_timestamp_seconds",
+        "gauge",
+        "When the replication link last came up or went down (Unix time).",
+    );
+    for p in s.peers.iter().filter(|p| p.since_unix_ms > 0) {
+        f.sample(&[("peer", &p.name)], p.since_unix_ms as f64 / 1e3);
     }
     let mut f = family(
         &mut o,
@@ -628,6 +665,13 @@ mod tests {
                 "hotpair_build_info{{version=\"{}\"}} 1",
                 env!("CARGO_PKG_VERSION")
             ),
+            "hotpair_start_time_seconds 987.5",
+            "hotpair_peer_last_heard_timestamp_seconds{address=\"10.77.0.10\",peer=\"n1\"} 999.1",
+            "hotpair_link_last_change_timestamp_seconds{peer=\"n1\"} 999",
+            // The "seconds since" gauges, one release more, said deprecated.
+            "# HELP hotpair_uptime_seconds DEPRECATED",
+            "hotpair_uptime_seconds 12.5",
+            "# HELP hotpair_peer_last_heard_seconds DEPRECATED",
             "# TYPE hotpair_request_duration_seconds histogram",
             "hotpair_request_duration_seconds_bucket{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\",le=\"0.001\"} 1",
             "hotpair_request_duration_seconds_bucket{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\",le=\"+Inf\"} 2",

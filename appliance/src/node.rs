@@ -137,8 +137,42 @@ pub fn limits(cfg: &Config) -> Limits {
     }
 }
 
+/// systemd's side, when run as a `Type=notify` unit: readiness and status
+/// on the notify socket, the watchdog fed from the stack loop.
+fn lifecycle(cfg: &Config) -> Result<crate::lifecycle::Lifecycle> {
+    let notifier = crate::sdnotify::Notifier::from_env().context("NOTIFY_SOCKET")?;
+    let watchdog = crate::sdnotify::watchdog_every().map(crate::sdnotify::Watchdog::new);
+    match (&notifier, &watchdog) {
+        (Some(_), Some(w)) => {
+            tracing::info!(
+                every_ms = w.every().as_millis() as u64,
+                "systemd: notify socket, watchdog fed from the stack loop"
+            )
+        }
+        (Some(_), None) => {
+            tracing::info!("systemd: notify socket (READY=1 once every address serves)")
+        }
+        (None, Some(_)) => tracing::warn!(
+            "WATCHDOG_USEC is set but NOTIFY_SOCKET is not: the watchdog cannot be fed"
+        ),
+        (None, None) => {}
+    }
+    let hooks = match &cfg.hooks.on_change {
+        Some(script) => {
+            let timeout = Duration::from_millis(cfg.hooks.timeout_ms);
+            tracing::info!(script = %script.display(), timeout_ms = cfg.hooks.timeout_ms, "hooks.on_change: run on each address state change");
+            Some(
+                crate::hooks::Hooks::start(script.clone(), timeout, cfg.node.name.clone())
+                    .context("starting the hook thread")?,
+            )
+        }
+        None => None,
+    };
+    Ok(crate::lifecycle::Lifecycle::new(notifier, watchdog, hooks))
+}
+
 /// Run a node until SIGTERM/SIGINT.
-pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
+pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()> {
     let topo = cfg.topology()?;
     let (routes, upstreams) = build_routes(&cfg)?;
     let mac = config::parse_mac(&cfg.node.mac)?;
@@ -165,9 +199,9 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         Some(path) => {
             let f = std::fs::File::create(&path)
                 .with_context(|| format!("creating {}", path.display()))?;
-            Some(PcapSink::new(Box::new(std::io::BufWriter::with_capacity(
-                1 << 20,
-                f,
+            Some(PcapSink::new(Box::new(crate::capture::Capped::new(
+                std::io::BufWriter::with_capacity(1 << 20, f),
+                pcap_max_bytes,
             )))?)
         }
         None => None,
@@ -224,24 +258,39 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
     }
     let (to_stack, from_links) = mpsc::channel();
     let mut setups = Vec::new();
-    for ((i, p), key) in topo.peers.iter().enumerate().zip(keys) {
+    for (p, key) in topo.peers.iter().zip(keys) {
         let setup = match p.link {
             LinkEnd::Listen(a) => LinkSetup::Listen(a),
             LinkEnd::Connect(a) => LinkSetup::Connect(a),
         };
-        setups.push((setup.clone(), key.clone()));
-        runtime.spawn(link::run(setup, key, i, to_stack.clone(), waker.clone()));
+        setups.push((setup, key));
     }
+    let first_links: Vec<_> = setups.clone();
     let mut shell = Shell::new(tap, pcap, waker.clone()).context("building the TAP shell")?;
     let (publisher, status_rx) = crate::admin::StatusPublisher::new(now, Some(waker.clone()));
     let stop_waker = waker.clone();
     let grace_waker = waker.clone();
+    let link_waker = waker.clone();
+    let first_to_stack = to_stack.clone();
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
     node.set_status(publisher);
+    node.set_lifecycle(lifecycle(&cfg)?);
     node.set_relink(crate::service::Relink { setups, to_stack });
     let admin_path = cfg.admin_socket();
     let admin = crate::admin::bind(&admin_path)?;
     tracing::info!(socket = %admin_path.display(), "admin socket (hotpair status)");
+    // Preemption control (rejoin.rs): the links open after
+    // `rejoin_delay_ms`, longer while crash-looping; the admin socket's
+    // directory (made by `bind`) keeps the count of starts.
+    let starts = crate::rejoin::starts_file(&admin_path);
+    let link_delay = crate::rejoin::on_start(&starts, Duration::from_millis(cfg.rejoin_delay_ms()));
+    for (i, (setup, key)) in first_links.into_iter().enumerate() {
+        let (to_stack, waker) = (first_to_stack.clone(), link_waker.clone());
+        runtime.spawn(async move {
+            tokio::time::sleep(link_delay).await;
+            link::run(setup, key, i, to_stack, waker).await;
+        });
+    }
     // `hotpair switchover`: the SIGTERM path, asked on the admin socket.
     let switchover: crate::admin::SwitchoverAction = Arc::new(move || {
         STOP.store(true, Ordering::Relaxed);
@@ -305,6 +354,11 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         let _ = shell.run(&mut node, &GRACE_OVER);
     }
     node.leave(Duration::from_millis(500));
+    // The `leaving` changes are queued: give the hook that long to see
+    // them (the peer has taken over already; this only delays the exit).
+    if let Some(mut l) = node.take_lifecycle() {
+        l.finish(Duration::from_millis(cfg.hooks.timeout_ms.min(2000)));
+    }
     if ran.is_err() {
         let _ = std::fs::remove_file(&admin_path);
     }
@@ -320,6 +374,7 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>) -> Result<()> {
         );
     }
     tracing::info!(rx = sh.rx_frames, tx = sh.tx_frames, "stopped");
+    crate::rejoin::on_clean_stop(&starts);
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_file(&admin_path);
     Ok(())

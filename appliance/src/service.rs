@@ -236,6 +236,8 @@ pub struct NodeShell {
     /// does not allow it (this node's LAN is down: a session would make it
     /// take back an address it cannot serve).
     held: Vec<bool>,
+    /// systemd notifications and hooks, fed with each snapshot.
+    lifecycle: Option<crate::lifecycle::Lifecycle>,
 }
 
 /// What a lost link needs to be tried again: a new link task per loss.
@@ -267,6 +269,7 @@ impl NodeShell {
             status: None,
             relink: None,
             held: (0..core_peers).map(|_| false).collect(),
+            lifecycle: None,
         }
     }
 
@@ -304,6 +307,16 @@ impl NodeShell {
         self.status = Some(p);
     }
 
+    /// Tell systemd and the hooks about each snapshot (`set_status` first).
+    pub fn set_lifecycle(&mut self, l: crate::lifecycle::Lifecycle) {
+        self.lifecycle = Some(l);
+    }
+
+    /// The lifecycle observer, taken back when the node stops.
+    pub fn take_lifecycle(&mut self) -> Option<crate::lifecycle::Lifecycle> {
+        self.lifecycle.take()
+    }
+
     /// Takeovers the core reported, and a snapshot when one is due.
     fn publish_status(&mut self, now: Instant) {
         let Some(st) = self.status.as_mut() else {
@@ -327,7 +340,10 @@ impl NodeShell {
                 })
             })
             .collect();
-        st.maybe_publish(&self.core, &links, now);
+        let published = st.maybe_publish(&self.core, &links, now);
+        if let (Some(s), Some(l)) = (published, self.lifecycle.as_mut()) {
+            l.observe(&s);
+        }
     }
 
     /// A planned stop, first step: tell every peer (`Leaving`); nothing
@@ -547,6 +563,9 @@ impl Node for NodeShell {
         self.run_jobs();
         busy |= self.write_links(now);
         self.publish_status(now);
+        if let Some(l) = self.lifecycle.as_mut() {
+            l.tick(now);
+        }
         // A link whose peer was declared dead carries nothing any more:
         // drop it and try again (the peer may come back and rejoin).
         for peer in 0..self.links.len() {

@@ -45,6 +45,44 @@ enum Command {
     /// Write matched node configs (roles, MACs, link endpoints, fresh link
     /// keys) for a duplex pair, a dual-role pair or a ring.
     Pair(pair::PairArgs),
+    /// Print a shell completion script, e.g.
+    /// `hotpair completions bash > /etc/bash_completion.d/hotpair`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `hotpair man > hotpair.1; man ./hotpair.1`.
+    Man,
+}
+
+/// The completion script for `shell`.
+fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "hotpair", &mut out);
+    out
+}
+
+/// The man page: hotpair(1), with each subcommand's options.
+fn man_page() -> Result<Vec<u8>> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut out)
+        .context("rendering the man page")?;
+    // clap_mangen renders one command; the subcommands' options follow as
+    // sections of their own.
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("hotpair {}", sub.get_name());
+        out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        let man = clap_mangen::Man::new(sub.clone());
+        man.render_description_section(&mut out)
+            .and_then(|_| man.render_options_section(&mut out))
+            .with_context(|| format!("rendering {name}"))?;
+    }
+    Ok(out)
 }
 
 #[derive(clap::Args)]
@@ -58,6 +96,15 @@ struct NodeArgs {
     /// Write every frame the node sees to this pcap file.
     #[arg(long)]
     pcap: Option<std::path::PathBuf>,
+    /// Stop writing the --pcap file at this size (whole frames; one
+    /// warning); the node runs on.
+    #[arg(long, value_name = "BYTES", default_value_t = hotpair::capture::DEFAULT_MAX_BYTES, requires = "pcap")]
+    pcap_max_bytes: u64,
+    /// Log lines: `journald` prefixes each with its syslog priority
+    /// (`<4>` for warn …) so journald ranks it; `auto` does so when stderr
+    /// is the journal (`$JOURNAL_STREAM`).
+    #[arg(long, value_enum, default_value = "auto")]
+    log_format: hotpair::logging::LogFormat,
 }
 
 #[derive(clap::Args)]
@@ -184,19 +231,6 @@ fn status_check(args: StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(verdict.code()))
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: node logs usually go to files.
-    use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
@@ -209,11 +243,11 @@ fn main() -> Result<ExitCode> {
                 outln!("{}: ok", args.config.display())?;
                 return Ok(ExitCode::SUCCESS);
             }
-            init_tracing();
+            hotpair::logging::init(args.log_format);
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
-            node::run(cfg, args.pcap)
+            node::run(cfg, args.pcap, args.pcap_max_bytes)
         }
         Command::Lab(args) => lab::run(args),
         Command::Demo(args) => demo::run(args),
@@ -221,6 +255,45 @@ fn main() -> Result<ExitCode> {
         Command::Pair(args) => pair::run(args),
         Command::Status(args) => return status(args),
         Command::Switchover(args) => switchover(args),
+        // Both are text (UTF-8), written through `out!` so that `| head`
+        // does not panic.
+        Command::Completions { shell } => {
+            hotpair::out!("{}", String::from_utf8_lossy(&completions(shell)))
+        }
+        Command::Man => hotpair::out!("{}", String::from_utf8_lossy(&man_page()?)),
     }?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_know_every_subcommand() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let text = String::from_utf8(completions(shell)).unwrap();
+            for sub in ["node", "status", "switchover", "pair", "lab", "man"] {
+                assert!(text.contains(sub), "{shell}: no {sub}");
+            }
+            assert!(text.contains("pcap-max-bytes"), "{shell}");
+        }
+    }
+
+    #[test]
+    fn the_man_page_has_every_subcommand_and_its_options() {
+        let text = String::from_utf8(man_page().unwrap()).unwrap();
+        assert!(text.contains(".TH hotpair 1"), "{text}");
+        for sub in ["NODE", "STATUS", "SWITCHOVER", "PAIR", "LAB", "COMPLETIONS"] {
+            assert!(
+                text.contains(&format!(".SH \"HOTPAIR {sub}\"")),
+                "no {sub} section"
+            );
+        }
+        assert!(text.contains("log\\-format"), "no --log-format");
+    }
 }

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::control::{cleanup, exec, kill, load_lab, restart, signal_node};
 use super::status::print_status;
@@ -215,6 +215,11 @@ struct UpArgs {
     /// How long to wait for every service address to serve before giving up.
     #[arg(long, default_value_t = 10)]
     wait_secs: u64,
+    /// `[hooks] on_change` in every node config: this script runs as
+    /// `SCRIPT ADDRESS OLD_STATE NEW_STATE` (with $HOTPAIR_NODE) on each
+    /// state change of a node's address.
+    #[arg(long, value_name = "PATH")]
+    hook: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -285,6 +290,14 @@ pub fn run(args: LabArgs) -> Result<()> {
                 max_per_source: a.max_per_source,
                 half_open_timeout_ms: a.half_open_timeout_ms,
                 wait: Duration::from_secs(a.wait_secs),
+                // The nodes run from elsewhere: the path they are given
+                // must not depend on this shell's directory.
+                hook: a
+                    .hook
+                    .map(|p| {
+                        std::path::absolute(&p).with_context(|| format!("--hook {}", p.display()))
+                    })
+                    .transpose()?,
                 verbose: true,
             };
             opts.validate()?;

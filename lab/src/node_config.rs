@@ -23,10 +23,22 @@ fn pool_keys(opts: &LabOptions) -> String {
 
 /// The node configuration, in the format `hotpair node --config` reads.
 pub fn node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> String {
-    match state.mode {
+    let mut text = match state.mode {
         Mode::Simplex | Mode::Duplex => legacy_config(state, node, opts),
         Mode::DualRole | Mode::Ring => general_config(state, node, opts),
+    };
+    if let Some(hook) = &opts.hook {
+        text.push_str(&format!(
+            "\n[hooks]\non_change = {}\n",
+            toml_string(&hook.to_string_lossy())
+        ));
     }
+    text
+}
+
+/// A TOML basic string (quotes and backslashes escaped).
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 pub fn write_node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Result<()> {
@@ -299,6 +311,30 @@ mod tests {
                 .unwrap()
                 .link_keys()
                 .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_hook_goes_into_every_config() {
+        let mut opts = LabOptions::new("hp");
+        for mode in [Mode::Simplex, Mode::Duplex, Mode::DualRole, Mode::Ring] {
+            let state = mode_state(mode, mode.node_count(3), ReplNet::Shared);
+            for n in &state.nodes {
+                assert!(!node_config(&state, n, &opts).contains("[hooks]"));
+            }
+        }
+        opts.hook = Some("/tmp/a \"b\"/hook.sh".into());
+        for mode in [Mode::Simplex, Mode::Duplex, Mode::DualRole, Mode::Ring] {
+            let state = mode_state(mode, mode.node_count(3), ReplNet::Shared);
+            for n in &state.nodes {
+                let text = node_config(&state, n, &opts);
+                let c: hotpair::config::Config = toml::from_str(&text).unwrap();
+                assert_eq!(
+                    c.hooks.on_change.as_deref(),
+                    Some(std::path::Path::new("/tmp/a \"b\"/hook.sh")),
+                    "{text}"
+                );
+            }
         }
     }
 

@@ -75,6 +75,8 @@ pub struct LabOptions {
     pub half_open_timeout_ms: Option<u64>,
     /// How long to wait for the service address to serve.
     pub wait: Duration,
+    /// `[hooks] on_change` of every node (an absolute path).
+    pub hook: Option<std::path::PathBuf>,
     /// Print progress lines to stderr.
     pub verbose: bool,
 }
@@ -100,6 +102,7 @@ impl LabOptions {
             max_per_source: None,
             half_open_timeout_ms: None,
             wait: Duration::from_secs(10),
+            hook: None,
             verbose: true,
         }
     }

@@ -144,6 +144,23 @@ fn journal(c: &str) -> String {
     )
 }
 
+/// One property of the unit in a node's container.
+fn show(c: &str, prop: &str) -> String {
+    docker_ok(
+        &[
+            "exec",
+            c,
+            "systemctl",
+            "show",
+            "-p",
+            prop,
+            "--value",
+            "hotpair",
+        ],
+        Duration::from_secs(20),
+    )
+}
+
 #[test]
 fn systemd_unit_pair_primary_stopped_mid_download() {
     let test = "systemd_unit_pair_primary_stopped_mid_download";
@@ -242,16 +259,27 @@ fn systemd_unit_pair_primary_stopped_mid_download() {
         nodes.push(c);
     }
     let (n1, n2) = (nodes[0].clone(), nodes[1].clone());
+    // Docker gave eth0 the address too; on a host only br0 has it
+    // (networkd keeps a foreign address on a bridge port). Taken away
+    // first: the pair's link goes over br0, and with Type=notify the unit
+    // is not `active` (nor the boot finished) before the node serves.
+    for c in [&n1, &n2] {
+        docker_ok(
+            &["exec", c, "ip", "-4", "addr", "flush", "dev", "eth0"],
+            Duration::from_secs(20),
+        );
+    }
     for c in [&n1, &n2] {
         let out = docker(
             &["exec", c, "systemctl", "is-system-running", "--wait"],
             Duration::from_secs(90),
         );
         let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let hotpair = docker_ok(
+        let hotpair = docker(
             &["exec", c, "systemctl", "is-active", "hotpair"],
             Duration::from_secs(20),
         );
+        let hotpair = String::from_utf8_lossy(&hotpair.stdout).trim().to_owned();
         let failed = docker(
             &["exec", c, "systemctl", "--failed", "--no-pager", "--plain"],
             Duration::from_secs(20),
@@ -268,12 +296,6 @@ fn systemd_unit_pair_primary_stopped_mid_download() {
             }
         ));
         assert_eq!(hotpair, "active", "[{test}] {c}\n{}", journal(c));
-        // Docker gave eth0 the address too; on a host only br0 has it
-        // (networkd keeps a foreign address on a bridge port).
-        docker_ok(
-            &["exec", c, "ip", "-4", "addr", "flush", "dev", "eth0"],
-            Duration::from_secs(20),
-        );
     }
     // The link up on both; a unit that failed (a sandbox that breaks the
     // node) fails the test at once, with its journal.
@@ -303,6 +325,42 @@ fn systemd_unit_pair_primary_stopped_mid_download() {
         "[{test}] pair up under systemd on {net} in {:.1} s",
         t0.elapsed().as_secs_f64()
     ));
+
+    // Type=notify: `active` only through READY=1 (the node logs it when it
+    // says it), STATUS= the addresses' states, the watchdog fed.
+    for c in [&n1, &n2] {
+        let j = journal(c);
+        assert!(
+            j.contains("ready: serving every address (READY=1"),
+            "[{test}] {c} never said READY=1\n{j}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let text = show(c, "StatusText");
+            if text.contains("replicated") || Instant::now() >= deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            text.starts_with(&format!("{}: ", if c == &n1 { "n1" } else { "n2" }))
+                && text.contains(&format!("{}.200", set.net24))
+                && text.contains("replicated"),
+            "[{test}] {c}: StatusText={text}"
+        );
+        assert_eq!(show(c, "Type"), "notify", "[{test}] {c}");
+        assert_eq!(show(c, "WatchdogUSec"), "10s", "[{test}] {c}");
+        let fed = show(c, "WatchdogTimestampMonotonic");
+        std::thread::sleep(Duration::from_secs(6));
+        let fed_again = show(c, "WatchdogTimestampMonotonic");
+        assert!(
+            fed != "0" && fed_again.parse::<u64>().unwrap_or(0) > fed.parse::<u64>().unwrap_or(0),
+            "[{test}] {c}: the watchdog was not fed ({fed} then {fed_again})"
+        );
+        report(&format!(
+            "[{test}] {c}: Type=notify, StatusText={text:?}, watchdog fed"
+        ));
+    }
 
     // The unit's sandbox, as the kernel sees the node's process.
     let pid = docker_ok(
@@ -388,6 +446,13 @@ fn systemd_unit_pair_primary_stopped_mid_download() {
         j2.contains("replication peer leaving (planned stop)"),
         "[{test}] n2 did not hear Leaving\n{j2}"
     );
+    // STATUS= follows the takeover: n2, the owner, serves alone now.
+    let text = show(&n2, "StatusText");
+    assert!(
+        text.contains("promoted"),
+        "[{test}] n2's StatusText after the takeover: {text}\n{j2}"
+    );
+    report(&format!("[{test}] n2 after the stop: StatusText={text:?}"));
     report(&format!(
         "[{test}] passed in {:.1} s",
         t0.elapsed().as_secs_f64()

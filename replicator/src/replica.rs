@@ -1495,7 +1495,7 @@ impl Replica {
         self.session = None;
         self.takeovers += 1;
         if left {
-            info!(
+            warn!(
                 role = ?old,
                 held_units = self.unacked_units,
                 "replication peer leaving (planned stop), taking over"

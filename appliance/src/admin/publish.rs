@@ -239,15 +239,21 @@ impl StatusPublisher {
         self.next.is_none_or(|t| now >= t) || self.want.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Publish a snapshot if one is due.
-    pub fn maybe_publish(&mut self, core: &NodeCore, links: &[Option<LinkView<'_>>], now: Instant) {
+    /// Publish a snapshot if one is due; returns it if so.
+    pub fn maybe_publish(
+        &mut self,
+        core: &NodeCore,
+        links: &[Option<LinkView<'_>>],
+        now: Instant,
+    ) -> Option<std::sync::Arc<Status>> {
         let asked = self.want.swap(false, std::sync::atomic::Ordering::Relaxed);
         if !asked && self.next.is_some_and(|t| now < t) {
-            return;
+            return None;
         }
         self.next = Some(now + PUBLISH_EVERY);
-        let status = self.snapshot(core, links, now);
-        self.tx.send_replace(std::sync::Arc::new(status));
+        let status = std::sync::Arc::new(self.snapshot(core, links, now));
+        self.tx.send_replace(status.clone());
+        Some(status)
     }
 
     fn snapshot(

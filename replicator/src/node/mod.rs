@@ -843,7 +843,7 @@ impl NodeCore {
                             // reaches it until it closes the link.
                             site.conns.peer_gone();
                             if site.engine.mode() == Role::Primary && !site.engine.probing() {
-                                tracing::info!(
+                                tracing::warn!(
                                     address = %site.cfg.address.address(),
                                     connections = site.engine.connections(),
                                     "the owner is leaving: claiming the service address at once"
@@ -914,7 +914,7 @@ impl NodeCore {
                             site.booting = false;
                             site.rejoin_pending = false;
                             peer_left = left;
-                            tracing::info!(
+                            tracing::warn!(
                                 address = %site.cfg.address.address(),
                                 silent_ms = since_heard.as_millis() as u64,
                                 connections = site.conns.len(),
@@ -966,7 +966,7 @@ impl NodeCore {
                 let before = site.engine.stats().promoted;
                 site.engine.promote(&mut driver, now);
                 let connections = site.engine.stats().promoted - before;
-                tracing::info!(
+                tracing::warn!(
                     address = %site.cfg.address.address(),
                     connections,
                     "takeover: shadow connections promoted"
@@ -977,7 +977,7 @@ impl NodeCore {
                 });
             }
             if claim {
-                tracing::info!(
+                tracing::warn!(
                     address = %site.cfg.address.address(),
                     connections = site.engine.connections(),
                     "takeover: claiming the service address"
@@ -1026,7 +1026,7 @@ impl NodeCore {
             }
             if site.engine.fenced() && !site.fenced_reported {
                 site.fenced_reported = true;
-                tracing::error!(
+                tracing::warn!(
                     address = %site.cfg.address.address(),
                     "fenced: the peer answered for the address after the link failed; \
                      it serves that address's connections now, this node stays silent for it"

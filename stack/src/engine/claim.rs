@@ -205,7 +205,7 @@ impl<C> Engine<C> {
             self.probed = true;
         } else {
             self.reprobing = false;
-            tracing::info!(
+            tracing::warn!(
                 connections = self.stats.active,
                 "no answer to probes: claiming the service address"
             );
@@ -273,7 +273,7 @@ impl<C> Engine<C> {
         if std::mem::take(&mut self.reprobing) {
             tracing::debug!(address = %self.cfg.address.address(), "the peer still holds the address: fenced");
         } else {
-            tracing::error!(address = %self.cfg.address.address(), "{why}: fenced, standing down");
+            tracing::warn!(address = %self.cfg.address.address(), "{why}: fenced, standing down");
         }
     }
 
