@@ -74,6 +74,12 @@ pub struct PairArgs {
     /// the service LAN.
     #[arg(long, value_delimiter = ',', value_name = "ADDR:PORT")]
     metrics: Vec<std::net::SocketAddr>,
+    /// Check the service LAN through this host (`[lan_check] target`: the
+    /// LAN's gateway, or any always-there host but the nodes): a node that
+    /// loses the LAN hands its addresses to its peer. Without it a node
+    /// whose NIC dies leaves its clients hanging.
+    #[arg(long, value_name = "IP")]
+    lan_check: Option<std::net::Ipv4Addr>,
     /// Directory for n1.toml … nN.toml (created; mode 0600 files: they hold
     /// private keys).
     #[arg(long, default_value = ".")]
@@ -263,6 +269,14 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
             ));
         }
         t.push_str("\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n");
+        match a.lan_check {
+            Some(ip) => t.push_str(&format!("\n[lan_check]\ntarget = \"{ip}\"\n")),
+            None => t.push_str(
+                "\n# A node that loses the service LAN hands its addresses to its peer\n\
+                 # once it checks the LAN (`hotpair pair --lan-check GATEWAY`):\n\
+                 # [lan_check]\n# target = \"GATEWAY\"\n",
+            ),
+        }
         // Written out, though it is the default, so that the file says
         // where `hotpair status --config` and `status --check` will ask.
         t.push_str(&format!(
@@ -426,6 +440,30 @@ mod tests {
         for (line, flag) in bad {
             let e = format!("{:#}", configs(&args(line)).unwrap_err());
             assert!(e.contains(flag), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_lan_check_goes_into_every_node_config() {
+        let dir = std::env::temp_dir().join(format!("hotpair-pair-lan-{}", std::process::id()));
+        let a = args(&format!(
+            "--mode dual-role --address 192.0.2.10,192.0.2.11 --link 10.0.0.1,10.0.0.2 \
+             --upstream 127.0.0.1:8080 --lan-check 10.0.0.254 --out {}",
+            dir.display()
+        ));
+        for f in configs(&a).unwrap() {
+            let c: hotpair::config::Config = toml::from_str(&f.text).unwrap();
+            let l = c.lan_check().unwrap().expect("a lan check");
+            assert_eq!(l.target.octets(), [10, 0, 0, 254], "{}", f.text);
+        }
+        let a = args(&format!(
+            "--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 --upstream 127.0.0.1:8080 --out {}",
+            dir.display()
+        ));
+        for f in configs(&a).unwrap() {
+            let c: hotpair::config::Config = toml::from_str(&f.text).unwrap();
+            assert!(c.lan_check().unwrap().is_none());
+            assert!(f.text.contains("--lan-check GATEWAY"), "{}", f.text);
         }
     }
 
