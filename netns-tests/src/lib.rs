@@ -261,6 +261,29 @@ impl Lab {
         self.exec_in("client", &argv, timeout)
     }
 
+    /// One request for `path` on a new connection from the client, allowed
+    /// `max_secs`: its HTTP status (0: none) and how long it took (s).
+    pub fn timed_get(&self, path: &str, max_secs: u32) -> (u16, f64) {
+        let max = max_secs.to_string();
+        let out = self.exec_client(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            &max,
+            "-w",
+            "%{http_code} %{time_total}",
+            &url(path),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut w = text.split_whitespace();
+        (
+            w.next().and_then(|c| c.parse().ok()).unwrap_or(0),
+            w.next().and_then(|c| c.parse().ok()).unwrap_or(f64::NAN),
+        )
+    }
+
     /// Fetches `path` from the service with curl; panics unless 2xx.
     pub fn get(&self, path: &str) -> Vec<u8> {
         let out = self.exec_client(&["curl", "-sS", "--fail", "--max-time", "60", &url(path)]);

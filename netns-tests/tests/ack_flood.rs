@@ -29,21 +29,7 @@ fn a_flood_of_acks_for_unknown_connections_draws_no_rst_and_harms_no_client() {
     let until = Instant::now() + Duration::from_secs(4);
     let mut served = Vec::new();
     while Instant::now() < until {
-        let out = lab.exec_client(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "5",
-            "-w",
-            "%{http_code} %{time_total}",
-            &format!("http://{SERVICE}/static/index.html"),
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut w = text.split_whitespace();
-        let code: u16 = w.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-        let secs: f64 = w.next().and_then(|c| c.parse().ok()).unwrap_or(f64::NAN);
+        let (code, secs) = lab.timed_get("/static/index.html", 5);
         served.push((code, secs));
         std::thread::sleep(Duration::from_millis(200));
     }

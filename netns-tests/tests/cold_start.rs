@@ -8,30 +8,7 @@
 use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, KillAt, Victim};
-use hotpair_netns_tests::{assert_success, report, SERVICE, SERVICE_PORT};
-
-/// One request with curl from the client on a new connection, allowed
-/// `max_secs`: its HTTP status (0: none) and how long it took.
-fn get(lab: &hotpair_netns_tests::Lab, max_secs: u32) -> (u16, Duration) {
-    let url = format!("http://{SERVICE}:{SERVICE_PORT}/static/index.html");
-    let max = max_secs.to_string();
-    let out = lab.exec_client(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "--max-time",
-        &max,
-        "-w",
-        "%{http_code} %{time_total}",
-        &url,
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    let code = words.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    let secs: f64 = words.next().and_then(|t| t.parse().ok()).unwrap_or(0.0);
-    (code, Duration::from_secs_f64(secs))
-}
+use hotpair_netns_tests::{assert_success, report};
 
 fn alone_then_rejoin(test: &str, lone: Victim) {
     let Some(lab) = failover::duplex_lab(test) else {
@@ -46,7 +23,7 @@ fn alone_then_rejoin(test: &str, lone: Victim) {
     assert_success(&out, &format!("[{test}] lab restart {} alone", lone.node()));
     // It serves within its cold-start wait (2 s) plus the takeover's probes.
     let first = loop {
-        if get(&lab, 1).0 == 200 {
+        if lab.timed_get("/static/index.html", 1).0 == 200 {
             break started.elapsed();
         }
         assert!(
@@ -59,7 +36,9 @@ fn alone_then_rejoin(test: &str, lone: Victim) {
         std::thread::sleep(Duration::from_millis(100));
     };
     // And keeps serving: 20 requests, every one answered.
-    let served = (0..20).filter(|_| get(&lab, 1).0 == 200).count();
+    let served = (0..20)
+        .filter(|_| lab.timed_get("/static/index.html", 1).0 == 200)
+        .count();
     assert_eq!(served, 20, "[{test}] the lone node failed requests");
     let logs = lab.node_logs(200);
     assert!(
@@ -88,9 +67,9 @@ fn alone_then_rejoin(test: &str, lone: Victim) {
     // address back: the slowest is reported.)
     let mut slowest = Duration::ZERO;
     for i in 0..10 {
-        let (code, took) = get(&lab, 5);
+        let (code, took) = lab.timed_get("/static/index.html", 5);
         assert_eq!(code, 200, "[{test}] request {i} after the rejoin failed");
-        slowest = slowest.max(took);
+        slowest = slowest.max(Duration::from_secs_f64(took));
     }
     // Replicated again: a download survives the lone node's SIGKILL.
     let o = failover::download_with_kill(

@@ -69,27 +69,6 @@ fn node_pids(lab: &Lab) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// One small request on a new connection: (status, seconds).
-fn small_get(lab: &Lab) -> (u16, f64) {
-    let out = lab.exec_client(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "--max-time",
-        "10",
-        "-w",
-        "%{http_code} %{time_total}",
-        &format!("http://{SERVICE}/static/index.html"),
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut w = text.split_whitespace();
-    (
-        w.next().and_then(|c| c.parse().ok()).unwrap_or(0),
-        w.next().and_then(|c| c.parse().ok()).unwrap_or(f64::NAN),
-    )
-}
-
 #[test]
 fn a_pipelining_client_that_never_reads_is_bounded_and_cut_off_after_the_send_timeout() {
     let test = "out_bound";
@@ -119,7 +98,7 @@ fn a_pipelining_client_that_never_reads_is_bounded_and_cut_off_after_the_send_ti
         let mut others = Vec::new();
         let until = Instant::now() + Duration::from_secs(SEND_TIMEOUT_S - 3);
         while Instant::now() < until {
-            others.push(small_get(&lab));
+            others.push(lab.timed_get("/static/index.html", 10));
             for (i, (_, pid)) in pids.iter().enumerate() {
                 peak[i] = peak[i].max(rss(*pid));
             }

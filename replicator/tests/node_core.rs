@@ -726,18 +726,20 @@ fn a_restarted_node_stands_by_until_its_link_is_up_then_both_take_their_roles_ba
     assert!(!n2.fenced(1) && !n1.fenced(0));
     assert!(announced_b >= 1, "n2 did not take B back on the LAN");
     // Each address is answered by its owner only.
+    assert_owners_answer(&mut n1, &mut n2, t, "after the rejoin");
+}
+
+/// Who-has for A and for B: n1 answers A alone, n2 B alone.
+fn assert_owners_answer(n1: &mut NodeCore, n2: &mut NodeCore, t: Instant, when: &str) {
     for (ip, owner) in [(A, 0), (B, 1)] {
         n1.handle_lan_frame(arp_who_has(ip));
         n2.handle_lan_frame(arp_who_has(ip));
         n1.round(t);
         n2.round(t);
-        let got = [
-            answers_for(&lan_out(&mut n1), ip),
-            answers_for(&lan_out(&mut n2), ip),
-        ];
+        let got = [answers_for(&lan_out(n1), ip), answers_for(&lan_out(n2), ip)];
         let mut want = [0, 0];
         want[owner] = 1;
-        assert_eq!(got, want, "who answers for {ip}");
+        assert_eq!(got, want, "who answers for {ip} {when}");
     }
 }
 
@@ -1008,19 +1010,7 @@ fn a_split_brain_ends_with_each_configured_owner_keeping_its_address() {
         "n2 should keep B and yield A"
     );
     assert!(n1.engine_stats(0).conflicts >= 1 && n2.engine_stats(1).conflicts >= 1);
-    for (ip, owner) in [(A, 0), (B, 1)] {
-        n1.handle_lan_frame(arp_who_has(ip));
-        n2.handle_lan_frame(arp_who_has(ip));
-        n1.round(t);
-        n2.round(t);
-        let got = [
-            answers_for(&lan_out(&mut n1), ip),
-            answers_for(&lan_out(&mut n2), ip),
-        ];
-        let mut want = [0, 0];
-        want[owner] = 1;
-        assert_eq!(got, want, "who answers for {ip} after the split brain");
-    }
+    assert_owners_answer(&mut n1, &mut n2, t, "after the split brain");
 }
 
 #[test]

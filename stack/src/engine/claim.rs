@@ -354,10 +354,8 @@ impl<C> Engine<C> {
             return;
         }
         self.reannounce = None;
-        self.claim = Claim::Fenced;
-        self.reprobe_at = None;
-        self.reprobing = false;
-        tracing::debug!(address = %self.cfg.address.address(), "LAN down: standing by");
+        self.reprobing = true; // quietly: the node core says why
+        self.fence("LAN down");
     }
 
     /// Serving alone, we won a split brain (we own the address): say so
