@@ -1,0 +1,163 @@
+//! Read-only accessors of [`NodeCore`] for status and metrics.
+
+use std::time::{Duration, Instant};
+
+use hotpair_stack::engine::EngineStats;
+use hotpair_stack::smoltcp::wire::Ipv4Address;
+
+use super::{stats, NodeCore, PeerId};
+
+use crate::{Policy, Replica, ReplicaStats, Role};
+
+impl NodeCore {
+    /// Run `generate` inside the round instead of handing it out as a job
+    /// (the deterministic simulation; it never uses external routes).
+    pub fn set_inline_generate(&mut self, inline: bool) {
+        self.shared.inline_generate = inline;
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of service addresses.
+    pub fn sites(&self) -> usize {
+        self.sites.len()
+    }
+
+    /// Site `i`'s address.
+    pub fn address(&self, site: usize) -> Ipv4Address {
+        self.sites[site].cfg.address.address()
+    }
+
+    /// Site `i`'s role now (after any takeover).
+    pub fn role(&self, site: usize) -> Role {
+        self.sites[site].engine.mode()
+    }
+
+    /// Site `i`'s engine counters.
+    pub fn engine_stats(&self, site: usize) -> EngineStats {
+        self.sites[site].engine.stats()
+    }
+
+    /// Site `i`'s replication counters, if it is replicated.
+    pub fn replica_stats(&self, site: usize) -> Option<ReplicaStats> {
+        self.sites[site].replica.as_ref().map(Replica::stats)
+    }
+
+    /// Site `i`'s open connections (live and shadow).
+    pub fn connections(&self, site: usize) -> usize {
+        self.sites[site].conns.len()
+    }
+
+    /// Site `i`'s connections shadowed here for its primary.
+    pub fn shadow_connections(&self, site: usize) -> usize {
+        self.sites[site].conns.shadows()
+    }
+
+    /// Site `i`'s connections answered here that no peer shadows (opened
+    /// while alone, or taken over): a planned stop cannot hand them over.
+    pub fn unreplicated_connections(&self, site: usize) -> usize {
+        self.sites[site].conns.unreplicated()
+    }
+
+    /// Whether site `i` was fenced (its peer answered for the address).
+    pub fn fenced(&self, site: usize) -> bool {
+        self.sites[site].engine.fenced()
+    }
+
+    /// Requests handed to a handler so far (a test counts re-executions).
+    pub fn handler_runs(&self) -> u64 {
+        self.shared.handler_runs
+    }
+
+    /// Requests of site `i`'s address handed to a handler so far (a test
+    /// counts re-executions per address).
+    pub fn site_handler_runs(&self, site: usize) -> u64 {
+        self.sites[site].conns.handler_runs
+    }
+
+    /// Site `i`'s connections aborted at the send timeout (a client that
+    /// stopped reading).
+    pub fn send_timeouts(&self, site: usize) -> u64 {
+        self.sites[site].conns.send_timeouts
+    }
+
+    /// `static` replies this node made itself as an ingress node.
+    pub fn local_replies(&self) -> u64 {
+        self.shared.local_replies
+    }
+
+    /// Whether route `route` is replicated under its `static` policy on
+    /// site `site` now (the peer's content matched in this link session).
+    pub fn static_in_use(&self, site: usize, route: usize) -> bool {
+        self.sites[site].static_ok.get(route) == Some(&true)
+    }
+
+    /// Units this node logged to its peers so far.
+    pub fn logged_units(&self) -> u64 {
+        self.sites
+            .iter()
+            .filter_map(|s| s.replica.as_ref())
+            .map(|r| r.stats().logged_units)
+            .sum()
+    }
+
+    // ---- read-only accessors for status and metrics ------------------------
+
+    /// Site `i`'s role as configured (before any takeover).
+    pub fn configured_role(&self, site: usize) -> Role {
+        self.sites[site].cfg.role
+    }
+
+    /// The peer sharing site `i`'s address, if it is replicated.
+    pub fn site_peer(&self, site: usize) -> Option<PeerId> {
+        self.sites[site].cfg.peer
+    }
+
+    /// Site `i`'s TCP port.
+    pub fn port(&self, site: usize) -> u16 {
+        self.sites[site].cfg.port
+    }
+
+    /// Site `i`'s connection bound.
+    pub fn max_connections(&self, site: usize) -> usize {
+        self.sites[site].cfg.max_connections
+    }
+
+    /// When anything was last heard from site `i`'s peer (the start of the
+    /// link session, or of the node, if nothing yet); `None` unreplicated.
+    pub fn last_heard(&self, site: usize) -> Option<Instant> {
+        self.sites[site].replica.as_ref().map(Replica::last_heard)
+    }
+
+    /// Site `i`'s heartbeat interval and timeout; `None` unreplicated.
+    pub fn heartbeat(&self, site: usize) -> Option<(Duration, Duration)> {
+        self.sites[site]
+            .replica
+            .as_ref()
+            .map(|r| (r.config().heartbeat_interval, r.config().heartbeat_timeout))
+    }
+
+    /// Site `i`'s requests by route and their latency.
+    pub fn request_stats(&self, site: usize) -> &stats::RequestStats {
+        &self.sites[site].conns.requests.stats
+    }
+
+    /// Number of routes (indices of [`NodeCore::route_prefix`],
+    /// [`NodeCore::route_policy`] and [`stats::RequestStats::routes`]).
+    pub fn route_count(&self) -> usize {
+        self.shared.routes.len()
+    }
+
+    /// Route `i`'s URL prefix.
+    pub fn route_prefix(&self, route: usize) -> &str {
+        &self.shared.routes[route].prefix
+    }
+
+    /// Route `i`'s configured policy.
+    pub fn route_policy(&self, route: usize) -> Policy {
+        self.shared.routes[route].policy
+    }
+}
