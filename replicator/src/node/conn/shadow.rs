@@ -1,0 +1,249 @@
+//! The shadow side: a connection the ingress node mirrors, fed the
+//! primary's logged units, replying ahead for `static` routes.
+
+use std::time::Instant;
+
+use hotpair_stack::smoltcp::socket::tcp;
+use hotpair_stack::ConnId;
+
+use crate::{Event, Role, UnitKind};
+
+use super::{
+    discard_input, input_log_limit, local_reply, same_bytes, static_mask, Ahead, Mirror, NoReply,
+    SiteDriver, CLOSE_INDEX,
+};
+
+impl SiteDriver<'_> {
+    pub(super) fn drive_shadow(
+        &mut self,
+        id: ConnId,
+        m: &mut Mirror,
+        sock: &mut tcp::Socket<'_>,
+        now: Instant,
+    ) {
+        if !m.close_pending {
+            // The request log first: a local unit is made from it.
+            self.read_input_log(m, sock);
+        }
+        if let Some(events) = self.conns.conn_events.remove(&id) {
+            for ev in events {
+                match ev {
+                    Event::Logged {
+                        index,
+                        kind,
+                        input_end,
+                        close_after,
+                        local,
+                        payload,
+                        ..
+                    } => {
+                        if m.ahead.front().is_some_and(|a| a.index == index) {
+                            // This node made the reply already: the
+                            // primary's unit must be for the same bytes.
+                            let a = m.ahead.pop_front().expect("front exists");
+                            let same = kind == UnitKind::Final
+                                && input_end == a.input_end
+                                && close_after == a.close_after
+                                && (local || same_bytes(&a.chunks, &payload));
+                            if !same {
+                                self.diverge(
+                                    m,
+                                    index,
+                                    "the primary answered otherwise than the reply made ahead",
+                                );
+                            }
+                        } else if !m.ahead.is_empty() {
+                            self.diverge(
+                                m,
+                                index,
+                                "a unit came for a request before the replies made ahead",
+                            );
+                        } else if local {
+                            let end = input_end.saturating_sub(m.input_base) as usize;
+                            let made = m
+                                .input_log
+                                .get(..end)
+                                .ok_or_else(|| {
+                                    format!(
+                                        "the request ends at {input_end}, the log holds up to {}",
+                                        m.input_base + m.input_log.len() as u64
+                                    )
+                                })
+                                .and_then(|req| {
+                                    local_reply(
+                                        self.shared,
+                                        index,
+                                        m.continue_for == Some(index),
+                                        req,
+                                        now,
+                                        None,
+                                    )
+                                    .map_err(|e| e.to_string())
+                                })
+                                .and_then(|r| {
+                                    if r.input_end == input_end - m.input_base {
+                                        Ok(r.chunks)
+                                    } else {
+                                        Err(format!("the request ends at {} here", r.input_end))
+                                    }
+                                });
+                            match made {
+                                Ok(chunks) => {
+                                    self.shared.local_replies += 1;
+                                    m.units_out.extend(chunks);
+                                }
+                                Err(why) => self.diverge(m, index, &why),
+                            }
+                        } else if !payload.is_empty() {
+                            m.units_out.push_back(payload);
+                        }
+                        match kind {
+                            UnitKind::Final if index != CLOSE_INDEX => {
+                                m.next_index = index + 1;
+                                // The next request may be one to make ahead.
+                                m.ahead_tried = 0;
+                                // The request's input is answered: forget it.
+                                let drop = input_end.saturating_sub(m.input_base) as usize;
+                                let drop = drop.min(m.input_log.len());
+                                m.input_log.drain(..drop);
+                                m.input_base += drop as u64;
+                            }
+                            UnitKind::Interim if index != CLOSE_INDEX => {
+                                m.continue_for = Some(index)
+                            }
+                            _ => {}
+                        }
+                        if close_after {
+                            m.close_pending = true;
+                        }
+                    }
+                    Event::ConnGone { .. } => m.gone = true,
+                    _ => {}
+                }
+            }
+        }
+        if m.close_pending {
+            // The primary's connection reads no more (lingering close there):
+            // nothing after this is a request; discard it here too.
+            discard_input(sock);
+        }
+        self.read_input_log(m, sock);
+        self.reply_ahead(m, now);
+        while let Some(front) = m.units_out.front() {
+            let n = sock.send_slice(&front[m.front_offset..]).unwrap_or(0);
+            m.front_offset += n;
+            if m.front_offset < front.len() {
+                break;
+            }
+            m.units_out.pop_front();
+            m.front_offset = 0;
+        }
+        if m.close_pending && m.units_out.is_empty() && sock.is_open() && !m.diverged {
+            sock.close();
+        } else if m.gone && (!m.close_pending || m.diverged) && sock.is_open() {
+            // The primary's connection was reset: so is ours (silently:
+            // a shadow's output never leaves this node).
+            sock.abort();
+        }
+    }
+
+    /// Never a spliced reply: without the primary's bytes this shadow
+    /// cannot take over; it goes (silently — its output never leaves this
+    /// node).
+    fn diverge(&mut self, m: &mut Mirror, index: u64, why: &str) {
+        tracing::error!(conn = %m.key, index, reason = %why, "the reply here differs from the primary's; this connection will not survive the primary");
+        m.gone = true;
+        m.diverged = true;
+    }
+
+    /// `static` routes, as the ingress node: make the replies of whole
+    /// requests in the input log now, without waiting for the primary's
+    /// unit (one link trip later). The shadow then holds the reply bytes
+    /// before the client can acknowledge them, so no client ACK waits
+    /// here for the shadow to catch up.
+    fn reply_ahead(&mut self, m: &mut Mirror, now: Instant) {
+        const MAX_AHEAD: usize = 16;
+        let ingress = self
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.role() == Role::Ingress);
+        if !ingress || m.diverged || m.gone || m.close_pending || m.ahead_closed {
+            return;
+        }
+        let logged_to = m.input_base + m.input_log.len() as u64;
+        let mask = static_mask(self.static_ok);
+        if m.ahead_mask != mask {
+            m.ahead_tried = 0;
+        }
+        while m.ahead.len() < MAX_AHEAD && m.ahead_tried != logged_to {
+            let (index, start) = match m.ahead.back() {
+                Some(a) => (a.index + 1, a.input_end),
+                None => (m.next_index, m.input_base),
+            };
+            if m.continue_for == Some(index) || m.ahead_skip == Some(index) {
+                // The primary answers it (it started with `100 Continue`,
+                // or this node cannot make it).
+                return;
+            }
+            let from = (start - m.input_base) as usize;
+            let Some(input) = m.input_log.get(from..).filter(|i| !i.is_empty()) else {
+                m.ahead_tried = logged_to;
+                return;
+            };
+            match local_reply(self.shared, index, false, input, now, Some(self.static_ok)) {
+                Ok(r) => {
+                    self.shared.local_replies += 1;
+                    m.units_out.extend(r.chunks.iter().cloned());
+                    m.ahead.push_back(Ahead {
+                        index,
+                        input_end: start + r.input_end,
+                        close_after: r.close_after,
+                        chunks: r.chunks,
+                    });
+                    if r.close_after {
+                        m.ahead_closed = true;
+                        return;
+                    }
+                }
+                // Not whole yet: try again with more input (a request
+                // head is small; past its limit it is not one to make
+                // here, and no input is parsed twice over).
+                Err(NoReply::Partial(_)) if input.len() <= self.shared.limits.max_header_bytes => {
+                    m.ahead_tried = logged_to
+                }
+                // Static here but not (yet) in use: the digests of this
+                // link session may still be on their way; try again when
+                // they are.
+                Err(NoReply::Logged) => {
+                    m.ahead_tried = logged_to;
+                    m.ahead_mask = mask;
+                    return;
+                }
+                // Not for this node to answer: the primary's unit decides.
+                Err(_) => {
+                    m.ahead_skip = Some(index);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Keep the client's input (the request log) as far as allowed.
+    fn read_input_log(&self, m: &mut Mirror, sock: &mut tcp::Socket<'_>) {
+        let limit = input_log_limit(&self.shared.limits);
+        while sock.can_recv() && m.input_log.len() < limit {
+            let room = limit - m.input_log.len();
+            let log = &mut m.input_log;
+            let n = sock
+                .recv(|buf| {
+                    let n = buf.len().min(room);
+                    log.extend_from_slice(&buf[..n]);
+                    (n, n)
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
