@@ -1,0 +1,303 @@
+//! Judging a run against the promises: [`World::finish`]'s verdicts on the
+//! replies, the handlers and the takeovers.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hotpair_replicator::Role;
+use sha2::Digest;
+
+use crate::node::{vip, SimNode, Who};
+use crate::reply;
+use crate::scenario::Expected;
+
+use super::{Outcome, World};
+
+impl World {
+    /// Judge the run against the promises.
+    pub(super) fn finish(mut self) -> Outcome {
+        let mut v = std::mem::take(&mut self.errors);
+        v.append(&mut self.wire.violations);
+        let done = self.done_time.is_some();
+        let several = self.addrs.len() > 1;
+        for (n, c) in self.client.conns.iter().enumerate() {
+            // "connection 3", or "connection 3 to 10.77.0.11" when there are
+            // several addresses.
+            let i = if several {
+                format!("{n} to {}", vip(c.script.address))
+            } else {
+                n.to_string()
+            };
+            if let Some(a) = &c.abnormal {
+                v.push(format!("promise 4: connection {i}: {a}"));
+            }
+            if let Some(e) = &c.parse_error {
+                v.push(format!(
+                    "promise 2: connection {i}: reply stream unparseable: {e}"
+                ));
+            }
+            if !c.done() {
+                v.push(format!(
+                    "stalled: connection {i} not finished after {:.1}s virtual / {} steps: {}",
+                    self.t.as_secs_f64(),
+                    self.step,
+                    c.describe()
+                ));
+            }
+            if c.parse_error.is_none() {
+                check_replies(&i, &c.received, &self.spec.expect.conns[n], &mut v);
+            }
+        }
+        if !self.wire.client_rsts.is_empty() && !done {
+            v.push(format!(
+                "promise 4: the client sent RST: {}",
+                self.wire.client_rsts.join("; ")
+            ));
+        }
+        self.judge_handlers(done, &mut v);
+        self.judge_takeovers(&mut v);
+        let runs: Vec<u64> = (0..self.nodes.len())
+            .map(|i| {
+                self.nodes[i]
+                    .as_ref()
+                    .map_or_else(|| self.runs_at_kill[i].iter().sum(), SimNode::handler_runs)
+            })
+            .collect();
+        let st = &mut self.stats;
+        st.arp_updates = self.client.arp_updates;
+        st.duplicate_bytes = self.wire.duplicate_bytes;
+        st.late_rsts = self.wire.late_rsts;
+        for e in self.nodes.iter().flatten().flat_map(SimNode::stats) {
+            st.promoted_conns += e.promoted;
+            st.held += e.held;
+            st.held_dropped += e.held_dropped;
+            st.not_forwarded += e.not_forwarded;
+            st.duplicate_syn += e.duplicate_syn;
+            st.passed_through += e.passed_through;
+        }
+        Outcome {
+            done_step: self.done_step,
+            done_time: self.done_time,
+            steps: self.step,
+            time: self.t,
+            violations: v,
+            stats: self.stats,
+            fingerprint: self.hasher.map(|h| h.finalize().into()),
+            handler_runs: runs,
+            wall: Duration::ZERO,
+        }
+    }
+}
+
+impl World {
+    /// Handler runs of node `w` for address `a`: now, or when it died.
+    fn runs(&self, w: Who, a: usize) -> u64 {
+        self.nodes[w.index()]
+            .as_ref()
+            .map_or(self.runs_at_kill[w.index()][a], |n| n.handler_runs_for(a))
+    }
+
+    /// Promises 2 and 3 on the handlers, per service address: its owner
+    /// (the ingress node) runs none while the address's primary lives; the
+    /// primary runs each request once; after the primary died the owner
+    /// runs at most the requests whose final reply was not logged to it —
+    /// a request whose reply was logged is not executed again.
+    fn judge_handlers(&self, done: bool, v: &mut Vec<String>) {
+        let expect = &self.spec.expect;
+        let kill = self.spec.kill.filter(|_| self.killed);
+        for a in &self.addrs {
+            let ip = vip(a.index);
+            let total: u64 = self
+                .spec
+                .scenario
+                .conns
+                .iter()
+                .zip(&expect.conn_handler_runs)
+                .filter(|(c, _)| c.address == a.index)
+                .map(|(_, r)| r)
+                .sum();
+            let (o, p) = (a.owner, a.primary);
+            let victim = kill.map(|k| k.victim);
+            if victim == Some(p) {
+                let before = self.runs_at_kill[o.index()][a.index];
+                if before != 0 {
+                    v.push(format!(
+                        "promise 3: the ingress node {} of {ip} ran {before} of its handlers before its primary {} died",
+                        o.name(),
+                        p.name()
+                    ));
+                }
+                let allowed = total.saturating_sub(self.finals_at_kill[a.index]);
+                let after = self.runs(o, a.index) - before;
+                if after > allowed {
+                    v.push(format!(
+                        "promise 3: {} ran {after} handlers of {ip} after the takeover, but only {allowed} of its {total} requests had no logged final reply ({} logged at {} when {} died) — a logged request was executed again",
+                        o.name(),
+                        self.finals_at_kill[a.index],
+                        o.name(),
+                        p.name()
+                    ));
+                }
+            } else if victim == Some(o) {
+                let runs = self.runs(p, a.index);
+                if runs > total {
+                    v.push(format!(
+                        "promise 3: the primary {} of {ip} ran {runs} handlers for {total} requests",
+                        p.name()
+                    ));
+                }
+                let before = self.runs_at_kill[o.index()][a.index];
+                if before != 0 {
+                    v.push(format!(
+                        "promise 3: the ingress node {} of {ip} ran {before} of its handlers with its primary alive",
+                        o.name()
+                    ));
+                }
+            } else {
+                // Neither node of this address died.
+                let runs = self.runs(o, a.index);
+                if runs != 0 {
+                    v.push(format!(
+                        "promise 3: the ingress node {} of {ip} ran {runs} of its handlers with its primary alive",
+                        o.name()
+                    ));
+                }
+                let runs = self.runs(p, a.index);
+                if done && runs != total {
+                    v.push(format!(
+                        "promise 2/3: the primary {} of {ip} ran {runs} handlers for {total} requests",
+                        p.name()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The takeovers DESIGN §4 names, and no others: when node i dies, the
+    /// owner of each address i was primary for promotes its shadows of it,
+    /// and the primary of each address i owned claims it; both serve it
+    /// alone at the end. Without a death nobody takes over.
+    fn judge_takeovers(&self, v: &mut Vec<String>) {
+        let victim = self.spec.kill.filter(|_| self.killed).map(|k| k.victim);
+        let mut want = BTreeSet::new();
+        for a in &self.addrs {
+            if victim == Some(a.primary) {
+                want.insert((a.owner, a.index, true));
+            } else if victim == Some(a.owner) {
+                want.insert((a.primary, a.index, false));
+            }
+        }
+        let what = |&(w, a, promote): &(Who, usize, bool)| {
+            format!(
+                "{} {} {}",
+                w.name(),
+                if promote {
+                    "promoting its shadows of"
+                } else {
+                    "claiming"
+                },
+                vip(a)
+            )
+        };
+        for t in want.difference(&self.takeovers) {
+            v.push(format!("takeover: no {} after the kill", what(t)));
+        }
+        for t in self.takeovers.difference(&want) {
+            v.push(format!(
+                "takeover: {} with no node of that address dead",
+                what(t)
+            ));
+        }
+        for &(w, a, _) in &want {
+            if let Some(n) = self.nodes[w.index()].as_ref() {
+                let role = n.site_of(a).map(|s| n.core.role(s));
+                if role != Some(Role::Simplex) {
+                    v.push(format!(
+                        "takeover: {} serves {} as {role:?} at the end, not alone",
+                        w.name(),
+                        vip(a)
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Compare a connection's received stream with its expected replies.
+fn check_replies(i: &str, got: &[u8], expected: &[Expected], v: &mut Vec<String>) {
+    let parsed = match reply::parse_stream(got) {
+        Ok(p) => p,
+        Err(e) => {
+            v.push(format!("promise 2: connection {i}: {e}"));
+            return;
+        }
+    };
+    for (k, exp) in expected.iter().enumerate() {
+        let Some(r) = parsed.replies.get(k) else {
+            if k == parsed.replies.len() && parsed.partial > 0 {
+                v.push(format!(
+                    "promise 1/2: connection {i}: reply {k} incomplete ({} bytes of it received)",
+                    parsed.partial
+                ));
+            } else {
+                v.push(format!("promise 2: connection {i}: reply {k} missing"));
+            }
+            continue;
+        };
+        let bytes = &got[r.start..r.end()];
+        if exp.matches(bytes).is_some() {
+            continue;
+        }
+        let what = match exp {
+            Expected::Exact(want) => {
+                let at = first_difference(bytes, want);
+                let want_status = reply::parse_stream(want)
+                    .ok()
+                    .and_then(|p| p.replies.first().map(|r| r.status))
+                    .unwrap_or(0);
+                format!(
+                    "is status {} ({} bytes) where {want_status} ({} bytes) was expected; they differ from reply byte {at} (stream offset {})",
+                    r.status,
+                    bytes.len(),
+                    want.len(),
+                    r.start + at
+                )
+            }
+            Expected::OneOf(cands) => {
+                let best = cands
+                    .iter()
+                    .map(|(seed, c)| (first_difference(bytes, c), *seed))
+                    .max()
+                    .unwrap_or((0, 0));
+                format!(
+                    "equals none of the {} candidate generations (status {}, {} bytes); it agrees with seed {:#x}'s for its first {} bytes only — spliced or corrupt",
+                    cands.len(),
+                    r.status,
+                    bytes.len(),
+                    best.1,
+                    best.0
+                )
+            }
+        };
+        v.push(format!("promise 2: connection {i}: reply {k} {what}"));
+    }
+    if parsed.replies.len() > expected.len() {
+        v.push(format!(
+            "promise 2: connection {i}: {} replies for {} requests",
+            parsed.replies.len(),
+            expected.len()
+        ));
+    } else if parsed.partial > 0 && parsed.replies.len() >= expected.len() {
+        v.push(format!(
+            "promise 2: connection {i}: {} stray bytes after the last reply",
+            parsed.partial
+        ));
+    }
+}
+
+fn first_difference(a: &[u8], b: &[u8]) -> usize {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
+}
