@@ -652,3 +652,29 @@ fn rx_ring_restarts_when_empty_and_lends_its_storage() {
     s.poll(now);
     assert_eq!(s.socket().recv_queue(), 200);
 }
+
+/// Patch 12: `ack_now` makes an idle, fully acknowledged connection send
+/// an ACK with its window at the next poll (unpatched: nothing to send, and
+/// no such entry point).
+#[test]
+fn ack_now_sends_an_ack_with_the_window_again() {
+    let (mut c, mut s, mut now) = connected();
+    c.socket().send_slice(b"hello").unwrap();
+    for _ in 0..5 {
+        pump(&mut c, &mut s, now);
+        now += Duration::from_millis(1);
+    }
+    // Quiet: everything acknowledged, nothing to say.
+    assert!(s.poll(now).is_empty());
+    s.socket().ack_now();
+    let out = s.poll(now);
+    let acks: Vec<_> = out
+        .iter()
+        .filter_map(|f| seg::parse(f))
+        .filter(|x| x.has(seg::ACK) && x.payload_len == 0)
+        .collect();
+    assert_eq!(acks.len(), 1, "one ACK again: {acks:?}");
+    assert!(acks[0].window > 0);
+    // Once: then quiet again.
+    assert!(s.poll(now + Duration::from_millis(1)).is_empty());
+}

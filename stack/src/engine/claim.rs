@@ -229,7 +229,25 @@ impl<C> Engine<C> {
             // us up. Karn's rule keeps these retransmissions out of the RTT
             // estimate.
             self.clock_skew += CLAIM_CLOCK_JUMP;
+            // And every connection acknowledges again, with its window:
+            // pure ACKs are never retransmitted, and the last one (a
+            // window update after a zero window, say) may have been held
+            // back while this node's role was unconfirmed — the client
+            // would wait on its persist timer.
+            self.ack_all_now();
             self.mark_all();
+        }
+    }
+
+    /// Every open connection sends an ACK with its window at its next
+    /// dispatch (see `tcp::Socket::ack_now`).
+    pub(super) fn ack_all_now(&mut self) {
+        for slot in self.pool.slots.iter().flatten() {
+            if matches!(slot.phase, super::pool::Phase::Active(_)) {
+                self.sockets
+                    .get_mut::<smoltcp::socket::tcp::Socket>(slot.handle)
+                    .ack_now();
+            }
         }
     }
 

@@ -1258,6 +1258,20 @@ impl<'a> Socket<'a> {
         (self.rx_buffer, self.tx_buffer)
     }
 
+    /// hotpair patch: send an ACK, with the current window, at the next
+    /// dispatch even though the last one said the same. A node that takes
+    /// a connection over cannot know whether its last ACK or window update
+    /// reached the client (it may have gone to a dead peer's MAC, or been
+    /// held back while the node's role was unconfirmed); a lost window
+    /// update leaves a sender that saw a zero window waiting on its persist
+    /// timer, and pure ACKs are never retransmitted.
+    pub fn ack_now(&mut self) {
+        if let Some(last) = self.remote_last_ack {
+            self.remote_last_ack = Some(last - 1);
+            self.remote_last_win = 0;
+        }
+    }
+
     /// hotpair patch: swap the transmit buffer for another, keeping what
     /// it holds (unacknowledged and unsent bytes, in order). Lets a caller
     /// give an idle connection a small buffer and a bulk transfer a large
