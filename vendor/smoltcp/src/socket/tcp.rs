@@ -504,6 +504,8 @@ pub struct Socket<'a> {
     remote_last_ack: Option<TcpSeqNumber>,
     /// The last window length sent.
     remote_last_win: u16,
+    /// hotpair patch: an ACK was asked for (`ack_now`).
+    ack_forced: bool,
     /// The sending window scaling factor advertised to remotes which support RFC 1323.
     /// It is zero if the window <= 64KiB and/or the remote does not support it.
     remote_win_shift: u8,
@@ -611,6 +613,7 @@ impl<'a> Socket<'a> {
             remote_last_seq: TcpSeqNumber::default(),
             remote_last_ack: None,
             remote_last_win: 0,
+            ack_forced: false,
             remote_win_len: 0,
             remote_win_shift: rx_cap_log2.saturating_sub(16) as u8,
             remote_win_scale: None,
@@ -927,6 +930,7 @@ impl<'a> Socket<'a> {
         self.remote_last_seq = TcpSeqNumber::default();
         self.remote_last_ack = None;
         self.remote_last_win = 0;
+        self.ack_forced = false;
         self.remote_win_len = 0;
         self.remote_win_scale = None;
         self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
@@ -1266,9 +1270,8 @@ impl<'a> Socket<'a> {
     /// update leaves a sender that saw a zero window waiting on its persist
     /// timer, and pure ACKs are never retransmitted.
     pub fn ack_now(&mut self) {
-        if let Some(last) = self.remote_last_ack {
-            self.remote_last_ack = Some(last - 1);
-            self.remote_last_win = 0;
+        if self.remote_last_ack.is_some() {
+            self.ack_forced = true;
         }
     }
 
@@ -2638,6 +2641,8 @@ impl<'a> Socket<'a> {
         }
 
         // Decide whether we're sending a packet.
+        // hotpair patch: an ACK asked for goes out whatever else does.
+        let ack_forced = core::mem::take(&mut self.ack_forced);
         if self.seq_to_transmit(cx) {
             // If we have data to transmit and it fits into partner's window, do it.
             tcp_trace!("outgoing segment will send data or flags");
@@ -2647,6 +2652,8 @@ impl<'a> Socket<'a> {
         } else if self.window_to_update() {
             // If we have window length increase to advertise, do it.
             tcp_trace!("outgoing segment will update window");
+        } else if ack_forced {
+            tcp_trace!("outgoing segment: an ACK asked for");
         } else if self.state == State::Closed {
             // If we need to abort the connection, do it.
             tcp_trace!("outgoing segment will abort connection");
@@ -2993,6 +3000,9 @@ impl<'a> Socket<'a> {
             PollAt::Now
         } else if self.window_to_update() {
             // The receive window has been raised significantly.
+            PollAt::Now
+        } else if self.ack_forced {
+            // hotpair patch: an ACK asked for (`ack_now`).
             PollAt::Now
         } else {
             let want_ack = self.ack_to_transmit();
