@@ -6,7 +6,6 @@
 //! [`service::NodeService`] over the stack's sans-IO engine in virtual time.
 
 pub mod admin;
-pub mod capture;
 pub mod config;
 mod config_doc;
 pub mod health;

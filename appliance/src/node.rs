@@ -15,6 +15,8 @@ use hotpair_http::files::Files;
 use hotpair_http::Limits;
 use hotpair_replicator::node::{Handler, NodeConfig, NodeCore, Route, SiteConfig};
 use hotpair_stack::pcap::PcapSink;
+/// `--pcap-max-bytes`' default (the stack's pcap writer caps its file).
+pub use hotpair_stack::pcap::DEFAULT_MAX_BYTES as PCAP_DEFAULT_MAX_BYTES;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Cidr};
 use hotpair_stack::tap::Tap;
 use hotpair_stack::{Shell, Waker};
@@ -199,10 +201,10 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
         Some(path) => {
             let f = std::fs::File::create(&path)
                 .with_context(|| format!("creating {}", path.display()))?;
-            Some(PcapSink::new(Box::new(crate::capture::Capped::new(
-                std::io::BufWriter::with_capacity(1 << 20, f),
+            Some(PcapSink::with_limit(
+                Box::new(std::io::BufWriter::with_capacity(1 << 20, f)),
                 pcap_max_bytes,
-            )))?)
+            )?)
         }
         None => None,
     };

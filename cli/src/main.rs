@@ -98,7 +98,7 @@ struct NodeArgs {
     pcap: Option<std::path::PathBuf>,
     /// Stop writing the --pcap file at this size (whole frames; one
     /// warning); the node runs on.
-    #[arg(long, value_name = "BYTES", default_value_t = hotpair::capture::DEFAULT_MAX_BYTES, requires = "pcap")]
+    #[arg(long, value_name = "BYTES", default_value_t = hotpair::node::PCAP_DEFAULT_MAX_BYTES, requires = "pcap")]
     pcap_max_bytes: u64,
     /// Log lines: `journald` prefixes each with its syslog priority
     /// (`<4>` for warn …) so journald ranks it; `auto` does so when stderr

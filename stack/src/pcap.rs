@@ -8,10 +8,22 @@ use std::io::{self, Write};
 
 const SNAPLEN: u32 = 262_144;
 const LINKTYPE_ETHERNET: u32 = 1;
+const FILE_HEADER: u64 = 24;
+const RECORD_HEADER: u64 = 16;
 
-/// Writes frames with timestamps to any `Write` (buffered by the caller).
+/// The default cap of a capture (`--pcap-max-bytes`): one left on under
+/// load must not fill the disk.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
+/// Writes frames with timestamps to any `Write` (buffered by the caller),
+/// up to a size cap: the first record that would pass it, and every later
+/// one, is dropped — whole records only, so the file stays readable — with
+/// one warning.
 pub struct PcapSink {
     out: Box<dyn Write + Send>,
+    max_bytes: u64,
+    written: u64,
+    full: bool,
 }
 
 impl std::fmt::Debug for PcapSink {
@@ -21,8 +33,13 @@ impl std::fmt::Debug for PcapSink {
 }
 
 impl PcapSink {
-    /// Write the global header and return the sink.
-    pub fn new(mut out: Box<dyn Write + Send>) -> io::Result<Self> {
+    /// Write the global header and return the sink (no size cap).
+    pub fn new(out: Box<dyn Write + Send>) -> io::Result<Self> {
+        Self::with_limit(out, u64::MAX)
+    }
+
+    /// As [`PcapSink::new`], writing at most `max_bytes` in all.
+    pub fn with_limit(mut out: Box<dyn Write + Send>, max_bytes: u64) -> io::Result<Self> {
         let mut h = Vec::with_capacity(24);
         h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         h.extend_from_slice(&2u16.to_le_bytes());
@@ -32,12 +49,32 @@ impl PcapSink {
         h.extend_from_slice(&SNAPLEN.to_le_bytes());
         h.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
         out.write_all(&h)?;
-        Ok(PcapSink { out })
+        Ok(PcapSink {
+            out,
+            max_bytes,
+            written: FILE_HEADER,
+            full: false,
+        })
     }
 
     /// Record one frame seen at `micros` since the Unix epoch.
     pub fn frame(&mut self, micros: u64, frame: &[u8]) -> io::Result<()> {
+        if self.full {
+            return Ok(());
+        }
         let caplen = frame.len().min(SNAPLEN as usize);
+        let size = RECORD_HEADER + caplen as u64;
+        if self.written.saturating_add(size) > self.max_bytes {
+            self.full = true;
+            tracing::warn!(
+                max_bytes = self.max_bytes,
+                written = self.written,
+                "--pcap: the capture reached --pcap-max-bytes; no more frames are written \
+                 (the node runs on)"
+            );
+            return Ok(());
+        }
+        self.written += size;
         let mut h = [0u8; 16];
         h[0..4].copy_from_slice(&((micros / 1_000_000) as u32).to_le_bytes());
         h[4..8].copy_from_slice(&((micros % 1_000_000) as u32).to_le_bytes());
@@ -81,5 +118,32 @@ mod tests {
         assert_eq!(&b[24..28], &1u32.to_le_bytes());
         assert_eq!(&b[28..32], &500_000u32.to_le_bytes());
         assert_eq!(&b[40..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn stops_at_the_first_whole_record_past_the_cap() {
+        let buf = Shared::default();
+        // The file header (24) and two 100-byte frames (116 each) fit in
+        // 300; the third would not.
+        let mut p = PcapSink::with_limit(Box::new(buf.clone()), 300).unwrap();
+        for i in 0..5u8 {
+            p.frame(u64::from(i), &[i; 100]).unwrap();
+        }
+        p.flush().unwrap();
+        let data = buf.0.lock().unwrap().clone();
+        assert_eq!(data.len(), 24 + 2 * 116);
+        // The last record is whole: its header's length and its bytes.
+        assert_eq!(&data[24 + 116 + 8..24 + 116 + 12], &100u32.to_le_bytes());
+        assert!(data[24 + 116 + 16..].iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    fn under_the_cap_everything_is_written() {
+        let buf = Shared::default();
+        let mut p = PcapSink::with_limit(Box::new(buf.clone()), DEFAULT_MAX_BYTES).unwrap();
+        for i in 0..50u8 {
+            p.frame(u64::from(i), &vec![i; 1500]).unwrap();
+        }
+        assert_eq!(buf.0.lock().unwrap().len(), 24 + 50 * (16 + 1500));
     }
 }
