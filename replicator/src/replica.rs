@@ -233,9 +233,9 @@ pub struct Replica {
     peer_leaving: bool,
     /// This node's LAN check passes (told to the peer in `Msg::Lan`).
     lan_up: bool,
-    /// Start time and deadline of the cold-start wait, until a link session
-    /// first comes up (or the wait ran out).
-    cold_start: Option<(Instant, Instant)>,
+    /// When the cold-start wait began (the start), until a link session
+    /// first comes up or the wait ran out.
+    cold_start: Option<Instant>,
 }
 
 impl Replica {
@@ -249,7 +249,7 @@ impl Replica {
         if let Err(e) = cfg.validate() {
             panic!("invalid ReplicaConfig: {e}");
         }
-        let cold_start = (cfg.role != Role::Simplex).then(|| (now, now + cfg.cold_start_wait));
+        let cold_start = (cfg.role != Role::Simplex).then_some(now);
         Self {
             role: cfg.role,
             cfg,

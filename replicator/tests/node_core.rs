@@ -653,13 +653,18 @@ fn exchange(n1: &mut NodeCore, n2: &mut NodeCore, t: Instant, linked: bool) -> [
         n2.round(t);
     }
     let (f1, f2) = (lan_out(n1), lan_out(n2));
-    for f in &f1 {
+    cross(n1, n2, &f1, &f2);
+    [f1, f2]
+}
+
+/// The LAN between the two nodes: what each sent reaches the other.
+fn cross(n1: &mut NodeCore, n2: &mut NodeCore, f1: &[Frame], f2: &[Frame]) {
+    for f in f1 {
         n2.handle_lan_frame(Frame::copy_from(f.data()));
     }
-    for f in &f2 {
+    for f in f2 {
         n1.handle_lan_frame(Frame::copy_from(f.data()));
     }
-    [f1, f2]
 }
 
 fn answers_for(frames: &[Frame], ip: Ipv4Address) -> usize {
@@ -902,11 +907,15 @@ fn a_lone_owner_that_finds_its_address_held_waits_for_the_link() {
     assert!(owner.fenced(0));
 }
 
-/// Answers to `n`'s probes for `ip` in `frames`, as `from` would send them.
+/// Answers to `n`'s probes (ARP requests from 0.0.0.0) for `ip` in
+/// `frames`, as `from` would send them.
 fn answer_probes(n: &mut NodeCore, frames: &[Frame], ip: Ipv4Address, from: EthernetAddress) {
     for f in frames {
         if let Some(a) = arp::parse(f.data()) {
-            if a.sender_ip == Ipv4Address::UNSPECIFIED && a.target_ip == ip {
+            if a.operation == ArpOperation::Request
+                && a.sender_ip == Ipv4Address::UNSPECIFIED
+                && a.target_ip == ip
+            {
                 n.handle_lan_frame(Frame::copy_from(&arp::reply(
                     from,
                     ip,
@@ -1043,20 +1052,10 @@ fn a_thawed_owners_answers_to_stale_probes_do_not_make_the_primary_stand_down() 
 const GATEWAY: Ipv4Address = Ipv4Address::new(10, 77, 0, 254);
 const GATEWAY_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0xfe]);
 
-/// Answers `n`'s LAN-check requests in `frames` as the gateway would.
+/// Answers `n`'s LAN-check requests in `frames` as the gateway would (they
+/// are probes: sender 0.0.0.0).
 fn gateway_answers(n: &mut NodeCore, frames: &[Frame]) {
-    for f in frames {
-        if let Some(a) = arp::parse(f.data()) {
-            if a.operation == ArpOperation::Request && a.target_ip == GATEWAY {
-                n.handle_lan_frame(Frame::copy_from(&arp::reply(
-                    GATEWAY_MAC,
-                    GATEWAY,
-                    a.sender_mac,
-                    Ipv4Address::UNSPECIFIED,
-                )));
-            }
-        }
-    }
+    answer_probes(n, frames, GATEWAY, GATEWAY_MAC);
 }
 
 /// One step of a pair on a LAN with a gateway: rounds, the link carried
@@ -1077,12 +1076,7 @@ fn lan_step(n1: &mut NodeCore, n2: &mut NodeCore, t: Instant, linked: bool, up: 
         gateway_answers(n2, &f2);
     }
     if up[0] && up[1] {
-        for f in &f1 {
-            n2.handle_lan_frame(Frame::copy_from(f.data()));
-        }
-        for f in &f2 {
-            n1.handle_lan_frame(Frame::copy_from(f.data()));
-        }
+        cross(n1, n2, &f1, &f2);
     }
 }
 

@@ -605,7 +605,7 @@ impl NodeCore {
     /// peer give the address up, with no node reaching the clients. The
     /// shell holds off connecting until this says yes again.
     pub fn link_allowed(&self, peer: PeerId) -> bool {
-        self.lan.as_ref().is_none_or(LanCheck::is_up)
+        self.lan_up()
             || !self
                 .sites
                 .iter()

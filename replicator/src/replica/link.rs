@@ -244,8 +244,8 @@ impl Replica {
     pub fn handle_timeout(&mut self, now: Instant) {
         loop {
             let Some(s) = self.session.as_mut() else {
-                if let Some((start, deadline)) = self.cold_start {
-                    if now >= deadline {
+                if let Some(start) = self.cold_start {
+                    if now >= start + self.cfg.cold_start_wait {
                         self.cold_start = None;
                         self.peer_absent(now.saturating_duration_since(start));
                     }
@@ -271,7 +271,9 @@ impl Replica {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.session {
             Some(s) => s.detector.poll_timeout(),
-            None => self.cold_start.map(|(_, deadline)| deadline),
+            None => self
+                .cold_start
+                .map(|start| start + self.cfg.cold_start_wait),
         }
     }
 

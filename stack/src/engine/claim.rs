@@ -286,13 +286,19 @@ impl<C> Engine<C> {
     /// The probe answer that fenced this site came while re-checking an
     /// earlier fence: no news, say it quietly.
     pub(super) fn fence(&mut self, why: &str) {
-        self.claim = Claim::Fenced;
-        self.reprobe_at = None;
         if std::mem::take(&mut self.reprobing) {
             tracing::debug!(address = %self.cfg.address.address(), "the peer still holds the address: fenced");
         } else {
             tracing::warn!(address = %self.cfg.address.address(), "{why}: fenced, standing down");
         }
+        self.fence_quietly();
+    }
+
+    /// Fenced, re-probed later (see `Engine::poll`); the caller said why.
+    fn fence_quietly(&mut self) {
+        self.claim = Claim::Fenced;
+        self.reprobe_at = None;
+        self.reprobing = false;
     }
 
     /// While serving the address alone: `f` announces it from another
@@ -372,8 +378,8 @@ impl<C> Engine<C> {
             return;
         }
         self.reannounce = None;
-        self.reprobing = true; // quietly: the node core says why
-        self.fence("LAN down");
+        // The node core logs why (its LAN check).
+        self.fence_quietly();
     }
 
     /// Serving alone, we won a split brain (we own the address): say so
