@@ -146,7 +146,11 @@ impl LanCheck {
     }
 
     /// A frame from the LAN: whether it answers our request (then it is
-    /// consumed). Only an ARP reply from the target to this node's MAC.
+    /// consumed). Only an ARP reply from the target to this node's MAC and
+    /// to address 0.0.0.0, the sender of our probes: the target's answers
+    /// to the stack's own requests (sent from the service address: the
+    /// stack resolving the gateway, or in the lab the client) are the
+    /// stack's.
     pub fn handle_frame(&mut self, frame: &[u8]) -> bool {
         let Some(a) = arp::parse(frame) else {
             return false;
@@ -154,6 +158,7 @@ impl LanCheck {
         if a.operation != ArpOperation::Reply
             || a.sender_ip != self.cfg.target
             || a.target_mac != self.mac
+            || a.target_ip != Ipv4Address::UNSPECIFIED
         {
             return false;
         }
@@ -252,6 +257,10 @@ mod tests {
             assert!(!c.handle_frame(&arp::reply(GW_MAC, other, MAC, Ipv4Address::UNSPECIFIED)));
             let to = EthernetAddress([2, 0, 0, 0, 0, 9]);
             assert!(!c.handle_frame(&arp::reply(GW_MAC, GW, to, Ipv4Address::UNSPECIFIED)));
+            // The gateway answering the stack's own request (sent from the
+            // service address) is the stack's: not taken, not counted.
+            let vip = Ipv4Address::new(10, 77, 0, 10);
+            assert!(!c.handle_frame(&arp::reply(GW_MAC, GW, MAC, vip)));
             t += ms(200);
         }
         assert_eq!(changes, vec![LanChange::Down]);
