@@ -69,6 +69,17 @@ pub struct Status {
     /// peers and answers for no address any more.
     #[serde(default)]
     pub leaving: bool,
+    /// The LAN check: `true` while it passes (`None`: not configured).
+    #[serde(default)]
+    pub lan_up: Option<bool>,
+    /// The application check: `true` while the application answers
+    /// (`None`: not configured).
+    #[serde(default)]
+    pub app_up: Option<bool>,
+    /// Requests the application could not take, waiting for the
+    /// application check's verdict (see docs/application.md).
+    #[serde(default)]
+    pub held_replies: usize,
     /// When the stack thread took this snapshot, on its monotonic clock:
     /// how `/healthz` tells a live stack loop from a stalled one without
     /// trusting the wall clock. Not in the JSON (meaningless elsewhere).
@@ -342,6 +353,9 @@ pub(crate) mod tests {
                 policy: "static".into(),
             }],
             leaving: false,
+            lan_up: Some(true),
+            app_up: Some(false),
+            held_replies: 0,
             taken_at: None,
         }
     }

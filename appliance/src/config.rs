@@ -5,7 +5,10 @@
 //! This file holds the sections and their defaults; `topology` turns them
 //! into the node's [`Topology`] and checks the whole config.
 
+mod checks;
 mod topology;
+
+pub use checks::{AppCheck, AppCheckSection, LanCheckSection};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -48,6 +51,10 @@ pub struct Config {
     /// checked).
     #[serde(default)]
     pub lan_check: Option<LanCheckSection>,
+    /// Whether the application behind the `upstream` routes answers
+    /// (absent: not checked).
+    #[serde(default)]
+    pub app_check: Option<AppCheckSection>,
     /// State-change hooks (keepalived's `notify`): `hooks.rs`.
     #[serde(default)]
     pub hooks: HooksSection,
@@ -260,34 +267,6 @@ pub struct ReplicationSection {
 pub fn default_hb_interval() -> u64 {
     100
 }
-/// `[lan_check]`: a LAN host this node asks (ARP) every `interval_ms`;
-/// `fall` misses in a row: this node does not reach the service LAN and
-/// hands its addresses to a peer that does; `rise` answers: it does again.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LanCheckSection {
-    /// The host to ask: the service LAN's gateway, or any host that is
-    /// always there (not the peer node: a cut of the peer's own port would
-    /// look like one of this node's).
-    pub target: Ipv4Addr,
-    #[serde(default = "default_lan_interval")]
-    pub interval_ms: u64,
-    #[serde(default = "default_lan_fall")]
-    pub fall: u32,
-    #[serde(default = "default_lan_rise")]
-    pub rise: u32,
-}
-
-fn default_lan_interval() -> u64 {
-    200
-}
-fn default_lan_fall() -> u32 {
-    3
-}
-fn default_lan_rise() -> u32 {
-    3
-}
-
 /// Default failure-detection time: five heartbeat intervals.
 pub fn default_hb_timeout() -> u64 {
     500
@@ -592,34 +571,6 @@ impl Config {
         self.admin.socket.clone().unwrap_or_else(|| {
             Path::new(DEFAULT_ADMIN_DIR).join(format!("{}.sock", self.node.name))
         })
-    }
-
-    /// Both forms normalised, every key checked.
-    /// The LAN check the node runs, checked (`None`: not configured).
-    pub fn lan_check(&self) -> Result<Option<hotpair_replicator::node::LanCheckConfig>> {
-        let Some(l) = &self.lan_check else {
-            return Ok(None);
-        };
-        if !(10..=60_000).contains(&l.interval_ms) {
-            bail!(
-                "lan_check.interval_ms: {} must be within 10..=60000",
-                l.interval_ms
-            );
-        }
-        for (key, v) in [("lan_check.fall", l.fall), ("lan_check.rise", l.rise)] {
-            if !(1..=100).contains(&v) {
-                bail!("{key}: {v} must be within 1..=100");
-            }
-        }
-        if l.target.is_unspecified() || l.target.is_broadcast() || l.target.is_multicast() {
-            bail!("lan_check.target: {} is not a host's address", l.target);
-        }
-        Ok(Some(hotpair_replicator::node::LanCheckConfig {
-            target: hotpair_stack::smoltcp::wire::Ipv4Address::from_octets(l.target.octets()),
-            interval: std::time::Duration::from_millis(l.interval_ms),
-            fall: l.fall,
-            rise: l.rise,
-        }))
     }
 }
 

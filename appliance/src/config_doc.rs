@@ -62,6 +62,7 @@ mod tests {
         ("admin", "[admin]"),
         ("hooks", "[hooks]"),
         ("lan_check", "[lan_check]"),
+        ("app_check", "[app_check]"),
     ];
 
     #[test]

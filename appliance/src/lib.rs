@@ -6,6 +6,7 @@
 //! [`service::NodeService`] over the stack's sans-IO engine in virtual time.
 
 pub mod admin;
+pub mod app_check;
 pub mod config;
 mod config_doc;
 pub mod health;

@@ -116,6 +116,31 @@ pub fn render(s: &Status) -> String {
     );
     f.sample(&[], s.uptime_s);
 
+    for (name, help, state) in [
+        (
+            "hotpair_lan_up",
+            "1 while the LAN check passes, 0 while it fails (absent: not configured).",
+            s.lan_up,
+        ),
+        (
+            "hotpair_app_up",
+            "1 while the application check passes, 0 while it fails (absent: not configured).",
+            s.app_up,
+        ),
+    ] {
+        if let Some(up) = state {
+            let mut f = family(&mut o, name, "gauge", help);
+            f.sample(&[], f64::from(u8::from(up)));
+        }
+    }
+    let mut f = family(
+        &mut o,
+        "hotpair_held_replies",
+        "gauge",
+        "Requests the application could not take, waiting for the application check's verdict.",
+    );
+    f.sample(&[], s.held_replies as f64);
+
     let mut f = family(
         &mut o,
         "hotpair_address_state",

@@ -244,6 +244,7 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
         heartbeat_timeout: Duration::from_millis(topo.heartbeat_timeout_ms),
         cold_start_wait: Duration::from_millis(topo.cold_start_ms),
         lan_check: cfg.lan_check()?,
+        app_check: cfg.app_check()?.map(|a| a.core),
         rx_buffer_bytes: cfg.node.rx_buffer_bytes,
         tx_buffer_bytes: cfg.node.tx_buffer_bytes,
         limits: limits(&cfg),
@@ -278,6 +279,10 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
     node.set_status(publisher);
     node.set_lifecycle(lifecycle(&cfg)?);
     node.set_relink(crate::service::Relink { setups, to_stack });
+    if let Some(check) = cfg.app_check()? {
+        tracing::info!(address = %check.address, path = %check.path, "application check");
+        node.set_app_check(check);
+    }
     let admin_path = cfg.admin_socket();
     let admin = crate::admin::bind(&admin_path)?;
     tracing::info!(socket = %admin_path.display(), "admin socket (hotpair status)");

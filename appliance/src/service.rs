@@ -214,6 +214,9 @@ struct Completion {
     conn: ConnId,
     index: u64,
     response: Response,
+    /// The application could not take the request (see
+    /// `NodeCore::handle_job_unreachable`).
+    unreachable: bool,
 }
 
 /// The node core plus its I/O: what the TAP shell runs.
@@ -227,6 +230,10 @@ pub struct NodeShell {
     waker: Waker,
     done_tx: mpsc::Sender<Completion>,
     done_rx: mpsc::Receiver<Completion>,
+    /// The application check, when configured, and its results.
+    app_check: Option<std::sync::Arc<crate::config::AppCheck>>,
+    app_tx: mpsc::Sender<bool>,
+    app_rx: mpsc::Receiver<bool>,
     stopped: Option<String>,
     /// Publishes status snapshots for the admin socket and metrics.
     status: Option<crate::admin::StatusPublisher>,
@@ -255,6 +262,7 @@ impl NodeShell {
         waker: Waker,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::channel();
+        let (app_tx, app_rx) = mpsc::channel();
         let core_peers = core.peers();
         NodeShell {
             links: (0..core.peers()).map(|_| None).collect(),
@@ -265,12 +273,42 @@ impl NodeShell {
             waker,
             done_tx,
             done_rx,
+            app_check: None,
+            app_tx,
+            app_rx,
             stopped: None,
             status: None,
             relink: None,
             held: (0..core_peers).map(|_| false).collect(),
             lifecycle: None,
         }
+    }
+
+    /// Run the application check the core asks for (`[app_check]`).
+    pub fn set_app_check(&mut self, check: crate::config::AppCheck) {
+        self.app_check = Some(std::sync::Arc::new(check));
+    }
+
+    /// Run the application check when the core asks; hand results back.
+    fn run_app_check(&mut self) -> bool {
+        let mut busy = false;
+        while let Ok(ok) = self.app_rx.try_recv() {
+            busy = true;
+            self.core.handle_app_check(ok);
+        }
+        if self.core.poll_app_check() {
+            if let Some(check) = self.app_check.clone() {
+                let (tx, waker) = (self.app_tx.clone(), self.waker.clone());
+                self.runtime.spawn(async move {
+                    let ok =
+                        crate::app_check::probe(&check.address, &check.path, check.core.timeout)
+                            .await;
+                    let _ = tx.send(ok);
+                    waker.wake();
+                });
+            }
+        }
+        busy
     }
 
     /// Try every lost link again, for ever (a restarted or thawed peer
@@ -297,7 +335,7 @@ impl NodeShell {
         if !std::mem::replace(&mut self.held[peer], true) {
             tracing::info!(
                 peer = %self.core.peer_name(peer),
-                "this node does not reach the service LAN: its replication link stays down until it does"
+                "this node cannot serve (its LAN or its application check failed): its replication link stays down until it can"
             );
         }
     }
@@ -493,8 +531,18 @@ impl NodeShell {
         let mut busy = false;
         while let Ok(c) = self.done_rx.try_recv() {
             busy = true;
-            self.core
-                .handle_job_done(c.site, c.conn, c.index, c.response);
+            if c.unreachable {
+                self.core.handle_job_unreachable(
+                    c.site,
+                    c.conn,
+                    c.index,
+                    c.response,
+                    Instant::now(),
+                );
+            } else {
+                self.core
+                    .handle_job_done(c.site, c.conn, c.index, c.response);
+            }
         }
         while let Some(job) = self.core.poll_job() {
             self.spawn(job);
@@ -512,30 +560,35 @@ impl NodeShell {
         } = job;
         let tx = self.done_tx.clone();
         let waker = self.waker.clone();
-        let done = move |response| {
+        let done = move |response, unreachable| {
             let _ = tx.send(Completion {
                 site,
                 conn,
                 index,
                 response,
+                unreachable,
             });
             waker.wake();
         };
         match work {
             Work::Generate { seed, max_size } => {
                 self.runtime.spawn_blocking(move || {
-                    done(hotpair_http::generate::handle(&request, seed, max_size))
+                    done(
+                        hotpair_http::generate::handle(&request, seed, max_size),
+                        false,
+                    )
                 });
             }
             Work::Route { route, request_id } => {
                 match self.upstreams.get(route).and_then(Option::clone) {
                     Some(up) => {
                         self.runtime.spawn(async move {
-                            done(up.handle(&request, &request_id).await);
+                            let p = up.handle(&request, &request_id).await;
+                            done(p.response, p.unreachable);
                         });
                     }
                     // Built from the same routes: cannot happen; answer anyway.
-                    None => done(Response::error(502)),
+                    None => done(Response::error(502), false),
                 }
             }
         }
@@ -558,7 +611,9 @@ impl Node for NodeShell {
     fn round(&mut self, now: Instant) -> bool {
         let mut busy = self.read_links(now);
         busy |= self.run_jobs();
+        busy |= self.run_app_check();
         busy |= self.core.round(now);
+        busy |= self.run_app_check();
         // Jobs the round made, and the reply logs it queued: out at once.
         self.run_jobs();
         busy |= self.write_links(now);
@@ -573,7 +628,7 @@ impl Node for NodeShell {
                 let why = if self.core.link_allowed(peer) {
                     "the peer was declared dead"
                 } else {
-                    "this node does not reach the service LAN: its addresses went to the peer"
+                    "this node cannot serve (its LAN or its application check failed): its addresses went to the peer"
                 };
                 self.drop_link(peer, why, now);
             }
@@ -582,7 +637,7 @@ impl Node for NodeShell {
         for peer in 0..self.held.len() {
             if self.held[peer] && self.stopped.is_none() && self.core.link_allowed(peer) {
                 self.held[peer] = false;
-                tracing::info!(peer = %self.core.peer_name(peer), "the service LAN is reachable again: linking to the peer");
+                tracing::info!(peer = %self.core.peer_name(peer), "this node can serve again: linking to the peer");
                 self.spawn_link(peer, std::time::Duration::ZERO);
             }
         }

@@ -63,6 +63,31 @@ impl std::fmt::Display for ProxyError {
     }
 }
 
+impl ProxyError {
+    /// The application could not take the request at all, or dropped it
+    /// before a whole reply: refused, reset, closed. (A malformed or
+    /// oversized reply is the application's answer, not its absence.)
+    fn unreachable(&self) -> bool {
+        match self {
+            ProxyError::Io(_) => true,
+            ProxyError::BadReply(what) => {
+                what.starts_with("connection closed") || *what == "body shorter than Content-Length"
+            }
+            ProxyError::TooLarge => false,
+        }
+    }
+}
+
+/// What a proxied request came to.
+#[derive(Debug)]
+pub struct Proxied {
+    /// The reply for the client (an error reply when the exchange failed).
+    pub response: Response,
+    /// The application could not take the request or dropped it before a
+    /// whole reply (see `NodeCore::handle_job_unreachable`).
+    pub unreachable: bool,
+}
+
 impl From<std::io::Error> for ProxyError {
     fn from(e: std::io::Error) -> Self {
         ProxyError::Io(e)
@@ -93,18 +118,29 @@ impl Upstream {
     }
 
     /// Proxy `req`; never fails: errors become 502, a timeout 504.
-    pub async fn handle(&self, req: &Request, request_id: &str) -> Response {
+    pub async fn handle(&self, req: &Request, request_id: &str) -> Proxied {
         let wire = encode_request(req, request_id, self.addr);
         let head_only = req.method == Method::Head;
         match tokio::time::timeout(self.timeout, self.exchange(&wire, head_only)).await {
-            Ok(Ok(resp)) => resp,
+            Ok(Ok(response)) => Proxied {
+                response,
+                unreachable: false,
+            },
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %self.addr, error = %e, request_id, "upstream failed");
-                Response::error(502)
+                Proxied {
+                    response: Response::error(502),
+                    unreachable: e.unreachable(),
+                }
             }
             Err(_) => {
                 tracing::warn!(upstream = %self.addr, request_id, "upstream timed out");
-                Response::error(504)
+                // A slow application is not a dead one: running the request
+                // again elsewhere would only double its load.
+                Proxied {
+                    response: Response::error(504),
+                    unreachable: false,
+                }
             }
         }
     }
@@ -414,8 +450,11 @@ mod tests {
                 body: Bytes::new(),
                 keep_alive: true,
             };
-            let resp = up.handle(&req, "test-1").await;
-            assert_eq!(resp.status, 502);
+            let got = up.handle(&req, "test-1").await;
+            assert_eq!(got.response.status, 502);
+            // A malformed reply is the application's answer: not a reason
+            // to run the request again on the peer.
+            assert!(!got.unreachable);
         });
     }
 }

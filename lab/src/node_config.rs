@@ -87,10 +87,19 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
 
 /// `[lan_check]`: the lab's client stands for the LAN's always-there host
 /// (a gateway in a real site), so `lab partition --lan NODE` moves that
-/// node's addresses to its peer.
+/// node's addresses to its peer. `[app_check]`: the node's application
+/// answers `/app/health` (every lab app does), so `lab kill --app NODE`
+/// moves the addresses that node runs requests for to its peer.
 fn lan_check_section() -> String {
-    format!("\n[lan_check]\ntarget = \"{}\"\n", crate::CLIENT_ADDRESS)
+    format!(
+        "\n[lan_check]\ntarget = \"{}\"\n\n[app_check]\npath = \"{}\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
+        crate::CLIENT_ADDRESS,
+        APP_HEALTH_PATH
+    )
 }
+
+/// What the lab's node configs check their application with.
+pub const APP_HEALTH_PATH: &str = "/app/health";
 
 /// `[link]`: the node's private key, or plaintext when it has none.
 fn link_section(node: &NodeState) -> String {
@@ -267,7 +276,7 @@ mod tests {
                      \n[replication]\nrole = \"primary\"\nlisten = \"{}:7700\"\n\
                      heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
                      peer_public_key = \"{}\"\n\
-                     \n[lan_check]\ntarget = \"10.77.0.100\"\n",
+                     \n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
                     private(1),
                     link[0],
                     public(2)
@@ -280,7 +289,7 @@ mod tests {
                      \n[replication]\nrole = \"ingress\"\npeer = \"{}:7700\"\n\
                      heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
                      peer_public_key = \"{}\"\n\
-                     \n[lan_check]\ntarget = \"10.77.0.100\"\n",
+                     \n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
                     private(2),
                     link[0],
                     public(1)
@@ -392,7 +401,7 @@ address = "127.0.0.1:8080"
                  \n[replication]\nrole = \"ingress\"\n\
                  peer = \"10.77.0.1:7700\"\nheartbeat_interval_ms = 100\n\
                  heartbeat_timeout_ms = 500\npeer_public_key = \"{}\"\n\
-                     \n[lan_check]\ntarget = \"10.77.0.100\"\n",
+                     \n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
                 admin(2),
                 private(2),
                 public(1)
@@ -410,7 +419,7 @@ address = "127.0.0.1:8080"
                  max_connections = 1024\nrole = \"{role}\"\npeer = \"{peer}\"\n"
             )
         };
-        let heartbeat = "\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n\n[lan_check]\ntarget = \"10.77.0.100\"\n";
+        let heartbeat = "\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n\n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n";
         // n1 owns .10 (primary n2), is primary for .11 (owned by n2), and
         // listens for the one link on its LAN address port 7702.
         assert_eq!(
@@ -520,7 +529,7 @@ address = "127.0.0.1:8080"
         assert!(text.ends_with(&format!(
             "\n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7703\"\npublic_key = \"{}\"\n\
                  \n[[peer]]\nname = \"n2\"\nconnect = \"10.77.0.2:7703\"\npublic_key = \"{}\"\n\
-                 \n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n\n[lan_check]\ntarget = \"10.77.0.100\"\n",
+                 \n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n\n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
             public(1),
             public(2)
         )));

@@ -108,11 +108,11 @@ struct Session {
     /// The `epoch` of the peer's `Hello`: its takeovers so far.
     peer_epoch: u64,
     hello_pending: bool,
-    /// This node's LAN state is owed to the peer (after `Hello`, and on
-    /// every change).
-    lan_pending: bool,
-    /// The peer's LAN state, once it said (`Msg::Lan`).
-    peer_lan: Option<bool>,
+    /// Whether this node can serve is owed to the peer (after `Hello`,
+    /// and on every change).
+    fit_pending: bool,
+    /// Whether the peer can serve, once it said (`Msg::Lan`).
+    peer_fit: Option<bool>,
     heartbeat_pending: Option<u64>,
     next_heartbeat_seq: u64,
     /// Cumulative acks to send, coalesced per connection.
@@ -231,8 +231,9 @@ pub struct Replica {
     leaving: bool,
     /// The owner said it leaves; its death, when the link closes, is one.
     peer_leaving: bool,
-    /// This node's LAN check passes (told to the peer in `Msg::Lan`).
-    lan_up: bool,
+    /// This node can serve: its LAN check and its application check pass
+    /// (told to the peer in `Msg::Lan`).
+    fit: bool,
     /// When the cold-start wait began (the start), until a link session
     /// first comes up or the wait ran out.
     cold_start: Option<Instant>,
@@ -267,7 +268,7 @@ impl Replica {
             counters: Counters::default(),
             leaving: false,
             peer_leaving: false,
-            lan_up: true,
+            fit: true,
             cold_start,
         }
     }

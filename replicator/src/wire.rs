@@ -155,11 +155,12 @@ pub enum Msg {
     /// timeout or probing (the link is authenticated: only the peer can
     /// say it).
     Leaving,
-    /// Whether the sender reaches the service LAN (its LAN check): sent
-    /// after `Hello` and on every change. A node whose LAN is cut yields
-    /// its addresses only to a peer that says it reaches the LAN.
+    /// Whether the sender can serve clients: it reaches the service LAN
+    /// (its LAN check) and its application answers (its application
+    /// check). Sent after `Hello` and on every change. A node that cannot
+    /// serve yields its addresses only to a peer that says it can.
     Lan {
-        /// The sender's LAN check passes.
+        /// The sender's LAN check and application check pass.
         up: bool,
     },
     /// Liveness signal; any message counts, this one is sent when idle.

@@ -57,6 +57,7 @@ fn config(name: &str, n: u8, sites: Vec<SiteConfig>, peers: &[&str]) -> NodeConf
         heartbeat_timeout: Duration::from_millis(500),
         cold_start_wait: hotpair_replicator::replica::DEFAULT_COLD_START_WAIT,
         lan_check: None,
+        app_check: None,
         rx_buffer_bytes: 16 * 1024,
         tx_buffer_bytes: 16 * 1024,
         limits: Limits::default(),
@@ -1168,3 +1169,221 @@ fn a_node_that_loses_the_lan_hands_its_addresses_to_its_peer_and_holds_its_link_
         assert!(!n.fenced(0) && !n.fenced(1));
     }
 }
+
+/// Runs the application checks `n` asks for, answering `ok`.
+fn app_answers(n: &mut NodeCore, ok: bool) {
+    if n.poll_app_check() {
+        n.handle_app_check(ok);
+    }
+}
+
+/// One step of a dual-role pair whose applications answer `apps`.
+fn app_step(n1: &mut NodeCore, n2: &mut NodeCore, t: Instant, linked: bool, apps: [bool; 2]) {
+    for _ in 0..3 {
+        if linked {
+            settle(n1, n2, t);
+        } else {
+            n1.round(t);
+            n2.round(t);
+        }
+        app_answers(n1, apps[0]);
+        app_answers(n2, apps[1]);
+    }
+    let (f1, f2) = (lan_out(n1), lan_out(n2));
+    cross(n1, n2, &f1, &f2);
+}
+
+/// [`boot`] with both applications answering their checks.
+fn app_boot(n1: &mut NodeCore, n2: &mut NodeCore, t0: Instant) -> Instant {
+    n1.handle_link_up(0, t0);
+    n2.handle_link_up(0, t0);
+    let mut t = t0;
+    while t < t0 + Duration::from_millis(400) {
+        app_step(n1, n2, t, true, [true, true]);
+        t += Duration::from_millis(50);
+    }
+    settle(n1, n2, t);
+    t
+}
+
+fn app_pair(t0: Instant) -> (NodeCore, NodeCore) {
+    let check = hotpair_replicator::node::AppCheckConfig {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(100),
+        fall: 2,
+        rise: 2,
+    };
+    let mk = |name: &str, n: u8, roles: [Role; 2], peer: &str| {
+        let mut c = config(
+            name,
+            n,
+            vec![site(A, roles[0], Some(0)), site(B, roles[1], Some(0))],
+            &[peer],
+        );
+        c.app_check = Some(check);
+        NodeCore::new(c, t0).unwrap()
+    };
+    (
+        mk("n1", 1, [Role::Ingress, Role::Primary], "n2"),
+        mk("n2", 2, [Role::Primary, Role::Ingress], "n1"),
+    )
+}
+
+#[test]
+fn a_node_whose_application_dies_hands_its_addresses_over_and_rejoins_once_it_answers() {
+    let t0 = origin();
+    let (mut n1, mut n2) = app_pair(t0);
+    let mut t = app_boot(&mut n1, &mut n2, t0);
+    let step = Duration::from_millis(50);
+    for _ in 0..10 {
+        app_step(&mut n1, &mut n2, t, true, [true, true]);
+        t += step;
+    }
+    assert!(n1.app_up() && n2.app_up() && n1.fit() && n2.fit());
+    // n2's application dies (the host and the link live on): n2 is A's
+    // primary, so within `fall` checks it hands both addresses to n1.
+    for _ in 0..12 {
+        app_step(&mut n1, &mut n2, t, true, [true, false]);
+        t += step;
+    }
+    assert!(!n2.app_up() && !n2.fit());
+    assert!(n2.yielded(0) && n2.yielded(1), "n2 did not yield");
+    assert!(
+        n2.fenced(0) && n2.fenced(1),
+        "n2 still speaks for an address"
+    );
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Simplex, Role::Simplex));
+    assert!(
+        !n2.link_allowed(0),
+        "n2 would rejoin with its application down"
+    );
+    n1.handle_link_lost(0, t);
+    n2.handle_link_lost(0, t);
+    for _ in 0..20 {
+        app_step(&mut n1, &mut n2, t, false, [true, false]);
+        t += step;
+    }
+    assert!(n2.fenced(0) && n2.fenced(1), "n2 took an address back");
+    // The application answers again (`rise` checks): n2 may link, and
+    // rejoins with its configured roles.
+    for _ in 0..12 {
+        app_step(&mut n1, &mut n2, t, false, [true, true]);
+        t += step;
+    }
+    assert!(n2.app_up() && n2.link_allowed(0));
+    n1.handle_link_up(0, t);
+    n2.handle_link_up(0, t);
+    for _ in 0..10 {
+        app_step(&mut n1, &mut n2, t, true, [true, true]);
+        t += step;
+    }
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert!(!n2.yielded(0) && !n2.yielded(1));
+}
+
+#[test]
+fn an_owner_whose_application_dies_keeps_its_roles_and_is_handed_nothing() {
+    // Duplex: n1 primary of A, n2 its owner (runs no request).
+    let t0 = origin();
+    let check = hotpair_replicator::node::AppCheckConfig {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(100),
+        fall: 2,
+        rise: 2,
+    };
+    let mut c1 = config("n1", 1, vec![site(A, Role::Primary, Some(0))], &["n2"]);
+    let mut c2 = config("n2", 2, vec![site(A, Role::Ingress, Some(0))], &["n1"]);
+    c1.app_check = Some(check);
+    c2.app_check = Some(check);
+    let mut n1 = NodeCore::new(c1, t0).unwrap();
+    let mut n2 = NodeCore::new(c2, t0).unwrap();
+    let mut t = app_boot(&mut n1, &mut n2, t0);
+    let step = Duration::from_millis(50);
+    // The owner's application dies: nothing moves (it runs nothing).
+    for _ in 0..12 {
+        app_step(&mut n1, &mut n2, t, true, [true, false]);
+        t += step;
+    }
+    assert!(!n2.app_up());
+    assert!(!n2.yielded(0) && !n2.fenced(0));
+    assert_eq!((n1.role(0), n2.role(0)), (Role::Primary, Role::Ingress));
+    // Now the primary's dies too: its peer cannot serve either, so it
+    // keeps the address (a 502 beats no answer) and hands nothing over;
+    // a request the application refused gets its error reply at once.
+    for _ in 0..12 {
+        app_step(&mut n1, &mut n2, t, true, [false, false]);
+        t += step;
+    }
+    assert!(!n1.app_up());
+    assert!(!n1.yielded(0) && !n1.fenced(0));
+    assert_eq!((n1.role(0), n2.role(0)), (Role::Primary, Role::Ingress));
+    n1.handle_job_unreachable(0, CONN7, 0, hotpair_http::Response::error(502), t);
+    assert_eq!(n1.held_replies(), 0, "held with no peer to take it");
+}
+
+#[test]
+fn a_request_the_application_refused_waits_for_the_verdict_and_goes_to_the_peer() {
+    let t0 = origin();
+    let check = hotpair_replicator::node::AppCheckConfig {
+        interval: Duration::from_millis(1000),
+        timeout: Duration::from_millis(100),
+        fall: 2,
+        rise: 2,
+    };
+    let mut c1 = config("n1", 1, vec![site(A, Role::Primary, Some(0))], &["n2"]);
+    let mut c2 = config("n2", 2, vec![site(A, Role::Ingress, Some(0))], &["n1"]);
+    c1.app_check = Some(check);
+    c2.app_check = Some(check);
+    let mut n1 = NodeCore::new(c1, t0).unwrap();
+    let mut n2 = NodeCore::new(c2, t0).unwrap();
+    let mut t = app_boot(&mut n1, &mut n2, t0);
+    for _ in 0..3 {
+        app_step(&mut n1, &mut n2, t, true, [true, true]);
+        t += Duration::from_millis(50);
+    }
+    // A refused request: held (the peer can serve), and a check at once
+    // — well before the 1 s interval.
+    n1.handle_job_unreachable(0, CONN7, 3, hotpair_http::Response::error(502), t);
+    assert_eq!(n1.held_replies(), 1);
+    n1.round(t);
+    assert!(
+        n1.poll_app_check(),
+        "no immediate check after a refused request"
+    );
+    // It fails too: down (fall 2) at once, the address handed over, the
+    // error reply dropped — the peer runs the request again.
+    n1.handle_app_check(false);
+    assert!(!n1.app_up());
+    assert_eq!(n1.held_replies(), 0);
+    settle(&mut n1, &mut n2, t);
+    assert!(n1.yielded(0));
+    assert_eq!(n2.role(0), Role::Simplex, "the owner did not promote");
+
+    // A refusal the check does not confirm: the error reply goes out
+    // after the verdict wait (3 timeouts + an interval), not before.
+    let (mut n1, mut n2) = {
+        let mut c1 = config("n1", 1, vec![site(A, Role::Primary, Some(0))], &["n2"]);
+        let mut c2 = config("n2", 2, vec![site(A, Role::Ingress, Some(0))], &["n1"]);
+        c1.app_check = Some(check);
+        c2.app_check = Some(check);
+        (NodeCore::new(c1, t).unwrap(), NodeCore::new(c2, t).unwrap())
+    };
+    let mut t = app_boot(&mut n1, &mut n2, t);
+    app_step(&mut n1, &mut n2, t, true, [true, true]);
+    n1.handle_job_unreachable(0, CONN7, 3, hotpair_http::Response::error(502), t);
+    let start = t;
+    while n1.held_replies() > 0 {
+        app_step(&mut n1, &mut n2, t, true, [true, true]);
+        t += Duration::from_millis(50);
+        assert!(t < start + Duration::from_secs(3), "held for ever");
+    }
+    assert!(t - start >= Duration::from_millis(1300), "released early");
+    assert!(n1.app_up() && !n1.yielded(0));
+}
+
+/// A connection id no connection has (its reply is dropped if released).
+const CONN7: hotpair_stack::ConnId = hotpair_stack::ConnId {
+    slot: 7,
+    generation: 7,
+};

@@ -181,6 +181,7 @@ impl SimNode {
             heartbeat_timeout,
             cold_start_wait: hotpair_replicator::replica::DEFAULT_COLD_START_WAIT,
             lan_check: None,
+            app_check: None,
             rx_buffer_bytes: 64 * 1024,
             tx_buffer_bytes: 128 * 1024,
             limits: c.limits,

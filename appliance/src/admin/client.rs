@@ -95,6 +95,24 @@ pub fn render(s: &Status) -> String {
         s.pid,
         human_duration(s.uptime_s)
     );
+    let check = |c: Option<bool>| match c {
+        Some(true) => "up",
+        Some(false) => "DOWN",
+        None => "not checked",
+    };
+    if s.lan_up.is_some() || s.app_up.is_some() {
+        let _ = writeln!(
+            o,
+            "lan {}  application {}{}",
+            check(s.lan_up),
+            check(s.app_up),
+            if s.held_replies > 0 {
+                format!("  ({} requests wait for its verdict)", s.held_replies)
+            } else {
+                String::new()
+            }
+        );
+    }
     let _ = writeln!(
         o,
         "{:<18} {:<8} {:<11} {:<20} {:>9} {:>6} {:>6} {:>5} {:>10} {:>8} {:>5} {:>5}",

@@ -317,6 +317,9 @@ impl StatusPublisher {
             events: self.events.clone(),
             routes,
             leaving: self.leaving,
+            lan_up: core.lan_check_state(),
+            app_up: core.app_check_state(),
+            held_replies: core.held_replies(),
             taken_at: Some(now),
         }
     }

@@ -257,6 +257,7 @@ impl Config {
 
     pub(super) fn validate(&self) -> Result<()> {
         self.lan_check()?;
+        self.app_check()?;
         let n = &self.node;
         if n.name.is_empty() {
             bail!("node.name: must not be empty");

@@ -160,4 +160,24 @@ impl NodeCore {
     pub fn route_policy(&self, route: usize) -> Policy {
         self.shared.routes[route].policy
     }
+
+    /// Error replies held for the application check's verdict.
+    pub fn held_replies(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether the LAN check is configured, and its state.
+    pub fn lan_check_state(&self) -> Option<bool> {
+        self.lan.as_ref().map(super::LanCheck::is_up)
+    }
+
+    /// Whether the application check is configured, and its state.
+    pub fn app_check_state(&self) -> Option<bool> {
+        self.app.as_ref().map(super::AppCheck::is_up)
+    }
+
+    /// Times the application check changed its mind.
+    pub fn app_changes(&self) -> u64 {
+        self.app.as_ref().map_or(0, super::AppCheck::changes)
+    }
 }

@@ -17,6 +17,8 @@ use hotpair_stack::arp;
 use hotpair_stack::smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address};
 use hotpair_stack::Frame;
 
+use super::fall_rise::FallRise;
+
 /// What to check, how often, and how many misses or answers decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LanCheckConfig {
@@ -45,17 +47,14 @@ pub enum LanChange {
 pub struct LanCheck {
     cfg: LanCheckConfig,
     mac: EthernetAddress,
-    up: bool,
+    state: FallRise,
     /// The request in flight has been answered.
     answered: bool,
     /// A request is in flight (sent, not yet judged).
     in_flight: bool,
-    misses: u32,
-    hits: u32,
     next_at: Instant,
     /// A request to send now.
     due: bool,
-    changes: u64,
 }
 
 impl LanCheck {
@@ -71,20 +70,17 @@ impl LanCheck {
                 ..cfg
             },
             mac,
-            up: true,
+            state: FallRise::new(cfg.fall, cfg.rise),
             answered: false,
             in_flight: false,
-            misses: 0,
-            hits: 0,
             next_at: now,
             due: false,
-            changes: 0,
         }
     }
 
     /// Whether the LAN is reachable now.
     pub fn is_up(&self) -> bool {
-        self.up
+        self.state.is_up()
     }
 
     /// The configuration.
@@ -94,7 +90,7 @@ impl LanCheck {
 
     /// Times the state changed so far.
     pub fn changes(&self) -> u64 {
-        self.changes
+        self.state.changes()
     }
 
     /// When [`LanCheck::handle_timeout`] has work.
@@ -108,27 +104,18 @@ impl LanCheck {
         if now < self.next_at {
             return None;
         }
-        let mut change = None;
-        if self.in_flight {
-            if self.answered {
-                self.misses = 0;
-                self.hits += 1;
-                if !self.up && self.hits >= self.cfg.rise {
-                    self.up = true;
-                    change = Some(LanChange::Up);
-                }
+        let change =
+            if self.in_flight {
+                self.state.observe(self.answered).map(|up| {
+                    if up {
+                        LanChange::Up
+                    } else {
+                        LanChange::Down
+                    }
+                })
             } else {
-                self.hits = 0;
-                self.misses += 1;
-                if self.up && self.misses >= self.cfg.fall {
-                    self.up = false;
-                    change = Some(LanChange::Down);
-                }
-            }
-        }
-        if change.is_some() {
-            self.changes += 1;
-        }
+                None
+            };
         self.in_flight = true;
         self.answered = false;
         self.due = true;

@@ -19,19 +19,23 @@
 //!
 //! Inputs: [`NodeCore::handle_lan_frame`], [`NodeCore::handle_link_up`],
 //! [`NodeCore::handle_link_msg`], [`NodeCore::handle_link_lost`],
-//! [`NodeCore::handle_job_done`]. Then [`NodeCore::round`] (repeat while it
-//! returns true). Outputs: [`NodeCore::poll_lan_transmit`],
-//! [`NodeCore::poll_link_transmit`], [`NodeCore::poll_job`], and
+//! [`NodeCore::handle_job_done`], [`NodeCore::handle_job_unreachable`],
+//! [`NodeCore::handle_app_check`]. Then [`NodeCore::round`] (repeat while
+//! it returns true). Outputs: [`NodeCore::poll_lan_transmit`],
+//! [`NodeCore::poll_link_transmit`], [`NodeCore::poll_job`],
+//! [`NodeCore::poll_app_check`], and
 //! [`NodeCore::poll_timeout`] for when to call again. Time is passed in. The
 //! TAP shell (appliance) and the simulation make exactly these calls.
 //!
 //! This file holds the types, construction, frames, links and handlers;
 //! `round` the round; `takeover` its helpers (the pause check, the LAN
-//! check's decisions, rejoin); `accessors` the read-only accessors for
+//! and application checks' decisions, rejoin); `accessors` the read-only accessors for
 //! status and metrics; `conn` a site's HTTP connections.
 
 mod accessors;
+pub mod app;
 mod conn;
+mod fall_rise;
 mod handler;
 pub mod lan;
 mod round;
@@ -46,6 +50,7 @@ use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 use hotpair_stack::{ConnId, Engine, Frame, StackConfig};
 use thiserror::Error;
 
+pub use app::{AppCheck, AppCheckConfig};
 pub use conn::Conn;
 use conn::{Shared, SiteConns};
 pub use handler::{Handler, Job, Route, Work};
@@ -103,6 +108,9 @@ pub struct NodeConfig {
     /// Check that this node reaches the service LAN (see [`lan`]); `None`:
     /// not checked, taken as reachable.
     pub lan_check: Option<LanCheckConfig>,
+    /// Check that the application behind the node answers (see [`app`]);
+    /// `None`: not checked, taken as answering.
+    pub app_check: Option<AppCheckConfig>,
     /// Per-connection socket buffers.
     pub rx_buffer_bytes: usize,
     /// Per-connection socket buffers.
@@ -205,9 +213,23 @@ struct Site {
     /// this link session (the digest guard); until then, and on any
     /// difference, `static` routes are logged.
     static_ok: Vec<bool>,
-    /// This node's LAN check failed: the site stands by (its peer serves
-    /// it, or nobody can) and takes nothing over until it rejoins.
+    /// This node could not serve (its LAN check failed, or its
+    /// application check while it ran requests): the site stands by (its
+    /// peer serves it, or nobody can) and takes nothing over until it
+    /// rejoins.
     yielded: bool,
+}
+
+/// A request the application could not take, waiting for the application
+/// check's verdict: if the application is found down the peer takes the
+/// connection over and runs the request again (same request id), and this
+/// error reply is never sent; otherwise it goes out at `until`.
+struct HeldReply {
+    site: usize,
+    conn: ConnId,
+    index: u64,
+    response: Response,
+    until: Instant,
 }
 
 struct Peer {
@@ -238,6 +260,10 @@ pub struct NodeCore {
     pauses: u64,
     /// The LAN check, if configured.
     lan: Option<LanCheck>,
+    /// The application check, if configured.
+    app: Option<AppCheck>,
+    /// Error replies held for the application check's verdict.
+    held: Vec<HeldReply>,
 }
 
 /// The channel naming a service address on the link.
@@ -412,6 +438,8 @@ impl NodeCore {
             last_call: None,
             pauses: 0,
             lan: cfg.lan_check.map(|c| LanCheck::new(c, cfg.mac, now)),
+            app: cfg.app_check.map(|c| AppCheck::new(c, now)),
+            held: Vec::new(),
         })
     }
 
@@ -605,7 +633,7 @@ impl NodeCore {
     /// peer give the address up, with no node reaching the clients. The
     /// shell holds off connecting until this says yes again.
     pub fn link_allowed(&self, peer: PeerId) -> bool {
-        self.lan_up()
+        self.fit()
             || !self
                 .sites
                 .iter()
@@ -618,7 +646,20 @@ impl NodeCore {
         self.lan.as_ref().is_none_or(LanCheck::is_up)
     }
 
-    /// Site `i` stands by because this node's LAN was down.
+    /// Whether the application behind this node answers (its application
+    /// check; `true` without one).
+    pub fn app_up(&self) -> bool {
+        self.app.as_ref().is_none_or(AppCheck::is_up)
+    }
+
+    /// Whether this node can serve clients: it reaches the LAN and its
+    /// application answers. Told to every peer; a peer that cannot serve
+    /// is handed nothing.
+    pub fn fit(&self) -> bool {
+        self.lan_up() && self.app_up()
+    }
+
+    /// Site `i` stands by because this node could not serve.
     pub fn yielded(&self, site: usize) -> bool {
         self.sites[site].yielded
     }
@@ -649,6 +690,62 @@ impl NodeCore {
         }
     }
 
+    /// A [`Job`] the application could not take at all (connection
+    /// refused, reset or closed before any reply): `response` is the
+    /// error reply for the client. With an application check and a peer
+    /// that can serve, the reply is held for the check's verdict (see
+    /// [`HeldReply`]) — the request may run again on the peer's
+    /// application, so the client sees its reply, not an error.
+    /// Otherwise it is sent as [`NodeCore::handle_job_done`] would.
+    pub fn handle_job_unreachable(
+        &mut self,
+        site: usize,
+        conn: ConnId,
+        index: u64,
+        response: Response,
+        now: Instant,
+    ) {
+        let Some(app) = self.app.as_mut() else {
+            return self.handle_job_done(site, conn, index, response);
+        };
+        let change = app.handle_unreachable(now);
+        let until = now + app.verdict_wait();
+        let peer_can_take = self.sites.get(site).is_some_and(|s| {
+            !s.yielded
+                && !s.engine.fenced()
+                && s.replica.as_ref().is_some_and(|r| {
+                    r.peer_state() == crate::PeerState::Up && r.peer_fit() == Some(true)
+                })
+        });
+        if peer_can_take {
+            self.held.push(HeldReply {
+                site,
+                conn,
+                index,
+                response,
+                until,
+            });
+        } else {
+            self.handle_job_done(site, conn, index, response);
+        }
+        if let Some(up) = change {
+            self.app_changed(up);
+        }
+    }
+
+    /// Whether the shell should run an application check now.
+    #[must_use]
+    pub fn poll_app_check(&mut self) -> bool {
+        self.app.as_mut().is_some_and(AppCheck::poll_check)
+    }
+
+    /// The result of the application check the shell ran.
+    pub fn handle_app_check(&mut self, ok: bool) {
+        if let Some(up) = self.app.as_mut().and_then(|a| a.handle_result(ok)) {
+            self.app_changed(up);
+        }
+    }
+
     /// When the node next needs a round, if nothing arrives before.
     #[must_use]
     pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
@@ -656,6 +753,12 @@ impl NodeCore {
         let mut at_most = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
         if let Some(l) = &self.lan {
             at_most(l.poll_timeout());
+        }
+        if let Some(a) = &self.app {
+            at_most(a.poll_timeout());
+        }
+        for h in &self.held {
+            at_most(h.until);
         }
         for s in &mut self.sites {
             if let Some(d) = s.engine.poll_delay(now) {

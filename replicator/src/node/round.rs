@@ -31,6 +31,11 @@ impl NodeCore {
             self.lan_changed(change);
             busy = true;
         }
+        if let Some(up) = self.app.as_mut().and_then(|a| a.handle_timeout(now)) {
+            self.app_changed(up);
+            busy = true;
+        }
+        busy |= self.release_held(now);
         let lan_up = self.lan_up();
         for (i, site) in self.sites.iter_mut().enumerate() {
             let mut promote = false;

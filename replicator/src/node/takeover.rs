@@ -62,62 +62,134 @@ impl NodeCore {
         }
     }
 
-    /// The LAN check changed its mind. Down: every address whose peer is
-    /// linked and reaches the LAN is handed to it at once (`Leaving`: the
-    /// owner promotes its shadows, the primary claims without probes) and
-    /// this node stands by for it; the link is then dropped and not made
-    /// again until the LAN is back (see [`NodeCore::link_allowed`]), when
-    /// the node rejoins as a restarted one would. Up: it may link again.
+    /// The LAN check changed its mind. Down: every address whose peer can
+    /// serve is handed to it at once (see [`NodeCore::hand_over`]). Up: it
+    /// may link again and rejoin as a restarted node would.
     pub(super) fn lan_changed(&mut self, change: LanChange) {
         let target = self.lan.as_ref().map(|l| l.config().target);
-        match change {
-            LanChange::Down => {
-                tracing::warn!(
-                    target = ?target,
-                    "LAN check failed: this node does not reach the service LAN; \
-                     handing its addresses to its peers"
-                );
-                for s in &mut self.sites {
-                    s.engine.set_lan_down(true);
-                    let Some(r) = s.replica.as_mut() else {
-                        continue;
-                    };
-                    r.set_lan(false);
-                    let peer_takes =
-                        r.peer_state() == crate::PeerState::Up && r.peer_lan_up() == Some(true);
-                    if !peer_takes {
-                        tracing::warn!(
-                            address = %s.cfg.address.address(),
-                            "LAN down, but the peer cannot take this address (its link or \
-                             its LAN is down too): keeping it"
-                        );
-                        continue;
-                    }
-                    if s.engine.fenced() {
-                        continue;
-                    }
-                    tracing::info!(
-                        address = %s.cfg.address.address(),
-                        role = ?s.engine.mode(),
-                        connections = s.conns.len(),
-                        "LAN down: handing the address to the peer"
-                    );
-                    r.leave();
-                    s.engine.yield_address();
-                    s.yielded = true;
-                    s.fenced_reported = true;
-                }
+        let down = change == LanChange::Down;
+        for s in &mut self.sites {
+            s.engine.set_lan_down(down);
+        }
+        self.announce_fit();
+        if down {
+            tracing::warn!(
+                target = ?target,
+                "LAN check failed: this node does not reach the service LAN; \
+                 handing its addresses to its peers"
+            );
+            self.hand_over("LAN down");
+        } else {
+            tracing::info!(target = ?target, "LAN check passes again: this node reaches the service LAN");
+        }
+    }
+
+    /// The application check changed its mind. Down while this node runs
+    /// requests for a replicated address (its primary role, or an owner
+    /// serving it alone): every address whose peer can serve is handed
+    /// to it, as the LAN check does — the peer runs again, on its own
+    /// application, the requests in flight here (same request ids).
+    /// Down on a node that runs nothing (an owner whose primary is up):
+    /// the peer is only told, so it will not hand this node its
+    /// addresses. Up: it may link again and rejoin; requests held for the
+    /// verdict get their error replies now (the peer did not take them).
+    pub(super) fn app_changed(&mut self, up: bool) {
+        self.announce_fit();
+        if up {
+            tracing::info!("application check passes again");
+            for h in &mut self.held {
+                h.until = h.until.min(self.last_call.unwrap_or(h.until));
             }
-            LanChange::Up => {
-                tracing::info!(target = ?target, "LAN check passes again: this node reaches the service LAN");
-                for s in &mut self.sites {
-                    s.engine.set_lan_down(false);
-                    if let Some(r) = s.replica.as_mut() {
-                        r.set_lan(true);
-                    }
-                }
+            return;
+        }
+        let runs_requests = self.sites.iter().any(|s| {
+            !s.engine.fenced()
+                && !s.yielded
+                && s.replica.as_ref().is_some_and(|r| {
+                    r.peer_state() == crate::PeerState::Up && s.engine.mode() == Role::Primary
+                })
+        });
+        if !runs_requests {
+            tracing::warn!(
+                "application check failed: this node runs no requests for a replicated \
+                 address; its peers are told it cannot take any over"
+            );
+            return;
+        }
+        tracing::warn!(
+            "application check failed: the application behind this node does not answer; \
+             handing its addresses to its peers"
+        );
+        self.hand_over("application down");
+    }
+
+    /// Tell every peer whether this node can serve (`Msg::Lan`).
+    fn announce_fit(&mut self) {
+        let fit = self.fit();
+        for s in &mut self.sites {
+            if let Some(r) = s.replica.as_mut() {
+                r.set_fit(fit);
             }
         }
+    }
+
+    /// This node cannot serve: every address whose peer is linked and can
+    /// serve is handed to it at once (`Leaving`: the owner promotes its
+    /// shadows, the primary claims without probes) and this node stands
+    /// by for it; the link is then dropped and not made again until the
+    /// node can serve (see [`NodeCore::link_allowed`]), when it rejoins as
+    /// a restarted node would. Replies held for the application check's
+    /// verdict on those addresses are dropped: the peer answers them.
+    fn hand_over(&mut self, why: &'static str) {
+        for (i, s) in self.sites.iter_mut().enumerate() {
+            let Some(r) = s.replica.as_mut() else {
+                continue;
+            };
+            let peer_takes = r.peer_state() == crate::PeerState::Up && r.peer_fit() == Some(true);
+            if !peer_takes {
+                tracing::warn!(
+                    address = %s.cfg.address.address(),
+                    why,
+                    "cannot serve, but the peer cannot take this address (its link is \
+                     down or it cannot serve either): keeping it"
+                );
+                continue;
+            }
+            if s.engine.fenced() {
+                continue;
+            }
+            tracing::info!(
+                address = %s.cfg.address.address(),
+                role = ?s.engine.mode(),
+                connections = s.conns.len(),
+                why,
+                "handing the address to the peer"
+            );
+            r.leave();
+            s.engine.yield_address();
+            s.yielded = true;
+            s.fenced_reported = true;
+            self.held.retain(|h| h.site != i);
+        }
+    }
+
+    /// Error replies held for the application check's verdict whose wait
+    /// is over go out. Returns whether any did.
+    pub(super) fn release_held(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        let mut k = 0;
+        while k < self.held.len() {
+            if self.held[k].until > now {
+                k += 1;
+                continue;
+            }
+            let h = self.held.swap_remove(k);
+            if let Some(s) = self.sites.get_mut(h.site) {
+                s.conns.reply(h.conn, h.index, h.response);
+            }
+            any = true;
+        }
+        any
     }
 
     /// Pauses past the heartbeat timeout detected so far.

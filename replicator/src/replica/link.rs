@@ -44,8 +44,8 @@ impl Replica {
             peer: None,
             peer_epoch: 0,
             hello_pending: true,
-            lan_pending: true,
-            peer_lan: None,
+            fit_pending: true,
+            peer_fit: None,
             heartbeat_pending: None,
             next_heartbeat_seq: 0,
             acks: BTreeMap::new(),
@@ -132,10 +132,10 @@ impl Replica {
                 Ok(())
             }
             Msg::Lan { up } => {
-                if s.peer_lan != Some(up) {
-                    debug!(up, "peer's LAN state");
+                if s.peer_fit != Some(up) {
+                    debug!(up, "peer can serve");
                 }
-                s.peer_lan = Some(up);
+                s.peer_fit = Some(up);
                 Ok(())
             }
             // The owner leaves: this primary claims the address at once but
@@ -304,8 +304,8 @@ impl Replica {
                 mac: self.cfg.mac,
             });
         }
-        if std::mem::take(&mut s.lan_pending) {
-            return Some(Msg::Lan { up: self.lan_up });
+        if std::mem::take(&mut s.fit_pending) {
+            return Some(Msg::Lan { up: self.fit });
         }
         if let Some(seq) = s.heartbeat_pending.take() {
             self.counters.heartbeats_sent += 1;
@@ -320,21 +320,22 @@ impl Replica {
         Some(msg)
     }
 
-    /// This node's LAN check passes (`true`) or failed: the peer is told
-    /// (`Msg::Lan`) now and after every `Hello`.
-    pub fn set_lan(&mut self, up: bool) {
-        if self.lan_up != up {
-            self.lan_up = up;
+    /// Whether this node can serve its clients (`true`: its LAN check and
+    /// its application check pass): the peer is told (`Msg::Lan`) now and
+    /// after every `Hello`, and hands nothing over to a node that cannot.
+    pub fn set_fit(&mut self, fit: bool) {
+        if self.fit != fit {
+            self.fit = fit;
             if let Some(s) = self.session.as_mut() {
-                s.lan_pending = true;
+                s.fit_pending = true;
             }
         }
     }
 
-    /// Whether the peer said it reaches the service LAN (`None`: not said
-    /// in this session, or no session).
-    pub fn peer_lan_up(&self) -> Option<bool> {
-        self.session.as_ref().and_then(|s| s.peer_lan)
+    /// Whether the peer said it can serve (`None`: not said in this
+    /// session, or no session).
+    pub fn peer_fit(&self) -> Option<bool> {
+        self.session.as_ref().and_then(|s| s.peer_fit)
     }
 
     /// This node stops serving (a planned stop): tell the peer, after
