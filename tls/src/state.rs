@@ -94,9 +94,9 @@ impl TlsState {
     }
 
     /// The state as bytes for the replication link (secured link only:
-    /// these bytes are the connection's keys).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160);
+    /// these bytes are the connection's keys, zeroized when dropped).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(160));
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.extend_from_slice(&self.suite.iana().to_be_bytes());

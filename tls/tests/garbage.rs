@@ -105,7 +105,7 @@ fn garbage_into_decode_is_an_error_never_a_panic() {
             let n = rng.below(200);
             rng.bytes(n)
         } else {
-            let mut v = good.clone();
+            let mut v = good.to_vec();
             let i = rng.below(v.len());
             v[i] = rng.next() as u8;
             v
