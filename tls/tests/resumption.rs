@@ -192,20 +192,24 @@ impl ActiveKeyExchange for Renamed {
     }
 }
 
-#[test]
-fn a_hello_retry_request_handshake_is_logged_and_taken_over() {
-    let pki = pki();
+fn hrr_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
     let mut provider = client_provider();
     provider.kx_groups = vec![&UNSUPPORTED, rustls::crypto::ring::kx_group::X25519];
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca.clone()).unwrap();
-    let cfg = Arc::new(
+    Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth(),
-    );
+    )
+}
+
+#[test]
+fn a_hello_retry_request_handshake_is_logged_and_taken_over() {
+    let pki = pki();
+    let cfg = hrr_client(&pki);
     let mut c = client(&cfg, "a.test");
     let mut hs = ServerHandshake::new(&server_config(&pki, 1, None)).unwrap();
     assert_eq!(hs.feed(&from_client(&mut c)).unwrap(), Progress::InProgress);
@@ -227,4 +231,28 @@ fn a_hello_retry_request_handshake_is_logged_and_taken_over() {
     // And the primary path completes too.
     assert_eq!(hs.feed(&fin).unwrap(), Progress::Complete);
     assert!(!hs.into_established().unwrap().resumed);
+}
+
+/// A HelloRetryRequest is sent before any secret exists. A survivor that
+/// re-runs the handshake from the logged first ClientHello makes the very
+/// same HRR bytes (it has no random part), so the client's second
+/// ClientHello answers it too.
+#[test]
+fn a_survivor_replaying_the_first_client_hello_makes_the_same_hrr() {
+    let pki = pki();
+    let cfg = hrr_client(&pki);
+    let mut c = client(&cfg, "a.test");
+    let ch1 = from_client(&mut c);
+    let mut a = ServerHandshake::new(&server_config(&pki, 1, None)).unwrap();
+    assert_eq!(a.feed(&ch1).unwrap(), Progress::InProgress);
+    let hrr = a.take_output();
+    to_client(&mut c, &hrr).unwrap();
+    drop(a); // node A dies after sending its HRR
+    let mut b = ServerHandshake::new(&server_config(&pki, 1, None)).unwrap();
+    assert_eq!(b.feed(&ch1).unwrap(), Progress::InProgress);
+    assert_eq!(b.take_output(), hrr, "the replayed HRR is byte-identical");
+    assert_eq!(b.feed(&from_client(&mut c)).unwrap(), Progress::FlightReady);
+    to_client(&mut c, &b.take_output()).unwrap();
+    assert_eq!(b.feed(&from_client(&mut c)).unwrap(), Progress::Complete);
+    assert!(!c.is_handshaking());
 }

@@ -149,3 +149,34 @@ fn the_takeover_state_agrees_with_the_state_rustls_reached() {
     assert_eq!(s.tx_seq(), 0);
     assert_eq!(l.tx_seq(), est.state.tx_seq());
 }
+
+/// Before the flight is logged the client has seen nothing of it: the
+/// survivor runs a fresh handshake from the logged ClientHello.
+#[test]
+fn before_the_flight_is_logged_the_survivor_handshakes_afresh() {
+    let pki = pki();
+    let mut client = client_conn(&pki);
+    let ch = from_client(&mut client);
+    // Node A made its flight, and died before logging it: never sent.
+    let mut a = hotpair_tls::ServerHandshake::new(&server_config(&pki, 1, None)).unwrap();
+    assert_eq!(a.feed(&ch).unwrap(), hotpair_tls::Progress::FlightReady);
+    drop(a);
+    // Node B, from the logged ClientHello.
+    let mut b = hotpair_tls::ServerHandshake::new(&server_config(&pki, 1, None)).unwrap();
+    assert_eq!(b.feed(&ch).unwrap(), hotpair_tls::Progress::FlightReady);
+    to_client(&mut client, &b.take_output()).unwrap();
+    client_write(&mut client, REQUEST);
+    assert_eq!(
+        b.feed(&from_client(&mut client)).unwrap(),
+        hotpair_tls::Progress::Complete
+    );
+    to_client(&mut client, &b.take_output()).unwrap();
+    let est = b.into_established().unwrap();
+    // The request came with the Finished: it is the record layer's.
+    let mut rl = layer(&est.state);
+    assert_eq!(rl.open(&est.leftover).unwrap().plaintext, REQUEST);
+    assert_eq!(
+        to_client(&mut client, &rl.seal(b"ok").unwrap()).unwrap(),
+        b"ok"
+    );
+}
