@@ -234,6 +234,8 @@ mod tests {
         for pending in [false, true] {
             let s = sample(pending);
             let enc = s.encode();
+            // The sizes docs/tls.md gives (SHA-384).
+            assert_eq!(enc.len(), if pending { 232 } else { 122 });
             assert_eq!(TlsState::decode(&enc).unwrap(), s);
             for cut in 0..enc.len() {
                 assert!(TlsState::decode(&enc[..cut]).is_err(), "cut at {cut}");
