@@ -179,10 +179,13 @@ impl ServerHandshake {
             let rest = &self.inbuf[pos..];
             let len = HEADER_LEN + u16::from_be_bytes([rest[3], rest[4]]) as usize;
             if len > MAX_RECORD {
-                // rustls judges it (record_overflow) and sends its alert.
+                // rustls judges the header first, so the alert is its own;
+                // either way the handshake ends here.
                 let rec = rest[..HEADER_LEN].to_vec();
                 self.inbuf.clear();
-                return self.feed_record(&rec).map(|_| Progress::InProgress);
+                let judged = self.feed_record(&rec);
+                self.conn = None;
+                return Err(judged.err().unwrap_or(TlsError::RecordOverflow(len)));
             }
             if rest.len() < len {
                 break;
@@ -213,7 +216,7 @@ impl ServerHandshake {
 
     fn feed_record(&mut self, rec: &[u8]) -> Result<Progress, TlsError> {
         let conn = self.conn.as_mut().ok_or(TlsError::Failed)?;
-        if rec[0] == CT_HANDSHAKE {
+        if rec[0] == CT_HANDSHAKE && self.flight.is_none() {
             self.client_hs.extend_from_slice(rec);
         }
         let mut rd = rec;
@@ -252,6 +255,9 @@ impl ServerHandshake {
             if self.flight.is_none() && self.keys_complete() {
                 self.flight = Some(self.make_flight_state()?);
                 self.flight_len = self.server_out.len();
+                // The transcript is computed: the client's records are no
+                // longer needed.
+                self.client_hs = Vec::new();
                 return Ok(Progress::FlightReady);
             }
             return Ok(Progress::InProgress);
@@ -331,6 +337,7 @@ impl ServerHandshake {
         if secrets.tx.0 != tickets || secrets.rx.0 != 0 {
             return Err(TlsError::CrossCheck("sequence numbers"));
         }
+        self.server_out = Vec::new();
         debug!(tickets, resumed, "TLS handshake complete");
         self.established = Some(Established {
             state: TlsState {

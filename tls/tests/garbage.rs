@@ -122,3 +122,22 @@ fn garbage_into_decode_is_an_error_never_a_panic() {
     // tell); changes to the structure do not.
     assert!(accepted > 0 && accepted < 10_000, "{accepted}");
 }
+
+#[test]
+fn an_oversized_record_ends_the_handshake_with_an_alert() {
+    let pki = pki();
+    let server = server_config(&pki, 1, None);
+    for header in [[22u8, 3, 3, 0x48, 0x01], [23, 3, 3, 0xff, 0xff]] {
+        let mut hs = ServerHandshake::new(&server).unwrap();
+        assert!(hs.feed(&header).is_err(), "{header:?}");
+        // rustls' decode_error alert, in plaintext (no keys yet).
+        assert_eq!(hs.take_output(), [21, 3, 3, 0, 2, 2, 50]);
+        assert!(hs.feed(&[0; 100]).is_err(), "the handshake stays failed");
+    }
+    // 16 KiB, the most a record may hold: waits for its bytes.
+    let mut hs = ServerHandshake::new(&server).unwrap();
+    assert_eq!(
+        hs.feed(&[22, 3, 1, 0x40, 0x00]).unwrap(),
+        hotpair_tls::Progress::InProgress
+    );
+}
