@@ -172,6 +172,9 @@ impl ServerHandshake {
             e.leftover.extend_from_slice(data);
             return Ok(Progress::Complete);
         }
+        if self.conn.is_none() {
+            return Err(TlsError::Failed);
+        }
         self.inbuf.extend_from_slice(data);
         let mut progress = Progress::InProgress;
         let mut pos = 0;

@@ -133,6 +133,7 @@ fn an_oversized_record_ends_the_handshake_with_an_alert() {
         // rustls' decode_error alert, in plaintext (no keys yet).
         assert_eq!(hs.take_output(), [21, 3, 3, 0, 2, 2, 50]);
         assert!(hs.feed(&[0; 100]).is_err(), "the handshake stays failed");
+        assert_eq!(hs.feed(&[]), Err(hotpair_tls::TlsError::Failed));
     }
     // 16 KiB, the most a record may hold: waits for its bytes.
     let mut hs = ServerHandshake::new(&server).unwrap();
