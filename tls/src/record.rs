@@ -231,10 +231,14 @@ impl RecordLayer {
             // §6.1: data after a closure alert is ignored.
             return Ok(opened);
         }
-        self.inbuf.extend_from_slice(data);
+        // Records are opened in place in the buffer, taken out of `self`
+        // while `read_record` borrows it.
+        let mut buf = std::mem::take(&mut self.inbuf);
+        buf.extend_from_slice(data);
+        opened.plaintext.reserve(buf.len());
         let mut pos = 0;
         let result = loop {
-            let rest = &self.inbuf[pos..];
+            let rest = &mut buf[pos..];
             if rest.len() < HEADER_LEN {
                 break Ok(());
             }
@@ -245,10 +249,10 @@ impl RecordLayer {
             if rest.len() < HEADER_LEN + len {
                 break Ok(());
             }
-            let header: [u8; 5] = rest[..HEADER_LEN].try_into().expect("5 bytes");
-            let mut body = rest[HEADER_LEN..HEADER_LEN + len].to_vec();
+            let (header, tail) = rest.split_at_mut(HEADER_LEN);
+            let header: [u8; 5] = (&*header).try_into().expect("5 bytes");
             pos += HEADER_LEN + len;
-            if let Err(e) = self.read_record(header, &mut body, &mut opened) {
+            if let Err(e) = self.read_record(header, &mut tail[..len], &mut opened) {
                 break Err(e);
             }
             if self.rx_closed {
@@ -257,11 +261,16 @@ impl RecordLayer {
         };
         match result {
             Ok(()) => {
-                if self.rx_closed {
-                    self.inbuf.clear();
+                if self.rx_closed || pos == buf.len() {
+                    // Nothing held: an idle connection keeps no buffer.
+                    buf = Vec::new();
                 } else {
-                    self.inbuf.drain(..pos);
+                    buf.drain(..pos);
+                    if buf.capacity() > 2 * (HEADER_LEN + MAX_CIPHERTEXT) {
+                        buf.shrink_to(HEADER_LEN + MAX_CIPHERTEXT);
+                    }
                 }
+                self.inbuf = buf;
                 Ok(opened)
             }
             Err(e) => {
