@@ -22,7 +22,7 @@ use tracing::debug;
 
 use crate::config::TlsServerConfig;
 use crate::error::TlsError;
-use crate::state::{PendingFinished, Secret, TlsState};
+use crate::state::{PendingFinished, Secret, TlsState, MAX_EARLY_DATA_SKIP};
 use crate::suite::Suite;
 use crate::transcript;
 
@@ -30,10 +30,6 @@ const HEADER_LEN: usize = 5;
 const MAX_RECORD: usize = HEADER_LEN + 16384 + 256;
 const CT_HANDSHAKE: u8 = 22;
 const CT_APPDATA: u8 = 23;
-
-/// Rejected 0-RTT data the client may still send (rustls' bound when its
-/// own `max_early_data_size` is 0: one maximal record).
-const EARLY_DATA_SKIP: u32 = 16384;
 
 /// The four TLS 1.3 traffic secrets of one connection, as rustls reports
 /// them through its `KeyLog`. Never printed.
@@ -309,7 +305,7 @@ impl ServerHandshake {
                 transcript_hash: f.transcript_hash,
                 hs_rx_seq: 0,
                 early_data_skip: if f.early_data_offered {
-                    EARLY_DATA_SKIP
+                    MAX_EARLY_DATA_SKIP
                 } else {
                     0
                 },

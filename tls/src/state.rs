@@ -70,6 +70,9 @@ pub struct TlsState {
 }
 
 const MAGIC: &[u8; 4] = b"HPTS";
+/// Rejected 0-RTT data a client may send before its Finished that we skip:
+/// one maximal record, as rustls does when early data is off.
+pub(crate) const MAX_EARLY_DATA_SKIP: u32 = 16384;
 const VERSION: u8 = 1;
 const FLAG_PENDING: u8 = 1;
 
@@ -145,6 +148,9 @@ impl TlsState {
             let early_data_skip = u32::from_be_bytes(r.take(4)?.try_into().expect("4 bytes"));
             if rx_seq != 0 {
                 return Err(TlsError::BadState("application records before Finished"));
+            }
+            if early_data_skip > MAX_EARLY_DATA_SKIP {
+                return Err(TlsError::BadState("early data to skip beyond one record"));
             }
             Some(PendingFinished {
                 client_hs_secret,
@@ -239,6 +245,12 @@ mod tests {
             assert_eq!(TlsState::decode(&enc).unwrap(), s);
             for cut in 0..enc.len() {
                 assert!(TlsState::decode(&enc[..cut]).is_err(), "cut at {cut}");
+            }
+            if pending {
+                let mut big = enc.clone();
+                let n = big.len();
+                big[n - 4..].copy_from_slice(&16385u32.to_be_bytes());
+                assert!(TlsState::decode(&big).is_err());
             }
             let mut longer = enc.clone();
             longer.push(0);
