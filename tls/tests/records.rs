@@ -125,8 +125,17 @@ fn a_cloned_state_seals_identical_records_and_the_client_accepts_the_switch() {
         let r = reply(1000 + i * 5000);
         let (ra, rb) = (a.seal(&r).unwrap(), b.seal(&r).unwrap());
         assert_eq!(ra, rb, "reply {i}: both nodes make the same records");
-        // A dies after its 6th reply: the client gets B's records after.
-        got.extend(to_client(&mut client, if i < 6 { &ra } else { &rb }).unwrap());
+        // A dies in its 6th reply, mid-record (a TCP segment boundary):
+        // the client gets A's bytes up to there and B's after.
+        let wire = match i {
+            0..5 => ra,
+            5 => {
+                let cut = ra.len() / 2 + 3;
+                [&ra[..cut], &rb[cut..]].concat()
+            }
+            _ => rb,
+        };
+        got.extend(to_client(&mut client, &wire).unwrap());
         sent.extend_from_slice(&r);
     }
     assert_eq!(got, sent);
