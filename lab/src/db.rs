@@ -248,7 +248,14 @@ fn wait_ready(db: &DbState, p: Proc) -> Result<()> {
             .arg("-q")
             .arg("-h")
             .arg(db.socket_dir())
-            .args(["-p", &db.port.to_string()])
+            .args([
+                "-p",
+                &db.port.to_string(),
+                "-U",
+                PG_OS_USER,
+                "-d",
+                "postgres",
+            ])
             .stdin(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
