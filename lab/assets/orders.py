@@ -128,6 +128,13 @@ def connect(dsn):
     # or a lock wait at 10 s, and TCP keepalives and the user timeout drop a
     # connection whose peer vanished, so a dead server is noticed on an idle
     # pooled connection too.
+    #
+    # idle_in_transaction_session_timeout is for the other side: an
+    # application whose host died between its INSERT and its COMMIT leaves
+    # the row's request id locked, and the peer running the same request
+    # again waits on it (INSERT_NEW). The server ends such a session after
+    # 5 s (rolling it back: that order was never answered), well inside the
+    # 10 s lock_timeout, and the peer's insert goes ahead.
     return psycopg2.connect(
         dsn,
         connect_timeout=3,
@@ -136,7 +143,8 @@ def connect(dsn):
         keepalives_interval=2,
         keepalives_count=3,
         tcp_user_timeout=10_000,
-        options="-c statement_timeout=10000 -c lock_timeout=10000",
+        options="-c statement_timeout=10000 -c lock_timeout=10000 "
+                "-c idle_in_transaction_session_timeout=5000",
         application_name="hotpair-orders",
     )
 
