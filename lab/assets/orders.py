@@ -11,13 +11,15 @@ lab's PostgreSQL.
         "bytes", "created_at"}. A request whose request id (the header named
         by --id-header) was already committed gets the SAME 201 JSON for the
         order it created, and creates nothing: the node that takes over from
-        a dead primary may run a request again. Without the header every
+        a dead primary may run a request again. (Such a reply also carries
+        `X-Orders-Replay: 1`, for tests and logs; its body is the same.) Without the header every
         request is a new order. delay_ms (0..30000) waits AFTER the commit
         before answering (to widen the crash window in tests).
   GET  /app/orders/stats  200 {"orders": N, "duplicates_refused": M,
         "with_request_id": K}; M counts the requests answered from an
         existing row.
   GET  /app/health        200 when the database answers, else 503.
+  Other /app/ paths: 404; other methods: 405.
 
 Every reply carries Content-Length (HTTP/1.1 keep-alive). Bad input is a 4xx;
 a database that is down or hangs is a 503 within a bounded time (at most
@@ -395,7 +397,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._error(405, "method not allowed", close=True, extra=[("Allow", allow)])
         return self._error(404, "no such path: %s" % path, close=True)
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _method_not_allowed
+    def __getattr__(self, name):
+        # Any other method (the base class would answer 501): a 405 on our
+        # paths, a 404 elsewhere — bad input is the client's, a 4xx.
+        if name.startswith("do_"):
+            return self._method_not_allowed
+        raise AttributeError(name)
 
 
 class Server(http.server.ThreadingHTTPServer):
