@@ -196,6 +196,31 @@ pub fn start(state: &mut LabState, say: &dyn Fn(&str)) -> Result<()> {
     std::os::unix::fs::chown(&db.dir, Some(uid), Some(gid))
         .with_context(|| format!("chown {} to {PG_OS_USER}", db.dir.display()))?;
     fs::set_permissions(&db.dir, fs::Permissions::from_mode(0o700))?;
+    // Every directory above must let `postgres` through. The lab's own state
+    // directory is made so (made under a umask of 077 it would not be);
+    // for those above it, which are not the lab's, a failure is said plainly
+    // here rather than as initdb's "permission denied" further on.
+    if let Some(state_dir) = db.dir.parent() {
+        let mode = fs::metadata(state_dir)?.permissions().mode();
+        fs::set_permissions(state_dir, fs::Permissions::from_mode(mode | 0o001))
+            .with_context(|| format!("letting {PG_OS_USER} through {}", state_dir.display()))?;
+    }
+    let mut probe = as_postgres(&db, Path::new("test"));
+    probe.arg("-w").arg(&db.dir);
+    if ip::run(&mut probe).is_err() {
+        bail!(
+            "the `{PG_OS_USER}` user cannot write {} (a directory above it not \
+             searchable by others? e.g. chmod o+x {})",
+            db.dir.display(),
+            db.dir
+                .ancestors()
+                .skip(1)
+                .take_while(|a| a != &Path::new("/"))
+                .map(|a| a.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
 
     say(&format!("initdb in {}", db.data_dir().display()));
     let mut initdb = as_postgres(&db, &db.bin_dir.join("initdb"));
