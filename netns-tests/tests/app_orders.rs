@@ -10,7 +10,8 @@
 //! not yet logged a second time: the request id makes that a no-op.
 //!
 //! And `lab kill --app` / `lab restart --app`: the application alone dies
-//! and comes back, the node serving its files throughout.
+//! and comes back, the node serving its files throughout; bad input is a
+//! 4xx, a hung or dead database a 503 within the app's bounded wait.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -370,5 +371,139 @@ fn kill_and_restart_the_application_only() {
     report(&format!(
         "[{test}] app killed and restarted, node pid unchanged; restart took {:.2} s",
         t.elapsed().as_secs_f64()
+    ));
+}
+
+/// The pids of every process in the lab's db namespace (the postmaster and
+/// its backends).
+fn db_pids(lab: &Lab) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", &format!("{}-db", lab.prefix)])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ip netns pids");
+    assert_success(&out, "ip netns pids PREFIX-db");
+    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !pids.is_empty(),
+        "[{}] no process in the db namespace",
+        lab.test
+    );
+    pids
+}
+
+fn signal_all(pids: &[String], sig: &str) {
+    let out = Command::new("kill")
+        .arg("-s")
+        .arg(sig)
+        .args(pids)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kill");
+    assert_success(
+        &out,
+        &format!("kill -s {sig} (the db namespace's processes)"),
+    );
+}
+
+/// (status, seconds) of a request from the client.
+fn timed(lab: &Lab, args: &[&str]) -> (u16, f64) {
+    let mut argv = vec![
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "40",
+        "-w",
+        "%{http_code} %{time_total}",
+    ];
+    argv.extend_from_slice(args);
+    let out = lab.exec_client(&argv);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut w = text.split_whitespace();
+    (
+        w.next().and_then(|c| c.parse().ok()).unwrap_or(0),
+        w.next().and_then(|c| c.parse().ok()).unwrap_or(f64::NAN),
+    )
+}
+
+/// Bad input is a 4xx through the node; a hung database a 503 after the
+/// app's bounded wait (3 s for /app/health, 15 s for an order), a dead one
+/// a 503 at once — never a hang.
+#[test]
+fn bad_input_and_a_database_down_are_answered() {
+    let Some(lab) = Lab::up_with("app_orders_db_down", &["--app", "orders"]) else {
+        return;
+    };
+    let test = lab.test.clone();
+    let big = lab.state_dir().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 64 * 1024 + 1]).expect("writing the oversize body");
+    let at_big = format!("@{}", big.display());
+    let orders = url("/app/orders");
+    for (args, want, what) in [
+        (
+            vec!["--data-binary", at_big.as_str(), &orders],
+            413,
+            "a body over 64 KiB",
+        ),
+        (vec![orders.as_str()], 405, "GET /app/orders"),
+        (
+            vec!["-X", "DELETE", orders.as_str()],
+            405,
+            "DELETE /app/orders",
+        ),
+        (
+            vec!["-d", "x", &format!("{orders}?delay_ms=30001")],
+            400,
+            "delay_ms over 30000",
+        ),
+        (
+            vec![&url("/app/nothing-here")],
+            404,
+            "an unknown /app/ path",
+        ),
+        (
+            vec!["-d", "{not json", orders.as_str()],
+            201,
+            "an opaque body (not JSON) is an order",
+        ),
+    ] {
+        let (code, _) = timed(&lab, &args);
+        assert_eq!(code, want, "[{test}] {what}: {args:?}");
+    }
+
+    // Hung: every process of the database stopped (the kernel still ACKs).
+    let pids = db_pids(&lab);
+    signal_all(&pids, "STOP");
+    let (health, t_health) = timed(&lab, &[&url("/app/health")]);
+    let (post, t_post) = timed(&lab, &["-d", "while hung", &orders]);
+    signal_all(&pids, "CONT");
+    assert_eq!(health, 503, "[{test}] /app/health with the database hung");
+    assert!(t_health < 10.0, "[{test}] /app/health took {t_health} s");
+    assert_eq!(post, 503, "[{test}] an order with the database hung");
+    assert!(t_post < 25.0, "[{test}] the order took {t_post} s");
+    let (code, _) = timed(&lab, &[&url("/app/health")]);
+    assert_eq!(
+        code, 200,
+        "[{test}] /app/health once the database runs again"
+    );
+
+    // Dead: every process of the database killed.
+    signal_all(&db_pids(&lab), "KILL");
+    let (post_dead, t_dead) = timed(&lab, &["-d", "while dead", &orders]);
+    let (health_dead, _) = timed(&lab, &[&url("/app/health")]);
+    assert_eq!(post_dead, 503, "[{test}] an order with the database dead");
+    assert!(t_dead < 5.0, "[{test}] the order took {t_dead} s");
+    assert_eq!(
+        health_dead, 503,
+        "[{test}] /app/health with the database dead"
+    );
+    report(&format!(
+        "[{test}] database hung: /app/health 503 in {t_health:.2} s, an order 503 in \
+         {t_post:.2} s; dead: an order 503 in {t_dead:.2} s"
     ));
 }
