@@ -352,4 +352,20 @@ mod tests {
             "host=10.77.0.200 port=5432 dbname=orders user=orders"
         );
     }
+
+    #[test]
+    fn the_database_namespace_is_part_of_the_lab() {
+        let mut state = super::super::fixtures::test_state(super::super::Mode::Simplex, None);
+        state.db = Some(db());
+        assert_eq!(state.namespaces().last().map(String::as_str), Some("hp-db"));
+        // `lab down` finds it by name even without a state file.
+        assert!(super::super::is_lab_member("db"));
+        // The superuser's psql over the lab's own socket, in the orders database.
+        let psql = db().psql_args();
+        assert_eq!(psql[0], "/usr/lib/postgresql/15/bin/psql");
+        assert!(psql
+            .windows(2)
+            .any(|w| w == ["-h", "/run/hotpair/lab-hp/db"]));
+        assert!(psql.ends_with(&["-d".to_owned(), "orders".to_owned()]));
+    }
 }

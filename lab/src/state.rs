@@ -204,9 +204,17 @@ mod tests {
         node.as_object_mut().unwrap().remove("role");
         node.as_object_mut().unwrap().remove("link");
         v.as_object_mut().unwrap().remove("replication");
+        // Nor an application choice or a database, nor `killed` on the app.
+        v.as_object_mut().unwrap().remove("app");
+        v.as_object_mut().unwrap().remove("db");
+        node["upstream"].as_object_mut().unwrap().remove("killed");
         v["nodes"] = serde_json::json!([node]);
         let state: LabState = serde_json::from_value(v).unwrap();
         assert_eq!(state.nodes[0].role, "simplex");
         assert!(state.replication.is_none());
+        assert_eq!(state.app, AppKind::Toy);
+        assert!(state.db.is_none());
+        assert!(!state.nodes[0].upstream.killed);
+        assert_eq!(state.namespaces(), ["hp-client", "hp-sw", "hp-n1"]);
     }
 }
