@@ -87,7 +87,8 @@ when /sys/fs/cgroup/cgroup.controllers exists, else cgroup v1
 (plus a cgroup in /sys/fs/cgroup/cpuacct where cpuacct is mounted apart).
 `lab status --json` shows each node's \"cgroup\" (the directory whose
 cpuacct.usage, or cpu.stat on v2, counts its CPU time) and \"cgroup_info\".
-The cgroups are removed by `lab down`.
+The cgroups are removed by `lab down`. The database of --app orders (another
+host, in the paper's three tiers) is not held.
 
 State, configs, logs, pids and the generated docroot (1k.bin, 5k.bin, 50k.bin,
 50m.bin, index.html) live in /run/hotpair/lab-PREFIX/.
