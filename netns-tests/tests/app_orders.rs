@@ -28,8 +28,12 @@ use serde_json::Value;
 /// Concurrent keep-alive connections, and orders posted on each.
 const CONNS: usize = 4;
 const PER_CONN: usize = 12;
-/// The kill lands once this many replies have arrived (a third of the way).
+/// The kill lands once this many replies have arrived (a third of the way),
+/// and `KILL_PAUSE` later: the connections run in near lockstep, so each has
+/// just sent its next order, and it is committed and waiting out its delay —
+/// the window the request id is for.
 const KILL_AFTER: usize = CONNS * PER_CONN / 3;
+const KILL_PAUSE: Duration = Duration::from_millis(100);
 const DELAY_MS: u32 = 200;
 
 /// `CONNS` threads, each one socket posting `PER_CONN` distinct bodies in
@@ -59,6 +63,7 @@ def run(k):
         req = (("POST /app/orders?delay_ms=%d HTTP/1.1\r\nHost: 10.77.0.10\r\n"
                 "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n")
                % (delay_ms, len(body))).encode() + body
+        t0 = time.time()
         try:
             s.sendall(req)
         except OSError as e:
@@ -70,6 +75,7 @@ def run(k):
             entry["error"] = "no reply (%s)" % (r.error or "eof")
             out.append(entry)
             break
+        entry["secs"] = time.time() - t0
         entry["status"] = resp["status"]
         entry["body"] = resp["body"].decode("utf-8", "replace")
         entry["truncated"] = "x-truncated" in resp["headers"]
@@ -184,6 +190,7 @@ fn orders_survive(test: &str, victim: Victim) {
             ),
         }
     }
+    std::thread::sleep(KILL_PAUSE);
     let kill_epoch = epoch_now();
     let kill = lab.kill(victim.node());
     let (line, finished) = loop {
@@ -205,6 +212,7 @@ fn orders_survive(test: &str, victim: Victim) {
     let sent = CONNS * PER_CONN;
     let mut ids = std::collections::BTreeSet::new();
     let mut replays = 0u64;
+    let mut slowest = 0.0f64;
     for r in &results {
         let what = format!("connection {} request {}", r["conn"], r["i"]);
         assert!(
@@ -229,6 +237,7 @@ fn orders_survive(test: &str, victim: Victim) {
         if r["replay"] == true {
             replays += 1;
         }
+        slowest = slowest.max(r["secs"].as_f64().unwrap_or(0.0));
     }
     assert_eq!(
         results.len(),
@@ -267,8 +276,9 @@ fn orders_survive(test: &str, victim: Victim) {
     );
     if victim == Victim::Primary {
         // Each connection always has an order in flight, 200 of its ~230 ms
-        // between the commit and the reply: the kill finds some committed
-        // and unanswered (all four outside that window: ~1 in 3000).
+        // between the commit and the reply, and the kill aims at the middle
+        // of that window (KILL_PAUSE): it finds some committed and
+        // unanswered.
         assert!(
             replays > 0,
             "[{test}] no request was run again after the primary's death: the \
@@ -285,9 +295,10 @@ fn orders_survive(test: &str, victim: Victim) {
     );
     report(&format!(
         "[{test}] {sent} orders on {CONNS} connections, {} ({}) SIGKILLed after {KILL_AFTER} \
-         replies: all {sent} created once, done {:.2} s after the kill; {} request(s) run \
-         again and answered from the existing order (stats duplicates_refused {}; {replays} \
-         replayed replies reached the client)",
+         replies: all {sent} created once, done {:.2} s after the kill, the slowest request \
+         {slowest:.2} s (one takes {DELAY_MS} ms and a little); {} request(s) run again and \
+         answered from the existing order (stats duplicates_refused {}; {replays} replayed \
+         replies reached the client)",
         victim.node(),
         victim.role(),
         finished.as_secs_f64(),
