@@ -64,6 +64,28 @@ pub fn write_script(state: &LabState) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Checks that the app can run here (before anything is built): the orders
+/// app needs psycopg2 in the system's python3.
+pub fn check(app: AppKind) -> Result<()> {
+    if app == AppKind::Toy {
+        return Ok(());
+    }
+    let ok = std::process::Command::new(SYSTEM_PYTHON)
+        .args(["-c", "import psycopg2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        bail!(
+            "--app orders runs lab/assets/orders.py with {SYSTEM_PYTHON}, which cannot \
+             import psycopg2 (Debian: apt-get install python3-psycopg2)"
+        );
+    }
+    Ok(())
+}
+
 /// `orders.py --init-schema` from the db namespace: the table, once.
 pub fn init_schema(state: &LabState) -> Result<()> {
     let db = state

@@ -49,7 +49,10 @@ pub struct DbState {
 }
 
 impl DbState {
+    /// The database of lab `prefix`; fails, saying what to install, when
+    /// PostgreSQL or its `postgres` user is missing.
     pub fn new(prefix: &str, state_dir: &Path) -> Result<DbState> {
+        postgres_ids()?;
         Ok(DbState {
             namespace: format!("{prefix}-db"),
             address: DB_ADDRESS.to_owned(),

@@ -213,8 +213,9 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
             (d, true)
         }
     };
-    // Found before anything is built: a machine without PostgreSQL fails
-    // here with nothing to tear down.
+    // Found before anything is built: a machine without PostgreSQL or
+    // psycopg2 fails here with nothing to tear down.
+    app::check(opts.app)?;
     let db = match opts.app {
         AppKind::Orders => Some(DbState::new(prefix, &dir)?),
         AppKind::Toy => None,
