@@ -5,7 +5,8 @@
 #
 # 1. installs what the tests need, only if missing (apt: curl wrk python3
 #    iproute2 nginx tcpdump procps hping3 slowhttptest fonts-dejavu-core
-#    systemd (for systemd-analyze); rustup: rustfmt clippy),
+#    systemd (for systemd-analyze) postgresql python3-psycopg2 (the lab's
+#    `--app orders`); rustup: rustfmt clippy),
 # 2. cargo fmt --check, clippy with -D warnings, builds the hotpair binary,
 #    checks packaging/systemd/hotpair.service with systemd-analyze verify,
 # 3. runs the unit tests, the fuzz corpus replay (fuzz/) and a 15 s AFL++
@@ -51,11 +52,21 @@ need tcpdump tcpdump
 need ps procps
 need sysctl procps
 need setsid util-linux
+need setpriv util-linux       # hotpair lab up --app orders: PostgreSQL as `postgres`
 need hping3 hping3             # netns-tests/tests/hostile_clients.rs: SYN flood
 need slowhttptest slowhttptest # netns-tests/tests/hostile_clients.rs: slow headers
 need nft nftables             # hotpair lab partition (netns-tests/tests/partition.rs)
 need systemd-analyze systemd   # packaging/systemd/verify.sh
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core) # bench plots' text
+# netns-tests/tests/app_orders.rs (`hotpair lab up --app orders`): the
+# PostgreSQL server binaries, and psycopg2 for Debian's own python3 (which
+# the lab runs the app with). Installing postgresql creates Debian's `main`
+# cluster; the policy below keeps it from starting, and were it running it
+# would not matter: the lab's server runs in a namespace of its own with
+# its socket in the lab's state directory, never on the system's port or
+# in /var/run/postgresql.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+/usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
 if [ "${#missing[@]}" -gt 0 ]; then
     # de-duplicate
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -64,7 +75,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
         exit 1
     fi
     echo "installing: ${missing[*]}"
-    # Installing nginx must not start a system nginx: block service starts
+    # Installing nginx (or postgresql) must not start a system nginx (or
+    # PostgreSQL cluster): block service starts
     # for the duration of the install (unless a policy is already in place).
     policy=/usr/sbin/policy-rc.d
     own_policy=0

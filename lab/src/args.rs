@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::app::{self, AppKind};
 use super::control::{cleanup, exec, kill, load_lab, restart, signal_node};
 use super::status::print_status;
 use super::{
@@ -23,6 +24,10 @@ Topology (PREFIX defaults to `hp`):
                  address 10.77.0.<i>/24; the upstream app on 127.0.0.1:8080;
                  the node process `hotpair node --config …/n<i>.toml` on hptap0,
                  MAC 02:68:70:00:00:0<i>.
+  PREFIX-db      (--app orders) eth0 10.77.0.200/24 (veth; peer `db` in
+                 PREFIX-sw): PostgreSQL on 10.77.0.200:5432, database and
+                 role `orders` (trust from 10.77.0.0/24 only), its cluster in
+                 the state dir, its Unix socket there too.
 Every service address serves port 80, routes /static/ (files from the
 docroot), /non-deterministic/ (generate) and /app/ (upstream). IPv6 is off in
 every lab namespace. The owner of an address answers ARP for it on the LAN
@@ -64,6 +69,17 @@ Replication network (--repl-net, replicated modes):
 `hotpair lab kill n<i>` SIGKILLs any node (fail-stop); its peers take its
 connections and addresses over.
 
+Applications (--app): `toy` (default; lab/assets/upstream.py: a POST's
+reply is its body's SHA-256, GET ?size=N gives N bytes) or `orders`
+(lab/assets/orders.py, the reference application of docs/application.md:
+POST /app/orders creates an order in PostgreSQL exactly once per request
+id, GET /app/orders/stats, GET /app/health). `--app orders` needs the
+postgresql and python3-psycopg2 packages; it starts PostgreSQL in PREFIX-db
+(run as the `postgres` user) before the apps, which reach it over each node
+namespace's kernel LAN address. `hotpair lab kill --app n<i>` SIGKILLs only
+that node's application (the node lives on; /app/ answers 502 there),
+`hotpair lab restart --app n<i>` starts it again.
+
 --node-cpus X holds each node's processes (the node and its upstream app) to
 X CPUs with a CPU cgroup per node, hotpair-PREFIX-n<i>: cgroup v2 `cpu.max`
 when /sys/fs/cgroup/cgroup.controllers exists, else cgroup v1
@@ -71,7 +87,8 @@ when /sys/fs/cgroup/cgroup.controllers exists, else cgroup v1
 (plus a cgroup in /sys/fs/cgroup/cpuacct where cpuacct is mounted apart).
 `lab status --json` shows each node's \"cgroup\" (the directory whose
 cpuacct.usage, or cpu.stat on v2, counts its CPU time) and \"cgroup_info\".
-The cgroups are removed by `lab down`.
+The cgroups are removed by `lab down`. The database of --app orders (another
+host, in the paper's three tiers) is not held.
 
 State, configs, logs, pids and the generated docroot (1k.bin, 5k.bin, 50k.bin,
 50m.bin, index.html) live in /run/hotpair/lab-PREFIX/.
@@ -84,6 +101,9 @@ Examples:
   hotpair lab exec client -- curl -s http://10.77.0.10/static/index.html
   hotpair lab status --json
   hotpair lab kill n1
+  hotpair lab up --mode duplex --app orders
+  hotpair lab exec client -- curl -s -d hello http://10.77.0.10/app/orders
+  hotpair lab kill --app n1
   hotpair lab down";
 
 #[derive(clap::Args)]
@@ -113,8 +133,9 @@ enum LabCommand {
     /// `hotpair lab exec client -- curl -s http://10.77.0.10/static/index.html`;
     /// exits with the command's exit code.
     Exec(ExecArgs),
-    /// SIGKILL a node's process (fail-stop), e.g. `hotpair lab kill n1`.
-    Kill(KillArgs),
+    /// SIGKILL a node's process (fail-stop), e.g. `hotpair lab kill n1`;
+    /// with --app its application only (the node lives on).
+    Kill(NodeOrAppArgs),
     /// SIGSTOP a node's process: a host that hangs, whose kernel does not
     /// reset the replication link (`lab thaw` resumes it).
     Freeze(KillArgs),
@@ -125,7 +146,8 @@ enum LabCommand {
     /// wait until its replication links to the nodes that run are up: it
     /// rejoins its peers, which keep the connections they serve. With no
     /// other node running it serves alone after its cold-start wait.
-    Restart(KillArgs),
+    /// With --app: stop and start the node's application only.
+    Restart(NodeOrAppArgs),
     /// Cut every replication link (packets dropped both ways, as a pulled
     /// cable: no reset), or with --lan NODE that node's side of the
     /// service LAN (its TAP off its bridge; its link stays up).
@@ -220,6 +242,11 @@ struct UpArgs {
     /// state change of a node's address.
     #[arg(long, value_name = "PATH")]
     hook: Option<PathBuf>,
+    /// The application behind /app/ on every node: `toy` (a POST's body's
+    /// SHA-256, `?size=N` bytes) or `orders` (PostgreSQL in PREFIX-db,
+    /// exactly once per request id; docs/application.md).
+    #[arg(long, value_enum, default_value = "toy")]
+    app: AppKind,
 }
 
 #[derive(clap::Args)]
@@ -240,8 +267,18 @@ struct ExecArgs {
 
 #[derive(clap::Args)]
 struct KillArgs {
-    /// The node to kill: n1, n2, …
+    /// The node: n1, n2, …
     node: String,
+}
+
+#[derive(clap::Args)]
+struct NodeOrAppArgs {
+    /// The node: n1, n2, …
+    node: String,
+    /// The node's application (127.0.0.1:8080 in its namespace), not the
+    /// node process.
+    #[arg(long)]
+    app: bool,
 }
 
 pub fn run(args: LabArgs) -> Result<()> {
@@ -298,6 +335,7 @@ pub fn run(args: LabArgs) -> Result<()> {
                         std::path::absolute(&p).with_context(|| format!("--hook {}", p.display()))
                     })
                     .transpose()?,
+                app: a.app,
                 verbose: true,
             };
             opts.validate()?;
@@ -333,9 +371,11 @@ pub fn run(args: LabArgs) -> Result<()> {
             Ok(())
         }
         LabCommand::Exec(a) => exec(&prefix, &a.name, &a.command),
+        LabCommand::Kill(a) if a.app => app::kill(&prefix, &a.node),
         LabCommand::Kill(a) => kill(&prefix, &a.node),
         LabCommand::Freeze(a) => signal_node(&prefix, &a.node, libc::SIGSTOP, "froze"),
         LabCommand::Thaw(a) => signal_node(&prefix, &a.node, libc::SIGCONT, "thawed"),
+        LabCommand::Restart(a) if a.app => app::restart(&prefix, &a.node),
         LabCommand::Restart(a) => restart(&prefix, &a.node),
         LabCommand::Partition(a) => {
             let state = load_lab(&prefix)?;

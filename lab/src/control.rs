@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use super::proc::Proc;
 use super::state::LabState;
 use super::{
-    cgroup, existing_namespaces, ip, is_lab_member, node_config, proc, require_root, state_dir,
+    cgroup, db, existing_namespaces, ip, is_lab_member, node_config, proc, require_root, state_dir,
     tail, validate_prefix,
 };
 
@@ -52,6 +52,10 @@ pub(crate) fn cleanup(prefix: &str, keep_docroot: bool) -> Result<bool> {
                 if !p.wait_gone(left) {
                     p.kill();
                 }
+            }
+            // Its clients gone, the database shuts down fast and clean.
+            if let Some(db) = &state.db {
+                db::stop(db);
             }
         }
         Ok(None) => {}

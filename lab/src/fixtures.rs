@@ -30,6 +30,7 @@ pub fn test_node(i: u32, role: &str, link: Option<&str>) -> NodeState {
             address: UPSTREAM_ADDRESS.into(),
             log: "/x".into(),
             process: None,
+            killed: false,
         },
         cgroup: None,
     }
@@ -58,6 +59,8 @@ pub fn test_state(mode: Mode, replication: Option<ReplicationState>) -> LabState
         nodes: vec![],
         addresses: vec![],
         links: vec![],
+        app: AppKind::Toy,
+        db: None,
     }
 }
 

@@ -7,13 +7,16 @@
 //!
 //! The crate: the lab's names and conventions here; its command line
 //! (`args`), building a lab (`up`), operating on one (`control`: down, exec,
-//! kill, freeze, restart), its layouts (`topology`: who owns which address,
+//! kill, freeze, restart), the application behind /app/ (`app`) and its
+//! database (`db`, PostgreSQL for `--app orders`), its layouts (`topology`: who owns which address,
 //! which nodes share a link) and its state file (`state`). `demo` and `pair`
 //! are the two other commands built on the lab.
 
+mod app;
 mod args;
 mod cgroup;
 mod control;
+mod db;
 pub mod demo;
 mod docroot;
 #[cfg(test)]
@@ -34,8 +37,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+pub use self::app::{AppKind, REQUEST_ID_HEADER};
 pub use self::args::{run, LabArgs};
 pub use self::control::{down, kill_node, Killed};
+pub use self::db::DB_ADDRESS;
 pub use self::status::status_json;
 pub use self::topology::{Mode, ReplNet};
 pub use self::up::{up, Lab, LabOptions, StaticPolicy};
@@ -99,7 +104,7 @@ pub fn state_dir(prefix: &str) -> PathBuf {
 /// Whether `suffix` (the part after `PREFIX-`) names a lab namespace.
 fn is_lab_member(suffix: &str) -> bool {
     match suffix {
-        "client" | "sw" => true,
+        "client" | "sw" | "db" => true,
         _ => suffix
             .strip_prefix('n')
             .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit())),
@@ -168,10 +173,10 @@ mod tests {
 
     #[test]
     fn members() {
-        for ok in ["client", "sw", "n1", "n12"] {
+        for ok in ["client", "sw", "db", "n1", "n12"] {
             assert!(is_lab_member(ok), "{ok}");
         }
-        for bad in ["n", "nx", "client2", "x", "", "n1a"] {
+        for bad in ["n", "nx", "client2", "x", "", "n1a", "db1"] {
             assert!(!is_lab_member(bad), "{bad}");
         }
     }

@@ -49,6 +49,16 @@ pub fn build_network(state: &LabState) -> Result<()> {
     ip::ip_in(cns, &["addr", "add", client.address.as_str(), "dev", cif])?;
     ip::ip_in(cns, &["link", "set", cif, "up"])?;
 
+    // database <-> switch (`--app orders`): a LAN host like the client.
+    if let Some(db) = &state.db {
+        let ns = db.namespace.as_str();
+        ip::veth_in(sw, "db", "eth0", ns)?;
+        ip::ip_in(sw, &["link", "set", "db", "master", br, "up"])?;
+        let addr = format!("{}/{LAN_PREFIX_LEN}", db.address);
+        ip::ip_in(ns, &["addr", "add", addr.as_str(), "dev", "eth0"])?;
+        ip::ip_in(ns, &["link", "set", "eth0", "up"])?;
+    }
+
     // node <-> switch, and the node's local bridge joining eth0 and the TAP
     for n in &state.nodes {
         let ns = n.namespace.as_str();

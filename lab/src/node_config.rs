@@ -557,6 +557,7 @@ address = "127.0.0.1:8080"
                 address: UPSTREAM_ADDRESS.into(),
                 log: "/x".into(),
                 process: None,
+                killed: false,
             },
             cgroup: None,
         };

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::app::AppKind;
 use super::cgroup::CgroupState;
+use super::db::DbState;
 use super::proc::Proc;
 pub use super::topology::{AddressState, PeerLinkState};
 use super::{Mode, ReplNet};
@@ -48,6 +50,12 @@ pub struct LabState {
     /// Every replication link (one per pair of nodes sharing an address).
     #[serde(default)]
     pub links: Vec<PeerLinkState>,
+    /// The application behind /app/ on every node.
+    #[serde(default)]
+    pub app: AppKind,
+    /// The database namespace and server (`--app orders`).
+    #[serde(default)]
+    pub db: Option<DbState>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -121,6 +129,9 @@ pub struct UpstreamState {
     pub address: String,
     pub log: PathBuf,
     pub process: Option<Proc>,
+    /// Set by `lab kill --app`, cleared when it is started again.
+    #[serde(default)]
+    pub killed: bool,
 }
 
 impl LabState {
@@ -151,7 +162,8 @@ impl LabState {
         Ok(())
     }
 
-    /// Every process the lab started (nodes and upstream apps).
+    /// Every process the lab started but the database (nodes and upstream
+    /// apps; the database is stopped after them, see `db::stop`).
     pub fn processes(&self) -> Vec<Proc> {
         self.nodes
             .iter()
@@ -170,10 +182,11 @@ impl LabState {
         }
     }
 
-    /// Every namespace of the lab, client and switch first.
+    /// Every namespace of the lab, client and switch first, the database's last.
     pub fn namespaces(&self) -> Vec<String> {
         let mut v = vec![self.client.namespace.clone(), self.switch.namespace.clone()];
         v.extend(self.nodes.iter().map(|n| n.namespace.clone()));
+        v.extend(self.db.iter().map(|d| d.namespace.clone()));
         v
     }
 }
@@ -191,9 +204,17 @@ mod tests {
         node.as_object_mut().unwrap().remove("role");
         node.as_object_mut().unwrap().remove("link");
         v.as_object_mut().unwrap().remove("replication");
+        // Nor an application choice or a database, nor `killed` on the app.
+        v.as_object_mut().unwrap().remove("app");
+        v.as_object_mut().unwrap().remove("db");
+        node["upstream"].as_object_mut().unwrap().remove("killed");
         v["nodes"] = serde_json::json!([node]);
         let state: LabState = serde_json::from_value(v).unwrap();
         assert_eq!(state.nodes[0].role, "simplex");
         assert!(state.replication.is_none());
+        assert_eq!(state.app, AppKind::Toy);
+        assert!(state.db.is_none());
+        assert!(!state.nodes[0].upstream.killed);
+        assert_eq!(state.namespaces(), ["hp-client", "hp-sw", "hp-n1"]);
     }
 }

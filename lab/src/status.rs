@@ -41,6 +41,7 @@ pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
         ns_entry(&state.switch.namespace, "switch"),
     ];
     namespaces.extend(state.nodes.iter().map(|n| ns_entry(&n.namespace, "node")));
+    namespaces.extend(state.db.iter().map(|d| ns_entry(&d.namespace, "db")));
     let addresses = state.service_addresses();
     let alive = |name: &str| {
         state
@@ -107,6 +108,7 @@ pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
                     "address": n.upstream.address,
                     "pid": n.upstream.process.map(|p| p.pid),
                     "alive": up_alive,
+                    "killed": n.upstream.killed,
                     "log": n.upstream.log,
                 },
             })
@@ -138,6 +140,21 @@ pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
         "docroot": state.docroot,
         "service": {"address": state.service_address, "port": state.service_port},
         "client": {"namespace": state.client.namespace, "address": state.client.address},
+        "app": state.app,
+        // The database of `--app orders`: where it listens, its server
+        // process, and `psql` as the superuser (run in its namespace).
+        "db": state.db.as_ref().map(|d| serde_json::json!({
+            "namespace": d.namespace,
+            "address": format!("{}/{LAN_PREFIX_LEN}", d.address),
+            "port": d.port,
+            "dsn": d.dsn(),
+            "pid": d.process.map(|p| p.pid),
+            "alive": d.process.is_some_and(|p| p.alive()),
+            "data_dir": d.data_dir(),
+            "bin_dir": d.bin_dir,
+            "log": d.log,
+            "psql": d.psql_args(),
+        })),
         "addresses": addresses_json(&addresses, state.service_port, alive),
         "failure_note": failure_note(state.mode),
         "namespaces": namespaces,
@@ -220,6 +237,24 @@ pub fn print_status(v: &serde_json::Value) -> anyhow::Result<()> {
                     format!(" (served by {})", serving.join(" and "))
                 }
             )?;
+        }
+        if v["db"].is_object() {
+            let d = &v["db"];
+            hotpair::outln!(
+                "app {}; database {} in {}: postgres pid {} {}, log {}",
+                s(&v["app"]),
+                s(&d["dsn"]),
+                s(&d["namespace"]),
+                s(&d["pid"]),
+                if d["alive"].as_bool() == Some(true) {
+                    "alive"
+                } else {
+                    "dead"
+                },
+                s(&d["log"])
+            )?;
+        } else if v["app"].is_string() {
+            hotpair::outln!("app {}", s(&v["app"]))?;
         }
         if v["failure_note"].is_string() {
             hotpair::outln!("note: {}", s(&v["failure_note"]))?;
@@ -331,13 +366,18 @@ pub fn print_status(v: &serde_json::Value) -> anyhow::Result<()> {
             )?;
         }
         hotpair::outln!(
-            "  upstream {}: pid {} {}",
+            "  upstream {}: pid {} {}{}",
             s(&n["upstream"]["address"]),
             s(&n["upstream"]["pid"]),
             if n["upstream"]["alive"].as_bool() == Some(true) {
                 "alive"
             } else {
                 "dead"
+            },
+            if n["upstream"]["killed"].as_bool() == Some(true) {
+                " (lab kill --app)"
+            } else {
+                ""
             },
         )?;
     }

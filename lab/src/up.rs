@@ -1,6 +1,6 @@
 //! `lab up`: what it builds ([`LabOptions`]), building it — state file,
-//! namespaces, cgroups, node configs, upstream apps and nodes — and waiting
-//! until every service address serves.
+//! namespaces, cgroups, node configs, the database (`--app orders`),
+//! upstream apps and nodes — and waiting until every service address serves.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,20 +9,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::app::{self, AppKind};
 use super::control::{cleanup, start_node};
+use super::db::{self, DbState};
 use super::node_config::write_node_config;
 use super::state::{
     ClientState, LabState, LinkState, NodeState, Phase, ReplicationState, SwitchState,
     UpstreamState,
 };
 use super::{
-    cgroup, docroot, ip, net, node_address, node_config, node_mac, proc, require_root, state_dir,
-    tail, topology, validate_prefix, Mode, ReplNet, CLIENT_ADDRESS, DEFAULT_HEARTBEAT_TIMEOUT_MS,
+    cgroup, docroot, ip, net, node_address, node_config, node_mac, require_root, state_dir, tail,
+    topology, validate_prefix, Mode, ReplNet, CLIENT_ADDRESS, DEFAULT_HEARTBEAT_TIMEOUT_MS,
     HEARTBEAT_INTERVAL_MS, LAN_PREFIX_LEN, REPL_PORT, SERVICE_ADDRESS, SERVICE_PORT, TAP_NAME,
     UPSTREAM_ADDRESS,
 };
-
-const UPSTREAM_SCRIPT: &str = include_str!("../assets/upstream.py");
 
 /// The policy `lab up --static-policy` gives /static/.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +77,8 @@ pub struct LabOptions {
     pub wait: Duration,
     /// `[hooks] on_change` of every node (an absolute path).
     pub hook: Option<std::path::PathBuf>,
+    /// The application behind /app/ (`orders`: with PostgreSQL in PREFIX-db).
+    pub app: AppKind,
     /// Print progress lines to stderr.
     pub verbose: bool,
 }
@@ -103,6 +105,7 @@ impl LabOptions {
             half_open_timeout_ms: None,
             wait: Duration::from_secs(10),
             hook: None,
+            app: AppKind::Toy,
             verbose: true,
         }
     }
@@ -210,8 +213,13 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
             (d, true)
         }
     };
-    let script = dir.join("upstream.py");
-    fs::write(&script, UPSTREAM_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    // Found before anything is built: a machine without PostgreSQL or
+    // psycopg2 fails here with nothing to tear down.
+    app::check(opts.app)?;
+    let db = match opts.app {
+        AppKind::Orders => Some(DbState::new(prefix, &dir)?),
+        AppKind::Toy => None,
+    };
 
     // Detected before anything is built, so a machine without a CPU cgroup
     // fails here with nothing to tear down.
@@ -248,6 +256,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
                     address: UPSTREAM_ADDRESS.to_owned(),
                     log: dir.join(format!("upstream-{name}.log")),
                     process: None,
+                    killed: false,
                 },
                 cgroup: None,
                 index: i,
@@ -282,8 +291,11 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
         nodes,
         addresses: topology::addresses(opts.mode, node_count),
         links: topology::links(opts.mode, node_count, opts.repl_net),
+        app: opts.app,
+        db,
     };
     state.save()?;
+    app::write_script(&state)?;
     if let (Some(layout), Some(cpus)) = (&cgroups, opts.node_cpus) {
         for i in 0..state.nodes.len() {
             let name = cgroup::name(prefix, &state.nodes[i].name);
@@ -330,16 +342,21 @@ fn build(state: &mut LabState, opts: &LabOptions, say: &dyn Fn(&str)) -> Result<
     for node in &state.nodes {
         write_node_config(state, node, opts)?;
     }
+    if state.db.is_some() {
+        db::start(state, say)?;
+        app::init_schema(state)?;
+    }
     // The upstream apps first, then the nodes in order. Every link's listener
     // is the lower-numbered node (in duplex n1, the primary), so waiting
     // for a node's listening ports before starting the next means each
     // connecting node finds its peer ready.
     for i in 0..state.nodes.len() {
         say(&format!(
-            "starting upstream app in {}",
+            "starting the {} app in {}",
+            state.app.name(),
             state.nodes[i].namespace
         ));
-        start_upstream(state, i)?;
+        app::start(state, i)?;
         state.save()?;
     }
     for i in 0..state.nodes.len() {
@@ -366,47 +383,6 @@ fn build(state: &mut LabState, opts: &LabOptions, say: &dyn Fn(&str)) -> Result<
         "waiting for the service address to serve"
     });
     wait_serving(state, opts.wait)
-}
-
-fn start_upstream(state: &mut LabState, i: usize) -> Result<()> {
-    let node = &state.nodes[i];
-    let ready = state
-        .state_dir
-        .join(format!("upstream-{}.ready", node.name));
-    let _ = fs::remove_file(&ready);
-    let (host, port) = UPSTREAM_ADDRESS
-        .rsplit_once(':')
-        .expect("UPSTREAM_ADDRESS is host:port");
-    let mut cmd = ip::netns_command(&node.namespace, "python3");
-    cmd.arg(state.state_dir.join("upstream.py"))
-        .args(["--bind", host, "--port", port, "--log"])
-        .arg(&node.upstream.log)
-        .arg("--ready")
-        .arg(&ready);
-    if let Some(cg) = &node.cgroup {
-        cg.enter_on_exec(&mut cmd)?;
-    }
-    let p = proc::spawn_detached(cmd, &node.upstream.log)?;
-    state.nodes[i].upstream.process = Some(p);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready.exists() {
-        if !p.alive() {
-            bail!(
-                "the upstream app in {} exited at start:\n{}",
-                state.nodes[i].namespace,
-                tail(&state.nodes[i].upstream.log, 20)
-            );
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the upstream app in {} did not start listening within 10 s:\n{}",
-                state.nodes[i].namespace,
-                tail(&state.nodes[i].upstream.log, 20)
-            );
-        }
-        sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// Waits until node `node`'s process listens on TCP `port` (read from

@@ -230,6 +230,8 @@ fn help_documents_the_defaults() {
         "--mode",
         "[default: simplex]",
         "--docroot",
+        "--app",
+        "[default: toy]",
     ] {
         assert!(
             help.contains(needle),

@@ -1,0 +1,520 @@
+//! The reference application (`lab up --app orders`: lab/assets/orders.py on
+//! PostgreSQL in PREFIX-db) behind a duplex pair: orders created while a
+//! node dies are created exactly once. Several keep-alive connections post
+//! orders whose reply waits 200 ms after the commit; one node is SIGKILLed
+//! mid-way. Every request must get exactly one 201 with its own order
+//! (distinct integer ids, the reply's SHA-256 that of the body sent), the
+//! database must hold exactly one order per request (asked through the app
+//! and with psql in the db namespace), and the client must see no RST.
+//! Killing the primary makes the survivor run the requests whose reply was
+//! not yet logged a second time: the request id makes that a no-op.
+//!
+//! And `lab kill --app` / `lab restart --app`: the application alone dies
+//! and comes back, the node serving its files throughout; bad input is a
+//! 4xx, a hung or dead database a 503 within the app's bounded wait.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hotpair_netns_tests::capture::Capture;
+use hotpair_netns_tests::failover::{
+    assert_no_rst, assert_survivor, duplex_lab_with, epoch_now, Victim,
+};
+use hotpair_netns_tests::{
+    assert_success, describe, hotpair_bin, read_output, report, url, Lab, TempDir, PY_HTTP,
+};
+use serde_json::Value;
+
+/// Concurrent keep-alive connections, and orders posted on each.
+const CONNS: usize = 4;
+const PER_CONN: usize = 12;
+/// The kill lands once this many replies have arrived (a third of the way),
+/// and `KILL_PAUSE` later: the connections run in near lockstep, so each has
+/// just sent its next order, and it is committed and waiting out its delay —
+/// the window the request id is for.
+const KILL_AFTER: usize = CONNS * PER_CONN / 3;
+const KILL_PAUSE: Duration = Duration::from_millis(100);
+const DELAY_MS: u32 = 200;
+
+/// `CONNS` threads, each one socket posting `PER_CONN` distinct bodies in
+/// sequence, never retrying: a line `DONE` per reply, then the results as
+/// JSON. After its last reply each connection checks that nothing more
+/// arrives (a second reply to one request would).
+const CLIENT: &str = r#"
+import threading
+conns, per_conn, delay_ms, nonce = (int(sys.argv[1]), int(sys.argv[2]),
+                                    int(sys.argv[3]), sys.argv[4])
+results = []
+lock = threading.Lock()
+
+def run(k):
+    out = []
+    try:
+        s = connect(timeout=20.0)
+    except OSError as e:
+        out.append({"conn": k, "i": 0, "error": "connect: %s" % e})
+        with lock:
+            results.extend(out)
+        return
+    r = Reader(s)
+    for i in range(per_conn):
+        body = ("order %s conn %d request %d" % (nonce, k, i)).encode()
+        entry = {"conn": k, "i": i, "sent_sha256": hashlib.sha256(body).hexdigest()}
+        req = (("POST /app/orders?delay_ms=%d HTTP/1.1\r\nHost: 10.77.0.10\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n")
+               % (delay_ms, len(body))).encode() + body
+        t0 = time.time()
+        try:
+            s.sendall(req)
+        except OSError as e:
+            entry["error"] = "send: %s" % e
+            out.append(entry)
+            break
+        resp = read_response(r)
+        if resp is None:
+            entry["error"] = "no reply (%s)" % (r.error or "eof")
+            out.append(entry)
+            break
+        entry["secs"] = time.time() - t0
+        entry["status"] = resp["status"]
+        entry["body"] = resp["body"].decode("utf-8", "replace")
+        entry["truncated"] = "x-truncated" in resp["headers"]
+        entry["replay"] = "x-orders-replay" in resp["headers"]
+        out.append(entry)
+        with lock:  # one whole line per reply, never two run together
+            sys.stdout.write("DONE\n")
+            sys.stdout.flush()
+    else:
+        s.settimeout(0.5)
+        try:
+            extra = s.recv(4096)
+            if extra:
+                out.append({"conn": k, "i": per_conn, "error": "extra bytes after the last reply: %r" % extra[:200]})
+        except socket.timeout:
+            pass
+        except OSError as e:
+            out.append({"conn": k, "i": per_conn, "error": "after the last reply: %s" % e})
+    s.close()
+    with lock:
+        results.extend(out)
+
+threads = [threading.Thread(target=run, args=(k,)) for k in range(conns)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(results), flush=True)
+"#;
+
+/// The database's own count: psql as the superuser, in the db namespace.
+fn sql(lab: &Lab, query: &str) -> String {
+    let st = lab.status_json();
+    let psql: Vec<String> = st["db"]["psql"]
+        .as_array()
+        .unwrap_or_else(|| panic!("[{}] lab status has no db.psql: {st}", lab.test))
+        .iter()
+        .map(|a| a.as_str().expect("psql argument").to_owned())
+        .collect();
+    let mut args = psql;
+    args.extend(["-tA".into(), "-c".into(), query.into()]);
+    let out = lab.exec_in("db", &args, Duration::from_secs(30));
+    assert_success(&out, &format!("[{}] psql -c {query:?}", lab.test));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// GET `path` from the client; (status, body).
+fn get(lab: &Lab, path: &str) -> (u16, String) {
+    let out = lab.exec_client(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_code}",
+        &url(path),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn orders_survive(test: &str, victim: Victim) {
+    let Some(lab) = duplex_lab_with(test, &["--app", "orders"]) else {
+        return;
+    };
+    let st = lab.initial_status();
+    assert_eq!(st["app"], "orders", "[{test}] {st}");
+    assert_eq!(st["db"]["alive"], true, "[{test}] {st}");
+    assert_eq!(st["db"]["address"], "10.77.0.200/24", "[{test}] {st}");
+    let (code, body) = get(&lab, "/app/health");
+    assert_eq!(code, 200, "[{test}] /app/health before the run: {body}");
+
+    let dir = TempDir::new(test);
+    let cap = Capture::start(&lab, dir.path());
+    let nonce = format!("{}-{}", lab.prefix, std::process::id());
+    let script = format!("{PY_HTTP}\n{CLIENT}");
+    let mut child = Command::new(hotpair_bin())
+        .args(["lab", "exec", "--prefix", &lab.prefix, "client", "--"])
+        .args(["python3", "-c", &script])
+        .args([
+            CONNS.to_string(),
+            PER_CONN.to_string(),
+            DELAY_MS.to_string(),
+            nonce,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running python3 in the client namespace");
+    /// Kills the client if the test panics half way.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let child = KillOnDrop(child);
+    let (rx, err_t) = read_output(stdout, stderr);
+
+    let mut done = 0;
+    while done < KILL_AFTER {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) if l == "DONE" => done += 1,
+            other => panic!(
+                "[{test}] the client stopped after {done} replies, before the kill: {other:?}\n{}",
+                err_t.join().unwrap_or_default()
+            ),
+        }
+    }
+    std::thread::sleep(KILL_PAUSE);
+    let kill_epoch = epoch_now();
+    let kill = lab.kill(victim.node());
+    let (line, finished) = loop {
+        match rx.recv_timeout(Duration::from_secs(40)) {
+            Ok(l) if l == "DONE" => done += 1,
+            Ok(l) => break (l, kill.elapsed()),
+            Err(e) => panic!(
+                "[{test}] the client did not finish ({e}) after {done} replies; stderr:\n{}",
+                err_t.join().unwrap_or_default()
+            ),
+        }
+    };
+    drop(child);
+    let results: Vec<Value> = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("[{test}] the client printed no JSON ({e}): {line}"));
+    assert_survivor(&lab, victim);
+
+    // Exactly one 201 per request, each its own order.
+    let sent = CONNS * PER_CONN;
+    let mut ids = std::collections::BTreeSet::new();
+    let mut replays = 0u64;
+    let mut slowest = 0.0f64;
+    for r in &results {
+        let what = format!("connection {} request {}", r["conn"], r["i"]);
+        assert!(
+            r.get("error").is_none(),
+            "[{test}] {what} failed (a request lost or answered twice): {r}"
+        );
+        assert_eq!(r["status"], 201, "[{test}] {what}: {r}");
+        assert_eq!(r["truncated"], false, "[{test}] {what}: {r}");
+        let body: Value = serde_json::from_str(r["body"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("[{test}] {what}: the reply is not JSON ({e}): {r}"));
+        let id = body["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("[{test}] {what}: no integer id in the reply: {r}"));
+        assert_eq!(
+            body["sha256"], r["sent_sha256"],
+            "[{test}] {what}: the order is not the one this request sent: {r}"
+        );
+        assert!(
+            ids.insert(id),
+            "[{test}] {what}: order id {id} given to two requests"
+        );
+        if r["replay"] == true {
+            replays += 1;
+        }
+        slowest = slowest.max(r["secs"].as_f64().unwrap_or(0.0));
+    }
+    assert_eq!(
+        results.len(),
+        sent,
+        "[{test}] {} results for {sent} requests: {line}",
+        results.len()
+    );
+
+    // The database holds exactly one order per request.
+    let (code, body) = get(&lab, "/app/orders/stats");
+    assert_eq!(code, 200, "[{test}] /app/orders/stats: {body}");
+    let stats: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("[{test}] /app/orders/stats is not JSON ({e}): {body}"));
+    assert_eq!(
+        stats["orders"].as_u64(),
+        Some(sent as u64),
+        "[{test}] orders in the database vs requests sent: {stats}"
+    );
+    let counted = sql(
+        &lab,
+        "SELECT count(*) || ' ' || count(DISTINCT body_sha256) || ' ' || count(DISTINCT request_id) FROM orders",
+    );
+    assert_eq!(
+        counted,
+        format!("{sent} {sent} {sent}"),
+        "[{test}] psql: orders, distinct bodies, distinct request ids"
+    );
+
+    // A replay is a request run twice, once on each node: its second run's
+    // reply is the only one the client gets (the first was never logged).
+    assert_eq!(
+        stats["duplicates_refused"].as_u64(),
+        Some(replays),
+        "[{test}] runs answered from an existing order (database) vs replayed replies \
+         the client got (X-Orders-Replay): {stats}"
+    );
+    if victim == Victim::Primary {
+        // Each connection always has an order in flight, 200 of its ~230 ms
+        // between the commit and the reply, and the kill aims at the middle
+        // of that window (KILL_PAUSE): it finds some committed and
+        // unanswered.
+        assert!(
+            replays > 0,
+            "[{test}] no request was run again after the primary's death: the \
+             deduplication was not exercised (kill too early or too late?)"
+        );
+    }
+
+    let capture = cap.stop();
+    assert_no_rst(
+        &lab,
+        &capture,
+        &format!("{sent} orders over {CONNS} keep-alive connections"),
+        kill_epoch,
+    );
+    report(&format!(
+        "[{test}] {sent} orders on {CONNS} connections, {} ({}) SIGKILLed after {KILL_AFTER} \
+         replies: all {sent} created once, done {:.2} s after the kill, the slowest request \
+         {slowest:.2} s (one takes {DELAY_MS} ms and a little); {} request(s) run again and \
+         answered from the existing order (stats duplicates_refused {}; {replays} replayed \
+         replies reached the client)",
+        victim.node(),
+        victim.role(),
+        finished.as_secs_f64(),
+        stats["duplicates_refused"],
+        stats["duplicates_refused"],
+    ));
+}
+
+/// The primary (n1, running the application) dies: the ingress runs the
+/// requests whose reply it had not received again, on its own application.
+#[test]
+fn orders_are_created_once_when_the_primary_dies() {
+    orders_survive("app_orders_primary", Victim::Primary);
+}
+
+/// The ingress (n2) dies: the primary carries on alone.
+#[test]
+fn orders_are_created_once_when_the_ingress_dies() {
+    orders_survive("app_orders_ingress", Victim::Ingress);
+}
+
+/// `lab kill --app n1` kills the application only: the node still serves
+/// its files, /app/ answers 502; `lab restart --app n1` brings it back.
+#[test]
+fn kill_and_restart_the_application_only() {
+    let Some(lab) = Lab::up_with("app_orders_kill_app", &["--app", "orders"]) else {
+        return;
+    };
+    let test = lab.test.clone();
+    let (code, body) = get(&lab, "/app/health");
+    assert_eq!(code, 200, "[{test}] /app/health: {body}");
+    let node_pid = lab.initial_status()["nodes"][0]["pid"].clone();
+
+    let out = lab.lab(&["kill", "--app", "n1"], Duration::from_secs(30));
+    assert_success(&out, "lab kill --app n1");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("killed the app of node n1"),
+        "[{test}] {}",
+        describe(&out)
+    );
+    let st = lab.status_json();
+    let n1 = &st["nodes"][0];
+    assert_eq!(
+        n1["alive"], true,
+        "[{test}] the node died with its app: {st}"
+    );
+    assert_eq!(n1["pid"], node_pid, "[{test}] {st}");
+    assert_eq!(n1["upstream"]["alive"], false, "[{test}] {st}");
+    assert_eq!(n1["upstream"]["killed"], true, "[{test}] {st}");
+    let (code, _) = get(&lab, "/static/index.html");
+    assert_eq!(code, 200, "[{test}] /static/ with the app dead");
+    let (code, body) = get(&lab, "/app/health");
+    assert_eq!(code, 502, "[{test}] /app/ with the app dead: {body}");
+
+    let t = Instant::now();
+    let out = lab.lab(&["restart", "--app", "n1"], Duration::from_secs(30));
+    assert_success(&out, "lab restart --app n1");
+    let st = lab.status_json();
+    assert_eq!(st["nodes"][0]["upstream"]["alive"], true, "[{test}] {st}");
+    assert_eq!(st["nodes"][0]["upstream"]["killed"], false, "[{test}] {st}");
+    assert_eq!(st["nodes"][0]["pid"], node_pid, "[{test}] {st}");
+    let (code, body) = get(&lab, "/app/health");
+    assert_eq!(code, 200, "[{test}] /app/health after the restart: {body}");
+    let out = lab.exec_client(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_code}",
+        "--data-binary",
+        "after the restart",
+        &url("/app/orders"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n201"),
+        "[{test}] POST /app/orders after the restart: {}",
+        describe(&out)
+    );
+    report(&format!(
+        "[{test}] app killed and restarted, node pid unchanged; restart took {:.2} s",
+        t.elapsed().as_secs_f64()
+    ));
+}
+
+/// The pids of every process in the lab's db namespace (the postmaster and
+/// its backends).
+fn db_pids(lab: &Lab) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", &format!("{}-db", lab.prefix)])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ip netns pids");
+    assert_success(&out, "ip netns pids PREFIX-db");
+    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !pids.is_empty(),
+        "[{}] no process in the db namespace",
+        lab.test
+    );
+    pids
+}
+
+fn signal_all(pids: &[String], sig: &str) {
+    let out = Command::new("kill")
+        .arg("-s")
+        .arg(sig)
+        .args(pids)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kill");
+    assert_success(
+        &out,
+        &format!("kill -s {sig} (the db namespace's processes)"),
+    );
+}
+
+/// (status, seconds) of a request from the client.
+fn timed(lab: &Lab, args: &[&str]) -> (u16, f64) {
+    let mut argv = vec![
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "40",
+        "-w",
+        "%{http_code} %{time_total}",
+    ];
+    argv.extend_from_slice(args);
+    let out = lab.exec_client(&argv);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut w = text.split_whitespace();
+    (
+        w.next().and_then(|c| c.parse().ok()).unwrap_or(0),
+        w.next().and_then(|c| c.parse().ok()).unwrap_or(f64::NAN),
+    )
+}
+
+/// Bad input is a 4xx through the node; a hung database a 503 after the
+/// app's bounded wait (3 s for /app/health, 15 s for an order), a dead one
+/// a 503 at once — never a hang.
+#[test]
+fn bad_input_and_a_database_down_are_answered() {
+    let Some(lab) = Lab::up_with("app_orders_db_down", &["--app", "orders"]) else {
+        return;
+    };
+    let test = lab.test.clone();
+    let big = lab.state_dir().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 64 * 1024 + 1]).expect("writing the oversize body");
+    let at_big = format!("@{}", big.display());
+    let orders = url("/app/orders");
+    for (args, want, what) in [
+        (
+            vec!["--data-binary", at_big.as_str(), &orders],
+            413,
+            "a body over 64 KiB",
+        ),
+        (vec![orders.as_str()], 405, "GET /app/orders"),
+        (
+            vec!["-X", "DELETE", orders.as_str()],
+            405,
+            "DELETE /app/orders",
+        ),
+        (
+            vec!["-d", "x", &format!("{orders}?delay_ms=30001")],
+            400,
+            "delay_ms over 30000",
+        ),
+        (
+            vec![&url("/app/nothing-here")],
+            404,
+            "an unknown /app/ path",
+        ),
+        (
+            vec!["-d", "{not json", orders.as_str()],
+            201,
+            "an opaque body (not JSON) is an order",
+        ),
+    ] {
+        let (code, _) = timed(&lab, &args);
+        assert_eq!(code, want, "[{test}] {what}: {args:?}");
+    }
+
+    // Hung: every process of the database stopped (the kernel still ACKs).
+    let pids = db_pids(&lab);
+    signal_all(&pids, "STOP");
+    let (health, t_health) = timed(&lab, &[&url("/app/health")]);
+    let (post, t_post) = timed(&lab, &["-d", "while hung", &orders]);
+    signal_all(&pids, "CONT");
+    assert_eq!(health, 503, "[{test}] /app/health with the database hung");
+    assert!(t_health < 10.0, "[{test}] /app/health took {t_health} s");
+    assert_eq!(post, 503, "[{test}] an order with the database hung");
+    assert!(t_post < 25.0, "[{test}] the order took {t_post} s");
+    let (code, _) = timed(&lab, &[&url("/app/health")]);
+    assert_eq!(
+        code, 200,
+        "[{test}] /app/health once the database runs again"
+    );
+
+    // Dead: every process of the database killed.
+    signal_all(&db_pids(&lab), "KILL");
+    let (post_dead, t_dead) = timed(&lab, &["-d", "while dead", &orders]);
+    let (health_dead, _) = timed(&lab, &[&url("/app/health")]);
+    assert_eq!(post_dead, 503, "[{test}] an order with the database dead");
+    assert!(t_dead < 5.0, "[{test}] the order took {t_dead} s");
+    assert_eq!(
+        health_dead, 503,
+        "[{test}] /app/health with the database dead"
+    );
+    report(&format!(
+        "[{test}] database hung: /app/health 503 in {t_health:.2} s, an order 503 in \
+         {t_post:.2} s; dead: an order 503 in {t_dead:.2} s"
+    ));
+}
