@@ -6,9 +6,11 @@
 //! into the node's [`Topology`] and checks the whole config.
 
 mod checks;
+mod tls;
 mod topology;
 
 pub use checks::{AppCheck, AppCheckSection, LanCheckSection};
+pub use tls::{SniSection, TlsSection};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -58,6 +60,13 @@ pub struct Config {
     /// State-change hooks (keepalived's `notify`): `hooks.rs`.
     #[serde(default)]
     pub hooks: HooksSection,
+    /// HTTPS on the addresses listening on its port (absent: plain HTTP).
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// `[tls]` read and checked by [`Config::load`] (certificates, keys,
+    /// ticket keys).
+    #[serde(skip)]
+    pub tls_server: Option<std::sync::Arc<hotpair_tls::TlsServerConfig>>,
     /// Said loudly at start and by `--check`: found by [`Config::load`]
     /// (a key file others can read).
     #[serde(skip)]
@@ -521,13 +530,18 @@ impl Config {
             Self::parse(&text).with_context(|| format!("in config {}", path.display()))?;
         // The files that hold the link's private key: refused if others
         // can write them, a warning if others can read them.
-        for (file, what) in cfg.secret_files(path) {
+        let mut secret_files = cfg.secret_files(path);
+        secret_files.extend(cfg.tls_secret_files());
+        for (file, what) in secret_files {
             if let Some(w) = crate::secure::check_secret_file(&file, what)
                 .with_context(|| format!("in config {}", path.display()))?
             {
                 cfg.warnings.push(w);
             }
         }
+        cfg.tls_server = cfg
+            .load_tls()
+            .with_context(|| format!("in config {}", path.display()))?;
         // A hook that cannot run is not worth refusing to serve: said by
         // --check and at start, and at warn on each change it misses.
         if let Some(p) = &cfg.hooks.on_change {

@@ -63,6 +63,7 @@ mod tests {
         ("hooks", "[hooks]"),
         ("lan_check", "[lan_check]"),
         ("app_check", "[app_check]"),
+        ("tls", "[tls]"),
     ];
 
     #[test]

@@ -237,6 +237,11 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
                 max_per_source: s.max_per_source,
                 role: s.role,
                 peer: s.peer,
+                tls: if cfg.tls_on(s.port) {
+                    cfg.tls_server.clone()
+                } else {
+                    None
+                },
             })
             .collect(),
         peers: topo.peers.iter().map(|p| p.name.clone()).collect(),

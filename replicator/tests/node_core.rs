@@ -44,6 +44,7 @@ fn site(address: Ipv4Address, role: Role, peer: Option<usize>) -> SiteConfig {
         max_per_source: 16,
         role,
         peer,
+        tls: None,
     }
 }
 

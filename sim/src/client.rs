@@ -104,6 +104,13 @@ pub struct ClientConn {
     /// When every reply was in.
     pub replies_at: Option<Duration>,
     pub done_at: Option<Duration>,
+    /// HTTPS: the TLS client; `out` and `received` are then plaintext.
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// HTTPS: ciphertext for the socket, and how much of it is written.
+    wire_out: Vec<u8>,
+    wire_pos: usize,
+    /// HTTPS: ciphertext bytes received.
+    pub wire_received: u64,
 }
 
 impl ClientConn {
@@ -124,6 +131,77 @@ impl ClientConn {
             self.script.requests.len(),
             self.received.len()
         )
+    }
+
+    /// Whether the connection is ready for requests: TCP is up and, on
+    /// HTTPS, the TLS handshake is done.
+    fn ready(&self) -> bool {
+        self.established && self.tls.as_ref().is_none_or(|t| !t.is_handshaking())
+    }
+
+    /// HTTPS: hand the plaintext written so far to TLS and its records to
+    /// the socket.
+    fn pump_tls_out(&mut self, sock: &mut tcp::Socket<'_>) -> bool {
+        let Some(t) = self.tls.as_mut() else {
+            return false;
+        };
+        let mut moved = false;
+        if self.out_pos < self.out.len() && !t.is_handshaking() {
+            use std::io::Write;
+            if t.writer().write_all(&self.out[self.out_pos..]).is_ok() {
+                self.out_pos = self.out.len();
+                moved = true;
+            }
+        }
+        while t.wants_write() {
+            if t.write_tls(&mut self.wire_out).is_err() {
+                break;
+            }
+        }
+        while self.wire_pos < self.wire_out.len() && sock.can_send() {
+            let n = sock
+                .send_slice(&self.wire_out[self.wire_pos..])
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            self.wire_pos += n;
+            moved = true;
+        }
+        if self.wire_pos == self.wire_out.len() {
+            self.wire_out.clear();
+            self.wire_pos = 0;
+        }
+        moved
+    }
+
+    /// HTTPS: the server's records through TLS; plaintext to `received`.
+    /// A TLS error (an alert from the server, a record that does not open)
+    /// ends the connection abnormally.
+    fn take_tls_in(&mut self, data: &[u8]) {
+        let Some(t) = self.tls.as_mut() else { return };
+        self.wire_received += data.len() as u64;
+        let mut rd = data;
+        while !rd.is_empty() && self.abnormal.is_none() {
+            if let Err(e) = t.read_tls(&mut rd) {
+                self.abnormal = Some(format!(
+                    "TLS: the client could not take the server's bytes: {e}"
+                ));
+                break;
+            }
+            if let Err(e) = t.process_new_packets() {
+                self.abnormal = Some(format!("TLS error at the client: {e}"));
+                break;
+            }
+            let mut buf = [0u8; 16384];
+            loop {
+                use std::io::Read;
+                match t.reader().read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
     }
 
     /// Move the script along; returns whether anything moved.
@@ -147,7 +225,8 @@ impl ClientConn {
             self.established = true;
         }
         let n_req = self.script.requests.len();
-        if self.established && !self.closed_by_us && sock.may_send() {
+        moved |= self.pump_tls_out(sock);
+        if self.ready() && !self.closed_by_us && sock.may_send() {
             match self.script.send {
                 Sending::AllAtOnce => {
                     if self.next_req == 0 && n_req > 0 {
@@ -171,7 +250,8 @@ impl ClientConn {
                 }
             }
         }
-        while self.out_pos < self.out.len() && sock.can_send() {
+        moved |= self.pump_tls_out(sock);
+        while self.tls.is_none() && self.out_pos < self.out.len() && sock.can_send() {
             let n = sock.send_slice(&self.out[self.out_pos..]).unwrap_or(0);
             if n == 0 {
                 break;
@@ -181,18 +261,31 @@ impl ClientConn {
         }
         let mut got = false;
         while sock.can_recv() {
-            let rx = &mut self.received;
-            let n = sock
-                .recv(|b| {
+            let n = if self.tls.is_some() {
+                let mut wire = Vec::new();
+                let n = sock
+                    .recv(|b| {
+                        wire.extend_from_slice(b);
+                        (b.len(), b.len())
+                    })
+                    .unwrap_or(0);
+                self.take_tls_in(&wire);
+                n
+            } else {
+                let rx = &mut self.received;
+                sock.recv(|b| {
                     rx.extend_from_slice(b);
                     (b.len(), b.len())
                 })
-                .unwrap_or(0);
+                .unwrap_or(0)
+            };
             if n == 0 {
                 break;
             }
             got = true;
         }
+        // The client's Finished (or anything else TLS has to say) goes out.
+        moved |= self.pump_tls_out(sock);
         if got {
             moved = true;
             match reply::parse_stream(&self.received) {
@@ -218,12 +311,17 @@ impl ClientConn {
         }
         let close_now = !self.closed_by_us
             && match self.script.close {
-                Close::WhenEstablished => self.established,
+                Close::WhenEstablished => self.ready(),
                 Close::AfterReplies => self
                     .replies_at
                     .is_some_and(|at| now >= at + self.script.linger),
             };
         if close_now && sock.is_open() {
+            if let Some(t) = self.tls.as_mut() {
+                // close_notify first, then FIN after it.
+                t.send_close_notify();
+                self.pump_tls_out(sock);
+            }
             sock.close();
             self.closed_by_us = true;
             moved = true;
@@ -298,6 +396,10 @@ impl Client {
                 abnormal: None,
                 replies_at: None,
                 done_at: None,
+                tls: script.tls.then(|| Box::new(crate::tls::client())),
+                wire_out: Vec::new(),
+                wire_pos: 0,
+                wire_received: 0,
             });
         }
         // smoltcp sends one ARP request a second across all addresses

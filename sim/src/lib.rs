@@ -73,6 +73,7 @@ pub mod node;
 pub mod reply;
 pub mod rng;
 pub mod scenario;
+pub mod tls;
 pub mod topology;
 pub mod wire;
 pub mod world;

@@ -130,6 +130,7 @@ impl SimNode {
         seeds: NodeSeeds,
         heartbeat_timeout: Duration,
         files_policy: Policy,
+        tls: bool,
         start: Instant,
     ) -> Self {
         let c = content::get();
@@ -170,6 +171,7 @@ impl SimNode {
                 max_per_source: 64,
                 role: s.role,
                 peer: Some(peer_id(s.peer)),
+                tls: tls.then(|| crate::tls::server_config()),
             })
             .collect();
         let cfg = NodeConfig {

@@ -45,6 +45,8 @@ pub struct ConnScript {
     pub linger: Duration,
     /// The service address it connects to (an index: `node::vip`).
     pub address: usize,
+    /// Speak HTTPS (TLS 1.3, rustls as the client) over the connection.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,12 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The nodes serve HTTPS (every connection of such a scenario speaks
+    /// TLS: an address serves TLS or plain HTTP on its one port).
+    pub fn tls(&self) -> bool {
+        self.conns.iter().any(|c| c.tls)
+    }
+
     pub fn requests(&self) -> usize {
         self.conns.iter().map(|c| c.requests.len()).sum()
     }
@@ -96,6 +104,7 @@ pub fn all() -> Vec<Scenario> {
         close,
         linger: Duration::ZERO,
         address: 0,
+        tls: false,
     };
     let mut upload =
         format!("POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/octet-stream\r\nContent-Length: {UPLOAD_LEN}\r\n\r\n")
@@ -241,7 +250,10 @@ pub fn all() -> Vec<Scenario> {
 }
 
 pub fn by_name(name: &str) -> Option<Scenario> {
-    all().into_iter().find(|s| s.name == name)
+    all()
+        .into_iter()
+        .chain(crate::tls::scenarios())
+        .find(|s| s.name == name)
 }
 
 /// What one request must be answered with.

@@ -342,6 +342,7 @@ impl World {
                         node_seeds(spec.seed, w),
                         HEARTBEAT_TIMEOUT,
                         spec.scenario.files_policy,
+                        spec.scenario.tls(),
                         base,
                     )
                 })

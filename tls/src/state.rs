@@ -96,6 +96,23 @@ impl TlsState {
         self.pending.is_some()
     }
 
+    /// This state with the sending half of `tx`, moved on by `records`
+    /// sealed since `tx` was taken: what a survivor continues from when it
+    /// followed the client's records itself (its own receiving half) but
+    /// learnt the sending half from the peer's log (the last logged state,
+    /// and the records counted in the units logged after it).
+    pub fn with_tx(mut self, tx: &TlsState, records: u64) -> Result<Self, TlsError> {
+        if tx.suite != self.suite {
+            return Err(TlsError::BadState("another suite"));
+        }
+        self.server_secret = tx.server_secret.clone();
+        self.tx_seq = tx
+            .tx_seq
+            .checked_add(records)
+            .ok_or(TlsError::SequenceExhausted)?;
+        Ok(self)
+    }
+
     /// The state as bytes for the replication link (secured link only:
     /// these bytes are the connection's keys, zeroized when dropped).
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
@@ -259,6 +276,23 @@ mod tests {
                 Err(TlsError::BadState("trailing bytes"))
             );
         }
+    }
+
+    #[test]
+    fn with_tx_takes_the_sending_half_and_counts_records() {
+        let rx = sample(true);
+        let mut tx = sample(false);
+        tx.server_secret = Secret::from_slice(&[9; 48]);
+        let s = rx.clone().with_tx(&tx, 3).unwrap();
+        assert_eq!(s.tx_seq, 10);
+        assert_eq!(s.server_secret, tx.server_secret);
+        assert_eq!(s.client_secret, rx.client_secret);
+        assert_eq!(s.pending, rx.pending);
+        tx.suite = Suite::Aes128GcmSha256;
+        assert!(rx.clone().with_tx(&tx, 0).is_err());
+        tx.suite = Suite::Aes256GcmSha384;
+        tx.tx_seq = u64::MAX;
+        assert_eq!(rx.with_tx(&tx, 1), Err(TlsError::SequenceExhausted));
     }
 
     #[test]

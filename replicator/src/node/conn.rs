@@ -17,6 +17,7 @@
 
 mod live;
 mod shadow;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -78,6 +79,9 @@ pub struct LiveConn {
     /// them): a reply's size is known only once it is made, and the output
     /// bound must count it.
     pending_jobs: usize,
+    /// HTTPS: the TLS layer between the socket and `http` (`input` holds
+    /// plaintext).
+    tls: Option<tls::LiveTls>,
 }
 
 impl LiveConn {
@@ -141,6 +145,9 @@ pub struct Mirror {
     ahead_skip: Option<u64>,
     /// `static_mask` when a request was found on a route not in use.
     ahead_mask: u64,
+    /// HTTPS: the client's records opened here (`input_log` holds
+    /// plaintext) and the sending half followed from the log.
+    tls: Option<tls::MirrorTls>,
 }
 
 /// Which routes are in use as `static` (the first 64), to notice a change.
@@ -201,6 +208,9 @@ pub(crate) struct SiteConns {
     /// Connections aborted because their client took no output for
     /// `send_timeout`.
     pub send_timeouts: u64,
+    /// HTTPS connections closed on a TLS error (the client's alert, a bad
+    /// record, a failed handshake).
+    pub tls_errors: u64,
     /// Requests by route, and their latency (status and metrics).
     pub(crate) requests: super::stats::RequestTracker,
     /// The current link session's number (see [`LiveConn`]'s `session`).
@@ -291,6 +301,8 @@ pub(crate) struct SiteDriver<'a> {
     /// Per route: the peer holds the same content under the same policy
     /// (the digest guard), so `static`/`sync-static` may be used.
     pub static_ok: &'a [bool],
+    /// The address serves HTTPS with this configuration.
+    pub tls: Option<&'a hotpair_tls::TlsServerConfig>,
 }
 
 /// The final reply of request `index`, made from this node's own copy of a
@@ -418,7 +430,9 @@ impl SiteDriver<'_> {
     /// `static`/`sync-static` only while this node logs to a peer whose
     /// content matched.
     fn local_policy(&self, path: &str) -> Option<Policy> {
-        if !self.primary_logging() {
+        // Static over TLS would need the owner to seal its own copy at the
+        // same record sequence number: not built, such replies are logged.
+        if !self.primary_logging() || self.tls.is_some() {
             return None;
         }
         let (i, r) = self
@@ -522,8 +536,18 @@ impl Service for SiteDriver<'_> {
                 ahead_tried: 0,
                 ahead_skip: None,
                 ahead_mask: 0,
+                tls: self.tls.map(|_| tls::MirrorTls::default()),
             })
         } else {
+            let tls = match self.tls.map(tls::LiveTls::new).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    // Only a broken configuration makes rustls refuse a
+                    // new connection; it is closed at the first drive.
+                    tracing::error!(conn = %key, error = %e, "TLS connection could not start");
+                    None
+                }
+            };
             let shadowed = self.replica.as_ref().is_some_and(|r| {
                 r.role() == Role::Primary && r.peer_state() == PeerState::Up && !r.peer_leaving()
             });
@@ -535,10 +559,11 @@ impl Service for SiteDriver<'_> {
                 units: VecDeque::new(),
                 eof_seen: false,
                 close_queued: false,
-                finish: false,
                 local: BTreeMap::new(),
                 send_stalled: None,
                 pending_jobs: 0,
+                finish: self.tls.is_some() && tls.is_none(),
+                tls,
                 session: shadowed.then(|| {
                     self.conns.replicated.insert(id);
                     self.conns.session
@@ -622,6 +647,17 @@ impl Service for SiteDriver<'_> {
             None => (m.next_index, m.continue_for == Some(m.next_index)),
         };
         let closing = m.close_pending || m.ahead_closed;
+        let tls = match (m.tls.take(), self.tls) {
+            (None, _) => None,
+            (Some(mt), Some(cfg)) => match mt.promote(cfg) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!(conn = %m.key, error = %e, "TLS state could not be taken over: the connection is lost");
+                    Some(tls::LiveTls::failed())
+                }
+            },
+            (Some(_), None) => Some(tls::LiveTls::failed()),
+        };
         let mut http = ServerConn::resume(self.shared.limits, now, next_index, continue_sent);
         let mut units = VecDeque::new();
         let rest: VecDeque<Bytes> = std::mem::take(&mut m.units_out);
@@ -658,6 +694,7 @@ impl Service for SiteDriver<'_> {
             session: None,
             send_stalled: None,
             pending_jobs: 0,
+            tls,
         }));
     }
 }

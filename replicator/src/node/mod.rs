@@ -85,6 +85,9 @@ pub struct SiteConfig {
     /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
     /// owner); `None` for `Simplex`.
     pub peer: Option<PeerId>,
+    /// Serve HTTPS (TLS 1.3) on `port` with this configuration; `None`:
+    /// plain HTTP. Both nodes sharing the address must agree.
+    pub tls: Option<std::sync::Arc<hotpair_tls::TlsServerConfig>>,
 }
 
 /// Everything a node core is built from.

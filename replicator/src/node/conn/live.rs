@@ -11,7 +11,8 @@ use hotpair_stack::ConnId;
 
 use crate::{Event, Policy, UnitKind};
 
-use super::{discard_input, LiveConn, Pending, SiteDriver, CLOSE_INDEX};
+use super::tls::TLS_INDEX;
+use super::{discard_input, input_log_limit, LiveConn, Pending, SiteDriver, CLOSE_INDEX};
 
 impl SiteDriver<'_> {
     pub(super) fn drive_live(
@@ -38,6 +39,17 @@ impl SiteDriver<'_> {
                 }
             }
         }
+        if c.tls.as_ref().is_some_and(|t| t.is_failed()) && sock.is_open() {
+            // Its TLS state could not be taken over: it cannot go on.
+            sock.abort();
+            c.units.clear();
+            c.unlogged.clear();
+            c.finish = true;
+            return None;
+        }
+        if !c.finish && c.tls.is_some() {
+            self.read_tls(c, sock, now);
+        }
         if !c.finish {
             // Client bytes into the HTTP layer, as far as it takes them (it
             // stops at the pipelining limit: back-pressure on the client).
@@ -45,7 +57,7 @@ impl SiteDriver<'_> {
                 let n = c.http.handle_input(&c.input, now);
                 c.input.drain(..n);
             }
-            while c.input.is_empty() && sock.can_recv() {
+            while c.tls.is_none() && c.input.is_empty() && sock.can_recv() {
                 let http = &mut c.http;
                 let taken = sock
                     .recv(|buf| {
@@ -57,7 +69,10 @@ impl SiteDriver<'_> {
                     break;
                 }
             }
-            if !c.eof_seen && !sock.may_recv() && sock.recv_queue() == 0 && c.input.is_empty() {
+            let tls_pending = c.tls.as_ref().is_some_and(|t| t.has_partial_input());
+            let tls_closed = c.tls.as_ref().is_some_and(|t| t.client_closed());
+            let socket_eof = !sock.may_recv() && sock.recv_queue() == 0 && !tls_pending;
+            if !c.eof_seen && (socket_eof || tls_closed) && c.input.is_empty() {
                 c.eof_seen = true;
                 c.http.handle_eof(now);
             }
@@ -86,19 +101,20 @@ impl SiteDriver<'_> {
                 c.http.handle_timeout(now);
             }
             while let Some(u) = c.http.take_unit() {
-                c.unlogged.push_back(u);
+                self.queue_unit(c, u);
             }
             if c.http.is_closed() && c.unlogged.is_empty() && !c.close_queued {
                 // The HTTP layer is done (EOF, timeout) after a reply that
                 // did not say so: the close is a unit too, so the ingress
                 // node closes its shadow at the same byte.
-                c.unlogged.push_back(OutputUnit {
+                let u = OutputUnit {
                     index: CLOSE_INDEX,
                     kind: UnitKind::Interim,
                     input_end: c.http.input_consumed(),
                     close_after: true,
                     chunks: Vec::new(),
-                });
+                };
+                self.queue_unit(c, u);
             }
         }
         if c.finish || c.http.wants_close() {
@@ -170,6 +186,76 @@ impl SiteDriver<'_> {
         }
     }
 
+    /// A unit for the socket, sealed into TLS records on an HTTPS
+    /// connection (so the log carries exactly what the socket gets).
+    fn queue_unit(&mut self, c: &mut LiveConn, mut u: OutputUnit) {
+        if let Some(t) = c.tls.as_mut() {
+            let plain = u.chunks.concat();
+            match t.seal(&plain, u.close_after) {
+                Ok(sealed) if sealed.is_empty() => u.chunks = Vec::new(),
+                Ok(sealed) => u.chunks = vec![Bytes::from(sealed)],
+                Err(e) => {
+                    tracing::debug!(conn = %c.key, error = %e, "TLS: cannot seal; closing");
+                    u.chunks = Vec::new();
+                    u.close_after = true;
+                }
+            }
+        }
+        c.unlogged.push_back(u);
+    }
+
+    /// HTTPS: the client's bytes through the TLS layer into `input`
+    /// (plaintext); what the TLS layer writes itself (the flight, tickets,
+    /// a KeyUpdate) queued as TLS units, logged before they are sent.
+    fn read_tls(&mut self, c: &mut LiveConn, sock: &mut tcp::Socket<'_>, now: Instant) {
+        let limit = input_log_limit(&self.shared.limits);
+        let Some(t) = c.tls.as_mut() else { return };
+        let mut outs = Vec::new();
+        // A survivor's copy of the client's bytes first.
+        let mut result = t.read(&[], &mut c.input, &mut outs).map(|_| ());
+        while result.is_ok() && sock.can_recv() && c.input.len() < limit {
+            let input = &mut c.input;
+            let outs = &mut outs;
+            let r = sock.recv(|buf| {
+                let r = t.read(buf, input, outs);
+                (buf.len(), r)
+            });
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(alert)) => result = Err(alert),
+                Err(_) => break,
+            }
+        }
+        for o in outs {
+            c.unlogged.push_back(OutputUnit {
+                index: TLS_INDEX,
+                kind: UnitKind::Interim,
+                input_end: o.input_end,
+                close_after: false,
+                chunks: vec![o.head, o.bytes],
+            });
+        }
+        if let Err(alert) = result {
+            // The client broke TLS: its alert, then the connection closes
+            // (logged like any close, so the owner closes at the same byte).
+            self.conns.tls_errors += 1;
+            c.input.clear();
+            c.http.handle_eof(now);
+            c.unlogged.push_back(OutputUnit {
+                index: CLOSE_INDEX,
+                kind: UnitKind::Interim,
+                input_end: c.http.input_consumed(),
+                close_after: true,
+                chunks: if alert.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![Bytes::from(alert)]
+                },
+            });
+            c.finish = true;
+        }
+    }
+
     /// Log units the HTTP layer handed out (primary) or release them at once.
     fn log_units(&mut self, c: &mut LiveConn) {
         let logging = self.primary_logging() && c.session == Some(self.conns.session);
@@ -196,6 +282,31 @@ impl SiteDriver<'_> {
                         )
                     }
                     Err(_) => break,
+                }
+            } else if u.index == TLS_INDEX {
+                // The TLS layer's own output: logged with the state after
+                // it (`chunks`: that state's encoding, then the bytes).
+                let bytes = u.chunks.get(1).cloned().unwrap_or_default();
+                if logging {
+                    let Some(replica) = self.replica.as_mut() else {
+                        break;
+                    };
+                    match replica.log_unit(
+                        c.key,
+                        TLS_INDEX,
+                        UnitKind::Interim,
+                        u.input_end,
+                        false,
+                        Bytes::from(u.chunks.concat()),
+                    ) {
+                        Ok(seq) => {
+                            self.shared.logged = true;
+                            (Some(seq), false, VecDeque::from([bytes]))
+                        }
+                        Err(_) => break,
+                    }
+                } else {
+                    (None, true, VecDeque::from([bytes]))
                 }
             } else if logging {
                 let payload: Bytes = if u.chunks.len() == 1 {
@@ -232,7 +343,7 @@ impl SiteDriver<'_> {
             if u.close_after {
                 c.close_queued = true;
             }
-            if u.index != CLOSE_INDEX {
+            if u.index != CLOSE_INDEX && u.index != TLS_INDEX {
                 let final_of = (u.kind == UnitKind::Final).then_some(u.index);
                 self.conns.requests.unit_queued(c.key, final_of);
             }
@@ -241,7 +352,7 @@ impl SiteDriver<'_> {
                 released,
                 chunks,
                 offset: 0,
-                from_http: u.index != CLOSE_INDEX,
+                from_http: u.index != CLOSE_INDEX && u.index != TLS_INDEX,
                 close_after: u.close_after,
             });
         }

@@ -8,6 +8,7 @@ use hotpair_stack::ConnId;
 
 use crate::{Event, Role, UnitKind};
 
+use super::tls::TLS_INDEX;
 use super::{
     discard_input, input_log_limit, local_reply, same_bytes, static_mask, Ahead, Mirror, NoReply,
     SiteDriver, CLOSE_INDEX,
@@ -37,6 +38,37 @@ impl SiteDriver<'_> {
                         payload,
                         ..
                     } => {
+                        if let Some(t) = m.tls.as_mut() {
+                            // HTTPS: units carry ciphertext. The TLS layer's
+                            // own units set the state; the others' records
+                            // are counted (the sending half at a takeover).
+                            let r = if index == TLS_INDEX {
+                                t.logged_tls_unit(&payload, input_end, &mut m.input_log)
+                                    .map(Some)
+                            } else if local {
+                                Err(hotpair_tls::TlsError::BadState(
+                                    "a local unit on an HTTPS connection",
+                                ))
+                            } else {
+                                t.logged_records(&payload).map(|()| None)
+                            };
+                            match r {
+                                Ok(Some(bytes)) => {
+                                    if !bytes.is_empty() {
+                                        m.units_out.push_back(bytes);
+                                    }
+                                    continue;
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    let why = format!("TLS: {e}");
+                                    self.diverge(m, index, &why);
+                                    if index == TLS_INDEX {
+                                        continue;
+                                    }
+                                }
+                            }
+                        }
                         if m.ahead.front().is_some_and(|a| a.index == index) {
                             // This node made the reply already: the
                             // primary's unit must be for the same bytes.
@@ -167,7 +199,8 @@ impl SiteDriver<'_> {
             .replica
             .as_ref()
             .is_some_and(|r| r.role() == Role::Ingress);
-        if !ingress || m.diverged || m.gone || m.close_pending || m.ahead_closed {
+        if !ingress || m.tls.is_some() || m.diverged || m.gone || m.close_pending || m.ahead_closed
+        {
             return;
         }
         let logged_to = m.input_base + m.input_log.len() as u64;
@@ -229,8 +262,31 @@ impl SiteDriver<'_> {
     }
 
     /// Keep the client's input (the request log) as far as allowed.
-    fn read_input_log(&self, m: &mut Mirror, sock: &mut tcp::Socket<'_>) {
+    fn read_input_log(&mut self, m: &mut Mirror, sock: &mut tcp::Socket<'_>) {
         let limit = input_log_limit(&self.shared.limits);
+        if let Some(t) = m.tls.as_mut() {
+            // HTTPS: the client's records, opened here once the flight's
+            // state is logged; plaintext into the log.
+            let mut failed = None;
+            while failed.is_none() && sock.can_recv() && m.input_log.len() < limit && t.room() > 0 {
+                let room = t.room();
+                let log = &mut m.input_log;
+                let r = sock.recv(|buf| {
+                    let n = buf.len().min(room);
+                    (n, (n, t.read(&buf[..n], log)))
+                });
+                match r {
+                    Ok((0, _)) | Err(_) => break,
+                    Ok((_, Ok(()))) => {}
+                    Ok((_, Err(e))) => failed = Some(e),
+                }
+            }
+            if let Some(e) = failed {
+                let why = format!("TLS: {e}");
+                self.diverge(m, m.next_index, &why);
+            }
+            return;
+        }
         while sock.can_recv() && m.input_log.len() < limit {
             let room = limit - m.input_log.len();
             let log = &mut m.input_log;

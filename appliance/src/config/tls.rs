@@ -1,0 +1,141 @@
+//! `[tls]`: HTTPS (TLS 1.3) on the service addresses (docs/tls.md). The
+//! stack listens on one port per address, so an address serves TLS on its
+//! one port when that port is `[tls] port`, and plain HTTP otherwise.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use hotpair_tls::{CertSpec, TicketKey, TlsServerConfig, TlsSettings};
+use serde::Deserialize;
+
+use super::Config;
+
+/// `[tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM: the certificate, then its chain (the default certificate).
+    pub cert: PathBuf,
+    /// PEM: its private key.
+    pub key: PathBuf,
+    /// Addresses listening on this port speak TLS.
+    #[serde(default = "default_tls_port")]
+    pub port: u16,
+    /// 64 hex digits, the same on both nodes: seals session tickets so a
+    /// client resumes on either node (`hotpair pair` writes one).
+    pub ticket_key_file: PathBuf,
+    /// The key before the last rotation: still opens tickets.
+    #[serde(default)]
+    pub previous_ticket_key_file: Option<PathBuf>,
+    /// More certificates, chosen by the name the client asks for (SNI).
+    #[serde(default)]
+    pub sni: Vec<SniSection>,
+}
+
+/// `[[tls.sni]]`: a certificate for some server names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Exact names, or `*.example.com` (one label).
+    pub names: Vec<String>,
+}
+
+pub fn default_tls_port() -> u16 {
+    443
+}
+
+/// A ticket key file: 64 hex digits (whitespace around them ignored).
+fn read_ticket_key(path: &Path, key: &str) -> Result<TicketKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{key}: reading {}", path.display()))?;
+    let bytes = crate::secure::parse_key(&text)
+        .with_context(|| format!("{key}: {} (64 hex digits)", path.display()))?;
+    TicketKey::new(&bytes).with_context(|| format!("{key}: {}", path.display()))
+}
+
+impl Config {
+    /// The TLS server configuration, read and checked (certificates,
+    /// keys against their certificates, ticket keys); `None` without
+    /// `[tls]`.
+    pub(super) fn load_tls(&self) -> Result<Option<Arc<TlsServerConfig>>> {
+        let Some(t) = &self.tls else { return Ok(None) };
+        if t.port == 0 {
+            bail!("tls.port: must be within 1..=65535");
+        }
+        let ports = self.service_ports();
+        if !ports.contains(&t.port) {
+            bail!(
+                "tls.port: {} is no address's port ({ports:?}): an address serves TLS on its one port, so give it port {}",
+                t.port,
+                t.port
+            );
+        }
+        if self.link.as_ref().is_some_and(|l| l.danger_plaintext) {
+            // The logged TLS state is the connection's keys: it crosses
+            // only a secured link.
+            bail!("tls: [link] danger_plaintext would send every HTTPS connection's keys in the clear; HTTPS needs the secured link");
+        }
+        for (i, s) in t.sni.iter().enumerate() {
+            if s.names.is_empty() {
+                bail!("tls.sni[{i}].names: at least one server name");
+            }
+        }
+        let mut certs = vec![CertSpec {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            names: Vec::new(),
+        }];
+        certs.extend(t.sni.iter().map(|s| CertSpec {
+            cert: s.cert.clone(),
+            key: s.key.clone(),
+            names: s.names.clone(),
+        }));
+        let settings = TlsSettings {
+            certs,
+            ticket_key: read_ticket_key(&t.ticket_key_file, "tls.ticket_key_file")?,
+            previous_ticket_key: t
+                .previous_ticket_key_file
+                .as_deref()
+                .map(|p| read_ticket_key(p, "tls.previous_ticket_key_file"))
+                .transpose()?,
+        };
+        let server = TlsServerConfig::from_settings(&settings).context("[tls]")?;
+        Ok(Some(Arc::new(server)))
+    }
+
+    /// The files of `[tls]` that hold secrets (private keys, ticket keys).
+    pub(super) fn tls_secret_files(&self) -> Vec<(PathBuf, &'static str)> {
+        let Some(t) = &self.tls else {
+            return Vec::new();
+        };
+        let mut files = vec![
+            (t.key.clone(), "tls.key"),
+            (t.ticket_key_file.clone(), "tls.ticket_key_file"),
+        ];
+        if let Some(p) = &t.previous_ticket_key_file {
+            files.push((p.clone(), "tls.previous_ticket_key_file"));
+        }
+        files.extend(t.sni.iter().map(|s| (s.key.clone(), "tls.sni.key")));
+        files
+    }
+
+    /// Whether an address on `port` serves TLS.
+    pub fn tls_on(&self, port: u16) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.port == port)
+    }
+
+    fn service_ports(&self) -> Vec<u16> {
+        let mut p: Vec<u16> = self
+            .service
+            .iter()
+            .map(|s| s.port)
+            .chain(self.addresses.iter().map(|a| a.port))
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+}

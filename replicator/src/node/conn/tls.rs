@@ -1,0 +1,530 @@
+//! HTTPS on a connection (docs/tls.md): TLS 1.3 between the socket and the
+//! HTTP layer, replicated at the record level.
+//!
+//! **Live side** ([`LiveTls`]): the client's bytes go through the handshake
+//! driver (rustls) until it completes, then through our record layer; the
+//! plaintext goes to the HTTP layer as on a plain connection. HTTP output
+//! units are sealed when taken from the HTTP layer, so a unit holds exactly
+//! the bytes the socket gets, and the log carries ciphertext: the owner
+//! writes logged units unchanged. What the TLS layer itself writes (the
+//! server flight, a HelloRetryRequest, the session tickets, our answer to a
+//! client's KeyUpdate) is a unit too, a *TLS unit* ([`TLS_INDEX`]), whose
+//! logged payload carries the connection's encoded `TlsState` after those
+//! bytes — before the client sees any of them.
+//!
+//! **Mirror** ([`MirrorTls`]): keeps the client's bytes; once the flight's
+//! state is logged it opens the client's records itself (verifying its
+//! Finished), so its input log is plaintext HTTP as on a plain connection.
+//! The sending half it learns from the log: the last logged state, plus
+//! the records counted in the units logged after it. At promotion: no
+//! flight logged — a fresh handshake from the client's bytes (the client
+//! saw nothing but a HelloRetryRequest, which the new handshake repeats
+//! byte for byte and which is not sent twice); flight logged — a record
+//! layer from its own receiving half and the logged sending half.
+
+use bytes::Bytes;
+use hotpair_tls::{RecordLayer, ServerHandshake, TlsError, TlsEvent, TlsServerConfig, TlsState};
+
+/// The index a TLS unit carries: it answers no request (as `CLOSE_INDEX`).
+pub(crate) const TLS_INDEX: u64 = u64::MAX - 1;
+
+const HEADER_LEN: usize = 5;
+/// Largest record a client may send (2^14 + 256 bytes of ciphertext).
+const MAX_RECORD: usize = HEADER_LEN + 16384 + 256;
+
+/// The length of the whole record at the front of `buf`, if it is all
+/// there; `Err` for a length no TLS 1.3 record has.
+fn whole_record(buf: &[u8]) -> Result<Option<usize>, TlsError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = HEADER_LEN + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+    if len > MAX_RECORD {
+        return Err(TlsError::RecordOverflow(len));
+    }
+    Ok((buf.len() >= len).then_some(len))
+}
+
+/// Records in `bytes`, which must be whole records (a logged unit).
+pub(super) fn count_records(mut bytes: &[u8]) -> Option<u64> {
+    let mut n = 0;
+    while !bytes.is_empty() {
+        let len = whole_record(bytes).ok()??;
+        bytes = &bytes[len..];
+        n += 1;
+    }
+    Some(n)
+}
+
+/// A TLS unit's logged payload: `u16` length of the encoded state (0:
+/// none, a HelloRetryRequest), the state, then the bytes for the client.
+pub(super) fn encode_tls_unit(state: Option<&TlsState>) -> Bytes {
+    let mut out = Vec::with_capacity(192);
+    match state {
+        Some(s) => {
+            let enc = s.encode();
+            out.extend_from_slice(&(enc.len() as u16).to_be_bytes());
+            out.extend_from_slice(&enc);
+        }
+        None => out.extend_from_slice(&0u16.to_be_bytes()),
+    }
+    Bytes::from(out)
+}
+
+/// Split a logged TLS unit's payload into its state and its bytes.
+pub(super) fn decode_tls_unit(payload: &Bytes) -> Result<(Option<TlsState>, Bytes), TlsError> {
+    if payload.len() < 2 {
+        return Err(TlsError::BadState("TLS unit without a state length"));
+    }
+    let n = usize::from(u16::from_be_bytes([payload[0], payload[1]]));
+    let rest = payload
+        .get(2..2 + n)
+        .ok_or(TlsError::BadState("TLS unit shorter than its state"))?;
+    let state = (n > 0).then(|| TlsState::decode(rest)).transpose()?;
+    Ok((state, payload.slice(2 + n..)))
+}
+
+/// Output of the TLS layer itself, to log (with its state) and send.
+pub(super) struct TlsOut {
+    /// Logged before `bytes`: `encode_tls_unit`.
+    pub head: Bytes,
+    pub bytes: Bytes,
+    /// The client's input (ciphertext) offset up to which the handshake
+    /// had read (the flight: where the owner's record layer starts).
+    pub input_end: u64,
+}
+
+/// What reading the client's bytes gave.
+#[derive(Default)]
+pub(super) struct Read {
+    /// The client sent close_notify: its end of the HTTP stream.
+    pub eof: bool,
+}
+
+enum Phase {
+    Handshake(Box<ServerHandshake>),
+    Records(Box<RecordLayer>),
+    Failed,
+}
+
+/// A live connection's TLS layer.
+pub(crate) struct LiveTls {
+    phase: Phase,
+    /// Client bytes not yet a whole record.
+    raw: Vec<u8>,
+    /// Client bytes taken so far (whole records fed).
+    fed: u64,
+    /// Handshake output the client has already had (a survivor's repeated
+    /// HelloRetryRequest).
+    skip_out: usize,
+    /// The client sent close_notify.
+    client_closed: bool,
+}
+
+impl std::fmt::Debug for LiveTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phase = match self.phase {
+            Phase::Handshake(_) => "handshake",
+            Phase::Records(_) => "records",
+            Phase::Failed => "failed",
+        };
+        f.debug_struct("LiveTls").field("phase", &phase).finish()
+    }
+}
+
+impl LiveTls {
+    /// A new connection: a handshake from its first byte.
+    pub fn new(config: &TlsServerConfig) -> Result<Self, TlsError> {
+        Self::fresh(config, Vec::new(), 0)
+    }
+
+    /// A handshake over `raw` (a survivor's copy of the client's bytes),
+    /// not sending again the first `skip_out` bytes of its output.
+    fn fresh(config: &TlsServerConfig, raw: Vec<u8>, skip_out: usize) -> Result<Self, TlsError> {
+        Ok(Self {
+            phase: Phase::Handshake(Box::new(ServerHandshake::new(config)?)),
+            raw,
+            fed: 0,
+            skip_out,
+            client_closed: false,
+        })
+    }
+
+    /// A connection that cannot go on (its state could not be taken over):
+    /// aborted at its next drive.
+    pub fn failed() -> Self {
+        Self {
+            phase: Phase::Failed,
+            raw: Vec::new(),
+            fed: 0,
+            skip_out: 0,
+            client_closed: false,
+        }
+    }
+
+    /// The client sent close_notify: its end of the HTTP stream.
+    pub fn client_closed(&self) -> bool {
+        self.client_closed
+    }
+
+    pub fn is_failed(&self) -> bool {
+        matches!(self.phase, Phase::Failed)
+    }
+
+    /// Whether client bytes wait in here (not yet a whole record).
+    pub fn has_partial_input(&self) -> bool {
+        !self.raw.is_empty()
+    }
+
+    /// Take the client's bytes: plaintext to `plain`, the TLS layer's own
+    /// output (to log and send, in order) to `out`. On an error the
+    /// connection is over: `Err` carries the alert for the client, if any.
+    pub fn read(
+        &mut self,
+        data: &[u8],
+        plain: &mut Vec<u8>,
+        out: &mut Vec<TlsOut>,
+    ) -> Result<Read, Vec<u8>> {
+        self.raw.extend_from_slice(data);
+        let mut read = Read::default();
+        let r = self.pump(plain, out, &mut read);
+        match r {
+            Ok(()) => {
+                self.client_closed |= read.eof;
+                Ok(read)
+            }
+            Err((e, alert)) => {
+                tracing::debug!(error = %e, "TLS connection failed");
+                self.phase = Phase::Failed;
+                self.raw.clear();
+                Err(alert)
+            }
+        }
+    }
+
+    fn pump(
+        &mut self,
+        plain: &mut Vec<u8>,
+        out: &mut Vec<TlsOut>,
+        read: &mut Read,
+    ) -> Result<(), (TlsError, Vec<u8>)> {
+        let mut pos = 0;
+        let result = loop {
+            let len = match whole_record(&self.raw[pos..]) {
+                Ok(Some(len)) => len,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err((e, Vec::new())),
+            };
+            let rec = &self.raw[pos..pos + len];
+            pos += len;
+            self.fed += len as u64;
+            match &mut self.phase {
+                Phase::Failed => break Err((TlsError::Failed, Vec::new())),
+                Phase::Handshake(hs) => {
+                    let progress = match hs.feed(rec) {
+                        Ok(p) => p,
+                        Err(e) => break Err((e, hs.take_output())),
+                    };
+                    let mut bytes = hs.take_output();
+                    if self.skip_out > 0 {
+                        let n = self.skip_out.min(bytes.len());
+                        bytes.drain(..n);
+                        self.skip_out -= n;
+                    }
+                    match progress {
+                        hotpair_tls::Progress::InProgress => {
+                            if !bytes.is_empty() {
+                                // A HelloRetryRequest: no secret yet.
+                                out.push(TlsOut {
+                                    head: encode_tls_unit(None),
+                                    bytes: bytes.into(),
+                                    input_end: self.fed,
+                                });
+                            }
+                        }
+                        hotpair_tls::Progress::FlightReady => {
+                            out.push(TlsOut {
+                                head: encode_tls_unit(hs.flight_state()),
+                                bytes: bytes.into(),
+                                input_end: self.fed,
+                            });
+                        }
+                        hotpair_tls::Progress::Complete => {
+                            let Phase::Handshake(hs) =
+                                std::mem::replace(&mut self.phase, Phase::Failed)
+                            else {
+                                unreachable!("in the handshake phase");
+                            };
+                            let Some(est) = hs.into_established() else {
+                                break Err((TlsError::Failed, Vec::new()));
+                            };
+                            tracing::debug!(
+                                resumed = est.resumed,
+                                suite = ?est.state.suite(),
+                                "TLS handshake complete"
+                            );
+                            // The tickets (if any) and the state after
+                            // them: the owner's sending half from here.
+                            out.push(TlsOut {
+                                head: encode_tls_unit(Some(&est.state)),
+                                bytes: bytes.into(),
+                                input_end: self.fed,
+                            });
+                            let rl = match RecordLayer::new(est.state) {
+                                Ok(rl) => rl,
+                                Err(e) => break Err((e, Vec::new())),
+                            };
+                            self.phase = Phase::Records(Box::new(rl));
+                            // A whole record is fed at a time: nothing is
+                            // left over inside the driver.
+                            debug_assert!(est.leftover.is_empty());
+                        }
+                    }
+                }
+                Phase::Records(rl) => {
+                    let opened = match rl.open(rec) {
+                        Ok(o) => o,
+                        Err(e) => break Err((e, rl.take_output())),
+                    };
+                    plain.extend_from_slice(&opened.plaintext);
+                    for ev in opened.events {
+                        match ev {
+                            TlsEvent::CloseNotify => read.eof = true,
+                            TlsEvent::KeyUpdate { update_requested } => {
+                                tracing::debug!(update_requested, "client KeyUpdate")
+                            }
+                            TlsEvent::ClientFinished => {
+                                tracing::debug!("client Finished verified (taken over)")
+                            }
+                            TlsEvent::UserCanceled => {}
+                        }
+                    }
+                    let answer = rl.take_output();
+                    if !answer.is_empty() {
+                        // Our KeyUpdate: the owner learns the new sending
+                        // key from the state logged with it.
+                        let state = match rl.snapshot() {
+                            Ok(s) => s,
+                            Err(e) => break Err((e, Vec::new())),
+                        };
+                        out.push(TlsOut {
+                            head: encode_tls_unit(Some(&state)),
+                            bytes: answer.into(),
+                            input_end: self.fed,
+                        });
+                    }
+                }
+            }
+        };
+        self.raw.drain(..pos.min(self.raw.len()));
+        result
+    }
+
+    /// Seal one HTTP output unit (and our close_notify after it when the
+    /// connection closes there). Before the handshake is done nothing can
+    /// be sent: the unit's bytes are dropped (a timeout's reply).
+    pub fn seal(&mut self, plaintext: &[u8], close_after: bool) -> Result<Vec<u8>, TlsError> {
+        let Phase::Records(rl) = &mut self.phase else {
+            return Ok(Vec::new());
+        };
+        let mut out = rl.seal(plaintext)?;
+        if close_after {
+            rl.close()?;
+            out.extend_from_slice(&rl.take_output());
+        }
+        Ok(out)
+    }
+}
+
+/// A mirror's TLS state (the owner node, the primary alive).
+#[derive(Default)]
+pub(crate) struct MirrorTls {
+    /// Client bytes not yet opened: before the flight is logged, every
+    /// byte from the first (a fresh handshake needs them all); then the
+    /// part of a record not yet whole.
+    raw: Vec<u8>,
+    /// The receiving half, from the flight's state on.
+    rl: Option<Box<RecordLayer>>,
+    /// The last logged state (its sending half).
+    tx: Option<TlsState>,
+    /// Records in the units logged after `tx`.
+    tx_records: u64,
+    /// Bytes of TLS units without a state written before the flight (a
+    /// HelloRetryRequest): a fresh handshake does not send them again.
+    hrr_sent: usize,
+    /// The client's records could not be opened here: no takeover.
+    failed: bool,
+}
+
+impl std::fmt::Debug for MirrorTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorTls")
+            .field("flight_logged", &self.rl.is_some())
+            .field("tx_records", &self.tx_records)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+/// Bytes of client ciphertext a mirror keeps before the flight is logged:
+/// a ClientHello is at most a few records.
+const MAX_HELLO_BYTES: usize = 4 * MAX_RECORD;
+
+impl MirrorTls {
+    /// How many more client bytes may be read into `raw`: before the
+    /// flight only a ClientHello's worth (the owner's window closes past
+    /// it); after it, records are opened as they come.
+    pub fn room(&self) -> usize {
+        if self.failed {
+            0
+        } else if self.rl.is_some() {
+            1 << 16
+        } else {
+            MAX_HELLO_BYTES.saturating_sub(self.raw.len())
+        }
+    }
+
+    /// The client's bytes: plaintext to `plain` once the flight's state is
+    /// known. `Err`: this mirror cannot follow the connection any more.
+    pub fn read(&mut self, data: &[u8], plain: &mut Vec<u8>) -> Result<(), TlsError> {
+        if self.failed {
+            return Err(TlsError::Failed);
+        }
+        self.raw.extend_from_slice(data);
+        self.pump(plain)
+    }
+
+    fn pump(&mut self, plain: &mut Vec<u8>) -> Result<(), TlsError> {
+        let Some(rl) = self.rl.as_mut() else {
+            if self.raw.len() > MAX_HELLO_BYTES {
+                self.failed = true;
+                return Err(TlsError::BadState("client bytes before the flight"));
+            }
+            return Ok(());
+        };
+        let mut pos = 0;
+        let r = loop {
+            match whole_record(&self.raw[pos..]) {
+                Ok(Some(len)) => {
+                    match rl.open(&self.raw[pos..pos + len]) {
+                        Ok(o) => plain.extend_from_slice(&o.plaintext),
+                        Err(e) => break Err(e),
+                    }
+                    // Our answers (a KeyUpdate) come logged from the primary.
+                    let _ = rl.take_output();
+                    pos += len;
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.raw.drain(..pos);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    /// A logged TLS unit: its state (if any) and where in the client's
+    /// input the handshake had read. Returns the bytes for the client.
+    pub fn logged_tls_unit(
+        &mut self,
+        payload: &Bytes,
+        input_end: u64,
+        plain: &mut Vec<u8>,
+    ) -> Result<Bytes, TlsError> {
+        let (state, bytes) = decode_tls_unit(payload)?;
+        match state {
+            None if self.rl.is_none() => self.hrr_sent += bytes.len(),
+            None => {
+                return Err(TlsError::BadState(
+                    "a TLS unit with no state after the flight",
+                ))
+            }
+            Some(state) => {
+                if self.rl.is_none() {
+                    // The flight: the client's records from `input_end` on
+                    // are ours to open (ClientHello before it).
+                    let end = usize::try_from(input_end)
+                        .ok()
+                        .filter(|&e| e <= self.raw.len())
+                        .ok_or(TlsError::BadState("the flight follows bytes not seen here"))?;
+                    self.raw.drain(..end);
+                    self.rl = Some(Box::new(RecordLayer::new(state.clone())?));
+                    self.pump(plain)?;
+                }
+                self.tx = Some(state);
+                self.tx_records = 0;
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// A logged unit of HTTP output (ciphertext): count its records.
+    pub fn logged_records(&mut self, payload: &[u8]) -> Result<(), TlsError> {
+        if self.rl.is_none() {
+            // Nothing is sealed before the handshake (a timeout's close).
+            return if payload.is_empty() {
+                Ok(())
+            } else {
+                Err(TlsError::BadState("records logged before the flight"))
+            };
+        }
+        let n = count_records(payload).ok_or(TlsError::BadState("a unit of partial records"))?;
+        self.tx_records += n;
+        Ok(())
+    }
+
+    /// The live TLS layer a promoted mirror continues with.
+    pub fn promote(self, config: &TlsServerConfig) -> Result<LiveTls, TlsError> {
+        if self.failed {
+            return Err(TlsError::Failed);
+        }
+        match (self.rl, self.tx) {
+            (None, _) => LiveTls::fresh(config, self.raw, self.hrr_sent),
+            (Some(rl), Some(tx)) => {
+                let state = rl.snapshot()?.with_tx(&tx, self.tx_records)?;
+                Ok(LiveTls {
+                    phase: Phase::Records(Box::new(RecordLayer::new(state)?)),
+                    raw: self.raw,
+                    fed: 0,
+                    skip_out: 0,
+                    client_closed: false,
+                })
+            }
+            (Some(_), None) => Err(TlsError::Failed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_counted_only_when_whole() {
+        let rec = |n: usize| {
+            let mut r = vec![23, 3, 3, (n >> 8) as u8, n as u8];
+            r.extend(std::iter::repeat_n(0, n));
+            r
+        };
+        let mut two = rec(10);
+        two.extend(rec(300));
+        assert_eq!(count_records(&two), Some(2));
+        assert_eq!(count_records(&[]), Some(0));
+        assert_eq!(count_records(&two[..two.len() - 1]), None);
+        assert_eq!(count_records(&[23, 3]), None);
+        assert_eq!(count_records(&rec(MAX_RECORD)), None);
+    }
+
+    #[test]
+    fn a_tls_unit_payload_is_refused_when_garbled() {
+        assert!(decode_tls_unit(&Bytes::from_static(b"")).is_err());
+        assert!(decode_tls_unit(&Bytes::from_static(b"\x00")).is_err());
+        assert!(decode_tls_unit(&Bytes::from_static(b"\x00\x05ab")).is_err());
+        assert!(decode_tls_unit(&Bytes::from_static(b"\x00\x02ab")).is_err());
+        let (s, b) = decode_tls_unit(&Bytes::from_static(b"\x00\x00hrr")).unwrap();
+        assert!(s.is_none());
+        assert_eq!(&b[..], b"hrr");
+    }
+}

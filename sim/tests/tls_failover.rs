@@ -1,0 +1,135 @@
+//! HTTPS connections across the crash of either node (issue 18): the
+//! HTTPS scenarios (`hotpair_sim::tls`), a real TLS client (rustls) over
+//! the simulated client's TCP, the replies checked byte for byte on the
+//! decrypted stream, and any TLS error at the client (an alert, a record
+//! that does not open: a duplicate or spliced record) or reset a failure.
+//!
+//! - `tls_smoke`: each scenario without failure in duplex and dual-role,
+//!   and in duplex with each node killed half-way.
+//! - `tls_matrix`: duplex, each node killed (both variants) at every step
+//!   of the handshake and the first steps after it (where the server
+//!   flight, the tickets and the first records are logged and released),
+//!   then at evenly spaced steps; one lossy seed; dual-role sampled.
+//!   `SIM_ONLY=a,b` limits the scenarios, `SIM_THREADS` the parallelism.
+//! - `worker`: runs a batch in a child process (`hotpair_sim::isolate`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hotpair_sim::isolate::{self, Isolation};
+use hotpair_sim::matrix::{self, Failure, MatrixConfig, Mode, Points};
+use hotpair_sim::world::{Kill, Net, Variant};
+use hotpair_sim::{tls, Topology, Who};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn threads() -> usize {
+    env("SIM_THREADS")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+fn isolation() -> Isolation {
+    Isolation {
+        exe: std::env::current_exe().expect("the test binary's path"),
+        args: ["worker", "--exact", "--nocapture", "--test-threads", "1"]
+            .map(String::from)
+            .to_vec(),
+        batch: 32,
+    }
+}
+
+#[test]
+fn worker() {
+    isolate::worker_main();
+}
+
+#[test]
+fn tls_smoke() {
+    let iso = isolation();
+    let mut failures = Vec::new();
+    let specs: Vec<_> = [Topology::Duplex, Topology::DualRole]
+        .into_iter()
+        .flat_map(|t| {
+            tls::scenarios()
+                .into_iter()
+                .map(move |s| matrix::spec(t, &Arc::new(t.scenario(s)), 1, Net::CLEAN, None))
+        })
+        .collect();
+    let base = matrix::execute(&specs, threads(), Some(&iso));
+    let mut kills = Vec::new();
+    for (spec, out) in specs.iter().zip(&base) {
+        println!(
+            "tls smoke: {:<9} {:<14} {} steps, {:.3}s virtual, violations {}",
+            spec.topology.name(),
+            spec.scenario.name,
+            out.done_step.unwrap_or(0),
+            out.done_time.unwrap_or_default().as_secs_f64(),
+            out.violations.len()
+        );
+        failures.extend(Failure::of(spec, out));
+        if spec.topology != Topology::Duplex {
+            continue;
+        }
+        let mid = out.done_step.unwrap_or(0) / 2;
+        for victim in [Who::A, Who::B] {
+            let mut k = spec.clone();
+            k.kill = Some(Kill {
+                victim,
+                step: mid,
+                variant: Variant::Lost,
+            });
+            kills.push(k);
+        }
+    }
+    for (spec, out) in kills
+        .iter()
+        .zip(matrix::execute(&kills, threads(), Some(&iso)))
+    {
+        failures.extend(Failure::of(spec, &out));
+    }
+    let described: Vec<String> = failures.iter().map(|f| f.describe(usize::MAX)).collect();
+    assert!(failures.is_empty(), "\n{}", described.join("\n"));
+}
+
+#[test]
+fn tls_matrix() {
+    let only: Option<Vec<String>> =
+        env("SIM_ONLY").map(|v| v.split(',').map(str::to_owned).collect());
+    let scenarios: Vec<_> = tls::scenarios()
+        .into_iter()
+        .filter(|s| only.as_ref().is_none_or(|o| o.iter().any(|n| n == s.name)))
+        .collect();
+    // The handshake and the first records take the first ~60 steps of a
+    // duplex run: every one of them, then spaced steps to the end.
+    let capped = |dense, spaced| Points::Capped { dense, spaced };
+    let cfg = MatrixConfig {
+        scenarios,
+        modes: vec![
+            Mode::new(
+                Topology::Duplex,
+                vec![
+                    (1, Net::CLEAN, capped(60, 20)),
+                    (2, Net::LOSSY, capped(0, 10)),
+                ],
+            ),
+            Mode::new(Topology::DualRole, vec![(1, Net::CLEAN, capped(0, 6))]),
+        ],
+        threads: threads(),
+        isolation: Some(isolation()),
+    };
+    let started = Instant::now();
+    let report = matrix::run_matrix(&cfg);
+    print!("{}", report.render(3));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-tls-report.txt");
+    if std::fs::write(&path, report.render(usize::MAX)).is_ok() {
+        println!("sim: full report in {}", path.display());
+    }
+    println!(
+        "sim: took {:.1}s of wall time",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(report.failures.is_empty(), "{}", report.summary);
+}
