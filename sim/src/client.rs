@@ -111,6 +111,8 @@ pub struct ClientConn {
     wire_pos: usize,
     /// HTTPS: ciphertext bytes received.
     pub wire_received: u64,
+    /// HTTPS: TLS failed (`abnormal` says why); rustls is not called again.
+    tls_failed: bool,
 }
 
 impl ClientConn {
@@ -142,7 +144,7 @@ impl ClientConn {
     /// HTTPS: hand the plaintext written so far to TLS and its records to
     /// the socket.
     fn pump_tls_out(&mut self, sock: &mut tcp::Socket<'_>) -> bool {
-        let Some(t) = self.tls.as_mut() else {
+        let Some(t) = self.tls.as_mut().filter(|_| !self.tls_failed) else {
             return false;
         };
         let mut moved = false;
@@ -179,18 +181,24 @@ impl ClientConn {
     /// A TLS error (an alert from the server, a record that does not open)
     /// ends the connection abnormally.
     fn take_tls_in(&mut self, data: &[u8]) {
-        let Some(t) = self.tls.as_mut() else { return };
+        let Some(t) = self.tls.as_mut().filter(|_| !self.tls_failed) else {
+            return;
+        };
         self.wire_received += data.len() as u64;
         let mut rd = data;
-        while !rd.is_empty() && self.abnormal.is_none() {
-            if let Err(e) = t.read_tls(&mut rd) {
-                self.abnormal = Some(format!(
+        while !rd.is_empty() {
+            let failed = match t.read_tls(&mut rd) {
+                Err(e) => Some(format!(
                     "TLS: the client could not take the server's bytes: {e}"
-                ));
-                break;
-            }
-            if let Err(e) = t.process_new_packets() {
-                self.abnormal = Some(format!("TLS error at the client: {e}"));
+                )),
+                Ok(_) => t
+                    .process_new_packets()
+                    .err()
+                    .map(|e| format!("TLS error at the client: {e}")),
+            };
+            if let Some(why) = failed {
+                self.tls_failed = true;
+                self.abnormal.get_or_insert(why);
                 break;
             }
             let mut buf = [0u8; 16384];
@@ -317,7 +325,7 @@ impl ClientConn {
                     .is_some_and(|at| now >= at + self.script.linger),
             };
         if close_now && sock.is_open() {
-            if let Some(t) = self.tls.as_mut() {
+            if let Some(t) = self.tls.as_mut().filter(|_| !self.tls_failed) {
                 // close_notify first, then FIN after it.
                 t.send_close_notify();
                 self.pump_tls_out(sock);
@@ -400,6 +408,7 @@ impl Client {
                 wire_out: Vec::new(),
                 wire_pos: 0,
                 wire_received: 0,
+                tls_failed: false,
             });
         }
         // smoltcp sends one ARP request a second across all addresses

@@ -31,6 +31,10 @@ pub enum Points {
     /// run with offsets 0..stride give every pair every step once between
     /// them.
     Every { stride: u64, offset: u64 },
+    /// Every step of `from..from + dense` (where a scenario's connections
+    /// start: the HTTPS scenarios' handshakes), then `spaced` steps evenly
+    /// spread over the rest after it.
+    Window { from: u64, dense: u64, spaced: u64 },
 }
 
 impl Points {
@@ -44,6 +48,22 @@ impl Points {
                 (((rotation + offset) % stride).min(len)..len)
                     .step_by(stride as usize)
                     .collect()
+            }
+            Points::Window {
+                from,
+                dense,
+                spaced,
+            } => {
+                let end = (from + dense).min(len);
+                let mut v: Vec<u64> = (from.min(len)..end).collect();
+                let rest = len - end;
+                for i in 0..spaced.min(rest) {
+                    let p = end + (i * rest + rest / 2) / spaced.min(rest);
+                    if v.last() != Some(&p) {
+                        v.push(p);
+                    }
+                }
+                v
             }
             Points::Capped { dense, spaced } => {
                 if len <= dense + spaced {

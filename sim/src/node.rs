@@ -171,7 +171,7 @@ impl SimNode {
                 max_per_source: 64,
                 role: s.role,
                 peer: Some(peer_id(s.peer)),
-                tls: tls.then(|| crate::tls::server_config()),
+                tls: tls.then(crate::tls::server_config),
             })
             .collect();
         let cfg = NodeConfig {

@@ -7,9 +7,12 @@
 //! - `tls_smoke`: each scenario without failure in duplex and dual-role,
 //!   and in duplex with each node killed half-way.
 //! - `tls_matrix`: duplex, each node killed (both variants) at every step
-//!   of the handshake and the first steps after it (where the server
-//!   flight, the tickets and the first records are logged and released),
-//!   then at evenly spaced steps; one lossy seed; dual-role sampled.
+//!   from step 60 to 140 — the connection opens at step ~75 (1 s virtual),
+//!   so this is every step of the TCP and TLS handshakes and of the first
+//!   records (the ClientHello forwarded, the server flight logged,
+//!   acknowledged, sent; the client's Finished; the tickets; the first
+//!   request and reply) — then 10 evenly spaced steps after; one lossy
+//!   seed at 10 spaced steps; dual-role at 6 spaced steps.
 //!   `SIM_ONLY=a,b` limits the scenarios, `SIM_THREADS` the parallelism.
 //! - `worker`: runs a batch in a child process (`hotpair_sim::isolate`).
 
@@ -111,7 +114,15 @@ fn tls_matrix() {
             Mode::new(
                 Topology::Duplex,
                 vec![
-                    (1, Net::CLEAN, capped(60, 20)),
+                    (
+                        1,
+                        Net::CLEAN,
+                        Points::Window {
+                            from: 60,
+                            dense: 80,
+                            spaced: 10,
+                        },
+                    ),
                     (2, Net::LOSSY, capped(0, 10)),
                 ],
             ),

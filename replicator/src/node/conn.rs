@@ -147,7 +147,7 @@ pub struct Mirror {
     ahead_mask: u64,
     /// HTTPS: the client's records opened here (`input_log` holds
     /// plaintext) and the sending half followed from the log.
-    tls: Option<tls::MirrorTls>,
+    tls: Option<Box<tls::MirrorTls>>,
 }
 
 /// Which routes are in use as `static` (the first 64), to notice a change.
@@ -536,7 +536,7 @@ impl Service for SiteDriver<'_> {
                 ahead_tried: 0,
                 ahead_skip: None,
                 ahead_mask: 0,
-                tls: self.tls.map(|_| tls::MirrorTls::default()),
+                tls: self.tls.map(|_| Box::default()),
             })
         } else {
             let tls = match self.tls.map(tls::LiveTls::new).transpose() {
