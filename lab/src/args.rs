@@ -213,6 +213,12 @@ struct UpArgs {
     /// links are Noise-secured.
     #[arg(long)]
     link_plaintext: bool,
+    /// Serve HTTPS (TLS 1.3) on port 443 instead of HTTP on 80: a lab CA
+    /// and an ECDSA P-256 certificate for the addresses and hotpair.test
+    /// are made under the state directory (tls/ca.pem: what clients trust).
+    /// An address serves one port, so this lab serves no plain HTTP.
+    #[arg(long, conflicts_with = "link_plaintext")]
+    tls: bool,
     /// `[http] header_timeout_ms` in the node configs.
     #[arg(long, default_value_t = 10_000)]
     http_header_timeout_ms: u64,
@@ -320,6 +326,7 @@ pub fn run(args: LabArgs) -> Result<()> {
                 static_policy: a.static_policy,
                 pcap: a.pcap,
                 link_plaintext: a.link_plaintext,
+                tls: a.tls,
                 http_header_timeout_ms: a.http_header_timeout_ms,
                 http_idle_timeout_ms: a.http_idle_timeout_ms,
                 http_send_timeout_ms: a.http_send_timeout_ms,

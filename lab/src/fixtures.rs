@@ -61,6 +61,7 @@ pub fn test_state(mode: Mode, replication: Option<ReplicationState>) -> LabState
         links: vec![],
         app: AppKind::Toy,
         db: None,
+        tls: false,
     }
 }
 

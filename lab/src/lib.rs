@@ -29,6 +29,7 @@ mod partition;
 mod proc;
 pub(crate) mod state;
 mod status;
+pub mod tls;
 pub(crate) mod topology;
 mod up;
 

@@ -6,7 +6,7 @@
 use anyhow::Result;
 
 use super::state::{LabState, NodeState};
-use super::{LabOptions, Mode, LAN_PREFIX_LEN, SERVICE_ADDRESS, SERVICE_PORT, UPSTREAM_ADDRESS};
+use super::{LabOptions, Mode, LAN_PREFIX_LEN, SERVICE_ADDRESS, UPSTREAM_ADDRESS};
 
 /// `max_connections` and the per-address limits `lab up` was given, as
 /// lines of a `[service]` or `[[address]]` table.
@@ -27,6 +27,9 @@ pub fn node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Str
         Mode::Simplex | Mode::Duplex => legacy_config(state, node, opts),
         Mode::DualRole | Mode::Ring => general_config(state, node, opts),
     };
+    if state.tls {
+        text.push_str(&crate::tls::config_section(&state.state_dir));
+    }
     if let Some(hook) = &opts.hook {
         text.push_str(&format!(
             "\n[hooks]\non_change = {}\n",
@@ -52,7 +55,8 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
     let mut text = node_section(node);
     text.push_str(&format!(
         "\n[service]\naddress = \"{SERVICE_ADDRESS}\"\nprefix_len = {LAN_PREFIX_LEN}\n\
-         port = {SERVICE_PORT}\n{}",
+         port = {}\n{}",
+        state.service_port,
         pool_keys(opts)
     ));
     text.push_str(&http_and_routes(state, opts));
@@ -142,9 +146,10 @@ fn general_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Stri
             continue;
         };
         text.push_str(&format!(
-            "\n[[address]]\nip = \"{ip}\"\nprefix_len = {LAN_PREFIX_LEN}\nport = {SERVICE_PORT}\n\
+            "\n[[address]]\nip = \"{ip}\"\nprefix_len = {LAN_PREFIX_LEN}\nport = {port}\n\
              {pool}role = \"{role}\"\n",
             ip = a.ip,
+            port = state.service_port,
             pool = pool_keys(opts),
         ));
         if let Some(peer) = peer {

@@ -56,6 +56,10 @@ pub struct LabState {
     /// The database namespace and server (`--app orders`).
     #[serde(default)]
     pub db: Option<DbState>,
+    /// `--tls`: the addresses serve HTTPS on `service_port` (443); a
+    /// client trusts `tls::ca_path(state_dir)`.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

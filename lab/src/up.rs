@@ -81,6 +81,8 @@ pub struct LabOptions {
     pub app: AppKind,
     /// Print progress lines to stderr.
     pub verbose: bool,
+    /// Serve HTTPS on port 443 instead of HTTP on 80 (`--tls`).
+    pub tls: bool,
 }
 
 impl LabOptions {
@@ -107,6 +109,7 @@ impl LabOptions {
             hook: None,
             app: AppKind::Toy,
             verbose: true,
+            tls: false,
         }
     }
 }
@@ -278,7 +281,11 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
         docroot,
         docroot_generated,
         service_address: SERVICE_ADDRESS.to_owned(),
-        service_port: SERVICE_PORT,
+        service_port: if opts.tls {
+            crate::tls::TLS_PORT
+        } else {
+            SERVICE_PORT
+        },
         client: ClientState {
             namespace: format!("{prefix}-client"),
             interface: "eth0".to_owned(),
@@ -293,6 +300,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
         links: topology::links(opts.mode, node_count, opts.repl_net),
         app: opts.app,
         db,
+        tls: opts.tls,
     };
     state.save()?;
     app::write_script(&state)?;
@@ -326,7 +334,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
     let urls: Vec<String> = state
         .service_addresses()
         .iter()
-        .map(|a| format!("http://{}:{SERVICE_PORT}/", a.ip))
+        .map(|a| service_url(&state, &a.ip))
         .collect();
     say(&format!(
         "up: service {} from {}",
@@ -336,7 +344,34 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
     Ok(Lab { state })
 }
 
+/// The service's URL at address `ip` (with the CA to trust, over TLS).
+pub fn service_url(state: &LabState, ip: &str) -> String {
+    if state.tls {
+        format!(
+            "https://{ip}/ (curl --cacert {})",
+            crate::tls::ca_path(&state.state_dir).display()
+        )
+    } else {
+        format!("http://{ip}:{SERVICE_PORT}/")
+    }
+}
+
 fn build(state: &mut LabState, opts: &LabOptions, say: &dyn Fn(&str)) -> Result<()> {
+    if state.tls {
+        let ips: Vec<String> = state
+            .service_addresses()
+            .iter()
+            .map(|a| a.ip.clone())
+            .collect();
+        crate::tls::generate(&state.state_dir, &ips)?;
+        say(&format!(
+            "HTTPS on port {}: certificate for {} and {}, CA {}",
+            crate::tls::TLS_PORT,
+            crate::tls::TLS_NAME,
+            ips.join(" "),
+            crate::tls::ca_path(&state.state_dir).display()
+        ));
+    }
     say("creating namespaces");
     net::build_network(state)?;
     for node in &state.nodes {
@@ -462,7 +497,26 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
         }
     }
     for a in state.service_addresses() {
-        let url = format!("http://{}:{SERVICE_PORT}/static/index.html", a.ip);
+        let url = if state.tls {
+            format!("https://{}/static/index.html", a.ip)
+        } else {
+            format!("http://{}:{SERVICE_PORT}/static/index.html", a.ip)
+        };
+        let ca = crate::tls::ca_path(&state.state_dir);
+        let ca = ca.to_string_lossy();
+        let mut curl_args = vec![
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "1",
+        ];
+        if state.tls {
+            curl_args.extend(["--cacert", &ca]);
+        }
+        curl_args.push(&url);
         let mut last;
         loop {
             for n in &state.nodes {
@@ -471,16 +525,7 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
                 }
             }
             let out = ip::netns_command(&state.client.namespace, "curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--max-time",
-                    "1",
-                    &url,
-                ])
+                .args(&curl_args)
                 .stdin(std::process::Stdio::null())
                 .output()
                 .context("running curl in the client namespace (is curl installed?)")?;
