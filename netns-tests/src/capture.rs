@@ -91,8 +91,7 @@ impl Capture {
         let mut context = Vec::new();
         for rst in rsts.iter().take(5) {
             // "TIME MAC > MAC, …: 10.77.0.10.80 > 10.77.0.100.PORT: Flags [R] …"
-            let from_vip = format!("{SERVICE}.80 > ");
-            let Some(client) = rst.split_once(&from_vip).and_then(|(_, rest)| {
+            let Some(client) = after_service(rst).and_then(|rest| {
                 rest.split_whitespace()
                     .next()
                     .map(|c| c.trim_end_matches(':').to_owned())
@@ -107,14 +106,30 @@ impl Capture {
             }
         }
         CaptureReport {
-            packets: all
-                .iter()
-                .filter(|l| l.contains(&format!(" {SERVICE}.80 > ")))
-                .count(),
+            packets: all.iter().filter(|l| after_service(l).is_some()).count(),
             rsts,
             context,
         }
     }
+}
+
+/// What follows "10.77.0.10.PORT > " in a `tcpdump` line (a segment from
+/// the service address, on whichever port it serves: 80, or 443 for
+/// HTTPS).
+fn after_service(line: &str) -> Option<&str> {
+    let needle = format!(" {SERVICE}.");
+    let mut rest = line;
+    while let Some(at) = rest.find(&needle) {
+        let tail = &rest[at + needle.len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 {
+            if let Some(after) = tail[digits..].strip_prefix(" > ") {
+                return Some(after);
+            }
+        }
+        rest = tail;
+    }
+    None
 }
 
 /// The segments of capture `file` matching `filter`, as `tcpdump -n -e

@@ -284,16 +284,16 @@ pub fn download_with_kill(
     let total = std::fs::metadata(&src).expect("docroot file").len();
     let cap = capture.then(|| Capture::start(lab, tmp.path()));
     let dl = tmp.path().join("download.bin");
-    let u = url(&format!("/static/{DOWNLOAD_FILE}"));
+    let u = lab.service_url(&format!("/static/{DOWNLOAD_FILE}"));
+    let ca = lab.tls_ca().map(|p| p.to_string_lossy().into_owned());
+    let mut extra = vec!["-w", "%{http_code} %{size_download}\n"];
+    if let Some(ca) = &ca {
+        // HTTPS (`lab up --tls`): curl checks the certificate against the
+        // lab's CA; a TLS alert or a record that does not open fails it.
+        extra.extend(["--cacert", ca.as_str()]);
+    }
     let start = Instant::now();
-    let mut curl = lab.curl_download(
-        &u,
-        DOWNLOAD_RATE,
-        &dl,
-        &["-w", "%{http_code} %{size_download}\n"],
-        tmp.path(),
-        "curl",
-    );
+    let mut curl = lab.curl_download(&u, DOWNLOAD_RATE, &dl, &extra, tmp.path(), "curl");
     let sampler = Sampler::start(dl.clone(), start, SAMPLE_EVERY);
     // Wait for the kill moment.
     loop {
@@ -389,7 +389,19 @@ pub fn download_with_kill(
 /// here, so a large *logged* reply is cut by the kill (the lab's default,
 /// `static`, is covered by failover_policies.rs).
 pub fn download(test: &str, victim: Victim) {
-    let Some(lab) = duplex_lab_with(test, &["--static-policy", "logged"]) else {
+    download_with(test, victim, &[]);
+}
+
+/// As [`download`], over HTTPS (`lab up --tls`): the TLS connection
+/// survives the kill — curl (OpenSSL) sees no alert and no bad record.
+pub fn download_tls(test: &str, victim: Victim) {
+    download_with(test, victim, &["--tls"]);
+}
+
+fn download_with(test: &str, victim: Victim, extra: &[&str]) {
+    let mut args = vec!["--static-policy", "logged"];
+    args.extend_from_slice(extra);
+    let Some(lab) = duplex_lab_with(test, &args) else {
         return;
     };
     let o = download_with_kill(&lab, victim, KillAt::Bytes(KILL_AT_BYTES), true, "download");

@@ -306,6 +306,21 @@ impl Lab {
     }
 
     /// `/run/hotpair/lab-PREFIX`.
+    /// The CA to trust when the lab serves HTTPS (`lab up --tls`).
+    pub fn tls_ca(&self) -> Option<PathBuf> {
+        let ca = self.state_dir().join("tls").join("ca.pem");
+        ca.is_file().then_some(ca)
+    }
+
+    /// The URL of `path` on the service address: `https://` when the lab
+    /// serves HTTPS, else [`url`].
+    pub fn service_url(&self, path: &str) -> String {
+        match self.tls_ca() {
+            Some(_) => format!("https://{SERVICE}{path}"),
+            None => url(path),
+        }
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         Path::new("/run/hotpair").join(format!("lab-{}", self.prefix))
     }
