@@ -250,6 +250,18 @@ impl ClientConn {
                         && self.complete == self.next_req
                         && self.out_pos == self.out.len()
                     {
+                        if self.next_req > 0 && self.script.key_update {
+                            if let Some(t) = self.tls.as_mut() {
+                                // Goes out ahead of the request (rustls
+                                // queues it now; the request is written
+                                // after it).
+                                if let Err(e) = t.refresh_traffic_keys() {
+                                    self.abnormal.get_or_insert(format!(
+                                        "TLS: the client could not send a KeyUpdate: {e}"
+                                    ));
+                                }
+                            }
+                        }
                         self.out
                             .extend_from_slice(&self.script.requests[self.next_req]);
                         self.next_req += 1;

@@ -47,6 +47,9 @@ pub struct ConnScript {
     pub address: usize,
     /// Speak HTTPS (TLS 1.3, rustls as the client) over the connection.
     pub tls: bool,
+    /// HTTPS: before each request after the first, the client sends a
+    /// KeyUpdate asking the server to update too.
+    pub key_update: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +108,7 @@ pub fn all() -> Vec<Scenario> {
         linger: Duration::ZERO,
         address: 0,
         tls: false,
+        key_update: false,
     };
     let mut upload =
         format!("POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/octet-stream\r\nContent-Length: {UPLOAD_LEN}\r\n\r\n")

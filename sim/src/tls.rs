@@ -106,6 +106,7 @@ pub fn scenarios() -> Vec<Scenario> {
         linger: Duration::ZERO,
         address: 0,
         tls: true,
+        key_update: false,
     };
     vec![
         Scenario {
@@ -151,6 +152,23 @@ pub fn scenarios() -> Vec<Scenario> {
                 Sending::AllAtOnce,
                 Close::AfterReplies,
             )],
+        },
+        Scenario {
+            name: "tls-keyupdate",
+            files_policy: Policy::Static,
+            what: "HTTPS: 3 requests one after another, a KeyUpdate (update requested) from the client before the second and the third",
+            conns: vec![ConnScript {
+                key_update: true,
+                ..one(
+                    vec![
+                        get("/static/1k.bin", ""),
+                        get("/static/100k.bin", ""),
+                        get("/non-deterministic/x?size=20000", ""),
+                    ],
+                    Sending::OneByOne,
+                    Close::AfterReplies,
+                )
+            }],
         },
         Scenario {
             name: "tls-close",

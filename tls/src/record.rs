@@ -189,6 +189,28 @@ impl RecordLayer {
         Ok(out)
     }
 
+    /// Our KeyUpdate (update_not_requested), queued for `take_output`,
+    /// sealed under the current key; then our sending side moves to the
+    /// next secret (§4.6.3). What answering a client's request for an
+    /// update does; a survivor that took over a connection whose client
+    /// asked before the old node's answer was logged owes it one.
+    pub fn update_tx(&mut self) -> Result<(), TlsError> {
+        if self.failed {
+            return Err(TlsError::Failed);
+        }
+        if self.tx_closed {
+            return Err(TlsError::Closed);
+        }
+        let mut rec = Vec::new();
+        self.seal_record(CT_HANDSHAKE, &[HS_KEY_UPDATE, 0, 0, 1, 0], &mut rec)?;
+        self.out.extend_from_slice(&rec);
+        let next = Secret::new(self.suite.next_secret(self.server_secret.bytes()));
+        self.tx = self.suite.traffic_keys(next.bytes())?;
+        self.server_secret = next;
+        self.tx_seq = 0;
+        Ok(())
+    }
+
     /// Our close_notify, queued for `take_output`; nothing sealed after it.
     pub fn close(&mut self) -> Result<(), TlsError> {
         if self.failed {
@@ -475,15 +497,7 @@ impl RecordLayer {
         self.client_secret = next;
         self.rx_seq = 0;
         if update_requested && !self.tx_closed {
-            // §4.6.3: answer with update_not_requested under the old key,
-            // then move our own sending side.
-            let mut rec = Vec::new();
-            self.seal_record(CT_HANDSHAKE, &[HS_KEY_UPDATE, 0, 0, 1, 0], &mut rec)?;
-            self.out.extend_from_slice(&rec);
-            let next = Secret::new(self.suite.next_secret(self.server_secret.bytes()));
-            self.tx = self.suite.traffic_keys(next.bytes())?;
-            self.server_secret = next;
-            self.tx_seq = 0;
+            self.update_tx()?;
         }
         debug!(update_requested, "client KeyUpdate followed");
         opened.events.push(TlsEvent::KeyUpdate { update_requested });

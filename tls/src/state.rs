@@ -113,6 +113,12 @@ impl TlsState {
         Ok(self)
     }
 
+    /// Whether `other` seals under the same server traffic secret (a
+    /// KeyUpdate of ours lies between them when not).
+    pub fn same_sending_key(&self, other: &TlsState) -> bool {
+        self.suite == other.suite && self.server_secret == other.server_secret
+    }
+
     /// The state as bytes for the replication link (secured link only:
     /// these bytes are the connection's keys, zeroized when dropped).
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {

@@ -208,6 +208,19 @@ impl LiveTls {
         out: &mut Vec<TlsOut>,
         read: &mut Read,
     ) -> Result<(), (TlsError, Vec<u8>)> {
+        if let Phase::Records(rl) = &mut self.phase {
+            // A KeyUpdate a survivor owes the client (see
+            // `MirrorTls::promote`), logged with the state after it.
+            let owed = rl.take_output();
+            if !owed.is_empty() {
+                let state = rl.snapshot().map_err(|e| (e, Vec::new()))?;
+                out.push(TlsOut {
+                    head: encode_tls_unit(Some(&state)),
+                    bytes: owed.into(),
+                    input_end: self.fed,
+                });
+            }
+        }
         let mut pos = 0;
         let result = loop {
             let len = match whole_record(&self.raw[pos..]) {
@@ -354,6 +367,11 @@ pub(crate) struct MirrorTls {
     hrr_sent: usize,
     /// The client's records could not be opened here: no takeover.
     failed: bool,
+    /// KeyUpdates the client asked us to answer (read here), and answers
+    /// the primary logged (a logged state with a new sending key): a
+    /// survivor owes the client the difference.
+    updates_asked: u64,
+    updates_answered: u64,
 }
 
 impl std::fmt::Debug for MirrorTls {
@@ -407,7 +425,21 @@ impl MirrorTls {
             match whole_record(&self.raw[pos..]) {
                 Ok(Some(len)) => {
                     match rl.open(&self.raw[pos..pos + len]) {
-                        Ok(o) => plain.extend_from_slice(&o.plaintext),
+                        Ok(o) => {
+                            plain.extend_from_slice(&o.plaintext);
+                            self.updates_asked += o
+                                .events
+                                .iter()
+                                .filter(|e| {
+                                    matches!(
+                                        e,
+                                        TlsEvent::KeyUpdate {
+                                            update_requested: true
+                                        }
+                                    )
+                                })
+                                .count() as u64;
+                        }
                         Err(e) => break Err(e),
                     }
                     // Our answers (a KeyUpdate) come logged from the primary.
@@ -453,6 +485,13 @@ impl MirrorTls {
                     self.rl = Some(Box::new(RecordLayer::new(state.clone())?));
                     self.pump(plain)?;
                 }
+                if self
+                    .tx
+                    .as_ref()
+                    .is_some_and(|t| !t.same_sending_key(&state))
+                {
+                    self.updates_answered += 1;
+                }
                 self.tx = Some(state);
                 self.tx_records = 0;
             }
@@ -484,8 +523,15 @@ impl MirrorTls {
             (None, _) => LiveTls::fresh(config, self.raw, self.hrr_sent),
             (Some(rl), Some(tx)) => {
                 let state = rl.snapshot()?.with_tx(&tx, self.tx_records)?;
+                let mut rl = RecordLayer::new(state)?;
+                // The client asked for KeyUpdates the old node had not
+                // answered in the log: the client has seen none of them,
+                // so this node answers (sent before anything else).
+                for _ in self.updates_answered..self.updates_asked {
+                    rl.update_tx()?;
+                }
                 Ok(LiveTls {
-                    phase: Phase::Records(Box::new(RecordLayer::new(state)?)),
+                    phase: Phase::Records(Box::new(rl)),
                     raw: self.raw,
                     fed: 0,
                     skip_out: 0,
