@@ -17,3 +17,56 @@ fn https_download_survives_primary_crash() {
 fn https_download_survives_ingress_crash() {
     failover::download_tls("fo_tls_ingress", Victim::Ingress);
 }
+
+/// A session ticket issued by the primary resumes on the owner after the
+/// primary's death (`openssl s_client -sess_out`, SIGKILL n1, then
+/// `-sess_in`: "Reused, TLSv1.3"): both nodes seal tickets under the
+/// ticket key they share, and the tickets themselves were logged before
+/// the client saw them.
+#[test]
+fn https_session_resumes_on_the_survivor() {
+    use std::time::Duration;
+    let test = "fo_tls_resume";
+    let Some(lab) = failover::duplex_lab_with(test, &["--tls"]) else {
+        return;
+    };
+    let ca = lab.tls_ca().expect("lab up --tls writes tls/ca.pem");
+    let tmp = hotpair_netns_tests::TempDir::new(&format!("{test}-sess"));
+    let sess = tmp.path().join("session.pem");
+    let s_client = |extra: &str| {
+        let script = format!(
+            "printf 'GET /static/index.html HTTP/1.1\\r\\nHost: hotpair.test\\r\\nConnection: close\\r\\n\\r\\n' \
+             | openssl s_client -connect {}:443 -servername hotpair.test -CAfile {} -tls1_3 -ign_eof {extra} 2>&1",
+            hotpair_netns_tests::SERVICE,
+            ca.display()
+        );
+        let out = lab.exec_client(&["sh", "-c", &script]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = s_client(&format!("-sess_out {}", sess.display()));
+    assert!(
+        first.contains("HTTP/1.1 200") && first.contains("New, TLSv1.3"),
+        "[{test}] the first connection: a full TLS 1.3 handshake and a 200\n{first}"
+    );
+    assert!(
+        sess.is_file(),
+        "[{test}] openssl wrote no session to {}\n{first}",
+        sess.display()
+    );
+    let again = s_client(&format!("-sess_in {}", sess.display()));
+    assert!(
+        again.contains("Reused, TLSv1.3") && again.contains("HTTP/1.1 200"),
+        "[{test}] the ticket did not resume on the primary\n{again}"
+    );
+    lab.kill(Victim::Primary.node());
+    // The owner takes over (heartbeat timeout 500 ms) and serves alone.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = s_client(&format!("-sess_in {}", sess.display()));
+    assert!(
+        after.contains("Reused, TLSv1.3") && after.contains("HTTP/1.1 200"),
+        "[{test}] the primary's ticket did not resume on the owner after the kill\n{after}"
+    );
+    hotpair_netns_tests::report(&format!(
+        "[{test}] a ticket from n1 resumed on n1, then on n2 after n1's SIGKILL"
+    ));
+}
