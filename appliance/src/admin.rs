@@ -126,6 +126,20 @@ pub struct AddressStatus {
     pub fencings: u64,
     /// Per route: requests served on this address.
     pub routes: Vec<RouteRequests>,
+    /// HTTPS on this address (`[tls]`); absent for plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsStatus>,
+}
+
+/// HTTPS counters of one address.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TlsStatus {
+    /// TLS handshakes completed on this node (full and resumed).
+    pub handshakes: u64,
+    /// Of them, resumed with a session ticket.
+    pub resumed: u64,
+    /// Connections closed on a TLS error (an alert, a bad record).
+    pub errors: u64,
 }
 
 /// The peer of one address, as this node sees it.
@@ -330,6 +344,11 @@ pub(crate) mod tests {
                         buckets: vec![(Some(0.001), 1), (Some(0.0025), 2), (None, 2)],
                     },
                 }],
+                tls: Some(TlsStatus {
+                    handshakes: 7,
+                    resumed: 2,
+                    errors: 1,
+                }),
             }],
             peers: vec![PeerStatus {
                 name: "n1".into(),

@@ -10,6 +10,8 @@
 //! stack thread, which the crates' registries do not model well, and the
 //! format is a few lines of text (see `docs/architecture.md`).
 
+mod tls;
+
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -510,6 +512,7 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(o, "{name}_count{} {}", labels(&base), r.latency.count);
         }
     }
+    tls::render(&mut o, s);
     o
 }
 

@@ -66,7 +66,18 @@ fn https_session_resumes_on_the_survivor() {
         after.contains("Reused, TLSv1.3") && after.contains("HTTP/1.1 200"),
         "[{test}] the primary's ticket did not resume on the owner after the kill\n{after}"
     );
+    // The owner counted the resumed handshake (status, HTTPS counters).
+    let sock = lab.state_dir().join("n2.sock");
+    let st = hotpair::admin::query(&sock).expect("n2 answers on its admin socket");
+    let tls = st.addresses[0]
+        .tls
+        .clone()
+        .expect("an HTTPS address reports its TLS counters");
+    assert!(
+        tls.resumed >= 1 && tls.handshakes >= tls.resumed,
+        "[{test}] n2's TLS counters after a resumption: {tls:?}"
+    );
     hotpair_netns_tests::report(&format!(
-        "[{test}] a ticket from n1 resumed on n1, then on n2 after n1's SIGKILL"
+        "[{test}] a ticket from n1 resumed on n1, then on n2 after n1's SIGKILL; n2 counts {tls:?}"
     ));
 }

@@ -164,6 +164,18 @@ pub fn render(s: &Status) -> String {
             a.takeovers
         );
     }
+    for a in &s.addresses {
+        if let Some(t) = &a.tls {
+            let _ = writeln!(
+                o,
+                "{:<18} HTTPS: {} handshakes ({} resumed), {} TLS errors",
+                format!("{}:{}", a.address, a.port),
+                t.handshakes,
+                t.resumed,
+                t.errors
+            );
+        }
+    }
     if !s.peers.is_empty() {
         let _ = writeln!(
             o,

@@ -449,6 +449,11 @@ impl StatusPublisher {
             takeovers: self.sites.get(i).map_or(0, |s| s.takeovers),
             fencings: self.sites.get(i).map_or(0, |s| s.fencings),
             routes,
+            tls: core.tls_stats(i).map(|t| crate::admin::TlsStatus {
+                handshakes: t.handshakes,
+                resumed: t.resumed,
+                errors: t.errors,
+            }),
         }
     }
 }

@@ -84,6 +84,17 @@ impl NodeCore {
         self.sites[site].conns.send_timeouts
     }
 
+    /// HTTPS counters of site `i`'s address; `None` when it serves plain
+    /// HTTP.
+    pub fn tls_stats(&self, site: usize) -> Option<super::stats::TlsStats> {
+        let s = &self.sites[site];
+        s.cfg.tls.as_ref().map(|_| super::stats::TlsStats {
+            handshakes: s.conns.tls_handshakes,
+            resumed: s.conns.tls_resumed,
+            errors: s.conns.tls_errors,
+        })
+    }
+
     /// `static` replies this node made itself as an ingress node.
     pub fn local_replies(&self) -> u64 {
         self.shared.local_replies

@@ -211,6 +211,9 @@ pub(crate) struct SiteConns {
     /// HTTPS connections closed on a TLS error (the client's alert, a bad
     /// record, a failed handshake).
     pub tls_errors: u64,
+    /// HTTPS handshakes completed here, and of them resumed ones.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
     /// Requests by route, and their latency (status and metrics).
     pub(crate) requests: super::stats::RequestTracker,
     /// The current link session's number (see [`LiveConn`]'s `session`).

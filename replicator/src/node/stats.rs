@@ -21,6 +21,18 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// HTTPS on one address (status and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsStats {
+    /// Handshakes completed here (full and resumed; a connection taken
+    /// over before the client's Finished is not counted).
+    pub handshakes: u64,
+    /// Of them, resumed with a session ticket.
+    pub resumed: u64,
+    /// Connections closed on a TLS error.
+    pub errors: u64,
+}
+
 /// A latency histogram with [`LATENCY_BUCKETS`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Histogram {

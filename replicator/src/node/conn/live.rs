@@ -211,8 +211,15 @@ impl SiteDriver<'_> {
         let limit = input_log_limit(&self.shared.limits);
         let Some(t) = c.tls.as_mut() else { return };
         let mut outs = Vec::new();
+        let mut handshakes = (0, 0);
+        let mut count = |read: super::tls::Read| {
+            if let Some(resumed) = read.completed {
+                handshakes.0 += 1;
+                handshakes.1 += u64::from(resumed);
+            }
+        };
         // A survivor's copy of the client's bytes first.
-        let mut result = t.read(&[], &mut c.input, &mut outs).map(|_| ());
+        let mut result = t.read(&[], &mut c.input, &mut outs).map(&mut count);
         while result.is_ok() && sock.can_recv() && c.input.len() < limit {
             let input = &mut c.input;
             let outs = &mut outs;
@@ -221,11 +228,13 @@ impl SiteDriver<'_> {
                 (buf.len(), r)
             });
             match r {
-                Ok(Ok(_)) => {}
+                Ok(Ok(read)) => count(read),
                 Ok(Err(alert)) => result = Err(alert),
                 Err(_) => break,
             }
         }
+        self.conns.tls_handshakes += handshakes.0;
+        self.conns.tls_resumed += handshakes.1;
         for o in outs {
             c.unlogged.push_back(OutputUnit {
                 index: TLS_INDEX,

@@ -99,6 +99,8 @@ pub(super) struct TlsOut {
 pub(super) struct Read {
     /// The client sent close_notify: its end of the HTTP stream.
     pub eof: bool,
+    /// A handshake completed (`true`: resumed with a ticket).
+    pub completed: Option<bool>,
 }
 
 enum Phase {
@@ -271,6 +273,7 @@ impl LiveTls {
                             let Some(est) = hs.into_established() else {
                                 break Err((TlsError::Failed, Vec::new()));
                             };
+                            read.completed = Some(est.resumed);
                             tracing::debug!(
                                 resumed = est.resumed,
                                 suite = ?est.state.suite(),
