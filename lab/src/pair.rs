@@ -53,9 +53,26 @@ pub struct PairArgs {
     /// Default gateway for clients beyond the LAN (optional).
     #[arg(long)]
     gateway: Option<Ipv4Addr>,
-    /// Service port.
-    #[arg(long, default_value_t = 80)]
-    port: u16,
+    /// Service port (default 80; 443 with --tls-cert: an address serves
+    /// HTTPS or HTTP on its one port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Serve HTTPS (TLS 1.3) with this certificate (PEM, chain after it),
+    /// the path it has on every node; with --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM), the path it has on every node.
+    #[arg(long, requires = "tls_cert", value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// Where every node reads the session-ticket key both share (HTTPS):
+    /// `pair` writes a fresh one as tls-ticket.key next to the configs,
+    /// to copy there on each node.
+    #[arg(
+        long,
+        default_value = "/etc/hotpair/tls-ticket.key",
+        value_name = "PATH"
+    )]
+    tls_ticket_key: PathBuf,
     /// The TAP device each node attaches to.
     #[arg(long, default_value = "hotpair0")]
     tap: String,
@@ -102,6 +119,17 @@ pub fn run(a: PairArgs) -> Result<()> {
     for f in &files {
         let path = a.out.join(format!("{}.toml", f.name));
         write_private(&path, &f.text, a.force)?;
+    }
+    if a.tls_cert.is_some() {
+        // Any 32 random bytes: a fresh private key is one.
+        let (ticket, _) = secure::generate_keypair()?;
+        let path = a.out.join("tls-ticket.key");
+        write_private(&path, &format!("{}\n", secure::hex(&ticket)), a.force)?;
+        hotpair::outln!(
+            "wrote {}: copy it to {} on every node (the same key on all: a session resumes on any node)",
+            path.display(),
+            a.tls_ticket_key.display()
+        )?;
     }
     hotpair::outln!(
         "wrote {} configs ({} mode) to {}:",
@@ -200,6 +228,9 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
     if a.docroot.is_none() && a.upstream.is_none() {
         bail!("give --docroot DIR (files) or --upstream HOST:PORT (your application)");
     }
+    let port = a
+        .port
+        .unwrap_or(if a.tls_cert.is_some() { 443 } else { 80 });
     let links = topology::links(a.mode, n, ReplNet::Shared);
     let keys: Vec<(secure::Key, secure::Key)> = (0..n)
         .map(|_| secure::generate_keypair())
@@ -229,7 +260,7 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
             };
             t.push_str(&format!(
                 "\n[[address]]\nip = \"{}\"\nprefix_len = {}\nport = {}\nrole = \"{role}\"\n",
-                a.address[k], a.prefix_len, a.port
+                a.address[k], a.prefix_len, port
             ));
             if let Some(g) = a.gateway {
                 t.push_str(&format!("gateway = \"{g}\"\n"));
@@ -266,6 +297,15 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
                     l.port
                 },
                 key = secure::hex(&keys[index(other)].1),
+            ));
+        }
+        if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+            let s = |p: &PathBuf| toml::Value::String(p.to_string_lossy().into_owned());
+            t.push_str(&format!(
+                "\n[tls]\ncert = {}\nkey = {}\nport = {port}\nticket_key_file = {}\n",
+                s(cert),
+                s(key),
+                s(&a.tls_ticket_key)
             ));
         }
         t.push_str("\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n");
@@ -422,6 +462,30 @@ mod tests {
         );
         assert!(write_private(&dir.join("n1.toml"), "x", false).is_err());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_serves_https_on_443_with_one_ticket_key_for_all() {
+        let files = configs(&args(
+            "--mode dual-role --address 192.0.2.10,192.0.2.11 --link 10.0.0.1,10.0.0.2 \
+             --upstream 127.0.0.1:8080 --tls-cert /etc/hotpair/cert.pem --tls-key /etc/hotpair/key.pem",
+        ))
+        .unwrap();
+        for f in &files {
+            let c = hotpair::config::Config::parse(&f.text).unwrap();
+            let t = c.tls.as_ref().expect("[tls]");
+            assert_eq!(t.port, 443);
+            assert!(c.addresses.iter().all(|a| a.port == 443), "{}", f.text);
+            assert_eq!(
+                t.ticket_key_file,
+                PathBuf::from("/etc/hotpair/tls-ticket.key")
+            );
+        }
+        assert!(Cli::try_parse_from(
+            "pair --mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 --tls-cert c.pem"
+                .split_whitespace()
+        )
+        .is_err());
     }
 
     #[test]
