@@ -96,8 +96,8 @@ fn get(path: &str, extra: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The HTTPS scenarios. `/static/` is logged over TLS (static over TLS is
-/// not built), so `files_policy` only names what the config would say.
+/// The HTTPS scenarios; `/static/` under `static` (the owner seals its own
+/// copy of each reply).
 pub fn scenarios() -> Vec<Scenario> {
     let one = |requests: Vec<Vec<u8>>, send, close| ConnScript {
         requests,

@@ -433,9 +433,7 @@ impl SiteDriver<'_> {
     /// `static`/`sync-static` only while this node logs to a peer whose
     /// content matched.
     fn local_policy(&self, path: &str) -> Option<Policy> {
-        // Static over TLS would need the owner to seal its own copy at the
-        // same record sequence number: not built, such replies are logged.
-        if !self.primary_logging() || self.tls.is_some() {
+        if !self.primary_logging() {
             return None;
         }
         let (i, r) = self

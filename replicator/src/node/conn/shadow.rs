@@ -46,9 +46,8 @@ impl SiteDriver<'_> {
                                 t.logged_tls_unit(&payload, input_end, &mut m.input_log)
                                     .map(Some)
                             } else if local {
-                                Err(hotpair_tls::TlsError::BadState(
-                                    "a local unit on an HTTPS connection",
-                                ))
+                                // Made and sealed here, below.
+                                Ok(None)
                             } else {
                                 t.logged_records(&payload).map(|()| None)
                             };
@@ -120,10 +119,24 @@ impl SiteDriver<'_> {
                                     }
                                 });
                             match made {
-                                Ok(chunks) => {
-                                    self.shared.local_replies += 1;
-                                    m.units_out.extend(chunks);
-                                }
+                                Ok(chunks) => match m.tls.as_mut() {
+                                    None => {
+                                        self.shared.local_replies += 1;
+                                        m.units_out.extend(chunks);
+                                    }
+                                    // HTTPS: sealed as the primary sealed
+                                    // its copy.
+                                    Some(t) => match t.seal_local(&chunks, close_after) {
+                                        Ok(sealed) => {
+                                            self.shared.local_replies += 1;
+                                            m.units_out.push_back(sealed);
+                                        }
+                                        Err(e) => {
+                                            let why = format!("TLS: {e}");
+                                            self.diverge(m, index, &why);
+                                        }
+                                    },
+                                },
                                 Err(why) => self.diverge(m, index, &why),
                             }
                         } else if !payload.is_empty() {

@@ -517,6 +517,27 @@ impl MirrorTls {
         Ok(())
     }
 
+    /// A `static` reply this node made itself for a local unit, sealed as
+    /// the primary sealed its own copy: under the logged sending half, at
+    /// the record sequence number the units logged before it reached (its
+    /// records are then counted as a logged unit's), our close_notify after
+    /// it when the connection closes there.
+    pub fn seal_local(&mut self, chunks: &[Bytes], close_after: bool) -> Result<Bytes, TlsError> {
+        let (Some(rl), Some(tx)) = (self.rl.as_ref(), self.tx.as_ref()) else {
+            return Err(TlsError::BadState("a local unit before the handshake"));
+        };
+        let state = rl.snapshot()?.with_tx(tx, self.tx_records)?;
+        let from = state.tx_seq();
+        let mut w = RecordLayer::new(state)?;
+        let mut out = w.seal(&chunks.concat())?;
+        if close_after {
+            w.close()?;
+            out.extend_from_slice(&w.take_output());
+        }
+        self.tx_records += w.tx_seq() - from;
+        Ok(Bytes::from(out))
+    }
+
     /// The live TLS layer a promoted mirror continues with.
     pub fn promote(self, config: &TlsServerConfig) -> Result<LiveTls, TlsError> {
         if self.failed {
