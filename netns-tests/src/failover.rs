@@ -389,17 +389,18 @@ pub fn download_with_kill(
 /// here, so a large *logged* reply is cut by the kill (the lab's default,
 /// `static`, is covered by failover_policies.rs).
 pub fn download(test: &str, victim: Victim) {
-    download_with(test, victim, &[]);
+    download_with(test, victim, "logged", &[]);
 }
 
-/// As [`download`], over HTTPS (`lab up --tls`): the TLS connection
-/// survives the kill — curl (OpenSSL) sees no alert and no bad record.
-pub fn download_tls(test: &str, victim: Victim) {
-    download_with(test, victim, &["--tls"]);
+/// As [`download`], over HTTPS (`lab up --tls`) with /static/ under
+/// `policy`: the TLS connection survives the kill — curl (OpenSSL) sees no
+/// alert and no bad record.
+pub fn download_tls(test: &str, victim: Victim, policy: &str) {
+    download_with(test, victim, policy, &["--tls"]);
 }
 
-fn download_with(test: &str, victim: Victim, extra: &[&str]) {
-    let mut args = vec!["--static-policy", "logged"];
+fn download_with(test: &str, victim: Victim, policy: &str, extra: &[&str]) {
+    let mut args = vec!["--static-policy", policy];
     args.extend_from_slice(extra);
     let Some(lab) = duplex_lab_with(test, &args) else {
         return;

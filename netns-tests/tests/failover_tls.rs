@@ -8,14 +8,22 @@
 
 use hotpair_netns_tests::failover::{self, Victim};
 
+/// /static/ under `logged`: the reply's ciphertext crosses the link.
 #[test]
 fn https_download_survives_primary_crash() {
-    failover::download_tls("fo_tls_primary", Victim::Primary);
+    failover::download_tls("fo_tls_primary", Victim::Primary, "logged");
 }
 
 #[test]
 fn https_download_survives_ingress_crash() {
-    failover::download_tls("fo_tls_ingress", Victim::Ingress);
+    failover::download_tls("fo_tls_ingress", Victim::Ingress, "logged");
+}
+
+/// /static/ under `static`: the owner seals its own copy of the reply at
+/// the sequence number the primary sealed it at.
+#[test]
+fn https_static_download_survives_primary_crash() {
+    failover::download_tls("fo_tls_static", Victim::Primary, "static");
 }
 
 /// A session ticket issued by the primary resumes on the owner after the
