@@ -56,6 +56,7 @@ need setpriv util-linux       # hotpair lab up --app orders: PostgreSQL as `post
 need hping3 hping3             # netns-tests/tests/hostile_clients.rs: SYN flood
 need slowhttptest slowhttptest # netns-tests/tests/hostile_clients.rs: slow headers
 need nft nftables             # hotpair lab partition (netns-tests/tests/partition.rs)
+need openssl openssl           # netns-tests/tests/failover_tls.rs: s_client session resumption
 need systemd-analyze systemd   # packaging/systemd/verify.sh
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core) # bench plots' text
 # netns-tests/tests/app_orders.rs (`hotpair lab up --app orders`): the
@@ -143,7 +144,9 @@ fi
 # victims, both kill variants, on a clean LAN; under loss, four seeds that
 # between them kill each victim/variant at every step once (SIM_FULL=0
 # for the capped matrix, ~40 s in a debug build), built optimised with debug
-# assertions and overflow checks on (profile `sim`).
+# assertions and overflow checks on (profile `sim`). It includes the HTTPS
+# matrix (sim/tests/tls_failover.rs: every step of the TLS handshake
+# window, ~35 s).
 SIM_FULL="${SIM_FULL:-1}"
 step "simulation: cargo test --profile sim -p hotpair-sim (SIM_FULL=$SIM_FULL)"
 SIM_FULL="$SIM_FULL" cargo test --profile sim -p hotpair-sim -- --nocapture
