@@ -3,7 +3,7 @@
 # lab serving HTTPS (`lab up --tls`), CLIENTS parallel loops of full
 # handshakes from the client namespace (`openssl s_time -new`, one
 # handshake per connection, no resumption) for SECONDS. The primary does
-# every handshake inside its round loop, and any link message counts as
+# every handshake (on its worker pool), and any link message counts as
 # life: the longest gap between two link segments from the primary to the
 # owner (captured in the owner's namespace) is how long the owner heard
 # nothing, the heartbeat gap. Prints it (and the same without the flood,

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use hotpair_http::Response;
-use hotpair_replicator::node::{Job, NodeCore, PeerId, Work};
+use hotpair_replicator::node::{HandshakeDone, Job, NodeCore, PeerId, TlsJob, Work};
 use hotpair_replicator::wire::Decoder;
 use hotpair_replicator::Msg;
 use hotpair_stack::{ConnId, Frame, Node, Waker};
@@ -230,6 +230,9 @@ pub struct NodeShell {
     waker: Waker,
     done_tx: mpsc::Sender<Completion>,
     done_rx: mpsc::Receiver<Completion>,
+    /// TLS handshake steps run on the worker pool, back: (site, conn, result).
+    tls_tx: mpsc::Sender<(usize, ConnId, HandshakeDone)>,
+    tls_rx: mpsc::Receiver<(usize, ConnId, HandshakeDone)>,
     /// The application check, when configured, and its results.
     app_check: Option<std::sync::Arc<crate::config::AppCheck>>,
     app_tx: mpsc::Sender<bool>,
@@ -262,6 +265,7 @@ impl NodeShell {
         waker: Waker,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::channel();
+        let (tls_tx, tls_rx) = mpsc::channel();
         let (app_tx, app_rx) = mpsc::channel();
         let core_peers = core.peers();
         NodeShell {
@@ -273,6 +277,8 @@ impl NodeShell {
             waker,
             done_tx,
             done_rx,
+            tls_tx,
+            tls_rx,
             app_check: None,
             app_tx,
             app_rx,
@@ -546,6 +552,20 @@ impl NodeShell {
         }
         while let Some(job) = self.core.poll_job() {
             self.spawn(job);
+        }
+        // TLS handshake steps (a signature and a key exchange each) run on
+        // the worker pool, off the round that carries heartbeats.
+        while let Ok((site, conn, done)) = self.tls_rx.try_recv() {
+            busy = true;
+            self.core.handle_tls_job_done(site, conn, done);
+        }
+        while let Some(TlsJob { site, conn, work }) = self.core.poll_tls_job() {
+            let tx = self.tls_tx.clone();
+            let waker = self.waker.clone();
+            self.runtime.spawn_blocking(move || {
+                let _ = tx.send((site, conn, work.run()));
+                waker.wake();
+            });
         }
         busy
     }

@@ -237,6 +237,12 @@ impl SimNode {
                 ));
             }
             let mut busy = self.core.round(now);
+            // TLS handshake steps go out as jobs, as in the node; the
+            // shell's pool runs them, here at once (same instant).
+            while let Some(j) = self.core.poll_tls_job() {
+                self.core.handle_tls_job_done(j.site, j.conn, j.work.run());
+                busy = true;
+            }
             while let Some(ch) = self.core.poll_role_change() {
                 match ch {
                     RoleChange::Promoted { address, .. } => out.promoted.push(address),

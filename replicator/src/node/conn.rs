@@ -19,6 +19,20 @@ mod live;
 mod shadow;
 mod tls;
 
+pub use tls::{HandshakeDone, HandshakeWork};
+
+/// A handshake step for the shell to run off the round; give the result
+/// back with [`crate::node::NodeCore::handle_tls_job_done`].
+#[derive(Debug)]
+pub struct TlsJob {
+    /// The service address's index.
+    pub site: usize,
+    /// The connection.
+    pub conn: ConnId,
+    /// Run it (`work.run()`), anywhere.
+    pub work: HandshakeWork,
+}
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
@@ -202,6 +216,8 @@ pub(crate) struct SiteConns {
     ready: BTreeMap<ConnId, Vec<(u64, Response)>>,
     /// Replication events for connections, applied at their next drive.
     conn_events: BTreeMap<ConnId, VecDeque<Event>>,
+    /// Handshake steps back from the shell, applied at their next drive.
+    tls_done: BTreeMap<ConnId, HandshakeDone>,
     woken: Vec<ConnId>,
     /// Requests of this address handed to a handler so far.
     pub handler_runs: u64,
@@ -230,6 +246,15 @@ impl SiteConns {
     pub(crate) fn reply(&mut self, id: ConnId, index: u64, response: Response) {
         if self.live.contains_key(&id) {
             self.ready.entry(id).or_default().push((index, response));
+            self.woken.push(id);
+        }
+    }
+
+    /// A handshake step back from the shell (dropped if the connection is
+    /// gone).
+    pub(crate) fn tls_job_done(&mut self, id: ConnId, done: HandshakeDone) {
+        if self.live.contains_key(&id) {
+            self.tls_done.insert(id, done);
             self.woken.push(id);
         }
     }
@@ -286,6 +311,8 @@ pub(crate) struct Shared {
     pub jobs: VecDeque<Job>,
     /// Run `generate` inside the round (deterministic simulation).
     pub inline_generate: bool,
+    /// TLS handshake steps for the shell to run off the round.
+    pub tls_jobs: VecDeque<TlsJob>,
     pub seed: u64,
     pub handler_runs: u64,
     /// Replies the ingress node made itself for local (`static`) units.
@@ -608,6 +635,7 @@ impl Service for SiteDriver<'_> {
         }
         self.conns.ready.remove(&id);
         self.conns.conn_events.remove(&id);
+        self.conns.tls_done.remove(&id);
     }
 
     fn woken(&mut self, out: &mut Vec<ConnId>) {

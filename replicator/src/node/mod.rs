@@ -51,7 +51,7 @@ use hotpair_stack::{ConnId, Engine, Frame, StackConfig};
 use thiserror::Error;
 
 pub use app::{AppCheck, AppCheckConfig};
-pub use conn::Conn;
+pub use conn::{Conn, HandshakeDone, HandshakeWork, TlsJob};
 use conn::{Shared, SiteConns};
 pub use handler::{Handler, Job, Route, Work};
 pub use lan::{LanChange, LanCheck, LanCheckConfig};
@@ -429,6 +429,7 @@ impl NodeCore {
                 limits: cfg.limits,
                 jobs: VecDeque::new(),
                 inline_generate: false,
+                tls_jobs: VecDeque::new(),
                 seed: cfg.seed,
                 handler_runs: 0,
                 local_replies: 0,
@@ -683,6 +684,20 @@ impl NodeCore {
     #[must_use]
     pub fn poll_job(&mut self) -> Option<Job> {
         self.shared.jobs.pop_front()
+    }
+
+    /// Next TLS handshake step for the shell to run off the round.
+    #[must_use]
+    pub fn poll_tls_job(&mut self) -> Option<TlsJob> {
+        self.shared.tls_jobs.pop_front()
+    }
+
+    /// A [`TlsJob`] run: its result goes back to its connection (dropped
+    /// if the connection is gone).
+    pub fn handle_tls_job_done(&mut self, site: usize, conn: ConnId, done: HandshakeDone) {
+        if let Some(s) = self.sites.get_mut(site) {
+            s.conns.tls_job_done(conn, done);
+        }
     }
 
     /// The reply to a [`Job`]. A reply for a connection that is gone is

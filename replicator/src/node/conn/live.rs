@@ -48,7 +48,7 @@ impl SiteDriver<'_> {
             return None;
         }
         if !c.finish && c.tls.is_some() {
-            self.read_tls(c, sock, now);
+            self.read_tls(id, c, sock, now);
         }
         if !c.finish {
             // Client bytes into the HTTP layer, as far as it takes them (it
@@ -207,7 +207,7 @@ impl SiteDriver<'_> {
     /// HTTPS: the client's bytes through the TLS layer into `input`
     /// (plaintext); what the TLS layer writes itself (the flight, tickets,
     /// a KeyUpdate) queued as TLS units, logged before they are sent.
-    fn read_tls(&mut self, c: &mut LiveConn, sock: &mut tcp::Socket<'_>, now: Instant) {
+    fn read_tls(&mut self, id: ConnId, c: &mut LiveConn, sock: &mut tcp::Socket<'_>, now: Instant) {
         let limit = input_log_limit(&self.shared.limits);
         let Some(t) = c.tls.as_mut() else { return };
         let mut outs = Vec::new();
@@ -218,9 +218,14 @@ impl SiteDriver<'_> {
                 handshakes.1 += u64::from(resumed);
             }
         };
-        // A survivor's copy of the client's bytes first.
-        let mut result = t.read(&[], &mut c.input, &mut outs).map(&mut count);
-        while result.is_ok() && sock.can_recv() && c.input.len() < limit {
+        // A handshake step back from the shell first; else a survivor's
+        // copy of the client's bytes.
+        let mut result = match self.conns.tls_done.remove(&id) {
+            Some(done) => t.job_done(done, &mut c.input, &mut outs),
+            None => t.read(&[], &mut c.input, &mut outs),
+        }
+        .map(&mut count);
+        while result.is_ok() && sock.can_recv() && c.input.len() < limit && t.wants_input() {
             let input = &mut c.input;
             let outs = &mut outs;
             let r = sock.recv(|buf| {
@@ -232,6 +237,13 @@ impl SiteDriver<'_> {
                 Ok(Err(alert)) => result = Err(alert),
                 Err(_) => break,
             }
+        }
+        if let Some(work) = t.take_job() {
+            self.shared.tls_jobs.push_back(super::TlsJob {
+                site: self.site,
+                conn: id,
+                work,
+            });
         }
         self.conns.tls_handshakes += handshakes.0;
         self.conns.tls_resumed += handshakes.1;

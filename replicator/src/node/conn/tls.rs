@@ -1,8 +1,11 @@
 //! HTTPS on a connection (docs/tls.md): TLS 1.3 between the socket and the
 //! HTTP layer, replicated at the record level.
 //!
-//! **Live side** ([`LiveTls`]): the client's bytes go through the handshake
-//! driver (rustls) until it completes, then through our record layer; the
+//! **Live side** ([`LiveTls`], `tls/live.rs`): the client's bytes go
+//! through the handshake driver (rustls; each step handed to the shell as
+//! a [`HandshakeWork`] job, so its signature and key exchange run off the
+//! round that carries heartbeats) until it completes, then through our
+//! record layer; the
 //! plaintext goes to the HTTP layer as on a plain connection. HTTP output
 //! units are sealed when taken from the HTTP layer, so a unit holds exactly
 //! the bytes the socket gets, and the log carries ciphertext: the owner
@@ -22,8 +25,13 @@
 //! byte for byte and which is not sent twice); flight logged — a record
 //! layer from its own receiving half and the logged sending half.
 
+mod live;
+
+pub use live::{HandshakeDone, HandshakeWork};
+pub(crate) use live::{LiveTls, Read};
+
 use bytes::Bytes;
-use hotpair_tls::{RecordLayer, ServerHandshake, TlsError, TlsEvent, TlsServerConfig, TlsState};
+use hotpair_tls::{RecordLayer, TlsError, TlsEvent, TlsServerConfig, TlsState};
 
 /// The index a TLS unit carries: it answers no request (as `CLOSE_INDEX`).
 pub(crate) const TLS_INDEX: u64 = u64::MAX - 1;
@@ -92,264 +100,6 @@ pub(super) struct TlsOut {
     /// The client's input (ciphertext) offset up to which the handshake
     /// had read (the flight: where the owner's record layer starts).
     pub input_end: u64,
-}
-
-/// What reading the client's bytes gave.
-#[derive(Default)]
-pub(super) struct Read {
-    /// The client sent close_notify: its end of the HTTP stream.
-    pub eof: bool,
-    /// A handshake completed (`true`: resumed with a ticket).
-    pub completed: Option<bool>,
-}
-
-enum Phase {
-    Handshake(Box<ServerHandshake>),
-    Records(Box<RecordLayer>),
-    Failed,
-}
-
-/// A live connection's TLS layer.
-pub(crate) struct LiveTls {
-    phase: Phase,
-    /// Client bytes not yet a whole record.
-    raw: Vec<u8>,
-    /// Client bytes taken so far (whole records fed).
-    fed: u64,
-    /// Handshake output the client has already had (a survivor's repeated
-    /// HelloRetryRequest).
-    skip_out: usize,
-    /// The client sent close_notify.
-    client_closed: bool,
-}
-
-impl std::fmt::Debug for LiveTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let phase = match self.phase {
-            Phase::Handshake(_) => "handshake",
-            Phase::Records(_) => "records",
-            Phase::Failed => "failed",
-        };
-        f.debug_struct("LiveTls").field("phase", &phase).finish()
-    }
-}
-
-impl LiveTls {
-    /// A new connection: a handshake from its first byte.
-    pub fn new(config: &TlsServerConfig) -> Result<Self, TlsError> {
-        Self::fresh(config, Vec::new(), 0)
-    }
-
-    /// A handshake over `raw` (a survivor's copy of the client's bytes),
-    /// not sending again the first `skip_out` bytes of its output.
-    fn fresh(config: &TlsServerConfig, raw: Vec<u8>, skip_out: usize) -> Result<Self, TlsError> {
-        Ok(Self {
-            phase: Phase::Handshake(Box::new(ServerHandshake::new(config)?)),
-            raw,
-            fed: 0,
-            skip_out,
-            client_closed: false,
-        })
-    }
-
-    /// A connection that cannot go on (its state could not be taken over):
-    /// aborted at its next drive.
-    pub fn failed() -> Self {
-        Self {
-            phase: Phase::Failed,
-            raw: Vec::new(),
-            fed: 0,
-            skip_out: 0,
-            client_closed: false,
-        }
-    }
-
-    /// The client sent close_notify: its end of the HTTP stream.
-    pub fn client_closed(&self) -> bool {
-        self.client_closed
-    }
-
-    pub fn is_failed(&self) -> bool {
-        matches!(self.phase, Phase::Failed)
-    }
-
-    /// Whether client bytes wait in here (not yet a whole record).
-    pub fn has_partial_input(&self) -> bool {
-        !self.raw.is_empty()
-    }
-
-    /// Take the client's bytes: plaintext to `plain`, the TLS layer's own
-    /// output (to log and send, in order) to `out`. On an error the
-    /// connection is over: `Err` carries the alert for the client, if any.
-    pub fn read(
-        &mut self,
-        data: &[u8],
-        plain: &mut Vec<u8>,
-        out: &mut Vec<TlsOut>,
-    ) -> Result<Read, Vec<u8>> {
-        self.raw.extend_from_slice(data);
-        let mut read = Read::default();
-        let r = self.pump(plain, out, &mut read);
-        match r {
-            Ok(()) => {
-                self.client_closed |= read.eof;
-                Ok(read)
-            }
-            Err((e, alert)) => {
-                tracing::debug!(error = %e, "TLS connection failed");
-                self.phase = Phase::Failed;
-                self.raw.clear();
-                Err(alert)
-            }
-        }
-    }
-
-    fn pump(
-        &mut self,
-        plain: &mut Vec<u8>,
-        out: &mut Vec<TlsOut>,
-        read: &mut Read,
-    ) -> Result<(), (TlsError, Vec<u8>)> {
-        if let Phase::Records(rl) = &mut self.phase {
-            // A KeyUpdate a survivor owes the client (see
-            // `MirrorTls::promote`), logged with the state after it.
-            let owed = rl.take_output();
-            if !owed.is_empty() {
-                let state = rl.snapshot().map_err(|e| (e, Vec::new()))?;
-                out.push(TlsOut {
-                    head: encode_tls_unit(Some(&state)),
-                    bytes: owed.into(),
-                    input_end: self.fed,
-                });
-            }
-        }
-        let mut pos = 0;
-        let result = loop {
-            let len = match whole_record(&self.raw[pos..]) {
-                Ok(Some(len)) => len,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err((e, Vec::new())),
-            };
-            let rec = &self.raw[pos..pos + len];
-            pos += len;
-            self.fed += len as u64;
-            match &mut self.phase {
-                Phase::Failed => break Err((TlsError::Failed, Vec::new())),
-                Phase::Handshake(hs) => {
-                    let progress = match hs.feed(rec) {
-                        Ok(p) => p,
-                        Err(e) => break Err((e, hs.take_output())),
-                    };
-                    let mut bytes = hs.take_output();
-                    if self.skip_out > 0 {
-                        let n = self.skip_out.min(bytes.len());
-                        bytes.drain(..n);
-                        self.skip_out -= n;
-                    }
-                    match progress {
-                        hotpair_tls::Progress::InProgress => {
-                            if !bytes.is_empty() {
-                                // A HelloRetryRequest: no secret yet.
-                                out.push(TlsOut {
-                                    head: encode_tls_unit(None),
-                                    bytes: bytes.into(),
-                                    input_end: self.fed,
-                                });
-                            }
-                        }
-                        hotpair_tls::Progress::FlightReady => {
-                            out.push(TlsOut {
-                                head: encode_tls_unit(hs.flight_state()),
-                                bytes: bytes.into(),
-                                input_end: self.fed,
-                            });
-                        }
-                        hotpair_tls::Progress::Complete => {
-                            let Phase::Handshake(hs) =
-                                std::mem::replace(&mut self.phase, Phase::Failed)
-                            else {
-                                unreachable!("in the handshake phase");
-                            };
-                            let Some(est) = hs.into_established() else {
-                                break Err((TlsError::Failed, Vec::new()));
-                            };
-                            read.completed = Some(est.resumed);
-                            tracing::debug!(
-                                resumed = est.resumed,
-                                suite = ?est.state.suite(),
-                                "TLS handshake complete"
-                            );
-                            // The tickets (if any) and the state after
-                            // them: the owner's sending half from here.
-                            out.push(TlsOut {
-                                head: encode_tls_unit(Some(&est.state)),
-                                bytes: bytes.into(),
-                                input_end: self.fed,
-                            });
-                            let rl = match RecordLayer::new(est.state) {
-                                Ok(rl) => rl,
-                                Err(e) => break Err((e, Vec::new())),
-                            };
-                            self.phase = Phase::Records(Box::new(rl));
-                            // A whole record is fed at a time: nothing is
-                            // left over inside the driver.
-                            debug_assert!(est.leftover.is_empty());
-                        }
-                    }
-                }
-                Phase::Records(rl) => {
-                    let opened = match rl.open(rec) {
-                        Ok(o) => o,
-                        Err(e) => break Err((e, rl.take_output())),
-                    };
-                    plain.extend_from_slice(&opened.plaintext);
-                    for ev in opened.events {
-                        match ev {
-                            TlsEvent::CloseNotify => read.eof = true,
-                            TlsEvent::KeyUpdate { update_requested } => {
-                                tracing::debug!(update_requested, "client KeyUpdate")
-                            }
-                            TlsEvent::ClientFinished => {
-                                tracing::debug!("client Finished verified (taken over)")
-                            }
-                            TlsEvent::UserCanceled => {}
-                        }
-                    }
-                    let answer = rl.take_output();
-                    if !answer.is_empty() {
-                        // Our KeyUpdate: the owner learns the new sending
-                        // key from the state logged with it.
-                        let state = match rl.snapshot() {
-                            Ok(s) => s,
-                            Err(e) => break Err((e, Vec::new())),
-                        };
-                        out.push(TlsOut {
-                            head: encode_tls_unit(Some(&state)),
-                            bytes: answer.into(),
-                            input_end: self.fed,
-                        });
-                    }
-                }
-            }
-        };
-        self.raw.drain(..pos.min(self.raw.len()));
-        result
-    }
-
-    /// Seal one HTTP output unit (and our close_notify after it when the
-    /// connection closes there). Before the handshake is done nothing can
-    /// be sent: the unit's bytes are dropped (a timeout's reply).
-    pub fn seal(&mut self, plaintext: &[u8], close_after: bool) -> Result<Vec<u8>, TlsError> {
-        let Phase::Records(rl) = &mut self.phase else {
-            return Ok(Vec::new());
-        };
-        let mut out = rl.seal(plaintext)?;
-        if close_after {
-            rl.close()?;
-            out.extend_from_slice(&rl.take_output());
-        }
-        Ok(out)
-    }
 }
 
 /// A mirror's TLS state (the owner node, the primary alive).
@@ -554,13 +304,7 @@ impl MirrorTls {
                 for _ in self.updates_answered..self.updates_asked {
                     rl.update_tx()?;
                 }
-                Ok(LiveTls {
-                    phase: Phase::Records(Box::new(rl)),
-                    raw: self.raw,
-                    fed: 0,
-                    skip_out: 0,
-                    client_closed: false,
-                })
+                Ok(LiveTls::records(rl, self.raw))
             }
             (Some(_), None) => Err(TlsError::Failed),
         }
