@@ -139,3 +139,61 @@ impl Config {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const BASE: &str = "[node]\nname = \"n1\"\ntap = \"t\"\nmac = \"02:00:00:00:00:01\"\n\
+                        [service]\naddress = \"10.0.0.10\"\nport = 443\n";
+
+    fn tls(dir: &std::path::Path, port: u16, ticket: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let t = dir.join("ticket.key");
+        std::fs::write(&t, ticket).unwrap();
+        // The key files exist (mode 0600, as the secret-file check wants);
+        // the certificate does not.
+        let k = dir.join("missing-key.pem");
+        std::fs::write(&k, "not a key").unwrap();
+        for f in [&t, &k] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        format!(
+            "[tls]\ncert = \"{d}/missing-cert.pem\"\nkey = \"{d}/missing-key.pem\"\nport = {port}\nticket_key_file = \"{t}\"\n",
+            d = dir.display(),
+            t = t.display()
+        )
+    }
+
+    fn load_err(text: &str, dir: &std::path::Path) -> String {
+        let p = dir.join("node.toml");
+        std::fs::write(&p, text).unwrap();
+        format!("{:#}", Config::load(&p).unwrap_err())
+    }
+
+    #[test]
+    fn tls_is_refused_with_the_key_named() {
+        let dir = std::env::temp_dir().join(format!("hotpair-tls-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good_key = "ab".repeat(32);
+        // No address on the TLS port.
+        let e = load_err(&format!("{BASE}{}", tls(&dir, 8443, &good_key)), &dir);
+        assert!(e.contains("tls.port: 8443 is no address's port"), "{e}");
+        // The keys would cross a plaintext link.
+        let e = load_err(
+            &format!(
+                "{BASE}[link]\ndanger_plaintext = true\n{}",
+                tls(&dir, 443, &good_key)
+            ),
+            &dir,
+        );
+        assert!(e.contains("danger_plaintext"), "{e}");
+        // A ticket key that is not 64 hex digits.
+        let e = load_err(&format!("{BASE}{}", tls(&dir, 443, "xyz")), &dir);
+        assert!(e.contains("tls.ticket_key_file"), "{e}");
+        // The certificate file is missing: named.
+        let e = load_err(&format!("{BASE}{}", tls(&dir, 443, &good_key)), &dir);
+        assert!(e.contains("missing-cert.pem"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
