@@ -894,12 +894,22 @@ pub fn keepalive(test: &str, victim: Victim) {
 /// (e) + (f): `wrk -c16 -d8s` on /static/5k.bin, kill at ~3 s: no socket
 /// errors, no non-2xx, no RST from the service address in the capture.
 pub fn wrk_load(test: &str, victim: Victim) {
-    let Some(lab) = duplex_lab(test) else {
+    wrk_load_with(test, victim, &[]);
+}
+
+/// As [`wrk_load`], over HTTPS (`lab up --tls`): 16 keep-alive TLS
+/// connections (wrk does not check the certificate) across the kill.
+pub fn wrk_load_tls(test: &str, victim: Victim) {
+    wrk_load_with(test, victim, &["--tls"]);
+}
+
+fn wrk_load_with(test: &str, victim: Victim, extra: &[&str]) {
+    let Some(lab) = duplex_lab_with(test, extra) else {
         return;
     };
     let tmp = TempDir::new(&format!("{test}-wrk"));
     let cap = Capture::start(&lab, tmp.path());
-    let u = url("/static/5k.bin");
+    let u = lab.service_url("/static/5k.bin");
     let start = Instant::now();
     let wrk = lab.spawn_in(
         "client",

@@ -26,6 +26,14 @@ fn https_static_download_survives_primary_crash() {
     failover::download_tls("fo_tls_static", Victim::Primary, "static");
 }
 
+/// wrk -c16 over HTTPS (keep-alive TLS connections, static replies the
+/// owner seals itself), the primary SIGKILLed at 3 s: no socket error, no
+/// non-2xx, no RST.
+#[test]
+fn https_wrk_load_survives_primary_crash() {
+    failover::wrk_load_tls("fo_tls_wrk", Victim::Primary);
+}
+
 /// A session ticket issued by the primary resumes on the owner after the
 /// primary's death (`openssl s_client -sess_out`, SIGKILL n1, then
 /// `-sess_in`: "Reused, TLSv1.3"): both nodes seal tickets under the
