@@ -762,9 +762,14 @@ pub fn generate(test: &str, victim: Victim) {
 // ---- (d) keep-alive -----------------------------------------------------------
 
 const KEEPALIVE_SCRIPT: &str = r#"
-import hashlib, http.client, json, sys
+import hashlib, http.client, json, ssl, sys
 paths = json.loads(sys.argv[1])
-conn = http.client.HTTPConnection("10.77.0.10", 80, timeout=30)
+ca = sys.argv[2] if len(sys.argv) > 2 else ""
+if ca:
+    ctx = ssl.create_default_context(cafile=ca)
+    conn = http.client.HTTPSConnection("10.77.0.10", 443, timeout=30, context=ctx)
+else:
+    conn = http.client.HTTPConnection("10.77.0.10", 80, timeout=30)
 results = []
 def fetch(p):
     entry = {"path": p}
@@ -792,9 +797,22 @@ print(json.dumps(results), flush=True)
 /// (d): five requests on one http.client connection, kill, five more on the
 /// same connection (same socket object, same local port); every body checked.
 pub fn keepalive(test: &str, victim: Victim) {
-    let Some(lab) = duplex_lab(test) else {
+    keepalive_with(test, victim, &[]);
+}
+
+/// As [`keepalive`], over HTTPS (`lab up --tls`): Python's `ssl` checking
+/// the certificate against the lab's CA, one TLS connection throughout.
+pub fn keepalive_tls(test: &str, victim: Victim) {
+    keepalive_with(test, victim, &["--tls"]);
+}
+
+fn keepalive_with(test: &str, victim: Victim, extra: &[&str]) {
+    let Some(lab) = duplex_lab_with(test, extra) else {
         return;
     };
+    let ca = lab
+        .tls_ca()
+        .map_or(String::new(), |p| p.to_string_lossy().into_owned());
     let files = [
         "index.html",
         "1k.bin",
@@ -812,7 +830,7 @@ pub fn keepalive(test: &str, victim: Victim) {
     let arg = serde_json::to_string(&paths).expect("json");
     let mut child = Command::new(crate::hotpair_bin())
         .args(["lab", "exec", "--prefix", &lab.prefix, "client", "--"])
-        .args(["python3", "-c", KEEPALIVE_SCRIPT, &arg])
+        .args(["python3", "-c", KEEPALIVE_SCRIPT, &arg, &ca])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -34,6 +34,13 @@ fn https_wrk_load_survives_primary_crash() {
     failover::wrk_load_tls("fo_tls_wrk", Victim::Primary);
 }
 
+/// Python `http.client` over `ssl` (the lab CA checked): five requests,
+/// the primary SIGKILLed, five more on the same TLS connection.
+#[test]
+fn https_keepalive_connection_survives_primary_crash() {
+    failover::keepalive_tls("fo_tls_keepalive", Victim::Primary);
+}
+
 /// A session ticket issued by the primary resumes on the owner after the
 /// primary's death (`openssl s_client -sess_out`, SIGKILL n1, then
 /// `-sess_in`: "Reused, TLSv1.3"): both nodes seal tickets under the
