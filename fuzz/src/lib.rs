@@ -17,10 +17,15 @@
 //!   `hotpair_stack::Engine` in each role, with takeovers.
 //! - [`replica`]: `hotpair_replicator::Replica` operation sequences, alone
 //!   against a hostile peer, or as an honest pair over an ordered link.
+//! - [`tls_record`]: `hotpair_tls::TlsState::decode` (the state logged
+//!   over the link) and `RecordLayer::open` (the client's records): any
+//!   bytes, any split; sealed records open back, changed ones never to
+//!   other plaintext.
 
 pub mod engine;
 pub mod http_conn;
 pub mod replica;
+pub mod tls_record;
 pub mod wire;
 
 /// Whether `FUZZ_TRACE` is set: the harnesses then print what they do

@@ -106,6 +106,11 @@ fn engine() {
 }
 
 #[test]
+fn tls_record() {
+    replay("tls_record", hotpair_fuzz::tls_record::run);
+}
+
+#[test]
 fn replica() {
     replay("replica", hotpair_fuzz::replica::run);
 }
