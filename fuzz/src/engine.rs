@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use hotpair_stack::engine::{
     ConnId, ConnInfo, Engine, Frame, Role, Service, SPARE_LISTENERS, TSO_MAX_FRAME,
 };
+use hotpair_stack::StackConfig;
 use hotpair_stack::seg::{self, ACK, FIN, PSH, RST, SYN};
 use hotpair_stack::smoltcp::socket::tcp;
 use hotpair_stack::smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address, Ipv4Cidr};
-use hotpair_stack::StackConfig;
 
 use crate::Input;
 
