@@ -140,6 +140,10 @@ pub struct TlsStatus {
     pub resumed: u64,
     /// Connections closed on a TLS error (an alert, a bad record).
     pub errors: u64,
+    /// Handshakes by cipher suite (IANA name). The version is TLS 1.3:
+    /// nothing else is offered.
+    #[serde(default)]
+    pub suites: std::collections::BTreeMap<String, u64>,
 }
 
 /// The peer of one address, as this node sees it.
@@ -348,6 +352,7 @@ pub(crate) mod tests {
                     handshakes: 7,
                     resumed: 2,
                     errors: 1,
+                    suites: [("TLS_AES_256_GCM_SHA384".to_owned(), 7)].into(),
                 }),
             }],
             peers: vec![PeerStatus {

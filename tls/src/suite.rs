@@ -31,6 +31,15 @@ impl Suite {
     }
 
     /// The IANA code point.
+    /// The IANA name, e.g. `TLS_AES_128_GCM_SHA256` (status, metrics).
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Aes128GcmSha256 => "TLS_AES_128_GCM_SHA256",
+            Suite::Aes256GcmSha384 => "TLS_AES_256_GCM_SHA384",
+            Suite::Chacha20Poly1305Sha256 => "TLS_CHACHA20_POLY1305_SHA256",
+        }
+    }
+
     pub fn iana(self) -> u16 {
         match self {
             Self::Aes128GcmSha256 => 0x1301,

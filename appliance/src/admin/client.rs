@@ -168,11 +168,15 @@ pub fn render(s: &Status) -> String {
         if let Some(t) = &a.tls {
             let _ = writeln!(
                 o,
-                "{:<18} HTTPS: {} handshakes ({} resumed), {} TLS errors",
+                "{:<18} HTTPS (TLS 1.3): {} handshakes ({} resumed), {} TLS errors{}",
                 format!("{}:{}", a.address, a.port),
                 t.handshakes,
                 t.resumed,
-                t.errors
+                t.errors,
+                t.suites
+                    .iter()
+                    .map(|(s, n)| format!(", {s} {n}"))
+                    .collect::<String>()
             );
         }
     }

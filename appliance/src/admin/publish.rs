@@ -453,6 +453,11 @@ impl StatusPublisher {
                 handshakes: t.handshakes,
                 resumed: t.resumed,
                 errors: t.errors,
+                suites: t
+                    .suites
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
             }),
         }
     }

@@ -31,6 +31,17 @@ pub(super) fn render(o: &mut String, s: &Status) {
     }
     let mut f = family(
         o,
+        "hotpair_tls_suite_handshakes_total",
+        "counter",
+        "TLS handshakes completed on this node by cipher suite (all TLS 1.3).",
+    );
+    for (address, t) in &tls {
+        for (suite, n) in &t.suites {
+            f.sample(&[("address", address), ("suite", suite)], *n as f64);
+        }
+    }
+    let mut f = family(
+        o,
         "hotpair_tls_errors_total",
         "counter",
         "HTTPS connections closed on a TLS error (the client's alert, a bad record, a failed handshake).",
@@ -50,6 +61,7 @@ mod tests {
             "hotpair_tls_handshakes_total{address=\"10.77.0.10\",kind=\"full\"} 5",
             "hotpair_tls_handshakes_total{address=\"10.77.0.10\",kind=\"resumed\"} 2",
             "hotpair_tls_errors_total{address=\"10.77.0.10\"} 1",
+            "hotpair_tls_suite_handshakes_total{address=\"10.77.0.10\",suite=\"TLS_AES_256_GCM_SHA384\"} 7",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

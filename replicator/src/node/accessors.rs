@@ -92,6 +92,7 @@ impl NodeCore {
             handshakes: s.conns.tls_handshakes,
             resumed: s.conns.tls_resumed,
             errors: s.conns.tls_errors,
+            suites: s.conns.tls_suites.iter().map(|(k, v)| (*k, *v)).collect(),
         })
     }
 

@@ -230,6 +230,8 @@ pub(crate) struct SiteConns {
     /// HTTPS handshakes completed here, and of them resumed ones.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
+    /// HTTPS handshakes by cipher suite (IANA name; TLS 1.3 only).
+    pub tls_suites: BTreeMap<&'static str, u64>,
     /// Requests by route, and their latency (status and metrics).
     pub(crate) requests: super::stats::RequestTracker,
     /// The current link session's number (see [`LiveConn`]'s `session`).

@@ -22,7 +22,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// HTTPS on one address (status and metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsStats {
     /// Handshakes completed here (full and resumed; a connection taken
     /// over before the client's Finished is not counted).
@@ -31,6 +31,9 @@ pub struct TlsStats {
     pub resumed: u64,
     /// Connections closed on a TLS error.
     pub errors: u64,
+    /// Handshakes by cipher suite (IANA name); the version is always
+    /// TLS 1.3.
+    pub suites: Vec<(&'static str, u64)>,
 }
 
 /// A latency histogram with [`LATENCY_BUCKETS`].

@@ -211,13 +211,8 @@ impl SiteDriver<'_> {
         let limit = input_log_limit(&self.shared.limits);
         let Some(t) = c.tls.as_mut() else { return };
         let mut outs = Vec::new();
-        let mut handshakes = (0, 0);
-        let mut count = |read: super::tls::Read| {
-            if let Some(resumed) = read.completed {
-                handshakes.0 += 1;
-                handshakes.1 += u64::from(resumed);
-            }
-        };
+        let mut completed = Vec::new();
+        let mut count = |read: super::tls::Read| completed.extend(read.completed);
         // A handshake step back from the shell first; else a survivor's
         // copy of the client's bytes.
         let mut result = match self.conns.tls_done.remove(&id) {
@@ -245,8 +240,11 @@ impl SiteDriver<'_> {
                 work,
             });
         }
-        self.conns.tls_handshakes += handshakes.0;
-        self.conns.tls_resumed += handshakes.1;
+        for (resumed, suite) in completed {
+            self.conns.tls_handshakes += 1;
+            self.conns.tls_resumed += u64::from(resumed);
+            *self.conns.tls_suites.entry(suite.name()).or_default() += 1;
+        }
         for o in outs {
             c.unlogged.push_back(OutputUnit {
                 index: TLS_INDEX,

@@ -14,8 +14,8 @@ use super::{encode_tls_unit, whole_record, TlsOut, MAX_RECORD};
 pub(crate) struct Read {
     /// The client sent close_notify: its end of the HTTP stream.
     pub eof: bool,
-    /// A handshake completed (`true`: resumed with a ticket).
-    pub completed: Option<bool>,
+    /// A handshake completed: resumed with a ticket?, its suite.
+    pub completed: Option<(bool, hotpair_tls::Suite)>,
 }
 
 enum Phase {
@@ -354,7 +354,7 @@ impl LiveTls {
         }
         self.phase = match (done.established, done.hs) {
             (Some((state, resumed)), _) => {
-                read.completed = Some(resumed);
+                read.completed = Some((resumed, state.suite()));
                 tracing::debug!(resumed, suite = ?state.suite(), "TLS handshake complete");
                 Phase::Records(Box::new(
                     RecordLayer::new(state).map_err(|e| (e, Vec::new()))?,
