@@ -126,6 +126,26 @@ pub struct DemoArgs {
     /// Leave the lab up afterwards (remove it with `hotpair lab down --prefix PREFIX`).
     #[arg(long)]
     keep: bool,
+    /// Download over HTTPS (`lab up --tls`: port 443, curl checks the
+    /// lab CA's certificate): the TLS connection survives the kill too.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// The demo file's URL at `ip`, and curl's extra arguments for it.
+fn demo_url(lab: &lab::Lab, ip: &str) -> (String, Vec<String>) {
+    if lab.state.tls {
+        let ca = crate::tls::ca_path(&lab.state.state_dir);
+        (
+            format!("https://{ip}/static/{DEMO_FILE}"),
+            vec!["--cacert".to_owned(), ca.to_string_lossy().into_owned()],
+        )
+    } else {
+        (
+            format!("http://{ip}:{}/static/{DEMO_FILE}", lab::SERVICE_PORT),
+            Vec::new(),
+        )
+    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -210,7 +230,7 @@ struct Download {
 
 impl Download {
     fn start(lab: &lab::Lab, ip: &str, start: Instant) -> Result<Download> {
-        let url = format!("http://{ip}:{}/static/{DEMO_FILE}", lab::SERVICE_PORT);
+        let (url, tls_args) = demo_url(lab, ip);
         let file = lab.state_dir().join(format!("demo-download-{ip}.bin"));
         let _ = std::fs::remove_file(&file);
         let child = lab
@@ -230,6 +250,7 @@ impl Download {
                 "-o",
             ])
             .arg(&file)
+            .args(&tls_args)
             .arg(&url)
             .stdin(Stdio::null())
             .spawn()
@@ -276,6 +297,7 @@ fn demo(args: &DemoArgs, victim: &Victim) -> Result<bool> {
     opts.repl_net = args.repl_net;
     opts.heartbeat_timeout_ms = args.heartbeat_timeout_ms;
     opts.wait = Duration::from_secs(30);
+    opts.tls = args.tls;
     match args.mode {
         DemoMode::Duplex => println!(
             "== hotpair demo: one client, two nodes (duplex, replication link on the {} network) \
@@ -330,10 +352,7 @@ fn demo(args: &DemoArgs, victim: &Victim) -> Result<bool> {
         .into_iter()
         .map(|a| a.ip)
         .collect();
-    let urls: Vec<String> = ips
-        .iter()
-        .map(|ip| format!("http://{ip}:{}/static/{DEMO_FILE}", lab::SERVICE_PORT))
-        .collect();
+    let urls: Vec<String> = ips.iter().map(|ip| demo_url(&lab, ip).0).collect();
     println!(
         "== downloading {} ({:.1} MiB{}, curl --limit-rate {RATE_LIMIT}) from {}; \
          {} ({}) will be SIGKILLed at {:.0} MiB",
