@@ -104,3 +104,70 @@ fn https_session_resumes_on_the_survivor() {
         "[{test}] a ticket from n1 resumed on n1, then on n2 after n1's SIGKILL; n2 counts {tls:?}"
     ));
 }
+
+/// Bad input on the HTTPS port: plain HTTP and random bytes instead of a
+/// ClientHello. Each connection is refused cleanly (an alert, a close),
+/// counted as a TLS error; both nodes live on and serve HTTPS after.
+#[test]
+fn https_bad_input_is_refused_and_counted() {
+    use std::time::Duration;
+    let test = "fo_tls_bad_input";
+    let Some(lab) = failover::duplex_lab_with(test, &["--tls"]) else {
+        return;
+    };
+    let ca = lab.tls_ca().expect("lab up --tls writes tls/ca.pem");
+    let ca = ca.to_string_lossy();
+    let svc = hotpair_netns_tests::SERVICE;
+    // Plain HTTP to the TLS port.
+    let plain = lab.exec_client(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{svc}:443/static/index.html"),
+    ]);
+    assert!(
+        !plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("<html"),
+        "[{test}] plain HTTP on the HTTPS port was served: {plain:?}"
+    );
+    // Random bytes, then the connection closed by the node.
+    let script = format!(
+        "head -c 3000 /dev/urandom | timeout 5 python3 -c \"import socket,sys; s=socket.create_connection(('{svc}',443)); s.sendall(sys.stdin.buffer.read()); s.settimeout(4); print(len(s.recv(100)))\""
+    );
+    let junk = lab.exec_in("client", &["sh", "-c", &script], Duration::from_secs(10));
+    assert!(
+        junk.status.success(),
+        "[{test}] the node did not answer random bytes with an alert or a close within 4 s: {junk:?}"
+    );
+    // HTTPS still served, both nodes alive.
+    let ok = lab.exec_client(&[
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "10",
+        "--cacert",
+        &ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("https://{svc}/static/index.html"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "200",
+        "[{test}] HTTPS after the bad input: {ok:?}"
+    );
+    assert!(
+        lab.node_alive("n1") && lab.node_alive("n2"),
+        "[{test}] a node died"
+    );
+    // The primary answered (and counted) the bad connections.
+    let st = hotpair::admin::query(&lab.state_dir().join("n1.sock")).expect("n1 answers");
+    let tls = st.addresses[0].tls.clone().expect("HTTPS counters");
+    assert!(tls.errors >= 2, "[{test}] n1's TLS errors: {tls:?}");
+    hotpair_netns_tests::report(&format!(
+        "[{test}] plain HTTP and random bytes refused on 443; n1 counts {tls:?}"
+    ));
+}

@@ -39,7 +39,7 @@ impl SiteDriver<'_> {
                 }
             }
         }
-        if c.tls.as_ref().is_some_and(|t| t.is_failed()) && sock.is_open() {
+        if c.tls.as_ref().is_some_and(|t| t.is_lost()) && sock.is_open() {
             // Its TLS state could not be taken over: it cannot go on.
             sock.abort();
             c.units.clear();

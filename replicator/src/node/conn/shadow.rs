@@ -295,8 +295,10 @@ impl SiteDriver<'_> {
                 }
             }
             if let Some(e) = failed {
-                let why = format!("TLS: {e}");
-                self.diverge(m, m.next_index, &why);
+                // The client broke TLS: the primary fails it too and logs
+                // its close (with the alert). Not a divergence; this
+                // shadow just cannot take the connection over.
+                tracing::debug!(conn = %m.key, error = %e, "TLS: the client's records do not open here");
             }
             return;
         }

@@ -43,6 +43,14 @@ const MAX_RECORD: usize = HEADER_LEN + 16384 + 256;
 /// The length of the whole record at the front of `buf`, if it is all
 /// there; `Err` for a length no TLS 1.3 record has.
 fn whole_record(buf: &[u8]) -> Result<Option<usize>, TlsError> {
+    // Judged as soon as its bytes are here, so that what is not TLS (plain
+    // HTTP on the HTTPS port) is refused at once, not waited on.
+    if buf.first().is_some_and(|t| !(20..=23).contains(t)) {
+        return Err(TlsError::Decode("not a TLS record (content type)"));
+    }
+    if buf.get(1).is_some_and(|&v| v != 3) {
+        return Err(TlsError::Decode("not a TLS record (version)"));
+    }
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -255,12 +263,10 @@ impl MirrorTls {
     /// A logged unit of HTTP output (ciphertext): count its records.
     pub fn logged_records(&mut self, payload: &[u8]) -> Result<(), TlsError> {
         if self.rl.is_none() {
-            // Nothing is sealed before the handshake (a timeout's close).
-            return if payload.is_empty() {
-                Ok(())
-            } else {
-                Err(TlsError::BadState("records logged before the flight"))
-            };
+            // Nothing is sealed before the flight: what a unit carries then
+            // is the primary's alert closing a failed handshake (plaintext,
+            // nothing to count), or nothing (a timeout's close).
+            return Ok(());
         }
         let n = count_records(payload).ok_or(TlsError::BadState("a unit of partial records"))?;
         self.tx_records += n;
@@ -329,6 +335,12 @@ mod tests {
         assert_eq!(count_records(&two[..two.len() - 1]), None);
         assert_eq!(count_records(&[23, 3]), None);
         assert_eq!(count_records(&rec(MAX_RECORD)), None);
+        // Not TLS at all (plain HTTP on the HTTPS port): refused at its
+        // first byte, not waited on.
+        assert!(whole_record(b"G").is_err());
+        assert!(whole_record(b"GET / HTTP/1.1\r\n").is_err());
+        assert!(whole_record(&[22, 2]).is_err());
+        assert_eq!(whole_record(&[22, 3]), Ok(None));
     }
 
     #[test]

@@ -174,6 +174,9 @@ pub(crate) struct LiveTls {
     client_closed: bool,
     /// A handshake step to hand out.
     job: Option<HandshakeWork>,
+    /// Its state could not be taken over: the connection is lost (reset),
+    /// unlike one the client broke (alert and close).
+    lost: bool,
 }
 
 impl std::fmt::Debug for LiveTls {
@@ -209,6 +212,7 @@ impl LiveTls {
             skip_out,
             client_closed: false,
             job: None,
+            lost: false,
         })
     }
 
@@ -222,6 +226,7 @@ impl LiveTls {
             skip_out: 0,
             client_closed: false,
             job: None,
+            lost: false,
         }
     }
 
@@ -235,6 +240,7 @@ impl LiveTls {
             skip_out: 0,
             client_closed: false,
             job: None,
+            lost: true,
         }
     }
 
@@ -243,8 +249,9 @@ impl LiveTls {
         self.client_closed
     }
 
-    pub fn is_failed(&self) -> bool {
-        matches!(self.phase, Phase::Failed)
+    /// Taken over without a usable state ([`LiveTls::failed`]).
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     /// Whether client bytes wait in here (not yet a whole record, or
