@@ -220,11 +220,18 @@ pub fn run_isolated(specs: &[RunSpec], threads: usize, iso: &Isolation) -> Vec<O
     let queue: Mutex<VecDeque<usize>> = Mutex::new((0..specs.len()).collect());
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; specs.len()]);
     let dir = std::env::temp_dir();
+    // Two tests of one binary may run matrices at once (cargo runs tests
+    // in threads): each call names its batch files apart.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     std::thread::scope(|s| {
         for w in 0..threads.max(1) {
             let (queue, results, dir) = (&queue, &results, &dir);
             s.spawn(move || {
-                let file = dir.join(format!("hotpair-sim-batch-{}-{w}", std::process::id()));
+                let file = dir.join(format!(
+                    "hotpair-sim-batch-{}-{call}-{w}",
+                    std::process::id()
+                ));
                 loop {
                     let batch: Vec<usize> = {
                         let mut q = queue.lock().expect("queue");
