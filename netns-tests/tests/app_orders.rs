@@ -138,7 +138,26 @@ fn get(lab: &Lab, path: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
-fn orders_survive(test: &str, victim: Victim) {
+/// What fails mid-way.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    /// The node is SIGKILLed (`lab kill`).
+    Node(Victim),
+    /// Only the node's application is SIGKILLed (`lab kill --app`); the
+    /// node lives on and its application check finds it dead.
+    App(Victim),
+}
+
+impl Fault {
+    fn victim(self) -> Victim {
+        match self {
+            Fault::Node(v) | Fault::App(v) => v,
+        }
+    }
+}
+
+fn orders_survive(test: &str, fault: Fault) {
+    let victim = fault.victim();
     let Some(lab) = duplex_lab_with(test, &["--app", "orders"]) else {
         return;
     };
@@ -192,7 +211,14 @@ fn orders_survive(test: &str, victim: Victim) {
     }
     std::thread::sleep(KILL_PAUSE);
     let kill_epoch = epoch_now();
-    let kill = lab.kill(victim.node());
+    let kill = Instant::now();
+    match fault {
+        Fault::Node(_) => drop(lab.kill(victim.node())),
+        Fault::App(_) => {
+            let out = lab.lab(&["kill", "--app", victim.node()], Duration::from_secs(30));
+            assert_success(&out, &format!("lab kill --app {}", victim.node()));
+        }
+    }
     let (line, finished) = loop {
         match rx.recv_timeout(Duration::from_secs(40)) {
             Ok(l) if l == "DONE" => done += 1,
@@ -206,7 +232,10 @@ fn orders_survive(test: &str, victim: Victim) {
     drop(child);
     let results: Vec<Value> = serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("[{test}] the client printed no JSON ({e}): {line}"));
-    assert_survivor(&lab, victim);
+    match fault {
+        Fault::Node(_) => assert_survivor(&lab, victim),
+        Fault::App(_) => assert_app_fault_handled(&lab, victim),
+    }
 
     // Exactly one 201 per request, each its own order.
     let sent = CONNS * PER_CONN;
@@ -293,14 +322,21 @@ fn orders_survive(test: &str, victim: Victim) {
         &format!("{sent} orders over {CONNS} keep-alive connections"),
         kill_epoch,
     );
+    if let Fault::App(v) = fault {
+        rejoin_after_app_restart(&lab, v);
+    }
     report(&format!(
-        "[{test}] {sent} orders on {CONNS} connections, {} ({}) SIGKILLed after {KILL_AFTER} \
+        "[{test}] {sent} orders on {CONNS} connections, {} ({}) {} SIGKILLed after {KILL_AFTER} \
          replies: all {sent} created once, done {:.2} s after the kill, the slowest request \
          {slowest:.2} s (one takes {DELAY_MS} ms and a little); {} request(s) run again and \
          answered from the existing order (stats duplicates_refused {}; {replays} replayed \
          replies reached the client)",
         victim.node(),
         victim.role(),
+        match fault {
+            Fault::Node(_) => "node",
+            Fault::App(_) => "application",
+        },
         finished.as_secs_f64(),
         stats["duplicates_refused"],
         stats["duplicates_refused"],
@@ -311,13 +347,103 @@ fn orders_survive(test: &str, victim: Victim) {
 /// requests whose reply it had not received again, on its own application.
 #[test]
 fn orders_are_created_once_when_the_primary_dies() {
-    orders_survive("app_orders_primary", Victim::Primary);
+    orders_survive("app_orders_primary", Fault::Node(Victim::Primary));
 }
 
 /// The ingress (n2) dies: the primary carries on alone.
 #[test]
 fn orders_are_created_once_when_the_ingress_dies() {
-    orders_survive("app_orders_ingress", Victim::Ingress);
+    orders_survive("app_orders_ingress", Fault::Node(Victim::Ingress));
+}
+
+/// The primary's application dies, the node lives: its application check
+/// (or the first request the dead application refuses) finds it, the pair
+/// hands the address to n2 as in a planned switchover, and n2 runs the
+/// requests in flight again on its own application — no 502, no RST, each
+/// order once. Restarted, the application answers again and n1 rejoins as
+/// the primary.
+#[test]
+fn orders_are_created_once_when_the_primarys_application_dies() {
+    orders_survive("app_orders_primary_app", Fault::App(Victim::Primary));
+}
+
+/// The ingress's application dies: it runs no request, so nothing moves;
+/// n1 learns its peer could not take over.
+#[test]
+fn orders_go_on_when_the_ingresss_application_dies() {
+    orders_survive("app_orders_ingress_app", Fault::App(Victim::Ingress));
+}
+
+/// Both nodes alive after an application's death; the victim's status
+/// says its application is down; where it was the primary, n2 serves the
+/// address alone (promoted) and n1 stands by, else nothing moved.
+fn assert_app_fault_handled(lab: &Lab, victim: Victim) {
+    let test = &lab.test;
+    for n in ["n1", "n2"] {
+        assert!(lab.node_alive(n), "[{test}] {n} died with an application");
+    }
+    let st = node_status(lab, victim.node());
+    assert_eq!(
+        st["app_up"],
+        false,
+        "[{test}] {} does not report its application down: {st}",
+        victim.node()
+    );
+    let n2 = node_status(lab, "n2");
+    let want = match victim {
+        Victim::Primary => "promoted",
+        Victim::Ingress => "replicated",
+    };
+    assert_eq!(
+        n2["addresses"][0]["state"],
+        want,
+        "[{test}] n2's address after {}'s application died: {n2}",
+        victim.node()
+    );
+}
+
+/// `lab restart --app`: the application answers again and the pair is
+/// replicated again with its configured roles, within a few seconds.
+fn rejoin_after_app_restart(lab: &Lab, victim: Victim) {
+    let test = &lab.test;
+    let out = lab.lab(
+        &["restart", "--app", victim.node()],
+        Duration::from_secs(30),
+    );
+    assert_success(&out, &format!("lab restart --app {}", victim.node()));
+    let t = Instant::now();
+    loop {
+        let (n1, n2) = (node_status(lab, "n1"), node_status(lab, "n2"));
+        let ok = n1["app_up"] == true
+            && n1["addresses"][0]["state"] == "replicated"
+            && n1["addresses"][0]["role"] == "primary"
+            && n2["addresses"][0]["state"] == "replicated"
+            && n2["addresses"][0]["role"] == "owner";
+        if ok {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "[{test}] not replicated again 20 s after the application came back:\n{n1}\n{n2}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, body) = get(lab, "/app/health");
+    assert_eq!(code, 200, "[{test}] /app/health after the rejoin: {body}");
+}
+
+/// `hotpair status --json` of one node.
+fn node_status(lab: &Lab, node: &str) -> Value {
+    let sock = lab.state_dir().join(format!("{node}.sock"));
+    let out = Command::new(hotpair_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running hotpair status");
+    assert_success(&out, &format!("hotpair status {node}"));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("[{}] status of {node} is not JSON ({e})", lab.test))
 }
 
 /// `lab kill --app n1` kills the application only: the node still serves
