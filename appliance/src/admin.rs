@@ -425,6 +425,12 @@ pub(crate) mod tests {
         assert!(t.contains("/static/"), "{t}");
         assert!(t.contains("EVENTS"), "{t}");
         assert!(t.contains("2 connections"), "{t}");
+        // sample(): 3 unreplicated connections — why a switchover waits.
+        assert!(
+            t.contains("3 connection(s) not replicated") && t.contains("--force"),
+            "{t}"
+        );
+        assert!(t.contains("application DOWN"), "{t}");
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! into the node's [`Topology`] and checks the whole config.
 
 mod checks;
+mod host;
 mod topology;
 
 pub use checks::{AppCheck, AppCheckSection, LanCheckSection};
+pub use host::HostCheck;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -157,6 +157,9 @@ pub struct Engine<C> {
     /// stale copies (dropped at the next poll), and an answer fences again
     /// quietly.
     reprobing: bool,
+    /// An owner starting: its primary may hold the address (it served it
+    /// while this node was down), so being fenced is expected, not news.
+    starting: bool,
     /// This node's LAN check failed: it reaches no client, so a fence is
     /// not re-probed (unanswered probes would prove nothing).
     lan_down: bool,
@@ -278,6 +281,7 @@ impl<C> Engine<C> {
             peer_mac: None,
             reprobe_at: None,
             reprobing: false,
+            starting: false,
             lan_down: false,
             conflict: None,
             foreign_warned: None,

@@ -393,7 +393,10 @@ impl NodeCore {
                 Role::Simplex => engine.announce(),
                 // An owner probes first: its peer may hold the address
                 // (it took it over while this node was down).
-                Role::Ingress => engine.probe_before_promote(),
+                Role::Ingress => {
+                    engine.probe_before_promote();
+                    engine.set_starting(true);
+                }
                 // The primary never speaks ARP for an address its peer owns.
                 Role::Primary => {}
             }

@@ -38,6 +38,8 @@ impl NodeCore {
         busy |= self.release_held(now);
         let lan_up = self.lan_up();
         for (i, site) in self.sites.iter_mut().enumerate() {
+            // Fencing a starting owner is routine (see `Engine::set_starting`).
+            site.engine.set_starting(site.booting);
             let mut promote = false;
             let mut claim = false;
             // The peer said it leaves: claim without probing.
@@ -304,6 +306,10 @@ impl NodeCore {
             {
                 Self::rejoin(site);
                 busy = true;
+            }
+            if site.engine.fenced() && !site.fenced_reported && site.booting {
+                // A routine restart: the engine said so at info.
+                site.fenced_reported = true;
             }
             if site.engine.fenced() && !site.fenced_reported {
                 site.fenced_reported = true;
