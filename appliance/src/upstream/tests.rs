@@ -1,0 +1,708 @@
+//! Against real local servers (tokio TCP speaking HTTP/1.1 by hand, so
+//! each can misbehave exactly as a test needs and count what it received).
+
+use std::sync::Arc;
+
+use hotpair_http::Version;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+const CLIENT: &str = "10.77.0.1:40000";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn config(address: String) -> UpstreamConfig {
+    UpstreamConfig {
+        route: "/app/".into(),
+        address,
+        max_idle: 8,
+        idle_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(5),
+        max_body: 1 << 20,
+        retry_non_idempotent: false,
+        request_id_header: DEFAULT_REQUEST_ID_HEADER.into(),
+    }
+}
+
+fn request(method: Method, path: &str, headers: &[(&str, &str)], body: &'static [u8]) -> Request {
+    Request {
+        index: 0,
+        method,
+        path: path.into(),
+        query: None,
+        version: Version::Http11,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body: Bytes::from_static(body),
+        keep_alive: true,
+    }
+}
+
+fn get(path: &str) -> Request {
+    request(Method::Get, path, &[("Host", "shop")], b"")
+}
+
+/// One request as a server got it.
+#[derive(Debug, Clone)]
+struct Got {
+    conn: usize,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn method(&self) -> &str {
+        self.head.split(' ').next().unwrap_or("")
+    }
+    /// Every value of a header (name case-insensitive).
+    fn header(&self, name: &str) -> Vec<String> {
+        self.head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+            .collect()
+    }
+}
+
+/// What the server does with request `nth` (0-based, on connection `conn`).
+#[derive(Debug, Clone)]
+enum Act {
+    Reply(&'static [u8]),
+    /// Read it, close without a reply (the race of an application closing
+    /// an idle keep-alive connection just as a request comes).
+    Close,
+    /// Reply, then close the connection this long after (an application's
+    /// own keep-alive timeout).
+    ReplyThenClose(&'static [u8], Duration),
+    /// Never answer.
+    Hang,
+}
+
+#[derive(Default)]
+struct Log {
+    got: std::sync::Mutex<Vec<Got>>,
+    conns: AtomicU64,
+    /// Connections the client closed (EOF read while waiting for a request).
+    closed_by_client: AtomicU64,
+}
+
+impl Log {
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// Read one request (head and a Content-Length body); `None` at EOF.
+async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |(_, v)| v.trim().parse().unwrap());
+            while buf.len() < end + 4 + len {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            return Some((head, body));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A server on 127.0.0.1 whose acts are chosen by `plan(conn, nth)`.
+async fn server(plan: impl Fn(usize, usize) -> Act + Send + Sync + 'static) -> (String, Arc<Log>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let log = Arc::new(Log::default());
+    let plan = Arc::new(plan);
+    let slog = log.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let conn = slog.conns.fetch_add(1, Ordering::SeqCst) as usize;
+            let (log, plan) = (slog.clone(), plan.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for nth in 0.. {
+                    let Some((head, body)) = read_request(&mut s, &mut buf).await else {
+                        log.closed_by_client.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    };
+                    log.got.lock().unwrap().push(Got { conn, head, body });
+                    match plan(conn, nth) {
+                        Act::Reply(r) => {
+                            if s.write_all(r).await.is_err() {
+                                return;
+                            }
+                        }
+                        Act::Close => return,
+                        Act::ReplyThenClose(r, after) => {
+                            let _ = s.write_all(r).await;
+                            tokio::time::sleep(after).await;
+                            return;
+                        }
+                        Act::Hang => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+async fn handle(up: &Upstream, req: &Request) -> Response {
+    up.handle(req, "10.77.0.1:40000#7-0", CLIENT.parse().unwrap())
+        .await
+}
+
+#[test]
+fn a_chunk_size_near_u64_max_is_a_502_not_a_panic_nor_a_hang() {
+    const HUGE: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                          2\r\nhi\r\nffffffffffffffff\r\nxx\r\n0\r\n\r\n";
+    rt().block_on(async {
+        // A first chunk, so the body is not empty when the huge size comes
+        // (the sum `body + size` overflowed the hand-written client). The
+        // application closes: the body is cut short.
+        let (addr, _) = server(|_, _| Act::ReplyThenClose(HUGE, Duration::ZERO)).await;
+        let up = Upstream::new(config(addr)).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 502);
+        assert_eq!(up.stats().errors, [0, 0, 1, 0]);
+        // It keeps the connection open: hyper waits for the announced
+        // bytes, which the exchange's timeout bounds.
+        let (addr, _) = server(|_, _| Act::Reply(HUGE)).await;
+        let mut c = config(addr);
+        c.timeout = Duration::from_millis(300);
+        let up = Upstream::new(c).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 504);
+        assert_eq!(up.stats().errors, [0, 1, 0, 0]);
+    });
+}
+
+#[test]
+fn headers_forwarded_replaced_and_stripped_both_ways() {
+    rt().block_on(async {
+        let (addr, log) = server(|_, _| {
+            Act::Reply(
+                b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Hop\r\n\
+                  X-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Request-Id: app-said\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            )
+        })
+        .await;
+        let up = Upstream::new(config(addr)).unwrap();
+        let req = request(
+            Method::Post,
+            "/app/orders",
+            &[
+                ("Host", "shop.example:8080"),
+                ("X-Request-Id", "client-own-id"),
+                ("X-Hotpair-Request-Id", "spoofed"),
+                ("X-Forwarded-For", "203.0.113.7"),
+                ("X-Forwarded-Proto", "https"),
+                ("Forwarded", "for=203.0.113.7"),
+                ("Connection", "keep-alive, X-Secret"),
+                ("X-Secret", "hop only"),
+                ("Keep-Alive", "timeout=5"),
+                ("Upgrade", "websocket"),
+                ("TE", "trailers"),
+                ("Expect", "100-continue"),
+                ("Content-Length", "3"),
+                ("Accept", "text/plain"),
+            ],
+            b"abc",
+        );
+        let resp = handle(&up, &req).await;
+        assert_eq!(resp.status, 201);
+        assert_eq!(&resp.body[..], b"abcde");
+        let names: Vec<&str> = resp.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-request-id"], "{:?}", resp.headers);
+        assert_eq!(resp.headers[1].1, "app-said");
+
+        let got = log.got();
+        assert_eq!(got.len(), 1);
+        let g = &got[0];
+        assert_eq!(g.head.lines().next().unwrap(), "POST /app/orders HTTP/1.1");
+        assert_eq!(g.body, b"abc");
+        assert_eq!(g.header("host"), ["shop.example:8080"]);
+        assert_eq!(g.header("x-request-id"), ["client-own-id"]);
+        assert_eq!(g.header("x-hotpair-request-id"), ["10.77.0.1:40000#7-0"]);
+        assert_eq!(g.header("x-forwarded-for"), ["203.0.113.7, 10.77.0.1"]);
+        assert_eq!(g.header("x-forwarded-proto"), ["http"]);
+        assert_eq!(g.header("x-forwarded-host"), ["shop.example:8080"]);
+        assert_eq!(
+            g.header("forwarded"),
+            ["for=203.0.113.7, for=10.77.0.1;proto=http;host=\"shop.example:8080\""]
+        );
+        assert_eq!(g.header("content-length"), ["3"]);
+        assert_eq!(g.header("accept"), ["text/plain"]);
+        for hop in ["x-secret", "keep-alive", "upgrade", "te", "expect"] {
+            assert!(g.header(hop).is_empty(), "{hop} forwarded: {}", g.head);
+        }
+        assert_eq!(up.stats().responses, [(201, 1)]);
+    });
+}
+
+#[test]
+fn the_request_id_header_is_configurable_and_checked() {
+    rt().block_on(async {
+        let (addr, log) = server(|_, _| Act::Reply(OK)).await;
+        let mut c = config(addr);
+        c.request_id_header = "X-Dedup-Key".into();
+        let up = Upstream::new(c).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 200);
+        let g = &log.got()[0];
+        assert_eq!(g.header("x-dedup-key"), ["10.77.0.1:40000#7-0"]);
+        assert!(g.header("x-hotpair-request-id").is_empty());
+        // Without a Host, the configured address stands in; no
+        // X-Forwarded-Host is made up.
+        let (addr, log) = server(|_, _| Act::Reply(OK)).await;
+        let up = Upstream::new(config(addr.clone())).unwrap();
+        let req = request(Method::Get, "/app/", &[], b"");
+        assert_eq!(handle(&up, &req).await.status, 200);
+        let g = &log.got()[0];
+        assert_eq!(g.header("host"), [addr]);
+        assert!(g.header("x-forwarded-host").is_empty());
+        assert_eq!(g.header("forwarded"), ["for=10.77.0.1;proto=http"]);
+    });
+    for bad in ["X-Request-Id", "Connection", "Forwarded", "bad header", ""] {
+        assert!(check_request_id_header(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn idle_connections_are_reused_then_expire() {
+    rt().block_on(async {
+        let (addr, log) = server(|_, _| Act::Reply(OK)).await;
+        let mut c = config(addr);
+        c.idle_timeout = Duration::from_millis(200);
+        let up = Upstream::new(c).unwrap();
+        // Each given time to go back to the pool (hyper returns it from
+        // its connection task, a moment after the reply is read).
+        for _ in 0..3 {
+            warm(&up).await;
+        }
+        assert_eq!(log.conns.load(Ordering::SeqCst), 1, "one pooled connection");
+        // The pool's reaper closes it once idle past the timeout.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while log.closed_by_client.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the idle connection was never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(handle(&up, &get("/app/")).await.status, 200);
+        assert_eq!(log.conns.load(Ordering::SeqCst), 2, "a fresh connection");
+    });
+}
+
+#[test]
+fn no_more_idle_connections_than_max_idle_are_kept() {
+    rt().block_on(async {
+        let (addr, log) = server(|_, _| Act::Reply(OK)).await;
+        let mut c = config(addr);
+        c.max_idle = 1;
+        let up = Arc::new(Upstream::new(c).unwrap());
+        // Three at once: three connections (the server answers each at once,
+        // but all three are asked before any answer is read).
+        let barrier = Arc::new(tokio::sync::Barrier::new(3));
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (up, barrier) = (up.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                handle(&up, &get("/app/")).await.status
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 200);
+        }
+        let opened = log.conns.load(Ordering::SeqCst);
+        // hyper may have raced fewer; the bound is what is checked.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while log.closed_by_client.load(Ordering::SeqCst) < opened - 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{opened} opened, {} closed: more than max_idle = 1 kept",
+                log.closed_by_client.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(log.closed_by_client.load(Ordering::SeqCst), opened - 1);
+    });
+}
+
+#[test]
+fn connect_refused_is_502_and_a_stalled_connect_504_in_time() {
+    rt().block_on(async {
+        // A port nobody listens on.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let up = Upstream::new(config(addr)).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 502);
+        assert_eq!(up.stats().errors, [1, 0, 0, 0]);
+
+        // A listener whose accept queue is full: further SYNs are dropped
+        // and a connect waits.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l = sock.listen(0).unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+            {
+                fillers.push(s);
+            }
+        }
+        let mut c = config(addr.to_string());
+        c.connect_timeout = Duration::from_millis(300);
+        let up = Upstream::new(c).unwrap();
+        let t = Instant::now();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 504);
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert_eq!(up.stats().errors, [1, 0, 0, 0], "counted as connect");
+        drop(l);
+    });
+}
+
+#[test]
+fn an_application_that_never_answers_is_a_504_at_the_timeout() {
+    rt().block_on(async {
+        let (addr, log) = server(|_, _| Act::Hang).await;
+        let mut c = config(addr);
+        c.timeout = Duration::from_millis(300);
+        let up = Upstream::new(c).unwrap();
+        let t = Instant::now();
+        // GET is retried on a connection error, not on a timeout.
+        assert_eq!(handle(&up, &get("/app/")).await.status, 504);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(up.stats().errors, [0, 1, 0, 0]);
+        assert_eq!(log.got().len(), 1);
+    });
+}
+
+#[test]
+fn replies_larger_than_the_bound_are_refused() {
+    rt().block_on(async {
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n\
+              0123456789012345678901234567890123456789012345678901234567890123\r\n0\r\n\r\n",
+            // Read to EOF, no length.
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789012345678901234567890123456789012345678901234567890123",
+        ] {
+            let (addr, _) = server(move |_, _| Act::ReplyThenClose(reply, Duration::ZERO)).await;
+            let mut c = config(addr);
+            c.max_body = 32;
+            let up = Upstream::new(c).unwrap();
+            assert_eq!(handle(&up, &get("/app/")).await.status, 502);
+            assert_eq!(up.stats().errors, [0, 0, 0, 1]);
+        }
+        // At the bound exactly: served.
+        let (addr, _) = server(|_, _| Act::Reply(OK)).await;
+        let mut c = config(addr);
+        c.max_body = 2;
+        let up = Upstream::new(c).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 200);
+    });
+}
+
+#[test]
+fn hostnames_are_resolved_and_a_name_that_is_not_is_a_502() {
+    rt().block_on(async {
+        let (addr, log) = server(|_, _| Act::Reply(OK)).await;
+        let port = addr.rsplit_once(':').unwrap().1;
+        // `localhost` may resolve to ::1 first, where nobody listens: the
+        // connector goes on to 127.0.0.1.
+        let up = Upstream::new(config(format!("localhost:{port}"))).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 200);
+        assert_eq!(log.got().len(), 1);
+
+        // `.invalid` never resolves (RFC 2606).
+        let up = Upstream::new(config("no-such-host.invalid:80".into())).unwrap();
+        let resp = handle(&up, &get("/app/")).await;
+        assert_eq!(resp.status, 502);
+        assert_eq!(up.stats().errors, [1, 0, 0, 0]);
+    });
+}
+
+/// Answers the first request (keep-alive), takes the second and closes
+/// without an answer, answers every later one. Counted over all
+/// connections: whether hyper had the first connection back in its pool
+/// for the second request or not, the second is the one lost.
+fn dies_after_one() -> impl Fn(usize, usize) -> Act + Send + Sync + 'static {
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    move |_, _| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 1 {
+            Act::Close
+        } else {
+            Act::Reply(OK)
+        }
+    }
+}
+
+/// A GET, then time for its connection to go back to the pool.
+async fn warm(up: &Upstream) {
+    assert_eq!(handle(up, &get("/app/")).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[test]
+fn a_post_whose_pooled_connection_dies_is_never_sent_twice() {
+    rt().block_on(async {
+        let (addr, log) = server(dies_after_one()).await;
+        let up = Upstream::new(config(addr)).unwrap();
+        warm(&up).await;
+        let post = request(Method::Post, "/app/pay", &[("Host", "shop")], b"42");
+        assert_eq!(handle(&up, &post).await.status, 502);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let posts = log.got().iter().filter(|g| g.method() == "POST").count();
+        assert_eq!(posts, 1, "the POST reached the application {posts} times");
+        // PATCH likewise.
+        let (addr, log) = server(dies_after_one()).await;
+        let up = Upstream::new(config(addr)).unwrap();
+        warm(&up).await;
+        let patch = request(Method::Patch, "/app/pay", &[("Host", "shop")], b"42");
+        assert_eq!(handle(&up, &patch).await.status, 502);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(log.got().len(), 2);
+    });
+}
+
+#[test]
+fn idempotent_requests_are_retried_once_on_a_fresh_connection() {
+    rt().block_on(async {
+        for method in [Method::Get, Method::Put, Method::Delete] {
+            let (addr, log) = server(dies_after_one()).await;
+            let up = Upstream::new(config(addr)).unwrap();
+            warm(&up).await;
+            let req = request(method, "/app/x", &[("Host", "shop")], b"");
+            assert_eq!(handle(&up, &req).await.status, 200, "{method:?}");
+            let got = log.got();
+            let again: Vec<usize> = got
+                .iter()
+                .filter(|g| g.head.starts_with(&format!("{} /app/x ", method.as_str())))
+                .map(|g| g.conn)
+                .collect();
+            assert_eq!(again, [0, 1], "{method:?}: {got:?}");
+        }
+        // Once: an application that drops every request is a 502 after two.
+        let (addr, log) = server(|_, _| Act::Close).await;
+        let up = Upstream::new(config(addr)).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 502);
+        assert_eq!(log.got().len(), 2);
+    });
+}
+
+#[test]
+fn retry_non_idempotent_retries_a_post() {
+    rt().block_on(async {
+        let (addr, log) = server(dies_after_one()).await;
+        let mut c = config(addr);
+        c.retry_non_idempotent = true;
+        let up = Upstream::new(c).unwrap();
+        warm(&up).await;
+        let post = request(Method::Post, "/app/pay", &[("Host", "shop")], b"42");
+        assert_eq!(handle(&up, &post).await.status, 200);
+        let posts: Vec<Got> = log
+            .got()
+            .into_iter()
+            .filter(|g| g.method() == "POST")
+            .collect();
+        assert_eq!(posts.len(), 2);
+        // The same id both times: what the application deduplicates on.
+        assert_eq!(
+            posts[0].header("x-hotpair-request-id"),
+            posts[1].header("x-hotpair-request-id")
+        );
+    });
+}
+
+#[test]
+fn a_post_after_the_application_closed_an_idle_connection_goes_once_on_a_fresh_one() {
+    rt().block_on(async {
+        // The application's keep-alive timeout (50 ms) is shorter than ours.
+        let (addr, log) = server(|conn, _| {
+            if conn == 0 {
+                Act::ReplyThenClose(OK, Duration::from_millis(50))
+            } else {
+                Act::Reply(OK)
+            }
+        })
+        .await;
+        let up = Upstream::new(config(addr)).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let post = request(Method::Post, "/app/pay", &[("Host", "shop")], b"42");
+        assert_eq!(handle(&up, &post).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let posts: Vec<Got> = log
+            .got()
+            .into_iter()
+            .filter(|g| g.method() == "POST")
+            .collect();
+        assert_eq!(posts.len(), 1, "{posts:?}");
+        assert_eq!(posts[0].conn, 1);
+        assert_eq!(posts[0].body, b"42");
+    });
+}
+
+#[test]
+fn garbage_and_interim_replies_are_502() {
+    rt().block_on(async {
+        for reply in [
+            &b"SMTP ready\r\n\r\n"[..],
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        ] {
+            let (addr, _) = server(move |_, _| Act::ReplyThenClose(reply, Duration::ZERO)).await;
+            let up = Upstream::new(config(addr)).unwrap();
+            // POST: not retried, so each reply is judged once.
+            let post = request(Method::Post, "/app/", &[], b"");
+            assert_eq!(
+                handle(&up, &post).await.status,
+                502,
+                "{:?}",
+                String::from_utf8_lossy(reply)
+            );
+            assert_eq!(up.stats().errors[2], 1);
+        }
+    });
+}
+
+#[test]
+fn addresses_need_a_port_and_a_host() {
+    for ok in [
+        "127.0.0.1:8080",
+        "[::1]:8080",
+        "app.internal:8080",
+        "app:1",
+        "my_app-2.svc:65535",
+    ] {
+        assert_eq!(parse_address(ok), Ok(()), "{ok}");
+    }
+    assert!(matches!(
+        parse_address("app.internal"),
+        Err(AddressError::NoPort(_))
+    ));
+    assert!(matches!(
+        parse_address("app.internal:"),
+        Err(AddressError::NoPort(_))
+    ));
+    assert!(parse_address("app.internal")
+        .unwrap_err()
+        .to_string()
+        .contains("has no port"));
+    for bad_port in ["app:0", "app:65536", "app:http", "app:+80", "127.0.0.1:0"] {
+        assert!(
+            matches!(parse_address(bad_port), Err(AddressError::BadPort(_))),
+            "{bad_port}"
+        );
+    }
+    for bad_host in [
+        ":80", "::1", "::1:80", "a..b:80", "a b:80", "a/b:80", "[::1:80",
+    ] {
+        assert!(
+            matches!(parse_address(bad_host), Err(AddressError::BadHost(..))),
+            "{bad_host}"
+        );
+    }
+}
+
+/// The route's keys as the config parser checks them.
+mod config {
+    use crate::config::Config;
+
+    const BASE: &str = "[node]\nname = \"n1\"\ntap = \"t\"\nmac = \"02:00:00:00:00:01\"\n\
+                        [service]\naddress = \"10.0.0.10\"\n";
+
+    fn route(keys: &str) -> String {
+        format!("{BASE}[[route]]\nprefix = \"/app/\"\nhandler = \"upstream\"\n{keys}\n")
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn upstream_keys_are_checked_and_named() {
+        let ok = route(
+            "address = \"app.internal:8080\"\nconnect_timeout_ms = 1000\nidle_timeout_ms = 5000\n\
+             retry_non_idempotent = true\nrequest_id_header = \"X-Dedup\"",
+        );
+        let c = Config::parse(&ok).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.routes[0].retry_non_idempotent, Some(true));
+        let e = err(&route("address = \"app.internal\""));
+        assert!(
+            e.contains("route[0].address") && e.contains("has no port"),
+            "{e}"
+        );
+        for (keys, key) in [
+            ("timeout_ms = 0", "route[0].timeout_ms"),
+            ("connect_timeout_ms = 0", "route[0].connect_timeout_ms"),
+            ("connect_timeout_ms = 600001", "route[0].connect_timeout_ms"),
+            ("idle_timeout_ms = 3600001", "route[0].idle_timeout_ms"),
+            (
+                "request_id_header = \"X-Request-Id\"",
+                "route[0].request_id_header",
+            ),
+            ("request_id_header = \"a b\"", "route[0].request_id_header"),
+        ] {
+            let e = err(&route(&format!("address = \"127.0.0.1:1\"\n{keys}")));
+            assert!(e.contains(key), "{keys}: {e}");
+        }
+        let generate = format!(
+            "{BASE}[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\nretry_non_idempotent = true\n"
+        );
+        assert!(err(&generate).contains("route[0].retry_non_idempotent"));
+    }
+
+    #[test]
+    fn the_log_section_is_checked() {
+        let log = |keys: &str| format!("{BASE}[log]\n{keys}\n");
+        let c = Config::parse(&log("access = \"-\"\naccess_format = \"json\"")).unwrap();
+        assert_eq!(c.log.access_format, crate::access_log::AccessFormat::Json);
+        assert!(err(&log("access = \"x.log\"")).contains("log.access"));
+        assert!(err(&log("access_format = \"xml\"")).contains("xml"));
+        assert!(err(&log("access_queue = 0")).contains("log.access_queue"));
+    }
+}
