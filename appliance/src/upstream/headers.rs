@@ -189,7 +189,7 @@ pub(super) fn request_head(req: &Request, f: &Forwarding<'_>, base: &str) -> Res
 }
 
 /// The reply's end-to-end headers, for the client (its own `X-Request-Id`
-/// among them).
+/// among them), and its `Content-Length`.
 pub(super) fn response_headers(map: &HeaderMap) -> Vec<(String, String)> {
     let named = connection_tokens(
         map.get_all(hyper::header::CONNECTION)
@@ -199,8 +199,11 @@ pub(super) fn response_headers(map: &HeaderMap) -> Vec<(String, String)> {
     map.iter()
         .filter(|(n, _)| {
             let n = n.as_str();
-            // `host`, `expect` are request fields; harmless to drop here.
-            !HOP_BY_HOP.contains(&n) && !named.iter().any(|t| t == n)
+            // `Content-Length` goes through: the HTTP layer writes the
+            // body's own length, but takes the handler's for a reply to
+            // HEAD and a 304 (the length of the GET's body). `host`,
+            // `expect` are request fields; harmless to drop here.
+            n == "content-length" || (!HOP_BY_HOP.contains(&n) && !named.iter().any(|t| t == n))
         })
         .map(|(n, v)| {
             (

@@ -273,6 +273,32 @@ fn headers_forwarded_replaced_and_stripped_both_ways() {
 }
 
 #[test]
+fn a_head_reply_keeps_the_length_of_the_body_it_does_not_carry() {
+    rt().block_on(async {
+        let (addr, log) = server(|_, _| {
+            Act::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nETag: \"x\"\r\n\r\n")
+        })
+        .await;
+        let up = Upstream::new(config(addr)).unwrap();
+        let resp = handle(&up, &request(Method::Head, "/app/big", &[], b"")).await;
+        assert_eq!(resp.status, 200);
+        assert!(resp.body.is_empty());
+        assert_eq!(
+            resp.headers,
+            [
+                ("content-length".to_owned(), "1234".to_owned()),
+                ("etag".to_owned(), "\"x\"".to_owned())
+            ]
+        );
+        // And the connection is still good for the next request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let resp = handle(&up, &request(Method::Head, "/app/big", &[], b"")).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(log.conns.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
 fn the_request_id_header_is_configurable_and_checked() {
     rt().block_on(async {
         let (addr, log) = server(|_, _| Act::Reply(OK)).await;
