@@ -418,6 +418,10 @@ pub struct RouteSection {
     /// `upstream`: the header carrying the replication id.
     #[serde(default)]
     pub request_id_header: Option<String>,
+    /// `upstream`: open each request's connection with a PROXY protocol
+    /// header (connections not pooled then).
+    #[serde(default)]
+    pub proxy_protocol: Option<crate::upstream::ProxyProtocol>,
     /// How replies are replicated: `logged`, `static` or `sync-static`
     /// (default: `static` for `files`, `logged` otherwise).
     #[serde(default, deserialize_with = "policy")]

@@ -119,6 +119,7 @@ pub fn build_routes(cfg: &Config) -> Result<(Vec<Route>, Upstreams)> {
                         .request_id_header
                         .clone()
                         .unwrap_or_else(|| upstream::DEFAULT_REQUEST_ID_HEADER.to_owned()),
+                    proxy_protocol: r.proxy_protocol.is_some(),
                 })
                 .with_context(|| format!("route[{i}]"))?;
                 (Handler::External, Some(Arc::new(up)))

@@ -5,6 +5,7 @@
 //! shell drives this through [`hotpair_stack::Node`]; every decision is the
 //! core's.
 
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -561,8 +562,11 @@ impl NodeShell {
             Work::Route { route, request_id } => {
                 match self.upstreams.get(route).and_then(Option::clone) {
                     Some(up) => {
+                        // What the client connected to (a PROXY header says it).
+                        let service =
+                            SocketAddr::from((self.core.address(site), self.core.port(site)));
                         self.runtime.spawn(async move {
-                            done(up.handle(&request, &request_id, client).await);
+                            done(up.handle(&request, &request_id, client, service).await);
                         });
                     }
                     // Built from the same routes: cannot happen; answer anyway.

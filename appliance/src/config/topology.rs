@@ -387,6 +387,7 @@ impl Config {
                     ("idle_timeout_ms", r.idle_timeout_ms.is_some()),
                     ("retry_non_idempotent", r.retry_non_idempotent.is_some()),
                     ("request_id_header", r.request_id_header.is_some()),
+                    ("proxy_protocol", r.proxy_protocol.is_some()),
                 ] {
                     unexpected(k, present)?;
                 }
@@ -429,6 +430,16 @@ impl Config {
                     ] {
                         if v.is_some_and(|v| v == 0 || v > max) {
                             bail!("{}: {} must be within 1..={max}", key(k), v.unwrap_or(0));
+                        }
+                    }
+                    if r.proxy_protocol.is_some() {
+                        for (k, present) in [
+                            ("max_idle", r.max_idle.is_some()),
+                            ("idle_timeout_ms", r.idle_timeout_ms.is_some()),
+                        ] {
+                            if present {
+                                bail!("{}: with proxy_protocol no connection is kept idle (each carries one client's request)", key(k));
+                            }
                         }
                     }
                     if let Some(h) = &r.request_id_header {

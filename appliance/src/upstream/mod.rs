@@ -16,6 +16,7 @@
 //! (`retry_non_idempotent`): a POST that reached the application and lost
 //! its reply is never executed twice behind the operator's back.
 
+mod direct;
 mod headers;
 mod resolve;
 #[cfg(test)]
@@ -71,6 +72,9 @@ pub struct UpstreamConfig {
     pub retry_non_idempotent: bool,
     /// Checked by [`check_request_id_header`].
     pub request_id_header: String,
+    /// Open each request's connection with a PROXY protocol v2 header
+    /// (not pooled then: `direct.rs`).
+    pub proxy_protocol: bool,
 }
 
 /// An `address` that is not `host:port`.
@@ -82,6 +86,14 @@ pub enum AddressError {
     BadPort(String),
     #[error("{0:?}: {1:?} is not a host name or IP address (an IPv6 address goes in brackets: \"[::1]:8080\")")]
     BadHost(String, String),
+}
+
+/// `proxy_protocol`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum ProxyProtocol {
+    /// The binary version 2 header.
+    #[serde(rename = "v2")]
+    V2,
 }
 
 /// A route's upstream settings that cannot work.
@@ -309,10 +321,16 @@ impl Upstream {
         StatsSnapshot { responses, errors }
     }
 
-    /// Proxy `req` from `client`; never fails: errors become 502, a
-    /// timeout 504.
-    pub async fn handle(&self, req: &Request, request_id: &str, client: SocketAddr) -> Response {
-        let exchange = self.exchange(req, request_id, client);
+    /// Proxy `req` from `client`, who connected to `service`; never fails:
+    /// errors become 502, a timeout 504.
+    pub async fn handle(
+        &self,
+        req: &Request,
+        request_id: &str,
+        client: SocketAddr,
+        service: SocketAddr,
+    ) -> Response {
+        let exchange = self.exchange(req, request_id, client, service);
         let r = match tokio::time::timeout(self.cfg.timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(ProxyError::Timeout(self.cfg.timeout)),
@@ -357,6 +375,7 @@ impl Upstream {
         req: &Request,
         request_id: &str,
         client: SocketAddr,
+        service: SocketAddr,
     ) -> Result<Response, ProxyError> {
         let fwd = headers::Forwarding {
             client,
@@ -366,18 +385,37 @@ impl Upstream {
         };
         let head = headers::request_head(req, &fwd, &self.base)
             .map_err(|e| ProxyError::Protocol(format!("request not forwardable: {e}")))?;
+        let proxy_header = self
+            .cfg
+            .proxy_protocol
+            .then(|| direct::header_v2(client, service));
         let retries = idempotent(req.method) || self.cfg.retry_non_idempotent;
         let mut attempt = 0;
         let resp = loop {
             let mut r = hyper::Request::new(Full::new(req.body.clone()));
             *r.method_mut() = head.method.clone();
-            *r.uri_mut() = head.uri.clone();
             *r.headers_mut() = head.headers.clone();
-            match self.client.request(r).await {
+            let sent = match &proxy_header {
+                None => {
+                    *r.uri_mut() = head.uri.clone();
+                    self.client.request(r).await.map_err(|e| {
+                        let err = self.classify(&e);
+                        let again = retryable(&e, &err);
+                        (err, again)
+                    })
+                }
+                Some(ph) => {
+                    // A connection of its own: the target in origin form.
+                    if let Some(pq) = head.uri.path_and_query() {
+                        *r.uri_mut() = hyper::Uri::from(pq.clone());
+                    }
+                    direct::send(&self.cfg.address, self.cfg.connect_timeout, ph, r).await
+                }
+            };
+            match sent {
                 Ok(resp) => break resp,
-                Err(e) => {
-                    let err = self.classify(&e);
-                    if attempt == 0 && retries && retryable(&e, &err) {
+                Err((err, again)) => {
+                    if attempt == 0 && retries && again {
                         tracing::debug!(route = %self.cfg.route, error = %err, request_id, "upstream connection failed before a reply: sending again");
                         attempt += 1;
                         continue;
@@ -443,7 +481,7 @@ impl Upstream {
 /// Whether a failed attempt may be made again: the connection failed
 /// before a reply head came whole (refused, reset, closed) — not a reply
 /// hyper could not parse, not a timeout.
-fn retryable(e: &hyper_util::client::legacy::Error, err: &ProxyError) -> bool {
+fn retryable(e: &(dyn StdError + 'static), err: &ProxyError) -> bool {
     match err {
         ProxyError::Connect(_) => true,
         ProxyError::Protocol(_) => {

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::*;
 
 const CLIENT: &str = "10.77.0.1:40000";
+const SERVICE: &str = "10.77.0.10:80";
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -30,6 +31,7 @@ fn config(address: String) -> UpstreamConfig {
         max_body: 1 << 20,
         retry_non_idempotent: false,
         request_id_header: DEFAULT_REQUEST_ID_HEADER.into(),
+        proxy_protocol: false,
     }
 }
 
@@ -97,6 +99,8 @@ struct Log {
     conns: AtomicU64,
     /// Connections the client closed (EOF read while waiting for a request).
     closed_by_client: AtomicU64,
+    /// Each connection's PROXY header, whole.
+    proxy_headers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl Log {
@@ -140,6 +144,15 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, V
 
 /// A server on 127.0.0.1 whose acts are chosen by `plan(conn, nth)`.
 async fn server(plan: impl Fn(usize, usize) -> Act + Send + Sync + 'static) -> (String, Arc<Log>) {
+    server_opts(false, plan).await
+}
+
+/// As [`server`]; with `proxy`, each connection must open with a PROXY v2
+/// header, recorded in `Log::proxy_headers`.
+async fn server_opts(
+    proxy: bool,
+    plan: impl Fn(usize, usize) -> Act + Send + Sync + 'static,
+) -> (String, Arc<Log>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let log = Arc::new(Log::default());
@@ -151,6 +164,20 @@ async fn server(plan: impl Fn(usize, usize) -> Act + Send + Sync + 'static) -> (
             let (log, plan) = (slog.clone(), plan.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
+                if proxy {
+                    let mut fixed = [0u8; 16];
+                    if s.read_exact(&mut fixed).await.is_err() {
+                        return;
+                    }
+                    let len = u16::from_be_bytes([fixed[14], fixed[15]]) as usize;
+                    let mut rest = vec![0u8; len];
+                    if s.read_exact(&mut rest).await.is_err() {
+                        return;
+                    }
+                    let mut h = fixed.to_vec();
+                    h.extend_from_slice(&rest);
+                    log.proxy_headers.lock().unwrap().push(h);
+                }
                 for nth in 0.. {
                     let Some((head, body)) = read_request(&mut s, &mut buf).await else {
                         log.closed_by_client.fetch_add(1, Ordering::SeqCst);
@@ -181,8 +208,13 @@ async fn server(plan: impl Fn(usize, usize) -> Act + Send + Sync + 'static) -> (
 }
 
 async fn handle(up: &Upstream, req: &Request) -> Response {
-    up.handle(req, "10.77.0.1:40000#7-0", CLIENT.parse().unwrap())
-        .await
+    up.handle(
+        req,
+        "10.77.0.1:40000#7-0",
+        CLIENT.parse().unwrap(),
+        SERVICE.parse().unwrap(),
+    )
+    .await
 }
 
 #[test]
@@ -674,6 +706,87 @@ fn addresses_need_a_port_and_a_host() {
     }
 }
 
+#[test]
+fn proxy_v2_headers_are_the_protocols() {
+    let h = direct::header_v2(
+        "10.77.0.100:40000".parse().unwrap(),
+        "10.77.0.10:80".parse().unwrap(),
+    );
+    let mut want = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    want.extend_from_slice(&[0x21, 0x11, 0, 12, 10, 77, 0, 100, 10, 77, 0, 10]);
+    want.extend_from_slice(&[0x9c, 0x40, 0, 80]);
+    assert_eq!(h, want);
+    // Mixed families: both as IPv6 (the IPv4 one mapped).
+    let h = direct::header_v2(
+        "10.0.0.1:1".parse().unwrap(),
+        "[2001:db8::1]:443".parse().unwrap(),
+    );
+    assert_eq!(&h[12..16], &[0x21, 0x21, 0, 36]);
+    assert_eq!(
+        &h[16..32],
+        &"::ffff:10.0.0.1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets()
+    );
+    assert_eq!(h.len(), 16 + 36);
+}
+
+#[test]
+fn with_the_proxy_protocol_each_request_has_its_own_connection_and_header() {
+    rt().block_on(async {
+        let (addr, log) = server_opts(true, |_, _| Act::Reply(OK)).await;
+        let mut c = config(addr);
+        c.proxy_protocol = true;
+        let up = Upstream::new(c).unwrap();
+        let service: SocketAddr = SERVICE.parse().unwrap();
+        for port in [40001u16, 40002, 40001] {
+            let client = SocketAddr::from(([10, 77, 0, 1], port));
+            let mut req = get("/app/q");
+            req.query = Some("x=1".into());
+            let resp = up.handle(&req, "rid", client, service).await;
+            assert_eq!(resp.status, 200);
+            assert_eq!(&resp.body[..], b"ok");
+        }
+        assert_eq!(
+            log.conns.load(Ordering::SeqCst),
+            3,
+            "one connection per request"
+        );
+        let headers = log.proxy_headers.lock().unwrap().clone();
+        let ports: Vec<u16> = headers
+            .iter()
+            .map(|h| u16::from_be_bytes([h[24], h[25]]))
+            .collect();
+        assert_eq!(ports, [40001, 40002, 40001]);
+        for h in &headers {
+            assert_eq!(&h[16..20], &[10, 77, 0, 1], "source address");
+            assert_eq!(&h[20..24], &[10, 77, 0, 10], "destination address");
+        }
+        // Origin-form target on these connections too.
+        assert!(log.got()[0].head.starts_with("GET /app/q?x=1 HTTP/1.1\r\n"));
+        // Each closed after its reply: none is kept.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while log.closed_by_client.load(Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "a connection was kept open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // An application that never answers: a 504 at the timeout.
+        let (addr, _) = server_opts(true, |_, _| Act::Hang).await;
+        let mut c = config(addr);
+        c.proxy_protocol = true;
+        c.timeout = Duration::from_millis(300);
+        let up = Upstream::new(c).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 504);
+        // Nobody listening: a 502.
+        let mut c = config("127.0.0.1:1".into());
+        c.proxy_protocol = true;
+        let up = Upstream::new(c).unwrap();
+        assert_eq!(handle(&up, &get("/app/")).await.status, 502);
+        assert_eq!(up.stats().errors, [1, 0, 0, 0]);
+    });
+}
+
 /// The route's keys as the config parser checks them.
 mod config {
     use crate::config::Config;
@@ -716,6 +829,16 @@ mod config {
             let e = err(&route(&format!("address = \"127.0.0.1:1\"\n{keys}")));
             assert!(e.contains(key), "{keys}: {e}");
         }
+        let pp = route("address = \"127.0.0.1:1\"\nproxy_protocol = \"v2\"");
+        assert!(Config::parse(&pp).unwrap().routes[0]
+            .proxy_protocol
+            .is_some());
+        let e = err(&route(
+            "address = \"127.0.0.1:1\"\nproxy_protocol = \"v2\"\nmax_idle = 4",
+        ));
+        assert!(e.contains("route[0].max_idle"), "{e}");
+        let e = err(&route("address = \"127.0.0.1:1\"\nproxy_protocol = \"v1\""));
+        assert!(e.contains("v1"), "{e}");
         let generate = format!(
             "{BASE}[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\nretry_non_idempotent = true\n"
         );
