@@ -1,13 +1,16 @@
-//! Against real local servers (tokio TCP speaking HTTP/1.1 by hand, so
-//! each can misbehave exactly as a test needs and count what it received).
+//! Against real local servers (`server.rs`: tokio TCP speaking HTTP/1.1
+//! by hand, so each can misbehave exactly as a test needs and count what it
+//! received).
+mod config;
+mod server;
 
 use std::sync::Arc;
 
 use hotpair_http::Version;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use super::*;
+use server::{server, server_opts, Act, Got, OK};
 
 const CLIENT: &str = "10.77.0.1:40000";
 const SERVICE: &str = "10.77.0.10:80";
@@ -53,158 +56,6 @@ fn request(method: Method, path: &str, headers: &[(&str, &str)], body: &'static 
 
 fn get(path: &str) -> Request {
     request(Method::Get, path, &[("Host", "shop")], b"")
-}
-
-/// One request as a server got it.
-#[derive(Debug, Clone)]
-struct Got {
-    conn: usize,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Got {
-    fn method(&self) -> &str {
-        self.head.split(' ').next().unwrap_or("")
-    }
-    /// Every value of a header (name case-insensitive).
-    fn header(&self, name: &str) -> Vec<String> {
-        self.head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_owned())
-            .collect()
-    }
-}
-
-/// What the server does with request `nth` (0-based, on connection `conn`).
-#[derive(Debug, Clone)]
-enum Act {
-    Reply(&'static [u8]),
-    /// Read it, close without a reply (the race of an application closing
-    /// an idle keep-alive connection just as a request comes).
-    Close,
-    /// Reply, then close the connection this long after (an application's
-    /// own keep-alive timeout).
-    ReplyThenClose(&'static [u8], Duration),
-    /// Never answer.
-    Hang,
-}
-
-#[derive(Default)]
-struct Log {
-    got: std::sync::Mutex<Vec<Got>>,
-    conns: AtomicU64,
-    /// Connections the client closed (EOF read while waiting for a request).
-    closed_by_client: AtomicU64,
-    /// Each connection's PROXY header, whole.
-    proxy_headers: std::sync::Mutex<Vec<Vec<u8>>>,
-}
-
-impl Log {
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-
-/// Read one request (head and a Content-Length body); `None` at EOF.
-async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .map_or(0, |(_, v)| v.trim().parse().unwrap());
-            while buf.len() < end + 4 + len {
-                let mut chunk = [0u8; 4096];
-                let n = s.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = buf[end + 4..end + 4 + len].to_vec();
-            buf.drain(..end + 4 + len);
-            return Some((head, body));
-        }
-        let mut chunk = [0u8; 4096];
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// A server on 127.0.0.1 whose acts are chosen by `plan(conn, nth)`.
-async fn server(plan: impl Fn(usize, usize) -> Act + Send + Sync + 'static) -> (String, Arc<Log>) {
-    server_opts(false, plan).await
-}
-
-/// As [`server`]; with `proxy`, each connection must open with a PROXY v2
-/// header, recorded in `Log::proxy_headers`.
-async fn server_opts(
-    proxy: bool,
-    plan: impl Fn(usize, usize) -> Act + Send + Sync + 'static,
-) -> (String, Arc<Log>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let log = Arc::new(Log::default());
-    let plan = Arc::new(plan);
-    let slog = log.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let conn = slog.conns.fetch_add(1, Ordering::SeqCst) as usize;
-            let (log, plan) = (slog.clone(), plan.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                if proxy {
-                    let mut fixed = [0u8; 16];
-                    if s.read_exact(&mut fixed).await.is_err() {
-                        return;
-                    }
-                    let len = u16::from_be_bytes([fixed[14], fixed[15]]) as usize;
-                    let mut rest = vec![0u8; len];
-                    if s.read_exact(&mut rest).await.is_err() {
-                        return;
-                    }
-                    let mut h = fixed.to_vec();
-                    h.extend_from_slice(&rest);
-                    log.proxy_headers.lock().unwrap().push(h);
-                }
-                for nth in 0.. {
-                    let Some((head, body)) = read_request(&mut s, &mut buf).await else {
-                        log.closed_by_client.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    };
-                    log.got.lock().unwrap().push(Got { conn, head, body });
-                    match plan(conn, nth) {
-                        Act::Reply(r) => {
-                            if s.write_all(r).await.is_err() {
-                                return;
-                            }
-                        }
-                        Act::Close => return,
-                        Act::ReplyThenClose(r, after) => {
-                            let _ = s.write_all(r).await;
-                            tokio::time::sleep(after).await;
-                            return;
-                        }
-                        Act::Hang => {
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, log)
 }
 
 async fn handle(up: &Upstream, req: &Request) -> Response {
@@ -785,73 +636,4 @@ fn with_the_proxy_protocol_each_request_has_its_own_connection_and_header() {
         assert_eq!(handle(&up, &get("/app/")).await.status, 502);
         assert_eq!(up.stats().errors, [1, 0, 0, 0]);
     });
-}
-
-/// The route's keys as the config parser checks them.
-mod config {
-    use crate::config::Config;
-
-    const BASE: &str = "[node]\nname = \"n1\"\ntap = \"t\"\nmac = \"02:00:00:00:00:01\"\n\
-                        [service]\naddress = \"10.0.0.10\"\n";
-
-    fn route(keys: &str) -> String {
-        format!("{BASE}[[route]]\nprefix = \"/app/\"\nhandler = \"upstream\"\n{keys}\n")
-    }
-
-    fn err(text: &str) -> String {
-        format!("{:#}", Config::parse(text).unwrap_err())
-    }
-
-    #[test]
-    fn upstream_keys_are_checked_and_named() {
-        let ok = route(
-            "address = \"app.internal:8080\"\nconnect_timeout_ms = 1000\nidle_timeout_ms = 5000\n\
-             retry_non_idempotent = true\nrequest_id_header = \"X-Dedup\"",
-        );
-        let c = Config::parse(&ok).unwrap_or_else(|e| panic!("{e:#}"));
-        assert_eq!(c.routes[0].retry_non_idempotent, Some(true));
-        let e = err(&route("address = \"app.internal\""));
-        assert!(
-            e.contains("route[0].address") && e.contains("has no port"),
-            "{e}"
-        );
-        for (keys, key) in [
-            ("timeout_ms = 0", "route[0].timeout_ms"),
-            ("connect_timeout_ms = 0", "route[0].connect_timeout_ms"),
-            ("connect_timeout_ms = 600001", "route[0].connect_timeout_ms"),
-            ("idle_timeout_ms = 3600001", "route[0].idle_timeout_ms"),
-            (
-                "request_id_header = \"X-Request-Id\"",
-                "route[0].request_id_header",
-            ),
-            ("request_id_header = \"a b\"", "route[0].request_id_header"),
-        ] {
-            let e = err(&route(&format!("address = \"127.0.0.1:1\"\n{keys}")));
-            assert!(e.contains(key), "{keys}: {e}");
-        }
-        let pp = route("address = \"127.0.0.1:1\"\nproxy_protocol = \"v2\"");
-        assert!(Config::parse(&pp).unwrap().routes[0]
-            .proxy_protocol
-            .is_some());
-        let e = err(&route(
-            "address = \"127.0.0.1:1\"\nproxy_protocol = \"v2\"\nmax_idle = 4",
-        ));
-        assert!(e.contains("route[0].max_idle"), "{e}");
-        let e = err(&route("address = \"127.0.0.1:1\"\nproxy_protocol = \"v1\""));
-        assert!(e.contains("v1"), "{e}");
-        let generate = format!(
-            "{BASE}[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\nretry_non_idempotent = true\n"
-        );
-        assert!(err(&generate).contains("route[0].retry_non_idempotent"));
-    }
-
-    #[test]
-    fn the_log_section_is_checked() {
-        let log = |keys: &str| format!("{BASE}[log]\n{keys}\n");
-        let c = Config::parse(&log("access = \"-\"\naccess_format = \"json\"")).unwrap();
-        assert_eq!(c.log.access_format, crate::access_log::AccessFormat::Json);
-        assert!(err(&log("access = \"x.log\"")).contains("log.access"));
-        assert!(err(&log("access_format = \"xml\"")).contains("xml"));
-        assert!(err(&log("access_queue = 0")).contains("log.access_queue"));
-    }
 }
