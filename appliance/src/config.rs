@@ -60,6 +60,9 @@ pub struct Config {
     /// State-change hooks (keepalived's `notify`): `hooks.rs`.
     #[serde(default)]
     pub hooks: HooksSection,
+    /// The access log: `access_log.rs`.
+    #[serde(default)]
+    pub log: crate::access_log::LogSection,
     /// Said loudly at start and by `--check`: found by [`Config::load`]
     /// (a key file others can read).
     #[serde(skip)]
@@ -373,7 +376,8 @@ pub struct RouteSection {
     /// `generate`: largest `?size=`.
     #[serde(default)]
     pub max_size: Option<usize>,
-    /// `upstream`: host:port of the application (kernel TCP).
+    /// `upstream`: host:port of the application (kernel TCP); the host an
+    /// IP address or a name.
     #[serde(default)]
     pub address: Option<String>,
     /// `upstream`: most idle keep-alive connections kept.
@@ -382,6 +386,23 @@ pub struct RouteSection {
     /// `upstream`: time for the whole exchange.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// `upstream`: time to establish a connection.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// `upstream`: how long an idle keep-alive connection is kept.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// `upstream`: re-send a POST/PATCH whose connection failed before a
+    /// reply (safe only if the application deduplicates on the request id).
+    #[serde(default)]
+    pub retry_non_idempotent: Option<bool>,
+    /// `upstream`: the header carrying the replication id.
+    #[serde(default)]
+    pub request_id_header: Option<String>,
+    /// `upstream`: open each request's connection with a PROXY protocol
+    /// header (connections not pooled then).
+    #[serde(default)]
+    pub proxy_protocol: Option<crate::upstream::ProxyProtocol>,
     /// How replies are replicated: `logged`, `static` or `sync-static`
     /// (default: `static` for `files`, `logged` otherwise).
     #[serde(default, deserialize_with = "policy")]

@@ -5,6 +5,7 @@
 //! bench (`bench/`); the deterministic simulation (`sim/`) drives
 //! [`service::NodeService`] over the stack's sans-IO engine in virtual time.
 
+pub mod access_log;
 pub mod admin;
 pub mod app_check;
 pub mod config;

@@ -15,6 +15,16 @@ use std::time::{Duration, Instant};
 
 use crate::admin::Status;
 
+mod upstream;
+
+/// Metrics counted live off the stack thread (the upstream proxies', the
+/// access log's), rendered after the snapshot's.
+#[derive(Debug, Default, Clone)]
+pub struct Extra {
+    pub upstreams: Vec<std::sync::Arc<crate::upstream::Upstream>>,
+    pub access_log: Option<crate::access_log::AccessLog>,
+}
+
 /// The content type of the 0.0.4 text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -516,7 +526,13 @@ pub fn render(s: &Status) -> String {
 /// The HTTP answer to a request head, given the snapshot, when it is
 /// answered (`now`, the stack thread's clock) and how old a snapshot may
 /// be before the stack loop counts as stalled (`stale_after`, `/healthz`).
-pub fn respond(head: &[u8], status: &Status, now: Instant, stale_after: Duration) -> Vec<u8> {
+pub fn respond(
+    head: &[u8],
+    status: &Status,
+    extra: &Extra,
+    now: Instant,
+    stale_after: Duration,
+) -> Vec<u8> {
     let reply = |code: &str, ctype: &str, body: &str| {
         format!(
             "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -542,7 +558,11 @@ pub fn respond(head: &[u8], status: &Status, now: Instant, stale_after: Duration
         reply(code, "text/plain; charset=utf-8", &format!("{why}\n"))
     };
     let r = match path {
-        "/metrics" => reply("200 OK", CONTENT_TYPE, &render(status)),
+        "/metrics" => {
+            let mut text = render(status);
+            upstream::render(&mut text, extra);
+            reply("200 OK", CONTENT_TYPE, &text)
+        }
         "/healthz" => health(crate::health::liveness(status, now, stale_after)),
         "/readyz" => health(crate::health::readiness(status)),
         _ if matches!(req.method, Some("GET" | "HEAD")) => reply(
@@ -580,7 +600,9 @@ pub async fn serve(
     listener: std::net::TcpListener,
     status: crate::admin::StatusSource,
     stale_after: Duration,
+    extra: Extra,
 ) {
+    let extra = std::sync::Arc::new(extra);
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -604,6 +626,7 @@ pub async fn serve(
             continue;
         };
         let mut status = status.clone();
+        let extra = extra.clone();
         tokio::spawn(async move {
             let _slot = slot;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -624,7 +647,7 @@ pub async fn serve(
                 return;
             }
             let snapshot = status.fresh().await;
-            let out = respond(&head, &snapshot, Instant::now(), stale_after);
+            let out = respond(&head, &snapshot, &extra, Instant::now(), stale_after);
             let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&out)).await;
             let _ = sock.shutdown().await;
         });
@@ -644,7 +667,7 @@ mod tests {
         let now = Instant::now();
         let mut s = s.clone();
         s.taken_at.get_or_insert(now);
-        respond(head, &s, now, Duration::from_secs(1))
+        respond(head, &s, &Extra::default(), now, Duration::from_secs(1))
     }
 
     /// Every line is a comment or `name{labels} value` with a number.
@@ -769,6 +792,7 @@ mod tests {
             let r = respond(
                 format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes(),
                 &s,
+                &Extra::default(),
                 now,
                 Duration::from_secs(1),
             );

@@ -468,6 +468,7 @@ impl SiteDriver<'_> {
             conn: id,
             index: req.index,
             request: req,
+            client: std::net::SocketAddr::from((key.client_ip, key.client_port)),
             work,
         });
         None
