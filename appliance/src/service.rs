@@ -320,6 +320,24 @@ impl NodeShell {
     /// routes', longest first.
     pub fn set_access_log(&mut self, log: crate::access_log::AccessLog, prefixes: Vec<String>) {
         self.access = Some((log, prefixes));
+        // The requests the core answers itself (files) too.
+        self.core.set_report_served(true);
+    }
+
+    /// Access-log lines for the requests the core answered itself.
+    fn log_served(&mut self) {
+        let Some((log, _)) = self.access.as_ref() else {
+            return;
+        };
+        while let Some(s) = self.core.poll_served() {
+            let mut e = crate::access_log::Entry::begin(&s.request, s.client);
+            e.route = self.core.route_prefix(s.route).to_owned();
+            e.status = s.status;
+            e.bytes = s.bytes;
+            // Answered inside the round, from memory.
+            e.duration = std::time::Duration::ZERO;
+            log.log(e);
+        }
     }
 
     /// Try every lost link again, for ever (a restarted or thawed peer
@@ -651,6 +669,7 @@ impl Node for NodeShell {
         busy |= self.run_app_check();
         busy |= self.core.round(now);
         busy |= self.run_app_check();
+        self.log_served();
         // Jobs the round made, and the reply logs it queued: out at once.
         self.run_jobs();
         busy |= self.write_links(now);

@@ -51,7 +51,7 @@ use hotpair_stack::{ConnId, Engine, Frame, StackConfig};
 use thiserror::Error;
 
 pub use app::{AppCheck, AppCheckConfig};
-pub use conn::Conn;
+pub use conn::{Conn, Served, MAX_SERVED};
 use conn::{Shared, SiteConns};
 pub use handler::{Handler, Job, Route, Work};
 pub use lan::{LanChange, LanCheck, LanCheckConfig};
@@ -429,6 +429,8 @@ impl NodeCore {
                 limits: cfg.limits,
                 jobs: VecDeque::new(),
                 inline_generate: false,
+                served: None,
+                served_dropped: 0,
                 seed: cfg.seed,
                 handler_runs: 0,
                 local_replies: 0,
@@ -678,6 +680,27 @@ impl NodeCore {
     }
 
     // ---- handlers --------------------------------------------------------
+
+    /// Report the requests the core answers itself (`files` routes) through
+    /// [`NodeCore::poll_served`] (an access log); off by default.
+    pub fn set_report_served(&mut self, on: bool) {
+        self.shared.served = on.then(VecDeque::new);
+    }
+
+    /// Next request the core answered itself, once
+    /// [`NodeCore::set_report_served`] asked for them; at most
+    /// [`MAX_SERVED`] wait, more are dropped and counted
+    /// ([`NodeCore::served_dropped`]).
+    #[must_use]
+    pub fn poll_served(&mut self) -> Option<Served> {
+        self.shared.served.as_mut()?.pop_front()
+    }
+
+    /// Records [`NodeCore::poll_served`] dropped because the shell did not
+    /// take them in time.
+    pub fn served_dropped(&self) -> u64 {
+        self.shared.served_dropped
+    }
 
     /// Next request for the shell to answer.
     #[must_use]
