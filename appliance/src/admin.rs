@@ -207,6 +207,9 @@ pub struct RouteRequests {
     pub static_fallbacks: u64,
     /// Request parsed → final reply fully queued into the socket.
     pub latency: LatencyStatus,
+    /// Final replies made here, by status code.
+    #[serde(default)]
+    pub codes: std::collections::BTreeMap<u16, u64>,
 }
 
 /// A latency histogram (cumulative buckets, as Prometheus has them).
@@ -329,6 +332,7 @@ pub(crate) mod tests {
                         sum_s: 0.003,
                         buckets: vec![(Some(0.001), 1), (Some(0.0025), 2), (None, 2)],
                     },
+                    codes: [(200, 3), (404, 1)].into_iter().collect(),
                 }],
             }],
             peers: vec![PeerStatus {

@@ -460,6 +460,26 @@ pub fn render(s: &Status) -> String {
             );
         }
     }
+    let mut f = family(
+        &mut o,
+        "hotpair_responses_total",
+        "counter",
+        "Final replies made here, by route and status code.",
+    );
+    for a in &s.addresses {
+        for r in &a.routes {
+            for (code, n) in &r.codes {
+                f.sample(
+                    &[
+                        ("address", &a.address),
+                        ("route", &r.route),
+                        ("code", &code.to_string()),
+                    ],
+                    *n as f64,
+                );
+            }
+        }
+    }
     let mut f = family(&mut o, "hotpair_static_fallbacks_total", "counter",
         "Requests of a static/sync-static route served logged because the digest guard had not cleared it.");
     for a in &s.addresses {
@@ -707,6 +727,8 @@ mod tests {
             "hotpair_connections{address=\"10.77.0.10\",kind=\"live\"} 3",
             "hotpair_connections_refused_total{address=\"10.77.0.10\",reason=\"half_open_evicted\"} 2",
             "hotpair_requests_total{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\"} 4",
+            "hotpair_responses_total{address=\"10.77.0.10\",route=\"/static/\",code=\"200\"} 3",
+            "hotpair_responses_total{address=\"10.77.0.10\",route=\"/static/\",code=\"404\"} 1",
             "hotpair_static_fallbacks_total{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\"} 1",
             "hotpair_address_state{address=\"10.77.0.10\",state=\"promoted\"} 1",
             &format!(

@@ -405,6 +405,7 @@ impl StatusPublisher {
                     requests: s.requests,
                     static_fallbacks: s.static_fallbacks,
                     latency: latency(&s.latency),
+                    codes: s.codes.clone(),
                 }
             })
             .collect();
@@ -416,6 +417,7 @@ impl StatusPublisher {
                 requests: req.unrouted.requests,
                 static_fallbacks: 0,
                 latency: latency(&req.unrouted.latency),
+                codes: req.unrouted.codes.clone(),
             });
         }
         AddressStatus {
