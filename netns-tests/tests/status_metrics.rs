@@ -168,7 +168,6 @@ fn status_and_metrics_follow_a_failover() {
     assert_eq!(metric(&before2, &promoted), 0.0);
     let link_down = "hotpair_link_transitions_total{peer=\"n1\",direction=\"down\"}";
     assert_eq!(metric(&before2, link_down), 0.0);
-    let req_before = requests_static(&before1);
     // Replies by status code: a 404 and a 200, counted on the primary that
     // made them.
     for (path, want) in [
