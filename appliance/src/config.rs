@@ -270,11 +270,11 @@ pub struct ReplicationSection {
 /// pause: the default stays 100/500 ms (docs/replication-protocol.md,
 /// "Failure detection"); set 50/150 on dedicated hosts.
 pub fn default_hb_interval() -> u64 {
-    100
+    hotpair_replicator::detector::DEFAULT_HEARTBEAT_INTERVAL.as_millis() as u64
 }
 /// Default failure-detection time: five heartbeat intervals.
 pub fn default_hb_timeout() -> u64 {
-    500
+    hotpair_replicator::detector::DEFAULT_HEARTBEAT_TIMEOUT.as_millis() as u64
 }
 /// Default cold-start wait (`hotpair_replicator::DEFAULT_COLD_START_WAIT`).
 pub fn default_cold_start() -> u64 {

@@ -277,7 +277,12 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
                 key = secure::hex(&keys[index(other)].1),
             ));
         }
-        t.push_str("\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n");
+        // Written out (the defaults) so the file shows what to tune.
+        t.push_str(&format!(
+            "\n[heartbeat]\ninterval_ms = {}\ntimeout_ms = {}\n",
+            crate::HEARTBEAT_INTERVAL_MS,
+            crate::DEFAULT_HEARTBEAT_TIMEOUT_MS
+        ));
         match a.lan_check {
             Some(ip) => t.push_str(&format!("\n[lan_check]\ntarget = \"{ip}\"\n")),
             None => t.push_str(
