@@ -17,6 +17,7 @@ pub mod link;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod one_shot;
 pub mod out;
 pub mod rejoin;
 pub mod sdnotify;

@@ -630,48 +630,29 @@ pub async fn serve(
             return;
         }
     };
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::admin::MAX_CLIENTS));
-    loop {
-        let (mut sock, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // A bounded number at once; beyond it a client is closed at once.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(sock);
-            continue;
-        };
+    let respond = move |head: Vec<u8>| {
         let mut status = status.clone();
         let extra = extra.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut head = Vec::with_capacity(512);
-            let read = async {
-                let mut chunk = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            };
-            if tokio::time::timeout(Duration::from_secs(5), read)
-                .await
-                .is_err()
-            {
-                return;
-            }
+        async move {
             let snapshot = status.fresh().await;
-            let out = respond(&head, &snapshot, &extra, Instant::now(), stale_after);
-            let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&out)).await;
-            let _ = sock.shutdown().await;
-        });
-    }
+            respond(&head, &snapshot, &extra, Instant::now(), stale_after)
+        }
+    };
+    let bounds = crate::one_shot::Bounds {
+        slots: crate::admin::MAX_CLIENTS,
+        read_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(5),
+        max_request: MAX_HEAD,
+    };
+    crate::one_shot::serve(
+        listener,
+        "metrics",
+        bounds,
+        |_| Ok(()),
+        |h: &[u8]| h.windows(4).any(|w| w == b"\r\n\r\n"),
+        respond,
+    )
+    .await;
 }
 
 #[cfg(test)]
