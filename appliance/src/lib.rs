@@ -25,3 +25,12 @@ pub mod secure;
 pub mod service;
 pub mod stall;
 pub mod upstream;
+
+/// A current-thread tokio runtime for a unit test (time and I/O enabled).
+#[cfg(test)]
+pub(crate) fn test_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for a test")
+}

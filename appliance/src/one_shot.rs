@@ -112,12 +112,7 @@ pub async fn serve<L, A, R, Fut>(
 mod tests {
     use super::*;
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::test_rt as rt;
 
     #[test]
     fn one_request_one_answer_and_the_bounds_hold() {

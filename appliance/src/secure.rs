@@ -512,12 +512,7 @@ mod tests {
         (a.unwrap(), b.unwrap().0)
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::test_rt as rt;
 
     #[test]
     fn peers_with_each_others_keys_talk_and_a_forgery_or_replay_is_refused() {
