@@ -220,6 +220,10 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
         .build()
         .context("starting the worker runtime")?;
     let waker = Waker::new().context("creating the waker")?;
+    let keys = cfg.link_keys()?;
+    // Alone, a secret of this process's own; shared with a peer, one both
+    // derive from the link's keys (each validates the other's cookies).
+    let alone_cookies = crate::secure::random_cookie_key()?;
     let now = Instant::now();
     let ncfg = NodeConfig {
         name: cfg.node.name.clone(),
@@ -235,6 +239,10 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
                 max_half_open: s.max_half_open,
                 half_open_timeout: Duration::from_millis(s.half_open_timeout_ms),
                 max_per_source: s.max_per_source,
+                syn_cookies: Some(match s.peer.and_then(|p| keys.get(p)) {
+                    Some(k) => crate::secure::shared_cookie_key(k),
+                    None => alone_cookies.clone(),
+                }),
                 role: s.role,
                 peer: s.peer,
             })
@@ -252,7 +260,6 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
         seed: boot_id,
     };
     let core = NodeCore::new(ncfg, now).context("building the node core")?;
-    let keys = cfg.link_keys()?;
     if keys
         .iter()
         .any(|k| matches!(k, crate::secure::PeerKey::Plaintext))

@@ -176,6 +176,7 @@ pub fn run(data: &[u8]) {
         // One byte: smoltcp's seed, and the half-open and per-source
         // bounds (small, so the fuzzer reaches them).
         seed: u64::from(knobs),
+        syn_cookies: None,
         max_half_open: 1 + usize::from(knobs % 4),
         half_open_timeout: Duration::from_secs(1 + u64::from(knobs >> 5)),
         max_per_source: 1 + usize::from((knobs >> 2) % 6),

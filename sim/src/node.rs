@@ -168,6 +168,7 @@ impl SimNode {
                 max_half_open: 32,
                 half_open_timeout: Duration::from_secs(20),
                 max_per_source: 64,
+                syn_cookies: None,
                 role: s.role,
                 peer: Some(peer_id(s.peer)),
             })
