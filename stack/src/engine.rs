@@ -77,7 +77,9 @@ use shadow::{FwdRule, Track};
 pub use claim::{CLAIM_PROBES, CLAIM_PROBE_INTERVAL, FENCE_REPROBE_INTERVAL};
 pub use cookie::CookieKey;
 pub use slab::RxSlab;
-pub use types::{ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, Tuple};
+pub use types::{
+    ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, SynCookies, Tuple,
+};
 
 /// Bytes kept free in front of every frame, for the TAP's vnet header.
 pub const HEADROOM: usize = VNET_HDR_LEN;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{ConnId, ConnInfo, ConnKey, CookieKey, Engine, Frame, Role, Service};
 use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
-use hotpair_stack::StackConfig;
+use hotpair_stack::{StackConfig, SynCookies};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr, TcpPacket};
 
@@ -129,7 +129,12 @@ impl Node {
             rx_buffer_bytes: 128 * 1024,
             tx_buffer_bytes: 65536,
             seed: 11,
-            syn_cookies: cookies.then_some(KEY),
+            // The key either way: a node that sends none still checks
+            // its peer's.
+            syn_cookies: Some(SynCookies {
+                key: KEY,
+                send: cookies,
+            }),
         };
         Node {
             engine: Engine::new(cfg, mode, now),

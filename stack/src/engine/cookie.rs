@@ -144,7 +144,7 @@ impl<C> Engine<C> {
     /// node of a pair); a primary queues what its ingress node forwards —
     /// its shadow is in the queue there.
     pub(super) fn cookie_instead(&self) -> bool {
-        self.cfg.syn_cookies.is_some()
+        self.cfg.syn_cookies.as_ref().is_some_and(|c| c.send)
             && self.admitting_lan
             && matches!(self.mode, Role::Simplex | Role::Ingress)
             && self.pending_syn.len() + self.pool.half_open.len() >= self.cfg.max_half_open
@@ -155,7 +155,7 @@ impl<C> Engine<C> {
     /// smoltcp's own SYN-ACK would after ARP (the flood's sources need
     /// not exist: no ARP for them).
     pub(super) fn send_syn_cookie(&mut self, f: &Frame, s: &Seg) {
-        let Some(key) = &self.cfg.syn_cookies else {
+        let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| &c.key) else {
             return;
         };
         let e = Endpoints {
@@ -204,7 +204,7 @@ impl<C> Engine<C> {
     /// On the ingress node the socket is the shadow, its ISN the cookie
     /// (the primary's is the same cookie: the offset is 0).
     pub(super) fn cookie_ack(&mut self, s: &Seg, tuple: Tuple) -> CookieAck {
-        let Some(key) = &self.cfg.syn_cookies else {
+        let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| &c.key) else {
             return CookieAck::NotCookie;
         };
         if !s.has(ACK) || s.has(SYN) || s.has(RST) || self.tracks.contains_key(&tuple) {

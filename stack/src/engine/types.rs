@@ -36,10 +36,21 @@ pub struct StackConfig {
     pub tx_buffer_bytes: usize,
     /// Seed for smoltcp's RNG (ISNs, ephemeral ports).
     pub seed: u64,
-    /// SYN cookies at the half-open bound, made with this key (the same on
-    /// both nodes of a pair); `None`: off, the oldest handshake is dropped
-    /// for a new SYN instead.
-    pub syn_cookies: Option<CookieKey>,
+    /// SYN cookies: their key (the same on both nodes of a pair), and
+    /// whether this node sends them at the half-open bound. `None`: no
+    /// cookies at all (tests, the simulation).
+    pub syn_cookies: Option<SynCookies>,
+}
+
+/// How a node uses SYN cookies.
+#[derive(Debug, Clone)]
+pub struct SynCookies {
+    /// What cookies are made and checked with.
+    pub key: CookieKey,
+    /// Answer SYNs with cookies at the half-open bound (else the oldest
+    /// handshake is dropped for a new SYN). Cookies are checked either
+    /// way: a peer that sends them must find them good here.
+    pub send: bool,
 }
 
 /// A client TCP 4-tuple as seen from the node: (client address, client port, local port).
