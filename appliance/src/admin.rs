@@ -202,6 +202,9 @@ pub struct Refused {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SynCookies {
     pub sent: u64,
+    /// SYNs beyond the bound from sources with no route: not answered.
+    #[serde(default)]
+    pub unroutable: u64,
     pub validated: u64,
     pub rejected: u64,
 }
@@ -328,6 +331,7 @@ pub(crate) mod tests {
                 },
                 syn_cookies: SynCookies {
                     sent: 40,
+                    unroutable: 7,
                     validated: 5,
                     rejected: 6,
                 },

@@ -414,11 +414,12 @@ pub fn render(s: &Status) -> String {
         }
     }
     let mut f = family(&mut o, "hotpair_syn_cookies_total", "counter",
-        "SYN cookies at the half-open bound: sent (SYNs answered with one), validated (connections opened by one), rejected (ACKs with a bad or expired one, dropped).");
+        "SYN cookies at the half-open bound: sent (SYNs answered with one), unroutable (SYNs from sources with no route, not answered), validated (connections opened by one), rejected (ACKs with a bad or expired one, dropped).");
     for a in &s.addresses {
         let c = &a.syn_cookies;
         for (kind, v) in [
             ("sent", c.sent),
+            ("unroutable", c.unroutable),
             ("validated", c.validated),
             ("rejected", c.rejected),
         ] {

@@ -231,6 +231,10 @@ fn a_legitimate_handshake_completes_while_spoofed_syns_fill_the_table() {
         st.half_open_evicted, 0,
         "nothing queued is dropped for them"
     );
+    // A source off the LAN, with no gateway configured: no route, no answer.
+    let far = Ipv4Address::new(192, 0, 2, 1);
+    assert!(tcp_to(&n.lan(vec![syn(far, 1234, 5)]), far, 1234).is_empty());
+    assert_eq!(n.engine.stats().syn_cookies_unroutable, 1);
 
     let out = n.lan(vec![hello(CLIENT), syn(CLIENT, 40_000, 77)]);
     let answers = tcp_to(&out, CLIENT, 40_000);

@@ -446,6 +446,7 @@ impl StatusPublisher {
             },
             syn_cookies: SynCookies {
                 sent: st.syn_cookies_sent,
+                unroutable: st.syn_cookies_unroutable,
                 validated: st.syn_cookies_validated,
                 rejected: st.syn_cookies_rejected,
             },

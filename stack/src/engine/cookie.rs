@@ -151,10 +151,20 @@ impl<C> Engine<C> {
     }
 
     /// Answer the SYN `s` (in `f`) with a SYN-ACK whose sequence number is
-    /// its cookie, keeping nothing. It goes to the SYN's source MAC, as
-    /// smoltcp's own SYN-ACK would after ARP (the flood's sources need
-    /// not exist: no ARP for them).
+    /// its cookie, keeping nothing. It goes to the SYN's source MAC — the
+    /// client's, or the router's for a client off the LAN — where smoltcp's
+    /// own SYN-ACK would go after ARP (no ARP for a flood's sources, which
+    /// need not exist). A source with no route (off the LAN, no gateway
+    /// configured) gets nothing, as smoltcp, or Linux, would send nothing.
     pub(super) fn send_syn_cookie(&mut self, f: &Frame, s: &Seg) {
+        if self.cfg.syn_cookies.is_none() {
+            return;
+        }
+        self.flood_warning(true);
+        if self.next_hop(s.src).is_none() {
+            self.stats.syn_cookies_unroutable += 1;
+            return;
+        }
         let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| &c.key) else {
             return;
         };
@@ -181,7 +191,6 @@ impl<C> Engine<C> {
         self.lan_out.push_back(Frame::copy_from(&syn_ack));
         self.stats.syn_cookies_sent += 1;
         self.cookie_sent_at = Some(self.last_poll);
-        self.flood_warning(true);
     }
 
     /// The window a cookie's SYN-ACK advertises: with no window scaling,

@@ -210,6 +210,9 @@ pub struct EngineStats {
     pub half_open_evicted: u64,
     /// SYNs answered with a SYN cookie (the half-open bound was reached).
     pub syn_cookies_sent: u64,
+    /// SYNs beyond the bound from sources with no route (off the LAN, no
+    /// gateway): dropped, as no SYN-ACK could reach them.
+    pub syn_cookies_unroutable: u64,
     /// Connections opened by a valid cookie in the client's ACK.
     pub syn_cookies_validated: u64,
     /// ACKs of no known connection with a bad or expired cookie, dropped
