@@ -22,11 +22,14 @@ use hotpair_netns_tests::{
 };
 
 const FILE: &str = "1k.bin";
-/// hping3's interval between SYNs: 50 µs asked, but its `usleep` wakes
-/// up every ~250 µs on the test machines (one hping3 sent ~4,000 SYN/s):
-/// [`FLOODERS`] of them in parallel make the ~20,000 SYN/s.
-const FLOOD_INTERVAL: &str = "u50";
-const FLOODERS: u32 = 5;
+/// hping3's interval between SYNs: 250 µs, 4,000 SYN/s per process, and
+/// [`FLOODERS`] processes: 24,000 SYN/s asked, for a count of 20,000 a
+/// second of the flood. One hping3 at `-i u50` asks for 20,000 a second
+/// but gets what its `usleep` gives: 4,000 on a loaded machine, over
+/// 60,000 on an idle one; six at 250 µs give 13,000–24,000 either way.
+/// The rate reached is reported.
+const FLOOD_INTERVAL: &str = "u250";
+const FLOODERS: u32 = 6;
 
 /// Where a flood's spoofed SYNs come from.
 #[derive(Clone, Copy, PartialEq)]
@@ -40,7 +43,7 @@ enum Sources {
 }
 
 /// Starts [`FLOODERS`] hping3 processes in the client namespace: `count`
-/// spoofed SYNs in all, each process one every 50 µs, bounded by `secs`
+/// spoofed SYNs in all, each process one every 250 µs, bounded by `secs`
 /// (then SIGINT: each prints its statistics).
 fn flood(
     lab: &Lab,
@@ -310,7 +313,7 @@ fn reconfigure(lab: &Lab, node: &str, keys: &str, want: &str) {
 #[track_caller]
 fn assert_cookies_served(test: &str, p: &Phase) {
     assert!(
-        p.syns >= 150_000,
+        p.syns >= 100_000,
         "[{test}] {}: hping3 sent only {} SYNs",
         p.label,
         p.syns
@@ -396,7 +399,7 @@ fn syn_flood_cookies_on_and_off() {
         random.line()
     );
     // Without: the bound was hit, and no cookie went out.
-    assert!(off.syns >= 150_000, "[{test}] {}", off.line());
+    assert!(off.syns >= 100_000, "[{test}] {}", off.line());
     assert_eq!(
         count(&off.status["syn_cookies"]["sent"]),
         0,
@@ -412,11 +415,9 @@ fn syn_flood_cookies_on_and_off() {
 
 /// Duplex: during the flood, a 50 MB download whose handshake the owner
 /// (n2) answered with a cookie — the primary (n1) opened it from the
-/// forwarded ACK — and n1 SIGKILLed 20 MB in: the download finishes
+/// forwarded ACK — and `victim` SIGKILLed 20 MB in: the download finishes
 /// byte-exact, no RST from the service address in the client's capture.
-#[test]
-fn cookie_connection_survives_primary_crash_during_flood() {
-    let test = "syn_cookies_primary_crash";
+fn cookie_connection_survives_crash(test: &str, victim: Victim) {
     let Some(lab) = failover::duplex_lab_with(test, &["--static-policy", "logged"]) else {
         return;
     };
@@ -436,29 +437,73 @@ fn cookie_connection_survives_primary_crash_during_flood() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let o = failover::download_with_kill(
-        &lab,
-        Victim::Primary,
-        KillAt::Bytes(KILL_AT_BYTES),
-        true,
-        "download through a SYN cookie",
-    );
-    let after = address_status(&lab, "n2");
+    // The primary's count, to tell which node opened what.
+    let primary_before = address_status(&lab, "n1");
+    let mut probe = None;
+    let o = std::thread::scope(|s| {
+        // While the download runs (before the kill), see the primary open
+        // it from the cookie too.
+        let watcher = s.spawn(|| {
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                let st = address_status(&lab, "n1");
+                let v = count(&st["syn_cookies"]["validated"]);
+                if v > count(&primary_before["syn_cookies"]["validated"]) {
+                    return Some(v);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        });
+        let o = failover::download_with_kill(
+            &lab,
+            victim,
+            KillAt::Bytes(KILL_AT_BYTES),
+            true,
+            "download through a SYN cookie",
+        );
+        probe = watcher.join().expect("status watcher");
+        o
+    });
     let syns = flood_sent(&lab, f);
-    let validated =
-        count(&after["syn_cookies"]["validated"]) - count(&before["syn_cookies"]["validated"]);
+    let owner = match victim {
+        Victim::Primary => {
+            let after = address_status(&lab, "n2");
+            Some(
+                count(&after["syn_cookies"]["validated"])
+                    - count(&before["syn_cookies"]["validated"]),
+            )
+        }
+        Victim::Ingress => None,
+    };
     report(&format!(
-        "[{test}] flood {syns} SYNs; owner cookies sent {}, unroutable {}, validated \
-         {validated} (the download's: the primary opened it from the forwarded ACK, or its \
-         data would have met an RST); kill at {:.2} s, stall {:?}",
-        count(&after["syn_cookies"]["sent"]),
-        count(&after["syn_cookies"]["unroutable"]),
+        "[{test}] flood {syns} SYNs; the download's cookie validated by the primary: {}, by \
+         the owner: {}; kill of {} at {:.2} s, stall {:?}",
+        probe.is_some(),
+        owner.map_or("(killed)".to_owned(), |v| v.to_string()),
+        victim.node(),
         o.kill_after.as_secs_f64(),
         o.stall.after_kill
     ));
-    assert_eq!(
-        validated, 1,
-        "[{test}] the download's handshake did not go through a cookie at the owner"
+    assert!(
+        probe.is_some(),
+        "[{test}] the primary did not open the download's connection from a cookie"
     );
+    if let Some(v) = owner {
+        assert_eq!(
+            v, 1,
+            "[{test}] the download's handshake did not go through a cookie at the owner"
+        );
+    }
     assert!(syns >= 60_000, "[{test}] hping3 sent only {syns} SYNs");
+}
+
+#[test]
+fn cookie_connection_survives_primary_crash_during_flood() {
+    cookie_connection_survives_crash("syn_cookies_primary_crash", Victim::Primary);
+}
+
+#[test]
+fn cookie_connection_survives_owner_crash_during_flood() {
+    cookie_connection_survives_crash("syn_cookies_owner_crash", Victim::Ingress);
 }
