@@ -225,6 +225,10 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
     // derive from the link's keys (each validates the other's cookies).
     let alone_cookies = crate::secure::random_cookie_key()?;
     let now = Instant::now();
+    // The cookies' counter is wall time; the engines reckon it from this.
+    let wall_start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let ncfg = NodeConfig {
         name: cfg.node.name.clone(),
         mac: EthernetAddress(mac),
@@ -242,9 +246,10 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
                 syn_cookies: Some(SynCookies {
                     key: match s.peer.and_then(|p| keys.get(p)) {
                         Some(k) => crate::secure::shared_cookie_key(k),
-                        None => alone_cookies.clone(),
+                        None => alone_cookies,
                     },
                     send: s.syn_cookies,
+                    wall_start,
                 }),
                 role: s.role,
                 peer: s.peer,

@@ -134,6 +134,8 @@ impl Node {
             syn_cookies: Some(SynCookies {
                 key: KEY,
                 send: cookies,
+                // The same wall clock on every node of a test.
+                wall_start: Duration::from_secs(1_800_000_000),
             }),
         };
         Node {
@@ -492,4 +494,26 @@ fn the_survivor_opens_a_cookie_its_dead_owner_sent_and_the_owner_drops_forgeries
         (data[0].0.seq, data[0].0.ack),
         (cookie.wrapping_add(1), 1003)
     );
+}
+
+#[test]
+fn an_expired_cookie_is_dropped_and_counted() {
+    let mut n = Node::new(Role::Simplex, true);
+    n.flood(MAX_HALF_OPEN as u16 + 1);
+    let out = n.lan(vec![hello(CLIENT), syn(CLIENT, 40_000, 10)]);
+    let cookie = tcp_to(&out, CLIENT, 40_000)[0].0.seq;
+    // Good for 2 ticks of 64 s (2 to 3 minutes): at 200 s it is not.
+    n.now += Duration::from_secs(200);
+    let out = n.lan(vec![segment(
+        CLIENT,
+        40_000,
+        11,
+        cookie.wrapping_add(1),
+        ACK,
+        &[],
+        b"",
+    )]);
+    assert!(tcp_to(&out, CLIENT, 40_000).is_empty(), "not answered");
+    let st = n.engine.stats();
+    assert_eq!((st.syn_cookies_rejected, st.accepted), (1, 0));
 }

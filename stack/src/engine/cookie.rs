@@ -9,13 +9,15 @@
 //!           + ((h(tuple, count) + mss_index) mod 2²⁴)`
 //!
 //! The counter ticks every [`TICK_SECS`] of wall time (both nodes of a
-//! pair keep their clocks in time: they validate each other's cookies);
+//! pair keep their clocks in time: they validate each other's cookies) —
+//! the wall clock at the engine's start, given in its configuration, plus
+//! the time passed in since: the engine reads no clock;
 //! a cookie is good for [`MAX_AGE`] ticks, and for one tick ahead (a peer
 //! whose clock is a little ahead made it). No TCP option but the MSS
 //! survives: see `docs/architecture.md`, "SYN cookies".
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use smoltcp::socket::tcp;
@@ -38,7 +40,7 @@ pub const MSS_TABLE: [u16; 4] = [536, 1300, 1440, 1460];
 
 /// The secret cookies are made with. Both nodes of a pair must hold the
 /// same one (`appliance`: derived from the link's keys).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CookieKey(pub [u8; 32]);
 
 impl fmt::Debug for CookieKey {
@@ -56,13 +58,9 @@ pub struct Endpoints {
     pub server_port: u16,
 }
 
-/// The counter now, from the wall clock.
-pub fn counter_now() -> u32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    (secs / TICK_SECS) as u32
+/// The counter at wall time `wall` (since the Unix epoch).
+pub fn counter_at(wall: Duration) -> u32 {
+    (wall.as_secs() / TICK_SECS) as u32
 }
 
 /// The index in [`MSS_TABLE`] of the largest entry not above `mss` (the
@@ -165,9 +163,10 @@ impl<C> Engine<C> {
             self.stats.syn_cookies_unroutable += 1;
             return;
         }
-        let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| &c.key) else {
+        let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| c.key) else {
             return;
         };
+        let key = &key;
         let e = Endpoints {
             client: s.src,
             client_port: s.src_port,
@@ -175,7 +174,7 @@ impl<C> Engine<C> {
             server_port: s.dst_port,
         };
         let mss = seg::mss_option(f.data(), s);
-        let cookie = make(key, &e, s.seq, counter_now(), mss_index(mss));
+        let cookie = make(key, &e, s.seq, self.cookie_counter(), mss_index(mss));
         let syn_ack = seg::build_syn_ack(
             self.cfg.mac,
             s.src_mac,
@@ -199,9 +198,22 @@ impl<C> Engine<C> {
         u16::try_from(self.cfg.rx_buffer_bytes).unwrap_or(u16::MAX)
     }
 
-    /// This node's cookies may still come back.
+    /// The cookie counter at this round: wall time, from the wall clock
+    /// at the engine's start and the time passed in since (the engine
+    /// reads no clock).
+    fn cookie_counter(&self) -> u32 {
+        let start = self
+            .cfg
+            .syn_cookies
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.wall_start);
+        counter_at(start + self.last_poll.saturating_duration_since(self.start))
+    }
+
+    /// This node's cookies may still come back (a tick beyond their
+    /// life: a late ACK of an expired one is dropped too).
     fn cookies_recent(&self) -> bool {
-        let life = std::time::Duration::from_secs(TICK_SECS * u64::from(MAX_AGE + 1));
+        let life = Duration::from_secs(TICK_SECS * u64::from(MAX_AGE + 2));
         self.cookie_sent_at
             .is_some_and(|t| self.last_poll.saturating_duration_since(t) < life)
     }
@@ -213,9 +225,10 @@ impl<C> Engine<C> {
     /// On the ingress node the socket is the shadow, its ISN the cookie
     /// (the primary's is the same cookie: the offset is 0).
     pub(super) fn cookie_ack(&mut self, s: &Seg, tuple: Tuple) -> CookieAck {
-        let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| &c.key) else {
+        let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| c.key) else {
             return CookieAck::NotCookie;
         };
+        let key = &key;
         if !s.has(ACK) || s.has(SYN) || s.has(RST) || self.tracks.contains_key(&tuple) {
             return CookieAck::NotCookie;
         }
@@ -227,7 +240,7 @@ impl<C> Engine<C> {
         };
         let client_isn = s.seq.wrapping_sub(1);
         let iss = s.ack.wrapping_sub(1);
-        let Some(mss) = check(key, &e, client_isn, iss, counter_now()) else {
+        let Some(mss) = check(key, &e, client_isn, iss, self.cookie_counter()) else {
             if !self.cookies_recent() {
                 return CookieAck::NotCookie;
             }

@@ -51,6 +51,10 @@ pub struct SynCookies {
     /// handshake is dropped for a new SYN). Cookies are checked either
     /// way: a peer that sends them must find them good here.
     pub send: bool,
+    /// The wall clock (since the Unix epoch) at the engine's start
+    /// instant: the cookies' counter is wall time, which the engine, given
+    /// only monotonic instants, reckons from it.
+    pub wall_start: Duration,
 }
 
 /// A client TCP 4-tuple as seen from the node: (client address, client port, local port).
