@@ -25,6 +25,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, TcpSeqNumber};
 
 use crate::seg::{self, Seg, ACK, RST, SYN};
 
+use super::pool::{Phase, Slot};
 use super::shadow::{Shadow, Track};
 use super::types::{Frame, Role, Tuple};
 use super::Engine;
@@ -288,6 +289,18 @@ impl<C> Engine<C> {
             // `take_listener` gives only listening sockets: not reached.
             self.list_listener(i);
             return CookieAck::Drop;
+        }
+        // The listener holds this handshake now, as after a SYN: said here,
+        // not left for its next step to notice, so that a round whose
+        // frames wait for the next (a full device) still finds it taken.
+        if let Some(Slot {
+            phase: Phase::Listening { half_open, since },
+            ..
+        }) = self.pool.slots[i].as_mut()
+        {
+            *half_open = Some(tuple);
+            *since = Some(self.last_poll);
+            self.pool.half_open.insert((self.last_poll, i));
         }
         self.stats.syn_cookies_validated += 1;
         tracing::trace!(client = %s.src, port = s.src_port, shadow, "SYN cookie: connection opened");
