@@ -117,6 +117,9 @@ pub struct AddressStatus {
     pub held_acks_dropped: u64,
     /// Connections refused or dropped by the bounds.
     pub refused: Refused,
+    /// SYN cookies at the half-open bound.
+    #[serde(default)]
+    pub syn_cookies: SynCookies,
     pub forwarded_frames: u64,
     pub passed_through: u64,
     /// Takeovers of this address: promotions for an owner, claims for a
@@ -192,6 +195,18 @@ pub struct Refused {
     pub per_source: u64,
     pub half_open_evicted: u64,
     pub half_open_expired: u64,
+}
+
+/// SYN cookies of one address: SYNs answered with one at the half-open
+/// bound, connections opened by a valid one, ACKs with a bad one dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SynCookies {
+    pub sent: u64,
+    /// SYNs beyond the bound from sources with no route: not answered.
+    #[serde(default)]
+    pub unroutable: u64,
+    pub validated: u64,
+    pub rejected: u64,
 }
 
 /// Requests of one route on one address.
@@ -317,6 +332,12 @@ pub(crate) mod tests {
                     half_open_evicted: 2,
                     half_open_expired: 3,
                 },
+                syn_cookies: SynCookies {
+                    sent: 40,
+                    unroutable: 7,
+                    validated: 5,
+                    rejected: 6,
+                },
                 forwarded_frames: 100,
                 passed_through: 0,
                 takeovers: 1,
@@ -383,6 +404,7 @@ pub(crate) mod tests {
             "log",
             "held_acks",
             "refused",
+            "syn_cookies",
             "takeovers",
             "routes",
         ] {

@@ -138,6 +138,10 @@ pub struct AddressSection {
     /// `max_connections`: one source never takes the whole pool).
     #[serde(default)]
     pub max_per_source: Option<usize>,
+    /// Answer SYNs with SYN cookies at the half-open bound (default), or
+    /// drop the oldest handshake for a new SYN.
+    #[serde(default = "default_syn_cookies")]
+    pub syn_cookies: bool,
     /// `owner` (this node owns the address on the LAN; `peer` is its
     /// primary), `primary` (`peer` owns it), or `alone`.
     #[serde(deserialize_with = "role")]
@@ -203,6 +207,7 @@ pub struct SiteSpec {
     pub max_half_open: usize,
     pub half_open_timeout_ms: u64,
     pub max_per_source: usize,
+    pub syn_cookies: bool,
     pub role: Role,
     /// Index into [`Topology::peers`].
     pub peer: Option<usize>,
@@ -320,6 +325,10 @@ pub struct ServiceSection {
     /// `max_connections`: one source never takes the whole pool).
     #[serde(default)]
     pub max_per_source: Option<usize>,
+    /// Answer SYNs with SYN cookies at the half-open bound (default), or
+    /// drop the oldest handshake for a new SYN.
+    #[serde(default = "default_syn_cookies")]
+    pub syn_cookies: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -473,6 +482,9 @@ fn default_max_connections() -> usize {
 fn default_half_open_timeout() -> u64 {
     20_000
 }
+fn default_syn_cookies() -> bool {
+    true
+}
 /// A SYN queue a quarter of the pool: a flood never holds more than that.
 fn default_max_half_open(max_connections: usize) -> usize {
     (max_connections / 4).max(16).min(max_connections)
@@ -620,8 +632,13 @@ address = "10.77.0.10"
         assert_eq!(t.sites[0].port, 80);
         assert_eq!(t.sites[0].max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(t.sites[0].role, Role::Simplex);
+        assert!(t.sites[0].syn_cookies, "SYN cookies are on by default");
         assert_eq!(c.http.max_header_bytes, 16384);
         assert!(c.routes.is_empty());
+        let off = Config::parse(&(base() + "syn_cookies = false\n")).unwrap();
+        assert!(!off.topology().unwrap().sites[0].syn_cookies);
+        let e = err(&(base() + "syn_cookies = \"maybe\"\n"));
+        assert!(e.contains("syn_cookies"), "{e}");
     }
 
     #[test]

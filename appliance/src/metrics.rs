@@ -423,6 +423,19 @@ pub fn render(s: &Status) -> String {
             f.sample(&[("address", &a.address), ("reason", reason)], v as f64);
         }
     }
+    let mut f = family(&mut o, "hotpair_syn_cookies_total", "counter",
+        "SYN cookies at the half-open bound: sent (SYNs answered with one), unroutable (SYNs from sources with no route, not answered), validated (connections opened by one), rejected (ACKs with a bad or expired one, dropped).");
+    for a in &s.addresses {
+        let c = &a.syn_cookies;
+        for (kind, v) in [
+            ("sent", c.sent),
+            ("unroutable", c.unroutable),
+            ("validated", c.validated),
+            ("rejected", c.rejected),
+        ] {
+            f.sample(&[("address", &a.address), ("kind", kind)], v as f64);
+        }
+    }
     let mut f = family(
         &mut o,
         "hotpair_held_acks_total",
@@ -707,6 +720,7 @@ mod tests {
             "hotpair_log_unacked_bytes{address=\"10.77.0.10\",peer=\"n1\"} 2048",
             "hotpair_connections{address=\"10.77.0.10\",kind=\"live\"} 3",
             "hotpair_connections_refused_total{address=\"10.77.0.10\",reason=\"half_open_evicted\"} 2",
+            "hotpair_syn_cookies_total{address=\"10.77.0.10\",kind=\"rejected\"} 6",
             "hotpair_requests_total{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\"} 4",
             "hotpair_responses_total{address=\"10.77.0.10\",route=\"/static/\",code=\"200\"} 3",
             "hotpair_responses_total{address=\"10.77.0.10\",route=\"/static/\",code=\"404\"} 1",

@@ -19,7 +19,7 @@ use hotpair_stack::pcap::PcapSink;
 pub use hotpair_stack::pcap::DEFAULT_MAX_BYTES as PCAP_DEFAULT_MAX_BYTES;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Cidr};
 use hotpair_stack::tap::Tap;
-use hotpair_stack::{Shell, Waker};
+use hotpair_stack::{Shell, SynCookies, Waker};
 
 use crate::config::{self, Config, HandlerKind, LinkEnd};
 use crate::link::{self, LinkSetup};
@@ -234,9 +234,17 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
         .build()
         .context("starting the worker runtime")?;
     let waker = Waker::new().context("creating the waker")?;
+    let keys = cfg.link_keys()?;
+    // Alone, a secret of this process's own; shared with a peer, one both
+    // derive from the link's keys (each validates the other's cookies).
+    let alone_cookies = crate::secure::random_cookie_key()?;
     let now = Instant::now();
     // Longest first, as the core matches them (build_routes sorted them).
     let prefixes: Vec<String> = routes.iter().map(|r| r.prefix.clone()).collect();
+    // The cookies' counter is wall time; the engines reckon it from this.
+    let wall_start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let ncfg = NodeConfig {
         name: cfg.node.name.clone(),
         mac: EthernetAddress(mac),
@@ -251,6 +259,14 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
                 max_half_open: s.max_half_open,
                 half_open_timeout: Duration::from_millis(s.half_open_timeout_ms),
                 max_per_source: s.max_per_source,
+                syn_cookies: Some(SynCookies {
+                    key: match s.peer.and_then(|p| keys.get(p)) {
+                        Some(k) => crate::secure::shared_cookie_key(k),
+                        None => alone_cookies,
+                    },
+                    send: s.syn_cookies,
+                    wall_start,
+                }),
                 role: s.role,
                 peer: s.peer,
             })
@@ -268,7 +284,6 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
         seed: boot_id,
     };
     let core = NodeCore::new(ncfg, now).context("building the node core")?;
-    let keys = cfg.link_keys()?;
     if keys
         .iter()
         .any(|k| matches!(k, crate::secure::PeerKey::Plaintext))

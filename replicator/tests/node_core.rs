@@ -42,6 +42,7 @@ fn site(address: Ipv4Address, role: Role, peer: Option<usize>) -> SiteConfig {
         max_half_open: 8,
         half_open_timeout: Duration::from_secs(20),
         max_per_source: 16,
+        syn_cookies: None,
         role,
         peer,
     }

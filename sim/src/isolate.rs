@@ -93,7 +93,7 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     })
 }
 
-fn stats_fields(s: &RunStats) -> [u64; 17] {
+fn stats_fields(s: &RunStats) -> [u64; 18] {
     [
         s.lan_frames,
         s.lan_lost,
@@ -112,6 +112,7 @@ fn stats_fields(s: &RunStats) -> [u64; 17] {
         s.logged_before_kill,
         s.late_rsts,
         s.link_stalls,
+        s.syn_cookies_validated,
     ]
 }
 
@@ -135,6 +136,7 @@ fn stats_from(v: &[u64]) -> Option<RunStats> {
         logged_before_kill: g(14)?,
         late_rsts: g(15)?,
         link_stalls: g(16)?,
+        syn_cookies_validated: g(17)?,
     })
 }
 

@@ -13,6 +13,7 @@ use hotpair_replicator::node::{
 use hotpair_replicator::{Msg, Policy};
 use hotpair_stack::engine::EngineStats;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use hotpair_stack::{CookieKey, SynCookies};
 
 use crate::content;
 use crate::topology::Topology;
@@ -130,6 +131,7 @@ impl SimNode {
         seeds: NodeSeeds,
         heartbeat_timeout: Duration,
         files_policy: Policy,
+        max_half_open: Option<usize>,
         start: Instant,
     ) -> Self {
         let c = content::get();
@@ -165,9 +167,17 @@ impl SimNode {
                 gateway: None,
                 port: PORT,
                 max_connections: 64,
-                max_half_open: 32,
+                max_half_open: max_half_open.unwrap_or(32),
                 half_open_timeout: Duration::from_secs(20),
                 max_per_source: 64,
+                // One key for every node (a pair's is derived from its
+                // link keys), and a fixed wall clock: runs stay a function
+                // of their spec.
+                syn_cookies: Some(SynCookies {
+                    key: CookieKey([0x5c; 32]),
+                    send: true,
+                    wall_start: Duration::from_secs(1_800_000_000),
+                }),
                 role: s.role,
                 peer: Some(peer_id(s.peer)),
             })

@@ -223,6 +223,8 @@ pub struct RunStats {
     pub not_forwarded: u64,
     pub duplicate_syn: u64,
     pub passed_through: u64,
+    /// Connections opened by a SYN cookie, on every node.
+    pub syn_cookies_validated: u64,
     pub arp_updates: u64,
     pub duplicate_bytes: u64,
     /// Final units of the scenario's requests that the owners of the
@@ -342,6 +344,7 @@ impl World {
                         node_seeds(spec.seed, w),
                         HEARTBEAT_TIMEOUT,
                         spec.scenario.files_policy,
+                        spec.scenario.max_half_open,
                         base,
                     )
                 })

@@ -57,6 +57,7 @@ use crate::vnet::VNET_HDR_LEN;
 mod admission;
 mod buffers;
 mod claim;
+pub mod cookie;
 mod device;
 mod dispatch;
 mod pool;
@@ -74,8 +75,11 @@ use ready::Ready;
 use shadow::{FwdRule, Track};
 
 pub use claim::{CLAIM_PROBES, CLAIM_PROBE_INTERVAL, FENCE_REPROBE_INTERVAL};
+pub use cookie::CookieKey;
 pub use slab::RxSlab;
-pub use types::{ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, Tuple};
+pub use types::{
+    ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, SynCookies, Tuple,
+};
 
 /// Bytes kept free in front of every frame, for the TAP's vnet header.
 pub const HEADROOM: usize = VNET_HDR_LEN;
@@ -203,6 +207,10 @@ pub struct Engine<C> {
     flood_on: bool,
     /// Connections closed to make room that still hold their slot.
     evicted: BTreeSet<ConnId>,
+    /// When this node last answered a SYN with a cookie: while its cookies
+    /// may come back, an ACK of no connection with a bad one is dropped
+    /// and counted (see `admission::CookieAck`).
+    cookie_sent_at: Option<StdInstant>,
 }
 
 impl<C> Engine<C> {
@@ -299,6 +307,7 @@ impl<C> Engine<C> {
             evict_warned: None,
             flood_on: false,
             evicted: BTreeSet::new(),
+            cookie_sent_at: None,
         };
         e.top_up();
         e

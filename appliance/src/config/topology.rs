@@ -141,6 +141,7 @@ impl Config {
                             s.max_connections,
                             s.max_per_source,
                         )?,
+                        syn_cookies: s.syn_cookies,
                         role,
                         peer,
                     }],
@@ -223,6 +224,7 @@ impl Config {
                             a.max_connections,
                             a.max_per_source,
                         )?,
+                        syn_cookies: a.syn_cookies,
                         role: a.role,
                         peer,
                     });

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_http::{Limits, Response};
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
-use hotpair_stack::{ConnId, Engine, Frame, StackConfig};
+use hotpair_stack::{ConnId, Engine, Frame, StackConfig, SynCookies};
 use thiserror::Error;
 
 pub use app::{AppCheck, AppCheckConfig};
@@ -80,6 +80,10 @@ pub struct SiteConfig {
     pub half_open_timeout: Duration,
     /// The most connections one client address may hold at once.
     pub max_per_source: usize,
+    /// SYN cookies: the key (the same on the peer: it validates the
+    /// cookies this node sends, and the reverse) and whether this node
+    /// sends them at the half-open bound; `None`: none at all.
+    pub syn_cookies: Option<SynCookies>,
     /// The starting role.
     pub role: Role,
     /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
@@ -383,6 +387,7 @@ impl NodeCore {
                 max_half_open: sc.max_half_open,
                 half_open_timeout: sc.half_open_timeout,
                 max_per_source: sc.max_per_source,
+                syn_cookies: sc.syn_cookies.clone(),
                 rx_buffer_bytes: cfg.rx_buffer_bytes,
                 tx_buffer_bytes: cfg.tx_buffer_bytes,
                 // Each address its own ISN sequence.

@@ -74,6 +74,7 @@ impl World {
             st.not_forwarded += e.not_forwarded;
             st.duplicate_syn += e.duplicate_syn;
             st.passed_through += e.passed_through;
+            st.syn_cookies_validated += e.syn_cookies_validated;
         }
         Outcome {
             done_step: self.done_step,

@@ -24,7 +24,7 @@ const MAX_NEIGHBORS: usize = 256;
 impl<C> Engine<C> {
     /// The neighbour a frame to `ip` goes through: `ip` itself, if on the
     /// link, else the gateway.
-    fn next_hop(&self, ip: Ipv4Address) -> Option<Ipv4Address> {
+    pub(super) fn next_hop(&self, ip: Ipv4Address) -> Option<Ipv4Address> {
         if self.cfg.address.contains_addr(&ip) {
             Some(ip)
         } else {
