@@ -45,11 +45,12 @@ pub fn spec_key(s: &RunSpec) -> String {
         ),
     };
     format!(
-        "{} {} {} {} {kill}",
+        "{} {} {} {} {kill}{}",
         s.topology.name(),
         s.scenario.name,
         s.seed,
-        s.net.name
+        s.net.name,
+        if s.checks { " checks" } else { "" }
     )
 }
 
@@ -61,6 +62,11 @@ pub type ExpectCache =
 pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     let mut f = line.split_whitespace();
     let (topo, name, seed, net, kill) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+    let checks = match f.next() {
+        None => false,
+        Some("checks") => true,
+        Some(_) => return None,
+    };
     let topology = Topology::parse(topo)?;
     let seed: u64 = seed.parse().ok()?;
     let net = Net::parse(net)?;
@@ -88,12 +94,13 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
         seed,
         net,
         kill,
+        checks,
         trace: false,
         fingerprint: false,
     })
 }
 
-fn stats_fields(s: &RunStats) -> [u64; 17] {
+fn stats_fields(s: &RunStats) -> [u64; 21] {
     [
         s.lan_frames,
         s.lan_lost,
@@ -112,6 +119,10 @@ fn stats_fields(s: &RunStats) -> [u64; 17] {
         s.logged_before_kill,
         s.late_rsts,
         s.link_stalls,
+        s.app_commits,
+        s.app_reexecuted,
+        s.app_refused,
+        s.relinks,
     ]
 }
 
@@ -135,6 +146,10 @@ fn stats_from(v: &[u64]) -> Option<RunStats> {
         logged_before_kill: g(14)?,
         late_rsts: g(15)?,
         link_stalls: g(16)?,
+        app_commits: g(17)?,
+        app_reexecuted: g(18)?,
+        app_refused: g(19)?,
+        relinks: g(20)?,
     })
 }
 

@@ -64,6 +64,7 @@
 //! Replay one run with the environment variables printed on failure; see
 //! `tests/failover_matrix.rs`.
 
+pub mod app;
 pub mod client;
 pub mod content;
 pub mod isolate;

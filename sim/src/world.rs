@@ -8,6 +8,7 @@
 //!
 //! Judging a finished run against the promises is in `judge`.
 
+mod faults;
 mod judge;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,14 +57,30 @@ pub enum Variant {
     /// back): no link ever comes up; the others must serve alone once
     /// their cold-start wait is over. Its step is 0.
     Absent,
+    /// The node loses the service LAN (every frame to or from it dropped:
+    /// client, gateway and the other nodes alike) while its links and its
+    /// process live on; its LAN check must find out and hand its addresses
+    /// over. The LAN comes back [`faults::LAN_OUTAGE`] later and the node
+    /// rejoins. Needs [`RunSpec::checks`].
+    Lan,
+    /// The node's application dies: its jobs in flight and new ones fail
+    /// as unreachable, its application checks fail; the node lives on and
+    /// must hand its addresses over. Needs [`RunSpec::checks`].
+    App,
 }
 
 impl Variant {
+    /// The victim's process lives on (its LAN or its application fails).
+    pub fn lives_on(self) -> bool {
+        matches!(self, Variant::Lan | Variant::App)
+    }
     pub fn name(self) -> &'static str {
         match self {
             Variant::Lost => "lost",
             Variant::Silent => "silent",
             Variant::Absent => "absent",
+            Variant::Lan => "lan",
+            Variant::App => "app",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -71,6 +88,8 @@ impl Variant {
             "lost" => Some(Variant::Lost),
             "silent" => Some(Variant::Silent),
             "absent" => Some(Variant::Absent),
+            "lan" => Some(Variant::Lan),
+            "app" => Some(Variant::App),
             _ => None,
         }
     }
@@ -150,6 +169,10 @@ pub struct RunSpec {
     pub seed: u64,
     pub net: Net,
     pub kill: Option<Kill>,
+    /// The nodes run their LAN check against the world's gateway and their
+    /// application check against the world's application (the `lan` and
+    /// `app` variants need it, and so do their baselines: it adds steps).
+    pub checks: bool,
     /// Print every step.
     pub trace: bool,
     /// Hash every event (determinism checks).
@@ -168,11 +191,12 @@ impl RunSpec {
             None => ("none", "none".to_owned(), "lost"),
         };
         format!(
-            "SIM_TOPOLOGY={} SIM_SEED={} SIM_SCENARIO={} SIM_VICTIM={victim} SIM_STEP={step} SIM_VARIANT={variant} SIM_NET={} SIM_TRACE=1 cargo test -p hotpair-sim --test failover_matrix replay -- --nocapture",
+            "SIM_TOPOLOGY={} SIM_SEED={} SIM_SCENARIO={} SIM_VICTIM={victim} SIM_STEP={step} SIM_VARIANT={variant} SIM_NET={}{} SIM_TRACE=1 cargo test -p hotpair-sim --test failover_matrix replay -- --nocapture",
             self.topology.name(),
             self.seed,
             self.scenario.name,
-            self.net.name
+            self.net.name,
+            if self.checks { " SIM_CHECKS=1" } else { "" }
         )
     }
 
@@ -232,6 +256,14 @@ pub struct RunStats {
     pub late_rsts: u64,
     /// Link messages held up by a retransmission (see [`Net`]).
     pub link_stalls: u64,
+    /// Requests the application committed; of them, those executed more
+    /// than once (re-run on the peer: the database returned the stored
+    /// reply); jobs the application could not take (dead).
+    pub app_commits: u64,
+    pub app_reexecuted: u64,
+    pub app_refused: u64,
+    /// Links made again after one was dropped.
+    pub relinks: u64,
 }
 
 /// The verdict of a run.
@@ -255,6 +287,8 @@ pub struct Outcome {
 enum Port {
     Client,
     Node(Who),
+    /// The LAN host the nodes' LAN checks ask (with `RunSpec::checks`).
+    Gateway,
 }
 
 impl fmt::Display for Port {
@@ -262,6 +296,7 @@ impl fmt::Display for Port {
         match self {
             Port::Client => f.write_str("client"),
             Port::Node(w) => f.write_str(w.name()),
+            Port::Gateway => f.write_str("gateway"),
         }
     }
 }
@@ -271,6 +306,7 @@ impl Port {
         match self {
             Port::Client => CLIENT_MAC,
             Port::Node(w) => w.mac(),
+            Port::Gateway => crate::node::GATEWAY_MAC,
         }
     }
 }
@@ -285,7 +321,12 @@ enum Delivery {
         from: Who,
         to: Who,
         msg: LinkIn,
+        /// The link session it belongs to (see `faults`; always 0 without
+        /// `RunSpec::checks`).
+        session: u64,
     },
+    /// The simulated application's work (see `faults`).
+    App(faults::AppEvent),
 }
 
 pub struct World {
@@ -320,6 +361,8 @@ pub struct World {
     done_time: Option<Duration>,
     /// Where the step count is published for a watchdog.
     pulse: Option<Arc<AtomicU64>>,
+    /// The LAN cut, the application, the database, the links' sessions.
+    faults: faults::Faults,
 }
 
 impl World {
@@ -342,6 +385,7 @@ impl World {
                         node_seeds(spec.seed, w),
                         HEARTBEAT_TIMEOUT,
                         spec.scenario.files_policy,
+                        spec.checks,
                         base,
                     )
                 })
@@ -383,6 +427,7 @@ impl World {
             done_step: None,
             done_time: None,
             pulse: None,
+            faults: faults::Faults::new(topo),
         }
     }
 
@@ -427,7 +472,7 @@ impl World {
                 self.done_time = Some(self.t);
                 self.trace(|| "client done".into());
             }
-            if self.done_time.is_some_and(|d| self.t >= d + GRACE) {
+            if self.done_time.is_some_and(|d| self.t >= d + GRACE) && self.settled() {
                 break;
             }
             if self.t > MAX_TIME || self.step > MAX_STEPS {
@@ -453,6 +498,7 @@ impl World {
                 self.kill(k);
             }
         }
+        self.heal_if_due();
         self.pulse();
         let due = self
             .queue
@@ -465,7 +511,13 @@ impl World {
         } else {
             let (nodes, client) = self.deadlines();
             let queue = self.queue.first_key_value().map(|((t, _), _)| *t);
-            let next = nodes.iter().copied().chain([client, queue]).flatten().min();
+            let heal = self.faults.heal_at;
+            let next = nodes
+                .iter()
+                .copied()
+                .chain([client, queue, heal])
+                .flatten()
+                .min();
             match next {
                 Some(at) if at > self.t => {
                     self.t = at;
@@ -560,6 +612,11 @@ impl World {
             .filter(|a| a.primary == k.victim)
             .map(|a| self.finals_at_kill[a.index])
             .sum();
+        if k.variant.lives_on() {
+            self.trace(|| format!("FAULT {} ({})", k.victim.name(), k.variant.name()));
+            self.strike(k);
+            return;
+        }
         let peers = self.nodes[k.victim.index()]
             .take()
             .map(|n| n.peers().to_vec())
@@ -581,8 +638,13 @@ impl World {
     fn deliver(&mut self, d: Delivery) -> Result<(), String> {
         match d {
             Delivery::Lan { from, to, frame } => {
+                if self.faults.cut_off(from, to) {
+                    self.trace(|| format!("CUT {from} -> {to}: {}", lan::describe(&frame)));
+                    return Ok(());
+                }
                 self.trace(|| format!("{from} -> {to}: {}", lan::describe(&frame)));
                 match to {
+                    Port::Gateway => self.gateway_receive(&frame),
                     Port::Client => {
                         let (step, t) = (self.step, self.t);
                         let conns = &self.client.conns;
@@ -603,13 +665,25 @@ impl World {
                     }
                 }
             }
-            Delivery::Link { from, to, msg } => {
+            Delivery::App(ev) => self.app_event(ev)?,
+            Delivery::Link {
+                from,
+                to,
+                msg,
+                session,
+            } => {
+                if self.nodes[to.index()].is_none() {
+                    self.trace(|| {
+                        format!("link {} -> {}: {}", from.name(), to.name(), link_desc(&msg))
+                    });
+                    return Ok(());
+                }
+                let Some(msg) = self.link_session_filter(from, to, msg, session) else {
+                    return Ok(());
+                };
                 self.trace(|| {
                     format!("link {} -> {}: {}", from.name(), to.name(), link_desc(&msg))
                 });
-                if self.nodes[to.index()].is_none() {
-                    return Ok(());
-                }
                 if let LinkIn::Msg(
                     channel,
                     Msg::Unit {
@@ -644,6 +718,16 @@ impl World {
             return Ok(());
         };
         let before = self.spec.trace.then(|| n.stats());
+        // A takeover's handler runs count from before the round that made
+        // it (the round runs the promoted requests at once).
+        if self.spec.checks {
+            let runs = n
+                .addresses()
+                .iter()
+                .map(|&a| (a, n.handler_runs_for(a)))
+                .collect();
+            self.faults.runs_before_round = runs;
+        }
         let out = n.round(now)?;
         if let Some(before) = before {
             let after = n.stats();
@@ -656,9 +740,13 @@ impl World {
                 }
             }
         }
-        // Handlers run inline (`set_inline_handlers`): a reply is made in
-        // the round its request completed, never on another thread.
+        // `files` and `generate` run inline (`set_inline_generate`): a
+        // reply is made in the round its request completed; the
+        // application's jobs go to the world's application.
         self.emit(w, out);
+        if self.spec.checks {
+            self.manage_links(w);
+        }
         Ok(())
     }
 
@@ -668,6 +756,7 @@ impl World {
             self.stats.promoted = true;
             if let Some(a) = vip_index(ip) {
                 self.takeovers.insert((w, a, true));
+                self.snapshot_takeover(a, w);
             }
             self.trace(|| format!("{} promotes its shadow connections of {ip}", w.name()));
         }
@@ -675,6 +764,7 @@ impl World {
             self.stats.claimed = true;
             if let Some(a) = vip_index(ip) {
                 self.takeovers.insert((w, a, false));
+                self.snapshot_takeover(a, w);
             }
             self.trace(|| format!("{} claims the service address {ip}", w.name()));
         }
@@ -696,10 +786,23 @@ impl World {
         for (to, channel, m) in out.msgs {
             self.send_link(w, to, LinkIn::Msg(channel, m));
         }
+        for j in out.jobs {
+            self.start_job(w, j);
+        }
+        for _ in 0..out.app_checks {
+            self.start_app_check(w);
+        }
     }
 
     fn run_client(&mut self) {
-        let alive: Vec<_> = self.nodes.iter().flatten().map(|n| n.who.mac()).collect();
+        // A node cut off the LAN does not answer the client's re-confirmation.
+        let alive: Vec<_> = self
+            .nodes
+            .iter()
+            .flatten()
+            .filter(|n| self.faults.cut != Some(n.who))
+            .map(|n| n.who.mac())
+            .collect();
         self.client
             .refresh_neighbor(self.t, |mac| alive.contains(&mac));
         let frames = self.client.poll(self.t);
@@ -715,8 +818,10 @@ impl World {
             return;
         };
         // The switch: by destination MAC, a broadcast to every other port.
+        let gateway = self.spec.checks.then_some(Port::Gateway);
         let ports = std::iter::once(Port::Client)
-            .chain((0..self.nodes.len()).map(|i| Port::Node(Who(i as u8))));
+            .chain((0..self.nodes.len()).map(|i| Port::Node(Who(i as u8))))
+            .chain(gateway);
         let targets: Vec<Port> = ports
             .filter(|p| *p != from && (dst.is_broadcast() || p.mac() == dst))
             .collect();
@@ -749,6 +854,11 @@ impl World {
     }
 
     fn send_link(&mut self, from: Who, to: Who, msg: LinkIn) {
+        let session = self.faults.session(from, to);
+        self.send_link_in(from, to, msg, session);
+    }
+
+    fn send_link_in(&mut self, from: Who, to: Who, msg: LinkIn, session: u64) {
         self.stats.link_msgs += 1;
         let net = self.spec.net;
         let mut at = self.t + net.link_delay;
@@ -768,8 +878,15 @@ impl World {
         *tail = at;
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queue
-            .insert((at, seq), Delivery::Link { from, to, msg });
+        self.queue.insert(
+            (at, seq),
+            Delivery::Link {
+                from,
+                to,
+                msg,
+                session,
+            },
+        );
     }
 }
 
