@@ -73,6 +73,7 @@ pub mod matrix;
 pub mod node;
 pub mod reply;
 pub mod rng;
+pub mod sampled;
 pub mod scenario;
 pub mod topology;
 pub mod wire;
