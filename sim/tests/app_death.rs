@@ -32,10 +32,13 @@ fn every_scenario_survives_a_dead_application() {
         points,
     };
     let plan = [
-        part(Topology::Duplex, 1, Net::CLEAN, 6),
-        part(Topology::Duplex, 2, Net::LOSSY, 3),
-        part(Topology::DualRole, 1, Net::CLEAN, 2),
-        part(Topology::Ring(3), 1, Net::CLEAN, 1),
+        part(Topology::Duplex, 1, Net::CLEAN, 40),
+        part(Topology::Duplex, 2, Net::LOSSY, 12),
+        part(Topology::Duplex, 3, Net::LOSSY, 12),
+        part(Topology::DualRole, 1, Net::CLEAN, 12),
+        part(Topology::DualRole, 2, Net::LOSSY, 4),
+        part(Topology::Ring(3), 1, Net::CLEAN, 6),
+        part(Topology::Ring(3), 2, Net::LOSSY, 2),
     ];
     let r = sampled::run(Variant::App, &plan, &scenario::all(), threads());
     for p in &r.plan {

@@ -33,10 +33,13 @@ fn every_scenario_survives_a_node_cut_off_the_lan_and_its_rejoin() {
         points,
     };
     let plan = [
-        part(Topology::Duplex, 1, Net::CLEAN, 6),
-        part(Topology::Duplex, 2, Net::LOSSY, 3),
-        part(Topology::DualRole, 1, Net::CLEAN, 2),
-        part(Topology::Ring(3), 1, Net::CLEAN, 1),
+        part(Topology::Duplex, 1, Net::CLEAN, 40),
+        part(Topology::Duplex, 2, Net::LOSSY, 12),
+        part(Topology::Duplex, 3, Net::LOSSY, 12),
+        part(Topology::DualRole, 1, Net::CLEAN, 12),
+        part(Topology::DualRole, 2, Net::LOSSY, 4),
+        part(Topology::Ring(3), 1, Net::CLEAN, 6),
+        part(Topology::Ring(3), 2, Net::LOSSY, 2),
     ];
     let r = sampled::run(Variant::Lan, &plan, &scenario::all(), threads());
     for p in &r.plan {
@@ -85,4 +88,35 @@ fn a_primary_cut_off_with_a_fin_in_flight_does_not_spin() {
         spec.replay_command()
     );
     assert!(out.stats.promoted && out.stats.promoted_conns > 0);
+}
+
+/// The primary cut off during the client's handshake (duplex, lossy):
+/// the owner promoted the half-open connection, the LAN came back, the
+/// nodes rejoined — the owner keeps the handshake, as it keeps every
+/// connection it served — and the client's SYN retransmission reached the
+/// owner. It forwarded the SYN to the primary as an ingress node does, and
+/// the primary opened a second connection on the client's port with
+/// another ISN (a sequence-space violation, then an RST). The owner now
+/// answers a handshake it serves itself, as in simplex.
+#[test]
+fn a_handshake_promoted_before_a_rejoin_stays_with_the_owner() {
+    for (name, step) in [("handshake", 157), ("mixed-pipe", 161)] {
+        let t = Topology::Duplex;
+        let s = std::sync::Arc::new(scenario::by_name(name).expect("exists"));
+        let mut spec = matrix::spec(t, &s, 3, Net::LOSSY, None);
+        spec.checks = true;
+        spec.kill = Some(Kill {
+            victim: Who::A,
+            step,
+            variant: Variant::Lan,
+        });
+        let out = matrix::run_all(std::slice::from_ref(&spec), 1).remove(0);
+        assert!(
+            out.violations.is_empty(),
+            "{:?}\nreplay: {}",
+            out.violations,
+            spec.replay_command()
+        );
+        assert!(out.stats.duplicate_syn > 0 && out.stats.relinks > 0);
+    }
 }
