@@ -30,15 +30,16 @@ fn every_scenario_survives_a_dead_application() {
         seed,
         net,
         points,
+        skip: &[],
     };
     let plan = [
-        part(Topology::Duplex, 1, Net::CLEAN, 40),
-        part(Topology::Duplex, 2, Net::LOSSY, 12),
-        part(Topology::Duplex, 3, Net::LOSSY, 12),
-        part(Topology::DualRole, 1, Net::CLEAN, 12),
-        part(Topology::DualRole, 2, Net::LOSSY, 4),
-        part(Topology::Ring(3), 1, Net::CLEAN, 6),
-        part(Topology::Ring(3), 2, Net::LOSSY, 2),
+        part(Topology::Duplex, 1, Net::CLEAN, 80),
+        part(Topology::Duplex, 2, Net::LOSSY, 24),
+        part(Topology::Duplex, 3, Net::LOSSY, 24),
+        part(Topology::DualRole, 1, Net::CLEAN, 24),
+        part(Topology::DualRole, 2, Net::LOSSY, 8),
+        part(Topology::Ring(3), 1, Net::CLEAN, 12),
+        part(Topology::Ring(3), 2, Net::LOSSY, 4),
     ];
     let r = sampled::run(Variant::App, &plan, &scenario::all(), threads());
     for p in &r.plan {
@@ -54,19 +55,27 @@ fn every_scenario_survives_a_dead_application() {
     );
 }
 
-/// The application scenario on its own, the dead application's node struck
-/// at every step (duplex, clean): every moment of a request's life —
-/// before it reached the application, between its commit and its reply
-/// (the peer runs it again and gets the stored reply), after.
+/// The application scenario on its own, each node's application killed at
+/// every step (duplex clean and lossy, dual-role and the ring clean):
+/// every moment of a request's life — before it reached the application,
+/// between its commit and its reply (the peer runs it again and gets the
+/// stored reply), after.
 #[test]
 fn the_application_scenario_at_every_step() {
     let s = scenario::by_name("app").expect("exists");
-    let plan = [Part {
-        topology: Topology::Duplex,
-        seed: 3,
-        net: Net::CLEAN,
+    let every = |topology, seed, net| Part {
+        topology,
+        seed,
+        net,
         points: u64::MAX,
-    }];
+        skip: &[],
+    };
+    let plan = [
+        every(Topology::Duplex, 3, Net::CLEAN),
+        every(Topology::Duplex, 4, Net::LOSSY),
+        every(Topology::DualRole, 3, Net::CLEAN),
+        every(Topology::Ring(3), 3, Net::CLEAN),
+    ];
     let r = sampled::run(Variant::App, &plan, &[s], threads());
     println!(
         "{}",
