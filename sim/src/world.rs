@@ -10,6 +10,12 @@
 
 mod faults;
 mod judge;
+mod spec;
+mod trace;
+
+pub use faults::{LAN_OUTAGE, RELINK_DELAY, SETTLE};
+pub use spec::{Kill, Net, RunSpec, Variant};
+use trace::{link_desc, stats_delta};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -44,184 +50,6 @@ pub const MAX_QUEUE: usize = 200_000;
 pub const SHELL_MAX_SLEEP: Duration = Duration::from_millis(100);
 /// Steps in a row that do not advance the clock before it is a livelock.
 const MAX_STILL_STEPS: u32 = 10_000;
-
-/// How a killed node goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Variant {
-    /// Its kernel resets the replication link: the survivor is told
-    /// (`LinkIn::Lost`) after the messages already on the wire.
-    Lost,
-    /// Nothing more is heard: the survivor's heartbeat timeout must fire.
-    Silent,
-    /// The node never starts (a cold start after a power cut, one node
-    /// back): no link ever comes up; the others must serve alone once
-    /// their cold-start wait is over. Its step is 0.
-    Absent,
-    /// The node loses the service LAN (every frame to or from it dropped:
-    /// client, gateway and the other nodes alike) while its links and its
-    /// process live on; its LAN check must find out and hand its addresses
-    /// over. The LAN comes back [`faults::LAN_OUTAGE`] later and the node
-    /// rejoins. Needs [`RunSpec::checks`].
-    Lan,
-    /// The node's application dies: its jobs in flight and new ones fail
-    /// as unreachable, its application checks fail; the node lives on and
-    /// must hand its addresses over. Needs [`RunSpec::checks`].
-    App,
-}
-
-impl Variant {
-    /// The victim's process lives on (its LAN or its application fails).
-    pub fn lives_on(self) -> bool {
-        matches!(self, Variant::Lan | Variant::App)
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Lost => "lost",
-            Variant::Silent => "silent",
-            Variant::Absent => "absent",
-            Variant::Lan => "lan",
-            Variant::App => "app",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "lost" => Some(Variant::Lost),
-            "silent" => Some(Variant::Silent),
-            "absent" => Some(Variant::Absent),
-            "lan" => Some(Variant::Lan),
-            "app" => Some(Variant::App),
-            _ => None,
-        }
-    }
-}
-
-/// The LAN's behaviour (the replication link is always ordered and lossless,
-/// like the kernel TCP connection it stands for). Loss and reordering apply
-/// to frames to and from the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Net {
-    pub name: &'static str,
-    pub lan_delay: Duration,
-    /// Frames delayed by an extra `1..=reorder_delay`, per million: they
-    /// arrive after frames sent later (netem's `reorder`).
-    pub reorder_ppm: u32,
-    pub reorder_delay: Duration,
-    /// Frames lost, per million.
-    pub loss_ppm: u32,
-    pub link_delay: Duration,
-    /// Replication-link messages, per million, that meet a lost segment
-    /// of the link's kernel TCP: they (and everything queued behind them,
-    /// the link being one ordered stream) arrive `link_stall` late — its
-    /// retransmission. TCP turns loss into delay, and never reorders.
-    pub link_stall_ppm: u32,
-    pub link_stall: Duration,
-}
-
-impl Net {
-    pub const CLEAN: Net = Net {
-        name: "clean",
-        lan_delay: Duration::from_micros(50),
-        reorder_ppm: 0,
-        reorder_delay: Duration::ZERO,
-        loss_ppm: 0,
-        link_delay: Duration::from_micros(100),
-        link_stall_ppm: 0,
-        link_stall: Duration::ZERO,
-    };
-    /// 2% loss; 2% of frames overtaken (delayed by up to 300 µs); 1% of
-    /// link messages held up by a 200 ms retransmission (Linux's minimum
-    /// RTO).
-    pub const LOSSY: Net = Net {
-        name: "lossy",
-        lan_delay: Duration::from_micros(50),
-        reorder_ppm: 20_000,
-        reorder_delay: Duration::from_micros(300),
-        loss_ppm: 20_000,
-        link_delay: Duration::from_micros(100),
-        link_stall_ppm: 10_000,
-        link_stall: Duration::from_millis(200),
-    };
-    pub fn parse(s: &str) -> Option<Net> {
-        match s {
-            "clean" => Some(Net::CLEAN),
-            "lossy" => Some(Net::LOSSY),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kill {
-    pub victim: Who,
-    pub step: u64,
-    pub variant: Variant,
-}
-
-/// One run's parameters: everything a run is a function of.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// Which nodes hold which addresses.
-    pub topology: Topology,
-    /// The client's connections (spread over the topology's addresses:
-    /// [`Topology::scenario`]).
-    pub scenario: Arc<Scenario>,
-    pub expect: Arc<Expectations>,
-    pub seed: u64,
-    pub net: Net,
-    pub kill: Option<Kill>,
-    /// The nodes run their LAN check against the world's gateway and their
-    /// application check against the world's application (the `lan` and
-    /// `app` variants need it, and so do their baselines: it adds steps).
-    pub checks: bool,
-    /// Print every step.
-    pub trace: bool,
-    /// Hash every event (determinism checks).
-    pub fingerprint: bool,
-}
-
-impl RunSpec {
-    /// The command that replays this run alone.
-    pub fn replay_command(&self) -> String {
-        let (victim, step, variant) = match self.kill {
-            Some(k) => (
-                self.topology.victim_name(k.victim),
-                k.step.to_string(),
-                k.variant.name(),
-            ),
-            None => ("none", "none".to_owned(), "lost"),
-        };
-        format!(
-            "SIM_TOPOLOGY={} SIM_SEED={} SIM_SCENARIO={} SIM_VICTIM={victim} SIM_STEP={step} SIM_VARIANT={variant} SIM_NET={}{} SIM_TRACE=1 cargo test -p hotpair-sim --test failover_matrix replay -- --nocapture",
-            self.topology.name(),
-            self.seed,
-            self.scenario.name,
-            self.net.name,
-            if self.checks { " SIM_CHECKS=1" } else { "" }
-        )
-    }
-
-    pub fn label(&self) -> String {
-        match self.kill {
-            Some(k) => format!(
-                "mode={} scenario={} victim={} step={} seed={} variant={} net={}",
-                self.topology.name(),
-                self.scenario.name,
-                self.topology.victim_name(k.victim),
-                k.step,
-                self.seed,
-                k.variant.name(),
-                self.net.name
-            ),
-            None => format!(
-                "mode={} scenario={} no kill seed={} net={}",
-                self.topology.name(),
-                self.scenario.name,
-                self.seed,
-                self.net.name
-            ),
-        }
-    }
-}
 
 /// The seeds of a run, derived from its seed.
 pub fn node_seeds(seed: u64, who: Who) -> NodeSeeds {
@@ -887,64 +715,6 @@ impl World {
                 session,
             },
         );
-    }
-}
-
-/// The counters that moved between two engine snapshots, for traces.
-fn stats_delta(
-    a: &hotpair_stack::engine::EngineStats,
-    b: &hotpair_stack::engine::EngineStats,
-) -> String {
-    let fields = [
-        ("accepted", a.accepted, b.accepted),
-        ("closed", a.closed, b.closed),
-        ("active", a.active as u64, b.active as u64),
-        (
-            "time-wait recycled",
-            a.time_wait_recycled,
-            b.time_wait_recycled,
-        ),
-        ("duplicate SYN", a.duplicate_syn, b.duplicate_syn),
-        ("forwarded", a.forwarded, b.forwarded),
-        ("not forwarded", a.not_forwarded, b.not_forwarded),
-        ("held", a.held, b.held),
-        ("held dropped", a.held_dropped, b.held_dropped),
-        ("passed through", a.passed_through, b.passed_through),
-        ("promoted", a.promoted, b.promoted),
-    ];
-    fields
-        .iter()
-        .filter(|(_, x, y)| x != y)
-        .map(|(n, x, y)| format!("{n} {x}->{y}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn link_desc(m: &LinkIn) -> String {
-    match m {
-        LinkIn::Connected => "connected".into(),
-        LinkIn::Lost(why) => format!("lost ({why})"),
-        LinkIn::Msg(_, Msg::Unit {
-            conn,
-            seq,
-            index,
-            kind,
-            input_end,
-            close_after,
-            local,
-            payload,
-        }) => format!(
-            "Unit {conn} seq={seq} index={} {kind:?} input_end={input_end} close_after={close_after} local={local} len={}",
-            if *index == u64::MAX { "close".to_owned() } else { index.to_string() },
-            payload.len()
-        ),
-        LinkIn::Msg(_, Msg::Frame { frame }) => format!("Frame {}", lan::describe(frame)),
-        LinkIn::Msg(_, Msg::UnitAck { conn, seq }) => format!("UnitAck {conn} seq={seq}"),
-        LinkIn::Msg(_, Msg::ConnGone { conn }) => format!("ConnGone {conn}"),
-        LinkIn::Msg(_, m) => m.name().to_owned(),
-        // Transports the simulation does not use.
-        #[allow(unreachable_patterns)]
-        _ => "other link news".into(),
     }
 }
 
