@@ -30,7 +30,6 @@ fn every_scenario_survives_a_dead_application() {
         seed,
         net,
         points,
-        skip: &[],
     };
     let plan = [
         part(Topology::Duplex, 1, Net::CLEAN, 80),
@@ -68,7 +67,6 @@ fn the_application_scenario_at_every_step() {
         seed,
         net,
         points: u64::MAX,
-        skip: &[],
     };
     let plan = [
         every(Topology::Duplex, 3, Net::CLEAN),

@@ -31,19 +31,13 @@ fn every_scenario_survives_a_node_cut_off_the_lan_and_its_rejoin() {
         seed,
         net,
         points,
-        skip: &[],
     };
     let plan = [
         part(Topology::Duplex, 1, Net::CLEAN, 80),
         part(Topology::Duplex, 2, Net::LOSSY, 24),
         part(Topology::Duplex, 3, Net::LOSSY, 24),
         part(Topology::DualRole, 1, Net::CLEAN, 24),
-        // `reject` under loss: a known failure (see
-        // `a_lingering_close_served_alone_survives_the_rejoin`).
-        Part {
-            skip: &["reject"],
-            ..part(Topology::DualRole, 2, Net::LOSSY, 8)
-        },
+        part(Topology::DualRole, 2, Net::LOSSY, 8),
         part(Topology::Ring(3), 1, Net::CLEAN, 12),
         part(Topology::Ring(3), 2, Net::LOSSY, 4),
     ];
@@ -83,7 +77,6 @@ fn the_application_scenario_at_every_step() {
         seed,
         net,
         points: u64::MAX,
-        skip: &[],
     };
     let plan = [
         every(Topology::Duplex, 3, Net::CLEAN),
@@ -153,21 +146,19 @@ fn a_handshake_promoted_before_a_rejoin_stays_with_the_owner() {
     }
 }
 
-/// KNOWN FAILURE, left out of the matrix (dual-role, lossy, `reject`). B
-/// (owner of 10.77.0.11) is cut off; A claims .11 and serves the client's
-/// 100 MiB POST alone: a 413 and its FIN at once, then a lingering close
-/// while the client, slowed by the cut and the loss, still sends. The LAN
-/// comes back, the nodes link again; at B's `Hello` (A rejoins as .11's
-/// primary) A's socket goes to TIME-WAIT and is released, B reasserts .11
-/// and passes the client's later segments through to A, whose stack
-/// answers each with an RST (promise 4). The same run without the heal
-/// holds every promise. Replay:
-/// `SIM_TOPOLOGY=dual-role SIM_SEED=2 SIM_SCENARIO=reject SIM_VICTIM=B
-/// SIM_STEP=250 SIM_VARIANT=lan SIM_NET=lossy SIM_TRACE=1 cargo test -p
-/// hotpair-sim --test failover_matrix replay -- --nocapture` (and victim A
-/// at step 418).
+/// Dual-role, lossy, `reject`: B (owner of 10.77.0.11) is cut off; A
+/// claims .11 and serves the client's 100 MiB POST alone — a 413 and its
+/// FIN at once, then a lingering close while the client, slowed by the
+/// cut and the loss, still sends. The LAN comes back and the nodes link
+/// again; B's `Hello` for .11 reaches A 200 ms late (a link
+/// retransmission), so B rejoins as .11's owner while A still serves it
+/// alone. B answered A's periodic announcement of .11: A saw a split brain,
+/// stood down and, rejoining fenced, dropped the connection only it held;
+/// B passed the client's next segments through to A, which answered each
+/// with an RST. An owner back from a takeover now stays silent on ARP
+/// until the primary's `Routes` (`Engine::reassert`), as the rejoin rule
+/// says.
 #[test]
-#[ignore = "known failure: a lingering close served alone is cut at the rejoin (RST)"]
 fn a_lingering_close_served_alone_survives_the_rejoin() {
     for (victim, step) in [(Who::B, 250), (Who::A, 418)] {
         let t = Topology::DualRole;

@@ -160,6 +160,10 @@ pub struct Engine<C> {
     /// This node's LAN check failed: it reaches no client, so a fence is
     /// not re-probed (unanswered probes would prove nothing).
     lan_down: bool,
+    /// An owner that took its role back from a takeover: no ARP from it
+    /// until [`Engine::reassert`] (the primary stopped answering for the
+    /// address), or it would answer the primary's announcements for it.
+    arp_quiet: bool,
     /// Another node's MAC announced our address while we serve it alone
     /// (a split brain): the node core resolves it (taken once).
     conflict: Option<smoltcp::wire::EthernetAddress>,
@@ -279,6 +283,7 @@ impl<C> Engine<C> {
             reprobe_at: None,
             reprobing: false,
             lan_down: false,
+            arp_quiet: false,
             conflict: None,
             foreign_warned: None,
             pass_through: false,
