@@ -17,7 +17,8 @@
 use hotpair_sim::sampled::{self, Part};
 use hotpair_sim::scenario;
 use hotpair_sim::topology::Topology;
-use hotpair_sim::world::{Net, Variant};
+use hotpair_sim::world::{Kill, Net, Variant};
+use hotpair_sim::{matrix, Who};
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -86,4 +87,34 @@ fn the_application_scenario_at_every_step() {
         again > 0,
         "no request was executed again: the database's insert-or-return went untested"
     );
+}
+
+/// One dead-application run twice (dual-role, lossy, A's application
+/// killed with requests in flight): the same event trace — the
+/// application's delays, commits and checks are a function of the seed.
+#[test]
+fn a_dead_application_run_is_deterministic() {
+    let t = Topology::DualRole;
+    let s = std::sync::Arc::new(t.scenario(scenario::by_name("app").expect("exists")));
+    let mut spec = matrix::spec(t, &s, 5, Net::LOSSY, None);
+    spec.checks = true;
+    spec.fingerprint = true;
+    spec.kill = Some(Kill {
+        victim: Who::A,
+        step: 400,
+        variant: Variant::App,
+    });
+    let twice = matrix::run_all(&[spec.clone(), spec.clone()], 2);
+    assert!(
+        twice[0].violations.is_empty(),
+        "{:?}\nreplay: {}",
+        twice[0].violations,
+        spec.replay_command()
+    );
+    assert!(twice[0].fingerprint.is_some());
+    assert_eq!(
+        twice[0].fingerprint, twice[1].fingerprint,
+        "the same run twice diverged"
+    );
+    assert_eq!(twice[0].steps, twice[1].steps);
 }

@@ -105,7 +105,10 @@ fn a_primary_cut_off_with_a_fin_in_flight_does_not_spin() {
         step: 250,
         variant: Variant::Lan,
     });
-    let out = matrix::run_all(std::slice::from_ref(&spec), 1).remove(0);
+    // Twice, for determinism: the same event trace.
+    spec.fingerprint = true;
+    let twice = matrix::run_all(&[spec.clone(), spec.clone()], 2);
+    let out = &twice[0];
     assert!(
         out.violations.is_empty(),
         "{:?}\nreplay: {}",
@@ -113,6 +116,11 @@ fn a_primary_cut_off_with_a_fin_in_flight_does_not_spin() {
         spec.replay_command()
     );
     assert!(out.stats.promoted && out.stats.promoted_conns > 0);
+    assert!(out.fingerprint.is_some());
+    assert_eq!(
+        out.fingerprint, twice[1].fingerprint,
+        "the same run twice diverged"
+    );
 }
 
 /// The primary cut off during the client's handshake (duplex, lossy):
