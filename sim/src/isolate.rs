@@ -420,11 +420,15 @@ mod tests {
             "duplex close 1 clean ingress:17:silent",
             "dual-role upload 2 lossy A:3:lost",
             "ring3 keepalive 1 clean C:40:silent",
+            "duplex app 3 clean primary:120:app checks",
+            "dual-role app 1 lossy B:7:lan checks",
+            "duplex app 1 clean none checks",
         ] {
             let spec = parse_key(key, &mut cache).expect("parses");
             assert_eq!(spec_key(&spec), key);
         }
         assert!(parse_key("duplex close 1 muddy none", &mut cache).is_none());
+        assert!(parse_key("duplex close 1 clean none extra", &mut cache).is_none());
         assert!(parse_key("duplex close 1 clean C:3:lost", &mut cache).is_none());
         let ring = parse_key("ring3 keepalive 1 clean none", &mut cache).expect("parses");
         assert_eq!(ring.scenario.conns.len(), 3);
