@@ -6,7 +6,10 @@
 //! runs it, or — when nothing is due — advances the clock to the next
 //! deadline and runs everyone. A node may be killed before any step.
 //!
-//! Judging a finished run against the promises is in `judge`.
+//! Judging a finished run against the promises is in `judge`; faults a
+//! node lives through (its LAN cut, its application dead), the gateway,
+//! the application and the links' sessions in `faults`; what a run is a
+//! function of in `spec`.
 
 mod faults;
 mod judge;
