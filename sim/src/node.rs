@@ -8,13 +8,15 @@
 use std::time::{Duration, Instant};
 
 use hotpair_replicator::node::{
-    Handler, NodeConfig, NodeCore, PeerId, RoleChange, Route, SiteConfig,
+    AppCheckConfig, Handler, Job, LanCheckConfig, NodeConfig, NodeCore, PeerId, RoleChange, Route,
+    SiteConfig,
 };
 use hotpair_replicator::{Msg, Policy};
 use hotpair_stack::engine::EngineStats;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 use hotpair_stack::{CookieKey, SynCookies};
 
+use crate::app::APP_PREFIX;
 use crate::content;
 use crate::topology::Topology;
 
@@ -27,6 +29,26 @@ pub const PREFIX_LEN: u8 = 24;
 pub const PORT: u16 = 80;
 pub const MAC_A: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x01]);
 pub const MAC_B: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x02]);
+/// The LAN host every node's LAN check asks (a gateway the world answers
+/// as a port of the switch; see `world::faults`).
+pub const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 77, 0, 1);
+pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0xfe]);
+/// The nodes' LAN check with [`SimNode::new`]'s `checks`: a cut LAN is
+/// found within 300–400 ms, a healed one within 200 ms.
+pub const LAN_CHECK: LanCheckConfig = LanCheckConfig {
+    target: GATEWAY_IP,
+    interval: Duration::from_millis(100),
+    fall: 3,
+    rise: 2,
+};
+/// The nodes' application check with `checks`: a dead application is found
+/// within two intervals, or at once by the requests it refuses.
+pub const APP_CHECK: AppCheckConfig = AppCheckConfig {
+    interval: Duration::from_millis(200),
+    timeout: Duration::from_millis(50),
+    fall: 2,
+    rise: 2,
+};
 /// Rounds of one node at one instant before the simulation calls it a livelock.
 const MAX_ITERATIONS: usize = 100_000;
 
@@ -110,6 +132,10 @@ pub struct RoundOut {
     /// claiming in this round.
     pub promoted: Vec<Ipv4Address>,
     pub claimed: Vec<Ipv4Address>,
+    /// Requests for the application (`/app/`).
+    pub jobs: Vec<Job>,
+    /// Application checks asked for.
+    pub app_checks: usize,
     /// Rounds of the node core run.
     pub iterations: usize,
 }
@@ -124,7 +150,9 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    /// Build node `who` of `topo` at time `now` (= `start`).
+    /// Build node `who` of `topo` at time `now` (= `start`); with
+    /// `checks`, it runs the LAN check ([`LAN_CHECK`]) and the application
+    /// check ([`APP_CHECK`]).
     pub fn new(
         who: Who,
         topo: Topology,
@@ -132,10 +160,16 @@ impl SimNode {
         heartbeat_timeout: Duration,
         files_policy: Policy,
         max_half_open: Option<usize>,
+        checks: bool,
         start: Instant,
     ) -> Self {
         let c = content::get();
         let routes = vec![
+            Route {
+                prefix: APP_PREFIX.to_owned(),
+                handler: Handler::External,
+                policy: Policy::Logged,
+            },
             Route {
                 prefix: content::GENERATE_PREFIX.to_owned(),
                 handler: Handler::Generate {
@@ -190,8 +224,8 @@ impl SimNode {
             heartbeat_interval: Duration::from_millis(100),
             heartbeat_timeout,
             cold_start_wait: hotpair_replicator::replica::DEFAULT_COLD_START_WAIT,
-            lan_check: None,
-            app_check: None,
+            lan_check: checks.then_some(LAN_CHECK),
+            app_check: checks.then_some(APP_CHECK),
             rx_buffer_bytes: 64 * 1024,
             tx_buffer_bytes: 128 * 1024,
             limits: c.limits,
@@ -211,6 +245,11 @@ impl SimNode {
     /// The nodes this one has a link to.
     pub fn peers(&self) -> &[Who] {
         &self.peers
+    }
+
+    /// The link id (`PeerId`) of the link to `w`, if this node has one.
+    pub fn peer_id(&self, w: Who) -> Option<PeerId> {
+        self.peers.iter().position(|&p| p == w)
     }
 
     /// News from the link to `from`. A refused message drops the link, as
@@ -259,6 +298,12 @@ impl SimNode {
                 while let Some((ch, m)) = self.core.poll_link_transmit(peer) {
                     out.msgs.push((to, ch, m));
                 }
+            }
+            while let Some(j) = self.core.poll_job() {
+                out.jobs.push(j);
+            }
+            if self.core.poll_app_check() {
+                out.app_checks += 1;
             }
             if !busy {
                 break;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hotpair_http::{generate, ServerConn};
 
+use crate::app::APP_PREFIX;
 use crate::content::{self, GENERATE_PREFIX};
 
 /// When a connection sends its requests.
@@ -74,9 +75,29 @@ impl Scenario {
 }
 
 fn is_generate(req: &[u8]) -> bool {
+    target_starts_with(req, GENERATE_PREFIX)
+}
+
+/// A request for the application (`/app/`).
+pub fn is_app(req: &[u8]) -> bool {
+    target_starts_with(req, APP_PREFIX)
+}
+
+fn target_starts_with(req: &[u8], prefix: &str) -> bool {
     req.split(|&b| b == b' ')
         .nth(1)
-        .is_some_and(|target| target.starts_with(GENERATE_PREFIX.as_bytes()))
+        .is_some_and(|target| target.starts_with(prefix.as_bytes()))
+}
+
+/// A POST of `body` to the application.
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
 }
 
 fn get(path: &str, extra: &str) -> Vec<u8> {
@@ -242,6 +263,32 @@ pub fn all() -> Vec<Scenario> {
             )],
         },
         Scenario {
+            name: "app",
+            files_policy: Policy::Static,
+            max_half_open: None,
+            what: "the application (/app/, logged, a shared database): two POSTs, a GET and a static GET one after another, and two POSTs pipelined on a second connection",
+            conns: vec![
+                one(
+                    vec![
+                        post("/app/orders", &content::file_bytes("order-1", 2000)),
+                        get("/app/orders/1", ""),
+                        get("/static/1k.bin", ""),
+                        post("/app/orders", &content::file_bytes("order-2", 300)),
+                    ],
+                    Sending::OneByOne,
+                    Close::AfterReplies,
+                ),
+                one(
+                    vec![
+                        post("/app/payments", &content::file_bytes("payment-1", 500)),
+                        post("/app/payments", &content::file_bytes("payment-2", 700)),
+                    ],
+                    Sending::AllAtOnce,
+                    Close::AfterReplies,
+                ),
+            ],
+        },
+        Scenario {
             name: "mixed-sync",
             files_policy: Policy::SyncStatic,
             max_half_open: None,
@@ -291,12 +338,18 @@ pub enum Expected {
     /// Exactly one of these (a `generate` reply: one per seed a node could
     /// have used), with the seed it was made from.
     OneOf(Vec<(u64, Bytes)>),
+    /// The application's reply to this request (its bytes as the client
+    /// wrote them): the reply the database committed for it, which only
+    /// the run knows (see `crate::app`).
+    App(Bytes),
 }
 
 impl Expected {
-    /// Which alternative `got` is, if any.
+    /// Which alternative `got` is, if any (an application reply is judged
+    /// against the database instead: never a match here).
     pub fn matches(&self, got: &[u8]) -> Option<Option<u64>> {
         match self {
+            Expected::App(_) => None,
             Expected::Exact(b) => (b.as_ref() == got).then_some(None),
             Expected::OneOf(cands) => {
                 let mut hits = cands.iter().filter(|(_, c)| c.as_ref() == got);
@@ -373,7 +426,10 @@ pub fn expectations(s: &Scenario, service_seeds: &[u64]) -> Arc<Expectations> {
                 .requests
                 .iter()
                 .map(|r| {
-                    if is_generate(r) {
+                    if is_app(r) {
+                        runs += 1;
+                        Expected::App(Bytes::copy_from_slice(r))
+                    } else if is_generate(r) {
                         runs += 1;
                         Expected::OneOf(seeds.iter().map(|&sd| (sd, reply(r, sd).0)).collect())
                     } else {

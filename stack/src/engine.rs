@@ -167,6 +167,10 @@ pub struct Engine<C> {
     /// This node's LAN check failed: it reaches no client, so a fence is
     /// not re-probed (unanswered probes would prove nothing).
     lan_down: bool,
+    /// An owner that took its role back from a takeover: no ARP from it
+    /// until [`Engine::reassert`] (the primary stopped answering for the
+    /// address), or it would answer the primary's announcements for it.
+    arp_quiet: bool,
     /// Another node's MAC announced our address while we serve it alone
     /// (a split brain): the node core resolves it (taken once).
     conflict: Option<smoltcp::wire::EthernetAddress>,
@@ -291,6 +295,7 @@ impl<C> Engine<C> {
             reprobing: false,
             starting: false,
             lan_down: false,
+            arp_quiet: false,
             conflict: None,
             foreign_warned: None,
             pass_through: false,
@@ -394,6 +399,20 @@ impl<C> Engine<C> {
     /// How long until smoltcp or a connection needs a poll.
     #[must_use]
     pub fn poll_delay(&mut self, now: StdInstant) -> Option<Duration> {
+        if self.claim == Claim::Fenced {
+            // A fenced engine's poll only arms or fires the re-probe: its
+            // sockets stay frozen, so their timers (a FIN's retransmission,
+            // say) would be due at once and for ever — the shell spun on a
+            // node that handed its address over with connections in flight
+            // (found by the simulation's `lan` variant). Nothing to wait for
+            // while the LAN is down: the re-probe waits for it too.
+            return match self.reprobe_at {
+                // Fenced since the last poll: it arms the re-probe timer.
+                None => Some(Duration::ZERO),
+                Some(_) if self.lan_down => None,
+                Some(t) => Some(t.saturating_duration_since(now)),
+            };
+        }
         // The timer heaps hold every socket's `poll_at` and every
         // deadline: no walk over the pool.
         let t = self.smol_now(now).total_micros();
@@ -411,13 +430,6 @@ impl<C> Engine<C> {
             || !self.dev.rx.is_empty()
             || self.pool.ready.any()
         {
-            wait = Some(Duration::ZERO);
-        }
-        if let (Claim::Fenced, Some(t)) = (self.claim, self.reprobe_at) {
-            let d = t.saturating_duration_since(now);
-            wait = Some(wait.map_or(d, |w| w.min(d)));
-        } else if self.claim == Claim::Fenced {
-            // Fenced since the last poll: it arms the re-probe timer.
             wait = Some(Duration::ZERO);
         }
         if let Claim::Probing { next_at, .. } = self.claim {

@@ -102,7 +102,8 @@ impl<C> Engine<C> {
                 }
             }
             if crate::arp::is_arp(f.data()) {
-                if self.mode == Role::Primary {
+                let quiet = self.arp_quiet && self.mode == Role::Ingress;
+                if self.mode == Role::Primary || quiet {
                     self.recycle(f);
                 } else {
                     self.lan_out.push_back(f);

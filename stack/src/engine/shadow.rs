@@ -254,6 +254,23 @@ impl<C> Engine<C> {
         let (f, s, tuple) = self.classify(f)?;
         if s.has(SYN) && !s.has(ACK) {
             if self.syn_is_duplicate(&tuple) {
+                // A handshake served here (promoted before a rejoin), as in
+                // simplex: its own SYN-ACK retransmission answers. Sent on,
+                // the SYN made the rejoined primary open a second
+                // connection on the client's port, with another ISN (found
+                // by the simulation's `lan` variant).
+                let here = self
+                    .tracks
+                    .get_mut(&tuple)
+                    .filter(|t| t.shadow.as_ref().is_none_or(|sh| sh.live));
+                if let Some(tr) = here {
+                    if let Some(sh) = tr.shadow.as_mut().filter(|sh| sh.offset.is_none()) {
+                        sh.syn_again = true;
+                    }
+                    self.stats.duplicate_syn += 1;
+                    self.recycle(f);
+                    return None;
+                }
                 // Not for our shadow (it has the SYN); the primary's SYN-ACK
                 // may have been lost, so let it see the retransmission.
                 self.stats.duplicate_syn += 1;
