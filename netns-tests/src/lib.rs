@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub mod capture;
+pub mod compose;
 pub mod docker;
 pub mod failover;
 pub mod multi;

@@ -33,7 +33,7 @@ pub const MAC_B: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x02
 /// as a port of the switch; see `world::faults`).
 pub const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 77, 0, 1);
 pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0xfe]);
-/// The nodes' LAN check with [`SimNode::new`]'s `checks`: a cut LAN is
+/// The nodes' LAN check with [`NodeOptions::checks`]: a cut LAN is
 /// found within 300–400 ms, a healed one within 200 ms.
 pub const LAN_CHECK: LanCheckConfig = LanCheckConfig {
     target: GATEWAY_IP,
@@ -149,20 +149,34 @@ pub struct SimNode {
     sites: Vec<usize>,
 }
 
+/// What a run sets on every node it builds.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeOptions {
+    pub heartbeat_timeout: Duration,
+    /// The policy of the `files` route.
+    pub files_policy: Policy,
+    /// Each address's half-open bound (`None`: the default, 32).
+    pub max_half_open: Option<usize>,
+    /// Run the LAN check ([`LAN_CHECK`]) and the application check
+    /// ([`APP_CHECK`]).
+    pub checks: bool,
+}
+
 impl SimNode {
-    /// Build node `who` of `topo` at time `now` (= `start`); with
-    /// `checks`, it runs the LAN check ([`LAN_CHECK`]) and the application
-    /// check ([`APP_CHECK`]).
+    /// Build node `who` of `topo` at time `now` (= `start`).
     pub fn new(
         who: Who,
         topo: Topology,
         seeds: NodeSeeds,
-        heartbeat_timeout: Duration,
-        files_policy: Policy,
-        max_half_open: Option<usize>,
-        checks: bool,
+        opts: NodeOptions,
         start: Instant,
     ) -> Self {
+        let NodeOptions {
+            heartbeat_timeout,
+            files_policy,
+            max_half_open,
+            checks,
+        } = opts;
         let c = content::get();
         let routes = vec![
             Route {

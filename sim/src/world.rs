@@ -216,10 +216,12 @@ impl World {
                         w,
                         topo,
                         node_seeds(spec.seed, w),
-                        HEARTBEAT_TIMEOUT,
-                        spec.scenario.files_policy,
-                        spec.scenario.max_half_open,
-                        spec.checks,
+                        crate::node::NodeOptions {
+                            heartbeat_timeout: HEARTBEAT_TIMEOUT,
+                            files_policy: spec.scenario.files_policy,
+                            max_half_open: spec.scenario.max_half_open,
+                            checks: spec.checks,
+                        },
                         base,
                     )
                 })
