@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 pub mod capture;
 pub mod docker;
 pub mod failover;
+pub mod hosts;
 pub mod multi;
 pub mod policies;
 pub mod wrk;
