@@ -309,6 +309,47 @@ impl Site {
         site
     }
 
+    /// A client beyond the LAN: namespace `PREFIX-far` on a network of
+    /// its own (`client_cidr`), routed by the switch namespace (which
+    /// holds `router_cidr` there and forwards) — what reaches the service
+    /// address through the LAN's router. Its name.
+    pub fn add_far_client(&mut self, router_cidr: &str, client_cidr: &str) -> String {
+        let far = format!("{}-far", self.prefix);
+        self.add_ns(&far);
+        let router = router_cidr.split('/').next().expect("CIDR");
+        let sw = self.switch.clone();
+        run_ok(&[
+            "ip", "link", "add", "eth0", "netns", &far, "type", "veth", "peer", "name", "far",
+            "netns", &sw,
+        ]);
+        run_ok(&["ip", "-n", &sw, "addr", "add", router_cidr, "dev", "far"]);
+        run_ok(&["ip", "-n", &sw, "link", "set", "far", "up"]);
+        run_ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &sw,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+        ]);
+        run_ok(&["ip", "-n", &far, "link", "set", "lo", "up"]);
+        run_ok(&["ip", "-n", &far, "addr", "add", client_cidr, "dev", "eth0"]);
+        run_ok(&["ip", "-n", &far, "link", "set", "eth0", "up"]);
+        run_ok(&[
+            "ip", "-n", &far, "route", "add", "default", "via", router, "dev", "eth0",
+        ]);
+        far
+    }
+
+    /// Runs `args` in namespace `ns` of this site (time limit `timeout`).
+    pub fn run_in(&self, ns: &str, args: &[&str], timeout: Duration) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(args);
+        run_with_timeout(&mut cmd, timeout)
+    }
+
     fn add_ns(&mut self, ns: &str) {
         assert!(
             !Path::new("/run/netns").join(ns).exists(),
@@ -330,9 +371,7 @@ impl Site {
 
     /// Runs `args` in the client namespace (time limit `timeout`).
     pub fn client(&self, args: &[&str], timeout: Duration) -> Output {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.client]).args(args);
-        run_with_timeout(&mut cmd, timeout)
+        self.run_in(&self.client, args, timeout)
     }
 
     /// Starts `args` in the client namespace in the background.

@@ -5,7 +5,9 @@
 //! The site: a switch namespace whose bridge holds the LAN's router
 //! address (10.0.0.254), two "machines" `h1` and `h2` with one NIC each
 //! (`eth0`, 10.0.0.1/24 and 10.0.0.2/24, default route via the router),
-//! and a client (10.0.0.100), each plugged into the switch by a veth pair.
+//! and a client (10.0.0.100), each plugged into the switch by a veth pair;
+//! later a client beyond the router (198.51.100.2, the switch namespace
+//! routing).
 //! Each machine gets a firewall of its own before the walkthrough starts,
 //! standing for what a hardened machine has (not from the doc): nftables
 //! `inet filter` dropping input it does not accept and all forwarded
@@ -29,7 +31,7 @@
 //! Checked: the bridge has the NIC's MAC and the default route survives;
 //! both nodes `replicated`; `status --check` exits 0; `/readyz` answers on
 //! the metrics address from the client; the client reaches the service
-//! address; a 20 MB download survives `kill -9` of the primary byte-exact
+//! address, and so does the client beyond the router (`--gateway`); a 20 MB download survives `kill -9` of the primary byte-exact
 //! with no RST from the service address (tcpdump in the client); the
 //! killed node started again rejoins; `hotpair switchover` on it (the
 //! doc's maintenance section) hands a second download over byte-exact.
@@ -395,6 +397,32 @@ fn a_new_operator_reaches_a_working_pair_by_the_doc_alone() {
         String::from_utf8_lossy(&index.stderr)
     );
 
+    // "clients beyond it through the LAN's router": a client on another
+    // network, routed by the switch namespace; the node's replies go out
+    // through `--gateway`.
+    let far = site.add_far_client("198.51.100.1/24", "198.51.100.2/24");
+    let far_get = |site: &Site, when: &str| {
+        let out = site.run_in(
+            &far,
+            &[
+                "curl",
+                "-sS",
+                "--fail",
+                "--max-time",
+                "10",
+                &format!("http://{SERVICE}/"),
+            ],
+            Duration::from_secs(15),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello from the pair\n",
+            "[{TEST}] {when}: curl http://{SERVICE}/ from beyond the router: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    far_get(&site, "paired");
+
     // "stop either node (`kill -9`) mid-download and the download
     // finishes from the other": the primary, n1.
     download_across(&mut site, "kill", "2M", |site| {
@@ -434,6 +462,7 @@ fn a_new_operator_reaches_a_working_pair_by_the_doc_alone() {
         "[{TEST}] switchover said {switched:?}"
     );
     wait_state(&site, &[(2, "n2")], "promoted", Duration::from_secs(5));
+    far_get(&site, "after the switchover (n2 alone)");
     let n1 = site
         .procs
         .iter_mut()
