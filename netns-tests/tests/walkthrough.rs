@@ -34,7 +34,8 @@
 //! address, and so does the client beyond the router (`--gateway`); a 20 MB download survives `kill -9` of the primary byte-exact
 //! with no RST from the service address (tcpdump in the client); the
 //! killed node started again rejoins; `hotpair switchover` on it (the
-//! doc's maintenance section) hands a second download over byte-exact.
+//! doc's maintenance section) hands a second download over byte-exact;
+//! no node logs an error all along.
 //!
 //! Not covered: the systemd parts ("Running as a systemd service") — there
 //! is no systemd in a namespace; `netns-tests/tests/docker_systemd.rs` runs
@@ -470,6 +471,22 @@ fn a_new_operator_reaches_a_working_pair_by_the_doc_alone() {
         .map(|(_, p)| p)
         .expect("n1 was started again");
     assert!(n1.exited(), "[{TEST}] n1 still runs after its switchover");
+
+    // A walkthrough that worked logs no error: takeovers are warnings,
+    // a restart and a planned stop routine.
+    for (tag, p) in &site.procs {
+        let errors: Vec<String> = p
+            .stderr_text()
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "[{TEST}] {tag} logged errors:\n{}",
+            errors.join("\n")
+        );
+    }
 
     report(&format!(
         "[{TEST}] paired {:.1} s after the start (namespaces, install, pair, LAN, firewall, check); \
