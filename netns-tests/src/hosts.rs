@@ -5,14 +5,15 @@
 //! `docs/operations.md` ([`doc_block`]), and a packet capture in any of
 //! the namespaces ([`NsCapture`]).
 //!
-//! A host is a network namespace plus a few private directories
-//! bind-mounted, in the mount namespace `ip netns exec` gives every command
-//! it runs, over the paths a machine's operator would write to:
-//! `/usr/local/bin` (where the doc installs the binary), `/run/hotpair`
-//! (admin sockets, crash-loop counts) and `/srv` (the content). So the
-//! doc's commands run as written without touching the real machine's
-//! files, and two hosts' admin sockets (`/run/hotpair/n1.sock`, …) do not
-//! meet. Every namespace carries the site's unique prefix and is deleted on
+//! A host is a network namespace plus private file systems, mounted in
+//! the mount namespace `ip netns exec` gives every command it runs, over
+//! the paths a machine's operator writes to: `/usr/local` and `/etc` are
+//! overlays (the real ones below, the host's writes in a directory of its
+//! own: where the doc installs the binary, the man page, the config and
+//! the unit), `/run/hotpair` (admin sockets, crash-loop counts) and `/srv`
+//! (the content) are bind mounts. So the doc's commands run as written
+//! without touching the real machine's files, and two hosts' admin
+//! sockets (`/run/hotpair/n1.sock`, …) do not meet. Every namespace carries the site's unique prefix and is deleted on
 //! drop, also when the test panics (after the node logs are printed).
 
 use std::path::{Path, PathBuf};
@@ -116,23 +117,27 @@ pub struct Host {
     pub ns: String,
     /// Its home: the commands' working directory (where `./pair` goes).
     pub home: PathBuf,
-    run: PathBuf,
-    bin: PathBuf,
+    /// Its private directories (the overlays' upper and work dirs, the
+    /// bind mounts' sources).
+    root: PathBuf,
     srv: PathBuf,
 }
 
-/// What `sh` runs first in a host: its directories over the machine's,
-/// a root's PATH, the home as working directory; then `sh -ec "$1"`.
-const HOST_PROLOGUE: &str =
-    "mount --bind \"$2\" /run/hotpair && mount --bind \"$3\" /usr/local/bin \
-     && mount --bind \"$4\" /srv && cd \"$5\" && exec sh -ec \"$1\"";
+/// What `sh` runs first in a host (`$2` its root dir, `$3` the content,
+/// `$4` its home): its file systems over the machine's, then the home as
+/// working directory and `sh -ec "$1"`.
+const HOST_PROLOGUE: &str = "r=\"$2\" && \
+     mount -t overlay overlay -o \"lowerdir=/usr/local,upperdir=$r/usr-up,workdir=$r/usr-work\" /usr/local && \
+     mount -t overlay overlay -o \"lowerdir=/etc,upperdir=$r/etc-up,workdir=$r/etc-work\" /etc && \
+     mount --bind \"$r/run\" /run/hotpair && mount --bind \"$3\" /srv && \
+     cd \"$4\" && exec sh -ec \"$1\"";
 
 impl Host {
     fn command(&self, script: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns, "sh", "-c", HOST_PROLOGUE, "sh"])
             .arg(script)
-            .args([&self.run, &self.bin, &self.srv, &self.home])
+            .args([&self.root, &self.srv, &self.home])
             .env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         cmd
     }
@@ -223,7 +228,7 @@ impl Site {
         // is torn down too.
         let srv = site.dir.path().join("srv");
         std::fs::create_dir_all(&srv).expect("creating the content dir");
-        for mount_point in ["/run/hotpair", "/usr/local/bin", "/srv"] {
+        for mount_point in ["/run/hotpair", "/srv"] {
             std::fs::create_dir_all(mount_point)
                 .unwrap_or_else(|e| panic!("{mount_point} must exist as a mount point: {e}"));
         }
@@ -293,17 +298,16 @@ impl Site {
             site.add_ns(&ns);
             plug(&site, &ns, &name, &host_addr(i));
             let root = site.dir.path().join(&name);
+            for d in ["home", "run", "usr-up", "usr-work", "etc-up", "etc-work"] {
+                std::fs::create_dir_all(root.join(d)).expect("creating a host dir");
+            }
             let host = Host {
                 name,
                 ns,
                 home: root.join("home"),
-                run: root.join("run"),
-                bin: root.join("bin"),
+                root,
                 srv: srv.clone(),
             };
-            for d in [&host.home, &host.run, &host.bin] {
-                std::fs::create_dir_all(d).expect("creating a host dir");
-            }
             site.hosts.push(host);
         }
         site
