@@ -117,27 +117,29 @@ pub struct Host {
     pub ns: String,
     /// Its home: the commands' working directory (where `./pair` goes).
     pub home: PathBuf,
-    /// Its private directories (the overlays' upper and work dirs, the
-    /// bind mounts' sources).
-    root: PathBuf,
-    srv: PathBuf,
+    /// The process holding its mount namespace (in its network namespace).
+    anchor: u32,
 }
 
-/// What `sh` runs first in a host (`$2` its root dir, `$3` the content,
-/// `$4` its home): its file systems over the machine's, then the home as
-/// working directory and `sh -ec "$1"`.
-const HOST_PROLOGUE: &str = "r=\"$2\" && \
+/// What a host's anchor runs (`$1` its root dir, `$2` the content): its
+/// file systems over the machine's, mounted once for every command of the
+/// host (two overlays sharing an upper directory would be undefined
+/// behaviour), then it sleeps, holding the mount namespace.
+const HOST_MOUNTS: &str = "r=\"$1\" && \
      mount -t overlay overlay -o \"lowerdir=/usr/local,upperdir=$r/usr-up,workdir=$r/usr-work\" /usr/local && \
      mount -t overlay overlay -o \"lowerdir=/etc,upperdir=$r/etc-up,workdir=$r/etc-work\" /etc && \
-     mount --bind \"$r/run\" /run/hotpair && mount --bind \"$3\" /srv && \
-     cd \"$4\" && exec sh -ec \"$1\"";
+     mount --bind \"$r/run\" /run/hotpair && mount --bind \"$2\" /srv && \
+     echo mounted && exec sleep infinity";
 
 impl Host {
+    /// `sh -ec SCRIPT` in the host's network and mount namespaces (those
+    /// of its anchor), from its home, with a root's PATH.
     fn command(&self, script: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns, "sh", "-c", HOST_PROLOGUE, "sh"])
-            .arg(script)
-            .args([&self.root, &self.srv, &self.home])
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", self.anchor))
+            .args(["--mount", "--net"])
+            .arg(format!("--wd={}", self.home.display()))
+            .args(["sh", "-ec", script])
             .env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         cmd
     }
@@ -180,6 +182,8 @@ pub struct Site {
     pub client: String,
     /// Processes to stop at the end, with the tags their logs go under.
     pub procs: Vec<(String, Background)>,
+    /// The hosts' anchors (holding their mount namespaces).
+    anchors: Vec<Background>,
     namespaces: Vec<String>,
     pub dir: TempDir,
 }
@@ -220,6 +224,7 @@ impl Site {
             switch: format!("{prefix}-sw"),
             client: format!("{prefix}-cl"),
             procs: Vec::new(),
+            anchors: Vec::new(),
             namespaces: Vec::new(),
             dir,
         };
@@ -301,13 +306,30 @@ impl Site {
             for d in ["home", "run", "usr-up", "usr-work", "etc-up", "etc-work"] {
                 std::fs::create_dir_all(root.join(d)).expect("creating a host dir");
             }
+            // The host's anchor: its mounts, made once, in a mount
+            // namespace `ip netns exec` gives it (and that /sys is the
+            // network namespace's).
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &ns, "sh", "-c", HOST_MOUNTS, "sh"])
+                .arg(&root)
+                .arg(&srv);
+            let mut anchor = Background::spawn(cmd, site.dir.path(), &format!("anchor-{name}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !anchor.stdout_text().contains("mounted") {
+                assert!(
+                    !anchor.exited() && Instant::now() < deadline,
+                    "[{test}] {name}: its file systems cannot be mounted: {}",
+                    anchor.stderr_text()
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
             let host = Host {
                 name,
                 ns,
                 home: root.join("home"),
-                root,
-                srv: srv.clone(),
+                anchor: anchor.pid(),
             };
+            site.anchors.push(anchor);
             site.hosts.push(host);
         }
         site
@@ -414,6 +436,7 @@ impl Drop for Site {
         // Processes first (Background's drop kills what still runs), then
         // the namespaces: their interfaces go with them.
         self.procs.clear();
+        self.anchors.clear();
         for ns in self.namespaces.drain(..).rev() {
             let out = Command::new("ip").args(["netns", "del", &ns]).output();
             if !out.is_ok_and(|o| o.status.success()) {

@@ -33,18 +33,25 @@
 //! the metrics address from the client; the client reaches the service
 //! address, and so does the client beyond the router (`--gateway`); a 20 MB download survives `kill -9` of the primary byte-exact
 //! with no RST from the service address (tcpdump in the client); the
-//! killed node started again rejoins; `hotpair switchover` on it (the
+//! killed node, started again as the systemd unit runs it (below),
+//! rejoins; `hotpair switchover` on it (the
 //! doc's maintenance section) hands a second download over byte-exact;
 //! no node logs an error all along.
 //!
-//! Not covered: the systemd parts ("Running as a systemd service") — there
-//! is no systemd in a namespace; `netns-tests/tests/docker_systemd.rs` runs
-//! the unit and networkd's files in containers. The node here is started
-//! by hand, as step 3 says.
+//! The systemd parts ("Running as a systemd service") are run by hand:
+//! there is no systemd in a namespace. After the kill, h1 follows that
+//! section's step 1 (its block: binary, man page, completions, config in
+//! /etc/hotpair, the unit in /etc/systemd/system — into the host's private
+//! overlays), then runs the installed unit's `ExecStartPre=` (`--check`,
+//! ok without warnings) and `ExecStart=` lines, as `Restart=on-failure`
+//! would; the unit's sandbox is not applied, and networkd's files (step 2)
+//! are not used — `netns-tests/tests/docker_systemd.rs` runs the unit and
+//! networkd in containers.
 //!
 //! Namespaces are named `wt<pid>-h1`, `-h2`, `-sw`, `-cl` and deleted on
 //! every path (`Site`'s `Drop`, also on panic, after the node logs).
 
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -245,10 +252,8 @@ fn a_new_operator_reaches_a_working_pair_by_the_doc_alone() {
     }
 
     // Step 0: install the binary.
-    let install = doc_block(&doc, "install").replace(
-        "target/release/hotpair",
-        bin.to_str().expect("a UTF-8 path"),
-    );
+    let bin_s = bin.to_str().expect("a UTF-8 path");
+    let install = doc_block(&doc, "install").replace("target/release/hotpair", bin_s);
     for i in 1..=2 {
         let out = site.host(i).sh_ok(&for_host(&install, i));
         assert!(out.starts_with("hotpair "), "hotpair --version: {out:?}");
@@ -441,9 +446,38 @@ fn a_new_operator_reaches_a_working_pair_by_the_doc_alone() {
         String::from_utf8_lossy(&degraded.stdout)
     );
 
-    // "Start it again … and it rejoins", then the maintenance stop:
-    // `hotpair switchover` on n1 mid-download.
-    start_node(&mut site, 1, start_line, "n1-again");
+    // "Restarted after a crash (`Restart=on-failure`) … the node
+    // rejoins": n1 comes back as its systemd unit runs it, installed by
+    // the doc's "Running as a systemd service" step 1 (its block, with the
+    // binary under test, and the checkout's `packaging/`); the unit's
+    // `ExecStartPre=` and `ExecStart=` run by hand — there is no systemd
+    // in a namespace, and the unit's sandbox is not applied.
+    let h1 = site.host(1);
+    std::os::unix::fs::symlink(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging"),
+        h1.home.join("packaging"),
+    )
+    .expect("linking the checkout's packaging/");
+    h1.sh_ok(&doc_block(&doc, "systemd-install").replace("target/release/hotpair", bin_s));
+    h1.sh_ok("test -s /usr/local/share/man/man1/hotpair.1");
+    let unit = h1.sh_ok("cat /etc/systemd/system/hotpair.service");
+    let exec = |key: &str| -> String {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("[{TEST}] the installed unit has no {key}"))
+            .to_owned()
+    };
+    let pre = h1.sh(&exec("ExecStartPre="), Duration::from_secs(30));
+    assert!(
+        pre.status.success()
+            && String::from_utf8_lossy(&pre.stdout).contains("/etc/hotpair/node.toml: ok")
+            && !String::from_utf8_lossy(&pre.stderr).contains("warning"),
+        "[{TEST}] the unit's ExecStartPre on h1\n{}",
+        hotpair_netns_tests::describe(&pre)
+    );
+    start_node(&mut site, 1, &exec("ExecStart="), "n1-again");
+
+    // Then the maintenance stop: `hotpair switchover` on n1 mid-download.
     wait_state(
         &site,
         &[(1, "n1"), (2, "n2")],
@@ -490,8 +524,8 @@ fn a_new_operator_reaches_a_working_pair_by_the_doc_alone() {
 
     report(&format!(
         "[{TEST}] paired {:.1} s after the start (namespaces, install, pair, LAN, firewall, check); \
-         20 MB downloads survived kill -9 of the primary and a switchover ({switched}), \
-         byte-exact, no RST; br_netfilter {}; total {:.1} s",
+         20 MB downloads survived kill -9 of the primary and, after it came back by its \
+         systemd unit's commands, a switchover ({switched}), byte-exact, no RST; br_netfilter {}; total {:.1} s",
         paired.as_secs_f64(),
         if bridged_filtered {
             "on: the doc's forward rule carried the clients' frames"
