@@ -5,16 +5,18 @@
 //! `docs/operations.md` ([`doc_block`]), and a packet capture in any of
 //! the namespaces ([`NsCapture`]).
 //!
-//! A host is a network namespace plus private file systems, mounted in
-//! the mount namespace `ip netns exec` gives every command it runs, over
-//! the paths a machine's operator writes to: `/usr/local` and `/etc` are
+//! A host is a network namespace plus a mount namespace of its own, held
+//! by an anchor process that mounted, once, private file systems over the
+//! paths a machine's operator writes to: `/usr/local` and `/etc` as
 //! overlays (the real ones below, the host's writes in a directory of its
 //! own: where the doc installs the binary, the man page, the config and
 //! the unit), `/run/hotpair` (admin sockets, crash-loop counts) and `/srv`
-//! (the content) are bind mounts. So the doc's commands run as written
-//! without touching the real machine's files, and two hosts' admin
-//! sockets (`/run/hotpair/n1.sock`, …) do not meet. Every namespace carries the site's unique prefix and is deleted on
-//! drop, also when the test panics (after the node logs are printed).
+//! (the content) as bind mounts. Every command on the host enters both
+//! namespaces (`nsenter`). So the doc's commands run as written without
+//! touching the real machine's files, and two hosts' admin sockets
+//! (`/run/hotpair/n1.sock`, …) do not meet. Every namespace carries the
+//! site's unique prefix and is deleted on drop, also when the test panics
+//! (after the node logs are printed).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -111,7 +113,8 @@ pub fn swap_words(text: &str, a: &str, b: &str) -> String {
     out
 }
 
-/// One machine: a namespace and its private directories.
+/// One machine: its network namespace and the anchor of its mount
+/// namespace.
 pub struct Host {
     pub name: String,
     pub ns: String,
