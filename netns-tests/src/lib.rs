@@ -19,6 +19,7 @@ pub mod capture;
 pub mod compose;
 pub mod docker;
 pub mod failover;
+pub mod hosts;
 pub mod multi;
 pub mod policies;
 pub mod wrk;
