@@ -82,16 +82,21 @@ impl Capture {
 
     /// Stops tcpdump and reads the capture back.
     pub fn stop(self) -> CaptureReport {
+        self.stop_from(SERVICE)
+    }
+
+    /// [`Capture::stop`] for the segments from service address `service`.
+    pub fn stop_from(self, service: &str) -> CaptureReport {
         let file = self.finish().unwrap_or_else(|e| panic!("{e}"));
         let read = |filter: &str| read(&file, filter).unwrap_or_else(|e| panic!("{e}"));
         let rsts = read(&format!(
-            "src host {SERVICE} and tcp[tcpflags] & tcp-rst != 0"
+            "src host {service} and tcp[tcpflags] & tcp-rst != 0"
         ));
         let all = read("tcp");
         let mut context = Vec::new();
         for rst in rsts.iter().take(5) {
             // "TIME MAC > MAC, …: 10.77.0.10.80 > 10.77.0.100.PORT: Flags [R] …"
-            let from_vip = format!("{SERVICE}.80 > ");
+            let from_vip = format!("{service}.80 > ");
             let Some(client) = rst.split_once(&from_vip).and_then(|(_, rest)| {
                 rest.split_whitespace()
                     .next()
@@ -109,7 +114,7 @@ impl Capture {
         CaptureReport {
             packets: all
                 .iter()
-                .filter(|l| l.contains(&format!(" {SERVICE}.80 > ")))
+                .filter(|l| l.contains(&format!(" {service}.80 > ")))
                 .count(),
             rsts,
             context,

@@ -44,6 +44,7 @@ const CLIENT: &str = r#"
 import threading
 conns, per_conn, delay_ms, nonce = (int(sys.argv[1]), int(sys.argv[2]),
                                     int(sys.argv[3]), sys.argv[4])
+SERVICE = (sys.argv[5], 80)
 results = []
 lock = threading.Lock()
 
@@ -60,9 +61,9 @@ def run(k):
     for i in range(per_conn):
         body = ("order %s conn %d request %d" % (nonce, k, i)).encode()
         entry = {"conn": k, "i": i, "sent_sha256": hashlib.sha256(body).hexdigest()}
-        req = (("POST /app/orders?delay_ms=%d HTTP/1.1\r\nHost: 10.77.0.10\r\n"
+        req = (("POST /app/orders?delay_ms=%d HTTP/1.1\r\nHost: %s\r\n"
                 "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n")
-               % (delay_ms, len(body))).encode() + body
+               % (delay_ms, SERVICE[0], len(body))).encode() + body
         t0 = time.time()
         try:
             s.sendall(req)
@@ -156,20 +157,67 @@ impl Fault {
     }
 }
 
+/// A lab and the lock that keeps failover tests one at a time.
+enum Held {
+    Duplex(hotpair_netns_tests::failover::DuplexLab),
+    Plain(Lab),
+}
+
+impl Held {
+    fn lab(&self) -> &Lab {
+        match self {
+            Held::Duplex(d) => d,
+            Held::Plain(l) => l,
+        }
+    }
+}
+
+/// The pair's layout, and the service address the clients use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Layout {
+    /// n1 primary, n2 owner of 10.77.0.10.
+    Duplex,
+    /// n1 owns .10 (primary n2) and is the primary of .11 (owner n2): the
+    /// clients use .11, whose application runs on n1.
+    DualRole,
+}
+
+impl Layout {
+    fn service(self) -> &'static str {
+        match self {
+            Layout::Duplex => "10.77.0.10",
+            Layout::DualRole => "10.77.0.11",
+        }
+    }
+}
+
 fn orders_survive(test: &str, fault: Fault) {
+    orders_survive_in(test, fault, Layout::Duplex)
+}
+
+fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
     let victim = fault.victim();
-    let Some(lab) = duplex_lab_with(test, &["--app", "orders"]) else {
+    // Either way one failover test at a time (`failover::serial`).
+    let _serial = (layout == Layout::DualRole).then(hotpair_netns_tests::failover::serial);
+    let held = match layout {
+        Layout::Duplex => duplex_lab_with(test, &["--app", "orders"]).map(Held::Duplex),
+        Layout::DualRole => {
+            Lab::up_with(test, &["--mode", "dual-role", "--app", "orders"]).map(Held::Plain)
+        }
+    };
+    let Some(held) = held else {
         return;
     };
+    let lab = held.lab();
     let st = lab.initial_status();
     assert_eq!(st["app"], "orders", "[{test}] {st}");
     assert_eq!(st["db"]["alive"], true, "[{test}] {st}");
     assert_eq!(st["db"]["address"], "10.77.0.200/24", "[{test}] {st}");
-    let (code, body) = get(&lab, "/app/health");
+    let (code, body) = get(lab, "/app/health");
     assert_eq!(code, 200, "[{test}] /app/health before the run: {body}");
 
     let dir = TempDir::new(test);
-    let cap = Capture::start(&lab, dir.path());
+    let cap = Capture::start_hosts(lab, dir.path(), &[layout.service().to_owned()]);
     let nonce = format!("{}-{}", lab.prefix, std::process::id());
     let script = format!("{PY_HTTP}\n{CLIENT}");
     let mut child = Command::new(hotpair_bin())
@@ -180,6 +228,7 @@ fn orders_survive(test: &str, fault: Fault) {
             PER_CONN.to_string(),
             DELAY_MS.to_string(),
             nonce,
+            layout.service().to_owned(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -233,8 +282,8 @@ fn orders_survive(test: &str, fault: Fault) {
     let results: Vec<Value> = serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("[{test}] the client printed no JSON ({e}): {line}"));
     match fault {
-        Fault::Node(_) => assert_survivor(&lab, victim),
-        Fault::App(_) => assert_app_fault_handled(&lab, victim),
+        Fault::Node(_) => assert_survivor(lab, victim),
+        Fault::App(_) => assert_app_fault_handled(lab, victim),
     }
 
     // Exactly one 201 per request, each its own order.
@@ -276,7 +325,7 @@ fn orders_survive(test: &str, fault: Fault) {
     );
 
     // The database holds exactly one order per request.
-    let (code, body) = get(&lab, "/app/orders/stats");
+    let (code, body) = get(lab, "/app/orders/stats");
     assert_eq!(code, 200, "[{test}] /app/orders/stats: {body}");
     let stats: Value = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("[{test}] /app/orders/stats is not JSON ({e}): {body}"));
@@ -286,7 +335,7 @@ fn orders_survive(test: &str, fault: Fault) {
         "[{test}] orders in the database vs requests sent: {stats}"
     );
     let counted = sql(
-        &lab,
+        lab,
         "SELECT count(*) || ' ' || count(DISTINCT body_sha256) || ' ' || count(DISTINCT request_id) FROM orders",
     );
     assert_eq!(
@@ -315,15 +364,15 @@ fn orders_survive(test: &str, fault: Fault) {
         );
     }
 
-    let capture = cap.stop();
+    let capture = cap.stop_from(layout.service());
     assert_no_rst(
-        &lab,
+        lab,
         &capture,
         &format!("{sent} orders over {CONNS} keep-alive connections"),
         kill_epoch,
     );
     if let Fault::App(v) = fault {
-        rejoin_after_app_restart(&lab, v);
+        rejoin_after_app_restart(lab, v);
     }
     report(&format!(
         "[{test}] {sent} orders on {CONNS} connections, {} ({}) {} SIGKILLed after {KILL_AFTER} \
@@ -367,6 +416,18 @@ fn orders_are_created_once_when_the_primarys_application_dies() {
     orders_survive("app_orders_primary_app", Fault::App(Victim::Primary));
 }
 
+/// Dual-role: n1's application dies; n1 is the primary of 10.77.0.11 (the
+/// clients') and owner of .10: it hands both to n2, whose application runs
+/// the requests in flight again; restarted, n1 rejoins in both roles.
+#[test]
+fn orders_are_created_once_when_a_dual_role_nodes_application_dies() {
+    orders_survive_in(
+        "app_orders_dual_role_app",
+        Fault::App(Victim::Primary),
+        Layout::DualRole,
+    );
+}
+
 /// The ingress's application dies: it runs no request, so nothing moves;
 /// n1 learns its peer could not take over.
 #[test]
@@ -375,8 +436,10 @@ fn orders_go_on_when_the_ingresss_application_dies() {
 }
 
 /// Both nodes alive after an application's death; the victim's status
-/// says its application is down; where it was the primary, n2 serves the
-/// address alone (promoted) and n1 stands by, else nothing moved.
+/// says its application is down; where it ran requests (n1, the primary
+/// of the address the clients use), n2 serves every address alone
+/// (promoted or claimed) and n1 stands by; where it ran none (a duplex
+/// owner), nothing moved.
 fn assert_app_fault_handled(lab: &Lab, victim: Victim) {
     let test = &lab.test;
     for n in ["n1", "n2"] {
@@ -390,20 +453,25 @@ fn assert_app_fault_handled(lab: &Lab, victim: Victim) {
         victim.node()
     );
     let n2 = node_status(lab, "n2");
-    let want = match victim {
-        Victim::Primary => "promoted",
-        Victim::Ingress => "replicated",
-    };
-    assert_eq!(
-        n2["addresses"][0]["state"],
-        want,
-        "[{test}] n2's address after {}'s application died: {n2}",
+    let states: Vec<&str> = n2["addresses"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["state"].as_str()).collect())
+        .unwrap_or_default();
+    let moved = victim == Victim::Primary;
+    assert!(
+        !states.is_empty()
+            && states.iter().all(|s| if moved {
+                *s == "promoted" || *s == "claimed"
+            } else {
+                *s == "replicated"
+            }),
+        "[{test}] n2's addresses after {}'s application died: {states:?}\n{n2}",
         victim.node()
     );
 }
 
-/// `lab restart --app`: the application answers again and the pair is
-/// replicated again with its configured roles, within a few seconds.
+/// `lab restart --app`: the application answers again and every address
+/// is replicated again with its configured roles, within a few seconds.
 fn rejoin_after_app_restart(lab: &Lab, victim: Victim) {
     let test = &lab.test;
     let out = lab.lab(
@@ -414,12 +482,13 @@ fn rejoin_after_app_restart(lab: &Lab, victim: Victim) {
     let t = Instant::now();
     loop {
         let (n1, n2) = (node_status(lab, "n1"), node_status(lab, "n2"));
-        let ok = n1["app_up"] == true
-            && n1["addresses"][0]["state"] == "replicated"
-            && n1["addresses"][0]["role"] == "primary"
-            && n2["addresses"][0]["state"] == "replicated"
-            && n2["addresses"][0]["role"] == "owner";
-        if ok {
+        let settled = |st: &Value| {
+            st["addresses"].as_array().is_some_and(|a| {
+                a.iter()
+                    .all(|x| x["state"] == "replicated" && x["role"] == x["configured_role"])
+            })
+        };
+        if n1["app_up"] == true && n2["app_up"] == true && settled(&n1) && settled(&n2) {
             break;
         }
         assert!(
