@@ -6,7 +6,8 @@
 # 1. installs what the tests need, only if missing (apt: curl wrk python3
 #    iproute2 nginx tcpdump procps hping3 slowhttptest fonts-dejavu-core
 #    systemd (for systemd-analyze) postgresql python3-psycopg2 (the lab's
-#    `--app orders`); rustup: rustfmt clippy),
+#    `--app orders`) docker-compose python3-yaml (packaging/compose and
+#    packaging/k8s); rustup: rustfmt clippy),
 # 2. cargo fmt --check, clippy with -D warnings, builds the hotpair binary,
 #    checks packaging/systemd/hotpair.service with systemd-analyze verify,
 # 3. runs the unit tests, the fuzz corpus replay (fuzz/) and a 15 s AFL++
@@ -19,9 +20,11 @@
 # "NETNS TEST SKIPPED", and with CI set they fail instead of skipping.
 # Each netns test builds its own lab (namespaces t<pid><n>-*) and removes it.
 # The Docker tests (netns-tests/tests/docker_*.rs: the OCI image of
-# packaging/oci/ and the systemd unit, each a pair of containers on a Docker
-# network of its own) need a running Docker engine, which this script does
-# not install: without one they print "DOCKER TEST SKIPPED", and fail under CI.
+# packaging/oci/, the compose file of packaging/compose/ and the systemd
+# unit, each a pair of containers on a Docker network of its own) need a
+# running Docker engine, which this script does not install (it installs
+# docker-compose, the client): without one they print "DOCKER TEST
+# SKIPPED", and fail under CI.
 # The failover tests (netns-tests/tests/failover_*_crash.rs) run their duplex
 # labs one at a time; knobs: HOTPAIR_FAILOVER_RUNS / HOTPAIR_FAILOVER_SEED (the
 # random-moment kills), HOTPAIR_REPL_NET=dedicated, HOTPAIR_FAILOVER_PARALLEL=1.
@@ -58,6 +61,7 @@ need slowhttptest slowhttptest # netns-tests/tests/hostile_clients.rs: slow head
 need nft nftables             # hotpair lab partition (netns-tests/tests/partition.rs)
 need openssl openssl           # netns-tests/tests/failover_tls.rs: s_client session resumption
 need systemd-analyze systemd   # packaging/systemd/verify.sh
+need docker-compose docker-compose # netns-tests/tests/docker_compose.rs, packaging_manifests.rs
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core) # bench plots' text
 # netns-tests/tests/app_orders.rs (`hotpair lab up --app orders`): the
 # PostgreSQL server binaries, and psycopg2 for Debian's own python3 (which
@@ -68,6 +72,9 @@ need systemd-analyze systemd   # packaging/systemd/verify.sh
 # in /var/run/postgresql.
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
+# packaging/check-manifests.py (netns-tests/tests/packaging_manifests.rs):
+# the Kubernetes and compose files parsed with Debian's python3.
+/usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 if [ "${#missing[@]}" -gt 0 ]; then
     # de-duplicate
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

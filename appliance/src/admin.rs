@@ -117,6 +117,9 @@ pub struct AddressStatus {
     pub held_acks_dropped: u64,
     /// Connections refused or dropped by the bounds.
     pub refused: Refused,
+    /// SYN cookies at the half-open bound.
+    #[serde(default)]
+    pub syn_cookies: SynCookies,
     pub forwarded_frames: u64,
     pub passed_through: u64,
     /// Takeovers of this address: promotions for an owner, claims for a
@@ -212,6 +215,18 @@ pub struct Refused {
     pub half_open_expired: u64,
 }
 
+/// SYN cookies of one address: SYNs answered with one at the half-open
+/// bound, connections opened by a valid one, ACKs with a bad one dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SynCookies {
+    pub sent: u64,
+    /// SYNs beyond the bound from sources with no route: not answered.
+    #[serde(default)]
+    pub unroutable: u64,
+    pub validated: u64,
+    pub rejected: u64,
+}
+
 /// Requests of one route on one address.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RouteRequests {
@@ -225,6 +240,9 @@ pub struct RouteRequests {
     pub static_fallbacks: u64,
     /// Request parsed → final reply fully queued into the socket.
     pub latency: LatencyStatus,
+    /// Final replies made here, by status code.
+    #[serde(default)]
+    pub codes: std::collections::BTreeMap<u16, u64>,
 }
 
 /// A latency histogram (cumulative buckets, as Prometheus has them).
@@ -332,6 +350,12 @@ pub(crate) mod tests {
                     half_open_evicted: 2,
                     half_open_expired: 3,
                 },
+                syn_cookies: SynCookies {
+                    sent: 40,
+                    unroutable: 7,
+                    validated: 5,
+                    rejected: 6,
+                },
                 forwarded_frames: 100,
                 passed_through: 0,
                 takeovers: 1,
@@ -347,6 +371,7 @@ pub(crate) mod tests {
                         sum_s: 0.003,
                         buckets: vec![(Some(0.001), 1), (Some(0.0025), 2), (None, 2)],
                     },
+                    codes: [(200, 3), (404, 1)].into_iter().collect(),
                 }],
                 tls: Some(TlsStatus {
                     handshakes: 7,
@@ -403,6 +428,7 @@ pub(crate) mod tests {
             "log",
             "held_acks",
             "refused",
+            "syn_cookies",
             "takeovers",
             "routes",
         ] {
@@ -449,6 +475,12 @@ pub(crate) mod tests {
         assert!(t.contains("/static/"), "{t}");
         assert!(t.contains("EVENTS"), "{t}");
         assert!(t.contains("2 connections"), "{t}");
+        // sample(): 3 unreplicated connections — why a switchover waits.
+        assert!(
+            t.contains("3 connection(s) not replicated") && t.contains("--force"),
+            "{t}"
+        );
+        assert!(t.contains("application DOWN"), "{t}");
     }
 
     #[test]

@@ -111,12 +111,7 @@ mod tests {
         addr
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::test_rt as rt;
 
     #[test]
     fn a_2xx_or_3xx_answer_passes_anything_else_fails() {

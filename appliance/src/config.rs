@@ -6,10 +6,12 @@
 //! into the node's [`Topology`] and checks the whole config.
 
 mod checks;
+mod host;
 mod tls;
 mod topology;
 
 pub use checks::{AppCheck, AppCheckSection, LanCheckSection};
+pub use host::HostCheck;
 pub use tls::{SniSection, TlsSection};
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -60,6 +62,9 @@ pub struct Config {
     /// State-change hooks (keepalived's `notify`): `hooks.rs`.
     #[serde(default)]
     pub hooks: HooksSection,
+    /// The access log: `access_log.rs`.
+    #[serde(default)]
+    pub log: crate::access_log::LogSection,
     /// HTTPS on the addresses listening on its port (absent: plain HTTP).
     #[serde(default)]
     pub tls: Option<TlsSection>,
@@ -142,6 +147,10 @@ pub struct AddressSection {
     /// `max_connections`: one source never takes the whole pool).
     #[serde(default)]
     pub max_per_source: Option<usize>,
+    /// Answer SYNs with SYN cookies at the half-open bound (default), or
+    /// drop the oldest handshake for a new SYN.
+    #[serde(default = "default_syn_cookies")]
+    pub syn_cookies: bool,
     /// `owner` (this node owns the address on the LAN; `peer` is its
     /// primary), `primary` (`peer` owns it), or `alone`.
     #[serde(deserialize_with = "role")]
@@ -207,6 +216,7 @@ pub struct SiteSpec {
     pub max_half_open: usize,
     pub half_open_timeout_ms: u64,
     pub max_per_source: usize,
+    pub syn_cookies: bool,
     pub role: Role,
     /// Index into [`Topology::peers`].
     pub peer: Option<usize>,
@@ -274,11 +284,11 @@ pub struct ReplicationSection {
 /// pause: the default stays 100/500 ms (docs/replication-protocol.md,
 /// "Failure detection"); set 50/150 on dedicated hosts.
 pub fn default_hb_interval() -> u64 {
-    100
+    hotpair_replicator::detector::DEFAULT_HEARTBEAT_INTERVAL.as_millis() as u64
 }
 /// Default failure-detection time: five heartbeat intervals.
 pub fn default_hb_timeout() -> u64 {
-    500
+    hotpair_replicator::detector::DEFAULT_HEARTBEAT_TIMEOUT.as_millis() as u64
 }
 /// Default cold-start wait (`hotpair_replicator::DEFAULT_COLD_START_WAIT`).
 pub fn default_cold_start() -> u64 {
@@ -324,6 +334,10 @@ pub struct ServiceSection {
     /// `max_connections`: one source never takes the whole pool).
     #[serde(default)]
     pub max_per_source: Option<usize>,
+    /// Answer SYNs with SYN cookies at the half-open bound (default), or
+    /// drop the oldest handshake for a new SYN.
+    #[serde(default = "default_syn_cookies")]
+    pub syn_cookies: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,7 +394,8 @@ pub struct RouteSection {
     /// `generate`: largest `?size=`.
     #[serde(default)]
     pub max_size: Option<usize>,
-    /// `upstream`: host:port of the application (kernel TCP).
+    /// `upstream`: host:port of the application (kernel TCP); the host an
+    /// IP address or a name.
     #[serde(default)]
     pub address: Option<String>,
     /// `upstream`: most idle keep-alive connections kept.
@@ -389,6 +404,23 @@ pub struct RouteSection {
     /// `upstream`: time for the whole exchange.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// `upstream`: time to establish a connection.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// `upstream`: how long an idle keep-alive connection is kept.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// `upstream`: re-send a POST/PATCH whose connection failed before a
+    /// reply (safe only if the application deduplicates on the request id).
+    #[serde(default)]
+    pub retry_non_idempotent: Option<bool>,
+    /// `upstream`: the header carrying the replication id.
+    #[serde(default)]
+    pub request_id_header: Option<String>,
+    /// `upstream`: open each request's connection with a PROXY protocol
+    /// header (connections not pooled then).
+    #[serde(default)]
+    pub proxy_protocol: Option<crate::upstream::ProxyProtocol>,
     /// How replies are replicated: `logged`, `static` or `sync-static`
     /// (default: `static` for `files`, `logged` otherwise).
     #[serde(default, deserialize_with = "policy")]
@@ -458,6 +490,9 @@ fn default_max_connections() -> usize {
 /// to a flood, so a shorter wait only reclaims listeners sooner.
 fn default_half_open_timeout() -> u64 {
     20_000
+}
+fn default_syn_cookies() -> bool {
+    true
 }
 /// A SYN queue a quarter of the pool: a flood never holds more than that.
 fn default_max_half_open(max_connections: usize) -> usize {
@@ -611,8 +646,13 @@ address = "10.77.0.10"
         assert_eq!(t.sites[0].port, 80);
         assert_eq!(t.sites[0].max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(t.sites[0].role, Role::Simplex);
+        assert!(t.sites[0].syn_cookies, "SYN cookies are on by default");
         assert_eq!(c.http.max_header_bytes, 16384);
         assert!(c.routes.is_empty());
+        let off = Config::parse(&(base() + "syn_cookies = false\n")).unwrap();
+        assert!(!off.topology().unwrap().sites[0].syn_cookies);
+        let e = err(&(base() + "syn_cookies = \"maybe\"\n"));
+        assert!(e.contains("syn_cookies"), "{e}");
     }
 
     #[test]

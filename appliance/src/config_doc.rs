@@ -63,6 +63,7 @@ mod tests {
         ("hooks", "[hooks]"),
         ("lan_check", "[lan_check]"),
         ("app_check", "[app_check]"),
+        ("log", "[log]"),
         ("tls", "[tls]"),
     ];
 
@@ -156,6 +157,17 @@ mod tests {
                 crate::config::DEFAULT_GENERATE_MAX as u64,
             ),
             ("hooks.timeout_ms", c.hooks.timeout_ms),
+            ("route[].max_idle", crate::upstream::DEFAULT_MAX_IDLE as u64),
+            ("route[].timeout_ms", crate::upstream::DEFAULT_TIMEOUT_MS),
+            (
+                "route[].idle_timeout_ms",
+                crate::upstream::DEFAULT_IDLE_TIMEOUT_MS,
+            ),
+            (
+                "route[].connect_timeout_ms",
+                crate::upstream::DEFAULT_CONNECT_TIMEOUT_MS,
+            ),
+            ("log.access_queue", c.log.access_queue as u64),
         ];
         let doc = documented();
         for (key, want) in code {

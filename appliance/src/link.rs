@@ -264,12 +264,7 @@ mod tests {
         assert!(!a.admit(ip("192.0.2.2")));
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::test_rt as rt;
 
     /// Keys for a listener (responder) and its peer (initiator).
     fn keys() -> (PeerKey, PeerKey) {

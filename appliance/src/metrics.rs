@@ -17,6 +17,16 @@ use std::time::{Duration, Instant};
 
 use crate::admin::Status;
 
+mod upstream;
+
+/// Metrics counted live off the stack thread (the upstream proxies', the
+/// access log's), rendered after the snapshot's.
+#[derive(Debug, Default, Clone)]
+pub struct Extra {
+    pub upstreams: Vec<std::sync::Arc<crate::upstream::Upstream>>,
+    pub access_log: Option<crate::access_log::AccessLog>,
+}
+
 /// The content type of the 0.0.4 text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -415,6 +425,19 @@ pub fn render(s: &Status) -> String {
             f.sample(&[("address", &a.address), ("reason", reason)], v as f64);
         }
     }
+    let mut f = family(&mut o, "hotpair_syn_cookies_total", "counter",
+        "SYN cookies at the half-open bound: sent (SYNs answered with one), unroutable (SYNs from sources with no route, not answered), validated (connections opened by one), rejected (ACKs with a bad or expired one, dropped).");
+    for a in &s.addresses {
+        let c = &a.syn_cookies;
+        for (kind, v) in [
+            ("sent", c.sent),
+            ("unroutable", c.unroutable),
+            ("validated", c.validated),
+            ("rejected", c.rejected),
+        ] {
+            f.sample(&[("address", &a.address), ("kind", kind)], v as f64);
+        }
+    }
     let mut f = family(
         &mut o,
         "hotpair_held_acks_total",
@@ -450,6 +473,26 @@ pub fn render(s: &Status) -> String {
                 ],
                 r.requests as f64,
             );
+        }
+    }
+    let mut f = family(
+        &mut o,
+        "hotpair_responses_total",
+        "counter",
+        "Final replies made here, by route and status code.",
+    );
+    for a in &s.addresses {
+        for r in &a.routes {
+            for (code, n) in &r.codes {
+                f.sample(
+                    &[
+                        ("address", &a.address),
+                        ("route", &r.route),
+                        ("code", &code.to_string()),
+                    ],
+                    *n as f64,
+                );
+            }
         }
     }
     let mut f = family(&mut o, "hotpair_static_fallbacks_total", "counter",
@@ -519,7 +562,13 @@ pub fn render(s: &Status) -> String {
 /// The HTTP answer to a request head, given the snapshot, when it is
 /// answered (`now`, the stack thread's clock) and how old a snapshot may
 /// be before the stack loop counts as stalled (`stale_after`, `/healthz`).
-pub fn respond(head: &[u8], status: &Status, now: Instant, stale_after: Duration) -> Vec<u8> {
+pub fn respond(
+    head: &[u8],
+    status: &Status,
+    extra: &Extra,
+    now: Instant,
+    stale_after: Duration,
+) -> Vec<u8> {
     let reply = |code: &str, ctype: &str, body: &str| {
         format!(
             "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -545,7 +594,11 @@ pub fn respond(head: &[u8], status: &Status, now: Instant, stale_after: Duration
         reply(code, "text/plain; charset=utf-8", &format!("{why}\n"))
     };
     let r = match path {
-        "/metrics" => reply("200 OK", CONTENT_TYPE, &render(status)),
+        "/metrics" => {
+            let mut text = render(status);
+            upstream::render(&mut text, extra);
+            reply("200 OK", CONTENT_TYPE, &text)
+        }
         "/healthz" => health(crate::health::liveness(status, now, stale_after)),
         "/readyz" => health(crate::health::readiness(status)),
         _ if matches!(req.method, Some("GET" | "HEAD")) => reply(
@@ -583,7 +636,9 @@ pub async fn serve(
     listener: std::net::TcpListener,
     status: crate::admin::StatusSource,
     stale_after: Duration,
+    extra: Extra,
 ) {
+    let extra = std::sync::Arc::new(extra);
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -591,47 +646,29 @@ pub async fn serve(
             return;
         }
     };
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::admin::MAX_CLIENTS));
-    loop {
-        let (mut sock, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // A bounded number at once; beyond it a client is closed at once.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(sock);
-            continue;
-        };
+    let respond = move |head: Vec<u8>| {
         let mut status = status.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut head = Vec::with_capacity(512);
-            let read = async {
-                let mut chunk = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            };
-            if tokio::time::timeout(Duration::from_secs(5), read)
-                .await
-                .is_err()
-            {
-                return;
-            }
+        let extra = extra.clone();
+        async move {
             let snapshot = status.fresh().await;
-            let out = respond(&head, &snapshot, Instant::now(), stale_after);
-            let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&out)).await;
-            let _ = sock.shutdown().await;
-        });
-    }
+            respond(&head, &snapshot, &extra, Instant::now(), stale_after)
+        }
+    };
+    let bounds = crate::one_shot::Bounds {
+        slots: crate::admin::MAX_CLIENTS,
+        read_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(5),
+        max_request: MAX_HEAD,
+    };
+    crate::one_shot::serve(
+        listener,
+        "metrics",
+        bounds,
+        |_| Ok(()),
+        |h: &[u8]| h.windows(4).any(|w| w == b"\r\n\r\n"),
+        respond,
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -647,7 +684,7 @@ mod tests {
         let now = Instant::now();
         let mut s = s.clone();
         s.taken_at.get_or_insert(now);
-        respond(head, &s, now, Duration::from_secs(1))
+        respond(head, &s, &Extra::default(), now, Duration::from_secs(1))
     }
 
     /// Every line is a comment or `name{labels} value` with a number.
@@ -686,7 +723,10 @@ mod tests {
             "hotpair_log_unacked_bytes{address=\"10.77.0.10\",peer=\"n1\"} 2048",
             "hotpair_connections{address=\"10.77.0.10\",kind=\"live\"} 3",
             "hotpair_connections_refused_total{address=\"10.77.0.10\",reason=\"half_open_evicted\"} 2",
+            "hotpair_syn_cookies_total{address=\"10.77.0.10\",kind=\"rejected\"} 6",
             "hotpair_requests_total{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\"} 4",
+            "hotpair_responses_total{address=\"10.77.0.10\",route=\"/static/\",code=\"200\"} 3",
+            "hotpair_responses_total{address=\"10.77.0.10\",route=\"/static/\",code=\"404\"} 1",
             "hotpair_static_fallbacks_total{address=\"10.77.0.10\",route=\"/static/\",policy=\"static\"} 1",
             "hotpair_address_state{address=\"10.77.0.10\",state=\"promoted\"} 1",
             &format!(
@@ -772,6 +812,7 @@ mod tests {
             let r = respond(
                 format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes(),
                 &s,
+                &Extra::default(),
                 now,
                 Duration::from_secs(1),
             );

@@ -19,12 +19,12 @@ use hotpair_stack::pcap::PcapSink;
 pub use hotpair_stack::pcap::DEFAULT_MAX_BYTES as PCAP_DEFAULT_MAX_BYTES;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Cidr};
 use hotpair_stack::tap::Tap;
-use hotpair_stack::{Shell, Waker};
+use hotpair_stack::{Shell, SynCookies, Waker};
 
 use crate::config::{self, Config, HandlerKind, LinkEnd};
 use crate::link::{self, LinkSetup};
 use crate::service::NodeShell;
-use crate::upstream::Upstream;
+use crate::upstream::{self, Upstream, UpstreamConfig};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -98,17 +98,31 @@ pub fn build_routes(cfg: &Config) -> Result<(Vec<Route>, Upstreams)> {
                 None,
             ),
             HandlerKind::Upstream => {
-                let addr: std::net::SocketAddr =
-                    r.address.as_deref().context("validated")?.parse()?;
-                (
-                    Handler::External,
-                    Some(Arc::new(Upstream::new(
-                        addr,
-                        r.max_idle.unwrap_or(64),
-                        Duration::from_millis(r.timeout_ms.unwrap_or(60_000)),
-                        cfg.http.max_body_bytes,
-                    ))),
-                )
+                let up = Upstream::new(UpstreamConfig {
+                    route: r.prefix.clone(),
+                    address: r.address.clone().context("validated")?,
+                    max_idle: r.max_idle.unwrap_or(upstream::DEFAULT_MAX_IDLE),
+                    idle_timeout: Duration::from_millis(
+                        r.idle_timeout_ms
+                            .unwrap_or(upstream::DEFAULT_IDLE_TIMEOUT_MS),
+                    ),
+                    connect_timeout: Duration::from_millis(
+                        r.connect_timeout_ms
+                            .unwrap_or(upstream::DEFAULT_CONNECT_TIMEOUT_MS),
+                    ),
+                    timeout: Duration::from_millis(
+                        r.timeout_ms.unwrap_or(upstream::DEFAULT_TIMEOUT_MS),
+                    ),
+                    max_body: cfg.http.max_body_bytes,
+                    retry_non_idempotent: r.retry_non_idempotent.unwrap_or(false),
+                    request_id_header: r
+                        .request_id_header
+                        .clone()
+                        .unwrap_or_else(|| upstream::DEFAULT_REQUEST_ID_HEADER.to_owned()),
+                    proxy_protocol: r.proxy_protocol.is_some(),
+                })
+                .with_context(|| format!("route[{i}]"))?;
+                (Handler::External, Some(Arc::new(up)))
             }
         };
         routes.push((
@@ -220,7 +234,17 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
         .build()
         .context("starting the worker runtime")?;
     let waker = Waker::new().context("creating the waker")?;
+    let keys = cfg.link_keys()?;
+    // Alone, a secret of this process's own; shared with a peer, one both
+    // derive from the link's keys (each validates the other's cookies).
+    let alone_cookies = crate::secure::random_cookie_key()?;
     let now = Instant::now();
+    // Longest first, as the core matches them (build_routes sorted them).
+    let prefixes: Vec<String> = routes.iter().map(|r| r.prefix.clone()).collect();
+    // The cookies' counter is wall time; the engines reckon it from this.
+    let wall_start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let ncfg = NodeConfig {
         name: cfg.node.name.clone(),
         mac: EthernetAddress(mac),
@@ -235,6 +259,14 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
                 max_half_open: s.max_half_open,
                 half_open_timeout: Duration::from_millis(s.half_open_timeout_ms),
                 max_per_source: s.max_per_source,
+                syn_cookies: Some(SynCookies {
+                    key: match s.peer.and_then(|p| keys.get(p)) {
+                        Some(k) => crate::secure::shared_cookie_key(k),
+                        None => alone_cookies,
+                    },
+                    send: s.syn_cookies,
+                    wall_start,
+                }),
                 role: s.role,
                 peer: s.peer,
                 tls: if cfg.tls_on(s.port) {
@@ -257,7 +289,6 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
         seed: boot_id,
     };
     let core = NodeCore::new(ncfg, now).context("building the node core")?;
-    let keys = cfg.link_keys()?;
     if keys
         .iter()
         .any(|k| matches!(k, crate::secure::PeerKey::Plaintext))
@@ -280,7 +311,13 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
     let grace_waker = waker.clone();
     let link_waker = waker.clone();
     let first_to_stack = to_stack.clone();
+    let metrics_upstreams: Vec<Arc<Upstream>> = upstreams.iter().flatten().cloned().collect();
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
+    let access = crate::access_log::AccessLog::start(&cfg.log)?;
+    if let Some(log) = &access {
+        tracing::info!(path = ?cfg.log.access, format = ?cfg.log.access_format, "access log: upstream and generate requests");
+        node.set_access_log(log.clone(), prefixes);
+    }
     node.set_status(publisher);
     node.set_lifecycle(lifecycle(&cfg)?);
     node.set_relink(crate::service::Relink { setups, to_stack });
@@ -322,7 +359,11 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
                 tracing::info!(%addr, "metrics: GET /metrics, /healthz, /readyz");
                 let stale_after =
                     crate::health::stale_after(Duration::from_millis(topo.heartbeat_timeout_ms));
-                runtime.spawn(crate::metrics::serve(l, status_rx, stale_after));
+                let extra = crate::metrics::Extra {
+                    upstreams: metrics_upstreams,
+                    access_log: access,
+                };
+                runtime.spawn(crate::metrics::serve(l, status_rx, stale_after, extra));
             }
             Err(e) => tracing::warn!(
                 %addr,

@@ -31,6 +31,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use hotpair_stack::CookieKey;
+
 use crate::config::Config;
 
 /// The Noise protocol the link speaks.
@@ -134,6 +136,50 @@ pub fn public_of(private: &Key) -> Key {
     let mut public = [0u8; 32];
     public.copy_from_slice(dh.pubkey());
     public
+}
+
+/// The SYN-cookie key of the addresses this node shares with the peer of
+/// `key`: both nodes validate the cookies either sends (a cookie SYN-ACK
+/// from the owner, its ACK checked by the primary; after a takeover by
+/// the survivor), so both must hold it, from the first SYN on — before
+/// their link is up. Derived, not exchanged: the X25519 secret the two
+/// static keys give (`DH(a, B) = DH(b, A)`, Noise KK's own `ss`), hashed
+/// under a label of its own, which nobody without one of the private keys
+/// can compute. A plaintext link has no secret to derive from: its key is
+/// a fixed label, as public as everything else on such a link (cookies
+/// still work; anyone who reads this can forge them).
+pub fn shared_cookie_key(key: &PeerKey) -> CookieKey {
+    use sha2::{Digest, Sha256};
+    use snow::resolvers::CryptoResolver;
+    let mut h = Sha256::new();
+    match key {
+        PeerKey::Noise {
+            private,
+            peer_public,
+        } => {
+            let mut dh = snow::resolvers::DefaultResolver
+                .resolve_dh(&snow::params::DHChoice::Curve25519)
+                .expect("the default resolver has Curve25519");
+            dh.set(&private.0);
+            let mut ss = [0u8; 32];
+            dh.dh(peer_public, &mut ss)
+                .expect("X25519 of two 32-byte keys");
+            h.update(b"hotpair syn cookie key v1");
+            h.update(ss);
+        }
+        PeerKey::Plaintext => h.update(b"hotpair syn cookie key v1, plaintext link"),
+    }
+    CookieKey(h.finalize().into())
+}
+
+/// A SYN-cookie key for addresses served alone: random, this process's.
+pub fn random_cookie_key() -> Result<CookieKey> {
+    use std::io::Read;
+    let mut k = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut k))
+        .context("reading /dev/urandom for the SYN-cookie key")?;
+    Ok(CookieKey(k))
 }
 
 /// Write a file that holds a private key: mode 0600 whether it is created
@@ -460,6 +506,25 @@ mod tests {
     }
 
     #[test]
+    fn both_ends_of_a_link_derive_the_same_cookie_key_and_no_one_else() {
+        let ((a, a_pub), (b, b_pub)) = keys();
+        let (c, _) = generate_keypair().unwrap();
+        let k = |private: Key, peer_public: Key| {
+            shared_cookie_key(&PeerKey::Noise {
+                private: LinkSecurityKey(private),
+                peer_public,
+            })
+        };
+        assert_eq!(k(a, b_pub), k(b, a_pub));
+        assert_ne!(k(a, b_pub), k(c, b_pub));
+        assert_ne!(k(a, b_pub).0, [0; 32]);
+        let plain = shared_cookie_key(&PeerKey::Plaintext);
+        assert_eq!(plain, shared_cookie_key(&PeerKey::Plaintext));
+        assert_ne!(plain, k(a, b_pub));
+        assert_ne!(random_cookie_key().unwrap(), random_cookie_key().unwrap());
+    }
+
+    #[test]
     fn a_public_key_is_derived_as_snow_makes_it() {
         let (private, public) = generate_keypair().unwrap();
         assert_eq!(public_of(&private), public);
@@ -512,12 +577,7 @@ mod tests {
         (a.unwrap(), b.unwrap().0)
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::test_rt as rt;
 
     #[test]
     fn peers_with_each_others_keys_talk_and_a_forgery_or_replay_is_refused() {

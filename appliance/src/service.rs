@@ -5,6 +5,7 @@
 //! shell drives this through [`hotpair_stack::Node`]; every decision is the
 //! core's.
 
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -248,6 +249,9 @@ pub struct NodeShell {
     held: Vec<bool>,
     /// systemd notifications and hooks, fed with each snapshot.
     lifecycle: Option<crate::lifecycle::Lifecycle>,
+    /// The access log, and the routes' prefixes (longest first, as the
+    /// core matches them) to name a `generate` request's route.
+    access: Option<(crate::access_log::AccessLog, Vec<String>)>,
 }
 
 /// What a lost link needs to be tried again: a new link task per loss.
@@ -287,6 +291,7 @@ impl NodeShell {
             relink: None,
             held: (0..core_peers).map(|_| false).collect(),
             lifecycle: None,
+            access: None,
         }
     }
 
@@ -315,6 +320,30 @@ impl NodeShell {
             }
         }
         busy
+    }
+
+    /// Log every request the shell answers to `log`; `prefixes`: the
+    /// routes', longest first.
+    pub fn set_access_log(&mut self, log: crate::access_log::AccessLog, prefixes: Vec<String>) {
+        self.access = Some((log, prefixes));
+        // The requests the core answers itself (files) too.
+        self.core.set_report_served(true);
+    }
+
+    /// Access-log lines for the requests the core answered itself.
+    fn log_served(&mut self) {
+        let Some((log, _)) = self.access.as_ref() else {
+            return;
+        };
+        while let Some(s) = self.core.poll_served() {
+            let mut e = crate::access_log::Entry::begin(&s.request, s.client);
+            e.route = self.core.route_prefix(s.route).to_owned();
+            e.status = s.status;
+            e.bytes = s.bytes;
+            // Answered inside the round, from memory.
+            e.duration = std::time::Duration::ZERO;
+            log.log(e);
+        }
     }
 
     /// Try every lost link again, for ever (a restarted or thawed peer
@@ -576,11 +605,32 @@ impl NodeShell {
             conn,
             index,
             request,
+            client,
             work,
         } = job;
         let tx = self.done_tx.clone();
         let waker = self.waker.clone();
-        let done = move |response, unreachable| {
+        // Started here: the line's duration is the handler's.
+        let started = Instant::now();
+        let mut entry = self.access.as_ref().map(|(log, prefixes)| {
+            let mut e = crate::access_log::Entry::begin(&request, client);
+            e.route = prefixes
+                .iter()
+                .find(|p| request.path.starts_with(p.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            (log.clone(), e)
+        });
+        if let (Some((_, e)), Work::Route { request_id, .. }) = (entry.as_mut(), &work) {
+            e.request_id = Some(request_id.clone());
+        }
+        let done = move |response: Response, unreachable: bool| {
+            if let Some((log, mut e)) = entry {
+                e.status = response.status;
+                e.bytes = response.body.len();
+                e.duration = started.elapsed();
+                log.log(e);
+            }
             let _ = tx.send(Completion {
                 site,
                 conn,
@@ -602,8 +652,13 @@ impl NodeShell {
             Work::Route { route, request_id } => {
                 match self.upstreams.get(route).and_then(Option::clone) {
                     Some(up) => {
+                        // What the client connected to (a PROXY header says it).
+                        let service =
+                            SocketAddr::from((self.core.address(site), self.core.port(site)));
                         self.runtime.spawn(async move {
-                            let p = up.handle(&request, &request_id).await;
+                            let p = up
+                                .handle_outcome(&request, &request_id, client, service)
+                                .await;
                             done(p.response, p.unreachable);
                         });
                     }
@@ -634,6 +689,7 @@ impl Node for NodeShell {
         busy |= self.run_app_check();
         busy |= self.core.round(now);
         busy |= self.run_app_check();
+        self.log_served();
         // Jobs the round made, and the reply logs it queued: out at once.
         self.run_jobs();
         busy |= self.write_links(now);

@@ -240,6 +240,22 @@ fn main() -> Result<ExitCode> {
                 for w in &cfg.warnings {
                     eprintln!("warning: {w}");
                 }
+                // The file is well formed; does it fit this machine?
+                let host = cfg.check_host();
+                for w in &host.warnings {
+                    eprintln!("warning: {w}");
+                }
+                for e in &host.errors {
+                    eprintln!("error: {e}");
+                }
+                if !host.errors.is_empty() {
+                    outln!(
+                        "{}: does not fit this machine ({} error(s) above)",
+                        args.config.display(),
+                        host.errors.len()
+                    )?;
+                    return Ok(ExitCode::from(1));
+                }
                 outln!("{}: ok", args.config.display())?;
                 return Ok(ExitCode::SUCCESS);
             }

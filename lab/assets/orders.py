@@ -429,7 +429,7 @@ def main():
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--dsn", required=True,
                     help="libpq connection string, e.g. 'host=10.77.0.200 dbname=orders user=orders'")
-    ap.add_argument("--id-header", default="X-Request-Id",
+    ap.add_argument("--id-header", default="X-Hotpair-Request-Id",
                     help="the header carrying the request id (hotpair's upstream handler sets it)")
     ap.add_argument("--pool-size", type=int, default=8, help="database connections at most")
     ap.add_argument("--log", default=os.devnull, help="access and error log file")

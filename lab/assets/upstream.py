@@ -11,9 +11,10 @@ listening on 127.0.0.1:8080 by default.
   GET/HEAD ?size=N   -> 200, N deterministic bytes (byte k = (k*131+17) % 251)
   GET/HEAD otherwise -> 200, a short text naming the path
 
-Every reply carries Content-Length, and echoes the request's X-Request-Id
-header back as X-Request-Id. Nothing is written to stdout; the access log goes
-to --log.
+Every reply carries Content-Length, and echoes back the request's
+X-Request-Id (the client's own), X-Hotpair-Request-Id (the replication id
+hotpair adds) and X-Forwarded-For, each under its own name. Nothing is
+written to stdout; the access log goes to --log.
 """
 
 import argparse
@@ -30,6 +31,10 @@ MAX_SIZE = 64 * 1024 * 1024
 PATTERN_BLOCK = bytes((k * 131 + 17) % 251 for k in range(251)) * 256
 
 
+# Request headers sent back as they came.
+ECHOED = ("X-Request-Id", "X-Hotpair-Request-Id", "X-Forwarded-For")
+
+
 class BadRequest(Exception):
     pass
 
@@ -37,6 +42,11 @@ class BadRequest(Exception):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "hotpair-lab-upstream/1"
+    # TCP_NODELAY, as real application servers set it: a reply is written
+    # as head then body, and with Nagle the body waited for the ACK of the
+    # head, which the proxy delays (40 ms per request on a kept-alive
+    # connection).
+    disable_nagle_algorithm = True
 
     def version_string(self):
         return self.server_version
@@ -52,9 +62,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(length))
-        rid = self.headers.get("X-Request-Id") if self.headers else None
-        if rid is not None:
-            self.send_header("X-Request-Id", rid)
+        for name in ECHOED:
+            value = self.headers.get(name) if self.headers else None
+            if value is not None:
+                self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()

@@ -20,7 +20,7 @@ const ORDERS_SCRIPT: &str = include_str!("../assets/orders.py");
 
 /// The header the node puts the request id in, passed to the orders app as
 /// `--id-header`: the one place the lab names it.
-pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
+pub const REQUEST_ID_HEADER: &str = "X-Hotpair-Request-Id";
 
 /// Debian's own interpreter, where `python3-psycopg2` installs psycopg2 (a
 /// `python3` first on PATH, e.g. pyenv's, may not see it).

@@ -72,11 +72,13 @@ pub const REPL_INTERFACE: &str = "repl0";
 /// (dual-role and ring, where more than two nodes or links share it).
 pub const REPL_BRIDGE: &str = "br-repl";
 /// Default `[replication] heartbeat_interval_ms` (`--heartbeat-interval-ms`):
-/// the node's own default.
-pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// the node's own default, defined once in the replicator.
+pub const HEARTBEAT_INTERVAL_MS: u64 =
+    hotpair_replicator::detector::DEFAULT_HEARTBEAT_INTERVAL.as_millis() as u64;
 /// Default `[replication] heartbeat_timeout_ms` (`--heartbeat-timeout-ms`):
 /// the node's own default.
-pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 500;
+pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 =
+    hotpair_replicator::detector::DEFAULT_HEARTBEAT_TIMEOUT.as_millis() as u64;
 
 const MAX_PREFIX_LEN: usize = 16;
 

@@ -97,6 +97,12 @@ pub struct PairArgs {
     /// whose NIC dies leaves its clients hanging.
     #[arg(long, value_name = "IP")]
     lan_check: Option<std::net::Ipv4Addr>,
+    /// With --upstream: check the application at this path (`[app_check]
+    /// path`, e.g. /health): a node whose application stops answering
+    /// hands its addresses to its peer, whose application runs the
+    /// requests in flight again (docs/application.md).
+    #[arg(long, value_name = "PATH")]
+    app_check: Option<String>,
     /// Directory for n1.toml … nN.toml (created; mode 0600 files: they hold
     /// private keys).
     #[arg(long, default_value = ".")]
@@ -225,6 +231,9 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
     if let Some(m) = a.metrics.iter().find(|m| m.port() == 0) {
         bail!("--metrics: {m} needs a port");
     }
+    if a.app_check.is_some() && a.upstream.is_none() {
+        bail!("--app-check checks the application: give --upstream HOST:PORT too");
+    }
     if a.docroot.is_none() && a.upstream.is_none() {
         bail!("give --docroot DIR (files) or --upstream HOST:PORT (your application)");
     }
@@ -308,7 +317,12 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
                 s(&a.tls_ticket_key)
             ));
         }
-        t.push_str("\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n");
+        // Written out (the defaults) so the file shows what to tune.
+        t.push_str(&format!(
+            "\n[heartbeat]\ninterval_ms = {}\ntimeout_ms = {}\n",
+            crate::HEARTBEAT_INTERVAL_MS,
+            crate::DEFAULT_HEARTBEAT_TIMEOUT_MS
+        ));
         match a.lan_check {
             Some(ip) => t.push_str(&format!("\n[lan_check]\ntarget = \"{ip}\"\n")),
             None => t.push_str(
@@ -316,6 +330,18 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
                  # once it checks the LAN (`hotpair pair --lan-check GATEWAY`):\n\
                  # [lan_check]\n# target = \"GATEWAY\"\n",
             ),
+        }
+        match (&a.upstream, &a.app_check) {
+            (Some(_), Some(path)) => t.push_str(&format!(
+                "\n[app_check]\npath = {}\n",
+                toml::Value::String(path.clone())
+            )),
+            (Some(_), None) => t.push_str(
+                "\n# A node whose application dies hands its addresses to its peer once\n\
+                 # it checks the application (`hotpair pair --app-check /HEALTH-PATH`):\n\
+                 # [app_check]\n# path = \"/health\"\n",
+            ),
+            (None, _) => {}
         }
         // Written out, though it is the default, so that the file says
         // where `hotpair status --config` and `status --check` will ask.
@@ -528,7 +554,33 @@ mod tests {
             let c: hotpair::config::Config = toml::from_str(&f.text).unwrap();
             assert!(c.lan_check().unwrap().is_none());
             assert!(f.text.contains("--lan-check GATEWAY"), "{}", f.text);
+            assert!(c.app_check().unwrap().is_none());
+            assert!(f.text.contains("--app-check /HEALTH-PATH"), "{}", f.text);
         }
+    }
+
+    #[test]
+    fn an_app_check_goes_into_every_node_config_and_needs_an_upstream() {
+        let dir = std::env::temp_dir().join(format!("hotpair-pair-app-{}", std::process::id()));
+        let a = args(&format!(
+            "--mode dual-role --address 192.0.2.10,192.0.2.11 --link 10.0.0.1,10.0.0.2 \
+             --upstream 127.0.0.1:8080 --app-check /health --out {}",
+            dir.display()
+        ));
+        for f in configs(&a).unwrap() {
+            let c: hotpair::config::Config = toml::from_str(&f.text).unwrap();
+            let check = c.app_check().unwrap().expect("an app check");
+            assert_eq!(
+                (check.address.as_str(), check.path.as_str()),
+                ("127.0.0.1:8080", "/health")
+            );
+        }
+        let a = args(
+            "--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 \
+             --docroot /tmp --app-check /health",
+        );
+        let err = configs(&a).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("--upstream"), "{err}");
     }
 
     #[test]

@@ -82,16 +82,21 @@ impl Capture {
 
     /// Stops tcpdump and reads the capture back.
     pub fn stop(self) -> CaptureReport {
+        self.stop_from(SERVICE)
+    }
+
+    /// [`Capture::stop`] for the segments from service address `service`.
+    pub fn stop_from(self, service: &str) -> CaptureReport {
         let file = self.finish().unwrap_or_else(|e| panic!("{e}"));
         let read = |filter: &str| read(&file, filter).unwrap_or_else(|e| panic!("{e}"));
         let rsts = read(&format!(
-            "src host {SERVICE} and tcp[tcpflags] & tcp-rst != 0"
+            "src host {service} and tcp[tcpflags] & tcp-rst != 0"
         ));
         let all = read("tcp");
         let mut context = Vec::new();
         for rst in rsts.iter().take(5) {
             // "TIME MAC > MAC, …: 10.77.0.10.80 > 10.77.0.100.PORT: Flags [R] …"
-            let Some(client) = after_service(rst).and_then(|rest| {
+            let Some(client) = after_service(rst, service).and_then(|rest| {
                 rest.split_whitespace()
                     .next()
                     .map(|c| c.trim_end_matches(':').to_owned())
@@ -106,7 +111,10 @@ impl Capture {
             }
         }
         CaptureReport {
-            packets: all.iter().filter(|l| after_service(l).is_some()).count(),
+            packets: all
+                .iter()
+                .filter(|l| after_service(l, service).is_some())
+                .count(),
             rsts,
             context,
         }
@@ -116,8 +124,8 @@ impl Capture {
 /// What follows "10.77.0.10.PORT > " in a `tcpdump` line (a segment from
 /// the service address, on whichever port it serves: 80, or 443 for
 /// HTTPS).
-fn after_service(line: &str) -> Option<&str> {
-    let needle = format!(" {SERVICE}.");
+fn after_service<'a>(line: &'a str, service: &str) -> Option<&'a str> {
+    let needle = format!(" {service}.");
     let mut rest = line;
     while let Some(at) = rest.find(&needle) {
         let tail = &rest[at + needle.len()..];

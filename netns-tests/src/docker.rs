@@ -168,6 +168,9 @@ pub struct DockerSet {
     /// images are named after it.
     pub name: String,
     pub network: Option<String>,
+    /// Whether `network` was made here (removed on drop) or is someone
+    /// else's, e.g. a compose project's ([`DockerSet::adopt_network`]).
+    owns_network: bool,
     containers: Vec<String>,
     images: Vec<String>,
     /// The subnet's first three octets, e.g. "10.213.17".
@@ -184,6 +187,7 @@ impl DockerSet {
             dir: TempDir::new(&format!("docker-{test}")),
             name,
             network: None,
+            owns_network: false,
             containers: Vec::new(),
             images: Vec::new(),
             net24: String::new(),
@@ -220,6 +224,7 @@ impl DockerSet {
             );
             if out.status.success() {
                 self.network = Some(net.clone());
+                self.owns_network = true;
                 self.net24 = net24;
                 return net;
             }
@@ -229,6 +234,15 @@ impl DockerSet {
             }
         }
         panic!("[{}] docker network create {net} failed\n{last}", self.test);
+    }
+
+    /// Uses a network made by someone else (a compose project, which
+    /// removes it itself) on the subnet `net24`.0/24: containers of this
+    /// set join it, and drop leaves it alone.
+    pub fn adopt_network(&mut self, network: &str, net24: &str) {
+        self.network = Some(network.to_owned());
+        self.owns_network = false;
+        self.net24 = net24.to_owned();
     }
 
     /// The name for a container of this set (removed on drop from now on).
@@ -307,6 +321,12 @@ impl DockerSet {
     /// service address .200 of the network, docroot /srv/www in the
     /// containers. Returns (docroot, config dir).
     pub fn content_and_configs(&self) -> (PathBuf, PathBuf) {
+        self.content_and_configs_with(&[])
+    }
+
+    /// [`DockerSet::content_and_configs`] with more `hotpair pair`
+    /// arguments (e.g. `--metrics 127.0.0.1:9464`).
+    pub fn content_and_configs_with(&self, extra: &[&str]) -> (PathBuf, PathBuf) {
         let dir = self.dir.path();
         let www = dir.join("www");
         let cfg = dir.join("cfg");
@@ -315,19 +335,21 @@ impl DockerSet {
         std::fs::write(www.join("index.html"), INDEX).expect("writing index.html");
         let n = &self.net24;
         let out = run_with_timeout(
-            Command::new(hotpair_bin()).args([
-                "pair",
-                "--mode",
-                "duplex",
-                "--address",
-                &format!("{n}.200"),
-                "--link",
-                &format!("{n}.11,{n}.12"),
-                "--docroot",
-                "/srv/www",
-                "--out",
-                &cfg.to_string_lossy(),
-            ]),
+            Command::new(hotpair_bin())
+                .args([
+                    "pair",
+                    "--mode",
+                    "duplex",
+                    "--address",
+                    &format!("{n}.200"),
+                    "--link",
+                    &format!("{n}.11,{n}.12"),
+                    "--docroot",
+                    "/srv/www",
+                    "--out",
+                    &cfg.to_string_lossy(),
+                ])
+                .args(extra),
             Duration::from_secs(30),
         );
         assert_success(&out, &format!("[{}] hotpair pair", self.test));
@@ -371,7 +393,7 @@ impl Drop for DockerSet {
                 Err(e) => eprintln!("[{}] WARNING: cannot run docker rm -f {c}: {e}", self.test),
             }
         }
-        if let Some(net) = &self.network {
+        if let Some(net) = self.network.as_ref().filter(|_| self.owns_network) {
             let gone = quiet(&["network", "rm", net]);
             if !gone.as_ref().is_ok_and(|o| o.status.success()) {
                 eprintln!(

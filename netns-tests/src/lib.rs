@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub mod capture;
+pub mod compose;
 pub mod docker;
 pub mod failover;
+pub mod hosts;
 pub mod multi;
 pub mod policies;
 pub mod wrk;

@@ -44,6 +44,7 @@ const CLIENT: &str = r#"
 import threading
 conns, per_conn, delay_ms, nonce = (int(sys.argv[1]), int(sys.argv[2]),
                                     int(sys.argv[3]), sys.argv[4])
+SERVICE = (sys.argv[5], 80)
 results = []
 lock = threading.Lock()
 
@@ -60,9 +61,9 @@ def run(k):
     for i in range(per_conn):
         body = ("order %s conn %d request %d" % (nonce, k, i)).encode()
         entry = {"conn": k, "i": i, "sent_sha256": hashlib.sha256(body).hexdigest()}
-        req = (("POST /app/orders?delay_ms=%d HTTP/1.1\r\nHost: 10.77.0.10\r\n"
+        req = (("POST /app/orders?delay_ms=%d HTTP/1.1\r\nHost: %s\r\n"
                 "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n")
-               % (delay_ms, len(body))).encode() + body
+               % (delay_ms, SERVICE[0], len(body))).encode() + body
         t0 = time.time()
         try:
             s.sendall(req)
@@ -138,19 +139,85 @@ fn get(lab: &Lab, path: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
-fn orders_survive(test: &str, victim: Victim) {
-    let Some(lab) = duplex_lab_with(test, &["--app", "orders"]) else {
+/// What fails mid-way.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    /// The node is SIGKILLed (`lab kill`).
+    Node(Victim),
+    /// Only the node's application is SIGKILLed (`lab kill --app`); the
+    /// node lives on and its application check finds it dead.
+    App(Victim),
+}
+
+impl Fault {
+    fn victim(self) -> Victim {
+        match self {
+            Fault::Node(v) | Fault::App(v) => v,
+        }
+    }
+}
+
+/// A lab and the lock that keeps failover tests one at a time.
+enum Held {
+    Duplex(hotpair_netns_tests::failover::DuplexLab),
+    Plain(Lab),
+}
+
+impl Held {
+    fn lab(&self) -> &Lab {
+        match self {
+            Held::Duplex(d) => d,
+            Held::Plain(l) => l,
+        }
+    }
+}
+
+/// The pair's layout, and the service address the clients use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Layout {
+    /// n1 primary, n2 owner of 10.77.0.10.
+    Duplex,
+    /// n1 owns .10 (primary n2) and is the primary of .11 (owner n2): the
+    /// clients use .11, whose application runs on n1.
+    DualRole,
+}
+
+impl Layout {
+    fn service(self) -> &'static str {
+        match self {
+            Layout::Duplex => "10.77.0.10",
+            Layout::DualRole => "10.77.0.11",
+        }
+    }
+}
+
+fn orders_survive(test: &str, fault: Fault) {
+    orders_survive_in(test, fault, Layout::Duplex)
+}
+
+fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
+    let victim = fault.victim();
+    // Either way one failover test at a time (`failover::serial`).
+    let _serial = (layout == Layout::DualRole).then(hotpair_netns_tests::failover::serial);
+    let held = match layout {
+        Layout::Duplex => duplex_lab_with(test, &["--app", "orders"]).map(Held::Duplex),
+        Layout::DualRole => {
+            Lab::up_with(test, &["--mode", "dual-role", "--app", "orders"]).map(Held::Plain)
+        }
+    };
+    let Some(held) = held else {
         return;
     };
+    let lab = held.lab();
     let st = lab.initial_status();
     assert_eq!(st["app"], "orders", "[{test}] {st}");
     assert_eq!(st["db"]["alive"], true, "[{test}] {st}");
     assert_eq!(st["db"]["address"], "10.77.0.200/24", "[{test}] {st}");
-    let (code, body) = get(&lab, "/app/health");
+    let (code, body) = get(lab, "/app/health");
     assert_eq!(code, 200, "[{test}] /app/health before the run: {body}");
 
     let dir = TempDir::new(test);
-    let cap = Capture::start(&lab, dir.path());
+    let cap = Capture::start_hosts(lab, dir.path(), &[layout.service().to_owned()]);
     let nonce = format!("{}-{}", lab.prefix, std::process::id());
     let script = format!("{PY_HTTP}\n{CLIENT}");
     let mut child = Command::new(hotpair_bin())
@@ -161,6 +228,7 @@ fn orders_survive(test: &str, victim: Victim) {
             PER_CONN.to_string(),
             DELAY_MS.to_string(),
             nonce,
+            layout.service().to_owned(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -192,7 +260,14 @@ fn orders_survive(test: &str, victim: Victim) {
     }
     std::thread::sleep(KILL_PAUSE);
     let kill_epoch = epoch_now();
-    let kill = lab.kill(victim.node());
+    let kill = Instant::now();
+    match fault {
+        Fault::Node(_) => drop(lab.kill(victim.node())),
+        Fault::App(_) => {
+            let out = lab.lab(&["kill", "--app", victim.node()], Duration::from_secs(30));
+            assert_success(&out, &format!("lab kill --app {}", victim.node()));
+        }
+    }
     let (line, finished) = loop {
         match rx.recv_timeout(Duration::from_secs(40)) {
             Ok(l) if l == "DONE" => done += 1,
@@ -206,7 +281,10 @@ fn orders_survive(test: &str, victim: Victim) {
     drop(child);
     let results: Vec<Value> = serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("[{test}] the client printed no JSON ({e}): {line}"));
-    assert_survivor(&lab, victim);
+    match fault {
+        Fault::Node(_) => assert_survivor(lab, victim),
+        Fault::App(_) => assert_app_fault_handled(lab, victim),
+    }
 
     // Exactly one 201 per request, each its own order.
     let sent = CONNS * PER_CONN;
@@ -247,7 +325,7 @@ fn orders_survive(test: &str, victim: Victim) {
     );
 
     // The database holds exactly one order per request.
-    let (code, body) = get(&lab, "/app/orders/stats");
+    let (code, body) = get(lab, "/app/orders/stats");
     assert_eq!(code, 200, "[{test}] /app/orders/stats: {body}");
     let stats: Value = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("[{test}] /app/orders/stats is not JSON ({e}): {body}"));
@@ -257,7 +335,7 @@ fn orders_survive(test: &str, victim: Victim) {
         "[{test}] orders in the database vs requests sent: {stats}"
     );
     let counted = sql(
-        &lab,
+        lab,
         "SELECT count(*) || ' ' || count(DISTINCT body_sha256) || ' ' || count(DISTINCT request_id) FROM orders",
     );
     assert_eq!(
@@ -286,21 +364,28 @@ fn orders_survive(test: &str, victim: Victim) {
         );
     }
 
-    let capture = cap.stop();
+    let capture = cap.stop_from(layout.service());
     assert_no_rst(
-        &lab,
+        lab,
         &capture,
         &format!("{sent} orders over {CONNS} keep-alive connections"),
         kill_epoch,
     );
+    if let Fault::App(v) = fault {
+        rejoin_after_app_restart(lab, v);
+    }
     report(&format!(
-        "[{test}] {sent} orders on {CONNS} connections, {} ({}) SIGKILLed after {KILL_AFTER} \
+        "[{test}] {sent} orders on {CONNS} connections, {} ({}) {} SIGKILLed after {KILL_AFTER} \
          replies: all {sent} created once, done {:.2} s after the kill, the slowest request \
          {slowest:.2} s (one takes {DELAY_MS} ms and a little); {} request(s) run again and \
          answered from the existing order (stats duplicates_refused {}; {replays} replayed \
          replies reached the client)",
         victim.node(),
         victim.role(),
+        match fault {
+            Fault::Node(_) => "node",
+            Fault::App(_) => "application",
+        },
         finished.as_secs_f64(),
         stats["duplicates_refused"],
         stats["duplicates_refused"],
@@ -311,13 +396,123 @@ fn orders_survive(test: &str, victim: Victim) {
 /// requests whose reply it had not received again, on its own application.
 #[test]
 fn orders_are_created_once_when_the_primary_dies() {
-    orders_survive("app_orders_primary", Victim::Primary);
+    orders_survive("app_orders_primary", Fault::Node(Victim::Primary));
 }
 
 /// The ingress (n2) dies: the primary carries on alone.
 #[test]
 fn orders_are_created_once_when_the_ingress_dies() {
-    orders_survive("app_orders_ingress", Victim::Ingress);
+    orders_survive("app_orders_ingress", Fault::Node(Victim::Ingress));
+}
+
+/// The primary's application dies, the node lives: its application check
+/// (or the first request the dead application refuses) finds it, the pair
+/// hands the address to n2 as in a planned switchover, and n2 runs the
+/// requests in flight again on its own application — no 502, no RST, each
+/// order once. Restarted, the application answers again and n1 rejoins as
+/// the primary.
+#[test]
+fn orders_are_created_once_when_the_primarys_application_dies() {
+    orders_survive("app_orders_primary_app", Fault::App(Victim::Primary));
+}
+
+/// Dual-role: n1's application dies; n1 is the primary of 10.77.0.11 (the
+/// clients') and owner of .10: it hands both to n2, whose application runs
+/// the requests in flight again; restarted, n1 rejoins in both roles.
+#[test]
+fn orders_are_created_once_when_a_dual_role_nodes_application_dies() {
+    orders_survive_in(
+        "app_orders_dual_role_app",
+        Fault::App(Victim::Primary),
+        Layout::DualRole,
+    );
+}
+
+/// The ingress's application dies: it runs no request, so nothing moves;
+/// n1 learns its peer could not take over.
+#[test]
+fn orders_go_on_when_the_ingresss_application_dies() {
+    orders_survive("app_orders_ingress_app", Fault::App(Victim::Ingress));
+}
+
+/// Both nodes alive after an application's death; the victim's status
+/// says its application is down; where it ran requests (n1, the primary
+/// of the address the clients use), n2 serves every address alone
+/// (promoted or claimed) and n1 stands by; where it ran none (a duplex
+/// owner), nothing moved.
+fn assert_app_fault_handled(lab: &Lab, victim: Victim) {
+    let test = &lab.test;
+    for n in ["n1", "n2"] {
+        assert!(lab.node_alive(n), "[{test}] {n} died with an application");
+    }
+    let st = node_status(lab, victim.node());
+    assert_eq!(
+        st["app_up"],
+        false,
+        "[{test}] {} does not report its application down: {st}",
+        victim.node()
+    );
+    let n2 = node_status(lab, "n2");
+    let states: Vec<&str> = n2["addresses"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["state"].as_str()).collect())
+        .unwrap_or_default();
+    let moved = victim == Victim::Primary;
+    assert!(
+        !states.is_empty()
+            && states.iter().all(|s| if moved {
+                *s == "promoted" || *s == "claimed"
+            } else {
+                *s == "replicated"
+            }),
+        "[{test}] n2's addresses after {}'s application died: {states:?}\n{n2}",
+        victim.node()
+    );
+}
+
+/// `lab restart --app`: the application answers again and every address
+/// is replicated again with its configured roles, within a few seconds.
+fn rejoin_after_app_restart(lab: &Lab, victim: Victim) {
+    let test = &lab.test;
+    let out = lab.lab(
+        &["restart", "--app", victim.node()],
+        Duration::from_secs(30),
+    );
+    assert_success(&out, &format!("lab restart --app {}", victim.node()));
+    let t = Instant::now();
+    loop {
+        let (n1, n2) = (node_status(lab, "n1"), node_status(lab, "n2"));
+        let settled = |st: &Value| {
+            st["addresses"].as_array().is_some_and(|a| {
+                a.iter()
+                    .all(|x| x["state"] == "replicated" && x["role"] == x["configured_role"])
+            })
+        };
+        if n1["app_up"] == true && n2["app_up"] == true && settled(&n1) && settled(&n2) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "[{test}] not replicated again 20 s after the application came back:\n{n1}\n{n2}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, body) = get(lab, "/app/health");
+    assert_eq!(code, 200, "[{test}] /app/health after the rejoin: {body}");
+}
+
+/// `hotpair status --json` of one node.
+fn node_status(lab: &Lab, node: &str) -> Value {
+    let sock = lab.state_dir().join(format!("{node}.sock"));
+    let out = Command::new(hotpair_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running hotpair status");
+    assert_success(&out, &format!("hotpair status {node}"));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("[{}] status of {node} is not JSON ({e})", lab.test))
 }
 
 /// `lab kill --app n1` kills the application only: the node still serves

@@ -145,17 +145,35 @@ fn assert_no_takeover(lab: &Lab) {
     );
 }
 
-fn hping(lab: &Lab, dir: &Path, source: &str, count: u32, interval: &str) -> Background {
-    let count = count.to_string();
+/// hping3 sending SYNs from `source` every `interval_us` for `secs`
+/// (then SIGINT: it prints its statistics). Bounded by time, not by `-c`:
+/// hping3 stops once it has *received* `-c` replies, and the node's SYN
+/// cookies answer the spoofed SYNs (to the client's MAC, where hping3's
+/// capture sees them) — a count would end the flood early.
+fn hping(lab: &Lab, dir: &Path, source: &str, secs: u32, interval_us: u32) -> Background {
+    let secs = secs.to_string();
+    let interval = format!("u{interval_us}");
     lab.spawn_in(
         "client",
         &[
-            "timeout", "10", "hping3", "-q", "-S", "-p", "80", "-a", source, "-i", interval, "-c",
-            &count, SERVICE,
+            "timeout", "-s", "INT", &secs, "hping3", "-q", "-S", "-p", "80", "-a", source, "-i",
+            &interval, "-c", "1000000", SERVICE,
         ],
         dir,
         &format!("hping-{source}"),
     )
+}
+
+/// How many SYNs hping3 says it sent.
+fn hping_sent(out: &std::process::Output) -> Option<u64> {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    all.lines()
+        .find_map(|l| l.split_once(" packets transmitted"))
+        .and_then(|(n, _)| n.trim().parse().ok())
 }
 
 /// SYN flood: 4 000 SYNs from four spoofed sources in ~4 s (the issue saw
@@ -190,7 +208,7 @@ fn syn_flood(mode: &str) {
     // does).
     let floods: Vec<Background> = SPOOFED
         .iter()
-        .map(|s| hping(&lab, dir.path(), s, 1000, "u4000"))
+        .map(|s| hping(&lab, dir.path(), s, 4, 4000))
         .collect();
     let during = legit_loop(
         &lab,
@@ -198,20 +216,17 @@ fn syn_flood(mode: &str) {
         Duration::from_millis(250),
         start + Duration::from_secs(4),
     );
+    let mut sent = 0;
     for f in floods {
-        // hping3 exits 1 when nothing answered (simplex: the node's ARP for
-        // a spoofed source goes unanswered, so no SYN-ACK is even sent).
         let out = f.wait(Duration::from_secs(15));
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let n = hping_sent(&out);
+        // 250 SYN/s for 4 s, give or take hping3's usleep.
         assert!(
-            all.contains("1000 packets transmitted"),
+            n.is_some_and(|n| n >= 700),
             "[{test}] hping3 did not send its SYNs\n{}",
             describe(&out)
         );
+        sent += n.unwrap_or(0);
     }
     let flood_secs = start.elapsed().as_secs_f64();
     let after = legit_loop(
@@ -247,7 +262,7 @@ fn syn_flood(mode: &str) {
     );
     assert_no_takeover(&lab);
     report(&format!(
-        "[{test}] flood 4000 SYNs in {flood_secs:.1} s; legitimate GETs during: {} ok, \
+        "[{test}] flood {sent} SYNs in {flood_secs:.1} s; legitimate GETs during: {} ok, \
          median {:.3} s, worst {worst_during:.3} s; after: {} ok, worst {worst_after:.3} s",
         during.len(),
         median(&during),

@@ -168,7 +168,37 @@ fn status_and_metrics_follow_a_failover() {
     assert_eq!(metric(&before2, &promoted), 0.0);
     let link_down = "hotpair_link_transitions_total{peer=\"n1\",direction=\"down\"}";
     assert_eq!(metric(&before2, link_down), 0.0);
-    let req_before = requests_static(&before1);
+    // Replies by status code: a 404 and a 200, counted on the primary that
+    // made them.
+    for (path, want) in [
+        ("/static/no-such-file", "404"),
+        ("/static/index.html", "200"),
+    ] {
+        let out = lab.exec_client(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url(path),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want,
+            "[{test}] GET {path}"
+        );
+    }
+    let codes = scrape(&lab, 1);
+    for code in ["404", "200"] {
+        let series =
+            format!("hotpair_responses_total{{{ADDR},route=\"/static/\",code=\"{code}\"}}");
+        assert!(
+            value(&codes, &series).is_some_and(|v| v >= 1.0),
+            "[{test}] n1 did not count its {code} reply ({series})\n{codes}"
+        );
+    }
+    let req_before = requests_static(&codes);
 
     // A 50 MB download at 20 MB/s; n1 killed once 20 MB arrived.
     let tmp = TempDir::new(&format!("{test}-dl"));

@@ -1,5 +1,6 @@
 //! Uploads through the `upstream` handler: the lab's upstream app replies with
-//! the SHA-256 of the body it received, and echoes X-Request-Id.
+//! the SHA-256 of the body it received, and echoes X-Request-Id (the
+//! client's), X-Hotpair-Request-Id (the replication id) and X-Forwarded-For.
 
 use hotpair_netns_tests::{
     assert_success, header, random_bytes, sha256_hex, split_head, status_code, url, Lab, TempDir,
@@ -26,6 +27,8 @@ fn upload(test: &str, chunked: bool) {
         "-",
         "-H",
         "Content-Type: application/octet-stream",
+        "-H",
+        "X-Request-Id: client-chose-this",
         "--data-binary",
         &at_file,
     ];
@@ -42,10 +45,24 @@ fn upload(test: &str, chunked: bool) {
         want,
         "[{test}] the upstream saw a different body than was sent"
     );
-    let rid = header(&head, "x-request-id").unwrap_or_else(|| {
-        panic!("[{test}] no X-Request-Id in the reply (the proxy must add one):\n{head}")
+    // The client's own id reaches the application untouched.
+    assert_eq!(
+        header(&head, "x-request-id").as_deref(),
+        Some("client-chose-this"),
+        "[{test}] the client's X-Request-Id:\n{head}"
+    );
+    let rid = header(&head, "x-hotpair-request-id").unwrap_or_else(|| {
+        panic!("[{test}] no X-Hotpair-Request-Id in the reply (the proxy must add one):\n{head}")
     });
-    assert!(!rid.is_empty(), "[{test}] empty X-Request-Id");
+    assert!(!rid.is_empty(), "[{test}] empty X-Hotpair-Request-Id");
+    // The client's address, as the application sees it: the start of the
+    // replication id ("ip:port#isn-index").
+    let client_ip = rid.split(':').next().unwrap_or_default();
+    assert_eq!(
+        header(&head, "x-forwarded-for").as_deref(),
+        Some(client_ip),
+        "[{test}] X-Forwarded-For:\n{head}"
+    );
 }
 
 #[test]

@@ -42,6 +42,7 @@ fn site(address: Ipv4Address, role: Role, peer: Option<usize>) -> SiteConfig {
         max_half_open: 8,
         half_open_timeout: Duration::from_secs(20),
         max_per_source: 16,
+        syn_cookies: None,
         role,
         peer,
         tls: None,
@@ -1283,12 +1284,11 @@ fn a_node_whose_application_dies_hands_its_addresses_over_and_rejoins_once_it_an
     assert!(!n2.yielded(0) && !n2.yielded(1));
 }
 
-#[test]
-fn an_owner_whose_application_dies_keeps_its_roles_and_is_handed_nothing() {
-    // Duplex: n1 primary of A, n2 its owner (runs no request).
-    let t0 = origin();
+/// A duplex pair (n1 primary of A, n2 its owner), both checking their
+/// application every `interval_ms` (timeout 100 ms, fall 2, rise 2).
+fn app_duplex(t0: Instant, interval_ms: u64) -> (NodeCore, NodeCore) {
     let check = hotpair_replicator::node::AppCheckConfig {
-        interval: Duration::from_millis(200),
+        interval: Duration::from_millis(interval_ms),
         timeout: Duration::from_millis(100),
         fall: 2,
         rise: 2,
@@ -1297,8 +1297,17 @@ fn an_owner_whose_application_dies_keeps_its_roles_and_is_handed_nothing() {
     let mut c2 = config("n2", 2, vec![site(A, Role::Ingress, Some(0))], &["n1"]);
     c1.app_check = Some(check);
     c2.app_check = Some(check);
-    let mut n1 = NodeCore::new(c1, t0).unwrap();
-    let mut n2 = NodeCore::new(c2, t0).unwrap();
+    (
+        NodeCore::new(c1, t0).unwrap(),
+        NodeCore::new(c2, t0).unwrap(),
+    )
+}
+
+#[test]
+fn an_owner_whose_application_dies_keeps_its_roles_and_is_handed_nothing() {
+    // Duplex: n1 primary of A, n2 its owner (runs no request).
+    let t0 = origin();
+    let (mut n1, mut n2) = app_duplex(t0, 200);
     let mut t = app_boot(&mut n1, &mut n2, t0);
     let step = Duration::from_millis(50);
     // The owner's application dies: nothing moves (it runs nothing).
@@ -1326,18 +1335,7 @@ fn an_owner_whose_application_dies_keeps_its_roles_and_is_handed_nothing() {
 #[test]
 fn a_request_the_application_refused_waits_for_the_verdict_and_goes_to_the_peer() {
     let t0 = origin();
-    let check = hotpair_replicator::node::AppCheckConfig {
-        interval: Duration::from_millis(1000),
-        timeout: Duration::from_millis(100),
-        fall: 2,
-        rise: 2,
-    };
-    let mut c1 = config("n1", 1, vec![site(A, Role::Primary, Some(0))], &["n2"]);
-    let mut c2 = config("n2", 2, vec![site(A, Role::Ingress, Some(0))], &["n1"]);
-    c1.app_check = Some(check);
-    c2.app_check = Some(check);
-    let mut n1 = NodeCore::new(c1, t0).unwrap();
-    let mut n2 = NodeCore::new(c2, t0).unwrap();
+    let (mut n1, mut n2) = app_duplex(t0, 1000);
     let mut t = app_boot(&mut n1, &mut n2, t0);
     for _ in 0..3 {
         app_step(&mut n1, &mut n2, t, true, [true, true]);
@@ -1363,13 +1361,7 @@ fn a_request_the_application_refused_waits_for_the_verdict_and_goes_to_the_peer(
 
     // A refusal the check does not confirm: the error reply goes out
     // after the verdict wait (3 timeouts + an interval), not before.
-    let (mut n1, mut n2) = {
-        let mut c1 = config("n1", 1, vec![site(A, Role::Primary, Some(0))], &["n2"]);
-        let mut c2 = config("n2", 2, vec![site(A, Role::Ingress, Some(0))], &["n1"]);
-        c1.app_check = Some(check);
-        c2.app_check = Some(check);
-        (NodeCore::new(c1, t).unwrap(), NodeCore::new(c2, t).unwrap())
-    };
+    let (mut n1, mut n2) = app_duplex(t, 1000);
     let mut t = app_boot(&mut n1, &mut n2, t);
     app_step(&mut n1, &mut n2, t, true, [true, true]);
     n1.handle_job_unreachable(0, CONN7, 3, hotpair_http::Response::error(502), t);

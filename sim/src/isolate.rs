@@ -45,11 +45,12 @@ pub fn spec_key(s: &RunSpec) -> String {
         ),
     };
     format!(
-        "{} {} {} {} {kill}",
+        "{} {} {} {} {kill}{}",
         s.topology.name(),
         s.scenario.name,
         s.seed,
-        s.net.name
+        s.net.name,
+        if s.checks { " checks" } else { "" }
     )
 }
 
@@ -61,6 +62,11 @@ pub type ExpectCache =
 pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     let mut f = line.split_whitespace();
     let (topo, name, seed, net, kill) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+    let checks = match f.next() {
+        None => false,
+        Some("checks") => true,
+        Some(_) => return None,
+    };
     let topology = Topology::parse(topo)?;
     let seed: u64 = seed.parse().ok()?;
     let net = Net::parse(net)?;
@@ -88,12 +94,13 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
         seed,
         net,
         kill,
+        checks,
         trace: false,
         fingerprint: false,
     })
 }
 
-fn stats_fields(s: &RunStats) -> [u64; 17] {
+fn stats_fields(s: &RunStats) -> [u64; 22] {
     [
         s.lan_frames,
         s.lan_lost,
@@ -112,6 +119,11 @@ fn stats_fields(s: &RunStats) -> [u64; 17] {
         s.logged_before_kill,
         s.late_rsts,
         s.link_stalls,
+        s.syn_cookies_validated,
+        s.app_commits,
+        s.app_reexecuted,
+        s.app_refused,
+        s.relinks,
     ]
 }
 
@@ -135,6 +147,11 @@ fn stats_from(v: &[u64]) -> Option<RunStats> {
         logged_before_kill: g(14)?,
         late_rsts: g(15)?,
         link_stalls: g(16)?,
+        syn_cookies_validated: g(17)?,
+        app_commits: g(18)?,
+        app_reexecuted: g(19)?,
+        app_refused: g(20)?,
+        relinks: g(21)?,
     })
 }
 
@@ -412,11 +429,15 @@ mod tests {
             "duplex close 1 clean ingress:17:silent",
             "dual-role upload 2 lossy A:3:lost",
             "ring3 keepalive 1 clean C:40:silent",
+            "duplex app 3 clean primary:120:app checks",
+            "dual-role app 1 lossy B:7:lan checks",
+            "duplex app 1 clean none checks",
         ] {
             let spec = parse_key(key, &mut cache).expect("parses");
             assert_eq!(spec_key(&spec), key);
         }
         assert!(parse_key("duplex close 1 muddy none", &mut cache).is_none());
+        assert!(parse_key("duplex close 1 clean none extra", &mut cache).is_none());
         assert!(parse_key("duplex close 1 clean C:3:lost", &mut cache).is_none());
         let ring = parse_key("ring3 keepalive 1 clean none", &mut cache).expect("parses");
         assert_eq!(ring.scenario.conns.len(), 3);

@@ -78,7 +78,13 @@ pub fn flags(f: u8) -> String {
 /// A one-line description of a frame.
 pub fn describe(frame: &[u8]) -> String {
     if hotpair_stack::arp::is_arp(frame) {
-        return format!("ARP ({} bytes)", frame.len());
+        return match hotpair_stack::arp::parse(frame) {
+            Some(a) => format!(
+                "ARP {:?} {} {} -> {} {}",
+                a.operation, a.sender_mac, a.sender_ip, a.target_mac, a.target_ip
+            ),
+            None => format!("ARP ({} bytes)", frame.len()),
+        };
     }
     match seg::parse(frame) {
         Some(s) => format!(

@@ -35,7 +35,12 @@
 //! A node can be killed before any step: dropped, with each of its peers
 //! told `LinkIn::Lost` after what was on the wire ([`world::Variant::Lost`])
 //! or told nothing, so their heartbeat timeouts must fire
-//! ([`world::Variant::Silent`]). [`world::World::run`] then judges
+//! ([`world::Variant::Silent`]), or never started ([`world::Variant::Absent`]).
+//! Two variants leave the node's process alive, with the nodes' LAN and
+//! application checks on ([`world::RunSpec::checks`]): its LAN cut and
+//! later healed ([`world::Variant::Lan`]: it must hand its addresses over,
+//! stand by and rejoin), or its application dead ([`world::Variant::App`]:
+//! the application behind `/app/` and its database are in [`app`]). [`world::World::run`] then judges
 //! DESIGN §5's promises 1-4 for every connection of every address: each
 //! connection's received stream against the expected replies (an oracle
 //! built from the same HTTP layer and handlers; a `generate` reply must
@@ -64,6 +69,7 @@
 //! Replay one run with the environment variables printed on failure; see
 //! `tests/failover_matrix.rs`.
 
+pub mod app;
 pub mod client;
 pub mod content;
 pub mod isolate;
@@ -72,6 +78,7 @@ pub mod matrix;
 pub mod node;
 pub mod reply;
 pub mod rng;
+pub mod sampled;
 pub mod scenario;
 pub mod tls;
 pub mod topology;

@@ -347,6 +347,7 @@ pub fn spec(
         seed,
         net,
         kill,
+        checks: false,
         trace: false,
         fingerprint: false,
     }

@@ -8,12 +8,15 @@
 use std::time::{Duration, Instant};
 
 use hotpair_replicator::node::{
-    Handler, NodeConfig, NodeCore, PeerId, RoleChange, Route, SiteConfig,
+    AppCheckConfig, Handler, Job, LanCheckConfig, NodeConfig, NodeCore, PeerId, RoleChange, Route,
+    SiteConfig,
 };
 use hotpair_replicator::{Msg, Policy};
 use hotpair_stack::engine::EngineStats;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use hotpair_stack::{CookieKey, SynCookies};
 
+use crate::app::APP_PREFIX;
 use crate::content;
 use crate::topology::Topology;
 
@@ -26,6 +29,26 @@ pub const PREFIX_LEN: u8 = 24;
 pub const PORT: u16 = 80;
 pub const MAC_A: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x01]);
 pub const MAC_B: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x02]);
+/// The LAN host every node's LAN check asks (a gateway the world answers
+/// as a port of the switch; see `world::faults`).
+pub const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 77, 0, 1);
+pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0xfe]);
+/// The nodes' LAN check with [`NodeOptions::checks`]: a cut LAN is
+/// found within 300–400 ms, a healed one within 200 ms.
+pub const LAN_CHECK: LanCheckConfig = LanCheckConfig {
+    target: GATEWAY_IP,
+    interval: Duration::from_millis(100),
+    fall: 3,
+    rise: 2,
+};
+/// The nodes' application check with `checks`: a dead application is found
+/// within two intervals, or at once by the requests it refuses.
+pub const APP_CHECK: AppCheckConfig = AppCheckConfig {
+    interval: Duration::from_millis(200),
+    timeout: Duration::from_millis(50),
+    fall: 2,
+    rise: 2,
+};
 /// Rounds of one node at one instant before the simulation calls it a livelock.
 const MAX_ITERATIONS: usize = 100_000;
 
@@ -109,6 +132,10 @@ pub struct RoundOut {
     /// claiming in this round.
     pub promoted: Vec<Ipv4Address>,
     pub claimed: Vec<Ipv4Address>,
+    /// Requests for the application (`/app/`).
+    pub jobs: Vec<Job>,
+    /// Application checks asked for.
+    pub app_checks: usize,
     /// Rounds of the node core run.
     pub iterations: usize,
 }
@@ -122,19 +149,44 @@ pub struct SimNode {
     sites: Vec<usize>,
 }
 
+/// What a run sets on every node it builds.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeOptions {
+    pub heartbeat_timeout: Duration,
+    /// The policy of the `files` route.
+    pub files_policy: Policy,
+    /// Each address's half-open bound (`None`: the default, 32).
+    pub max_half_open: Option<usize>,
+    /// Run the LAN check ([`LAN_CHECK`]) and the application check
+    /// ([`APP_CHECK`]).
+    pub checks: bool,
+    /// Serve HTTPS (the scenario's connections speak TLS).
+    pub tls: bool,
+}
+
 impl SimNode {
     /// Build node `who` of `topo` at time `now` (= `start`).
     pub fn new(
         who: Who,
         topo: Topology,
         seeds: NodeSeeds,
-        heartbeat_timeout: Duration,
-        files_policy: Policy,
-        tls: bool,
+        opts: NodeOptions,
         start: Instant,
     ) -> Self {
+        let NodeOptions {
+            heartbeat_timeout,
+            files_policy,
+            max_half_open,
+            checks,
+            tls,
+        } = opts;
         let c = content::get();
         let routes = vec![
+            Route {
+                prefix: APP_PREFIX.to_owned(),
+                handler: Handler::External,
+                policy: Policy::Logged,
+            },
             Route {
                 prefix: content::GENERATE_PREFIX.to_owned(),
                 handler: Handler::Generate {
@@ -166,9 +218,17 @@ impl SimNode {
                 gateway: None,
                 port: PORT,
                 max_connections: 64,
-                max_half_open: 32,
+                max_half_open: max_half_open.unwrap_or(32),
                 half_open_timeout: Duration::from_secs(20),
                 max_per_source: 64,
+                // One key for every node (a pair's is derived from its
+                // link keys), and a fixed wall clock: runs stay a function
+                // of their spec.
+                syn_cookies: Some(SynCookies {
+                    key: CookieKey([0x5c; 32]),
+                    send: true,
+                    wall_start: Duration::from_secs(1_800_000_000),
+                }),
                 role: s.role,
                 peer: Some(peer_id(s.peer)),
                 tls: tls.then(crate::tls::server_config),
@@ -182,8 +242,8 @@ impl SimNode {
             heartbeat_interval: Duration::from_millis(100),
             heartbeat_timeout,
             cold_start_wait: hotpair_replicator::replica::DEFAULT_COLD_START_WAIT,
-            lan_check: None,
-            app_check: None,
+            lan_check: checks.then_some(LAN_CHECK),
+            app_check: checks.then_some(APP_CHECK),
             rx_buffer_bytes: 64 * 1024,
             tx_buffer_bytes: 128 * 1024,
             limits: c.limits,
@@ -203,6 +263,11 @@ impl SimNode {
     /// The nodes this one has a link to.
     pub fn peers(&self) -> &[Who] {
         &self.peers
+    }
+
+    /// The link id (`PeerId`) of the link to `w`, if this node has one.
+    pub fn peer_id(&self, w: Who) -> Option<PeerId> {
+        self.peers.iter().position(|&p| p == w)
     }
 
     /// News from the link to `from`. A refused message drops the link, as
@@ -257,6 +322,12 @@ impl SimNode {
                 while let Some((ch, m)) = self.core.poll_link_transmit(peer) {
                     out.msgs.push((to, ch, m));
                 }
+            }
+            while let Some(j) = self.core.poll_job() {
+                out.jobs.push(j);
+            }
+            if self.core.poll_app_check() {
+                out.app_checks += 1;
             }
             if !busy {
                 break;

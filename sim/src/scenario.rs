@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hotpair_http::{generate, ServerConn};
 
+use crate::app::APP_PREFIX;
 use crate::content::{self, GENERATE_PREFIX};
 
 /// When a connection sends its requests.
@@ -59,6 +60,9 @@ pub struct Scenario {
     pub conns: Vec<ConnScript>,
     /// The content policy of /static/ on every node in this scenario.
     pub files_policy: Policy,
+    /// Every node's half-open bound, beyond which SYN cookies answer
+    /// (`None`: 32, never reached by a scenario's own connections).
+    pub max_half_open: Option<usize>,
 }
 
 impl Scenario {
@@ -82,9 +86,29 @@ impl Scenario {
 }
 
 fn is_generate(req: &[u8]) -> bool {
+    target_starts_with(req, GENERATE_PREFIX)
+}
+
+/// A request for the application (`/app/`).
+pub fn is_app(req: &[u8]) -> bool {
+    target_starts_with(req, APP_PREFIX)
+}
+
+fn target_starts_with(req: &[u8], prefix: &str) -> bool {
     req.split(|&b| b == b' ')
         .nth(1)
-        .is_some_and(|target| target.starts_with(GENERATE_PREFIX.as_bytes()))
+        .is_some_and(|target| target.starts_with(prefix.as_bytes()))
+}
+
+/// A POST of `body` to the application.
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
 }
 
 fn get(path: &str, extra: &str) -> Vec<u8> {
@@ -133,18 +157,21 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "handshake",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "handshake, then the client closes",
             conns: vec![one(vec![], Sending::OneByOne, Close::WhenEstablished)],
         },
         Scenario {
             name: "upload",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "POST of a 1 MiB body to /static/x (405 once the body is in)",
             conns: vec![one(vec![upload], Sending::OneByOne, Close::AfterReplies)],
         },
         Scenario {
             name: "download",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "GET /static/2m.bin",
             conns: vec![one(
                 vec![get("/static/2m.bin", "")],
@@ -155,6 +182,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "generate",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "GET /non-deterministic/x?size=300000 (a logged, non-deterministic reply)",
             conns: vec![one(
                 vec![get(
@@ -168,6 +196,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "keepalive",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "4 requests one after another on one connection",
             conns: vec![one(
                 vec![
@@ -183,6 +212,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "pipelined",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "3 GETs in one write",
             conns: vec![one(
                 pipelined.to_vec(),
@@ -193,6 +223,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "close",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "GET /static/100k.bin with Connection: close",
             conns: vec![one(
                 vec![get("/static/100k.bin", "Connection: close\r\n")],
@@ -203,12 +234,14 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "reject",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "POST announcing a 100 MiB body (over the 64 MiB limit): 413 and close at once, while the client is still sending",
             conns: vec![one(vec![reject], Sending::OneByOne, Close::AfterReplies)],
         },
         Scenario {
             name: "linger",
             files_policy: Policy::Static,
+            max_half_open: None,
             what:
                 "GET /static/1k.bin with Connection: close; the client closes 3 s after the server",
             conns: vec![ConnScript {
@@ -223,6 +256,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "mixed",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "keep-alive: static, logged (generate), static, logged, one after another",
             conns: vec![one(
                 mixed.to_vec(),
@@ -233,6 +267,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "mixed-pipe",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "static, logged (generate), static in one write",
             conns: vec![one(
                 mixed[..3].to_vec(),
@@ -241,8 +276,35 @@ pub fn all() -> Vec<Scenario> {
             )],
         },
         Scenario {
+            name: "app",
+            files_policy: Policy::Static,
+            max_half_open: None,
+            what: "the application (/app/, logged, a shared database): two POSTs, a GET and a static GET one after another, and two POSTs pipelined on a second connection",
+            conns: vec![
+                one(
+                    vec![
+                        post("/app/orders", &content::file_bytes("order-1", 2000)),
+                        get("/app/orders/1", ""),
+                        get("/static/1k.bin", ""),
+                        post("/app/orders", &content::file_bytes("order-2", 300)),
+                    ],
+                    Sending::OneByOne,
+                    Close::AfterReplies,
+                ),
+                one(
+                    vec![
+                        post("/app/payments", &content::file_bytes("payment-1", 500)),
+                        post("/app/payments", &content::file_bytes("payment-2", 700)),
+                    ],
+                    Sending::AllAtOnce,
+                    Close::AfterReplies,
+                ),
+            ],
+        },
+        Scenario {
             name: "mixed-sync",
             files_policy: Policy::SyncStatic,
+            max_half_open: None,
             what: "as mixed, with /static/ under sync-static",
             conns: vec![one(
                 mixed.to_vec(),
@@ -256,8 +318,32 @@ pub fn all() -> Vec<Scenario> {
 pub fn by_name(name: &str) -> Option<Scenario> {
     all()
         .into_iter()
+        .chain(std::iter::once(syn_cookies()))
         .chain(crate::tls::scenarios())
         .find(|s| s.name == name)
+}
+
+/// Two downloads at once against a half-open bound of 1: the second
+/// handshake meets the bound and is answered with a SYN cookie (on a pair,
+/// by the owner; the primary opens it from the forwarded ACK). Not in
+/// [`all`]: `sim/tests/syn_cookies.rs` runs its own kill matrix.
+pub fn syn_cookies() -> Scenario {
+    let conn = ConnScript {
+        requests: vec![get("/static/2m.bin", "")],
+        send: Sending::OneByOne,
+        close: Close::AfterReplies,
+        linger: Duration::ZERO,
+        address: 0,
+        tls: false,
+        key_update: false,
+    };
+    Scenario {
+        name: "syn-cookies",
+        what: "two GET /static/2m.bin at once, half-open bound 1 (the second through a SYN cookie)",
+        conns: vec![conn.clone(), conn],
+        files_policy: Policy::Static,
+        max_half_open: Some(1),
+    }
 }
 
 /// What one request must be answered with.
@@ -268,12 +354,18 @@ pub enum Expected {
     /// Exactly one of these (a `generate` reply: one per seed a node could
     /// have used), with the seed it was made from.
     OneOf(Vec<(u64, Bytes)>),
+    /// The application's reply to this request (its bytes as the client
+    /// wrote them): the reply the database committed for it, which only
+    /// the run knows (see `crate::app`).
+    App(Bytes),
 }
 
 impl Expected {
-    /// Which alternative `got` is, if any.
+    /// Which alternative `got` is, if any (an application reply is judged
+    /// against the database instead: never a match here).
     pub fn matches(&self, got: &[u8]) -> Option<Option<u64>> {
         match self {
+            Expected::App(_) => None,
             Expected::Exact(b) => (b.as_ref() == got).then_some(None),
             Expected::OneOf(cands) => {
                 let mut hits = cands.iter().filter(|(_, c)| c.as_ref() == got);
@@ -350,7 +442,10 @@ pub fn expectations(s: &Scenario, service_seeds: &[u64]) -> Arc<Expectations> {
                 .requests
                 .iter()
                 .map(|r| {
-                    if is_generate(r) {
+                    if is_app(r) {
+                        runs += 1;
+                        Expected::App(Bytes::copy_from_slice(r))
+                    } else if is_generate(r) {
                         runs += 1;
                         Expected::OneOf(seeds.iter().map(|&sd| (sd, reply(r, sd).0)).collect())
                     } else {

@@ -112,12 +112,14 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "tls-handshake",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "HTTPS: the TLS handshake, then the client closes (close_notify, FIN)",
             conns: vec![one(vec![], Sending::OneByOne, Close::WhenEstablished)],
         },
         Scenario {
             name: "tls-download",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "HTTPS: GET /static/100k.bin",
             conns: vec![one(
                 vec![get("/static/100k.bin", "")],
@@ -128,6 +130,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "tls-keepalive",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "HTTPS: static, logged (generate), static, one after another on one connection",
             conns: vec![one(
                 vec![
@@ -142,6 +145,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "tls-pipelined",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "HTTPS: 3 GETs in one write (one TLS record)",
             conns: vec![one(
                 vec![
@@ -156,6 +160,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "tls-keyupdate",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "HTTPS: 3 requests one after another, a KeyUpdate (update requested) from the client before the second and the third",
             conns: vec![ConnScript {
                 key_update: true,
@@ -173,6 +178,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "tls-close",
             files_policy: Policy::Static,
+            max_half_open: None,
             what: "HTTPS: GET /static/1k.bin with Connection: close (the server's close_notify, then FIN)",
             conns: vec![one(
                 vec![get("/static/1k.bin", "Connection: close\r\n")],

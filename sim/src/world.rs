@@ -6,9 +6,19 @@
 //! runs it, or — when nothing is due — advances the clock to the next
 //! deadline and runs everyone. A node may be killed before any step.
 //!
-//! Judging a finished run against the promises is in `judge`.
+//! Judging a finished run against the promises is in `judge`; faults a
+//! node lives through (its LAN cut, its application dead), the gateway,
+//! the application and the links' sessions in `faults`; what a run is a
+//! function of in `spec`.
 
+mod faults;
 mod judge;
+mod spec;
+mod trace;
+
+pub use faults::{LAN_OUTAGE, RELINK_DELAY, SETTLE};
+pub use spec::{Kill, Net, RunSpec, Variant};
+use trace::{link_desc, stats_delta};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -44,161 +54,6 @@ pub const SHELL_MAX_SLEEP: Duration = Duration::from_millis(100);
 /// Steps in a row that do not advance the clock before it is a livelock.
 const MAX_STILL_STEPS: u32 = 10_000;
 
-/// How a killed node goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Variant {
-    /// Its kernel resets the replication link: the survivor is told
-    /// (`LinkIn::Lost`) after the messages already on the wire.
-    Lost,
-    /// Nothing more is heard: the survivor's heartbeat timeout must fire.
-    Silent,
-    /// The node never starts (a cold start after a power cut, one node
-    /// back): no link ever comes up; the others must serve alone once
-    /// their cold-start wait is over. Its step is 0.
-    Absent,
-}
-
-impl Variant {
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Lost => "lost",
-            Variant::Silent => "silent",
-            Variant::Absent => "absent",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "lost" => Some(Variant::Lost),
-            "silent" => Some(Variant::Silent),
-            "absent" => Some(Variant::Absent),
-            _ => None,
-        }
-    }
-}
-
-/// The LAN's behaviour (the replication link is always ordered and lossless,
-/// like the kernel TCP connection it stands for). Loss and reordering apply
-/// to frames to and from the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Net {
-    pub name: &'static str,
-    pub lan_delay: Duration,
-    /// Frames delayed by an extra `1..=reorder_delay`, per million: they
-    /// arrive after frames sent later (netem's `reorder`).
-    pub reorder_ppm: u32,
-    pub reorder_delay: Duration,
-    /// Frames lost, per million.
-    pub loss_ppm: u32,
-    pub link_delay: Duration,
-    /// Replication-link messages, per million, that meet a lost segment
-    /// of the link's kernel TCP: they (and everything queued behind them,
-    /// the link being one ordered stream) arrive `link_stall` late — its
-    /// retransmission. TCP turns loss into delay, and never reorders.
-    pub link_stall_ppm: u32,
-    pub link_stall: Duration,
-}
-
-impl Net {
-    pub const CLEAN: Net = Net {
-        name: "clean",
-        lan_delay: Duration::from_micros(50),
-        reorder_ppm: 0,
-        reorder_delay: Duration::ZERO,
-        loss_ppm: 0,
-        link_delay: Duration::from_micros(100),
-        link_stall_ppm: 0,
-        link_stall: Duration::ZERO,
-    };
-    /// 2% loss; 2% of frames overtaken (delayed by up to 300 µs); 1% of
-    /// link messages held up by a 200 ms retransmission (Linux's minimum
-    /// RTO).
-    pub const LOSSY: Net = Net {
-        name: "lossy",
-        lan_delay: Duration::from_micros(50),
-        reorder_ppm: 20_000,
-        reorder_delay: Duration::from_micros(300),
-        loss_ppm: 20_000,
-        link_delay: Duration::from_micros(100),
-        link_stall_ppm: 10_000,
-        link_stall: Duration::from_millis(200),
-    };
-    pub fn parse(s: &str) -> Option<Net> {
-        match s {
-            "clean" => Some(Net::CLEAN),
-            "lossy" => Some(Net::LOSSY),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kill {
-    pub victim: Who,
-    pub step: u64,
-    pub variant: Variant,
-}
-
-/// One run's parameters: everything a run is a function of.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// Which nodes hold which addresses.
-    pub topology: Topology,
-    /// The client's connections (spread over the topology's addresses:
-    /// [`Topology::scenario`]).
-    pub scenario: Arc<Scenario>,
-    pub expect: Arc<Expectations>,
-    pub seed: u64,
-    pub net: Net,
-    pub kill: Option<Kill>,
-    /// Print every step.
-    pub trace: bool,
-    /// Hash every event (determinism checks).
-    pub fingerprint: bool,
-}
-
-impl RunSpec {
-    /// The command that replays this run alone.
-    pub fn replay_command(&self) -> String {
-        let (victim, step, variant) = match self.kill {
-            Some(k) => (
-                self.topology.victim_name(k.victim),
-                k.step.to_string(),
-                k.variant.name(),
-            ),
-            None => ("none", "none".to_owned(), "lost"),
-        };
-        format!(
-            "SIM_TOPOLOGY={} SIM_SEED={} SIM_SCENARIO={} SIM_VICTIM={victim} SIM_STEP={step} SIM_VARIANT={variant} SIM_NET={} SIM_TRACE=1 cargo test -p hotpair-sim --test failover_matrix replay -- --nocapture",
-            self.topology.name(),
-            self.seed,
-            self.scenario.name,
-            self.net.name
-        )
-    }
-
-    pub fn label(&self) -> String {
-        match self.kill {
-            Some(k) => format!(
-                "mode={} scenario={} victim={} step={} seed={} variant={} net={}",
-                self.topology.name(),
-                self.scenario.name,
-                self.topology.victim_name(k.victim),
-                k.step,
-                self.seed,
-                k.variant.name(),
-                self.net.name
-            ),
-            None => format!(
-                "mode={} scenario={} no kill seed={} net={}",
-                self.topology.name(),
-                self.scenario.name,
-                self.seed,
-                self.net.name
-            ),
-        }
-    }
-}
-
 /// The seeds of a run, derived from its seed.
 pub fn node_seeds(seed: u64, who: Who) -> NodeSeeds {
     let salt = who.index() as u64 * 16;
@@ -223,6 +78,8 @@ pub struct RunStats {
     pub not_forwarded: u64,
     pub duplicate_syn: u64,
     pub passed_through: u64,
+    /// Connections opened by a SYN cookie, on every node.
+    pub syn_cookies_validated: u64,
     pub arp_updates: u64,
     pub duplicate_bytes: u64,
     /// Final units of the scenario's requests that the owners of the
@@ -232,6 +89,14 @@ pub struct RunStats {
     pub late_rsts: u64,
     /// Link messages held up by a retransmission (see [`Net`]).
     pub link_stalls: u64,
+    /// Requests the application committed; of them, those executed more
+    /// than once (re-run on the peer: the database returned the stored
+    /// reply); jobs the application could not take (dead).
+    pub app_commits: u64,
+    pub app_reexecuted: u64,
+    pub app_refused: u64,
+    /// Links made again after one was dropped.
+    pub relinks: u64,
 }
 
 /// The verdict of a run.
@@ -255,6 +120,8 @@ pub struct Outcome {
 enum Port {
     Client,
     Node(Who),
+    /// The LAN host the nodes' LAN checks ask (with `RunSpec::checks`).
+    Gateway,
 }
 
 impl fmt::Display for Port {
@@ -262,6 +129,7 @@ impl fmt::Display for Port {
         match self {
             Port::Client => f.write_str("client"),
             Port::Node(w) => f.write_str(w.name()),
+            Port::Gateway => f.write_str("gateway"),
         }
     }
 }
@@ -271,6 +139,7 @@ impl Port {
         match self {
             Port::Client => CLIENT_MAC,
             Port::Node(w) => w.mac(),
+            Port::Gateway => crate::node::GATEWAY_MAC,
         }
     }
 }
@@ -285,7 +154,12 @@ enum Delivery {
         from: Who,
         to: Who,
         msg: LinkIn,
+        /// The link session it belongs to (see `faults`; always 0 without
+        /// `RunSpec::checks`).
+        session: u64,
     },
+    /// The simulated application's work (see `faults`).
+    App(faults::AppEvent),
 }
 
 pub struct World {
@@ -320,6 +194,8 @@ pub struct World {
     done_time: Option<Duration>,
     /// Where the step count is published for a watchdog.
     pulse: Option<Arc<AtomicU64>>,
+    /// The LAN cut, the application, the database, the links' sessions.
+    faults: faults::Faults,
 }
 
 impl World {
@@ -340,9 +216,13 @@ impl World {
                         w,
                         topo,
                         node_seeds(spec.seed, w),
-                        HEARTBEAT_TIMEOUT,
-                        spec.scenario.files_policy,
-                        spec.scenario.tls(),
+                        crate::node::NodeOptions {
+                            heartbeat_timeout: HEARTBEAT_TIMEOUT,
+                            files_policy: spec.scenario.files_policy,
+                            max_half_open: spec.scenario.max_half_open,
+                            checks: spec.checks,
+                            tls: spec.scenario.tls(),
+                        },
                         base,
                     )
                 })
@@ -384,6 +264,7 @@ impl World {
             done_step: None,
             done_time: None,
             pulse: None,
+            faults: faults::Faults::new(topo),
         }
     }
 
@@ -428,7 +309,7 @@ impl World {
                 self.done_time = Some(self.t);
                 self.trace(|| "client done".into());
             }
-            if self.done_time.is_some_and(|d| self.t >= d + GRACE) {
+            if self.done_time.is_some_and(|d| self.t >= d + GRACE) && self.settled() {
                 break;
             }
             if self.t > MAX_TIME || self.step > MAX_STEPS {
@@ -454,6 +335,7 @@ impl World {
                 self.kill(k);
             }
         }
+        self.heal_if_due();
         self.pulse();
         let due = self
             .queue
@@ -466,7 +348,13 @@ impl World {
         } else {
             let (nodes, client) = self.deadlines();
             let queue = self.queue.first_key_value().map(|((t, _), _)| *t);
-            let next = nodes.iter().copied().chain([client, queue]).flatten().min();
+            let heal = self.faults.heal_at;
+            let next = nodes
+                .iter()
+                .copied()
+                .chain([client, queue, heal])
+                .flatten()
+                .min();
             match next {
                 Some(at) if at > self.t => {
                     self.t = at;
@@ -561,6 +449,11 @@ impl World {
             .filter(|a| a.primary == k.victim)
             .map(|a| self.finals_at_kill[a.index])
             .sum();
+        if k.variant.lives_on() {
+            self.trace(|| format!("FAULT {} ({})", k.victim.name(), k.variant.name()));
+            self.strike(k);
+            return;
+        }
         let peers = self.nodes[k.victim.index()]
             .take()
             .map(|n| n.peers().to_vec())
@@ -582,8 +475,13 @@ impl World {
     fn deliver(&mut self, d: Delivery) -> Result<(), String> {
         match d {
             Delivery::Lan { from, to, frame } => {
+                if self.faults.cut_off(from, to) {
+                    self.trace(|| format!("CUT {from} -> {to}: {}", lan::describe(&frame)));
+                    return Ok(());
+                }
                 self.trace(|| format!("{from} -> {to}: {}", lan::describe(&frame)));
                 match to {
+                    Port::Gateway => self.gateway_receive(&frame),
                     Port::Client => {
                         let (step, t) = (self.step, self.t);
                         let conns = &self.client.conns;
@@ -604,13 +502,25 @@ impl World {
                     }
                 }
             }
-            Delivery::Link { from, to, msg } => {
+            Delivery::App(ev) => self.app_event(ev)?,
+            Delivery::Link {
+                from,
+                to,
+                msg,
+                session,
+            } => {
+                if self.nodes[to.index()].is_none() {
+                    self.trace(|| {
+                        format!("link {} -> {}: {}", from.name(), to.name(), link_desc(&msg))
+                    });
+                    return Ok(());
+                }
+                let Some(msg) = self.link_session_filter(from, to, msg, session) else {
+                    return Ok(());
+                };
                 self.trace(|| {
                     format!("link {} -> {}: {}", from.name(), to.name(), link_desc(&msg))
                 });
-                if self.nodes[to.index()].is_none() {
-                    return Ok(());
-                }
                 if let LinkIn::Msg(
                     channel,
                     Msg::Unit {
@@ -645,6 +555,16 @@ impl World {
             return Ok(());
         };
         let before = self.spec.trace.then(|| n.stats());
+        // A takeover's handler runs count from before the round that made
+        // it (the round runs the promoted requests at once).
+        if self.spec.checks {
+            let runs = n
+                .addresses()
+                .iter()
+                .map(|&a| (a, n.handler_runs_for(a)))
+                .collect();
+            self.faults.runs_before_round = runs;
+        }
         let out = n.round(now)?;
         if let Some(before) = before {
             let after = n.stats();
@@ -657,9 +577,13 @@ impl World {
                 }
             }
         }
-        // Handlers run inline (`set_inline_handlers`): a reply is made in
-        // the round its request completed, never on another thread.
+        // `files` and `generate` run inline (`set_inline_generate`): a
+        // reply is made in the round its request completed; the
+        // application's jobs go to the world's application.
         self.emit(w, out);
+        if self.spec.checks {
+            self.manage_links(w);
+        }
         Ok(())
     }
 
@@ -669,6 +593,7 @@ impl World {
             self.stats.promoted = true;
             if let Some(a) = vip_index(ip) {
                 self.takeovers.insert((w, a, true));
+                self.snapshot_takeover(a, w);
             }
             self.trace(|| format!("{} promotes its shadow connections of {ip}", w.name()));
         }
@@ -676,6 +601,7 @@ impl World {
             self.stats.claimed = true;
             if let Some(a) = vip_index(ip) {
                 self.takeovers.insert((w, a, false));
+                self.snapshot_takeover(a, w);
             }
             self.trace(|| format!("{} claims the service address {ip}", w.name()));
         }
@@ -697,10 +623,23 @@ impl World {
         for (to, channel, m) in out.msgs {
             self.send_link(w, to, LinkIn::Msg(channel, m));
         }
+        for j in out.jobs {
+            self.start_job(w, j);
+        }
+        for _ in 0..out.app_checks {
+            self.start_app_check(w);
+        }
     }
 
     fn run_client(&mut self) {
-        let alive: Vec<_> = self.nodes.iter().flatten().map(|n| n.who.mac()).collect();
+        // A node cut off the LAN does not answer the client's re-confirmation.
+        let alive: Vec<_> = self
+            .nodes
+            .iter()
+            .flatten()
+            .filter(|n| self.faults.cut != Some(n.who))
+            .map(|n| n.who.mac())
+            .collect();
         self.client
             .refresh_neighbor(self.t, |mac| alive.contains(&mac));
         let frames = self.client.poll(self.t);
@@ -716,8 +655,10 @@ impl World {
             return;
         };
         // The switch: by destination MAC, a broadcast to every other port.
+        let gateway = self.spec.checks.then_some(Port::Gateway);
         let ports = std::iter::once(Port::Client)
-            .chain((0..self.nodes.len()).map(|i| Port::Node(Who(i as u8))));
+            .chain((0..self.nodes.len()).map(|i| Port::Node(Who(i as u8))))
+            .chain(gateway);
         let targets: Vec<Port> = ports
             .filter(|p| *p != from && (dst.is_broadcast() || p.mac() == dst))
             .collect();
@@ -750,6 +691,11 @@ impl World {
     }
 
     fn send_link(&mut self, from: Who, to: Who, msg: LinkIn) {
+        let session = self.faults.session(from, to);
+        self.send_link_in(from, to, msg, session);
+    }
+
+    fn send_link_in(&mut self, from: Who, to: Who, msg: LinkIn, session: u64) {
         self.stats.link_msgs += 1;
         let net = self.spec.net;
         let mut at = self.t + net.link_delay;
@@ -769,66 +715,15 @@ impl World {
         *tail = at;
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queue
-            .insert((at, seq), Delivery::Link { from, to, msg });
-    }
-}
-
-/// The counters that moved between two engine snapshots, for traces.
-fn stats_delta(
-    a: &hotpair_stack::engine::EngineStats,
-    b: &hotpair_stack::engine::EngineStats,
-) -> String {
-    let fields = [
-        ("accepted", a.accepted, b.accepted),
-        ("closed", a.closed, b.closed),
-        ("active", a.active as u64, b.active as u64),
-        (
-            "time-wait recycled",
-            a.time_wait_recycled,
-            b.time_wait_recycled,
-        ),
-        ("duplicate SYN", a.duplicate_syn, b.duplicate_syn),
-        ("forwarded", a.forwarded, b.forwarded),
-        ("not forwarded", a.not_forwarded, b.not_forwarded),
-        ("held", a.held, b.held),
-        ("held dropped", a.held_dropped, b.held_dropped),
-        ("passed through", a.passed_through, b.passed_through),
-        ("promoted", a.promoted, b.promoted),
-    ];
-    fields
-        .iter()
-        .filter(|(_, x, y)| x != y)
-        .map(|(n, x, y)| format!("{n} {x}->{y}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn link_desc(m: &LinkIn) -> String {
-    match m {
-        LinkIn::Connected => "connected".into(),
-        LinkIn::Lost(why) => format!("lost ({why})"),
-        LinkIn::Msg(_, Msg::Unit {
-            conn,
-            seq,
-            index,
-            kind,
-            input_end,
-            close_after,
-            local,
-            payload,
-        }) => format!(
-            "Unit {conn} seq={seq} index={} {kind:?} input_end={input_end} close_after={close_after} local={local} len={}",
-            if *index == u64::MAX { "close".to_owned() } else { index.to_string() },
-            payload.len()
-        ),
-        LinkIn::Msg(_, Msg::Frame { frame }) => format!("Frame {}", lan::describe(frame)),
-        LinkIn::Msg(_, Msg::UnitAck { conn, seq }) => format!("UnitAck {conn} seq={seq}"),
-        LinkIn::Msg(_, Msg::ConnGone { conn }) => format!("ConnGone {conn}"),
-        LinkIn::Msg(_, m) => m.name().to_owned(),
-        // Transports the simulation does not use.
-        #[allow(unreachable_patterns)]
-        _ => "other link news".into(),
+        self.queue.insert(
+            (at, seq),
+            Delivery::Link {
+                from,
+                to,
+                msg,
+                session,
+            },
+        );
     }
 }
 

@@ -31,7 +31,9 @@
 //!   run.
 //! - `replay`: one run, from `SIM_TOPOLOGY` (duplex, dual-role, ring3;
 //!   default duplex), `SIM_SEED`, `SIM_SCENARIO`, `SIM_STEP`, `SIM_VICTIM`
-//!   (duplex: primary|ingress; else A|B|C), `SIM_VARIANT`, `SIM_NET`
+//!   (duplex: primary|ingress; else A|B|C), `SIM_VARIANT` (lost, silent,
+//!   absent, lan, app: the last two with the nodes' checks on, as
+//!   `SIM_CHECKS=1` turns them on for a run without a kill), `SIM_NET`
 //!   (`SIM_TRACE=1` prints every step). Does nothing unless `SIM_SCENARIO`
 //!   is set.
 //! - `worker`: runs a batch for the matrix in a child process (see
@@ -183,10 +185,14 @@ fn replay() {
                 .expect("SIM_VICTIM: primary|ingress (duplex), A|B|C (others)"),
             step: step.parse().expect("SIM_STEP: a number"),
             variant: env("SIM_VARIANT").map_or(Variant::Lost, |v| {
-                Variant::parse(&v).expect("SIM_VARIANT: lost|silent|absent")
+                Variant::parse(&v).expect("SIM_VARIANT: lost|silent|absent|lan|app")
             }),
         });
     }
+    // The `lan` and `app` variants run with the nodes' checks (so do their
+    // baselines, `SIM_CHECKS=1`).
+    spec.checks = env("SIM_CHECKS").is_some_and(|v| v != "0")
+        || spec.kill.is_some_and(|k| k.variant.lives_on());
     spec.trace = env("SIM_TRACE").is_some_and(|v| v != "0");
     println!("replay: {}", spec.label());
     let out = matrix::run_all(std::slice::from_ref(&spec), 1).remove(0);

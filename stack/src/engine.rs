@@ -57,6 +57,7 @@ use crate::vnet::VNET_HDR_LEN;
 mod admission;
 mod buffers;
 mod claim;
+pub mod cookie;
 mod device;
 mod dispatch;
 mod pool;
@@ -74,8 +75,11 @@ use ready::Ready;
 use shadow::{FwdRule, Track};
 
 pub use claim::{CLAIM_PROBES, CLAIM_PROBE_INTERVAL, FENCE_REPROBE_INTERVAL};
+pub use cookie::CookieKey;
 pub use slab::RxSlab;
-pub use types::{ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, Tuple};
+pub use types::{
+    ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, SynCookies, Tuple,
+};
 
 /// Bytes kept free in front of every frame, for the TAP's vnet header.
 pub const HEADROOM: usize = VNET_HDR_LEN;
@@ -157,9 +161,16 @@ pub struct Engine<C> {
     /// stale copies (dropped at the next poll), and an answer fences again
     /// quietly.
     reprobing: bool,
+    /// An owner starting: its primary may hold the address (it served it
+    /// while this node was down), so being fenced is expected, not news.
+    starting: bool,
     /// This node's LAN check failed: it reaches no client, so a fence is
     /// not re-probed (unanswered probes would prove nothing).
     lan_down: bool,
+    /// An owner that took its role back from a takeover: no ARP from it
+    /// until [`Engine::reassert`] (the primary stopped answering for the
+    /// address), or it would answer the primary's announcements for it.
+    arp_quiet: bool,
     /// Another node's MAC announced our address while we serve it alone
     /// (a split brain): the node core resolves it (taken once).
     conflict: Option<smoltcp::wire::EthernetAddress>,
@@ -200,6 +211,10 @@ pub struct Engine<C> {
     flood_on: bool,
     /// Connections closed to make room that still hold their slot.
     evicted: BTreeSet<ConnId>,
+    /// When this node last answered a SYN with a cookie: while its cookies
+    /// may come back, an ACK of no connection with a bad one is dropped
+    /// and counted (see `admission::CookieAck`).
+    cookie_sent_at: Option<StdInstant>,
 }
 
 impl<C> Engine<C> {
@@ -278,7 +293,9 @@ impl<C> Engine<C> {
             peer_mac: None,
             reprobe_at: None,
             reprobing: false,
+            starting: false,
             lan_down: false,
+            arp_quiet: false,
             conflict: None,
             foreign_warned: None,
             pass_through: false,
@@ -295,6 +312,7 @@ impl<C> Engine<C> {
             evict_warned: None,
             flood_on: false,
             evicted: BTreeSet::new(),
+            cookie_sent_at: None,
         };
         e.top_up();
         e
@@ -381,6 +399,20 @@ impl<C> Engine<C> {
     /// How long until smoltcp or a connection needs a poll.
     #[must_use]
     pub fn poll_delay(&mut self, now: StdInstant) -> Option<Duration> {
+        if self.claim == Claim::Fenced {
+            // A fenced engine's poll only arms or fires the re-probe: its
+            // sockets stay frozen, so their timers (a FIN's retransmission,
+            // say) would be due at once and for ever — the shell spun on a
+            // node that handed its address over with connections in flight
+            // (found by the simulation's `lan` variant). Nothing to wait for
+            // while the LAN is down: the re-probe waits for it too.
+            return match self.reprobe_at {
+                // Fenced since the last poll: it arms the re-probe timer.
+                None => Some(Duration::ZERO),
+                Some(_) if self.lan_down => None,
+                Some(t) => Some(t.saturating_duration_since(now)),
+            };
+        }
         // The timer heaps hold every socket's `poll_at` and every
         // deadline: no walk over the pool.
         let t = self.smol_now(now).total_micros();
@@ -398,13 +430,6 @@ impl<C> Engine<C> {
             || !self.dev.rx.is_empty()
             || self.pool.ready.any()
         {
-            wait = Some(Duration::ZERO);
-        }
-        if let (Claim::Fenced, Some(t)) = (self.claim, self.reprobe_at) {
-            let d = t.saturating_duration_since(now);
-            wait = Some(wait.map_or(d, |w| w.min(d)));
-        } else if self.claim == Claim::Fenced {
-            // Fenced since the last poll: it arms the re-probe timer.
             wait = Some(Duration::ZERO);
         }
         if let Claim::Probing { next_at, .. } = self.claim {

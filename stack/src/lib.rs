@@ -24,7 +24,9 @@ pub mod seg;
 pub mod tap;
 pub mod vnet;
 
-pub use engine::{ConnId, ConnInfo, ConnKey, Engine, Frame, Role, Service, StackConfig};
+pub use engine::{
+    ConnId, ConnInfo, ConnKey, CookieKey, Engine, Frame, Role, Service, StackConfig, SynCookies,
+};
 #[cfg(feature = "shell")]
 pub use runtime::{Node, Shell, Waker};
 pub use smoltcp;

@@ -83,10 +83,10 @@ pub fn set_window(frame: &mut [u8], s: &Seg, v: u16) {
     frame[s.off.tcp + 14..s.off.tcp + 16].copy_from_slice(&v.to_be_bytes());
 }
 
-/// Where the SACK blocks of a segment's options are: `(first, end)` byte
-/// indices, 8 bytes a block. `None` when there is no SACK option; a
-/// malformed option list ends the search.
-fn sack_option(frame: &[u8], s: &Seg) -> Option<(usize, usize)> {
+/// Where the option of `want` kind starts in a segment's options and its
+/// length. `None` when there is none; a malformed option list ends the
+/// search.
+fn find_option(frame: &[u8], s: &Seg, want: u8) -> Option<(usize, usize)> {
     let mut i = s.off.tcp + 20;
     let end = s.off.payload.min(frame.len());
     while i < end {
@@ -98,14 +98,29 @@ fn sack_option(frame: &[u8], s: &Seg) -> Option<(usize, usize)> {
                 if len < 2 || i + len > end {
                     return None;
                 }
-                if kind == 5 {
-                    return Some((i + 2, i + 2 + (len - 2) / 8 * 8));
+                if kind == want {
+                    return Some((i, len));
                 }
                 i += len;
             }
         }
     }
     None
+}
+
+/// Where the SACK blocks of a segment's options are: `(first, end)` byte
+/// indices, 8 bytes a block.
+fn sack_option(frame: &[u8], s: &Seg) -> Option<(usize, usize)> {
+    let (i, len) = find_option(frame, s, 5)?;
+    Some((i + 2, i + 2 + (len - 2) / 8 * 8))
+}
+
+/// The MSS option of a segment (a SYN's), if it has a well-formed one.
+pub fn mss_option(frame: &[u8], s: &Seg) -> Option<u16> {
+    match find_option(frame, s, 2)? {
+        (i, 4) => Some(u16::from_be_bytes([frame[i + 2], frame[i + 3]])),
+        _ => None,
+    }
 }
 
 /// Subtract `delta` (wrapping) from both edges of every SACK block: SACK
@@ -184,6 +199,41 @@ pub fn build(
     f
 }
 
+/// A SYN-ACK carrying one option, the MSS (a SYN cookie's answer: no
+/// other option survives in a cookie), built as [`build`] builds.
+#[allow(clippy::too_many_arguments)]
+pub fn build_syn_ack(
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    mss: u16,
+) -> Vec<u8> {
+    let mut f = build(
+        src_mac,
+        dst_mac,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        SYN | ACK,
+        window,
+    );
+    f[16..18].copy_from_slice(&44u16.to_be_bytes());
+    set_ipv4_checksum(&mut f);
+    f[46] = 6 << 4;
+    f.extend_from_slice(&[2, 4]);
+    f.extend_from_slice(&mss.to_be_bytes());
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +299,37 @@ mod tests {
         f[57] = 0;
         shift_sack(&mut f, &s, 1);
         assert_eq!(sack_blocks(&f, &s).count(), 0);
+    }
+
+    #[test]
+    fn a_syn_ack_carries_its_mss() {
+        let f = build_syn_ack(
+            EthernetAddress([2, 0, 0, 0, 0, 1]),
+            EthernetAddress([2, 0, 0, 0, 0, 2]),
+            Ipv4Address::new(10, 77, 0, 10),
+            Ipv4Address::new(10, 77, 0, 100),
+            80,
+            40000,
+            77,
+            1001,
+            65535,
+            1460,
+        );
+        let s = parse(&f).unwrap();
+        assert_eq!(
+            (s.seq, s.ack, s.flags, s.payload_len),
+            (77, 1001, SYN | ACK, 0)
+        );
+        assert_eq!(mss_option(&f, &s), Some(1460));
+        assert!(smoltcp::wire::Ipv4Packet::new_checked(&f[14..])
+            .unwrap()
+            .verify_checksum());
+        // What smoltcp makes of it.
+        let ip = smoltcp::wire::Ipv4Packet::new_checked(&f[14..]).unwrap();
+        let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+        let (_, opt) = smoltcp::wire::TcpOption::parse(tcp.options()).unwrap();
+        assert_eq!(opt, smoltcp::wire::TcpOption::MaxSegmentSize(1460));
+        assert_eq!(mss_option(&sample(), &parse(&sample()).unwrap()), None);
     }
 
     #[test]

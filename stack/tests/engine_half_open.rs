@@ -72,6 +72,7 @@ impl Node {
             rx_buffer_bytes: 4096,
             tx_buffer_bytes: 4096,
             seed: 3,
+            syn_cookies: None,
         };
         Node {
             engine: Engine::new(cfg, Role::Simplex, now),

@@ -119,6 +119,7 @@ impl Node {
             rx_buffer_bytes: 4096,
             tx_buffer_bytes: 4096,
             seed: 5,
+            syn_cookies: None,
         };
         Node {
             engine: Engine::new(cfg, Role::Simplex, now),

@@ -64,6 +64,7 @@ impl Ingress {
             rx_buffer_bytes: 65536,
             tx_buffer_bytes: 65536,
             seed: 7,
+            syn_cookies: None,
         };
         Ingress {
             engine: Engine::new(cfg, mode, now),

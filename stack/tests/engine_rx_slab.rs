@@ -108,6 +108,7 @@ fn an_exhausted_slab_refuses_new_connections_cleanly() {
         rx_buffer_bytes: BUF,
         tx_buffer_bytes: 4096,
         seed: 5,
+        syn_cookies: None,
     };
     let mut n = Node {
         engine: Engine::with_rx_slab(cfg, Role::Simplex, now, slab),
@@ -162,6 +163,7 @@ fn engines_give_their_buffers_back() {
             rx_buffer_bytes: BUF,
             tx_buffer_bytes: 4096,
             seed: 5,
+            syn_cookies: None,
         };
         Engine::<()>::with_rx_slab(cfg, Role::Simplex, now, slab)
     };
@@ -233,6 +235,7 @@ fn idle_release(read: bool) {
         rx_buffer_bytes: BUF,
         tx_buffer_bytes: 4096,
         seed: 5,
+        syn_cookies: None,
     };
     let mut e: Engine<()> = Engine::new(cfg, Role::Simplex, now);
     let mut now = now;

@@ -678,3 +678,125 @@ fn ack_now_sends_an_ack_with_the_window_again() {
     // Once: then quiet again.
     assert!(s.poll(now + Duration::from_millis(1)).is_empty());
 }
+
+/// Patch 13: a listening socket takes up a handshake answered elsewhere
+/// by a SYN cookie. The server never sees the client's SYN; the test
+/// answers it with a SYN-ACK of its own (sequence number `ISS`, MSS only),
+/// hands the listener the handshake (`accept_syn_cookie`), and the
+/// client's ACK completes it: data flows both ways at the cookie's
+/// sequence numbers, with no window scaling. Unpatched there is no way in.
+#[test]
+fn accept_syn_cookie_takes_up_a_stateless_handshake() {
+    const ISS: u32 = 0xfedc_ba98;
+    let mut c = Host::new(1, [10, 0, 0, 1]);
+    let mut s = Host::new(2, [10, 0, 0, 2]);
+    s.socket().listen(80).unwrap();
+    connect_client(&mut c);
+    // Deliver everything but the client's SYN (ARP goes through).
+    let mut client_syn = None;
+    let mut now = Instant::ZERO;
+    for _ in 0..10 {
+        for f in c.poll(now) {
+            match seg::parse(&f) {
+                Some(x) if x.has(seg::SYN) => client_syn = Some(x),
+                _ => s.dev.rx.push_back(f),
+            }
+        }
+        for f in s.poll(now) {
+            c.dev.rx.push_back(f);
+        }
+        now += Duration::from_millis(1);
+        if client_syn.is_some() {
+            break;
+        }
+    }
+    let syn = client_syn.expect("the client sent its SYN");
+    assert_eq!(s.socket().state(), tcp::State::Listen);
+    let mut f = seg::build_syn_ack(
+        EthernetAddress([2, 0, 0, 0, 0, 2]),
+        EthernetAddress([2, 0, 0, 0, 0, 1]),
+        smoltcp::wire::Ipv4Address::new(10, 0, 0, 2),
+        smoltcp::wire::Ipv4Address::new(10, 0, 0, 1),
+        80,
+        40000,
+        ISS,
+        syn.seq.wrapping_add(1),
+        8192,
+        1460,
+    );
+    {
+        let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut f[14..]);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let mut tcp = smoltcp::wire::TcpPacket::new_unchecked(ip.payload_mut());
+        tcp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+    }
+    c.dev.rx.push_back(f);
+    let local = smoltcp::wire::IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), 80);
+    let remote = smoltcp::wire::IpEndpoint::new(IpAddress::v4(10, 0, 0, 1), 40000);
+    let iss = smoltcp::wire::TcpSeqNumber(ISS as i32);
+    let irs = smoltcp::wire::TcpSeqNumber(syn.seq as i32);
+    // Only a listener, on its own endpoint, takes it.
+    let mut other = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 64]),
+        tcp::SocketBuffer::new(vec![0; 64]),
+    );
+    assert!(other
+        .accept_syn_cookie(local, remote, iss, irs, 1460, 8192)
+        .is_err());
+    other.listen(81).unwrap();
+    assert!(other
+        .accept_syn_cookie(local, remote, iss, irs, 1460, 8192)
+        .is_err());
+    s.socket()
+        .accept_syn_cookie(local, remote, iss, irs, 1460, 8192)
+        .unwrap();
+    assert_eq!(s.socket().state(), tcp::State::SynReceived);
+    // The listener sends no SYN-ACK of its own: the cookie's was sent.
+    let mut server_out = Vec::new();
+    for _ in 0..10 {
+        for f in c.poll(now) {
+            s.dev.rx.push_back(f);
+        }
+        let out = s.poll(now);
+        server_out.extend(out.iter().filter_map(|f| seg::parse(f)));
+        for f in out {
+            c.dev.rx.push_back(f);
+        }
+        now += Duration::from_millis(1);
+    }
+    assert!(
+        server_out.iter().all(|x| !x.has(seg::SYN)),
+        "{server_out:?}"
+    );
+    assert_eq!(c.socket().state(), tcp::State::Established);
+    assert_eq!(s.socket().state(), tcp::State::Established);
+    c.socket().send_slice(b"request").unwrap();
+    let mut got = Vec::new();
+    let mut sent = Vec::new();
+    for _ in 0..10 {
+        for f in c.poll(now) {
+            s.dev.rx.push_back(f);
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(n @ 1..) = s.socket().recv_slice(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+            s.socket().send_slice(b"reply").unwrap();
+        }
+        let out = s.poll(now);
+        sent.extend(
+            out.iter()
+                .filter_map(|f| seg::parse(f))
+                .filter(|x| x.payload_len > 0),
+        );
+        for f in out {
+            c.dev.rx.push_back(f);
+        }
+        now += Duration::from_millis(1);
+    }
+    assert_eq!(got, b"request");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].seq, ISS.wrapping_add(1), "the cookie is the ISN");
+    let mut buf = [0u8; 16];
+    let n = c.socket().recv_slice(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"reply");
+}

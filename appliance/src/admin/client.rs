@@ -180,6 +180,19 @@ pub fn render(s: &Status) -> String {
             );
         }
     }
+    // Why a switchover would be refused: said here, not only in the JSON.
+    for a in s
+        .addresses
+        .iter()
+        .filter(|a| a.connections.unreplicated > 0)
+    {
+        let _ = writeln!(
+            o,
+            "  {}: {} connection(s) not replicated (opened while serving alone): \
+             `hotpair switchover` waits for them (--wait SECS), --force drops them",
+            a.address, a.connections.unreplicated
+        );
+    }
     if !s.peers.is_empty() {
         let _ = writeln!(
             o,

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::{
     AddressPeer, AddressStatus, Connections, LatencyStatus, LogStatus, PeerStatus, Refused,
-    RoleEvent, RouteInfo, RouteRequests, Status, FORMAT, MAX_EVENTS, PUBLISH_EVERY,
+    RoleEvent, RouteInfo, RouteRequests, Status, SynCookies, FORMAT, MAX_EVENTS, PUBLISH_EVERY,
 };
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -405,6 +405,7 @@ impl StatusPublisher {
                     requests: s.requests,
                     static_fallbacks: s.static_fallbacks,
                     latency: latency(&s.latency),
+                    codes: s.codes.clone(),
                 }
             })
             .collect();
@@ -416,6 +417,7 @@ impl StatusPublisher {
                 requests: req.unrouted.requests,
                 static_fallbacks: 0,
                 latency: latency(&req.unrouted.latency),
+                codes: req.unrouted.codes.clone(),
             });
         }
         AddressStatus {
@@ -443,6 +445,12 @@ impl StatusPublisher {
                 per_source: st.per_source_refused,
                 half_open_evicted: st.half_open_evicted,
                 half_open_expired: st.half_open_expired,
+            },
+            syn_cookies: SynCookies {
+                sent: st.syn_cookies_sent,
+                unroutable: st.syn_cookies_unroutable,
+                validated: st.syn_cookies_validated,
+                rejected: st.syn_cookies_rejected,
             },
             forwarded_frames: st.forwarded,
             passed_through: st.passed_through,

@@ -130,80 +130,44 @@ pub async fn serve(
             return;
         }
     };
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::admin::MAX_CLIENTS));
     // SAFETY: geteuid has no preconditions and cannot fail.
     let own_uid = unsafe { libc::geteuid() };
     let mut refused_warned: Option<std::time::Instant> = None;
     let mut refused_since = 0u64;
-    loop {
-        let (mut sock, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin socket: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // SO_PEERCRED: the user of the process that connected.
+    // SO_PEERCRED: the user of the process that connected.
+    let admit = move |sock: &tokio::net::UnixStream| {
         let peer_uid = sock.peer_cred().map(|c| c.uid());
-        if !peer_uid
+        if peer_uid
             .as_ref()
             .is_ok_and(|&uid| peer_allowed(uid, own_uid))
         {
-            let who = match &peer_uid {
-                Ok(uid) => format!("uid {uid}"),
-                Err(e) => format!("a peer whose credentials are unknown ({e})"),
-            };
-            refused_since += 1;
-            if refused_warned.is_none_or(|t| t.elapsed() >= ADMIN_REFUSED_WARN_INTERVAL) {
-                tracing::warn!(peer = %who, refused = refused_since, "admin socket: client refused (only root and the node's own user may use it)");
-                refused_warned = Some(std::time::Instant::now());
-                refused_since = 0;
-            }
-            // One line, not waited for: a refused client cannot hold a slot.
-            let line = format!(
-                "error: refused: {who} may not use this admin socket (only root and uid {own_uid})\n"
-            );
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), sock.write_all(line.as_bytes()))
-                        .await;
-            });
-            continue;
+            return Ok(());
         }
-        // A bounded number at once; beyond it a client is closed at once.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(sock);
-            continue;
+        let who = match &peer_uid {
+            Ok(uid) => format!("uid {uid}"),
+            Err(e) => format!("a peer whose credentials are unknown ({e})"),
         };
+        refused_since += 1;
+        if refused_warned.is_none_or(|t| t.elapsed() >= ADMIN_REFUSED_WARN_INTERVAL) {
+            tracing::warn!(peer = %who, refused = refused_since, "admin socket: client refused (only root and the node's own user may use it)");
+            refused_warned = Some(std::time::Instant::now());
+            refused_since = 0;
+        }
+        Err(format!(
+            "error: refused: {who} may not use this admin socket (only root and uid {own_uid})\n"
+        )
+        .into_bytes())
+    };
+    let respond = move |buf: Vec<u8>| {
         let mut status = status.clone();
         let switchover = switchover.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut buf = Vec::with_capacity(64);
-            let read = async {
-                let mut chunk = [0u8; 64];
-                while !buf.contains(&b'\n') && buf.len() <= MAX_REQUEST {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            };
-            if tokio::time::timeout(Duration::from_secs(2), read)
-                .await
-                .is_err()
-            {
-                return;
-            }
+        async move {
             let line = match buf.iter().position(|&b| b == b'\n') {
                 Some(n) => &buf[..=n],
-                None => &buf[..buf.len().min(MAX_REQUEST)],
+                None => &buf[..],
             };
             let snapshot = status.fresh().await;
-            let out = match (answer_switchover(line, &snapshot), &switchover) {
+            match (answer_switchover(line, &snapshot), &switchover) {
                 (Some((out, go)), Some(act)) => {
                     if go {
                         tracing::info!(
@@ -214,9 +178,22 @@ pub async fn serve(
                     out
                 }
                 _ => answer(line, &snapshot),
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&out)).await;
-            let _ = sock.shutdown().await;
-        });
-    }
+            }
+        }
+    };
+    let bounds = crate::one_shot::Bounds {
+        slots: crate::admin::MAX_CLIENTS,
+        read_timeout: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(2),
+        max_request: MAX_REQUEST + 1,
+    };
+    crate::one_shot::serve(
+        listener,
+        "admin socket",
+        bounds,
+        admit,
+        |r: &[u8]| r.contains(&b'\n'),
+        respond,
+    )
+    .await;
 }

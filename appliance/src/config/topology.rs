@@ -1,7 +1,7 @@
 //! From the parsed sections to what the node runs: [`Config::topology`]
 //! (every address's role and peer) and the checks of the whole config.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 use hotpair_replicator::{Policy, Role};
@@ -141,6 +141,7 @@ impl Config {
                             s.max_connections,
                             s.max_per_source,
                         )?,
+                        syn_cookies: s.syn_cookies,
                         role,
                         peer,
                     }],
@@ -223,6 +224,7 @@ impl Config {
                             a.max_connections,
                             a.max_per_source,
                         )?,
+                        syn_cookies: a.syn_cookies,
                         role: a.role,
                         peer,
                     });
@@ -326,6 +328,7 @@ impl Config {
                 self.rejoin_delay_ms()
             );
         }
+        self.log.check()?;
         if self.hooks.timeout_ms == 0 || self.hooks.timeout_ms > 600_000 {
             bail!(
                 "hooks.timeout_ms: {} must be within 1..=600000",
@@ -379,6 +382,19 @@ impl Config {
                 }
                 Ok(())
             };
+            if r.handler != HandlerKind::Upstream {
+                for (k, present) in [
+                    ("max_idle", r.max_idle.is_some()),
+                    ("timeout_ms", r.timeout_ms.is_some()),
+                    ("connect_timeout_ms", r.connect_timeout_ms.is_some()),
+                    ("idle_timeout_ms", r.idle_timeout_ms.is_some()),
+                    ("retry_non_idempotent", r.retry_non_idempotent.is_some()),
+                    ("request_id_header", r.request_id_header.is_some()),
+                    ("proxy_protocol", r.proxy_protocol.is_some()),
+                ] {
+                    unexpected(k, present)?;
+                }
+            }
             match r.handler {
                 HandlerKind::Files => {
                     let Some(root) = &r.root else {
@@ -408,9 +424,31 @@ impl Config {
                     let Some(addr) = &r.address else {
                         bail!("{}: required for handler \"upstream\"", key("address"));
                     };
-                    addr.parse::<SocketAddr>().map_err(|e| {
-                        anyhow::anyhow!("{}: {addr:?} is not host:port ({e})", key("address"))
-                    })?;
+                    crate::upstream::parse_address(addr)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", key("address")))?;
+                    for (k, v, max) in [
+                        ("timeout_ms", r.timeout_ms, 3_600_000),
+                        ("connect_timeout_ms", r.connect_timeout_ms, 600_000),
+                        ("idle_timeout_ms", r.idle_timeout_ms, 3_600_000),
+                    ] {
+                        if v.is_some_and(|v| v == 0 || v > max) {
+                            bail!("{}: {} must be within 1..={max}", key(k), v.unwrap_or(0));
+                        }
+                    }
+                    if r.proxy_protocol.is_some() {
+                        for (k, present) in [
+                            ("max_idle", r.max_idle.is_some()),
+                            ("idle_timeout_ms", r.idle_timeout_ms.is_some()),
+                        ] {
+                            if present {
+                                bail!("{}: with proxy_protocol no connection is kept idle (each carries one client's request)", key(k));
+                            }
+                        }
+                    }
+                    if let Some(h) = &r.request_id_header {
+                        crate::upstream::check_request_id_header(h)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", key("request_id_header")))?;
+                    }
                     unexpected("root", r.root.is_some())?;
                     unexpected("max_size", r.max_size.is_some())?;
                     if r.policy() != Policy::Logged {

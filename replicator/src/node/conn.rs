@@ -321,6 +321,34 @@ pub(crate) struct Shared {
     pub local_replies: u64,
     /// A unit was logged: the link has something to send.
     pub logged: bool,
+    /// [`Served`] records dropped at [`MAX_SERVED`].
+    pub served_dropped: u64,
+    /// Requests the core answered itself (`files`), for the shell's access
+    /// log; `None` while nobody asks (the default: no cost).
+    pub served: Option<VecDeque<Served>>,
+}
+
+/// Most [`Served`] records held for the shell between two rounds; more
+/// are dropped and counted (an access log must never hold the core up).
+pub const MAX_SERVED: usize = 65_536;
+
+/// A request the node core answered itself (a `files` route), as the
+/// access log wants it: the request without its body, and the reply's
+/// status and body size.
+#[derive(Debug)]
+pub struct Served {
+    /// The service address's index.
+    pub site: usize,
+    /// The client's address.
+    pub client: std::net::SocketAddr,
+    /// The request, its body left out.
+    pub request: Request,
+    /// The route that answered it.
+    pub route: usize,
+    /// The reply's status.
+    pub status: u16,
+    /// The reply's body bytes.
+    pub bytes: usize,
 }
 
 /// The engine's view of one address: its connections, the shared part, and
@@ -487,7 +515,27 @@ impl SiteDriver<'_> {
         sh.handler_runs += 1;
         self.conns.handler_runs += 1;
         let work = match &r.handler {
-            Handler::Files(files) => return Some(files.handle(&req)),
+            Handler::Files(files) => {
+                let resp = files.handle(&req);
+                if let Some(q) = sh.served.as_mut() {
+                    if q.len() < MAX_SERVED {
+                        q.push_back(Served {
+                            site: self.site,
+                            client: std::net::SocketAddr::from((key.client_ip, key.client_port)),
+                            request: Request {
+                                body: Bytes::new(),
+                                ..req.clone()
+                            },
+                            route,
+                            status: resp.status,
+                            bytes: resp.body.len(),
+                        });
+                    } else {
+                        sh.served_dropped += 1;
+                    }
+                }
+                return Some(resp);
+            }
             Handler::Generate { max_size } => {
                 // Non-deterministic content: each reply from a fresh seed.
                 let seed = sh.seed;
@@ -512,6 +560,7 @@ impl SiteDriver<'_> {
             conn: id,
             index: req.index,
             request: req,
+            client: std::net::SocketAddr::from((key.client_ip, key.client_port)),
             work,
         });
         None

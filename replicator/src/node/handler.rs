@@ -52,7 +52,8 @@ pub enum Work {
     Route {
         /// Index of the route.
         route: usize,
-        /// `X-Request-Id` for the application: the same on every node.
+        /// The replication id for the application (its own header, beside
+        /// the client's `X-Request-Id`): the same on every node.
         request_id: String,
     },
 }
@@ -69,6 +70,9 @@ pub struct Job {
     pub index: u64,
     /// The request.
     pub request: Request,
+    /// The client's address (the connection's far end): for the
+    /// application's `X-Forwarded-For` and the access log.
+    pub client: std::net::SocketAddr,
     /// What to do with it.
     pub work: Work,
 }

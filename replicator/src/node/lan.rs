@@ -6,9 +6,11 @@
 //! reach (the gateway, say) at a fixed interval: an ARP request from the
 //! node's MAC with sender address 0.0.0.0 — an RFC 5227 probe, which every
 //! host answers and which changes nobody's ARP cache (a primary must never
-//! speak for an address its peer owns). `fall` unanswered requests in a row
-//! mark the LAN down, `rise` answered ones up again (keepalived's
-//! `track_interface`, HAProxy's `fall`/`rise`). What the node does about it
+//! speak for an address its peer owns). `fall` intervals in a row with
+//! neither an answer nor any frame from another host mark the LAN down,
+//! `rise` good ones up again (keepalived's `track_interface`, HAProxy's
+//! `fall`/`rise`): a flood that drowns the one answer still proves the
+//! LAN reaches the node. What the node does about it
 //! is the node core's (see `NodeCore::round`).
 
 use std::time::{Duration, Instant};
@@ -50,6 +52,13 @@ pub struct LanCheck {
     state: FallRise,
     /// The request in flight has been answered.
     answered: bool,
+    /// A frame from another host arrived since the request went out: the
+    /// LAN reaches this node. Under a flood (a SYN flood at 20,000/s) the
+    /// one answer a probe gets can be lost among the rest at the TAP's
+    /// queue — taking that for a dead LAN made an owner decline to take
+    /// over its dead primary (found by the SYN-cookie flood tests); a dead
+    /// NIC, cable or port brings no frame at all.
+    heard: bool,
     /// A request is in flight (sent, not yet judged).
     in_flight: bool,
     next_at: Instant,
@@ -72,6 +81,7 @@ impl LanCheck {
             mac,
             state: FallRise::new(cfg.fall, cfg.rise),
             answered: false,
+            heard: false,
             in_flight: false,
             next_at: now,
             due: false,
@@ -104,20 +114,20 @@ impl LanCheck {
         if now < self.next_at {
             return None;
         }
-        let change =
-            if self.in_flight {
-                self.state.observe(self.answered).map(|up| {
-                    if up {
-                        LanChange::Up
-                    } else {
-                        LanChange::Down
-                    }
-                })
-            } else {
-                None
-            };
+        let change = if self.in_flight {
+            self.state.observe(self.answered || self.heard).map(|up| {
+                if up {
+                    LanChange::Up
+                } else {
+                    LanChange::Down
+                }
+            })
+        } else {
+            None
+        };
         self.in_flight = true;
         self.answered = false;
+        self.heard = false;
         self.due = true;
         self.next_at = now + self.cfg.interval;
         change
@@ -139,6 +149,9 @@ impl LanCheck {
     /// stack resolving the gateway, or in the lab the client) are the
     /// stack's.
     pub fn handle_frame(&mut self, frame: &[u8]) -> bool {
+        if frame.len() >= 12 && frame[6..12] != self.mac.0 {
+            self.heard = true;
+        }
         let Some(a) = arp::parse(frame) else {
             return false;
         };
@@ -232,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_from_another_host_or_to_another_mac_does_not_count() {
+    fn an_answer_from_another_host_or_to_another_mac_is_not_taken_but_heard() {
         let t0 = t0();
         let mut c = check(t0);
         let mut t = t0;
@@ -245,9 +258,43 @@ mod tests {
             let to = EthernetAddress([2, 0, 0, 0, 0, 9]);
             assert!(!c.handle_frame(&arp::reply(GW_MAC, GW, to, Ipv4Address::UNSPECIFIED)));
             // The gateway answering the stack's own request (sent from the
-            // service address) is the stack's: not taken, not counted.
+            // service address) is the stack's: not taken.
             let vip = Ipv4Address::new(10, 77, 0, 10);
             assert!(!c.handle_frame(&arp::reply(GW_MAC, GW, MAC, vip)));
+            t += ms(200);
+        }
+        // Not answers, but frames from other hosts: the LAN reaches us.
+        assert_eq!(changes, vec![]);
+        assert!(c.is_up());
+    }
+
+    #[test]
+    fn a_flood_that_drowns_the_answers_is_no_dead_lan_but_silence_is() {
+        let t0 = t0();
+        let mut c = check(t0);
+        let mut t = t0;
+        let client = EthernetAddress([2, 0, 0, 0, 0, 0x64]);
+        let syn = |src: EthernetAddress| {
+            let mut f = vec![0u8; 60];
+            f[0..6].copy_from_slice(&MAC.0);
+            f[6..12].copy_from_slice(&src.0);
+            f[12..14].copy_from_slice(&[0x08, 0x00]);
+            f
+        };
+        // Every answer lost, but the flood's frames arrive: up throughout.
+        for _ in 0..10 {
+            assert_eq!(c.handle_timeout(t), None);
+            let _ = c.poll_transmit();
+            assert!(!c.handle_frame(&syn(client)));
+            t += ms(200);
+        }
+        assert!(c.is_up());
+        // Our own frames (looped back) prove nothing: silence is a cut.
+        let mut changes = Vec::new();
+        for _ in 0..4 {
+            changes.extend(c.handle_timeout(t));
+            let _ = c.poll_transmit();
+            assert!(!c.handle_frame(&syn(MAC)));
             t += ms(200);
         }
         assert_eq!(changes, vec![LanChange::Down]);

@@ -47,11 +47,11 @@ use std::time::{Duration, Instant};
 
 use hotpair_http::{Limits, Response};
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
-use hotpair_stack::{ConnId, Engine, Frame, StackConfig};
+use hotpair_stack::{ConnId, Engine, Frame, StackConfig, SynCookies};
 use thiserror::Error;
 
 pub use app::{AppCheck, AppCheckConfig};
-pub use conn::{Conn, HandshakeDone, HandshakeWork, TlsJob};
+pub use conn::{Conn, HandshakeDone, HandshakeWork, Served, TlsJob, MAX_SERVED};
 use conn::{Shared, SiteConns};
 pub use handler::{Handler, Job, Route, Work};
 pub use lan::{LanChange, LanCheck, LanCheckConfig};
@@ -80,6 +80,10 @@ pub struct SiteConfig {
     pub half_open_timeout: Duration,
     /// The most connections one client address may hold at once.
     pub max_per_source: usize,
+    /// SYN cookies: the key (the same on the peer: it validates the
+    /// cookies this node sends, and the reverse) and whether this node
+    /// sends them at the half-open bound; `None`: none at all.
+    pub syn_cookies: Option<SynCookies>,
     /// The starting role.
     pub role: Role,
     /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
@@ -386,6 +390,7 @@ impl NodeCore {
                 max_half_open: sc.max_half_open,
                 half_open_timeout: sc.half_open_timeout,
                 max_per_source: sc.max_per_source,
+                syn_cookies: sc.syn_cookies.clone(),
                 rx_buffer_bytes: cfg.rx_buffer_bytes,
                 tx_buffer_bytes: cfg.tx_buffer_bytes,
                 // Each address its own ISN sequence.
@@ -396,7 +401,10 @@ impl NodeCore {
                 Role::Simplex => engine.announce(),
                 // An owner probes first: its peer may hold the address
                 // (it took it over while this node was down).
-                Role::Ingress => engine.probe_before_promote(),
+                Role::Ingress => {
+                    engine.probe_before_promote();
+                    engine.set_starting(true);
+                }
                 // The primary never speaks ARP for an address its peer owns.
                 Role::Primary => {}
             }
@@ -430,6 +438,8 @@ impl NodeCore {
                 jobs: VecDeque::new(),
                 inline_generate: false,
                 tls_jobs: VecDeque::new(),
+                served: None,
+                served_dropped: 0,
                 seed: cfg.seed,
                 handler_runs: 0,
                 local_replies: 0,
@@ -679,6 +689,27 @@ impl NodeCore {
     }
 
     // ---- handlers --------------------------------------------------------
+
+    /// Report the requests the core answers itself (`files` routes) through
+    /// [`NodeCore::poll_served`] (an access log); off by default.
+    pub fn set_report_served(&mut self, on: bool) {
+        self.shared.served = on.then(VecDeque::new);
+    }
+
+    /// Next request the core answered itself, once
+    /// [`NodeCore::set_report_served`] asked for them; at most
+    /// [`MAX_SERVED`] wait, more are dropped and counted
+    /// ([`NodeCore::served_dropped`]).
+    #[must_use]
+    pub fn poll_served(&mut self) -> Option<Served> {
+        self.shared.served.as_mut()?.pop_front()
+    }
+
+    /// Records [`NodeCore::poll_served`] dropped because the shell did not
+    /// take them in time.
+    pub fn served_dropped(&self) -> u64 {
+        self.shared.served_dropped
+    }
 
     /// Next request for the shell to answer.
     #[must_use]

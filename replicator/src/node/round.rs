@@ -38,6 +38,8 @@ impl NodeCore {
         busy |= self.release_held(now);
         let lan_up = self.lan_up();
         for (i, site) in self.sites.iter_mut().enumerate() {
+            // Fencing a starting owner is routine (see `Engine::set_starting`).
+            site.engine.set_starting(site.booting);
             let mut promote = false;
             let mut claim = false;
             // The peer said it leaves: claim without probing.
@@ -124,7 +126,8 @@ impl NodeCore {
                             // reaches it until it closes the link.
                             site.conns.peer_gone();
                             if site.engine.mode() == Role::Primary && !site.engine.probing() {
-                                tracing::warn!(
+                                // Planned (a switchover, a stop): routine.
+                                tracing::info!(
                                     address = %site.cfg.address.address(),
                                     connections = site.engine.connections(),
                                     "the owner is leaving: claiming the service address at once"
@@ -195,13 +198,21 @@ impl NodeCore {
                             site.booting = false;
                             site.rejoin_pending = false;
                             peer_left = left;
-                            tracing::warn!(
-                                address = %site.cfg.address.address(),
-                                silent_ms = since_heard.as_millis() as u64,
-                                connections = site.conns.len(),
-                                left,
-                                "peer declared dead: taking over"
-                            );
+                            if left {
+                                // A planned stop (`Leaving`): routine, at info.
+                                tracing::info!(
+                                    address = %site.cfg.address.address(),
+                                    connections = site.conns.len(),
+                                    "the peer left (a planned stop): taking over"
+                                );
+                            } else {
+                                tracing::warn!(
+                                    address = %site.cfg.address.address(),
+                                    silent_ms = since_heard.as_millis() as u64,
+                                    connections = site.conns.len(),
+                                    "peer declared dead: taking over"
+                                );
+                            }
                         }
                     }
                 }
@@ -248,22 +259,38 @@ impl NodeCore {
                 let before = site.engine.stats().promoted;
                 site.engine.promote(&mut driver, now);
                 let connections = site.engine.stats().promoted - before;
-                tracing::warn!(
-                    address = %site.cfg.address.address(),
-                    connections,
-                    "takeover: shadow connections promoted"
-                );
+                if peer_left {
+                    tracing::info!(
+                        address = %site.cfg.address.address(),
+                        connections,
+                        "takeover (planned): shadow connections promoted"
+                    );
+                } else {
+                    tracing::warn!(
+                        address = %site.cfg.address.address(),
+                        connections,
+                        "takeover: shadow connections promoted"
+                    );
+                }
                 self.changes.push_back(RoleChange::Promoted {
                     address: site.cfg.address.address(),
                     connections,
                 });
             }
             if claim {
-                tracing::warn!(
-                    address = %site.cfg.address.address(),
-                    connections = site.engine.connections(),
-                    "takeover: claiming the service address"
-                );
+                if peer_left {
+                    tracing::info!(
+                        address = %site.cfg.address.address(),
+                        connections = site.engine.connections(),
+                        "takeover (planned): claiming the service address"
+                    );
+                } else {
+                    tracing::warn!(
+                        address = %site.cfg.address.address(),
+                        connections = site.engine.connections(),
+                        "takeover: claiming the service address"
+                    );
+                }
                 if peer_left {
                     site.engine.claim_now();
                 } else {
@@ -305,6 +332,10 @@ impl NodeCore {
             {
                 Self::rejoin(site);
                 busy = true;
+            }
+            if site.engine.fenced() && !site.fenced_reported && site.booting {
+                // A routine restart: the engine said so at info.
+                site.fenced_reported = true;
             }
             if site.engine.fenced() && !site.fenced_reported {
                 site.fenced_reported = true;

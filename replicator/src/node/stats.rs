@@ -107,6 +107,8 @@ pub struct RouteRequests {
     pub static_fallbacks: u64,
     /// Request parsed → final reply fully queued into the socket.
     pub latency: Histogram,
+    /// Final replies made here, by status code.
+    pub codes: BTreeMap<u16, u64>,
 }
 
 /// Requests on one address, by route (the index into the core's routes);
@@ -175,6 +177,19 @@ impl RequestTracker {
             .or_default()
             .started
             .push_back((index, now, route));
+    }
+
+    /// Request `index` of `conn` got its final reply here, with `status`:
+    /// counted for the route it was dispatched to.
+    pub(crate) fn answered(&mut self, conn: ConnKey, index: u64, status: u16) {
+        let route = self
+            .conns
+            .get(&conn)
+            .and_then(|t| t.started.iter().find(|(i, _, _)| *i == index))
+            .map(|&(_, _, route)| route);
+        if let Some(route) = route {
+            *self.stats.slot(route).codes.entry(status).or_default() += 1;
+        }
     }
 
     /// A unit from the HTTP layer joined `conn`'s socket queue; `final_of`

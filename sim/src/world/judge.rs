@@ -7,11 +7,12 @@ use std::time::Duration;
 use hotpair_replicator::Role;
 use sha2::Digest;
 
+use crate::app::{self, Database};
 use crate::node::{vip, SimNode, Who};
 use crate::reply;
 use crate::scenario::Expected;
 
-use super::{Outcome, World};
+use super::{Outcome, Variant, World};
 
 impl World {
     /// Judge the run against the promises.
@@ -20,6 +21,8 @@ impl World {
         v.append(&mut self.wire.violations);
         let done = self.done_time.is_some();
         let several = self.addrs.len() > 1;
+        // The request ids the application's replies to the client name.
+        let mut app_ids = Vec::new();
         for (n, c) in self.client.conns.iter().enumerate() {
             // "connection 3", or "connection 3 to 10.77.0.11" when there are
             // several addresses.
@@ -45,9 +48,20 @@ impl World {
                 ));
             }
             if c.parse_error.is_none() {
-                check_replies(&i, &c.received, &self.spec.expect.conns[n], &mut v);
+                let mut app = AppCheck {
+                    db: &self.faults.db,
+                    ids: &mut app_ids,
+                };
+                check_replies(
+                    &i,
+                    &c.received,
+                    &self.spec.expect.conns[n],
+                    &mut app,
+                    &mut v,
+                );
             }
         }
+        self.judge_commits(done, &app_ids, &mut v);
         if !self.wire.client_rsts.is_empty() && !done {
             v.push(format!(
                 "promise 4: the client sent RST: {}",
@@ -67,6 +81,15 @@ impl World {
         st.arp_updates = self.client.arp_updates;
         st.duplicate_bytes = self.wire.duplicate_bytes;
         st.late_rsts = self.wire.late_rsts;
+        st.app_commits = self.faults.db.len() as u64;
+        st.app_reexecuted = self
+            .faults
+            .db
+            .commits()
+            .filter(|(_, c)| c.executions > 1)
+            .count() as u64;
+        st.app_refused = self.faults.refused;
+        st.relinks = self.faults.relinks;
         for e in self.nodes.iter().flatten().flat_map(SimNode::stats) {
             st.promoted_conns += e.promoted;
             st.held += e.held;
@@ -74,6 +97,7 @@ impl World {
             st.not_forwarded += e.not_forwarded;
             st.duplicate_syn += e.duplicate_syn;
             st.passed_through += e.passed_through;
+            st.syn_cookies_validated += e.syn_cookies_validated;
         }
         Outcome {
             done_step: self.done_step,
@@ -105,6 +129,7 @@ impl World {
     fn judge_handlers(&self, done: bool, v: &mut Vec<String>) {
         let expect = &self.spec.expect;
         let kill = self.spec.kill.filter(|_| self.killed);
+        let lives_on = kill.is_some_and(|k| k.variant.lives_on());
         for a in &self.addrs {
             let ip = vip(a.index);
             let total: u64 = self
@@ -119,7 +144,15 @@ impl World {
             let (o, p) = (a.owner, a.primary);
             let victim = kill.map(|k| k.victim);
             if victim == Some(p) {
-                let before = self.runs_at_kill[o.index()][a.index];
+                // A victim that lives on served until it handed the address
+                // over (its first takeover), not until the fault.
+                let (finals, before) = match self.faults.takeover_snap[a.index] {
+                    Some(snap) if lives_on => snap,
+                    _ => (
+                        self.finals_at_kill[a.index],
+                        self.runs_at_kill[o.index()][a.index],
+                    ),
+                };
                 if before != 0 {
                     v.push(format!(
                         "promise 3: the ingress node {} of {ip} ran {before} of its handlers before its primary {} died",
@@ -127,13 +160,13 @@ impl World {
                         p.name()
                     ));
                 }
-                let allowed = total.saturating_sub(self.finals_at_kill[a.index]);
+                let allowed = total.saturating_sub(finals);
                 let after = self.runs(o, a.index) - before;
                 if after > allowed {
                     v.push(format!(
                         "promise 3: {} ran {after} handlers of {ip} after the takeover, but only {allowed} of its {total} requests had no logged final reply ({} logged at {} when {} died) — a logged request was executed again",
                         o.name(),
-                        self.finals_at_kill[a.index],
+                        finals,
                         o.name(),
                         p.name()
                     ));
@@ -178,7 +211,16 @@ impl World {
     /// and the primary of each address i owned claims it; both serve it
     /// alone at the end. Without a death nobody takes over.
     fn judge_takeovers(&self, v: &mut Vec<String>) {
-        let victim = self.spec.kill.filter(|_| self.killed).map(|k| k.victim);
+        let kill = self.spec.kill.filter(|_| self.killed);
+        let mut victim = kill.map(|k| k.victim);
+        // A dead application makes its node hand over only if it runs
+        // requests (it is some address's primary): an owner whose primary
+        // serves just tells its peer it cannot take anything over.
+        if kill.is_some_and(|k| {
+            k.variant == Variant::App && self.addrs.iter().all(|a| a.primary != k.victim)
+        }) {
+            victim = None;
+        }
         let mut want = BTreeSet::new();
         for a in &self.addrs {
             if victim == Some(a.primary) {
@@ -208,6 +250,10 @@ impl World {
                 what(t)
             ));
         }
+        if self.faults.healed_at.is_some() {
+            self.judge_rejoin(v);
+            return;
+        }
         for &(w, a, _) in &want {
             if let Some(n) = self.nodes[w.index()].as_ref() {
                 let role = n.site_of(a).map(|s| n.core.role(s));
@@ -223,8 +269,131 @@ impl World {
     }
 }
 
+impl World {
+    /// After a healed LAN: the victim linked again and rejoined; every
+    /// node holds every address in its configured role again.
+    fn judge_rejoin(&self, v: &mut Vec<String>) {
+        for n in self.nodes.iter().flatten() {
+            for plan in self.spec.topology.sites(n.who) {
+                let Some(site) = n.site_of(plan.address) else {
+                    continue;
+                };
+                let role = n.core.role(site);
+                if role != plan.role || n.core.yielded(site) {
+                    v.push(format!(
+                        "rejoin: {} holds {} as {role:?}{} at the end, {:.1}s after the LAN came back, not as its configured {:?}",
+                        n.who.name(),
+                        vip(plan.address),
+                        if n.core.yielded(site) { " (standing by)" } else { "" },
+                        self.faults
+                            .healed_at
+                            .map_or(0.0, |h| (self.t - h).as_secs_f64()),
+                        plan.role
+                    ));
+                }
+                if !self.faults.linked(n.who, plan.peer) {
+                    v.push(format!(
+                        "rejoin: {} has no link to {} at the end, after the LAN came back",
+                        n.who.name(),
+                        plan.peer.name()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Each application request the client sent committed exactly once:
+    /// no request id answered two client requests, and (once the client is
+    /// done) no commit that answered no client request — a request run
+    /// under a second id.
+    fn judge_commits(&self, done: bool, ids: &[String], v: &mut Vec<String>) {
+        let mut seen = BTreeSet::new();
+        for id in ids {
+            if !seen.insert(id.as_str()) {
+                v.push(format!(
+                    "promise 2/3: the application's reply for request id {id} answered two client requests"
+                ));
+            }
+        }
+        if !done {
+            return;
+        }
+        for (id, c) in self.faults.db.commits() {
+            if !seen.contains(id.as_str()) {
+                v.push(format!(
+                    "promise 3: the database committed request id {id} ({} executions), which answered no client request — a request executed under a second id",
+                    c.executions
+                ));
+            }
+        }
+    }
+}
+
+/// What judging the application's replies needs: the database, and where
+/// to put the request ids the replies name.
+struct AppCheck<'a> {
+    db: &'a Database,
+    ids: &'a mut Vec<String>,
+}
+
+/// Judge reply `k` of connection `i` to application request `raw`: a 200
+/// (a peer with a live application exists in every run), naming a request
+/// id the database committed for this very request, byte for byte the
+/// committed reply as the HTTP layer frames it.
+fn check_app_reply(
+    i: &str,
+    k: usize,
+    raw: &[u8],
+    bytes: &[u8],
+    r: &reply::Reply,
+    app: &mut AppCheck<'_>,
+    v: &mut Vec<String>,
+) {
+    if r.status != 200 {
+        v.push(format!(
+            "promise 2: connection {i}: reply {k} to an application request is a {} (a node with a live application was there to run it)",
+            r.status
+        ));
+        return;
+    }
+    let body = &bytes[r.head_len..];
+    let Some(id) = app::request_id_of(body) else {
+        v.push(format!(
+            "promise 2: connection {i}: reply {k} is not the application's reply ({} bytes)",
+            bytes.len()
+        ));
+        return;
+    };
+    app.ids.push(id.to_owned());
+    let Some(c) = app.db.get(id) else {
+        v.push(format!(
+            "promise 2: connection {i}: reply {k} names request id {id}, which the database never committed"
+        ));
+        return;
+    };
+    if app::digest_of_raw(raw) != Some(c.digest) {
+        v.push(format!(
+            "promise 2: connection {i}: reply {k} is the reply committed for request id {id}, another request"
+        ));
+        return;
+    }
+    let want = app::render(raw, &c.response);
+    if want.as_deref() != Some(bytes) {
+        let at = want.as_deref().map_or(0, |w| first_difference(bytes, w));
+        v.push(format!(
+            "promise 2: connection {i}: reply {k} differs from the reply committed for request id {id} from byte {at}"
+        ));
+    }
+}
+
 /// Compare a connection's received stream with its expected replies.
-fn check_replies(i: &str, got: &[u8], expected: &[Expected], v: &mut Vec<String>) {
+fn check_replies(
+    i: &str,
+    got: &[u8],
+    expected: &[Expected],
+    app: &mut AppCheck<'_>,
+    v: &mut Vec<String>,
+) {
     let parsed = match reply::parse_stream(got) {
         Ok(p) => p,
         Err(e) => {
@@ -245,10 +414,15 @@ fn check_replies(i: &str, got: &[u8], expected: &[Expected], v: &mut Vec<String>
             continue;
         };
         let bytes = &got[r.start..r.end()];
+        if let Expected::App(raw) = exp {
+            check_app_reply(i, k, raw, bytes, r, app, v);
+            continue;
+        }
         if exp.matches(bytes).is_some() {
             continue;
         }
         let what = match exp {
+            Expected::App(_) => unreachable!("judged above"),
             Expected::Exact(want) => {
                 let at = first_difference(bytes, want);
                 let want_status = reply::parse_stream(want)

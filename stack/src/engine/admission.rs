@@ -1,7 +1,8 @@
 //! Admission: which client frames reach smoltcp, and what a SYN may cost —
 //! the half-open bound (the SYN queue), the per-source limit, the eviction
 //! of idle connections at `max_connections`, and the reclaiming of
-//! FIN-WAIT-2 sockets for SYNs meeting a full pool.
+//! FIN-WAIT-2 sockets for SYNs meeting a full pool. (At the half-open
+//! bound, SYN cookies: `cookie.rs`.)
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant as StdInstant};
@@ -11,6 +12,7 @@ use smoltcp::wire::Ipv4Address;
 
 use crate::seg::{self, Seg, ACK, SYN};
 
+use super::cookie::CookieAck;
 use super::pool::{Phase, Slot};
 use super::shadow::{translate_ack, Shadow, Track};
 use super::types::{Frame, Role, Service, Tuple};
@@ -372,7 +374,7 @@ impl<C> Engine<C> {
         };
         self.drop_half_open(i);
         self.stats.half_open_evicted += 1;
-        self.flood_warning();
+        self.flood_warning(false);
         true
     }
 
@@ -452,10 +454,23 @@ impl<C> Engine<C> {
         );
     }
 
-    /// Rate-limited: an operator should know the SYN queue is full.
-    fn flood_warning(&mut self) {
+    /// Rate-limited: an operator should know the SYN queue is full, and
+    /// what this node does about it (`cookies`: new SYNs are answered with
+    /// SYN cookies; else the oldest handshakes are dropped).
+    pub(super) fn flood_warning(&mut self, cookies: bool) {
         self.flood_on = true;
         if !warning_due(&mut self.flood_warned, self.last_poll) {
+            return;
+        }
+        if cookies {
+            tracing::warn!(
+                address = %self.cfg.address.address(),
+                max_half_open = self.cfg.max_half_open,
+                sent = self.stats.syn_cookies_sent,
+                validated = self.stats.syn_cookies_validated,
+                rejected = self.stats.syn_cookies_rejected,
+                "half-open connections at their bound (a SYN flood?): new SYNs answered with SYN cookies"
+            );
             return;
         }
         tracing::warn!(
@@ -539,9 +554,17 @@ impl<C> Engine<C> {
                 self.recycle(f);
                 return None;
             }
+            if self.cookie_instead() {
+                self.send_syn_cookie(&f, &s);
+                self.recycle(f);
+                return None;
+            }
             if !self.open_track(tuple, &s, false, refusing) {
                 return Some(f);
             }
+        } else if self.cookie_ack(&s, tuple) == CookieAck::Drop {
+            self.recycle(f);
+            return None;
         } else if self.tracks.get(&tuple).is_some_and(|t| t.shadow.is_some()) {
             // A promoted shadow: its ACKs still need moving into its space.
             let (g, off) = self.shadow_admit(f, &s, &tuple)?;

@@ -288,10 +288,21 @@ impl<C> Engine<C> {
     pub(super) fn fence(&mut self, why: &str) {
         if std::mem::take(&mut self.reprobing) {
             tracing::debug!(address = %self.cfg.address.address(), "the peer still holds the address: fenced");
+        } else if self.starting {
+            tracing::info!(
+                address = %self.cfg.address.address(),
+                "the primary serves the address (it took over while this node was down): \
+                 standing by until the link is up, then rejoining"
+            );
         } else {
             tracing::warn!(address = %self.cfg.address.address(), "{why}: fenced, standing down");
         }
         self.fence_quietly();
+    }
+
+    /// This owner is starting (`true`) or has rejoined: see `starting`.
+    pub fn set_starting(&mut self, starting: bool) {
+        self.starting = starting;
     }
 
     /// Fenced, re-probed later (see `Engine::poll`); the caller said why.

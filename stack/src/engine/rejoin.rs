@@ -37,6 +37,13 @@ impl<C> Engine<C> {
         } else {
             None
         };
+        // Until the primary's `Routes` say it stopped answering for the
+        // address, an owner coming back from a takeover (either side's)
+        // stays silent on ARP: answering the primary's announcement made
+        // the primary, still serving alone, see a split brain and stand
+        // down, dropping connections only it held (found by the
+        // simulation's `lan` variant).
+        self.arp_quiet = role == Role::Ingress && (mode != role || fenced);
         self.claim = Claim::None;
         self.probed = false;
         if role == Role::Primary {
@@ -66,6 +73,7 @@ impl<C> Engine<C> {
         if self.mode != Role::Ingress || self.claim != Claim::None {
             return;
         }
+        self.arp_quiet = false;
         self.announce_to_all();
         self.reannounce = Some((REANNOUNCE, self.last_poll + REANNOUNCE_FIRST));
     }

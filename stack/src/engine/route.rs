@@ -24,7 +24,7 @@ const MAX_NEIGHBORS: usize = 256;
 impl<C> Engine<C> {
     /// The neighbour a frame to `ip` goes through: `ip` itself, if on the
     /// link, else the gateway.
-    fn next_hop(&self, ip: Ipv4Address) -> Option<Ipv4Address> {
+    pub(super) fn next_hop(&self, ip: Ipv4Address) -> Option<Ipv4Address> {
         if self.cfg.address.contains_addr(&ip) {
             Some(ip)
         } else {
@@ -102,7 +102,8 @@ impl<C> Engine<C> {
                 }
             }
             if crate::arp::is_arp(f.data()) {
-                if self.mode == Role::Primary {
+                let quiet = self.arp_quiet && self.mode == Role::Ingress;
+                if self.mode == Role::Primary || quiet {
                     self.recycle(f);
                 } else {
                     self.lan_out.push_back(f);

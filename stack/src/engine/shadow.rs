@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use crate::seg::{self, Seg, ACK, RST, SYN};
 
+use super::cookie::CookieAck;
 use super::types::{EngineStats, Frame, Tuple};
 use super::{Engine, MAX_DEFERRED, MAX_HELD, MAX_SACKED, PASS_THROUGH_BURST, PASS_THROUGH_RATE};
 
@@ -41,6 +42,19 @@ pub(super) struct Shadow {
 }
 
 impl Shadow {
+    /// The shadow of a connection opened by a SYN cookie: its SYN-ACK was
+    /// the cookie (`iss`), acknowledging the client's SYN (`rcv_nxt`), with
+    /// `window` — the primary's socket is made from the same cookie.
+    pub(super) fn from_cookie(iss: u32, rcv_nxt: u32, window: u16) -> Self {
+        Shadow {
+            isn: Some(iss),
+            rcv_nxt: Some(rcv_nxt),
+            snd_end: Some(iss.wrapping_add(1)),
+            window,
+            ..Shadow::default()
+        }
+    }
+
     /// The shadow holds all of `span`: acknowledged, or — without a FIN,
     /// which smoltcp never keeps beyond a hole — inside a SACKed range.
     fn holds(&self, span: Span) -> bool {
@@ -240,6 +254,23 @@ impl<C> Engine<C> {
         let (f, s, tuple) = self.classify(f)?;
         if s.has(SYN) && !s.has(ACK) {
             if self.syn_is_duplicate(&tuple) {
+                // A handshake served here (promoted before a rejoin), as in
+                // simplex: its own SYN-ACK retransmission answers. Sent on,
+                // the SYN made the rejoined primary open a second
+                // connection on the client's port, with another ISN (found
+                // by the simulation's `lan` variant).
+                let here = self
+                    .tracks
+                    .get_mut(&tuple)
+                    .filter(|t| t.shadow.as_ref().is_none_or(|sh| sh.live));
+                if let Some(tr) = here {
+                    if let Some(sh) = tr.shadow.as_mut().filter(|sh| sh.offset.is_none()) {
+                        sh.syn_again = true;
+                    }
+                    self.stats.duplicate_syn += 1;
+                    self.recycle(f);
+                    return None;
+                }
                 // Not for our shadow (it has the SYN); the primary's SYN-ACK
                 // may have been lost, so let it see the retransmission.
                 self.stats.duplicate_syn += 1;
@@ -250,12 +281,23 @@ impl<C> Engine<C> {
                 self.recycle(f);
                 return None;
             }
+            if self.cookie_instead() {
+                // Not forwarded: the primary learns of the connection from
+                // its ACK, which carries the cookie (see `cookie_ack`).
+                self.send_syn_cookie(&f, &s);
+                self.recycle(f);
+                return None;
+            }
             if !self.open_track(tuple, &s, true, refusing) {
                 return Some(f);
             }
             self.pending_fwd
                 .push((tuple, Frame::copy_from(f.data()), FwdRule::Syn));
             self.queue_for_stack(f, Some(&tuple));
+            return None;
+        }
+        if self.cookie_ack(&s, tuple) == CookieAck::Drop {
+            self.recycle(f);
             return None;
         }
         let Some(tr) = self.tracks.get_mut(&tuple) else {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant as StdInstant};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
 
+use super::cookie::CookieKey;
 use super::HEADROOM;
 
 /// Static settings of the stack.
@@ -24,7 +25,8 @@ pub struct StackConfig {
     /// queue's: see `Engine::pool_limit`).
     pub max_connections: usize,
     /// The most half-open connections (SYN received, handshake not done)
-    /// at once; at the bound the oldest is dropped for a new SYN.
+    /// at once; at the bound a new SYN is answered with a SYN cookie (see
+    /// `syn_cookies`), or without cookies the oldest is dropped for it.
     pub max_half_open: usize,
     /// A handshake not completed within this is dropped.
     pub half_open_timeout: Duration,
@@ -34,6 +36,25 @@ pub struct StackConfig {
     pub tx_buffer_bytes: usize,
     /// Seed for smoltcp's RNG (ISNs, ephemeral ports).
     pub seed: u64,
+    /// SYN cookies: their key (the same on both nodes of a pair), and
+    /// whether this node sends them at the half-open bound. `None`: no
+    /// cookies at all (tests, the simulation).
+    pub syn_cookies: Option<SynCookies>,
+}
+
+/// How a node uses SYN cookies.
+#[derive(Debug, Clone)]
+pub struct SynCookies {
+    /// What cookies are made and checked with.
+    pub key: CookieKey,
+    /// Answer SYNs with cookies at the half-open bound (else the oldest
+    /// handshake is dropped for a new SYN). Cookies are checked either
+    /// way: a peer that sends them must find them good here.
+    pub send: bool,
+    /// The wall clock (since the Unix epoch) at the engine's start
+    /// instant: the cookies' counter is wall time, which the engine, given
+    /// only monotonic instants, reckons from it.
+    pub wall_start: Duration,
 }
 
 /// A client TCP 4-tuple as seen from the node: (client address, client port, local port).
@@ -191,6 +212,16 @@ pub struct EngineStats {
     /// Half-open connections dropped, oldest first, to admit a new SYN at
     /// the `max_half_open` bound.
     pub half_open_evicted: u64,
+    /// SYNs answered with a SYN cookie (the half-open bound was reached).
+    pub syn_cookies_sent: u64,
+    /// SYNs beyond the bound from sources with no route (off the LAN, no
+    /// gateway): dropped, as no SYN-ACK could reach them.
+    pub syn_cookies_unroutable: u64,
+    /// Connections opened by a valid cookie in the client's ACK.
+    pub syn_cookies_validated: u64,
+    /// ACKs of no known connection with a bad or expired cookie, dropped
+    /// (counted while this node sends cookies: within their lifetime).
+    pub syn_cookies_rejected: u64,
     /// SYNs dropped because their source held `max_per_source` connections.
     pub per_source_refused: u64,
     /// Idle keep-alive connections closed, oldest idle first, because a

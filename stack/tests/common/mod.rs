@@ -46,6 +46,7 @@ pub fn config(max: usize, rx_buffer_bytes: usize, tx_buffer_bytes: usize) -> Sta
         rx_buffer_bytes,
         tx_buffer_bytes,
         seed: 5,
+        syn_cookies: None,
     }
 }
 

@@ -25,6 +25,7 @@ impl SiteDriver<'_> {
         if let Some(replies) = self.conns.ready.remove(&id) {
             c.pending_jobs = c.pending_jobs.saturating_sub(replies.len());
             for (index, resp) in replies {
+                self.conns.requests.answered(c.key, index, resp.status);
                 let _ = c.http.send_response(index, resp);
             }
         }
@@ -92,6 +93,7 @@ impl SiteDriver<'_> {
                 self.count_request(c.key, index, &req.path, local.is_some(), now);
                 match self.dispatch(id, &c.key, req) {
                     Some(resp) => {
+                        self.conns.requests.answered(c.key, index, resp.status);
                         let _ = c.http.send_response(index, resp);
                     }
                     None => c.pending_jobs += 1,

@@ -1262,6 +1262,53 @@ impl<'a> Socket<'a> {
         (self.rx_buffer, self.tx_buffer)
     }
 
+    /// hotpair patch: a listening socket takes up a handshake answered by a
+    /// SYN cookie, as if it had received the client's SYN (initial sequence
+    /// number `irs`, from `remote` to `local`) and answered it with a
+    /// SYN-ACK of sequence number `iss` advertising `window` — which is
+    /// what the caller did, statelessly. The socket is in SYN-RECEIVED with
+    /// the SYN-ACK sent: the client's ACK (`iss + 1`), fed next, completes
+    /// the handshake through the ordinary path. A cookie keeps no TCP
+    /// options but the MSS (`remote_mss`), so there is no window scaling,
+    /// no SACK and no timestamps, as a SYN without them would have given.
+    /// Refused (`InvalidState`) unless the socket is listening on `local`.
+    pub fn accept_syn_cookie(
+        &mut self,
+        local: IpEndpoint,
+        remote: IpEndpoint,
+        iss: TcpSeqNumber,
+        irs: TcpSeqNumber,
+        remote_mss: usize,
+        window: u16,
+    ) -> Result<(), ListenError> {
+        if self.state != State::Listen
+            || self.listen_endpoint.port != local.port
+            || self.listen_endpoint.addr.is_some_and(|a| a != local.addr)
+        {
+            return Err(ListenError::InvalidState);
+        }
+        if remote_mss != 0 {
+            self.remote_mss = remote_mss.max(MIN_REMOTE_MSS);
+            self.congestion_controller
+                .inner_mut()
+                .set_mss(self.remote_mss);
+        }
+        self.tuple = Some(Tuple { local, remote });
+        self.local_seq_no = iss;
+        self.remote_seq_no = irs + 1;
+        // The SYN-ACK went out: its SYN is in flight, its ACK and window
+        // are the last ones sent.
+        self.remote_last_seq = iss + 1;
+        self.remote_last_ack = Some(irs + 1);
+        self.remote_last_win = window;
+        self.remote_has_sack = false;
+        self.remote_win_scale = None;
+        self.remote_win_shift = 0;
+        self.tsval_generator = None;
+        self.set_state(State::SynReceived);
+        Ok(())
+    }
+
     /// hotpair patch: send an ACK, with the current window, at the next
     /// dispatch even though the last one said the same. A node that takes
     /// a connection over cannot know whether its last ACK or window update
