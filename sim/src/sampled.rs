@@ -137,6 +137,49 @@ impl Sampled {
     }
 }
 
+/// Worker threads for a matrix: one per core.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// `SIM_FULL=1` (as `scripts/test.sh` sets it): the full sampling;
+/// otherwise about a tenth of it, for a plain `cargo test` in a debug
+/// build.
+pub fn full() -> bool {
+    std::env::var("SIM_FULL").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The sampling the fault variants share (`lan`, `app`): per scenario and
+/// victim, duplex 80 kill steps on the clean LAN and 24 on each of two
+/// lossy seeds, dual-role 24 + 8, the ring 12 + 4 — or a tenth of it
+/// without [`full`].
+pub fn standard_plan() -> Vec<Part> {
+    let part = |topology, seed, net, points| Part {
+        topology,
+        seed,
+        net,
+        points,
+    };
+    if full() {
+        vec![
+            part(Topology::Duplex, 1, Net::CLEAN, 80),
+            part(Topology::Duplex, 2, Net::LOSSY, 24),
+            part(Topology::Duplex, 3, Net::LOSSY, 24),
+            part(Topology::DualRole, 1, Net::CLEAN, 24),
+            part(Topology::DualRole, 2, Net::LOSSY, 8),
+            part(Topology::Ring(3), 1, Net::CLEAN, 12),
+            part(Topology::Ring(3), 2, Net::LOSSY, 4),
+        ]
+    } else {
+        vec![
+            part(Topology::Duplex, 1, Net::CLEAN, 8),
+            part(Topology::Duplex, 2, Net::LOSSY, 3),
+            part(Topology::DualRole, 1, Net::CLEAN, 2),
+            part(Topology::Ring(3), 1, Net::CLEAN, 1),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

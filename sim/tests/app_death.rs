@@ -20,44 +20,10 @@ use hotpair_sim::topology::Topology;
 use hotpair_sim::world::{Kill, Net, Variant};
 use hotpair_sim::{matrix, Who};
 
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// `SIM_FULL=1` (as `scripts/test.sh` sets it): the sampling below;
-/// otherwise about a tenth of it, for a plain `cargo test` in a debug
-/// build.
-fn full() -> bool {
-    std::env::var("SIM_FULL").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 #[test]
 fn every_scenario_survives_a_dead_application() {
-    let part = |topology, seed, net, points| Part {
-        topology,
-        seed,
-        net,
-        points,
-    };
-    let plan = if full() {
-        vec![
-            part(Topology::Duplex, 1, Net::CLEAN, 80),
-            part(Topology::Duplex, 2, Net::LOSSY, 24),
-            part(Topology::Duplex, 3, Net::LOSSY, 24),
-            part(Topology::DualRole, 1, Net::CLEAN, 24),
-            part(Topology::DualRole, 2, Net::LOSSY, 8),
-            part(Topology::Ring(3), 1, Net::CLEAN, 12),
-            part(Topology::Ring(3), 2, Net::LOSSY, 4),
-        ]
-    } else {
-        vec![
-            part(Topology::Duplex, 1, Net::CLEAN, 8),
-            part(Topology::Duplex, 2, Net::LOSSY, 3),
-            part(Topology::DualRole, 1, Net::CLEAN, 2),
-            part(Topology::Ring(3), 1, Net::CLEAN, 1),
-        ]
-    };
-    let r = sampled::run(Variant::App, &plan, &scenario::all(), threads());
+    let plan = sampled::standard_plan();
+    let r = sampled::run(Variant::App, &plan, &scenario::all(), sampled::threads());
     for p in &r.plan {
         println!("sim: {p}");
     }
@@ -81,7 +47,7 @@ fn every_scenario_survives_a_dead_application() {
 fn the_application_scenario_at_every_step() {
     let s = scenario::by_name("app").expect("exists");
     // Every step; without `SIM_FULL`, 40 spread over the run.
-    let points = if full() { u64::MAX } else { 40 };
+    let points = if sampled::full() { u64::MAX } else { 40 };
     let every = |topology, seed, net| Part {
         topology,
         seed,
@@ -93,7 +59,7 @@ fn the_application_scenario_at_every_step() {
         every(Topology::Duplex, 4, Net::LOSSY),
         every(Topology::DualRole, 3, Net::CLEAN),
     ];
-    let r = sampled::run(Variant::App, &plan, &[s], threads());
+    let r = sampled::run(Variant::App, &plan, &[s], sampled::threads());
     println!(
         "{}",
         r.summary("application death, app scenario, every step")
