@@ -30,6 +30,20 @@ pub struct Isolation {
     pub batch: usize,
 }
 
+impl Isolation {
+    /// The running test binary, as the worker: its `worker` test runs the
+    /// runs of each batch of `batch` (every matrix test file has one).
+    pub fn this_test_binary(batch: usize) -> Self {
+        Isolation {
+            exe: std::env::current_exe().expect("the test binary's path"),
+            args: ["worker", "--exact", "--nocapture", "--test-threads", "1"]
+                .map(String::from)
+                .to_vec(),
+            batch,
+        }
+    }
+}
+
 /// The environment variable naming a worker's batch file.
 pub const WORKER_ENV: &str = "SIM_WORKER_SPECS";
 

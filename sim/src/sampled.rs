@@ -137,9 +137,12 @@ impl Sampled {
     }
 }
 
-/// Worker threads for a matrix: one per core.
+/// Worker threads for a matrix: `SIM_THREADS`, else one per core.
 pub fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    std::env::var("SIM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 /// `SIM_FULL=1` (as `scripts/test.sh` sets it): the full sampling;
@@ -178,6 +181,24 @@ pub fn standard_plan() -> Vec<Part> {
             part(Topology::Ring(3), 1, Net::CLEAN, 1),
         ]
     }
+}
+
+/// The `app` scenario's plan in the fault variants: every step (40 spread
+/// over the run without [`full`]) of duplex clean and lossy and
+/// dual-role clean.
+pub fn every_step_plan() -> Vec<Part> {
+    let points = if full() { u64::MAX } else { 40 };
+    let every = |topology, seed, net| Part {
+        topology,
+        seed,
+        net,
+        points,
+    };
+    vec![
+        every(Topology::Duplex, 3, Net::CLEAN),
+        every(Topology::Duplex, 4, Net::LOSSY),
+        every(Topology::DualRole, 3, Net::CLEAN),
+    ]
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //!
 //! Replay a run with the command a failure prints (`SIM_VARIANT=app`).
 
-use hotpair_sim::sampled::{self, Part};
+use hotpair_sim::sampled;
 use hotpair_sim::scenario;
 use hotpair_sim::topology::Topology;
 use hotpair_sim::world::{Kill, Net, Variant};
@@ -47,18 +47,7 @@ fn every_scenario_survives_a_dead_application() {
 fn the_application_scenario_at_every_step() {
     let s = scenario::by_name("app").expect("exists");
     // Every step; without `SIM_FULL`, 40 spread over the run.
-    let points = if sampled::full() { u64::MAX } else { 40 };
-    let every = |topology, seed, net| Part {
-        topology,
-        seed,
-        net,
-        points,
-    };
-    let plan = [
-        every(Topology::Duplex, 3, Net::CLEAN),
-        every(Topology::Duplex, 4, Net::LOSSY),
-        every(Topology::DualRole, 3, Net::CLEAN),
-    ];
+    let plan = sampled::every_step_plan();
     let r = sampled::run(Variant::App, &plan, &[s], sampled::threads());
     println!(
         "{}",

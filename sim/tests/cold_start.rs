@@ -37,7 +37,7 @@ fn every_scenario_is_served_by_the_nodes_that_came_back() {
             }
         }
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = hotpair_sim::sampled::threads();
     let outs = matrix::run_all(&specs, threads);
     let mut failures = Vec::new();
     let mut alone = 0;

@@ -55,23 +55,6 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn threads() -> usize {
-    env("SIM_THREADS")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-}
-
-/// This test binary, running its `worker` test.
-fn isolation() -> Isolation {
-    Isolation {
-        exe: std::env::current_exe().expect("the test binary's path"),
-        args: ["worker", "--exact", "--nocapture", "--test-threads", "1"]
-            .map(String::from)
-            .to_vec(),
-        batch: 64,
-    }
-}
-
 #[test]
 fn worker() {
     isolate::worker_main();
@@ -82,7 +65,7 @@ fn smoke() {
     if env("SIM_SCENARIO").is_some() {
         return; // a replay was asked for
     }
-    let iso = isolation();
+    let iso = Isolation::this_test_binary(64);
     let mut failures = Vec::new();
     let specs: Vec<_> = [Topology::Duplex, Topology::DualRole, Topology::Ring(3)]
         .into_iter()
@@ -92,7 +75,7 @@ fn smoke() {
                 .map(move |s| matrix::spec(t, &Arc::new(t.scenario(s)), 1, Net::CLEAN, None))
         })
         .collect();
-    let base = matrix::execute(&specs, threads(), Some(&iso));
+    let base = matrix::execute(&specs, hotpair_sim::sampled::threads(), Some(&iso));
     let mut kills = Vec::new();
     for (spec, out) in specs.iter().zip(&base) {
         println!(
@@ -125,10 +108,11 @@ fn smoke() {
             kills.push(k);
         }
     }
-    for (spec, out) in kills
-        .iter()
-        .zip(matrix::execute(&kills, threads(), Some(&iso)))
-    {
+    for (spec, out) in kills.iter().zip(matrix::execute(
+        &kills,
+        hotpair_sim::sampled::threads(),
+        Some(&iso),
+    )) {
         failures.extend(Failure::of(spec, &out));
     }
     // Determinism: the same spec twice, the same event trace.
@@ -284,8 +268,8 @@ fn matrix_config(full: bool) -> MatrixConfig {
     MatrixConfig {
         scenarios,
         modes,
-        threads: threads(),
-        isolation: Some(isolation()),
+        threads: hotpair_sim::sampled::threads(),
+        isolation: Some(Isolation::this_test_binary(64)),
     }
 }
 

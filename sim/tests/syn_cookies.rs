@@ -98,7 +98,7 @@ fn a_cookie_connection_is_served_and_taken_over_like_any_other() {
             }
         }
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = hotpair_sim::sampled::threads();
     let outcomes = matrix::execute(&specs, threads, None);
     let failures: Vec<Failure> = specs
         .iter()

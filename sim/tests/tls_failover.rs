@@ -28,22 +28,6 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn threads() -> usize {
-    env("SIM_THREADS")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-}
-
-fn isolation() -> Isolation {
-    Isolation {
-        exe: std::env::current_exe().expect("the test binary's path"),
-        args: ["worker", "--exact", "--nocapture", "--test-threads", "1"]
-            .map(String::from)
-            .to_vec(),
-        batch: 32,
-    }
-}
-
 #[test]
 fn worker() {
     isolate::worker_main();
@@ -51,7 +35,7 @@ fn worker() {
 
 #[test]
 fn tls_smoke() {
-    let iso = isolation();
+    let iso = Isolation::this_test_binary(32);
     let mut failures = Vec::new();
     let specs: Vec<_> = [Topology::Duplex, Topology::DualRole]
         .into_iter()
@@ -61,7 +45,7 @@ fn tls_smoke() {
                 .map(move |s| matrix::spec(t, &Arc::new(t.scenario(s)), 1, Net::CLEAN, None))
         })
         .collect();
-    let base = matrix::execute(&specs, threads(), Some(&iso));
+    let base = matrix::execute(&specs, hotpair_sim::sampled::threads(), Some(&iso));
     let mut kills = Vec::new();
     for (spec, out) in specs.iter().zip(&base) {
         println!(
@@ -87,10 +71,11 @@ fn tls_smoke() {
             kills.push(k);
         }
     }
-    for (spec, out) in kills
-        .iter()
-        .zip(matrix::execute(&kills, threads(), Some(&iso)))
-    {
+    for (spec, out) in kills.iter().zip(matrix::execute(
+        &kills,
+        hotpair_sim::sampled::threads(),
+        Some(&iso),
+    )) {
         failures.extend(Failure::of(spec, &out));
     }
     let described: Vec<String> = failures.iter().map(|f| f.describe(usize::MAX)).collect();
@@ -128,8 +113,8 @@ fn tls_matrix() {
             ),
             Mode::new(Topology::DualRole, vec![(1, Net::CLEAN, capped(0, 6))]),
         ],
-        threads: threads(),
-        isolation: Some(isolation()),
+        threads: hotpair_sim::sampled::threads(),
+        isolation: Some(Isolation::this_test_binary(32)),
     };
     let started = Instant::now();
     let report = matrix::run_matrix(&cfg);
