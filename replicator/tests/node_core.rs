@@ -88,27 +88,24 @@ fn static_route(files: hotpair_http::files::Files, policy: Policy) -> Route {
 
 /// n1 owns A (primary n2) and is primary for B; n2 the mirror image.
 fn dual_role(t0: Instant) -> (NodeCore, NodeCore) {
-    let n1 = config(
-        "n1",
-        1,
-        vec![
-            site(A, Role::Ingress, Some(0)),
-            site(B, Role::Primary, Some(0)),
-        ],
-        &["n2"],
-    );
-    let n2 = config(
-        "n2",
-        2,
-        vec![
-            site(A, Role::Primary, Some(0)),
-            site(B, Role::Ingress, Some(0)),
-        ],
-        &["n1"],
-    );
+    dual_role_with(t0, |_| {})
+}
+
+/// [`dual_role`], each node's config passed through `tune` first.
+fn dual_role_with(t0: Instant, tune: impl Fn(&mut NodeConfig)) -> (NodeCore, NodeCore) {
+    let mk = |name: &str, n: u8, roles: [Role; 2], peer: &str| {
+        let mut c = config(
+            name,
+            n,
+            vec![site(A, roles[0], Some(0)), site(B, roles[1], Some(0))],
+            &[peer],
+        );
+        tune(&mut c);
+        NodeCore::new(c, t0).unwrap()
+    };
     (
-        NodeCore::new(n1, t0).unwrap(),
-        NodeCore::new(n2, t0).unwrap(),
+        mk("n1", 1, [Role::Ingress, Role::Primary], "n2"),
+        mk("n2", 2, [Role::Primary, Role::Ingress], "n1"),
     )
 }
 
@@ -1092,18 +1089,7 @@ fn a_node_that_loses_the_lan_hands_its_addresses_to_its_peer_and_holds_its_link_
         fall: 3,
         rise: 2,
     };
-    let mk = |name: &str, n: u8, roles: [Role; 2], peer: &str| {
-        let mut c = config(
-            name,
-            n,
-            vec![site(A, roles[0], Some(0)), site(B, roles[1], Some(0))],
-            &[peer],
-        );
-        c.lan_check = Some(check);
-        NodeCore::new(c, t0).unwrap()
-    };
-    let mut n1 = mk("n1", 1, [Role::Ingress, Role::Primary], "n2");
-    let mut n2 = mk("n2", 2, [Role::Primary, Role::Ingress], "n1");
+    let (mut n1, mut n2) = dual_role_with(t0, |c| c.lan_check = Some(check));
     n1.handle_link_up(0, t0);
     n2.handle_link_up(0, t0);
     let step = Duration::from_millis(50);
@@ -1215,20 +1201,7 @@ fn app_pair(t0: Instant) -> (NodeCore, NodeCore) {
         fall: 2,
         rise: 2,
     };
-    let mk = |name: &str, n: u8, roles: [Role; 2], peer: &str| {
-        let mut c = config(
-            name,
-            n,
-            vec![site(A, roles[0], Some(0)), site(B, roles[1], Some(0))],
-            &[peer],
-        );
-        c.app_check = Some(check);
-        NodeCore::new(c, t0).unwrap()
-    };
-    (
-        mk("n1", 1, [Role::Ingress, Role::Primary], "n2"),
-        mk("n2", 2, [Role::Primary, Role::Ingress], "n1"),
-    )
+    dual_role_with(t0, |c| c.app_check = Some(check))
 }
 
 #[test]
