@@ -385,31 +385,10 @@ fn a_new_operator_reaches_a_working_pair_by_the_doc_alone() {
             String::from_utf8_lossy(&ready.stderr)
         );
     }
-    let index = site.client(
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "10",
-            &format!("http://{SERVICE}/"),
-        ],
-        Duration::from_secs(15),
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&index.stdout),
-        "hello from the pair\n",
-        "[{TEST}] curl http://{SERVICE}/: {}",
-        String::from_utf8_lossy(&index.stderr)
-    );
-
-    // "clients beyond it through the LAN's router": a client on another
-    // network, routed by the switch namespace; the node's replies go out
-    // through `--gateway`.
-    let far = site.add_far_client("198.51.100.1/24", "198.51.100.2/24");
-    let far_get = |site: &Site, when: &str| {
+    // The index from namespace `ns`, as `who` sees it.
+    let index_from = |site: &Site, ns: &str, who: &str| {
         let out = site.run_in(
-            &far,
+            ns,
             &[
                 "curl",
                 "-sS",
@@ -423,9 +402,18 @@ fn a_new_operator_reaches_a_working_pair_by_the_doc_alone() {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "hello from the pair\n",
-            "[{TEST}] {when}: curl http://{SERVICE}/ from beyond the router: {}",
+            "[{TEST}] {who}: curl http://{SERVICE}/: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    };
+    index_from(&site, &site.client, "the client on the LAN");
+
+    // "clients beyond it through the LAN's router": a client on another
+    // network, routed by the switch namespace; the node's replies go out
+    // through `--gateway`.
+    let far = site.add_far_client("198.51.100.1/24", "198.51.100.2/24");
+    let far_get = |site: &Site, when: &str| {
+        index_from(site, &far, &format!("{when}, from beyond the router"));
     };
     far_get(&site, "paired");
 
