@@ -872,6 +872,18 @@ pub fn read_output(
     (rx, err_t)
 }
 
+/// The output of `curl -w "\n%{http_code} %{time_total}"`: the body, the
+/// status (0 if none) and the seconds (NaN if none).
+pub fn curl_body_code_secs(text: &[u8]) -> (&[u8], u16, f64) {
+    let split = text.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let (body, tail) = (&text[..split], &text[(split + 1).min(text.len())..]);
+    let tail = String::from_utf8_lossy(tail);
+    let mut f = tail.split_whitespace();
+    let code = f.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let secs = f.next().and_then(|c| c.parse().ok()).unwrap_or(f64::NAN);
+    (body, code, secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

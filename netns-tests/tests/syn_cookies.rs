@@ -158,13 +158,7 @@ fn legit_get(lab: &Lab, want_sha: &str) -> (u16, f64, bool) {
         ],
         Duration::from_secs(20),
     );
-    let text = &out.stdout;
-    let split = text.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-    let (body, tail) = (&text[..split], &text[(split + 1).min(text.len())..]);
-    let tail = String::from_utf8_lossy(tail);
-    let mut f = tail.split_whitespace();
-    let code = f.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    let secs = f.next().and_then(|c| c.parse().ok()).unwrap_or(f64::NAN);
+    let (body, code, secs) = hotpair_netns_tests::curl_body_code_secs(&out.stdout);
     (code, secs, sha256_hex(body) == want_sha)
 }
 
