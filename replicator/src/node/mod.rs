@@ -762,9 +762,7 @@ impl NodeCore {
         let peer_can_take = self.sites.get(site).is_some_and(|s| {
             !s.yielded
                 && !s.engine.fenced()
-                && s.replica.as_ref().is_some_and(|r| {
-                    r.peer_state() == crate::PeerState::Up && r.peer_fit() == Some(true)
-                })
+                && s.replica.as_ref().is_some_and(Replica::peer_can_take_over)
         });
         if peer_can_take {
             self.held.push(HeldReply {

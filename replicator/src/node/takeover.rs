@@ -145,8 +145,7 @@ impl NodeCore {
             let Some(r) = s.replica.as_mut() else {
                 continue;
             };
-            let peer_takes = r.peer_state() == crate::PeerState::Up && r.peer_fit() == Some(true);
-            if !peer_takes {
+            if !r.peer_can_take_over() {
                 tracing::warn!(
                     address = %s.cfg.address.address(),
                     why,

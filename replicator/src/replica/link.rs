@@ -338,6 +338,12 @@ impl Replica {
         self.session.as_ref().and_then(|s| s.peer_fit)
     }
 
+    /// The peer is up and said it can serve: it may be handed this
+    /// address (and requests this node's application could not take).
+    pub fn peer_can_take_over(&self) -> bool {
+        self.peer_state() == crate::PeerState::Up && self.peer_fit() == Some(true)
+    }
+
     /// This node stops serving (a planned stop): tell the peer, after
     /// everything already queued, so it takes over at once. The caller
     /// must send nothing on the LAN from now on.
