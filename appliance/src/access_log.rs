@@ -138,7 +138,11 @@ struct Shared {
 
 impl Shared {
     fn drop_one(&self, why: &str) {
-        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        self.drop_n(1, why);
+    }
+
+    fn drop_n(&self, count: u64, why: &str) {
+        let n = self.dropped.fetch_add(count, Ordering::Relaxed) + count;
         let mut last = self.last_warn.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if last.is_none_or(|l| now.duration_since(l) >= Duration::from_secs(10)) {
@@ -189,6 +193,13 @@ impl AccessLog {
             .spawn(move || write_lines(rx, out, format, &writer_shared))
             .context("starting the access log thread")?;
         Ok(AccessLog { tx, shared })
+    }
+
+    /// `n` lines lost before they reached this log (counted as dropped).
+    pub fn note_dropped(&self, n: u64, why: &str) {
+        if n > 0 {
+            self.shared.drop_n(n, why);
+        }
     }
 
     /// Queue a line; never waits.

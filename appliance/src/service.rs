@@ -335,6 +335,10 @@ impl NodeShell {
         let Some((log, _)) = self.access.as_ref() else {
             return;
         };
+        log.note_dropped(
+            self.core.take_served_dropped(),
+            "the node core's queue of files requests was full",
+        );
         while let Some(s) = self.core.poll_served() {
             let mut e = crate::access_log::Entry::begin(&s.request, s.client);
             e.route = self.core.route_prefix(s.route).to_owned();

@@ -705,10 +705,10 @@ impl NodeCore {
         self.shared.served.as_mut()?.pop_front()
     }
 
-    /// Records [`NodeCore::poll_served`] dropped because the shell did not
-    /// take them in time.
-    pub fn served_dropped(&self) -> u64 {
-        self.shared.served_dropped
+    /// Records [`NodeCore::poll_served`] dropped since the last call
+    /// because the shell did not take them in time.
+    pub fn take_served_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.shared.served_dropped)
     }
 
     /// Next request for the shell to answer.
