@@ -398,6 +398,10 @@ pub struct RouteSection {
     /// IP address or a name.
     #[serde(default)]
     pub address: Option<String>,
+    /// `upstream`: other instances of the application (the peer node's),
+    /// tried in order when `address` refuses or drops a request.
+    #[serde(default)]
+    pub fallback: Option<Vec<String>>,
     /// `upstream`: most idle keep-alive connections kept.
     #[serde(default)]
     pub max_idle: Option<usize>,

@@ -101,6 +101,7 @@ pub fn build_routes(cfg: &Config) -> Result<(Vec<Route>, Upstreams)> {
                 let up = Upstream::new(UpstreamConfig {
                     route: r.prefix.clone(),
                     address: r.address.clone().context("validated")?,
+                    fallback: r.fallback.clone().unwrap_or_default(),
                     max_idle: r.max_idle.unwrap_or(upstream::DEFAULT_MAX_IDLE),
                     idle_timeout: Duration::from_millis(
                         r.idle_timeout_ms

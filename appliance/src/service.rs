@@ -218,6 +218,8 @@ struct Completion {
     /// The application could not take the request (see
     /// `NodeCore::handle_job_unreachable`).
     unreachable: bool,
+    /// The local application could not, whether or not a fallback did.
+    local_unreachable: bool,
 }
 
 /// The node core plus its I/O: what the TAP shell runs.
@@ -570,6 +572,11 @@ impl NodeShell {
         let mut busy = false;
         while let Ok(c) = self.done_rx.try_recv() {
             busy = true;
+            if c.local_unreachable && !c.unreachable {
+                // A fallback instance answered: the reply goes out now, and
+                // the application check hears that its own did not.
+                self.core.handle_app_unreachable(Instant::now());
+            }
             if c.unreachable {
                 self.core.handle_job_unreachable(
                     c.site,
@@ -628,7 +635,7 @@ impl NodeShell {
         if let (Some((_, e)), Work::Route { request_id, .. }) = (entry.as_mut(), &work) {
             e.request_id = Some(request_id.clone());
         }
-        let done = move |response: Response, unreachable: bool| {
+        let done = move |response: Response, unreachable: bool, local_unreachable: bool| {
             if let Some((log, mut e)) = entry {
                 e.status = response.status;
                 e.bytes = response.body.len();
@@ -641,6 +648,7 @@ impl NodeShell {
                 index,
                 response,
                 unreachable,
+                local_unreachable,
             });
             waker.wake();
         };
@@ -649,6 +657,7 @@ impl NodeShell {
                 self.runtime.spawn_blocking(move || {
                     done(
                         hotpair_http::generate::handle(&request, seed, max_size),
+                        false,
                         false,
                     )
                 });
@@ -663,11 +672,11 @@ impl NodeShell {
                             let p = up
                                 .handle_outcome(&request, &request_id, client, service)
                                 .await;
-                            done(p.response, p.unreachable);
+                            done(p.response, p.unreachable, p.local_unreachable);
                         });
                     }
                     // Built from the same routes: cannot happen; answer anyway.
-                    None => done(Response::error(502), false),
+                    None => done(Response::error(502), false, false),
                 }
             }
         }

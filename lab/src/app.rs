@@ -1,5 +1,6 @@
 //! The application each node's `upstream` route proxies to (127.0.0.1:8080
-//! in every node namespace): which one (`lab up --app`), starting it, and
+//! in every node namespace; the other nodes' routes name it, at the node's
+//! LAN address, as their `fallback`): which one (`lab up --app`), starting it, and
 //! `lab kill --app` / `lab restart --app`, which stop and start it alone
 //! while the node process lives on.
 
@@ -106,9 +107,13 @@ pub fn start(state: &mut LabState, i: usize) -> Result<()> {
         .state_dir
         .join(format!("upstream-{}.ready", node.name));
     let _ = fs::remove_file(&ready);
-    let (host, port) = UPSTREAM_ADDRESS
+    let (_, port) = UPSTREAM_ADDRESS
         .rsplit_once(':')
         .expect("UPSTREAM_ADDRESS is host:port");
+    // The node's route reaches it on 127.0.0.1, the other nodes' routes
+    // (their `fallback`) on the node's LAN address: every address of the
+    // namespace, which holds nothing else.
+    let host = "0.0.0.0";
     let script = state.state_dir.join(state.app.script_name());
     let interpreter = match state.app {
         AppKind::Toy => "python3",

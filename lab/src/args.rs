@@ -21,7 +21,9 @@ Topology (PREFIX defaults to `hp`):
   PREFIX-sw      Linux bridge br0 joining `client`, `n1`, `n2`, …
   PREFIX-n<i>    eth0 (veth; peer `n<i>` in PREFIX-sw) and TAP hptap0 (vnet_hdr)
                  bridged on br-lan, which carries the namespace's own kernel
-                 address 10.77.0.<i>/24; the upstream app on 127.0.0.1:8080;
+                 address 10.77.0.<i>/24; the upstream app on port 8080 (the
+                 node's route uses 127.0.0.1:8080, the other nodes' routes
+                 reach it at 10.77.0.<i>:8080 as their `fallback`);
                  the node process `hotpair node --config …/n<i>.toml` on hptap0,
                  MAC 02:68:70:00:00:0<i>.
   PREFIX-db      (--app orders) eth0 10.77.0.200/24 (veth; peer `db` in

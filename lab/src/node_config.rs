@@ -59,7 +59,7 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
         state.service_port,
         pool_keys(opts)
     ));
-    text.push_str(&http_and_routes(state, opts));
+    text.push_str(&http_and_routes(state, node, opts));
     if let Some(r) = &state.replication {
         // The primary (n1) listens on its link address; the ingress connects to it.
         let primary = state
@@ -156,7 +156,7 @@ fn general_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Stri
             text.push_str(&format!("peer = \"{peer}\"\n"));
         }
     }
-    text.push_str(&http_and_routes(state, opts));
+    text.push_str(&http_and_routes(state, node, opts));
     if !state.links.is_empty() {
         text.push_str(&link_section(node));
     }
@@ -211,7 +211,22 @@ fn node_section(node: &NodeState) -> String {
     )
 }
 
-fn http_and_routes(state: &LabState, opts: &LabOptions) -> String {
+fn http_and_routes(state: &LabState, node: &NodeState, opts: &LabOptions) -> String {
+    // The other nodes' applications (each listens on its node's LAN
+    // address too, `app::start`): a connection only this node serves (one
+    // it took over alone) is still answered while its own is down.
+    let port = UPSTREAM_ADDRESS.rsplit_once(':').map_or("8080", |(_, p)| p);
+    let others: Vec<String> = state
+        .nodes
+        .iter()
+        .filter(|n| n.name != node.name)
+        .map(|n| format!("\"{}:{port}\"", n.address))
+        .collect();
+    let fallback = if others.is_empty() {
+        String::new()
+    } else {
+        format!("fallback = [{}]\n", others.join(", "))
+    };
     let root = toml::Value::String(state.docroot.to_string_lossy().into_owned());
     format!(
         r#"
@@ -236,7 +251,7 @@ max_size = 67108864
 prefix = "/app/"
 handler = "upstream"
 address = "{UPSTREAM_ADDRESS}"
-"#,
+{fallback}"#,
         policy = opts
             .static_policy
             .map_or(String::new(), |p| format!("policy = \"{}\"\n", p.name())),
@@ -391,6 +406,11 @@ handler = "upstream"
 address = "127.0.0.1:8080"
 "#;
 
+    /// The routes, the upstream's fallback the other node `peer`'s app.
+    fn routes(peer: u32) -> String {
+        format!("{HTTP_AND_ROUTES}fallback = [\"10.77.0.{peer}:8080\"]\n")
+    }
+
     #[test]
     fn duplex_config_is_unchanged() {
         // The legacy form byte for byte (older nodes and the netns tests
@@ -402,12 +422,13 @@ address = "127.0.0.1:8080"
             format!(
                 "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n{}\n\
                  [service]\naddress = \"10.77.0.10\"\nprefix_len = 24\nport = 80\n\
-                 max_connections = 1024\n{HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
+                 max_connections = 1024\n{}\n[link]\nprivate_key = \"{}\"\n\
                  \n[replication]\nrole = \"ingress\"\n\
                  peer = \"10.77.0.1:7700\"\nheartbeat_interval_ms = 100\n\
                  heartbeat_timeout_ms = 500\npeer_public_key = \"{}\"\n\
                      \n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
                 admin(2),
+                routes(1),
                 private(2),
                 public(1)
             )
@@ -431,12 +452,13 @@ address = "127.0.0.1:8080"
             node_config(&state, &state.nodes[0], &opts),
             format!(
                 "[node]\nname = \"n1\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:01\"\n{}{}{}\
-                 {HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
+                 {}\n[link]\nprivate_key = \"{}\"\n\
                  \n[[peer]]\nname = \"n2\"\nlisten = \"10.77.0.1:7702\"\n\
                  public_key = \"{}\"\n{heartbeat}",
                 admin(1),
                 address("10.77.0.10", "owner", "n2"),
                 address("10.77.0.11", "primary", "n2"),
+                routes(2),
                 private(1),
                 public(2),
             )
@@ -446,12 +468,13 @@ address = "127.0.0.1:8080"
             node_config(&state, &state.nodes[1], &opts),
             format!(
                 "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n{}{}{}\
-                 {HTTP_AND_ROUTES}\n[link]\nprivate_key = \"{}\"\n\
+                 {}\n[link]\nprivate_key = \"{}\"\n\
                  \n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7702\"\n\
                  public_key = \"{}\"\n{heartbeat}",
                 admin(2),
                 address("10.77.0.10", "primary", "n1"),
                 address("10.77.0.11", "owner", "n1"),
+                routes(1),
                 private(2),
                 public(1),
             )

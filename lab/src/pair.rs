@@ -103,6 +103,14 @@ pub struct PairArgs {
     /// requests in flight again (docs/application.md).
     #[arg(long, value_name = "PATH")]
     app_check: Option<String>,
+    /// With --upstream: where each node's application is reachable from the
+    /// other nodes, one HOST:PORT per node in node order (e.g. each
+    /// machine's LAN address, port 8080): each node's route names the
+    /// others' as its `fallback`, tried when its own application refuses
+    /// or drops a request (docs/application.md: the application must
+    /// deduplicate on the request id).
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    app_fallback: Vec<String>,
     /// Directory for n1.toml … nN.toml (created; mode 0600 files: they hold
     /// private keys).
     #[arg(long, default_value = ".")]
@@ -237,6 +245,21 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
     if a.docroot.is_none() && a.upstream.is_none() {
         bail!("give --docroot DIR (files) or --upstream HOST:PORT (your application)");
     }
+    if !a.app_fallback.is_empty() {
+        if a.upstream.is_none() {
+            bail!("--app-fallback names other instances of the application: give --upstream HOST:PORT too");
+        }
+        if a.app_fallback.len() != n as usize {
+            bail!(
+                "--app-fallback: one HOST:PORT per node ({n}), in node order, got {}",
+                a.app_fallback.len()
+            );
+        }
+        for f in &a.app_fallback {
+            hotpair::upstream::parse_address(f)
+                .map_err(|e| anyhow::anyhow!("--app-fallback: {e}"))?;
+        }
+    }
     let port = a
         .port
         .unwrap_or(if a.tls_cert.is_some() { 443 } else { 80 });
@@ -285,10 +308,22 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
                     "\n[[route]]\nprefix = \"/\"\nhandler = \"files\"\nroot = {root}\npolicy = \"static\"\n"
                 ));
             }
-            (None, Some(up)) => t.push_str(&format!(
-                "\n[[route]]\nprefix = \"/\"\nhandler = \"upstream\"\naddress = {}\n",
-                toml::Value::String(up.clone())
-            )),
+            (None, Some(up)) => {
+                t.push_str(&format!(
+                    "\n[[route]]\nprefix = \"/\"\nhandler = \"upstream\"\naddress = {}\n",
+                    toml::Value::String(up.clone())
+                ));
+                let others: Vec<String> = a
+                    .app_fallback
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k + 1 != i as usize)
+                    .map(|(_, f)| toml::Value::String(f.clone()).to_string())
+                    .collect();
+                if !others.is_empty() {
+                    t.push_str(&format!("fallback = [{}]\n", others.join(", ")));
+                }
+            }
             (None, None) => unreachable!("checked above"),
         }
         for l in &links {
@@ -581,6 +616,49 @@ mod tests {
         );
         let err = configs(&a).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains("--upstream"), "{err}");
+    }
+
+    #[test]
+    fn each_nodes_fallback_is_the_other_nodes_application() {
+        let a = args(
+            "--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 \
+             --upstream 127.0.0.1:8080 --app-fallback 10.0.0.1:8080,10.0.0.2:8080",
+        );
+        let fallbacks: Vec<Option<Vec<String>>> = configs(&a)
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let c: hotpair::config::Config = toml::from_str(&f.text).unwrap();
+                c.routes[0].fallback.clone()
+            })
+            .collect();
+        assert_eq!(
+            fallbacks,
+            [
+                Some(vec!["10.0.0.2:8080".to_owned()]),
+                Some(vec!["10.0.0.1:8080".to_owned()])
+            ]
+        );
+        for (bad, want) in [
+            (
+                "--upstream 127.0.0.1:8080 --app-fallback 10.0.0.1:8080",
+                "one HOST:PORT per node",
+            ),
+            (
+                "--upstream 127.0.0.1:8080 --app-fallback 10.0.0.1,10.0.0.2",
+                "no port",
+            ),
+            (
+                "--docroot /tmp --app-fallback 10.0.0.1:8080,10.0.0.2:8080",
+                "--upstream",
+            ),
+        ] {
+            let a = args(&format!(
+                "--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 {bad}"
+            ));
+            let err = configs(&a).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
     }
 
     #[test]

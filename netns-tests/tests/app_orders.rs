@@ -1,13 +1,18 @@
 //! The reference application (`lab up --app orders`: lab/assets/orders.py on
 //! PostgreSQL in PREFIX-db) behind a duplex pair: orders created while a
-//! node dies are created exactly once. Several keep-alive connections post
-//! orders whose reply waits 200 ms after the commit; one node is SIGKILLed
-//! mid-way. Every request must get exactly one 201 with its own order
+//! node dies are created exactly once. Four keep-alive connections post 50
+//! orders each, whose reply waits 20 ms after the commit; one node is
+//! SIGKILLed mid-way. Every request must get exactly one 201 with its own order
 //! (distinct integer ids, the reply's SHA-256 that of the body sent), the
 //! database must hold exactly one order per request (asked through the app
 //! and with psql in the db namespace), and the client must see no RST.
 //! Killing the primary makes the survivor run the requests whose reply was
 //! not yet logged a second time: the request id makes that a no-op.
+//!
+//! The same with the application alone killed (`lab kill --app`): on the
+//! primary, on the ingress, in dual-role, and on each node in turn — n1's,
+//! restarted, then n2's while n2 still serves the connections it took over
+//! alone (answered by n1's application, the route's `fallback`).
 //!
 //! And `lab kill --app` / `lab restart --app`: the application alone dies
 //! and comes back, the node serving its files throughout; bad input is a
@@ -27,19 +32,21 @@ use serde_json::Value;
 
 /// Concurrent keep-alive connections, and orders posted on each.
 const CONNS: usize = 4;
-const PER_CONN: usize = 12;
+const PER_CONN: usize = 50;
 /// The kill lands once this many replies have arrived (a third of the way),
 /// and `KILL_PAUSE` later: the connections run in near lockstep, so each has
 /// just sent its next order, and it is committed and waiting out its delay —
 /// the window the request id is for.
 const KILL_AFTER: usize = CONNS * PER_CONN / 3;
-const KILL_PAUSE: Duration = Duration::from_millis(100);
-const DELAY_MS: u32 = 200;
+const KILL_PAUSE: Duration = Duration::from_millis(10);
+const DELAY_MS: u32 = 20;
 
-/// `CONNS` threads, each one socket posting `PER_CONN` distinct bodies in
-/// sequence, never retrying: a line `DONE` per reply, then the results as
-/// JSON. After its last reply each connection checks that nothing more
-/// arrives (a second reply to one request would).
+/// `CONNS` threads, each one socket posting distinct bodies in sequence,
+/// never retrying: at least `PER_CONN`, and on until its standard input
+/// ends (the in-turn test keeps it open while it kills and restarts);
+/// a line `DONE` per reply, then the results as JSON. After its last reply
+/// each connection checks that nothing more arrives (a second reply to one
+/// request would).
 const CLIENT: &str = r#"
 import threading
 conns, per_conn, delay_ms, nonce = (int(sys.argv[1]), int(sys.argv[2]),
@@ -47,6 +54,14 @@ conns, per_conn, delay_ms, nonce = (int(sys.argv[1]), int(sys.argv[2]),
 SERVICE = (sys.argv[5], 80)
 results = []
 lock = threading.Lock()
+stop = threading.Event()
+
+def wait_stdin():
+    while sys.stdin.buffer.read(4096):
+        pass
+    stop.set()
+
+threading.Thread(target=wait_stdin, daemon=True).start()
 
 def run(k):
     out = []
@@ -58,7 +73,11 @@ def run(k):
             results.extend(out)
         return
     r = Reader(s)
-    for i in range(per_conn):
+    i = -1
+    while True:
+        i += 1
+        if i >= per_conn and stop.is_set():
+            break
         body = ("order %s conn %d request %d" % (nonce, k, i)).encode()
         entry = {"conn": k, "i": i, "sent_sha256": hashlib.sha256(body).hexdigest()}
         req = (("POST /app/orders?delay_ms=%d HTTP/1.1\r\nHost: %s\r\n"
@@ -85,16 +104,16 @@ def run(k):
         with lock:  # one whole line per reply, never two run together
             sys.stdout.write("DONE\n")
             sys.stdout.flush()
-    else:
+    if not out or "error" not in out[-1]:
         s.settimeout(0.5)
         try:
             extra = s.recv(4096)
             if extra:
-                out.append({"conn": k, "i": per_conn, "error": "extra bytes after the last reply: %r" % extra[:200]})
+                out.append({"conn": k, "i": i, "error": "extra bytes after the last reply: %r" % extra[:200]})
         except socket.timeout:
             pass
         except OSError as e:
-            out.append({"conn": k, "i": per_conn, "error": "after the last reply: %s" % e})
+            out.append({"conn": k, "i": i, "error": "after the last reply: %s" % e})
     s.close()
     with lock:
         results.extend(out)
@@ -147,12 +166,18 @@ enum Fault {
     /// Only the node's application is SIGKILLed (`lab kill --app`); the
     /// node lives on and its application check finds it dead.
     App(Victim),
+    /// n1's application killed, n2 takes the address over, n1's restarted
+    /// and n1 rejoins as the primary; then n2's application killed while
+    /// n2 still runs the connections it took over (no shadow on n1), and
+    /// restarted.
+    AppsInTurn,
 }
 
 impl Fault {
     fn victim(self) -> Victim {
         match self {
             Fault::Node(v) | Fault::App(v) => v,
+            Fault::AppsInTurn => Victim::Primary,
         }
     }
 }
@@ -230,11 +255,17 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
             nonce,
             layout.service().to_owned(),
         ])
-        .stdin(Stdio::null())
+        .stdin(if fault == Fault::AppsInTurn {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("running python3 in the client namespace");
+    // Closed when the clients may stop (after `PER_CONN` each).
+    let client_stdin = child.stdin.take();
     /// Kills the client if the test panics half way.
     struct KillOnDrop(std::process::Child);
     impl Drop for KillOnDrop {
@@ -263,11 +294,39 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
     let kill = Instant::now();
     match fault {
         Fault::Node(_) => drop(lab.kill(victim.node())),
-        Fault::App(_) => {
-            let out = lab.lab(&["kill", "--app", victim.node()], Duration::from_secs(30));
-            assert_success(&out, &format!("lab kill --app {}", victim.node()));
+        Fault::App(_) => kill_app(lab, victim.node()),
+        Fault::AppsInTurn => {
+            let mut replies = |n: usize, what: &str| {
+                let to = done + n;
+                while done < to {
+                    match rx.recv_timeout(Duration::from_secs(20)) {
+                        Ok(l) if l == "DONE" => done += 1,
+                        other => panic!(
+                            "[{test}] the client stopped after {done} replies, {what}: {other:?}"
+                        ),
+                    }
+                }
+            };
+            kill_app(lab, "n1");
+            wait_status(lab, "n2 serving the address alone", |_, n2| {
+                let states = address_states(n2);
+                !states.is_empty() && states.iter().all(|s| s == "promoted" || s == "claimed")
+            });
+            replies(CONNS, "with n1's application dead");
+            rejoin_after_app_restart(lab, Victim::Primary);
+            replies(CONNS, "after n1 rejoined");
+            kill_app(lab, "n2");
+            // n2's own check finds it dead (its requests go to n1's
+            // application meanwhile).
+            wait_status(lab, "n2 reporting its application down", |_, n2| {
+                n2["app_up"] == false
+            });
+            replies(2 * CONNS, "with n2's application dead");
+            rejoin_after_app_restart(lab, Victim::Ingress);
+            replies(CONNS, "after n2's application came back");
         }
     }
+    drop(client_stdin);
     let (line, finished) = loop {
         match rx.recv_timeout(Duration::from_secs(40)) {
             Ok(l) if l == "DONE" => done += 1,
@@ -284,10 +343,16 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
     match fault {
         Fault::Node(_) => assert_survivor(lab, victim),
         Fault::App(_) => assert_app_fault_handled(lab, victim),
+        Fault::AppsInTurn => {}
     }
 
     // Exactly one 201 per request, each its own order.
-    let sent = CONNS * PER_CONN;
+    let sent = results.len();
+    assert!(
+        sent >= CONNS * PER_CONN,
+        "[{test}] {sent} results, fewer than the {} requests sent: {line}",
+        CONNS * PER_CONN
+    );
     let mut ids = std::collections::BTreeSet::new();
     let mut replays = 0u64;
     let mut slowest = 0.0f64;
@@ -317,12 +382,13 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
         }
         slowest = slowest.max(r["secs"].as_f64().unwrap_or(0.0));
     }
-    assert_eq!(
-        results.len(),
-        sent,
-        "[{test}] {} results for {sent} requests: {line}",
-        results.len()
-    );
+    for k in 0..CONNS {
+        let n = results.iter().filter(|r| r["conn"] == k).count();
+        assert!(
+            n >= PER_CONN,
+            "[{test}] connection {k} got {n} replies, fewer than {PER_CONN}: {line}"
+        );
+    }
 
     // The database holds exactly one order per request.
     let (code, body) = get(lab, "/app/orders/stats");
@@ -344,16 +410,29 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
         "[{test}] psql: orders, distinct bodies, distinct request ids"
     );
 
-    // A replay is a request run twice, once on each node: its second run's
-    // reply is the only one the client gets (the first was never logged).
-    assert_eq!(
-        stats["duplicates_refused"].as_u64(),
-        Some(replays),
-        "[{test}] runs answered from an existing order (database) vs replayed replies \
-         the client got (X-Orders-Replay): {stats}"
+    // A replay is a request run again (on the peer's application, by the
+    // survivor or through the route's fallback): the client gets one reply,
+    // a replayed one when its last run found the order. Every replayed reply
+    // the client got is a run the database answered from an existing order;
+    // with a fallback a request can be run a third time (the fallback's
+    // reply was not yet logged when the address moved: the peer runs it
+    // again), so the database may count more runs than replies replayed.
+    let refused = stats["duplicates_refused"].as_u64().unwrap_or(0);
+    assert!(
+        refused >= replays,
+        "[{test}] runs answered from an existing order (database: {refused}) are fewer than \
+         the replayed replies the client got (X-Orders-Replay: {replays}): {stats}"
     );
+    if !matches!(fault, Fault::App(_) | Fault::AppsInTurn) {
+        // No fallback used: each replay is exactly one more run.
+        assert_eq!(
+            refused, replays,
+            "[{test}] runs answered from an existing order (database) vs replayed replies \
+             the client got (X-Orders-Replay): {stats}"
+        );
+    }
     if victim == Victim::Primary {
-        // Each connection always has an order in flight, 200 of its ~230 ms
+        // Each connection always has an order in flight, 20 of its ~25 ms
         // between the commit and the reply, and the kill aims at the middle
         // of that window (KILL_PAUSE): it finds some committed and
         // unanswered.
@@ -374,17 +453,31 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
     if let Fault::App(v) = fault {
         rejoin_after_app_restart(lab, v);
     }
+    let fallback = if fault == Fault::AppsInTurn {
+        // The connections n2 took over alone were answered by n1's
+        // application while n2's was dead: the route's fallback.
+        let n = fallback_answers(lab, "n2");
+        assert!(
+            n > 0.0,
+            "[{test}] n2's route never used its fallback while its application was dead: \
+             the connections it took over were not running on n2 then?"
+        );
+        format!("; n2's fallback (n1's application) answered {n} request(s)")
+    } else {
+        String::new()
+    };
     report(&format!(
         "[{test}] {sent} orders on {CONNS} connections, {} ({}) {} SIGKILLed after {KILL_AFTER} \
          replies: all {sent} created once, done {:.2} s after the kill, the slowest request \
          {slowest:.2} s (one takes {DELAY_MS} ms and a little); {} request(s) run again and \
          answered from the existing order (stats duplicates_refused {}; {replays} replayed \
-         replies reached the client)",
+         replies reached the client){fallback}",
         victim.node(),
         victim.role(),
         match fault {
             Fault::Node(_) => "node",
             Fault::App(_) => "application",
+            Fault::AppsInTurn => "application (then n2's in turn)",
         },
         finished.as_secs_f64(),
         stats["duplicates_refused"],
@@ -428,11 +521,114 @@ fn orders_are_created_once_when_a_dual_role_nodes_application_dies() {
     );
 }
 
+/// Dual-role: n1, the primary of .11 (the clients') and owner of .10, is
+/// SIGKILLed: n2 promotes .11's shadows and runs the requests in flight again.
+#[test]
+fn orders_are_created_once_when_a_dual_role_primary_dies() {
+    orders_survive_in(
+        "app_orders_dual_role_primary",
+        Fault::Node(Victim::Primary),
+        Layout::DualRole,
+    );
+}
+
+/// Dual-role: n2, the owner of .11 and primary of .10, is SIGKILLed: n1
+/// goes on alone with .11 and claims .10.
+#[test]
+fn orders_are_created_once_when_a_dual_role_ingress_dies() {
+    orders_survive_in(
+        "app_orders_dual_role_ingress",
+        Fault::Node(Victim::Ingress),
+        Layout::DualRole,
+    );
+}
+
+/// Dual-role, each node's application in turn: n1's, then n2's — n2 is
+/// then the primary of .10 and still runs the .11 connections it took
+/// over alone.
+#[test]
+fn orders_are_created_once_when_each_dual_role_application_dies_in_turn() {
+    orders_survive_in(
+        "app_orders_dual_role_apps_in_turn",
+        Fault::AppsInTurn,
+        Layout::DualRole,
+    );
+}
+
+/// Each node's application in turn (issue 19's scenario d): n1's dies, n2
+/// takes the address over; n1's restarted, n1 rejoins as the primary while
+/// n2 keeps the keep-alive connections it took over; then n2's dies — those
+/// connections' requests go to n1's application (the fallback) — and is
+/// restarted. Every order once, no 502, no RST.
+#[test]
+fn orders_are_created_once_when_each_application_dies_in_turn() {
+    orders_survive("app_orders_apps_in_turn", Fault::AppsInTurn);
+}
+
 /// The ingress's application dies: it runs no request, so nothing moves;
 /// n1 learns its peer could not take over.
 #[test]
 fn orders_go_on_when_the_ingresss_application_dies() {
     orders_survive("app_orders_ingress_app", Fault::App(Victim::Ingress));
+}
+
+/// `lab kill --app NODE`.
+fn kill_app(lab: &Lab, node: &str) {
+    let out = lab.lab(&["kill", "--app", node], Duration::from_secs(30));
+    assert_success(&out, &format!("lab kill --app {node}"));
+}
+
+/// The states of a node's addresses in its status.
+fn address_states(st: &Value) -> Vec<String> {
+    st["addresses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["state"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (20 s at most) until `f(n1's status, n2's status)` holds.
+fn wait_status(lab: &Lab, what: &str, f: impl Fn(&Value, &Value) -> bool) {
+    let t = Instant::now();
+    loop {
+        let (n1, n2) = (node_status(lab, "n1"), node_status(lab, "n2"));
+        if f(&n1, &n2) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "[{}] not {what} within 20 s:\n{n1}\n{n2}",
+            lab.test
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `hotpair_upstream_fallback_total{route="/app/"}` of a node, scraped from
+/// the client namespace.
+fn fallback_answers(lab: &Lab, node: &str) -> f64 {
+    let i = &node[1..];
+    let out = lab.exec_client(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "10",
+        &format!("http://10.77.0.{i}:9464/metrics"),
+    ]);
+    assert_success(&out, &format!("scraping {node}'s metrics"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("hotpair_upstream_fallback_total{route=\"/app/\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "[{}] no fallback counter in {node}'s metrics:\n{text}",
+                lab.test
+            )
+        })
 }
 
 /// Both nodes alive after an application's death; the victim's status

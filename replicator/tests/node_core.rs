@@ -1200,6 +1200,7 @@ fn app_pair(t0: Instant) -> (NodeCore, NodeCore) {
         timeout: Duration::from_millis(100),
         fall: 2,
         rise: 2,
+        fallback: false,
     };
     dual_role_with(t0, |c| c.app_check = Some(check))
 }
@@ -1265,6 +1266,7 @@ fn app_duplex(t0: Instant, interval_ms: u64) -> (NodeCore, NodeCore) {
         timeout: Duration::from_millis(100),
         fall: 2,
         rise: 2,
+        fallback: false,
     };
     let mut c1 = config("n1", 1, vec![site(A, Role::Primary, Some(0))], &["n2"]);
     let mut c2 = config("n2", 2, vec![site(A, Role::Ingress, Some(0))], &["n1"]);

@@ -48,6 +48,7 @@ pub const APP_CHECK: AppCheckConfig = AppCheckConfig {
     timeout: Duration::from_millis(50),
     fall: 2,
     rise: 2,
+    fallback: false,
 };
 /// Rounds of one node at one instant before the simulation calls it a livelock.
 const MAX_ITERATIONS: usize = 100_000;

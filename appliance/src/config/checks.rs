@@ -137,6 +137,10 @@ impl Config {
                 timeout: std::time::Duration::from_millis(a.timeout_ms),
                 fall: a.fall,
                 rise: a.rise,
+                fallback: self.routes.iter().any(|r| {
+                    matches!(r.handler, HandlerKind::Upstream)
+                        && r.fallback.as_ref().is_some_and(|f| !f.is_empty())
+                }),
             },
         }))
     }

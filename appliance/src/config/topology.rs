@@ -391,6 +391,7 @@ impl Config {
                     ("retry_non_idempotent", r.retry_non_idempotent.is_some()),
                     ("request_id_header", r.request_id_header.is_some()),
                     ("proxy_protocol", r.proxy_protocol.is_some()),
+                    ("fallback", r.fallback.is_some()),
                 ] {
                     unexpected(k, present)?;
                 }
@@ -426,6 +427,13 @@ impl Config {
                     };
                     crate::upstream::parse_address(addr)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", key("address")))?;
+                    for (j, f) in r.fallback.iter().flatten().enumerate() {
+                        crate::upstream::parse_address(f)
+                            .map_err(|e| anyhow::anyhow!("{}[{j}]: {e}", key("fallback")))?;
+                        if f == addr {
+                            bail!("{}[{j}]: {f:?} is the route's own address: name the other instances of the application (e.g. the peer node's)", key("fallback"));
+                        }
+                    }
                     for (k, v, max) in [
                         ("timeout_ms", r.timeout_ms, 3_600_000),
                         ("connect_timeout_ms", r.connect_timeout_ms, 600_000),

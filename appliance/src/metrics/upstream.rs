@@ -28,12 +28,21 @@ pub(super) fn render(o: &mut String, extra: &Extra) {
             o,
             "hotpair_upstream_errors_total",
             "counter",
-            "Upstream exchanges that failed (the client got 502, or 504 for a timeout), by route and kind: connect, timeout, protocol, too_large.",
+            "Upstream exchanges that failed, by route and kind: connect, timeout, protocol, too_large (the client got 502, or 504 for a timeout, unless a fallback instance answered).",
         );
         for (route, s) in &stats {
             for (kind, n) in ERROR_KINDS.iter().zip(s.errors) {
                 f.sample(&[("route", route), ("kind", kind)], n as f64);
             }
+        }
+        let mut f = family(
+            o,
+            "hotpair_upstream_fallback_total",
+            "counter",
+            "Requests a route's fallback instance answered because its own application was unreachable (refused, reset, closed).",
+        );
+        for (route, s) in &stats {
+            f.sample(&[("route", route)], s.fallback as f64);
         }
     }
     if let Some(log) = &extra.access_log {
@@ -68,6 +77,7 @@ mod tests {
                 timeout: Duration::from_secs(2),
                 max_body: 1024,
                 retry_non_idempotent: false,
+                fallback: Vec::new(),
                 request_id_header: "X-Hotpair-Request-Id".into(),
                 proxy_protocol: false,
             })

@@ -15,6 +15,16 @@
 //! method is idempotent, or the route says the application deduplicates
 //! (`retry_non_idempotent`): a POST that reached the application and lost
 //! its reply is never executed twice behind the operator's back.
+//!
+//! Fallback: a route may name other instances of the same application
+//! (`fallback`, typically the peer node's). A request the local one could
+//! not take or dropped before a whole reply (unreachable: refused, reset,
+//! closed) is sent to them in turn, whatever its method: the pair already
+//! relies on the application deduplicating on the request id header — a
+//! takeover runs a request again on the peer's application the same way.
+//! This is what keeps a connection that only this node can serve (one it
+//! took over alone, with no shadow on the peer) answered while its own
+//! application is down.
 
 mod direct;
 mod headers;
@@ -62,6 +72,9 @@ pub struct UpstreamConfig {
     pub route: String,
     /// `host:port`, checked by [`parse_address`].
     pub address: String,
+    /// Other instances of the application (`host:port` each), tried in
+    /// order when `address` is unreachable (see the module doc).
+    pub fallback: Vec<String>,
     pub max_idle: usize,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
@@ -103,6 +116,8 @@ pub enum UpstreamError {
     Address(#[from] AddressError),
     #[error("{0:?}: {1}")]
     RequestIdHeader(String, &'static str),
+    #[error("fallback {0:?} is the route's own address")]
+    FallbackIsAddress(String),
 }
 
 /// Check an upstream `address`: an IP address or a host name (resolved
@@ -198,6 +213,8 @@ impl ProxyError {
 struct Stats {
     responses: Mutex<BTreeMap<u16, u64>>,
     errors: [AtomicU64; ERROR_KINDS.len()],
+    /// Requests a fallback answered.
+    fallback: AtomicU64,
 }
 
 /// A copy of an upstream's counters.
@@ -207,6 +224,8 @@ pub struct StatsSnapshot {
     pub responses: Vec<(u16, u64)>,
     /// Failures, by kind, in [`ERROR_KINDS`]' order.
     pub errors: [u64; ERROR_KINDS.len()],
+    /// Requests a fallback instance answered (the local one unreachable).
+    pub fallback: u64,
 }
 
 /// At most one warn per [`WARN_EVERY`]; the rest at debug, counted.
@@ -238,8 +257,9 @@ type HyperClient = Client<HttpConnector<resolve::Resolver>, Full<Bytes>>;
 pub struct Upstream {
     cfg: UpstreamConfig,
     client: HyperClient,
-    /// `http://host:port`, the pool's key.
-    base: String,
+    /// `http://host:port` of `address`, then of each fallback: the
+    /// pool's keys.
+    bases: Vec<String>,
     request_id_header: HeaderName,
     stats: Stats,
     warn: WarnLimit,
@@ -288,6 +308,12 @@ impl Upstream {
     /// the tokio runtime `handle` runs on.
     pub fn new(cfg: UpstreamConfig) -> Result<Self, UpstreamError> {
         parse_address(&cfg.address)?;
+        for f in &cfg.fallback {
+            parse_address(f)?;
+            if *f == cfg.address {
+                return Err(UpstreamError::FallbackIsAddress(f.clone()));
+            }
+        }
         let request_id_header = check_request_id_header(&cfg.request_id_header)?;
         let mut connector = HttpConnector::new_with_resolver(resolve::Resolver);
         connector.set_connect_timeout(Some(cfg.connect_timeout));
@@ -302,7 +328,10 @@ impl Upstream {
             .retry_canceled_requests(true)
             .build(connector);
         Ok(Upstream {
-            base: format!("http://{}", cfg.address),
+            bases: std::iter::once(&cfg.address)
+                .chain(&cfg.fallback)
+                .map(|a| format!("http://{a}"))
+                .collect(),
             cfg,
             client,
             request_id_header,
@@ -330,7 +359,11 @@ impl Upstream {
         for (e, c) in errors.iter_mut().zip(&self.stats.errors) {
             *e = c.load(Ordering::Relaxed);
         }
-        StatsSnapshot { responses, errors }
+        StatsSnapshot {
+            responses,
+            errors,
+            fallback: self.stats.fallback.load(Ordering::Relaxed),
+        }
     }
 
     /// Proxy `req` from `client`, who connected to `service`; never fails:
@@ -355,54 +388,87 @@ impl Upstream {
         client: SocketAddr,
         service: SocketAddr,
     ) -> Proxied {
-        let exchange = self.exchange(req, request_id, client, service);
-        let r = match tokio::time::timeout(self.cfg.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(ProxyError::Timeout(self.cfg.timeout)),
-        };
-        match r {
-            Ok(resp) => {
-                *self
-                    .stats
-                    .responses
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(resp.status)
-                    .or_default() += 1;
-                Proxied {
-                    response: resp,
-                    unreachable: false,
+        let mut local_unreachable = false;
+        let mut last = None;
+        for target in 0..self.bases.len() {
+            let exchange = self.exchange(target, req, request_id, client, service);
+            let r = match tokio::time::timeout(self.cfg.timeout, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(ProxyError::Timeout(self.cfg.timeout)),
+            };
+            match r {
+                Ok(resp) => {
+                    *self
+                        .stats
+                        .responses
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(resp.status)
+                        .or_default() += 1;
+                    if target > 0 {
+                        self.stats.fallback.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Proxied {
+                        response: resp,
+                        unreachable: false,
+                        local_unreachable,
+                    };
+                }
+                Err(e) => {
+                    self.stats.errors[e.kind()].fetch_add(1, Ordering::Relaxed);
+                    let upstream = self.address(target);
+                    let next = (e.unreachable() && target + 1 < self.bases.len())
+                        .then(|| self.address(target + 1));
+                    match self.warn.allow(Instant::now()) {
+                        Some(unsaid) => tracing::warn!(
+                            route = %self.cfg.route,
+                            upstream,
+                            error = %e,
+                            request_id,
+                            failures_not_logged = unsaid,
+                            fallback = next,
+                            "upstream request failed"
+                        ),
+                        None => tracing::debug!(
+                            route = %self.cfg.route,
+                            upstream,
+                            error = %e,
+                            request_id,
+                            fallback = next,
+                            "upstream request failed"
+                        ),
+                    }
+                    local_unreachable |= target == 0 && e.unreachable();
+                    // Only an application that is not there is passed
+                    // over: a slow or wrong answer is the answer.
+                    let again = next.is_some();
+                    last = Some(e);
+                    if !again {
+                        break;
+                    }
                 }
             }
-            Err(e) => {
-                self.stats.errors[e.kind()].fetch_add(1, Ordering::Relaxed);
-                match self.warn.allow(Instant::now()) {
-                    Some(unsaid) => tracing::warn!(
-                        route = %self.cfg.route,
-                        upstream = %self.cfg.address,
-                        error = %e,
-                        request_id,
-                        failures_not_logged = unsaid,
-                        "upstream request failed"
-                    ),
-                    None => tracing::debug!(
-                        route = %self.cfg.route,
-                        upstream = %self.cfg.address,
-                        error = %e,
-                        request_id,
-                        "upstream request failed"
-                    ),
-                }
-                Proxied {
-                    response: Response::error(e.status()),
-                    unreachable: e.unreachable(),
-                }
-            }
+        }
+        let e = last.unwrap_or(ProxyError::Protocol("no upstream".into()));
+        Proxied {
+            response: Response::error(e.status()),
+            unreachable: e.unreachable(),
+            local_unreachable,
+        }
+    }
+
+    /// The `host:port` of target `i` (0: `address`, then the fallbacks).
+    fn address(&self, i: usize) -> &str {
+        if i == 0 {
+            &self.cfg.address
+        } else {
+            &self.cfg.fallback[i - 1]
         }
     }
 
     async fn exchange(
         &self,
+        target: usize,
         req: &Request,
         request_id: &str,
         client: SocketAddr,
@@ -412,9 +478,9 @@ impl Upstream {
             client,
             request_id,
             request_id_header: &self.request_id_header,
-            authority: &self.cfg.address,
+            authority: self.address(target),
         };
-        let head = headers::request_head(req, &fwd, &self.base)
+        let head = headers::request_head(req, &fwd, &self.bases[target])
             .map_err(|e| ProxyError::Protocol(format!("request not forwardable: {e}")))?;
         let proxy_header = self
             .cfg
@@ -440,7 +506,7 @@ impl Upstream {
                     if let Some(pq) = head.uri.path_and_query() {
                         *r.uri_mut() = hyper::Uri::from(pq.clone());
                     }
-                    direct::send(&self.cfg.address, self.cfg.connect_timeout, ph, r).await
+                    direct::send(self.address(target), self.cfg.connect_timeout, ph, r).await
                 }
             };
             match sent {
@@ -520,9 +586,12 @@ impl Upstream {
 pub struct Proxied {
     /// The reply for the client (an error reply when the exchange failed).
     pub response: Response,
-    /// The application could not take the request or dropped it before a
-    /// whole reply (see `ProxyError::unreachable`).
+    /// No instance of the application could take the request or each
+    /// dropped it before a whole reply (see `ProxyError::unreachable`).
     pub unreachable: bool,
+    /// The local application (`address`) was unreachable, whether or not a
+    /// fallback answered: evidence for the application check.
+    pub local_unreachable: bool,
 }
 
 /// A reply body cut short by the application's end of the connection.

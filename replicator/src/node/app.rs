@@ -29,6 +29,11 @@ pub struct AppCheckConfig {
     pub fall: u32,
     /// Successes in a row that mark it up again.
     pub rise: u32,
+    /// Another instance of the application answers this node's requests
+    /// while its own is down (the route's `fallback`): connections only
+    /// this node serves are kept here rather than lost in a handover (see
+    /// `NodeCore::app_changed`).
+    pub fallback: bool,
 }
 
 /// The check's state machine, driven by passed-in time.
@@ -152,6 +157,7 @@ mod tests {
                 timeout: ms(200),
                 fall: 2,
                 rise: 2,
+                fallback: false,
             },
             t,
         )

@@ -271,6 +271,10 @@ pub struct NodeCore {
     app: Option<AppCheck>,
     /// Error replies held for the application check's verdict.
     held: Vec<HeldReply>,
+    /// The application is down and the handover waits for the connections
+    /// only this node serves to go (their requests go to the route's
+    /// fallback meanwhile; see `NodeCore::app_changed`).
+    app_handover_deferred: bool,
 }
 
 /// The channel naming a service address on the link.
@@ -454,6 +458,7 @@ impl NodeCore {
             lan: cfg.lan_check.map(|c| LanCheck::new(c, cfg.mac, now)),
             app: cfg.app_check.map(|c| AppCheck::new(c, now)),
             held: Vec::new(),
+            app_handover_deferred: false,
         })
     }
 
@@ -776,6 +781,16 @@ impl NodeCore {
             self.handle_job_done(site, conn, index, response);
         }
         if let Some(up) = change {
+            self.app_changed(up);
+        }
+    }
+
+    /// The local application refused or dropped a request that another
+    /// instance (the route's fallback) then answered: evidence for the
+    /// application check, as in [`NodeCore::handle_job_unreachable`], with
+    /// nothing to hold.
+    pub fn handle_app_unreachable(&mut self, now: Instant) {
+        if let Some(up) = self.app.as_mut().and_then(|a| a.handle_unreachable(now)) {
             self.app_changed(up);
         }
     }

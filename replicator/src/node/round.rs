@@ -36,6 +36,7 @@ impl NodeCore {
             busy = true;
         }
         busy |= self.release_held(now);
+        busy |= self.retry_app_handover();
         let lan_up = self.lan_up();
         for (i, site) in self.sites.iter_mut().enumerate() {
             // Fencing a starting owner is routine (see `Engine::set_starting`).

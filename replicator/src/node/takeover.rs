@@ -93,9 +93,16 @@ impl NodeCore {
     /// the peer is only told, so it will not hand this node its
     /// addresses. Up: it may link again and rejoin; requests held for the
     /// verdict get their error replies now (the peer did not take them).
+    ///
+    /// With a fallback (`AppCheckConfig::fallback`), the handover waits
+    /// while this node serves connections no peer shadows (taken over
+    /// alone, kept after the peer rejoined): a handover would lose them,
+    /// while the fallback answers their requests. It happens once they
+    /// are gone ([`NodeCore::retry_app_handover`]).
     pub(super) fn app_changed(&mut self, up: bool) {
         self.announce_fit();
         if up {
+            self.app_handover_deferred = false;
             tracing::info!("application check passes again");
             for h in &mut self.held {
                 h.until = h.until.min(self.last_call.unwrap_or(h.until));
@@ -116,11 +123,60 @@ impl NodeCore {
             );
             return;
         }
+        let stranded = self.stranded_connections();
+        if stranded > 0 && self.app.as_ref().is_some_and(|a| a.config().fallback) {
+            self.app_handover_deferred = true;
+            tracing::warn!(
+                connections = stranded,
+                "application check failed: the application behind this node does not answer; \
+                 connections here that no peer shadows would be lost in a handover, so the \
+                 route's fallback answers their requests and the addresses are handed over \
+                 once they are gone"
+            );
+            return;
+        }
         tracing::warn!(
             "application check failed: the application behind this node does not answer; \
              handing its addresses to its peers"
         );
         self.hand_over("application down");
+    }
+
+    /// Connections answered here that no peer shadows, on the addresses a
+    /// handover would move.
+    fn stranded_connections(&self) -> usize {
+        self.sites
+            .iter()
+            .filter(|s| {
+                !s.engine.fenced()
+                    && !s.yielded
+                    && s.replica.as_ref().is_some_and(|r| r.peer_can_take_over())
+            })
+            .map(|s| s.conns.unreplicated())
+            .sum()
+    }
+
+    /// A handover deferred for stranded connections happens once they are
+    /// gone (or is forgotten once the application answers again). Returns
+    /// whether it happened.
+    pub(super) fn retry_app_handover(&mut self) -> bool {
+        if !self.app_handover_deferred {
+            return false;
+        }
+        if self.app_up() {
+            self.app_handover_deferred = false;
+            return false;
+        }
+        if self.stranded_connections() > 0 {
+            return false;
+        }
+        self.app_handover_deferred = false;
+        tracing::warn!(
+            "the connections no peer shadows are gone and the application still does not \
+             answer: handing the addresses to the peers"
+        );
+        self.hand_over("application down");
+        true
     }
 
     /// Tell every peer whether this node can serve (`Msg::Lan`).

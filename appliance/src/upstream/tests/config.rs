@@ -36,10 +36,17 @@ fn upstream_keys_are_checked_and_named() {
             "route[0].request_id_header",
         ),
         ("request_id_header = \"a b\"", "route[0].request_id_header"),
+        ("fallback = [\"10.0.0.2\"]", "route[0].fallback[0]"),
+        ("fallback = [\"127.0.0.1:1\"]", "route[0].fallback[0]"),
     ] {
         let e = err(&route(&format!("address = \"127.0.0.1:1\"\n{keys}")));
         assert!(e.contains(key), "{keys}: {e}");
     }
+    let fb = route("address = \"127.0.0.1:8080\"\nfallback = [\"10.0.0.2:8080\", \"app2:8080\"]");
+    assert_eq!(
+        Config::parse(&fb).unwrap().routes[0].fallback.as_deref(),
+        Some(&["10.0.0.2:8080".to_owned(), "app2:8080".to_owned()][..])
+    );
     let pp = route("address = \"127.0.0.1:1\"\nproxy_protocol = \"v2\"");
     assert!(Config::parse(&pp).unwrap().routes[0]
         .proxy_protocol
@@ -54,6 +61,10 @@ fn upstream_keys_are_checked_and_named() {
         "{BASE}[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\nretry_non_idempotent = true\n"
     );
     assert!(err(&generate).contains("route[0].retry_non_idempotent"));
+    let generate = format!(
+        "{BASE}[[route]]\nprefix = \"/g/\"\nhandler = \"generate\"\nfallback = [\"10.0.0.2:8080\"]\n"
+    );
+    assert!(err(&generate).contains("route[0].fallback"));
 }
 
 #[test]

@@ -33,6 +33,7 @@ fn config(address: String) -> UpstreamConfig {
         timeout: Duration::from_secs(5),
         max_body: 1 << 20,
         retry_non_idempotent: false,
+        fallback: Vec::new(),
         request_id_header: DEFAULT_REQUEST_ID_HEADER.into(),
         proxy_protocol: false,
     }
@@ -687,5 +688,98 @@ fn only_a_refused_or_dropped_exchange_counts_as_unreachable() {
         let up = Upstream::new(config(addr)).unwrap();
         let p = up.handle_outcome(&post, "id-6", client, service).await;
         assert!(!p.unreachable && p.response.status == 200, "{p:?}");
+    });
+}
+
+/// `fallback`: a request the local application could not take (refused),
+/// or dropped before a whole reply, goes to the fallback instance with
+/// the same request id — a POST included, as a takeover would run it on
+/// the peer — and `local_unreachable` tells the application check. A bad
+/// or slow local answer is the answer: never sent on.
+#[test]
+fn an_unreachable_application_passes_the_request_to_its_fallback() {
+    rt().block_on(async {
+        let (client, service) = (CLIENT.parse().unwrap(), SERVICE.parse().unwrap());
+        let post = request(Method::Post, "/app/orders", &[("Host", "shop")], b"order");
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let (peer, peer_log) = server(|_, _| Act::Reply(OK)).await;
+        let with_fallback = |address: String| {
+            let mut c = config(address);
+            c.fallback = vec![peer.clone()];
+            Upstream::new(c).unwrap()
+        };
+
+        // Refused locally: the peer's instance answers, once.
+        let up = with_fallback(refused.clone());
+        let p = up.handle_outcome(&post, "id-1", client, service).await;
+        assert!(p.local_unreachable && !p.unreachable, "{p:?}");
+        assert_eq!(p.response.status, 200, "{p:?}");
+        assert_eq!(up.stats().fallback, 1);
+        assert_eq!(up.stats().errors, [1, 0, 0, 0]);
+        let got = peer_log.got();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].method(), "POST");
+        assert_eq!(got[0].header(DEFAULT_REQUEST_ID_HEADER), ["id-1"]);
+        assert_eq!(got[0].body, b"order");
+
+        // Read, then dropped without a reply (the application died with
+        // it): run again on the peer, same id.
+        let (local, local_log) = server(|_, _| Act::Close).await;
+        let up = with_fallback(local);
+        let p = up.handle_outcome(&post, "id-2", client, service).await;
+        assert!(
+            p.local_unreachable && !p.unreachable && p.response.status == 200,
+            "{p:?}"
+        );
+        assert_eq!(local_log.got().len(), 1);
+        let got = peer_log.got();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].header(DEFAULT_REQUEST_ID_HEADER), ["id-2"]);
+
+        // Garbage, and a slow application, are answers: not sent on.
+        let (local, _) =
+            server(|_, _| Act::ReplyThenClose(b"SMTP ready\r\n\r\n", Duration::ZERO)).await;
+        let up = with_fallback(local);
+        let p = up.handle_outcome(&post, "id-3", client, service).await;
+        assert!(!p.local_unreachable && p.response.status == 502, "{p:?}");
+        let (local, _) = server(|_, _| Act::Hang).await;
+        let mut c = config(local);
+        c.fallback = vec![peer.clone()];
+        c.timeout = Duration::from_millis(200);
+        let up = Upstream::new(c).unwrap();
+        let p = up.handle_outcome(&post, "id-4", client, service).await;
+        assert!(!p.local_unreachable && p.response.status == 504, "{p:?}");
+        assert_eq!(
+            peer_log.got().len(),
+            2,
+            "a bad or slow answer went to the fallback"
+        );
+        assert_eq!(up.stats().fallback, 0);
+
+        // Both gone: unreachable, the held-reply path decides.
+        let c = {
+            let mut c = config(refused.clone());
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            c.fallback = vec![l.local_addr().unwrap().to_string()];
+            c
+        };
+        let up = Upstream::new(c).unwrap();
+        let p = up.handle_outcome(&post, "id-5", client, service).await;
+        assert!(
+            p.local_unreachable && p.unreachable && p.response.status == 502,
+            "{p:?}"
+        );
+        assert_eq!(up.stats().errors, [2, 0, 0, 0]);
+
+        // A fallback that is the address itself is refused.
+        let mut c = config(peer.clone());
+        c.fallback = vec![peer.clone()];
+        assert!(matches!(
+            Upstream::new(c),
+            Err(UpstreamError::FallbackIsAddress(_))
+        ));
     });
 }
