@@ -129,7 +129,7 @@ impl Service for Echo {
         }
     }
 
-    fn promote(&mut self, id: ConnId, conn: &mut Conn, _: Instant) {
+    fn promote(&mut self, id: ConnId, conn: &mut Conn, _: usize, _: Instant) {
         assert!(self.open.contains(&id), "{id:?} promoted while not open");
         assert!(!conn.promoted, "{id:?} promoted twice");
         conn.promoted = true;

@@ -273,6 +273,22 @@ fn status_and_metrics_follow_a_failover() {
         ) >= 1.0
     );
 
+    // The download it took over mid-reply is counted on its route, with
+    // its code: the only request n2 has answered (it shadowed the others).
+    assert_eq!(
+        requests_static(&after2),
+        1.0,
+        "[{test}] n2 did not count the request it took over\n{after2}"
+    );
+    assert_eq!(
+        value(
+            &after2,
+            &format!("hotpair_responses_total{{{ADDR},route=\"/static/\",code=\"200\"}}")
+        ),
+        Some(1.0),
+        "[{test}] n2 did not count the reply it finished\n{after2}"
+    );
+
     // New requests are served and counted by the survivor, with their latency.
     let small = lab.get("/static/index.html");
     assert!(!small.is_empty());

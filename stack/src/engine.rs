@@ -498,6 +498,7 @@ impl<C> Engine<C> {
         for i in 0..self.pool.slots.len() {
             let id = self.pool.id(i);
             if let Some(Slot {
+                handle,
                 phase: Phase::Active(a),
                 ..
             }) = self.pool.slots[i].as_mut()
@@ -507,7 +508,8 @@ impl<C> Engine<C> {
                     .get(&a.tuple)
                     .is_some_and(|t| t.shadow.is_some());
                 if shadow {
-                    service.promote(id, &mut a.conn, now);
+                    let unacked = self.sockets.get::<tcp::Socket>(*handle).send_queue();
+                    service.promote(id, &mut a.conn, unacked, now);
                     a.woken = true;
                     self.stats.promoted += 1;
                 }

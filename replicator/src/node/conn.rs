@@ -17,6 +17,7 @@
 
 mod live;
 mod shadow;
+mod taken;
 mod tls;
 
 pub use tls::{HandshakeDone, HandshakeWork};
@@ -162,6 +163,9 @@ pub struct Mirror {
     /// HTTPS: the client's records opened here (`input_log` holds
     /// plaintext) and the sending half followed from the log.
     tls: Option<Box<tls::MirrorTls>>,
+    /// Final replies the client has not acknowledged whole: the ones a
+    /// takeover finishes, counted here then.
+    unacked: taken::Record,
 }
 
 /// Which routes are in use as `static` (the first 64), to notice a change.
@@ -616,6 +620,7 @@ impl Service for SiteDriver<'_> {
                 ahead_skip: None,
                 ahead_mask: 0,
                 tls: self.tls.map(|_| Box::default()),
+                unacked: None,
             })
         } else {
             let tls = match self.tls.map(tls::LiveTls::new).transpose() {
@@ -714,9 +719,14 @@ impl Service for SiteDriver<'_> {
         true
     }
 
-    fn promote(&mut self, _id: ConnId, conn: &mut Conn, now: Instant) {
+    fn promote(&mut self, _id: ConnId, conn: &mut Conn, unacked: usize, now: Instant) {
         let Conn::Shadow(m) = conn else { return };
         self.conns.shadows -= 1;
+        if let Some(mut u) = m.unacked.take() {
+            for r in u.take(unacked) {
+                self.conns.requests.taken_over(r.route, r.status);
+            }
+        }
         // Replies made ahead are answered here: resume after the last.
         let (next_index, continue_sent) = match m.ahead.back() {
             Some(a) => {

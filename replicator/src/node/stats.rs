@@ -192,6 +192,16 @@ impl RequestTracker {
         }
     }
 
+    /// A takeover finishes a reply the dead primary made for `route`: the
+    /// request is counted here (its latency is the primary's, not known).
+    pub(crate) fn taken_over(&mut self, route: Option<usize>, status: Option<u16>) {
+        let slot = self.stats.slot(route);
+        slot.requests += 1;
+        if let Some(code) = status {
+            *slot.codes.entry(code).or_default() += 1;
+        }
+    }
+
     /// A unit from the HTTP layer joined `conn`'s socket queue; `final_of`
     /// is the request it is the final reply of.
     pub(crate) fn unit_queued(&mut self, conn: ConnKey, final_of: Option<u64>) {

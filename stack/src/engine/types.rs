@@ -160,7 +160,9 @@ pub trait Service {
     /// Connections with new work since the last call (replies arrived).
     fn woken(&mut self, out: &mut Vec<ConnId>);
     /// A shadow connection became live (takeover): serve it from now on.
-    fn promote(&mut self, _id: ConnId, _conn: &mut Self::Conn, _now: StdInstant) {}
+    /// `unacked`: the bytes its socket holds that the client has not
+    /// acknowledged (what the takeover sends again).
+    fn promote(&mut self, _id: ConnId, _conn: &mut Self::Conn, _unacked: usize, _now: StdInstant) {}
     /// Since when the connection has been idle — a keep-alive connection
     /// between requests, nothing received, owed or being written — if it
     /// is and this node decides its close (never a shadow). When new

@@ -8,6 +8,7 @@ use hotpair_stack::ConnId;
 
 use crate::{Event, Role, UnitKind};
 
+use super::taken;
 use super::tls::TLS_INDEX;
 use super::{
     discard_input, input_log_limit, local_reply, same_bytes, static_mask, Ahead, Mirror, NoReply,
@@ -68,6 +69,26 @@ impl SiteDriver<'_> {
                                 }
                             }
                         }
+                        // A final reply from the primary's unit (not one
+                        // made ahead: that was noted when made): which route
+                        // and status, for the takeover's count.
+                        let noted = kind == UnitKind::Final
+                            && index != CLOSE_INDEX
+                            && m.ahead.front().is_none_or(|a| a.index != index);
+                        let route = if noted {
+                            let end = input_end.saturating_sub(m.input_base) as usize;
+                            m.input_log
+                                .get(..end)
+                                .and_then(|req| taken::route_of(&self.shared.routes, req))
+                        } else {
+                            None
+                        };
+                        let status = if noted && m.tls.is_none() && !local {
+                            taken::status_of([&payload])
+                        } else {
+                            None
+                        };
+                        let mut local_status = None;
                         if m.ahead.front().is_some_and(|a| a.index == index) {
                             // This node made the reply already: the
                             // primary's unit must be for the same bytes.
@@ -121,6 +142,7 @@ impl SiteDriver<'_> {
                             match made {
                                 Ok(chunks) => match m.tls.as_mut() {
                                     None => {
+                                        local_status = taken::status_of(&chunks);
                                         self.shared.local_replies += 1;
                                         m.units_out.extend(chunks);
                                     }
@@ -141,6 +163,10 @@ impl SiteDriver<'_> {
                             }
                         } else if !payload.is_empty() {
                             m.units_out.push_back(payload);
+                        }
+                        if noted {
+                            let waiting = taken::waiting(&m.units_out, m.front_offset);
+                            taken::note(&mut m.unacked, waiting, route, status.or(local_status));
                         }
                         match kind {
                             UnitKind::Final if index != CLOSE_INDEX => {
@@ -174,8 +200,10 @@ impl SiteDriver<'_> {
         }
         self.read_input_log(m, sock);
         self.reply_ahead(m, now);
+        let mut sent = 0;
         while let Some(front) = m.units_out.front() {
             let n = sock.send_slice(&front[m.front_offset..]).unwrap_or(0);
+            sent += n;
             m.front_offset += n;
             if m.front_offset < front.len() {
                 break;
@@ -183,6 +211,7 @@ impl SiteDriver<'_> {
             m.units_out.pop_front();
             m.front_offset = 0;
         }
+        taken::sent(&mut m.unacked, sent, sock.send_queue());
         if m.close_pending && m.units_out.is_empty() && sock.is_open() && !m.diverged {
             sock.close();
         } else if m.gone && (!m.close_pending || m.diverged) && sock.is_open() {
@@ -240,6 +269,13 @@ impl SiteDriver<'_> {
                 Ok(r) => {
                     self.shared.local_replies += 1;
                     m.units_out.extend(r.chunks.iter().cloned());
+                    let waiting = taken::waiting(&m.units_out, m.front_offset);
+                    taken::note(
+                        &mut m.unacked,
+                        waiting,
+                        taken::route_of(&self.shared.routes, input),
+                        taken::status_of(&r.chunks),
+                    );
                     m.ahead.push_back(Ahead {
                         index,
                         input_end: start + r.input_end,
