@@ -31,10 +31,42 @@ pub enum LinkIn {
 /// Plaintext sealed per step of a flush: four Noise messages.
 const SEAL_SLICE: usize = 4 * crate::secure::MAX_PLAIN;
 
-/// Bytes read from a link socket per round, and written-but-unsent bytes
-/// beyond which the core is not polled for more (back-pressure).
+/// Bytes read from a link socket per round.
 const LINK_READ_PER_ROUND: usize = 8 << 20;
-const LINK_WRITE_BUFFER: usize = 4 << 20;
+/// Written-but-unsent bytes beyond which the core is not polled for more
+/// (back-pressure). Small, so that what waits for a busy link waits in the
+/// core's queue, where connections take turns (replica/queue.rs), not in
+/// one first-in, first-out buffer here: a client's small reply queued
+/// behind this much of others' at most (plus the kernel's send buffer).
+/// Many rounds' worth of a LAN link's bandwidth-delay product all the same.
+const LINK_WRITE_BUFFER: usize = 256 << 10;
+/// The kernel's share of the same: a link socket takes no more once this
+/// much it holds is not yet sent (`TCP_NOTSENT_LOWAT`; bytes in flight, a
+/// congestion window's worth, are not counted, so throughput is not
+/// capped). Without it the kernel's send buffer (megabytes, autotuned) is
+/// a first-in, first-out queue in front of every turn the core gives.
+const LINK_NOTSENT_LOWAT: u32 = 128 << 10;
+
+/// `TCP_NOTSENT_LOWAT` on a link socket; a kernel without it (before
+/// Linux 3.12) keeps the plain send buffer, logged once per link.
+fn set_notsent_lowat(sock: &std::net::TcpStream, bytes: u32) {
+    use std::os::fd::AsRawFd;
+    let v = bytes as libc::c_int;
+    // SAFETY: a valid socket descriptor and a c_int option value of the
+    // size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_NOTSENT_LOWAT not set on the link socket");
+    }
+}
 const LINK_WRITE_PER_ROUND: usize = 4 << 20;
 
 /// A link socket, driven non-blocking by the stack thread.
@@ -60,6 +92,7 @@ impl LinkSocket {
     fn new(sock: std::net::TcpStream, session: Session) -> std::io::Result<Self> {
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
+        set_notsent_lowat(&sock, LINK_NOTSENT_LOWAT);
         Ok(LinkSocket {
             sock,
             session,

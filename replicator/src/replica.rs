@@ -55,6 +55,7 @@
 mod ingress;
 mod link;
 mod primary;
+mod queue;
 mod vocab;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -117,8 +118,9 @@ struct Session {
     next_heartbeat_seq: u64,
     /// Cumulative acks to send, coalesced per connection.
     acks: BTreeMap<ConnKey, u64>,
-    /// `Frame`, `Unit` and `ConnGone` messages in order.
-    queue: VecDeque<Msg>,
+    /// `Frame`, `Unit`, `ConnGone`, `Routes` and `Leaving` messages: in
+    /// order, but connections' units in turns (`queue.rs`).
+    queue: queue::LinkQueue,
     /// `ConnGone` messages in `queue`: exempt from `max_forward_queue`, each
     /// holds a connection-table slot until sent.
     gone_in_queue: usize,

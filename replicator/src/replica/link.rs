@@ -1,7 +1,7 @@
 //! The link side: sessions, the peer's messages, timers, heartbeats and
 //! the messages to send; the failure decisions.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, trace, warn};
@@ -49,7 +49,7 @@ impl Replica {
             heartbeat_pending: None,
             next_heartbeat_seq: 0,
             acks: BTreeMap::new(),
-            queue: VecDeque::new(),
+            queue: super::queue::LinkQueue::default(),
             gone_in_queue: 0,
             frame_bytes: 0,
             unpolled_units: 0,
