@@ -841,6 +841,80 @@ impl Service for SiteDriver<'_> {
 mod tests {
     use super::*;
 
+    fn files(tag: &str, body: &[u8]) -> hotpair_http::files::Files {
+        let dir = std::env::temp_dir().join(format!("hotpair-conn-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.txt"), body).unwrap();
+        let f = hotpair_http::files::Files::load(&dir, "/s/").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        f
+    }
+
+    fn route(f: hotpair_http::files::Files) -> Route {
+        Route {
+            prefix: "/s/".into(),
+            handler: Handler::Files(f),
+            policy: Policy::Static,
+        }
+    }
+
+    fn body(r: &LocalReply) -> Vec<u8> {
+        r.chunks.concat()
+    }
+
+    /// A reload between the primary's static decision and the owner's copy:
+    /// the owner makes its copy from the generation the unit names — the
+    /// current one or the one the reload retired — and from no other.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test's origin of time
+    fn a_local_reply_is_made_from_the_named_generation_or_not_at_all() {
+        let now = Instant::now();
+        let (old, new) = (files("old", b"version one"), files("new", b"version two!"));
+        let (d_old, d_new) = (old.digest(), new.digest());
+        let shared = Shared {
+            routes: vec![route(new)],
+            digests: vec![d_new],
+            retired: vec![(route(old), d_old)],
+            limits: Limits::default(),
+            jobs: VecDeque::new(),
+            inline_generate: false,
+            tls_jobs: VecDeque::new(),
+            seed: 0,
+            handler_runs: 0,
+            local_replies: 0,
+            generation_missing: 0,
+            logged: false,
+            served_dropped: 0,
+            served: None,
+        };
+        let req = b"GET /s/a.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+        let made = |g: Option<&[u8; 32]>, ahead: Option<&[bool]>| {
+            local_reply(&shared, 0, false, req, now, ahead, g)
+        };
+        // Decided under the old content (before the primary heard of this
+        // node's reload): the old bytes.
+        let r = made(Some(&d_old), None)
+            .ok()
+            .expect("the retired generation");
+        assert!(body(&r).ends_with(b"version one"), "{:?}", body(&r));
+        assert_eq!(r.digest, d_old);
+        // Under the new: the new bytes.
+        let r = made(Some(&d_new), None)
+            .ok()
+            .expect("the current generation");
+        assert!(body(&r).ends_with(b"version two!"));
+        // A generation never held (or dropped by a second reload): nothing,
+        // so the shadow is given up instead of holding other bytes.
+        assert!(matches!(
+            made(Some(&[1; 32]), None),
+            Err(NoReply::Generation(d)) if d == [1; 32]
+        ));
+        // A reply made ahead comes from the current generation and says so.
+        let r = made(None, Some(&[true])).ok().expect("made ahead");
+        assert_eq!(r.digest, d_new);
+        assert!(body(&r).ends_with(b"version two!"));
+    }
+
     #[test]
     fn chunks_compare_with_a_whole_payload_end_to_end() {
         let c = |parts: &[&'static [u8]]| {
