@@ -911,7 +911,7 @@ mod tests {
             bytes,
             [
                 0, 0, 0, 24, // length
-                3, 5, // version, type
+                4, 5, // version, type
                 10, 77, 0, 10, // channel (the service address 10.77.0.10)
                 10, 0, 0, 7, 0x9c, 0xbb, 0xde, 0xad, 0xbe, 0xef, // conn
                 0, 0, 0, 0, 0, 0, 0, 5, // seq
