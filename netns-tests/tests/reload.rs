@@ -155,7 +155,7 @@ fn sighup_reloads_the_docroot_and_static_is_back_without_dropping_a_connection()
     let cap = Capture::start(&lab, tmp.path());
     let src = docroot.join(DOWNLOAD_FILE);
     let dl = tmp.path().join("download.bin");
-    let curl = lab.curl_download(
+    let mut curl = lab.curl_download(
         &url(&format!("/static/{DOWNLOAD_FILE}")),
         DOWNLOAD_RATE,
         &dl,
@@ -172,6 +172,10 @@ fn sighup_reloads_the_docroot_and_static_is_back_without_dropping_a_connection()
     // then, still served.
     thread::sleep(Duration::from_millis(300));
     hangup(&lab, "n1");
+    assert!(
+        !curl.exited(),
+        "[{test}] the download ended before both reloads: it proves nothing"
+    );
     let (a1, b1) = wait_for(&lab, "both reloaded, static in use again", |a, b| {
         a.reloads_ok == 1 && b.reloads_ok == 1 && a.in_use && b.in_use
     });
