@@ -425,11 +425,19 @@ pub(crate) mod tests {
             routes: vec![RouteInfo {
                 route: "/static/".into(),
                 policy: "static".into(),
+                generation: "46c7cbd683be".into(),
             }],
             leaving: false,
             lan_up: Some(true),
             app_up: Some(false),
             held_replies: 0,
+            reloads: ReloadStatus {
+                ok: 2,
+                failed: 1,
+                refused: 0,
+                last_ok_unix_ms: 998_000,
+                generation_missing: 0,
+            },
             taken_at: None,
         }
     }
