@@ -134,6 +134,8 @@ impl Entry {
 struct Shared {
     dropped: AtomicU64,
     last_warn: Mutex<Option<Instant>>,
+    /// Open the file again before the next line (SIGHUP).
+    reopen: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -157,6 +159,9 @@ impl Shared {
 pub struct AccessLog {
     tx: SyncSender<Entry>,
     shared: Arc<Shared>,
+    /// The file, opened again on [`AccessLog::reopen`] (`None`: stdout or
+    /// a writer given to [`AccessLog::start_with`]).
+    path: Option<Arc<std::path::PathBuf>>,
 }
 
 impl AccessLog {
@@ -176,7 +181,8 @@ impl AccessLog {
                     .with_context(|| format!("log.access: opening {}", path.display()))?,
             )
         };
-        Self::start_with(out, section.access_format, section.access_queue).map(Some)
+        let path = (path.as_os_str() != "-").then(|| Arc::new(path.clone()));
+        Self::start_inner(out, section.access_format, section.access_queue, path).map(Some)
     }
 
     /// A writer thread writing to `out`.
@@ -185,14 +191,32 @@ impl AccessLog {
         format: AccessFormat,
         queue: usize,
     ) -> Result<AccessLog> {
+        Self::start_inner(out, format, queue, None)
+    }
+
+    fn start_inner(
+        out: Box<dyn Write + Send>,
+        format: AccessFormat,
+        queue: usize,
+        path: Option<Arc<std::path::PathBuf>>,
+    ) -> Result<AccessLog> {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue);
         let shared = Arc::new(Shared::default());
         let writer_shared = shared.clone();
+        let writer_path = path.clone();
         std::thread::Builder::new()
             .name("hotpair-access".into())
-            .spawn(move || write_lines(rx, out, format, &writer_shared))
+            .spawn(move || write_lines(rx, out, format, &writer_shared, writer_path.as_deref()))
             .context("starting the access log thread")?;
-        Ok(AccessLog { tx, shared })
+        Ok(AccessLog { tx, shared, path })
+    }
+
+    /// Open the file again before the next line (SIGHUP, after logrotate
+    /// moved it away): lines go to a file of the configured name again.
+    pub fn reopen(&self) {
+        if self.path.is_some() {
+            self.shared.reopen.store(true, Ordering::Relaxed);
+        }
     }
 
     /// `n` lines lost before they reached this log (counted as dropped).
@@ -222,6 +246,7 @@ fn write_lines(
     out: Box<dyn Write + Send>,
     format: AccessFormat,
     shared: &Shared,
+    path: Option<&std::path::PathBuf>,
 ) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut line = Vec::with_capacity(512);
@@ -241,6 +266,22 @@ fn write_lines(
             }
             Err(TryRecvError::Disconnected) => break,
         };
+        if let (true, Some(p)) = (shared.reopen.swap(false, Ordering::Relaxed), path) {
+            let _ = out.flush();
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+            {
+                Ok(f) => out = std::io::BufWriter::with_capacity(64 * 1024, Box::new(f)),
+                // The old file stays open: lines still land somewhere.
+                Err(e) => tracing::warn!(
+                    path = %p.display(),
+                    error = %e,
+                    "access log: cannot reopen the file; writing on to the old one"
+                ),
+            }
+        }
         line.clear();
         match format {
             AccessFormat::Combined => combined(&e, &mut line),

@@ -80,6 +80,9 @@ pub struct Status {
     /// application check's verdict (see docs/application.md).
     #[serde(default)]
     pub held_replies: usize,
+    /// SIGHUP reloads.
+    #[serde(default)]
+    pub reloads: ReloadStatus,
     /// When the stack thread took this snapshot, on its monotonic clock:
     /// how `/healthz` tells a live stack loop from a stalled one without
     /// trusting the wall clock. Not in the JSON (meaningless elsewhere).
@@ -260,6 +263,28 @@ pub struct LatencyStatus {
 pub struct RouteInfo {
     pub route: String,
     pub policy: String,
+    /// The content generation served now: the first 6 bytes of the
+    /// route's digest in hex (a `files` route's; empty for others). Two
+    /// nodes serving the same generation use `static` as configured.
+    #[serde(default)]
+    pub generation: String,
+}
+
+/// SIGHUP reloads so far, by result (see docs/operations.md, "Signals").
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReloadStatus {
+    /// Applied: the new routes and content are served.
+    pub ok: u64,
+    /// The config did not load (a parse or validation error, a docroot
+    /// that did not read): nothing changed.
+    pub failed: u64,
+    /// The config changed a key that cannot change live: nothing changed.
+    pub refused: u64,
+    /// When the last reload was applied (Unix ms; 0: never).
+    pub last_ok_unix_ms: u64,
+    /// Local units naming a content generation this node no longer held:
+    /// those connections' shadows were given up (never a spliced reply).
+    pub generation_missing: u64,
 }
 
 /// One replication link.
@@ -400,11 +425,19 @@ pub(crate) mod tests {
             routes: vec![RouteInfo {
                 route: "/static/".into(),
                 policy: "static".into(),
+                generation: "46c7cbd683be".into(),
             }],
             leaving: false,
             lan_up: Some(true),
             app_up: Some(false),
             held_replies: 0,
+            reloads: ReloadStatus {
+                ok: 2,
+                failed: 1,
+                refused: 0,
+                last_ok_unix_ms: 998_000,
+                generation_missing: 0,
+            },
             taken_at: None,
         }
     }

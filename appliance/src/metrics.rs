@@ -152,6 +152,26 @@ pub fn render(s: &Status) -> String {
         "Requests the application could not take, waiting for the application check's verdict.",
     );
     f.sample(&[], s.held_replies as f64);
+    let mut f = family(
+        &mut o,
+        "hotpair_reloads_total",
+        "counter",
+        "SIGHUP reloads by result: ok (applied), failed (the config did not load), refused (a key that cannot change live).",
+    );
+    for (result, n) in [
+        ("ok", s.reloads.ok),
+        ("failed", s.reloads.failed),
+        ("refused", s.reloads.refused),
+    ] {
+        f.sample(&[("result", result)], n as f64);
+    }
+    let mut f = family(
+        &mut o,
+        "hotpair_static_generation_missing_total",
+        "counter",
+        "Local (static) units naming a content generation this node no longer held: those connections' shadows were given up.",
+    );
+    f.sample(&[], s.reloads.generation_missing as f64);
 
     let mut f = family(
         &mut o,

@@ -28,8 +28,8 @@ use crate::upstream::{self, Upstream, UpstreamConfig};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Set by SIGHUP; a runtime task says so in the log (a signal handler
-/// may only touch an atomic).
+/// Set by SIGHUP; a runtime task reloads (a signal handler may only touch
+/// an atomic).
 static HANGUP: AtomicBool = AtomicBool::new(false);
 
 /// How often that task looks.
@@ -52,24 +52,94 @@ fn install_signal_handlers() {
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
     // SIGHUP's default action kills the process: a crash-style failover
-    // for anyone used to `kill -HUP` meaning "reload". Caught instead; a
-    // reload is not implemented yet, which `warn_on_hangup` says.
+    // for anyone used to `kill -HUP` meaning "reload". Caught: it reloads
+    // (`reload_on_hangup`).
     // SAFETY: as above.
     unsafe { libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t) };
 }
 
-/// Says in the log, for each SIGHUP, that nothing was reloaded.
-async fn warn_on_hangup() {
+/// For each SIGHUP: read the config file again, off the stack thread (a
+/// docroot may be large), and hand the result to it (`NodeShell` applies
+/// it between two rounds). One reload at a time; a SIGHUP during one
+/// starts another after it.
+async fn reload_on_hangup(
+    path: PathBuf,
+    started: Vec<(&'static str, String)>,
+    to_stack: mpsc::Sender<crate::service::ReloadIn>,
+    waker: Waker,
+) {
     let mut tick = tokio::time::interval(HANGUP_POLL);
+    let started = Arc::new(started);
     loop {
         tick.tick().await;
-        if HANGUP.swap(false, Ordering::Relaxed) {
-            tracing::warn!(
-                "SIGHUP received: reloading is not implemented yet — nothing was reloaded \
-                 (the docroot, routes and config stay as started); the node keeps running. \
-                 Restart it to apply changes (docs/operations.md)"
-            );
+        if !HANGUP.swap(false, Ordering::Relaxed) {
+            continue;
         }
+        tracing::info!(config = %path.display(), "SIGHUP: reloading the config file");
+        let (p, s) = (path.clone(), started.clone());
+        let r = tokio::task::spawn_blocking(move || prepare_reload(&p, &s))
+            .await
+            .unwrap_or_else(|e| crate::service::ReloadIn::Failed(format!("reload task: {e}")));
+        if to_stack.send(r).is_err() {
+            return;
+        }
+        waker.wake();
+    }
+}
+
+/// The parts of a config that cannot change while the node runs (the
+/// addresses, roles, peers, link, TAP, limits, …), each by its key, as a
+/// value to compare: a reload that changes one is refused.
+pub fn fixed_parts(cfg: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("node", format!("{:?}", cfg.node)),
+        ("service", format!("{:?}", cfg.service)),
+        ("http", format!("{:?}", cfg.http)),
+        ("replication", format!("{:?}", cfg.replication)),
+        ("address", format!("{:?}", cfg.addresses)),
+        ("peer", format!("{:?}", cfg.peers)),
+        ("heartbeat", format!("{:?}", cfg.heartbeat)),
+        ("link", format!("{:?}", cfg.link)),
+        ("admin", format!("{:?}", cfg.admin)),
+        ("lan_check", format!("{:?}", cfg.lan_check)),
+        ("app_check", format!("{:?}", cfg.app_check)),
+        ("hooks", format!("{:?}", cfg.hooks)),
+        ("log", format!("{:?}", cfg.log)),
+        ("tls", format!("{:?}", cfg.tls)),
+    ]
+}
+
+/// Load `path` again and build its routes (reading every docroot), or say
+/// why not.
+fn prepare_reload(
+    path: &std::path::Path,
+    started: &[(&'static str, String)],
+) -> crate::service::ReloadIn {
+    use crate::service::ReloadIn;
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return ReloadIn::Failed(format!("{e:#}")),
+    };
+    let now = fixed_parts(&cfg);
+    let changed: Vec<&'static str> = started
+        .iter()
+        .zip(&now)
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|(a, _)| a.0)
+        .collect();
+    if !changed.is_empty() {
+        return ReloadIn::Refused(changed);
+    }
+    match build_routes(&cfg) {
+        Ok((routes, upstreams)) => {
+            let prefixes = routes.iter().map(|r| r.prefix.clone()).collect();
+            ReloadIn::Ready {
+                routes,
+                upstreams,
+                prefixes,
+            }
+        }
+        Err(e) => ReloadIn::Failed(format!("{e:#}")),
     }
 }
 
@@ -189,7 +259,15 @@ fn lifecycle(cfg: &Config) -> Result<crate::lifecycle::Lifecycle> {
 }
 
 /// Run a node until SIGTERM/SIGINT.
-pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()> {
+///
+/// `config`: the file `cfg` was read from, read again on SIGHUP (`None`:
+/// SIGHUP reloads nothing and says so).
+pub fn run(
+    cfg: Config,
+    config: Option<PathBuf>,
+    pcap: Option<PathBuf>,
+    pcap_max_bytes: u64,
+) -> Result<()> {
     let topo = cfg.topology()?;
     let (routes, upstreams) = build_routes(&cfg)?;
     let mac = config::parse_mac(&cfg.node.mac)?;
@@ -311,6 +389,7 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
     let stop_waker = waker.clone();
     let grace_waker = waker.clone();
     let link_waker = waker.clone();
+    let hangup_waker = waker.clone();
     let first_to_stack = to_stack.clone();
     let metrics_upstreams: Vec<Arc<Upstream>> = upstreams.iter().flatten().cloned().collect();
     let mut node = NodeShell::new(core, from_links, upstreams, runtime.handle().clone(), waker);
@@ -375,7 +454,31 @@ pub fn run(cfg: Config, pcap: Option<PathBuf>, pcap_max_bytes: u64) -> Result<()
         }
     }
     install_signal_handlers();
-    runtime.spawn(warn_on_hangup());
+    let (reload_tx, reload_rx) = mpsc::channel();
+    node.set_reloads(reload_rx);
+    match config {
+        Some(path) => {
+            runtime.spawn(reload_on_hangup(
+                path,
+                fixed_parts(&cfg),
+                reload_tx,
+                hangup_waker,
+            ));
+        }
+        None => {
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(HANGUP_POLL);
+                loop {
+                    tick.tick().await;
+                    if HANGUP.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "SIGHUP: no config file to read again; nothing was reloaded"
+                        );
+                    }
+                }
+            });
+        }
+    }
     for (i, s) in topo.sites.iter().enumerate() {
         tracing::info!(
             node = %cfg.node.name,

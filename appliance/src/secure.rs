@@ -40,7 +40,7 @@ pub const NOISE: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake: a peer speaking another link version fails it.
 /// v3: the initiator confirms the session with a first transport message
 /// (below); a v2 peer fails the handshake instead of half-pairing.
-const PROLOGUE: &[u8] = b"hotpair replication link v3";
+const PROLOGUE: &[u8] = b"hotpair replication link v4";
 /// Largest Noise message.
 const MAX_MSG: usize = 65_535;
 /// AEAD tag per transport message.

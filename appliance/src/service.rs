@@ -28,6 +28,22 @@ pub enum LinkIn {
     Lost(String),
 }
 
+/// A SIGHUP reload, read off the stack thread, for it to apply.
+pub enum ReloadIn {
+    /// The config loaded and changed nothing that cannot change live:
+    /// the new routes (docroots read), their upstream proxies, and their
+    /// prefixes (longest first) for the access log.
+    Ready {
+        routes: Vec<hotpair_replicator::node::Route>,
+        upstreams: crate::node::Upstreams,
+        prefixes: Vec<String>,
+    },
+    /// The config changed these keys, which cannot change live.
+    Refused(Vec<&'static str>),
+    /// The config did not load (or a docroot did not read).
+    Failed(String),
+}
+
 /// Plaintext sealed per step of a flush: four Noise messages.
 const SEAL_SLICE: usize = 4 * crate::secure::MAX_PLAIN;
 
@@ -287,6 +303,8 @@ pub struct NodeShell {
     /// The access log, and the routes' prefixes (longest first, as the
     /// core matches them) to name a `generate` request's route.
     access: Option<(crate::access_log::AccessLog, Vec<String>)>,
+    /// SIGHUP reloads read off the stack thread.
+    reloads: Option<mpsc::Receiver<ReloadIn>>,
 }
 
 /// What a lost link needs to be tried again: a new link task per loss.
@@ -327,7 +345,66 @@ impl NodeShell {
             held: (0..core_peers).map(|_| false).collect(),
             lifecycle: None,
             access: None,
+            reloads: None,
         }
+    }
+
+    /// Take SIGHUP reloads from `rx` (see `node::reload_on_hangup`).
+    pub fn set_reloads(&mut self, rx: mpsc::Receiver<ReloadIn>) {
+        self.reloads = Some(rx);
+    }
+
+    /// Apply the reloads read so far: the core takes the new routes
+    /// (comparing content digests with the peer again), the shell its
+    /// upstreams and the access log's route names; the access log is
+    /// reopened (logrotate). Refused and failed reloads change nothing.
+    fn apply_reloads(&mut self) -> bool {
+        let mut busy = false;
+        while let Some(r) = self.reloads.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            busy = true;
+            let result = match r {
+                ReloadIn::Ready {
+                    routes,
+                    upstreams,
+                    prefixes,
+                } => match self.core.handle_reload(routes) {
+                    Ok(done) => {
+                        self.upstreams = upstreams;
+                        if let Some((log, p)) = self.access.as_mut() {
+                            *p = prefixes;
+                            log.reopen();
+                        }
+                        tracing::info!(
+                            changed = ?done.changed,
+                            added = ?done.added,
+                            removed = ?done.removed,
+                            "reloaded: new requests use the new routes and content; connections carry on"
+                        );
+                        Some(true)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed: the node keeps serving as before");
+                        Some(false)
+                    }
+                },
+                ReloadIn::Refused(keys) => {
+                    tracing::warn!(
+                        keys = ?keys,
+                        "reload refused: these keys cannot change while the node runs (restart it, \
+                         one node at a time: docs/operations.md); nothing was reloaded"
+                    );
+                    None
+                }
+                ReloadIn::Failed(e) => {
+                    tracing::error!(error = %e, "reload failed: the config did not load; the node keeps serving as before");
+                    Some(false)
+                }
+            };
+            if let Some(st) = self.status.as_mut() {
+                st.reloaded(result);
+            }
+        }
+        busy
     }
 
     /// Run the application check the core asks for (`[app_check]`).
@@ -730,7 +807,10 @@ impl Node for NodeShell {
     }
 
     fn round(&mut self, now: Instant) -> bool {
-        let mut busy = self.read_links(now);
+        // Between rounds the core holds no job (each round's are spawned
+        // at its end), so no job indexes the route table a reload replaces.
+        let mut busy = self.apply_reloads();
+        busy |= self.read_links(now);
         busy |= self.run_jobs();
         busy |= self.run_app_check();
         busy |= self.core.round(now);

@@ -263,7 +263,9 @@ fn main() -> Result<ExitCode> {
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
-            node::run(cfg, args.pcap, args.pcap_max_bytes)
+            // Absolute: SIGHUP reads this same file again.
+            let config = std::fs::canonicalize(&args.config).unwrap_or(args.config.clone());
+            node::run(cfg, Some(config), args.pcap, args.pcap_max_bytes)
         }
         Command::Lab(args) => lab::run(args),
         Command::Demo(args) => demo::run(args),

@@ -332,7 +332,7 @@ fn alone(cfg: ReplicaConfig, mut inp: Input<'_>) {
                         digest: [7; 32],
                     }];
                     obs.send_routes(&mut r, routes);
-                } else if let Ok(seq) = r.log_local_unit(conn, index, end, close) {
+                } else if let Ok(seq) = r.log_local_unit(conn, index, end, close, [7; 32]) {
                     obs.logged(conn, seq);
                 }
             }
@@ -451,7 +451,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
                 input_end: inp.u64(),
                 close_after: inp.bool(),
                 local: true,
-                payload: Bytes::new(),
+                payload: Bytes::from_static(&[7; 32]),
             },
             2 => Msg::Lan { up: inp.bool() },
             _ => Msg::ConnGone { conn },
@@ -581,12 +581,12 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
                 let (index, kind, end, close) = (inp.u64(), kind(&mut inp), inp.u64(), inp.bool());
                 let local = inp.below(4) == 0;
                 let (kind, payload) = if local {
-                    (UnitKind::Final, Bytes::new())
+                    (UnitKind::Final, Bytes::from_static(&[7; 32]))
                 } else {
                     (kind, payload(&mut inp, tag))
                 };
                 let logged = if local {
-                    p.r.log_local_unit(conn, index, end, close)
+                    p.r.log_local_unit(conn, index, end, close, [7; 32])
                 } else {
                     p.r.log_unit(conn, index, kind, end, close, payload.clone())
                 };

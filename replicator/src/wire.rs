@@ -32,8 +32,14 @@
 //! (10 bytes). `role`: 0 simplex, 1 primary, 2 ingress. `kind`: 0 interim,
 //! 1 final. Unit `flags`: bit 0 close after this unit, bit 1 *local* (the
 //! receiver makes the reply itself from its own copy of a `static` route's
-//! content; the payload is empty). `policy`: 0 logged, 1 static,
-//! 2 sync-static.
+//! content; the payload is the 32-byte digest of the content generation the
+//! sender made its reply from — [`LOCAL_DIGEST_LEN`] — so that the receiver
+//! makes its copy from exactly that generation, or none: see
+//! `docs/replication-protocol.md`, "Reloading content"). `policy`: 0 logged,
+//! 1 static, 2 sync-static.
+//!
+//! Version 4 added the digest to local units (a reload may change a route's
+//! content between the primary's decision and the ingress node's copy).
 //!
 //! # Panics
 //!
@@ -48,7 +54,9 @@ use thiserror::Error;
 use crate::{ConnKey, Role, UnitKind};
 
 /// Version byte carried by every message (framing and bodies).
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
+/// Bytes of a local unit's payload: the content digest it was made under.
+pub const LOCAL_DIGEST_LEN: usize = 32;
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
 /// Largest value of the length prefix (version + type + body).
@@ -320,9 +328,9 @@ impl Msg {
         } = self
         {
             // The decoder's rule, as above.
-            if *kind != UnitKind::Final || !payload.is_empty() {
+            if *kind != UnitKind::Final || payload.len() != LOCAL_DIGEST_LEN {
                 return Err(WireError::Malformed {
-                    what: "Unit (a local unit is a final reply with no payload)",
+                    what: "Unit (a local unit is a final reply whose payload is a digest)",
                 });
             }
         }
@@ -599,9 +607,9 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
             }
             let local = flags & FLAG_LOCAL != 0;
             let payload = r.rest();
-            if local && (kind != UnitKind::Final || !payload.is_empty()) {
+            if local && (kind != UnitKind::Final || payload.len() != LOCAL_DIGEST_LEN) {
                 return Err(WireError::Malformed {
-                    what: "Unit (a local unit is a final reply with no payload)",
+                    what: "Unit (a local unit is a final reply whose payload is a digest)",
                 });
             }
             Msg::Unit {
@@ -830,7 +838,7 @@ mod tests {
                 input_end: 99,
                 close_after: true,
                 local: true,
-                payload: Bytes::new(),
+                payload: Bytes::from_static(&[7; LOCAL_DIGEST_LEN]),
             },
             Msg::Routes { routes: vec![] },
             Msg::Routes {
@@ -903,7 +911,7 @@ mod tests {
             bytes,
             [
                 0, 0, 0, 24, // length
-                3, 5, // version, type
+                4, 5, // version, type
                 10, 77, 0, 10, // channel (the service address 10.77.0.10)
                 10, 0, 0, 7, 0x9c, 0xbb, 0xde, 0xad, 0xbe, 0xef, // conn
                 0, 0, 0, 0, 0, 0, 0, 5, // seq
@@ -985,7 +993,11 @@ mod tests {
         );
         for (kind, payload) in [
             (UnitKind::Final, Bytes::from_static(b"x")),
-            (UnitKind::Interim, Bytes::new()),
+            (UnitKind::Final, Bytes::new()),
+            (
+                UnitKind::Interim,
+                Bytes::from_static(&[7; LOCAL_DIGEST_LEN]),
+            ),
         ] {
             let bad_local = Msg::Unit {
                 conn: CONN,
@@ -1012,7 +1024,7 @@ mod tests {
             input_end: 0,
             close_after: true,
             local: true,
-            payload: Bytes::new(),
+            payload: Bytes::from_static(&[7; LOCAL_DIGEST_LEN]),
         };
         local.encode(CH, &mut out).unwrap();
         assert_eq!(Msg::decode(Bytes::from(out)), Ok((CH, local)));
@@ -1121,9 +1133,9 @@ mod tests {
             Msg::decode(Bytes::from(unit)),
             Err(WireError::Malformed { what: "Unit flags" })
         );
-        // A local unit must be a final reply without payload.
+        // A local unit must be a final reply whose payload is a digest.
         let mut unit = encode(&samples()[7]);
-        unit[HEADER_LEN + PREFIX_LEN + CONN_KEY_LEN + 25] = 3; // close + local, payload present
+        unit[HEADER_LEN + PREFIX_LEN + CONN_KEY_LEN + 25] = 3; // close + local, payload not a digest
         assert!(matches!(
             Msg::decode(Bytes::from(unit)),
             Err(WireError::Malformed { .. })

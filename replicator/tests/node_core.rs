@@ -455,6 +455,80 @@ fn static_is_used_only_while_both_nodes_hold_the_same_content() {
 }
 
 #[test]
+fn a_reload_compares_digests_again_and_static_is_back_once_both_nodes_agree() {
+    let t0 = origin();
+    let mut c1 = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+    c1.routes = vec![static_route(docroot("r-owner", b"v1"), Policy::Static)];
+    let mut c2 = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
+    c2.routes = vec![static_route(docroot("r-primary", b"v1"), Policy::Static)];
+    let (mut n1, mut n2) = (
+        NodeCore::new(c1, t0).unwrap(),
+        NodeCore::new(c2, t0).unwrap(),
+    );
+    let mut t = boot(&mut n1, &mut n2, t0);
+    assert!(n1.static_in_use(0, 0) && n2.static_in_use(0, 0));
+    let v1 = n1.route_digest(0);
+    // The owner reloads a changed file: at once neither node uses the
+    // route as static (the primary hears of it in the owner's new Routes),
+    // and the owner still holds the old generation for units on their way.
+    let r = n1
+        .handle_reload(vec![static_route(
+            docroot("r-owner2", b"v2"),
+            Policy::Static,
+        )])
+        .unwrap();
+    assert_eq!(r.changed.len(), 1, "{r:?}");
+    assert!(
+        !n1.static_in_use(0, 0),
+        "the owner compares with the peer's last Routes"
+    );
+    t += Duration::from_millis(10);
+    settle(&mut n1, &mut n2, t);
+    assert!(
+        !n2.static_in_use(0, 0),
+        "the primary heard of the owner's reload"
+    );
+    assert_ne!(n1.route_digest(0), v1);
+    assert_eq!(n1.retired_generations(), vec![("/static/".to_owned(), v1)]);
+    // The primary reloads the same change: equal digests, static again,
+    // on both, in the same link session.
+    n2.handle_reload(vec![static_route(
+        docroot("r-primary2", b"v2"),
+        Policy::Static,
+    )])
+    .unwrap();
+    assert!(
+        n2.static_in_use(0, 0),
+        "the primary compares with the owner's new Routes"
+    );
+    t += Duration::from_millis(10);
+    settle(&mut n1, &mut n2, t);
+    assert!(n1.static_in_use(0, 0) && n2.static_in_use(0, 0));
+    assert_eq!(n1.route_digest(0), n2.route_digest(0));
+    // A reload that changes nothing keeps static in use and the retired
+    // generation (units naming it may still come).
+    n1.handle_reload(vec![static_route(
+        docroot("r-owner3", b"v2"),
+        Policy::Static,
+    )])
+    .unwrap();
+    assert!(n1.static_in_use(0, 0));
+    assert_eq!(n1.retired_generations(), vec![("/static/".to_owned(), v1)]);
+    // A table the core cannot run is refused and the old one stays.
+    let bad = n1.handle_reload(vec![Route {
+        prefix: "/gen/".into(),
+        handler: Handler::Generate { max_size: 10 },
+        policy: Policy::Static,
+    }]);
+    assert_eq!(
+        bad.err(),
+        Some(NodeConfigError::StaticNeedsFiles("/gen/".into()))
+    );
+    assert_eq!(n1.route_prefix(0), "/static/");
+    assert!(n1.static_in_use(0, 0));
+}
+
+#[test]
 fn a_peer_leaving_is_taken_over_at_once_and_its_address_claimed_without_probes() {
     let t0 = origin();
     let pair = || {

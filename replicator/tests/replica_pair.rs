@@ -844,14 +844,14 @@ fn unit(c: ConnKey, seq: u64, body: &'static [u8]) -> Msg {
 // ---- static content --------------------------------------------------------
 
 #[test]
-fn a_local_unit_carries_its_place_not_its_bytes_and_is_released_by_its_ack() {
+fn a_local_unit_carries_its_place_and_content_digest_not_its_bytes_and_is_released_by_its_ack() {
     let mut pair = Pair::connected();
     let c = conn(1);
     let logged_seq = pair.log(c, 0, "a logged reply");
     let local_seq = pair
         .p
         .r
-        .log_local_unit(c, 1, 250, true)
+        .log_local_unit(c, 1, 250, true, [9; 32])
         .expect("log_local_unit");
     assert_eq!(
         (logged_seq, local_seq),
@@ -865,7 +865,7 @@ fn a_local_unit_carries_its_place_not_its_bytes_and_is_released_by_its_ack() {
         matches!(
             &ing[1],
             Event::Logged { conn, seq: 1, index: 1, kind: UnitKind::Final, input_end: 250, close_after: true, local: true, payload }
-                if *conn == c && payload.is_empty()
+                if *conn == c && payload[..] == [9; 32]
         ),
         "{:?}",
         ing[1]

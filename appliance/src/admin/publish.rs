@@ -108,6 +108,7 @@ pub struct StatusPublisher {
     sites: Vec<SiteCounters>,
     events: Vec<RoleEvent>,
     leaving: bool,
+    reloads: crate::admin::ReloadStatus,
 }
 
 impl StatusPublisher {
@@ -126,6 +127,7 @@ impl StatusPublisher {
                 sites: Vec::new(),
                 events: Vec::new(),
                 leaving: false,
+                reloads: Default::default(),
             },
             StatusSource { rx, want, waker },
         )
@@ -226,6 +228,21 @@ impl StatusPublisher {
         });
     }
 
+    /// A SIGHUP reload ended: `Some(true)` applied, `Some(false)` failed
+    /// (the config did not load), `None` refused (a key that cannot
+    /// change live). The next snapshot is published at once.
+    pub fn reloaded(&mut self, result: Option<bool>) {
+        match result {
+            Some(true) => {
+                self.reloads.ok += 1;
+                self.reloads.last_ok_unix_ms = unix_ms(std::time::SystemTime::now());
+            }
+            Some(false) => self.reloads.failed += 1,
+            None => self.reloads.refused += 1,
+        }
+        self.next = None;
+    }
+
     /// The node began a planned stop: the next snapshot (due at once)
     /// says so, and `/readyz` and `hotpair status --check` stop calling
     /// it ready before it is gone.
@@ -304,6 +321,7 @@ impl StatusPublisher {
             .map(|r| RouteInfo {
                 route: core.route_prefix(r).to_owned(),
                 policy: policy_name(core.route_policy(r)),
+                generation: generation(core.route_digest(r)),
             })
             .collect();
         Status {
@@ -320,6 +338,10 @@ impl StatusPublisher {
             lan_up: core.lan_check_state(),
             app_up: core.app_check_state(),
             held_replies: core.held_replies(),
+            reloads: crate::admin::ReloadStatus {
+                generation_missing: core.generation_missing(),
+                ..self.reloads.clone()
+            },
             taken_at: Some(now),
         }
     }
@@ -481,4 +503,13 @@ fn latency(h: &hotpair_replicator::node::stats::Histogram) -> LatencyStatus {
             .map(|(le, n)| (le.is_finite().then_some(le), n))
             .collect(),
     }
+}
+
+/// A route digest as status names a generation: its first 6 bytes in hex;
+/// empty for a route without content (not `files`).
+fn generation(d: [u8; 32]) -> String {
+    if d == [0; 32] {
+        return String::new();
+    }
+    d[..6].iter().map(|b| format!("{b:02x}")).collect()
 }

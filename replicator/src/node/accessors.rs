@@ -96,6 +96,28 @@ impl NodeCore {
         })
     }
 
+    /// Route `route`'s content digest: the generation its `static`
+    /// replies are made from now (zero for a route that is not `files`).
+    pub fn route_digest(&self, route: usize) -> [u8; 32] {
+        self.shared.digests.get(route).copied().unwrap_or_default()
+    }
+
+    /// Content generations a reload retired and this node still holds for
+    /// local units decided under them (prefix, digest).
+    pub fn retired_generations(&self) -> Vec<(String, [u8; 32])> {
+        self.shared
+            .retired
+            .iter()
+            .map(|(r, d)| (r.prefix.clone(), *d))
+            .collect()
+    }
+
+    /// Local units that named a content generation this node did not hold
+    /// (their shadows were given up; see [`NodeCore::handle_reload`]).
+    pub fn generation_missing(&self) -> u64 {
+        self.shared.generation_missing
+    }
+
     /// `static` replies this node made itself as an ingress node.
     pub fn local_replies(&self) -> u64 {
         self.shared.local_replies

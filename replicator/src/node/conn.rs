@@ -78,8 +78,9 @@ pub struct LiveConn {
     /// already closing when promoted).
     finish: bool,
     /// Requests answered by a `static` or `sync-static` route: their final
-    /// reply is logged as a local unit (its place only, no payload).
-    local: BTreeMap<u64, Policy>,
+    /// reply is logged as a local unit (its place and the content
+    /// generation it was made from, no payload).
+    local: BTreeMap<u64, (Policy, [u8; 32])>,
     /// The link session whose ingress node shadows this connection; `None`
     /// when none does (opened while alone, or promoted). Only such a
     /// connection's units are logged: after a rejoin the new session's
@@ -184,6 +185,8 @@ struct Ahead {
     close_after: bool,
     /// The reply itself, to compare with a logged payload.
     chunks: Vec<Bytes>,
+    /// The content generation it was made from.
+    digest: [u8; 32],
 }
 
 /// One connection's HTTP-level state.
@@ -313,6 +316,16 @@ impl SiteConns {
 /// handed to the shell, the `generate` seed.
 pub(crate) struct Shared {
     pub routes: Vec<Route>,
+    /// Per route: its content digest (a `files` route's
+    /// [`hotpair_http::files::Files::digest`]; zero for others), the
+    /// content *generation* a `static` decision names.
+    pub digests: Vec<[u8; 32]>,
+    /// The `files` routes of the previous generation whose content a reload
+    /// replaced, with their digests: a local unit the primary decided
+    /// before it (or before it heard of this node's reload) names such a
+    /// generation, and this node makes its copy from it. Only one previous
+    /// generation is kept (bounded memory): each reload replaces these.
+    pub retired: Vec<(Route, [u8; 32])>,
     pub limits: Limits,
     pub jobs: VecDeque<Job>,
     /// Run `generate` inside the round (deterministic simulation).
@@ -323,6 +336,9 @@ pub(crate) struct Shared {
     pub handler_runs: u64,
     /// Replies the ingress node made itself for local (`static`) units.
     pub local_replies: u64,
+    /// Local units naming a content generation this node no longer (or
+    /// never) held: their connections' shadows were given up.
+    pub generation_missing: u64,
     /// A unit was logged: the link has something to send.
     pub logged: bool,
     /// [`Served`] records dropped at [`MAX_SERVED`].
@@ -375,7 +391,11 @@ pub(crate) struct SiteDriver<'a> {
 /// in a reply). `request` is the client input from the request's first
 /// byte on. With `ahead`, only a request that a `static` route whose
 /// content matched the peer's (`ahead[route]`) answers with nothing before
-/// the reply (no `Expect`) gets one; others are an error.
+/// the reply (no `Expect`) gets one, from the current generation; others
+/// are an error. With `generation` (a local unit's digest), the reply is
+/// made from exactly that content generation — the current one or the one
+/// a reload retired — or not at all ([`NoReply::Generation`]): the same
+/// request bytes under other content would be other reply bytes.
 fn local_reply(
     shared: &Shared,
     index: u64,
@@ -383,6 +403,7 @@ fn local_reply(
     request: &[u8],
     now: Instant,
     ahead: Option<&[bool]>,
+    generation: Option<&[u8; 32]>,
 ) -> Result<LocalReply, NoReply> {
     let mut http = ServerConn::resume(shared.limits, now, index, continue_sent);
     let taken = http.handle_input(request, now);
@@ -413,8 +434,25 @@ fn local_reply(
             return Err("the request expects 100 Continue".into());
         }
     }
-    let Handler::Files(files) = &route.handler else {
-        return Err(format!("route {:?} is not a files route here", route.prefix).into());
+    let (files, digest) = match generation {
+        // The current generation, if it is the one named (the digest
+        // covers the prefix and every file: equal digests, equal replies).
+        Some(d) if shared.digests.get(i) == Some(d) => match &route.handler {
+            Handler::Files(f) => (f, *d),
+            _ => return Err(format!("route {:?} is not a files route here", route.prefix).into()),
+        },
+        Some(d) => shared
+            .retired
+            .iter()
+            .find_map(|(r, rd)| match &r.handler {
+                Handler::Files(f) if rd == d && req.path.starts_with(&r.prefix) => Some((f, *d)),
+                _ => None,
+            })
+            .ok_or(NoReply::Generation(*d))?,
+        None => match &route.handler {
+            Handler::Files(f) => (f, shared.digests.get(i).copied().unwrap_or_default()),
+            _ => return Err(format!("route {:?} is not a files route here", route.prefix).into()),
+        },
     };
     let resp = files.handle(&req);
     let _ = http.send_response(index, resp);
@@ -425,6 +463,7 @@ fn local_reply(
                     chunks: u.chunks,
                     input_end: u.input_end,
                     close_after: u.close_after,
+                    digest,
                 })
             }
             UnitKind::Interim if ahead.is_some() => {
@@ -456,6 +495,8 @@ enum NoReply {
     Not(String),
     /// A `static` route not in use now (the digest guard).
     Logged,
+    /// The content generation a local unit names is not held here.
+    Generation([u8; 32]),
 }
 
 impl From<String> for NoReply {
@@ -475,8 +516,19 @@ impl std::fmt::Display for NoReply {
         match self {
             NoReply::Partial(why) | NoReply::Not(why) => f.write_str(why),
             NoReply::Logged => f.write_str("the route's content is not known to match the peer's"),
+            NoReply::Generation(d) => write!(
+                f,
+                "the primary made its reply from content generation {}, which this node does not hold (reloaded twice since, or never loaded it)",
+                short_digest(d)
+            ),
         }
     }
+}
+
+/// The first bytes of a digest in hex, as logs and status name a
+/// content generation.
+pub(crate) fn short_digest(d: &[u8; 32]) -> String {
+    d[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What `local_reply` made.
@@ -487,13 +539,18 @@ struct LocalReply {
     /// Where the request ends, from the first byte `local_reply` was given.
     input_end: u64,
     close_after: bool,
+    /// The content generation it was made from.
+    digest: [u8; 32],
 }
 
 impl SiteDriver<'_> {
-    /// The policy request `path` is replicated under on this site now:
+    /// The policy request `path` is replicated under on this site now, and
+    /// the content generation (digest) the reply is made from:
     /// `static`/`sync-static` only while this node logs to a peer whose
-    /// content matched.
-    fn local_policy(&self, path: &str) -> Option<Policy> {
+    /// content matched (the peer's last `Routes` announced this very
+    /// digest). The local unit names the digest, so the peer makes its copy
+    /// from the same generation even if either node reloads meanwhile.
+    fn local_policy(&self, path: &str) -> Option<(Policy, [u8; 32])> {
         if !self.primary_logging() {
             return None;
         }
@@ -503,7 +560,8 @@ impl SiteDriver<'_> {
             .iter()
             .enumerate()
             .find(|(_, r)| path.starts_with(&r.prefix))?;
-        (r.policy != Policy::Logged && self.static_ok.get(i) == Some(&true)).then_some(r.policy)
+        (r.policy != Policy::Logged && self.static_ok.get(i) == Some(&true))
+            .then(|| (r.policy, self.shared.digests[i]))
     }
 
     fn dispatch(&mut self, id: ConnId, key: &ConnKey, req: Request) -> Option<Response> {
@@ -792,6 +850,80 @@ impl Service for SiteDriver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn files(tag: &str, body: &[u8]) -> hotpair_http::files::Files {
+        let dir = std::env::temp_dir().join(format!("hotpair-conn-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.txt"), body).unwrap();
+        let f = hotpair_http::files::Files::load(&dir, "/s/").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        f
+    }
+
+    fn route(f: hotpair_http::files::Files) -> Route {
+        Route {
+            prefix: "/s/".into(),
+            handler: Handler::Files(f),
+            policy: Policy::Static,
+        }
+    }
+
+    fn body(r: &LocalReply) -> Vec<u8> {
+        r.chunks.concat()
+    }
+
+    /// A reload between the primary's static decision and the owner's copy:
+    /// the owner makes its copy from the generation the unit names — the
+    /// current one or the one the reload retired — and from no other.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test's origin of time
+    fn a_local_reply_is_made_from_the_named_generation_or_not_at_all() {
+        let now = Instant::now();
+        let (old, new) = (files("old", b"version one"), files("new", b"version two!"));
+        let (d_old, d_new) = (old.digest(), new.digest());
+        let shared = Shared {
+            routes: vec![route(new)],
+            digests: vec![d_new],
+            retired: vec![(route(old), d_old)],
+            limits: Limits::default(),
+            jobs: VecDeque::new(),
+            inline_generate: false,
+            tls_jobs: VecDeque::new(),
+            seed: 0,
+            handler_runs: 0,
+            local_replies: 0,
+            generation_missing: 0,
+            logged: false,
+            served_dropped: 0,
+            served: None,
+        };
+        let req = b"GET /s/a.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+        let made = |g: Option<&[u8; 32]>, ahead: Option<&[bool]>| {
+            local_reply(&shared, 0, false, req, now, ahead, g)
+        };
+        // Decided under the old content (before the primary heard of this
+        // node's reload): the old bytes.
+        let r = made(Some(&d_old), None)
+            .ok()
+            .expect("the retired generation");
+        assert!(body(&r).ends_with(b"version one"), "{:?}", body(&r));
+        assert_eq!(r.digest, d_old);
+        // Under the new: the new bytes.
+        let r = made(Some(&d_new), None)
+            .ok()
+            .expect("the current generation");
+        assert!(body(&r).ends_with(b"version two!"));
+        // A generation never held (or dropped by a second reload): nothing,
+        // so the shadow is given up instead of holding other bytes.
+        assert!(matches!(
+            made(Some(&[1; 32]), None),
+            Err(NoReply::Generation(d)) if d == [1; 32]
+        ));
+        // A reply made ahead comes from the current generation and says so.
+        let r = made(None, Some(&[true])).ok().expect("made ahead");
+        assert_eq!(r.digest, d_new);
+        assert!(body(&r).ends_with(b"version two!"));
+    }
 
     #[test]
     fn chunks_compare_with_a_whole_payload_end_to_end() {

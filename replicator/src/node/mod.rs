@@ -38,6 +38,7 @@ mod conn;
 mod fall_rise;
 mod handler;
 pub mod lan;
+mod reload;
 mod round;
 pub mod stats;
 mod takeover;
@@ -55,6 +56,7 @@ pub use conn::{Conn, HandshakeDone, HandshakeWork, Served, TlsJob, MAX_SERVED};
 use conn::{Shared, SiteConns};
 pub use handler::{Handler, Job, Route, Work};
 pub use lan::{LanChange, LanCheck, LanCheckConfig};
+pub use reload::Reloaded;
 
 use crate::wire::RouteDigest;
 use crate::{Msg, Policy, ProtocolError, Replica, ReplicaConfig, Role};
@@ -220,6 +222,9 @@ struct Site {
     /// this link session (the digest guard); until then, and on any
     /// difference, `static` routes are logged.
     static_ok: Vec<bool>,
+    /// The peer's `Routes` of this link session, kept to compare again
+    /// when this node reloads its routes.
+    peer_routes: Option<Vec<RouteDigest>>,
     /// This node could not serve (its LAN check failed, or its
     /// application check while it ran requests): the site stands by (its
     /// peer serves it, or nobody can) and takes nothing over until it
@@ -302,6 +307,25 @@ fn frame_addresses(frame: &[u8]) -> Option<(Ipv4Address, Option<Ipv4Address>)> {
     }
 }
 
+/// Each route as `Msg::Routes` reports it: its prefix, policy and content
+/// digest (the generation a `static` reply is made from).
+fn digests_of(routes: &[Route]) -> Result<Vec<RouteDigest>, NodeConfigError> {
+    let mut out = Vec::with_capacity(routes.len());
+    for r in routes {
+        let digest = match (&r.handler, r.policy) {
+            (Handler::Files(files), _) => files.digest(),
+            (_, Policy::Logged) => [0; 32],
+            _ => return Err(NodeConfigError::StaticNeedsFiles(r.prefix.clone())),
+        };
+        out.push(RouteDigest {
+            prefix: r.prefix.clone(),
+            policy: r.policy.code(),
+            digest,
+        });
+    }
+    Ok(out)
+}
+
 /// The digest guard: a `static`/`sync-static` route is used as such only if
 /// the peer has a route with the same prefix, policy and content digest.
 fn compare_routes(
@@ -341,19 +365,7 @@ impl NodeCore {
         if cfg.sites.is_empty() {
             return Err(NodeConfigError::NoSites);
         }
-        let mut route_digests = Vec::with_capacity(cfg.routes.len());
-        for r in &cfg.routes {
-            let digest = match (&r.handler, r.policy) {
-                (Handler::Files(files), _) => files.digest(),
-                (_, Policy::Logged) => [0; 32],
-                _ => return Err(NodeConfigError::StaticNeedsFiles(r.prefix.clone())),
-            };
-            route_digests.push(RouteDigest {
-                prefix: r.prefix.clone(),
-                policy: r.policy.code(),
-                digest,
-            });
-        }
+        let route_digests = digests_of(&cfg.routes)?;
         let mut sites = Vec::with_capacity(cfg.sites.len());
         for (i, sc) in cfg.sites.iter().enumerate() {
             let address = sc.address.address();
@@ -425,6 +437,7 @@ impl NodeCore {
                 routes_seen: false,
                 rejoin_pending: false,
                 static_ok: vec![false; cfg.routes.len()],
+                peer_routes: None,
                 yielded: false,
             });
         }
@@ -437,6 +450,9 @@ impl NodeCore {
                 .map(|name| Peer { name, next: 0 })
                 .collect(),
             shared: Shared {
+                digests: route_digests.iter().map(|r| r.digest).collect(),
+                retired: Vec::new(),
+                generation_missing: 0,
                 routes: cfg.routes,
                 limits: cfg.limits,
                 jobs: VecDeque::new(),

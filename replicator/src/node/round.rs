@@ -87,6 +87,7 @@ impl NodeCore {
                             // A new session: static waits for the peer's
                             // digests again.
                             site.static_ok.iter_mut().for_each(|ok| *ok = false);
+                            site.peer_routes = None;
                             site.routes_seen = false;
                             // Only connections opened from now on are
                             // replicated.
@@ -116,6 +117,7 @@ impl NodeCore {
                                 &mut site.static_ok,
                                 site.cfg.address.address(),
                             );
+                            site.peer_routes = Some(routes);
                             // Shadows holding requests for a route now in
                             // use make their replies ahead (their client
                             // ACKs may be waiting for them).

@@ -238,6 +238,30 @@ impl RequestTracker {
         }
     }
 
+    /// The routes were reloaded: old route `i` is new route `map[i]`
+    /// (`None`: removed). Counters follow their route (by prefix), so a
+    /// route's metrics stay its own however the table was reordered; a
+    /// removed route's counters go with it.
+    pub(crate) fn remap(&mut self, map: &[Option<usize>], routes: usize) {
+        let mut moved = vec![RouteRequests::default(); routes];
+        for (i, r) in std::mem::take(&mut self.stats.routes)
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(&Some(j)) = map.get(i) {
+                if let Some(slot) = moved.get_mut(j) {
+                    *slot = r;
+                }
+            }
+        }
+        self.stats.routes = moved;
+        for t in self.conns.values_mut() {
+            for (_, _, route) in &mut t.started {
+                *route = route.and_then(|i| map.get(i).copied().flatten());
+            }
+        }
+    }
+
     /// `conn` is gone: forget what it had in flight.
     pub(crate) fn closed(&mut self, conn: &ConnKey) {
         self.conns.remove(conn);

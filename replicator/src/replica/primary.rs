@@ -72,7 +72,10 @@ impl Replica {
 
     /// Logs a *local* final reply: one of a `static` route, which the peer
     /// makes itself from its own copy of the content. Only the unit's place
-    /// in the stream travels (index, input end, close), no payload. Held and
+    /// in the stream travels (index, input end, close) and `digest`, the
+    /// content generation this node made the reply from: the peer makes its
+    /// copy from that generation or gives the connection's shadow up (a
+    /// reload may have changed either node's content meanwhile). Held and
     /// released like any unit; a `static` caller writes the reply without
     /// waiting for the release, a `sync-static` one waits.
     pub fn log_local_unit(
@@ -81,6 +84,7 @@ impl Replica {
         index: u64,
         input_end: u64,
         close_after: bool,
+        digest: [u8; 32],
     ) -> Result<u64, Backpressure> {
         let result = self.try_log_unit(
             conn,
@@ -89,7 +93,7 @@ impl Replica {
             input_end,
             close_after,
             true,
-            Bytes::new(),
+            Bytes::copy_from_slice(&digest),
         );
         if result.is_err() {
             self.counters.refusals += 1;

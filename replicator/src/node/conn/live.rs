@@ -286,14 +286,15 @@ impl SiteDriver<'_> {
             } else {
                 None
             };
-            let (seq, released, chunks) = if let (true, Some(policy)) = (logging, local) {
-                // Only the reply's place travels; the ingress node makes
-                // the bytes itself. `static` sends at once, `sync-static`
+            let (seq, released, chunks) = if let (true, Some((policy, digest))) = (logging, local) {
+                // Only the reply's place and its content generation
+                // travel; the ingress node makes the bytes itself from
+                // that generation. `static` sends at once, `sync-static`
                 // once the ingress node has its copy (the unit's ack).
                 let Some(replica) = self.replica.as_mut() else {
                     break;
                 };
-                match replica.log_local_unit(c.key, u.index, u.input_end, u.close_after) {
+                match replica.log_local_unit(c.key, u.index, u.input_end, u.close_after, digest) {
                     Ok(seq) => {
                         self.shared.logged = true;
                         (

@@ -89,20 +89,43 @@ impl SiteDriver<'_> {
                             None
                         };
                         let mut local_status = None;
+                        // A local unit names the content generation the
+                        // primary made its reply from (its payload).
+                        let generation: Option<[u8; 32]> = if local {
+                            payload[..].try_into().ok()
+                        } else {
+                            None
+                        };
                         if m.ahead.front().is_some_and(|a| a.index == index) {
                             // This node made the reply already: the
                             // primary's unit must be for the same bytes.
                             let a = m.ahead.pop_front().expect("front exists");
-                            let same = kind == UnitKind::Final
+                            let placed = kind == UnitKind::Final
                                 && input_end == a.input_end
-                                && close_after == a.close_after
-                                && (local || same_bytes(&a.chunks, &payload));
-                            if !same {
-                                self.diverge(
+                                && close_after == a.close_after;
+                            let same = match (local, generation) {
+                                _ if !placed => Ok(false),
+                                (false, _) => Ok(same_bytes(&a.chunks, &payload)),
+                                // Made from the same generation: the
+                                // same bytes.
+                                (true, Some(g)) if g == a.digest => Ok(true),
+                                // One node reloaded between the two
+                                // decisions: the reply may still be the
+                                // same (another file changed). Make the
+                                // primary's from its generation and see.
+                                (true, Some(g)) => self.remade_same(m, &a, &g, now),
+                                (true, None) => {
+                                    Err("a local unit without a content generation".to_owned())
+                                }
+                            };
+                            match same {
+                                Ok(true) => {}
+                                Ok(false) => self.diverge(
                                     m,
                                     index,
                                     "the primary answered otherwise than the reply made ahead",
-                                );
+                                ),
+                                Err(why) => self.diverge(m, index, &why),
                             }
                         } else if !m.ahead.is_empty() {
                             self.diverge(
@@ -112,6 +135,7 @@ impl SiteDriver<'_> {
                             );
                         } else if local {
                             let end = input_end.saturating_sub(m.input_base) as usize;
+                            let shared = &mut *self.shared;
                             let made = m
                                 .input_log
                                 .get(..end)
@@ -122,15 +146,26 @@ impl SiteDriver<'_> {
                                     )
                                 })
                                 .and_then(|req| {
+                                    let Some(g) = generation.as_ref() else {
+                                        return Err(
+                                            "a local unit without a content generation".to_owned()
+                                        );
+                                    };
                                     local_reply(
-                                        self.shared,
+                                        shared,
                                         index,
                                         m.continue_for == Some(index),
                                         req,
                                         now,
                                         None,
+                                        Some(g),
                                     )
-                                    .map_err(|e| e.to_string())
+                                    .map_err(|e| {
+                                        if matches!(e, NoReply::Generation(_)) {
+                                            shared.generation_missing += 1;
+                                        }
+                                        e.to_string()
+                                    })
                                 })
                                 .and_then(|r| {
                                     if r.input_end == input_end - m.input_base {
@@ -221,6 +256,32 @@ impl SiteDriver<'_> {
         }
     }
 
+    /// The reply made ahead `a` (the front of the input log's requests),
+    /// against the primary's made from content generation `g`: whether
+    /// the bytes are the same; an error when this node does not hold `g`.
+    fn remade_same(
+        &mut self,
+        m: &Mirror,
+        a: &Ahead,
+        g: &[u8; 32],
+        now: Instant,
+    ) -> Result<bool, String> {
+        let end = a.input_end.saturating_sub(m.input_base) as usize;
+        let req = m
+            .input_log
+            .get(..end)
+            .ok_or("the request made ahead is no longer in the log")?;
+        match local_reply(self.shared, a.index, false, req, now, None, Some(g)) {
+            Ok(r) => Ok(same_bytes(&a.chunks, &r.chunks.concat())),
+            Err(e) => {
+                if matches!(e, NoReply::Generation(_)) {
+                    self.shared.generation_missing += 1;
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
     /// Never a spliced reply: without the primary's bytes this shadow
     /// cannot take over; it goes (silently — its output never leaves this
     /// node).
@@ -265,7 +326,15 @@ impl SiteDriver<'_> {
                 m.ahead_tried = logged_to;
                 return;
             };
-            match local_reply(self.shared, index, false, input, now, Some(self.static_ok)) {
+            match local_reply(
+                self.shared,
+                index,
+                false,
+                input,
+                now,
+                Some(self.static_ok),
+                None,
+            ) {
                 Ok(r) => {
                     self.shared.local_replies += 1;
                     m.units_out.extend(r.chunks.iter().cloned());
@@ -281,6 +350,7 @@ impl SiteDriver<'_> {
                         input_end: start + r.input_end,
                         close_after: r.close_after,
                         chunks: r.chunks,
+                        digest: r.digest,
                     });
                     if r.close_after {
                         m.ahead_closed = true;
