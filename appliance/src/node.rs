@@ -105,7 +105,12 @@ pub fn fixed_parts(cfg: &Config) -> Vec<(&'static str, String)> {
         ("app_check", format!("{:?}", cfg.app_check)),
         ("hooks", format!("{:?}", cfg.hooks)),
         ("log", format!("{:?}", cfg.log)),
-        ("tls", format!("{:?}", cfg.tls)),
+        // Certificates, keys, SNI entries and ticket keys reload; which
+        // port speaks TLS (and whether any does) does not.
+        (
+            "tls.port",
+            format!("{:?}", cfg.tls.as_ref().map(|t| t.port)),
+        ),
     ]
 }
 
@@ -137,6 +142,7 @@ fn prepare_reload(
                 routes,
                 upstreams,
                 prefixes,
+                tls: cfg.tls_server.clone(),
             }
         }
         Err(e) => ReloadIn::Failed(format!("{e:#}")),

@@ -37,6 +37,8 @@ pub enum ReloadIn {
         routes: Vec<hotpair_replicator::node::Route>,
         upstreams: crate::node::Upstreams,
         prefixes: Vec<String>,
+        /// `[tls]` read again (certificates, keys, ticket keys).
+        tls: Option<std::sync::Arc<hotpair_tls::TlsServerConfig>>,
     },
     /// The config changed these keys, which cannot change live.
     Refused(Vec<&'static str>),
@@ -367,9 +369,17 @@ impl NodeShell {
                     routes,
                     upstreams,
                     prefixes,
+                    tls,
                 } => match self.core.handle_reload(routes) {
                     Ok(done) => {
                         self.upstreams = upstreams;
+                        if let Some(tls) = &tls {
+                            let addresses = self.core.set_tls(tls);
+                            tracing::info!(
+                                addresses,
+                                "reloaded the TLS certificates and keys: new handshakes use them"
+                            );
+                        }
                         if let Some((log, p)) = self.access.as_mut() {
                             *p = prefixes;
                             log.reopen();

@@ -11,7 +11,10 @@
 //!   static fallbacks do not);
 //! - the download finishes byte-exact, the client saw no RST;
 //! - a config that does not parse is refused: the node keeps serving and
-//!   counts a failed reload; put right, the next SIGHUP applies again.
+//!   counts a failed reload; put right, the next SIGHUP applies again;
+//! - over HTTPS (`lab up --tls`): renewed certificate files and SIGHUP to
+//!   both nodes; new handshakes present the new certificate, a download
+//!   begun under the old one finishes byte-exact with no RST.
 
 use std::process::Command;
 use std::thread;
@@ -254,5 +257,141 @@ fn sighup_reloads_the_docroot_and_static_is_back_without_dropping_a_connection()
         "[{test}] SIGHUP both nodes mid-download: generation {} -> {}, static in use again, \
          download byte-exact, 0 RST; broken config refused, serving on",
         a0.generation, a1.generation
+    ));
+}
+
+/// The SHA-256 fingerprint of the certificate the service address presents
+/// (openssl s_client from the client namespace).
+fn served_fingerprint(lab: &Lab) -> String {
+    let out = lab.exec_client(&[
+        "sh",
+        "-c",
+        "openssl s_client -connect 10.77.0.10:443 -servername hotpair.test </dev/null 2>/dev/null \
+         | openssl x509 -noout -fingerprint -sha256",
+    ]);
+    let fp = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && fp.contains("Fingerprint"),
+        "[{}] no certificate from the service address\n{}",
+        lab.test,
+        describe(&out)
+    );
+    fp
+}
+
+/// SIGHUP with renewed certificate files (issue 20: "and certificates"):
+/// new handshakes present the new certificate, an HTTPS download started
+/// before the reload finishes byte-exact with no RST.
+#[test]
+fn sighup_renews_the_tls_certificate_and_connections_carry_on() {
+    let test = "reload_tls";
+    let Some(lab) = hotpair_netns_tests::failover::duplex_lab_with(
+        test,
+        &["--tls", "--static-policy", "logged"],
+    ) else {
+        return;
+    };
+    let ca = lab.tls_ca().expect("lab up --tls writes tls/ca.pem");
+    let ca = ca.to_string_lossy().into_owned();
+    let tls_dir = lab.state_dir().join("tls");
+    let before = served_fingerprint(&lab);
+
+    let tmp = TempDir::new(&format!("{test}-dl"));
+    let cap = Capture::start(&lab, tmp.path());
+    let src = lab.docroot().join(DOWNLOAD_FILE);
+    let dl = tmp.path().join("download.bin");
+    let mut curl = lab.curl_download(
+        &lab.service_url(&format!("/static/{DOWNLOAD_FILE}")),
+        DOWNLOAD_RATE,
+        &dl,
+        &["--cacert", &ca],
+        tmp.path(),
+        "curl",
+    );
+    thread::sleep(Duration::from_millis(600));
+
+    // A renewed certificate (here from a CA of the test's own) replaces
+    // the files both nodes' `[tls]` name.
+    let new_cert = tmp.path().join("new-cert.pem");
+    let new_key = tmp.path().join("new-key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&new_key)
+        .arg("-out")
+        .arg(&new_cert)
+        .args([
+            "-subj",
+            "/CN=hotpair.test",
+            "-addext",
+            "subjectAltName=DNS:hotpair.test,IP:10.77.0.10",
+            "-days",
+            "1",
+        ])
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "[{test}] openssl req\n{}",
+        describe(&out)
+    );
+    for (from, to) in [(&new_cert, "cert.pem"), (&new_key, "key.pem")] {
+        let staged = tls_dir.join(format!("{to}.new"));
+        std::fs::copy(from, &staged).expect("staging the renewed file");
+        std::fs::rename(&staged, tls_dir.join(to)).expect("replacing the file");
+    }
+    let want = {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(&new_cert)
+            .output()
+            .expect("openssl x509");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_ne!(
+        want, before,
+        "[{test}] the renewed certificate is a new one"
+    );
+
+    let hup = epoch_now();
+    hangup(&lab, "n2");
+    hangup(&lab, "n1");
+    assert!(
+        !curl.exited(),
+        "[{test}] the download ended before the reloads: it proves nothing"
+    );
+    wait_for(&lab, "both reloaded", |a, b| {
+        a.reloads_ok == 1 && b.reloads_ok == 1
+    });
+    assert_eq!(
+        served_fingerprint(&lab),
+        want,
+        "[{test}] a new handshake after the reload does not present the renewed certificate"
+    );
+
+    let out = curl.wait(Duration::from_secs(50));
+    assert!(
+        out.status.success(),
+        "[{test}] the HTTPS download across the reload failed\n{}",
+        describe(&out)
+    );
+    assert_eq!(
+        sha256sum(&dl),
+        sha256sum(&src),
+        "[{test}] the HTTPS download across the reload differs"
+    );
+    let r = cap.stop();
+    assert_no_rst(&lab, &r, "HTTPS download across SIGHUP", hup);
+    report(&format!(
+        "[{test}] SIGHUP both nodes mid-download over HTTPS: certificate {before} -> {want}; \
+         download byte-exact, 0 RST"
     ));
 }

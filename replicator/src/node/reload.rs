@@ -61,6 +61,25 @@ pub struct Reloaded {
 }
 
 impl NodeCore {
+    /// Serve HTTPS with `tls` from now on (a reload: new certificates, SNI
+    /// entries or ticket keys) on every address that serves HTTPS; returns
+    /// how many. Handshakes started from now on use it, and so does a
+    /// takeover that must run a handshake afresh from a logged ClientHello
+    /// (its client saw no server flight yet). Connections already past
+    /// their handshake carry on with their own keys; a handshake under way
+    /// keeps the configuration it started with. An address serving plain
+    /// HTTP stays so (which port speaks TLS cannot change live).
+    pub fn set_tls(&mut self, tls: &std::sync::Arc<hotpair_tls::TlsServerConfig>) -> usize {
+        let mut n = 0;
+        for s in &mut self.sites {
+            if let Some(t) = s.cfg.tls.as_mut() {
+                *t = tls.clone();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Replace the routes (handlers, policies, `files` content) with
     /// `routes`, longest prefix first as at [`NodeCore::new`]. Connections
     /// carry on; requests parsed from now on use the new table. A table
