@@ -11,6 +11,7 @@ mod markdown;
 mod model;
 mod nginx;
 mod plot;
+mod proxy;
 mod report;
 mod run;
 mod stats;
@@ -67,10 +68,17 @@ pub struct BenchArgs {
     kills: Option<u32>,
     /// Only these parts (comma-separated): generate, files, latency,
     /// openloop, nginx, rtt, link (the link's encryption: duplex with and
-    /// without it), idle (idle keep-alive connections: throughput and RSS
-    /// with up to 100,000 held, vs nginx), stall [default: all].
+    /// without it), proxy (the `upstream` route vs --baseline-bin's and
+    /// nginx proxy_pass, to an nginx app), idle (idle keep-alive
+    /// connections: throughput and RSS with up to 100,000 held, vs nginx),
+    /// stall [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The proxy part's baseline: another hotpair binary (e.g. one built
+    /// before the hyper upstream client) whose `lab up` builds the same
+    /// simplex lab; without it that row says "not measured".
+    #[arg(long, value_name = "PATH")]
+    baseline_bin: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -122,6 +130,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             seconds: args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 }),
             kills: args.kills.unwrap_or(if args.quick { 1 } else { 20 }),
             only: args.only.clone(),
+            baseline_bin: args.baseline_bin.clone(),
         }),
     }
 }
