@@ -253,7 +253,7 @@ pub fn run(cx: &Ctx) -> Result<ProxyRun> {
     let mut run = ProxyRun {
         conns: CONNS,
         app: format!(
-            "nginx {} (2 workers, no CPU quota) serving the docroot's files under /app/ on \
+            "{} (2 workers, no CPU quota) serving the docroot's files under /app/ on \
              port {APP_PORT} of the node namespace",
             sh_first_line("nginx -v 2>&1")
         ),
@@ -487,4 +487,83 @@ pub fn section(o: &mut String, r: &Results) {
         ],
         &rows,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(config: ProxyConfig, size: u64, rps: f64, proxy_ns: u64) -> ProxyRow {
+        let requests = (rps * 5.0) as u64;
+        let mut cpu_ns = vec![("app".to_string(), 20_000 * requests)];
+        let quota = (config != ProxyConfig::Direct).then_some(0.5);
+        if quota.is_some() {
+            cpu_ns.insert(0, ("proxy".to_string(), proxy_ns));
+        }
+        ProxyRow {
+            config,
+            size,
+            point: Some(Point {
+                conns: CONNS,
+                wrk: wrk::WrkResult {
+                    requests,
+                    seconds: 5.0,
+                    rps,
+                    p50_us: 1500.0,
+                    p99_us: 12_000.0,
+                    ..Default::default()
+                },
+                cpu_ns,
+                wall_s: 5.0,
+                quota,
+            }),
+            not_measured: None,
+        }
+    }
+
+    #[test]
+    fn section_shows_each_row_and_what_was_not_measured() {
+        let mut r = Results::default();
+        assert!(
+            {
+                let mut o = String::new();
+                section(&mut o, &r);
+                o.is_empty()
+            },
+            "no proxy run, no section"
+        );
+        r.proxy = Some(ProxyRun {
+            conns: CONNS,
+            app: "nginx/1.22.1".into(),
+            baseline_bin: None,
+            baseline_version: None,
+            rows: vec![
+                // 2.5 s of CPU over 10,000 requests: 250 µs each, 100 % of 0.5 CPU over 5 s.
+                measured(ProxyConfig::Hotpair, 1024, 2000.0, 2_500_000_000),
+                ProxyRow {
+                    config: ProxyConfig::Baseline,
+                    size: 1024,
+                    point: None,
+                    not_measured: Some("not measured (no --baseline-bin)".into()),
+                },
+                measured(ProxyConfig::Direct, 1024, 13_000.0, 0),
+            ],
+        });
+        let mut o = String::new();
+        section(&mut o, &r);
+        assert!(
+            o.contains(
+                "| hotpair (this build) | 1 KB | 2000 | 1500 µs | 12.0 ms | 250.0 | 100 % | 20.0 |"
+            ),
+            "{o}"
+        );
+        assert!(
+            o.contains("| hotpair (--baseline-bin) | 1 KB | not measured (no --baseline-bin) | — | — | — | — | — |"),
+            "{o}"
+        );
+        assert!(
+            o.contains("| application direct | 1 KB | 13000 | 1500 µs | 12.0 ms | — | — | 20.0 |"),
+            "{o}"
+        );
+    }
 }
