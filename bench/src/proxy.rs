@@ -91,13 +91,18 @@ fn check_lab_args(exe: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `exe --version`, or its error.
+/// `exe --version` and the start of the binary's SHA-256 (every build
+/// says the same version: the hash tells binaries apart).
 fn version(exe: &Path) -> String {
-    Command::new(exe)
+    let v = Command::new(exe)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|e| format!("(--version failed: {e})"))
+        .unwrap_or_else(|e| format!("(--version failed: {e})"));
+    match super::run::sha256(exe) {
+        Ok(h) => format!("{v}, sha256 {}…", &h[..16]),
+        Err(e) => format!("{v}, sha256 unknown: {e:#}"),
+    }
 }
 
 /// `curl` from namespace `ns`: whether `url` answered 2xx within 2 s.
