@@ -2,7 +2,10 @@
 //! reference a user would pick instead. A namespace `PREFIX-ng` with a veth
 //! whose peer sits on the lab's switch bridge `br0`, 10.77.0.20/24; one
 //! worker (hotpair's stack is one thread), sendfile, no access log; held to
-//! the nodes' CPU quota by a cgroup of its own. Removed when dropped.
+//! the nodes' CPU quota by a cgroup of its own. Removed when dropped. The
+//! proxy part also runs it there as a reverse proxy ([`Nginx::start_proxy`])
+//! and inside a lab's node namespace as the application
+//! ([`Nginx::in_namespace`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
