@@ -11,6 +11,7 @@ mod markdown;
 mod model;
 mod nginx;
 mod plot;
+mod proxy;
 mod report;
 mod run;
 mod stats;
@@ -28,17 +29,27 @@ each of 6 stall series, ~4 s per kill); --quick about 2–3
 minutes (a smoke test: 1 s per point, 2 sizes, 1 kill per series, 0 and
 500 idle connections; its numbers mean nothing). The idle part alone
 (--only idle: up to 100,000 idle keep-alive connections on the simplex and
-duplex nodes, nginx to 10,000) takes about 5 minutes.
+duplex nodes, nginx to 10,000) takes about 5 minutes; the proxy part alone
+(--only proxy) under a minute.
+
+The proxy part: the `upstream` route (/app/) of a simplex lab, with its toy
+app replaced by nginx serving 1 KB / 50 KB files on the node namespace's
+port 8080, measured side by side with wrk at 32 connections against: the
+same lab run by --baseline-bin PATH (another hotpair binary, e.g. one from
+before the hyper client; without it that row says: not measured), nginx
+proxy_pass (keep-alive upstream pool) at 10.77.0.20 to the same app, and
+the app itself (the ceiling). Labs bNNNNNu (this build), bNNNNNv (baseline).
 
 What runs: labs side by side under prefixes bNNNNN<letter> (simplex, duplex,
 duplex-mi = --repl-net dedicated, dual-role, duplex-plaintext =
---link-plaintext for the `link` part, and static / sync-static when
-`lab up` has --static-policy), nginx in a namespace on the simplex lab's
-bridge (10.77.0.20), each server in a CPU cgroup of --node-cpus. Clients run
-in the client namespace: wrk (closed loop, one request outstanding per
-connection) and `hotpair bench loadgen` (open loop, HDR histogram). Every lab
-and namespace is removed at the end, on errors and on Ctrl-C too. Any socket
-error or non-2xx reply fails the run. Needs root, wrk and nginx.
+--link-plaintext for the `link` part, static / sync-static when `lab up`
+has --static-policy, u / v for the proxy part), nginx in a namespace on the
+simplex lab's bridge (10.77.0.20), each server in a CPU cgroup of
+--node-cpus. Clients run in the client namespace: wrk (closed loop, one
+request outstanding per connection) and `hotpair bench loadgen` (open
+loop, HDR histogram). Every lab and namespace is removed at the end, on
+errors and on Ctrl-C too. Any socket error or non-2xx reply fails the
+run. Needs root, wrk and nginx.
 
 Output in --out: report.md (tables: paper vs ours, targets), fig*.svg/.png,
 results.json (every measurement), logs/ (lab up output, nginx).";
@@ -67,10 +78,17 @@ pub struct BenchArgs {
     kills: Option<u32>,
     /// Only these parts (comma-separated): generate, files, latency,
     /// openloop, nginx, rtt, link (the link's encryption: duplex with and
-    /// without it), idle (idle keep-alive connections: throughput and RSS
-    /// with up to 100,000 held, vs nginx), stall [default: all].
+    /// without it), proxy (the `upstream` route vs --baseline-bin's and
+    /// nginx proxy_pass, to an nginx app), idle (idle keep-alive
+    /// connections: throughput and RSS with up to 100,000 held, vs nginx),
+    /// stall [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The proxy part's baseline: another hotpair binary (e.g. one built
+    /// before the hyper upstream client) whose `lab up` builds the same
+    /// simplex lab; without it that row says "not measured".
+    #[arg(long, value_name = "PATH")]
+    baseline_bin: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -122,6 +140,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             seconds: args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 }),
             kills: args.kills.unwrap_or(if args.quick { 1 } else { 20 }),
             only: args.only.clone(),
+            baseline_bin: args.baseline_bin.clone(),
         }),
     }
 }

@@ -194,6 +194,9 @@ pub struct Results {
     /// Idle keep-alive connections held (`--only idle`).
     #[serde(default)]
     pub idle: Option<IdleRun>,
+    /// The `upstream` route against another client and nginx (`--only proxy`).
+    #[serde(default)]
+    pub proxy: Option<ProxyRun>,
     /// What was not measured, and why (printed loudly in the report).
     pub not_measured: Vec<String>,
 }
@@ -290,4 +293,60 @@ impl IdleTarget {
 pub struct IdleRun {
     pub targets: Vec<IdleTarget>,
     pub wrk_seconds: f64,
+}
+
+/// The rows of the `proxy` part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyConfig {
+    /// This build's node, `upstream` route → the app.
+    Hotpair,
+    /// The same lab run by `--baseline-bin`.
+    Baseline,
+    /// nginx `proxy_pass` (keep-alive pool) → the same app.
+    NginxProxy,
+    /// The app itself, from the client namespace: the ceiling.
+    Direct,
+}
+
+impl ProxyConfig {
+    pub fn label(self) -> &'static str {
+        match self {
+            ProxyConfig::Hotpair => "hotpair (this build)",
+            ProxyConfig::Baseline => "hotpair (--baseline-bin)",
+            ProxyConfig::NginxProxy => "nginx proxy_pass",
+            ProxyConfig::Direct => "application direct",
+        }
+    }
+}
+
+/// One row × size of the `proxy` part: measured, or why not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProxyRow {
+    pub config: ProxyConfig,
+    pub size: u64,
+    /// CPU time as `proxy` (the node or nginx in front) and `app`.
+    pub point: Option<Point>,
+    pub not_measured: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProxyRun {
+    /// wrk connections of every row.
+    pub conns: u32,
+    /// The application behind every proxy.
+    pub app: String,
+    pub baseline_bin: Option<String>,
+    /// `--baseline-bin --version`.
+    pub baseline_version: Option<String>,
+    pub rows: Vec<ProxyRow>,
+}
+
+impl Point {
+    /// CPU time of `name` as a share of the quota over the run.
+    pub fn share_of_quota(&self, name: &str) -> Option<f64> {
+        let q = self.quota?;
+        let ns = self.cpu_ns.iter().find(|(n, _)| n == name)?.1 as f64;
+        (self.wall_s > 0.0).then(|| ns / 1e9 / (q * self.wall_s))
+    }
 }

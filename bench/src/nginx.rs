@@ -2,7 +2,10 @@
 //! reference a user would pick instead. A namespace `PREFIX-ng` with a veth
 //! whose peer sits on the lab's switch bridge `br0`, 10.77.0.20/24; one
 //! worker (hotpair's stack is one thread), sendfile, no access log; held to
-//! the nodes' CPU quota by a cgroup of its own. Removed when dropped.
+//! the nodes' CPU quota by a cgroup of its own. Removed when dropped. The
+//! proxy part also runs it there as a reverse proxy ([`Nginx::start_proxy`])
+//! and inside a lab's node namespace as the application
+//! ([`Nginx::in_namespace`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +19,8 @@ pub const NGINX_ADDRESS: &str = "10.77.0.20";
 
 pub struct Nginx {
     ns: String,
+    /// Whether `ns` was made for it (and is removed on drop).
+    owns_ns: bool,
     child: Option<Child>,
     /// Cgroup directories made for it (removed on drop); the first with
     /// the CPU usage counter.
@@ -74,6 +79,79 @@ impl Nginx {
         dir: &Path,
         limits: Limits,
     ) -> Result<Nginx> {
+        let server = format!(
+            "  sendfile on;\n  server {{\n    listen {NGINX_ADDRESS}:80{};\n    location /static/ {{ alias {}/; }}\n  }}\n",
+            if limits.workers > 1 { " reuseport" } else { "" },
+            docroot.display()
+        );
+        let mut me = Self::on_bridge(lab, cpus, dir, limits, &server)?;
+        me.wait_serving(
+            &lab.client_ns(),
+            &format!("http://{NGINX_ADDRESS}/static/1k.bin"),
+            dir,
+        )?;
+        Ok(me)
+    }
+
+    /// nginx as a reverse proxy next to `lab` (10.77.0.20, its own
+    /// namespace, `cpus` CPUs): every request to `http://10.77.0.20/` goes
+    /// to `http://UPSTREAM/` over a pool of keep-alive connections, the way
+    /// a production config would (HTTP/1.1 upstream, `Connection` cleared,
+    /// buffers large enough for the replies measured, no temp files).
+    /// `probe_path` must answer 200 through it before this returns.
+    pub fn start_proxy(
+        lab: &Lab,
+        upstream: &str,
+        cpus: Option<f64>,
+        dir: &Path,
+        probe_path: &str,
+    ) -> Result<Nginx> {
+        let server = format!(
+            "  upstream app {{\n    server {upstream};\n    keepalive 64;\n    keepalive_requests 1000000000;\n    keepalive_timeout 600s;\n  }}\n\
+             server {{\n    listen {NGINX_ADDRESS}:80;\n    location / {{\n      proxy_pass http://app;\n\
+             proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n\
+             proxy_buffer_size 16k;\n      proxy_buffers 8 16k;\n      proxy_max_temp_file_size 0;\n    }}\n  }}\n"
+        );
+        let mut me = Self::on_bridge(lab, cpus, dir, Limits::default(), &server)?;
+        me.wait_serving(
+            &lab.client_ns(),
+            &format!("http://{NGINX_ADDRESS}{probe_path}"),
+            dir,
+        )?;
+        Ok(me)
+    }
+
+    /// nginx inside an existing namespace `ns` (not removed on drop), with
+    /// `http_body` (inside `http {}`) as its sites, in a cgroup of its own
+    /// named `cgroup` (`cpus` None: no quota, the CPU time still counted).
+    pub fn in_namespace(
+        ns: &str,
+        cgroup: &str,
+        cpus: Option<f64>,
+        dir: &Path,
+        limits: Limits,
+        http_body: &str,
+    ) -> Result<Nginx> {
+        std::fs::create_dir_all(dir)?;
+        let mut me = Nginx {
+            ns: ns.to_owned(),
+            owns_ns: false,
+            child: None,
+            cgroups: Vec::new(),
+            usage_dir: None,
+        };
+        me.launch(Some(cgroup), cpus, dir, limits, http_body)?;
+        Ok(me)
+    }
+
+    /// A namespace `PREFIX-ng` on the lab's bridge at 10.77.0.20, nginx in it.
+    fn on_bridge(
+        lab: &Lab,
+        cpus: Option<f64>,
+        dir: &Path,
+        limits: Limits,
+        http_body: &str,
+    ) -> Result<Nginx> {
         if Command::new("nginx").arg("-v").output().is_err() {
             bail!("nginx is not installed (Debian: apt-get install nginx-light)");
         }
@@ -86,6 +164,7 @@ impl Nginx {
         std::fs::create_dir_all(dir)?;
         let mut me = Nginx {
             ns: ns.clone(),
+            owns_ns: true,
             child: None,
             cgroups: Vec::new(),
             usage_dir: None,
@@ -110,6 +189,23 @@ impl Nginx {
             "ng0",
         ])?;
         ip(&["-n", &ns, "link", "set", "ng0", "up"])?;
+        // No cgroup without a quota, as before: nothing to hold or count.
+        let cgroup = cpus.map(|_| format!("hotpair-{}-ng", lab.prefix));
+        me.launch(cgroup.as_deref(), cpus, dir, limits, http_body)?;
+        Ok(me)
+    }
+
+    /// Writes the config (`http_body` inside `http {}`) and starts nginx in
+    /// `self.ns`, in the cgroup named `cgroup` if any (held to `cpus`, or
+    /// only counting with None).
+    fn launch(
+        &mut self,
+        cgroup: Option<&str>,
+        cpus: Option<f64>,
+        dir: &Path,
+        limits: Limits,
+        http_body: &str,
+    ) -> Result<()> {
         let d = dir.display();
         let rlimit = limits
             .rlimit_nofile
@@ -117,33 +213,33 @@ impl Nginx {
         let conf = format!(
             "worker_processes {};\n{rlimit}daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections {}; }}\nhttp {{\n  default_type application/octet-stream;\n\
-             access_log off;\n  sendfile on;\n  tcp_nodelay on;\n  keepalive_requests 1000000000;\n\
+             access_log off;\n  tcp_nodelay on;\n  keepalive_requests 1000000000;\n\
              keepalive_timeout {}s;\n  client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n\
-             server {{\n    listen {NGINX_ADDRESS}:80{};\n    location /static/ {{ alias {}/; }}\n  }}\n}}\n",
+             {http_body}}}\n",
             limits.workers.max(1),
             limits.worker_connections,
             limits.keepalive_timeout_s,
-            if limits.workers > 1 { " reuseport" } else { "" },
-            docroot.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf)?;
         // The shell enters the cgroups, then becomes nginx: master and worker inherit them.
         let mut enter = String::new();
-        if let Some(cpus) = cpus {
-            let name = format!("hotpair-{}-ng", lab.prefix);
-            for (dir, usage) in make_cgroup(&name, cpus)? {
-                enter.push_str(&format!("echo $$ > {}/cgroup.procs && ", dir.display()));
-                if usage {
-                    me.usage_dir = Some(dir.clone());
-                }
-                me.cgroups.push(dir);
+        let made = match cgroup {
+            Some(name) => make_cgroup(name, cpus)?,
+            None => Vec::new(),
+        };
+        for (dir, usage) in made {
+            enter.push_str(&format!("echo $$ > {}/cgroup.procs && ", dir.display()));
+            if usage {
+                self.usage_dir = Some(dir.clone());
             }
+            self.cgroups.push(dir);
         }
+        let ns = &self.ns;
         let script = format!(
             "{enter}exec ip netns exec {ns} nginx -p {d} -e {d}/error.log -c {d}/nginx.conf"
         );
         let log = std::fs::File::create(dir.join("nginx.out"))?;
-        me.child = Some(
+        self.child = Some(
             Command::new("sh")
                 .args(["-c", &script])
                 .stdout(log.try_clone()?)
@@ -151,14 +247,18 @@ impl Nginx {
                 .spawn()
                 .context("starting nginx")?,
         );
-        // Serving?
+        Ok(())
+    }
+
+    /// Waits (10 s at most) until `url` answers 200 from namespace `from`.
+    pub fn wait_serving(&mut self, from: &str, url: &str, dir: &Path) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let ok = Command::new("ip")
                 .args([
                     "netns",
                     "exec",
-                    &lab.client_ns(),
+                    from,
                     "curl",
                     "-sf",
                     "--max-time",
@@ -166,20 +266,20 @@ impl Nginx {
                     "-o",
                     "/dev/null",
                 ])
-                .arg(format!("http://{NGINX_ADDRESS}/static/1k.bin"))
+                .arg(url)
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
-                return Ok(me);
+                return Ok(());
             }
-            if let Some(c) = me.child.as_mut() {
+            if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
                     let out = std::fs::read_to_string(dir.join("nginx.out")).unwrap_or_default();
                     bail!("nginx exited ({st}): {out}");
                 }
             }
             if Instant::now() > deadline {
-                bail!("nginx did not serve http://{NGINX_ADDRESS}/static/1k.bin within 10 s");
+                bail!("nginx did not serve {url} within 10 s");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -206,24 +306,28 @@ impl Nginx {
 }
 
 /// A cgroup holding `cpus` CPUs: v2 `cpu.max`, or v1 `cpu.cfs_quota_us`
-/// (+ `cpuacct` where mounted apart). Returns (directory, has the usage
-/// counter).
-fn make_cgroup(name: &str, cpus: f64) -> Result<Vec<(PathBuf, bool)>> {
+/// (+ `cpuacct` where mounted apart); `cpus` None: no quota, the cgroup
+/// only counts. Returns (directory, has the usage counter).
+fn make_cgroup(name: &str, cpus: Option<f64>) -> Result<Vec<(PathBuf, bool)>> {
     let root = Path::new("/sys/fs/cgroup");
-    let quota = (cpus * 100_000.0).round() as u64;
+    let quota = cpus.map(|c| (c * 100_000.0).round() as u64);
     let w = |p: PathBuf, v: String| {
         std::fs::write(&p, v).with_context(|| format!("writing {}", p.display()))
     };
     if root.join("cgroup.controllers").exists() {
         let d = root.join(name);
         let _ = std::fs::create_dir(&d);
-        w(d.join("cpu.max"), format!("{quota} 100000"))?;
+        let max = quota.map_or("max".to_string(), |q| q.to_string());
+        w(d.join("cpu.max"), format!("{max} 100000"))?;
         return Ok(vec![(d, true)]);
     }
     let cpu = root.join("cpu").join(name);
     let _ = std::fs::create_dir(&cpu);
     w(cpu.join("cpu.cfs_period_us"), "100000".into())?;
-    w(cpu.join("cpu.cfs_quota_us"), quota.to_string())?;
+    w(
+        cpu.join("cpu.cfs_quota_us"),
+        quota.map_or("-1".to_string(), |q| q.to_string()),
+    )?;
     if cpu.join("cpuacct.usage").exists() {
         return Ok(vec![(cpu, true)]);
     }
@@ -247,7 +351,9 @@ impl Drop for Nginx {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        if self.owns_ns {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        }
         for d in self.cgroups.iter().rev() {
             // Empty once nginx is gone.
             for _ in 0..50 {

@@ -16,7 +16,7 @@ use super::labs::{self, Lab};
 use super::loadgen::LatencySummary;
 use super::model::*;
 use super::nginx::{Nginx, NGINX_ADDRESS};
-use super::{idle, markdown, plot, report, stats, wrk};
+use super::{idle, markdown, plot, proxy, report, stats, wrk};
 
 pub struct Options {
     pub out: PathBuf,
@@ -25,6 +25,8 @@ pub struct Options {
     pub seconds: f64,
     pub kills: u32,
     pub only: Vec<String>,
+    /// Another hotpair binary for the proxy part's baseline row.
+    pub baseline_bin: Option<PathBuf>,
 }
 
 const SERVICE: &str = "10.77.0.10";
@@ -752,8 +754,33 @@ impl Bench<'_> {
             self.rtt(Config::Duplex, "shared")?;
             self.rtt(Config::DuplexMi, "dedicated")?;
         }
-        // Free the CPUs and memory before the idle part and the stall series.
+        // Free the CPUs and memory before the proxy and idle parts and the stall series.
         self.labs.clear();
+        if self.wants("proxy") {
+            if self.o.baseline_bin.is_none() {
+                eprintln!(
+                    "\n*** NOT MEASURED: the proxy part's baseline row (no --baseline-bin). ***\n"
+                );
+                self.r
+                    .not_measured
+                    .push("proxy: the baseline client (no --baseline-bin)".into());
+            }
+            let progress = |s: &str| self.progress(s);
+            let cx = proxy::Ctx {
+                exe: &self.exe,
+                baseline: self.o.baseline_bin.as_deref(),
+                base: &self.base,
+                logs: &self.logs,
+                docroot: &self.docroot,
+                quick: self.o.quick,
+                node_cpus: self.o.node_cpus,
+                seconds: self.o.seconds,
+                progress: &progress,
+                interrupted: &check_interrupt,
+            };
+            let r = proxy::run(&cx)?;
+            self.r.proxy = Some(r);
+        }
         if self.wants("idle") {
             let progress = |s: &str| self.progress(s);
             let cx = idle::Ctx {
