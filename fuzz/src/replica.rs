@@ -229,7 +229,7 @@ impl Observer {
                     self.released.insert(*conn, *seq);
                     assert!(self.released_set.insert((*conn, *seq)));
                 }
-                Event::Logged { conn, seq, .. } => {
+                Event::Logged(hotpair_replicator::wire::Unit { conn, seq, .. }) => {
                     logged += 1;
                     let ok = *seq == 0 || self.mirrored.get(conn) == Some(&(seq - 1));
                     assert!(
@@ -416,7 +416,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
                 1 => expected.wrapping_sub(1),
                 _ => expected,
             };
-            Msg::Unit {
+            Msg::Unit(hotpair_replicator::wire::Unit {
                 conn,
                 seq,
                 index: inp.u64(),
@@ -425,7 +425,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
                 close_after: inp.bool(),
                 local: false,
                 payload: payload(inp, tag),
-            }
+            })
         }
         5 => {
             let next = obs.issued.get(&conn).copied().unwrap_or(0);
@@ -443,7 +443,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
                     digest: [inp.u8(); 32],
                 }],
             },
-            1 => Msg::Unit {
+            1 => Msg::Unit(hotpair_replicator::wire::Unit {
                 conn,
                 seq: obs.mirrored.get(&conn).map_or(0, |s| s + 1),
                 index: inp.u64(),
@@ -452,7 +452,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
                 close_after: inp.bool(),
                 local: true,
                 payload: Bytes::from_static(&[7; 32]),
-            },
+            }),
             2 => Msg::Lan { up: inp.bool() },
             _ => Msg::ConnGone { conn },
         },
@@ -592,7 +592,7 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
                 };
                 if let Ok(seq) = logged {
                     p.obs.logged(conn, seq);
-                    let unit = Event::Logged {
+                    let unit = Event::Logged(hotpair_replicator::wire::Unit {
                         conn,
                         seq,
                         index,
@@ -601,7 +601,7 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
                         close_after: close,
                         local,
                         payload,
-                    };
+                    });
                     units.insert((conn, seq), unit);
                 }
             }
@@ -756,7 +756,7 @@ fn primary_events(evs: &[Event], frames: &[Bytes], seen: &mut usize) {
 fn ingress_events(evs: &[Event], units: &BTreeMap<(ConnKey, u64), Event>) {
     for e in evs {
         crate::trace!("  ingress event {e:?}");
-        if let Event::Logged { conn, seq, .. } = e {
+        if let Event::Logged(hotpair_replicator::wire::Unit { conn, seq, .. }) = e {
             let want = units
                 .get(&(*conn, *seq))
                 .expect("a unit the primary never logged");

@@ -162,7 +162,7 @@ pub fn arbitrary_msg(inp: &mut Input<'_>) -> Msg {
         2 => Msg::Frame {
             frame: Bytes::copy_from_slice(inp.bytes(200)),
         },
-        3 => Msg::Unit {
+        3 => Msg::Unit(hotpair_replicator::wire::Unit {
             conn: conn(inp),
             seq: inp.u64(),
             index: inp.u64(),
@@ -175,7 +175,7 @@ pub fn arbitrary_msg(inp: &mut Input<'_>) -> Msg {
             close_after: inp.bool(),
             local: inp.below(4) == 0,
             payload: Bytes::copy_from_slice(inp.bytes(200)),
-        },
+        }),
         4 => Msg::UnitAck {
             conn: conn(inp),
             seq: inp.u64(),

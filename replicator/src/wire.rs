@@ -140,6 +140,52 @@ pub enum WireError {
     },
 }
 
+/// One logged output unit: what [`Msg::Unit`] carries from the primary and
+/// [`crate::Event::Logged`] hands to the ingress node's caller — one record,
+/// the same on the wire and after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// The connection.
+    pub conn: ConnKey,
+    /// Per-connection unit sequence: 0, 1, 2, …
+    pub seq: u64,
+    /// HTTP request index the unit answers.
+    pub index: u64,
+    /// Interim or final.
+    pub kind: UnitKind,
+    /// Client input stream offset where that request's bytes end.
+    pub input_end: u64,
+    /// The connection closes after this unit.
+    pub close_after: bool,
+    /// The receiver makes this (final) reply itself, from its own copy of
+    /// a `static` route's content: `payload` is then the 32-byte digest of
+    /// the content generation the primary made it from, not reply bytes.
+    pub local: bool,
+    /// The bytes to send to the client (for a `local` unit, the digest).
+    pub payload: Bytes,
+}
+
+impl std::fmt::Display for Unit {
+    /// One line for traces: the fields, and the payload's length.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Unit {} seq={} index=", self.conn, self.seq)?;
+        if self.index == u64::MAX {
+            f.write_str("close")?;
+        } else {
+            write!(f, "{}", self.index)?;
+        }
+        write!(
+            f,
+            " {:?} input_end={} close_after={} local={} len={}",
+            self.kind,
+            self.input_end,
+            self.close_after,
+            self.local,
+            self.payload.len()
+        )
+    }
+}
+
 /// One message on the replication link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
@@ -182,25 +228,7 @@ pub enum Msg {
         frame: Bytes,
     },
     /// A logged output unit, primary → ingress.
-    Unit {
-        /// The connection.
-        conn: ConnKey,
-        /// Per-connection unit sequence: 0, 1, 2, …
-        seq: u64,
-        /// HTTP request index the unit answers.
-        index: u64,
-        /// Interim or final.
-        kind: UnitKind,
-        /// Client input stream offset where that request's bytes end.
-        input_end: u64,
-        /// The connection closes after this unit.
-        close_after: bool,
-        /// The receiver makes this (final) reply itself, from its own copy
-        /// of a `static` route's content: `payload` is empty.
-        local: bool,
-        /// The bytes to send to the client.
-        payload: Bytes,
-    },
+    Unit(Unit),
     /// Cumulative acknowledgement, ingress → primary: every unit of `conn` up
     /// to and including `seq` is logged.
     UnitAck {
@@ -241,7 +269,7 @@ impl Msg {
             Msg::Hello { .. } => "Hello",
             Msg::Heartbeat { .. } => "Heartbeat",
             Msg::Frame { .. } => "Frame",
-            Msg::Unit { .. } => "Unit",
+            Msg::Unit(Unit { .. }) => "Unit",
             Msg::UnitAck { .. } => "UnitAck",
             Msg::ConnGone { .. } => "ConnGone",
             Msg::Routes { .. } => "Routes",
@@ -255,7 +283,7 @@ impl Msg {
             Msg::Hello { .. } => TYPE_HELLO,
             Msg::Heartbeat { .. } => TYPE_HEARTBEAT,
             Msg::Frame { .. } => TYPE_FRAME,
-            Msg::Unit { .. } => TYPE_UNIT,
+            Msg::Unit(Unit { .. }) => TYPE_UNIT,
             Msg::UnitAck { .. } => TYPE_UNIT_ACK,
             Msg::ConnGone { .. } => TYPE_CONN_GONE,
             Msg::Routes { .. } => TYPE_ROUTES,
@@ -272,7 +300,7 @@ impl Msg {
             Msg::Leaving => 0,
             Msg::Lan { .. } => 1,
             Msg::Frame { frame } => frame.len(),
-            Msg::Unit { payload, .. } => UNIT_FIXED_LEN + payload.len(),
+            Msg::Unit(u) => UNIT_FIXED_LEN + u.payload.len(),
             Msg::UnitAck { .. } => CONN_KEY_LEN + 8,
             Msg::ConnGone { .. } => CONN_KEY_LEN,
             Msg::Routes { routes } => {
@@ -320,12 +348,12 @@ impl Msg {
                 });
             }
         }
-        if let Msg::Unit {
+        if let Msg::Unit(Unit {
             kind,
             local: true,
             payload,
             ..
-        } = self
+        }) = self
         {
             // The decoder's rule, as above.
             if *kind != UnitKind::Final || payload.len() != LOCAL_DIGEST_LEN {
@@ -367,7 +395,7 @@ impl Msg {
             Msg::Leaving => {}
             Msg::Lan { up } => out.push(u8::from(*up)),
             Msg::Frame { frame } => out.extend_from_slice(frame),
-            Msg::Unit {
+            Msg::Unit(Unit {
                 conn,
                 seq,
                 index,
@@ -376,7 +404,7 @@ impl Msg {
                 close_after,
                 local,
                 payload,
-            } => {
+            }) => {
                 put_conn(out, conn);
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.extend_from_slice(&index.to_be_bytes());
@@ -612,7 +640,7 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
                     what: "Unit (a local unit is a final reply whose payload is a digest)",
                 });
             }
-            Msg::Unit {
+            Msg::Unit(Unit {
                 conn,
                 seq,
                 index,
@@ -621,7 +649,7 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
                 close_after: flags & FLAG_CLOSE != 0,
                 local,
                 payload,
-            }
+            })
         }
         TYPE_UNIT_ACK => {
             let conn = r.conn()?;
@@ -808,7 +836,7 @@ mod tests {
             Msg::Frame {
                 frame: Bytes::new(),
             },
-            Msg::Unit {
+            Msg::Unit(Unit {
                 conn: CONN,
                 seq: 2,
                 index: 1,
@@ -817,8 +845,8 @@ mod tests {
                 close_after: true,
                 local: false,
                 payload: Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"),
-            },
-            Msg::Unit {
+            }),
+            Msg::Unit(Unit {
                 conn: CONN,
                 seq: 0,
                 index: 0,
@@ -827,10 +855,10 @@ mod tests {
                 close_after: false,
                 local: false,
                 payload: Bytes::new(),
-            },
+            }),
             Msg::UnitAck { conn: CONN, seq: 5 },
             Msg::ConnGone { conn: CONN },
-            Msg::Unit {
+            Msg::Unit(Unit {
                 conn: CONN,
                 seq: 9,
                 index: 4,
@@ -839,7 +867,7 @@ mod tests {
                 close_after: true,
                 local: true,
                 payload: Bytes::from_static(&[7; LOCAL_DIGEST_LEN]),
-            },
+            }),
             Msg::Routes { routes: vec![] },
             Msg::Routes {
                 routes: vec![
@@ -999,7 +1027,7 @@ mod tests {
                 Bytes::from_static(&[7; LOCAL_DIGEST_LEN]),
             ),
         ] {
-            let bad_local = Msg::Unit {
+            let bad_local = Msg::Unit(Unit {
                 conn: CONN,
                 seq: 0,
                 index: 0,
@@ -1008,7 +1036,7 @@ mod tests {
                 close_after: false,
                 local: true,
                 payload,
-            };
+            });
             assert!(matches!(
                 bad_local.encode(CH, &mut out),
                 Err(WireError::Malformed { .. })
@@ -1016,7 +1044,7 @@ mod tests {
         }
         assert!(out.is_empty(), "nothing written on error");
         // The valid local unit still goes through.
-        let local = Msg::Unit {
+        let local = Msg::Unit(Unit {
             conn: CONN,
             seq: 0,
             index: 0,
@@ -1025,7 +1053,7 @@ mod tests {
             close_after: true,
             local: true,
             payload: Bytes::from_static(&[7; LOCAL_DIGEST_LEN]),
-        };
+        });
         local.encode(CH, &mut out).unwrap();
         assert_eq!(Msg::decode(Bytes::from(out)), Ok((CH, local)));
     }

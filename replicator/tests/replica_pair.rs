@@ -242,7 +242,7 @@ fn logged(events: &[Event]) -> Vec<(ConnKey, u64)> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Logged { conn, seq, .. } => Some((*conn, *seq)),
+            Event::Logged(hotpair_replicator::wire::Unit { conn, seq, .. }) => Some((*conn, *seq)),
             _ => None,
         })
         .collect()
@@ -333,7 +333,7 @@ fn units_logged_acked_released_in_order() {
         [(a, 0), (b, 0), (a, 1), (b, 1), (a, 2), (b, 2)],
         "ingress sees units in logging order"
     );
-    let Event::Logged {
+    let Event::Logged(hotpair_replicator::wire::Unit {
         conn: c,
         seq,
         index,
@@ -342,7 +342,7 @@ fn units_logged_acked_released_in_order() {
         close_after,
         local: false,
         payload: body,
-    } = &ing[2]
+    }) = &ing[2]
     else {
         panic!("not logged: {:?}", ing[2]);
     };
@@ -413,7 +413,7 @@ fn ack_waits_until_the_ingress_caller_takes_the_unit() {
     // Take one event: exactly that unit is acknowledged and released.
     assert!(matches!(
         pair.i.r.poll_event(),
-        Some(Event::Logged { seq: 0, .. })
+        Some(Event::Logged(hotpair_replicator::wire::Unit { seq: 0, .. }))
     ));
     pair.drive();
     assert_eq!(releases(&pair.p.take_events()), [(a, 0)]);
@@ -829,7 +829,7 @@ fn too_large_and_connection_limit() {
 // ---- protocol errors -------------------------------------------------------
 
 fn unit(c: ConnKey, seq: u64, body: &'static [u8]) -> Msg {
-    Msg::Unit {
+    Msg::Unit(hotpair_replicator::wire::Unit {
         conn: c,
         seq,
         index: seq,
@@ -838,7 +838,7 @@ fn unit(c: ConnKey, seq: u64, body: &'static [u8]) -> Msg {
         close_after: false,
         local: false,
         payload: Bytes::from_static(body),
-    }
+    })
 }
 
 // ---- static content --------------------------------------------------------
@@ -864,7 +864,7 @@ fn a_local_unit_carries_its_place_and_content_digest_not_its_bytes_and_is_releas
     assert!(
         matches!(
             &ing[1],
-            Event::Logged { conn, seq: 1, index: 1, kind: UnitKind::Final, input_end: 250, close_after: true, local: true, payload }
+            Event::Logged(hotpair_replicator::wire::Unit { conn, seq: 1, index: 1, kind: UnitKind::Final, input_end: 250, close_after: true, local: true, payload })
                 if *conn == c && payload[..] == [9; 32]
         ),
         "{:?}",
@@ -1184,7 +1184,7 @@ fn rejoin_replicates_new_connections_only() {
     assert!(matches!(
         ing[..],
         [
-            Event::Logged { .. },
+            Event::Logged(hotpair_replicator::wire::Unit { .. }),
             Event::PeerDead { .. },
             Event::PeerUp { .. }
         ]

@@ -523,12 +523,12 @@ impl World {
                 });
                 if let LinkIn::Msg(
                     channel,
-                    Msg::Unit {
+                    Msg::Unit(hotpair_replicator::wire::Unit {
                         conn,
                         index,
                         kind: UnitKind::Final,
                         ..
-                    },
+                    }),
                 ) = &msg
                 {
                     let a = vip_index(Ipv4Address::from(*channel));

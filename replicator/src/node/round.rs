@@ -67,9 +67,10 @@ impl NodeCore {
                         Event::Frame { frame } => {
                             site.engine.handle_peer_frame(Frame::copy_from(&frame))
                         }
-                        Event::Release { conn, .. }
-                        | Event::Logged { conn, .. }
-                        | Event::ConnGone { conn } => site.conns.event(conn, ev),
+                        Event::Release { conn, .. } | Event::ConnGone { conn } => {
+                            site.conns.event(conn, ev)
+                        }
+                        Event::Logged(ref u) => site.conns.event(u.conn, ev),
                         Event::PeerUp { node, mac } => {
                             tracing::info!(
                                 peer = %node,

@@ -12,15 +12,9 @@ use super::{
 };
 
 impl Replica {
-    /// Ingress: a unit from the primary. `logged` is the `Event::Logged`.
-    pub(super) fn on_unit(&mut self, logged: Event) -> Result<(), ProtocolError> {
-        let Event::Logged {
-            conn, seq, payload, ..
-        } = &logged
-        else {
-            return Ok(());
-        };
-        let (conn, seq, len) = (*conn, *seq, payload.len() as u64);
+    /// Ingress: a unit from the primary, for an `Event::Logged`.
+    pub(super) fn on_unit(&mut self, unit: crate::wire::Unit) -> Result<(), ProtocolError> {
+        let (conn, seq, len) = (unit.conn, unit.seq, unit.payload.len() as u64);
         let Some(s) = self.session.as_mut() else {
             return Err(ProtocolError::NotConnected);
         };
@@ -75,7 +69,7 @@ impl Replica {
         s.unpolled_units += 1;
         s.unpolled_charge += charge;
         let tag = (c.incarnation, len);
-        self.push_event(logged, Some(tag));
+        self.push_event(Event::Logged(unit), Some(tag));
         Ok(())
     }
 
@@ -91,8 +85,8 @@ impl Replica {
         ) {
             self.peer_events -= 1;
         }
-        if let (Some((incarnation, len)), Event::Logged { conn, seq, .. }) = (q.logged, &q.event) {
-            self.settle_logged(*conn, *seq, incarnation, len);
+        if let (Some((incarnation, len)), Event::Logged(u)) = (q.logged, &q.event) {
+            self.settle_logged(u.conn, u.seq, incarnation, len);
         }
         Some(q.event)
     }

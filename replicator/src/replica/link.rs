@@ -161,29 +161,11 @@ impl Replica {
                 self.push_event(Event::Frame { frame }, None);
                 Ok(())
             }
-            Msg::Unit {
-                conn,
-                seq,
-                index,
-                kind,
-                input_end,
-                close_after,
-                local,
-                payload,
-            } => {
+            Msg::Unit(unit) => {
                 if role != Role::Ingress {
                     return Err(unexpected);
                 }
-                self.on_unit(Event::Logged {
-                    conn,
-                    seq,
-                    index,
-                    kind,
-                    input_end,
-                    close_after,
-                    local,
-                    payload,
-                })
+                self.on_unit(unit)
             }
             Msg::Routes { routes } => {
                 self.check_peer_backlog()?;

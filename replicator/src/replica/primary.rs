@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use tracing::{debug, trace};
 
-use crate::wire::{Msg, MAX_UNIT_PAYLOAD};
+use crate::wire::{Msg, Unit, MAX_UNIT_PAYLOAD};
 use crate::{ConnKey, Role, UnitKind};
 
 use super::{
@@ -174,7 +174,7 @@ impl Replica {
                 self.unacked_charge += charge;
                 self.counters.logged_units += 1;
                 trace!(%conn, seq, len, "unit logged, held for ack");
-                s.queue.push_back(Msg::Unit {
+                s.queue.push_back(Msg::Unit(Unit {
                     conn,
                     seq,
                     index,
@@ -183,7 +183,7 @@ impl Replica {
                     close_after,
                     local,
                     payload,
-                });
+                }));
             }
             _ => {
                 self.counters.unreplicated_units += 1;

@@ -44,7 +44,7 @@ impl LinkQueue {
         self.next += 1;
         self.len += 1;
         match &msg {
-            Msg::Unit { conn, .. } | Msg::ConnGone { conn } => {
+            Msg::Unit(crate::wire::Unit { conn, .. }) | Msg::ConnGone { conn } => {
                 let q = self.conns.entry(*conn).or_default();
                 if q.is_empty() {
                     self.turns.push_back(*conn);
@@ -109,7 +109,7 @@ mod tests {
     }
 
     fn unit(port: u16, seq: u64) -> Msg {
-        Msg::Unit {
+        Msg::Unit(crate::wire::Unit {
             conn: conn(port),
             seq,
             index: seq,
@@ -118,12 +118,14 @@ mod tests {
             close_after: false,
             local: false,
             payload: Bytes::from_static(b"x"),
-        }
+        })
     }
 
     fn name(m: &Msg) -> String {
         match m {
-            Msg::Unit { conn, seq, .. } => format!("u{}.{seq}", conn.client_port),
+            Msg::Unit(crate::wire::Unit { conn, seq, .. }) => {
+                format!("u{}.{seq}", conn.client_port)
+            }
             Msg::ConnGone { conn } => format!("gone{}", conn.client_port),
             Msg::Leaving => "leaving".into(),
             other => format!("{other:?}"),

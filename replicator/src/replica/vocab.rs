@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use crate::detector::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::wire::{self, MAX_NODE_NAME_LEN};
-use crate::{ConnKey, Role, UnitKind};
+use crate::{ConnKey, Role};
 
 // For the doc links.
 #[cfg(doc)]
@@ -194,25 +194,7 @@ pub enum Event {
     /// connection these come in `seq` order without gaps. Taking this event
     /// acknowledges the unit to the primary: from then on the caller owns the
     /// only copy the pair has besides the primary's.
-    Logged {
-        /// The connection.
-        conn: ConnKey,
-        /// Per-connection unit sequence.
-        seq: u64,
-        /// HTTP request index the unit answers.
-        index: u64,
-        /// Interim or final.
-        kind: UnitKind,
-        /// Client input offset where that request's bytes end.
-        input_end: u64,
-        /// The connection closes after this unit.
-        close_after: bool,
-        /// Make this final reply here, from this node's own copy of the
-        /// `static` route's content (`payload` is empty).
-        local: bool,
-        /// The bytes to send to the client.
-        payload: Bytes,
-    },
+    Logged(wire::Unit),
     /// The peer's routes with their policies and content digests
     /// ([`Msg::Routes`]).
     PeerRoutes {

@@ -39,20 +39,7 @@ pub(super) fn link_desc(m: &LinkIn) -> String {
     match m {
         LinkIn::Connected => "connected".into(),
         LinkIn::Lost(why) => format!("lost ({why})"),
-        LinkIn::Msg(_, Msg::Unit {
-            conn,
-            seq,
-            index,
-            kind,
-            input_end,
-            close_after,
-            local,
-            payload,
-        }) => format!(
-            "Unit {conn} seq={seq} index={} {kind:?} input_end={input_end} close_after={close_after} local={local} len={}",
-            if *index == u64::MAX { "close".to_owned() } else { index.to_string() },
-            payload.len()
-        ),
+        LinkIn::Msg(_, Msg::Unit(u)) => u.to_string(),
         LinkIn::Msg(_, Msg::Frame { frame }) => format!("Frame {}", lan::describe(frame)),
         LinkIn::Msg(_, Msg::UnitAck { conn, seq }) => format!("UnitAck {conn} seq={seq}"),
         LinkIn::Msg(_, Msg::ConnGone { conn }) => format!("ConnGone {conn}"),

@@ -30,7 +30,7 @@ impl SiteDriver<'_> {
         if let Some(events) = self.conns.conn_events.remove(&id) {
             for ev in events {
                 match ev {
-                    Event::Logged {
+                    Event::Logged(crate::wire::Unit {
                         index,
                         kind,
                         input_end,
@@ -38,7 +38,7 @@ impl SiteDriver<'_> {
                         local,
                         payload,
                         ..
-                    } => {
+                    }) => {
                         if let Some(t) = m.tls.as_mut() {
                             // HTTPS: units carry ciphertext. The TLS layer's
                             // own units set the state; the others' records
