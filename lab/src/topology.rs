@@ -6,6 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use hotpair_replicator::layout::Layout;
 use serde::{Deserialize, Serialize};
 
 use super::{node_address, REPL_INTERFACE, REPL_PORT, REPL_SUBNET};
@@ -30,11 +31,7 @@ impl Mode {
 
     /// Number of nodes the mode runs; `ring_nodes` is the ring's size.
     pub fn node_count(self, ring_nodes: u32) -> u32 {
-        match self {
-            Mode::Simplex => 1,
-            Mode::Duplex | Mode::DualRole => 2,
-            Mode::Ring => ring_nodes,
-        }
+        self.layout(ring_nodes).nodes() as u32
     }
 
     /// Whether the nodes replicate (have links and heartbeats).
@@ -165,35 +162,34 @@ pub fn service_ip(i: u32) -> String {
     format!("10.77.0.{}", 9 + i)
 }
 
-/// The node after `i` in a ring of `n` (n_N's successor is n1).
-fn next(i: u32, n: u32) -> u32 {
-    i % n + 1
+impl Mode {
+    /// The layout the mode deploys (the one the simulation runs too).
+    pub fn layout(self, nodes: u32) -> Layout {
+        match self {
+            Mode::Simplex => Layout::Simplex,
+            Mode::Duplex => Layout::Duplex,
+            Mode::DualRole => Layout::DualRole,
+            Mode::Ring => Layout::Ring(u8::try_from(nodes).unwrap_or(u8::MAX)),
+        }
+    }
 }
 
-/// The service addresses of a lab of `nodes` nodes in `mode`, in VIP order.
+/// The service addresses of a lab of `nodes` nodes in `mode`, in VIP order
+/// (`hotpair_replicator::layout`: duplex — n2 owns the VIP on the LAN, n1
+/// runs the application; dual-role and ring — node i owns VIP i, the next
+/// node is its primary).
 pub fn addresses(mode: Mode, nodes: u32) -> Vec<AddressState> {
-    let name = |i: u32| format!("n{i}");
-    match mode {
-        Mode::Simplex => vec![AddressState {
-            ip: service_ip(1),
-            owner: name(1),
-            primary: None,
-        }],
-        // n2 is the ingress: it owns the VIP on the LAN; n1 runs the application.
-        Mode::Duplex => vec![AddressState {
-            ip: service_ip(1),
-            owner: name(2),
-            primary: Some(name(1)),
-        }],
-        // Dual-role is the ring of two: each node owns its VIP, the other is its primary.
-        Mode::DualRole | Mode::Ring => (1..=nodes)
-            .map(|i| AddressState {
-                ip: service_ip(i),
-                owner: name(i),
-                primary: Some(name(next(i, nodes))),
-            })
-            .collect(),
-    }
+    let name = |i: usize| format!("n{}", i + 1);
+    mode.layout(nodes)
+        .addresses()
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| AddressState {
+            ip: service_ip(i as u32 + 1),
+            owner: name(p.owner),
+            primary: p.primary.map(name),
+        })
+        .collect()
 }
 
 /// The replication links of a lab of `nodes` nodes in `mode`. Duplex keeps its
@@ -207,25 +203,26 @@ pub fn links(mode: Mode, nodes: u32, net: ReplNet) -> Vec<PeerLinkState> {
         address: net.link_address(lo),
         port,
     };
-    match mode {
-        Mode::Simplex => Vec::new(),
-        Mode::Duplex => vec![link(1, 2, REPL_PORT)],
-        Mode::DualRole | Mode::Ring => {
-            let mut pairs: Vec<(u32, u32)> = (1..=nodes)
-                .map(|i| {
-                    let j = next(i, nodes);
-                    (i.min(j), i.max(j))
-                })
-                .collect();
-            // In a ring of two, (1,2) and (2,1) are the same link.
-            pairs.sort_unstable();
-            pairs.dedup();
-            pairs
-                .into_iter()
-                .map(|(lo, hi)| link(lo, hi, REPL_PORT + hi as u16))
-                .collect()
-        }
-    }
+    // One link per pair of nodes sharing an address (in a ring of two,
+    // dual-role, both addresses share one).
+    let mut pairs: Vec<(u32, u32)> = mode
+        .layout(nodes)
+        .addresses()
+        .into_iter()
+        .filter_map(|p| {
+            let (a, b) = (p.owner as u32 + 1, p.primary? as u32 + 1);
+            Some((a.min(b), a.max(b)))
+        })
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+        .into_iter()
+        .map(|(lo, hi)| match mode {
+            Mode::Duplex => link(lo, hi, REPL_PORT),
+            _ => link(lo, hi, REPL_PORT + hi as u16),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod detector;
+pub mod layout;
 pub mod node;
 pub mod replica;
 pub mod wire;

@@ -11,6 +11,7 @@
 //! The client's connections are spread over every address (see
 //! [`Topology::scenario`]), so a kill meets connections of each address.
 
+use hotpair_replicator::layout::Layout;
 use hotpair_replicator::Role;
 
 use crate::node::{Who, MAX_ADDRESSES};
@@ -67,44 +68,35 @@ impl Topology {
     }
 
     pub fn nodes(self) -> usize {
-        match self {
-            Topology::Duplex | Topology::DualRole => 2,
-            Topology::Ring(n) => usize::from(n),
-        }
+        self.layout().nodes()
     }
 
     pub fn all_nodes(self) -> Vec<Who> {
         (0..self.nodes()).map(|i| Who(i as u8)).collect()
     }
 
+    /// The layout it runs (the lab's and `hotpair pair`'s too).
+    pub fn layout(self) -> Layout {
+        match self {
+            Topology::Duplex => Layout::Duplex,
+            Topology::DualRole => Layout::DualRole,
+            Topology::Ring(n) => Layout::Ring(n),
+        }
+    }
+
     /// The service addresses, by index.
     pub fn addresses(self) -> Vec<Address> {
-        match self {
-            Topology::Duplex => vec![Address {
-                index: 0,
-                owner: Who::B,
-                primary: Who::A,
-            }],
-            Topology::DualRole => vec![
-                Address {
-                    index: 0,
-                    owner: Who::A,
-                    primary: Who::B,
-                },
-                Address {
-                    index: 1,
-                    owner: Who::B,
-                    primary: Who::A,
-                },
-            ],
-            Topology::Ring(n) => (0..n)
-                .map(|i| Address {
-                    index: usize::from(i),
-                    owner: Who(i),
-                    primary: Who((i + 1) % n),
-                })
-                .collect(),
-        }
+        let who = |i: usize| Who(i as u8);
+        self.layout()
+            .addresses()
+            .into_iter()
+            .enumerate()
+            .map(|(index, p)| Address {
+                index,
+                owner: who(p.owner),
+                primary: who(p.primary.expect("the simulation's layouts are replicated")),
+            })
+            .collect()
     }
 
     /// Node `who`'s sites, by address index.
