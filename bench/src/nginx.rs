@@ -250,26 +250,11 @@ impl Nginx {
         Ok(())
     }
 
-    /// Waits (10 s at most) until `url` answers 200 from namespace `from`.
+    /// Waits (10 s at most) until `url` answers 2xx from namespace `from`.
     pub fn wait_serving(&mut self, from: &str, url: &str, dir: &Path) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let ok = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    from,
-                    "curl",
-                    "-sf",
-                    "--max-time",
-                    "2",
-                    "-o",
-                    "/dev/null",
-                ])
-                .arg(url)
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
+            if serves(from, url) {
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut() {
@@ -364,4 +349,23 @@ impl Drop for Nginx {
             }
         }
     }
+}
+
+/// `curl` from namespace `ns`: whether `url` answered 2xx within 2 s.
+pub fn serves(ns: &str, url: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-sf",
+            "--max-time",
+            "2",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(url)
+        .status()
+        .is_ok_and(|s| s.success())
 }

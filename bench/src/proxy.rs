@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use super::labs::{read_usage_ns, Lab};
 use super::markdown;
 use super::model::{Point, ProxyConfig, ProxyRow, ProxyRun, Results};
-use super::nginx::{Limits, Nginx, NGINX_ADDRESS};
+use super::nginx::{serves, Limits, Nginx, NGINX_ADDRESS};
 use super::wrk;
 
 const SERVICE: &str = "10.77.0.10";
@@ -103,25 +103,6 @@ fn version(exe: &Path) -> String {
         Ok(h) => format!("{v}, sha256 {}…", &h[..16]),
         Err(e) => format!("{v}, sha256 unknown: {e:#}"),
     }
-}
-
-/// `curl` from namespace `ns`: whether `url` answered 2xx within 2 s.
-fn serves(ns: &str, url: &str) -> bool {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-sf",
-            "--max-time",
-            "2",
-            "-o",
-            "/dev/null",
-        ])
-        .arg(url)
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn app_url(host: &str, size: u64) -> String {
