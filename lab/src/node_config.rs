@@ -1,7 +1,7 @@
 //! The node configurations the lab writes (`hotpair node --config`): the
 //! legacy `[service]` + `[replication]` form for simplex and duplex, the
-//! general `[[address]]` + `[[peer]]` + `[heartbeat]` form of
-//! `notes/config-spec.md` for dual-role and ring.
+//! general `[[address]]` + `[[peer]]` + `[heartbeat]` form
+//! (docs/configuration.md) for dual-role and ring.
 
 use anyhow::Result;
 

@@ -1,7 +1,7 @@
 //! Who serves which service address and which nodes share a replication link,
-//! derived from the mode alone. The conventions are those of
-//! `notes/config-spec.md`, so a test can predict every name, address and
-//! port from `--mode` and `--nodes` without reading the lab's state.
+//! derived from the mode alone (the layout is `hotpair_replicator::layout`'s),
+//! so a test can predict every name, address and port from `--mode` and
+//! `--nodes` without reading the lab's state.
 
 use std::fmt;
 use std::str::FromStr;

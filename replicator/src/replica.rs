@@ -29,12 +29,12 @@
 //! every held unit is released at once, in order.
 //!
 //! **Split brain.** With a single replication link a partition of the link
-//! cannot be told apart from the peer's death: both nodes take over. The
-//! guard is deployment — the link must share fate with the service LAN (same
-//! switch), so that a node cut off from its peer is cut off from clients too —
-//! plus the fail-stop assumption. This is a known limitation: a second,
-//! independent path (a LAN heartbeat or a witness) is needed to survive a
-//! link-only partition and belongs in the appliance.
+//! cannot be told apart from the peer's death here: both nodes take over.
+//! What ends it is outside this type: the node core's probes before a claim
+//! and its watch for the peer's MAC announcing the address (the configured
+//! owner keeps it, the other stands down), and the LAN check, which hands
+//! the addresses to the node that still reaches clients
+//! (docs/replication-protocol.md, "Split brain").
 //!
 //! # Rejoin
 //!
