@@ -170,6 +170,7 @@ pub fn run(data: &[u8]) {
         address: Ipv4Cidr::new(VIP, 24),
         gateway: gateway.then(|| Ipv4Address::new(10, 0, 0, 254)),
         port: PORT,
+        alt_port: None,
         max_connections,
         rx_buffer_bytes: rx,
         tx_buffer_bytes: tx,
