@@ -186,5 +186,25 @@ pub fn scenarios() -> Vec<Scenario> {
                 Close::AfterReplies,
             )],
         },
+        Scenario {
+            name: "tls-and-http",
+            files_policy: Policy::Static,
+            max_half_open: None,
+            what: "one address, two ports: HTTPS on 443 and plain HTTP on 80 at once, each a static and a logged (generate) reply",
+            conns: [true, false]
+                .into_iter()
+                .map(|tls| ConnScript {
+                    tls,
+                    ..one(
+                        vec![
+                            get("/static/100k.bin", ""),
+                            get("/non-deterministic/x?size=60000", ""),
+                        ],
+                        Sending::OneByOne,
+                        Close::AfterReplies,
+                    )
+                })
+                .collect(),
+        },
     ]
 }
