@@ -44,7 +44,7 @@ const PORT: u16 = 80;
 const ALT_PORT: u16 = 443;
 
 fn server_port(c: usize) -> u16 {
-    if c % 2 == 0 {
+    if c.is_multiple_of(2) {
         PORT
     } else {
         ALT_PORT
