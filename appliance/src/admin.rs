@@ -140,6 +140,9 @@ pub struct AddressStatus {
 /// HTTPS counters of one address.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TlsStatus {
+    /// The port the address serves HTTPS on (its `port` serves HTTP).
+    #[serde(default)]
+    pub port: u16,
     /// TLS handshakes completed on this node (full and resumed).
     pub handshakes: u64,
     /// Of them, resumed with a session ticket.
@@ -399,6 +402,7 @@ pub(crate) mod tests {
                     codes: [(200, 3), (404, 1)].into_iter().collect(),
                 }],
                 tls: Some(TlsStatus {
+                    port: 443,
                     handshakes: 7,
                     resumed: 2,
                     errors: 1,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use hotpair_http::files::Files;
 use hotpair_http::Limits;
-use hotpair_replicator::node::{Handler, NodeConfig, NodeCore, Route, SiteConfig};
+use hotpair_replicator::node::{Handler, NodeConfig, NodeCore, Route, SiteConfig, SiteTls};
 use hotpair_stack::pcap::PcapSink;
 /// `--pcap-max-bytes`' default (the stack's pcap writer caps its file).
 pub use hotpair_stack::pcap::DEFAULT_MAX_BYTES as PCAP_DEFAULT_MAX_BYTES;
@@ -354,11 +354,10 @@ pub fn run(
                 }),
                 role: s.role,
                 peer: s.peer,
-                tls: if cfg.tls_on(s.port) {
-                    cfg.tls_server.clone()
-                } else {
-                    None
-                },
+                tls: cfg
+                    .tls_port()
+                    .zip(cfg.tls_server.clone())
+                    .map(|(port, config)| SiteTls { port, config }),
             })
             .collect(),
         peers: topo.peers.iter().map(|p| p.name.clone()).collect(),
@@ -491,6 +490,7 @@ pub fn run(
             tap = %cfg.node.tap,
             address = %s.address,
             port = s.port,
+            tls_port = ?cfg.tls_port(),
             mac = %cfg.node.mac,
             max_connections = s.max_connections,
             role = config::role_name(s.role),

@@ -737,6 +737,7 @@ impl NodeShell {
             index,
             request,
             client,
+            port,
             work,
         } = job;
         let tx = self.done_tx.clone();
@@ -785,9 +786,10 @@ impl NodeShell {
             Work::Route { route, request_id } => {
                 match self.upstreams.get(route).and_then(Option::clone) {
                     Some(up) => {
-                        // What the client connected to (a PROXY header says it).
-                        let service =
-                            SocketAddr::from((self.core.address(site), self.core.port(site)));
+                        // What the client connected to (a PROXY header says
+                        // it): the address, and the port of this connection
+                        // (HTTP or HTTPS).
+                        let service = SocketAddr::from((self.core.address(site), port));
                         self.runtime.spawn(async move {
                             let p = up
                                 .handle_outcome(&request, &request_id, client, service)

@@ -38,6 +38,18 @@ const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
 const OTHER_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 11]);
 const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
 const PORT: u16 = 80;
+/// The address's second port (HTTPS in a node): clients 1 and 3 connect
+/// to it, 0 and 2 to `PORT`, so the listeners shared by both ports and the
+/// admission of either are fuzzed together.
+const ALT_PORT: u16 = 443;
+
+fn server_port(c: usize) -> u16 {
+    if c.is_multiple_of(2) {
+        PORT
+    } else {
+        ALT_PORT
+    }
+}
 const CLIENTS: usize = 4;
 /// The primary's ISN as the (simulated) client believes it, ingress mode.
 const PRIMARY_ISN: u32 = 7_000_000;
@@ -170,6 +182,7 @@ pub fn run(data: &[u8]) {
         address: Ipv4Cidr::new(VIP, 24),
         gateway: gateway.then(|| Ipv4Address::new(10, 0, 0, 254)),
         port: PORT,
+        alt_port: Some(ALT_PORT),
         max_connections,
         rx_buffer_bytes: rx,
         tx_buffer_bytes: tx,
@@ -392,7 +405,7 @@ impl Harness {
             client_ip(c),
             VIP,
             40000 + c as u16,
-            PORT,
+            server_port(c),
             seq,
             ack,
             flags,

@@ -215,10 +215,10 @@ struct UpArgs {
     /// links are Noise-secured.
     #[arg(long)]
     link_plaintext: bool,
-    /// Serve HTTPS (TLS 1.3) on port 443 instead of HTTP on 80: a lab CA
-    /// and an ECDSA P-256 certificate for the addresses and hotpair.test
-    /// are made under the state directory (tls/ca.pem: what clients trust).
-    /// An address serves one port, so this lab serves no plain HTTP.
+    /// Serve HTTPS (TLS 1.3) on port 443 as well as HTTP on 80, on every
+    /// address: a lab CA and an ECDSA P-256 certificate for the addresses
+    /// and hotpair.test are made under the state directory (tls/ca.pem:
+    /// what clients trust).
     #[arg(long, conflicts_with = "link_plaintext")]
     tls: bool,
     /// `[http] header_timeout_ms` in the node configs.

@@ -126,8 +126,9 @@ pub struct DemoArgs {
     /// Leave the lab up afterwards (remove it with `hotpair lab down --prefix PREFIX`).
     #[arg(long)]
     keep: bool,
-    /// Download over HTTPS (`lab up --tls`: port 443, curl checks the
-    /// lab CA's certificate): the TLS connection survives the kill too.
+    /// Download over HTTPS (`lab up --tls`: port 443 beside HTTP on 80,
+    /// curl checks the lab CA's certificate): the TLS connection survives
+    /// the kill too.
     #[arg(long)]
     tls: bool,
 }

@@ -53,10 +53,13 @@ pub struct PairArgs {
     /// Default gateway for clients beyond the LAN (optional).
     #[arg(long)]
     gateway: Option<Ipv4Addr>,
-    /// Service port (default 80; 443 with --tls-cert: an address serves
-    /// HTTPS or HTTP on its one port).
+    /// Service port, plain HTTP (default 80).
     #[arg(long)]
     port: Option<u16>,
+    /// With --tls-cert: the port every address serves HTTPS on, beside
+    /// HTTP on --port.
+    #[arg(long, default_value_t = 443, value_name = "PORT")]
+    tls_port: u16,
     /// Serve HTTPS (TLS 1.3) with this certificate (PEM, chain after it),
     /// the path it has on every node; with --tls-key.
     #[arg(long, requires = "tls_key", value_name = "PATH")]
@@ -260,9 +263,12 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
                 .map_err(|e| anyhow::anyhow!("--app-fallback: {e}"))?;
         }
     }
-    let port = a
-        .port
-        .unwrap_or(if a.tls_cert.is_some() { 443 } else { 80 });
+    let port = a.port.unwrap_or(80);
+    if a.tls_cert.is_some() && a.tls_port == port {
+        bail!(
+            "--tls-port {port} is also --port: every address serves HTTP on --port and HTTPS on --tls-port, so they must differ"
+        );
+    }
     let links = topology::links(a.mode, n, ReplNet::Shared);
     let keys: Vec<(secure::Key, secure::Key)> = (0..n)
         .map(|_| secure::generate_keypair())
@@ -346,9 +352,10 @@ pub fn configs(a: &PairArgs) -> Result<Vec<PairFile>> {
         if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
             let s = |p: &PathBuf| toml::Value::String(p.to_string_lossy().into_owned());
             t.push_str(&format!(
-                "\n[tls]\ncert = {}\nkey = {}\nport = {port}\nticket_key_file = {}\n",
+                "\n[tls]\ncert = {}\nkey = {}\nport = {}\nticket_key_file = {}\n",
                 s(cert),
                 s(key),
+                a.tls_port,
                 s(&a.tls_ticket_key)
             ));
         }
@@ -526,7 +533,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_serves_https_on_443_with_one_ticket_key_for_all() {
+    fn tls_serves_https_on_443_and_http_on_80_with_one_ticket_key_for_all() {
         let files = configs(&args(
             "--mode dual-role --address 192.0.2.10,192.0.2.11 --link 10.0.0.1,10.0.0.2 \
              --upstream 127.0.0.1:8080 --tls-cert /etc/hotpair/cert.pem --tls-key /etc/hotpair/key.pem",
@@ -536,7 +543,7 @@ mod tests {
             let c = hotpair::config::Config::parse(&f.text).unwrap();
             let t = c.tls.as_ref().expect("[tls]");
             assert_eq!(t.port, 443);
-            assert!(c.addresses.iter().all(|a| a.port == 443), "{}", f.text);
+            assert!(c.addresses.iter().all(|a| a.port == 80), "{}", f.text);
             assert_eq!(
                 t.ticket_key_file,
                 PathBuf::from("/etc/hotpair/tls-ticket.key")
@@ -547,6 +554,16 @@ mod tests {
                 .split_whitespace()
         )
         .is_err());
+        // HTTPS on the HTTP port: refused, the flags named.
+        let e = configs(&args(
+            "--mode duplex --address 192.0.2.10 --link 10.0.0.1,10.0.0.2 --upstream 127.0.0.1:8080 \
+             --tls-cert /c.pem --tls-key /k.pem --port 8443 --tls-port 8443",
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--tls-port 8443 is also --port"),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -56,8 +56,9 @@ pub struct LabState {
     /// The database namespace and server (`--app orders`).
     #[serde(default)]
     pub db: Option<DbState>,
-    /// `--tls`: the addresses serve HTTPS on `service_port` (443); a
-    /// client trusts `tls::ca_path(state_dir)`.
+    /// `--tls`: the addresses serve HTTPS on `tls::TLS_PORT` (443) as
+    /// well as HTTP on `service_port`; a client trusts
+    /// `tls::ca_path(state_dir)`.
     #[serde(default)]
     pub tls: bool,
 }

@@ -138,7 +138,11 @@ pub fn status_json(prefix: &str) -> Result<serde_json::Value> {
         })),
         "state_dir": state.state_dir,
         "docroot": state.docroot,
-        "service": {"address": state.service_address, "port": state.service_port},
+        "service": {
+            "address": state.service_address,
+            "port": state.service_port,
+            "tls_port": state.tls.then_some(crate::tls::TLS_PORT),
+        },
         "client": {"namespace": state.client.namespace, "address": state.client.address},
         "app": state.app,
         // The database of `--app orders`: where it listens, its server

@@ -10,8 +10,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PKCS_ECD
 
 /// The name the lab's certificate is for (besides the addresses).
 pub const TLS_NAME: &str = "hotpair.test";
-/// The port an HTTPS lab's addresses serve on (an address serves TLS or
-/// plain HTTP on its one port).
+/// The port an HTTPS lab's addresses serve HTTPS on (beside plain HTTP
+/// on [`crate::SERVICE_PORT`]: both on the one engine of each address).
 pub const TLS_PORT: u16 = 443;
 
 /// Where a lab's TLS files are.
@@ -23,7 +23,8 @@ pub fn ca_path(state_dir: &Path) -> PathBuf {
     dir(state_dir).join("ca.pem")
 }
 
-/// The `[tls]` table of every node's config.
+/// The `[tls]` table of every node's config: HTTPS on [`TLS_PORT`] of
+/// every address, besides its HTTP port.
 pub fn config_section(state_dir: &Path) -> String {
     let d = dir(state_dir);
     format!(

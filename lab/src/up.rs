@@ -81,7 +81,7 @@ pub struct LabOptions {
     pub app: AppKind,
     /// Print progress lines to stderr.
     pub verbose: bool,
-    /// Serve HTTPS on port 443 instead of HTTP on 80 (`--tls`).
+    /// Serve HTTPS on port 443 as well as HTTP on 80 (`--tls`).
     pub tls: bool,
 }
 
@@ -281,11 +281,7 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
         docroot,
         docroot_generated,
         service_address: SERVICE_ADDRESS.to_owned(),
-        service_port: if opts.tls {
-            crate::tls::TLS_PORT
-        } else {
-            SERVICE_PORT
-        },
+        service_port: SERVICE_PORT,
         client: ClientState {
             namespace: format!("{prefix}-client"),
             interface: "eth0".to_owned(),
@@ -344,15 +340,17 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
     Ok(Lab { state })
 }
 
-/// The service's URL at address `ip` (with the CA to trust, over TLS).
+/// The service's URLs at address `ip`: HTTP, and with `--tls` HTTPS too
+/// (with the CA to trust).
 pub fn service_url(state: &LabState, ip: &str) -> String {
+    let http = format!("http://{ip}:{SERVICE_PORT}/");
     if state.tls {
         format!(
-            "https://{ip}/ (curl --cacert {})",
+            "{http} https://{ip}/ (curl --cacert {})",
             crate::tls::ca_path(&state.state_dir).display()
         )
     } else {
-        format!("http://{ip}:{SERVICE_PORT}/")
+        http
     }
 }
 
@@ -365,7 +363,7 @@ fn build(state: &mut LabState, opts: &LabOptions, say: &dyn Fn(&str)) -> Result<
             .collect();
         crate::tls::generate(&state.state_dir, &ips)?;
         say(&format!(
-            "HTTPS on port {}: certificate for {} and {}, CA {}",
+            "HTTPS on port {} (HTTP on {SERVICE_PORT} too): certificate for {} and {}, CA {}",
             crate::tls::TLS_PORT,
             crate::tls::TLS_NAME,
             ips.join(" "),
@@ -496,14 +494,26 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    for a in state.service_addresses() {
-        let url = if state.tls {
-            format!("https://{}/static/index.html", a.ip)
-        } else {
-            format!("http://{}:{SERVICE_PORT}/static/index.html", a.ip)
-        };
-        let ca = crate::tls::ca_path(&state.state_dir);
-        let ca = ca.to_string_lossy();
+    // Every address answers on each port it serves: HTTP, and HTTPS too
+    // with `--tls`.
+    let ca = crate::tls::ca_path(&state.state_dir);
+    let ca = ca.to_string_lossy();
+    let targets = state.service_addresses().into_iter().flat_map(|a| {
+        let https = state.tls.then(|| {
+            (
+                a.clone(),
+                format!("https://{}/static/index.html", a.ip),
+                true,
+            )
+        });
+        std::iter::once((
+            a.clone(),
+            format!("http://{}:{SERVICE_PORT}/static/index.html", a.ip),
+            false,
+        ))
+        .chain(https)
+    });
+    for (a, url, tls) in targets {
         let mut curl_args = vec![
             "-s",
             "-o",
@@ -513,7 +523,7 @@ fn wait_serving(state: &LabState, wait: Duration) -> Result<()> {
             "--max-time",
             "1",
         ];
-        if state.tls {
+        if tls {
             curl_args.extend(["--cacert", &ca]);
         }
         curl_args.push(&url);

@@ -122,7 +122,7 @@ impl Capture {
 }
 
 /// What follows "10.77.0.10.PORT > " in a `tcpdump` line (a segment from
-/// the service address, on whichever port it serves: 80, or 443 for
+/// the service address, on whichever port it serves: 80, and 443 too for
 /// HTTPS).
 fn after_service<'a>(line: &'a str, service: &str) -> Option<&'a str> {
     let needle = format!(" {service}.");

@@ -314,8 +314,9 @@ impl Lab {
         ca.is_file().then_some(ca)
     }
 
-    /// The URL of `path` on the service address: `https://` when the lab
-    /// serves HTTPS, else [`url`].
+    /// The URL of `path` on the service address: `https://` (port 443)
+    /// when the lab serves HTTPS, else [`url`] (a `--tls` lab serves that
+    /// too, on port 80).
     pub fn service_url(&self, path: &str) -> String {
         match self.tls_ca() {
             Some(_) => format!("https://{SERVICE}{path}"),

@@ -15,7 +15,7 @@ use smoltcp::wire::{
     HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address,
 };
 
-use crate::node::{vip, vip_index, PORT};
+use crate::node::{vip, vip_index, PORT, TLS_PORT};
 use crate::reply;
 use crate::scenario::{Close, ConnScript, Sending};
 
@@ -392,9 +392,11 @@ impl Client {
                 tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             );
             let local_port = FIRST_PORT + i as u16;
+            // HTTPS on its own port of the same address.
+            let port = if script.tls { TLS_PORT } else { PORT };
             s.connect(
                 iface.context(),
-                IpEndpoint::new(IpAddress::Ipv4(vip(script.address)), PORT),
+                IpEndpoint::new(IpAddress::Ipv4(vip(script.address)), port),
                 local_port,
             )
             .expect("connecting a fresh socket");

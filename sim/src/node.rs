@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_replicator::node::{
     AppCheckConfig, Handler, Job, LanCheckConfig, NodeConfig, NodeCore, PeerId, RoleChange, Route,
-    SiteConfig,
+    SiteConfig, SiteTls,
 };
 use hotpair_replicator::{Msg, Policy};
 use hotpair_stack::engine::EngineStats;
@@ -27,6 +27,9 @@ pub const VIP: Ipv4Address = Ipv4Address::new(10, 77, 0, 10);
 pub const MAX_ADDRESSES: usize = 8;
 pub const PREFIX_LEN: u8 = 24;
 pub const PORT: u16 = 80;
+/// The port every address serves HTTPS on in a scenario with TLS (beside
+/// HTTP on [`PORT`]).
+pub const TLS_PORT: u16 = 443;
 pub const MAC_A: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x01]);
 pub const MAC_B: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x02]);
 /// The LAN host every node's LAN check asks (a gateway the world answers
@@ -232,7 +235,10 @@ impl SimNode {
                 }),
                 role: s.role,
                 peer: Some(peer_id(s.peer)),
-                tls: tls.then(crate::tls::server_config),
+                tls: tls.then(|| SiteTls {
+                    port: TLS_PORT,
+                    config: crate::tls::server_config(),
+                }),
             })
             .collect();
         let cfg = NodeConfig {

@@ -186,5 +186,86 @@ pub fn scenarios() -> Vec<Scenario> {
                 Close::AfterReplies,
             )],
         },
+        Scenario {
+            name: "tls-and-http",
+            files_policy: Policy::Static,
+            max_half_open: None,
+            what: "one address, two ports: HTTPS on 443 and plain HTTP on 80 at once, each a static and a logged (generate) reply",
+            conns: [true, false]
+                .into_iter()
+                .map(|tls| ConnScript {
+                    tls,
+                    ..one(
+                        vec![
+                            get("/static/100k.bin", ""),
+                            get("/non-deterministic/x?size=60000", ""),
+                        ],
+                        Sending::OneByOne,
+                        Close::AfterReplies,
+                    )
+                })
+                .collect(),
+        },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use hotpair_replicator::node::{NodeConfig, NodeConfigError, NodeCore, SiteConfig, SiteTls};
+    use hotpair_replicator::Role;
+    use smoltcp::wire::Ipv4Cidr;
+
+    use crate::node::{vip, MAC_A, PORT, PREFIX_LEN, TLS_PORT};
+
+    fn core(tls_port: u16) -> Result<NodeCore, NodeConfigError> {
+        let cfg = NodeConfig {
+            name: "a".into(),
+            mac: MAC_A,
+            sites: vec![SiteConfig {
+                address: Ipv4Cidr::new(vip(0), PREFIX_LEN),
+                gateway: None,
+                port: PORT,
+                max_connections: 8,
+                max_half_open: 8,
+                half_open_timeout: Duration::from_secs(20),
+                max_per_source: 8,
+                syn_cookies: None,
+                role: Role::Simplex,
+                peer: None,
+                tls: Some(SiteTls {
+                    port: tls_port,
+                    config: super::server_config(),
+                }),
+            }],
+            peers: Vec::new(),
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_timeout: Duration::from_millis(500),
+            cold_start_wait: hotpair_replicator::replica::DEFAULT_COLD_START_WAIT,
+            lan_check: None,
+            app_check: None,
+            rx_buffer_bytes: 16 * 1024,
+            tx_buffer_bytes: 16 * 1024,
+            limits: hotpair_http::Limits::default(),
+            routes: Vec::new(),
+            seed: 1,
+        };
+        #[allow(clippy::disallowed_methods)] // a test's origin of time
+        let now = Instant::now();
+        NodeCore::new(cfg, now)
+    }
+
+    /// A connection's port is what says whether it speaks TLS: HTTPS on
+    /// the HTTP port is refused (the appliance's config check says so
+    /// first, in its own words).
+    #[test]
+    fn a_tls_port_that_is_the_http_port_is_refused() {
+        assert_eq!(
+            core(PORT).err(),
+            Some(NodeConfigError::TlsPortIsHttpPort(vip(0), PORT))
+        );
+        let c = core(TLS_PORT).expect("HTTPS on its own port");
+        assert_eq!((c.port(0), c.tls_port(0)), (PORT, Some(TLS_PORT)));
+    }
 }

@@ -12,7 +12,7 @@ use hotpair_stack::seg::{self, FIN, RST, SYN};
 
 use crate::client::CLIENT_IP;
 use crate::lan;
-use crate::node::{vip_index, PORT};
+use crate::node::{vip_index, PORT, TLS_PORT};
 
 #[derive(Debug, Default)]
 struct Stream {
@@ -51,7 +51,10 @@ impl WireCheck {
         finished: impl Fn(u16) -> bool,
     ) {
         let Some(s) = seg::parse(frame) else { return };
-        if vip_index(s.src).is_none() || s.src_port != PORT || s.dst != CLIENT_IP {
+        if vip_index(s.src).is_none()
+            || (s.src_port != PORT && s.src_port != TLS_PORT)
+            || s.dst != CLIENT_IP
+        {
             return;
         }
         let at = format!(

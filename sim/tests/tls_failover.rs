@@ -129,3 +129,54 @@ fn tls_matrix() {
     );
     assert!(report.failures.is_empty(), "{}", report.summary);
 }
+
+/// One address, two ports (issue 18): HTTPS on 443 and plain HTTP on 80
+/// at once (`tls-and-http`), the primary killed at spaced steps while both
+/// are under way. The owner's shadows of both connections are promoted in
+/// the one takeover — the 443 one with its TLS state, the 80 one plain —
+/// and both replies arrive whole (the judge reads the 443 one through
+/// rustls, the 80 one as it is).
+#[test]
+fn tls_and_http_shadows_on_one_address_are_both_promoted() {
+    let iso = Isolation::this_test_binary(32);
+    let scenario = tls::scenarios()
+        .into_iter()
+        .find(|s| s.name == "tls-and-http")
+        .expect("the tls-and-http scenario");
+    let t = Topology::Duplex;
+    let base = matrix::spec(t, &Arc::new(t.scenario(scenario)), 1, Net::CLEAN, None);
+    let out = matrix::execute(std::slice::from_ref(&base), 1, Some(&iso));
+    let mut failures: Vec<Failure> = Failure::of(&base, &out[0]).into_iter().collect();
+    let done = out[0].done_step.expect("the scenario completes");
+    // From the handshakes (~step 75) to the end, 24 kill points.
+    let steps: Vec<u64> = (0..24).map(|i| 80 + i * (done - 80) / 24).collect();
+    let kills: Vec<_> = steps
+        .iter()
+        .map(|&step| {
+            let mut k = base.clone();
+            k.kill = Some(Kill {
+                victim: t.parse_victim("primary").expect("duplex has a primary"),
+                step,
+                variant: Variant::Lost,
+            });
+            k
+        })
+        .collect();
+    let outs = matrix::execute(&kills, hotpair_sim::sampled::threads(), Some(&iso));
+    let mut both = 0;
+    for (spec, o) in kills.iter().zip(&outs) {
+        failures.extend(Failure::of(spec, o));
+        if o.stats.promoted_conns >= 2 {
+            both += 1;
+        }
+    }
+    let promoted: Vec<u64> = outs.iter().map(|o| o.stats.promoted_conns).collect();
+    println!("tls-and-http: {done} steps; connections promoted per kill at steps {steps:?}: {promoted:?}");
+    let described: Vec<String> = failures.iter().map(|f| f.describe(usize::MAX)).collect();
+    assert!(failures.is_empty(), "\n{}", described.join("\n"));
+    assert!(
+        both >= 6,
+        "the 443 and the 80 shadow were promoted together at only {both} of {} kill points: {promoted:?}",
+        steps.len()
+    );
+}

@@ -238,6 +238,11 @@ impl<C> Engine<C> {
             cfg.rx_buffer_bytes,
             "receive-buffer slab of the wrong size"
         );
+        assert_ne!(
+            cfg.alt_port,
+            Some(cfg.port),
+            "a second port equal to the first (the configuration refuses it)"
+        );
         let mut dev = QueueDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
@@ -329,6 +334,13 @@ impl<C> Engine<C> {
     }
     pub fn config(&self) -> &StackConfig {
         &self.cfg
+    }
+
+    /// Whether this address serves TCP port `port` (its `port` or its
+    /// `alt_port`). Segments to any other port are not ours: smoltcp
+    /// answers them with an RST.
+    pub fn serves_port(&self, port: u16) -> bool {
+        port == self.cfg.port || self.cfg.alt_port == Some(port)
     }
 
     fn smol_now(&self, now: StdInstant) -> Instant {
@@ -648,7 +660,7 @@ impl<C> Engine<C> {
                 // another SYN — so never trust the one seen before.
                 let current = match sock.state() {
                     tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait => None,
-                    _ => tuple_of(sock, self.cfg.port),
+                    _ => tuple_of(sock),
                 };
                 if *half_open != current {
                     if let Some(t) = since.take() {
@@ -723,6 +735,7 @@ impl<C> Engine<C> {
                         tracing::trace!(?id, %remote, shadow, "accepted");
                         let info = ConnInfo {
                             remote,
+                            local_port: tuple.2,
                             key,
                             shadow,
                         };

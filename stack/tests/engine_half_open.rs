@@ -65,6 +65,7 @@ impl Node {
             address: Ipv4Cidr::new(VIP, 24),
             gateway: None,
             port: 80,
+            alt_port: None,
             max_connections: 64,
             max_half_open: MAX_HALF_OPEN,
             half_open_timeout: TIMEOUT,

@@ -112,6 +112,7 @@ impl Node {
             address: Ipv4Cidr::new(VIP, 24),
             gateway: None,
             port: 80,
+            alt_port: None,
             max_connections: MAX_CONNECTIONS,
             max_half_open: MAX_HALF_OPEN,
             half_open_timeout: Duration::from_secs(20),

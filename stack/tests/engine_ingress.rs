@@ -57,6 +57,7 @@ impl Ingress {
             address: Ipv4Cidr::new(VIP, 24),
             gateway: None,
             port: 80,
+            alt_port: None,
             max_connections: 64,
             max_half_open: 8,
             half_open_timeout: Duration::from_secs(20),

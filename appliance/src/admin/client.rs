@@ -169,7 +169,7 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(
                 o,
                 "{:<18} HTTPS (TLS 1.3): {} handshakes ({} resumed), {} TLS errors{}",
-                format!("{}:{}", a.address, a.port),
+                format!("{}:{}", a.address, t.port),
                 t.handshakes,
                 t.resumed,
                 t.errors,

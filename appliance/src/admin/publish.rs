@@ -480,6 +480,7 @@ impl StatusPublisher {
             fencings: self.sites.get(i).map_or(0, |s| s.fencings),
             routes,
             tls: core.tls_stats(i).map(|t| crate::admin::TlsStatus {
+                port: core.tls_port(i).unwrap_or_default(),
                 handshakes: t.handshakes,
                 resumed: t.resumed,
                 errors: t.errors,

@@ -1,6 +1,7 @@
-//! `[tls]`: HTTPS (TLS 1.3) on the service addresses (docs/tls.md). The
-//! stack listens on one port per address, so an address serves TLS on its
-//! one port when that port is `[tls] port`, and plain HTTP otherwise.
+//! `[tls]`: HTTPS (TLS 1.3) on the service addresses (docs/tls.md). Every
+//! address serves plain HTTP on its own port and, with `[tls]`, HTTPS on
+//! `[tls] port` too — both on the one engine of the address; a
+//! connection speaks TLS by the port it reached.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ pub struct TlsSection {
     pub cert: PathBuf,
     /// PEM: its private key.
     pub key: PathBuf,
-    /// Addresses listening on this port speak TLS.
+    /// Every address serves HTTPS on this port, beside HTTP on its own.
     #[serde(default = "default_tls_port")]
     pub port: u16,
     /// 64 hex digits, the same on both nodes: seals session tickets so a
@@ -66,10 +67,9 @@ impl Config {
             bail!("tls.port: must be within 1..=65535");
         }
         let ports = self.service_ports();
-        if !ports.contains(&t.port) {
+        if ports.contains(&t.port) {
             bail!(
-                "tls.port: {} is no address's port ({ports:?}): an address serves TLS on its one port, so give it port {}",
-                t.port,
+                "tls.port: {} is also an address's HTTP port ({ports:?}): every address serves HTTP on its port and HTTPS on tls.port, so they must differ (the HTTP port defaults to 80, tls.port to 443)",
                 t.port
             );
         }
@@ -122,9 +122,9 @@ impl Config {
         files
     }
 
-    /// Whether an address on `port` serves TLS.
-    pub fn tls_on(&self, port: u16) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.port == port)
+    /// The port every address serves HTTPS on, if any.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|t| t.port)
     }
 
     fn service_ports(&self) -> Vec<u16> {
@@ -145,7 +145,7 @@ mod tests {
     use crate::config::Config;
 
     const BASE: &str = "[node]\nname = \"n1\"\ntap = \"t\"\nmac = \"02:00:00:00:00:01\"\n\
-                        [service]\naddress = \"10.0.0.10\"\nport = 443\n";
+                        [service]\naddress = \"10.0.0.10\"\nport = 80\n";
 
     fn tls(dir: &std::path::Path, port: u16, ticket: &str) -> String {
         use std::os::unix::fs::PermissionsExt;
@@ -176,9 +176,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hotpair-tls-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good_key = "ab".repeat(32);
-        // No address on the TLS port.
-        let e = load_err(&format!("{BASE}{}", tls(&dir, 8443, &good_key)), &dir);
-        assert!(e.contains("tls.port: 8443 is no address's port"), "{e}");
+        // The TLS port is the address's HTTP port: which one speaks TLS?
+        let e = load_err(&format!("{BASE}{}", tls(&dir, 80, &good_key)), &dir);
+        assert!(
+            e.contains("tls.port: 80 is also an address's HTTP port"),
+            "{e}"
+        );
         // The keys would cross a plaintext link.
         let e = load_err(
             &format!(

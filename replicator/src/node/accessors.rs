@@ -150,9 +150,14 @@ impl NodeCore {
         self.sites[site].cfg.peer
     }
 
-    /// Site `i`'s TCP port.
+    /// Site `i`'s TCP port (HTTP).
     pub fn port(&self, site: usize) -> u16 {
         self.sites[site].cfg.port
+    }
+
+    /// Site `i`'s HTTPS port, if it serves HTTPS too.
+    pub fn tls_port(&self, site: usize) -> Option<u16> {
+        self.sites[site].cfg.tls.as_ref().map(|t| t.port)
     }
 
     /// Site `i`'s connection bound.

@@ -98,6 +98,8 @@ pub struct LiveConn {
     /// HTTPS: the TLS layer between the socket and `http` (`input` holds
     /// plaintext).
     tls: Option<tls::LiveTls>,
+    /// The service port the client connected to (HTTP or HTTPS).
+    port: u16,
 }
 
 impl LiveConn {
@@ -164,6 +166,8 @@ pub struct Mirror {
     /// HTTPS: the client's records opened here (`input_log` holds
     /// plaintext) and the sending half followed from the log.
     tls: Option<Box<tls::MirrorTls>>,
+    /// The service port the client connected to (HTTP or HTTPS).
+    port: u16,
     /// Final replies the client has not acknowledged whole: the ones a
     /// takeover finishes, counted here then.
     unacked: taken::Record,
@@ -381,8 +385,9 @@ pub(crate) struct SiteDriver<'a> {
     /// Per route: the peer holds the same content under the same policy
     /// (the digest guard), so `static`/`sync-static` may be used.
     pub static_ok: &'a [bool],
-    /// The address serves HTTPS with this configuration.
-    pub tls: Option<&'a hotpair_tls::TlsServerConfig>,
+    /// The address also serves HTTPS, on this port with this
+    /// configuration: a connection to that port speaks TLS.
+    pub tls: Option<&'a super::SiteTls>,
 }
 
 /// The final reply of request `index`, made from this node's own copy of a
@@ -564,7 +569,7 @@ impl SiteDriver<'_> {
             .then(|| (r.policy, self.shared.digests[i]))
     }
 
-    fn dispatch(&mut self, id: ConnId, key: &ConnKey, req: Request) -> Option<Response> {
+    fn dispatch(&mut self, id: ConnId, key: &ConnKey, port: u16, req: Request) -> Option<Response> {
         let sh = &mut *self.shared;
         let Some((route, r)) = sh
             .routes
@@ -623,6 +628,7 @@ impl SiteDriver<'_> {
             index: req.index,
             request: req,
             client: std::net::SocketAddr::from((key.client_ip, key.client_port)),
+            port,
             work,
         });
         None
@@ -656,7 +662,15 @@ impl Service for SiteDriver<'_> {
 
     fn accept(&mut self, id: ConnId, info: &ConnInfo, now: Instant) -> Conn {
         let key = info.key;
-        tracing::trace!(?id, conn = %key, shadow = info.shadow, "connection");
+        // TLS is per connection, by the port it reached: the address
+        // serves HTTP on its port and HTTPS on the TLS port. A shadow
+        // decides as its live connection does (the same SYN, the same
+        // port), so a takeover promotes each as it was.
+        let tls = self
+            .tls
+            .filter(|t| t.port == info.local_port)
+            .map(|t| &*t.config);
+        tracing::trace!(?id, conn = %key, shadow = info.shadow, port = info.local_port, tls = tls.is_some(), "connection");
         self.conns.live.insert(id, key);
         self.conns.by_key.insert(key, id);
         if info.shadow {
@@ -677,11 +691,13 @@ impl Service for SiteDriver<'_> {
                 ahead_tried: 0,
                 ahead_skip: None,
                 ahead_mask: 0,
-                tls: self.tls.map(|_| Box::default()),
+                tls: tls.map(|_| Box::default()),
+                port: info.local_port,
                 unacked: None,
             })
         } else {
-            let tls = match self.tls.map(tls::LiveTls::new).transpose() {
+            let wants_tls = tls.is_some();
+            let tls = match tls.map(tls::LiveTls::new).transpose() {
                 Ok(t) => t,
                 Err(e) => {
                     // Only a broken configuration makes rustls refuse a
@@ -704,8 +720,9 @@ impl Service for SiteDriver<'_> {
                 local: BTreeMap::new(),
                 send_stalled: None,
                 pending_jobs: 0,
-                finish: self.tls.is_some() && tls.is_none(),
+                finish: wants_tls && tls.is_none(),
                 tls,
+                port: info.local_port,
                 session: shadowed.then(|| {
                     self.conns.replicated.insert(id);
                     self.conns.session
@@ -795,7 +812,9 @@ impl Service for SiteDriver<'_> {
             None => (m.next_index, m.continue_for == Some(m.next_index)),
         };
         let closing = m.close_pending || m.ahead_closed;
-        let tls = match (m.tls.take(), self.tls) {
+        // A mirror of a TLS connection carries its TLS state (`accept`
+        // chose by port); an HTTP one has none.
+        let tls = match (m.tls.take(), self.tls.map(|t| &*t.config)) {
             (None, _) => None,
             (Some(mt), Some(cfg)) => match mt.promote(cfg) {
                 Ok(t) => Some(t),
@@ -843,6 +862,7 @@ impl Service for SiteDriver<'_> {
             send_stalled: None,
             pending_jobs: 0,
             tls,
+            port: m.port,
         }));
     }
 }

@@ -73,6 +73,9 @@ pub struct Job {
     /// The client's address (the connection's far end): for the
     /// application's `X-Forwarded-For` and the access log.
     pub client: std::net::SocketAddr,
+    /// The service port the client connected to (the address's HTTP port,
+    /// or its HTTPS port): what a PROXY header names as the destination.
+    pub port: u16,
     /// What to do with it.
     pub work: Work,
 }

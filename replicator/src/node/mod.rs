@@ -71,7 +71,7 @@ pub struct SiteConfig {
     pub address: Ipv4Cidr,
     /// Default gateway for clients off the subnet.
     pub gateway: Option<Ipv4Address>,
-    /// TCP port served.
+    /// TCP port served with plain HTTP.
     pub port: u16,
     /// Connections at once (established and half-open).
     pub max_connections: usize,
@@ -91,9 +91,21 @@ pub struct SiteConfig {
     /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
     /// owner); `None` for `Simplex`.
     pub peer: Option<PeerId>,
-    /// Serve HTTPS (TLS 1.3) on `port` with this configuration; `None`:
-    /// plain HTTP. Both nodes sharing the address must agree.
-    pub tls: Option<std::sync::Arc<hotpair_tls::TlsServerConfig>>,
+    /// Also serve HTTPS (TLS 1.3) on a second port of the address; `None`:
+    /// plain HTTP on `port` only. Both nodes sharing the address must
+    /// agree.
+    pub tls: Option<SiteTls>,
+}
+
+/// HTTPS on a service address: beside its HTTP `port`, the same address
+/// serves TLS on `port` here — one engine, one set of sockets; each
+/// connection speaks TLS or not by the port it reached.
+#[derive(Debug, Clone)]
+pub struct SiteTls {
+    /// The TCP port served with TLS (not the address's HTTP port).
+    pub port: u16,
+    /// The server configuration (certificates, ticket keys).
+    pub config: std::sync::Arc<hotpair_tls::TlsServerConfig>,
 }
 
 /// Everything a node core is built from.
@@ -151,6 +163,10 @@ pub enum NodeConfigError {
     /// cannot make itself.
     #[error("route {0}: static and sync-static need a files route")]
     StaticNeedsFiles(String),
+    /// The HTTPS port is the HTTP port: a connection's port is what says
+    /// whether it speaks TLS.
+    #[error("service address {0}: TLS port {1} is also its HTTP port")]
+    TlsPortIsHttpPort(Ipv4Address, u16),
 }
 
 /// Why a link message was refused. The caller drops the link and calls
@@ -375,6 +391,9 @@ impl NodeCore {
             {
                 return Err(NodeConfigError::DuplicateAddress(address));
             }
+            if let Some(t) = sc.tls.as_ref().filter(|t| t.port == sc.port) {
+                return Err(NodeConfigError::TlsPortIsHttpPort(address, t.port));
+            }
             let replica = match (sc.role, sc.peer) {
                 (Role::Simplex, None) => None,
                 (Role::Simplex, Some(_)) => return Err(NodeConfigError::PeerForSimplex(address)),
@@ -402,6 +421,7 @@ impl NodeCore {
                 address: sc.address,
                 gateway: sc.gateway,
                 port: sc.port,
+                alt_port: sc.tls.as_ref().map(|t| t.port),
                 max_connections: sc.max_connections,
                 max_half_open: sc.max_half_open,
                 half_open_timeout: sc.half_open_timeout,

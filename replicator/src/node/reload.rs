@@ -68,12 +68,12 @@ impl NodeCore {
     /// (its client saw no server flight yet). Connections already past
     /// their handshake carry on with their own keys; a handshake under way
     /// keeps the configuration it started with. An address serving plain
-    /// HTTP stays so (which port speaks TLS cannot change live).
+    /// HTTP only stays so (which port speaks TLS cannot change live).
     pub fn set_tls(&mut self, tls: &std::sync::Arc<hotpair_tls::TlsServerConfig>) -> usize {
         let mut n = 0;
         for s in &mut self.sites {
             if let Some(t) = s.cfg.tls.as_mut() {
-                *t = tls.clone();
+                t.config = tls.clone();
                 n += 1;
             }
         }

@@ -257,7 +257,7 @@ impl NodeCore {
                 shared: &mut self.shared,
                 replica: site.replica.as_mut(),
                 static_ok: &site.static_ok,
-                tls: site.cfg.tls.as_deref(),
+                tls: site.cfg.tls.as_ref(),
             };
             if promote {
                 let before = site.engine.stats().promoted;

@@ -321,10 +321,10 @@ impl<C> Engine<C> {
             return false;
         }
         let mut refusing = refusing;
-        let mut slot = self.take_listener();
+        let mut slot = self.take_listener(tuple.2);
         if slot.is_none() && !refusing {
             if self.arm_listener() {
-                slot = self.take_listener();
+                slot = self.take_listener(tuple.2);
             } else if self.pool.in_use < self.pool_limit() {
                 // Room in the pool but no receive buffer (no arena could be
                 // mapped): refused with an RST now, as at a full pool —
@@ -505,7 +505,7 @@ impl<C> Engine<C> {
     }
 
     fn for_us(&self, s: &Seg) -> bool {
-        s.dst == self.cfg.address.address() && s.dst_port == self.cfg.port
+        s.dst == self.cfg.address.address() && self.serves_port(s.dst_port)
     }
 
     /// A TCP segment for the service address, with its tuple. Anything else

@@ -254,9 +254,9 @@ impl<C> Engine<C> {
         if self.over_source_limit(tuple.0) {
             return CookieAck::Drop;
         }
-        let mut slot = self.take_listener();
+        let mut slot = self.take_listener(s.dst_port);
         if slot.is_none() && self.arm_listener() {
-            slot = self.take_listener();
+            slot = self.take_listener(s.dst_port);
         }
         let Some(i) = slot else {
             // A full pool: the client's retransmission may find room.

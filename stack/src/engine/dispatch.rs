@@ -28,8 +28,12 @@ impl<C> Engine<C> {
         self.pool.listeners.len()
     }
 
-    /// A free listener for a new SYN, taken off the list.
-    pub(super) fn take_listener(&mut self) -> Option<usize> {
+    /// A free listener for a new SYN to `port`, taken off the list. The
+    /// spare listeners are shared by the address's ports (one pool, one
+    /// bound): each waits on `cfg.port` and is pointed at the SYN's port
+    /// here, as it is handed its one SYN — a free listener holds no
+    /// connection, so closing and re-opening it sends nothing.
+    pub(super) fn take_listener(&mut self, port: u16) -> Option<usize> {
         while let Some(i) = self.pool.listeners.pop() {
             let Some(slot) = self.pool.slots[i].as_mut() else {
                 continue;
@@ -44,6 +48,11 @@ impl<C> Engine<C> {
             ) && self.sockets.get::<tcp::Socket>(slot.handle).state()
                 == tcp::State::Listen;
             if free {
+                let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
+                if sock.listen_endpoint().port != port {
+                    sock.abort();
+                    super::pool::listen(sock, port);
+                }
                 return Some(i);
             }
         }

@@ -98,7 +98,10 @@ pub(super) fn listen(s: &mut tcp::Socket<'_>, port: u16) {
     }
 }
 
-pub(super) fn tuple_of(s: &tcp::Socket<'_>, port: u16) -> Option<Tuple> {
+/// The client tuple a socket holds, its local port from its own endpoint
+/// (an address may serve two ports).
+pub(super) fn tuple_of(s: &tcp::Socket<'_>) -> Option<Tuple> {
+    let port = s.local_endpoint()?.port;
     match s.remote_endpoint()? {
         IpEndpoint {
             addr: IpAddress::Ipv4(a),

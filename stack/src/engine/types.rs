@@ -18,7 +18,13 @@ pub struct StackConfig {
     pub address: Ipv4Cidr,
     /// Default gateway for clients off the local subnet.
     pub gateway: Option<Ipv4Address>,
+    /// The port the address serves (HTTP; idle listeners wait on it).
     pub port: u16,
+    /// A second port the same address serves (HTTPS, when the node core
+    /// runs TLS on it), on the same interface, sockets and bounds: one
+    /// SYN queue, one pool, one per-source count for both ports. `None`:
+    /// `port` only. Must differ from `port`.
+    pub alt_port: Option<u16>,
     /// The most connections at once: beyond it, the oldest idle ones are
     /// closed for new ones. Half-open connections and armed listeners have
     /// their own room beyond it (an ingress node's engine a second SYN
@@ -114,6 +120,14 @@ pub struct ConnId {
 
 /// A connection's name on every node: the client's endpoint and initial
 /// sequence number (which tells a reused port apart).
+///
+/// The server port (an address may serve two: HTTP and HTTPS) is not part
+/// of it. Two connections from one client endpoint to the two ports at
+/// once are possible, but the ISN tells them apart as it tells a reused
+/// port apart: a client picks each connection's ISN afresh (RFC 6528 mixes
+/// the whole 4-tuple, so the same endpoint to another port gets another
+/// one), and both nodes see the same SYN. Adding the port would change
+/// every message on the link for a collision of 2⁻³² per such pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnKey {
     pub client_ip: Ipv4Address,
@@ -135,6 +149,9 @@ impl std::fmt::Display for ConnKey {
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
     pub remote: IpEndpoint,
+    /// The port the client connected to (the address's `port` or its
+    /// `alt_port`): what the service runs on it (HTTP or HTTPS) follows.
+    pub local_port: u16,
     pub key: ConnKey,
     /// A shadow of a connection the primary serves (ingress mode).
     pub shadow: bool,

@@ -39,6 +39,7 @@ pub fn config(max: usize, rx_buffer_bytes: usize, tx_buffer_bytes: usize) -> Sta
         address: Ipv4Cidr::new(VIP, 24),
         gateway: None,
         port: 80,
+        alt_port: None,
         max_connections: max,
         max_half_open: max,
         half_open_timeout: Duration::from_secs(20),

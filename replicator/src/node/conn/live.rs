@@ -91,7 +91,7 @@ impl SiteDriver<'_> {
                     c.local.insert(index, p);
                 }
                 self.count_request(c.key, index, &req.path, local.is_some(), now);
-                match self.dispatch(id, &c.key, req) {
+                match self.dispatch(id, &c.key, c.port, req) {
                     Some(resp) => {
                         self.conns.requests.answered(c.key, index, resp.status);
                         let _ = c.http.send_response(index, resp);

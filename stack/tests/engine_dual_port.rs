@@ -1,0 +1,252 @@
+//! One service address, two ports (HTTP and HTTPS, issue 18): one engine
+//! accepts a SYN to either port — from its spare listeners, through the
+//! half-open bound and through SYN cookies alike — tells the service which
+//! port each connection reached, and refuses any other port with an RST
+//! as before.
+
+use std::time::{Duration, Instant};
+
+use hotpair_stack::engine::{ConnId, ConnInfo, CookieKey, Engine, Frame, Role, Service};
+use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
+use hotpair_stack::{StackConfig, SynCookies};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+
+const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
+const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 1, 0, 0, 0, 100]);
+const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
+const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 100);
+const HTTP: u16 = 80;
+const HTTPS: u16 = 443;
+
+/// Records, per accepted connection, the port it reached and whether it
+/// is a shadow; echoes nothing.
+#[derive(Default)]
+struct Ports {
+    accepted: Vec<(u16, u16, bool)>,
+}
+
+impl Service for Ports {
+    type Conn = ();
+    fn accept(&mut self, _: ConnId, info: &ConnInfo, _: Instant) {
+        self.accepted
+            .push((info.remote.port, info.local_port, info.shadow));
+    }
+    fn drive(
+        &mut self,
+        _: ConnId,
+        _: &mut (),
+        _: &mut tcp::Socket<'_>,
+        _: Instant,
+    ) -> Option<Instant> {
+        None
+    }
+    fn closed(&mut self, _: ConnId, _: ()) {}
+    fn woken(&mut self, _: &mut Vec<ConnId>) {}
+}
+
+fn config(max_half_open: usize, cookies: bool) -> StackConfig {
+    StackConfig {
+        mac: NODE_MAC,
+        address: Ipv4Cidr::new(VIP, 24),
+        gateway: None,
+        port: HTTP,
+        alt_port: Some(HTTPS),
+        max_connections: 64,
+        max_half_open,
+        half_open_timeout: Duration::from_secs(20),
+        max_per_source: 64,
+        rx_buffer_bytes: 4096,
+        tx_buffer_bytes: 4096,
+        seed: 7,
+        syn_cookies: cookies.then(|| SynCookies {
+            key: CookieKey([0x42; 32]),
+            send: true,
+            wall_start: Duration::from_secs(1_800_000_000),
+        }),
+    }
+}
+
+fn segment(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: u8) -> Frame {
+    let mut f = seg::build(
+        CLIENT_MAC, NODE_MAC, CLIENT, VIP, src_port, dst_port, seq, ack, flags, 65535,
+    );
+    seg::set_ipv4_checksum(&mut f);
+    Frame::copy_from(&f)
+}
+
+struct Node {
+    engine: Engine<()>,
+    service: Ports,
+    now: Instant,
+}
+
+impl Node {
+    fn new(cfg: StackConfig, mode: Role) -> Self {
+        #[allow(clippy::disallowed_methods)] // a test's origin of time
+        let now = Instant::now();
+        let mut n = Node {
+            engine: Engine::new(cfg, mode, now),
+            service: Ports::default(),
+            now,
+        };
+        // The client asks who has the address: its MAC is known, so the
+        // SYN-ACKs can go out at once.
+        n.run(vec![Frame::copy_from(&hotpair_stack::arp::request_to(
+            CLIENT_MAC,
+            CLIENT,
+            EthernetAddress::BROADCAST,
+            VIP,
+        ))]);
+        n
+    }
+
+    /// Feed frames, run a few rounds, return the TCP segments sent.
+    fn run(&mut self, frames: Vec<Frame>) -> Vec<Seg> {
+        for f in frames {
+            self.engine.handle_lan_frame(f);
+        }
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            self.engine.poll(&mut self.service, self.now);
+            while let Some(f) = self.engine.poll_lan_transmit() {
+                if let Some(s) = seg::parse(f.data()) {
+                    out.push(s);
+                }
+            }
+            self.now += Duration::from_millis(1);
+        }
+        out
+    }
+}
+
+/// The SYN-ACK sent to client port `port`, if any.
+fn syn_ack_to(out: &[Seg], port: u16) -> Option<Seg> {
+    out.iter()
+        .find(|s| s.dst_port == port && s.has(SYN) && s.has(ACK))
+        .copied()
+}
+
+#[test]
+fn a_syn_to_either_port_is_accepted_on_that_port_and_another_port_is_refused() {
+    let mut n = Node::new(config(8, false), Role::Simplex);
+    // One client port to both service ports at once (other ISNs), and a
+    // second client port to HTTPS: three connections.
+    let out = n.run(vec![
+        segment(40_000, HTTP, 1_000, 0, SYN),
+        segment(40_000, HTTPS, 9_000, 0, SYN),
+        segment(40_001, HTTPS, 5_000, 0, SYN),
+        segment(40_002, 8080, 7_000, 0, SYN),
+    ]);
+    let synacks: Vec<(u16, u16)> = out
+        .iter()
+        .filter(|s| s.has(SYN) && s.has(ACK))
+        .map(|s| (s.src_port, s.dst_port))
+        .collect();
+    assert_eq!(synacks.len(), 3, "one SYN-ACK per served port: {synacks:?}");
+    for want in [(HTTP, 40_000), (HTTPS, 40_000), (HTTPS, 40_001)] {
+        assert!(synacks.contains(&want), "no SYN-ACK {want:?}: {synacks:?}");
+    }
+    // Port 8080 is not served: an RST, as for any port before.
+    let rst = out
+        .iter()
+        .find(|s| s.dst_port == 40_002)
+        .expect("an answer to the SYN for port 8080");
+    assert!(rst.has(RST), "port 8080 refused with an RST: {rst:?}");
+    assert_eq!(rst.src_port, 8080);
+
+    // The handshakes complete; each connection knows its port.
+    let acks: Vec<Frame> = [
+        (40_000, HTTP, 1_000),
+        (40_000, HTTPS, 9_000),
+        (40_001, HTTPS, 5_000),
+    ]
+    .iter()
+    .map(|&(cp, sp, isn)| {
+        let sa = out
+            .iter()
+            .find(|s| s.src_port == sp && s.dst_port == cp && s.has(SYN))
+            .expect("its SYN-ACK");
+        segment(cp, sp, isn + 1, sa.seq.wrapping_add(1), ACK)
+    })
+    .collect();
+    n.run(acks);
+    let mut got = n.service.accepted.clone();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        vec![
+            (40_000, HTTP, false),
+            (40_000, HTTPS, false),
+            (40_001, HTTPS, false)
+        ]
+    );
+    assert_eq!(n.engine.connections(), 3);
+}
+
+#[test]
+fn the_half_open_bound_is_one_for_both_ports() {
+    // Two half-open at most, whichever port: the third SYN drops the
+    // oldest handshake (no cookies), as with one port.
+    let mut n = Node::new(config(2, false), Role::Simplex);
+    n.run(vec![segment(41_000, HTTP, 1, 0, SYN)]);
+    n.run(vec![segment(41_001, HTTPS, 2, 0, SYN)]);
+    assert_eq!(n.engine.stats().half_open, 2);
+    let out = n.run(vec![segment(41_002, HTTPS, 3, 0, SYN)]);
+    assert!(syn_ack_to(&out, 41_002).is_some(), "{out:?}");
+    let st = n.engine.stats();
+    assert_eq!(st.half_open, 2);
+    assert_eq!(st.half_open_evicted, 1);
+}
+
+#[test]
+fn a_syn_cookie_opens_a_connection_on_the_port_it_was_made_for() {
+    // One half-open slot: the second SYN is answered with a cookie.
+    let mut n = Node::new(config(1, true), Role::Simplex);
+    let out = n.run(vec![segment(42_000, HTTP, 100, 0, SYN)]);
+    assert!(syn_ack_to(&out, 42_000).is_some());
+    let out = n.run(vec![segment(42_001, HTTPS, 500, 0, SYN)]);
+    let cookie = syn_ack_to(&out, 42_001).expect("a cookie SYN-ACK");
+    assert_eq!(cookie.src_port, HTTPS, "the cookie's SYN-ACK is from 443");
+    assert_eq!(n.engine.stats().syn_cookies_sent, 1);
+    n.run(vec![segment(
+        42_001,
+        HTTPS,
+        501,
+        cookie.seq.wrapping_add(1),
+        ACK,
+    )]);
+    assert_eq!(n.engine.stats().syn_cookies_validated, 1);
+    assert_eq!(n.service.accepted, vec![(42_001, HTTPS, false)]);
+}
+
+#[test]
+fn an_ingress_node_shadows_a_connection_on_either_port() {
+    let mut n = Node::new(config(8, false), Role::Ingress);
+    // The primary's ISNs are unknown here: the client's ACKs carry them
+    // (the shadow learns its offset from them).
+    let out = n.run(vec![
+        segment(43_000, HTTP, 10, 0, SYN),
+        segment(43_001, HTTPS, 20, 0, SYN),
+    ]);
+    // The shadow's SYN-ACKs are observed, never sent.
+    assert!(out.iter().all(|s| !(s.has(SYN) && s.has(ACK))), "{out:?}");
+    n.run(vec![
+        segment(43_000, HTTP, 11, 777_001, ACK),
+        segment(43_001, HTTPS, 21, 888_001, ACK),
+    ]);
+    let mut got = n.service.accepted.clone();
+    got.sort_unstable();
+    assert_eq!(got, vec![(43_000, HTTP, true), (43_001, HTTPS, true)]);
+    // Both SYNs and ACKs went on to the primary.
+    let mut fwd = Vec::new();
+    while let Some(f) = n.engine.poll_forward() {
+        fwd.push(seg::parse(f.data()).expect("a forwarded segment"));
+    }
+    for port in [HTTP, HTTPS] {
+        assert!(
+            fwd.iter().any(|s| s.dst_port == port && s.has(SYN)),
+            "the SYN to {port} forwarded: {fwd:?}"
+        );
+    }
+}
