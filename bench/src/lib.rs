@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// with up to 100,000 held, vs nginx), stall [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Only these stall series (comma-separated): switchover, SIGKILL,
+    /// SIGSTOP, SIGTERM [default: all]. A 30-kill SIGKILL series alone
+    /// takes minutes; all four take most of half an hour.
+    #[arg(long, value_delimiter = ',')]
+    stall_signals: Vec<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -122,6 +127,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             seconds: args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 }),
             kills: args.kills.unwrap_or(if args.quick { 1 } else { 20 }),
             only: args.only.clone(),
+            stall_signals: args.stall_signals.clone(),
         }),
     }
 }

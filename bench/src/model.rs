@@ -168,6 +168,9 @@ impl StallSet {
     pub fn max(&self) -> Option<f64> {
         stats::max(&self.stalls_ms)
     }
+    pub fn p90(&self) -> Option<f64> {
+        stats::percentile(&self.stalls_ms, 90.0)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -675,6 +675,7 @@ pub fn render(r: &Results, plots: &[String]) -> String {
                 s.signal.clone(),
                 s.stalls_ms.len().to_string(),
                 s.median().map_or("—".into(), |v| format!("{v:.0} ms")),
+                s.p90().map_or("—".into(), |v| format!("{v:.0} ms")),
                 s.max().map_or("—".into(), |v| format!("{v:.0} ms")),
                 format!(
                     "{} / {} ms",
@@ -694,6 +695,7 @@ pub fn render(r: &Results, plots: &[String]) -> String {
             "signal",
             "kills",
             "median",
+            "p90",
             "max",
             "heartbeat interval / timeout",
             "before the stop (median / max)",

@@ -25,6 +25,8 @@ pub struct Options {
     pub seconds: f64,
     pub kills: u32,
     pub only: Vec<String>,
+    /// Stall series to run (`switchover`, `SIGKILL`, …); empty: all.
+    pub stall_signals: Vec<String>,
 }
 
 const SERVICE: &str = "10.77.0.10";
@@ -103,6 +105,15 @@ impl Bench<'_> {
 
     fn wants(&self, part: &str) -> bool {
         self.o.only.is_empty() || self.o.only.iter().any(|p| p == part)
+    }
+
+    fn wants_stall(&self, signal: &str) -> bool {
+        self.o.stall_signals.is_empty()
+            || self
+                .o
+                .stall_signals
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(signal))
     }
 
     /// `lab up` arguments for configuration `c`: (prefix, args).
@@ -566,7 +577,12 @@ impl Bench<'_> {
     fn stalls(&mut self) -> Result<()> {
         // Planned switchovers, measured by requests (1 ms resolution, not
         // a download's 10 ms sampling and curl's rate-limit pauses).
-        for victim in ["primary", "ingress"] {
+        let switchovers: &[&str] = if self.wants_stall("switchover") {
+            &["primary", "ingress"]
+        } else {
+            &[]
+        };
+        for &victim in switchovers {
             let mut set = StallSet {
                 victim: victim.into(),
                 signal: "switchover".into(),
@@ -598,6 +614,9 @@ impl Bench<'_> {
             (libc::SIGSTOP, "SIGSTOP"),
             (libc::SIGTERM, "SIGTERM"),
         ] {
+            if !self.wants_stall(sname) {
+                continue;
+            }
             for victim in ["primary", "ingress"] {
                 let mut set = StallSet {
                     victim: victim.into(),
