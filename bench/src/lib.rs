@@ -89,6 +89,19 @@ pub struct BenchArgs {
     /// simplex lab; without it that row says "not measured".
     #[arg(long, value_name = "PATH")]
     baseline_bin: Option<PathBuf>,
+    /// Only these stall series (comma-separated): switchover, SIGKILL,
+    /// SIGSTOP, SIGTERM [default: all]. A 30-kill SIGKILL series alone
+    /// takes minutes; all four take most of half an hour.
+    #[arg(long, value_delimiter = ',')]
+    stall_signals: Vec<String>,
+    /// The stall client's largest TCP receive buffer, in bytes (the
+    /// client namespace's `net.ipv4.tcp_rmem` maximum); 0 leaves the
+    /// kernel's (6 MiB, autotuned). curl's `--limit-rate` reads whatever
+    /// the socket holds in one go and then sleeps until it is back under
+    /// the rate, so the buffer's size bounds the pauses the client makes
+    /// by itself.
+    #[arg(long, default_value_t = 0)]
+    stall_client_rmem: u64,
 }
 
 #[derive(clap::Subcommand)]
@@ -141,6 +154,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             kills: args.kills.unwrap_or(if args.quick { 1 } else { 20 }),
             only: args.only.clone(),
             baseline_bin: args.baseline_bin.clone(),
+            stall_signals: args.stall_signals.clone(),
+            stall_client_rmem: args.stall_client_rmem,
         }),
     }
 }

@@ -156,7 +156,10 @@ pub struct StallSet {
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
     /// Switchovers: the worst request in the same run before the stop
-    /// (what the lab's jitter alone costs), one per run.
+    /// (what the lab's jitter alone costs), one per run. Downloads (the
+    /// signal series): the longest pause of the same download before the
+    /// signal, which is the client's own (curl's `--limit-rate` reads what
+    /// the socket holds at once, then sleeps it off).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub baseline_ms: Vec<f64>,
 }
@@ -167,6 +170,9 @@ impl StallSet {
     }
     pub fn max(&self) -> Option<f64> {
         stats::max(&self.stalls_ms)
+    }
+    pub fn p90(&self) -> Option<f64> {
+        stats::percentile(&self.stalls_ms, 90.0)
     }
 }
 
@@ -180,6 +186,9 @@ pub struct Meta {
     pub seconds_per_point: f64,
     pub machine: Vec<(String, String)>,
     pub static_policy_available: bool,
+    /// The stall client's `tcp_rmem` maximum (bytes; 0: the kernel's).
+    #[serde(default)]
+    pub stall_client_rmem: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -665,7 +665,15 @@ pub fn render(r: &Results, plots: &[String]) -> String {
          `/static/index.html`, latency from when each was due): the worst request's \
          latency across the switchover, at 1 ms resolution; *before the stop*: the worst \
          request due in the same run's first 1.3 s, before the signal (the lab's own \
-         jitter).\n"
+         jitter); for the downloads, the longest pause of the same download before the \
+         signal: curl's own (`--limit-rate` reads what the socket holds in one go, then \
+         sleeps until it is back under the rate, so the client's receive buffer bounds \
+         these pauses). Client receive buffer (`tcp_rmem` max): {}.\n",
+        if r.meta.stall_client_rmem == 0 {
+            "the kernel's (autotuned, up to 6 MiB)".to_string()
+        } else {
+            format!("{} KiB", r.meta.stall_client_rmem / 1024)
+        }
     );
     let rows: Vec<Vec<String>> = r
         .stalls
@@ -676,6 +684,7 @@ pub fn render(r: &Results, plots: &[String]) -> String {
                 s.signal.clone(),
                 s.stalls_ms.len().to_string(),
                 s.median().map_or("—".into(), |v| format!("{v:.0} ms")),
+                s.p90().map_or("—".into(), |v| format!("{v:.0} ms")),
                 s.max().map_or("—".into(), |v| format!("{v:.0} ms")),
                 format!(
                     "{} / {} ms",
@@ -695,6 +704,7 @@ pub fn render(r: &Results, plots: &[String]) -> String {
             "signal",
             "kills",
             "median",
+            "p90",
             "max",
             "heartbeat interval / timeout",
             "before the stop (median / max)",

@@ -27,6 +27,10 @@ pub struct Options {
     pub only: Vec<String>,
     /// Another hotpair binary for the proxy part's baseline row.
     pub baseline_bin: Option<PathBuf>,
+    /// Stall series to run (`switchover`, `SIGKILL`, …); empty: all.
+    pub stall_signals: Vec<String>,
+    /// The stall client's `tcp_rmem` maximum in bytes; 0: the kernel's.
+    pub stall_client_rmem: u64,
 }
 
 const SERVICE: &str = "10.77.0.10";
@@ -105,6 +109,15 @@ impl Bench<'_> {
 
     fn wants(&self, part: &str) -> bool {
         self.o.only.is_empty() || self.o.only.iter().any(|p| p == part)
+    }
+
+    fn wants_stall(&self, signal: &str) -> bool {
+        self.o.stall_signals.is_empty()
+            || self
+                .o
+                .stall_signals
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(signal))
     }
 
     /// `lab up` arguments for configuration `c`: (prefix, args).
@@ -421,17 +434,29 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// One kill of a fresh duplex lab: the stall in ms.
+    /// One kill of a fresh duplex lab: the stall and the longest pause
+    /// before the signal, in ms.
     fn one_stall(
         &self,
         victim: &str,
         signal: i32,
         want_sha: &str,
         i: u32,
-    ) -> Result<(f64, (u64, u64))> {
+    ) -> Result<(f64, f64, (u64, u64))> {
         // The download's reply is logged, as before content policies.
         let (lab, hb, pid) =
             self.victim_lab('k', self.r.meta.static_policy_available, victim, i)?;
+        if self.o.stall_client_rmem > 0 {
+            let max = self.o.stall_client_rmem;
+            let st = Command::new("ip")
+                .args(["netns", "exec", &lab.client_ns(), "sysctl", "-q", "-w"])
+                .arg(format!("net.ipv4.tcp_rmem=4096 {} {max}", max.min(131_072)))
+                .status()
+                .context("running sysctl in the client namespace")?;
+            if !st.success() {
+                bail!("setting the client's tcp_rmem failed ({st})");
+            }
+        }
         let prefix = lab.prefix.clone();
         let file = self.logs.join(format!("stall-{prefix}.bin"));
         let _ = std::fs::remove_file(&file);
@@ -483,7 +508,11 @@ impl Bench<'_> {
         }
         drop(lab);
         let s = measure(&samples, kill_at, end, true);
-        Ok((s.after_kill.as_secs_f64() * 1e3, hb))
+        Ok((
+            s.after_kill.as_secs_f64() * 1e3,
+            s.before_kill.as_secs_f64() * 1e3,
+            hb,
+        ))
     }
 
     /// A fresh duplex lab on the stall docroot (prefix letter `tag`;
@@ -568,7 +597,12 @@ impl Bench<'_> {
     fn stalls(&mut self) -> Result<()> {
         // Planned switchovers, measured by requests (1 ms resolution, not
         // a download's 10 ms sampling and curl's rate-limit pauses).
-        for victim in ["primary", "ingress"] {
+        let switchovers: &[&str] = if self.wants_stall("switchover") {
+            &["primary", "ingress"]
+        } else {
+            &[]
+        };
+        for &victim in switchovers {
             let mut set = StallSet {
                 victim: victim.into(),
                 signal: "switchover".into(),
@@ -600,6 +634,9 @@ impl Bench<'_> {
             (libc::SIGSTOP, "SIGSTOP"),
             (libc::SIGTERM, "SIGTERM"),
         ] {
+            if !self.wants_stall(sname) {
+                continue;
+            }
             for victim in ["primary", "ingress"] {
                 let mut set = StallSet {
                     victim: victim.into(),
@@ -610,12 +647,14 @@ impl Bench<'_> {
                     baseline_ms: Vec::new(),
                 };
                 for i in 0..self.o.kills {
-                    let (ms, (hi, ht)) = self.one_stall(victim, signal, &want, i)?;
+                    let (ms, before, (hi, ht)) = self.one_stall(victim, signal, &want, i)?;
                     set.heartbeat_interval_ms = hi;
                     set.heartbeat_timeout_ms = ht;
                     set.stalls_ms.push(ms);
+                    set.baseline_ms.push(before);
                     self.progress(&format!(
-                        "stall {victim} {sname} {}/{}: {ms:.0} ms (heartbeat {hi}/{ht} ms)",
+                        "stall {victim} {sname} {}/{}: {ms:.0} ms (before the signal: \
+                         {before:.0} ms; heartbeat {hi}/{ht} ms)",
                         i + 1,
                         self.o.kills
                     ));
@@ -912,6 +951,7 @@ pub fn bench(o: &Options) -> Result<()> {
         seconds_per_point: o.seconds,
         machine: machine(),
         static_policy_available: labs::static_policy_available(&exe),
+        stall_client_rmem: o.stall_client_rmem,
         ..Meta::default()
     };
     if !b.r.meta.static_policy_available {

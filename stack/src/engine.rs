@@ -520,6 +520,14 @@ impl<C> Engine<C> {
                     .get(&a.tuple)
                     .is_some_and(|t| t.shadow.is_some());
                 if shadow {
+                    // The clock jump above fires the retransmission timers,
+                    // but not a timer that is idle with data in flight (a
+                    // window that reopened after a zero window left smoltcp
+                    // so, HOTPAIR-PATCHES.md 14): resend from the client's
+                    // last ACK whatever the timer says (patch 15).
+                    self.sockets
+                        .get_mut::<smoltcp::socket::tcp::Socket>(*handle)
+                        .retransmit_now();
                     let unacked = self.sockets.get::<tcp::Socket>(*handle).send_queue();
                     service.promote(id, &mut a.conn, unacked, now);
                     a.woken = true;

@@ -800,3 +800,112 @@ fn accept_syn_cookie_takes_up_a_stateless_handshake() {
     let n = c.socket().recv_slice(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"reply");
 }
+
+/// A TCP frame with its window field set to `window` (unscaled: these
+/// hosts' buffers are too small to scale), checksums made right again.
+fn with_window(frame: &[u8], window: u16) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let s = seg::parse(&f).expect("a TCP frame");
+    seg::set_window(&mut f, &s, window);
+    let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut f[14..]);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let mut tcp = smoltcp::wire::TcpPacket::new_unchecked(ip.payload_mut());
+    tcp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+    f
+}
+
+/// The client's pure ACK of everything it holds, with its window set to
+/// `window`.
+fn client_ack(c: &mut Host, now: Instant, window: u16) -> Vec<u8> {
+    c.socket().ack_now();
+    let out = c.poll(now);
+    let ack = out
+        .iter()
+        .find(|f| seg::parse(f).is_some_and(|s| s.has(seg::ACK) && s.payload_len == 0))
+        .expect("the client's ACK");
+    with_window(ack, window)
+}
+
+/// Patch 14: the server sends three segments; the client has no room for
+/// them (they are dropped) and says so with a zero window, then opens its
+/// window by less than what is in flight. The server must resend from the
+/// client's ACK at once. Unpatched, when the zero-window ACK acknowledged
+/// nothing (`first_arrives: false`) the data waited for the retransmission
+/// timer (1 s); when it acknowledged the first segment (`true`), the
+/// zero-window probe timer replaced the retransmission timer, leaving
+/// probing idled it, and the connection hung for good.
+fn window_reopened_after_a_zero_window(first_arrives: bool) {
+    let (mut c, mut s, now) = connected();
+    s.socket().send_slice(&[7u8; 3 * 1460]).unwrap();
+    let sent: Vec<_> = s.poll(now).into_iter().filter(|f| has_data(f)).collect();
+    assert_eq!(sent.len(), 3);
+    let mut una = seq_of(&sent[0]);
+    if first_arrives {
+        c.dev.rx.push_back(sent[0].clone());
+        c.poll(now);
+        una = seq_of(&sent[1]);
+    }
+    // The rest is dropped at the client, which has no room left.
+    let zero = client_ack(&mut c, now, 0);
+    assert_eq!(seg::parse(&zero).unwrap().ack, una);
+    s.dev.rx.push_back(zero);
+    let t = now + Duration::from_millis(5);
+    let out = s.poll(t);
+    assert!(!out.iter().any(|f| has_data(f)), "no room: nothing to send");
+    // The window opens by one segment's worth, less than what is in flight.
+    s.dev.rx.push_back(client_ack(&mut c, t, 1460));
+    let t = t + Duration::from_millis(5);
+    let out = s.poll(t);
+    assert!(
+        out.iter().any(|f| has_data(f) && seq_of(f) == una),
+        "the reopened window did not bring the unacknowledged data back"
+    );
+    // And the stream completes, well within a retransmission timeout.
+    let mut t = t;
+    c.dev.rx.extend(out);
+    for _ in 0..50 {
+        pump(&mut c, &mut s, t);
+        t += Duration::from_millis(1);
+    }
+    assert_eq!(c.socket().recv_queue(), 3 * 1460);
+}
+
+#[test]
+fn a_window_reopened_after_a_zero_window_resends_what_was_in_flight() {
+    window_reopened_after_a_zero_window(false);
+}
+
+#[test]
+fn a_window_reopened_after_a_zero_window_that_acknowledged_data_does_not_hang() {
+    window_reopened_after_a_zero_window(true);
+}
+
+/// Patch 15: `retransmit_now` resends from SND.UNA at the next dispatch,
+/// well before the retransmission timer (1 s at least), and does nothing
+/// when nothing is in flight.
+#[test]
+fn retransmit_now_resends_the_unacknowledged_at_once() {
+    let (mut c, mut s, now) = connected();
+    assert!(!s.socket().retransmit_now(), "nothing in flight");
+    assert!(!s.poll(now).iter().any(|f| has_data(f)));
+    s.socket().send_slice(&[7u8; 2 * 1460]).unwrap();
+    let sent: Vec<_> = s.poll(now).into_iter().filter(|f| has_data(f)).collect();
+    assert_eq!(sent.len(), 2, "both lost");
+    let t = now + Duration::from_millis(10);
+    assert!(s.poll(t).is_empty(), "the timer is not due for a second");
+    assert!(s.socket().retransmit_now());
+    let again: Vec<_> = s.poll(t).into_iter().filter(|f| has_data(f)).collect();
+    assert_eq!(
+        again.iter().map(|f| seq_of(f)).collect::<Vec<_>>(),
+        sent.iter().map(|f| seq_of(f)).collect::<Vec<_>>(),
+        "both again, from SND.UNA"
+    );
+    c.dev.rx.extend(again);
+    let mut t = t;
+    for _ in 0..10 {
+        pump(&mut c, &mut s, t);
+        t += Duration::from_millis(1);
+    }
+    assert_eq!(c.socket().recv_queue(), 2 * 1460);
+    assert!(!s.socket().retransmit_now(), "all acknowledged");
+}

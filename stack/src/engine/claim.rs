@@ -233,20 +233,26 @@ impl<C> Engine<C> {
             // pure ACKs are never retransmitted, and the last one (a
             // window update after a zero window, say) may have been held
             // back while this node's role was unconfirmed — the client
-            // would wait on its persist timer.
-            self.ack_all_now();
+            // would wait on its persist timer. It also resends from the
+            // client's last ACK it heard of, whatever its timer says: the
+            // jump fires running retransmission timers, not one that went
+            // idle with data in flight (`retransmit_now`).
+            self.ack_and_resend_all_now();
             self.mark_all();
         }
     }
 
     /// Every open connection sends an ACK with its window at its next
-    /// dispatch (see `tcp::Socket::ack_now`).
-    pub(super) fn ack_all_now(&mut self) {
+    /// dispatch (see `tcp::Socket::ack_now`), and resends what the client
+    /// has not acknowledged, if anything (`tcp::Socket::retransmit_now`).
+    pub(super) fn ack_and_resend_all_now(&mut self) {
         for slot in self.pool.slots.iter().flatten() {
             if matches!(slot.phase, super::pool::Phase::Active(_)) {
-                self.sockets
-                    .get_mut::<smoltcp::socket::tcp::Socket>(slot.handle)
-                    .ack_now();
+                let s = self
+                    .sockets
+                    .get_mut::<smoltcp::socket::tcp::Socket>(slot.handle);
+                s.ack_now();
+                s.retransmit_now();
             }
         }
     }

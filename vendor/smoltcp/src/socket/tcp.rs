@@ -1322,6 +1322,36 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// hotpair patch: resend from SND.UNA at the next dispatch, as a
+    /// retransmission timeout would, whatever the timer's state (without
+    /// the backoff). A node that takes a connection over cannot know what
+    /// of its (or its dead peer's) data reached the client, nor whether the
+    /// client's last ACK or window update reached it: rather than wait for
+    /// a timer (1 s at least, backed off, or none at all if it idled with
+    /// data in flight), it sends what is unacknowledged at once; the
+    /// client's ACK of it tells where the stream stands. Does nothing when
+    /// nothing is in flight. Returns whether there was.
+    pub fn retransmit_now(&mut self) -> bool {
+        if self.remote_last_seq == self.local_seq_no {
+            return false;
+        }
+        self.rewind_to_unacknowledged();
+        true
+    }
+
+    /// hotpair patch: "as if we never had sent" what is unacknowledged
+    /// (the rewind of a retransmission timeout, without its backoff):
+    /// the next dispatch sends from SND.UNA. Ends any fast recovery, and
+    /// keeps the resent data out of the RTT estimate (Karn).
+    fn rewind_to_unacknowledged(&mut self) {
+        self.remote_last_seq = self.local_seq_no;
+        self.recover = None;
+        self.rtte.on_retransmit();
+        // The timers stay as they are: a running retransmission timer is
+        // still the safety net, and an idle one is armed by the segment
+        // `dispatch` sends (the window is open: it can send).
+    }
+
     /// hotpair patch: swap the transmit buffer for another, keeping what
     /// it holds (unacknowledged and unsent bytes, in order). Lets a caller
     /// give an idle connection a small buffer and a bulk transfer a large
@@ -2196,6 +2226,17 @@ impl<'a> Socket<'a> {
         };
         let new_remote_win_len = (repr.window_len as usize) << (scale as usize);
         let is_window_update = new_remote_win_len != self.remote_win_len;
+        // hotpair patch: the peer's window opens again after a zero window.
+        let window_reopened = self.remote_win_len == 0
+            && new_remote_win_len != 0
+            && matches!(
+                self.state,
+                State::Established
+                    | State::FinWait1
+                    | State::Closing
+                    | State::CloseWait
+                    | State::LastAck
+            );
         self.remote_win_len = new_remote_win_len;
 
         self.congestion_controller
@@ -2350,6 +2391,24 @@ impl<'a> Socket<'a> {
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
             tcp_trace!("stopping zero-window-probe timer");
             self.timer.set_for_idle(cx.now(), self.keep_alive);
+        }
+        // hotpair patch: data sent before the window closed and still
+        // unacknowledged now that it opens again never found room at the
+        // receiver (a zero window is one with no room; Linux also drops
+        // in-window data when its receive memory runs out, and then
+        // advertises zero). Unpatched, when the window opened by less than
+        // what was in flight nothing new could go, and nothing was resent
+        // before the retransmission timer (1 s at least) — or ever, if the
+        // zero-window ACK had acknowledged new data: the zero-window probe
+        // timer replaced the retransmission timer, and leaving probing
+        // (just above) idled it with that data in flight (found with a
+        // client whose receive buffer was 512 KiB: a download stopped
+        // dead). Resend from SND.UNA now, as a retransmission timeout would
+        // (without the backoff: nothing was lost to congestion); the
+        // segment sent arms the retransmission timer again.
+        if window_reopened && self.remote_last_seq != self.local_seq_no {
+            net_debug!("window reopened after a zero window: resending from SND.UNA");
+            self.rewind_to_unacknowledged();
         }
 
         let payload_len = payload.len();

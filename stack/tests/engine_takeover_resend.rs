@@ -1,0 +1,201 @@
+//! A takeover resends what the client has not acknowledged at once, even
+//! from a connection whose smoltcp timer had gone idle with data in flight.
+//!
+//! The case, from a capture at a client (issue 17): the server had sent
+//! data the client had no room for; the client said so with a zero window
+//! (acknowledging earlier data), then opened its window by less than what
+//! was in flight. smoltcp 0.14 then kept the data in flight with no timer
+//! running and nothing it could send: the download stopped dead, and the
+//! takeover after a kill did not revive it — its clock jump fires running
+//! retransmission timers, not an idle one. Both the shadow promoted by the
+//! owner and the primary that claims the address must resend from the
+//! client's last ACK in the takeover's own round.
+
+use std::time::{Duration, Instant};
+
+use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service};
+use hotpair_stack::seg::{self, ACK, SYN};
+use hotpair_stack::StackConfig;
+use smoltcp::socket::tcp;
+use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+
+const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
+const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
+const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
+const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+const CLIENT_ISN: u32 = 1000;
+/// The primary's ISN as the owner's client sees it (promotion case).
+const PRIMARY_ISN: u32 = 7_000_000;
+const MSS: usize = 1460;
+/// The reply: three full segments.
+const REPLY: usize = 3 * MSS;
+
+/// Writes the reply into each connection once, and nothing else.
+struct Sender;
+
+impl Service for Sender {
+    type Conn = bool;
+    fn accept(&mut self, _: ConnId, _: &ConnInfo, _: Instant) -> bool {
+        false
+    }
+    fn drive(
+        &mut self,
+        _: ConnId,
+        sent: &mut bool,
+        socket: &mut tcp::Socket<'_>,
+        _: Instant,
+    ) -> Option<Instant> {
+        if !*sent && socket.may_send() {
+            assert_eq!(socket.send_slice(&[7u8; REPLY]), Ok(REPLY));
+            *sent = true;
+        }
+        None
+    }
+    fn closed(&mut self, _: ConnId, _: bool) {}
+    fn woken(&mut self, _: &mut Vec<ConnId>) {}
+}
+
+/// A client segment (no payload) with this ACK and window, MSS and SACK
+/// options on a SYN; valid IPv4 checksum (the TCP checksum is not checked
+/// by the engine's smoltcp: the device offloads it).
+fn client_seg(flags: u8, ack: u32, window: u16) -> Frame {
+    let seq = if flags & SYN != 0 {
+        CLIENT_ISN
+    } else {
+        CLIENT_ISN + 1
+    };
+    let mut f = seg::build(
+        CLIENT_MAC, NODE_MAC, CLIENT, VIP, 40000, 80, seq, ack, flags, window,
+    );
+    if flags & SYN != 0 {
+        // MSS 1460, SACK permitted, padded; no window scaling.
+        let opts = [2, 4, 0x05, 0xb4, 4, 2, 1, 1];
+        f.extend_from_slice(&opts);
+        f[46] = (((20 + opts.len()) / 4) << 4) as u8;
+        let ip_len = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    }
+    seg::set_ipv4_checksum(&mut f);
+    Frame::copy_from(&f)
+}
+
+struct Node {
+    engine: Engine<bool>,
+    service: Sender,
+    now: Instant,
+}
+
+impl Node {
+    fn new(mode: Role) -> Self {
+        let now = Instant::now();
+        let cfg = StackConfig {
+            mac: NODE_MAC,
+            address: Ipv4Cidr::new(VIP, 24),
+            gateway: None,
+            port: 80,
+            alt_port: None,
+            max_connections: 16,
+            max_half_open: 8,
+            half_open_timeout: Duration::from_secs(20),
+            max_per_source: 16,
+            rx_buffer_bytes: 65536,
+            tx_buffer_bytes: 65536,
+            seed: 7,
+            syn_cookies: None,
+        };
+        let mut engine = Engine::new(cfg, mode, now);
+        engine.set_lease(true);
+        Node {
+            engine,
+            service: Sender,
+            now,
+        }
+    }
+
+    /// Run `rounds` rounds 1 ms apart; the TCP segments sent to the LAN.
+    fn run(&mut self, rounds: u32) -> Vec<seg::Seg> {
+        let mut out = Vec::new();
+        for _ in 0..rounds {
+            self.engine.poll(&mut self.service, self.now);
+            while let Some(f) = self.engine.poll_lan_transmit() {
+                if let Some(s) = seg::parse(f.data()) {
+                    out.push(s);
+                }
+            }
+            while self.engine.poll_forward().is_some() {}
+            self.now += Duration::from_millis(1);
+        }
+        out
+    }
+}
+
+/// Data segments of `out` starting at `seq`.
+fn data_at(out: &[seg::Seg], seq: u32) -> usize {
+    out.iter()
+        .filter(|s| s.payload_len > 0 && s.seq == seq)
+        .count()
+}
+
+/// The owner's shadow "sent" the reply into the void while the primary
+/// lived; the client took the first segment, had no room for the rest
+/// (a zero window), then opened its window by one segment. The primary
+/// dies: the promoted shadow must resend from the client's ACK at once.
+#[test]
+fn a_promoted_shadow_resends_at_once_after_a_reopened_window() {
+    let mut n = Node::new(Role::Ingress);
+    n.engine.handle_lan_frame(client_seg(SYN, 0, 65535));
+    assert!(n.run(4).is_empty(), "a shadow sends nothing to the LAN");
+    // The handshake's ACK (the primary's ISN + 1): the shadow is open and
+    // its service writes the reply, which goes nowhere.
+    n.engine
+        .handle_lan_frame(client_seg(ACK, PRIMARY_ISN + 1, 65535));
+    assert!(n.run(4).is_empty());
+    let second = PRIMARY_ISN + 1 + MSS as u32;
+    n.engine.handle_lan_frame(client_seg(ACK, second, 0));
+    assert!(n.run(4).is_empty());
+    n.engine
+        .handle_lan_frame(client_seg(ACK, second, MSS as u16));
+    assert!(n.run(4).is_empty(), "still the primary's connection");
+    n.engine.promote(&mut n.service, n.now);
+    let out = n.run(5);
+    assert!(
+        data_at(&out, second) > 0,
+        "the promoted shadow did not resend from the client's ACK: {out:?}"
+    );
+}
+
+/// The primary sent the reply; the client took the first segment, had no
+/// room for the rest, then opened its window by one segment (both ACKs
+/// forwarded by the owner). The owner dies: the primary that claims the
+/// address must resend from the client's ACK when it claims, not after a
+/// timer (1 s at least) — nor never, as smoltcp 0.14 left it.
+#[test]
+fn a_claim_resends_at_once_after_a_reopened_window() {
+    let mut n = Node::new(Role::Primary);
+    n.engine.handle_peer_frame(client_seg(SYN, 0, 65535));
+    let out = n.run(4);
+    let synack = out
+        .iter()
+        .find(|s| s.has(SYN) && s.has(ACK))
+        .expect("the primary answers the SYN");
+    let isn = synack.seq;
+    n.engine.handle_peer_frame(client_seg(ACK, isn + 1, 65535));
+    let out = n.run(4);
+    assert_eq!(data_at(&out, isn + 1), 1, "the reply goes out: {out:?}");
+    let second = isn + 1 + MSS as u32;
+    n.engine.handle_peer_frame(client_seg(ACK, second, 0));
+    n.run(4);
+    n.engine
+        .handle_peer_frame(client_seg(ACK, second, MSS as u16));
+    // What it sends for the reopened window (if anything) is lost with the
+    // owner, whose MAC the client still uses for the address: only what
+    // the claim sends counts.
+    n.run(4);
+    n.engine.claim();
+    // Three probes 12 ms apart, the claim one interval after the last.
+    let out = n.run(40);
+    assert!(
+        data_at(&out, second) > 0,
+        "the claim did not resend from the client's ACK: {out:?}"
+    );
+}
