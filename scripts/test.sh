@@ -7,7 +7,7 @@
 #    iproute2 nginx tcpdump procps hping3 slowhttptest fonts-dejavu-core
 #    systemd (for systemd-analyze) postgresql python3-psycopg2 (the lab's
 #    `--app orders`) docker-compose python3-yaml (packaging/compose and
-#    packaging/k8s); rustup: rustfmt clippy),
+#    packaging/k8s) chromium (the browser test); rustup: rustfmt clippy),
 # 2. cargo fmt --check, clippy with -D warnings, builds the hotpair binary,
 #    checks packaging/systemd/hotpair.service with systemd-analyze verify,
 # 3. runs the unit tests, the fuzz corpus replay (fuzz/) and a 15 s AFL++
@@ -62,6 +62,7 @@ need nft nftables             # hotpair lab partition (netns-tests/tests/partiti
 need openssl openssl           # netns-tests/tests/failover_tls.rs: s_client session resumption
 need systemd-analyze systemd   # packaging/systemd/verify.sh
 need docker-compose docker-compose # netns-tests/tests/docker_compose.rs, packaging_manifests.rs
+need chromium chromium         # netns-tests/tests/failover_browser.rs: headless Chromium over HTTPS
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core) # bench plots' text
 # netns-tests/tests/app_orders.rs (`hotpair lab up --app orders`): the
 # PostgreSQL server binaries, and psycopg2 for Debian's own python3 (which

@@ -51,7 +51,21 @@ impl Capture {
             lab,
             dir,
             &[
-                "tcpdump", "-i", "eth0", "-n", "-s", "128", "-U", "-w", &file_s, &filter,
+                "tcpdump",
+                // Without it the kernel hands packets over in blocks, and a
+                // capture of a few segments (keep-alive requests) stopped
+                // soon after holds none of them: "0 packets captured,
+                // 18 received by filter".
+                "--immediate-mode",
+                "-i",
+                "eth0",
+                "-n",
+                "-s",
+                "128",
+                "-U",
+                "-w",
+                &file_s,
+                &filter,
             ],
             "tcpdump",
         );
@@ -194,7 +208,19 @@ pub fn arp_capture(lab: &Lab, dir: &Path) -> Background {
     tcpdump(
         lab,
         dir,
-        &["tcpdump", "-i", "eth0", "-n", "-U", "-w", &f, "arp"],
+        // --immediate-mode: a few ARP frames must not wait in a kernel
+        // block when the capture stops (see `Capture::with_filter`).
+        &[
+            "tcpdump",
+            "--immediate-mode",
+            "-i",
+            "eth0",
+            "-n",
+            "-U",
+            "-w",
+            &f,
+            "arp",
+        ],
         "tcpdump-arp",
     )
 }

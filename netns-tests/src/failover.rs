@@ -765,11 +765,12 @@ const KEEPALIVE_SCRIPT: &str = r#"
 import hashlib, http.client, json, ssl, sys
 paths = json.loads(sys.argv[1])
 ca = sys.argv[2] if len(sys.argv) > 2 else ""
+host = sys.argv[3] if len(sys.argv) > 3 else "10.77.0.10"
 if ca:
     ctx = ssl.create_default_context(cafile=ca)
-    conn = http.client.HTTPSConnection("10.77.0.10", 443, timeout=30, context=ctx)
+    conn = http.client.HTTPSConnection(host, 443, timeout=30, context=ctx)
 else:
-    conn = http.client.HTTPConnection("10.77.0.10", 80, timeout=30)
+    conn = http.client.HTTPConnection(host, 80, timeout=30)
 results = []
 def fetch(p):
     entry = {"path": p}
@@ -810,101 +811,159 @@ fn keepalive_with(test: &str, victim: Victim, extra: &[&str]) {
     let Some(lab) = duplex_lab_with(test, extra) else {
         return;
     };
-    let ca = lab
-        .tls_ca()
-        .map_or(String::new(), |p| p.to_string_lossy().into_owned());
-    let files = [
-        "index.html",
-        "1k.bin",
-        "5k.bin",
-        "50k.bin",
-        "1k.bin",
-        "50k.bin",
-        "5k.bin",
-        "index.html",
-        "50k.bin",
-        "1k.bin",
-    ];
-    let docroot = lab.docroot();
-    let paths: Vec<String> = files.iter().map(|f| format!("/static/{f}")).collect();
-    let arg = serde_json::to_string(&paths).expect("json");
-    let mut child = Command::new(crate::hotpair_bin())
-        .args(["lab", "exec", "--prefix", &lab.prefix, "client", "--"])
-        .args(["python3", "-c", KEEPALIVE_SCRIPT, &arg, &ca])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running python3 in the client namespace");
-    /// Kills the client if the test panics half way.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut stdin = child.stdin.take().expect("stdin");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let child = KillOnDrop(child);
-    let (rx, err_t) = crate::read_output(stdout, stderr);
-    let ready = rx.recv_timeout(Duration::from_secs(30));
-    assert_eq!(
-        ready.as_deref().ok(),
-        Some("READY"),
-        "[{test}] the python client did not finish its first 5 requests: {ready:?}"
-    );
+    let mut client = KeepaliveClient::start(&lab, SERVICE);
     let kill = lab.kill(victim.node());
-    stdin
-        .write_all(b"GO\n")
-        .expect("telling the client to go on");
-    stdin.flush().expect("flush");
-    let line = rx.recv_timeout(Duration::from_secs(55));
-    let elapsed = kill.elapsed();
-    drop(stdin);
-    drop(child);
-    let line = line.unwrap_or_else(|e| {
-        panic!(
-            "[{test}] the python client printed no result after the kill ({e}); stderr:\n{}",
-            err_t.join().unwrap_or_default()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("[{test}] python printed no JSON ({e}): {line}"));
-    let results = v.as_array().expect("a list of results");
-    assert_eq!(results.len(), 10, "[{test}] {v}");
+    client.go();
+    let elapsed = client.finish(kill);
     report(&format!(
         "[{test}] 5 more requests on the same connection done {:.2} s after SIGKILL {} ({})",
         elapsed.as_secs_f64(),
         victim.node(),
         victim.role()
     ));
-    let first = &results[0];
-    for (i, r) in results.iter().enumerate() {
-        let when = if i < 5 { "before" } else { "after" };
-        assert!(
-            r.get("error").is_none(),
-            "[{test}] request {i} ({when} the kill) failed: {r}"
-        );
-        assert_eq!(
-            r["status"], 200,
-            "[{test}] request {i} ({when} the kill): {r}"
-        );
-        assert_eq!(
-            r["sha256"],
-            sha256_file(&docroot.join(files[i])),
-            "[{test}] request {i} ({when} the kill, {}): body differs from the file: {r}",
-            files[i]
-        );
-        assert_eq!(
-            (&r["sock_id"], &r["local"]),
-            (&first["sock_id"], &first["local"]),
-            "[{test}] request {i} ({when} the kill) did not use the first connection \
-             (socket reopened): {r} vs first {first}"
-        );
-    }
     assert_survivor(&lab, victim);
+}
+
+/// The files the keep-alive client fetches, in order: five before the
+/// kill, five after.
+const KEEPALIVE_FILES: [&str; 10] = [
+    "index.html",
+    "1k.bin",
+    "5k.bin",
+    "50k.bin",
+    "1k.bin",
+    "50k.bin",
+    "5k.bin",
+    "index.html",
+    "50k.bin",
+    "1k.bin",
+];
+
+/// Python `http.client` in the client namespace on one connection to
+/// `host` (over `ssl`, checking the lab's CA, when the lab serves HTTPS):
+/// five requests, a pause for the kill ([`KeepaliveClient::go`] ends it),
+/// five more. Killed if the test panics half way.
+pub struct KeepaliveClient {
+    test: String,
+    host: String,
+    docroot: std::path::PathBuf,
+    stdin: Option<std::process::ChildStdin>,
+    rx: std::sync::mpsc::Receiver<String>,
+    err_t: Option<thread::JoinHandle<String>>,
+    _child: KillChildOnDrop,
+}
+
+/// Kills a client process when dropped (the test is done with it, or
+/// panicked).
+struct KillChildOnDrop(std::process::Child);
+
+impl Drop for KillChildOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl KeepaliveClient {
+    /// Starts the client and waits until its first five requests are done.
+    pub fn start(lab: &Lab, host: &str) -> KeepaliveClient {
+        let test = &lab.test;
+        let ca = lab
+            .tls_ca()
+            .map_or(String::new(), |p| p.to_string_lossy().into_owned());
+        let paths: Vec<String> = KEEPALIVE_FILES
+            .iter()
+            .map(|f| format!("/static/{f}"))
+            .collect();
+        let arg = serde_json::to_string(&paths).expect("json");
+        let mut child = Command::new(crate::hotpair_bin())
+            .args(["lab", "exec", "--prefix", &lab.prefix, "client", "--"])
+            .args(["python3", "-c", KEEPALIVE_SCRIPT, &arg, &ca, host])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running python3 in the client namespace");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let child = KillChildOnDrop(child);
+        let (rx, err_t) = crate::read_output(stdout, stderr);
+        let ready = rx.recv_timeout(Duration::from_secs(30));
+        assert_eq!(
+            ready.as_deref().ok(),
+            Some("READY"),
+            "[{test}] the python client of {host} did not finish its first 5 requests: {ready:?}"
+        );
+        KeepaliveClient {
+            test: test.clone(),
+            host: host.to_owned(),
+            docroot: lab.docroot(),
+            stdin: Some(stdin),
+            rx,
+            err_t: Some(err_t),
+            _child: child,
+        }
+    }
+
+    /// Lets the client go on with its last five requests.
+    pub fn go(&mut self) {
+        let mut stdin = self.stdin.take().expect("go() once");
+        stdin
+            .write_all(b"GO\n")
+            .expect("telling the client to go on");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for the client's results and checks every request: no error,
+    /// 200, the body is the docroot file's, and the same socket (same
+    /// local port) as the first request. Returns the time since `kill`.
+    pub fn finish(mut self, kill: Instant) -> Duration {
+        let (test, host) = (&self.test, &self.host);
+        let line = self.rx.recv_timeout(Duration::from_secs(55));
+        let elapsed = kill.elapsed();
+        let line = line.unwrap_or_else(|e| {
+            drop(self._child);
+            panic!(
+                "[{test}] the python client of {host} printed no result after the kill ({e}); \
+                 stderr:\n{}",
+                self.err_t
+                    .take()
+                    .map(|t| t.join().unwrap_or_default())
+                    .unwrap_or_default()
+            )
+        });
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("[{test}] python printed no JSON ({e}): {line}"));
+        let results = v.as_array().expect("a list of results");
+        assert_eq!(results.len(), 10, "[{test}] {host}: {v}");
+        let first = &results[0];
+        for (i, r) in results.iter().enumerate() {
+            let when = if i < 5 { "before" } else { "after" };
+            assert!(
+                r.get("error").is_none(),
+                "[{test}] {host}: request {i} ({when} the kill) failed: {r}"
+            );
+            assert_eq!(
+                r["status"], 200,
+                "[{test}] {host}: request {i} ({when} the kill): {r}"
+            );
+            assert_eq!(
+                r["sha256"],
+                sha256_file(&self.docroot.join(KEEPALIVE_FILES[i])),
+                "[{test}] {host}: request {i} ({when} the kill, {}): body differs from the \
+                 file: {r}",
+                KEEPALIVE_FILES[i]
+            );
+            assert_eq!(
+                (&r["sock_id"], &r["local"]),
+                (&first["sock_id"], &first["local"]),
+                "[{test}] {host}: request {i} ({when} the kill) did not use the first \
+                 connection (socket reopened): {r} vs first {first}"
+            );
+        }
+        elapsed
+    }
 }
 
 // ---- (e) wrk, (f) capture -----------------------------------------------------

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod browser;
 pub mod capture;
 pub mod compose;
 pub mod docker;

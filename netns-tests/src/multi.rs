@@ -270,6 +270,12 @@ pub fn dual_role_lab(test: &str) -> Option<MultiLab> {
     multi_lab(test, "dual-role", &[], dual_role_addresses())
 }
 
+/// A `dual-role --tls` lab: both addresses serve HTTPS on 443, one
+/// certificate (from the lab CA) for both.
+pub fn dual_role_tls_lab(test: &str) -> Option<MultiLab> {
+    multi_lab(test, "dual-role", &["--tls"], dual_role_addresses())
+}
+
 /// A `ring --nodes n` lab (see [`ring_addresses`]).
 pub fn ring_lab(test: &str, n: u32) -> Option<MultiLab> {
     let nodes = n.to_string();

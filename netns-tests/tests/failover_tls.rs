@@ -4,9 +4,12 @@
 //! (OpenSSL) downloading 50 MB at 20 MB/s, the node SIGKILLed at 20 MB in:
 //! curl exits 0 (no TLS alert, no record that fails to open), the file's
 //! SHA-256 matches, the client's capture holds no RST from the service
-//! address.
+//! address. The dual-role tests do the same on both addresses of a
+//! `dual-role --tls` lab, and keep-alive TLS connections to each.
 
-use hotpair_netns_tests::failover::{self, Victim};
+use hotpair_netns_tests::capture::Capture;
+use hotpair_netns_tests::failover::{self, KeepaliveClient, Victim};
+use hotpair_netns_tests::multi;
 
 /// /static/ under `logged`: the reply's ciphertext crosses the link.
 #[test]
@@ -170,4 +173,70 @@ fn https_bad_input_is_refused_and_counted() {
     hotpair_netns_tests::report(&format!(
         "[{test}] plain HTTP and random bytes refused on 443; n1 counts {tls:?}"
     ));
+}
+
+/// Dual-role over HTTPS (`lab up --mode dual-role --tls`: n1 owns
+/// 10.77.0.10 with primary n2, n2 owns 10.77.0.11 with primary n1): curl
+/// downloads 50 MB from each address at 10 MB/s, checking the lab CA; n2 is
+/// SIGKILLed once both have 10 MiB, so 10.77.0.10 loses its primary (n1
+/// promotes its shadows, TLS state included) and 10.77.0.11 its owner (n1
+/// claims it). Both downloads byte-exact, no RST from either address.
+#[test]
+fn https_dual_role_downloads_survive_n2_crash() {
+    let test = "fo_tls_dual_dl";
+    let Some(lab) = multi::dual_role_tls_lab(test) else {
+        return;
+    };
+    let failures = multi::downloads_survive_kill(&lab, "n2");
+    let survivors = lab.check_survivors("n2");
+    assert!(
+        failures.is_empty() && survivors.is_ok(),
+        "[{test}] across the SIGKILL of {}:\n{}\nsurvivors: {survivors:?}",
+        lab.describe_node("n2"),
+        failures.join("\n")
+    );
+}
+
+/// Dual-role over HTTPS, keep-alive: one Python `http.client` over `ssl`
+/// (the lab CA checked) per address, five requests each, n1 SIGKILLed
+/// (10.77.0.10 loses its owner, 10.77.0.11 its primary), five more each on
+/// the same TLS connections; every body checked, no RST from either
+/// address.
+#[test]
+fn https_dual_role_keepalive_survives_n1_crash() {
+    let test = "fo_tls_dual_keepalive";
+    let Some(lab) = multi::dual_role_tls_lab(test) else {
+        return;
+    };
+    let tmp = hotpair_netns_tests::TempDir::new(&format!("{test}-cap"));
+    let cap = Capture::start_hosts(&lab, tmp.path(), &lab.ips());
+    let mut clients: Vec<KeepaliveClient> = lab
+        .ips()
+        .iter()
+        .map(|ip| KeepaliveClient::start(&lab, ip))
+        .collect();
+    let kill_epoch = failover::epoch_now();
+    let kill = lab.kill("n1");
+    for c in &mut clients {
+        c.go();
+    }
+    for (c, ip) in clients.into_iter().zip(lab.ips()) {
+        let after = c.finish(kill);
+        hotpair_netns_tests::report(&format!(
+            "[{test}] {ip}: 5 more requests on the same TLS connection done {:.2} s after \
+             SIGKILL {}",
+            after.as_secs_f64(),
+            lab.describe_node("n1")
+        ));
+    }
+    let segs = cap
+        .segments()
+        .unwrap_or_else(|e| panic!("[{test}] the client capture: {e}"));
+    match multi::check_no_rst(&lab, &segs, kill_epoch) {
+        Ok(line) => hotpair_netns_tests::report(&format!("[{test}] {line}")),
+        Err(e) => panic!("[{test}] {e}"),
+    }
+    if let Err(e) = lab.check_survivors("n1") {
+        panic!("[{test}] {e}");
+    }
 }

@@ -15,23 +15,25 @@ pub struct Download {
     pub(super) start: Instant,
 }
 
-/// Starts `curl --limit-rate RATE -o … http://IP/static/50m.bin`, its size
-/// sampled every [`SAMPLE_EVERY`].
+/// Starts `curl --limit-rate RATE -o … http://IP/static/50m.bin` (https,
+/// checking the certificate against the lab's CA, when the lab serves
+/// HTTPS), its size sampled every [`SAMPLE_EVERY`].
 pub fn start_download(lab: &Lab, dir: &Path, ip: &str, rate: &str) -> Download {
     let total = std::fs::metadata(lab.docroot().join(DOWNLOAD_FILE))
         .expect("the lab's docroot has the download file")
         .len();
     let file = dir.join(format!("download-{ip}.bin"));
-    let u = format!("http://{ip}/static/{DOWNLOAD_FILE}");
+    let ca = lab.tls_ca().map(|p| p.to_string_lossy().into_owned());
+    let u = match ca {
+        Some(_) => format!("https://{ip}/static/{DOWNLOAD_FILE}"),
+        None => format!("http://{ip}/static/{DOWNLOAD_FILE}"),
+    };
+    let mut extra = vec!["-w", "%{http_code} %{size_download}\n"];
+    if let Some(ca) = &ca {
+        extra.extend(["--cacert", ca.as_str()]);
+    }
     let start = Instant::now();
-    let curl = lab.curl_download(
-        &u,
-        rate,
-        &file,
-        &["-w", "%{http_code} %{size_download}\n"],
-        dir,
-        &format!("curl-get-{ip}"),
-    );
+    let curl = lab.curl_download(&u, rate, &file, &extra, dir, &format!("curl-get-{ip}"));
     let sampler = Sampler::start(file.clone(), start, SAMPLE_EVERY);
     Download {
         ip: ip.to_owned(),
