@@ -15,6 +15,7 @@ mod proxy;
 mod report;
 mod run;
 mod stats;
+mod tls;
 mod wrk;
 
 use std::path::PathBuf;
@@ -39,6 +40,17 @@ same lab run by --baseline-bin PATH (another hotpair binary, e.g. one from
 before the hyper client; without it that row says: not measured), nginx
 proxy_pass (keep-alive upstream pool) at 10.77.0.20 to the same app, and
 the app itself (the ceiling). Labs bNNNNNu (this build), bNNNNNv (baseline).
+
+The tls part (HTTPS, issue 18): labs bNNNNNa (unreplicated --tls),
+bNNNNNb (duplex --tls, /static/ static), bNNNNNc (duplex --tls, logged),
+bNNNNNe / bNNNNNf (the duplex labs over plain HTTP: what TLS costs) and
+nginx with TLS 1.3 and the lab's certificate at 10.77.0.20; wrk keep-alive
+at 1, 16, 64 connections, 1 KB and 50 KB; full handshakes per second (a new
+connection per request, 16 connections; wrk never resumes a session); then
+the failover stall over HTTPS (curl --cacert, SIGKILL of the primary and
+of the owner, --kills each, /static/ logged and static; labs bNNNNNg).
+About 8 minutes alone (--only tls); --quick: one keep-alive point per
+server, logged stalls only.
 
 What runs: labs side by side under prefixes bNNNNN<letter> (simplex, duplex,
 duplex-mi = --repl-net dedicated, dual-role, duplex-plaintext =
@@ -81,6 +93,7 @@ pub struct BenchArgs {
     /// without it), proxy (the `upstream` route vs --baseline-bin's and
     /// nginx proxy_pass, to an nginx app), idle (idle keep-alive
     /// connections: throughput and RSS with up to 100,000 held, vs nginx),
+    /// tls (HTTPS beside nginx: keep-alive, handshakes, failover stall),
     /// stall [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
