@@ -45,8 +45,9 @@ The tls part (HTTPS, issue 18): labs bNNNNNa (unreplicated --tls),
 bNNNNNb (duplex --tls, /static/ static), bNNNNNc (duplex --tls, logged),
 bNNNNNe / bNNNNNf (the duplex labs over plain HTTP: what TLS costs) and
 nginx with TLS 1.3 and the lab's certificate at 10.77.0.20; wrk keep-alive
-at 1, 16, 64 connections, 1 KB and 50 KB; full handshakes per second (a new
-connection per request, 16 connections; wrk never resumes a session); then
+at 1, 16, 64 connections, 1 KB and 50 KB; handshakes per second, 16 at
+once: full ones (openssl s_time -new) and wrk's new connection per request
+(Connection: close; wrk resumes its sessions, the nodes count them); then
 the failover stall over HTTPS (curl --cacert, SIGKILL of the primary and
 of the owner, --kills each, /static/ logged and static; labs bNNNNNg).
 About 8 minutes alone (--only tls); --quick: one keep-alive point per

@@ -428,9 +428,17 @@ pub struct TlsRun {
     pub load_end: f64,
     /// Keep-alive runs: server × size × connections.
     pub keepalive: Vec<TlsRow>,
-    /// A new connection per request (`Connection: close`).
+    /// A new connection per request (wrk `Connection: close`). wrk keeps
+    /// each connection's TLS session for its next connection (it clears
+    /// the `SSL` object, which keeps the session), so these handshakes
+    /// are resumed ones, as the node's counts show.
     pub handshakes: Vec<TlsRow>,
     pub handshake_conns: u32,
+    /// Full handshakes, no resumption: `openssl s_time -new` processes
+    /// (one request per connection), point.wrk holds only the counts
+    /// and rate (no latency).
+    #[serde(default)]
+    pub full_handshakes: Vec<TlsRow>,
     /// Failover stalls over HTTPS.
     pub stalls: Vec<TlsStall>,
     /// What was left out (e.g. --quick), and why.

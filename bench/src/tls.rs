@@ -6,9 +6,11 @@
 //!   `--tls` lab with /static/ `static` (the default) and one with
 //!   `logged`, nginx with TLS 1.3 and the lab's certificate, and the two
 //!   duplex labs over plain HTTP: what TLS costs;
-//! - full handshakes per second (a new connection per request, wrk with
-//!   `Connection: close`), with the resumed ones the node counted (wrk
-//!   does not resume a session: the count says so);
+//! - handshakes per second: full ones (`openssl s_time -new`, a client
+//!   that never resumes, one request per connection) and wrk's new
+//!   connection per request (`Connection: close`), which resumes each
+//!   connection's session with the server's ticket — the nodes' own
+//!   counts (full, resumed) are recorded with each run;
 //! - the failover stall over HTTPS is the stall series' machinery
 //!   (`run.rs`, `StallLab { tls: true }`), run after this.
 //!
@@ -221,16 +223,22 @@ fn negotiated(ns: &str, addr: &str, ca: &Path) -> String {
 /// The protocol, suite, key exchange and verification of `openssl
 /// s_client`'s output.
 fn parse_s_client(text: &str) -> String {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
     for l in text.lines() {
         let l = l.trim();
-        if let Some(rest) = l.strip_prefix("New, ") {
+        let part = if let Some(rest) = l.strip_prefix("New, ") {
             // "New, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384"
-            parts.push(rest.replace("Cipher is ", ""));
+            rest.replace("Cipher is ", "")
         } else if let Some(k) = l.strip_prefix("Server Temp Key: ") {
-            parts.push(k.to_owned());
+            k.to_owned()
         } else if let Some(v) = l.strip_prefix("Verify return code: ") {
-            parts.push(format!("verify {v}"));
+            format!("verify {v}")
+        } else {
+            continue;
+        };
+        // Each session ticket that arrives repeats the session's lines.
+        if !parts.contains(&part) {
+            parts.push(part);
         }
     }
     if parts.is_empty() {
@@ -297,6 +305,93 @@ impl Target<'_> {
             wall_s: wall_s.max(wrk.seconds),
             wrk,
             cpu_ns,
+            quota: None,
+        })
+    }
+}
+
+/// `openssl s_time`'s count: the connections made and the bytes read per
+/// connection (`N connections in T real seconds, B bytes read per connection`).
+fn parse_s_time(text: &str) -> Option<(u64, u64)> {
+    text.lines().find_map(|l| {
+        let t: Vec<&str> = l.split_whitespace().collect();
+        match t.as_slice() {
+            [n, "connections", "in", _, "real", "seconds,", b, "bytes", "read", "per", "connection"] => {
+                Some((n.parse().ok()?, b.parse().ok()?))
+            }
+            _ => None,
+        }
+    })
+}
+
+impl Target<'_> {
+    /// `procs` `openssl s_time -new` processes at once (a full handshake
+    /// and one request per connection, never a resumed session) for
+    /// `secs` seconds; the connections made, their rate over the wall time
+    /// and the servers' CPU time around them.
+    fn full_handshakes(&self, ca: &Path, procs: u32, secs: f64) -> Result<Point> {
+        let secs = secs.ceil().max(1.0) as u64;
+        let before = self.cpu()?;
+        let t0 = Instant::now();
+        let mut children = Vec::new();
+        for _ in 0..procs {
+            let c = Command::new("ip")
+                .args(["netns", "exec", &self.ns, "timeout", "-k", "5"])
+                .arg((secs + 30).to_string())
+                .args(["openssl", "s_time", "-new", "-connect"])
+                .arg(format!("{}:443", self.host))
+                .args(["-www", "/static/1k.bin", "-CAfile"])
+                .arg(ca)
+                .args(["-time", &secs.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .context("starting openssl s_time")?;
+            children.push(c);
+        }
+        let mut total = 0;
+        let mut first_err = None;
+        for c in children {
+            let o = c.wait_with_output().context("waiting for openssl s_time")?;
+            let text = String::from_utf8_lossy(&o.stdout);
+            match parse_s_time(&text) {
+                // Headers and the 1 KB body: a connection that read less
+                // was not served.
+                Some((n, bytes)) if o.status.success() && n > 0 && bytes >= 1024 => total += n,
+                _ => {
+                    first_err.get_or_insert_with(|| {
+                        anyhow::anyhow!(
+                            "openssl s_time against {} ({}): {text}{}",
+                            self.server.label(),
+                            o.status,
+                            String::from_utf8_lossy(&o.stderr)
+                        )
+                    });
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let wall_s = t0.elapsed().as_secs_f64();
+        let after = self.cpu()?;
+        let cpu_ns = after
+            .iter()
+            .map(|(n, v)| {
+                let b = before.iter().find(|(m, _)| m == n).map_or(0, |x| x.1);
+                (n.clone(), v.saturating_sub(b))
+            })
+            .collect();
+        Ok(Point {
+            conns: procs,
+            wrk: wrk::WrkResult {
+                requests: total,
+                seconds: wall_s,
+                rps: total as f64 / wall_s,
+                ..Default::default()
+            },
+            cpu_ns,
+            wall_s,
             quota: None,
         })
     }
@@ -466,6 +561,48 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
             resumed,
         });
     }
+    // Full handshakes: a client that never resumes.
+    for t in targets.iter().filter(|t| hs_servers.contains(&t.server)) {
+        (cx.interrupted)()?;
+        let ca = match t.lab {
+            Some(l) => TlsFiles::of(l)?.ca,
+            None => files.ca.clone(),
+        };
+        let before = t.lab.map(handshake_counts).transpose()?;
+        let mut p = t
+            .full_handshakes(&ca, HANDSHAKE_CONNS, cx.seconds)
+            .with_context(|| format!("tls full handshakes {}", t.server.label()))?;
+        p.quota = quota;
+        let after = t.lab.map(handshake_counts).transpose()?;
+        let (handshakes, resumed) = match (before, after) {
+            (Some(b), Some(a)) => (Some(a.0.saturating_sub(b.0)), Some(a.1.saturating_sub(b.1))),
+            _ => (None, None),
+        };
+        (cx.progress)(&format!(
+            "tls full handshakes {} {HANDSHAKE_CONNS} s_time processes: {:.0} conn/s, \
+             CPU µs/conn {}{}",
+            t.server.label(),
+            p.wrk.rps,
+            cpu_cell(&p),
+            match (handshakes, resumed) {
+                (Some(h), Some(r)) => format!(", the node counted {h} handshakes ({r} resumed)"),
+                _ => String::new(),
+            }
+        ));
+        if resumed.is_some_and(|r| r > 0) {
+            bail!(
+                "tls full handshakes {}: the node counted resumed handshakes from openssl s_time -new",
+                t.server.label()
+            );
+        }
+        run.full_handshakes.push(TlsRow {
+            server: t.server,
+            size: 1024,
+            point: p,
+            handshakes,
+            resumed,
+        });
+    }
     drop(ng);
     drop(labs);
     run.load_end = load1();
@@ -582,11 +719,51 @@ pub fn section(o: &mut String, r: &Results) {
     );
     let _ = writeln!(
         o,
-        "### Handshakes\n\nA new TCP connection and a full TLS 1.3 handshake per request (wrk \
-         `-H \"Connection: close\"`), 1 KB, {} connections: conn/s = handshakes/s. \
-         **No session resumption**: wrk does not resume sessions (it keeps no session \
-         between its connections), as the nodes' own counts below show; a resumed-handshake \
-         figure would need another client and is not given.\n",
+        "### Handshakes\n\n**Full handshakes** (no resumption): {} `openssl s_time -new` \
+         processes at once, each connection a full TLS 1.3 handshake (X25519, ECDSA P-256 \
+         signature) and one request for the 1 KB file (HTTP/1.0: the server closes); conn/s \
+         = handshakes/s; s_time gives no latency. The nodes' counts show none resumed.\n",
+        t.handshake_conns
+    );
+    let count_cell = |row: &TlsRow| match (row.handshakes, row.resumed) {
+        (Some(h), Some(r)) => format!("{h} ({r} resumed) / {} requests", row.point.wrk.requests),
+        _ => "— (nginx does not count)".into(),
+    };
+    let quota_cell = |p: &Point| {
+        p.saturation()
+            .map_or("—".into(), |s| format!("{:.0} %", s * 100.0))
+    };
+    let rows: Vec<Vec<String>> = t
+        .full_handshakes
+        .iter()
+        .map(|row| {
+            vec![
+                row.server.label().into(),
+                format!("{:.0}", row.point.wrk.rps),
+                cpu_cell(&row.point),
+                quota_cell(&row.point),
+                count_cell(row),
+            ]
+        })
+        .collect();
+    table(
+        o,
+        &[
+            "server",
+            "full handshakes/s",
+            "CPU µs/handshake",
+            "busiest of quota",
+            "counted by the node",
+        ],
+        &rows,
+    );
+    let _ = writeln!(
+        o,
+        "**wrk, a new connection per request** (`-H \"Connection: close\"`), 1 KB, {} \
+         connections. wrk **does resume**: it clears each connection's `SSL` object between \
+         connections (`SSL_clear`), which keeps the session, so after each connection's \
+         first handshake every one is resumed with the server's ticket (PSK with X25519, no \
+         signature), as the nodes' counts below say; nginx issues tickets by default too.\n",
         t.handshake_conns
     );
     let rows: Vec<Vec<String>> = t
@@ -600,14 +777,8 @@ pub fn section(o: &mut String, r: &Results) {
                 us(Some(p.wrk.p50_us)),
                 us(Some(p.wrk.p99_us)),
                 cpu_cell(p),
-                p.saturation()
-                    .map_or("—".into(), |s| format!("{:.0} %", s * 100.0)),
-                match (row.handshakes, row.resumed) {
-                    (Some(h), Some(r)) => {
-                        format!("{h} ({r} resumed) / {} requests", p.wrk.requests)
-                    }
-                    _ => "— (nginx does not count)".into(),
-                },
+                quota_cell(p),
+                count_cell(row),
             ]
         })
         .collect();
@@ -615,10 +786,10 @@ pub fn section(o: &mut String, r: &Results) {
         o,
         &[
             "server",
-            "handshakes/s",
+            "conn/s",
             "p50",
             "p99",
-            "CPU µs/handshake",
+            "CPU µs/conn",
             "busiest of quota",
             "counted by the node",
         ],
@@ -755,6 +926,18 @@ mod tests {
                     &[("n1", 1_000_000_000), ("n2", 500_000_000)],
                 ),
             ],
+            full_handshakes: vec![{
+                // s_time: counts and rate only.
+                let mut f = row(
+                    TlsServer::Nginx,
+                    1024,
+                    16,
+                    500.0,
+                    &[("nginx", 1_250_000_000)],
+                );
+                f.point.wrk.p50_us = 0.0;
+                f
+            }],
             handshakes: vec![hs],
             handshake_conns: 16,
             stalls: vec![TlsStall {
@@ -799,6 +982,11 @@ mod tests {
             o.contains("- nginx HTTPS: TLSv1.3, TLS_AES_256_GCM_SHA384"),
             "{o}"
         );
+        // 2,500 handshakes, 1.25 s of CPU: 500 µs each; 50 % of 0.5 CPU over 5 s.
+        assert!(
+            o.contains("| nginx HTTPS | 500 | 500.0 | 50 % | — (nginx does not count) |"),
+            "{o}"
+        );
     }
 
     #[test]
@@ -810,5 +998,18 @@ mod tests {
             "X25519, 253 bits, TLSv1.3, TLS_AES_256_GCM_SHA384, verify 0 (ok)"
         );
         assert!(parse_s_client("connect: Connection refused").starts_with("not known"));
+        // Repeated per session ticket: said once.
+        let twice =
+            format!("{out}---\nPost-Handshake New Ticket arrived:\nVerify return code: 0 (ok)\n");
+        assert_eq!(parse_s_client(&twice), parse_s_client(out));
+    }
+
+    #[test]
+    fn s_time_output() {
+        let out = "Collecting connection statistics for 5 seconds\ntttttttttt\n\n\
+                   1771 connections in 1.93s; 917.62 connections/user sec, bytes read 2023482\n\
+                   1771 connections in 6 real seconds, 1142 bytes read per connection\n";
+        assert_eq!(parse_s_time(out), Some((1771, 1142)));
+        assert_eq!(parse_s_time("ERROR\nconnect: Connection refused"), None);
     }
 }
