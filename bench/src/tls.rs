@@ -420,6 +420,9 @@ fn cpu_cell(p: &Point) -> String {
 
 pub fn run(cx: &Ctx) -> Result<TlsRun> {
     check_lab_args(cx.exe)?;
+    if Command::new("openssl").arg("version").output().is_err() {
+        bail!("openssl is not installed (the tls part's s_time and s_client)");
+    }
     let mut run = TlsRun {
         load_start: load1(),
         handshake_conns: HANDSHAKE_CONNS,
