@@ -400,6 +400,42 @@ impl Target<'_> {
     }
 }
 
+/// After a failed run on `lab`: its status (what the nodes report: live,
+/// shadow and half-open connections, TLS errors) and its nodes' logs,
+/// copied into `logs` before the lab goes down with them. Returns where.
+fn keep_evidence(lab: &Lab, logs: &Path) -> String {
+    let dir = logs.join(format!("failed-{}", lab.prefix));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return format!("(could not create {})", dir.display());
+    }
+    if let Ok(st) = lab.status_now() {
+        let _ = std::fs::write(
+            dir.join("status.json"),
+            serde_json::to_string_pretty(&st).unwrap_or_default(),
+        );
+        for n in st["nodes"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(log)) = (n["name"].as_str(), n["log"].as_str()) {
+                let _ = std::fs::copy(log, dir.join(format!("{name}.log")));
+            }
+        }
+    }
+    dir.display().to_string()
+}
+
+/// `r`, and on an error the lab's evidence kept ([`keep_evidence`]).
+fn or_evidence<T>(r: Result<T>, t: &Target, logs: &Path) -> Result<T> {
+    r.map_err(|e| match t.lab {
+        Some(l) => {
+            let d = keep_evidence(l, logs);
+            e.context(format!(
+                "lab {}: status and node logs kept in {d}",
+                l.prefix
+            ))
+        }
+        None => e,
+    })
+}
+
 /// "n1 30.1 + n2 12.0" (a lab's nodes) or "41.0" (one process).
 fn cpu_cell(p: &Point) -> String {
     let per: Vec<(String, f64)> = p
@@ -497,7 +533,7 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
         for &c in &conns {
             for t in targets.iter().filter(|t| ka_servers.contains(&t.server)) {
                 (cx.interrupted)()?;
-                let mut p = t.point(size, c, cx.seconds, &[])?;
+                let mut p = or_evidence(t.point(size, c, cx.seconds, &[]), t, cx.logs)?;
                 p.quota = quota;
                 (cx.progress)(&format!(
                     "tls keep-alive {} {} {c} conns: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, \
@@ -523,11 +559,15 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
     for t in targets.iter().filter(|t| hs_servers.contains(&t.server)) {
         (cx.interrupted)()?;
         let before = t.lab.map(handshake_counts).transpose()?;
-        let mut p = t.point(
-            1024,
-            HANDSHAKE_CONNS,
-            cx.seconds,
-            &["-H", "Connection: close"],
+        let mut p = or_evidence(
+            t.point(
+                1024,
+                HANDSHAKE_CONNS,
+                cx.seconds,
+                &["-H", "Connection: close"],
+            ),
+            t,
+            cx.logs,
         )?;
         p.quota = quota;
         let after = t.lab.map(handshake_counts).transpose()?;
@@ -575,9 +615,12 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
             None => files.ca.clone(),
         };
         let before = t.lab.map(handshake_counts).transpose()?;
-        let mut p = t
-            .full_handshakes(&ca, HANDSHAKE_CONNS, cx.seconds)
-            .with_context(|| format!("tls full handshakes {}", t.server.label()))?;
+        let mut p = or_evidence(
+            t.full_handshakes(&ca, HANDSHAKE_CONNS, cx.seconds),
+            t,
+            cx.logs,
+        )
+        .with_context(|| format!("tls full handshakes {}", t.server.label()))?;
         p.quota = quota;
         let after = t.lab.map(handshake_counts).transpose()?;
         let (handshakes, resumed) = match (before, after) {
