@@ -57,6 +57,12 @@ impl Lab {
     }
 
     pub fn refresh(&mut self) -> Result<()> {
+        self.status = self.status_now()?;
+        Ok(())
+    }
+
+    /// `lab status --json` now (what the nodes report at this moment).
+    pub fn status_now(&self) -> Result<Value> {
         let o = Command::new(&self.exe)
             .args(["lab", "status", "--json", "--prefix", &self.prefix])
             .stderr(Stdio::inherit())
@@ -65,8 +71,7 @@ impl Lab {
         if !o.status.success() {
             bail!("hotpair lab status --json --prefix {} failed", self.prefix);
         }
-        self.status = serde_json::from_slice(&o.stdout).context("parsing lab status --json")?;
-        Ok(())
+        serde_json::from_slice(&o.stdout).context("parsing lab status --json")
     }
 
     pub fn client_ns(&self) -> String {

@@ -15,6 +15,7 @@ mod proxy;
 mod report;
 mod run;
 mod stats;
+mod tls;
 mod wrk;
 
 use std::path::PathBuf;
@@ -22,10 +23,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 const AFTER_HELP: &str = "\
-Duration: the full run takes about 35 minutes on a 2-core machine (26 min
-measured before the link-encryption part and the SIGTERM series: 5 s per
-closed-loop point, peak searches over 1–64 clients for 6 sizes, 20 kills for
-each of 6 stall series, ~4 s per kill); --quick about 2–3
+Duration: the full run takes about 45 minutes on a 2-core machine (26 min
+measured before the link-encryption part, the SIGTERM series and the tls
+part: 5 s per closed-loop point, peak searches over 1–64 clients for 6
+sizes, 20 kills for each of 6 stall series, ~4 s per kill); --quick about 2–3
 minutes (a smoke test: 1 s per point, 2 sizes, 1 kill per series, 0 and
 500 idle connections; its numbers mean nothing). The idle part alone
 (--only idle: up to 100,000 idle keep-alive connections on the simplex and
@@ -39,6 +40,19 @@ same lab run by --baseline-bin PATH (another hotpair binary, e.g. one from
 before the hyper client; without it that row says: not measured), nginx
 proxy_pass (keep-alive upstream pool) at 10.77.0.20 to the same app, and
 the app itself (the ceiling). Labs bNNNNNu (this build), bNNNNNv (baseline).
+
+The tls part (HTTPS, issue 18): labs bNNNNNa (unreplicated --tls),
+bNNNNNb (duplex --tls, /static/ static), bNNNNNc (duplex --tls, logged),
+bNNNNNe / bNNNNNf (the duplex labs over plain HTTP: what TLS costs) and
+nginx with TLS 1.3 and the lab's certificate at 10.77.0.20; wrk keep-alive
+at 1, 16, 64 connections, 1 KB and 50 KB; handshakes per second, 16 at
+once: full ones (openssl s_time -new) and wrk's new connection per request
+(Connection: close; wrk resumes its sessions, the nodes count them); then
+the failover stall over HTTPS (curl --cacert, SIGKILL of the primary and
+of the owner, --kills each, /static/ logged and static; labs bNNNNNg).
+About 9 minutes alone (--only tls: 4 of wrk and s_time, 5 for 80
+kills); --quick about 20 s: one keep-alive point per server, handshakes on
+duplex and nginx, logged stalls only. Needs openssl (s_time, s_client).
 
 What runs: labs side by side under prefixes bNNNNN<letter> (simplex, duplex,
 duplex-mi = --repl-net dedicated, dual-role, duplex-plaintext =
@@ -81,6 +95,7 @@ pub struct BenchArgs {
     /// without it), proxy (the `upstream` route vs --baseline-bin's and
     /// nginx proxy_pass, to an nginx app), idle (idle keep-alive
     /// connections: throughput and RSS with up to 100,000 held, vs nginx),
+    /// tls (HTTPS beside nginx: keep-alive, handshakes, failover stall),
     /// stall [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

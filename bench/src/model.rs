@@ -206,6 +206,9 @@ pub struct Results {
     /// The `upstream` route against another client and nginx (`--only proxy`).
     #[serde(default)]
     pub proxy: Option<ProxyRun>,
+    /// HTTPS beside nginx: keep-alive, handshakes, failover stall (`--only tls`).
+    #[serde(default)]
+    pub tls: Option<TlsRun>,
     /// What was not measured, and why (printed loudly in the report).
     pub not_measured: Vec<String>,
 }
@@ -357,5 +360,105 @@ impl Point {
         let q = self.quota?;
         let ns = self.cpu_ns.iter().find(|(n, _)| n == name)?.1 as f64;
         (self.wall_s > 0.0).then(|| ns / 1e9 / (q * self.wall_s))
+    }
+}
+
+/// The servers of the `tls` part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsServer {
+    /// `lab up --mode simplex --tls`.
+    Simplex,
+    /// `lab up --mode duplex --tls` (/static/ `static`, the default).
+    DuplexStatic,
+    /// `lab up --mode duplex --tls --static-policy logged`.
+    DuplexLogged,
+    /// nginx, TLS 1.3 only, the lab's certificate, one worker.
+    Nginx,
+    /// The duplex lab over plain HTTP (`static`): what TLS costs.
+    DuplexStaticHttp,
+    /// The duplex lab over plain HTTP (`logged`).
+    DuplexLoggedHttp,
+}
+
+impl TlsServer {
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsServer::Simplex => "unreplicated HTTPS",
+            TlsServer::DuplexStatic => "duplex HTTPS static",
+            TlsServer::DuplexLogged => "duplex HTTPS logged",
+            TlsServer::Nginx => "nginx HTTPS",
+            TlsServer::DuplexStaticHttp => "duplex HTTP static",
+            TlsServer::DuplexLoggedHttp => "duplex HTTP logged",
+        }
+    }
+
+    pub fn https(self) -> bool {
+        !matches!(
+            self,
+            TlsServer::DuplexStaticHttp | TlsServer::DuplexLoggedHttp
+        )
+    }
+}
+
+/// One wrk run of the `tls` part.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsRow {
+    pub server: TlsServer,
+    pub size: u64,
+    /// CPU time per server process: `n1`, `n2` (a lab's nodes) or `nginx`.
+    pub point: Point,
+    /// Handshake runs: full and resumed handshakes the primary (n1)
+    /// counted on its HTTPS address during the run (None: nginx, which
+    /// does not say).
+    #[serde(default)]
+    pub handshakes: Option<u64>,
+    #[serde(default)]
+    pub resumed: Option<u64>,
+}
+
+/// The failover stalls of an HTTPS duplex lab under one content policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsStall {
+    /// /static/'s policy: `logged` or `static`.
+    pub policy: String,
+    pub set: StallSet,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsRun {
+    /// What each HTTPS server negotiated with OpenSSL's default client
+    /// (as wrk's): (server label, "protocol, suite, key exchange").
+    pub negotiated: Vec<(String, String)>,
+    /// nginx's TLS configuration as written.
+    pub nginx_tls: String,
+    /// 1-minute load average when the part started and ended.
+    pub load_start: f64,
+    pub load_end: f64,
+    /// Keep-alive runs: server × size × connections.
+    pub keepalive: Vec<TlsRow>,
+    /// A new connection per request (wrk `Connection: close`). wrk keeps
+    /// each connection's TLS session for its next connection (it clears
+    /// the `SSL` object, which keeps the session), so these handshakes
+    /// are resumed ones, as the node's counts show.
+    pub handshakes: Vec<TlsRow>,
+    pub handshake_conns: u32,
+    /// Full handshakes, no resumption: `openssl s_time -new` processes
+    /// (one request per connection), point.wrk holds only the counts
+    /// and rate (no latency).
+    #[serde(default)]
+    pub full_handshakes: Vec<TlsRow>,
+    /// Failover stalls over HTTPS.
+    pub stalls: Vec<TlsStall>,
+    /// What was left out (e.g. --quick), and why.
+    pub not_run: Vec<String>,
+}
+
+impl TlsRun {
+    pub fn keepalive(&self, s: TlsServer, size: u64, conns: u32) -> Option<&Point> {
+        self.keepalive
+            .iter()
+            .find(|r| r.server == s && r.size == size && r.point.conns == conns)
+            .map(|r| &r.point)
     }
 }

@@ -16,6 +16,42 @@ use anyhow::{bail, Context, Result};
 use super::labs::Lab;
 
 pub const NGINX_ADDRESS: &str = "10.77.0.20";
+/// The name a `lab up --tls` certificate is for, besides the addresses.
+pub const TLS_NAME: &str = "hotpair.test";
+
+/// A `lab up --tls` lab's TLS files (its state directory's `tls/`).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn of(lab: &Lab) -> Result<TlsFiles> {
+        let dir = PathBuf::from(
+            lab.status["state_dir"]
+                .as_str()
+                .context("lab status has no state_dir")?,
+        )
+        .join("tls");
+        let f = TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        for p in [&f.ca, &f.cert, &f.key] {
+            if !p.exists() {
+                bail!(
+                    "lab {} has no {} (not up with --tls?)",
+                    lab.prefix,
+                    p.display()
+                );
+            }
+        }
+        Ok(f)
+    }
+}
 
 pub struct Nginx {
     ns: String,
@@ -91,6 +127,47 @@ impl Nginx {
             dir,
         )?;
         Ok(me)
+    }
+
+    /// nginx serving `docroot` under /static/ over HTTPS on
+    /// 10.77.0.20:443 next to `lab`, TLS 1.3 only, with `cert` and `key`
+    /// (the lab's: its CA `ca` must verify it, for the name
+    /// `hotpair.test`, before this returns). Returns it and the TLS lines
+    /// of its config.
+    pub fn start_tls(
+        lab: &Lab,
+        docroot: &Path,
+        cpus: Option<f64>,
+        dir: &Path,
+        tls: &TlsFiles,
+    ) -> Result<(Nginx, String)> {
+        // nginx's defaults otherwise (session tickets on, no shared session
+        // cache): wrk never resumes, so neither matters to the figures.
+        // sendfile stays on as in the plain config; nginx does not use it
+        // for TLS (no kTLS configured), it reads and encrypts.
+        let tls_conf = format!(
+            "ssl_protocols TLSv1.3; ssl_certificate {}; ssl_certificate_key {};",
+            tls.cert.display(),
+            tls.key.display()
+        );
+        let server = format!(
+            "  sendfile on;\n  server {{\n    listen {NGINX_ADDRESS}:443 ssl;\n    {tls_conf}\n    \
+             location /static/ {{ alias {}/; }}\n  }}\n",
+            docroot.display()
+        );
+        let mut me = Self::on_bridge(lab, cpus, dir, Limits::default(), &server)?;
+        me.wait_serving_with(
+            &lab.client_ns(),
+            &[
+                "--cacert".into(),
+                tls.ca.display().to_string(),
+                "--resolve".into(),
+                format!("{TLS_NAME}:443:{NGINX_ADDRESS}"),
+            ],
+            &format!("https://{TLS_NAME}/static/1k.bin"),
+            dir,
+        )?;
+        Ok((me, tls_conf))
     }
 
     /// nginx as a reverse proxy next to `lab` (10.77.0.20, its own
@@ -252,9 +329,20 @@ impl Nginx {
 
     /// Waits (10 s at most) until `url` answers 2xx from namespace `from`.
     pub fn wait_serving(&mut self, from: &str, url: &str, dir: &Path) -> Result<()> {
+        self.wait_serving_with(from, &[], url, dir)
+    }
+
+    /// [`Nginx::wait_serving`] with more curl arguments (HTTPS: the CA).
+    fn wait_serving_with(
+        &mut self,
+        from: &str,
+        curl_args: &[String],
+        url: &str,
+        dir: &Path,
+    ) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if serves(from, url) {
+            if serves(from, url, curl_args) {
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut() {
@@ -352,7 +440,8 @@ impl Drop for Nginx {
 }
 
 /// `curl` from namespace `ns`: whether `url` answered 2xx within 2 s.
-pub fn serves(ns: &str, url: &str) -> bool {
+/// `curl_args` go before the URL (e.g. `--cacert` for HTTPS).
+pub fn serves(ns: &str, url: &str, curl_args: &[String]) -> bool {
     Command::new("ip")
         .args([
             "netns",
@@ -365,6 +454,7 @@ pub fn serves(ns: &str, url: &str) -> bool {
             "-o",
             "/dev/null",
         ])
+        .args(curl_args)
         .arg(url)
         .status()
         .is_ok_and(|s| s.success())

@@ -172,7 +172,7 @@ fn proxy_lab(cx: &Ctx, exe: &Path, letter: char, what: &str) -> Result<ProxyLab>
     // The node's app check saw the toy app die; wait until it sees nginx.
     let url = app_url(SERVICE, 1024);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !serves(&lab.client_ns(), &url) {
+    while !serves(&lab.client_ns(), &url, &[]) {
         (cx.interrupted)()?;
         if Instant::now() > deadline {
             bail!("{url} (the node's upstream route to nginx) did not serve within 20 s in lab {prefix}");
@@ -312,7 +312,7 @@ pub fn run(cx: &Ctx) -> Result<ProxyRun> {
     ));
     targets.push((
         ProxyConfig::Direct,
-        if serves(&client, &app_url(&app_addr, 1024)) {
+        if serves(&client, &app_url(&app_addr, 1024), &[]) {
             Ok(Target {
                 ns: client.clone(),
                 host: app_addr.clone(),

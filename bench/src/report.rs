@@ -645,6 +645,7 @@ pub fn render(r: &Results, plots: &[String]) -> String {
 
     super::encryption::section(&mut o, r);
     super::proxy::section(&mut o, r);
+    super::tls::section(&mut o, r);
 
     if let Some(idle) = &r.idle {
         super::idle::render(&mut o, idle);

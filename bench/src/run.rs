@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use super::labs::{self, Lab};
 use super::loadgen::LatencySummary;
 use super::model::*;
-use super::nginx::{Nginx, NGINX_ADDRESS};
-use super::{idle, markdown, plot, proxy, report, stats, wrk};
+use super::nginx::{Nginx, TlsFiles, NGINX_ADDRESS};
+use super::{idle, markdown, plot, proxy, report, stats, tls, wrk};
 
 pub struct Options {
     pub out: PathBuf,
@@ -95,6 +95,16 @@ fn steps(quick: bool) -> &'static [u32] {
     } else {
         &[1, 2, 4, 8, 16, 32, 64]
     }
+}
+
+/// The lab a stall run kills a node of: a fresh duplex lab under prefix
+/// letter `tag`; `logged`: /static/ replies logged (else the lab's
+/// default, `static`); `tls`: HTTPS on 443 (`lab up --tls`).
+#[derive(Clone, Copy, Debug)]
+struct StallLab {
+    tag: char,
+    logged: bool,
+    tls: bool,
 }
 
 fn file_name(size: u64) -> String {
@@ -434,18 +444,17 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// One kill of a fresh duplex lab: the stall and the longest pause
-    /// before the signal, in ms.
+    /// One kill of a fresh duplex lab (`how`): the stall and the longest
+    /// pause before the signal, in ms.
     fn one_stall(
         &self,
+        how: StallLab,
         victim: &str,
         signal: i32,
         want_sha: &str,
         i: u32,
     ) -> Result<(f64, f64, (u64, u64))> {
-        // The download's reply is logged, as before content policies.
-        let (lab, hb, pid) =
-            self.victim_lab('k', self.r.meta.static_policy_available, victim, i)?;
+        let (lab, hb, pid) = self.victim_lab(how, victim, i)?;
         if self.o.stall_client_rmem > 0 {
             let max = self.o.stall_client_rmem;
             let st = Command::new("ip")
@@ -460,6 +469,17 @@ impl Bench<'_> {
         let prefix = lab.prefix.clone();
         let file = self.logs.join(format!("stall-{prefix}.bin"));
         let _ = std::fs::remove_file(&file);
+        // HTTPS: curl (OpenSSL) checks the lab's certificate, which is for
+        // the service address too.
+        let (scheme, tls_args) = if how.tls {
+            let ca = TlsFiles::of(&lab)?.ca;
+            (
+                "https",
+                vec!["--cacert".to_string(), ca.display().to_string()],
+            )
+        } else {
+            ("http", Vec::new())
+        };
         let start = Instant::now();
         let mut curl = Command::new("ip")
             .args([
@@ -472,9 +492,10 @@ impl Bench<'_> {
                 "--max-time",
                 "60",
             ])
+            .args(&tls_args)
             .args(["--limit-rate", STALL_RATE, "-o"])
             .arg(&file)
-            .arg(format!("http://{SERVICE}/static/{STALL_FILE}"))
+            .arg(format!("{scheme}://{SERVICE}/static/{STALL_FILE}"))
             .stderr(Stdio::piped())
             .spawn()
             .context("starting curl")?;
@@ -515,25 +536,21 @@ impl Bench<'_> {
         ))
     }
 
-    /// A fresh duplex lab on the stall docroot (prefix letter `tag`;
-    /// `logged`: /static/ replies logged), its heartbeat settings and the
-    /// victim's pid.
-    fn victim_lab(
-        &self,
-        tag: char,
-        logged: bool,
-        victim: &str,
-        i: u32,
-    ) -> Result<(Lab, (u64, u64), i32)> {
+    /// A fresh duplex lab on the stall docroot (`how`), its heartbeat
+    /// settings and the victim's pid.
+    fn victim_lab(&self, how: StallLab, victim: &str, i: u32) -> Result<(Lab, (u64, u64), i32)> {
         check_interrupt()?;
-        let prefix = format!("{}{tag}", self.base);
+        let prefix = format!("{}{}", self.base, how.tag);
         let mut args: Vec<String> = ["--mode", "duplex", "--docroot"]
             .iter()
             .map(|s| s.to_string())
             .chain([self.stall_docroot.display().to_string()])
             .collect();
-        if logged {
+        if how.logged {
             args.extend(["--static-policy".into(), "logged".into()]);
+        }
+        if how.tls {
+            args.push("--tls".into());
         }
         let lab = Lab::up(
             &self.exe,
@@ -556,7 +573,12 @@ impl Bench<'_> {
     /// Also the worst request due in the first 1.3 s, before the stop
     /// (at about 1.45 s of the generator's clock): the baseline.
     fn one_switchover(&self, victim: &str, i: u32) -> Result<(f64, f64, (u64, u64))> {
-        let (lab, hb, pid) = self.victim_lab('w', false, victim, i)?;
+        let how = StallLab {
+            tag: 'w',
+            logged: false,
+            tls: false,
+        };
+        let (lab, hb, pid) = self.victim_lab(how, victim, i)?;
         let secs = 3.0;
         let child = labs::in_ns(&lab.client_ns(), &self.exe)
             .args(["bench", "loadgen", "--addr", &format!("{SERVICE}:80")])
@@ -627,6 +649,12 @@ impl Bench<'_> {
             self.r.stalls.push(set);
         }
         let want = sha256(&self.stall_docroot.join(STALL_FILE))?;
+        // The download's reply is logged, as before content policies.
+        let how = StallLab {
+            tag: 'k',
+            logged: self.r.meta.static_policy_available,
+            tls: false,
+        };
         // SIGTERM: a planned stop — the node exits, its kernel closes the
         // link, and the peer takes over without waiting for the heartbeat.
         for (signal, sname) in [
@@ -647,7 +675,7 @@ impl Bench<'_> {
                     baseline_ms: Vec::new(),
                 };
                 for i in 0..self.o.kills {
-                    let (ms, before, (hi, ht)) = self.one_stall(victim, signal, &want, i)?;
+                    let (ms, before, (hi, ht)) = self.one_stall(how, victim, signal, &want, i)?;
                     set.heartbeat_interval_ms = hi;
                     set.heartbeat_timeout_ms = ht;
                     set.stalls_ms.push(ms);
@@ -660,6 +688,55 @@ impl Bench<'_> {
                     ));
                 }
                 self.r.stalls.push(set);
+            }
+        }
+        Ok(())
+    }
+
+    /// The failover stall over HTTPS: SIGKILL of the primary and of the
+    /// owner, /static/ `logged` (as the plain series) then `static` (the
+    /// owner seals its own copy; not in --quick).
+    fn tls_stalls(&mut self) -> Result<()> {
+        let want = sha256(&self.stall_docroot.join(STALL_FILE))?;
+        let policies: &[&str] = if self.o.quick {
+            &["logged"]
+        } else {
+            &["logged", "static"]
+        };
+        for &policy in policies {
+            for victim in ["primary", "ingress"] {
+                let how = StallLab {
+                    tag: 'g',
+                    logged: policy == "logged",
+                    tls: true,
+                };
+                let mut set = StallSet {
+                    victim: victim.into(),
+                    signal: "SIGKILL".into(),
+                    stalls_ms: Vec::new(),
+                    heartbeat_interval_ms: 0,
+                    heartbeat_timeout_ms: 0,
+                    baseline_ms: Vec::new(),
+                };
+                for i in 0..self.o.kills {
+                    let (ms, _before, (hi, ht)) = self
+                        .one_stall(how, victim, libc::SIGKILL, &want, i)
+                        .with_context(|| format!("HTTPS stall, {policy}, {victim} killed"))?;
+                    set.heartbeat_interval_ms = hi;
+                    set.heartbeat_timeout_ms = ht;
+                    set.stalls_ms.push(ms);
+                    self.progress(&format!(
+                        "tls stall {policy} {victim} SIGKILL {}/{}: {ms:.0} ms",
+                        i + 1,
+                        self.o.kills
+                    ));
+                }
+                if let Some(t) = self.r.tls.as_mut() {
+                    t.stalls.push(TlsStall {
+                        policy: policy.into(),
+                        set,
+                    });
+                }
             }
         }
         Ok(())
@@ -819,6 +896,23 @@ impl Bench<'_> {
             };
             let r = proxy::run(&cx)?;
             self.r.proxy = Some(r);
+        }
+        if self.wants("tls") {
+            let progress = |s: &str| self.progress(s);
+            let cx = tls::Ctx {
+                exe: &self.exe,
+                base: &self.base,
+                logs: &self.logs,
+                docroot: &self.docroot,
+                quick: self.o.quick,
+                node_cpus: self.o.node_cpus,
+                seconds: self.o.seconds,
+                progress: &progress,
+                interrupted: &check_interrupt,
+            };
+            let r = tls::run(&cx)?;
+            self.r.tls = Some(r);
+            self.tls_stalls()?;
         }
         if self.wants("idle") {
             let progress = |s: &str| self.progress(s);

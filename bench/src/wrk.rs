@@ -137,12 +137,18 @@ impl WrkResult {
 /// the CPUs the nodes' quotas leave) against `url` for `secs` seconds, run in
 /// namespace `ns`.
 pub fn command(ns: &str, url: &str, conns: u32, secs: f64) -> Command {
+    command_with(ns, url, conns, secs, &[])
+}
+
+/// [`command`] with more wrk arguments (e.g. `-H "Connection: close"`).
+pub fn command_with(ns: &str, url: &str, conns: u32, secs: f64, extra: &[&str]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, "timeout", "-k", "5"])
         .arg(format!("{}", secs.ceil() as u64 + 30))
         .args(["wrk", "-t1", "--latency"])
         .arg(format!("-c{conns}"))
         .arg(format!("-d{}s", secs.ceil().max(1.0) as u64))
+        .args(extra)
         .arg(url);
     c
 }
