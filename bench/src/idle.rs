@@ -37,6 +37,7 @@ use super::labs::{self, Lab};
 use super::markdown::table;
 use super::model::{Config, IdleLevel, IdleRun, IdleTarget};
 use super::nginx::{Limits, Nginx, NGINX_ADDRESS};
+use super::part::Ctx;
 use super::wrk::{self, WrkResult};
 
 const SERVICE: &str = "10.77.0.10";
@@ -348,17 +349,6 @@ impl Server<'_> {
             )],
         })
     }
-}
-
-pub struct Ctx<'a> {
-    pub exe: &'a Path,
-    pub base: &'a str,
-    pub logs: &'a Path,
-    pub docroot: &'a Path,
-    pub quick: bool,
-    pub node_cpus: f64,
-    pub progress: &'a dyn Fn(&str),
-    pub interrupted: &'a dyn Fn() -> Result<()>,
 }
 
 fn levels(quick: bool) -> Vec<usize> {

@@ -184,3 +184,55 @@ pub fn in_ns(ns: &str, program: &Path) -> Command {
     c.args(["netns", "exec", ns]).arg(program);
     c
 }
+
+/// Brings up every `(key, prefix, args)` lab at once, each logging to
+/// `logs/lab-PREFIX.log`. Returns the labs that came up — kept even when
+/// another failed, so the caller removes them (they go down when dropped)
+/// — and the first error.
+pub fn up_all<K: Copy + Send + Sync>(
+    exe: &Path,
+    logs: &Path,
+    jobs: &[(K, String, Vec<String>)],
+) -> (Vec<(K, Lab)>, Option<anyhow::Error>) {
+    let results: Vec<(K, Result<Lab>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(k, p, a)| {
+                let log = logs.join(format!("lab-{p}.log"));
+                (*k, sc.spawn(move || Lab::up(exe, p, a, &log)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(k, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("lab up thread panicked")));
+                (k, r)
+            })
+            .collect()
+    });
+    let mut labs = Vec::new();
+    let mut first_err = None;
+    for (k, r) in results {
+        match r {
+            Ok(l) => labs.push((k, l)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    (labs, first_err)
+}
+
+/// CPU time used between two readings of the same named counters (ns): a
+/// name missing from `before` counts from zero.
+pub fn cpu_delta(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(n, v)| {
+            let b = before.iter().find(|(m, _)| m == n).map_or(0, |x| x.1);
+            (n.clone(), v.saturating_sub(b))
+        })
+        .collect()
+}

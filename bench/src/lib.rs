@@ -10,6 +10,7 @@ mod loadgen;
 mod markdown;
 mod model;
 mod nginx;
+mod part;
 mod plot;
 mod proxy;
 mod report;

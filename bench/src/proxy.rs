@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::labs::{read_usage_ns, Lab};
+use super::labs::{cpu_delta, read_usage_ns, Lab};
 use super::markdown;
 use super::model::{Point, ProxyConfig, ProxyRow, ProxyRun, Results};
 use super::nginx::{serves, Limits, Nginx, NGINX_ADDRESS};
+use super::part::Ctx;
 use super::wrk;
 
 const SERVICE: &str = "10.77.0.10";
@@ -33,21 +34,6 @@ const APP_PORT: u16 = 8080;
 pub const CONNS: u32 = 32;
 /// The reply sizes measured.
 pub const SIZES: [u64; 2] = [1024, 50 * 1024];
-
-pub struct Ctx<'a> {
-    pub exe: &'a Path,
-    /// The other hotpair binary (None: its rows say not measured).
-    pub baseline: Option<&'a Path>,
-    pub base: &'a str,
-    pub logs: &'a Path,
-    /// Holds 1k.bin and 50k.bin (served by the app under /app/).
-    pub docroot: &'a Path,
-    pub quick: bool,
-    pub node_cpus: f64,
-    pub seconds: f64,
-    pub progress: &'a dyn Fn(&str),
-    pub interrupted: &'a dyn Fn() -> Result<()>,
-}
 
 /// Where a row's CPU time is read: (name, cgroup directory with the usage
 /// counter). Names: `proxy` (the node or nginx in front), `app`.
@@ -199,12 +185,7 @@ fn point(ns: &str, url: &str, secs: f64, sources: &Sources, quota: Option<f64>) 
     let t0 = Instant::now();
     let res = wrk::run_all(vec![wrk::command(ns, url, CONNS, secs)])?;
     let wall_s = t0.elapsed().as_secs_f64();
-    let after = cpu(sources)?;
-    let cpu_ns = after
-        .iter()
-        .zip(&before)
-        .map(|((n, a), (_, b))| (n.clone(), a.saturating_sub(*b)))
-        .collect();
+    let cpu_ns = cpu_delta(&before, &cpu(sources)?);
     let wrk = wrk::WrkResult::combine(&res);
     Ok(Point {
         conns: CONNS,
@@ -223,19 +204,16 @@ struct Target {
     quota: Option<f64>,
 }
 
-pub fn run(cx: &Ctx) -> Result<ProxyRun> {
+/// `baseline`: the other hotpair binary (None: its rows say not measured).
+pub fn run(cx: &Ctx, baseline: Option<&Path>) -> Result<ProxyRun> {
     check_lab_args(cx.exe)?;
     // `lab down` runs it again later, from wherever.
-    let baseline = cx
-        .baseline
+    let baseline = baseline
         .map(|b| {
             std::fs::canonicalize(b).with_context(|| format!("--baseline-bin {}", b.display()))
         })
         .transpose()?;
-    let cx = &Ctx {
-        baseline: baseline.as_deref(),
-        ..*cx
-    };
+    let baseline = baseline.as_deref();
     let mut run = ProxyRun {
         conns: CONNS,
         app: format!(
@@ -243,15 +221,15 @@ pub fn run(cx: &Ctx) -> Result<ProxyRun> {
              port {APP_PORT} of the node namespace",
             sh_first_line("nginx -v 2>&1")
         ),
-        baseline_bin: cx.baseline.map(|p| p.display().to_string()),
-        baseline_version: cx.baseline.map(version),
+        baseline_bin: baseline.map(|p| p.display().to_string()),
+        baseline_version: baseline.map(version),
         rows: Vec::new(),
     };
-    if let Some(b) = cx.baseline {
+    if let Some(b) = baseline {
         check_lab_args(b)?;
     }
     let ours = proxy_lab(cx, cx.exe, 'u', "this build")?;
-    let baseline = match cx.baseline {
+    let baseline = match baseline {
         Some(b) => Some(proxy_lab(
             cx,
             b,

@@ -16,7 +16,7 @@ use super::labs::{self, Lab};
 use super::loadgen::LatencySummary;
 use super::model::*;
 use super::nginx::{Nginx, TlsFiles, NGINX_ADDRESS};
-use super::{idle, markdown, plot, proxy, report, stats, tls, wrk};
+use super::{idle, markdown, part, plot, proxy, report, stats, tls, wrk};
 
 pub struct Options {
     pub out: PathBuf,
@@ -178,6 +178,23 @@ impl Bench<'_> {
         Some((prefix, args))
     }
 
+    /// Runs a part that brings up labs of its own (`idle`, `proxy`, `tls`)
+    /// with this run's context.
+    fn part<T>(&self, run: impl FnOnce(&part::Ctx) -> Result<T>) -> Result<T> {
+        let progress = |s: &str| self.progress(s);
+        run(&part::Ctx {
+            exe: &self.exe,
+            base: &self.base,
+            logs: &self.logs,
+            docroot: &self.docroot,
+            quick: self.o.quick,
+            node_cpus: self.o.node_cpus,
+            seconds: self.o.seconds,
+            progress: &progress,
+            interrupted: &check_interrupt,
+        })
+    }
+
     /// Brings the labs of `configs` up, all at once (each under its own prefix).
     fn labs_up(&mut self, configs: &[Config]) -> Result<()> {
         let jobs: Vec<(Config, String, Vec<String>)> = configs
@@ -187,37 +204,8 @@ impl Bench<'_> {
         for (c, p, a) in &jobs {
             self.progress(&format!("lab up {p}: {} ({})", c.label(), a.join(" ")));
         }
-        let (exe, logs) = (&self.exe, &self.logs);
-        let results: Vec<(Config, Result<Lab>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .iter()
-                .map(|(c, p, a)| {
-                    let log = logs.join(format!("lab-{p}.log"));
-                    (*c, s.spawn(move || Lab::up(exe, p, a, &log)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(c, h)| {
-                    (
-                        c,
-                        h.join()
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("lab up thread panicked"))),
-                    )
-                })
-                .collect()
-        });
-        let mut first_err = None;
-        for (c, r) in results {
-            match r {
-                Ok(lab) => {
-                    self.labs.insert(c, lab);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
+        let (labs, first_err) = labs::up_all(&self.exe, &self.logs, &jobs);
+        self.labs.extend(labs);
         match first_err {
             Some(e) => Err(e),
             None => {
@@ -267,14 +255,7 @@ impl Bench<'_> {
         let res = wrk::run_all(cmds)
             .with_context(|| format!("{} {} {}", c.label(), w.label(), markdown::kb(size)))?;
         let wall_s = t0.elapsed().as_secs_f64();
-        let after = self.cpu(c)?;
-        let cpu_ns = after
-            .iter()
-            .map(|(n, v)| {
-                let b = before.iter().find(|(m, _)| m == n).map_or(0, |x| x.1);
-                (n.clone(), v.saturating_sub(b))
-            })
-            .collect();
+        let cpu_ns = labs::cpu_delta(&before, &self.cpu(c)?);
         // wrk's own duration is the measured window; CPU covers its start-up too.
         let wrk = wrk::WrkResult::combine(&res);
         Ok(Point {
@@ -881,52 +862,16 @@ impl Bench<'_> {
                     .not_measured
                     .push("proxy: the baseline client (no --baseline-bin)".into());
             }
-            let progress = |s: &str| self.progress(s);
-            let cx = proxy::Ctx {
-                exe: &self.exe,
-                baseline: self.o.baseline_bin.as_deref(),
-                base: &self.base,
-                logs: &self.logs,
-                docroot: &self.docroot,
-                quick: self.o.quick,
-                node_cpus: self.o.node_cpus,
-                seconds: self.o.seconds,
-                progress: &progress,
-                interrupted: &check_interrupt,
-            };
-            let r = proxy::run(&cx)?;
+            let r = self.part(|cx| proxy::run(cx, self.o.baseline_bin.as_deref()))?;
             self.r.proxy = Some(r);
         }
         if self.wants("tls") {
-            let progress = |s: &str| self.progress(s);
-            let cx = tls::Ctx {
-                exe: &self.exe,
-                base: &self.base,
-                logs: &self.logs,
-                docroot: &self.docroot,
-                quick: self.o.quick,
-                node_cpus: self.o.node_cpus,
-                seconds: self.o.seconds,
-                progress: &progress,
-                interrupted: &check_interrupt,
-            };
-            let r = tls::run(&cx)?;
+            let r = self.part(tls::run)?;
             self.r.tls = Some(r);
             self.tls_stalls()?;
         }
         if self.wants("idle") {
-            let progress = |s: &str| self.progress(s);
-            let cx = idle::Ctx {
-                exe: &self.exe,
-                base: &self.base,
-                logs: &self.logs,
-                docroot: &self.docroot,
-                quick: self.o.quick,
-                node_cpus: self.o.node_cpus,
-                progress: &progress,
-                interrupted: &check_interrupt,
-            };
-            let r = idle::run(&cx)?;
+            let r = self.part(idle::run)?;
             self.r.idle = Some(r);
         }
         if self.wants("stall") {

@@ -25,27 +25,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::labs::Lab;
+use super::labs::{self, Lab};
 use super::markdown::{kb, table, us};
 use super::model::{Point, Results, TlsRow, TlsRun, TlsServer};
 use super::nginx::{Nginx, TlsFiles, NGINX_ADDRESS, TLS_NAME};
+use super::part::Ctx;
 use super::stats;
 use super::wrk;
 
 const SERVICE: &str = "10.77.0.10";
-
-pub struct Ctx<'a> {
-    pub exe: &'a Path,
-    pub base: &'a str,
-    pub logs: &'a Path,
-    /// Holds 1k.bin and 50k.bin.
-    pub docroot: &'a Path,
-    pub quick: bool,
-    pub node_cpus: f64,
-    pub seconds: f64,
-    pub progress: &'a dyn Fn(&str),
-    pub interrupted: &'a dyn Fn() -> Result<()>,
-}
 
 /// Keep-alive: (sizes, connection counts, servers).
 fn keepalive_plan(quick: bool) -> (Vec<u64>, Vec<u32>, Vec<TlsServer>) {
@@ -135,37 +123,9 @@ fn labs_up(cx: &Ctx, servers: &[TlsServer]) -> Result<Vec<(TlsServer, Lab)>> {
     for (s, p, a) in &jobs {
         (cx.progress)(&format!("tls: lab up {p}: {} ({})", s.label(), a.join(" ")));
     }
-    let (exe, logs) = (cx.exe, cx.logs);
-    let results: Vec<(TlsServer, Result<Lab>)> = std::thread::scope(|sc| {
-        let handles: Vec<_> = jobs
-            .iter()
-            .map(|(s, p, a)| {
-                let log = logs.join(format!("lab-{p}.log"));
-                (*s, sc.spawn(move || Lab::up(exe, p, a, &log)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(s, h)| {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("lab up thread panicked")));
-                (s, r)
-            })
-            .collect()
-    });
     // Every lab that came up is kept (and so removed when dropped), even
     // when another failed.
-    let mut labs = Vec::new();
-    let mut first_err = None;
-    for (s, r) in results {
-        match r {
-            Ok(l) => labs.push((s, l)),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
+    let (labs, first_err) = labs::up_all(cx.exe, cx.logs, &jobs);
     match first_err {
         Some(e) => Err(e),
         None => Ok(labs),
@@ -291,14 +251,7 @@ impl Target<'_> {
         )])
         .with_context(|| format!("tls {} {} {conns} conns", self.server.label(), kb(size)))?;
         let wall_s = t0.elapsed().as_secs_f64();
-        let after = self.cpu()?;
-        let cpu_ns = after
-            .iter()
-            .map(|(n, v)| {
-                let b = before.iter().find(|(m, _)| m == n).map_or(0, |x| x.1);
-                (n.clone(), v.saturating_sub(b))
-            })
-            .collect();
+        let cpu_ns = labs::cpu_delta(&before, &self.cpu()?);
         let wrk = wrk::WrkResult::combine(&res);
         Ok(Point {
             conns,
@@ -377,14 +330,7 @@ impl Target<'_> {
             return Err(e);
         }
         let wall_s = t0.elapsed().as_secs_f64();
-        let after = self.cpu()?;
-        let cpu_ns = after
-            .iter()
-            .map(|(n, v)| {
-                let b = before.iter().find(|(m, _)| m == n).map_or(0, |x| x.1);
-                (n.clone(), v.saturating_sub(b))
-            })
-            .collect();
+        let cpu_ns = labs::cpu_delta(&before, &self.cpu()?);
         Ok(Point {
             conns: procs,
             wrk: wrk::WrkResult {
