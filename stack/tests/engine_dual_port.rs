@@ -10,12 +10,10 @@ use hotpair_stack::engine::{ConnId, ConnInfo, CookieKey, Engine, Frame, Role, Se
 use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
 use hotpair_stack::{StackConfig, SynCookies};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::EthernetAddress;
 
-const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
-const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 1, 0, 0, 0, 100]);
-const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
-const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 100);
+mod common;
+use common::{CLIENT, CLIENT_MAC, NODE_MAC, VIP};
 const HTTP: u16 = 80;
 const HTTPS: u16 = 443;
 
@@ -47,23 +45,17 @@ impl Service for Ports {
 
 fn config(max_half_open: usize, cookies: bool) -> StackConfig {
     StackConfig {
-        mac: NODE_MAC,
-        address: Ipv4Cidr::new(VIP, 24),
-        gateway: None,
         port: HTTP,
         alt_port: Some(HTTPS),
-        max_connections: 64,
         max_half_open,
-        half_open_timeout: Duration::from_secs(20),
         max_per_source: 64,
-        rx_buffer_bytes: 4096,
-        tx_buffer_bytes: 4096,
         seed: 7,
         syn_cookies: cookies.then(|| SynCookies {
             key: CookieKey([0x42; 32]),
             send: true,
             wall_start: Duration::from_secs(1_800_000_000),
         }),
+        ..common::config(64, 4096, 4096)
     }
 }
 

@@ -17,12 +17,9 @@ use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service};
 use hotpair_stack::seg::{self, ACK, SYN};
 use hotpair_stack::StackConfig;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
-const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
-const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
-const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
-const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+mod common;
+use common::{CLIENT, CLIENT_MAC, NODE_MAC, VIP};
 const CLIENT_ISN: u32 = 1000;
 /// The primary's ISN as the owner's client sees it (promotion case).
 const PRIMARY_ISN: u32 = 7_000_000;
@@ -89,19 +86,10 @@ impl Node {
     fn new(mode: Role) -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            mac: NODE_MAC,
-            address: Ipv4Cidr::new(VIP, 24),
-            gateway: None,
-            port: 80,
-            alt_port: None,
-            max_connections: 16,
             max_half_open: 8,
-            half_open_timeout: Duration::from_secs(20),
             max_per_source: 16,
-            rx_buffer_bytes: 65536,
-            tx_buffer_bytes: 65536,
             seed: 7,
-            syn_cookies: None,
+            ..common::config(16, 65536, 65536)
         };
         let mut engine = Engine::new(cfg, mode, now);
         engine.set_lease(true);
