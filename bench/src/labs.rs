@@ -236,3 +236,22 @@ pub fn cpu_delta(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(Stri
         })
         .collect()
 }
+
+/// Refuses a binary whose `lab up` lacks an argument a part passes (e.g. an
+/// older build given as a baseline), naming it, before any lab is built.
+pub fn check_lab_up_args(exe: &Path, part: &str, args: &[&str]) -> Result<()> {
+    let o = Command::new(exe)
+        .args(["lab", "up", "--help"])
+        .output()
+        .with_context(|| format!("running {} lab up --help", exe.display()))?;
+    let help = String::from_utf8_lossy(&o.stdout);
+    for a in args {
+        if !help.contains(a) {
+            bail!(
+                "{}'s `lab up` has no {a}: the {part} part cannot build its labs with it",
+                exe.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::labs::{cpu_delta, read_usage_ns, Lab};
+use super::labs::{self, cpu_delta, read_usage_ns, Lab};
 use super::markdown;
 use super::model::{Point, ProxyConfig, ProxyRow, ProxyRun, Results};
 use super::nginx::{serves, Limits, Nginx, NGINX_ADDRESS};
@@ -58,23 +58,13 @@ fn lab_args(node_cpus: f64, docroot: &Path) -> Vec<String> {
     ]
 }
 
-/// Refuses a binary whose `lab up` lacks an argument the part passes (both
-/// binaries must build the same lab).
+/// Both binaries must build the same lab.
 fn check_lab_args(exe: &Path) -> Result<()> {
-    let o = Command::new(exe)
-        .args(["lab", "up", "--help"])
-        .output()
-        .with_context(|| format!("running {} lab up --help", exe.display()))?;
-    let help = String::from_utf8_lossy(&o.stdout);
-    for a in ["--mode", "--node-cpus", "--docroot", "--prefix"] {
-        if !help.contains(a) {
-            bail!(
-                "{}'s `lab up` has no {a}: it cannot build the same lab",
-                exe.display()
-            );
-        }
-    }
-    Ok(())
+    labs::check_lab_up_args(
+        exe,
+        "proxy",
+        &["--mode", "--node-cpus", "--docroot", "--prefix"],
+    )
 }
 
 /// `exe --version` and the start of the binary's SHA-256 (every build

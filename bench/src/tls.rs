@@ -89,19 +89,12 @@ fn lab_spec(s: TlsServer) -> Option<(char, Vec<&'static str>)> {
     })
 }
 
-/// Refuses a binary whose `lab up` cannot build these labs.
 fn check_lab_args(exe: &Path) -> Result<()> {
-    let o = Command::new(exe)
-        .args(["lab", "up", "--help"])
-        .output()
-        .with_context(|| format!("running {} lab up --help", exe.display()))?;
-    let help = String::from_utf8_lossy(&o.stdout);
-    for a in ["--tls", "--static-policy", "--node-cpus", "--docroot"] {
-        if !help.contains(a) {
-            bail!("this binary's `lab up` has no {a}: the tls part cannot run");
-        }
-    }
-    Ok(())
+    labs::check_lab_up_args(
+        exe,
+        "tls",
+        &["--tls", "--static-policy", "--node-cpus", "--docroot"],
+    )
 }
 
 /// The labs, up at once.
@@ -129,6 +122,15 @@ fn labs_up(cx: &Ctx, servers: &[TlsServer]) -> Result<Vec<(TlsServer, Lab)>> {
     match first_err {
         Some(e) => Err(e),
         None => Ok(labs),
+    }
+}
+
+/// The handshakes (full, resumed) counted between two readings of
+/// [`handshake_counts`]; none where the server does not count (nginx).
+fn counted(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> (Option<u64>, Option<u64>) {
+    match (before, after) {
+        (Some(b), Some(a)) => (Some(a.0.saturating_sub(b.0)), Some(a.1.saturating_sub(b.1))),
+        _ => (None, None),
     }
 }
 
@@ -516,11 +518,7 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
             cx.logs,
         )?;
         p.quota = quota;
-        let after = t.lab.map(handshake_counts).transpose()?;
-        let (handshakes, resumed) = match (before, after) {
-            (Some(b), Some(a)) => (Some(a.0.saturating_sub(b.0)), Some(a.1.saturating_sub(b.1))),
-            _ => (None, None),
-        };
+        let (handshakes, resumed) = counted(before, t.lab.map(handshake_counts).transpose()?);
         (cx.progress)(&format!(
             "tls handshakes {} {HANDSHAKE_CONNS} conns: {:.0} conn/s, p50 {:.0} µs, p99 {:.0} µs, \
              CPU µs/conn {}{}",
@@ -568,11 +566,7 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
         )
         .with_context(|| format!("tls full handshakes {}", t.server.label()))?;
         p.quota = quota;
-        let after = t.lab.map(handshake_counts).transpose()?;
-        let (handshakes, resumed) = match (before, after) {
-            (Some(b), Some(a)) => (Some(a.0.saturating_sub(b.0)), Some(a.1.saturating_sub(b.1))),
-            _ => (None, None),
-        };
+        let (handshakes, resumed) = counted(before, t.lab.map(handshake_counts).transpose()?);
         (cx.progress)(&format!(
             "tls full handshakes {} {HANDSHAKE_CONNS} s_time processes: {:.0} conn/s, \
              CPU µs/conn {}{}",
