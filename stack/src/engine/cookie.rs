@@ -254,6 +254,15 @@ impl<C> Engine<C> {
         if self.over_source_limit(tuple.0) {
             return CookieAck::Drop;
         }
+        // The opened connection is half-open until smoltcp takes the ACK
+        // (this round or, with a full device, the next): it keeps the
+        // half-open bound as a SYN does, the oldest handshake dropped for
+        // it (a cookie only goes out at the bound, so the table is
+        // usually full now; a proven round trip outranks an unanswered
+        // SYN). No room: the client's retransmission may find some.
+        if !self.make_half_open_room() {
+            return CookieAck::Drop;
+        }
         let mut slot = self.take_listener(s.dst_port);
         if slot.is_none() && self.arm_listener() {
             slot = self.take_listener(s.dst_port);
