@@ -364,7 +364,7 @@ impl<C> Engine<C> {
     /// lock legitimate clients out — each of them completes its handshake
     /// within a round trip, long before it would be the oldest. Returns
     /// false if no room can be made (nothing to evict: the SYN waits).
-    pub(super) fn make_half_open_room(&mut self) -> bool {
+    fn make_half_open_room(&mut self) -> bool {
         let count = self.pending_syn.len() + self.pool.half_open.len();
         if count < self.cfg.max_half_open {
             return true;

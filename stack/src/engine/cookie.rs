@@ -254,15 +254,6 @@ impl<C> Engine<C> {
         if self.over_source_limit(tuple.0) {
             return CookieAck::Drop;
         }
-        // The opened connection is half-open until smoltcp takes the ACK
-        // (this round or, with a full device, the next): it keeps the
-        // half-open bound as a SYN does, the oldest handshake dropped for
-        // it (a cookie only goes out at the bound, so the table is
-        // usually full now; a proven round trip outranks an unanswered
-        // SYN). No room: the client's retransmission may find some.
-        if !self.make_half_open_room() {
-            return CookieAck::Drop;
-        }
         let mut slot = self.take_listener(s.dst_port);
         if slot.is_none() && self.arm_listener() {
             slot = self.take_listener(s.dst_port);
@@ -302,6 +293,10 @@ impl<C> Engine<C> {
         // The listener holds this handshake now, as after a SYN: said here,
         // not left for its next step to notice, so that a round whose
         // frames wait for the next (a full device) still finds it taken.
+        // It is not entered among the half-open connections: the client
+        // proved its round trip, so it takes none of the SYN queue's room
+        // (a cookie goes out only when that queue is full, which it would
+        // overfill) and is not the oldest handshake to drop for a SYN.
         if let Some(Slot {
             phase: Phase::Listening { half_open, since },
             ..
@@ -309,7 +304,6 @@ impl<C> Engine<C> {
         {
             *half_open = Some(tuple);
             *since = Some(self.last_poll);
-            self.pool.half_open.insert((self.last_poll, i));
         }
         self.stats.syn_cookies_validated += 1;
         tracing::trace!(client = %s.src, port = s.src_port, shadow, "SYN cookie: connection opened");
