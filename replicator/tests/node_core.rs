@@ -1096,6 +1096,73 @@ fn a_split_brain_ends_with_each_configured_owner_keeping_its_address() {
     assert_owners_answer(&mut n1, &mut n2, t, "after the split brain");
 }
 
+/// Announcements of `ip` in `frames` (ARP from `ip` that is not an answer
+/// to a probe), by sender MAC.
+fn announcers(frames: &[Frame], ip: Ipv4Address) -> Vec<EthernetAddress> {
+    frames
+        .iter()
+        .filter_map(|f| arp::parse(f.data()))
+        .filter(|a| a.sender_ip == ip && a.target_ip != Ipv4Address::UNSPECIFIED)
+        .map(|a| a.sender_mac)
+        .collect()
+}
+
+#[test]
+fn after_a_split_brain_the_owner_has_the_last_word_and_the_loser_stays_down() {
+    // Linux ignores an ARP update within `locktime` (1 s) of the last one:
+    // if the loser's last announcement came after the owner's single
+    // defence, the client's cache stayed on the loser's MAC — a dead MAC
+    // when the loser was killed (a CI browser download hung so). The owner
+    // must keep announcing past the loser's last word by more than that.
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
+    let mut t = t0 + Duration::from_millis(10);
+    n1.handle_link_lost(0, t);
+    n2.handle_link_lost(0, t);
+    // Both serve both addresses (probes unanswered: the LAN was out too).
+    for _ in 0..8 {
+        n1.round(t);
+        n2.round(t);
+        lan_out(&mut n1);
+        lan_out(&mut n2);
+        t += Duration::from_millis(20);
+    }
+    // The LAN is back: who announces A, and when.
+    let (mut last_owner, mut last_loser) = (None, None);
+    let mut loser_after_fenced = 0;
+    let mut fenced_at = None;
+    for _ in 0..120 {
+        let [f1, f2] = exchange(&mut n1, &mut n2, t, false);
+        if !announcers(&f1, A).is_empty() {
+            last_owner = Some(t);
+        }
+        if !announcers(&f2, A).is_empty() {
+            last_loser = Some(t);
+            loser_after_fenced += usize::from(fenced_at.is_some());
+        }
+        if n2.fenced(0) && fenced_at.is_none() {
+            fenced_at = Some(t);
+        }
+        t += Duration::from_millis(50);
+    }
+    assert!(n2.fenced(0) && !n1.fenced(0), "n1 should keep A");
+    // A stood-down site re-probes, and the owner's answers fence it again:
+    // it must not claim A back (the split brain restarted every second).
+    assert!(n2.engine_stats(0).reprobes >= 2, "no re-probe in 6 s");
+    assert_eq!(
+        loser_after_fenced, 0,
+        "n2 announced A again after standing down"
+    );
+    let (owner, loser) = (last_owner.unwrap(), last_loser.unwrap());
+    assert!(
+        owner > loser + Duration::from_secs(1),
+        "the owner's last announcement of A came {:?} after the loser's: a client's \
+         ARP locktime (1 s) can keep the loser's MAC",
+        owner.saturating_duration_since(loser)
+    );
+}
+
 #[test]
 fn a_thawed_owners_answers_to_stale_probes_do_not_make_the_primary_stand_down() {
     let t0 = origin();

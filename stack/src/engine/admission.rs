@@ -267,6 +267,7 @@ impl<C> Engine<C> {
                 continue;
             }
             let ingress_fenced = self.mode == Role::Ingress && self.probe_answered(&f);
+            let stood_down_fenced = self.mode == Role::Simplex && self.probe_answered(&f);
             let back = match self.mode {
                 // The primary hears clients only through the ingress node;
                 // while claiming it listens for an answer to its probes.
@@ -283,6 +284,15 @@ impl<C> Engine<C> {
                         "the primary holds the service address (it took over while this node \
                          was silent)",
                     );
+                    self.recycle(f);
+                    None
+                }
+                // A site that lost a split brain stays `Simplex`, fenced,
+                // and re-probes now and then (`poll`): the owner's answer
+                // fences it again. Unheard, every re-probe claimed the
+                // address back and the split brain restarted.
+                Role::Simplex if stood_down_fenced => {
+                    self.fence("the configured owner still serves the address");
                     self.recycle(f);
                     None
                 }

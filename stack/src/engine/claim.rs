@@ -400,10 +400,18 @@ impl<C> Engine<C> {
     }
 
     /// Serving alone, we won a split brain (we own the address): say so
-    /// again to every client, so their caches point here.
+    /// again to every client, so their caches point here — and keep saying
+    /// it on the claim's doubling schedule. One announcement is not enough:
+    /// the loser re-announces on its own schedule until it has heard ours
+    /// (and it may die first), and Linux ignores an ARP update within
+    /// `locktime` (1 s) of the last, so the client's cache can be left on a
+    /// dead node's MAC for good (CI saw a browser download hang so). The
+    /// last word on the LAN must be the owner's, more than a second after
+    /// the loser's.
     pub fn defend(&mut self) {
         if self.mode == Role::Simplex && self.claim == Claim::None {
             self.announce_to_all();
+            self.reannounce = Some((REANNOUNCE, self.last_poll + REANNOUNCE_FIRST));
         }
     }
 
