@@ -471,6 +471,7 @@ fn chaos(limits: Limits, units: bool, mut inp: Input<'_>) {
 fn echo(req: &Request) -> Response {
     let n = (req.path.len() + req.body.len() + req.headers.len()) % 5000;
     let mut r = Response::new(if req.index % 7 == 6 { 204 } else { 200 });
+    // Every fifth reply closes (see `until_close` in `differential`).
     if req.index % 5 == 4 {
         r = r.header("Connection", "close");
     }
@@ -517,7 +518,24 @@ fn differential(limits: Limits, cut: u8, stream: &[u8]) {
         b.2,
         String::from_utf8_lossy(&b.1)
     );
-    assert_eq!(a.0, b.0, "requests depend on segmentation");
+    // A reply that closes the connection (`echo`'s every fifth) ends what
+    // the client can get: requests pipelined after it may or may not have
+    // been parsed (and handed out) before the application's answer came —
+    // the whole input at once parses them, in pieces they arrive after the
+    // close. Neither gets a reply (the outputs are compared below), so
+    // only the requests up to that one must agree.
+    let until_close = |reqs: &[Request]| -> Vec<Request> {
+        let end = reqs
+            .iter()
+            .position(|r| r.index % 5 == 4)
+            .map_or(reqs.len(), |p| p + 1);
+        reqs[..end].to_vec()
+    };
+    assert_eq!(
+        until_close(&a.0),
+        until_close(&b.0),
+        "requests depend on segmentation"
+    );
     if let (Some(x), Some(y)) = (a.2, b.2) {
         assert_eq!(x, y, "bytes consumed depend on segmentation");
     }
