@@ -692,6 +692,59 @@ fn a_pause_counts_from_the_last_heartbeat_not_from_the_last_round() {
 }
 
 #[test]
+fn a_paused_node_probes_long_enough_for_a_peer_stalled_by_the_same_load_to_answer() {
+    // CI: both nodes of a lab starved for about half a second. The peer
+    // had taken over; the resumed node's 36 ms of probes went unanswered
+    // (the peer was stalled again), it claimed, and the split brain cost
+    // a download. A node that knows it was paused probes for the
+    // heartbeat timeout instead.
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    let t0 = boot(&mut n1, &mut n2, t0);
+    // n2 freezes; n1 takes both addresses over.
+    let mut t = t0;
+    for _ in 0..16 {
+        t += Duration::from_millis(100);
+        n1.round(t);
+        while n1.poll_link_transmit(0).is_some() {}
+        lan_out(&mut n1);
+    }
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Simplex, Role::Simplex));
+    // n2 resumes; n1 is stalled for the next 300 ms: n2's probes wait.
+    let t2 = t0 + Duration::from_secs(2);
+    let mut t = t2;
+    let mut queued = Vec::new();
+    let mut n2_spoke = Vec::new();
+    while t < t2 + Duration::from_millis(300) {
+        n2.round(t);
+        let f2 = lan_out(&mut n2);
+        n2_spoke.extend(spoken(&f2));
+        queued.extend(f2);
+        t += Duration::from_millis(10);
+    }
+    assert_eq!(n2.pauses(), 1);
+    // n1 runs again and answers; from now on the LAN carries both ways.
+    for f in queued {
+        n1.handle_lan_frame(f);
+    }
+    for _ in 0..30 {
+        let [_, f2] = exchange(&mut n1, &mut n2, t, false);
+        n2_spoke.extend(spoken(&f2));
+        t += Duration::from_millis(10);
+    }
+    assert!(
+        n2_spoke.is_empty(),
+        "the resumed node claimed while its stalled peer held the addresses: {n2_spoke:?}"
+    );
+    assert!(
+        n2.fenced(0) && n2.fenced(1),
+        "n2 not fenced: {:?}",
+        (n2.fenced(0), n2.fenced(1))
+    );
+    assert!(!n1.fenced(0) && !n1.fenced(1));
+}
+
+#[test]
 fn a_paused_ingress_whose_primary_is_gone_too_takes_over_after_its_probes() {
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);

@@ -195,6 +195,12 @@ pub struct Engine<C> {
     reset_pending: Option<rejoin::Stale>,
     /// Announcements still to repeat after a claim, and when the next is due.
     reannounce: Option<(u32, StdInstant)>,
+    /// This node was paused: the next round of probes (a claim, or an
+    /// owner's check before it promotes) lasts at least this long (see
+    /// [`Engine::probe_carefully`]); taken when that round starts.
+    careful: Option<(Duration, StdInstant)>,
+    /// The round of probes under way: how many, how far apart.
+    probe_plan: (u32, Duration),
     /// Added to smoltcp's clock. Claiming the address advances it once so
     /// every pending retransmission timer fires at once (see `claim_tick`).
     clock_skew: Duration,
@@ -298,6 +304,8 @@ impl<C> Engine<C> {
             peer_mac: None,
             reprobe_at: None,
             reprobing: false,
+            careful: None,
+            probe_plan: (claim::CLAIM_PROBES, claim::CLAIM_PROBE_INTERVAL),
             starting: false,
             lan_down: false,
             arp_quiet: false,
@@ -377,12 +385,18 @@ impl<C> Engine<C> {
     /// Next frame for the LAN. While the node's role is not confirmed
     /// (see [`Engine::set_lease`], [`Engine::probe_before_promote`]) only
     /// ARP probes and answers to probes leave: a node that was paused must
-    /// not speak first.
+    /// not speak first. A fenced engine sends nothing at all: a frame made
+    /// in the round that fenced it (smoltcp's ARP reply to the peer's
+    /// announcement, read just before the answer to our probe) would
+    /// speak for an address the peer holds.
     #[must_use]
     pub fn poll_lan_transmit(&mut self) -> Option<Frame> {
         loop {
             let f = self.lan_out.pop_front()?;
-            if !self.leaving && (!self.silent() || is_probe_traffic(f.data())) {
+            if !self.leaving
+                && self.claim != Claim::Fenced
+                && (!self.silent() || is_probe_traffic(f.data()))
+            {
                 return Some(f);
             }
             self.stats.silenced += 1;
@@ -558,6 +572,7 @@ impl<C> Engine<C> {
                     self.reprobe_at = None;
                     self.reprobing = true;
                     self.reset_pending = Some(rejoin::Stale::All);
+                    self.probe_plan = (claim::CLAIM_PROBES, claim::CLAIM_PROBE_INTERVAL);
                     self.claim = Claim::Probing {
                         sent: 0,
                         next_at: None,

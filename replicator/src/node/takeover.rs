@@ -49,6 +49,7 @@ impl NodeCore {
             affected += 1;
             s.suspect = s.engine.mode() == Role::Ingress;
             s.engine.set_lease(false);
+            s.engine.probe_carefully(self.heartbeat_timeout);
             r.handle_link_lost(now);
         }
         if affected > 0 {

@@ -28,10 +28,16 @@ pub(super) fn is_probe_traffic(frame: &[u8]) -> bool {
 /// round that reads it (rounds are bounded: see `TX_BYTE_BUDGET`), well
 /// within that; a node that was paused does not need the probes to catch
 /// it: it notices the pause itself (`NodeCore::check_paused`: no heartbeat
-/// for the timeout) and stays silent until it has probed in turn.
+/// for the timeout) and stays silent until it has probed in turn — for
+/// the heartbeat timeout, not 36 ms ([`Engine::probe_carefully`]): the
+/// load that paused it may stall its peer too.
 pub const CLAIM_PROBES: u32 = 3;
 
 pub const CLAIM_PROBE_INTERVAL: Duration = Duration::from_millis(12);
+
+/// After a pause of this node (see [`Engine::probe_carefully`]) its probes
+/// go this far apart, for at least the heartbeat timeout.
+pub const CAREFUL_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// After claiming the address, the announcement is repeated this many
 /// times, 100 ms, 200 ms, 400 ms … apart: one lost gratuitous ARP must not
@@ -79,11 +85,46 @@ impl<C> Engine<C> {
     /// [`Engine::take_probed`] says so and the caller promotes.
     pub fn probe_before_promote(&mut self) {
         if self.mode == Role::Ingress && self.claim == Claim::None {
-            self.claim = Claim::Probing {
-                sent: 0,
-                next_at: None,
-            };
+            self.start_probing();
         }
+    }
+
+    /// This node was paused (or starved) past the heartbeat timeout: its
+    /// peer has probably taken over, and may itself be starved by the same
+    /// load — CI saw both nodes of a lab stalled for half a second, the
+    /// resumed primary's 36 ms of probes unanswered, and a split brain.
+    /// So the next round of probes lasts `window` (the heartbeat timeout)
+    /// at least, a probe every [`CAREFUL_PROBE_INTERVAL`]: a peer that is
+    /// alive answers within that unless it stalls as long as the timeout
+    /// itself. It costs a takeover only in a double fault (the peer died
+    /// during this node's pause), by `window`.
+    pub fn probe_carefully(&mut self, window: Duration) {
+        self.careful = Some((window, self.last_poll));
+    }
+
+    /// Start a round of probes (none sent yet), as many and as far apart
+    /// as [`Engine::probe_carefully`] asked, if it did.
+    fn start_probing(&mut self) {
+        // A pause long past (the takeover it called for did not come) says
+        // nothing about the probes of today.
+        let careful = self
+            .careful
+            .take()
+            .filter(|(w, at)| self.last_poll.saturating_duration_since(*at) <= *w * 4);
+        self.probe_plan = match careful {
+            Some((window, _)) => {
+                let n = window.as_millis() / CAREFUL_PROBE_INTERVAL.as_millis().max(1);
+                (
+                    u32::try_from(n).unwrap_or(u32::MAX).max(CLAIM_PROBES),
+                    CAREFUL_PROBE_INTERVAL,
+                )
+            }
+            None => (CLAIM_PROBES, CLAIM_PROBE_INTERVAL),
+        };
+        self.claim = Claim::Probing {
+            sent: 0,
+            next_at: None,
+        };
     }
 
     /// An owner's probes at start are moot: its primary says it never
@@ -124,10 +165,7 @@ impl<C> Engine<C> {
     /// and this node is fenced: it must send nothing more.
     pub fn claim(&mut self) {
         if self.mode == Role::Primary && self.claim == Claim::None {
-            self.claim = Claim::Probing {
-                sent: 0,
-                next_at: None,
-            };
+            self.start_probing();
         }
     }
 
@@ -136,6 +174,8 @@ impl<C> Engine<C> {
     /// address at the next round, without the probes.
     pub fn claim_now(&mut self) {
         if self.mode == Role::Primary && self.claim == Claim::None {
+            self.probe_plan = (CLAIM_PROBES, CLAIM_PROBE_INTERVAL);
+            self.careful = None;
             self.claim = Claim::Probing {
                 sent: CLAIM_PROBES,
                 next_at: None,
@@ -187,12 +227,13 @@ impl<C> Engine<C> {
         if next_at.is_some_and(|t| t > now) {
             return;
         }
-        if sent < CLAIM_PROBES {
+        let (probes, interval) = self.probe_plan;
+        if sent < probes {
             let f = crate::arp::probe(self.cfg.mac, self.cfg.address.address());
             self.lan_out.push_back(Frame::copy_from(&f));
             self.claim = Claim::Probing {
                 sent: sent + 1,
-                next_at: Some(now + CLAIM_PROBE_INTERVAL),
+                next_at: Some(now + interval),
             };
         } else if self.mode == Role::Ingress {
             tracing::info!(

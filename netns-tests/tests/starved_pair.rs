@@ -1,0 +1,168 @@
+//! Both nodes of a duplex lab starved in turn, the way a loaded CI machine
+//! starved them (SIGSTOP/SIGCONT here), then the primary killed: the
+//! download must go on from the owner, byte exact, no RST, and the resumed
+//! primary must never have claimed the address.
+//!
+//! The sequence (n1 primary, n2 owner; heartbeat timeout 500 ms):
+//! 1. n1 freezes past the timeout: n2 declares it dead and promotes.
+//! 2. n2 freezes (the same load); n1 resumes, sees its own pause and
+//!    probes for the address before serving again.
+//! 3. n2 resumes 300 ms later and answers n1's probes: n1 stands down.
+//! 4. n1 is killed.
+//!
+//! In CI, n1's probes lasted 36 ms, went unanswered, and n1 claimed the
+//! address: both nodes served the download, n1 alone sent bytes n2 never
+//! knew of, and once n1 died the client acknowledged data n2 had not sent
+//! — the download hung for good. A node that knows it was paused now
+//! probes for the heartbeat timeout.
+
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture, DOWNLOAD_RATE};
+use hotpair_netns_tests::multi;
+use hotpair_netns_tests::{report, sha256sum, Lab, TempDir, SERVICE};
+
+const FILE: &str = "50m.bin";
+/// The first freeze lands once the client has this much.
+const FREEZE_AT: u64 = 8 << 20;
+/// The client must hear from the owner again within this after the kill
+/// (the owner serves already: the kill costs it nothing).
+const MAX_RESUME: Duration = Duration::from_secs(5);
+
+fn pid_of(lab: &Lab, node: &str) -> u32 {
+    let st = lab.status_json();
+    st["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == node)
+        .and_then(|n| n["pid"].as_u64())
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or_else(|| panic!("[{}] no pid for {node} in lab status", lab.test))
+}
+
+/// `kill -SIG pid`, at once (a `hotpair lab freeze` costs a process start:
+/// the windows below are tens of milliseconds).
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+/// Waits until `needle` appears in `log` past byte `from`; returns whether
+/// it did within `within`.
+fn wait_log(log: &Path, from: usize, needle: &str, within: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if let Ok(text) = std::fs::read(log) {
+            if text.len() > from && String::from_utf8_lossy(&text[from..]).contains(needle) {
+                return true;
+            }
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+fn log_len(log: &Path) -> usize {
+    std::fs::metadata(log).map_or(0, |m| m.len() as usize)
+}
+
+#[test]
+fn a_paused_primary_does_not_claim_while_its_owner_is_stalled_too() {
+    let test = "starved_pair";
+    let Some(lab) = failover::duplex_lab(test) else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("{test}-dl"));
+    let want = sha256sum(&lab.docroot().join(FILE));
+    let (n1, n2) = (pid_of(&lab, "n1"), pid_of(&lab, "n2"));
+    let (log1, log2) = (
+        lab.state_dir().join("n1.log"),
+        lab.state_dir().join("n2.log"),
+    );
+    let cap = Capture::start(&lab, tmp.path());
+    let mut d = multi::start_download(&lab, tmp.path(), SERVICE, DOWNLOAD_RATE);
+    while d.bytes() < FREEZE_AT {
+        assert!(
+            d.running() && d.elapsed() < Duration::from_secs(20),
+            "[{test}] the download did not reach {FREEZE_AT} bytes"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    let fail = |what: &str| -> ! {
+        signal(n1, "CONT");
+        signal(n2, "CONT");
+        panic!("[{test}] {what}\n{}", lab.node_logs(30));
+    };
+    // 1. n1 freezes; n2 promotes.
+    let (from1, from2) = (log_len(&log1), log_len(&log2));
+    signal(n1, "STOP");
+    if !wait_log(
+        &log2,
+        from2,
+        "shadow connections promoted",
+        Duration::from_secs(5),
+    ) {
+        fail("n2 did not promote while n1 was frozen");
+    }
+    // 2. n2 freezes; n1 resumes and probes.
+    signal(n2, "STOP");
+    signal(n1, "CONT");
+    if !wait_log(
+        &log1,
+        from1,
+        "paused past the heartbeat timeout",
+        Duration::from_secs(5),
+    ) {
+        fail("the resumed n1 did not notice its pause");
+    }
+    // 3. n2 resumes 300 ms later and answers.
+    thread::sleep(Duration::from_millis(300));
+    signal(n2, "CONT");
+    if !wait_log(&log1, from1, "fenced", Duration::from_secs(5)) {
+        fail("n1 did not stand down after n2 resumed");
+    }
+    let claimed = std::fs::read(&log1).is_ok_and(|t| {
+        String::from_utf8_lossy(&t[from1.min(t.len())..]).contains("no answer to probes: claiming")
+    });
+    if claimed {
+        fail("n1 claimed the address while n2 was stalled (a split brain)");
+    }
+    // 4. n1 dies.
+    let at_kill = d.bytes();
+    let kill_epoch = epoch_now();
+    let kill = lab.kill("n1");
+    // The owner must be heard again soon: the client's bytes grow.
+    let resumed = loop {
+        if d.bytes() > at_kill + (256 << 10) || !d.running() {
+            break kill.elapsed();
+        }
+        if kill.elapsed() > Duration::from_secs(40) {
+            break kill.elapsed();
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let line = d.finish(kill, at_kill, &want).unwrap_or_else(|e| {
+        panic!(
+            "[{test}] after the pause, the stall and the kill: {e}\n{}",
+            lab.node_logs(30)
+        )
+    });
+    report(&format!(
+        "[{test}] both starved, primary killed: client resumed {:.0} ms after the kill; {line}",
+        resumed.as_secs_f64() * 1000.0
+    ));
+    assert!(
+        resumed < MAX_RESUME,
+        "[{test}] the client heard the owner again only {resumed:?} after the kill\n{}",
+        lab.node_logs(30)
+    );
+    let r = cap.stop();
+    assert_no_rst(&lab, &r, "starved pair and kill", kill_epoch);
+}
