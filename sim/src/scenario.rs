@@ -51,6 +51,13 @@ pub struct ConnScript {
     /// HTTPS: before each request after the first, the client sends a
     /// KeyUpdate asking the server to update too.
     pub key_update: bool,
+    /// Opened once connection `after` (an index into the scenario's
+    /// connections) is done, not at time zero: an HTTPS connection then
+    /// offers the session ticket an earlier one was given (resumption).
+    pub after: Option<usize>,
+    /// HTTPS: the client's first key share is for a group the server does
+    /// not serve, so the server answers with a HelloRetryRequest.
+    pub hello_retry: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +140,8 @@ pub fn all() -> Vec<Scenario> {
         address: 0,
         tls: false,
         key_update: false,
+        after: None,
+        hello_retry: false,
     };
     let mut upload =
         format!("POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/octet-stream\r\nContent-Length: {UPLOAD_LEN}\r\n\r\n")
@@ -336,6 +345,8 @@ pub fn syn_cookies() -> Scenario {
         address: 0,
         tls: false,
         key_update: false,
+        after: None,
+        hello_retry: false,
     };
     Scenario {
         name: "syn-cookies",
