@@ -27,9 +27,14 @@ pub enum TlsPhase {
     Earlier,
     /// TCP handshake: the client has sent no TLS byte.
     Tcp,
-    /// The ClientHello is sent; none of it has reached the primary.
+    /// The ClientHello is on the LAN; the owner has none of it.
     HelloSent,
-    /// The primary has (part of) the ClientHello and has answered nothing.
+    /// The owner has (part of) the ClientHello, forwarded on the link; the
+    /// primary has none of it.
+    HelloForwarded,
+    /// The primary has (part of) the ClientHello and has answered nothing
+    /// (rare here: the simulation runs a handshake step in the round that
+    /// read its records, so the answer is on the link by the next step).
     HelloAtPrimary,
     /// The primary made a HelloRetryRequest (on the link or logged at the
     /// owner); the client has not had all of it.
@@ -40,35 +45,43 @@ pub enum TlsPhase {
     /// The server flight (with the connection's state) is on the link to
     /// the owner, not logged yet.
     FlightOnLink,
-    /// The flight is logged at the owner; the client has none of it.
+    /// The flight is logged at the owner; none of it is on the LAN to the
+    /// client yet.
     FlightLogged,
+    /// The flight is on the LAN to the client; the client has none of it.
+    FlightSent,
     /// The client has (part of) the flight; its Finished is not sent.
     FlightAtClient,
-    /// The client's handshake is over (its Finished sent); no session
-    /// ticket logged or received.
+    /// The client's handshake is over: its Finished (and, right behind
+    /// it, its first request) sent; the server has made no session ticket
+    /// (none on the link or logged), so it has not read that Finished.
     ClientFinished,
-    /// Session tickets logged at the owner or received; no request sent.
+    /// Session tickets made (on the link to the owner, logged, or at the
+    /// client); no request sent.
     Tickets,
-    /// A request sent; no reply byte received.
+    /// Tickets made and a request sent; no reply byte at the client.
     Request,
     /// Reply records coming in.
     Reply,
-    /// Every reply in, closing (close_notify, FIN).
+    /// Every reply in, or the server said it closes, or the client has
+    /// closed (close_notify, FIN): closing.
     Close,
     /// The connection is done.
     After,
 }
 
 impl TlsPhase {
-    pub const ALL: [TlsPhase; 15] = [
+    pub const ALL: [TlsPhase; 17] = [
         TlsPhase::Earlier,
         TlsPhase::Tcp,
         TlsPhase::HelloSent,
+        TlsPhase::HelloForwarded,
         TlsPhase::HelloAtPrimary,
         TlsPhase::Retry,
         TlsPhase::HelloAgain,
         TlsPhase::FlightOnLink,
         TlsPhase::FlightLogged,
+        TlsPhase::FlightSent,
         TlsPhase::FlightAtClient,
         TlsPhase::ClientFinished,
         TlsPhase::Tickets,
@@ -83,11 +96,13 @@ impl TlsPhase {
             TlsPhase::Earlier => "earlier connection",
             TlsPhase::Tcp => "TCP handshake",
             TlsPhase::HelloSent => "ClientHello sent",
+            TlsPhase::HelloForwarded => "ClientHello forwarded",
             TlsPhase::HelloAtPrimary => "ClientHello at primary",
             TlsPhase::Retry => "HelloRetryRequest made",
             TlsPhase::HelloAgain => "2nd ClientHello",
             TlsPhase::FlightOnLink => "flight on the link",
             TlsPhase::FlightLogged => "flight logged",
+            TlsPhase::FlightSent => "flight sent",
             TlsPhase::FlightAtClient => "flight at client",
             TlsPhase::ClientFinished => "client Finished",
             TlsPhase::Tickets => "tickets",
@@ -103,7 +118,9 @@ impl TlsPhase {
 /// server side.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct TlsSeen {
-    /// Client TCP payload bytes delivered to the address's primary.
+    /// Client TCP payload bytes delivered to the address's owner, and
+    /// to its primary.
+    at_owner: u64,
     at_primary: u64,
     /// TLS units without a state (a HelloRetryRequest) logged at the
     /// owner, and the bytes they carry for the client.
@@ -114,11 +131,14 @@ pub(super) struct TlsSeen {
     state_units: u64,
 }
 
-/// TLS units on the link to an owner: (without a state, with one).
+/// What is on its way for one connection: TLS units on the link to the
+/// owner (without a state, with one), and server bytes on the LAN to the
+/// client.
 #[derive(Debug, Default, Clone, Copy)]
 struct Queued {
     retry: u64,
     state: u64,
+    to_client: u64,
 }
 
 /// A TLS unit's logged payload: its state's length first (0: none).
@@ -138,11 +158,15 @@ impl World {
         if s.src != CLIENT_IP || s.dst_port != TLS_PORT || s.payload_len == 0 {
             return;
         }
-        let primary = vip_index(s.dst)
-            .and_then(|a| self.addrs.get(a))
-            .is_some_and(|a| a.primary == to);
-        if primary {
-            self.tls_seen.entry(s.src_port).or_default().at_primary += s.payload_len as u64;
+        let Some(a) = vip_index(s.dst).and_then(|a| self.addrs.get(a)).copied() else {
+            return;
+        };
+        let seen = self.tls_seen.entry(s.src_port).or_default();
+        if a.primary == to {
+            seen.at_primary += s.payload_len as u64;
+        }
+        if a.owner == to {
+            seen.at_owner += s.payload_len as u64;
         }
     }
 
@@ -176,10 +200,24 @@ impl World {
         }
     }
 
-    /// TLS units on their way to an owner, per client port.
-    fn queued_tls_units(&self) -> BTreeMap<u16, Queued> {
+    /// TLS units on their way to an owner, and server bytes to the
+    /// client, per client port.
+    fn queued_tls(&self) -> BTreeMap<u16, Queued> {
         let mut q: BTreeMap<u16, Queued> = BTreeMap::new();
         for d in self.queue.values() {
+            if let Delivery::Lan {
+                to: super::Port::Client,
+                frame,
+                ..
+            } = d
+            {
+                if let Some(s) = hotpair_stack::seg::parse(frame)
+                    .filter(|s| s.src_port == TLS_PORT && s.dst == CLIENT_IP)
+                {
+                    q.entry(s.dst_port).or_default().to_client += s.payload_len as u64;
+                }
+                continue;
+            }
             let Delivery::Link {
                 to,
                 msg: LinkIn::Msg(channel, Msg::Unit(u)),
@@ -192,10 +230,10 @@ impl World {
                 continue;
             }
             let ip = hotpair_stack::smoltcp::wire::Ipv4Address::from(*channel);
-            if !vip_index(ip)
+            let to_owner = vip_index(ip)
                 .and_then(|a| self.addrs.get(a))
-                .is_some_and(|a| a.owner == *to)
-            {
+                .is_some_and(|a| a.owner == *to);
+            if !to_owner {
                 continue;
             }
             let e = q.entry(u.conn.client_port).or_default();
@@ -236,30 +274,36 @@ impl World {
             .copied()
             .unwrap_or_default();
         let queued = self
-            .queued_tls_units()
+            .queued_tls()
             .get(&c.local_port)
             .copied()
             .unwrap_or_default();
-        let tickets =
-            seen.state_units >= 2 || self.client.tls.tickets_received() > c.tickets_at_open;
+        let tickets = seen.state_units + queued.state >= 2
+            || self.client.tls.tickets_received() > c.tickets_at_open;
         let p = if !c.opened {
             TlsPhase::Earlier
         } else if c.done() {
             TlsPhase::After
-        } else if c.closed_by_us || c.replies_at.is_some() || c.server_closes {
+        } else if c.closed_by_us
+            || c.server_closes
+            // (A connection without requests has all its replies at once.)
+            || (c.replies_at.is_some() && !c.script.requests.is_empty())
+        {
             TlsPhase::Close
         } else if !c.received.is_empty() {
             TlsPhase::Reply
-        } else if c.next_req > 0 {
-            TlsPhase::Request
         } else if c.handshake_kind.is_some() {
-            if tickets {
-                TlsPhase::Tickets
-            } else {
+            if !tickets {
                 TlsPhase::ClientFinished
+            } else if c.next_req > 0 {
+                TlsPhase::Request
+            } else {
+                TlsPhase::Tickets
             }
         } else if c.wire_received > seen.retry_bytes {
             TlsPhase::FlightAtClient
+        } else if seen.state_units > 0 && queued.to_client > 0 {
+            TlsPhase::FlightSent
         } else if seen.state_units > 0 {
             TlsPhase::FlightLogged
         } else if queued.state > 0 {
@@ -272,6 +316,8 @@ impl World {
             TlsPhase::Tcp
         } else if seen.at_primary > 0 {
             TlsPhase::HelloAtPrimary
+        } else if seen.at_owner > 0 {
+            TlsPhase::HelloForwarded
         } else {
             TlsPhase::HelloSent
         };
