@@ -126,6 +126,8 @@ pub struct ClientConn {
     pub early_data_possible: bool,
     /// HTTPS: the server's early-data acceptance, once the handshake is over.
     pub early_data_accepted: bool,
+    /// HTTPS: bytes of 0-RTT data the client wrote (`script.early_data`).
+    pub early_data_sent: usize,
     /// HTTPS: how the handshake went (full, with a HelloRetryRequest,
     /// resumed), once it is over at the client.
     pub handshake_kind: Option<rustls::HandshakeKind>,
@@ -255,10 +257,24 @@ impl ClientConn {
         self.opened = true;
         self.state = tcp::State::SynSent;
         if self.script.tls {
+            let mut o = tls.connect(self.script.hello_retry, self.script.early_data);
+            // After `connect`: another server's tickets it fetched are not
+            // this connection's.
             self.tickets_at_open = tls.tickets_received();
-            let o = tls.connect(self.script.hello_retry);
             self.offered_ticket = o.offered_ticket;
             self.early_data_possible = o.early_data_possible;
+            if self.script.early_data {
+                // The first request as 0-RTT data, besides (not instead of)
+                // its ordinary sending after the handshake: a node that
+                // took the early data would run it twice.
+                if let (Some(mut w), Some(r)) = (o.conn.early_data(), self.script.requests.first())
+                {
+                    use std::io::Write;
+                    if w.write_all(r).is_ok() {
+                        self.early_data_sent = r.len();
+                    }
+                }
+            }
             self.tls = Some(Box::new(o.conn));
         }
     }
@@ -477,6 +493,7 @@ impl Client {
                 offered_ticket: false,
                 early_data_possible: false,
                 early_data_accepted: false,
+                early_data_sent: 0,
                 handshake_kind: None,
                 tickets_at_open: 0,
             });

@@ -58,6 +58,12 @@ pub struct ConnScript {
     /// HTTPS: the client's first key share is for a group the server does
     /// not serve, so the server answers with a HelloRetryRequest.
     pub hello_retry: bool,
+    /// HTTPS: the client holds a ticket from another server (same name and
+    /// certificate) that invites 0-RTT, offers it, and sends its first
+    /// request as early data too; the node must refuse both (a full
+    /// handshake, the early data skipped, never executed), and the client
+    /// sends the request again after the handshake.
+    pub early_data: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +148,7 @@ pub fn all() -> Vec<Scenario> {
         key_update: false,
         after: None,
         hello_retry: false,
+        early_data: false,
     };
     let mut upload =
         format!("POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/octet-stream\r\nContent-Length: {UPLOAD_LEN}\r\n\r\n")
@@ -347,6 +354,7 @@ pub fn syn_cookies() -> Scenario {
         key_update: false,
         after: None,
         hello_retry: false,
+        early_data: false,
     };
     Scenario {
         name: "syn-cookies",

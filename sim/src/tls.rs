@@ -33,6 +33,10 @@ pub const SERVER_NAME: &str = "hotpair.test";
 struct Pki {
     server: Arc<TlsServerConfig>,
     roots: Arc<RootCertStore>,
+    /// Another server with the same certificate that does invite 0-RTT
+    /// (plain rustls, its own stateful sessions): where a client gets a
+    /// ticket that offers early data to our nodes.
+    inviting: Arc<rustls::ServerConfig>,
 }
 
 fn pki() -> &'static Pki {
@@ -68,9 +72,24 @@ fn pki() -> &'static Pki {
         roots
             .add(CertificateDer::from(ca.der().to_vec()))
             .expect("the CA as a root");
+        #[allow(deprecated)] // ring's provider: see hotpair-tls' config.rs
+        let ring = rustls::crypto::ring::default_provider();
+        let mut inviting = rustls::ServerConfig::builder_with_provider(Arc::new(ring))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+                    .expect("the server key"),
+            )
+            .expect("the inviting server's configuration");
+        inviting.max_early_data_size = 16384;
+        inviting.alpn_protocols = vec![b"http/1.1".to_vec()];
         Pki {
             server: Arc::new(server),
             roots: Arc::new(roots),
+            inviting: Arc::new(inviting),
         }
     })
 }
@@ -94,6 +113,45 @@ pub struct ClientTls {
     /// Offers a key share for a group the server does not serve first: the
     /// server answers with a HelloRetryRequest for X25519.
     retry: Arc<ClientConfig>,
+}
+
+/// Get a ticket from the server that invites 0-RTT (a whole handshake in
+/// memory, `config`'s store keeps the ticket).
+fn inviting_ticket(config: &Arc<ClientConfig>) {
+    let mut c = ClientConnection::new(
+        Arc::clone(config),
+        ServerName::try_from(SERVER_NAME).expect("a DNS name"),
+    )
+    .expect("a client connection");
+    let mut s =
+        rustls::ServerConnection::new(Arc::clone(&pki().inviting)).expect("a server connection");
+    // Back and forth until neither has anything to say (the tickets come
+    // after the client's Finished).
+    for _ in 0..8 {
+        let mut wire = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut wire).expect("client bytes");
+        }
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            s.read_tls(&mut rd).expect("server reads");
+        }
+        s.process_new_packets()
+            .expect("the inviting server's handshake");
+        wire.clear();
+        while s.wants_write() {
+            s.write_tls(&mut wire).expect("server bytes");
+        }
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).expect("client reads");
+        }
+        c.process_new_packets().expect("the client's handshake");
+        if !c.is_handshaking() && !c.wants_write() && !s.wants_write() {
+            break;
+        }
+    }
+    assert!(!c.is_handshaking(), "the inviting server's handshake ends");
 }
 
 /// A client connection as [`ClientTls::connect`] opened it.
@@ -147,10 +205,14 @@ impl ClientTls {
     }
 
     /// A new connection to the simulation's server; `retry`: its first key
-    /// share is for a group the server does not serve.
-    pub fn connect(&self, retry: bool) -> Opened {
-        let taken = self.store.taken.load(Ordering::Relaxed);
+    /// share is for a group the server does not serve; `foreign_ticket`:
+    /// it offers a ticket from another server, one that invites 0-RTT.
+    pub fn connect(&self, retry: bool, foreign_ticket: bool) -> Opened {
         let config = if retry { &self.retry } else { &self.plain };
+        if foreign_ticket {
+            inviting_ticket(config);
+        }
+        let taken = self.store.taken.load(Ordering::Relaxed);
         let mut conn = ClientConnection::new(
             Arc::clone(config),
             ServerName::try_from(SERVER_NAME).expect("a DNS name"),
@@ -284,6 +346,7 @@ pub fn scenarios() -> Vec<Scenario> {
         key_update: false,
         after: None,
         hello_retry: false,
+        early_data: false,
     };
     vec![
         Scenario {
@@ -398,6 +461,23 @@ pub fn scenarios() -> Vec<Scenario> {
                     vec![
                         get("/static/1k.bin", ""),
                         get("/non-deterministic/x?size=5000", ""),
+                    ],
+                    Sending::OneByOne,
+                    Close::AfterReplies,
+                )
+            }],
+        },
+        Scenario {
+            name: "tls-early-data",
+            files_policy: Policy::Static,
+            max_half_open: None,
+            what: "HTTPS 0-RTT refused: the client offers another server's ticket that invites early data and sends a logged (generate) GET as 0-RTT data; the node does a full handshake and skips the early data; the client sends the GET again, then GET /static/1k.bin",
+            conns: vec![ConnScript {
+                early_data: true,
+                ..one(
+                    vec![
+                        get("/non-deterministic/x?size=5000", ""),
+                        get("/static/1k.bin", ""),
                     ],
                     Sending::OneByOne,
                     Close::AfterReplies,

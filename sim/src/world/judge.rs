@@ -486,14 +486,25 @@ fn check_replies(
 }
 
 /// An HTTPS connection's handshake, as the client saw it: resumed when
-/// its ClientHello offered a ticket (whichever node answered: both hold
-/// the ticket key, and a survivor that re-runs the handshake from the
-/// logged ClientHello resumes it as well), with a HelloRetryRequest when
-/// its first key share was one the server does not serve, else full; and
-/// never 0-RTT (replayable: the server's tickets must not allow it).
+/// its ClientHello offered one of our tickets (whichever node answered:
+/// both hold the ticket key, and a survivor that re-runs the handshake
+/// from the logged ClientHello resumes it as well), with a
+/// HelloRetryRequest when its first key share was one the server does not
+/// serve, else full (another server's ticket, offered with 0-RTT data, is
+/// refused); and never 0-RTT (replayable: our tickets must not allow it,
+/// and early data offered is not accepted — that it is not executed
+/// either, the handler counts and the replies say).
 fn check_handshake(i: &str, c: &crate::client::ClientConn, v: &mut Vec<String>) {
     use rustls::HandshakeKind as K;
-    if c.early_data_possible {
+    if c.script.early_data {
+        // The scenario's premise: the other server's ticket let the client
+        // send its request as 0-RTT data.
+        if c.early_data_sent == 0 {
+            v.push(format!(
+                "tls: connection {i}: the client could not send 0-RTT data (the scenario tests nothing)"
+            ));
+        }
+    } else if c.early_data_possible {
         v.push(format!(
             "tls: connection {i}: the session ticket it offered allows 0-RTT data (the server must refuse early data)"
         ));
@@ -506,7 +517,7 @@ fn check_handshake(i: &str, c: &crate::client::ClientConn, v: &mut Vec<String>) 
     let Some(kind) = c.handshake_kind else {
         return;
     };
-    let want = if c.offered_ticket {
+    let want = if c.offered_ticket && !c.script.early_data {
         K::Resumed
     } else if c.script.hello_retry {
         K::FullWithHelloRetryRequest
