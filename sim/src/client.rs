@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Context, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
@@ -18,6 +18,7 @@ use smoltcp::wire::{
 use crate::node::{vip, vip_index, PORT, TLS_PORT};
 use crate::reply;
 use crate::scenario::{Close, ConnScript, Sending};
+use crate::tls::ClientTls;
 
 pub const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x64]);
 pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 77, 0, 100);
@@ -113,6 +114,26 @@ pub struct ClientConn {
     pub wire_received: u64,
     /// HTTPS: TLS failed (`abnormal` says why); rustls is not called again.
     tls_failed: bool,
+    /// The socket is connecting or connected (a connection with
+    /// `script.after` waits for that one to be done).
+    pub opened: bool,
+    /// HTTPS: ciphertext bytes handed to the socket.
+    pub wire_sent: u64,
+    /// HTTPS: its ClientHello offered a session ticket.
+    pub offered_ticket: bool,
+    /// HTTPS: rustls could have sent 0-RTT data on it (a ticket that
+    /// allows early data).
+    pub early_data_possible: bool,
+    /// HTTPS: the server's early-data acceptance, once the handshake is over.
+    pub early_data_accepted: bool,
+    /// HTTPS: bytes of 0-RTT data the client wrote (`script.early_data`).
+    pub early_data_sent: usize,
+    /// HTTPS: how the handshake went (full, with a HelloRetryRequest,
+    /// resumed), once it is over at the client.
+    pub handshake_kind: Option<rustls::HandshakeKind>,
+    /// HTTPS: the client's session tickets (all its connections) when
+    /// this one was opened.
+    pub tickets_at_open: u64,
 }
 
 impl ClientConn {
@@ -121,6 +142,12 @@ impl ClientConn {
     }
 
     pub fn describe(&self) -> String {
+        if !self.opened {
+            return format!(
+                "port {} not opened (waits for connection {:?})",
+                self.local_port, self.script.after
+            );
+        }
         format!(
             "port {} state {} sent {}/{} requests ({} of {} bytes written), {} of {} replies complete, {} bytes received",
             self.local_port,
@@ -168,6 +195,7 @@ impl ClientConn {
                 break;
             }
             self.wire_pos += n;
+            self.wire_sent += n as u64;
             moved = true;
         }
         if self.wire_pos == self.wire_out.len() {
@@ -201,6 +229,10 @@ impl ClientConn {
                 self.abnormal.get_or_insert(why);
                 break;
             }
+            if self.handshake_kind.is_none() && !t.is_handshaking() {
+                self.handshake_kind = t.handshake_kind();
+                self.early_data_accepted = t.is_early_data_accepted();
+            }
             let mut buf = [0u8; 16384];
             loop {
                 use std::io::Read;
@@ -212,8 +244,46 @@ impl ClientConn {
         }
     }
 
+    /// Connect its socket (and, on HTTPS, start its TLS client).
+    fn open(&mut self, sock: &mut tcp::Socket<'_>, cx: &mut Context, tls: &ClientTls) {
+        // HTTPS on its own port of the same address.
+        let port = if self.script.tls { TLS_PORT } else { PORT };
+        sock.connect(
+            cx,
+            IpEndpoint::new(IpAddress::Ipv4(vip(self.script.address)), port),
+            self.local_port,
+        )
+        .expect("connecting a fresh socket");
+        self.opened = true;
+        self.state = tcp::State::SynSent;
+        if self.script.tls {
+            let mut o = tls.connect(self.script.hello_retry, self.script.early_data);
+            // After `connect`: another server's tickets it fetched are not
+            // this connection's.
+            self.tickets_at_open = tls.tickets_received();
+            self.offered_ticket = o.offered_ticket;
+            self.early_data_possible = o.early_data_possible;
+            if self.script.early_data {
+                // The first request as 0-RTT data, besides (not instead of)
+                // its ordinary sending after the handshake: a node that
+                // took the early data would run it twice.
+                if let (Some(mut w), Some(r)) = (o.conn.early_data(), self.script.requests.first())
+                {
+                    use std::io::Write;
+                    if w.write_all(r).is_ok() {
+                        self.early_data_sent = r.len();
+                    }
+                }
+            }
+            self.tls = Some(Box::new(o.conn));
+        }
+    }
+
     /// Move the script along; returns whether anything moved.
     fn drive(&mut self, sock: &mut tcp::Socket<'_>, now: Duration) -> bool {
+        if !self.opened {
+            return false;
+        }
         let mut moved = false;
         let st = sock.state();
         if st != self.state {
@@ -359,6 +429,8 @@ impl ClientConn {
 }
 
 pub struct Client {
+    /// The client's TLS configurations and session store.
+    pub tls: ClientTls,
     iface: Interface,
     nic: Nic,
     sockets: SocketSet<'static>,
@@ -386,20 +458,13 @@ impl Client {
         });
         let mut sockets = SocketSet::new(Vec::new());
         let mut conns = Vec::new();
+        let tls = ClientTls::new();
         for (i, script) in scripts.iter().enumerate() {
-            let mut s = tcp::Socket::new(
+            let s = tcp::Socket::new(
                 tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
                 tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             );
             let local_port = FIRST_PORT + i as u16;
-            // HTTPS on its own port of the same address.
-            let port = if script.tls { TLS_PORT } else { PORT };
-            s.connect(
-                iface.context(),
-                IpEndpoint::new(IpAddress::Ipv4(vip(script.address)), port),
-                local_port,
-            )
-            .expect("connecting a fresh socket");
             let handle = sockets.add(s);
             conns.push(ClientConn {
                 script: script.clone(),
@@ -414,16 +479,28 @@ impl Client {
                 parse_error: None,
                 closed_by_us: false,
                 established: false,
-                state: tcp::State::SynSent,
+                state: tcp::State::Closed,
                 abnormal: None,
                 replies_at: None,
                 done_at: None,
-                tls: script.tls.then(|| Box::new(crate::tls::client())),
+                tls: None,
                 wire_out: Vec::new(),
                 wire_pos: 0,
                 wire_received: 0,
                 tls_failed: false,
+                opened: false,
+                wire_sent: 0,
+                offered_ticket: false,
+                early_data_possible: false,
+                early_data_accepted: false,
+                early_data_sent: 0,
+                handshake_kind: None,
+                tickets_at_open: 0,
             });
+        }
+        for c in conns.iter_mut().filter(|c| c.script.after.is_none()) {
+            let sock = sockets.get_mut::<tcp::Socket>(c.handle);
+            c.open(sock, iface.context(), &tls);
         }
         // smoltcp sends one ARP request a second across all addresses
         // (its neighbour cache's rate limit), so a connection to a second
@@ -450,6 +527,7 @@ impl Client {
             })
             .collect();
         Client {
+            tls,
             iface,
             nic,
             sockets,
@@ -525,6 +603,17 @@ impl Client {
             for c in &mut self.conns {
                 let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
                 moved |= c.drive(s, now);
+            }
+            // Connections waiting for one that is now done open.
+            for i in 0..self.conns.len() {
+                let c = &self.conns[i];
+                if c.opened || !c.script.after.is_some_and(|a| self.conns[a].done()) {
+                    continue;
+                }
+                let c = &mut self.conns[i];
+                let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+                c.open(s, self.iface.context(), &self.tls);
+                moved = true;
             }
             if (r == PollResult::None && !moved) || rounds > 10_000 {
                 break;

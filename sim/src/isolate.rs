@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::matrix::run_all;
 use crate::scenario::{self, Expectations};
 use crate::topology::Topology;
-use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, Variant};
+use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, TlsPhase, Variant};
 
 /// How to start a worker: the test binary and the arguments that select
 /// its worker test.
@@ -114,7 +114,7 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     })
 }
 
-fn stats_fields(s: &RunStats) -> [u64; 22] {
+fn stats_fields(s: &RunStats) -> [u64; 26] {
     [
         s.lan_frames,
         s.lan_lost,
@@ -138,6 +138,10 @@ fn stats_fields(s: &RunStats) -> [u64; 22] {
         s.app_reexecuted,
         s.app_refused,
         s.relinks,
+        s.tls_full,
+        s.tls_retried,
+        s.tls_resumed,
+        s.tls_tickets_offered,
     ]
 }
 
@@ -166,6 +170,10 @@ fn stats_from(v: &[u64]) -> Option<RunStats> {
         app_reexecuted: g(19)?,
         app_refused: g(20)?,
         relinks: g(21)?,
+        tls_full: g(22)?,
+        tls_retried: g(23)?,
+        tls_resumed: g(24)?,
+        tls_tickets_offered: g(25)?,
     })
 }
 
@@ -181,8 +189,12 @@ pub fn outcome_line(o: &Outcome) -> String {
         .map(|v| v.replace(['\t', '\n', SEP], " "))
         .collect();
     let runs: Vec<String> = o.handler_runs.iter().map(u64::to_string).collect();
+    let phase = o
+        .kill_phase
+        .and_then(|p| TlsPhase::ALL.iter().position(|&q| q == p))
+        .map(|i| i as u64);
     format!(
-        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         opt(o.done_step),
         opt(o.done_time.map(|d| d.as_nanos() as u64)),
         o.steps,
@@ -190,12 +202,14 @@ pub fn outcome_line(o: &Outcome) -> String {
         o.wall.as_micros() as u64,
         runs.join(","),
         stats.join(","),
+        opt(phase),
+        opt(o.focus_syn_step),
         violations.join(&SEP.to_string())
     )
 }
 
 pub fn parse_outcome(line: &str) -> Option<Outcome> {
-    let f: Vec<&str> = line.splitn(8, '\t').collect();
+    let f: Vec<&str> = line.splitn(10, '\t').collect();
     let opt = |s: &str| -> Option<Option<u64>> {
         if s == "-" {
             Some(None)
@@ -208,7 +222,11 @@ pub fn parse_outcome(line: &str) -> Option<Outcome> {
         .split(',')
         .map(|v| v.parse().ok())
         .collect::<Option<_>>()?;
-    let violations = match f.get(7) {
+    let kill_phase = match opt(f.get(7)?)? {
+        None => None,
+        Some(i) => Some(*TlsPhase::ALL.get(usize::try_from(i).ok()?)?),
+    };
+    let violations = match f.get(9) {
         Some(v) if !v.is_empty() => v.split(SEP).map(str::to_owned).collect(),
         _ => Vec::new(),
     };
@@ -226,6 +244,8 @@ pub fn parse_outcome(line: &str) -> Option<Outcome> {
         stats: stats_from(&stats)?,
         violations,
         fingerprint: None,
+        kill_phase,
+        focus_syn_step: opt(f.get(8)?)?,
     })
 }
 
@@ -301,6 +321,8 @@ pub fn run_isolated(specs: &[RunSpec], threads: usize, iso: &Isolation) -> Vec<O
                             fingerprint: None,
                             handler_runs: Vec::new(),
                             wall: Duration::ZERO,
+                            kill_phase: None,
+                            focus_syn_step: None,
                         });
                         let mut q = queue.lock().expect("queue");
                         for &j in batch[k + 1..].iter().rev() {
@@ -407,11 +429,14 @@ mod tests {
                 lan_frames: 7,
                 promoted: true,
                 late_rsts: 3,
+                tls_resumed: 2,
                 ..RunStats::default()
             },
             fingerprint: None,
             handler_runs: vec![1, 2, 3],
             wall: Duration::from_millis(5),
+            kill_phase: Some(TlsPhase::FlightLogged),
+            focus_syn_step: Some(7),
         };
         let back = parse_outcome(&outcome_line(&o)).expect("parses");
         assert_eq!(back.done_step, Some(42));
@@ -428,14 +453,22 @@ mod tests {
         );
         assert_eq!(back.handler_runs, [1, 2, 3]);
         assert_eq!(back.wall, o.wall);
+        assert_eq!(back.stats.tls_resumed, 2);
+        assert_eq!(
+            (back.kill_phase, back.focus_syn_step),
+            (Some(TlsPhase::FlightLogged), Some(7))
+        );
         let none = Outcome {
             done_step: None,
             done_time: None,
             violations: vec![],
+            kill_phase: None,
+            focus_syn_step: None,
             ..o
         };
         let back = parse_outcome(&outcome_line(&none)).expect("parses");
         assert!(back.done_step.is_none() && back.violations.is_empty());
+        assert!(back.kill_phase.is_none() && back.focus_syn_step.is_none());
 
         let mut cache = ExpectCache::new();
         for key in [

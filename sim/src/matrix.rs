@@ -14,7 +14,9 @@ use crate::isolate::{run_isolated, Isolation};
 use crate::node::Who;
 use crate::scenario::Scenario;
 use crate::topology::Topology;
-use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, Variant, World};
+use crate::world::{
+    expectations_for, Kill, Net, Outcome, RunSpec, RunStats, TlsPhase, Variant, World,
+};
 
 /// Which kill steps to try.
 #[derive(Debug, Clone, Copy)]
@@ -31,16 +33,18 @@ pub enum Points {
     /// run with offsets 0..stride give every pair every step once between
     /// them.
     Every { stride: u64, offset: u64 },
-    /// Every step of `from..from + dense` (where a scenario's connections
-    /// start: the HTTPS scenarios' handshakes), then `spaced` steps evenly
-    /// spread over the rest after it.
-    Window { from: u64, dense: u64, spaced: u64 },
+    /// Every step of `dense` steps from `lead` steps before the first SYN
+    /// of the scenario's (last) HTTPS connection (see
+    /// [`Outcome::focus_syn_step`]) — its handshake and first records —
+    /// then `spaced` steps evenly spread over the rest after it.
+    Window { lead: u64, dense: u64, spaced: u64 },
 }
 
 impl Points {
     /// The kill steps of a scenario `len` steps long, for the `rotation`-th
     /// (victim, variant) pair.
-    pub fn select(self, len: u64, rotation: u64) -> Vec<u64> {
+    /// `origin` is where a [`Points::Window`] is counted from.
+    pub fn select(self, len: u64, rotation: u64, origin: u64) -> Vec<u64> {
         match self {
             Points::All => (0..len).collect(),
             Points::Every { stride, offset } => {
@@ -50,10 +54,11 @@ impl Points {
                     .collect()
             }
             Points::Window {
-                from,
+                lead,
                 dense,
                 spaced,
             } => {
+                let from = origin.saturating_sub(lead);
                 let end = (from + dense).min(len);
                 let mut v: Vec<u64> = (from.min(len)..end).collect();
                 let rest = len - end;
@@ -178,6 +183,9 @@ pub struct Report {
     pub modes: Vec<ModeReport>,
     /// Coverage: how often each takeover branch was exercised.
     pub coverage: Coverage,
+    /// HTTPS: kill runs per scenario and the phase their victim's
+    /// connection was in (see [`TlsPhase`]).
+    pub phases: BTreeMap<&'static str, BTreeMap<TlsPhase, u64>>,
     pub summary: String,
 }
 
@@ -198,6 +206,10 @@ pub struct Coverage {
     pub logged_before_kill: u64,
     pub late_rsts: u64,
     pub link_stalls: u64,
+    pub tls_full: u64,
+    pub tls_retried: u64,
+    pub tls_resumed: u64,
+    pub tls_tickets_offered: u64,
 }
 
 impl Coverage {
@@ -217,6 +229,10 @@ impl Coverage {
         self.logged_before_kill += u64::from(s.logged_before_kill > 0);
         self.late_rsts += s.late_rsts;
         self.link_stalls += s.link_stalls;
+        self.tls_full += s.tls_full;
+        self.tls_retried += s.tls_retried;
+        self.tls_resumed += s.tls_resumed;
+        self.tls_tickets_offered += s.tls_tickets_offered;
     }
 }
 
@@ -390,10 +406,20 @@ pub fn run_matrix(cfg: &MatrixConfig) -> Report {
             continue;
         };
         let pairs = mode.victims.len() * mode.variants.len();
-        let per_pair: Vec<Vec<u64>> = (0..pairs as u64).map(|r| points.select(len, r)).collect();
+        let origin = out.focus_syn_step.unwrap_or(0);
+        let per_pair: Vec<Vec<u64>> = (0..pairs as u64)
+            .map(|r| points.select(len, r, origin))
+            .collect();
         let runs: usize = per_pair.iter().map(Vec::len).sum();
         let kind = match points {
             Points::Every { stride, .. } => format!(" (every {stride}th step, rotating)"),
+            Points::Window { lead, dense, .. } => {
+                let from = origin.saturating_sub(lead);
+                format!(
+                    " (every step of {from}..{}: from {lead} before its last HTTPS connection's SYN at step {origin})",
+                    from + dense
+                )
+            }
             _ => String::new(),
         };
         report.plan.push(format!(
@@ -493,6 +519,14 @@ impl Report {
     fn record(&mut self, mode: usize, spec: &RunSpec, out: &Outcome) {
         self.runs += 1;
         self.coverage.add(&out.stats);
+        if let (Some(_), Some(p)) = (spec.kill, out.kill_phase) {
+            *self
+                .phases
+                .entry(spec.scenario.name)
+                .or_default()
+                .entry(p)
+                .or_default() += 1;
+        }
         let m = &mut self.modes[mode];
         m.runs += 1;
         m.run_time += out.wall;
@@ -526,6 +560,13 @@ impl Report {
             c.late_rsts,
             c.link_stalls
         ));
+        if c.tls_full + c.tls_retried + c.tls_resumed > 0 {
+            s.push_str(&format!(
+                "sim: TLS handshakes at the client: {} full, {} with a HelloRetryRequest, {} resumed; {} ClientHellos offered a session ticket\n",
+                c.tls_full, c.tls_retried, c.tls_resumed, c.tls_tickets_offered
+            ));
+        }
+        s.push_str(&self.phase_table());
         // Failures grouped by the kind of their first violation (numbers
         // blanked out), a few examples each.
         let mut kinds: BTreeMap<String, Vec<&Failure>> = BTreeMap::new();
@@ -551,6 +592,50 @@ impl Report {
         }
         s.push_str(&self.summary);
         s.push('\n');
+        s
+    }
+}
+
+impl Report {
+    /// HTTPS: a table of kill runs by the phase the victim's connection
+    /// was in (rows) per scenario (columns) and in total; empty without
+    /// HTTPS scenarios.
+    pub fn phase_table(&self) -> String {
+        if self.phases.is_empty() {
+            return String::new();
+        }
+        let names: Vec<&str> = self.phases.keys().copied().collect();
+        let width = |n: &str| n.len().max(6);
+        let mut s = format!(
+            "sim: kill runs by the phase of the victim's HTTPS connection (a resumption's second one) at the kill\nsim: {:<22}",
+            "phase"
+        );
+        for n in &names {
+            s.push_str(&format!(" {:>w$}", n, w = width(n)));
+        }
+        s.push_str(&format!(" {:>7}\n", "total"));
+        let mut totals = vec![0u64; names.len()];
+        for p in TlsPhase::ALL {
+            let row: Vec<u64> = names
+                .iter()
+                .map(|n| self.phases[n].get(&p).copied().unwrap_or(0))
+                .collect();
+            let sum: u64 = row.iter().sum();
+            if sum == 0 {
+                continue;
+            }
+            s.push_str(&format!("sim: {:<22}", p.name()));
+            for ((n, v), t) in names.iter().zip(&row).zip(totals.iter_mut()) {
+                s.push_str(&format!(" {:>w$}", v, w = width(n)));
+                *t += v;
+            }
+            s.push_str(&format!(" {sum:>7}\n"));
+        }
+        s.push_str(&format!("sim: {:<22}", "total"));
+        for (n, t) in names.iter().zip(&totals) {
+            s.push_str(&format!(" {:>w$}", t, w = width(n)));
+        }
+        s.push_str(&format!(" {:>7}\n", totals.iter().sum::<u64>()));
         s
     }
 }

@@ -51,6 +51,19 @@ pub struct ConnScript {
     /// HTTPS: before each request after the first, the client sends a
     /// KeyUpdate asking the server to update too.
     pub key_update: bool,
+    /// Opened once connection `after` (an index into the scenario's
+    /// connections) is done, not at time zero: an HTTPS connection then
+    /// offers the session ticket an earlier one was given (resumption).
+    pub after: Option<usize>,
+    /// HTTPS: the client's first key share is for a group the server does
+    /// not serve, so the server answers with a HelloRetryRequest.
+    pub hello_retry: bool,
+    /// HTTPS: the client holds a ticket from another server (same name and
+    /// certificate) that invites 0-RTT, offers it, and sends its first
+    /// request as early data too; the node must refuse both (a full
+    /// handshake, the early data skipped, never executed), and the client
+    /// sends the request again after the handshake.
+    pub early_data: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +146,9 @@ pub fn all() -> Vec<Scenario> {
         address: 0,
         tls: false,
         key_update: false,
+        after: None,
+        hello_retry: false,
+        early_data: false,
     };
     let mut upload =
         format!("POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/octet-stream\r\nContent-Length: {UPLOAD_LEN}\r\n\r\n")
@@ -336,6 +352,9 @@ pub fn syn_cookies() -> Scenario {
         address: 0,
         tls: false,
         key_update: false,
+        after: None,
+        hello_retry: false,
+        early_data: false,
     };
     Scenario {
         name: "syn-cookies",

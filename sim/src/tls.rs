@@ -9,13 +9,19 @@
 //! so a replayed HTTPS run takes the same steps but its fingerprint (event
 //! hashes) is not reproducible.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hotpair_tls::{TicketKey, TlsServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PKCS_ED25519};
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue,
+};
+use rustls::crypto::{ActiveKeyExchange, CryptoProvider, SharedSecret, SupportedKxGroup};
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::{ClientConfig, ClientConnection, NamedGroup, RootCertStore};
 
 use crate::scenario::{Close, ConnScript, Scenario, Sending};
 use hotpair_replicator::Policy;
@@ -26,7 +32,11 @@ pub const SERVER_NAME: &str = "hotpair.test";
 
 struct Pki {
     server: Arc<TlsServerConfig>,
-    client: Arc<ClientConfig>,
+    roots: Arc<RootCertStore>,
+    /// Another server with the same certificate that does invite 0-RTT
+    /// (plain rustls, its own stateful sessions): where a client gets a
+    /// ticket that offers early data to our nodes.
+    inviting: Arc<rustls::ServerConfig>,
 }
 
 fn pki() -> &'static Pki {
@@ -63,16 +73,23 @@ fn pki() -> &'static Pki {
             .add(CertificateDer::from(ca.der().to_vec()))
             .expect("the CA as a root");
         #[allow(deprecated)] // ring's provider: see hotpair-tls' config.rs
-        let provider = rustls::crypto::ring::default_provider();
-        let mut client = ClientConfig::builder_with_provider(Arc::new(provider))
+        let ring = rustls::crypto::ring::default_provider();
+        let mut inviting = rustls::ServerConfig::builder_with_provider(Arc::new(ring))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("TLS 1.3")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+                    .expect("the server key"),
+            )
+            .expect("the inviting server's configuration");
+        inviting.max_early_data_size = 16384;
+        inviting.alpn_protocols = vec![b"http/1.1".to_vec()];
         Pki {
             server: Arc::new(server),
-            client: Arc::new(client),
+            roots: Arc::new(roots),
+            inviting: Arc::new(inviting),
         }
     })
 }
@@ -82,13 +99,233 @@ pub fn server_config() -> Arc<TlsServerConfig> {
     Arc::clone(&pki().server)
 }
 
-/// A new client connection to the simulation's server.
-pub fn client() -> ClientConnection {
-    ClientConnection::new(
-        Arc::clone(&pki().client),
+/// The TLS side of one simulated client (one per run): its rustls
+/// configurations and its own session store. The store is the client's,
+/// not the process's: rustls' default is one in-memory cache per
+/// `ClientConfig`, and a configuration shared by every run in a process
+/// let a run resume with a ticket an earlier run was given — its handshake
+/// then depended on which runs the process had made before (a baseline and
+/// its kill runs no longer took the same steps).
+pub struct ClientTls {
+    store: Arc<CountingStore>,
+    /// Offers an X25519 key share first (what the server picks).
+    plain: Arc<ClientConfig>,
+    /// Offers a key share for a group the server does not serve first: the
+    /// server answers with a HelloRetryRequest for X25519.
+    retry: Arc<ClientConfig>,
+}
+
+/// Get a ticket from the server that invites 0-RTT (a whole handshake in
+/// memory, `config`'s store keeps the ticket).
+fn inviting_ticket(config: &Arc<ClientConfig>) {
+    let mut c = ClientConnection::new(
+        Arc::clone(config),
         ServerName::try_from(SERVER_NAME).expect("a DNS name"),
     )
-    .expect("a client connection")
+    .expect("a client connection");
+    let mut s =
+        rustls::ServerConnection::new(Arc::clone(&pki().inviting)).expect("a server connection");
+    // Back and forth until neither has anything to say (the tickets come
+    // after the client's Finished).
+    for _ in 0..8 {
+        let mut wire = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut wire).expect("client bytes");
+        }
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            s.read_tls(&mut rd).expect("server reads");
+        }
+        s.process_new_packets()
+            .expect("the inviting server's handshake");
+        wire.clear();
+        while s.wants_write() {
+            s.write_tls(&mut wire).expect("server bytes");
+        }
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).expect("client reads");
+        }
+        c.process_new_packets().expect("the client's handshake");
+        if !c.is_handshaking() && !c.wants_write() && !s.wants_write() {
+            break;
+        }
+    }
+    assert!(!c.is_handshaking(), "the inviting server's handshake ends");
+}
+
+/// A client connection as [`ClientTls::connect`] opened it.
+pub struct Opened {
+    pub conn: ClientConnection,
+    /// Its ClientHello offers a session ticket (PSK) from an earlier
+    /// connection of this client.
+    pub offered_ticket: bool,
+    /// rustls would let it send 0-RTT data: the ticket it offers allows
+    /// early data (the server must never issue such a ticket).
+    pub early_data_possible: bool,
+}
+
+impl Default for ClientTls {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientTls {
+    pub fn new() -> Self {
+        let store = Arc::new(CountingStore::default());
+        #[allow(deprecated)] // ring's provider: see hotpair-tls' config.rs
+        let ring = rustls::crypto::ring::default_provider();
+        let config = |kx_groups: Vec<&'static dyn SupportedKxGroup>| {
+            let provider = CryptoProvider {
+                kx_groups,
+                ..ring.clone()
+            };
+            let mut c = ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("TLS 1.3")
+                .with_root_certificates(Arc::clone(&pki().roots))
+                .with_no_client_auth();
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            c.resumption = Resumption::store(Arc::clone(&store) as Arc<dyn ClientSessionStore>);
+            // Asked for, so that a ticket allowing 0-RTT would show
+            // (`Opened::early_data_possible`); the server issues none.
+            c.enable_early_data = true;
+            Arc::new(c)
+        };
+        let plain = config(ring.kx_groups.clone());
+        let mut groups: Vec<&'static dyn SupportedKxGroup> = vec![&UNSERVED_GROUP];
+        groups.extend(ring.kx_groups.iter().copied());
+        let retry = config(groups);
+        ClientTls {
+            store,
+            plain,
+            retry,
+        }
+    }
+
+    /// A new connection to the simulation's server; `retry`: its first key
+    /// share is for a group the server does not serve; `foreign_ticket`:
+    /// it offers a ticket from another server, one that invites 0-RTT.
+    pub fn connect(&self, retry: bool, foreign_ticket: bool) -> Opened {
+        let config = if retry { &self.retry } else { &self.plain };
+        if foreign_ticket {
+            inviting_ticket(config);
+        }
+        let taken = self.store.taken.load(Ordering::Relaxed);
+        let mut conn = ClientConnection::new(
+            Arc::clone(config),
+            ServerName::try_from(SERVER_NAME).expect("a DNS name"),
+        )
+        .expect("a client connection");
+        let early_data_possible = conn.early_data().is_some();
+        Opened {
+            conn,
+            offered_ticket: self.store.taken.load(Ordering::Relaxed) > taken,
+            early_data_possible,
+        }
+    }
+
+    /// Session tickets the client has been given so far (all connections).
+    pub fn tickets_received(&self) -> u64 {
+        self.store.inserted.load(Ordering::Relaxed)
+    }
+}
+
+/// rustls' in-memory session store, counting the tickets put in and taken
+/// out (a ticket is taken when a ClientHello offers it).
+#[derive(Debug)]
+struct CountingStore {
+    inner: ClientSessionMemoryCache,
+    inserted: AtomicU64,
+    taken: AtomicU64,
+}
+
+impl Default for CountingStore {
+    fn default() -> Self {
+        CountingStore {
+            inner: ClientSessionMemoryCache::new(16),
+            inserted: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.inner.set_kx_hint(server_name, group);
+    }
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.kx_hint(server_name)
+    }
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(server_name, value);
+    }
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(server_name)
+    }
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(server_name);
+    }
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.inserted.fetch_add(1, Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(server_name, value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        let t = self.inner.take_tls13_ticket(server_name);
+        if t.is_some() {
+            self.taken.fetch_add(1, Ordering::Relaxed);
+        }
+        t
+    }
+}
+
+/// A key-exchange group the client offers first and the server's provider
+/// (ring: X25519, P-256, P-384) does not serve — P-521 — so that the server
+/// picks the client's next group, X25519, and, having no share for it,
+/// answers with a HelloRetryRequest. Its share is never used: the server
+/// cannot pick it, so `complete` is never reached (it refuses if it is).
+#[derive(Debug)]
+struct UnservedGroup;
+
+static UNSERVED_GROUP: UnservedGroup = UnservedGroup;
+
+/// An uncompressed point's length on P-521 (the share's length on the
+/// wire is what a real P-521 client would send).
+const P521_POINT_LEN: usize = 1 + 2 * 66;
+
+struct UnservedShare([u8; P521_POINT_LEN]);
+
+impl SupportedKxGroup for UnservedGroup {
+    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
+        let mut point = [0u8; P521_POINT_LEN];
+        point[0] = 4;
+        Ok(Box::new(UnservedShare(point)))
+    }
+    fn name(&self) -> NamedGroup {
+        NamedGroup::secp521r1
+    }
+}
+
+impl ActiveKeyExchange for UnservedShare {
+    fn complete(self: Box<Self>, _peer: &[u8]) -> Result<SharedSecret, rustls::Error> {
+        Err(rustls::Error::General(
+            "the simulation's P-521 share is only ever offered, never used".into(),
+        ))
+    }
+    fn pub_key(&self) -> &[u8] {
+        &self.0
+    }
+    fn group(&self) -> NamedGroup {
+        NamedGroup::secp521r1
+    }
 }
 
 fn get(path: &str, extra: &str) -> Vec<u8> {
@@ -107,6 +344,9 @@ pub fn scenarios() -> Vec<Scenario> {
         address: 0,
         tls: true,
         key_update: false,
+        after: None,
+        hello_retry: false,
+        early_data: false,
     };
     vec![
         Scenario {
@@ -185,6 +425,64 @@ pub fn scenarios() -> Vec<Scenario> {
                 Sending::OneByOne,
                 Close::AfterReplies,
             )],
+        },
+        Scenario {
+            name: "tls-resume",
+            files_policy: Policy::Static,
+            max_half_open: None,
+            what: "HTTPS resumption: a first connection (GET /static/1k.bin) is given session tickets; once it is closed a second one offers a ticket (PSK, resumed handshake) and sends GET /static/1k.bin, then a logged (generate) GET",
+            conns: vec![
+                one(
+                    vec![get("/static/1k.bin", "")],
+                    Sending::OneByOne,
+                    Close::AfterReplies,
+                ),
+                ConnScript {
+                    after: Some(0),
+                    ..one(
+                        vec![
+                            get("/static/1k.bin", ""),
+                            get("/non-deterministic/x?size=5000", ""),
+                        ],
+                        Sending::OneByOne,
+                        Close::AfterReplies,
+                    )
+                },
+            ],
+        },
+        Scenario {
+            name: "tls-hello-retry",
+            files_policy: Policy::Static,
+            max_half_open: None,
+            what: "HTTPS with a HelloRetryRequest: the client's first key share is P-521 (not served), the server asks for X25519; then GET /static/1k.bin and a logged (generate) GET",
+            conns: vec![ConnScript {
+                hello_retry: true,
+                ..one(
+                    vec![
+                        get("/static/1k.bin", ""),
+                        get("/non-deterministic/x?size=5000", ""),
+                    ],
+                    Sending::OneByOne,
+                    Close::AfterReplies,
+                )
+            }],
+        },
+        Scenario {
+            name: "tls-early-data",
+            files_policy: Policy::Static,
+            max_half_open: None,
+            what: "HTTPS 0-RTT refused: the client offers another server's ticket that invites early data and sends a logged (generate) GET as 0-RTT data; the node does a full handshake and skips the early data; the client sends the GET again, then GET /static/1k.bin",
+            conns: vec![ConnScript {
+                early_data: true,
+                ..one(
+                    vec![
+                        get("/non-deterministic/x?size=5000", ""),
+                        get("/static/1k.bin", ""),
+                    ],
+                    Sending::OneByOne,
+                    Close::AfterReplies,
+                )
+            }],
         },
         Scenario {
             name: "tls-and-http",

@@ -160,10 +160,13 @@ impl Topology {
         if n == 1 {
             return base;
         }
+        let per = base.conns.len();
         let conns = (0..n)
             .flat_map(|j| {
                 base.conns.iter().cloned().map(move |mut c| {
                     c.address = j;
+                    // Each address's copy waits for its own earlier connection.
+                    c.after = c.after.map(|i| i + j * per);
                     c
                 })
             })

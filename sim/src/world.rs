@@ -13,10 +13,12 @@
 
 mod faults;
 mod judge;
+mod phase;
 mod spec;
 mod trace;
 
 pub use faults::{LAN_OUTAGE, RELINK_DELAY, SETTLE};
+pub use phase::TlsPhase;
 pub use spec::{Kill, Net, RunSpec, Variant};
 use trace::{link_desc, stats_delta};
 
@@ -31,7 +33,7 @@ use hotpair_stack::smoltcp::wire::Ipv4Address;
 use sha2::{Digest, Sha256};
 use smoltcp::wire::EthernetAddress;
 
-use crate::client::{Client, CLIENT_MAC};
+use crate::client::{Client, CLIENT_MAC, FIRST_PORT};
 use crate::lan;
 use crate::node::{vip, vip_index, LinkIn, NodeSeeds, SimNode, Who};
 use crate::rng::{derive, Rng};
@@ -97,6 +99,13 @@ pub struct RunStats {
     pub app_refused: u64,
     /// Links made again after one was dropped.
     pub relinks: u64,
+    /// HTTPS handshakes the client completed: full, full with a
+    /// HelloRetryRequest, resumed (PSK); ClientHellos that offered a
+    /// session ticket.
+    pub tls_full: u64,
+    pub tls_retried: u64,
+    pub tls_resumed: u64,
+    pub tls_tickets_offered: u64,
 }
 
 /// The verdict of a run.
@@ -114,6 +123,13 @@ pub struct Outcome {
     pub handler_runs: Vec<u64>,
     /// Wall time the run took (for reports only; set by whoever ran it).
     pub wall: Duration,
+    /// HTTPS: the phase the victim's connection was in at the kill
+    /// (see [`TlsPhase`]).
+    pub kill_phase: Option<TlsPhase>,
+    /// HTTPS: the step at which the first SYN of the connection a kill is
+    /// judged by (the last HTTPS connection on the first address) left
+    /// the client: where its handshake's kill window is counted from.
+    pub focus_syn_step: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +212,12 @@ pub struct World {
     pulse: Option<Arc<AtomicU64>>,
     /// The LAN cut, the application, the database, the links' sessions.
     faults: faults::Faults,
+    /// HTTPS: what the nodes saw of each connection (by client port).
+    tls_seen: BTreeMap<u16, phase::TlsSeen>,
+    /// HTTPS: the phase of the victim's connection at the kill.
+    kill_phase: Option<TlsPhase>,
+    /// The step each client connection's first SYN left the client at.
+    syn_steps: Vec<Option<u64>>,
 }
 
 impl World {
@@ -238,6 +260,7 @@ impl World {
             }
         }
         let client = Client::new(derive(spec.seed, 3), &spec.scenario.conns, Duration::ZERO);
+        let syn_steps = vec![None; client.conns.len()];
         let addrs = topo.addresses();
         World {
             runs_at_kill: vec![vec![0; addrs.len()]; nodes.len()],
@@ -265,6 +288,9 @@ impl World {
             done_time: None,
             pulse: None,
             faults: faults::Faults::new(topo),
+            tls_seen: BTreeMap::new(),
+            kill_phase: None,
+            syn_steps,
         }
     }
 
@@ -431,6 +457,9 @@ impl World {
 
     fn kill(&mut self, k: Kill) {
         self.killed = true;
+        if self.spec.scenario.tls() {
+            self.kill_phase = self.tls_phase(k.victim);
+        }
         for (i, n) in self.nodes.iter().enumerate() {
             for a in 0..self.addrs.len() {
                 self.runs_at_kill[i][a] = n.as_ref().map_or(0, |n| n.handler_runs_for(a));
@@ -493,6 +522,9 @@ impl World {
                         self.run_client();
                     }
                     Port::Node(w) => {
+                        if from == Port::Client && self.spec.scenario.tls() {
+                            self.see_client_frame(w, &frame);
+                        }
                         let Some(n) = self.nodes[w.index()].as_mut() else {
                             return Ok(());
                         };
@@ -538,6 +570,9 @@ impl World {
                             self.finals_to_owner.insert((a, *conn, *index));
                         }
                     }
+                }
+                if self.spec.scenario.tls() {
+                    self.see_link_msg(to, &msg);
                 }
                 let now = self.now();
                 if let Some(n) = self.nodes[to.index()].as_mut() {
@@ -643,6 +678,15 @@ impl World {
         self.client
             .refresh_neighbor(self.t, |mac| alive.contains(&mac));
         let frames = self.client.poll(self.t);
+        for f in &frames {
+            let syn = hotpair_stack::seg::parse(f)
+                .filter(|s| s.has(hotpair_stack::seg::SYN) && s.src_port >= FIRST_PORT);
+            if let Some(at) =
+                syn.and_then(|s| self.syn_steps.get_mut(usize::from(s.src_port - FIRST_PORT)))
+            {
+                at.get_or_insert(self.step);
+            }
+        }
         for f in frames {
             let (step, t) = (self.step, self.t);
             self.wire.from_client(&f, step, t);

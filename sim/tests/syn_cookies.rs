@@ -81,7 +81,7 @@ fn a_cookie_connection_is_served_and_taken_over_like_any_other() {
             );
             for (r, victim) in topology.all_nodes().into_iter().enumerate() {
                 for (v, variant) in [Variant::Lost, Variant::Silent].into_iter().enumerate() {
-                    for step in points.select(len, (2 * r + v) as u64) {
+                    for step in points.select(len, (2 * r + v) as u64, 0) {
                         specs.push(matrix::spec(
                             topology,
                             &s,

@@ -4,15 +4,20 @@
 //! decrypted stream, and any TLS error at the client (an alert, a record
 //! that does not open: a duplicate or spliced record) or reset a failure.
 //!
-//! - `tls_smoke`: each scenario without failure in duplex and dual-role,
-//!   and in duplex with each node killed half-way.
-//! - `tls_matrix`: duplex, each node killed (both variants) at every step
-//!   from step 60 to 140 — the connection opens at step ~75 (1 s virtual),
-//!   so this is every step of the TCP and TLS handshakes and of the first
-//!   records (the ClientHello forwarded, the server flight logged,
-//!   acknowledged, sent; the client's Finished; the tickets; the first
-//!   request and reply) — then 10 evenly spaced steps after; one lossy
-//!   seed at 10 spaced steps; dual-role at 6 spaced steps.
+//! - `tls_smoke`: each scenario without failure in duplex and dual-role
+//!   (each connection's handshake as the scenario means it: full, with a
+//!   HelloRetryRequest, resumed), and in duplex with each node killed
+//!   half-way.
+//! - `tls_matrix`: duplex, each node killed (both variants) at every one
+//!   of 80 steps from 15 before the first SYN of the scenario's last HTTPS
+//!   connection (at step ~75, 1 s virtual, for a connection opened at the
+//!   start; right after the first is closed for a resumption's second) —
+//!   every step of the TCP and TLS handshakes and of the first records
+//!   (the ClientHello forwarded, a HelloRetryRequest, the server flight
+//!   logged, acknowledged, sent; the client's Finished; the tickets; the
+//!   first request and reply) — then 10 evenly spaced steps after; one
+//!   lossy seed at 10 spaced steps; dual-role at 6 spaced steps. It prints
+//!   the kill runs by the phase the victim's connection was in.
 //!   `SIM_ONLY=a,b` limits the scenarios, `SIM_THREADS` the parallelism.
 //! - `worker`: runs a batch in a child process (`hotpair_sim::isolate`).
 
@@ -47,16 +52,44 @@ fn tls_smoke() {
         .collect();
     let base = matrix::execute(&specs, hotpair_sim::sampled::threads(), Some(&iso));
     let mut kills = Vec::new();
+    let mut kinds_wrong = Vec::new();
     for (spec, out) in specs.iter().zip(&base) {
+        let st = &out.stats;
         println!(
-            "tls smoke: {:<9} {:<14} {} steps, {:.3}s virtual, violations {}",
+            "tls smoke: {:<9} {:<15} {} steps, {:.3}s virtual, handshakes full/retried/resumed {}/{}/{}, violations {}",
             spec.topology.name(),
             spec.scenario.name,
             out.done_step.unwrap_or(0),
             out.done_time.unwrap_or_default().as_secs_f64(),
+            st.tls_full,
+            st.tls_retried,
+            st.tls_resumed,
             out.violations.len()
         );
         failures.extend(Failure::of(spec, out));
+        // Without a failure every HTTPS connection's handshake is what its
+        // script means: one opened after another resumes with the ticket
+        // the earlier one was given, one whose first key share the server
+        // does not serve gets a HelloRetryRequest, the rest are full.
+        let tls = || spec.scenario.conns.iter().filter(|c| c.tls);
+        let want = (
+            tls()
+                .filter(|c| c.after.is_none() && !c.hello_retry)
+                .count() as u64,
+            tls().filter(|c| c.after.is_none() && c.hello_retry).count() as u64,
+            tls().filter(|c| c.after.is_some()).count() as u64,
+        );
+        // Another server's ticket (with 0-RTT) is offered and refused.
+        let foreign = tls().filter(|c| c.early_data).count() as u64;
+        let got = (st.tls_full, st.tls_retried, st.tls_resumed);
+        if got != want || st.tls_tickets_offered != want.2 + foreign {
+            kinds_wrong.push(format!(
+                "{}: handshakes full/retried/resumed {got:?}, tickets offered {}; the scenario means {want:?}, {} offered",
+                spec.label(),
+                st.tls_tickets_offered,
+                want.2 + foreign
+            ));
+        }
         if spec.topology != Topology::Duplex {
             continue;
         }
@@ -80,6 +113,36 @@ fn tls_smoke() {
     }
     let described: Vec<String> = failures.iter().map(|f| f.describe(usize::MAX)).collect();
     assert!(failures.is_empty(), "\n{}", described.join("\n"));
+    assert!(kinds_wrong.is_empty(), "\n{}", kinds_wrong.join("\n"));
+}
+
+/// Runs in one process do not share session tickets: each run's client
+/// has its own session store (a store shared by the process let a run
+/// resume with an earlier run's ticket, so a baseline and its kill runs
+/// could take different handshakes and different steps).
+#[test]
+fn runs_in_one_process_do_not_share_tickets() {
+    let scenario = tls::scenarios()
+        .into_iter()
+        .find(|s| s.name == "tls-handshake")
+        .expect("the tls-handshake scenario");
+    let t = Topology::Duplex;
+    let spec = matrix::spec(t, &Arc::new(t.scenario(scenario)), 1, Net::CLEAN, None);
+    // One thread, in this process: the second run follows the first.
+    let outs = matrix::run_all(&[spec.clone(), spec], 1);
+    for o in &outs {
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        assert_eq!(
+            (
+                o.stats.tls_full,
+                o.stats.tls_resumed,
+                o.stats.tls_tickets_offered
+            ),
+            (1, 0, 0),
+            "each run's one connection is a full handshake offering no ticket"
+        );
+    }
+    assert_eq!(outs[0].done_step, outs[1].done_step);
 }
 
 #[test]
@@ -103,7 +166,7 @@ fn tls_matrix() {
                         1,
                         Net::CLEAN,
                         Points::Window {
-                            from: 60,
+                            lead: 15,
                             dense: 80,
                             spaced: 10,
                         },
@@ -119,6 +182,10 @@ fn tls_matrix() {
     let started = Instant::now();
     let report = matrix::run_matrix(&cfg);
     print!("{}", report.render(3));
+    assert!(
+        !report.phases.is_empty(),
+        "no kill run was given the phase of its HTTPS connection"
+    );
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-tls-report.txt");
     if std::fs::write(&path, report.render(usize::MAX)).is_ok() {
         println!("sim: full report in {}", path.display());

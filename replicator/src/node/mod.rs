@@ -52,7 +52,7 @@ use hotpair_stack::{ConnId, Engine, Frame, StackConfig, SynCookies};
 use thiserror::Error;
 
 pub use app::{AppCheck, AppCheckConfig};
-pub use conn::{Conn, HandshakeDone, HandshakeWork, Served, TlsJob, MAX_SERVED};
+pub use conn::{Conn, HandshakeDone, HandshakeWork, Served, TlsJob, MAX_SERVED, TLS_INDEX};
 use conn::{Shared, SiteConns};
 pub use handler::{Handler, Job, Route, Work};
 pub use lan::{LanChange, LanCheck, LanCheckConfig};

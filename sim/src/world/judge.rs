@@ -47,6 +47,9 @@ impl World {
                     c.describe()
                 ));
             }
+            if c.script.tls {
+                check_handshake(&i, c, &mut v);
+            }
             if c.parse_error.is_none() {
                 let mut app = AppCheck {
                     db: &self.faults.db,
@@ -77,6 +80,7 @@ impl World {
                     .map_or_else(|| self.runs_at_kill[i].iter().sum(), SimNode::handler_runs)
             })
             .collect();
+        let focus_syn_step = self.focus_conn(None).and_then(|i| self.syn_steps[i]);
         let st = &mut self.stats;
         st.arp_updates = self.client.arp_updates;
         st.duplicate_bytes = self.wire.duplicate_bytes;
@@ -90,6 +94,16 @@ impl World {
             .count() as u64;
         st.app_refused = self.faults.refused;
         st.relinks = self.faults.relinks;
+        for c in &self.client.conns {
+            use rustls::HandshakeKind as K;
+            st.tls_tickets_offered += u64::from(c.offered_ticket);
+            match c.handshake_kind {
+                Some(K::Full) => st.tls_full += 1,
+                Some(K::FullWithHelloRetryRequest) => st.tls_retried += 1,
+                Some(K::Resumed) => st.tls_resumed += 1,
+                None => {}
+            }
+        }
         for e in self.nodes.iter().flatten().flat_map(SimNode::stats) {
             st.promoted_conns += e.promoted;
             st.held += e.held;
@@ -109,6 +123,8 @@ impl World {
             fingerprint: self.hasher.map(|h| h.finalize().into()),
             handler_runs: runs,
             wall: Duration::ZERO,
+            kill_phase: self.kill_phase,
+            focus_syn_step,
         }
     }
 }
@@ -465,6 +481,53 @@ fn check_replies(
         v.push(format!(
             "promise 2: connection {i}: {} stray bytes after the last reply",
             parsed.partial
+        ));
+    }
+}
+
+/// An HTTPS connection's handshake, as the client saw it: resumed when
+/// its ClientHello offered one of our tickets (whichever node answered:
+/// both hold the ticket key, and a survivor that re-runs the handshake
+/// from the logged ClientHello resumes it as well), with a
+/// HelloRetryRequest when its first key share was one the server does not
+/// serve, else full (another server's ticket, offered with 0-RTT data, is
+/// refused); and never 0-RTT (replayable: our tickets must not allow it,
+/// and early data offered is not accepted — that it is not executed
+/// either, the handler counts and the replies say).
+fn check_handshake(i: &str, c: &crate::client::ClientConn, v: &mut Vec<String>) {
+    use rustls::HandshakeKind as K;
+    if c.script.early_data {
+        // The scenario's premise: the other server's ticket let the client
+        // send its request as 0-RTT data.
+        if c.early_data_sent == 0 {
+            v.push(format!(
+                "tls: connection {i}: the client could not send 0-RTT data (the scenario tests nothing)"
+            ));
+        }
+    } else if c.early_data_possible {
+        v.push(format!(
+            "tls: connection {i}: the session ticket it offered allows 0-RTT data (the server must refuse early data)"
+        ));
+    }
+    if c.early_data_accepted {
+        v.push(format!(
+            "tls: connection {i}: the server accepted 0-RTT data"
+        ));
+    }
+    let Some(kind) = c.handshake_kind else {
+        return;
+    };
+    let want = if c.offered_ticket && !c.script.early_data {
+        K::Resumed
+    } else if c.script.hello_retry {
+        K::FullWithHelloRetryRequest
+    } else {
+        K::Full
+    };
+    if kind != want {
+        v.push(format!(
+            "tls: connection {i}: the handshake was {kind:?}, expected {want:?} (ticket offered: {}, first key share one the server does not serve: {})",
+            c.offered_ticket, c.script.hello_retry
         ));
     }
 }

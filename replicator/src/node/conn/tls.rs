@@ -34,7 +34,9 @@ use bytes::Bytes;
 use hotpair_tls::{RecordLayer, TlsError, TlsEvent, TlsServerConfig, TlsState};
 
 /// The index a TLS unit carries: it answers no request (as `CLOSE_INDEX`).
-pub(crate) const TLS_INDEX: u64 = u64::MAX - 1;
+/// Public for observers of the link (the simulation tells a handshake's
+/// phases by the TLS units it sees logged).
+pub const TLS_INDEX: u64 = u64::MAX - 1;
 
 const HEADER_LEN: usize = 5;
 /// Largest record a client may send (2^14 + 256 bytes of ciphertext).
