@@ -28,7 +28,9 @@
 //! TAP shell (appliance) and the simulation make exactly these calls.
 //!
 //! This file holds the types, construction, frames, links and handlers;
-//! `round` the round; `takeover` its helpers (the pause check, the LAN
+//! `round` the round (one handler per replication event, then the
+//! takeover step); `state` a site's phase, its one transition function,
+//! and the state status reports ([`SiteState`]); `takeover` its helpers (the pause check, the LAN
 //! and application checks' decisions, rejoin); `accessors` the read-only accessors for
 //! status and metrics; `conn` a site's HTTP connections.
 
