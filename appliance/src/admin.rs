@@ -102,11 +102,13 @@ pub struct AddressStatus {
     pub role: String,
     /// The role as configured.
     pub configured_role: String,
-    /// `replicated` (the peer is up), `waiting` (replicated role, the peer
-    /// is not up), `promoted` (owner whose primary died: serves alone),
-    /// `claimed` (primary whose owner died: took the address, serves
-    /// alone), `fenced` (silent: the peer answered for the address), or
-    /// `alone` (configured so).
+    /// The node core's [`hotpair_replicator::node::SiteState`] as its
+    /// word: `replicated` (the peer is up), `waiting` (replicated role, the
+    /// peer is not up), `promoted` (owner whose primary died: serves
+    /// alone), `claimed` (primary whose owner died: took the address,
+    /// serves alone), `fenced` (silent: the peer answered for the
+    /// address), or `alone` (configured so). A word, not the enum: a
+    /// client reads other nodes' JSON, maybe a newer node's words.
     pub state: String,
     pub fenced: bool,
     /// The peer sharing the address, if replicated.

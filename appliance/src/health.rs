@@ -15,6 +15,8 @@
 
 use std::time::{Duration, Instant};
 
+use hotpair_replicator::node::SiteState;
+
 use crate::admin::{AddressStatus, Status, PUBLISH_EVERY};
 
 /// How one address stands, as far as health goes.
@@ -35,12 +37,12 @@ fn served(a: &AddressStatus) -> Served {
     if a.fenced {
         return Served::Not;
     }
-    match a.state.as_str() {
-        "replicated" | "alone" => Served::AsConfigured,
-        "promoted" | "claimed" => Served::Alone,
-        // `waiting`, `fenced`, and any state a newer node may add: not
-        // called served until this code knows what it means.
-        _ => Served::Not,
+    // The snapshot may come from another node's JSON: a word this code
+    // does not know (a newer node's) reads as not served until it does.
+    match a.state.parse::<SiteState>() {
+        Ok(SiteState::Replicated | SiteState::Alone) => Served::AsConfigured,
+        Ok(SiteState::Promoted | SiteState::Claimed) => Served::Alone,
+        Ok(SiteState::Waiting | SiteState::Fenced) | Err(_) => Served::Not,
     }
 }
 

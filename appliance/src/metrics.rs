@@ -180,14 +180,7 @@ pub fn render(s: &Status) -> String {
         "1 for the address's state now: replicated, waiting, promoted, claimed, fenced or alone.",
     );
     for a in &s.addresses {
-        for st in [
-            "replicated",
-            "waiting",
-            "promoted",
-            "claimed",
-            "fenced",
-            "alone",
-        ] {
+        for st in hotpair_replicator::node::SiteState::ALL.map(|st| st.word()) {
             f.sample(
                 &[("address", &a.address), ("state", st)],
                 f64::from(u8::from(a.state == st)),

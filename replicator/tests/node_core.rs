@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hotpair_http::Limits;
 use hotpair_replicator::node::{
     channel_of, Handler, LinkError, NodeConfig, NodeConfigError, NodeCore, RoleChange, Route,
-    SiteConfig,
+    SiteConfig, SiteState,
 };
 use hotpair_replicator::wire::Decoder;
 use hotpair_replicator::{Msg, Policy, Role};
@@ -333,6 +333,10 @@ fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() 
     let (mut n1, mut n2) = dual_role(t0);
     let t0 = boot(&mut n1, &mut n2, t0);
     assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert_eq!(
+        (n2.site_state(0), n2.site_state(1)),
+        (SiteState::Replicated, SiteState::Replicated)
+    );
     // n1's process dies: its kernel resets the link.
     let t1 = t0 + Duration::from_millis(50);
     n2.handle_link_lost(0, t1);
@@ -349,6 +353,12 @@ fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() 
         ]
     );
     assert_eq!(n2.role(1), Role::Simplex, "B's shadows are live now");
+    assert_eq!(n2.site_state(1), SiteState::Promoted);
+    assert_eq!(
+        n2.site_state(0),
+        SiteState::Waiting,
+        "A's claim probes first"
+    );
     // Claiming A: RFC 5227 probes first (nobody answers: n1 is dead), then
     // gratuitous ARP, and n2 serves A alone.
     let mut probes = 0;
@@ -366,6 +376,7 @@ fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() 
     }
     assert_eq!(probes, 3);
     assert_eq!(n2.role(0), Role::Simplex, "A claimed");
+    assert_eq!(n2.site_state(0), SiteState::Claimed);
     assert!(!n2.fenced(0) && !n2.all_fenced());
     // Who has A? n2 answers now.
     n2.handle_lan_frame(arp_who_has(A));
@@ -404,6 +415,9 @@ fn a_cut_link_fences_only_the_claim_the_live_owner_answers() {
     assert!(n1.fenced(1) && !n1.fenced(0) && !n1.all_fenced());
     assert_eq!(n2.role(1), Role::Simplex);
     assert!(n2.fenced(0) && !n2.fenced(1) && !n2.all_fenced());
+    let states = |n: &NodeCore| (n.site_state(0), n.site_state(1));
+    assert_eq!(states(&n1), (SiteState::Promoted, SiteState::Fenced));
+    assert_eq!(states(&n2), (SiteState::Fenced, SiteState::Promoted));
 }
 
 #[test]

@@ -5,8 +5,8 @@
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hotpair_replicator::node::{NodeCore, RoleChange};
-use hotpair_replicator::{PeerState, Policy, Role};
+use hotpair_replicator::node::{NodeCore, RoleChange, SiteState};
+use hotpair_replicator::{PeerState, Policy};
 use tokio::sync::watch;
 
 use super::{
@@ -349,35 +349,19 @@ impl StatusPublisher {
     fn address_status(&mut self, core: &NodeCore, i: usize, now: Instant) -> AddressStatus {
         let role = core.role(i);
         let configured = core.configured_role(i);
-        let fenced = core.fenced(i);
+        let state = core.site_state(i);
+        let fenced = state == SiteState::Fenced;
         let st = core.engine_stats(i);
         let rs = core.replica_stats(i);
-        let link_state = rs.as_ref().map(|r| r.peer);
-        let state = if fenced {
-            "fenced"
-        } else {
-            match (configured, role) {
-                (Role::Simplex, _) => "alone",
-                (Role::Ingress, Role::Simplex) => "promoted",
-                (Role::Primary, Role::Simplex) => "claimed",
-                _ if link_state == Some(PeerState::Up) => "replicated",
-                _ => "waiting",
-            }
-        };
         let peer = match (core.site_peer(i), rs.as_ref(), core.heartbeat(i)) {
             (Some(p), Some(r), Some((interval, timeout))) => {
                 let since = core
                     .last_heard(i)
                     .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-                let interval_ms = interval.as_millis().max(1) as u64;
+                let misses = core.heartbeat_misses(i, now).unwrap_or(0);
+                // The total counts what each snapshot saw (the core knows
+                // the misses now, not how many snapshots looked).
                 let counters = self.site(i);
-                // A miss is a whole interval beyond the one a heartbeat
-                // may take to come; counted only while the peer is up.
-                let misses = if r.peer == PeerState::Up {
-                    (since.as_millis() as u64 / interval_ms).saturating_sub(1)
-                } else {
-                    0
-                };
                 if misses > counters.misses_now {
                     counters.misses_total += misses - counters.misses_now;
                 }
@@ -395,7 +379,7 @@ impl StatusPublisher {
                     last_heard_ms: since.as_millis() as u64,
                     heartbeat_misses: misses,
                     heartbeat_misses_total: counters.misses_total,
-                    heartbeat_interval_ms: interval_ms,
+                    heartbeat_interval_ms: interval.as_millis().max(1) as u64,
                     heartbeat_timeout_ms: timeout.as_millis() as u64,
                     heartbeats_sent: r.heartbeats_sent,
                     heartbeats_received: r.heartbeats_received,
@@ -447,7 +431,7 @@ impl StatusPublisher {
             port: core.port(i),
             role: crate::config::role_name(role).into(),
             configured_role: crate::config::role_name(configured).into(),
-            state: state.into(),
+            state: state.word().into(),
             fenced,
             peer,
             connections: Connections {

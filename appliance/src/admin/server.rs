@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::publish::StatusSource;
+use hotpair_replicator::node::SiteState;
+
 use super::{Status, MAX_REQUEST};
 
 /// The answer to one request line.
@@ -44,7 +46,11 @@ pub fn answer_switchover(request: &[u8], status: &Status) -> Option<(Vec<u8>, bo
         .addresses
         .iter()
         .filter_map(|a| {
-            if a.state != "replicated" {
+            let replicated = a
+                .state
+                .parse::<SiteState>()
+                .is_ok_and(SiteState::replicated);
+            if !replicated {
                 Some(format!("{} is {}", a.address, a.state))
             } else if a.connections.unreplicated > 0 {
                 Some(format!(

@@ -28,7 +28,9 @@
 //! TAP shell (appliance) and the simulation make exactly these calls.
 //!
 //! This file holds the types, construction, frames, links and handlers;
-//! `round` the round; `takeover` its helpers (the pause check, the LAN
+//! `round` the round (one handler per replication event, then the
+//! takeover step); `state` a site's phase, its one transition function,
+//! and the state status reports ([`SiteState`]); `takeover` its helpers (the pause check, the LAN
 //! and application checks' decisions, rejoin); `accessors` the read-only accessors for
 //! status and metrics; `conn` a site's HTTP connections.
 
@@ -40,6 +42,7 @@ mod handler;
 pub mod lan;
 mod reload;
 mod round;
+mod state;
 pub mod stats;
 mod takeover;
 
@@ -57,6 +60,8 @@ use conn::{Shared, SiteConns};
 pub use handler::{Handler, Job, Route, Work};
 pub use lan::{LanChange, LanCheck, LanCheckConfig};
 pub use reload::Reloaded;
+use state::Phase;
+pub use state::{SiteState, UnknownSiteState};
 
 use crate::wire::RouteDigest;
 use crate::{Msg, Policy, ProtocolError, Replica, ReplicaConfig, Role};
@@ -215,24 +220,33 @@ struct Site {
     engine: Engine<Conn>,
     conns: SiteConns,
     replica: Option<Replica>,
+    /// What the node core decided for the site beyond its engine and
+    /// replica (starting, active, standing by); changed only through
+    /// [`Site::transition`].
+    phase: Phase,
+    /// The fence warning was given (or needs none: a routine start, a
+    /// handover) — said once per fence, not every round; a rate limit,
+    /// not a state.
     fenced_reported: bool,
     /// This node was paused past the heartbeat timeout while it was an
     /// ingress node: its peer may have claimed the address meanwhile, so
-    /// it probes before it promotes.
+    /// it probes before it promotes. A latch on the next `PeerDead`, set
+    /// by the pause check in any phase (a booting owner may be paused
+    /// too), so it stays beside the phase.
     suspect: bool,
-    /// An owner probing for its address at start: if nobody answers it
-    /// announces the address; if someone does (its peer took the address
-    /// over while this node was down) it stands by until the link is up.
-    booting: bool,
     /// An owner that rejoined: say the address is ours again once the
     /// primary confirmed its role (its `Routes`, sent after its rejoin).
+    /// A step owed, kept across link sessions and phases until the
+    /// `Routes` come.
     reassert: bool,
-    /// The peer's `Routes` of this session arrived (it has rejoined).
+    /// The peer's `Routes` of this session arrived (it has rejoined): a
+    /// fact of the link session, reset on each `PeerUp`.
     routes_seen: bool,
     /// A link session came up while this site probed for its address: it
     /// rejoins once the probes decided who holds the connections (fenced:
     /// the peer does; claimed or promoted: this node does), so that exactly
-    /// one node keeps each connection.
+    /// one node keeps each connection. A step owed, in any phase (an
+    /// owner's boot probes, a takeover's, or standing by).
     rejoin_pending: bool,
     /// Per route: the peer reported the same policy and content digest in
     /// this link session (the digest guard); until then, and on any
@@ -241,11 +255,6 @@ struct Site {
     /// The peer's `Routes` of this link session, kept to compare again
     /// when this node reloads its routes.
     peer_routes: Option<Vec<RouteDigest>>,
-    /// This node could not serve (its LAN check failed, or its
-    /// application check while it ran requests): the site stands by (its
-    /// peer serves it, or nobody can) and takes nothing over until it
-    /// rejoins.
-    yielded: bool,
 }
 
 /// A request the application could not take, waiting for the application
@@ -450,15 +459,18 @@ impl NodeCore {
                 engine,
                 conns: SiteConns::default(),
                 replica,
+                phase: if sc.role == Role::Ingress {
+                    Phase::Booting
+                } else {
+                    Phase::Active
+                },
                 fenced_reported: false,
                 suspect: false,
-                booting: sc.role == Role::Ingress,
                 reassert: false,
                 routes_seen: false,
                 rejoin_pending: false,
                 static_ok: vec![false; cfg.routes.len()],
                 peer_routes: None,
-                yielded: false,
             });
         }
         Ok(NodeCore {
@@ -692,7 +704,7 @@ impl NodeCore {
             || !self
                 .sites
                 .iter()
-                .any(|s| s.cfg.peer == Some(peer) && s.yielded)
+                .any(|s| s.cfg.peer == Some(peer) && s.phase == Phase::StandingBy)
     }
 
     /// Whether this node reaches the service LAN (its LAN check; `true`
@@ -712,11 +724,6 @@ impl NodeCore {
     /// is handed nothing.
     pub fn fit(&self) -> bool {
         self.lan_up() && self.app_up()
-    }
-
-    /// Site `i` stands by because this node could not serve.
-    pub fn yielded(&self, site: usize) -> bool {
-        self.sites[site].yielded
     }
 
     /// Number of peers.
@@ -801,7 +808,7 @@ impl NodeCore {
         let change = app.handle_unreachable(now);
         let until = now + app.verdict_wait();
         let peer_can_take = self.sites.get(site).is_some_and(|s| {
-            !s.yielded
+            s.phase != Phase::StandingBy
                 && !s.engine.fenced()
                 && s.replica.as_ref().is_some_and(Replica::peer_can_take_over)
         });

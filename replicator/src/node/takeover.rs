@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::lan::LanChange;
-use super::{NodeCore, Site};
+use super::{NodeCore, Phase, Site};
 
 use crate::Role;
 
@@ -112,7 +112,7 @@ impl NodeCore {
         }
         let runs_requests = self.sites.iter().any(|s| {
             !s.engine.fenced()
-                && !s.yielded
+                && s.phase != Phase::StandingBy
                 && s.replica.as_ref().is_some_and(|r| {
                     r.peer_state() == crate::PeerState::Up && s.engine.mode() == Role::Primary
                 })
@@ -150,7 +150,7 @@ impl NodeCore {
             .iter()
             .filter(|s| {
                 !s.engine.fenced()
-                    && !s.yielded
+                    && s.phase != Phase::StandingBy
                     && s.replica.as_ref().is_some_and(|r| r.peer_can_take_over())
             })
             .map(|s| s.conns.unreplicated())
@@ -223,7 +223,7 @@ impl NodeCore {
             );
             r.leave();
             s.engine.yield_address();
-            s.yielded = true;
+            s.transition(Phase::StandingBy, why);
             s.fenced_reported = true;
             self.held.retain(|h| h.site != i);
         }
@@ -260,10 +260,14 @@ impl NodeCore {
     /// primary's own rejoin, so after it stopped answering for it.
     pub(super) fn rejoin(site: &mut Site) {
         site.rejoin_pending = false;
-        site.yielded = false;
         site.engine.rejoin(site.cfg.role);
+        // The engine holds the configured role again, silent for nothing.
+        debug_assert!(
+            site.engine.mode() == site.cfg.role && !site.engine.fenced() && !site.engine.probing(),
+            "a rejoined site holds its configured role"
+        );
+        site.transition(Phase::Active, "rejoined");
         site.suspect = false;
-        site.booting = false;
         site.fenced_reported = false;
         if site.cfg.role == Role::Ingress {
             if site.routes_seen {
