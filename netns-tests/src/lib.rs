@@ -848,30 +848,69 @@ pub fn python_json(lab: &Lab, script: &str, args: &[&str], timeout: Duration) ->
         .unwrap_or_else(|e| panic!("python client printed no JSON ({e})\n{}", describe(&out)))
 }
 
-/// Reads a child's output on threads of its own: its stdout line by line
-/// into the channel returned, its stderr whole (the thread's result).
-pub fn read_output(
-    stdout: std::process::ChildStdout,
-    mut stderr: std::process::ChildStderr,
-) -> (
-    std::sync::mpsc::Receiver<String>,
-    std::thread::JoinHandle<String>,
-) {
-    use std::io::{BufRead, BufReader, Read};
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+/// A child process whose output is read on threads of its own: its stdout
+/// line by line into [`ChildLines::lines`], its stderr whole (for the
+/// failure message). Killed when dropped, so a test that panics half way
+/// leaves no client running.
+pub struct ChildLines {
+    child: std::process::Child,
+    /// Stdout, a line per message; disconnected once the child closes it.
+    pub lines: std::sync::mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl ChildLines {
+    /// Spawns `cmd` with stdout and stderr piped (stdin as `cmd` says).
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<ChildLines> {
+        use std::io::{BufRead, BufReader, Read};
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    (rx, err_t)
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Ok(ChildLines {
+            child,
+            lines,
+            stderr: Some(stderr),
+        })
+    }
+
+    /// The child's stdin, when `cmd` piped it (once).
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// Kills the child (if still running) and returns all it wrote to
+    /// stderr.
+    pub fn kill_and_stderr(&mut self) -> String {
+        self.kill();
+        self.stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildLines {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// The output of `curl -w "\n%{http_code} %{time_total}"`: the body, the

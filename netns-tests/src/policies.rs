@@ -41,7 +41,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -50,7 +49,10 @@ use crate::failover::{
     KILL_AT_BYTES, SAMPLE_EVERY,
 };
 use crate::wrk::parse_wrk;
-use crate::{describe, hotpair_bin, report, sha256_file, sha256sum, url, Background, Lab, TempDir};
+use crate::{
+    describe, hotpair_bin, report, sha256_file, sha256sum, url, Background, ChildLines, Lab,
+    TempDir,
+};
 
 use self::client::*;
 pub use self::guard::*;
