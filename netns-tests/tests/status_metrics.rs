@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{duplex_lab_with, DuplexLab};
 use hotpair_netns_tests::{
-    describe, hotpair_bin, report, run_with_timeout, sha256_file, url, Lab, TempDir,
+    describe, hotpair_bin, report, run_with_timeout, sha256_file, url, Background, Lab, TempDir,
 };
 
 const DOWNLOAD_FILE: &str = "50m.bin";
@@ -50,6 +50,22 @@ fn status_cmd(lab: &Lab, node: &str, json: bool) -> std::process::Output {
 }
 
 /// Scrape node `i`'s metrics from the client namespace.
+/// Waits for the download across the failover: curl succeeded and `dl` is
+/// `src` to the byte.
+fn download_completes(test: &str, curl: Background, dl: &Path, src: &Path) {
+    let out = curl.wait(Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "[{test}] curl failed across the failover\n{}",
+        describe(&out)
+    );
+    assert_eq!(
+        sha256_file(dl),
+        sha256_file(src),
+        "[{test}] the download is not byte-exact"
+    );
+}
+
 fn scrape(lab: &Lab, i: u32) -> String {
     let out = lab.exec_client(&[
         "curl",
@@ -241,17 +257,7 @@ fn status_and_metrics_follow_a_failover() {
     );
 
     let kill = lab.kill("n1");
-    let out = curl.wait(Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "[{test}] curl failed across the failover\n{}",
-        describe(&out)
-    );
-    assert_eq!(
-        sha256_file(&dl),
-        sha256_file(&src),
-        "[{test}] the download is not byte-exact"
-    );
+    download_completes(test, curl, &dl, &src);
 
     // The survivor's metrics moved: a takeover, the link down, the
     // address promoted.
@@ -399,17 +405,7 @@ fn status_and_metrics_show_a_claim() {
         thread::sleep(Duration::from_millis(10));
     }
     lab.kill("n2");
-    let out = curl.wait(Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "[{test}] curl failed across the failover\n{}",
-        describe(&out)
-    );
-    assert_eq!(
-        sha256_file(&dl),
-        sha256_file(&src),
-        "[{test}] not byte-exact"
-    );
+    download_completes(test, curl, &dl, &src);
 
     let after = scrape(&lab, 1);
     assert_eq!(metric(&after, &claimed), 1.0, "[{test}]\n{after}");
