@@ -125,16 +125,7 @@ pub fn chromium_args(chromium: &Path, profile: &Path, pin: &str) -> Vec<String> 
 /// largest over its connections (`ss -ti` in the client namespace).
 fn client_bytes_received(lab: &Lab) -> u64 {
     let filter = format!("dst {SERVICE}");
-    let out = lab.exec_in(
-        "client",
-        &["ss", "-tinH", "state", "established", &filter],
-        Duration::from_secs(10),
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("bytes_received:"))
-        .filter_map(|v| v.parse::<u64>().ok())
-        .max()
+    lab.tcp_counter_max("client", &[&filter], "bytes_received")
         .unwrap_or(0)
 }
 

@@ -251,6 +251,21 @@ impl Lab {
         run_with_timeout(&mut cmd, timeout)
     }
 
+    /// The largest `counter` (`bytes_acked`, `bytes_received`…) over the
+    /// established TCP sockets of namespace `ns` that `filter` (`ss` filter
+    /// words) selects, as `ss -tinH` reports it; `None` when there is none.
+    pub fn tcp_counter_max(&self, ns: &str, filter: &[&str], counter: &str) -> Option<u64> {
+        let mut args = vec!["ss", "-tinH", "state", "established"];
+        args.extend_from_slice(filter);
+        let out = self.exec_in(ns, &args, Duration::from_secs(10));
+        let prefix = format!("{counter}:");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix(prefix.as_str()))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .max()
+    }
+
     /// Runs a command in the client namespace (time limit 90 s).
     pub fn exec_client<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         self.exec_in("client", args, Duration::from_secs(90))

@@ -211,32 +211,12 @@ impl Download {
 /// Bytes node `node` has sent on the replication link and had acknowledged
 /// (`ss -ti` on the link's port in the node's namespace).
 fn link_bytes_acked(lab: &Lab, node: &str, port: u16) -> Option<u64> {
-    let sport = format!(":{port}");
-    let dport = sport.clone();
-    let out = lab.exec_in(
+    let port = format!(":{port}");
+    lab.tcp_counter_max(
         node,
-        &[
-            "ss",
-            "-tinH",
-            "state",
-            "established",
-            "(",
-            "sport",
-            "=",
-            &sport,
-            "or",
-            "dport",
-            "=",
-            &dport,
-            ")",
-        ],
-        Duration::from_secs(10),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .filter_map(|w| w.strip_prefix("bytes_acked:"))
-        .filter_map(|v| v.parse::<u64>().ok())
-        .max()
+        &["(", "sport", "=", &port, "or", "dport", "=", &port, ")"],
+        "bytes_acked",
+    )
 }
 
 /// The replication link's port (`lab status`: replication.listen).

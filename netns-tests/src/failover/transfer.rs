@@ -21,16 +21,7 @@ const GENERATE_BYTES: u64 = 30_000_000;
 /// Bytes the client's socket to the service has had acknowledged (`ss -ti`).
 fn client_bytes_acked(lab: &Lab) -> u64 {
     let filter = format!("dst {SERVICE}");
-    let out = lab.exec_in(
-        "client",
-        &["ss", "-tinH", "state", "established", &filter],
-        Duration::from_secs(10),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .filter_map(|w| w.strip_prefix("bytes_acked:"))
-        .filter_map(|v| v.parse::<u64>().ok())
-        .max()
+    lab.tcp_counter_max("client", &[&filter], "bytes_acked")
         .unwrap_or(0)
 }
 
