@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{finish, hello, mac_of, CLIENT, NODE_MAC, VIP};
+use common::{hello, segment_with as segment, CLIENT};
 use hotpair_stack::engine::{ConnId, ConnInfo, ConnKey, CookieKey, Engine, Frame, Role, Service};
 use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
 use hotpair_stack::{StackConfig, SynCookies};
@@ -17,32 +17,6 @@ use smoltcp::wire::{Ipv4Address, TcpPacket};
 
 const MAX_HALF_OPEN: usize = 8;
 const KEY: CookieKey = CookieKey([0x5a; 32]);
-
-/// A segment from `src:port` with `options` (a multiple of 4 bytes) and
-/// `payload`, valid IPv4 checksum.
-fn segment(
-    src: Ipv4Address,
-    port: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    options: &[u8],
-    payload: &[u8],
-) -> Frame {
-    let f = seg::build(
-        mac_of(src),
-        NODE_MAC,
-        src,
-        VIP,
-        port,
-        80,
-        seq,
-        ack,
-        flags,
-        65535,
-    );
-    finish(f, options, payload)
-}
 
 /// A SYN as Linux sends it: MSS 1460, SACK permitted, window scale 7.
 fn syn(src: Ipv4Address, port: u16, isn: u32) -> Frame {

@@ -70,22 +70,33 @@ pub fn hello(src: Ipv4Address) -> Frame {
 /// A segment from `src:port` (MAC [`mac_of`]) to VIP:80, no options or
 /// payload, valid IPv4 checksum.
 pub fn segment_from(src: Ipv4Address, port: u16, seq: u32, ack: u32, flags: u8) -> Frame {
-    finish(
-        seg::build(
-            mac_of(src),
-            NODE_MAC,
-            src,
-            VIP,
-            port,
-            80,
-            seq,
-            ack,
-            flags,
-            65535,
-        ),
-        &[],
-        &[],
-    )
+    segment_with(src, port, seq, ack, flags, &[], &[])
+}
+
+/// As [`segment_from`], with TCP `options` (a multiple of 4 bytes) and
+/// `payload`.
+pub fn segment_with(
+    src: Ipv4Address,
+    port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Frame {
+    let f = seg::build(
+        mac_of(src),
+        NODE_MAC,
+        src,
+        VIP,
+        port,
+        80,
+        seq,
+        ack,
+        flags,
+        65535,
+    );
+    finish(f, options, payload)
 }
 
 /// Runs `n` rounds of `engine`, 1 ms apart from `now` on (which it
