@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 use crate::capture::{Capture, CaptureReport, Segment};
 use crate::failover::{assert_no_rst, assert_survivor, duplex_lab_with, epoch_now, ms, Victim};
 use crate::{
-    describe, random_bytes, report, require_root, sha256_hex, ChildLines, Lab, TempDir, SERVICE,
+    describe, random_bytes, report, require_root, sha256_hex, status_node, ChildLines, Lab,
+    TempDir, SERVICE,
 };
 
 /// The page the browser loads (see the module doc).
@@ -323,11 +324,7 @@ pub fn download_across_kill(test: &str, victim: Victim) {
     let segs = cap
         .segments()
         .unwrap_or_else(|e| panic!("[{test}] the client capture: {e}"));
-    let victim_mac = lab.initial_status()["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == victim.node())
+    let victim_mac = status_node(lab.initial_status(), victim.node())
         .and_then(|n| n["mac"].as_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_else(|| panic!("[{test}] no MAC for {} in lab status", victim.node()));

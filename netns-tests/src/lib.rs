@@ -440,12 +440,7 @@ impl Lab {
     /// Whether `lab status` reports node `name` alive.
     pub fn node_alive(&self, name: &str) -> bool {
         let st = self.status_json();
-        st["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n["name"] == name)
-            .is_some_and(|n| n["alive"] == true)
+        status_node(&st, name).is_some_and(|n| n["alive"] == true)
     }
 
     /// The last `lines` lines of every node log.
@@ -861,6 +856,15 @@ pub fn python_json(lab: &Lab, script: &str, args: &[&str], timeout: Duration) ->
     let last = text.lines().last().unwrap_or("");
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("python client printed no JSON ({e})\n{}", describe(&out)))
+}
+
+/// Node `name`'s entry in a `lab status --json` document.
+pub fn status_node<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == name)
 }
 
 /// A child process whose output is read on threads of its own: its stdout

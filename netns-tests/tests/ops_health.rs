@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{duplex_lab, DuplexLab};
 use hotpair_netns_tests::{
-    describe, hotpair_bin, report, run_with_timeout, sha256_file, url, Lab, TempDir,
+    describe, hotpair_bin, report, run_with_timeout, sha256_file, status_node, url, Lab, TempDir,
 };
 
 fn socket(lab: &Lab, node: &str) -> PathBuf {
@@ -98,11 +98,7 @@ fn assert_http(lab: &Lab, i: u32, path: &str, want: u16, says: &str) {
 
 /// Node `name`'s entry in `lab status --json`.
 fn node_entry(lab: &Lab, name: &str) -> serde_json::Value {
-    lab.status_json()["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == name)
+    status_node(&lab.status_json(), name)
         .cloned()
         .unwrap_or_else(|| panic!("[{}] no node {name} in lab status", lab.test))
 }

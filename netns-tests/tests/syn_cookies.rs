@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hotpair_netns_tests::failover::{self, KillAt, Victim, KILL_AT_BYTES};
 use hotpair_netns_tests::{
     assert_success, describe, hotpair_bin, report, run_with_timeout, sha256_file, sha256_hex,
-    Background, Lab, TempDir, SERVICE,
+    status_node, Background, Lab, TempDir, SERVICE,
 };
 
 const FILE: &str = "1k.bin";
@@ -134,11 +134,7 @@ fn rss(pid: u64) -> u64 {
 }
 
 fn node_pid(lab: &Lab, name: &str) -> u64 {
-    lab.status_json()["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == name)
+    status_node(&lab.status_json(), name)
         .and_then(|n| n["pid"].as_u64())
         .unwrap_or_else(|| panic!("[{}] {name} has no pid", lab.test))
 }

@@ -24,7 +24,7 @@ mod transfer;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::{describe, Lab};
+use crate::{describe, status_node, Lab};
 
 pub use download::{
     download, download_tls, download_with_kill, random_moments, stall_statistics, stall_summary,
@@ -146,11 +146,7 @@ fn plain_duplex_lab(test: &str, extra: &[&str]) -> Option<Lab> {
     let st = lab.initial_status();
     assert_eq!(st["mode"], "duplex", "[{test}] lab status: {st}");
     for (name, role) in [("n1", "primary"), ("n2", "ingress")] {
-        let n = st["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n["name"] == name)
+        let n = status_node(st, name)
             .unwrap_or_else(|| panic!("[{test}] no node {name} in lab status: {st}"));
         assert_eq!(n["role"], role, "[{test}] lab status: {st}");
         assert_eq!(n["alive"], true, "[{test}] lab status: {st}");
