@@ -271,6 +271,23 @@ impl Lab {
         self.exec_in("client", args, Duration::from_secs(90))
     }
 
+    /// GETs `url` from the client namespace, the body thrown away: stdout
+    /// is the HTTP status (`curl -sS --max-time 10 -o /dev/null -w
+    /// %{http_code}`), stderr curl's error if any.
+    pub fn get_status(&self, url: &str) -> Output {
+        self.exec_client(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            url,
+        ])
+    }
+
     /// Runs python3 `script` in the client namespace with `args`.
     pub fn python<S: AsRef<OsStr>>(&self, script: &str, args: &[S], timeout: Duration) -> Output {
         let mut argv: Vec<&OsStr> =
@@ -856,6 +873,15 @@ pub fn python_json(lab: &Lab, script: &str, args: &[&str], timeout: Duration) ->
     let last = text.lines().last().unwrap_or("");
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("python client printed no JSON ({e})\n{}", describe(&out)))
+}
+
+/// Resident memory of process `pid`, bytes (0 when it is gone).
+pub fn rss(pid: u64) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Node `name`'s entry in a `lab status --json` document.
