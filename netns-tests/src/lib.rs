@@ -288,6 +288,44 @@ impl Lab {
         ])
     }
 
+    /// `GET path` on node `i`'s metrics listener (`10.77.0.<i>:9464`) from
+    /// the client: the status code and the body.
+    pub fn metrics_get(&self, i: u32, path: &str) -> (u16, String) {
+        let out = self.exec_client(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://10.77.0.{i}:9464{path}"),
+        ]);
+        assert!(
+            out.status.success(),
+            "[{}] curl n{i}{path}\n{}",
+            self.test,
+            describe(&out)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("curl -w adds a line");
+        (
+            code.parse()
+                .unwrap_or_else(|_| panic!("no status in {text:?}")),
+            body.to_owned(),
+        )
+    }
+
+    /// Node `i`'s Prometheus metrics (`/metrics` answered 200).
+    pub fn scrape_metrics(&self, i: u32) -> String {
+        let (code, body) = self.metrics_get(i, "/metrics");
+        assert_eq!(
+            code, 200,
+            "[{}] scraping n{i}'s metrics failed\n{body}",
+            self.test
+        );
+        body
+    }
+
     /// Runs python3 `script` in the client namespace with `args`.
     pub fn python<S: AsRef<OsStr>>(&self, script: &str, args: &[S], timeout: Duration) -> Output {
         let mut argv: Vec<&OsStr> =

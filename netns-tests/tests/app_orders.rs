@@ -598,16 +598,8 @@ fn wait_status(lab: &Lab, what: &str, f: impl Fn(&Value, &Value) -> bool) {
 /// `hotpair_upstream_fallback_total{route="/app/"}` of a node, scraped from
 /// the client namespace.
 fn fallback_answers(lab: &Lab, node: &str) -> f64 {
-    let i = &node[1..];
-    let out = lab.exec_client(&[
-        "curl",
-        "-s",
-        "--max-time",
-        "10",
-        &format!("http://10.77.0.{i}:9464/metrics"),
-    ]);
-    assert_success(&out, &format!("scraping {node}'s metrics"));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let i = node[1..].parse().expect("a node name is n<i>");
+    let text = lab.scrape_metrics(i);
     text.lines()
         .find_map(|l| l.strip_prefix("hotpair_upstream_fallback_total{route=\"/app/\"} "))
         .and_then(|v| v.trim().parse().ok())

@@ -108,21 +108,7 @@ impl Download {
 }
 
 fn scrape(lab: &Lab, i: u32) -> String {
-    let out = lab.exec_client(&[
-        "curl",
-        "-sS",
-        "--fail",
-        "--max-time",
-        "10",
-        &format!("http://10.77.0.{i}:9464/metrics"),
-    ]);
-    assert!(
-        out.status.success(),
-        "[{}] scraping n{i}'s metrics failed\n{}",
-        lab.test,
-        describe(&out)
-    );
-    String::from_utf8(out.stdout).expect("metrics are UTF-8")
+    lab.scrape_metrics(i)
 }
 
 /// The value of the sample `series` (name with labels, exactly as printed).
