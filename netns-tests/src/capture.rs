@@ -31,6 +31,25 @@ pub struct CaptureReport {
     pub context: Vec<String>,
 }
 
+impl CaptureReport {
+    /// The first 20 RST lines, each dated relative to `kill` (seconds since
+    /// the epoch; `tcpdump -tt`'s first field is the time).
+    pub fn dated_rsts(&self, kill: f64) -> Vec<String> {
+        self.rsts
+            .iter()
+            .take(20)
+            .map(|l| {
+                let t: f64 = l
+                    .split_whitespace()
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(f64::NAN);
+                format!("  [{:+.3} s from the kill] {l}", t - kill)
+            })
+            .collect()
+    }
+}
+
 impl Capture {
     /// Starts `tcpdump -i eth0 -w FILE 'tcp and host 10.77.0.10'` and
     /// waits until it listens.
@@ -254,27 +273,13 @@ pub fn assert_no_rst(lab: &Lab, cap: &CaptureReport, what: &str, kill: f64) {
         "[{}] {what}: the capture in the client namespace holds no packet from {SERVICE}",
         lab.test
     );
-    let dated = |l: &String| {
-        // `tcpdump -tt`: the first field is the time.
-        let t: f64 = l
-            .split_whitespace()
-            .next()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(f64::NAN);
-        format!("  [{:+.3} s from the kill] {l}", t - kill)
-    };
     assert!(
         cap.rsts.is_empty(),
         "[{}] {what}: {} RST segment(s) from {SERVICE} seen by the client (MAC \
          02:68:70:00:00:01 = n1, :02 = n2):\n{}\n{}",
         lab.test,
         cap.rsts.len(),
-        cap.rsts
-            .iter()
-            .take(20)
-            .map(dated)
-            .collect::<Vec<_>>()
-            .join("\n"),
+        cap.dated_rsts(kill).join("\n"),
         cap.context.join("\n")
     );
     report(&format!(

@@ -302,19 +302,7 @@ fn rst_failure(cap: &CaptureReport, kill: f64) -> Option<String> {
     if cap.rsts.is_empty() {
         return None;
     }
-    let dated: Vec<String> = cap
-        .rsts
-        .iter()
-        .take(20)
-        .map(|l| {
-            let t: f64 = l
-                .split_whitespace()
-                .next()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(f64::NAN);
-            format!("  [{:+.3} s from the kill] {l}", t - kill)
-        })
-        .collect();
+    let dated = cap.dated_rsts(kill);
     Some(format!(
         "{} RST segment(s) from {} in the client's capture (MAC 02:68:70:00:00:01 = n1, \
          :02 = n2):\n{}\n{}",
