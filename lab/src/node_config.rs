@@ -290,30 +290,26 @@ mod tests {
             ];
             let primary = node_config(&state, &state.nodes[0], &opts);
             let ingress = node_config(&state, &state.nodes[1], &opts);
-            assert!(
-                primary.ends_with(&format!(
+            // Node `i`'s link and replication sections, with peer `p`:
+            // `role` and how it reaches the link (`listen` or `peer`).
+            let tail = |i: u32, p: u32, role: &str, reach: &str| {
+                format!(
                     "\n[link]\nprivate_key = \"{}\"\n\
-                     \n[replication]\nrole = \"primary\"\nlisten = \"{}:7700\"\n\
+                     \n[replication]\nrole = \"{role}\"\n{reach} = \"{}:7700\"\n\
                      heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
                      peer_public_key = \"{}\"\n\
                      \n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
-                    private(1),
+                    private(i),
                     link[0],
-                    public(2)
-                )),
+                    public(p)
+                )
+            };
+            assert!(
+                primary.ends_with(&tail(1, 2, "primary", "listen")),
                 "{primary}"
             );
             assert!(
-                ingress.ends_with(&format!(
-                    "\n[link]\nprivate_key = \"{}\"\n\
-                     \n[replication]\nrole = \"ingress\"\npeer = \"{}:7700\"\n\
-                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
-                     peer_public_key = \"{}\"\n\
-                     \n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
-                    private(2),
-                    link[0],
-                    public(1)
-                )),
+                ingress.ends_with(&tail(2, 1, "ingress", "peer")),
                 "{ingress}"
             );
             assert!(primary.contains("mac = \"02:68:70:00:00:01\"\n"));
