@@ -264,8 +264,8 @@ address = "{UPSTREAM_ADDRESS}"
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{mode_state, test_node, test_state};
-    use super::super::state::{NodeState, ReplicationState, UpstreamState};
-    use super::super::{node_address, node_mac, topology, ReplNet, REPL_PORT, TAP_NAME};
+    use super::super::state::ReplicationState;
+    use super::super::{topology, ReplNet, REPL_PORT};
     use super::*;
 
     #[test]
@@ -290,30 +290,26 @@ mod tests {
             ];
             let primary = node_config(&state, &state.nodes[0], &opts);
             let ingress = node_config(&state, &state.nodes[1], &opts);
-            assert!(
-                primary.ends_with(&format!(
+            // Node `i`'s link and replication sections, with peer `p`:
+            // `role` and how it reaches the link (`listen` or `peer`).
+            let tail = |i: u32, p: u32, role: &str, reach: &str| {
+                format!(
                     "\n[link]\nprivate_key = \"{}\"\n\
-                     \n[replication]\nrole = \"primary\"\nlisten = \"{}:7700\"\n\
+                     \n[replication]\nrole = \"{role}\"\n{reach} = \"{}:7700\"\n\
                      heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
                      peer_public_key = \"{}\"\n\
                      \n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
-                    private(1),
+                    private(i),
                     link[0],
-                    public(2)
-                )),
+                    public(p)
+                )
+            };
+            assert!(
+                primary.ends_with(&tail(1, 2, "primary", "listen")),
                 "{primary}"
             );
             assert!(
-                ingress.ends_with(&format!(
-                    "\n[link]\nprivate_key = \"{}\"\n\
-                     \n[replication]\nrole = \"ingress\"\npeer = \"{}:7700\"\n\
-                     heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 700\n\
-                     peer_public_key = \"{}\"\n\
-                     \n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",
-                    private(2),
-                    link[0],
-                    public(1)
-                )),
+                ingress.ends_with(&tail(2, 1, "ingress", "peer")),
                 "{ingress}"
             );
             assert!(primary.contains("mac = \"02:68:70:00:00:01\"\n"));
@@ -446,38 +442,33 @@ address = "127.0.0.1:8080"
             )
         };
         let heartbeat = "\n[heartbeat]\ninterval_ms = 100\ntimeout_ms = 500\n\n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n";
+        // Node `i`'s config with peer `p`: its two addresses' roles, and
+        // how it reaches the link (`listen` or `connect`).
+        let expected = |i: u32, p: u32, roles: [&str; 2], link: &str| {
+            let peer = format!("n{p}");
+            format!(
+                "[node]\nname = \"n{i}\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:0{i}\"\n{}{}{}\
+                 {}\n[link]\nprivate_key = \"{}\"\n\
+                 \n[[peer]]\nname = \"{peer}\"\n{link} = \"10.77.0.1:7702\"\n\
+                 public_key = \"{}\"\n{heartbeat}",
+                admin(i),
+                address("10.77.0.10", roles[0], &peer),
+                address("10.77.0.11", roles[1], &peer),
+                routes(p),
+                private(i),
+                public(p),
+            )
+        };
         // n1 owns .10 (primary n2), is primary for .11 (owned by n2), and
         // listens for the one link on its LAN address port 7702.
         assert_eq!(
             node_config(&state, &state.nodes[0], &opts),
-            format!(
-                "[node]\nname = \"n1\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:01\"\n{}{}{}\
-                 {}\n[link]\nprivate_key = \"{}\"\n\
-                 \n[[peer]]\nname = \"n2\"\nlisten = \"10.77.0.1:7702\"\n\
-                 public_key = \"{}\"\n{heartbeat}",
-                admin(1),
-                address("10.77.0.10", "owner", "n2"),
-                address("10.77.0.11", "primary", "n2"),
-                routes(2),
-                private(1),
-                public(2),
-            )
+            expected(1, 2, ["owner", "primary"], "listen")
         );
         // n2 is the mirror image and connects.
         assert_eq!(
             node_config(&state, &state.nodes[1], &opts),
-            format!(
-                "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n{}{}{}\
-                 {}\n[link]\nprivate_key = \"{}\"\n\
-                 \n[[peer]]\nname = \"n1\"\nconnect = \"10.77.0.1:7702\"\n\
-                 public_key = \"{}\"\n{heartbeat}",
-                admin(2),
-                address("10.77.0.10", "primary", "n1"),
-                address("10.77.0.11", "owner", "n1"),
-                routes(1),
-                private(2),
-                public(1),
-            )
+            expected(2, 1, ["primary", "owner"], "connect")
         );
         // Dedicated: the link goes to n1's repl0 address.
         let state = mode_state(Mode::DualRole, 2, ReplNet::Dedicated);
@@ -567,28 +558,7 @@ address = "127.0.0.1:8080"
     fn config_format() {
         let mut opts = LabOptions::new("hp");
         opts.http_header_timeout_ms = 2000;
-        let node = NodeState {
-            name: "n1".into(),
-            index: 1,
-            namespace: "hp-n1".into(),
-            address: node_address(1),
-            mac: node_mac(1),
-            role: "simplex".into(),
-            link: None,
-            tap: TAP_NAME.into(),
-            config: "/run/hotpair/lab-hp/n1.toml".into(),
-            log: "/run/hotpair/lab-hp/n1.log".into(),
-            pcap: None,
-            process: None,
-            killed: false,
-            upstream: UpstreamState {
-                address: UPSTREAM_ADDRESS.into(),
-                log: "/x".into(),
-                process: None,
-                killed: false,
-            },
-            cgroup: None,
-        };
+        let node = test_node(1, "simplex", None);
         let state = test_state(Mode::Simplex, None);
         let text = node_config(&state, &node, &opts);
         assert!(text.contains("mac = \"02:68:70:00:00:01\"\n"));

@@ -33,7 +33,10 @@ use std::time::{Duration, Instant};
 
 use crate::capture::{Capture, CaptureReport, Segment};
 use crate::failover::{assert_no_rst, assert_survivor, duplex_lab_with, epoch_now, ms, Victim};
-use crate::{describe, random_bytes, report, require_root, sha256_hex, Lab, TempDir, SERVICE};
+use crate::{
+    describe, random_bytes, report, require_root, sha256_hex, status_node, ChildLines, Lab,
+    TempDir, SERVICE,
+};
 
 /// The page the browser loads (see the module doc).
 pub const PAGE: &str = include_str!("browser/page.html");
@@ -123,16 +126,7 @@ pub fn chromium_args(chromium: &Path, profile: &Path, pin: &str) -> Vec<String> 
 /// largest over its connections (`ss -ti` in the client namespace).
 fn client_bytes_received(lab: &Lab) -> u64 {
     let filter = format!("dst {SERVICE}");
-    let out = lab.exec_in(
-        "client",
-        &["ss", "-tinH", "state", "established", &filter],
-        Duration::from_secs(10),
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("bytes_received:"))
-        .filter_map(|v| v.parse::<u64>().ok())
-        .max()
+    lab.tcp_counter_max("client", &[&filter], "bytes_received")
         .unwrap_or(0)
 }
 
@@ -197,22 +191,10 @@ fn capture_report(segs: &[Segment]) -> CaptureReport {
     }
 }
 
-/// Kills the driver (and through PR_SET_PDEATHSIG, Chromium) if the test
-/// panics half way.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Panics with `what` and the tail of the driver's and Chromium's stderr,
-/// after killing them.
-fn fail(test: &str, what: String, child: KillOnDrop, err_t: std::thread::JoinHandle<String>) -> ! {
-    drop(child);
-    let err = err_t.join().unwrap_or_default();
+/// after killing them (the driver, and through PR_SET_PDEATHSIG, Chromium).
+fn fail(test: &str, what: String, mut driver: ChildLines) -> ! {
+    let err = driver.kill_and_stderr();
     // Chromium's stderr is mostly D-Bus noise: show its tail.
     let lines: Vec<&str> = err.lines().collect();
     panic!(
@@ -264,15 +246,10 @@ pub fn download_across_kill(test: &str, victim: Victim) {
         .args(["python3", "-c", DRIVER, &url])
         .arg(DRIVER_DEADLINE_SECS.to_string())
         .args(chromium_args(&chromium, &profile, &pin))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
     let start = Instant::now();
-    let mut child = cmd.spawn().expect("running the DevTools driver");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let child = KillOnDrop(child);
-    let (rx, err_t) = crate::read_output(stdout, stderr);
+    // Killed (and with it Chromium) if the test panics half way.
+    let driver = ChildLines::spawn(&mut cmd).expect("running the DevTools driver");
     let parse_result = |line: &str| -> serde_json::Value {
         serde_json::from_str(line.trim_start_matches("RESULT "))
             .unwrap_or_else(|e| panic!("[{test}] the driver's result is not JSON ({e}): {line}"))
@@ -285,7 +262,7 @@ pub fn download_across_kill(test: &str, victim: Victim) {
     let mut page_at_kill = 0;
     let wire_at_kill = loop {
         loop {
-            match rx.try_recv() {
+            match driver.lines.try_recv() {
                 Ok(line) if line.starts_with("PROGRESS ") => {
                     page_at_kill = line["PROGRESS ".len()..].trim().parse().unwrap_or(0);
                 }
@@ -294,8 +271,7 @@ pub fn download_across_kill(test: &str, victim: Victim) {
                     fail(
                         test,
                         format!("the page ended before the kill ({page_at_kill} bytes read): {r}"),
-                        child,
-                        err_t,
+                        driver,
                     );
                 }
                 Ok(_) => {}
@@ -303,8 +279,7 @@ pub fn download_across_kill(test: &str, victim: Victim) {
                 Err(e) => fail(
                     test,
                     format!("the driver ended before the kill ({e})"),
-                    child,
-                    err_t,
+                    driver,
                 ),
             }
         }
@@ -319,8 +294,7 @@ pub fn download_across_kill(test: &str, victim: Victim) {
                     "the client did not receive {KILL_AT_BYTES} bytes within 30 s ({wire} on the \
                      wire, {page_at_kill} read by the page)"
                 ),
-                child,
-                err_t,
+                driver,
             );
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -332,28 +306,25 @@ pub fn download_across_kill(test: &str, victim: Victim) {
     // The result.
     let deadline = Instant::now() + Duration::from_secs(DRIVER_DEADLINE_SECS);
     let result = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match driver
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             Ok(line) if line.starts_with("RESULT ") => break parse_result(&line),
             Ok(_) => {}
             Err(e) => fail(
                 test,
                 format!("no result from the driver after the kill ({e})"),
-                child,
-                err_t,
+                driver,
             ),
         }
     };
     let done_after_kill = kill.elapsed();
-    drop(child);
-    let _ = err_t.join();
+    drop(driver);
     let segs = cap
         .segments()
         .unwrap_or_else(|e| panic!("[{test}] the client capture: {e}"));
-    let victim_mac = lab.initial_status()["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == victim.node())
+    let victim_mac = status_node(lab.initial_status(), victim.node())
         .and_then(|n| n["mac"].as_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_else(|| panic!("[{test}] no MAC for {} in lab status", victim.node()));

@@ -1,14 +1,15 @@
 //! Packet captures in the client namespace: tcpdump writing the service
 //! addresses' TCP traffic (or ARP) to a file, read back as text lines or as
 //! [`Segment`]s. One type for the duplex scenarios (one address, a
-//! [`CaptureReport`]) and the multi-address ones (every segment).
+//! [`CaptureReport`]), the multi-address ones (every segment) and the
+//! walkthrough's hosts outside a lab ([`Capture::in_namespace`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{describe, Background, Lab, SERVICE};
+use crate::{describe, report, Background, Lab, SERVICE};
 
 /// tcpdump in the client namespace, capturing the service addresses' TCP
 /// traffic (both directions, so a RST can be shown with its connection's
@@ -30,6 +31,25 @@ pub struct CaptureReport {
     pub context: Vec<String>,
 }
 
+impl CaptureReport {
+    /// The first 20 RST lines, each dated relative to `kill` (seconds since
+    /// the epoch; `tcpdump -tt`'s first field is the time).
+    pub fn dated_rsts(&self, kill: f64) -> Vec<String> {
+        self.rsts
+            .iter()
+            .take(20)
+            .map(|l| {
+                let t: f64 = l
+                    .split_whitespace()
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(f64::NAN);
+                format!("  [{:+.3} s from the kill] {l}", t - kill)
+            })
+            .collect()
+    }
+}
+
 impl Capture {
     /// Starts `tcpdump -i eth0 -w FILE 'tcp and host 10.77.0.10'` and
     /// waits until it listens.
@@ -47,28 +67,21 @@ impl Capture {
     fn with_filter(lab: &Lab, dir: &Path, filter: String) -> Capture {
         let file = dir.join("client.pcap");
         let file_s = file.to_string_lossy().into_owned();
-        let proc = tcpdump(
-            lab,
-            dir,
-            &[
-                "tcpdump",
-                // Without it the kernel hands packets over in blocks, and a
-                // capture of a few segments (keep-alive requests) stopped
-                // soon after holds none of them: "0 packets captured,
-                // 18 received by filter".
-                "--immediate-mode",
-                "-i",
-                "eth0",
-                "-n",
-                "-s",
-                "128",
-                "-U",
-                "-w",
-                &file_s,
-                &filter,
-            ],
-            "tcpdump",
-        );
+        let proc = tcpdump(lab, dir, &tcp_args(&file_s, &filter), "tcpdump");
+        Capture { proc, file }
+    }
+
+    /// Starts `tcpdump -i eth0 -w FILE FILTER` in namespace `ns` (one
+    /// outside a lab: the hosts of a walkthrough site) and waits until it
+    /// listens.
+    pub fn in_namespace(ns: &str, dir: &Path, filter: &str) -> Capture {
+        let file = dir.join(format!("{ns}.pcap"));
+        let file_s = file.to_string_lossy().into_owned();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .args(tcp_args(&file_s, filter));
+        let proc = Background::spawn(cmd, dir, &format!("tcpdump-{ns}"));
+        let proc = listening(proc, &format!("tcpdump in {ns}"));
         Capture { proc, file }
     }
 
@@ -178,22 +191,48 @@ fn read(file: &Path, filter: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// A tcpdump command line writing `filter`'s TCP segments (their first 128
+/// bytes: the headers) to `file`.
+fn tcp_args<'a>(file: &'a str, filter: &'a str) -> [&'a str; 11] {
+    [
+        "tcpdump",
+        // Without it the kernel hands packets over in blocks, and a
+        // capture of a few segments (keep-alive requests) stopped soon
+        // after holds none of them: "0 packets captured, 18 received by
+        // filter".
+        "--immediate-mode",
+        "-i",
+        "eth0",
+        "-n",
+        "-s",
+        "128",
+        "-U",
+        "-w",
+        file,
+        filter,
+    ]
+}
+
 /// Starts `args` (a tcpdump command line) in the client namespace and
 /// waits until it listens.
 fn tcpdump(lab: &Lab, dir: &Path, args: &[&str], name: &str) -> Background {
-    let mut proc = lab.spawn_in("client", args, dir, name);
+    let proc = lab.spawn_in("client", args, dir, name);
+    listening(proc, &format!("[{}] {name}", lab.test))
+}
+
+/// Waits until tcpdump `proc` (`who`, for the failure message) says it
+/// listens: a capture started before the traffic must not miss its start.
+fn listening(mut proc: Background, who: &str) -> Background {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !proc.stderr_text().contains("listening on") {
         assert!(
             !proc.exited(),
-            "[{}] {name} exited at start: {}",
-            lab.test,
+            "{who} exited at start: {}",
             proc.stderr_text()
         );
         assert!(
             Instant::now() < deadline,
-            "[{}] {name} did not start listening within 10 s: {}",
-            lab.test,
+            "{who} did not start listening within 10 s: {}",
             proc.stderr_text()
         );
         thread::sleep(Duration::from_millis(20));
@@ -209,7 +248,7 @@ pub fn arp_capture(lab: &Lab, dir: &Path) -> Background {
         lab,
         dir,
         // --immediate-mode: a few ARP frames must not wait in a kernel
-        // block when the capture stops (see `Capture::with_filter`).
+        // block when the capture stops (see `tcp_args`).
         &[
             "tcpdump",
             "--immediate-mode",
@@ -223,6 +262,30 @@ pub fn arp_capture(lab: &Lab, dir: &Path) -> Background {
         ],
         "tcpdump-arp",
     )
+}
+
+/// Asserts the capture holds packets and no RST from the service address.
+/// `kill` (seconds since the epoch) dates the RSTs relative to the kill.
+#[track_caller]
+pub fn assert_no_rst(lab: &Lab, cap: &CaptureReport, what: &str, kill: f64) {
+    assert!(
+        cap.packets > 0,
+        "[{}] {what}: the capture in the client namespace holds no packet from {SERVICE}",
+        lab.test
+    );
+    assert!(
+        cap.rsts.is_empty(),
+        "[{}] {what}: {} RST segment(s) from {SERVICE} seen by the client (MAC \
+         02:68:70:00:00:01 = n1, :02 = n2):\n{}\n{}",
+        lab.test,
+        cap.rsts.len(),
+        cap.dated_rsts(kill).join("\n"),
+        cap.context.join("\n")
+    );
+    report(&format!(
+        "[{}] {what}: capture: {} packets from {SERVICE}, 0 RST",
+        lab.test, cap.packets
+    ));
 }
 
 /// One TCP segment of a capture (`tcpdump -n -e -tt -r`).

@@ -2,8 +2,8 @@
 //! operator's documentation rather than `hotpair lab`: a [`Site`] of
 //! "hosts" with one NIC each (`eth0`) on a switch namespace's bridge, a
 //! client namespace on the same LAN, the commands of a marked block of
-//! `docs/operations.md` ([`doc_block`]), and a packet capture in any of
-//! the namespaces ([`NsCapture`]).
+//! `docs/operations.md` ([`doc_block`]); a packet capture in any of the
+//! namespaces is [`crate::capture::Capture::in_namespace`].
 //!
 //! A host is a network namespace plus a mount namespace of its own, held
 //! by an anchor process that mounted, once, private file systems over the
@@ -23,7 +23,6 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::capture::{parse_segment, Segment};
 use crate::{describe, run_with_timeout, Background, TempDir};
 
 /// The documented operator's guide the walkthrough follows.
@@ -446,66 +445,6 @@ impl Drop for Site {
                 eprintln!("[{}] WARNING: could not delete namespace {ns}", self.test);
             }
         }
-    }
-}
-
-/// tcpdump on `eth0` of a namespace, writing `filter`'s packets to a file.
-pub struct NsCapture {
-    proc: Background,
-    file: PathBuf,
-}
-
-impl NsCapture {
-    /// Starts `tcpdump -i eth0 -w FILE FILTER` in `ns` and waits until it
-    /// listens.
-    pub fn start(ns: &str, dir: &Path, filter: &str) -> NsCapture {
-        let file = dir.join(format!("{ns}.pcap"));
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, "tcpdump", "-i", "eth0", "-n"])
-            .args(["-s", "128", "-U", "-w"])
-            .arg(&file)
-            .arg(filter);
-        let mut proc = Background::spawn(cmd, dir, &format!("tcpdump-{ns}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !proc.stderr_text().contains("listening on") {
-            assert!(
-                !proc.exited(),
-                "tcpdump in {ns} exited at start: {}",
-                proc.stderr_text()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "tcpdump in {ns} did not listen within 10 s: {}",
-                proc.stderr_text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        NsCapture { proc, file }
-    }
-
-    /// Stops tcpdump (after letting the last packets in) and returns every
-    /// TCP segment it captured.
-    pub fn stop(self) -> Vec<Segment> {
-        thread::sleep(Duration::from_millis(200));
-        self.proc.signal("INT");
-        let out = self.proc.wait(Duration::from_secs(10));
-        assert!(
-            self.file.exists(),
-            "tcpdump wrote no capture\n{}",
-            describe(&out)
-        );
-        let read = run_with_timeout(
-            Command::new("tcpdump")
-                .args(["-n", "-e", "-tt", "-r"])
-                .arg(&self.file)
-                .arg("tcp"),
-            Duration::from_secs(60),
-        );
-        assert!(read.status.success(), "tcpdump -r\n{}", describe(&read));
-        String::from_utf8_lossy(&read.stdout)
-            .lines()
-            .filter_map(parse_segment)
-            .collect()
     }
 }
 

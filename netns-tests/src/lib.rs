@@ -6,7 +6,7 @@
 //! from that lab's client namespace to its service address (10.77.0.10).
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,7 +23,10 @@ pub mod failover;
 pub mod hosts;
 pub mod multi;
 pub mod policies;
+mod process;
 pub mod wrk;
+
+pub use process::{rss, run_with_timeout, Background, ChildLines};
 
 /// The lab's service address and port.
 pub const SERVICE: &str = "10.77.0.10";
@@ -110,53 +113,6 @@ pub fn unique_prefix() -> String {
             return prefix;
         }
     }
-}
-
-/// Runs `cmd` with a time limit, capturing stdout and stderr. On timeout the
-/// process is killed and the test panics with what it printed so far.
-pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let mut out_pipe = child.stdout.take().expect("stdout piped");
-    let mut err_pipe = child.stderr.take().expect("stderr piped");
-    let out_t = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out_pipe.read_to_end(&mut v);
-        v
-    });
-    let err_t = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err_pipe.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let (status, timed_out) = loop {
-        match child.try_wait().expect("waiting for child") {
-            Some(status) => break (status, false),
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                break (child.wait().expect("waiting for killed child"), true);
-            }
-            None => thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let output = Output {
-        status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
-    };
-    if timed_out {
-        panic!(
-            "{shown} did not finish within {timeout:?}; killed.\n{}",
-            describe(&output)
-        );
-    }
-    output
 }
 
 /// Human-readable exit status and output (stdout abbreviated) for messages.
@@ -251,9 +207,79 @@ impl Lab {
         run_with_timeout(&mut cmd, timeout)
     }
 
+    /// The largest `counter` (`bytes_acked`, `bytes_received`…) over the
+    /// established TCP sockets of namespace `ns` that `filter` (`ss` filter
+    /// words) selects, as `ss -tinH` reports it; `None` when there is none.
+    pub fn tcp_counter_max(&self, ns: &str, filter: &[&str], counter: &str) -> Option<u64> {
+        let mut args = vec!["ss", "-tinH", "state", "established"];
+        args.extend_from_slice(filter);
+        let out = self.exec_in(ns, &args, Duration::from_secs(10));
+        let prefix = format!("{counter}:");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix(prefix.as_str()))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .max()
+    }
+
     /// Runs a command in the client namespace (time limit 90 s).
     pub fn exec_client<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         self.exec_in("client", args, Duration::from_secs(90))
+    }
+
+    /// GETs `url` from the client namespace, the body thrown away: stdout
+    /// is the HTTP status (`curl -sS --max-time 10 -o /dev/null -w
+    /// %{http_code}`), stderr curl's error if any.
+    pub fn get_status(&self, url: &str) -> Output {
+        self.exec_client(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            url,
+        ])
+    }
+
+    /// `GET path` on node `i`'s metrics listener (`10.77.0.<i>:9464`) from
+    /// the client: the status code and the body.
+    pub fn metrics_get(&self, i: u32, path: &str) -> (u16, String) {
+        let out = self.exec_client(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://10.77.0.{i}:9464{path}"),
+        ]);
+        assert!(
+            out.status.success(),
+            "[{}] curl n{i}{path}\n{}",
+            self.test,
+            describe(&out)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("curl -w adds a line");
+        (
+            code.parse()
+                .unwrap_or_else(|_| panic!("no status in {text:?}")),
+            body.to_owned(),
+        )
+    }
+
+    /// Node `i`'s Prometheus metrics (`/metrics` answered 200).
+    pub fn scrape_metrics(&self, i: u32) -> String {
+        let (code, body) = self.metrics_get(i, "/metrics");
+        assert_eq!(
+            code, 200,
+            "[{}] scraping n{i}'s metrics failed\n{body}",
+            self.test
+        );
+        body
     }
 
     /// Runs python3 `script` in the client namespace with `args`.
@@ -425,12 +451,7 @@ impl Lab {
     /// Whether `lab status` reports node `name` alive.
     pub fn node_alive(&self, name: &str) -> bool {
         let st = self.status_json();
-        st["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n["name"] == name)
-            .is_some_and(|n| n["alive"] == true)
+        status_node(&st, name).is_some_and(|n| n["alive"] == true)
     }
 
     /// The last `lines` lines of every node log.
@@ -487,104 +508,6 @@ impl Drop for Lab {
                 "[{}] WARNING: cannot run lab down --prefix {}: {e}",
                 self.test, self.prefix
             ),
-        }
-    }
-}
-
-/// A process started in the background with its output going to files;
-/// killed on drop if it still runs.
-pub struct Background {
-    child: std::process::Child,
-    pub stdout_path: PathBuf,
-    pub stderr_path: PathBuf,
-    shown: String,
-}
-
-impl Background {
-    /// Spawns `cmd` with stdin from /dev/null and stdout/stderr to
-    /// `dir/<tag>.out` and `dir/<tag>.err`.
-    pub fn spawn(mut cmd: Command, dir: &Path, tag: &str) -> Background {
-        let shown = format!("{cmd:?}");
-        let stdout_path = dir.join(format!("{tag}.out"));
-        let stderr_path = dir.join(format!("{tag}.err"));
-        let out = std::fs::File::create(&stdout_path).expect("creating a stdout file");
-        let err = std::fs::File::create(&stderr_path).expect("creating a stderr file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-        Background {
-            child,
-            stdout_path,
-            stderr_path,
-            shown,
-        }
-    }
-
-    /// The process id (`hotpair lab exec` execs `ip netns exec`, which execs
-    /// the program: one pid all along).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether it has exited.
-    pub fn exited(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_some()
-    }
-
-    pub fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.stdout_path).unwrap_or_default()).into_owned()
-    }
-
-    pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
-    }
-
-    /// Sends a signal by name (`INT`, `TERM`, …) with kill(1).
-    pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .stdin(Stdio::null())
-            .output();
-    }
-
-    /// Waits up to `timeout` for the exit; on timeout kills it and panics
-    /// with what it printed.
-    pub fn wait(mut self, timeout: Duration) -> Output {
-        let deadline = Instant::now() + timeout;
-        let (status, timed_out) = loop {
-            match self.child.try_wait().expect("waiting for child") {
-                Some(status) => break (status, false),
-                None if Instant::now() >= deadline => {
-                    let _ = self.child.kill();
-                    break (self.child.wait().expect("waiting for killed child"), true);
-                }
-                None => thread::sleep(Duration::from_millis(10)),
-            }
-        };
-        let output = Output {
-            status,
-            stdout: std::fs::read(&self.stdout_path).unwrap_or_default(),
-            stderr: std::fs::read(&self.stderr_path).unwrap_or_default(),
-        };
-        if timed_out {
-            panic!(
-                "{} did not finish within {timeout:?}; killed.\n{}",
-                self.shown,
-                describe(&output)
-            );
-        }
-        output
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -848,30 +771,13 @@ pub fn python_json(lab: &Lab, script: &str, args: &[&str], timeout: Duration) ->
         .unwrap_or_else(|e| panic!("python client printed no JSON ({e})\n{}", describe(&out)))
 }
 
-/// Reads a child's output on threads of its own: its stdout line by line
-/// into the channel returned, its stderr whole (the thread's result).
-pub fn read_output(
-    stdout: std::process::ChildStdout,
-    mut stderr: std::process::ChildStderr,
-) -> (
-    std::sync::mpsc::Receiver<String>,
-    std::thread::JoinHandle<String>,
-) {
-    use std::io::{BufRead, BufReader, Read};
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    (rx, err_t)
+/// Node `name`'s entry in a `lab status --json` document.
+pub fn status_node<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == name)
 }
 
 /// The output of `curl -w "\n%{http_code} %{time_total}"`: the body, the

@@ -33,8 +33,8 @@ use crate::capture::{Capture, Segment};
 use crate::failover::{epoch_now, ms, serial, Sampler, Serial, SAMPLE_EVERY};
 use crate::wrk::parse_wrk;
 use crate::{
-    describe, random_bytes, report, require_root, sha256sum, split_head, status_code, Background,
-    Lab, TempDir, SERVICE_PORT,
+    describe, random_bytes, report, require_root, sha256sum, split_head, status_code, status_node,
+    Background, Lab, TempDir, SERVICE_PORT,
 };
 
 pub use self::checks::*;
@@ -245,11 +245,7 @@ pub fn multi_lab(
         .flat_map(|a| [a.owner.as_str(), a.primary.as_str()])
         .collect();
     for name in names {
-        let n = st["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n["name"] == name)
+        let n = status_node(st, name)
             .unwrap_or_else(|| panic!("[{test}] no node {name} in lab status: {st}"));
         assert_eq!(n["alive"], true, "[{test}] {name} not alive: {st}");
         let mac = n["mac"]
@@ -333,14 +329,7 @@ impl MultiLab {
     /// After killing `victim`: it is dead and every other node alive.
     pub fn check_survivors(&self, victim: &str) -> Result<String, String> {
         let st = self.status_json();
-        let alive = |name: &str| {
-            st["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|n| n["name"] == name)
-                .is_some_and(|n| n["alive"] == true)
-        };
+        let alive = |name: &str| status_node(&st, name).is_some_and(|n| n["alive"] == true);
         let mut bad = Vec::new();
         if alive(victim) {
             bad.push(format!("{victim} still alive after lab kill"));

@@ -41,7 +41,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -50,7 +49,10 @@ use crate::failover::{
     KILL_AT_BYTES, SAMPLE_EVERY,
 };
 use crate::wrk::parse_wrk;
-use crate::{describe, hotpair_bin, report, sha256_file, sha256sum, url, Background, Lab, TempDir};
+use crate::{
+    describe, hotpair_bin, report, sha256_file, sha256sum, url, Background, ChildLines, Lab,
+    TempDir,
+};
 
 use self::client::*;
 pub use self::guard::*;
@@ -209,32 +211,12 @@ impl Download {
 /// Bytes node `node` has sent on the replication link and had acknowledged
 /// (`ss -ti` on the link's port in the node's namespace).
 fn link_bytes_acked(lab: &Lab, node: &str, port: u16) -> Option<u64> {
-    let sport = format!(":{port}");
-    let dport = sport.clone();
-    let out = lab.exec_in(
+    let port = format!(":{port}");
+    lab.tcp_counter_max(
         node,
-        &[
-            "ss",
-            "-tinH",
-            "state",
-            "established",
-            "(",
-            "sport",
-            "=",
-            &sport,
-            "or",
-            "dport",
-            "=",
-            &dport,
-            ")",
-        ],
-        Duration::from_secs(10),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .filter_map(|w| w.strip_prefix("bytes_acked:"))
-        .filter_map(|v| v.parse::<u64>().ok())
-        .max()
+        &["(", "sport", "=", &port, "or", "dport", "=", &port, ")"],
+        "bytes_acked",
+    )
 }
 
 /// The replication link's port (`lab status`: replication.listen).
@@ -320,19 +302,7 @@ fn rst_failure(cap: &CaptureReport, kill: f64) -> Option<String> {
     if cap.rsts.is_empty() {
         return None;
     }
-    let dated: Vec<String> = cap
-        .rsts
-        .iter()
-        .take(20)
-        .map(|l| {
-            let t: f64 = l
-                .split_whitespace()
-                .next()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(f64::NAN);
-            format!("  [{:+.3} s from the kill] {l}", t - kill)
-        })
-        .collect();
+    let dated = cap.dated_rsts(kill);
     Some(format!(
         "{} RST segment(s) from {} in the client's capture (MAC 02:68:70:00:00:01 = n1, \
          :02 = n2):\n{}\n{}",

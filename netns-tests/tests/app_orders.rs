@@ -26,7 +26,7 @@ use hotpair_netns_tests::failover::{
     assert_no_rst, assert_survivor, duplex_lab_with, epoch_now, Victim,
 };
 use hotpair_netns_tests::{
-    assert_success, describe, hotpair_bin, read_output, report, url, Lab, TempDir, PY_HTTP,
+    assert_success, describe, hotpair_bin, report, url, ChildLines, Lab, TempDir, PY_HTTP,
 };
 use serde_json::Value;
 
@@ -245,47 +245,35 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
     let cap = Capture::start_hosts(lab, dir.path(), &[layout.service().to_owned()]);
     let nonce = format!("{}-{}", lab.prefix, std::process::id());
     let script = format!("{PY_HTTP}\n{CLIENT}");
-    let mut child = Command::new(hotpair_bin())
-        .args(["lab", "exec", "--prefix", &lab.prefix, "client", "--"])
-        .args(["python3", "-c", &script])
-        .args([
-            CONNS.to_string(),
-            PER_CONN.to_string(),
-            DELAY_MS.to_string(),
-            nonce,
-            layout.service().to_owned(),
-        ])
-        .stdin(if fault == Fault::AppsInTurn {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running python3 in the client namespace");
+    // Killed if the test panics half way.
+    let mut client = ChildLines::spawn(
+        Command::new(hotpair_bin())
+            .args(["lab", "exec", "--prefix", &lab.prefix, "client", "--"])
+            .args(["python3", "-c", &script])
+            .args([
+                CONNS.to_string(),
+                PER_CONN.to_string(),
+                DELAY_MS.to_string(),
+                nonce,
+                layout.service().to_owned(),
+            ])
+            .stdin(if fault == Fault::AppsInTurn {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }),
+    )
+    .expect("running python3 in the client namespace");
     // Closed when the clients may stop (after `PER_CONN` each).
-    let client_stdin = child.stdin.take();
-    /// Kills the client if the test panics half way.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let child = KillOnDrop(child);
-    let (rx, err_t) = read_output(stdout, stderr);
+    let client_stdin = client.take_stdin();
 
     let mut done = 0;
     while done < KILL_AFTER {
-        match rx.recv_timeout(Duration::from_secs(20)) {
+        match client.lines.recv_timeout(Duration::from_secs(20)) {
             Ok(l) if l == "DONE" => done += 1,
             other => panic!(
                 "[{test}] the client stopped after {done} replies, before the kill: {other:?}\n{}",
-                err_t.join().unwrap_or_default()
+                client.kill_and_stderr()
             ),
         }
     }
@@ -299,7 +287,7 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
             let mut replies = |n: usize, what: &str| {
                 let to = done + n;
                 while done < to {
-                    match rx.recv_timeout(Duration::from_secs(20)) {
+                    match client.lines.recv_timeout(Duration::from_secs(20)) {
                         Ok(l) if l == "DONE" => done += 1,
                         other => panic!(
                             "[{test}] the client stopped after {done} replies, {what}: {other:?}"
@@ -328,16 +316,16 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
     }
     drop(client_stdin);
     let (line, finished) = loop {
-        match rx.recv_timeout(Duration::from_secs(40)) {
+        match client.lines.recv_timeout(Duration::from_secs(40)) {
             Ok(l) if l == "DONE" => done += 1,
             Ok(l) => break (l, kill.elapsed()),
             Err(e) => panic!(
                 "[{test}] the client did not finish ({e}) after {done} replies; stderr:\n{}",
-                err_t.join().unwrap_or_default()
+                client.kill_and_stderr()
             ),
         }
     };
-    drop(child);
+    drop(client);
     let results: Vec<Value> = serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("[{test}] the client printed no JSON ({e}): {line}"));
     match fault {
@@ -610,16 +598,8 @@ fn wait_status(lab: &Lab, what: &str, f: impl Fn(&Value, &Value) -> bool) {
 /// `hotpair_upstream_fallback_total{route="/app/"}` of a node, scraped from
 /// the client namespace.
 fn fallback_answers(lab: &Lab, node: &str) -> f64 {
-    let i = &node[1..];
-    let out = lab.exec_client(&[
-        "curl",
-        "-s",
-        "--max-time",
-        "10",
-        &format!("http://10.77.0.{i}:9464/metrics"),
-    ]);
-    assert_success(&out, &format!("scraping {node}'s metrics"));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let i = node[1..].parse().expect("a node name is n<i>");
+    let text = lab.scrape_metrics(i);
     text.lines()
         .find_map(|l| l.strip_prefix("hotpair_upstream_fallback_total{route=\"/app/\"} "))
         .and_then(|v| v.trim().parse().ok())

@@ -201,17 +201,7 @@ fn malformed_requests_get_errors_and_the_node_keeps_serving() {
     }
 
     // The node keeps serving after all of that.
-    let out = lab.exec_client(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &url("/static/index.html"),
-    ]);
+    let out = lab.get_status(&url("/static/index.html"));
     let code = String::from_utf8_lossy(&out.stdout).into_owned();
     if code != "200" {
         failures.push(format!(

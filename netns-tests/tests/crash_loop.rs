@@ -7,15 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use hotpair_netns_tests::{assert_success, report, Lab};
+use hotpair_netns_tests::{assert_success, report, status_node, Lab};
 
 fn n1_log(lab: &Lab) -> String {
     let st = lab.status_json();
-    let path = st["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == "n1")
+    let path = status_node(&st, "n1")
         .and_then(|n| n["log"].as_str().map(str::to_owned))
         .expect("n1's log");
     String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()

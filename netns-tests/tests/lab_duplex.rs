@@ -4,18 +4,13 @@
 
 use std::time::Duration;
 
-use hotpair_netns_tests::{assert_success, Lab};
+use hotpair_netns_tests::{assert_success, status_node, Lab};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
 
 fn node<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == name)
-        .unwrap_or_else(|| panic!("no node {name} in status: {status}"))
+    status_node(status, name).unwrap_or_else(|| panic!("no node {name} in status: {status}"))
 }
 
 fn addresses(status: &Value, ns: &str) -> Vec<(String, String)> {

@@ -62,17 +62,7 @@ fn marker_on_link(lab: &Lab, tag: &str, marker: &str) -> (bool, usize) {
         // The request (client frames) crosses the link to the primary,
         // and its logged reply (4 KiB) comes back over it.
         let url = format!("http://10.77.0.10/non-deterministic/{marker}-{i}?size=4096");
-        let out = lab.exec_client(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &url,
-        ]);
+        let out = lab.get_status(&url);
         assert_success(&out, "curl through the pair");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{duplex_lab, DuplexLab};
 use hotpair_netns_tests::{
-    describe, hotpair_bin, report, run_with_timeout, sha256_file, url, Lab, TempDir,
+    describe, hotpair_bin, report, run_with_timeout, sha256_file, status_node, url, Lab, TempDir,
 };
 
 fn socket(lab: &Lab, node: &str) -> PathBuf {
@@ -62,28 +62,7 @@ fn wait_check(lab: &Lab, node: &str, want: i32, secs: u64) -> String {
 
 /// `GET path` on node `i`'s metrics listener from the client: code, body.
 fn http(lab: &Lab, i: u32, path: &str) -> (u16, String) {
-    let out = lab.exec_client(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        "-w",
-        "\n%{http_code}",
-        &format!("http://10.77.0.{i}:9464{path}"),
-    ]);
-    assert!(
-        out.status.success(),
-        "[{}] curl n{i}{path}\n{}",
-        lab.test,
-        describe(&out)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').expect("curl -w adds a line");
-    (
-        code.parse()
-            .unwrap_or_else(|_| panic!("no status in {text:?}")),
-        body.to_owned(),
-    )
+    lab.metrics_get(i, path)
 }
 
 #[track_caller]
@@ -98,11 +77,7 @@ fn assert_http(lab: &Lab, i: u32, path: &str, want: u16, says: &str) {
 
 /// Node `name`'s entry in `lab status --json`.
 fn node_entry(lab: &Lab, name: &str) -> serde_json::Value {
-    lab.status_json()["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == name)
+    status_node(&lab.status_json(), name)
         .cloned()
         .unwrap_or_else(|| panic!("[{}] no node {name} in lab status", lab.test))
 }

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, duplex_args};
-use hotpair_netns_tests::{assert_success, describe, report, Lab, SERVICE};
+use hotpair_netns_tests::{assert_success, describe, report, rss, Lab, SERVICE};
 
 /// Pipelines `N` requests for `SIZE`-byte generated replies from a socket
 /// with a 4 KB receive buffer, reads nothing for `HOLD` seconds, then says
@@ -44,15 +44,6 @@ while time.time() - start < hold:
     time.sleep(0.05)
 print(json.dumps({"requests_sent": sent // len(req), "reset_after": reset_after}))
 "#;
-
-/// Resident memory of `pid`, bytes.
-fn rss(pid: u64) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 fn node_pids(lab: &Lab) -> Vec<(String, u64)> {
     let st = lab.status_json();

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture, KillAt, Victim};
 use hotpair_netns_tests::multi;
-use hotpair_netns_tests::{assert_success, describe, report, sha256sum, TempDir, SERVICE};
+use hotpair_netns_tests::{
+    assert_success, describe, report, sha256sum, status_node, TempDir, SERVICE,
+};
 
 const FILE: &str = "50m.bin";
 /// Slow enough that the restart and the rejoin happen mid-download.
@@ -119,11 +121,7 @@ fn a_rolling_upgrade_by_switchover_keeps_every_download() {
     };
     let st = lab.status_json();
     let sock = |name: &str| -> String {
-        st["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n["name"] == name)
+        status_node(&st, name)
             .and_then(|n| n["admin_socket"].as_str())
             .unwrap_or_else(|| panic!("[{test}] no admin socket for {name}: {st}"))
             .to_owned()

@@ -22,19 +22,14 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::capture::Capture;
 use hotpair_netns_tests::failover::{assert_no_rst, duplex_lab, epoch_now, DOWNLOAD_RATE};
-use hotpair_netns_tests::{describe, report, sha256sum, url, Lab, TempDir};
+use hotpair_netns_tests::{describe, report, sha256sum, status_node, url, Lab, TempDir};
 
 const DOWNLOAD_FILE: &str = "50m.bin";
 const NEW_FILE: &str = "reloaded.txt";
 const NEW_BODY: &[u8] = b"content of the second generation\n";
 
 fn node<'a>(st: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    st["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == name)
-        .unwrap_or_else(|| panic!("no node {name} in lab status: {st}"))
+    status_node(st, name).unwrap_or_else(|| panic!("no node {name} in lab status: {st}"))
 }
 
 /// `kill -HUP` node `name` (the lab's pid for it).

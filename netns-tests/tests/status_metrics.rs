@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{duplex_lab_with, DuplexLab};
 use hotpair_netns_tests::{
-    describe, hotpair_bin, report, run_with_timeout, sha256_file, url, Lab, TempDir,
+    describe, hotpair_bin, report, run_with_timeout, sha256_file, url, Background, Lab, TempDir,
 };
 
 const DOWNLOAD_FILE: &str = "50m.bin";
@@ -50,22 +50,65 @@ fn status_cmd(lab: &Lab, node: &str, json: bool) -> std::process::Output {
 }
 
 /// Scrape node `i`'s metrics from the client namespace.
+/// A 50 MB download at 20 MB/s from the client, to be finished across a
+/// failover.
+struct Download {
+    _tmp: TempDir,
+    src: PathBuf,
+    dl: PathBuf,
+    curl: Background,
+}
+
+impl Download {
+    /// Starts the download and waits until `mib` MiB arrived.
+    fn start(lab: &Lab, test: &str, mib: u64) -> Download {
+        let tmp = TempDir::new(&format!("{test}-dl"));
+        let src = lab.docroot().join(DOWNLOAD_FILE);
+        let dl = tmp.path().join("download.bin");
+        let curl = lab.curl_download(
+            &url(&format!("/static/{DOWNLOAD_FILE}")),
+            "20M",
+            &dl,
+            &[],
+            tmp.path(),
+            "curl",
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while file_len(&dl) < mib << 20 {
+            assert!(
+                Instant::now() < deadline,
+                "[{test}] the download did not reach {mib} MB within 20 s ({} bytes)",
+                file_len(&dl)
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        Download {
+            _tmp: tmp,
+            src,
+            dl,
+            curl,
+        }
+    }
+
+    /// Waits for the end: curl succeeded and the file is the docroot's to
+    /// the byte.
+    fn completes(self, test: &str) {
+        let out = self.curl.wait(Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "[{test}] curl failed across the failover\n{}",
+            describe(&out)
+        );
+        assert_eq!(
+            sha256_file(&self.dl),
+            sha256_file(&self.src),
+            "[{test}] the download is not byte-exact"
+        );
+    }
+}
+
 fn scrape(lab: &Lab, i: u32) -> String {
-    let out = lab.exec_client(&[
-        "curl",
-        "-sS",
-        "--fail",
-        "--max-time",
-        "10",
-        &format!("http://10.77.0.{i}:9464/metrics"),
-    ]);
-    assert!(
-        out.status.success(),
-        "[{}] scraping n{i}'s metrics failed\n{}",
-        lab.test,
-        describe(&out)
-    );
-    String::from_utf8(out.stdout).expect("metrics are UTF-8")
+    lab.scrape_metrics(i)
 }
 
 /// The value of the sample `series` (name with labels, exactly as printed).
@@ -201,26 +244,7 @@ fn status_and_metrics_follow_a_failover() {
     let req_before = requests_static(&codes);
 
     // A 50 MB download at 20 MB/s; n1 killed once 20 MB arrived.
-    let tmp = TempDir::new(&format!("{test}-dl"));
-    let src = lab.docroot().join(DOWNLOAD_FILE);
-    let dl = tmp.path().join("download.bin");
-    let curl = lab.curl_download(
-        &url(&format!("/static/{DOWNLOAD_FILE}")),
-        "20M",
-        &dl,
-        &[],
-        tmp.path(),
-        "curl",
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while file_len(&dl) < 20 << 20 {
-        assert!(
-            Instant::now() < deadline,
-            "[{test}] the download did not reach 20 MB within 20 s ({} bytes)",
-            file_len(&dl)
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let download = Download::start(&lab, test, 20);
     // Mid-download: the primary counted the request and answers it live;
     // the ingress node shadows it.
     let mid1 = scrape(&lab, 1);
@@ -241,17 +265,7 @@ fn status_and_metrics_follow_a_failover() {
     );
 
     let kill = lab.kill("n1");
-    let out = curl.wait(Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "[{test}] curl failed across the failover\n{}",
-        describe(&out)
-    );
-    assert_eq!(
-        sha256_file(&dl),
-        sha256_file(&src),
-        "[{test}] the download is not byte-exact"
-    );
+    download.completes(test);
 
     // The survivor's metrics moved: a takeover, the link down, the
     // address promoted.
@@ -379,37 +393,9 @@ fn status_and_metrics_show_a_claim() {
     let claimed = format!("hotpair_takeovers_total{{{ADDR},peer=\"n2\",kind=\"claimed\"}}");
     assert_eq!(metric(&scrape(&lab, 1), &claimed), 0.0);
 
-    let tmp = TempDir::new(&format!("{test}-dl"));
-    let src = lab.docroot().join(DOWNLOAD_FILE);
-    let dl = tmp.path().join("download.bin");
-    let curl = lab.curl_download(
-        &url(&format!("/static/{DOWNLOAD_FILE}")),
-        "20M",
-        &dl,
-        &[],
-        tmp.path(),
-        "curl",
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while file_len(&dl) < 10 << 20 {
-        assert!(
-            Instant::now() < deadline,
-            "[{test}] the download did not reach 10 MB within 20 s"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let download = Download::start(&lab, test, 10);
     lab.kill("n2");
-    let out = curl.wait(Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "[{test}] curl failed across the failover\n{}",
-        describe(&out)
-    );
-    assert_eq!(
-        sha256_file(&dl),
-        sha256_file(&src),
-        "[{test}] not byte-exact"
-    );
+    download.completes(test);
 
     let after = scrape(&lab, 1);
     assert_eq!(metric(&after, &claimed), 1.0, "[{test}]\n{after}");

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, KillAt, Victim, KILL_AT_BYTES};
 use hotpair_netns_tests::{
-    assert_success, describe, hotpair_bin, report, run_with_timeout, sha256_file, sha256_hex,
-    Background, Lab, TempDir, SERVICE,
+    assert_success, describe, hotpair_bin, report, rss, run_with_timeout, sha256_file, sha256_hex,
+    status_node, Background, Lab, TempDir, SERVICE,
 };
 
 const FILE: &str = "1k.bin";
@@ -124,21 +124,8 @@ fn count(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
-/// Resident memory of `pid`, bytes.
-fn rss(pid: u64) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn node_pid(lab: &Lab, name: &str) -> u64 {
-    lab.status_json()["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == name)
+    status_node(&lab.status_json(), name)
         .and_then(|n| n["pid"].as_u64())
         .unwrap_or_else(|| panic!("[{}] {name} has no pid", lab.test))
 }

@@ -55,10 +55,8 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hotpair_netns_tests::capture::Segment;
-use hotpair_netns_tests::hosts::{
-    commands, doc_block, operations_doc, swap_words, Host, NsCapture, Site,
-};
+use hotpair_netns_tests::capture::{Capture, Segment};
+use hotpair_netns_tests::hosts::{commands, doc_block, operations_doc, swap_words, Host, Site};
 use hotpair_netns_tests::{hotpair_bin, random_bytes, report, require_root, sha256sum};
 
 const TEST: &str = "walkthrough";
@@ -154,7 +152,7 @@ fn rsts(segs: &[Segment]) -> Vec<&str> {
 fn download_across(site: &mut Site, tag: &str, rate: &str, during: impl FnOnce(&mut Site)) {
     let file = site.dir.path().join(format!("{tag}.bin"));
     let file_s = file.to_string_lossy().into_owned();
-    let cap = NsCapture::start(
+    let cap = Capture::in_namespace(
         &site.client,
         site.dir.path(),
         &format!("tcp and host {SERVICE}"),
@@ -195,7 +193,9 @@ fn download_across(site: &mut Site, tag: &str, rate: &str, during: impl FnOnce(&
         "[{TEST}] {tag}: the download ended before the failure it was to survive"
     );
     let out = curl.wait(Duration::from_secs(50));
-    let segs = cap.stop();
+    let segs = cap
+        .segments()
+        .unwrap_or_else(|e| panic!("the client capture: {e}"));
     assert!(
         out.status.success(),
         "[{TEST}] {tag}: curl failed: {}",

@@ -395,33 +395,24 @@ impl Msg {
             Msg::Leaving => {}
             Msg::Lan { up } => out.push(u8::from(*up)),
             Msg::Frame { frame } => out.extend_from_slice(frame),
-            Msg::Unit(Unit {
-                conn,
-                seq,
-                index,
-                kind,
-                input_end,
-                close_after,
-                local,
-                payload,
-            }) => {
-                put_conn(out, conn);
-                out.extend_from_slice(&seq.to_be_bytes());
-                out.extend_from_slice(&index.to_be_bytes());
-                out.push(match kind {
+            Msg::Unit(u) => {
+                put_conn(out, &u.conn);
+                out.extend_from_slice(&u.seq.to_be_bytes());
+                out.extend_from_slice(&u.index.to_be_bytes());
+                out.push(match u.kind {
                     UnitKind::Interim => 0,
                     UnitKind::Final => 1,
                 });
-                out.extend_from_slice(&input_end.to_be_bytes());
+                out.extend_from_slice(&u.input_end.to_be_bytes());
                 let mut flags = 0;
-                if *close_after {
+                if u.close_after {
                     flags |= FLAG_CLOSE;
                 }
-                if *local {
+                if u.local {
                     flags |= FLAG_LOCAL;
                 }
                 out.push(flags);
-                out.extend_from_slice(payload);
+                out.extend_from_slice(&u.payload);
             }
             Msg::UnitAck { conn, seq } => {
                 put_conn(out, conn);
@@ -503,7 +494,31 @@ struct Reader {
     buf: Bytes,
 }
 
+/// A length-prefixed UTF-8 field: its bound and the names of its errors
+/// (the error type carries static words only).
+struct TextField {
+    max: usize,
+    what: &'static str,
+    too_long: &'static str,
+    not_utf8: &'static str,
+}
+
 impl Reader {
+    /// `len` bytes of `field`, checked against its bound and as UTF-8.
+    fn text(&mut self, len: usize, field: &TextField) -> Result<String, WireError> {
+        if len > field.max {
+            return Err(WireError::Malformed {
+                what: field.too_long,
+            });
+        }
+        let bytes = self.take(len, field.what)?;
+        std::str::from_utf8(&bytes)
+            .map(str::to_owned)
+            .map_err(|_| WireError::Malformed {
+                what: field.not_utf8,
+            })
+    }
+
     fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, WireError> {
         if self.buf.len() < n {
             return Err(WireError::Truncated { what });
@@ -570,17 +585,15 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
         TYPE_HELLO => {
             let version = r.u8("Hello version")?;
             let node_len = usize::from(r.u8("Hello node length")?);
-            if node_len > MAX_NODE_NAME_LEN {
-                return Err(WireError::Malformed {
-                    what: "Hello node name (too long)",
-                });
-            }
-            let node = r.take(node_len, "Hello node name")?;
-            let node = std::str::from_utf8(&node)
-                .map_err(|_| WireError::Malformed {
-                    what: "Hello node name (not UTF-8)",
-                })?
-                .to_owned();
+            let node = r.text(
+                node_len,
+                &TextField {
+                    max: MAX_NODE_NAME_LEN,
+                    what: "Hello node name",
+                    too_long: "Hello node name (too long)",
+                    not_utf8: "Hello node name (not UTF-8)",
+                },
+            )?;
             let role = match r.u8("Hello role")? {
                 0 => Role::Simplex,
                 1 => Role::Primary,
@@ -672,17 +685,15 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
             let mut routes = Vec::with_capacity(n);
             for _ in 0..n {
                 let len = usize::from(r.u16("Routes prefix length")?);
-                if len > MAX_PREFIX_LEN {
-                    return Err(WireError::Malformed {
-                        what: "Routes prefix (too long)",
-                    });
-                }
-                let prefix = r.take(len, "Routes prefix")?;
-                let prefix = std::str::from_utf8(&prefix)
-                    .map_err(|_| WireError::Malformed {
-                        what: "Routes prefix (not UTF-8)",
-                    })?
-                    .to_owned();
+                let prefix = r.text(
+                    len,
+                    &TextField {
+                        max: MAX_PREFIX_LEN,
+                        what: "Routes prefix",
+                        too_long: "Routes prefix (too long)",
+                        not_utf8: "Routes prefix (not UTF-8)",
+                    },
+                )?;
                 let policy = r.u8("Routes policy")?;
                 if policy > 2 {
                     return Err(WireError::Malformed {

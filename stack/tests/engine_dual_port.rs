@@ -60,11 +60,10 @@ fn config(max_half_open: usize, cookies: bool) -> StackConfig {
 }
 
 fn segment(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: u8) -> Frame {
-    let mut f = seg::build(
+    let f = seg::build(
         CLIENT_MAC, NODE_MAC, CLIENT, VIP, src_port, dst_port, seq, ack, flags, 65535,
     );
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
+    common::finish(f, &[], &[])
 }
 
 struct Node {
@@ -98,17 +97,8 @@ impl Node {
         for f in frames {
             self.engine.handle_lan_frame(f);
         }
-        let mut out = Vec::new();
-        for _ in 0..6 {
-            self.engine.poll(&mut self.service, self.now);
-            while let Some(f) = self.engine.poll_lan_transmit() {
-                if let Some(s) = seg::parse(f.data()) {
-                    out.push(s);
-                }
-            }
-            self.now += Duration::from_millis(1);
-        }
-        out
+        let sent = common::rounds(&mut self.engine, &mut self.service, &mut self.now, 6);
+        common::segments(&sent)
     }
 }
 

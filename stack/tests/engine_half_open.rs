@@ -5,51 +5,20 @@
 use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{Engine, Frame, Role};
-use hotpair_stack::seg::{self, ACK, SYN};
+use hotpair_stack::seg::{ACK, SYN};
 use hotpair_stack::StackConfig;
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::Ipv4Address;
 
 mod common;
-use common::Quiet;
+use common::{hello, rounds, segment_from, segments, Quiet};
 
-const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
-const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
 const MAX_HALF_OPEN: usize = 8;
 const TIMEOUT: Duration = Duration::from_secs(20);
 const PER_SOURCE: usize = 4;
 
-fn mac_of(ip: Ipv4Address) -> EthernetAddress {
-    let o = ip.octets();
-    EthernetAddress([2, 1, o[0], o[1], o[2], o[3]])
-}
-
-/// The client asks who has the service address: the engine learns its MAC
-/// (smoltcp fills its neighbour cache from ARP), so its SYN-ACK can go out.
-fn hello(src: Ipv4Address) -> Frame {
-    Frame::copy_from(&hotpair_stack::arp::request_to(
-        mac_of(src),
-        src,
-        EthernetAddress::BROADCAST,
-        VIP,
-    ))
-}
-
 /// A SYN from `src:port`, with a valid IPv4 checksum.
 fn syn(src: Ipv4Address, port: u16, isn: u32) -> Frame {
-    let mut f = seg::build(
-        mac_of(src),
-        NODE_MAC,
-        src,
-        VIP,
-        port,
-        80,
-        isn,
-        0,
-        SYN,
-        65535,
-    );
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
+    segment_from(src, port, isn, 0, SYN)
 }
 
 struct Node {
@@ -61,19 +30,11 @@ impl Node {
     fn new() -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            mac: NODE_MAC,
-            address: Ipv4Cidr::new(VIP, 24),
-            gateway: None,
-            port: 80,
-            alt_port: None,
-            max_connections: 64,
             max_half_open: MAX_HALF_OPEN,
             half_open_timeout: TIMEOUT,
             max_per_source: PER_SOURCE,
-            rx_buffer_bytes: 4096,
-            tx_buffer_bytes: 4096,
             seed: 3,
-            syn_cookies: None,
+            ..common::config(64, 4096, 4096)
         };
         Node {
             engine: Engine::new(cfg, Role::Simplex, now),
@@ -87,19 +48,12 @@ impl Node {
         for f in frames {
             self.engine.handle_lan_frame(f);
         }
-        let mut synacks = Vec::new();
-        for _ in 0..6 {
-            self.engine.poll(&mut Quiet, self.now);
-            while let Some(f) = self.engine.poll_lan_transmit() {
-                if let Some(s) = seg::parse(f.data()) {
-                    if s.has(SYN) && s.has(ACK) {
-                        synacks.push((s.dst, s.dst_port));
-                    }
-                }
-            }
-            self.now += Duration::from_millis(1);
-        }
-        synacks
+        let sent = rounds(&mut self.engine, &mut Quiet, &mut self.now, 6);
+        segments(&sent)
+            .iter()
+            .filter(|s| s.has(SYN) && s.has(ACK))
+            .map(|s| (s.dst, s.dst_port))
+            .collect()
     }
 }
 

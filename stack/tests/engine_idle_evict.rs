@@ -3,16 +3,17 @@
 //! a FIN, never an RST; and only for a completed handshake, never for a
 //! SYN (which a flood could spoof).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{client, hello, rounds, segment_from as segment, segments};
 use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service};
 use hotpair_stack::seg::{self, ACK, FIN, RST, SYN};
 use hotpair_stack::StackConfig;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::Ipv4Address;
 
-const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
-const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
 const MAX_CONNECTIONS: usize = 20;
 const MAX_HALF_OPEN: usize = 8;
 
@@ -60,41 +61,6 @@ impl Service for Idle {
     }
 }
 
-fn mac_of(ip: Ipv4Address) -> EthernetAddress {
-    let o = ip.octets();
-    EthernetAddress([2, 1, o[0], o[1], o[2], o[3]])
-}
-
-fn client(i: u8) -> Ipv4Address {
-    Ipv4Address::new(10, 0, 0, 100 + i)
-}
-
-fn hello(src: Ipv4Address) -> Frame {
-    Frame::copy_from(&hotpair_stack::arp::request_to(
-        mac_of(src),
-        src,
-        EthernetAddress::BROADCAST,
-        VIP,
-    ))
-}
-
-fn segment(src: Ipv4Address, port: u16, seq: u32, ack: u32, flags: u8) -> Frame {
-    let mut f = seg::build(
-        mac_of(src),
-        NODE_MAC,
-        src,
-        VIP,
-        port,
-        80,
-        seq,
-        ack,
-        flags,
-        65535,
-    );
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
-}
-
 /// What the node sent a client: (client, flags, seq, ack).
 type Out = Vec<(Ipv4Address, u8, u32, u32)>;
 
@@ -108,19 +74,9 @@ impl Node {
     fn new() -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            mac: NODE_MAC,
-            address: Ipv4Cidr::new(VIP, 24),
-            gateway: None,
-            port: 80,
-            alt_port: None,
-            max_connections: MAX_CONNECTIONS,
             max_half_open: MAX_HALF_OPEN,
-            half_open_timeout: Duration::from_secs(20),
             max_per_source: MAX_CONNECTIONS,
-            rx_buffer_bytes: 4096,
-            tx_buffer_bytes: 4096,
-            seed: 5,
-            syn_cookies: None,
+            ..common::config(MAX_CONNECTIONS, 4096, 4096)
         };
         Node {
             engine: Engine::new(cfg, Role::Simplex, now),
@@ -133,17 +89,11 @@ impl Node {
         for f in frames {
             self.engine.handle_lan_frame(f);
         }
-        let mut out = Vec::new();
-        for _ in 0..6 {
-            self.engine.poll(&mut self.service, self.now);
-            while let Some(f) = self.engine.poll_lan_transmit() {
-                if let Some(s) = seg::parse(f.data()) {
-                    out.push((s.dst, s.flags, s.seq, s.ack));
-                }
-            }
-            self.now += Duration::from_millis(1);
-        }
-        out
+        let sent = rounds(&mut self.engine, &mut self.service, &mut self.now, 6);
+        segments(&sent)
+            .iter()
+            .map(|s| (s.dst, s.flags, s.seq, s.ack))
+            .collect()
     }
 
     /// A whole handshake from `c`; returns the server's ISN and what the

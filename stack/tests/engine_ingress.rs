@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hotpair_stack::engine::{Engine, Frame, Role};
 use hotpair_stack::seg::{self, ACK, FIN, SYN};
 use hotpair_stack::StackConfig;
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, Ipv4Address};
 
 mod common;
 use common::Quiet;
@@ -26,17 +26,10 @@ const PRIMARY_ISN: u32 = 7_000_000;
 /// A client segment with TCP options and payload, valid IPv4 checksum.
 fn client_seg(seq: u32, flags: u8, options: &[u8], payload: &[u8]) -> Frame {
     let ack = if flags & ACK != 0 { PRIMARY_ISN + 1 } else { 0 };
-    let mut f = seg::build(
+    let f = seg::build(
         CLIENT_MAC, NODE_MAC, CLIENT, VIP, 40000, 80, seq, ack, flags, 65535,
     );
-    assert_eq!(options.len() % 4, 0);
-    f.extend_from_slice(options);
-    f.extend_from_slice(payload);
-    f[46] = (((20 + options.len()) / 4) << 4) as u8;
-    let ip_len = (f.len() - 14) as u16;
-    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
+    common::finish(f, options, payload)
 }
 
 struct Ingress {
@@ -53,19 +46,10 @@ impl Ingress {
     fn with_mode(mode: Role) -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            mac: NODE_MAC,
-            address: Ipv4Cidr::new(VIP, 24),
-            gateway: None,
-            port: 80,
-            alt_port: None,
-            max_connections: 64,
             max_half_open: 8,
-            half_open_timeout: Duration::from_secs(20),
             max_per_source: 64,
-            rx_buffer_bytes: 65536,
-            tx_buffer_bytes: 65536,
             seed: 7,
-            syn_cookies: None,
+            ..common::config(64, 65536, 65536)
         };
         Ingress {
             engine: Engine::new(cfg, mode, now),

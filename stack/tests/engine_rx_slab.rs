@@ -7,52 +7,27 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Quiet;
+use common::{client, finish, hello, mac_of, rounds, segments, Quiet, NODE_MAC, VIP};
 use hotpair_stack::engine::{Engine, Frame, Role, RxSlab};
 use hotpair_stack::seg::{self, ACK, RST, SYN};
 use hotpair_stack::StackConfig;
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
-
-const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
-const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
+use smoltcp::wire::Ipv4Address;
 const BUF: usize = 8192;
 /// 5 arenas of 4 buffers: 20 sockets in all (16 of them armed listeners
 /// at first).
 const BLOCKS: usize = 20;
 
-fn mac_of(ip: Ipv4Address) -> EthernetAddress {
-    let o = ip.octets();
-    EthernetAddress([2, 1, o[0], o[1], o[2], o[3]])
-}
-
-fn client(i: u8) -> Ipv4Address {
-    Ipv4Address::new(10, 0, 0, 100 + i)
-}
-
-fn hello(src: Ipv4Address) -> Frame {
-    Frame::copy_from(&hotpair_stack::arp::request_to(
-        mac_of(src),
-        src,
-        EthernetAddress::BROADCAST,
-        VIP,
-    ))
-}
-
+/// A segment from `src`'s port 40000 (one connection per client).
 fn segment(src: Ipv4Address, seq: u32, ack: u32, flags: u8) -> Frame {
-    let mut f = seg::build(
-        mac_of(src),
-        NODE_MAC,
-        src,
-        VIP,
-        40_000,
-        80,
-        seq,
-        ack,
-        flags,
-        65535,
-    );
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
+    common::segment_from(src, 40_000, seq, ack, flags)
+}
+
+/// A node on VIP:80 with receive buffers of `BUF` bytes.
+fn config(max_connections: usize) -> StackConfig {
+    StackConfig {
+        max_half_open: 64,
+        ..common::config(max_connections, BUF, 4096)
+    }
 }
 
 struct Node {
@@ -65,17 +40,11 @@ impl Node {
         for f in frames {
             self.engine.handle_lan_frame(f);
         }
-        let mut out = Vec::new();
-        for _ in 0..4 {
-            self.engine.poll(&mut Quiet, self.now);
-            while let Some(f) = self.engine.poll_lan_transmit() {
-                if let Some(s) = seg::parse(f.data()) {
-                    out.push((s.dst, s.flags, s.seq, s.ack));
-                }
-            }
-            self.now += Duration::from_millis(1);
-        }
-        out
+        let sent = rounds(&mut self.engine, &mut Quiet, &mut self.now, 4);
+        segments(&sent)
+            .iter()
+            .map(|s| (s.dst, s.flags, s.seq, s.ack))
+            .collect()
     }
 
     /// A handshake from `c`: the server's ISN, or the flags of its refusal.
@@ -97,19 +66,8 @@ fn an_exhausted_slab_refuses_new_connections_cleanly() {
     let slab = RxSlab::new(BUF, 4, BLOCKS / 4);
     let now = Instant::now();
     let cfg = StackConfig {
-        mac: NODE_MAC,
-        address: Ipv4Cidr::new(VIP, 24),
-        gateway: None,
-        port: 80,
-        alt_port: None,
-        max_connections: 1000,
-        max_half_open: 64,
-        half_open_timeout: Duration::from_secs(20),
         max_per_source: 1000,
-        rx_buffer_bytes: BUF,
-        tx_buffer_bytes: 4096,
-        seed: 5,
-        syn_cookies: None,
+        ..config(1000)
     };
     let mut n = Node {
         engine: Engine::with_rx_slab(cfg, Role::Simplex, now, slab),
@@ -153,19 +111,8 @@ fn engines_give_their_buffers_back() {
     let mk = || {
         let now = Instant::now();
         let cfg = StackConfig {
-            mac: NODE_MAC,
-            address: Ipv4Cidr::new(VIP, 24),
-            gateway: None,
-            port: 80,
-            alt_port: None,
-            max_connections: 100,
-            max_half_open: 64,
-            half_open_timeout: Duration::from_secs(20),
             max_per_source: 100,
-            rx_buffer_bytes: BUF,
-            tx_buffer_bytes: 4096,
-            seed: 5,
-            syn_cookies: None,
+            ..config(100)
         };
         Engine::<()>::with_rx_slab(cfg, Role::Simplex, now, slab)
     };
@@ -226,19 +173,8 @@ fn idle_receive_buffers_are_released() {
 fn idle_release(read: bool) {
     let now = Instant::now();
     let cfg = StackConfig {
-        mac: NODE_MAC,
-        address: Ipv4Cidr::new(VIP, 24),
-        gateway: None,
-        port: 80,
-        alt_port: None,
-        max_connections: 100,
-        max_half_open: 64,
-        half_open_timeout: Duration::from_secs(20),
         max_per_source: 100,
-        rx_buffer_bytes: BUF,
-        tx_buffer_bytes: 4096,
-        seed: 5,
-        syn_cookies: None,
+        ..config(100)
     };
     let mut e: Engine<()> = Engine::new(cfg, Role::Simplex, now);
     let mut now = now;
@@ -270,7 +206,7 @@ fn idle_release(read: bool) {
         .find(|(fl, _)| fl & (SYN | ACK) == SYN | ACK)
         .expect("SYN-ACK");
     // A request: 40 bytes of payload on the handshake's ACK.
-    let mut f = seg::build(
+    let f = seg::build(
         mac_of(c),
         NODE_MAC,
         c,
@@ -282,11 +218,7 @@ fn idle_release(read: bool) {
         ACK,
         65535,
     );
-    f.extend_from_slice(&[b'g'; 40]);
-    let ip_len = (f.len() - 14) as u16;
-    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    seg::set_ipv4_checksum(&mut f);
-    run(&mut e, vec![Frame::copy_from(&f)], now);
+    run(&mut e, vec![finish(f, &[], &[b'g'; 40])], now);
     assert_eq!(e.connections(), 1);
     assert_eq!(e.stats().rx_released, 0, "not at once");
     now += Duration::from_secs(3);

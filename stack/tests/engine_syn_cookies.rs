@@ -4,57 +4,19 @@
 //! pair the primary opens the cookie's connection from the ACK its owner
 //! forwards — the same connection (name, sequence numbers) on both.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{hello, segment_with as segment, CLIENT};
 use hotpair_stack::engine::{ConnId, ConnInfo, ConnKey, CookieKey, Engine, Frame, Role, Service};
 use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
 use hotpair_stack::{StackConfig, SynCookies};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr, TcpPacket};
+use smoltcp::wire::{Ipv4Address, TcpPacket};
 
-const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
-const VIP: Ipv4Address = Ipv4Address::new(10, 0, 0, 10);
-const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 100);
 const MAX_HALF_OPEN: usize = 8;
 const KEY: CookieKey = CookieKey([0x5a; 32]);
-
-fn mac_of(ip: Ipv4Address) -> EthernetAddress {
-    let o = ip.octets();
-    EthernetAddress([2, 1, o[0], o[1], o[2], o[3]])
-}
-
-/// A segment from `src:port` with `options` (a multiple of 4 bytes) and
-/// `payload`, valid IPv4 checksum.
-fn segment(
-    src: Ipv4Address,
-    port: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    options: &[u8],
-    payload: &[u8],
-) -> Frame {
-    let mut f = seg::build(
-        mac_of(src),
-        NODE_MAC,
-        src,
-        VIP,
-        port,
-        80,
-        seq,
-        ack,
-        flags,
-        65535,
-    );
-    assert_eq!(options.len() % 4, 0);
-    f.extend_from_slice(options);
-    f.extend_from_slice(payload);
-    f[46] = (((20 + options.len()) / 4) << 4) as u8;
-    let ip_len = (f.len() - 14) as u16;
-    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
-}
 
 /// A SYN as Linux sends it: MSS 1460, SACK permitted, window scale 7.
 fn syn(src: Ipv4Address, port: u16, isn: u32) -> Frame {
@@ -67,16 +29,6 @@ fn syn(src: Ipv4Address, port: u16, isn: u32) -> Frame {
         &[2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7, 1, 1],
         b"",
     )
-}
-
-/// The client asks who has the service address (the engine learns its MAC).
-fn hello(src: Ipv4Address) -> Frame {
-    Frame::copy_from(&hotpair_stack::arp::request_to(
-        mac_of(src),
-        src,
-        EthernetAddress::BROADCAST,
-        VIP,
-    ))
 }
 
 /// Accepts every connection and writes back what it reads, upper-cased;
@@ -118,17 +70,8 @@ impl Node {
     fn new(mode: Role, cookies: bool) -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            mac: NODE_MAC,
-            address: Ipv4Cidr::new(VIP, 24),
-            gateway: None,
-            port: 80,
-            alt_port: None,
-            max_connections: 64,
             max_half_open: MAX_HALF_OPEN,
-            half_open_timeout: Duration::from_secs(20),
             max_per_source: 64,
-            rx_buffer_bytes: 128 * 1024,
-            tx_buffer_bytes: 65536,
             seed: 11,
             // The key either way: a node that sends none still checks
             // its peer's.
@@ -138,6 +81,7 @@ impl Node {
                 // The same wall clock on every node of a test.
                 wall_start: Duration::from_secs(1_800_000_000),
             }),
+            ..common::config(64, 128 * 1024, 65536)
         };
         Node {
             engine: Engine::new(cfg, mode, now),
@@ -163,15 +107,7 @@ impl Node {
     }
 
     fn rounds(&mut self) -> Vec<Frame> {
-        let mut out = Vec::new();
-        for _ in 0..6 {
-            self.engine.poll(&mut self.service, self.now);
-            while let Some(f) = self.engine.poll_lan_transmit() {
-                out.push(f);
-            }
-            self.now += Duration::from_millis(1);
-        }
-        out
+        common::rounds(&mut self.engine, &mut self.service, &mut self.now, 6)
     }
 
     fn forwarded(&mut self) -> Vec<Frame> {

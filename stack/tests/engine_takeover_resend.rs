@@ -61,19 +61,16 @@ fn client_seg(flags: u8, ack: u32, window: u16) -> Frame {
     } else {
         CLIENT_ISN + 1
     };
-    let mut f = seg::build(
+    let f = seg::build(
         CLIENT_MAC, NODE_MAC, CLIENT, VIP, 40000, 80, seq, ack, flags, window,
     );
-    if flags & SYN != 0 {
+    let options: &[u8] = if flags & SYN != 0 {
         // MSS 1460, SACK permitted, padded; no window scaling.
-        let opts = [2, 4, 0x05, 0xb4, 4, 2, 1, 1];
-        f.extend_from_slice(&opts);
-        f[46] = (((20 + opts.len()) / 4) << 4) as u8;
-        let ip_len = (f.len() - 14) as u16;
-        f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    }
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
+        &[2, 4, 0x05, 0xb4, 4, 2, 1, 1]
+    } else {
+        &[]
+    };
+    common::finish(f, options, &[])
 }
 
 struct Node {

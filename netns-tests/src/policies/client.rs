@@ -62,32 +62,25 @@ print("RESULTS " + json.dumps(results), flush=True)
 /// A python keep-alive client running a plan in the client namespace.
 pub(super) struct PyClient {
     pub(super) tag: String,
-    pub(super) child: Child,
     pub(super) stdin: Option<ChildStdin>,
-    pub(super) lines: mpsc::Receiver<String>,
-    pub(super) stderr: Option<thread::JoinHandle<String>>,
+    /// Killed when the client is dropped.
+    pub(super) proc: ChildLines,
 }
 
 impl PyClient {
     pub(super) fn start(lab: &Lab, tag: &str, plan: &serde_json::Value) -> PyClient {
         let arg = plan.to_string();
-        let mut child = Command::new(hotpair_bin())
-            .args(["lab", "exec", "--prefix", &lab.prefix, "client", "--"])
-            .args(["python3", "-c", KEEPALIVE_PLAN_SCRIPT, &arg])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running python3 in the client namespace");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let (rx, err_t) = crate::read_output(stdout, stderr);
+        let mut proc = ChildLines::spawn(
+            Command::new(hotpair_bin())
+                .args(["lab", "exec", "--prefix", &lab.prefix, "client", "--"])
+                .args(["python3", "-c", KEEPALIVE_PLAN_SCRIPT, &arg])
+                .stdin(Stdio::piped()),
+        )
+        .expect("running python3 in the client namespace");
         PyClient {
             tag: tag.to_owned(),
-            stdin: child.stdin.take(),
-            child,
-            lines: rx,
-            stderr: Some(err_t),
+            stdin: proc.take_stdin(),
+            proc,
         }
     }
 
@@ -97,18 +90,15 @@ impl PyClient {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self.proc.lines.recv_timeout(left) {
                 Ok(l) if l.starts_with(prefix) => return l,
                 Ok(_) => {}
                 Err(e) => {
-                    let _ = self.child.kill();
-                    let err = self.stderr.take().map(|t| t.join().unwrap_or_default());
+                    let err = self.proc.kill_and_stderr();
                     panic!(
                         "[{}] keep-alive client {}: no `{prefix}` line within {timeout:?} \
-                         ({e}); stderr:\n{}",
-                        lab.test,
-                        self.tag,
-                        err.unwrap_or_default()
+                         ({e}); stderr:\n{err}",
+                        lab.test, self.tag,
                     );
                 }
             }
@@ -128,20 +118,14 @@ impl PyClient {
         let deadline = Instant::now() + timeout;
         let line = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self.proc.lines.recv_timeout(left) {
                 Ok(l) if l.starts_with("RESULTS ") => break Ok(l),
                 Ok(_) => {}
                 Err(e) => break Err(e),
             }
         };
         self.stdin = None;
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let err = self
-            .stderr
-            .take()
-            .map(|t| t.join().unwrap_or_default())
-            .unwrap_or_default();
+        let err = self.proc.kill_and_stderr();
         let line = line.map_err(|e| {
             format!(
                 "keep-alive client {} printed no results within {timeout:?} ({e}); stderr:\n{err}",
@@ -153,13 +137,6 @@ impl PyClient {
         v.as_array()
             .cloned()
             .ok_or_else(|| format!("keep-alive client {}: not a list: {v}", self.tag))
-    }
-}
-
-impl Drop for PyClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

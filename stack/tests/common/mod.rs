@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use hotpair_stack::engine::{ConnId, ConnInfo, Frame, Service};
+use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Service};
 use hotpair_stack::seg;
 use hotpair_stack::StackConfig;
 use smoltcp::socket::tcp;
@@ -19,17 +19,108 @@ pub const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 100);
 /// A segment from CLIENT:`port` to VIP:80 with `payload` (window 65535, no
 /// options).
 pub fn segment(port: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Frame {
-    let mut f = seg::build(
-        CLIENT_MAC, NODE_MAC, CLIENT, VIP, port, 80, seq, ack, flags, 65535,
-    );
-    if !payload.is_empty() {
-        // Append the payload and fix the IPv4 total length.
-        f.extend_from_slice(payload);
-        let total = (f.len() - 14) as u16;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-    }
+    finish(
+        seg::build(
+            CLIENT_MAC, NODE_MAC, CLIENT, VIP, port, 80, seq, ack, flags, 65535,
+        ),
+        &[],
+        payload,
+    )
+}
+
+/// Finishes a frame of `seg::build`: appends `options` (a multiple of 4
+/// bytes) and `payload`, and sets the TCP header length, the IPv4 total
+/// length and the IPv4 checksum to match.
+pub fn finish(mut f: Vec<u8>, options: &[u8], payload: &[u8]) -> Frame {
+    assert_eq!(options.len() % 4, 0);
+    f.extend_from_slice(options);
+    f.extend_from_slice(payload);
+    f[46] = (((20 + options.len()) / 4) << 4) as u8;
+    let ip_len = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
     seg::set_ipv4_checksum(&mut f);
     Frame::copy_from(&f)
+}
+
+// ---- many clients, each with its own address and MAC ----------------------
+
+/// The MAC of the client at `ip`: 02:01 and the address's four octets.
+pub fn mac_of(ip: Ipv4Address) -> EthernetAddress {
+    let o = ip.octets();
+    EthernetAddress([2, 1, o[0], o[1], o[2], o[3]])
+}
+
+/// Client number `i`: 10.0.0.(100 + i).
+pub fn client(i: u8) -> Ipv4Address {
+    Ipv4Address::new(10, 0, 0, 100 + i)
+}
+
+/// The client at `src` asks who has the service address: the engine
+/// learns its MAC (smoltcp fills its neighbour cache from ARP), so its
+/// SYN-ACK can go out.
+pub fn hello(src: Ipv4Address) -> Frame {
+    Frame::copy_from(&hotpair_stack::arp::request_to(
+        mac_of(src),
+        src,
+        EthernetAddress::BROADCAST,
+        VIP,
+    ))
+}
+
+/// A segment from `src:port` (MAC [`mac_of`]) to VIP:80, no options or
+/// payload, valid IPv4 checksum.
+pub fn segment_from(src: Ipv4Address, port: u16, seq: u32, ack: u32, flags: u8) -> Frame {
+    segment_with(src, port, seq, ack, flags, &[], &[])
+}
+
+/// As [`segment_from`], with TCP `options` (a multiple of 4 bytes) and
+/// `payload`.
+pub fn segment_with(
+    src: Ipv4Address,
+    port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Frame {
+    let f = seg::build(
+        mac_of(src),
+        NODE_MAC,
+        src,
+        VIP,
+        port,
+        80,
+        seq,
+        ack,
+        flags,
+        65535,
+    );
+    finish(f, options, payload)
+}
+
+/// Runs `n` rounds of `engine`, 1 ms apart from `now` on (which it
+/// advances); every frame the engine sent to the LAN.
+pub fn rounds<S: Service>(
+    engine: &mut Engine<S::Conn>,
+    service: &mut S,
+    now: &mut Instant,
+    n: usize,
+) -> Vec<Frame> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        engine.poll(service, *now);
+        while let Some(f) = engine.poll_lan_transmit() {
+            out.push(f);
+        }
+        *now += Duration::from_millis(1);
+    }
+    out
+}
+
+/// The TCP segments among `frames` (ARP and the rest left out).
+pub fn segments(frames: &[Frame]) -> Vec<seg::Seg> {
+    frames.iter().filter_map(|f| seg::parse(f.data())).collect()
 }
 
 /// A node on VIP:80 for one client that may hold them all.
