@@ -750,8 +750,9 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
     all.extend(hs_servers.iter().filter(|s| !ka_servers.contains(s)));
     if cx.quick {
         run.not_run.push(
-            "--quick: keep-alive at 1 KB and 16 connections only, no `logged` plain-HTTP \
-             row, handshakes on duplex `static` and nginx only, stalls under `logged` only"
+            "--quick: keep-alive at 1 KB and 32 connections only, no `logged` plain-HTTP \
+             row, the duplex overhead at 1 KB in 3 rounds of 1 s, handshakes on duplex \
+             `static` and nginx only, stalls under `logged` only (one kill per scheme)"
                 .into(),
         );
     }
