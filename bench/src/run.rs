@@ -719,7 +719,7 @@ impl Bench<'_> {
                             https,
                         };
                         let scheme = if https { "HTTPS" } else { "HTTP" };
-                        let (ms, _before, (hi, ht)) = self
+                        let (ms, before, (hi, ht)) = self
                             .one_stall(how, victim, libc::SIGKILL, &want, i)
                             .with_context(|| {
                                 format!("{scheme} stall, {policy}, {victim} killed")
@@ -727,6 +727,9 @@ impl Bench<'_> {
                         sets[k].heartbeat_interval_ms = hi;
                         sets[k].heartbeat_timeout_ms = ht;
                         sets[k].stalls_ms.push(ms);
+                        // The download's own longest pause before the
+                        // signal (curl's rate limit): results.json.
+                        sets[k].baseline_ms.push(before);
                         self.progress(&format!(
                             "tls stall {scheme} {policy} {victim} SIGKILL {}/{}: {ms:.0} ms",
                             i + 1,
