@@ -12,7 +12,7 @@ mod topology;
 
 pub use checks::{AppCheck, AppCheckSection, LanCheckSection};
 pub use host::HostCheck;
-pub use tls::{SniSection, TlsSection};
+pub use tls::{parse_cipher_suites, SniSection, TlsSection};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -45,14 +45,19 @@ the app itself (the ceiling). Labs bNNNNNu (this build), bNNNNNv (baseline).
 The tls part (HTTPS, issue 18): labs bNNNNNa (unreplicated --tls),
 bNNNNNb (duplex --tls, /static/ static), bNNNNNc (duplex --tls, logged),
 bNNNNNe / bNNNNNf (the duplex labs over plain HTTP: what TLS costs) and
-nginx with TLS 1.3 and the lab's certificate at 10.77.0.20; wrk keep-alive
-at 1, 16, 64 connections, 1 KB and 50 KB; handshakes per second, 16 at
-once: full ones (openssl s_time -new) and wrk's new connection per request
+nginx with TLS 1.3 and the lab's certificate at 10.77.0.20, every HTTPS
+server serving TLS_AES_128_GCM_SHA256 only (checked with s_client); wrk
+keep-alive at 1, 16, 32, 64 connections, 1 KB and 50 KB; the duplex p50
+overhead over HTTPS against HTTP's (1 connection, bNNNNNa and bNNNNNb on
+ports 443 and 80, 7 rounds of 2 s); handshakes per second, 16 at once:
+full ones (openssl s_time -new) and wrk's new connection per request
 (Connection: close; wrk resumes its sessions, the nodes count them); then
-the failover stall over HTTPS (curl --cacert, SIGKILL of the primary and
-of the owner, --kills each, /static/ logged and static; labs bNNNNNg).
-About 9 minutes alone (--only tls: 4 of wrk and s_time, 5 for 80
-kills); --quick about 20 s: one keep-alive point per server, handshakes on
+the failover stall over HTTPS beside HTTP's (curl, SIGKILL of the primary
+and of the owner, --kills each per scheme, alternating, /static/ logged
+and static; labs bNNNNNg / bNNNNNh); the report ends the part with issue
+18's targets and verdicts. About 17 minutes alone (--only tls: 7 of wrk
+and s_time, 10 for 160 kills); --quick about 50 s: one keep-alive point
+per server, the overhead at 1 KB in 3 rounds of 1 s, handshakes on
 duplex and nginx, logged stalls only. Needs openssl (s_time, s_client).
 
 What runs: labs side by side under prefixes bNNNNN<letter> (simplex, duplex,

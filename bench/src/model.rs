@@ -417,12 +417,35 @@ pub struct TlsRow {
     pub resumed: Option<u64>,
 }
 
-/// The failover stalls of an HTTPS duplex lab under one content policy.
+/// The failover stalls of a duplex `lab up --tls` lab under one content
+/// policy, downloading over HTTPS (443) or, for the comparison, plain
+/// HTTP (80) from the same kind of lab.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TlsStall {
     /// /static/'s policy: `logged` or `static`.
     pub policy: String,
     pub set: StallSet,
+    /// Over HTTPS (results from before the HTTP comparison: all HTTPS).
+    #[serde(default = "yes")]
+    pub https: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One wrk run (1 connection, keep-alive) of the duplex-overhead
+/// comparison: the unreplicated or the duplex `--tls` lab, over HTTP (its
+/// port 80) or HTTPS (443) — the same node processes either way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsOverheadRun {
+    pub size: u64,
+    pub duplex: bool,
+    pub https: bool,
+    /// The round it was measured in (each round runs every cell once).
+    pub round: u32,
+    pub p50_us: f64,
+    pub rps: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -448,8 +471,14 @@ pub struct TlsRun {
     /// and rate (no latency).
     #[serde(default)]
     pub full_handshakes: Vec<TlsRow>,
-    /// Failover stalls over HTTPS.
+    /// Failover stalls over HTTPS, and over HTTP kill by kill beside them.
     pub stalls: Vec<TlsStall>,
+    /// The duplex-overhead comparison, HTTP and HTTPS interleaved.
+    #[serde(default)]
+    pub overhead: Vec<TlsOverheadRun>,
+    /// Seconds per run of `overhead`.
+    #[serde(default)]
+    pub overhead_seconds: f64,
     /// What was left out (e.g. --quick), and why.
     pub not_run: Vec<String>,
 }

@@ -18,6 +18,10 @@ use super::labs::Lab;
 pub const NGINX_ADDRESS: &str = "10.77.0.20";
 /// The name a `lab up --tls` certificate is for, besides the addresses.
 pub const TLS_NAME: &str = "hotpair.test";
+/// The one TLS 1.3 cipher suite every HTTPS server of the bench serves
+/// (issue 18's figures are for it): nginx's `ssl_conf_command
+/// Ciphersuites`, the labs' `lab up --tls-cipher-suites`.
+pub const TLS_SUITE: &str = "TLS_AES_128_GCM_SHA256";
 
 /// A `lab up --tls` lab's TLS files (its state directory's `tls/`).
 #[derive(Clone, Debug)]
@@ -130,7 +134,8 @@ impl Nginx {
     }
 
     /// nginx serving `docroot` under /static/ over HTTPS on
-    /// 10.77.0.20:443 next to `lab`, TLS 1.3 only, with `cert` and `key`
+    /// 10.77.0.20:443 next to `lab`, TLS 1.3 only, [`TLS_SUITE`] only,
+    /// with `cert` and `key`
     /// (the lab's: its CA `ca` must verify it, for the name
     /// `hotpair.test`, before this returns). Returns it and the TLS lines
     /// of its config.
@@ -145,8 +150,11 @@ impl Nginx {
         // cache): wrk never resumes, so neither matters to the figures.
         // sendfile stays on as in the plain config; nginx does not use it
         // for TLS (no kTLS configured), it reads and encrypts.
+        // TLS 1.3 suites are set through OpenSSL's Ciphersuites command
+        // (`ssl_ciphers` is TLS 1.2's list and leaves them alone).
         let tls_conf = format!(
-            "ssl_protocols TLSv1.3; ssl_certificate {}; ssl_certificate_key {};",
+            "ssl_protocols TLSv1.3; ssl_conf_command Ciphersuites {TLS_SUITE}; \
+             ssl_certificate {}; ssl_certificate_key {};",
             tls.cert.display(),
             tls.key.display()
         );

@@ -201,10 +201,14 @@ pub fn targets(r: &Results) -> Vec<Target> {
             met: set.max().map(|m| m <= bound),
         });
     }
+    // Issue 18 (HTTPS), when the tls part ran.
+    if let Some(tls) = &r.tls {
+        t.extend(super::tls::targets(tls));
+    }
     t
 }
 
-fn met(m: Option<bool>) -> &'static str {
+pub fn verdict(m: Option<bool>) -> &'static str {
     match m {
         Some(true) => "met",
         Some(false) => "**missed**",
@@ -266,7 +270,7 @@ pub fn render(r: &Results, plots: &[String]) -> String {
     let _ = writeln!(o, "## Targets\n");
     let rows: Vec<Vec<String>> = targets(r)
         .into_iter()
-        .map(|t| vec![t.what, t.ours, met(t.met).into()])
+        .map(|t| vec![t.what, t.ours, verdict(t.met).into()])
         .collect();
     table(&mut o, &["target", "ours", ""], &rows);
 

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::labs::{self, Lab};
 use super::loadgen::LatencySummary;
 use super::model::*;
-use super::nginx::{Nginx, TlsFiles, NGINX_ADDRESS};
+use super::nginx::{Nginx, TlsFiles, NGINX_ADDRESS, TLS_SUITE};
 use super::{idle, markdown, part, plot, proxy, report, stats, tls, wrk};
 
 pub struct Options {
@@ -99,12 +99,15 @@ fn steps(quick: bool) -> &'static [u32] {
 
 /// The lab a stall run kills a node of: a fresh duplex lab under prefix
 /// letter `tag`; `logged`: /static/ replies logged (else the lab's
-/// default, `static`); `tls`: HTTPS on 443 (`lab up --tls`).
+/// default, `static`); `tls`: HTTPS on 443 too (`lab up --tls`, the
+/// bench's one suite); `https`: the download is over HTTPS (else plain
+/// HTTP on 80).
 #[derive(Clone, Copy, Debug)]
 struct StallLab {
     tag: char,
     logged: bool,
     tls: bool,
+    https: bool,
 }
 
 fn file_name(size: u64) -> String {
@@ -452,7 +455,7 @@ impl Bench<'_> {
         let _ = std::fs::remove_file(&file);
         // HTTPS: curl (OpenSSL) checks the lab's certificate, which is for
         // the service address too.
-        let (scheme, tls_args) = if how.tls {
+        let (scheme, tls_args) = if how.https {
             let ca = TlsFiles::of(&lab)?.ca;
             (
                 "https",
@@ -531,7 +534,11 @@ impl Bench<'_> {
             args.extend(["--static-policy".into(), "logged".into()]);
         }
         if how.tls {
-            args.push("--tls".into());
+            args.extend([
+                "--tls".into(),
+                "--tls-cipher-suites".into(),
+                TLS_SUITE.into(),
+            ]);
         }
         let lab = Lab::up(
             &self.exe,
@@ -558,6 +565,7 @@ impl Bench<'_> {
             tag: 'w',
             logged: false,
             tls: false,
+            https: false,
         };
         let (lab, hb, pid) = self.victim_lab(how, victim, i)?;
         let secs = 3.0;
@@ -635,6 +643,7 @@ impl Bench<'_> {
             tag: 'k',
             logged: self.r.meta.static_policy_available,
             tls: false,
+            https: false,
         };
         // SIGTERM: a planned stop — the node exits, its kernel closes the
         // link, and the peer takes over without waiting for the heartbeat.
@@ -674,9 +683,12 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// The failover stall over HTTPS: SIGKILL of the primary and of the
-    /// owner, /static/ `logged` (as the plain series) then `static` (the
-    /// owner seals its own copy; not in --quick).
+    /// The failover stall over HTTPS beside HTTP's: SIGKILL of the
+    /// primary and of the owner, /static/ `logged` (as the plain series)
+    /// then `static` (the owner seals its own copy; not in --quick). Each
+    /// kill's HTTPS run has an HTTP one beside it — the same `--tls` lab
+    /// built afresh, the download on port 80 — in alternating order, so
+    /// whatever the machine does hits both alike.
     fn tls_stalls(&mut self) -> Result<()> {
         let want = sha256(&self.stall_docroot.join(STALL_FILE))?;
         let policies: &[&str] = if self.o.quick {
@@ -686,12 +698,7 @@ impl Bench<'_> {
         };
         for &policy in policies {
             for victim in ["primary", "ingress"] {
-                let how = StallLab {
-                    tag: 'g',
-                    logged: policy == "logged",
-                    tls: true,
-                };
-                let mut set = StallSet {
+                let set = || StallSet {
                     victim: victim.into(),
                     signal: "SIGKILL".into(),
                     stalls_ms: Vec::new(),
@@ -699,24 +706,46 @@ impl Bench<'_> {
                     heartbeat_timeout_ms: 0,
                     baseline_ms: Vec::new(),
                 };
+                // [HTTP, HTTPS]
+                let mut sets = [set(), set()];
                 for i in 0..self.o.kills {
-                    let (ms, _before, (hi, ht)) = self
-                        .one_stall(how, victim, libc::SIGKILL, &want, i)
-                        .with_context(|| format!("HTTPS stall, {policy}, {victim} killed"))?;
-                    set.heartbeat_interval_ms = hi;
-                    set.heartbeat_timeout_ms = ht;
-                    set.stalls_ms.push(ms);
-                    self.progress(&format!(
-                        "tls stall {policy} {victim} SIGKILL {}/{}: {ms:.0} ms",
-                        i + 1,
-                        self.o.kills
-                    ));
+                    let order: [usize; 2] = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+                    for k in order {
+                        let https = k == 1;
+                        let how = StallLab {
+                            tag: if https { 'g' } else { 'h' },
+                            logged: policy == "logged",
+                            tls: true,
+                            https,
+                        };
+                        let scheme = if https { "HTTPS" } else { "HTTP" };
+                        let (ms, before, (hi, ht)) = self
+                            .one_stall(how, victim, libc::SIGKILL, &want, i)
+                            .with_context(|| {
+                                format!("{scheme} stall, {policy}, {victim} killed")
+                            })?;
+                        sets[k].heartbeat_interval_ms = hi;
+                        sets[k].heartbeat_timeout_ms = ht;
+                        sets[k].stalls_ms.push(ms);
+                        // The download's own longest pause before the
+                        // signal (curl's rate limit): results.json.
+                        sets[k].baseline_ms.push(before);
+                        self.progress(&format!(
+                            "tls stall {scheme} {policy} {victim} SIGKILL {}/{}: {ms:.0} ms",
+                            i + 1,
+                            self.o.kills
+                        ));
+                    }
                 }
                 if let Some(t) = self.r.tls.as_mut() {
-                    t.stalls.push(TlsStall {
-                        policy: policy.into(),
-                        set,
-                    });
+                    let [http, https] = sets;
+                    for (set, https) in [(http, false), (https, true)] {
+                        t.stalls.push(TlsStall {
+                            policy: policy.into(),
+                            set,
+                            https,
+                        });
+                    }
                 }
             }
         }

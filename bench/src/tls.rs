@@ -27,9 +27,10 @@ use anyhow::{bail, Context, Result};
 
 use super::labs::{self, Lab};
 use super::markdown::{kb, table, us};
-use super::model::{Point, Results, TlsRow, TlsRun, TlsServer};
-use super::nginx::{Nginx, TlsFiles, NGINX_ADDRESS, TLS_NAME};
+use super::model::{Point, Results, StallSet, TlsOverheadRun, TlsRow, TlsRun, TlsServer};
+use super::nginx::{Nginx, TlsFiles, NGINX_ADDRESS, TLS_NAME, TLS_SUITE};
 use super::part::Ctx;
+use super::report::Target as Verdict;
 use super::stats;
 use super::wrk;
 
@@ -42,13 +43,14 @@ fn keepalive_plan(quick: bool) -> (Vec<u64>, Vec<u32>, Vec<TlsServer>) {
         // A smoke test of every server and of the report, not figures.
         (
             vec![1024],
-            vec![16],
+            vec![32],
             vec![Simplex, DuplexStatic, DuplexLogged, Nginx, DuplexStaticHttp],
         )
     } else {
         (
             vec![1024, 50 * 1024],
-            vec![1, 16, 64],
+            // 1 and 32: issue 18's targets; 16 and 64 as before.
+            vec![1, 16, 32, 64],
             vec![
                 Simplex,
                 DuplexStatic,
@@ -59,6 +61,320 @@ fn keepalive_plan(quick: bool) -> (Vec<u64>, Vec<u32>, Vec<TlsServer>) {
             ],
         )
     }
+}
+
+/// The duplex-overhead comparison: (sizes, rounds, seconds per run).
+fn overhead_plan(quick: bool) -> (Vec<u64>, u32, f64) {
+    if quick {
+        (vec![1024], 3, 1.0)
+    } else {
+        (vec![1024, 50 * 1024], 7, 2.0)
+    }
+}
+
+/// The four cells of the duplex-overhead comparison, (duplex, https), in
+/// the order of round `round`: rotated each round, so no cell always runs
+/// first or right after another.
+fn overhead_order(round: u32) -> [(bool, bool); 4] {
+    let mut cells = [(false, false), (false, true), (true, false), (true, true)];
+    cells.rotate_left(round as usize % 4);
+    cells
+}
+
+/// Issue 18's duplex overhead over HTTPS against HTTP's: wrk at one
+/// connection on the unreplicated and the duplex `static` `--tls` labs,
+/// each over HTTP (port 80) and HTTPS (443) — the same node processes,
+/// only TLS differs — in rounds, every cell once per round.
+fn overhead(cx: &Ctx, targets: &[Target], run: &mut TlsRun) -> Result<()> {
+    let find = |s: TlsServer| {
+        targets
+            .iter()
+            .find(|t| t.server == s)
+            .with_context(|| format!("the overhead comparison needs {}", s.label()))
+    };
+    let (simplex, duplex) = (find(TlsServer::Simplex)?, find(TlsServer::DuplexStatic)?);
+    let (sizes, rounds, secs) = overhead_plan(cx.quick);
+    run.overhead_seconds = secs;
+    for &size in &sizes {
+        for round in 0..rounds {
+            for (is_duplex, https) in overhead_order(round) {
+                (cx.interrupted)()?;
+                let t = if is_duplex { duplex } else { simplex };
+                let url = format!(
+                    "{}://{}/static/{}k.bin",
+                    if https { "https" } else { "http" },
+                    t.host,
+                    size / 1024
+                );
+                let p = or_evidence(t.point_at(&url, 1, secs, &[]), t, cx.logs)?;
+                (cx.progress)(&format!(
+                    "tls overhead {} {} {} round {}/{rounds}: p50 {:.0} µs, {:.0} req/s",
+                    if is_duplex { "duplex" } else { "unreplicated" },
+                    if https { "HTTPS" } else { "HTTP" },
+                    kb(size),
+                    round + 1,
+                    p.wrk.p50_us,
+                    p.wrk.rps
+                ));
+                run.overhead.push(TlsOverheadRun {
+                    size,
+                    duplex: is_duplex,
+                    https,
+                    round,
+                    p50_us: p.wrk.p50_us,
+                    rps: p.wrk.rps,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The duplex-overhead comparison at one size: each cell's median p50 (µs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Overhead {
+    pub size: u64,
+    /// Rounds measured.
+    pub rounds: usize,
+    pub simplex_http: f64,
+    pub duplex_http: f64,
+    pub simplex_https: f64,
+    pub duplex_https: f64,
+}
+
+impl Overhead {
+    /// duplex HTTP p50 / unreplicated HTTP p50.
+    pub fn http(&self) -> f64 {
+        self.duplex_http / self.simplex_http
+    }
+
+    /// duplex HTTPS p50 / unreplicated HTTPS p50.
+    pub fn https(&self) -> f64 {
+        self.duplex_https / self.simplex_https
+    }
+
+    /// The target's figure: HTTPS's overhead ÷ HTTP's (≤ 1.1).
+    pub fn ratio(&self) -> f64 {
+        self.https() / self.http()
+    }
+}
+
+/// [`Overhead`] per size measured (a size with a cell missing left out).
+pub fn overheads(t: &TlsRun) -> Vec<Overhead> {
+    let mut sizes: Vec<u64> = t.overhead.iter().map(|r| r.size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+        .into_iter()
+        .filter_map(|size| {
+            let med = |duplex: bool, https: bool| {
+                let v: Vec<f64> = t
+                    .overhead
+                    .iter()
+                    .filter(|r| r.size == size && r.duplex == duplex && r.https == https)
+                    .map(|r| r.p50_us)
+                    .collect();
+                stats::median(&v)
+            };
+            let mut rounds: Vec<u32> = t
+                .overhead
+                .iter()
+                .filter(|r| r.size == size)
+                .map(|r| r.round)
+                .collect();
+            rounds.sort_unstable();
+            rounds.dedup();
+            Some(Overhead {
+                size,
+                rounds: rounds.len(),
+                simplex_http: med(false, false)?,
+                duplex_http: med(true, false)?,
+                simplex_https: med(false, true)?,
+                duplex_https: med(true, true)?,
+            })
+        })
+        .collect()
+}
+
+/// The stall sets side by side: (policy, victim, HTTP's, HTTPS's).
+pub fn stall_pairs(t: &TlsRun) -> Vec<(&str, &str, &StallSet, &StallSet)> {
+    t.stalls
+        .iter()
+        .filter(|s| s.https)
+        .filter_map(|s| {
+            let http = t
+                .stalls
+                .iter()
+                .find(|h| !h.https && h.policy == s.policy && h.set.victim == s.set.victim)?;
+            Some((s.policy.as_str(), s.set.victim.as_str(), &http.set, &s.set))
+        })
+        .collect()
+}
+
+fn times(v: f64) -> String {
+    format!("{v:.2}×")
+}
+
+/// Issue 18's performance targets from a tls run, each with its verdict
+/// (None: not measured in this run).
+pub fn targets(t: &TlsRun) -> Vec<Verdict> {
+    use TlsServer::*;
+    let mut out = Vec::new();
+    // 1. Unreplicated keep-alive ≥ nginx's req/s, 1 KB and 50 KB, 1 and 32 connections.
+    let mut cells = Vec::new();
+    for size in [1024, 50 * 1024] {
+        for conns in [1, 32] {
+            if let (Some(a), Some(n)) = (
+                t.keepalive(Simplex, size, conns),
+                t.keepalive(Nginx, size, conns),
+            ) {
+                if n.wrk.rps > 0.0 {
+                    cells.push((size, conns, a.wrk.rps / n.wrk.rps));
+                }
+            }
+        }
+    }
+    let worst = cells.iter().map(|c| c.2).min_by(f64::total_cmp);
+    out.push(Verdict {
+        what: "HTTPS: unreplicated keep-alive ≥ 1.0× nginx req/s at 1 KB and 50 KB, 1 and 32 \
+               connections"
+            .into(),
+        ours: match worst {
+            None => "—".into(),
+            Some(w) => {
+                let each: Vec<String> = cells
+                    .iter()
+                    .map(|(s, c, r)| format!("{} ×{c} {}", kb(*s), times(*r)))
+                    .collect();
+                format!(
+                    "worst {}: {}{}",
+                    times(w),
+                    each.join(", "),
+                    if cells.len() < 4 {
+                        format!(" (only {} of the 4 cells measured)", cells.len())
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+        },
+        met: worst.map(|w| w >= 1.0),
+    });
+    // 2. Full handshakes ≥ 0.8× nginx's.
+    let full = |s| {
+        t.full_handshakes
+            .iter()
+            .find(|r| r.server == s)
+            .map(|r| r.point.wrk.rps)
+    };
+    let hs = match (full(Simplex), full(Nginx)) {
+        (Some(a), Some(n)) if n > 0.0 => Some((a, n)),
+        _ => None,
+    };
+    out.push(Verdict {
+        what: "HTTPS: unreplicated full handshakes/s ≥ 0.8× nginx".into(),
+        ours: hs.map_or("—".into(), |(a, n)| {
+            format!(
+                "{a:.0} vs {n:.0}/s = {}{}",
+                times(a / n),
+                full(DuplexStatic).map_or(String::new(), |d| format!(
+                    " (duplex static {d:.0}/s = {})",
+                    times(d / n)
+                ))
+            )
+        }),
+        met: hs.map(|(a, n)| a / n >= 0.8),
+    });
+    // 3. Duplex p50 overhead over HTTPS ≤ 1.1× HTTP's.
+    let ov = overheads(t);
+    if ov.is_empty() {
+        out.push(Verdict {
+            what: "HTTPS: duplex p50 overhead over unreplicated ≤ 1.1× HTTP's".into(),
+            ours: "—".into(),
+            met: None,
+        });
+    }
+    for o in &ov {
+        out.push(Verdict {
+            what: format!(
+                "HTTPS: duplex p50 overhead over unreplicated ≤ 1.1× HTTP's, {}, 1 connection",
+                kb(o.size)
+            ),
+            ours: format!(
+                "HTTPS {} ({:.0} / {:.0} µs) ÷ HTTP {} ({:.0} / {:.0} µs) = {}, medians of {} rounds",
+                times(o.https()),
+                o.duplex_https,
+                o.simplex_https,
+                times(o.http()),
+                o.duplex_http,
+                o.simplex_http,
+                times(o.ratio()),
+                o.rounds
+            ),
+            met: Some(o.ratio() <= 1.1),
+        });
+    }
+    // 4. The HTTPS failover stall within 10 % of HTTP's.
+    let pairs = stall_pairs(t);
+    if pairs.is_empty() {
+        out.push(Verdict {
+            what: "HTTPS failover stall ≤ 1.1× HTTP's".into(),
+            ours: "—".into(),
+            met: None,
+        });
+    }
+    for (policy, victim, http, https) in pairs {
+        let r = https.median().zip(http.median()).map(|(a, b)| a / b);
+        let ms = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.0} ms"));
+        out.push(Verdict {
+            what: format!(
+                "HTTPS failover stall ≤ 1.1× HTTP's, {policy}, {} SIGKILLed",
+                if victim == "ingress" { "owner" } else { victim }
+            ),
+            ours: format!(
+                "median {} vs {} over {} kills each = {}",
+                ms(https.median()),
+                ms(http.median()),
+                https.stalls_ms.len(),
+                r.map_or("—".into(), times)
+            ),
+            met: r.map(|r| r <= 1.1),
+        });
+    }
+    // 5. `static` ≥ 2× `logged` over HTTPS at 50 KB: each one's best req/s
+    // over the concurrencies measured; every concurrency listed.
+    let size = 50 * 1024;
+    let mut conns: Vec<u32> = t
+        .keepalive
+        .iter()
+        .filter(|r| r.size == size)
+        .map(|r| r.point.conns)
+        .collect();
+    conns.sort_unstable();
+    conns.dedup();
+    let mut each = Vec::new();
+    let (mut best_s, mut best_l) = (0.0f64, 0.0f64);
+    for c in conns {
+        if let (Some(s), Some(l)) = (
+            t.keepalive(DuplexStatic, size, c),
+            t.keepalive(DuplexLogged, size, c),
+        ) {
+            best_s = best_s.max(s.wrk.rps);
+            best_l = best_l.max(l.wrk.rps);
+            each.push(format!("×{c} {}", times(s.wrk.rps / l.wrk.rps)));
+        }
+    }
+    let peak = (best_l > 0.0).then(|| best_s / best_l);
+    out.push(Verdict {
+        what: "HTTPS: duplex `static` ≥ 2× `logged` req/s, 50 KB (each one's best over the \
+               concurrencies)"
+            .into(),
+        ours: peak.map_or("—".into(), |p| {
+            format!("{}; per concurrency {}", times(p), each.join(", "))
+        }),
+        met: peak.map(|p| p >= 2.0),
+    });
+    out
 }
 
 /// Connections of the handshake runs.
@@ -74,14 +390,16 @@ fn handshake_servers(quick: bool) -> Vec<TlsServer> {
 }
 
 /// The lab of a server: (prefix letter, `lab up` arguments before the
-/// common ones); None for nginx.
+/// common ones); None for nginx. HTTPS labs serve [`TLS_SUITE`] only, as
+/// nginx does.
 fn lab_spec(s: TlsServer) -> Option<(char, Vec<&'static str>)> {
+    const TLS: [&str; 3] = ["--tls", "--tls-cipher-suites", TLS_SUITE];
     Some(match s {
-        TlsServer::Simplex => ('a', vec!["--mode", "simplex", "--tls"]),
-        TlsServer::DuplexStatic => ('b', vec!["--mode", "duplex", "--tls"]),
+        TlsServer::Simplex => ('a', [&["--mode", "simplex"][..], &TLS].concat()),
+        TlsServer::DuplexStatic => ('b', [&["--mode", "duplex"][..], &TLS].concat()),
         TlsServer::DuplexLogged => (
             'c',
-            vec!["--mode", "duplex", "--tls", "--static-policy", "logged"],
+            [&["--mode", "duplex", "--static-policy", "logged"][..], &TLS].concat(),
         ),
         TlsServer::DuplexStaticHttp => ('e', vec!["--mode", "duplex"]),
         TlsServer::DuplexLoggedHttp => ('f', vec!["--mode", "duplex", "--static-policy", "logged"]),
@@ -93,7 +411,13 @@ fn check_lab_args(exe: &Path) -> Result<()> {
     labs::check_lab_up_args(
         exe,
         "tls",
-        &["--tls", "--static-policy", "--node-cpus", "--docroot"],
+        &[
+            "--tls",
+            "--tls-cipher-suites",
+            "--static-policy",
+            "--node-cpus",
+            "--docroot",
+        ],
     )
 }
 
@@ -210,6 +534,15 @@ fn parse_s_client(text: &str) -> String {
     }
 }
 
+/// Refuses a server whose negotiated parameters ([`parse_s_client`]) are
+/// not [`TLS_SUITE`]: its figures would not be the issue's.
+fn check_suite(server: &str, negotiated: &str) -> Result<()> {
+    if !negotiated.split(", ").any(|p| p == TLS_SUITE) {
+        bail!("{server} negotiated {negotiated}, not {TLS_SUITE}: the figures would not compare");
+    }
+    Ok(())
+}
+
 fn load1() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -242,16 +575,15 @@ impl Target<'_> {
 
     /// One wrk run, the servers' CPU time around it.
     fn point(&self, size: u64, conns: u32, secs: f64, extra: &[&str]) -> Result<Point> {
+        self.point_at(&self.url(size), conns, secs, extra)
+    }
+
+    /// As [`Target::point`], at `url` (e.g. a `--tls` lab's port 80).
+    fn point_at(&self, url: &str, conns: u32, secs: f64, extra: &[&str]) -> Result<Point> {
         let before = self.cpu()?;
         let t0 = Instant::now();
-        let res = wrk::run_all(vec![wrk::command_with(
-            &self.ns,
-            &self.url(size),
-            conns,
-            secs,
-            extra,
-        )])
-        .with_context(|| format!("tls {} {} {conns} conns", self.server.label(), kb(size)))?;
+        let res = wrk::run_all(vec![wrk::command_with(&self.ns, url, conns, secs, extra)])
+            .with_context(|| format!("tls {} {url} {conns} conns", self.server.label()))?;
         let wall_s = t0.elapsed().as_secs_f64();
         let cpu_ns = labs::cpu_delta(&before, &self.cpu()?);
         let wrk = wrk::WrkResult::combine(&res);
@@ -418,8 +750,9 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
     all.extend(hs_servers.iter().filter(|s| !ka_servers.contains(s)));
     if cx.quick {
         run.not_run.push(
-            "--quick: keep-alive at 1 KB and 16 connections only, no `logged` plain-HTTP \
-             row, handshakes on duplex `static` and nginx only, stalls under `logged` only"
+            "--quick: keep-alive at 1 KB and 32 connections only, no `logged` plain-HTTP \
+             row, the duplex overhead at 1 KB in 3 rounds of 1 s, handshakes on duplex \
+             `static` and nginx only, stalls under `logged` only (one kill per scheme)"
                 .into(),
         );
     }
@@ -465,6 +798,7 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
         };
         let n = negotiated(&t.ns, t.host, &ca);
         (cx.progress)(&format!("tls: {} negotiates {n}", t.server.label()));
+        check_suite(t.server.label(), &n)?;
         run.negotiated.push((t.server.label().into(), n));
     }
     let quota = Some(cx.node_cpus);
@@ -503,6 +837,7 @@ pub fn run(cx: &Ctx) -> Result<TlsRun> {
             }
         }
     }
+    overhead(cx, &targets, &mut run)?;
     // A new connection (and a full handshake) per request.
     for t in targets.iter().filter(|t| hs_servers.contains(&t.server)) {
         (cx.interrupted)()?;
@@ -706,6 +1041,50 @@ pub fn section(o: &mut String, r: &Results) {
         ],
         &rows,
     );
+    let ov = overheads(t);
+    if !ov.is_empty() {
+        let _ = writeln!(
+            o,
+            "### Duplex overhead, HTTPS against HTTP\n\nwrk at 1 connection (keep-alive), \
+             {:.0} s per run, on the unreplicated and the duplex `static` labs, each over HTTP \
+             (port 80) and HTTPS (443) of the same `--tls` lab — the same node processes, only \
+             TLS differs; every cell once per round, the order rotated each round; each cell \
+             the median of its runs' p50. Overhead = duplex p50 / unreplicated p50; the \
+             target: HTTPS's ≤ 1.1× HTTP's.\n",
+            t.overhead_seconds
+        );
+        let rows: Vec<Vec<String>> = ov
+            .iter()
+            .map(|v| {
+                vec![
+                    kb(v.size),
+                    v.rounds.to_string(),
+                    us(Some(v.simplex_http)),
+                    us(Some(v.duplex_http)),
+                    format!("{:.2}", v.http()),
+                    us(Some(v.simplex_https)),
+                    us(Some(v.duplex_https)),
+                    format!("{:.2}", v.https()),
+                    format!("{:.2}", v.ratio()),
+                ]
+            })
+            .collect();
+        table(
+            o,
+            &[
+                "size",
+                "rounds",
+                "unreplicated HTTP",
+                "duplex HTTP",
+                "HTTP overhead",
+                "unreplicated HTTPS",
+                "duplex HTTPS",
+                "HTTPS overhead",
+                "HTTPS ÷ HTTP",
+            ],
+            &rows,
+        );
+    }
     let _ = writeln!(
         o,
         "### Handshakes\n\n**Full handshakes** (no resumption): {} `openssl s_time -new` \
@@ -787,11 +1166,13 @@ pub fn section(o: &mut String, r: &Results) {
     );
     let _ = writeln!(
         o,
-        "### Failover stall over HTTPS\n\nAs the plain stall series: a fresh duplex \
-         `lab up --tls` per kill (no CPU quota), curl (OpenSSL, `--cacert` the lab's CA) \
-         downloading {} at 20 MB/s, the victim SIGKILLed once {} arrived; every download \
-         completes with the right SHA-256. The stall: the longest time the file did not grow \
-         from the signal on (sampled every 10 ms). Owner = the ingress node (n2).\n",
+        "### Failover stall, HTTPS beside HTTP\n\nAs the plain stall series: a fresh duplex \
+         `lab up --tls` per kill (no CPU quota), curl downloading {} at 20 MB/s, the victim \
+         SIGKILLed once {} arrived; every download completes with the right SHA-256. Each \
+         kill is made twice, in alternating order: the download over HTTPS (OpenSSL, \
+         `--cacert` the lab's CA) and over HTTP (port 80 of the same kind of lab). The stall: \
+         the longest time the file did not grow from the signal on (sampled every 10 ms). \
+         Owner = the ingress node (n2).\n",
         if r.meta.quick { "16 MiB" } else { "50 MiB" },
         if r.meta.quick { "8 MiB" } else { "20 MiB" },
     );
@@ -803,6 +1184,7 @@ pub fn section(o: &mut String, r: &Results) {
             let ms = |x: Option<f64>| x.map_or("—".into(), |x| format!("{x:.0} ms"));
             vec![
                 s.policy.clone(),
+                if s.https { "HTTPS" } else { "HTTP" }.into(),
                 if s.set.victim == "ingress" {
                     "owner (ingress)".into()
                 } else {
@@ -824,6 +1206,7 @@ pub fn section(o: &mut String, r: &Results) {
         o,
         &[
             "/static/ policy",
+            "scheme",
             "victim",
             "signal",
             "kills",
@@ -834,6 +1217,12 @@ pub fn section(o: &mut String, r: &Results) {
         ],
         &rows,
     );
+    let _ = writeln!(o, "### Issue 18's targets\n");
+    let rows: Vec<Vec<String>> = targets(t)
+        .into_iter()
+        .map(|v| vec![v.what, v.ours, super::report::verdict(v.met).into()])
+        .collect();
+    table(o, &["target", "this run", "verdict"], &rows);
 }
 
 #[cfg(test)]
@@ -930,17 +1319,17 @@ mod tests {
             }],
             handshakes: vec![hs],
             handshake_conns: 16,
-            stalls: vec![TlsStall {
-                policy: "logged".into(),
-                set: StallSet {
-                    victim: "ingress".into(),
-                    signal: "SIGKILL".into(),
-                    stalls_ms: (1..=10).map(f64::from).map(|x| x * 10.0).collect(),
-                    heartbeat_interval_ms: 100,
-                    heartbeat_timeout_ms: 500,
-                    baseline_ms: vec![],
-                },
-            }],
+            stalls: vec![
+                stall(
+                    "logged",
+                    "ingress",
+                    true,
+                    (1..=10).map(|x| x as f64 * 10.0).collect(),
+                ),
+                stall("logged", "ingress", false, vec![40.0; 10]),
+            ],
+            overhead: overhead_runs(1024, 3, [100.0, 200.0, 110.0, 242.0]),
+            overhead_seconds: 2.0,
             ..TlsRun::default()
         });
         let mut o = String::new();
@@ -965,7 +1354,26 @@ mod tests {
             "{o}"
         );
         assert!(
-            o.contains("| logged | owner (ingress) | SIGKILL | 10 | 50 ms | 90 ms | 100 ms | 100 / 500 ms |"),
+            o.contains("| logged | HTTPS | owner (ingress) | SIGKILL | 10 | 50 ms | 90 ms | 100 ms | 100 / 500 ms |"),
+            "{o}"
+        );
+        assert!(
+            o.contains("| logged | HTTP | owner (ingress) | SIGKILL | 10 | 40 ms | 40 ms | 40 ms | 100 / 500 ms |"),
+            "{o}"
+        );
+        // Overhead: HTTP 200/100 = 2.00, HTTPS 242/110 = 2.20, 2.20 / 2.00 = 1.10.
+        assert!(
+            o.contains("| 1 KB | 3 | 100 µs | 200 µs | 2.00 | 110 µs | 242 µs | 2.20 | 1.10 |"),
+            "{o}"
+        );
+        // The targets, with their verdicts: the stall 50 ms vs 40 ms is 1.25×.
+        assert!(o.contains("### Issue 18's targets"), "{o}");
+        assert!(
+            o.contains("| HTTPS failover stall ≤ 1.1× HTTP's, logged, owner SIGKILLed | median 50 ms vs 40 ms over 10 kills each = 1.25× | **missed** |"),
+            "{o}"
+        );
+        assert!(
+            o.contains("| HTTPS: unreplicated keep-alive ≥ 1.0× nginx req/s at 1 KB and 50 KB, 1 and 32 connections | — | not measured |"),
             "{o}"
         );
         assert!(
@@ -977,6 +1385,200 @@ mod tests {
             o.contains("| nginx HTTPS | 500 | 500.0 | 50 % | — (nginx does not count) |"),
             "{o}"
         );
+    }
+
+    fn stall(policy: &str, victim: &str, https: bool, ms: Vec<f64>) -> TlsStall {
+        TlsStall {
+            policy: policy.into(),
+            set: StallSet {
+                victim: victim.into(),
+                signal: "SIGKILL".into(),
+                stalls_ms: ms,
+                heartbeat_interval_ms: 100,
+                heartbeat_timeout_ms: 500,
+                baseline_ms: vec![],
+            },
+            https,
+        }
+    }
+
+    /// `rounds` rounds of the four overhead cells at `size`, p50s
+    /// [unreplicated HTTP, duplex HTTP, unreplicated HTTPS, duplex HTTPS]
+    /// scaled by 1, 0.5, 1.5, 1, … per round (so the median is the value).
+    fn overhead_runs(size: u64, rounds: u32, p50: [f64; 4]) -> Vec<TlsOverheadRun> {
+        let scale = [1.0, 0.5, 1.5];
+        let mut v = Vec::new();
+        for round in 0..rounds {
+            for (duplex, https) in overhead_order(round) {
+                let i = usize::from(duplex) + 2 * usize::from(https);
+                v.push(TlsOverheadRun {
+                    size,
+                    duplex,
+                    https,
+                    round,
+                    p50_us: p50[i] * scale[round as usize % 3],
+                    rps: 1000.0,
+                });
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn overhead_rounds_rotate_the_cells() {
+        let all: Vec<[(bool, bool); 4]> = (0..4).map(overhead_order).collect();
+        // Each cell comes first in exactly one of four rounds.
+        for c in [(false, false), (false, true), (true, false), (true, true)] {
+            assert_eq!(all.iter().filter(|r| r[0] == c).count(), 1, "{c:?}");
+            assert!(all.iter().all(|r| r.contains(&c)));
+        }
+        assert_eq!(overhead_order(5), overhead_order(1));
+    }
+
+    #[test]
+    fn overhead_is_the_median_of_each_cell_and_the_ratio_of_ratios() {
+        let mut t = TlsRun {
+            overhead: overhead_runs(1024, 3, [100.0, 150.0, 120.0, 240.0]),
+            ..TlsRun::default()
+        };
+        // A size with a cell missing is left out.
+        t.overhead.extend(
+            overhead_runs(50 * 1024, 3, [1.0; 4])
+                .into_iter()
+                .filter(|r| !(r.duplex && r.https)),
+        );
+        let ov = overheads(&t);
+        assert_eq!(ov.len(), 1, "{ov:?}");
+        let o = ov[0];
+        assert_eq!(
+            (
+                o.size,
+                o.rounds,
+                o.simplex_http,
+                o.duplex_http,
+                o.simplex_https,
+                o.duplex_https
+            ),
+            (1024, 3, 100.0, 150.0, 120.0, 240.0)
+        );
+        assert_eq!((o.http(), o.https()), (1.5, 2.0));
+        assert!((o.ratio() - 4.0 / 3.0).abs() < 1e-9);
+        let v = targets(&t);
+        let over: Vec<&Verdict> = v.iter().filter(|v| v.what.contains("overhead")).collect();
+        assert_eq!(over.len(), 1);
+        assert_eq!(over[0].met, Some(false));
+        assert_eq!(
+            over[0].ours,
+            "HTTPS 2.00× (240 / 120 µs) ÷ HTTP 1.50× (150 / 100 µs) = 1.33×, medians of 3 rounds"
+        );
+        // Within 1.1×: met.
+        t.overhead = overhead_runs(1024, 3, [100.0, 150.0, 120.0, 198.0]);
+        let v = targets(&t);
+        assert!(v
+            .iter()
+            .any(|v| v.what.contains("overhead") && v.met == Some(true)));
+    }
+
+    #[test]
+    fn every_target_has_its_verdict() {
+        use TlsServer::*;
+        let t = TlsRun {
+            keepalive: vec![
+                row(Simplex, 1024, 1, 1100.0, &[]),
+                row(Nginx, 1024, 1, 1000.0, &[]),
+                row(Simplex, 1024, 32, 1900.0, &[]),
+                row(Nginx, 1024, 32, 2000.0, &[]),
+                row(Simplex, 51200, 1, 500.0, &[]),
+                row(Nginx, 51200, 1, 400.0, &[]),
+                // 50 KB: static/logged 2.5× at 1, 2× at 32; best 3000/1500 = 2×.
+                row(DuplexStatic, 51200, 1, 2500.0, &[]),
+                row(DuplexLogged, 51200, 1, 1000.0, &[]),
+                row(DuplexStatic, 51200, 32, 3000.0, &[]),
+                row(DuplexLogged, 51200, 32, 1500.0, &[]),
+            ],
+            full_handshakes: vec![
+                row(Simplex, 1024, 16, 820.0, &[]),
+                row(DuplexStatic, 1024, 16, 700.0, &[]),
+                row(Nginx, 1024, 16, 1000.0, &[]),
+            ],
+            stalls: vec![
+                stall("static", "primary", false, vec![80.0, 78.0, 90.0]),
+                stall("static", "primary", true, vec![85.0, 88.0, 84.0]),
+            ],
+            ..TlsRun::default()
+        };
+        let v = targets(&t);
+        let get = |s: &str| v.iter().find(|v| v.what.contains(s)).unwrap();
+        let ka = get("keep-alive");
+        assert_eq!(ka.met, Some(false), "1 KB ×32 is 0.95×");
+        assert_eq!(
+            ka.ours,
+            "worst 0.95×: 1 KB ×1 1.10×, 1 KB ×32 0.95×, 50 KB ×1 1.25× (only 3 of the 4 cells measured)"
+        );
+        let hs = get("handshakes");
+        assert_eq!(hs.met, Some(true));
+        assert_eq!(
+            hs.ours,
+            "820 vs 1000/s = 0.82× (duplex static 700/s = 0.70×)"
+        );
+        // Stall medians 85 vs 80 ms: 1.06×.
+        let st = get("stall");
+        assert_eq!(st.met, Some(true));
+        assert_eq!(
+            st.what,
+            "HTTPS failover stall ≤ 1.1× HTTP's, static, primary SIGKILLed"
+        );
+        assert_eq!(st.ours, "median 85 ms vs 80 ms over 3 kills each = 1.06×");
+        let sl = get("`static`");
+        assert_eq!(sl.met, Some(true));
+        assert_eq!(sl.ours, "2.00×; per concurrency ×1 2.50×, ×32 2.00×");
+        // Not measured: no overhead runs.
+        assert_eq!(get("overhead").met, None);
+        // The run's report lists them among its targets too.
+        let r = Results {
+            tls: Some(t.clone()),
+            ..Results::default()
+        };
+        let all = super::super::report::targets(&r);
+        assert!(all.iter().any(|a| a.what == st.what && a.met == Some(true)));
+    }
+
+    #[test]
+    fn only_the_benchs_suite_is_accepted() {
+        assert!(check_suite(
+            "nginx HTTPS",
+            "X25519, 253 bits, TLSv1.3, TLS_AES_128_GCM_SHA256, verify 0 (ok)"
+        )
+        .is_ok());
+        let e = check_suite(
+            "nginx HTTPS",
+            "X25519, 253 bits, TLSv1.3, TLS_AES_256_GCM_SHA384, verify 0 (ok)",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not TLS_AES_128_GCM_SHA256"), "{e}");
+        assert!(check_suite("x", "not known (openssl s_client said nothing usable)").is_err());
+    }
+
+    #[test]
+    fn https_labs_serve_the_one_suite() {
+        for s in [
+            TlsServer::Simplex,
+            TlsServer::DuplexStatic,
+            TlsServer::DuplexLogged,
+        ] {
+            let (_, args) = lab_spec(s).unwrap();
+            let i = args
+                .iter()
+                .position(|a| *a == "--tls-cipher-suites")
+                .unwrap();
+            assert_eq!(args[i + 1], TLS_SUITE);
+            assert!(args.contains(&"--tls"));
+        }
+        for s in [TlsServer::DuplexStaticHttp, TlsServer::DuplexLoggedHttp] {
+            let (_, args) = lab_spec(s).unwrap();
+            assert!(!args.iter().any(|a| a.starts_with("--tls")));
+        }
     }
 
     #[test]

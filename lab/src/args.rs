@@ -221,6 +221,11 @@ struct UpArgs {
     /// what clients trust).
     #[arg(long, conflicts_with = "link_plaintext")]
     tls: bool,
+    /// With --tls: `[tls] cipher_suites` of every node, IANA names in the
+    /// server's order of preference, comma-separated (e.g.
+    /// TLS_AES_128_GCM_SHA256) [default: the config's, all three].
+    #[arg(long, requires = "tls", value_delimiter = ',', value_name = "SUITES")]
+    tls_cipher_suites: Vec<String>,
     /// `[http] header_timeout_ms` in the node configs.
     #[arg(long, default_value_t = 10_000)]
     http_header_timeout_ms: u64,
@@ -329,6 +334,7 @@ pub fn run(args: LabArgs) -> Result<()> {
                 pcap: a.pcap,
                 link_plaintext: a.link_plaintext,
                 tls: a.tls,
+                tls_cipher_suites: (!a.tls_cipher_suites.is_empty()).then_some(a.tls_cipher_suites),
                 http_header_timeout_ms: a.http_header_timeout_ms,
                 http_idle_timeout_ms: a.http_idle_timeout_ms,
                 http_send_timeout_ms: a.http_send_timeout_ms,

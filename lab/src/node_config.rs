@@ -28,7 +28,10 @@ pub fn node_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Str
         Mode::DualRole | Mode::Ring => general_config(state, node, opts),
     };
     if state.tls {
-        text.push_str(&crate::tls::config_section(&state.state_dir));
+        text.push_str(&crate::tls::config_section(
+            &state.state_dir,
+            opts.tls_cipher_suites.as_deref(),
+        ));
     }
     if let Some(hook) = &opts.hook {
         text.push_str(&format!(
@@ -569,5 +572,38 @@ address = "127.0.0.1:8080"
         assert_eq!(v["route"].as_array().unwrap().len(), 3);
         assert_eq!(v["route"][2]["address"].as_str(), Some("127.0.0.1:8080"));
         assert!(v.get("replication").is_none());
+        assert!(v.get("tls").is_none());
+        // --tls, --tls-cipher-suites: the suites in the order given, as
+        // the node's config reads them.
+        let mut state = test_state(Mode::Simplex, None);
+        state.tls = true;
+        opts.tls = true;
+        opts.tls_cipher_suites = Some(vec![
+            "TLS_AES_128_GCM_SHA256".into(),
+            "TLS_CHACHA20_POLY1305_SHA256".into(),
+        ]);
+        let text = node_config(&state, &node, &opts);
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(
+            v["tls"]["cipher_suites"],
+            toml::Value::Array(vec![
+                "TLS_AES_128_GCM_SHA256".into(),
+                "TLS_CHACHA20_POLY1305_SHA256".into()
+            ]),
+            "{text}"
+        );
+        let t: hotpair::config::TlsSection = v["tls"].clone().try_into().unwrap();
+        hotpair::config::parse_cipher_suites(t.cipher_suites.as_deref().unwrap()).unwrap();
+        // Without the flag, no key: the config's default.
+        opts.tls_cipher_suites = None;
+        let v: toml::Value = toml::from_str(&node_config(&state, &node, &opts)).unwrap();
+        assert!(v["tls"].get("cipher_suites").is_none());
+        // A name the node would refuse is refused before anything is built.
+        opts.tls_cipher_suites = Some(vec!["TLS_AES_128_CCM_SHA256".into()]);
+        let e = format!("{:#}", opts.validate().unwrap_err());
+        assert!(
+            e.contains("--tls-cipher-suites") && e.contains("unknown"),
+            "{e}"
+        );
     }
 }

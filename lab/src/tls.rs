@@ -24,15 +24,23 @@ pub fn ca_path(state_dir: &Path) -> PathBuf {
 }
 
 /// The `[tls]` table of every node's config: HTTPS on [`TLS_PORT`] of
-/// every address, besides its HTTP port.
-pub fn config_section(state_dir: &Path) -> String {
+/// every address, besides its HTTP port; `suites`: its `cipher_suites`.
+pub fn config_section(state_dir: &Path, suites: Option<&[String]>) -> String {
     let d = dir(state_dir);
-    format!(
+    let mut text = format!(
         "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nport = {TLS_PORT}\nticket_key_file = \"{}\"\n",
         d.join("cert.pem").display(),
         d.join("key.pem").display(),
         d.join("ticket.key").display()
-    )
+    );
+    if let Some(s) = suites {
+        let list: Vec<String> = s
+            .iter()
+            .map(|n| toml::Value::String(n.clone()).to_string())
+            .collect();
+        text.push_str(&format!("cipher_suites = [{}]\n", list.join(", ")));
+    }
+    text
 }
 
 /// Write the CA, the server certificate and key, and the ticket key.

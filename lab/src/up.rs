@@ -83,6 +83,8 @@ pub struct LabOptions {
     pub verbose: bool,
     /// Serve HTTPS on port 443 as well as HTTP on 80 (`--tls`).
     pub tls: bool,
+    /// `[tls] cipher_suites` (`--tls-cipher-suites`); None: the config's default.
+    pub tls_cipher_suites: Option<Vec<String>>,
 }
 
 impl LabOptions {
@@ -110,6 +112,7 @@ impl LabOptions {
             app: AppKind::Toy,
             verbose: true,
             tls: false,
+            tls_cipher_suites: None,
         }
     }
 }
@@ -143,6 +146,12 @@ impl LabOptions {
         }
         if self.mode.replicated() && self.heartbeat_interval_ms == 0 {
             bail!("--heartbeat-interval-ms must be at least 1");
+        }
+        if let Some(suites) = &self.tls_cipher_suites {
+            if !self.tls {
+                bail!("--tls-cipher-suites needs --tls");
+            }
+            hotpair::config::parse_cipher_suites(suites).context("--tls-cipher-suites")?;
         }
         Ok(())
     }

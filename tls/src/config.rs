@@ -12,6 +12,7 @@ use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::error::ConfigError;
+use crate::suite::Suite;
 use crate::ticket::{SharedTicketer, TicketKey};
 
 /// One certificate chain and its key, and the server names it serves.
@@ -36,6 +37,11 @@ pub struct TlsSettings {
     pub ticket_key: TicketKey,
     /// Still opens tickets after a rotation.
     pub previous_ticket_key: Option<TicketKey>,
+    /// The TLS 1.3 cipher suites served, in the server's order of
+    /// preference (it picks the first the client offers). `None`: all of
+    /// them, in rustls' default order, and the client's preference wins
+    /// (rustls' default).
+    pub cipher_suites: Option<Vec<Suite>>,
 }
 
 /// The server configuration every connection's handshake starts from.
@@ -63,7 +69,7 @@ impl TlsServerConfig {
         }
         let ticketer =
             SharedTicketer::new(&settings.ticket_key, settings.previous_ticket_key.as_ref())?;
-        Self::build(loaded, ticketer)
+        Self::build(loaded, ticketer, settings.cipher_suites.as_deref())
     }
 
     /// As `from_settings`, from PEM bytes (the first entry is the default).
@@ -85,21 +91,30 @@ impl TlsServerConfig {
         Self::build(
             loaded,
             SharedTicketer::new(ticket_key, previous_ticket_key)?,
+            None,
         )
     }
 
     fn build(
         loaded: Vec<(CertifiedKey, Vec<String>, PathBuf)>,
         ticketer: SharedTicketer,
+        suites: Option<&[Suite]>,
     ) -> Result<Self, ConfigError> {
         let resolver = SniResolver::new(loaded)?;
-        let provider = Arc::new(ring_provider());
+        let mut provider = ring_provider();
+        if let Some(suites) = suites {
+            provider.cipher_suites = choose_suites(&provider.cipher_suites, suites)?;
+        }
+        let provider = Arc::new(provider);
         let mut base = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(ConfigError::Rustls)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
         base.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        // A configured list is the server's order of preference; without
+        // one rustls follows the client's, as it does by default.
+        base.ignore_client_order = suites.is_some();
         // 0-RTT data is replayable and would reach the application before
         // the handshake is logged: refused.
         base.max_early_data_size = 0;
@@ -123,6 +138,28 @@ impl TlsServerConfig {
         c.key_log = key_log;
         Arc::new(c)
     }
+}
+
+/// The provider's TLS 1.3 suites that `want` names, in `want`'s order.
+fn choose_suites(
+    have: &[rustls::SupportedCipherSuite],
+    want: &[Suite],
+) -> Result<Vec<rustls::SupportedCipherSuite>, ConfigError> {
+    if want.is_empty() {
+        return Err(ConfigError::NoCipherSuites);
+    }
+    let mut out = Vec::with_capacity(want.len());
+    for (i, s) in want.iter().enumerate() {
+        if want[..i].contains(s) {
+            return Err(ConfigError::DuplicateCipherSuite(s.name()));
+        }
+        let found = have
+            .iter()
+            .find(|c| Suite::from_rustls(c.suite()) == Some(*s))
+            .ok_or(ConfigError::UnsupportedCipherSuite(s.name()))?;
+        out.push(*found);
+    }
+    Ok(out)
 }
 
 /// rustls over ring. rustls 0.23.48 deprecated ring's provider because ring

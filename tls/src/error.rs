@@ -40,6 +40,12 @@ pub enum ConfigError {
     TicketKeyLength(usize),
     #[error("the current and the previous ticket key are the same key")]
     TicketKeyReused,
+    #[error("no cipher suite configured")]
+    NoCipherSuites,
+    #[error("cipher suite {0} is listed twice")]
+    DuplicateCipherSuite(&'static str),
+    #[error("cipher suite {0} is not one the crypto provider offers")]
+    UnsupportedCipherSuite(&'static str),
     #[error("rustls refused the configuration: {0}")]
     Rustls(rustls::Error),
 }

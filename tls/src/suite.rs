@@ -30,7 +30,21 @@ impl Suite {
         }
     }
 
-    /// The IANA code point.
+    /// Every suite, in rustls' default order of preference (ring's).
+    pub const ALL: [Suite; 3] = [
+        Suite::Aes256GcmSha384,
+        Suite::Aes128GcmSha256,
+        Suite::Chacha20Poly1305Sha256,
+    ];
+
+    /// The suite of an IANA name (`TLS_AES_128_GCM_SHA256`, as OpenSSL
+    /// and nginx spell them; any case); `None` for anything else.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name.trim()))
+    }
+
     /// The IANA name, e.g. `TLS_AES_128_GCM_SHA256` (status, metrics).
     pub fn name(self) -> &'static str {
         match self {
@@ -40,6 +54,7 @@ impl Suite {
         }
     }
 
+    /// The IANA code point.
     pub fn iana(self) -> u16 {
         match self {
             Self::Aes128GcmSha256 => 0x1301,

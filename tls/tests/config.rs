@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use hotpair_tls::{CertSpec, ConfigError, TlsServerConfig, TlsSettings};
+use hotpair_tls::{CertSpec, ConfigError, Suite, TlsServerConfig, TlsSettings};
 
 struct Dir(PathBuf);
 impl Drop for Dir {
@@ -25,6 +25,7 @@ fn settings(certs: Vec<CertSpec>) -> TlsSettings {
         certs,
         ticket_key: key(1),
         previous_ticket_key: Some(key(2)),
+        cipher_suites: None,
     }
 }
 
@@ -52,6 +53,71 @@ fn certificates_and_keys_from_pem_files_serve_a_client() {
     let mut c = client(&client_config(&pki, None), "b.test");
     handshake(&cfg, &mut c);
     assert_eq!(c.peer_certificates().unwrap()[0], pki.certs[2].2);
+}
+
+/// The suite a client offering all three (AES-256 first, rustls' order)
+/// gets from a server configured with `suites`.
+fn negotiated_with(suites: Option<Vec<Suite>>) -> Result<Suite, ConfigError> {
+    let pki = pki();
+    let d = dir(&format!(
+        "suites-{}",
+        suites.as_ref().map_or(0, |s| s.len())
+    ));
+    let (c, k) = (d.0.join("c.pem"), d.0.join("k.pem"));
+    std::fs::write(&c, &pki.certs[0].0).unwrap();
+    std::fs::write(&k, &pki.certs[0].1).unwrap();
+    let mut s = settings(vec![CertSpec {
+        cert: c,
+        key: k,
+        names: vec![],
+    }]);
+    s.cipher_suites = suites;
+    let cfg = TlsServerConfig::from_settings(&s)?;
+    let mut client = client(&client_config(&pki, None), "default.test");
+    handshake(&cfg, &mut client);
+    let got = client.negotiated_cipher_suite().unwrap().suite();
+    Ok(Suite::from_iana(u16::from(got)).unwrap())
+}
+
+#[test]
+fn the_configured_cipher_suites_are_the_servers_preference() {
+    // Unconfigured: the client's first choice.
+    assert_eq!(negotiated_with(None).unwrap(), Suite::Aes256GcmSha384);
+    // One suite: that one, whatever the client prefers.
+    assert_eq!(
+        negotiated_with(Some(vec![Suite::Aes128GcmSha256])).unwrap(),
+        Suite::Aes128GcmSha256
+    );
+    // Several: the server's order wins over the client's.
+    assert_eq!(
+        negotiated_with(Some(vec![
+            Suite::Chacha20Poly1305Sha256,
+            Suite::Aes256GcmSha384
+        ]))
+        .unwrap(),
+        Suite::Chacha20Poly1305Sha256
+    );
+    assert!(matches!(
+        negotiated_with(Some(vec![])),
+        Err(ConfigError::NoCipherSuites)
+    ));
+    assert!(matches!(
+        negotiated_with(Some(vec![Suite::Aes128GcmSha256, Suite::Aes128GcmSha256])),
+        Err(ConfigError::DuplicateCipherSuite("TLS_AES_128_GCM_SHA256"))
+    ));
+}
+
+#[test]
+fn suites_are_known_by_their_iana_names() {
+    for s in Suite::ALL {
+        assert_eq!(Suite::from_name(s.name()), Some(s));
+    }
+    assert_eq!(
+        Suite::from_name("tls_aes_128_gcm_sha256"),
+        Some(Suite::Aes128GcmSha256)
+    );
+    assert_eq!(Suite::from_name("TLS_AES_128_CCM_SHA256"), None);
+    assert_eq!(Suite::from_name("AES128-GCM-SHA256"), None);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use hotpair_tls::{CertSpec, TicketKey, TlsServerConfig, TlsSettings};
+use hotpair_tls::{CertSpec, Suite, TicketKey, TlsServerConfig, TlsSettings};
 use serde::Deserialize;
 
 use super::Config;
@@ -32,6 +32,11 @@ pub struct TlsSection {
     /// More certificates, chosen by the name the client asks for (SNI).
     #[serde(default)]
     pub sni: Vec<SniSection>,
+    /// The TLS 1.3 cipher suites served, by IANA name, in the server's
+    /// order of preference. Unset: all three in rustls' order, the
+    /// client's preference chosen.
+    #[serde(default)]
+    pub cipher_suites: Option<Vec<String>>,
 }
 
 /// `[[tls.sni]]`: a certificate for some server names.
@@ -46,6 +51,38 @@ pub struct SniSection {
 
 pub fn default_tls_port() -> u16 {
     443
+}
+
+/// `tls.cipher_suites`: IANA names, each known and listed once (also
+/// `lab up --tls-cipher-suites`, checked before a lab is built).
+pub fn parse_cipher_suites(names: &[String]) -> Result<Vec<Suite>> {
+    let known = || {
+        Suite::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if names.is_empty() {
+        bail!(
+            "tls.cipher_suites: empty; list at least one of {} (or leave the key out for all)",
+            known()
+        );
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let Some(s) = Suite::from_name(n) else {
+            bail!(
+                "tls.cipher_suites: unknown TLS 1.3 cipher suite {n:?}; known: {}",
+                known()
+            );
+        };
+        if out.contains(&s) {
+            bail!("tls.cipher_suites: {} is listed twice", s.name());
+        }
+        out.push(s);
+    }
+    Ok(out)
 }
 
 /// A ticket key file: 64 hex digits (whitespace around them ignored).
@@ -83,6 +120,11 @@ impl Config {
                 bail!("tls.sni[{i}].names: at least one server name");
             }
         }
+        let cipher_suites = t
+            .cipher_suites
+            .as_deref()
+            .map(parse_cipher_suites)
+            .transpose()?;
         let mut certs = vec![CertSpec {
             cert: t.cert.clone(),
             key: t.key.clone(),
@@ -101,6 +143,7 @@ impl Config {
                 .as_deref()
                 .map(|p| read_ticket_key(p, "tls.previous_ticket_key_file"))
                 .transpose()?,
+            cipher_suites,
         };
         let server = TlsServerConfig::from_settings(&settings).context("[tls]")?;
         Ok(Some(Arc::new(server)))
@@ -194,6 +237,29 @@ mod tests {
         // A ticket key that is not 64 hex digits.
         let e = load_err(&format!("{BASE}{}", tls(&dir, 443, "xyz")), &dir);
         assert!(e.contains("tls.ticket_key_file"), "{e}");
+        // Cipher suites: an unknown name, an empty list, one listed twice.
+        let with_suites = |list: &str| {
+            format!(
+                "{BASE}{}cipher_suites = {list}\n",
+                tls(&dir, 443, &good_key)
+            )
+        };
+        let e = load_err(&with_suites("[\"TLS_AES_128_CCM_SHA256\"]"), &dir);
+        assert!(
+            e.contains("unknown TLS 1.3 cipher suite \"TLS_AES_128_CCM_SHA256\"")
+                && e.contains("known: TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256"),
+            "{e}"
+        );
+        let e = load_err(&with_suites("[]"), &dir);
+        assert!(e.contains("tls.cipher_suites: empty"), "{e}");
+        let e = load_err(
+            &with_suites("[\"TLS_AES_128_GCM_SHA256\", \"tls_aes_128_gcm_sha256\"]"),
+            &dir,
+        );
+        assert!(
+            e.contains("tls.cipher_suites: TLS_AES_128_GCM_SHA256 is listed twice"),
+            "{e}"
+        );
         // The certificate file is missing: named.
         let e = load_err(&format!("{BASE}{}", tls(&dir, 443, &good_key)), &dir);
         assert!(e.contains("missing-cert.pem"), "{e}");
