@@ -74,13 +74,7 @@ fn freeze_and_resume(test: &str, victim: &str, thaw: Thaw) {
     let arp_cap = failover::arp_capture(&lab, tmp.path());
     let arp_pcap = tmp.path().join("arp.pcap");
     let mut d = multi::start_download(&lab, tmp.path(), SERVICE, DOWNLOAD_RATE);
-    while d.bytes() < FREEZE_AT {
-        assert!(
-            d.running() && d.elapsed() < Duration::from_secs(20),
-            "[{test}] the download did not reach {FREEZE_AT} bytes"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
+    d.wait_for(FREEZE_AT, test);
     let at_freeze = d.bytes();
     let frozen = Instant::now();
     let out = lab.lab(&["freeze", victim], Duration::from_secs(10));

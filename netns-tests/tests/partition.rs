@@ -137,13 +137,7 @@ fn lan_cut_mid_download(test: &str, victim: failover::Victim) {
     let want = sha256sum(&lab.docroot().join(FILE));
     let cap = Capture::start(&lab, tmp.path());
     let mut d = multi::start_download(&lab, tmp.path(), SERVICE, "20M");
-    while d.bytes() < 10 << 20 {
-        assert!(
-            d.running() && d.elapsed() < Duration::from_secs(20),
-            "[{test}] slow download"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
+    d.wait_for(10 << 20, test);
     let at_cut = d.bytes();
     let cut_epoch = epoch_now();
     let cut = Instant::now();

@@ -30,13 +30,7 @@ fn restart_mid_download_then_kill_the_other(test: &str, victim: Victim) {
     let want = sha256sum(&lab.docroot().join(FILE));
     let cap = Capture::start(&lab, tmp.path());
     let mut d = multi::start_download(&lab, tmp.path(), SERVICE, RATE);
-    while d.bytes() < KILL_AT {
-        assert!(
-            d.running() && d.elapsed() < Duration::from_secs(20),
-            "[{test}] the download did not reach {KILL_AT} bytes"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
+    d.wait_for(KILL_AT, test);
     let at_kill = d.bytes();
     let kill_epoch = epoch_now();
     let killed = lab.kill(victim.node());
@@ -138,14 +132,8 @@ fn a_rolling_upgrade_by_switchover_keeps_every_download() {
         .expect("docroot file")
         .len();
     let cap = Capture::start(&lab, tmp.path());
-    let first = multi::start_download(&lab, tmp.path(), SERVICE, "10M");
-    while first.bytes() < 4 << 20 {
-        assert!(
-            first.elapsed() < Duration::from_secs(20),
-            "[{test}] slow download"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
+    let mut first = multi::start_download(&lab, tmp.path(), SERVICE, "10M");
+    first.wait_for(4 << 20, test);
     let (first_at, first_mark) = (first.bytes(), Instant::now());
     let first_epoch = epoch_now();
     let out = switchover(&s1, &[]);

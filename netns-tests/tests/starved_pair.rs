@@ -88,13 +88,7 @@ fn a_paused_primary_does_not_claim_while_its_owner_is_stalled_too() {
     );
     let cap = Capture::start(&lab, tmp.path());
     let mut d = multi::start_download(&lab, tmp.path(), SERVICE, DOWNLOAD_RATE);
-    while d.bytes() < FREEZE_AT {
-        assert!(
-            d.running() && d.elapsed() < Duration::from_secs(20),
-            "[{test}] the download did not reach {FREEZE_AT} bytes"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
+    d.wait_for(FREEZE_AT, test);
     let fail = |what: &str| -> ! {
         signal(n1, "CONT");
         signal(n2, "CONT");

@@ -1123,13 +1123,13 @@ fn a_fenced_primary_probes_again_and_claims_once_the_owner_is_gone() {
     );
 }
 
-#[test]
-fn a_split_brain_ends_with_each_configured_owner_keeping_its_address() {
+/// A dual-role pair whose link and LAN failed together for a moment:
+/// each node's probes for the other's address went unanswered, so both
+/// serve both addresses (the LAN is back, the link is not).
+fn split_brain() -> (NodeCore, NodeCore, Instant) {
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
     let t0 = boot(&mut n1, &mut n2, t0);
-    // The link and the LAN fail together for a moment: each node's probes
-    // for the other's address go unanswered, so both serve both addresses.
     let mut t = t0 + Duration::from_millis(10);
     n1.handle_link_lost(0, t);
     n2.handle_link_lost(0, t);
@@ -1144,6 +1144,12 @@ fn a_split_brain_ends_with_each_configured_owner_keeping_its_address() {
         assert_eq!((n.role(0), n.role(1)), (Role::Simplex, Role::Simplex));
         assert!(!n.fenced(0) && !n.fenced(1));
     }
+    (n1, n2, t)
+}
+
+#[test]
+fn a_split_brain_ends_with_each_configured_owner_keeping_its_address() {
+    let (mut n1, mut n2, mut t) = split_brain();
     // The LAN is back (the link is not): each hears the other's
     // announcements. The configured owner keeps each address, the
     // configured primary stands down.
@@ -1181,20 +1187,7 @@ fn after_a_split_brain_the_owner_has_the_last_word_and_the_loser_stays_down() {
     // defence, the client's cache stayed on the loser's MAC — a dead MAC
     // when the loser was killed (a CI browser download hung so). The owner
     // must keep announcing past the loser's last word by more than that.
-    let t0 = origin();
-    let (mut n1, mut n2) = dual_role(t0);
-    let t0 = boot(&mut n1, &mut n2, t0);
-    let mut t = t0 + Duration::from_millis(10);
-    n1.handle_link_lost(0, t);
-    n2.handle_link_lost(0, t);
-    // Both serve both addresses (probes unanswered: the LAN was out too).
-    for _ in 0..8 {
-        n1.round(t);
-        n2.round(t);
-        lan_out(&mut n1);
-        lan_out(&mut n2);
-        t += Duration::from_millis(20);
-    }
+    let (mut n1, mut n2, mut t) = split_brain();
     // The LAN is back: who announces A, and when.
     let (mut last_owner, mut last_loser) = (None, None);
     let mut loser_after_fenced = 0;

@@ -61,6 +61,21 @@ impl Download {
         self.start.elapsed()
     }
 
+    /// Waits until `bytes` arrived (the moment a test kills, freezes or
+    /// cuts something mid-download); panics, naming `test`, if curl ends
+    /// or 20 s pass first.
+    pub fn wait_for(&mut self, bytes: u64, test: &str) {
+        while self.bytes() < bytes {
+            assert!(
+                self.running() && self.elapsed() < Duration::from_secs(20),
+                "[{test}] the download did not reach {bytes} bytes ({} in {:?})",
+                self.bytes(),
+                self.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Waits for curl and checks: exit 0, status 200, every byte, the
     /// SHA-256 of the docroot's file (`want`), and that the kill landed
     /// mid-reply.
