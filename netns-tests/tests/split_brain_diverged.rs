@@ -41,6 +41,21 @@ const BOTH_SERVE: Duration = Duration::from_millis(750);
 /// machine. A hang lasts until curl's `--max-time` (45 s).
 const MAX_END: Duration = Duration::from_secs(10);
 
+/// n1's MAC on the LAN (`hotpair lab`'s layout).
+const N1_MAC: &str = "02:68:70:00:00:01";
+/// How long n1 serves alone, the client sending to it, before n2 resumes:
+/// the bytes only n1 sent.
+const N1_ALONE: Duration = Duration::from_millis(300);
+
+/// The MAC the client's neighbour entry for the service address holds.
+fn client_neighbour(lab: &Lab) -> Option<String> {
+    let out = lab.exec_client(&["ip", "neigh", "show", SERVICE]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_owned)
+}
+
 fn pid_of(lab: &Lab, node: &str) -> u32 {
     let st = lab.status_json();
     st["nodes"]
@@ -101,9 +116,7 @@ fn split_nodes(lab: &Lab) -> Result<(), String> {
         .expect("piped stdin")
         .write_all(rules.as_bytes())
         .map_err(|e| format!("nft stdin: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("nft: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -171,6 +184,21 @@ fn a_diverged_download_ends_after_the_split_brain_loser_dies() {
     ) {
         fail("the resumed n1 did not claim the address while n2 was stopped");
     }
+    // n1 serves alone once the client sends to it: its claim's first
+    // announcements fall within the client's ARP `locktime` (1 s) of n2's
+    // at the promotion and are ignored, and until the client's ACKs reach
+    // n1 it only resends bytes the client has — nothing diverges yet.
+    let t = Instant::now();
+    while client_neighbour(&lab).as_deref() != Some(N1_MAC) {
+        if t.elapsed() > Duration::from_secs(4) {
+            fail(&format!(
+                "the client never sent to n1 after its claim (neighbour entry: {:?})",
+                client_neighbour(&lab)
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(N1_ALONE);
     // 3. The nodes cannot hear each other any more.
     if let Err(e) = split_nodes(&lab) {
         fail(&format!("could not split the switch: {e}"));

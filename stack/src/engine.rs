@@ -476,7 +476,7 @@ impl<C> Engine<C> {
             let d = at.saturating_duration_since(now);
             wait = Some(wait.map_or(d, |w| w.min(d)));
         }
-        if let Some(at) = self.diverged_due() {
+        if let Some(at) = self.diverged_due(now) {
             let d = at.saturating_duration_since(now);
             wait = Some(wait.map_or(d, |w| w.min(d)));
         }

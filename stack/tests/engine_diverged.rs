@@ -276,3 +276,39 @@ fn a_single_stray_ack_ahead_is_not_reset() {
     assert!(rst(&out).is_none(), "reset on a stray ACK");
     assert_eq!(n.engine.connections(), 1);
 }
+
+/// In a split brain the client may acknowledge to the node that is behind
+/// for a while, then leave for the other (its ARP cache moved): the copy
+/// it left must not reset a connection served elsewhere, however long
+/// after. If the client comes back to it, still ahead, it is reset then.
+#[test]
+fn a_connection_the_client_left_is_not_reset_until_it_comes_back() {
+    let (mut n, isn) = claimed();
+    let ahead = isn + 1 + REPLY as u32 + LOSER_AHEAD;
+    // Five ACKs ahead over half a second, then nothing for five seconds.
+    let mut out = n.client_insists(ahead, 0);
+    for _ in 0..5 {
+        n.engine.handle_lan_frame(client_seg(ACK, ahead, 65535));
+        out.extend(
+            n.run_every(10, Duration::from_millis(10))
+                .into_iter()
+                .map(|s| (Duration::ZERO, s)),
+        );
+    }
+    out.extend(
+        n.run_every(500, Duration::from_millis(10))
+            .into_iter()
+            .map(|s| (Duration::ZERO, s)),
+    );
+    assert!(rst(&out).is_none(), "reset a connection the client left");
+    assert_eq!(n.engine.connections(), 1);
+    // It comes back, still ahead: reset at its first segment.
+    n.engine.handle_lan_frame(client_seg(ACK, ahead, 65535));
+    let out = n.run(2);
+    let r = out
+        .iter()
+        .find(|s| s.has(RST))
+        .expect("reset when the client came back");
+    assert_eq!(r.seq, ahead);
+    assert_eq!(n.engine.connections(), 0);
+}

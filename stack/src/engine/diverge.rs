@@ -53,6 +53,15 @@ pub const DIVERGED_AFTER: Duration = Duration::from_secs(2);
 /// moves there if it is going to).
 const DIVERGED_MIN_SEGMENTS: u32 = 3;
 
+/// The client must still be talking to this node when it is reset: its
+/// last segment ahead came at most this long ago. In a split brain the
+/// client may acknowledge to the node that is behind for a while (its ARP
+/// cache points there), then leave for the other, which serves it: the
+/// copy left behind stops hearing from it and must not reset a connection
+/// served elsewhere. (A client stuck on a node that cannot serve it keeps
+/// answering that node's retransmissions and challenge ACKs.)
+const DIVERGED_RECENT: Duration = Duration::from_secs(1);
+
 /// How often the warning may be logged.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -63,6 +72,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 pub(super) struct Watch {
     generation: u32,
     since: StdInstant,
+    /// When the last client segment ahead arrived.
+    last: StdInstant,
     una: u32,
     segments: u32,
     mac: EthernetAddress,
@@ -155,6 +166,7 @@ impl<C> Engine<C> {
             .or_insert(Watch {
                 generation,
                 since: now,
+                last: now,
                 una,
                 segments: 0,
                 mac: s.src_mac,
@@ -162,6 +174,7 @@ impl<C> Engine<C> {
                 next_seq: 0,
             });
         w.segments += 1;
+        w.last = now;
         w.mac = s.src_mac;
         w.ack_wire = ack.wrapping_add(off);
         w.next_seq = s.seq_end();
@@ -200,7 +213,7 @@ impl<C> Engine<C> {
     /// the next (a frame wakes the engine anyway); a silent node waits to
     /// speak again (which another event brings): timers for those would
     /// be due at once, and for ever.
-    pub(super) fn diverged_due(&self) -> Option<StdInstant> {
+    pub(super) fn diverged_due(&self, now: StdInstant) -> Option<StdInstant> {
         if self.silent() {
             return None;
         }
@@ -208,6 +221,9 @@ impl<C> Engine<C> {
             .values()
             .filter(|w| w.segments >= DIVERGED_MIN_SEGMENTS)
             .map(|w| w.since + DIVERGED_AFTER)
+            // One already due that did not fire waits for the client's
+            // next segment (it went quiet here).
+            .filter(|&at| at > now)
             .min()
     }
 
@@ -244,6 +260,7 @@ impl<C> Engine<C> {
             // A silent node's RST would not leave: wait until it may speak.
             if now >= w.since + DIVERGED_AFTER
                 && w.segments >= DIVERGED_MIN_SEGMENTS
+                && now.saturating_duration_since(w.last) <= DIVERGED_RECENT
                 && !self.silent()
             {
                 due.push((i, w));
