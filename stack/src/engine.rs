@@ -60,6 +60,7 @@ mod claim;
 pub mod cookie;
 mod device;
 mod dispatch;
+mod diverge;
 mod pool;
 mod ready;
 mod rejoin;
@@ -76,6 +77,7 @@ use shadow::{FwdRule, Track};
 
 pub use claim::{CLAIM_PROBES, CLAIM_PROBE_INTERVAL, FENCE_REPROBE_INTERVAL};
 pub use cookie::CookieKey;
+pub use diverge::DIVERGED_AFTER;
 pub use slab::RxSlab;
 pub use types::{
     ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, SynCookies, Tuple,
@@ -134,6 +136,12 @@ pub struct Engine<C> {
     per_source: HashMap<Ipv4Address, usize>,
     /// Shadow tuples with client segments waiting to be forwarded.
     deferring: BTreeSet<Tuple>,
+    /// Connections served alone whose client acknowledges beyond what
+    /// they queued, by slot (see `diverge.rs`).
+    diverging: BTreeMap<usize, diverge::Watch>,
+    /// When a diverged connection's reset was last logged, and how many
+    /// were not logged since.
+    diverged_warned: Option<(StdInstant, u64)>,
     lan_in: VecDeque<Frame>,
     peer_in: VecDeque<Frame>,
     lan_out: VecDeque<Frame>,
@@ -289,6 +297,8 @@ impl<C> Engine<C> {
             tracks: BTreeMap::new(),
             per_source: HashMap::new(),
             deferring: BTreeSet::new(),
+            diverging: BTreeMap::new(),
+            diverged_warned: None,
             lan_in: VecDeque::new(),
             peer_in: VecDeque::new(),
             lan_out: VecDeque::new(),
@@ -466,6 +476,10 @@ impl<C> Engine<C> {
             let d = at.saturating_duration_since(now);
             wait = Some(wait.map_or(d, |w| w.min(d)));
         }
+        if let Some(at) = self.diverged_due(now) {
+            let d = at.saturating_duration_since(now);
+            wait = Some(wait.map_or(d, |w| w.min(d)));
+        }
         wait
     }
 
@@ -630,6 +644,7 @@ impl<C> Engine<C> {
             self.schedule(i, now);
         }
         self.pool.ready.give_back(ready);
+        self.check_diverged(service, now);
         self.release_idle_rx(now);
         if self.enforce_max_connections(service, now) {
             busy = true;

@@ -909,3 +909,38 @@ fn retransmit_now_resends_the_unacknowledged_at_once() {
     assert_eq!(c.socket().recv_queue(), 2 * 1460);
     assert!(!s.socket().retransmit_now(), "all acknowledged");
 }
+
+/// Patch 16: `snd_una` and `snd_nxt` say where the sender stands: both at
+/// the ISN + 1 after the handshake, SND.NXT past what was sent, SND.UNA
+/// at the peer's ACK, SND.NXT back at SND.UNA after a rewind.
+#[test]
+fn snd_una_and_snd_nxt_follow_the_sender() {
+    let (mut c, mut s, now) = connected();
+    let start = s.socket().snd_una();
+    assert_eq!(s.socket().snd_nxt(), start, "nothing in flight");
+    s.socket().send_slice(&[7u8; 3 * 1460]).unwrap();
+    let sent: Vec<_> = s.poll(now).into_iter().filter(|f| has_data(f)).collect();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        seq_of(&sent[0]),
+        start.0 as u32,
+        "SND.UNA is the first byte"
+    );
+    assert_eq!(s.socket().snd_una(), start);
+    assert_eq!(s.socket().snd_nxt(), start + 3 * 1460);
+    // The client gets the first segment only and acknowledges it.
+    c.dev.rx.push_back(sent[0].clone());
+    let t = now + Duration::from_millis(1);
+    for f in c.poll(t) {
+        s.dev.rx.push_back(f);
+    }
+    s.poll(t);
+    assert_eq!(s.socket().snd_una(), start + 1460);
+    assert_eq!(s.socket().snd_nxt(), start + 3 * 1460);
+    assert!(s.socket().retransmit_now());
+    assert_eq!(
+        s.socket().snd_nxt(),
+        start + 1460,
+        "a rewind resends from SND.UNA"
+    );
+}

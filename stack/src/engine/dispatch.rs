@@ -88,7 +88,12 @@ impl<C> Engine<C> {
             .and_then(|tr| tr.slot);
         let target = slot.and_then(|i| self.pool.slots[i].as_ref().map(|s| (i, s.handle)));
         match target {
-            Some((i, h)) => self.dev.rx.push_back((f, TcpDispatch::Only(h), Some(i))),
+            Some((i, h)) => {
+                if let Some(t) = tuple {
+                    self.note_stack_frame(i, t, &f);
+                }
+                self.dev.rx.push_back((f, TcpDispatch::Only(h), Some(i)))
+            }
             None => self.dev.rx.push_back((f, TcpDispatch::NoSocket, None)),
         }
     }

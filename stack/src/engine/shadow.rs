@@ -210,11 +210,19 @@ impl<C> Engine<C> {
         s: &Seg,
         tuple: &Tuple,
     ) -> Option<(Frame, Option<u32>)> {
-        let sh = self.tracks.get_mut(tuple)?.shadow.as_mut()?;
+        let tr = self.tracks.get_mut(tuple)?;
+        let slot = tr.slot;
+        let sh = tr.shadow.as_mut()?;
         match sh.admission(s) {
             Admission::Ready(off) => Some((f, off)),
             Admission::Hold => {
+                let live = sh.live.then(|| sh.offset.unwrap_or(0));
                 hold(sh, f, &mut self.stats);
+                // A live shadow's client may be ahead of what it will ever
+                // queue (a split brain: see `diverge.rs`).
+                if let (Some(off), Some(i)) = (live, slot) {
+                    self.note_client_ack(i, tuple, s, s.ack.wrapping_sub(off), off);
+                }
                 None
             }
             Admission::Drop => {

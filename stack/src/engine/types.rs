@@ -265,4 +265,8 @@ pub struct EngineStats {
     /// confirmed at the time (no lease from its peer, or probing for the
     /// address): a node that may have been taken over stays silent.
     pub silenced: u64,
+    /// Connections reset because their client acknowledged bytes this node
+    /// never sent, and nothing else, for `DIVERGED_AFTER`: both nodes
+    /// served them in a split brain (see `engine/diverge.rs`).
+    pub diverged_reset: u64,
 }

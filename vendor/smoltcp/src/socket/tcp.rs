@@ -1339,6 +1339,23 @@ impl<'a> Socket<'a> {
         true
     }
 
+    /// hotpair patch: SND.UNA, the oldest sequence number sent and not
+    /// acknowledged (everything before it was). With `snd_nxt` and
+    /// `send_queue`, a caller can tell a peer's ACK that smoltcp will
+    /// refuse (beyond everything queued, RFC 9293 3.10.7.4) before it does:
+    /// hotpair's engine watches for a client that acknowledges bytes this
+    /// node never sent (a connection both nodes of a split brain served).
+    pub fn snd_una(&self) -> TcpSeqNumber {
+        self.local_seq_no
+    }
+
+    /// hotpair patch: SND.NXT, the next sequence number to send. A
+    /// retransmission (timeout, fast retransmit, `retransmit_now`) moves it
+    /// back to `snd_una`: smoltcp resends from there.
+    pub fn snd_nxt(&self) -> TcpSeqNumber {
+        self.remote_last_seq
+    }
+
     /// hotpair patch: "as if we never had sent" what is unacknowledged
     /// (the rewind of a retransmission timeout, without its backoff):
     /// the next dispatch sends from SND.UNA. Ends any fast recovery, and
