@@ -477,8 +477,11 @@ mod tests {
             log.log(entry());
         }
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
-        // The writer holds one (blocked in write), the queue four.
-        assert!(log.dropped() >= 95, "{}", log.dropped());
+        // The queue holds four; the writer buffers whatever it took before
+        // its first flush blocked (one line on a quiet machine, a few more
+        // when the scheduler lets it run beside the loop: 9 were seen at a
+        // load of 8), so the exact count is the scheduler's.
+        assert!(log.dropped() >= 50, "{}", log.dropped());
         drop(held);
         let text = wait_for(&sink, (100 - log.dropped()) as usize);
         assert_eq!(text.lines().count() as u64, 100 - log.dropped());

@@ -120,6 +120,10 @@ pub struct AddressStatus {
     /// shadow) and those dropped at the per-connection bound.
     pub held_acks: u64,
     pub held_acks_dropped: u64,
+    /// Connections reset because the client had acknowledged bytes this
+    /// node never sent (both nodes served them in a split brain).
+    #[serde(default)]
+    pub diverged_resets: u64,
     /// Connections refused or dropped by the bounds.
     pub refused: Refused,
     /// SYN cookies at the half-open bound.
@@ -375,6 +379,7 @@ pub(crate) mod tests {
                 }),
                 held_acks: 3,
                 held_acks_dropped: 0,
+                diverged_resets: 0,
                 refused: Refused {
                     per_source: 1,
                     half_open_evicted: 2,

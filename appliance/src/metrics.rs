@@ -469,6 +469,15 @@ pub fn render(s: &Status) -> String {
     for a in &s.addresses {
         f.sample(&[("address", &a.address)], a.held_acks_dropped as f64);
     }
+    let mut f = family(
+        &mut o,
+        "hotpair_diverged_resets_total",
+        "counter",
+        "Connections reset because the client acknowledged bytes this node never sent (both nodes served them in a split brain).",
+    );
+    for a in &s.addresses {
+        f.sample(&[("address", &a.address)], a.diverged_resets as f64);
+    }
 
     let mut f = family(
         &mut o,

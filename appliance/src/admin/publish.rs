@@ -447,6 +447,7 @@ impl StatusPublisher {
             log,
             held_acks: st.held,
             held_acks_dropped: st.held_dropped,
+            diverged_resets: st.diverged_reset,
             refused: Refused {
                 per_source: st.per_source_refused,
                 half_open_evicted: st.half_open_evicted,
