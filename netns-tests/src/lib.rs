@@ -22,6 +22,7 @@ pub mod docker;
 pub mod failover;
 pub mod hosts;
 pub mod multi;
+pub mod node_log;
 pub mod policies;
 mod process;
 pub mod wrk;

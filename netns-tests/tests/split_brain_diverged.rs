@@ -24,13 +24,13 @@
 //! with a connection reset. Which one is printed.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, epoch_now, Capture, DOWNLOAD_RATE};
 use hotpair_netns_tests::multi;
+use hotpair_netns_tests::node_log::signal;
 use hotpair_netns_tests::{report, sha256sum, Lab, TempDir, SERVICE};
 
 const FILE: &str = "50m.bin";
@@ -57,46 +57,6 @@ fn client_neighbour(lab: &Lab) -> Option<String> {
     let mut words = text.split_whitespace();
     words.find(|w| *w == "lladdr")?;
     words.next().map(str::to_owned)
-}
-
-fn pid_of(lab: &Lab, node: &str) -> u32 {
-    let st = lab.status_json();
-    st["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == node)
-        .and_then(|n| n["pid"].as_u64())
-        .and_then(|p| u32::try_from(p).ok())
-        .unwrap_or_else(|| panic!("[{}] no pid for {node} in lab status", lab.test))
-}
-
-/// `kill -SIG pid`, at once (a `hotpair lab freeze` costs a process start).
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} {pid} failed");
-}
-
-/// Waits until `needle` appears in `log` past byte `from`; returns whether
-/// it did within `within`.
-fn wait_log(log: &Path, from: usize, needle: &str, within: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < within {
-        if let Ok(text) = std::fs::read(log) {
-            if text.len() > from && String::from_utf8_lossy(&text[from..]).contains(needle) {
-                return true;
-            }
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-    false
-}
-
-fn log_len(log: &Path) -> usize {
-    std::fs::metadata(log).map_or(0, |m| m.len() as usize)
 }
 
 /// Drop every frame between the nodes' ports in the lab's switch (a bridge
@@ -145,11 +105,8 @@ fn a_diverged_download_ends_after_the_split_brain_loser_dies() {
     );
     let tmp = TempDir::new(&format!("{test}-dl"));
     let want = sha256sum(&lab.docroot().join(FILE));
-    let (n1, n2) = (pid_of(&lab, "n1"), pid_of(&lab, "n2"));
-    let (log1, log2) = (
-        lab.state_dir().join("n1.log"),
-        lab.state_dir().join("n2.log"),
-    );
+    let (n1, n2) = (lab.node_pid("n1"), lab.node_pid("n2"));
+    let (mut log1, mut log2) = (lab.node_log("n1"), lab.node_log("n2"));
     // A small receive window at the client (64 KiB, its namespace only):
     // n2's burst when it promotes must leave the client within n1's send
     // buffer (256 KiB), or n1, resumed, can take none of the client's ACKs
@@ -175,26 +132,17 @@ fn a_diverged_download_ends_after_the_split_brain_loser_dies() {
         panic!("[{test}] {what}\n{}", lab.node_logs(30));
     };
     // 1. n1 freezes; n2 promotes.
-    let (from1, from2) = (log_len(&log1), log_len(&log2));
+    log1.mark();
+    log2.mark();
     signal(n1, "STOP");
-    if !wait_log(
-        &log2,
-        from2,
-        "shadow connections promoted",
-        Duration::from_secs(5),
-    ) {
+    if !log2.wait_for("shadow connections promoted", Duration::from_secs(5)) {
         fail("n2 did not promote while n1 was frozen");
     }
     // 2. n2 freezes; n1 resumes, probes (for the heartbeat timeout: it was
     // paused), hears nothing and claims.
     signal(n2, "STOP");
     signal(n1, "CONT");
-    if !wait_log(
-        &log1,
-        from1,
-        "no answer to probes: claiming",
-        Duration::from_secs(5),
-    ) {
+    if !log1.wait_for("no answer to probes: claiming", Duration::from_secs(5)) {
         fail("the resumed n1 did not claim the address while n2 was stopped");
     }
     // n1 serves alone once the client sends to it: its claim's first
@@ -217,9 +165,9 @@ fn a_diverged_download_ends_after_the_split_brain_loser_dies() {
         fail(&format!("could not split the switch: {e}"));
     }
     // 4. n2 resumes: it sees n1's announcement and keeps the address.
-    let from2 = log_len(&log2);
+    log2.mark();
     signal(n2, "CONT");
-    if !wait_log(&log2, from2, "split brain", Duration::from_secs(5)) {
+    if !log2.wait_for("split brain", Duration::from_secs(5)) {
         fail("the resumed n2 did not see the split brain");
     }
     thread::sleep(BOTH_SERVE);
@@ -251,9 +199,7 @@ fn a_diverged_download_ends_after_the_split_brain_loser_dies() {
             format!("  [{:+.3} s from the kill] {l}", t - kill_epoch)
         })
         .collect();
-    let n2_reset = std::fs::read(&log2).is_ok_and(|t| {
-        String::from_utf8_lossy(&t[from2.min(t.len())..]).contains("connection reset")
-    });
+    let n2_reset = log2.since_mark().contains("connection reset");
     let Some(ended) = ended else {
         panic!(
             "[{test}] HANG: curl still ran {:?} after the kill ({after_kill} bytes since); \

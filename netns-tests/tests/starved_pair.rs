@@ -16,14 +16,13 @@
 //! — the download hung for good. A node that knows it was paused now
 //! probes for the heartbeat timeout.
 
-use std::path::Path;
-use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture, DOWNLOAD_RATE};
 use hotpair_netns_tests::multi;
-use hotpair_netns_tests::{report, sha256sum, Lab, TempDir, SERVICE};
+use hotpair_netns_tests::node_log::signal;
+use hotpair_netns_tests::{report, sha256sum, TempDir, SERVICE};
 
 const FILE: &str = "50m.bin";
 /// The first freeze lands once the client has this much.
@@ -31,47 +30,6 @@ const FREEZE_AT: u64 = 8 << 20;
 /// The client must hear from the owner again within this after the kill
 /// (the owner serves already: the kill costs it nothing).
 const MAX_RESUME: Duration = Duration::from_secs(5);
-
-fn pid_of(lab: &Lab, node: &str) -> u32 {
-    let st = lab.status_json();
-    st["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == node)
-        .and_then(|n| n["pid"].as_u64())
-        .and_then(|p| u32::try_from(p).ok())
-        .unwrap_or_else(|| panic!("[{}] no pid for {node} in lab status", lab.test))
-}
-
-/// `kill -SIG pid`, at once (a `hotpair lab freeze` costs a process start:
-/// the windows below are tens of milliseconds).
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} {pid} failed");
-}
-
-/// Waits until `needle` appears in `log` past byte `from`; returns whether
-/// it did within `within`.
-fn wait_log(log: &Path, from: usize, needle: &str, within: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < within {
-        if let Ok(text) = std::fs::read(log) {
-            if text.len() > from && String::from_utf8_lossy(&text[from..]).contains(needle) {
-                return true;
-            }
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-    false
-}
-
-fn log_len(log: &Path) -> usize {
-    std::fs::metadata(log).map_or(0, |m| m.len() as usize)
-}
 
 #[test]
 fn a_paused_primary_does_not_claim_while_its_owner_is_stalled_too() {
@@ -81,11 +39,8 @@ fn a_paused_primary_does_not_claim_while_its_owner_is_stalled_too() {
     };
     let tmp = TempDir::new(&format!("{test}-dl"));
     let want = sha256sum(&lab.docroot().join(FILE));
-    let (n1, n2) = (pid_of(&lab, "n1"), pid_of(&lab, "n2"));
-    let (log1, log2) = (
-        lab.state_dir().join("n1.log"),
-        lab.state_dir().join("n2.log"),
-    );
+    let (n1, n2) = (lab.node_pid("n1"), lab.node_pid("n2"));
+    let (mut log1, mut log2) = (lab.node_log("n1"), lab.node_log("n2"));
     let cap = Capture::start(&lab, tmp.path());
     let mut d = multi::start_download(&lab, tmp.path(), SERVICE, DOWNLOAD_RATE);
     d.wait_for(FREEZE_AT, test);
@@ -95,36 +50,25 @@ fn a_paused_primary_does_not_claim_while_its_owner_is_stalled_too() {
         panic!("[{test}] {what}\n{}", lab.node_logs(30));
     };
     // 1. n1 freezes; n2 promotes.
-    let (from1, from2) = (log_len(&log1), log_len(&log2));
+    log1.mark();
+    log2.mark();
     signal(n1, "STOP");
-    if !wait_log(
-        &log2,
-        from2,
-        "shadow connections promoted",
-        Duration::from_secs(5),
-    ) {
+    if !log2.wait_for("shadow connections promoted", Duration::from_secs(5)) {
         fail("n2 did not promote while n1 was frozen");
     }
     // 2. n2 freezes; n1 resumes and probes.
     signal(n2, "STOP");
     signal(n1, "CONT");
-    if !wait_log(
-        &log1,
-        from1,
-        "paused past the heartbeat timeout",
-        Duration::from_secs(5),
-    ) {
+    if !log1.wait_for("paused past the heartbeat timeout", Duration::from_secs(5)) {
         fail("the resumed n1 did not notice its pause");
     }
     // 3. n2 resumes 300 ms later and answers.
     thread::sleep(Duration::from_millis(300));
     signal(n2, "CONT");
-    if !wait_log(&log1, from1, "fenced", Duration::from_secs(5)) {
+    if !log1.wait_for("fenced", Duration::from_secs(5)) {
         fail("n1 did not stand down after n2 resumed");
     }
-    let claimed = std::fs::read(&log1).is_ok_and(|t| {
-        String::from_utf8_lossy(&t[from1.min(t.len())..]).contains("no answer to probes: claiming")
-    });
+    let claimed = log1.since_mark().contains("no answer to probes: claiming");
     if claimed {
         fail("n1 claimed the address while n2 was stalled (a split brain)");
     }
