@@ -14,69 +14,17 @@
 
 use std::time::{Duration, Instant};
 
-use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service, DIVERGED_AFTER};
+use hotpair_stack::engine::{Engine, Role, DIVERGED_AFTER};
 use hotpair_stack::seg::{self, ACK, RST, SYN};
 use hotpair_stack::StackConfig;
-use smoltcp::socket::tcp;
 
 mod common;
-use common::{CLIENT, CLIENT_MAC, NODE_MAC, VIP};
-const CLIENT_ISN: u32 = 1000;
+use common::{client_seg, Sender, MSS, REPLY};
 /// The primary's ISN as the owner's client sees it (promotion cases).
 const PRIMARY_ISN: u32 = 7_000_000;
-const MSS: usize = 1460;
-/// The reply: three full segments.
-const REPLY: usize = 3 * MSS;
 /// How far the loser's stream went beyond the survivor's: far more than
 /// anything the survivor queued.
 const LOSER_AHEAD: u32 = 200_000;
-
-/// Writes the reply into each connection once, and nothing else.
-struct Sender;
-
-impl Service for Sender {
-    type Conn = bool;
-    fn accept(&mut self, _: ConnId, _: &ConnInfo, _: Instant) -> bool {
-        false
-    }
-    fn drive(
-        &mut self,
-        _: ConnId,
-        sent: &mut bool,
-        socket: &mut tcp::Socket<'_>,
-        _: Instant,
-    ) -> Option<Instant> {
-        if !*sent && socket.may_send() {
-            assert_eq!(socket.send_slice(&[7u8; REPLY]), Ok(REPLY));
-            *sent = true;
-        }
-        None
-    }
-    fn closed(&mut self, _: ConnId, _: bool) {}
-    fn woken(&mut self, _: &mut Vec<ConnId>) {}
-}
-
-/// A client segment (no payload) with this ACK and window; MSS and SACK
-/// options on a SYN; valid IPv4 checksum.
-fn client_seg(flags: u8, ack: u32, window: u16) -> Frame {
-    let seq = if flags & SYN != 0 {
-        CLIENT_ISN
-    } else {
-        CLIENT_ISN + 1
-    };
-    let mut f = seg::build(
-        CLIENT_MAC, NODE_MAC, CLIENT, VIP, 40000, 80, seq, ack, flags, window,
-    );
-    if flags & SYN != 0 {
-        let opts = [2, 4, 0x05, 0xb4, 4, 2, 1, 1];
-        f.extend_from_slice(&opts);
-        f[46] = (((20 + opts.len()) / 4) << 4) as u8;
-        let ip_len = (f.len() - 14) as u16;
-        f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    }
-    seg::set_ipv4_checksum(&mut f);
-    Frame::copy_from(&f)
-}
 
 struct Node {
     engine: Engine<bool>,

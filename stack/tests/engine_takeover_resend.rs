@@ -13,65 +13,14 @@
 
 use std::time::{Duration, Instant};
 
-use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service};
+use hotpair_stack::engine::{Engine, Role};
 use hotpair_stack::seg::{self, ACK, SYN};
 use hotpair_stack::StackConfig;
-use smoltcp::socket::tcp;
 
 mod common;
-use common::{CLIENT, CLIENT_MAC, NODE_MAC, VIP};
-const CLIENT_ISN: u32 = 1000;
+use common::{client_seg, Sender, MSS};
 /// The primary's ISN as the owner's client sees it (promotion case).
 const PRIMARY_ISN: u32 = 7_000_000;
-const MSS: usize = 1460;
-/// The reply: three full segments.
-const REPLY: usize = 3 * MSS;
-
-/// Writes the reply into each connection once, and nothing else.
-struct Sender;
-
-impl Service for Sender {
-    type Conn = bool;
-    fn accept(&mut self, _: ConnId, _: &ConnInfo, _: Instant) -> bool {
-        false
-    }
-    fn drive(
-        &mut self,
-        _: ConnId,
-        sent: &mut bool,
-        socket: &mut tcp::Socket<'_>,
-        _: Instant,
-    ) -> Option<Instant> {
-        if !*sent && socket.may_send() {
-            assert_eq!(socket.send_slice(&[7u8; REPLY]), Ok(REPLY));
-            *sent = true;
-        }
-        None
-    }
-    fn closed(&mut self, _: ConnId, _: bool) {}
-    fn woken(&mut self, _: &mut Vec<ConnId>) {}
-}
-
-/// A client segment (no payload) with this ACK and window, MSS and SACK
-/// options on a SYN; valid IPv4 checksum (the TCP checksum is not checked
-/// by the engine's smoltcp: the device offloads it).
-fn client_seg(flags: u8, ack: u32, window: u16) -> Frame {
-    let seq = if flags & SYN != 0 {
-        CLIENT_ISN
-    } else {
-        CLIENT_ISN + 1
-    };
-    let f = seg::build(
-        CLIENT_MAC, NODE_MAC, CLIENT, VIP, 40000, 80, seq, ack, flags, window,
-    );
-    let options: &[u8] = if flags & SYN != 0 {
-        // MSS 1460, SACK permitted, padded; no window scaling.
-        &[2, 4, 0x05, 0xb4, 4, 2, 1, 1]
-    } else {
-        &[]
-    };
-    common::finish(f, options, &[])
-}
 
 struct Node {
     engine: Engine<bool>,

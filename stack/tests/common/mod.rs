@@ -161,3 +161,52 @@ impl Service for Quiet {
     fn closed(&mut self, _: ConnId, _: ()) {}
     fn woken(&mut self, _: &mut Vec<ConnId>) {}
 }
+
+/// The client's ISN in the single-connection takeover tests.
+pub const CLIENT_ISN: u32 = 1000;
+pub const MSS: usize = 1460;
+/// Their reply: three full segments.
+pub const REPLY: usize = 3 * MSS;
+
+/// Writes [`REPLY`] bytes into each connection once, and nothing else.
+pub struct Sender;
+
+impl Service for Sender {
+    type Conn = bool;
+    fn accept(&mut self, _: ConnId, _: &ConnInfo, _: Instant) -> bool {
+        false
+    }
+    fn drive(
+        &mut self,
+        _: ConnId,
+        sent: &mut bool,
+        socket: &mut tcp::Socket<'_>,
+        _: Instant,
+    ) -> Option<Instant> {
+        if !*sent && socket.may_send() {
+            assert_eq!(socket.send_slice(&[7u8; REPLY]), Ok(REPLY));
+            *sent = true;
+        }
+        None
+    }
+    fn closed(&mut self, _: ConnId, _: bool) {}
+    fn woken(&mut self, _: &mut Vec<ConnId>) {}
+}
+
+/// A segment of the client at CLIENT:40000 ([`CLIENT_ISN`]) with no
+/// payload, this ACK and window; MSS and SACK-permitted options on a SYN
+/// (no window scaling); valid IPv4 checksum (the engine's smoltcp does not
+/// check the TCP one: the device offloads it).
+pub fn client_seg(flags: u8, ack: u32, window: u16) -> Frame {
+    let syn = flags & seg::SYN != 0;
+    let seq = if syn { CLIENT_ISN } else { CLIENT_ISN + 1 };
+    let f = seg::build(
+        CLIENT_MAC, NODE_MAC, CLIENT, VIP, 40000, 80, seq, ack, flags, window,
+    );
+    let options: &[u8] = if syn {
+        &[2, 4, 0x05, 0xb4, 4, 2, 1, 1]
+    } else {
+        &[]
+    };
+    finish(f, options, &[])
+}
