@@ -12,64 +12,20 @@
 //! sequence number is the client's ACK (smoltcp's own RST, at our SND.NXT,
 //! would be out of the client's window and ignored).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hotpair_stack::engine::{Engine, Role, DIVERGED_AFTER};
+use hotpair_stack::engine::{Role, DIVERGED_AFTER};
 use hotpair_stack::seg::{self, ACK, RST, SYN};
-use hotpair_stack::StackConfig;
 
 mod common;
-use common::{client_seg, Sender, MSS, REPLY};
+use common::{client_seg, Node, MSS, REPLY};
 /// The primary's ISN as the owner's client sees it (promotion cases).
 const PRIMARY_ISN: u32 = 7_000_000;
 /// How far the loser's stream went beyond the survivor's: far more than
 /// anything the survivor queued.
 const LOSER_AHEAD: u32 = 200_000;
 
-struct Node {
-    engine: Engine<bool>,
-    service: Sender,
-    now: Instant,
-}
-
 impl Node {
-    fn new(mode: Role) -> Self {
-        let now = Instant::now();
-        let cfg = StackConfig {
-            max_half_open: 8,
-            max_per_source: 16,
-            seed: 7,
-            ..common::config(16, 65536, 65536)
-        };
-        let mut engine = Engine::new(cfg, mode, now);
-        engine.set_lease(true);
-        Node {
-            engine,
-            service: Sender,
-            now,
-        }
-    }
-
-    /// Run `rounds` rounds `step` apart; the TCP segments sent to the LAN.
-    fn run_every(&mut self, rounds: u32, step: Duration) -> Vec<seg::Seg> {
-        let mut out = Vec::new();
-        for _ in 0..rounds {
-            self.engine.poll(&mut self.service, self.now);
-            while let Some(f) = self.engine.poll_lan_transmit() {
-                if let Some(s) = seg::parse(f.data()) {
-                    out.push(s);
-                }
-            }
-            while self.engine.poll_forward().is_some() {}
-            self.now += step;
-        }
-        out
-    }
-
-    fn run(&mut self, rounds: u32) -> Vec<seg::Seg> {
-        self.run_every(rounds, Duration::from_millis(1))
-    }
-
     /// The client keeps acknowledging `ack` (its receive point), every
     /// 100 ms, as it does for each retransmission of old data, for
     /// `secs` seconds; what the node sent meanwhile, with when.

@@ -11,57 +11,13 @@
 //! owner and the primary that claims the address must resend from the
 //! client's last ACK in the takeover's own round.
 
-use std::time::{Duration, Instant};
-
-use hotpair_stack::engine::{Engine, Role};
+use hotpair_stack::engine::Role;
 use hotpair_stack::seg::{self, ACK, SYN};
-use hotpair_stack::StackConfig;
 
 mod common;
-use common::{client_seg, Sender, MSS};
+use common::{client_seg, Node, MSS};
 /// The primary's ISN as the owner's client sees it (promotion case).
 const PRIMARY_ISN: u32 = 7_000_000;
-
-struct Node {
-    engine: Engine<bool>,
-    service: Sender,
-    now: Instant,
-}
-
-impl Node {
-    fn new(mode: Role) -> Self {
-        let now = Instant::now();
-        let cfg = StackConfig {
-            max_half_open: 8,
-            max_per_source: 16,
-            seed: 7,
-            ..common::config(16, 65536, 65536)
-        };
-        let mut engine = Engine::new(cfg, mode, now);
-        engine.set_lease(true);
-        Node {
-            engine,
-            service: Sender,
-            now,
-        }
-    }
-
-    /// Run `rounds` rounds 1 ms apart; the TCP segments sent to the LAN.
-    fn run(&mut self, rounds: u32) -> Vec<seg::Seg> {
-        let mut out = Vec::new();
-        for _ in 0..rounds {
-            self.engine.poll(&mut self.service, self.now);
-            while let Some(f) = self.engine.poll_lan_transmit() {
-                if let Some(s) = seg::parse(f.data()) {
-                    out.push(s);
-                }
-            }
-            while self.engine.poll_forward().is_some() {}
-            self.now += Duration::from_millis(1);
-        }
-        out
-    }
-}
 
 /// Data segments of `out` starting at `seq`.
 fn data_at(out: &[seg::Seg], seq: u32) -> usize {

@@ -210,3 +210,50 @@ pub fn client_seg(flags: u8, ack: u32, window: u16) -> Frame {
     };
     finish(f, options, &[])
 }
+
+/// One engine serving [`Sender`], with its own clock (the takeover tests).
+pub struct Node {
+    pub engine: Engine<bool>,
+    pub service: Sender,
+    pub now: Instant,
+}
+
+impl Node {
+    pub fn new(mode: hotpair_stack::engine::Role) -> Self {
+        let now = Instant::now();
+        let cfg = StackConfig {
+            max_half_open: 8,
+            max_per_source: 16,
+            seed: 7,
+            ..config(16, 65536, 65536)
+        };
+        let mut engine = Engine::new(cfg, mode, now);
+        engine.set_lease(true);
+        Node {
+            engine,
+            service: Sender,
+            now,
+        }
+    }
+
+    /// Run `rounds` rounds `step` apart; the TCP segments sent to the LAN.
+    pub fn run_every(&mut self, rounds: u32, step: Duration) -> Vec<seg::Seg> {
+        let mut out = Vec::new();
+        for _ in 0..rounds {
+            self.engine.poll(&mut self.service, self.now);
+            while let Some(f) = self.engine.poll_lan_transmit() {
+                if let Some(s) = seg::parse(f.data()) {
+                    out.push(s);
+                }
+            }
+            while self.engine.poll_forward().is_some() {}
+            self.now += step;
+        }
+        out
+    }
+
+    /// Run `rounds` rounds 1 ms apart.
+    pub fn run(&mut self, rounds: u32) -> Vec<seg::Seg> {
+        self.run_every(rounds, Duration::from_millis(1))
+    }
+}
