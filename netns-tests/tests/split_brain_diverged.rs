@@ -187,18 +187,8 @@ fn a_diverged_download_ends_after_the_split_brain_loser_dies() {
     let after_kill = d.bytes().saturating_sub(at_kill);
     let result = d.finish(kill, at_kill, &want);
     let r = cap.stop();
-    let rsts: Vec<String> = r
-        .rsts
-        .iter()
-        .map(|l| {
-            let t: f64 = l
-                .split_whitespace()
-                .next()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(f64::NAN);
-            format!("  [{:+.3} s from the kill] {l}", t - kill_epoch)
-        })
-        .collect();
+    // At most 20, dated from the kill.
+    let rsts = r.dated_rsts(kill_epoch);
     let n2_reset = log2.since_mark().contains("connection reset");
     let Some(ended) = ended else {
         panic!(
@@ -227,7 +217,7 @@ fn a_diverged_download_ends_after_the_split_brain_loser_dies() {
         "[{test}] split brain ({BOTH_SERVE:?} both serving), loser killed: curl ended {:.0} ms \
          after the kill: {outcome}; {} RST(s) from {SERVICE} seen by the client{}{}",
         ended.as_secs_f64() * 1000.0,
-        rsts.len(),
+        r.rsts.len(),
         if rsts.is_empty() { "" } else { ":\n" },
         rsts.join("\n")
     ));
