@@ -305,19 +305,9 @@ impl<C> Engine<C> {
         );
         // (Its TCP checksum is the shell's to fill, as for every frame.)
         self.lan_out.push_back(Frame::copy_from(&f));
-        self.sockets.get_mut::<tcp::Socket>(slot.handle).abort();
-        let old = std::mem::replace(&mut slot.phase, Phase::Lingering { tuple });
-        if let Phase::Active(a) = old {
-            let id = self.pool.id(i);
-            self.stats.active -= 1;
-            self.stats.closed += 1;
+        if self.abort_slot(service, i, tuple) {
             self.stats.diverged_reset += 1;
-            service.closed(id, a.conn);
-            self.pool.generations[i] = self.pool.generations[i].wrapping_add(1);
         }
-        self.pool.lingering.remove(&i);
-        self.forget(&tuple, i);
-        self.pool.release(i, &mut self.sockets);
         self.top_up();
         let warn = self
             .diverged_warned

@@ -112,21 +112,9 @@ impl<C> Engine<C> {
             match &slot.phase {
                 Phase::Listening { .. } => self.drop_half_open(i),
                 Phase::Active(_) | Phase::Lingering { .. } => {
-                    // Aborted, then out of the socket set before it could
-                    // send its RST (as `drop_half_open`).
-                    self.sockets.get_mut::<tcp::Socket>(slot.handle).abort();
-                    let old = std::mem::replace(&mut slot.phase, Phase::Lingering { tuple });
-                    if let Phase::Active(a) = old {
-                        let id = self.pool.id(i);
-                        self.stats.active -= 1;
-                        self.stats.closed += 1;
-                        service.closed(id, a.conn);
-                        self.pool.generations[i] = self.pool.generations[i].wrapping_add(1);
+                    if self.abort_slot(service, i, tuple) {
                         dropped += 1;
                     }
-                    self.pool.lingering.remove(&i);
-                    self.forget(&tuple, i);
-                    self.pool.release(i, &mut self.sockets);
                 }
             }
         }
@@ -167,4 +155,36 @@ pub(super) enum Stale {
     All,
     /// Shadows that were not promoted.
     Shadows,
+}
+
+impl<C> Engine<C> {
+    /// Slot `i`'s socket aborted and out of the socket set before it could
+    /// send its own RST (as `drop_half_open`), the slot freed; its
+    /// connection, if it was active, closed for the service (`true`).
+    pub(super) fn abort_slot<S: Service<Conn = C>>(
+        &mut self,
+        service: &mut S,
+        i: usize,
+        tuple: super::Tuple,
+    ) -> bool {
+        let Some(slot) = self.pool.slots[i].as_mut() else {
+            return false;
+        };
+        self.sockets.get_mut::<tcp::Socket>(slot.handle).abort();
+        let old = std::mem::replace(&mut slot.phase, Phase::Lingering { tuple });
+        let active = if let Phase::Active(a) = old {
+            let id = self.pool.id(i);
+            self.stats.active -= 1;
+            self.stats.closed += 1;
+            service.closed(id, a.conn);
+            self.pool.generations[i] = self.pool.generations[i].wrapping_add(1);
+            true
+        } else {
+            false
+        };
+        self.pool.lingering.remove(&i);
+        self.forget(&tuple, i);
+        self.pool.release(i, &mut self.sockets);
+        active
+    }
 }
