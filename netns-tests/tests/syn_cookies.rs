@@ -60,7 +60,11 @@ fn flood(
 ) -> Vec<Background> {
     // 4,000 SYN/s each.
     let each = (4_000 * secs).to_string();
-    let secs = secs.to_string();
+    // hping3 stops itself after `-c` SYNs and prints its count; `timeout`
+    // is only the safety net, with slack: on SIGINT hping3 prints from its
+    // signal handler and sometimes corrupts its heap doing so (glibc
+    // "corrupted size vs. prev_size", no count: a failed run).
+    let secs = (secs + 3).to_string();
     (0..flooders)
         .map(|i| {
             let lan = format!("10.77.0.{}", 200 + i);
