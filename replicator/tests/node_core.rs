@@ -1185,7 +1185,7 @@ fn after_a_split_brain_the_owner_has_the_last_word_and_the_loser_stays_down() {
     // Linux ignores an ARP update within `locktime` (1 s) of the last one:
     // if the loser's last announcement came after the owner's single
     // defence, the client's cache stayed on the loser's MAC — a dead MAC
-    // when the loser was killed (a CI browser download hung so). The owner
+    // when the loser was killed. The owner
     // must keep announcing past the loser's last word by more than that.
     let (mut n1, mut n2, mut t) = split_brain();
     // The LAN is back: who announces A, and when.

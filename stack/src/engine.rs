@@ -586,11 +586,7 @@ impl<C> Engine<C> {
                     self.reprobe_at = None;
                     self.reprobing = true;
                     self.reset_pending = Some(rejoin::Stale::All);
-                    self.probe_plan = (claim::CLAIM_PROBES, claim::CLAIM_PROBE_INTERVAL);
-                    self.claim = Claim::Probing {
-                        sent: 0,
-                        next_at: None,
-                    };
+                    self.start_probing();
                     self.stats.reprobes += 1;
                     tracing::debug!(address = %self.cfg.address.address(), "fenced: probing again");
                 }

@@ -103,8 +103,9 @@ impl<C> Engine<C> {
     }
 
     /// Start a round of probes (none sent yet), as many and as far apart
-    /// as [`Engine::probe_carefully`] asked, if it did.
-    fn start_probing(&mut self) {
+    /// as [`Engine::probe_carefully`] asked, if it did (a claim, an owner's
+    /// check before it promotes, a fenced site's re-probe).
+    pub(super) fn start_probing(&mut self) {
         // A pause long past (the takeover it called for did not come) says
         // nothing about the probes of today.
         let careful = self
@@ -260,7 +261,7 @@ impl<C> Engine<C> {
                 tr.local = true;
             }
             self.announce_to_all();
-            self.reannounce = Some((REANNOUNCE, now + REANNOUNCE_FIRST));
+            self.start_reannouncing(now);
             // The client has been acknowledging to the dead ingress node:
             // our data reached it, its ACKs did not reach us. Rather than
             // wait for smoltcp's retransmission timer (1 s at least, more
@@ -444,16 +445,22 @@ impl<C> Engine<C> {
     /// again to every client, so their caches point here — and keep saying
     /// it on the claim's doubling schedule. One announcement is not enough:
     /// the loser re-announces on its own schedule until it has heard ours
-    /// (and it may die first), and Linux ignores an ARP update within
-    /// `locktime` (1 s) of the last, so the client's cache can be left on a
-    /// dead node's MAC for good (CI saw a browser download hang so). The
+    /// (and it may die first, its last word standing), and a client may
+    /// ignore an ARP update within `locktime` (1 s on Linux) of the last,
+    /// leaving its cache on a dead node's MAC until the entry expires. The
     /// last word on the LAN must be the owner's, more than a second after
     /// the loser's.
     pub fn defend(&mut self) {
         if self.mode == Role::Simplex && self.claim == Claim::None {
             self.announce_to_all();
-            self.reannounce = Some((REANNOUNCE, self.last_poll + REANNOUNCE_FIRST));
+            self.start_reannouncing(self.last_poll);
         }
+    }
+
+    /// Repeat the announcement just made [`REANNOUNCE`] times, the first
+    /// [`REANNOUNCE_FIRST`] after `now`, then at doubling intervals.
+    fn start_reannouncing(&mut self, now: StdInstant) {
+        self.reannounce = Some((REANNOUNCE, now + REANNOUNCE_FIRST));
     }
 
     /// Answer an RFC 5227 probe for our address (smoltcp ignores ARP from
