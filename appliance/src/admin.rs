@@ -116,7 +116,7 @@ pub struct AddressStatus {
     pub connections: Connections,
     /// Replication log and queues (present while replicated).
     pub log: Option<LogStatus>,
-    /// Client segments the ingress node held (their ACK was ahead of its
+    /// Client segments the owner node held (their ACK was ahead of its
     /// shadow) and those dropped at the per-connection bound.
     pub held_acks: u64,
     pub held_acks_dropped: u64,
@@ -207,7 +207,7 @@ pub struct LogStatus {
     pub unacked_units: u64,
     /// Their payload bytes (the replica window in use).
     pub unacked_bytes: u64,
-    /// Ingress: units received and not yet applied.
+    /// Owner: units received and not yet applied.
     pub unapplied_units: u64,
     /// Messages waiting in the link queue.
     pub queued_msgs: usize,

@@ -191,12 +191,12 @@ pub struct HeartbeatSection {
     pub rejoin_delay_ms: u64,
 }
 
-/// A role's name in a config: `owner` (or `ingress`), `primary`, `alone`
+/// A role's name in a config: `owner` (or `owner`), `primary`, `alone`
 /// (or `simplex`).
 fn role<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Role, D::Error> {
     let s = String::deserialize(d)?;
     match s.as_str() {
-        "owner" | "ingress" => Ok(Role::Ingress),
+        "owner" | "ingress" => Ok(Role::Owner),
         "primary" => Ok(Role::Primary),
         "alone" | "simplex" => Ok(Role::Simplex),
         other => Err(serde::de::Error::custom(format!(
@@ -251,13 +251,13 @@ pub struct Topology {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationSection {
-    /// `primary` or `ingress` (the owner).
+    /// `primary` or `owner` (the owner).
     #[serde(deserialize_with = "role")]
     pub role: Role,
-    /// Primary: where to accept the link from the ingress node.
+    /// Primary: where to accept the link from the owner node.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
-    /// Ingress: the primary's link address.
+    /// Owner: the primary's link address.
     #[serde(default)]
     pub peer: Option<SocketAddr>,
     /// The peer's link public key, 64 hex digits (`hotpair pair`).
@@ -530,7 +530,7 @@ fn default_body_timeout() -> u64 {
 /// A role as the config spells it.
 pub fn role_name(role: Role) -> &'static str {
     match role {
-        Role::Ingress => "owner",
+        Role::Owner => "owner",
         Role::Primary => "primary",
         Role::Simplex => "alone",
     }
@@ -756,9 +756,9 @@ address = "10.77.0.10"
     fn replication_section_is_checked() {
         let p = base() + "[replication]\nrole = \"primary\"\n";
         assert!(err(&p).contains("replication.listen"));
-        let i = base() + "[replication]\nrole = \"ingress\"\npeer = \"10.0.0.1:7700\"\nheartbeat_timeout_ms = 50\n";
+        let i = base() + "[replication]\nrole = \"owner\"\npeer = \"10.0.0.1:7700\"\nheartbeat_timeout_ms = 50\n";
         assert!(err(&i).contains("replication.heartbeat_timeout_ms"));
-        let ok = base() + "[replication]\nrole = \"ingress\"\npeer = \"10.0.0.1:7700\"\n";
+        let ok = base() + "[replication]\nrole = \"owner\"\npeer = \"10.0.0.1:7700\"\n";
         // A replicated node needs the link's keys, or the loud opt-out.
         assert!(err(&ok).contains("link"));
         let plain = ok.clone() + "[link]\ndanger_plaintext = true\n";
@@ -861,7 +861,7 @@ listen = "10.77.0.1:7702"
     fn the_general_form_gives_every_address_its_role_and_peer() {
         let t = Config::parse(&dual()).unwrap().topology().unwrap();
         assert_eq!(t.sites.len(), 2);
-        assert_eq!((t.sites[0].role, t.sites[0].peer), (Role::Ingress, Some(0)));
+        assert_eq!((t.sites[0].role, t.sites[0].peer), (Role::Owner, Some(0)));
         assert_eq!((t.sites[1].role, t.sites[1].peer), (Role::Primary, Some(0)));
         assert_eq!(t.peers[0].name.as_deref(), Some("n2"));
         assert_eq!(

@@ -356,7 +356,7 @@ pub fn render(s: &Status) -> String {
         (
             "hotpair_log_unapplied_units",
             "gauge",
-            "Ingress: logged units received, not yet applied to the shadow.",
+            "Owner: logged units received, not yet applied to the shadow.",
             |l| l.unapplied_units as f64,
         ),
         (
@@ -455,7 +455,7 @@ pub fn render(s: &Status) -> String {
         &mut o,
         "hotpair_held_acks_total",
         "counter",
-        "Client segments the ingress node held because their ACK was ahead of its shadow.",
+        "Client segments the owner node held because their ACK was ahead of its shadow.",
     );
     for a in &s.addresses {
         f.sample(&[("address", &a.address)], a.held_acks as f64);

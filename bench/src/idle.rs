@@ -2,7 +2,7 @@
 //! side with nginx, in one run.
 //!
 //! For each server — the unreplicated node, the duplex pair (n1 primary,
-//! n2 ingress) and nginx (7 workers) — on labs of their own with room for
+//! n2 owner) and nginx (7 workers) — on labs of their own with room for
 //! the connections (`lab up --max-connections`, a long HTTP idle timeout):
 //!
 //! 1. with 0 / 10,000 / 50,000 / 100,000 idle keep-alive connections held
@@ -607,7 +607,7 @@ fn series(
 fn name_of(config: Config, node: &str) -> String {
     match (config, node) {
         (Config::Duplex, "n1") => "duplex primary (n1)".into(),
-        (Config::Duplex, "n2") => "duplex ingress (n2)".into(),
+        (Config::Duplex, "n2") => "duplex owner (n2)".into(),
         (_, "nginx") => "nginx".into(),
         _ => format!("{} ({node})", config.label()),
     }

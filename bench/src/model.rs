@@ -13,7 +13,7 @@ use super::wrk::WrkResult;
 pub enum Config {
     /// One node, no replication (the paper's unreplicated server).
     Simplex,
-    /// n1 primary, n2 ingress/backup, reply logging (`logged`).
+    /// n1 primary, n2 owner/backup, reply logging (`logged`).
     Duplex,
     /// Duplex with the replication link on a network of its own.
     DuplexMi,
@@ -148,7 +148,7 @@ pub struct Rtt {
 /// Failover stalls over many kills of one victim with one signal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StallSet {
-    /// `primary` or `ingress`.
+    /// `primary` or `owner`.
     pub victim: String,
     /// `SIGKILL` or `SIGSTOP`.
     pub signal: String,

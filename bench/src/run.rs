@@ -609,7 +609,7 @@ impl Bench<'_> {
         // Planned switchovers, measured by requests (1 ms resolution, not
         // a download's 10 ms sampling and curl's rate-limit pauses).
         let switchovers: &[&str] = if self.wants_stall("switchover") {
-            &["primary", "ingress"]
+            &["primary", "owner"]
         } else {
             &[]
         };
@@ -655,7 +655,7 @@ impl Bench<'_> {
             if !self.wants_stall(sname) {
                 continue;
             }
-            for victim in ["primary", "ingress"] {
+            for victim in ["primary", "owner"] {
                 let mut set = StallSet {
                     victim: victim.into(),
                     signal: sname.into(),
@@ -697,7 +697,7 @@ impl Bench<'_> {
             &["logged", "static"]
         };
         for &policy in policies {
-            for victim in ["primary", "ingress"] {
+            for victim in ["primary", "owner"] {
                 let set = || StallSet {
                     victim: victim.into(),
                     signal: "SIGKILL".into(),

@@ -329,7 +329,7 @@ pub fn targets(t: &TlsRun) -> Vec<Verdict> {
         out.push(Verdict {
             what: format!(
                 "HTTPS failover stall ≤ 1.1× HTTP's, {policy}, {} SIGKILLed",
-                if victim == "ingress" { "owner" } else { victim }
+                victim
             ),
             ours: format!(
                 "median {} vs {} over {} kills each = {}",
@@ -1172,7 +1172,7 @@ pub fn section(o: &mut String, r: &Results) {
          kill is made twice, in alternating order: the download over HTTPS (OpenSSL, \
          `--cacert` the lab's CA) and over HTTP (port 80 of the same kind of lab). The stall: \
          the longest time the file did not grow from the signal on (sampled every 10 ms). \
-         Owner = the ingress node (n2).\n",
+         Owner = the owner node (n2).\n",
         if r.meta.quick { "16 MiB" } else { "50 MiB" },
         if r.meta.quick { "8 MiB" } else { "20 MiB" },
     );
@@ -1185,8 +1185,8 @@ pub fn section(o: &mut String, r: &Results) {
             vec![
                 s.policy.clone(),
                 if s.https { "HTTPS" } else { "HTTP" }.into(),
-                if s.set.victim == "ingress" {
-                    "owner (ingress)".into()
+                if s.set.victim == "owner" {
+                    "owner (owner)".into()
                 } else {
                     s.set.victim.clone()
                 },
@@ -1322,11 +1322,11 @@ mod tests {
             stalls: vec![
                 stall(
                     "logged",
-                    "ingress",
+                    "owner",
                     true,
                     (1..=10).map(|x| x as f64 * 10.0).collect(),
                 ),
-                stall("logged", "ingress", false, vec![40.0; 10]),
+                stall("logged", "owner", false, vec![40.0; 10]),
             ],
             overhead: overhead_runs(1024, 3, [100.0, 200.0, 110.0, 242.0]),
             overhead_seconds: 2.0,
@@ -1354,11 +1354,11 @@ mod tests {
             "{o}"
         );
         assert!(
-            o.contains("| logged | HTTPS | owner (ingress) | SIGKILL | 10 | 50 ms | 90 ms | 100 ms | 100 / 500 ms |"),
+            o.contains("| logged | HTTPS | owner (owner) | SIGKILL | 10 | 50 ms | 90 ms | 100 ms | 100 / 500 ms |"),
             "{o}"
         );
         assert!(
-            o.contains("| logged | HTTP | owner (ingress) | SIGKILL | 10 | 40 ms | 40 ms | 40 ms | 100 / 500 ms |"),
+            o.contains("| logged | HTTP | owner (owner) | SIGKILL | 10 | 40 ms | 40 ms | 40 ms | 100 / 500 ms |"),
             "{o}"
         );
         // Overhead: HTTP 200/100 = 2.00, HTTPS 242/110 = 2.20, 2.20 / 2.00 = 1.10.

@@ -98,14 +98,14 @@ def seg(c, flags_sel, seq_sel=1, ack_sel=1, win=0, opts=0, pay=0, path=0x80, ext
     return b
 
 SYN, ACKF, PSHACK, FINACK = 0, 1, 3, 4
-for role, name in ((0, "simplex"), (1, "primary"), (2, "ingress")):
+for role, name in ((0, "simplex"), (1, "primary"), (2, "owner")):
     hs = seg(0, SYN, seq_sel=1, opts=2) + seg(0, ACKF)
     data = seg(0, PSHACK, pay=2, extra=u8(40))
     fin = seg(0, FINACK)
     tick = u8(8) + u8(3)
     write("engine", name + "-handshake", engine_cfg(role) + hs + tick)
     write("engine", name + "-request", engine_cfg(role) + hs + data + tick + data + fin + tick)
-write("engine", "ingress-promote", engine_cfg(2) + seg(0, SYN, opts=2) + seg(0, ACKF) + seg(0, PSHACK, pay=2, extra=u8(10)) + u8(9) + u8(0) + u8(8) + u8(3))
+write("engine", "owner-promote", engine_cfg(2) + seg(0, SYN, opts=2) + seg(0, ACKF) + seg(0, PSHACK, pay=2, extra=u8(10)) + u8(9) + u8(0) + u8(8) + u8(3))
 write("engine", "primary-claim", engine_cfg(1) + seg(0, SYN, opts=2) + u8(9) + u8(1) + u8(8) + u8(1) + u16(150) + u8(7) + u8(1) + u8(8) + u8(1) + u16(400))
 write("engine", "simplex-arp", engine_cfg(0) + u8(7) + u8(2) + u8(7) + u8(0))
 write("engine", "raw", engine_cfg(0) + u8(5) + u8(20) + bytes(20) + u8(0))
@@ -117,11 +117,11 @@ def rcfg(mode, role=1, interval=9, name=1, mult=1, unacked=1000, fwd=4, conns=3)
         b += u8(role)
     return b + u8(interval) + u8(name) + u8(mult) + u16(unacked) + u8(fwd - 1) + u8(conns - 1)
 
-HELLO_FROM_INGRESS = u8(2) + u8(0) + u8(0) + u8(1) + u8(1) + u64(0)   # op hostile, conn 0, Hello, version ok, role ok, epoch
+HELLO_FROM_OWNER = u8(2) + u8(0) + u8(0) + u8(1) + u8(1) + u64(0)   # op hostile, conn 0, Hello, version ok, role ok, epoch
 LOG = u8(5) + u8(0) + u64(0) + u8(1) + u64(80) + u8(0) + u8(1) + u8(30)
 ACK0 = u8(2) + u8(0) + u8(5) + u8(1) + u8(0)
-write("replica", "alone-primary", rcfg(0, 1) + u8(0) + u8(10) + HELLO_FROM_INGRESS + LOG + u8(10) + ACK0 + u8(11) + u8(0))
-write("replica", "alone-ingress", rcfg(0, 2) + u8(0) + u8(10) + u8(2) + u8(0) + u8(0) + u8(1) + u8(1) + u64(0)
+write("replica", "alone-primary", rcfg(0, 1) + u8(0) + u8(10) + HELLO_FROM_OWNER + LOG + u8(10) + ACK0 + u8(11) + u8(0))
+write("replica", "alone-owner", rcfg(0, 2) + u8(0) + u8(10) + u8(2) + u8(0) + u8(0) + u8(1) + u8(1) + u64(0)
       + u8(2) + u8(0) + u8(3) + u8(2) + u64(0) + u8(1) + u64(10) + u8(0) + u8(1) + u8(10) + u8(11) + u8(0) + u8(10))
 write("replica", "alone-simplex", rcfg(0, 0) + LOG + LOG + u8(11) + u8(0) + u8(9) + u8(2) + u16(1000))
 PAIR_UP = u8(0) + u8(2) + u8(7) + u8(4) + u8(7)

@@ -12,9 +12,9 @@
 //! - at most `max_connections + max_half_open + SPARE_LISTENERS`
 //!   connections are active (the bound is exceeded while idle connections
 //!   close for new ones, or when none is idle, by at most the SYN queue's
-//!   room; an ingress node has a second SYN queue's room), at most
+//!   room; an owner node has a second SYN queue's room), at most
 //!   `max_half_open` half-open;
-//! - ingress: every frame forwarded to the primary is byte for byte one the
+//! - owner: every frame forwarded to the primary is byte for byte one the
 //!   client sent, and before promotion no shadow segment but a RST reaches
 //!   the LAN (unless the harness also misrouted a frame through
 //!   `handle_peer_frame`, which only a primary gets);
@@ -51,7 +51,7 @@ fn server_port(c: usize) -> u16 {
     }
 }
 const CLIENTS: usize = 4;
-/// The primary's ISN as the (simulated) client believes it, ingress mode.
+/// The primary's ISN as the (simulated) client believes it, owner mode.
 const PRIMARY_ISN: u32 = 7_000_000;
 
 fn client_mac(c: usize) -> EthernetAddress {
@@ -173,7 +173,7 @@ struct Harness {
 
 pub fn run(data: &[u8]) {
     let mut inp = Input::new(data);
-    let role = [Role::Simplex, Role::Primary, Role::Ingress][inp.below(3)];
+    let role = [Role::Simplex, Role::Primary, Role::Owner][inp.below(3)];
     let max_connections = 1 + inp.below(6);
     let buffer = |inp: &mut Input<'_>| 256 + inp.below(4) * 2048;
     let (gateway, rx, tx, knobs) = (inp.bool(), buffer(&mut inp), buffer(&mut inp), inp.u8());
@@ -202,7 +202,7 @@ pub fn run(data: &[u8]) {
     };
     let now = origin();
     let max_connections = match role {
-        Role::Ingress => max_connections + 2 * cfg.max_half_open + SPARE_LISTENERS,
+        Role::Owner => max_connections + 2 * cfg.max_half_open + SPARE_LISTENERS,
         _ => max_connections + cfg.max_half_open + SPARE_LISTENERS,
     };
     let mut h = Harness {
@@ -285,7 +285,7 @@ impl Harness {
             9 => match inp.below(3) {
                 0 => {
                     crate::trace!("promote");
-                    if self.role == Role::Ingress {
+                    if self.role == Role::Owner {
                         self.promoted = true;
                     }
                     self.engine.promote(&mut self.service, self.now);
@@ -472,7 +472,7 @@ impl Harness {
             assert!(d.len() <= TSO_MAX_FRAME, "a {} byte frame", d.len());
             assert!(!fenced, "a fenced primary sent a frame");
             if let Some(s) = seg::parse(d) {
-                if self.role == Role::Ingress && !self.promoted && !self.misrouted {
+                if self.role == Role::Owner && !self.promoted && !self.misrouted {
                     // An RST for a SYN no socket took, or the owner's own
                     // SYN cookie: never the shadow's output.
                     let cookie =

@@ -9,10 +9,10 @@
 //!   bounded (link queue, connection table, unacknowledged window, the
 //!   events a peer can cause); releases per connection in `seq` order, each
 //!   of a `seq` that `log_unit` returned, at most once.
-//! - **pair**: an honest primary and ingress over an ordered link (through
+//! - **pair**: an honest primary and owner over an ordered link (through
 //!   the wire codec), with fuzz-chosen delivery, cuts and reconnects, time
 //!   and drains. Checked besides the above: no protocol error ever (but the
-//!   documented event backlog when events are not drained); the ingress
+//!   documented event backlog when events are not drained); the owner
 //!   mirrors exactly the units the primary logged; frames reach the
 //!   primary in order, unaltered; and once everything is delivered and
 //!   drained, every unit logged is released exactly once (unless its
@@ -52,7 +52,7 @@ pub fn run(data: &[u8]) {
         }
     };
     if mode & 1 == 0 {
-        let role = [Role::Simplex, Role::Primary, Role::Ingress][inp.below(3)];
+        let role = [Role::Simplex, Role::Primary, Role::Owner][inp.below(3)];
         let c = cfg(&mut inp, role);
         alone(c, inp);
     } else {
@@ -88,7 +88,7 @@ struct Observer {
     issued: BTreeMap<ConnKey, u64>,
     released: BTreeMap<ConnKey, u64>,
     released_set: BTreeSet<(ConnKey, u64)>,
-    /// Last mirrored seq per connection (ingress).
+    /// Last mirrored seq per connection (owner).
     mirrored: BTreeMap<ConnKey, u64>,
     sessions_since_drain: usize,
     /// `conn_gone` calls since the events were last drained: each frees
@@ -386,7 +386,7 @@ fn hostile(inp: &mut Input<'_>, keys: &Keys, r: &Replica, obs: &Observer, tag: u
     match inp.below(8) {
         0 => {
             let role = match r.config().role {
-                Role::Primary => Role::Ingress,
+                Role::Primary => Role::Owner,
                 _ => Role::Primary,
             };
             Msg::Hello {
@@ -505,8 +505,8 @@ struct Side {
 fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
     let mut now = origin();
     let icfg = ReplicaConfig {
-        role: Role::Ingress,
-        node: "ingress".into(),
+        role: Role::Owner,
+        node: "owner".into(),
         ..pcfg.clone()
     };
     let mut p = Side {
@@ -528,7 +528,7 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
     // What the primary logged, by (conn, seq); connections reported gone.
     let mut units: BTreeMap<(ConnKey, u64), Event> = BTreeMap::new();
     let mut gone: BTreeSet<ConnKey> = BTreeSet::new();
-    // Frames the ingress forwarded, and how far the primary got in them.
+    // Frames the owner forwarded, and how far the primary got in them.
     let mut frames: Vec<Bytes> = Vec::new();
     let mut frames_seen = 0usize;
     let mut tag = 0u64;
@@ -648,7 +648,7 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
             _ => {
                 let n = inp.below(8);
                 let evs = i.obs.events(&mut i.r, if n == 0 { usize::MAX } else { n });
-                ingress_events(&evs, &units);
+                owner_events(&evs, &units);
             }
         }
         // The caller's loop: transmit after every call; a side that gave
@@ -689,7 +689,7 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
         primary_events(&evs, &frames, &mut frames_seen);
         let evs = i.obs.events(&mut i.r, usize::MAX);
         moved |= !evs.is_empty();
-        ingress_events(&evs, &units);
+        owner_events(&evs, &units);
         if link_up {
             to_i.send(p.obs.transmit(&mut p.r));
             to_p.send(i.obs.transmit(&mut i.r));
@@ -747,15 +747,15 @@ fn primary_events(evs: &[Event], frames: &[Bytes], seen: &mut usize) {
             let at = frames[*seen..]
                 .iter()
                 .position(|f| f == frame)
-                .expect("a frame the ingress never forwarded, or out of order");
+                .expect("a frame the owner never forwarded, or out of order");
             *seen += at + 1;
         }
     }
 }
 
-fn ingress_events(evs: &[Event], units: &BTreeMap<(ConnKey, u64), Event>) {
+fn owner_events(evs: &[Event], units: &BTreeMap<(ConnKey, u64), Event>) {
     for e in evs {
-        crate::trace!("  ingress event {e:?}");
+        crate::trace!("  owner event {e:?}");
         if let Event::Logged(hotpair_replicator::wire::Unit { conn, seq, .. }) = e {
             let want = units
                 .get(&(*conn, *seq))

@@ -153,7 +153,7 @@ pub fn arbitrary_msg(inp: &mut Input<'_>) -> Msg {
             Msg::Hello {
                 version: inp.u8(),
                 node: String::from_utf8_lossy(name).into_owned(),
-                role: [Role::Simplex, Role::Primary, Role::Ingress][inp.below(3)],
+                role: [Role::Simplex, Role::Primary, Role::Owner][inp.below(3)],
                 epoch: inp.u64(),
                 mac: [inp.u8(), 0, 0, 0, 0, 1],
             }

@@ -33,12 +33,12 @@ Topology (PREFIX defaults to `hp`):
 Every service address serves port 80, routes /static/ (files from the
 docroot), /non-deterministic/ (generate) and /app/ (upstream). IPv6 is off in
 every lab namespace. The owner of an address answers ARP for it on the LAN
-(the ingress/backup); its primary runs the application and sends the replies.
+(the owner/backup); its primary runs the application and sends the replies.
 
 Modes:
   simplex    one node, n1, serving 10.77.0.10 alone (no replication).
   duplex     two nodes, one address 10.77.0.10: n1 is the primary (runs the
-             application, sends the replies), n2 the ingress (owns the
+             application, sends the replies), n2 the owner (owns the
              address on the LAN, keeps shadow connections, forwards client
              frames to n1). Link: n1 listens on port 7700, n2 connects.
   dual-role  two nodes, two addresses, each node owner of one and primary
@@ -168,7 +168,7 @@ struct PartitionArgs {
 #[derive(clap::Args)]
 struct UpArgs {
     /// Replication mode: `simplex` (one node, no replication), `duplex`
-    /// (n1 primary, n2 ingress), `dual-role` (two nodes, each owner of one
+    /// (n1 primary, n2 owner), `dual-role` (two nodes, each owner of one
     /// address and primary for the other) or `ring` (--nodes N); see below.
     #[arg(long, default_value = "simplex")]
     mode: Mode,
@@ -201,7 +201,7 @@ struct UpArgs {
     docroot: Option<PathBuf>,
     /// The content policy of /static/: `static` (active replication: both
     /// nodes make the reply, only its place crosses the link), `sync-static`
-    /// (as static, the primary waits for the ingress node's copy) or
+    /// (as static, the primary waits for the owner node's copy) or
     /// `logged` (the whole reply is logged) [default: static, the config's
     /// default for files]. /non-deterministic/ and /app/ are always logged.
     #[arg(long, value_enum)]

@@ -1,5 +1,5 @@
 //! `hotpair demo`: the failover demo. Brings a lab up — duplex (n1 primary,
-//! n2 ingress) by default, or dual-role (each node owner of one address and
+//! n2 owner) by default, or dual-role (each node owner of one address and
 //! primary for the other) — starts rate-limited downloads of the 50 MB file
 //! from the client namespace (one per service address), SIGKILLs one node
 //! while the replies are in flight, lets every download finish from the
@@ -34,7 +34,7 @@ const NOTABLE_PAUSE: Duration = Duration::from_millis(100);
 /// The lab mode the demo runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DemoMode {
-    /// One address, 10.77.0.10: n1 primary, n2 ingress.
+    /// One address, 10.77.0.10: n1 primary, n2 owner.
     Duplex,
     /// Two addresses: n1 owns 10.77.0.10 (primary n2), n2 owns 10.77.0.11
     /// (primary n1); one download from each at once.
@@ -51,7 +51,7 @@ struct Victim {
 }
 
 impl Victim {
-    /// `--kill` in `mode`: duplex takes `primary`/`ingress` (or n1/n2),
+    /// `--kill` in `mode`: duplex takes `primary`/`owner` (or n1/n2),
     /// dual-role n1/n2 (each node is both owner and primary there).
     fn parse(mode: DemoMode, kill: Option<&str>) -> Result<Victim> {
         let duplex = |node, survivor, role| Victim {
@@ -61,7 +61,7 @@ impl Victim {
         };
         Ok(match (mode, kill) {
             (DemoMode::Duplex, None | Some("primary" | "n1")) => duplex("n1", "n2", "primary"),
-            (DemoMode::Duplex, Some("ingress" | "n2")) => duplex("n2", "n1", "ingress"),
+            (DemoMode::Duplex, Some("owner" | "ingress" | "n2")) => duplex("n2", "n1", "owner"),
             (DemoMode::DualRole, None | Some("n1")) => Victim {
                 node: "n1",
                 survivor: "n2",
@@ -73,7 +73,7 @@ impl Victim {
                 role: "owner of 10.77.0.11, primary for 10.77.0.10",
             },
             (DemoMode::Duplex, Some(other)) => {
-                bail!("--kill {other}: in duplex kill `primary` (n1) or `ingress` (n2)")
+                bail!("--kill {other}: in duplex kill `primary` (n1) or `owner` (n2)")
             }
             (DemoMode::DualRole, Some(other)) => bail!(
                 "--kill {other}: in dual-role kill `n1` or `n2` (each node is owner of one \
@@ -92,7 +92,7 @@ the docroot's. Also prints the client-visible stall: the longest time, from
 the kill on, that the downloaded file did not grow (sampled every 10 ms).
 
 --mode duplex (default): one download from 10.77.0.10; n1 is the primary, n2
-the ingress; --kill primary (default) or ingress.
+the owner; --kill primary (default) or owner.
 --mode dual-role: two downloads at once, one from 10.77.0.10 (owned by n1,
 primary n2) and one from 10.77.0.11 (owned by n2, primary n1); --kill n1
 (default) or n2. Whichever dies, the survivor finishes one download as the
@@ -113,7 +113,7 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value = "duplex")]
     mode: DemoMode,
     /// Which node to SIGKILL mid-download. Duplex: `primary` (n1, sends the
-    /// replies) or `ingress` (n2, owns the service address) [default:
+    /// replies) or `owner` (n2, owns the service address) [default:
     /// primary]. Dual-role: `n1` or `n2` [default: n1].
     #[arg(long)]
     kill: Option<String>,
@@ -318,7 +318,7 @@ fn demo(args: &DemoArgs, victim: &Victim) -> Result<bool> {
     for n in &lab.state.nodes {
         let what = match n.role.as_str() {
             "primary" => "primary, runs the application and sends the replies".to_owned(),
-            "ingress" => "ingress, owns 10.77.0.10 and keeps shadow connections".to_owned(),
+            "owner" => "owner, owns 10.77.0.10 and keeps shadow connections".to_owned(),
             _ => lab
                 .state
                 .service_addresses()
@@ -646,11 +646,11 @@ mod tests {
     fn victims() {
         let v = Victim::parse(DemoMode::Duplex, None).unwrap();
         assert_eq!((v.node, v.survivor, v.role), ("n1", "n2", "primary"));
-        let v = Victim::parse(DemoMode::Duplex, Some("ingress")).unwrap();
-        assert_eq!((v.node, v.survivor, v.role), ("n2", "n1", "ingress"));
+        let v = Victim::parse(DemoMode::Duplex, Some("owner")).unwrap();
+        assert_eq!((v.node, v.survivor, v.role), ("n2", "n1", "owner"));
         assert_eq!(
             Victim::parse(DemoMode::Duplex, Some("n2")).unwrap(),
-            Victim::parse(DemoMode::Duplex, Some("ingress")).unwrap()
+            Victim::parse(DemoMode::Duplex, Some("owner")).unwrap()
         );
         let v = Victim::parse(DemoMode::DualRole, None).unwrap();
         assert_eq!((v.node, v.survivor), ("n1", "n2"));

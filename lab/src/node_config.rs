@@ -64,7 +64,7 @@ fn legacy_config(state: &LabState, node: &NodeState, opts: &LabOptions) -> Strin
     ));
     text.push_str(&http_and_routes(state, node, opts));
     if let Some(r) = &state.replication {
-        // The primary (n1) listens on its link address; the ingress connects to it.
+        // The primary (n1) listens on its link address; the owner connects to it.
         let primary = state
             .nodes
             .iter()
@@ -289,10 +289,10 @@ mod tests {
             );
             state.nodes = vec![
                 test_node(1, "primary", Some(link[0])),
-                test_node(2, "ingress", Some(link[1])),
+                test_node(2, "owner", Some(link[1])),
             ];
             let primary = node_config(&state, &state.nodes[0], &opts);
-            let ingress = node_config(&state, &state.nodes[1], &opts);
+            let owner = node_config(&state, &state.nodes[1], &opts);
             // Node `i`'s link and replication sections, with peer `p`:
             // `role` and how it reaches the link (`listen` or `peer`).
             let tail = |i: u32, p: u32, role: &str, reach: &str| {
@@ -311,13 +311,10 @@ mod tests {
                 primary.ends_with(&tail(1, 2, "primary", "listen")),
                 "{primary}"
             );
-            assert!(
-                ingress.ends_with(&tail(2, 1, "ingress", "peer")),
-                "{ingress}"
-            );
+            assert!(owner.ends_with(&tail(2, 1, "owner", "peer")), "{owner}");
             assert!(primary.contains("mac = \"02:68:70:00:00:01\"\n"));
-            assert!(ingress.contains("mac = \"02:68:70:00:00:02\"\n"));
-            for text in [&primary, &ingress] {
+            assert!(owner.contains("mac = \"02:68:70:00:00:02\"\n"));
+            for text in [&primary, &owner] {
                 let v: toml::Value = toml::from_str(text).unwrap();
                 assert_eq!(v["service"]["address"].as_str(), Some(SERVICE_ADDRESS));
                 toml::from_str::<hotpair::config::Config>(text)
@@ -422,7 +419,7 @@ address = "127.0.0.1:8080"
                 "[node]\nname = \"n2\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:02\"\n{}\n\
                  [service]\naddress = \"10.77.0.10\"\nprefix_len = 24\nport = 80\n\
                  max_connections = 1024\n{}\n[link]\nprivate_key = \"{}\"\n\
-                 \n[replication]\nrole = \"ingress\"\n\
+                 \n[replication]\nrole = \"owner\"\n\
                  peer = \"10.77.0.1:7700\"\nheartbeat_interval_ms = 100\n\
                  heartbeat_timeout_ms = 500\npeer_public_key = \"{}\"\n\
                      \n[lan_check]\ntarget = \"10.77.0.100\"\n\n[app_check]\npath = \"/app/health\"\ninterval_ms = 500\ntimeout_ms = 2000\nfall = 3\n",

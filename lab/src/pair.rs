@@ -467,7 +467,7 @@ mod tests {
             for (f, c) in files.iter().zip(&cfgs) {
                 for ad in &c.addresses {
                     match ad.role {
-                        hotpair_stack::Role::Ingress => {
+                        hotpair_stack::Role::Owner => {
                             owners.entry(ad.ip).or_default().push(&f.name)
                         }
                         hotpair_stack::Role::Primary => {

@@ -94,7 +94,7 @@ pub struct NodeState {
     /// The namespace's own kernel address on `br-lan` (replication link).
     pub address: String,
     pub mac: String,
-    /// The configured role: `simplex`, `primary` or `ingress`.
+    /// The configured role: `simplex`, `primary` or `owner`.
     #[serde(default = "simplex_role")]
     pub role: String,
     /// The node's end of the replication link (duplex).

@@ -17,7 +17,7 @@ use super::{node_address, REPL_INTERFACE, REPL_PORT, REPL_SUBNET};
 pub enum Mode {
     /// One node serving on its own, no replication.
     Simplex,
-    /// n1 primary, n2 ingress (backup) for the one service address.
+    /// n1 primary, n2 owner (backup) for the one service address.
     Duplex,
     /// Two nodes, each owner of its own address and primary for the other's.
     DualRole,
@@ -46,7 +46,7 @@ impl Mode {
         match (self, node_index) {
             (Mode::Simplex, _) => "simplex",
             (Mode::Duplex, 1) => "primary",
-            (Mode::Duplex, _) => "ingress",
+            (Mode::Duplex, _) => "owner",
             (Mode::DualRole | Mode::Ring, _) => "owner+primary",
         }
     }
@@ -118,7 +118,7 @@ impl fmt::Display for ReplNet {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AddressState {
     pub ip: String,
-    /// The node that owns the address on the LAN (the ingress/backup).
+    /// The node that owns the address on the LAN (the owner/backup).
     pub owner: String,
     /// The node that runs the application for it; `None` when the owner serves alone.
     pub primary: Option<String>,
@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(Mode::DualRole.node_count(3), 2);
         assert_eq!(Mode::Ring.node_count(5), 5);
         assert_eq!(Mode::Duplex.initial_role(1), "primary");
-        assert_eq!(Mode::Duplex.initial_role(2), "ingress");
+        assert_eq!(Mode::Duplex.initial_role(2), "owner");
         assert_eq!(Mode::Simplex.initial_role(1), "simplex");
         assert_eq!(ReplNet::Shared.link_address(2), "10.77.0.2");
         assert_eq!(ReplNet::Dedicated.link_address(1), "10.78.0.1");

@@ -431,7 +431,7 @@ mod tests {
         ];
         let s = wire_stall(&segs, 11.1, N1).expect("data after the kill");
         assert!((ms(s) - 700.0).abs() < 1.0, "{s:?}");
-        // The victim sent no data (the ingress node, N1 the primary): from
+        // The victim sent no data (the owner node, N1 the primary): from
         // the last data before the kill to the next.
         let primary = [
             seg(11.0, N1, svc, 1448),

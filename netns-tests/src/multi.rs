@@ -76,7 +76,7 @@ pub const TOOLS: &[&str] = &["curl", "wrk", "tcpdump", "ss", "sha256sum"];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceAddress {
     pub ip: String,
-    /// The ingress/backup node: answers ARP, keeps shadows.
+    /// The owner/backup node: answers ARP, keeps shadows.
     pub owner: String,
     /// Runs the application and sends the replies.
     pub primary: String,

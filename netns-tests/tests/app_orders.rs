@@ -10,7 +10,7 @@
 //! not yet logged a second time: the request id makes that a no-op.
 //!
 //! The same with the application alone killed (`lab kill --app`): on the
-//! primary, on the ingress, in dual-role, and on each node in turn — n1's,
+//! primary, on the owner, in dual-role, and on each node in turn — n1's,
 //! restarted, then n2's while n2 still serves the connections it took over
 //! alone (answered by n1's application, the route's `fallback`).
 //!
@@ -310,7 +310,7 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
                 n2["app_up"] == false
             });
             replies(2 * CONNS, "with n2's application dead");
-            rejoin_after_app_restart(lab, Victim::Ingress);
+            rejoin_after_app_restart(lab, Victim::Owner);
             replies(CONNS, "after n2's application came back");
         }
     }
@@ -473,17 +473,17 @@ fn orders_survive_in(test: &str, fault: Fault, layout: Layout) {
     ));
 }
 
-/// The primary (n1, running the application) dies: the ingress runs the
+/// The primary (n1, running the application) dies: the owner runs the
 /// requests whose reply it had not received again, on its own application.
 #[test]
 fn orders_are_created_once_when_the_primary_dies() {
     orders_survive("app_orders_primary", Fault::Node(Victim::Primary));
 }
 
-/// The ingress (n2) dies: the primary carries on alone.
+/// The owner (n2) dies: the primary carries on alone.
 #[test]
-fn orders_are_created_once_when_the_ingress_dies() {
-    orders_survive("app_orders_ingress", Fault::Node(Victim::Ingress));
+fn orders_are_created_once_when_the_owner_dies() {
+    orders_survive("app_orders_owner", Fault::Node(Victim::Owner));
 }
 
 /// The primary's application dies, the node lives: its application check
@@ -523,10 +523,10 @@ fn orders_are_created_once_when_a_dual_role_primary_dies() {
 /// Dual-role: n2, the owner of .11 and primary of .10, is SIGKILLed: n1
 /// goes on alone with .11 and claims .10.
 #[test]
-fn orders_are_created_once_when_a_dual_role_ingress_dies() {
+fn orders_are_created_once_when_a_dual_role_owner_dies() {
     orders_survive_in(
-        "app_orders_dual_role_ingress",
-        Fault::Node(Victim::Ingress),
+        "app_orders_dual_role_owner",
+        Fault::Node(Victim::Owner),
         Layout::DualRole,
     );
 }
@@ -553,11 +553,11 @@ fn orders_are_created_once_when_each_application_dies_in_turn() {
     orders_survive("app_orders_apps_in_turn", Fault::AppsInTurn);
 }
 
-/// The ingress's application dies: it runs no request, so nothing moves;
+/// The owner's application dies: it runs no request, so nothing moves;
 /// n1 learns its peer could not take over.
 #[test]
-fn orders_go_on_when_the_ingresss_application_dies() {
-    orders_survive("app_orders_ingress_app", Fault::App(Victim::Ingress));
+fn orders_go_on_when_the_owners_application_dies() {
+    orders_survive("app_orders_owner_app", Fault::App(Victim::Owner));
 }
 
 /// `lab kill --app NODE`.

@@ -110,5 +110,5 @@ fn a_primary_started_alone_claims_and_serves_then_its_owner_rejoins() {
 
 #[test]
 fn an_owner_started_alone_serves_then_its_primary_rejoins() {
-    alone_then_rejoin("cold_owner", Victim::Ingress);
+    alone_then_rejoin("cold_owner", Victim::Owner);
 }

@@ -1,6 +1,6 @@
 //! Failover in a dual-role lab (`hotpair lab up --mode dual-role`): n1 owns
 //! 10.77.0.10 and n2 is its primary; n2 owns 10.77.0.11 and n1 is its
-//! primary. So each node is at once the ingress/backup of one address and
+//! primary. So each node is at once the owner/backup of one address and
 //! the primary of the other, and killing either node loses the primary of
 //! one address and the owner of the other.
 //!

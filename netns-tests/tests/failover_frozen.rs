@@ -170,8 +170,8 @@ fn frozen_primary_resumed_during_the_download_stays_silent() {
 }
 
 #[test]
-fn frozen_ingress_resumed_during_the_download_stays_silent() {
-    freeze_and_resume("fz_ingress_during", "n2", Thaw::DuringTheDownload);
+fn frozen_owner_resumed_during_the_download_stays_silent() {
+    freeze_and_resume("fz_owner_during", "n2", Thaw::DuringTheDownload);
 }
 
 /// `lab freeze`/`lab thaw` refuse what they cannot do.

@@ -4,24 +4,24 @@
 //! between a static and a logged request, one in the middle of a large
 //! static reply, and wrk on /static/ are all in flight; and the digest guard
 //! end to end. `logged` is covered by `failover_primary_crash.rs` and
-//! `failover_ingress_crash.rs`. The bodies live in
+//! `failover_owner_crash.rs`. The bodies live in
 //! `hotpair_netns_tests::policies`.
 
 use hotpair_netns_tests::failover::Victim;
 use hotpair_netns_tests::policies::{self, StaticPolicy};
 
-/// /static/ `static`, SIGKILL the primary n1: the ingress node's own copies
+/// /static/ `static`, SIGKILL the primary n1: the owner node's own copies
 /// of the static replies carry every client on.
 #[test]
 fn static_policy_survives_primary_crash() {
     policies::scenario("pol_static_primary", StaticPolicy::Static, Victim::Primary);
 }
 
-/// /static/ `static`, SIGKILL the ingress n2: the primary claims the address
+/// /static/ `static`, SIGKILL the owner n2: the primary claims the address
 /// and serves on.
 #[test]
-fn static_policy_survives_ingress_crash() {
-    policies::scenario("pol_static_ingress", StaticPolicy::Static, Victim::Ingress);
+fn static_policy_survives_owner_crash() {
+    policies::scenario("pol_static_owner", StaticPolicy::Static, Victim::Owner);
 }
 
 /// /static/ `sync-static`, SIGKILL the primary n1.
@@ -34,15 +34,11 @@ fn sync_static_policy_survives_primary_crash() {
     );
 }
 
-/// /static/ `sync-static`, SIGKILL the ingress n2: the replies held for the
-/// ingress node's ack are released.
+/// /static/ `sync-static`, SIGKILL the owner n2: the replies held for the
+/// owner node's ack are released.
 #[test]
-fn sync_static_policy_survives_ingress_crash() {
-    policies::scenario(
-        "pol_sync_ingress",
-        StaticPolicy::SyncStatic,
-        Victim::Ingress,
-    );
+fn sync_static_policy_survives_owner_crash() {
+    policies::scenario("pol_sync_owner", StaticPolicy::SyncStatic, Victim::Owner);
 }
 
 /// One byte of n2's copy of 50m.bin differs: both nodes log that /static/

@@ -1,5 +1,5 @@
 //! Failover when the primary node (n1) is SIGKILLed in a duplex lab (n1 primary,
-//! n2 ingress): every client in progress carries on from the survivor. The
+//! n2 owner): every client in progress carries on from the survivor. The
 //! scenario bodies live in `hotpair_netns_tests::failover`; each test builds
 //! its own lab and prints the client-visible stall of its kills.
 

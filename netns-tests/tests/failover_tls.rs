@@ -18,8 +18,8 @@ fn https_download_survives_primary_crash() {
 }
 
 #[test]
-fn https_download_survives_ingress_crash() {
-    failover::download_tls("fo_tls_ingress", Victim::Ingress, "logged");
+fn https_download_survives_owner_crash() {
+    failover::download_tls("fo_tls_owner", Victim::Owner, "logged");
 }
 
 /// /static/ under `static`: the owner seals its own copy of the reply at

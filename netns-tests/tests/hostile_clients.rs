@@ -474,7 +474,7 @@ print(json.dumps({"first": first, "curl": p.stdout, "curl_err": p.stderr, "took"
 /// connections fill a pool of 48; a new client (another address) gets in,
 /// and exactly the oldest idle connection is closed — with a FIN (recv
 /// returns b''), not a reset. The other connections still serve. With
-/// `kill_primary`, the primary is SIGKILLed after the eviction: the ingress
+/// `kill_primary`, the primary is SIGKILLed after the eviction: the owner
 /// node promotes exactly the 47 connections left (its shadow of the
 /// evicted one closed with the primary's, at the same byte), and the
 /// remaining connections are served by it.
@@ -600,7 +600,7 @@ fn idle_eviction(kill_primary: bool) {
         lab.node_logs(30)
     );
     if kill_primary {
-        // The ingress node's shadows: the 47 left, not the evicted one.
+        // The owner node's shadows: the 47 left, not the evicted one.
         let l = logs(&lab);
         let line = l
             .lines()
@@ -608,7 +608,7 @@ fn idle_eviction(kill_primary: bool) {
             .unwrap_or("");
         assert!(
             line.contains("connections=47"),
-            "[{test}] the ingress node did not hold exactly the 47 connections left: {line}"
+            "[{test}] the owner node did not hold exactly the 47 connections left: {line}"
         );
     } else {
         assert_no_takeover(&lab);

@@ -240,7 +240,7 @@ fn help_documents_the_defaults() {
     }
 }
 
-/// `hotpair demo [--kill ingress]`: the failover demo passes, reports the
+/// `hotpair demo [--kill owner]`: the failover demo passes, reports the
 /// stall, and leaves nothing behind.
 fn demo(kill: &str) {
     if !hotpair_netns_tests::require_root("demo") {
@@ -300,8 +300,8 @@ fn demo_primary_crash_passes_and_cleans_up() {
 }
 
 #[test]
-fn demo_ingress_crash_passes_and_cleans_up() {
-    demo("ingress");
+fn demo_owner_crash_passes_and_cleans_up() {
+    demo("owner");
 }
 
 /// A user's own document root serves as it is: no `index.html` needed (the

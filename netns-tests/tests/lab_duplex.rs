@@ -83,7 +83,7 @@ fn check(repl_net: &str, link: [&str; 2], heartbeat_timeout: &str) {
         heartbeat_timeout,
         "{st}"
     );
-    for (i, (name, role)) in [("n1", "primary"), ("n2", "ingress")].iter().enumerate() {
+    for (i, (name, role)) in [("n1", "primary"), ("n2", "owner")].iter().enumerate() {
         let n = node(&st, name);
         assert_eq!(n["role"], *role, "{st}");
         assert_eq!(n["alive"], true, "{st}");
@@ -132,7 +132,7 @@ fn check(repl_net: &str, link: [&str; 2], heartbeat_timeout: &str) {
     assert!(text.contains("mode duplex"), "{text}");
     assert!(text.contains(&format!("repl-net {repl_net}")), "{text}");
     assert!(text.contains("role primary"), "{text}");
-    assert!(text.contains("role ingress"), "{text}");
+    assert!(text.contains("role owner"), "{text}");
 
     // The service answers through the pair.
     assert!(!lab.get("/static/index.html").is_empty());

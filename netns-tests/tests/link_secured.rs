@@ -1,5 +1,5 @@
 //! The replication link is encrypted and authenticated (Noise KK, keys from
-//! `lab up`): a client request crosses the link (the ingress node forwards
+//! `lab up`): a client request crosses the link (the owner node forwards
 //! client frames to the primary; `logged` replies come back over it), and
 //! a capture of the link shows none of its bytes — while with
 //! `--link-plaintext` the same capture shows them (so the check can fail).
@@ -134,7 +134,7 @@ fn the_link_carries_no_client_byte_in_clear_and_refuses_a_second_session() {
 }
 
 /// The race the issue found: a host on the LAN connects to the primary's
-/// link port just before the real ingress node does (here: while the
+/// link port just before the real owner node does (here: while the
 /// owner restarts, when the primary listens again), and talks first. It
 /// must not become the primary's peer: the handshake refuses it, the real
 /// node pairs, and the pair serves.
@@ -157,7 +157,7 @@ fn an_impostor_connecting_first_is_refused_and_the_real_peer_pairs() {
             "import socket,time\n\
              s=socket.socket(); s.settimeout(8)\n\
              s.connect(('10.77.0.1',7700)); print('connected', flush=True)\n\
-             s.sendall(b'\\x00\\x30' + b'HELLO n2 ingress' * 3)\n\
+             s.sendall(b'\\x00\\x30' + b'HELLO n2 owner' * 3)\n\
              try:\n    d=s.recv(4096); print('closed' if not d else 'answered %d' % len(d), flush=True)\n\
              except socket.timeout: print('held open', flush=True)\n",
         ],

@@ -178,8 +178,8 @@ fn lan_cut_mid_download(test: &str, victim: failover::Victim) {
     ));
     // Replicated again: a new download survives the other node's SIGKILL.
     let other = match victim {
-        failover::Victim::Primary => failover::Victim::Ingress,
-        failover::Victim::Ingress => failover::Victim::Primary,
+        failover::Victim::Primary => failover::Victim::Owner,
+        failover::Victim::Owner => failover::Victim::Primary,
     };
     failover::download_with_kill(
         &lab,
@@ -197,5 +197,5 @@ fn a_primary_cut_off_the_lan_hands_its_connections_to_the_owner() {
 
 #[test]
 fn an_owner_cut_off_the_lan_hands_its_address_to_the_primary() {
-    lan_cut_mid_download("pt_lan_owner", failover::Victim::Ingress);
+    lan_cut_mid_download("pt_lan_owner", failover::Victim::Owner);
 }

@@ -64,8 +64,8 @@ fn restart_mid_download_then_kill_the_other(test: &str, victim: Victim) {
     ));
     // Replicated again: a new download survives the other node's death.
     let other = match victim {
-        Victim::Primary => Victim::Ingress,
-        Victim::Ingress => Victim::Primary,
+        Victim::Primary => Victim::Owner,
+        Victim::Owner => Victim::Primary,
     };
     failover::download_with_kill(
         &lab,
@@ -83,7 +83,7 @@ fn a_restarted_primary_rejoins_and_the_pair_is_replicated_again() {
 
 #[test]
 fn a_restarted_owner_rejoins_and_takes_its_address_back() {
-    restart_mid_download_then_kill_the_other("rj_ingress", Victim::Ingress);
+    restart_mid_download_then_kill_the_other("rj_owner", Victim::Owner);
 }
 
 /// Dual-role: n2 (owner of 10.77.0.11, primary for 10.77.0.10) is killed

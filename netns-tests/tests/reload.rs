@@ -1,6 +1,6 @@
 //! SIGHUP reloads the docroot and routes without dropping a connection
 //! (issue 20), on a duplex lab whose `/static/` runs under `static` (the
-//! lab's default; n1 primary, n2 ingress, one docroot both nodes serve):
+//! lab's default; n1 primary, n2 owner, one docroot both nodes serve):
 //!
 //! - a 50 MB download starts; a file is added to the docroot; n2, then n1
 //!   get SIGHUP (the route's content differs between the two nodes for a
@@ -166,7 +166,7 @@ fn sighup_reloads_the_docroot_and_static_is_back_without_dropping_a_connection()
     std::fs::write(docroot.join(NEW_FILE), NEW_BODY).expect("writing the new file");
     let hup = epoch_now();
     hangup(&lab, "n2");
-    // Requests while only the ingress node reloaded: the route is logged
+    // Requests while only the owner node reloaded: the route is logged
     // then, still served.
     thread::sleep(Duration::from_millis(300));
     hangup(&lab, "n1");

@@ -1,5 +1,5 @@
 //! `hotpair status` and the Prometheus endpoint on a duplex lab (n1
-//! primary, n2 ingress): the admin sockets report the right roles; metrics
+//! primary, n2 owner): the admin sockets report the right roles; metrics
 //! scraped before, during and after a failover (n1 SIGKILLed mid-download)
 //! show the requests counted, the takeover, the link going down; the
 //! download is byte-exact. The lab gives node i the admin socket
@@ -246,7 +246,7 @@ fn status_and_metrics_follow_a_failover() {
     // A 50 MB download at 20 MB/s; n1 killed once 20 MB arrived.
     let download = Download::start(&lab, test, 20);
     // Mid-download: the primary counted the request and answers it live;
-    // the ingress node shadows it.
+    // the owner node shadows it.
     let mid1 = scrape(&lab, 1);
     assert!(
         requests_static(&mid1) >= req_before + 1.0,
@@ -379,7 +379,7 @@ fn status_and_metrics_follow_a_failover() {
     assert_eq!(address(&node_status(&lab, "n2"), &lab)["state"], "promoted");
 }
 
-/// The ingress node (n2) killed mid-download: the primary claims the
+/// The owner node (n2) killed mid-download: the primary claims the
 /// address, and its metrics and status say so.
 #[test]
 fn status_and_metrics_show_a_claim() {

@@ -53,7 +53,7 @@ fn a_lan_host_answering_claim_probes_does_not_fence_the_primary() {
     std::thread::sleep(Duration::from_millis(300));
     let o = failover::download_with_kill(
         &lab,
-        Victim::Ingress,
+        Victim::Owner,
         KillAt::Bytes(10 << 20),
         true,
         "the owner killed while a LAN host answers every claim probe",

@@ -470,7 +470,7 @@ fn cookie_connection_survives_crash(test: &str, victim: Victim) {
                     - count(&before["syn_cookies"]["validated"]),
             )
         }
-        Victim::Ingress => None,
+        Victim::Owner => None,
     };
     report(&format!(
         "[{test}] flood {syns} SYNs; the download's cookie validated by the primary: {}, by \
@@ -501,5 +501,5 @@ fn cookie_connection_survives_primary_crash_during_flood() {
 
 #[test]
 fn cookie_connection_survives_owner_crash_during_flood() {
-    cookie_connection_survives_crash("syn_cookies_owner_crash", Victim::Ingress);
+    cookie_connection_survives_crash("syn_cookies_owner_crash", Victim::Owner);
 }

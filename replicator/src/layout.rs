@@ -2,7 +2,7 @@
 //! the one definition the lab, `hotpair pair` and the simulation all read.
 //!
 //! - **simplex**: one address, one node serving it alone;
-//! - **duplex**: one address; node 1 owns it on the LAN (the ingress
+//! - **duplex**: one address; node 1 owns it on the LAN (the owner
 //!   node), node 0 is its primary (runs the requests);
 //! - **dual-role**: the ring of two: node i owns address i, the other node
 //!   is its primary;

@@ -1,13 +1,13 @@
 //! The hotpair replication protocol as a pure state machine.
 //!
 //! Two nodes share one replication link (kernel TCP, owned by the caller).
-//! The **ingress** node owns the service address: every client frame enters
+//! The **owner** node owns the service address: every client frame enters
 //! its shadow TCP stack and is then forwarded to the **primary** over the link.
 //! The primary runs the application; each *output unit* of an HTTP connection
 //! (a whole reply, an interim `100 Continue`, or bytes the HTTP layer itself
-//! generated) is sent to the ingress node first ("reply logging") and released
-//! to the client only once the ingress node has acknowledged it. On primary
-//! death the ingress node promotes its shadow connections; on ingress death the
+//! generated) is sent to the owner node first ("reply logging") and released
+//! to the client only once the owner node has acknowledged it. On primary
+//! death the owner node promotes its shadow connections; on owner death the
 //! primary claims the address and releases every held unit.
 //!
 //! # Layering
@@ -53,15 +53,15 @@ pub use hotpair_http::UnitKind;
 /// How a route's replies are made safe against a node's death (DESIGN §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Policy {
-    /// The primary logs each whole reply to the ingress node before the
+    /// The primary logs each whole reply to the owner node before the
     /// client sees a byte of it.
     Logged,
-    /// Active replication: the ingress node makes the same reply from its
+    /// Active replication: the owner node makes the same reply from its
     /// own copy of the content; only the reply's place in the stream
     /// travels, and the primary does not wait for it.
     Static,
     /// As `Static`, but the primary releases the reply only once the
-    /// ingress node has made its own (one small message each way).
+    /// owner node has made its own (one small message each way).
     SyncStatic,
 }
 

@@ -3,17 +3,17 @@
 //! # Protocol
 //!
 //! 1. When the link comes up each side sends [`Msg::Hello`] first. A primary
-//!    accepts only an ingress peer and vice versa; the peer is *up* once its
+//!    accepts only an owner peer and vice versa; the peer is *up* once its
 //!    Hello is in.
-//! 2. Ingress → primary: [`Msg::Frame`] for every client frame.
-//! 3. Primary → ingress: [`Msg::Unit`] for every output unit, numbered 0, 1, 2…
-//!    per connection. The link is ordered, so the ingress node rejects a gap.
-//! 4. Ingress → primary: [`Msg::UnitAck`], cumulative per connection, once
+//! 2. Owner → primary: [`Msg::Frame`] for every client frame.
+//! 3. Primary → owner: [`Msg::Unit`] for every output unit, numbered 0, 1, 2…
+//!    per connection. The link is ordered, so the owner node rejects a gap.
+//! 4. Owner → primary: [`Msg::UnitAck`], cumulative per connection, once
 //!    the caller has taken the unit from [`Replica::poll_event`] (so the
-//!    ingress node never acknowledges bytes it has not yet handed over, and
-//!    the primary's unacknowledged limit bounds the ingress node's memory too).
+//!    owner node never acknowledges bytes it has not yet handed over, and
+//!    the primary's unacknowledged limit bounds the owner node's memory too).
 //!    The primary then releases the unit ([`Event::Release`]).
-//! 5. Primary → ingress: [`Msg::ConnGone`] when the primary's connection ended.
+//! 5. Primary → owner: [`Msg::ConnGone`] when the primary's connection ended.
 //! 6. Both ways: [`Msg::Heartbeat`] every `heartbeat_interval`. Anything heard
 //!    from the peer proves it alive.
 //!
@@ -24,7 +24,7 @@
 //! link lost ([`Replica::handle_link_lost`]): a reset or closed kernel TCP
 //! link is fast, direct evidence, and waiting out the timeout would only delay
 //! the takeover. It then emits [`Event::PeerDead`] and becomes
-//! [`Role::Simplex`]; the caller performs the takeover (ingress: promote the
+//! [`Role::Simplex`]; the caller performs the takeover (owner: promote the
 //! shadow connections; primary: claim the service address). At the primary
 //! every held unit is released at once, in order.
 //!
@@ -41,7 +41,7 @@
 //! A new link session ([`Replica::handle_connected`]) after a takeover
 //! restores the configured role. Connections that existed while the node was
 //! simplex stay unreplicated (their units are released at once); connections
-//! first seen in the new session are replicated. The ingress side starts the
+//! first seen in the new session are replicated. The owner side starts the
 //! new session with an empty table.
 //!
 //! # Where things live
@@ -49,11 +49,11 @@
 //! This file holds [`Replica`]'s state, its construction and introspection;
 //! `vocab` the types it speaks in ([`ReplicaConfig`], [`Event`], the errors,
 //! the stats); `link` sessions, the peer's messages, timers and the failure
-//! decisions; `primary` logging units and releasing them on acks; `ingress`
+//! decisions; `primary` logging units and releasing them on acks; `owner`
 //! forwarding frames, mirroring units and handing events to the caller.
 
-mod ingress;
 mod link;
+mod owner;
 mod primary;
 mod queue;
 mod vocab;
@@ -87,7 +87,7 @@ struct Held {
     len: u64,
 }
 
-/// Ingress side of a connection: units mirrored from the primary.
+/// Owner side of a connection: units mirrored from the primary.
 #[derive(Debug)]
 struct MirrorConn {
     expected_seq: u64,
@@ -126,7 +126,7 @@ struct Session {
     gone_in_queue: usize,
     /// Bytes of the `Frame` messages in `queue` (`max_forward_bytes`).
     frame_bytes: usize,
-    /// Ingress: charged bytes/units received and not yet taken by the caller.
+    /// Owner: charged bytes/units received and not yet taken by the caller.
     unpolled_units: u64,
     unpolled_charge: u64,
 }
@@ -181,7 +181,7 @@ struct Counters {
 ///                             (Err: drop the link, then handle_link_lost(now))
 /// link closed / errored     ──► handle_link_lost(now)
 /// timer fired               ──► handle_timeout(now)
-/// ingress: client frame     ──► forward_frame(frame)        (Err: drop or serve locally)
+/// owner: client frame     ──► forward_frame(frame)        (Err: drop or serve locally)
 /// primary: reply ready      ──► log_unit(..) -> seq         (Err: retry after a Release)
 /// connection ended          ──► conn_gone(conn)
 ///
@@ -191,7 +191,7 @@ struct Counters {
 ///   poll_timeout()       -> Instant ──► re-arm the timer
 /// ```
 ///
-/// Draining `poll_event` matters beyond latency: at the ingress node, taking
+/// Draining `poll_event` matters beyond latency: at the owner node, taking
 /// a [`Event::Logged`] is what acknowledges the unit to the primary, and
 /// events the peer causes are bounded ([`ProtocolError::EventBacklog`]).
 ///
@@ -326,7 +326,7 @@ impl Replica {
     }
 
     /// One connection's state: the primary side if this node produces its
-    /// units, else the ingress side.
+    /// units, else the owner side.
     pub fn conn_stats(&self, conn: &ConnKey) -> Option<ConnStats> {
         if let Some(c) = self.out_conns.get(conn) {
             return Some(ConnStats {

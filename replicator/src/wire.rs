@@ -29,7 +29,7 @@
 //! | 9    | `Lan`       | `up u8` (0 or 1) |
 //!
 //! `conn` is a [`ConnKey`]: `client_ip [u8; 4], client_port u16, client_isn u32`
-//! (10 bytes). `role`: 0 simplex, 1 primary, 2 ingress. `kind`: 0 interim,
+//! (10 bytes). `role`: 0 simplex, 1 primary, 2 owner. `kind`: 0 interim,
 //! 1 final. Unit `flags`: bit 0 close after this unit, bit 1 *local* (the
 //! receiver makes the reply itself from its own copy of a `static` route's
 //! content; the payload is the 32-byte digest of the content generation the
@@ -39,7 +39,7 @@
 //! 1 static, 2 sync-static.
 //!
 //! Version 4 added the digest to local units (a reload may change a route's
-//! content between the primary's decision and the ingress node's copy).
+//! content between the primary's decision and the owner node's copy).
 //!
 //! # Panics
 //!
@@ -141,7 +141,7 @@ pub enum WireError {
 }
 
 /// One logged output unit: what [`Msg::Unit`] carries from the primary and
-/// [`crate::Event::Logged`] hands to the ingress node's caller — one record,
+/// [`crate::Event::Logged`] hands to the owner node's caller — one record,
 /// the same on the wire and after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
@@ -222,14 +222,14 @@ pub enum Msg {
         /// Sender's heartbeat counter.
         seq: u64,
     },
-    /// A client Ethernet frame, ingress → primary.
+    /// A client Ethernet frame, owner → primary.
     Frame {
         /// The frame, starting at the Ethernet header.
         frame: Bytes,
     },
-    /// A logged output unit, primary → ingress.
+    /// A logged output unit, primary → owner.
     Unit(Unit),
-    /// Cumulative acknowledgement, ingress → primary: every unit of `conn` up
+    /// Cumulative acknowledgement, owner → primary: every unit of `conn` up
     /// to and including `seq` is logged.
     UnitAck {
         /// The connection.
@@ -237,7 +237,7 @@ pub enum Msg {
         /// Highest logged unit sequence.
         seq: u64,
     },
-    /// Primary → ingress: the primary's connection ended; forget it.
+    /// Primary → owner: the primary's connection ended; forget it.
     ConnGone {
         /// The connection.
         conn: ConnKey,
@@ -479,7 +479,7 @@ fn role_byte(role: Role) -> u8 {
     match role {
         Role::Simplex => 0,
         Role::Primary => 1,
-        Role::Ingress => 2,
+        Role::Owner => 2,
     }
 }
 
@@ -597,7 +597,7 @@ fn parse(buf: Bytes) -> Result<(u32, Msg), WireError> {
             let role = match r.u8("Hello role")? {
                 0 => Role::Simplex,
                 1 => Role::Primary,
-                2 => Role::Ingress,
+                2 => Role::Owner,
                 _ => return Err(WireError::Malformed { what: "Hello role" }),
             };
             let epoch = r.u64("Hello epoch")?;
@@ -828,7 +828,7 @@ mod tests {
             Msg::Hello {
                 version: 9,
                 node: String::new(),
-                role: Role::Ingress,
+                role: Role::Owner,
                 epoch: u64::MAX,
                 mac: [2, 0, 0, 0, 0, 1],
             },

@@ -104,8 +104,8 @@ fn dual_role_with(t0: Instant, tune: impl Fn(&mut NodeConfig)) -> (NodeCore, Nod
         NodeCore::new(c, t0).unwrap()
     };
     (
-        mk("n1", 1, [Role::Ingress, Role::Primary], "n2"),
-        mk("n2", 2, [Role::Primary, Role::Ingress], "n1"),
+        mk("n1", 1, [Role::Owner, Role::Primary], "n2"),
+        mk("n2", 2, [Role::Primary, Role::Owner], "n1"),
     )
 }
 
@@ -181,8 +181,8 @@ fn configs_the_core_cannot_run_are_refused() {
         NodeConfigError::DuplicateAddress(A)
     );
     assert_eq!(
-        err(config("n", 1, vec![site(A, Role::Ingress, None)], &[])),
-        NodeConfigError::BadPeer(A, Role::Ingress)
+        err(config("n", 1, vec![site(A, Role::Owner, None)], &[])),
+        NodeConfigError::BadPeer(A, Role::Owner)
     );
     assert_eq!(
         err(config(
@@ -332,7 +332,7 @@ fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() 
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
     let t0 = boot(&mut n1, &mut n2, t0);
-    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Owner));
     assert_eq!(
         (n2.site_state(0), n2.site_state(1)),
         (SiteState::Replicated, SiteState::Replicated)
@@ -426,7 +426,7 @@ fn static_is_used_only_while_both_nodes_hold_the_same_content() {
     // n1 owns A, n2 is its primary: n2 decides whether /static/ replies
     // are made on both nodes or logged.
     let pair = |primary: &[u8], owner: &[u8], policy: Policy| {
-        let mut n1 = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+        let mut n1 = config("n1", 1, vec![site(A, Role::Owner, Some(0))], &["n2"]);
         n1.routes = vec![static_route(docroot("owner", owner), policy)];
         let mut n2 = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
         n2.routes = vec![static_route(docroot("primary", primary), policy)];
@@ -446,7 +446,7 @@ fn static_is_used_only_while_both_nodes_hold_the_same_content() {
     // So does a route whose policy differs between the two configs.
     let (_, n2, _) = pair(b"x", b"x", Policy::SyncStatic);
     assert!(n2.static_in_use(0, 0));
-    let mut other = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+    let mut other = config("n1", 1, vec![site(A, Role::Owner, Some(0))], &["n2"]);
     other.routes = vec![static_route(docroot("other", b"x"), Policy::Static)];
     let mut n1 = NodeCore::new(other, t0).unwrap();
     let mut n2b = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
@@ -454,7 +454,7 @@ fn static_is_used_only_while_both_nodes_hold_the_same_content() {
     let mut n2 = NodeCore::new(n2b, t0).unwrap();
     let t0 = boot(&mut n1, &mut n2, t0);
     assert!(!n2.static_in_use(0, 0));
-    // And static on a route the ingress node cannot make replies for is
+    // And static on a route the owner node cannot make replies for is
     // refused outright.
     let mut bad = config("n", 1, vec![site(A, Role::Simplex, None)], &[]);
     bad.routes = vec![Route {
@@ -471,7 +471,7 @@ fn static_is_used_only_while_both_nodes_hold_the_same_content() {
 #[test]
 fn a_reload_compares_digests_again_and_static_is_back_once_both_nodes_agree() {
     let t0 = origin();
-    let mut c1 = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+    let mut c1 = config("n1", 1, vec![site(A, Role::Owner, Some(0))], &["n2"]);
     c1.routes = vec![static_route(docroot("r-owner", b"v1"), Policy::Static)];
     let mut c2 = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
     c2.routes = vec![static_route(docroot("r-primary", b"v1"), Policy::Static)];
@@ -546,7 +546,7 @@ fn a_reload_compares_digests_again_and_static_is_back_once_both_nodes_agree() {
 fn a_peer_leaving_is_taken_over_at_once_and_its_address_claimed_without_probes() {
     let t0 = origin();
     let pair = || {
-        let n1 = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+        let n1 = config("n1", 1, vec![site(A, Role::Owner, Some(0))], &["n2"]);
         let n2 = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
         let (mut n1, mut n2) = (
             NodeCore::new(n1, t0).unwrap(),
@@ -555,7 +555,7 @@ fn a_peer_leaving_is_taken_over_at_once_and_its_address_claimed_without_probes()
         let t = boot(&mut n1, &mut n2, t0);
         (n1, n2, t)
     };
-    // The owner (ingress) stops: its primary claims A in the same round,
+    // The owner (owner) stops: its primary claims A in the same round,
     // a gratuitous ARP and no probe (the owner said it answers nothing).
     let (mut n1, mut n2, t0) = pair();
     let t1 = t0 + Duration::from_millis(10);
@@ -759,7 +759,7 @@ fn a_paused_node_probes_long_enough_for_a_peer_stalled_by_the_same_load_to_answe
 }
 
 #[test]
-fn a_paused_ingress_whose_primary_is_gone_too_takes_over_after_its_probes() {
+fn a_paused_owner_whose_primary_is_gone_too_takes_over_after_its_probes() {
     let t0 = origin();
     let (mut n1, mut n2) = dual_role(t0);
     let t0 = boot(&mut n1, &mut n2, t0);
@@ -837,7 +837,7 @@ fn a_restarted_node_stands_by_until_its_link_is_up_then_both_take_their_roles_ba
         2,
         vec![
             site(A, Role::Primary, Some(0)),
-            site(B, Role::Ingress, Some(0)),
+            site(B, Role::Owner, Some(0)),
         ],
         &["n1"],
     );
@@ -867,8 +867,8 @@ fn a_restarted_node_stands_by_until_its_link_is_up_then_both_take_their_roles_ba
             .count();
         t += Duration::from_millis(50);
     }
-    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
-    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Owner, Role::Primary));
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Owner));
     assert!(!n2.fenced(1) && !n1.fenced(0));
     assert!(announced_b >= 1, "n2 did not take B back on the LAN");
     // Each address is answered by its owner only.
@@ -892,7 +892,7 @@ fn assert_owners_answer(n1: &mut NodeCore, n2: &mut NodeCore, t: Instant, when: 
 #[test]
 fn a_leaving_owner_stays_silent_but_its_link_carries_on_until_it_closes() {
     let t0 = origin();
-    let n1 = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+    let n1 = config("n1", 1, vec![site(A, Role::Owner, Some(0))], &["n2"]);
     let n2 = config("n2", 2, vec![site(A, Role::Primary, Some(0))], &["n1"]);
     let (mut n1, mut n2) = (
         NodeCore::new(n1, t0).unwrap(),
@@ -984,7 +984,7 @@ fn a_node_started_alone_serves_every_address_after_the_cold_start_wait_then_rejo
         assert_eq!(answers_for(&lan_out(&mut n1), B), 0, "n1 spoke for B early");
         t += Duration::from_millis(50);
     }
-    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Owner, Role::Primary));
     // Then it serves both: A promoted, B probed for and claimed.
     let mut changes = Vec::new();
     while t < t0 + wait + Duration::from_millis(300) {
@@ -1020,8 +1020,8 @@ fn a_node_started_alone_serves_every_address_after_the_cold_start_wait_then_rejo
         exchange(&mut n1, &mut n2, t, true);
         t += Duration::from_millis(50);
     }
-    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
-    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Owner, Role::Primary));
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Owner));
     assert!(!n1.fenced(0) && !n1.fenced(1) && !n2.fenced(0) && !n2.fenced(1));
 }
 
@@ -1033,7 +1033,7 @@ fn a_lone_owner_that_finds_its_address_held_waits_for_the_link() {
     let wait = hotpair_replicator::replica::DEFAULT_COLD_START_WAIT;
     let holder = config("n2", 2, vec![site(A, Role::Simplex, None)], &[]);
     let mut holder = NodeCore::new(holder, t0).unwrap();
-    let owner = config("n1", 1, vec![site(A, Role::Ingress, Some(0))], &["n2"]);
+    let owner = config("n1", 1, vec![site(A, Role::Owner, Some(0))], &["n2"]);
     let mut owner = NodeCore::new(owner, t0).unwrap();
     let mut t = t0;
     while t < t0 + wait + Duration::from_millis(500) {
@@ -1351,8 +1351,8 @@ fn a_node_that_loses_the_lan_hands_its_addresses_to_its_peer_and_holds_its_link_
         lan_step(&mut n1, &mut n2, t, true, [true, true]);
         t += step;
     }
-    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
-    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Owner, Role::Primary));
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Owner));
     assert!(!n2.yielded(0) && !n2.yielded(1));
     for n in [&n1, &n2] {
         assert!(!n.fenced(0) && !n.fenced(1));
@@ -1454,8 +1454,8 @@ fn a_node_whose_application_dies_hands_its_addresses_over_and_rejoins_once_it_an
         app_step(&mut n1, &mut n2, t, true, [true, true]);
         t += step;
     }
-    assert_eq!((n1.role(0), n1.role(1)), (Role::Ingress, Role::Primary));
-    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Ingress));
+    assert_eq!((n1.role(0), n1.role(1)), (Role::Owner, Role::Primary));
+    assert_eq!((n2.role(0), n2.role(1)), (Role::Primary, Role::Owner));
     assert!(!n2.yielded(0) && !n2.yielded(1));
 }
 
@@ -1470,7 +1470,7 @@ fn app_duplex(t0: Instant, interval_ms: u64) -> (NodeCore, NodeCore) {
         fallback: false,
     };
     let mut c1 = config("n1", 1, vec![site(A, Role::Primary, Some(0))], &["n2"]);
-    let mut c2 = config("n2", 2, vec![site(A, Role::Ingress, Some(0))], &["n1"]);
+    let mut c2 = config("n2", 2, vec![site(A, Role::Owner, Some(0))], &["n1"]);
     c1.app_check = Some(check);
     c2.app_check = Some(check);
     (
@@ -1493,7 +1493,7 @@ fn an_owner_whose_application_dies_keeps_its_roles_and_is_handed_nothing() {
     }
     assert!(!n2.app_up());
     assert!(!n2.yielded(0) && !n2.fenced(0));
-    assert_eq!((n1.role(0), n2.role(0)), (Role::Primary, Role::Ingress));
+    assert_eq!((n1.role(0), n2.role(0)), (Role::Primary, Role::Owner));
     // Now the primary's dies too: its peer cannot serve either, so it
     // keeps the address (a 502 beats no answer) and hands nothing over;
     // a request the application refused gets its error reply at once.
@@ -1503,7 +1503,7 @@ fn an_owner_whose_application_dies_keeps_its_roles_and_is_handed_nothing() {
     }
     assert!(!n1.app_up());
     assert!(!n1.yielded(0) && !n1.fenced(0));
-    assert_eq!((n1.role(0), n2.role(0)), (Role::Primary, Role::Ingress));
+    assert_eq!((n1.role(0), n2.role(0)), (Role::Primary, Role::Owner));
     n1.handle_job_unreachable(0, CONN7, 0, hotpair_http::Response::error(502), t);
     assert_eq!(n1.held_replies(), 0, "held with no peer to take it");
 }

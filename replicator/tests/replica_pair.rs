@@ -1,4 +1,4 @@
-//! Scripted tests of two `Replica`s (a primary and an ingress node) joined by
+//! Scripted tests of two `Replica`s (a primary and an owner node) joined by
 //! an in-memory link, with virtual time. Every message really goes through
 //! `Msg::encode` → `Decoder` → `handle_peer_msg`.
 
@@ -48,7 +48,7 @@ struct Node {
     dec: Decoder,
     /// Events taken so far (when `drain_events`).
     events: Vec<Event>,
-    /// Take events after every step. Off: at the ingress node, `Logged`
+    /// Take events after every step. Off: at the owner node, `Logged`
     /// events stay in the replica, so acks are delayed.
     drain_events: bool,
     errors: Vec<ProtocolError>,
@@ -113,13 +113,13 @@ impl Node {
     }
 }
 
-/// A primary and an ingress node on one in-memory link (quinn-proto's `Pair`).
+/// A primary and an owner node on one in-memory link (quinn-proto's `Pair`).
 struct Pair {
     t0: Instant,
     now: Instant,
     p: Node,
     i: Node,
-    /// Bytes in flight, ingress → primary and primary → ingress.
+    /// Bytes in flight, owner → primary and primary → owner.
     to_p: Vec<u8>,
     to_i: Vec<u8>,
     /// Hold a direction: bytes wait in flight.
@@ -146,7 +146,7 @@ impl Pair {
     }
 
     fn new() -> Self {
-        Self::with(cfg(Role::Primary, "alpha"), cfg(Role::Ingress, "beta"))
+        Self::with(cfg(Role::Primary, "alpha"), cfg(Role::Owner, "beta"))
     }
 
     /// A pair that has exchanged Hellos, with the `PeerUp` events taken.
@@ -224,7 +224,7 @@ impl Pair {
 
     fn no_errors(&self) {
         assert!(self.p.errors.is_empty(), "primary: {:?}", self.p.errors);
-        assert!(self.i.errors.is_empty(), "ingress: {:?}", self.i.errors);
+        assert!(self.i.errors.is_empty(), "owner: {:?}", self.i.errors);
     }
 }
 
@@ -284,7 +284,7 @@ fn hello_exchange_brings_both_peers_up() {
     assert_eq!(pair.p.r.peer_state(), PeerState::Up);
     assert_eq!(pair.i.r.peer_state(), PeerState::Up);
     assert_eq!(pair.p.r.role(), Role::Primary);
-    assert_eq!(pair.i.r.role(), Role::Ingress);
+    assert_eq!(pair.i.r.role(), Role::Owner);
     assert_eq!(pair.p.r.stats().peer_node.as_deref(), Some("beta"));
     assert_eq!(pair.p.r.poll_timeout(), Some(pair.at(ms(100))));
     pair.no_errors();
@@ -293,14 +293,14 @@ fn hello_exchange_brings_both_peers_up() {
 #[test]
 fn hello_is_the_first_message_sent() {
     let t0 = origin();
-    let mut r = Replica::new(cfg(Role::Ingress, "beta"), t0);
+    let mut r = Replica::new(cfg(Role::Owner, "beta"), t0);
     r.handle_connected(t0);
     r.forward_frame(Bytes::from_static(b"frame")).unwrap();
     r.handle_timeout(t0 + ms(100)); // heartbeat due
     assert!(matches!(
         r.poll_transmit(),
         Some(Msg::Hello {
-            role: Role::Ingress,
+            role: Role::Owner,
             epoch: 0,
             ..
         })
@@ -331,7 +331,7 @@ fn units_logged_acked_released_in_order() {
     assert_eq!(
         logged(&ing),
         [(a, 0), (b, 0), (a, 1), (b, 1), (a, 2), (b, 2)],
-        "ingress sees units in logging order"
+        "owner sees units in logging order"
     );
     let Event::Logged(hotpair_replicator::wire::Unit {
         conn: c,
@@ -387,7 +387,7 @@ fn units_held_while_acks_delayed() {
         3 * payload("x").len() as u64
     );
 
-    // Time passes (heartbeats still flow ingress-ward, acks are held) but no
+    // Time passes (heartbeats still flow owner-ward, acks are held) but no
     // release happens; within the timeout nobody dies.
     pair.advance_to(pair.at(ms(300)));
     assert!(releases(&pair.p.take_events()).is_empty());
@@ -399,7 +399,7 @@ fn units_held_while_acks_delayed() {
 }
 
 #[test]
-fn ack_waits_until_the_ingress_caller_takes_the_unit() {
+fn ack_waits_until_the_owner_caller_takes_the_unit() {
     let mut pair = Pair::connected();
     let a = conn(1);
     pair.i.drain_events = false;
@@ -482,7 +482,7 @@ fn silence_kills_exactly_at_the_timeout_and_primary_releases_held_units() {
         "not dead before the timeout"
     );
     assert_eq!(pair.p.r.role(), Role::Primary);
-    assert_eq!(pair.i.r.role(), Role::Ingress);
+    assert_eq!(pair.i.r.role(), Role::Owner);
 
     pair.advance_to(pair.at(TIMEOUT));
     assert_eq!(
@@ -503,7 +503,7 @@ fn silence_kills_exactly_at_the_timeout_and_primary_releases_held_units() {
     assert_eq!(pair.p.r.stats().takeovers, 1);
     assert_eq!(pair.p.r.poll_timeout(), None);
 
-    // The ingress node hands over what it logged, then the takeover trigger.
+    // The owner node hands over what it logged, then the takeover trigger.
     pair.i.drain_events = true;
     pair.drive();
     let ing = pair.i.take_events();
@@ -557,7 +557,7 @@ fn last_heard_counts_from_the_last_message() {
 #[test]
 fn one_way_silence_only_kills_the_deaf_side() {
     let mut pair = Pair::connected();
-    pair.hold_to_p = true; // the primary hears nothing, the ingress still does
+    pair.hold_to_p = true; // the primary hears nothing, the owner still does
     pair.advance_to(pair.at(TIMEOUT));
     assert!(matches!(pair.p.take_events()[..], [Event::PeerDead { .. }]));
     assert!(pair.i.take_events().is_empty());
@@ -592,7 +592,7 @@ fn link_loss_is_immediate_death() {
         Some(Event::PeerDead { since_heard, .. }) if *since_heard == ms(20)
     ));
     // Messages after the link is gone are refused; a second loss is a no-op.
-    // (The primary heard nothing since the Hellos; the ingress heard the
+    // (The primary heard nothing since the Hellos; the owner heard the
     // primary's 100 ms heartbeat.)
     assert_eq!(
         pair.p
@@ -607,7 +607,7 @@ fn link_loss_is_immediate_death() {
 #[test]
 fn failed_connect_attempt_makes_a_lone_node_simplex() {
     let t0 = origin();
-    let mut r = Replica::new(cfg(Role::Ingress, "beta"), t0);
+    let mut r = Replica::new(cfg(Role::Owner, "beta"), t0);
     r.handle_link_lost(t0 + ms(50));
     assert_eq!(
         r.poll_event(),
@@ -693,7 +693,7 @@ fn backpressure_at_max_unacked_bytes() {
     let len = payload("x").len() as u64;
     let limit = 2 * (len + UNIT_CHARGE_BYTES) + 10;
     let mut pcfg = cfg(Role::Primary, "alpha");
-    let mut icfg = cfg(Role::Ingress, "beta");
+    let mut icfg = cfg(Role::Owner, "beta");
     pcfg.max_unacked_bytes = limit;
     icfg.max_unacked_bytes = limit;
     let mut pair = Pair::with(pcfg, icfg);
@@ -718,7 +718,7 @@ fn backpressure_at_max_unacked_bytes() {
     assert_eq!(pair.p.r.stats().refusals, 2);
     pair.drive();
 
-    // The ingress caller takes the units → acks → room again.
+    // The owner caller takes the units → acks → room again.
     pair.i.drain_events = true;
     pair.drive();
     assert_eq!(releases(&pair.p.take_events()), [(a, 0), (a, 1)]);
@@ -741,13 +741,13 @@ fn backpressure_at_max_unacked_bytes() {
 #[test]
 fn backpressure_at_max_forward_queue() {
     let mut pcfg = cfg(Role::Primary, "alpha");
-    let mut icfg = cfg(Role::Ingress, "beta");
+    let mut icfg = cfg(Role::Owner, "beta");
     pcfg.max_forward_queue = 4;
     icfg.max_forward_queue = 4;
     let mut pair = Pair::with(pcfg, icfg);
     pair.connect();
 
-    // Ingress: frames.
+    // Owner: frames.
     for _ in 0..4 {
         pair.i
             .r
@@ -787,7 +787,7 @@ fn backpressure_at_max_forward_queue() {
 fn frame_events_are_bounded_when_the_primary_caller_does_not_drain() {
     let mut pcfg = cfg(Role::Primary, "alpha");
     pcfg.max_forward_queue = 3;
-    let mut pair = Pair::with(pcfg, cfg(Role::Ingress, "beta"));
+    let mut pair = Pair::with(pcfg, cfg(Role::Owner, "beta"));
     pair.connect();
     pair.p.drain_events = false;
     for _ in 0..4 {
@@ -900,7 +900,7 @@ fn frame_unit_ack_and_conn_gone_to_the_wrong_role() {
         pair.i.r.handle_peer_msg(frame, now),
         Err(ProtocolError::UnexpectedMsg {
             msg: "Frame",
-            role: Role::Ingress
+            role: Role::Owner
         })
     );
     assert!(matches!(
@@ -1022,7 +1022,7 @@ fn bad_hellos_are_errors() {
 
     let mut r = Replica::new(cfg(Role::Primary, "alpha"), t0);
     assert_eq!(
-        r.handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Ingress), t0),
+        r.handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Owner), t0),
         Err(ProtocolError::NotConnected)
     );
 
@@ -1038,7 +1038,7 @@ fn bad_hellos_are_errors() {
         Err(ProtocolError::RoleMismatch { .. })
     ));
     assert_eq!(
-        fresh().handle_peer_msg(hello(1, Role::Ingress), t0),
+        fresh().handle_peer_msg(hello(1, Role::Owner), t0),
         Err(ProtocolError::BadVersion { got: 1 })
     );
     assert_eq!(
@@ -1046,17 +1046,17 @@ fn bad_hellos_are_errors() {
         Err(ProtocolError::HelloExpected { got: "Heartbeat" })
     );
     let mut r = fresh();
-    r.handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Ingress), t0)
+    r.handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Owner), t0)
         .unwrap();
     assert_eq!(
-        r.handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Ingress), t0),
+        r.handle_peer_msg(hello(hotpair_replicator::wire::VERSION, Role::Owner), t0),
         Err(ProtocolError::DuplicateHello)
     );
 }
 
 #[test]
-fn ingress_enforces_the_window() {
-    let mut icfg = cfg(Role::Ingress, "beta");
+fn owner_enforces_the_window() {
+    let mut icfg = cfg(Role::Owner, "beta");
     icfg.max_unacked_bytes = 2 * UNIT_CHARGE_BYTES + 2;
     let mut pair = Pair::with(cfg(Role::Primary, "alpha"), icfg);
     pair.connect();
@@ -1075,8 +1075,8 @@ fn ingress_enforces_the_window() {
 }
 
 #[test]
-fn ingress_enforces_the_connection_limit() {
-    let mut icfg = cfg(Role::Ingress, "beta");
+fn owner_enforces_the_connection_limit() {
+    let mut icfg = cfg(Role::Owner, "beta");
     icfg.max_conns = 1;
     let mut pair = Pair::with(cfg(Role::Primary, "alpha"), icfg);
     pair.connect();
@@ -1095,7 +1095,7 @@ fn ingress_enforces_the_connection_limit() {
 // ---- connection end --------------------------------------------------------
 
 #[test]
-fn conn_gone_at_the_primary_reaches_the_ingress() {
+fn conn_gone_at_the_primary_reaches_the_owner() {
     let mut pair = Pair::connected();
     let (a, b) = (conn(1), conn(2));
     pair.hold_to_p = true; // hold the acks
@@ -1122,7 +1122,7 @@ fn conn_gone_at_the_primary_reaches_the_ingress() {
 }
 
 #[test]
-fn conn_gone_at_the_ingress_acks_and_swallows_later_units() {
+fn conn_gone_at_the_owner_acks_and_swallows_later_units() {
     let mut pair = Pair::connected();
     let a = conn(1);
     pair.i.drain_events = false;
@@ -1162,7 +1162,7 @@ fn rejoin_replicates_new_connections_only() {
     let mut pair = Pair::connected();
     let (old, new) = (conn(1), conn(2));
     pair.i.drain_events = false;
-    pair.log(old, 0, "o0"); // held; the ingress caller has not taken it
+    pair.log(old, 0, "o0"); // held; the owner caller has not taken it
     pair.drive();
     pair.cut = true;
     pair.advance_to(pair.at(TIMEOUT));
@@ -1177,7 +1177,7 @@ fn rejoin_replicates_new_connections_only() {
     pair.i.drain_events = true;
     pair.connect();
     assert_eq!(pair.p.r.role(), Role::Primary);
-    assert_eq!(pair.i.r.role(), Role::Ingress);
+    assert_eq!(pair.i.r.role(), Role::Owner);
     let ing = pair.i.take_events();
     // The stale Logged, then the death, then the new session; taking the
     // stale event must not ack into the new session.
@@ -1249,7 +1249,7 @@ fn random_operations_keep_the_invariants() {
     for seed in 1..=40u64 {
         let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut pcfg = cfg(Role::Primary, "alpha");
-        let mut icfg = cfg(Role::Ingress, "beta");
+        let mut icfg = cfg(Role::Owner, "beta");
         pcfg.max_unacked_bytes = 2000;
         icfg.max_unacked_bytes = 2000;
         pcfg.max_forward_queue = 8;
@@ -1380,7 +1380,7 @@ fn events_of(r: &mut Replica) -> Vec<Event> {
 #[test]
 fn a_node_whose_peer_never_comes_serves_alone_after_the_cold_start_wait() {
     let t0 = origin();
-    for role in [Role::Primary, Role::Ingress] {
+    for role in [Role::Primary, Role::Owner] {
         let mut c = cfg(role, "n");
         c.cold_start_wait = ms(2000);
         let mut r = Replica::new(c, t0);
@@ -1442,7 +1442,7 @@ fn a_cold_start_wait_below_the_heartbeat_timeout_is_refused() {
 
 #[test]
 fn frames_queued_for_the_link_are_bounded_in_bytes() {
-    let mut c = cfg(Role::Ingress, "beta");
+    let mut c = cfg(Role::Owner, "beta");
     c.max_forward_bytes = 200_000;
     let mut pair = Pair::with(cfg(Role::Primary, "alpha"), c);
     pair.connect();

@@ -473,7 +473,7 @@ mod tests {
         let mut cache = ExpectCache::new();
         for key in [
             "duplex handshake 5 lossy none",
-            "duplex close 1 clean ingress:17:silent",
+            "duplex close 1 clean owner:17:silent",
             "dual-role upload 2 lossy A:3:lost",
             "ring3 keepalive 1 clean C:40:silent",
             "duplex app 3 clean primary:120:app checks",

@@ -11,7 +11,7 @@
 //!
 //! # Topologies
 //! Who holds which address in which role is a [`topology::Topology`]
-//! (DESIGN §4): **duplex** (B owns 10.77.0.10 and is its ingress node, A
+//! (DESIGN §4): **duplex** (B owns 10.77.0.10 and is its owner node, A
 //! its primary), **dual-role** (A owns .10 with B its primary, B owns .11
 //! with A its primary; one link carries both) and **ring N** (node i owns
 //! 10.77.0.(10+i), node i+1 mod N is its primary; each node has two

@@ -1,6 +1,6 @@
 //! The kill matrix: per mode (a [`Topology`]), each scenario once without
 //! failure (its length S in steps), then again from scratch with each
-//! victim (duplex: the primary, then the ingress node; dual-role and ring:
+//! victim (duplex: the primary, then the owner node; dual-role and ring:
 //! each node) killed at step k for every k in 0..S (or a stated subset), in
 //! each kill variant; over a clean LAN and, for a few seeds, a lossy one.
 
@@ -543,7 +543,7 @@ impl Report {
         }
         let c = &self.coverage;
         s.push_str(&format!(
-            "sim: coverage: {} promotions ({} connections), {} claims, {} runs with replies logged at the ingress node before its primary died, {} held / {} dropped held segments, {} segments not forwarded, {} duplicate SYNs, {} passed through, {} gratuitous-ARP updates, {} TSO frames, {} LAN frames lost, {} bytes retransmitted to the client, {} RSTs after a connection was over, {} link messages held up by a retransmission\n",
+            "sim: coverage: {} promotions ({} connections), {} claims, {} runs with replies logged at the owner node before its primary died, {} held / {} dropped held segments, {} segments not forwarded, {} duplicate SYNs, {} passed through, {} gratuitous-ARP updates, {} TSO frames, {} LAN frames lost, {} bytes retransmitted to the client, {} RSTs after a connection was over, {} link messages held up by a retransmission\n",
             c.promotions,
             c.promoted_conns,
             c.claims,

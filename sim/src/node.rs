@@ -69,7 +69,7 @@ pub fn vip_index(ip: Ipv4Address) -> Option<usize> {
 }
 
 /// Which node: an index (A = 0, B = 1, C = 2, ...). In the duplex
-/// topology A is the primary and B the ingress node.
+/// topology A is the primary and B the owner node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Who(pub u8);
 

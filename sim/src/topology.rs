@@ -1,7 +1,7 @@
 //! Which nodes hold which service addresses, in which role (DESIGN §4):
 //! the simulation's one world runs any of them.
 //!
-//! - **duplex**: one address (10.77.0.10); B owns it (ingress), A is its
+//! - **duplex**: one address (10.77.0.10); B owns it (owner), A is its
 //!   primary. One link.
 //! - **dual-role**: A owns 10.77.0.10 with B its primary; B owns
 //!   10.77.0.11 with A its primary. One link carries both.
@@ -26,7 +26,7 @@ pub enum Topology {
 }
 
 /// A service address: its index (10.77.0.10 + index), the node that owns
-/// it on the LAN (ingress) and the node that runs its application.
+/// it on the LAN (owner) and the node that runs its application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Address {
     pub index: usize,
@@ -107,7 +107,7 @@ impl Topology {
                 if a.owner == who {
                     Some(SitePlan {
                         address: a.index,
-                        role: Role::Ingress,
+                        role: Role::Owner,
                         peer: a.primary,
                     })
                 } else if a.primary == who {
@@ -133,12 +133,12 @@ impl Topology {
     }
 
     /// How a victim is named in reports and replay commands: the duplex
-    /// topology names its nodes by role ("primary", "ingress"), the others
+    /// topology names its nodes by role ("primary", "owner"), the others
     /// by letter.
     pub fn victim_name(self, w: Who) -> &'static str {
         match (self, w) {
             (Topology::Duplex, Who::A) => "primary",
-            (Topology::Duplex, Who::B) => "ingress",
+            (Topology::Duplex, Who::B) => "owner",
             _ => w.name(),
         }
     }
@@ -146,7 +146,7 @@ impl Topology {
     pub fn parse_victim(self, s: &str) -> Option<Who> {
         let w = match s {
             "primary" if self == Topology::Duplex => Who::A,
-            "ingress" if self == Topology::Duplex => Who::B,
+            "owner" if self == Topology::Duplex => Who::B,
             _ => Who::parse(s)?,
         };
         (w.index() < self.nodes()).then_some(w)
@@ -183,7 +183,7 @@ mod tests {
     fn roles_and_peers() {
         let d = Topology::Duplex;
         assert_eq!(d.sites(Who::A)[0].role, Role::Primary);
-        assert_eq!(d.sites(Who::B)[0].role, Role::Ingress);
+        assert_eq!(d.sites(Who::B)[0].role, Role::Owner);
         let dr = Topology::DualRole;
         assert_eq!(dr.peers(Who::A), vec![Who::B]);
         assert_eq!(
@@ -191,7 +191,7 @@ mod tests {
                 .iter()
                 .map(|s| (s.address, s.role))
                 .collect::<Vec<_>>(),
-            vec![(0, Role::Ingress), (1, Role::Primary)]
+            vec![(0, Role::Owner), (1, Role::Primary)]
         );
         let r = Topology::Ring(3);
         assert_eq!(r.peers(Who::B), vec![Who::A, Who::C]);
@@ -200,7 +200,7 @@ mod tests {
                 .iter()
                 .map(|s| (s.address, s.role, s.peer))
                 .collect::<Vec<_>>(),
-            vec![(1, Role::Primary, Who::B), (2, Role::Ingress, Who::A)]
+            vec![(1, Role::Primary, Who::B), (2, Role::Owner, Who::A)]
         );
         for t in [d, dr, r] {
             assert_eq!(Topology::parse(&t.name()), Some(t));

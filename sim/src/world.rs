@@ -1,5 +1,5 @@
 //! The simulated world: the client, the nodes of a [`Topology`] (duplex:
-//! A primary, B ingress; dual-role; ring), an Ethernet switch between them
+//! A primary, B owner; dual-role; ring), an Ethernet switch between them
 //! that delivers by destination MAC, and a replication link between each
 //! pair of nodes that share an address, over virtual time. One *step*
 //! delivers one event (a frame or a link message) to its recipient and

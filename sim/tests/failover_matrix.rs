@@ -1,6 +1,6 @@
 //! The failover matrix (DESIGN §8.2): every scenario, a node killed at every
 //! step (a stated subset by default), promises 1-4 checked after each run,
-//! in three modes: duplex (A primary, B ingress of one address), dual-role
+//! in three modes: duplex (A primary, B owner of one address), dual-role
 //! (two nodes, each owning one address and primary for the other's) and a
 //! 3-node ring (node i owns address i, node i+1 is its primary). Outside
 //! duplex the client has one copy of the scenario's connections per
@@ -31,7 +31,7 @@
 //!   run.
 //! - `replay`: one run, from `SIM_TOPOLOGY` (duplex, dual-role, ring3;
 //!   default duplex), `SIM_SEED`, `SIM_SCENARIO`, `SIM_STEP`, `SIM_VICTIM`
-//!   (duplex: primary|ingress; else A|B|C), `SIM_VARIANT` (lost, silent,
+//!   (duplex: primary|owner; else A|B|C), `SIM_VARIANT` (lost, silent,
 //!   absent, lan, app: the last two with the nodes' checks on, as
 //!   `SIM_CHECKS=1` turns them on for a run without a kill), `SIM_NET`
 //!   (`SIM_TRACE=1` prints every step). Does nothing unless `SIM_SCENARIO`
@@ -166,7 +166,7 @@ fn replay() {
         spec.kill = Some(Kill {
             victim: topology
                 .parse_victim(&victim)
-                .expect("SIM_VICTIM: primary|ingress (duplex), A|B|C (others)"),
+                .expect("SIM_VICTIM: primary|owner (duplex), A|B|C (others)"),
             step: step.parse().expect("SIM_STEP: a number"),
             variant: env("SIM_VARIANT").map_or(Variant::Lost, |v| {
                 Variant::parse(&v).expect("SIM_VARIANT: lost|silent|absent|lan|app")

@@ -100,7 +100,7 @@ fn a_primary_cut_off_with_a_fin_in_flight_does_not_spin() {
 /// the owner promoted the half-open connection, the LAN came back, the
 /// nodes rejoined — the owner keeps the handshake, as it keeps every
 /// connection it served — and the client's SYN retransmission reached the
-/// owner. It forwarded the SYN to the primary as an ingress node does, and
+/// owner. It forwarded the SYN to the primary as an owner node does, and
 /// the primary opened a second connection on the client's port with
 /// another ISN (a sequence-space violation, then an RST). The owner now
 /// answers a handshake it serves itself, as in simplex.

@@ -1,4 +1,4 @@
-//! `static` routes without a wait on the ingress node: it makes each reply
+//! `static` routes without a wait on the owner node: it makes each reply
 //! from the request in its own input log, before the primary's unit for it
 //! (one link trip later) arrives, so a client ACK for reply bytes never
 //! finds the shadow behind (the engine would hold it: `held`). Under a
@@ -14,7 +14,7 @@ use hotpair_sim::world::{Net, World};
 use hotpair_sim::Topology;
 
 /// A clean LAN, and a link slower than the client's round trip: the
-/// primary's unit for a reply reaches the ingress node after the client's
+/// primary's unit for a reply reaches the owner node after the client's
 /// first ACK of that reply does.
 const SLOW_LINK: Net = Net {
     name: "slow-link",
@@ -50,7 +50,7 @@ fn static_replies_are_made_before_the_client_can_acknowledge_them() {
             assert_eq!(
                 out.stats.held,
                 0,
-                "{name} ({}): client ACKs waited for the ingress node's shadow",
+                "{name} ({}): client ACKs waited for the owner node's shadow",
                 topo.name()
             );
         }

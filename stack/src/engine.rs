@@ -2,7 +2,7 @@
 //! the per-connection bookkeeping of replication, over in-memory frame queues.
 //!
 //! Frames come in with [`Engine::handle_lan_frame`] (from the TAP) and
-//! [`Engine::handle_peer_frame`] (client frames forwarded by the ingress
+//! [`Engine::handle_peer_frame`] (client frames forwarded by the owner
 //! node); [`Engine::poll`] runs smoltcp and the [`Service`] on every
 //! connection that changed; frames go out through
 //! [`Engine::poll_lan_transmit`] (to the TAP) and [`Engine::poll_forward`]
@@ -11,7 +11,7 @@
 //!
 //! # Modes (per service address)
 //! - [`Role::Simplex`]: serve alone.
-//! - [`Role::Ingress`] (the paper's backup): own the address on the LAN. Each
+//! - [`Role::Owner`] (the paper's backup): own the address on the LAN. Each
 //!   client segment is fed first to a *shadow* socket — with its ACK (and SACK
 //!   edges) moved into the shadow's sequence space — and only once the shadow
 //!   has acknowledged the segment's bytes is the original forwarded to the
@@ -19,13 +19,13 @@
 //!   shadow's output is observed (its ISN, its ACK) and discarded; at a
 //!   takeover smoltcp's clock jumps past its retransmission timers so it
 //!   resends what the client has not acknowledged at once.
-//! - [`Role::Primary`]: take client frames only from the ingress node, never
+//! - [`Role::Primary`]: take client frames only from the owner node, never
 //!   from the LAN; never send ARP (the client must keep sending to the
-//!   ingress node); learn the client's MAC from forwarded frames.
+//!   owner node); learn the client's MAC from forwarded frames.
 //!
 //! # Sequence alignment
 //! The primary's ISN is learned from the client's first ACK (which the
-//! ingress node sees before the primary does): `offset = ack - 1 - shadow_isn`.
+//! owner node sees before the primary does): `offset = ack - 1 - shadow_isn`.
 //! Client ACK/SACK into the shadow: `- offset`; after a takeover, the
 //! shadow's SEQ onto the wire: `+ offset`. Both stacks are smoltcp with the
 //! same configuration, so MSS, window scale and SACK-permitted agree, and
@@ -38,7 +38,7 @@
 //! [`Service`] trait, counters), `device` (the queue device under smoltcp), `pool` (sockets,
 //! listeners, TIME-WAIT), `dispatch` and `ready` (which sockets a round
 //! reaches), `admission` (half-open, per-source, eviction), `shadow` (the
-//! ingress node's shadow path), `claim` (claim, probes, lease), `rejoin`,
+//! owner node's shadow path), `claim` (claim, probes, lease), `rejoin`,
 //! `route` (output routing and neighbours), `buffers` and `slab` (send and
 //! receive buffers).
 
@@ -102,7 +102,7 @@ const RX_RELEASE_BATCH: usize = 1024;
 pub const MAX_HELD: usize = 256;
 /// Out-of-order client segments kept per shadow connection for forwarding.
 pub const MAX_DEFERRED: usize = 64;
-/// Segments of connections an ingress node does not know pass through to
+/// Segments of connections an owner node does not know pass through to
 /// the primary at most this fast (bytes a second) and in bursts of at most
 /// `PASS_THROUGH_BURST`: enough for the few connections a primary serves
 /// unreplicated after a rejoin, not for a flood to fill the link.
@@ -156,7 +156,7 @@ pub struct Engine<C> {
     /// node core each round): a primary without it sends nothing to
     /// clients, since its peer may have taken the connections over.
     lease: bool,
-    /// An ingress node's probes went unanswered: promote (taken once).
+    /// An owner node's probes went unanswered: promote (taken once).
     probed: bool,
     /// The peer's MAC on the LAN (from its `Hello`, or configured): only
     /// it may answer our probes (fence us) or make us stand down. `None`:
@@ -185,7 +185,7 @@ pub struct Engine<C> {
     /// When a frame from an unknown MAC claiming our address was last
     /// logged.
     foreign_warned: Option<StdInstant>,
-    /// Ingress: the primary may serve connections this node never saw open
+    /// Owner: the primary may serve connections this node never saw open
     /// (it took the address over in its life: its `Hello` epoch): their
     /// segments pass through to it. Otherwise a segment of no connection
     /// we know is dropped here — it could only draw an RST over there.
@@ -387,7 +387,7 @@ impl<C> Engine<C> {
         self.lan_in.push_back(f);
     }
 
-    /// A client frame forwarded by the ingress node (primary mode).
+    /// A client frame forwarded by the owner node (primary mode).
     pub fn handle_peer_frame(&mut self, f: Frame) {
         self.peer_in.push_back(f);
     }
@@ -426,7 +426,7 @@ impl<C> Engine<C> {
         matches!(self.claim, Claim::Probing { .. }) || (self.mode == Role::Primary && !self.lease)
     }
 
-    /// Next client frame to forward to the primary (ingress mode).
+    /// Next client frame to forward to the primary (owner mode).
     #[must_use]
     pub fn poll_forward(&mut self) -> Option<Frame> {
         self.fwd_out.pop_front()
@@ -486,7 +486,7 @@ impl<C> Engine<C> {
     /// The primary is gone: every shadow connection becomes live, and at
     /// once retransmits what the client has not acknowledged.
     pub fn promote<S: Service<Conn = C>>(&mut self, service: &mut S, now: StdInstant) {
-        if self.mode != Role::Ingress {
+        if self.mode != Role::Owner {
             return;
         }
         self.mode = Role::Simplex;

@@ -1,10 +1,10 @@
 //! Reading and rewriting TCP/IPv4 segments inside Ethernet frames, in place.
 //!
-//! The ingress node aligns its shadow sockets with the primary's sequence
+//! The owner node aligns its shadow sockets with the primary's sequence
 //! space by rewriting a few fields of client segments (ACK, SACK edges,
 //! window) and, after a takeover, of its own segments (SEQ). TCP checksums
 //! are not touched: smoltcp is configured not to verify them (the kernel or
-//! the ingress node already did), and outgoing checksums are completed by
+//! the owner node already did), and outgoing checksums are completed by
 //! the kernel from the pseudo-header sum written at the TAP (see `vnet`).
 
 use smoltcp::wire::{EthernetAddress, Ipv4Address};

@@ -5,7 +5,7 @@
 //! After a true split brain the loser had sent the client bytes the
 //! survivor never sent; once the loser dies, every client ACK is beyond
 //! what the survivor has queued. smoltcp drops each such segment (RFC 9293)
-//! and an ingress node's shadow path holds it (waiting for its service to
+//! and an owner node's shadow path holds it (waiting for its service to
 //! queue that far): the survivor retransmits old data, the client
 //! acknowledges its own, higher, receive point, for ever. The engine must
 //! see that and reset the connection with an RST the client takes: its
@@ -124,7 +124,7 @@ fn claimed() -> (Node, u32) {
 /// service will never queue.
 #[test]
 fn a_promoted_shadow_whose_client_is_ahead_is_reset() {
-    let mut n = Node::new(Role::Ingress);
+    let mut n = Node::new(Role::Owner);
     n.engine.handle_lan_frame(client_seg(SYN, 0, 65535));
     n.run(4);
     n.engine
@@ -143,7 +143,7 @@ fn a_promoted_shadow_whose_client_is_ahead_is_reset() {
 /// however long the connection then stays idle.
 #[test]
 fn a_catch_up_after_a_promotion_is_not_reset() {
-    let mut n = Node::new(Role::Ingress);
+    let mut n = Node::new(Role::Owner);
     n.engine.handle_lan_frame(client_seg(SYN, 0, 65535));
     n.run(4);
     // The client's window held one segment when the shadow wrote the reply:

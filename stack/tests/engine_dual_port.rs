@@ -203,8 +203,8 @@ fn a_syn_cookie_opens_a_connection_on_the_port_it_was_made_for() {
 }
 
 #[test]
-fn an_ingress_node_shadows_a_connection_on_either_port() {
-    let mut n = Node::new(config(8, false), Role::Ingress);
+fn an_owner_node_shadows_a_connection_on_either_port() {
+    let mut n = Node::new(config(8, false), Role::Owner);
     // The primary's ISNs are unknown here: the client's ACKs carry them
     // (the shadow learns its offset from them).
     let out = n.run(vec![

@@ -1,5 +1,5 @@
 //! The engine's takeover-related rules, on crafted client segments. The
-//! ingress node's forwarding rule: a segment goes to the primary only once
+//! owner node's forwarding rule: a segment goes to the primary only once
 //! the shadow holds it — acknowledged, or (without a FIN) reported in a SACK
 //! block — and a FIN only once the shadow has taken it. At promotion, an
 //! ACK to the client at once. The primary's claim: probes, then repeated
@@ -32,15 +32,15 @@ fn client_seg(seq: u32, flags: u8, options: &[u8], payload: &[u8]) -> Frame {
     common::finish(f, options, payload)
 }
 
-struct Ingress {
+struct Owner {
     engine: Engine<()>,
     service: Quiet,
     now: Instant,
 }
 
-impl Ingress {
+impl Owner {
     fn new() -> Self {
-        Self::with_mode(Role::Ingress)
+        Self::with_mode(Role::Owner)
     }
 
     fn with_mode(mode: Role) -> Self {
@@ -51,7 +51,7 @@ impl Ingress {
             seed: 7,
             ..common::config(64, 65536, 65536)
         };
-        Ingress {
+        Owner {
             engine: Engine::new(cfg, mode, now),
             service: Quiet,
             now,
@@ -98,7 +98,7 @@ impl Ingress {
 
 #[test]
 fn in_order_data_is_forwarded_once_acknowledged() {
-    let mut n = Ingress::new();
+    let mut n = Owner::new();
     let seq = n.open();
     assert_eq!(
         n.client(client_seg(seq, ACK, &[], &[b'a'; 100])),
@@ -108,7 +108,7 @@ fn in_order_data_is_forwarded_once_acknowledged() {
 
 #[test]
 fn data_beyond_a_hole_is_forwarded_once_sacked() {
-    let mut n = Ingress::new();
+    let mut n = Owner::new();
     let a = n.open();
     let b = a + 100;
     // A is lost; B arrives: the shadow stores it and SACKs it, so it goes
@@ -126,7 +126,7 @@ fn data_beyond_a_hole_is_forwarded_once_sacked() {
 
 #[test]
 fn a_fin_beyond_a_hole_waits_until_the_shadow_takes_it() {
-    let mut n = Ingress::new();
+    let mut n = Owner::new();
     let a = n.open();
     let c = a + 100;
     // C (data + FIN) beyond the hole at A: smoltcp keeps C's data but not
@@ -150,7 +150,7 @@ fn a_fin_beyond_a_hole_waits_until_the_shadow_takes_it() {
 
 #[test]
 fn promotion_acknowledges_what_the_shadow_holds_at_once() {
-    let mut n = Ingress::new();
+    let mut n = Owner::new();
     let a = n.open();
     assert_eq!(
         n.client(client_seg(a, ACK, &[], &[b'a'; 100])),
@@ -191,7 +191,7 @@ fn a_claim_probes_then_announces_again_and_again() {
     use hotpair_stack::arp;
     use smoltcp::wire::ArpOperation;
 
-    let mut n = Ingress::with_mode(Role::Primary);
+    let mut n = Owner::with_mode(Role::Primary);
     // A forwarded client frame: the primary learns the client's MAC.
     n.engine
         .handle_peer_frame(client_seg(CLIENT_ISN, SYN, &[], b""));
@@ -244,7 +244,7 @@ fn stranger_seg(port: u16, len: usize) -> Frame {
 
 #[test]
 fn segments_of_unknown_connections_pass_only_when_the_primary_may_hold_them_and_within_a_budget() {
-    let mut n = Ingress::new();
+    let mut n = Owner::new();
     // The primary never took the address over: it holds no connection this
     // node does not know, so such a segment is dropped here (it would only
     // draw an RST there).
@@ -276,14 +276,14 @@ fn segments_of_unknown_connections_pass_only_when_the_primary_may_hold_them_and_
 #[test]
 fn a_spoofed_segment_does_not_divert_a_clients_replies() {
     let attacker = EthernetAddress([2, 0, 0, 0, 0, 0x66]);
-    let mut n = Ingress::with_mode(Role::Primary);
+    let mut n = Owner::with_mode(Role::Primary);
     let syn = |mac: EthernetAddress, port: u16| {
         Frame::copy_from(&seg::build(
             mac, NODE_MAC, CLIENT, VIP, port, 80, CLIENT_ISN, 0, SYN, 65535,
         ))
     };
     // Where the primary's SYN-ACKs to the client go.
-    let syn_ack_macs = |n: &mut Ingress| {
+    let syn_ack_macs = |n: &mut Owner| {
         for _ in 0..4 {
             n.engine.poll(&mut n.service, n.now);
             n.now += Duration::from_millis(1);

@@ -295,7 +295,7 @@ fn without_cookies_the_oldest_handshake_is_dropped_as_before() {
 
 #[test]
 fn on_a_pair_the_primary_opens_the_owners_cookie_connection_alike() {
-    let mut owner = Node::new(Role::Ingress, true);
+    let mut owner = Node::new(Role::Owner, true);
     let mut primary = Node::new(Role::Primary, true);
     // The flood fills the owner's table; what it forwards fills the
     // primary's.
@@ -389,7 +389,7 @@ fn on_a_pair_the_primary_opens_the_owners_cookie_connection_alike() {
 
 #[test]
 fn the_survivor_opens_a_cookie_its_dead_owner_sent_and_the_owner_drops_forgeries() {
-    let mut owner = Node::new(Role::Ingress, true);
+    let mut owner = Node::new(Role::Owner, true);
     owner.flood(MAX_HALF_OPEN as u16 + 1);
     let out = owner.lan(vec![hello(CLIENT), syn(CLIENT, 40_000, 1000)]);
     let cookie = tcp_to(&out, CLIENT, 40_000)[0].0.seq;

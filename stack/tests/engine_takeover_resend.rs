@@ -32,7 +32,7 @@ fn data_at(out: &[seg::Seg], seq: u32) -> usize {
 /// dies: the promoted shadow must resend from the client's ACK at once.
 #[test]
 fn a_promoted_shadow_resends_at_once_after_a_reopened_window() {
-    let mut n = Node::new(Role::Ingress);
+    let mut n = Node::new(Role::Owner);
     n.engine.handle_lan_frame(client_seg(SYN, 0, 65535));
     assert!(n.run(4).is_empty(), "a shadow sends nothing to the LAN");
     // The handshake's ACK (the primary's ISN + 1): the shadow is open and

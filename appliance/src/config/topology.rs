@@ -99,8 +99,8 @@ impl Config {
                             Role::Primary => LinkEnd::Listen(r.listen.context(
                                 "replication.listen: required for role \"primary\"",
                             )?),
-                            Role::Ingress => LinkEnd::Connect(r.peer.context(
-                                "replication.peer: required for role \"ingress\"",
+                            Role::Owner => LinkEnd::Connect(r.peer.context(
+                                "replication.peer: required for role \"owner\"",
                             )?),
                             Role::Simplex => bail!(
                                 "replication.role: \"alone\" means no replication; remove [replication]"
@@ -461,7 +461,7 @@ impl Config {
                     unexpected("max_size", r.max_size.is_some())?;
                     if r.policy() != Policy::Logged {
                         bail!(
-                            "{}: {:?} on an upstream route is not built yet (the ingress node would have to ask its own upstream and trust it to answer alike); use \"logged\"",
+                            "{}: {:?} on an upstream route is not built yet (the owner node would have to ask its own upstream and trust it to answer alike); use \"logged\"",
                             key("policy"),
                             r.policy().name()
                         );

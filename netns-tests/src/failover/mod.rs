@@ -1,6 +1,6 @@
 //! Failover scenarios, shared by `tests/failover_primary_crash.rs` and
-//! `tests/failover_ingress_crash.rs`: each body takes the [`Victim`] to
-//! SIGKILL. Every scenario builds its own duplex lab (n1 primary, n2 ingress),
+//! `tests/failover_owner_crash.rs`: each body takes the [`Victim`] to
+//! SIGKILL. Every scenario builds its own duplex lab (n1 primary, n2 owner),
 //! kills one node while a client is in the middle of something, and checks
 //! that the client sees nothing but a pause.
 //!
@@ -48,28 +48,28 @@ pub enum Victim {
     /// n1: runs the application and sends the replies.
     Primary,
     /// n2: owns the service address, forwards client frames, keeps shadows.
-    Ingress,
+    Owner,
 }
 
 impl Victim {
     pub fn node(self) -> &'static str {
         match self {
             Victim::Primary => "n1",
-            Victim::Ingress => "n2",
+            Victim::Owner => "n2",
         }
     }
 
     pub fn survivor(self) -> &'static str {
         match self {
             Victim::Primary => "n2",
-            Victim::Ingress => "n1",
+            Victim::Owner => "n1",
         }
     }
 
     pub fn role(self) -> &'static str {
         match self {
             Victim::Primary => "primary",
-            Victim::Ingress => "ingress",
+            Victim::Owner => "owner",
         }
     }
 }
@@ -145,7 +145,7 @@ fn plain_duplex_lab(test: &str, extra: &[&str]) -> Option<Lab> {
     let lab = Lab::up_with(test, &args)?;
     let st = lab.initial_status();
     assert_eq!(st["mode"], "duplex", "[{test}] lab status: {st}");
-    for (name, role) in [("n1", "primary"), ("n2", "ingress")] {
+    for (name, role) in [("n1", "primary"), ("n2", "owner")] {
         let n = status_node(st, name)
             .unwrap_or_else(|| panic!("[{test}] no node {name} in lab status: {st}"));
         assert_eq!(n["role"], role, "[{test}] lab status: {st}");

@@ -118,7 +118,7 @@ impl NodeCore {
         self.shared.generation_missing
     }
 
-    /// `static` replies this node made itself as an ingress node.
+    /// `static` replies this node made itself as an owner node.
     pub fn local_replies(&self) -> u64 {
         self.shared.local_replies
     }

@@ -2,11 +2,11 @@
 //! replication glue at the HTTP layer, sans-IO.
 //!
 //! A connection is either **live** (this node answers it: alone, primary,
-//! or promoted after a takeover) or a **shadow** (ingress node, primary
+//! or promoted after a takeover) or a **shadow** (owner node, primary
 //! alive). Live connections hand their HTTP output to the socket in whole
 //! *units* (a reply, a `100 Continue`, a close); as primary, each unit is
-//! logged to the ingress node first and written only once released (the
-//! ingress node acknowledged it, or died). A shadow keeps the client's input
+//! logged to the owner node first and written only once released (the
+//! owner node acknowledged it, or died). A shadow keeps the client's input
 //! since the last complete reply and writes logged units into its socket in
 //! order; at takeover it becomes live by resuming an HTTP connection at the
 //! first request without a logged reply.
@@ -81,10 +81,10 @@ pub struct LiveConn {
     /// reply is logged as a local unit (its place and the content
     /// generation it was made from, no payload).
     local: BTreeMap<u64, (Policy, [u8; 32])>,
-    /// The link session whose ingress node shadows this connection; `None`
+    /// The link session whose owner node shadows this connection; `None`
     /// when none does (opened while alone, or promoted). Only such a
     /// connection's units are logged: after a rejoin the new session's
-    /// ingress node knows nothing of older connections.
+    /// owner node knows nothing of older connections.
     session: Option<u64>,
     /// Since when released output has waited with none of it taken by the
     /// socket (the client does not read): `send_timeout` runs from here.
@@ -132,7 +132,7 @@ impl LiveConn {
     }
 }
 
-/// The ingress node's mirror of a connection the primary answers.
+/// The owner node's mirror of a connection the primary answers.
 pub struct Mirror {
     key: ConnKey,
     /// Client input from `input_base` on: the requests without a logged reply.
@@ -181,7 +181,7 @@ fn static_mask(ok: &[bool]) -> u64 {
         .fold(0, |m, (i, &ok)| m | (u64::from(ok) << i))
 }
 
-/// A reply the ingress node made before the primary's unit for it came.
+/// A reply the owner node made before the primary's unit for it came.
 struct Ahead {
     index: u64,
     /// Where the request ends in the client's input (absolute).
@@ -213,7 +213,7 @@ fn discard_input(sock: &mut tcp::Socket<'_>) {
 
 /// Bytes of client input a shadow keeps for requests without a logged
 /// reply, beyond which it stops reading (its window closes, and the
-/// ingress node forwards nothing it does not hold).
+/// owner node forwards nothing it does not hold).
 fn input_log_limit(limits: &Limits) -> usize {
     (limits.max_header_bytes as u64 + limits.max_body_bytes + 64 * 1024).min(1 << 30) as usize
 }
@@ -338,7 +338,7 @@ pub(crate) struct Shared {
     pub tls_jobs: VecDeque<TlsJob>,
     pub seed: u64,
     pub handler_runs: u64,
-    /// Replies the ingress node made itself for local (`static`) units.
+    /// Replies the owner node made itself for local (`static`) units.
     pub local_replies: u64,
     /// Local units naming a content generation this node no longer (or
     /// never) held: their connections' shadows were given up.
@@ -788,7 +788,7 @@ impl Service for SiteDriver<'_> {
         }
         // The HTTP layer is closed now; the next drive queues its close as
         // a unit (logged under replication, like an idle timeout's), so the
-        // ingress node's shadow closes at the same byte, and then sends the
+        // owner node's shadow closes at the same byte, and then sends the
         // FIN.
         tracing::debug!(?id, conn = %c.key, "idle connection closed to make room for a new client");
         true

@@ -4,7 +4,7 @@
 //! A node holds a *site* per service address: its smoltcp [`Engine`], its
 //! HTTP connections, and — when the role is replicated — a [`Replica`] for
 //! the link to the peer that shares the address. Roles per address
-//! ([`Role`]): `Ingress` (owns the address on the LAN: shadows and forwards;
+//! ([`Role`]): `Owner` (owns the address on the LAN: shadows and forwards;
 //! the paper's backup), `Primary` (runs the application for an address a
 //! peer owns), `Simplex` (alone). Promotion and claim turn a site's role
 //! into `Simplex`; fencing silences one site.
@@ -93,7 +93,7 @@ pub struct SiteConfig {
     pub syn_cookies: Option<SynCookies>,
     /// The starting role.
     pub role: Role,
-    /// The peer sharing the address (`Ingress`: its primary; `Primary`: its
+    /// The peer sharing the address (`Owner`: its primary; `Primary`: its
     /// owner); `None` for `Simplex`.
     pub peer: Option<PeerId>,
     /// Also serve HTTPS (TLS 1.3) on a second port of the address; `None`:
@@ -164,7 +164,7 @@ pub enum NodeConfigError {
     /// A `Simplex` site with a peer.
     #[error("service address {0}: serves alone but names a peer")]
     PeerForSimplex(Ipv4Address),
-    /// `static`/`sync-static` on a route whose replies the ingress node
+    /// `static`/`sync-static` on a route whose replies the owner node
     /// cannot make itself.
     #[error("route {0}: static and sync-static need a files route")]
     StaticNeedsFiles(String),
@@ -229,7 +229,7 @@ struct Site {
     /// not a state.
     fenced_reported: bool,
     /// This node was paused past the heartbeat timeout while it was an
-    /// ingress node: its peer may have claimed the address meanwhile, so
+    /// owner node: its peer may have claimed the address meanwhile, so
     /// it probes before it promotes. A latch on the next `PeerDead`, set
     /// by the pause check in any phase (a booting owner may be paused
     /// too), so it stays beside the phase.
@@ -413,7 +413,7 @@ impl NodeCore {
                     rc.cold_start_wait = cfg.cold_start_wait;
                     rc.mac = cfg.mac.0;
                     // As many replicated connections as the address's pool
-                    // may hold (an ingress node's bound, the larger), never
+                    // may hold (an owner node's bound, the larger), never
                     // fewer than the default: at 65,536 a duplex pair
                     // stopped replying to new connections (issue 9).
                     rc.max_conns = rc.max_conns.max(
@@ -446,7 +446,7 @@ impl NodeCore {
                 Role::Simplex => engine.announce(),
                 // An owner probes first: its peer may hold the address
                 // (it took it over while this node was down).
-                Role::Ingress => {
+                Role::Owner => {
                     engine.probe_before_promote();
                     engine.set_starting(true);
                 }
@@ -459,7 +459,7 @@ impl NodeCore {
                 engine,
                 conns: SiteConns::default(),
                 replica,
-                phase: if sc.role == Role::Ingress {
+                phase: if sc.role == Role::Owner {
                     Phase::Booting
                 } else {
                     Phase::Active
@@ -604,7 +604,7 @@ impl NodeCore {
     /// reached the clients.
     pub fn leave_grace_wanted(&self) -> bool {
         self.sites.iter().any(|s| {
-            s.engine.mode() == Role::Ingress
+            s.engine.mode() == Role::Owner
                 && s.replica
                     .as_ref()
                     .is_some_and(|r| r.peer_state() == crate::PeerState::Up)

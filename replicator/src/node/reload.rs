@@ -5,11 +5,11 @@
 //!
 //! Under `static` the primary decides that a reply is static, writes its
 //! own copy to the client at once, and logs only the reply's *place* (a
-//! local unit); the ingress node makes its copy from its own content. If
+//! local unit); the owner node makes its copy from its own content. If
 //! either node's content changed between the primary's decision and the
-//! ingress node's copy — one node reloaded, the other not yet, or the
+//! owner node's copy — one node reloaded, the other not yet, or the
 //! primary's decision was still queued behind the log window when the
-//! ingress node reloaded — the two copies would differ, and a takeover
+//! owner node reloaded — the two copies would differ, and a takeover
 //! would send the client a spliced reply. So every reply is tied to a
 //! content *generation*, named by the route's digest (SHA-256 over the
 //! prefix and every file, the value `Routes` announces):
@@ -24,7 +24,7 @@
 //!    session.
 //! 2. The local unit names the digest its reply was made from (wire
 //!    version 4: a local unit's payload is that digest).
-//! 3. The ingress node makes its copy from exactly that generation: the
+//! 3. The owner node makes its copy from exactly that generation: the
 //!    current one, or the one its last reload retired (kept in
 //!    [`super::conn::Shared`]'s `retired` until the next reload, so a unit
 //!    decided before this node's new `Routes` reached the primary still
@@ -34,7 +34,7 @@
 //!    (an error in the log, `generation_missing` counted). The client sees
 //!    nothing — the primary serves on — but that connection would not
 //!    survive the primary's crash. Never a spliced reply.
-//! 5. A reply the ingress node made *ahead* of the primary's unit (its
+//! 5. A reply the owner node made *ahead* of the primary's unit (its
 //!    own `static` decision, so that no client ACK waits for it) was made
 //!    from its current generation, which it records: a local unit naming
 //!    the same generation confirms it; one naming another generation is

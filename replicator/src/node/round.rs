@@ -300,10 +300,10 @@ impl Site {
         match self.engine.mode() {
             // Someone answered the owner's boot probes: its peer holds the
             // address; wait for the link (rejoin).
-            Role::Ingress if self.engine.fenced() => {}
+            Role::Owner if self.engine.fenced() => {}
             // The probes' outcome decides (see `on_probes_done`).
-            Role::Ingress if self.engine.probing() => {}
-            Role::Ingress => decided.promote = true,
+            Role::Owner if self.engine.probing() => {}
+            Role::Owner => decided.promote = true,
             Role::Primary => decided.claim = !self.engine.probing(),
             Role::Simplex => {}
         }
@@ -322,10 +322,10 @@ impl Site {
         match self.engine.mode() {
             // Paused past the timeout, or still probing at start: the
             // primary may hold the address now; ask the LAN first.
-            Role::Ingress if self.suspect || self.engine.probing() => {
+            Role::Owner if self.suspect || self.engine.probing() => {
                 self.engine.probe_before_promote()
             }
-            Role::Ingress => decided.promote = true,
+            Role::Owner => decided.promote = true,
             // (Unless a `Leaving` started the claim.)
             Role::Primary => decided.claim = !self.engine.probing(),
             Role::Simplex => {}
@@ -393,7 +393,7 @@ impl Site {
     fn on_conflict(&mut self, mac: EthernetAddress) {
         let address = self.cfg.address.address();
         match self.cfg.role {
-            Role::Ingress => {
+            Role::Owner => {
                 tracing::warn!(%address, peer_mac = %mac, "split brain: the primary announced this node's address too; the owner keeps it");
                 self.engine.defend();
             }

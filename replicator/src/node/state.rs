@@ -114,7 +114,7 @@ impl Site {
         // Booting is where a site starts, never where it goes back to.
         assert_ne!(to, Phase::Booting, "a site cannot boot again ({why})");
         if from == Phase::Booting {
-            assert_eq!(self.cfg.role, Role::Ingress, "only an owner boots");
+            assert_eq!(self.cfg.role, Role::Owner, "only an owner boots");
         }
         self.phase = to;
         match to {
@@ -176,7 +176,7 @@ impl NodeCore {
         }
         match (s.cfg.role, s.engine.mode()) {
             (Role::Simplex, _) => SiteState::Alone,
-            (Role::Ingress, Role::Simplex) => SiteState::Promoted,
+            (Role::Owner, Role::Simplex) => SiteState::Promoted,
             (Role::Primary, Role::Simplex) => SiteState::Claimed,
             _ if s
                 .replica

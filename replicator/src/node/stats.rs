@@ -6,7 +6,7 @@
 //! the parsed request to the round in which the last byte of its final
 //! reply was queued into the connection's socket (so for a reply larger
 //! than the socket's send buffer it includes most of the transfer). On a
-//! primary it includes the wait for the ingress node's log
+//! primary it includes the wait for the owner node's log
 //! acknowledgement. Requests of a connection taken over mid-way are counted
 //! from the takeover on (the old primary's parse time is not known here).
 

@@ -19,7 +19,7 @@ impl NodeCore {
     /// dead and taken over. Whatever the links still hold was sent before
     /// that and proves nothing, so every replicated site drops its session
     /// (the shell drops the link at the next message) and goes through the
-    /// takeover's checks: a primary probes before it claims, an ingress
+    /// takeover's checks: a primary probes before it claims, an owner
     /// node probes before it promotes; either is fenced if the peer
     /// answers. Until then each stays silent on the LAN.
     pub fn check_paused(&mut self, now: Instant) {
@@ -47,7 +47,7 @@ impl NodeCore {
             }
             paused = paused.max(silence);
             affected += 1;
-            s.suspect = s.engine.mode() == Role::Ingress;
+            s.suspect = s.engine.mode() == Role::Owner;
             s.engine.set_lease(false);
             s.engine.probe_carefully(self.heartbeat_timeout);
             r.handle_link_lost(now);
@@ -269,7 +269,7 @@ impl NodeCore {
         site.transition(Phase::Active, "rejoined");
         site.suspect = false;
         site.fenced_reported = false;
-        if site.cfg.role == Role::Ingress {
+        if site.cfg.role == Role::Owner {
             if site.routes_seen {
                 site.engine.reassert();
             } else {

@@ -104,8 +104,8 @@ impl Replica {
                 return Err(ProtocolError::BadVersion { got: version });
             }
             let wanted = match role {
-                Role::Primary => Role::Ingress,
-                Role::Ingress => Role::Primary,
+                Role::Primary => Role::Owner,
+                Role::Owner => Role::Primary,
                 // No session exists while simplex.
                 Role::Simplex => return Err(ProtocolError::NotConnected),
             };
@@ -162,7 +162,7 @@ impl Replica {
                 Ok(())
             }
             Msg::Unit(unit) => {
-                if role != Role::Ingress {
+                if role != Role::Owner {
                     return Err(unexpected);
                 }
                 self.on_unit(unit)
@@ -180,7 +180,7 @@ impl Replica {
                 self.on_ack(conn, seq)
             }
             Msg::ConnGone { conn } => {
-                if role != Role::Ingress {
+                if role != Role::Owner {
                     return Err(unexpected);
                 }
                 self.check_peer_backlog()?;

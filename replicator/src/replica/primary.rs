@@ -198,7 +198,7 @@ impl Replica {
     /// The connection ended here: forget it.
     ///
     /// Primary side: held units are dropped (never released) and, if the
-    /// connection was replicated, the peer is told with `ConnGone`. Ingress
+    /// connection was replicated, the peer is told with `ConnGone`. Owner
     /// side: everything received is acknowledged and later units for it are
     /// acknowledged without an event, until the primary's `ConnGone`.
     pub fn conn_gone(&mut self, conn: ConnKey) {

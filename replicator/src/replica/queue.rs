@@ -14,7 +14,7 @@
 //! it. `Leaving` must follow every unit logged before it (the owner takes
 //! over at `Leaving` with everything the primary logged); `Routes` marks
 //! where the peer's view of the content changes; a node forwarding frames
-//! (ingress) queues only these, so its queue stays first in, first out.
+//! (owner) queues only these, so its queue stays first in, first out.
 //!
 //! Turns are per message, not per byte: a connection whose units are large
 //! gets more bytes per turn. A unit is one reply and is never split, so no

@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_FORWARD_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_COLD_START_WAIT: Duration = Duration::from_secs(2);
 
 /// Configuration of a [`Replica`]. Both nodes of a pair should use the same
-/// limits: the ingress node enforces the primary's window as a protocol rule.
+/// limits: the owner node enforces the primary's window as a protocol rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaConfig {
     /// The role this node takes whenever a link session is up.
@@ -58,7 +58,7 @@ pub struct ReplicaConfig {
     /// This node's MAC on the service LAN, sent in `Hello` (default all
     /// zero: not given).
     pub mac: [u8; 6],
-    /// Ingress: bytes of client frames queued for the link at most (default
+    /// Owner: bytes of client frames queued for the link at most (default
     /// 64 MiB); beyond it a frame is refused like at `max_forward_queue`.
     pub max_forward_bytes: usize,
     /// A node that has had no link session this long after it started
@@ -158,7 +158,7 @@ pub enum Event {
     PeerLeaving,
     /// No link session came up within [`ReplicaConfig::cold_start_wait`]
     /// of the start (a cold start with the peer down). The caller serves
-    /// the address alone, as after [`Event::PeerDead`] (ingress: announce
+    /// the address alone, as after [`Event::PeerDead`] (owner: announce
     /// and serve; primary: probe, then claim); the role is now
     /// [`Role::Simplex`] until a link session comes up (rejoin).
     PeerAbsent {
@@ -173,7 +173,7 @@ pub enum Event {
         mac: [u8; 6],
     },
     /// Heartbeat timeout or link lost. The caller performs the takeover
-    /// (ingress: promote shadow connections; primary: claim the address). The
+    /// (owner: promote shadow connections; primary: claim the address). The
     /// role is now [`Role::Simplex`].
     PeerDead {
         /// Time since anything was last heard from the peer.
@@ -190,7 +190,7 @@ pub enum Event {
         /// The unit's sequence number, as returned by [`Replica::log_unit`].
         seq: u64,
     },
-    /// Ingress: a logged unit to mirror into the shadow connection. Per
+    /// Owner: a logged unit to mirror into the shadow connection. Per
     /// connection these come in `seq` order without gaps. Taking this event
     /// acknowledges the unit to the primary: from then on the caller owns the
     /// only copy the pair has besides the primary's.
@@ -201,12 +201,12 @@ pub enum Event {
         /// As the peer sent them.
         routes: Vec<crate::wire::RouteDigest>,
     },
-    /// Ingress: the primary's connection ended; its state here is forgotten.
+    /// Owner: the primary's connection ended; its state here is forgotten.
     ConnGone {
         /// The connection.
         conn: ConnKey,
     },
-    /// Primary: a client frame forwarded by the ingress node.
+    /// Primary: a client frame forwarded by the owner node.
     Frame {
         /// The frame, starting at the Ethernet header.
         frame: Bytes,
@@ -245,7 +245,7 @@ pub enum ProtocolError {
         /// The role in the peer's `Hello`.
         theirs: Role,
     },
-    /// A message this role never receives (a `Frame` sent to an ingress node,
+    /// A message this role never receives (a `Frame` sent to an owner node,
     /// a `Unit` to a primary, …).
     #[error("{msg} is not valid towards a node with role {role:?}")]
     UnexpectedMsg {
@@ -300,7 +300,7 @@ pub enum ProtocolError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum Backpressure {
-    /// `forward_frame`: this node is not the ingress node of a live link
+    /// `forward_frame`: this node is not the owner node of a live link
     /// session. Serve the frame locally or drop it.
     #[error("no link session to a primary")]
     NoPeer,
@@ -353,19 +353,19 @@ pub struct ReplicaStats {
     pub peer_node: Option<String>,
     /// Takeovers: how many times this node declared its peer dead.
     pub takeovers: u64,
-    /// Connections tracked (primary side + ingress side).
+    /// Connections tracked (primary side + owner side).
     pub conns: usize,
     /// Primary: units logged and not yet acknowledged.
     pub unacked_units: u64,
     /// Primary: payload bytes of those units.
     pub unacked_bytes: u64,
-    /// Ingress: units received and not yet taken from `poll_event`.
+    /// Owner: units received and not yet taken from `poll_event`.
     pub unpolled_units: u64,
     /// Messages waiting in the link queue (`Frame`, `Unit`, `ConnGone`).
     pub queued_msgs: usize,
-    /// Ingress: frames queued for the primary.
+    /// Owner: frames queued for the primary.
     pub forwarded_frames: u64,
-    /// Primary: frames received from the ingress node.
+    /// Primary: frames received from the owner node.
     pub received_frames: u64,
     /// Primary: units sent to the peer for logging.
     pub logged_units: u64,
@@ -374,7 +374,7 @@ pub struct ReplicaStats {
     pub unreplicated_units: u64,
     /// Primary: release events emitted.
     pub released_units: u64,
-    /// Ingress: units received from the primary.
+    /// Owner: units received from the primary.
     pub mirrored_units: u64,
     /// Acknowledgements sent.
     pub acks_sent: u64,
@@ -393,15 +393,15 @@ pub struct ReplicaStats {
 /// Per-connection state, from [`Replica::conn_stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnStats {
-    /// Primary side: the next unit's seq. Ingress side: the next expected seq.
+    /// Primary side: the next unit's seq. Owner side: the next expected seq.
     pub next_seq: u64,
-    /// Primary: units held for an ack. Ingress: units not yet taken.
+    /// Primary: units held for an ack. Owner: units not yet taken.
     pub pending_units: u64,
     /// Payload bytes of those units.
     pub pending_bytes: u64,
     /// Whether units of this connection go to the peer.
     pub replicated: bool,
-    /// Ingress: the caller reported the connection gone; later units are
+    /// Owner: the caller reported the connection gone; later units are
     /// acknowledged without an event until the primary's `ConnGone`.
     pub gone_local: bool,
 }

@@ -138,7 +138,7 @@ impl World {
     }
 
     /// Promises 2 and 3 on the handlers, per service address: its owner
-    /// (the ingress node) runs none while the address's primary lives; the
+    /// (the owner node) runs none while the address's primary lives; the
     /// primary runs each request once; after the primary died the owner
     /// runs at most the requests whose final reply was not logged to it —
     /// a request whose reply was logged is not executed again.
@@ -171,7 +171,7 @@ impl World {
                 };
                 if before != 0 {
                     v.push(format!(
-                        "promise 3: the ingress node {} of {ip} ran {before} of its handlers before its primary {} died",
+                        "promise 3: the owner node {} of {ip} ran {before} of its handlers before its primary {} died",
                         o.name(),
                         p.name()
                     ));
@@ -198,7 +198,7 @@ impl World {
                 let before = self.runs_at_kill[o.index()][a.index];
                 if before != 0 {
                     v.push(format!(
-                        "promise 3: the ingress node {} of {ip} ran {before} of its handlers with its primary alive",
+                        "promise 3: the owner node {} of {ip} ran {before} of its handlers with its primary alive",
                         o.name()
                     ));
                 }
@@ -207,7 +207,7 @@ impl World {
                 let runs = self.runs(o, a.index);
                 if runs != 0 {
                     v.push(format!(
-                        "promise 3: the ingress node {} of {ip} ran {runs} of its handlers with its primary alive",
+                        "promise 3: the owner node {} of {ip} ran {runs} of its handlers with its primary alive",
                         o.name()
                     ));
                 }

@@ -39,14 +39,14 @@ impl<C> Engine<C> {
     /// it — as the kernel's SYN queue is apart from nginx's connections —
     /// so a SYN, spoofed or not, never costs an open connection: a new
     /// connection makes room only once its handshake is complete (see
-    /// `enforce_max_connections`). The ingress node shadows the primary's
+    /// `enforce_max_connections`). The owner node shadows the primary's
     /// connections and sees each SYN first, and the shadow of a connection
     /// the primary closed to make room closes a round trip later: its pool
     /// has a second SYN queue's room, so it never refuses a SYN the
     /// primary takes. After a promotion it is a simplex node's.
     pub(super) fn pool_limit(&self) -> usize {
         let queue = match self.mode {
-            Role::Ingress => self.cfg.max_half_open.saturating_mul(2),
+            Role::Owner => self.cfg.max_half_open.saturating_mul(2),
             Role::Simplex | Role::Primary => self.cfg.max_half_open,
         };
         self.cfg
@@ -92,7 +92,7 @@ impl<C> Engine<C> {
                         && sockets.get::<tcp::Socket>(s.handle).state() != tcp::State::TimeWait
                 })
         });
-        if self.mode == Role::Ingress {
+        if self.mode == Role::Owner {
             return false;
         }
         let over = self.stats.active.saturating_sub(self.cfg.max_connections);
@@ -248,7 +248,7 @@ impl<C> Engine<C> {
         let mut deferred = VecDeque::new();
         self.admitting_lan = false;
         while let Some(mut f) = self.peer_in.pop_front() {
-            // Addressed to the ingress node's MAC on the LAN; ours here.
+            // Addressed to the owner node's MAC on the LAN; ours here.
             if f.data().len() >= 6 {
                 let mac = self.cfg.mac;
                 f.data_mut()[0..6].copy_from_slice(mac.as_bytes());
@@ -266,20 +266,20 @@ impl<C> Engine<C> {
                 self.recycle(f);
                 continue;
             }
-            let ingress_fenced = self.mode == Role::Ingress && self.probe_answered(&f);
+            let owner_fenced = self.mode == Role::Owner && self.probe_answered(&f);
             let stood_down_fenced = self.mode == Role::Simplex && self.probe_answered(&f);
             let back = match self.mode {
-                // The primary hears clients only through the ingress node;
+                // The primary hears clients only through the owner node;
                 // while claiming it listens for an answer to its probes.
                 Role::Primary if self.serves_from_lan(&f) => self.admit_plain(f, refusing),
                 Role::Primary => {
                     if self.probe_answered(&f) {
-                        self.fence("the ingress node still owns the service address");
+                        self.fence("the owner node still owns the service address");
                     }
                     self.recycle(f);
                     None
                 }
-                Role::Ingress if ingress_fenced => {
+                Role::Owner if owner_fenced => {
                     self.fence(
                         "the primary holds the service address (it took over while this node \
                          was silent)",
@@ -300,11 +300,11 @@ impl<C> Engine<C> {
                     self.check_conflict(&f);
                     self.admit_plain(f, refusing)
                 }
-                Role::Ingress => {
+                Role::Owner => {
                     // The shadow answers a SYN at once only if it knows the
                     // client's MAC; waiting for ARP would hold the SYN back.
                     self.learn_neighbor(f.data(), now);
-                    self.admit_ingress(f, refusing)
+                    self.admit_owner(f, refusing)
                 }
             };
             if let Some(f) = back {

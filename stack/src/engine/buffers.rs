@@ -11,7 +11,7 @@
 //!
 //! Only the send side varies: the receive buffer decides the window the
 //! client sees and the window scale negotiated in the handshake, which the
-//! primary and the ingress node's shadow must agree on (see
+//! primary and the owner node's shadow must agree on (see
 //! docs/replication-protocol.md), so it keeps its configured size. The
 //! send buffer's size is invisible on the wire.
 

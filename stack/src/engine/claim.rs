@@ -19,7 +19,7 @@ pub(super) fn is_probe_traffic(frame: &[u8]) -> bool {
 }
 
 /// Split-brain guard: before claiming the address, the primary probes for
-/// it this many times, this far apart; an answer means the ingress node is
+/// it this many times, this far apart; an answer means the owner node is
 /// alive (only the link failed) and the primary must stand down.
 ///
 /// The claim comes one interval after the last probe: 36 ms after the
@@ -64,7 +64,7 @@ pub(super) enum Claim {
         sent: u32,
         next_at: Option<StdInstant>,
     },
-    /// The ingress node answered: it owns the address and the connections.
+    /// The owner node answered: it owns the address and the connections.
     Fenced,
 }
 
@@ -78,13 +78,13 @@ impl<C> Engine<C> {
         self.lease = ok;
     }
 
-    /// An ingress node whose primary seems gone, but which may itself have
+    /// An owner node whose primary seems gone, but which may itself have
     /// been paused past the timeout (its peer may have claimed the address
     /// meanwhile): probe for the address first, silent. If the primary
     /// answers, it holds the address: this node is fenced. If nobody does,
     /// [`Engine::take_probed`] says so and the caller promotes.
     pub fn probe_before_promote(&mut self) {
-        if self.mode == Role::Ingress && self.claim == Claim::None {
+        if self.mode == Role::Owner && self.claim == Claim::None {
             self.start_probing();
         }
     }
@@ -132,7 +132,7 @@ impl<C> Engine<C> {
     /// took the address over (its `Hello`'s epoch is 0), so nobody else
     /// holds it. Stop probing; the caller announces it.
     pub fn cancel_probe(&mut self) {
-        if self.mode == Role::Ingress && matches!(self.claim, Claim::Probing { .. }) {
+        if self.mode == Role::Owner && matches!(self.claim, Claim::Probing { .. }) {
             self.claim = Claim::None;
         }
     }
@@ -160,9 +160,9 @@ impl<C> Engine<C> {
         self.lan_out.push_back(Frame::copy_from(&f));
     }
 
-    /// The ingress node seems gone: probe for the address, then serve it
+    /// The owner node seems gone: probe for the address, then serve it
     /// ourselves — unless someone answers the probe, in which case the
-    /// ingress node is alive (the link alone failed), it has taken over,
+    /// owner node is alive (the link alone failed), it has taken over,
     /// and this node is fenced: it must send nothing more.
     pub fn claim(&mut self) {
         if self.mode == Role::Primary && self.claim == Claim::None {
@@ -170,7 +170,7 @@ impl<C> Engine<C> {
         }
     }
 
-    /// The ingress node said it is leaving (a planned stop, on the
+    /// The owner node said it is leaving (a planned stop, on the
     /// authenticated link): it answers nothing any more, so claim the
     /// address at the next round, without the probes.
     pub fn claim_now(&mut self) {
@@ -184,7 +184,7 @@ impl<C> Engine<C> {
         }
     }
 
-    /// The ingress node answered our probe: stop serving for good.
+    /// The owner node answered our probe: stop serving for good.
     pub fn fenced(&self) -> bool {
         self.claim == Claim::Fenced
     }
@@ -236,7 +236,7 @@ impl<C> Engine<C> {
                 sent: sent + 1,
                 next_at: Some(now + interval),
             };
-        } else if self.mode == Role::Ingress {
+        } else if self.mode == Role::Owner {
             tracing::info!(
                 connections = self.stats.active,
                 reprobe = self.reprobing,
@@ -262,7 +262,7 @@ impl<C> Engine<C> {
             }
             self.announce_to_all();
             self.start_reannouncing(now);
-            // The client has been acknowledging to the dead ingress node:
+            // The client has been acknowledging to the dead owner node:
             // our data reached it, its ACKs did not reach us. Rather than
             // wait for smoltcp's retransmission timer (1 s at least, more
             // after a backoff), move smoltcp's clock past it once: every

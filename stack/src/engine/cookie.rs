@@ -139,13 +139,13 @@ const OWN_MSS: u16 = 1460;
 impl<C> Engine<C> {
     /// A new SYN from the LAN is answered with a cookie instead of queued:
     /// cookies are on and the half-open connections are at their bound.
-    /// Only a node that hears SYNs first decides (simplex, or the ingress
-    /// node of a pair); a primary queues what its ingress node forwards —
+    /// Only a node that hears SYNs first decides (simplex, or the owner
+    /// node of a pair); a primary queues what its owner node forwards —
     /// its shadow is in the queue there.
     pub(super) fn cookie_instead(&self) -> bool {
         self.cfg.syn_cookies.as_ref().is_some_and(|c| c.send)
             && self.admitting_lan
-            && matches!(self.mode, Role::Simplex | Role::Ingress)
+            && matches!(self.mode, Role::Simplex | Role::Owner)
             && self.pending_syn.len() + self.pool.half_open.len() >= self.cfg.max_half_open
     }
 
@@ -223,7 +223,7 @@ impl<C> Engine<C> {
     /// cookie — made here or by the peer, with the same key — open its
     /// connection: a listener takes the handshake up in SYN-RECEIVED
     /// (hotpair patch 13) and the segment, fed to it next, completes it.
-    /// On the ingress node the socket is the shadow, its ISN the cookie
+    /// On the owner node the socket is the shadow, its ISN the cookie
     /// (the primary's is the same cookie: the offset is 0).
     pub(super) fn cookie_ack(&mut self, s: &Seg, tuple: Tuple) -> CookieAck {
         let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| c.key) else {
@@ -263,7 +263,7 @@ impl<C> Engine<C> {
             tracing::trace!(client = %s.src, port = s.src_port, "SYN cookie: no socket free");
             return CookieAck::Drop;
         };
-        let shadow = self.mode == Role::Ingress;
+        let shadow = self.mode == Role::Owner;
         let window = self.cookie_window();
         let local = IpEndpoint::new(IpAddress::Ipv4(s.dst), s.dst_port);
         let remote = IpEndpoint::new(IpAddress::Ipv4(s.src), s.src_port);

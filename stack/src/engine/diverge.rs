@@ -6,7 +6,7 @@
 //! loser sent the client bytes the survivor never sent, then the loser
 //! died. The client's ACKs are beyond everything the survivor has queued;
 //! smoltcp (RFC 9293) drops each such segment and answers with an ACK (an
-//! ingress node holds it, waiting for its service to queue that far: it
+//! owner node holds it, waiting for its service to queue that far: it
 //! never will); the survivor retransmits from its SND.UNA, old data to the
 //! client, which acknowledges its own, higher, receive point again. Nothing
 //! ever moves: the connection hangs until the client gives up. An RST is
@@ -18,7 +18,7 @@
 //! A legitimate takeover looks different: a promoted shadow's or a claiming
 //! primary's SND.NXT may lag the client's ACK (the dead peer had sent
 //! further), but that ACK is within what this node has queued — smoltcp
-//! takes it at once and SND.UNA moves — or, on an ingress node, the segment
+//! takes it at once and SND.UNA moves — or, on an owner node, the segment
 //! waits for the service to queue the same bytes, which it holds (the
 //! primary sends nothing its peer does not hold). Either way SND.UNA moves
 //! within a round or two. So a connection is reset only when, for
@@ -90,7 +90,7 @@ impl<C> Engine<C> {
         let tr = self.tracks.get(tuple);
         match self.mode {
             Role::Simplex => true,
-            Role::Ingress => tr.is_some_and(|t| t.shadow.as_ref().is_some_and(|sh| sh.live)),
+            Role::Owner => tr.is_some_and(|t| t.shadow.as_ref().is_some_and(|sh| sh.live)),
             Role::Primary => tr.is_some_and(|t| t.local),
         }
     }

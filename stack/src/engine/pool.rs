@@ -83,7 +83,7 @@ fn new_socket(rx: &'static RxSlab, mode: Role) -> Option<tcp::Socket<'static>> {
     let mut s = tcp::Socket::new(rx, buffers::empty());
     // Request/response: send a reply's tail at once.
     s.set_nagle_enabled(false);
-    if mode == Role::Ingress {
+    if mode == Role::Owner {
         // A shadow must acknowledge each client segment at once: that ACK is
         // what tells us the segment is held here and may go to the primary.
         s.set_ack_delay(None);

@@ -1,7 +1,7 @@
 //! Rejoin: when a link session with the peer comes up again, a site takes
 //! its configured role back (the rule is in docs/replication-protocol.md,
 //! "Rejoin"). Connections the node serves itself stay with it: as the
-//! ingress node it keeps answering them locally and passes frames of
+//! owner node it keeps answering them locally and passes frames of
 //! connections it does not know through to the primary, which serves those
 //! unreplicated; as the primary it keeps serving the ones it holds, their
 //! frames now arriving over the link. A node that stood by (fenced) held
@@ -29,7 +29,7 @@ impl<C> Engine<C> {
         self.reprobe_at = None;
         self.reset_pending = if fenced {
             Some(Stale::All)
-        } else if role == Role::Ingress {
+        } else if role == Role::Owner {
             // Shadows not promoted lost their mirrors with the old session
             // (the primary serves those connections unreplicated now):
             // their frames pass through from here on.
@@ -43,7 +43,7 @@ impl<C> Engine<C> {
         // the primary, still serving alone, see a split brain and stand
         // down, dropping connections only it held (found by the
         // simulation's `lan` variant).
-        self.arp_quiet = role == Role::Ingress && (mode != role || fenced);
+        self.arp_quiet = role == Role::Owner && (mode != role || fenced);
         self.claim = Claim::None;
         self.probed = false;
         if role == Role::Primary {
@@ -70,7 +70,7 @@ impl<C> Engine<C> {
     /// the primary stopped answering for it): a gratuitous ARP, a direct
     /// request to every client it knows, repeated as after a claim.
     pub fn reassert(&mut self) {
-        if self.mode != Role::Ingress || self.claim != Claim::None {
+        if self.mode != Role::Owner || self.claim != Claim::None {
             return;
         }
         self.arp_quiet = false;

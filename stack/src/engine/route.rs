@@ -102,7 +102,7 @@ impl<C> Engine<C> {
                 }
             }
             if crate::arp::is_arp(f.data()) {
-                let quiet = self.arp_quiet && self.mode == Role::Ingress;
+                let quiet = self.arp_quiet && self.mode == Role::Owner;
                 if self.mode == Role::Primary || quiet {
                     self.recycle(f);
                 } else {

@@ -1,4 +1,4 @@
-//! The shadow path (ingress mode): each client segment goes first to a
+//! The shadow path (owner mode): each client segment goes first to a
 //! shadow socket, its ACK and SACK edges moved into the shadow's sequence
 //! space, and is forwarded to the primary only once the shadow holds its
 //! bytes (held while the shadow's data lags, deferred while out of order).
@@ -258,7 +258,7 @@ impl<C> Engine<C> {
         self.pass_through = on;
     }
 
-    pub(super) fn admit_ingress(&mut self, f: Frame, refusing: bool) -> Option<Frame> {
+    pub(super) fn admit_owner(&mut self, f: Frame, refusing: bool) -> Option<Frame> {
         let (f, s, tuple) = self.classify(f)?;
         if s.has(SYN) && !s.has(ACK) {
             if self.syn_is_duplicate(&tuple) {

@@ -2,7 +2,7 @@
 //!
 //! A socket's receive buffer keeps its configured size (128 KiB by default:
 //! its capacity fixes the window scale and the advertised window, which the
-//! primary and the ingress node's shadow must agree on), yet an idle
+//! primary and the owner node's shadow must agree on), yet an idle
 //! keep-alive connection touches one page of it. That costs one page only
 //! if the buffer comes from fresh zero pages. glibc serves blocks this
 //! large with a mmap each — but only up to `M_MMAP_MAX` (65,536) live

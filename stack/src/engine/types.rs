@@ -27,7 +27,7 @@ pub struct StackConfig {
     pub alt_port: Option<u16>,
     /// The most connections at once: beyond it, the oldest idle ones are
     /// closed for new ones. Half-open connections and armed listeners have
-    /// their own room beyond it (an ingress node's engine a second SYN
+    /// their own room beyond it (an owner node's engine a second SYN
     /// queue's: see `Engine::pool_limit`).
     pub max_connections: usize,
     /// The most half-open connections (SYN received, handshake not done)
@@ -97,7 +97,7 @@ impl Frame {
 
 /// What a node does for one service address: the one role type of the
 /// engine, the protocol core and the config. Promotion and claim turn
-/// `Ingress` and `Primary` into `Simplex`.
+/// `Owner` and `Primary` into `Simplex`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Serve the address alone, unreplicated (no live peer).
@@ -107,7 +107,7 @@ pub enum Role {
     Primary,
     /// Own the address on the LAN (the paper's backup): shadow every
     /// connection and forward client frames to the peer that is primary.
-    Ingress,
+    Owner,
 }
 
 /// Identifies one connection for its whole life: the pool slot plus a
@@ -153,7 +153,7 @@ pub struct ConnInfo {
     /// `alt_port`): what the service runs on it (HTTP or HTTPS) follows.
     pub local_port: u16,
     pub key: ConnKey,
-    /// A shadow of a connection the primary serves (ingress mode).
+    /// A shadow of a connection the primary serves (owner mode).
     pub shadow: bool,
 }
 
@@ -204,7 +204,7 @@ pub struct EngineStats {
     /// Probe rounds a fenced site ran to see whether its peer still holds
     /// the address.
     pub reprobes: u64,
-    /// Ingress: segments of no known connection dropped (the primary holds
+    /// Owner: segments of no known connection dropped (the primary holds
     /// none this node does not know, or the pass-through budget was spent).
     pub unknown_dropped: u64,
     /// Frames whose source MAC differed from a fresh neighbour entry and

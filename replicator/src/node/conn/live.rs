@@ -80,7 +80,7 @@ impl SiteDriver<'_> {
             // Requests go to a handler only while the replies this client
             // has not read stay under the output bound: a client that
             // pipelines requests and never reads holds at most that much
-            // (plus one reply) here — and in its ingress node's mirror.
+            // (plus one reply) here — and in its owner node's mirror.
             while c.pending_jobs == 0 && c.held_output() < self.shared.limits.max_output_bytes {
                 let Some(req) = c.http.poll_request() else {
                     break;
@@ -107,7 +107,7 @@ impl SiteDriver<'_> {
             }
             if c.http.is_closed() && c.unlogged.is_empty() && !c.close_queued {
                 // The HTTP layer is done (EOF, timeout) after a reply that
-                // did not say so: the close is a unit too, so the ingress
+                // did not say so: the close is a unit too, so the owner
                 // node closes its shadow at the same byte.
                 let u = OutputUnit {
                     index: CLOSE_INDEX,
@@ -288,9 +288,9 @@ impl SiteDriver<'_> {
             };
             let (seq, released, chunks) = if let (true, Some((policy, digest))) = (logging, local) {
                 // Only the reply's place and its content generation
-                // travel; the ingress node makes the bytes itself from
+                // travel; the owner node makes the bytes itself from
                 // that generation. `static` sends at once, `sync-static`
-                // once the ingress node has its copy (the unit's ack).
+                // once the owner node has its copy (the unit's ack).
                 let Some(replica) = self.replica.as_mut() else {
                     break;
                 };

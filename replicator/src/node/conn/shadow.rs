@@ -1,4 +1,4 @@
-//! The shadow side: a connection the ingress node mirrors, fed the
+//! The shadow side: a connection the owner node mirrors, fed the
 //! primary's logged units, replying ahead for `static` routes.
 
 use std::time::Instant;
@@ -291,19 +291,18 @@ impl SiteDriver<'_> {
         m.diverged = true;
     }
 
-    /// `static` routes, as the ingress node: make the replies of whole
+    /// `static` routes, as the owner node: make the replies of whole
     /// requests in the input log now, without waiting for the primary's
     /// unit (one link trip later). The shadow then holds the reply bytes
     /// before the client can acknowledge them, so no client ACK waits
     /// here for the shadow to catch up.
     fn reply_ahead(&mut self, m: &mut Mirror, now: Instant) {
         const MAX_AHEAD: usize = 16;
-        let ingress = self
+        let owner = self
             .replica
             .as_ref()
-            .is_some_and(|r| r.role() == Role::Ingress);
-        if !ingress || m.tls.is_some() || m.diverged || m.gone || m.close_pending || m.ahead_closed
-        {
+            .is_some_and(|r| r.role() == Role::Owner);
+        if !owner || m.tls.is_some() || m.diverged || m.gone || m.close_pending || m.ahead_closed {
             return;
         }
         let logged_to = m.input_base + m.input_log.len() as u64;

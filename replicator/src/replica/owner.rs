@@ -1,4 +1,4 @@
-//! The ingress side: client frames to the primary, units mirrored from
+//! The owner side: client frames to the primary, units mirrored from
 //! it, and the events the caller takes.
 
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use super::{
 };
 
 impl Replica {
-    /// Ingress: a unit from the primary, for an `Event::Logged`.
+    /// Owner: a unit from the primary, for an `Event::Logged`.
     pub(super) fn on_unit(&mut self, unit: crate::wire::Unit) -> Result<(), ProtocolError> {
         let (conn, seq, len) = (unit.conn, unit.seq, unit.payload.len() as u64);
         let Some(s) = self.session.as_mut() else {
@@ -75,7 +75,7 @@ impl Replica {
 
     /// The next event for the caller.
     ///
-    /// At the ingress node, taking an [`Event::Logged`] queues its ack.
+    /// At the owner node, taking an [`Event::Logged`] queues its ack.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         let q = self.events.pop_front()?;
@@ -91,7 +91,7 @@ impl Replica {
         Some(q.event)
     }
 
-    /// Ingress: the caller took a `Logged` event; release its window share
+    /// Owner: the caller took a `Logged` event; release its window share
     /// and acknowledge it, unless it no longer counts (connection gone or a
     /// newer session).
     fn settle_logged(&mut self, conn: ConnKey, seq: u64, incarnation: u64, len: u64) {
@@ -111,9 +111,9 @@ impl Replica {
         queue_ack(s, c, conn, seq);
     }
 
-    // ---- ingress side ----------------------------------------------------
+    // ---- owner side ----------------------------------------------------
 
-    /// Ingress: queue a client frame for the primary.
+    /// Owner: queue a client frame for the primary.
     ///
     /// On `Err` nothing was queued: the caller drops the frame (TCP
     /// retransmits) or, for [`Backpressure::NoPeer`], serves it locally.
@@ -133,7 +133,7 @@ impl Replica {
             });
         }
         let s = match (&mut self.session, self.role) {
-            (Some(s), Role::Ingress) => s,
+            (Some(s), Role::Owner) => s,
             _ => return Err(Backpressure::NoPeer),
         };
         if s.data_queued() >= self.cfg.max_forward_queue {
