@@ -141,6 +141,25 @@ pub struct AddressStatus {
     /// HTTPS on this address (`[tls]`); absent for plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsStatus>,
+    /// Per service port (HTTP on `port`, HTTPS on `tls.port`): what it
+    /// served here. The configured ports are always listed; a port a
+    /// reload dropped stays while it has counts.
+    #[serde(default)]
+    pub ports: Vec<PortStatus>,
+}
+
+/// What one service port of an address served on this node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PortStatus {
+    pub port: u16,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Connections served here: accepted live, or made live by a takeover
+    /// (shadows kept for the primary are not counted).
+    pub connections: u64,
+    /// Requests parsed here, and requests whose reply a takeover finished
+    /// here (as `routes[].requests` counts them).
+    pub requests: u64,
 }
 
 /// HTTPS counters of one address.
@@ -415,6 +434,20 @@ pub(crate) mod tests {
                     errors: 1,
                     suites: [("TLS_AES_256_GCM_SHA384".to_owned(), 7)].into(),
                 }),
+                ports: vec![
+                    PortStatus {
+                        port: 80,
+                        scheme: "http".into(),
+                        connections: 2,
+                        requests: 1,
+                    },
+                    PortStatus {
+                        port: 443,
+                        scheme: "https".into(),
+                        connections: 6,
+                        requests: 3,
+                    },
+                ],
             }],
             peers: vec![PeerStatus {
                 name: "n1".into(),
@@ -475,6 +508,7 @@ pub(crate) mod tests {
             "syn_cookies",
             "takeovers",
             "routes",
+            "ports",
         ] {
             assert!(a.get(key).is_some(), "addresses[0].{key} missing");
         }
@@ -482,6 +516,8 @@ pub(crate) mod tests {
         assert_eq!(a["peer"]["name"], "n1");
         assert_eq!(a["peer"]["link"], "down");
         assert_eq!(a["connections"]["live"], 3);
+        assert_eq!(a["ports"][1]["scheme"], "https");
+        assert_eq!(a["ports"][1]["requests"], 3);
         assert_eq!(a["log"]["unacked_bytes"], 2048);
         assert_eq!(
             a["routes"][0]["latency"]["buckets"][2][0],
@@ -525,6 +561,10 @@ pub(crate) mod tests {
             "{t}"
         );
         assert!(t.contains("application DOWN"), "{t}");
+        assert!(
+            t.contains("by port: 80/http 2 connections 1 requests, 443/https 6 connections 3 requests"),
+            "{t}"
+        );
     }
 
     #[test]

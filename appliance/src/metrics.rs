@@ -10,6 +10,7 @@
 //! stack thread, which the crates' registries do not model well, and the
 //! format is a few lines of text (see `docs/architecture.md`).
 
+mod ports;
 mod tls;
 
 use std::fmt::Write as _;
@@ -578,6 +579,7 @@ pub fn render(s: &Status) -> String {
         }
     }
     tls::render(&mut o, s);
+    ports::render(&mut o, s);
     o
 }
 

@@ -278,6 +278,18 @@ pub fn ring_lab(test: &str, n: u32) -> Option<MultiLab> {
     multi_lab(test, "ring", &["--nodes", &nodes], ring_addresses(n))
 }
 
+/// A `ring --nodes n --tls` lab: every address serves HTTPS on 443 beside
+/// HTTP on 80, one certificate (from the lab CA) for all of them.
+pub fn ring_tls_lab(test: &str, n: u32) -> Option<MultiLab> {
+    let nodes = n.to_string();
+    multi_lab(
+        test,
+        "ring",
+        &["--nodes", &nodes, "--tls"],
+        ring_addresses(n),
+    )
+}
+
 impl MultiLab {
     /// Every node of the lab, in name order.
     pub fn nodes(&self) -> Vec<&str> {

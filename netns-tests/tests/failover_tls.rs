@@ -5,7 +5,8 @@
 //! curl exits 0 (no TLS alert, no record that fails to open), the file's
 //! SHA-256 matches, the client's capture holds no RST from the service
 //! address. The dual-role tests do the same on both addresses of a
-//! `dual-role --tls` lab, and keep-alive TLS connections to each.
+//! `dual-role --tls` lab, and keep-alive TLS connections to each; the ring
+//! test on the three addresses of a `ring --nodes 3 --tls` lab.
 
 use hotpair_netns_tests::capture::Capture;
 use hotpair_netns_tests::failover::{self, KeepaliveClient, Victim};
@@ -239,4 +240,78 @@ fn https_dual_role_keepalive_survives_n1_crash() {
     if let Err(e) = lab.check_survivors("n1") {
         panic!("[{test}] {e}");
     }
+}
+
+/// A ring over HTTPS (`lab up --mode ring --nodes 3 --tls`: n1 owns
+/// 10.77.0.10 with primary n2, n2 owns .11 with primary n3, n3 owns .12
+/// with primary n1): curl downloads 50 MB from each address at 10 MB/s,
+/// checking the lab CA; n2 is SIGKILLed once each has 10 MiB, so .10 loses
+/// its primary (n1 promotes its shadows, TLS state included), .11 its owner
+/// (n3 claims it), and .12 is not n2's business. Every download byte-exact,
+/// no RST from any address. Then the per-port metrics: each download was
+/// one HTTPS connection and one request, so on the node serving each
+/// address at the end its `port="443",scheme="https"` series rose by one
+/// (.10: the promoted connection and the request its takeover finished)
+/// and its `port="80"` ones did not move.
+#[test]
+fn https_ring_downloads_survive_a_primary_crash() {
+    let test = "fo_tls_ring_dl";
+    let Some(lab) = multi::ring_tls_lab(test, 3) else {
+        return;
+    };
+    let victim = "n2";
+    let servers: Vec<(String, u32)> = lab
+        .addresses
+        .iter()
+        .map(|a| {
+            let node = a.server_after(victim);
+            (a.ip.clone(), node[1..].parse().expect("nodes are n<i>"))
+        })
+        .collect();
+    let before: Vec<[f64; 4]> = servers
+        .iter()
+        .map(|(ip, i)| port_counts(&lab.scrape_metrics(*i), ip))
+        .collect();
+    let failures = multi::downloads_survive_kill(&lab, victim);
+    let survivors = lab.check_survivors(victim);
+    assert!(
+        failures.is_empty() && survivors.is_ok(),
+        "[{test}] across the SIGKILL of {}:\n{}\nsurvivors: {survivors:?}",
+        lab.describe_node(victim),
+        failures.join("\n")
+    );
+    for ((ip, i), before) in servers.iter().zip(before) {
+        let text = lab.scrape_metrics(*i);
+        let after = port_counts(&text, ip);
+        let delta: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        hotpair_netns_tests::report(&format!(
+            "[{test}] {ip} on n{i}: +{} HTTPS connections, +{} HTTPS requests, +{} HTTP \
+             connections, +{} HTTP requests",
+            delta[0], delta[1], delta[2], delta[3]
+        ));
+        assert_eq!(
+            delta,
+            [1.0, 1.0, 0.0, 0.0],
+            "[{test}] {ip} on n{i}: one HTTPS download (connections, requests on 443, then on \
+             80)\n{text}"
+        );
+    }
+}
+
+/// `[https connections, https requests, http connections, http requests]`
+/// of address `ip` in a node's metrics text (the lab's ports, 443 and 80).
+fn port_counts(text: &str, ip: &str) -> [f64; 4] {
+    let get = |family: &str, port: u16, scheme: &str| -> f64 {
+        let series = format!("{family}{{address=\"{ip}\",port=\"{port}\",scheme=\"{scheme}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {series}in\n{text}"))
+    };
+    [
+        get("hotpair_port_connections_total", 443, "https"),
+        get("hotpair_port_requests_total", 443, "https"),
+        get("hotpair_port_connections_total", 80, "http"),
+        get("hotpair_port_requests_total", 80, "http"),
+    ]
 }

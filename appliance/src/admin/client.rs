@@ -180,6 +180,21 @@ pub fn render(s: &Status) -> String {
             );
         }
     }
+    // HTTP and HTTPS apart: which one the clients use, and whether one of
+    // them stopped serving.
+    for a in s.addresses.iter().filter(|a| !a.ports.is_empty()) {
+        let ports: Vec<String> = a
+            .ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{} {} connections {} requests",
+                    p.port, p.scheme, p.connections, p.requests
+                )
+            })
+            .collect();
+        let _ = writeln!(o, "{:<18} by port: {}", a.address, ports.join(", "));
+    }
     // Why a switchover would be refused: said here, not only in the JSON.
     for a in s
         .addresses

@@ -475,8 +475,38 @@ impl StatusPublisher {
                     .map(|(k, v)| ((*k).to_owned(), *v))
                     .collect(),
             }),
+            ports: ports(req, core.port(i), core.tls_port(i)),
         }
     }
+}
+
+/// The address's service ports, HTTP on `http` and HTTPS on `https`, with
+/// what they served; listed from the start (at zero) so a scraper's series
+/// exist before the first client, and any other port that served here
+/// (one a reload moved) after them.
+fn ports(
+    req: &hotpair_replicator::node::stats::RequestStats,
+    http: u16,
+    https: Option<u16>,
+) -> Vec<crate::admin::PortStatus> {
+    use hotpair_replicator::node::stats::{PortCounts, ServicePort};
+    let mut all: std::collections::BTreeMap<ServicePort, PortCounts> = req.ports.clone();
+    let configured = std::iter::once(ServicePort {
+        port: http,
+        https: false,
+    })
+    .chain(https.map(|port| ServicePort { port, https: true }));
+    for p in configured {
+        all.entry(p).or_default();
+    }
+    all.into_iter()
+        .map(|(p, c)| crate::admin::PortStatus {
+            port: p.port,
+            scheme: if p.https { "https" } else { "http" }.into(),
+            connections: c.connections,
+            requests: c.requests,
+        })
+        .collect()
 }
 
 fn latency(h: &hotpair_replicator::node::stats::Histogram) -> LatencyStatus {

@@ -42,6 +42,7 @@ use hotpair_http::{Limits, OutputUnit, Request, Response, ServerConn};
 use hotpair_stack::smoltcp::socket::tcp;
 use hotpair_stack::{ConnId, ConnInfo, Service};
 
+use super::stats::ServicePort;
 use super::handler::{Handler, Job, Route, Work};
 use crate::{ConnKey, Event, PeerState, Policy, Replica, Role, UnitKind};
 
@@ -634,9 +635,18 @@ impl SiteDriver<'_> {
         None
     }
 
-    /// Count request `index` of `conn` for its route (status and metrics);
-    /// a `static` route not used as such while logging is a fallback.
-    fn count_request(&mut self, conn: ConnKey, index: u64, path: &str, local: bool, now: Instant) {
+    /// Count request `index` of `conn` (to `port`) for its route and port
+    /// (status and metrics); a `static` route not used as such while
+    /// logging is a fallback.
+    fn count_request(
+        &mut self,
+        conn: ConnKey,
+        port: ServicePort,
+        index: u64,
+        path: &str,
+        local: bool,
+        now: Instant,
+    ) {
         let route = self
             .shared
             .routes
@@ -647,7 +657,7 @@ impl SiteDriver<'_> {
             && self.primary_logging();
         self.conns
             .requests
-            .parsed(conn, index, route, fallback, now);
+            .parsed(conn, port, index, route, fallback, now);
     }
 
     fn primary_logging(&self) -> bool {
@@ -697,6 +707,10 @@ impl Service for SiteDriver<'_> {
             })
         } else {
             let wants_tls = tls.is_some();
+            self.conns.requests.connection(ServicePort {
+                port: info.local_port,
+                https: wants_tls,
+            });
             let tls = match tls.map(tls::LiveTls::new).transpose() {
                 Ok(t) => t,
                 Err(e) => {
@@ -797,9 +811,14 @@ impl Service for SiteDriver<'_> {
     fn promote(&mut self, _id: ConnId, conn: &mut Conn, unacked: usize, now: Instant) {
         let Conn::Shadow(m) = conn else { return };
         self.conns.shadows -= 1;
+        let port = ServicePort {
+            port: m.port,
+            https: m.tls.is_some(),
+        };
+        self.conns.requests.connection(port);
         if let Some(mut u) = m.unacked.take() {
             for r in u.take(unacked) {
-                self.conns.requests.taken_over(r.route, r.status);
+                self.conns.requests.taken_over(port, r.route, r.status);
             }
         }
         // Replies made ahead are answered here: resume after the last.

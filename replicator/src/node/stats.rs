@@ -111,14 +111,39 @@ pub struct RouteRequests {
     pub codes: BTreeMap<u16, u64>,
 }
 
+/// A service port of an address, with whether its connections speak
+/// HTTPS: an address with `[tls]` serves HTTP on its port and HTTPS on the
+/// TLS port, and an operator wants the two apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePort {
+    /// The local port the client connected to.
+    pub port: u16,
+    /// Its connections speak TLS (it is the address's `[tls] port`).
+    pub https: bool,
+}
+
+/// What one service port of an address served here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounts {
+    /// Connections served here: accepted live, or shadows a takeover made
+    /// live (a shadow is not counted until then: the primary serves it).
+    pub connections: u64,
+    /// Requests parsed and dispatched here, and requests a takeover
+    /// finished (as [`RouteRequests::requests`] counts them).
+    pub requests: u64,
+}
+
 /// Requests on one address, by route (the index into the core's routes);
-/// requests no route matched (answered 404) apart.
+/// requests no route matched (answered 404) apart; connections and
+/// requests by the port they reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestStats {
     /// By route index (grown as routes are seen).
     pub routes: Vec<RouteRequests>,
     /// Requests no route matched.
     pub unrouted: RouteRequests,
+    /// By service port (a port appears once it served a connection).
+    pub ports: BTreeMap<ServicePort, PortCounts>,
 }
 
 impl RequestStats {
@@ -158,15 +183,23 @@ pub(crate) struct RequestTracker {
 }
 
 impl RequestTracker {
-    /// Request `index` of `conn` was parsed and goes to `route`.
+    /// A connection to `port` is served here from now on (accepted live,
+    /// or a shadow promoted by a takeover).
+    pub(crate) fn connection(&mut self, port: ServicePort) {
+        self.stats.ports.entry(port).or_default().connections += 1;
+    }
+
+    /// Request `index` of `conn` (to `port`) was parsed and goes to `route`.
     pub(crate) fn parsed(
         &mut self,
         conn: ConnKey,
+        port: ServicePort,
         index: u64,
         route: Option<usize>,
         static_fallback: bool,
         now: Instant,
     ) {
+        self.stats.ports.entry(port).or_default().requests += 1;
         let slot = self.stats.slot(route);
         slot.requests += 1;
         if static_fallback {
@@ -194,7 +227,13 @@ impl RequestTracker {
 
     /// A takeover finishes a reply the dead primary made for `route`: the
     /// request is counted here (its latency is the primary's, not known).
-    pub(crate) fn taken_over(&mut self, route: Option<usize>, status: Option<u16>) {
+    pub(crate) fn taken_over(
+        &mut self,
+        port: ServicePort,
+        route: Option<usize>,
+        status: Option<u16>,
+    ) {
+        self.stats.ports.entry(port).or_default().requests += 1;
         let slot = self.stats.slot(route);
         slot.requests += 1;
         if let Some(code) = status {
@@ -272,6 +311,15 @@ impl RequestTracker {
 mod tests {
     use super::*;
 
+    const HTTP: ServicePort = ServicePort {
+        port: 80,
+        https: false,
+    };
+    const HTTPS: ServicePort = ServicePort {
+        port: 443,
+        https: true,
+    };
+
     fn key(port: u16) -> ConnKey {
         ConnKey {
             client_ip: hotpair_stack::smoltcp::wire::Ipv4Address::new(10, 0, 0, 1),
@@ -308,8 +356,8 @@ mod tests {
         let ms = Duration::from_millis;
         let mut t = RequestTracker::default();
         // Pipelined: two requests, an interim unit, two finals.
-        t.parsed(key(1), 0, Some(0), false, t0);
-        t.parsed(key(1), 1, Some(1), true, t0 + ms(1));
+        t.parsed(key(1), HTTP, 0, Some(0), false, t0);
+        t.parsed(key(1), HTTP, 1, Some(1), true, t0 + ms(1));
         t.unit_queued(key(1), None); // 100 Continue
         t.unit_queued(key(1), Some(0));
         t.unit_queued(key(1), Some(1));
@@ -324,11 +372,45 @@ mod tests {
         assert_eq!(t.stats.route(1).static_fallbacks, 1);
         assert!(t.conns.is_empty());
         // A request no route took; a connection closed mid-way.
-        t.parsed(key(2), 0, None, false, t0);
+        t.parsed(key(2), HTTP, 0, None, false, t0);
         t.closed(&key(2));
         t.unit_written(key(2), t0);
         assert_eq!(t.stats.unrouted.requests, 1);
         assert_eq!(t.stats.unrouted.latency.count, 0);
         assert!(t.conns.is_empty());
+    }
+
+    #[test]
+    fn connections_and_requests_are_counted_by_port() {
+        #[allow(clippy::disallowed_methods)] // a test's clock
+        let t0 = Instant::now();
+        let mut t = RequestTracker::default();
+        t.connection(HTTP);
+        t.parsed(key(1), HTTP, 0, Some(0), false, t0);
+        t.connection(HTTPS);
+        t.connection(HTTPS);
+        t.parsed(key(2), HTTPS, 0, Some(0), false, t0);
+        t.parsed(key(2), HTTPS, 1, None, false, t0);
+        // A takeover finishing a reply counts its request on its port.
+        t.taken_over(HTTPS, Some(0), Some(200));
+        let p = &t.stats.ports;
+        assert_eq!(
+            p.get(&HTTP),
+            Some(&PortCounts {
+                connections: 1,
+                requests: 1
+            })
+        );
+        assert_eq!(
+            p.get(&HTTPS),
+            Some(&PortCounts {
+                connections: 2,
+                requests: 3
+            })
+        );
+        // The per-port requests add up to the per-route ones.
+        let by_route: u64 =
+            t.stats.routes.iter().map(|r| r.requests).sum::<u64>() + t.stats.unrouted.requests;
+        assert_eq!(by_route, p.values().map(|c| c.requests).sum::<u64>());
     }
 }

@@ -9,6 +9,7 @@ use hotpair_http::OutputUnit;
 use hotpair_stack::smoltcp::socket::tcp;
 use hotpair_stack::ConnId;
 
+use crate::node::stats::ServicePort;
 use crate::{Event, Policy, UnitKind};
 
 use super::tls::TLS_INDEX;
@@ -90,7 +91,11 @@ impl SiteDriver<'_> {
                 if let Some(p) = local {
                     c.local.insert(index, p);
                 }
-                self.count_request(c.key, index, &req.path, local.is_some(), now);
+                let port = ServicePort {
+                    port: c.port,
+                    https: c.tls.is_some(),
+                };
+                self.count_request(c.key, port, index, &req.path, local.is_some(), now);
                 match self.dispatch(id, &c.key, c.port, req) {
                     Some(resp) => {
                         self.conns.requests.answered(c.key, index, resp.status);
