@@ -562,7 +562,9 @@ pub(crate) mod tests {
         );
         assert!(t.contains("application DOWN"), "{t}");
         assert!(
-            t.contains("by port: 80/http 2 connections 1 requests, 443/https 6 connections 3 requests"),
+            t.contains(
+                "by port: 80/http 2 connections 1 requests, 443/https 6 connections 3 requests"
+            ),
             "{t}"
         );
     }

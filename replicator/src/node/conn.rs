@@ -42,8 +42,8 @@ use hotpair_http::{Limits, OutputUnit, Request, Response, ServerConn};
 use hotpair_stack::smoltcp::socket::tcp;
 use hotpair_stack::{ConnId, ConnInfo, Service};
 
-use super::stats::ServicePort;
 use super::handler::{Handler, Job, Route, Work};
+use super::stats::ServicePort;
 use crate::{ConnKey, Event, PeerState, Policy, Replica, Role, UnitKind};
 
 /// Marks a unit that answers no request: the connection closes here.
