@@ -167,6 +167,21 @@ pub fn wire_stall(segs: &[Segment], kill: f64, victim_mac: &str) -> Option<Durat
     Some(Duration::from_secs_f64(next - last))
 }
 
+/// When the address moved, for a victim that held it (the owner): from
+/// `kill` (seconds since the epoch) to the first client segment to the
+/// service address sent to another MAC than `victim_mac` (the client
+/// learnt the survivor's claim). With the owner dead the primary's data
+/// keeps coming until the client's window closes, so [`wire_stall`] sees
+/// little; this is the takeover's own time. `None` when no such segment
+/// came.
+pub fn frames_moved(segs: &[Segment], kill: f64, victim_mac: &str) -> Option<Duration> {
+    segs.iter()
+        .filter(|s| s.dst_ip() == SERVICE && s.time > kill && s.dst_mac != victim_mac)
+        .map(|s| s.time)
+        .reduce(f64::min)
+        .map(|t| Duration::from_secs_f64(t - kill))
+}
+
 /// The duplex scenario's [`CaptureReport`] from the segments (RSTs from
 /// the service address, each with the last segments of its connection).
 fn capture_report(segs: &[Segment]) -> CaptureReport {
@@ -329,11 +344,27 @@ pub fn download_across_kill(test: &str, victim: Victim) {
         .map(str::to_ascii_lowercase)
         .unwrap_or_else(|| panic!("[{test}] no MAC for {} in lab status", victim.node()));
     let stall = wire_stall(&segs, kill_epoch, &victim_mac);
+    let moved = match victim {
+        Victim::Owner => match frames_moved(&segs, kill_epoch, &victim_mac) {
+            Some(d) => format!(
+                "; the client's frames went to {} {:.0} ms after the kill",
+                victim.survivor(),
+                ms(d)
+            ),
+            None => format!(
+                "; no client frame reached {} after the kill",
+                victim.survivor()
+            ),
+        },
+        // The primary never held the address: the client's frames went to
+        // the owner all along.
+        Victim::Primary => String::new(),
+    };
     let seconds = result["seconds"].as_f64().unwrap_or(f64::NAN);
     let line = format!(
         "[{test}] Chromium: SIGKILL {} ({}) at {:.2} s, the page {:.1} MiB in (TCP {:.1} MiB); \
          state {}, {} bytes, SHA-256 {}; pause on the wire from {}'s last data to the survivor's first {}; page's download \
-         {seconds:.2} s; result {:.2} s after the kill",
+         {seconds:.2} s; result {:.2} s after the kill{moved}",
         victim.node(),
         victim.role(),
         kill_after.as_secs_f64(),
@@ -442,5 +473,28 @@ mod tests {
         assert!((ms(s) - 700.0).abs() < 1.0, "{s:?}");
         // Nobody else sent data after the victim.
         assert_eq!(wire_stall(&segs[..3], 11.1, N1), None);
+    }
+
+    #[test]
+    fn frames_moved_is_the_first_client_segment_to_another_mac() {
+        let client = |time: f64, dst_mac: &str| {
+            crate::capture::parse_segment(&format!(
+                "{time} 5a:3b:00:11:22:33 > {dst_mac}, ethertype IPv4 (0x0800), length 66: \
+                 10.77.0.100.5000 > 10.77.0.10.443: Flags [.], ack 1, win 501, length 0"
+            ))
+            .expect("a segment line")
+        };
+        let segs = vec![
+            client(10.9, N2),
+            // Still to the dead owner after the kill (its ARP entry).
+            client(11.2, N2),
+            // Data from the primary is not the client's.
+            seg(11.3, N1, "10.77.0.10.443", 1448),
+            client(11.6, N1),
+            client(11.7, N1),
+        ];
+        let d = frames_moved(&segs, 11.0, N2).expect("moved");
+        assert!((ms(d) - 600.0).abs() < 1.0, "{d:?}");
+        assert_eq!(frames_moved(&segs[..3], 11.0, N2), None);
     }
 }
