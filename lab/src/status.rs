@@ -337,7 +337,7 @@ pub fn print_status(v: &serde_json::Value) -> anyhow::Result<()> {
         {
             let peer = &a["peer"];
             hotpair::outln!(
-                "  now: {} {} {}{}, {} live, {} shadow connections",
+                "  now: {} {} {}{}, {} live, {} shadow connections{}",
                 s(&a["address"]),
                 s(&a["role"]),
                 s(&a["state"]),
@@ -353,6 +353,7 @@ pub fn print_status(v: &serde_json::Value) -> anyhow::Result<()> {
                 },
                 s(&a["connections"]["live"]),
                 s(&a["connections"]["shadow"]),
+                ports_summary(a),
             )?;
         }
         if n["admin_socket"].is_string() {
@@ -442,6 +443,31 @@ fn node_addresses(addresses: &[AddressState], name: &str) -> Vec<serde_json::Val
         .collect()
 }
 
+/// An address's node status `ports` (HTTP and HTTPS apart, see
+/// docs/operations.md) as "; served 80/http 2 conn 3 req, 443/https …";
+/// empty when the node reports none (an older node).
+fn ports_summary(address: &serde_json::Value) -> String {
+    let ports: Vec<String> = address["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}/{} {} conn {} req",
+                p["port"],
+                p["scheme"].as_str().unwrap_or("?"),
+                p["connections"],
+                p["requests"]
+            )
+        })
+        .collect();
+    if ports.is_empty() {
+        String::new()
+    } else {
+        format!("; served {}", ports.join(", "))
+    }
+}
+
 /// What a node's death does to the addresses, for the modes where that is
 /// more than one address changing hands.
 pub fn failure_note(mode: Mode) -> Option<&'static str> {
@@ -497,5 +523,18 @@ mod tests {
             .unwrap()
             .contains("unreplicated until the ring"));
         assert!(failure_note(Mode::Duplex).is_none());
+    }
+
+    #[test]
+    fn ports_summary_keeps_http_and_https_apart() {
+        let a = serde_json::json!({"ports": [
+            {"port": 80, "scheme": "http", "connections": 2, "requests": 3},
+            {"port": 443, "scheme": "https", "connections": 1, "requests": 5},
+        ]});
+        assert_eq!(
+            ports_summary(&a),
+            "; served 80/http 2 conn 3 req, 443/https 1 conn 5 req"
+        );
+        assert_eq!(ports_summary(&serde_json::json!({})), "");
     }
 }
