@@ -153,8 +153,11 @@ fn settle(n1: &mut NodeCore, n2: &mut NodeCore, now: Instant) {
     panic!("the pair did not settle");
 }
 
+/// What `n` has for the LAN, asked at the latest time it was handed: no
+/// time passes between its round and this (a pause is its own test).
 fn lan_out(n: &mut NodeCore) -> Vec<Frame> {
-    std::iter::from_fn(|| n.poll_lan_transmit()).collect()
+    let now = n.last_call().expect("the core ran a round");
+    std::iter::from_fn(|| n.poll_lan_transmit(now)).collect()
 }
 
 fn arp_who_has(ip: Ipv4Address) -> Frame {

@@ -375,26 +375,31 @@ impl World {
         }
     }
 
-    /// After a round of `w`: drop the links its core no longer wants, and
-    /// make again those both ends allow.
+    /// After a round of `w`: close the sessions of the links its core
+    /// dropped (`LinkAction::Drop`; the peer hears `Lost` after what is on
+    /// the wire).
+    pub(super) fn drop_links(&mut self, w: Who, dropped: &[Who]) {
+        for &p in dropped {
+            if let Some(s) = self.faults.views.get(&(w, p)).copied().flatten() {
+                self.faults.views.insert((w, p), None);
+                self.trace(|| format!("LINK {} drops its link to {}", w.name(), p.name()));
+                self.send_link_in(w, p, LinkIn::Lost("closed by the peer".into()), s);
+            }
+        }
+    }
+
+    /// After a round of `w`: make again the links both ends allow.
     pub(super) fn manage_links(&mut self, w: Who) {
         let Some(n) = self.nodes[w.index()].as_ref() else {
             return;
         };
         let peers = n.peers().to_vec();
-        let now = self.now();
         for p in peers {
             let Some(n) = self.nodes[w.index()].as_mut() else {
                 return;
             };
             let pid = n.peer_id(p).expect("a peer of the node");
             match self.faults.views.get(&(w, p)).copied().flatten() {
-                Some(s) if !n.core.link_wanted(pid) => {
-                    n.core.handle_link_lost(pid, now);
-                    self.faults.views.insert((w, p), None);
-                    self.trace(|| format!("LINK {} drops its link to {}", w.name(), p.name()));
-                    self.send_link_in(w, p, LinkIn::Lost("closed by the peer".into()), s);
-                }
                 Some(_) => {}
                 None => {
                     let allowed = n.core.link_allowed(pid);
