@@ -12,9 +12,10 @@
 //!   ([`Variant::App`]): from then on the victim's jobs in flight and new
 //!   ones fail as unreachable (the shell hands the core a 502 through
 //!   `handle_job_unreachable`) and its application checks fail.
-//! - **the links as the shell keeps them**: a node whose core no longer
-//!   wants a link drops it (the peer hears `Lost` after what is on the
-//!   wire), and a link comes up again ([`RELINK_DELAY`] later, the shell's
+//! - **the links as the shell keeps them**: a node whose core drops a
+//!   link (`LinkAction::Drop`, decided inside `node::step` as in
+//!   production) closes its session (the peer hears `Lost` after what is
+//!   on the wire), and a link comes up again ([`RELINK_DELAY`] later, the shell's
 //!   pause before a new link task) once neither side holds one and both
 //!   cores allow it (`NodeCore::link_allowed`: not while a node that cannot
 //!   serve stands by), as `appliance/src/service.rs` does. Each link
