@@ -73,6 +73,7 @@ pub trait Drive {
 
 /// One round at `now` and everything it produced, but LAN frames, handed
 /// to `shell`; whether anything moved (run another at once).
+#[must_use]
 pub fn step(shell: &mut impl Drive, now: Instant) -> bool {
     let busy = shell.core().round(now);
     if shell.core().poll_app_check() {
