@@ -296,8 +296,8 @@ impl SimNode {
             return;
         };
         match m {
-            // The world refused it already if the core would not take it
-            // (`world::faults`); what the core refuses is closed anyway.
+            // A session the core refuses (it cannot serve) is closed
+            // after the next round, as the shell closes the socket.
             LinkIn::Connected => {
                 if !self.core.accept_link(peer, now) {
                     self.out.dropped.push(from);
