@@ -10,7 +10,9 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use hotpair_http::Response;
-use hotpair_replicator::node::{HandshakeDone, Job, NodeCore, PeerId, TlsJob, Work};
+use hotpair_replicator::node::{
+    Drive, HandshakeDone, Job, LinkAction, NodeCore, PeerId, RoleChange, Served, TlsJob, Work,
+};
 use hotpair_replicator::wire::Decoder;
 use hotpair_replicator::Msg;
 use hotpair_stack::{ConnId, Frame, Node, Waker};
@@ -296,10 +298,9 @@ pub struct NodeShell {
     status: Option<crate::admin::StatusPublisher>,
     /// How to bring each peer's link up again after it was lost (rejoin).
     relink: Option<Relink>,
-    /// Per peer: its link is held down (no task trying it) while the core
-    /// does not allow it (this node's LAN is down: a session would make it
-    /// take back an address it cannot serve).
-    held: Vec<bool>,
+    /// Per peer: a message could not be queued on its link socket in this
+    /// round (the link is dropped after the round's output).
+    link_failed: Vec<Option<String>>,
     /// systemd notifications and hooks, fed with each snapshot.
     lifecycle: Option<crate::lifecycle::Lifecycle>,
     /// The access log, and the routes' prefixes (longest first, as the
@@ -326,7 +327,7 @@ impl NodeShell {
         let (done_tx, done_rx) = mpsc::channel();
         let (tls_tx, tls_rx) = mpsc::channel();
         let (app_tx, app_rx) = mpsc::channel();
-        let core_peers = core.peers();
+        let peers = core.peers();
         NodeShell {
             links: (0..core.peers()).map(|_| None).collect(),
             core,
@@ -344,7 +345,7 @@ impl NodeShell {
             stopped: None,
             status: None,
             relink: None,
-            held: (0..core_peers).map(|_| false).collect(),
+            link_failed: vec![None; peers],
             lifecycle: None,
             access: None,
             reloads: None,
@@ -422,24 +423,12 @@ impl NodeShell {
         self.app_check = Some(std::sync::Arc::new(check));
     }
 
-    /// Run the application check when the core asks; hand results back.
-    fn run_app_check(&mut self) -> bool {
+    /// The application checks' results, back to the core.
+    fn take_app_checks(&mut self) -> bool {
         let mut busy = false;
         while let Ok(ok) = self.app_rx.try_recv() {
             busy = true;
             self.core.handle_app_check(ok);
-        }
-        if self.core.poll_app_check() {
-            if let Some(check) = self.app_check.clone() {
-                let (tx, waker) = (self.app_tx.clone(), self.waker.clone());
-                self.runtime.spawn(async move {
-                    let ok =
-                        crate::app_check::probe(&check.address, &check.path, check.core.timeout)
-                            .await;
-                    let _ = tx.send(ok);
-                    waker.wake();
-                });
-            }
         }
         busy
     }
@@ -452,23 +441,13 @@ impl NodeShell {
         self.core.set_report_served(true);
     }
 
-    /// Access-log lines for the requests the core answered itself.
-    fn log_served(&mut self) {
-        let Some((log, _)) = self.access.as_ref() else {
-            return;
-        };
-        log.note_dropped(
-            self.core.take_served_dropped(),
-            "the node core's queue of files requests was full",
-        );
-        while let Some(s) = self.core.poll_served() {
-            let mut e = crate::access_log::Entry::begin(&s.request, s.client);
-            e.route = self.core.route_prefix(s.route).to_owned();
-            e.status = s.status;
-            e.bytes = s.bytes;
-            // Answered inside the round, from memory.
-            e.duration = std::time::Duration::ZERO;
-            log.log(e);
+    /// The requests the core's queue of them dropped, counted in the log.
+    fn note_served_dropped(&mut self) {
+        if let Some((log, _)) = self.access.as_ref() {
+            log.note_dropped(
+                self.core.take_served_dropped(),
+                "the node core's queue of files requests was full",
+            );
         }
     }
 
@@ -492,15 +471,6 @@ impl NodeShell {
         });
     }
 
-    fn hold_link(&mut self, peer: PeerId) {
-        if !std::mem::replace(&mut self.held[peer], true) {
-            tracing::info!(
-                peer = %self.core.peer_name(peer),
-                "this node cannot serve (its LAN or its application check failed): its replication link stays down until it can"
-            );
-        }
-    }
-
     /// Publish status snapshots through `p` (`hotpair status`, metrics).
     pub fn set_status(&mut self, p: crate::admin::StatusPublisher) {
         self.status = Some(p);
@@ -516,16 +486,11 @@ impl NodeShell {
         self.lifecycle.take()
     }
 
-    /// Takeovers the core reported, and a snapshot when one is due.
+    /// A snapshot when one is due.
     fn publish_status(&mut self, now: Instant) {
         let Some(st) = self.status.as_mut() else {
-            // Nobody reads them: drop them.
-            while self.core.poll_role_change().is_some() {}
             return;
         };
-        while let Some(change) = self.core.poll_role_change() {
-            st.role_change(&self.core, &change);
-        }
         if !st.due(now) {
             return;
         }
@@ -557,6 +522,9 @@ impl NodeShell {
         if let Some(st) = self.status.as_mut() {
             st.leaving();
         }
+        while let Some(change) = self.core.poll_role_change() {
+            self.role_change(change);
+        }
         self.publish_status(Instant::now());
         grace
     }
@@ -586,29 +554,28 @@ impl NodeShell {
         }
     }
 
+    /// The link to `peer` failed (an I/O error, or its task ended
+    /// without a socket): the core hears it and decides when to try again
+    /// (`LinkAction::Reconnect`).
     fn drop_link(&mut self, peer: PeerId, why: &str, now: Instant) {
         tracing::info!(peer = %self.core.peer_name(peer), reason = %why, "replication link lost");
-        let had = self.links[peer].take().is_some();
-        if had {
+        if self.close_link(peer) {
             self.core.handle_link_lost(peer, now);
+        } else {
+            self.core.handle_link_failed(peer);
         }
-        // A link task that ended without a socket (it could not listen)
-        // never had a session: no peer was lost, nothing to take over —
-        // the heartbeat timeout still decides if the peer never comes.
-        // One link task per peer at a time: a socket dropped here, or a
-        // task that ended without one (it reports `Lost` itself: a listen
-        // or accept error, retried more slowly), gets a new task.
-        if self.stopped.is_none() {
-            if self.core.link_allowed(peer) {
-                let pause = if had { 100 } else { 1000 };
-                self.spawn_link(peer, std::time::Duration::from_millis(pause));
-            } else {
-                self.hold_link(peer);
-            }
-        }
+    }
+
+    /// Close `peer`'s link socket, if there is one; whether there was.
+    fn close_link(&mut self, peer: PeerId) -> bool {
+        let Some(ls) = self.links[peer].take() else {
+            return false;
+        };
+        let _ = ls.sock.shutdown(std::net::Shutdown::Both);
         if let Some(st) = self.status.as_mut() {
             st.link_down(peer);
         }
+        true
     }
 
     /// Link news, then whatever the link sockets hold.
@@ -617,15 +584,14 @@ impl NodeShell {
         while let Ok((peer, m)) = self.from_links.try_recv() {
             busy = true;
             match m {
-                // This node's LAN is down: no session until it is back.
-                LinkIn::Socket(sock, _) if !self.core.link_allowed(peer) => {
-                    let _ = sock.shutdown(std::net::Shutdown::Both);
-                    self.hold_link(peer);
-                }
                 LinkIn::Socket(sock, session) => match LinkSocket::new(sock, session) {
+                    // The core may refuse it (this node cannot serve: no
+                    // session until it can) and holds the link down then.
+                    Ok(ls) if !self.core.accept_link(peer, now) => {
+                        let _ = ls.sock.shutdown(std::net::Shutdown::Both);
+                    }
                     Ok(ls) => {
                         self.links[peer] = Some(ls);
-                        self.core.handle_link_up(peer, now);
                         if let Some(st) = self.status.as_mut() {
                             st.link_up(peer);
                         }
@@ -662,23 +628,29 @@ impl NodeShell {
         busy
     }
 
-    /// The core's messages into the link sockets, as far as they take them.
+    /// The core's messages into the link sockets, as far as they take them
+    /// (`leave`: outside a round).
     fn write_links(&mut self, now: Instant) -> bool {
-        let mut busy = false;
         for peer in 0..self.links.len() {
-            let Some(ls) = self.links[peer].as_mut() else {
-                continue;
-            };
-            let mut failed = None;
-            while ls.pending() < LINK_WRITE_BUFFER {
+            while self.link_ready(peer) {
                 let Some((channel, m)) = self.core.poll_link_transmit(peer) else {
                     break;
                 };
-                if let Err(e) = ls.queue(channel, &m) {
-                    failed = Some(e);
-                    break;
-                }
+                self.link_message(peer, channel, m);
             }
+        }
+        self.flush_links(now)
+    }
+
+    /// What the round queued on the link sockets, out as far as they take
+    /// it; a link that failed is dropped.
+    fn flush_links(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        for peer in 0..self.links.len() {
+            let failed = self.link_failed[peer].take();
+            let Some(ls) = self.links[peer].as_mut() else {
+                continue;
+            };
             match failed.map_or_else(|| ls.flush(), Err) {
                 Ok(wrote) => busy |= wrote,
                 Err(why) => self.drop_link(peer, &why, now),
@@ -687,8 +659,8 @@ impl NodeShell {
         busy
     }
 
-    /// Start the core's jobs; take finished ones back.
-    fn run_jobs(&mut self) -> bool {
+    /// Take finished jobs back (started in [`Drive::job`]).
+    fn take_jobs(&mut self) -> bool {
         let mut busy = false;
         while let Ok(c) = self.done_rx.try_recv() {
             busy = true;
@@ -710,22 +682,9 @@ impl NodeShell {
                     .handle_job_done(c.site, c.conn, c.index, c.response);
             }
         }
-        while let Some(job) = self.core.poll_job() {
-            self.spawn(job);
-        }
-        // TLS handshake steps (a signature and a key exchange each) run on
-        // the worker pool, off the round that carries heartbeats.
         while let Ok((site, conn, done)) = self.tls_rx.try_recv() {
             busy = true;
             self.core.handle_tls_job_done(site, conn, done);
-        }
-        while let Some(TlsJob { site, conn, work }) = self.core.poll_tls_job() {
-            let tx = self.tls_tx.clone();
-            let waker = self.waker.clone();
-            self.runtime.spawn_blocking(move || {
-                let _ = tx.send((site, conn, work.run()));
-                waker.wake();
-            });
         }
         busy
     }
@@ -823,49 +782,22 @@ impl Node for NodeShell {
         // at its end), so no job indexes the route table a reload replaces.
         let mut busy = self.apply_reloads();
         busy |= self.read_links(now);
-        busy |= self.run_jobs();
-        busy |= self.run_app_check();
-        busy |= self.core.round(now);
-        busy |= self.run_app_check();
-        self.log_served();
-        // Jobs the round made, and the reply logs it queued: out at once.
-        self.run_jobs();
-        busy |= self.write_links(now);
+        busy |= self.take_jobs();
+        busy |= self.take_app_checks();
+        busy |= hotpair_replicator::node::step(self, now);
+        self.note_served_dropped();
+        busy |= self.flush_links(now);
         self.publish_status(now);
         if let Some(l) = self.lifecycle.as_mut() {
             l.tick(now);
-        }
-        // A link whose peer was declared dead carries nothing any more:
-        // drop it and try again (the peer may come back and rejoin).
-        for peer in 0..self.links.len() {
-            if self.links[peer].is_some() && !self.core.link_wanted(peer) {
-                let why = if self.core.link_allowed(peer) {
-                    "the peer was declared dead"
-                } else {
-                    "this node cannot serve (its LAN or its application check failed): its addresses went to the peer"
-                };
-                self.drop_link(peer, why, now);
-            }
-        }
-        // A link held down while the LAN was: try it again once allowed.
-        for peer in 0..self.held.len() {
-            if self.held[peer] && self.stopped.is_none() && self.core.link_allowed(peer) {
-                self.held[peer] = false;
-                tracing::info!(peer = %self.core.peer_name(peer), "this node can serve again: linking to the peer");
-                self.spawn_link(peer, std::time::Duration::ZERO);
-            }
         }
         // A fenced address stands by (silent) until its link is up again
         // and the node rejoins: the process does not exit.
         busy
     }
 
-    fn poll_lan_transmit(&mut self) -> Option<Frame> {
-        // A node frozen in the middle of sending a burst must not send the
-        // rest when it resumes: its role may have been taken over meanwhile
-        // (the core silences what its lease no longer covers).
-        self.core.check_paused(Instant::now());
-        self.core.poll_lan_transmit()
+    fn poll_lan_transmit(&mut self, now: Instant) -> Option<Frame> {
+        self.core.poll_lan_transmit(now)
     }
 
     fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
@@ -881,5 +813,86 @@ impl Node for NodeShell {
 
     fn stopped(&self) -> Option<String> {
         self.stopped.clone()
+    }
+}
+
+/// Where one round's output goes: jobs and checks to the runtime, link
+/// messages into the sockets, takeovers to the status, link decisions to
+/// the link tasks.
+impl Drive for NodeShell {
+    fn core(&mut self) -> &mut NodeCore {
+        &mut self.core
+    }
+
+    fn tls_job(&mut self, job: TlsJob) {
+        // A signature and a key exchange each: on the worker pool, off the
+        // round that carries heartbeats.
+        let TlsJob { site, conn, work } = job;
+        let (tx, waker) = (self.tls_tx.clone(), self.waker.clone());
+        self.runtime.spawn_blocking(move || {
+            let _ = tx.send((site, conn, work.run()));
+            waker.wake();
+        });
+    }
+
+    fn job(&mut self, job: Job) {
+        self.spawn(job);
+    }
+
+    fn app_check(&mut self) {
+        let Some(check) = self.app_check.clone() else {
+            return;
+        };
+        let (tx, waker) = (self.app_tx.clone(), self.waker.clone());
+        self.runtime.spawn(async move {
+            let ok = crate::app_check::probe(&check.address, &check.path, check.core.timeout).await;
+            let _ = tx.send(ok);
+            waker.wake();
+        });
+    }
+
+    fn served(&mut self, s: Served) {
+        let Some((log, _)) = self.access.as_ref() else {
+            return;
+        };
+        let mut e = crate::access_log::Entry::begin(&s.request, s.client);
+        e.route = self.core.route_prefix(s.route).to_owned();
+        e.status = s.status;
+        e.bytes = s.bytes;
+        // Answered inside the round, from memory.
+        e.duration = std::time::Duration::ZERO;
+        log.log(e);
+    }
+
+    fn link_ready(&mut self, peer: PeerId) -> bool {
+        self.link_failed[peer].is_none()
+            && self.links[peer]
+                .as_ref()
+                .is_some_and(|ls| ls.pending() < LINK_WRITE_BUFFER)
+    }
+
+    fn link_message(&mut self, peer: PeerId, channel: u32, msg: hotpair_replicator::Msg) {
+        if let Some(ls) = self.links[peer].as_mut() {
+            if let Err(e) = ls.queue(channel, &msg) {
+                self.link_failed[peer] = Some(e);
+            }
+        }
+    }
+
+    fn role_change(&mut self, change: RoleChange) {
+        // Nobody reads them without a status publisher: dropped then.
+        if let Some(st) = self.status.as_mut() {
+            st.role_change(&self.core, &change);
+        }
+    }
+
+    fn link_action(&mut self, action: LinkAction) {
+        match action {
+            LinkAction::Drop { peer, why } => {
+                tracing::info!(peer = %self.core.peer_name(peer), reason = %why, "replication link lost");
+                self.close_link(peer);
+            }
+            LinkAction::Reconnect { peer, after } => self.spawn_link(peer, after),
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hotpair_http::Limits;
 use hotpair_replicator::node::{
-    channel_of, Handler, LinkError, NodeConfig, NodeConfigError, NodeCore, RoleChange, Route,
-    SiteConfig, SiteState,
+    channel_of, Handler, LinkAction, LinkError, NodeConfig, NodeConfigError, NodeCore, RoleChange,
+    Route, SiteConfig, SiteState,
 };
 use hotpair_replicator::wire::Decoder;
 use hotpair_replicator::{Msg, Policy, Role};
@@ -153,8 +153,11 @@ fn settle(n1: &mut NodeCore, n2: &mut NodeCore, now: Instant) {
     panic!("the pair did not settle");
 }
 
+/// What `n` has for the LAN, asked at the latest time it was handed: no
+/// time passes between its round and this (a pause is its own test).
 fn lan_out(n: &mut NodeCore) -> Vec<Frame> {
-    std::iter::from_fn(|| n.poll_lan_transmit()).collect()
+    let now = n.last_call().expect("the core ran a round");
+    std::iter::from_fn(|| n.poll_lan_transmit(now)).collect()
 }
 
 fn arp_who_has(ip: Ipv4Address) -> Frame {
@@ -383,6 +386,48 @@ fn the_survivor_of_a_dual_role_pair_promotes_its_address_and_claims_the_other() 
     n2.round(t);
     assert!(lan_out(&mut n2).iter().any(|f| arp::parse(f.data())
         .is_some_and(|a| a.operation == ArpOperation::Reply && a.sender_ip == A)));
+}
+
+#[test]
+fn a_link_whose_peer_went_silent_is_dropped_and_tried_again_by_the_core() {
+    let t0 = origin();
+    let (mut n1, mut n2) = dual_role(t0);
+    let t = boot(&mut n1, &mut n2, t0);
+    assert_eq!(n2.poll_link_action(t), None, "a live link was touched");
+    // n1 freezes: the socket stays open, nothing comes. Past the
+    // heartbeat timeout n2 declares it dead; the core drops the link.
+    let mut at = t;
+    let mut actions = Vec::new();
+    while at < t + Duration::from_millis(800) {
+        at += Duration::from_millis(50);
+        n2.round(at);
+        let _ = lan_out(&mut n2);
+        while n2.poll_link_transmit(0).is_some() {}
+        actions.extend(std::iter::from_fn(|| n2.poll_link_action(at)));
+    }
+    assert_eq!(
+        actions,
+        vec![
+            LinkAction::Drop {
+                peer: 0,
+                why: "the peer was declared dead"
+            },
+            LinkAction::Reconnect {
+                peer: 0,
+                after: Duration::from_millis(100)
+            },
+        ]
+    );
+    // A set-up that fails is tried again, more slowly.
+    n2.handle_link_failed(0);
+    assert_eq!(
+        n2.poll_link_action(at),
+        Some(LinkAction::Reconnect {
+            peer: 0,
+            after: Duration::from_millis(1000)
+        })
+    );
+    assert_eq!(n2.poll_link_action(at), None);
 }
 
 #[test]
@@ -1324,10 +1369,28 @@ fn a_node_that_loses_the_lan_hands_its_addresses_to_its_peer_and_holds_its_link_
         "n2 would link (and rejoin) with its LAN down"
     );
     assert!(!n2.link_wanted(0));
-    // The link drops: n2 takes nothing over (it reaches no client), for as
-    // long as its LAN is down — no re-probe either.
-    n2.handle_link_lost(0, t);
+    // n2's core drops the link (counting it lost itself) and holds it
+    // down: no new attempt, and a session offered meanwhile is refused.
+    assert_eq!(
+        n2.poll_link_action(t),
+        Some(LinkAction::Drop {
+            peer: 0,
+            why: "this node cannot serve (its LAN or its application check failed): its addresses went to the peer"
+        })
+    );
+    assert_eq!(n2.poll_link_action(t), None, "a link held down was retried");
+    assert!(!n2.accept_link(0, t), "n2 took a session with its LAN down");
+    // n2 takes nothing over (it reaches no client), for as long as its LAN
+    // is down — no re-probe either.
     n1.handle_link_lost(0, t);
+    assert_eq!(
+        n1.poll_link_action(t),
+        Some(LinkAction::Reconnect {
+            peer: 0,
+            after: Duration::from_millis(100)
+        }),
+        "n1 can serve: it tries its lost link again"
+    );
     for _ in 0..40 {
         lan_step(&mut n1, &mut n2, t, false, [true, false]);
         t += step;
@@ -1344,9 +1407,18 @@ fn a_node_that_loses_the_lan_hands_its_addresses_to_its_peer_and_holds_its_link_
     }
     assert!(n2.lan_up() && n2.link_allowed(0));
     assert!(n2.fenced(0) && n2.fenced(1), "n2 took an address n1 holds");
+    // The link held down is set up again at once.
+    assert_eq!(
+        n2.poll_link_action(t),
+        Some(LinkAction::Reconnect {
+            peer: 0,
+            after: Duration::ZERO
+        })
+    );
+    assert_eq!(n2.poll_link_action(t), None);
     // It rejoins: each node takes its configured roles back.
     n1.handle_link_up(0, t);
-    n2.handle_link_up(0, t);
+    assert!(n2.accept_link(0, t));
     for _ in 0..10 {
         lan_step(&mut n1, &mut n2, t, true, [true, true]);
         t += step;

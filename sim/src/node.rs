@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use hotpair_replicator::node::{
-    AppCheckConfig, Handler, Job, LanCheckConfig, NodeConfig, NodeCore, PeerId, RoleChange, Route,
-    SiteConfig, SiteTls,
+    AppCheckConfig, Drive, Handler, Job, LanCheckConfig, LinkAction, NodeConfig, NodeCore, PeerId,
+    RoleChange, Route, SiteConfig, SiteTls, TlsJob,
 };
 use hotpair_replicator::{Msg, Policy};
 use hotpair_stack::engine::EngineStats;
@@ -140,6 +140,9 @@ pub struct RoundOut {
     pub jobs: Vec<Job>,
     /// Application checks asked for.
     pub app_checks: usize,
+    /// Links the node dropped (`LinkAction::Drop`, or a message it
+    /// refused): the world closes their sessions.
+    pub dropped: Vec<Who>,
     /// Rounds of the node core run.
     pub iterations: usize,
 }
@@ -151,6 +154,10 @@ pub struct SimNode {
     peers: Vec<Who>,
     /// The service address index of each site.
     sites: Vec<usize>,
+    /// What the rounds produced so far, handed out by [`SimNode::round`].
+    out: RoundOut,
+    /// A TLS job ran inline in this round: its result needs another.
+    ran_inline: bool,
 }
 
 /// What a run sets on every node it builds.
@@ -264,6 +271,8 @@ impl SimNode {
             core,
             peers,
             sites: site_list.iter().map(|s| s.address).collect(),
+            out: RoundOut::default(),
+            ran_inline: false,
         }
     }
 
@@ -279,67 +288,57 @@ impl SimNode {
 
     /// News from the link to `from`. A refused message drops the link, as
     /// the shell does (a message arriving after the peer was declared dead
-    /// is refused as `NotConnected`, and the link is gone by then anyway).
+    /// is refused as `NotConnected`, and the link is gone by then anyway):
+    /// the core hears it lost, the world closes the session after the
+    /// next round.
     pub fn deliver_link(&mut self, from: Who, m: LinkIn, now: Instant) {
         let Some(peer) = self.peers.iter().position(|&p| p == from) else {
             return;
         };
         match m {
-            LinkIn::Connected => self.core.handle_link_up(peer, now),
+            // A session the core refuses (it cannot serve) is closed
+            // after the next round, as the shell closes the socket.
+            LinkIn::Connected => {
+                if !self.core.accept_link(peer, now) {
+                    self.out.dropped.push(from);
+                }
+            }
             LinkIn::Msg(channel, msg) => {
                 if self.core.handle_link_msg(peer, channel, msg, now).is_err() {
                     self.core.handle_link_lost(peer, now);
+                    self.out.dropped.push(from);
                 }
             }
             LinkIn::Lost(_) => self.core.handle_link_lost(peer, now),
         }
     }
 
-    /// Rounds of the node core at one instant, repeated while anything
-    /// moved (as the TAP shell repeats them), with the LAN and link output
-    /// of each.
+    /// Rounds of the node core at one instant ([`hotpair_replicator::node::step`],
+    /// as the TAP shell runs them), repeated while anything moved, with
+    /// the LAN and link output of each.
     pub fn round(&mut self, now: Instant) -> Result<RoundOut, String> {
-        let mut out = RoundOut::default();
+        let mut iterations = 0;
         loop {
-            out.iterations += 1;
-            if out.iterations > MAX_ITERATIONS {
+            iterations += 1;
+            if iterations > MAX_ITERATIONS {
                 return Err(format!(
                     "node {}: still busy after {MAX_ITERATIONS} rounds at one instant (livelock)",
                     self.who.name()
                 ));
             }
-            let mut busy = self.core.round(now);
-            // TLS handshake steps go out as jobs, as in the node; the
-            // shell's pool runs them, here at once (same instant).
-            while let Some(j) = self.core.poll_tls_job() {
-                self.core.handle_tls_job_done(j.site, j.conn, j.work.run());
+            self.ran_inline = false;
+            let mut busy = hotpair_replicator::node::step(self, now);
+            busy |= self.ran_inline;
+            while let Some(f) = self.core.poll_lan_transmit(now) {
+                self.out.frames.push(f);
                 busy = true;
-            }
-            while let Some(ch) = self.core.poll_role_change() {
-                match ch {
-                    RoleChange::Promoted { address, .. } => out.promoted.push(address),
-                    RoleChange::Claiming { address } => out.claimed.push(address),
-                }
-            }
-            while let Some(f) = self.core.poll_lan_transmit() {
-                out.frames.push(f);
-                busy = true;
-            }
-            for (peer, &to) in self.peers.iter().enumerate() {
-                while let Some((ch, m)) = self.core.poll_link_transmit(peer) {
-                    out.msgs.push((to, ch, m));
-                }
-            }
-            while let Some(j) = self.core.poll_job() {
-                out.jobs.push(j);
-            }
-            if self.core.poll_app_check() {
-                out.app_checks += 1;
             }
             if !busy {
                 break;
             }
         }
+        let mut out = std::mem::take(&mut self.out);
+        out.iterations = iterations;
         Ok(out)
     }
 
@@ -379,5 +378,53 @@ impl SimNode {
     /// Units this node logged to its peers so far.
     pub fn logged_units(&self) -> u64 {
         self.core.logged_units()
+    }
+}
+
+/// Where a round's output goes in the simulation: into [`RoundOut`] for
+/// the world to deliver.
+impl Drive for SimNode {
+    fn core(&mut self) -> &mut NodeCore {
+        &mut self.core
+    }
+
+    fn tls_job(&mut self, j: TlsJob) {
+        // The node's pool runs handshake steps; here at once (same instant).
+        self.core.handle_tls_job_done(j.site, j.conn, j.work.run());
+        self.ran_inline = true;
+    }
+
+    fn job(&mut self, job: Job) {
+        self.out.jobs.push(job);
+    }
+
+    fn app_check(&mut self) {
+        self.out.app_checks += 1;
+    }
+
+    fn link_ready(&mut self, _peer: PeerId) -> bool {
+        // The world's links take every message (no back-pressure).
+        true
+    }
+
+    fn link_message(&mut self, peer: PeerId, channel: u32, msg: Msg) {
+        self.out.msgs.push((self.peers[peer], channel, msg));
+    }
+
+    fn role_change(&mut self, change: RoleChange) {
+        match change {
+            RoleChange::Promoted { address, .. } => self.out.promoted.push(address),
+            RoleChange::Claiming { address } => self.out.claimed.push(address),
+        }
+    }
+
+    fn link_action(&mut self, action: LinkAction) {
+        match action {
+            LinkAction::Drop { peer, .. } => self.out.dropped.push(self.peers[peer]),
+            // The world plays both nodes' link tasks: it sets a link up
+            // again once neither end holds one and both cores allow it
+            // (`world::faults`), as the tasks' retries end up doing.
+            LinkAction::Reconnect { .. } => {}
+        }
     }
 }

@@ -600,7 +600,7 @@ impl World {
                 .collect();
             self.faults.runs_before_round = runs;
         }
-        let out = n.round(now)?;
+        let mut out = n.round(now)?;
         if let Some(before) = before {
             let after = n.stats();
             let addrs = n.addresses().to_vec();
@@ -615,8 +615,12 @@ impl World {
         // `files` and `generate` run inline (`set_inline_generate`): a
         // reply is made in the round its request completed; the
         // application's jobs go to the world's application.
+        // Links are sessions only with `checks` (see `world::faults`);
+        // without, the world's links never fail, whatever a core drops.
+        let dropped = std::mem::take(&mut out.dropped);
         self.emit(w, out);
         if self.spec.checks {
+            self.drop_links(w, &dropped);
             self.manage_links(w);
         }
         Ok(())

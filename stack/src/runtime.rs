@@ -97,8 +97,9 @@ pub trait Node {
     fn handle_lan_frame(&mut self, f: Frame);
     /// One round at `now`; whether anything moved (run another at once).
     fn round(&mut self, now: StdInstant) -> bool;
-    /// Next frame for the LAN.
-    fn poll_lan_transmit(&mut self) -> Option<Frame>;
+    /// Next frame for the LAN, at `now` (read for each frame: a node
+    /// frozen mid-burst must not send the rest unchecked).
+    fn poll_lan_transmit(&mut self, now: StdInstant) -> Option<Frame>;
     /// When the node next needs a round, if nothing arrives before.
     fn poll_timeout(&mut self, now: StdInstant) -> Option<StdInstant>;
     /// Fds to wait on besides the TAP and the waker: (fd, want writable).
@@ -257,7 +258,7 @@ impl Shell {
                 self.flush_pcap();
                 return Err(std::io::Error::other(why));
             }
-            while let Some(mut f) = node.poll_lan_transmit() {
+            while let Some(mut f) = node.poll_lan_transmit(StdInstant::now()) {
                 self.write_frame(&mut f);
                 node.recycle(f);
                 busy = true;

@@ -16,6 +16,11 @@ impl NodeCore {
         self.shared.inline_generate = inline;
     }
 
+    /// The latest time any input, round or poll handed in, if any.
+    pub fn last_call(&self) -> Option<Instant> {
+        self.last_call
+    }
+
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.name

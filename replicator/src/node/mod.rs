@@ -23,20 +23,25 @@
 //! [`NodeCore::handle_app_check`]. Then [`NodeCore::round`] (repeat while
 //! it returns true). Outputs: [`NodeCore::poll_lan_transmit`],
 //! [`NodeCore::poll_link_transmit`], [`NodeCore::poll_job`],
-//! [`NodeCore::poll_app_check`], and
-//! [`NodeCore::poll_timeout`] for when to call again. Time is passed in. The
-//! TAP shell (appliance) and the simulation make exactly these calls.
+//! [`NodeCore::poll_app_check`], [`NodeCore::poll_link_action`], and
+//! [`NodeCore::poll_timeout`] for when to call again. Time is passed in.
+//! One round — `round`, then every output but LAN frames — is [`step`]
+//! (`drive.rs`), which the TAP shell (appliance) and the simulation both
+//! call through their [`Drive`]; each pulls LAN frames itself, one at a
+//! time with the clock read then.
 //!
 //! This file holds the types, construction, frames, links and handlers;
 //! `round` the round (one handler per replication event, then the
 //! takeover step); `state` a site's phase, its one transition function,
-//! and the state status reports ([`SiteState`]); `takeover` its helpers (the pause check, the LAN
+//! and the state status reports ([`SiteState`]); `drive` the one round
+//! both shells run and the link decisions; `takeover` its helpers (the pause check, the LAN
 //! and application checks' decisions, rejoin); `accessors` the read-only accessors for
 //! status and metrics; `conn` a site's HTTP connections.
 
 mod accessors;
 pub mod app;
 mod conn;
+mod drive;
 mod fall_rise;
 mod handler;
 pub mod lan;
@@ -57,6 +62,7 @@ use thiserror::Error;
 pub use app::{AppCheck, AppCheckConfig};
 pub use conn::{Conn, HandshakeDone, HandshakeWork, Served, TlsJob, MAX_SERVED, TLS_INDEX};
 use conn::{Shared, SiteConns};
+pub use drive::{step, Drive, LinkAction};
 pub use handler::{Handler, Job, Route, Work};
 pub use lan::{LanChange, LanCheck, LanCheckConfig};
 pub use reload::Reloaded;
@@ -274,6 +280,12 @@ struct Peer {
     /// Next site to poll for this link's messages (fairness between
     /// addresses on one link).
     next: usize,
+    /// The shell has a session on this link (between `handle_link_up`
+    /// and `handle_link_lost`).
+    up: bool,
+    /// No link task is trying this peer: the core held it down while
+    /// `link_allowed` said no (see `drive.rs`).
+    held: bool,
 }
 
 /// The node core. See the module docs.
@@ -283,6 +295,8 @@ pub struct NodeCore {
     peers: Vec<Peer>,
     shared: Shared,
     changes: VecDeque<RoleChange>,
+    /// Link set-ups decided for the shell ([`NodeCore::poll_link_action`]).
+    link_actions: VecDeque<LinkAction>,
     /// Next site whose LAN output goes first.
     next_tx: usize,
     /// This node's routes as `Msg::Routes` reports them.
@@ -479,7 +493,12 @@ impl NodeCore {
             peers: cfg
                 .peers
                 .into_iter()
-                .map(|name| Peer { name, next: 0 })
+                .map(|name| Peer {
+                    name,
+                    next: 0,
+                    up: false,
+                    held: false,
+                })
                 .collect(),
             shared: Shared {
                 digests: route_digests.iter().map(|r| r.digest).collect(),
@@ -498,6 +517,7 @@ impl NodeCore {
                 logged: false,
             },
             changes: VecDeque::new(),
+            link_actions: VecDeque::new(),
             next_tx: 0,
             route_digests,
             heartbeat_timeout: cfg.heartbeat_timeout,
@@ -543,9 +563,14 @@ impl NodeCore {
         }
     }
 
-    /// Next frame for the LAN.
+    /// Next frame for the LAN, at `now`: the shell asks once per frame it
+    /// writes, with the clock read then. A node frozen in the middle of a
+    /// burst must not send the rest when it resumes — its addresses may
+    /// have been taken over meanwhile — so the pause check runs first and
+    /// silences what the lease no longer covers.
     #[must_use]
-    pub fn poll_lan_transmit(&mut self) -> Option<Frame> {
+    pub fn poll_lan_transmit(&mut self, now: Instant) -> Option<Frame> {
+        self.check_paused(now);
         if let Some(f) = self.lan.as_mut().and_then(LanCheck::poll_transmit) {
             return Some(f);
         }
@@ -565,6 +590,8 @@ impl NodeCore {
     /// The link to `peer` is up: every address shared with it says `Hello`.
     pub fn handle_link_up(&mut self, peer: PeerId, now: Instant) {
         self.check_paused(now);
+        self.peers[peer].up = true;
+        self.peers[peer].held = false;
         for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
             if let Some(r) = s.replica.as_mut() {
                 r.handle_connected(now);
@@ -612,14 +639,17 @@ impl NodeCore {
     }
 
     /// The link to `peer` failed or closed: it is dead for every address
-    /// shared with it (the next round takes over).
+    /// shared with it (the next round takes over). The core decides when
+    /// to try it again ([`NodeCore::poll_link_action`]).
     pub fn handle_link_lost(&mut self, peer: PeerId, now: Instant) {
         self.check_paused(now);
+        self.peers[peer].up = false;
         for s in self.sites.iter_mut().filter(|s| s.cfg.peer == Some(peer)) {
             if let Some(r) = s.replica.as_mut() {
                 r.handle_link_lost(now);
             }
         }
+        self.relink_after(peer, drive::RELINK_AFTER_LOSS);
     }
 
     /// A message from `peer` about the address `channel` names.
@@ -676,35 +706,6 @@ impl NodeCore {
             }
         }
         None
-    }
-
-    /// Whether the link to `peer` still carries a session for some shared
-    /// address. After the peer was declared dead (its heartbeats stopped,
-    /// or this node was paused) it does not: the shell drops the socket
-    /// and tries again, so that the peer can rejoin.
-    pub fn link_wanted(&self, peer: PeerId) -> bool {
-        if !self.link_allowed(peer) {
-            return false;
-        }
-        self.sites.iter().any(|s| {
-            s.cfg.peer == Some(peer)
-                && s.replica
-                    .as_ref()
-                    .is_some_and(|r| r.peer_state() != crate::PeerState::Down)
-        })
-    }
-
-    /// Whether a link to `peer` may be (re)established now: not while this
-    /// node's LAN is down and it stands by for an address it shares with
-    /// `peer` — a new session would make it take its role back, and the
-    /// peer give the address up, with no node reaching the clients. The
-    /// shell holds off connecting until this says yes again.
-    pub fn link_allowed(&self, peer: PeerId) -> bool {
-        self.fit()
-            || !self
-                .sites
-                .iter()
-                .any(|s| s.cfg.peer == Some(peer) && s.phase == Phase::StandingBy)
     }
 
     /// Whether this node reaches the service LAN (its LAN check; `true`

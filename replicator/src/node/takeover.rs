@@ -9,9 +9,9 @@ use super::{NodeCore, Phase, Site};
 use crate::Role;
 
 impl NodeCore {
-    /// The shell calls this before each frame it sends (frames made in
-    /// the round before a pause must not go out after it), and every input
-    /// and round calls it too.
+    /// Every input, round and [`NodeCore::poll_lan_transmit`] (each frame
+    /// the shell sends: frames made in the round before a pause must not
+    /// go out after it) calls this first.
     ///
     /// A gap since the last call longer than the heartbeat timeout, or no
     /// heartbeat for that long: this
@@ -22,7 +22,7 @@ impl NodeCore {
     /// takeover's checks: a primary probes before it claims, an owner
     /// node probes before it promotes; either is fenced if the peer
     /// answers. Until then each stays silent on the LAN.
-    pub fn check_paused(&mut self, now: Instant) {
+    pub(super) fn check_paused(&mut self, now: Instant) {
         let last = self
             .last_call
             .replace(now.max(self.last_call.unwrap_or(now)));

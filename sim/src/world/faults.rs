@@ -12,9 +12,10 @@
 //!   ([`Variant::App`]): from then on the victim's jobs in flight and new
 //!   ones fail as unreachable (the shell hands the core a 502 through
 //!   `handle_job_unreachable`) and its application checks fail.
-//! - **the links as the shell keeps them**: a node whose core no longer
-//!   wants a link drops it (the peer hears `Lost` after what is on the
-//!   wire), and a link comes up again ([`RELINK_DELAY`] later, the shell's
+//! - **the links as the shell keeps them**: a node whose core drops a
+//!   link (`LinkAction::Drop`, decided inside `node::step` as in
+//!   production) closes its session (the peer hears `Lost` after what is
+//!   on the wire), and a link comes up again ([`RELINK_DELAY`] later, the shell's
 //!   pause before a new link task) once neither side holds one and both
 //!   cores allow it (`NodeCore::link_allowed`: not while a node that cannot
 //!   serve stands by), as `appliance/src/service.rs` does. Each link
@@ -339,20 +340,11 @@ impl World {
         match msg {
             LinkIn::Connected => {
                 self.faults.pending.remove(&(to, from));
-                let n = self.nodes[to.index()].as_ref()?;
-                let allowed = n.peer_id(from).is_some_and(|p| n.core.link_allowed(p));
-                if !allowed {
-                    // The shell closes a socket it may not use.
-                    self.trace(|| {
-                        format!(
-                            "link {} -> {}: refused (not allowed)",
-                            from.name(),
-                            to.name()
-                        )
-                    });
-                    self.send_link_in(to, from, LinkIn::Lost("closed".into()), session);
-                    return None;
-                }
+                self.nodes[to.index()].as_ref()?;
+                // The session is the node's now; its core may refuse it
+                // (`NodeCore::accept_link`: it cannot serve), and the
+                // world closes it after the node's round, as the shell
+                // closes the socket.
                 self.faults.views.insert((to, from), Some(session));
                 Some(LinkIn::Connected)
             }
@@ -375,26 +367,31 @@ impl World {
         }
     }
 
-    /// After a round of `w`: drop the links its core no longer wants, and
-    /// make again those both ends allow.
+    /// After a round of `w`: close the sessions of the links its core
+    /// dropped (`LinkAction::Drop`; the peer hears `Lost` after what is on
+    /// the wire).
+    pub(super) fn drop_links(&mut self, w: Who, dropped: &[Who]) {
+        for &p in dropped {
+            if let Some(s) = self.faults.views.get(&(w, p)).copied().flatten() {
+                self.faults.views.insert((w, p), None);
+                self.trace(|| format!("LINK {} drops its link to {}", w.name(), p.name()));
+                self.send_link_in(w, p, LinkIn::Lost("closed by the peer".into()), s);
+            }
+        }
+    }
+
+    /// After a round of `w`: make again the links both ends allow.
     pub(super) fn manage_links(&mut self, w: Who) {
         let Some(n) = self.nodes[w.index()].as_ref() else {
             return;
         };
         let peers = n.peers().to_vec();
-        let now = self.now();
         for p in peers {
             let Some(n) = self.nodes[w.index()].as_mut() else {
                 return;
             };
             let pid = n.peer_id(p).expect("a peer of the node");
             match self.faults.views.get(&(w, p)).copied().flatten() {
-                Some(s) if !n.core.link_wanted(pid) => {
-                    n.core.handle_link_lost(pid, now);
-                    self.faults.views.insert((w, p), None);
-                    self.trace(|| format!("LINK {} drops its link to {}", w.name(), p.name()));
-                    self.send_link_in(w, p, LinkIn::Lost("closed by the peer".into()), s);
-                }
                 Some(_) => {}
                 None => {
                     let allowed = n.core.link_allowed(pid);
