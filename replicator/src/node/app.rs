@@ -80,6 +80,7 @@ impl AppCheck {
     }
 
     /// When [`AppCheck::handle_timeout`] has work.
+    #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         match self.in_flight {
             Some(at) => self.next_at.max(at + 2 * self.cfg.timeout),

@@ -104,6 +104,7 @@ impl LanCheck {
     }
 
     /// When [`LanCheck::handle_timeout`] has work.
+    #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         self.next_at
     }
