@@ -7,11 +7,13 @@
 
 mod checks;
 mod host;
+mod link;
 mod tls;
 mod topology;
 
 pub use checks::{AppCheck, AppCheckSection, LanCheckSection};
 pub use host::HostCheck;
+pub use link::LinkSection;
 pub use tls::{parse_cipher_suites, SniSection, TlsSection};
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -45,9 +47,9 @@ pub struct Config {
     pub peers: Vec<PeerSection>,
     #[serde(default)]
     pub heartbeat: Option<HeartbeatSection>,
-    /// The replication link's key (or its loud opt-out): `secure.rs`.
+    /// The replication link's key (or its loud opt-out): `config/link.rs`.
     #[serde(default)]
-    pub link: Option<crate::secure::LinkSection>,
+    pub link: Option<LinkSection>,
     /// The admin socket (`hotpair status`) and the Prometheus endpoint.
     #[serde(default)]
     pub admin: AdminSection,
