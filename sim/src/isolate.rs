@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::threads::run_all;
 use crate::scenario::{self, Expectations};
+use crate::threads::run_all;
 use crate::topology::Topology;
 use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, TlsPhase, Variant};
 

@@ -11,13 +11,11 @@ use std::time::Duration;
 use crate::isolate::{run_isolated, Isolation};
 // The in-process runner, here too: it is how the matrix runs without
 // isolation, and the tests call it by this path.
-pub use crate::threads::run_all;
 use crate::node::Who;
 use crate::scenario::Scenario;
+pub use crate::threads::run_all;
 use crate::topology::Topology;
-use crate::world::{
-    expectations_for, Kill, Net, Outcome, RunSpec, RunStats, TlsPhase, Variant,
-};
+use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, TlsPhase, Variant};
 
 /// Which kill steps to try.
 #[derive(Debug, Clone, Copy)]
