@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::isolate::{run_isolated, Isolation};
-// The in-process runner, here too: it is how the matrix runs without
-// isolation, and the tests call it by this path.
 use crate::node::Who;
 use crate::scenario::Scenario;
-pub use crate::threads::run_all;
 use crate::topology::Topology;
 use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, TlsPhase, Variant};
+
+// The in-process runner, here too: it is how the matrix runs without
+// isolation, and the tests call it by this path.
+pub use crate::threads::run_all;
 
 /// Which kill steps to try.
 #[derive(Debug, Clone, Copy)]
