@@ -7,11 +7,13 @@
 
 mod checks;
 mod host;
+mod link;
 mod tls;
 mod topology;
 
 pub use checks::{AppCheck, AppCheckSection, LanCheckSection};
 pub use host::HostCheck;
+pub use link::LinkSection;
 pub use tls::{parse_cipher_suites, SniSection, TlsSection};
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -45,9 +47,9 @@ pub struct Config {
     pub peers: Vec<PeerSection>,
     #[serde(default)]
     pub heartbeat: Option<HeartbeatSection>,
-    /// The replication link's key (or its loud opt-out): `secure.rs`.
+    /// The replication link's key (or its loud opt-out): `config/link.rs`.
     #[serde(default)]
-    pub link: Option<crate::secure::LinkSection>,
+    pub link: Option<LinkSection>,
     /// The admin socket (`hotpair status`) and the Prometheus endpoint.
     #[serde(default)]
     pub admin: AdminSection,
@@ -126,7 +128,7 @@ pub fn default_hook_timeout() -> u64 {
 pub const DEFAULT_ADMIN_DIR: &str = "/run/hotpair";
 
 /// One service address and this node's role for it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddressSection {
     pub ip: Ipv4Addr,
@@ -191,7 +193,8 @@ pub struct HeartbeatSection {
     pub rejoin_delay_ms: u64,
 }
 
-/// A role's name in a config: `owner` (or `owner`), `primary`, `alone`
+/// A role's name in a config: `owner` (or `ingress`, its name before the
+/// rename), `primary`, `alone`
 /// (or `simplex`).
 fn role<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Role, D::Error> {
     let s = String::deserialize(d)?;
@@ -872,6 +875,45 @@ listen = "10.77.0.1:7702"
             (t.heartbeat_interval_ms, t.heartbeat_timeout_ms),
             (100, 500)
         );
+    }
+
+    #[test]
+    fn service_is_the_one_address_it_stands_for() {
+        // Every key off its default, so a key the sugar dropped or swapped
+        // shows.
+        let limits = "prefix_len = 16\ngateway = \"10.77.0.1\"\nport = 8080\nmax_connections = 900\nmax_half_open = 70\nhalf_open_timeout_ms = 4000\nmax_per_source = 30\nsyn_cookies = false\n";
+        let node = "[node]\nname = \"n1\"\ntap = \"hptap0\"\nmac = \"02:68:70:00:00:01\"\n[link]\ndanger_plaintext = true\n";
+        let service = format!(
+            "{node}[service]\naddress = \"10.77.0.10\"\n{limits}[replication]\nrole = \"owner\"\npeer = \"10.77.0.1:7700\"\nheartbeat_interval_ms = 40\nheartbeat_timeout_ms = 300\ncold_start_ms = 2000\n"
+        );
+        let address = format!(
+            "{node}[[address]]\nip = \"10.77.0.10\"\n{limits}role = \"owner\"\npeer = \"n2\"\n[[peer]]\nname = \"n2\"\nconnect = \"10.77.0.1:7700\"\n[heartbeat]\ninterval_ms = 40\ntimeout_ms = 300\ncold_start_ms = 2000\n"
+        );
+        let from_service = Config::parse(&service).unwrap().topology().unwrap();
+        let mut from_address = Config::parse(&address).unwrap().topology().unwrap();
+        // The one difference: the one-address form names no peer.
+        assert_eq!(from_address.peers[0].name.take().as_deref(), Some("n2"));
+        assert_eq!(from_service, from_address);
+        assert_eq!(from_service.sites[0].max_half_open, 70);
+        // Served alone: no peer, the heartbeat defaults.
+        let alone = Config::parse(&format!(
+            "{node}[service]\naddress = \"10.77.0.10\"\n{limits}"
+        ))
+        .unwrap()
+        .topology()
+        .unwrap();
+        assert_eq!(
+            (alone.sites[0].role, alone.sites[0].peer),
+            (Role::Simplex, None)
+        );
+        assert!(alone.peers.is_empty());
+        assert_eq!(
+            (alone.heartbeat_interval_ms, alone.heartbeat_timeout_ms),
+            (100, 500)
+        );
+        let mut expected = from_service.sites[0].clone();
+        (expected.role, expected.peer) = (Role::Simplex, None);
+        assert_eq!(alone.sites[0], expected);
     }
 
     #[test]

@@ -22,7 +22,14 @@ pub const QUEUE: usize = 64;
 /// How often a running hook is looked at.
 const POLL: Duration = Duration::from_millis(10);
 
-pub use crate::lifecycle::Change;
+/// One state change of one address: what a hook is run with (made by
+/// [`crate::lifecycle::changes`] from the status snapshots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub address: String,
+    pub old: String,
+    pub new: String,
+}
 
 /// How one run ended.
 #[derive(Debug)]

@@ -12,15 +12,8 @@
 use std::time::Instant;
 
 use crate::admin::Status;
+use crate::hooks::{Change, Hooks};
 use crate::sdnotify::{Notice, Notifier, Watchdog};
-
-/// One state change of one address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub address: String,
-    pub old: String,
-    pub new: String,
-}
 
 /// An address's state for hooks and `STATUS=`: the word of `hotpair
 /// status`, or `leaving` for every address once a planned stop began.
@@ -77,14 +70,14 @@ pub struct Lifecycle {
     stopping_said: bool,
     notifier: Option<Notifier>,
     watchdog: Option<Watchdog>,
-    hooks: Option<crate::hooks::Hooks>,
+    hooks: Option<Hooks>,
 }
 
 impl Lifecycle {
     pub fn new(
         notifier: Option<Notifier>,
         watchdog: Option<Watchdog>,
-        hooks: Option<crate::hooks::Hooks>,
+        hooks: Option<Hooks>,
     ) -> Lifecycle {
         Lifecycle {
             notifier,

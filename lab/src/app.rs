@@ -10,10 +10,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use super::control::load_lab;
-use super::state::LabState;
+use super::state::{AppKind, LabState};
 use super::{ip, proc, tail, UPSTREAM_ADDRESS};
 
 const TOY_SCRIPT: &str = include_str!("../assets/upstream.py");
@@ -26,17 +25,6 @@ pub const REQUEST_ID_HEADER: &str = "X-Hotpair-Request-Id";
 /// Debian's own interpreter, where `python3-psycopg2` installs psycopg2 (a
 /// `python3` first on PATH, e.g. pyenv's, may not see it).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
-
-/// The application behind `/app/`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum AppKind {
-    /// lab/assets/upstream.py: SHA-256 of POST bodies, `?size=N` bytes.
-    #[default]
-    Toy,
-    /// lab/assets/orders.py on PostgreSQL (docs/application.md).
-    Orders,
-}
 
 impl AppKind {
     pub fn name(self) -> &'static str {

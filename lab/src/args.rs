@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::app::{self, AppKind};
+use super::app;
 use super::control::{cleanup, exec, kill, load_lab, restart, signal_node};
+use super::state::AppKind;
 use super::status::print_status;
 use super::{
     cgroup, partition, require_root, status_json, topology, up, validate_prefix, LabOptions, Mode,

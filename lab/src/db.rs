@@ -14,10 +14,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use super::proc::{self, Proc};
-use super::state::LabState;
+use super::state::{DbState, LabState};
 use super::{ip, tail, LAN_PREFIX_LEN};
 
 /// The database host's address on the lab LAN (outside the nodes' .1-.8,
@@ -32,21 +31,6 @@ const PG_ROOT: &str = "/usr/lib/postgresql";
 const PG_OS_USER: &str = "postgres";
 /// How long the server may take to accept connections.
 const START_WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DbState {
-    pub namespace: String,
-    /// `10.77.0.200`.
-    pub address: String,
-    pub port: u16,
-    /// PostgreSQL's `bin` directory (initdb, postgres, psql).
-    pub bin_dir: PathBuf,
-    /// Owned by `postgres`: the cluster in `data/`, the Unix socket beside it.
-    pub dir: PathBuf,
-    pub log: PathBuf,
-    /// The postmaster, once started.
-    pub process: Option<Proc>,
-}
 
 impl DbState {
     /// The database of lab `prefix`; fails, saying what to install, when

@@ -38,10 +38,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-pub use self::app::{AppKind, REQUEST_ID_HEADER};
+pub use self::app::REQUEST_ID_HEADER;
 pub use self::args::{run, LabArgs};
 pub use self::control::{down, kill_node, Killed};
 pub use self::db::DB_ADDRESS;
+pub use self::state::AppKind;
 pub use self::status::status_json;
 pub use self::topology::{Mode, ReplNet};
 pub use self::up::{up, Lab, LabOptions, StaticPolicy};

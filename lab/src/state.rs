@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::app::AppKind;
 use super::cgroup::CgroupState;
-use super::db::DbState;
 use super::proc::Proc;
 pub use super::topology::{AddressState, PeerLinkState};
 use super::{Mode, ReplNet};
@@ -61,6 +59,34 @@ pub struct LabState {
     /// `tls::ca_path(state_dir)`.
     #[serde(default)]
     pub tls: bool,
+}
+
+/// The application behind `/app/`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AppKind {
+    /// lab/assets/upstream.py: SHA-256 of POST bodies, `?size=N` bytes.
+    #[default]
+    Toy,
+    /// lab/assets/orders.py on PostgreSQL (docs/application.md).
+    Orders,
+}
+
+/// The lab's database (`lab up --app orders`): where it runs; started and
+/// stopped by `db.rs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DbState {
+    pub namespace: String,
+    /// `10.77.0.200`.
+    pub address: String,
+    pub port: u16,
+    /// PostgreSQL's `bin` directory (initdb, postgres, psql).
+    pub bin_dir: PathBuf,
+    /// Owned by `postgres`: the cluster in `data/`, the Unix socket beside it.
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    /// The postmaster, once started.
+    pub process: Option<Proc>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

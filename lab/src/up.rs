@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::app::{self, AppKind};
 use super::control::{cleanup, start_node};
-use super::db::{self, DbState};
 use super::node_config::write_node_config;
 use super::state::{
-    ClientState, LabState, LinkState, NodeState, Phase, ReplicationState, SwitchState,
-    UpstreamState,
+    AppKind, ClientState, DbState, LabState, LinkState, NodeState, Phase, ReplicationState,
+    SwitchState, UpstreamState,
 };
+use super::{app, db};
 use super::{
     cgroup, docroot, ip, net, node_address, node_config, node_mac, require_root, state_dir, tail,
     topology, validate_prefix, Mode, ReplNet, CLIENT_ADDRESS, DEFAULT_HEARTBEAT_TIMEOUT_MS,

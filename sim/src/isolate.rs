@@ -5,7 +5,7 @@
 //! The parent hands a child a batch of run specs in a file; the child (the
 //! same test binary, running its `worker` test) runs them one by one and
 //! prints one `SIMRESULT` line per run. If the child dies — the watchdog
-//! in [`crate::matrix::run_all`] exits it when a run is stuck — the first
+//! in [`crate::threads::run_all`] exits it when a run is stuck — the first
 //! run without a result is the culprit; the rest go back in the queue.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::matrix::run_all;
 use crate::scenario::{self, Expectations};
+use crate::threads::run_all;
 use crate::topology::Topology;
 use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, TlsPhase, Variant};
 

@@ -80,6 +80,7 @@ pub mod reply;
 pub mod rng;
 pub mod sampled;
 pub mod scenario;
+pub mod threads;
 pub mod tls;
 pub mod topology;
 pub mod wire;

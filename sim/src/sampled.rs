@@ -63,7 +63,7 @@ pub fn run(variant: Variant, plan: &[Part], scenarios: &[Scenario], threads: usi
         }
     }
     let base_specs: Vec<RunSpec> = base.iter().map(|(s, _)| s.clone()).collect();
-    let base_outs = matrix::run_all(&base_specs, threads);
+    let base_outs = crate::threads::run_all(&base_specs, threads);
     let mut r = Sampled {
         baselines: base_specs.len(),
         ..Sampled::default()
@@ -100,7 +100,7 @@ pub fn run(variant: Variant, plan: &[Part], scenarios: &[Scenario], threads: usi
             }
         }
     }
-    let outs = matrix::run_all(&specs, threads);
+    let outs = crate::threads::run_all(&specs, threads);
     for (s, o) in specs.iter().zip(&outs) {
         r.failures.extend(Failure::of(s, o));
     }

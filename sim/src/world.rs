@@ -294,7 +294,7 @@ impl World {
         }
     }
 
-    /// Publish the step count here as the run goes (see `matrix::run_all`).
+    /// Publish the step count here as the run goes (see `threads::run_all`).
     pub fn with_pulse(mut self, pulse: Arc<AtomicU64>) -> Self {
         self.pulse = Some(pulse);
         self

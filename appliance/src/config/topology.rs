@@ -1,6 +1,7 @@
 //! From the parsed sections to what the node runs: [`Config::topology`]
 //! (every address's role and peer) and the checks of the whole config.
 
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
@@ -8,9 +9,57 @@ use hotpair_replicator::{Policy, Role};
 
 use super::{
     default_cold_start, default_hb_interval, default_hb_timeout, default_max_half_open, parse_mac,
-    role_name, Config, HandlerKind, LinkEnd, PeerSpec, SiteSpec, Topology, MAX_CONNECTIONS_LIMIT,
-    MAX_REJOIN_DELAY_MS,
+    role_name, AddressSection, Config, HandlerKind, LinkEnd, PeerSpec, ServiceSection, SiteSpec,
+    Topology, MAX_CONNECTIONS_LIMIT, MAX_REJOIN_DELAY_MS,
 };
+
+/// The general form's tables, as [`Config::topology`] reads them.
+struct GeneralForm<'a> {
+    addresses: Vec<AddressTable<'a>>,
+    peers: Vec<PeerSpec>,
+    /// The prefix of the heartbeat's keys (`heartbeat.`,
+    /// `replication.heartbeat_`), its interval, timeout and cold-start
+    /// wait.
+    heartbeat: (&'static str, u64, u64, u64),
+}
+
+/// One `[[address]]`, or the `[service]` it stands for.
+struct AddressTable<'a> {
+    /// The table, as errors name it (`service`, `address[1]`).
+    key: String,
+    /// Its address's key (`service.address`, `address[1].ip`).
+    ip_key: String,
+    section: Cow<'a, AddressSection>,
+    /// Its peer's index in [`GeneralForm::peers`], or why it has none
+    /// (said after the address's own checks).
+    peer: Result<Option<usize>>,
+}
+
+impl AddressTable<'_> {
+    /// `[service]` as the `[[address]]` it is sugar for: this node's
+    /// `role` for it, and its peer's index.
+    fn service(s: &ServiceSection, role: Role, peer: Option<usize>) -> AddressTable<'static> {
+        AddressTable {
+            key: "service".into(),
+            ip_key: "service.address".into(),
+            section: Cow::Owned(AddressSection {
+                ip: s.address,
+                prefix_len: s.prefix_len,
+                gateway: s.gateway,
+                port: s.port,
+                max_connections: s.max_connections,
+                max_half_open: s.max_half_open,
+                half_open_timeout_ms: s.half_open_timeout_ms,
+                max_per_source: s.max_per_source,
+                syn_cookies: s.syn_cookies,
+                role,
+                // Named in `peer`: the one-address form names no peer.
+                peer: None,
+            }),
+            peer: Ok(peer),
+        }
+    }
+}
 
 impl Config {
     pub fn topology(&self) -> Result<Topology> {
@@ -65,6 +114,64 @@ impl Config {
             }
             Ok(())
         };
+        let form = self.general_form()?;
+        let mut sites = Vec::new();
+        for t in form.addresses {
+            let (key, a) = (&t.key, &*t.section);
+            check_site(
+                key,
+                &t.ip_key,
+                a.ip,
+                a.prefix_len,
+                a.port,
+                a.max_connections,
+            )?;
+            if sites.iter().any(|o: &SiteSpec| o.address == a.ip) {
+                bail!("{key}.ip: {} is listed twice", a.ip);
+            }
+            sites.push(SiteSpec {
+                address: a.ip,
+                prefix_len: a.prefix_len,
+                gateway: a.gateway,
+                port: a.port,
+                max_connections: a.max_connections,
+                max_half_open: check_half_open(
+                    key,
+                    a.max_connections,
+                    a.max_half_open,
+                    a.half_open_timeout_ms,
+                )?,
+                half_open_timeout_ms: a.half_open_timeout_ms,
+                max_per_source: check_per_source(key, a.max_connections, a.max_per_source)?,
+                syn_cookies: a.syn_cookies,
+                role: a.role,
+                peer: t.peer?,
+            });
+        }
+        for (i, p) in form.peers.iter().enumerate() {
+            if !sites.iter().any(|s| s.peer == Some(i)) {
+                bail!(
+                    "peer[{i}].name: {:?} shares no address with this node",
+                    p.name.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        let (key, interval, timeout, cold_start) = form.heartbeat;
+        check_hb(key, interval, timeout, cold_start)?;
+        Ok(Topology {
+            sites,
+            peers: form.peers,
+            heartbeat_interval_ms: interval,
+            heartbeat_timeout_ms: timeout,
+            cold_start_ms: cold_start,
+        })
+    }
+
+    /// The config in its general form, `[service]` (with `[replication]`)
+    /// read as the one `[[address]]` (and `[[peer]]`, `[heartbeat]`) it
+    /// is sugar for: what [`Config::topology`] checks and builds from,
+    /// whichever form was written. Errors name the keys written.
+    fn general_form(&self) -> Result<GeneralForm<'_>> {
         match (&self.service, self.addresses.is_empty()) {
             (Some(_), false) => {
                 bail!("address: [service] and [[address]] are two forms of one thing; use one")
@@ -77,78 +184,41 @@ impl Config {
                 if self.heartbeat.is_some() {
                     bail!("heartbeat: goes with [[address]]; with [service] the heartbeat is set in [replication]");
                 }
-                check_site(
-                    "service",
-                    "service.address",
-                    s.address,
-                    s.prefix_len,
-                    s.port,
-                    s.max_connections,
-                )?;
-                let mut peers = Vec::new();
-                let (role, peer, interval, timeout, cold_start) = match &self.replication {
-                    None => (
-                        Role::Simplex,
-                        None,
-                        default_hb_interval(),
-                        default_hb_timeout(),
-                        default_cold_start(),
-                    ),
-                    Some(r) => {
-                        let link = match r.role {
-                            Role::Primary => LinkEnd::Listen(r.listen.context(
-                                "replication.listen: required for role \"primary\"",
-                            )?),
-                            Role::Owner => LinkEnd::Connect(r.peer.context(
-                                "replication.peer: required for role \"owner\"",
-                            )?),
-                            Role::Simplex => bail!(
-                                "replication.role: \"alone\" means no replication; remove [replication]"
-                            ),
-                        };
-                        check_hb(
+                let Some(r) = &self.replication else {
+                    return Ok(GeneralForm {
+                        addresses: vec![AddressTable::service(s, Role::Simplex, None)],
+                        peers: Vec::new(),
+                        heartbeat: (
                             "replication.heartbeat_",
-                            r.heartbeat_interval_ms,
-                            r.heartbeat_timeout_ms,
-                            r.cold_start_ms,
-                        )?;
-                        peers.push(PeerSpec { name: None, link });
-                        (
-                            r.role,
-                            Some(0),
-                            r.heartbeat_interval_ms,
-                            r.heartbeat_timeout_ms,
-                            r.cold_start_ms,
-                        )
-                    }
+                            default_hb_interval(),
+                            default_hb_timeout(),
+                            default_cold_start(),
+                        ),
+                    });
                 };
-                Ok(Topology {
-                    sites: vec![SiteSpec {
-                        address: s.address,
-                        prefix_len: s.prefix_len,
-                        gateway: s.gateway,
-                        port: s.port,
-                        max_connections: s.max_connections,
-                        max_half_open: check_half_open(
-                            "service",
-                            s.max_connections,
-                            s.max_half_open,
-                            s.half_open_timeout_ms,
-                        )?,
-                        half_open_timeout_ms: s.half_open_timeout_ms,
-                        max_per_source: check_per_source(
-                            "service",
-                            s.max_connections,
-                            s.max_per_source,
-                        )?,
-                        syn_cookies: s.syn_cookies,
-                        role,
-                        peer,
-                    }],
-                    peers,
-                    heartbeat_interval_ms: interval,
-                    heartbeat_timeout_ms: timeout,
-                    cold_start_ms: cold_start,
+                let link = match r.role {
+                    Role::Primary => LinkEnd::Listen(
+                        r.listen
+                            .context("replication.listen: required for role \"primary\"")?,
+                    ),
+                    Role::Owner => LinkEnd::Connect(
+                        r.peer
+                            .context("replication.peer: required for role \"owner\"")?,
+                    ),
+                    Role::Simplex => bail!(
+                        "replication.role: \"alone\" means no replication; remove [replication]"
+                    ),
+                };
+                Ok(GeneralForm {
+                    addresses: vec![AddressTable::service(s, r.role, Some(0))],
+                    // The one-address form names no peer.
+                    peers: vec![PeerSpec { name: None, link }],
+                    heartbeat: (
+                        "replication.heartbeat_",
+                        r.heartbeat_interval_ms,
+                        r.heartbeat_timeout_ms,
+                        r.cold_start_ms,
+                    ),
                 })
             }
             (None, false) => {
@@ -177,67 +247,21 @@ impl Config {
                         link,
                     });
                 }
-                let mut sites = Vec::new();
-                for (i, a) in self.addresses.iter().enumerate() {
-                    let key = format!("address[{i}]");
-                    check_site(
-                        &key,
-                        &format!("{key}.ip"),
-                        a.ip,
-                        a.prefix_len,
-                        a.port,
-                        a.max_connections,
-                    )?;
-                    if self.addresses[..i].iter().any(|o| o.ip == a.ip) {
-                        bail!("{key}.ip: {} is listed twice", a.ip);
-                    }
-                    let peer = match (a.role, &a.peer) {
-                        (Role::Simplex, None) => None,
-                        (Role::Simplex, Some(_)) => {
-                            bail!("{key}.peer: an address served alone has no peer")
+                let addresses = self
+                    .addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        let key = format!("address[{i}]");
+                        AddressTable {
+                            ip_key: format!("{key}.ip"),
+                            peer: self.peer_of(&key, a),
+                            key,
+                            section: Cow::Borrowed(a),
                         }
-                        (_, None) => bail!("{key}.peer: required for role {:?}", role_name(a.role)),
-                        (_, Some(name)) => Some(
-                            self.peers
-                                .iter()
-                                .position(|p| &p.name == name)
-                                .with_context(|| {
-                                    format!("{key}.peer: {name:?} is not a [[peer]]")
-                                })?,
-                        ),
-                    };
-                    sites.push(SiteSpec {
-                        address: a.ip,
-                        prefix_len: a.prefix_len,
-                        gateway: a.gateway,
-                        port: a.port,
-                        max_connections: a.max_connections,
-                        max_half_open: check_half_open(
-                            &key,
-                            a.max_connections,
-                            a.max_half_open,
-                            a.half_open_timeout_ms,
-                        )?,
-                        half_open_timeout_ms: a.half_open_timeout_ms,
-                        max_per_source: check_per_source(
-                            &key,
-                            a.max_connections,
-                            a.max_per_source,
-                        )?,
-                        syn_cookies: a.syn_cookies,
-                        role: a.role,
-                        peer,
-                    });
-                }
-                for (i, p) in self.peers.iter().enumerate() {
-                    if !sites.iter().any(|s| s.peer == Some(i)) {
-                        bail!(
-                            "peer[{i}].name: {:?} shares no address with this node",
-                            p.name
-                        );
-                    }
-                }
-                let (interval, timeout, cold_start) = self.heartbeat.as_ref().map_or(
+                    })
+                    .collect();
+                let heartbeat = self.heartbeat.as_ref().map_or(
                     (
                         default_hb_interval(),
                         default_hb_timeout(),
@@ -245,16 +269,30 @@ impl Config {
                     ),
                     |h| (h.interval_ms, h.timeout_ms, h.cold_start_ms),
                 );
-                check_hb("heartbeat.", interval, timeout, cold_start)?;
-                Ok(Topology {
-                    sites,
+                Ok(GeneralForm {
+                    addresses,
                     peers,
-                    heartbeat_interval_ms: interval,
-                    heartbeat_timeout_ms: timeout,
-                    cold_start_ms: cold_start,
+                    heartbeat: ("heartbeat.", heartbeat.0, heartbeat.1, heartbeat.2),
                 })
             }
         }
+    }
+
+    /// The index of the `[[peer]]` an `[[address]]` (table `key`) names.
+    fn peer_of(&self, key: &str, a: &AddressSection) -> Result<Option<usize>> {
+        Ok(match (a.role, &a.peer) {
+            (Role::Simplex, None) => None,
+            (Role::Simplex, Some(_)) => {
+                bail!("{key}.peer: an address served alone has no peer")
+            }
+            (_, None) => bail!("{key}.peer: required for role {:?}", role_name(a.role)),
+            (_, Some(name)) => Some(
+                self.peers
+                    .iter()
+                    .position(|p| &p.name == name)
+                    .with_context(|| format!("{key}.peer: {name:?} is not a [[peer]]"))?,
+            ),
+        })
     }
 
     pub(super) fn validate(&self) -> Result<()> {
