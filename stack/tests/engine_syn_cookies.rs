@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{hello, segment_with as segment, CLIENT};
-use hotpair_stack::engine::{ConnId, ConnInfo, ConnKey, CookieKey, Engine, Frame, Role, Service};
+use common::{hello, segment_with as segment, Plain, CLIENT};
+use hotpair_stack::engine::{ConnKey, CookieKey, Engine, Frame, Role};
 use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
 use hotpair_stack::{StackConfig, SynCookies};
 use smoltcp::socket::tcp;
@@ -31,38 +31,27 @@ fn syn(src: Ipv4Address, port: u16, isn: u32) -> Frame {
     )
 }
 
-/// Accepts every connection and writes back what it reads, upper-cased;
-/// records what it was told of each connection.
-#[derive(Default)]
-struct Echo {
-    accepted: Vec<(ConnKey, bool)>,
+/// Writes back what it reads, upper-cased.
+fn echo(s: &mut tcp::Socket<'_>) {
+    let mut buf = [0u8; 256];
+    while let Ok(n @ 1..) = s.recv_slice(&mut buf) {
+        let _ = s.send_slice(&buf[..n].to_ascii_uppercase());
+    }
 }
 
-impl Service for Echo {
-    type Conn = ();
-    fn accept(&mut self, _: ConnId, info: &ConnInfo, _: Instant) {
-        self.accepted.push((info.key, info.shadow));
-    }
-    fn drive(
-        &mut self,
-        _: ConnId,
-        _: &mut (),
-        s: &mut tcp::Socket<'_>,
-        _: Instant,
-    ) -> Option<Instant> {
-        let mut buf = [0u8; 256];
-        while let Ok(n @ 1..) = s.recv_slice(&mut buf) {
-            let _ = s.send_slice(&buf[..n].to_ascii_uppercase());
-        }
-        None
-    }
-    fn closed(&mut self, _: ConnId, _: ()) {}
-    fn woken(&mut self, _: &mut Vec<ConnId>) {}
+/// What the service was told of each connection it accepted: its name and
+/// whether it is a shadow.
+fn accepted(n: &Node) -> Vec<(ConnKey, bool)> {
+    n.service
+        .accepted
+        .iter()
+        .map(|i| (i.key, i.shadow))
+        .collect()
 }
 
 struct Node {
     engine: Engine<()>,
-    service: Echo,
+    service: Plain,
     now: Instant,
 }
 
@@ -85,7 +74,7 @@ impl Node {
         };
         Node {
             engine: Engine::new(cfg, mode, now),
-            service: Echo::default(),
+            service: Plain::new(echo),
             now,
         }
     }
@@ -203,7 +192,7 @@ fn a_legitimate_handshake_completes_while_spoofed_syns_fill_the_table() {
     let st = n.engine.stats();
     assert_eq!((st.syn_cookies_validated, st.accepted), (1, 1));
     assert_eq!(
-        n.service.accepted,
+        accepted(&n),
         vec![(
             ConnKey {
                 client_ip: CLIENT,
@@ -332,8 +321,8 @@ fn on_a_pair_the_primary_opens_the_owners_cookie_connection_alike() {
         client_port: 40_000,
         client_isn: 1000,
     };
-    assert_eq!(owner.service.accepted, vec![(key, true)]);
-    assert_eq!(primary.service.accepted, vec![(key, false)]);
+    assert_eq!(accepted(&owner), vec![(key, true)]);
+    assert_eq!(accepted(&primary), vec![(key, false)]);
     assert_eq!(primary.engine.stats().syn_cookies_validated, 1);
 
     // A request: the shadow holds it, then the primary gets it and
