@@ -232,17 +232,27 @@ impl Lab {
     /// is the HTTP status (`curl -sS --max-time 10 -o /dev/null -w
     /// %{http_code}`), stderr curl's error if any.
     pub fn get_status(&self, url: &str) -> Output {
-        self.exec_client(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            url,
-        ])
+        self.get_status_within(url, 10)
+    }
+
+    /// [`Lab::get_status`] with curl allowed `max_secs`.
+    pub fn get_status_within(&self, url: &str, max_secs: u32) -> Output {
+        self.exec_in(
+            "client",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                &max_secs.to_string(),
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ],
+            // The namespace's own limit, with slack over curl's.
+            Duration::from_secs(u64::from(max_secs) + 10),
+        )
     }
 
     /// `GET path` on node `i`'s metrics listener (`10.77.0.<i>:9464`) from
@@ -312,6 +322,31 @@ impl Lab {
             w.next().and_then(|c| c.parse().ok()).unwrap_or(0),
             w.next().and_then(|c| c.parse().ok()).unwrap_or(f64::NAN),
         )
+    }
+
+    /// One GET of `url` from the client namespace, curl allowed `max_secs`
+    /// (`extra`: more curl options): the HTTP status (0: none), the
+    /// seconds curl took (NaN: unknown), whether the body's SHA-256 is
+    /// `want_sha`; and curl's output, to describe a failure.
+    pub fn checked_get(
+        &self,
+        url: &str,
+        max_secs: u32,
+        extra: &[&str],
+        want_sha: &str,
+    ) -> ((u16, f64, bool), Output) {
+        let max = max_secs.to_string();
+        let mut args = vec!["curl", "-sS", "--max-time", &max];
+        args.extend_from_slice(extra);
+        args.extend(["-w", "\n%{http_code} %{time_total}", url]);
+        let out = self.exec_in(
+            "client",
+            &args,
+            Duration::from_secs(u64::from(max_secs) + 15),
+        );
+        let (body, code, secs) = curl_body_code_secs(&out.stdout);
+        let ok = sha256_hex(body) == want_sha;
+        ((code, secs, ok), out)
     }
 
     /// Fetches `path` from the service with curl; panics unless 2xx.
@@ -779,6 +814,33 @@ pub fn status_node<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a 
         .into_iter()
         .flatten()
         .find(|n| n["name"] == name)
+}
+
+/// How many packets hping3 says it sent (its summary line, on stdout or
+/// stderr); `None` if it printed none (it did not run, or died).
+pub fn hping_sent(out: &Output) -> Option<u64> {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    all.lines()
+        .find_map(|l| l.split_once(" packets transmitted"))
+        .and_then(|(n, _)| n.trim().parse().ok())
+}
+
+/// The addresses of namespace `ns` in a `lab status --json` document
+/// (each with its `interface` and `address`).
+pub fn ns_addresses<'a>(
+    status: &'a serde_json::Value,
+    ns: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    status["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |n| n["name"] == ns)
+        .flat_map(|n| n["addresses"].as_array().into_iter().flatten())
 }
 
 /// The output of `curl -w "\n%{http_code} %{time_total}"`: the body, the

@@ -93,21 +93,7 @@ pub(super) fn wait_serving(lab: &Lab, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     let u = url("/static/index.html");
     loop {
-        let out = lab.exec_in(
-            "client",
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "1",
-                &u,
-            ],
-            Duration::from_secs(10),
-        );
+        let out = lab.get_status_within(&u, 1);
         if out.stdout == b"200" {
             return;
         }
