@@ -418,21 +418,12 @@ impl Lab {
         dir: &Path,
         tag: &str,
     ) -> Background {
-        let out = out.to_string_lossy();
-        let mut args = vec![
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            rate,
-            "-o",
-            &out,
-        ];
-        args.extend_from_slice(extra);
-        args.push(url);
-        self.spawn_in("client", &args, dir, tag)
+        self.spawn_in(
+            "client",
+            &curl_download_args(url, rate, out, extra),
+            dir,
+            tag,
+        )
     }
 
     /// curl in the client namespace POSTing the file `body` to `url` at
@@ -814,6 +805,27 @@ pub fn status_node<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a 
         .into_iter()
         .flatten()
         .find(|n| n["name"] == name)
+}
+
+/// The command line of a rate-limited download of `url` into `out`:
+/// `curl -sS --fail --max-time 45 --limit-rate RATE -o OUT`, then `extra`,
+/// then the URL.
+pub fn curl_download_args(url: &str, rate: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let out = out.to_string_lossy();
+    let mut args = vec![
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "45",
+        "--limit-rate",
+        rate,
+        "-o",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    args.into_iter().map(str::to_owned).collect()
 }
 
 /// How many packets hping3 says it sent (its summary line, on stdout or
