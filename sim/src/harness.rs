@@ -59,6 +59,18 @@ pub fn halfway_kills<'a>(
     })
 }
 
+/// A baseline run in a line: topology, scenario (padded to `width`), the
+/// step and virtual time the client was done at.
+pub fn baseline_line(spec: &RunSpec, out: &Outcome, width: usize) -> String {
+    format!(
+        "{:<9} {:<width$} {} steps, {:.3}s virtual",
+        spec.topology.name(),
+        spec.scenario.name,
+        out.done_step.unwrap_or(0),
+        out.done_time.unwrap_or_default().as_secs_f64(),
+    )
+}
+
 /// Runs `specs` (in child processes, `iso`) and returns their failures.
 pub fn failures_of(specs: &[RunSpec], iso: &Isolation) -> Vec<Failure> {
     specs

@@ -70,11 +70,8 @@ fn smoke() {
     let mut kills = Vec::new();
     for (spec, out) in specs.iter().zip(&base) {
         println!(
-            "smoke: {:<9} {:<10} {} steps, {:.3}s virtual, handler runs {}",
-            spec.topology.name(),
-            spec.scenario.name,
-            out.done_step.unwrap_or(0),
-            out.done_time.unwrap_or_default().as_secs_f64(),
+            "smoke: {}, handler runs {}",
+            harness::baseline_line(spec, out, 10),
             out.handler_runs
                 .iter()
                 .enumerate()

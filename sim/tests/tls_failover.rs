@@ -46,11 +46,8 @@ fn tls_smoke() {
     for (spec, out) in specs.iter().zip(&base) {
         let st = &out.stats;
         println!(
-            "tls smoke: {:<9} {:<15} {} steps, {:.3}s virtual, handshakes full/retried/resumed {}/{}/{}, violations {}",
-            spec.topology.name(),
-            spec.scenario.name,
-            out.done_step.unwrap_or(0),
-            out.done_time.unwrap_or_default().as_secs_f64(),
+            "tls smoke: {}, handshakes full/retried/resumed {}/{}/{}, violations {}",
+            harness::baseline_line(spec, out, 15),
             st.tls_full,
             st.tls_retried,
             st.tls_resumed,
