@@ -98,13 +98,7 @@ where
             .y_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(e)?;
-        series(&mut ch, c).map_err(e)?;
-        ch.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(e)?;
+        series(&mut ch, c, SeriesLabelPosition::UpperLeft).map_err(e)?;
     } else {
         let mut ch = b.build_cartesian_2d(xr, 0.0..y1 * 1.1).map_err(e)?;
         ch.configure_mesh()
@@ -113,21 +107,17 @@ where
             .x_label_formatter(&c.x_fmt)
             .draw()
             .map_err(e)?;
-        series(&mut ch, c).map_err(e)?;
-        ch.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)?;
+        series(&mut ch, c, SeriesLabelPosition::UpperRight).map_err(e)?;
     }
     root.present().map_err(e)?;
     Ok(())
 }
 
-fn series<DB: DrawingBackend, X, Y>(
-    ch: &mut ChartContext<DB, Cartesian2d<X, Y>>,
+/// Every series of `c` as a line with dots, and the legend at `legend`.
+fn series<'a, DB: DrawingBackend + 'a, X, Y>(
+    ch: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     c: &Chart,
+    legend: SeriesLabelPosition,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
 where
     X: Ranged<ValueType = f64>,
@@ -143,7 +133,11 @@ where
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         ch.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
-    Ok(())
+    ch.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(legend)
+        .draw()
 }
 
 /// Writes `dir/name.svg` and `dir/name.png`.

@@ -86,6 +86,12 @@ impl<'a> Input<'a> {
         (u64::from(self.u32()) << 32) | u64::from(self.u32())
     }
 
+    /// The next operation, a value in `0..kinds`; `None` once the input
+    /// is spent.
+    pub fn next_op(&mut self, kinds: usize) -> Option<usize> {
+        (!self.is_empty()).then(|| self.below(kinds))
+    }
+
     /// A value in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
         if n <= 256 {

@@ -30,6 +30,8 @@ use hotpair_stack::smoltcp::wire::Ipv4Address;
 
 use crate::Input;
 
+/// Operations one fuzz input drives at most (each run stays short).
+const MAX_OPS: u64 = 500;
 const CONNS: usize = 4;
 
 pub fn run(data: &[u8]) {
@@ -298,12 +300,8 @@ fn alone(cfg: ReplicaConfig, mut inp: Input<'_>) {
     let mut keys = Keys {
         generation: [0; CONNS],
     };
-    let mut tag = 0u64;
-    let mut ops = 0;
-    while !inp.is_empty() && ops < 500 {
-        ops += 1;
-        tag += 1;
-        let op = inp.below(12);
+    for tag in 1..=MAX_OPS {
+        let Some(op) = inp.next_op(12) else { break };
         crate::trace!("op {op}: {:?}", r.stats());
         match op {
             0 => obs.connected(&mut r, now),
@@ -531,13 +529,9 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
     // Frames the owner forwarded, and how far the primary got in them.
     let mut frames: Vec<Bytes> = Vec::new();
     let mut frames_seen = 0usize;
-    let mut tag = 0u64;
 
-    let mut ops = 0;
-    while !inp.is_empty() && ops < 500 {
-        ops += 1;
-        tag += 1;
-        let op = inp.below(12);
+    for tag in 1..=MAX_OPS {
+        let Some(op) = inp.next_op(12) else { break };
         crate::trace!("pair op {op}: link {link_up}");
         match op {
             0 => {
@@ -554,26 +548,14 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
             }
             2 | 3 => {
                 let n = 1 + inp.below(8);
-                if !to_i.msgs.is_empty() {
-                    i.r.handle_link_progress(now);
-                }
-                for m in to_i.recv(n, &mut i.dec) {
-                    if !deliver(&mut i, m, now) {
-                        cut(&mut link_up, &mut p, &mut i, &mut to_i, &mut to_p, now);
-                        break;
-                    }
+                if !receive(&mut to_i, &mut i, n, now) {
+                    cut(&mut link_up, &mut p, &mut i, &mut to_i, &mut to_p, now);
                 }
             }
             4 | 5 => {
                 let n = 1 + inp.below(8);
-                if !to_p.msgs.is_empty() {
-                    p.r.handle_link_progress(now);
-                }
-                for m in to_p.recv(n, &mut p.dec) {
-                    if !deliver(&mut p, m, now) {
-                        cut(&mut link_up, &mut p, &mut i, &mut to_i, &mut to_p, now);
-                        break;
-                    }
+                if !receive(&mut to_p, &mut p, n, now) {
+                    cut(&mut link_up, &mut p, &mut i, &mut to_i, &mut to_p, now);
                 }
             }
             6 => {
@@ -710,6 +692,17 @@ fn pair(pcfg: ReplicaConfig, mut inp: Input<'_>) {
 }
 
 /// Hand a message to a side; false if the link must be dropped.
+/// `side` takes up to `n` messages from `pipe`; false: it refused one
+/// (the caller drops the link, the rest with it).
+fn receive(pipe: &mut Pipe, side: &mut Side, n: usize, now: Instant) -> bool {
+    if !pipe.msgs.is_empty() {
+        side.r.handle_link_progress(now);
+    }
+    pipe.recv(n, &mut side.dec)
+        .into_iter()
+        .all(|m| deliver(side, m, now))
+}
+
 fn deliver(side: &mut Side, m: Msg, now: Instant) -> bool {
     match side.r.handle_peer_msg(m, now) {
         Ok(()) => true,

@@ -78,18 +78,11 @@ fn parse_size(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Version;
 
     fn req(method: Method, query: Option<&str>) -> Request {
         Request {
-            index: 0,
-            method,
-            path: "/generate".into(),
             query: query.map(str::to_owned),
-            version: Version::Http11,
-            headers: Vec::new(),
-            body: Bytes::new(),
-            keep_alive: true,
+            ..Request::new(method, "/generate")
         }
     }
 

@@ -170,7 +170,7 @@ fn after_service<'a>(line: &'a str, service: &str) -> Option<&'a str> {
 /// The segments of capture `file` matching `filter`, as `tcpdump -n -e
 /// -tt -r` lines (-e: the MACs tell which node sent a segment,
 /// 02:68:70:00:00:0<i>).
-fn read(file: &Path, filter: &str) -> Result<Vec<String>, String> {
+pub fn read(file: &Path, filter: &str) -> Result<Vec<String>, String> {
     let out = Command::new("tcpdump")
         .args(["-n", "-e", "-tt", "-r"])
         .arg(file)

@@ -447,26 +447,13 @@ pub fn download_across_stop(
     std::fs::create_dir_all(&outdir).expect("creating the output directory");
     let client = set.container("client");
     let dl = outdir.join("dl.bin");
-    let mut args: Vec<String> = [
-        "run",
-        "-d",
-        "--name",
+    let volume = format!("{}:/out", outdir.display());
+    let args = curl_run(
         &client,
-        "--network",
         &net,
-        "--label",
-        LABEL,
-        "-v",
-        &format!("{}:/out", outdir.display()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(client_args.iter().cloned());
-    args.extend(
-        [
-            "-sS",
-            "--fail",
+        &["-d", "-v", &volume],
+        client_args,
+        &[
             "--max-time",
             "60",
             "--limit-rate",
@@ -476,9 +463,7 @@ pub fn download_across_stop(
             "-w",
             "%{http_code} %{size_download}\n",
             &format!("http://{service}/{FILE}"),
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+        ],
     );
     let start = Instant::now();
     docker_ok(&args, Duration::from_secs(60));
@@ -550,22 +535,8 @@ pub fn download_across_stop(
     assert_eq!(a["connections"]["promoted"], 1, "[{test}] {n2}: {s2}");
     // …and a new client too.
     let probe = set.container("probe");
-    let mut args: Vec<String> = ["run", "--name", &probe, "--network", &net, "--label", LABEL]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(client_args.iter().cloned());
-    args.extend(
-        [
-            "-sS",
-            "--fail",
-            "--max-time",
-            "20",
-            &format!("http://{service}/index.html"),
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
+    let url = format!("http://{service}/index.html");
+    let args = curl_run(&probe, &net, &[], client_args, &["--max-time", "20", &url]);
     let out = docker(&args, Duration::from_secs(60));
     assert_success(&out, &format!("[{test}] a new request after the takeover"));
     assert_eq!(out.stdout, INDEX, "[{test}] index.html after the takeover");
@@ -577,4 +548,24 @@ pub fn download_across_stop(
         total: done - start,
         sha256: have,
     }
+}
+
+/// `docker run` of the curl client: container `name` on `net`, docker's
+/// `opts` (detach, volumes), the image and its curl entrypoint
+/// (`client_args`), then `curl -sS --fail` with `curl` after.
+fn curl_run(
+    name: &str,
+    net: &str,
+    opts: &[&str],
+    client_args: &[String],
+    curl: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = ["run", "--name", name, "--network", net, "--label", LABEL]
+        .iter()
+        .chain(opts)
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(client_args.iter().cloned());
+    args.extend(["-sS", "--fail"].iter().chain(curl).map(|s| s.to_string()));
+    args
 }

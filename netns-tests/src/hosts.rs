@@ -403,7 +403,7 @@ impl Site {
     }
 
     /// Starts `args` in the client namespace in the background.
-    pub fn spawn_client(&self, args: &[&str], tag: &str) -> Background {
+    pub fn spawn_client<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], tag: &str) -> Background {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.client]).args(args);
         Background::spawn(cmd, self.dir.path(), tag)

@@ -25,9 +25,13 @@ pub mod multi;
 pub mod node_log;
 pub mod policies;
 mod process;
+mod tool_output;
 pub mod wrk;
 
 pub use process::{rss, run_with_timeout, Background, ChildLines};
+pub use tool_output::{
+    curl_body_code_secs, curl_download_args, header, hping_sent, split_head, status_code,
+};
 
 /// The lab's service address and port.
 pub const SERVICE: &str = "10.77.0.10";
@@ -232,17 +236,27 @@ impl Lab {
     /// is the HTTP status (`curl -sS --max-time 10 -o /dev/null -w
     /// %{http_code}`), stderr curl's error if any.
     pub fn get_status(&self, url: &str) -> Output {
-        self.exec_client(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            url,
-        ])
+        self.get_status_within(url, 10)
+    }
+
+    /// [`Lab::get_status`] with curl allowed `max_secs`.
+    pub fn get_status_within(&self, url: &str, max_secs: u32) -> Output {
+        self.exec_in(
+            "client",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                &max_secs.to_string(),
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ],
+            // The namespace's own limit, with slack over curl's.
+            Duration::from_secs(u64::from(max_secs) + 10),
+        )
     }
 
     /// `GET path` on node `i`'s metrics listener (`10.77.0.<i>:9464`) from
@@ -314,6 +328,31 @@ impl Lab {
         )
     }
 
+    /// One GET of `url` from the client namespace, curl allowed `max_secs`
+    /// (`extra`: more curl options): the HTTP status (0: none), the
+    /// seconds curl took (NaN: unknown), whether the body's SHA-256 is
+    /// `want_sha`; and curl's output, to describe a failure.
+    pub fn checked_get(
+        &self,
+        url: &str,
+        max_secs: u32,
+        extra: &[&str],
+        want_sha: &str,
+    ) -> ((u16, f64, bool), Output) {
+        let max = max_secs.to_string();
+        let mut args = vec!["curl", "-sS", "--max-time", &max];
+        args.extend_from_slice(extra);
+        args.extend(["-w", "\n%{http_code} %{time_total}", url]);
+        let out = self.exec_in(
+            "client",
+            &args,
+            Duration::from_secs(u64::from(max_secs) + 15),
+        );
+        let (body, code, secs) = curl_body_code_secs(&out.stdout);
+        let ok = sha256_hex(body) == want_sha;
+        ((code, secs, ok), out)
+    }
+
     /// Fetches `path` from the service with curl; panics unless 2xx.
     pub fn get(&self, path: &str) -> Vec<u8> {
         let out = self.exec_client(&["curl", "-sS", "--fail", "--max-time", "60", &url(path)]);
@@ -383,21 +422,12 @@ impl Lab {
         dir: &Path,
         tag: &str,
     ) -> Background {
-        let out = out.to_string_lossy();
-        let mut args = vec![
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            rate,
-            "-o",
-            &out,
-        ];
-        args.extend_from_slice(extra);
-        args.push(url);
-        self.spawn_in("client", &args, dir, tag)
+        self.spawn_in(
+            "client",
+            &curl_download_args(url, rate, out, extra),
+            dir,
+            tag,
+        )
     }
 
     /// curl in the client namespace POSTing the file `body` to `url` at
@@ -597,50 +627,6 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-/// Splits curl `-D -` / `-i` output into the final response head (interim 1xx
-/// heads skipped) and the body.
-pub fn split_head(out: &[u8]) -> (String, &[u8]) {
-    let mut rest = out;
-    loop {
-        let end = rest
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| {
-                panic!(
-                    "no end of response head in {:?}",
-                    String::from_utf8_lossy(&rest[..rest.len().min(400)])
-                )
-            });
-        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
-        rest = &rest[end + 4..];
-        let interim = head
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|code| code.starts_with('1'));
-        if !interim {
-            return (head, rest);
-        }
-    }
-}
-
-/// The value of header `name` (case-insensitive) in a response head.
-pub fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_owned())
-    })
-}
-
-/// The status code in a response head.
-pub fn status_code(head: &str) -> u16 {
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status code in {head:?}"))
-}
-
 /// Python helpers prepended to the client scripts: a buffered reader and an
 /// HTTP/1.1 response parser (Content-Length, chunked, close-delimited, HEAD).
 pub const PY_HTTP: &str = r#"
@@ -781,31 +767,23 @@ pub fn status_node<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a 
         .find(|n| n["name"] == name)
 }
 
-/// The output of `curl -w "\n%{http_code} %{time_total}"`: the body, the
-/// status (0 if none) and the seconds (NaN if none).
-pub fn curl_body_code_secs(text: &[u8]) -> (&[u8], u16, f64) {
-    let split = text.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-    let (body, tail) = (&text[..split], &text[(split + 1).min(text.len())..]);
-    let tail = String::from_utf8_lossy(tail);
-    let mut f = tail.split_whitespace();
-    let code = f.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    let secs = f.next().and_then(|c| c.parse().ok()).unwrap_or(f64::NAN);
-    (body, code, secs)
+/// The addresses of namespace `ns` in a `lab status --json` document
+/// (each with its `interface` and `address`).
+pub fn ns_addresses<'a>(
+    status: &'a serde_json::Value,
+    ns: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    status["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |n| n["name"] == ns)
+        .flat_map(|n| n["addresses"].as_array().into_iter().flatten())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn heads() {
-        let out = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Request-Id: 7\r\nContent-Length: 2\r\n\r\nhi";
-        let (head, body) = split_head(out);
-        assert_eq!(status_code(&head), 200);
-        assert_eq!(header(&head, "x-request-id").as_deref(), Some("7"));
-        assert_eq!(header(&head, "etag"), None);
-        assert_eq!(body, b"hi");
-    }
 
     #[test]
     fn prefixes_are_short_and_distinct() {

@@ -36,6 +36,31 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill -{sig} {pid} failed");
 }
 
+/// Both nodes (`pids`) running again — a stopped node would keep the lab
+/// from going down — then a panic naming `what`, with the nodes' logs.
+pub fn thaw_and_panic(lab: &Lab, pids: [u32; 2], what: &str) -> ! {
+    for pid in pids {
+        signal(pid, "CONT");
+    }
+    panic!("[{}] {what}\n{}", lab.test, lab.node_logs(30));
+}
+
+/// The duplex pair stalled in turn: n1 (`pids[0]`) stopped until n2
+/// logs its promotion, then n2 stopped and n1 resumed (both marks moved
+/// to the first stop). `fail` on a timeout.
+pub fn stall_in_turn(pids: [u32; 2], mut logs: [&mut NodeLog; 2], fail: impl Fn(&str)) {
+    let [n1, n2] = pids;
+    for log in logs.iter_mut() {
+        log.mark();
+    }
+    signal(n1, "STOP");
+    if !logs[1].wait_for("shadow connections promoted", Duration::from_secs(5)) {
+        fail("n2 did not promote while n1 was frozen");
+    }
+    signal(n2, "STOP");
+    signal(n1, "CONT");
+}
+
 /// A node's log from a mark on: what it says after that moment.
 pub struct NodeLog {
     path: PathBuf,

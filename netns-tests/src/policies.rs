@@ -45,8 +45,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::failover::{
-    duplex_lab_with, epoch_now, ms, Capture, CaptureReport, Sampler, Victim, DOWNLOAD_RATE,
-    KILL_AT_BYTES, SAMPLE_EVERY,
+    duplex_lab_with, epoch_now, ms, Capture, CaptureReport, DuplexLab, Sampler, Victim,
+    DOWNLOAD_RATE, KILL_AT_BYTES, SAMPLE_EVERY,
 };
 use crate::wrk::parse_wrk;
 use crate::{
@@ -240,14 +240,38 @@ fn log_lines(log: &str, needles: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// On a panic, copies the lab's logs and configs and the test's scratch files
-/// to `$HOTPAIR_KEEP_DIR/<test>-<prefix>/` before the lab goes down.
-struct KeepOnFailure<'a> {
-    lab: &'a Lab,
-    scratch: &'a Path,
+/// A duplex lab with /static/ under a policy, and the test's scratch
+/// directory. On a panic, copies the lab's logs and configs and the
+/// scratch files to `$HOTPAIR_KEEP_DIR/<test>-<prefix>/` before the lab
+/// goes down.
+struct KeptLab {
+    lab: DuplexLab,
+    tmp: TempDir,
+    /// When the test began (before `lab up`).
+    began: Instant,
 }
 
-impl Drop for KeepOnFailure<'_> {
+impl KeptLab {
+    /// `None` when skipped (not root).
+    fn up(test: &str, policy: &str) -> Option<KeptLab> {
+        let began = Instant::now();
+        let lab = duplex_lab_with(test, &["--static-policy", policy])?;
+        Some(KeptLab {
+            lab,
+            tmp: TempDir::new(test),
+            began,
+        })
+    }
+}
+
+impl std::ops::Deref for KeptLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl Drop for KeptLab {
     fn drop(&mut self) {
         if !thread::panicking() {
             return;
@@ -261,7 +285,7 @@ impl Drop for KeepOnFailure<'_> {
             return;
         }
         let mut copied = 0;
-        for dir in [self.lab.state_dir(), self.scratch.to_owned()] {
+        for dir in [self.lab.state_dir(), self.tmp.path().to_owned()] {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
@@ -362,15 +386,10 @@ fn fail_if(lab: &Lab, failures: &[String]) {
 /// while a download, two keep-alive connections and wrk are in flight (see
 /// the module docs); every client checked afterwards.
 pub fn scenario(test: &str, policy: StaticPolicy, victim: Victim) {
-    let began = Instant::now();
-    let Some(lab) = duplex_lab_with(test, &["--static-policy", policy.name()]) else {
+    let Some(lab) = KeptLab::up(test, policy.name()) else {
         return;
     };
-    let tmp = TempDir::new(test);
-    let _keep = KeepOnFailure {
-        lab: &lab,
-        scratch: tmp.path(),
-    };
+    let (tmp, began) = (&lab.tmp, lab.began);
     let docroot = lab.docroot();
     let state = lab.state_dir();
     let up_secs = began.elapsed().as_secs_f64();

@@ -144,15 +144,17 @@ fn sql(lab: &Lab, query: &str) -> String {
 
 /// GET `path` from the client; (status, body).
 fn get(lab: &Lab, path: &str) -> (u16, String) {
-    let out = lab.exec_client(&[
-        "curl",
-        "-s",
-        "--max-time",
-        "20",
-        "-w",
-        "\n%{http_code}",
-        &url(path),
-    ]);
+    request(lab, &[], path)
+}
+
+/// `path` from the client, curl's `extra` options (a POST's body) before
+/// the URL; (status, body).
+fn request(lab: &Lab, extra: &[&str], path: &str) -> (u16, String) {
+    let u = url(path);
+    let mut args = vec!["curl", "-s", "--max-time", "20", "-w", "\n%{http_code}"];
+    args.extend_from_slice(extra);
+    args.push(&u);
+    let out = lab.exec_client(&args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_owned())
@@ -733,22 +735,10 @@ fn kill_and_restart_the_application_only() {
     assert_eq!(st["nodes"][0]["pid"], node_pid, "[{test}] {st}");
     let (code, body) = get(&lab, "/app/health");
     assert_eq!(code, 200, "[{test}] /app/health after the restart: {body}");
-    let out = lab.exec_client(&[
-        "curl",
-        "-s",
-        "--max-time",
-        "20",
-        "-w",
-        "\n%{http_code}",
-        "--data-binary",
-        "after the restart",
-        &url("/app/orders"),
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.ends_with("\n201"),
-        "[{test}] POST /app/orders after the restart: {}",
-        describe(&out)
+    let (code, body) = request(&lab, &["--data-binary", "after the restart"], "/app/orders");
+    assert_eq!(
+        code, 201,
+        "[{test}] POST /app/orders after the restart: {body}"
     );
     report(&format!(
         "[{test}] app killed and restarted, node pid unchanged; restart took {:.2} s",

@@ -10,13 +10,12 @@
 //! node's MAC after the thaw.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture, DOWNLOAD_RATE};
-use hotpair_netns_tests::multi;
 use hotpair_netns_tests::{assert_success, describe, report, sha256sum, Lab, TempDir, SERVICE};
+use hotpair_netns_tests::{capture, multi};
 
 const FILE: &str = "50m.bin";
 const FREEZE_AT: u64 = 10 << 20;
@@ -39,27 +38,15 @@ fn mac_of(node: &str) -> &'static str {
 /// Lines of the client's capture (`tcpdump -e -tt`) matching `filter` at
 /// or after `since` (seconds since the epoch).
 fn captured_since(pcap: &Path, filter: &str, since: f64) -> Vec<String> {
-    let out = Command::new("tcpdump")
-        .args(["-n", "-e", "-tt", "-r"])
-        .arg(pcap)
-        .arg(filter)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run tcpdump -r: {e}"));
-    assert!(
-        out.status.success(),
-        "tcpdump -r failed\n{}",
-        describe(&out)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    capture::read(pcap, filter)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
         .filter(|l| {
             l.split_whitespace()
                 .next()
                 .and_then(|t| t.parse::<f64>().ok())
                 .is_some_and(|t| t >= since)
         })
-        .map(str::to_owned)
         .collect()
 }
 

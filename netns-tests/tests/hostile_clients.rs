@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::{
-    assert_success, describe, python_json, report, sha256_file, sha256_hex, Background, Lab,
-    TempDir, PY_HTTP, SERVICE,
+    assert_success, describe, python_json, report, sha256_file, Background, Lab, TempDir, PY_HTTP,
+    SERVICE,
 };
 
 /// The legitimate client's own address (added to the client namespace).
@@ -38,26 +38,12 @@ fn add_legit_address(lab: &Lab) {
 /// One legitimate GET from `LEGIT`: (HTTP status, seconds taken by curl,
 /// body matches the file).
 fn legit_get(lab: &Lab, want_sha: &str) -> (u16, f64, bool) {
-    let out = lab.exec_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "15",
-            "--interface",
-            LEGIT,
-            "-w",
-            "\n%{http_code} %{time_total}",
-            &format!("http://{SERVICE}/static/{FILE}"),
-        ],
-        Duration::from_secs(30),
-    );
-    let (body, code, secs) = hotpair_netns_tests::curl_body_code_secs(&out.stdout);
-    if code != 200 {
+    let url = format!("http://{SERVICE}/static/{FILE}");
+    let (got, out) = lab.checked_get(&url, 15, &["--interface", LEGIT], want_sha);
+    if got.0 != 200 {
         eprintln!("legitimate GET failed: {}", describe(&out));
     }
-    (code, secs, sha256_hex(body) == want_sha)
+    got
 }
 
 /// Legitimate GETs every `every` until `until`: (status, seconds, body ok)
@@ -158,18 +144,6 @@ fn hping(lab: &Lab, dir: &Path, source: &str, secs: u32, interval_us: u32) -> Ba
     )
 }
 
-/// How many SYNs hping3 says it sent.
-fn hping_sent(out: &std::process::Output) -> Option<u64> {
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    all.lines()
-        .find_map(|l| l.split_once(" packets transmitted"))
-        .and_then(|(n, _)| n.trim().parse().ok())
-}
-
 /// SYN flood: 4 000 SYNs from four spoofed sources in ~4 s (the issue saw
 /// ~1 000 lock a node out for minutes), with a legitimate GET every 0.25 s
 /// during the flood and for 2 s after; then the half-open connections
@@ -213,7 +187,7 @@ fn syn_flood(mode: &str) {
     let mut sent = 0;
     for f in floods {
         let out = f.wait(Duration::from_secs(15));
-        let n = hping_sent(&out);
+        let n = hotpair_netns_tests::hping_sent(&out);
         // 250 SYN/s for 4 s, give or take hping3's usleep.
         assert!(
             n.is_some_and(|n| n >= 700),

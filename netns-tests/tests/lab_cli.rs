@@ -27,13 +27,7 @@ fn pid_alive(pid: u64) -> bool {
 }
 
 fn has_address(status: &Value, ns: &str, addr: &str) -> bool {
-    status["namespaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| n["name"] == ns)
-        .flat_map(|n| n["addresses"].as_array().into_iter().flatten())
-        .any(|a| a["address"] == addr)
+    hotpair_netns_tests::ns_addresses(status, ns).any(|a| a["address"] == addr)
 }
 
 #[test]

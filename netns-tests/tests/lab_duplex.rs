@@ -14,12 +14,7 @@ fn node<'a>(status: &'a Value, name: &str) -> &'a Value {
 }
 
 fn addresses(status: &Value, ns: &str) -> Vec<(String, String)> {
-    status["namespaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| n["name"] == ns)
-        .flat_map(|n| n["addresses"].as_array().into_iter().flatten())
+    hotpair_netns_tests::ns_addresses(status, ns)
         .map(|a| {
             (
                 a["interface"].as_str().unwrap_or("").to_owned(),

@@ -17,33 +17,22 @@
 //!   again: a new download survives a SIGKILL of the other node.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture};
-use hotpair_netns_tests::multi;
-use hotpair_netns_tests::{assert_success, describe, report, sha256sum, TempDir, SERVICE};
+use hotpair_netns_tests::{assert_success, report, sha256sum, TempDir, SERVICE};
+use hotpair_netns_tests::{capture, multi};
 
 const FILE: &str = "50m.bin";
 
 /// For `ip`: the MACs of every ARP frame that speaks for it (sender
 /// address `ip`: announcements, answers, requests from it) in the capture.
 fn speakers_for(pcap: &Path, ip: &str) -> Vec<String> {
-    let out = Command::new("tcpdump")
-        .args(["-n", "-e", "-r"])
-        .arg(pcap)
-        .arg(format!("arp and arp[14:4] = {}", ip_hex(ip)))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run tcpdump -r: {e}"));
-    assert!(
-        out.status.success(),
-        "tcpdump -r failed\n{}",
-        describe(&out)
-    );
-    let mut macs: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let filter = format!("arp and arp[14:4] = {}", ip_hex(ip));
+    let lines = capture::read(pcap, &filter).unwrap_or_else(|e| panic!("{e}"));
+    let mut macs: Vec<String> = lines
+        .iter()
         .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
         .collect();
     macs.sort();

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, epoch_now, Capture, DOWNLOAD_RATE};
 use hotpair_netns_tests::multi;
-use hotpair_netns_tests::node_log::signal;
+use hotpair_netns_tests::node_log::{signal, stall_in_turn, thaw_and_panic};
 use hotpair_netns_tests::{report, sha256sum, Lab, TempDir, SERVICE};
 
 const FILE: &str = "50m.bin";
@@ -126,22 +126,11 @@ fn a_diverged_download_ends_after_the_split_brain_loser_dies() {
         );
         thread::sleep(Duration::from_millis(2));
     }
-    let fail = |what: &str| -> ! {
-        signal(n1, "CONT");
-        signal(n2, "CONT");
-        panic!("[{test}] {what}\n{}", lab.node_logs(30));
-    };
-    // 1. n1 freezes; n2 promotes.
-    log1.mark();
-    log2.mark();
-    signal(n1, "STOP");
-    if !log2.wait_for("shadow connections promoted", Duration::from_secs(5)) {
-        fail("n2 did not promote while n1 was frozen");
-    }
-    // 2. n2 freezes; n1 resumes, probes (for the heartbeat timeout: it was
-    // paused), hears nothing and claims.
-    signal(n2, "STOP");
-    signal(n1, "CONT");
+    let fail = |what: &str| -> ! { thaw_and_panic(&lab, [n1, n2], what) };
+    // 1. n1 freezes; n2 promotes. 2. n2 freezes; n1 resumes.
+    stall_in_turn([n1, n2], [&mut log1, &mut log2], |w| fail(w));
+    // n1 probes (for the heartbeat timeout: it was paused), hears nothing
+    // and claims.
     if !log1.wait_for("no answer to probes: claiming", Duration::from_secs(5)) {
         fail("the resumed n1 did not claim the address while n2 was stopped");
     }

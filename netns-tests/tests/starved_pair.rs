@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use hotpair_netns_tests::failover::{self, assert_no_rst, epoch_now, Capture, DOWNLOAD_RATE};
 use hotpair_netns_tests::multi;
-use hotpair_netns_tests::node_log::signal;
+use hotpair_netns_tests::node_log::{signal, stall_in_turn, thaw_and_panic};
 use hotpair_netns_tests::{report, sha256sum, TempDir, SERVICE};
 
 const FILE: &str = "50m.bin";
@@ -44,21 +44,10 @@ fn a_paused_primary_does_not_claim_while_its_owner_is_stalled_too() {
     let cap = Capture::start(&lab, tmp.path());
     let mut d = multi::start_download(&lab, tmp.path(), SERVICE, DOWNLOAD_RATE);
     d.wait_for(FREEZE_AT, test);
-    let fail = |what: &str| -> ! {
-        signal(n1, "CONT");
-        signal(n2, "CONT");
-        panic!("[{test}] {what}\n{}", lab.node_logs(30));
-    };
-    // 1. n1 freezes; n2 promotes.
-    log1.mark();
-    log2.mark();
-    signal(n1, "STOP");
-    if !log2.wait_for("shadow connections promoted", Duration::from_secs(5)) {
-        fail("n2 did not promote while n1 was frozen");
-    }
-    // 2. n2 freezes; n1 resumes and probes.
-    signal(n2, "STOP");
-    signal(n1, "CONT");
+    let fail = |what: &str| -> ! { thaw_and_panic(&lab, [n1, n2], what) };
+    // 1. n1 freezes; n2 promotes. 2. n2 freezes; n1 resumes.
+    stall_in_turn([n1, n2], [&mut log1, &mut log2], |w| fail(w));
+    // n1 probes.
     if !log1.wait_for("paused past the heartbeat timeout", Duration::from_secs(5)) {
         fail("the resumed n1 did not notice its pause");
     }

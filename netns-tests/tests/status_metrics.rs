@@ -217,15 +217,7 @@ fn status_and_metrics_follow_a_failover() {
         ("/static/no-such-file", "404"),
         ("/static/index.html", "200"),
     ] {
-        let out = lab.exec_client(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &url(path),
-        ]);
+        let out = lab.get_status(&url(path));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             want,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::failover::{self, KillAt, Victim, KILL_AT_BYTES};
 use hotpair_netns_tests::{
-    assert_success, describe, hotpair_bin, report, rss, run_with_timeout, sha256_file, sha256_hex,
-    status_node, Background, Lab, TempDir, SERVICE,
+    assert_success, describe, hotpair_bin, report, rss, run_with_timeout, sha256_file, status_node,
+    Background, Lab, TempDir, SERVICE,
 };
 
 const FILE: &str = "1k.bin";
@@ -90,22 +90,14 @@ fn flood_sent(lab: &Lab, floods: Vec<Background>) -> u64 {
         .into_iter()
         .map(|f| {
             let out = f.wait(Duration::from_secs(30));
-            let all = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            all.lines()
-                .find_map(|l| l.split_once(" packets transmitted"))
-                .and_then(|(n, _)| n.trim().parse::<u64>().ok())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "[{}] hping3 did not flood (is it installed? scripts/test.sh installs \
+            hotpair_netns_tests::hping_sent(&out).unwrap_or_else(|| {
+                panic!(
+                    "[{}] hping3 did not flood (is it installed? scripts/test.sh installs \
                          it)\n{}",
-                        lab.test,
-                        describe(&out)
-                    )
-                })
+                    lab.test,
+                    describe(&out)
+                )
+            })
         })
         .sum()
 }
@@ -136,21 +128,8 @@ fn node_pid(lab: &Lab, name: &str) -> u64 {
 
 /// One legitimate GET: (HTTP status, seconds, body byte-exact).
 fn legit_get(lab: &Lab, want_sha: &str) -> (u16, f64, bool) {
-    let out = lab.exec_in(
-        "client",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "-w",
-            "\n%{http_code} %{time_total}",
-            &format!("http://{SERVICE}/static/{FILE}"),
-        ],
-        Duration::from_secs(20),
-    );
-    let (body, code, secs) = hotpair_netns_tests::curl_body_code_secs(&out.stdout);
-    (code, secs, sha256_hex(body) == want_sha)
+    let url = format!("http://{SERVICE}/static/{FILE}");
+    lab.checked_get(&url, 5, &[], want_sha).0
 }
 
 /// What one flood phase measured.

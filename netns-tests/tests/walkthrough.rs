@@ -57,7 +57,9 @@ use std::time::{Duration, Instant};
 
 use hotpair_netns_tests::capture::{Capture, Segment};
 use hotpair_netns_tests::hosts::{commands, doc_block, operations_doc, swap_words, Host, Site};
-use hotpair_netns_tests::{hotpair_bin, random_bytes, report, require_root, sha256sum};
+use hotpair_netns_tests::{
+    curl_download_args, hotpair_bin, random_bytes, report, require_root, sha256sum,
+};
 
 const TEST: &str = "walkthrough";
 /// The doc's addresses: the service, the machines, the router, a client
@@ -151,28 +153,13 @@ fn rsts(segs: &[Segment]) -> Vec<&str> {
 /// run once it is under way; asserts it completes byte-exact with no RST.
 fn download_across(site: &mut Site, tag: &str, rate: &str, during: impl FnOnce(&mut Site)) {
     let file = site.dir.path().join(format!("{tag}.bin"));
-    let file_s = file.to_string_lossy().into_owned();
     let cap = Capture::in_namespace(
         &site.client,
         site.dir.path(),
         &format!("tcp and host {SERVICE}"),
     );
     let url = format!("http://{SERVICE}/big.bin");
-    let mut curl = site.spawn_client(
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "45",
-            "--limit-rate",
-            rate,
-            "-o",
-            &file_s,
-            &url,
-        ],
-        tag,
-    );
+    let mut curl = site.spawn_client(&curl_download_args(&url, rate, &file, &[]), tag);
     // Under way: a few MB in.
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::fs::metadata(&file).map_or(0, |m| m.len()) < 4 * 1024 * 1024 {

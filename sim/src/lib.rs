@@ -72,6 +72,7 @@
 pub mod app;
 pub mod client;
 pub mod content;
+pub mod harness;
 pub mod isolate;
 pub mod lan;
 pub mod matrix;

@@ -66,6 +66,25 @@ pub struct ConnScript {
     pub early_data: bool,
 }
 
+impl ConnScript {
+    /// `requests` sent as `send` says, closed as `close` says: plain HTTP
+    /// to the first address at time zero, none of the special cases.
+    pub fn new(requests: Vec<Vec<u8>>, send: Sending, close: Close) -> Self {
+        ConnScript {
+            requests,
+            send,
+            close,
+            linger: Duration::ZERO,
+            address: 0,
+            tls: false,
+            key_update: false,
+            after: None,
+            hello_retry: false,
+            early_data: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub name: &'static str,
@@ -138,18 +157,7 @@ pub const GENERATE_SIZE: usize = 300_000;
 
 /// Every scenario, in a fixed order.
 pub fn all() -> Vec<Scenario> {
-    let one = |requests: Vec<Vec<u8>>, send, close| ConnScript {
-        requests,
-        send,
-        close,
-        linger: Duration::ZERO,
-        address: 0,
-        tls: false,
-        key_update: false,
-        after: None,
-        hello_retry: false,
-        early_data: false,
-    };
+    let one = ConnScript::new;
     let mut upload =
         format!("POST /static/x HTTP/1.1\r\nHost: 10.77.0.10\r\nContent-Type: application/octet-stream\r\nContent-Length: {UPLOAD_LEN}\r\n\r\n")
             .into_bytes();
@@ -344,18 +352,11 @@ pub fn by_name(name: &str) -> Option<Scenario> {
 /// by the owner; the primary opens it from the forwarded ACK). Not in
 /// [`all`]: `sim/tests/syn_cookies.rs` runs its own kill matrix.
 pub fn syn_cookies() -> Scenario {
-    let conn = ConnScript {
-        requests: vec![get("/static/2m.bin", "")],
-        send: Sending::OneByOne,
-        close: Close::AfterReplies,
-        linger: Duration::ZERO,
-        address: 0,
-        tls: false,
-        key_update: false,
-        after: None,
-        hello_retry: false,
-        early_data: false,
-    };
+    let conn = ConnScript::new(
+        vec![get("/static/2m.bin", "")],
+        Sending::OneByOne,
+        Close::AfterReplies,
+    );
     Scenario {
         name: "syn-cookies",
         what: "two GET /static/2m.bin at once, half-open bound 1 (the second through a SYN cookie)",

@@ -11,7 +11,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use hotpair_tls::{TicketKey, TlsServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PKCS_ED25519};
@@ -336,17 +335,21 @@ fn get(path: &str, extra: &str) -> Vec<u8> {
 /// The HTTPS scenarios; `/static/` under `static` (the owner seals its own
 /// copy of each reply).
 pub fn scenarios() -> Vec<Scenario> {
-    let one = |requests: Vec<Vec<u8>>, send, close| ConnScript {
-        requests,
-        send,
-        close,
-        linger: Duration::ZERO,
-        address: 0,
+    let one = |requests, send, close| ConnScript {
         tls: true,
-        key_update: false,
-        after: None,
-        hello_retry: false,
-        early_data: false,
+        ..ConnScript::new(requests, send, close)
+    };
+    // A static reply, then a logged (generate) one: what the resumed and
+    // the retried handshakes carry.
+    let static_then_logged = || {
+        one(
+            vec![
+                get("/static/1k.bin", ""),
+                get("/non-deterministic/x?size=5000", ""),
+            ],
+            Sending::OneByOne,
+            Close::AfterReplies,
+        )
     };
     vec![
         Scenario {
@@ -439,14 +442,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 ),
                 ConnScript {
                     after: Some(0),
-                    ..one(
-                        vec![
-                            get("/static/1k.bin", ""),
-                            get("/non-deterministic/x?size=5000", ""),
-                        ],
-                        Sending::OneByOne,
-                        Close::AfterReplies,
-                    )
+                    ..static_then_logged()
                 },
             ],
         },
@@ -457,14 +453,7 @@ pub fn scenarios() -> Vec<Scenario> {
             what: "HTTPS with a HelloRetryRequest: the client's first key share is P-521 (not served), the server asks for X25519; then GET /static/1k.bin and a logged (generate) GET",
             conns: vec![ConnScript {
                 hello_retry: true,
-                ..one(
-                    vec![
-                        get("/static/1k.bin", ""),
-                        get("/non-deterministic/x?size=5000", ""),
-                    ],
-                    Sending::OneByOne,
-                    Close::AfterReplies,
-                )
+                ..static_then_logged()
             }],
         },
         Scenario {

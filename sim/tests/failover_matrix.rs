@@ -42,18 +42,15 @@
 //! Runs go through child processes, so a run that livelocks a node is
 //! reported as that run's failure instead of taking the test binary down.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
+use hotpair_sim::harness::{self, env};
 use hotpair_sim::isolate::{self, Isolation};
 use hotpair_sim::matrix::{self, Failure, MatrixConfig, Mode, Points};
 use hotpair_sim::scenario;
 use hotpair_sim::world::{Kill, Net, Variant};
 use hotpair_sim::{Topology, Who};
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
 
 #[test]
 fn worker() {
@@ -67,23 +64,14 @@ fn smoke() {
     }
     let iso = Isolation::this_test_binary(64);
     let mut failures = Vec::new();
-    let specs: Vec<_> = [Topology::Duplex, Topology::DualRole, Topology::Ring(3)]
-        .into_iter()
-        .flat_map(|t| {
-            scenario::all()
-                .into_iter()
-                .map(move |s| matrix::spec(t, &Arc::new(t.scenario(s)), 1, Net::CLEAN, None))
-        })
-        .collect();
+    let topologies = [Topology::Duplex, Topology::DualRole, Topology::Ring(3)];
+    let specs = harness::baselines(&topologies, scenario::all);
     let base = matrix::execute(&specs, hotpair_sim::sampled::threads(), Some(&iso));
     let mut kills = Vec::new();
     for (spec, out) in specs.iter().zip(&base) {
         println!(
-            "smoke: {:<9} {:<10} {} steps, {:.3}s virtual, handler runs {}",
-            spec.topology.name(),
-            spec.scenario.name,
-            out.done_step.unwrap_or(0),
-            out.done_time.unwrap_or_default().as_secs_f64(),
+            "smoke: {}, handler runs {}",
+            harness::baseline_line(spec, out, 10),
             out.handler_runs
                 .iter()
                 .enumerate()
@@ -92,29 +80,14 @@ fn smoke() {
                 .join(" ")
         );
         failures.extend(Failure::of(spec, out));
-        let mid = out.done_step.unwrap_or(0) / 2;
-        let victims = if spec.topology == Topology::Duplex {
-            vec![Who::A, Who::B]
+        let victims: &[Who] = if spec.topology == Topology::Duplex {
+            &[Who::A, Who::B]
         } else {
-            vec![Who::A]
+            &[Who::A]
         };
-        for victim in victims {
-            let mut k = spec.clone();
-            k.kill = Some(Kill {
-                victim,
-                step: mid,
-                variant: Variant::Lost,
-            });
-            kills.push(k);
-        }
+        kills.extend(harness::halfway_kills(spec, out, victims));
     }
-    for (spec, out) in kills.iter().zip(matrix::execute(
-        &kills,
-        hotpair_sim::sampled::threads(),
-        Some(&iso),
-    )) {
-        failures.extend(Failure::of(spec, &out));
-    }
+    failures.extend(harness::failures_of(&kills, &iso));
     // Determinism: the same spec twice, the same event trace.
     let t = Topology::DualRole;
     let s = Arc::new(t.scenario(scenario::by_name("keepalive").expect("exists")));
@@ -132,8 +105,7 @@ fn smoke() {
         "the same run twice diverged"
     );
     assert_eq!(twice[0].steps, twice[1].steps);
-    let described: Vec<String> = failures.iter().map(|f| f.describe(usize::MAX)).collect();
-    assert!(failures.is_empty(), "\n{}", described.join("\n"));
+    harness::assert_none(&failures);
 }
 
 #[test]
@@ -208,12 +180,7 @@ fn replay() {
 fn matrix_config(full: bool) -> MatrixConfig {
     // Duplex: 2 victims x 2 kill variants.
     const DUPLEX_PAIRS: u64 = 4;
-    let only: Option<Vec<String>> =
-        env("SIM_ONLY").map(|v| v.split(',').map(str::to_owned).collect());
-    let scenarios: Vec<_> = scenario::all()
-        .into_iter()
-        .filter(|s| only.as_ref().is_none_or(|o| o.iter().any(|n| n == s.name)))
-        .collect();
+    let scenarios = harness::only(scenario::all());
     let lossy: u64 = env("SIM_LOSSY_SEEDS").map_or(if full { DUPLEX_PAIRS } else { 1 }, |v| {
         v.parse().expect("SIM_LOSSY_SEEDS: a number")
     });
@@ -274,19 +241,8 @@ fn matrix_config(full: bool) -> MatrixConfig {
 }
 
 fn run_and_report(cfg: &MatrixConfig) {
-    let started = Instant::now();
-    let report = matrix::run_matrix(cfg);
-    print!("{}", report.render(3));
-    // Every failure, for the record.
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-report.txt");
-    if std::fs::write(&path, report.render(usize::MAX)).is_ok() {
-        println!("sim: full report in {}", path.display());
-    }
-    println!(
-        "sim: took {:.1}s of wall time",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(report.failures.is_empty(), "{}", report.summary);
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    harness::run_and_report(cfg, tmp, "sim-report.txt", |_| {});
 }
 
 #[test]

@@ -14,11 +14,38 @@
 //!
 //! Replay a run with the command a failure prints (`SIM_VARIANT=lan`).
 
+use std::sync::Arc;
+
 use hotpair_sim::sampled;
 use hotpair_sim::scenario;
 use hotpair_sim::topology::Topology;
-use hotpair_sim::world::{Kill, Net, Variant};
+use hotpair_sim::world::{Kill, Net, Outcome, RunSpec, Variant};
 use hotpair_sim::{matrix, Who};
+
+/// `scenario` in `t` (`seed`, `net`) with the nodes' checks on, `victim`
+/// cut off the LAN at `step`.
+fn lan_cut(t: Topology, scenario: &str, seed: u64, net: Net, victim: Who, step: u64) -> RunSpec {
+    let s = Arc::new(t.scenario(scenario::by_name(scenario).expect("exists")));
+    let mut spec = matrix::spec(t, &s, seed, net, None);
+    spec.checks = true;
+    spec.kill = Some(Kill {
+        victim,
+        step,
+        variant: Variant::Lan,
+    });
+    spec
+}
+
+/// Panics naming `out`'s violations, and how to replay `spec`, if it has
+/// any.
+fn assert_clean(spec: &RunSpec, out: &Outcome) {
+    assert!(
+        out.violations.is_empty(),
+        "{:?}\nreplay: {}",
+        out.violations,
+        spec.replay_command()
+    );
+}
 
 #[test]
 fn every_scenario_survives_a_node_cut_off_the_lan_and_its_rejoin() {
@@ -69,25 +96,12 @@ fn the_application_scenario_at_every_step() {
 /// re-probe while fenced.
 #[test]
 fn a_primary_cut_off_with_a_fin_in_flight_does_not_spin() {
-    let t = Topology::Duplex;
-    let s = std::sync::Arc::new(scenario::by_name("app").expect("exists"));
-    let mut spec = matrix::spec(t, &s, 1, Net::CLEAN, None);
-    spec.checks = true;
-    spec.kill = Some(Kill {
-        victim: Who::A,
-        step: 250,
-        variant: Variant::Lan,
-    });
+    let mut spec = lan_cut(Topology::Duplex, "app", 1, Net::CLEAN, Who::A, 250);
     // Twice, for determinism: the same event trace.
     spec.fingerprint = true;
     let twice = matrix::run_all(&[spec.clone(), spec.clone()], 2);
     let out = &twice[0];
-    assert!(
-        out.violations.is_empty(),
-        "{:?}\nreplay: {}",
-        out.violations,
-        spec.replay_command()
-    );
+    assert_clean(&spec, out);
     assert!(out.stats.promoted && out.stats.promoted_conns > 0);
     assert!(out.fingerprint.is_some());
     assert_eq!(
@@ -107,22 +121,9 @@ fn a_primary_cut_off_with_a_fin_in_flight_does_not_spin() {
 #[test]
 fn a_handshake_promoted_before_a_rejoin_stays_with_the_owner() {
     for (name, step) in [("handshake", 157), ("mixed-pipe", 161)] {
-        let t = Topology::Duplex;
-        let s = std::sync::Arc::new(scenario::by_name(name).expect("exists"));
-        let mut spec = matrix::spec(t, &s, 3, Net::LOSSY, None);
-        spec.checks = true;
-        spec.kill = Some(Kill {
-            victim: Who::A,
-            step,
-            variant: Variant::Lan,
-        });
+        let spec = lan_cut(Topology::Duplex, name, 3, Net::LOSSY, Who::A, step);
         let out = matrix::run_all(std::slice::from_ref(&spec), 1).remove(0);
-        assert!(
-            out.violations.is_empty(),
-            "{:?}\nreplay: {}",
-            out.violations,
-            spec.replay_command()
-        );
+        assert_clean(&spec, &out);
         assert!(out.stats.duplicate_syn > 0 && out.stats.relinks > 0);
     }
 }
@@ -142,21 +143,8 @@ fn a_handshake_promoted_before_a_rejoin_stays_with_the_owner() {
 #[test]
 fn a_lingering_close_served_alone_survives_the_rejoin() {
     for (victim, step) in [(Who::B, 250), (Who::A, 418)] {
-        let t = Topology::DualRole;
-        let s = std::sync::Arc::new(t.scenario(scenario::by_name("reject").expect("exists")));
-        let mut spec = matrix::spec(t, &s, 2, Net::LOSSY, None);
-        spec.checks = true;
-        spec.kill = Some(Kill {
-            victim,
-            step,
-            variant: Variant::Lan,
-        });
+        let spec = lan_cut(Topology::DualRole, "reject", 2, Net::LOSSY, victim, step);
         let out = matrix::run_all(std::slice::from_ref(&spec), 1).remove(0);
-        assert!(
-            out.violations.is_empty(),
-            "{:?}\nreplay: {}",
-            out.violations,
-            spec.replay_command()
-        );
+        assert_clean(&spec, &out);
     }
 }

@@ -21,17 +21,14 @@
 //!   `SIM_ONLY=a,b` limits the scenarios, `SIM_THREADS` the parallelism.
 //! - `worker`: runs a batch in a child process (`hotpair_sim::isolate`).
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
+use hotpair_sim::harness;
 use hotpair_sim::isolate::{self, Isolation};
 use hotpair_sim::matrix::{self, Failure, MatrixConfig, Mode, Points};
 use hotpair_sim::world::{Kill, Net, Variant};
 use hotpair_sim::{tls, Topology, Who};
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
 
 #[test]
 fn worker() {
@@ -42,25 +39,15 @@ fn worker() {
 fn tls_smoke() {
     let iso = Isolation::this_test_binary(32);
     let mut failures = Vec::new();
-    let specs: Vec<_> = [Topology::Duplex, Topology::DualRole]
-        .into_iter()
-        .flat_map(|t| {
-            tls::scenarios()
-                .into_iter()
-                .map(move |s| matrix::spec(t, &Arc::new(t.scenario(s)), 1, Net::CLEAN, None))
-        })
-        .collect();
+    let specs = harness::baselines(&[Topology::Duplex, Topology::DualRole], tls::scenarios);
     let base = matrix::execute(&specs, hotpair_sim::sampled::threads(), Some(&iso));
     let mut kills = Vec::new();
     let mut kinds_wrong = Vec::new();
     for (spec, out) in specs.iter().zip(&base) {
         let st = &out.stats;
         println!(
-            "tls smoke: {:<9} {:<15} {} steps, {:.3}s virtual, handshakes full/retried/resumed {}/{}/{}, violations {}",
-            spec.topology.name(),
-            spec.scenario.name,
-            out.done_step.unwrap_or(0),
-            out.done_time.unwrap_or_default().as_secs_f64(),
+            "tls smoke: {}, handshakes full/retried/resumed {}/{}/{}, violations {}",
+            harness::baseline_line(spec, out, 15),
             st.tls_full,
             st.tls_retried,
             st.tls_resumed,
@@ -93,26 +80,10 @@ fn tls_smoke() {
         if spec.topology != Topology::Duplex {
             continue;
         }
-        let mid = out.done_step.unwrap_or(0) / 2;
-        for victim in [Who::A, Who::B] {
-            let mut k = spec.clone();
-            k.kill = Some(Kill {
-                victim,
-                step: mid,
-                variant: Variant::Lost,
-            });
-            kills.push(k);
-        }
+        kills.extend(harness::halfway_kills(spec, out, &[Who::A, Who::B]));
     }
-    for (spec, out) in kills.iter().zip(matrix::execute(
-        &kills,
-        hotpair_sim::sampled::threads(),
-        Some(&iso),
-    )) {
-        failures.extend(Failure::of(spec, &out));
-    }
-    let described: Vec<String> = failures.iter().map(|f| f.describe(usize::MAX)).collect();
-    assert!(failures.is_empty(), "\n{}", described.join("\n"));
+    failures.extend(harness::failures_of(&kills, &iso));
+    harness::assert_none(&failures);
     assert!(kinds_wrong.is_empty(), "\n{}", kinds_wrong.join("\n"));
 }
 
@@ -147,12 +118,7 @@ fn runs_in_one_process_do_not_share_tickets() {
 
 #[test]
 fn tls_matrix() {
-    let only: Option<Vec<String>> =
-        env("SIM_ONLY").map(|v| v.split(',').map(str::to_owned).collect());
-    let scenarios: Vec<_> = tls::scenarios()
-        .into_iter()
-        .filter(|s| only.as_ref().is_none_or(|o| o.iter().any(|n| n == s.name)))
-        .collect();
+    let scenarios = harness::only(tls::scenarios());
     // The handshake and the first records take the first ~60 steps of a
     // duplex run: every one of them, then spaced steps to the end.
     let capped = |dense, spaced| Points::Capped { dense, spaced };
@@ -179,22 +145,13 @@ fn tls_matrix() {
         threads: hotpair_sim::sampled::threads(),
         isolation: Some(Isolation::this_test_binary(32)),
     };
-    let started = Instant::now();
-    let report = matrix::run_matrix(&cfg);
-    print!("{}", report.render(3));
-    assert!(
-        !report.phases.is_empty(),
-        "no kill run was given the phase of its HTTPS connection"
-    );
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-tls-report.txt");
-    if std::fs::write(&path, report.render(usize::MAX)).is_ok() {
-        println!("sim: full report in {}", path.display());
-    }
-    println!(
-        "sim: took {:.1}s of wall time",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(report.failures.is_empty(), "{}", report.summary);
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    harness::run_and_report(&cfg, tmp, "sim-tls-report.txt", |report| {
+        assert!(
+            !report.phases.is_empty(),
+            "no kill run was given the phase of its HTTPS connection"
+        );
+    });
 }
 
 /// One address, two ports (issue 18): HTTPS on 443 and plain HTTP on 80
@@ -239,8 +196,7 @@ fn tls_and_http_shadows_on_one_address_are_both_promoted() {
     }
     let promoted: Vec<u64> = outs.iter().map(|o| o.stats.promoted_conns).collect();
     println!("tls-and-http: {done} steps; connections promoted per kill at steps {steps:?}: {promoted:?}");
-    let described: Vec<String> = failures.iter().map(|f| f.describe(usize::MAX)).collect();
-    assert!(failures.is_empty(), "\n{}", described.join("\n"));
+    harness::assert_none(&failures);
     assert!(
         both >= 6,
         "the 443 and the 80 shadow were promoted together at only {both} of {} kill points: {promoted:?}",

@@ -199,33 +199,10 @@ pub fn build(
     f
 }
 
-/// A SYN-ACK carrying one option, the MSS (a SYN cookie's answer: no
-/// other option survives in a cookie), built as [`build`] builds.
-#[allow(clippy::too_many_arguments)]
-pub fn build_syn_ack(
-    src_mac: EthernetAddress,
-    dst_mac: EthernetAddress,
-    src: Ipv4Address,
-    dst: Ipv4Address,
-    src_port: u16,
-    dst_port: u16,
-    seq: u32,
-    ack: u32,
-    window: u16,
-    mss: u16,
-) -> Vec<u8> {
-    let mut f = build(
-        src_mac,
-        dst_mac,
-        src,
-        dst,
-        src_port,
-        dst_port,
-        seq,
-        ack,
-        SYN | ACK,
-        window,
-    );
+/// Adds the MSS option to a bare segment from [`build`]: a SYN cookie's
+/// SYN-ACK (no other option survives in a cookie).
+pub fn with_mss(mut f: Vec<u8>, mss: u16) -> Vec<u8> {
+    debug_assert_eq!(f.len(), 54, "not a bare segment");
     f[16..18].copy_from_slice(&44u16.to_be_bytes());
     set_ipv4_checksum(&mut f);
     f[46] = 6 << 4;
@@ -303,16 +280,19 @@ mod tests {
 
     #[test]
     fn a_syn_ack_carries_its_mss() {
-        let f = build_syn_ack(
-            EthernetAddress([2, 0, 0, 0, 0, 1]),
-            EthernetAddress([2, 0, 0, 0, 0, 2]),
-            Ipv4Address::new(10, 77, 0, 10),
-            Ipv4Address::new(10, 77, 0, 100),
-            80,
-            40000,
-            77,
-            1001,
-            65535,
+        let f = with_mss(
+            build(
+                EthernetAddress([2, 0, 0, 0, 0, 1]),
+                EthernetAddress([2, 0, 0, 0, 0, 2]),
+                Ipv4Address::new(10, 77, 0, 10),
+                Ipv4Address::new(10, 77, 0, 100),
+                80,
+                40000,
+                77,
+                1001,
+                SYN | ACK,
+                65535,
+            ),
             1460,
         );
         let s = parse(&f).unwrap();

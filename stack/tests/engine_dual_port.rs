@@ -6,41 +6,27 @@
 
 use std::time::{Duration, Instant};
 
-use hotpair_stack::engine::{ConnId, ConnInfo, CookieKey, Engine, Frame, Role, Service};
+use hotpair_stack::engine::{CookieKey, Engine, Frame, Role};
 use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
 use hotpair_stack::{StackConfig, SynCookies};
-use smoltcp::socket::tcp;
 use smoltcp::wire::EthernetAddress;
 
 mod common;
-use common::{CLIENT, CLIENT_MAC, NODE_MAC, VIP};
+use common::{Plain, CLIENT, CLIENT_MAC, NODE_MAC, VIP};
 const HTTP: u16 = 80;
 const HTTPS: u16 = 443;
 
-/// Records, per accepted connection, the port it reached and whether it
-/// is a shadow; echoes nothing.
-#[derive(Default)]
-struct Ports {
-    accepted: Vec<(u16, u16, bool)>,
-}
-
-impl Service for Ports {
-    type Conn = ();
-    fn accept(&mut self, _: ConnId, info: &ConnInfo, _: Instant) {
-        self.accepted
-            .push((info.remote.port, info.local_port, info.shadow));
-    }
-    fn drive(
-        &mut self,
-        _: ConnId,
-        _: &mut (),
-        _: &mut tcp::Socket<'_>,
-        _: Instant,
-    ) -> Option<Instant> {
-        None
-    }
-    fn closed(&mut self, _: ConnId, _: ()) {}
-    fn woken(&mut self, _: &mut Vec<ConnId>) {}
+/// Per accepted connection: the client port, the port it reached and
+/// whether it is a shadow.
+fn accepted(n: &Node) -> Vec<(u16, u16, bool)> {
+    let mut got: Vec<_> = n
+        .service
+        .accepted
+        .iter()
+        .map(|i| (i.remote.port, i.local_port, i.shadow))
+        .collect();
+    got.sort_unstable();
+    got
 }
 
 fn config(max_half_open: usize, cookies: bool) -> StackConfig {
@@ -68,7 +54,7 @@ fn segment(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: u8) -> Frame
 
 struct Node {
     engine: Engine<()>,
-    service: Ports,
+    service: Plain,
     now: Instant,
 }
 
@@ -78,7 +64,7 @@ impl Node {
         let now = Instant::now();
         let mut n = Node {
             engine: Engine::new(cfg, mode, now),
-            service: Ports::default(),
+            service: common::quiet(),
             now,
         };
         // The client asks who has the address: its MAC is known, so the
@@ -153,8 +139,7 @@ fn a_syn_to_either_port_is_accepted_on_that_port_and_another_port_is_refused() {
     })
     .collect();
     n.run(acks);
-    let mut got = n.service.accepted.clone();
-    got.sort_unstable();
+    let got = accepted(&n);
     assert_eq!(
         got,
         vec![
@@ -199,7 +184,7 @@ fn a_syn_cookie_opens_a_connection_on_the_port_it_was_made_for() {
         ACK,
     )]);
     assert_eq!(n.engine.stats().syn_cookies_validated, 1);
-    assert_eq!(n.service.accepted, vec![(42_001, HTTPS, false)]);
+    assert_eq!(accepted(&n), vec![(42_001, HTTPS, false)]);
 }
 
 #[test]
@@ -217,8 +202,7 @@ fn an_owner_node_shadows_a_connection_on_either_port() {
         segment(43_000, HTTP, 11, 777_001, ACK),
         segment(43_001, HTTPS, 21, 888_001, ACK),
     ]);
-    let mut got = n.service.accepted.clone();
-    got.sort_unstable();
+    let got = accepted(&n);
     assert_eq!(got, vec![(43_000, HTTP, true), (43_001, HTTPS, true)]);
     // Both SYNs and ACKs went on to the primary.
     let mut fwd = Vec::new();

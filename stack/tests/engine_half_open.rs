@@ -10,7 +10,7 @@ use hotpair_stack::StackConfig;
 use smoltcp::wire::Ipv4Address;
 
 mod common;
-use common::{hello, rounds, segment_from, segments, Quiet};
+use common::{hello, quiet, rounds, segment_from, segments};
 
 const MAX_HALF_OPEN: usize = 8;
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,7 +48,7 @@ impl Node {
         for f in frames {
             self.engine.handle_lan_frame(f);
         }
-        let sent = rounds(&mut self.engine, &mut Quiet, &mut self.now, 6);
+        let sent = rounds(&mut self.engine, &mut quiet(), &mut self.now, 6);
         segments(&sent)
             .iter()
             .filter(|s| s.has(SYN) && s.has(ACK))

@@ -13,7 +13,7 @@ use hotpair_stack::StackConfig;
 use smoltcp::wire::{EthernetAddress, Ipv4Address};
 
 mod common;
-use common::Quiet;
+use common::{quiet, Plain};
 
 const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 10]);
 const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
@@ -34,7 +34,7 @@ fn client_seg(seq: u32, flags: u8, options: &[u8], payload: &[u8]) -> Frame {
 
 struct Owner {
     engine: Engine<()>,
-    service: Quiet,
+    service: Plain,
     now: Instant,
 }
 
@@ -53,7 +53,7 @@ impl Owner {
         };
         Owner {
             engine: Engine::new(cfg, mode, now),
-            service: Quiet,
+            service: quiet(),
             now,
         }
     }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, finish, hello, mac_of, rounds, segments, Quiet, NODE_MAC, VIP};
+use common::{client, finish, hello, mac_of, quiet, rounds, segments, NODE_MAC, VIP};
 use hotpair_stack::engine::{Engine, Frame, Role, RxSlab};
 use hotpair_stack::seg::{self, ACK, RST, SYN};
 use hotpair_stack::StackConfig;
@@ -40,7 +40,7 @@ impl Node {
         for f in frames {
             self.engine.handle_lan_frame(f);
         }
-        let sent = rounds(&mut self.engine, &mut Quiet, &mut self.now, 4);
+        let sent = rounds(&mut self.engine, &mut quiet(), &mut self.now, 4);
         segments(&sent)
             .iter()
             .map(|s| (s.dst, s.flags, s.seq, s.ack))
@@ -190,7 +190,7 @@ fn idle_release(read: bool) {
             if read {
                 e.poll(&mut drain, t);
             } else {
-                e.poll(&mut Quiet, t);
+                e.poll(&mut quiet(), t);
             }
             while let Some(f) = e.poll_lan_transmit() {
                 if let Some(s) = seg::parse(f.data()) {

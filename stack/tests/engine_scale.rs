@@ -10,7 +10,7 @@ use hotpair_stack::seg::{self, ACK, RST, SYN};
 use smoltcp::wire::EthernetAddress;
 
 mod common;
-use common::{config, segment, Quiet, CLIENT, CLIENT_MAC, VIP};
+use common::{config, quiet, segment, CLIENT, CLIENT_MAC, VIP};
 
 const N: u16 = 3000;
 
@@ -42,7 +42,7 @@ impl Node {
         }
         let mut out = Vec::new();
         for _ in 0..10_000 {
-            let busy = self.engine.poll(&mut Quiet, self.now);
+            let busy = self.engine.poll(&mut quiet(), self.now);
             while let Some(f) = self.engine.poll_lan_transmit() {
                 if let Some(s) = seg::parse(f.data()) {
                     out.push((s.dst_port, s.seq, s.ack, s.flags));
@@ -134,7 +134,7 @@ fn an_idle_round_looks_at_nothing_and_a_busy_one_at_its_connection() {
     let before = n.engine.stats().slots_polled;
     for _ in 0..100 {
         n.now += Duration::from_millis(10);
-        n.engine.poll(&mut Quiet, n.now);
+        n.engine.poll(&mut quiet(), n.now);
     }
     assert_eq!(
         n.engine.stats().slots_polled,

@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{hello, segment_with as segment, CLIENT};
-use hotpair_stack::engine::{ConnId, ConnInfo, ConnKey, CookieKey, Engine, Frame, Role, Service};
+use common::{hello, segment_with as segment, Plain, CLIENT};
+use hotpair_stack::engine::{ConnKey, CookieKey, Engine, Frame, Role};
 use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
 use hotpair_stack::{StackConfig, SynCookies};
 use smoltcp::socket::tcp;
@@ -31,38 +31,27 @@ fn syn(src: Ipv4Address, port: u16, isn: u32) -> Frame {
     )
 }
 
-/// Accepts every connection and writes back what it reads, upper-cased;
-/// records what it was told of each connection.
-#[derive(Default)]
-struct Echo {
-    accepted: Vec<(ConnKey, bool)>,
+/// Writes back what it reads, upper-cased.
+fn echo(s: &mut tcp::Socket<'_>) {
+    let mut buf = [0u8; 256];
+    while let Ok(n @ 1..) = s.recv_slice(&mut buf) {
+        let _ = s.send_slice(&buf[..n].to_ascii_uppercase());
+    }
 }
 
-impl Service for Echo {
-    type Conn = ();
-    fn accept(&mut self, _: ConnId, info: &ConnInfo, _: Instant) {
-        self.accepted.push((info.key, info.shadow));
-    }
-    fn drive(
-        &mut self,
-        _: ConnId,
-        _: &mut (),
-        s: &mut tcp::Socket<'_>,
-        _: Instant,
-    ) -> Option<Instant> {
-        let mut buf = [0u8; 256];
-        while let Ok(n @ 1..) = s.recv_slice(&mut buf) {
-            let _ = s.send_slice(&buf[..n].to_ascii_uppercase());
-        }
-        None
-    }
-    fn closed(&mut self, _: ConnId, _: ()) {}
-    fn woken(&mut self, _: &mut Vec<ConnId>) {}
+/// What the service was told of each connection it accepted: its name and
+/// whether it is a shadow.
+fn accepted(n: &Node) -> Vec<(ConnKey, bool)> {
+    n.service
+        .accepted
+        .iter()
+        .map(|i| (i.key, i.shadow))
+        .collect()
 }
 
 struct Node {
     engine: Engine<()>,
-    service: Echo,
+    service: Plain,
     now: Instant,
 }
 
@@ -85,7 +74,7 @@ impl Node {
         };
         Node {
             engine: Engine::new(cfg, mode, now),
-            service: Echo::default(),
+            service: Plain::new(echo),
             now,
         }
     }
@@ -125,6 +114,14 @@ impl Node {
         }
         out
     }
+
+    /// Past the half-open bound, a SYN from CLIENT:`port` (ISN `isn`): the
+    /// cookie its SYN-ACK carries.
+    fn cookie_at_the_bound(&mut self, port: u16, isn: u32) -> u32 {
+        self.flood(MAX_HALF_OPEN as u16 + 1);
+        let out = self.lan(vec![hello(CLIENT), syn(CLIENT, port, isn)]);
+        tcp_to(&out, CLIENT, port)[0].0.seq
+    }
 }
 
 fn tcp_to(frames: &[Frame], dst: Ipv4Address, port: u16) -> Vec<(Seg, Frame)> {
@@ -133,6 +130,15 @@ fn tcp_to(frames: &[Frame], dst: Ipv4Address, port: u16) -> Vec<(Seg, Frame)> {
         .filter_map(|f| seg::parse(f.data()).map(|s| (s, f.clone())))
         .filter(|(s, _)| s.dst == dst && s.dst_port == port)
         .collect()
+}
+
+/// The one segment to CLIENT:40000 in `out` that carries data (panics
+/// unless there is exactly one).
+fn data_reply(out: &[Frame]) -> (Seg, Frame) {
+    let replies = tcp_to(out, CLIENT, 40_000);
+    let mut data: Vec<_> = replies.iter().filter(|(s, _)| s.payload_len > 0).collect();
+    assert_eq!(data.len(), 1, "{replies:?}");
+    data.remove(0).clone()
 }
 
 /// The options smoltcp reads from a SYN-ACK: (MSS, window scale, SACK).
@@ -203,7 +209,7 @@ fn a_legitimate_handshake_completes_while_spoofed_syns_fill_the_table() {
     let st = n.engine.stats();
     assert_eq!((st.syn_cookies_validated, st.accepted), (1, 1));
     assert_eq!(
-        n.service.accepted,
+        accepted(&n),
         vec![(
             ConnKey {
                 client_ip: CLIENT,
@@ -214,9 +220,7 @@ fn a_legitimate_handshake_completes_while_spoofed_syns_fill_the_table() {
         )]
     );
     let replies = tcp_to(&out, CLIENT, 40_000);
-    let data: Vec<_> = replies.iter().filter(|(s, _)| s.payload_len > 0).collect();
-    assert_eq!(data.len(), 1, "{replies:?}");
-    let (s, f) = data[0];
+    let (s, f) = data_reply(&out);
     assert_eq!((s.seq, s.ack), (cookie.wrapping_add(1), 83));
     assert_eq!(&f.data()[s.off.payload..s.off.end], b"HELLO");
     // Without window scaling the window is at most 64 KiB − 1, unscaled.
@@ -226,9 +230,7 @@ fn a_legitimate_handshake_completes_while_spoofed_syns_fill_the_table() {
 #[test]
 fn a_bad_cookie_is_dropped_and_counted_never_answered() {
     let mut n = Node::new(Role::Simplex, true);
-    n.flood(MAX_HALF_OPEN as u16 + 1);
-    let out = n.lan(vec![hello(CLIENT), syn(CLIENT, 40_001, 500)]);
-    let cookie = tcp_to(&out, CLIENT, 40_001)[0].0.seq;
+    let cookie = n.cookie_at_the_bound(40_001, 500);
     let forged = vec![
         // Off by one.
         segment(CLIENT, 40_001, 501, cookie.wrapping_add(2), ACK, &[], b""),
@@ -332,8 +334,8 @@ fn on_a_pair_the_primary_opens_the_owners_cookie_connection_alike() {
         client_port: 40_000,
         client_isn: 1000,
     };
-    assert_eq!(owner.service.accepted, vec![(key, true)]);
-    assert_eq!(primary.service.accepted, vec![(key, false)]);
+    assert_eq!(accepted(&owner), vec![(key, true)]);
+    assert_eq!(accepted(&primary), vec![(key, false)]);
     assert_eq!(primary.engine.stats().syn_cookies_validated, 1);
 
     // A request: the shadow holds it, then the primary gets it and
@@ -343,10 +345,8 @@ fn on_a_pair_the_primary_opens_the_owners_cookie_connection_alike() {
     let fwd = owner.forwarded();
     assert_eq!(fwd.len(), 1);
     let out = primary.peer(fwd);
-    let replies = tcp_to(&out, CLIENT, 40_000);
-    let data: Vec<_> = replies.iter().filter(|(s, _)| s.payload_len > 0).collect();
-    assert_eq!(data.len(), 1, "{replies:?}");
-    assert_eq!((data[0].0.seq, data[0].0.ack), (ack, 1004));
+    let (s, _) = data_reply(&out);
+    assert_eq!((s.seq, s.ack), (ack, 1004));
     // The client acknowledges the reply (the shadow wrote the same bytes:
     // the echo service stands in for the mirror).
     owner.lan(vec![segment(
@@ -379,20 +379,14 @@ fn on_a_pair_the_primary_opens_the_owners_cookie_connection_alike() {
         &[],
         b"de",
     )]);
-    let data: Vec<_> = tcp_to(&out, CLIENT, 40_000)
-        .into_iter()
-        .filter(|(s, _)| s.payload_len > 0)
-        .collect();
-    assert_eq!(data.len(), 1);
-    assert_eq!((data[0].0.seq, data[0].0.ack), (ack.wrapping_add(3), 1006));
+    let (s, _) = data_reply(&out);
+    assert_eq!((s.seq, s.ack), (ack.wrapping_add(3), 1006));
 }
 
 #[test]
 fn the_survivor_opens_a_cookie_its_dead_owner_sent_and_the_owner_drops_forgeries() {
     let mut owner = Node::new(Role::Owner, true);
-    owner.flood(MAX_HALF_OPEN as u16 + 1);
-    let out = owner.lan(vec![hello(CLIENT), syn(CLIENT, 40_000, 1000)]);
-    let cookie = tcp_to(&out, CLIENT, 40_000)[0].0.seq;
+    let cookie = owner.cookie_at_the_bound(40_000, 1000);
 
     // A forged ACK at the owner: dropped there, counted, never passed on
     // to the primary (even with pass-through on).
@@ -422,23 +416,14 @@ fn the_survivor_opens_a_cookie_its_dead_owner_sent_and_the_owner_drops_forgeries
     ]);
     assert_eq!(survivor.engine.stats().syn_cookies_validated, 1);
     assert_eq!(survivor.service.accepted.len(), 1);
-    let data: Vec<_> = tcp_to(&out, CLIENT, 40_000)
-        .into_iter()
-        .filter(|(s, _)| s.payload_len > 0)
-        .collect();
-    assert_eq!(data.len(), 1);
-    assert_eq!(
-        (data[0].0.seq, data[0].0.ack),
-        (cookie.wrapping_add(1), 1003)
-    );
+    let (s, _) = data_reply(&out);
+    assert_eq!((s.seq, s.ack), (cookie.wrapping_add(1), 1003));
 }
 
 #[test]
 fn an_expired_cookie_is_dropped_and_counted() {
     let mut n = Node::new(Role::Simplex, true);
-    n.flood(MAX_HALF_OPEN as u16 + 1);
-    let out = n.lan(vec![hello(CLIENT), syn(CLIENT, 40_000, 10)]);
-    let cookie = tcp_to(&out, CLIENT, 40_000)[0].0.seq;
+    let cookie = n.cookie_at_the_bound(40_000, 10);
     // Good for 2 ticks of 64 s (2 to 3 minutes): at 200 s it is not.
     n.now += Duration::from_secs(200);
     let out = n.lan(vec![segment(

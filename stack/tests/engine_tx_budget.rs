@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service};
+use hotpair_stack::engine::{Engine, Frame, Role};
 use hotpair_stack::seg::{self, ACK, RST, SYN};
 use smoltcp::socket::tcp;
 use smoltcp::wire::EthernetAddress;
@@ -18,35 +18,20 @@ const N: u16 = 40;
 const BUDGET: usize = 1 << 20;
 
 /// Fills every socket's send buffer whenever it is driven.
-struct Writer;
-
-impl Service for Writer {
-    type Conn = ();
-    fn accept(&mut self, _: ConnId, _: &ConnInfo, _: Instant) {}
-    fn drive(
-        &mut self,
-        _: ConnId,
-        _: &mut (),
-        s: &mut tcp::Socket<'_>,
-        _: Instant,
-    ) -> Option<Instant> {
-        static DATA: [u8; 16 * 1024] = [b'x'; 16 * 1024];
-        while s.can_send() {
-            match s.send_slice(&DATA) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
+fn fill(s: &mut tcp::Socket<'_>) {
+    static DATA: [u8; 16 * 1024] = [b'x'; 16 * 1024];
+    while s.can_send() {
+        match s.send_slice(&DATA) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
-        None
     }
-    fn closed(&mut self, _: ConnId, _: ()) {}
-    fn woken(&mut self, _: &mut Vec<ConnId>) {}
 }
 
 /// One poll; the TCP segments it sent, as (client port, seq, flags,
 /// payload bytes).
 fn poll(e: &mut Engine<()>, now: Instant) -> (bool, Vec<(u16, u32, u8, usize)>) {
-    let busy = e.poll(&mut Writer, now);
+    let busy = e.poll(&mut common::Plain::new(fill), now);
     let mut out = Vec::new();
     while let Some(f) = e.poll_lan_transmit() {
         if let Some(s) = seg::parse(f.data()) {

@@ -712,16 +712,19 @@ fn accept_syn_cookie_takes_up_a_stateless_handshake() {
     }
     let syn = client_syn.expect("the client sent its SYN");
     assert_eq!(s.socket().state(), tcp::State::Listen);
-    let mut f = seg::build_syn_ack(
-        EthernetAddress([2, 0, 0, 0, 0, 2]),
-        EthernetAddress([2, 0, 0, 0, 0, 1]),
-        smoltcp::wire::Ipv4Address::new(10, 0, 0, 2),
-        smoltcp::wire::Ipv4Address::new(10, 0, 0, 1),
-        80,
-        40000,
-        ISS,
-        syn.seq.wrapping_add(1),
-        8192,
+    let mut f = seg::with_mss(
+        seg::build(
+            EthernetAddress([2, 0, 0, 0, 0, 2]),
+            EthernetAddress([2, 0, 0, 0, 0, 1]),
+            smoltcp::wire::Ipv4Address::new(10, 0, 0, 2),
+            smoltcp::wire::Ipv4Address::new(10, 0, 0, 1),
+            80,
+            40000,
+            ISS,
+            syn.seq.wrapping_add(1),
+            seg::SYN | seg::ACK,
+            8192,
+        ),
         1460,
     );
     {

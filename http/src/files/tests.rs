@@ -1,5 +1,5 @@
 use super::*;
-use crate::{Limits, ServerConn, Version};
+use crate::{Limits, ServerConn};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A scratch directory removed on drop (no tempfile dependency).
@@ -46,14 +46,8 @@ fn tree() -> TempDir {
 
 fn get(method: Method, path: &str) -> Request {
     Request {
-        index: 0,
-        method,
-        path: path.into(),
-        query: None,
-        version: Version::Http11,
         headers: vec![("Host".into(), b"x".to_vec())],
-        body: Bytes::new(),
-        keep_alive: true,
+        ..Request::new(method, path)
     }
 }
 

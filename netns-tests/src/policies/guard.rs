@@ -93,21 +93,7 @@ pub(super) fn wait_serving(lab: &Lab, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     let u = url("/static/index.html");
     loop {
-        let out = lab.exec_in(
-            "client",
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "1",
-                &u,
-            ],
-            Duration::from_secs(10),
-        );
+        let out = lab.get_status_within(&u, 1);
         if out.stdout == b"200" {
             return;
         }
@@ -156,15 +142,10 @@ pub(super) fn altered_docroot(from: &Path, to: &Path) -> PathBuf {
 /// n2.toml whose /static/ root is a copy of the docroot with one byte of
 /// 50m.bin changed.
 pub fn digest_guard(test: &str) {
-    let began = Instant::now();
-    let Some(lab) = duplex_lab_with(test, &["--static-policy", "static"]) else {
+    let Some(lab) = KeptLab::up(test, "static") else {
         return;
     };
-    let tmp = TempDir::new(test);
-    let _keep = KeepOnFailure {
-        lab: &lab,
-        scratch: tmp.path(),
-    };
+    let (tmp, began) = (&lab.tmp, lab.began);
     let docroot = lab.docroot();
     let state = lab.state_dir();
     for node in ["n1", "n2"] {

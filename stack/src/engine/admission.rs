@@ -18,6 +18,16 @@ use super::shadow::{translate_ack, Shadow, Track};
 use super::types::{Frame, Role, Service, Tuple};
 use super::{Engine, SPARE_LISTENERS};
 
+/// What became of a new client's SYN ([`Engine::admit_new_syn`]).
+pub(super) enum NewSyn {
+    /// Tracked: the frame goes on to smoltcp.
+    Tracked(Frame),
+    /// Dropped or answered with a cookie; the frame is recycled.
+    Consumed,
+    /// No room yet: the frame waits for a listener.
+    Wait(Frame),
+}
+
 /// Whether a rate-limited warning last logged at `last` may be logged again
 /// at `now` (and if so, records `now`).
 fn warning_due(last: &mut Option<StdInstant>, now: StdInstant) -> bool {
@@ -314,6 +324,34 @@ impl<C> Engine<C> {
         self.lan_in = deferred;
     }
 
+    /// A new client's SYN (not a duplicate): dropped over its source's
+    /// limit, answered with a SYN cookie at the half-open bound (not
+    /// forwarded either: the primary learns of the connection from its ACK,
+    /// which carries the cookie, see `cookie_ack`), else tracked
+    /// (`open_track`; `shadow` on an owner).
+    pub(super) fn admit_new_syn(
+        &mut self,
+        f: Frame,
+        s: &Seg,
+        tuple: Tuple,
+        shadow: bool,
+        refusing: bool,
+    ) -> NewSyn {
+        if self.over_source_limit(tuple.0) {
+            self.recycle(f);
+            return NewSyn::Consumed;
+        }
+        if self.cookie_instead() {
+            self.send_syn_cookie(&f, s);
+            self.recycle(f);
+            return NewSyn::Consumed;
+        }
+        if !self.open_track(tuple, s, shadow, refusing) {
+            return NewSyn::Wait(f);
+        }
+        NewSyn::Tracked(f)
+    }
+
     /// A new connection request: start tracking its tuple, with a free
     /// listener to take the SYN. With none free and room in the pool, one
     /// more is armed now: kept for the next round instead, SYNs queued
@@ -560,18 +598,11 @@ impl<C> Engine<C> {
                 self.recycle(f);
                 return None;
             }
-            if self.over_source_limit(tuple.0) {
-                self.recycle(f);
-                return None;
-            }
-            if self.cookie_instead() {
-                self.send_syn_cookie(&f, &s);
-                self.recycle(f);
-                return None;
-            }
-            if !self.open_track(tuple, &s, false, refusing) {
-                return Some(f);
-            }
+            f = match self.admit_new_syn(f, &s, tuple, false, refusing) {
+                NewSyn::Tracked(f) => f,
+                NewSyn::Consumed => return None,
+                NewSyn::Wait(f) => return Some(f),
+            };
         } else if self.cookie_ack(&s, tuple) == CookieAck::Drop {
             self.recycle(f);
             return None;

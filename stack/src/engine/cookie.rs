@@ -176,16 +176,19 @@ impl<C> Engine<C> {
         };
         let mss = seg::mss_option(f.data(), s);
         let cookie = make(key, &e, s.seq, self.cookie_counter(), mss_index(mss));
-        let syn_ack = seg::build_syn_ack(
-            self.cfg.mac,
-            s.src_mac,
-            s.dst,
-            s.src,
-            s.dst_port,
-            s.src_port,
-            cookie,
-            s.seq.wrapping_add(1),
-            self.cookie_window(),
+        let syn_ack = seg::with_mss(
+            seg::build(
+                self.cfg.mac,
+                s.src_mac,
+                s.dst,
+                s.src,
+                s.dst_port,
+                s.src_port,
+                cookie,
+                s.seq.wrapping_add(1),
+                SYN | ACK,
+                self.cookie_window(),
+            ),
             OWN_MSS,
         );
         self.lan_out.push_back(Frame::copy_from(&syn_ack));

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use crate::seg::{self, Seg, ACK, RST, SYN};
 
+use super::admission::NewSyn;
 use super::cookie::CookieAck;
 use super::types::{EngineStats, Frame, Tuple};
 use super::{Engine, MAX_DEFERRED, MAX_HELD, MAX_SACKED, PASS_THROUGH_BURST, PASS_THROUGH_RATE};
@@ -285,20 +286,11 @@ impl<C> Engine<C> {
                 self.fwd_out.push_back(f);
                 return None;
             }
-            if self.over_source_limit(tuple.0) {
-                self.recycle(f);
-                return None;
-            }
-            if self.cookie_instead() {
-                // Not forwarded: the primary learns of the connection from
-                // its ACK, which carries the cookie (see `cookie_ack`).
-                self.send_syn_cookie(&f, &s);
-                self.recycle(f);
-                return None;
-            }
-            if !self.open_track(tuple, &s, true, refusing) {
-                return Some(f);
-            }
+            let f = match self.admit_new_syn(f, &s, tuple, true, refusing) {
+                NewSyn::Tracked(f) => f,
+                NewSyn::Consumed => return None,
+                NewSyn::Wait(f) => return Some(f),
+            };
             self.pending_fwd
                 .push((tuple, Frame::copy_from(f.data()), FwdRule::Syn));
             self.queue_for_stack(f, Some(&tuple));

@@ -142,20 +142,42 @@ pub fn config(max: usize, rx_buffer_bytes: usize, tx_buffer_bytes: usize) -> Sta
     }
 }
 
-/// A service that accepts every connection and never touches a socket:
-/// the tests look at the engine's own rules.
-pub struct Quiet;
+/// A service with no per-connection state: it keeps what it was told of
+/// each accepted connection and runs `on_socket` on every socket it
+/// drives; nothing on close or wake.
+pub struct Plain {
+    pub accepted: Vec<ConnInfo>,
+    on_socket: fn(&mut tcp::Socket<'_>),
+}
 
-impl Service for Quiet {
+impl Plain {
+    pub fn new(on_socket: fn(&mut tcp::Socket<'_>)) -> Self {
+        Plain {
+            accepted: Vec::new(),
+            on_socket,
+        }
+    }
+}
+
+/// Accepts every connection and never touches a socket: the tests look at
+/// the engine's own rules.
+pub fn quiet() -> Plain {
+    Plain::new(|_| {})
+}
+
+impl Service for Plain {
     type Conn = ();
-    fn accept(&mut self, _: ConnId, _: &ConnInfo, _: Instant) {}
+    fn accept(&mut self, _: ConnId, info: &ConnInfo, _: Instant) {
+        self.accepted.push(*info);
+    }
     fn drive(
         &mut self,
         _: ConnId,
         _: &mut (),
-        _: &mut tcp::Socket<'_>,
+        socket: &mut tcp::Socket<'_>,
         _: Instant,
     ) -> Option<Instant> {
+        (self.on_socket)(socket);
         None
     }
     fn closed(&mut self, _: ConnId, _: ()) {}

@@ -6,7 +6,6 @@ mod server;
 
 use std::sync::Arc;
 
-use hotpair_http::Version;
 use tokio::net::TcpStream;
 
 use super::*;
@@ -41,17 +40,12 @@ fn config(address: String) -> UpstreamConfig {
 
 fn request(method: Method, path: &str, headers: &[(&str, &str)], body: &'static [u8]) -> Request {
     Request {
-        index: 0,
-        method,
-        path: path.into(),
-        query: None,
-        version: Version::Http11,
         headers: headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
             .collect(),
         body: Bytes::from_static(body),
-        keep_alive: true,
+        ..Request::new(method, path)
     }
 }
 
