@@ -293,7 +293,6 @@ pub struct NodeShell {
     app_check: Option<std::sync::Arc<crate::config::AppCheck>>,
     app_tx: mpsc::Sender<bool>,
     app_rx: mpsc::Receiver<bool>,
-    stopped: Option<String>,
     /// Publishes status snapshots for the admin socket and metrics.
     status: Option<crate::admin::StatusPublisher>,
     /// How to bring each peer's link up again after it was lost (rejoin).
@@ -342,7 +341,6 @@ impl NodeShell {
             app_check: None,
             app_tx,
             app_rx,
-            stopped: None,
             status: None,
             relink: None,
             link_failed: vec![None; peers],
@@ -809,10 +807,6 @@ impl Node for NodeShell {
         for ls in self.links.iter().flatten() {
             out.push((ls.sock.as_raw_fd(), ls.pending() > 0));
         }
-    }
-
-    fn stopped(&self) -> Option<String> {
-        self.stopped.clone()
     }
 }
 

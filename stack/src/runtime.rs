@@ -99,16 +99,14 @@ pub trait Node {
     fn round(&mut self, now: StdInstant) -> bool;
     /// Next frame for the LAN, at `now` (read for each frame: a node
     /// frozen mid-burst must not send the rest unchecked).
+    #[must_use]
     fn poll_lan_transmit(&mut self, now: StdInstant) -> Option<Frame>;
     /// When the node next needs a round, if nothing arrives before.
+    #[must_use]
     fn poll_timeout(&mut self, now: StdInstant) -> Option<StdInstant>;
     /// Fds to wait on besides the TAP and the waker: (fd, want writable).
     fn watch_fds(&self, out: &mut Vec<(std::os::fd::RawFd, bool)>) {
         let _ = out;
-    }
-    /// The node must stop (every address it served is fenced): why.
-    fn stopped(&self) -> Option<String> {
-        None
     }
 }
 
@@ -247,17 +245,14 @@ impl Shell {
         }
     }
 
-    /// Run the node until `stop` is set (checked at least every 100 ms),
-    /// or until it reports [`Node::stopped`].
+    /// Run the node until `stop` is set (checked at least every 100 ms).
+    /// A fenced address does not stop the node: it stands by, silent,
+    /// until its link is up again and the node rejoins.
     pub fn run<N: Node>(&mut self, node: &mut N, stop: &AtomicBool) -> std::io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
             let read = self.read_frames(node);
             let now = StdInstant::now();
             let mut busy = node.round(now) || read > 0;
-            if let Some(why) = node.stopped() {
-                self.flush_pcap();
-                return Err(std::io::Error::other(why));
-            }
             while let Some(mut f) = node.poll_lan_transmit(StdInstant::now()) {
                 self.write_frame(&mut f);
                 node.recycle(f);
