@@ -4,6 +4,7 @@
 //! and `results.json` to `--out`.
 
 mod encryption;
+mod fetch;
 mod idle;
 mod labs;
 mod loadgen;
@@ -52,8 +53,8 @@ overhead over HTTPS against HTTP's (1 connection, bNNNNNa and bNNNNNb on
 ports 443 and 80, 7 rounds of 2 s); handshakes per second, 16 at once:
 full ones (openssl s_time -new) and wrk's new connection per request
 (Connection: close; wrk resumes its sessions, the nodes count them); then
-the failover stall over HTTPS beside HTTP's (curl, SIGKILL of the primary
-and of the owner, --kills each per scheme, alternating, /static/ logged
+the failover stall over HTTPS beside HTTP's (the bench's own client, no
+rate limit, every read timestamped; SIGKILL of the primary and of the owner, --kills each per scheme, alternating, /static/ logged
 and static; labs bNNNNNg / bNNNNNh); the report ends the part with issue
 18's targets and verdicts. About 17 minutes alone (--only tls: 7 of wrk
 and s_time, 10 for 160 kills); --quick about 50 s: one keep-alive point

@@ -11,8 +11,9 @@
 //!   connection per request (`Connection: close`), which resumes each
 //!   connection's session with the server's ticket — the nodes' own
 //!   counts (full, resumed) are recorded with each run;
-//! - the failover stall over HTTPS is the stall series' machinery
-//!   (`run.rs`, `StallLab { tls: true }`), run after this.
+//! - the failover stall over HTTPS beside HTTP's runs after this, on the
+//!   stall series' labs (`run.rs`, `StallLab { tls: true }`) with a client
+//!   of our own that is the same for both schemes ([`stall`]).
 //!
 //! The labs are up at once, the rows interleaved point by point, so every
 //! server sees the same conditions; nginx sits on the unreplicated lab's
@@ -31,6 +32,7 @@ use super::part::Ctx;
 
 mod measure;
 mod section;
+pub mod stall;
 mod targets;
 #[cfg(test)]
 mod tests;

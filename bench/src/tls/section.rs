@@ -259,13 +259,15 @@ pub fn section(o: &mut String, r: &Results) {
     );
     let _ = writeln!(
         o,
-        "### Failover stall, HTTPS beside HTTP\n\nAs the plain stall series: a fresh duplex \
-         `lab up --tls` per kill (no CPU quota), curl downloading {} at 20 MB/s, the victim \
-         SIGKILLed once {} arrived; every download completes with the right SHA-256. Each \
-         kill is made twice, in alternating order: the download over HTTPS (OpenSSL, \
-         `--cacert` the lab's CA) and over HTTP (port 80 of the same kind of lab). The stall: \
-         the longest time the file did not grow from the signal on (sampled every 10 ms). \
-         Owner = the owner node (n2).\n",
+        "### Failover stall, HTTPS beside HTTP\n\nA fresh duplex `lab up --tls` per kill (no \
+         CPU quota), the bench's own client downloading {} with no rate limit (it reads as \
+         fast as bytes arrive and timestamps every read; not curl, whose `--limit-rate` \
+         sleeps differ between TCP and TLS), the victim SIGKILLed once {} arrived; every \
+         download completes with the right SHA-256. Each kill is made twice, in alternating \
+         order: the download over HTTPS (rustls, the lab's CA checked) and over HTTP (port \
+         80 of the same kind of lab), the same read loop for both. The stall: the longest \
+         time without a new byte from the signal on (every read's timestamp). Owner = the \
+         owner node (n2).\n",
         if r.meta.quick { "16 MiB" } else { "50 MiB" },
         if r.meta.quick { "8 MiB" } else { "20 MiB" },
     );
