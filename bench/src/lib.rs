@@ -116,12 +116,13 @@ pub struct BenchArgs {
     /// takes minutes; all four take most of half an hour.
     #[arg(long, value_delimiter = ',')]
     stall_signals: Vec<String>,
-    /// The stall client's largest TCP receive buffer, in bytes (the
-    /// client namespace's `net.ipv4.tcp_rmem` maximum); 0 leaves the
+    /// The `stall` series' client's largest TCP receive buffer, in bytes
+    /// (the client namespace's `net.ipv4.tcp_rmem` maximum); 0 leaves the
     /// kernel's (6 MiB, autotuned). curl's `--limit-rate` reads whatever
     /// the socket holds in one go and then sleeps until it is back under
     /// the rate, so the buffer's size bounds the pauses the client makes
-    /// by itself.
+    /// by itself. Not used by the tls part's stalls (their client never
+    /// sleeps).
     #[arg(long, default_value_t = 0)]
     stall_client_rmem: u64,
 }
