@@ -6,11 +6,15 @@
 //! whole records), so its pauses mixed into the file-growth stall and made
 //! the two schemes' figures incomparable. This client never pauses on its
 //! own: it reads as fast as bytes arrive, the same loop and the same 64 KiB
-//! reads for both schemes (HTTPS: rustls, plaintext counted as it comes out
-//! of each read), so every gap between reads that returned data is the
-//! network's or the server's. It runs on a thread of the bench that has
-//! entered the client's network namespace, so its timestamps and the
-//! kill's share one clock.
+//! reads for both schemes (HTTPS: rustls), so every gap between reads that
+//! returned data is the network's or the server's. What is timestamped is
+//! each read *of the socket* (TCP payload: ciphertext over HTTPS), not the
+//! plaintext: rustls hands out a record's plaintext only once the whole
+//! record (up to 16 KiB, about 11 segments) is in, so a plaintext measure
+//! would charge HTTPS, and not HTTP, for the rest of the record torn by
+//! the kill. It runs on a thread of the bench that has entered the
+//! client's network namespace, so its timestamps and the kill's share one
+//! clock.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -39,16 +43,16 @@ pub struct Request {
 
 /// A finished download.
 pub struct Fetched {
-    /// (time since the start, body bytes so far) after every read that
-    /// returned data.
+    /// (time since the start, bytes read from the socket so far) after
+    /// every socket read that returned data.
     pub samples: Vec<(Duration, u64)>,
     pub sha256: String,
     /// When the last byte arrived, since the start.
     pub end: Duration,
 }
 
-/// Starts `req` on a thread of its own; `progress` follows the body bytes
-/// received, times are since `start`.
+/// Starts `req` on a thread of its own; `progress` follows the bytes read
+/// from the socket, times are since `start`.
 pub fn spawn(
     req: Request,
     start: Instant,
@@ -83,9 +87,16 @@ fn run(req: &Request, start: Instant, progress: &AtomicU64) -> Result<Fetched> {
         .with_context(|| format!("connecting to {}:{port}", req.addr))?;
     sock.set_read_timeout(Some(req.read_timeout))?;
     sock.set_nodelay(true)?;
-    let mut stream: Box<dyn ReadWrite> = match &req.tls_ca {
-        None => Box::new(sock),
-        Some(ca) => Box::new(tls_stream(sock, ca, req.addr)?),
+    let wire = Timestamped {
+        sock,
+        start,
+        progress,
+        got: 0,
+        samples: Vec::with_capacity(16 * 1024),
+    };
+    let mut stream: Box<dyn Fetch + '_> = match &req.tls_ca {
+        None => Box::new(wire),
+        Some(ca) => Box::new(tls_stream(wire, ca, req.addr)?),
     };
     let head = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -113,9 +124,6 @@ fn run(req: &Request, start: Instant, progress: &AtomicU64) -> Result<Fetched> {
     let mut sha = Sha256::new();
     let mut got = pending.len() as u64;
     sha.update(&pending);
-    let mut samples = Vec::with_capacity(16 * 1024);
-    samples.push((start.elapsed(), got));
-    progress.store(got, Ordering::SeqCst);
     while got < length {
         let n = match stream.read(&mut buf) {
             Ok(0) => bail!("the server closed after {got} of {length} bytes"),
@@ -124,15 +132,13 @@ fn run(req: &Request, start: Instant, progress: &AtomicU64) -> Result<Fetched> {
                 return Err(e).with_context(|| format!("reading after {got} of {length} bytes"))
             }
         };
-        let t = start.elapsed();
         sha.update(&buf[..n]);
         got += n as u64;
-        samples.push((t, got));
-        progress.store(got, Ordering::SeqCst);
     }
     if got > length {
         bail!("{got} bytes for a Content-Length of {length}");
     }
+    let samples = stream.samples();
     let end = samples.last().map_or(Duration::ZERO, |s| s.0);
     Ok(Fetched {
         samples,
@@ -141,14 +147,60 @@ fn run(req: &Request, start: Instant, progress: &AtomicU64) -> Result<Fetched> {
     })
 }
 
-trait ReadWrite: Read + Write + Send {}
-impl<T: Read + Write + Send> ReadWrite for T {}
-
-fn tls_stream(
+/// The socket, each read that returned data timestamped.
+struct Timestamped<'a> {
     sock: TcpStream,
+    start: Instant,
+    progress: &'a AtomicU64,
+    got: u64,
+    samples: Vec<(Duration, u64)>,
+}
+
+impl Read for Timestamped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        if n > 0 {
+            self.got += n as u64;
+            self.samples.push((self.start.elapsed(), self.got));
+            self.progress.store(self.got, Ordering::SeqCst);
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Timestamped<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// A download's stream (plain or TLS over [`Timestamped`]): read, write,
+/// and the socket's timestamps at the end.
+trait Fetch: Read + Write {
+    fn samples(&mut self) -> Vec<(Duration, u64)>;
+}
+
+impl Fetch for Timestamped<'_> {
+    fn samples(&mut self) -> Vec<(Duration, u64)> {
+        std::mem::take(&mut self.samples)
+    }
+}
+
+impl<'a> Fetch for rustls::StreamOwned<rustls::ClientConnection, Timestamped<'a>> {
+    fn samples(&mut self) -> Vec<(Duration, u64)> {
+        std::mem::take(&mut self.sock.samples)
+    }
+}
+
+fn tls_stream<'a>(
+    sock: Timestamped<'a>,
     ca: &Path,
     addr: IpAddr,
-) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, Timestamped<'a>>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in
         CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
