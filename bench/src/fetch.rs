@@ -115,6 +115,9 @@ fn run(req: &Request, start: Instant, progress: &AtomicU64) -> Result<Fetched> {
         if let Some(end) = find(&pending, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&pending[..end]).into_owned();
             pending.drain(..end + 4);
+            // The reply has begun: what came before (the handshake, the
+            // wait for the first byte) is no pause of the download.
+            stream.reply_begun();
             break content_length(&head)?;
         }
         if pending.len() > 16 * 1024 {
@@ -181,18 +184,30 @@ impl Write for Timestamped<'_> {
 /// A download's stream (plain or TLS over [`Timestamped`]): read, write,
 /// and the socket's timestamps at the end.
 trait Fetch: Read + Write {
-    fn samples(&mut self) -> Vec<(Duration, u64)>;
-}
+    /// The socket's timestamps so far.
+    fn wire(&mut self) -> &mut Vec<(Duration, u64)>;
 
-impl Fetch for Timestamped<'_> {
     fn samples(&mut self) -> Vec<(Duration, u64)> {
-        std::mem::take(&mut self.samples)
+        std::mem::take(self.wire())
+    }
+
+    /// Keeps only the last sample: the download's first.
+    fn reply_begun(&mut self) {
+        let v = self.wire();
+        let keep = v.len().saturating_sub(1);
+        v.drain(..keep);
     }
 }
 
-impl<'a> Fetch for rustls::StreamOwned<rustls::ClientConnection, Timestamped<'a>> {
-    fn samples(&mut self) -> Vec<(Duration, u64)> {
-        std::mem::take(&mut self.sock.samples)
+impl Fetch for Timestamped<'_> {
+    fn wire(&mut self) -> &mut Vec<(Duration, u64)> {
+        &mut self.samples
+    }
+}
+
+impl Fetch for rustls::StreamOwned<rustls::ClientConnection, Timestamped<'_>> {
+    fn wire(&mut self) -> &mut Vec<(Duration, u64)> {
+        &mut self.sock.samples
     }
 }
 
