@@ -4,6 +4,7 @@
 //! and `results.json` to `--out`.
 
 mod encryption;
+mod fetch;
 mod idle;
 mod labs;
 mod loadgen;
@@ -52,8 +53,8 @@ overhead over HTTPS against HTTP's (1 connection, bNNNNNa and bNNNNNb on
 ports 443 and 80, 7 rounds of 2 s); handshakes per second, 16 at once:
 full ones (openssl s_time -new) and wrk's new connection per request
 (Connection: close; wrk resumes its sessions, the nodes count them); then
-the failover stall over HTTPS beside HTTP's (curl, SIGKILL of the primary
-and of the owner, --kills each per scheme, alternating, /static/ logged
+the failover stall over HTTPS beside HTTP's (the bench's own client, no
+rate limit, every read timestamped; SIGKILL of the primary and of the owner, --kills each per scheme, alternating, /static/ logged
 and static; labs bNNNNNg / bNNNNNh); the report ends the part with issue
 18's targets and verdicts. About 17 minutes alone (--only tls: 7 of wrk
 and s_time, 10 for 160 kills); --quick about 50 s: one keep-alive point
@@ -115,12 +116,13 @@ pub struct BenchArgs {
     /// takes minutes; all four take most of half an hour.
     #[arg(long, value_delimiter = ',')]
     stall_signals: Vec<String>,
-    /// The stall client's largest TCP receive buffer, in bytes (the
-    /// client namespace's `net.ipv4.tcp_rmem` maximum); 0 leaves the
+    /// The `stall` series' client's largest TCP receive buffer, in bytes
+    /// (the client namespace's `net.ipv4.tcp_rmem` maximum); 0 leaves the
     /// kernel's (6 MiB, autotuned). curl's `--limit-rate` reads whatever
     /// the socket holds in one go and then sleeps until it is back under
     /// the rate, so the buffer's size bounds the pauses the client makes
-    /// by itself.
+    /// by itself. Not used by the tls part's stalls (their client never
+    /// sleeps).
     #[arg(long, default_value_t = 0)]
     stall_client_rmem: u64,
 }

@@ -175,16 +175,41 @@ impl RecordLayer {
     /// plaintext bytes each, cut at the same offsets on every node. Nothing
     /// for empty input. Send `take_output()` first if it holds anything.
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, TlsError> {
+        self.seal_parts(&[plaintext])
+    }
+
+    /// As [`RecordLayer::seal`], for plaintext in parts (an HTTP reply's
+    /// head and body): the records are cut from the parts' concatenation,
+    /// so the bytes are those of `seal(&parts.concat())`, without that
+    /// copy.
+    pub fn seal_parts<T: AsRef<[u8]>>(&mut self, parts: &[T]) -> Result<Vec<u8>, TlsError> {
         if self.failed {
             return Err(TlsError::Failed);
         }
         if self.tx_closed {
             return Err(TlsError::Closed);
         }
-        let n = plaintext.len().div_ceil(MAX_FRAGMENT);
-        let mut out = Vec::with_capacity(plaintext.len() + n * (HEADER_LEN + 1 + TAG_LEN));
-        for chunk in plaintext.chunks(MAX_FRAGMENT) {
-            self.seal_record(CT_APPDATA, chunk, &mut out)?;
+        let total: usize = parts.iter().map(|p| p.as_ref().len()).sum();
+        let n = total.div_ceil(MAX_FRAGMENT);
+        let mut out = Vec::with_capacity(total + n * (HEADER_LEN + 1 + TAG_LEN));
+        let mut parts = parts.iter().map(|p| p.as_ref()).filter(|p| !p.is_empty());
+        let mut part: &[u8] = parts.next().unwrap_or_default();
+        let mut left = total;
+        while left > 0 {
+            let len = left.min(MAX_FRAGMENT);
+            let (header, from) = self.open_record(len, &mut out)?;
+            let mut need = len;
+            while need > 0 {
+                if part.is_empty() {
+                    part = parts.next().unwrap_or_default();
+                }
+                let take = need.min(part.len());
+                out.extend_from_slice(&part[..take]);
+                part = &part[take..];
+                need -= take;
+            }
+            self.close_record(CT_APPDATA, header, from, &mut out);
+            left -= len;
         }
         Ok(out)
     }
@@ -226,19 +251,37 @@ impl RecordLayer {
     }
 
     fn seal_record(&mut self, ct: u8, body: &[u8], out: &mut Vec<u8>) -> Result<(), TlsError> {
+        let (header, from) = self.open_record(body.len(), out)?;
+        out.extend_from_slice(body);
+        self.close_record(ct, header, from, out);
+        Ok(())
+    }
+
+    /// A record of `body_len` content bytes begun in `out`: its header
+    /// written, room reserved; the content goes behind it, then
+    /// [`Self::close_record`]. Returns the header and where the content
+    /// starts.
+    fn open_record(
+        &mut self,
+        body_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<([u8; 5], usize), TlsError> {
         if self.tx_seq == u64::MAX {
             return Err(TlsError::SequenceExhausted);
         }
-        let len = body.len() + 1 + TAG_LEN;
+        let len = body_len + 1 + TAG_LEN;
         let header = [CT_APPDATA, 3, 3, (len >> 8) as u8, len as u8];
-        let mut inner = Vec::with_capacity(len);
-        inner.extend_from_slice(body);
-        inner.push(ct);
-        self.tx.seal(self.tx_seq, &header, &mut inner);
-        self.tx_seq += 1;
+        out.reserve(HEADER_LEN + len);
         out.extend_from_slice(&header);
-        out.extend_from_slice(&inner);
-        Ok(())
+        Ok((header, out.len()))
+    }
+
+    /// Seals the record begun by [`Self::open_record`] in place: its inner
+    /// content type, then the AEAD over `out[from..]`, the tag appended.
+    fn close_record(&mut self, ct: u8, header: [u8; 5], from: usize, out: &mut Vec<u8>) {
+        out.push(ct);
+        self.tx.seal_tail(self.tx_seq, &header, out, from);
+        self.tx_seq += 1;
     }
 
     /// Open the client's bytes: any split, any number of records. On a
@@ -547,6 +590,37 @@ mod tests {
     }
 
     #[test]
+    fn sealing_in_parts_makes_the_bytes_of_sealing_the_whole() {
+        let body: Vec<u8> = (0..40_000u32).map(|i| (i * 7) as u8).collect();
+        let whole = pair(Suite::Aes128GcmSha256).0.seal(&body).unwrap();
+        // Records of 16384, 16384, 7232 bytes whatever the parts.
+        assert_eq!(whole.len(), body.len() + 3 * (HEADER_LEN + 1 + TAG_LEN));
+        for cuts in [
+            vec![],
+            vec![0, 0],
+            vec![100],
+            vec![MAX_FRAGMENT],
+            vec![1, MAX_FRAGMENT - 1, MAX_FRAGMENT + 5, 39_999],
+        ] {
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for &c in cuts.iter().chain([&body.len()]) {
+                parts.push(&body[at..c]);
+                at = c;
+            }
+            let (mut s, mut c) = pair(Suite::Aes128GcmSha256);
+            let sealed = s.seal_parts(&parts).unwrap();
+            assert_eq!(sealed, whole, "cut at {cuts:?}");
+            assert_eq!(c.open(&sealed).unwrap().plaintext, body);
+            assert_eq!(s.tx_seq(), 3);
+        }
+        let (mut s, _) = pair(Suite::Aes128GcmSha256);
+        assert!(s.seal_parts::<&[u8]>(&[]).unwrap().is_empty());
+        assert!(s.seal_parts(&[&b""[..], b""]).unwrap().is_empty());
+        assert_eq!(s.tx_seq(), 0);
+    }
+
+    #[test]
     fn a_client_may_not_send_a_ticket_or_any_other_handshake_message() {
         for typ in [1u8, 2, 4, 8, 11, 13, 15, 20] {
             let (mut s, mut c) = pair(Suite::Aes128GcmSha256);
@@ -663,12 +737,10 @@ mod tests {
         );
         // All padding, no content type.
         let (mut s, c) = pair(Suite::Aes128GcmSha256);
-        let mut out = Vec::new();
         let header = [CT_APPDATA, 3, 3, 0, 4 + TAG_LEN as u8];
-        let mut inner = vec![0u8; 4];
-        c.tx.seal(0, &header, &mut inner);
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&inner);
+        let mut out = header.to_vec();
+        out.extend_from_slice(&[0u8; 4]);
+        c.tx.seal_tail(0, &header, &mut out, HEADER_LEN);
         assert_eq!(
             s.open(&out),
             Err(TlsError::UnexpectedMessage("record with no content type"))

@@ -200,13 +200,17 @@ impl TrafficKeys {
         aead::Nonce::assume_unique_for_key(n)
     }
 
-    /// Seal `in_out` in place (the tag appended), with the record header
-    /// as additional data.
-    pub(crate) fn seal(&self, seq: u64, header: &[u8; 5], in_out: &mut Vec<u8>) {
-        self.key
-            .seal_in_place_append_tag(self.nonce(seq), aead::Aad::from(*header), in_out)
+    /// Seal `buf[from..]` in place and append the tag, with the record
+    /// header as additional data: a record sealed where it is written,
+    /// behind its header in the output, with no buffer of its own to
+    /// allocate and copy.
+    pub(crate) fn seal_tail(&self, seq: u64, header: &[u8; 5], buf: &mut Vec<u8>, from: usize) {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(self.nonce(seq), aead::Aad::from(*header), &mut buf[from..])
             // ring refuses only inputs beyond the AEAD's limit (GiBs).
             .expect("a TLS record is far below the AEAD input limit");
+        buf.extend_from_slice(tag.as_ref());
     }
 
     /// Open `in_out` in place; the plaintext's length on success.

@@ -12,6 +12,7 @@ use crate::labs::{self, Lab};
 use crate::loadgen::LatencySummary;
 use crate::model::{StallSet, TlsStall};
 use crate::nginx::{TlsFiles, TLS_SUITE};
+use crate::tls;
 
 pub(super) const STALL_FILE: &str = "stall.bin";
 /// curl's `--limit-rate` for the stall download: slow enough that the
@@ -333,16 +334,24 @@ impl Bench<'_> {
                             https,
                         };
                         let scheme = if https { "HTTPS" } else { "HTTP" };
-                        let (ms, before, (hi, ht)) = self
-                            .one_stall(how, victim, libc::SIGKILL, &want, i)
-                            .with_context(|| {
-                                format!("{scheme} stall, {policy}, {victim} killed")
-                            })?;
+                        // Not curl (one_stall): its --limit-rate pauses differ
+                        // between the schemes; tls/stall.rs says why.
+                        let (lab, (hi, ht), pid) = self.victim_lab(how, victim, i)?;
+                        let (ms, before) = tls::stall::one_kill(
+                            &lab,
+                            pid,
+                            https,
+                            &format!("/static/{STALL_FILE}"),
+                            stall_sizes(self.o.quick).1,
+                            &want,
+                        )
+                        .with_context(|| format!("{scheme} stall, {policy}, {victim} killed"))?;
+                        drop(lab);
                         sets[k].heartbeat_interval_ms = hi;
                         sets[k].heartbeat_timeout_ms = ht;
                         sets[k].stalls_ms.push(ms);
                         // The download's own longest pause before the
-                        // signal (curl's rate limit): results.json.
+                        // signal: results.json.
                         sets[k].baseline_ms.push(before);
                         self.progress(&format!(
                             "tls stall {scheme} {policy} {victim} SIGKILL {}/{}: {ms:.0} ms",

@@ -302,7 +302,7 @@ impl MirrorTls {
             )?),
         };
         let w = self.sealer.insert(w);
-        let mut out = w.seal(&chunks.concat())?;
+        let mut out = w.seal_parts(chunks)?;
         if close_after {
             w.close()?;
             out.extend_from_slice(&w.take_output());
