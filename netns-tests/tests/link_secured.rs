@@ -157,7 +157,8 @@ fn an_impostor_connecting_first_is_refused_and_the_real_peer_pairs() {
             "import socket,time\n\
              s=socket.socket(); s.settimeout(8)\n\
              s.connect(('10.77.0.1',7700)); print('connected', flush=True)\n\
-             s.sendall(b'\\x00\\x30' + b'HELLO n2 owner' * 3)\n\
+             m=b'HELLO n2 owner' * 3\n\
+             s.sendall(len(m).to_bytes(2, 'big') + m)\n\
              try:\n    d=s.recv(4096); print('closed' if not d else 'answered %d' % len(d), flush=True)\n\
              except socket.timeout: print('held open', flush=True)\n",
         ],
