@@ -87,6 +87,21 @@ fn family<'a>(out: &'a mut String, name: &'static str, kind: &str, help: &str) -
     Family { out, name }
 }
 
+/// A family with one sample per address, labelled by the address alone.
+fn per_address(
+    out: &mut String,
+    s: &Status,
+    name: &'static str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&crate::admin::AddressStatus) -> f64,
+) {
+    let mut f = family(out, name, kind, help);
+    for a in &s.addresses {
+        f.sample(&[("address", &a.address)], value(a));
+    }
+}
+
 /// The exposition text for a status snapshot.
 pub fn render(s: &Status) -> String {
     let mut o = String::with_capacity(8192);
@@ -400,33 +415,30 @@ pub fn render(s: &Status) -> String {
             f.sample(&[("address", &a.address), ("kind", kind)], v as f64);
         }
     }
-    let mut f = family(
+    per_address(
         &mut o,
+        s,
         "hotpair_connections_max",
         "gauge",
         "The address's connection bound.",
+        |a| a.connections.max as f64,
     );
-    for a in &s.addresses {
-        f.sample(&[("address", &a.address)], a.connections.max as f64);
-    }
-    let mut f = family(
+    per_address(
         &mut o,
+        s,
         "hotpair_connections_accepted_total",
         "counter",
         "Connections accepted.",
+        |a| a.connections.accepted as f64,
     );
-    for a in &s.addresses {
-        f.sample(&[("address", &a.address)], a.connections.accepted as f64);
-    }
-    let mut f = family(
+    per_address(
         &mut o,
+        s,
         "hotpair_connections_promoted_total",
         "counter",
         "Shadow connections made live by takeovers.",
+        |a| a.connections.promoted as f64,
     );
-    for a in &s.addresses {
-        f.sample(&[("address", &a.address)], a.connections.promoted as f64);
-    }
     let mut f = family(&mut o, "hotpair_connections_refused_total", "counter",
         "Connections refused or dropped by the bounds: per_source (a client's limit), half_open_evicted (oldest handshake dropped at the bound), half_open_expired.");
     for a in &s.addresses {
@@ -452,33 +464,23 @@ pub fn render(s: &Status) -> String {
             f.sample(&[("address", &a.address), ("kind", kind)], v as f64);
         }
     }
-    let mut f = family(
+    per_address(
         &mut o,
+        s,
         "hotpair_held_acks_total",
         "counter",
         "Client segments the owner node held because their ACK was ahead of its shadow.",
+        |a| a.held_acks as f64,
     );
-    for a in &s.addresses {
-        f.sample(&[("address", &a.address)], a.held_acks as f64);
-    }
-    let mut f = family(
+    per_address(
         &mut o,
+        s,
         "hotpair_held_acks_dropped_total",
         "counter",
         "Client segments dropped at the per-connection hold bound.",
+        |a| a.held_acks_dropped as f64,
     );
-    for a in &s.addresses {
-        f.sample(&[("address", &a.address)], a.held_acks_dropped as f64);
-    }
-    let mut f = family(
-        &mut o,
-        "hotpair_diverged_resets_total",
-        "counter",
-        "Connections reset because the client acknowledged bytes this node never sent (both nodes served them in a split brain).",
-    );
-    for a in &s.addresses {
-        f.sample(&[("address", &a.address)], a.diverged_resets as f64);
-    }
+    per_address(&mut o, s, "hotpair_diverged_resets_total", "counter", "Connections reset because the client acknowledged bytes this node never sent (both nodes served them in a split brain).", |a| a.diverged_resets as f64);
 
     let mut f = family(
         &mut o,
