@@ -125,6 +125,13 @@ pub struct BenchArgs {
     /// sleeps).
     #[arg(long, default_value_t = 0)]
     stall_client_rmem: u64,
+    /// The `stall` series' download client: `curl` (`--limit-rate 20M`,
+    /// the file's growth sampled every 10 ms) or `reader` (the bench's own
+    /// client, the one the tls part's stalls use: it reads as fast as the
+    /// server sends and timestamps every socket read, so the stall is the
+    /// server's alone, without curl's own pauses).
+    #[arg(long, default_value = "curl", value_parser = ["curl", "reader"])]
+    stall_client: String,
 }
 
 #[derive(clap::Subcommand)]
@@ -179,6 +186,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             baseline_bin: args.baseline_bin.clone(),
             stall_signals: args.stall_signals.clone(),
             stall_client_rmem: args.stall_client_rmem,
+            stall_reader: args.stall_client == "reader",
         }),
     }
 }

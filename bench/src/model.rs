@@ -189,6 +189,10 @@ pub struct Meta {
     /// The stall client's `tcp_rmem` maximum (bytes; 0: the kernel's).
     #[serde(default)]
     pub stall_client_rmem: u64,
+    /// The stall series' downloads were read by the bench's own reader
+    /// (not curl): no client pauses of its own.
+    #[serde(default)]
+    pub stall_reader: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -680,6 +680,16 @@ pub fn render(r: &Results, plots: &[String]) -> String {
             format!("{} KiB", r.meta.stall_client_rmem / 1024)
         }
     );
+    if r.meta.stall_reader {
+        let _ = writeln!(
+            o,
+            "**This run's downloads were not curl's** (`--stall-client reader`): the \
+             bench's own client read each download as fast as the server sent it and \
+             timestamped every socket read; the stall is the longest time without a new \
+             byte from the signal on, and *before the signal* the same download's longest \
+             gap before it (no client pauses of its own, no rate limit).\n"
+        );
+    }
     let rows: Vec<Vec<String>> = r
         .stalls
         .iter()

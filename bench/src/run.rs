@@ -36,6 +36,8 @@ pub struct Options {
     pub stall_signals: Vec<String>,
     /// The stall client's `tcp_rmem` maximum in bytes; 0: the kernel's.
     pub stall_client_rmem: u64,
+    /// The stall series' downloads by the bench's own reader, not curl.
+    pub stall_reader: bool,
 }
 
 const SERVICE: &str = "10.77.0.10";
@@ -611,6 +613,7 @@ pub fn bench(o: &Options) -> Result<()> {
         machine: machine(),
         static_policy_available: labs::static_policy_available(&exe),
         stall_client_rmem: o.stall_client_rmem,
+        stall_reader: o.stall_reader,
         ..Meta::default()
     };
     if !b.r.meta.static_policy_available {

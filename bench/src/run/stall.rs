@@ -54,6 +54,19 @@ impl Bench<'_> {
         i: u32,
     ) -> Result<(f64, f64, (u64, u64))> {
         let (lab, hb, pid) = self.victim_lab(how, victim, i)?;
+        if self.o.stall_reader {
+            let (ms, before) = tls::stall::one_kill(
+                &lab,
+                pid,
+                signal,
+                how.https,
+                &format!("/static/{STALL_FILE}"),
+                stall_sizes(self.o.quick).1,
+                want_sha,
+            )
+            .with_context(|| format!("download during the {victim} kill"))?;
+            return Ok((ms, before, hb));
+        }
         if self.o.stall_client_rmem > 0 {
             let max = self.o.stall_client_rmem;
             let st = Command::new("ip")
@@ -340,6 +353,7 @@ impl Bench<'_> {
                         let (ms, before) = tls::stall::one_kill(
                             &lab,
                             pid,
+                            libc::SIGKILL,
                             https,
                             &format!("/static/{STALL_FILE}"),
                             stall_sizes(self.o.quick).1,

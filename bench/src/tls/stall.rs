@@ -23,12 +23,14 @@ use super::SERVICE;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Downloads `path` from `lab`'s service address (`https`: port 443, the
-/// lab's CA checked; else port 80), SIGKILLs `pid` once `kill_at` body
-/// bytes have arrived, and checks the body against `want_sha`. Returns
-/// (the stall from the kill on, the longest gap before it), in ms.
+/// lab's CA checked; else port 80), sends `pid` `signal` once `kill_at`
+/// body bytes have arrived (a SIGSTOPped node is SIGKILLed after the
+/// download), and checks the body against `want_sha`. Returns (the stall
+/// from the signal on, the longest gap before it), in ms.
 pub fn one_kill(
     lab: &Lab,
     pid: i32,
+    signal: i32,
     https: bool,
     path: &str,
     kill_at: u64,
@@ -76,11 +78,15 @@ pub fn one_kill(
     }
     let kill = start.elapsed();
     // SAFETY: kill(2) on the node's pid, which the lab started.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    unsafe { libc::kill(pid, signal) };
     let got = client
         .join()
-        .map_err(|_| anyhow::anyhow!("the client panicked"))?
-        .with_context(|| format!("download across the kill (at {kill:?})"))?;
+        .map_err(|_| anyhow::anyhow!("the client panicked"));
+    if signal == libc::SIGSTOP {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let got = got?.with_context(|| format!("download across the signal (at {kill:?})"))?;
     if got.sha256 != want_sha {
         bail!(
             "download across the kill: wrong SHA-256 {}, want {want_sha}",
