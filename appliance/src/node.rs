@@ -24,7 +24,7 @@ use hotpair_stack::{Shell, SynCookies, Waker};
 use crate::config::{self, Config, HandlerKind, LinkEnd};
 use crate::link::{self, LinkSetup};
 use crate::service::NodeShell;
-use crate::upstream::{self, Upstream, UpstreamConfig};
+use crate::upstream::{self, Upstream, UpstreamConfig, Upstreams};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -148,10 +148,6 @@ fn prepare_reload(
         Err(e) => ReloadIn::Failed(format!("{e:#}")),
     }
 }
-
-/// The upstream proxy of each route, by route index (`None` where the core
-/// answers itself).
-pub type Upstreams = Vec<Option<Arc<Upstream>>>;
 
 /// The routes for the node core, and the upstream proxies the shell runs
 /// for its external routes.

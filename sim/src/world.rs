@@ -33,9 +33,10 @@ use hotpair_stack::smoltcp::wire::Ipv4Address;
 use sha2::{Digest, Sha256};
 use smoltcp::wire::EthernetAddress;
 
+use crate::addresses::{vip, vip_index, Who};
 use crate::client::{Client, CLIENT_MAC, FIRST_PORT};
 use crate::lan;
-use crate::node::{vip, vip_index, LinkIn, NodeSeeds, SimNode, Who};
+use crate::node::{LinkIn, NodeSeeds, SimNode};
 use crate::rng::{derive, Rng};
 use crate::scenario::{self, Expectations, Scenario};
 use crate::topology::{Address, Topology};
@@ -155,7 +156,7 @@ impl Port {
         match self {
             Port::Client => CLIENT_MAC,
             Port::Node(w) => w.mac(),
-            Port::Gateway => crate::node::GATEWAY_MAC,
+            Port::Gateway => crate::addresses::GATEWAY_MAC,
         }
     }
 }

@@ -30,8 +30,9 @@ use hotpair_stack::arp;
 use hotpair_stack::smoltcp::wire::ArpOperation;
 use hotpair_stack::ConnId;
 
+use crate::addresses::{Who, GATEWAY_IP, GATEWAY_MAC};
 use crate::app::{self, Database};
-use crate::node::{LinkIn, Who, GATEWAY_IP, GATEWAY_MAC};
+use crate::node::LinkIn;
 use crate::topology::Topology;
 
 use super::{Delivery, Kill, Port, Variant, World};
