@@ -76,6 +76,9 @@ pub struct RoundOut {
     /// Links the node dropped (`LinkAction::Drop`, or a message it
     /// refused): the world closes their sessions.
     pub dropped: Vec<Who>,
+    /// Links the core asked to set up again (`LinkAction::Reconnect`):
+    /// the peer, and the pause before the node's link task starts.
+    pub reconnects: Vec<(Who, Duration)>,
     /// Rounds of the node core run.
     pub iterations: usize,
 }
@@ -354,10 +357,11 @@ impl Drive for SimNode {
     fn link_action(&mut self, action: LinkAction) {
         match action {
             LinkAction::Drop { peer, .. } => self.out.dropped.push(self.peers[peer]),
-            // The world plays both nodes' link tasks: it sets a link up
-            // again once neither end holds one and both cores allow it
-            // (`world::faults`), as the tasks' retries end up doing.
-            LinkAction::Reconnect { .. } => {}
+            // The world starts the node's link task after `after`, as the
+            // TAP shell spawns one (`world::faults`).
+            LinkAction::Reconnect { peer, after } => {
+                self.out.reconnects.push((self.peers[peer], after))
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ mod phase;
 mod spec;
 mod trace;
 
-pub use faults::{LAN_OUTAGE, RELINK_DELAY, SETTLE};
+pub use faults::{CONNECT_RETRY, LAN_OUTAGE, SETTLE};
 pub use phase::TlsPhase;
 pub use spec::{Kill, Net, RunSpec, Variant};
 use trace::{link_desc, stats_delta};
@@ -177,6 +177,8 @@ enum Delivery {
     },
     /// The simulated application's work (see `faults`).
     App(faults::AppEvent),
+    /// A node's link task for a peer starts (see `faults`).
+    LinkTask { node: Who, peer: Who },
 }
 
 pub struct World {
@@ -484,6 +486,7 @@ impl World {
             self.strike(k);
             return;
         }
+        self.faults.end_link_tasks(k.victim);
         let peers = self.nodes[k.victim.index()]
             .take()
             .map(|n| n.peers().to_vec())
@@ -536,6 +539,7 @@ impl World {
                 }
             }
             Delivery::App(ev) => self.app_event(ev)?,
+            Delivery::LinkTask { node, peer } => self.start_link_task(node, peer),
             Delivery::Link {
                 from,
                 to,
@@ -619,10 +623,11 @@ impl World {
         // Links are sessions only with `checks` (see `world::faults`);
         // without, the world's links never fail, whatever a core drops.
         let dropped = std::mem::take(&mut out.dropped);
+        let reconnects = std::mem::take(&mut out.reconnects);
         self.emit(w, out);
         if self.spec.checks {
             self.drop_links(w, &dropped);
-            self.manage_links(w);
+            self.reconnect_links(w, &reconnects);
         }
         Ok(())
     }
