@@ -14,7 +14,7 @@ use hotpair_replicator::node::{
 use hotpair_replicator::{Msg, Policy};
 use hotpair_stack::engine::EngineStats;
 use hotpair_stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
-use hotpair_stack::{CookieKey, SynCookies};
+use hotpair_stack::{Admission, CookieKey, SynCookies};
 
 use crate::addresses::{vip, Who, GATEWAY_IP, PORT, PREFIX_LEN, TLS_PORT};
 use crate::app::APP_PREFIX;
@@ -164,18 +164,20 @@ impl SimNode {
                 address: Ipv4Cidr::new(vip(s.address), PREFIX_LEN),
                 gateway: None,
                 port: PORT,
-                max_connections: 64,
-                max_half_open: max_half_open.unwrap_or(32),
-                half_open_timeout: Duration::from_secs(20),
-                max_per_source: 64,
-                // One key for every node (a pair's is derived from its
-                // link keys), and a fixed wall clock: runs stay a function
-                // of their spec.
-                syn_cookies: Some(SynCookies {
-                    key: CookieKey([0x5c; 32]),
-                    send: true,
-                    wall_start: Duration::from_secs(1_800_000_000),
-                }),
+                admission: Admission {
+                    max_connections: 64,
+                    max_half_open: max_half_open.unwrap_or(32),
+                    half_open_timeout: Duration::from_secs(20),
+                    max_per_source: 64,
+                    // One key for every node (a pair's is derived from its
+                    // link keys), and a fixed wall clock: runs stay a
+                    // function of their spec.
+                    syn_cookies: Some(SynCookies {
+                        key: CookieKey([0x5c; 32]),
+                        send: true,
+                        wall_start: Duration::from_secs(1_800_000_000),
+                    }),
+                },
                 role: s.role,
                 peer: Some(peer_id(s.peer)),
                 tls: tls.then(|| SiteTls {

@@ -343,11 +343,13 @@ mod tests {
                 address: Ipv4Cidr::new(vip(0), PREFIX_LEN),
                 gateway: None,
                 port: PORT,
-                max_connections: 8,
-                max_half_open: 8,
-                half_open_timeout: Duration::from_secs(20),
-                max_per_source: 8,
-                syn_cookies: None,
+                admission: hotpair_stack::Admission {
+                    max_connections: 8,
+                    max_half_open: 8,
+                    half_open_timeout: Duration::from_secs(20),
+                    max_per_source: 8,
+                    syn_cookies: None,
+                },
                 role: Role::Simplex,
                 peer: None,
                 tls: Some(SiteTls {
