@@ -38,7 +38,17 @@ use tokio::task::JoinSet;
 use hotpair_replicator::node::PeerId;
 
 use crate::secure::{self, PeerKey, SecureError, Session};
-use crate::service::LinkIn;
+
+/// News from a link task to the stack thread.
+#[derive(Debug)]
+pub enum LinkIn {
+    /// The link is up and the peer authenticated: the stack thread reads and
+    /// writes this socket itself, in its own epoll loop (no thread handoff
+    /// per message), sealing and opening with the session.
+    Socket(std::net::TcpStream, Session),
+    /// The link could not be set up.
+    Lost(String),
+}
 
 /// Handshakes the listener runs at once; more connections are closed.
 pub const MAX_HANDSHAKES: usize = 16;

@@ -19,12 +19,12 @@ use hotpair_stack::pcap::PcapSink;
 pub use hotpair_stack::pcap::DEFAULT_MAX_BYTES as PCAP_DEFAULT_MAX_BYTES;
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Cidr};
 use hotpair_stack::tap::Tap;
-use hotpair_stack::{Shell, SynCookies, Waker};
+use hotpair_stack::{Admission, Shell, SynCookies, Waker};
 
 use crate::config::{self, Config, HandlerKind, LinkEnd};
 use crate::link::{self, LinkSetup};
 use crate::service::NodeShell;
-use crate::upstream::{self, Upstream, UpstreamConfig};
+use crate::upstream::{self, Upstream, UpstreamConfig, Upstreams};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -148,10 +148,6 @@ fn prepare_reload(
         Err(e) => ReloadIn::Failed(format!("{e:#}")),
     }
 }
-
-/// The upstream proxy of each route, by route index (`None` where the core
-/// answers itself).
-pub type Upstreams = Vec<Option<Arc<Upstream>>>;
 
 /// The routes for the node core, and the upstream proxies the shell runs
 /// for its external routes.
@@ -340,18 +336,20 @@ pub fn run(
                 address: Ipv4Cidr::new(s.address, s.prefix_len),
                 gateway: s.gateway,
                 port: s.port,
-                max_connections: s.max_connections,
-                max_half_open: s.max_half_open,
-                half_open_timeout: Duration::from_millis(s.half_open_timeout_ms),
-                max_per_source: s.max_per_source,
-                syn_cookies: Some(SynCookies {
-                    key: match s.peer.and_then(|p| keys.get(p)) {
-                        Some(k) => crate::secure::shared_cookie_key(k),
-                        None => alone_cookies,
-                    },
-                    send: s.syn_cookies,
-                    wall_start,
-                }),
+                admission: Admission {
+                    max_connections: s.max_connections,
+                    max_half_open: s.max_half_open,
+                    half_open_timeout: Duration::from_millis(s.half_open_timeout_ms),
+                    max_per_source: s.max_per_source,
+                    syn_cookies: Some(SynCookies {
+                        key: match s.peer.and_then(|p| keys.get(p)) {
+                            Some(k) => crate::secure::shared_cookie_key(k),
+                            None => alone_cookies,
+                        },
+                        send: s.syn_cookies,
+                        wall_start,
+                    }),
+                },
                 role: s.role,
                 peer: s.peer,
                 tls: cfg

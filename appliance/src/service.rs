@@ -17,18 +17,8 @@ use hotpair_replicator::wire::Decoder;
 use hotpair_replicator::Msg;
 use hotpair_stack::{ConnId, Frame, Node, Waker};
 
+use crate::link::LinkIn;
 use crate::secure::Session;
-
-/// News from a link task to the stack thread.
-#[derive(Debug)]
-pub enum LinkIn {
-    /// The link is up and the peer authenticated: the stack thread reads and
-    /// writes this socket itself, in its own epoll loop (no thread handoff
-    /// per message), sealing and opening with the session.
-    Socket(std::net::TcpStream, Session),
-    /// The link could not be set up.
-    Lost(String),
-}
 
 /// A SIGHUP reload, read off the stack thread, for it to apply.
 pub enum ReloadIn {
@@ -37,7 +27,7 @@ pub enum ReloadIn {
     /// prefixes (longest first) for the access log.
     Ready {
         routes: Vec<hotpair_replicator::node::Route>,
-        upstreams: crate::node::Upstreams,
+        upstreams: crate::upstream::Upstreams,
         prefixes: Vec<String>,
         /// `[tls]` read again (certificates, keys, ticket keys).
         tls: Option<std::sync::Arc<hotpair_tls::TlsServerConfig>>,
@@ -281,7 +271,7 @@ pub struct NodeShell {
     /// Link sockets by peer.
     links: Vec<Option<LinkSocket>>,
     from_links: mpsc::Receiver<(PeerId, LinkIn)>,
-    upstreams: crate::node::Upstreams,
+    upstreams: crate::upstream::Upstreams,
     runtime: tokio::runtime::Handle,
     waker: Waker,
     done_tx: mpsc::Sender<Completion>,
@@ -319,7 +309,7 @@ impl NodeShell {
     pub fn new(
         core: NodeCore,
         from_links: mpsc::Receiver<(PeerId, LinkIn)>,
-        upstreams: crate::node::Upstreams,
+        upstreams: crate::upstream::Upstreams,
         runtime: tokio::runtime::Handle,
         waker: Waker,
     ) -> Self {

@@ -17,6 +17,7 @@ mod proxy;
 mod report;
 mod run;
 mod stats;
+mod target;
 mod tls;
 mod wrk;
 

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use super::markdown::{kb, table, us};
 use super::model::{Config, Point, Results, Workload};
 use super::stats;
+use super::target::{verdict, Target};
 
 /// What the paper's text states (its figures are plots; the values below
 /// are the ones its text gives in numbers).
@@ -40,13 +41,6 @@ fn x(v: Option<f64>) -> String {
 
 fn peak_rps(r: &Results, c: Config, w: Workload, size: u64) -> Option<f64> {
     r.peak(c, w, size).map(|p| p.wrk.rps)
-}
-
-/// A target: what, our value, met (None: not measured).
-pub struct Target {
-    pub what: String,
-    pub ours: String,
-    pub met: Option<bool>,
 }
 
 /// The link RTT floor of duplex overhead: one and a half round trips.
@@ -206,14 +200,6 @@ pub fn targets(r: &Results) -> Vec<Target> {
         t.extend(super::tls::targets(tls));
     }
     t
-}
-
-pub fn verdict(m: Option<bool>) -> &'static str {
-    match m {
-        Some(true) => "met",
-        Some(false) => "**missed**",
-        None => "not measured",
-    }
 }
 
 fn plot(out: &mut String, name: &str, plots: &[String]) {

@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{
-    ConnId, ConnInfo, Engine, Frame, Role, Service, SPARE_LISTENERS, TSO_MAX_FRAME,
+    Admission, ConnId, ConnInfo, Engine, Frame, Role, Service, SPARE_LISTENERS, TSO_MAX_FRAME,
 };
 use hotpair_stack::seg::{self, ACK, FIN, PSH, RST, SYN};
 use hotpair_stack::smoltcp::socket::tcp;
@@ -183,27 +183,30 @@ pub fn run(data: &[u8]) {
         gateway: gateway.then(|| Ipv4Address::new(10, 0, 0, 254)),
         port: PORT,
         alt_port: Some(ALT_PORT),
-        max_connections,
         rx_buffer_bytes: rx,
         tx_buffer_bytes: tx,
         // One byte: smoltcp's seed, and the half-open and per-source
         // bounds (small, so the fuzzer reaches them).
         seed: u64::from(knobs),
-        // SYN cookies at the bound for odd knobs (half-open bounds 2 and
-        // 4); the key either way (a node checks its peer's cookies).
-        syn_cookies: Some(SynCookies {
-            key: CookieKey([0x42; 32]),
-            send: knobs & 1 == 1,
-            wall_start: Duration::from_secs(1_800_000_000),
-        }),
-        max_half_open: 1 + usize::from(knobs % 4),
-        half_open_timeout: Duration::from_secs(1 + u64::from(knobs >> 5)),
-        max_per_source: 1 + usize::from((knobs >> 2) % 6),
+        admission: Admission {
+            max_connections,
+            // SYN cookies at the bound for odd knobs (half-open bounds 2
+            // and 4); the key either way (a node checks its peer's
+            // cookies).
+            syn_cookies: Some(SynCookies {
+                key: CookieKey([0x42; 32]),
+                send: knobs & 1 == 1,
+                wall_start: Duration::from_secs(1_800_000_000),
+            }),
+            max_half_open: 1 + usize::from(knobs % 4),
+            half_open_timeout: Duration::from_secs(1 + u64::from(knobs >> 5)),
+            max_per_source: 1 + usize::from((knobs >> 2) % 6),
+        },
     };
     let now = origin();
     let max_connections = match role {
-        Role::Owner => max_connections + 2 * cfg.max_half_open + SPARE_LISTENERS,
-        _ => max_connections + cfg.max_half_open + SPARE_LISTENERS,
+        Role::Owner => max_connections + 2 * cfg.admission.max_half_open + SPARE_LISTENERS,
+        _ => max_connections + cfg.admission.max_half_open + SPARE_LISTENERS,
     };
     let mut h = Harness {
         engine: Engine::new(cfg, role, now),
@@ -450,12 +453,12 @@ impl Harness {
             st.half_open_expired
         );
         assert_eq!(active, st.active);
-        let cfg = self.engine.config();
+        let bounds = &self.engine.config().admission;
         assert!(
-            st.half_open <= cfg.max_half_open,
+            st.half_open <= bounds.max_half_open,
             "{} half-open connections, max_half_open {}",
             st.half_open,
-            cfg.max_half_open
+            bounds.max_half_open
         );
     }
 

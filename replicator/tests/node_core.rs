@@ -16,7 +16,7 @@ use hotpair_replicator::{Msg, Policy, Role};
 use hotpair_stack::arp;
 use hotpair_stack::seg::{self, ACK, SYN};
 use hotpair_stack::smoltcp::wire::{ArpOperation, EthernetAddress, Ipv4Address, Ipv4Cidr};
-use hotpair_stack::Frame;
+use hotpair_stack::{Admission, Frame};
 
 const A: Ipv4Address = Ipv4Address::new(10, 77, 0, 10);
 const B: Ipv4Address = Ipv4Address::new(10, 77, 0, 11);
@@ -38,11 +38,13 @@ fn site(address: Ipv4Address, role: Role, peer: Option<usize>) -> SiteConfig {
         address: Ipv4Cidr::new(address, 24),
         gateway: None,
         port: 80,
-        max_connections: 16,
-        max_half_open: 8,
-        half_open_timeout: Duration::from_secs(20),
-        max_per_source: 16,
-        syn_cookies: None,
+        admission: Admission {
+            max_connections: 16,
+            max_half_open: 8,
+            half_open_timeout: Duration::from_secs(20),
+            max_per_source: 16,
+            syn_cookies: None,
+        },
         role,
         peer,
         tls: None,

@@ -15,7 +15,7 @@ use smoltcp::wire::{
     HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address,
 };
 
-use crate::node::{vip, vip_index, PORT, TLS_PORT};
+use crate::addresses::{vip, vip_index, PORT, TLS_PORT};
 use crate::reply;
 use crate::scenario::{Close, ConnScript, Sending};
 use crate::tls::ClientTls;

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::addresses::Who;
 use crate::isolate::Isolation;
 use crate::matrix::{self, Failure, MatrixConfig, Report};
-use crate::node::Who;
 use crate::scenario::Scenario;
 use crate::topology::Topology;
 use crate::world::{Kill, Net, Outcome, RunSpec, Variant};

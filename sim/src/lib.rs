@@ -15,7 +15,7 @@
 //! its primary), **dual-role** (A owns .10 with B its primary, B owns .11
 //! with A its primary; one link carries both) and **ring N** (node i owns
 //! 10.77.0.(10+i), node i+1 mod N is its primary; each node has two
-//! links). Nodes are [`node::Who`] indices (A = 0, B = 1, ...; node i's
+//! links). Nodes are [`addresses::Who`] indices (A = 0, B = 1, ...; node i's
 //! MAC ends in i+1). Outside duplex the client runs one copy of the
 //! scenario's connections per address, all at once, so a kill meets live
 //! connections of every address.
@@ -69,6 +69,7 @@
 //! Replay one run with the environment variables printed on failure; see
 //! `tests/failover_matrix.rs`.
 
+pub mod addresses;
 pub mod app;
 pub mod client;
 pub mod content;
@@ -87,7 +88,7 @@ pub mod topology;
 pub mod wire;
 pub mod world;
 
+pub use addresses::Who;
 pub use matrix::{run_matrix, MatrixConfig, Mode, Points, Report};
-pub use node::Who;
 pub use topology::Topology;
 pub use world::{Kill, Net, Outcome, RunSpec, Variant, World};

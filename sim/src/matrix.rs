@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::addresses::Who;
 use crate::isolate::{run_isolated, Isolation};
-use crate::node::Who;
 use crate::scenario::Scenario;
 use crate::topology::Topology;
 use crate::world::{expectations_for, Kill, Net, Outcome, RunSpec, RunStats, TlsPhase, Variant};

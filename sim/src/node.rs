@@ -13,29 +13,14 @@ use hotpair_replicator::node::{
 };
 use hotpair_replicator::{Msg, Policy};
 use hotpair_stack::engine::EngineStats;
-use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
-use hotpair_stack::{CookieKey, SynCookies};
+use hotpair_stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use hotpair_stack::{Admission, CookieKey, SynCookies};
 
+use crate::addresses::{vip, Who, GATEWAY_IP, PORT, PREFIX_LEN, TLS_PORT};
 use crate::app::APP_PREFIX;
 use crate::content;
 use crate::topology::Topology;
 
-/// The first service address (the duplex topology's only one); address `i`
-/// of a topology is [`vip`]`(i)`.
-pub const VIP: Ipv4Address = Ipv4Address::new(10, 77, 0, 10);
-/// Service addresses a topology may have at most.
-pub const MAX_ADDRESSES: usize = 8;
-pub const PREFIX_LEN: u8 = 24;
-pub const PORT: u16 = 80;
-/// The port every address serves HTTPS on in a scenario with TLS (beside
-/// HTTP on [`PORT`]).
-pub const TLS_PORT: u16 = 443;
-pub const MAC_A: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x01]);
-pub const MAC_B: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0x02]);
-/// The LAN host every node's LAN check asks (a gateway the world answers
-/// as a port of the switch; see `world::faults`).
-pub const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 77, 0, 1);
-pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0x68, 0x70, 0, 0, 0xfe]);
 /// The nodes' LAN check with [`NodeOptions::checks`]: a cut LAN is
 /// found within 300–400 ms, a healed one within 200 ms.
 pub const LAN_CHECK: LanCheckConfig = LanCheckConfig {
@@ -55,58 +40,6 @@ pub const APP_CHECK: AppCheckConfig = AppCheckConfig {
 };
 /// Rounds of one node at one instant before the simulation calls it a livelock.
 const MAX_ITERATIONS: usize = 100_000;
-
-/// Service address `i`: 10.77.0.10, .11, ...
-pub fn vip(i: usize) -> Ipv4Address {
-    assert!(i < MAX_ADDRESSES, "service address {i} out of range");
-    let [a, b, c, d] = VIP.octets();
-    Ipv4Address::new(a, b, c, d + i as u8)
-}
-
-/// Which service address `ip` is, if it is one.
-pub fn vip_index(ip: Ipv4Address) -> Option<usize> {
-    (0..MAX_ADDRESSES).find(|&i| vip(i) == ip)
-}
-
-/// Which node: an index (A = 0, B = 1, C = 2, ...). In the duplex
-/// topology A is the primary and B the owner node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Who(pub u8);
-
-const NAMES: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
-const LOWER: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
-
-impl Who {
-    pub const A: Who = Who(0);
-    pub const B: Who = Who(1);
-    pub const C: Who = Who(2);
-    /// Nodes a topology may have at most.
-    pub const MAX: usize = NAMES.len();
-
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-    /// "A", "B", ...
-    pub fn name(self) -> &'static str {
-        NAMES[self.index()]
-    }
-    /// The node core's name ("a", "b", ...).
-    pub fn node_name(self) -> &'static str {
-        LOWER[self.index()]
-    }
-    /// Node A's MAC is 02:68:70:00:00:01, B's ...:02, and so on.
-    pub fn mac(self) -> EthernetAddress {
-        let mut m = MAC_A.0;
-        m[5] += self.0;
-        EthernetAddress(m)
-    }
-    /// "A"/"a" → A, ...
-    pub fn parse(s: &str) -> Option<Who> {
-        (0..NAMES.len())
-            .find(|&i| NAMES[i] == s || LOWER[i] == s)
-            .map(|i| Who(i as u8))
-    }
-}
 
 /// Per-node settings derived from the run's seed.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +76,9 @@ pub struct RoundOut {
     /// Links the node dropped (`LinkAction::Drop`, or a message it
     /// refused): the world closes their sessions.
     pub dropped: Vec<Who>,
+    /// Links the core asked to set up again (`LinkAction::Reconnect`):
+    /// the peer, and the pause before the node's link task starts.
+    pub reconnects: Vec<(Who, Duration)>,
     /// Rounds of the node core run.
     pub iterations: usize,
 }
@@ -228,18 +164,20 @@ impl SimNode {
                 address: Ipv4Cidr::new(vip(s.address), PREFIX_LEN),
                 gateway: None,
                 port: PORT,
-                max_connections: 64,
-                max_half_open: max_half_open.unwrap_or(32),
-                half_open_timeout: Duration::from_secs(20),
-                max_per_source: 64,
-                // One key for every node (a pair's is derived from its
-                // link keys), and a fixed wall clock: runs stay a function
-                // of their spec.
-                syn_cookies: Some(SynCookies {
-                    key: CookieKey([0x5c; 32]),
-                    send: true,
-                    wall_start: Duration::from_secs(1_800_000_000),
-                }),
+                admission: Admission {
+                    max_connections: 64,
+                    max_half_open: max_half_open.unwrap_or(32),
+                    half_open_timeout: Duration::from_secs(20),
+                    max_per_source: 64,
+                    // One key for every node (a pair's is derived from its
+                    // link keys), and a fixed wall clock: runs stay a
+                    // function of their spec.
+                    syn_cookies: Some(SynCookies {
+                        key: CookieKey([0x5c; 32]),
+                        send: true,
+                        wall_start: Duration::from_secs(1_800_000_000),
+                    }),
+                },
                 role: s.role,
                 peer: Some(peer_id(s.peer)),
                 tls: tls.then(|| SiteTls {
@@ -421,10 +359,11 @@ impl Drive for SimNode {
     fn link_action(&mut self, action: LinkAction) {
         match action {
             LinkAction::Drop { peer, .. } => self.out.dropped.push(self.peers[peer]),
-            // The world plays both nodes' link tasks: it sets a link up
-            // again once neither end holds one and both cores allow it
-            // (`world::faults`), as the tasks' retries end up doing.
-            LinkAction::Reconnect { .. } => {}
+            // The world starts the node's link task after `after`, as the
+            // TAP shell spawns one (`world::faults`).
+            LinkAction::Reconnect { peer, after } => {
+                self.out.reconnects.push((self.peers[peer], after))
+            }
         }
     }
 }

@@ -14,7 +14,7 @@
 use hotpair_replicator::layout::Layout;
 use hotpair_replicator::Role;
 
-use crate::node::{Who, MAX_ADDRESSES};
+use crate::addresses::{Who, MAX_ADDRESSES};
 use crate::scenario::Scenario;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use hotpair_stack::seg::{self, FIN, RST, SYN};
 
+use crate::addresses::{vip_index, PORT, TLS_PORT};
 use crate::client::CLIENT_IP;
 use crate::lan;
-use crate::node::{vip_index, PORT, TLS_PORT};
 
 #[derive(Debug, Default)]
 struct Stream {
@@ -230,7 +230,7 @@ fn add_range(v: &mut Vec<(usize, usize)>, a: usize, b: usize) {
 mod tests {
     use super::*;
 
-    use crate::node::VIP;
+    use crate::addresses::VIP;
     use hotpair_stack::seg::{ACK, SYN};
     use smoltcp::wire::EthernetAddress;
 

@@ -17,7 +17,7 @@ mod phase;
 mod spec;
 mod trace;
 
-pub use faults::{LAN_OUTAGE, RELINK_DELAY, SETTLE};
+pub use faults::{CONNECT_RETRY, LAN_OUTAGE, SETTLE};
 pub use phase::TlsPhase;
 pub use spec::{Kill, Net, RunSpec, Variant};
 use trace::{link_desc, stats_delta};
@@ -33,9 +33,10 @@ use hotpair_stack::smoltcp::wire::Ipv4Address;
 use sha2::{Digest, Sha256};
 use smoltcp::wire::EthernetAddress;
 
+use crate::addresses::{vip, vip_index, Who};
 use crate::client::{Client, CLIENT_MAC, FIRST_PORT};
 use crate::lan;
-use crate::node::{vip, vip_index, LinkIn, NodeSeeds, SimNode, Who};
+use crate::node::{LinkIn, NodeSeeds, SimNode};
 use crate::rng::{derive, Rng};
 use crate::scenario::{self, Expectations, Scenario};
 use crate::topology::{Address, Topology};
@@ -155,7 +156,7 @@ impl Port {
         match self {
             Port::Client => CLIENT_MAC,
             Port::Node(w) => w.mac(),
-            Port::Gateway => crate::node::GATEWAY_MAC,
+            Port::Gateway => crate::addresses::GATEWAY_MAC,
         }
     }
 }
@@ -176,6 +177,8 @@ enum Delivery {
     },
     /// The simulated application's work (see `faults`).
     App(faults::AppEvent),
+    /// A node's link task for a peer starts (see `faults`).
+    LinkTask { node: Who, peer: Who },
 }
 
 pub struct World {
@@ -483,6 +486,7 @@ impl World {
             self.strike(k);
             return;
         }
+        self.faults.end_link_tasks(k.victim);
         let peers = self.nodes[k.victim.index()]
             .take()
             .map(|n| n.peers().to_vec())
@@ -535,6 +539,7 @@ impl World {
                 }
             }
             Delivery::App(ev) => self.app_event(ev)?,
+            Delivery::LinkTask { node, peer } => self.start_link_task(node, peer),
             Delivery::Link {
                 from,
                 to,
@@ -618,10 +623,11 @@ impl World {
         // Links are sessions only with `checks` (see `world::faults`);
         // without, the world's links never fail, whatever a core drops.
         let dropped = std::mem::take(&mut out.dropped);
+        let reconnects = std::mem::take(&mut out.reconnects);
         self.emit(w, out);
         if self.spec.checks {
             self.drop_links(w, &dropped);
-            self.manage_links(w);
+            self.reconnect_links(w, &reconnects);
         }
         Ok(())
     }

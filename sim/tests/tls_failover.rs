@@ -1,5 +1,5 @@
 //! HTTPS connections across the crash of either node (issue 18): the
-//! HTTPS scenarios (`hotpair_sim::tls`), a real TLS client (rustls) over
+//! HTTPS scenarios (`hotpair_sim::scenario::https`), a real TLS client (rustls) over
 //! the simulated client's TCP, the replies checked byte for byte on the
 //! decrypted stream, and any TLS error at the client (an alert, a record
 //! that does not open: a duplicate or spliced record) or reset a failure.
@@ -28,7 +28,7 @@ use hotpair_sim::harness;
 use hotpair_sim::isolate::{self, Isolation};
 use hotpair_sim::matrix::{self, Failure, MatrixConfig, Mode, Points};
 use hotpair_sim::world::{Kill, Net, Variant};
-use hotpair_sim::{tls, Topology, Who};
+use hotpair_sim::{scenario, Topology, Who};
 
 #[test]
 fn worker() {
@@ -39,7 +39,10 @@ fn worker() {
 fn tls_smoke() {
     let iso = Isolation::this_test_binary(32);
     let mut failures = Vec::new();
-    let specs = harness::baselines(&[Topology::Duplex, Topology::DualRole], tls::scenarios);
+    let specs = harness::baselines(
+        &[Topology::Duplex, Topology::DualRole],
+        scenario::https::all,
+    );
     let base = matrix::execute(&specs, hotpair_sim::sampled::threads(), Some(&iso));
     let mut kills = Vec::new();
     let mut kinds_wrong = Vec::new();
@@ -93,7 +96,7 @@ fn tls_smoke() {
 /// could take different handshakes and different steps).
 #[test]
 fn runs_in_one_process_do_not_share_tickets() {
-    let scenario = tls::scenarios()
+    let scenario = scenario::https::all()
         .into_iter()
         .find(|s| s.name == "tls-handshake")
         .expect("the tls-handshake scenario");
@@ -118,7 +121,7 @@ fn runs_in_one_process_do_not_share_tickets() {
 
 #[test]
 fn tls_matrix() {
-    let scenarios = harness::only(tls::scenarios());
+    let scenarios = harness::only(scenario::https::all());
     // The handshake and the first records take the first ~60 steps of a
     // duplex run: every one of them, then spaced steps to the end.
     let capped = |dense, spaced| Points::Capped { dense, spaced };
@@ -163,7 +166,7 @@ fn tls_matrix() {
 #[test]
 fn tls_and_http_shadows_on_one_address_are_both_promoted() {
     let iso = Isolation::this_test_binary(32);
-    let scenario = tls::scenarios()
+    let scenario = scenario::https::all()
         .into_iter()
         .find(|s| s.name == "tls-and-http")
         .expect("the tls-and-http scenario");

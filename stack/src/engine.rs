@@ -80,7 +80,8 @@ pub use cookie::CookieKey;
 pub use diverge::DIVERGED_AFTER;
 pub use slab::RxSlab;
 pub use types::{
-    ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig, SynCookies, Tuple,
+    Admission, ConnId, ConnInfo, ConnKey, EngineStats, Frame, Role, Service, StackConfig,
+    SynCookies, Tuple,
 };
 
 /// Bytes kept free in front of every frame, for the TAP's vnet header.
@@ -721,7 +722,8 @@ impl<C> Engine<C> {
                 }
                 match sock.state() {
                     tcp::State::SynReceived
-                        if since.is_some_and(|t| now >= t + self.cfg.half_open_timeout) =>
+                        if since
+                            .is_some_and(|t| now >= t + self.cfg.admission.half_open_timeout) =>
                     {
                         // A handshake the client never completed (a spoofed
                         // source, or a client gone): its listener serves

@@ -25,7 +25,8 @@ pub mod tap;
 pub mod vnet;
 
 pub use engine::{
-    ConnId, ConnInfo, ConnKey, CookieKey, Engine, Frame, Role, Service, StackConfig, SynCookies,
+    Admission, ConnId, ConnInfo, ConnKey, CookieKey, Engine, Frame, Role, Service, StackConfig,
+    SynCookies,
 };
 #[cfg(feature = "shell")]
 pub use runtime::{Node, Shell, Waker};

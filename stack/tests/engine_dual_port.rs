@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{CookieKey, Engine, Frame, Role};
 use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
-use hotpair_stack::{StackConfig, SynCookies};
+use hotpair_stack::{Admission, StackConfig, SynCookies};
 use smoltcp::wire::EthernetAddress;
 
 mod common;
@@ -33,14 +33,17 @@ fn config(max_half_open: usize, cookies: bool) -> StackConfig {
     StackConfig {
         port: HTTP,
         alt_port: Some(HTTPS),
-        max_half_open,
-        max_per_source: 64,
+        admission: Admission {
+            max_half_open,
+            max_per_source: 64,
+            syn_cookies: cookies.then(|| SynCookies {
+                key: CookieKey([0x42; 32]),
+                send: true,
+                wall_start: Duration::from_secs(1_800_000_000),
+            }),
+            ..common::admission(64)
+        },
         seed: 7,
-        syn_cookies: cookies.then(|| SynCookies {
-            key: CookieKey([0x42; 32]),
-            send: true,
-            wall_start: Duration::from_secs(1_800_000_000),
-        }),
         ..common::config(64, 4096, 4096)
     }
 }

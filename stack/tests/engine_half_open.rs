@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{Engine, Frame, Role};
 use hotpair_stack::seg::{ACK, SYN};
-use hotpair_stack::StackConfig;
+use hotpair_stack::{Admission, StackConfig};
 use smoltcp::wire::Ipv4Address;
 
 mod common;
@@ -30,9 +30,12 @@ impl Node {
     fn new() -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            max_half_open: MAX_HALF_OPEN,
-            half_open_timeout: TIMEOUT,
-            max_per_source: PER_SOURCE,
+            admission: Admission {
+                max_half_open: MAX_HALF_OPEN,
+                half_open_timeout: TIMEOUT,
+                max_per_source: PER_SOURCE,
+                ..common::admission(64)
+            },
             seed: 3,
             ..common::config(64, 4096, 4096)
         };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{client, hello, rounds, segment_from as segment, segments};
 use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Role, Service};
 use hotpair_stack::seg::{self, ACK, FIN, RST, SYN};
-use hotpair_stack::StackConfig;
+use hotpair_stack::{Admission, StackConfig};
 use smoltcp::socket::tcp;
 use smoltcp::wire::Ipv4Address;
 
@@ -74,8 +74,11 @@ impl Node {
     fn new() -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            max_half_open: MAX_HALF_OPEN,
-            max_per_source: MAX_CONNECTIONS,
+            admission: Admission {
+                max_half_open: MAX_HALF_OPEN,
+                max_per_source: MAX_CONNECTIONS,
+                ..common::admission(MAX_CONNECTIONS)
+            },
             ..common::config(MAX_CONNECTIONS, 4096, 4096)
         };
         Node {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{Engine, Frame, Role};
 use hotpair_stack::seg::{self, ACK, FIN, SYN};
-use hotpair_stack::StackConfig;
+use hotpair_stack::{Admission, StackConfig};
 use smoltcp::wire::{EthernetAddress, Ipv4Address};
 
 mod common;
@@ -46,8 +46,11 @@ impl Owner {
     fn with_mode(mode: Role) -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            max_half_open: 8,
-            max_per_source: 64,
+            admission: Admission {
+                max_half_open: 8,
+                max_per_source: 64,
+                ..common::admission(64)
+            },
             seed: 7,
             ..common::config(64, 65536, 65536)
         };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{client, finish, hello, mac_of, quiet, rounds, segments, NODE_MAC, VIP};
 use hotpair_stack::engine::{Engine, Frame, Role, RxSlab};
 use hotpair_stack::seg::{self, ACK, RST, SYN};
-use hotpair_stack::StackConfig;
+use hotpair_stack::{Admission, StackConfig};
 use smoltcp::wire::Ipv4Address;
 const BUF: usize = 8192;
 /// 5 arenas of 4 buffers: 20 sockets in all (16 of them armed listeners
@@ -25,7 +25,10 @@ fn segment(src: Ipv4Address, seq: u32, ack: u32, flags: u8) -> Frame {
 /// A node on VIP:80 with receive buffers of `BUF` bytes.
 fn config(max_connections: usize) -> StackConfig {
     StackConfig {
-        max_half_open: 64,
+        admission: Admission {
+            max_half_open: 64,
+            ..common::admission(max_connections)
+        },
         ..common::config(max_connections, BUF, 4096)
     }
 }
@@ -65,10 +68,8 @@ impl Node {
 fn an_exhausted_slab_refuses_new_connections_cleanly() {
     let slab = RxSlab::new(BUF, 4, BLOCKS / 4);
     let now = Instant::now();
-    let cfg = StackConfig {
-        max_per_source: 1000,
-        ..config(1000)
-    };
+    let mut cfg = config(1000);
+    cfg.admission.max_per_source = 1000;
     let mut n = Node {
         engine: Engine::with_rx_slab(cfg, Role::Simplex, now, slab),
         now,
@@ -110,10 +111,8 @@ fn engines_give_their_buffers_back() {
     let slab = RxSlab::new(BUF, 0, 1);
     let mk = || {
         let now = Instant::now();
-        let cfg = StackConfig {
-            max_per_source: 100,
-            ..config(100)
-        };
+        let mut cfg = config(100);
+        cfg.admission.max_per_source = 100;
         Engine::<()>::with_rx_slab(cfg, Role::Simplex, now, slab)
     };
     let armed = {
@@ -172,10 +171,8 @@ fn idle_receive_buffers_are_released() {
 
 fn idle_release(read: bool) {
     let now = Instant::now();
-    let cfg = StackConfig {
-        max_per_source: 100,
-        ..config(100)
-    };
+    let mut cfg = config(100);
+    cfg.admission.max_per_source = 100;
     let mut e: Engine<()> = Engine::new(cfg, Role::Simplex, now);
     let mut now = now;
     let c = client(1);

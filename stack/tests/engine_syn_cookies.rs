@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{hello, segment_with as segment, Plain, CLIENT};
 use hotpair_stack::engine::{ConnKey, CookieKey, Engine, Frame, Role};
 use hotpair_stack::seg::{self, Seg, ACK, RST, SYN};
-use hotpair_stack::{StackConfig, SynCookies};
+use hotpair_stack::{Admission, StackConfig, SynCookies};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{Ipv4Address, TcpPacket};
 
@@ -59,17 +59,20 @@ impl Node {
     fn new(mode: Role, cookies: bool) -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            max_half_open: MAX_HALF_OPEN,
-            max_per_source: 64,
+            admission: Admission {
+                max_half_open: MAX_HALF_OPEN,
+                max_per_source: 64,
+                // The key either way: a node that sends none still
+                // checks its peer's.
+                syn_cookies: Some(SynCookies {
+                    key: KEY,
+                    send: cookies,
+                    // The same wall clock on every node of a test.
+                    wall_start: Duration::from_secs(1_800_000_000),
+                }),
+                ..common::admission(64)
+            },
             seed: 11,
-            // The key either way: a node that sends none still checks
-            // its peer's.
-            syn_cookies: Some(SynCookies {
-                key: KEY,
-                send: cookies,
-                // The same wall clock on every node of a test.
-                wall_start: Duration::from_secs(1_800_000_000),
-            }),
             ..common::config(64, 128 * 1024, 65536)
         };
         Node {

@@ -253,6 +253,10 @@ impl WarnLimit {
 
 type HyperClient = Client<HttpConnector<resolve::Resolver>, Full<Bytes>>;
 
+/// The upstream proxy of each route, by route index (`None` where the core
+/// answers itself).
+pub type Upstreams = Vec<Option<std::sync::Arc<Upstream>>>;
+
 /// One upstream application.
 pub struct Upstream {
     cfg: UpstreamConfig,

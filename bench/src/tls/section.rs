@@ -315,7 +315,7 @@ pub fn section(o: &mut String, r: &Results) {
     let _ = writeln!(o, "### Issue 18's targets\n");
     let rows: Vec<Vec<String>> = targets(t)
         .into_iter()
-        .map(|v| vec![v.what, v.ours, super::super::report::verdict(v.met).into()])
+        .map(|v| vec![v.what, v.ours, super::super::target::verdict(v.met).into()])
         .collect();
     table(o, &["target", "this run", "verdict"], &rows);
 }

@@ -2,8 +2,8 @@
 
 use super::super::markdown::kb;
 use super::super::model::{StallSet, TlsRun, TlsServer};
-use super::super::report::Target as Verdict;
 use super::super::stats;
+use super::super::target::Target as Verdict;
 
 /// The duplex-overhead comparison at one size: each cell's median p50 (µs).
 #[derive(Clone, Copy, Debug, PartialEq)]

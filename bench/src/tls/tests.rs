@@ -2,7 +2,7 @@ use super::super::model::{
     Point, Results, StallSet, TlsOverheadRun, TlsRow, TlsRun, TlsServer, TlsStall,
 };
 use super::super::nginx::TLS_SUITE;
-use super::super::report::Target as Verdict;
+use super::super::target::Target as Verdict;
 use super::super::wrk;
 use super::measure::{check_suite, parse_s_client, parse_s_time};
 use super::targets::{overheads, targets};

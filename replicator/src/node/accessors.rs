@@ -167,7 +167,7 @@ impl NodeCore {
 
     /// Site `i`'s connection bound.
     pub fn max_connections(&self, site: usize) -> usize {
-        self.sites[site].cfg.max_connections
+        self.sites[site].cfg.admission.max_connections
     }
 
     /// When anything was last heard from site `i`'s peer (the start of the

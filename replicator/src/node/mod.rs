@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_http::{Limits, Response};
 use hotpair_stack::smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
-use hotpair_stack::{ConnId, Engine, Frame, StackConfig, SynCookies};
+use hotpair_stack::{Admission, ConnId, Engine, Frame, StackConfig};
 use thiserror::Error;
 
 pub use app::{AppCheck, AppCheckConfig};
@@ -84,19 +84,9 @@ pub struct SiteConfig {
     pub gateway: Option<Ipv4Address>,
     /// TCP port served with plain HTTP.
     pub port: u16,
-    /// Connections at once (established and half-open).
-    pub max_connections: usize,
-    /// Half-open connections at once (their own bound: a SYN flood cannot
-    /// take the pool); the oldest is dropped for a new SYN.
-    pub max_half_open: usize,
-    /// A handshake not completed within this is dropped.
-    pub half_open_timeout: Duration,
-    /// The most connections one client address may hold at once.
-    pub max_per_source: usize,
-    /// SYN cookies: the key (the same on the peer: it validates the
-    /// cookies this node sends, and the reverse) and whether this node
-    /// sends them at the half-open bound; `None`: none at all.
-    pub syn_cookies: Option<SynCookies>,
+    /// How many connections the address admits, and how (its engine
+    /// is held to it as it is).
+    pub admission: Admission,
     /// The starting role.
     pub role: Role,
     /// The peer sharing the address (`Owner`: its primary; `Primary`: its
@@ -431,8 +421,9 @@ impl NodeCore {
                     // fewer than the default: at 65,536 a duplex pair
                     // stopped replying to new connections (issue 9).
                     rc.max_conns = rc.max_conns.max(
-                        sc.max_connections
-                            .saturating_add(sc.max_half_open.saturating_mul(2))
+                        sc.admission
+                            .max_connections
+                            .saturating_add(sc.admission.max_half_open.saturating_mul(2))
                             .saturating_add(16),
                     );
                     Some(Replica::new(rc, now))
@@ -445,11 +436,7 @@ impl NodeCore {
                 gateway: sc.gateway,
                 port: sc.port,
                 alt_port: sc.tls.as_ref().map(|t| t.port),
-                max_connections: sc.max_connections,
-                max_half_open: sc.max_half_open,
-                half_open_timeout: sc.half_open_timeout,
-                max_per_source: sc.max_per_source,
-                syn_cookies: sc.syn_cookies.clone(),
+                admission: sc.admission.clone(),
                 rx_buffer_bytes: cfg.rx_buffer_bytes,
                 tx_buffer_bytes: cfg.tx_buffer_bytes,
                 // Each address its own ISN sequence.

@@ -15,11 +15,17 @@
 //! - **the links as the shell keeps them**: a node whose core drops a
 //!   link (`LinkAction::Drop`, decided inside `node::step` as in
 //!   production) closes its session (the peer hears `Lost` after what is
-//!   on the wire), and a link comes up again ([`RELINK_DELAY`] later, the shell's
-//!   pause before a new link task) once neither side holds one and both
-//!   cores allow it (`NodeCore::link_allowed`: not while a node that cannot
-//!   serve stands by), as `appliance/src/service.rs` does. Each link
-//!   session has a number: what was sent on an older one is not delivered.
+//!   on the wire). A link is set up again only when and because a core
+//!   says so (`LinkAction::Reconnect { after }`, on a lost session or once
+//!   a node that could not serve can again): the world starts that node's
+//!   link task `after` later, as `appliance/src/service.rs` spawns one.
+//!   Of each pair the lower node listens and the higher connects, retrying
+//!   every [`CONNECT_RETRY`] as `appliance/src/link.rs` does; a session
+//!   comes up when both tasks run and neither end holds one, and each
+//!   core then admits it or not (`NodeCore::accept_link`: not while it
+//!   cannot serve; a refused session is closed after that node's round,
+//!   as the shell closes the socket). Each link session has a number:
+//!   what was sent on an older one is not delivered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -30,8 +36,9 @@ use hotpair_stack::arp;
 use hotpair_stack::smoltcp::wire::ArpOperation;
 use hotpair_stack::ConnId;
 
+use crate::addresses::{Who, GATEWAY_IP, GATEWAY_MAC};
 use crate::app::{self, Database};
-use crate::node::{LinkIn, Who, GATEWAY_IP, GATEWAY_MAC};
+use crate::node::LinkIn;
 use crate::topology::Topology;
 
 use super::{Delivery, Kill, Port, Variant, World};
@@ -41,8 +48,9 @@ pub const LAN_OUTAGE: Duration = Duration::from_millis(1500);
 /// A run with a healed LAN goes on at least this long after the heal: the
 /// victim finds its LAN back, links and rejoins.
 pub const SETTLE: Duration = Duration::from_secs(2);
-/// The shell's pause before it tries a dropped link again.
-pub const RELINK_DELAY: Duration = Duration::from_millis(100);
+/// The connecting link task's pause between attempts while nobody listens
+/// (`appliance/src/link.rs`).
+pub const CONNECT_RETRY: Duration = Duration::from_millis(100);
 
 /// The application's work, as deliveries.
 #[derive(Debug)]
@@ -82,6 +90,9 @@ pub(super) struct Faults {
     sessions: BTreeMap<(Who, Who), u64>,
     /// (node, peer): a new session's `Connected` is on its way to the node.
     pending: BTreeSet<(Who, Who)>,
+    /// (node, peer): the node's link task for the peer runs, since when
+    /// (listening, or connecting and retrying), waiting for the peer's.
+    tasks: BTreeMap<(Who, Who), Duration>,
     /// Per address: (finals logged to its owner, the owner's handler runs
     /// for it) at its first takeover — where a victim that lives on stopped
     /// serving it.
@@ -120,6 +131,7 @@ impl Faults {
             views,
             sessions,
             pending: BTreeSet::new(),
+            tasks: BTreeMap::new(),
             takeover_snap: vec![None; topo.addresses().len()],
             relinks: 0,
             refused: 0,
@@ -141,6 +153,11 @@ impl Faults {
             .copied()
             .flatten()
             .unwrap_or(u64::MAX)
+    }
+
+    /// The node is dead: its link tasks with it.
+    pub(super) fn end_link_tasks(&mut self, node: Who) {
+        self.tasks.retain(|&(n, _), _| n != node);
     }
 
     /// Whether the node holds a link session with the peer.
@@ -380,62 +397,85 @@ impl World {
         }
     }
 
-    /// After a round of `w`: make again the links both ends allow.
-    pub(super) fn manage_links(&mut self, w: Who) {
-        let Some(n) = self.nodes[w.index()].as_ref() else {
+    /// After a round of `w`: start the link tasks its core asked for
+    /// (`LinkAction::Reconnect`), each after its pause.
+    pub(super) fn reconnect_links(&mut self, w: Who, reconnects: &[(Who, Duration)]) {
+        for &(peer, after) in reconnects {
+            self.trace(|| {
+                format!(
+                    "LINK {} sets up its link to {} in {} ms",
+                    w.name(),
+                    peer.name(),
+                    after.as_millis()
+                )
+            });
+            self.schedule(self.t + after, Delivery::LinkTask { node: w, peer });
+        }
+    }
+
+    /// Node `w`'s link task for `peer` starts: it listens (the lower of
+    /// the two) or connects; with the peer's task running too and neither
+    /// end holding a session, the session comes up.
+    pub(super) fn start_link_task(&mut self, w: Who, peer: Who) {
+        if self.nodes[w.index()].is_none() {
+            return;
+        }
+        // One attempt per peer at a time (the core asks for one): a second
+        // ask while one runs changes nothing.
+        self.faults.tasks.entry((w, peer)).or_insert(self.t);
+        let (listener, connector) = pair(w, peer);
+        let (Some(&listening), Some(&connecting)) = (
+            self.faults.tasks.get(&(listener, connector)),
+            self.faults.tasks.get(&(connector, listener)),
+        ) else {
             return;
         };
-        let peers = n.peers().to_vec();
-        for p in peers {
-            let Some(n) = self.nodes[w.index()].as_mut() else {
-                return;
-            };
-            let pid = n.peer_id(p).expect("a peer of the node");
-            match self.faults.views.get(&(w, p)).copied().flatten() {
-                Some(_) => {}
-                None => {
-                    let allowed = n.core.link_allowed(pid);
-                    let Some(other) = self.nodes[p.index()].as_ref() else {
-                        continue;
-                    };
-                    let other_allowed =
-                        other.peer_id(w).is_some_and(|q| other.core.link_allowed(q));
-                    let f = &self.faults;
-                    if !allowed
-                        || !other_allowed
-                        || f.linked(p, w)
-                        || f.pending.contains(&(w, p))
-                        || f.pending.contains(&(p, w))
-                    {
-                        continue;
-                    }
-                    let s = self.faults.sessions.entry(pair(w, p)).or_default();
-                    *s += 1;
-                    let s = *s;
-                    self.faults.relinks += 1;
-                    self.faults.pending.insert((w, p));
-                    self.faults.pending.insert((p, w));
-                    self.trace(|| {
-                        format!(
-                            "LINK {} and {} link again (session {s})",
-                            w.name(),
-                            p.name()
-                        )
-                    });
-                    let at = self.t + RELINK_DELAY;
-                    for (from, to) in [(p, w), (w, p)] {
-                        self.schedule(
-                            at,
-                            Delivery::Link {
-                                from,
-                                to,
-                                msg: LinkIn::Connected,
-                                session: s,
-                            },
-                        );
-                    }
-                }
+        let f = &self.faults;
+        if f.linked(w, peer)
+            || f.linked(peer, w)
+            || f.pending.contains(&(w, peer))
+            || f.pending.contains(&(peer, w))
+        {
+            return;
+        }
+        // The connecting task reaches the listener at its first attempt
+        // after the listener is up.
+        let wait = if listening > connecting {
+            let since = (listening - connecting).as_nanos() % CONNECT_RETRY.as_nanos();
+            if since == 0 {
+                Duration::ZERO
+            } else {
+                CONNECT_RETRY - Duration::from_nanos(since as u64)
             }
+        } else {
+            Duration::ZERO
+        };
+        self.faults.tasks.remove(&(listener, connector));
+        self.faults.tasks.remove(&(connector, listener));
+        let s = self.faults.sessions.entry(pair(w, peer)).or_default();
+        *s += 1;
+        let s = *s;
+        self.faults.relinks += 1;
+        self.faults.pending.insert((w, peer));
+        self.faults.pending.insert((peer, w));
+        self.trace(|| {
+            format!(
+                "LINK {} and {} link again (session {s}) in {} ms",
+                listener.name(),
+                connector.name(),
+                wait.as_millis()
+            )
+        });
+        for (from, to) in [(peer, w), (w, peer)] {
+            self.schedule(
+                self.t + wait,
+                Delivery::Link {
+                    from,
+                    to,
+                    msg: LinkIn::Connected,
+                    session: s,
+                },
+            );
         }
     }
 

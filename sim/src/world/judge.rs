@@ -7,8 +7,9 @@ use std::time::Duration;
 use hotpair_replicator::Role;
 use sha2::Digest;
 
+use crate::addresses::{vip, Who};
 use crate::app::{self, Database};
-use crate::node::{vip, SimNode, Who};
+use crate::node::SimNode;
 use crate::reply;
 use crate::scenario::Expected;
 

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use hotpair_replicator::node::TLS_INDEX;
 use hotpair_replicator::Msg;
 
+use crate::addresses::{vip_index, Who, TLS_PORT};
 use crate::client::{ClientConn, CLIENT_IP};
-use crate::node::{vip_index, LinkIn, Who, TLS_PORT};
+use crate::node::LinkIn;
 use crate::topology::Address;
 
 use super::{Delivery, World};

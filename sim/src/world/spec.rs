@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::node::Who;
+use crate::addresses::Who;
 use crate::scenario::{Expectations, Scenario};
 use crate::topology::Topology;
 

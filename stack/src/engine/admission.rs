@@ -56,10 +56,11 @@ impl<C> Engine<C> {
     /// primary takes. After a promotion it is a simplex node's.
     pub(super) fn pool_limit(&self) -> usize {
         let queue = match self.mode {
-            Role::Owner => self.cfg.max_half_open.saturating_mul(2),
-            Role::Simplex | Role::Primary => self.cfg.max_half_open,
+            Role::Owner => self.cfg.admission.max_half_open.saturating_mul(2),
+            Role::Simplex | Role::Primary => self.cfg.admission.max_half_open,
         };
         self.cfg
+            .admission
             .max_connections
             .saturating_add(queue)
             .saturating_add(SPARE_LISTENERS)
@@ -105,7 +106,10 @@ impl<C> Engine<C> {
         if self.mode == Role::Owner {
             return false;
         }
-        let over = self.stats.active.saturating_sub(self.cfg.max_connections);
+        let over = self
+            .stats
+            .active
+            .saturating_sub(self.cfg.admission.max_connections);
         let mut want = over.saturating_sub(self.evicted.len());
         if want == 0 {
             return false;
@@ -242,7 +246,7 @@ impl<C> Engine<C> {
         }
         tracing::warn!(
             address = %self.cfg.address.address(),
-            max_connections = self.cfg.max_connections,
+            max_connections = self.cfg.admission.max_connections,
             over,
             evicted = self.stats.idle_evicted,
             "connection pool full: oldest idle keep-alive connections closed for new clients"
@@ -414,7 +418,7 @@ impl<C> Engine<C> {
     /// false if no room can be made (nothing to evict: the SYN waits).
     fn make_half_open_room(&mut self) -> bool {
         let count = self.pending_syn.len() + self.pool.half_open.len();
-        if count < self.cfg.max_half_open {
+        if count < self.cfg.admission.max_half_open {
             return true;
         }
         let Some(&(_, i)) = self.pool.half_open.first() else {
@@ -461,7 +465,7 @@ impl<C> Engine<C> {
     /// SYN from a source at `max_per_source` is dropped, as from a full
     /// backlog, and the client retries once one of its connections ended.
     pub(super) fn over_source_limit(&mut self, source: Ipv4Address) -> bool {
-        if self.source_connections(source) < self.cfg.max_per_source {
+        if self.source_connections(source) < self.cfg.admission.max_per_source {
             return false;
         }
         self.stats.per_source_refused += 1;
@@ -481,7 +485,7 @@ impl<C> Engine<C> {
         tracing::warn!(
             address = %self.cfg.address.address(),
             %source,
-            max_per_source = self.cfg.max_per_source,
+            max_per_source = self.cfg.admission.max_per_source,
             refused = self.stats.per_source_refused,
             "a client holds its share of connections: its new SYNs are dropped"
         );
@@ -513,7 +517,7 @@ impl<C> Engine<C> {
         if cookies {
             tracing::warn!(
                 address = %self.cfg.address.address(),
-                max_half_open = self.cfg.max_half_open,
+                max_half_open = self.cfg.admission.max_half_open,
                 sent = self.stats.syn_cookies_sent,
                 validated = self.stats.syn_cookies_validated,
                 rejected = self.stats.syn_cookies_rejected,
@@ -523,7 +527,7 @@ impl<C> Engine<C> {
         }
         tracing::warn!(
             address = %self.cfg.address.address(),
-            max_half_open = self.cfg.max_half_open,
+            max_half_open = self.cfg.admission.max_half_open,
             evicted = self.stats.half_open_evicted,
             expired = self.stats.half_open_expired,
             "half-open connections at their bound (a SYN flood?): oldest handshakes dropped for new ones"

@@ -143,10 +143,15 @@ impl<C> Engine<C> {
     /// node of a pair); a primary queues what its owner node forwards —
     /// its shadow is in the queue there.
     pub(super) fn cookie_instead(&self) -> bool {
-        self.cfg.syn_cookies.as_ref().is_some_and(|c| c.send)
+        self.cfg
+            .admission
+            .syn_cookies
+            .as_ref()
+            .is_some_and(|c| c.send)
             && self.admitting_lan
             && matches!(self.mode, Role::Simplex | Role::Owner)
-            && self.pending_syn.len() + self.pool.half_open.len() >= self.cfg.max_half_open
+            && self.pending_syn.len() + self.pool.half_open.len()
+                >= self.cfg.admission.max_half_open
     }
 
     /// Answer the SYN `s` (in `f`) with a SYN-ACK whose sequence number is
@@ -156,7 +161,7 @@ impl<C> Engine<C> {
     /// need not exist). A source with no route (off the LAN, no gateway
     /// configured) gets nothing, as smoltcp, or Linux, would send nothing.
     pub(super) fn send_syn_cookie(&mut self, f: &Frame, s: &Seg) {
-        if self.cfg.syn_cookies.is_none() {
+        if self.cfg.admission.syn_cookies.is_none() {
             return;
         }
         self.flood_warning(true);
@@ -164,7 +169,7 @@ impl<C> Engine<C> {
             self.stats.syn_cookies_unroutable += 1;
             return;
         }
-        let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| c.key) else {
+        let Some(key) = self.cfg.admission.syn_cookies.as_ref().map(|c| c.key) else {
             return;
         };
         let key = &key;
@@ -208,6 +213,7 @@ impl<C> Engine<C> {
     fn cookie_counter(&self) -> u32 {
         let start = self
             .cfg
+            .admission
             .syn_cookies
             .as_ref()
             .map_or(Duration::ZERO, |c| c.wall_start);
@@ -229,7 +235,7 @@ impl<C> Engine<C> {
     /// On the owner node the socket is the shadow, its ISN the cookie
     /// (the primary's is the same cookie: the offset is 0).
     pub(super) fn cookie_ack(&mut self, s: &Seg, tuple: Tuple) -> CookieAck {
-        let Some(key) = self.cfg.syn_cookies.as_ref().map(|c| c.key) else {
+        let Some(key) = self.cfg.admission.syn_cookies.as_ref().map(|c| c.key) else {
             return CookieAck::NotCookie;
         };
         let key = &key;

@@ -192,7 +192,7 @@ impl<C> Engine<C> {
             } => self
                 .pool
                 .ready
-                .set_deadline(i, *since + self.cfg.half_open_timeout),
+                .set_deadline(i, *since + self.cfg.admission.half_open_timeout),
             _ => self.pool.ready.clear_deadline(i),
         }
         self.list_listener(i);

@@ -25,6 +25,19 @@ pub struct StackConfig {
     /// SYN queue, one pool, one per-source count for both ports. `None`:
     /// `port` only. Must differ from `port`.
     pub alt_port: Option<u16>,
+    /// How many connections the address admits, and how.
+    pub admission: Admission,
+    pub rx_buffer_bytes: usize,
+    pub tx_buffer_bytes: usize,
+    /// Seed for smoltcp's RNG (ISNs, ephemeral ports).
+    pub seed: u64,
+}
+
+/// How many connections a service address admits, and how: the bounds
+/// its engine holds it to and its SYN cookies. The node core's site
+/// configuration holds one and hands it to the engine as it is.
+#[derive(Debug, Clone)]
+pub struct Admission {
     /// The most connections at once: beyond it, the oldest idle ones are
     /// closed for new ones. Half-open connections and armed listeners have
     /// their own room beyond it (an owner node's engine a second SYN
@@ -38,10 +51,6 @@ pub struct StackConfig {
     pub half_open_timeout: Duration,
     /// The most connections one client address may hold at once.
     pub max_per_source: usize,
-    pub rx_buffer_bytes: usize,
-    pub tx_buffer_bytes: usize,
-    /// Seed for smoltcp's RNG (ISNs, ephemeral ports).
-    pub seed: u64,
     /// SYN cookies: their key (the same on both nodes of a pair), and
     /// whether this node sends them at the half-open bound. `None`: no
     /// cookies at all (tests, the simulation).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hotpair_stack::engine::{ConnId, ConnInfo, Engine, Frame, Service};
 use hotpair_stack::seg;
-use hotpair_stack::StackConfig;
+use hotpair_stack::{Admission, StackConfig};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
@@ -131,13 +131,21 @@ pub fn config(max: usize, rx_buffer_bytes: usize, tx_buffer_bytes: usize) -> Sta
         gateway: None,
         port: 80,
         alt_port: None,
+        admission: admission(max),
+        rx_buffer_bytes,
+        tx_buffer_bytes,
+        seed: 5,
+    }
+}
+
+/// Room for `max` connections from one client, half-open or not; no
+/// cookies.
+pub fn admission(max: usize) -> Admission {
+    Admission {
         max_connections: max,
         max_half_open: max,
         half_open_timeout: Duration::from_secs(20),
         max_per_source: usize::MAX,
-        rx_buffer_bytes,
-        tx_buffer_bytes,
-        seed: 5,
         syn_cookies: None,
     }
 }
@@ -244,8 +252,11 @@ impl Node {
     pub fn new(mode: hotpair_stack::engine::Role) -> Self {
         let now = Instant::now();
         let cfg = StackConfig {
-            max_half_open: 8,
-            max_per_source: 16,
+            admission: Admission {
+                max_half_open: 8,
+                max_per_source: 16,
+                ..admission(16)
+            },
             seed: 7,
             ..config(16, 65536, 65536)
         };

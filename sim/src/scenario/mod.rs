@@ -8,6 +8,8 @@
 //! request alone, so a reply is expected byte for byte; a `generate` reply
 //! may be any one of the generations the two nodes could have made.
 
+pub mod https;
+
 use hotpair_replicator::Policy;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +46,7 @@ pub struct ConnScript {
     /// With [`Close::AfterReplies`]: wait this long after the last reply
     /// before closing (the server, if it closes, closes first).
     pub linger: Duration,
-    /// The service address it connects to (an index: `node::vip`).
+    /// The service address it connects to (an index: `addresses::vip`).
     pub address: usize,
     /// Speak HTTPS (TLS 1.3, rustls as the client) over the connection.
     pub tls: bool,
@@ -343,7 +345,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     all()
         .into_iter()
         .chain(std::iter::once(syn_cookies()))
-        .chain(crate::tls::scenarios())
+        .chain(https::all())
         .find(|s| s.name == name)
 }
 
