@@ -132,6 +132,9 @@ pub(crate) struct MirrorTls {
     /// Records of the replies made ahead (`seal_ahead`) whose units have
     /// not come yet: they follow the `tx_records` in the client's stream.
     ahead_records: u64,
+    /// The sequence number each of those replies starts at, oldest first
+    /// (checked when its unit comes).
+    ahead_from: std::collections::VecDeque<u64>,
     /// The record layer `seal_local` sealed with last, kept while it is
     /// still at the sequence number the next local reply starts at (no
     /// logged unit or new state since): building one derives the record
@@ -298,7 +301,7 @@ impl MirrorTls {
     /// records are then counted as a logged unit's), our close_notify after
     /// it when the connection closes there.
     pub fn seal_local(&mut self, chunks: &[Bytes], close_after: bool) -> Result<Bytes, TlsError> {
-        let (out, n) = self.seal_next(chunks, close_after)?;
+        let (out, _, n) = self.seal_next(chunks, close_after)?;
         self.tx_records += n;
         Ok(out)
     }
@@ -324,22 +327,37 @@ impl MirrorTls {
         if !self.can_seal_ahead() {
             return Err(TlsError::BadState("a reply ahead of an unsettled state"));
         }
-        let (out, n) = self.seal_next(chunks, close_after)?;
+        let (out, from, n) = self.seal_next(chunks, close_after)?;
         self.ahead_records += n;
+        self.ahead_from.push_back(from);
         Ok(out)
     }
 
     /// The unit of a reply made ahead came, for the same `sealed` bytes:
-    /// its records are logged ones now. A local unit's were not counted
-    /// (`logged_records` counts the others').
+    /// its records are logged ones now. A local unit (the primary's place
+    /// of the same reply, no bytes) must come where the reply was sealed:
+    /// every unit before it is logged now, so the sequence number it
+    /// starts at is known, not predicted, and is checked. A logged unit's
+    /// ciphertext was compared (and its records counted by
+    /// `logged_records`).
     pub fn ahead_logged(&mut self, sealed: &[u8], local: bool) -> Result<(), TlsError> {
         let n =
             count_records(sealed).ok_or(TlsError::BadState("a reply ahead of partial records"))?;
+        let from = self
+            .ahead_from
+            .pop_front()
+            .ok_or(TlsError::BadState("a unit for a reply not made ahead"))?;
         self.ahead_records = self
             .ahead_records
             .checked_sub(n)
             .ok_or(TlsError::BadState("more records logged than made ahead"))?;
         if local {
+            let at = self.tx.as_ref().map(|t| t.tx_seq() + self.tx_records);
+            if at != Some(from) {
+                return Err(TlsError::BadState(
+                    "a reply made ahead was sealed at another sequence number",
+                ));
+            }
             self.tx_records += n;
         }
         Ok(())
@@ -347,8 +365,13 @@ impl MirrorTls {
 
     /// Seal `chunks` (and our close_notify) at the next sequence number
     /// this node knows of: the logged state's, plus the records logged
-    /// and made ahead since. Returns the records and their count.
-    fn seal_next(&mut self, chunks: &[Bytes], close_after: bool) -> Result<(Bytes, u64), TlsError> {
+    /// and made ahead since. Returns the records, the sequence number of
+    /// the first and their count.
+    fn seal_next(
+        &mut self,
+        chunks: &[Bytes],
+        close_after: bool,
+    ) -> Result<(Bytes, u64, u64), TlsError> {
         let (Some(rl), Some(tx)) = (self.rl.as_ref(), self.tx.as_ref()) else {
             return Err(TlsError::BadState("a local unit before the handshake"));
         };
@@ -371,7 +394,7 @@ impl MirrorTls {
             out.extend_from_slice(&w.take_output());
         }
         let n = w.tx_seq() - from;
-        Ok((Bytes::from(out), n))
+        Ok((Bytes::from(out), from, n))
     }
 
     /// The live TLS layer a promoted mirror continues with.
