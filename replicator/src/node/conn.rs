@@ -190,6 +190,8 @@ struct Ahead {
     close_after: bool,
     /// The reply itself, to compare with a logged payload.
     chunks: Vec<Bytes>,
+    /// HTTPS: its records, as sent (what a logged payload carries).
+    sealed: Option<Bytes>,
     /// The content generation it was made from.
     digest: [u8; 32],
 }

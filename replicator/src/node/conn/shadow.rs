@@ -43,7 +43,15 @@ impl SiteDriver<'_> {
                             // HTTPS: units carry ciphertext. The TLS layer's
                             // own units set the state; the others' records
                             // are counted (the sending half at a takeover).
-                            let r = if index == TLS_INDEX {
+                            let r = if index == TLS_INDEX && !m.ahead.is_empty() {
+                                // A new sending state before the replies
+                                // made ahead (an answer to a client's
+                                // KeyUpdate read with their requests):
+                                // they were sealed under the old one.
+                                Err(hotpair_tls::TlsError::BadState(
+                                    "a TLS unit came before the replies made ahead",
+                                ))
+                            } else if index == TLS_INDEX {
                                 t.logged_tls_unit(&payload, input_end, &mut m.input_log)
                                     .map(Some)
                             } else if local {
@@ -105,7 +113,12 @@ impl SiteDriver<'_> {
                                 && close_after == a.close_after;
                             let same = match (local, generation) {
                                 _ if !placed => Ok(false),
-                                (false, _) => Ok(same_bytes(&a.chunks, &payload)),
+                                // HTTPS: the records, as the primary
+                                // sealed them.
+                                (false, _) => Ok(match &a.sealed {
+                                    Some(s) => same_bytes(std::slice::from_ref(s), &payload),
+                                    None => same_bytes(&a.chunks, &payload),
+                                }),
                                 // Made from the same generation: the
                                 // same bytes.
                                 (true, Some(g)) if g == a.digest => Ok(true),
@@ -117,6 +130,15 @@ impl SiteDriver<'_> {
                                 (true, None) => {
                                     Err("a local unit without a content generation".to_owned())
                                 }
+                            };
+                            // HTTPS: the records made ahead are logged
+                            // ones now (the same records, when the same).
+                            let same = match (same, m.tls.as_mut(), &a.sealed) {
+                                (Ok(true), Some(t), Some(s)) => t
+                                    .ahead_logged(s, local)
+                                    .map(|()| true)
+                                    .map_err(|e| format!("TLS: {e}")),
+                                (same, _, _) => same,
                             };
                             match same {
                                 Ok(true) => {}
@@ -302,7 +324,14 @@ impl SiteDriver<'_> {
             .replica
             .as_ref()
             .is_some_and(|r| r.role() == Role::Owner);
-        if !owner || m.tls.is_some() || m.diverged || m.gone || m.close_pending || m.ahead_closed {
+        if !owner || m.diverged || m.gone || m.close_pending || m.ahead_closed {
+            return;
+        }
+        if m.tls.as_ref().is_some_and(|t| !t.can_seal_ahead()) {
+            // HTTPS: the sequence number or key of the next record is not
+            // known here yet (the handshake's tickets not logged, or a
+            // client KeyUpdate the primary has not answered in the log):
+            // the reply is made when its unit comes.
             return;
         }
         let logged_to = m.input_base + m.input_log.len() as u64;
@@ -335,8 +364,23 @@ impl SiteDriver<'_> {
                 None,
             ) {
                 Ok(r) => {
+                    let sealed = match m.tls.as_mut() {
+                        None => None,
+                        Some(t) => match t.seal_ahead(&r.chunks, r.close_after) {
+                            Ok(s) => Some(s),
+                            // Nothing placed: the primary's unit decides.
+                            Err(e) => {
+                                tracing::debug!(conn = %m.key, error = %e, "TLS: no reply ahead");
+                                m.ahead_skip = Some(index);
+                                return;
+                            }
+                        },
+                    };
                     self.shared.local_replies += 1;
-                    m.units_out.extend(r.chunks.iter().cloned());
+                    match &sealed {
+                        None => m.units_out.extend(r.chunks.iter().cloned()),
+                        Some(s) => m.units_out.push_back(s.clone()),
+                    }
                     let waiting = taken::waiting(&m.units_out, m.front_offset);
                     taken::note(
                         &mut m.unacked,
@@ -349,6 +393,7 @@ impl SiteDriver<'_> {
                         input_end: start + r.input_end,
                         close_after: r.close_after,
                         chunks: r.chunks,
+                        sealed,
                         digest: r.digest,
                     });
                     if r.close_after {

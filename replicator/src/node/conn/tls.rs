@@ -125,6 +125,16 @@ pub(crate) struct MirrorTls {
     tx: Option<TlsState>,
     /// Records in the units logged after `tx`.
     tx_records: u64,
+    /// The handshake's last TLS unit is logged (the state after the
+    /// session tickets): from here the sending half changes only with
+    /// our answer to a client's KeyUpdate.
+    established: bool,
+    /// Records of the replies made ahead (`seal_ahead`) whose units have
+    /// not come yet: they follow the `tx_records` in the client's stream.
+    ahead_records: u64,
+    /// The sequence number each of those replies starts at, oldest first
+    /// (checked when its unit comes).
+    ahead_from: std::collections::VecDeque<u64>,
     /// The record layer `seal_local` sealed with last, kept while it is
     /// still at the sequence number the next local reply starts at (no
     /// logged unit or new state since): building one derives the record
@@ -261,6 +271,9 @@ impl MirrorTls {
                 {
                     self.updates_answered += 1;
                 }
+                // The flight's state first; the next is the one after the
+                // tickets (the handshake's end: `LiveTls::apply`).
+                self.established = self.tx.is_some();
                 self.tx = Some(state);
                 self.tx_records = 0;
                 self.sealer = None;
@@ -288,18 +301,91 @@ impl MirrorTls {
     /// records are then counted as a logged unit's), our close_notify after
     /// it when the connection closes there.
     pub fn seal_local(&mut self, chunks: &[Bytes], close_after: bool) -> Result<Bytes, TlsError> {
+        let (out, _, n) = self.seal_next(chunks, close_after)?;
+        self.tx_records += n;
+        Ok(out)
+    }
+
+    /// Whether a reply sealed now is sealed as the primary will seal it,
+    /// before its unit comes: the handshake is over and its tickets
+    /// logged (the key and the sequence number are the logged state's
+    /// plus the records counted since), and no client KeyUpdate is
+    /// unanswered in the log (the primary places its answer, a new key,
+    /// before the replies it seals after reading it).
+    pub fn can_seal_ahead(&self) -> bool {
+        !self.failed
+            && self.established
+            && self.rl.is_some()
+            && self.updates_asked == self.updates_answered
+    }
+
+    /// A `static` reply made ahead of its (local) unit, sealed after the
+    /// replies made ahead before it: the records the primary will send,
+    /// if the units logged meanwhile are those replies' (checked as they
+    /// come: a TLS unit first is a divergence, by the caller).
+    pub fn seal_ahead(&mut self, chunks: &[Bytes], close_after: bool) -> Result<Bytes, TlsError> {
+        if !self.can_seal_ahead() {
+            return Err(TlsError::BadState("a reply ahead of an unsettled state"));
+        }
+        let (out, from, n) = self.seal_next(chunks, close_after)?;
+        self.ahead_records += n;
+        self.ahead_from.push_back(from);
+        Ok(out)
+    }
+
+    /// The unit of a reply made ahead came, for the same `sealed` bytes:
+    /// its records are logged ones now. A local unit (the primary's place
+    /// of the same reply, no bytes) must come where the reply was sealed:
+    /// every unit before it is logged now, so the sequence number it
+    /// starts at is known, not predicted, and is checked. A logged unit's
+    /// ciphertext was compared (and its records counted by
+    /// `logged_records`).
+    pub fn ahead_logged(&mut self, sealed: &[u8], local: bool) -> Result<(), TlsError> {
+        let n =
+            count_records(sealed).ok_or(TlsError::BadState("a reply ahead of partial records"))?;
+        let from = self
+            .ahead_from
+            .pop_front()
+            .ok_or(TlsError::BadState("a unit for a reply not made ahead"))?;
+        self.ahead_records = self
+            .ahead_records
+            .checked_sub(n)
+            .ok_or(TlsError::BadState("more records logged than made ahead"))?;
+        if local {
+            let at = self.tx.as_ref().map(|t| t.tx_seq() + self.tx_records);
+            if at != Some(from) {
+                return Err(TlsError::BadState(
+                    "a reply made ahead was sealed at another sequence number",
+                ));
+            }
+            self.tx_records += n;
+        }
+        Ok(())
+    }
+
+    /// Seal `chunks` (and our close_notify) at the next sequence number
+    /// this node knows of: the logged state's, plus the records logged
+    /// and made ahead since. Returns the records, the sequence number of
+    /// the first and their count.
+    fn seal_next(
+        &mut self,
+        chunks: &[Bytes],
+        close_after: bool,
+    ) -> Result<(Bytes, u64, u64), TlsError> {
         let (Some(rl), Some(tx)) = (self.rl.as_ref(), self.tx.as_ref()) else {
             return Err(TlsError::BadState("a local unit before the handshake"));
         };
+        let after = self
+            .tx_records
+            .checked_add(self.ahead_records)
+            .ok_or(TlsError::SequenceExhausted)?;
         let from = tx
             .tx_seq()
-            .checked_add(self.tx_records)
+            .checked_add(after)
             .ok_or(TlsError::SequenceExhausted)?;
         let w = match self.sealer.take() {
             Some(w) if w.tx_seq() == from => w,
-            _ => Box::new(RecordLayer::new(
-                rl.snapshot()?.with_tx(tx, self.tx_records)?,
-            )?),
+            _ => Box::new(RecordLayer::new(rl.snapshot()?.with_tx(tx, after)?)?),
         };
         let w = self.sealer.insert(w);
         let mut out = w.seal_parts(chunks)?;
@@ -307,8 +393,8 @@ impl MirrorTls {
             w.close()?;
             out.extend_from_slice(&w.take_output());
         }
-        self.tx_records += w.tx_seq() - from;
-        Ok(Bytes::from(out))
+        let n = w.tx_seq() - from;
+        Ok((Bytes::from(out), from, n))
     }
 
     /// The live TLS layer a promoted mirror continues with.
@@ -319,7 +405,13 @@ impl MirrorTls {
         match (self.rl, self.tx) {
             (None, _) => LiveTls::fresh(config, self.raw, self.hrr_sent),
             (Some(rl), Some(tx)) => {
-                let state = rl.snapshot()?.with_tx(&tx, self.tx_records)?;
+                // Replies made ahead are in the stream already (the
+                // promoted connection resumes after them).
+                let sent = self
+                    .tx_records
+                    .checked_add(self.ahead_records)
+                    .ok_or(TlsError::SequenceExhausted)?;
+                let state = rl.snapshot()?.with_tx(&tx, sent)?;
                 let mut rl = RecordLayer::new(state)?;
                 // The client asked for KeyUpdates the old node had not
                 // answered in the log: the client has seen none of them,
