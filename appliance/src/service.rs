@@ -619,14 +619,7 @@ impl NodeShell {
     /// The core's messages into the link sockets, as far as they take them
     /// (`leave`: outside a round).
     fn write_links(&mut self, now: Instant) -> bool {
-        for peer in 0..self.links.len() {
-            while self.link_ready(peer) {
-                let Some((channel, m)) = self.core.poll_link_transmit(peer) else {
-                    break;
-                };
-                self.link_message(peer, channel, m);
-            }
-        }
+        hotpair_replicator::node::send_link_messages(self);
         self.flush_links(now)
     }
 

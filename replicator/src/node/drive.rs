@@ -88,6 +88,20 @@ pub fn step(shell: &mut impl Drive, now: Instant) -> bool {
     while let Some(j) = shell.core().poll_tls_job() {
         shell.tls_job(j);
     }
+    send_link_messages(shell);
+    while let Some(c) = shell.core().poll_role_change() {
+        shell.role_change(c);
+    }
+    while let Some(a) = shell.core().poll_link_action(now) {
+        shell.link_action(a);
+    }
+    busy
+}
+
+/// The core's link messages into the shell's links, as far as each takes
+/// them (the rest waits in the core's queues). Part of [`step`]; a shell
+/// also calls it outside a round (a planned stop flushing its links).
+pub fn send_link_messages(shell: &mut impl Drive) {
     for peer in 0..shell.core().peers() {
         while shell.link_ready(peer) {
             let Some((channel, msg)) = shell.core().poll_link_transmit(peer) else {
@@ -96,13 +110,6 @@ pub fn step(shell: &mut impl Drive, now: Instant) -> bool {
             shell.link_message(peer, channel, msg);
         }
     }
-    while let Some(c) = shell.core().poll_role_change() {
-        shell.role_change(c);
-    }
-    while let Some(a) = shell.core().poll_link_action(now) {
-        shell.link_action(a);
-    }
-    busy
 }
 
 impl NodeCore {

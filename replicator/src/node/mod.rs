@@ -62,7 +62,7 @@ use thiserror::Error;
 pub use app::{AppCheck, AppCheckConfig};
 pub use conn::{Conn, HandshakeDone, HandshakeWork, Served, TlsJob, MAX_SERVED, TLS_INDEX};
 use conn::{Shared, SiteConns};
-pub use drive::{step, Drive, LinkAction};
+pub use drive::{send_link_messages, step, Drive, LinkAction};
 pub use handler::{Handler, Job, Route, Work};
 pub use lan::{LanChange, LanCheck, LanCheckConfig};
 pub use reload::Reloaded;
