@@ -215,9 +215,12 @@ pub fn print_status(v: &serde_json::Value) -> anyhow::Result<()> {
             hotpair::outln!("docroot {}", s(&v["docroot"]))?;
         } else {
             hotpair::outln!(
-                "service {}:{}  docroot {}",
+                "service {}:{}{}  docroot {}",
                 s(&v["service"]["address"]),
                 s(&v["service"]["port"]),
+                v["service"]["tls_port"]
+                    .as_u64()
+                    .map_or(String::new(), |p| format!(" and :{p} (HTTPS)")),
                 s(&v["docroot"])
             )?;
         }
@@ -336,11 +339,17 @@ pub fn print_status(v: &serde_json::Value) -> anyhow::Result<()> {
             .flatten()
         {
             let peer = &a["peer"];
+            // A lone address's role and state are the same word: once.
+            let (role, state) = (s(&a["role"]), s(&a["state"]));
             hotpair::outln!(
-                "  now: {} {} {}{}, {} live, {} shadow connections{}",
+                "  now: {} {}{}{}, {} live, {} shadow connections{}",
                 s(&a["address"]),
-                s(&a["role"]),
-                s(&a["state"]),
+                role,
+                if state == role {
+                    String::new()
+                } else {
+                    format!(" {state}")
+                },
                 if peer.is_object() {
                     format!(
                         " (peer {} link {}, heard {} ms ago)",

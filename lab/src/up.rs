@@ -350,11 +350,13 @@ pub fn up(opts: &LabOptions) -> Result<Lab> {
 
 /// The service's URLs at address `ip`: HTTP, and with `--tls` HTTPS too
 /// (with the CA to trust).
+/// Where the docroot is served (`/static/`: `/` itself answers 404, so
+/// the line a user copies from must not point there).
 pub fn service_url(state: &LabState, ip: &str) -> String {
-    let http = format!("http://{ip}:{SERVICE_PORT}/");
+    let http = format!("http://{ip}:{SERVICE_PORT}/static/");
     if state.tls {
         format!(
-            "{http} https://{ip}/ (curl --cacert {})",
+            "{http} https://{ip}/static/ (curl --cacert {})",
             crate::tls::ca_path(&state.state_dir).display()
         )
     } else {
