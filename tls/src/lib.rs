@@ -25,7 +25,7 @@ mod transcript;
 pub use config::{CertSpec, TlsServerConfig, TlsSettings, ALPN_HTTP11};
 pub use error::{AlertDescription, ConfigError, TlsError};
 pub use handshake::{Established, Progress, ServerHandshake};
-pub use record::{Opened, RecordLayer, TlsEvent, MAX_FRAGMENT};
+pub use record::{sealed_len, Deferred, Opened, RecordLayer, TlsEvent, MAX_FRAGMENT};
 pub use state::TlsState;
 pub use suite::Suite;
 pub use ticket::{SharedTicketer, TicketKey, TICKET_LIFETIME_SECS};

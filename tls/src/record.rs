@@ -15,6 +15,9 @@
 
 use tracing::debug;
 
+mod deferred;
+pub use deferred::{sealed_len, Deferred};
+
 use crate::error::{AlertDescription, TlsError};
 use crate::state::{PendingFinished, Secret, TlsState};
 use crate::suite::{Suite, TrafficKeys, TAG_LEN};
@@ -554,7 +557,7 @@ mod tests {
 
     /// A server layer and a "client" layer sealing with the client's secret
     /// (the two secrets swapped), to craft any record a client could send.
-    fn pair(suite: Suite) -> (RecordLayer, RecordLayer) {
+    pub(super) fn pair(suite: Suite) -> (RecordLayer, RecordLayer) {
         let hl = suite.hash_len();
         let state = TlsState {
             suite,

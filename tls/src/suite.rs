@@ -177,7 +177,9 @@ impl hkdf::KeyType for Len {
 /// One direction's AEAD key and static IV. The key lives inside ring's
 /// key object, which does not promise to zeroize itself on drop; the
 /// secret it came from (which can derive every later key) is ours and is
-/// zeroized.
+/// zeroized. Cloned for a [`crate::Deferred`] reply's records (the
+/// clone zeroizes its IV too).
+#[derive(Clone)]
 pub(crate) struct TrafficKeys {
     key: aead::LessSafeKey,
     iv: [u8; aead::NONCE_LEN],

@@ -16,6 +16,7 @@
 //! the site's table, dispatch and the engine's [`Service`] (accept, promote).
 
 mod live;
+mod out;
 mod shadow;
 mod taken;
 mod tls;
@@ -45,6 +46,7 @@ use hotpair_stack::{ConnId, ConnInfo, Service};
 use super::handler::{Handler, Job, Route, Work};
 use super::stats::ServicePort;
 use crate::{ConnKey, Event, PeerState, Policy, Replica, Role, UnitKind};
+use out::OutQueue;
 
 /// Marks a unit that answers no request: the connection closes here.
 pub(crate) const CLOSE_INDEX: u64 = u64::MAX;
@@ -54,12 +56,47 @@ struct Pending {
     /// Replica sequence number when logged; `None` when not logged.
     seq: Option<u64>,
     released: bool,
-    chunks: VecDeque<Bytes>,
-    /// Written bytes of the front chunk.
-    offset: usize,
+    out: OutQueue,
     /// The HTTP layer handed it out (report `unit_flushed` when written).
     from_http: bool,
     close_after: bool,
+}
+
+/// A unit taken from the HTTP layer, not logged yet. On HTTPS its chunks
+/// are plaintext and its records are reserved (`sealing`), sealed as the
+/// socket takes them — or at once, when its bytes must cross the link.
+struct Queued {
+    unit: OutputUnit,
+    sealing: Option<hotpair_tls::Deferred>,
+}
+
+impl Queued {
+    fn plain(unit: OutputUnit) -> Self {
+        Self {
+            unit,
+            sealing: None,
+        }
+    }
+
+    /// The bytes for the socket.
+    fn into_out(self) -> OutQueue {
+        let mut q = OutQueue::default();
+        match self.sealing {
+            None => q.extend(self.unit.chunks),
+            Some(d) => q.push_sealing(out::Sealing::new(d, self.unit.chunks)),
+        }
+        q
+    }
+
+    /// The bytes as one payload for the link (sealed now on HTTPS).
+    fn payload(&mut self) -> Result<Bytes, hotpair_tls::TlsError> {
+        let chunks = std::mem::take(&mut self.unit.chunks);
+        match self.sealing.take() {
+            Some(d) => out::Sealing::new(d, chunks).seal_all(),
+            None if chunks.len() == 1 => Ok(chunks.into_iter().next().expect("one chunk")),
+            None => Ok(Bytes::from(chunks.concat())),
+        }
+    }
 }
 
 /// A connection this node answers.
@@ -70,7 +107,7 @@ pub struct LiveConn {
     /// connection starts with the input the old primary had not answered).
     input: Vec<u8>,
     /// Units taken from the HTTP layer that could not be logged yet.
-    unlogged: VecDeque<OutputUnit>,
+    unlogged: VecDeque<Queued>,
     units: VecDeque<Pending>,
     eof_seen: bool,
     /// A unit with `close_after` has been queued: nothing follows it.
@@ -109,16 +146,8 @@ impl LiveConn {
     /// Reply bytes made and not yet written to the socket: what
     /// `max_output_bytes` bounds.
     fn held_output(&self) -> usize {
-        let units: usize = self
-            .units
-            .iter()
-            .map(|u| u.chunks.iter().map(Bytes::len).sum::<usize>() - u.offset)
-            .sum();
-        let unlogged: usize = self
-            .unlogged
-            .iter()
-            .map(|u| u.chunks.iter().map(Bytes::len).sum::<usize>())
-            .sum();
+        let units: usize = self.units.iter().map(|u| u.out.wire_len()).sum();
+        let unlogged: usize = self.unlogged.iter().map(|q| q.unit.len()).sum();
         units + unlogged + self.http.output_pending()
     }
 
@@ -139,9 +168,8 @@ pub struct Mirror {
     /// Client input from `input_base` on: the requests without a logged reply.
     input_log: Vec<u8>,
     input_base: u64,
-    /// Logged bytes not yet in the socket.
-    units_out: VecDeque<Bytes>,
-    front_offset: usize,
+    /// Logged bytes (and replies made here) not yet in the socket.
+    units_out: OutQueue,
     /// First request without a logged final reply.
     next_index: u64,
     /// The request whose `100 Continue` was logged.
@@ -190,8 +218,9 @@ struct Ahead {
     close_after: bool,
     /// The reply itself, to compare with a logged payload.
     chunks: Vec<Bytes>,
-    /// HTTPS: its records, as sent (what a logged payload carries).
-    sealed: Option<Bytes>,
+    /// HTTPS: how many records it was sealed in (in `units_out`, sealed
+    /// as the socket takes them).
+    records: Option<u64>,
     /// The content generation it was made from.
     digest: [u8; 32],
 }
@@ -691,8 +720,7 @@ impl Service for SiteDriver<'_> {
                 key,
                 input_log: Vec::new(),
                 input_base: 0,
-                units_out: VecDeque::new(),
-                front_offset: 0,
+                units_out: OutQueue::default(),
                 next_index: 0,
                 continue_for: None,
                 close_pending: false,
@@ -848,19 +876,12 @@ impl Service for SiteDriver<'_> {
         };
         let mut http = ServerConn::resume(self.shared.limits, now, next_index, continue_sent);
         let mut units = VecDeque::new();
-        let rest: VecDeque<Bytes> = std::mem::take(&mut m.units_out);
+        let rest = std::mem::take(&mut m.units_out);
         if !rest.is_empty() {
-            let mut chunks = rest;
-            if m.front_offset > 0 {
-                if let Some(f) = chunks.front_mut() {
-                    *f = f.slice(m.front_offset..);
-                }
-            }
             units.push_back(Pending {
                 seq: None,
                 released: true,
-                chunks,
-                offset: 0,
+                out: rest,
                 from_http: false,
                 close_after: closing,
             });

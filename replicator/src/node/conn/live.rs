@@ -1,7 +1,6 @@
 //! The live side: a connection this node answers, its HTTP output logged
 //! (as primary) and written to the socket in whole units.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,8 +11,9 @@ use hotpair_stack::ConnId;
 use crate::node::stats::ServicePort;
 use crate::{Event, Policy, UnitKind};
 
+use super::out::OutQueue;
 use super::tls::TLS_INDEX;
-use super::{discard_input, input_log_limit, LiveConn, Pending, SiteDriver, CLOSE_INDEX};
+use super::{discard_input, input_log_limit, LiveConn, Pending, Queued, SiteDriver, CLOSE_INDEX};
 
 impl SiteDriver<'_> {
     pub(super) fn drive_live(
@@ -138,17 +138,20 @@ impl SiteDriver<'_> {
             if !u.released {
                 break;
             }
-            while let Some(front) = u.chunks.front() {
-                let n = sock.send_slice(&front[u.offset..]).unwrap_or_default();
-                wrote |= n > 0;
-                u.offset += n;
-                if u.offset < front.len() {
-                    break;
+            match u.out.write(sock) {
+                Ok(n) => wrote |= n > 0,
+                Err(e) => {
+                    // Records reserved and not sealed as reserved: a bug,
+                    // never a client's doing; the connection cannot go on.
+                    tracing::error!(conn = %c.key, error = %e, "TLS: cannot seal a reply; aborting");
+                    sock.abort();
+                    c.units.clear();
+                    c.unlogged.clear();
+                    c.finish = true;
+                    return None;
                 }
-                u.chunks.pop_front();
-                u.offset = 0;
             }
-            if !u.chunks.is_empty() {
+            if !u.out.is_empty() {
                 break;
             }
             let u = c.units.pop_front().expect("front exists");
@@ -196,11 +199,11 @@ impl SiteDriver<'_> {
     /// A unit for the socket, sealed into TLS records on an HTTPS
     /// connection (so the log carries exactly what the socket gets).
     fn queue_unit(&mut self, c: &mut LiveConn, mut u: OutputUnit) {
+        let mut sealing = None;
         if let Some(t) = c.tls.as_mut() {
-            let plain = u.chunks.concat();
-            match t.seal(&plain, u.close_after) {
-                Ok(sealed) if sealed.is_empty() => u.chunks = Vec::new(),
-                Ok(sealed) => u.chunks = vec![Bytes::from(sealed)],
+            match t.defer(u.len(), u.close_after) {
+                Ok(Some(d)) => sealing = Some(d),
+                Ok(None) => u.chunks = Vec::new(),
                 Err(e) => {
                     tracing::debug!(conn = %c.key, error = %e, "TLS: cannot seal; closing");
                     u.chunks = Vec::new();
@@ -208,7 +211,7 @@ impl SiteDriver<'_> {
                 }
             }
         }
-        c.unlogged.push_back(u);
+        c.unlogged.push_back(Queued { unit: u, sealing });
     }
 
     /// HTTPS: the client's bytes through the TLS layer into `input`
@@ -253,13 +256,13 @@ impl SiteDriver<'_> {
             *self.conns.tls_suites.entry(suite.name()).or_default() += 1;
         }
         for o in outs {
-            c.unlogged.push_back(OutputUnit {
+            c.unlogged.push_back(Queued::plain(OutputUnit {
                 index: TLS_INDEX,
                 kind: UnitKind::Interim,
                 input_end: o.input_end,
                 close_after: false,
                 chunks: vec![o.head, o.bytes],
-            });
+            }));
         }
         if let Err(alert) = result {
             // The client broke TLS: its alert, then the connection closes
@@ -267,7 +270,7 @@ impl SiteDriver<'_> {
             self.conns.tls_errors += 1;
             c.input.clear();
             c.http.handle_eof(now);
-            c.unlogged.push_back(OutputUnit {
+            c.unlogged.push_back(Queued::plain(OutputUnit {
                 index: CLOSE_INDEX,
                 kind: UnitKind::Interim,
                 input_end: c.http.input_consumed(),
@@ -277,7 +280,7 @@ impl SiteDriver<'_> {
                 } else {
                     vec![Bytes::from(alert)]
                 },
-            });
+            }));
             c.finish = true;
         }
     }
@@ -285,13 +288,16 @@ impl SiteDriver<'_> {
     /// Log units the HTTP layer handed out (primary) or release them at once.
     fn log_units(&mut self, c: &mut LiveConn) {
         let logging = self.primary_logging() && c.session == Some(self.conns.session);
-        while let Some(u) = c.unlogged.front() {
+        while let Some(q) = c.unlogged.front_mut() {
+            let u = &q.unit;
             let local = if u.kind == UnitKind::Final {
                 c.local.get(&u.index).copied()
             } else {
                 None
             };
-            let (seq, released, chunks) = if let (true, Some((policy, digest))) = (logging, local) {
+            // `Some(bytes)`: what the socket gets instead of the unit's own
+            // (a TLS unit's bytes without its state; a logged payload).
+            let (seq, released, sent) = if let (true, Some((policy, digest))) = (logging, local) {
                 // Only the reply's place and its content generation
                 // travel; the owner node makes the bytes itself from
                 // that generation. `static` sends at once, `sync-static`
@@ -302,11 +308,7 @@ impl SiteDriver<'_> {
                 match replica.log_local_unit(c.key, u.index, u.input_end, u.close_after, digest) {
                     Ok(seq) => {
                         self.shared.logged = true;
-                        (
-                            Some(seq),
-                            policy == Policy::Static,
-                            u.chunks.iter().cloned().collect(),
-                        )
+                        (Some(seq), policy == Policy::Static, None)
                     }
                     Err(_) => break,
                 }
@@ -328,19 +330,22 @@ impl SiteDriver<'_> {
                     ) {
                         Ok(seq) => {
                             self.shared.logged = true;
-                            (Some(seq), false, VecDeque::from([bytes]))
+                            (Some(seq), false, Some(bytes))
                         }
                         Err(_) => break,
                     }
                 } else {
-                    (None, true, VecDeque::from([bytes]))
+                    (None, true, Some(bytes))
                 }
             } else if logging {
-                let payload: Bytes = if u.chunks.len() == 1 {
-                    u.chunks[0].clone()
-                } else {
-                    Bytes::from(u.chunks.concat())
-                };
+                // The bytes cross the link: on HTTPS its records are
+                // sealed now (kept sealed if the log is full: a retry
+                // sends the same).
+                let payload = q
+                    .payload()
+                    .expect("a unit's whole plaintext fills the records reserved for it");
+                q.unit.chunks = vec![payload.clone()];
+                let u = &q.unit;
                 let Some(replica) = self.replica.as_mut() else {
                     break;
                 };
@@ -354,33 +359,37 @@ impl SiteDriver<'_> {
                 ) {
                     Ok(seq) => {
                         self.shared.logged = true;
-                        (Some(seq), false, VecDeque::from([payload]))
+                        (Some(seq), false, Some(payload))
                     }
                     // The window of unacknowledged units is full: retry
                     // after a release (back-pressure on this connection).
                     Err(_) => break,
                 }
             } else {
-                (None, true, u.chunks.iter().cloned().collect())
+                (None, true, None)
             };
-            let u = c.unlogged.pop_front().expect("front exists");
-            if u.kind == UnitKind::Final {
-                c.local.remove(&u.index);
+            let q = c.unlogged.pop_front().expect("front exists");
+            let (index, kind, close_after) = (q.unit.index, q.unit.kind, q.unit.close_after);
+            if kind == UnitKind::Final {
+                c.local.remove(&index);
             }
-            if u.close_after {
+            if close_after {
                 c.close_queued = true;
             }
-            if u.index != CLOSE_INDEX && u.index != TLS_INDEX {
-                let final_of = (u.kind == UnitKind::Final).then_some(u.index);
+            if index != CLOSE_INDEX && index != TLS_INDEX {
+                let final_of = (kind == UnitKind::Final).then_some(index);
                 self.conns.requests.unit_queued(c.key, final_of);
             }
+            let out = match sent {
+                Some(b) => OutQueue::from_bytes([b]),
+                None => q.into_out(),
+            };
             c.units.push_back(Pending {
                 seq,
                 released,
-                chunks,
-                offset: 0,
-                from_http: u.index != CLOSE_INDEX && u.index != TLS_INDEX,
-                close_after: u.close_after,
+                out,
+                from_http: index != CLOSE_INDEX && index != TLS_INDEX,
+                close_after,
             });
         }
     }

@@ -62,9 +62,7 @@ impl SiteDriver<'_> {
                             };
                             match r {
                                 Ok(Some(bytes)) => {
-                                    if !bytes.is_empty() {
-                                        m.units_out.push_back(bytes);
-                                    }
+                                    m.units_out.push(bytes);
                                     continue;
                                 }
                                 Ok(None) => {}
@@ -115,10 +113,13 @@ impl SiteDriver<'_> {
                                 _ if !placed => Ok(false),
                                 // HTTPS: the records, as the primary
                                 // sealed them.
-                                (false, _) => Ok(match &a.sealed {
-                                    Some(s) => same_bytes(std::slice::from_ref(s), &payload),
-                                    None => same_bytes(&a.chunks, &payload),
-                                }),
+                                (false, _) => match (a.records, m.tls.as_ref()) {
+                                    (Some(_), Some(t)) => t
+                                        .reseal_ahead(&a.chunks, a.close_after)
+                                        .map(|s| s == payload)
+                                        .map_err(|e| format!("TLS: {e}")),
+                                    _ => Ok(same_bytes(&a.chunks, &payload)),
+                                },
                                 // Made from the same generation: the
                                 // same bytes.
                                 (true, Some(g)) if g == a.digest => Ok(true),
@@ -133,9 +134,9 @@ impl SiteDriver<'_> {
                             };
                             // HTTPS: the records made ahead are logged
                             // ones now (the same records, when the same).
-                            let same = match (same, m.tls.as_mut(), &a.sealed) {
-                                (Ok(true), Some(t), Some(s)) => t
-                                    .ahead_logged(s, local)
+                            let same = match (same, m.tls.as_mut(), a.records) {
+                                (Ok(true), Some(t), Some(n)) => t
+                                    .ahead_logged(n, local)
                                     .map(|()| true)
                                     .map_err(|e| format!("TLS: {e}")),
                                 (same, _, _) => same,
@@ -208,7 +209,7 @@ impl SiteDriver<'_> {
                                     Some(t) => match t.seal_local(&chunks, close_after) {
                                         Ok(sealed) => {
                                             self.shared.local_replies += 1;
-                                            m.units_out.push_back(sealed);
+                                            m.units_out.push_sealing(sealed);
                                         }
                                         Err(e) => {
                                             let why = format!("TLS: {e}");
@@ -218,11 +219,11 @@ impl SiteDriver<'_> {
                                 },
                                 Err(why) => self.diverge(m, index, &why),
                             }
-                        } else if !payload.is_empty() {
-                            m.units_out.push_back(payload);
+                        } else {
+                            m.units_out.push(payload);
                         }
                         if noted {
-                            let waiting = taken::waiting(&m.units_out, m.front_offset);
+                            let waiting = m.units_out.wire_len() as u64;
                             taken::note(&mut m.unacked, waiting, route, status.or(local_status));
                         }
                         match kind {
@@ -257,17 +258,15 @@ impl SiteDriver<'_> {
         }
         self.read_input_log(m, sock);
         self.reply_ahead(m, now);
-        let mut sent = 0;
-        while let Some(front) = m.units_out.front() {
-            let n = sock.send_slice(&front[m.front_offset..]).unwrap_or(0);
-            sent += n;
-            m.front_offset += n;
-            if m.front_offset < front.len() {
-                break;
+        let sent = match m.units_out.write(sock) {
+            Ok(n) => n,
+            Err(e) => {
+                // Records reserved here and not sealed as reserved: this
+                // copy is not the primary's any more.
+                self.diverge(m, m.next_index, &format!("TLS: {e}"));
+                0
             }
-            m.units_out.pop_front();
-            m.front_offset = 0;
-        }
+        };
         taken::sent(&mut m.unacked, sent, sock.send_queue());
         if m.close_pending && m.units_out.is_empty() && sock.is_open() && !m.diverged {
             sock.close();
@@ -377,11 +376,17 @@ impl SiteDriver<'_> {
                         },
                     };
                     self.shared.local_replies += 1;
-                    match &sealed {
-                        None => m.units_out.extend(r.chunks.iter().cloned()),
-                        Some(s) => m.units_out.push_back(s.clone()),
-                    }
-                    let waiting = taken::waiting(&m.units_out, m.front_offset);
+                    let records = match sealed {
+                        None => {
+                            m.units_out.extend(r.chunks.iter().cloned());
+                            None
+                        }
+                        Some((s, n)) => {
+                            m.units_out.push_sealing(s);
+                            Some(n)
+                        }
+                    };
+                    let waiting = m.units_out.wire_len() as u64;
                     taken::note(
                         &mut m.unacked,
                         waiting,
@@ -393,7 +398,7 @@ impl SiteDriver<'_> {
                         input_end: start + r.input_end,
                         close_after: r.close_after,
                         chunks: r.chunks,
-                        sealed,
+                        records,
                         digest: r.digest,
                     });
                     if r.close_after {

@@ -88,11 +88,6 @@ pub(crate) fn sent(r: &mut Record, n: usize, in_socket: usize) {
     }
 }
 
-/// Bytes waiting in `units` past `front_offset`.
-pub(crate) fn waiting(units: &VecDeque<Bytes>, front_offset: usize) -> u64 {
-    (units.iter().map(Bytes::len).sum::<usize>() - front_offset) as u64
-}
-
 /// The route a request's head names (the same prefix match as the live
 /// side's), from the first line of its bytes.
 pub(crate) fn route_of(routes: &[Route], request: &[u8]) -> Option<usize> {

@@ -33,6 +33,8 @@ pub(crate) use live::{LiveTls, Read};
 use bytes::Bytes;
 use hotpair_tls::{RecordLayer, TlsError, TlsEvent, TlsServerConfig, TlsState};
 
+use super::out::Sealing;
+
 /// The index a TLS unit carries: it answers no request (as `CLOSE_INDEX`).
 /// Public for observers of the link (the simulation tells a handshake's
 /// phases by the TLS units it sees logged).
@@ -300,7 +302,7 @@ impl MirrorTls {
     /// the record sequence number the units logged before it reached (its
     /// records are then counted as a logged unit's), our close_notify after
     /// it when the connection closes there.
-    pub fn seal_local(&mut self, chunks: &[Bytes], close_after: bool) -> Result<Bytes, TlsError> {
+    pub fn seal_local(&mut self, chunks: &[Bytes], close_after: bool) -> Result<Sealing, TlsError> {
         let (out, _, n) = self.seal_next(chunks, close_after)?;
         self.tx_records += n;
         Ok(out)
@@ -322,15 +324,42 @@ impl MirrorTls {
     /// A `static` reply made ahead of its (local) unit, sealed after the
     /// replies made ahead before it: the records the primary will send,
     /// if the units logged meanwhile are those replies' (checked as they
-    /// come: a TLS unit first is a divergence, by the caller).
-    pub fn seal_ahead(&mut self, chunks: &[Bytes], close_after: bool) -> Result<Bytes, TlsError> {
+    /// come: a TLS unit first is a divergence, by the caller). Returns the
+    /// records and their count.
+    pub fn seal_ahead(
+        &mut self,
+        chunks: &[Bytes],
+        close_after: bool,
+    ) -> Result<(Sealing, u64), TlsError> {
         if !self.can_seal_ahead() {
             return Err(TlsError::BadState("a reply ahead of an unsettled state"));
         }
         let (out, from, n) = self.seal_next(chunks, close_after)?;
         self.ahead_records += n;
         self.ahead_from.push_back(from);
-        Ok(out)
+        Ok((out, n))
+    }
+
+    /// The records of the oldest reply made ahead (`chunks`), sealed again
+    /// to compare with a logged unit's: the primary logged its bytes
+    /// instead of placing a local reply. Rare, so not kept from the first
+    /// sealing (which the socket takes a few records at a time).
+    pub fn reseal_ahead(&self, chunks: &[Bytes], close_after: bool) -> Result<Bytes, TlsError> {
+        let (Some(rl), Some(tx), Some(&from)) =
+            (self.rl.as_ref(), self.tx.as_ref(), self.ahead_from.front())
+        else {
+            return Err(TlsError::BadState("no reply made ahead"));
+        };
+        let after = from
+            .checked_sub(tx.tx_seq())
+            .ok_or(TlsError::BadState("a reply ahead before the logged state"))?;
+        let mut w = RecordLayer::new(rl.snapshot()?.with_tx(tx, after)?)?;
+        let mut out = w.seal_parts(chunks)?;
+        if close_after {
+            w.close()?;
+            out.extend_from_slice(&w.take_output());
+        }
+        Ok(Bytes::from(out))
     }
 
     /// The unit of a reply made ahead came, for the same `sealed` bytes:
@@ -340,9 +369,7 @@ impl MirrorTls {
     /// starts at is known, not predicted, and is checked. A logged unit's
     /// ciphertext was compared (and its records counted by
     /// `logged_records`).
-    pub fn ahead_logged(&mut self, sealed: &[u8], local: bool) -> Result<(), TlsError> {
-        let n =
-            count_records(sealed).ok_or(TlsError::BadState("a reply ahead of partial records"))?;
+    pub fn ahead_logged(&mut self, n: u64, local: bool) -> Result<(), TlsError> {
         let from = self
             .ahead_from
             .pop_front()
@@ -365,13 +392,14 @@ impl MirrorTls {
 
     /// Seal `chunks` (and our close_notify) at the next sequence number
     /// this node knows of: the logged state's, plus the records logged
-    /// and made ahead since. Returns the records, the sequence number of
-    /// the first and their count.
+    /// and made ahead since. Returns the records (reserved, sealed as the
+    /// socket takes them), the sequence number of the first and their
+    /// count.
     fn seal_next(
         &mut self,
         chunks: &[Bytes],
         close_after: bool,
-    ) -> Result<(Bytes, u64, u64), TlsError> {
+    ) -> Result<(Sealing, u64, u64), TlsError> {
         let (Some(rl), Some(tx)) = (self.rl.as_ref(), self.tx.as_ref()) else {
             return Err(TlsError::BadState("a local unit before the handshake"));
         };
@@ -388,13 +416,10 @@ impl MirrorTls {
             _ => Box::new(RecordLayer::new(rl.snapshot()?.with_tx(tx, after)?)?),
         };
         let w = self.sealer.insert(w);
-        let mut out = w.seal_parts(chunks)?;
-        if close_after {
-            w.close()?;
-            out.extend_from_slice(&w.take_output());
-        }
+        let len = chunks.iter().map(Bytes::len).sum();
+        let d = w.defer(len, close_after)?;
         let n = w.tx_seq() - from;
-        Ok((Bytes::from(out), from, n))
+        Ok((Sealing::new(d, chunks.iter().cloned()), from, n))
     }
 
     /// The live TLS layer a promoted mirror continues with.

@@ -466,18 +466,19 @@ impl LiveTls {
         }
     }
 
-    /// Seal one HTTP output unit (and our close_notify after it when the
-    /// connection closes there). Before the handshake is done nothing can
-    /// be sent: the unit's bytes are dropped (a timeout's reply).
-    pub fn seal(&mut self, plaintext: &[u8], close_after: bool) -> Result<Vec<u8>, TlsError> {
+    /// Reserve the records of one HTTP output unit of `plain_len` bytes
+    /// (and our close_notify after it when the connection closes there),
+    /// sealed as the socket takes them ([`super::super::out::Sealing`]).
+    /// Before the handshake is done nothing can be sent: `None`, the
+    /// unit's bytes are dropped (a timeout's reply).
+    pub fn defer(
+        &mut self,
+        plain_len: usize,
+        close_after: bool,
+    ) -> Result<Option<hotpair_tls::Deferred>, TlsError> {
         let Phase::Records(rl) = &mut self.phase else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let mut out = rl.seal(plaintext)?;
-        if close_after {
-            rl.close()?;
-            out.extend_from_slice(&rl.take_output());
-        }
-        Ok(out)
+        rl.defer(plain_len, close_after).map(Some)
     }
 }

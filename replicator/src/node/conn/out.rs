@@ -1,0 +1,195 @@
+//! The bytes a connection's socket has still to take, in order: bytes
+//! ready to send, and HTTPS replies whose records are sealed only as the
+//! socket takes them.
+//!
+//! Sealing a reply when it is queued held its whole ciphertext until the
+//! client had read it: a 50 MB `static` file over HTTPS cost 50 MB more on
+//! each node per download (the plaintext is the content cache's, shared),
+//! where HTTP cost nothing. A reply's records are now reserved when it is
+//! queued ([`hotpair_tls::Deferred`]: later records and our KeyUpdates
+//! follow them as before) and sealed a few at a time, as room opens in the
+//! socket's send buffer: what is held sealed is at most that buffer plus
+//! [`MAX_RECORDS_AT_ONCE`] records. The bytes are those of sealing at once.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use hotpair_stack::smoltcp::socket::tcp;
+use hotpair_tls::{Deferred, TlsError, MAX_FRAGMENT};
+
+/// Records sealed in one go at most (what a socket with room for more gets
+/// per turn of the write loop: it loops).
+const MAX_RECORDS_AT_ONCE: usize = 4;
+
+/// One reply's records to seal: their reservation and the plaintext.
+pub(crate) struct Sealing {
+    deferred: Deferred,
+    /// The plaintext not sealed yet (the content cache's bytes, shared).
+    plain: VecDeque<Bytes>,
+}
+
+impl Sealing {
+    pub fn new(deferred: Deferred, plain: impl IntoIterator<Item = Bytes>) -> Self {
+        Self {
+            deferred,
+            plain: plain.into_iter().filter(|b| !b.is_empty()).collect(),
+        }
+    }
+
+    pub fn wire_left(&self) -> usize {
+        self.deferred.wire_left()
+    }
+
+    /// Seal everything left (a reply whose ciphertext must cross the link).
+    pub fn seal_all(mut self) -> Result<Bytes, TlsError> {
+        let parts: Vec<Bytes> = self.plain.drain(..).collect();
+        self.deferred.seal(&parts).map(Bytes::from)
+    }
+
+    /// The next `records` records (fewer at the end of the reply).
+    fn next(&mut self, records: usize) -> Result<Bytes, TlsError> {
+        let mut want = (records * MAX_FRAGMENT).min(self.deferred.plain_left());
+        let mut parts = Vec::new();
+        while want > 0 {
+            let Some(front) = self.plain.front_mut() else {
+                return Err(TlsError::BadState("a reply shorter than its records"));
+            };
+            if front.len() <= want {
+                want -= front.len();
+                parts.push(self.plain.pop_front().expect("front exists"));
+            } else {
+                parts.push(front.split_to(want));
+                want = 0;
+            }
+        }
+        self.deferred.seal(&parts).map(Bytes::from)
+    }
+}
+
+enum Piece {
+    Ready(Bytes),
+    Sealing(Box<Sealing>),
+}
+
+/// What a socket still has to take, in order.
+#[derive(Default)]
+pub(crate) struct OutQueue {
+    q: VecDeque<Piece>,
+    /// Bytes of the front piece already written.
+    offset: usize,
+}
+
+impl OutQueue {
+    pub fn from_bytes(chunks: impl IntoIterator<Item = Bytes>) -> Self {
+        let mut q = Self::default();
+        q.extend(chunks);
+        q
+    }
+
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.q.push_back(Piece::Ready(b));
+        }
+    }
+
+    pub fn extend(&mut self, chunks: impl IntoIterator<Item = Bytes>) {
+        for b in chunks {
+            self.push(b);
+        }
+    }
+
+    pub fn push_sealing(&mut self, s: Sealing) {
+        if s.wire_left() > 0 {
+            self.q.push_back(Piece::Sealing(Box::new(s)));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Bytes still to write (sealed or not).
+    pub fn wire_len(&self) -> usize {
+        self.q
+            .iter()
+            .map(|p| match p {
+                Piece::Ready(b) => b.len(),
+                Piece::Sealing(s) => s.wire_left(),
+            })
+            .sum::<usize>()
+            - self.offset
+    }
+
+    /// Write as much as the socket takes, sealing records as it makes
+    /// room for them. Returns the bytes written.
+    pub fn write(&mut self, sock: &mut tcp::Socket<'_>) -> Result<usize, TlsError> {
+        let mut sent = 0;
+        while let Some(front) = self.q.front_mut() {
+            match front {
+                Piece::Ready(b) => {
+                    let n = sock.send_slice(&b[self.offset..]).unwrap_or(0);
+                    sent += n;
+                    self.offset += n;
+                    if self.offset < b.len() {
+                        break;
+                    }
+                    self.q.pop_front();
+                    self.offset = 0;
+                }
+                Piece::Sealing(s) => {
+                    let room = sock.send_capacity() - sock.send_queue();
+                    if room == 0 || !sock.may_send() {
+                        break;
+                    }
+                    let records = room.div_ceil(MAX_FRAGMENT).min(MAX_RECORDS_AT_ONCE);
+                    let bytes = s.next(records)?;
+                    if s.wire_left() == 0 {
+                        self.q.pop_front();
+                    }
+                    if !bytes.is_empty() {
+                        self.q.push_front(Piece::Ready(bytes));
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_sealing_reply_gives_its_plaintext_cut_at_records_from_any_chunks() {
+        use hotpair_tls::{RecordLayer, TlsState};
+        // An application state as the link carries it: "HPTS", version 1,
+        // TLS_AES_128_GCM_SHA256, no flags, two 32-byte secrets, the
+        // sequence numbers.
+        let mut enc = b"HPTS\x01\x13\x01\x00".to_vec();
+        for fill in [1u8, 2] {
+            enc.push(32);
+            enc.extend([fill; 32]);
+        }
+        enc.extend([0u8; 16]);
+        let state = TlsState::decode(&enc).unwrap();
+        let data = reply(3 * MAX_FRAGMENT + 100);
+        // Chunks that do not fall on record boundaries.
+        let chunks: Vec<Bytes> = data.chunks(7000).map(Bytes::copy_from_slice).collect();
+        let mut whole = RecordLayer::new(state.clone()).unwrap();
+        let mut want = whole.seal(&data).unwrap();
+        whole.close().unwrap();
+        want.extend(whole.take_output());
+        let mut lazy = RecordLayer::new(state).unwrap();
+        let mut s = Sealing::new(lazy.defer(data.len(), true).unwrap(), chunks);
+        let mut got = Vec::new();
+        while s.wire_left() > 0 {
+            got.extend_from_slice(&s.next(1).unwrap());
+        }
+        assert_eq!(got, want);
+    }
+}
