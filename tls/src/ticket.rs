@@ -221,6 +221,13 @@ impl SharedTicketer {
                 }
             }
             (w.lo, w.hi) = (lo, hi);
+            // The epoch number and a count: nothing of any key.
+            tracing::debug!(
+                epoch,
+                opens_from = lo,
+                keys = w.keys.len(),
+                "session-ticket key window moved"
+            );
         }
         f(&w.keys, epoch)
     }
@@ -282,8 +289,8 @@ impl rustls::server::ProducesTickets for SharedTicketer {
         let (id, rest) = cipher.split_at(ID_LEN);
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         self.with_window(|keys, _| {
-            // Two keys of the window may share a 4-byte id (about one
-            // window in 2^27): each is tried, the AEAD tells.
+            // Two keys of the window may share a 4-byte id (18 keys: about
+            // one window in 2^25): each is tried, the AEAD tells.
             keys.iter().filter(|s| s.id == id).find_map(|s| {
                 let mut body = sealed.to_vec();
                 let n = s
