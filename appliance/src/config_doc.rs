@@ -117,6 +117,9 @@ mod tests {
         let hb = general.heartbeat.as_ref().unwrap();
         let a = &general.addresses[0];
         let s = c.service.as_ref().unwrap();
+        // `[tls]` as serde fills it in (Config::parse would read its files).
+        let tls: crate::config::TlsSection =
+            toml::from_str("cert = \"c\"\nkey = \"k\"\nticket_key_file = \"t\"\n").unwrap();
         let code: Vec<(&str, u64)> = vec![
             ("node.rx_buffer_bytes", c.node.rx_buffer_bytes as u64),
             ("node.tx_buffer_bytes", c.node.tx_buffer_bytes as u64),
@@ -168,6 +171,8 @@ mod tests {
                 crate::upstream::DEFAULT_CONNECT_TIMEOUT_MS,
             ),
             ("log.access_queue", c.log.access_queue as u64),
+            ("tls.port", u64::from(tls.port)),
+            ("tls.ticket_rotation_secs", tls.ticket_rotation_secs),
         ];
         let doc = documented();
         for (key, want) in code {

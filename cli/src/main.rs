@@ -45,6 +45,12 @@ enum Command {
     /// Write matched node configs (roles, MACs, link endpoints, fresh link
     /// keys) for a duplex pair, a dual-role pair or a ring.
     Pair(pair::PairArgs),
+    /// HTTPS keys: `hotpair tls new-ticket-key PATH` writes a fresh
+    /// session-ticket master key.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Print a shell completion script, e.g.
     /// `hotpair completions bash > /etc/bash_completion.d/hotpair`.
     Completions {
@@ -53,6 +59,40 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `hotpair man > hotpair.1; man ./hotpair.1`.
     Man,
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Write a fresh session-ticket master key (64 hex digits, mode 0600)
+    /// to PATH, and say how to roll it in on both nodes. The key that seals
+    /// tickets already rotates by itself (`[tls] ticket_rotation_secs`);
+    /// this rotates the master it is derived from.
+    NewTicketKey {
+        /// Where to write it (refused if it exists, unless --force).
+        path: std::path::PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `hotpair tls new-ticket-key`: a fresh master, written before a byte of
+/// it can be read by others (`write_private`), and the steps to roll it.
+fn new_ticket_key(path: &std::path::Path, force: bool) -> Result<String> {
+    // Any 32 random bytes: a fresh private key is one (as `hotpair pair`).
+    let (key, _) = hotpair::secure::generate_keypair()?;
+    hotpair::secure::write_private(path, &format!("{}\n", hotpair::secure::hex(&key)), force)?;
+    Ok(format!(
+        "wrote {p} (mode 0600): a new session-ticket master key.\n\
+         To roll it in (both nodes must hold the same keys; copy {p} to the other node over a secure channel):\n\
+         \x20 1. on each node, in [tls]: the file ticket_key_file names now becomes previous_ticket_key_file\n\
+         \x20    (tickets sealed under it keep resuming), and ticket_key_file names this new key;\n\
+         \x20 2. hotpair node --config FILE --check on each;\n\
+         \x20 3. reload both (SIGHUP: systemctl reload hotpair) within a ticket lifetime ({h} h) of each other.\n\
+         No connection is dropped: a reload changes new handshakes only.",
+        p = path.display(),
+        h = hotpair_tls::TICKET_LIFETIME_SECS / 3600
+    ))
 }
 
 /// The completion script for `shell`.
@@ -272,6 +312,9 @@ fn main() -> Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::Pair(args) => pair::run(args),
         Command::Status(args) => return status(args),
+        Command::Tls {
+            command: TlsCommand::NewTicketKey { path, force },
+        } => new_ticket_key(&path, force).and_then(|said| outln!("{said}")),
         Command::Switchover(args) => switchover(args),
         // Both are text (UTF-8), written through `out!` so that `| head`
         // does not panic.
@@ -288,6 +331,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn new_ticket_key_writes_a_private_fresh_key_the_config_reads() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hotpair-cli-ticket-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.key"), dir.join("b.key"));
+        let said = new_ticket_key(&a, false).unwrap();
+        assert!(
+            said.contains("previous_ticket_key_file") && said.contains("SIGHUP"),
+            "{said}"
+        );
+        new_ticket_key(&b, false).unwrap();
+        let read = |p: &std::path::Path| {
+            let meta = std::fs::metadata(p).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{}", p.display());
+            hotpair::secure::parse_key(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        assert_ne!(read(&a), read(&b), "two keys, the same bytes");
+        // An existing key is not overwritten by mistake.
+        let before = std::fs::read(&a).unwrap();
+        let e = new_ticket_key(&a, false).unwrap_err();
+        assert!(format!("{e:#}").contains("--force"), "{e:#}");
+        assert_eq!(std::fs::read(&a).unwrap(), before);
+        new_ticket_key(&a, true).unwrap();
+        assert_ne!(std::fs::read(&a).unwrap(), before);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn completions_know_every_subcommand() {
         for shell in [
             clap_complete::Shell::Bash,
@@ -295,7 +366,7 @@ mod tests {
             clap_complete::Shell::Fish,
         ] {
             let text = String::from_utf8(completions(shell)).unwrap();
-            for sub in ["node", "status", "switchover", "pair", "lab", "man"] {
+            for sub in ["node", "status", "switchover", "pair", "lab", "man", "tls"] {
                 assert!(text.contains(sub), "{shell}: no {sub}");
             }
             assert!(text.contains("pcap-max-bytes"), "{shell}");

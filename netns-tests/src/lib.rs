@@ -25,6 +25,7 @@ pub mod multi;
 pub mod node_log;
 pub mod policies;
 mod process;
+pub mod tls;
 mod tool_output;
 pub mod wrk;
 
@@ -100,12 +101,18 @@ pub fn require_root(test: &str) -> bool {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A lab prefix unique to this process and not in use: `t<pid%10000><n>`
-/// (at most 8 characters).
+/// (at most 8 characters). `HOTPAIR_TEST_PREFIX` (one or two lowercase
+/// letters) replaces the `t`, so that whoever runs tests beside others'
+/// can tell their labs apart (`ip netns list`).
 pub fn unique_prefix() -> String {
     let pid = std::process::id() % 10_000;
+    let lead = std::env::var("HOTPAIR_TEST_PREFIX")
+        .ok()
+        .filter(|p| (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_lowercase()))
+        .unwrap_or_else(|| "t".to_owned());
     loop {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("t{pid}{n}");
+        let prefix = format!("{lead}{pid}{n}");
         assert!(prefix.len() <= 8, "ran out of lab prefixes");
         let taken = ["client", "sw", "n1"].iter().any(|s| {
             Path::new("/run/netns")

@@ -30,6 +30,15 @@ fn https_static_download_survives_primary_crash() {
     failover::download_tls("fo_tls_static", Victim::Primary, "static");
 }
 
+/// /static/ under `static`, the owner SIGKILLed: the primary, which
+/// sealed every reply itself all along, claims the address and serves on
+/// alone; a 50 MB download and a keep-alive TLS connection's static GETs
+/// cross the kill (docs/tls.md).
+#[test]
+fn https_static_download_and_keepalive_survive_owner_crash() {
+    failover::download_and_keepalive_tls("fo_tls_static_owner", Victim::Owner);
+}
+
 /// wrk -c16 over HTTPS (keep-alive TLS connections, static replies the
 /// owner seals itself), the primary SIGKILLed at 3 s: no socket error, no
 /// non-2xx, no RST.
@@ -60,16 +69,7 @@ fn https_session_resumes_on_the_survivor() {
     let ca = lab.tls_ca().expect("lab up --tls writes tls/ca.pem");
     let tmp = hotpair_netns_tests::TempDir::new(&format!("{test}-sess"));
     let sess = tmp.path().join("session.pem");
-    let s_client = |extra: &str| {
-        let script = format!(
-            "printf 'GET /static/index.html HTTP/1.1\\r\\nHost: hotpair.test\\r\\nConnection: close\\r\\n\\r\\n' \
-             | openssl s_client -connect {}:443 -servername hotpair.test -CAfile {} -tls1_3 -ign_eof {extra} 2>&1",
-            hotpair_netns_tests::SERVICE,
-            ca.display()
-        );
-        let out = lab.exec_client(&["sh", "-c", &script]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let s_client = |extra: &str| hotpair_netns_tests::tls::s_client(&lab, &ca, extra);
     let first = s_client(&format!("-sess_out {}", sess.display()));
     assert!(
         first.contains("HTTP/1.1 200") && first.contains("New, TLSv1.3"),

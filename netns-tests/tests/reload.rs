@@ -12,9 +12,13 @@
 //! - the download finishes byte-exact, the client saw no RST;
 //! - a config that does not parse is refused: the node keeps serving and
 //!   counts a failed reload; put right, the next SIGHUP applies again;
-//! - over HTTPS (`lab up --tls`): renewed certificate files and SIGHUP to
-//!   both nodes; new handshakes present the new certificate, a download
-//!   begun under the old one finishes byte-exact with no RST.
+//! - over HTTPS (`lab up --tls`): renewed certificate files and a rolled
+//!   session-ticket master (`hotpair tls new-ticket-key`, the old master
+//!   named `previous_ticket_key_file`), SIGHUP to both nodes; new
+//!   handshakes present the new certificate, a ticket from before resumes
+//!   (under the previous master), a download begun before finishes
+//!   byte-exact with no RST; a second reload without the previous master:
+//!   the old ticket no longer resumes, one sealed after the roll does.
 
 use std::process::Command;
 use std::thread;
@@ -274,9 +278,45 @@ fn served_fingerprint(lab: &Lab) -> String {
     fp
 }
 
-/// SIGHUP with renewed certificate files (issue 20: "and certificates"):
-/// new handshakes present the new certificate, an HTTPS download started
-/// before the reload finishes byte-exact with no RST.
+/// Whether `openssl s_client` output is a 200 over a resumed TLS 1.3
+/// session (`Some(true)`), a full handshake (`Some(false)`), or neither.
+fn resumed(out: &str) -> Option<bool> {
+    if !out.contains("HTTP/1.1 200") {
+        return None;
+    }
+    if out.contains("Reused, TLSv1.3") {
+        Some(true)
+    } else if out.contains("New, TLSv1.3") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Rewrites `[tls]` of both nodes' configs: `previous_ticket_key_file`
+/// naming `previous`, or no such line.
+fn set_previous_ticket_key(lab: &Lab, previous: Option<&std::path::Path>) {
+    for n in ["n1", "n2"] {
+        let path = lab.state_dir().join(format!("{n}.toml"));
+        let text = std::fs::read_to_string(&path).expect("the node's config");
+        let mut out: Vec<String> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("previous_ticket_key_file") {
+                continue;
+            }
+            out.push(line.to_owned());
+            if let (true, Some(p)) = (line.starts_with("ticket_key_file"), previous) {
+                out.push(format!("previous_ticket_key_file = \"{}\"", p.display()));
+            }
+        }
+        std::fs::write(&path, out.join("\n") + "\n").expect("rewriting the node's config");
+    }
+}
+
+/// SIGHUP with renewed certificate files (issue 20: "and certificates")
+/// and a rolled session-ticket master: new handshakes present the new
+/// certificate, tickets from before still resume, an HTTPS download
+/// started before the reload finishes byte-exact with no RST.
 #[test]
 fn sighup_renews_the_tls_certificate_and_connections_carry_on() {
     let test = "reload_tls";
@@ -290,6 +330,28 @@ fn sighup_renews_the_tls_certificate_and_connections_carry_on() {
     let ca = ca.to_string_lossy().into_owned();
     let tls_dir = lab.state_dir().join("tls");
     let before = served_fingerprint(&lab);
+    // A session ticket sealed under the lab's first master.
+    let tmp_sess = TempDir::new(&format!("{test}-sess"));
+    let (sess_a, sess_b) = (tmp_sess.path().join("a.pem"), tmp_sess.path().join("b.pem"));
+    let sess = |extra: &str, file: &std::path::Path| {
+        hotpair_netns_tests::tls::s_client(
+            &lab,
+            std::path::Path::new(&ca),
+            &format!("{extra} {}", file.display()),
+        )
+    };
+    let first = sess("-sess_out", &sess_a);
+    assert_eq!(
+        resumed(&first),
+        Some(false),
+        "[{test}] a first full handshake\n{first}"
+    );
+    let again = sess("-sess_in", &sess_a);
+    assert_eq!(
+        resumed(&again),
+        Some(true),
+        "[{test}] the ticket resumes before the roll\n{again}"
+    );
 
     let tmp = TempDir::new(&format!("{test}-dl"));
     let cap = Capture::start(&lab, tmp.path());
@@ -356,6 +418,28 @@ fn sighup_renews_the_tls_certificate_and_connections_carry_on() {
         "[{test}] the renewed certificate is a new one"
     );
 
+    // The ticket master rolled as `hotpair tls new-ticket-key` says: the
+    // current file becomes the previous master, a fresh key the current.
+    let (current, previous) = (
+        tls_dir.join("ticket.key"),
+        tls_dir.join("ticket-previous.key"),
+    );
+    let fresh = tls_dir.join("ticket-new.key");
+    let out = Command::new(hotpair_netns_tests::hotpair_bin())
+        .args(["tls", "new-ticket-key"])
+        .arg(&fresh)
+        .output()
+        .expect("hotpair tls new-ticket-key");
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("previous_ticket_key_file"),
+        "[{test}] hotpair tls new-ticket-key\n{}",
+        describe(&out)
+    );
+    std::fs::rename(&current, &previous).expect("the current master becomes the previous");
+    std::fs::rename(&fresh, &current).expect("the fresh master becomes the current");
+    set_previous_ticket_key(&lab, Some(&previous));
+
     let hup = epoch_now();
     hangup(&lab, "n2");
     hangup(&lab, "n1");
@@ -371,6 +455,18 @@ fn sighup_renews_the_tls_certificate_and_connections_carry_on() {
         want,
         "[{test}] a new handshake after the reload does not present the renewed certificate"
     );
+    let old_ticket = sess("-sess_in", &sess_a);
+    assert_eq!(
+        resumed(&old_ticket),
+        Some(true),
+        "[{test}] a ticket from before the roll does not resume under the previous master\n{old_ticket}"
+    );
+    let fresh_session = sess("-sess_out", &sess_b);
+    assert_eq!(
+        resumed(&fresh_session),
+        Some(false),
+        "[{test}]\n{fresh_session}"
+    );
 
     let out = curl.wait(Duration::from_secs(50));
     assert!(
@@ -385,8 +481,30 @@ fn sighup_renews_the_tls_certificate_and_connections_carry_on() {
     );
     let r = cap.stop();
     assert_no_rst(&lab, &r, "HTTPS download across SIGHUP", hup);
+
+    // The previous master dropped: its tickets no longer open, the
+    // current master's do.
+    set_previous_ticket_key(&lab, None);
+    hangup(&lab, "n2");
+    hangup(&lab, "n1");
+    wait_for(&lab, "both reloaded again", |a, b| {
+        a.reloads_ok == 2 && b.reloads_ok == 2
+    });
+    let dropped = sess("-sess_in", &sess_a);
+    assert_eq!(
+        resumed(&dropped),
+        Some(false),
+        "[{test}] a ticket under a master no longer configured still resumed\n{dropped}"
+    );
+    let kept = sess("-sess_in", &sess_b);
+    assert_eq!(
+        resumed(&kept),
+        Some(true),
+        "[{test}] a ticket under the current master does not resume\n{kept}"
+    );
     report(&format!(
-        "[{test}] SIGHUP both nodes mid-download over HTTPS: certificate {before} -> {want}; \
-         download byte-exact, 0 RST"
+        "[{test}] SIGHUP both nodes mid-download over HTTPS: certificate {before} -> {want}, \
+         ticket master rolled (the old ticket resumed, then not once the previous master was \
+         dropped); download byte-exact, 0 RST"
     ));
 }

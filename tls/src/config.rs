@@ -13,7 +13,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::error::ConfigError;
 use crate::suite::Suite;
-use crate::ticket::{SharedTicketer, TicketKey};
+use crate::ticket::{system_clock, SharedTicketer, TicketKey};
 
 /// One certificate chain and its key, and the server names it serves.
 #[derive(Clone, Debug)]
@@ -33,10 +33,14 @@ pub struct TlsSettings {
     /// The first is the default: served when the client names no server
     /// or one no certificate is given for.
     pub certs: Vec<CertSpec>,
-    /// Seals new tickets; shared by both nodes.
+    /// The master the sealing keys are derived from; shared by both nodes.
     pub ticket_key: TicketKey,
-    /// Still opens tickets after a rotation.
+    /// The master before the last master rotation: its epoch keys still
+    /// open tickets.
     pub previous_ticket_key: Option<TicketKey>,
+    /// Seconds each epoch's sealing key seals new tickets (the epoch is
+    /// `unix_time / ticket_rotation_secs`, the same on both nodes).
+    pub ticket_rotation_secs: u64,
     /// The TLS 1.3 cipher suites served, in the server's order of
     /// preference (it picks the first the client offers). `None`: all of
     /// them, in rustls' default order, and the client's preference wins
@@ -67,12 +71,17 @@ impl TlsServerConfig {
                 spec.cert.clone(),
             ));
         }
-        let ticketer =
-            SharedTicketer::new(&settings.ticket_key, settings.previous_ticket_key.as_ref())?;
+        let ticketer = SharedTicketer::with_rotation(
+            &settings.ticket_key,
+            settings.previous_ticket_key.as_ref(),
+            settings.ticket_rotation_secs,
+            system_clock(),
+        )?;
         Self::build(loaded, ticketer, settings.cipher_suites.as_deref())
     }
 
-    /// As `from_settings`, from PEM bytes (the first entry is the default).
+    /// As `from_settings`, from PEM bytes (the first entry is the default),
+    /// the ticket keys rotating every `DEFAULT_TICKET_ROTATION_SECS`.
     /// Each entry: certificate PEM, key PEM, names.
     pub fn from_pem(
         certs: &[(&[u8], &[u8], Vec<String>)],

@@ -40,6 +40,10 @@ pub enum ConfigError {
     TicketKeyLength(usize),
     #[error("the current and the previous ticket key are the same key")]
     TicketKeyReused,
+    #[error(
+        "ticket key rotation period {0} s: must be within 600 (10 minutes) ..= 604800 (a week)"
+    )]
+    TicketRotation(u64),
     #[error("no cipher suite configured")]
     NoCipherSuites,
     #[error("cipher suite {0} is listed twice")]

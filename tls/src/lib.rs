@@ -11,7 +11,8 @@
 //! - [`RecordLayer`]: our record layer over a `TlsState`, deterministic so
 //!   both nodes compute the same records.
 //!
-//! Bytes in, bytes out: no sockets, no clock, no threads.
+//! Bytes in, bytes out: no sockets, no threads; the one clock read is the
+//! ticketer's (which epoch's key seals a session ticket), injectable.
 
 mod config;
 mod error;
@@ -28,4 +29,7 @@ pub use handshake::{Established, Progress, ServerHandshake};
 pub use record::{sealed_len, Deferred, Opened, RecordLayer, TlsEvent, MAX_FRAGMENT};
 pub use state::TlsState;
 pub use suite::Suite;
-pub use ticket::{SharedTicketer, TicketKey, TICKET_LIFETIME_SECS};
+pub use ticket::{
+    check_rotation, system_clock, Clock, SharedTicketer, TicketKey, DEFAULT_TICKET_ROTATION_SECS,
+    MAX_TICKET_ROTATION_SECS, MIN_TICKET_ROTATION_SECS, TICKET_LIFETIME_SECS,
+};

@@ -25,6 +25,7 @@ fn settings(certs: Vec<CertSpec>) -> TlsSettings {
         certs,
         ticket_key: key(1),
         previous_ticket_key: Some(key(2)),
+        ticket_rotation_secs: hotpair_tls::DEFAULT_TICKET_ROTATION_SECS,
         cipher_suites: None,
     }
 }
@@ -171,4 +172,17 @@ fn bad_files_are_refused_with_a_clear_error() {
     s.previous_ticket_key = Some(key(1));
     let e = TlsServerConfig::from_settings(&s).unwrap_err();
     assert!(matches!(e, ConfigError::TicketKeyReused), "{e}");
+    // A rotation period out of bounds, named with the bounds.
+    s.previous_ticket_key = None;
+    s.ticket_rotation_secs = 59;
+    let e = TlsServerConfig::from_settings(&s).unwrap_err();
+    assert!(matches!(e, ConfigError::TicketRotation(59)), "{e}");
+    assert!(
+        e.to_string().contains(&format!(
+            "{} (10 minutes) ..= {} (a week)",
+            hotpair_tls::MIN_TICKET_ROTATION_SECS,
+            hotpair_tls::MAX_TICKET_ROTATION_SECS
+        )),
+        "{e}"
+    );
 }

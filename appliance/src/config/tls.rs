@@ -23,12 +23,17 @@ pub struct TlsSection {
     /// Every address serves HTTPS on this port, beside HTTP on its own.
     #[serde(default = "default_tls_port")]
     pub port: u16,
-    /// 64 hex digits, the same on both nodes: seals session tickets so a
-    /// client resumes on either node (`hotpair pair` writes one).
+    /// 64 hex digits, the same on both nodes: the master the session
+    /// ticket keys are derived from, so a client resumes on either node
+    /// (`hotpair pair` and `hotpair tls new-ticket-key` write one).
     pub ticket_key_file: PathBuf,
-    /// The key before the last rotation: still opens tickets.
+    /// The master before the last master rotation: still opens tickets.
     #[serde(default)]
     pub previous_ticket_key_file: Option<PathBuf>,
+    /// Seconds each epoch's ticket key seals new tickets: the key rotates
+    /// by itself, both nodes alike (the epoch is the Unix time over it).
+    #[serde(default = "default_ticket_rotation")]
+    pub ticket_rotation_secs: u64,
     /// More certificates, chosen by the name the client asks for (SNI).
     #[serde(default)]
     pub sni: Vec<SniSection>,
@@ -51,6 +56,10 @@ pub struct SniSection {
 
 pub fn default_tls_port() -> u16 {
     443
+}
+
+pub fn default_ticket_rotation() -> u64 {
+    hotpair_tls::DEFAULT_TICKET_ROTATION_SECS
 }
 
 /// `tls.cipher_suites`: IANA names, each known and listed once (also
@@ -115,6 +124,15 @@ impl Config {
             // only a secured link.
             bail!("tls: [link] danger_plaintext would send every HTTPS connection's keys in the clear; HTTPS needs the secured link");
         }
+        if hotpair_tls::check_rotation(t.ticket_rotation_secs).is_err() {
+            bail!(
+                "tls.ticket_rotation_secs: {} is out of bounds: {} (10 minutes) to {} (a week); the default is {} (an hour)",
+                t.ticket_rotation_secs,
+                hotpair_tls::MIN_TICKET_ROTATION_SECS,
+                hotpair_tls::MAX_TICKET_ROTATION_SECS,
+                hotpair_tls::DEFAULT_TICKET_ROTATION_SECS
+            );
+        }
         for (i, s) in t.sni.iter().enumerate() {
             if s.names.is_empty() {
                 bail!("tls.sni[{i}].names: at least one server name");
@@ -143,6 +161,7 @@ impl Config {
                 .as_deref()
                 .map(|p| read_ticket_key(p, "tls.previous_ticket_key_file"))
                 .transpose()?,
+            ticket_rotation_secs: t.ticket_rotation_secs,
             cipher_suites,
         };
         let server = TlsServerConfig::from_settings(&settings).context("[tls]")?;
@@ -260,6 +279,30 @@ mod tests {
             e.contains("tls.cipher_suites: TLS_AES_128_GCM_SHA256 is listed twice"),
             "{e}"
         );
+        // A rotation period out of bounds, either way, or not a number.
+        for bad in ["0", "599", "604801"] {
+            let e = load_err(
+                &format!(
+                    "{BASE}{}ticket_rotation_secs = {bad}\n",
+                    tls(&dir, 443, &good_key)
+                ),
+                &dir,
+            );
+            assert!(
+                e.contains(&format!(
+                    "tls.ticket_rotation_secs: {bad} is out of bounds: 600 (10 minutes) to 604800 (a week)"
+                )),
+                "{e}"
+            );
+        }
+        let e = load_err(
+            &format!(
+                "{BASE}{}ticket_rotation_secs = \"1h\"\n",
+                tls(&dir, 443, &good_key)
+            ),
+            &dir,
+        );
+        assert!(e.contains("ticket_rotation_secs"), "{e}");
         // The certificate file is missing: named.
         let e = load_err(&format!("{BASE}{}", tls(&dir, 443, &good_key)), &dir);
         assert!(e.contains("missing-cert.pem"), "{e}");

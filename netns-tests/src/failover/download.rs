@@ -4,11 +4,12 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::KeepaliveClient;
 use super::{
     assert_no_rst, assert_survivor, duplex_lab, duplex_lab_with, epoch_now, mib, ms, reup, Capture,
     Sampler, Stall, Victim, DOWNLOAD_RATE, KILL_AT_BYTES, SAMPLE_EVERY,
 };
-use crate::{describe, report, sha256sum, Lab, TempDir};
+use crate::{describe, report, sha256sum, Lab, TempDir, SERVICE};
 
 const DOWNLOAD_FILE: &str = "50m.bin";
 
@@ -41,6 +42,20 @@ pub fn download_with_kill(
     kill_at: KillAt,
     capture: bool,
     what: &str,
+) -> DownloadOutcome {
+    download_with_kill_then(lab, victim, kill_at, capture, what, |_| {})
+}
+
+/// As [`download_with_kill`], running `after_kill` (given the kill's
+/// moment) as soon as the victim is SIGKILLed, while curl still runs: the
+/// place for another client to go on across the same failover.
+pub fn download_with_kill_then(
+    lab: &Lab,
+    victim: Victim,
+    kill_at: KillAt,
+    capture: bool,
+    what: &str,
+    after_kill: impl FnOnce(Instant),
 ) -> DownloadOutcome {
     let test = &lab.test;
     let tmp = TempDir::new(&format!("{test}-dl"));
@@ -88,6 +103,7 @@ pub fn download_with_kill(
     let kill_epoch = epoch_now();
     let kill = lab.kill(victim.node());
     let kill_after = kill - start;
+    after_kill(kill);
     let out = curl.wait(Duration::from_secs(50));
     let end = Instant::now();
     let samples = sampler.finish();
@@ -178,6 +194,48 @@ fn download_with(test: &str, victim: Victim, policy: &str, extra: &[&str]) {
         "[{test}] the kill did not land mid-reply ({} of {total} bytes)",
         o.at_kill
     );
+}
+
+/// Over HTTPS (`lab up --tls`) with /static/ under `static` (each node
+/// seals its own copy of every reply): curl downloading the 50 MB file and
+/// a keep-alive TLS connection ([`KeepaliveClient`]: five static GETs
+/// before the kill, five more started the moment it lands, while the
+/// download still runs), `victim` SIGKILLed 20 MiB into the download.
+/// Every body's SHA-256 is checked, and the client's capture, which spans
+/// both clients from before the keep-alive connection's first request to
+/// after both are done, holds no RST from the service address.
+pub fn download_and_keepalive_tls(test: &str, victim: Victim) {
+    let Some(lab) = duplex_lab_with(test, &["--static-policy", "static", "--tls"]) else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("{test}-cap"));
+    let cap = Capture::start(&lab, tmp.path());
+    let mut client = KeepaliveClient::start(&lab, SERVICE);
+    let mut killed = None;
+    let o = download_with_kill_then(
+        &lab,
+        victim,
+        KillAt::Bytes(KILL_AT_BYTES),
+        false,
+        "download",
+        |kill| {
+            killed = Some((kill, epoch_now()));
+            client.go();
+        },
+    );
+    let (kill, kill_epoch) = killed.expect("the download ran its after-kill step");
+    // Reports the keep-alive requests' own times after the kill.
+    client.finish(kill);
+    report(&format!(
+        "[{test}] SIGKILL {} ({}): the download's stall {:.0} ms, done {:.0} ms after the kill",
+        victim.node(),
+        victim.role(),
+        ms(o.stall.after_kill),
+        ms(o.total.saturating_sub(o.kill_after))
+    ));
+    assert_survivor(&lab, victim);
+    let r = cap.stop();
+    assert_no_rst(&lab, &r, "download and keep-alive", kill_epoch);
 }
 
 /// A seeded splitmix64.

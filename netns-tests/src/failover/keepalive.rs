@@ -10,7 +10,7 @@ use crate::{report, sha256_file, ChildLines, Lab, SERVICE};
 // ---- (d) keep-alive -----------------------------------------------------------
 
 const KEEPALIVE_SCRIPT: &str = r#"
-import hashlib, http.client, json, ssl, sys
+import hashlib, http.client, json, ssl, sys, time
 paths = json.loads(sys.argv[1])
 ca = sys.argv[2] if len(sys.argv) > 2 else ""
 host = sys.argv[3] if len(sys.argv) > 3 else "10.77.0.10"
@@ -21,7 +21,7 @@ else:
     conn = http.client.HTTPConnection(host, 80, timeout=30)
 results = []
 def fetch(p):
-    entry = {"path": p}
+    entry = {"path": p, "t0": time.time()}
     try:
         conn.request("GET", p)
         r = conn.getresponse()
@@ -30,6 +30,7 @@ def fetch(p):
                      sha256=hashlib.sha256(body).hexdigest(), will_close=r.will_close)
     except Exception as e:
         entry["error"] = "%s: %s" % (type(e).__name__, e)
+    entry["t1"] = time.time()
     s = conn.sock
     entry["sock_id"] = id(s) if s is not None else None
     entry["local"] = list(s.getsockname()) if s is not None else None
@@ -186,6 +187,25 @@ impl KeepaliveClient {
                  connection (socket reopened): {r} vs first {first}"
             );
         }
+        // Each request's time after the kill (the first one waits out the
+        // takeover), from the client's own clock.
+        let took: Vec<String> = results[5..]
+            .iter()
+            .map(|r| {
+                let t = r["t1"].as_f64().unwrap_or(0.0) - r["t0"].as_f64().unwrap_or(0.0);
+                format!("{:.0}", t * 1000.0)
+            })
+            .collect();
+        let kill_epoch = super::epoch_now() - kill.elapsed().as_secs_f64();
+        let since_kill =
+            |r: &serde_json::Value, t: &str| (r[t].as_f64().unwrap_or(0.0) - kill_epoch) * 1000.0;
+        crate::report(&format!(
+            "[{test}] {host}: the 5 requests after the kill took {} ms (the first sent {:.0} ms \
+             after the kill, the last answered {:.0} ms after it)",
+            took.join(", "),
+            since_kill(&results[5], "t0"),
+            since_kill(&results[9], "t1")
+        ));
         elapsed
     }
 }

@@ -27,8 +27,9 @@ use std::time::Duration;
 use crate::{describe, status_node, Lab};
 
 pub use download::{
-    download, download_tls, download_with_kill, random_moments, stall_statistics, stall_summary,
-    DownloadOutcome, KillAt, Rng,
+    download, download_and_keepalive_tls, download_tls, download_with_kill,
+    download_with_kill_then, random_moments, stall_statistics, stall_summary, DownloadOutcome,
+    KillAt, Rng,
 };
 pub use keepalive::{keepalive, keepalive_tls, KeepaliveClient};
 pub use transfer::{generate, upload, wrk_load, wrk_load_tls};
