@@ -66,6 +66,28 @@ impl Sealing {
     }
 }
 
+/// Where an [`OutQueue`] writes: a connection's socket.
+pub(crate) trait Sink {
+    /// Bytes it would take now (0 when it sends no more).
+    fn room(&self) -> usize;
+    /// Takes what it can of `data`; returns how much.
+    fn send(&mut self, data: &[u8]) -> usize;
+}
+
+impl Sink for tcp::Socket<'_> {
+    fn room(&self) -> usize {
+        if self.may_send() {
+            self.send_capacity() - self.send_queue()
+        } else {
+            0
+        }
+    }
+
+    fn send(&mut self, data: &[u8]) -> usize {
+        self.send_slice(data).unwrap_or(0)
+    }
+}
+
 enum Piece {
     Ready(Bytes),
     Sealing(Box<Sealing>),
@@ -122,12 +144,12 @@ impl OutQueue {
 
     /// Write as much as the socket takes, sealing records as it makes
     /// room for them. Returns the bytes written.
-    pub fn write(&mut self, sock: &mut tcp::Socket<'_>) -> Result<usize, TlsError> {
+    pub fn write(&mut self, sock: &mut impl Sink) -> Result<usize, TlsError> {
         let mut sent = 0;
         while let Some(front) = self.q.front_mut() {
             match front {
                 Piece::Ready(b) => {
-                    let n = sock.send_slice(&b[self.offset..]).unwrap_or(0);
+                    let n = sock.send(&b[self.offset..]);
                     sent += n;
                     self.offset += n;
                     if self.offset < b.len() {
@@ -137,8 +159,8 @@ impl OutQueue {
                     self.offset = 0;
                 }
                 Piece::Sealing(s) => {
-                    let room = sock.send_capacity() - sock.send_queue();
-                    if room == 0 || !sock.may_send() {
+                    let room = sock.room();
+                    if room == 0 {
                         break;
                     }
                     let records = room.div_ceil(MAX_FRAGMENT).min(MAX_RECORDS_AT_ONCE);
@@ -160,23 +182,27 @@ impl OutQueue {
 mod tests {
     use super::*;
 
-    fn reply(n: usize) -> Vec<u8> {
-        (0..n).map(|i| (i % 251) as u8).collect()
-    }
-
-    #[test]
-    fn a_sealing_reply_gives_its_plaintext_cut_at_records_from_any_chunks() {
-        use hotpair_tls::{RecordLayer, TlsState};
-        // An application state as the link carries it: "HPTS", version 1,
-        // TLS_AES_128_GCM_SHA256, no flags, two 32-byte secrets, the
-        // sequence numbers.
+    /// An application state as the link carries it: "HPTS", version 1,
+    /// TLS_AES_128_GCM_SHA256, no flags, two 32-byte secrets, the sequence
+    /// numbers.
+    fn state() -> hotpair_tls::TlsState {
         let mut enc = b"HPTS\x01\x13\x01\x00".to_vec();
         for fill in [1u8, 2] {
             enc.push(32);
             enc.extend([fill; 32]);
         }
         enc.extend([0u8; 16]);
-        let state = TlsState::decode(&enc).unwrap();
+        hotpair_tls::TlsState::decode(&enc).unwrap()
+    }
+
+    fn reply(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_sealing_reply_gives_its_plaintext_cut_at_records_from_any_chunks() {
+        use hotpair_tls::RecordLayer;
+        let state = state();
         let data = reply(3 * MAX_FRAGMENT + 100);
         // Chunks that do not fall on record boundaries.
         let chunks: Vec<Bytes> = data.chunks(7000).map(Bytes::copy_from_slice).collect();
@@ -191,5 +217,64 @@ mod tests {
             got.extend_from_slice(&s.next(1).unwrap());
         }
         assert_eq!(got, want);
+    }
+
+    /// A socket that takes `room` bytes per turn and keeps them.
+    struct Slow {
+        room: usize,
+        got: Vec<u8>,
+    }
+
+    impl Sink for Slow {
+        fn room(&self) -> usize {
+            self.room
+        }
+        fn send(&mut self, data: &[u8]) -> usize {
+            let n = data.len().min(self.room);
+            self.got.extend_from_slice(&data[..n]);
+            n
+        }
+    }
+
+    /// At the bound: a 4 MB reply written to a socket that takes 20,000
+    /// bytes per turn never holds more sealed than `MAX_RECORDS_AT_ONCE`
+    /// records, and the client gets every byte of sealing the reply at
+    /// once, in order, after what was queued before.
+    #[test]
+    fn a_slow_socket_holds_at_most_a_few_records_sealed() {
+        use hotpair_tls::RecordLayer;
+        let data = reply(4 << 20);
+        let mut whole = RecordLayer::new(state()).unwrap();
+        let mut want = b"before".to_vec();
+        want.extend(whole.seal(&data).unwrap());
+        let mut lazy = RecordLayer::new(state()).unwrap();
+        let mut q = OutQueue::from_bytes([Bytes::from_static(b"before")]);
+        let chunks = vec![Bytes::from(data.clone())];
+        q.push_sealing(Sealing::new(lazy.defer(data.len(), false).unwrap(), chunks));
+        assert_eq!(q.wire_len(), want.len());
+        let mut sock = Slow {
+            room: 20_000,
+            got: Vec::new(),
+        };
+        let record = MAX_FRAGMENT + 22;
+        while !q.is_empty() {
+            let before = sock.got.len();
+            q.write(&mut sock).unwrap();
+            assert!(sock.got.len() > before, "every turn makes progress");
+            let sealed_held: usize =
+                q.q.iter()
+                    .map(|p| match p {
+                        Piece::Ready(b) => b.len(),
+                        Piece::Sealing(_) => 0,
+                    })
+                    .sum::<usize>()
+                    - q.offset;
+            assert!(
+                sealed_held <= MAX_RECORDS_AT_ONCE * record,
+                "{sealed_held} bytes sealed and waiting"
+            );
+            assert_eq!(q.wire_len(), want.len() - sock.got.len());
+        }
+        assert_eq!(sock.got, want);
     }
 }
