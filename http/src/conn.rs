@@ -402,6 +402,17 @@ impl ServerConn {
         self.aborted || (self.close_after && self.slots.is_empty() && self.out.is_empty())
     }
 
+    /// Whether every request whose bytes ended at or before input offset
+    /// `offset` has had its final reply taken ([`ServerConn::take_unit`]),
+    /// with the input read that far: what comes out next answers a request
+    /// that ended after `offset`. False while reading has stopped short of
+    /// `offset` (the connection is closing).
+    pub fn replied_through(&self, offset: u64) -> bool {
+        self.input_total >= offset
+            && self.slots.iter().all(|s| s.input_end > offset)
+            && self.units.iter().all(|u| u.input_end > offset)
+    }
+
     /// Requests whose head was parsed and whose reply has not been completely
     /// consumed from the output yet (being received, waiting for the handler,
     /// or queued for output). This is what `max_pipelined` bounds.

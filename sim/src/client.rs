@@ -114,6 +114,8 @@ pub struct ClientConn {
     pub wire_received: u64,
     /// HTTPS: TLS failed (`abnormal` says why); rustls is not called again.
     tls_failed: bool,
+    /// HTTPS, pipelined with `key_update_after`: the KeyUpdate went out.
+    key_update_sent: bool,
     /// The socket is connecting or connected (a connection with
     /// `script.after` waits for that one to be done).
     pub opened: bool,
@@ -203,6 +205,23 @@ impl ClientConn {
             self.wire_pos = 0;
         }
         moved
+    }
+
+    /// HTTPS: the request just queued goes to rustls now, and a KeyUpdate
+    /// (update requested) right after it: both records in the same write.
+    fn key_update_after_request(&mut self) {
+        let Some(t) = self.tls.as_mut().filter(|_| !self.tls_failed) else {
+            return;
+        };
+        use std::io::Write;
+        if t.is_handshaking() || t.writer().write_all(&self.out[self.out_pos..]).is_err() {
+            return;
+        }
+        self.out_pos = self.out.len();
+        if let Err(e) = t.refresh_traffic_keys() {
+            self.abnormal
+                .get_or_insert(format!("TLS: the client could not send a KeyUpdate: {e}"));
+        }
     }
 
     /// HTTPS: the server's records through TLS; plaintext to `received`.
@@ -336,6 +355,9 @@ impl ClientConn {
                             .extend_from_slice(&self.script.requests[self.next_req]);
                         self.next_req += 1;
                         moved = true;
+                        if self.next_req < n_req && self.script.key_update_after {
+                            self.key_update_after_request();
+                        }
                     }
                 }
             }
@@ -373,6 +395,23 @@ impl ClientConn {
                 break;
             }
             got = true;
+        }
+        if got
+            && self.script.key_update_after
+            && self.script.send == Sending::AllAtOnce
+            && !self.key_update_sent
+            && !self.received.is_empty()
+        {
+            // Pipelined: the KeyUpdate once the first reply bytes are in,
+            // its own write after the requests (the owner node has read
+            // them, and may have made their replies, before it reads it).
+            self.key_update_sent = true;
+            if let Some(t) = self.tls.as_mut().filter(|_| !self.tls_failed) {
+                if let Err(e) = t.refresh_traffic_keys() {
+                    self.abnormal
+                        .get_or_insert(format!("TLS: the client could not send a KeyUpdate: {e}"));
+                }
+            }
         }
         // The client's Finished (or anything else TLS has to say) goes out.
         moved |= self.pump_tls_out(sock);
@@ -488,6 +527,7 @@ impl Client {
                 wire_pos: 0,
                 wire_received: 0,
                 tls_failed: false,
+                key_update_sent: false,
                 opened: false,
                 wire_sent: 0,
                 offered_ticket: false,

@@ -107,6 +107,13 @@ pub struct RunStats {
     pub tls_retried: u64,
     pub tls_resumed: u64,
     pub tls_tickets_offered: u64,
+    /// Shadows the owner nodes gave up (their primary's output differed
+    /// from what they made or predicted), and `static` replies the owner
+    /// nodes made themselves (ahead or for a local unit).
+    pub diverged: u64,
+    pub local_replies: u64,
+    /// Of `local_replies`, those made ahead of the primary's unit.
+    pub replies_ahead: u64,
 }
 
 /// The verdict of a run.

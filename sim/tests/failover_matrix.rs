@@ -6,6 +6,10 @@
 //! duplex the client has one copy of the scenario's connections per
 //! address, all open at once, and every node is a victim in turn.
 //!
+//! The matrix's scenarios are `scenario::all()` (plain HTTP) and one HTTPS
+//! scenario, `tls-keyupdate-after` (client KeyUpdates read with the
+//! requests whose `static` replies the owner made ahead).
+//!
 //! - `smoke`: every scenario once without failure and once with each node
 //!   killed half-way (duplex; dual-role and the ring: without failure and
 //!   with A killed half-way); the same run twice gives the same event trace.
@@ -180,7 +184,13 @@ fn replay() {
 fn matrix_config(full: bool) -> MatrixConfig {
     // Duplex: 2 victims x 2 kill variants.
     const DUPLEX_PAIRS: u64 = 4;
-    let scenarios = harness::only(scenario::all());
+    // The plain-HTTP scenarios, and of the HTTPS ones (`tls_failover.rs`
+    // runs them all in its own matrix) the one whose replies made ahead
+    // meet client KeyUpdates: the ordering of our answer with them is
+    // checked here under every mode and the lossy LAN too.
+    let mut scenarios = scenario::all();
+    scenarios.extend(scenario::by_name("tls-keyupdate-after"));
+    let scenarios = harness::only(scenarios);
     let lossy: u64 = env("SIM_LOSSY_SEEDS").map_or(if full { DUPLEX_PAIRS } else { 1 }, |v| {
         v.parse().expect("SIM_LOSSY_SEEDS: a number")
     });

@@ -230,6 +230,13 @@ fn a_client_key_update_is_followed_by_both_nodes() {
         }
     );
     assert_eq!(ga, gb);
+    // Owed, not sent: the caller places it.
+    assert!(a.take_output().is_empty());
+    assert!(a.update_owed() && b.update_owed());
+    assert_eq!(a.answer_update(), Ok(true));
+    assert_eq!(b.answer_update(), Ok(true));
+    assert!(!a.update_owed());
+    assert_eq!(a.answer_update(), Ok(false), "answered once");
     // Our answering KeyUpdate, identical on both, then data under the
     // new keys.
     let (ka, kb) = (a.take_output(), b.take_output());
@@ -246,11 +253,102 @@ fn a_client_key_update_is_followed_by_both_nodes() {
     client_write(&mut client, b"third");
     let wire = from_client(&mut client);
     assert_eq!(a.open(&wire).unwrap().plaintext, b"third");
+    assert_eq!(a.answer_update(), Ok(true));
     to_client(&mut client, &a.take_output()).unwrap();
     assert_eq!(
         to_client(&mut client, &a.seal(b"ok").unwrap()).unwrap(),
         b"ok"
     );
+}
+
+/// The client sends a request and, in the same flight, a KeyUpdate asking
+/// us to update: our reply to that request is sealed under the old key
+/// (the owner node may have sealed its copy already), our KeyUpdate after
+/// it, later replies under the new key — and rustls reads it all. Two
+/// more requests for an update before our answer get one answer.
+#[test]
+fn an_answer_held_back_until_the_replies_before_it_are_sealed() {
+    let pki = pki();
+    let server = server_config(&pki, 1, None);
+    let mut client = client(&client_config(&pki, None), "a.test");
+    let est = handshake(&server, &mut client);
+    let mut a = layer(&est.state);
+    let tx0 = a.tx_seq();
+
+    client_write(&mut client, REQUEST);
+    client.refresh_traffic_keys().unwrap();
+    client_write(&mut client, b"second");
+    let wire = from_client(&mut client);
+    let got = a.open(&wire).unwrap();
+    assert_eq!(got.plaintext, [REQUEST, b"second"].concat());
+    assert!(a.update_owed());
+    assert!(a.take_output().is_empty(), "nothing sent yet");
+    assert_eq!(a.tx_seq(), tx0, "the sending key has not moved");
+    // Node B (the owner) from the same state: the same records, the
+    // answer at the same place.
+    let mut b = layer(&TlsState::decode(&est.state.encode()).unwrap());
+    b.open(&wire).unwrap();
+
+    let first = a.seal(&reply(100)).unwrap();
+    assert_eq!(b.seal(&reply(100)).unwrap(), first, "the old key on both");
+    assert_eq!(a.answer_update(), Ok(true));
+    assert_eq!(b.answer_update(), Ok(true));
+    let (ka, kb) = (a.take_output(), b.take_output());
+    assert_eq!(ka, kb);
+    assert_eq!(a.tx_seq(), 0, "the new key");
+    let second = a.seal(&reply(200)).unwrap();
+    assert_eq!(b.seal(&reply(200)).unwrap(), second);
+    assert_eq!(to_client(&mut client, &first).unwrap(), reply(100));
+    to_client(&mut client, &ka).unwrap();
+    assert_eq!(to_client(&mut client, &second).unwrap(), reply(200));
+
+    // Two requests for an update, then one answer: the client reads on.
+    client.refresh_traffic_keys().unwrap();
+    client_write(&mut client, b"third");
+    client.refresh_traffic_keys().unwrap();
+    let got = a.open(&from_client(&mut client)).unwrap();
+    assert_eq!(got.plaintext, b"third");
+    assert_eq!(got.events.len(), 2);
+    let third = a.seal(b"reply to third").unwrap();
+    assert_eq!(a.answer_update(), Ok(true));
+    assert_eq!(a.answer_update(), Ok(false), "one answer for both");
+    let answer = a.take_output();
+    let fourth = a.seal(b"later").unwrap();
+    assert_eq!(to_client(&mut client, &third).unwrap(), b"reply to third");
+    to_client(&mut client, &answer).unwrap();
+    assert_eq!(to_client(&mut client, &fourth).unwrap(), b"later");
+    // And on, both ways, under the newest keys.
+    client_write(&mut client, b"more");
+    assert_eq!(
+        a.open(&from_client(&mut client)).unwrap().plaintext,
+        b"more"
+    );
+    assert_eq!(
+        to_client(&mut client, &a.seal(b"ok").unwrap()).unwrap(),
+        b"ok"
+    );
+}
+
+/// An answer still owed when we close is dropped: nothing is sealed after
+/// our close_notify.
+#[test]
+fn an_owed_answer_is_dropped_at_our_close() {
+    let pki = pki();
+    let server = server_config(&pki, 1, None);
+    let mut client = client(&client_config(&pki, None), "a.test");
+    let est = handshake(&server, &mut client);
+    let mut rl = layer(&est.state);
+    client_write(&mut client, REQUEST);
+    client.refresh_traffic_keys().unwrap();
+    rl.open(&from_client(&mut client)).unwrap();
+    assert!(rl.update_owed());
+    let mut last = rl.seal(&reply(10)).unwrap();
+    rl.close().unwrap();
+    last.extend(rl.take_output());
+    assert!(!rl.update_owed());
+    assert_eq!(rl.answer_update(), Ok(false));
+    assert!(rl.take_output().is_empty());
+    assert_eq!(to_client(&mut client, &last).unwrap(), reply(10));
 }
 
 #[test]

@@ -1315,6 +1315,44 @@ fn units_carry_index_kind_input_end_and_close() {
     assert_eq!(c.input_consumed(), input.len() as u64);
 }
 
+/// `replied_through(offset)`: every request that ended by `offset` has
+/// had its final reply taken, and the input was read that far — what an
+/// HTTPS connection waits for before answering a client KeyUpdate read
+/// at `offset`.
+#[test]
+fn replied_through_waits_for_the_final_replies_of_the_requests_before() {
+    let t0 = crate::test_origin();
+    let mut c = ServerConn::new(Limits::default(), t0);
+    let a = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    let b = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    let (ea, eb) = (a.len() as u64, (a.len() + b.len()) as u64);
+    assert!(c.replied_through(0), "nothing before offset 0");
+    assert!(!c.replied_through(ea), "not read that far");
+    assert_eq!(c.handle_input(a, t0), a.len());
+    assert!(!c.replied_through(ea), "request 0 not answered");
+    // Half of request 1: it ends after `ea`.
+    assert_eq!(c.handle_input(&b[..5], t0), 5);
+    let r = c.poll_request().unwrap();
+    c.send_response(r.index, Response::new(200).body("0"))
+        .unwrap();
+    assert!(!c.replied_through(ea), "its reply not taken yet");
+    let u = c.take_unit().unwrap();
+    assert_eq!(u.input_end, ea);
+    assert!(c.replied_through(ea));
+    // Request 1, half read, ends after any offset read so far.
+    assert!(c.replied_through(ea + 5));
+    assert!(!c.replied_through(ea + 6), "not read that far");
+    assert_eq!(c.handle_input(&b[5..], t0), b.len() - 5);
+    assert!(!c.replied_through(eb));
+    assert!(c.replied_through(ea), "request 1 ends after `ea`");
+    let r = c.poll_request().unwrap();
+    c.send_response(r.index, Response::new(200).body("1"))
+        .unwrap();
+    assert!(!c.replied_through(eb));
+    c.take_unit().unwrap();
+    assert!(c.replied_through(eb));
+}
+
 #[test]
 fn resumed_connection_continues_numbering_and_skips_sent_continue() {
     let t0 = crate::test_origin();

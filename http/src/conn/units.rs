@@ -27,7 +27,7 @@ pub enum UnitKind {
 pub(super) struct UnitMeta {
     index: u64,
     kind: UnitKind,
-    input_end: u64,
+    pub(super) input_end: u64,
     close: bool,
     len: usize,
     pub(super) chunks: usize,

@@ -123,9 +123,23 @@ impl NodeCore {
         self.shared.generation_missing
     }
 
+    /// Shadow connections this node gave up because the primary's output
+    /// differed from what it made or predicted (a reply made ahead, a
+    /// record's key or sequence number): those would not have survived
+    /// their primary.
+    pub fn shadows_diverged(&self) -> u64 {
+        self.shared.diverged
+    }
+
     /// `static` replies this node made itself as an owner node.
     pub fn local_replies(&self) -> u64 {
         self.shared.local_replies
+    }
+
+    /// Of [`NodeCore::local_replies`], those made ahead of the primary's
+    /// unit (from the request in this node's own input log).
+    pub fn replies_ahead(&self) -> u64 {
+        self.shared.replies_ahead
     }
 
     /// Whether route `route` is replicated under its `static` policy on

@@ -375,6 +375,11 @@ pub(crate) struct Shared {
     /// Local units naming a content generation this node no longer (or
     /// never) held: their connections' shadows were given up.
     pub generation_missing: u64,
+    /// Shadows given up because the primary's output differed from what
+    /// this node made or predicted (they would not survive their primary).
+    pub diverged: u64,
+    /// Of `local_replies`, those made ahead of the primary's unit.
+    pub replies_ahead: u64,
     /// A unit was logged: the link has something to send.
     pub logged: bool,
     /// [`Served`] records dropped at [`MAX_SERVED`].
@@ -863,9 +868,10 @@ impl Service for SiteDriver<'_> {
         let closing = m.close_pending || m.ahead_closed;
         // A mirror of a TLS connection carries its TLS state (`accept`
         // chose by port); an HTTP one has none.
+        let http_base = m.ahead.back().map_or(m.input_base, |a| a.input_end);
         let tls = match (m.tls.take(), self.tls.map(|t| &*t.config)) {
             (None, _) => None,
-            (Some(mt), Some(cfg)) => match mt.promote(cfg) {
+            (Some(mt), Some(cfg)) => match mt.promote(cfg, http_base) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     tracing::error!(conn = %m.key, error = %e, "TLS state could not be taken over: the connection is lost");
@@ -955,6 +961,8 @@ mod tests {
             handler_runs: 0,
             local_replies: 0,
             generation_missing: 0,
+            diverged: 0,
+            replies_ahead: 0,
             logged: false,
             served_dropped: 0,
             served: None,

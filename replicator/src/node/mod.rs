@@ -491,6 +491,8 @@ impl NodeCore {
                 digests: route_digests.iter().map(|r| r.digest).collect(),
                 retired: Vec::new(),
                 generation_missing: 0,
+                diverged: 0,
+                replies_ahead: 0,
                 routes: cfg.routes,
                 limits: cfg.limits,
                 jobs: VecDeque::new(),

@@ -99,6 +99,26 @@ pub fn all() -> Vec<Scenario> {
             }],
         },
         Scenario {
+            name: "tls-keyupdate-after",
+            files_policy: Policy::Static,
+            max_half_open: None,
+            what: "HTTPS: 5 requests one after another (static, static, logged, static, static), each but the last followed in the same write by a KeyUpdate (update requested) from the client: the reply to each comes under the key before the KeyUpdate, the server's KeyUpdate after it",
+            conns: vec![ConnScript {
+                key_update_after: true,
+                ..one(
+                    vec![
+                        get("/static/1k.bin", ""),
+                        get("/static/1k.bin", ""),
+                        get("/non-deterministic/x?size=5000", ""),
+                        get("/static/1k.bin", ""),
+                        get("/static/1k.bin", ""),
+                    ],
+                    Sending::OneByOne,
+                    Close::AfterReplies,
+                )
+            }],
+        },
+        Scenario {
             name: "tls-close",
             files_policy: Policy::Static,
             max_half_open: None,

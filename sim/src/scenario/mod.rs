@@ -53,6 +53,13 @@ pub struct ConnScript {
     /// HTTPS: before each request after the first, the client sends a
     /// KeyUpdate asking the server to update too.
     pub key_update: bool,
+    /// HTTPS: a KeyUpdate asking the server to update too, sent after a
+    /// request: one by one, right after each request but the last, in the
+    /// same write (the server reads it with that request); pipelined, once
+    /// the first reply bytes are in (the later requests' replies still to
+    /// come). The replies to requests before it must come under the key
+    /// before it: the owner node may have sealed them ahead.
+    pub key_update_after: bool,
     /// Opened once connection `after` (an index into the scenario's
     /// connections) is done, not at time zero: an HTTPS connection then
     /// offers the session ticket an earlier one was given (resumption).
@@ -80,6 +87,7 @@ impl ConnScript {
             address: 0,
             tls: false,
             key_update: false,
+            key_update_after: false,
             after: None,
             hello_retry: false,
             early_data: false,

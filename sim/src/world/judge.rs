@@ -105,6 +105,11 @@ impl World {
                 None => {}
             }
         }
+        for n in self.nodes.iter().flatten() {
+            st.diverged += n.core.shadows_diverged();
+            st.local_replies += n.core.local_replies();
+            st.replies_ahead += n.core.replies_ahead();
+        }
         for e in self.nodes.iter().flatten().flat_map(SimNode::stats) {
             st.promoted_conns += e.promoted;
             st.held += e.held;

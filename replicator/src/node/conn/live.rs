@@ -107,7 +107,11 @@ impl SiteDriver<'_> {
             if c.http.poll_timeout().is_some_and(|t| t <= now) {
                 c.http.handle_timeout(now);
             }
-            while let Some(u) = c.http.take_unit() {
+            loop {
+                // Our answer to a client KeyUpdate goes between the
+                // replies to the requests before it and those after it.
+                answer_key_update(c);
+                let Some(u) = c.http.take_unit() else { break };
                 self.queue_unit(c, u);
             }
             if c.http.is_closed() && c.unlogged.is_empty() && !c.close_queued {
@@ -256,13 +260,7 @@ impl SiteDriver<'_> {
             *self.conns.tls_suites.entry(suite.name()).or_default() += 1;
         }
         for o in outs {
-            c.unlogged.push_back(Queued::plain(OutputUnit {
-                index: TLS_INDEX,
-                kind: UnitKind::Interim,
-                input_end: o.input_end,
-                close_after: false,
-                chunks: vec![o.head, o.bytes],
-            }));
+            c.unlogged.push_back(tls_unit(o));
         }
         if let Err(alert) = result {
             // The client broke TLS: its alert, then the connection closes
@@ -391,6 +389,51 @@ impl SiteDriver<'_> {
                 from_http: index != CLOSE_INDEX && index != TLS_INDEX,
                 close_after,
             });
+        }
+    }
+}
+
+/// What the TLS layer writes itself, as a unit: logged with its state
+/// (`chunks`: the state's encoding, then the bytes for the client).
+fn tls_unit(o: super::tls::TlsOut) -> Queued {
+    Queued::plain(OutputUnit {
+        index: TLS_INDEX,
+        kind: UnitKind::Interim,
+        input_end: o.input_end,
+        close_after: false,
+        chunks: vec![o.head, o.bytes],
+    })
+}
+
+/// HTTPS: the client asked for a KeyUpdate; answer it once every request
+/// that ended before it has its final reply sealed (queued), so that the
+/// replies to those are under the key they were under when the client
+/// sent its KeyUpdate — the key the owner node sealed its copies ahead
+/// with — and every later reply under the new one. The client reads our
+/// records under the old key until our KeyUpdate comes (RFC 8446 §4.6.3),
+/// and cannot tell an answer held back from replies already in flight.
+fn answer_key_update(c: &mut LiveConn) {
+    let Some(t) = c.tls.as_mut() else { return };
+    let Some(at) = t.answer_owed_at() else { return };
+    if !c.http.replied_through(at) {
+        return;
+    }
+    match t.answer_update() {
+        Ok(Some(o)) => c.unlogged.push_back(tls_unit(o)),
+        Ok(None) => {}
+        Err(e) => {
+            // Not a state this connection can go on from (a handshake
+            // message half read): it closes, logged like any close so the
+            // owner node closes at the same byte.
+            tracing::debug!(conn = %c.key, error = %e, "TLS: cannot answer the client's KeyUpdate; closing");
+            c.unlogged.push_back(Queued::plain(OutputUnit {
+                index: CLOSE_INDEX,
+                kind: UnitKind::Interim,
+                input_end: c.http.input_consumed(),
+                close_after: true,
+                chunks: Vec::new(),
+            }));
+            c.finish = true;
         }
     }
 }

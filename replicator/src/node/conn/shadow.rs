@@ -45,9 +45,13 @@ impl SiteDriver<'_> {
                             // are counted (the sending half at a takeover).
                             let r = if index == TLS_INDEX && !m.ahead.is_empty() {
                                 // A new sending state before the replies
-                                // made ahead (an answer to a client's
-                                // KeyUpdate read with their requests):
-                                // they were sealed under the old one.
+                                // made ahead: they were sealed under the
+                                // old one. (The primary answers a client's
+                                // KeyUpdate only after the replies to the
+                                // requests before it, and no reply is made
+                                // ahead here for a request after one not
+                                // answered in the log: a primary that
+                                // broke that rule.)
                                 Err(hotpair_tls::TlsError::BadState(
                                     "a TLS unit came before the replies made ahead",
                                 ))
@@ -308,6 +312,9 @@ impl SiteDriver<'_> {
     /// node).
     fn diverge(&mut self, m: &mut Mirror, index: u64, why: &str) {
         tracing::error!(conn = %m.key, index, reason = %why, "the reply here differs from the primary's; this connection will not survive the primary");
+        if !m.diverged {
+            self.shared.diverged += 1;
+        }
         m.gone = true;
         m.diverged = true;
     }
@@ -326,13 +333,6 @@ impl SiteDriver<'_> {
         if !owner || m.diverged || m.gone || m.close_pending || m.ahead_closed {
             return;
         }
-        if m.tls.as_ref().is_some_and(|t| !t.can_seal_ahead()) {
-            // HTTPS: the sequence number or key of the next record is not
-            // known here yet (the handshake's tickets not logged, or a
-            // client KeyUpdate the primary has not answered in the log):
-            // the reply is made when its unit comes.
-            return;
-        }
         let logged_to = m.input_base + m.input_log.len() as u64;
         let mask = static_mask(self.static_ok);
         if m.ahead_mask != mask {
@@ -346,6 +346,14 @@ impl SiteDriver<'_> {
             if m.continue_for == Some(index) || m.ahead_skip == Some(index) {
                 // The primary answers it (it started with `100 Continue`,
                 // or this node cannot make it).
+                return;
+            }
+            // HTTPS: the sequence number or key of the next record is not
+            // known here yet (the handshake's tickets not logged, or the
+            // request begins after a client KeyUpdate the primary has not
+            // answered in the log: its answer comes first): the reply is
+            // made when its unit comes, or ahead once the answer is logged.
+            if m.tls.as_ref().is_some_and(|t| !t.can_seal_ahead(start + 1)) {
                 return;
             }
             let from = (start - m.input_base) as usize;
@@ -363,9 +371,15 @@ impl SiteDriver<'_> {
                 None,
             ) {
                 Ok(r) => {
+                    let input_end = start + r.input_end;
+                    if m.tls.as_ref().is_some_and(|t| !t.can_seal_ahead(input_end)) {
+                        // It ends after a KeyUpdate not answered yet: the
+                        // primary's answer comes before it (as above).
+                        return;
+                    }
                     let sealed = match m.tls.as_mut() {
                         None => None,
-                        Some(t) => match t.seal_ahead(&r.chunks, r.close_after) {
+                        Some(t) => match t.seal_ahead(&r.chunks, r.close_after, input_end) {
                             Ok(s) => Some(s),
                             // Nothing placed: the primary's unit decides.
                             Err(e) => {
@@ -376,6 +390,7 @@ impl SiteDriver<'_> {
                         },
                     };
                     self.shared.local_replies += 1;
+                    self.shared.replies_ahead += 1;
                     let records = match sealed {
                         None => {
                             m.units_out.extend(r.chunks.iter().cloned());
@@ -395,7 +410,7 @@ impl SiteDriver<'_> {
                     );
                     m.ahead.push_back(Ahead {
                         index,
-                        input_end: start + r.input_end,
+                        input_end,
                         close_after: r.close_after,
                         chunks: r.chunks,
                         records,

@@ -148,11 +148,21 @@ pub(crate) struct MirrorTls {
     hrr_sent: usize,
     /// The client's records could not be opened here: no takeover.
     failed: bool,
-    /// KeyUpdates the client asked us to answer (read here), and answers
-    /// the primary logged (a logged state with a new sending key): a
-    /// survivor owes the client the difference.
-    updates_asked: u64,
-    updates_answered: u64,
+    /// Plaintext opened so far (the input log's offsets), and the client's
+    /// ciphertext offset opened to (the primary's `input_end` of TLS
+    /// units counts the same bytes).
+    plain_at: u64,
+    fed: u64,
+    /// The client's KeyUpdates asking for ours that no logged answer
+    /// covers yet, oldest first: where each was in the plaintext (the
+    /// primary answers once the replies to every request that ended by
+    /// there are sealed, before any later reply) and the ciphertext offset
+    /// its record ended at.
+    unanswered: std::collections::VecDeque<(u64, u64)>,
+    /// The client's ciphertext offset the last logged answer covers: it
+    /// answers every KeyUpdate the primary had read (one answer for
+    /// several), including those not read here yet.
+    answered_to: u64,
 }
 
 impl std::fmt::Debug for MirrorTls {
@@ -208,23 +218,22 @@ impl MirrorTls {
                     match rl.open(&self.raw[pos..pos + len]) {
                         Ok(o) => {
                             plain.extend_from_slice(&o.plaintext);
-                            self.updates_asked += o
-                                .events
-                                .iter()
-                                .filter(|e| {
-                                    matches!(
-                                        e,
-                                        TlsEvent::KeyUpdate {
-                                            update_requested: true
-                                        }
-                                    )
-                                })
-                                .count() as u64;
+                            self.plain_at += o.plaintext.len() as u64;
+                            self.fed += len as u64;
+                            let asked = o.events.iter().any(|e| {
+                                matches!(
+                                    e,
+                                    TlsEvent::KeyUpdate {
+                                        update_requested: true
+                                    }
+                                )
+                            });
+                            if asked && self.fed > self.answered_to {
+                                self.unanswered.push_back((self.plain_at, self.fed));
+                            }
                         }
                         Err(e) => break Err(e),
                     }
-                    // Our answers (a KeyUpdate) come logged from the primary.
-                    let _ = rl.take_output();
                     pos += len;
                 }
                 Ok(None) => break Ok(()),
@@ -263,6 +272,7 @@ impl MirrorTls {
                         .filter(|&e| e <= self.raw.len())
                         .ok_or(TlsError::BadState("the flight follows bytes not seen here"))?;
                     self.raw.drain(..end);
+                    self.fed = input_end;
                     self.rl = Some(Box::new(RecordLayer::new(state.clone())?));
                     self.pump(plain)?;
                 }
@@ -271,7 +281,10 @@ impl MirrorTls {
                     .as_ref()
                     .is_some_and(|t| !t.same_sending_key(&state))
                 {
-                    self.updates_answered += 1;
+                    // Our answer: it covers every KeyUpdate the primary had
+                    // read by then.
+                    self.answered_to = self.answered_to.max(input_end);
+                    self.unanswered.retain(|&(_, end)| end > input_end);
                 }
                 // The flight's state first; the next is the one after the
                 // tickets (the handshake's end: `LiveTls::apply`).
@@ -308,30 +321,37 @@ impl MirrorTls {
         Ok(out)
     }
 
-    /// Whether a reply sealed now is sealed as the primary will seal it,
-    /// before its unit comes: the handshake is over and its tickets
+    /// Whether the reply to a request whose input ends at `input_end` (a
+    /// plaintext offset), sealed now, is sealed as the primary will seal
+    /// it, before its unit comes: the handshake is over and its tickets
     /// logged (the key and the sequence number are the logged state's
-    /// plus the records counted since), and no client KeyUpdate is
-    /// unanswered in the log (the primary places its answer, a new key,
-    /// before the replies it seals after reading it).
-    pub fn can_seal_ahead(&self) -> bool {
+    /// plus the records counted since), and the request ended before every
+    /// client KeyUpdate not answered in the log (the primary sends its
+    /// answer, a new key, only after the replies to the requests before
+    /// the KeyUpdate: `LiveConn`'s `answer_key_update`).
+    pub fn can_seal_ahead(&self, input_end: u64) -> bool {
         !self.failed
             && self.established
             && self.rl.is_some()
-            && self.updates_asked == self.updates_answered
+            && self
+                .unanswered
+                .front()
+                .is_none_or(|&(at, _)| input_end <= at)
     }
 
-    /// A `static` reply made ahead of its (local) unit, sealed after the
-    /// replies made ahead before it: the records the primary will send,
-    /// if the units logged meanwhile are those replies' (checked as they
-    /// come: a TLS unit first is a divergence, by the caller). Returns the
-    /// records and their count.
+    /// A `static` reply made ahead of its (local) unit, to the request
+    /// ending at `input_end`, sealed after the replies made ahead before
+    /// it: the records the primary will send, if the units logged
+    /// meanwhile are those replies' (checked as they come: a TLS unit
+    /// first is a divergence, by the caller). Returns the records and
+    /// their count.
     pub fn seal_ahead(
         &mut self,
         chunks: &[Bytes],
         close_after: bool,
+        input_end: u64,
     ) -> Result<(Sealing, u64), TlsError> {
-        if !self.can_seal_ahead() {
+        if !self.can_seal_ahead(input_end) {
             return Err(TlsError::BadState("a reply ahead of an unsettled state"));
         }
         let (out, from, n) = self.seal_next(chunks, close_after)?;
@@ -422,8 +442,10 @@ impl MirrorTls {
         Ok((Sealing::new(d, chunks.iter().cloned()), from, n))
     }
 
-    /// The live TLS layer a promoted mirror continues with.
-    pub fn promote(self, config: &TlsServerConfig) -> Result<LiveTls, TlsError> {
+    /// The live TLS layer a promoted mirror continues with, its HTTP layer
+    /// fed the plaintext from offset `http_base` on (the first request
+    /// without a reply logged or made here).
+    pub fn promote(self, config: &TlsServerConfig, http_base: u64) -> Result<LiveTls, TlsError> {
         if self.failed {
             return Err(TlsError::Failed);
         }
@@ -438,13 +460,21 @@ impl MirrorTls {
                     .ok_or(TlsError::SequenceExhausted)?;
                 let state = rl.snapshot()?.with_tx(&tx, sent)?;
                 let mut rl = RecordLayer::new(state)?;
-                // The client asked for KeyUpdates the old node had not
-                // answered in the log: the client has seen none of them,
-                // so this node answers (sent before anything else).
-                for _ in self.updates_answered..self.updates_asked {
-                    rl.update_tx()?;
+                // The client asked for a KeyUpdate the old node had not
+                // answered in the log: the client has seen no answer, so
+                // this node owes it one (one for all of them), placed as
+                // the old node would have: after the replies to the
+                // requests before the first (those made ahead here are
+                // sent already; the rest this node makes again).
+                let owed_at = self
+                    .unanswered
+                    .front()
+                    .map(|&(at, _)| at.saturating_sub(http_base));
+                if owed_at.is_some() {
+                    rl.owe_update();
                 }
-                Ok(LiveTls::records(rl, self.raw))
+                let plain_at = self.plain_at.saturating_sub(http_base);
+                Ok(LiveTls::records(rl, self.raw, plain_at, owed_at))
             }
             (Some(_), None) => Err(TlsError::Failed),
         }

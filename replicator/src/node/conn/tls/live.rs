@@ -177,6 +177,13 @@ pub(crate) struct LiveTls {
     /// Its state could not be taken over: the connection is lost (reset),
     /// unlike one the client broke (alert and close).
     lost: bool,
+    /// Plaintext handed out so far, as an offset in the HTTP layer's input
+    /// (a promoted connection's starts after the input it was given).
+    plain_at: u64,
+    /// The HTTP input offset of the first client KeyUpdate (update
+    /// requested) not answered yet: the answer goes out once every request
+    /// that ended by there has its final reply sealed (`answer_owed_at`).
+    owed_at: Option<u64>,
 }
 
 impl std::fmt::Debug for LiveTls {
@@ -213,12 +220,21 @@ impl LiveTls {
             client_closed: false,
             job: None,
             lost: false,
+            plain_at: 0,
+            owed_at: None,
         })
     }
 
     /// A connection continuing with record layer `rl` (a promoted mirror);
-    /// `raw`: client bytes of a record not yet whole.
-    pub(super) fn records(rl: RecordLayer, raw: Vec<u8>) -> Self {
+    /// `raw`: client bytes of a record not yet whole; `plain_at`: the HTTP
+    /// input offset its plaintext continues at; `owed_at`: where a
+    /// KeyUpdate the old node did not answer was asked (`rl` owes it).
+    pub(super) fn records(
+        rl: RecordLayer,
+        raw: Vec<u8>,
+        plain_at: u64,
+        owed_at: Option<u64>,
+    ) -> Self {
         Self {
             phase: Phase::Records(Box::new(rl)),
             raw,
@@ -227,6 +243,8 @@ impl LiveTls {
             client_closed: false,
             job: None,
             lost: false,
+            plain_at,
+            owed_at,
         }
     }
 
@@ -241,6 +259,8 @@ impl LiveTls {
             client_closed: false,
             job: None,
             lost: true,
+            plain_at: 0,
+            owed_at: None,
         }
     }
 
@@ -386,19 +406,6 @@ impl LiveTls {
             }
             self.apply(d, out, read)?;
         }
-        if let Phase::Records(rl) = &mut self.phase {
-            // A KeyUpdate a survivor owes the client (see
-            // `MirrorTls::promote`), logged with the state after it.
-            let owed = rl.take_output();
-            if !owed.is_empty() {
-                let state = rl.snapshot().map_err(|e| (e, Vec::new()))?;
-                out.push(TlsOut {
-                    head: encode_tls_unit(Some(&state)),
-                    bytes: owed.into(),
-                    input_end: self.fed,
-                });
-            }
-        }
         match &mut self.phase {
             Phase::Busy | Phase::Failed => Ok(()),
             Phase::Handshake(_) => {
@@ -433,6 +440,13 @@ impl LiveTls {
                         Err(e) => break Err((e, rl.take_output())),
                     };
                     plain.extend_from_slice(&opened.plaintext);
+                    self.plain_at += opened.plaintext.len() as u64;
+                    if rl.update_owed() && self.owed_at.is_none() {
+                        // Answered after the replies to what came before
+                        // (`answer_update`): the owner node may have
+                        // sealed those ahead under the key before it.
+                        self.owed_at = Some(self.plain_at);
+                    }
                     for ev in opened.events {
                         match ev {
                             TlsEvent::CloseNotify => read.eof = true,
@@ -445,25 +459,43 @@ impl LiveTls {
                             TlsEvent::UserCanceled => {}
                         }
                     }
-                    let answer = rl.take_output();
-                    if !answer.is_empty() {
-                        // Our KeyUpdate: the owner learns the new
-                        // sending key from the state logged with it.
-                        let state = match rl.snapshot() {
-                            Ok(s) => s,
-                            Err(e) => break Err((e, Vec::new())),
-                        };
-                        out.push(TlsOut {
-                            head: encode_tls_unit(Some(&state)),
-                            bytes: answer.into(),
-                            input_end: self.fed,
-                        });
-                    }
                 };
                 self.raw.drain(..pos.min(self.raw.len()));
                 result
             }
         }
+    }
+
+    /// The HTTP input offset of the client's first KeyUpdate still owed an
+    /// answer: the caller sends it (`answer_update`) once every request
+    /// that ended by there has its final reply sealed, and before any
+    /// output for a later one.
+    pub fn answer_owed_at(&self) -> Option<u64> {
+        self.owed_at
+    }
+
+    /// Our answer to the client's KeyUpdate(s), as a TLS unit: the
+    /// KeyUpdate record, logged with the state after it (the new sending
+    /// key), `input_end` the client's ciphertext read so far — every
+    /// KeyUpdate the client sent before that offset is answered by it,
+    /// which is how the owner node tells which it answers. `None` if
+    /// nothing is owed (or we have closed).
+    pub(in crate::node::conn) fn answer_update(&mut self) -> Result<Option<TlsOut>, TlsError> {
+        self.owed_at = None;
+        let Phase::Records(rl) = &mut self.phase else {
+            return Ok(None);
+        };
+        if !rl.answer_update()? {
+            return Ok(None);
+        }
+        let bytes = rl.take_output();
+        let state = rl.snapshot()?;
+        tracing::debug!("our KeyUpdate: the client's request for one answered");
+        Ok(Some(TlsOut {
+            head: encode_tls_unit(Some(&state)),
+            bytes: bytes.into(),
+            input_end: self.fed,
+        }))
     }
 
     /// Reserve the records of one HTTP output unit of `plain_len` bytes
