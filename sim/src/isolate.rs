@@ -114,7 +114,7 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     })
 }
 
-fn stats_fields(s: &RunStats) -> [u64; 26] {
+fn stats_fields(s: &RunStats) -> [u64; 28] {
     [
         s.lan_frames,
         s.lan_lost,
@@ -142,6 +142,8 @@ fn stats_fields(s: &RunStats) -> [u64; 26] {
         s.tls_retried,
         s.tls_resumed,
         s.tls_tickets_offered,
+        s.shadows_detached,
+        s.generation_missing,
     ]
 }
 
@@ -174,6 +176,8 @@ fn stats_from(v: &[u64]) -> Option<RunStats> {
         tls_retried: g(23)?,
         tls_resumed: g(24)?,
         tls_tickets_offered: g(25)?,
+        shadows_detached: g(26)?,
+        generation_missing: g(27)?,
     })
 }
 

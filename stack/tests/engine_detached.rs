@@ -290,11 +290,32 @@ fn a_new_syn_on_its_tuple_opens_a_new_shadow() {
 }
 
 #[test]
+fn after_a_takeover_its_client_is_reset_at_once() {
+    let mut n = Owner::new(16);
+    n.detached(40000);
+    n.client(client_seg(40000, CLIENT_ISN + 1, 700, ACK, b""));
+    n.engine.promote(&mut n.service, n.now);
+    let out = n.run();
+    let rsts: Vec<_> = out.lan.iter().filter(|s| s.has(RST)).collect();
+    assert_eq!(rsts.len(), 1, "{:?}", out.lan);
+    assert_eq!(
+        (rsts[0].dst, rsts[0].dst_port, rsts[0].src_port, rsts[0].seq),
+        (CLIENT, 40000, 80, PRIMARY_ISN + 1 + 700),
+        "at the client's last acknowledgement"
+    );
+    assert_eq!(rsts[0].dst_mac, CLIENT_MAC);
+}
+
+#[test]
 fn after_a_takeover_its_client_is_reset_not_ignored() {
     let mut n = Owner::new(16);
     n.detached(40000);
     n.engine.promote(&mut n.service, n.now);
-    n.run();
+    let out = n.run();
+    assert!(
+        !out.lan.iter().any(|s| s.has(RST)),
+        "no ACK heard since it was detached: no reset before the client sends"
+    );
     assert_eq!(n.engine.stats().detached, 0);
     let out = n.client(client_seg(40000, CLIENT_ISN + 1, 0, ACK, b"GET"));
     assert!(out.forwarded.is_empty());

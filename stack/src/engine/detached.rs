@@ -19,12 +19,17 @@
 //! still forwarded); a fenced node's drop of everything ends them.
 //!
 //! It cannot be taken over (its shadow is gone): at promotion every one
-//! ends, and its client's next segment finds no connection on the
-//! survivor, which answers it with an RST — a clean refusal, not silence.
+//! ends. The survivor resets its client at once, at the client's last
+//! acknowledgement (RFC 5961: a reset at exactly the receiver's next
+//! sequence number is taken; one inside its window draws an ACK, which
+//! finds no connection here and is answered with an RST). A client idle
+//! on the connection, or waiting for the server's FIN, would otherwise
+//! never hear; one that sends before it reaches it finds no connection
+//! and is reset too. A clean refusal either way, never silence.
 
 use std::time::{Duration, Instant as StdInstant};
 
-use crate::seg::{Seg, FIN, RST};
+use crate::seg::{self, Seg, ACK, FIN, RST};
 
 use super::pool::{Phase, Slot};
 use super::types::{ConnId, ConnKey, Frame, Role, Service, Tuple};
@@ -46,6 +51,9 @@ pub(super) struct Detached {
     last_seen: StdInstant,
     /// The client sent its FIN.
     client_fin: bool,
+    /// The highest ACK the client sent since it was detached (the
+    /// primary's sequence space): where a reset to it goes.
+    client_ack: Option<u32>,
 }
 
 impl Detached {
@@ -110,6 +118,7 @@ impl<C> Engine<C> {
         tr.detached = Some(Detached {
             last_seen: now,
             client_fin: false,
+            client_ack: None,
         });
         self.detached.insert(tuple);
         self.deferring.remove(&tuple);
@@ -175,6 +184,9 @@ impl<C> Engine<C> {
         {
             d.last_seen = now;
             d.client_fin |= s.has(FIN);
+            if s.has(ACK) && d.client_ack.is_none_or(|a| seg::seq_ge(s.ack, a)) {
+                d.client_ack = Some(s.ack);
+            }
             let due = d.due();
             self.note_detached_due(due);
         }
@@ -220,6 +232,27 @@ impl<C> Engine<C> {
             );
         }
         for t in &all {
+            let ack = self
+                .tracks
+                .get(t)
+                .and_then(|tr| tr.detached)
+                .and_then(|d| d.client_ack);
+            if let (Some(ack), Some(mac)) = (ack, self.next_hop_mac(t.0)) {
+                let f = seg::build(
+                    self.cfg.mac,
+                    mac,
+                    self.cfg.address.address(),
+                    t.0,
+                    t.2,
+                    t.1,
+                    ack,
+                    0,
+                    RST,
+                    0,
+                );
+                // (Its TCP checksum is the shell's to fill.)
+                self.lan_out.push_back(Frame::copy_from(&f));
+            }
             self.end_detached_track(t, "takeover");
         }
     }
