@@ -114,7 +114,7 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     })
 }
 
-fn stats_fields(s: &RunStats) -> [u64; 28] {
+fn stats_fields(s: &RunStats) -> [u64; 29] {
     [
         s.lan_frames,
         s.lan_lost,
@@ -144,6 +144,7 @@ fn stats_fields(s: &RunStats) -> [u64; 28] {
         s.tls_tickets_offered,
         s.shadows_detached,
         s.generation_missing,
+        s.detached_open,
     ]
 }
 
@@ -178,6 +179,7 @@ fn stats_from(v: &[u64]) -> Option<RunStats> {
         tls_tickets_offered: g(25)?,
         shadows_detached: g(26)?,
         generation_missing: g(27)?,
+        detached_open: g(28)?,
     })
 }
 

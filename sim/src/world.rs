@@ -86,6 +86,8 @@ pub struct RunStats {
     /// make, those for want of the content generation the primary named.
     pub shadows_detached: u64,
     pub generation_missing: u64,
+    /// Detached connections still tracked at the end of the run.
+    pub detached_open: u64,
     /// Connections opened by a SYN cookie, on every node.
     pub syn_cookies_validated: u64,
     pub arp_updates: u64,

@@ -104,6 +104,10 @@ fn check_primary_serves_on(name: &str, runs: &[(u64, Outcome)]) {
             out.stats.shadows_detached, out.stats.generation_missing,
             "{name}, reloads at step {step}: each shadow given up is detached"
         );
+        assert_eq!(
+            out.stats.detached_open, 0,
+            "{name}, reloads at step {step}: the forward-only track outlived its connection (the primary's ConnGone ends it)"
+        );
         detached += out.stats.shadows_detached;
     }
     println!(

@@ -298,6 +298,11 @@ impl SiteConns {
         }
     }
 
+    /// Drive connection `id` at the next round.
+    pub(crate) fn wake(&mut self, id: ConnId) {
+        self.woken.push(id);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.live.len()
     }

@@ -128,7 +128,14 @@ impl NodeCore {
         }
         busy |= site.engine.poll(&mut driver, now);
         for id in std::mem::take(&mut driver.conns.detach) {
-            busy |= site.engine.detach_shadow(&mut driver, id, now);
+            if site.engine.detach_shadow(&mut driver, id, now) {
+                busy = true;
+            } else {
+                // Not a shadow the engine could detach: its next drive
+                // aborts it, as for a reset.
+                driver.conns.wake(id);
+                busy = true;
+            }
         }
         if let Some(mac) = site.engine.take_conflict() {
             site.on_conflict(mac);

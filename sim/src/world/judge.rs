@@ -113,6 +113,7 @@ impl World {
             st.duplicate_syn += e.duplicate_syn;
             st.passed_through += e.passed_through;
             st.shadows_detached += e.shadows_detached;
+            st.detached_open += e.detached as u64;
             st.syn_cookies_validated += e.syn_cookies_validated;
         }
         st.generation_missing = self
