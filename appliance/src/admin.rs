@@ -124,6 +124,14 @@ pub struct AddressStatus {
     /// node never sent (both nodes served them in a split brain).
     #[serde(default)]
     pub diverged_resets: u64,
+    /// Owner: shadows given up because their reply differed from the
+    /// primary's, whose connections kept going to the primary
+    /// (forward-only: they will not survive its crash); and those of them
+    /// open now.
+    #[serde(default)]
+    pub shadows_detached: u64,
+    #[serde(default)]
+    pub detached_connections: u64,
     /// Connections refused or dropped by the bounds.
     pub refused: Refused,
     /// SYN cookies at the half-open bound.
@@ -399,6 +407,8 @@ pub(crate) mod tests {
                 held_acks: 3,
                 held_acks_dropped: 0,
                 diverged_resets: 0,
+                shadows_detached: 0,
+                detached_connections: 0,
                 refused: Refused {
                     per_source: 1,
                     half_open_evicted: 2,

@@ -481,6 +481,22 @@ pub fn render(s: &Status) -> String {
         |a| a.held_acks_dropped as f64,
     );
     per_address(&mut o, s, "hotpair_diverged_resets_total", "counter", "Connections reset because the client acknowledged bytes this node never sent (both nodes served them in a split brain).", |a| a.diverged_resets as f64);
+    per_address(
+        &mut o,
+        s,
+        "hotpair_shadows_detached_total",
+        "counter",
+        "Shadows the owner node gave up because their reply differed from the primary's; their connections go on, forwarded, unreplicated.",
+        |a| a.shadows_detached as f64,
+    );
+    per_address(
+        &mut o,
+        s,
+        "hotpair_detached_connections",
+        "gauge",
+        "Connections whose shadow was given up, still forwarded to the primary: they will not survive its crash.",
+        |a| a.detached_connections as f64,
+    );
 
     let mut f = family(
         &mut o,

@@ -325,16 +325,21 @@ impl ClientConn {
         moved |= self.pump_tls_out(sock);
         if self.ready() && !self.closed_by_us && sock.may_send() {
             match self.script.send {
-                Sending::AllAtOnce => {
-                    if self.next_req == 0 && n_req > 0 {
-                        for r in &self.script.requests {
+                Sending::AllAtOnce | Sending::FirstAtOnce(_) if self.next_req == 0 => {
+                    let n = match self.script.send {
+                        Sending::FirstAtOnce(n) => n.min(n_req),
+                        _ => n_req,
+                    };
+                    if n > 0 {
+                        for r in &self.script.requests[..n] {
                             self.out.extend_from_slice(r);
                         }
-                        self.next_req = n_req;
+                        self.next_req = n;
                         moved = true;
                     }
                 }
-                Sending::OneByOne => {
+                Sending::AllAtOnce => {}
+                Sending::OneByOne | Sending::FirstAtOnce(_) => {
                     if self.next_req < n_req
                         && self.complete == self.next_req
                         && self.out_pos == self.out.len()

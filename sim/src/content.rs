@@ -2,8 +2,9 @@
 //! process with deterministic content, loaded into a `Files` handler that
 //! every node of every run shares (its bodies are reference-counted).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use hotpair_http::files::Files;
 use hotpair_http::Limits;
@@ -38,6 +39,37 @@ pub fn file_bytes(name: &str, size: usize) -> Vec<u8> {
     }
     v.truncate(size);
     v
+}
+
+/// Another generation of the content, as an operator's edit makes it:
+/// the same files, `1k.bin`'s bytes changed by `salt` (not 0). Made once
+/// per process and salt (runs on other threads share it).
+pub fn altered(salt: u64) -> Files {
+    static MADE: Mutex<BTreeMap<u64, Files>> = Mutex::new(BTreeMap::new());
+    let mut made = MADE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    made.entry(salt)
+        .or_insert_with(|| {
+            let dir: PathBuf = std::env::temp_dir().join(format!(
+                "hotpair-sim-docroot-{}-altered-{salt}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).expect("creating an altered document root");
+            for (name, size) in FILES {
+                let mut bytes = file_bytes(name, size);
+                if name == "1k.bin" {
+                    for (b, k) in bytes.iter_mut().zip(salt.to_le_bytes().iter().cycle()) {
+                        *b ^= k;
+                    }
+                }
+                std::fs::write(dir.join(name), bytes).expect("writing an altered document root");
+            }
+            let files = Files::load(&dir, FILES_PREFIX).expect("loading an altered document root");
+            let _ = std::fs::remove_dir_all(&dir);
+            files
+        })
+        .clone()
 }
 
 /// The shared content, written and loaded on first use.

@@ -114,7 +114,7 @@ pub fn parse_key(line: &str, cache: &mut ExpectCache) -> Option<RunSpec> {
     })
 }
 
-fn stats_fields(s: &RunStats) -> [u64; 29] {
+fn stats_fields(s: &RunStats) -> [u64; 32] {
     [
         s.lan_frames,
         s.lan_lost,
@@ -145,6 +145,9 @@ fn stats_fields(s: &RunStats) -> [u64; 29] {
         s.diverged,
         s.local_replies,
         s.replies_ahead,
+        s.shadows_detached,
+        s.generation_missing,
+        s.detached_open,
     ]
 }
 
@@ -180,6 +183,9 @@ fn stats_from(v: &[u64]) -> Option<RunStats> {
         diverged: g(26)?,
         local_replies: g(27)?,
         replies_ahead: g(28)?,
+        shadows_detached: g(29)?,
+        generation_missing: g(30)?,
+        detached_open: g(31)?,
     })
 }
 

@@ -94,6 +94,35 @@ pub struct SimNode {
     out: RoundOut,
     /// A TLS job ran inline in this round: its result needs another.
     ran_inline: bool,
+    /// The policy of the `files` route (kept for a reload).
+    files_policy: Policy,
+}
+
+/// The routes every node serves: the application, `generate`, and
+/// `files` from `files` under `files_policy`.
+fn routes(files: hotpair_http::files::Files, files_policy: Policy) -> Vec<Route> {
+    vec![
+        Route {
+            prefix: APP_PREFIX.to_owned(),
+            handler: Handler::External,
+            policy: Policy::Logged,
+        },
+        Route {
+            prefix: content::GENERATE_PREFIX.to_owned(),
+            handler: Handler::Generate {
+                max_size: content::GENERATE_MAX,
+            },
+            policy: Policy::Logged,
+        },
+        Route {
+            prefix: content::FILES_PREFIX.to_owned(),
+            handler: Handler::Files(files),
+            // The config's default for files is `static`: every file
+            // scenario runs under active replication unless it says
+            // otherwise.
+            policy: files_policy,
+        },
+    ]
 }
 
 /// What a run sets on every node it builds.
@@ -128,28 +157,7 @@ impl SimNode {
             tls,
         } = opts;
         let c = content::get();
-        let routes = vec![
-            Route {
-                prefix: APP_PREFIX.to_owned(),
-                handler: Handler::External,
-                policy: Policy::Logged,
-            },
-            Route {
-                prefix: content::GENERATE_PREFIX.to_owned(),
-                handler: Handler::Generate {
-                    max_size: content::GENERATE_MAX,
-                },
-                policy: Policy::Logged,
-            },
-            Route {
-                prefix: content::FILES_PREFIX.to_owned(),
-                handler: Handler::Files(c.files.clone()),
-                // The config's default for files is `static`: every file
-                // scenario runs under active replication unless it says
-                // otherwise.
-                policy: files_policy,
-            },
-        ];
+        let routes = routes(c.files.clone(), files_policy);
         let peers = topo.peers(who);
         let peer_id = |w: Who| -> PeerId {
             peers
@@ -211,6 +219,7 @@ impl SimNode {
             sites: site_list.iter().map(|s| s.address).collect(),
             out: RoundOut::default(),
             ran_inline: false,
+            files_policy,
         }
     }
 
@@ -311,6 +320,21 @@ impl SimNode {
     pub fn handler_runs_for(&self, address: usize) -> u64 {
         self.site_of(address)
             .map_or(0, |s| self.core.site_handler_runs(s))
+    }
+
+    /// Serve `files` under `/static/` from now on (an operator's reload:
+    /// `NodeCore::handle_reload`, as on SIGHUP).
+    pub fn reload_files(&mut self, files: hotpair_http::files::Files) -> Result<(), String> {
+        self.core
+            .handle_reload(routes(files, self.files_policy))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// `static` replies this node could not make: the content generation
+    /// the primary named was not held here (its shadow was given up).
+    pub fn generation_missing(&self) -> u64 {
+        self.core.generation_missing()
     }
 
     /// Units this node logged to its peers so far.

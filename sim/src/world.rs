@@ -81,6 +81,13 @@ pub struct RunStats {
     pub not_forwarded: u64,
     pub duplicate_syn: u64,
     pub passed_through: u64,
+    /// Shadows given up (diverged) whose connections kept going to their
+    /// primary, on every node; of the `static` replies an owner could not
+    /// make, those for want of the content generation the primary named.
+    pub shadows_detached: u64,
+    pub generation_missing: u64,
+    /// Detached connections still tracked at the end of the run.
+    pub detached_open: u64,
     /// Connections opened by a SYN cookie, on every node.
     pub syn_cookies_validated: u64,
     pub arp_updates: u64,
@@ -301,6 +308,33 @@ impl World {
             tls_seen: BTreeMap::new(),
             kill_phase: None,
             syn_steps,
+        }
+    }
+
+    /// Steps run so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// Replies the client has received whole so far, on all its
+    /// connections.
+    pub fn replies_complete(&self) -> usize {
+        self.client.conns.iter().map(|c| c.complete).sum()
+    }
+
+    /// Node `who` reloads its `/static/` content to `files` now (an
+    /// operator's reload on one node). Returns false if it is not running.
+    pub fn reload_files(&mut self, who: Who, files: hotpair_http::files::Files) -> bool {
+        let Some(n) = self.nodes.get_mut(who.index()).and_then(Option::as_mut) else {
+            return false;
+        };
+        match n.reload_files(files) {
+            Ok(()) => true,
+            Err(e) => {
+                self.errors
+                    .push(format!("{}: reload refused: {e}", who.name()));
+                false
+            }
         }
     }
 

@@ -58,6 +58,7 @@ mod admission;
 mod buffers;
 mod claim;
 pub mod cookie;
+mod detached;
 mod device;
 mod dispatch;
 mod diverge;
@@ -77,6 +78,7 @@ use shadow::{FwdRule, Track};
 
 pub use claim::{CLAIM_PROBES, CLAIM_PROBE_INTERVAL, FENCE_REPROBE_INTERVAL};
 pub use cookie::CookieKey;
+pub use detached::{DETACHED_FIN_LINGER, DETACHED_IDLE};
 pub use diverge::DIVERGED_AFTER;
 pub use slab::RxSlab;
 pub use types::{
@@ -143,6 +145,11 @@ pub struct Engine<C> {
     /// When a diverged connection's reset was last logged, and how many
     /// were not logged since.
     diverged_warned: Option<(StdInstant, u64)>,
+    /// Owner: tuples with a forward-only track (their shadow was given
+    /// up, the primary serves on: see `detached.rs`), and when the first
+    /// of them may be due to end.
+    detached: BTreeSet<Tuple>,
+    detached_due: Option<StdInstant>,
     lan_in: VecDeque<Frame>,
     peer_in: VecDeque<Frame>,
     lan_out: VecDeque<Frame>,
@@ -300,6 +307,8 @@ impl<C> Engine<C> {
             deferring: BTreeSet::new(),
             diverging: BTreeMap::new(),
             diverged_warned: None,
+            detached: BTreeSet::new(),
+            detached_due: None,
             lan_in: VecDeque::new(),
             peer_in: VecDeque::new(),
             lan_out: VecDeque::new(),
@@ -349,6 +358,7 @@ impl<C> Engine<C> {
         let mut st = self.stats;
         st.half_open = self.pool.half_open.len();
         st.send_buffers_lent = self.pool.tx.lent();
+        st.detached = self.detached.len();
         st
     }
     pub fn config(&self) -> &StackConfig {
@@ -481,6 +491,10 @@ impl<C> Engine<C> {
             let d = at.saturating_duration_since(now);
             wait = Some(wait.map_or(d, |w| w.min(d)));
         }
+        if let Some(at) = self.detached_due() {
+            let d = at.saturating_duration_since(now);
+            wait = Some(wait.map_or(d, |w| w.min(d)));
+        }
         wait
     }
 
@@ -491,6 +505,7 @@ impl<C> Engine<C> {
             return;
         }
         self.mode = Role::Simplex;
+        self.end_all_detached();
         // A shadow "sent" its data into the void while the primary lived, so
         // its sender is as far as the primary's was, or further; what the
         // client has not acknowledged must go out again, now. Rather than
@@ -642,6 +657,7 @@ impl<C> Engine<C> {
         }
         self.pool.ready.give_back(ready);
         self.check_diverged(service, now);
+        self.expire_detached(now);
         self.release_idle_rx(now);
         if self.enforce_max_connections(service, now) {
             busy = true;

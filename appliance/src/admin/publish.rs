@@ -448,6 +448,8 @@ impl StatusPublisher {
             held_acks: st.held,
             held_acks_dropped: st.held_dropped,
             diverged_resets: st.diverged_reset,
+            shadows_detached: st.shadows_detached,
+            detached_connections: st.detached as u64,
             refused: Refused {
                 per_source: st.per_source_refused,
                 half_open_evicted: st.half_open_evicted,

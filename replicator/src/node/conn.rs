@@ -176,8 +176,12 @@ pub struct Mirror {
     continue_for: Option<u64>,
     close_pending: bool,
     gone: bool,
+    /// The primary's connection is gone (its `ConnGone`).
+    primary_gone: bool,
     /// A local reply could not be made: this shadow must not take over.
     diverged: bool,
+    /// The engine was asked to detach this shadow (see `drive_shadow`).
+    detach_asked: bool,
     /// Replies this node made ahead of the primary's unit for `static`
     /// routes (consecutive indices from `next_index`), in `units_out`
     /// already; each is checked against the primary's unit when it comes.
@@ -262,6 +266,9 @@ pub(crate) struct SiteConns {
     /// Handshake steps back from the shell, applied at their next drive.
     tls_done: BTreeMap<ConnId, HandshakeDone>,
     woken: Vec<ConnId>,
+    /// Shadows given up (diverged) while the primary serves on: the round
+    /// has the engine detach them (`Engine::detach_shadow`) after its poll.
+    pub(crate) detach: Vec<ConnId>,
     /// Requests of this address handed to a handler so far.
     pub handler_runs: u64,
     /// Connections aborted because their client took no output for
@@ -304,15 +311,25 @@ impl SiteConns {
         }
     }
 
-    /// A replication event for the connection `conn` names.
-    pub(crate) fn event(&mut self, conn: ConnKey, ev: Event) {
+    /// A replication event for the connection `conn` names. Returns
+    /// whether a connection here took it.
+    pub(crate) fn event(&mut self, conn: ConnKey, ev: Event) -> bool {
         match self.by_key.get(&conn) {
             Some(&id) => {
                 self.conn_events.entry(id).or_default().push_back(ev);
                 self.woken.push(id);
+                true
             }
-            None => tracing::debug!(%conn, "replication event for an unknown connection"),
+            None => {
+                tracing::debug!(%conn, "replication event for an unknown connection");
+                false
+            }
         }
+    }
+
+    /// Drive connection `id` at the next round.
+    pub(crate) fn wake(&mut self, id: ConnId) {
+        self.woken.push(id);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -730,7 +747,9 @@ impl Service for SiteDriver<'_> {
                 continue_for: None,
                 close_pending: false,
                 gone: false,
+                primary_gone: false,
                 diverged: false,
+                detach_asked: false,
                 ahead: VecDeque::new(),
                 ahead_closed: false,
                 ahead_tried: 0,

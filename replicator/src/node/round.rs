@@ -127,6 +127,16 @@ impl NodeCore {
             self.changes.push_back(RoleChange::Claiming { address });
         }
         busy |= site.engine.poll(&mut driver, now);
+        for id in std::mem::take(&mut driver.conns.detach) {
+            if site.engine.detach_shadow(&mut driver, id, now) {
+                busy = true;
+            } else {
+                // Not a shadow the engine could detach: its next drive
+                // aborts it, as for a reset.
+                driver.conns.wake(id);
+                busy = true;
+            }
+        }
         if let Some(mac) = site.engine.take_conflict() {
             site.on_conflict(mac);
             busy = true;
@@ -189,8 +199,19 @@ impl Site {
     ) {
         match ev {
             Event::Frame { frame } => self.engine.handle_peer_frame(Frame::copy_from(&frame)),
-            Event::Release { conn, .. } | Event::ConnGone { conn } => self.conns.event(conn, ev),
-            Event::Logged(ref u) => self.conns.event(u.conn, ev),
+            Event::ConnGone { conn } => {
+                // A connection whose shadow was dropped here (detached)
+                // ends with the primary's.
+                if !self.conns.event(conn, ev) {
+                    self.engine.end_detached(conn);
+                }
+            }
+            Event::Release { conn, .. } => {
+                self.conns.event(conn, ev);
+            }
+            Event::Logged(ref u) => {
+                self.conns.event(u.conn, ev);
+            }
             Event::PeerUp { node, mac } => {
                 decided.rejoin_now = self.on_peer_up(&node, mac, route_digests);
             }

@@ -27,6 +27,8 @@ pub enum Sending {
     OneByOne,
     /// All requests at once, in one write (pipelining).
     AllAtOnce,
+    /// The first `n` requests in one write, then the others one by one.
+    FirstAtOnce(usize),
 }
 
 /// When the client closes.

@@ -117,8 +117,16 @@ impl World {
             st.not_forwarded += e.not_forwarded;
             st.duplicate_syn += e.duplicate_syn;
             st.passed_through += e.passed_through;
+            st.shadows_detached += e.shadows_detached;
+            st.detached_open += e.detached as u64;
             st.syn_cookies_validated += e.syn_cookies_validated;
         }
+        st.generation_missing = self
+            .nodes
+            .iter()
+            .flatten()
+            .map(SimNode::generation_missing)
+            .sum();
         Outcome {
             done_step: self.done_step,
             done_time: self.done_time,

@@ -403,6 +403,7 @@ impl<C> Engine<C> {
                 slot,
                 shadow: shadow.then(Shadow::default),
                 local: self.admitting_lan && !shadow,
+                detached: None,
             },
         );
         *self.per_source.entry(tuple.0).or_default() += 1;

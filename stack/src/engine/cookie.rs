@@ -323,6 +323,7 @@ impl<C> Engine<C> {
                 slot: Some(i),
                 shadow: shadow.then(|| Shadow::from_cookie(iss, s.seq, window)),
                 local: self.admitting_lan && !shadow,
+                detached: None,
             },
         );
         *self.per_source.entry(tuple.0).or_default() += 1;

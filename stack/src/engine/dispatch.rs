@@ -200,6 +200,7 @@ impl<C> Engine<C> {
 
     /// Stop tracking `tuple`.
     pub(super) fn untrack(&mut self, tuple: &Tuple) {
+        self.detached.remove(tuple);
         if self.tracks.remove(tuple).is_some() {
             if let Some(n) = self.per_source.get_mut(&tuple.0) {
                 *n -= 1;

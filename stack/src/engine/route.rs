@@ -119,6 +119,12 @@ impl<C> Engine<C> {
                 self.lan_out.push_back(f);
                 continue;
             };
+            if tr.detached.is_some() {
+                // No socket holds it: an RST smoltcp made for a segment
+                // queued to the shadow before it went. Never the client's.
+                self.recycle(f);
+                continue;
+            }
             if s.has(RST) && tr.slot.is_none() && !s.has(SYN) {
                 // No socket took the SYN (pool full): the refusal is ours to
                 // send, shadow or not.

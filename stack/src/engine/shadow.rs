@@ -131,6 +131,14 @@ impl Shadow {
         Admission::Ready(off)
     }
 
+    /// The segments deferred until the shadow held them (client
+    /// originals), taken.
+    pub(super) fn take_deferred(&mut self) -> impl Iterator<Item = Frame> {
+        std::mem::take(&mut self.deferred)
+            .into_iter()
+            .map(|(_, f)| f)
+    }
+
     /// End of the shadow's queued data in its own sequence space: an ACK
     /// beyond it would make smoltcp drop the whole segment, payload included.
     pub(super) fn queued_end(&self) -> Option<u32> {
@@ -154,6 +162,9 @@ pub(super) struct Track {
     /// this node on the LAN until the owner's announcement reaches the
     /// client, and are taken (see `admit`).
     pub(super) local: bool,
+    /// Owner: its shadow was given up and its segments go to the primary
+    /// as they come (see `detached.rs`); no slot, no shadow.
+    pub(super) detached: Option<super::detached::Detached>,
 }
 
 /// See [`Shadow::admission`].
@@ -236,7 +247,7 @@ impl<C> Engine<C> {
     /// Whether `len` more bytes may pass through to the primary now (a
     /// token bucket: `PASS_THROUGH_RATE` bytes a second, bursts of
     /// `PASS_THROUGH_BURST`).
-    fn pass_budget(&mut self, len: usize) -> bool {
+    pub(super) fn pass_budget(&mut self, len: usize) -> bool {
         let now = self.last_poll;
         let dt = now.saturating_duration_since(self.pass_refilled);
         let add = (dt.as_micros() as u64).saturating_mul(PASS_THROUGH_RATE) / 1_000_000;
@@ -261,6 +272,15 @@ impl<C> Engine<C> {
 
     pub(super) fn admit_owner(&mut self, f: Frame, refusing: bool) -> Option<Frame> {
         let (f, s, tuple) = self.classify(f)?;
+        if self.is_detached(&tuple) {
+            if !s.has(SYN) || s.has(ACK) {
+                self.forward_detached(f, &s, tuple);
+                return None;
+            }
+            // A new connection from the same client port: the old one is
+            // over for its client.
+            self.end_detached_track(&tuple, "a new SYN on its tuple");
+        }
         if s.has(SYN) && !s.has(ACK) {
             if self.syn_is_duplicate(&tuple) {
                 // A handshake served here (promoted before a rejoin), as in
@@ -380,12 +400,16 @@ impl<C> Engine<C> {
             sh.deferred = keep;
         }
         for (tuple, f, rule) in std::mem::take(&mut self.pending_fwd) {
-            let sh = self.tracks.get(&tuple).and_then(|t| t.shadow.as_ref());
-            let ok = match rule {
-                FwdRule::Always => true,
-                FwdRule::Syn => sh.is_some_and(|sh| sh.isn.is_some()),
-                FwdRule::Covered(span) => sh.is_some_and(|sh| sh.holds(span)),
-            };
+            let tr = self.tracks.get(&tuple);
+            // Detached since it was queued: the primary gets it as it is.
+            let detached = tr.is_some_and(|t| t.detached.is_some());
+            let sh = tr.and_then(|t| t.shadow.as_ref());
+            let ok = detached
+                || match rule {
+                    FwdRule::Always => true,
+                    FwdRule::Syn => sh.is_some_and(|sh| sh.isn.is_some()),
+                    FwdRule::Covered(span) => sh.is_some_and(|sh| sh.holds(span)),
+                };
             tracing::trace!(client = %tuple.0, port = tuple.1, ?rule, ok, "forward decision");
             if ok {
                 self.stats.forwarded += 1;

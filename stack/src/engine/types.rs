@@ -278,4 +278,12 @@ pub struct EngineStats {
     /// never sent, and nothing else, for `DIVERGED_AFTER`: both nodes
     /// served them in a split brain (see `engine/diverge.rs`).
     pub diverged_reset: u64,
+    /// Owner: shadows given up because their reply differed from the
+    /// primary's, whose connection kept a forward-only track to the
+    /// primary (see `Engine::detach_shadow`).
+    pub shadows_detached: u64,
+    /// Owner: detached connections now.
+    pub detached: usize,
+    /// Owner: client segments of detached connections forwarded.
+    pub detached_forwarded: u64,
 }

@@ -250,7 +250,10 @@ impl SiteDriver<'_> {
                             m.close_pending = true;
                         }
                     }
-                    Event::ConnGone { .. } => m.gone = true,
+                    Event::ConnGone { .. } => {
+                        m.gone = true;
+                        m.primary_gone = true;
+                    }
                     _ => {}
                 }
             }
@@ -275,9 +278,19 @@ impl SiteDriver<'_> {
         if m.close_pending && m.units_out.is_empty() && sock.is_open() && !m.diverged {
             sock.close();
         } else if m.gone && (!m.close_pending || m.diverged) && sock.is_open() {
-            // The primary's connection was reset: so is ours (silently:
-            // a shadow's output never leaves this node).
-            sock.abort();
+            if m.diverged && !m.primary_gone && !m.detach_asked {
+                // Given up while the primary serves on: the engine drops
+                // the socket but keeps forwarding the client's segments
+                // (freed, the slot would forget the tuple, and the owner
+                // would drop them: the live connection stalled).
+                m.detach_asked = true;
+                self.conns.detach.push(id);
+            } else {
+                // The primary's connection was reset (or the engine could
+                // not detach this one): so is ours (silently: a shadow's
+                // output never leaves this node).
+                sock.abort();
+            }
         }
     }
 
