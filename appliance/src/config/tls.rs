@@ -257,12 +257,9 @@ mod tests {
         let e = load_err(&format!("{BASE}{}", tls(&dir, 443, "xyz")), &dir);
         assert!(e.contains("tls.ticket_key_file"), "{e}");
         // Cipher suites: an unknown name, an empty list, one listed twice.
-        let with_suites = |list: &str| {
-            format!(
-                "{BASE}{}cipher_suites = {list}\n",
-                tls(&dir, 443, &good_key)
-            )
-        };
+        // The `[tls]` table with one more line.
+        let with = |line: &str| format!("{BASE}{}{line}\n", tls(&dir, 443, &good_key));
+        let with_suites = |list: &str| with(&format!("cipher_suites = {list}"));
         let e = load_err(&with_suites("[\"TLS_AES_128_CCM_SHA256\"]"), &dir);
         assert!(
             e.contains("unknown TLS 1.3 cipher suite \"TLS_AES_128_CCM_SHA256\"")
@@ -281,13 +278,7 @@ mod tests {
         );
         // A rotation period out of bounds, either way, or not a number.
         for bad in ["0", "599", "604801"] {
-            let e = load_err(
-                &format!(
-                    "{BASE}{}ticket_rotation_secs = {bad}\n",
-                    tls(&dir, 443, &good_key)
-                ),
-                &dir,
-            );
+            let e = load_err(&with(&format!("ticket_rotation_secs = {bad}")), &dir);
             assert!(
                 e.contains(&format!(
                     "tls.ticket_rotation_secs: {bad} is out of bounds: 600 (10 minutes) to 604800 (a week)"
@@ -295,13 +286,7 @@ mod tests {
                 "{e}"
             );
         }
-        let e = load_err(
-            &format!(
-                "{BASE}{}ticket_rotation_secs = \"1h\"\n",
-                tls(&dir, 443, &good_key)
-            ),
-            &dir,
-        );
+        let e = load_err(&with("ticket_rotation_secs = \"1h\""), &dir);
         assert!(e.contains("ticket_rotation_secs"), "{e}");
         // The certificate file is missing: named.
         let e = load_err(&format!("{BASE}{}", tls(&dir, 443, &good_key)), &dir);
