@@ -20,7 +20,7 @@ mod shadow;
 mod taken;
 mod tls;
 
-pub use tls::{HandshakeDone, HandshakeWork, TLS_INDEX};
+pub use tls::{decode_tls_unit, encode_tls_unit, HandshakeDone, HandshakeWork, TLS_INDEX};
 
 /// A handshake step for the shell to run off the round; give the result
 /// back with [`crate::node::NodeCore::handle_tls_job_done`].
