@@ -19,6 +19,12 @@
 //!   lossy seed at 10 spaced steps; dual-role at 6 spaced steps. It prints
 //!   the kill runs by the phase the victim's connection was in.
 //!   `SIM_ONLY=a,b` limits the scenarios, `SIM_THREADS` the parallelism.
+//! - `a_survivor_answers_the_key_update_it_owes`: `tls-keyupdate`, the
+//!   primary killed at every other step after the handshake; the judge
+//!   opens the server's records itself and finds each client KeyUpdate
+//!   answered once, before the next reply (in every run of this file).
+//! - `tls_and_http_shadows_on_one_address_are_both_promoted`: one address,
+//!   HTTPS and plain HTTP at once, the primary killed at spaced steps.
 //! - `worker`: runs a batch in a child process (`hotpair_sim::isolate`).
 
 use std::path::Path;
