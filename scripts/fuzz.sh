@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of hotpair's input-facing state machines with
 # AFL++ through cargo-afl, on the stable toolchain (libFuzzer / cargo fuzz
-# need nightly). Targets (fuzz/src/): http_conn, wire, engine, replica, tls_record.
+# need nightly). Targets (fuzz/src/): http_conn, wire, engine, replica, tls_record,
+# tls_unit.
 #
 #   bash scripts/fuzz.sh                  # = --short: 25 s per target
 #   bash scripts/fuzz.sh --long 3600      # an hour per target
@@ -31,12 +32,12 @@ while [ $# -gt 0 ]; do
         --short) seconds=25 ;;
         --long) seconds="${2:?--long needs SECONDS}"; shift ;;
         -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-        http_conn|wire|engine|replica|tls_record) targets+=("$1") ;;
+        http_conn|wire|engine|replica|tls_record|tls_unit) targets+=("$1") ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
 done
-[ "${#targets[@]}" -gt 0 ] || targets=(http_conn wire engine replica tls_record)
+[ "${#targets[@]}" -gt 0 ] || targets=(http_conn wire engine replica tls_record tls_unit)
 jobs="${FUZZ_JOBS:-$(nproc)}"
 
 step() { printf '\n==> %s\n' "$*"; }

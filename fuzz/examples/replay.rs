@@ -8,7 +8,9 @@ fn main() {
     let (target, file) = match &args[..] {
         [_, t, f] => (t.as_str(), f.as_str()),
         _ => {
-            eprintln!("usage: replay <http_conn|wire|engine|replica> <file|-|hex:..>");
+            eprintln!(
+                "usage: replay <http_conn|wire|engine|replica|tls_record|tls_unit> <file|-|hex:..>"
+            );
             std::process::exit(2);
         }
     };
@@ -29,6 +31,8 @@ fn main() {
         "wire" => hotpair_fuzz::wire::run(&data),
         "engine" => hotpair_fuzz::engine::run(&data),
         "replica" => hotpair_fuzz::replica::run(&data),
+        "tls_record" => hotpair_fuzz::tls_record::run(&data),
+        "tls_unit" => hotpair_fuzz::tls_unit::run(&data),
         _ => panic!("unknown target {target}"),
     }
     println!("ok");

@@ -21,11 +21,16 @@
 //!   over the link) and `RecordLayer::open` (the client's records): any
 //!   bytes, any split; sealed records open back, changed ones never to
 //!   other plaintext.
+//! - [`tls_unit`]: the node core's TLS unit payload (`decode_tls_unit`, the
+//!   state and bytes the primary logs with its own TLS output): what
+//!   decodes encodes back to the same payload, what is encoded decodes
+//!   back, a payload cut inside its state never decodes.
 
 pub mod engine;
 pub mod http_conn;
 pub mod replica;
 pub mod tls_record;
+pub mod tls_unit;
 pub mod wire;
 
 /// Whether `FUZZ_TRACE` is set: the harnesses then print what they do

@@ -111,6 +111,26 @@ fn tls_record() {
 }
 
 #[test]
+fn tls_unit() {
+    replay("tls_unit", hotpair_fuzz::tls_unit::run);
+}
+
+/// The committed seeds of `tls_unit` are the units the generator makes
+/// (`cargo run --example tls_unit_seeds` writes them again).
+#[test]
+fn tls_unit_seeds_are_current() {
+    for (name, data) in hotpair_fuzz::tls_unit::seeds() {
+        let f = dir("corpus", "tls_unit").join(format!("seed-{name}"));
+        let committed = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            committed == data,
+            "{} is not what the generator makes",
+            f.display()
+        );
+    }
+}
+
+#[test]
 fn replica() {
     replay("replica", hotpair_fuzz::replica::run);
 }

@@ -136,11 +136,28 @@ pub struct ClientConn {
     /// HTTPS: the client's session tickets (all its connections) when
     /// this one was opened.
     pub tickets_at_open: u64,
+    /// HTTPS: for each KeyUpdate(update_requested) the client sent, the
+    /// request it sent right after it (the judge holds the server to an
+    /// answer before that request's reply).
+    pub key_updates: Vec<usize>,
+    /// HTTPS: the random of its ClientHello (what the client's key log
+    /// files the server's traffic secret under).
+    pub client_random: Option<[u8; 32]>,
+    /// HTTPS: the negotiated cipher suite (IANA number).
+    pub suite: Option<u16>,
+    /// HTTPS with KeyUpdates in its script: every byte the server sent,
+    /// for the judge to open itself (`tls::check_key_update_answers`).
+    pub server_wire: Vec<u8>,
 }
 
 impl ClientConn {
     pub fn done(&self) -> bool {
         self.done_at.is_some()
+    }
+
+    /// HTTPS: TLS failed at the client (`abnormal` says why).
+    pub fn tls_failed(&self) -> bool {
+        self.tls_failed
     }
 
     pub fn describe(&self) -> String {
@@ -189,6 +206,14 @@ impl ClientConn {
                 break;
             }
         }
+        if self.client_random.is_none() {
+            // The first thing written is the ClientHello: record header
+            // (5), handshake header (4), legacy_version (2), then the
+            // random (32).
+            if let Some(r) = self.wire_out.get(11..43).filter(|_| self.wire_out[0] == 22) {
+                self.client_random = r.try_into().ok();
+            }
+        }
         while self.wire_pos < self.wire_out.len() && sock.can_send() {
             let n = sock
                 .send_slice(&self.wire_out[self.wire_pos..])
@@ -232,6 +257,9 @@ impl ClientConn {
             return;
         };
         self.wire_received += data.len() as u64;
+        if self.script.key_update {
+            self.server_wire.extend_from_slice(data);
+        }
         let mut rd = data;
         while !rd.is_empty() {
             let failed = match t.read_tls(&mut rd) {
@@ -250,6 +278,7 @@ impl ClientConn {
             }
             if self.handshake_kind.is_none() && !t.is_handshaking() {
                 self.handshake_kind = t.handshake_kind();
+                self.suite = t.negotiated_cipher_suite().map(|s| u16::from(s.suite()));
                 self.early_data_accepted = t.is_early_data_accepted();
             }
             let mut buf = [0u8; 16384];
@@ -349,10 +378,14 @@ impl ClientConn {
                                 // Goes out ahead of the request (rustls
                                 // queues it now; the request is written
                                 // after it).
-                                if let Err(e) = t.refresh_traffic_keys() {
-                                    self.abnormal.get_or_insert(format!(
-                                        "TLS: the client could not send a KeyUpdate: {e}"
-                                    ));
+                                // (rustls' KeyUpdate asks for the server's.)
+                                match t.refresh_traffic_keys() {
+                                    Ok(()) => self.key_updates.push(self.next_req),
+                                    Err(e) => {
+                                        self.abnormal.get_or_insert(format!(
+                                            "TLS: the client could not send a KeyUpdate: {e}"
+                                        ));
+                                    }
                                 }
                             }
                         }
@@ -541,6 +574,10 @@ impl Client {
                 early_data_sent: 0,
                 handshake_kind: None,
                 tickets_at_open: 0,
+                key_updates: Vec::new(),
+                client_random: None,
+                suite: None,
+                server_wire: Vec::new(),
             });
         }
         for c in conns.iter_mut().filter(|c| c.script.after.is_none()) {

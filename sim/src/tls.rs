@@ -9,9 +9,20 @@
 //! frames of an HTTPS run are the same in number and size, not in bytes,
 //! so a replayed HTTPS run takes the same steps but its fingerprint (event
 //! hashes) is not reproducible.
+//!
+//! The client also keeps the server's first application traffic secret of
+//! each connection (its `KeyLog`), so that the judge can open the server's
+//! records itself (`server_stream`): rustls as a client does not check what
+//! rustls does not need, such as that the server answers a KeyUpdate the
+//! client asked for.
 
+mod server_stream;
+
+pub use server_stream::{check_key_update_answers, open_server_stream, ServerStream};
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hotpair_tls::{TicketKey, TlsServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PKCS_ED25519};
@@ -21,7 +32,7 @@ use rustls::client::{
 };
 use rustls::crypto::{ActiveKeyExchange, CryptoProvider, SharedSecret, SupportedKxGroup};
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, NamedGroup, RootCertStore};
+use rustls::{ClientConfig, ClientConnection, KeyLog, NamedGroup, RootCertStore};
 
 /// The name the client asks for (the certificate is also for the
 /// service addresses).
@@ -105,6 +116,7 @@ pub fn server_config() -> Arc<TlsServerConfig> {
 /// its kill runs no longer took the same steps).
 pub struct ClientTls {
     store: Arc<CountingStore>,
+    secrets: Arc<ServerSecrets>,
     /// Offers an X25519 key share first (what the server picks).
     plain: Arc<ClientConfig>,
     /// Offers a key share for a group the server does not serve first: the
@@ -171,6 +183,7 @@ impl Default for ClientTls {
 impl ClientTls {
     pub fn new() -> Self {
         let store = Arc::new(CountingStore::default());
+        let secrets = Arc::new(ServerSecrets::default());
         #[allow(deprecated)] // ring's provider: see hotpair-tls' config.rs
         let ring = rustls::crypto::ring::default_provider();
         let config = |kx_groups: Vec<&'static dyn SupportedKxGroup>| {
@@ -188,6 +201,7 @@ impl ClientTls {
             // Asked for, so that a ticket allowing 0-RTT would show
             // (`Opened::early_data_possible`); the server issues none.
             c.enable_early_data = true;
+            c.key_log = Arc::clone(&secrets) as Arc<dyn KeyLog>;
             Arc::new(c)
         };
         let plain = config(ring.kx_groups.clone());
@@ -196,6 +210,7 @@ impl ClientTls {
         let retry = config(groups);
         ClientTls {
             store,
+            secrets,
             plain,
             retry,
         }
@@ -226,6 +241,38 @@ impl ClientTls {
     /// Session tickets the client has been given so far (all connections).
     pub fn tickets_received(&self) -> u64 {
         self.store.inserted.load(Ordering::Relaxed)
+    }
+
+    /// SERVER_TRAFFIC_SECRET_0 of the connection whose ClientHello carried
+    /// `client_random`, once its handshake got that far.
+    pub fn server_secret(&self, client_random: &[u8; 32]) -> Option<Vec<u8>> {
+        let map = self.secrets.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(client_random).cloned()
+    }
+}
+
+/// The client's key log: each connection's first server application
+/// traffic secret, by its ClientHello's random (a run's connections share
+/// one configuration; the random tells them apart). Simulated connections
+/// only: these are test keys.
+#[derive(Debug, Default)]
+struct ServerSecrets(Mutex<BTreeMap<[u8; 32], Vec<u8>>>);
+
+const SERVER_TRAFFIC_SECRET_0: &str = "SERVER_TRAFFIC_SECRET_0";
+
+impl KeyLog for ServerSecrets {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        if label != SERVER_TRAFFIC_SECRET_0 {
+            return;
+        }
+        if let Ok(random) = <[u8; 32]>::try_from(client_random) {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.insert(random, secret.to_vec());
+        }
+    }
+
+    fn will_log(&self, label: &str) -> bool {
+        label == SERVER_TRAFFIC_SECRET_0
     }
 }
 

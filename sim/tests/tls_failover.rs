@@ -19,6 +19,12 @@
 //!   lossy seed at 10 spaced steps; dual-role at 6 spaced steps. It prints
 //!   the kill runs by the phase the victim's connection was in.
 //!   `SIM_ONLY=a,b` limits the scenarios, `SIM_THREADS` the parallelism.
+//! - `a_survivor_answers_the_key_update_it_owes`: `tls-keyupdate`, the
+//!   primary killed at every other step after the handshake; the judge
+//!   opens the server's records itself and finds each client KeyUpdate
+//!   answered once, before the next reply (in every run of this file).
+//! - `tls_and_http_shadows_on_one_address_are_both_promoted`: one address,
+//!   HTTPS and plain HTTP at once, the primary killed at spaced steps.
 //! - `worker`: runs a batch in a child process (`hotpair_sim::isolate`).
 
 use std::path::Path;
@@ -205,4 +211,52 @@ fn tls_and_http_shadows_on_one_address_are_both_promoted() {
         "the 443 and the 80 shadow were promoted together at only {both} of {} kill points: {promoted:?}",
         steps.len()
     );
+}
+
+/// The KeyUpdate a survivor owes the client (`MirrorTls::promote`): in
+/// `tls-keyupdate` the client asks for an update before its 2nd and 3rd
+/// requests; a primary killed after it read such a KeyUpdate and before its
+/// answer was logged leaves the answer to the owner. rustls as a client
+/// does not notice a missing answer, so the judge opens the server's
+/// records itself (`hotpair_sim::tls::check_key_update_answers`): one
+/// KeyUpdate per request, before the reply to the request that followed
+/// it. The primary is killed at every other step of the run from the first
+/// reply on, both variants (removing the survivor's answer fails runs
+/// here: docs/tls.md).
+#[test]
+fn a_survivor_answers_the_key_update_it_owes() {
+    let iso = Isolation::this_test_binary(32);
+    let scenario = scenario::https::all()
+        .into_iter()
+        .find(|s| s.name == "tls-keyupdate")
+        .expect("the tls-keyupdate scenario");
+    let t = Topology::Duplex;
+    let base = matrix::spec(t, &Arc::new(t.scenario(scenario)), 1, Net::CLEAN, None);
+    let out = matrix::execute(std::slice::from_ref(&base), 1, Some(&iso));
+    let mut failures: Vec<Failure> = Failure::of(&base, &out[0]).into_iter().collect();
+    let done = out[0].done_step.expect("the scenario completes");
+    // The handshake and the first request are over by step ~120.
+    let kills: Vec<_> = (120..done)
+        .step_by(2)
+        .flat_map(|step| {
+            [Variant::Lost, Variant::Silent].map(|variant| {
+                let mut k = base.clone();
+                k.kill = Some(Kill {
+                    victim: t.parse_victim("primary").expect("duplex has a primary"),
+                    step,
+                    variant,
+                });
+                k
+            })
+        })
+        .collect();
+    let outs = matrix::execute(&kills, hotpair_sim::sampled::threads(), Some(&iso));
+    for (spec, o) in kills.iter().zip(&outs) {
+        failures.extend(Failure::of(spec, o));
+    }
+    println!(
+        "tls-keyupdate: {done} steps, the primary killed at {} points",
+        kills.len()
+    );
+    harness::assert_none(&failures);
 }

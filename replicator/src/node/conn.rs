@@ -22,7 +22,7 @@ mod shadow;
 mod taken;
 mod tls;
 
-pub use tls::{HandshakeDone, HandshakeWork, TLS_INDEX};
+pub use tls::{decode_tls_unit, encode_tls_unit, HandshakeDone, HandshakeWork, TLS_INDEX};
 
 pub(crate) use local::short_digest;
 use local::{local_reply, same_bytes, NoReply};

@@ -60,7 +60,10 @@ use hotpair_stack::{Admission, ConnId, Engine, Frame, StackConfig};
 use thiserror::Error;
 
 pub use app::{AppCheck, AppCheckConfig};
-pub use conn::{Conn, HandshakeDone, HandshakeWork, Served, TlsJob, MAX_SERVED, TLS_INDEX};
+pub use conn::{
+    decode_tls_unit, encode_tls_unit, Conn, HandshakeDone, HandshakeWork, Served, TlsJob,
+    MAX_SERVED, TLS_INDEX,
+};
 use conn::{Shared, SiteConns};
 pub use drive::{send_link_messages, step, Drive, LinkAction};
 pub use handler::{Handler, Job, Route, Work};

@@ -50,6 +50,7 @@ impl World {
             }
             if c.script.tls {
                 check_handshake(&i, c, &mut v);
+                crate::tls::check_key_update_answers(&i, c, &self.client.tls, &mut v);
             }
             if c.parse_error.is_none() {
                 let mut app = AppCheck {

@@ -77,8 +77,10 @@ pub(super) fn count_records(mut bytes: &[u8]) -> Option<u64> {
 }
 
 /// A TLS unit's logged payload: `u16` length of the encoded state (0:
-/// none, a HelloRetryRequest), the state, then the bytes for the client.
-pub(super) fn encode_tls_unit(state: Option<&TlsState>) -> Bytes {
+/// none, a HelloRetryRequest), the state, then the bytes for the client
+/// (appended by the caller: this is the head). Public, with
+/// [`decode_tls_unit`], for the fuzz target (`fuzz/src/tls_unit.rs`).
+pub fn encode_tls_unit(state: Option<&TlsState>) -> Bytes {
     let mut out = Vec::with_capacity(192);
     match state {
         Some(s) => {
@@ -91,8 +93,10 @@ pub(super) fn encode_tls_unit(state: Option<&TlsState>) -> Bytes {
     Bytes::from(out)
 }
 
-/// Split a logged TLS unit's payload into its state and its bytes.
-pub(super) fn decode_tls_unit(payload: &Bytes) -> Result<(Option<TlsState>, Bytes), TlsError> {
+/// Split a logged TLS unit's payload into its state and its bytes. The
+/// payload comes from the peer over the link (a trust boundary): any bytes
+/// give a state and bytes or an error, never a panic.
+pub fn decode_tls_unit(payload: &Bytes) -> Result<(Option<TlsState>, Bytes), TlsError> {
     if payload.len() < 2 {
         return Err(TlsError::BadState("TLS unit without a state length"));
     }
