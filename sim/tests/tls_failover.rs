@@ -9,16 +9,30 @@
 //!   HelloRetryRequest, resumed), and in duplex with each node killed
 //!   half-way.
 //! - `tls_matrix`: duplex, each node killed (both variants) at every one
-//!   of 80 steps from 15 before the first SYN of the scenario's last HTTPS
-//!   connection (at step ~75, 1 s virtual, for a connection opened at the
-//!   start; right after the first is closed for a resumption's second) —
-//!   every step of the TCP and TLS handshakes and of the first records
-//!   (the ClientHello forwarded, a HelloRetryRequest, the server flight
-//!   logged, acknowledged, sent; the client's Finished; the tickets; the
-//!   first request and reply) — then 10 evenly spaced steps after; one
-//!   lossy seed at 10 spaced steps; dual-role at 6 spaced steps. It prints
-//!   the kill runs by the phase the victim's connection was in.
+//!   of 80 steps from 15 before the first SYN of the victim's connection
+//!   (the scenario's last HTTPS one: at step ~75, 1 s virtual, for a
+//!   connection opened at the start; right after the first is closed for
+//!   a resumption's second) — every step of the TCP and TLS handshakes
+//!   and of the first records (the ClientHello forwarded, a
+//!   HelloRetryRequest, the server flight logged, acknowledged, sent; the
+//!   client's Finished; the tickets; the first request and reply) — then
+//!   10 evenly spaced steps after. One lossy seed: the same window at
+//!   every 2nd step per (victim, variant) pair, the variants alternating
+//!   (each victim killed at every step of its handshake under loss), and
+//!   10 after. Dual-role at 6 spaced steps. The 3-node ring, each node a
+//!   victim: the same window counted from the victim's own connection
+//!   (on the address it is the primary of: the addresses' connections
+//!   open a second apart), every 16th step per pair, and 1 after.
+//!   `SIM_FULL=1`: the lossy window at every step for every pair, the
+//!   ring's at every 4th step per pair and 10 after. It prints the kill
+//!   runs by the phase the victim's connection was in, per scenario and
+//!   per mode and LAN. The HTTPS ring runs here, not in
+//!   `failover_matrix`: this file has every HTTPS scenario, the handshake
+//!   window and the phase report.
 //!   `SIM_ONLY=a,b` limits the scenarios, `SIM_THREADS` the parallelism.
+//! - `ring_kill_windows_follow_each_victims_connection`: in the ring, each
+//!   victim's window starts at its own connection's SYN, and kills there
+//!   land inside that connection's TLS handshake.
 //! - `worker`: runs a batch in a child process (`hotpair_sim::isolate`).
 
 use std::path::Path;
