@@ -154,7 +154,7 @@ fi
 # for the capped matrix, ~40 s in a debug build), built optimised with debug
 # assertions and overflow checks on (profile `sim`). It includes the HTTPS
 # matrix (sim/tests/tls_failover.rs: every step of the TLS handshake
-# window, ~35 s).
+# window, clean and lossy, the ring sampled; ~75 s under SIM_FULL).
 SIM_FULL="${SIM_FULL:-1}"
 step "simulation: cargo test --profile sim -p hotpair-sim (SIM_FULL=$SIM_FULL)"
 SIM_FULL="$SIM_FULL" cargo test --profile sim -p hotpair-sim -- --nocapture

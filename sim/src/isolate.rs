@@ -201,6 +201,7 @@ pub fn outcome_line(o: &Outcome) -> String {
         .map(|v| v.replace(['\t', '\n', SEP], " "))
         .collect();
     let runs: Vec<String> = o.handler_runs.iter().map(u64::to_string).collect();
+    let syn_steps: Vec<String> = o.focus_syn_steps.iter().map(|&s| opt(s)).collect();
     let phase = o
         .kill_phase
         .and_then(|p| TlsPhase::ALL.iter().position(|&q| q == p))
@@ -215,7 +216,7 @@ pub fn outcome_line(o: &Outcome) -> String {
         runs.join(","),
         stats.join(","),
         opt(phase),
-        opt(o.focus_syn_step),
+        syn_steps.join(","),
         violations.join(&SEP.to_string())
     )
 }
@@ -257,7 +258,10 @@ pub fn parse_outcome(line: &str) -> Option<Outcome> {
         violations,
         fingerprint: None,
         kill_phase,
-        focus_syn_step: opt(f.get(8)?)?,
+        focus_syn_steps: match *f.get(8)? {
+            "" => Vec::new(),
+            s => s.split(',').map(opt).collect::<Option<_>>()?,
+        },
     })
 }
 
@@ -334,7 +338,7 @@ pub fn run_isolated(specs: &[RunSpec], threads: usize, iso: &Isolation) -> Vec<O
                             handler_runs: Vec::new(),
                             wall: Duration::ZERO,
                             kill_phase: None,
-                            focus_syn_step: None,
+                            focus_syn_steps: Vec::new(),
                         });
                         let mut q = queue.lock().expect("queue");
                         for &j in batch[k + 1..].iter().rev() {
@@ -448,7 +452,7 @@ mod tests {
             handler_runs: vec![1, 2, 3],
             wall: Duration::from_millis(5),
             kill_phase: Some(TlsPhase::FlightLogged),
-            focus_syn_step: Some(7),
+            focus_syn_steps: vec![Some(7), None, Some(9)],
         };
         let back = parse_outcome(&outcome_line(&o)).expect("parses");
         assert_eq!(back.done_step, Some(42));
@@ -467,20 +471,20 @@ mod tests {
         assert_eq!(back.wall, o.wall);
         assert_eq!(back.stats.tls_resumed, 2);
         assert_eq!(
-            (back.kill_phase, back.focus_syn_step),
-            (Some(TlsPhase::FlightLogged), Some(7))
+            (back.kill_phase, back.focus_syn_steps),
+            (Some(TlsPhase::FlightLogged), vec![Some(7), None, Some(9)])
         );
         let none = Outcome {
             done_step: None,
             done_time: None,
             violations: vec![],
             kill_phase: None,
-            focus_syn_step: None,
+            focus_syn_steps: Vec::new(),
             ..o
         };
         let back = parse_outcome(&outcome_line(&none)).expect("parses");
         assert!(back.done_step.is_none() && back.violations.is_empty());
-        assert!(back.kill_phase.is_none() && back.focus_syn_step.is_none());
+        assert!(back.kill_phase.is_none() && back.focus_syn_steps.is_empty());
 
         let mut cache = ExpectCache::new();
         for key in [

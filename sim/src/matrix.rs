@@ -33,11 +33,20 @@ pub enum Points {
     /// run with offsets 0..stride give every pair every step once between
     /// them.
     Every { stride: u64, offset: u64 },
-    /// Every step of `dense` steps from `lead` steps before the first SYN
-    /// of the scenario's (last) HTTPS connection (see
-    /// [`Outcome::focus_syn_step`]) — its handshake and first records —
-    /// then `spaced` steps evenly spread over the rest after it.
-    Window { lead: u64, dense: u64, spaced: u64 },
+    /// Every `stride`-th step of `dense` steps from `lead` steps before the
+    /// first SYN of the victim's (last) HTTPS connection (see
+    /// [`Outcome::focus_syn_steps`]) — its handshake and first records —
+    /// then `spaced` steps evenly spread over the rest after it. Inside
+    /// the window each (victim, variant) pair starts at a different step,
+    /// as in [`Points::Every`] (pair `r` at `r mod stride`): with `stride`
+    /// ≤ the number of pairs every step of the window is some pair's kill
+    /// point, for `1/stride` of the runs of `stride` 1.
+    Window {
+        lead: u64,
+        dense: u64,
+        stride: u64,
+        spaced: u64,
+    },
 }
 
 impl Points {
@@ -56,11 +65,15 @@ impl Points {
             Points::Window {
                 lead,
                 dense,
+                stride,
                 spaced,
             } => {
+                let stride = stride.max(1);
                 let from = origin.saturating_sub(lead);
                 let end = (from + dense).min(len);
-                let mut v: Vec<u64> = (from.min(len)..end).collect();
+                let mut v: Vec<u64> = ((from + rotation % stride).min(end)..end)
+                    .step_by(stride as usize)
+                    .collect();
                 let rest = len - end;
                 for i in 0..spaced.min(rest) {
                     let p = end + (i * rest + rest / 2) / spaced.min(rest);
@@ -186,6 +199,9 @@ pub struct Report {
     /// HTTPS: kill runs per scenario and the phase their victim's
     /// connection was in (see [`TlsPhase`]).
     pub phases: BTreeMap<&'static str, BTreeMap<TlsPhase, u64>>,
+    /// HTTPS: the same kill runs by phase per (mode, LAN) — "duplex
+    /// lossy" — in the order they first ran.
+    pub phases_by_net: Vec<(String, BTreeMap<TlsPhase, u64>)>,
     pub summary: String,
 }
 
@@ -296,18 +312,44 @@ pub fn run_matrix(cfg: &MatrixConfig) -> Report {
             continue;
         };
         let pairs = mode.victims.len() * mode.variants.len();
-        let origin = out.focus_syn_step.unwrap_or(0);
-        let per_pair: Vec<Vec<u64>> = (0..pairs as u64)
-            .map(|r| points.select(len, r, origin))
+        // A window is counted from the victim's own connection's SYN.
+        let origins: Vec<u64> = mode
+            .victims
+            .iter()
+            .map(|&v| out.focus_syn_step(v).unwrap_or(0))
+            .collect();
+        let per_pair: Vec<Vec<u64>> = (0..pairs)
+            .map(|r| points.select(len, r as u64, origins[r / mode.variants.len()]))
             .collect();
         let runs: usize = per_pair.iter().map(Vec::len).sum();
         let kind = match points {
             Points::Every { stride, .. } => format!(" (every {stride}th step, rotating)"),
-            Points::Window { lead, dense, .. } => {
-                let from = origin.saturating_sub(lead);
+            Points::Window {
+                lead,
+                dense,
+                stride,
+                ..
+            } => {
+                let every = match stride {
+                    0 | 1 => "every step".to_owned(),
+                    n => format!("every {n} steps, rotating,"),
+                };
+                let windows: Vec<String> = mode
+                    .victims
+                    .iter()
+                    .zip(&origins)
+                    .map(|(&v, &o)| {
+                        let from = o.saturating_sub(lead);
+                        format!(
+                            "{} {from}..{} (SYN at {o})",
+                            mode.topology.victim_name(v),
+                            from + dense
+                        )
+                    })
+                    .collect();
                 format!(
-                    " (every step of {from}..{}: from {lead} before its last HTTPS connection's SYN at step {origin})",
-                    from + dense
+                    " ({every} of {dense} from {lead} before the SYN of the victim's last HTTPS connection: {})",
+                    windows.join(", ")
                 )
             }
             _ => String::new(),
@@ -416,6 +458,15 @@ impl Report {
                 .or_default()
                 .entry(p)
                 .or_default() += 1;
+            let net = format!("{} {}", self.modes[mode].name, spec.net.name);
+            let i = match self.phases_by_net.iter().position(|(n, _)| *n == net) {
+                Some(i) => i,
+                None => {
+                    self.phases_by_net.push((net, BTreeMap::new()));
+                    self.phases_by_net.len() - 1
+                }
+            };
+            *self.phases_by_net[i].1.entry(p).or_default() += 1;
         }
         let m = &mut self.modes[mode];
         m.runs += 1;
@@ -476,6 +527,7 @@ impl Report {
                 s.push_str(&f.describe(5));
             }
         }
+        s.push_str(&self.phase_table_by_net());
         for m in &self.modes {
             s.push_str(&m.summary);
             s.push('\n');
@@ -491,43 +543,64 @@ impl Report {
     /// was in (rows) per scenario (columns) and in total; empty without
     /// HTTPS scenarios.
     pub fn phase_table(&self) -> String {
-        if self.phases.is_empty() {
-            return String::new();
-        }
-        let names: Vec<&str> = self.phases.keys().copied().collect();
-        let width = |n: &str| n.len().max(6);
-        let mut s = format!(
-            "sim: kill runs by the phase of the victim's HTTPS connection (a resumption's second one) at the kill\nsim: {:<22}",
-            "phase"
-        );
-        for n in &names {
-            s.push_str(&format!(" {:>w$}", n, w = width(n)));
-        }
-        s.push_str(&format!(" {:>7}\n", "total"));
-        let mut totals = vec![0u64; names.len()];
-        for p in TlsPhase::ALL {
-            let row: Vec<u64> = names
-                .iter()
-                .map(|n| self.phases[n].get(&p).copied().unwrap_or(0))
-                .collect();
-            let sum: u64 = row.iter().sum();
-            if sum == 0 {
-                continue;
-            }
-            s.push_str(&format!("sim: {:<22}", p.name()));
-            for ((n, v), t) in names.iter().zip(&row).zip(totals.iter_mut()) {
-                s.push_str(&format!(" {:>w$}", v, w = width(n)));
-                *t += v;
-            }
-            s.push_str(&format!(" {sum:>7}\n"));
-        }
-        s.push_str(&format!("sim: {:<22}", "total"));
-        for (n, t) in names.iter().zip(&totals) {
-            s.push_str(&format!(" {:>w$}", t, w = width(n)));
-        }
-        s.push_str(&format!(" {:>7}\n", totals.iter().sum::<u64>()));
-        s
+        let columns: Vec<(&str, &BTreeMap<TlsPhase, u64>)> =
+            self.phases.iter().map(|(n, p)| (*n, p)).collect();
+        phase_table(
+            "kill runs by the phase of the victim's HTTPS connection (a resumption's second one) at the kill",
+            &columns,
+        )
     }
+
+    /// HTTPS: the same kill runs by phase per mode and LAN (columns), so
+    /// the lossy and the other topologies' share of each phase shows.
+    pub fn phase_table_by_net(&self) -> String {
+        let columns: Vec<(&str, &BTreeMap<TlsPhase, u64>)> = self
+            .phases_by_net
+            .iter()
+            .map(|(n, p)| (n.as_str(), p))
+            .collect();
+        phase_table(
+            "HTTPS takeovers covered: kill runs by the phase of the victim's connection, per mode and LAN",
+            &columns,
+        )
+    }
+}
+
+/// Phases (rows, those with a run) by `columns`, with totals; empty
+/// without columns.
+fn phase_table(title: &str, columns: &[(&str, &BTreeMap<TlsPhase, u64>)]) -> String {
+    if columns.is_empty() {
+        return String::new();
+    }
+    let width = |n: &str| n.len().max(6);
+    let mut s = format!("sim: {title}\nsim: {:<22}", "phase");
+    for (n, _) in columns {
+        s.push_str(&format!(" {:>w$}", n, w = width(n)));
+    }
+    s.push_str(&format!(" {:>7}\n", "total"));
+    let mut totals = vec![0u64; columns.len()];
+    for p in TlsPhase::ALL {
+        let row: Vec<u64> = columns
+            .iter()
+            .map(|(_, c)| c.get(&p).copied().unwrap_or(0))
+            .collect();
+        let sum: u64 = row.iter().sum();
+        if sum == 0 {
+            continue;
+        }
+        s.push_str(&format!("sim: {:<22}", p.name()));
+        for (((n, _), v), t) in columns.iter().zip(&row).zip(totals.iter_mut()) {
+            s.push_str(&format!(" {:>w$}", v, w = width(n)));
+            *t += v;
+        }
+        s.push_str(&format!(" {sum:>7}\n"));
+    }
+    s.push_str(&format!("sim: {:<22}", "total"));
+    for ((n, _), t) in columns.iter().zip(&totals) {
+        s.push_str(&format!(" {:>w$}", t, w = width(n)));
+    }
+    s.push_str(&format!(" {:>7}\n", totals.iter().sum::<u64>()));
+    s
 }
 
 /// A violation with its numbers blanked out: failures of one kind share it.
@@ -548,4 +621,45 @@ fn kind_of(v: &str) -> String {
         }
     }
     out.replace("promise N", "promise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Points;
+
+    /// A window with a stride gives each (victim, variant) pair its own
+    /// steps: with `stride` pairs every step of the window is exactly one
+    /// pair's, and each pair gets the same spaced steps after it.
+    #[test]
+    fn a_strided_window_rotates_over_the_pairs() {
+        let w = Points::Window {
+            lead: 15,
+            dense: 80,
+            stride: 2,
+            spaced: 10,
+        };
+        let (len, origin) = (600, 100);
+        let pairs: Vec<Vec<u64>> = (0..4).map(|r| w.select(len, r, origin)).collect();
+        let window = |p: &Vec<u64>| p.iter().copied().filter(|&s| s < 165).collect::<Vec<_>>();
+        let after = |p: &Vec<u64>| p.iter().copied().filter(|&s| s >= 165).collect::<Vec<_>>();
+        let mut both: Vec<u64> = window(&pairs[0])
+            .into_iter()
+            .chain(window(&pairs[1]))
+            .collect();
+        both.sort_unstable();
+        assert_eq!(both, (85..165).collect::<Vec<_>>());
+        assert_eq!(window(&pairs[0]).len(), 40);
+        assert_eq!(window(&pairs[0]), window(&pairs[2]));
+        assert_eq!(window(&pairs[1]), window(&pairs[3]));
+        assert_eq!(after(&pairs[0]).len(), 10);
+        assert!(pairs.iter().all(|p| after(p) == after(&pairs[0])));
+        // Stride 1: every step for every pair, as before strides.
+        let all = Points::Window {
+            lead: 15,
+            dense: 80,
+            stride: 1,
+            spaced: 0,
+        };
+        assert_eq!(all.select(len, 3, origin), (85..165).collect::<Vec<_>>());
+    }
 }

@@ -141,10 +141,20 @@ pub struct Outcome {
     /// HTTPS: the phase the victim's connection was in at the kill
     /// (see [`TlsPhase`]).
     pub kill_phase: Option<TlsPhase>,
-    /// HTTPS: the step at which the first SYN of the connection a kill is
-    /// judged by (the last HTTPS connection on the first address) left
-    /// the client: where its handshake's kill window is counted from.
-    pub focus_syn_step: Option<u64>,
+    /// HTTPS, per node (A, B, ...): the step at which the first SYN of
+    /// the connection a kill of that node is judged by (the last HTTPS
+    /// connection on the first address it is the primary of, else the
+    /// owner of) left the client: where its handshake's kill window is
+    /// counted from. Outside duplex the addresses' connections open at
+    /// different times, so each victim has its own. Empty without HTTPS.
+    pub focus_syn_steps: Vec<Option<u64>>,
+}
+
+impl Outcome {
+    /// [`Outcome::focus_syn_steps`] of `victim`.
+    pub fn focus_syn_step(&self, victim: Who) -> Option<u64> {
+        self.focus_syn_steps.get(victim.index()).copied().flatten()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,9 @@
 //!
 //! The matrix's scenarios are `scenario::all()` (plain HTTP) and one HTTPS
 //! scenario, `tls-keyupdate-after` (client KeyUpdates read with the
-//! requests whose `static` replies the owner made ahead).
+//! requests whose `static` replies the owner made ahead). Every HTTPS
+//! scenario runs in duplex, dual-role and the ring in `tls_failover.rs`'s
+//! `tls_matrix`, its kill points around each victim's handshake.
 //!
 //! - `smoke`: every scenario once without failure and once with each node
 //!   killed half-way (duplex; dual-role and the ring: without failure and

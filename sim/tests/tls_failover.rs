@@ -9,15 +9,26 @@
 //!   HelloRetryRequest, resumed), and in duplex with each node killed
 //!   half-way.
 //! - `tls_matrix`: duplex, each node killed (both variants) at every one
-//!   of 80 steps from 15 before the first SYN of the scenario's last HTTPS
-//!   connection (at step ~75, 1 s virtual, for a connection opened at the
-//!   start; right after the first is closed for a resumption's second) —
-//!   every step of the TCP and TLS handshakes and of the first records
-//!   (the ClientHello forwarded, a HelloRetryRequest, the server flight
-//!   logged, acknowledged, sent; the client's Finished; the tickets; the
-//!   first request and reply) — then 10 evenly spaced steps after; one
-//!   lossy seed at 10 spaced steps; dual-role at 6 spaced steps. It prints
-//!   the kill runs by the phase the victim's connection was in.
+//!   of 80 steps from 15 before the first SYN of the victim's connection
+//!   (the scenario's last HTTPS one: at step ~75, 1 s virtual, for a
+//!   connection opened at the start; right after the first is closed for
+//!   a resumption's second) — every step of the TCP and TLS handshakes
+//!   and of the first records (the ClientHello forwarded, a
+//!   HelloRetryRequest, the server flight logged, acknowledged, sent; the
+//!   client's Finished; the tickets; the first request and reply) — then
+//!   10 evenly spaced steps after. One lossy seed: the same window at
+//!   every 2nd step per (victim, variant) pair, the variants alternating
+//!   (each victim killed at every step of its handshake under loss), and
+//!   10 after. Dual-role at 6 spaced steps. The 3-node ring, each node a
+//!   victim: the same window counted from the victim's own connection
+//!   (on the address it is the primary of: the addresses' connections
+//!   open a second apart), every 16th step per pair, and 1 after.
+//!   `SIM_FULL=1`: the lossy window at every step for every pair, the
+//!   ring's at every 4th step per pair and 10 after. It prints the kill
+//!   runs by the phase the victim's connection was in, per scenario and
+//!   per mode and LAN. The HTTPS ring runs here, not in
+//!   `failover_matrix`: this file has every HTTPS scenario, the handshake
+//!   window and the phase report.
 //!   `SIM_ONLY=a,b` limits the scenarios, `SIM_THREADS` the parallelism.
 //! - `a_survivor_answers_the_key_update_it_owes`: `tls-keyupdate`, the
 //!   primary killed at every other step after the handshake; the judge
@@ -25,15 +36,18 @@
 //!   answered once, before the next reply (in every run of this file).
 //! - `tls_and_http_shadows_on_one_address_are_both_promoted`: one address,
 //!   HTTPS and plain HTTP at once, the primary killed at spaced steps.
+//! - `ring_kill_windows_follow_each_victims_connection`: in the ring, each
+//!   victim's window starts at its own connection's SYN, and kills there
+//!   land inside that connection's TLS handshake.
 //! - `worker`: runs a batch in a child process (`hotpair_sim::isolate`).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use hotpair_sim::harness;
+use hotpair_sim::harness::{self, env};
 use hotpair_sim::isolate::{self, Isolation};
 use hotpair_sim::matrix::{self, Failure, MatrixConfig, Mode, Points};
-use hotpair_sim::world::{Kill, Net, Variant};
+use hotpair_sim::world::{Kill, Net, TlsPhase, Variant};
 use hotpair_sim::{scenario, Topology, Who};
 
 #[test]
@@ -128,28 +142,50 @@ fn runs_in_one_process_do_not_share_tickets() {
 #[test]
 fn tls_matrix() {
     let scenarios = harness::only(scenario::https::all());
+    let full = env("SIM_FULL").is_some_and(|v| v != "0");
     // The handshake and the first records take the first ~60 steps of a
-    // duplex run: every one of them, then spaced steps to the end.
-    let capped = |dense, spaced| Points::Capped { dense, spaced };
+    // connection: the window is 80 steps from 15 before the first SYN of
+    // the victim's connection (the last HTTPS one on the address it is
+    // the primary of; in the ring each address's connections open a
+    // second after the one before), then `spaced` steps to the end.
+    // Inside the window pair `r` of (victim, variant) starts at step
+    // `r mod stride`, then every `stride`th.
+    let window = |stride, spaced| Points::Window {
+        lead: 15,
+        dense: 80,
+        stride,
+        spaced,
+    };
+    // Under loss, every 2nd step of the window: duplex's pairs are
+    // (primary, lost), (primary, silent), (owner, lost), (owner, silent),
+    // so each victim dies at every step of the window, the variant
+    // alternating — half the runs of every pair at every step (SIM_FULL).
+    let lossy = window(if full { 1 } else { 2 }, 10);
+    // The ring (3 victims x 2 variants; a ring run costs about 4 duplex
+    // runs): each victim's two pairs at two adjacent steps, every 16th
+    // step of its window (5 each), and one step after; SIM_FULL every 4th
+    // (so each victim at every other step, the variant alternating) and
+    // 10 steps after.
+    let ring = if full { window(4, 10) } else { window(16, 1) };
     let cfg = MatrixConfig {
         scenarios,
         modes: vec![
             Mode::new(
                 Topology::Duplex,
-                vec![
-                    (
-                        1,
-                        Net::CLEAN,
-                        Points::Window {
-                            lead: 15,
-                            dense: 80,
-                            spaced: 10,
-                        },
-                    ),
-                    (2, Net::LOSSY, capped(0, 10)),
-                ],
+                vec![(1, Net::CLEAN, window(1, 10)), (2, Net::LOSSY, lossy)],
             ),
-            Mode::new(Topology::DualRole, vec![(1, Net::CLEAN, capped(0, 6))]),
+            Mode::new(
+                Topology::DualRole,
+                vec![(
+                    1,
+                    Net::CLEAN,
+                    Points::Capped {
+                        dense: 0,
+                        spaced: 6,
+                    },
+                )],
+            ),
+            Mode::new(Topology::Ring(3), vec![(1, Net::CLEAN, ring)]),
         ],
         threads: hotpair_sim::sampled::threads(),
         isolation: Some(Isolation::this_test_binary(32)),
@@ -160,6 +196,25 @@ fn tls_matrix() {
             !report.phases.is_empty(),
             "no kill run was given the phase of its HTTPS connection"
         );
+        // The lossy and the ring kills must land inside the handshakes,
+        // not only before and after them.
+        for net in ["duplex lossy", "ring3 clean"] {
+            let handshake =
+                report
+                    .phases_by_net
+                    .iter()
+                    .find(|(n, _)| n == net)
+                    .map_or(0, |(_, p)| {
+                        p.iter()
+                            .filter(|(p, _)| p.in_handshake())
+                            .map(|(_, n)| n)
+                            .sum::<u64>()
+                    });
+            assert!(
+                handshake > 0,
+                "{net}: no kill run inside an HTTPS handshake"
+            );
+        }
     });
 }
 
@@ -210,6 +265,75 @@ fn tls_and_http_shadows_on_one_address_are_both_promoted() {
         both >= 6,
         "the 443 and the 80 shadow were promoted together at only {both} of {} kill points: {promoted:?}",
         steps.len()
+    );
+}
+
+/// In the ring each address's connections open a second after the one
+/// before, so a kill window counted from the first address's SYN would
+/// find two of the three victims' connections not started: each victim's
+/// window is counted from the SYN of its own connection (the one on the
+/// address it is the primary of). Kills of each node 6 to 30 steps after
+/// that SYN land inside that connection's TLS handshake.
+#[test]
+fn ring_kill_windows_follow_each_victims_connection() {
+    let iso = Isolation::this_test_binary(32);
+    let scenario = scenario::https::all()
+        .into_iter()
+        .find(|s| s.name == "tls-handshake")
+        .expect("the tls-handshake scenario");
+    let t = Topology::Ring(3);
+    let base = matrix::spec(t, &Arc::new(t.scenario(scenario)), 1, Net::CLEAN, None);
+    let out = matrix::execute(std::slice::from_ref(&base), 1, Some(&iso)).remove(0);
+    let mut failures: Vec<Failure> = Failure::of(&base, &out).into_iter().collect();
+    let syns: Vec<u64> = t
+        .all_nodes()
+        .into_iter()
+        .map(|v| {
+            out.focus_syn_step(v)
+                .expect("each victim's connection's SYN")
+        })
+        .collect();
+    let mut distinct = syns.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "one SYN step per victim: {syns:?}");
+    let kills: Vec<_> = t
+        .all_nodes()
+        .into_iter()
+        .zip(&syns)
+        .flat_map(|(victim, &syn)| {
+            let base = &base;
+            (6..=30).step_by(4).map(move |d| {
+                let mut k = base.clone();
+                k.kill = Some(Kill {
+                    victim,
+                    step: syn + d,
+                    variant: Variant::Lost,
+                });
+                k
+            })
+        })
+        .collect();
+    let outs = matrix::execute(&kills, hotpair_sim::sampled::threads(), Some(&iso));
+    let mut in_handshake = [0usize; 3];
+    let mut phases = Vec::new();
+    for (spec, o) in kills.iter().zip(&outs) {
+        failures.extend(Failure::of(spec, o));
+        let kill = spec.kill.expect("a kill run");
+        phases.push((kill.victim.name(), kill.step, o.kill_phase));
+        // The TLS handshake proper: from the ClientHello on the LAN to the
+        // client's Finished.
+        if o.kill_phase
+            .is_some_and(|p| p.in_handshake() && p != TlsPhase::Tcp)
+        {
+            in_handshake[kill.victim.index()] += 1;
+        }
+    }
+    println!("ring3 tls-handshake: SYN steps {syns:?}; kills (victim, step, phase): {phases:?}");
+    harness::assert_none(&failures);
+    assert!(
+        in_handshake.iter().all(|&n| n >= 3),
+        "kills inside each victim's TLS handshake (of 7 each): {in_handshake:?}; {phases:?}"
     );
 }
 

@@ -82,7 +82,16 @@ impl World {
                     .map_or_else(|| self.runs_at_kill[i].iter().sum(), SimNode::handler_runs)
             })
             .collect();
-        let focus_syn_step = self.focus_conn(None).and_then(|i| self.syn_steps[i]);
+        let focus_syn_steps = if self.focus_conn(None).is_some() {
+            (0..self.nodes.len())
+                .map(|i| {
+                    self.focus_conn(Some(Who(i as u8)))
+                        .and_then(|c| self.syn_steps[c])
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let st = &mut self.stats;
         st.arp_updates = self.client.arp_updates;
         st.duplicate_bytes = self.wire.duplicate_bytes;
@@ -139,7 +148,7 @@ impl World {
             handler_runs: runs,
             wall: Duration::ZERO,
             kill_phase: self.kill_phase,
-            focus_syn_step,
+            focus_syn_steps,
         }
     }
 }

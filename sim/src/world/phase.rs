@@ -92,6 +92,12 @@ impl TlsPhase {
         TlsPhase::After,
     ];
 
+    /// Inside the connection's TCP or TLS handshake: from its SYN to the
+    /// client's Finished (the tickets after it are records of their own).
+    pub fn in_handshake(self) -> bool {
+        (TlsPhase::Tcp..=TlsPhase::ClientFinished).contains(&self)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TlsPhase::Earlier => "earlier connection",
