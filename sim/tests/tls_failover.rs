@@ -19,7 +19,9 @@
 //!   10 evenly spaced steps after. One lossy seed: the same window at
 //!   every 2nd step per (victim, variant) pair, the variants alternating
 //!   (each victim killed at every step of its handshake under loss), and
-//!   10 after. Dual-role at 6 spaced steps. The 3-node ring, each node a
+//!   10 after. Dual-role at 6 spaced steps, and on the lossy seed every
+//!   8th step of each victim's window per pair (every 2nd under
+//!   `SIM_FULL=1`) and 1 after. The 3-node ring, each node a
 //!   victim: the same window counted from the victim's own connection
 //!   (on the address it is the primary of: the addresses' connections
 //!   open a second apart), every 16th step per pair, and 1 after.
@@ -167,6 +169,7 @@ fn tls_matrix() {
     // (so each victim at every other step, the variant alternating) and
     // 10 steps after.
     let ring = if full { window(4, 10) } else { window(16, 1) };
+    let dual_lossy = if full { window(2, 10) } else { window(8, 1) };
     let cfg = MatrixConfig {
         scenarios,
         modes: vec![
@@ -176,14 +179,21 @@ fn tls_matrix() {
             ),
             Mode::new(
                 Topology::DualRole,
-                vec![(
-                    1,
-                    Net::CLEAN,
-                    Points::Capped {
-                        dense: 0,
-                        spaced: 6,
-                    },
-                )],
+                vec![
+                    (
+                        1,
+                        Net::CLEAN,
+                        Points::Capped {
+                            dense: 0,
+                            spaced: 6,
+                        },
+                    ),
+                    // Under loss, each victim's handshake window sampled:
+                    // every 8th step per pair (4 pairs: a victim at every
+                    // 4th step, the variant alternating); every 2nd under
+                    // SIM_FULL.
+                    (2, Net::LOSSY, dual_lossy),
+                ],
             ),
             Mode::new(Topology::Ring(3), vec![(1, Net::CLEAN, ring)]),
         ],
@@ -198,7 +208,7 @@ fn tls_matrix() {
         );
         // The lossy and the ring kills must land inside the handshakes,
         // not only before and after them.
-        for net in ["duplex lossy", "ring3 clean"] {
+        for net in ["duplex lossy", "dual-role lossy", "ring3 clean"] {
             let handshake =
                 report
                     .phases_by_net
