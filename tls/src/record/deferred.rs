@@ -34,13 +34,14 @@ pub struct Deferred {
     close: bool,
 }
 
+/// Without the key.
 impl std::fmt::Debug for Deferred {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deferred")
-            .field("seq", &self.seq)
-            .field("left", &self.left)
-            .field("close", &self.close)
-            .finish_non_exhaustive()
+        let (seq, left, close) = (self.seq, self.left, self.close);
+        write!(
+            f,
+            "Deferred {{ seq: {seq}, left: {left}, close: {close}, .. }}"
+        )
     }
 }
 
